@@ -1,0 +1,1 @@
+//! The Coda MCP server (`coda-mcp`): a stdio MCP server for the Coda REST API v1.

@@ -1,0 +1,36 @@
+//! mcp-sidecar: put any stdio MCP server on HTTP, for clients of every
+//! protocol era, and a Rust-native Coda MCP server to run behind it.
+//!
+//! # Layout
+//!
+//! The module list is the architecture, read from the child outwards:
+//!
+//! - [`jsonrpc`]: JSON-RPC message envelopes (ids kept as raw JSON so they go
+//!   back byte-exact) and the newline line codec with a length cap.
+//! - [`child`]: the stdio server as a child process in its own process
+//!   group: one stdin writer, one stdout reader, stderr drained to the log,
+//!   and the staged stop (close stdin, SIGTERM the group, SIGKILL).
+//! - [`upstream`]: the multiplexer over one child. It rewrites request ids and
+//!   progress tokens to proxy-unique values, routes every message the child
+//!   sends to the session and stream it belongs to, and fails in-flight
+//!   requests when the child dies. Per-session mode is the same multiplexer
+//!   with one session attached.
+//! - [`session`]: sessions and their SSE streams: ids, era, idle expiry,
+//!   bounded event buffers for `Last-Event-ID` replay.
+//! - [`http`]: the accept loop and one front-end per protocol era:
+//!   Streamable HTTP with sessions (2025-03-26 … 2025-11-25), the legacy
+//!   HTTP+SSE transport (2024-11-05), stateless Streamable HTTP
+//!   (2026-07-28), and health endpoints.
+//! - [`sse`]: server-sent event encoding and keep-alive comments.
+//! - [`auth`]: API keys, Origin and Host checks.
+//! - [`error`]: the one place where errors become HTTP statuses and
+//!   JSON-RPC error bodies.
+//! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated,
+//!   with no I/O.
+//! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
+//! - [`shutdown`]: SIGTERM/SIGINT handling.
+//! - [`logging`]: tracing to stderr, plain or JSON.
+//! - [`coda`]: the Coda MCP server (its own API client and tool catalogue);
+//!   it shares nothing with the proxy's HTTP or session code.
+
+pub mod coda;
