@@ -153,9 +153,12 @@ impl ChildHandle {
         let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
         let (exit_tx, exit_rx) = watch::channel(Exit::Running);
         let (stop_tx, stop_rx) = mpsc::channel(1);
-        tokio::spawn(write_stdin(stdin, stdin_rx).instrument(span.clone()));
+        let close_stdin = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
         tokio::spawn(drain_stderr(stderr).instrument(span.clone()));
-        tokio::spawn(supervise(child, pid, spec.grace, stop_rx, exit_tx).instrument(span));
+        tokio::spawn(
+            supervise(child, pid, spec.grace, stop_rx, exit_tx, close_stdin).instrument(span),
+        );
         let handle = ChildHandle {
             inner: Arc::new(ChildInner {
                 pid,
@@ -207,8 +210,19 @@ impl ChildHandle {
     }
 }
 
-async fn write_stdin(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receiver<Bytes>) {
-    while let Some(line) = rx.recv().await {
+async fn write_stdin(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: mpsc::Receiver<Bytes>,
+    close: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => match line {
+                Some(line) => line,
+                None => break,
+            },
+            _ = close.cancelled() => break,
+        };
         if let Err(e) = stdin.write_all(&line).await {
             debug!(error = %e, "child stdin closed");
             break;
@@ -249,11 +263,16 @@ async fn supervise(
     grace: Duration,
     mut stop: mpsc::Receiver<()>,
     exit: watch::Sender<Exit>,
+    close_stdin: tokio_util::sync::CancellationToken,
 ) {
     let status = tokio::select! {
         status = child.wait() => status,
-        _ = stop.recv() => staged_stop(&mut child, pid, grace).await,
+        _ = stop.recv() => {
+            close_stdin.cancel();
+            staged_stop(&mut child, pid, grace).await
+        }
     };
+    close_stdin.cancel();
     let status = match status {
         Ok(s) => Exit::from(s),
         Err(e) => {
@@ -268,12 +287,10 @@ async fn supervise(
     let _ = exit.send(status);
 }
 
-/// Close stdin (done by the caller dropping the writer, and by the writer
-/// task when the handle's sender is gone), wait, SIGTERM the group, wait,
-/// SIGKILL the group.
+/// With stdin already closed (the writer task was told to drop it): wait,
+/// SIGTERM the group, wait, SIGKILL the group.
 async fn staged_stop(child: &mut Child, pid: u32, grace: Duration) -> std::io::Result<ExitStatus> {
     let group = Pid::from_raw(pid as i32);
-    drop(child.stdin.take());
     if let Ok(status) = tokio::time::timeout(grace / 2, child.wait()).await {
         return status;
     }

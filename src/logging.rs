@@ -1,6 +1,8 @@
 //! Logging: tracing to stderr, always (stdout may be a protocol stream),
 //! plain or JSON. Message bodies appear only at trace level.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Output format.
@@ -13,6 +15,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let r = match format {
         LogFormat::Plain => builder.try_init(),

@@ -1099,7 +1099,9 @@ impl Upstream {
         // Invariant: requests have ids.
         let id: Box<[u8]> = frame.id().expect("request has an id").into();
         if method == "ping" {
-            let _ = self.write_bytes(&jsonrpc::result_response(&id, &serde_json::json!({})));
+            let _ = self
+                .write_bytes(&jsonrpc::result_response(&id, &serde_json::json!({})))
+                .await;
             return;
         }
         let refusal = {

@@ -362,13 +362,24 @@ pub enum Answer {
 /// absent `Accept` or `*/*` means SSE. 406 only when neither is acceptable
 /// (transport.md §7.F).
 pub fn negotiate(headers: &HeaderMap) -> Result<Answer, ProxyError> {
+    match accepts(headers) {
+        (true, _) => Ok(Answer::Sse),
+        (false, true) => Ok(Answer::Json),
+        (false, false) => Err(ProxyError::NotAcceptable(
+            "Accept must allow application/json or text/event-stream",
+        )),
+    }
+}
+
+/// Which of (SSE, JSON) the client's `Accept` allows; none given allows both.
+pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
     let values: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
     if values.is_empty() {
-        return Ok(Answer::Sse);
+        return (true, true);
     }
     let (mut sse, mut json) = (false, false);
     for item in values.iter().flat_map(|v| v.split(',')) {
@@ -391,13 +402,7 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Answer, ProxyError> {
             _ => {}
         }
     }
-    match (sse, json) {
-        (true, _) => Ok(Answer::Sse),
-        (false, true) => Ok(Answer::Json),
-        (false, false) => Err(ProxyError::NotAcceptable(
-            "Accept must allow application/json or text/event-stream",
-        )),
-    }
+    (sse, json)
 }
 
 /// Headers every SSE response carries (transport.md §7.D).

@@ -251,7 +251,14 @@ pub async fn serve(
     }
     let listen = frame.method() == Some("subscriptions/listen");
     let answer = negotiate(&parts.headers)?;
+    // Plain JSON when it is acceptable and nothing can arrive before the answer:
+    // cheaper, and an unknown method can then get its 404.
     let wants_stream = listen || has_progress_token(&frame);
+    let answer = if !wants_stream && super::accepts(&parts.headers).1 {
+        Answer::Json
+    } else {
+        answer
+    };
     let port = Port::new("stateless".into(), PortKind::Modern);
     upstream.attach(port.clone());
     if listen {
