@@ -483,7 +483,10 @@ impl Server {
                 }
             }
             "large" => match args.get("bytes").and_then(Value::as_u64) {
-                Some(bytes) => ok(&ToolResult::text("x".repeat(bytes as usize))),
+                Some(bytes) => {
+                    self.send(Out::Line(large_reply(&id, bytes as usize))).await;
+                    return;
+                }
                 None => ok(&ToolResult::error("missing integer argument: bytes")),
             },
             "log" => {
@@ -745,6 +748,24 @@ impl Server {
             )),
         }
     }
+}
+
+/// The `large` response, written straight into one buffer of the final size:
+/// the payload needs no escaping, and going through serde would scan it and
+/// grow the buffer several times over.
+fn large_reply(id: &Value, bytes: usize) -> Vec<u8> {
+    const PREFIX: &[u8] = br#"{"jsonrpc":"2.0","id":"#;
+    const MIDDLE: &[u8] = br#","result":{"content":[{"type":"text","text":""#;
+    const SUFFIX: &[u8] = b"\"}]}}\n";
+    let id = serde_json::to_vec(id).expect("JSON value serializes");
+    let mut line =
+        Vec::with_capacity(PREFIX.len() + id.len() + MIDDLE.len() + bytes + SUFFIX.len());
+    line.extend_from_slice(PREFIX);
+    line.extend_from_slice(&id);
+    line.extend_from_slice(MIDDLE);
+    line.resize(line.len() + bytes, b'x');
+    line.extend_from_slice(SUFFIX);
+    line
 }
 
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
