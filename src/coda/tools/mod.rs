@@ -135,6 +135,13 @@ pub enum ToolError {
     Coda(#[from] CodaError),
     #[error("page export failed: {0}")]
     ExportFailed(String),
+    /// A chunked write failed after earlier chunks were accepted.
+    #[error("partial write: {done} of {total} rows were accepted before a failure: {detail}")]
+    PartialWrite {
+        done: usize,
+        total: usize,
+        detail: String,
+    },
 }
 
 impl ToolError {
@@ -161,24 +168,50 @@ pub fn output<T: JsonSchema + 'static>() -> Arc<JsonObject> {
 
 /// Parse arguments, naming the offending argument on failure.
 pub fn parse_args<P: DeserializeOwned>(args: JsonObject) -> ToolResult<P> {
-    let value = Value::Object(args);
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if let Some(field) = inner
-            .strip_prefix("missing field `")
-            .and_then(|s| s.split('`').next())
-        {
-            let name = if path == "." {
-                field.to_owned()
-            } else {
-                format!("{path}.{field}")
-            };
-            ToolError::arg(&name, "is required")
+    let err = match serde_path_to_error::deserialize::<_, P>(Value::Object(args.clone())) {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner().to_string();
+    if let Some(field) = inner
+        .strip_prefix("missing field `")
+        .and_then(|s| s.split('`').next())
+    {
+        let name = if path == "." {
+            field.to_owned()
         } else {
-            ToolError::arg(&path, inner)
-        }
-    })
+            format!("{path}.{field}")
+        };
+        return Err(ToolError::arg(&name, "is required"));
+    }
+    if path != "." {
+        return Err(ToolError::arg(&path, inner));
+    }
+    // Flattened fields lose their path; find the argument whose removal
+    // makes the error go away (only runs on the error path).
+    let without = |k: &String| {
+        let mut o = args.clone();
+        o.remove(k);
+        serde_json::from_value::<P>(Value::Object(o)).map_err(|e| e.to_string())
+    };
+    let missing = |k: &String, e: &str| e.contains(&format!("missing field `{k}`"));
+    // An optional argument: removing it fixes the error. A required one:
+    // removing it only changes the error to "missing field".
+    let culprit = args
+        .keys()
+        .find(|k| match without(k) {
+            Ok(_) => true,
+            Err(e) => e != inner && !missing(k, &e),
+        })
+        .or_else(|| {
+            args.keys()
+                .find(|k| without(k).is_err_and(|e| missing(k, &e)))
+        });
+    Err(ToolError::arg(
+        culprit.map(String::as_str).unwrap_or("arguments"),
+        inner,
+    ))
 }
 
 /// What a tool hands back: a JSON object, optionally with a text rendering
@@ -607,7 +640,8 @@ mod tests {
     #[allow(dead_code)]
     struct P {
         doc_id: String,
-        limit: Option<u32>,
+        #[serde(flatten)]
+        page: PageArgs,
     }
 
     #[test]
@@ -616,6 +650,7 @@ mod tests {
         assert_eq!(missing.to_string(), "invalid argument `docId`: is required");
         let mut o = JsonObject::new();
         o.insert("docId".into(), json!("d"));
+        o.insert("fetchAll".into(), json!(true));
         o.insert("limit".into(), json!("ten"));
         let wrong = parse_args::<P>(o).unwrap_err().to_string();
         assert!(wrong.starts_with("invalid argument `limit`"), "{wrong}");
