@@ -97,3 +97,36 @@ async fn a_legacy_only_proxy_passes_the_childs_refusal_of_initialize_on() {
     assert_eq!(v[0]["error"]["code"], -32601, "{v:?}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_legacy_only_proxy_answers_modern_requests_so_dual_era_clients_fall_back() {
+    let proxy = Proxy::start(&["--upstream-protocol", "legacy"]).await;
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "server/discover")
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":MODERN}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let code = r.json::<Value>().await.unwrap()["error"]["code"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        !(-32022..=-32020).contains(&code),
+        "a modern error code ({code}) would stop the fallback"
+    );
+    // And the fallback works.
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    assert_eq!(
+        text_of(
+            &c.call(json!(1), "echo", json!({"message":"fell back"}))
+                .await
+        ),
+        "fell back"
+    );
+    proxy.stop().await;
+}

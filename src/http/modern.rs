@@ -77,6 +77,7 @@ fn meta_version(frame: &Frame) -> Option<String> {
 
 /// Entry for requests whose version header is modern.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    refuse_if_legacy_only(&app)?;
     if req.method() != Method::POST {
         // No GET stream and no sessions to delete in this revision.
         return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
@@ -91,6 +92,20 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let frame = Frame::parse(bytes, true)?;
     serve(app, &parts, frame).await
+}
+
+/// `--upstream-protocol legacy` makes the proxy a session-era server: a
+/// modern request gets a 400 that deliberately does not use the 2026-07-28
+/// error codes, which is what tells a dual-era client to fall back to
+/// `initialize` (transport.md §2.13).
+fn refuse_if_legacy_only(app: &App) -> Result<(), ProxyError> {
+    if app.config.upstream_protocol == UpstreamProtocol::Legacy {
+        return Err(ProxyError::InvalidRequest(
+            "protocol 2026-07-28 is not served here (--upstream-protocol legacy); send initialize"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes an `=?base64?…?=` header value (SEP-2243); plain values pass.
@@ -221,6 +236,7 @@ pub async fn serve(
     parts: &Parts,
     frame: Frame,
 ) -> Result<Response<Body>, ProxyError> {
+    refuse_if_legacy_only(&app)?;
     validate(&parts.headers, &frame)?;
     if frame.kind() == Kind::Notification {
         // Cancellation over HTTP is closing the stream; other notifications have no target.
