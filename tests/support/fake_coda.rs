@@ -1333,7 +1333,7 @@ fn doc_route(
                 return err(404, "Page not found");
             };
             if pg.content_type != "canvas" {
-                return err(400, "Only canvas pages have content");
+                return err(404, "This page has no canvas content");
             }
             let items: Vec<Value> = pg
                 .lines
