@@ -47,7 +47,17 @@ pub fn command(fake: &FakeCoda, extra: &[&str]) -> Command {
 }
 
 pub async fn connect(fake: FakeCoda, extra: &[&str]) -> Harness {
-    let mut args: Vec<&str> = FAST.to_vec();
+    // Defaults from FAST unless the test sets the same flag.
+    let mut args: Vec<&str> = Vec::new();
+    for pair in FAST.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend_from_slice(if pair[0].ends_with("rate-limit") {
+                &pair[..1]
+            } else {
+                pair
+            });
+        }
+    }
     args.extend_from_slice(extra);
     let cmd = command(&fake, &args);
     let transport = TokioChildProcess::new(cmd).expect("spawn coda-mcp");
