@@ -25,6 +25,9 @@ async fn whoami_sends_the_bearer_token_and_returns_the_user() {
             Some(format!("Bearer {}", fake_coda::TOKEN).as_str())
         );
     }
+    h.fake.fail_next("GET", "/whoami", 401, 1, None);
+    let e = h.fails("coda_whoami", json!({})).await;
+    assert!(e.contains("401") && !e.contains(fake_coda::TOKEN), "{e}");
     h.fake.assert_responses_match_spec();
     h.close().await;
 }
