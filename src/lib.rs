@@ -33,4 +33,16 @@
 //! - [`coda`]: the Coda MCP server (its own API client and tool catalogue);
 //!   it shares nothing with the proxy's HTTP or session code.
 
+pub mod auth;
+pub mod child;
 pub mod coda;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod jsonrpc;
+pub mod logging;
+pub mod proxy;
+pub mod session;
+pub mod shutdown;
+pub mod sse;
+pub mod upstream;

@@ -1,4 +1,77 @@
+//! `mcp-proxy [flags] -- <command> [args...]`: parse, configure, log, run.
+
+use argh::FromArgs;
+use mcp_sidecar::config::{Args, Config};
+use mcp_sidecar::{logging, proxy, shutdown};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for bad usage or configuration (sysexits EX_USAGE).
+const EX_USAGE: i32 = 64;
+
 fn main() {
-    eprintln!("error: mcp-proxy is not built yet");
-    std::process::exit(1);
+    let argv: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let args = match Args::from_args(&["mcp-proxy"], &strs[1.min(strs.len())..]) {
+        Ok(a) => a,
+        Err(early) => match early.status {
+            Ok(()) => {
+                println!("{}", early.output);
+                return;
+            }
+            Err(()) => {
+                let first = early.output.lines().next().unwrap_or("invalid arguments");
+                eprintln!("error: {first} (see mcp-proxy --help)");
+                std::process::exit(EX_USAGE);
+            }
+        },
+    };
+    let config = match Config::from_args(args, &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(EX_USAGE);
+        }
+    };
+    if let Err(e) = logging::init(config.log_format, &config.log_level) {
+        eprintln!("error: {e}");
+        std::process::exit(EX_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async move {
+        let addr = (config.host, config.port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot listen on {}:{}: {e}",
+                    config.host, config.port
+                );
+                return 1;
+            }
+        };
+        let token = CancellationToken::new();
+        if let Err(e) = shutdown::on_signal(token.clone()) {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return 1;
+        }
+        match proxy::run(listener, config, token).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        }
+    });
+    // Children were stopped and reaped inside run; nothing is left to wait for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(code);
 }

@@ -1,0 +1,999 @@
+//! `bench`: measures what `mcp-proxy` costs on top of talking to a stdio MCP
+//! server directly, side by side in one run against the same child binary
+//! (`everything`, release build).
+//!
+//! Direct stdio is the floor: the child's own pipes, no HTTP. Through the
+//! proxy it drives Streamable HTTP (2025-11-25: `initialize`, the
+//! `Mcp-Session-Id` header, `notifications/initialized` → 202) with a small
+//! hand-written HTTP/1.1 client, one keep-alive connection per concurrent
+//! worker, so that the load generator stays cheap on a small machine.
+//!
+//! Every measurement is repeated (`--repeats`) and printed as min / median /
+//! max, because the proxy, its children and this load generator share the
+//! same cores. Anything the proxy does that the spec would not expect
+//! (unexpected statuses, missing headers) is collected and printed after the
+//! table rather than aborting the run. `bench/README.md` explains each number.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+const PROTOCOL_VERSION: &str = "2025-11-25";
+const ECHO_MESSAGE: &str = "hello";
+/// Requests in flight on the child's stdin in the pipelined direct test.
+const PIPELINE_DEPTH: usize = 64;
+/// Sessions × connections per session in the HTTP throughput test.
+const THROUGHPUT_SESSIONS: usize = 8;
+const THROUGHPUT_CONNS_PER_SESSION: usize = 8;
+/// Upper bound for any single HTTP exchange; a hung proxy fails the run
+/// instead of hanging it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the proxy may take to answer `/health` or stop after SIGTERM.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(argh::FromArgs)]
+/// Benchmark mcp-proxy against direct stdio, with `everything` as the child.
+struct Args {
+    /// the proxy binary (default target/release/mcp-proxy)
+    #[argh(option, default = "PathBuf::from(\"target/release/mcp-proxy\")")]
+    proxy: PathBuf,
+    /// the stdio server binary (default target/release/examples/everything)
+    #[argh(
+        option,
+        default = "PathBuf::from(\"target/release/examples/everything\")"
+    )]
+    server: PathBuf,
+    /// seconds per throughput measurement (default 5)
+    #[argh(option, default = "5")]
+    duration_secs: u64,
+    /// how many times each measurement is repeated (default 3)
+    #[argh(option, default = "3")]
+    repeats: usize,
+    /// sequential calls per latency measurement (default 2000)
+    #[argh(option, default = "2000")]
+    latency_calls: usize,
+    /// payload of the `large` tool in bytes (default 8 MiB)
+    #[argh(option, default = "8 * 1024 * 1024")]
+    large_bytes: u64,
+    /// calls of the `large` tool per transfer measurement (default 3)
+    #[argh(option, default = "3")]
+    large_calls: usize,
+    /// sessions held open for the RSS measurement (default 100)
+    #[argh(option, default = "100")]
+    sessions: usize,
+    /// measure direct stdio only
+    #[argh(switch)]
+    direct_only: bool,
+    /// directory for the proxy's stderr logs (default $TMPDIR/mcp-bench)
+    #[argh(option)]
+    log_dir: Option<PathBuf>,
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build tokio runtime");
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let mut report = Report::default();
+    eprintln!("bench: direct stdio against {}", args.server.display());
+    direct(&args, &mut report).await?;
+    if !args.direct_only {
+        let log_dir = args
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("mcp-bench"));
+        std::fs::create_dir_all(&log_dir)?;
+        let mut bench = ProxyBench {
+            args: &args,
+            log_dir,
+            spawned: 0,
+        };
+        for shared in [false, true] {
+            let mode = if shared { "shared" } else { "per-session" };
+            eprintln!("bench: through the proxy ({mode})");
+            if let Err(e) = bench.mode(shared, &mut report).await {
+                report.note(format!("{mode} mode aborted: {e}"));
+            }
+        }
+        report.note(format!(
+            "proxy stderr logs: {}",
+            bench.log_dir.join("proxy-*.log").display()
+        ));
+    }
+    report.print(&args);
+    Ok(())
+}
+
+/// Rows of repeated measurements plus free-form observations.
+#[derive(Default)]
+struct Report {
+    rows: Vec<(String, &'static str, Vec<f64>)>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, name: &str, unit: &'static str, value: f64) {
+        match self.rows.iter_mut().find(|(n, _, _)| n == name) {
+            Some((_, _, values)) => values.push(value),
+            None => self.rows.push((name.to_owned(), unit, vec![value])),
+        }
+    }
+
+    fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            eprintln!("bench: note: {note}");
+            self.notes.push(note);
+        }
+    }
+
+    fn print(&self, args: &Args) {
+        println!(
+            "\n{} repeats; {} s per throughput run; {} calls per latency run; `large` = {} bytes\n",
+            args.repeats, args.duration_secs, args.latency_calls, args.large_bytes
+        );
+        println!("| measurement | unit | min | median | max | n |");
+        println!("|---|---|---:|---:|---:|---:|");
+        for (name, unit, values) in &self.rows {
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            println!(
+                "| {name} | {unit} | {} | {} | {} | {} |",
+                fmt(sorted[0]),
+                fmt(median),
+                fmt(sorted[sorted.len() - 1]),
+                sorted.len()
+            );
+        }
+        if !self.notes.is_empty() {
+            println!("\nNotes:");
+            for note in &self.notes {
+                println!("- {note}");
+            }
+        }
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted samples, nearest-rank.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64()
+}
+
+fn initialize_body(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"0.1.0"}}}}}}"#
+    )
+}
+
+const INITIALIZED_BODY: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+fn echo_body(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"{ECHO_MESSAGE}"}}}}}}"#
+    )
+}
+
+fn large_body(id: u64, bytes: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"large","arguments":{{"bytes":{bytes}}}}}}}"#
+    )
+}
+
+/// Just enough of a JSON-RPC response to check it answers the right request.
+#[derive(Deserialize)]
+struct RpcResponse {
+    id: Value,
+    result: Option<IgnoredAny>,
+    error: Option<Value>,
+}
+
+fn check_response(bytes: &[u8], id: u64) -> Result<()> {
+    let response: RpcResponse = serde_json::from_slice(bytes)
+        .map_err(|e| format!("unparseable response ({e}): {}", preview(bytes)))?;
+    if response.id != id {
+        return Err(format!("response id {} for request {id}", response.id).into());
+    }
+    if let Some(error) = response.error {
+        return Err(format!("request {id} failed: {error}").into());
+    }
+    if response.result.is_none() {
+        return Err(format!("response to {id} has no result").into());
+    }
+    Ok(())
+}
+
+/// A cheap check for a `large` response: parsing megabytes of JSON would
+/// measure this client's parser rather than the transport.
+fn check_large(bytes: &[u8], id: u64, payload: u64) -> Result<()> {
+    let head = &bytes[..bytes.len().min(256)];
+    let id_field = format!("\"id\":{id},");
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    if (bytes.len() as u64) < payload || !has(id_field.as_bytes()) || !has(b"\"result\"") {
+        return Err(format!(
+            "bad `large` response to {id} ({} bytes): {}",
+            bytes.len(),
+            preview(bytes)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn preview(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Direct stdio
+// ---------------------------------------------------------------------------
+
+/// The child's pipes, used strictly request → response.
+struct StdioClient {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    line: Vec<u8>,
+    next_id: u64,
+}
+
+impl StdioClient {
+    async fn spawn(server: &Path) -> Result<Self> {
+        let mut child = Command::new(server)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", server.display()))?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped"));
+        let mut client = StdioClient {
+            child,
+            stdin,
+            stdout,
+            line: Vec::new(),
+            next_id: 1,
+        };
+        let id = client.id();
+        client.send(&initialize_body(id)).await?;
+        client.recv().await?;
+        check_response(&client.line, id)?;
+        client.send(INITIALIZED_BODY).await?;
+        Ok(client)
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    async fn send(&mut self, body: &str) -> Result<()> {
+        let mut bytes = Vec::with_capacity(body.len() + 1);
+        bytes.extend_from_slice(body.as_bytes());
+        bytes.push(b'\n');
+        self.stdin.write_all(&bytes).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    /// Reads one line into `self.line`, without its newline.
+    async fn recv(&mut self) -> Result<()> {
+        self.line.clear();
+        if self.stdout.read_until(b'\n', &mut self.line).await? == 0 {
+            return Err("child closed stdout".into());
+        }
+        self.line.pop();
+        Ok(())
+    }
+
+    async fn call(&mut self, body: &str, id: u64) -> Result<()> {
+        self.send(body).await?;
+        self.recv().await?;
+        check_response(&self.line, id)
+    }
+}
+
+async fn direct(args: &Args, report: &mut Report) -> Result<()> {
+    let mut client = StdioClient::spawn(&args.server).await?;
+    for _ in 0..200 {
+        let id = client.id();
+        client.call(&echo_body(id), id).await?;
+    }
+    for _ in 0..args.repeats {
+        let mut samples = Vec::with_capacity(args.latency_calls);
+        for _ in 0..args.latency_calls {
+            let id = client.id();
+            let body = echo_body(id);
+            let start = Instant::now();
+            client.call(&body, id).await?;
+            samples.push(start.elapsed());
+        }
+        samples.sort();
+        report.add(
+            "direct stdio: echo p50 (sequential)",
+            "ms",
+            ms(quantile(&samples, 0.5)),
+        );
+        report.add(
+            "direct stdio: echo p99 (sequential)",
+            "ms",
+            ms(quantile(&samples, 0.99)),
+        );
+
+        let rate = pipelined(&mut client, Duration::from_secs(args.duration_secs)).await?;
+        report.add(
+            &format!("direct stdio: echo throughput ({PIPELINE_DEPTH} in flight)"),
+            "req/s",
+            rate,
+        );
+
+        let start = Instant::now();
+        for _ in 0..args.large_calls {
+            let id = client.id();
+            client.send(&large_body(id, args.large_bytes)).await?;
+            client.recv().await?;
+            check_large(&client.line, id, args.large_bytes)?;
+        }
+        let bytes = args.large_bytes * args.large_calls as u64;
+        report.add(
+            "direct stdio: `large` result",
+            "MiB/s",
+            mib_per_s(bytes, start.elapsed()),
+        );
+    }
+    drop(client.stdin);
+    let _ = tokio::time::timeout(STOP_TIMEOUT, client.child.wait()).await;
+    Ok(())
+}
+
+/// Keeps `PIPELINE_DEPTH` echo calls in flight for `duration`; responses may
+/// come back in any order, so only their count is checked.
+async fn pipelined(client: &mut StdioClient, duration: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut in_flight = 0;
+    let mut done = 0u64;
+    let mut batch = String::new();
+    for _ in 0..PIPELINE_DEPTH {
+        let id = client.id();
+        batch.push_str(&echo_body(id));
+        batch.push('\n');
+        in_flight += 1;
+    }
+    client.stdin.write_all(batch.as_bytes()).await?;
+    client.stdin.flush().await?;
+    while in_flight > 0 {
+        client.recv().await?;
+        if !client.line.windows(8).any(|w| w == b"\"result\"") {
+            return Err(format!("unexpected line: {}", preview(&client.line)).into());
+        }
+        in_flight -= 1;
+        done += 1;
+        if Instant::now() < deadline {
+            let id = client.id();
+            client.send(&echo_body(id)).await?;
+            in_flight += 1;
+        }
+    }
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------
+// A minimal HTTP/1.1 client
+// ---------------------------------------------------------------------------
+
+struct HttpResponse {
+    status: u16,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The JSON-RPC message in the body, whether sent as JSON or as SSE.
+    fn json(&self) -> Result<&[u8]> {
+        let is_sse = self
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if !is_sse {
+            return Ok(&self.body);
+        }
+        // The response is the `data:` line that carries an id and a result or error.
+        self.body
+            .split(|b| *b == b'\n')
+            .filter_map(|line| line.strip_prefix(b"data:"))
+            .map(|data| data.strip_prefix(b" ").unwrap_or(data))
+            .find(|data| {
+                let text = String::from_utf8_lossy(data);
+                text.contains("\"id\"")
+                    && (text.contains("\"result\"") || text.contains("\"error\""))
+            })
+            .ok_or_else(|| {
+                format!("no JSON-RPC response in SSE body: {}", preview(&self.body)).into()
+            })
+    }
+}
+
+/// One keep-alive connection; reconnects when the server closed it.
+struct HttpClient {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+    request: Vec<u8>,
+}
+
+impl HttpClient {
+    fn new(addr: SocketAddr) -> Self {
+        HttpClient {
+            addr,
+            conn: None,
+            request: Vec::with_capacity(1024),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<HttpResponse> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(method, path, headers, body))
+            .await
+            .map_err(|_| format!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))?
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<HttpResponse> {
+        use std::io::Write;
+        self.request.clear();
+        write!(
+            self.request,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        )?;
+        for (name, value) in headers {
+            write!(self.request, "{name}: {value}\r\n")?;
+        }
+        self.request.extend_from_slice(b"\r\n");
+        self.request.extend_from_slice(body);
+        let reused = self.conn.is_some();
+        match self.try_exchange().await {
+            Ok(response) => Ok(response),
+            // A kept-alive connection may have been closed by the server
+            // between requests; one retry on a fresh one tells that apart
+            // from a real failure.
+            Err(_) if reused => {
+                self.conn = None;
+                self.try_exchange().await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn try_exchange(&mut self) -> Result<HttpResponse> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            self.conn = Some(BufReader::with_capacity(64 * 1024, stream));
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        conn.get_mut().write_all(&self.request).await?;
+        let result = read_response(conn).await;
+        let close = match &result {
+            Ok(r) => r
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close")),
+            Err(_) => true,
+        };
+        if close {
+            self.conn = None;
+        }
+        result
+    }
+}
+
+async fn read_response(conn: &mut BufReader<TcpStream>) -> Result<HttpResponse> {
+    let mut line = String::new();
+    if conn.read_line(&mut line).await? == 0 {
+        return Err("connection closed before the status line".into());
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {line:?}"))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).await? == 0 {
+            return Err("connection closed in the headers".into());
+        }
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = trimmed.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if let Some(length) = find("content-length") {
+        let length: usize = length.parse()?;
+        body.resize(length, 0);
+        conn.read_exact(&mut body).await?;
+    } else if find("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await?;
+            let size = line.trim().split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| format!("bad chunk size line: {line:?}"))?;
+            if size == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    line.clear();
+                    if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            conn.read_exact(&mut body[start..]).await?;
+            line.clear();
+            conn.read_line(&mut line).await?;
+        }
+    } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
+        // No length: the body runs to the end of the connection.
+        conn.read_to_end(&mut body).await?;
+        headers.push(("connection".into(), "close".into()));
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Streamable HTTP sessions through the proxy
+// ---------------------------------------------------------------------------
+
+/// A client-side view of one MCP session over one connection.
+struct McpHttp {
+    http: HttpClient,
+    session: Option<String>,
+    next_id: u64,
+}
+
+impl McpHttp {
+    /// `initialize` + `notifications/initialized`; statuses or headers the
+    /// spec does not expect become notes.
+    async fn open(addr: SocketAddr, report: &mut Vec<String>) -> Result<Self> {
+        let mut http = HttpClient::new(addr);
+        let response = http
+            .send(
+                "POST",
+                "/mcp",
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Accept", "application/json, text/event-stream"),
+                ],
+                initialize_body(1).as_bytes(),
+            )
+            .await?;
+        if response.status != 200 {
+            return Err(format!(
+                "initialize: HTTP {}: {}",
+                response.status,
+                preview(&response.body)
+            )
+            .into());
+        }
+        check_response(response.json()?, 1)?;
+        let session = response.header("mcp-session-id").map(str::to_owned);
+        if session.is_none() {
+            report.push("initialize response carried no Mcp-Session-Id header".into());
+        }
+        let mut mcp = McpHttp {
+            http,
+            session,
+            next_id: 1,
+        };
+        let response = mcp
+            .post(INITIALIZED_BODY, "application/json, text/event-stream")
+            .await?;
+        if response.status != 202 {
+            report.push(format!(
+                "notifications/initialized answered HTTP {} (spec: 202)",
+                response.status
+            ));
+        }
+        if !response.body.is_empty() {
+            report.push(format!(
+                "notifications/initialized answered with a body: {}",
+                preview(&response.body)
+            ));
+        }
+        Ok(mcp)
+    }
+
+    /// Shares this session on a new connection.
+    fn clone_session(&self) -> Self {
+        McpHttp {
+            http: HttpClient::new(self.http.addr),
+            session: self.session.clone(),
+            next_id: 1,
+        }
+    }
+
+    async fn post(&mut self, body: &str, accept: &str) -> Result<HttpResponse> {
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Accept", accept),
+            ("MCP-Protocol-Version", PROTOCOL_VERSION),
+        ];
+        if let Some(session) = &self.session {
+            headers.push(("Mcp-Session-Id", session.as_str()));
+        }
+        self.http
+            .send("POST", "/mcp", &headers, body.as_bytes())
+            .await
+    }
+
+    /// One tools/call with `Accept: application/json`, checked.
+    async fn call(&mut self, body: &str, id: u64) -> Result<()> {
+        let response = self.post(body, "application/json").await?;
+        if response.status != 200 {
+            return Err(format!(
+                "tools/call: HTTP {}: {}",
+                response.status,
+                preview(&response.body)
+            )
+            .into());
+        }
+        check_response(response.json()?, id)
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    async fn echo(&mut self) -> Result<()> {
+        let id = self.id();
+        self.call(&echo_body(id), id).await
+    }
+}
+
+struct ProxyProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+struct ProxyBench<'a> {
+    args: &'a Args,
+    log_dir: PathBuf,
+    spawned: usize,
+}
+
+impl ProxyBench<'_> {
+    fn spawn(&mut self, shared: bool) -> Result<ProxyProcess> {
+        // Bind-and-drop: the port is free now; a race with another process
+        // taking it is possible but rare on a bench machine.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        self.spawned += 1;
+        let log = self.log_dir.join(format!("proxy-{}.log", self.spawned));
+        let mut command = Command::new(&self.args.proxy);
+        command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        if shared {
+            command.arg("--shared");
+        }
+        command.arg("--").arg(&self.args.server);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", self.args.proxy.display()))?;
+        Ok(ProxyProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+        })
+    }
+
+    async fn mode(&mut self, shared: bool, report: &mut Report) -> Result<()> {
+        let mode = if shared { "shared" } else { "per-session" };
+        let mut notes = Vec::new();
+
+        // Cold start: spawn → first initialize answered, polling the port.
+        for _ in 0..self.args.repeats {
+            let mut proxy = self.spawn(shared)?;
+            let start = Instant::now();
+            loop {
+                match McpHttp::open(proxy.addr, &mut notes).await {
+                    Ok(_) => break,
+                    Err(_) if start.elapsed() < STARTUP_TIMEOUT => {
+                        if let Some(status) = proxy.child.try_wait()? {
+                            return Err(exited(&proxy, status).into());
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(e) => {
+                        return Err(format!("cold start: {e} (log {})", proxy.log.display()).into());
+                    }
+                }
+            }
+            report.add(
+                &format!("proxy {mode}: cold start (spawn → initialize answered)"),
+                "ms",
+                ms(start.elapsed()),
+            );
+            self.stop(proxy, &mut notes).await;
+        }
+
+        // Memory: fresh proxy idle, then with N sessions open.
+        for _ in 0..self.args.repeats {
+            let proxy = self.spawn(shared)?;
+            let pid = proxy.child.id().ok_or("proxy exited")?;
+            wait_healthy(&proxy).await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            report.add(&format!("proxy {mode}: RSS idle"), "MiB", rss_mib(pid)?);
+            let start = Instant::now();
+            let mut sessions = Vec::with_capacity(self.args.sessions);
+            for _ in 0..self.args.sessions {
+                let mut session = McpHttp::open(proxy.addr, &mut notes).await?;
+                // Close the connection: the session must outlive it.
+                session.http.conn = None;
+                sessions.push(session);
+            }
+            let elapsed = start.elapsed();
+            report.add(
+                &format!("proxy {mode}: open {} sessions", self.args.sessions),
+                "ms",
+                ms(elapsed),
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            report.add(
+                &format!("proxy {mode}: RSS with {} sessions", self.args.sessions),
+                "MiB",
+                rss_mib(pid)?,
+            );
+            // Every session must still answer after its connection closed.
+            if let Some(session) = sessions.last_mut()
+                && let Err(e) = session.echo().await
+            {
+                notes.push(format!("{mode}: a session failed after reconnecting: {e}"));
+            }
+            let start = Instant::now();
+            self.stop(proxy, &mut notes).await;
+            report.add(
+                &format!(
+                    "proxy {mode}: SIGTERM → exit with {} sessions",
+                    self.args.sessions
+                ),
+                "ms",
+                ms(start.elapsed()),
+            );
+        }
+
+        // Latency, throughput, large transfers: one proxy for all repeats.
+        let proxy = self.spawn(shared)?;
+        wait_healthy(&proxy).await?;
+        let mut single = McpHttp::open(proxy.addr, &mut notes).await?;
+        let mut pool = Vec::new();
+        for _ in 0..THROUGHPUT_SESSIONS {
+            let session = McpHttp::open(proxy.addr, &mut notes).await?;
+            for _ in 1..THROUGHPUT_CONNS_PER_SESSION {
+                pool.push(session.clone_session());
+            }
+            pool.push(session);
+        }
+        for _ in 0..200 {
+            single.echo().await?;
+        }
+        for _ in 0..self.args.repeats {
+            let mut samples = Vec::with_capacity(self.args.latency_calls);
+            for _ in 0..self.args.latency_calls {
+                let start = Instant::now();
+                single.echo().await?;
+                samples.push(start.elapsed());
+            }
+            samples.sort();
+            report.add(
+                &format!("proxy {mode}: echo p50 (concurrency 1)"),
+                "ms",
+                ms(quantile(&samples, 0.5)),
+            );
+            report.add(
+                &format!("proxy {mode}: echo p99 (concurrency 1)"),
+                "ms",
+                ms(quantile(&samples, 0.99)),
+            );
+
+            let (rate, returned) =
+                throughput(pool, Duration::from_secs(self.args.duration_secs)).await?;
+            pool = returned;
+            report.add(
+                &format!(
+                    "proxy {mode}: echo throughput ({THROUGHPUT_SESSIONS} sessions × {THROUGHPUT_CONNS_PER_SESSION} in flight)"
+                ),
+                "req/s",
+                rate,
+            );
+
+            let start = Instant::now();
+            for _ in 0..self.args.large_calls {
+                let id = single.id();
+                single
+                    .call(&large_body(id, self.args.large_bytes), id)
+                    .await?;
+            }
+            let bytes = self.args.large_bytes * self.args.large_calls as u64;
+            report.add(
+                &format!("proxy {mode}: `large` result"),
+                "MiB/s",
+                mib_per_s(bytes, start.elapsed()),
+            );
+        }
+        self.stop(proxy, &mut notes).await;
+        for note in notes {
+            report.note(format!("{mode}: {note}"));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL if the proxy outlives `STOP_TIMEOUT`.
+    async fn stop(&self, mut proxy: ProxyProcess, notes: &mut Vec<String>) {
+        if let Some(pid) = proxy.child.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        match tokio::time::timeout(STOP_TIMEOUT, proxy.child.wait()).await {
+            Ok(Ok(status)) if !status.success() => {
+                notes.push(format!("proxy exited with {status} after SIGTERM"));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                notes.push(format!(
+                    "proxy still running {STOP_TIMEOUT:?} after SIGTERM; killed"
+                ));
+                let _ = proxy.child.kill().await;
+            }
+        }
+    }
+}
+
+fn exited(proxy: &ProxyProcess, status: std::process::ExitStatus) -> String {
+    let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+    format!(
+        "proxy exited with {status} before answering; stderr tail: {}",
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    )
+}
+
+async fn wait_healthy(proxy: &ProxyProcess) -> Result<()> {
+    let start = Instant::now();
+    let mut http = HttpClient::new(proxy.addr);
+    loop {
+        if let Ok(response) = http.send("GET", "/health", &[], b"").await
+            && response.status == 200
+        {
+            return Ok(());
+        }
+        if start.elapsed() > STARTUP_TIMEOUT {
+            return Err(format!(
+                "GET /health not 200 within {STARTUP_TIMEOUT:?} (log {})",
+                proxy.log.display()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs every connection of `pool` in its own task, back to back, until
+/// `duration` has passed; returns req/s and the pool for the next run.
+async fn throughput(pool: Vec<McpHttp>, duration: Duration) -> Result<(f64, Vec<McpHttp>)> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = pool
+        .into_iter()
+        .map(|mut mcp| {
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    mcp.echo().await?;
+                    done += 1;
+                }
+                Ok::<_, BoxError>((done, mcp))
+            })
+        })
+        .collect();
+    let mut total = 0;
+    let mut pool = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (done, mcp) = task.await??;
+        total += done;
+        pool.push(mcp);
+    }
+    Ok((total as f64 / start.elapsed().as_secs_f64(), pool))
+}
+
+/// Resident set of one process (not its children), from /proc.
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmRSS in /proc/<pid>/status")?;
+    Ok(kib / 1024.0)
+}

@@ -1,0 +1,907 @@
+//! `everything`: a stdio MCP server for the 2024-11-05, 2025-03-26,
+//! 2025-06-18 and 2025-11-25 revisions, written on raw JSON-RPC (no SDK) so
+//! that it can misbehave on demand. It is the child in the proxy's
+//! integration tests and benchmarks.
+//!
+//! Spec: `basic/lifecycle`, `basic/transports` (stdio), `basic/utilities/
+//! {ping,cancellation,progress}`, `server/{tools,resources,prompts}`,
+//! `server/utilities/logging`, `client/{sampling,roots,elicitation}` of the
+//! revisions above.
+//!
+//! Requests are served in arrival order; the ones that wait on something
+//! (timers, the client, a blocked stderr) get a task of their own, so a slow
+//! call never delays the others. Requests are served before `initialize` too,
+//! because an HTTP front-end may race them. Logs go to stderr only.
+//!
+//! Flags: `--banner` (a non-JSON line on stdout at startup),
+//! `--ignore-sigterm` (survive SIGTERM and stdin EOF, for testing SIGKILL
+//! escalation), `--startup-delay-ms N`, `--fail-initialize`.
+
+#[path = "common/stdio.rs"]
+mod stdio;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use stdio::Out;
+
+const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+const LATEST_VERSION: &str = "2025-11-25";
+
+/// Severity order of `logging/setLevel` and `notifications/message`.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// How long a server→client request (sampling, roots, elicitation) may wait
+/// for its answer before the tool call fails; a proxy that loses the request
+/// then shows up as a tool error instead of a hung test.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+const RESOURCES: [(&str, &str, &str); 2] = [
+    ("demo://a", "a", "Resource A"),
+    ("demo://b", "b", "Resource B"),
+];
+
+#[derive(argh::FromArgs)]
+/// A stdio MCP server for testing proxies: many tools, misbehaviour on demand.
+struct Args {
+    /// print a non-JSON line on stdout at startup, like careless servers do
+    #[argh(switch)]
+    banner: bool,
+    /// ignore SIGTERM and keep running after stdin closes
+    #[argh(switch)]
+    ignore_sigterm: bool,
+    /// exit when stdin closes (the default; accepted for explicit command lines)
+    #[argh(switch)]
+    #[allow(dead_code)]
+    exit_on_eof: bool,
+    /// wait this many milliseconds before reading stdin
+    #[argh(option, default = "0")]
+    startup_delay_ms: u64,
+    /// answer initialize with an error
+    #[argh(switch)]
+    fail_initialize: bool,
+}
+
+/// Any JSON-RPC message; which fields are present says what it is.
+#[derive(Deserialize)]
+struct Incoming {
+    /// Kept as parsed, so it goes back with the type and value it came with.
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Value,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct Reply<'a, T: Serialize> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: T,
+}
+
+#[derive(Serialize)]
+struct ErrorReply<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    error: RpcError,
+}
+
+#[derive(Serialize)]
+struct RpcError {
+    code: i64,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct Notification<T: Serialize> {
+    jsonrpc: &'static str,
+    method: &'static str,
+    params: T,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolResult<'a> {
+    content: [TextContent<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    structured_content: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_error: bool,
+}
+
+#[derive(Serialize)]
+struct TextContent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> ToolResult<'a> {
+    fn text(text: impl Into<std::borrow::Cow<'a, str>>) -> Self {
+        ToolResult {
+            content: [TextContent {
+                kind: "text",
+                text: text.into(),
+            }],
+            structured_content: None,
+            is_error: false,
+        }
+    }
+
+    fn error(text: impl Into<std::borrow::Cow<'a, str>>) -> Self {
+        ToolResult {
+            is_error: true,
+            ..ToolResult::text(text)
+        }
+    }
+}
+
+/// What a request handler produces: a result to send, or nothing (the
+/// handler was cancelled, or the process is about to exit).
+enum Outcome {
+    Result(Box<RawValue>),
+    Error(RpcError),
+}
+
+fn ok(result: &impl Serialize) -> Outcome {
+    Outcome::Result(serde_json::value::to_raw_value(result).expect("JSON value serializes"))
+}
+
+fn rpc_error(code: i64, message: impl Into<String>) -> Outcome {
+    Outcome::Error(RpcError {
+        code,
+        message: message.into(),
+        data: None,
+    })
+}
+
+/// Per-process state; every section that locks it is short and never awaits.
+#[derive(Default)]
+struct State {
+    /// Index into `LOG_LEVELS`; `None` until `logging/setLevel`, meaning all.
+    log_level: Option<usize>,
+    /// The `initialize` params, for `client_info` and capability checks.
+    initialize_params: Option<Value>,
+    /// Requests being served by their own task, keyed by the id's JSON text
+    /// (so `1` and `"1"` differ), for `notifications/cancelled`.
+    in_flight: HashMap<String, CancellationToken>,
+    /// Every `notifications/cancelled` seen, for the `cancelled` tool.
+    cancellations: Vec<Value>,
+    /// Our requests to the client awaiting a response, keyed like `in_flight`.
+    pending: HashMap<String, oneshot::Sender<Result<Value, Value>>>,
+    subscriptions: HashSet<String>,
+    /// The `set_state`/`get_state` value; proves which process a client reaches.
+    value: String,
+    /// Held so that they are reaped if they exit; never waited on otherwise.
+    grandchildren: Vec<std::process::Child>,
+}
+
+struct Server {
+    out: mpsc::Sender<Out>,
+    state: Mutex<State>,
+    fail_initialize: bool,
+    next_client_request: AtomicU64,
+    /// `tools/list` result, built once.
+    tools: Box<RawValue>,
+}
+
+fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build tokio runtime");
+    runtime.block_on(run(args));
+}
+
+async fn run(args: Args) {
+    if args.ignore_sigterm {
+        // Registering a handler replaces the default action (terminate).
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::spawn(async move {
+            while sigterm.recv().await.is_some() {
+                eprintln!("everything: ignoring SIGTERM");
+            }
+        });
+    }
+    let out = stdio::spawn_writer(args.ignore_sigterm);
+    if args.banner {
+        let _ = out
+            .send(Out::Line(
+                b"everything: starting up (this line is not JSON)\n".to_vec(),
+            ))
+            .await;
+    }
+    if args.startup_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(args.startup_delay_ms)).await;
+    }
+    let server = Arc::new(Server {
+        out: out.clone(),
+        state: Mutex::new(State::default()),
+        fail_initialize: args.fail_initialize,
+        next_client_request: AtomicU64::new(1),
+        tools: serde_json::value::to_raw_value(&json!({ "tools": tool_catalogue() }))
+            .expect("JSON value serializes"),
+    });
+    let mut lines = stdio::spawn_reader();
+    while let Some(line) = lines.recv().await {
+        server.on_line(&line).await;
+    }
+    if args.ignore_sigterm {
+        eprintln!("everything: stdin closed; staying alive (--ignore-sigterm)");
+        std::future::pending::<()>().await;
+    }
+    // Let queued responses reach stdout, then exit; tasks still running
+    // (a `sleep`, a `sample`) are abandoned, as a real server would.
+    let _ = out.send(Out::Exit(0)).await;
+    std::future::pending::<()>().await;
+}
+
+impl Server {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock already aborts the test that caused it.
+        self.state.lock().expect("state lock not poisoned")
+    }
+
+    async fn send(&self, out: Out) {
+        // The writer only goes away when the process is exiting.
+        let _ = self.out.send(out).await;
+    }
+
+    async fn notify(&self, method: &'static str, params: impl Serialize) {
+        self.send(stdio::line(&Notification {
+            jsonrpc: "2.0",
+            method,
+            params,
+        }))
+        .await;
+    }
+
+    async fn reply(&self, id: &Value, outcome: Outcome) {
+        let out = match outcome {
+            Outcome::Result(result) => stdio::line(&Reply {
+                jsonrpc: "2.0",
+                id,
+                result,
+            }),
+            Outcome::Error(error) => stdio::line(&ErrorReply {
+                jsonrpc: "2.0",
+                id,
+                error,
+            }),
+        };
+        self.send(out).await;
+    }
+
+    async fn on_line(self: &Arc<Self>, line: &[u8]) {
+        let message: Incoming = match serde_json::from_slice(line) {
+            Ok(m) => m,
+            Err(e) => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                eprintln!("everything: skipping malformed line ({e}): {shown}");
+                return;
+            }
+        };
+        match (message.method, message.id) {
+            (Some(method), Some(id)) => self.on_request(method, id, message.params).await,
+            (Some(method), None) => self.on_notification(&method, &message.params),
+            (None, Some(id)) => {
+                let answer = match message.error {
+                    Some(error) => Err(error),
+                    None => Ok(message.result.unwrap_or(Value::Null)),
+                };
+                match self.state().pending.remove(&id_key(&id)) {
+                    Some(waiter) => {
+                        let _ = waiter.send(answer);
+                    }
+                    None => eprintln!("everything: response to unknown request {id}"),
+                }
+            }
+            (None, None) => eprintln!("everything: skipping message with neither id nor method"),
+        }
+    }
+
+    fn on_notification(&self, method: &str, params: &Value) {
+        match method {
+            "notifications/cancelled" => {
+                let request_id = params.get("requestId").cloned().unwrap_or(Value::Null);
+                let mut state = self.state();
+                let token = state.in_flight.remove(&id_key(&request_id));
+                let matched = token.is_some();
+                if let Some(token) = token {
+                    token.cancel();
+                }
+                state
+                    .cancellations
+                    .push(json!({ "requestId": request_id, "matched": matched }));
+            }
+            "notifications/initialized" | "notifications/roots/list_changed" => {}
+            other => eprintln!("everything: ignoring notification {other}"),
+        }
+    }
+
+    async fn on_request(self: &Arc<Self>, method: String, id: Value, params: Value) {
+        let outcome = match method.as_str() {
+            "initialize" => self.initialize(params),
+            "ping" => ok(&json!({})),
+            "logging/setLevel" => {
+                let level = params.get("level").and_then(Value::as_str);
+                match level.and_then(|l| LOG_LEVELS.iter().position(|x| *x == l)) {
+                    Some(index) => {
+                        self.state().log_level = Some(index);
+                        ok(&json!({}))
+                    }
+                    None => rpc_error(-32602, "unknown log level"),
+                }
+            }
+            "tools/list" => Outcome::Result(self.tools.clone()),
+            "tools/call" => return self.call_tool(id, params).await,
+            "resources/list" => ok(&json!({
+                "resources": RESOURCES.iter().map(|(uri, name, _)| json!({
+                    "uri": uri, "name": name, "mimeType": "text/plain"
+                })).collect::<Vec<_>>()
+            })),
+            "resources/templates/list" => ok(&json!({ "resourceTemplates": [] })),
+            "resources/read" => {
+                let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
+                match RESOURCES.iter().find(|(u, _, _)| *u == uri) {
+                    Some((uri, _, text)) => ok(&json!({
+                        "contents": [{ "uri": uri, "mimeType": "text/plain", "text": text }]
+                    })),
+                    None => rpc_error(-32002, format!("resource not found: {uri}")),
+                }
+            }
+            "resources/subscribe" | "resources/unsubscribe" => {
+                match params.get("uri").and_then(Value::as_str) {
+                    Some(uri) => {
+                        let mut state = self.state();
+                        if method == "resources/subscribe" {
+                            state.subscriptions.insert(uri.to_owned());
+                        } else {
+                            state.subscriptions.remove(uri);
+                        }
+                        ok(&json!({}))
+                    }
+                    None => rpc_error(-32602, "missing uri"),
+                }
+            }
+            "prompts/list" => ok(&json!({
+                "prompts": [{
+                    "name": "greet",
+                    "description": "Greets someone by name",
+                    "arguments": [{ "name": "name", "description": "Who to greet", "required": true }]
+                }]
+            })),
+            "prompts/get" => {
+                let name = params.get("name").and_then(Value::as_str);
+                let who = params
+                    .pointer("/arguments/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("world");
+                match name {
+                    Some("greet") => ok(&json!({
+                        "description": "A greeting",
+                        "messages": [{
+                            "role": "user",
+                            "content": { "type": "text", "text": format!("Hello, {who}!") }
+                        }]
+                    })),
+                    _ => rpc_error(-32602, "unknown prompt"),
+                }
+            }
+            _ => rpc_error(-32601, format!("method not found: {method}")),
+        };
+        self.reply(&id, outcome).await;
+    }
+
+    fn initialize(&self, params: Value) -> Outcome {
+        if self.fail_initialize {
+            return rpc_error(-32603, "initialize refused (--fail-initialize)");
+        }
+        let requested = params.get("protocolVersion").and_then(Value::as_str);
+        let version = match requested {
+            Some(v) if SUPPORTED_VERSIONS.contains(&v) => v,
+            _ => LATEST_VERSION,
+        };
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": {
+                "tools": { "listChanged": true },
+                "resources": { "subscribe": true, "listChanged": true },
+                "prompts": { "listChanged": true },
+                "logging": {}
+            },
+            "serverInfo": { "name": "everything", "version": env!("CARGO_PKG_VERSION") },
+            "instructions": "A test server: every tool does one small, predictable thing."
+        });
+        self.state().initialize_params = Some(params);
+        ok(&result)
+    }
+
+    /// Answers at once for tools that never wait; the others get a task of
+    /// their own, registered as in flight before the next line is read so
+    /// that a `notifications/cancelled` right behind the request finds it.
+    async fn call_tool(self: &Arc<Self>, id: Value, params: Value) {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        let args = params.get("arguments").unwrap_or(&Value::Null);
+        let outcome = match name {
+            "echo" => match args.get("message").and_then(Value::as_str) {
+                Some(message) => ok(&ToolResult::text(message)),
+                None => ok(&ToolResult::error("missing string argument: message")),
+            },
+            "add" => {
+                let (a, b) = (args.get("a"), args.get("b"));
+                match (
+                    a.and_then(Value::as_i64),
+                    b.and_then(Value::as_i64),
+                    a.and_then(Value::as_f64),
+                    b.and_then(Value::as_f64),
+                ) {
+                    (Some(a), Some(b), _, _) if a.checked_add(b).is_some() => {
+                        let sum = a + b;
+                        ok(&ToolResult {
+                            structured_content: Some(json!({ "sum": sum })),
+                            ..ToolResult::text(sum.to_string())
+                        })
+                    }
+                    (_, _, Some(a), Some(b)) => ok(&ToolResult {
+                        structured_content: Some(json!({ "sum": a + b })),
+                        ..ToolResult::text((a + b).to_string())
+                    }),
+                    _ => ok(&ToolResult::error("a and b must be numbers")),
+                }
+            }
+            "large" => match args.get("bytes").and_then(Value::as_u64) {
+                Some(bytes) => {
+                    self.send(Out::Line(large_reply(&id, bytes as usize))).await;
+                    return;
+                }
+                None => ok(&ToolResult::error("missing integer argument: bytes")),
+            },
+            "log" => {
+                let level = args.get("level").and_then(Value::as_str).unwrap_or("info");
+                let message = args.get("message").cloned().unwrap_or(Value::Null);
+                match LOG_LEVELS.iter().position(|l| *l == level) {
+                    Some(index) => {
+                        let threshold = self.state().log_level.unwrap_or(0);
+                        if index >= threshold {
+                            self.notify(
+                                "notifications/message",
+                                json!({ "level": level, "logger": "everything", "data": message }),
+                            )
+                            .await;
+                        }
+                        ok(&ToolResult::text("logged"))
+                    }
+                    None => ok(&ToolResult::error(format!("unknown log level: {level}"))),
+                }
+            }
+            "garbage" => {
+                let text = args
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("this is not json");
+                let mut bytes = text.replace('\n', " ").into_bytes();
+                bytes.push(b'\n');
+                self.send(Out::Line(bytes)).await;
+                ok(&ToolResult::text("sent garbage"))
+            }
+            "cancelled" => {
+                let seen = Value::Array(self.state().cancellations.clone());
+                ok(&ToolResult::text(seen.to_string()))
+            }
+            "crash" => {
+                let code = args.get("code").and_then(Value::as_i64).unwrap_or(1);
+                eprintln!("everything: crashing with exit code {code}");
+                std::process::exit(code as i32);
+            }
+            "set_state" => {
+                let value = match args.get("value") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                self.state().value = value;
+                ok(&ToolResult::text("ok"))
+            }
+            "get_state" => {
+                let value = self.state().value.clone();
+                ok(&ToolResult::text(value))
+            }
+            "pid" => {
+                let pid = std::process::id();
+                ok(&ToolResult {
+                    structured_content: Some(json!({ "pid": pid })),
+                    ..ToolResult::text(pid.to_string())
+                })
+            }
+            "client_info" => {
+                let params = self.state().initialize_params.clone();
+                ok(&ToolResult::text(params.unwrap_or(Value::Null).to_string()))
+            }
+            "notify" => match args.get("method").and_then(Value::as_str) {
+                Some(method) => {
+                    self.send(stdio::line(&json!({ "jsonrpc": "2.0", "method": method })))
+                        .await;
+                    ok(&ToolResult::text("ok"))
+                }
+                None => ok(&ToolResult::error("missing string argument: method")),
+            },
+            "touch" => {
+                let uri = args.get("uri").and_then(Value::as_str).unwrap_or("");
+                let subscribed = self.state().subscriptions.contains(uri);
+                if subscribed {
+                    self.notify("notifications/resources/updated", json!({ "uri": uri }))
+                        .await;
+                    ok(&ToolResult::text("sent"))
+                } else {
+                    ok(&ToolResult::text("not subscribed"))
+                }
+            }
+            "spawn_grandchild" => {
+                // Same process group as this server (no setsid), and no stdio
+                // inherited: the proxy must find it by group, not by pipes.
+                let spawned = std::process::Command::new("sleep")
+                    .arg("1000")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                match spawned {
+                    Ok(child) => {
+                        let pid = child.id();
+                        self.state().grandchildren.push(child);
+                        ok(&ToolResult {
+                            structured_content: Some(json!({ "pid": pid })),
+                            ..ToolResult::text(pid.to_string())
+                        })
+                    }
+                    Err(e) => ok(&ToolResult::error(format!("spawn sleep: {e}"))),
+                }
+            }
+            "progress" | "sleep" | "sample" | "roots" | "elicit" | "stderr" => {
+                let token = CancellationToken::new();
+                self.state().in_flight.insert(id_key(&id), token.clone());
+                let server = Arc::clone(self);
+                tokio::spawn(async move {
+                    let outcome = tokio::select! {
+                        _ = token.cancelled() => None,
+                        outcome = server.slow_tool(&params) => Some(outcome),
+                    };
+                    server.state().in_flight.remove(&id_key(&id));
+                    match outcome {
+                        Some(outcome) => server.reply(&id, outcome).await,
+                        None => eprintln!("everything: request {id} cancelled"),
+                    }
+                });
+                return;
+            }
+            _ => rpc_error(-32602, format!("unknown tool: {name}")),
+        };
+        self.reply(&id, outcome).await;
+    }
+
+    async fn slow_tool(&self, params: &Value) -> Outcome {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        let args = params.get("arguments").unwrap_or(&Value::Null);
+        match name {
+            "sleep" => {
+                let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(1000);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ok(&ToolResult::text(format!("slept {ms}")))
+            }
+            "progress" => {
+                let steps = args.get("steps").and_then(Value::as_u64).unwrap_or(3);
+                let delay = Duration::from_millis(
+                    args.get("delay_ms").and_then(Value::as_u64).unwrap_or(10),
+                );
+                let token = params.pointer("/_meta/progressToken");
+                for i in 1..=steps {
+                    if i > 1 {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if let Some(token) = token {
+                        self.notify(
+                            "notifications/progress",
+                            json!({
+                                "progressToken": token,
+                                "progress": i,
+                                "total": steps,
+                                "message": format!("step {i} of {steps}")
+                            }),
+                        )
+                        .await;
+                    }
+                }
+                ok(&ToolResult::text(format!("done {steps}")))
+            }
+            "sample" => {
+                let prompt = args.get("prompt").and_then(Value::as_str).unwrap_or("");
+                let request = json!({
+                    "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }],
+                    "maxTokens": 100
+                });
+                match self.ask_client("sampling/createMessage", request).await {
+                    Ok(result) => {
+                        // 2025-11-25 allows an array of content blocks.
+                        let content = match result.get("content") {
+                            Some(Value::Array(blocks)) => blocks.first(),
+                            other => other,
+                        };
+                        match content.and_then(|c| c.get("text")).and_then(Value::as_str) {
+                            Some(text) => ok(&ToolResult::text(text)),
+                            None => ok(&ToolResult::error(format!(
+                                "sampling result without text: {result}"
+                            ))),
+                        }
+                    }
+                    Err(e) => ok(&ToolResult::error(e)),
+                }
+            }
+            "roots" => match self.ask_client("roots/list", json!({})).await {
+                Ok(result) => ok(&ToolResult::text(
+                    result.get("roots").unwrap_or(&Value::Null).to_string(),
+                )),
+                Err(e) => ok(&ToolResult::error(e)),
+            },
+            "elicit" => {
+                let message = args
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Please answer");
+                let request = json!({
+                    "message": message,
+                    "requestedSchema": {
+                        "type": "object",
+                        "properties": { "answer": { "type": "string" } },
+                        "required": ["answer"]
+                    }
+                });
+                match self.ask_client("elicitation/create", request).await {
+                    Ok(result) => ok(&ToolResult::text(result.to_string())),
+                    Err(e) => ok(&ToolResult::error(e)),
+                }
+            }
+            "stderr" => {
+                let lines = args.get("lines").and_then(Value::as_u64).unwrap_or(1);
+                let bytes = args
+                    .get("bytes_per_line")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(80) as usize;
+                // Blocks for as long as nobody drains stderr: that is the test.
+                let written = tokio::task::spawn_blocking(move || {
+                    let mut line = vec![b'e'; bytes];
+                    line.push(b'\n');
+                    let mut stderr = std::io::stderr().lock();
+                    for _ in 0..lines {
+                        stderr.write_all(&line)?;
+                    }
+                    stderr.flush()
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => ok(&ToolResult::text("ok")),
+                    Ok(Err(e)) => ok(&ToolResult::error(format!("write stderr: {e}"))),
+                    Err(e) => ok(&ToolResult::error(format!("stderr task: {e}"))),
+                }
+            }
+            _ => unreachable!("call_tool only spawns the slow tools"),
+        }
+    }
+
+    /// Sends a server→client request with a fresh string id and waits for
+    /// the answer; an error response becomes `Err` with its message.
+    async fn ask_client(&self, method: &'static str, params: Value) -> Result<Value, String> {
+        let n = self.next_client_request.fetch_add(1, Ordering::Relaxed);
+        let id = Value::String(format!("s-{n}"));
+        let key = id_key(&id);
+        let (tx, rx) = oneshot::channel();
+        self.state().pending.insert(key.clone(), tx);
+        self.send(stdio::line(&json!({
+            "jsonrpc": "2.0", "id": id, "method": method, "params": params
+        })))
+        .await;
+        let answer = tokio::time::timeout(CLIENT_REQUEST_TIMEOUT, rx).await;
+        self.state().pending.remove(&key);
+        match answer {
+            Ok(Ok(Ok(result))) => Ok(result),
+            Ok(Ok(Err(error))) => Err(error
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| error.to_string())),
+            Ok(Err(_)) => Err(format!("{method}: request dropped")),
+            Err(_) => Err(format!(
+                "{method}: no answer within {}s",
+                CLIENT_REQUEST_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+/// The `large` response, written straight into one buffer of the final size:
+/// the payload needs no escaping, and going through serde would scan it and
+/// grow the buffer several times over.
+fn large_reply(id: &Value, bytes: usize) -> Vec<u8> {
+    const PREFIX: &[u8] = br#"{"jsonrpc":"2.0","id":"#;
+    const MIDDLE: &[u8] = br#","result":{"content":[{"type":"text","text":""#;
+    const SUFFIX: &[u8] = b"\"}]}}\n";
+    let id = serde_json::to_vec(id).expect("JSON value serializes");
+    let mut line =
+        Vec::with_capacity(PREFIX.len() + id.len() + MIDDLE.len() + bytes + SUFFIX.len());
+    line.extend_from_slice(PREFIX);
+    line.extend_from_slice(&id);
+    line.extend_from_slice(MIDDLE);
+    line.resize(line.len() + bytes, b'x');
+    line.extend_from_slice(SUFFIX);
+    line
+}
+
+fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
+    json!({
+        "name": name,
+        "description": description,
+        "inputSchema": { "type": "object", "properties": properties, "required": required }
+    })
+}
+
+fn tool_catalogue() -> Vec<Value> {
+    let string = |d: &str| json!({ "type": "string", "description": d });
+    let integer = |d: &str| json!({ "type": "integer", "minimum": 0, "description": d });
+    let mut add = tool(
+        "add",
+        "Adds two numbers",
+        json!({ "a": { "type": "number" }, "b": { "type": "number" } }),
+        &["a", "b"],
+    );
+    add["outputSchema"] = json!({
+        "type": "object", "properties": { "sum": { "type": "number" } }, "required": ["sum"]
+    });
+    let mut pid = tool("pid", "Returns this server's process id", json!({}), &[]);
+    pid["outputSchema"] = json!({
+        "type": "object", "properties": { "pid": { "type": "integer" } }, "required": ["pid"]
+    });
+    let mut spawn_grandchild = tool(
+        "spawn_grandchild",
+        "Spawns `sleep 1000` in this server's process group and returns its pid",
+        json!({}),
+        &[],
+    );
+    spawn_grandchild["outputSchema"] = pid["outputSchema"].clone();
+    vec![
+        tool(
+            "echo",
+            "Returns the message",
+            json!({ "message": string("Text to echo") }),
+            &["message"],
+        ),
+        add,
+        tool(
+            "large",
+            "Returns one text block of exactly `bytes` bytes",
+            json!({ "bytes": integer("Payload size") }),
+            &["bytes"],
+        ),
+        tool(
+            "progress",
+            "Sends `steps` progress notifications `delay_ms` apart, then returns",
+            json!({ "steps": integer("Number of steps"), "delay_ms": integer("Delay between steps") }),
+            &[],
+        ),
+        tool(
+            "sample",
+            "Asks the client to sample (sampling/createMessage) and returns its text",
+            json!({ "prompt": string("User message") }),
+            &["prompt"],
+        ),
+        tool(
+            "roots",
+            "Asks the client for its roots (roots/list) and returns them as JSON",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "elicit",
+            "Asks the client for input (elicitation/create) and returns the answer as JSON",
+            json!({ "message": string("Question for the user") }),
+            &["message"],
+        ),
+        tool(
+            "log",
+            "Sends notifications/message at `level` (subject to logging/setLevel)",
+            json!({
+                "level": { "type": "string", "enum": LOG_LEVELS },
+                "message": string("Log data")
+            }),
+            &["message"],
+        ),
+        tool(
+            "garbage",
+            "Writes a non-JSON line on stdout, then answers normally",
+            json!({ "text": string("The line to write") }),
+            &[],
+        ),
+        tool(
+            "sleep",
+            "Waits `ms` milliseconds; a notifications/cancelled stops it without a response",
+            json!({ "ms": integer("Milliseconds") }),
+            &["ms"],
+        ),
+        tool(
+            "cancelled",
+            "Returns the notifications/cancelled received so far as JSON",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "crash",
+            "Exits the process at once with `code`, without answering",
+            json!({ "code": { "type": "integer", "description": "Exit code (default 1)" } }),
+            &[],
+        ),
+        tool(
+            "stderr",
+            "Writes `lines` lines of `bytes_per_line` bytes to stderr",
+            json!({ "lines": integer("Line count"), "bytes_per_line": integer("Bytes per line") }),
+            &[],
+        ),
+        tool(
+            "set_state",
+            "Stores a string in this process",
+            json!({ "value": string("Value to keep") }),
+            &["value"],
+        ),
+        tool("get_state", "Returns the stored string", json!({}), &[]),
+        pid,
+        tool(
+            "client_info",
+            "Returns the initialize params this process received, as JSON",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "notify",
+            "Sends a notification with `method` and no params",
+            json!({ "method": string("e.g. notifications/tools/list_changed") }),
+            &["method"],
+        ),
+        tool(
+            "touch",
+            "Sends notifications/resources/updated for `uri` if it is subscribed",
+            json!({ "uri": string("Resource URI") }),
+            &["uri"],
+        ),
+        spawn_grandchild,
+    ]
+}

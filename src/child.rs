@@ -1,0 +1,417 @@
+//! The stdio MCP server as a child process.
+//!
+//! Owns: spawning the command (exec'd directly, never through a shell) in a
+//! process group of its own, the single writer task for its stdin, the
+//! single reader of its stdout (handed to the caller as a [`LineReader`]),
+//! stderr drained line by line into the log so the child never blocks on a
+//! full pipe, and the staged stop: close stdin, wait, SIGTERM the whole
+//! group (so `npx`/`uvx` grandchildren go too), SIGKILL after the grace
+//! period, and reap. Spec: `basic/lifecycle` (shutdown, stdio).
+//!
+//! Does not own: what the lines mean (see [`crate::upstream`]).
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::jsonrpc::LineReader;
+
+/// Lines of stderr longer than this are cut before logging.
+const MAX_STDERR_LINE_BYTES: usize = 8 * 1024;
+
+/// How many lines may wait for the stdin writer. Senders await when it is
+/// full: backpressure on the HTTP request, never on the child's reader.
+const STDIN_QUEUE: usize = 1024;
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    /// The program; looked up on PATH.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables added to (or, with `inherit_env = false`, forming) its environment.
+    pub env: Vec<(String, String)>,
+    /// Whether the child starts from the proxy's own environment.
+    pub inherit_env: bool,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Longest stdout line accepted.
+    pub max_line_bytes: usize,
+    /// Time between SIGTERM and SIGKILL, and for the child to exit after stdin closes.
+    pub grace: Duration,
+}
+
+/// Why a child could not be started or talked to.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    /// The command could not be spawned (not found, not executable…).
+    #[error("cannot start `{program}`: {source}")]
+    SpawnFailed {
+        /// The program that failed.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The child's stdin is closed: it exited or is stopping.
+    #[error("the MCP server process has exited")]
+    Exited,
+}
+
+/// How the child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Still running.
+    Running,
+    /// Exited with a code.
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Running => write!(f, "running"),
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+impl From<ExitStatus> for Exit {
+    fn from(s: ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+/// A running child: send lines to it, watch for its exit, stop it.
+/// Cloning shares the same process.
+#[derive(Clone)]
+pub struct ChildHandle {
+    inner: Arc<ChildInner>,
+}
+
+struct ChildInner {
+    pid: u32,
+    stdin: mpsc::Sender<Bytes>,
+    exit: watch::Receiver<Exit>,
+    stop: mpsc::Sender<()>,
+}
+
+/// Live children, for `/health`.
+pub static LIVE_CHILDREN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl ChildHandle {
+    /// Spawns the child. Returns the handle and the reader of its stdout.
+    /// `label` names the owner (a session id) in the child's log lines.
+    pub fn spawn(
+        spec: &ChildSpec,
+        label: &str,
+    ) -> Result<(ChildHandle, LineReader<BufReader<ChildStdout>>), ChildError> {
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if !spec.inherit_env {
+            cmd.env_clear();
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd.spawn().map_err(|source| ChildError::SpawnFailed {
+            program: spec.program.clone(),
+            source,
+        })?;
+        // Invariant: all three pipes were requested above.
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let stdin = child.stdin.take().expect("stdin piped");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        LIVE_CHILDREN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span = info_span!("child", pid, session = %label);
+        info!(parent: &span, program = %spec.program, "child spawned");
+
+        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
+        let (exit_tx, exit_rx) = watch::channel(Exit::Running);
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let close_stdin = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
+        tokio::spawn(drain_stderr(stderr).instrument(span.clone()));
+        tokio::spawn(
+            supervise(child, pid, spec.grace, stop_rx, exit_tx, close_stdin).instrument(span),
+        );
+        let handle = ChildHandle {
+            inner: Arc::new(ChildInner {
+                pid,
+                stdin: stdin_tx,
+                exit: exit_rx,
+                stop: stop_tx,
+            }),
+        };
+        Ok((
+            handle,
+            LineReader::new(
+                BufReader::with_capacity(64 * 1024, stdout),
+                spec.max_line_bytes,
+            ),
+        ))
+    }
+
+    /// The child's pid (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// Queues one line (which must end in LF) for the child's stdin.
+    pub async fn send(&self, line: Bytes) -> Result<(), ChildError> {
+        self.inner
+            .stdin
+            .send(line)
+            .await
+            .map_err(|_| ChildError::Exited)
+    }
+
+    /// Current exit state.
+    pub fn exit(&self) -> Exit {
+        *self.inner.exit.borrow()
+    }
+
+    /// Waits until the child has exited and been reaped.
+    pub async fn exited(&self) -> Exit {
+        let mut rx = self.inner.exit.clone();
+        // An error means the supervisor is gone, which only happens after it published the exit.
+        let _ = rx.wait_for(|e| *e != Exit::Running).await;
+        *rx.borrow()
+    }
+
+    /// Starts the staged stop and waits for it to finish.
+    pub async fn stop(&self) -> Exit {
+        let _ = self.inner.stop.try_send(());
+        self.exited().await
+    }
+}
+
+async fn write_stdin(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: mpsc::Receiver<Bytes>,
+    close: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => match line {
+                Some(line) => line,
+                None => break,
+            },
+            _ = close.cancelled() => break,
+        };
+        if let Err(e) = stdin.write_all(&line).await {
+            debug!(error = %e, "child stdin closed");
+            break;
+        }
+        // Flush only when nothing else is waiting: batches writes under load.
+        if rx.is_empty()
+            && let Err(e) = stdin.flush().await
+        {
+            debug!(error = %e, "child stdin closed");
+            break;
+        }
+    }
+    // Dropping stdin closes the pipe: the polite first step of a stop.
+}
+
+async fn drain_stderr(stderr: tokio::process::ChildStderr) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line[..line.len().min(MAX_STDERR_LINE_BYTES)]);
+                let text = text.trim_end();
+                if !text.is_empty() {
+                    // stderr is the child's log, not an error signal (2025-11-25 stdio).
+                    info!(target: "mcp_sidecar::child::stderr", "{text}");
+                }
+            }
+        }
+    }
+}
+
+async fn supervise(
+    mut child: Child,
+    pid: u32,
+    grace: Duration,
+    mut stop: mpsc::Receiver<()>,
+    exit: watch::Sender<Exit>,
+    close_stdin: tokio_util::sync::CancellationToken,
+) {
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = stop.recv() => {
+            close_stdin.cancel();
+            staged_stop(&mut child, pid, grace).await
+        }
+    };
+    close_stdin.cancel();
+    let status = match status {
+        Ok(s) => Exit::from(s),
+        Err(e) => {
+            warn!(error = %e, "waiting for child failed");
+            Exit::Code(-1)
+        }
+    };
+    // Whatever the child left behind in its group goes with it.
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    LIVE_CHILDREN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    info!(status = %status, "child exited");
+    let _ = exit.send(status);
+}
+
+/// With stdin already closed (the writer task was told to drop it): wait,
+/// SIGTERM the group, wait, SIGKILL the group.
+async fn staged_stop(child: &mut Child, pid: u32, grace: Duration) -> std::io::Result<ExitStatus> {
+    let group = Pid::from_raw(pid as i32);
+    if let Ok(status) = tokio::time::timeout(grace / 2, child.wait()).await {
+        return status;
+    }
+    debug!("child still running after stdin closed; sending SIGTERM to its group");
+    let _ = killpg(group, Signal::SIGTERM);
+    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+        return status;
+    }
+    warn!(
+        grace_ms = grace.as_millis() as u64,
+        "child ignored SIGTERM; sending SIGKILL to its group"
+    );
+    let _ = killpg(group, Signal::SIGKILL);
+    child.wait().await
+}
+
+/// Parses `KEY=VALUE` lines of an env file (blank lines and `#` comments skipped,
+/// an optional `export ` prefix and matching quotes removed).
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected KEY=VALUE", n + 1))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("line {}: empty variable name", n + 1));
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Pids of the processes in group `pgid` that are still running (not
+/// zombies), read from /proc. Used to prove that nothing outlives a stop.
+pub fn live_group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // Fields after the parenthesised command: state, ppid, pgrp, …
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_parses_comments_quotes_and_export() {
+        let vars = parse_env_file("# c\n\nexport A=1\nB=\"two words\"\nC='x=y'\n").unwrap();
+        assert_eq!(
+            vars,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x=y".into())
+            ]
+        );
+        assert!(parse_env_file("nonsense").unwrap_err().contains("line 1"));
+    }
+
+    #[tokio::test]
+    async fn stop_escalates_to_sigkill_and_takes_the_group() {
+        let spec = ChildSpec {
+            program: "sh".into(),
+            // Ignores SIGTERM and stdin EOF; leaves a grandchild in its group.
+            args: vec![
+                "-c".into(),
+                "trap '' TERM; sleep 1000 & while :; do sleep 1; done".into(),
+            ],
+            env: vec![],
+            inherit_env: true,
+            cwd: None,
+            max_line_bytes: 1024,
+            grace: Duration::from_millis(200),
+        };
+        let (child, _out) = ChildHandle::spawn(&spec, "test").unwrap();
+        let pid = child.pid() as i32;
+        let exit = tokio::time::timeout(Duration::from_secs(5), child.stop())
+            .await
+            .unwrap();
+        assert_eq!(exit, Exit::Signal(9));
+        // Nothing of the group is left running (zombies await their new parent, init).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(live_group_members(pid), Vec::<i32>::new());
+    }
+
+    #[tokio::test]
+    async fn spawn_failure_names_the_program() {
+        let spec = ChildSpec {
+            program: "/nonexistent/mcp-server".into(),
+            args: vec![],
+            env: vec![],
+            inherit_env: true,
+            cwd: None,
+            max_line_bytes: 1024,
+            grace: Duration::from_millis(200),
+        };
+        let err = ChildHandle::spawn(&spec, "test").err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/mcp-server"));
+    }
+}

@@ -1,0 +1,699 @@
+//! Configuration: command-line flags and `MCP_PROXY_*` environment variables.
+//!
+//! Every flag has an environment variable (`--max-body-bytes` ↔
+//! `MCP_PROXY_MAX_BODY_BYTES`); a flag wins over its variable. Repeatable
+//! flags take a comma-separated list from the environment. The environment
+//! is read through a lookup function so tests never touch the real one.
+//! Reading files named by flags (`--env-file`, `--api-key-file`) is the only
+//! I/O here, and it happens once, at start.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::child::ChildSpec;
+
+/// Default listen address: loopback, the spec's advice for local servers.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default port.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Default Streamable HTTP endpoint.
+pub const DEFAULT_PATH: &str = "/mcp";
+/// Default legacy SSE endpoint.
+pub const DEFAULT_SSE_PATH: &str = "/sse";
+/// Default legacy message endpoint.
+pub const DEFAULT_MESSAGE_PATH: &str = "/messages";
+/// Largest HTTP request body: tool arguments can carry files.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Longest line from the child: tool results carry base64 images.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+/// Most concurrent sessions; in per-session mode each one is a process.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+/// Sessions with no request and no open stream end after this.
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// SSE comment interval; below the ~300 s idle cut of common intermediaries.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Time a child gets after stdin closes and again after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Messages waiting for one SSE consumer before it is cut off as too slow.
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+/// Events kept per stream for `Last-Event-ID` replay.
+pub const DEFAULT_REPLAY_EVENTS: usize = 256;
+/// Longest wait between restarts of a crashed shared child.
+pub const DEFAULT_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Put any stdio MCP server on HTTP: Streamable HTTP (2025-03-26 to
+/// 2026-07-28) and legacy HTTP+SSE (2024-11-05). Every flag also reads
+/// MCP_PROXY_<FLAG> from the environment (e.g. MCP_PROXY_API_KEY); the flag wins.
+///
+/// By default each session gets its own child process, so no state leaks
+/// between clients. --shared serves every session from one child: faster and
+/// lighter, but tool state (open files, browser pages, cwd) is then shared
+/// by all users.
+#[derive(FromArgs, Debug, Default)]
+pub struct Args {
+    /// address to listen on (default 127.0.0.1)
+    #[argh(option)]
+    pub host: Option<String>,
+    /// port to listen on; 0 picks a free one (default 8080)
+    #[argh(option)]
+    pub port: Option<String>,
+    /// path of the Streamable HTTP endpoint (default /mcp)
+    #[argh(option)]
+    pub path: Option<String>,
+    /// legacy HTTP+SSE stream path (default /sse)
+    #[argh(option)]
+    pub sse_path: Option<String>,
+    /// legacy HTTP+SSE message path (default /messages)
+    #[argh(option)]
+    pub message_path: Option<String>,
+    /// a KEY=VALUE added to the child's environment (repeatable)
+    #[argh(option)]
+    pub env: Vec<String>,
+    /// file of KEY=VALUE lines added to the child's environment
+    #[argh(option)]
+    pub env_file: Option<String>,
+    /// working directory of the child
+    #[argh(option)]
+    pub cwd: Option<String>,
+    /// start the child with only --env/--env-file variables
+    #[argh(switch)]
+    pub no_inherit_env: bool,
+    /// an API key clients must send as "Authorization: Bearer <key>" or "X-API-Key" (repeatable)
+    #[argh(option)]
+    pub api_key: Vec<String>,
+    /// file with one API key per line
+    #[argh(option)]
+    pub api_key_file: Option<String>,
+    /// allow listening beyond loopback without an API key
+    #[argh(switch)]
+    pub allow_unauthenticated: bool,
+    /// allowed browser Origin, e.g. https://app.example.com, or * (repeatable; loopback origins are always allowed)
+    #[argh(option)]
+    pub allow_origin: Vec<String>,
+    /// allowed Host header value (repeatable; on loopback binds only localhost names pass by default)
+    #[argh(option)]
+    pub allowed_host: Vec<String>,
+    /// largest request body in bytes (default 16 MiB)
+    #[argh(option)]
+    pub max_body_bytes: Option<String>,
+    /// longest line the child may write, in bytes (default 64 MiB)
+    #[argh(option)]
+    pub max_line_bytes: Option<String>,
+    /// most concurrent sessions (default 256)
+    #[argh(option)]
+    pub max_sessions: Option<String>,
+    /// end sessions idle this long, e.g. 30m (default 30m)
+    #[argh(option)]
+    pub session_idle_timeout: Option<String>,
+    /// fail requests the child has not answered after this long, e.g. 2m (default: none)
+    #[argh(option)]
+    pub request_timeout: Option<String>,
+    /// interval of SSE keep-alive comments (default 15s)
+    #[argh(option)]
+    pub keep_alive: Option<String>,
+    /// time a child gets to exit after stdin closes and after SIGTERM (default 5s)
+    #[argh(option)]
+    pub shutdown_grace: Option<String>,
+    /// messages queued for one SSE stream before the slow client is cut off (default 1024)
+    #[argh(option)]
+    pub max_queue: Option<String>,
+    /// events kept per stream for Last-Event-ID replay; 0 disables resumption (default 256)
+    #[argh(option)]
+    pub replay_events: Option<String>,
+    /// serve every session from one shared child (state is shared between users)
+    #[argh(switch)]
+    pub shared: bool,
+    /// no session ids: every request is served by one shared child
+    #[argh(switch)]
+    pub stateless: bool,
+    /// with a shared child: exit with the child's code when it dies instead of restarting it
+    #[argh(switch)]
+    pub exit_on_child_exit: bool,
+    /// longest backoff between restarts of the shared child (default 30s)
+    #[argh(option)]
+    pub restart_max_backoff: Option<String>,
+    /// log format: plain or json (default plain)
+    #[argh(option)]
+    pub log_format: Option<String>,
+    /// log level or filter, e.g. info, debug, mcp_sidecar=trace (default info)
+    #[argh(option)]
+    pub log_level: Option<String>,
+    /// the stdio MCP server to run, after --
+    #[argh(positional, greedy)]
+    pub command: Vec<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How sessions map to children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One child per session (default): no state shared between clients.
+    PerSession,
+    /// One child for every session.
+    Shared,
+    /// No sessions at all; one child.
+    Stateless,
+}
+
+/// The validated configuration of the proxy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub host: IpAddr,
+    /// Listen port (0 = any).
+    pub port: u16,
+    /// Streamable HTTP path.
+    pub path: String,
+    /// Legacy SSE path.
+    pub sse_path: String,
+    /// Legacy message path.
+    pub message_path: String,
+    /// The child to run.
+    pub child: ChildSpec,
+    /// Accepted API keys; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// Extra allowed origins (`*` allows any).
+    pub allow_origins: Vec<String>,
+    /// Extra allowed Host values.
+    pub allowed_hosts: Vec<String>,
+    /// Request body cap.
+    pub max_body_bytes: usize,
+    /// Session cap.
+    pub max_sessions: usize,
+    /// Idle session expiry.
+    pub session_idle_timeout: Duration,
+    /// Per-request deadline, if any.
+    pub request_timeout: Option<Duration>,
+    /// SSE keep-alive interval.
+    pub keep_alive: Duration,
+    /// Per-stream queue cap.
+    pub max_queue: usize,
+    /// Per-stream replay buffer.
+    pub replay_events: usize,
+    /// Session/child mapping.
+    pub mode: Mode,
+    /// Exit when the shared child dies.
+    pub exit_on_child_exit: bool,
+    /// Restart backoff cap.
+    pub restart_max_backoff: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// A configuration problem: the message is shown to the user as is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Parses `500ms`, `15s`, `30m`, `2h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Parses a byte count with an optional `K`/`M`/`G` (binary) suffix.
+pub fn parse_bytes(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1 << 10),
+        (i, 'm' | 'M') => (&s[..i], 1 << 20),
+        (i, 'g' | 'G') => (&s[..i], 1 << 30),
+        _ => (s.trim_end_matches(['b', 'B']), 1),
+    };
+    num.trim().parse::<usize>().ok()?.checked_mul(mult)
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+fn env_name(flag: &str) -> String {
+    format!("MCP_PROXY_{}", flag.to_ascii_uppercase().replace('-', "_"))
+}
+
+struct Resolver<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    /// The flag's value, or its environment variable's.
+    fn get(&self, flag: &str, value: &Option<String>) -> Option<(String, String)> {
+        match value {
+            Some(v) => Some((v.clone(), format!("--{flag}"))),
+            None => (self.lookup)(&env_name(flag)).map(|v| (v, env_name(flag))),
+        }
+    }
+
+    fn list(&self, flag: &str, values: &[String]) -> Vec<String> {
+        if !values.is_empty() {
+            return values.to_vec();
+        }
+        (self.lookup)(&env_name(flag))
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn switch(&self, flag: &str, value: bool) -> Result<bool, ConfigError> {
+        if value {
+            return Ok(true);
+        }
+        match (self.lookup)(&env_name(flag)) {
+            None => Ok(false),
+            Some(v) => parse_bool(&v).map_or_else(
+                || {
+                    err(format!(
+                        "{}: expected true or false, got {v:?}",
+                        env_name(flag)
+                    ))
+                },
+                Ok,
+            ),
+        }
+    }
+
+    fn parsed<T>(
+        &self,
+        flag: &str,
+        value: &Option<String>,
+        default: T,
+        parse: impl Fn(&str) -> Option<T>,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(flag, value) {
+            None => Ok(default),
+            Some((v, source)) => {
+                parse(&v).map_or_else(|| err(format!("{source}: expected {what}, got {v:?}")), Ok)
+            }
+        }
+    }
+}
+
+fn normalize_path(source: &str, p: String) -> Result<String, ConfigError> {
+    if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+        return err(format!(
+            "{source}: expected a path starting with /, got {p:?}"
+        ));
+    }
+    Ok(if p.len() > 1 {
+        p.trim_end_matches('/').to_string()
+    } else {
+        p
+    })
+}
+
+impl Config {
+    /// Builds the configuration from parsed flags and an environment lookup.
+    pub fn from_args(
+        args: Args,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let r = Resolver { lookup };
+        let Some((program, rest)) = args.command.split_first() else {
+            return err(
+                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...]",
+            );
+        };
+        let host = r.parsed(
+            "host",
+            &args.host,
+            DEFAULT_HOST.parse::<IpAddr>().expect("valid default"),
+            |s| s.parse().ok(),
+            "an IP address",
+        )?;
+        let port = r.parsed(
+            "port",
+            &args.port,
+            DEFAULT_PORT,
+            |s| s.parse().ok(),
+            "a port number",
+        )?;
+        let path = |flag, v: &Option<String>, default: &str| -> Result<String, ConfigError> {
+            let (p, source) = r
+                .get(flag, v)
+                .unwrap_or_else(|| (default.to_string(), String::new()));
+            normalize_path(&source, p)
+        };
+        let mcp_path = path("path", &args.path, DEFAULT_PATH)?;
+        let sse_path = path("sse-path", &args.sse_path, DEFAULT_SSE_PATH)?;
+        let message_path = path("message-path", &args.message_path, DEFAULT_MESSAGE_PATH)?;
+        if mcp_path == sse_path || mcp_path == message_path || sse_path == message_path {
+            return err("--path, --sse-path and --message-path must differ");
+        }
+
+        let mut env = Vec::new();
+        if let Some((file, source)) = r.get("env-file", &args.env_file) {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| ConfigError(format!("{source}: cannot read {file}: {e}")))?;
+            env.extend(
+                crate::child::parse_env_file(&text)
+                    .map_err(|e| ConfigError(format!("{source} {file}: {e}")))?,
+            );
+        }
+        for kv in r.list("env", &args.env) {
+            match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
+                _ => return err(format!("--env: expected KEY=VALUE, got {kv:?}")),
+            }
+        }
+
+        let mut api_keys = r.list("api-key", &args.api_key);
+        if let Some((file, source)) = r.get("api-key-file", &args.api_key_file) {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| ConfigError(format!("{source}: cannot read {file}: {e}")))?;
+            api_keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        if api_keys.iter().any(|k| k.len() < 16) {
+            return err("API keys must be at least 16 characters long");
+        }
+        let allow_unauthenticated =
+            r.switch("allow-unauthenticated", args.allow_unauthenticated)?;
+        if !host.is_loopback() && api_keys.is_empty() && !allow_unauthenticated {
+            return err(format!(
+                "refusing to listen on {host} without authentication: anyone who can reach it could run the MCP server; \
+                 set --api-key (or MCP_PROXY_API_KEY), or pass --allow-unauthenticated to accept the risk"
+            ));
+        }
+
+        let shared = r.switch("shared", args.shared)?;
+        let stateless = r.switch("stateless", args.stateless)?;
+        let mode = match (shared, stateless) {
+            (_, true) => Mode::Stateless,
+            (true, false) => Mode::Shared,
+            (false, false) => Mode::PerSession,
+        };
+        let exit_on_child_exit = r.switch("exit-on-child-exit", args.exit_on_child_exit)?;
+        if exit_on_child_exit && mode == Mode::PerSession {
+            return err(
+                "--exit-on-child-exit needs --shared or --stateless (per-session children come and go)",
+            );
+        }
+
+        let dur = "a duration such as 500ms, 15s, 30m";
+        let positive = |flag: &str, d: Duration| -> Result<Duration, ConfigError> {
+            if d.is_zero() {
+                err(format!("--{flag} must be greater than zero"))
+            } else {
+                Ok(d)
+            }
+        };
+        let max_line_bytes = r.parsed(
+            "max-line-bytes",
+            &args.max_line_bytes,
+            DEFAULT_MAX_LINE_BYTES,
+            parse_bytes,
+            "a byte count",
+        )?;
+        let shutdown_grace = r.parsed(
+            "shutdown-grace",
+            &args.shutdown_grace,
+            DEFAULT_SHUTDOWN_GRACE,
+            parse_duration,
+            dur,
+        )?;
+        let cwd = r.get("cwd", &args.cwd).map(|(c, _)| PathBuf::from(c));
+        let request_timeout = match r.get("request-timeout", &args.request_timeout) {
+            None => None,
+            Some((v, _)) if v == "none" || v == "0" => None,
+            Some((v, source)) => Some(parse_duration(&v).ok_or_else(|| {
+                ConfigError(format!("{source}: expected {dur} or none, got {v:?}"))
+            })?),
+        };
+        let log_format = match r.get("log-format", &args.log_format) {
+            None => LogFormat::Plain,
+            Some((v, _)) if v == "plain" => LogFormat::Plain,
+            Some((v, _)) if v == "json" => LogFormat::Json,
+            Some((v, source)) => {
+                return err(format!("{source}: expected plain or json, got {v:?}"));
+            }
+        };
+        let count = |flag: &str,
+                     v: &Option<String>,
+                     default: usize,
+                     min: usize|
+         -> Result<usize, ConfigError> {
+            let n = r.parsed(flag, v, default, |s| s.parse().ok(), "a whole number")?;
+            if n < min {
+                err(format!("--{flag} must be at least {min}"))
+            } else {
+                Ok(n)
+            }
+        };
+
+        Ok(Config {
+            host,
+            port,
+            path: mcp_path,
+            sse_path,
+            message_path,
+            child: ChildSpec {
+                program: program.clone(),
+                args: rest.to_vec(),
+                env,
+                inherit_env: !r.switch("no-inherit-env", args.no_inherit_env)?,
+                cwd,
+                max_line_bytes: if max_line_bytes < 1024 {
+                    return err("--max-line-bytes must be at least 1024");
+                } else {
+                    max_line_bytes
+                },
+                grace: shutdown_grace,
+            },
+            api_keys,
+            allow_origins: r.list("allow-origin", &args.allow_origin),
+            allowed_hosts: r.list("allowed-host", &args.allowed_host),
+            max_body_bytes: r.parsed(
+                "max-body-bytes",
+                &args.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
+            max_sessions: count("max-sessions", &args.max_sessions, DEFAULT_MAX_SESSIONS, 1)?,
+            session_idle_timeout: positive(
+                "session-idle-timeout",
+                r.parsed(
+                    "session-idle-timeout",
+                    &args.session_idle_timeout,
+                    DEFAULT_SESSION_IDLE_TIMEOUT,
+                    parse_duration,
+                    dur,
+                )?,
+            )?,
+            request_timeout,
+            keep_alive: positive(
+                "keep-alive",
+                r.parsed(
+                    "keep-alive",
+                    &args.keep_alive,
+                    DEFAULT_KEEP_ALIVE,
+                    parse_duration,
+                    dur,
+                )?,
+            )?,
+            max_queue: count("max-queue", &args.max_queue, DEFAULT_MAX_QUEUE, 1)?,
+            replay_events: count(
+                "replay-events",
+                &args.replay_events,
+                DEFAULT_REPLAY_EVENTS,
+                0,
+            )?,
+            mode,
+            exit_on_child_exit,
+            restart_max_backoff: positive(
+                "restart-max-backoff",
+                r.parsed(
+                    "restart-max-backoff",
+                    &args.restart_max_backoff,
+                    DEFAULT_RESTART_MAX_BACKOFF,
+                    parse_duration,
+                    dur,
+                )?,
+            )?,
+            log_format,
+            log_level: r
+                .get("log-level", &args.log_level)
+                .map(|(v, _)| v)
+                .unwrap_or_else(|| "info".into()),
+        })
+    }
+
+    /// A configuration for tests and embedding: defaults, the given command.
+    pub fn for_command(program: &str, args: &[&str]) -> Config {
+        let args = Args {
+            command: std::iter::once(program)
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect(),
+            ..Args::default()
+        };
+        // Invariant: defaults plus a command always validate.
+        Config::from_args(args, &|_| None).expect("default config is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let args = Args::from_args(&["mcp-proxy"], argv).map_err(|e| ConfigError(e.output))?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_args(args, &move |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_suit_a_local_run() {
+        let c = parse(&["--", "server", "--flag"], &[]).unwrap();
+        assert_eq!(c.host.to_string(), "127.0.0.1");
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.path, "/mcp");
+        assert_eq!(c.child.program, "server");
+        assert_eq!(c.child.args, vec!["--flag"]);
+        assert_eq!(c.mode, Mode::PerSession);
+        assert_eq!(c.child.max_line_bytes, 64 << 20);
+        assert_eq!(c.session_idle_timeout, Duration::from_secs(1800));
+        assert!(c.request_timeout.is_none());
+    }
+
+    #[test]
+    fn flag_wins_over_environment() {
+        let c = parse(
+            &["--port", "9000", "--", "s"],
+            &[
+                ("MCP_PROXY_PORT", "7000"),
+                ("MCP_PROXY_MAX_BODY_BYTES", "1M"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        let c = parse(
+            &["--", "s"],
+            &[("MCP_PROXY_PORT", "7000"), ("MCP_PROXY_SHARED", "true")],
+        )
+        .unwrap();
+        assert_eq!(c.port, 7000);
+        assert_eq!(c.mode, Mode::Shared);
+    }
+
+    #[test]
+    fn missing_command_is_an_error() {
+        assert!(
+            parse(&[], &[])
+                .unwrap_err()
+                .0
+                .contains("no MCP server command")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        assert!(
+            parse(&["--port", "x", "--", "s"], &[])
+                .unwrap_err()
+                .0
+                .contains("--port")
+        );
+        assert!(
+            parse(&["--", "s"], &[("MCP_PROXY_KEEP_ALIVE", "soon")])
+                .unwrap_err()
+                .0
+                .contains("MCP_PROXY_KEEP_ALIVE")
+        );
+        assert!(
+            parse(&["--path", "mcp", "--", "s"], &[])
+                .unwrap_err()
+                .0
+                .contains("--path")
+        );
+        assert!(
+            parse(&["--env", "NOEQUALS", "--", "s"], &[])
+                .unwrap_err()
+                .0
+                .contains("KEY=VALUE")
+        );
+    }
+
+    #[test]
+    fn public_bind_without_key_is_refused_with_the_fix() {
+        let e = parse(&["--host", "0.0.0.0", "--", "s"], &[]).unwrap_err().0;
+        assert!(
+            e.contains("--api-key") && e.contains("--allow-unauthenticated"),
+            "{e}"
+        );
+        assert!(
+            parse(
+                &["--host", "0.0.0.0", "--allow-unauthenticated", "--", "s"],
+                &[]
+            )
+            .is_ok()
+        );
+        let c = parse(
+            &["--host", "0.0.0.0", "--", "s"],
+            &[("MCP_PROXY_API_KEY", "0123456789abcdef,fedcba9876543210")],
+        )
+        .unwrap();
+        assert_eq!(c.api_keys.len(), 2);
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_bytes("64M"), Some(64 << 20));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("12x"), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Handlers return `Result<Response, ProxyError>`; [`ProxyError::into_response`]
+//! picks the status (spec `basic/transports`, transport.md §2.11 and §2.13)
+//! and writes a JSON-RPC error body without an id. Session-era errors never
+//! use the 2026-07-28 codes (-32020…-32022), so that dual-era clients read
+//! them as "legacy server" and fall back (transport.md §2.13). Error
+//! responses never carry a session id.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::Value;
+
+use crate::jsonrpc::{self, FrameError, code};
+use crate::sse::{Body, full};
+
+/// Everything a request can fail with before it reaches the child.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Body over `--max-body-bytes`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is not JSON or not JSON-RPC.
+    #[error(transparent)]
+    BadMessage(#[from] FrameError),
+    /// A well-formed message the transport does not accept here.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// `Content-Type` is not `application/json`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// `Accept` allows neither JSON nor SSE.
+    #[error("{0}")]
+    NotAcceptable(&'static str),
+    /// A non-initialize request without `Mcp-Session-Id`.
+    #[error("Mcp-Session-Id header is required (send initialize first to get one)")]
+    MissingSession,
+    /// Unknown, expired or ended session: the client must initialize again.
+    #[error(
+        "session not found: it expired, was deleted, or its server process exited; initialize a new session"
+    )]
+    SessionNotFound,
+    /// A session-era `MCP-Protocol-Version` that is unknown or disagrees with the session.
+    #[error("{0}")]
+    BadProtocolVersion(String),
+    /// 2026-07-28: a required header disagrees with the body.
+    #[error("{0}")]
+    HeaderMismatch(String),
+    /// 2026-07-28: a version this proxy does not speak.
+    #[error("unsupported protocol version {requested:?}")]
+    UnsupportedVersion {
+        /// What the client asked for.
+        requested: String,
+        /// What we speak.
+        supported: Vec<&'static str>,
+    },
+    /// 2026-07-28: unknown method (404 with -32601).
+    #[error("method not found: {0}")]
+    MethodNotFound(String),
+    /// A present `Origin` that is not allowed (DNS rebinding defence).
+    #[error("origin {0:?} is not allowed; add it with --allow-origin")]
+    ForbiddenOrigin(String),
+    /// A `Host` that is not allowed on a loopback bind.
+    #[error("host {0:?} is not allowed; add it with --allowed-host")]
+    ForbiddenHost(String),
+    /// No valid API key.
+    #[error("missing or invalid API key: send Authorization: Bearer <key> or X-API-Key")]
+    Unauthorized,
+    /// The method is not served on this path.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// No such path.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// `--max-sessions` reached.
+    #[error("too many sessions ({0} open, --max-sessions); try again later")]
+    TooManySessions(usize),
+    /// The child could not be started or is down.
+    #[error("{0}")]
+    Upstream(String),
+    /// The proxy is shutting down.
+    #[error("the proxy is shutting down")]
+    ShuttingDown,
+}
+
+impl ProxyError {
+    fn status(&self) -> StatusCode {
+        use ProxyError::*;
+        match self {
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BadMessage(_) | InvalidRequest(_) | MissingSession | BadProtocolVersion(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            HeaderMismatch(_) | UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            SessionNotFound | NotFound(_) | MethodNotFound(_) => StatusCode::NOT_FOUND,
+            ForbiddenOrigin(_) | ForbiddenHost(_) => StatusCode::FORBIDDEN,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            TooManySessions(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn rpc_code(&self) -> i64 {
+        use ProxyError::*;
+        match self {
+            BadMessage(e) => e.code(),
+            HeaderMismatch(_) => code::HEADER_MISMATCH,
+            UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
+            MethodNotFound(_) => code::METHOD_NOT_FOUND,
+            SessionNotFound => -32001,
+            Upstream(_) | TooManySessions(_) | ShuttingDown => code::SERVER_ERROR,
+            _ => code::INVALID_REQUEST,
+        }
+    }
+
+    fn data(&self) -> Option<Value> {
+        match self {
+            ProxyError::UnsupportedVersion {
+                requested,
+                supported,
+            } => Some(serde_json::json!({ "supported": supported, "requested": requested })),
+            _ => None,
+        }
+    }
+
+    /// The HTTP response for this error.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let body = jsonrpc::error_response(None, self.rpc_code(), &self.to_string(), self.data());
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match self {
+            ProxyError::MethodNotAllowed(allow) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ProxyError::Unauthorized => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="mcp-proxy""#),
+                );
+            }
+            ProxyError::TooManySessions(_) | ProxyError::ShuttingDown => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(resp: Response<Body>) -> Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn statuses_and_codes_follow_the_transport_rules() {
+        let cases: Vec<(ProxyError, u16, i64)> = vec![
+            (ProxyError::BodyTooLarge { limit: 1 }, 413, -32600),
+            (FrameError::NotJson("x".into()).into(), 400, -32700),
+            (FrameError::NotJsonRpc("x").into(), 400, -32600),
+            (ProxyError::MissingSession, 400, -32600),
+            (ProxyError::SessionNotFound, 404, -32001),
+            (ProxyError::UnsupportedMediaType, 415, -32600),
+            (ProxyError::NotAcceptable("x"), 406, -32600),
+            (ProxyError::BadProtocolVersion("x".into()), 400, -32600),
+            (ProxyError::HeaderMismatch("x".into()), 400, -32020),
+            (ProxyError::MethodNotFound("x".into()), 404, -32601),
+            (ProxyError::ForbiddenOrigin("x".into()), 403, -32600),
+            (ProxyError::TooManySessions(3), 503, -32000),
+        ];
+        for (err, status, code) in cases {
+            let resp = err.into_response();
+            assert_eq!(resp.status().as_u16(), status);
+            assert!(resp.headers().get("mcp-session-id").is_none());
+            let v = body_json(resp).await;
+            assert_eq!(v["error"]["code"], code);
+            assert!(v.get("id").is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn unsupported_version_lists_what_is_supported() {
+        let resp = ProxyError::UnsupportedVersion {
+            requested: "2099-01-01".into(),
+            supported: vec!["2026-07-28"],
+        }
+        .into_response();
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["code"], -32022);
+        assert_eq!(v["error"]["data"]["supported"][0], "2026-07-28");
+    }
+
+    #[test]
+    fn unauthorized_and_405_carry_their_headers() {
+        let r = ProxyError::Unauthorized.into_response();
+        assert!(r.headers().get("www-authenticate").is_some());
+        let r = ProxyError::MethodNotAllowed("GET, POST").into_response();
+        assert_eq!(r.headers()["allow"], "GET, POST");
+    }
+}

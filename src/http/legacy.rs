@@ -1,0 +1,192 @@
+//! The legacy HTTP+SSE transport, revision 2024-11-05 (spec
+//! `2024-11-05/basic/transports#http-with-sse`; transport.md §3).
+//!
+//! `GET /sse` opens a session and its one stream; the first event is
+//! `endpoint`, a relative URL (keeping any `X-Forwarded-Prefix`) to POST
+//! messages to. Every answer travels on the stream as a `message` event; the
+//! POST itself gets 202 `Accepted`. The session ends when the stream closes.
+//! A POST to `/sse` gets 405 so that newer clients probing it fall back
+//! correctly (transport.md §2.10).
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tracing::info;
+
+use super::streamable::parse_body;
+use super::{App, read_body, require_json, sse_response};
+use crate::config::Mode;
+use crate::error::ProxyError;
+use crate::jsonrpc::Kind;
+use crate::session::{Session, new_session_id};
+use crate::sse::{self, Body, Outlet, full, stream_body};
+use crate::upstream::{Port, PortKind, Reply};
+
+/// `GET /sse`.
+pub async fn handle_sse(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    if req.method() != Method::GET {
+        return Err(ProxyError::MethodNotAllowed("GET, OPTIONS"));
+    }
+    let reservation = app
+        .sessions
+        .reserve()
+        .map_err(|e| ProxyError::TooManySessions(e.0))?;
+    let id = new_session_id();
+    let port = Port::new(id.clone().into(), PortKind::Session);
+    let (upstream, owns) = match app.config.mode {
+        Mode::PerSession => (app.spawn_session_child(&id)?, true),
+        _ => (app.shared_upstream().await?, false),
+    };
+    let limits = app.stream_limits();
+    let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
+    let outlet = Arc::new(outlet);
+    port.set_notify(Some(outlet.clone()));
+    let session = Session::new(
+        id,
+        port,
+        upstream,
+        owns,
+        limits,
+        app.streams_cancel.child_token(),
+    );
+    let endpoint = format!(
+        "{}{}?sessionId={}",
+        forwarded_prefix(req.headers()),
+        app.config.message_path,
+        session.id
+    );
+    outlet.send_raw(sse::event(None, Some("endpoint"), endpoint.as_bytes()));
+    app.sessions.insert(session.clone(), reservation);
+    info!(session = %session.id, "legacy SSE session opened");
+    if owns {
+        super::streamable::watch_child(app.clone(), &session);
+    }
+    let guard = EndOnDrop {
+        app: app.clone(),
+        id: session.id.clone(),
+    };
+    Ok(sse_response(stream_body(
+        rx,
+        app.config.keep_alive,
+        session.cancel.clone(),
+        guard,
+    )))
+}
+
+/// Ends a legacy session when its stream's response is dropped.
+struct EndOnDrop {
+    app: Arc<App>,
+    id: Arc<str>,
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let (app, id) = (self.app.clone(), self.id.clone());
+        tokio::spawn(async move { app.sessions.remove(&id, "its SSE stream closed").await });
+    }
+}
+
+/// A path prefix a reverse proxy says it strips (`X-Forwarded-Prefix`), sanitized.
+fn forwarded_prefix(headers: &HeaderMap) -> String {
+    let Some(p) = headers
+        .get("x-forwarded-prefix")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return String::new();
+    };
+    let p = p.trim().trim_end_matches('/');
+    let safe = p.starts_with('/')
+        && !p.starts_with("//")
+        && p.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if safe { p.to_string() } else { String::new() }
+}
+
+fn query_session(uri: &http::Uri) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "sessionId" || k == "session_id").then(|| v.to_string())
+    })
+}
+
+/// `POST /messages?sessionId=…`.
+pub async fn handle_message(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    if req.method() != Method::POST {
+        return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
+    }
+    let id = query_session(req.uri()).ok_or_else(|| {
+        ProxyError::InvalidRequest("sessionId query parameter is required".into())
+    })?;
+    let session = app.sessions.get(&id).ok_or(ProxyError::SessionNotFound)?;
+    let outlet = session
+        .port
+        .notify_stream()
+        .ok_or(ProxyError::SessionNotFound)?;
+    let (parts, body) = req.into_parts();
+    require_json(&parts.headers)?;
+    let bytes = read_body(body, &parts.headers, app.config.max_body_bytes).await?;
+    let (frames, _) = parse_body(bytes)?;
+    session.touch();
+    for frame in frames {
+        let r = match frame.kind() {
+            Kind::Request => {
+                session
+                    .upstream
+                    .request(&session.port, frame, Reply::Stream(outlet.clone()))
+                    .await
+            }
+            Kind::Notification => session.upstream.notify(&session.port, frame).await,
+            Kind::Response => session.upstream.respond(&session.port, frame).await,
+        };
+        if let Err(e) = r {
+            // Requests already got their error on the stream; the rest are lost with the child.
+            tracing::debug!(error = %e, "message not delivered to the child");
+        }
+    }
+    let mut r = Response::new(full("Accepted"));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_id_comes_from_either_spelling() {
+        assert_eq!(
+            query_session(&"/messages?sessionId=abc".parse().unwrap()).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            query_session(&"/messages?x=1&session_id=def".parse().unwrap()).as_deref(),
+            Some("def")
+        );
+        assert_eq!(query_session(&"/messages".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn forwarded_prefix_is_kept_only_when_safe() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-prefix", "/tools/coda/".parse().unwrap());
+        assert_eq!(forwarded_prefix(&h), "/tools/coda");
+        h.insert("x-forwarded-prefix", "//evil.example".parse().unwrap());
+        assert_eq!(forwarded_prefix(&h), "");
+        h.insert(
+            "x-forwarded-prefix",
+            "https://evil.example".parse().unwrap(),
+        );
+        assert_eq!(forwarded_prefix(&h), "");
+    }
+}

@@ -1,0 +1,543 @@
+//! HTTP: the accept loop, routing, and what every request goes through.
+//!
+//! Owns: connections (HTTP/1.1 and HTTP/2, graceful drain), routing by
+//! path and method, the checks every MCP request passes first (Origin,
+//! Host, API key), CORS, body limits, `Accept` negotiation, and the health
+//! endpoints. Each protocol era has its own module:
+//! - [`streamable`]: Streamable HTTP with sessions (2025-03-26 … 2025-11-25);
+//! - [`legacy`]: HTTP+SSE (2024-11-05);
+//! - [`modern`]: stateless Streamable HTTP (2026-07-28).
+//!
+//! Handlers return `Result<Response, ProxyError>`; errors become responses
+//! in [`crate::error`] only.
+
+pub mod legacy;
+pub mod modern;
+pub mod streamable;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, debug_span, info, warn};
+
+use crate::auth::Access;
+use crate::config::{Config, Mode};
+use crate::error::ProxyError;
+use crate::session::{Sessions, StreamLimits};
+use crate::sse::{Body, full};
+use crate::upstream::{Upstream, UpstreamError, UpstreamOptions};
+
+/// Consecutive spawn failures after which `/ready` reports 503.
+const SPAWN_FAILURES_NOT_READY: u32 = 3;
+
+/// Everything the handlers share.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// Access rules.
+    pub access: Access,
+    /// Session-era sessions.
+    pub sessions: Arc<Sessions>,
+    /// The shared child: from the start in `--shared`/`--stateless` mode,
+    /// on first use by a 2026-07-28 client in per-session mode.
+    shared: OnceCell<Arc<Upstream>>,
+    /// Cancelled first on shutdown: ends every SSE stream.
+    pub streams_cancel: CancellationToken,
+    /// Cancelled last: stops children.
+    pub children_cancel: CancellationToken,
+    started: Instant,
+    shutting_down: AtomicBool,
+    spawn_failures: AtomicU32,
+}
+
+impl App {
+    /// Builds the shared state.
+    pub fn new(config: Config) -> Arc<App> {
+        let access = Access::new(
+            &config.api_keys,
+            &config.allow_origins,
+            &config.allowed_hosts,
+            config.host.is_loopback(),
+        );
+        Arc::new(App {
+            sessions: Arc::new(Sessions::new(config.max_sessions)),
+            access,
+            shared: OnceCell::new(),
+            streams_cancel: CancellationToken::new(),
+            children_cancel: CancellationToken::new(),
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            spawn_failures: AtomicU32::new(0),
+            config,
+        })
+    }
+
+    /// Options for a child's multiplexer.
+    fn upstream_options(&self, shared: bool) -> UpstreamOptions {
+        UpstreamOptions {
+            shared,
+            request_timeout: self.config.request_timeout,
+            restart_max_backoff: self.config.restart_max_backoff,
+            exit_on_child_exit: self.config.exit_on_child_exit,
+        }
+    }
+
+    /// Limits for SSE streams.
+    pub fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            max_queue: self.config.max_queue,
+            replay_events: self.config.replay_events,
+        }
+    }
+
+    /// Starts a child for one session.
+    pub fn spawn_session_child(&self, label: &str) -> Result<Arc<Upstream>, ProxyError> {
+        let r = Upstream::start(
+            self.config.child.clone(),
+            label,
+            self.upstream_options(false),
+            self.children_cancel.child_token(),
+        );
+        self.note_spawn(r)
+    }
+
+    fn note_spawn(
+        &self,
+        r: Result<Arc<Upstream>, UpstreamError>,
+    ) -> Result<Arc<Upstream>, ProxyError> {
+        match r {
+            Ok(up) => {
+                self.spawn_failures.store(0, Ordering::Relaxed);
+                Ok(up)
+            }
+            Err(e) => {
+                let n = self.spawn_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(error = %e, consecutive = n, "starting the MCP server failed");
+                Err(ProxyError::Upstream(e.to_string()))
+            }
+        }
+    }
+
+    /// The shared child, started on first use.
+    pub async fn shared_upstream(&self) -> Result<Arc<Upstream>, ProxyError> {
+        self.shared
+            .get_or_try_init(|| async {
+                let r = Upstream::start(
+                    self.config.child.clone(),
+                    "shared",
+                    self.upstream_options(true),
+                    self.children_cancel.child_token(),
+                );
+                self.note_spawn(r)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The shared child if it was started.
+    pub fn shared_if_started(&self) -> Option<Arc<Upstream>> {
+        self.shared.get().cloned()
+    }
+
+    /// Whether new work is refused.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Routes one request; never fails (errors are responses).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let origin = self.access.check_origin(req.headers());
+        let mut resp = match self
+            .clone()
+            .route(req, origin.as_ref().ok().cloned().flatten())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "request refused");
+                e.into_response()
+            }
+        };
+        if let Ok(Some(origin)) = origin {
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&origin) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+                h.insert(header::VARY, HeaderValue::from_static("Origin"));
+                h.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static(
+                        "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate",
+                    ),
+                );
+            }
+        }
+        resp
+    }
+
+    async fn route(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        origin: Option<String>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let path = req.uri().path();
+        let c = &self.config;
+        let is_mcp = path == c.path || path == c.sse_path || path == c.message_path;
+        match (req.method(), path) {
+            (&Method::GET, "/health") => return Ok(self.health()),
+            (&Method::GET, "/ready") => return Ok(self.ready()),
+            _ if !is_mcp => return Err(ProxyError::NotFound(path.to_string())),
+            _ => {}
+        }
+        // Origin first: a browser's preflight must be refused for a bad origin too.
+        self.access.check_origin(req.headers())?;
+        self.access.check_host(req.headers())?;
+        if req.method() == Method::OPTIONS {
+            return Ok(preflight(origin.as_deref(), req.headers()));
+        }
+        self.access.check_key(req.headers())?;
+        if self.is_shutting_down() {
+            return Err(ProxyError::ShuttingDown);
+        }
+        if path == c.path {
+            streamable::handle(self, req).await
+        } else if path == c.sse_path {
+            legacy::handle_sse(self, req).await
+        } else {
+            legacy::handle_message(self, req).await
+        }
+    }
+
+    fn health(&self) -> Response<Body> {
+        let children = crate::child::LIVE_CHILDREN.load(Ordering::Relaxed);
+        let mode = match self.config.mode {
+            Mode::PerSession => "per-session",
+            Mode::Shared => "shared",
+            Mode::Stateless => "stateless",
+        };
+        let body = serde_json::json!({
+            "status": if self.is_shutting_down() { "shutting-down" } else { "ok" },
+            "service": "mcp-proxy",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "sessions": self.sessions.len(),
+            "children": children,
+            "mode": mode,
+            "auth": self.access.mode(),
+        });
+        json_response(StatusCode::OK, body)
+    }
+
+    fn ready(&self) -> Response<Body> {
+        let failing = self.spawn_failures.load(Ordering::Relaxed) >= SPAWN_FAILURES_NOT_READY;
+        let shared_down = self
+            .shared
+            .get()
+            .is_some_and(|u| u.health() != crate::upstream::Health::Ready);
+        let (status, why) = if self.is_shutting_down() {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        } else if failing {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the MCP server keeps failing to start",
+            )
+        } else if shared_down {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the shared MCP server is restarting",
+            )
+        } else {
+            (StatusCode::OK, "ready")
+        };
+        json_response(status, serde_json::json!({ "status": why }))
+    }
+}
+
+/// A JSON body with a status.
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(serde_json::to_vec(&body).expect("Value serializes")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn preflight(origin: Option<&str>, headers: &HeaderMap) -> Response<Body> {
+    let mut r = Response::new(crate::sse::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    if origin.is_some() {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        );
+        // Echo what was asked for (Mcp-Param-* names are open-ended) after the base set.
+        let base = "content-type, accept, authorization, x-api-key, mcp-session-id, mcp-protocol-version, last-event-id, mcp-method, mcp-name";
+        let asked = headers
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let value = if asked.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}, {asked}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+        }
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    r
+}
+
+/// Reads a body up to `limit` bytes (413 beyond).
+pub async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        warn!(
+            limit,
+            declared, "request body over --max-body-bytes refused"
+        );
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            warn!(limit, "request body over --max-body-bytes refused");
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ProxyError::InvalidRequest(format!(
+            "reading the request body failed: {e}"
+        ))),
+    }
+}
+
+/// Requires `Content-Type: application/json` (parameters allowed).
+pub fn require_json(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ProxyError::UnsupportedMediaType)
+    }
+}
+
+/// What the client's `Accept` allows for an answer carrying a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// `text/event-stream`.
+    Sse,
+    /// `application/json`.
+    Json,
+}
+
+/// Picks the answer format leniently: SSE when it is acceptable (it can
+/// carry progress and server requests), JSON when only that is; an
+/// absent `Accept` or `*/*` means SSE. 406 only when neither is acceptable
+/// (transport.md §7.F).
+pub fn negotiate(headers: &HeaderMap) -> Result<Answer, ProxyError> {
+    match accepts(headers) {
+        (true, _) => Ok(Answer::Sse),
+        (false, true) => Ok(Answer::Json),
+        (false, false) => Err(ProxyError::NotAcceptable(
+            "Accept must allow application/json or text/event-stream",
+        )),
+    }
+}
+
+/// Which of (SSE, JSON) the client's `Accept` allows; none given allows both.
+pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
+    let values: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if values.is_empty() {
+        return (true, true);
+    }
+    let (mut sse, mut json) = (false, false);
+    for item in values.iter().flat_map(|v| v.split(',')) {
+        let mut parts = item.split(';');
+        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+        });
+        if refused {
+            continue;
+        }
+        match mime.as_str() {
+            "text/event-stream" | "text/*" => sse = true,
+            "application/json" | "application/*" => json = true,
+            "*/*" => {
+                sse = true;
+                json = true;
+            }
+            _ => {}
+        }
+    }
+    (sse, json)
+}
+
+/// Headers every SSE response carries (transport.md §7.D).
+pub fn sse_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// Accepts connections until `shutdown`, then drains: SSE streams are
+/// ended first (an open one never finishes by itself), then in-flight
+/// requests get up to the grace period, then children are stopped.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let reaper = tokio::spawn(reap_idle(app.clone(), shutdown.clone()));
+    loop {
+        let (stream, peer) = tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let app = app.clone();
+            let span = debug_span!("request", method = %req.method(), path = %req.uri().path());
+            async move { Ok::<_, Infallible>(app.handle(req).await) }.instrument(span)
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(
+            async move {
+                if let Err(e) = conn.await {
+                    debug!(error = %e, "connection ended with an error");
+                }
+            }
+            .instrument(debug_span!("conn", %peer)),
+        );
+    }
+    drop(listener);
+    info!("shutting down: no longer accepting connections");
+    app.shutting_down.store(true, Ordering::Relaxed);
+    app.streams_cancel.cancel();
+    let grace = app.config.child.grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            grace_ms = grace.as_millis() as u64,
+            "connections still open after the grace period; closing them"
+        );
+    }
+    reaper.abort();
+    app.sessions.clear().await;
+    if let Some(up) = app.shared_if_started() {
+        up.stop().await;
+    }
+    app.children_cancel.cancel();
+    info!("shutdown complete");
+}
+
+async fn reap_idle(app: Arc<App>, shutdown: CancellationToken) {
+    let idle = app.config.session_idle_timeout;
+    let every = (idle / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => app.sessions.reap(idle).await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn accept_negotiation_is_lenient() {
+        assert_eq!(negotiate(&HeaderMap::new()).unwrap(), Answer::Sse);
+        assert_eq!(
+            negotiate(&accept("application/json, text/event-stream")).unwrap(),
+            Answer::Sse
+        );
+        assert_eq!(
+            negotiate(&accept("text/event-stream")).unwrap(),
+            Answer::Sse
+        );
+        assert_eq!(
+            negotiate(&accept("application/json")).unwrap(),
+            Answer::Json
+        );
+        assert_eq!(negotiate(&accept("*/*")).unwrap(), Answer::Sse);
+        assert_eq!(
+            negotiate(&accept("application/json, text/event-stream;q=0")).unwrap(),
+            Answer::Json
+        );
+        assert!(negotiate(&accept("text/html")).is_err());
+    }
+
+    #[test]
+    fn content_type_must_be_json() {
+        let mut h = HeaderMap::new();
+        assert!(require_json(&h).is_err());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
+        assert!(require_json(&h).is_ok());
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert!(require_json(&h).is_err());
+    }
+}

@@ -1,0 +1,584 @@
+//! Stateless Streamable HTTP, revision 2026-07-28 (spec
+//! `2026-07-28/basic/transports/streamable-http`, `basic/versioning`,
+//! `basic/patterns/mrtr`; transport.md §2.13).
+//!
+//! Every POST stands alone: no `initialize`, no session, no GET stream.
+//! The proxy validates the required headers against the body (`Mcp-Method`,
+//! `Mcp-Name`, `MCP-Protocol-Version` versus
+//! `_meta["io.modelcontextprotocol/protocolVersion"]`), then serves the request
+//! from one shared child through the multiplexer, so many modern clients and
+//! the session-era clients share it safely (ids are rewritten).
+//!
+//! The child speaks a 2025 revision (nearly every stdio server does), so the
+//! proxy translates: it initializes the child once, answers `server/discover`
+//! from the InitializeResult, serves `subscriptions/listen` from the child's
+//! notifications, and refuses the child's server-to-client requests with an
+//! error (a 2025 child cannot use MRTR). Closing a response stream cancels
+//! the request at the child (`notifications/cancelled`), which is this
+//! revision's cancellation signal.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::streamable::{accepted, json_ok};
+use super::{Answer, App, negotiate, read_body, require_json, sse_response};
+use crate::error::ProxyError;
+use crate::jsonrpc::{self, Frame, Kind, code};
+use crate::sse::{Body, Outlet, stream_body};
+use crate::upstream::{Port, PortKind, Reply, Upstream};
+
+/// The stateless revisions this proxy serves.
+pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
+
+/// The newest session-era revision; anything later is the stateless protocol.
+const LAST_SESSION_VERSION: &str = "2025-11-25";
+
+/// `_meta` key of the protocol version in every 2026-07-28 request.
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// Revision the proxy asks a legacy child for when it initializes it itself.
+const CHILD_VERSION: &str = "2025-11-25";
+
+/// Whether the version header names a stateless revision. Versions are
+/// dates, so they compare as strings.
+pub fn header_is_modern(headers: &HeaderMap) -> bool {
+    headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() > LAST_SESSION_VERSION)
+}
+
+/// Whether a message without a session id is a 2026-07-28 one.
+pub fn body_is_modern(frame: &Frame) -> bool {
+    frame.method() == Some("server/discover") || meta_version(frame).is_some()
+}
+
+fn meta_version(frame: &Frame) -> Option<String> {
+    let params = frame.params()?;
+    if !params
+        .windows(META_VERSION.len())
+        .any(|w| w == META_VERSION.as_bytes())
+    {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(params).ok()?;
+    v.get("_meta")?
+        .get(META_VERSION)?
+        .as_str()
+        .map(String::from)
+}
+
+/// Entry for requests whose version header is modern.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    if req.method() != Method::POST {
+        // No GET stream and no sessions to delete in this revision.
+        return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
+    }
+    let (parts, body) = req.into_parts();
+    require_json(&parts.headers)?;
+    let bytes = read_body(body, &parts.headers, app.config.max_body_bytes).await?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ProxyError::InvalidRequest(
+            "JSON-RPC batches are not part of protocol 2026-07-28".into(),
+        ));
+    }
+    let frame = Frame::parse(bytes, true)?;
+    serve(app, &parts, frame).await
+}
+
+/// Decodes an `=?base64?…?=` header value (SEP-2243); plain values pass.
+fn decode_header(value: &str) -> Option<String> {
+    let Some(inner) = value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    else {
+        return Some(value.to_string());
+    };
+    String::from_utf8(base64_decode(inner)?).ok()
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Checks the 2026-07-28 header rules against the body.
+fn validate(headers: &HeaderMap, frame: &Frame) -> Result<(), ProxyError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let body_version = meta_version(frame);
+    let version = match (header("mcp-protocol-version"), body_version.as_deref()) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ProxyError::HeaderMismatch(format!(
+                "MCP-Protocol-Version {h:?} does not match _meta {META_VERSION} {b:?}"
+            )));
+        }
+        (Some(h), _) => h.to_string(),
+        (None, Some(b)) => {
+            return Err(ProxyError::HeaderMismatch(format!(
+                "MCP-Protocol-Version header is required (body says {b:?})"
+            )));
+        }
+        (None, None) => {
+            return Err(ProxyError::HeaderMismatch(
+                "MCP-Protocol-Version header is required".into(),
+            ));
+        }
+    };
+    if !MODERN_VERSIONS.contains(&version.as_str()) {
+        return Err(ProxyError::UnsupportedVersion {
+            requested: version,
+            supported: MODERN_VERSIONS.to_vec(),
+        });
+    }
+    if frame.kind() == Kind::Response {
+        return Err(ProxyError::InvalidRequest(
+            "clients must not send JSON-RPC responses in protocol 2026-07-28".into(),
+        ));
+    }
+    let method = frame.method().unwrap_or_default();
+    match header("mcp-method") {
+        Some(m) if m == method => {}
+        Some(m) => {
+            return Err(ProxyError::HeaderMismatch(format!(
+                "Mcp-Method {m:?} does not match the body's method {method:?}"
+            )));
+        }
+        None => {
+            return Err(ProxyError::HeaderMismatch(
+                "Mcp-Method header is required".into(),
+            ));
+        }
+    }
+    let name_key = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    };
+    if let Some(key) = name_key {
+        let body_name = frame
+            .params_value()
+            .and_then(|p| p.get(key).and_then(Value::as_str).map(String::from));
+        let header_name = header("mcp-name").and_then(decode_header);
+        match (header_name, body_name) {
+            (Some(h), Some(b)) if h == b => {}
+            (None, _) => {
+                return Err(ProxyError::HeaderMismatch(format!(
+                    "Mcp-Name header is required for {method}"
+                )));
+            }
+            (Some(h), b) => {
+                return Err(ProxyError::HeaderMismatch(format!(
+                    "Mcp-Name {h:?} does not match params.{key} {b:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serves one validated-or-not 2026-07-28 message.
+pub async fn serve(
+    app: Arc<App>,
+    parts: &Parts,
+    frame: Frame,
+) -> Result<Response<Body>, ProxyError> {
+    validate(&parts.headers, &frame)?;
+    if frame.kind() == Kind::Notification {
+        // Cancellation over HTTP is closing the stream; other notifications have no target.
+        debug!(
+            method = frame.method().unwrap_or_default(),
+            "2026-07-28 notification accepted"
+        );
+        return Ok(accepted());
+    }
+    let upstream = app.shared_upstream().await?;
+    ensure_initialized(&upstream).await?;
+    let id: Box<[u8]> = frame.id().unwrap_or_default().into();
+    match frame.method().unwrap_or_default() {
+        "server/discover" => {
+            let init = upstream.cached_initialize().await.unwrap_or_default();
+            return Ok(json_ok(jsonrpc::result_response(
+                &id,
+                &discover_result(&init),
+            )));
+        }
+        "initialize" | "ping" | "logging/setLevel" => {
+            return Err(ProxyError::MethodNotFound(format!(
+                "{} is not part of protocol 2026-07-28",
+                frame.method().unwrap_or_default()
+            )));
+        }
+        _ => {}
+    }
+    let listen = frame.method() == Some("subscriptions/listen");
+    let answer = negotiate(&parts.headers)?;
+    // Plain JSON when it is acceptable and nothing can arrive before the answer:
+    // cheaper, and an unknown method can then get its 404.
+    let wants_stream = listen || has_progress_token(&frame);
+    let answer = if !wants_stream && super::accepts(&parts.headers).1 {
+        Answer::Json
+    } else {
+        answer
+    };
+    let port = Port::new("stateless".into(), PortKind::Modern);
+    upstream.attach(port.clone());
+    if listen {
+        return Ok(subscribe(&app, &upstream, port, answer, &id));
+    }
+    if answer == Answer::Json && !wants_stream {
+        let (tx, rx) = oneshot::channel();
+        let guard = CancelOnDrop {
+            upstream: upstream.clone(),
+            port: port.clone(),
+            id: id.clone(),
+            done: false,
+        };
+        let _ = upstream.request(&port, frame, Reply::Once(tx)).await;
+        let mut guard = guard;
+        let bytes = tokio::select! {
+            r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None)),
+            _ = app.streams_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None),
+        };
+        guard.done = true;
+        if error_code(&bytes) == Some(code::METHOD_NOT_FOUND) {
+            // The spec's status for an unknown method in this revision.
+            let mut r = json_ok(bytes);
+            *r.status_mut() = http::StatusCode::NOT_FOUND;
+            return Ok(r);
+        }
+        return Ok(json_ok(bytes));
+    }
+    if answer == Answer::Json {
+        // Only JSON acceptable though progress was asked for: progress is dropped.
+        let (tx, rx) = oneshot::channel();
+        let mut guard = CancelOnDrop {
+            upstream: upstream.clone(),
+            port: port.clone(),
+            id: id.clone(),
+            done: false,
+        };
+        let _ = upstream.request(&port, frame, Reply::Once(tx)).await;
+        let bytes = rx.await.unwrap_or_else(|_| {
+            jsonrpc::error_response(
+                Some(&id),
+                code::SERVER_ERROR,
+                "the MCP server did not answer",
+                None,
+            )
+        });
+        guard.done = true;
+        return Ok(json_ok(bytes));
+    }
+    let limits = app.stream_limits();
+    let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
+    let outlet = Arc::new(outlet);
+    let _ = upstream
+        .request(&port, frame, Reply::Stream(outlet.clone()))
+        .await;
+    let guard = StreamCancelGuard {
+        upstream,
+        port,
+        id,
+        outlet,
+    };
+    Ok(sse_response(stream_body(
+        rx,
+        app.config.keep_alive,
+        app.streams_cancel.child_token(),
+        guard,
+    )))
+}
+
+fn has_progress_token(frame: &Frame) -> bool {
+    frame
+        .params()
+        .is_some_and(|p| p.windows(13).any(|w| w == b"progressToken"))
+}
+
+fn error_code(bytes: &[u8]) -> Option<i64> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    v.get("error")?.get("code")?.as_i64()
+}
+
+/// `subscriptions/listen`: a stream that carries the child's list-changed
+/// (and, for subscribed URIs, resource-updated) notifications until the
+/// client closes it.
+fn subscribe(
+    app: &App,
+    upstream: &Arc<Upstream>,
+    port: Arc<Port>,
+    answer: Answer,
+    _id: &[u8],
+) -> Response<Body> {
+    let limits = app.stream_limits();
+    let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
+    port.set_notify(Some(Arc::new(outlet)));
+    if answer == Answer::Json {
+        debug!("subscriptions/listen with Accept: application/json only; streaming anyway");
+    }
+    let guard = super::streamable::DetachGuard {
+        upstream: upstream.clone(),
+        port,
+    };
+    sse_response(stream_body(
+        rx,
+        app.config.keep_alive,
+        app.streams_cancel.child_token(),
+        guard,
+    ))
+}
+
+/// Builds the `server/discover` result from a 2025 InitializeResult.
+fn discover_result(init: &[u8]) -> Value {
+    let init: Value = serde_json::from_slice(init).unwrap_or_default();
+    let mut result = json!({
+        "resultType": "complete",
+        "supportedVersions": MODERN_VERSIONS,
+        "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "ttlMs": 0,
+        "cacheScope": "private",
+    });
+    if let Some(instructions) = init.get("instructions") {
+        result["instructions"] = instructions.clone();
+    }
+    if let Some(info) = init.get("serverInfo") {
+        result["_meta"] = json!({ "io.modelcontextprotocol/serverInfo": info });
+    }
+    result
+}
+
+/// The child of the modern front-end speaks a 2025 revision: the proxy is
+/// its one client and initializes it once.
+async fn ensure_initialized(upstream: &Arc<Upstream>) -> Result<(), ProxyError> {
+    if upstream.cached_initialize().await.is_some() {
+        return Ok(());
+    }
+    let params = json!({
+        "protocolVersion": CHILD_VERSION,
+        "capabilities": {},
+        "clientInfo": { "name": "mcp-proxy", "version": env!("CARGO_PKG_VERSION") },
+    });
+    let port = Port::new("proxy".into(), PortKind::Modern);
+    let (tx, rx) = oneshot::channel();
+    let frame = Frame::from_value(
+        &json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params }),
+    );
+    upstream
+        .request(&port, frame, Reply::Once(tx))
+        .await
+        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+    let answer: Bytes = rx
+        .await
+        .map_err(|_| ProxyError::Upstream("the MCP server did not answer initialize".into()))?;
+    if super::streamable::negotiated_version(&answer).is_none() {
+        return Err(ProxyError::Upstream(format!(
+            "the MCP server refused initialize: {}",
+            String::from_utf8_lossy(&answer)
+        )));
+    }
+    Ok(())
+}
+
+/// JSON mode: a client that hangs up before the answer has cancelled.
+struct CancelOnDrop {
+    upstream: Arc<Upstream>,
+    port: Arc<Port>,
+    id: Box<[u8]>,
+    done: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let (upstream, port, id, done) = (
+            self.upstream.clone(),
+            self.port.clone(),
+            self.id.clone(),
+            self.done,
+        );
+        tokio::spawn(async move {
+            if !done {
+                upstream
+                    .cancel_request(&port, &id, "the client closed the connection")
+                    .await;
+            }
+            upstream.detach(&port).await;
+        });
+    }
+}
+
+/// SSE mode: the stream's end before the response is the cancellation.
+struct StreamCancelGuard {
+    upstream: Arc<Upstream>,
+    port: Arc<Port>,
+    id: Box<[u8]>,
+    outlet: Arc<Outlet>,
+}
+
+impl Drop for StreamCancelGuard {
+    fn drop(&mut self) {
+        let (upstream, port, id, answered) = (
+            self.upstream.clone(),
+            self.port.clone(),
+            self.id.clone(),
+            self.outlet.is_finished(),
+        );
+        tokio::spawn(async move {
+            if !answered {
+                upstream
+                    .cancel_request(&port, &id, "the client closed the response stream")
+                    .await;
+            }
+            upstream.detach(&port).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn frame(s: &'static str) -> Frame {
+        Frame::parse(Bytes::from_static(s.as_bytes()), true).unwrap()
+    }
+
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+
+    #[test]
+    fn valid_headers_pass() {
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+        ]);
+        validate(&h, &frame(CALL)).unwrap();
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?ZWNobw==?="),
+        ]);
+        validate(&h, &frame(CALL)).unwrap();
+    }
+
+    #[test]
+    fn mismatches_are_header_mismatch_errors() {
+        let cases = [
+            headers(&[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+                ("mcp-name", "echo"),
+            ]),
+            headers(&[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "other"),
+            ]),
+            headers(&[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+            ]),
+            headers(&[("mcp-method", "tools/call"), ("mcp-name", "echo")]),
+        ];
+        for h in cases {
+            assert!(matches!(
+                validate(&h, &frame(CALL)),
+                Err(ProxyError::HeaderMismatch(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_unsupported() {
+        let h = headers(&[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ]);
+        let f = frame(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        assert!(matches!(
+            validate(&h, &f),
+            Err(ProxyError::UnsupportedVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn era_detection() {
+        assert!(header_is_modern(&headers(&[(
+            "mcp-protocol-version",
+            "2026-07-28"
+        )])));
+        assert!(!header_is_modern(&headers(&[(
+            "mcp-protocol-version",
+            "2025-11-25"
+        )])));
+        assert!(body_is_modern(&frame(CALL)));
+        assert!(!body_is_modern(&frame(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#
+        )));
+    }
+
+    #[test]
+    fn base64_decoding() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGk").unwrap(), b"hi");
+        assert!(base64_decode("a").is_none());
+        assert!(base64_decode("!!").is_none());
+    }
+
+    #[test]
+    fn discover_is_built_from_initialize() {
+        let d = discover_result(br#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"x","version":"1"},"instructions":"hi"}"#);
+        assert_eq!(d["supportedVersions"][0], "2026-07-28");
+        assert_eq!(d["capabilities"]["tools"], json!({}));
+        assert_eq!(
+            d["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+            "x"
+        );
+        assert_eq!(d["instructions"], "hi");
+    }
+}

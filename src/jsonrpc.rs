@@ -1,0 +1,528 @@
+//! JSON-RPC 2.0 frames and the newline line codec.
+//!
+//! A [`Frame`] is one message as bytes plus the byte ranges of its envelope
+//! fields. Only the envelope is parsed: `params`, `result` and `error` stay
+//! raw text, so an 8 MiB tool result crosses the proxy with one scan and one
+//! copy, and an id goes back exactly as the client wrote it (`"1"` stays a
+//! string, `12345678901234567890` keeps every digit).
+//!
+//! The stdio framing rules (spec `basic/transports`, every revision): one
+//! message per line, no embedded newlines, UTF-8. [`LineReader`] strips a
+//! trailing CR, caps the line length and recovers from an oversized line by
+//! skipping to the next newline instead of giving up on the child.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// Standard JSON-RPC and MCP error codes used by the proxy.
+pub mod code {
+    /// Invalid JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// Valid JSON that is not a JSON-RPC message.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// Unknown method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Bad parameters.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal error, used when the child cannot answer.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Implementation-defined server error: the child is gone or timed out.
+    pub const SERVER_ERROR: i64 = -32000;
+    /// 2026-07-28: a required header disagrees with the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// 2026-07-28: the protocol version is not supported.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+}
+
+/// What a frame is, decided by which envelope fields are present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `method` and `id`: must be answered.
+    Request,
+    /// `method` without `id`: never answered.
+    Notification,
+    /// `id` with `result` or `error`.
+    Response,
+}
+
+/// Why bytes are not a usable JSON-RPC message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not JSON at all (-32700).
+    #[error("parse error: {0}")]
+    NotJson(String),
+    /// JSON, but not a JSON-RPC 2.0 message (-32600).
+    #[error("invalid request: {0}")]
+    NotJsonRpc(&'static str),
+}
+
+impl FrameError {
+    /// The JSON-RPC error code for this condition.
+    pub fn code(&self) -> i64 {
+        match self {
+            FrameError::NotJson(_) => code::PARSE_ERROR,
+            FrameError::NotJsonRpc(_) => code::INVALID_REQUEST,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    jsonrpc: Option<&'a RawValue>,
+    /// Present-but-null must stay distinguishable from absent, so this
+    /// field bypasses `Option`'s null handling.
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+}
+
+fn present<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// One JSON-RPC message: its bytes and where its envelope fields sit in them.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    bytes: Bytes,
+    kind: Kind,
+    method: Option<Box<str>>,
+    id: Option<Range<usize>>,
+    params: Option<Range<usize>>,
+}
+
+fn range_of(base: &[u8], part: &RawValue) -> Range<usize> {
+    // Invariant: `part` was borrowed from `base` by serde_json, so its
+    // pointer lies inside `base`.
+    let start = part.get().as_ptr() as usize - base.as_ptr() as usize;
+    start..start + part.get().len()
+}
+
+impl Frame {
+    /// Parses one message. `strict` demands `"jsonrpc": "2.0"` (client input);
+    /// child output is read leniently, since a sloppy server should still work.
+    pub fn parse(bytes: Bytes, strict: bool) -> Result<Frame, FrameError> {
+        let env: Envelope<'_> = match serde_json::from_slice(&bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                return Err(match serde_json::from_slice::<IgnoredAny>(&bytes) {
+                    Ok(_) => FrameError::NotJsonRpc("not a JSON-RPC 2.0 object"),
+                    Err(_) => FrameError::NotJson(e.to_string()),
+                });
+            }
+        };
+        if strict && env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+            return Err(FrameError::NotJsonRpc("\"jsonrpc\" must be \"2.0\""));
+        }
+        if let Some(id) = env.id {
+            let first = id.get().as_bytes().first().copied();
+            let valid = matches!(first, Some(b'"' | b'-' | b'0'..=b'9'));
+            // Error responses may carry a null id when the request's id was unreadable.
+            let null_ok = env.method.is_none() && env.error.is_some() && id.get() == "null";
+            if !valid && !null_ok {
+                return Err(FrameError::NotJsonRpc(
+                    "\"id\" must be a string or a number",
+                ));
+            }
+        }
+        let kind = match (
+            &env.method,
+            env.id,
+            env.result.is_some() || env.error.is_some(),
+        ) {
+            (Some(_), Some(_), false) => Kind::Request,
+            (Some(_), None, false) => Kind::Notification,
+            (None, Some(_), true) => Kind::Response,
+            _ => {
+                return Err(FrameError::NotJsonRpc(
+                    "not a request, notification or response",
+                ));
+            }
+        };
+        let id = env.id.map(|r| range_of(&bytes, r));
+        let params = env.params.map(|r| range_of(&bytes, r));
+        let method = env.method.map(|m| m.into_owned().into_boxed_str());
+        Ok(Frame {
+            kind,
+            method,
+            id,
+            params,
+            bytes,
+        })
+    }
+
+    /// Builds a frame from a value the proxy made itself.
+    pub fn from_value(value: &serde_json::Value) -> Frame {
+        // Invariant: serializing a Value cannot fail and yields a valid message
+        // for the values the proxy builds (all have method or id+result/error).
+        let bytes = Bytes::from(serde_json::to_vec(value).expect("Value serializes"));
+        Frame::parse(bytes, false).expect("proxy-built message is valid JSON-RPC")
+    }
+
+    /// Request, notification or response.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The method, for requests and notifications.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// The id exactly as written, for requests and responses.
+    pub fn id(&self) -> Option<&[u8]> {
+        self.id.clone().map(|r| &self.bytes[r])
+    }
+
+    /// The raw `params` text, if any.
+    pub fn params(&self) -> Option<&[u8]> {
+        self.params.clone().map(|r| &self.bytes[r])
+    }
+
+    /// `params` parsed into a tree; small control messages only.
+    pub fn params_value(&self) -> Option<serde_json::Value> {
+        self.params().and_then(|p| serde_json::from_slice(p).ok())
+    }
+
+    /// The whole message.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The same message with its id replaced by `id` (raw JSON).
+    pub fn with_id(&self, id: &[u8]) -> Frame {
+        // Invariant: only called on frames that have an id.
+        let range = self.id.clone().expect("with_id on a frame with an id");
+        self.splice(range, id)
+    }
+
+    /// The same message with `params` replaced by `params` (raw JSON).
+    pub fn with_params(&self, params: &[u8]) -> Frame {
+        match self.params.clone() {
+            Some(range) => self.splice(range, params),
+            None => {
+                // No params yet: rebuild the object with them added.
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&self.bytes).unwrap_or_default();
+                if let (Some(obj), Ok(p)) = (v.as_object_mut(), serde_json::from_slice(params)) {
+                    obj.insert("params".into(), p);
+                }
+                Frame::from_value(&v)
+            }
+        }
+    }
+
+    fn splice(&self, range: Range<usize>, with: &[u8]) -> Frame {
+        let mut out = BytesMut::with_capacity(self.bytes.len() - range.len() + with.len());
+        out.extend_from_slice(&self.bytes[..range.start]);
+        out.extend_from_slice(with);
+        out.extend_from_slice(&self.bytes[range.end..]);
+        let delta = with.len() as isize - range.len() as isize;
+        let shift = |r: Range<usize>| -> Range<usize> {
+            if r.start >= range.end {
+                (r.start as isize + delta) as usize..(r.end as isize + delta) as usize
+            } else if r == range {
+                r.start..r.start + with.len()
+            } else {
+                r
+            }
+        };
+        Frame {
+            bytes: out.freeze(),
+            kind: self.kind,
+            method: self.method.clone(),
+            id: self.id.clone().map(shift),
+            params: self.params.clone().map(shift),
+        }
+    }
+
+    /// The message as one stdio line: insignificant CR/LF (the only place
+    /// they can occur in valid JSON) become spaces, then a single LF.
+    pub fn to_line(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.bytes.len() + 1);
+        out.extend_from_slice(&self.bytes);
+        if memchr_crlf(&out) {
+            for b in out.iter_mut() {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
+        }
+        out.extend_from_slice(b"\n");
+        out.freeze()
+    }
+}
+
+fn memchr_crlf(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| b == b'\n' || b == b'\r')
+}
+
+/// A JSON-RPC error response for `id` (raw JSON; `None` omits the id).
+pub fn error_response(
+    id: Option<&[u8]>,
+    code: i64,
+    message: &str,
+    data: Option<serde_json::Value>,
+) -> Bytes {
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    let mut v = serde_json::json!({ "jsonrpc": "2.0", "error": error });
+    if let Some(id) = id.and_then(|id| serde_json::from_slice::<serde_json::Value>(id).ok()) {
+        v["id"] = id;
+    }
+    raw_response(v, id)
+}
+
+/// A JSON-RPC success response for `id` (raw JSON) with `result`.
+pub fn result_response(id: &[u8], result: &serde_json::Value) -> Bytes {
+    let v = serde_json::json!({ "jsonrpc": "2.0", "id": 0, "result": result });
+    raw_response(v, Some(id))
+}
+
+/// Serializes `v` and, where it has an id, puts the raw id text back so that
+/// its exact spelling survives (a serde_json number would reformat it).
+fn raw_response(v: serde_json::Value, id: Option<&[u8]>) -> Bytes {
+    let bytes = Bytes::from(serde_json::to_vec(&v).expect("Value serializes"));
+    match (id, v.get("id")) {
+        (Some(id), Some(_)) => Frame::parse(bytes, false)
+            .map(|f| f.with_id(id).bytes)
+            .unwrap_or_else(|_| Bytes::new()),
+        _ => bytes,
+    }
+}
+
+/// Why a line could not be read from the child.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The line was longer than the cap; it was skipped up to its newline.
+    #[error("line of {len} bytes exceeds the limit of {limit} bytes")]
+    LineTooLong {
+        /// Bytes seen before the line ended.
+        len: usize,
+        /// The configured cap.
+        limit: usize,
+    },
+    /// Reading the pipe failed.
+    #[error("reading the child's stdout failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads newline-delimited lines with a length cap and recovery.
+pub struct LineReader<R> {
+    inner: R,
+    max_line_bytes: usize,
+    buf: BytesMut,
+}
+
+impl<R: AsyncBufRead + Unpin> LineReader<R> {
+    /// Wraps a buffered reader; lines longer than `max_line_bytes` are skipped.
+    pub fn new(inner: R, max_line_bytes: usize) -> Self {
+        LineReader {
+            inner,
+            max_line_bytes,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The next line without its LF or trailing CR; `Ok(None)` at EOF.
+    /// Empty lines are skipped. A too-long line yields `LineTooLong` once and
+    /// reading continues after it.
+    pub async fn next_line(&mut self) -> Result<Option<Bytes>, LineError> {
+        loop {
+            self.buf.clear();
+            let mut skipping = 0usize;
+            let mut eof = false;
+            loop {
+                let chunk = self.inner.fill_buf().await?;
+                if chunk.is_empty() {
+                    eof = true;
+                    break;
+                }
+                let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+                    Some(i) => (i, true),
+                    None => (chunk.len(), false),
+                };
+                if skipping > 0 || self.buf.len() + take > self.max_line_bytes {
+                    skipping += self.buf.len() + take;
+                    self.buf.clear();
+                } else {
+                    self.buf.extend_from_slice(&chunk[..take]);
+                }
+                self.inner.consume(take + usize::from(done));
+                if done {
+                    break;
+                }
+            }
+            if skipping > 0 {
+                return Err(LineError::LineTooLong {
+                    len: skipping,
+                    limit: self.max_line_bytes,
+                });
+            }
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.truncate(self.buf.len() - 1);
+            }
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                if eof {
+                    return Ok(None);
+                }
+                continue;
+            }
+            return Ok(Some(self.buf.split().freeze()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Frame, FrameError> {
+        Frame::parse(Bytes::copy_from_slice(s.as_bytes()), true)
+    }
+
+    #[test]
+    fn request_notification_and_response_are_told_apart() {
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+                .unwrap()
+                .kind(),
+            Kind::Request
+        );
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+                .unwrap()
+                .kind(),
+            Kind::Notification
+        );
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#)
+                .unwrap()
+                .kind(),
+            Kind::Response
+        );
+    }
+
+    #[test]
+    fn ids_keep_their_exact_spelling() {
+        for id in [
+            r#""1""#,
+            "1",
+            "12345678901234567890123",
+            "-0",
+            r#""\u0041""#,
+        ] {
+            let f = parse(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"x"}}"#)).unwrap();
+            assert_eq!(f.id().unwrap(), id.as_bytes());
+        }
+    }
+
+    #[test]
+    fn null_or_object_request_id_is_invalid() {
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#)
+                .unwrap_err()
+                .code(),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#)
+                .unwrap_err()
+                .code(),
+            code::INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn error_response_with_null_id_is_a_response() {
+        let f = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#).unwrap();
+        assert_eq!(f.kind(), Kind::Response);
+    }
+
+    #[test]
+    fn malformed_json_and_non_jsonrpc_get_different_codes() {
+        assert_eq!(parse("{not json").unwrap_err().code(), code::PARSE_ERROR);
+        assert_eq!(parse("[1,2]").unwrap_err().code(), code::INVALID_REQUEST);
+        assert_eq!(
+            parse(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#)
+                .unwrap_err()
+                .code(),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":1}"#).unwrap_err().code(),
+            code::INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn with_id_splices_and_keeps_params_addressable() {
+        let f =
+            parse(r#"{"jsonrpc":"2.0","id":"client-7","method":"tools/call","params":{"a":1}}"#)
+                .unwrap();
+        let g = f.with_id(b"42");
+        assert_eq!(
+            g.bytes().as_ref(),
+            br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"a":1}}"#
+        );
+        assert_eq!(g.params().unwrap(), br#"{"a":1}"#);
+        let h = g.with_params(br#"{"b":2}"#);
+        assert_eq!(
+            h.bytes().as_ref(),
+            br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"b":2}}"#
+        );
+        assert_eq!(h.id().unwrap(), b"42");
+    }
+
+    #[test]
+    fn to_line_flattens_pretty_json_to_one_line() {
+        let f = parse("{\r\n \"jsonrpc\": \"2.0\",\n \"method\": \"x\"\n}").unwrap();
+        let line = f.to_line();
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(line.ends_with(b"\n"));
+        serde_json::from_slice::<serde_json::Value>(&line).unwrap();
+    }
+
+    #[test]
+    fn error_response_keeps_the_raw_id() {
+        let out = error_response(Some(b"12345678901234567890123"), -32000, "gone", None);
+        let s = std::str::from_utf8(&out).unwrap();
+        assert!(s.contains(r#""id":12345678901234567890123"#), "{s}");
+        let out = error_response(None, -32600, "bad", None);
+        assert!(!std::str::from_utf8(&out).unwrap().contains("\"id\""));
+    }
+
+    #[tokio::test]
+    async fn line_reader_strips_cr_skips_blank_and_recovers_from_long_lines() {
+        let input: &[u8] = b"one\r\n\n  \n0123456789abcdefXYZW\ntwo\nlast-no-newline";
+        let mut r = LineReader::new(tokio::io::BufReader::with_capacity(4, input), 16);
+        assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"one");
+        match r.next_line().await {
+            Err(LineError::LineTooLong { len: 20, limit: 16 }) => {}
+            other => panic!("expected LineTooLong, got {other:?}"),
+        }
+        assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"two");
+        assert_eq!(
+            r.next_line().await.unwrap().unwrap().as_ref(),
+            b"last-no-newline"
+        );
+        assert!(r.next_line().await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,318 @@
+//! Sessions: the state a session-era client (2024-11-05 … 2025-11-25) has
+//! with the proxy.
+//!
+//! Owns: session ids (128 bits from the OS CSPRNG, hex, so visible ASCII as
+//! the spec requires), the negotiated protocol version, the session's SSE
+//! streams and their replay registry, idle expiry, and the cap on how many
+//! sessions exist (`--max-sessions`). Spec: `basic/transports#session-management`.
+//!
+//! A session ends on DELETE, idle timeout, the close of its legacy stream,
+//! or its child's exit (per-session mode); afterwards its id answers 404.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::sse::Outlet;
+use crate::upstream::{Port, Upstream};
+
+/// Finished POST streams kept per session for `Last-Event-ID` replay.
+const KEPT_STREAMS: usize = 32;
+
+/// What a session needs to know about limits.
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    /// Per-stream live queue.
+    pub max_queue: usize,
+    /// Per-stream replay buffer (0: no event ids, no replay).
+    pub replay_events: usize,
+}
+
+/// One client session.
+pub struct Session {
+    /// The `Mcp-Session-Id`.
+    pub id: Arc<str>,
+    /// How the multiplexer sees this session.
+    pub port: Arc<Port>,
+    /// The child (its own, or the shared one).
+    pub upstream: Arc<Upstream>,
+    /// Per-session mode: the child ends with the session.
+    owns_upstream: bool,
+    /// Negotiated protocol version (from the initialize result).
+    protocol_version: Mutex<String>,
+    limits: StreamLimits,
+    streams: Mutex<VecDeque<Arc<Outlet>>>,
+    next_stream: AtomicU64,
+    last_active: Mutex<Instant>,
+    /// Cancelled when the session ends: every stream of it closes.
+    pub cancel: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh session id.
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS CSPRNG failing is not something to serve sessions through.
+    getrandom::fill(&mut bytes).expect("the OS random number generator is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Session {
+    /// A session over `upstream`, already attached to it.
+    pub fn new(
+        id: String,
+        port: Arc<Port>,
+        upstream: Arc<Upstream>,
+        owns_upstream: bool,
+        limits: StreamLimits,
+        cancel: CancellationToken,
+    ) -> Arc<Session> {
+        upstream.attach(port.clone());
+        Arc::new(Session {
+            id: id.into(),
+            port,
+            upstream,
+            owns_upstream,
+            protocol_version: Mutex::new(String::new()),
+            limits,
+            streams: Mutex::new(VecDeque::new()),
+            next_stream: AtomicU64::new(1),
+            last_active: Mutex::new(Instant::now()),
+            cancel,
+        })
+    }
+
+    /// The negotiated protocol version.
+    pub fn protocol_version(&self) -> String {
+        lock(&self.protocol_version).clone()
+    }
+
+    /// Records the negotiated protocol version.
+    pub fn set_protocol_version(&self, v: &str) {
+        *lock(&self.protocol_version) = v.to_string();
+    }
+
+    /// Marks the session as used now.
+    pub fn touch(&self) {
+        *lock(&self.last_active) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        lock(&self.last_active).elapsed()
+    }
+
+    /// A new POST stream owing `owed` responses.
+    pub fn open_stream(&self, owed: usize) -> (Arc<Outlet>, mpsc::Receiver<Bytes>) {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let with_ids = self.limits.replay_events > 0;
+        let (outlet, rx) = Outlet::new(
+            id,
+            with_ids,
+            Some(owed),
+            self.limits.max_queue,
+            self.limits.replay_events,
+        );
+        let outlet = Arc::new(outlet);
+        if with_ids {
+            let mut streams = lock(&self.streams);
+            if streams.len() >= KEPT_STREAMS {
+                // Drop the oldest finished stream; keep live ones.
+                match streams.iter().position(|o| o.is_finished()) {
+                    Some(i) => {
+                        streams.remove(i);
+                    }
+                    None => {
+                        streams.pop_front();
+                    }
+                }
+            }
+            streams.push_back(outlet.clone());
+        }
+        (outlet, rx)
+    }
+
+    /// The standalone GET stream: a new GET replaces the previous response
+    /// on the same logical stream (no 409; transport.md §7.E).
+    pub fn open_get_stream(&self) -> mpsc::Receiver<Bytes> {
+        if let Some(existing) = self.port.notify_stream() {
+            return existing.reattach();
+        }
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let with_ids = self.limits.replay_events > 0;
+        let (outlet, rx) = Outlet::new(
+            id,
+            with_ids,
+            None,
+            self.limits.max_queue,
+            self.limits.replay_events,
+        );
+        let outlet = Arc::new(outlet);
+        if with_ids {
+            lock(&self.streams).push_back(outlet.clone());
+        }
+        self.port.set_notify(Some(outlet));
+        rx
+    }
+
+    /// Resumes the stream an event id belongs to, replaying what followed it.
+    /// `None` when the stream is unknown to this session or its events were evicted.
+    pub fn resume(&self, last_event_id: &str) -> Option<mpsc::Receiver<Bytes>> {
+        let (stream, seq) = crate::sse::parse_event_id(last_event_id)?;
+        let outlet = lock(&self.streams)
+            .iter()
+            .find(|o| o.stream_id() == stream)
+            .cloned()?;
+        outlet.resume(seq)
+    }
+
+    /// Whether a client is attached to the GET (or legacy) stream.
+    fn has_live_stream(&self) -> bool {
+        self.port.notify_stream().is_some_and(|o| o.is_live())
+    }
+
+    async fn end(&self) {
+        self.cancel.cancel();
+        if let Some(o) = self.port.set_notify(None) {
+            o.finish();
+        }
+        for o in lock(&self.streams).drain(..) {
+            o.finish();
+        }
+        self.upstream.detach(&self.port).await;
+        if self.owns_upstream {
+            self.upstream.stop().await;
+        }
+    }
+}
+
+/// Why a session could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("too many sessions ({0})")]
+pub struct TooManySessions(pub usize);
+
+/// All sessions, keyed by id.
+pub struct Sessions {
+    map: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// Ids reserved by initializes still waiting for their child.
+    reserved: AtomicU64,
+    max: usize,
+}
+
+impl Sessions {
+    /// An empty store holding at most `max` sessions.
+    pub fn new(max: usize) -> Sessions {
+        Sessions {
+            map: Mutex::new(HashMap::new()),
+            reserved: AtomicU64::new(0),
+            max,
+        }
+    }
+
+    /// Reserves room for one session before its child is spawned; the
+    /// reservation is released when the returned guard drops.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, TooManySessions> {
+        let open = lock(&self.map).len();
+        let reserved = self.reserved.fetch_add(1, Ordering::SeqCst) as usize;
+        if open + reserved >= self.max {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            warn!(
+                open,
+                max = self.max,
+                "session limit reached; refusing a new session (--max-sessions)"
+            );
+            return Err(TooManySessions(open));
+        }
+        Ok(Reservation {
+            sessions: self.clone(),
+        })
+    }
+
+    /// Adds a session (consuming its reservation).
+    pub fn insert(&self, session: Arc<Session>, reservation: Reservation) {
+        lock(&self.map).insert(session.id.clone(), session.clone());
+        drop(reservation);
+        info!(session = %session.id, version = %session.protocol_version(), "session created");
+    }
+
+    /// Looks a session up.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.map).get(id).cloned()
+    }
+
+    /// Number of open sessions.
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ends a session; false if it did not exist.
+    pub async fn remove(&self, id: &str, why: &str) -> bool {
+        let session = lock(&self.map).remove(id);
+        match session {
+            Some(s) => {
+                info!(session = %s.id, reason = why, "session ended");
+                s.end().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every session (shutdown).
+    pub async fn clear(&self) {
+        let all: Vec<Arc<str>> = lock(&self.map).keys().cloned().collect();
+        let ends = all.iter().map(|id| self.remove(id, "shutdown"));
+        futures_util::future::join_all(ends).await;
+    }
+
+    /// Ends sessions idle longer than `idle` (no request, no live stream).
+    pub async fn reap(&self, idle: Duration) {
+        let expired: Vec<Arc<str>> = lock(&self.map)
+            .values()
+            .filter(|s| s.idle_for() > idle && !s.has_live_stream() && s.upstream.in_flight() == 0)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in expired {
+            self.remove(&id, "idle timeout (--session-idle-timeout)")
+                .await;
+        }
+    }
+}
+
+/// Room for one session that is being set up.
+pub struct Reservation {
+    sessions: Arc<Sessions>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.sessions.reserved.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_long_visible_ascii_and_distinct() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| (0x21..=0x7e).contains(&c)));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,346 @@
+//! Server-sent event streams.
+//!
+//! Owns: event encoding, keep-alive comments, and [`Outlet`], the sending
+//! side of one logical stream. An outlet numbers its events (ids encode the
+//! stream and a sequence number, so they are unique within a session),
+//! keeps the last few in a bounded buffer for `Last-Event-ID` replay
+//! (spec 2025-03-26+ `transports#resumability-and-redelivery`), and
+//! forwards each event to the live HTTP response if one is attached.
+//!
+//! Queue policy: the live response has a bounded queue. When it is full the
+//! consumer is too slow and is cut off (the response ends; the client may
+//! resume from the buffer). The producer, ultimately the child's stdout
+//! reader, never waits on a client.
+//!
+//! Not done, on purpose (transport.md §7.D): priming events, `retry:` and
+//! server-initiated early close; old clients choke on them.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Frame;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The response body type of every handler.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A keep-alive comment: ignored by clients, keeps intermediaries from
+/// cutting an idle stream.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Encodes one event. `data` is one JSON message; CR and LF in it can only
+/// be insignificant whitespace and are replaced so it stays one `data:` line.
+pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 48);
+    if let Some(id) = id {
+        out.put_slice(b"id: ");
+        out.put_slice(id.as_bytes());
+        out.put_u8(b'\n');
+    }
+    if let Some(name) = name {
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"data: ");
+    let start = out.len();
+    out.put_slice(data);
+    for b in &mut out[start..] {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// Wraps a receiver of encoded events into a response body that also sends
+/// keep-alive comments and ends on `cancel`. `guard` is dropped when the
+/// body is (the client went away or the stream ended).
+pub fn stream_body<G: Send + 'static>(
+    mut rx: mpsc::Receiver<Bytes>,
+    keep_alive: Duration,
+    cancel: CancellationToken,
+    guard: G,
+) -> Body {
+    let stream = async_stream::stream! {
+        let _guard = guard;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(bytes) => {
+                        tick.reset();
+                        yield Ok::<_, Infallible>(Frame::data(bytes));
+                    }
+                    None => break,
+                },
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => yield Ok(Frame::data(Bytes::from_static(KEEP_ALIVE))),
+            }
+        }
+    };
+    http_body_util::StreamBody::new(stream).boxed_unsync()
+}
+
+/// A full body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    http_body_util::Empty::new().boxed_unsync()
+}
+
+/// The sending side of one SSE stream, with its replay buffer.
+pub struct Outlet {
+    /// Unique within the session; first half of every event id.
+    stream_id: u64,
+    /// Legacy (2024-11-05) and stateless streams carry no ids.
+    with_ids: bool,
+    /// Responses still owed on this stream; at zero the stream finishes.
+    /// `None` for streams that live as long as their session.
+    max_queue: usize,
+    replay: usize,
+    inner: Mutex<OutletInner>,
+}
+
+struct OutletInner {
+    live: Option<mpsc::Sender<Bytes>>,
+    buffer: VecDeque<(u64, Bytes)>,
+    next_seq: u64,
+    owed: Option<usize>,
+    finished: bool,
+}
+
+impl Outlet {
+    /// A new stream and the receiver for its first live response. `owed`
+    /// responses end it; `None` keeps it open until [`Outlet::finish`].
+    pub fn new(
+        stream_id: u64,
+        with_ids: bool,
+        owed: Option<usize>,
+        max_queue: usize,
+        replay: usize,
+    ) -> (Outlet, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(max_queue.max(1));
+        let outlet = Outlet {
+            stream_id,
+            with_ids,
+            max_queue,
+            replay,
+            inner: Mutex::new(OutletInner {
+                live: Some(tx),
+                buffer: VecDeque::new(),
+                next_seq: 0,
+                owed,
+                finished: false,
+            }),
+        };
+        (outlet, rx)
+    }
+
+    /// This stream's id within its session.
+    pub fn stream_id(&self) -> u64 {
+        self.stream_id
+    }
+
+    /// Sends one JSON-RPC message as a `message` event (named only on
+    /// legacy streams, where the 2024-11-05 spec names it).
+    pub fn send(&self, json: &[u8]) {
+        self.push(json, false);
+    }
+
+    /// Sends a response; the stream finishes when no more are owed.
+    pub fn send_response(&self, json: &[u8]) {
+        self.push(json, true);
+    }
+
+    /// Sends a pre-encoded event (the legacy `endpoint` event) without an id.
+    pub fn send_raw(&self, event: Bytes) {
+        let mut inner = self.lock();
+        deliver(&mut inner, event, self.stream_id);
+    }
+
+    fn push(&self, json: &[u8], is_response: bool) {
+        let mut inner = self.lock();
+        if inner.finished {
+            debug!(
+                stream = self.stream_id,
+                "message for a finished stream dropped"
+            );
+            return;
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let id = self.with_ids.then(|| format!("{}-{}", self.stream_id, seq));
+        let name = (!self.with_ids).then_some("message");
+        let ev = event(id.as_deref(), name, json);
+        if self.with_ids && self.replay > 0 {
+            if inner.buffer.len() == self.replay {
+                inner.buffer.pop_front();
+            }
+            inner.buffer.push_back((seq, ev.clone()));
+        }
+        deliver(&mut inner, ev, self.stream_id);
+        if is_response && let Some(owed) = inner.owed.as_mut() {
+            *owed = owed.saturating_sub(1);
+            if *owed == 0 {
+                inner.finished = true;
+                inner.live = None;
+            }
+        }
+    }
+
+    /// Ends the stream: the live response closes after what it has queued.
+    pub fn finish(&self) {
+        let mut inner = self.lock();
+        inner.finished = true;
+        inner.live = None;
+    }
+
+    /// Whether the stream has ended.
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
+    /// Whether an HTTP response is currently attached.
+    pub fn is_live(&self) -> bool {
+        self.lock().live.as_ref().is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Attaches a new response that first replays the events after `after`
+    /// (a sequence number of this stream), then continues live. Replaces any
+    /// previous response. Returns `None` if events after `after` were
+    /// already evicted from the buffer (replay would lose messages).
+    pub fn resume(&self, after: u64) -> Option<mpsc::Receiver<Bytes>> {
+        let mut inner = self.lock();
+        let first_kept = inner.buffer.front().map_or(inner.next_seq, |(s, _)| *s);
+        if after + 1 < first_kept {
+            return None;
+        }
+        let missed: Vec<Bytes> = inner
+            .buffer
+            .iter()
+            .filter(|(s, _)| *s > after)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let (tx, rx) = mpsc::channel(self.max_queue.max(missed.len()).max(1));
+        for ev in missed {
+            // Invariant: capacity covers every missed event.
+            let _ = tx.try_send(ev);
+        }
+        inner.live = (!inner.finished).then_some(tx);
+        Some(rx)
+    }
+
+    /// Replaces the live response with a fresh one (a new GET on the session).
+    pub fn reattach(&self) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(self.max_queue.max(1));
+        let mut inner = self.lock();
+        if !inner.finished {
+            inner.live = Some(tx);
+        }
+        rx
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutletInner> {
+        // A panic while holding this lock leaves only plain data behind; go on.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn deliver(inner: &mut OutletInner, ev: Bytes, stream_id: u64) {
+    if let Some(tx) = &inner.live {
+        match tx.try_send(ev) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(
+                    stream = stream_id,
+                    "sse client too slow: queue full, disconnecting it (it may resume with Last-Event-ID)"
+                );
+                inner.live = None;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => inner.live = None,
+        }
+    }
+}
+
+/// Splits an event id made by an [`Outlet`] into (stream, sequence).
+pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let (stream, seq) = id.trim().split_once('-')?;
+    Some((stream.parse().ok()?, seq.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_encoding_keeps_data_on_one_line() {
+        let ev = event(Some("3-0"), None, b"{\"a\":\n1}");
+        assert_eq!(ev.as_ref(), b"id: 3-0\ndata: {\"a\": 1}\n\n");
+        let ev = event(None, Some("endpoint"), b"/messages?sessionId=x");
+        assert_eq!(
+            ev.as_ref(),
+            b"event: endpoint\ndata: /messages?sessionId=x\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_finishes_after_owed_responses() {
+        let (o, mut rx) = Outlet::new(7, true, Some(1), 8, 8);
+        o.send(b"{\"progress\":1}");
+        o.send_response(b"{\"id\":1}");
+        o.send(b"{\"late\":1}");
+        assert_eq!(
+            rx.recv().await.unwrap().as_ref(),
+            b"id: 7-0\ndata: {\"progress\":1}\n\n"
+        );
+        assert_eq!(
+            rx.recv().await.unwrap().as_ref(),
+            b"id: 7-1\ndata: {\"id\":1}\n\n"
+        );
+        assert!(rx.recv().await.is_none());
+        assert!(o.is_finished());
+    }
+
+    #[tokio::test]
+    async fn slow_consumer_is_cut_off_and_can_resume() {
+        let (o, mut rx) = Outlet::new(1, true, None, 2, 16);
+        for i in 0..5 {
+            o.send(format!("{{\"n\":{i}}}").as_bytes());
+        }
+        // Two fit, the third overflowed and cut the consumer off.
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_none());
+        let mut rx = o.resume(1).unwrap();
+        for i in 2..5 {
+            let ev = rx.recv().await.unwrap();
+            assert!(ev.starts_with(format!("id: 1-{i}\n").as_bytes()));
+        }
+    }
+
+    #[test]
+    fn resume_refuses_when_events_were_evicted() {
+        let (o, _rx) = Outlet::new(1, true, None, 64, 2);
+        for _ in 0..5 {
+            o.send(b"{}");
+        }
+        assert!(o.resume(0).is_none());
+        assert!(o.resume(2).is_some());
+        assert_eq!(parse_event_id("12-34"), Some((12, 34)));
+        assert_eq!(parse_event_id("x"), None);
+    }
+}

@@ -1,0 +1,1294 @@
+//! The multiplexer: one child process, any number of attached sessions.
+//!
+//! Owns: the child-side id space and every routing table. Client request ids
+//! become proxy-unique integers on the way in and go back byte-exact on the
+//! way out; `_meta.progressToken` is rewritten the same way, and
+//! `notifications/cancelled` in both directions (spec `basic/utilities/
+//! {cancellation,progress}`; transport.md §4.4–4.6, §7.B). Every message the
+//! child writes goes to exactly one place, except list-changed
+//! notifications, which go once to every session.
+//!
+//! Per-session mode is this same multiplexer with one session attached, so
+//! both modes share one code path. Shared mode adds: one `initialize`
+//! (cached and replayed to later sessions), reference-counted resource
+//! subscriptions, the most verbose `logging/setLevel` any session asked
+//! for, and restarts of a crashed child.
+//!
+//! Routing of what the child sends:
+//! - responses: by id, to the stream or waiter of that request;
+//! - `notifications/progress`: by token, to that request's stream;
+//! - `notifications/*/list_changed`: to every session's notification stream;
+//! - `notifications/resources/updated`: to the sessions subscribed to the URI;
+//! - other notifications (logs): to the request in flight when exactly one
+//!   is, else to the only session, else dropped (broadcasting would leak);
+//! - requests (sampling, roots, elicitation): the same rule; when no stream
+//!   can carry one, the child gets an error at once instead of waiting
+//!   forever (transport.md §2.9). `ping` is answered here.
+//!
+//! Does not own: HTTP, session ids or eras (see [`crate::session`], [`crate::http`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, trace, warn};
+
+use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
+use crate::jsonrpc::{self, Frame, Kind, LineError, code};
+use crate::sse::Outlet;
+
+/// How long the proxy waits for the child's answer to its own requests
+/// (the shared child's re-initialization, subscription bookkeeping).
+const INTERNAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a message could not be passed to the child.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The child is not running (exited, restarting, or stopped).
+    #[error("the MCP server process is not running ({0})")]
+    ChildExited(String),
+    /// The child could not be started.
+    #[error(transparent)]
+    Spawn(#[from] ChildError),
+    /// The child answered the proxy's own request with an error or not at all.
+    #[error("the MCP server did not complete {method}: {reason}")]
+    Internal {
+        /// The method the proxy sent.
+        method: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Where a request's response (and what relates to it) goes.
+pub enum Reply {
+    /// An SSE stream: related messages, then the response.
+    Stream(Arc<Outlet>),
+    /// A single waiter for the response only (JSON response mode, batches,
+    /// the proxy's own requests).
+    Once(oneshot::Sender<Bytes>),
+}
+
+impl Reply {
+    fn respond(self, bytes: &[u8]) {
+        match self {
+            Reply::Stream(o) => o.send_response(bytes),
+            Reply::Once(tx) => {
+                let _ = tx.send(Bytes::copy_from_slice(bytes));
+            }
+        }
+    }
+
+    fn stream(&self) -> Option<&Arc<Outlet>> {
+        match self {
+            Reply::Stream(o) => Some(o),
+            Reply::Once(_) => None,
+        }
+    }
+}
+
+/// What kind of client a session is, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// A session-based client (2024-11-05 … 2025-11-25): can take requests.
+    Session,
+    /// A 2026-07-28 client: streams may carry notifications, never requests.
+    Modern,
+}
+
+/// The log levels of `logging/setLevel`, least to most severe.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+fn log_rank(level: &str) -> Option<usize> {
+    LOG_LEVELS.iter().position(|l| *l == level)
+}
+
+/// A session as the multiplexer sees it.
+pub struct Port {
+    /// Key in the routing tables.
+    pub key: u64,
+    /// Session id (for logs only).
+    pub label: Arc<str>,
+    /// Whether it can take server-to-client requests.
+    pub kind: PortKind,
+    /// The stream for messages unrelated to any request (the GET stream, or
+    /// the single stream of a legacy session).
+    notify: Mutex<Option<Arc<Outlet>>>,
+    /// Client capabilities from its `initialize` (sampling, roots, elicitation).
+    capabilities: Mutex<Value>,
+    /// The level this session asked for with `logging/setLevel`.
+    log_level: Mutex<Option<usize>>,
+}
+
+static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
+
+impl Port {
+    /// A new port.
+    pub fn new(label: Arc<str>, kind: PortKind) -> Arc<Port> {
+        Arc::new(Port {
+            key: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
+            label,
+            kind,
+            notify: Mutex::new(None),
+            capabilities: Mutex::new(Value::Null),
+            log_level: Mutex::new(None),
+        })
+    }
+
+    /// Sets (or replaces) the stream for unrelated messages; returns the old one.
+    pub fn set_notify(&self, outlet: Option<Arc<Outlet>>) -> Option<Arc<Outlet>> {
+        std::mem::replace(&mut *lock(&self.notify), outlet)
+    }
+
+    /// The stream for unrelated messages, if one is attached.
+    pub fn notify_stream(&self) -> Option<Arc<Outlet>> {
+        lock(&self.notify).clone()
+    }
+
+    /// Records the client's capabilities from its initialize params.
+    pub fn set_capabilities(&self, caps: Value) {
+        *lock(&self.capabilities) = caps;
+    }
+
+    fn supports(&self, method: &str) -> bool {
+        let cap = match method {
+            "sampling/createMessage" => "sampling",
+            "roots/list" => "roots",
+            "elicitation/create" => "elicitation",
+            _ => return true,
+        };
+        lock(&self.capabilities).get(cap).is_some()
+    }
+
+    fn send_unrelated(&self, bytes: &[u8]) -> bool {
+        match lock(&self.notify).as_ref() {
+            Some(o) if !o.is_finished() => {
+                o.send(bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded data is plain tables; a panic elsewhere leaves them usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Pending {
+    port: u64,
+    client_id: Box<[u8]>,
+    /// The client's own progress token, restored on progress notifications.
+    token: Option<Box<[u8]>>,
+    reply: Reply,
+}
+
+struct ServerRequest {
+    port: u64,
+    outlet: Option<Arc<Outlet>>,
+}
+
+#[derive(Default)]
+struct Routes {
+    pending: HashMap<u64, Pending>,
+    by_client: HashMap<(u64, Box<[u8]>), u64>,
+    server_requests: HashMap<Box<[u8]>, ServerRequest>,
+    ports: HashMap<u64, Arc<Port>>,
+    subscriptions: HashMap<String, HashSet<u64>>,
+    /// Requests in flight that belong to a client (not the proxy's own).
+    client_pending: usize,
+    /// The level last sent to the child.
+    child_log_level: Option<usize>,
+}
+
+/// The child's life as the outside sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Running and usable.
+    Ready,
+    /// Starting, or restarting after a crash.
+    Starting,
+    /// Gone for good.
+    Dead(String),
+}
+
+/// What the multiplexer needs to know about its mode.
+#[derive(Debug, Clone)]
+pub struct UpstreamOptions {
+    /// Several sessions share this child: initialize once, restart on crash.
+    pub shared: bool,
+    /// Per-request deadline.
+    pub request_timeout: Option<Duration>,
+    /// Longest backoff between restarts.
+    pub restart_max_backoff: Duration,
+    /// Do not restart; report the exit instead (`--exit-on-child-exit`).
+    pub exit_on_child_exit: bool,
+}
+
+#[derive(Clone)]
+struct InitCache {
+    params: Bytes,
+    result: Bytes,
+}
+
+/// One child and its routing tables.
+pub struct Upstream {
+    spec: ChildSpec,
+    label: String,
+    opts: UpstreamOptions,
+    child: Mutex<Option<ChildHandle>>,
+    routes: Mutex<Routes>,
+    next_id: AtomicU64,
+    health: watch::Sender<Health>,
+    /// Shared mode: the one initialize, made by whichever session came first.
+    init: tokio::sync::Mutex<Option<InitCache>>,
+    initialized_sent: AtomicBool,
+    cancel: CancellationToken,
+    /// The exit that ended this upstream, for `--exit-on-child-exit`.
+    final_exit: watch::Sender<Option<Exit>>,
+}
+
+impl Upstream {
+    /// Spawns the child and starts routing its output.
+    pub fn start(
+        spec: ChildSpec,
+        label: &str,
+        opts: UpstreamOptions,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Upstream>, UpstreamError> {
+        let (child, reader) = ChildHandle::spawn(&spec, label)?;
+        let up = Arc::new(Upstream {
+            spec,
+            label: label.to_string(),
+            opts,
+            child: Mutex::new(Some(child.clone())),
+            routes: Mutex::new(Routes::default()),
+            next_id: AtomicU64::new(1),
+            health: watch::Sender::new(Health::Ready),
+            init: tokio::sync::Mutex::new(None),
+            initialized_sent: AtomicBool::new(false),
+            cancel,
+            final_exit: watch::Sender::new(None),
+        });
+        let span = info_span!("upstream", session = %label, pid = child.pid());
+        tokio::spawn(Upstream::supervise(Arc::downgrade(&up), child, reader).instrument(span));
+        Ok(up)
+    }
+
+    /// Whether several sessions share this child.
+    pub fn is_shared(&self) -> bool {
+        self.opts.shared
+    }
+
+    /// Current health.
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    /// Watches health changes.
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
+    /// Resolves when the upstream has ended for good, with the child's last exit.
+    pub fn watch_exit(&self) -> watch::Receiver<Option<Exit>> {
+        self.final_exit.subscribe()
+    }
+
+    /// Waits until the upstream has ended for good; returns the child's last exit.
+    pub async fn ended(&self) -> Exit {
+        let mut rx = self.final_exit.subscribe();
+        let exit = match rx.wait_for(Option::is_some).await {
+            Ok(e) => *e,
+            Err(_) => None,
+        };
+        exit.unwrap_or(Exit::Code(-1))
+    }
+
+    /// The child's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        lock(&self.child).as_ref().map(ChildHandle::pid)
+    }
+
+    /// Attaches a session.
+    pub fn attach(&self, port: Arc<Port>) {
+        lock(&self.routes).ports.insert(port.key, port);
+    }
+
+    /// Detaches a session: its requests are forgotten (late answers are
+    /// dropped), its subscriptions released.
+    pub async fn detach(self: &Arc<Self>, port: &Port) {
+        let (unsubscribe, level) = {
+            let mut r = lock(&self.routes);
+            r.ports.remove(&port.key);
+            let mine: Vec<u64> = r
+                .pending
+                .iter()
+                .filter(|(_, p)| p.port == port.key)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in mine {
+                if let Some(p) = r.pending.remove(&id) {
+                    r.by_client.remove(&(p.port, p.client_id));
+                    r.client_pending -= 1;
+                }
+            }
+            r.server_requests.retain(|_, s| s.port != port.key);
+            let mut unsubscribe = Vec::new();
+            r.subscriptions.retain(|uri, subs| {
+                if subs.remove(&port.key) && subs.is_empty() {
+                    unsubscribe.push(uri.clone());
+                }
+                !subs.is_empty()
+            });
+            (unsubscribe, recompute_level(&mut r))
+        };
+        for uri in unsubscribe {
+            self.fire_and_forget("resources/unsubscribe", serde_json::json!({ "uri": uri }))
+                .await;
+        }
+        if let Some(level) = level {
+            self.fire_and_forget(
+                "logging/setLevel",
+                serde_json::json!({ "level": LOG_LEVELS[level] }),
+            )
+            .await;
+        }
+    }
+
+    /// Number of client requests in flight.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.routes).client_pending
+    }
+
+    fn child(&self) -> Result<ChildHandle, UpstreamError> {
+        match lock(&self.child).as_ref() {
+            Some(c) if c.exit() == Exit::Running => Ok(c.clone()),
+            Some(c) => Err(UpstreamError::ChildExited(c.exit().to_string())),
+            None => Err(UpstreamError::ChildExited("restarting".into())),
+        }
+    }
+
+    async fn write(&self, frame: &Frame) -> Result<(), UpstreamError> {
+        trace!(message = %String::from_utf8_lossy(frame.bytes()), "to child");
+        self.child()?
+            .send(frame.to_line())
+            .await
+            .map_err(|_| UpstreamError::ChildExited("stdin closed".into()))
+    }
+
+    /// Passes a client request to the child. The response, and whatever
+    /// relates to it, goes to `reply`.
+    pub async fn request(
+        self: &Arc<Self>,
+        port: &Arc<Port>,
+        frame: Frame,
+        reply: Reply,
+    ) -> Result<(), UpstreamError> {
+        let method = frame.method().unwrap_or_default();
+        // Invariant: callers pass requests, which have ids.
+        let client_id: Box<[u8]> = frame.id().expect("request has an id").into();
+        match method {
+            "initialize" => {
+                if let Some(p) = frame.params_value() {
+                    port.set_capabilities(p.get("capabilities").cloned().unwrap_or(Value::Null));
+                }
+                if self.opts.shared {
+                    return self.initialize_shared(&frame, &client_id, reply).await;
+                }
+            }
+            "resources/subscribe" | "resources/unsubscribe" => {
+                let uri = frame
+                    .params_value()
+                    .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
+                if let Some(uri) = uri {
+                    let forward = {
+                        let mut r = lock(&self.routes);
+                        let subs = r.subscriptions.entry(uri.clone()).or_default();
+                        let forward = if method == "resources/subscribe" {
+                            subs.insert(port.key) && subs.len() == 1
+                        } else {
+                            subs.remove(&port.key) && subs.is_empty()
+                        };
+                        if subs.is_empty() {
+                            r.subscriptions.remove(&uri);
+                        }
+                        forward
+                    };
+                    if !forward {
+                        // Another session already holds (or still holds) the child's subscription.
+                        reply.respond(&jsonrpc::result_response(
+                            &client_id,
+                            &serde_json::json!({}),
+                        ));
+                        return Ok(());
+                    }
+                }
+            }
+            "logging/setLevel" => {
+                let level = frame
+                    .params_value()
+                    .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank));
+                if let Some(level) = level {
+                    *lock(&port.log_level) = Some(level);
+                    let most_verbose = {
+                        let mut r = lock(&self.routes);
+                        recompute_level(&mut r);
+                        r.child_log_level.unwrap_or(level)
+                    };
+                    let params = serde_json::json!({ "level": LOG_LEVELS[most_verbose] });
+                    let frame =
+                        frame.with_params(&serde_json::to_vec(&params).expect("Value serializes"));
+                    return self.forward(port, frame, client_id, reply).await;
+                }
+            }
+            _ => {}
+        }
+        self.forward(port, frame, client_id, reply).await
+    }
+
+    async fn forward(
+        self: &Arc<Self>,
+        port: &Arc<Port>,
+        frame: Frame,
+        client_id: Box<[u8]>,
+        reply: Reply,
+    ) -> Result<(), UpstreamError> {
+        let child = match self.child() {
+            Ok(c) => c,
+            Err(e) => {
+                reply.respond(&jsonrpc::error_response(
+                    Some(&client_id),
+                    code::SERVER_ERROR,
+                    &e.to_string(),
+                    None,
+                ));
+                return Err(e);
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (frame, token) = rewrite_progress_token(frame, id);
+        let frame = frame.with_id(id.to_string().as_bytes());
+        {
+            let mut r = lock(&self.routes);
+            // A reused id replaces the older mapping; the older request still completes by its own id.
+            r.by_client.insert((port.key, client_id.clone()), id);
+            r.pending.insert(
+                id,
+                Pending {
+                    port: port.key,
+                    client_id,
+                    token,
+                    reply,
+                },
+            );
+            r.client_pending += 1;
+        }
+        if let Some(timeout) = self.opts.request_timeout {
+            let up = Arc::downgrade(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(up) = up.upgrade() {
+                    up.expire(id, timeout).await;
+                }
+            });
+        }
+        trace!(message = %String::from_utf8_lossy(frame.bytes()), "to child");
+        if child.send(frame.to_line()).await.is_err() {
+            self.fail_pending(id, "the MCP server process exited");
+            return Err(UpstreamError::ChildExited("stdin closed".into()));
+        }
+        Ok(())
+    }
+
+    async fn expire(&self, id: u64, timeout: Duration) {
+        let Some(p) = self.take_pending(id) else {
+            return;
+        };
+        warn!(
+            request = id,
+            timeout_ms = timeout.as_millis() as u64,
+            "request timed out; cancelling it at the child"
+        );
+        let msg = format!("request timed out after {} ms", timeout.as_millis());
+        p.reply.respond(&jsonrpc::error_response(
+            Some(&p.client_id),
+            code::SERVER_ERROR,
+            &msg,
+            None,
+        ));
+        let cancel = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": id, "reason": msg } });
+        let _ = self.write(&Frame::from_value(&cancel)).await;
+    }
+
+    fn take_pending(&self, id: u64) -> Option<Pending> {
+        let mut r = lock(&self.routes);
+        let p = r.pending.remove(&id)?;
+        r.by_client.remove(&(p.port, p.client_id.clone()));
+        if p.port != 0 {
+            r.client_pending -= 1;
+        }
+        Some(p)
+    }
+
+    fn fail_pending(&self, id: u64, why: &str) {
+        if let Some(p) = self.take_pending(id) {
+            p.reply.respond(&jsonrpc::error_response(
+                Some(&p.client_id),
+                code::SERVER_ERROR,
+                why,
+                None,
+            ));
+        }
+    }
+
+    /// Shared mode: the first initialize goes to the child; later ones are
+    /// answered from the cached result (with the caller's id).
+    async fn initialize_shared(
+        self: &Arc<Self>,
+        frame: &Frame,
+        client_id: &[u8],
+        reply: Reply,
+    ) -> Result<(), UpstreamError> {
+        let mut init = self.init.lock().await;
+        if init.is_none() {
+            let params = Bytes::copy_from_slice(frame.params().unwrap_or(b"{}"));
+            match self.call("initialize", &params).await {
+                Ok(result) => {
+                    *init = Some(InitCache { params, result });
+                    self.send_initialized().await;
+                }
+                Err(e) => {
+                    reply.respond(&jsonrpc::error_response(
+                        Some(client_id),
+                        code::SERVER_ERROR,
+                        &e.to_string(),
+                        None,
+                    ));
+                    return Err(e);
+                }
+            }
+        }
+        // Invariant: set just above or earlier.
+        let cache = init.as_ref().expect("initialized");
+        let mut out = Vec::with_capacity(cache.result.len() + 64);
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        out.extend_from_slice(client_id);
+        out.extend_from_slice(br#","result":"#);
+        out.extend_from_slice(&cache.result);
+        out.push(b'}');
+        reply.respond(&out);
+        Ok(())
+    }
+
+    /// The cached initialize result of a shared child, if it has one.
+    pub async fn cached_initialize(&self) -> Option<Bytes> {
+        self.init.lock().await.as_ref().map(|c| c.result.clone())
+    }
+
+    async fn send_initialized(&self) {
+        if !self.initialized_sent.swap(true, Ordering::SeqCst) {
+            let n = Frame::from_value(
+                &serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+            );
+            let _ = self.write(&n).await;
+        }
+    }
+
+    /// The proxy's own request to the child; returns the raw `result`.
+    pub async fn call(
+        self: &Arc<Self>,
+        method: &'static str,
+        params: &[u8],
+    ) -> Result<Bytes, UpstreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut msg = Vec::with_capacity(params.len() + 64);
+        msg.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        msg.extend_from_slice(id.to_string().as_bytes());
+        msg.extend_from_slice(br#","method":""#);
+        msg.extend_from_slice(method.as_bytes());
+        msg.extend_from_slice(br#"","params":"#);
+        msg.extend_from_slice(params);
+        msg.push(b'}');
+        let frame = Frame::parse(Bytes::from(msg), false).map_err(|e| UpstreamError::Internal {
+            method,
+            reason: e.to_string(),
+        })?;
+        lock(&self.routes).pending.insert(
+            id,
+            Pending {
+                port: 0,
+                client_id: id.to_string().into_bytes().into(),
+                token: None,
+                reply: Reply::Once(tx),
+            },
+        );
+        if let Err(e) = self.write(&frame).await {
+            self.take_pending(id);
+            return Err(e);
+        }
+        let answer = match tokio::time::timeout(INTERNAL_TIMEOUT, rx).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return Err(UpstreamError::Internal {
+                    method,
+                    reason: "no answer".into(),
+                });
+            }
+            Err(_) => {
+                self.take_pending(id);
+                return Err(UpstreamError::Internal {
+                    method,
+                    reason: format!("no answer within {} s", INTERNAL_TIMEOUT.as_secs()),
+                });
+            }
+        };
+        #[derive(serde::Deserialize)]
+        struct Answer<'a> {
+            #[serde(borrow)]
+            result: Option<&'a RawValue>,
+            #[serde(borrow)]
+            error: Option<&'a RawValue>,
+        }
+        match serde_json::from_slice::<Answer<'_>>(&answer) {
+            Ok(Answer {
+                result: Some(r), ..
+            }) => Ok(Bytes::copy_from_slice(r.get().as_bytes())),
+            Ok(Answer { error: Some(e), .. }) => Err(UpstreamError::Internal {
+                method,
+                reason: e.get().to_string(),
+            }),
+            _ => Err(UpstreamError::Internal {
+                method,
+                reason: "malformed answer".into(),
+            }),
+        }
+    }
+
+    async fn fire_and_forget(self: &Arc<Self>, method: &'static str, params: Value) {
+        let up = self.clone();
+        let params = serde_json::to_vec(&params).expect("Value serializes");
+        tokio::spawn(async move {
+            if let Err(e) = up.call(method, &params).await {
+                debug!(method, error = %e, "proxy bookkeeping request failed");
+            }
+        });
+    }
+
+    /// Passes a client notification to the child.
+    pub async fn notify(
+        self: &Arc<Self>,
+        port: &Arc<Port>,
+        frame: Frame,
+    ) -> Result<(), UpstreamError> {
+        match frame.method().unwrap_or_default() {
+            "notifications/initialized" if self.opts.shared => {
+                // The proxy sent the child its one `initialized` already.
+                return Ok(());
+            }
+            "notifications/initialized" => {
+                self.initialized_sent.store(true, Ordering::SeqCst);
+            }
+            "notifications/cancelled" => return self.cancel_from_client(port, &frame).await,
+            _ => {}
+        }
+        self.write(&frame).await
+    }
+
+    async fn cancel_from_client(&self, port: &Port, frame: &Frame) -> Result<(), UpstreamError> {
+        let Some(params) = frame
+            .params()
+            .and_then(|p| serde_json::from_slice::<HashMap<String, Box<RawValue>>>(p).ok())
+        else {
+            debug!("malformed notifications/cancelled dropped");
+            return Ok(());
+        };
+        let Some(request_id) = params.get("requestId") else {
+            return Ok(());
+        };
+        let key = (port.key, Box::<[u8]>::from(request_id.get().as_bytes()));
+        let Some(id) = lock(&self.routes).by_client.get(&key).copied() else {
+            debug!(request = %request_id, "cancellation of an unknown or finished request ignored");
+            return Ok(());
+        };
+        if let Some(p) = self.take_pending(id) {
+            match p.reply {
+                Reply::Stream(o) => o.finish(),
+                Reply::Once(tx) => {
+                    let _ = tx.send(jsonrpc::error_response(
+                        Some(&p.client_id),
+                        -32800,
+                        "request cancelled",
+                        None,
+                    ));
+                }
+            }
+        }
+        let mut params = params;
+        params.insert("requestId".into(), raw(id.to_string()));
+        let msg = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": params });
+        self.write(&Frame::from_value(&msg)).await
+    }
+
+    /// The proxy cancels a client's request itself (a 2026-07-28 client
+    /// closed its stream, which is that era's cancellation).
+    pub async fn cancel_request(&self, port: &Port, client_id: &[u8], reason: &str) {
+        let id = lock(&self.routes)
+            .by_client
+            .get(&(port.key, Box::<[u8]>::from(client_id)))
+            .copied();
+        if let Some(id) = id
+            && self.take_pending(id).is_some()
+        {
+            debug!(
+                request = id,
+                "client went away; cancelling its request at the child"
+            );
+            let msg = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": id, "reason": reason } });
+            let _ = self.write(&Frame::from_value(&msg)).await;
+        }
+    }
+
+    /// Passes a client's response (to a server-to-client request) to the child.
+    /// Answers to requests this session was never sent are dropped.
+    pub async fn respond(&self, port: &Port, frame: Frame) -> Result<(), UpstreamError> {
+        let id: Box<[u8]> = frame.id().unwrap_or_default().into();
+        let owner = lock(&self.routes).server_requests.get(&id).map(|s| s.port);
+        match owner {
+            Some(p) if p == port.key => {
+                lock(&self.routes).server_requests.remove(&id);
+                self.write(&frame).await
+            }
+            _ => {
+                debug!(id = %String::from_utf8_lossy(&id), "response to an unknown server request dropped");
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the child and fails whatever is in flight.
+    pub async fn stop(&self) {
+        self.cancel.cancel();
+        let child = lock(&self.child).clone();
+        if let Some(child) = child {
+            child.stop().await;
+        }
+    }
+
+    async fn supervise(
+        this: Weak<Upstream>,
+        mut child: ChildHandle,
+        mut reader: crate::jsonrpc::LineReader<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(up) = this.upgrade() else {
+                child.stop().await;
+                return;
+            };
+            let cancel = up.cancel.clone();
+            drop(up);
+            let exit = tokio::select! {
+                _ = Upstream::read_loop(&this, &mut reader) => child.exited().await,
+                _ = cancel.cancelled() => child.stop().await,
+            };
+            let Some(up) = this.upgrade() else { return };
+            let restart = up.opts.shared && !up.opts.exit_on_child_exit && !cancel.is_cancelled();
+            up.fail_all(&format!("the MCP server process exited ({exit})"), !restart);
+            if !restart {
+                let _ = up.health.send(Health::Dead(exit.to_string()));
+                let _ = up.final_exit.send(Some(exit));
+                return;
+            }
+            warn!(status = %exit, backoff_ms = backoff.as_millis() as u64, "shared child exited; restarting it");
+            let _ = up.health.send(Health::Starting);
+            *lock(&up.child) = None;
+            drop(up);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = cancel.cancelled() => return,
+            }
+            let Some(up) = this.upgrade() else { return };
+            match ChildHandle::spawn(&up.spec, &up.label) {
+                Ok((c, r)) => {
+                    child = c;
+                    reader = r;
+                    *lock(&up.child) = Some(child.clone());
+                    up.initialized_sent.store(false, Ordering::SeqCst);
+                    let reinit = up.clone();
+                    // Re-initialize with the cached parameters, off the read path.
+                    tokio::spawn(async move {
+                        let cached = reinit.init.lock().await.clone();
+                        match cached {
+                            Some(c) => match reinit.call("initialize", &c.params).await {
+                                Ok(_) => {
+                                    reinit.send_initialized().await;
+                                    let _ = reinit.health.send(Health::Ready);
+                                    info!("shared child restarted and re-initialized");
+                                }
+                                Err(e) => {
+                                    warn!(error = %e, "re-initializing the restarted child failed")
+                                }
+                            },
+                            None => {
+                                let _ = reinit.health.send(Health::Ready);
+                            }
+                        }
+                    });
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    warn!(error = %e, "restarting the shared child failed");
+                    backoff = (backoff * 2).min(up.opts.restart_max_backoff);
+                    // Loop again with a dead child handle: read_loop ends at once.
+                    continue;
+                }
+            }
+            backoff = (backoff * 2).min(up.opts.restart_max_backoff);
+        }
+    }
+
+    fn fail_all(&self, why: &str, close_sessions: bool) {
+        let (pending, ports, server_requests) = {
+            let mut r = lock(&self.routes);
+            r.by_client.clear();
+            r.client_pending = 0;
+            let pending: Vec<Pending> = r.pending.drain().map(|(_, p)| p).collect();
+            let server_requests: Vec<ServerRequest> =
+                r.server_requests.drain().map(|(_, s)| s).collect();
+            (
+                pending,
+                r.ports.values().cloned().collect::<Vec<_>>(),
+                server_requests,
+            )
+        };
+        if !pending.is_empty() {
+            info!(
+                requests = pending.len(),
+                "failing requests in flight: {why}"
+            );
+        }
+        for p in pending {
+            p.reply.respond(&jsonrpc::error_response(
+                Some(&p.client_id),
+                code::SERVER_ERROR,
+                why,
+                None,
+            ));
+        }
+        for s in server_requests {
+            if let Some(o) = s.outlet {
+                o.finish();
+            }
+        }
+        if close_sessions {
+            for port in ports {
+                if let Some(o) = port.notify_stream() {
+                    o.finish();
+                }
+            }
+        }
+    }
+
+    async fn read_loop(
+        this: &Weak<Upstream>,
+        reader: &mut crate::jsonrpc::LineReader<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) {
+        let mut skipped = 0u64;
+        loop {
+            let line = match reader.next_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) => return,
+                Err(LineError::LineTooLong { len, limit }) => {
+                    // Which request it answered is unknowable; the rest of the stream is fine.
+                    warn!(
+                        len,
+                        limit, "child wrote a line over --max-line-bytes; skipped it"
+                    );
+                    if let Some(up) = this.upgrade() {
+                        up.fail_oversized(len, limit);
+                    }
+                    continue;
+                }
+                Err(LineError::Io(e)) => {
+                    warn!(error = %e, "reading the child's stdout failed");
+                    return;
+                }
+            };
+            let Some(up) = this.upgrade() else { return };
+            match Frame::parse(line.clone(), false) {
+                Ok(frame) => up.route(frame).await,
+                Err(e) => {
+                    skipped += 1;
+                    let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                    warn!(skipped, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                }
+            }
+        }
+    }
+
+    /// An oversized line was dropped: if exactly one request is in flight it
+    /// was that request's answer, so fail it rather than let it hang.
+    fn fail_oversized(&self, len: usize, limit: usize) {
+        let only = {
+            let r = lock(&self.routes);
+            (r.client_pending == 1)
+                .then(|| {
+                    r.pending
+                        .iter()
+                        .find(|(_, p)| p.port != 0)
+                        .map(|(id, _)| *id)
+                })
+                .flatten()
+        };
+        if let Some(id) = only {
+            self.fail_pending(
+                id,
+                &format!(
+                    "the MCP server's answer ({len} bytes) exceeds --max-line-bytes ({limit})"
+                ),
+            );
+        }
+    }
+
+    async fn route(self: &Arc<Self>, frame: Frame) {
+        trace!(message = %String::from_utf8_lossy(frame.bytes()), "from child");
+        match frame.kind() {
+            Kind::Response => self.route_response(frame),
+            Kind::Notification => self.route_notification(frame),
+            Kind::Request => self.route_request(frame).await,
+        }
+    }
+
+    fn route_response(&self, frame: Frame) {
+        let id = frame.id().and_then(parse_proxy_id);
+        let Some(p) = id.and_then(|id| self.take_pending(id)) else {
+            debug!(id = %String::from_utf8_lossy(frame.id().unwrap_or_default()), "response for an unknown or finished request dropped");
+            return;
+        };
+        let out = frame.with_id(&p.client_id);
+        p.reply.respond(out.bytes());
+    }
+
+    fn route_notification(&self, frame: Frame) {
+        let method = frame.method().unwrap_or_default();
+        match method {
+            "notifications/progress" => {
+                let Some(mut params) = frame
+                    .params()
+                    .and_then(|p| serde_json::from_slice::<HashMap<String, Box<RawValue>>>(p).ok())
+                else {
+                    return;
+                };
+                let token = params
+                    .get("progressToken")
+                    .and_then(|t| parse_proxy_id(t.get().as_bytes()));
+                let r = lock(&self.routes);
+                let Some(p) = token.and_then(|t| r.pending.get(&t)) else {
+                    debug!("progress for an unknown or finished request dropped");
+                    return;
+                };
+                let Some(original) = &p.token else { return };
+                params.insert("progressToken".into(), raw_bytes(original));
+                let bytes = serde_json::to_vec(
+                    &serde_json::json!({ "jsonrpc": "2.0", "method": method, "params": params }),
+                )
+                .expect("serializes");
+                match p.reply.stream() {
+                    Some(o) => o.send(&bytes),
+                    None => {
+                        if let Some(port) = r.ports.get(&p.port) {
+                            port.send_unrelated(&bytes);
+                        }
+                    }
+                }
+            }
+            "notifications/cancelled" => {
+                // The child withdraws one of its own requests: tell whoever has it.
+                let Some(params) = frame.params_value() else {
+                    return;
+                };
+                let Some(id) = params
+                    .get("requestId")
+                    .map(|v| v.to_string().into_bytes().into_boxed_slice())
+                else {
+                    return;
+                };
+                let target = lock(&self.routes).server_requests.remove(&id);
+                if let Some(ServerRequest {
+                    outlet: Some(o), ..
+                }) = target
+                {
+                    o.send(frame.bytes());
+                }
+            }
+            m if m.ends_with("/list_changed") => {
+                let ports: Vec<Arc<Port>> = lock(&self.routes).ports.values().cloned().collect();
+                for port in ports {
+                    port.send_unrelated(frame.bytes());
+                }
+            }
+            "notifications/resources/updated" => {
+                let uri = frame
+                    .params_value()
+                    .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
+                let r = lock(&self.routes);
+                let subscribers = uri.and_then(|u| r.subscriptions.get(&u));
+                for key in subscribers.into_iter().flatten() {
+                    if let Some(port) = r.ports.get(key) {
+                        port.send_unrelated(frame.bytes());
+                    }
+                }
+            }
+            _ => {
+                let level = (method == "notifications/message")
+                    .then(|| {
+                        frame
+                            .params_value()
+                            .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank))
+                    })
+                    .flatten();
+                let r = lock(&self.routes);
+                match related_target(&r) {
+                    Target::Request(p) => {
+                        let port = r.ports.get(&p.port);
+                        if !passes(port, level) {
+                            return;
+                        }
+                        match p.reply.stream() {
+                            Some(o) => o.send(frame.bytes()),
+                            None => {
+                                if let Some(port) = port {
+                                    port.send_unrelated(frame.bytes());
+                                }
+                            }
+                        }
+                    }
+                    Target::Port(port) => {
+                        if passes(Some(port), level) {
+                            port.send_unrelated(frame.bytes());
+                        }
+                    }
+                    Target::None => {
+                        debug!(method, "notification with no unambiguous session dropped")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn route_request(self: &Arc<Self>, frame: Frame) {
+        let method = frame.method().unwrap_or_default().to_string();
+        // Invariant: requests have ids.
+        let id: Box<[u8]> = frame.id().expect("request has an id").into();
+        if method == "ping" {
+            let _ = self
+                .write_bytes(&jsonrpc::result_response(&id, &serde_json::json!({})))
+                .await;
+            return;
+        }
+        let refusal = {
+            let mut r = lock(&self.routes);
+            let (port, outlet) = match related_target(&r) {
+                Target::Request(p) => (r.ports.get(&p.port).cloned(), p.reply.stream().cloned()),
+                Target::Port(port) => (Some(port.clone()), None),
+                Target::None => (None, None),
+            };
+            match port {
+                None => Some(
+                    "no client session is unambiguously associated with this request".to_string(),
+                ),
+                Some(port) if port.kind == PortKind::Modern => Some(
+                    "the client speaks MCP 2026-07-28, which has no server-to-client requests"
+                        .to_string(),
+                ),
+                Some(port) if !port.supports(&method) => Some(format!(
+                    "the client did not declare the capability for {method}"
+                )),
+                Some(port) => {
+                    let outlet = outlet
+                        .or_else(|| port.notify_stream())
+                        .filter(|o| !o.is_finished());
+                    match outlet {
+                        None => {
+                            Some("the client has no open stream to carry this request".to_string())
+                        }
+                        Some(o) => {
+                            o.send(frame.bytes());
+                            r.server_requests.insert(
+                                id.clone(),
+                                ServerRequest {
+                                    port: port.key,
+                                    outlet: Some(o),
+                                },
+                            );
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(why) = refusal {
+            debug!(method, "server-to-client request refused: {why}");
+            let code = if why.contains("capability") {
+                code::METHOD_NOT_FOUND
+            } else {
+                code::INTERNAL_ERROR
+            };
+            let _ = self
+                .write_bytes(&jsonrpc::error_response(Some(&id), code, &why, None))
+                .await;
+        }
+    }
+
+    async fn write_bytes(&self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        let frame = Frame::parse(Bytes::copy_from_slice(bytes), false).map_err(|e| {
+            UpstreamError::Internal {
+                method: "reply",
+                reason: e.to_string(),
+            }
+        })?;
+        self.write(&frame).await
+    }
+}
+
+enum Target<'a> {
+    Request(&'a Pending),
+    Port(&'a Arc<Port>),
+    None,
+}
+
+/// The one place a message that relates to "the current request" can go:
+/// the only client request in flight, else the only session, else nowhere.
+fn related_target(r: &Routes) -> Target<'_> {
+    if r.client_pending == 1
+        && let Some(p) = r.pending.values().find(|p| p.port != 0)
+    {
+        return Target::Request(p);
+    }
+    if r.ports.len() == 1 {
+        // Invariant: len() == 1.
+        return Target::Port(r.ports.values().next().expect("one port"));
+    }
+    Target::None
+}
+
+fn passes(port: Option<&Arc<Port>>, level: Option<usize>) -> bool {
+    match (port.and_then(|p| *lock(&p.log_level)), level) {
+        (Some(min), Some(level)) => level >= min,
+        _ => true,
+    }
+}
+
+/// Recomputes the child's log level; `Some` when it changed.
+fn recompute_level(r: &mut Routes) -> Option<usize> {
+    let level = r.ports.values().filter_map(|p| *lock(&p.log_level)).min();
+    if level != r.child_log_level {
+        r.child_log_level = level;
+        level
+    } else {
+        None
+    }
+}
+
+fn parse_proxy_id(raw: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(raw).ok()?;
+    s.trim_matches('"').parse().ok()
+}
+
+fn raw(s: String) -> Box<RawValue> {
+    // Invariant: callers pass decimal integers.
+    RawValue::from_string(s).expect("valid JSON")
+}
+
+fn raw_bytes(b: &[u8]) -> Box<RawValue> {
+    // Invariant: the bytes came out of a parsed message.
+    RawValue::from_string(String::from_utf8_lossy(b).into_owned()).expect("valid JSON")
+}
+
+/// Replaces `params._meta.progressToken` with the proxy id; returns the
+/// client's original token. Messages without one are passed through as they
+/// are (the substring test keeps tool arguments from being parsed needlessly).
+fn rewrite_progress_token(frame: Frame, id: u64) -> (Frame, Option<Box<[u8]>>) {
+    let Some(params) = frame.params() else {
+        return (frame, None);
+    };
+    if !contains(params, b"progressToken") && !contains(params, b"\\u") {
+        return (frame, None);
+    }
+    let Ok(mut p) = serde_json::from_slice::<HashMap<String, Box<RawValue>>>(params) else {
+        return (frame, None);
+    };
+    let Some(meta) = p.get("_meta") else {
+        return (frame, None);
+    };
+    let Ok(mut meta) = serde_json::from_str::<HashMap<String, Box<RawValue>>>(meta.get()) else {
+        return (frame, None);
+    };
+    let Some(original) = meta.insert("progressToken".into(), raw(id.to_string())) else {
+        return (frame, None);
+    };
+    let token: Box<[u8]> = original.get().as_bytes().into();
+    p.insert(
+        "_meta".into(),
+        raw(serde_json::to_string(&meta).expect("serializes")),
+    );
+    let bytes = serde_json::to_vec(&p).expect("serializes");
+    (frame.with_params(&bytes), Some(token))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_token_is_rewritten_and_the_original_kept() {
+        let f = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"p","_meta":{"progressToken":"tok-1"}}}"#),
+            true,
+        )
+        .unwrap();
+        let (g, token) = rewrite_progress_token(f, 99);
+        assert_eq!(token.as_deref(), Some(&br#""tok-1""#[..]));
+        let v: Value = serde_json::from_slice(g.bytes()).unwrap();
+        assert_eq!(v["params"]["_meta"]["progressToken"], 99);
+        assert_eq!(v["params"]["name"], "p");
+    }
+
+    #[test]
+    fn messages_without_token_pass_untouched() {
+        let bytes = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"progress"}}}"#);
+        let f = Frame::parse(bytes.clone(), true).unwrap();
+        let (g, token) = rewrite_progress_token(f, 5);
+        assert!(token.is_none());
+        assert_eq!(g.bytes(), &bytes);
+    }
+
+    #[test]
+    fn proxy_ids_parse_from_numbers_and_strings() {
+        assert_eq!(parse_proxy_id(b"17"), Some(17));
+        assert_eq!(parse_proxy_id(b"\"17\""), Some(17));
+        assert_eq!(parse_proxy_id(b"\"x\""), None);
+    }
+}

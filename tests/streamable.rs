@@ -1,0 +1,756 @@
+//! Streamable HTTP with sessions (2025-03-26 … 2025-11-25), over raw HTTP,
+//! against the proxy in-process and a real `everything` child per session.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Client, Proxy, STEP, SseStream, alive, eventually, read_messages, text_of};
+
+#[tokio::test]
+async fn initialize_mints_a_session_and_tools_work_over_sse_and_json() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    let init = c.initialize("2025-06-18", json!({})).await;
+    assert_eq!(init["protocolVersion"], "2025-06-18");
+    assert_eq!(init["serverInfo"]["name"], "everything");
+    let sid = c.session.clone().unwrap();
+    assert_eq!(sid.len(), 32);
+    assert!(sid.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+
+    let r = c
+        .call(json!(1), "echo", json!({"message": "over sse"}))
+        .await;
+    assert_eq!(text_of(&r), "over sse");
+    c.accept = "application/json";
+    let resp = c.post(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":40}}})).await;
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(
+        resp.headers().get("mcp-session-id").is_none(),
+        "session id only on initialize"
+    );
+    assert_eq!(text_of(&read_messages(resp).await[0]), "42");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn ids_come_back_byte_exact() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    for id in [
+        r#""1""#,
+        "1",
+        "12345678901234567890123",
+        "-7",
+        r#""ü-ñ""#,
+        "0",
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"x"}}}}}}"#
+        );
+        let resp = c.post_raw(body.into_bytes()).await;
+        let text = String::from_utf8(resp.bytes().await.unwrap().to_vec()).unwrap();
+        assert!(
+            text.contains(&format!(r#""id":{id}"#)),
+            "id {id} not echoed exactly in {text}"
+        );
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn notifications_and_responses_get_202_with_an_empty_body() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"}))
+        .await;
+    assert_eq!(r.status(), 202);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":"unknown-server-request","result":{}}))
+        .await;
+    assert_eq!(r.status(), 202);
+    assert!(r.bytes().await.unwrap().is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn session_errors_are_400_for_missing_and_404_for_unknown() {
+    let proxy = Proxy::start(&[]).await;
+    let c = Client::new(&proxy.mcp());
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("mcp-session-id").is_none());
+    let mut c2 = Client::new(&proxy.mcp());
+    c2.session = Some("0123456789abcdef0123456789abcdef".into());
+    let r = c2
+        .post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+        .await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("initialize")
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn delete_ends_the_session_and_stops_its_child() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let pid: u32 = text_of(&c.call(json!(1), "pid", json!({})).await)
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    let r = c
+        .http
+        .delete(proxy.mcp())
+        .header("mcp-session-id", c.session.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(STEP, || !alive(pid)).await,
+        "child {pid} still running after DELETE"
+    );
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .await;
+    assert_eq!(r.status(), 404);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_get_parse_and_invalid_request_errors() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c.post_raw(b"{not json".to_vec()).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32700);
+    for bad in [
+        json!({"hello":"world"}),
+        json!({"jsonrpc":"2.0","id":null,"method":"x"}),
+        json!(42),
+    ] {
+        let r = c.post(&bad).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            -32600,
+            "{bad}"
+        );
+    }
+    let r = c
+        .http
+        .post(proxy.mcp())
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn accept_is_negotiated_leniently() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m"}}});
+    for (accept, want) in [
+        ("text/event-stream", Some("text/event-stream")),
+        ("application/json", Some("application/json")),
+        ("*/*", Some("text/event-stream")),
+        ("text/html", None),
+    ] {
+        c.accept = accept;
+        let r = c.post(&call).await;
+        match want {
+            Some(ct) => {
+                assert_eq!(r.status(), 200, "{accept}");
+                assert_eq!(r.headers()["content-type"], ct, "{accept}");
+                assert_eq!(text_of(read_messages(r).await.last().unwrap()), "m");
+            }
+            None => assert_eq!(r.status(), 406, "{accept}"),
+        }
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_body_gets_413() {
+    let proxy = Proxy::start(&["--max-body-bytes", "1K"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c.call_raw_big().await;
+    assert_eq!(r, 413);
+    proxy.stop().await;
+}
+
+trait BigCall {
+    async fn call_raw_big(&self) -> u16;
+}
+
+impl BigCall for Client {
+    async fn call_raw_big(&self) -> u16 {
+        let big = "x".repeat(4096);
+        self.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":big}}})).await.status().as_u16()
+    }
+}
+
+#[tokio::test]
+async fn batches_are_split_for_2025_03_26_and_refused_later() {
+    let proxy = Proxy::start(&[]).await;
+    let mut old = Client::new(&proxy.mcp());
+    old.initialize("2025-03-26", json!({})).await;
+    old.accept = "application/json";
+    let batch = json!([
+        {"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"echo","arguments":{"message":"first"}}},
+        {"jsonrpc":"2.0","method":"notifications/roots/list_changed"},
+        {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":1}}}
+    ]);
+    let r = old.post(&batch).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let arr = v.as_array().expect("batch answer is an array");
+    assert_eq!(arr.len(), 2);
+    assert_eq!(arr[0]["id"], "a");
+    assert_eq!(text_of(&arr[1]), "2");
+    let only_notes = json!([{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}]);
+    assert_eq!(old.post(&only_notes).await.status(), 202);
+
+    let mut new = Client::new(&proxy.mcp());
+    new.initialize("2025-06-18", json!({})).await;
+    let r = new.post(&batch).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32600);
+    assert!(v.get("id").is_none());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_version_header_must_match_the_session() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-06-18", json!({})).await;
+    c.version = "2025-11-25".into();
+    assert_eq!(
+        c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+            .await
+            .status(),
+        400
+    );
+    c.version = "1999-01-01".into();
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+        .await;
+    assert_eq!(r.status(), 400);
+    // Session-era errors must not look like 2026-07-28 ones (dual-era clients fall back on them).
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32600);
+    c.version = "2025-06-18".into();
+    assert_eq!(
+        c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+            .await
+            .status(),
+        200
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn progress_reaches_the_post_stream_with_the_clients_token() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let msgs = c.request(json!(9), "tools/call", json!({"name":"progress","arguments":{"steps":3,"delay_ms":5},"_meta":{"progressToken":"my-token"}})).await;
+    assert_eq!(msgs.len(), 4);
+    for (i, m) in msgs[..3].iter().enumerate() {
+        assert_eq!(m["method"], "notifications/progress");
+        assert_eq!(m["params"]["progressToken"], "my-token");
+        assert_eq!(m["params"]["progress"], i as u64 + 1);
+    }
+    assert_eq!(msgs[3]["id"], 9);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn sampling_request_travels_on_the_post_stream_and_the_answer_returns() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"sampling": {}})).await;
+    let resp = c.post(&json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sample","arguments":{"prompt":"hello"}}})).await;
+    let mut stream = SseStream::new(resp);
+    let req = stream.next_json().await;
+    assert_eq!(req["method"], "sampling/createMessage");
+    let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":{"role":"assistant","content":{"type":"text","text":"sampled!"},"model":"m"}});
+    assert_eq!(c.post(&answer).await.status(), 202);
+    let result = stream.next_json().await;
+    assert_eq!(result["id"], 5);
+    assert_eq!(text_of(&result), "sampled!");
+    assert!(
+        stream.next().await.is_none(),
+        "stream ends after the response"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn server_request_with_no_stream_to_carry_it_fails_fast_instead_of_hanging() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"sampling": {}})).await;
+    c.accept = "application/json";
+    let started = std::time::Instant::now();
+    let r = c.call(json!(1), "sample", json!({"prompt":"x"})).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn get_stream_carries_unsolicited_messages_and_a_second_get_replaces_the_first() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let get = |c: &Client| {
+        c.http
+            .get(proxy.mcp())
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session.as_ref().unwrap())
+            .send()
+    };
+    let first = get(&c).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "no-cache, no-transform");
+    assert_eq!(first.headers()["x-accel-buffering"], "no");
+    let mut first = SseStream::new(first);
+    c.call(
+        json!(1),
+        "notify",
+        json!({"method":"notifications/tools/list_changed"}),
+    )
+    .await;
+    assert_eq!(
+        first.next_json().await["method"],
+        "notifications/tools/list_changed"
+    );
+
+    let second = get(&c).await.unwrap();
+    assert_eq!(second.status(), 200, "no 409 for a second GET");
+    let mut second = SseStream::new(second);
+    assert!(first.next().await.is_none(), "the replaced stream ends");
+    c.call(
+        json!(2),
+        "notify",
+        json!({"method":"notifications/prompts/list_changed"}),
+    )
+    .await;
+    assert_eq!(
+        second.next_json().await["method"],
+        "notifications/prompts/list_changed"
+    );
+
+    let r = c
+        .http
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "GET without a session");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn sse_streams_send_keep_alive_comments() {
+    let proxy = Proxy::start(&["--keep-alive", "100ms"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let resp = c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":450}}})).await;
+    let mut s = SseStream::new(resp);
+    let r = s.next_json().await;
+    assert_eq!(text_of(&r), "slept 450");
+    assert!(s.comments >= 2, "only {} keep-alive comments", s.comments);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_have_separate_children_and_state() {
+    let proxy = Proxy::start(&[]).await;
+    let mut a = Client::new(&proxy.mcp());
+    let mut b = Client::new(&proxy.mcp());
+    a.initialize("2025-11-25", json!({})).await;
+    b.initialize("2025-11-25", json!({})).await;
+    a.call(json!(1), "set_state", json!({"value":"alice's secret"}))
+        .await;
+    assert_eq!(text_of(&b.call(json!(1), "get_state", json!({})).await), "");
+    assert_eq!(
+        text_of(&a.call(json!(2), "get_state", json!({})).await),
+        "alice's secret"
+    );
+    let pa = text_of(&a.call(json!(3), "pid", json!({})).await);
+    let pb = text_of(&b.call(json!(3), "pid", json!({})).await);
+    assert_ne!(pa, pb);
+    assert_eq!(proxy.health().await["sessions"], 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn child_crash_fails_in_flight_requests_and_the_session_answers_404() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let slow_body = json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}});
+    let slow = c.post(&slow_body);
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.post(&json!({"jsonrpc":"2.0","id":"boom","method":"tools/call","params":{"name":"crash","arguments":{"code":3}}})).await
+    };
+    let (slow, crash) = tokio::join!(slow, crash);
+    let started = std::time::Instant::now();
+    let slow = read_messages(slow).await;
+    assert_eq!(slow[0]["id"], "slow");
+    assert_eq!(slow[0]["error"]["code"], -32000);
+    assert!(
+        slow[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit code 3"),
+        "{}",
+        slow[0]
+    );
+    assert_eq!(read_messages(crash).await[0]["error"]["code"], -32000);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut gone = false;
+    for _ in 0..100 {
+        if c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+            .await
+            .status()
+            == 404
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "session of a dead child must answer 404");
+    let mut fresh = Client::new(&proxy.mcp());
+    fresh.initialize("2025-11-25", json!({})).await;
+    assert_eq!(
+        text_of(
+            &fresh
+                .call(json!(1), "echo", json!({"message":"alive"}))
+                .await
+        ),
+        "alive"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_on_stdout_and_a_stderr_flood_do_not_break_the_session() {
+    let proxy = Proxy::start_child(&[], &support::example("everything"), &["--banner"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    assert!(!text_of(&c.call(json!(1), "garbage", json!({})).await).is_empty());
+    // 2 MB of stderr: far beyond a pipe buffer; the child would block if nobody drained it.
+    let r = c
+        .call(
+            json!(2),
+            "stderr",
+            json!({"lines":2000,"bytes_per_line":1000}),
+        )
+        .await;
+    assert_eq!(text_of(&r), "ok");
+    assert_eq!(
+        text_of(
+            &c.call(json!(3), "echo", json!({"message":"still fine"}))
+                .await
+        ),
+        "still fine"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_line_over_the_cap_fails_its_request_and_keeps_the_child() {
+    let proxy = Proxy::start(&["--max-line-bytes", "64K"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c.call(json!(1), "large", json!({"bytes": 200_000})).await;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max-line-bytes")
+    );
+    assert_eq!(
+        text_of(&c.call(json!(2), "large", json!({"bytes": 1000})).await).len(),
+        1000
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn large_results_pass_intact() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c
+        .call(json!(1), "large", json!({"bytes": 8 * 1024 * 1024}))
+        .await;
+    assert_eq!(text_of(&r).len(), 8 * 1024 * 1024);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn session_limit_answers_503_with_a_clear_message() {
+    let proxy = Proxy::start(&["--max-sessions", "2"]).await;
+    let mut a = Client::new(&proxy.mcp());
+    let mut b = Client::new(&proxy.mcp());
+    a.initialize("2025-11-25", json!({})).await;
+    b.initialize("2025-11-25", json!({})).await;
+    let c = Client::new(&proxy.mcp());
+    let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    assert!(r.text().await.unwrap().contains("max-sessions"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_cancellation_reaches_the_child_with_its_own_id() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let slow_body = json!({"jsonrpc":"2.0","id":"to-cancel","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}});
+    let slow = c.post(&slow_body);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"to-cancel","reason":"changed my mind"}})).await
+    };
+    let (slow, cancel) = tokio::join!(slow, cancel);
+    assert_eq!(cancel.status(), 202);
+    // The POST stream closes without a response: the client cancelled it.
+    let msgs = read_messages(slow).await;
+    assert!(msgs.is_empty(), "{msgs:?}");
+    let seen = text_of(&c.call(json!(2), "cancelled", json!({})).await);
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen.as_array().unwrap().len(), 1, "{seen}");
+    assert_eq!(
+        seen[0]["matched"], true,
+        "the child must see its own id for the request: {seen}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_dropped_post_stream_can_be_resumed_with_last_event_id() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let resp = c.post(&json!({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"progress","arguments":{"steps":4,"delay_ms":150},"_meta":{"progressToken":1}}})).await;
+    let mut s = SseStream::new(resp);
+    let first = s.next().await.unwrap();
+    let last_id = first.id.clone().expect("events carry ids");
+    drop(s); // the client goes away mid-request; that is not a cancellation
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let resumed = c
+        .http
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.as_ref().unwrap())
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let msgs = read_messages(resumed).await;
+    assert_eq!(
+        msgs.len(),
+        4,
+        "3 missed progress events and the response: {msgs:?}"
+    );
+    assert_eq!(msgs[0]["params"]["progress"], 2);
+    assert_eq!(msgs[3]["id"], "long");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let proxy = Proxy::start(&["--session-idle-timeout", "300ms"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let pid: u32 = text_of(&c.call(json!(1), "pid", json!({})).await)
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(STEP, || !alive(pid)).await,
+        "idle session's child still running"
+    );
+    assert_eq!(
+        c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+            .await
+            .status(),
+        404
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn request_timeout_answers_with_an_error_and_cancels_at_the_child() {
+    let proxy = Proxy::start(&["--request-timeout", "300ms"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c.call(json!("t"), "sleep", json!({"ms":30000})).await;
+    assert_eq!(r["id"], "t");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{r}"
+    );
+    let seen: Value =
+        serde_json::from_str(&text_of(&c.call(json!(2), "cancelled", json!({})).await)).unwrap();
+    assert_eq!(seen[0]["matched"], true, "{seen}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn origin_and_host_are_checked_and_cors_answers_browsers() {
+    let proxy = Proxy::start(&["--allow-origin", "https://app.example.com"]).await;
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let post = |origin: &str| {
+        http.post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("origin", origin)
+            .json(&init)
+            .send()
+    };
+    let r = post("http://evil.example").await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = post("https://app.example.com").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("Mcp-Session-Id")
+    );
+    let pre = http
+        .request(reqwest::Method::OPTIONS, proxy.mcp())
+        .header("origin", "http://localhost:5173")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    let allowed = pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for h in [
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "last-event-id",
+        "authorization",
+    ] {
+        assert!(allowed.contains(h), "{h} missing from {allowed}");
+    }
+    let r = http
+        .post(proxy.mcp())
+        .header("host", "attacker.example")
+        .header("content-type", "application/json")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "DNS-rebinding Host on a loopback bind");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_are_required_when_configured() {
+    let proxy = Proxy::start(&["--api-key", "correct-horse-battery-staple"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}))
+        .await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_some());
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        "Bearer correct-horse-battery-staple".parse().unwrap(),
+    );
+    c.http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    c.initialize("2025-11-25", json!({})).await;
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("x-api-key", "wrong-key-wrong-key")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let health = reqwest::get(format!("{}/health", proxy.base()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "probes need no key");
+    assert_eq!(health.json::<Value>().await.unwrap()["auth"], "api-key");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_404_and_wrong_methods_405_with_allow() {
+    let proxy = Proxy::start(&[]).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{}/nope", proxy.base()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = http.put(proxy.mcp()).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers()["allow"].to_str().unwrap().contains("POST"));
+    let r = http
+        .get(format!("{}/ready", proxy.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    proxy.stop().await;
+}

@@ -1,0 +1,339 @@
+//! Test harness: start the proxy in-process on 127.0.0.1:0 over a real child
+//! (the `everything` example), talk to it over real HTTP, read SSE streams.
+//! Every wait has a timeout so that a bug fails a test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+use mcp_sidecar::config::{Args, Config};
+use mcp_sidecar::proxy;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Longest any single step of a test may take.
+pub const STEP: Duration = Duration::from_secs(20);
+
+/// Path of a built example (cargo builds examples before integration tests).
+pub fn example(name: &str) -> String {
+    let mut p: PathBuf = std::env::current_exe().expect("test exe path");
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.push("examples");
+    p.push(name);
+    assert!(p.exists(), "example {name} not built at {}", p.display());
+    p.to_string_lossy().into_owned()
+}
+
+/// A proxy running in this process.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub token: CancellationToken,
+    pub task: JoinHandle<Result<(), proxy::RunError>>,
+}
+
+impl Proxy {
+    /// Starts the proxy with `flags` over `everything` plus `child_args`.
+    pub async fn start(flags: &[&str]) -> Proxy {
+        Proxy::start_child(flags, &example("everything"), &[]).await
+    }
+
+    /// Starts the proxy with `flags` over `program child_args…`.
+    pub async fn start_child(flags: &[&str], program: &str, child_args: &[&str]) -> Proxy {
+        let mut argv: Vec<&str> = flags.to_vec();
+        argv.push("--");
+        argv.push(program);
+        argv.extend_from_slice(child_args);
+        let args = Args::from_args(&["mcp-proxy"], &argv).expect("valid test flags");
+        let mut config = Config::from_args(args, &|_| None).expect("valid test config");
+        config.port = 0;
+        Proxy::start_config(config).await
+    }
+
+    /// Starts the proxy with a ready configuration.
+    pub async fn start_config(config: Config) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(proxy::run(listener, config, token.clone()));
+        Proxy { addr, token, task }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Streamable HTTP endpoint.
+    pub fn mcp(&self) -> String {
+        format!("{}/mcp", self.base())
+    }
+
+    /// Stops it and waits for the drain to finish.
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .expect("proxy stops in time")
+            .unwrap()
+            .ok();
+    }
+
+    /// `GET /health` as JSON.
+    pub async fn health(&self) -> Value {
+        reqwest::get(format!("{}/health", self.base()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// A hand-rolled session-era client over raw HTTP.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+    pub version: String,
+    pub accept: &'static str,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            url: url.to_string(),
+            session: None,
+            version: "2025-11-25".into(),
+            accept: "application/json, text/event-stream",
+        }
+    }
+
+    /// A POST with the session headers.
+    pub async fn post(&self, body: &Value) -> reqwest::Response {
+        self.post_raw(serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", self.accept)
+            .body(body);
+        if let Some(s) = &self.session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", &self.version);
+        }
+        tokio::time::timeout(STEP, req.send())
+            .await
+            .expect("POST answered in time")
+            .unwrap()
+    }
+
+    /// initialize + notifications/initialized; returns the result.
+    pub async fn initialize(&mut self, version: &str, capabilities: Value) -> Value {
+        self.version = version.to_string();
+        let resp = self
+            .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":version,"capabilities":capabilities,"clientInfo":{"name":"test","version":"1"}}}))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .expect("session id on initialize")
+            .to_str()
+            .unwrap()
+            .to_string();
+        let msgs = read_messages(resp).await;
+        self.session = Some(sid);
+        let result = msgs.last().unwrap()["result"].clone();
+        self.version = result["protocolVersion"].as_str().unwrap().to_string();
+        let r = self
+            .post(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await;
+        assert_eq!(r.status(), 202);
+        result
+    }
+
+    /// A request; returns every message of its answer (SSE or JSON).
+    pub async fn request(&self, id: Value, method: &str, params: Value) -> Vec<Value> {
+        let resp = self
+            .post(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+            .await;
+        assert_eq!(resp.status(), 200, "status for {method}");
+        read_messages(resp).await
+    }
+
+    /// tools/call; returns the final response.
+    pub async fn call(&self, id: Value, tool: &str, args: Value) -> Value {
+        let msgs = self
+            .request(id, "tools/call", json!({"name":tool,"arguments":args}))
+            .await;
+        msgs.last().unwrap().clone()
+    }
+}
+
+/// All JSON-RPC messages of a response: the SSE events, or the JSON body.
+pub async fn read_messages(resp: reqwest::Response) -> Vec<Value> {
+    let sse = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let body = tokio::time::timeout(STEP, resp.bytes())
+        .await
+        .expect("body complete in time")
+        .unwrap();
+    if !sse {
+        return vec![serde_json::from_slice(&body).unwrap()];
+    }
+    parse_events(&String::from_utf8_lossy(&body))
+        .into_iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect()
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub data: String,
+}
+
+/// Parses complete events out of SSE text (comments skipped).
+pub fn parse_events(text: &str) -> Vec<Event> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut ev = Event {
+            id: None,
+            name: None,
+            data: String::new(),
+        };
+        let mut has_data = false;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("data: ") {
+                ev.data.push_str(v);
+                has_data = true;
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                ev.id = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                ev.name = Some(v.to_string());
+            }
+        }
+        if has_data {
+            out.push(ev);
+        }
+    }
+    out
+}
+
+/// Reads an open SSE stream event by event.
+pub struct SseStream {
+    resp: reqwest::Response,
+    buf: String,
+    pub comments: usize,
+}
+
+impl SseStream {
+    pub fn new(resp: reqwest::Response) -> SseStream {
+        SseStream {
+            resp,
+            buf: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next event, or `None` when the stream ended. Panics after `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(i) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..i + 2).collect();
+                if block.starts_with(':') {
+                    self.comments += 1;
+                    continue;
+                }
+                if let Some(ev) = parse_events(&block).pop() {
+                    return Some(ev);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .expect("SSE event in time")
+                .unwrap();
+            match chunk {
+                Some(c) => self.buf.push_str(&String::from_utf8_lossy(&c)),
+                None => return None,
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Event> {
+        self.next_within(STEP).await
+    }
+
+    /// The next event's data as JSON.
+    pub async fn next_json(&mut self) -> Value {
+        let ev = self.next().await.expect("stream still open");
+        serde_json::from_str(&ev.data).unwrap()
+    }
+}
+
+/// Pids of live processes whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_string()) else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 1 && f[0] != "Z" && f[1] == ppid.to_string()
+        })
+        .collect()
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Polls `cond` until true or `wait` passes.
+pub async fn eventually(wait: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// The text of a tools/call result.
+pub fn text_of(response: &Value) -> String {
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {response}"))
+        .to_string()
+}
