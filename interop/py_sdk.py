@@ -50,7 +50,7 @@ async def check(name: str, fn: Callable[[], Awaitable[Any]], seconds: float = CH
             reason = f"no answer within {seconds} s"
         else:
             lines = traceback.format_exception_only(type(e), e)
-            reason = " ".join(line.strip() for line in lines)[:400]
+            reason = " | ".join(part.strip() for line in lines for part in line.splitlines() if part.strip())[:400]
         print(f"FAIL {name}: {reason}", flush=True)
         return None
 

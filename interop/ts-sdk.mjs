@@ -23,7 +23,7 @@ const info = { name: 'mcp-sidecar-interop-ts', version: '1.0.0' };
 const SAMPLED = 'sampled by the TypeScript SDK client handler';
 
 async function streamable() {
-  const S = 'ts-sdk/streamable';
+  const S = `${a.label ?? 'ts-sdk'}/streamable`;
   const client = new Client(info, { capabilities: { sampling: {} } });
   let samplingRequests = 0;
   client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
@@ -81,6 +81,38 @@ async function streamable() {
     assert(textOf(r) === `${SAMPLED}: say hi`, `sample returned ${JSON.stringify(r)}`);
   });
 
+  // What the conformance scenario server-sse-multiple-streams checks, sent
+  // with the negotiated MCP-Protocol-Version (the scenario pins 2025-03-26):
+  // three POSTs in flight at once on one session, each answered.
+  await check(`${S}/concurrent-posts`, async () => {
+    const version = transport.protocolVersion;
+    assert(version, 'the SDK recorded no negotiated protocol version');
+    const post = (id) =>
+      fetch(mcpUrl, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'text/event-stream, application/json',
+          'mcp-session-id': transport.sessionId,
+          'mcp-protocol-version': version,
+        },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id,
+          method: 'tools/call',
+          params: { name: 'sleep', arguments: { ms: 300 } },
+        }),
+      }).then(async (res) => ({ status: res.status, body: await res.text() }));
+    const t0 = Date.now();
+    const answers = await Promise.all([1001, 1002, 1003].map(post));
+    const ms = Date.now() - t0;
+    for (const [i, r] of answers.entries()) {
+      assert(r.status === 200, `POST ${i} answered ${r.status}: ${r.body.slice(0, 200)}`);
+      assert(r.body.includes(`"id":${1001 + i}`) && r.body.includes('slept 300'), `POST ${i} body: ${r.body.slice(0, 300)}`);
+    }
+    assert(ms < 850, `three 300 ms calls took ${ms} ms: served one after another, not concurrently`);
+  });
+
   await check(`${S}/terminate`, async () => {
     const sid = transport.sessionId;
     await transport.terminateSession();
@@ -92,7 +124,7 @@ async function streamable() {
         'content-type': 'application/json',
         accept: 'application/json, text/event-stream',
         'mcp-session-id': sid,
-        'mcp-protocol-version': client.getNegotiatedProtocolVersion?.() ?? '2025-11-25',
+        'mcp-protocol-version': transport.protocolVersion ?? '2025-11-25',
       },
       body: JSON.stringify({ jsonrpc: '2.0', id: 99, method: 'tools/list' }),
     });
@@ -103,7 +135,7 @@ async function streamable() {
 }
 
 async function legacySse() {
-  const S = 'ts-sdk/sse-2024-11-05';
+  const S = `${a.label ?? 'ts-sdk'}/sse-2024-11-05`;
   const client = new Client(info, { capabilities: {} });
   const transport = new SSEClientTransport(sseUrl);
   const connected = await check(`${S}/initialize`, async () => {

@@ -24,8 +24,8 @@ export async function check(name, fn, ms = 20000) {
     return value;
   } catch (e) {
     failed += 1;
-    const reason = (e && (e.stack || e.message)) || String(e);
-    console.log(`FAIL ${name}: ${String(reason).split('\n').slice(0, 3).join(' | ')}`);
+    const reason = (e && e.message) || String(e);
+    console.log(`FAIL ${name}: ${String(reason).split('\n').join(' | ').slice(0, 400)}`);
     return undefined;
   }
 }
