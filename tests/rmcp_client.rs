@@ -703,3 +703,55 @@ async fn rmcp_client_recovers_onto_a_fresh_child_after_a_crash() {
     close(client).await;
     proxy.stop().await;
 }
+
+/// Drops a `sleep` call after a moment, as an application abandoning it would,
+/// and waits until the child has seen a `notifications/cancelled` that
+/// matched the in-flight request (the `cancelled` tool reports them).
+async fn abandoned_call_is_cancelled_at_the_child(client: &Client) {
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        client.call_tool(
+            CallToolRequestParams::new("sleep").with_arguments(args(json!({ "ms": 60000 }))),
+        ),
+    )
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "sleep 60 s cannot have answered: {abandoned:?}"
+    );
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let seen: Value =
+            serde_json::from_str(&call_text(client, "cancelled", json!({})).await).unwrap();
+        let entries = seen.as_array().unwrap();
+        if entries.iter().any(|c| c["matched"] == true) {
+            assert_eq!(entries.len(), 1, "one cancellation expected: {seen}");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child never saw a matching notifications/cancelled: {seen}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn rmcp_session_client_abandoning_a_call_cancels_it_at_the_child() {
+    let proxy = Proxy::start(&[]).await;
+    let client = connect(TestClient::default(), &proxy.mcp(), session_era()).await;
+    abandoned_call_is_cancelled_at_the_child(&client).await;
+    assert_eq!(echo(&client, "after cancel").await, "after cancel");
+    close(client).await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn rmcp_modern_client_abandoning_a_call_cancels_it_at_the_child() {
+    let proxy = Proxy::start(&[]).await;
+    let client = connect(TestClient::default(), &proxy.mcp(), modern_era()).await;
+    abandoned_call_is_cancelled_at_the_child(&client).await;
+    assert_eq!(echo(&client, "after cancel").await, "after cancel");
+    close(client).await;
+    proxy.stop().await;
+}
