@@ -607,7 +607,6 @@ async fn rmcp_modern_client_gets_a_prompt_error_when_the_child_asks_for_sampling
 /// client through `subscriptions/listen`, which the proxy serves from the
 /// child's notifications.
 #[tokio::test]
-#[ignore = "proxy bug: subscriptions/listen stream never sends notifications/subscriptions/acknowledged, nor stamps _meta subscriptionId, nor filters"]
 async fn rmcp_modern_client_hears_list_changed_through_subscriptions_listen() {
     let proxy = Proxy::start(&[]).await;
     let client = connect(TestClient::default(), &proxy.mcp(), modern_era()).await;
@@ -812,7 +811,6 @@ async fn shared_child_routes_sampling_and_logs_to_the_session_client_that_asked(
 /// A session-era client pinned to an older revision, on a `--shared` child
 /// that was started (and initialized at 2025-11-25) for a 2026-07-28 client.
 #[tokio::test]
-#[ignore = "proxy bug: --shared replays the first InitializeResult verbatim, so a session asking 2025-06-18 is told 2025-11-25"]
 async fn shared_child_started_for_a_modern_client_still_answers_each_sessions_version() {
     let proxy = Proxy::start(&["--shared"]).await;
     let m = connect(TestClient::default(), &proxy.mcp(), modern_era()).await;

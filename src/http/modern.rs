@@ -370,17 +370,19 @@ async fn subscribe(
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
     let outlet = Arc::new(outlet);
-    port.set_notify(Some(outlet.clone()));
     if answer == Answer::Json {
         debug!("subscriptions/listen with Accept: application/json only; streaming anyway");
     }
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     if upstream.era() == UpstreamProtocol::Modern {
-        // The child serves the subscription itself; its notifications reach
-        // this stream through the port, and closing the stream cancels it.
+        // The child serves the subscription itself (acknowledgment, filter,
+        // ids); its notifications are routed to this request's stream by
+        // their subscription id, and closing the stream cancels it.
         let _ = upstream
             .request(&port, frame, Reply::Stream(outlet.clone()))
             .await;
+    } else {
+        listen_for_legacy_child(upstream, &port, &outlet, &frame, &id).await;
     }
     let guard = StreamCancelGuard {
         upstream: upstream.clone(),
@@ -394,6 +396,85 @@ async fn subscribe(
         app.streams_cancel.child_token(),
         guard,
     ))
+}
+
+/// Serves `subscriptions/listen` from a 2025-era child's notifications:
+/// accepts the part of the filter the child can deliver, acknowledges it
+/// first (`notifications/subscriptions/acknowledged`), subscribes the child
+/// to the requested resources (reference-counted with every other session),
+/// then lets through only what was accepted, tagged with the listen id.
+async fn listen_for_legacy_child(
+    upstream: &Arc<Upstream>,
+    port: &Arc<Port>,
+    outlet: &Arc<Outlet>,
+    frame: &Frame,
+    id: &[u8],
+) {
+    let asked = frame
+        .params_value()
+        .and_then(|p| p.get("notifications").cloned())
+        .unwrap_or_default();
+    let caps: Value = upstream
+        .cached_initialize()
+        .await
+        .and_then(|r| serde_json::from_slice::<Value>(&r).ok())
+        .and_then(|r| r.get("capabilities").cloned())
+        .unwrap_or_default();
+    let flag = |key: &str, cap: &str| {
+        asked.get(key).and_then(Value::as_bool) == Some(true)
+            && caps.pointer(cap).and_then(Value::as_bool) == Some(true)
+    };
+    let can_subscribe = caps
+        .pointer("/resources/subscribe")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let uris: Vec<String> = if can_subscribe {
+        asked
+            .get("resourceSubscriptions")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let filter = crate::upstream::ListenFilter {
+        id: id.into(),
+        tools: flag("toolsListChanged", "/tools/listChanged"),
+        prompts: flag("promptsListChanged", "/prompts/listChanged"),
+        resources: flag("resourcesListChanged", "/resources/listChanged"),
+        uris: uris.clone(),
+    };
+    let mut accepted = serde_json::Map::new();
+    for (key, on) in [
+        ("toolsListChanged", filter.tools),
+        ("promptsListChanged", filter.prompts),
+        ("resourcesListChanged", filter.resources),
+    ] {
+        if on {
+            accepted.insert(key.into(), Value::Bool(true));
+        }
+    }
+    if !uris.is_empty() {
+        accepted.insert("resourceSubscriptions".into(), json!(uris));
+    }
+    let sub_id: Value = serde_json::from_slice(id).unwrap_or(Value::Null);
+    let ack = json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":accepted,"_meta":{crate::upstream::SUBSCRIPTION_ID_KEY: sub_id}}});
+    outlet.send(&serde_json::to_vec(&ack).expect("Value serializes"));
+    for (n, uri) in uris.iter().enumerate() {
+        let sub = Frame::from_value(
+            &json!({"jsonrpc":"2.0","id":format!("listen-{n}"),"method":"resources/subscribe","params":{"uri":uri}}),
+        );
+        let (tx, rx) = oneshot::channel();
+        if upstream.request(port, sub, Reply::Once(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+    port.set_listen(filter);
+    port.set_notify(Some(outlet.clone()));
 }
 
 /// Builds the `server/discover` result from a 2025 InitializeResult.

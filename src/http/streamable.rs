@@ -84,8 +84,11 @@ fn session_of(app: &App, headers: &HeaderMap) -> Result<Arc<Session>, ProxyError
     Ok(session)
 }
 
-/// `MCP-Protocol-Version` after initialization (transport.md §2.7): absent
-/// is fine (the session knows), unknown or different from the session's → 400.
+/// `MCP-Protocol-Version` after initialization (spec 2025-06-18+
+/// `transports#protocol-version-header`): absent is fine (the session
+/// knows), an invalid or unsupported value is 400. A different but
+/// supported revision is accepted, as the official conformance suite
+/// expects; the session's negotiated version still governs (batching).
 fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyError> {
     let Some(v) = header_str(headers, "mcp-protocol-version") else {
         return Ok(());
@@ -94,12 +97,6 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyErro
         return Err(ProxyError::BadProtocolVersion(format!(
             "unsupported MCP-Protocol-Version {v:?}; this session speaks {}",
             session.protocol_version()
-        )));
-    }
-    let negotiated = session.protocol_version();
-    if !negotiated.is_empty() && negotiated != v {
-        return Err(ProxyError::BadProtocolVersion(format!(
-            "MCP-Protocol-Version {v:?} differs from the negotiated {negotiated:?}"
         )));
     }
     Ok(())
