@@ -12,8 +12,10 @@
 //! resume from the buffer). The producer, ultimately the child's stdout
 //! reader, never waits on a client.
 //!
-//! Not done, on purpose (transport.md §7.D): priming events, `retry:` and
-//! server-initiated early close; old clients choke on them.
+//! Priming events (SEP-1699) go only to sessions that negotiated
+//! 2025-11-25 or later; older clients choke on an empty `data:`. Not done,
+//! on purpose (transport.md §7.D): `retry:` lines (some gateways reject
+//! them) and server-initiated early close.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -200,6 +202,25 @@ impl Outlet {
                 inner.live = None;
             }
         }
+    }
+
+    /// Sends the SEP-1699 priming event (an id and empty data) that lets a
+    /// client resume a stream that drops before its first message.
+    pub fn prime(&self) {
+        if !self.with_ids {
+            return;
+        }
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let ev = Bytes::from(format!("id: {}-{}\ndata: \n\n", self.stream_id, seq));
+        if self.replay > 0 {
+            if inner.buffer.len() == self.replay {
+                inner.buffer.pop_front();
+            }
+            inner.buffer.push_back((seq, ev.clone()));
+        }
+        deliver(&mut inner, ev, self.stream_id);
     }
 
     /// Ends the stream: the live response closes after what it has queued.
