@@ -110,17 +110,21 @@ pub struct Outlet {
     stream_id: u64,
     /// Legacy (2024-11-05) and stateless streams carry no ids.
     with_ids: bool,
-    /// Responses still owed on this stream; at zero the stream finishes.
-    /// `None` for streams that live as long as their session.
+    /// Capacity of a live response's queue.
     max_queue: usize,
+    /// Events kept for replay (0: none).
     replay: usize,
     inner: Mutex<OutletInner>,
 }
 
 struct OutletInner {
+    /// The attached HTTP response, if any.
     live: Option<mpsc::Sender<Bytes>>,
+    /// The last `replay` events, by sequence number.
     buffer: VecDeque<(u64, Bytes)>,
     next_seq: u64,
+    /// Responses still owed on this stream; at zero the stream finishes.
+    /// `None` for streams that live as long as their session.
     owed: Option<usize>,
     finished: bool,
 }
