@@ -879,6 +879,7 @@ impl ProxyBench<'_> {
             );
 
             let cpu_before = cpu_seconds(pid)?;
+            let own_cpu_before = cpu_seconds(std::process::id())?;
             let (rate, calls, returned) =
                 throughput(pool, Duration::from_secs(self.args.duration_secs)).await?;
             pool = returned;
@@ -890,10 +891,16 @@ impl ProxyBench<'_> {
                 rate,
             );
             let cpu = cpu_seconds(pid)? - cpu_before;
+            let own_cpu = cpu_seconds(std::process::id())? - own_cpu_before;
             report.add(
                 &format!("proxy {mode}: proxy CPU per call during the throughput run"),
                 "µs",
                 cpu * 1e6 / calls as f64,
+            );
+            report.add(
+                &format!("proxy {mode}: load generator CPU per call (same run)"),
+                "µs",
+                own_cpu * 1e6 / calls as f64,
             );
 
             let start = Instant::now();
