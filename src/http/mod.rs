@@ -90,6 +90,7 @@ impl App {
             request_timeout: self.config.request_timeout,
             restart_max_backoff: self.config.restart_max_backoff,
             exit_on_child_exit: self.config.exit_on_child_exit,
+            protocol: self.config.upstream_protocol,
         }
     }
 

@@ -32,7 +32,7 @@ use super::{Answer, App, negotiate, read_body, require_json, sse_response};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, code};
 use crate::sse::{Body, Outlet, stream_body};
-use crate::upstream::{Port, PortKind, Reply, Upstream};
+use crate::upstream::{Port, PortKind, Reply, Upstream, UpstreamProtocol};
 
 /// The stateless revisions this proxy serves.
 pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
@@ -77,6 +77,7 @@ fn meta_version(frame: &Frame) -> Option<String> {
 
 /// Entry for requests whose version header is modern.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    refuse_if_legacy_only(&app)?;
     if req.method() != Method::POST {
         // No GET stream and no sessions to delete in this revision.
         return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
@@ -91,6 +92,20 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let frame = Frame::parse(bytes, true)?;
     serve(app, &parts, frame).await
+}
+
+/// `--upstream-protocol legacy` makes the proxy a session-era server: a
+/// modern request gets a 400 that deliberately does not use the 2026-07-28
+/// error codes, which is what tells a dual-era client to fall back to
+/// `initialize` (transport.md §2.13).
+fn refuse_if_legacy_only(app: &App) -> Result<(), ProxyError> {
+    if app.config.upstream_protocol == UpstreamProtocol::Legacy {
+        return Err(ProxyError::InvalidRequest(
+            "protocol 2026-07-28 is not served here (--upstream-protocol legacy); send initialize"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes an `=?base64?…?=` header value (SEP-2243); plain values pass.
@@ -221,6 +236,7 @@ pub async fn serve(
     parts: &Parts,
     frame: Frame,
 ) -> Result<Response<Body>, ProxyError> {
+    refuse_if_legacy_only(&app)?;
     validate(&parts.headers, &frame)?;
     if frame.kind() == Kind::Notification {
         // Cancellation over HTTP is closing the stream; other notifications have no target.
@@ -235,11 +251,13 @@ pub async fn serve(
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     match frame.method().unwrap_or_default() {
         "server/discover" => {
-            let init = upstream.cached_initialize().await.unwrap_or_default();
-            return Ok(json_ok(jsonrpc::result_response(
-                &id,
-                &discover_result(&init),
-            )));
+            let cached = upstream.cached_initialize().await.unwrap_or_default();
+            let result: Value = match upstream.era() {
+                // The child's own DiscoverResult, as it gave it.
+                UpstreamProtocol::Modern => serde_json::from_slice(&cached).unwrap_or_default(),
+                _ => discover_result(&cached),
+            };
+            return Ok(json_ok(jsonrpc::result_response(&id, &result)));
         }
         "initialize" | "ping" | "logging/setLevel" => {
             return Err(ProxyError::MethodNotFound(format!(
@@ -262,7 +280,7 @@ pub async fn serve(
     let port = Port::new("stateless".into(), PortKind::Modern);
     upstream.attach(port.clone());
     if listen {
-        return Ok(subscribe(&app, &upstream, port, answer, &id));
+        return Ok(subscribe(&app, &upstream, port, answer, frame).await);
     }
     if answer == Answer::Json && !wants_stream {
         let (tx, rx) = oneshot::channel();
@@ -342,22 +360,33 @@ fn error_code(bytes: &[u8]) -> Option<i64> {
 /// `subscriptions/listen`: a stream that carries the child's list-changed
 /// (and, for subscribed URIs, resource-updated) notifications until the
 /// client closes it.
-fn subscribe(
+async fn subscribe(
     app: &App,
     upstream: &Arc<Upstream>,
     port: Arc<Port>,
     answer: Answer,
-    _id: &[u8],
+    frame: Frame,
 ) -> Response<Body> {
     let limits = app.stream_limits();
-    let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
-    port.set_notify(Some(Arc::new(outlet)));
+    let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
+    let outlet = Arc::new(outlet);
+    port.set_notify(Some(outlet.clone()));
     if answer == Answer::Json {
         debug!("subscriptions/listen with Accept: application/json only; streaming anyway");
     }
-    let guard = super::streamable::DetachGuard {
+    let id: Box<[u8]> = frame.id().unwrap_or_default().into();
+    if upstream.era() == UpstreamProtocol::Modern {
+        // The child serves the subscription itself; its notifications reach
+        // this stream through the port, and closing the stream cancels it.
+        let _ = upstream
+            .request(&port, frame, Reply::Stream(outlet.clone()))
+            .await;
+    }
+    let guard = StreamCancelGuard {
         upstream: upstream.clone(),
         port,
+        id,
+        outlet,
     };
     sse_response(stream_body(
         rx,

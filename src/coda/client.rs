@@ -1,0 +1,429 @@
+//! The Coda REST client: one `reqwest` client, the bearer token, the
+//! rate-limit buckets and the retry loop.
+//!
+//! Every request runs under the deadline of the tool call that made it.
+//! 429 is retried for any method (Coda rejected it before running it); 5xx
+//! and transport failures only for methods that are safe to replay. The wait
+//! is `Retry-After` when Coda sends it, otherwise exponential backoff with
+//! jitter; a wait that would end past the deadline is not taken and the last
+//! error is returned instead, so there is never a hot loop.
+//!
+//! Errors carry Coda's own status and message ([`CodaError::Api`]) and never
+//! the token: it only ever goes into the Authorization header, and export
+//! download links (another host) are fetched without it.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+
+use super::config::{ApiToken, CodaConfig};
+use super::ratelimit::{RateLimiter, RequestClass};
+
+/// Error from talking to Coda.
+#[derive(Debug, thiserror::Error)]
+pub enum CodaError {
+    /// Coda answered with an error status and (usually) its error body.
+    #[error("Coda API error {status} {status_message}: {message}")]
+    Api {
+        status: u16,
+        status_message: String,
+        message: String,
+    },
+    /// The client-side bucket would only free a slot after the deadline.
+    #[error("rate limit: no {class:?} request slot before the call deadline (next in {wait:?})")]
+    LocalRateLimit { class: RequestClass, wait: Duration },
+    /// The tool call's deadline passed.
+    #[error("deadline exceeded after {0:?}: {1}")]
+    DeadlineExceeded(Duration, String),
+    /// Coda could not be reached or the connection failed.
+    #[error("could not reach Coda: {0}")]
+    Transport(#[source] reqwest::Error),
+    /// Coda answered 2xx with something that is not the expected JSON.
+    #[error("unexpected response from Coda (HTTP {status}): {reason}")]
+    InvalidResponse { status: u16, reason: String },
+    /// An export download link returned an error document or failed.
+    #[error("export download failed: {0}")]
+    Download(String),
+}
+
+impl CodaError {
+    /// The HTTP status Coda returned, if this is an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CodaError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// One request to the Coda API, relative to the base URL.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: Method,
+    /// Path segments, each percent-encoded on the way out (names may contain `/`).
+    pub segments: Vec<String>,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub class: RequestClass,
+}
+
+impl ApiRequest {
+    pub fn new(method: Method, segments: &[&str]) -> Self {
+        let class = match method {
+            Method::GET => RequestClass::Read,
+            _ => RequestClass::Write,
+        };
+        Self {
+            method,
+            segments: segments.iter().map(|s| s.to_string()).collect(),
+            query: Vec::new(),
+            body: None,
+            class,
+        }
+    }
+
+    pub fn get(segments: &[&str]) -> Self {
+        Self::new(Method::GET, segments)
+    }
+
+    pub fn query(mut self, key: &str, value: impl ToString) -> Self {
+        self.query.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    pub fn query_opt(self, key: &str, value: Option<impl ToString>) -> Self {
+        match value {
+            Some(v) => self.query(key, v),
+            None => self,
+        }
+    }
+
+    pub fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    pub fn class(mut self, class: RequestClass) -> Self {
+        self.class = class;
+        self
+    }
+
+    fn replay_safe_on_server_error(&self) -> bool {
+        matches!(
+            self.method,
+            Method::GET | Method::PUT | Method::DELETE | Method::PATCH
+        )
+    }
+}
+
+/// A successful answer: status and JSON body (`{}` when the body is empty).
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// The Coda API client shared by all tool calls.
+#[derive(Debug)]
+pub struct CodaClient {
+    http: reqwest::Client,
+    base: Url,
+    token: ApiToken,
+    limiter: RateLimiter,
+    retry_base: Duration,
+    retry_max: Duration,
+    request_timeout: Duration,
+}
+
+impl CodaClient {
+    pub fn new(cfg: &CodaConfig) -> Result<Self, CodaError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("coda-mcp/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(CodaError::Transport)?;
+        Ok(Self {
+            http,
+            base: cfg.api_base_url.clone(),
+            token: cfg.token.clone(),
+            limiter: RateLimiter::new(cfg.rate_limit),
+            retry_base: cfg.retry_base,
+            retry_max: cfg.retry_max,
+            request_timeout: cfg.request_timeout,
+        })
+    }
+
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, req: &ApiRequest) -> Url {
+        let mut url = self.base.clone();
+        {
+            // Invariant: the base URL was checked to be a base (config.rs).
+            let mut segs = url.path_segments_mut().expect("base URL cannot be a base");
+            segs.pop_if_empty();
+            segs.extend(req.segments.iter());
+        }
+        if !req.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(req.query.iter());
+        }
+        url
+    }
+
+    /// Send `req`, waiting for a rate-limit slot and retrying 429/5xx, all
+    /// before `deadline`.
+    pub async fn send(
+        &self,
+        req: &ApiRequest,
+        deadline: Instant,
+    ) -> Result<ApiResponse, CodaError> {
+        let url = self.url(req);
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            self.limiter
+                .acquire(req.class, deadline)
+                .await
+                .map_err(|wait| CodaError::LocalRateLimit {
+                    class: req.class,
+                    wait,
+                })?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(CodaError::DeadlineExceeded(
+                    started.elapsed(),
+                    format!("{} {}", req.method, url.path()),
+                ));
+            }
+            let mut builder = self
+                .http
+                .request(req.method.clone(), url.clone())
+                .bearer_auth(self.token.expose())
+                .timeout(remaining.min(self.request_timeout));
+            if let Some(body) = &req.body {
+                builder = builder.json(body);
+            }
+            tracing::debug!(method = %req.method, path = url.path(), attempt, "sending coda request");
+            let outcome = builder.send().await;
+            let (err, retry_after) = match outcome {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = parse_retry_after(resp.headers());
+                    let bytes = resp.bytes().await.map_err(CodaError::Transport)?;
+                    if status.is_success() {
+                        return decode_success(status, &bytes);
+                    }
+                    let err = decode_error(status, &bytes);
+                    let retryable = status == StatusCode::TOO_MANY_REQUESTS
+                        || (status.is_server_error() && req.replay_safe_on_server_error());
+                    if !retryable {
+                        return Err(err);
+                    }
+                    (err, retry_after)
+                }
+                Err(e) => {
+                    let safe = e.is_connect()
+                        || (req.replay_safe_on_server_error()
+                            && (e.is_timeout() || e.is_request()));
+                    if !safe {
+                        return Err(CodaError::Transport(e));
+                    }
+                    (CodaError::Transport(e), None)
+                }
+            };
+            let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+            if Instant::now() + wait >= deadline {
+                tracing::warn!(
+                    attempt,
+                    ?wait,
+                    "giving up: retry would pass the call deadline"
+                );
+                return Err(err);
+            }
+            tracing::info!(attempt, ?wait, error = %err, "retrying coda request");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Exponential backoff (base × 3^attempt, capped) with jitter in [50 %, 100 %].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry_base
+            .saturating_mul(3u32.saturating_pow(attempt.min(10)))
+            .min(self.retry_max);
+        let jitter = f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
+        exp.mul_f64(0.5 + 0.5 * jitter)
+    }
+
+    /// Fetch an export download link: no Authorization header (another
+    /// host), gzip bodies inflated, S3-style XML error documents rejected.
+    pub async fn download(&self, link: &str, deadline: Instant) -> Result<String, CodaError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(CodaError::DeadlineExceeded(
+                Duration::ZERO,
+                "export download".into(),
+            ));
+        }
+        let resp = self
+            .http
+            .get(link)
+            .timeout(remaining.min(self.request_timeout))
+            .send()
+            .await
+            .map_err(CodaError::Transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(CodaError::Transport)?;
+        let body = maybe_gunzip(&bytes)?;
+        let head = body.trim_start();
+        if head.starts_with("<?xml") || head.starts_with("<Error>") {
+            let code = between(head, "<Code>", "</Code>").unwrap_or("unknown");
+            return Err(CodaError::Download(format!(
+                "link returned an error document (HTTP {}, code {code}); it may have expired",
+                status.as_u16()
+            )));
+        }
+        if !status.is_success() {
+            return Err(CodaError::Download(format!(
+                "link returned HTTP {}",
+                status.as_u16()
+            )));
+        }
+        Ok(body)
+    }
+}
+
+fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = s.find(open)? + open.len();
+    let end = s[start..].find(close)? + start;
+    Some(&s[start..end])
+}
+
+/// Inflate a body that starts with the gzip magic bytes; decode as UTF-8.
+pub fn maybe_gunzip(bytes: &[u8]) -> Result<String, CodaError> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = String::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_string(&mut out)
+            .map_err(|e| CodaError::Download(format!("bad gzip body: {e}")))?;
+        Ok(out)
+    } else {
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| CodaError::Download("export body is not UTF-8".into()))
+    }
+}
+
+fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
+}
+
+fn decode_success(status: StatusCode, bytes: &[u8]) -> Result<ApiResponse, CodaError> {
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| CodaError::InvalidResponse {
+            status: status.as_u16(),
+            reason: format!("body is not JSON: {e}"),
+        })?
+    };
+    Ok(ApiResponse {
+        status: status.as_u16(),
+        body,
+    })
+}
+
+/// Coda's error body is `{statusCode, statusMessage, message}`; fall back to
+/// the reason phrase when it is missing or not JSON.
+fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
+    let reason = status.canonical_reason().unwrap_or("Error").to_owned();
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let field = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let status_message = field("statusMessage").unwrap_or_else(|| reason.clone());
+    let message = field("message").unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        if text.is_empty() || text.len() > 300 {
+            reason.clone()
+        } else {
+            text.to_owned()
+        }
+    });
+    CodaError::Api {
+        status: status.as_u16(),
+        status_message,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_keeps_codas_message() {
+        let err = decode_error(
+            StatusCode::NOT_FOUND,
+            br#"{"statusCode":404,"statusMessage":"Not Found","message":"Page not found"}"#,
+        );
+        assert_eq!(
+            err.to_string(),
+            "Coda API error 404 Not Found: Page not found"
+        );
+    }
+
+    #[test]
+    fn non_json_error_body_falls_back_to_reason() {
+        let err = decode_error(StatusCode::BAD_GATEWAY, b"");
+        assert_eq!(
+            err.to_string(),
+            "Coda API error 502 Bad Gateway: Bad Gateway"
+        );
+    }
+
+    #[test]
+    fn gzip_bodies_are_inflated() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"# Title\nbody").unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(maybe_gunzip(&gz).unwrap(), "# Title\nbody");
+        assert_eq!(maybe_gunzip(b"plain").unwrap(), "plain");
+    }
+
+    #[test]
+    fn url_segments_are_percent_encoded() {
+        let cfg = CodaConfig::for_base_url("t", "http://127.0.0.1:1/apis/v1").unwrap();
+        let client = CodaClient::new(&cfg).unwrap();
+        let req =
+            ApiRequest::get(&["docs", "d1", "tables", "Tasks / Q1"]).query("query", "\"A\":1");
+        assert_eq!(
+            client.url(&req).as_str(),
+            "http://127.0.0.1:1/apis/v1/docs/d1/tables/Tasks%20%2F%20Q1?query=%22A%22%3A1"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cfg = CodaConfig::for_base_url("t", "http://127.0.0.1:1").unwrap();
+        let client = CodaClient::new(&cfg).unwrap();
+        let b0 = client.backoff(0);
+        assert!(b0 >= Duration::from_millis(1000) && b0 <= Duration::from_millis(2000));
+        assert!(client.backoff(9) <= cfg.retry_max);
+    }
+}

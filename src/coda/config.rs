@@ -1,0 +1,324 @@
+//! `coda-mcp` configuration: command-line flags and environment variables,
+//! merged and validated with no I/O.
+//!
+//! The environment is read through a lookup function so tests never call
+//! `set_var`. Flags win over the environment. The token is held in
+//! [`ApiToken`], whose `Debug` never prints it.
+
+use std::fmt;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use super::tools::Toolset;
+
+/// Where the Coda REST API lives unless told otherwise.
+pub const DEFAULT_API_BASE_URL: &str = "https://coda.io/apis/v1";
+/// Upper bound for one tool call, retries and polling included.
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(90);
+/// First backoff step after a 429/5xx without `Retry-After`; it triples.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(2000);
+/// Longest single backoff sleep.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(20);
+/// First sleep before polling an export or a mutation (early polls 404).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(1500);
+/// How long a 404 from a status endpoint means "not replicated yet".
+pub const DEFAULT_NOT_FOUND_GRACE: Duration = Duration::from_secs(30);
+/// Target size of one row-insert request body; Coda rejects bodies over 2 MB.
+pub const DEFAULT_ROW_CHUNK_BYTES: usize = 1_000_000;
+/// Timeout for one HTTP request to Coda.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Exit code for bad usage or configuration (sysexits `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+/// Exit code for a runtime failure (including a token rejected by `/whoami`).
+pub const EXIT_RUNTIME: i32 = 1;
+
+/// A Coda API token. `Debug` and `Display` are redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The secret itself, for the Authorization header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// Command-line flags of `coda-mcp`.
+#[derive(FromArgs, Debug, Default)]
+/// A stdio MCP server for the Coda REST API v1. The token comes from
+/// CODA_API_TOKEN (or API_KEY).
+pub struct CodaArgs {
+    /// coda API base URL (env CODA_API_BASE_URL; default https://coda.io/apis/v1)
+    #[argh(option)]
+    pub api_base_url: Option<String>,
+    /// hide every tool that writes (env CODA_READ_ONLY=1)
+    #[argh(switch)]
+    pub read_only: bool,
+    /// comma-separated toolsets to enable, or "all" (env CODA_TOOLSETS;
+    /// default: every toolset except admin)
+    #[argh(option)]
+    pub toolsets: Option<String>,
+    /// do not check the token against /whoami at start (offline use)
+    #[argh(switch)]
+    pub skip_token_check: bool,
+    /// deadline for one tool call in seconds, retries and polling included (default 90)
+    #[argh(option)]
+    pub call_timeout_secs: Option<u64>,
+    /// first retry backoff in milliseconds (default 2000)
+    #[argh(option)]
+    pub retry_base_ms: Option<u64>,
+    /// first poll delay for exports and mutations in milliseconds (default 1500)
+    #[argh(option)]
+    pub poll_interval_ms: Option<u64>,
+    /// target bytes per row-insert request (default 1000000)
+    #[argh(option)]
+    pub row_chunk_bytes: Option<usize>,
+    /// disable the client-side rate-limit buckets (testing only)
+    #[argh(switch)]
+    pub no_rate_limit: bool,
+}
+
+/// Validated configuration of the Coda server.
+#[derive(Debug, Clone)]
+pub struct CodaConfig {
+    /// Bearer token; never logged.
+    pub token: ApiToken,
+    /// API root without a trailing slash, e.g. `https://coda.io/apis/v1`.
+    pub api_base_url: reqwest::Url,
+    /// When true, write tools are not registered at all.
+    pub read_only: bool,
+    /// Toolsets whose tools are listed.
+    pub toolsets: Vec<Toolset>,
+    /// Whether `main` checks the token against `/whoami` before serving.
+    pub check_token: bool,
+    /// Deadline for one tool call (retries and polling included).
+    pub call_deadline: Duration,
+    /// First backoff step when Coda gives no `Retry-After`.
+    pub retry_base: Duration,
+    /// Longest single backoff sleep.
+    pub retry_max: Duration,
+    /// First poll delay for exports and mutation status.
+    pub poll_interval: Duration,
+    /// Window in which a 404 from a status endpoint is "not yet".
+    pub not_found_grace: Duration,
+    /// Target bytes per row-insert request body.
+    pub row_chunk_bytes: usize,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Client-side rate-limit buckets on (always, except in some tests).
+    pub rate_limit: bool,
+}
+
+/// Why the configuration is unusable. All of these exit with [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("no Coda API token: set CODA_API_TOKEN (or API_KEY)")]
+    MissingToken,
+    #[error("invalid API base URL {url:?}: {reason}")]
+    InvalidBaseUrl { url: String, reason: String },
+    #[error("unknown toolset {0:?} (known: {known})", known = Toolset::names().join(", "))]
+    UnknownToolset(String),
+    #[error("invalid value {value:?} for {name}: {reason}")]
+    InvalidValue {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
+}
+
+impl CodaConfig {
+    /// Merge flags with the environment (read through `env`) and validate.
+    pub fn from_args(
+        args: &CodaArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let token = ["CODA_API_TOKEN", "API_KEY"]
+            .iter()
+            .filter_map(|k| env(k))
+            .map(|t| t.trim().to_owned())
+            .find(|t| !t.is_empty())
+            .ok_or(ConfigError::MissingToken)?;
+
+        let base = args
+            .api_base_url
+            .clone()
+            .or_else(|| env("CODA_API_BASE_URL"))
+            .unwrap_or_else(|| DEFAULT_API_BASE_URL.to_owned());
+        let api_base_url = parse_base_url(&base)?;
+
+        let read_only = args.read_only || env("CODA_READ_ONLY").is_some_and(|v| truthy(&v));
+        let toolsets = match args.toolsets.clone().or_else(|| env("CODA_TOOLSETS")) {
+            Some(list) => Toolset::parse_list(&list)?,
+            None => Toolset::default_set(),
+        };
+        if let Some(0) = args.call_timeout_secs {
+            return Err(ConfigError::InvalidValue {
+                name: "--call-timeout-secs",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(n) = args.row_chunk_bytes
+            && n < 1024
+        {
+            return Err(ConfigError::InvalidValue {
+                name: "--row-chunk-bytes",
+                value: n.to_string(),
+                reason: "must be at least 1024".into(),
+            });
+        }
+        Ok(Self {
+            token: ApiToken::new(token),
+            api_base_url,
+            read_only,
+            toolsets,
+            check_token: !args.skip_token_check,
+            call_deadline: args
+                .call_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_CALL_DEADLINE),
+            retry_base: args
+                .retry_base_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_RETRY_BASE),
+            retry_max: DEFAULT_RETRY_MAX,
+            poll_interval: args
+                .poll_interval_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_POLL_INTERVAL),
+            not_found_grace: DEFAULT_NOT_FOUND_GRACE,
+            row_chunk_bytes: args.row_chunk_bytes.unwrap_or(DEFAULT_ROW_CHUNK_BYTES),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            rate_limit: !args.no_rate_limit,
+        })
+    }
+
+    /// A configuration for in-process use (tests, benches) with defaults.
+    pub fn for_base_url(token: &str, base: &str) -> Result<Self, ConfigError> {
+        let args = CodaArgs {
+            api_base_url: Some(base.to_owned()),
+            ..CodaArgs::default()
+        };
+        let token = token.to_owned();
+        Self::from_args(&args, move |k| {
+            (k == "CODA_API_TOKEN").then(|| token.clone())
+        })
+    }
+}
+
+fn parse_base_url(raw: &str) -> Result<reqwest::Url, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidBaseUrl {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url =
+        reqwest::Url::parse(raw.trim_end_matches('/')).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("scheme must be http or https"));
+    }
+    if url.cannot_be_a_base() || url.query().is_some() {
+        return Err(invalid("must be a plain base URL without a query"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn missing_token_is_a_config_error() {
+        let err = CodaConfig::from_args(&CodaArgs::default(), env_of(&[])).unwrap_err();
+        assert_eq!(err, ConfigError::MissingToken);
+    }
+
+    #[test]
+    fn api_key_is_accepted_as_the_legacy_token_variable() {
+        let cfg =
+            CodaConfig::from_args(&CodaArgs::default(), env_of(&[("API_KEY", "k1")])).unwrap();
+        assert_eq!(cfg.token.expose(), "k1");
+        assert_eq!(cfg.api_base_url.as_str(), DEFAULT_API_BASE_URL);
+    }
+
+    #[test]
+    fn coda_api_token_wins_over_api_key() {
+        let env = env_of(&[("API_KEY", "old"), ("CODA_API_TOKEN", "new")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), env).unwrap();
+        assert_eq!(cfg.token.expose(), "new");
+    }
+
+    #[test]
+    fn flag_base_url_wins_over_env_and_trailing_slash_is_dropped() {
+        let args = CodaArgs {
+            api_base_url: Some("http://127.0.0.1:9/apis/v1/".into()),
+            ..Default::default()
+        };
+        let env = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_API_BASE_URL", "http://x")]);
+        let cfg = CodaConfig::from_args(&args, env).unwrap();
+        assert_eq!(cfg.api_base_url.as_str(), "http://127.0.0.1:9/apis/v1");
+    }
+
+    #[test]
+    fn read_only_comes_from_env_too() {
+        let env = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_READ_ONLY", "true")]);
+        assert!(
+            CodaConfig::from_args(&CodaArgs::default(), env)
+                .unwrap()
+                .read_only
+        );
+    }
+
+    #[test]
+    fn unknown_toolset_is_rejected_by_name() {
+        let args = CodaArgs {
+            toolsets: Some("rows,nope".into()),
+            ..Default::default()
+        };
+        let err = CodaConfig::from_args(&args, env_of(&[("CODA_API_TOKEN", "t")])).unwrap_err();
+        assert_eq!(err, ConfigError::UnknownToolset("nope".into()));
+    }
+
+    #[test]
+    fn bad_base_url_is_rejected() {
+        let args = CodaArgs {
+            api_base_url: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        let err = CodaConfig::from_args(&args, env_of(&[("CODA_API_TOKEN", "t")])).unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidBaseUrl { .. }));
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let cfg = CodaConfig::for_base_url("secret-token", "http://127.0.0.1:1").unwrap();
+        assert!(!format!("{cfg:?}").contains("secret-token"));
+    }
+}

@@ -1,0 +1,262 @@
+//! The real `mcp-proxy` binary: argv, exit codes, signals, and that no
+//! process outlives it.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+use support::{Client, STEP, alive, eventually, text_of};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-proxy");
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("MCP_PROXY_PORT")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The binary on port 0, with the address it logged.
+struct Running {
+    child: Child,
+    base: String,
+    log: mpsc::Receiver<String>,
+}
+
+fn start(flags: &[&str], command: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .args(["--port", "0"])
+        .args(flags)
+        .arg("--")
+        .args(command)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Owned by the guard from here on, so a failed wait below still reaps it.
+    let mut running = Running {
+        child,
+        base: String::new(),
+        log: rx,
+    };
+    let deadline = Instant::now() + STEP;
+    loop {
+        let line = running
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("proxy logs its address");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            running.base = format!("http://{}", rest.split('/').next().unwrap());
+            return running;
+        }
+    }
+}
+
+impl Running {
+    fn terminate(&mut self) -> (i32, Duration) {
+        let started = Instant::now();
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let deadline = started + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), started.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.log.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bad_usage_exits_64_with_one_line() {
+    let (code, err) = run(&["--no-such-flag", "--", "x"]);
+    assert_eq!(code, 64);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    let (code, err) = run(&[]);
+    assert_eq!(code, 64);
+    assert!(err.contains("no MCP server command"), "{err}");
+    let (code, err) = run(&["--port", "banana", "--", "x"]);
+    assert_eq!(code, 64);
+    assert!(err.contains("--port"), "{err}");
+}
+
+#[test]
+fn a_public_bind_without_a_key_is_refused_with_the_fix() {
+    let (code, err) = run(&["--host", "0.0.0.0", "--", "x"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("--api-key") && err.contains("--allow-unauthenticated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_explains_the_sharing_trade_off() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--shared") && text.contains("shared by all users"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_shared_child_that_cannot_start_fails_the_proxy_at_once() {
+    let (code, err) = run(&["--port", "0", "--shared", "--", "/nonexistent/server"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/server"), "{err}");
+}
+
+#[tokio::test]
+async fn a_per_session_child_that_cannot_start_gets_502() {
+    let p = start(&[], &["/nonexistent/server"]);
+    let c = Client::new(&format!("{}/mcp", p.base));
+    let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("/nonexistent/server"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_leaves_no_process_behind() {
+    let mut p = start(&[], &[&support::example("everything")]);
+    let url = format!("{}/mcp", p.base);
+    let mut pids = Vec::new();
+    let mut open_streams = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::new(&url);
+        c.initialize("2025-11-25", json!({})).await;
+        pids.push(
+            text_of(&c.call(json!(1), "pid", json!({})).await)
+                .parse::<u32>()
+                .unwrap(),
+        );
+        pids.push(
+            text_of(&c.call(json!(2), "spawn_grandchild", json!({})).await)
+                .parse::<u32>()
+                .unwrap(),
+        );
+        // An open GET stream must not hold the shutdown up.
+        open_streams.push(
+            c.http
+                .get(&url)
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", c.session.clone().unwrap())
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(pids.iter().all(|&p| alive(p)));
+    let (code, took) = p.terminate();
+    assert_eq!(code, 0, "{}", p.logs());
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(5), || !alive(pid)).await,
+            "pid {pid} outlived the proxy"
+        );
+    }
+    assert!(p.logs().contains("shutdown complete"));
+}
+
+#[tokio::test]
+async fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let mut p = start(
+        &["--shutdown-grace", "400ms"],
+        &[&support::example("everything"), "--ignore-sigterm"],
+    );
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let pid: u32 = text_of(&c.call(json!(1), "pid", json!({})).await)
+        .parse()
+        .unwrap();
+    let (code, took) = p.terminate();
+    assert_eq!(code, 0);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(pid)).await,
+        "stubborn child {pid} survived"
+    );
+    let logs = p.logs();
+    assert!(logs.contains("SIGKILL"), "{logs}");
+}
+
+#[tokio::test]
+async fn environment_flags_reach_the_child_and_the_api_key_does_not() {
+    let dir = std::env::temp_dir().join(format!("mcp-proxy-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env_file = dir.join("env");
+    std::fs::write(&env_file, "FROM_FILE=file-value\n# comment\n").unwrap();
+    let p = start(
+        &[
+            "--env",
+            "FROM_FLAG=flag-value",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--api-key",
+            "key-must-not-leak-1234",
+            "--cwd",
+            dir.to_str().unwrap(),
+        ],
+        &[
+            "sh",
+            "-c",
+            "printf '%s|%s|%s|%s\\n' \"$FROM_FLAG\" \"$FROM_FILE\" \"$(pwd)\" \"$(env | grep -c key-must-not-leak)\" >&2; exec \"$0\"",
+            &support::example("everything"),
+        ],
+    );
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", "key-must-not-leak-1234".parse().unwrap());
+    c.http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    c.initialize("2025-11-25", json!({})).await;
+    let want = format!("flag-value|file-value|{}|0", dir.display());
+    let mut logs = String::new();
+    let ok = eventually(STEP, || {
+        logs.push_str(&p.logs());
+        logs.contains(&want)
+    })
+    .await;
+    assert!(ok, "child stderr line {want:?} not in logs:\n{logs}");
+    assert!(
+        !logs.contains("key-must-not-leak"),
+        "the API key appeared in the logs"
+    );
+}

@@ -1,0 +1,385 @@
+//! The other protocol eras over raw HTTP: legacy HTTP+SSE (2024-11-05) and
+//! stateless Streamable HTTP (2026-07-28), beside session-era clients.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Client, Proxy, STEP, SseStream, alive, eventually, text_of};
+
+const MODERN: &str = "2026-07-28";
+
+fn meta() -> Value {
+    json!({ "io.modelcontextprotocol/protocolVersion": MODERN })
+}
+
+/// A 2026-07-28 POST with the required headers derived from the body.
+async fn modern_post(proxy: &Proxy, body: &Value, accept: &str) -> reqwest::Response {
+    let method = body["method"].as_str().unwrap_or_default();
+    let mut req = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", accept)
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", method);
+    if let Some(name) = body["params"]["name"]
+        .as_str()
+        .or(body["params"]["uri"].as_str())
+    {
+        req = req.header("mcp-name", name);
+    }
+    tokio::time::timeout(STEP, req.json(body).send())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn legacy_sse_client_gets_the_endpoint_then_answers_on_the_stream() {
+    let proxy = Proxy::start(&[]).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/sse", proxy.base()))
+        .header("x-forwarded-prefix", "/tools/everything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut s = SseStream::new(resp);
+    let ev = s.next().await.unwrap();
+    assert_eq!(ev.name.as_deref(), Some("endpoint"));
+    assert!(
+        ev.data.starts_with("/tools/everything/messages?sessionId="),
+        "{}",
+        ev.data
+    );
+    let post_url = format!(
+        "{}{}",
+        proxy.base(),
+        ev.data.trim_start_matches("/tools/everything")
+    );
+    let post = |body: Value| {
+        http.post(&post_url)
+            .header("content-type", "application/json")
+            .json(&body)
+            .send()
+    };
+    let r = post(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.text().await.unwrap(), "Accepted");
+    let init = s.next().await.unwrap();
+    assert_eq!(init.name.as_deref(), Some("message"));
+    let init: Value = serde_json::from_str(&init.data).unwrap();
+    assert_eq!(init["result"]["protocolVersion"], "2024-11-05");
+    assert_eq!(
+        post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    post(json!({"jsonrpc":"2.0","id":"e","method":"tools/call","params":{"name":"echo","arguments":{"message":"legacy"}}})).await.unwrap();
+    let r: Value = serde_json::from_str(&s.next().await.unwrap().data).unwrap();
+    assert_eq!(r["id"], "e");
+    assert_eq!(text_of(&r), "legacy");
+
+    // session_id (Python SDK spelling) works too.
+    let alt = post_url.replace("sessionId", "session_id");
+    let r = http
+        .post(&alt)
+        .header("content-type", "application/json")
+        .json(&json!({"jsonrpc":"2.0","id":2,"method":"ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(s.next().await.unwrap().data.contains("\"id\":2"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_errors_and_stream_close_ends_the_session() {
+    let proxy = Proxy::start(&[]).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.post(format!("{}/sse", proxy.base()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405,
+        "newer clients fall back on 405"
+    );
+    let msgs = format!("{}/messages", proxy.base());
+    assert_eq!(
+        http.post(&msgs)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        http.post(format!("{msgs}?sessionId=nope"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let mut s = SseStream::new(
+        http.get(format!("{}/sse", proxy.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let endpoint = s.next().await.unwrap().data;
+    let url = format!("{}{}", proxy.base(), endpoint);
+    http.post(&url).header("content-type", "application/json").json(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pid","arguments":{}}})).send().await.unwrap();
+    let pid: u32 = text_of(&serde_json::from_str(&s.next().await.unwrap().data).unwrap())
+        .parse()
+        .unwrap();
+    drop(s);
+    assert!(
+        eventually(STEP, || !alive(pid)).await,
+        "closing the stream ends the session and its child"
+    );
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn modern_client_discovers_and_calls_tools_without_a_session() {
+    let proxy = Proxy::start(&[]).await;
+    let r = modern_post(
+        &proxy,
+        &json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":meta()}}),
+        "application/json, text/event-stream",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("mcp-session-id").is_none(),
+        "no session is minted"
+    );
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["result"]["supportedVersions"], json!([MODERN]));
+    assert!(d["result"]["capabilities"]["tools"].is_object());
+    assert_eq!(
+        d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "everything"
+    );
+
+    let call = json!({"jsonrpc":"2.0","id":"m1","method":"tools/call","params":{"name":"echo","arguments":{"message":"stateless"},"_meta":meta()}});
+    let r = modern_post(&proxy, &call, "application/json, text/event-stream").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["id"], "m1");
+    assert_eq!(text_of(&v), "stateless");
+
+    // An Mcp-Session-Id is ignored in this revision.
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/list")
+        .header("mcp-session-id", "made-up")
+        .json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":meta()}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["result"]["tools"].is_array());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn modern_progress_streams_over_sse() {
+    let proxy = Proxy::start(&[]).await;
+    let mut m = meta();
+    m["progressToken"] = json!("p");
+    let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"progress","arguments":{"steps":2,"delay_ms":5},"_meta":m}});
+    let r = modern_post(&proxy, &call, "application/json, text/event-stream").await;
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let msgs = support::read_messages(r).await;
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert_eq!(msgs[0]["params"]["progressToken"], "p");
+    assert_eq!(msgs[2]["id"], 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn modern_header_rules_are_enforced_with_the_modern_codes() {
+    let proxy = Proxy::start(&[]).await;
+    let http = reqwest::Client::new();
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_meta":meta()}});
+    let send = |method: &'static str,
+                name: Option<&'static str>,
+                version: Option<&'static str>,
+                body: Value| {
+        let mut req = http
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("mcp-method", method);
+        if let Some(n) = name {
+            req = req.header("mcp-name", n);
+        }
+        if let Some(v) = version {
+            req = req.header("mcp-protocol-version", v);
+        }
+        req.json(&body).send()
+    };
+    for (method, name, want) in [
+        ("tools/list", Some("echo"), -32020),
+        ("tools/call", Some("other"), -32020),
+        ("tools/call", None, -32020),
+    ] {
+        let r = send(method, name, Some(MODERN), call.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            want,
+            "{method} {name:?}"
+        );
+    }
+    let mut other = call.clone();
+    other["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let r = send("tools/call", Some("echo"), Some("2099-01-01"), other)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32022);
+    assert_eq!(v["error"]["data"]["supported"], json!([MODERN]));
+    let r = send("tools/call", Some("echo"), Some("2099-01-01"), call.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        -32020,
+        "header and _meta disagree"
+    );
+
+    let unknown = json!({"jsonrpc":"2.0","id":1,"method":"no/such","params":{"_meta":meta()}});
+    let r = send("no/such", None, Some(MODERN), unknown).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32601);
+
+    let note =
+        json!({"jsonrpc":"2.0","method":"notifications/something","params":{"_meta":meta()}});
+    let r = send("notifications/something", None, Some(MODERN), note)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    for m in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = http
+            .request(m, proxy.mcp())
+            .header("mcp-protocol-version", MODERN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn closing_a_modern_stream_cancels_the_request_at_the_child() {
+    let proxy = Proxy::start(&[]).await;
+    let call = json!({"jsonrpc":"2.0","id":"gone","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000},"_meta":meta()}});
+    let req = modern_post(&proxy, &call, "application/json");
+    // The client gives up (closes the connection) before the answer.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), req)
+            .await
+            .is_err()
+    );
+    let probe = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"cancelled","arguments":{},"_meta":meta()}});
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        let r: Value = modern_post(&proxy, &probe, "application/json")
+            .await
+            .json()
+            .await
+            .unwrap();
+        seen = serde_json::from_str(&text_of(&r)).unwrap();
+        if seen.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen[0]["matched"], true,
+        "the child got notifications/cancelled for the abandoned request: {seen}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn all_three_eras_are_served_by_one_proxy_at_once() {
+    let proxy = Proxy::start(&[]).await;
+    let mut session = Client::new(&proxy.mcp());
+    session.initialize("2025-06-18", json!({})).await;
+    let http = reqwest::Client::new();
+    let mut legacy = SseStream::new(
+        http.get(format!("{}/sse", proxy.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let endpoint = format!("{}{}", proxy.base(), legacy.next().await.unwrap().data);
+    let legacy_work = async {
+        for i in 0..20 {
+            http.post(&endpoint).header("content-type", "application/json").json(&json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"echo","arguments":{"message":format!("legacy {i}")}}})).send().await.unwrap();
+            let r: Value = serde_json::from_str(&legacy.next().await.unwrap().data).unwrap();
+            assert_eq!(text_of(&r), format!("legacy {i}"));
+        }
+    };
+    let session_work = async {
+        for i in 0..20 {
+            assert_eq!(
+                text_of(
+                    &session
+                        .call(json!(i), "echo", json!({"message":format!("session {i}")}))
+                        .await
+                ),
+                format!("session {i}")
+            );
+        }
+    };
+    let modern_work = async {
+        for i in 0..20 {
+            let call = json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"echo","arguments":{"message":format!("modern {i}")},"_meta":meta()}});
+            let r: Value = modern_post(&proxy, &call, "application/json")
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(text_of(&r), format!("modern {i}"));
+        }
+    };
+    tokio::time::timeout(STEP, async {
+        tokio::join!(legacy_work, session_work, modern_work)
+    })
+    .await
+    .expect("all eras answered");
+    proxy.stop().await;
+}

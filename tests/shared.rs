@@ -1,0 +1,291 @@
+//! One child, many sessions (`--shared`, `--stateless`): id and token
+//! rewriting under collisions, routing, cancellation, restarts.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Client, Proxy, STEP, SseStream, read_messages, text_of};
+
+async fn sessions(proxy: &Proxy, n: usize, caps: Value) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut c = Client::new(&proxy.mcp());
+        c.initialize("2025-11-25", caps.clone()).await;
+        out.push(c);
+    }
+    out
+}
+
+fn get_stream(
+    proxy: &Proxy,
+    c: &Client,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    c.http
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .send()
+}
+
+#[tokio::test]
+async fn sessions_reusing_the_same_ids_each_get_exactly_their_own_answers() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let clients = sessions(&proxy, 8, json!({})).await;
+    let pids: Vec<String> = futures_util::future::join_all(
+        clients
+            .iter()
+            .map(|c| async { text_of(&c.call(json!(0), "pid", json!({})).await) }),
+    )
+    .await;
+    assert!(
+        pids.windows(2).all(|w| w[0] == w[1]),
+        "one child serves everyone: {pids:?}"
+    );
+    let work = clients.iter().enumerate().map(|(s, c)| async move {
+        let calls = (1..=25).map(|i| async move {
+            let msg = format!("session {s} call {i}");
+            let r = c.call(json!(i), "echo", json!({"message": msg})).await;
+            assert_eq!(r["id"], i);
+            assert_eq!(text_of(&r), msg);
+        });
+        futures_util::future::join_all(calls).await;
+    });
+    tokio::time::timeout(STEP, futures_util::future::join_all(work))
+        .await
+        .expect("all answered");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn colliding_progress_tokens_reach_only_their_own_session() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let clients = sessions(&proxy, 4, json!({})).await;
+    let work = clients.iter().enumerate().map(|(s, c)| async move {
+        let steps = 3 + s as u64;
+        let msgs = c.request(json!(1), "tools/call", json!({"name":"progress","arguments":{"steps":steps,"delay_ms":10},"_meta":{"progressToken":"same"}})).await;
+        let progress: Vec<&Value> = msgs.iter().filter(|m| m["method"] == "notifications/progress").collect();
+        assert_eq!(progress.len() as u64, steps, "session {s} got someone else's progress: {msgs:?}");
+        assert!(progress.iter().all(|p| p["params"]["progressToken"] == "same" && p["params"]["total"] == steps));
+        assert_eq!(text_of(msgs.last().unwrap()), format!("done {steps}"));
+    });
+    futures_util::future::join_all(work).await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_cancels_only_the_senders_request() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let clients = sessions(&proxy, 2, json!({})).await;
+    let (a, b) = (&clients[0], &clients[1]);
+    let body = json!({"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"sleep","arguments":{"ms":1500}}});
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.post(
+            &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"x"}}),
+        )
+        .await
+    };
+    let (ra, rb, rc) = tokio::join!(a.post(&body), b.post(&body), cancel);
+    assert_eq!(rc.status(), 202);
+    assert!(
+        read_messages(ra).await.is_empty(),
+        "A's request was cancelled"
+    );
+    let rb = read_messages(rb).await;
+    assert_eq!(
+        text_of(&rb[0]),
+        "slept 1500",
+        "B's request with the same id must complete"
+    );
+    let seen: Value =
+        serde_json::from_str(&text_of(&a.call(json!(2), "cancelled", json!({})).await)).unwrap();
+    assert_eq!(seen.as_array().unwrap().len(), 1, "{seen}");
+    assert_eq!(seen[0]["matched"], true);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn list_changed_reaches_every_session_once_and_resource_updates_only_subscribers() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let clients = sessions(&proxy, 3, json!({})).await;
+    let mut streams = Vec::new();
+    for c in &clients {
+        streams.push(SseStream::new(get_stream(&proxy, c).await.unwrap()));
+    }
+    // Two subscribers of demo://a: one subscription reaches the child, one unsubscribe keeps it.
+    clients[0]
+        .request(json!(1), "resources/subscribe", json!({"uri":"demo://a"}))
+        .await;
+    clients[1]
+        .request(json!(1), "resources/subscribe", json!({"uri":"demo://a"}))
+        .await;
+    clients[1]
+        .request(json!(2), "resources/unsubscribe", json!({"uri":"demo://a"}))
+        .await;
+    let r = clients[2]
+        .call(json!(1), "touch", json!({"uri":"demo://a"}))
+        .await;
+    assert_eq!(
+        text_of(&r),
+        "sent",
+        "the child must still hold the subscription of session 0"
+    );
+    clients[2]
+        .call(
+            json!(2),
+            "notify",
+            json!({"method":"notifications/tools/list_changed"}),
+        )
+        .await;
+
+    let first = streams[0].next_json().await;
+    assert_eq!(first["method"], "notifications/resources/updated");
+    assert_eq!(first["params"]["uri"], "demo://a");
+    assert_eq!(
+        streams[0].next_json().await["method"],
+        "notifications/tools/list_changed"
+    );
+    for s in &mut streams[1..] {
+        // Non-subscribers see the list change first: no resource update leaked to them.
+        assert_eq!(
+            s.next_json().await["method"],
+            "notifications/tools/list_changed"
+        );
+    }
+    // Exactly once: nothing else is queued.
+    for s in &mut streams {
+        let extra = tokio::time::timeout(Duration::from_millis(300), s.next()).await;
+        assert!(extra.is_err(), "no second copy: {extra:?}");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn sampling_goes_to_the_session_whose_request_is_in_flight() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let clients = sessions(&proxy, 3, json!({"sampling": {}})).await;
+    let mut gets = Vec::new();
+    for c in &clients {
+        gets.push(SseStream::new(get_stream(&proxy, c).await.unwrap()));
+    }
+    let asker = &clients[1];
+    let resp = asker.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sample","arguments":{"prompt":"for session 1"}}})).await;
+    let mut post = SseStream::new(resp);
+    let req = post.next_json().await;
+    assert_eq!(req["method"], "sampling/createMessage");
+    // Another session must not be able to answer it.
+    let forged = json!({"jsonrpc":"2.0","id":req["id"],"result":{"role":"assistant","content":{"type":"text","text":"forged"},"model":"m"}});
+    assert_eq!(clients[0].post(&forged).await.status(), 202);
+    let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":{"role":"assistant","content":{"type":"text","text":"genuine"},"model":"m"}});
+    assert_eq!(asker.post(&answer).await.status(), 202);
+    assert_eq!(text_of(&post.next_json().await), "genuine");
+    for g in &mut gets {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), g.next())
+                .await
+                .is_err(),
+            "nothing was broadcast"
+        );
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_crashed_shared_child_fails_fast_restarts_and_sessions_carry_on() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let clients = sessions(&proxy, 2, json!({})).await;
+    let before = text_of(&clients[0].call(json!(1), "pid", json!({})).await);
+    let slow_body = json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}});
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        clients[1].call(json!(2), "crash", json!({"code": 9})).await
+    };
+    let started = std::time::Instant::now();
+    let (slow, _) = tokio::join!(clients[0].post(&slow_body), crash);
+    let slow = read_messages(slow).await;
+    assert_eq!(slow[0]["error"]["code"], -32000, "{slow:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut after = None;
+    for _ in 0..100 {
+        let r = clients[0].call(json!(3), "pid", json!({})).await;
+        if r.get("result").is_some() {
+            after = Some(text_of(&r));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = after.expect("the child came back");
+    assert_ne!(before, after, "a new child process");
+    assert_eq!(
+        text_of(
+            &clients[1]
+                .call(json!(4), "echo", json!({"message":"same session"}))
+                .await
+        ),
+        "same session"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn exit_on_child_exit_ends_the_proxy_with_the_childs_code() {
+    let proxy = Proxy::start(&["--shared", "--exit-on-child-exit"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let _ = c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crash","arguments":{"code":7}}})).await;
+    let r = tokio::time::timeout(STEP, proxy.task)
+        .await
+        .expect("proxy ends")
+        .unwrap();
+    let err = r.expect_err("the child's exit ends the proxy");
+    assert_eq!(err.exit_code(), 7);
+}
+
+#[tokio::test]
+async fn stateless_mode_mints_no_session_and_refuses_get() {
+    let proxy = Proxy::start(&["--stateless"]).await;
+    let c = Client::new(&proxy.mcp());
+    let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("mcp-session-id").is_none());
+    assert_eq!(
+        c.post(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        text_of(
+            &c.call(json!(1), "echo", json!({"message":"no session"}))
+                .await
+        ),
+        "no session"
+    );
+    let g = c
+        .http
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(g.status(), 405);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn later_sessions_get_the_cached_initialize_result() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut a = Client::new(&proxy.mcp());
+    let mut b = Client::new(&proxy.mcp());
+    let ia = a.initialize("2025-11-25", json!({})).await;
+    let ib = b.initialize("2025-11-25", json!({})).await;
+    assert_eq!(ia, ib);
+    // The child was initialized by the first session, with its parameters.
+    let info: Value =
+        serde_json::from_str(&text_of(&b.call(json!(1), "client_info", json!({})).await)).unwrap();
+    assert_eq!(info["protocolVersion"], "2025-11-25", "{info}");
+    assert_eq!(info["clientInfo"]["name"], "test", "{info}");
+    proxy.stop().await;
+}
