@@ -141,6 +141,8 @@ pub struct Port {
     capabilities: Mutex<Value>,
     /// `clientInfo` from its `initialize`, forwarded in `_meta` to a modern child.
     client_info: Mutex<Value>,
+    /// Set on a 2026-07-28 `subscriptions/listen` port.
+    listen: Mutex<Option<ListenFilter>>,
     /// The level this session asked for with `logging/setLevel`.
     log_level: Mutex<Option<usize>>,
 }
@@ -157,6 +159,7 @@ impl Port {
             notify: Mutex::new(None),
             capabilities: Mutex::new(Value::Null),
             client_info: Mutex::new(Value::Null),
+            listen: Mutex::new(None),
             log_level: Mutex::new(None),
         })
     }
@@ -188,6 +191,18 @@ impl Port {
     }
 
     fn send_unrelated(&self, bytes: &[u8]) -> bool {
+        let listen = lock(&self.listen).clone();
+        let rewritten;
+        let bytes = match listen {
+            None => bytes,
+            Some(l) => match l.admit(bytes) {
+                Some(b) => {
+                    rewritten = b;
+                    &rewritten
+                }
+                None => return false,
+            },
+        };
         match lock(&self.notify).as_ref() {
             Some(o) if !o.is_finished() => {
                 o.send(bytes);
@@ -196,6 +211,64 @@ impl Port {
             _ => false,
         }
     }
+
+    /// Makes this port a 2026-07-28 `subscriptions/listen` stream: only what
+    /// `filter` accepts reaches it, tagged with the subscription id.
+    pub fn set_listen(&self, filter: ListenFilter) {
+        *lock(&self.listen) = Some(filter);
+    }
+}
+
+/// `_meta` key naming the `subscriptions/listen` request a notification belongs to.
+pub const SUBSCRIPTION_ID_KEY: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// What a 2026-07-28 listener accepted, and its id.
+#[derive(Debug, Clone, Default)]
+pub struct ListenFilter {
+    /// The listen request's id, raw JSON.
+    pub id: Box<[u8]>,
+    /// `toolsListChanged`.
+    pub tools: bool,
+    /// `promptsListChanged`.
+    pub prompts: bool,
+    /// `resourcesListChanged`.
+    pub resources: bool,
+    /// `resourceSubscriptions`.
+    pub uris: Vec<String>,
+}
+
+impl ListenFilter {
+    /// The notification as this listener should see it, or `None` if it did not ask for it.
+    fn admit(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut v: Value = serde_json::from_slice(bytes).ok()?;
+        let wanted = match v.get("method").and_then(Value::as_str)? {
+            "notifications/tools/list_changed" => self.tools,
+            "notifications/prompts/list_changed" => self.prompts,
+            "notifications/resources/list_changed" => self.resources,
+            "notifications/resources/updated" => {
+                let uri = v
+                    .pointer("/params/uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                self.uris.iter().any(|u| u == uri)
+            }
+            _ => false,
+        };
+        if !wanted {
+            return None;
+        }
+        let id: Value = serde_json::from_slice(&self.id).ok()?;
+        let params = v
+            .as_object_mut()?
+            .entry("params")
+            .or_insert_with(|| serde_json::json!({}));
+        let meta = params
+            .as_object_mut()?
+            .entry("_meta")
+            .or_insert_with(|| serde_json::json!({}));
+        meta.as_object_mut()?.insert(SUBSCRIPTION_ID_KEY.into(), id);
+        serde_json::to_vec(&v).ok()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,8 +276,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a 2026-07-28 client needs added to a 2025-era child's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Nothing: same era on both sides.
+    None,
+    /// `resultType` (every 2026-07-28 result has one).
+    Complete,
+    /// `resultType` plus the caching hints of list and read results.
+    Cacheable,
+}
+
 struct Pending {
     port: u64,
+    fill: Fill,
     client_id: Box<[u8]>,
     /// The client's own progress token, restored on progress notifications.
     token: Option<Box<[u8]>>,
@@ -538,6 +623,18 @@ impl Upstream {
         } else {
             frame
         };
+        let fill = if port.kind == PortKind::Modern && self.era() != UpstreamProtocol::Modern {
+            match frame.method().unwrap_or_default() {
+                "tools/list"
+                | "prompts/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "resources/read" => Fill::Cacheable,
+                _ => Fill::Complete,
+            }
+        } else {
+            Fill::None
+        };
         let (frame, token) = rewrite_progress_token(frame, id);
         let frame = frame.with_id(id.to_string().as_bytes());
         {
@@ -548,6 +645,7 @@ impl Upstream {
                 id,
                 Pending {
                     port: port.key,
+                    fill,
                     client_id,
                     token,
                     reply,
@@ -652,22 +750,20 @@ impl Upstream {
         }
         // Invariant: set just above or earlier.
         let cache = init.as_ref().expect("initialized");
+        let requested = frame.params_value().and_then(|p| {
+            p.get("protocolVersion")
+                .and_then(Value::as_str)
+                .map(String::from)
+        });
         let result = match self.era() {
-            UpstreamProtocol::Modern => {
-                let requested = frame.params_value().and_then(|p| {
-                    p.get("protocolVersion")
-                        .and_then(Value::as_str)
-                        .map(String::from)
-                });
-                Bytes::from(
-                    serde_json::to_vec(&initialize_from_discover(
-                        &cache.result,
-                        requested.as_deref(),
-                    ))
-                    .expect("Value serializes"),
-                )
-            }
-            _ => cache.result.clone(),
+            UpstreamProtocol::Modern => Bytes::from(
+                serde_json::to_vec(&initialize_from_discover(
+                    &cache.result,
+                    requested.as_deref(),
+                ))
+                .expect("Value serializes"),
+            ),
+            _ => answer_in_version(&cache.result, requested.as_deref()),
         };
         reply.respond(&rpc_envelope(client_id, "result", &result));
         Ok(())
@@ -756,6 +852,7 @@ impl Upstream {
             id,
             Pending {
                 port: 0,
+                fill: Fill::None,
                 client_id: id.to_string().into_bytes().into(),
                 token: None,
                 reply: Reply::Once(tx),
@@ -1102,12 +1199,38 @@ impl Upstream {
             debug!(id = %String::from_utf8_lossy(frame.id().unwrap_or_default()), "response for an unknown or finished request dropped");
             return;
         };
+        let frame = match p.fill {
+            Fill::None => frame,
+            Fill::Complete => frame.with_result_fields(br#""resultType":"complete""#),
+            Fill::Cacheable => frame
+                .with_result_fields(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
+        };
         let out = frame.with_id(&p.client_id);
         p.reply.respond(out.bytes());
     }
 
     fn route_notification(&self, frame: Frame) {
         let method = frame.method().unwrap_or_default();
+        if let Some(sub) = self.subscription_of(&frame) {
+            // A modern child's notification for one `subscriptions/listen`
+            // request: it goes to that request's stream only, with the
+            // client's own request id restored.
+            let r = lock(&self.routes);
+            if let Some(p) = r.pending.get(&sub) {
+                let mut v: Value = serde_json::from_slice(frame.bytes()).unwrap_or_default();
+                if let (Some(meta), Ok(id)) = (
+                    v.pointer_mut("/params/_meta")
+                        .and_then(Value::as_object_mut),
+                    serde_json::from_slice::<Value>(&p.client_id),
+                ) {
+                    meta.insert(SUBSCRIPTION_ID_KEY.into(), id);
+                }
+                if let Some(o) = p.reply.stream() {
+                    o.send(&serde_json::to_vec(&v).expect("Value serializes"));
+                }
+            }
+            return;
+        }
         match method {
             "notifications/progress" => {
                 let Some(mut params) = frame
@@ -1211,6 +1334,16 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    fn subscription_of(&self, frame: &Frame) -> Option<u64> {
+        let params = frame.params()?;
+        if !contains(params, SUBSCRIPTION_ID_KEY.as_bytes()) {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(params).ok()?;
+        let id = v.get("_meta")?.get(SUBSCRIPTION_ID_KEY)?;
+        parse_proxy_id(id.to_string().as_bytes())
     }
 
     async fn route_request(self: &Arc<Self>, frame: Frame) {
@@ -1342,6 +1475,27 @@ fn rpc_envelope(id: &[u8], field: &str, raw: &[u8]) -> Vec<u8> {
 
 /// Revisions a session-era client may be answered in.
 const SESSION_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// A cached InitializeResult for a later session: in the version that
+/// session asked for when the child was initialized at that version or a
+/// newer one (servers keep supporting older revisions, and the proxy
+/// handles the transport differences per session); otherwise unchanged,
+/// and the client decides whether it can live with the child's version.
+fn answer_in_version(result: &Bytes, requested: Option<&str>) -> Bytes {
+    let Some(requested) = requested.filter(|v| SESSION_VERSIONS.contains(v)) else {
+        return result.clone();
+    };
+    let Ok(mut v) = serde_json::from_slice::<Value>(result) else {
+        return result.clone();
+    };
+    match v.get("protocolVersion").and_then(Value::as_str) {
+        Some(negotiated) if negotiated != requested && negotiated > requested => {
+            v["protocolVersion"] = requested.into();
+            Bytes::from(serde_json::to_vec(&v).expect("Value serializes"))
+        }
+        _ => result.clone(),
+    }
+}
 
 /// An InitializeResult for a session-era client of a modern child, built
 /// from the child's DiscoverResult: the client's version if it is a session

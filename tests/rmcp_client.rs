@@ -607,7 +607,6 @@ async fn rmcp_modern_client_gets_a_prompt_error_when_the_child_asks_for_sampling
 /// client through `subscriptions/listen`, which the proxy serves from the
 /// child's notifications.
 #[tokio::test]
-#[ignore = "proxy bug: subscriptions/listen stream never sends notifications/subscriptions/acknowledged, nor stamps _meta subscriptionId, nor filters"]
 async fn rmcp_modern_client_hears_list_changed_through_subscriptions_listen() {
     let proxy = Proxy::start(&[]).await;
     let client = connect(TestClient::default(), &proxy.mcp(), modern_era()).await;
@@ -754,4 +753,105 @@ async fn rmcp_modern_client_abandoning_a_call_cancels_it_at_the_child() {
     assert_eq!(echo(&client, "after cancel").await, "after cancel");
     close(client).await;
     proxy.stop().await;
+}
+
+/// One `--shared` child serves a 2026-07-28 client and two session-era
+/// clients; the child's sampling requests and log messages carry no session,
+/// so the proxy routes them to the only request in flight: the caller's.
+#[tokio::test]
+async fn shared_child_routes_sampling_and_logs_to_the_session_client_that_asked() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let (hm, ha, hb) = (
+        TestClient::answering(),
+        TestClient::answering(),
+        TestClient::answering(),
+    );
+    let m = connect(hm.clone(), &proxy.mcp(), modern_era()).await;
+    let a = connect(ha.clone(), &proxy.mcp(), session_era()).await;
+    let b = connect(hb.clone(), &proxy.mcp(), session_era()).await;
+    let pids = [
+        call_text(&m, "pid", json!({})).await,
+        call_text(&a, "pid", json!({})).await,
+        call_text(&b, "pid", json!({})).await,
+    ];
+    assert!(pids.iter().all(|p| p == &pids[0]), "one child: {pids:?}");
+
+    let text = call_text(&a, "sample", json!({ "prompt": "from A" })).await;
+    assert_eq!(text, "rmcp sampled <from A>");
+    let text = call_text(&b, "sample", json!({ "prompt": "from B" })).await;
+    assert_eq!(text, "rmcp sampled <from B>");
+    assert_eq!(ha.asked(), ["sampling/createMessage: from A"]);
+    assert_eq!(hb.asked(), ["sampling/createMessage: from B"]);
+    assert!(
+        hm.asked().is_empty(),
+        "modern client asked: {:?}",
+        hm.asked()
+    );
+
+    let logged = call_text(&b, "log", json!({ "level": "error", "message": "for B" })).await;
+    assert_eq!(logged, "logged");
+    assert!(
+        eventually(STEP, || !hb.logs.lock().unwrap().is_empty()).await,
+        "B never got its log message"
+    );
+    assert_eq!(hb.logs.lock().unwrap()[0].data, json!("for B"));
+    // Give a wrongly broadcast copy time to arrive elsewhere.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(ha.logs.lock().unwrap().is_empty(), "A got B's log");
+    assert!(
+        hm.logs.lock().unwrap().is_empty(),
+        "the modern client got B's log"
+    );
+    for c in [m, a, b] {
+        close(c).await;
+    }
+    proxy.stop().await;
+}
+
+/// A session-era client pinned to an older revision, on a `--shared` child
+/// that was started (and initialized at 2025-11-25) for a 2026-07-28 client.
+#[tokio::test]
+async fn shared_child_started_for_a_modern_client_still_answers_each_sessions_version() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let m = connect(TestClient::default(), &proxy.mcp(), modern_era()).await;
+    assert_eq!(echo(&m, "first").await, "first");
+    let transport = StreamableHttpClientTransport::from_uri(proxy.mcp());
+    let old = within(
+        "rmcp 2025-06-18 client start",
+        PinnedClient(ProtocolVersion::V_2025_06_18).serve_with_lifecycle(transport, session_era()),
+    )
+    .await
+    .expect("2025-06-18 client starts");
+    assert_eq!(
+        old.peer_info().unwrap().protocol_version,
+        ProtocolVersion::V_2025_06_18,
+        "the child supports 2025-06-18, so that is the answer (lifecycle: MUST respond with the same version)"
+    );
+    let r = within(
+        "echo from the 2025-06-18 client",
+        old.call_tool(
+            CallToolRequestParams::new("echo").with_arguments(args(json!({ "message": "old" }))),
+        ),
+    )
+    .await
+    .expect("echo works");
+    assert_eq!(r.content[0].as_text().unwrap().text, "old");
+    within("cancel", old.cancel()).await.unwrap();
+    close(m).await;
+    proxy.stop().await;
+}
+
+/// A plain client that asks for one protocol revision in `initialize`.
+#[derive(Clone)]
+struct PinnedClient(ProtocolVersion);
+
+impl ClientHandler for PinnedClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("rmcp-pinned", "1.0"),
+        );
+        config.protocol_version = self.0.clone();
+        config
+    }
 }
