@@ -98,6 +98,7 @@ async fn server_errors_are_retried_for_reads_but_not_for_inserts() {
         1,
         "an insert is never replayed after a 5xx"
     );
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -139,6 +140,7 @@ async fn doc_content_writes_are_paced_by_the_client_side_bucket() {
         .unwrap()
         .clone();
     assert!(dcw["available"].as_f64().unwrap() < 1.0, "{dcw}");
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -193,6 +195,7 @@ async fn a_mutation_that_never_completes_reports_a_timeout_at_the_deadline() {
         )
         .await;
     assert_eq!(s["pending"], true);
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -207,6 +210,7 @@ async fn a_mutation_404_past_the_grace_window_is_an_error_only_after_the_grace()
     });
     let v = h.ok("coda_delete_row", json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-2", "wait": true})).await;
     assert_eq!(v["mutation"]["timedOut"], true);
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -248,4 +252,5 @@ async fn every_protocol_revision_rmcp_speaks_is_negotiated() {
         assert_eq!(r.structured_content.unwrap()["loginId"], "ada@example.com");
         let _ = client.cancel().await;
     }
+    fake.assert_responses_match_spec();
 }
