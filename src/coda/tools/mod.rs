@@ -14,7 +14,7 @@ use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::{CodaConfig, ConfigError};
@@ -577,14 +577,10 @@ pub fn row_query(column: &str, value: &Value) -> ToolResult<String> {
     Ok(format!("{col}:{val}"))
 }
 
-/// The mutation-status payload used by status tools.
-pub fn mutation_json(state: &MutationState) -> Value {
-    json!({"completed": state.completed, "warning": state.warning, "timedOut": state.timed_out})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn doc_id_accepts_ids_and_browser_urls() {
