@@ -106,7 +106,7 @@ pub struct CreateRowsParams {
     /// Base table id (grid-…) or name; views cannot take inserts.
     #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Rows as objects {"<column id or name>": value}; values are strings, numbers, booleans or arrays. `{"cells":[{column,value}]}` is accepted too.
+    /// Rows as objects {"Column name or id": value}; values are strings, numbers, booleans or arrays. `{"cells":[{column,value}]}` is accepted too.
     pub rows: Vec<Value>,
     /// Column ids/names that identify a row: matching rows are updated instead of inserted.
     pub key_columns: Option<Vec<String>>,
@@ -127,7 +127,7 @@ pub struct UpsertRowsParams {
     /// Base table id (grid-…) or name.
     #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Rows as objects {"<column id or name>": value}; each must contain the key columns.
+    /// Rows as objects {"Column name or id": value}; each must contain the key columns.
     pub rows: Vec<Value>,
     /// Column ids/names whose values identify a row (required).
     pub key_columns: Vec<String>,
@@ -149,7 +149,7 @@ pub struct UpdateRowParams {
     /// Row id (i-…) or display value.
     #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
-    /// New cell values {"<column id or name>": value}.
+    /// New cell values {"Column name or id": value}.
     pub values: Object,
     #[serde(default)]
     pub disable_parsing: bool,
@@ -196,7 +196,7 @@ pub struct RowUpdate {
     /// Row id (i-…) or display value.
     #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
-    /// New cell values {"<column id or name>": value}.
+    /// New cell values {"Column name or id": value}.
     pub values: Object,
 }
 
