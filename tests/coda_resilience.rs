@@ -103,6 +103,29 @@ async fn server_errors_are_retried_for_reads_but_not_for_inserts() {
 }
 
 #[tokio::test]
+async fn a_list_that_keeps_timing_out_is_retried_with_a_smaller_page() {
+    let h = start(&[]).await;
+    // Three 504s: the first request and its two retries; then a smaller page.
+    h.fake.fail_next("GET", "/rows", 504, 3, None);
+    let v = h
+        .ok(
+            "coda_list_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "limit": 100}),
+        )
+        .await;
+    assert_eq!(v["count"], 3);
+    let calls = h.fake.calls("GET", "/docs/doc1/tables/grid-tasks/rows");
+    assert_eq!(
+        calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![504, 504, 504, 200]
+    );
+    assert_eq!(calls[2].q("limit"), Some("100"));
+    assert_eq!(calls[3].q("limit"), Some("50"));
+    h.fake.assert_responses_match_spec();
+    h.close().await;
+}
+
+#[tokio::test]
 async fn doc_content_writes_are_paced_by_the_client_side_bucket() {
     // No --no-rate-limit here: the real buckets (5 doc-content writes / 10 s).
     let fake = FakeCoda::start().await;
