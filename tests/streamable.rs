@@ -243,16 +243,17 @@ async fn batches_are_split_for_2025_03_26_and_refused_later() {
 }
 
 #[tokio::test]
-async fn protocol_version_header_must_match_the_session() {
+async fn protocol_version_header_must_name_a_supported_revision() {
     let proxy = Proxy::start(&[]).await;
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-06-18", json!({})).await;
+    // Another supported revision is tolerated (the conformance suite sends one).
     c.version = "2025-11-25".into();
     assert_eq!(
         c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
             .await
             .status(),
-        400
+        200
     );
     c.version = "1999-01-01".into();
     let r = c
@@ -752,5 +753,27 @@ async fn unknown_paths_404_and_wrong_methods_405_with_allow() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn post_streams_are_primed_only_for_2025_11_25_sessions() {
+    let proxy = Proxy::start(&[]).await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m"}}});
+    let mut new = Client::new(&proxy.mcp());
+    new.initialize("2025-11-25", json!({})).await;
+    let text = new.post(&call).await.text().await.unwrap();
+    assert!(
+        text.starts_with("id: 1-0\ndata: \n\n"),
+        "priming event first: {text:?}"
+    );
+    let mut old = Client::new(&proxy.mcp());
+    old.initialize("2025-06-18", json!({})).await;
+    let text = old.post(&call).await.text().await.unwrap();
+    assert!(
+        !text.contains("data: \n"),
+        "no empty data for older clients: {text:?}"
+    );
+    assert!(text.contains("\"text\":\"m\""));
     proxy.stop().await;
 }

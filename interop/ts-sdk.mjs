@@ -1,0 +1,162 @@
+#!/usr/bin/env node
+// Interop: the official TypeScript SDK v1 (@modelcontextprotocol/sdk) as a
+// client of mcp-proxy serving the `everything` example server.
+//
+//   node ts-sdk.mjs --base http://127.0.0.1:PORT [--mcp /mcp] [--sse /sse]
+//
+// Streamable HTTP (session era): initialize, tools/list, echo, progress with
+// an onprogress handler, sampling answered by a client handler, DELETE of
+// the session, and the session being gone afterwards.
+// Legacy HTTP+SSE (2024-11-05): tools/list and echo.
+
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
+import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { args, assert, check, finish, skipped, textOf } from './lib/report.mjs';
+
+const a = args();
+const base = a.base ?? 'http://127.0.0.1:8080';
+const mcpUrl = new URL(a.mcp ?? '/mcp', base);
+const sseUrl = new URL(a.sse ?? '/sse', base);
+const info = { name: 'mcp-sidecar-interop-ts', version: '1.0.0' };
+const SAMPLED = 'sampled by the TypeScript SDK client handler';
+
+async function streamable() {
+  const S = `${a.label ?? 'ts-sdk'}/streamable`;
+  const client = new Client(info, { capabilities: { sampling: {} } });
+  let samplingRequests = 0;
+  client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
+    samplingRequests += 1;
+    const prompt = req.params.messages?.[0]?.content?.text;
+    return {
+      role: 'assistant',
+      model: 'interop-test-model',
+      stopReason: 'endTurn',
+      content: { type: 'text', text: `${SAMPLED}: ${prompt}` },
+    };
+  });
+  const transport = new StreamableHTTPClientTransport(mcpUrl);
+
+  const connected = await check(`${S}/initialize`, async () => {
+    await client.connect(transport);
+    assert(transport.sessionId, 'the proxy gave no Mcp-Session-Id');
+    const v = client.getServerVersion();
+    assert(v && v.name, `no serverInfo: ${JSON.stringify(v)}`);
+    return true;
+  });
+  if (!connected) {
+    for (const c of ['tools-list', 'echo', 'progress', 'sampling', 'terminate']) skipped(`${S}/${c}`, 'initialize failed');
+    return;
+  }
+
+  await check(`${S}/tools-list`, async () => {
+    const { tools } = await client.listTools();
+    const names = tools.map((t) => t.name);
+    for (const n of ['echo', 'progress', 'sample']) assert(names.includes(n), `tool ${n} missing from ${names}`);
+  });
+
+  await check(`${S}/echo`, async () => {
+    const r = await client.callTool({ name: 'echo', arguments: { message: 'héllo from TS ✓' } });
+    assert(!r.isError, `isError: ${JSON.stringify(r)}`);
+    assert(textOf(r) === 'héllo from TS ✓', `echo returned ${JSON.stringify(r)}`);
+  });
+
+  await check(`${S}/progress`, async () => {
+    const seen = [];
+    const r = await client.callTool(
+      { name: 'progress', arguments: { steps: 4, delay_ms: 20 } },
+      undefined,
+      { onprogress: (p) => seen.push(p), timeout: 15000 },
+    );
+    assert(!r.isError, `isError: ${JSON.stringify(r)}`);
+    assert(seen.length === 4, `expected 4 progress notifications, got ${seen.length}: ${JSON.stringify(seen)}`);
+    assert(seen.at(-1).progress === 4 && seen.at(-1).total === 4, `last progress ${JSON.stringify(seen.at(-1))}`);
+  });
+
+  await check(`${S}/sampling`, async () => {
+    const r = await client.callTool({ name: 'sample', arguments: { prompt: 'say hi' } }, undefined, { timeout: 15000 });
+    assert(samplingRequests === 1, `sampling handler ran ${samplingRequests} times`);
+    assert(!r.isError, `isError: ${JSON.stringify(r)}`);
+    assert(textOf(r) === `${SAMPLED}: say hi`, `sample returned ${JSON.stringify(r)}`);
+  });
+
+  // What the conformance scenario server-sse-multiple-streams checks, sent
+  // with the negotiated MCP-Protocol-Version (the scenario pins 2025-03-26):
+  // three POSTs in flight at once on one session, each answered.
+  await check(`${S}/concurrent-posts`, async () => {
+    const version = transport.protocolVersion;
+    assert(version, 'the SDK recorded no negotiated protocol version');
+    const post = (id) =>
+      fetch(mcpUrl, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'text/event-stream, application/json',
+          'mcp-session-id': transport.sessionId,
+          'mcp-protocol-version': version,
+        },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id,
+          method: 'tools/call',
+          params: { name: 'sleep', arguments: { ms: 300 } },
+        }),
+      }).then(async (res) => ({ status: res.status, body: await res.text() }));
+    const t0 = Date.now();
+    const answers = await Promise.all([1001, 1002, 1003].map(post));
+    const ms = Date.now() - t0;
+    for (const [i, r] of answers.entries()) {
+      assert(r.status === 200, `POST ${i} answered ${r.status}: ${r.body.slice(0, 200)}`);
+      assert(r.body.includes(`"id":${1001 + i}`) && r.body.includes('slept 300'), `POST ${i} body: ${r.body.slice(0, 300)}`);
+    }
+    assert(ms < 850, `three 300 ms calls took ${ms} ms: served one after another, not concurrently`);
+  });
+
+  await check(`${S}/terminate`, async () => {
+    const sid = transport.sessionId;
+    await transport.terminateSession();
+    assert(transport.sessionId === undefined, 'the SDK kept the session id after DELETE');
+    // The session must be gone: a request that names it gets 404.
+    const res = await fetch(mcpUrl, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-session-id': sid,
+        'mcp-protocol-version': transport.protocolVersion ?? '2025-11-25',
+      },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 99, method: 'tools/list' }),
+    });
+    await res.body?.cancel();
+    assert(res.status === 404, `POST with the deleted session id answered ${res.status}, want 404`);
+  });
+  await client.close().catch(() => {});
+}
+
+async function legacySse() {
+  const S = `${a.label ?? 'ts-sdk'}/sse-2024-11-05`;
+  const client = new Client(info, { capabilities: {} });
+  const transport = new SSEClientTransport(sseUrl);
+  const connected = await check(`${S}/initialize`, async () => {
+    await client.connect(transport);
+    return true;
+  });
+  if (!connected) {
+    for (const c of ['tools-list', 'echo']) skipped(`${S}/${c}`, 'initialize failed');
+    return;
+  }
+  await check(`${S}/tools-list`, async () => {
+    const { tools } = await client.listTools();
+    assert(tools.some((t) => t.name === 'echo'), `no echo tool in ${tools.map((t) => t.name)}`);
+  });
+  await check(`${S}/echo`, async () => {
+    const r = await client.callTool({ name: 'echo', arguments: { message: 'over legacy SSE' } });
+    assert(textOf(r) === 'over legacy SSE', `echo returned ${JSON.stringify(r)}`);
+  });
+  await client.close().catch(() => {});
+}
+
+await streamable();
+await legacySse();
+finish();
