@@ -217,6 +217,7 @@ async fn structured_content_of_calls_matches_the_declared_output_schema() {
         let schema = Value::Object((*t.output_schema.clone().unwrap()).clone());
         fake_coda::validate(&schema, &v).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -224,6 +225,7 @@ async fn structured_content_of_calls_matches_the_declared_output_schema() {
 async fn read_only_mode_hides_every_write_tool() {
     let full = start(&["--toolsets", "all"]).await;
     let all = full.tools().await;
+    full.fake.assert_responses_match_spec();
     full.close().await;
     let writes: BTreeSet<String> = all
         .iter()
@@ -257,6 +259,7 @@ async fn read_only_mode_hides_every_write_tool() {
             .calls("DELETE", "/docs/doc1/tables/grid-tasks/rows/i-1")
             .is_empty()
     );
+    ro.fake.assert_responses_match_spec();
     ro.close().await;
 }
 
@@ -325,6 +328,7 @@ async fn rejected_token_exits_1_without_printing_the_token() {
         calls[0].authorization.as_deref(),
         Some("Bearer wrong-secret-123")
     );
+    fake.assert_responses_match_spec();
 }
 
 #[tokio::test]
@@ -385,4 +389,5 @@ async fn skip_token_check_serves_and_reports_401_as_a_tool_error() {
     assert!(!text.contains("bad-token-999"));
     assert!(fake.calls("GET", "/whoami").is_empty());
     let _ = client.cancel().await;
+    fake.assert_responses_match_spec();
 }

@@ -98,6 +98,30 @@ async fn server_errors_are_retried_for_reads_but_not_for_inserts() {
         1,
         "an insert is never replayed after a 5xx"
     );
+    h.fake.assert_responses_match_spec();
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_list_that_keeps_timing_out_is_retried_with_a_smaller_page() {
+    let h = start(&[]).await;
+    // Three 504s: the first request and its two retries; then a smaller page.
+    h.fake.fail_next("GET", "/rows", 504, 3, None);
+    let v = h
+        .ok(
+            "coda_list_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "limit": 100}),
+        )
+        .await;
+    assert_eq!(v["count"], 3);
+    let calls = h.fake.calls("GET", "/docs/doc1/tables/grid-tasks/rows");
+    assert_eq!(
+        calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![504, 504, 504, 200]
+    );
+    assert_eq!(calls[2].q("limit"), Some("100"));
+    assert_eq!(calls[3].q("limit"), Some("50"));
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -139,6 +163,7 @@ async fn doc_content_writes_are_paced_by_the_client_side_bucket() {
         .unwrap()
         .clone();
     assert!(dcw["available"].as_f64().unwrap() < 1.0, "{dcw}");
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -193,6 +218,7 @@ async fn a_mutation_that_never_completes_reports_a_timeout_at_the_deadline() {
         )
         .await;
     assert_eq!(s["pending"], true);
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -207,6 +233,7 @@ async fn a_mutation_404_past_the_grace_window_is_an_error_only_after_the_grace()
     });
     let v = h.ok("coda_delete_row", json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-2", "wait": true})).await;
     assert_eq!(v["mutation"]["timedOut"], true);
+    h.fake.assert_responses_match_spec();
     h.close().await;
 }
 
@@ -248,4 +275,5 @@ async fn every_protocol_revision_rmcp_speaks_is_negotiated() {
         assert_eq!(r.structured_content.unwrap()["loginId"], "ada@example.com");
         let _ = client.cancel().await;
     }
+    fake.assert_responses_match_spec();
 }

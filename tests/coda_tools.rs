@@ -123,6 +123,11 @@ async fn get_document_accepts_a_browser_url_and_reports_404() {
         .await;
     assert_eq!(v["name"], "Project Tracker");
     assert_eq!(h.fake.calls("GET", "/docs/doc1").len(), 1);
+    // The snake_case spelling other Coda servers used is accepted too.
+    assert_eq!(
+        h.ok("coda_get_document", json!({"doc_id": "doc1"})).await["id"],
+        "doc1"
+    );
     let e = h.fails("coda_get_document", json!({"docId": "nope"})).await;
     assert!(e.contains("404") && e.contains("Doc not found"), "{e}");
     assert!(!e.contains(fake_coda::TOKEN));

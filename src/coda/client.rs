@@ -21,6 +21,11 @@ use serde_json::Value;
 use super::config::{ApiToken, CodaConfig};
 use super::ratelimit::{RateLimiter, RequestClass};
 
+/// Retries after a 5xx (a 429 is retried until the deadline instead): a
+/// server that fails three times in a row is unlikely to recover within
+/// the call, and a 504 on a large list is better answered by a smaller page.
+pub const MAX_SERVER_ERROR_RETRIES: u32 = 2;
+
 /// Error from talking to Coda.
 #[derive(Debug, thiserror::Error)]
 pub enum CodaError {
@@ -187,6 +192,7 @@ impl CodaClient {
         let url = self.url(req);
         let started = Instant::now();
         let mut attempt: u32 = 0;
+        let mut server_errors: u32 = 0;
         loop {
             self.limiter
                 .acquire(req.class, deadline)
@@ -222,7 +228,12 @@ impl CodaClient {
                     }
                     let err = decode_error(status, &bytes);
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS
-                        || (status.is_server_error() && req.replay_safe_on_server_error());
+                        || (status.is_server_error()
+                            && req.replay_safe_on_server_error()
+                            && server_errors < MAX_SERVER_ERROR_RETRIES);
+                    if status.is_server_error() {
+                        server_errors += 1;
+                    }
                     if !retryable {
                         return Err(err);
                     }

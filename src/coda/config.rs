@@ -60,7 +60,7 @@ impl fmt::Debug for ApiToken {
 /// A stdio MCP server for the Coda REST API v1. The token comes from
 /// CODA_API_TOKEN (or API_KEY).
 pub struct CodaArgs {
-    /// coda API base URL (env CODA_API_BASE_URL; default https://coda.io/apis/v1)
+    /// coda API base URL (env CODA_API_BASE_URL; default `https://coda.io/apis/v1`)
     #[argh(option)]
     pub api_base_url: Option<String>,
     /// hide every tool that writes (env CODA_READ_ONLY=1)

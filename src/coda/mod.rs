@@ -33,6 +33,9 @@
 //!
 //! # Decisions worth knowing
 //!
+//! - 429 is retried until the deadline, a 5xx at most twice and only for
+//!   replay-safe methods; a list whose first page keeps answering 504 is
+//!   asked again with half the page size.
 //! - Every tool call has one deadline (`--call-timeout-secs`, default 90 s)
 //!   covering rate-limit waits, retries and polling; a wait that would end
 //!   after it is not started.

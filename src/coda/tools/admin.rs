@@ -66,6 +66,7 @@ pub struct DocAnalyticsParams {
 #[serde(rename_all = "camelCase")]
 pub struct PageAnalyticsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     pub since_date: Option<String>,
     pub until_date: Option<String>,

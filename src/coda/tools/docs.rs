@@ -44,6 +44,7 @@ pub struct ListDocumentsParams {
 #[serde(rename_all = "camelCase")]
 pub struct DocParams {
     /// Doc id (e.g. AbCDeFGH) or a Coda URL of the doc.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
 }
 
@@ -51,6 +52,7 @@ pub struct DocParams {
 #[serde(rename_all = "camelCase")]
 pub struct DeleteDocumentParams {
     /// Doc id or Coda URL of the doc to delete.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Must be true: deleting a doc cannot be undone through the API.
     #[serde(default)]
@@ -105,6 +107,7 @@ pub struct CreateDocumentParams {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateDocumentParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// New title.
     pub title: Option<String>,

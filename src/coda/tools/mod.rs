@@ -14,7 +14,7 @@ use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::{CodaConfig, ConfigError};
@@ -433,7 +433,22 @@ impl Coda {
         let mut items = Vec::new();
         let mut current = req.clone();
         loop {
-            let body = self.call(current, deadline).await?;
+            let body = match self.call(current.clone(), deadline).await {
+                Ok(b) => b,
+                // Coda times out (504) listing big tables; a first page can
+                // be asked again with a smaller limit (a token cannot change it).
+                Err(ToolError::Coda(e)) if e.status() == Some(504) && items.is_empty() => {
+                    match smaller_limit(&current) {
+                        Some(next) => {
+                            tracing::info!("504 from Coda, retrying the list with a smaller page");
+                            current = next;
+                            continue;
+                        }
+                        None => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             let page_items = body
                 .get("items")
                 .and_then(Value::as_array)
@@ -549,6 +564,27 @@ impl Coda {
     }
 }
 
+/// The same first-page request with half the `limit` (Coda's default 25
+/// when none was given), or `None` when it is a token page or already small.
+fn smaller_limit(req: &ApiRequest) -> Option<ApiRequest> {
+    if req.query.iter().any(|(k, _)| k == "pageToken") {
+        return None;
+    }
+    let limit = req
+        .query
+        .iter()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse::<u32>().ok())
+        .unwrap_or(25);
+    if limit <= 5 {
+        return None;
+    }
+    let mut next = req.clone();
+    next.query.retain(|(k, _)| k != "limit");
+    next.query.push(("limit".into(), (limit / 2).to_string()));
+    Some(next)
+}
+
 /// Build a row-list `query` from a structured filter: column ids (`c-…`)
 /// stay bare, names are JSON-quoted, values are JSON.
 pub fn row_query(column: &str, value: &Value) -> ToolResult<String> {
@@ -577,14 +613,10 @@ pub fn row_query(column: &str, value: &Value) -> ToolResult<String> {
     Ok(format!("{col}:{val}"))
 }
 
-/// The mutation-status payload used by status tools.
-pub fn mutation_json(state: &MutationState) -> Value {
-    json!({"completed": state.completed, "warning": state.warning, "timedOut": state.timed_out})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn doc_id_accepts_ids_and_browser_urls() {

@@ -34,6 +34,7 @@ const SEARCH_CONCURRENCY: usize = 4;
 #[serde(rename_all = "camelCase")]
 pub struct ListPagesParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     #[serde(flatten)]
     pub page: PageArgs,
@@ -43,8 +44,10 @@ pub struct ListPagesParams {
 #[serde(rename_all = "camelCase")]
 pub struct PageRefParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name. Ids are safer: names may be ambiguous.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
 }
 
@@ -52,8 +55,10 @@ pub struct PageRefParams {
 #[serde(rename_all = "camelCase")]
 pub struct WritePageRefParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     /// Wait until Coda has applied the write (polls mutation status).
     #[serde(default)]
@@ -64,6 +69,7 @@ pub struct WritePageRefParams {
 #[serde(rename_all = "camelCase")]
 pub struct CreatePageParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page name.
     pub name: String,
@@ -89,8 +95,10 @@ pub struct CreatePageParams {
 #[serde(rename_all = "camelCase")]
 pub struct UpdatePageParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     pub name: Option<String>,
     pub subtitle: Option<String>,
@@ -105,8 +113,10 @@ pub struct UpdatePageParams {
 #[serde(rename_all = "camelCase")]
 pub struct RenamePageParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     /// New page name.
     pub new_name: String,
@@ -130,8 +140,10 @@ pub enum ReadFormat {
 #[serde(rename_all = "camelCase")]
 pub struct GetPageContentParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     /// markdown (default), html (keeps attachments) or plainText (no export).
     pub format: Option<ReadFormat>,
@@ -146,8 +158,10 @@ pub struct GetPageContentParams {
 #[serde(rename_all = "camelCase")]
 pub struct PeekPageParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     /// Number of lines to return.
     pub num_lines: usize,
@@ -158,7 +172,9 @@ pub struct PeekPageParams {
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageContentOutput {
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     pub format: ReadFormat,
     pub content: String,
@@ -173,8 +189,10 @@ pub struct PageContentOutput {
 #[serde(rename_all = "camelCase")]
 pub struct ListPageContentParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     #[serde(flatten)]
     pub page: PageArgs,
@@ -184,8 +202,10 @@ pub struct ListPageContentParams {
 #[serde(rename_all = "camelCase")]
 pub struct ContentWriteParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     /// Content to write (markdown by default).
     pub content: String,
@@ -201,8 +221,10 @@ pub struct ContentWriteParams {
 #[serde(rename_all = "camelCase")]
 pub struct DeletePageContentParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     /// Element ids (cl-…) to delete; omit to delete the whole body.
     pub element_ids: Option<Vec<String>>,
@@ -214,8 +236,10 @@ pub struct DeletePageContentParams {
 #[serde(rename_all = "camelCase")]
 pub struct DuplicatePageParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Page id (canvas-…) or name to copy.
+    #[serde(alias = "page_id_or_name")]
     pub page_id_or_name: String,
     /// Name of the copy.
     pub new_name: String,
@@ -243,6 +267,7 @@ pub struct DuplicateOutput {
 #[serde(rename_all = "camelCase")]
 pub struct SearchPagesParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Text to look for (case-insensitive).
     pub query: String,

@@ -60,8 +60,10 @@ pub struct RowFilter {
 #[serde(rename_all = "camelCase")]
 pub struct ListRowsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…), view id or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// Raw Coda filter `<column>:<JSON value>`: names in double quotes, strings as JSON, e.g. `"Status":"Done"`, `c-AbC:3`. Prefer `filter`.
     pub query: Option<String>,
@@ -83,10 +85,13 @@ pub struct ListRowsParams {
 #[serde(rename_all = "camelCase")]
 pub struct GetRowParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…), view id or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// Row id (i-…) or the display-column value (ambiguous names hit an arbitrary row).
+    #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     pub use_column_names: Option<bool>,
     pub value_format: Option<ValueFormat>,
@@ -96,10 +101,12 @@ pub struct GetRowParams {
 #[serde(rename_all = "camelCase")]
 pub struct CreateRowsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Base table id (grid-…) or name; views cannot take inserts.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Rows as objects {"<column id or name>": value}; values are strings, numbers, booleans or arrays. `{"cells":[{column,value}]}` is accepted too.
+    /// Rows as objects {"Column name or id": value}; values are strings, numbers, booleans or arrays. `{"cells":[{column,value}]}` is accepted too.
     pub rows: Vec<Value>,
     /// Column ids/names that identify a row: matching rows are updated instead of inserted.
     pub key_columns: Option<Vec<String>>,
@@ -115,10 +122,12 @@ pub struct CreateRowsParams {
 #[serde(rename_all = "camelCase")]
 pub struct UpsertRowsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Base table id (grid-…) or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Rows as objects {"<column id or name>": value}; each must contain the key columns.
+    /// Rows as objects {"Column name or id": value}; each must contain the key columns.
     pub rows: Vec<Value>,
     /// Column ids/names whose values identify a row (required).
     pub key_columns: Vec<String>,
@@ -132,12 +141,15 @@ pub struct UpsertRowsParams {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateRowParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…), view id or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// Row id (i-…) or display value.
+    #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
-    /// New cell values {"<column id or name>": value}.
+    /// New cell values {"Column name or id": value}.
     pub values: Object,
     #[serde(default)]
     pub disable_parsing: bool,
@@ -149,10 +161,13 @@ pub struct UpdateRowParams {
 #[serde(rename_all = "camelCase")]
 pub struct RowRefParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…), view id or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// Row id (i-…) or display value.
+    #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     #[serde(default)]
     pub wait: bool,
@@ -162,8 +177,10 @@ pub struct RowRefParams {
 #[serde(rename_all = "camelCase")]
 pub struct DeleteRowsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…) or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// Row ids (i-…) to delete.
     pub row_ids: Option<Vec<String>>,
@@ -177,8 +194,9 @@ pub struct DeleteRowsParams {
 #[serde(rename_all = "camelCase")]
 pub struct RowUpdate {
     /// Row id (i-…) or display value.
+    #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
-    /// New cell values {"<column id or name>": value}.
+    /// New cell values {"Column name or id": value}.
     pub values: Object,
 }
 
@@ -186,8 +204,10 @@ pub struct RowUpdate {
 #[serde(rename_all = "camelCase")]
 pub struct BulkUpdateParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…) or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// One entry per row: {rowIdOrName, values}.
     pub updates: Vec<RowUpdate>,
@@ -203,12 +223,16 @@ pub struct BulkUpdateParams {
 #[serde(rename_all = "camelCase")]
 pub struct PushButtonParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…) or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// Row id (i-…) or display value.
+    #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     /// The button column's id (c-…) or name.
+    #[serde(alias = "column_id_or_name")]
     pub column_id_or_name: String,
     #[serde(default)]
     pub wait: bool,
@@ -233,6 +257,7 @@ pub struct RowsWriteOutput {
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RowResult {
+    #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,7 @@ pub enum Access {
 #[serde(rename_all = "camelCase")]
 pub struct ListPermissionsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     #[serde(flatten)]
     pub page: PageArgs,
@@ -38,6 +39,7 @@ pub struct ListPermissionsParams {
 #[serde(rename_all = "camelCase")]
 pub struct SearchPrincipalsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Name or email fragment.
     pub query: String,
@@ -47,6 +49,7 @@ pub struct SearchPrincipalsParams {
 #[serde(rename_all = "camelCase")]
 pub struct AddPermissionParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// readonly, write or comment.
     pub access: Access,
@@ -61,6 +64,7 @@ pub struct AddPermissionParams {
 #[serde(rename_all = "camelCase")]
 pub struct DeletePermissionParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Permission id from coda_list_permissions.
     pub permission_id: String,
@@ -70,6 +74,7 @@ pub struct DeletePermissionParams {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateAclSettingsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     pub allow_editors_to_change_permissions: Option<bool>,
     pub allow_copying: Option<bool>,
@@ -88,6 +93,7 @@ pub enum PublishMode {
 #[serde(rename_all = "camelCase")]
 pub struct PublishParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// URL slug for the published doc.
     pub slug: Option<String>,
@@ -107,6 +113,7 @@ pub struct PublishParams {
 #[serde(rename_all = "camelCase")]
 pub struct TriggerAutomationParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Automation rule id (grid-auto-…), from the rule's webhook settings.
     pub rule_id: String,

@@ -39,6 +39,7 @@ fn table_types(t: &Option<Vec<TableType>>) -> Option<String> {
 #[serde(rename_all = "camelCase")]
 pub struct ListTablesParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Only these kinds: ["table"], ["view"] or both (default).
     pub table_types: Option<Vec<TableType>>,
@@ -58,8 +59,10 @@ pub enum NameSort {
 #[serde(rename_all = "camelCase")]
 pub struct TableParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…), view id (table-…) or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
 }
 
@@ -67,6 +70,7 @@ pub struct TableParams {
 #[serde(rename_all = "camelCase")]
 pub struct SearchTablesParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Text to look for in table names (case-insensitive).
     pub query: String,
@@ -78,8 +82,10 @@ pub struct SearchTablesParams {
 #[serde(rename_all = "camelCase")]
 pub struct ListColumnsParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…), view id or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// Only columns visible in the table/view.
     pub visible_only: Option<bool>,
@@ -91,10 +97,13 @@ pub struct ListColumnsParams {
 #[serde(rename_all = "camelCase")]
 pub struct ColumnParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Table id (grid-…), view id or name.
+    #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
     /// Column id (c-…) or name.
+    #[serde(alias = "column_id_or_name")]
     pub column_id_or_name: String,
 }
 
@@ -102,6 +111,7 @@ pub struct ColumnParams {
 #[serde(rename_all = "camelCase")]
 pub struct ListNamedParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Sort by "name" instead of document order.
     pub sort_by: Option<NameSort>,
@@ -113,6 +123,7 @@ pub struct ListNamedParams {
 #[serde(rename_all = "camelCase")]
 pub struct FormulaParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Named formula id (f-…) or name.
     pub formula_id_or_name: String,
@@ -122,6 +133,7 @@ pub struct FormulaParams {
 #[serde(rename_all = "camelCase")]
 pub struct ControlParams {
     /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
     pub doc_id: String,
     /// Control id (ctrl-…) or name.
     pub control_id_or_name: String,
