@@ -845,6 +845,7 @@ impl ProxyBench<'_> {
 
         // Latency, throughput, large transfers: one proxy for all repeats.
         let proxy = self.spawn(shared)?;
+        let pid = proxy.child.id().ok_or("proxy exited")?;
         wait_healthy(&proxy).await?;
         let mut single = McpHttp::open(proxy.addr, &mut notes).await?;
         let mut pool = Vec::new();
@@ -877,7 +878,8 @@ impl ProxyBench<'_> {
                 ms(quantile(&samples, 0.99)),
             );
 
-            let (rate, returned) =
+            let cpu_before = cpu_seconds(pid)?;
+            let (rate, calls, returned) =
                 throughput(pool, Duration::from_secs(self.args.duration_secs)).await?;
             pool = returned;
             report.add(
@@ -886,6 +888,12 @@ impl ProxyBench<'_> {
                 ),
                 "req/s",
                 rate,
+            );
+            let cpu = cpu_seconds(pid)? - cpu_before;
+            report.add(
+                &format!("proxy {mode}: proxy CPU per call during the throughput run"),
+                "µs",
+                cpu * 1e6 / calls as f64,
             );
 
             let start = Instant::now();
@@ -960,8 +968,9 @@ async fn wait_healthy(proxy: &ProxyProcess) -> Result<()> {
 }
 
 /// Runs every connection of `pool` in its own task, back to back, until
-/// `duration` has passed; returns req/s and the pool for the next run.
-async fn throughput(pool: Vec<McpHttp>, duration: Duration) -> Result<(f64, Vec<McpHttp>)> {
+/// `duration` has passed; returns req/s, the number of calls, and the pool
+/// for the next run.
+async fn throughput(pool: Vec<McpHttp>, duration: Duration) -> Result<(f64, u64, Vec<McpHttp>)> {
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = pool
@@ -984,7 +993,23 @@ async fn throughput(pool: Vec<McpHttp>, duration: Duration) -> Result<(f64, Vec<
         total += done;
         pool.push(mcp);
     }
-    Ok((total as f64 / start.elapsed().as_secs_f64(), pool))
+    Ok((total as f64 / start.elapsed().as_secs_f64(), total, pool))
+}
+
+/// User plus system CPU time of one process (not its children), from
+/// /proc; Linux reports it in USER_HZ ticks, which are always 1/100 s.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may contain spaces; fields are counted after its ')'.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("bad /proc stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks =
+        |i: usize| -> Result<f64> { Ok(fields.get(i).ok_or("short /proc stat")?.parse::<f64>()?) };
+    // utime and stime are fields 14 and 15 of the line, 12th and 13th after the name.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// Resident set of one process (not its children), from /proc.

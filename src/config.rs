@@ -14,6 +14,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::child::ChildSpec;
+use crate::upstream::UpstreamProtocol;
 
 /// Default listen address: loopback, the spec's advice for local servers.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -132,6 +133,9 @@ pub struct Args {
     /// with a shared child: exit with the child's code when it dies instead of restarting it
     #[argh(switch)]
     pub exit_on_child_exit: bool,
+    /// what the child speaks: auto (try initialize, then server/discover), legacy (2024-11-05 to 2025-11-25) or modern (2026-07-28) (default auto)
+    #[argh(option)]
+    pub upstream_protocol: Option<String>,
     /// longest backoff between restarts of the shared child (default 30s)
     #[argh(option)]
     pub restart_max_backoff: Option<String>,
@@ -207,6 +211,8 @@ pub struct Config {
     pub exit_on_child_exit: bool,
     /// Restart backoff cap.
     pub restart_max_backoff: Duration,
+    /// What the child speaks.
+    pub upstream_protocol: UpstreamProtocol,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -553,6 +559,19 @@ impl Config {
                     dur,
                 )?,
             )?,
+            upstream_protocol: match r.get("upstream-protocol", &args.upstream_protocol) {
+                None => UpstreamProtocol::Auto,
+                Some((v, source)) => match v.as_str() {
+                    "auto" => UpstreamProtocol::Auto,
+                    "legacy" => UpstreamProtocol::Legacy,
+                    "modern" => UpstreamProtocol::Modern,
+                    _ => {
+                        return err(format!(
+                            "{source}: expected auto, legacy or modern, got {v:?}"
+                        ));
+                    }
+                },
+            },
             log_format,
             log_level: r
                 .get("log-level", &args.log_level)

@@ -104,6 +104,7 @@ pub struct Frame {
     method: Option<Box<str>>,
     id: Option<Range<usize>>,
     params: Option<Range<usize>>,
+    result: Option<Range<usize>>,
 }
 
 fn range_of(base: &[u8], part: &RawValue) -> Range<usize> {
@@ -156,12 +157,14 @@ impl Frame {
         };
         let id = env.id.map(|r| range_of(&bytes, r));
         let params = env.params.map(|r| range_of(&bytes, r));
+        let result = env.result.map(|r| range_of(&bytes, r));
         let method = env.method.map(|m| m.into_owned().into_boxed_str());
         Ok(Frame {
             kind,
             method,
             id,
             params,
+            result,
             bytes,
         })
     }
@@ -211,6 +214,27 @@ impl Frame {
         self.splice(range, id)
     }
 
+    /// The same message with `fields` (raw `"key":value` pairs, comma
+    /// separated) added at the front of its `result` object, without
+    /// reparsing the result. Unchanged when there is no object result.
+    pub fn with_result_fields(&self, fields: &[u8]) -> Frame {
+        let Some(range) = self.result.clone() else {
+            return self.clone();
+        };
+        let result = &self.bytes[range.clone()];
+        if result.first() != Some(&b'{') {
+            return self.clone();
+        }
+        let empty = result[1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+        let mut with = Vec::with_capacity(fields.len() + 2);
+        with.push(b'{');
+        with.extend_from_slice(fields);
+        if !empty {
+            with.push(b',');
+        }
+        self.splice(range.start..range.start + 1, &with)
+    }
+
     /// The same message with `params` replaced by `params` (raw JSON).
     pub fn with_params(&self, params: &[u8]) -> Frame {
         match self.params.clone() {
@@ -248,6 +272,7 @@ impl Frame {
             method: self.method.clone(),
             id: self.id.clone().map(shift),
             params: self.params.clone().map(shift),
+            result: self.result.clone().map(shift),
         }
     }
 
@@ -489,6 +514,37 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"b":2}}"#
         );
         assert_eq!(h.id().unwrap(), b"42");
+    }
+
+    #[test]
+    fn result_fields_are_added_without_reparsing() {
+        let f = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#),
+            false,
+        )
+        .unwrap();
+        let g = f.with_result_fields(br#""resultType":"complete""#);
+        assert_eq!(
+            g.bytes().as_ref(),
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","tools":[]}}"#
+        );
+        let f = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{ }}"#),
+            false,
+        )
+        .unwrap();
+        let g = f
+            .with_result_fields(br#""resultType":"complete""#)
+            .with_id(b"\"x\"");
+        let v: serde_json::Value = serde_json::from_slice(g.bytes()).unwrap();
+        assert_eq!(v["result"]["resultType"], "complete");
+        assert_eq!(v["id"], "x");
+        let e = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#),
+            false,
+        )
+        .unwrap();
+        assert_eq!(e.with_result_fields(b"\"a\":1").bytes(), e.bytes());
     }
 
     #[test]

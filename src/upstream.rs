@@ -56,6 +56,14 @@ pub enum UpstreamError {
     /// The child could not be started.
     #[error(transparent)]
     Spawn(#[from] ChildError),
+    /// The child answered the proxy's own request with this JSON-RPC error object.
+    #[error("the MCP server answered {method} with an error: {}", String::from_utf8_lossy(.error))]
+    Rpc {
+        /// The method the proxy sent.
+        method: &'static str,
+        /// The raw `error` object.
+        error: Bytes,
+    },
     /// The child answered the proxy's own request with an error or not at all.
     #[error("the MCP server did not complete {method}: {reason}")]
     Internal {
@@ -131,6 +139,10 @@ pub struct Port {
     notify: Mutex<Option<Arc<Outlet>>>,
     /// Client capabilities from its `initialize` (sampling, roots, elicitation).
     capabilities: Mutex<Value>,
+    /// `clientInfo` from its `initialize`, forwarded in `_meta` to a modern child.
+    client_info: Mutex<Value>,
+    /// Set on a 2026-07-28 `subscriptions/listen` port.
+    listen: Mutex<Option<ListenFilter>>,
     /// The level this session asked for with `logging/setLevel`.
     log_level: Mutex<Option<usize>>,
 }
@@ -146,6 +158,8 @@ impl Port {
             kind,
             notify: Mutex::new(None),
             capabilities: Mutex::new(Value::Null),
+            client_info: Mutex::new(Value::Null),
+            listen: Mutex::new(None),
             log_level: Mutex::new(None),
         })
     }
@@ -160,9 +174,10 @@ impl Port {
         lock(&self.notify).clone()
     }
 
-    /// Records the client's capabilities from its initialize params.
-    pub fn set_capabilities(&self, caps: Value) {
-        *lock(&self.capabilities) = caps;
+    /// Records the client's capabilities and identity from its initialize params.
+    pub fn set_client(&self, params: &Value) {
+        *lock(&self.capabilities) = params.get("capabilities").cloned().unwrap_or(Value::Null);
+        *lock(&self.client_info) = params.get("clientInfo").cloned().unwrap_or(Value::Null);
     }
 
     fn supports(&self, method: &str) -> bool {
@@ -176,6 +191,18 @@ impl Port {
     }
 
     fn send_unrelated(&self, bytes: &[u8]) -> bool {
+        let listen = lock(&self.listen).clone();
+        let rewritten;
+        let bytes = match listen {
+            None => bytes,
+            Some(l) => match l.admit(bytes) {
+                Some(b) => {
+                    rewritten = b;
+                    &rewritten
+                }
+                None => return false,
+            },
+        };
         match lock(&self.notify).as_ref() {
             Some(o) if !o.is_finished() => {
                 o.send(bytes);
@@ -184,6 +211,64 @@ impl Port {
             _ => false,
         }
     }
+
+    /// Makes this port a 2026-07-28 `subscriptions/listen` stream: only what
+    /// `filter` accepts reaches it, tagged with the subscription id.
+    pub fn set_listen(&self, filter: ListenFilter) {
+        *lock(&self.listen) = Some(filter);
+    }
+}
+
+/// `_meta` key naming the `subscriptions/listen` request a notification belongs to.
+pub const SUBSCRIPTION_ID_KEY: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// What a 2026-07-28 listener accepted, and its id.
+#[derive(Debug, Clone, Default)]
+pub struct ListenFilter {
+    /// The listen request's id, raw JSON.
+    pub id: Box<[u8]>,
+    /// `toolsListChanged`.
+    pub tools: bool,
+    /// `promptsListChanged`.
+    pub prompts: bool,
+    /// `resourcesListChanged`.
+    pub resources: bool,
+    /// `resourceSubscriptions`.
+    pub uris: Vec<String>,
+}
+
+impl ListenFilter {
+    /// The notification as this listener should see it, or `None` if it did not ask for it.
+    fn admit(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut v: Value = serde_json::from_slice(bytes).ok()?;
+        let wanted = match v.get("method").and_then(Value::as_str)? {
+            "notifications/tools/list_changed" => self.tools,
+            "notifications/prompts/list_changed" => self.prompts,
+            "notifications/resources/list_changed" => self.resources,
+            "notifications/resources/updated" => {
+                let uri = v
+                    .pointer("/params/uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                self.uris.iter().any(|u| u == uri)
+            }
+            _ => false,
+        };
+        if !wanted {
+            return None;
+        }
+        let id: Value = serde_json::from_slice(&self.id).ok()?;
+        let params = v
+            .as_object_mut()?
+            .entry("params")
+            .or_insert_with(|| serde_json::json!({}));
+        let meta = params
+            .as_object_mut()?
+            .entry("_meta")
+            .or_insert_with(|| serde_json::json!({}));
+        meta.as_object_mut()?.insert(SUBSCRIPTION_ID_KEY.into(), id);
+        serde_json::to_vec(&v).ok()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -191,8 +276,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a 2026-07-28 client needs added to a 2025-era child's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Nothing: same era on both sides.
+    None,
+    /// `resultType` (every 2026-07-28 result has one).
+    Complete,
+    /// `resultType` plus the caching hints of list and read results.
+    Cacheable,
+}
+
 struct Pending {
     port: u64,
+    fill: Fill,
     client_id: Box<[u8]>,
     /// The client's own progress token, restored on progress notifications.
     token: Option<Box<[u8]>>,
@@ -228,6 +325,20 @@ pub enum Health {
     Dead(String),
 }
 
+/// Which protocol generation the child speaks (`--upstream-protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// Try `initialize`; if the child refuses it, probe `server/discover`.
+    Auto,
+    /// A 2024-11-05 … 2025-11-25 server: `initialize` handshake.
+    Legacy,
+    /// A 2026-07-28 server: `server/discover`, per-request `_meta`.
+    Modern,
+}
+
+/// The newest revision; what a modern child is spoken to in.
+pub const MODERN_VERSION: &str = "2026-07-28";
+
 /// What the multiplexer needs to know about its mode.
 #[derive(Debug, Clone)]
 pub struct UpstreamOptions {
@@ -239,8 +350,13 @@ pub struct UpstreamOptions {
     pub restart_max_backoff: Duration,
     /// Do not restart; report the exit instead (`--exit-on-child-exit`).
     pub exit_on_child_exit: bool,
+    /// What the child speaks, or whether to find out.
+    pub protocol: UpstreamProtocol,
 }
 
+/// The child's one handshake: the parameters it was made with (replayed
+/// after a restart) and its answer, an InitializeResult for a legacy child
+/// or a DiscoverResult for a modern one.
 #[derive(Clone)]
 struct InitCache {
     params: Bytes,
@@ -256,8 +372,10 @@ pub struct Upstream {
     routes: Mutex<Routes>,
     next_id: AtomicU64,
     health: watch::Sender<Health>,
-    /// Shared mode: the one initialize, made by whichever session came first.
+    /// The one handshake, made by whichever session came first.
     init: tokio::sync::Mutex<Option<InitCache>>,
+    /// What the child turned out to speak (`Auto` until known).
+    era: Mutex<UpstreamProtocol>,
     initialized_sent: AtomicBool,
     cancel: CancellationToken,
     /// The exit that ended this upstream, for `--exit-on-child-exit`.
@@ -273,6 +391,7 @@ impl Upstream {
         cancel: CancellationToken,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         let (child, reader) = ChildHandle::spawn(&spec, label)?;
+        let protocol = opts.protocol;
         let up = Arc::new(Upstream {
             spec,
             label: label.to_string(),
@@ -282,6 +401,7 @@ impl Upstream {
             next_id: AtomicU64::new(1),
             health: watch::Sender::new(Health::Ready),
             init: tokio::sync::Mutex::new(None),
+            era: Mutex::new(protocol),
             initialized_sent: AtomicBool::new(false),
             cancel,
             final_exit: watch::Sender::new(None),
@@ -407,11 +527,24 @@ impl Upstream {
         match method {
             "initialize" => {
                 if let Some(p) = frame.params_value() {
-                    port.set_capabilities(p.get("capabilities").cloned().unwrap_or(Value::Null));
+                    port.set_client(&p);
                 }
-                if self.opts.shared {
-                    return self.initialize_shared(&frame, &client_id, reply).await;
+                return self.initialize(&frame, &client_id, reply).await;
+            }
+            "ping" | "logging/setLevel" if self.era() == UpstreamProtocol::Modern => {
+                // Gone in 2026-07-28: the proxy answers for the child (a log
+                // level then travels in each request's `_meta`).
+                if method == "logging/setLevel" {
+                    let level = frame
+                        .params_value()
+                        .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank));
+                    *lock(&port.log_level) = level;
                 }
+                reply.respond(&jsonrpc::result_response(
+                    &client_id,
+                    &serde_json::json!({}),
+                ));
+                return Ok(());
             }
             "resources/subscribe" | "resources/unsubscribe" => {
                 let uri = frame
@@ -483,6 +616,25 @@ impl Upstream {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = if port.kind == PortKind::Session && self.era() == UpstreamProtocol::Modern {
+            // A session-era client over a 2026-07-28 child: each request must
+            // carry what the handshake used to establish.
+            inject_modern_meta(frame, port)
+        } else {
+            frame
+        };
+        let fill = if port.kind == PortKind::Modern && self.era() != UpstreamProtocol::Modern {
+            match frame.method().unwrap_or_default() {
+                "tools/list"
+                | "prompts/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "resources/read" => Fill::Cacheable,
+                _ => Fill::Complete,
+            }
+        } else {
+            Fill::None
+        };
         let (frame, token) = rewrite_progress_token(frame, id);
         let frame = frame.with_id(id.to_string().as_bytes());
         {
@@ -493,6 +645,7 @@ impl Upstream {
                 id,
                 Pending {
                     port: port.key,
+                    fill,
                     client_id,
                     token,
                     reply,
@@ -558,9 +711,17 @@ impl Upstream {
         }
     }
 
-    /// Shared mode: the first initialize goes to the child; later ones are
-    /// answered from the cached result (with the caller's id).
-    async fn initialize_shared(
+    /// What the child speaks, as far as is known.
+    pub fn era(&self) -> UpstreamProtocol {
+        *lock(&self.era)
+    }
+
+    /// Every `initialize` of every session lands here. The first one
+    /// performs the child's one handshake (with that client's parameters);
+    /// later ones are answered from the cached result with the caller's id.
+    /// A modern child has no handshake: its `server/discover` result is
+    /// turned into an InitializeResult for the version the client asked for.
+    async fn initialize(
         self: &Arc<Self>,
         frame: &Frame,
         client_id: &[u8],
@@ -569,35 +730,91 @@ impl Upstream {
         let mut init = self.init.lock().await;
         if init.is_none() {
             let params = Bytes::copy_from_slice(frame.params().unwrap_or(b"{}"));
-            match self.call("initialize", &params).await {
-                Ok(result) => {
-                    *init = Some(InitCache { params, result });
-                    self.send_initialized().await;
-                }
+            match self.handshake(&params).await {
+                Ok(cache) => *init = Some(cache),
                 Err(e) => {
-                    reply.respond(&jsonrpc::error_response(
-                        Some(client_id),
-                        code::SERVER_ERROR,
-                        &e.to_string(),
-                        None,
-                    ));
+                    let out = match &e {
+                        UpstreamError::Rpc { error, .. } => rpc_envelope(client_id, "error", error),
+                        other => jsonrpc::error_response(
+                            Some(client_id),
+                            code::SERVER_ERROR,
+                            &other.to_string(),
+                            None,
+                        )
+                        .to_vec(),
+                    };
+                    reply.respond(&out);
                     return Err(e);
                 }
             }
         }
         // Invariant: set just above or earlier.
         let cache = init.as_ref().expect("initialized");
-        let mut out = Vec::with_capacity(cache.result.len() + 64);
-        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-        out.extend_from_slice(client_id);
-        out.extend_from_slice(br#","result":"#);
-        out.extend_from_slice(&cache.result);
-        out.push(b'}');
-        reply.respond(&out);
+        let requested = frame.params_value().and_then(|p| {
+            p.get("protocolVersion")
+                .and_then(Value::as_str)
+                .map(String::from)
+        });
+        let result = match self.era() {
+            UpstreamProtocol::Modern => Bytes::from(
+                serde_json::to_vec(&initialize_from_discover(
+                    &cache.result,
+                    requested.as_deref(),
+                ))
+                .expect("Value serializes"),
+            ),
+            _ => answer_in_version(&cache.result, requested.as_deref()),
+        };
+        reply.respond(&rpc_envelope(client_id, "result", &result));
         Ok(())
     }
 
-    /// The cached initialize result of a shared child, if it has one.
+    /// The child's handshake: `initialize` (legacy), or `server/discover`
+    /// (modern, or `auto` when the child refused `initialize`).
+    async fn handshake(self: &Arc<Self>, params: &Bytes) -> Result<InitCache, UpstreamError> {
+        if self.era() == UpstreamProtocol::Modern {
+            let result = self
+                .call(
+                    "server/discover",
+                    &modern_meta_params(&Value::Null, &Value::Null),
+                )
+                .await?;
+            return Ok(InitCache {
+                params: params.clone(),
+                result,
+            });
+        }
+        match self.call("initialize", params).await {
+            Ok(result) => {
+                *lock(&self.era) = UpstreamProtocol::Legacy;
+                self.send_initialized().await;
+                Ok(InitCache {
+                    params: params.clone(),
+                    result,
+                })
+            }
+            Err(e @ UpstreamError::Rpc { .. }) if self.era() == UpstreamProtocol::Auto => {
+                let probe = modern_meta_params(&Value::Null, &Value::Null);
+                match self.call("server/discover", &probe).await {
+                    Ok(result) => {
+                        info!(
+                            "the child refused initialize and answered server/discover: speaking 2026-07-28 to it"
+                        );
+                        *lock(&self.era) = UpstreamProtocol::Modern;
+                        Ok(InitCache {
+                            params: params.clone(),
+                            result,
+                        })
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The cached handshake result (InitializeResult or, for a modern child,
+    /// DiscoverResult), if the handshake happened.
     pub async fn cached_initialize(&self) -> Option<Bytes> {
         self.init.lock().await.as_ref().map(|c| c.result.clone())
     }
@@ -635,6 +852,7 @@ impl Upstream {
             id,
             Pending {
                 port: 0,
+                fill: Fill::None,
                 client_id: id.to_string().into_bytes().into(),
                 token: None,
                 reply: Reply::Once(tx),
@@ -671,9 +889,9 @@ impl Upstream {
             Ok(Answer {
                 result: Some(r), ..
             }) => Ok(Bytes::copy_from_slice(r.get().as_bytes())),
-            Ok(Answer { error: Some(e), .. }) => Err(UpstreamError::Internal {
+            Ok(Answer { error: Some(e), .. }) => Err(UpstreamError::Rpc {
                 method,
-                reason: e.get().to_string(),
+                error: Bytes::copy_from_slice(e.get().as_bytes()),
             }),
             _ => Err(UpstreamError::Internal {
                 method,
@@ -699,12 +917,10 @@ impl Upstream {
         frame: Frame,
     ) -> Result<(), UpstreamError> {
         match frame.method().unwrap_or_default() {
-            "notifications/initialized" if self.opts.shared => {
-                // The proxy sent the child its one `initialized` already.
-                return Ok(());
-            }
             "notifications/initialized" => {
-                self.initialized_sent.store(true, Ordering::SeqCst);
+                // The proxy sent the child its one `initialized` right after
+                // the handshake, so requests can never overtake it.
+                return Ok(());
             }
             "notifications/cancelled" => return self.cancel_from_client(port, &frame).await,
             _ => {}
@@ -837,7 +1053,7 @@ impl Upstream {
                     tokio::spawn(async move {
                         let cached = reinit.init.lock().await.clone();
                         match cached {
-                            Some(c) => match reinit.call("initialize", &c.params).await {
+                            Some(c) => match reinit.handshake(&c.params).await {
                                 Ok(_) => {
                                     reinit.send_initialized().await;
                                     let _ = reinit.health.send(Health::Ready);
@@ -983,12 +1199,38 @@ impl Upstream {
             debug!(id = %String::from_utf8_lossy(frame.id().unwrap_or_default()), "response for an unknown or finished request dropped");
             return;
         };
+        let frame = match p.fill {
+            Fill::None => frame,
+            Fill::Complete => frame.with_result_fields(br#""resultType":"complete""#),
+            Fill::Cacheable => frame
+                .with_result_fields(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
+        };
         let out = frame.with_id(&p.client_id);
         p.reply.respond(out.bytes());
     }
 
     fn route_notification(&self, frame: Frame) {
         let method = frame.method().unwrap_or_default();
+        if let Some(sub) = self.subscription_of(&frame) {
+            // A modern child's notification for one `subscriptions/listen`
+            // request: it goes to that request's stream only, with the
+            // client's own request id restored.
+            let r = lock(&self.routes);
+            if let Some(p) = r.pending.get(&sub) {
+                let mut v: Value = serde_json::from_slice(frame.bytes()).unwrap_or_default();
+                if let (Some(meta), Ok(id)) = (
+                    v.pointer_mut("/params/_meta")
+                        .and_then(Value::as_object_mut),
+                    serde_json::from_slice::<Value>(&p.client_id),
+                ) {
+                    meta.insert(SUBSCRIPTION_ID_KEY.into(), id);
+                }
+                if let Some(o) = p.reply.stream() {
+                    o.send(&serde_json::to_vec(&v).expect("Value serializes"));
+                }
+            }
+            return;
+        }
         match method {
             "notifications/progress" => {
                 let Some(mut params) = frame
@@ -1092,6 +1334,16 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    fn subscription_of(&self, frame: &Frame) -> Option<u64> {
+        let params = frame.params()?;
+        if !contains(params, SUBSCRIPTION_ID_KEY.as_bytes()) {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(params).ok()?;
+        let id = v.get("_meta")?.get(SUBSCRIPTION_ID_KEY)?;
+        parse_proxy_id(id.to_string().as_bytes())
     }
 
     async fn route_request(self: &Arc<Self>, frame: Frame) {
@@ -1206,6 +1458,113 @@ fn recompute_level(r: &mut Routes) -> Option<usize> {
     } else {
         None
     }
+}
+
+/// `{"jsonrpc":"2.0","id":<id>,"<field>":<raw>}` without reparsing `raw`.
+fn rpc_envelope(id: &[u8], field: &str, raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + id.len() + 32);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id);
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(raw);
+    out.push(b'}');
+    out
+}
+
+/// Revisions a session-era client may be answered in.
+const SESSION_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// A cached InitializeResult for a later session: in the version that
+/// session asked for when the child was initialized at that version or a
+/// newer one (servers keep supporting older revisions, and the proxy
+/// handles the transport differences per session); otherwise unchanged,
+/// and the client decides whether it can live with the child's version.
+fn answer_in_version(result: &Bytes, requested: Option<&str>) -> Bytes {
+    let Some(requested) = requested.filter(|v| SESSION_VERSIONS.contains(v)) else {
+        return result.clone();
+    };
+    let Ok(mut v) = serde_json::from_slice::<Value>(result) else {
+        return result.clone();
+    };
+    match v.get("protocolVersion").and_then(Value::as_str) {
+        Some(negotiated) if negotiated != requested && negotiated > requested => {
+            v["protocolVersion"] = requested.into();
+            Bytes::from(serde_json::to_vec(&v).expect("Value serializes"))
+        }
+        _ => result.clone(),
+    }
+}
+
+/// An InitializeResult for a session-era client of a modern child, built
+/// from the child's DiscoverResult: the client's version if it is a session
+/// revision, else the newest session revision.
+fn initialize_from_discover(discover: &[u8], requested: Option<&str>) -> Value {
+    let d: Value = serde_json::from_slice(discover).unwrap_or_default();
+    let version = requested
+        .filter(|v| SESSION_VERSIONS.contains(v))
+        .unwrap_or("2025-11-25");
+    let server_info = d
+        .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({ "name": "mcp-server", "version": "unknown" }));
+    let mut r = serde_json::json!({
+        "protocolVersion": version,
+        "capabilities": d.get("capabilities").cloned().unwrap_or_else(|| serde_json::json!({})),
+        "serverInfo": server_info,
+    });
+    if let Some(i) = d.get("instructions") {
+        r["instructions"] = i.clone();
+    }
+    r
+}
+
+/// `params` holding only the `_meta` a 2026-07-28 request needs.
+fn modern_meta_params(capabilities: &Value, client_info: &Value) -> Vec<u8> {
+    let mut meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+        "io.modelcontextprotocol/clientCapabilities": if capabilities.is_null() { serde_json::json!({}) } else { capabilities.clone() },
+    });
+    if !client_info.is_null() {
+        meta["io.modelcontextprotocol/clientInfo"] = client_info.clone();
+    }
+    serde_json::to_vec(&serde_json::json!({ "_meta": meta })).expect("Value serializes")
+}
+
+/// Adds the 2026-07-28 per-request `_meta` (version, client capabilities
+/// and info, log level) to a session-era request, keeping what it has.
+fn inject_modern_meta(frame: Frame, port: &Port) -> Frame {
+    let mut params: serde_json::Map<String, Value> = frame
+        .params()
+        .and_then(|p| serde_json::from_slice(p).ok())
+        .unwrap_or_default();
+    let meta = params
+        .entry("_meta")
+        .or_insert_with(|| serde_json::json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.entry("io.modelcontextprotocol/protocolVersion")
+            .or_insert_with(|| MODERN_VERSION.into());
+        let caps = lock(&port.capabilities).clone();
+        meta.entry("io.modelcontextprotocol/clientCapabilities")
+            .or_insert_with(|| {
+                if caps.is_null() {
+                    serde_json::json!({})
+                } else {
+                    caps
+                }
+            });
+        let info = lock(&port.client_info).clone();
+        if !info.is_null() {
+            meta.entry("io.modelcontextprotocol/clientInfo")
+                .or_insert(info);
+        }
+        if let Some(level) = *lock(&port.log_level) {
+            meta.entry("io.modelcontextprotocol/logLevel")
+                .or_insert_with(|| LOG_LEVELS[level].into());
+        }
+    }
+    frame.with_params(&serde_json::to_vec(&params).expect("Value serializes"))
 }
 
 fn parse_proxy_id(raw: &[u8]) -> Option<u64> {

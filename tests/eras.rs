@@ -383,3 +383,49 @@ async fn all_three_eras_are_served_by_one_proxy_at_once() {
     .expect("all eras answered");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn subscriptions_listen_streams_the_legacy_childs_list_changes() {
+    let proxy = Proxy::start(&[]).await;
+    let listen = json!({"jsonrpc":"2.0","id":"listen","method":"subscriptions/listen","params":{"_meta":meta(),"notifications":{"toolsListChanged":true,"promptsListChanged":false}}});
+    let mut stream = SseStream::new(modern_post(&proxy, &listen, "text/event-stream").await);
+    let ack: Value = serde_json::from_str(&stream.next().await.unwrap().data).unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true})
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen"
+    );
+    let notify = |n: u64, method: &str| json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{"name":"notify","arguments":{"method":method},"_meta":meta()}});
+    // Not asked for: filtered out. Asked for: delivered with the subscription id.
+    let r: Value = modern_post(
+        &proxy,
+        &notify(1, "notifications/prompts/list_changed"),
+        "application/json",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(text_of(&r), "ok");
+    let r: Value = modern_post(
+        &proxy,
+        &notify(2, "notifications/tools/list_changed"),
+        "application/json",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(text_of(&r), "ok");
+    let ev: Value = serde_json::from_str(&stream.next().await.unwrap().data).unwrap();
+    assert_eq!(ev["method"], "notifications/tools/list_changed");
+    assert_eq!(
+        ev["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen"
+    );
+    proxy.stop().await;
+}

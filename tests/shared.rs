@@ -289,3 +289,49 @@ async fn later_sessions_get_the_cached_initialize_result() {
     assert_eq!(info["clientInfo"]["name"], "test", "{info}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn each_session_sees_only_logs_at_its_own_level() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let clients = sessions(&proxy, 2, json!({})).await;
+    let (quiet, chatty) = (&clients[0], &clients[1]);
+    quiet
+        .request(json!(1), "logging/setLevel", json!({"level":"error"}))
+        .await;
+    chatty
+        .request(json!(1), "logging/setLevel", json!({"level":"debug"}))
+        .await;
+    // The child now logs at debug (the most verbose asked for) ...
+    let msgs = chatty
+        .request(
+            json!(2),
+            "tools/call",
+            json!({"name":"log","arguments":{"level":"info","message":"for chatty"}}),
+        )
+        .await;
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_eq!(msgs[0]["method"], "notifications/message");
+    assert_eq!(msgs[0]["params"]["data"], "for chatty");
+    // ... but the quiet session still sees only errors.
+    let msgs = quiet
+        .request(
+            json!(2),
+            "tools/call",
+            json!({"name":"log","arguments":{"level":"info","message":"too low"}}),
+        )
+        .await;
+    assert_eq!(
+        msgs.len(),
+        1,
+        "an info log leaked past the session's error level: {msgs:?}"
+    );
+    let msgs = quiet
+        .request(
+            json!(3),
+            "tools/call",
+            json!({"name":"log","arguments":{"level":"error","message":"loud"}}),
+        )
+        .await;
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    proxy.stop().await;
+}

@@ -16,12 +16,11 @@ use tracing::info;
 
 use super::streamable::parse_body;
 use super::{App, read_body, require_json, sse_response};
-use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::jsonrpc::Kind;
-use crate::session::{Session, new_session_id};
+
 use crate::sse::{self, Body, Outlet, full, stream_body};
-use crate::upstream::{Port, PortKind, Reply};
+use crate::upstream::Reply;
 
 /// `GET /sse`.
 pub async fn handle_sse(
@@ -31,28 +30,11 @@ pub async fn handle_sse(
     if req.method() != Method::GET {
         return Err(ProxyError::MethodNotAllowed("GET, OPTIONS"));
     }
-    let reservation = app
-        .sessions
-        .reserve()
-        .map_err(|e| ProxyError::TooManySessions(e.0))?;
-    let id = new_session_id();
-    let port = Port::new(id.clone().into(), PortKind::Session);
-    let (upstream, owns) = match app.config.mode {
-        Mode::PerSession => (app.spawn_session_child(&id)?, true),
-        _ => (app.shared_upstream().await?, false),
-    };
+    let (session, reservation) = app.open_session().await?;
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
     let outlet = Arc::new(outlet);
-    port.set_notify(Some(outlet.clone()));
-    let session = Session::new(
-        id,
-        port,
-        upstream,
-        owns,
-        limits,
-        app.streams_cancel.child_token(),
-    );
+    session.port.set_notify(Some(outlet.clone()));
     let endpoint = format!(
         "{}{}?sessionId={}",
         forwarded_prefix(req.headers()),
@@ -62,7 +44,7 @@ pub async fn handle_sse(
     outlet.send_raw(sse::event(None, Some("endpoint"), endpoint.as_bytes()));
     app.sessions.insert(session.clone(), reservation);
     info!(session = %session.id, "legacy SSE session opened");
-    if owns {
+    if !session.upstream.is_shared() {
         super::streamable::watch_child(app.clone(), &session);
     }
     let guard = EndOnDrop {

@@ -34,9 +34,9 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::auth::Access;
 use crate::config::{Config, Mode};
 use crate::error::ProxyError;
-use crate::session::{Sessions, StreamLimits};
+use crate::session::{Reservation, Session, Sessions, StreamLimits, new_session_id};
 use crate::sse::{Body, full};
-use crate::upstream::{Upstream, UpstreamError, UpstreamOptions};
+use crate::upstream::{Port, PortKind, Upstream, UpstreamError, UpstreamOptions};
 
 /// Consecutive spawn failures after which `/ready` reports 503.
 const SPAWN_FAILURES_NOT_READY: u32 = 3;
@@ -90,6 +90,7 @@ impl App {
             request_timeout: self.config.request_timeout,
             restart_max_backoff: self.config.restart_max_backoff,
             exit_on_child_exit: self.config.exit_on_child_exit,
+            protocol: self.config.upstream_protocol,
         }
     }
 
@@ -127,6 +128,30 @@ impl App {
                 Err(ProxyError::Upstream(e.to_string()))
             }
         }
+    }
+
+    /// Reserves room for a session-era session, starts its child (or joins
+    /// the shared one) and builds it; it is registered once initialized.
+    pub async fn open_session(&self) -> Result<(Arc<Session>, Reservation), ProxyError> {
+        let reservation = self
+            .sessions
+            .reserve()
+            .map_err(|e| ProxyError::TooManySessions(e.0))?;
+        let id = new_session_id();
+        let port = Port::new(id.clone().into(), PortKind::Session);
+        let (upstream, owns) = match self.config.mode {
+            Mode::PerSession => (self.spawn_session_child(&id)?, true),
+            _ => (self.shared_upstream().await?, false),
+        };
+        let session = Session::new(
+            id,
+            port,
+            upstream,
+            owns,
+            self.stream_limits(),
+            self.streams_cancel.child_token(),
+        );
+        Ok((session, reservation))
     }
 
     /// The shared child, started on first use.

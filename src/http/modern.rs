@@ -32,7 +32,7 @@ use super::{Answer, App, negotiate, read_body, require_json, sse_response};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, code};
 use crate::sse::{Body, Outlet, stream_body};
-use crate::upstream::{Port, PortKind, Reply, Upstream};
+use crate::upstream::{Port, PortKind, Reply, Upstream, UpstreamProtocol};
 
 /// The stateless revisions this proxy serves.
 pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
@@ -77,6 +77,7 @@ fn meta_version(frame: &Frame) -> Option<String> {
 
 /// Entry for requests whose version header is modern.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    refuse_if_legacy_only(&app)?;
     if req.method() != Method::POST {
         // No GET stream and no sessions to delete in this revision.
         return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
@@ -91,6 +92,20 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let frame = Frame::parse(bytes, true)?;
     serve(app, &parts, frame).await
+}
+
+/// `--upstream-protocol legacy` makes the proxy a session-era server: a
+/// modern request gets a 400 that deliberately does not use the 2026-07-28
+/// error codes, which is what tells a dual-era client to fall back to
+/// `initialize` (transport.md §2.13).
+fn refuse_if_legacy_only(app: &App) -> Result<(), ProxyError> {
+    if app.config.upstream_protocol == UpstreamProtocol::Legacy {
+        return Err(ProxyError::InvalidRequest(
+            "protocol 2026-07-28 is not served here (--upstream-protocol legacy); send initialize"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes an `=?base64?…?=` header value (SEP-2243); plain values pass.
@@ -221,6 +236,7 @@ pub async fn serve(
     parts: &Parts,
     frame: Frame,
 ) -> Result<Response<Body>, ProxyError> {
+    refuse_if_legacy_only(&app)?;
     validate(&parts.headers, &frame)?;
     if frame.kind() == Kind::Notification {
         // Cancellation over HTTP is closing the stream; other notifications have no target.
@@ -235,11 +251,13 @@ pub async fn serve(
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     match frame.method().unwrap_or_default() {
         "server/discover" => {
-            let init = upstream.cached_initialize().await.unwrap_or_default();
-            return Ok(json_ok(jsonrpc::result_response(
-                &id,
-                &discover_result(&init),
-            )));
+            let cached = upstream.cached_initialize().await.unwrap_or_default();
+            let result: Value = match upstream.era() {
+                // The child's own DiscoverResult, as it gave it.
+                UpstreamProtocol::Modern => serde_json::from_slice(&cached).unwrap_or_default(),
+                _ => discover_result(&cached),
+            };
+            return Ok(json_ok(jsonrpc::result_response(&id, &result)));
         }
         "initialize" | "ping" | "logging/setLevel" => {
             return Err(ProxyError::MethodNotFound(format!(
@@ -262,51 +280,24 @@ pub async fn serve(
     let port = Port::new("stateless".into(), PortKind::Modern);
     upstream.attach(port.clone());
     if listen {
-        return Ok(subscribe(&app, &upstream, port, answer, &id));
+        return Ok(subscribe(&app, &upstream, port, answer, frame).await);
     }
-    if answer == Answer::Json && !wants_stream {
+    if answer == Answer::Json {
+        // Progress, if any was asked for, cannot travel in a JSON body and is dropped.
         let (tx, rx) = oneshot::channel();
-        let guard = CancelOnDrop {
-            upstream: upstream.clone(),
-            port: port.clone(),
-            id: id.clone(),
-            done: false,
-        };
+        let mut guard = CancelUnlessAnswered::new(&upstream, &port, &id, None);
         let _ = upstream.request(&port, frame, Reply::Once(tx)).await;
-        let mut guard = guard;
         let bytes = tokio::select! {
             r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None)),
             _ = app.streams_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None),
         };
-        guard.done = true;
+        guard.answered = true;
+        let mut r = json_ok(bytes.clone());
         if error_code(&bytes) == Some(code::METHOD_NOT_FOUND) {
             // The spec's status for an unknown method in this revision.
-            let mut r = json_ok(bytes);
             *r.status_mut() = http::StatusCode::NOT_FOUND;
-            return Ok(r);
         }
-        return Ok(json_ok(bytes));
-    }
-    if answer == Answer::Json {
-        // Only JSON acceptable though progress was asked for: progress is dropped.
-        let (tx, rx) = oneshot::channel();
-        let mut guard = CancelOnDrop {
-            upstream: upstream.clone(),
-            port: port.clone(),
-            id: id.clone(),
-            done: false,
-        };
-        let _ = upstream.request(&port, frame, Reply::Once(tx)).await;
-        let bytes = rx.await.unwrap_or_else(|_| {
-            jsonrpc::error_response(
-                Some(&id),
-                code::SERVER_ERROR,
-                "the MCP server did not answer",
-                None,
-            )
-        });
-        guard.done = true;
-        return Ok(json_ok(bytes));
+        return Ok(r);
     }
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
@@ -314,12 +305,7 @@ pub async fn serve(
     let _ = upstream
         .request(&port, frame, Reply::Stream(outlet.clone()))
         .await;
-    let guard = StreamCancelGuard {
-        upstream,
-        port,
-        id,
-        outlet,
-    };
+    let guard = CancelUnlessAnswered::new(&upstream, &port, &id, Some(outlet));
     Ok(sse_response(stream_body(
         rx,
         app.config.keep_alive,
@@ -342,29 +328,116 @@ fn error_code(bytes: &[u8]) -> Option<i64> {
 /// `subscriptions/listen`: a stream that carries the child's list-changed
 /// (and, for subscribed URIs, resource-updated) notifications until the
 /// client closes it.
-fn subscribe(
+async fn subscribe(
     app: &App,
     upstream: &Arc<Upstream>,
     port: Arc<Port>,
     answer: Answer,
-    _id: &[u8],
+    frame: Frame,
 ) -> Response<Body> {
     let limits = app.stream_limits();
-    let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
-    port.set_notify(Some(Arc::new(outlet)));
+    let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
+    let outlet = Arc::new(outlet);
     if answer == Answer::Json {
         debug!("subscriptions/listen with Accept: application/json only; streaming anyway");
     }
-    let guard = super::streamable::DetachGuard {
-        upstream: upstream.clone(),
-        port,
-    };
+    let id: Box<[u8]> = frame.id().unwrap_or_default().into();
+    if upstream.era() == UpstreamProtocol::Modern {
+        // The child serves the subscription itself (acknowledgment, filter,
+        // ids); its notifications are routed to this request's stream by
+        // their subscription id, and closing the stream cancels it.
+        let _ = upstream
+            .request(&port, frame, Reply::Stream(outlet.clone()))
+            .await;
+    } else {
+        listen_for_legacy_child(upstream, &port, &outlet, &frame, &id).await;
+    }
+    let guard = CancelUnlessAnswered::new(upstream, &port, &id, Some(outlet));
     sse_response(stream_body(
         rx,
         app.config.keep_alive,
         app.streams_cancel.child_token(),
         guard,
     ))
+}
+
+/// Serves `subscriptions/listen` from a 2025-era child's notifications:
+/// accepts the part of the filter the child can deliver, acknowledges it
+/// first (`notifications/subscriptions/acknowledged`), subscribes the child
+/// to the requested resources (reference-counted with every other session),
+/// then lets through only what was accepted, tagged with the listen id.
+async fn listen_for_legacy_child(
+    upstream: &Arc<Upstream>,
+    port: &Arc<Port>,
+    outlet: &Arc<Outlet>,
+    frame: &Frame,
+    id: &[u8],
+) {
+    let asked = frame
+        .params_value()
+        .and_then(|p| p.get("notifications").cloned())
+        .unwrap_or_default();
+    let caps: Value = upstream
+        .cached_initialize()
+        .await
+        .and_then(|r| serde_json::from_slice::<Value>(&r).ok())
+        .and_then(|r| r.get("capabilities").cloned())
+        .unwrap_or_default();
+    let flag = |key: &str, cap: &str| {
+        asked.get(key).and_then(Value::as_bool) == Some(true)
+            && caps.pointer(cap).and_then(Value::as_bool) == Some(true)
+    };
+    let can_subscribe = caps
+        .pointer("/resources/subscribe")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let uris: Vec<String> = if can_subscribe {
+        asked
+            .get("resourceSubscriptions")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let filter = crate::upstream::ListenFilter {
+        id: id.into(),
+        tools: flag("toolsListChanged", "/tools/listChanged"),
+        prompts: flag("promptsListChanged", "/prompts/listChanged"),
+        resources: flag("resourcesListChanged", "/resources/listChanged"),
+        uris: uris.clone(),
+    };
+    let mut accepted = serde_json::Map::new();
+    for (key, on) in [
+        ("toolsListChanged", filter.tools),
+        ("promptsListChanged", filter.prompts),
+        ("resourcesListChanged", filter.resources),
+    ] {
+        if on {
+            accepted.insert(key.into(), Value::Bool(true));
+        }
+    }
+    if !uris.is_empty() {
+        accepted.insert("resourceSubscriptions".into(), json!(uris));
+    }
+    let sub_id: Value = serde_json::from_slice(id).unwrap_or(Value::Null);
+    let ack = json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":accepted,"_meta":{crate::upstream::SUBSCRIPTION_ID_KEY: sub_id}}});
+    outlet.send(&serde_json::to_vec(&ack).expect("Value serializes"));
+    for (n, uri) in uris.iter().enumerate() {
+        let sub = Frame::from_value(
+            &json!({"jsonrpc":"2.0","id":format!("listen-{n}"),"method":"resources/subscribe","params":{"uri":uri}}),
+        );
+        let (tx, rx) = oneshot::channel();
+        if upstream.request(port, sub, Reply::Once(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+    port.set_listen(filter);
+    port.set_notify(Some(outlet.clone()));
 }
 
 /// Builds the `server/discover` result from a 2025 InitializeResult.
@@ -418,53 +491,48 @@ async fn ensure_initialized(upstream: &Arc<Upstream>) -> Result<(), ProxyError> 
     Ok(())
 }
 
-/// JSON mode: a client that hangs up before the answer has cancelled.
-struct CancelOnDrop {
+/// Dropped with the response (sent, or abandoned by the client). A client
+/// that went away before its answer has cancelled the request: in this
+/// revision closing the connection is the cancellation signal.
+struct CancelUnlessAnswered {
     upstream: Arc<Upstream>,
     port: Arc<Port>,
     id: Box<[u8]>,
-    done: bool,
+    /// SSE mode: the stream finishes when the response has been queued.
+    outlet: Option<Arc<Outlet>>,
+    /// JSON mode: set once the answer is in hand.
+    answered: bool,
 }
 
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        let (upstream, port, id, done) = (
-            self.upstream.clone(),
-            self.port.clone(),
-            self.id.clone(),
-            self.done,
-        );
-        tokio::spawn(async move {
-            if !done {
-                upstream
-                    .cancel_request(&port, &id, "the client closed the connection")
-                    .await;
-            }
-            upstream.detach(&port).await;
-        });
+impl CancelUnlessAnswered {
+    fn new(
+        upstream: &Arc<Upstream>,
+        port: &Arc<Port>,
+        id: &[u8],
+        outlet: Option<Arc<Outlet>>,
+    ) -> Self {
+        CancelUnlessAnswered {
+            upstream: upstream.clone(),
+            port: port.clone(),
+            id: id.into(),
+            outlet,
+            answered: false,
+        }
     }
 }
 
-/// SSE mode: the stream's end before the response is the cancellation.
-struct StreamCancelGuard {
-    upstream: Arc<Upstream>,
-    port: Arc<Port>,
-    id: Box<[u8]>,
-    outlet: Arc<Outlet>,
-}
-
-impl Drop for StreamCancelGuard {
+impl Drop for CancelUnlessAnswered {
     fn drop(&mut self) {
-        let (upstream, port, id, answered) = (
+        let answered = self.answered || self.outlet.as_ref().is_some_and(|o| o.is_finished());
+        let (upstream, port, id) = (
             self.upstream.clone(),
             self.port.clone(),
-            self.id.clone(),
-            self.outlet.is_finished(),
+            std::mem::take(&mut self.id),
         );
         tokio::spawn(async move {
             if !answered {
                 upstream
-                    .cancel_request(&port, &id, "the client closed the response stream")
+                    .cancel_request(&port, &id, "the client closed the connection")
                     .await;
             }
             upstream.detach(&port).await;

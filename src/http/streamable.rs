@@ -28,7 +28,7 @@ use super::{Answer, App, negotiate, read_body, require_json, sse_response};
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, code};
-use crate::session::{Session, new_session_id};
+use crate::session::Session;
 use crate::sse::{self, Body, Outlet, empty, full, stream_body};
 use crate::upstream::{Port, PortKind, Reply, Upstream};
 
@@ -84,8 +84,11 @@ fn session_of(app: &App, headers: &HeaderMap) -> Result<Arc<Session>, ProxyError
     Ok(session)
 }
 
-/// `MCP-Protocol-Version` after initialization (transport.md §2.7): absent
-/// is fine (the session knows), unknown or different from the session's → 400.
+/// `MCP-Protocol-Version` after initialization (spec 2025-06-18+
+/// `transports#protocol-version-header`): absent is fine (the session
+/// knows), an invalid or unsupported value is 400. A different but
+/// supported revision is accepted, as the official conformance suite
+/// expects; the session's negotiated version still governs (batching).
 fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyError> {
     let Some(v) = header_str(headers, "mcp-protocol-version") else {
         return Ok(());
@@ -94,12 +97,6 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyErro
         return Err(ProxyError::BadProtocolVersion(format!(
             "unsupported MCP-Protocol-Version {v:?}; this session speaks {}",
             session.protocol_version()
-        )));
-    }
-    let negotiated = session.protocol_version();
-    if !negotiated.is_empty() && negotiated != v {
-        return Err(ProxyError::BadProtocolVersion(format!(
-            "MCP-Protocol-Version {v:?} differs from the negotiated {negotiated:?}"
         )));
     }
     Ok(())
@@ -274,24 +271,8 @@ async fn initialize(
     frame: Frame,
 ) -> Result<Response<Body>, ProxyError> {
     let answer = negotiate(&parts.headers)?;
-    let reservation = app
-        .sessions
-        .reserve()
-        .map_err(|e| ProxyError::TooManySessions(e.0))?;
-    let id = new_session_id();
-    let port = Port::new(id.clone().into(), PortKind::Session);
-    let (upstream, owns) = match app.config.mode {
-        Mode::PerSession => (app.spawn_session_child(&id)?, true),
-        _ => (app.shared_upstream().await?, false),
-    };
-    let session = Session::new(
-        id,
-        port,
-        upstream.clone(),
-        owns,
-        app.stream_limits(),
-        app.streams_cancel.child_token(),
-    );
+    let (session, reservation) = app.open_session().await?;
+    let upstream = session.upstream.clone();
     let client_id: Box<[u8]> = frame.id().unwrap_or_default().into();
     let (tx, rx) = oneshot::channel();
     let _ = upstream
@@ -323,7 +304,7 @@ async fn initialize(
     };
     session.set_protocol_version(&version);
     app.sessions.insert(session.clone(), reservation);
-    if owns {
+    if !upstream.is_shared() {
         watch_child(app.clone(), &session);
     }
     let mut resp = answer_one(answer, response);

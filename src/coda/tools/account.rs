@@ -14,6 +14,7 @@ use crate::coda::server::CodaServer;
 
 /// No arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
 #[derive(Debug, Deserialize, JsonSchema)]

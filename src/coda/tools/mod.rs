@@ -321,7 +321,7 @@ pub struct PageArgs {
     /// Follow nextPageToken and return every item, up to maxItems.
     #[serde(default)]
     pub fetch_all: bool,
-    /// Cap for fetchAll (default 1000, at most 10000).
+    /// fetchAll stops once it has at least this many items (whole pages; default 1000, at most 10000) and returns nextPageToken to continue.
     pub max_items: Option<u32>,
 }
 
@@ -335,7 +335,7 @@ pub struct ListOutput {
     /// Pass as pageToken to continue; absent when the list is complete.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
-    /// True when fetchAll stopped at maxItems.
+    /// True when fetchAll stopped at maxItems; nextPageToken continues where it stopped.
     pub truncated: bool,
 }
 
@@ -454,8 +454,9 @@ impl Coda {
                 None => return Ok((items, None, false)),
                 Some(tok) if cap == 0 => return Ok((items, Some(tok), false)),
                 Some(tok) => {
+                    // Whole pages only: cutting a page would lose the items
+                    // between the cut and the token's position.
                     if items.len() >= cap {
-                        items.truncate(cap);
                         return Ok((items, Some(tok), true));
                     }
                     current = ApiRequest {

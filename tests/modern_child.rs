@@ -1,0 +1,132 @@
+//! A 2026-07-28 child (`examples/modern_server`, no `initialize`) behind the
+//! proxy: modern clients pass through, session-era clients get a handshake
+//! synthesized from `server/discover` and per-request `_meta` added.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Client, Proxy, text_of};
+
+const MODERN: &str = "2026-07-28";
+
+async fn modern_call(proxy: &Proxy, id: Value, method: &str, params: Value) -> Value {
+    let mut params = params;
+    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
+    params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    let mut req = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", method);
+    if let Some(name) = params["name"].as_str() {
+        req = req.header("mcp-name", name);
+    }
+    let r = req
+        .json(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn proxy_over_modern(flags: &[&str]) -> Proxy {
+    Proxy::start_child(flags, &support::example("modern_server"), &[]).await
+}
+
+#[tokio::test]
+async fn session_era_clients_work_over_a_modern_child() {
+    let proxy = proxy_over_modern(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    let init = c.initialize("2025-06-18", json!({"sampling": {}})).await;
+    assert_eq!(
+        init["protocolVersion"], "2025-06-18",
+        "the client's own revision"
+    );
+    assert!(init["capabilities"]["tools"].is_object(), "{init}");
+    assert!(init["serverInfo"]["name"].is_string(), "{init}");
+    // The modern child refuses requests without _meta version and capabilities; the proxy adds them.
+    let r = c
+        .call(json!(1), "echo", json!({"message":"translated"}))
+        .await;
+    assert_eq!(text_of(&r), "translated", "{r}");
+    let msgs = c.request(json!(2), "tools/call", json!({"name":"progress","arguments":{"steps":2,"delay_ms":5},"_meta":{"progressToken":"pt"}})).await;
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert_eq!(msgs[0]["params"]["progressToken"], "pt");
+    // ping is gone in 2026-07-28; the proxy answers it for the child.
+    assert_eq!(
+        c.request(json!(3), "ping", json!({})).await[0]["result"],
+        json!({})
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn modern_clients_pass_through_to_a_modern_child() {
+    let proxy = proxy_over_modern(&["--upstream-protocol", "modern"]).await;
+    let d = modern_call(&proxy, json!(1), "server/discover", json!({})).await;
+    assert_eq!(d["result"]["supportedVersions"], json!([MODERN]));
+    assert!(
+        d["result"]["ttlMs"].as_u64().unwrap() > 0,
+        "the child's own DiscoverResult: {d}"
+    );
+    let r = modern_call(
+        &proxy,
+        json!("x"),
+        "tools/call",
+        json!({"name":"add","arguments":{"a":20,"b":22}}),
+    )
+    .await;
+    assert_eq!(r["id"], "x");
+    assert_eq!(text_of(&r), "42");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_legacy_only_proxy_passes_the_childs_refusal_of_initialize_on() {
+    let proxy = proxy_over_modern(&["--upstream-protocol", "legacy"]).await;
+    let c = Client::new(&proxy.mcp());
+    let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("mcp-session-id").is_none(),
+        "no session for a failed initialize"
+    );
+    let v = support::read_messages(r).await;
+    assert_eq!(v[0]["error"]["code"], -32601, "{v:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_legacy_only_proxy_answers_modern_requests_so_dual_era_clients_fall_back() {
+    let proxy = Proxy::start(&["--upstream-protocol", "legacy"]).await;
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "server/discover")
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":MODERN}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let code = r.json::<Value>().await.unwrap()["error"]["code"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        !(-32022..=-32020).contains(&code),
+        "a modern error code ({code}) would stop the fallback"
+    );
+    // And the fallback works.
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    assert_eq!(
+        text_of(
+            &c.call(json!(1), "echo", json!({"message":"fell back"}))
+                .await
+        ),
+        "fell back"
+    );
+    proxy.stop().await;
+}

@@ -1,0 +1,127 @@
+//! Test harness for coda-mcp: start the fake Coda, spawn the real
+//! `coda-mcp` binary against it and connect rmcp's client over stdio.
+//! Every wait has a timeout so a hang fails the test.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+use tokio::process::Command;
+
+use super::fake_coda::{FakeCoda, TOKEN};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_coda-mcp");
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Harness {
+    pub fake: FakeCoda,
+    pub client: RunningService<RoleClient, ()>,
+}
+
+/// Fast polling and no client-side buckets unless a test says otherwise.
+pub const FAST: &[&str] = &[
+    "--poll-interval-ms",
+    "20",
+    "--retry-base-ms",
+    "20",
+    "--no-rate-limit",
+];
+
+pub fn command(fake: &FakeCoda, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--api-base-url")
+        .arg(fake.base_url())
+        .args(extra)
+        .env("CODA_API_TOKEN", TOKEN)
+        .env_remove("API_KEY")
+        .env_remove("CODA_READ_ONLY")
+        .env_remove("CODA_TOOLSETS")
+        .env_remove("CODA_API_BASE_URL")
+        .env("CODA_MCP_LOG", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+pub async fn connect(fake: FakeCoda, extra: &[&str]) -> Harness {
+    // Defaults from FAST unless the test sets the same flag.
+    let mut args: Vec<&str> = Vec::new();
+    for pair in FAST.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend_from_slice(if pair[0].ends_with("rate-limit") {
+                &pair[..1]
+            } else {
+                pair
+            });
+        }
+    }
+    args.extend_from_slice(extra);
+    let cmd = command(&fake, &args);
+    let transport = TokioChildProcess::new(cmd).expect("spawn coda-mcp");
+    let client = tokio::time::timeout(TIMEOUT, ().serve(transport))
+        .await
+        .expect("initialize timed out")
+        .expect("initialize failed");
+    Harness { fake, client }
+}
+
+pub async fn start(extra: &[&str]) -> Harness {
+    connect(FakeCoda::start().await, extra).await
+}
+
+impl Harness {
+    pub async fn call(&self, name: &str, args: Value) -> CallToolResult {
+        let args = match args {
+            Value::Object(m) => m,
+            other => panic!("arguments must be an object, got {other}"),
+        };
+        let params = CallToolRequestParams::new(name.to_owned()).with_arguments(args);
+        tokio::time::timeout(TIMEOUT, self.client.call_tool(params))
+            .await
+            .unwrap_or_else(|_| panic!("{name} timed out"))
+            .unwrap_or_else(|e| panic!("{name}: protocol error {e}"))
+    }
+
+    /// Call and expect success; returns structuredContent.
+    pub async fn ok(&self, name: &str, args: Value) -> Value {
+        let r = self.call(name, args).await;
+        assert_ne!(r.is_error, Some(true), "{name} failed: {}", text(&r));
+        r.structured_content
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: no structuredContent"))
+    }
+
+    /// Call and expect a tool error; returns its text.
+    pub async fn fails(&self, name: &str, args: Value) -> String {
+        let r = self.call(name, args).await;
+        assert_eq!(
+            r.is_error,
+            Some(true),
+            "{name} should have failed: {}",
+            text(&r)
+        );
+        text(&r)
+    }
+
+    pub async fn tools(&self) -> Vec<Tool> {
+        tokio::time::timeout(TIMEOUT, self.client.list_all_tools())
+            .await
+            .expect("tools/list timed out")
+            .expect("tools/list failed")
+    }
+
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(TIMEOUT, self.client.cancel()).await;
+    }
+}
+
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
