@@ -630,7 +630,7 @@ struct McpHttp {
 impl McpHttp {
     /// `initialize` + `notifications/initialized`; statuses or headers the
     /// spec does not expect become notes.
-    async fn open(addr: SocketAddr, report: &mut Vec<String>) -> Result<Self> {
+    async fn open(addr: SocketAddr, notes: &mut Vec<String>) -> Result<Self> {
         let mut http = HttpClient::new(addr);
         let response = http
             .send(
@@ -654,7 +654,7 @@ impl McpHttp {
         check_response(response.json()?, 1)?;
         let session = response.header("mcp-session-id").map(str::to_owned);
         if session.is_none() {
-            report.push("initialize response carried no Mcp-Session-Id header".into());
+            notes.push("initialize response carried no Mcp-Session-Id header".into());
         }
         let mut mcp = McpHttp {
             http,
@@ -665,13 +665,13 @@ impl McpHttp {
             .post(INITIALIZED_BODY, "application/json, text/event-stream")
             .await?;
         if response.status != 202 {
-            report.push(format!(
+            notes.push(format!(
                 "notifications/initialized answered HTTP {} (spec: 202)",
                 response.status
             ));
         }
         if !response.body.is_empty() {
-            report.push(format!(
+            notes.push(format!(
                 "notifications/initialized answered with a body: {}",
                 preview(&response.body)
             ));
@@ -879,6 +879,7 @@ impl ProxyBench<'_> {
             );
 
             let cpu_before = cpu_seconds(pid)?;
+            let own_cpu_before = cpu_seconds(std::process::id())?;
             let (rate, calls, returned) =
                 throughput(pool, Duration::from_secs(self.args.duration_secs)).await?;
             pool = returned;
@@ -890,10 +891,16 @@ impl ProxyBench<'_> {
                 rate,
             );
             let cpu = cpu_seconds(pid)? - cpu_before;
+            let own_cpu = cpu_seconds(std::process::id())? - own_cpu_before;
             report.add(
                 &format!("proxy {mode}: proxy CPU per call during the throughput run"),
                 "µs",
                 cpu * 1e6 / calls as f64,
+            );
+            report.add(
+                &format!("proxy {mode}: load generator CPU per call (same run)"),
+                "µs",
+                own_cpu * 1e6 / calls as f64,
             );
 
             let start = Instant::now();
