@@ -84,8 +84,8 @@ async def sampling_callback(context: Any, params: types.CreateMessageRequestPara
     )
 
 
-async def streamable(base: str) -> None:
-    s = "py-sdk/streamable"
+async def streamable(base: str, label: str) -> None:
+    s = f"{label}/streamable"
     url = f"{base}/mcp"
     seen_ids: list[str] = []
 
@@ -169,8 +169,8 @@ async def streamable(base: str) -> None:
         await check(f"{s}/terminate", terminate)
 
 
-async def legacy_sse(base: str) -> None:
-    s = "py-sdk/sse-2024-11-05"
+async def legacy_sse(base: str, label: str) -> None:
+    s = f"{label}/sse-2024-11-05"
     try:
         async with sse_client(f"{base}/sse", timeout=10) as (read, write):
             async with ClientSession(read, write, client_info=INFO) as session:
@@ -196,8 +196,8 @@ async def legacy_sse(base: str) -> None:
         skipped(f"{s}/transport", f"the transport failed: {e!r}"[:300])
 
 
-async def client_auto(base: str) -> None:
-    s = "py-sdk/client-auto"
+async def client_auto(base: str, label: str) -> None:
+    s = f"{label}/client-auto"
     try:
         async with Client(f"{base}/mcp", client_info=INFO, cache=None) as client:
 
@@ -239,11 +239,12 @@ async def client_auto(base: str) -> None:
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--base", default="http://127.0.0.1:8080")
+    p.add_argument("--label", default="py-sdk")
     a = p.parse_args()
     base = a.base.rstrip("/")
-    await streamable(base)
-    await legacy_sse(base)
-    await client_auto(base)
+    await streamable(base, a.label)
+    await legacy_sse(base, a.label)
+    await client_auto(base, a.label)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,7 @@ run_suite py-sdk 180 "$VENV/bin/python" py_sdk.py --base "$BASE"
 
 start_proxy everything-shared --shared -- "$EVERYTHING"
 run_suite ts-sdk-shared 180 node ts-sdk.mjs --base "http://127.0.0.1:$PORT" --label ts-sdk-shared
+run_suite py-sdk-shared 180 "$VENV/bin/python" py_sdk.py --base "http://127.0.0.1:$PORT" --label py-sdk-shared
 
 # A stdio server written by others behind the proxy: the reference server.
 start_proxy reference-server -- node "$ROOT/interop/node_modules/@modelcontextprotocol/server-everything/dist/index.js" stdio
