@@ -136,6 +136,10 @@ impl Session {
                 }
             }
             streams.push_back(outlet.clone());
+            // Versions are dates: they compare as strings.
+            if self.protocol_version().as_str() >= "2025-11-25" {
+                outlet.prime();
+            }
         }
         (outlet, rx)
     }

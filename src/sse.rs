@@ -12,8 +12,10 @@
 //! resume from the buffer). The producer, ultimately the child's stdout
 //! reader, never waits on a client.
 //!
-//! Not done, on purpose (transport.md §7.D): priming events, `retry:` and
-//! server-initiated early close; old clients choke on them.
+//! Priming events (SEP-1699) go only to sessions that negotiated
+//! 2025-11-25 or later; older clients choke on an empty `data:`. Not done,
+//! on purpose (transport.md §7.D): `retry:` lines (some gateways reject
+//! them) and server-initiated early close.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -108,17 +110,21 @@ pub struct Outlet {
     stream_id: u64,
     /// Legacy (2024-11-05) and stateless streams carry no ids.
     with_ids: bool,
-    /// Responses still owed on this stream; at zero the stream finishes.
-    /// `None` for streams that live as long as their session.
+    /// Capacity of a live response's queue.
     max_queue: usize,
+    /// Events kept for replay (0: none).
     replay: usize,
     inner: Mutex<OutletInner>,
 }
 
 struct OutletInner {
+    /// The attached HTTP response, if any.
     live: Option<mpsc::Sender<Bytes>>,
+    /// The last `replay` events, by sequence number.
     buffer: VecDeque<(u64, Bytes)>,
     next_seq: u64,
+    /// Responses still owed on this stream; at zero the stream finishes.
+    /// `None` for streams that live as long as their session.
     owed: Option<usize>,
     finished: bool,
 }
@@ -200,6 +206,25 @@ impl Outlet {
                 inner.live = None;
             }
         }
+    }
+
+    /// Sends the SEP-1699 priming event (an id and empty data) that lets a
+    /// client resume a stream that drops before its first message.
+    pub fn prime(&self) {
+        if !self.with_ids {
+            return;
+        }
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let ev = Bytes::from(format!("id: {}-{}\ndata: \n\n", self.stream_id, seq));
+        if self.replay > 0 {
+            if inner.buffer.len() == self.replay {
+                inner.buffer.pop_front();
+            }
+            inner.buffer.push_back((seq, ev.clone()));
+        }
+        deliver(&mut inner, ev, self.stream_id);
     }
 
     /// Ends the stream: the live response closes after what it has queued.

@@ -93,6 +93,16 @@ impl Reply {
         }
     }
 
+    /// As `respond`, without copying an owned answer (large tool results).
+    fn respond_owned(self, bytes: Bytes) {
+        match self {
+            Reply::Stream(o) => o.send_response(&bytes),
+            Reply::Once(tx) => {
+                let _ = tx.send(bytes);
+            }
+        }
+    }
+
     fn stream(&self) -> Option<&Arc<Outlet>> {
         match self {
             Reply::Stream(o) => Some(o),
@@ -1206,7 +1216,7 @@ impl Upstream {
                 .with_result_fields(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
         };
         let out = frame.with_id(&p.client_id);
-        p.reply.respond(out.bytes());
+        p.reply.respond_owned(out.bytes().clone());
     }
 
     fn route_notification(&self, frame: Frame) {

@@ -755,3 +755,25 @@ async fn unknown_paths_404_and_wrong_methods_405_with_allow() {
     assert_eq!(r.status(), 200);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn post_streams_are_primed_only_for_2025_11_25_sessions() {
+    let proxy = Proxy::start(&[]).await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m"}}});
+    let mut new = Client::new(&proxy.mcp());
+    new.initialize("2025-11-25", json!({})).await;
+    let text = new.post(&call).await.text().await.unwrap();
+    assert!(
+        text.starts_with("id: 1-0\ndata: \n\n"),
+        "priming event first: {text:?}"
+    );
+    let mut old = Client::new(&proxy.mcp());
+    old.initialize("2025-06-18", json!({})).await;
+    let text = old.post(&call).await.text().await.unwrap();
+    assert!(
+        !text.contains("data: \n"),
+        "no empty data for older clients: {text:?}"
+    );
+    assert!(text.contains("\"text\":\"m\""));
+    proxy.stop().await;
+}

@@ -229,7 +229,8 @@ pub fn parse_events(text: &str) -> Vec<Event> {
                 ev.name = Some(v.to_string());
             }
         }
-        if has_data {
+        // Priming events (SEP-1699) carry an id and empty data: no message.
+        if has_data && !ev.data.is_empty() {
             out.push(ev);
         }
     }
