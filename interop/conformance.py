@@ -37,15 +37,9 @@ _NO_ROUTE = (
     "the capability for ...')"
 )
 EXCLUDED: dict[str, dict[str, str]] = {
-    # "*": every mode.
-    "*": {
-        "server-sse-polling": (
-            "SEP-1699 polling is optional and the scenario checks only optional behaviour, at WARNING "
-            "level: a priming event, a retry: field and a server-initiated disconnect mid-call. The "
-            "proxy sends none of them on purpose (README: older clients misread them); its checks.json "
-            "still shows the tool result arriving on the POST stream"
-        ),
-    },
+    # "*": every mode. (server-sse-polling was here until the proxy sent
+    # priming events; its retry-field check is still a WARNING, by design.)
+    "*": {},
     "stateless": {
         "server-sse-polling": _NO_SESSION,
         "server-sse-multiple-streams": _NO_SESSION,
