@@ -32,9 +32,9 @@ CLI = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" /
 _NO_SESSION = "needs a session (Mcp-Session-Id); --stateless serves none by design"
 _NO_ROUTE = (
     "needs a server-to-client request (sampling/elicitation) on the tool call's stream; with "
-    "--stateless no session ties that POST to the client's initialize, so the proxy does not know "
-    "the client's capabilities and refuses the child's request (-32601 'the client did not declare "
-    "the capability for ...')"
+    "--stateless no session ties that POST to the client's initialize (nor a later POST of the "
+    "client's answer to the request), so the proxy refuses the child's request at once with an "
+    "error ('no client session is tied to this request')"
 )
 EXCLUDED: dict[str, dict[str, str]] = {
     # "*": every mode. (server-sse-polling was here until the proxy sent
