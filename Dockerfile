@@ -4,16 +4,16 @@
 # MCP server for the Coda API) and the `everything` example server.
 #
 #   docker build -t mcp-sidecar .
-#   docker run --init --rm -p 8080:8080 -e MCP_PROXY_API_KEY=<16+ chars> mcp-sidecar
+#   docker run --rm -p 8080:8080 -e MCP_PROXY_API_KEY=<16+ chars> mcp-sidecar
 #
 # The default command serves the example server on 0.0.0.0:8080, which the
 # proxy refuses to do without authentication: set MCP_PROXY_API_KEY (clients
 # then send "Authorization: Bearer <key>"), or pass --allow-unauthenticated
 # yourself. To serve another stdio server, give your own arguments, e.g.
-#   docker run --init -p 8080:8080 -e MCP_PROXY_API_KEY=... -e CODA_API_TOKEN=... \
+#   docker run -p 8080:8080 -e MCP_PROXY_API_KEY=... -e CODA_API_TOKEN=... \
 #     mcp-sidecar --host 0.0.0.0 -- coda-mcp
-# Run with --init (or compose's `init: true`): the proxy is then not PID 1
-# and grandchildren that a stdio server leaves behind are reaped.
+# tini is PID 1 and runs mcp-proxy: it forwards signals and reaps the
+# orphans of crashed grandchildren (no need for `docker run --init`).
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -40,8 +40,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---- runtime -------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim
 # ca-certificates: coda-mcp (and most stdio servers) call HTTPS APIs.
+# tini: PID 1 (see above).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 mcp \
  && useradd --system --uid 10001 --gid mcp --home-dir /home/mcp --create-home --shell /usr/sbin/nologin mcp
@@ -53,5 +54,5 @@ EXPOSE 8080
 # GET /health needs no API key; bash's /dev/tcp avoids shipping curl.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
-ENTRYPOINT ["mcp-proxy"]
+ENTRYPOINT ["/usr/bin/tini", "--", "mcp-proxy"]
 CMD ["--host", "0.0.0.0", "--port", "8080", "--", "everything"]

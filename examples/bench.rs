@@ -31,6 +31,8 @@ type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const PROTOCOL_VERSION: &str = "2025-11-25";
+/// The stateless revision, measured as a second front-end of the same proxy.
+const MODERN_PROTOCOL_VERSION: &str = "2026-07-28";
 const ECHO_MESSAGE: &str = "hello";
 /// Requests in flight on the child's stdin in the pipelined direct test.
 const PIPELINE_DEPTH: usize = 64;
@@ -211,6 +213,12 @@ const INITIALIZED_BODY: &str = r#"{"jsonrpc":"2.0","method":"notifications/initi
 fn echo_body(id: u64) -> String {
     format!(
         r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"{ECHO_MESSAGE}"}}}}}}"#
+    )
+}
+
+fn modern_echo_body(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"{ECHO_MESSAGE}"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN_PROTOCOL_VERSION}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
     )
 }
 
@@ -624,13 +632,16 @@ async fn read_response(conn: &mut BufReader<TcpStream>) -> Result<HttpResponse> 
 struct McpHttp {
     http: HttpClient,
     session: Option<String>,
+    /// Speaks 2026-07-28: no session, per-request `_meta` and the
+    /// `Mcp-Method`/`Mcp-Name` headers.
+    modern: bool,
     next_id: u64,
 }
 
 impl McpHttp {
     /// `initialize` + `notifications/initialized`; statuses or headers the
     /// spec does not expect become notes.
-    async fn open(addr: SocketAddr, report: &mut Vec<String>) -> Result<Self> {
+    async fn open(addr: SocketAddr, notes: &mut Vec<String>) -> Result<Self> {
         let mut http = HttpClient::new(addr);
         let response = http
             .send(
@@ -654,24 +665,25 @@ impl McpHttp {
         check_response(response.json()?, 1)?;
         let session = response.header("mcp-session-id").map(str::to_owned);
         if session.is_none() {
-            report.push("initialize response carried no Mcp-Session-Id header".into());
+            notes.push("initialize response carried no Mcp-Session-Id header".into());
         }
         let mut mcp = McpHttp {
             http,
             session,
+            modern: false,
             next_id: 1,
         };
         let response = mcp
             .post(INITIALIZED_BODY, "application/json, text/event-stream")
             .await?;
         if response.status != 202 {
-            report.push(format!(
+            notes.push(format!(
                 "notifications/initialized answered HTTP {} (spec: 202)",
                 response.status
             ));
         }
         if !response.body.is_empty() {
-            report.push(format!(
+            notes.push(format!(
                 "notifications/initialized answered with a body: {}",
                 preview(&response.body)
             ));
@@ -684,16 +696,33 @@ impl McpHttp {
         McpHttp {
             http: HttpClient::new(self.http.addr),
             session: self.session.clone(),
+            modern: self.modern,
+            next_id: 1,
+        }
+    }
+
+    /// A 2026-07-28 client: nothing to open, every request stands alone.
+    fn modern(addr: SocketAddr) -> Self {
+        McpHttp {
+            http: HttpClient::new(addr),
+            session: None,
+            modern: true,
             next_id: 1,
         }
     }
 
     async fn post(&mut self, body: &str, accept: &str) -> Result<HttpResponse> {
-        let mut headers = vec![
-            ("Content-Type", "application/json"),
-            ("Accept", accept),
-            ("MCP-Protocol-Version", PROTOCOL_VERSION),
-        ];
+        let mut headers = vec![("Content-Type", "application/json"), ("Accept", accept)];
+        if self.modern {
+            // The bench only sends tools/call in this mode.
+            headers.extend([
+                ("MCP-Protocol-Version", MODERN_PROTOCOL_VERSION),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "echo"),
+            ]);
+        } else {
+            headers.push(("MCP-Protocol-Version", PROTOCOL_VERSION));
+        }
         if let Some(session) = &self.session {
             headers.push(("Mcp-Session-Id", session.as_str()));
         }
@@ -723,7 +752,12 @@ impl McpHttp {
 
     async fn echo(&mut self) -> Result<()> {
         let id = self.id();
-        self.call(&echo_body(id), id).await
+        let body = if self.modern {
+            modern_echo_body(id)
+        } else {
+            echo_body(id)
+        };
+        self.call(&body, id).await
     }
 }
 
@@ -856,8 +890,13 @@ impl ProxyBench<'_> {
             }
             pool.push(session);
         }
+        let mut modern_single = McpHttp::modern(proxy.addr);
+        let mut modern_pool: Vec<McpHttp> = (0..THROUGHPUT_SESSIONS * THROUGHPUT_CONNS_PER_SESSION)
+            .map(|_| McpHttp::modern(proxy.addr))
+            .collect();
         for _ in 0..200 {
             single.echo().await?;
+            modern_single.echo().await?;
         }
         for _ in 0..self.args.repeats {
             let mut samples = Vec::with_capacity(self.args.latency_calls);
@@ -879,6 +918,7 @@ impl ProxyBench<'_> {
             );
 
             let cpu_before = cpu_seconds(pid)?;
+            let own_cpu_before = cpu_seconds(std::process::id())?;
             let (rate, calls, returned) =
                 throughput(pool, Duration::from_secs(self.args.duration_secs)).await?;
             pool = returned;
@@ -890,24 +930,63 @@ impl ProxyBench<'_> {
                 rate,
             );
             let cpu = cpu_seconds(pid)? - cpu_before;
+            let own_cpu = cpu_seconds(std::process::id())? - own_cpu_before;
             report.add(
                 &format!("proxy {mode}: proxy CPU per call during the throughput run"),
                 "µs",
                 cpu * 1e6 / calls as f64,
             );
+            report.add(
+                &format!("proxy {mode}: load generator CPU per call (same run)"),
+                "µs",
+                own_cpu * 1e6 / calls as f64,
+            );
 
             let start = Instant::now();
             for _ in 0..self.args.large_calls {
                 let id = single.id();
-                single
-                    .call(&large_body(id, self.args.large_bytes), id)
-                    .await?;
+                let body = large_body(id, self.args.large_bytes);
+                let response = single.post(&body, "application/json").await?;
+                if response.status != 200 {
+                    return Err(format!("large: HTTP {}", response.status).into());
+                }
+                check_large(response.json()?, id, self.args.large_bytes)?;
             }
             let bytes = self.args.large_bytes * self.args.large_calls as u64;
             report.add(
                 &format!("proxy {mode}: `large` result"),
                 "MiB/s",
                 mib_per_s(bytes, start.elapsed()),
+            );
+
+            // The same echo through the stateless 2026-07-28 front-end.
+            let mut samples = Vec::with_capacity(self.args.latency_calls);
+            for _ in 0..self.args.latency_calls {
+                let start = Instant::now();
+                modern_single.echo().await?;
+                samples.push(start.elapsed());
+            }
+            samples.sort();
+            report.add(
+                &format!("proxy {mode}: 2026-07-28 echo p50 (concurrency 1)"),
+                "ms",
+                ms(quantile(&samples, 0.5)),
+            );
+            report.add(
+                &format!("proxy {mode}: 2026-07-28 echo p99 (concurrency 1)"),
+                "ms",
+                ms(quantile(&samples, 0.99)),
+            );
+            let (rate, _, returned) =
+                throughput(modern_pool, Duration::from_secs(self.args.duration_secs)).await?;
+            modern_pool = returned;
+            report.add(
+                &format!(
+                    "proxy {mode}: 2026-07-28 echo throughput ({} connections)",
+                    THROUGHPUT_SESSIONS * THROUGHPUT_CONNS_PER_SESSION
+                ),
+                "req/s",
+                rate,
             );
         }
         self.stop(proxy, &mut notes).await;

@@ -15,7 +15,9 @@
 //!
 //! Flags: `--banner` (a non-JSON line on stdout at startup),
 //! `--ignore-sigterm` (survive SIGTERM and stdin EOF, for testing SIGKILL
-//! escalation), `--startup-delay-ms N`, `--fail-initialize`.
+//! escalation), `--exit-on-eof` (with `--ignore-sigterm`: still exit on EOF,
+//! so only a proxy that closes stdin stops it quickly),
+//! `--startup-delay-ms N`, `--fail-initialize`.
 
 #[path = "common/stdio.rs"]
 mod stdio;
@@ -65,12 +67,12 @@ struct Args {
     /// print a non-JSON line on stdout at startup, like careless servers do
     #[argh(switch)]
     banner: bool,
-    /// ignore SIGTERM and keep running after stdin closes
+    /// ignore SIGTERM and keep running after stdin closes (only SIGKILL stops it)
     #[argh(switch)]
     ignore_sigterm: bool,
-    /// exit when stdin closes (the default; accepted for explicit command lines)
+    /// exit when stdin closes, even with --ignore-sigterm (without that flag,
+    /// exiting on EOF is the default)
     #[argh(switch)]
-    #[allow(dead_code)]
     exit_on_eof: bool,
     /// wait this many milliseconds before reading stdin
     #[argh(option, default = "0")]
@@ -162,8 +164,7 @@ impl<'a> ToolResult<'a> {
     }
 }
 
-/// What a request handler produces: a result to send, or nothing (the
-/// handler was cancelled, or the process is about to exit).
+/// The answer to one request: a result or a JSON-RPC error.
 enum Outcome {
     Result(Box<RawValue>),
     Error(RpcError),
@@ -186,7 +187,8 @@ fn rpc_error(code: i64, message: impl Into<String>) -> Outcome {
 struct State {
     /// Index into `LOG_LEVELS`; `None` until `logging/setLevel`, meaning all.
     log_level: Option<usize>,
-    /// The `initialize` params, for `client_info` and capability checks.
+    /// The `initialize` params, returned by `client_info` so tests can see
+    /// what the proxy told the child (its capabilities, its version).
     initialize_params: Option<Value>,
     /// Requests being served by their own task, keyed by the id's JSON text
     /// (so `1` and `"1"` differ), for `notifications/cancelled`.
@@ -235,7 +237,8 @@ async fn run(args: Args) {
             }
         });
     }
-    let out = stdio::spawn_writer(args.ignore_sigterm);
+    let stay_alive = args.ignore_sigterm && !args.exit_on_eof;
+    let out = stdio::spawn_writer(stay_alive);
     if args.banner {
         let _ = out
             .send(Out::Line(
@@ -258,7 +261,7 @@ async fn run(args: Args) {
     while let Some(line) = lines.recv().await {
         server.on_line(&line).await;
     }
-    if args.ignore_sigterm {
+    if stay_alive {
         eprintln!("everything: stdin closed; staying alive (--ignore-sigterm)");
         std::future::pending::<()>().await;
     }

@@ -11,7 +11,9 @@ Suites, one line per check ("PASS name" / "FAIL name: reason"):
 - py-sdk/sse-2024-11-05: ClientSession over sse_client: tools/list, echo.
 - py-sdk/client-auto: the high-level Client in its default "auto" mode,
   which probes server/discover: the proxy must offer 2026-07-28 and serve
-  tools/list, echo and progress statelessly.
+  tools/list, echo and progress statelessly, and subscriptions/listen
+  (tools list_changed; resource updates, which need the proxy to subscribe
+  the 2025-era child to the resource).
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ async def sampling_callback(context: Any, params: types.CreateMessageRequestPara
     )
 
 
-async def streamable(base: str) -> None:
-    s = "py-sdk/streamable"
+async def streamable(base: str, label: str) -> None:
+    s = f"{label}/streamable"
     url = f"{base}/mcp"
     seen_ids: list[str] = []
 
@@ -169,8 +171,8 @@ async def streamable(base: str) -> None:
         await check(f"{s}/terminate", terminate)
 
 
-async def legacy_sse(base: str) -> None:
-    s = "py-sdk/sse-2024-11-05"
+async def legacy_sse(base: str, label: str) -> None:
+    s = f"{label}/sse-2024-11-05"
     try:
         async with sse_client(f"{base}/sse", timeout=10) as (read, write):
             async with ClientSession(read, write, client_info=INFO) as session:
@@ -196,8 +198,8 @@ async def legacy_sse(base: str) -> None:
         skipped(f"{s}/transport", f"the transport failed: {e!r}"[:300])
 
 
-async def client_auto(base: str) -> None:
-    s = "py-sdk/client-auto"
+async def client_auto(base: str, label: str) -> None:
+    s = f"{label}/client-auto"
     try:
         async with Client(f"{base}/mcp", client_info=INFO, cache=None) as client:
 
@@ -230,6 +232,27 @@ async def client_auto(base: str) -> None:
                 expect(seen == [1, 2, 3], f"progress notifications: {seen}")
 
             await check(f"{s}/progress", progress)
+
+            async def listen_tools_changed() -> None:
+                # subscriptions/listen: the proxy serves it from the child's notifications.
+                async with client.listen(tools_list_changed=True) as sub:
+                    r = await client.call_tool("notify", {"method": "notifications/tools/list_changed"})
+                    expect(text_of(r) == "ok", f"notify returned {r}")
+                    with anyio.fail_after(5):
+                        event = await sub.__anext__()
+                    expect(type(event).__name__ == "ToolsListChanged", f"listen yielded {event!r}")
+
+            await check(f"{s}/listen-tools-list-changed", listen_tools_changed)
+
+            async def listen_resource_updated() -> None:
+                async with client.listen(resource_subscriptions=["demo://a"]) as sub:
+                    r = await client.call_tool("touch", {"uri": "demo://a"})
+                    expect(text_of(r) == "sent", f"touch returned {text_of(r)!r}: the child was not subscribed to demo://a")
+                    with anyio.fail_after(5):
+                        event = await sub.__anext__()
+                    expect(getattr(event, "uri", None) == "demo://a", f"listen yielded {event!r}")
+
+            await check(f"{s}/listen-resource-updated", listen_resource_updated)
     except BaseException as e:  # noqa: BLE001
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
@@ -239,11 +262,12 @@ async def client_auto(base: str) -> None:
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--base", default="http://127.0.0.1:8080")
+    p.add_argument("--label", default="py-sdk")
     a = p.parse_args()
     base = a.base.rstrip("/")
-    await streamable(base)
-    await legacy_sse(base)
-    await client_auto(base)
+    await streamable(base, a.label)
+    await legacy_sse(base, a.label)
+    await client_auto(base, a.label)
 
 
 if __name__ == "__main__":

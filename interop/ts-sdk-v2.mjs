@@ -8,8 +8,8 @@
 //
 // ts-sdk-v2/pinned: versionNegotiation pinned to 2026-07-28 (server/discover
 //   must offer it): tools/list, echo, progress with onprogress, and a tool
-//   that needs sampling answering promptly (a 2025 child cannot use MRTR, so
-//   the proxy refuses its sampling request; the call must not hang).
+//   that needs sampling failing promptly as a tool error (a 2025 child cannot
+//   use MRTR, so the proxy refuses its sampling request).
 // ts-sdk-v2/auto: versionNegotiation 'auto' must pick the modern era.
 
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
@@ -33,7 +33,7 @@ async function pinned() {
     return true;
   });
   if (!connected) {
-    for (const c of ['tools-list', 'echo', 'progress', 'sampling-no-hang']) skipped(`${S}/${c}`, 'discover failed');
+    for (const c of ['tools-list', 'echo', 'progress', 'sampling-refused']) skipped(`${S}/${c}`, 'discover failed');
     return;
   }
   await check(`${S}/tools-list`, async () => {
@@ -53,13 +53,11 @@ async function pinned() {
     assert(!r.isError, `isError: ${JSON.stringify(r)}`);
     assert(JSON.stringify(seen) === '[1,2,3]', `progress notifications: ${JSON.stringify(seen)}`);
   });
-  await check(`${S}/sampling-no-hang`, async () => {
-    // Either outcome is acceptable here; what is checked is a prompt answer.
-    try {
-      await client.callTool({ name: 'sample', arguments: { prompt: 'hi' } }, { timeout: 10000 });
-    } catch (e) {
-      if (/timed? ?out/i.test(String(e?.message))) throw e;
-    }
+  // A 2025-era child cannot use MRTR, so the proxy refuses its sampling
+  // request; the tool call must come back promptly as a tool error.
+  await check(`${S}/sampling-refused`, async () => {
+    const r = await client.callTool({ name: 'sample', arguments: { prompt: 'hi' } }, { timeout: 10000 });
+    assert(r.isError === true && /2026-07-28/.test(textOf(r) ?? ''), `sample returned ${JSON.stringify(r)}`);
   });
   await client.close().catch(() => {});
 }

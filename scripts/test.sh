@@ -12,7 +12,8 @@
 # status on any failure.
 #
 # Environment: SKIP_RUST=1 skips steps 1-2 (for iterating on interop only);
-# INTEROP_LOG_DIR (default target/interop) keeps proxy logs and results.
+# INTEROP_LOG_DIR (default target/interop) keeps proxy logs and results;
+# CARGO_TARGET_DIR is honoured.
 
 set -euo pipefail
 
@@ -23,7 +24,8 @@ PASSED=0
 FAILED=0
 SKIPPED=0
 START=$(date +%s)
-LOG_DIR="${INTEROP_LOG_DIR:-$ROOT/target/interop}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+LOG_DIR="${INTEROP_LOG_DIR:-$TARGET_DIR/interop}"
 PIDS=()
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -69,8 +71,8 @@ if [ "${SKIP_RUST:-0}" != 1 ]; then
   cargo clippy --all-targets --locked -- -D warnings || die "clippy found warnings (see above)"
 
   # ------------------------------------------------------------ 2. tests
-  mkdir -p target
-  RUST_LOG_FILE=target/rust-tests.log
+  mkdir -p "$TARGET_DIR"
+  RUST_LOG_FILE="$TARGET_DIR/rust-tests.log"
   if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run --all-targets"
     set +e
@@ -111,8 +113,8 @@ fi
 
 step "cargo build --bins --examples (the proxy and the example servers)"
 cargo build --bins --examples --locked || die "cargo build failed"
-PROXY="$ROOT/target/debug/mcp-proxy"
-EVERYTHING="$ROOT/target/debug/examples/everything"
+PROXY="$TARGET_DIR/debug/mcp-proxy"
+EVERYTHING="$TARGET_DIR/debug/examples/everything"
 [ -x "$PROXY" ] || die "$PROXY was not built"
 [ -x "$EVERYTHING" ] || die "$EVERYTHING was not built (examples/everything.rs)"
 
@@ -226,6 +228,7 @@ run_suite py-sdk 180 "$VENV/bin/python" py_sdk.py --base "$BASE"
 
 start_proxy everything-shared --shared -- "$EVERYTHING"
 run_suite ts-sdk-shared 180 node ts-sdk.mjs --base "http://127.0.0.1:$PORT" --label ts-sdk-shared
+run_suite py-sdk-shared 180 "$VENV/bin/python" py_sdk.py --base "http://127.0.0.1:$PORT" --label py-sdk-shared
 
 # A stdio server written by others behind the proxy: the reference server.
 start_proxy reference-server -- node "$ROOT/interop/node_modules/@modelcontextprotocol/server-everything/dist/index.js" stdio

@@ -294,7 +294,7 @@ impl Frame {
 }
 
 fn memchr_crlf(bytes: &[u8]) -> bool {
-    bytes.iter().any(|&b| b == b'\n' || b == b'\r')
+    memchr::memchr2(b'\n', b'\r', bytes).is_some()
 }
 
 /// A JSON-RPC error response for `id` (raw JSON; `None` omits the id).
@@ -380,7 +380,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                     eof = true;
                     break;
                 }
-                let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+                let (take, done) = match memchr::memchr(b'\n', chunk) {
                     Some(i) => (i, true),
                     None => (chunk.len(), false),
                 };

@@ -54,10 +54,8 @@ pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
     out.put_slice(b"data: ");
     let start = out.len();
     out.put_slice(data);
-    for b in &mut out[start..] {
-        if *b == b'\n' || *b == b'\r' {
-            *b = b' ';
-        }
+    for i in memchr::memchr2_iter(b'\n', b'\r', data) {
+        out[start + i] = b' ';
     }
     out.put_slice(b"\n\n");
     out.freeze()

@@ -1381,6 +1381,9 @@ impl Upstream {
                     "the client speaks MCP 2026-07-28, which has no server-to-client requests"
                         .to_string(),
                 ),
+                Some(port) if &*port.label == "stateless" => Some(
+                    "no client session is tied to this request (stateless mode has no sessions), so nothing can answer it".to_string(),
+                ),
                 Some(port) if !port.supports(&method) => Some(format!(
                     "the client did not declare the capability for {method}"
                 )),

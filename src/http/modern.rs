@@ -222,7 +222,8 @@ fn validate(headers: &HeaderMap, frame: &Frame) -> Result<(), ProxyError> {
             }
             (Some(h), b) => {
                 return Err(ProxyError::HeaderMismatch(format!(
-                    "Mcp-Name {h:?} does not match params.{key} {b:?}"
+                    "Mcp-Name {h:?} does not match params.{key} {}",
+                    b.map_or_else(|| "(absent)".to_string(), |b| format!("{b:?}"))
                 )));
             }
         }
