@@ -60,7 +60,7 @@ impl CodaServer {
         }
     }
 
-    /// The tools this server lists (for tests and `--list-tools`).
+    /// The tools this server lists (after toolset and read-only filtering).
     pub fn tools(&self) -> Vec<rmcp::model::Tool> {
         self.tool_router.list_all()
     }

@@ -184,7 +184,7 @@ pub(crate) fn canvas_content(content: Option<&str>, format: Option<ContentFormat
 
 #[tool_router(router = docs_router, vis = "pub(crate)")]
 impl CodaServer {
-    /// List docs the token can see, newest first. Filters: query (name search), isOwner, isPublished, isStarred, inGallery, sourceDoc, workspaceId, folderId. Pages with limit/pageToken; fetchAll gathers everything.
+    /// List docs the token can see. Filters: query (name search), isOwner, isPublished, isStarred, inGallery, sourceDoc, workspaceId, folderId. Pages with limit/pageToken; fetchAll gathers everything.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<ListDocumentsParams>(),
