@@ -74,6 +74,10 @@ if [ "${SKIP_RUST:-0}" != 1 ]; then
   mkdir -p "$TARGET_DIR"
   RUST_LOG_FILE="$TARGET_DIR/rust-tests.log"
   if cargo nextest --version >/dev/null 2>&1; then
+    # Integration tests run the example servers as programs; nextest and
+    # --all-targets build examples only as test harnesses.
+    step "cargo build --bins --examples (the proxy and the example servers)"
+    cargo build --bins --examples --locked || die "cargo build failed"
     step "cargo nextest run --all-targets"
     set +e
     cargo nextest run --all-targets --locked --no-fail-fast 2>&1 | tee "$RUST_LOG_FILE"
@@ -95,6 +99,8 @@ if [ "${SKIP_RUST:-0}" != 1 ]; then
     set -e
     counts_file="$RUST_LOG_FILE.doc"
   else
+    step "cargo build --bins --examples (the proxy and the example servers)"
+    cargo build --bins --examples --locked || die "cargo build failed"
     step "cargo test --all-targets (cargo-nextest not found)"
     set +e
     { cargo test --all-targets --locked --no-fail-fast && cargo test --doc --locked; } 2>&1 | tee "$RUST_LOG_FILE"

@@ -18,15 +18,33 @@ use tokio_util::sync::CancellationToken;
 /// Longest any single step of a test may take.
 pub const STEP: Duration = Duration::from_secs(20);
 
-/// Path of a built example (cargo builds examples before integration tests).
+/// Path of a built example. `cargo test` builds examples as programs, but
+/// `cargo test --all-targets` and nextest build them only as test harnesses,
+/// so a missing one is built here (cargo's own lock serialises test binaries
+/// that try at once).
 pub fn example(name: &str) -> String {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let mut p: PathBuf = std::env::current_exe().expect("test exe path");
     p.pop();
     if p.ends_with("deps") {
         p.pop();
     }
+    let release = p.ends_with("release");
     p.push("examples");
     p.push(name);
+    if !p.exists() {
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        if !p.exists() {
+            let mut cmd = std::process::Command::new(env!("CARGO"));
+            cmd.args(["build", "--quiet", "--example", name])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("cargo runs");
+            assert!(status.success(), "building example {name} failed");
+        }
+    }
     assert!(p.exists(), "example {name} not built at {}", p.display());
     p.to_string_lossy().into_owned()
 }
