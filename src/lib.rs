@@ -12,21 +12,23 @@
 //!   and the staged stop (close stdin, SIGTERM the group, SIGKILL).
 //! - [`upstream`]: the multiplexer over one child. It rewrites request ids and
 //!   progress tokens to proxy-unique values, routes every message the child
-//!   sends to the session and stream it belongs to, and fails in-flight
-//!   requests when the child dies. Per-session mode is the same multiplexer
-//!   with one session attached.
-//! - [`session`]: sessions and their SSE streams: ids, era, idle expiry,
-//!   bounded event buffers for `Last-Event-ID` replay.
+//!   sends to the session and stream it belongs to, performs the child's one
+//!   handshake (`initialize`, or `server/discover` for a 2026-07-28 child),
+//!   fails in-flight requests when the child dies and restarts a shared one.
+//!   Per-session mode is the same multiplexer with one session attached.
+//! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
+//!   their streams, idle expiry and the session cap.
 //! - [`http`]: the accept loop and one front-end per protocol era:
 //!   Streamable HTTP with sessions (2025-03-26 … 2025-11-25), the legacy
 //!   HTTP+SSE transport (2024-11-05), stateless Streamable HTTP
 //!   (2026-07-28), and health endpoints.
-//! - [`sse`]: server-sent event encoding and keep-alive comments.
+//! - [`sse`]: server-sent events: encoding, keep-alive comments, and the
+//!   outlet of one stream with its bounded queue and `Last-Event-ID` replay buffer.
 //! - [`auth`]: API keys, Origin and Host checks.
 //! - [`error`]: the one place where errors become HTTP statuses and
 //!   JSON-RPC error bodies.
-//! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated,
-//!   with no I/O.
+//! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
+//!   the only I/O is reading `--env-file` and `--api-key-file` once.
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`logging`]: tracing to stderr, plain or JSON.
