@@ -579,19 +579,6 @@ impl Config {
                 .unwrap_or_else(|| "info".into()),
         })
     }
-
-    /// A configuration for tests and embedding: defaults, the given command.
-    pub fn for_command(program: &str, args: &[&str]) -> Config {
-        let args = Args {
-            command: std::iter::once(program)
-                .chain(args.iter().copied())
-                .map(String::from)
-                .collect(),
-            ..Args::default()
-        };
-        // Invariant: defaults plus a command always validate.
-        Config::from_args(args, &|_| None).expect("default config is valid")
-    }
 }
 
 #[cfg(test)]

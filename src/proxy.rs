@@ -55,7 +55,7 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Start(e.to_string()))?;
         if exit_on_child_exit {
-            child_exit = Some(up.watch_exit());
+            child_exit = Some(up);
         }
     }
     if let Some(addr) = addr {
@@ -64,11 +64,10 @@ pub async fn run(
     let serve_token = shutdown.child_token();
     let server = tokio::spawn(serve(listener, app.clone(), serve_token.clone()));
     let mut result = Ok(());
-    if let Some(mut exit) = child_exit {
+    if let Some(up) = child_exit {
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            r = exit.wait_for(Option::is_some) => {
-                let code = r.ok().and_then(|e| *e).unwrap_or(Exit::Code(1));
+            code = up.ended() => {
                 warn!(status = %code, "shared child exited; stopping the proxy (--exit-on-child-exit)");
                 result = Err(RunError::ChildExited(code));
                 serve_token.cancel();

@@ -42,8 +42,6 @@ pub struct Session {
     pub port: Arc<Port>,
     /// The child (its own, or the shared one).
     pub upstream: Arc<Upstream>,
-    /// Per-session mode: the child ends with the session.
-    owns_upstream: bool,
     /// Negotiated protocol version (from the initialize result).
     protocol_version: Mutex<String>,
     limits: StreamLimits,
@@ -72,7 +70,6 @@ impl Session {
         id: String,
         port: Arc<Port>,
         upstream: Arc<Upstream>,
-        owns_upstream: bool,
         limits: StreamLimits,
         cancel: CancellationToken,
     ) -> Arc<Session> {
@@ -81,7 +78,6 @@ impl Session {
             id: id.into(),
             port,
             upstream,
-            owns_upstream,
             protocol_version: Mutex::new(String::new()),
             limits,
             streams: Mutex::new(VecDeque::new()),
@@ -192,7 +188,8 @@ impl Session {
             o.finish();
         }
         self.upstream.detach(&self.port).await;
-        if self.owns_upstream {
+        // A child of its own (per-session mode) ends with the session.
+        if !self.upstream.is_shared() {
             self.upstream.stop().await;
         }
     }

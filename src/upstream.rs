@@ -85,12 +85,7 @@ pub enum Reply {
 
 impl Reply {
     fn respond(self, bytes: &[u8]) {
-        match self {
-            Reply::Stream(o) => o.send_response(bytes),
-            Reply::Once(tx) => {
-                let _ = tx.send(Bytes::copy_from_slice(bytes));
-            }
-        }
+        self.respond_owned(Bytes::copy_from_slice(bytes));
     }
 
     /// As `respond`, without copying an owned answer (large tool results).
@@ -434,11 +429,6 @@ impl Upstream {
     /// Watches health changes.
     pub fn watch_health(&self) -> watch::Receiver<Health> {
         self.health.subscribe()
-    }
-
-    /// Resolves when the upstream has ended for good, with the child's last exit.
-    pub fn watch_exit(&self) -> watch::Receiver<Option<Exit>> {
-        self.final_exit.subscribe()
     }
 
     /// Waits until the upstream has ended for good; returns the child's last exit.

@@ -139,15 +139,14 @@ impl App {
             .map_err(|e| ProxyError::TooManySessions(e.0))?;
         let id = new_session_id();
         let port = Port::new(id.clone().into(), PortKind::Session);
-        let (upstream, owns) = match self.config.mode {
-            Mode::PerSession => (self.spawn_session_child(&id)?, true),
-            _ => (self.shared_upstream().await?, false),
+        let upstream = match self.config.mode {
+            Mode::PerSession => self.spawn_session_child(&id)?,
+            _ => self.shared_upstream().await?,
         };
         let session = Session::new(
             id,
             port,
             upstream,
-            owns,
             self.stream_limits(),
             self.streams_cancel.child_token(),
         );
