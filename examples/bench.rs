@@ -79,9 +79,25 @@ struct Args {
     /// measure direct stdio only
     #[argh(switch)]
     direct_only: bool,
+    /// which measurements to make, comma separated: direct, cold, memory,
+    /// latency, throughput, large, modern (default all)
+    #[argh(option, default = "String::from(\"all\")")]
+    sections: String,
+    /// no direct pipe beside the proxy in the latency and large runs
+    #[argh(switch)]
+    no_direct: bool,
+    /// which proxy modes to measure: per-session, shared or both (default both)
+    #[argh(option, default = "String::from(\"both\")")]
+    mode: String,
     /// directory for the proxy's stderr logs (default $TMPDIR/mcp-bench)
     #[argh(option)]
     log_dir: Option<PathBuf>,
+}
+
+impl Args {
+    fn wants(&self, section: &str) -> bool {
+        self.sections == "all" || self.sections.split(',').any(|s| s.trim() == section)
+    }
 }
 
 fn main() {
@@ -100,7 +116,9 @@ fn main() {
 async fn run(args: Args) -> Result<()> {
     let mut report = Report::default();
     eprintln!("bench: direct stdio against {}", args.server.display());
-    direct(&args, &mut report).await?;
+    if args.wants("direct") {
+        direct(&args, &mut report).await?;
+    }
     if !args.direct_only {
         let log_dir = args
             .log_dir
@@ -112,7 +130,15 @@ async fn run(args: Args) -> Result<()> {
             log_dir,
             spawned: 0,
         };
-        for shared in [false, true] {
+        let modes: &[bool] = match args.mode.as_str() {
+            "both" => &[false, true],
+            "per-session" => &[false],
+            "shared" => &[true],
+            other => {
+                return Err(format!("--mode {other:?}: use per-session, shared or both").into());
+            }
+        };
+        for &shared in modes {
             let mode = if shared { "shared" } else { "per-session" };
             eprintln!("bench: through the proxy ({mode})");
             if let Err(e) = bench.mode(shared, &mut report).await {
@@ -340,6 +366,12 @@ impl StdioClient {
         self.recv().await?;
         check_response(&self.line, id)
     }
+
+    /// Closes stdin and waits (bounded) for the child to exit.
+    async fn close(mut self) {
+        drop(self.stdin);
+        let _ = tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await;
+    }
 }
 
 async fn direct(args: &Args, report: &mut Report) -> Result<()> {
@@ -390,8 +422,7 @@ async fn direct(args: &Args, report: &mut Report) -> Result<()> {
             mib_per_s(bytes, start.elapsed()),
         );
     }
-    drop(client.stdin);
-    let _ = tokio::time::timeout(STOP_TIMEOUT, client.child.wait()).await;
+    client.close().await;
     Ok(())
 }
 
@@ -807,7 +838,12 @@ impl ProxyBench<'_> {
         let mut notes = Vec::new();
 
         // Cold start: spawn → first initialize answered, polling the port.
-        for _ in 0..self.args.repeats {
+        let cold = if self.args.wants("cold") {
+            self.args.repeats
+        } else {
+            0
+        };
+        for _ in 0..cold {
             let mut proxy = self.spawn(shared)?;
             let start = Instant::now();
             loop {
@@ -833,7 +869,12 @@ impl ProxyBench<'_> {
         }
 
         // Memory: fresh proxy idle, then with N sessions open.
-        for _ in 0..self.args.repeats {
+        let memory = if self.args.wants("memory") {
+            self.args.repeats
+        } else {
+            0
+        };
+        for _ in 0..memory {
             let proxy = self.spawn(shared)?;
             let pid = proxy.child.id().ok_or("proxy exited")?;
             wait_healthy(&proxy).await?;
@@ -898,25 +939,31 @@ impl ProxyBench<'_> {
             single.echo().await?;
             modern_single.echo().await?;
         }
-        for _ in 0..self.args.repeats {
-            let mut samples = Vec::with_capacity(self.args.latency_calls);
-            for _ in 0..self.args.latency_calls {
-                let start = Instant::now();
-                single.echo().await?;
-                samples.push(start.elapsed());
+        // The floor, measured alongside: calls alternate between the proxy
+        // and a direct pipe to a child of its own, so that both see the same
+        // machine load and the difference is the proxy's.
+        let mut direct = if self.args.no_direct {
+            None
+        } else {
+            let mut client = StdioClient::spawn(&self.args.server).await?;
+            for _ in 0..200 {
+                let id = client.id();
+                client.call(&echo_body(id), id).await?;
             }
-            samples.sort();
-            report.add(
-                &format!("proxy {mode}: echo p50 (concurrency 1)"),
-                "ms",
-                ms(quantile(&samples, 0.5)),
-            );
-            report.add(
-                &format!("proxy {mode}: echo p99 (concurrency 1)"),
-                "ms",
-                ms(quantile(&samples, 0.99)),
-            );
-
+            Some(client)
+        };
+        for _ in 0..self.args.repeats {
+            if self.args.wants("latency") {
+                self.latency(&mut single, direct.as_mut(), mode, report)
+                    .await?;
+            }
+            if self.args.wants("large") {
+                self.large(&mut single, direct.as_mut(), mode, report)
+                    .await?;
+            }
+            if !self.args.wants("throughput") {
+                continue;
+            }
             let cpu_before = cpu_seconds(pid)?;
             let own_cpu_before = cpu_seconds(std::process::id())?;
             let (rate, calls, returned) =
@@ -942,23 +989,9 @@ impl ProxyBench<'_> {
                 own_cpu * 1e6 / calls as f64,
             );
 
-            let start = Instant::now();
-            for _ in 0..self.args.large_calls {
-                let id = single.id();
-                let body = large_body(id, self.args.large_bytes);
-                let response = single.post(&body, "application/json").await?;
-                if response.status != 200 {
-                    return Err(format!("large: HTTP {}", response.status).into());
-                }
-                check_large(response.json()?, id, self.args.large_bytes)?;
+            if !self.args.wants("modern") {
+                continue;
             }
-            let bytes = self.args.large_bytes * self.args.large_calls as u64;
-            report.add(
-                &format!("proxy {mode}: `large` result"),
-                "MiB/s",
-                mib_per_s(bytes, start.elapsed()),
-            );
-
             // The same echo through the stateless 2026-07-28 front-end.
             let mut samples = Vec::with_capacity(self.args.latency_calls);
             for _ in 0..self.args.latency_calls {
@@ -989,9 +1022,107 @@ impl ProxyBench<'_> {
                 rate,
             );
         }
+        if let Some(direct) = direct {
+            direct.close().await;
+        }
         self.stop(proxy, &mut notes).await;
         for note in notes {
             report.note(format!("{mode}: {note}"));
+        }
+        Ok(())
+    }
+
+    /// Echo at concurrency 1: p50/p99 through the proxy and, interleaved
+    /// call by call, over the direct pipe.
+    async fn latency(
+        &self,
+        single: &mut McpHttp,
+        mut direct: Option<&mut StdioClient>,
+        mode: &str,
+        report: &mut Report,
+    ) -> Result<()> {
+        let calls = self.args.latency_calls;
+        let mut proxied = Vec::with_capacity(calls);
+        let mut floor = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            if let Some(direct) = direct.as_deref_mut() {
+                let id = direct.id();
+                let body = echo_body(id);
+                let start = Instant::now();
+                direct.call(&body, id).await?;
+                floor.push(start.elapsed());
+            }
+            let start = Instant::now();
+            single.echo().await?;
+            proxied.push(start.elapsed());
+        }
+        proxied.sort();
+        floor.sort();
+        let p50 = quantile(&proxied, 0.5);
+        report.add(
+            &format!("proxy {mode}: echo p50 (concurrency 1)"),
+            "ms",
+            ms(p50),
+        );
+        report.add(
+            &format!("proxy {mode}: echo p99 (concurrency 1)"),
+            "ms",
+            ms(quantile(&proxied, 0.99)),
+        );
+        if !floor.is_empty() {
+            let direct_p50 = quantile(&floor, 0.5);
+            report.add(
+                &format!("proxy {mode}: echo p50 minus direct p50 (interleaved)"),
+                "µs",
+                (p50.as_secs_f64() - direct_p50.as_secs_f64()) * 1e6,
+            );
+        }
+        Ok(())
+    }
+
+    /// The `large` tool through the proxy and, interleaved call by call,
+    /// over the direct pipe.
+    async fn large(
+        &self,
+        single: &mut McpHttp,
+        mut direct: Option<&mut StdioClient>,
+        mode: &str,
+        report: &mut Report,
+    ) -> Result<()> {
+        let payload = self.args.large_bytes;
+        let (mut proxied, mut floor) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..self.args.large_calls {
+            if let Some(direct) = direct.as_deref_mut() {
+                let id = direct.id();
+                let body = large_body(id, payload);
+                let start = Instant::now();
+                direct.send(&body).await?;
+                direct.recv().await?;
+                floor += start.elapsed();
+                check_large(&direct.line, id, payload)?;
+            }
+            let id = single.id();
+            let body = large_body(id, payload);
+            let start = Instant::now();
+            let response = single.post(&body, "application/json").await?;
+            proxied += start.elapsed();
+            if response.status != 200 {
+                return Err(format!("large: HTTP {}", response.status).into());
+            }
+            check_large(response.json()?, id, payload)?;
+        }
+        let bytes = payload * self.args.large_calls as u64;
+        report.add(
+            &format!("proxy {mode}: `large` result"),
+            "MiB/s",
+            mib_per_s(bytes, proxied),
+        );
+        if !floor.is_zero() {
+            report.add(
+                &format!("proxy {mode}: `large` result as % of direct (interleaved)"),
+                "%",
+                100.0 * floor.as_secs_f64() / proxied.as_secs_f64(),
+            );
         }
         Ok(())
     }
