@@ -464,17 +464,18 @@ async fn pipelined(client: &mut StdioClient, duration: Duration) -> Result<f64> 
 
 struct HttpResponse {
     status: u16,
-    /// Lower-cased names.
-    headers: Vec<(String, String)>,
+    /// The header block as sent, one `name: value` per line.
+    head: String,
     body: Vec<u8>,
 }
 
 impl HttpResponse {
+    /// A header's value; `name` is matched case-insensitively.
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
     }
 
     /// The JSON-RPC message in the body, whether sent as JSON or as SSE.
@@ -501,11 +502,15 @@ impl HttpResponse {
     }
 }
 
-/// One keep-alive connection; reconnects when the server closed it.
+/// One keep-alive connection; reconnects when the server closed it. Kept
+/// cheap on purpose (one reused read buffer, no per-header allocation): the
+/// load generator shares the cores with the proxy it measures.
 struct HttpClient {
     addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<TcpStream>,
     request: Vec<u8>,
+    /// Bytes read from the connection and not yet consumed.
+    buf: Vec<u8>,
 }
 
 impl HttpClient {
@@ -514,6 +519,7 @@ impl HttpClient {
             addr,
             conn: None,
             request: Vec::with_capacity(1024),
+            buf: Vec::with_capacity(64 * 1024),
         }
     }
 
@@ -545,7 +551,9 @@ impl HttpClient {
             body.len()
         )?;
         for (name, value) in headers {
-            write!(self.request, "{name}: {value}\r\n")?;
+            for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                self.request.extend_from_slice(part);
+            }
         }
         self.request.extend_from_slice(b"\r\n");
         self.request.extend_from_slice(body);
@@ -567,11 +575,12 @@ impl HttpClient {
         if self.conn.is_none() {
             let stream = TcpStream::connect(self.addr).await?;
             stream.set_nodelay(true)?;
-            self.conn = Some(BufReader::with_capacity(64 * 1024, stream));
+            self.conn = Some(stream);
+            self.buf.clear();
         }
         let conn = self.conn.as_mut().expect("connected above");
-        conn.get_mut().write_all(&self.request).await?;
-        let result = read_response(conn).await;
+        conn.write_all(&self.request).await?;
+        let result = read_response(conn, &mut self.buf).await;
         let close = match &result {
             Ok(r) => r
                 .header("connection")
@@ -585,74 +594,92 @@ impl HttpClient {
     }
 }
 
-async fn read_response(conn: &mut BufReader<TcpStream>) -> Result<HttpResponse> {
-    let mut line = String::new();
-    if conn.read_line(&mut line).await? == 0 {
-        return Err("connection closed before the status line".into());
+/// Reads more of the connection into `buf`; an error at end of stream.
+async fn fill(conn: &mut TcpStream, buf: &mut Vec<u8>, what: &str) -> Result<()> {
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(64 * 1024);
     }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line: {line:?}"))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err("connection closed in the headers".into());
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = trimmed.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
+    if conn.read_buf(buf).await? == 0 {
+        return Err(format!("connection closed {what}").into());
     }
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+    Ok(())
+}
+
+async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<HttpResponse> {
+    // Status line and headers.
+    let (status, head_len, head, length, chunked) = loop {
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut slots);
+        if let httparse::Status::Complete(n) = parsed.parse(buf)? {
+            let status = parsed.code.ok_or("no status code")?;
+            let mut head = String::new();
+            let (mut length, mut chunked) = (None, false);
+            for h in parsed.headers.iter() {
+                let value = std::str::from_utf8(h.value)?;
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    length = Some(value.trim().parse::<usize>()?);
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = value.trim().eq_ignore_ascii_case("chunked");
+                }
+                for part in [h.name, ": ", value, "\n"] {
+                    head.push_str(part);
+                }
+            }
+            break (status, n, head, length, chunked);
+        }
+        fill(conn, buf, "in the headers").await?;
     };
     let mut body = Vec::new();
-    if let Some(length) = find("content-length") {
-        let length: usize = length.parse()?;
-        body.resize(length, 0);
-        conn.read_exact(&mut body).await?;
-    } else if find("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+    let mut pos = head_len;
+    if let Some(length) = length {
+        // What is buffered already, then the rest straight from the socket
+        // (a large result is not copied twice).
+        let have = length.min(buf.len() - pos);
+        body.reserve_exact(length);
+        body.extend_from_slice(&buf[pos..pos + have]);
+        pos += have;
+        if have < length {
+            body.resize(length, 0);
+            conn.read_exact(&mut body[have..]).await?;
+        }
+    } else if chunked {
         loop {
-            line.clear();
-            conn.read_line(&mut line).await?;
-            let size = line.trim().split(';').next().unwrap_or("");
-            let size = usize::from_str_radix(size, 16)
-                .map_err(|_| format!("bad chunk size line: {line:?}"))?;
-            if size == 0 {
-                // Trailers, then the blank line.
-                loop {
-                    line.clear();
-                    if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                        break;
-                    }
+            let line_end = loop {
+                if let Some(i) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+                    break pos + i;
                 }
+                fill(conn, buf, "in a chunk header").await?;
+            };
+            let size = std::str::from_utf8(&buf[pos..line_end])?;
+            let size = size.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| format!("bad chunk size line: {size:?}"))?;
+            pos = line_end + 2;
+            if size == 0 {
+                // No trailers are expected: the blank line ends the body.
+                while buf.len() < pos + 2 {
+                    fill(conn, buf, "after the last chunk").await?;
+                }
+                pos += 2;
                 break;
             }
-            let start = body.len();
-            body.resize(start + size, 0);
-            conn.read_exact(&mut body[start..]).await?;
-            line.clear();
-            conn.read_line(&mut line).await?;
+            while buf.len() < pos + size + 2 {
+                fill(conn, buf, "in a chunk").await?;
+            }
+            body.extend_from_slice(&buf[pos..pos + size]);
+            pos += size + 2;
         }
     } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
         // No length: the body runs to the end of the connection.
+        body.extend_from_slice(&buf[pos..]);
         conn.read_to_end(&mut body).await?;
-        headers.push(("connection".into(), "close".into()));
+        let mut head = head;
+        head.push_str("connection: close\n");
+        buf.clear();
+        return Ok(HttpResponse { status, head, body });
     }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
+    buf.drain(..pos);
+    Ok(HttpResponse { status, head, body })
 }
 
 // ---------------------------------------------------------------------------
@@ -666,6 +693,8 @@ struct McpHttp {
     /// Speaks 2026-07-28: no session, per-request `_meta` and the
     /// `Mcp-Method`/`Mcp-Name` headers.
     modern: bool,
+    /// Sends `GET /health` instead of a call: HTTP alone, no child.
+    health_only: bool,
     next_id: u64,
 }
 
@@ -702,6 +731,7 @@ impl McpHttp {
             http,
             session,
             modern: false,
+            health_only: false,
             next_id: 1,
         };
         let response = mcp
@@ -728,6 +758,7 @@ impl McpHttp {
             http: HttpClient::new(self.http.addr),
             session: self.session.clone(),
             modern: self.modern,
+            health_only: self.health_only,
             next_id: 1,
         }
     }
@@ -738,6 +769,7 @@ impl McpHttp {
             http: HttpClient::new(addr),
             session: None,
             modern: true,
+            health_only: false,
             next_id: 1,
         }
     }
@@ -782,6 +814,13 @@ impl McpHttp {
     }
 
     async fn echo(&mut self) -> Result<()> {
+        if self.health_only {
+            let response = self.http.send("GET", "/health", &[], b"").await?;
+            if response.status != 200 {
+                return Err(format!("GET /health: HTTP {}", response.status).into());
+            }
+            return Ok(());
+        }
         let id = self.id();
         let body = if self.modern {
             modern_echo_body(id)
@@ -989,6 +1028,22 @@ impl ProxyBench<'_> {
                 own_cpu * 1e6 / calls as f64,
             );
 
+            // The ceiling: the same connections doing HTTP alone.
+            let health_pool: Vec<McpHttp> = pool
+                .iter()
+                .map(|m| McpHttp {
+                    health_only: true,
+                    ..m.clone_session()
+                })
+                .collect();
+            let (rate, _, _) =
+                throughput(health_pool, Duration::from_secs(self.args.duration_secs)).await?;
+            report.add(
+                &format!("proxy {mode}: GET /health throughput (same 64 connections, no child)"),
+                "req/s",
+                rate,
+            );
+
             if !self.args.wants("modern") {
                 continue;
             }
@@ -1044,7 +1099,16 @@ impl ProxyBench<'_> {
         let calls = self.args.latency_calls;
         let mut proxied = Vec::with_capacity(calls);
         let mut floor = Vec::with_capacity(calls);
+        let mut health = Vec::with_capacity(calls);
+        let mut http = HttpClient::new(single.http.addr);
         for _ in 0..calls {
+            // One HTTP round trip that never reaches the child.
+            let start = Instant::now();
+            let response = http.send("GET", "/health", &[], b"").await?;
+            health.push(start.elapsed());
+            if response.status != 200 {
+                return Err(format!("GET /health: HTTP {}", response.status).into());
+            }
             if let Some(direct) = direct.as_deref_mut() {
                 let id = direct.id();
                 let body = echo_body(id);
@@ -1068,6 +1132,12 @@ impl ProxyBench<'_> {
             &format!("proxy {mode}: echo p99 (concurrency 1)"),
             "ms",
             ms(quantile(&proxied, 0.99)),
+        );
+        health.sort();
+        report.add(
+            &format!("proxy {mode}: GET /health p50 (HTTP alone, no child)"),
+            "ms",
+            ms(quantile(&health, 0.5)),
         );
         if !floor.is_empty() {
             let direct_p50 = quantile(&floor, 0.5);

@@ -122,7 +122,7 @@ impl ChildHandle {
     pub fn spawn(
         spec: &ChildSpec,
         label: &str,
-    ) -> Result<(ChildHandle, LineReader<BufReader<ChildStdout>>), ChildError> {
+    ) -> Result<(ChildHandle, LineReader<ChildStdout>), ChildError> {
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
             .stdin(Stdio::piped())
@@ -167,13 +167,7 @@ impl ChildHandle {
                 stop: stop_tx,
             }),
         };
-        Ok((
-            handle,
-            LineReader::new(
-                BufReader::with_capacity(64 * 1024, stdout),
-                spec.max_line_bytes,
-            ),
-        ))
+        Ok((handle, LineReader::new(stdout, spec.max_line_bytes)))
     }
 
     /// The child's pid (also its process group id).
@@ -215,8 +209,8 @@ async fn write_stdin(
     mut rx: mpsc::Receiver<Bytes>,
     close: tokio_util::sync::CancellationToken,
 ) {
-    // Lines queued while a write was under way go out in one system call:
-    // fewer wake-ups of the child under load, no delay when idle.
+    // Lines that arrive together go out in one system call: fewer wake-ups
+    // of the child under load, and no wait when a line arrives alone.
     let mut stdin = tokio::io::BufWriter::with_capacity(64 * 1024, stdin);
     loop {
         let line = tokio::select! {
@@ -226,19 +220,34 @@ async fn write_stdin(
             },
             _ = close.cancelled() => break,
         };
-        if let Err(e) = stdin.write_all(&line).await {
-            debug!(error = %e, "child stdin closed");
-            break;
-        }
-        // Flush when nothing else is waiting.
-        if rx.is_empty()
-            && let Err(e) = stdin.flush().await
-        {
+        if let Err(e) = write_burst(&mut stdin, &mut rx, line).await {
             debug!(error = %e, "child stdin closed");
             break;
         }
     }
     // Dropping stdin closes the pipe: the polite first step of a stop.
+}
+
+/// Writes `first` and whatever else is queued, then flushes. Before the
+/// flush it yields once, so that requests which are ready to run on this
+/// runtime right now can add their lines to the same write.
+async fn write_burst(
+    stdin: &mut tokio::io::BufWriter<tokio::process::ChildStdin>,
+    rx: &mut mpsc::Receiver<Bytes>,
+    first: Bytes,
+) -> std::io::Result<()> {
+    stdin.write_all(&first).await?;
+    let mut yielded = false;
+    loop {
+        while let Ok(line) = rx.try_recv() {
+            stdin.write_all(&line).await?;
+        }
+        if yielded {
+            return stdin.flush().await;
+        }
+        tokio::task::yield_now().await;
+        yielded = true;
+    }
 }
 
 async fn drain_stderr(stderr: tokio::process::ChildStderr) {

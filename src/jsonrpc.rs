@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Standard JSON-RPC and MCP error codes used by the proxy.
 pub mod code {
@@ -349,20 +349,33 @@ pub enum LineError {
     Io(#[from] std::io::Error),
 }
 
+/// How much the line reader asks the pipe for at least, per read.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Reads newline-delimited lines with a length cap and recovery.
+///
+/// Reads go straight into one growing buffer and each line is split off it
+/// without a copy: small lines share the block they arrived in, a large line
+/// is copied only by the buffer's own doubling (amortised once).
 pub struct LineReader<R> {
     inner: R,
     max_line_bytes: usize,
     buf: BytesMut,
+    /// Bytes of `buf` already searched for a newline.
+    scanned: usize,
+    /// Bytes of an over-long line dropped so far.
+    skipping: usize,
 }
 
-impl<R: AsyncBufRead + Unpin> LineReader<R> {
-    /// Wraps a buffered reader; lines longer than `max_line_bytes` are skipped.
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    /// Wraps a reader; lines longer than `max_line_bytes` are skipped.
     pub fn new(inner: R, max_line_bytes: usize) -> Self {
         LineReader {
             inner,
             max_line_bytes,
             buf: BytesMut::new(),
+            scanned: 0,
+            skipping: 0,
         }
     }
 
@@ -371,46 +384,53 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     /// reading continues after it.
     pub async fn next_line(&mut self) -> Result<Option<Bytes>, LineError> {
         loop {
-            self.buf.clear();
-            let mut skipping = 0usize;
-            let mut eof = false;
-            loop {
-                let chunk = self.inner.fill_buf().await?;
-                if chunk.is_empty() {
-                    eof = true;
-                    break;
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
+                let end = self.scanned + i;
+                let mut line = self.buf.split_to(end + 1);
+                self.scanned = 0;
+                if self.skipping > 0 || end > self.max_line_bytes {
+                    let len = std::mem::take(&mut self.skipping) + end;
+                    return Err(LineError::LineTooLong {
+                        len,
+                        limit: self.max_line_bytes,
+                    });
                 }
-                let (take, done) = match memchr::memchr(b'\n', chunk) {
-                    Some(i) => (i, true),
-                    None => (chunk.len(), false),
-                };
-                if skipping > 0 || self.buf.len() + take > self.max_line_bytes {
-                    skipping += self.buf.len() + take;
-                    self.buf.clear();
+                line.truncate(if line[..end].last() == Some(&b'\r') {
+                    end - 1
                 } else {
-                    self.buf.extend_from_slice(&chunk[..take]);
-                }
-                self.inner.consume(take + usize::from(done));
-                if done {
-                    break;
-                }
-            }
-            if skipping > 0 {
-                return Err(LineError::LineTooLong {
-                    len: skipping,
-                    limit: self.max_line_bytes,
+                    end
                 });
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Ok(Some(line.freeze()));
             }
-            if self.buf.last() == Some(&b'\r') {
-                self.buf.truncate(self.buf.len() - 1);
+            self.scanned = self.buf.len();
+            if self.skipping > 0 || self.buf.len() > self.max_line_bytes {
+                // Drop what there is of the over-long line and keep reading to its end.
+                self.skipping += self.buf.len();
+                self.buf.clear();
+                self.scanned = 0;
             }
-            if self.buf.iter().all(u8::is_ascii_whitespace) {
-                if eof {
+            // Double for a long line so that its copies stay amortised.
+            self.buf.reserve(READ_CHUNK.max(self.buf.len()));
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                // EOF: a final line without its newline still counts.
+                let rest = self.buf.split();
+                self.scanned = 0;
+                let skipped = std::mem::take(&mut self.skipping);
+                if skipped > 0 {
+                    return Err(LineError::LineTooLong {
+                        len: skipped + rest.len(),
+                        limit: self.max_line_bytes,
+                    });
+                }
+                if rest.iter().all(u8::is_ascii_whitespace) {
                     return Ok(None);
                 }
-                continue;
+                let end = rest.len() - usize::from(rest.last() == Some(&b'\r'));
+                return Ok(Some(rest.freeze().slice(..end)));
             }
-            return Ok(Some(self.buf.split().freeze()));
         }
     }
 }
@@ -565,20 +585,56 @@ mod tests {
         assert!(!std::str::from_utf8(&out).unwrap().contains("\"id\""));
     }
 
+    /// Hands out its input `chunk` bytes per read, like a slow pipe.
+    struct Trickle {
+        data: &'static [u8],
+        chunk: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.chunk.min(self.data.len()).min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
     #[tokio::test]
     async fn line_reader_strips_cr_skips_blank_and_recovers_from_long_lines() {
         let input: &[u8] = b"one\r\n\n  \n0123456789abcdefXYZW\ntwo\nlast-no-newline";
-        let mut r = LineReader::new(tokio::io::BufReader::with_capacity(4, input), 16);
-        assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"one");
-        match r.next_line().await {
-            Err(LineError::LineTooLong { len: 20, limit: 16 }) => {}
-            other => panic!("expected LineTooLong, got {other:?}"),
+        // All at once, and in pieces that split lines (and the CR LF) anywhere.
+        for chunk in [input.len(), 1, 3, 7] {
+            let mut r = LineReader::new(Trickle { data: input, chunk }, 16);
+            assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"one");
+            match r.next_line().await {
+                Err(LineError::LineTooLong { len: 20, limit: 16 }) => {}
+                other => panic!("chunk {chunk}: expected LineTooLong, got {other:?}"),
+            }
+            assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"two");
+            assert_eq!(
+                r.next_line().await.unwrap().unwrap().as_ref(),
+                b"last-no-newline"
+            );
+            assert!(r.next_line().await.unwrap().is_none());
         }
-        assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"two");
-        assert_eq!(
-            r.next_line().await.unwrap().unwrap().as_ref(),
-            b"last-no-newline"
-        );
-        assert!(r.next_line().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn line_reader_reports_a_long_last_line_and_keeps_exact_fits() {
+        let input: &[u8] = b"0123456789abcdef\n0123456789abcdefXYZW";
+        for chunk in [input.len(), 5] {
+            let mut r = LineReader::new(Trickle { data: input, chunk }, 16);
+            assert_eq!(r.next_line().await.unwrap().unwrap().len(), 16);
+            match r.next_line().await {
+                Err(LineError::LineTooLong { len: 20, limit: 16 }) => {}
+                other => panic!("chunk {chunk}: expected LineTooLong, got {other:?}"),
+            }
+            assert!(r.next_line().await.unwrap().is_none());
+        }
     }
 }

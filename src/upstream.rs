@@ -1011,7 +1011,7 @@ impl Upstream {
     async fn supervise(
         this: Weak<Upstream>,
         mut child: ChildHandle,
-        mut reader: crate::jsonrpc::LineReader<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        mut reader: crate::jsonrpc::LineReader<tokio::process::ChildStdout>,
     ) {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -1125,7 +1125,7 @@ impl Upstream {
 
     async fn read_loop(
         this: &Weak<Upstream>,
-        reader: &mut crate::jsonrpc::LineReader<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        reader: &mut crate::jsonrpc::LineReader<tokio::process::ChildStdout>,
     ) {
         let mut skipped = 0u64;
         loop {
