@@ -214,6 +214,39 @@ impl Frame {
         self.splice(range, id)
     }
 
+    /// This response as it goes back to a client: the id replaced by
+    /// `client_id` and, if given, `fields` added at the front of an object
+    /// `result` (as in [`Frame::with_result_fields`]). Nothing of the rest
+    /// is copied: an 8 MiB result goes out as the line it arrived in.
+    pub fn answer(&self, client_id: &[u8], fields: Option<&[u8]>) -> Message {
+        // Invariant: only called on responses, which have an id.
+        let id = self.id.clone().expect("answer on a frame with an id");
+        let mut edits: Vec<(Range<usize>, Bytes)> = vec![(id, Bytes::copy_from_slice(client_id))];
+        if let (Some(fields), Some(result)) = (fields, self.result.clone()) {
+            let body = &self.bytes[result.clone()];
+            if body.first() == Some(&b'{') {
+                let empty = body[1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+                let mut with = Vec::with_capacity(fields.len() + 1);
+                with.extend_from_slice(fields);
+                if !empty {
+                    with.push(b',');
+                }
+                let at = result.start + 1;
+                edits.push((at..at, Bytes::from(with)));
+            }
+        }
+        edits.sort_by_key(|(r, _)| r.start);
+        let mut parts = Vec::with_capacity(2 * edits.len() + 1);
+        let mut at = 0;
+        for (range, with) in edits {
+            parts.push(self.bytes.slice(at..range.start));
+            parts.push(with);
+            at = range.end;
+        }
+        parts.push(self.bytes.slice(at..));
+        Message::from_parts(parts)
+    }
+
     /// The same message with `fields` (raw `"key":value` pairs, comma
     /// separated) added at the front of its `result` object, without
     /// reparsing the result. Unchanged when there is no object result.
@@ -330,6 +363,53 @@ fn raw_response(v: serde_json::Value, id: Option<&[u8]>) -> Bytes {
             .map(|f| f.with_id(id).bytes)
             .unwrap_or_else(|_| Bytes::new()),
         _ => bytes,
+    }
+}
+
+/// One message on its way out, as pieces that concatenate to it, so that a
+/// response can be re-addressed without copying its result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    parts: Vec<Bytes>,
+}
+
+impl Message {
+    fn from_parts(mut parts: Vec<Bytes>) -> Message {
+        parts.retain(|p| !p.is_empty());
+        Message { parts }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The pieces, in order.
+    pub fn into_parts(self) -> Vec<Bytes> {
+        self.parts
+    }
+
+    /// One contiguous buffer (a copy only when there are several pieces).
+    pub fn into_bytes(mut self) -> Bytes {
+        if self.parts.len() <= 1 {
+            return self.parts.pop().unwrap_or_default();
+        }
+        let mut out = BytesMut::with_capacity(self.len());
+        for p in &self.parts {
+            out.extend_from_slice(p);
+        }
+        out.freeze()
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(bytes: Bytes) -> Message {
+        Message::from_parts(vec![bytes])
     }
 }
 
@@ -574,6 +654,41 @@ mod tests {
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         assert!(line.ends_with(b"\n"));
         serde_json::from_slice::<serde_json::Value>(&line).unwrap();
+    }
+
+    #[test]
+    fn answers_are_the_spliced_message_without_copying_the_result() {
+        let f = parse(r#"{"jsonrpc":"2.0","id":17,"result":{"content":[]}}"#).unwrap();
+        let a = f.answer(br#""client-1""#, None);
+        assert_eq!(
+            a.clone().into_bytes().as_ref(),
+            br#"{"jsonrpc":"2.0","id":"client-1","result":{"content":[]}}"#
+        );
+        // The result is a slice of the original line, not a copy.
+        let parts = a.into_parts();
+        let tail = parts.last().unwrap();
+        assert_eq!(
+            tail.as_ptr(),
+            f.bytes()[f.bytes().len() - tail.len()..].as_ptr()
+        );
+
+        let filled = f.answer(b"3", Some(br#""resultType":"complete""#));
+        assert_eq!(
+            filled.into_bytes().as_ref(),
+            br#"{"jsonrpc":"2.0","id":3,"result":{"resultType":"complete","content":[]}}"#
+        );
+        // Fields before the id, and an empty result object.
+        let g = parse(r#"{"result":{ },"jsonrpc":"2.0","id":9}"#).unwrap();
+        assert_eq!(
+            g.answer(b"1", Some(br#""a":1"#)).into_bytes().as_ref(),
+            br#"{"result":{"a":1 },"jsonrpc":"2.0","id":1}"#
+        );
+        // Errors and non-object results get the id only.
+        let e = parse(r#"{"jsonrpc":"2.0","id":9,"error":{"code":1,"message":"x"}}"#).unwrap();
+        assert_eq!(
+            e.answer(b"2", Some(b"\"a\":1")).into_bytes().as_ref(),
+            br#"{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"x"}}"#
+        );
     }
 
     #[test]

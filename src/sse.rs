@@ -97,6 +97,45 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     http_body_util::Full::new(bytes.into()).boxed_unsync()
 }
 
+/// A body of several buffers sent one after another, without joining them;
+/// its length is known, so it goes out with `Content-Length`.
+pub fn parts(parts: Vec<Bytes>) -> Body {
+    Parts {
+        remaining: parts.iter().map(|p| p.len() as u64).sum(),
+        parts: parts.into(),
+    }
+    .boxed_unsync()
+}
+
+struct Parts {
+    parts: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl http_body::Body for Parts {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = self.parts.pop_front().map(|p| {
+            self.remaining -= p.len() as u64;
+            Ok(Frame::data(p))
+        });
+        std::task::Poll::Ready(next)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// An empty body.
 pub fn empty() -> Body {
     http_body_util::Empty::new().boxed_unsync()

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
-use crate::jsonrpc::{self, Frame, Kind, LineError, code};
+use crate::jsonrpc::{self, Frame, Kind, LineError, Message, code};
 use crate::sse::Outlet;
 
 /// How long the proxy waits for the child's answer to its own requests
@@ -80,20 +80,20 @@ pub enum Reply {
     Stream(Arc<Outlet>),
     /// A single waiter for the response only (JSON response mode, batches,
     /// the proxy's own requests).
-    Once(oneshot::Sender<Bytes>),
+    Once(oneshot::Sender<Message>),
 }
 
 impl Reply {
     fn respond(self, bytes: &[u8]) {
-        self.respond_owned(Bytes::copy_from_slice(bytes));
+        self.respond_message(Bytes::copy_from_slice(bytes).into());
     }
 
     /// As `respond`, without copying an owned answer (large tool results).
-    fn respond_owned(self, bytes: Bytes) {
+    fn respond_message(self, message: Message) {
         match self {
-            Reply::Stream(o) => o.send_response(&bytes),
+            Reply::Stream(o) => o.send_response(&message.into_bytes()),
             Reply::Once(tx) => {
-                let _ = tx.send(bytes);
+                let _ = tx.send(message);
             }
         }
     }
@@ -863,7 +863,7 @@ impl Upstream {
             return Err(e);
         }
         let answer = match tokio::time::timeout(INTERNAL_TIMEOUT, rx).await {
-            Ok(Ok(bytes)) => bytes,
+            Ok(Ok(message)) => message.into_bytes(),
             Ok(Err(_)) => {
                 return Err(UpstreamError::Internal {
                     method,
@@ -948,12 +948,15 @@ impl Upstream {
             match p.reply {
                 Reply::Stream(o) => o.finish(),
                 Reply::Once(tx) => {
-                    let _ = tx.send(jsonrpc::error_response(
-                        Some(&p.client_id),
-                        -32800,
-                        "request cancelled",
-                        None,
-                    ));
+                    let _ = tx.send(
+                        jsonrpc::error_response(
+                            Some(&p.client_id),
+                            -32800,
+                            "request cancelled",
+                            None,
+                        )
+                        .into(),
+                    );
                 }
             }
         }
@@ -1199,14 +1202,12 @@ impl Upstream {
             debug!(id = %String::from_utf8_lossy(frame.id().unwrap_or_default()), "response for an unknown or finished request dropped");
             return;
         };
-        let frame = match p.fill {
-            Fill::None => frame,
-            Fill::Complete => frame.with_result_fields(br#""resultType":"complete""#),
-            Fill::Cacheable => frame
-                .with_result_fields(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
+        let fields: Option<&[u8]> = match p.fill {
+            Fill::None => None,
+            Fill::Complete => Some(br#""resultType":"complete""#),
+            Fill::Cacheable => Some(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
         };
-        let out = frame.with_id(&p.client_id);
-        p.reply.respond_owned(out.bytes().clone());
+        p.reply.respond_message(frame.answer(&p.client_id, fields));
     }
 
     fn route_notification(&self, frame: Frame) {

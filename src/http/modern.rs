@@ -30,7 +30,7 @@ use tracing::debug;
 use super::streamable::{accepted, json_ok};
 use super::{Answer, App, negotiate, read_body, require_json, sse_response};
 use crate::error::ProxyError;
-use crate::jsonrpc::{self, Frame, Kind, code};
+use crate::jsonrpc::{self, Frame, Kind, Message, code};
 use crate::sse::{Body, Outlet, stream_body};
 use crate::upstream::{Port, PortKind, Reply, Upstream, UpstreamProtocol};
 
@@ -289,7 +289,7 @@ pub async fn serve(
         let mut guard = CancelUnlessAnswered::new(&upstream, &port, &id, None);
         let _ = upstream.request(&port, frame, Reply::Once(tx)).await;
         let bytes = tokio::select! {
-            r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None)),
+            r = rx => r.map(Message::into_bytes).unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None)),
             _ = app.streams_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None),
         };
         guard.answered = true;
@@ -482,6 +482,7 @@ async fn ensure_initialized(upstream: &Arc<Upstream>) -> Result<(), ProxyError> 
         .map_err(|e| ProxyError::Upstream(e.to_string()))?;
     let answer: Bytes = rx
         .await
+        .map(Message::into_bytes)
         .map_err(|_| ProxyError::Upstream("the MCP server did not answer initialize".into()))?;
     if super::streamable::negotiated_version(&answer).is_none() {
         return Err(ProxyError::Upstream(format!(

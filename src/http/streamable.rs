@@ -27,7 +27,7 @@ use tracing::{debug, info};
 use super::{Answer, App, negotiate, read_body, require_json, sse_response};
 use crate::config::Mode;
 use crate::error::ProxyError;
-use crate::jsonrpc::{self, Frame, Kind, code};
+use crate::jsonrpc::{self, Frame, Kind, Message, code};
 use crate::session::Session;
 use crate::sse::{self, Body, Outlet, empty, full, stream_body};
 use crate::upstream::{Port, PortKind, Reply, Upstream};
@@ -212,19 +212,18 @@ async fn dispatch(
             }
             let mut answers = Vec::with_capacity(waiters.len());
             for (id, rx) in waiters {
-                let bytes = tokio::select! {
-                    r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the session ended before the MCP server answered", None)),
-                    _ = cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None),
+                let message = tokio::select! {
+                    r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the session ended before the MCP server answered", None).into()),
+                    _ = cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None).into(),
                 };
-                answers.push(bytes);
+                answers.push(message);
             }
             drop(guard);
-            let body = if batch {
-                join_batch(&answers)
-            } else {
-                answers.pop().unwrap_or_default()
-            };
-            Ok(json_ok(body))
+            if batch {
+                let answers: Vec<Bytes> = answers.into_iter().map(Message::into_bytes).collect();
+                return Ok(json_ok(join_batch(&answers)));
+            }
+            Ok(json_message(answers.pop().unwrap_or_default()))
         }
     }
 }
@@ -260,6 +259,16 @@ pub fn json_ok(body: Bytes) -> Response<Body> {
     r
 }
 
+/// 200 with a JSON body sent as the pieces it is made of.
+pub fn json_message(message: Message) -> Response<Body> {
+    let mut r = Response::new(sse::parts(message.into_parts()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 /// One response as an SSE stream of one event.
 pub fn single_event(body: &[u8]) -> Response<Body> {
     sse_response(full(sse::event(None, None, body)))
@@ -280,7 +289,7 @@ async fn initialize(
         .await;
     let limit = app.config.request_timeout.unwrap_or(INITIALIZE_TIMEOUT);
     let response = tokio::select! {
-        r = rx => r.ok(),
+        r = rx => r.ok().map(Message::into_bytes),
         _ = tokio::time::sleep(limit) => None,
         _ = session.cancel.cancelled() => None,
     };
