@@ -288,13 +288,16 @@ pub async fn serve(
         let (tx, rx) = oneshot::channel();
         let mut guard = CancelUnlessAnswered::new(&upstream, &port, &id, None);
         let _ = upstream.request(&port, frame, Reply::Once(tx)).await;
-        let bytes = tokio::select! {
-            r = rx => r.map(Message::into_bytes).unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None)),
-            _ = app.streams_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None),
+        let message = tokio::select! {
+            r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None).into()),
+            _ = app.streams_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None).into(),
         };
         guard.answered = true;
-        let mut r = json_ok(bytes.clone());
-        if error_code(&bytes) == Some(code::METHOD_NOT_FOUND) {
+        // An error is small; a large answer is a result and is not read again.
+        let not_found = message.len() <= ERROR_PEEK_BYTES
+            && error_code(&message.clone().into_bytes()) == Some(code::METHOD_NOT_FOUND);
+        let mut r = super::streamable::json_message(message);
+        if not_found {
             // The spec's status for an unknown method in this revision.
             *r.status_mut() = http::StatusCode::NOT_FOUND;
         }
@@ -321,9 +324,22 @@ fn has_progress_token(frame: &Frame) -> bool {
         .is_some_and(|p| p.windows(13).any(|w| w == b"progressToken"))
 }
 
+/// Answers up to this size are checked for an unknown-method error (404).
+const ERROR_PEEK_BYTES: usize = 64 * 1024;
+
 fn error_code(bytes: &[u8]) -> Option<i64> {
-    let v: Value = serde_json::from_slice(bytes).ok()?;
-    v.get("error")?.get("code")?.as_i64()
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Option<Code>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    serde_json::from_slice::<Answer>(bytes)
+        .ok()?
+        .error
+        .map(|e| e.code)
 }
 
 /// `subscriptions/listen`: a stream that carries the child's list-changed
