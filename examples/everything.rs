@@ -6,7 +6,8 @@
 //! Spec: `basic/lifecycle`, `basic/transports` (stdio), `basic/utilities/
 //! {ping,cancellation,progress}`, `server/{tools,resources,prompts}`,
 //! `server/utilities/logging`, `client/{sampling,roots,elicitation}` of the
-//! revisions above.
+//! revisions above, and `basic/utilities/tasks` of 2025-11-25 (task-augmented
+//! `echo`, which completes at once).
 //!
 //! Requests are served in arrival order; the ones that wait on something
 //! (timers, the client, a blocked stderr) get a task of their own, so a slow
@@ -202,6 +203,8 @@ struct State {
     value: String,
     /// Held so that they are reaped if they exit; never waited on otherwise.
     grandchildren: Vec<std::process::Child>,
+    /// Tasks in creation order: the `Task` object and the final result.
+    tasks: Vec<(Value, Value)>,
 }
 
 struct Server {
@@ -369,7 +372,15 @@ impl Server {
                 }
             }
             "tools/list" => Outcome::Result(self.tools.clone()),
+            "tools/call" if params.get("task").is_some_and(Value::is_object) => {
+                return self.create_task(id, params).await;
+            }
             "tools/call" => return self.call_tool(id, params).await,
+            "tasks/list" => {
+                let tasks: Vec<Value> = self.state().tasks.iter().map(|t| t.0.clone()).collect();
+                ok(&json!({ "tasks": tasks }))
+            }
+            "tasks/get" | "tasks/result" | "tasks/cancel" => self.task_request(&method, &params),
             "resources/list" => ok(&json!({
                 "resources": RESOURCES.iter().map(|(uri, name, _)| json!({
                     "uri": uri, "name": name, "mimeType": "text/plain"
@@ -443,13 +454,74 @@ impl Server {
                 "tools": { "listChanged": true },
                 "resources": { "subscribe": true, "listChanged": true },
                 "prompts": { "listChanged": true },
-                "logging": {}
+                "logging": {},
+                "tasks": { "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } } }
             },
             "serverInfo": { "name": "everything", "version": env!("CARGO_PKG_VERSION") },
             "instructions": "A test server: every tool does one small, predictable thing."
         });
         self.state().initialize_params = Some(params);
         ok(&result)
+    }
+
+    /// A task-augmented `tools/call`: only `echo` supports it; the task
+    /// completes at once, is announced with `notifications/tasks/status`
+    /// after the `CreateTaskResult`, and its result waits for `tasks/result`.
+    async fn create_task(&self, id: Value, params: Value) {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        let message = params.pointer("/arguments/message").and_then(Value::as_str);
+        let task = match (name, message) {
+            ("echo", Some(message)) => {
+                let mut state = self.state();
+                let task = json!({
+                    "taskId": format!("task-{}-{}", std::process::id(), state.tasks.len() + 1),
+                    "status": "completed",
+                    "createdAt": now_rfc3339(),
+                    "lastUpdatedAt": now_rfc3339(),
+                    "ttl": params.pointer("/task/ttl").cloned().unwrap_or(Value::Null),
+                });
+                let result =
+                    serde_json::to_value(ToolResult::text(message)).expect("JSON value serializes");
+                state.tasks.push((task.clone(), result));
+                task
+            }
+            ("echo", None) => {
+                return self
+                    .reply(&id, rpc_error(-32602, "missing string argument: message"))
+                    .await;
+            }
+            _ => {
+                return self
+                    .reply(
+                        &id,
+                        rpc_error(-32601, format!("tool {name} cannot run as a task")),
+                    )
+                    .await;
+            }
+        };
+        self.reply(&id, ok(&json!({ "task": task }))).await;
+        self.notify("notifications/tasks/status", task).await;
+    }
+
+    fn task_request(&self, method: &str, params: &Value) -> Outcome {
+        let task_id = params.get("taskId").and_then(Value::as_str).unwrap_or("");
+        let mut state = self.state();
+        let Some((task, result)) = state.tasks.iter_mut().find(|t| t.0["taskId"] == task_id) else {
+            return rpc_error(-32602, format!("task not found: {task_id}"));
+        };
+        match method {
+            "tasks/get" => ok(task),
+            "tasks/result" => {
+                let mut result = result.clone();
+                result["_meta"] =
+                    json!({ "io.modelcontextprotocol/related-task": { "taskId": task_id } });
+                ok(&result)
+            }
+            _ => rpc_error(
+                -32602,
+                format!("task {task_id} is already {}", task["status"]),
+            ),
+        }
     }
 
     /// Answers at once for tools that never wait; the others get a task of
@@ -802,13 +874,15 @@ fn tool_catalogue() -> Vec<Value> {
         &[],
     );
     spawn_grandchild["outputSchema"] = pid["outputSchema"].clone();
+    let mut echo = tool(
+        "echo",
+        "Returns the message",
+        json!({ "message": string("Text to echo") }),
+        &["message"],
+    );
+    echo["execution"] = json!({ "taskSupport": "optional" });
     vec![
-        tool(
-            "echo",
-            "Returns the message",
-            json!({ "message": string("Text to echo") }),
-            &["message"],
-        ),
+        echo,
         add,
         tool(
             "large",
@@ -907,4 +981,28 @@ fn tool_catalogue() -> Vec<Value> {
         ),
         spawn_grandchild,
     ]
+}
+
+/// The current UTC time as RFC 3339 (`2026-12-03T07:08:21Z`), for task timestamps.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }

@@ -42,6 +42,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_QUEUE: usize = 1024;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
+/// Tasks whose owning session a shared child's multiplexer remembers.
+pub const DEFAULT_MAX_TASKS: usize = 10_000;
 /// Longest wait between restarts of a crashed shared child.
 pub const DEFAULT_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -124,6 +126,9 @@ pub struct Args {
     /// events kept per stream for Last-Event-ID replay; 0 disables resumption (default 256)
     #[argh(option)]
     pub replay_events: Option<String>,
+    /// tasks (2025-11-25) whose owning session a shared child remembers; the oldest is forgotten first (default 10000)
+    #[argh(option)]
+    pub max_tasks: Option<String>,
     /// serve every session from one shared child (state is shared between users)
     #[argh(switch)]
     pub shared: bool,
@@ -205,6 +210,8 @@ pub struct Config {
     pub max_queue: usize,
     /// Per-stream replay buffer.
     pub replay_events: usize,
+    /// Task-ownership table cap of a shared child.
+    pub max_tasks: usize,
     /// Session/child mapping.
     pub mode: Mode,
     /// Exit when the shared child dies.
@@ -547,6 +554,7 @@ impl Config {
                 DEFAULT_REPLAY_EVENTS,
                 0,
             )?,
+            max_tasks: count("max-tasks", &args.max_tasks, DEFAULT_MAX_TASKS, 1)?,
             mode,
             exit_on_child_exit,
             restart_max_backoff: positive(

@@ -24,6 +24,9 @@
 //! - requests (sampling, roots, elicitation): the same rule; when no stream
 //!   can carry one, the child gets an error at once instead of waiting
 //!   forever (transport.md §2.9). `ping` is answered here.
+//! - in shared mode, anything tied to a task (`notifications/tasks/status`,
+//!   `_meta` related-task) goes to the session that created the task, and
+//!   tasks stay private to it (see [`tasks`]).
 //!
 //! Does not own: HTTP, session ids or eras (see [`crate::session`], [`crate::http`]).
 
@@ -42,6 +45,10 @@ use tracing::{Instrument, debug, info, info_span, trace, warn};
 use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
 use crate::jsonrpc::{self, Frame, Kind, LineError, Message, code};
 use crate::sse::Outlet;
+
+mod tasks;
+
+use tasks::TaskOwners;
 
 /// How long the proxy waits for the child's answer to its own requests
 /// (the shared child's re-initialization, subscription bookkeeping).
@@ -217,12 +224,21 @@ impl Port {
         }
     }
 
+    /// Whether this is a session that can own tasks (not a stateless or
+    /// 2026-07-28 request, which has no identity between requests).
+    fn has_identity(&self) -> bool {
+        self.kind == PortKind::Session && &*self.label != STATELESS_LABEL
+    }
+
     /// Makes this port a 2026-07-28 `subscriptions/listen` stream: only what
     /// `filter` accepts reaches it, tagged with the subscription id.
     pub fn set_listen(&self, filter: ListenFilter) {
         *lock(&self.listen) = Some(filter);
     }
 }
+
+/// Label of the port of a request that belongs to no session.
+pub const STATELESS_LABEL: &str = "stateless";
 
 /// `_meta` key naming the `subscriptions/listen` request a notification belongs to.
 pub const SUBSCRIPTION_ID_KEY: &str = "io.modelcontextprotocol/subscriptionId";
@@ -292,9 +308,21 @@ enum Fill {
     Cacheable,
 }
 
+/// What the multiplexer reads in an answer about tasks (shared mode only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskAnswer {
+    /// Nothing.
+    None,
+    /// A task-augmented request: the answer may create a task for this session.
+    Create,
+    /// `tasks/list`: keep only what this session may see.
+    List,
+}
+
 struct Pending {
     port: u64,
     fill: Fill,
+    tasks: TaskAnswer,
     client_id: Box<[u8]>,
     /// The client's own progress token, restored on progress notifications.
     token: Option<Box<[u8]>>,
@@ -317,6 +345,8 @@ struct Routes {
     client_pending: usize,
     /// The level last sent to the child.
     child_log_level: Option<usize>,
+    /// Which session created which task (shared mode).
+    tasks: TaskOwners,
 }
 
 /// The child's life as the outside sees it.
@@ -357,6 +387,8 @@ pub struct UpstreamOptions {
     pub exit_on_child_exit: bool,
     /// What the child speaks, or whether to find out.
     pub protocol: UpstreamProtocol,
+    /// Tasks whose owner is remembered (shared mode).
+    pub max_tasks: usize,
 }
 
 /// The child's one handshake: the parameters it was made with (replayed
@@ -397,12 +429,16 @@ impl Upstream {
     ) -> Result<Arc<Upstream>, UpstreamError> {
         let (child, reader) = ChildHandle::spawn(&spec, label)?;
         let protocol = opts.protocol;
+        let routes = Routes {
+            tasks: TaskOwners::new(opts.max_tasks),
+            ..Routes::default()
+        };
         let up = Arc::new(Upstream {
             spec,
             label: label.to_string(),
             opts,
             child: Mutex::new(Some(child.clone())),
-            routes: Mutex::new(Routes::default()),
+            routes: Mutex::new(routes),
             next_id: AtomicU64::new(1),
             health: watch::Sender::new(Health::Ready),
             init: tokio::sync::Mutex::new(None),
@@ -470,6 +506,7 @@ impl Upstream {
                 }
             }
             r.server_requests.retain(|_, s| s.port != port.key);
+            r.tasks.release(port.key);
             let mut unsubscribe = Vec::new();
             r.subscriptions.retain(|uri, subs| {
                 if subs.remove(&port.key) && subs.is_empty() {
@@ -545,6 +582,25 @@ impl Upstream {
                     &serde_json::json!({}),
                 ));
                 return Ok(());
+            }
+            "tasks/get" | "tasks/result" | "tasks/cancel" if self.opts.shared => {
+                let task = frame.params().and_then(tasks::task_param);
+                let visible = task.as_deref().is_some_and(|t| {
+                    lock(&self.routes)
+                        .tasks
+                        .may_see(t, port.key, port.has_identity())
+                });
+                if !visible {
+                    // The same answer as for a task that does not exist:
+                    // another session's task ids reveal nothing.
+                    reply.respond(&jsonrpc::error_response(
+                        Some(&client_id),
+                        code::INVALID_PARAMS,
+                        &format!("task not found: {}", task.unwrap_or_default()),
+                        None,
+                    ));
+                    return Ok(());
+                }
             }
             "resources/subscribe" | "resources/unsubscribe" => {
                 let uri = frame
@@ -635,6 +691,16 @@ impl Upstream {
         } else {
             Fill::None
         };
+        let tasks = match frame.method() {
+            _ if !self.opts.shared => TaskAnswer::None,
+            Some("tasks/list") => TaskAnswer::List,
+            _ if port.has_identity()
+                && frame.params().is_some_and(|p| contains(p, br#""task""#)) =>
+            {
+                TaskAnswer::Create
+            }
+            _ => TaskAnswer::None,
+        };
         let (frame, token) = rewrite_progress_token(frame, id);
         let frame = frame.with_id(id.to_string().as_bytes());
         {
@@ -646,6 +712,7 @@ impl Upstream {
                 Pending {
                     port: port.key,
                     fill,
+                    tasks,
                     client_id,
                     token,
                     reply,
@@ -853,6 +920,7 @@ impl Upstream {
             Pending {
                 port: 0,
                 fill: Fill::None,
+                tasks: TaskAnswer::None,
                 client_id: id.to_string().into_bytes().into(),
                 token: None,
                 reply: Reply::Once(tx),
@@ -1089,6 +1157,7 @@ impl Upstream {
             let mut r = lock(&self.routes);
             r.by_client.clear();
             r.client_pending = 0;
+            r.tasks.clear();
             let pending: Vec<Pending> = r.pending.drain().map(|(_, p)| p).collect();
             let server_requests: Vec<ServerRequest> =
                 r.server_requests.drain().map(|(_, s)| s).collect();
@@ -1207,7 +1276,25 @@ impl Upstream {
             Fill::Complete => Some(br#""resultType":"complete""#),
             Fill::Cacheable => Some(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
         };
-        p.reply.respond_message(frame.answer(&p.client_id, fields));
+        let answer = frame.answer(&p.client_id, fields);
+        match p.tasks {
+            TaskAnswer::None => p.reply.respond_message(answer),
+            TaskAnswer::Create => {
+                if let Some(task) = tasks::created_task(frame.bytes()) {
+                    lock(&self.routes).tasks.record(&task, p.port);
+                }
+                p.reply.respond_message(answer);
+            }
+            TaskAnswer::List => {
+                let bytes = answer.into_bytes();
+                let filtered = {
+                    let r = lock(&self.routes);
+                    let identity = r.ports.get(&p.port).is_some_and(|port| port.has_identity());
+                    tasks::filter_list(&bytes, |t| r.tasks.may_see(t, p.port, identity))
+                };
+                p.reply.respond(filtered.as_deref().unwrap_or(&bytes));
+            }
+        }
     }
 
     fn route_notification(&self, frame: Frame) {
@@ -1282,6 +1369,20 @@ impl Upstream {
                     o.send(frame.bytes());
                 }
             }
+            "notifications/tasks/status" if self.opts.shared => {
+                let r = lock(&self.routes);
+                let owner = frame
+                    .params()
+                    .and_then(tasks::task_param)
+                    .and_then(|t| r.tasks.owner(&t))
+                    .and_then(|key| r.ports.get(&key));
+                match owner {
+                    Some(port) => {
+                        port.send_unrelated(frame.bytes());
+                    }
+                    None => debug!("status of a task no session owns dropped"),
+                }
+            }
             m if m.ends_with("/list_changed") => {
                 let ports: Vec<Arc<Port>> = lock(&self.routes).ports.values().cloned().collect();
                 for port in ports {
@@ -1309,6 +1410,12 @@ impl Upstream {
                     })
                     .flatten();
                 let r = lock(&self.routes);
+                if let Some(port) = self.task_owner(&r, &frame) {
+                    if passes(Some(port), level) {
+                        port.send_unrelated(frame.bytes());
+                    }
+                    return;
+                }
                 match related_target(&r) {
                     Target::Request(p) => {
                         let port = r.ports.get(&p.port);
@@ -1337,6 +1444,16 @@ impl Upstream {
         }
     }
 
+    /// In shared mode, the session that owns the task a message relates to
+    /// (`_meta` related-task).
+    fn task_owner<'r>(&self, r: &'r Routes, frame: &Frame) -> Option<&'r Arc<Port>> {
+        if !self.opts.shared {
+            return None;
+        }
+        let task = tasks::related_task(frame.params()?)?;
+        r.ports.get(&r.tasks.owner(&task)?)
+    }
+
     fn subscription_of(&self, frame: &Frame) -> Option<u64> {
         let params = frame.params()?;
         if !contains(params, SUBSCRIPTION_ID_KEY.as_bytes()) {
@@ -1359,10 +1476,16 @@ impl Upstream {
         }
         let refusal = {
             let mut r = lock(&self.routes);
-            let (port, outlet) = match related_target(&r) {
-                Target::Request(p) => (r.ports.get(&p.port).cloned(), p.reply.stream().cloned()),
-                Target::Port(port) => (Some(port.clone()), None),
-                Target::None => (None, None),
+            let (port, outlet) = match self.task_owner(&r, &frame) {
+                // Part of a task: its creator answers, on its GET stream.
+                Some(port) => (Some(port.clone()), None),
+                None => match related_target(&r) {
+                    Target::Request(p) => {
+                        (r.ports.get(&p.port).cloned(), p.reply.stream().cloned())
+                    }
+                    Target::Port(port) => (Some(port.clone()), None),
+                    Target::None => (None, None),
+                },
             };
             match port {
                 None => Some(
@@ -1372,7 +1495,7 @@ impl Upstream {
                     "the client speaks MCP 2026-07-28, which has no server-to-client requests"
                         .to_string(),
                 ),
-                Some(port) if &*port.label == "stateless" => Some(
+                Some(port) if &*port.label == STATELESS_LABEL => Some(
                     "no client session is tied to this request (stateless mode has no sessions), so nothing can answer it".to_string(),
                 ),
                 Some(port) if !port.supports(&method) => Some(format!(

@@ -335,3 +335,117 @@ async fn each_session_sees_only_logs_at_its_own_level() {
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     proxy.stop().await;
 }
+
+/// `tasks/list` of one client: the task ids it sees.
+async fn listed_tasks(c: &Client) -> Vec<String> {
+    let msgs = c.request(json!("list"), "tasks/list", json!({})).await;
+    let tasks = msgs.last().unwrap()["result"]["tasks"].clone();
+    tasks
+        .as_array()
+        .unwrap_or_else(|| panic!("a task list: {msgs:?}"))
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn create_echo_task(c: &Client, message: &str) -> String {
+    let msgs = c
+        .request(
+            json!(1),
+            "tools/call",
+            json!({"name":"echo","arguments":{"message":message},"task":{"ttl":60000}}),
+        )
+        .await;
+    let answer = msgs.last().unwrap();
+    answer["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a CreateTaskResult: {answer}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn tasks_stay_private_to_the_session_that_created_them() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut clients = sessions(&proxy, 2, json!({})).await;
+    let mut streams = Vec::new();
+    for c in &clients {
+        streams.push(SseStream::new(get_stream(&proxy, c).await.unwrap()));
+    }
+    let a_task = create_echo_task(&clients[0], "for a").await;
+    let b_task = create_echo_task(&clients[1], "for b").await;
+    assert_ne!(a_task, b_task);
+    // Each status notification reaches its creator only: the first event on
+    // each GET stream is that session's own task.
+    for (stream, task) in streams.iter_mut().zip([&a_task, &b_task]) {
+        let status = stream.next_json().await;
+        assert_eq!(status["method"], "notifications/tasks/status");
+        assert_eq!(&status["params"]["taskId"], task.as_str());
+    }
+    assert_eq!(listed_tasks(&clients[0]).await, vec![a_task.as_str()]);
+    assert_eq!(listed_tasks(&clients[1]).await, vec![b_task.as_str()]);
+
+    // Another session's task is "not found", whichever way it is asked for.
+    for method in ["tasks/get", "tasks/result", "tasks/cancel"] {
+        let msgs = clients[1]
+            .request(json!(2), method, json!({"taskId": a_task}))
+            .await;
+        let error = &msgs.last().unwrap()["error"];
+        assert_eq!(error["code"], -32602, "{method}: {msgs:?}");
+        assert_eq!(error["message"], format!("task not found: {a_task}"));
+    }
+    // The creator reaches the child: its result, and the child's own refusal
+    // to cancel a finished task.
+    let result = clients[0]
+        .request(json!(3), "tasks/result", json!({"taskId": a_task}))
+        .await;
+    assert_eq!(text_of(result.last().unwrap()), "for a");
+    let cancel = clients[0]
+        .request(json!(4), "tasks/cancel", json!({"taskId": a_task}))
+        .await;
+    let message = cancel.last().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("already"),
+        "the child answered: {cancel:?}"
+    );
+
+    // When B ends, its tasks belong to nobody: a new session sees neither.
+    let b = clients.pop().unwrap();
+    let r = b
+        .http
+        .delete(proxy.mcp())
+        .header("mcp-session-id", b.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let c = sessions(&proxy, 1, json!({})).await.pop().unwrap();
+    assert!(listed_tasks(&c).await.is_empty());
+    let msgs = c
+        .request(json!(5), "tasks/get", json!({"taskId": b_task}))
+        .await;
+    assert_eq!(msgs.last().unwrap()["error"]["code"], -32602);
+    // Nothing else reached A's stream.
+    let extra = tokio::time::timeout(Duration::from_millis(300), streams[0].next()).await;
+    assert!(
+        extra.is_err(),
+        "no other session's task messages: {extra:?}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn stateless_clients_share_the_tasks_no_session_owns() {
+    let proxy = Proxy::start(&["--stateless"]).await;
+    let c = Client::new(&proxy.mcp());
+    let task = create_echo_task(&c, "anyone").await;
+    // Each POST is its own request with no identity; a later one still finds the task.
+    assert!(listed_tasks(&c).await.contains(&task));
+    let result = c
+        .request(json!(2), "tasks/result", json!({"taskId": task}))
+        .await;
+    assert_eq!(text_of(result.last().unwrap()), "anyone");
+    proxy.stop().await;
+}

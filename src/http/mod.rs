@@ -91,6 +91,7 @@ impl App {
             restart_max_backoff: self.config.restart_max_backoff,
             exit_on_child_exit: self.config.exit_on_child_exit,
             protocol: self.config.upstream_protocol,
+            max_tasks: self.config.max_tasks,
         }
     }
 

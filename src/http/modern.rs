@@ -278,7 +278,7 @@ pub async fn serve(
     } else {
         answer
     };
-    let port = Port::new("stateless".into(), PortKind::Modern);
+    let port = Port::new(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
     upstream.attach(port.clone());
     if listen {
         return Ok(subscribe(&app, &upstream, port, answer, frame).await);

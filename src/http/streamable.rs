@@ -442,7 +442,7 @@ async fn stateless(
     batch: bool,
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = app.shared_upstream().await?;
-    let port = Port::new("stateless".into(), PortKind::Session);
+    let port = Port::new(crate::upstream::STATELESS_LABEL.into(), PortKind::Session);
     upstream.attach(port.clone());
     let guard = DetachGuard {
         upstream: upstream.clone(),
