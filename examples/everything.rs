@@ -18,7 +18,9 @@
 //! `--ignore-sigterm` (survive SIGTERM and stdin EOF, for testing SIGKILL
 //! escalation), `--exit-on-eof` (with `--ignore-sigterm`: still exit on EOF,
 //! so only a proxy that closes stdin stops it quickly),
-//! `--startup-delay-ms N`, `--fail-initialize`.
+//! `--startup-delay-ms N`, `--fail-initialize`, `--silent-before-initialize`
+//! (leave requests that come before `initialize` unanswered, as a few
+//! servers do with a `server/discover` probe).
 
 #[path = "common/stdio.rs"]
 mod stdio;
@@ -81,6 +83,9 @@ struct Args {
     /// answer initialize with an error
     #[argh(switch)]
     fail_initialize: bool,
+    /// leave requests that arrive before initialize unanswered
+    #[argh(switch)]
+    silent_before_initialize: bool,
 }
 
 /// Any JSON-RPC message; which fields are present says what it is.
@@ -205,12 +210,15 @@ struct State {
     grandchildren: Vec<std::process::Child>,
     /// Tasks in creation order: the `Task` object and the final result.
     tasks: Vec<(Value, Value)>,
+    /// Methods of the requests that came before `initialize`.
+    early_requests: Vec<String>,
 }
 
 struct Server {
     out: mpsc::Sender<Out>,
     state: Mutex<State>,
     fail_initialize: bool,
+    silent_before_initialize: bool,
     next_client_request: AtomicU64,
     /// `tools/list` result, built once.
     tools: Box<RawValue>,
@@ -256,6 +264,7 @@ async fn run(args: Args) {
         out: out.clone(),
         state: Mutex::new(State::default()),
         fail_initialize: args.fail_initialize,
+        silent_before_initialize: args.silent_before_initialize,
         next_client_request: AtomicU64::new(1),
         tools: serde_json::value::to_raw_value(&json!({ "tools": tool_catalogue() }))
             .expect("JSON value serializes"),
@@ -358,6 +367,15 @@ impl Server {
     }
 
     async fn on_request(self: &Arc<Self>, method: String, id: Value, params: Value) {
+        if method != "initialize" {
+            let mut state = self.state();
+            if state.initialize_params.is_none() {
+                state.early_requests.push(method.clone());
+                if self.silent_before_initialize {
+                    return;
+                }
+            }
+        }
         let outcome = match method.as_str() {
             "initialize" => self.initialize(params),
             "ping" => ok(&json!({})),
@@ -620,6 +638,10 @@ impl Server {
                     structured_content: Some(json!({ "pid": pid })),
                     ..ToolResult::text(pid.to_string())
                 })
+            }
+            "early_requests" => {
+                let early = self.state().early_requests.clone();
+                ok(&ToolResult::text(json!(early).to_string()))
             }
             "client_info" => {
                 let params = self.state().initialize_params.clone();
@@ -964,6 +986,12 @@ fn tool_catalogue() -> Vec<Value> {
         tool(
             "client_info",
             "Returns the initialize params this process received, as JSON",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "early_requests",
+            "Returns the methods of the requests that came before initialize, as JSON",
             json!({}),
             &[],
         ),

@@ -44,6 +44,9 @@ pub const DEFAULT_MAX_QUEUE: usize = 1024;
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// Tasks whose owning session a shared child's multiplexer remembers.
 pub const DEFAULT_MAX_TASKS: usize = 10_000;
+/// Wait for the answer to the `server/discover` probe; a legacy server
+/// usually answers it with an error at once, a few stay silent.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between restarts of a crashed shared child.
 pub const DEFAULT_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -138,9 +141,12 @@ pub struct Args {
     /// with a shared child: exit with the child's code when it dies instead of restarting it
     #[argh(switch)]
     pub exit_on_child_exit: bool,
-    /// what the child speaks: auto (try initialize, then server/discover), legacy (2024-11-05 to 2025-11-25) or modern (2026-07-28) (default auto)
+    /// what the child speaks: auto (probe with server/discover, else initialize), legacy (2024-11-05 to 2025-11-25) or modern (2026-07-28) (default auto)
     #[argh(option)]
     pub upstream_protocol: Option<String>,
+    /// how long auto waits for an answer to its server/discover probe before trying initialize (default 2s)
+    #[argh(option)]
+    pub probe_timeout: Option<String>,
     /// longest backoff between restarts of the shared child (default 30s)
     #[argh(option)]
     pub restart_max_backoff: Option<String>,
@@ -220,6 +226,8 @@ pub struct Config {
     pub restart_max_backoff: Duration,
     /// What the child speaks.
     pub upstream_protocol: UpstreamProtocol,
+    /// Wait for the `server/discover` probe.
+    pub probe_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -580,6 +588,16 @@ impl Config {
                     }
                 },
             },
+            probe_timeout: positive(
+                "probe-timeout",
+                r.parsed(
+                    "probe-timeout",
+                    &args.probe_timeout,
+                    DEFAULT_PROBE_TIMEOUT,
+                    parse_duration,
+                    dur,
+                )?,
+            )?,
             log_format,
             log_level: r
                 .get("log-level", &args.log_level)

@@ -371,6 +371,33 @@ pub enum UpstreamProtocol {
     Modern,
 }
 
+/// What the children of this proxy's command turned out to speak, shared by
+/// every upstream of one proxy: only the first child of `--upstream-protocol
+/// auto` is probed, later ones start with the answer (the spec lets a client
+/// remember the era per server configuration, and re-probe when the
+/// assumption fails).
+#[derive(Debug, Default)]
+pub struct EraMemory(std::sync::atomic::AtomicU8);
+
+impl EraMemory {
+    fn get(&self) -> Option<UpstreamProtocol> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(UpstreamProtocol::Legacy),
+            2 => Some(UpstreamProtocol::Modern),
+            _ => None,
+        }
+    }
+
+    fn set(&self, era: UpstreamProtocol) {
+        let v = match era {
+            UpstreamProtocol::Legacy => 1,
+            UpstreamProtocol::Modern => 2,
+            UpstreamProtocol::Auto => 0,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
 /// The newest revision; what a modern child is spoken to in.
 pub const MODERN_VERSION: &str = "2026-07-28";
 
@@ -389,6 +416,10 @@ pub struct UpstreamOptions {
     pub protocol: UpstreamProtocol,
     /// Tasks whose owner is remembered (shared mode).
     pub max_tasks: usize,
+    /// How long `auto` waits for the answer to its `server/discover` probe.
+    pub probe_timeout: Duration,
+    /// What earlier children of the same command spoke.
+    pub era_memory: Arc<EraMemory>,
 }
 
 /// The child's one handshake: the parameters it was made with (replayed
@@ -836,47 +867,69 @@ impl Upstream {
         Ok(())
     }
 
-    /// The child's handshake: `initialize` (legacy), or `server/discover`
-    /// (modern, or `auto` when the child refused `initialize`).
+    /// The child's handshake: `server/discover` (modern) or `initialize`
+    /// (legacy). With `auto`, a `server/discover` probe goes first (spec
+    /// 2026-07-28 `basic/versioning`, stdio): an answer means modern; an
+    /// error, or silence for `probe_timeout`, means legacy. An earlier
+    /// child's answer skips the probe. If `initialize` is then refused, the
+    /// child may be a modern one that was slow to start: it is asked again.
     async fn handshake(self: &Arc<Self>, params: &Bytes) -> Result<InitCache, UpstreamError> {
-        if self.era() == UpstreamProtocol::Modern {
-            let result = self
-                .call(
-                    "server/discover",
-                    &modern_meta_params(&Value::Null, &Value::Null),
-                )
-                .await?;
-            return Ok(InitCache {
-                params: params.clone(),
-                result,
-            });
+        let era = self.era();
+        let probe = modern_meta_params(&Value::Null, &Value::Null);
+        let cache = |result| InitCache {
+            params: params.clone(),
+            result,
+        };
+        if era == UpstreamProtocol::Modern {
+            return Ok(cache(self.call("server/discover", &probe).await?));
+        }
+        let remembered = self.opts.era_memory.get();
+        if era == UpstreamProtocol::Auto && remembered != Some(UpstreamProtocol::Legacy) {
+            match self
+                .call_within("server/discover", &probe, self.opts.probe_timeout)
+                .await
+            {
+                Ok(result) => {
+                    self.learn(UpstreamProtocol::Modern);
+                    return Ok(cache(result));
+                }
+                Err(e) => {
+                    debug!(error = %e, "no answer to the server/discover probe: trying initialize")
+                }
+            }
         }
         match self.call("initialize", params).await {
             Ok(result) => {
-                *lock(&self.era) = UpstreamProtocol::Legacy;
+                self.learn(UpstreamProtocol::Legacy);
                 self.send_initialized().await;
-                Ok(InitCache {
-                    params: params.clone(),
-                    result,
-                })
+                Ok(cache(result))
             }
-            Err(e @ UpstreamError::Rpc { .. }) if self.era() == UpstreamProtocol::Auto => {
-                let probe = modern_meta_params(&Value::Null, &Value::Null);
+            Err(e @ UpstreamError::Rpc { .. }) if era == UpstreamProtocol::Auto => {
                 match self.call("server/discover", &probe).await {
                     Ok(result) => {
-                        info!(
-                            "the child refused initialize and answered server/discover: speaking 2026-07-28 to it"
-                        );
-                        *lock(&self.era) = UpstreamProtocol::Modern;
-                        Ok(InitCache {
-                            params: params.clone(),
-                            result,
-                        })
+                        self.learn(UpstreamProtocol::Modern);
+                        Ok(cache(result))
                     }
                     Err(_) => Err(e),
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Records what the child speaks, here and for later children.
+    fn learn(&self, era: UpstreamProtocol) {
+        *lock(&self.era) = era;
+        if self.opts.era_memory.get() != Some(era) {
+            info!(
+                era = ?era,
+                "the MCP server speaks {}",
+                match era {
+                    UpstreamProtocol::Modern => "2026-07-28 (it answered server/discover)",
+                    _ => "a session-based revision (it answered initialize)",
+                }
+            );
+            self.opts.era_memory.set(era);
         }
     }
 
@@ -900,6 +953,16 @@ impl Upstream {
         self: &Arc<Self>,
         method: &'static str,
         params: &[u8],
+    ) -> Result<Bytes, UpstreamError> {
+        self.call_within(method, params, INTERNAL_TIMEOUT).await
+    }
+
+    /// [`Upstream::call`] with its own deadline.
+    async fn call_within(
+        self: &Arc<Self>,
+        method: &'static str,
+        params: &[u8],
+        timeout: Duration,
     ) -> Result<Bytes, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -930,7 +993,7 @@ impl Upstream {
             self.take_pending(id);
             return Err(e);
         }
-        let answer = match tokio::time::timeout(INTERNAL_TIMEOUT, rx).await {
+        let answer = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(message)) => message.into_bytes(),
             Ok(Err(_)) => {
                 return Err(UpstreamError::Internal {
@@ -942,7 +1005,7 @@ impl Upstream {
                 self.take_pending(id);
                 return Err(UpstreamError::Internal {
                     method,
-                    reason: format!("no answer within {} s", INTERNAL_TIMEOUT.as_secs()),
+                    reason: format!("no answer within {} ms", timeout.as_millis()),
                 });
             }
         };

@@ -130,3 +130,56 @@ async fn a_legacy_only_proxy_answers_modern_requests_so_dual_era_clients_fall_ba
     );
     proxy.stop().await;
 }
+
+/// What an `everything` child saw before its `initialize`.
+async fn early_requests(c: &Client) -> Value {
+    let r = c.call(json!("early"), "early_requests", json!({})).await;
+    serde_json::from_str(&text_of(&r)).unwrap()
+}
+
+#[tokio::test]
+async fn auto_probes_the_first_child_with_server_discover_and_remembers_its_era() {
+    // Per-session mode: each session has its own `everything` (a 2025-era child).
+    let proxy = Proxy::start(&[]).await;
+    let mut first = Client::new(&proxy.mcp());
+    first.initialize("2025-11-25", json!({})).await;
+    assert_eq!(early_requests(&first).await, json!(["server/discover"]));
+    // The first child refused the probe; later children of the same command
+    // are not probed again.
+    let mut second = Client::new(&proxy.mcp());
+    second.initialize("2025-11-25", json!({})).await;
+    assert_eq!(early_requests(&second).await, json!([]));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_child_silent_to_the_probe_is_initialized_once_the_probe_times_out() {
+    let proxy = Proxy::start_child(
+        &["--probe-timeout", "200ms"],
+        &support::example("everything"),
+        &["--silent-before-initialize"],
+    )
+    .await;
+    let mut c = Client::new(&proxy.mcp());
+    let started = std::time::Instant::now();
+    c.initialize("2025-11-25", json!({})).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(200),
+        "initialize waited for the probe"
+    );
+    assert_eq!(early_requests(&c).await, json!(["server/discover"]));
+    assert_eq!(
+        text_of(&c.call(json!(2), "echo", json!({"message":"legacy"})).await),
+        "legacy"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn explicit_legacy_children_are_never_probed() {
+    let proxy = Proxy::start(&["--upstream-protocol", "legacy"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    assert_eq!(early_requests(&c).await, json!([]));
+    proxy.stop().await;
+}
