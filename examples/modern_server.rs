@@ -21,7 +21,8 @@
 //!
 //! `ping`, `logging/setLevel` and the resource/prompt methods were removed or
 //! are not offered, so they get -32601 like any unknown method. Tools:
-//! `echo`, `add`, `large`, `progress`, `sleep`, `pid`.
+//! `echo`, `add`, `large`, `progress`, `sleep`, `pid`, `initialize_refusals`
+//! (how many `initialize` requests this process refused).
 
 #[path = "common/stdio.rs"]
 mod stdio;
@@ -66,6 +67,7 @@ struct Server {
     /// Running `sleep`/`progress` calls by the JSON text of their id, for
     /// `notifications/cancelled`.
     in_flight: Mutex<HashMap<String, CancellationToken>>,
+    initialize_refusals: std::sync::atomic::AtomicU64,
 }
 
 enum Outcome {
@@ -86,6 +88,7 @@ async fn run() {
     let server = Arc::new(Server {
         out: out.clone(),
         in_flight: Mutex::new(HashMap::new()),
+        initialize_refusals: std::sync::atomic::AtomicU64::new(0),
     });
     let mut lines = stdio::spawn_reader();
     while let Some(line) = lines.recv().await {
@@ -159,6 +162,8 @@ impl Server {
 
     async fn on_request(self: &Arc<Self>, method: &str, id: Value, params: Value) {
         if method == "initialize" {
+            self.initialize_refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let supported = SUPPORTED_VERSIONS.join(", ");
             let outcome = Outcome::Error(
                 METHOD_NOT_FOUND,
@@ -225,6 +230,12 @@ impl Server {
                 None => text_result("missing integer argument: bytes", true),
             },
             "pid" => text_result(std::process::id().to_string(), false),
+            "initialize_refusals" => text_result(
+                self.initialize_refusals
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+                false,
+            ),
             "sleep" | "progress" => {
                 let token = CancellationToken::new();
                 self.in_flight().insert(id.to_string(), token.clone());
@@ -345,6 +356,11 @@ fn tool_catalogue() -> Value {
         {
             "name": "pid",
             "description": "Returns this server's process id",
+            "inputSchema": object(json!({}), &[])
+        },
+        {
+            "name": "initialize_refusals",
+            "description": "Returns how many initialize requests this process refused",
             "inputSchema": object(json!({}), &[])
         }
     ])

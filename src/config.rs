@@ -141,7 +141,7 @@ pub struct Args {
     /// with a shared child: exit with the child's code when it dies instead of restarting it
     #[argh(switch)]
     pub exit_on_child_exit: bool,
-    /// what the child speaks: auto (probe with server/discover, else initialize), legacy (2024-11-05 to 2025-11-25) or modern (2026-07-28) (default auto)
+    /// what the child speaks: auto (initialize or a server/discover probe first, by the clients it serves), legacy (2024-11-05 to 2025-11-25) or modern (2026-07-28) (default auto)
     #[argh(option)]
     pub upstream_protocol: Option<String>,
     /// how long auto waits for an answer to its server/discover probe before trying initialize (default 2s)

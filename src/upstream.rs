@@ -371,31 +371,16 @@ pub enum UpstreamProtocol {
     Modern,
 }
 
-/// What the children of this proxy's command turned out to speak, shared by
-/// every upstream of one proxy: only the first child of `--upstream-protocol
-/// auto` is probed, later ones start with the answer (the spec lets a client
-/// remember the era per server configuration, and re-probe when the
-/// assumption fails).
+/// What children of this proxy's command refused, shared by every upstream
+/// of one proxy, so that later children skip a handshake that cannot work
+/// (the spec lets a client remember the era per server configuration, and
+/// re-probe when the assumption fails).
 #[derive(Debug, Default)]
-pub struct EraMemory(std::sync::atomic::AtomicU8);
-
-impl EraMemory {
-    fn get(&self) -> Option<UpstreamProtocol> {
-        match self.0.load(Ordering::Relaxed) {
-            1 => Some(UpstreamProtocol::Legacy),
-            2 => Some(UpstreamProtocol::Modern),
-            _ => None,
-        }
-    }
-
-    fn set(&self, era: UpstreamProtocol) {
-        let v = match era {
-            UpstreamProtocol::Legacy => 1,
-            UpstreamProtocol::Modern => 2,
-            UpstreamProtocol::Auto => 0,
-        };
-        self.0.store(v, Ordering::Relaxed);
-    }
+pub struct EraHints {
+    /// A child refused `initialize` and answered `server/discover`: 2026-07-28 only.
+    refuses_initialize: AtomicBool,
+    /// A child refused the `server/discover` probe or did not answer it: 2025-era only.
+    refuses_discover: AtomicBool,
 }
 
 /// The newest revision; what a modern child is spoken to in.
@@ -416,10 +401,13 @@ pub struct UpstreamOptions {
     pub protocol: UpstreamProtocol,
     /// Tasks whose owner is remembered (shared mode).
     pub max_tasks: usize,
+    /// With `auto`: try `server/discover` before `initialize` (for a child
+    /// that serves 2026-07-28 clients), rather than after.
+    pub discover_first: bool,
     /// How long `auto` waits for the answer to its `server/discover` probe.
     pub probe_timeout: Duration,
-    /// What earlier children of the same command spoke.
-    pub era_memory: Arc<EraMemory>,
+    /// What earlier children of the same command refused.
+    pub era_hints: Arc<EraHints>,
 }
 
 /// The child's one handshake: the parameters it was made with (replayed
@@ -868,11 +856,14 @@ impl Upstream {
     }
 
     /// The child's handshake: `server/discover` (modern) or `initialize`
-    /// (legacy). With `auto`, a `server/discover` probe goes first (spec
-    /// 2026-07-28 `basic/versioning`, stdio): an answer means modern; an
-    /// error, or silence for `probe_timeout`, means legacy. An earlier
-    /// child's answer skips the probe. If `initialize` is then refused, the
-    /// child may be a modern one that was slow to start: it is asked again.
+    /// (legacy). With `auto`, the era that suits the child's clients is
+    /// tried first: `initialize` for a child of session-era clients (a
+    /// dual-era child then keeps sampling, roots and elicitation, which
+    /// 2026-07-28 cannot express), a `server/discover` probe for the child of
+    /// 2026-07-28 clients (spec 2026-07-28 `basic/versioning`, stdio: an
+    /// error, or silence for `probe_timeout`, means a 2025-era child). When
+    /// the first handshake fails, the other is tried. A handshake that an
+    /// earlier child of the same command refused does not go first.
     async fn handshake(self: &Arc<Self>, params: &Bytes) -> Result<InitCache, UpstreamError> {
         let era = self.era();
         let probe = modern_meta_params(&Value::Null, &Value::Null);
@@ -883,8 +874,14 @@ impl Upstream {
         if era == UpstreamProtocol::Modern {
             return Ok(cache(self.call("server/discover", &probe).await?));
         }
-        let remembered = self.opts.era_memory.get();
-        if era == UpstreamProtocol::Auto && remembered != Some(UpstreamProtocol::Legacy) {
+        let hints = &self.opts.era_hints;
+        let discover_first = era == UpstreamProtocol::Auto
+            && if self.opts.discover_first {
+                !hints.refuses_discover.load(Ordering::Relaxed)
+            } else {
+                hints.refuses_initialize.load(Ordering::Relaxed)
+            };
+        if discover_first {
             match self
                 .call_within("server/discover", &probe, self.opts.probe_timeout)
                 .await
@@ -894,19 +891,25 @@ impl Upstream {
                     return Ok(cache(result));
                 }
                 Err(e) => {
-                    debug!(error = %e, "no answer to the server/discover probe: trying initialize")
+                    debug!(error = %e, "no answer to the server/discover probe: trying initialize");
+                    hints.refuses_discover.store(true, Ordering::Relaxed);
                 }
             }
         }
         match self.call("initialize", params).await {
             Ok(result) => {
+                hints.refuses_initialize.store(false, Ordering::Relaxed);
                 self.learn(UpstreamProtocol::Legacy);
                 self.send_initialized().await;
                 Ok(cache(result))
             }
+            // Asked again even after a failed probe: a modern child may
+            // have been too slow to start to answer it in time.
             Err(e @ UpstreamError::Rpc { .. }) if era == UpstreamProtocol::Auto => {
                 match self.call("server/discover", &probe).await {
                     Ok(result) => {
+                        hints.refuses_initialize.store(true, Ordering::Relaxed);
+                        hints.refuses_discover.store(false, Ordering::Relaxed);
                         self.learn(UpstreamProtocol::Modern);
                         Ok(cache(result))
                     }
@@ -917,19 +920,11 @@ impl Upstream {
         }
     }
 
-    /// Records what the child speaks, here and for later children.
+    /// Records what the child speaks.
     fn learn(&self, era: UpstreamProtocol) {
         *lock(&self.era) = era;
-        if self.opts.era_memory.get() != Some(era) {
-            info!(
-                era = ?era,
-                "the MCP server speaks {}",
-                match era {
-                    UpstreamProtocol::Modern => "2026-07-28 (it answered server/discover)",
-                    _ => "a session-based revision (it answered initialize)",
-                }
-            );
-            self.opts.era_memory.set(era);
+        if era == UpstreamProtocol::Modern {
+            info!("the MCP server answered server/discover: speaking 2026-07-28 to it");
         }
     }
 

@@ -137,18 +137,34 @@ async fn early_requests(c: &Client) -> Value {
     serde_json::from_str(&text_of(&r)).unwrap()
 }
 
+/// The same, asked by a 2026-07-28 client (of the shared child for them).
+async fn modern_early_requests(proxy: &Proxy) -> Value {
+    let r = modern_call(
+        proxy,
+        json!("early"),
+        "tools/call",
+        json!({"name":"early_requests","arguments":{}}),
+    )
+    .await;
+    serde_json::from_str(&text_of(&r)).unwrap()
+}
+
 #[tokio::test]
-async fn auto_probes_the_first_child_with_server_discover_and_remembers_its_era() {
-    // Per-session mode: each session has its own `everything` (a 2025-era child).
+async fn only_the_child_of_modern_clients_is_probed_with_server_discover() {
+    // Per-session mode over `everything`, a 2025-era child.
     let proxy = Proxy::start(&[]).await;
-    let mut first = Client::new(&proxy.mcp());
-    first.initialize("2025-11-25", json!({})).await;
-    assert_eq!(early_requests(&first).await, json!(["server/discover"]));
-    // The first child refused the probe; later children of the same command
-    // are not probed again.
-    let mut second = Client::new(&proxy.mcp());
-    second.initialize("2025-11-25", json!({})).await;
-    assert_eq!(early_requests(&second).await, json!([]));
+    let mut session = Client::new(&proxy.mcp());
+    session.initialize("2025-11-25", json!({})).await;
+    assert_eq!(
+        early_requests(&session).await,
+        json!([]),
+        "a session's own child starts with initialize"
+    );
+    assert_eq!(
+        modern_early_requests(&proxy).await,
+        json!(["server/discover"]),
+        "the child of 2026-07-28 clients is probed first"
+    );
     proxy.stop().await;
 }
 
@@ -160,24 +176,49 @@ async fn a_child_silent_to_the_probe_is_initialized_once_the_probe_times_out() {
         &["--silent-before-initialize"],
     )
     .await;
-    let mut c = Client::new(&proxy.mcp());
     let started = std::time::Instant::now();
-    c.initialize("2025-11-25", json!({})).await;
+    let r = modern_call(
+        &proxy,
+        json!(1),
+        "tools/call",
+        json!({"name":"echo","arguments":{"message":"legacy"}}),
+    )
+    .await;
     assert!(
         started.elapsed() >= std::time::Duration::from_millis(200),
-        "initialize waited for the probe"
+        "the first request waited for the probe"
     );
-    assert_eq!(early_requests(&c).await, json!(["server/discover"]));
+    assert_eq!(text_of(&r), "legacy");
     assert_eq!(
-        text_of(&c.call(json!(2), "echo", json!({"message":"legacy"})).await),
-        "legacy"
+        modern_early_requests(&proxy).await,
+        json!(["server/discover"])
+    );
+    proxy.stop().await;
+}
+
+async fn initialize_refusals(c: &Client) -> String {
+    text_of(&c.call(json!("n"), "initialize_refusals", json!({})).await)
+}
+
+#[tokio::test]
+async fn once_a_child_refused_initialize_later_children_start_with_server_discover() {
+    let proxy = proxy_over_modern(&[]).await;
+    let mut first = Client::new(&proxy.mcp());
+    first.initialize("2025-11-25", json!({})).await;
+    assert_eq!(initialize_refusals(&first).await, "1");
+    let mut second = Client::new(&proxy.mcp());
+    second.initialize("2025-11-25", json!({})).await;
+    assert_eq!(
+        initialize_refusals(&second).await,
+        "0",
+        "the second child was not sent initialize"
     );
     proxy.stop().await;
 }
 
 #[tokio::test]
-async fn explicit_legacy_children_are_never_probed() {
-    let proxy = Proxy::start(&["--upstream-protocol", "legacy"]).await;
+async fn a_shared_child_of_session_clients_starts_with_initialize() {
+    let proxy = Proxy::start(&["--shared"]).await;
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-11-25", json!({})).await;
     assert_eq!(early_requests(&c).await, json!([]));

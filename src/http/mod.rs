@@ -36,7 +36,7 @@ use crate::config::{Config, Mode};
 use crate::error::ProxyError;
 use crate::session::{Reservation, Session, Sessions, StreamLimits, new_session_id};
 use crate::sse::{Body, full};
-use crate::upstream::{EraMemory, Port, PortKind, Upstream, UpstreamError, UpstreamOptions};
+use crate::upstream::{EraHints, Port, PortKind, Upstream, UpstreamError, UpstreamOptions};
 
 /// Consecutive spawn failures after which `/ready` reports 503.
 const SPAWN_FAILURES_NOT_READY: u32 = 3;
@@ -59,8 +59,8 @@ pub struct App {
     started: Instant,
     shutting_down: AtomicBool,
     spawn_failures: AtomicU32,
-    /// What the children of the command speak, once one has told.
-    era_memory: Arc<EraMemory>,
+    /// What children of the command refused.
+    era_hints: Arc<EraHints>,
 }
 
 impl App {
@@ -81,7 +81,7 @@ impl App {
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
             spawn_failures: AtomicU32::new(0),
-            era_memory: Arc::default(),
+            era_hints: Arc::default(),
             config,
         })
     }
@@ -95,8 +95,10 @@ impl App {
             exit_on_child_exit: self.config.exit_on_child_exit,
             protocol: self.config.upstream_protocol,
             max_tasks: self.config.max_tasks,
+            // In per-session mode the shared child exists for 2026-07-28 clients.
+            discover_first: shared && self.config.mode == Mode::PerSession,
             probe_timeout: self.config.probe_timeout,
-            era_memory: self.era_memory.clone(),
+            era_hints: self.era_hints.clone(),
         }
     }
 
