@@ -22,7 +22,11 @@
 //! `ping`, `logging/setLevel` and the resource/prompt methods were removed or
 //! are not offered, so they get -32601 like any unknown method. Tools:
 //! `echo`, `add`, `large`, `progress`, `sleep`, `pid`, `initialize_refusals`
-//! (how many `initialize` requests this process refused).
+//! (how many `initialize` requests this process refused), and `ask`, which
+//! needs input from the client (`basic/patterns/mrtr.mdx`): it answers with
+//! `input_required` (one `elicitation/create`, `sampling/createMessage` or
+//! `roots/list` per round, `rounds` rounds) and keeps no state between
+//! calls: the round travels in `requestState`.
 
 #[path = "common/stdio.rs"]
 mod stdio;
@@ -123,7 +127,9 @@ impl Server {
     async fn reply(&self, id: &Value, outcome: Outcome) {
         let message = match outcome {
             Outcome::Result(mut result) => {
-                result["resultType"] = json!("complete");
+                if result.get("resultType").is_none() {
+                    result["resultType"] = json!("complete");
+                }
                 result["_meta"] = json!({ META_SERVER_INFO: server_info() });
                 json!({ "jsonrpc": "2.0", "id": id, "result": result })
             }
@@ -230,6 +236,7 @@ impl Server {
                 None => text_result("missing integer argument: bytes", true),
             },
             "pid" => text_result(std::process::id().to_string(), false),
+            "ask" => ask(&params),
             "initialize_refusals" => text_result(
                 self.initialize_refusals
                     .load(std::sync::atomic::Ordering::Relaxed)
@@ -291,6 +298,78 @@ impl Server {
 }
 
 /// Checks the per-request fields every modern request must carry.
+/// The `ask` tool: round `k` of `rounds` is in `requestState` ("round-k");
+/// each round asks one question keyed `q<k>`, and the last answer is the
+/// result, as JSON text.
+fn ask(params: &Value) -> Outcome {
+    let args = params.get("arguments").unwrap_or(&Value::Null);
+    let kind = args
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("elicitation");
+    let rounds = args.get("rounds").and_then(Value::as_u64).unwrap_or(1);
+    let round = match params.get("requestState").and_then(Value::as_str) {
+        None => 0,
+        Some(state) => match state
+            .strip_prefix("round-")
+            .and_then(|k| k.parse::<u64>().ok())
+        {
+            Some(k) if (1..=rounds).contains(&k) => k,
+            _ => return Outcome::Error(-32602, format!("invalid requestState: {state}"), None),
+        },
+    };
+    if round > 0 {
+        let key = format!("q{}", round - 1);
+        let Some(answer) = params.pointer(&format!("/inputResponses/{key}")) else {
+            return Outcome::Error(-32602, format!("inputResponses lacks {key}"), None);
+        };
+        if round == rounds {
+            return text_result(answer.to_string(), false);
+        }
+    }
+    let (capability, request) = match kind {
+        "elicitation" => (
+            "elicitation",
+            json!({
+                "method": "elicitation/create",
+                "params": {
+                    "mode": "form",
+                    "message": format!("Your name, please (round {round})"),
+                    "requestedSchema": { "type": "object", "properties": { "name": { "type": "string" } }, "required": ["name"] }
+                }
+            }),
+        ),
+        "sampling" => (
+            "sampling",
+            json!({
+                "method": "sampling/createMessage",
+                "params": {
+                    "messages": [{ "role": "user", "content": { "type": "text", "text": format!("round {round}") } }],
+                    "maxTokens": 16
+                }
+            }),
+        ),
+        "roots" => ("roots", json!({ "method": "roots/list", "params": {} })),
+        other => return text_result(format!("unknown kind: {other}"), true),
+    };
+    let declared = params
+        .pointer("/_meta")
+        .and_then(|m| m.get(META_CLIENT_CAPABILITIES))
+        .and_then(|c| c.get(capability))
+        .is_some();
+    // `force` misbehaves on purpose: it asks anyway.
+    let force = args.get("force").and_then(Value::as_bool).unwrap_or(false);
+    if !declared && !force {
+        // The spec forbids asking for what the client did not declare.
+        return text_result(format!("the client did not declare {capability}"), true);
+    }
+    Outcome::Result(json!({
+        "resultType": "input_required",
+        "inputRequests": { format!("q{round}"): request },
+        "requestState": format!("round-{}", round + 1)
+    }))
+}
+
 fn check_meta(params: &Value) -> Result<(), Outcome> {
     let meta = params.get("_meta");
     let version = meta
@@ -357,6 +436,11 @@ fn tool_catalogue() -> Value {
             "name": "pid",
             "description": "Returns this server's process id",
             "inputSchema": object(json!({}), &[])
+        },
+        {
+            "name": "ask",
+            "description": "Asks the client for input (elicitation, sampling or roots) over `rounds` rounds and returns the last answer",
+            "inputSchema": object(json!({ "kind": { "type": "string", "enum": ["elicitation", "sampling", "roots"] }, "rounds": integer, "force": { "type": "boolean" } }), &[])
         },
         {
             "name": "initialize_refusals",

@@ -46,6 +46,7 @@ use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
 use crate::jsonrpc::{self, Frame, Kind, LineError, Message, code};
 use crate::sse::Outlet;
 
+mod mrtr;
 mod tasks;
 
 use tasks::TaskOwners;
@@ -326,12 +327,26 @@ struct Pending {
     client_id: Box<[u8]>,
     /// The client's own progress token, restored on progress notifications.
     token: Option<Box<[u8]>>,
+    /// Set when an `input_required` answer is to be turned into questions
+    /// to the client and a repeated call.
+    retry: Option<Retry>,
     reply: Reply,
+}
+
+/// What repeating a call after `input_required` needs.
+struct Retry {
+    /// The call as first sent, before id and token rewriting.
+    frame: Frame,
+    /// Rounds of input asked for so far.
+    rounds: u8,
 }
 
 struct ServerRequest {
     port: u64,
     outlet: Option<Arc<Outlet>>,
+    /// Set when the proxy itself asked (for a 2026-07-28 child's
+    /// `input_required`): the client's answer goes here, not to the child.
+    answer: Option<oneshot::Sender<Frame>>,
 }
 
 #[derive(Default)]
@@ -678,27 +693,15 @@ impl Upstream {
         client_id: Box<[u8]>,
         reply: Reply,
     ) -> Result<(), UpstreamError> {
-        let child = match self.child() {
-            Ok(c) => c,
-            Err(e) => {
-                reply.respond(&jsonrpc::error_response(
-                    Some(&client_id),
-                    code::SERVER_ERROR,
-                    &e.to_string(),
-                    None,
-                ));
-                return Err(e);
-            }
-        };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = if port.kind == PortKind::Session && self.era() == UpstreamProtocol::Modern {
+        let modern_child = self.era() == UpstreamProtocol::Modern;
+        let frame = if port.kind == PortKind::Session && modern_child {
             // A session-era client over a 2026-07-28 child: each request must
             // carry what the handshake used to establish.
             inject_modern_meta(frame, port)
         } else {
             frame
         };
-        let fill = if port.kind == PortKind::Modern && self.era() != UpstreamProtocol::Modern {
+        let fill = if port.kind == PortKind::Modern && !modern_child {
             match frame.method().unwrap_or_default() {
                 "tools/list"
                 | "prompts/list"
@@ -720,23 +723,56 @@ impl Upstream {
             }
             _ => TaskAnswer::None,
         };
+        // A session-era client cannot take `input_required`: the proxy asks
+        // it in its own revision and repeats the call (see [`mrtr`]).
+        let retry = (port.kind == PortKind::Session
+            && modern_child
+            && mrtr::may_ask(frame.method()))
+        .then(|| Retry {
+            frame: frame.clone(),
+            rounds: 0,
+        });
+        let pending = Pending {
+            port: port.key,
+            fill,
+            tasks,
+            retry,
+            client_id,
+            token: None,
+            reply,
+        };
+        self.send_pending(frame, pending).await
+    }
+
+    /// Gives a client request a proxy id, records where its answer goes and
+    /// writes it to the child.
+    async fn send_pending(
+        self: &Arc<Self>,
+        frame: Frame,
+        mut pending: Pending,
+    ) -> Result<(), UpstreamError> {
+        let child = match self.child() {
+            Ok(c) => c,
+            Err(e) => {
+                pending.reply.respond(&jsonrpc::error_response(
+                    Some(&pending.client_id),
+                    code::SERVER_ERROR,
+                    &e.to_string(),
+                    None,
+                ));
+                return Err(e);
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (frame, token) = rewrite_progress_token(frame, id);
+        pending.token = token;
         let frame = frame.with_id(id.to_string().as_bytes());
         {
             let mut r = lock(&self.routes);
             // A reused id replaces the older mapping; the older request still completes by its own id.
-            r.by_client.insert((port.key, client_id.clone()), id);
-            r.pending.insert(
-                id,
-                Pending {
-                    port: port.key,
-                    fill,
-                    tasks,
-                    client_id,
-                    token,
-                    reply,
-                },
-            );
+            r.by_client
+                .insert((pending.port, pending.client_id.clone()), id);
+            r.pending.insert(id, pending);
             r.client_pending += 1;
         }
         if let Some(timeout) = self.opts.request_timeout {
@@ -979,6 +1015,7 @@ impl Upstream {
                 port: 0,
                 fill: Fill::None,
                 tasks: TaskAnswer::None,
+                retry: None,
                 client_id: id.to_string().into_bytes().into(),
                 token: None,
                 reply: Reply::Once(tx),
@@ -1118,8 +1155,14 @@ impl Upstream {
         let owner = lock(&self.routes).server_requests.get(&id).map(|s| s.port);
         match owner {
             Some(p) if p == port.key => {
-                lock(&self.routes).server_requests.remove(&id);
-                self.write(&frame).await
+                let request = lock(&self.routes).server_requests.remove(&id);
+                match request.and_then(|r| r.answer) {
+                    Some(waiter) => {
+                        let _ = waiter.send(frame);
+                        Ok(())
+                    }
+                    None => self.write(&frame).await,
+                }
             }
             _ => {
                 debug!(id = %String::from_utf8_lossy(&id), "response to an unknown server request dropped");
@@ -1323,12 +1366,18 @@ impl Upstream {
         }
     }
 
-    fn route_response(&self, frame: Frame) {
+    fn route_response(self: &Arc<Self>, frame: Frame) {
         let id = frame.id().and_then(parse_proxy_id);
         let Some(p) = id.and_then(|id| self.take_pending(id)) else {
             debug!(id = %String::from_utf8_lossy(frame.id().unwrap_or_default()), "response for an unknown or finished request dropped");
             return;
         };
+        if p.retry.is_some()
+            && let Some(asked) = mrtr::input_required(frame.bytes())
+        {
+            tokio::spawn(self.clone().gather_input(p, asked));
+            return;
+        }
         let fields: Option<&[u8]> = match p.fill {
             Fill::None => None,
             Fill::Complete => Some(br#""resultType":"complete""#),
@@ -1353,6 +1402,125 @@ impl Upstream {
                 p.reply.respond(filtered.as_deref().unwrap_or(&bytes));
             }
         }
+    }
+
+    /// A 2026-07-28 child answered a session-era client's call with
+    /// `input_required`: ask the client each question as a request of its
+    /// own, then repeat the call with the answers. The call fails with an
+    /// error, never hangs, when the client cannot be asked or does not
+    /// answer (it is bounded by `--request-timeout` and by the session).
+    async fn gather_input(self: Arc<Self>, mut p: Pending, asked: mrtr::InputRequired) {
+        let Some(retry) = p.retry.take() else { return };
+        let port = lock(&self.routes).ports.get(&p.port).cloned();
+        let outcome = match port {
+            None => return, // The session ended; nobody waits for the answer.
+            Some(_) if retry.rounds >= mrtr::MAX_ROUNDS => Err(format!(
+                "the MCP server asked for input {} times for one call; giving up",
+                mrtr::MAX_ROUNDS
+            )),
+            Some(port) => self.ask_client(&port, &p, &asked).await,
+        };
+        match outcome {
+            Ok(responses) => {
+                let params = mrtr::retry_params(
+                    retry.frame.params(),
+                    responses,
+                    asked.request_state.as_deref(),
+                );
+                let frame = retry.frame.with_params(&params);
+                p.retry = Some(Retry {
+                    frame: retry.frame,
+                    rounds: retry.rounds + 1,
+                });
+                let _ = self.send_pending(frame, p).await;
+            }
+            Err(why) => {
+                debug!("input for a 2026-07-28 child could not be gathered: {why}");
+                p.reply.respond(&jsonrpc::error_response(
+                    Some(&p.client_id),
+                    code::INTERNAL_ERROR,
+                    &why,
+                    None,
+                ));
+            }
+        }
+    }
+
+    /// Sends the child's input requests to the client and waits for all the
+    /// answers, keyed like the requests.
+    async fn ask_client(
+        &self,
+        port: &Arc<Port>,
+        p: &Pending,
+        asked: &mrtr::InputRequired,
+    ) -> Result<serde_json::Map<String, Value>, String> {
+        let mut ids = Vec::with_capacity(asked.requests.len());
+        let outcome = self.ask_client_inner(port, p, asked, &mut ids).await;
+        if outcome.is_err() {
+            // Answers that come later are for nobody.
+            let mut r = lock(&self.routes);
+            for id in &ids {
+                r.server_requests.remove(id);
+            }
+        }
+        outcome
+    }
+
+    async fn ask_client_inner(
+        &self,
+        port: &Arc<Port>,
+        p: &Pending,
+        asked: &mrtr::InputRequired,
+        ids: &mut Vec<Box<[u8]>>,
+    ) -> Result<serde_json::Map<String, Value>, String> {
+        let mut waits = Vec::with_capacity(asked.requests.len());
+        for (key, request) in &asked.requests {
+            let method = &request.method;
+            if !port.supports(method) {
+                return Err(format!(
+                    "the MCP server needs {method}, a capability the client did not declare"
+                ));
+            }
+            let Some(outlet) = p
+                .reply
+                .stream()
+                .cloned()
+                .or_else(|| port.notify_stream())
+                .filter(|o| !o.is_finished())
+            else {
+                return Err(format!(
+                    "the MCP server needs {method}, but the client has no open stream to carry the request"
+                ));
+            };
+            let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id: Box<[u8]> = format!("\"mcp-proxy-input-{n}\"").into_bytes().into();
+            let (tx, rx) = oneshot::channel();
+            lock(&self.routes).server_requests.insert(
+                id.clone(),
+                ServerRequest {
+                    port: port.key,
+                    outlet: Some(outlet.clone()),
+                    answer: Some(tx),
+                },
+            );
+            outlet.send(&mrtr::client_request(&id, request));
+            ids.push(id);
+            waits.push((key, method, rx));
+        }
+        let mut responses = serde_json::Map::new();
+        for (key, method, rx) in waits {
+            let answer = match self.opts.request_timeout {
+                Some(t) => tokio::time::timeout(t, rx).await.ok().and_then(Result::ok),
+                None => rx.await.ok(),
+            };
+            let Some(answer) = answer else {
+                return Err(format!("the client did not answer the {method} request"));
+            };
+            let result = mrtr::client_answer(&answer)
+                .map_err(|e| format!("the client refused the {method} request: {e}"))?;
+            responses.insert(key.clone(), result);
+        }
+        Ok(responses)
     }
 
     fn route_notification(&self, frame: Frame) {
@@ -1574,6 +1742,7 @@ impl Upstream {
                                 ServerRequest {
                                     port: port.key,
                                     outlet: Some(o),
+                                    answer: None,
                                 },
                             );
                             None

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, text_of};
+use support::{Client, Proxy, SseStream, text_of};
 
 const MODERN: &str = "2026-07-28";
 
@@ -222,5 +222,71 @@ async fn a_shared_child_of_session_clients_starts_with_initialize() {
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-11-25", json!({})).await;
     assert_eq!(early_requests(&c).await, json!([]));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_modern_childs_input_required_becomes_requests_to_a_session_client() {
+    let proxy = proxy_over_modern(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"elicitation": {}})).await;
+    let resp = c
+        .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"ask","arguments":{"kind":"elicitation","rounds":2}}}))
+        .await;
+    let mut stream = SseStream::new(resp);
+    // Two rounds: each an elicitation request on the call's own stream,
+    // answered by the client with a POST, then the call's result.
+    for (round, name) in ["ada", "grace"].iter().enumerate() {
+        let request = stream.next_json().await;
+        assert_eq!(request["method"], "elicitation/create", "{request}");
+        assert_eq!(
+            request["params"]["message"],
+            format!("Your name, please (round {round})")
+        );
+        let answered = c
+            .post(&json!({"jsonrpc":"2.0","id":request["id"],"result":{"action":"accept","content":{"name":name}}}))
+            .await;
+        assert_eq!(answered.status(), 202);
+    }
+    let result = stream.next_json().await;
+    assert_eq!(result["id"], 7);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text_of(&result)).unwrap(),
+        json!({"action":"accept","content":{"name":"grace"}})
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn input_the_session_client_cannot_give_fails_the_call_at_once() {
+    let proxy = proxy_over_modern(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"elicitation": {}})).await;
+    // A refusal from the client ends the call with an error naming it.
+    let resp = c
+        .post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask","arguments":{"kind":"elicitation"}}}))
+        .await;
+    let mut stream = SseStream::new(resp);
+    let request = stream.next_json().await;
+    c.post(&json!({"jsonrpc":"2.0","id":request["id"],"error":{"code":-32600,"message":"user closed the dialog"}}))
+        .await;
+    let answer = stream.next_json().await;
+    assert_eq!(answer["id"], 1);
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("user closed the dialog"), "{answer}");
+
+    // A capability the client never declared: the child itself refuses to
+    // ask (it sees the capabilities the proxy forwards in `_meta`).
+    let r = c.call(json!(2), "ask", json!({"kind":"sampling"})).await;
+    assert_eq!(text_of(&r), "the client did not declare sampling");
+    // A child that asks anyway: the proxy does not forward the request.
+    let r = c
+        .call(json!(3), "ask", json!({"kind":"sampling","force":true}))
+        .await;
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("sampling/createMessage, a capability the client did not declare"),
+        "{r}"
+    );
     proxy.stop().await;
 }

@@ -855,3 +855,33 @@ impl ClientHandler for PinnedClient {
         config
     }
 }
+
+#[tokio::test]
+async fn rmcp_session_client_answers_a_modern_childs_input_requests() {
+    // A 2026-07-28 child asks with `input_required`; the proxy turns each
+    // round into a server-to-client request rmcp answers, then repeats the
+    // call, so the session client just sees a call that asked it things.
+    let proxy = Proxy::start_child(&[], &support::example("modern_server"), &[]).await;
+    let handler = TestClient::answering();
+    let client = connect(handler.clone(), &proxy.mcp(), session_era()).await;
+    for (kind, rounds) in [("elicitation", 2), ("sampling", 1), ("roots", 1)] {
+        let answer = call_text(&client, "ask", json!({ "kind": kind, "rounds": rounds })).await;
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        match kind {
+            "elicitation" => assert_eq!(answer["content"], json!({ "answer": "forty-two" })),
+            "sampling" => assert_eq!(answer["model"], MODEL, "{answer}"),
+            _ => assert_eq!(answer["roots"], json!([{ "uri": ROOT }])),
+        }
+    }
+    assert_eq!(
+        handler.asked(),
+        [
+            "elicitation/create: Your name, please (round 0)",
+            "elicitation/create: Your name, please (round 1)",
+            "sampling/createMessage: round 0",
+            "roots/list",
+        ]
+    );
+    close(client).await;
+    proxy.stop().await;
+}

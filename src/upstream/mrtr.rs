@@ -1,0 +1,230 @@
+//! Multi round-trip requests (2026-07-28 `basic/patterns/mrtr`) translated
+//! for session-era clients.
+//!
+//! A 2026-07-28 child cannot send requests; when it needs sampling, roots or
+//! elicitation to finish a `tools/call`, `prompts/get` or `resources/read`,
+//! it answers with an `input_required` result listing the requests, and
+//! expects the call again with the answers (`inputResponses`) and its
+//! opaque `requestState`. A session-era client expects the opposite: a
+//! server-to-client request while its call is in flight. The multiplexer
+//! bridges the two: it sends each input request to the client as a request
+//! of its own, waits for the answers, and repeats the call to the child
+//! with them, so the client sees one call that asked it something.
+//!
+//! This module holds the message shapes; the waiting happens in
+//! [`super::Upstream`].
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::jsonrpc::Frame;
+
+/// Rounds of input one call may ask for before the proxy gives up on it.
+pub const MAX_ROUNDS: u8 = 16;
+
+/// Whether `method` may be answered with `input_required`.
+pub fn may_ask(method: Option<&str>) -> bool {
+    matches!(
+        method,
+        Some("tools/call" | "prompts/get" | "resources/read")
+    )
+}
+
+/// One request the child needs answered.
+#[derive(Debug, Deserialize)]
+pub struct InputRequest {
+    /// `sampling/createMessage`, `roots/list` or `elicitation/create`.
+    pub method: String,
+    /// Its params, as the child wrote them.
+    #[serde(default)]
+    pub params: Option<Box<RawValue>>,
+}
+
+/// An `input_required` result.
+#[derive(Debug, Default)]
+pub struct InputRequired {
+    /// Key (the child's) and request, in the child's order.
+    pub requests: Vec<(String, InputRequest)>,
+    /// To be echoed back unchanged.
+    pub request_state: Option<Box<RawValue>>,
+}
+
+/// The `input_required` result in a response, if it is one. Cheap for the
+/// ordinary answers: those without the marker are not parsed.
+pub fn input_required(answer: &[u8]) -> Option<InputRequired> {
+    memchr::memmem::find(answer, b"input_required")?;
+    #[derive(Deserialize)]
+    struct Answer {
+        result: Body,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        result_type: String,
+        // A map read as pairs, to keep the child's order.
+        #[serde(default, with = "ordered")]
+        input_requests: Vec<(String, InputRequest)>,
+        #[serde(default)]
+        request_state: Option<Box<RawValue>>,
+    }
+    let answer: Answer = serde_json::from_slice(answer).ok()?;
+    (answer.result.result_type == "input_required").then_some(InputRequired {
+        requests: answer.result.input_requests,
+        request_state: answer.result.request_state,
+    })
+}
+
+mod ordered {
+    use serde::Deserializer;
+    use serde::de::{MapAccess, Visitor};
+
+    use super::InputRequest;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, InputRequest)>, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Vec<(String, InputRequest)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of input requests")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    out.push(pair);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
+}
+
+/// The server-to-client request the client gets for one input request.
+pub fn client_request(id: &[u8], request: &InputRequest) -> Vec<u8> {
+    let params = request.params.as_ref().map_or("{}", |p| p.get());
+    let method = serde_json::to_string(&request.method).expect("a string serializes");
+    let mut out = Vec::with_capacity(params.len() + method.len() + id.len() + 48);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id);
+    out.extend_from_slice(br#","method":"#);
+    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(br#","params":"#);
+    out.extend_from_slice(params.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// The client's answer to one of those requests: its result, or why not.
+pub fn client_answer(frame: &Frame) -> Result<Value, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        result: Option<Value>,
+        error: Option<Error>,
+    }
+    #[derive(Deserialize)]
+    struct Error {
+        code: i64,
+        message: String,
+    }
+    match serde_json::from_slice::<Answer>(frame.bytes()) {
+        Ok(Answer {
+            result: Some(r), ..
+        }) => Ok(r),
+        Ok(Answer { error: Some(e), .. }) => Err(format!("{} ({})", e.message, e.code)),
+        _ => Err("a malformed answer".into()),
+    }
+}
+
+/// The params of the repeated call: the original ones with the answers and
+/// the child's state (spec: the retry carries exactly what the last
+/// `input_required` asked for).
+pub fn retry_params(
+    original: Option<&[u8]>,
+    responses: Map<String, Value>,
+    request_state: Option<&RawValue>,
+) -> Vec<u8> {
+    let mut params: Map<String, Value> = original
+        .and_then(|p| serde_json::from_slice(p).ok())
+        .unwrap_or_default();
+    params.remove("requestState");
+    params.insert("inputResponses".into(), Value::Object(responses));
+    if let Some(state) = request_state.and_then(|s| serde_json::from_str(s.get()).ok()) {
+        params.insert("requestState".into(), state);
+    }
+    serde_json::to_vec(&params).expect("Value serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn input_required_results_are_recognised_and_others_are_not() {
+        let asked = br#"{"jsonrpc":"2.0","id":3,"result":{"resultType":"input_required","inputRequests":{"b":{"method":"roots/list"},"a":{"method":"elicitation/create","params":{"message":"?"}}},"requestState":"s1"}}"#;
+        let r = input_required(asked).unwrap();
+        let keys: Vec<&str> = r.requests.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["b", "a"], "the child's order is kept");
+        assert_eq!(r.requests[1].1.method, "elicitation/create");
+        assert_eq!(r.request_state.unwrap().get(), r#""s1""#);
+        let done = br#"{"jsonrpc":"2.0","id":3,"result":{"resultType":"complete","content":[{"type":"text","text":"input_required"}]}}"#;
+        assert!(
+            input_required(done).is_none(),
+            "the word in a result is not the marker"
+        );
+        assert!(input_required(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#).is_none());
+    }
+
+    #[test]
+    fn client_requests_and_answers_round_trip() {
+        let request = InputRequest {
+            method: "sampling/createMessage".into(),
+            params: Some(RawValue::from_string(r#"{"maxTokens":5}"#.into()).unwrap()),
+        };
+        let bytes = client_request(br#""p-1""#, &request);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["id"], "p-1");
+        assert_eq!(v["method"], "sampling/createMessage");
+        assert_eq!(v["params"]["maxTokens"], 5);
+
+        let ok = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":"p-1","result":{"x":1}}"#),
+            false,
+        )
+        .unwrap();
+        assert_eq!(client_answer(&ok).unwrap(), serde_json::json!({"x":1}));
+        let no = Frame::parse(
+            Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":"p-1","error":{"code":-1,"message":"declined"}}"#,
+            ),
+            false,
+        )
+        .unwrap();
+        assert_eq!(client_answer(&no).unwrap_err(), "declined (-1)");
+    }
+
+    #[test]
+    fn the_retry_carries_the_original_params_the_answers_and_the_state() {
+        let mut responses = Map::new();
+        responses.insert("a".into(), serde_json::json!({"action":"accept"}));
+        let state = RawValue::from_string(r#""s2""#.into()).unwrap();
+        let params = retry_params(
+            Some(br#"{"name":"ask","arguments":{"q":1},"requestState":"old"}"#),
+            responses,
+            Some(&state),
+        );
+        let v: Value = serde_json::from_slice(&params).unwrap();
+        assert_eq!(v["name"], "ask");
+        assert_eq!(v["arguments"]["q"], 1);
+        assert_eq!(v["inputResponses"]["a"]["action"], "accept");
+        assert_eq!(v["requestState"], "s2");
+        let none = retry_params(Some(br#"{"requestState":"old"}"#), Map::new(), None);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&none).unwrap(),
+            serde_json::json!({"inputResponses":{}})
+        );
+    }
+}
