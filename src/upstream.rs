@@ -89,6 +89,9 @@ pub enum Reply {
     /// A single waiter for the response only (JSON response mode, batches,
     /// the proxy's own requests).
     Once(oneshot::Sender<Message>),
+    /// Nobody, for now: a 2026-07-28 client's call parked while the client
+    /// gathers input (see [`Parked`]).
+    Detached,
 }
 
 impl Reply {
@@ -103,13 +106,14 @@ impl Reply {
             Reply::Once(tx) => {
                 let _ = tx.send(message);
             }
+            Reply::Detached => {}
         }
     }
 
     fn stream(&self) -> Option<&Arc<Outlet>> {
         match self {
             Reply::Stream(o) => Some(o),
-            Reply::Once(_) => None,
+            Reply::Once(_) | Reply::Detached => None,
         }
     }
 }
@@ -191,6 +195,16 @@ impl Port {
     pub fn set_client(&self, params: &Value) {
         *lock(&self.capabilities) = params.get("capabilities").cloned().unwrap_or(Value::Null);
         *lock(&self.client_info) = params.get("clientInfo").cloned().unwrap_or(Value::Null);
+    }
+
+    /// Records the capabilities a 2026-07-28 request declares in `_meta`.
+    fn note_modern_capabilities(&self, frame: &Frame) {
+        let caps = frame.params_value().and_then(|p| {
+            p.get("_meta")?
+                .get("io.modelcontextprotocol/clientCapabilities")
+                .cloned()
+        });
+        *lock(&self.capabilities) = caps.unwrap_or(Value::Null);
     }
 
     fn supports(&self, method: &str) -> bool {
@@ -330,7 +344,22 @@ struct Pending {
     /// Set when an `input_required` answer is to be turned into questions
     /// to the client and a repeated call.
     retry: Option<Retry>,
+    /// A 2026-07-28 client's call to a 2025-era child that may answer the
+    /// child's server-to-client request as `input_required`.
+    parkable: bool,
     reply: Reply,
+}
+
+/// A 2026-07-28 client's call whose 2025-era child asked the client
+/// something: the client got `input_required` with a `requestState` naming
+/// this entry, and its retry brings the answer.
+struct Parked {
+    /// The child's request, raw id, waiting for the client's answer.
+    server_request: Box<[u8]>,
+    /// The call's proxy id; it stays in `pending` with a detached reply.
+    call: u64,
+    /// The child's answer to the call, if it came before the retry.
+    early: Option<(Pending, Frame)>,
 }
 
 /// What repeating a call after `input_required` needs.
@@ -362,6 +391,8 @@ struct Routes {
     child_log_level: Option<usize>,
     /// Which session created which task (shared mode).
     tasks: TaskOwners,
+    /// Calls waiting for a 2026-07-28 client's retry, by `requestState`.
+    parked: HashMap<String, Parked>,
 }
 
 /// The child's life as the outside sees it.
@@ -423,6 +454,10 @@ pub struct UpstreamOptions {
     pub probe_timeout: Duration,
     /// What earlier children of the same command refused.
     pub era_hints: Arc<EraHints>,
+    /// How long a 2026-07-28 client has to retry a call that needs its
+    /// input before the child's request is refused (`--request-timeout`
+    /// when set wins).
+    pub input_wait: Duration,
 }
 
 /// The child's one handshake: the parameters it was made with (replayed
@@ -595,6 +630,13 @@ impl Upstream {
         let method = frame.method().unwrap_or_default();
         // Invariant: callers pass requests, which have ids.
         let client_id: Box<[u8]> = frame.id().expect("request has an id").into();
+        if port.kind == PortKind::Modern
+            && self.era() != UpstreamProtocol::Modern
+            && mrtr::may_ask(Some(method))
+            && frame.params().is_some_and(|p| contains(p, b"requestState"))
+        {
+            return self.resume(port, &frame, client_id, reply).await;
+        }
         match method {
             "initialize" => {
                 if let Some(p) = frame.params_value() {
@@ -732,11 +774,19 @@ impl Upstream {
             frame: frame.clone(),
             rounds: 0,
         });
+        // The reverse: a 2026-07-28 client over a 2025-era child can answer
+        // the child's requests through `input_required` and a retry.
+        let parkable =
+            port.kind == PortKind::Modern && !modern_child && mrtr::may_ask(frame.method());
+        if parkable {
+            port.note_modern_capabilities(&frame);
+        }
         let pending = Pending {
             port: port.key,
             fill,
             tasks,
             retry,
+            parkable,
             client_id,
             token: None,
             reply,
@@ -1016,6 +1066,7 @@ impl Upstream {
                 fill: Fill::None,
                 tasks: TaskAnswer::None,
                 retry: None,
+                parkable: false,
                 client_id: id.to_string().into_bytes().into(),
                 token: None,
                 reply: Reply::Once(tx),
@@ -1121,6 +1172,7 @@ impl Upstream {
                         .into(),
                     );
                 }
+                Reply::Detached => {}
             }
         }
         let mut params = params;
@@ -1259,6 +1311,7 @@ impl Upstream {
             r.by_client.clear();
             r.client_pending = 0;
             r.tasks.clear();
+            r.parked.clear();
             let pending: Vec<Pending> = r.pending.drain().map(|(_, p)| p).collect();
             let server_requests: Vec<ServerRequest> =
                 r.server_requests.drain().map(|(_, s)| s).collect();
@@ -1378,6 +1431,21 @@ impl Upstream {
             tokio::spawn(self.clone().gather_input(p, asked));
             return;
         }
+        if matches!(p.reply, Reply::Detached) {
+            // A parked call finished before the client retried: keep the
+            // answer for the retry.
+            let call = id.unwrap_or_default();
+            let mut r = lock(&self.routes);
+            if let Some(parked) = r.parked.values_mut().find(|k| k.call == call) {
+                parked.early = Some((p, frame));
+            }
+            return;
+        }
+        self.deliver(p, frame);
+    }
+
+    /// Sends the child's answer to the client that asked.
+    fn deliver(&self, p: Pending, frame: Frame) {
         let fields: Option<&[u8]> = match p.fill {
             Fill::None => None,
             Fill::Complete => Some(br#""resultType":"complete""#),
@@ -1401,6 +1469,140 @@ impl Upstream {
                 };
                 p.reply.respond(filtered.as_deref().unwrap_or(&bytes));
             }
+        }
+    }
+
+    /// A 2025-era child asks a 2026-07-28 client something during its call:
+    /// answer the call with `input_required` carrying the child's request,
+    /// and keep the call (detached) until the client's retry brings the
+    /// answer ([`Upstream::resume`]). Returns the `requestState` token.
+    fn park(
+        &self,
+        r: &mut Routes,
+        port: &Arc<Port>,
+        method: &str,
+        id: &[u8],
+        frame: &Frame,
+    ) -> Result<String, String> {
+        let call = related_call(r)
+            .ok_or("no client call is unambiguously associated with this request")?;
+        let p = r.pending.get_mut(&call).ok_or("the call has ended")?;
+        if !p.parkable {
+            return Err(
+                "the client speaks MCP 2026-07-28, which has no server-to-client requests, and this call cannot ask for input"
+                    .to_string(),
+            );
+        }
+        if !port.supports(method) {
+            return Err(format!(
+                "the client did not declare the capability for {method}"
+            ));
+        }
+        let token = crate::session::new_session_id();
+        let reply = std::mem::replace(&mut p.reply, Reply::Detached);
+        let client_id = p.client_id.clone();
+        let owner = std::mem::replace(&mut p.port, 0);
+        r.by_client.remove(&(owner, client_id.clone()));
+        r.client_pending -= 1;
+        r.parked.insert(
+            token.clone(),
+            Parked {
+                server_request: id.into(),
+                call,
+                early: None,
+            },
+        );
+        let request = mrtr::InputRequest {
+            method: method.to_string(),
+            params: frame
+                .params()
+                .and_then(|p| serde_json::from_slice::<Box<RawValue>>(p).ok()),
+        };
+        reply.respond(&rpc_envelope(
+            &client_id,
+            "result",
+            &mrtr::input_required_result(&request, &token),
+        ));
+        Ok(token)
+    }
+
+    /// The retry of a parked call: the client's answer goes to the child's
+    /// request, and the call's answer, now or later, to this retry.
+    async fn resume(
+        self: &Arc<Self>,
+        port: &Arc<Port>,
+        frame: &Frame,
+        client_id: Box<[u8]>,
+        reply: Reply,
+    ) -> Result<(), UpstreamError> {
+        let (token, answer) = mrtr::resumption(frame.params().unwrap_or_default());
+        let parked = token.and_then(|t| lock(&self.routes).parked.remove(&t));
+        let Some(parked) = parked else {
+            reply.respond(&jsonrpc::error_response(
+                Some(&client_id),
+                code::INVALID_PARAMS,
+                "unknown or expired requestState: send the call again without it",
+                None,
+            ));
+            return Ok(());
+        };
+        let to_child = match &answer {
+            Some(result) => rpc_envelope(&parked.server_request, "result", result.get().as_bytes()),
+            None => jsonrpc::error_response(
+                Some(&parked.server_request),
+                code::INTERNAL_ERROR,
+                "the client retried without the requested input",
+                None,
+            )
+            .to_vec(),
+        };
+        let _ = self.write_bytes(&to_child).await;
+        if let Some((mut p, frame)) = parked.early {
+            p.client_id = client_id;
+            p.reply = reply;
+            self.deliver(p, frame);
+            return Ok(());
+        }
+        let mut r = lock(&self.routes);
+        match r.pending.get_mut(&parked.call) {
+            Some(p) => {
+                p.port = port.key;
+                p.client_id = client_id.clone();
+                p.reply = reply;
+                r.by_client.insert((port.key, client_id), parked.call);
+                r.client_pending += 1;
+            }
+            None => reply.respond(&jsonrpc::error_response(
+                Some(&client_id),
+                code::SERVER_ERROR,
+                "the MCP server ended the call",
+                None,
+            )),
+        }
+        Ok(())
+    }
+
+    /// A parked call whose client never retried: the child's request is
+    /// refused and the call cancelled at the child.
+    async fn expire_parked(&self, token: &str, wait: Duration) {
+        let Some(parked) = lock(&self.routes).parked.remove(token) else {
+            return;
+        };
+        warn!(
+            wait_ms = wait.as_millis() as u64,
+            "a 2026-07-28 client did not retry a call that needed its input; cancelling it"
+        );
+        let _ = self
+            .write_bytes(&jsonrpc::error_response(
+                Some(&parked.server_request),
+                code::INTERNAL_ERROR,
+                "the client did not provide the input in time",
+                None,
+            ))
+            .await;
+        if self.take_pending(parked.call).is_some() {
+            let cancel = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": parked.call, "reason": "the client did not provide the input in time" } });
+            let _ = self.write(&Frame::from_value(&cancel)).await;
         }
     }
 
@@ -1717,10 +1919,22 @@ impl Upstream {
                 None => Some(
                     "no client session is unambiguously associated with this request".to_string(),
                 ),
-                Some(port) if port.kind == PortKind::Modern => Some(
-                    "the client speaks MCP 2026-07-28, which has no server-to-client requests"
-                        .to_string(),
-                ),
+                Some(port) if port.kind == PortKind::Modern => {
+                    match self.park(&mut r, &port, &method, &id, &frame) {
+                        Ok(token) => {
+                            let up = Arc::downgrade(self);
+                            let wait = self.opts.request_timeout.unwrap_or(self.opts.input_wait);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(wait).await;
+                                if let Some(up) = up.upgrade() {
+                                    up.expire_parked(&token, wait).await;
+                                }
+                            });
+                            None
+                        }
+                        Err(why) => Some(why),
+                    }
+                }
                 Some(port) if &*port.label == STATELESS_LABEL => Some(
                     "no client session is tied to this request (stateless mode has no sessions), so nothing can answer it".to_string(),
                 ),
@@ -1794,6 +2008,17 @@ fn related_target(r: &Routes) -> Target<'_> {
         return Target::Port(r.ports.values().next().expect("one port"));
     }
     Target::None
+}
+
+/// The proxy id of the only client call in flight.
+fn related_call(r: &Routes) -> Option<u64> {
+    if r.client_pending != 1 {
+        return None;
+    }
+    r.pending
+        .iter()
+        .find(|(_, p)| p.port != 0)
+        .map(|(id, _)| *id)
 }
 
 fn passes(port: Option<&Arc<Port>>, level: Option<usize>) -> bool {

@@ -429,3 +429,69 @@ async fn subscriptions_listen_streams_the_legacy_childs_list_changes() {
     );
     proxy.stop().await;
 }
+
+fn meta_with_capabilities(capabilities: Value) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    })
+}
+
+async fn modern_json(proxy: &Proxy, body: Value) -> Value {
+    let r = modern_post(proxy, &body, "application/json").await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_legacy_childs_request_reaches_a_modern_client_as_input_required() {
+    let proxy = Proxy::start(&[]).await;
+    let meta = meta_with_capabilities(json!({"roots": {}}));
+    let first = modern_json(&proxy, json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"roots","arguments":{},"_meta":meta}})).await;
+    assert_eq!(first["id"], 1);
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    assert_eq!(
+        first["result"]["inputRequests"]["input"]["method"],
+        "roots/list"
+    );
+    let state = first["result"]["requestState"].clone();
+    assert!(
+        state.as_str().is_some_and(|s| s.len() >= 32),
+        "an unguessable state: {state}"
+    );
+
+    // The retry brings the answer: the child's roots/list gets it, and the
+    // call's own result comes back on the retry.
+    let retry = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"roots","arguments":{},"_meta":meta,
+        "inputResponses":{"input":{"roots":[{"uri":"file:///from-the-client"}]}},
+        "requestState":state}});
+    let second = modern_json(&proxy, retry.clone()).await;
+    assert_eq!(second["id"], 2);
+    assert_eq!(second["result"]["resultType"], "complete");
+    assert_eq!(text_of(&second), r#"[{"uri":"file:///from-the-client"}]"#);
+    // A state is good for one retry only.
+    let again = modern_json(&proxy, retry).await;
+    assert_eq!(again["error"]["code"], -32602, "{again}");
+
+    // Without the capability the child's request is refused at once.
+    let plain = meta_with_capabilities(json!({}));
+    let refused = modern_json(&proxy, json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"roots","arguments":{},"_meta":plain}})).await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(text_of(&refused).contains("capability"), "{refused}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_parked_call_the_client_never_retries_is_cancelled_at_the_child() {
+    let proxy = Proxy::start(&["--request-timeout", "300ms"]).await;
+    let meta = meta_with_capabilities(json!({"roots": {}}));
+    let first = modern_json(&proxy, json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"roots","arguments":{},"_meta":meta}})).await;
+    assert_eq!(first["result"]["resultType"], "input_required");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let seen = modern_json(&proxy, json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"cancelled","arguments":{},"_meta":meta}})).await;
+    let seen: Value = serde_json::from_str(&text_of(&seen)).unwrap();
+    assert_eq!(seen.as_array().unwrap().len(), 1, "cancelled once: {seen}");
+    assert_eq!(seen[0]["matched"], true, "{seen}");
+    proxy.stop().await;
+}

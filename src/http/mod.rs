@@ -99,6 +99,7 @@ impl App {
             discover_first: shared && self.config.mode == Mode::PerSession,
             probe_timeout: self.config.probe_timeout,
             era_hints: self.era_hints.clone(),
+            input_wait: self.config.session_idle_timeout,
         }
     }
 

@@ -11,6 +11,11 @@
 //! of its own, waits for the answers, and repeats the call to the child
 //! with them, so the client sees one call that asked it something.
 //!
+//! The other way round, a 2025-era child asking a 2026-07-28 client: the
+//! child's request becomes the `input_required` answer to the client's call
+//! (under the key [`INPUT_KEY`], with a `requestState` token naming the
+//! parked call), and the client's retry brings the answer back.
+//!
 //! This module holds the message shapes; the waiting happens in
 //! [`super::Upstream`].
 
@@ -19,6 +24,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::jsonrpc::Frame;
+
+/// The `inputRequests` key of a 2025-era child's request.
+pub const INPUT_KEY: &str = "input";
 
 /// Rounds of input one call may ask for before the proxy gives up on it.
 pub const MAX_ROUNDS: u8 = 16;
@@ -157,6 +165,44 @@ pub fn retry_params(
     serde_json::to_vec(&params).expect("Value serializes")
 }
 
+/// The `input_required` result that carries a 2025-era child's request to a
+/// 2026-07-28 client.
+pub fn input_required_result(request: &InputRequest, token: &str) -> Vec<u8> {
+    let mut requests = Map::new();
+    requests.insert(
+        INPUT_KEY.into(),
+        serde_json::json!({
+            "method": request.method,
+            "params": request.params.as_ref().and_then(|p| serde_json::from_str::<Value>(p.get()).ok()).unwrap_or_else(|| serde_json::json!({})),
+        }),
+    );
+    serde_json::to_vec(&serde_json::json!({
+        "resultType": "input_required",
+        "inputRequests": requests,
+        "requestState": token,
+    }))
+    .expect("Value serializes")
+}
+
+/// From a retry's params: the `requestState` and the answer under
+/// [`INPUT_KEY`].
+pub fn resumption(params: &[u8]) -> (Option<String>, Option<Box<RawValue>>) {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Retry {
+        request_state: Option<String>,
+        #[serde(default)]
+        input_responses: Option<std::collections::HashMap<String, Box<RawValue>>>,
+    }
+    match serde_json::from_slice::<Retry>(params) {
+        Ok(r) => (
+            r.request_state,
+            r.input_responses.and_then(|mut m| m.remove(INPUT_KEY)),
+        ),
+        Err(_) => (None, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +250,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(client_answer(&no).unwrap_err(), "declined (-1)");
+    }
+
+    #[test]
+    fn a_legacy_request_travels_in_input_required_and_comes_back_in_the_retry() {
+        let request = InputRequest {
+            method: "roots/list".into(),
+            params: None,
+        };
+        let v: Value = serde_json::from_slice(&input_required_result(&request, "tok")).unwrap();
+        assert_eq!(v["resultType"], "input_required");
+        assert_eq!(v["inputRequests"][INPUT_KEY]["method"], "roots/list");
+        assert_eq!(v["requestState"], "tok");
+        let (token, answer) = resumption(
+            br#"{"name":"t","inputResponses":{"input":{"roots":[]}},"requestState":"tok"}"#,
+        );
+        assert_eq!(token.as_deref(), Some("tok"));
+        assert_eq!(answer.unwrap().get(), r#"{"roots":[]}"#);
+        assert_eq!(
+            resumption(br#"{"requestState":"tok"}"#)
+                .1
+                .map(|a| a.to_string()),
+            None
+        );
     }
 
     #[test]
