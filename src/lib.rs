@@ -16,6 +16,9 @@
 //!   handshake (`initialize`, or `server/discover` for a 2026-07-28 child),
 //!   fails in-flight requests when the child dies and restarts a shared one.
 //!   Per-session mode is the same multiplexer with one session attached.
+//!   Its parts: `upstream::tasks` (which session owns which task in shared
+//!   mode) and `upstream::mrtr` (multi round-trip requests translated
+//!   between a child and clients of different eras).
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
 //!   their streams, idle expiry and the session cap.
 //! - [`http`]: the accept loop and one front-end per protocol era:

@@ -26,7 +26,11 @@
 //!   forever (transport.md §2.9). `ping` is answered here.
 //! - in shared mode, anything tied to a task (`notifications/tasks/status`,
 //!   `_meta` related-task) goes to the session that created the task, and
-//!   tasks stay private to it (see [`tasks`]).
+//!   tasks stay private to it (module `tasks`).
+//! - across eras, a server-to-client request and an `input_required` result
+//!   are translated into each other (module `mrtr`): a 2026-07-28 child's
+//!   questions reach a session-era client as requests, a 2025-era child's
+//!   requests reach a 2026-07-28 client as `input_required`.
 //!
 //! Does not own: HTTP, session ids or eras (see [`crate::session`], [`crate::http`]).
 
@@ -90,7 +94,7 @@ pub enum Reply {
     /// the proxy's own requests).
     Once(oneshot::Sender<Message>),
     /// Nobody, for now: a 2026-07-28 client's call parked while the client
-    /// gathers input (see [`Parked`]).
+    /// gathers input (see `Parked`).
     Detached,
 }
 
