@@ -225,15 +225,22 @@ async fn a_shared_child_of_session_clients_starts_with_initialize() {
     proxy.stop().await;
 }
 
-#[tokio::test]
-async fn a_modern_childs_input_required_becomes_requests_to_a_session_client() {
-    let proxy = proxy_over_modern(&[]).await;
+/// A session client that declares elicitation, over `modern_server`, and
+/// the stream of its call of `ask` with `args`.
+async fn ask_over_sse(proxy: &Proxy, id: Value, args: Value) -> (Client, SseStream) {
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-11-25", json!({"elicitation": {}})).await;
     let resp = c
-        .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"ask","arguments":{"kind":"elicitation","rounds":2}}}))
+        .post(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"ask","arguments":args}}))
         .await;
-    let mut stream = SseStream::new(resp);
+    (c, SseStream::new(resp))
+}
+
+#[tokio::test]
+async fn a_modern_childs_input_required_becomes_requests_to_a_session_client() {
+    let proxy = proxy_over_modern(&[]).await;
+    let (c, mut stream) =
+        ask_over_sse(&proxy, json!(7), json!({"kind":"elicitation","rounds":2})).await;
     // Two rounds: each an elicitation request on the call's own stream,
     // answered by the client with a POST, then the call's result.
     for (round, name) in ["ada", "grace"].iter().enumerate() {
@@ -260,13 +267,8 @@ async fn a_modern_childs_input_required_becomes_requests_to_a_session_client() {
 #[tokio::test]
 async fn input_the_session_client_cannot_give_fails_the_call_at_once() {
     let proxy = proxy_over_modern(&[]).await;
-    let mut c = Client::new(&proxy.mcp());
-    c.initialize("2025-11-25", json!({"elicitation": {}})).await;
     // A refusal from the client ends the call with an error naming it.
-    let resp = c
-        .post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask","arguments":{"kind":"elicitation"}}}))
-        .await;
-    let mut stream = SseStream::new(resp);
+    let (c, mut stream) = ask_over_sse(&proxy, json!(1), json!({"kind":"elicitation"})).await;
     let request = stream.next_json().await;
     c.post(&json!({"jsonrpc":"2.0","id":request["id"],"error":{"code":-32600,"message":"user closed the dialog"}}))
         .await;

@@ -413,14 +413,7 @@ async fn tasks_stay_private_to_the_session_that_created_them() {
 
     // When B ends, its tasks belong to nobody: a new session sees neither.
     let b = clients.pop().unwrap();
-    let r = b
-        .http
-        .delete(proxy.mcp())
-        .header("mcp-session-id", b.session.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(b.delete(&proxy.mcp()).await.status(), 200);
     let c = sessions(&proxy, 1, json!({})).await.pop().unwrap();
     assert!(listed_tasks(&c).await.is_empty());
     let msgs = c

@@ -112,14 +112,7 @@ async fn delete_ends_the_session_and_stops_its_child() {
         .parse()
         .unwrap();
     assert!(alive(pid));
-    let r = c
-        .http
-        .delete(proxy.mcp())
-        .header("mcp-session-id", c.session.as_ref().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(c.delete(&proxy.mcp()).await.status(), 200);
     assert!(
         eventually(STEP, || !alive(pid)).await,
         "child {pid} still running after DELETE"

@@ -157,6 +157,16 @@ impl Client {
             .unwrap()
     }
 
+    /// DELETE of this client's session.
+    pub async fn delete(&self, url: &str) -> reqwest::Response {
+        let session = self.session.as_deref().expect("a session to delete");
+        let req = self.http.delete(url).header("mcp-session-id", session);
+        tokio::time::timeout(STEP, req.send())
+            .await
+            .expect("DELETE answered in time")
+            .unwrap()
+    }
+
     /// initialize + notifications/initialized; returns the result.
     pub async fn initialize(&mut self, version: &str, capabilities: Value) -> Value {
         self.version = version.to_string();
