@@ -7,9 +7,11 @@
 //   node ts-sdk-v2.mjs --base http://127.0.0.1:PORT [--mcp /mcp]
 //
 // ts-sdk-v2/pinned: versionNegotiation pinned to 2026-07-28 (server/discover
-//   must offer it): tools/list, echo, progress with onprogress, and a tool
-//   that needs sampling failing promptly as a tool error (a 2025 child cannot
-//   use MRTR, so the proxy refuses its sampling request).
+//   must offer it): tools/list, echo, progress with onprogress; a tool that
+//   needs sampling fails promptly as a tool error for a client without the
+//   sampling capability, and works for one with it: the proxy turns the
+//   2025 child's sampling request into an input_required result, which the
+//   SDK fulfils through its sampling handler and retries.
 // ts-sdk-v2/auto: versionNegotiation 'auto' must pick the modern era.
 
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
@@ -33,7 +35,7 @@ async function pinned() {
     return true;
   });
   if (!connected) {
-    for (const c of ['tools-list', 'echo', 'progress', 'sampling-refused']) skipped(`${S}/${c}`, 'discover failed');
+    for (const c of ['tools-list', 'echo', 'progress', 'sampling-without-capability', 'sampling-through-input-required']) skipped(`${S}/${c}`, 'discover failed');
     return;
   }
   await check(`${S}/tools-list`, async () => {
@@ -53,13 +55,31 @@ async function pinned() {
     assert(!r.isError, `isError: ${JSON.stringify(r)}`);
     assert(JSON.stringify(seen) === '[1,2,3]', `progress notifications: ${JSON.stringify(seen)}`);
   });
-  // A 2025-era child cannot use MRTR, so the proxy refuses its sampling
-  // request; the tool call must come back promptly as a tool error.
-  await check(`${S}/sampling-refused`, async () => {
+  // This client declared no sampling: the proxy refuses the child's
+  // request, and the tool call comes back promptly as a tool error.
+  await check(`${S}/sampling-without-capability`, async () => {
     const r = await client.callTool({ name: 'sample', arguments: { prompt: 'hi' } }, { timeout: 10000 });
-    assert(r.isError === true && /2026-07-28/.test(textOf(r) ?? ''), `sample returned ${JSON.stringify(r)}`);
+    assert(r.isError === true && /capability/.test(textOf(r) ?? ''), `sample returned ${JSON.stringify(r)}`);
   });
   await client.close().catch(() => {});
+
+  const sampler = new Client(info, {
+    capabilities: { sampling: {} },
+    versionNegotiation: { mode: { pin: '2026-07-28' }, probe: { timeoutMs: 10000 } },
+  });
+  const asked = [];
+  sampler.setRequestHandler('sampling/createMessage', async (request) => {
+    const prompt = request.params.messages.at(-1)?.content?.text ?? '?';
+    asked.push(prompt);
+    return { model: 'ts-model', role: 'assistant', content: { type: 'text', text: `ts sampled <${prompt}>` } };
+  });
+  await check(`${S}/sampling-through-input-required`, async () => {
+    await sampler.connect(new StreamableHTTPClientTransport(mcpUrl));
+    const r = await sampler.callTool({ name: 'sample', arguments: { prompt: 'hi' } }, { timeout: 10000 });
+    assert(textOf(r) === 'ts sampled <hi>', `sample returned ${JSON.stringify(r)}`);
+    assert(JSON.stringify(asked) === '["hi"]', `sampling handler saw ${JSON.stringify(asked)}`);
+  });
+  await sampler.close().catch(() => {});
 }
 
 async function auto() {
