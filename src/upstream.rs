@@ -1128,6 +1128,37 @@ impl Upstream {
         });
     }
 
+    /// After a restart, gives the new child what the sessions had asked of
+    /// the old one: their resource subscriptions and the log level.
+    async fn restore_sessions_state(self: &Arc<Self>) {
+        if self.era() == UpstreamProtocol::Modern {
+            // A 2026-07-28 child has neither; listeners carry them per request.
+            return;
+        }
+        let (uris, level) = {
+            let r = lock(&self.routes);
+            let uris: Vec<String> = r.subscriptions.keys().cloned().collect();
+            (uris, r.child_log_level)
+        };
+        if !uris.is_empty() {
+            info!(
+                subscriptions = uris.len(),
+                "restoring resource subscriptions at the restarted child"
+            );
+        }
+        for uri in uris {
+            self.fire_and_forget("resources/subscribe", serde_json::json!({ "uri": uri }))
+                .await;
+        }
+        if let Some(level) = level {
+            self.fire_and_forget(
+                "logging/setLevel",
+                serde_json::json!({ "level": LOG_LEVELS[level] }),
+            )
+            .await;
+        }
+    }
+
     /// Passes a client notification to the child.
     pub async fn notify(
         self: &Arc<Self>,
@@ -1284,6 +1315,7 @@ impl Upstream {
                             Some(c) => match reinit.handshake(&c.params).await {
                                 Ok(_) => {
                                     reinit.send_initialized().await;
+                                    reinit.restore_sessions_state().await;
                                     let _ = reinit.health.send(Health::Ready);
                                     info!("shared child restarted and re-initialized");
                                 }

@@ -442,3 +442,37 @@ async fn stateless_clients_share_the_tasks_no_session_owns() {
     assert_eq!(text_of(result.last().unwrap()), "anyone");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_restarted_shared_child_gets_the_sessions_subscriptions_back() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let clients = sessions(&proxy, 2, json!({})).await;
+    let mut stream = SseStream::new(get_stream(&proxy, &clients[0]).await.unwrap());
+    clients[0]
+        .request(json!(1), "resources/subscribe", json!({"uri":"demo://a"}))
+        .await;
+    let before = text_of(&clients[1].call(json!(1), "pid", json!({})).await);
+    clients[1].call(json!(2), "crash", json!({"code": 3})).await;
+    // Once the new child runs, it holds the subscription again: `touch`
+    // reports it subscribed, and the update reaches the subscriber.
+    let mut touched = None;
+    for _ in 0..100 {
+        let r = clients[1]
+            .call(json!(3), "touch", json!({"uri":"demo://a"}))
+            .await;
+        if r.get("result").is_some() && text_of(&r) == "sent" {
+            touched = Some(text_of(&clients[1].call(json!(4), "pid", json!({})).await));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = touched.expect("the restarted child was subscribed again");
+    assert_ne!(before, after, "a new child process");
+    let update = stream.next_json().await;
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], "demo://a");
+    proxy.stop().await;
+}
