@@ -283,7 +283,9 @@ impl Sessions {
     pub async fn reap(&self, idle: Duration) {
         let expired: Vec<Arc<str>> = lock(&self.map)
             .values()
-            .filter(|s| s.idle_for() > idle && !s.has_live_stream() && s.upstream.in_flight() == 0)
+            .filter(|s| {
+                s.idle_for() > idle && !s.has_live_stream() && s.upstream.in_flight_of(&s.port) == 0
+            })
             .map(|s| s.id.clone())
             .collect();
         for id in expired {

@@ -264,6 +264,20 @@ impl Outlet {
         deliver(&mut inner, ev, self.stream_id);
     }
 
+    /// A response this stream owed will not come (its request was
+    /// cancelled): a stream that owed only that closes; one that owes more,
+    /// or counts nothing (GET, legacy), stays open.
+    pub fn forgo(&self) {
+        let mut inner = self.lock();
+        if let Some(owed) = inner.owed.as_mut() {
+            *owed = owed.saturating_sub(1);
+            if *owed == 0 {
+                inner.finished = true;
+                inner.live = None;
+            }
+        }
+    }
+
     /// Ends the stream: the live response closes after what it has queued.
     pub fn finish(&self) {
         let mut inner = self.lock();

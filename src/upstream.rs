@@ -59,6 +59,17 @@ use tasks::TaskOwners;
 /// (the shared child's re-initialization, subscription bookkeeping).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The first wait before restarting a crashed shared child; it doubles
+/// with every crash up to `--restart-max-backoff`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The wait before the next restart: back to the first after a child that
+/// stayed up longer than the longest wait (it was healthy), else `prev`,
+/// which doubles after each restart.
+fn next_backoff(prev: Duration, uptime: Duration, cap: Duration) -> Duration {
+    if uptime >= cap { FIRST_BACKOFF } else { prev }
+}
+
 /// Why a message could not be passed to the child.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -413,7 +424,9 @@ pub enum Health {
 /// Which protocol generation the child speaks (`--upstream-protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
-    /// Try `initialize`; if the child refuses it, probe `server/discover`.
+    /// Find out: `initialize` first for a child of session-era clients, a
+    /// `server/discover` probe first for the child of 2026-07-28 clients,
+    /// the other when the first fails (see `Upstream::handshake`).
     Auto,
     /// A 2024-11-05 … 2025-11-25 server: `initialize` handshake.
     Legacy,
@@ -605,6 +618,15 @@ impl Upstream {
     /// Number of client requests in flight.
     pub fn in_flight(&self) -> usize {
         lock(&self.routes).client_pending
+    }
+
+    /// Number of one session's requests in flight.
+    pub fn in_flight_of(&self, port: &Port) -> usize {
+        let r = lock(&self.routes);
+        if r.ports.len() == 1 {
+            return r.client_pending;
+        }
+        r.pending.values().filter(|p| p.port == port.key).count()
     }
 
     fn child(&self) -> Result<ChildHandle, UpstreamError> {
@@ -805,6 +827,11 @@ impl Upstream {
         frame: Frame,
         mut pending: Pending,
     ) -> Result<(), UpstreamError> {
+        if self.opts.shared && self.health() == Health::Starting && lock(&self.child).is_some() {
+            // A restarted child takes requests once it is initialized again
+            // (between restarts, with no child, requests fail at once).
+            self.wait_until_restarted().await;
+        }
         let child = match self.child() {
             Ok(c) => c,
             Err(e) => {
@@ -995,7 +1022,10 @@ impl Upstream {
             }
             // Asked again even after a failed probe: a modern child may
             // have been too slow to start to answer it in time.
-            Err(e @ UpstreamError::Rpc { .. }) if era == UpstreamProtocol::Auto => {
+            // Refused, or no usable answer at all: the child may be modern.
+            Err(e @ (UpstreamError::Rpc { .. } | UpstreamError::Internal { .. }))
+                if era == UpstreamProtocol::Auto =>
+            {
                 match self.call("server/discover", &probe).await {
                     Ok(result) => {
                         hints.refuses_initialize.store(true, Ordering::Relaxed);
@@ -1008,6 +1038,17 @@ impl Upstream {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Waits (up to the internal timeout) while a restarted shared child is
+    /// being re-initialized; after that the request goes, or fails, as is.
+    async fn wait_until_restarted(&self) {
+        let mut health = self.watch_health();
+        let _ = tokio::time::timeout(
+            INTERNAL_TIMEOUT,
+            health.wait_for(|h| *h != Health::Starting),
+        )
+        .await;
     }
 
     /// Records what the child speaks.
@@ -1195,7 +1236,9 @@ impl Upstream {
         };
         if let Some(p) = self.take_pending(id) {
             match p.reply {
-                Reply::Stream(o) => o.finish(),
+                // No answer will come: a stream of its own closes, a stream
+                // shared with other requests (legacy, batch) carries on.
+                Reply::Stream(o) => o.forgo(),
                 Reply::Once(tx) => {
                     let _ = tx.send(
                         jsonrpc::error_response(
@@ -1272,7 +1315,8 @@ impl Upstream {
         mut child: ChildHandle,
         mut reader: crate::jsonrpc::LineReader<tokio::process::ChildStdout>,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
+        let mut spawned_at = tokio::time::Instant::now();
         loop {
             let Some(up) = this.upgrade() else {
                 child.stop().await;
@@ -1292,6 +1336,7 @@ impl Upstream {
                 let _ = up.final_exit.send(Some(exit));
                 return;
             }
+            backoff = next_backoff(backoff, spawned_at.elapsed(), up.opts.restart_max_backoff);
             warn!(status = %exit, backoff_ms = backoff.as_millis() as u64, "shared child exited; restarting it");
             let _ = up.health.send(Health::Starting);
             *lock(&up.child) = None;
@@ -1305,6 +1350,7 @@ impl Upstream {
                 Ok((c, r)) => {
                     child = c;
                     reader = r;
+                    spawned_at = tokio::time::Instant::now();
                     *lock(&up.child) = Some(child.clone());
                     up.initialized_sent.store(false, Ordering::SeqCst);
                     let reinit = up.clone();
@@ -1320,7 +1366,13 @@ impl Upstream {
                                     info!("shared child restarted and re-initialized");
                                 }
                                 Err(e) => {
-                                    warn!(error = %e, "re-initializing the restarted child failed")
+                                    // A child that cannot be initialized is no use:
+                                    // stop it, and the supervisor starts another.
+                                    warn!(error = %e, "re-initializing the restarted child failed; stopping it");
+                                    let child = lock(&reinit.child).clone();
+                                    if let Some(child) = child {
+                                        child.stop().await;
+                                    }
                                 }
                             },
                             None => {
@@ -1328,11 +1380,11 @@ impl Upstream {
                             }
                         }
                     });
-                    backoff = Duration::from_millis(100);
                 }
                 Err(e) => {
                     warn!(error = %e, "restarting the shared child failed");
                     backoff = (backoff * 2).min(up.opts.restart_max_backoff);
+                    spawned_at = tokio::time::Instant::now();
                     // Loop again with a dead child handle: read_loop ends at once.
                     continue;
                 }
@@ -1371,11 +1423,9 @@ impl Upstream {
                 None,
             ));
         }
-        for s in server_requests {
-            if let Some(o) = s.outlet {
-                o.finish();
-            }
-        }
+        // The streams that carried the child's requests stay open: they
+        // may be a session's GET or legacy stream, which outlive the child.
+        drop(server_requests);
         if close_sessions {
             for port in ports {
                 if let Some(o) = port.notify_stream() {
@@ -2235,6 +2285,25 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crash_loop_backs_off_and_a_child_that_stayed_up_starts_over() {
+        let cap = Duration::from_secs(30);
+        let mut wait = FIRST_BACKOFF;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            // Each child crashes at once: the wait doubles up to the cap.
+            wait = next_backoff(wait, Duration::from_millis(5), cap);
+            waits.push(wait.as_millis());
+            wait = (wait * 2).min(cap);
+        }
+        assert_eq!(&waits[..4], [100, 200, 400, 800]);
+        assert_eq!(*waits.last().unwrap(), 30_000);
+        assert_eq!(
+            next_backoff(cap, Duration::from_secs(31), cap),
+            FIRST_BACKOFF
+        );
+    }
 
     #[test]
     fn progress_token_is_rewritten_and_the_original_kept() {

@@ -495,3 +495,41 @@ async fn a_parked_call_the_client_never_retries_is_cancelled_at_the_child() {
     assert_eq!(seen[0]["matched"], true, "{seen}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn cancelling_one_request_of_a_legacy_session_keeps_its_stream() {
+    let proxy = Proxy::start(&[]).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/sse", proxy.base()))
+        .send()
+        .await
+        .unwrap();
+    let mut s = SseStream::new(resp);
+    let endpoint = s.next().await.unwrap().data;
+    let post_url = format!("{}{}", proxy.base(), endpoint);
+    let post = |body: Value| {
+        http.post(&post_url)
+            .header("content-type", "application/json")
+            .json(&body)
+            .send()
+    };
+    post(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await.unwrap();
+    s.next().await.unwrap();
+    post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .await
+        .unwrap();
+    post(json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}})).await.unwrap();
+    let r = post(json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow","reason":"changed my mind"}})).await.unwrap();
+    assert_eq!(r.status(), 202);
+    // The session's one stream carries on: the next request is answered on it.
+    post(json!({"jsonrpc":"2.0","id":"after","method":"tools/call","params":{"name":"echo","arguments":{"message":"still open"}}})).await.unwrap();
+    let ev = tokio::time::timeout(STEP, s.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream is still open");
+    let r: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(r["id"], "after", "no answer for the cancelled request: {r}");
+    assert_eq!(text_of(&r), "still open");
+    proxy.stop().await;
+}

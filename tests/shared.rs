@@ -476,3 +476,46 @@ async fn a_restarted_shared_child_gets_the_sessions_subscriptions_back() {
     assert_eq!(update["params"]["uri"], "demo://a");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_get_stream_that_carried_a_server_request_outlives_a_shared_restart() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"sampling": {}})).await;
+    let mut get = SseStream::new(get_stream(&proxy, &c).await.unwrap());
+    // A JSON-only POST has no stream of its own: the child's sampling
+    // request travels on the GET stream and stays unanswered.
+    c.accept = "application/json";
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sample","arguments":{"prompt":"p"}}});
+    let sample = c.post(&body);
+    let crash = async {
+        let request = get.next_json().await;
+        assert_eq!(request["method"], "sampling/createMessage");
+        c.call(json!(2), "crash", json!({"code": 3})).await
+    };
+    let (sample, _) = tokio::join!(sample, crash);
+    assert_eq!(read_messages(sample).await[0]["error"]["code"], -32000);
+    // After the restart the same GET stream still delivers.
+    let mut sent = false;
+    for _ in 0..100 {
+        let r = c
+            .call(
+                json!(3),
+                "notify",
+                json!({"method":"notifications/tools/list_changed"}),
+            )
+            .await;
+        if r.get("result").is_some() {
+            sent = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent, "the child came back");
+    let event = get.next_json().await;
+    assert_eq!(
+        event["method"], "notifications/tools/list_changed",
+        "{event}"
+    );
+    proxy.stop().await;
+}

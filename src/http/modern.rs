@@ -12,8 +12,9 @@
 //! The child speaks a 2025 revision (nearly every stdio server does), so the
 //! proxy translates: it initializes the child once, answers `server/discover`
 //! from the InitializeResult, serves `subscriptions/listen` from the child's
-//! notifications, and refuses the child's server-to-client requests with an
-//! error (a 2025 child cannot use MRTR). Closing a response stream cancels
+//! notifications, and turns the child's server-to-client requests into
+//! `input_required` results and the client's retries back into answers
+//! (`upstream::mrtr`). Closing a response stream cancels
 //! the request at the child (`notifications/cancelled`), which is this
 //! revision's cancellation signal.
 
