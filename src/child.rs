@@ -18,15 +18,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::jsonrpc::LineReader;
+use crate::jsonrpc::{LineError, LineReader};
 
 /// Lines of stderr longer than this are cut before logging.
 const MAX_STDERR_LINE_BYTES: usize = 8 * 1024;
+/// Longest stderr line read at all; a longer one is skipped with a note.
+const MAX_STDERR_READ_BYTES: usize = 64 * 1024;
 
 /// How many lines may wait for the stdin writer. Senders await when it is
 /// full: backpressure on the HTTP request, never on the child's reader.
@@ -306,19 +308,21 @@ async fn write_burst(
 }
 
 async fn drain_stderr(stderr: tokio::process::ChildStderr) {
-    let mut reader = BufReader::new(stderr);
-    let mut line = Vec::new();
+    // Bounded like stdout: a line without end cannot grow the proxy's memory.
+    let mut reader = LineReader::new(stderr, MAX_STDERR_READ_BYTES);
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
+        match reader.next_line().await {
+            Ok(None) | Err(LineError::Io(_)) => break,
+            Ok(Some(line)) => {
                 let text = String::from_utf8_lossy(&line[..line.len().min(MAX_STDERR_LINE_BYTES)]);
                 let text = text.trim_end();
                 if !text.is_empty() {
                     // stderr is the child's log, not an error signal (2025-11-25 stdio).
                     info!(target: "mcp_sidecar::child::stderr", "{text}");
                 }
+            }
+            Err(LineError::LineTooLong { len, limit, .. }) => {
+                info!(target: "mcp_sidecar::child::stderr", len, limit, "(a stderr line too long to log was skipped)");
             }
         }
     }

@@ -423,6 +423,9 @@ pub enum LineError {
         len: usize,
         /// The configured cap.
         limit: usize,
+        /// The numeric id of the response it was, when its first or last
+        /// bytes show it unambiguously (see [`edge_id`]).
+        id: Option<u64>,
     },
     /// Reading the pipe failed.
     #[error("reading the child's stdout failed: {0}")]
@@ -445,6 +448,44 @@ pub struct LineReader<R> {
     scanned: usize,
     /// Bytes of an over-long line dropped so far.
     skipping: usize,
+    /// The first and the latest bytes of an over-long line, for its id.
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+/// Bytes kept from each end of an over-long line.
+const EDGE_BYTES: usize = 64;
+
+/// The id of a response whose only known parts are its first and last
+/// bytes: `{"jsonrpc":"2.0","id":N,` at the start (serde, pydantic) or
+/// `"id":N}` at the very end (the TypeScript SDK writes the id last). Only
+/// a top-level id can sit there; spaces after `:` and `,` are allowed.
+pub fn edge_id(head: &[u8], tail: &[u8]) -> Option<u64> {
+    fn squeeze(b: &[u8]) -> Vec<u8> {
+        b.iter()
+            .copied()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect()
+    }
+    fn digits(b: &[u8]) -> Option<u64> {
+        let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
+        std::str::from_utf8(&b[..n]).ok()?.parse().ok()
+    }
+    let head = squeeze(head);
+    if let Some(rest) = head.strip_prefix(br#"{"jsonrpc":"2.0","id":"#)
+        && let Some(id) = digits(rest)
+        && rest.get(id.to_string().len()) == Some(&b',')
+    {
+        return Some(id);
+    }
+    let tail = squeeze(tail);
+    let body = tail.strip_suffix(b"}")?;
+    let n = body.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    let (before, number) = body.split_at(body.len() - n);
+    if n == 0 || !before.ends_with(br#","id":"#) {
+        return None;
+    }
+    digits(number)
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -456,6 +497,30 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             buf: BytesMut::new(),
             scanned: 0,
             skipping: 0,
+            head: Vec::new(),
+            tail: Vec::new(),
+        }
+    }
+
+    /// Keeps the edges of the over-long line whose next `part` is dropped.
+    fn keep_edges(&mut self, part: &[u8]) {
+        if self.skipping == 0 && self.head.is_empty() {
+            self.head = part[..part.len().min(EDGE_BYTES)].to_vec();
+        }
+        self.tail
+            .extend_from_slice(&part[part.len().saturating_sub(EDGE_BYTES)..]);
+        let excess = self.tail.len().saturating_sub(EDGE_BYTES);
+        self.tail.drain(..excess);
+    }
+
+    fn too_long(&mut self, len: usize) -> LineError {
+        let id = edge_id(&self.head, &self.tail);
+        self.head.clear();
+        self.tail.clear();
+        LineError::LineTooLong {
+            len,
+            limit: self.max_line_bytes,
+            id,
         }
     }
 
@@ -469,11 +534,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 let mut line = self.buf.split_to(end + 1);
                 self.scanned = 0;
                 if self.skipping > 0 || end > self.max_line_bytes {
+                    let content = &line[..end - usize::from(line[..end].last() == Some(&b'\r'))];
+                    let content = content.to_vec();
+                    self.keep_edges(&content);
                     let len = std::mem::take(&mut self.skipping) + end;
-                    return Err(LineError::LineTooLong {
-                        len,
-                        limit: self.max_line_bytes,
-                    });
+                    return Err(self.too_long(len));
                 }
                 line.truncate(if line[..end].last() == Some(&b'\r') {
                     end - 1
@@ -488,7 +553,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             self.scanned = self.buf.len();
             if self.skipping > 0 || self.buf.len() > self.max_line_bytes {
                 // Drop what there is of the over-long line and keep reading to its end.
-                self.skipping += self.buf.len();
+                let part = self.buf.split();
+                self.keep_edges(&part);
+                self.skipping += part.len();
                 self.buf.clear();
                 self.scanned = 0;
             }
@@ -500,10 +567,8 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 self.scanned = 0;
                 let skipped = std::mem::take(&mut self.skipping);
                 if skipped > 0 {
-                    return Err(LineError::LineTooLong {
-                        len: skipped + rest.len(),
-                        limit: self.max_line_bytes,
-                    });
+                    self.keep_edges(&rest);
+                    return Err(self.too_long(skipped + rest.len()));
                 }
                 if rest.iter().all(u8::is_ascii_whitespace) {
                     return Ok(None);
@@ -727,7 +792,9 @@ mod tests {
             let mut r = LineReader::new(Trickle { data: input, chunk }, 16);
             assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"one");
             match r.next_line().await {
-                Err(LineError::LineTooLong { len: 20, limit: 16 }) => {}
+                Err(LineError::LineTooLong {
+                    len: 20, limit: 16, ..
+                }) => {}
                 other => panic!("chunk {chunk}: expected LineTooLong, got {other:?}"),
             }
             assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"two");
@@ -746,10 +813,60 @@ mod tests {
             let mut r = LineReader::new(Trickle { data: input, chunk }, 16);
             assert_eq!(r.next_line().await.unwrap().unwrap().len(), 16);
             match r.next_line().await {
-                Err(LineError::LineTooLong { len: 20, limit: 16 }) => {}
+                Err(LineError::LineTooLong {
+                    len: 20, limit: 16, ..
+                }) => {}
                 other => panic!("chunk {chunk}: expected LineTooLong, got {other:?}"),
             }
             assert!(r.next_line().await.unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn edge_ids_come_only_from_top_level_positions() {
+        let big = "x".repeat(100);
+        assert_eq!(
+            edge_id(br#"{"jsonrpc":"2.0","id":42,"result":{"#, b"xx}}"),
+            Some(42)
+        );
+        assert_eq!(
+            edge_id(br#"{"jsonrpc": "2.0", "id": 7, "result""#, b""),
+            Some(7)
+        );
+        assert_eq!(
+            edge_id(
+                br#"{"result":{"content":[{"#,
+                br#"xx"}]},"jsonrpc":"2.0","id":913}"#
+            ),
+            Some(913)
+        );
+        // A nested id is not the message's.
+        assert_eq!(edge_id(br#"{"result":{"id":5,"#, br#"x"}}"#), None);
+        assert_eq!(edge_id(br#"{"result":{"#, br#"{"id":5}}"#), None);
+        assert_eq!(edge_id(big.as_bytes(), big.as_bytes()), None);
+        assert_eq!(edge_id(br#"{"jsonrpc":"2.0","id":"s","#, b"}"), None);
+    }
+
+    #[tokio::test]
+    async fn an_over_long_response_reports_the_id_at_its_edges() {
+        let mut input = br#"{"jsonrpc":"2.0","id":31,"result":""#.to_vec();
+        input.extend(std::iter::repeat_n(b'x', 500));
+        input.extend_from_slice(b"\"}\r\n{\"result\":\"");
+        input.extend(std::iter::repeat_n(b'y', 500));
+        input.extend_from_slice(br#"","jsonrpc":"2.0","id":32}"#);
+        input.extend_from_slice(b"\nok\n");
+        let input: &'static [u8] = input.leak();
+        for chunk in [input.len(), 1, 7, 64] {
+            let mut r = LineReader::new(Trickle { data: input, chunk }, 100);
+            for want in [31, 32] {
+                match r.next_line().await {
+                    Err(LineError::LineTooLong { id, .. }) => {
+                        assert_eq!(id, Some(want), "chunk {chunk}")
+                    }
+                    other => panic!("chunk {chunk}: expected LineTooLong, got {other:?}"),
+                }
+            }
+            assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"ok");
         }
     }
 }

@@ -1444,14 +1444,14 @@ impl Upstream {
             let line = match reader.next_line().await {
                 Ok(Some(line)) => line,
                 Ok(None) => return,
-                Err(LineError::LineTooLong { len, limit }) => {
+                Err(LineError::LineTooLong { len, limit, id }) => {
                     // Which request it answered is unknowable; the rest of the stream is fine.
                     warn!(
                         len,
                         limit, "child wrote a line over --max-line-bytes; skipped it"
                     );
                     if let Some(up) = this.upgrade() {
-                        up.fail_oversized(len, limit);
+                        up.fail_oversized(len, limit, id);
                     }
                     continue;
                 }
@@ -1472,19 +1472,24 @@ impl Upstream {
         }
     }
 
-    /// An oversized line was dropped: if exactly one request is in flight it
-    /// was that request's answer, so fail it rather than let it hang.
-    fn fail_oversized(&self, len: usize, limit: usize) {
+    /// An oversized line was dropped: fail the request it answered rather
+    /// than let it hang. Which one that was shows at the line's edges
+    /// (`jsonrpc::edge_id`), or else it was the only request in flight.
+    fn fail_oversized(&self, len: usize, limit: usize, id: Option<u64>) {
         let only = {
             let r = lock(&self.routes);
-            (r.client_pending == 1)
-                .then(|| {
-                    r.pending
-                        .iter()
-                        .find(|(_, p)| p.port != 0)
-                        .map(|(id, _)| *id)
-                })
-                .flatten()
+            if let Some(id) = id.filter(|id| r.pending.contains_key(id)) {
+                Some(id)
+            } else {
+                (r.client_pending == 1)
+                    .then(|| {
+                        r.pending
+                            .iter()
+                            .find(|(_, p)| p.port != 0)
+                            .map(|(id, _)| *id)
+                    })
+                    .flatten()
+            }
         };
         if let Some(id) = only {
             self.fail_pending(

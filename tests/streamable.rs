@@ -474,6 +474,15 @@ async fn garbage_on_stdout_and_a_stderr_flood_do_not_break_the_session() {
         )
         .await;
     assert_eq!(text_of(&r), "ok");
+    // One 1 MB stderr line: read with a cap, skipped with a note.
+    let r = c
+        .call(
+            json!(4),
+            "stderr",
+            json!({"lines":1,"bytes_per_line":1_000_000}),
+        )
+        .await;
+    assert_eq!(text_of(&r), "ok");
     assert_eq!(
         text_of(
             &c.call(json!(3), "echo", json!({"message":"still fine"}))
@@ -768,5 +777,30 @@ async fn post_streams_are_primed_only_for_2025_11_25_sessions() {
         "no empty data for older clients: {text:?}"
     );
     assert!(text.contains("\"text\":\"m\""));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_over_long_answer_fails_its_own_request_while_others_are_in_flight() {
+    let proxy = Proxy::start(&["--max-line-bytes", "64K"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let slow = c.call(json!("slow"), "sleep", json!({"ms": 1500}));
+    let large = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let r = c
+            .call(json!("large"), "large", json!({"bytes": 200_000}))
+            .await;
+        (r, started.elapsed())
+    };
+    let (slow, (large, took)) = tokio::join!(slow, large);
+    // The dropped line's id was read from its first bytes, so the answer
+    // did not wait for the other request (nor hang without a timeout).
+    assert_eq!(large["id"], "large");
+    assert_eq!(large["error"]["code"], -32000, "{large}");
+    assert!(took < Duration::from_millis(1000), "failed after {took:?}");
+    assert_eq!(slow["id"], "slow");
+    assert!(slow.get("result").is_some(), "{slow}");
     proxy.stop().await;
 }
