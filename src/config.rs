@@ -42,6 +42,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_QUEUE: usize = 1024;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
+/// Bytes kept per stream for replay: a session keeps up to 32 streams, so
+/// large tool results are not held for replay after they were delivered.
+pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Tasks whose owning session a shared child's multiplexer remembers.
 pub const DEFAULT_MAX_TASKS: usize = 10_000;
 /// Wait for the answer to the `server/discover` probe; a legacy server
@@ -129,6 +132,9 @@ pub struct Args {
     /// events kept per stream for Last-Event-ID replay; 0 disables resumption (default 256)
     #[argh(option)]
     pub replay_events: Option<String>,
+    /// bytes of events kept per stream for Last-Event-ID replay; a larger event cannot be replayed (default 4M)
+    #[argh(option)]
+    pub replay_bytes: Option<String>,
     /// tasks (2025-11-25) whose owning session a shared child remembers; the oldest is forgotten first (default 10000)
     #[argh(option)]
     pub max_tasks: Option<String>,
@@ -216,6 +222,8 @@ pub struct Config {
     pub max_queue: usize,
     /// Per-stream replay buffer.
     pub replay_events: usize,
+    /// Per-stream replay buffer, in bytes.
+    pub replay_bytes: usize,
     /// Task-ownership table cap of a shared child.
     pub max_tasks: usize,
     /// Session/child mapping.
@@ -561,6 +569,13 @@ impl Config {
                 &args.replay_events,
                 DEFAULT_REPLAY_EVENTS,
                 0,
+            )?,
+            replay_bytes: r.parsed(
+                "replay-bytes",
+                &args.replay_bytes,
+                DEFAULT_REPLAY_BYTES,
+                parse_bytes,
+                "a byte count",
             )?,
             max_tasks: count("max-tasks", &args.max_tasks, DEFAULT_MAX_TASKS, 1)?,
             mode,

@@ -32,6 +32,8 @@ pub struct StreamLimits {
     pub max_queue: usize,
     /// Per-stream replay buffer (0: no event ids, no replay).
     pub replay_events: usize,
+    /// Per-stream replay buffer, in bytes.
+    pub replay_bytes: usize,
 }
 
 /// One client session.
@@ -117,7 +119,7 @@ impl Session {
             self.limits.max_queue,
             self.limits.replay_events,
         );
-        let outlet = Arc::new(outlet);
+        let outlet = Arc::new(outlet.with_replay_bytes(self.limits.replay_bytes));
         if with_ids {
             let mut streams = lock(&self.streams);
             if streams.len() >= KEPT_STREAMS {
@@ -155,7 +157,7 @@ impl Session {
             self.limits.max_queue,
             self.limits.replay_events,
         );
-        let outlet = Arc::new(outlet);
+        let outlet = Arc::new(outlet.with_replay_bytes(self.limits.replay_bytes));
         if with_ids {
             lock(&self.streams).push_back(outlet.clone());
         }

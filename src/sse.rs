@@ -151,6 +151,8 @@ pub struct Outlet {
     max_queue: usize,
     /// Events kept for replay (0: none).
     replay: usize,
+    /// Bytes kept for replay, all events together.
+    replay_bytes: usize,
     inner: Mutex<OutletInner>,
 }
 
@@ -159,6 +161,8 @@ struct OutletInner {
     live: Option<mpsc::Sender<Bytes>>,
     /// The last `replay` events, by sequence number.
     buffer: VecDeque<(u64, Bytes)>,
+    /// Their total size.
+    buffered_bytes: usize,
     next_seq: u64,
     /// Responses still owed on this stream; at zero the stream finishes.
     /// `None` for streams that live as long as their session.
@@ -182,15 +186,26 @@ impl Outlet {
             with_ids,
             max_queue,
             replay,
+            replay_bytes: usize::MAX,
             inner: Mutex::new(OutletInner {
                 live: Some(tx),
                 buffer: VecDeque::new(),
+                buffered_bytes: 0,
                 next_seq: 0,
                 owed,
                 finished: false,
             }),
         };
         (outlet, rx)
+    }
+
+    /// Caps the replay buffer at `bytes` in all. An event larger than that
+    /// is not kept, and neither is anything before it: a resumption from
+    /// before it then fails as if the buffer had overflowed, rather than
+    /// skipping the event silently.
+    pub fn with_replay_bytes(mut self, bytes: usize) -> Outlet {
+        self.replay_bytes = bytes;
+        self
     }
 
     /// This stream's id within its session.
@@ -230,10 +245,7 @@ impl Outlet {
         let name = (!self.with_ids).then_some("message");
         let ev = event(id.as_deref(), name, json);
         if self.with_ids && self.replay > 0 {
-            if inner.buffer.len() == self.replay {
-                inner.buffer.pop_front();
-            }
-            inner.buffer.push_back((seq, ev.clone()));
+            self.keep(&mut inner, seq, ev.clone());
         }
         deliver(&mut inner, ev, self.stream_id);
         if is_response && let Some(owed) = inner.owed.as_mut() {
@@ -256,10 +268,7 @@ impl Outlet {
         inner.next_seq += 1;
         let ev = Bytes::from(format!("id: {}-{}\ndata: \n\n", self.stream_id, seq));
         if self.replay > 0 {
-            if inner.buffer.len() == self.replay {
-                inner.buffer.pop_front();
-            }
-            inner.buffer.push_back((seq, ev.clone()));
+            self.keep(&mut inner, seq, ev.clone());
         }
         deliver(&mut inner, ev, self.stream_id);
     }
@@ -274,6 +283,31 @@ impl Outlet {
             if *owed == 0 {
                 inner.finished = true;
                 inner.live = None;
+            }
+        }
+    }
+
+    /// Adds an event to the replay buffer within both of its caps.
+    fn keep(&self, inner: &mut OutletInner, seq: u64, ev: Bytes) {
+        if ev.len() > self.replay_bytes {
+            debug!(
+                stream = self.stream_id,
+                bytes = ev.len(),
+                limit = self.replay_bytes,
+                "event larger than --replay-bytes is not kept for resumption"
+            );
+            // The gap must show: with the buffer starting after it,
+            // resumptions from before it fail.
+            inner.buffer.clear();
+            inner.buffered_bytes = 0;
+            return;
+        }
+        inner.buffered_bytes += ev.len();
+        inner.buffer.push_back((seq, ev));
+        while inner.buffer.len() > self.replay || inner.buffered_bytes > self.replay_bytes {
+            match inner.buffer.pop_front() {
+                Some((_, old)) => inner.buffered_bytes -= old.len(),
+                None => break,
             }
         }
     }
@@ -418,5 +452,30 @@ mod tests {
         assert!(o.resume(2).is_some());
         assert_eq!(parse_event_id("12-34"), Some((12, 34)));
         assert_eq!(parse_event_id("x"), None);
+    }
+
+    #[tokio::test]
+    async fn the_replay_buffer_is_capped_in_bytes_and_never_skips_an_event() {
+        let (o, _rx) = Outlet::new(1, true, None, 64, 100);
+        let o = o.with_replay_bytes(200);
+        let small = vec![b'1'; 20];
+        for _ in 0..3 {
+            o.send(&small); // seq 0, 1, 2: about 40 bytes each as events
+        }
+        assert!(o.resume(0).is_some(), "small events fit");
+        o.send(&[b'2'; 500]); // seq 3: too large to keep
+        o.send(&small); // seq 4
+        assert!(o.resume(2).is_none(), "the large event cannot be replayed");
+        let mut rx = o.resume(3).expect("after the large event, replay works");
+        let ev = rx.recv().await.unwrap();
+        assert!(ev.starts_with(b"id: 1-4\n"), "{ev:?}");
+        for _ in 0..10 {
+            o.send(&small);
+        }
+        let inner = o.lock();
+        assert!(
+            inner.buffered_bytes <= 200 && inner.buffer.len() < 10,
+            "evicted by bytes"
+        );
     }
 }

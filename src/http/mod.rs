@@ -108,6 +108,7 @@ impl App {
         StreamLimits {
             max_queue: self.config.max_queue,
             replay_events: self.config.replay_events,
+            replay_bytes: self.config.replay_bytes,
         }
     }
 
