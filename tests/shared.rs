@@ -519,3 +519,45 @@ async fn a_get_stream_that_carried_a_server_request_outlives_a_shared_restart() 
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn stateless_requests_follow_their_own_protocol_version_header() {
+    let proxy = Proxy::start(&["--stateless"]).await;
+    let c = Client::new(&proxy.mcp());
+    let post = |version: Option<&'static str>, body: Value| {
+        let mut req = c
+            .http
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(v) = version {
+            req = req.header("mcp-protocol-version", v);
+        }
+        req.send()
+    };
+    let batch = json!([
+        {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"a"}}},
+        {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"b"}}}
+    ]);
+    let ok = post(Some("2025-03-26"), batch.clone()).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let answers = read_messages(ok).await;
+    assert_eq!(answers.len(), 2, "both answered: {answers:?}");
+    assert_eq!(post(None, batch.clone()).await.unwrap().status(), 200);
+    let r = post(Some("2025-06-18"), batch).await.unwrap();
+    assert_eq!(r.status(), 400, "batches need 2025-03-26");
+    let single = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"message":"c"}}});
+    assert_eq!(
+        post(Some("1999-01-01"), single.clone())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(Some("2025-11-25"), single).await.unwrap().status(),
+        200
+    );
+    proxy.stop().await;
+}

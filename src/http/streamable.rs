@@ -119,6 +119,9 @@ async fn post(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, P
         ));
     }
     if app.config.mode == Mode::Stateless {
+        if !frames.iter().any(is_init) {
+            check_stateless_version(&parts.headers, batch)?;
+        }
         return stateless(app, &parts, frames, batch).await;
     }
     if !batch && is_init(&frames[0]) {
@@ -431,6 +434,27 @@ impl Drop for DetachGuard {
     fn drop(&mut self) {
         let (upstream, port) = (self.upstream.clone(), self.port.clone());
         tokio::spawn(async move { upstream.detach(&port).await });
+    }
+}
+
+/// `--stateless` has no session to remember a version, so each POST's
+/// `MCP-Protocol-Version` is the rule: an unsupported one is 400, and a
+/// batch needs 2025-03-26 (also what an absent header means).
+fn check_stateless_version(headers: &HeaderMap, batch: bool) -> Result<(), ProxyError> {
+    let version = header_str(headers, "mcp-protocol-version");
+    if let Some(v) = version
+        && !SESSION_VERSIONS.contains(&v)
+    {
+        return Err(ProxyError::BadProtocolVersion(format!(
+            "unsupported MCP-Protocol-Version {v:?}; supported: {}",
+            SESSION_VERSIONS.join(", ")
+        )));
+    }
+    match version {
+        Some(v) if batch && v != "2025-03-26" => Err(ProxyError::InvalidRequest(format!(
+            "JSON-RPC batches are only allowed in protocol 2025-03-26; this request says {v}"
+        ))),
+        _ => Ok(()),
     }
 }
 
