@@ -119,16 +119,21 @@ impl Access {
     }
 
     /// On loopback binds, `Host` must name a loopback host or an allowed one;
-    /// elsewhere only `--allowed-host`, when given, restricts it.
-    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
+    /// elsewhere only `--allowed-host`, when given, restricts it. HTTP/2
+    /// carries the host as the URI's `authority` instead, checked the same.
+    pub fn check_host(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+    ) -> Result<(), ProxyError> {
         if !self.loopback && self.allowed_hosts.is_empty() {
             return Ok(());
         }
-        let Some(host) = headers
+        let header = headers
             .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-        else {
-            // HTTP/2 carries the authority in the URI, checked by the caller; HTTP/1.0 may have none.
+            .and_then(|h| h.to_str().ok());
+        let Some(host) = header.or(authority) else {
+            // HTTP/1.0 may name no host at all.
             return Ok(());
         };
         let lower = host.to_ascii_lowercase();
@@ -218,20 +223,36 @@ mod tests {
     fn host_is_checked_on_loopback_binds() {
         let a = Access::new(&[], &[], &["mcp.internal".into()], true);
         assert!(
-            a.check_host(&headers(&[("host", "127.0.0.1:8080")]))
-                .is_ok()
-        );
-        assert!(a.check_host(&headers(&[("host", "localhost")])).is_ok());
-        assert!(a.check_host(&headers(&[("host", "[::1]:8080")])).is_ok());
-        assert!(
-            a.check_host(&headers(&[("host", "mcp.internal:8080")]))
+            a.check_host(&headers(&[("host", "127.0.0.1:8080")]), None)
                 .is_ok()
         );
         assert!(
-            a.check_host(&headers(&[("host", "attacker.example:8080")]))
+            a.check_host(&headers(&[("host", "localhost")]), None)
+                .is_ok()
+        );
+        assert!(
+            a.check_host(&headers(&[("host", "[::1]:8080")]), None)
+                .is_ok()
+        );
+        assert!(
+            a.check_host(&headers(&[("host", "mcp.internal:8080")]), None)
+                .is_ok()
+        );
+        assert!(
+            a.check_host(&headers(&[("host", "attacker.example:8080")]), None)
                 .is_err()
         );
         let public = Access::new(&[], &[], &[], false);
-        assert!(public.check_host(&headers(&[("host", "anything")])).is_ok());
+        assert!(
+            public
+                .check_host(&headers(&[("host", "anything")]), None)
+                .is_ok()
+        );
+        // HTTP/2: no Host header, the authority is checked instead.
+        assert!(
+            a.check_host(&headers(&[]), Some("attacker.example"))
+                .is_err()
+        );
+        assert!(a.check_host(&headers(&[]), Some("127.0.0.1:9")).is_ok());
     }
 }

@@ -235,7 +235,8 @@ impl App {
         }
         // Origin first: a browser's preflight must be refused for a bad origin too.
         self.access.check_origin(req.headers())?;
-        self.access.check_host(req.headers())?;
+        self.access
+            .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))?;
         if req.method() == Method::OPTIONS {
             return Ok(preflight(origin.as_deref(), req.headers()));
         }
