@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, STEP, SseStream, read_messages, text_of};
+use support::{Client, Proxy, STEP, SseStream, alive, eventually, read_messages, reaped, text_of};
 
 async fn sessions(proxy: &Proxy, n: usize, caps: Value) -> Vec<Client> {
     let mut out = Vec::new();
@@ -197,6 +197,13 @@ async fn a_crashed_shared_child_fails_fast_restarts_and_sessions_carry_on() {
     let proxy = Proxy::start(&["--shared"]).await;
     let clients = sessions(&proxy, 2, json!({})).await;
     let before = text_of(&clients[0].call(json!(1), "pid", json!({})).await);
+    let grandchild: u32 = text_of(
+        &clients[1]
+            .call(json!("gc"), "spawn_grandchild", json!({}))
+            .await,
+    )
+    .parse()
+    .unwrap();
     let slow_body = json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}});
     let crash = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -218,6 +225,16 @@ async fn a_crashed_shared_child_fails_fast_restarts_and_sessions_carry_on() {
     }
     let after = after.expect("the child came back");
     assert_ne!(before, after, "a new child process");
+    // The crashed child is reaped and its process group is gone.
+    let before: u32 = before.parse().unwrap();
+    assert!(
+        eventually(STEP, || reaped(before)).await,
+        "child {before} not reaped"
+    );
+    assert!(
+        eventually(STEP, || !alive(grandchild)).await,
+        "grandchild {grandchild} outlived the crashed child"
+    );
     assert_eq!(
         text_of(
             &clients[1]

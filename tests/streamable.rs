@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, STEP, SseStream, alive, eventually, read_messages, text_of};
+use support::{Client, Proxy, STEP, SseStream, alive, eventually, read_messages, reaped, text_of};
 
 #[tokio::test]
 async fn initialize_mints_a_session_and_tools_work_over_sse_and_json() {
@@ -412,6 +412,12 @@ async fn child_crash_fails_in_flight_requests_and_the_session_answers_404() {
     let proxy = Proxy::start(&[]).await;
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-11-25", json!({})).await;
+    let pid: u32 = text_of(&c.call(json!("pid"), "pid", json!({})).await)
+        .parse()
+        .unwrap();
+    let grandchild: u32 = text_of(&c.call(json!("gc"), "spawn_grandchild", json!({})).await)
+        .parse()
+        .unwrap();
     let slow_body = json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}});
     let slow = c.post(&slow_body);
     let crash = async {
@@ -433,6 +439,15 @@ async fn child_crash_fails_in_flight_requests_and_the_session_answers_404() {
     );
     assert_eq!(read_messages(crash).await[0]["error"]["code"], -32000);
     assert!(started.elapsed() < Duration::from_secs(5));
+    // Neither a zombie of the crashed child nor an orphan of its group is left.
+    assert!(
+        eventually(STEP, || reaped(pid)).await,
+        "child {pid} not reaped"
+    );
+    assert!(
+        eventually(STEP, || !alive(grandchild)).await,
+        "grandchild {grandchild} outlived the crashed child"
+    );
     let mut gone = false;
     for _ in 0..100 {
         if c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))

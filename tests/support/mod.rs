@@ -347,6 +347,12 @@ pub fn alive(pid: u32) -> bool {
         .is_some_and(|state| state != "Z" && state != "X")
 }
 
+/// Whether `pid` is gone from the process table: exited and reaped (a
+/// zombie still has its entry).
+pub fn reaped(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Polls `cond` until true or `wait` passes.
 pub async fn eventually(wait: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
