@@ -607,11 +607,7 @@ impl Upstream {
                 .await;
         }
         if let Some(level) = level {
-            self.fire_and_forget(
-                "logging/setLevel",
-                serde_json::json!({ "level": LOG_LEVELS[level] }),
-            )
-            .await;
+            self.set_child_level(level).await;
         }
     }
 
@@ -1169,6 +1165,15 @@ impl Upstream {
         });
     }
 
+    /// Tells the child the log level the sessions want, as the proxy's own request.
+    async fn set_child_level(self: &Arc<Self>, level: usize) {
+        self.fire_and_forget(
+            "logging/setLevel",
+            serde_json::json!({ "level": LOG_LEVELS[level] }),
+        )
+        .await;
+    }
+
     /// After a restart, gives the new child what the sessions had asked of
     /// the old one: their resource subscriptions and the log level.
     async fn restore_sessions_state(self: &Arc<Self>) {
@@ -1192,11 +1197,7 @@ impl Upstream {
                 .await;
         }
         if let Some(level) = level {
-            self.fire_and_forget(
-                "logging/setLevel",
-                serde_json::json!({ "level": LOG_LEVELS[level] }),
-            )
-            .await;
+            self.set_child_level(level).await;
         }
     }
 
