@@ -197,6 +197,23 @@ impl Frame {
         self.params.clone().map(|r| &self.bytes[r])
     }
 
+    /// `params._meta[key]`. The params are searched for `key` first, so
+    /// the many messages without it cost a byte scan, and only `_meta` is
+    /// built into a tree, never the arguments beside it.
+    pub fn meta(&self, key: &str) -> Option<serde_json::Value> {
+        #[derive(Deserialize)]
+        struct Params {
+            #[serde(rename = "_meta")]
+            meta: Option<serde_json::Map<String, serde_json::Value>>,
+        }
+        let params = self.params()?;
+        memchr::memmem::find(params, key.as_bytes())?;
+        serde_json::from_slice::<Params>(params)
+            .ok()?
+            .meta?
+            .remove(key)
+    }
+
     /// `params` parsed into a tree; small control messages only.
     pub fn params_value(&self) -> Option<serde_json::Value> {
         self.params().and_then(|p| serde_json::from_slice(p).ok())

@@ -214,11 +214,7 @@ impl Port {
 
     /// Records the capabilities a 2026-07-28 request declares in `_meta`.
     fn note_modern_capabilities(&self, frame: &Frame) {
-        let caps = frame.params_value().and_then(|p| {
-            p.get("_meta")?
-                .get("io.modelcontextprotocol/clientCapabilities")
-                .cloned()
-        });
+        let caps = frame.meta("io.modelcontextprotocol/clientCapabilities");
         *lock(&self.capabilities) = caps.unwrap_or(Value::Null);
     }
 
@@ -611,11 +607,6 @@ impl Upstream {
         }
     }
 
-    /// Number of client requests in flight.
-    pub fn in_flight(&self) -> usize {
-        lock(&self.routes).client_pending
-    }
-
     /// Number of one session's requests in flight.
     pub fn in_flight_of(&self, port: &Port) -> usize {
         let r = lock(&self.routes);
@@ -971,8 +962,8 @@ impl Upstream {
     /// The child's handshake: `server/discover` (modern) or `initialize`
     /// (legacy). With `auto`, the era that suits the child's clients is
     /// tried first: `initialize` for a child of session-era clients (a
-    /// dual-era child then keeps sampling, roots and elicitation, which
-    /// 2026-07-28 cannot express), a `server/discover` probe for the child of
+    /// dual-era child then keeps its session semantics, with no
+    /// translation), a `server/discover` probe for the child of
     /// 2026-07-28 clients (spec 2026-07-28 `basic/versioning`, stdio: an
     /// error, or silence for `probe_timeout`, means a 2025-era child). When
     /// the first handshake fails, the other is tried. A handshake that an
@@ -1016,9 +1007,8 @@ impl Upstream {
                 self.send_initialized().await;
                 Ok(cache(result))
             }
-            // Asked again even after a failed probe: a modern child may
-            // have been too slow to start to answer it in time.
-            // Refused, or no usable answer at all: the child may be modern.
+            // Refused, or no usable answer: the child may be modern (asked
+            // even after a failed probe, which a slow-starting child misses).
             Err(e @ (UpstreamError::Rpc { .. } | UpstreamError::Internal { .. }))
                 if era == UpstreamProtocol::Auto =>
             {
@@ -1395,20 +1385,17 @@ impl Upstream {
     }
 
     fn fail_all(&self, why: &str, close_sessions: bool) {
-        let (pending, ports, server_requests) = {
+        let (pending, ports) = {
             let mut r = lock(&self.routes);
             r.by_client.clear();
             r.client_pending = 0;
             r.tasks.clear();
             r.parked.clear();
             let pending: Vec<Pending> = r.pending.drain().map(|(_, p)| p).collect();
-            let server_requests: Vec<ServerRequest> =
-                r.server_requests.drain().map(|(_, s)| s).collect();
-            (
-                pending,
-                r.ports.values().cloned().collect::<Vec<_>>(),
-                server_requests,
-            )
+            // The streams that carried the child's requests stay open: they
+            // may be a session's GET or legacy stream, which outlive the child.
+            r.server_requests.clear();
+            (pending, r.ports.values().cloned().collect::<Vec<_>>())
         };
         if !pending.is_empty() {
             info!(
@@ -1424,9 +1411,6 @@ impl Upstream {
                 None,
             ));
         }
-        // The streams that carried the child's requests stay open: they
-        // may be a session's GET or legacy stream, which outlive the child.
-        drop(server_requests);
         if close_sessions {
             for port in ports {
                 if let Some(o) = port.notify_stream() {
@@ -1446,7 +1430,7 @@ impl Upstream {
                 Ok(Some(line)) => line,
                 Ok(None) => return,
                 Err(LineError::LineTooLong { len, limit, id }) => {
-                    // Which request it answered is unknowable; the rest of the stream is fine.
+                    // The rest of the stream is fine; the request it answered fails.
                     warn!(
                         len,
                         limit, "child wrote a line over --max-line-bytes; skipped it"
@@ -1479,18 +1463,8 @@ impl Upstream {
     fn fail_oversized(&self, len: usize, limit: usize, id: Option<u64>) {
         let only = {
             let r = lock(&self.routes);
-            if let Some(id) = id.filter(|id| r.pending.contains_key(id)) {
-                Some(id)
-            } else {
-                (r.client_pending == 1)
-                    .then(|| {
-                        r.pending
-                            .iter()
-                            .find(|(_, p)| p.port != 0)
-                            .map(|(id, _)| *id)
-                    })
-                    .flatten()
-            }
+            id.filter(|id| r.pending.contains_key(id))
+                .or_else(|| related_call(&r))
         };
         if let Some(id) = only {
             self.fail_pending(
@@ -1970,17 +1944,12 @@ impl Upstream {
         if !self.opts.shared {
             return None;
         }
-        let task = tasks::related_task(frame.params()?)?;
+        let task = tasks::related_task(frame)?;
         r.ports.get(&r.tasks.owner(&task)?)
     }
 
     fn subscription_of(&self, frame: &Frame) -> Option<u64> {
-        let params = frame.params()?;
-        if !contains(params, SUBSCRIPTION_ID_KEY.as_bytes()) {
-            return None;
-        }
-        let v: Value = serde_json::from_slice(params).ok()?;
-        let id = v.get("_meta")?.get(SUBSCRIPTION_ID_KEY)?;
+        let id = frame.meta(SUBSCRIPTION_ID_KEY)?;
         parse_proxy_id(id.to_string().as_bytes())
     }
 
@@ -2090,9 +2059,7 @@ enum Target<'a> {
 /// The one place a message that relates to "the current request" can go:
 /// the only client request in flight, else the only session, else nowhere.
 fn related_target(r: &Routes) -> Target<'_> {
-    if r.client_pending == 1
-        && let Some(p) = r.pending.values().find(|p| p.port != 0)
-    {
+    if let Some(p) = related_call(r).and_then(|id| r.pending.get(&id)) {
         return Target::Request(p);
     }
     if r.ports.len() == 1 {

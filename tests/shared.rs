@@ -18,6 +18,24 @@ async fn sessions(proxy: &Proxy, n: usize, caps: Value) -> Vec<Client> {
     out
 }
 
+/// Calls `tool` until `done` accepts the answer (a restarted child answers
+/// errors, or not-yet results, for a moment); `None` after about 5 s.
+async fn call_until(
+    c: &Client,
+    tool: &str,
+    args: Value,
+    done: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    for _ in 0..100 {
+        let r = c.call(json!("poll"), tool, args.clone()).await;
+        if r.get("result").is_some() && done(&r) {
+            return Some(r);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 fn get_stream(
     proxy: &Proxy,
     c: &Client,
@@ -214,16 +232,10 @@ async fn a_crashed_shared_child_fails_fast_restarts_and_sessions_carry_on() {
     let slow = read_messages(slow).await;
     assert_eq!(slow[0]["error"]["code"], -32000, "{slow:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let mut after = None;
-    for _ in 0..100 {
-        let r = clients[0].call(json!(3), "pid", json!({})).await;
-        if r.get("result").is_some() {
-            after = Some(text_of(&r));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let after = after.expect("the child came back");
+    let after = call_until(&clients[0], "pid", json!({}), |_| true)
+        .await
+        .map(|r| text_of(&r))
+        .expect("the child came back");
     assert_ne!(before, after, "a new child process");
     // The crashed child is reaped and its process group is gone.
     let before: u32 = before.parse().unwrap();
@@ -472,18 +484,15 @@ async fn a_restarted_shared_child_gets_the_sessions_subscriptions_back() {
     clients[1].call(json!(2), "crash", json!({"code": 3})).await;
     // Once the new child runs, it holds the subscription again: `touch`
     // reports it subscribed, and the update reaches the subscriber.
-    let mut touched = None;
-    for _ in 0..100 {
-        let r = clients[1]
-            .call(json!(3), "touch", json!({"uri":"demo://a"}))
-            .await;
-        if r.get("result").is_some() && text_of(&r) == "sent" {
-            touched = Some(text_of(&clients[1].call(json!(4), "pid", json!({})).await));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let after = touched.expect("the restarted child was subscribed again");
+    let touched = call_until(&clients[1], "touch", json!({"uri":"demo://a"}), |r| {
+        text_of(r) == "sent"
+    })
+    .await;
+    assert!(
+        touched.is_some(),
+        "the restarted child was subscribed again"
+    );
+    let after = text_of(&clients[1].call(json!(4), "pid", json!({})).await);
     assert_ne!(before, after, "a new child process");
     let update = stream.next_json().await;
     assert_eq!(
@@ -513,22 +522,9 @@ async fn a_get_stream_that_carried_a_server_request_outlives_a_shared_restart() 
     let (sample, _) = tokio::join!(sample, crash);
     assert_eq!(read_messages(sample).await[0]["error"]["code"], -32000);
     // After the restart the same GET stream still delivers.
-    let mut sent = false;
-    for _ in 0..100 {
-        let r = c
-            .call(
-                json!(3),
-                "notify",
-                json!({"method":"notifications/tools/list_changed"}),
-            )
-            .await;
-        if r.get("result").is_some() {
-            sent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(sent, "the child came back");
+    let notify = json!({"method":"notifications/tools/list_changed"});
+    let sent = call_until(&c, "notify", notify, |_| true).await;
+    assert!(sent.is_some(), "the child came back");
     let event = get.next_json().await;
     assert_eq!(
         event["method"], "notifications/tools/list_changed",

@@ -62,18 +62,7 @@ pub fn body_is_modern(frame: &Frame) -> bool {
 }
 
 fn meta_version(frame: &Frame) -> Option<String> {
-    let params = frame.params()?;
-    if !params
-        .windows(META_VERSION.len())
-        .any(|w| w == META_VERSION.as_bytes())
-    {
-        return None;
-    }
-    let v: Value = serde_json::from_slice(params).ok()?;
-    v.get("_meta")?
-        .get(META_VERSION)?
-        .as_str()
-        .map(String::from)
+    frame.meta(META_VERSION)?.as_str().map(String::from)
 }
 
 /// Entry for requests whose version header is modern.

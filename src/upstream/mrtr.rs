@@ -110,17 +110,21 @@ mod ordered {
     }
 }
 
-/// The server-to-client request the client gets for one input request.
-pub fn client_request(id: &[u8], request: &InputRequest) -> Vec<u8> {
+/// Appends `"method":<method>,"params":<params>` with the params as raw JSON.
+fn push_method_and_params(out: &mut Vec<u8>, request: &InputRequest) {
     let params = request.params.as_ref().map_or("{}", |p| p.get());
-    let method = serde_json::to_string(&request.method).expect("a string serializes");
-    let mut out = Vec::with_capacity(params.len() + method.len() + id.len() + 48);
-    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    out.extend_from_slice(id);
-    out.extend_from_slice(br#","method":"#);
-    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(br#""method":"#);
+    serde_json::to_writer(&mut *out, &request.method).expect("a string serializes");
     out.extend_from_slice(br#","params":"#);
     out.extend_from_slice(params.as_bytes());
+}
+
+/// The server-to-client request the client gets for one input request.
+pub fn client_request(id: &[u8], request: &InputRequest) -> Vec<u8> {
+    let mut out = br#"{"jsonrpc":"2.0","id":"#.to_vec();
+    out.extend_from_slice(id);
+    out.push(b',');
+    push_method_and_params(&mut out, request);
     out.push(b'}');
     out
 }
@@ -168,20 +172,14 @@ pub fn retry_params(
 /// The `input_required` result that carries a 2025-era child's request to a
 /// 2026-07-28 client.
 pub fn input_required_result(request: &InputRequest, token: &str) -> Vec<u8> {
-    let mut requests = Map::new();
-    requests.insert(
-        INPUT_KEY.into(),
-        serde_json::json!({
-            "method": request.method,
-            "params": request.params.as_ref().and_then(|p| serde_json::from_str::<Value>(p.get()).ok()).unwrap_or_else(|| serde_json::json!({})),
-        }),
-    );
-    serde_json::to_vec(&serde_json::json!({
-        "resultType": "input_required",
-        "inputRequests": requests,
-        "requestState": token,
-    }))
-    .expect("Value serializes")
+    let mut out = br#"{"resultType":"input_required","inputRequests":{"#.to_vec();
+    serde_json::to_writer(&mut out, INPUT_KEY).expect("a string serializes");
+    out.extend_from_slice(b":{");
+    push_method_and_params(&mut out, request);
+    out.extend_from_slice(br#"}},"requestState":"#);
+    serde_json::to_writer(&mut out, token).expect("a string serializes");
+    out.push(b'}');
+    out
 }
 
 /// From a retry's params: the `requestState` and the answer under

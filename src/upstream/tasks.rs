@@ -18,6 +18,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::warn;
 
+use crate::jsonrpc::Frame;
+
 /// `_meta` key tying a message to a task.
 pub const RELATED_TASK_KEY: &str = "io.modelcontextprotocol/related-task";
 
@@ -134,19 +136,9 @@ pub fn task_param(params: &[u8]) -> Option<String> {
 }
 
 /// The task a request or notification relates to, from `_meta`.
-pub fn related_task(params: &[u8]) -> Option<String> {
-    if !params
-        .windows(RELATED_TASK_KEY.len())
-        .any(|w| w == RELATED_TASK_KEY.as_bytes())
-    {
-        return None;
-    }
-    let v: Value = serde_json::from_slice(params).ok()?;
-    v.get("_meta")?
-        .get(RELATED_TASK_KEY)?
-        .get("taskId")?
-        .as_str()
-        .map(String::from)
+pub fn related_task(frame: &Frame) -> Option<String> {
+    let related = frame.meta(RELATED_TASK_KEY)?;
+    related.get("taskId")?.as_str().map(String::from)
 }
 
 /// A `tasks/list` answer with only the tasks `keep` accepts; `None` when it
@@ -211,10 +203,17 @@ mod tests {
         );
         assert_eq!(task_param(br#"{"taskId":"t-2"}"#).as_deref(), Some("t-2"));
         assert_eq!(task_param(br#"{"taskId":7}"#), None);
+        let notification = |params: &str| {
+            let message = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{params}}}"#
+            );
+            Frame::parse(bytes::Bytes::from(message), false).unwrap()
+        };
         let meta =
-            br#"{"message":"?","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t-3"}}}"#;
-        assert_eq!(related_task(meta).as_deref(), Some("t-3"));
-        assert_eq!(related_task(br#"{"message":"related-task"}"#), None);
+            r#"{"message":"?","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t-3"}}}"#;
+        assert_eq!(related_task(&notification(meta)).as_deref(), Some("t-3"));
+        let mention = r#"{"message":"io.modelcontextprotocol/related-task"}"#;
+        assert_eq!(related_task(&notification(mention)), None);
     }
 
     #[test]
