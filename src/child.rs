@@ -324,6 +324,8 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr) {
             Err(LineError::LineTooLong { len, limit, .. }) => {
                 info!(target: "mcp_sidecar::child::stderr", len, limit, "(a stderr line too long to log was skipped)");
             }
+            // Not enabled on this reader.
+            Err(LineError::OverCap { .. }) => {}
         }
     }
 }

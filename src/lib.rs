@@ -32,6 +32,7 @@
 //!   JSON-RPC error bodies.
 //! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
 //!   the only I/O is reading `--env-file` and `--api-key-file` once.
+//! - [`version`]: the protocol revisions and their eras, in one place.
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`logging`]: tracing to stderr, plain or JSON.
@@ -51,3 +52,4 @@ pub mod session;
 pub mod shutdown;
 pub mod sse;
 pub mod upstream;
+pub mod version;
