@@ -28,11 +28,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
+COPY crates ./crates
 # The cache mounts keep the registry and the build directory between builds;
 # they are not part of the image, so the binaries are copied out here.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin mcp-proxy --bin coda-mcp --example everything \
+    cargo build --release --locked --workspace --bin mcp-proxy --bin coda-mcp --example everything \
  && mkdir -p /out \
  && cp target/release/mcp-proxy target/release/coda-mcp /out/ \
  && cp target/release/examples/everything /out/everything

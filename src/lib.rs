@@ -1,5 +1,7 @@
 //! mcp-sidecar: put any stdio MCP server on HTTP, for clients of every
-//! protocol era, and a Rust-native Coda MCP server to run behind it.
+//! protocol era. The Rust-native Coda MCP server that ships beside it is its
+//! own crate in this workspace (`crates/coda-mcp`), so the proxy builds
+//! without an HTTP client or the MCP server SDK.
 //!
 //! # Layout
 //!
@@ -35,12 +37,9 @@
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`logging`]: tracing to stderr, plain or JSON.
-//! - [`coda`]: the Coda MCP server (its own API client and tool catalogue);
-//!   it shares nothing with the proxy's HTTP or session code.
 
 pub mod auth;
 pub mod child;
-pub mod coda;
 pub mod config;
 pub mod error;
 pub mod http;
