@@ -104,6 +104,8 @@ pub struct ChildSpec {
     pub max_line_bytes: usize,
     /// Time between SIGTERM and SIGKILL, and for the child to exit after stdin closes.
     pub grace: Duration,
+    /// Where spawns and exits are counted (the app's, or an unexported default).
+    pub metrics: crate::metrics::ChildMetrics,
 }
 
 /// Why a child could not be started or talked to.
@@ -192,9 +194,12 @@ impl ChildHandle {
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
-        let mut child = cmd.spawn().map_err(|source| ChildError::SpawnFailed {
-            program: spec.program.clone(),
-            source,
+        let mut child = cmd.spawn().map_err(|source| {
+            spec.metrics.spawn_failed();
+            ChildError::SpawnFailed {
+                program: spec.program.clone(),
+                source,
+            }
         })?;
         // Invariant: all three pipes were requested above.
         let pid = child.id().expect("a just-spawned child has a pid");
@@ -203,6 +208,7 @@ impl ChildHandle {
         let stderr = child.stderr.take().expect("stderr piped");
         let grown = grow_pipe(&stdout, STDOUT_PIPE_BYTES);
         LIVE_CHILDREN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        spec.metrics.spawned();
         let span = info_span!("child", pid, session = %label);
         info!(parent: &span, program = %spec.program, "child spawned");
 
@@ -213,8 +219,17 @@ impl ChildHandle {
         tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
         tokio::spawn(drain_stderr(stderr).instrument(span.clone()));
         tokio::spawn(
-            supervise(child, pid, spec.grace, stop_rx, exit_tx, close_stdin, grown)
-                .instrument(span),
+            supervise(
+                child,
+                pid,
+                spec.grace,
+                stop_rx,
+                exit_tx,
+                close_stdin,
+                grown,
+                spec.metrics.clone(),
+            )
+            .instrument(span),
         );
         let handle = ChildHandle {
             inner: Arc::new(ChildInner {
@@ -328,6 +343,8 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr) {
     }
 }
 
+// The staged stop's inputs, one each; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn supervise(
     mut child: Child,
     pid: u32,
@@ -336,10 +353,13 @@ async fn supervise(
     exit: watch::Sender<Exit>,
     close_stdin: tokio_util::sync::CancellationToken,
     grown_pipe: usize,
+    metrics: crate::metrics::ChildMetrics,
 ) {
+    let mut stopped = false;
     let status = tokio::select! {
         status = child.wait() => status,
         _ = stop.recv() => {
+            stopped = true;
             close_stdin.cancel();
             staged_stop(&mut child, pid, grace).await
         }
@@ -355,6 +375,12 @@ async fn supervise(
     // Whatever the child left behind in its group goes with it.
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     LIVE_CHILDREN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    metrics.exited(match status {
+        _ if stopped => crate::metrics::ExitReason::Stopped,
+        Exit::Code(0) => crate::metrics::ExitReason::Exited,
+        Exit::Signal(_) => crate::metrics::ExitReason::Killed,
+        Exit::Code(_) | Exit::Running => crate::metrics::ExitReason::Failed,
+    });
     // The pipe goes when the reader drops its end, right after EOF.
     release_pipe(grown_pipe);
     info!(status = %status, "child exited");
@@ -462,6 +488,7 @@ mod tests {
             cwd: None,
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
+            metrics: Default::default(),
         };
         let (child, _out) = ChildHandle::spawn(&spec, "test").unwrap();
         let pid = child.pid() as i32;
@@ -484,6 +511,7 @@ mod tests {
             cwd: None,
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
+            metrics: Default::default(),
         };
         let err = ChildHandle::spawn(&spec, "test").err().unwrap();
         assert!(err.to_string().contains("/nonexistent/mcp-server"));
