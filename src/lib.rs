@@ -32,6 +32,8 @@
 //! - [`sse`]: server-sent events: encoding, keep-alive comments, and the
 //!   outlet of one stream with its bounded queue and `Last-Event-ID` replay buffer.
 //! - [`auth`]: API keys, Origin and Host checks.
+//! - [`metrics`]: Prometheus metrics for `GET /metrics` (owned state,
+//!   handed down from the app; bounded label sets).
 //! - [`error`]: the one place where errors become HTTP statuses and
 //!   JSON-RPC error bodies.
 //! - [`healthcheck`]: `mcp-proxy healthcheck`, the container probe of `/health`.
@@ -53,6 +55,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod jsonrpc;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod session;
 pub mod shutdown;
