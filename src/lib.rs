@@ -30,6 +30,9 @@
 //! - [`auth`]: API keys, Origin and Host checks.
 //! - [`error`]: the one place where errors become HTTP statuses and
 //!   JSON-RPC error bodies.
+//! - [`store`]: the credential store, (principal, server, name) → a secret
+//!   sealed with AES-256-GCM, in an embedded SQLite file or PostgreSQL;
+//!   and the `mcp-proxy secrets` subcommand.
 //! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
 //!   the only I/O is reading `--env-file` and `--api-key-file` once.
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
@@ -50,4 +53,5 @@ pub mod proxy;
 pub mod session;
 pub mod shutdown;
 pub mod sse;
+pub mod store;
 pub mod upstream;

@@ -11,6 +11,10 @@ const EX_USAGE: i32 = 64;
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    if strs.get(1) == Some(&"secrets") {
+        let code = mcp_sidecar::store::cli::main(&strs[2..], &|k| std::env::var(k).ok());
+        std::process::exit(code);
+    }
     let args = match Args::from_args(&["mcp-proxy"], &strs[1.min(strs.len())..]) {
         Ok(a) => a,
         Err(early) => match early.status {
