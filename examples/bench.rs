@@ -1583,11 +1583,13 @@ mod floor {
                 .expect("bind 127.0.0.1:0");
             println!("{}", listener.local_addr().expect("bound").port());
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let stdin_closed = async {
+            // The bench holds our stdin: its end (the bench exited) ends us.
+            let (closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
                 let mut sink = Vec::new();
-                let _ =
-                    tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
-            };
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                let _ = closed_tx.send(());
+            });
             tokio::pin!(stdin_closed);
             loop {
                 let (stream, _) = tokio::select! {
