@@ -35,7 +35,12 @@
 //!   and the `mcp-proxy secrets` subcommand.
 //! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
 //!   the only I/O is reading `--env-file` and `--api-key-file` once.
+//! - [`config_file`]: `--config FILE` (TOML) and `--server NAME=COMMAND`:
+//!   named servers, each turned into the same [`config::Config`].
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
+//! - [`servers`]: many named servers behind one listener at
+//!   `/servers/<name>/…`, each an ordinary [`http::App`]; health, readiness
+//!   and SIGHUP reload across them.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`logging`]: tracing to stderr, plain or JSON.
 //! - [`coda`]: the Coda MCP server (its own API client and tool catalogue);
@@ -45,11 +50,13 @@ pub mod auth;
 pub mod child;
 pub mod coda;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod http;
 pub mod jsonrpc;
 pub mod logging;
 pub mod proxy;
+pub mod servers;
 pub mod session;
 pub mod shutdown;
 pub mod sse;
