@@ -75,8 +75,11 @@ pub struct ServerSet {
 }
 
 fn fingerprint(spec: &ServerSpec) -> String {
-    // Debug covers every setting; compared, never logged.
-    format!("{:?}|{:?}", spec.config, spec.secrets)
+    // Debug covers every setting; compared, never logged. The children
+    // registry is state, not a setting.
+    let mut config = spec.config.clone();
+    config.child.children = Arc::default();
+    format!("{config:?}|{:?}", spec.secrets)
 }
 
 /// What a reload did.
@@ -111,7 +114,11 @@ impl ServerSet {
     }
 
     fn build(&self, spec: &ServerSpec) -> Result<Running, String> {
-        let app = App::new(spec.config.clone());
+        let mut config = spec.config.clone();
+        // One registry for every server's children: one guard process, one
+        // pipe budget, one live count, as for a single server.
+        config.child.children = self.base.child.children.clone();
+        let app = App::new(config);
         if !spec.secrets.is_empty() {
             let Some(store) = &self.store else {
                 return Err(format!(
@@ -126,7 +133,7 @@ impl ServerSet {
             )));
         }
         let reaper = self.stop.child_token();
-        tokio::spawn(reap_idle(app.clone(), reaper.clone()));
+        tokio::spawn(crate::http::reap_idle(app.clone(), reaper.clone()));
         Ok(Running {
             app,
             fingerprint: fingerprint(spec),
@@ -308,7 +315,7 @@ impl ServerSet {
             "service": "mcp-proxy",
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
-            "children": crate::child::LIVE_CHILDREN.load(Ordering::Relaxed),
+            "children": self.base.child.children.live(),
             "servers": servers,
             "retiring": retiring,
         });
@@ -430,23 +437,18 @@ fn principal_of(config: &Config, headers: &http::HeaderMap) -> Option<Arc<str>> 
     found.map(|n| Arc::from(format!("key-{n}")))
 }
 
-async fn reap_idle(app: Arc<App>, stop: CancellationToken) {
-    let idle = app.config.session_idle_timeout;
-    let every = (idle / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => app.sessions.reap(idle).await,
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
 /// Serves every server on `listener` until `shutdown`, then drains: SSE
 /// streams end first, connections get the grace period, then every
 /// child of every generation is stopped.
 pub async fn run(listener: TcpListener, set: Arc<ServerSet>, shutdown: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         info!(addr = %addr, servers = ?set.names(), "listening on http://{addr}/servers/<name>/mcp");
+    }
+    match set.base.child.children.start_guard() {
+        Ok(pid) => debug!(guard = pid, "guard process started"),
+        Err(e) => {
+            warn!(error = %e, "cannot start the guard process: children would outlive a killed proxy")
+        }
     }
     set.start_shared(&set.names());
     let retire = tokio::spawn(set.clone().retire_loop());
