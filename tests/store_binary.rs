@@ -171,3 +171,108 @@ fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
     assert_eq!(code, Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
+    let dir = tempdir("env");
+    let db = dir.join("s.db");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let key = mcp_sidecar::store::StoreKey::generate_base64();
+    let secret = "binary-secret-value-4471";
+    // The operator stores the value (stdin), as the README says.
+    let mut set = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(["secrets", "set", "anonymous", "dump", "tok"])
+        .env("MCP_PROXY_STORE", &db)
+        .env("MCP_PROXY_STORE_KEY", &key)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        set.stdin
+            .take()
+            .unwrap()
+            .write_all(secret.as_bytes())
+            .unwrap();
+    }
+    assert!(set.wait().unwrap().success());
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[server]]\nname = \"dump\"\ncommand = [\"sh\", \"-c\", \"env > \\\"$DUMP_DIR/$$.env\\\"; exec \\\"$0\\\"\", {:?}]\nenv = {{ DUMP_DIR = {dumps:?}, TOKEN = {{ secret = \"tok\" }} }}\n",
+            example("everything")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--port", "0", "--log-level", "trace"])
+        .env("MCP_PROXY_STORE", &db)
+        .env("MCP_PROXY_STORE_KEY", &key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let port: u16 = loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the proxy logs its address");
+        log.push(l.clone());
+        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
+            break rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap();
+        }
+    };
+    let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/dump/mcp"));
+    c.initialize("2025-11-25", serde_json::json!({})).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+        log.push(l);
+    }
+    let envs: Vec<String> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(envs.len(), 1);
+    assert!(envs[0].contains(&format!("TOKEN={secret}\n")));
+    assert!(!envs[0].contains("MCP_PROXY_"), "{}", envs[0]);
+    assert!(!envs[0].contains(&key));
+    let log = log.join("\n");
+    assert!(
+        !log.contains(secret) && !log.contains(&key),
+        "a secret in the log"
+    );
+    assert!(log.contains("read-for-child"), "no audit line");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -118,6 +118,17 @@ impl ServerSet {
         // One registry for every server's children: one guard process, one
         // pipe budget, one live count, as for a single server.
         config.child.children = self.base.child.children.clone();
+        if config.child.inherit_env {
+            // The proxy's own settings (MCP_PROXY_STORE_KEY above all) never
+            // reach a child: it inherits everything else, and its own
+            // variables win.
+            let own = std::mem::take(&mut config.child.env);
+            config.child.env = std::env::vars()
+                .filter(|(k, _)| !k.starts_with("MCP_PROXY_"))
+                .chain(own)
+                .collect();
+            config.child.inherit_env = false;
+        }
         let app = App::new(config);
         if !spec.secrets.is_empty() {
             let Some(store) = &self.store else {
