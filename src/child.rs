@@ -283,6 +283,8 @@ pub struct ChildSpec {
     pub grace: Duration,
     /// The proxy's children (shared by every clone of this spec).
     pub children: Arc<Children>,
+    /// Where spawns and exits are counted (the app's, or an unexported default).
+    pub metrics: crate::metrics::ChildMetrics,
 }
 
 /// Why a child could not be started or talked to.
@@ -373,9 +375,12 @@ impl ChildHandle {
         // The set stays locked from spawn to registration: the PID-1 reaper
         // must never reap a child it has not been told about.
         let mut groups = lock(&children.groups);
-        let mut child = cmd.spawn().map_err(|source| ChildError::SpawnFailed {
-            program: spec.program.clone(),
-            source,
+        let mut child = cmd.spawn().map_err(|source| {
+            spec.metrics.spawn_failed();
+            ChildError::SpawnFailed {
+                program: spec.program.clone(),
+                source,
+            }
         })?;
         // Invariant: all three pipes were requested above.
         let pid = child.id().expect("a just-spawned child has a pid");
@@ -389,6 +394,7 @@ impl ChildHandle {
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
         let grown = children.grow_pipe(&stdout, STDOUT_PIPE_BYTES);
+        spec.metrics.spawned();
         let span = info_span!("child", pid, session = %label);
         info!(parent: &span, program = %spec.program, "child spawned");
 
@@ -408,6 +414,7 @@ impl ChildHandle {
                 close_stdin,
                 grown,
                 children,
+                spec.metrics.clone(),
             )
             .instrument(span),
         );
@@ -536,6 +543,7 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr) {
     }
 }
 
+// The staged stop's inputs, one each; bundling them would only rename them.
 #[allow(clippy::too_many_arguments)]
 async fn supervise(
     mut child: Child,
@@ -546,10 +554,13 @@ async fn supervise(
     close_stdin: tokio_util::sync::CancellationToken,
     grown_pipe: usize,
     children: Arc<Children>,
+    metrics: crate::metrics::ChildMetrics,
 ) {
+    let mut stopped = false;
     let status = tokio::select! {
         status = child.wait() => status,
         _ = stop.recv() => {
+            stopped = true;
             close_stdin.cancel();
             staged_stop(&mut child, pid, grace).await
         }
@@ -564,6 +575,12 @@ async fn supervise(
     };
     // Whatever the child left behind in its group goes with it.
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    metrics.exited(match status {
+        _ if stopped => crate::metrics::ExitReason::Stopped,
+        Exit::Code(0) => crate::metrics::ExitReason::Exited,
+        Exit::Signal(_) => crate::metrics::ExitReason::Killed,
+        Exit::Code(_) | Exit::Running => crate::metrics::ExitReason::Failed,
+    });
     // The pipe goes when the reader drops its end, right after EOF.
     children.forget(pid, grown_pipe);
     info!(status = %status, "child exited");
@@ -672,6 +689,7 @@ mod tests {
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
             children: Arc::default(),
+            metrics: Default::default(),
         };
         let (child, _out) = ChildHandle::spawn(&spec, "test").unwrap();
         let pid = child.pid() as i32;
@@ -695,6 +713,7 @@ mod tests {
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
             children: Arc::default(),
+            metrics: Default::default(),
         };
         let err = ChildHandle::spawn(&spec, "test").err().unwrap();
         assert!(err.to_string().contains("/nonexistent/mcp-server"));

@@ -114,6 +114,9 @@ pub struct Args {
     /// allow listening beyond loopback without an API key
     #[argh(switch)]
     pub allow_unauthenticated: bool,
+    /// require the API key on GET /metrics too (by default it is open, like /health)
+    #[argh(switch)]
+    pub metrics_auth: bool,
     /// allowed browser Origin, e.g. https://app.example.com, or * (repeatable; loopback origins are always allowed)
     #[argh(option)]
     pub allow_origin: Vec<String>,
@@ -283,6 +286,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// `GET /metrics` needs the API key.
+    pub metrics_auth: bool,
 }
 
 /// A configuration problem: the message is shown to the user as is.
@@ -496,6 +501,11 @@ impl Config {
             ));
         }
 
+        let metrics_auth = r.switch("metrics-auth", args.metrics_auth)?;
+        if metrics_auth && api_keys.is_empty() {
+            return err("--metrics-auth needs an API key (--api-key or --api-key-file)");
+        }
+
         let shared = r.switch("shared", args.shared)?;
         let stateless = r.switch("stateless", args.stateless)?;
         let mode = match (shared, stateless) {
@@ -624,6 +634,8 @@ impl Config {
                 },
                 grace: shutdown_grace,
                 children: Default::default(),
+                // The app puts its own in (crate::http::App::new).
+                metrics: Default::default(),
             },
             api_keys,
             allow_origins: r.list("allow-origin", &args.allow_origin),
@@ -731,6 +743,7 @@ impl Config {
                 .get("log-level", &args.log_level)
                 .map(|(v, _)| v)
                 .unwrap_or_else(|| "info".into()),
+            metrics_auth,
         })
     }
 }

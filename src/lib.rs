@@ -1,5 +1,7 @@
 //! mcp-sidecar: put any stdio MCP server on HTTP, for clients of every
-//! protocol era, and a Rust-native Coda MCP server to run behind it.
+//! protocol era. The Rust-native Coda MCP server that ships beside it is its
+//! own crate in this workspace (`crates/coda-mcp`), so the proxy builds
+//! without an HTTP client or the MCP server SDK.
 //!
 //! # Layout
 //!
@@ -30,6 +32,8 @@
 //! - [`sse`]: server-sent events: encoding, keep-alive comments, and the
 //!   outlet of one stream with its bounded queue and `Last-Event-ID` replay buffer.
 //! - [`auth`]: API keys, Origin and Host checks.
+//! - [`metrics`]: Prometheus metrics for `GET /metrics` (owned state,
+//!   handed down from the app; bounded label sets).
 //! - [`error`]: the one place where errors become HTTP statuses and
 //!   JSON-RPC error bodies.
 //! - [`healthcheck`]: `mcp-proxy healthcheck`, the container probe of `/health`.
@@ -41,12 +45,9 @@
 //! - [`logging`]: tracing to stderr, plain or JSON, through a queue that
 //!   never blocks (lines that cannot be written are dropped and counted);
 //!   session-id hashes and rate limits for logs.
-//! - [`coda`]: the Coda MCP server (its own API client and tool catalogue);
-//!   it shares nothing with the proxy's HTTP or session code.
 
 pub mod auth;
 pub mod child;
-pub mod coda;
 pub mod config;
 pub mod error;
 pub mod guard;
@@ -54,6 +55,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod jsonrpc;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod session;
 pub mod shutdown;

@@ -34,6 +34,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::auth::Access;
 use crate::config::{Config, Mode};
 use crate::error::ProxyError;
+use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
 use crate::session::{Reservation, Session, Sessions, StreamLimits, new_session_id};
 use crate::sse::{Body, full};
 use crate::upstream::{EraHints, Port, PortKind, Upstream, UpstreamError, UpstreamOptions};
@@ -61,11 +62,15 @@ pub struct App {
     spawn_failures: AtomicU32,
     /// What children of the command refused.
     era_hints: Arc<EraHints>,
+    /// What `GET /metrics` shows; children count into it through their spec.
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
     /// Builds the shared state.
-    pub fn new(config: Config) -> Arc<App> {
+    pub fn new(mut config: Config) -> Arc<App> {
+        let metrics = Arc::new(Metrics::new());
+        config.child.metrics = metrics.child();
         let access = Access::new(
             &config.api_keys,
             &config.allow_origins,
@@ -82,6 +87,7 @@ impl App {
             shutting_down: AtomicBool::new(false),
             spawn_failures: AtomicU32::new(0),
             era_hints: Arc::default(),
+            metrics,
             config,
         })
     }
@@ -196,6 +202,9 @@ impl App {
 
     /// Routes one request; never fails (errors are responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let era = self.era_of(&req);
+        let method = HttpMethod::of(req.method());
         let origin = self.access.check_origin(req.headers());
         let mut resp = match self
             .clone()
@@ -205,6 +214,14 @@ impl App {
             Ok(r) => r,
             Err(e) => {
                 debug!(error = %e, "request refused");
+                match e {
+                    ProxyError::Unauthorized => self.metrics.auth_failure(AuthFailure::Key),
+                    ProxyError::ForbiddenOrigin(_) => {
+                        self.metrics.auth_failure(AuthFailure::Origin)
+                    }
+                    ProxyError::ForbiddenHost(_) => self.metrics.auth_failure(AuthFailure::Host),
+                    _ => {}
+                }
                 e.into_response()
             }
         };
@@ -221,7 +238,33 @@ impl App {
                 );
             }
         }
-        resp
+        self.metrics.observe_response(era, method, started, resp)
+    }
+
+    /// The protocol era of a request, from its path and headers only.
+    fn era_of(&self, req: &Request<Incoming>) -> Era {
+        let path = req.uri().path();
+        let c = &self.config;
+        if path == c.sse_path || path == c.message_path {
+            Era::Legacy
+        } else if path != c.path {
+            Era::None
+        } else if modern::header_is_modern(req.headers()) {
+            Era::Modern
+        } else {
+            Era::Streamable
+        }
+    }
+
+    /// Reads a request body up to `--max-body-bytes` and counts it.
+    pub async fn read_body(
+        &self,
+        body: Incoming,
+        headers: &HeaderMap,
+    ) -> Result<Bytes, ProxyError> {
+        let bytes = read_body(body, headers, self.config.max_body_bytes).await?;
+        self.metrics.bytes_in(bytes.len());
+        Ok(bytes)
     }
 
     async fn route(
@@ -235,6 +278,12 @@ impl App {
         match (req.method(), path) {
             (&Method::GET, "/health") => return Ok(self.health()),
             (&Method::GET, "/ready") => return Ok(self.ready()),
+            (&Method::GET, "/metrics") => {
+                if c.metrics_auth {
+                    self.access.check_key(req.headers())?;
+                }
+                return Ok(self.metrics_response());
+            }
             _ if !is_mcp => return Err(ProxyError::NotFound(path.to_string())),
             _ => {}
         }
@@ -277,6 +326,15 @@ impl App {
             "auth": self.access.mode(),
         });
         json_response(StatusCode::OK, body)
+    }
+
+    fn metrics_response(&self) -> Response<Body> {
+        let mut r = Response::new(full(self.metrics.render(self.sessions.len())));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        r
     }
 
     fn ready(&self) -> Response<Body> {
