@@ -139,7 +139,10 @@ impl Running {
     async fn wait_log(&self, needle: &str) -> String {
         let mut logs = String::new();
         let found = eventually(STEP, || {
-            logs.push_str(&self.logs());
+            for line in self.log.try_iter() {
+                logs.push_str(&line);
+                logs.push('\n');
+            }
             logs.contains(needle)
         })
         .await;
@@ -719,15 +722,19 @@ async fn as_pid_1_the_proxy_reaps_orphaned_grandchildren() {
         eprintln!("skipped: `unshare --pid --fork --mount-proc` needs root and util-linux");
         return;
     }
-    // The child orphans a grandchild (its subshell exits at once) that
-    // exits 300 ms later: re-parented to PID 1, the proxy, it must be reaped.
+    // The child orphans two grandchildren (their subshells exit at once)
+    // that exit 300 and 400 ms later: re-parented to PID 1, the proxy, they
+    // must be reaped.
     let mut p = start_wrapped(
         &["unshare", "--pid", "--fork", "--mount-proc"],
         &["--shared"],
         &[
             "sh",
             "-c",
-            "(sleep 0.3 &); (sleep 0.4 &); exec \"$0\"",
+            // The server runs beside sh (stdin handed on through fd 3: an
+            // async list's own stdin is /dev/null), so that sh can report
+            // a forwarded SIGUSR1.
+            "trap 'echo got-usr1 >&2' USR1; (sleep 0.3 &); (sleep 0.4 &); exec 3<&0; \"$0\" <&3 3<&- & wait; wait",
             &support::example("everything"),
         ],
     );
@@ -737,7 +744,10 @@ async fn as_pid_1_the_proxy_reaps_orphaned_grandchildren() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let zombies = zombies_of(proxy);
     assert!(zombies.is_empty(), "zombies left under PID 1: {zombies:?}");
-    // Signals still stop it.
+    // Signals PID 1 has no use for go to the children.
+    kill(Pid::from_raw(proxy as i32), Signal::SIGUSR1).unwrap();
+    p.wait_log("got-usr1").await;
+    // SIGTERM still stops it.
     kill(Pid::from_raw(proxy as i32), Signal::SIGTERM).unwrap();
     let (code, _) = p.wait_exit(Instant::now(), STEP);
     assert_eq!(code, 0, "{}", p.logs());
