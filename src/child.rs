@@ -44,10 +44,8 @@ const STDIN_QUEUE: usize = 1024;
 /// pipe's rate).
 const STDOUT_PIPE_BYTES: usize = 1024 * 1024;
 
-/// stderr lines logged at once before the rate limit applies, then per second.
-const STDERR_BURST_LINES: u32 = 200;
-/// See [`STDERR_BURST_LINES`].
-const STDERR_LINES_PER_SECOND: u32 = 50;
+/// A child's stderr may burst this many times its per-second rate.
+const STDERR_BURST_FACTOR: u32 = 4;
 
 /// The children of one proxy, and what they share: the live count (for
 /// `/health`), the budget for grown pipes, the process groups to kill at
@@ -285,6 +283,9 @@ pub struct ChildSpec {
     pub children: Arc<Children>,
     /// Where spawns and exits are counted (the app's, or an unexported default).
     pub metrics: crate::metrics::ChildMetrics,
+    /// stderr lines per second logged for one child (bursts of four times
+    /// that); the rest are counted and the count logged (`--child-log-rate`).
+    pub stderr_lines_per_second: u32,
 }
 
 /// Why a child could not be started or talked to.
@@ -403,7 +404,7 @@ impl ChildHandle {
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let close_stdin = tokio_util::sync::CancellationToken::new();
         tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
-        tokio::spawn(drain_stderr(stderr).instrument(span.clone()));
+        tokio::spawn(drain_stderr(stderr, spec.stderr_lines_per_second).instrument(span.clone()));
         tokio::spawn(
             supervise(
                 child,
@@ -509,12 +510,12 @@ async fn write_burst(
     }
 }
 
-async fn drain_stderr(stderr: tokio::process::ChildStderr) {
+async fn drain_stderr(stderr: tokio::process::ChildStderr, per_second: u32) {
     // Bounded like stdout: a line without end cannot grow the proxy's memory.
     let mut reader = LineReader::new(stderr, MAX_STDERR_READ_BYTES);
     // A child that floods stderr must not flood the log: the lines beyond
     // the rate are counted and the count is logged with the next line.
-    let limit = RateLimit::new(STDERR_BURST_LINES, STDERR_LINES_PER_SECOND);
+    let limit = RateLimit::new(per_second.saturating_mul(STDERR_BURST_FACTOR), per_second);
     loop {
         let line = reader.next_line().await;
         if matches!(line, Ok(Some(_)) | Err(LineError::LineTooLong { .. })) {
@@ -522,7 +523,10 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr) {
                 None => continue,
                 Some(0) => {}
                 Some(dropped) => {
-                    warn!(dropped, "child stderr lines dropped by the log rate limit");
+                    warn!(
+                        dropped,
+                        "child stderr lines dropped by the log rate limit (--child-log-rate)"
+                    );
                 }
             }
         }
@@ -689,6 +693,7 @@ mod tests {
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
             children: Arc::default(),
+            stderr_lines_per_second: 50,
             metrics: Default::default(),
         };
         let (child, _out) = ChildHandle::spawn(&spec, "test").unwrap();
@@ -713,6 +718,7 @@ mod tests {
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
             children: Arc::default(),
+            stderr_lines_per_second: 50,
             metrics: Default::default(),
         };
         let err = ChildHandle::spawn(&spec, "test").err().unwrap();
