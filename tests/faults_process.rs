@@ -200,6 +200,41 @@ async fn kill_9_of_the_proxy_takes_every_child_and_grandchild_within_5s() {
     eprintln!("measured: 6 processes (3 children, 3 grandchildren) gone {took:?} after kill -9");
 }
 
+/// The guard process of a proxy (its child named `mcp-proxy-guard`).
+fn guard_of(proxy: u32) -> Option<u32> {
+    children_of(proxy).into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "mcp-proxy-guard")
+    })
+}
+
+#[tokio::test]
+async fn a_killed_guard_is_replaced_and_kill_9_still_takes_the_children() {
+    let mut p = start(&[], &[&support::example("everything")]);
+    let (_c, child, grandchild) = session_pids(&p.base).await;
+    let first = guard_of(p.child.id()).expect("a guard process");
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    let mut second = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            second = guard_of(p.child.id()).filter(|&g| g != first);
+            second.is_some()
+        })
+        .await,
+        "no new guard"
+    );
+    p.wait_log("started another").await;
+    let killed = Instant::now();
+    p.signal(Signal::SIGKILL);
+    p.wait_exit(killed, STEP);
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(child)
+            && !alive(grandchild))
+        .await,
+        "the replacement guard did not take the children"
+    );
+}
+
 #[tokio::test]
 async fn a_second_sigterm_kills_children_at_once() {
     let mut p = start(
