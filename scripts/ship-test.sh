@@ -353,6 +353,7 @@ if want k8s; then
       echo "$out"
       fail "k8s: $f"
     fi
+  done
   bad=0
   for f in examples/clients/*.json; do
     python3 -m json.tool "$f" >/dev/null 2>&1 || { echo "not JSON: $f"; bad=1; }
