@@ -273,7 +273,7 @@ MCP_PUBLISH_PORT=$CPORT
 MCP_PROXY_PORT=9090
 MCP_PROXY_SHUTDOWN_GRACE=2s
 EOF
-  if ! cargo build --locked --example fake_coda >"$WORK/fake-build.log" 2>&1; then
+  if ! cargo build --locked -p coda-mcp --example fake_coda >"$WORK/fake-build.log" 2>&1; then
     tail -20 "$WORK/fake-build.log"
     fail "compose: cargo build --example fake_coda"
   elif ! env -i PATH="$PATH" HOME="${HOME:-/root}" "${PC[@]}" config >/dev/null 2>"$WORK/compose-config.err"; then

@@ -43,7 +43,8 @@ pub async fn handle_sse(
     );
     outlet.send_raw(sse::event(None, Some("endpoint"), endpoint.as_bytes()));
     app.sessions.insert(session.clone(), reservation);
-    info!(session = %session.id, "legacy SSE session opened");
+    // A hash, never the id: it is the session's credential (and in a URL).
+    info!(session = %crate::logging::tag(&session.id), "legacy SSE session opened");
     if !session.upstream.is_shared() {
         super::streamable::watch_child(app.clone(), &session);
     }

@@ -1,10 +1,10 @@
 //! The OpenAPI oracle used to check the fake Coda must itself reject wrong
 //! bodies, or every "matches the spec" assertion would be vacuous.
 
-#[path = "support/coda_openapi.rs"]
-mod coda_openapi;
+#[path = "support/openapi.rs"]
+mod openapi;
 
-use coda_openapi::spec;
+use openapi::spec;
 use serde_json::json;
 
 #[test]

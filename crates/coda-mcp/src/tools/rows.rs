@@ -2,7 +2,7 @@
 //! upsert with byte-aware chunking, update, delete, push buttons.
 //!
 //! Inserts are split so that no request body passes
-//! [`CodaConfig::row_chunk_bytes`](crate::coda::config::CodaConfig) (Coda
+//! [`CodaConfig::row_chunk_bytes`](crate::config::CodaConfig) (Coda
 //! rejects bodies over 2 MB and applies nothing), and a single row larger
 //! than Coda's 85 KB row limit is refused before anything is sent.
 
@@ -18,9 +18,9 @@ use super::{
     Coda, ListOutput, MAX_FETCH_ALL_CAP, MutationOutput, MutationState, Object, PageArgs, Reply,
     ToolError, ToolResult, doc_id, input, output, row_query, run,
 };
-use crate::coda::client::ApiRequest;
-use crate::coda::ratelimit::RequestClass;
-use crate::coda::server::CodaServer;
+use crate::client::ApiRequest;
+use crate::ratelimit::RequestClass;
+use crate::server::CodaServer;
 
 /// Coda's limit for one row edit, in its own size measure.
 pub const MAX_ROW_BYTES: usize = 85 * 1024;

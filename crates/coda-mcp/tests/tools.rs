@@ -3,12 +3,12 @@
 //! against the fake Coda: the happy path and at least one failure each, with
 //! the requests Coda received and every response checked against the spec.
 
-#[path = "support/coda_harness.rs"]
-mod coda_harness;
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
 
-use coda_harness::start;
+use harness::start;
 use serde_json::json;
 
 #[tokio::test]

@@ -2,16 +2,16 @@
 //! drop-in names and parameters, annotations, output schemas, read-only mode
 //! and toolsets; and the binary's start-up: token check and exit codes.
 
-#[path = "support/coda_harness.rs"]
-mod coda_harness;
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use coda_harness::{BIN, TIMEOUT, start};
 use fake_coda::FakeCoda;
+use harness::{BIN, TIMEOUT, start};
 use serde_json::{Value, json};
 
 /// The 34 coda-enhanced tools with the parameter names they took.
@@ -361,7 +361,7 @@ async fn unreachable_coda_at_start_exits_1() {
 #[tokio::test]
 async fn skip_token_check_serves_and_reports_401_as_a_tool_error() {
     let fake = FakeCoda::start().await;
-    let mut cmd = coda_harness::command(&fake, &["--skip-token-check"]);
+    let mut cmd = harness::command(&fake, &["--skip-token-check"]);
     cmd.env("CODA_API_TOKEN", "bad-token-999");
     let client = {
         use rmcp::ServiceExt;
@@ -381,7 +381,7 @@ async fn skip_token_check_serves_and_reports_401_as_a_tool_error() {
         .await
         .unwrap();
     assert_eq!(r.is_error, Some(true));
-    let text = coda_harness::text(&r);
+    let text = harness::text(&r);
     assert!(
         text.contains("401") && text.contains("invalid or has been revoked"),
         "{text}"

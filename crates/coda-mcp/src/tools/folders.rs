@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, input, output, run};
-use crate::coda::client::ApiRequest;
-use crate::coda::server::CodaServer;
+use crate::client::ApiRequest;
+use crate::server::CodaServer;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,8 +1,8 @@
 //! The Coda MCP server (`coda-mcp`): a stdio MCP server for the Coda REST
 //! API v1, built on rmcp. It is a drop-in replacement for the TypeScript
 //! coda-enhanced server (same 34 tool names and parameter names) plus the
-//! additions listed in `shared/coda/NOTES.md` §d. It shares nothing with the
-//! proxy's HTTP or session code.
+//! additions listed in this crate's `README.md`. It is its own crate so that
+//! the proxy (`mcp-sidecar`) builds without it, and shares no code with it.
 //!
 //! # Architecture
 //!

@@ -8,7 +8,7 @@
 //! both doing the same `GET /docs/{id}`; its median is reported with the
 //! p50 of each path. Also reports the binary size and coda-mcp's RSS.
 //!
-//!     cargo build --release --bins --examples
+//!     cargo build --release --workspace --bins --example coda_bench
 //!     target/release/examples/coda_bench --calls 2000 --repeats 3
 //!
 //! or `bench/coda.sh`.

@@ -13,9 +13,9 @@ use super::{
     COMPOSITE_CAP, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, doc_id, input,
     output, run,
 };
-use crate::coda::client::ApiRequest;
-use crate::coda::ratelimit::RequestClass;
-use crate::coda::server::CodaServer;
+use crate::client::ApiRequest;
+use crate::ratelimit::RequestClass;
+use crate::server::CodaServer;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -23,9 +23,9 @@ use super::{
     COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError,
     ToolResult, doc_id, input, output, run,
 };
-use crate::coda::client::{ApiRequest, CodaError};
-use crate::coda::ratelimit::RequestClass;
-use crate::coda::server::CodaServer;
+use crate::client::{ApiRequest, CodaError};
+use crate::ratelimit::RequestClass;
+use crate::server::CodaServer;
 
 /// Pages whose content `coda_search_pages` reads at the same time.
 const SEARCH_CONCURRENCY: usize = 4;

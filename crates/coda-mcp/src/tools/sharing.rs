@@ -14,8 +14,8 @@ use super::docs::DocParams;
 use super::{
     ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, doc_id, input, output, run,
 };
-use crate::coda::client::ApiRequest;
-use crate::coda::server::CodaServer;
+use crate::client::ApiRequest;
+use crate::server::CodaServer;
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

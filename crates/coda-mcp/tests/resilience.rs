@@ -1,15 +1,15 @@
 //! Retries, deadlines, client-side rate limiting, mutation waits and
 //! protocol revisions, through rmcp over stdio against the fake Coda.
 
-#[path = "support/coda_harness.rs"]
-mod coda_harness;
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
 
 use std::time::{Duration, Instant};
 
-use coda_harness::{TIMEOUT, command, start};
 use fake_coda::{FakeCoda, MutationPlan};
+use harness::{TIMEOUT, command, start};
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientLifecycleMode, ClientServiceExt, ServiceExt};
@@ -129,7 +129,7 @@ async fn a_list_that_keeps_timing_out_is_retried_with_a_smaller_page() {
 async fn doc_content_writes_are_paced_by_the_client_side_bucket() {
     // No --no-rate-limit here: the real buckets (5 doc-content writes / 10 s).
     let fake = FakeCoda::start().await;
-    let h = coda_harness::Harness {
+    let h = harness::Harness {
         client: {
             let cmd = command(&fake, &["--poll-interval-ms", "20"]);
             ().serve(TokioChildProcess::new(cmd).unwrap())

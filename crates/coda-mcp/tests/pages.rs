@@ -2,13 +2,13 @@
 //! export polling life cycle (early 404s, in-progress, failure, expired
 //! download links, gzip bodies) and the plain-text path that avoids exports.
 
-#[path = "support/coda_harness.rs"]
-mod coda_harness;
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
 
-use coda_harness::start;
 use fake_coda::ExportPlan;
+use harness::start;
 use serde_json::json;
 
 #[tokio::test]
@@ -202,9 +202,9 @@ async fn get_page_content_exports_markdown_through_early_404s_and_progress() {
             json!({"docId": "doc1", "pageIdOrName": "Overview"}),
         )
         .await;
-    assert_ne!(r.is_error, Some(true), "{}", coda_harness::text(&r));
+    assert_ne!(r.is_error, Some(true), "{}", harness::text(&r));
     assert_eq!(
-        coda_harness::text(&r),
+        harness::text(&r),
         "# Overview\nLaunch is on Friday.\n- ship it"
     );
     let v = r.structured_content.unwrap();

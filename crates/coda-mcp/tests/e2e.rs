@@ -1,9 +1,16 @@
 //! End to end: rmcp's Streamable HTTP client → `mcp-proxy` → `coda-mcp`
 //! (stdio child) → fake Coda.
+//!
+//! `mcp-proxy` belongs to the other package of the workspace (`mcp-sidecar`),
+//! so cargo does not hand this test its path. It is found next to
+//! `coda-mcp` in the shared target directory (`target/<profile>/mcp-proxy`),
+//! built there with `cargo build -p mcp-sidecar --bin mcp-proxy` when
+//! missing; `MCP_PROXY_BIN` points at another build instead.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fake_coda::{FakeCoda, TOKEN};
@@ -13,6 +20,36 @@ use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of the `mcp-proxy` binary: `MCP_PROXY_BIN`, or beside `coda-mcp`
+/// (built with the same profile if it is not there yet).
+fn mcp_proxy() -> PathBuf {
+    if let Some(p) = std::env::var_os("MCP_PROXY_BIN") {
+        return PathBuf::from(p);
+    }
+    let coda = Path::new(env!("CARGO_BIN_EXE_coda-mcp"));
+    let dir = coda.parent().expect("coda-mcp lives in a directory");
+    let proxy = dir.join(format!("mcp-proxy{}", std::env::consts::EXE_SUFFIX));
+    if !proxy.exists() {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "mcp-sidecar",
+            "--bin",
+            "mcp-proxy",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building mcp-proxy failed");
+    }
+    assert!(proxy.exists(), "mcp-proxy not found at {}", proxy.display());
+    proxy
+}
 
 struct Proxy {
     child: tokio::process::Child,
@@ -31,7 +68,7 @@ async fn start_proxy(fake: &FakeCoda) -> Proxy {
         .local_addr()
         .unwrap()
         .port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+    let child = tokio::process::Command::new(mcp_proxy())
         .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--"])
         .arg(env!("CARGO_BIN_EXE_coda-mcp"))
         .args([

@@ -8,9 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Object, Reply, ToolError, input, output, run};
-use crate::coda::client::ApiRequest;
-use crate::coda::ratelimit::BucketStatus;
-use crate::coda::server::CodaServer;
+use crate::client::ApiRequest;
+use crate::ratelimit::BucketStatus;
+use crate::server::CodaServer;
 
 /// No arguments.
 #[derive(Debug, Deserialize, JsonSchema)]

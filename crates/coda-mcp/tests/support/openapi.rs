@@ -1,4 +1,5 @@
-//! The Coda OpenAPI 1.5.0 spec (`shared/coda/openapi.json`) as a test oracle:
+//! The Coda OpenAPI 1.5.0 spec (`tests/data/coda-openapi.json`, provenance in
+//! `tests/data/PROVENANCE.md`) as a test oracle:
 //! finds the response schema of an operation, turns it into plain JSON
 //! Schema and validates bodies against it; also synthesises minimal valid
 //! objects from a schema name so the fake can build its payloads from the
@@ -9,8 +10,7 @@
 //! carries `additionalProperties: false`, which would otherwise reject the
 //! other parts' fields), `nullable` becomes a `null` alternative, and
 //! `required` entries that are not declared properties of a closed object are
-//! dropped (the spec's `Table.required` lists an undeclared `viewId`; see
-//! shared/coda/NOTES.md §b), and `oneOf` is read as `anyOf` (the spec's
+//! dropped (the spec's `Table.required` lists an undeclared `viewId`), and `oneOf` is read as `anyOf` (the spec's
 //! alternatives overlap, e.g. a cell value is both a `Value` and a `RichValue`).
 #![allow(dead_code)]
 
@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 
-pub const OPENAPI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/coda/openapi.json");
+pub const OPENAPI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/coda-openapi.json");
 
 pub struct Spec {
     doc: Value,
@@ -27,9 +27,8 @@ pub struct Spec {
 pub fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let text = std::fs::read_to_string(OPENAPI_PATH).unwrap_or_else(|e| {
-            panic!("cannot read {OPENAPI_PATH}: {e} (shared/ must sit beside the repo)")
-        });
+        let text = std::fs::read_to_string(OPENAPI_PATH)
+            .unwrap_or_else(|e| panic!("cannot read {OPENAPI_PATH}: {e}"));
         Spec {
             doc: serde_json::from_str(&text).expect("openapi.json is JSON"),
         }

@@ -12,8 +12,8 @@ use super::{
     COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, ToolError, ToolResult, doc_id, input,
     output, run,
 };
-use crate::coda::client::ApiRequest;
-use crate::coda::server::CodaServer;
+use crate::client::ApiRequest;
+use crate::server::CodaServer;
 
 /// Table or view.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

@@ -11,9 +11,9 @@ use serde_json::json;
 
 use super::account::NoParams;
 use super::{ListOutput, Object, PageArgs, Reply, ToolError, doc_id, input, output, run};
-use crate::coda::client::ApiRequest;
-use crate::coda::ratelimit::RequestClass;
-use crate::coda::server::CodaServer;
+use crate::client::ApiRequest;
+use crate::ratelimit::RequestClass;
+use crate::server::CodaServer;
 
 /// Filters shared by the analytics lists; each is sent only when given.
 #[derive(Debug, Default, Deserialize, JsonSchema)]

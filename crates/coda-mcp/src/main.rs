@@ -8,8 +8,8 @@
 use std::error::Error;
 use std::process::ExitCode;
 
-use mcp_sidecar::coda::config::{EXIT_RUNTIME, EXIT_USAGE};
-use mcp_sidecar::coda::{CodaArgs, CodaConfig, CodaServer};
+use coda_mcp::config::{EXIT_RUNTIME, EXIT_USAGE};
+use coda_mcp::{CodaArgs, CodaConfig, CodaServer};
 use rmcp::ServiceExt;
 
 fn print_error(err: &dyn Error) {

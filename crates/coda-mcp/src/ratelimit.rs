@@ -1,7 +1,7 @@
 //! Client-side token buckets, one per Coda request class.
 //!
-//! Coda limits each user per class (figures from the rendered API docs, see
-//! `shared/coda/NOTES.md` §b): reads 100 / 6 s, writes 10 / 6 s, doc-content
+//! Coda limits each user per class (figures from Coda's rendered API
+//! documentation, "Rate limiting"; the OpenAPI file only has placeholders): reads 100 / 6 s, writes 10 / 6 s, doc-content
 //! writes 5 / 10 s, listing docs 4 / 6 s, analytics 100 / 6 s. Waiting here
 //! before sending avoids most 429s; the retry loop in the client handles the
 //! rest. A doc-content write also spends a write token.

@@ -29,7 +29,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 
-#[path = "coda_openapi.rs"]
+#[path = "openapi.rs"]
 mod openapi;
 pub use openapi::{spec, validate};
 

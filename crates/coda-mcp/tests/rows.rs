@@ -2,12 +2,12 @@
 //! structured filters, pagination, chunked inserts, upserts, bulk updates,
 //! deletes and button pushes.
 
-#[path = "support/coda_harness.rs"]
-mod coda_harness;
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
 
-use coda_harness::start;
+use harness::start;
 use serde_json::json;
 
 #[tokio::test]
