@@ -39,10 +39,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY examples ./examples
-COPY crates ./crates
+COPY . .
 # The cache mounts keep the registry and the build directory between builds;
 # they are not part of the image, so the binaries are copied out.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

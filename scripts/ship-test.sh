@@ -275,7 +275,7 @@ MCP_PROXY_SHUTDOWN_GRACE=2s
 EOF
   if ! cargo build --locked -p coda-mcp --example fake_coda >"$WORK/fake-build.log" 2>&1; then
     tail -20 "$WORK/fake-build.log"
-    fail "compose: cargo build --example fake_coda"
+    fail "compose: cargo build -p coda-mcp --example fake_coda"
   elif ! env -i PATH="$PATH" HOME="${HOME:-/root}" "${PC[@]}" config >/dev/null 2>"$WORK/compose-config.err"; then
     tail -5 "$WORK/compose-config.err"
     fail "compose: config of the default service asks for more than .env gives"

@@ -543,6 +543,7 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr) {
     }
 }
 
+// The staged stop's inputs, one each; bundling them would only rename them.
 #[allow(clippy::too_many_arguments)]
 async fn supervise(
     mut child: Child,

@@ -37,6 +37,9 @@
 //! - [`error`]: the one place where errors become HTTP statuses and
 //!   JSON-RPC error bodies.
 //! - [`healthcheck`]: `mcp-proxy healthcheck`, the container probe of `/health`.
+//! - [`store`]: the credential store, (principal, server, name) → a secret
+//!   sealed with AES-256-GCM, in an embedded SQLite file or PostgreSQL;
+//!   and the `mcp-proxy secrets` subcommand.
 //! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
 //!   the only I/O is reading `--env-file` and `--api-key-file` once.
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
@@ -60,4 +63,5 @@ pub mod proxy;
 pub mod session;
 pub mod shutdown;
 pub mod sse;
+pub mod store;
 pub mod upstream;

@@ -38,6 +38,10 @@ fn main() {
         healthcheck(&argv[2..]);
     }
     let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    if strs.get(1) == Some(&"secrets") {
+        let code = mcp_sidecar::store::cli::main(&strs[2..], &|k| std::env::var(k).ok());
+        std::process::exit(code);
+    }
     let args = match Args::from_args(&["mcp-proxy"], &strs[1.min(strs.len())..]) {
         Ok(a) => a,
         Err(early) => match early.status {
