@@ -9,10 +9,14 @@
 #   4. interop tests: MCP clients written by others (TypeScript SDK v1 and
 #      v2, Python SDK) and the official conformance suite, against the real
 #      target/debug/mcp-proxy; every proxy it starts is killed on exit.
+#   5. deployment tests (scripts/ship-test.sh): static musl build, the
+#      container image and compose stack under podman, the Kubernetes
+#      manifests, nginx before three replicas; it installs what it needs.
 # Ends with the line "N passed, N failed[, N skipped]" and a non-zero exit
 # status on any failure.
 #
 # Environment: SKIP_RUST=1 skips steps 1-2 (for iterating on interop only);
+# SKIP_SHIP=1 skips step 5 (counted as one skipped test);
 # INTEROP_LOG_DIR (default target/interop) keeps proxy logs and results;
 # CARGO_TARGET_DIR is honoured.
 
@@ -275,6 +279,14 @@ done
 
 cd "$ROOT"
 cleanup
+
+# ------------------------------------------------------ 5. deployment tests
+if [ "${SKIP_SHIP:-0}" = 1 ]; then
+  echo "SKIP ship: SKIP_SHIP=1" | tee "$LOG_DIR/ship.out"
+  SKIPPED=$((SKIPPED + 1))
+else
+  run_suite ship 2700 bash "$ROOT/scripts/ship-test.sh"
+fi
 
 if [ "$FAILED" -gt 0 ]; then
   printf '\nFailures:\n'

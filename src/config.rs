@@ -61,6 +61,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no bytes moving and no request being handled is
 /// closed after this. Open SSE streams send keep-alives, so they stay.
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A child's stderr lines logged per second (bursts of four times that).
+pub const DEFAULT_CHILD_LOG_RATE: u32 = 50;
 /// Most open TCP connections, counted before authentication.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Longest duration any flag accepts: beyond it timers overflow.
@@ -186,6 +188,9 @@ pub struct Args {
     /// most open client connections, counted before authentication; more are closed at once (default 1024)
     #[argh(option)]
     pub max_connections: Option<String>,
+    /// stderr lines per second logged for each child, in bursts of up to four times that; the rest are counted (default 50)
+    #[argh(option)]
+    pub child_log_rate: Option<String>,
     /// a tag put in front of every session id ("<tag>.<hex>") so a router can send a session to its replica (default none)
     #[argh(option)]
     pub replica_id: Option<String>,
@@ -657,6 +662,13 @@ impl Config {
                 },
                 grace: shutdown_grace,
                 children: Default::default(),
+                stderr_lines_per_second: count(
+                    "child-log-rate",
+                    &args.child_log_rate,
+                    DEFAULT_CHILD_LOG_RATE as usize,
+                    1,
+                )?
+                .min(1_000_000) as u32,
                 // The app puts its own in (crate::http::App::new).
                 metrics: Default::default(),
             },
@@ -932,9 +944,11 @@ mod tests {
                 ("MCP_PROXY_CONNECTION_IDLE_TIMEOUT", "1m"),
                 ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
+                ("MCP_PROXY_CHILD_LOG_RATE", "5"),
             ],
         )
         .unwrap();
+        assert_eq!(c.child.stderr_lines_per_second, 5);
         assert_eq!(c.max_connections, 7);
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));
         assert_eq!(c.connection_idle_timeout, Duration::from_secs(60));

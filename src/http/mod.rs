@@ -811,8 +811,23 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
                 loop {
                     tokio::select! {
                         r = conn.as_mut() => {
-                            if let Err(e) = r {
-                                debug!(error = %e, "connection ended with an error");
+                            match r {
+                                Ok(()) => {}
+                                // hyper's header timer: a slow request head
+                                // or an idle keep-alive connection.
+                                Err(e) if e
+                                    .downcast_ref::<hyper::Error>()
+                                    .is_some_and(hyper::Error::is_timeout) =>
+                                {
+                                    if let Some(dropped) = log_limit.admit() {
+                                        info!(
+                                            reason = "idle, or a request head slower than --connection-idle-timeout",
+                                            not_logged = dropped,
+                                            "closed a connection"
+                                        );
+                                    }
+                                }
+                                Err(e) => debug!(error = %e, "connection ended with an error"),
                             }
                             return;
                         }
