@@ -78,7 +78,7 @@ pub const MAX_COUNT: usize = 1 << 24;
 /// between clients. --shared serves every session from one child: faster and
 /// lighter, but tool state (open files, browser pages, cwd) is then shared
 /// by all users.
-#[derive(FromArgs, Debug, Default)]
+#[derive(FromArgs, Debug, Default, Clone)]
 pub struct Args {
     /// address to listen on (default 127.0.0.1)
     #[argh(option)]
@@ -203,6 +203,21 @@ pub struct Args {
     /// log level or filter, e.g. info, debug, mcp_sidecar=trace (default info)
     #[argh(option)]
     pub log_level: Option<String>,
+    /// a TOML file of named servers, each served at /servers/<name>/mcp (see README); SIGHUP reloads it
+    #[argh(option)]
+    pub config: Option<String>,
+    /// a named server as NAME=COMMAND (split on spaces), served at /servers/NAME/mcp (repeatable)
+    #[argh(option)]
+    pub server: Vec<String>,
+    /// credential store for per-user secrets: a file path (embedded) or postgres://user:pass@host/db
+    #[argh(option)]
+    pub store: Option<String>,
+    /// file with the store key(s), base64, sealing key first (default: MCP_PROXY_STORE_KEY)
+    #[argh(option)]
+    pub store_key_file: Option<String>,
+    /// deadline of each credential store call (default 5s)
+    #[argh(option)]
+    pub store_timeout: Option<String>,
     /// the stdio MCP server to run, after --
     #[argh(positional, greedy)]
     pub command: Vec<String>,
@@ -435,9 +450,17 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let r = Resolver { lookup };
-        let Some((program, rest)) = args.command.split_first() else {
+        // With --config/--server the servers carry their own commands
+        // (crate::config_file); this Config then holds the global settings.
+        let named = args.config.is_some() || !args.server.is_empty();
+        let no_program = String::new();
+        let Some((program, rest)) = args
+            .command
+            .split_first()
+            .or(named.then_some((&no_program, &[][..])))
+        else {
             return err(
-                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...]",
+                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...] (or --config FILE, --server NAME=COMMAND)",
             );
         };
         let host = r.parsed(
