@@ -120,11 +120,6 @@ impl App {
         })
     }
 
-    /// A port of the multiplexer with a key unique in this proxy.
-    pub fn new_port(&self, label: Arc<str>, kind: PortKind) -> Arc<Port> {
-        Port::new(self.port_keys.next(), label, kind)
-    }
-
     /// Gives per-session children the caller's credentials from the store;
     /// set once, before serving.
     pub fn set_credentials(&self, credentials: Arc<crate::store::ChildSecrets>) {
@@ -160,6 +155,11 @@ impl App {
             self.children_cancel.child_token(),
         );
         self.note_spawn(r)
+    }
+
+    /// A port of the multiplexer with a key unique in this proxy.
+    pub fn new_port(&self, label: Arc<str>, kind: PortKind) -> Arc<Port> {
+        Port::new(self.port_keys.next(), label, kind)
     }
 
     /// Options for a child's multiplexer.
