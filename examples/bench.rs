@@ -920,8 +920,12 @@ impl McpHttp {
         check_response(response.json()?, id)
     }
 
+    /// Request ids are unique across every connection of the run: several
+    /// connections share a session, and a session's requests in flight
+    /// must not share an id (the proxy refuses a reused one).
     fn id(&mut self) -> u64 {
-        self.next_id += 1;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000);
+        self.next_id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.next_id
     }
 
