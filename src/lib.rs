@@ -27,7 +27,12 @@
 //!   (2026-07-28), and health endpoints.
 //! - [`sse`]: server-sent events: encoding, keep-alive comments, and the
 //!   outlet of one stream with its bounded queue and `Last-Event-ID` replay buffer.
-//! - [`auth`]: API keys, Origin and Host checks.
+//! - [`auth`]: who is asking: an authenticator (named API keys, JWT with
+//!   JWKS, forward auth) that yields a `Principal` or a typed refusal,
+//!   failed-auth rate limiting, RFC 9728 metadata, and the Origin, Host and
+//!   fetch-metadata checks.
+//! - [`audit`]: the audit log (auth, sessions, children, tool calls), one
+//!   JSON line per event.
 //! - [`error`]: the one place where errors become HTTP statuses and
 //!   JSON-RPC error bodies.
 //! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
@@ -38,6 +43,7 @@
 //! - [`coda`]: the Coda MCP server (its own API client and tool catalogue);
 //!   it shares nothing with the proxy's HTTP or session code.
 
+pub mod audit;
 pub mod auth;
 pub mod child;
 pub mod coda;

@@ -177,6 +177,9 @@ pub struct Port {
     listen: Mutex<Option<ListenFilter>>,
     /// The level this session asked for with `logging/setLevel`.
     log_level: Mutex<Option<usize>>,
+    /// The authenticated principal behind this port (`None`: anonymous);
+    /// its tasks are that principal's (see [`tasks`]).
+    principal: Mutex<Option<Arc<str>>>,
 }
 
 static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
@@ -193,7 +196,18 @@ impl Port {
             client_info: Mutex::new(Value::Null),
             listen: Mutex::new(None),
             log_level: Mutex::new(None),
+            principal: Mutex::new(None),
         })
+    }
+
+    /// Records the authenticated principal behind this port.
+    pub fn set_principal(&self, principal: Option<&str>) {
+        *lock(&self.principal) = principal.map(Arc::from);
+    }
+
+    /// Who this port is, for the task table.
+    fn principal(&self) -> Option<Arc<str>> {
+        lock(&self.principal).clone()
     }
 
     /// Sets (or replaces) the stream for unrelated messages; returns the old one.
@@ -674,11 +688,15 @@ impl Upstream {
             }
             "tasks/get" | "tasks/result" | "tasks/cancel" if self.opts.shared => {
                 let task = frame.params().and_then(tasks::task_param);
-                let visible = task.as_deref().is_some_and(|t| {
-                    lock(&self.routes)
-                        .tasks
-                        .may_see(t, port.key, port.has_identity())
-                });
+                let principal = port.principal();
+                let caller = tasks::Caller {
+                    port: port.key,
+                    session: port.has_identity(),
+                    principal: principal.as_deref(),
+                };
+                let visible = task
+                    .as_deref()
+                    .is_some_and(|t| lock(&self.routes).tasks.may_see(t, caller));
                 if !visible {
                     // The same answer as for a task that does not exist:
                     // another session's task ids reveal nothing.
@@ -771,11 +789,7 @@ impl Upstream {
         let tasks = match frame.method() {
             _ if !self.opts.shared => TaskAnswer::None,
             Some("tasks/list") => TaskAnswer::List,
-            _ if port.has_identity()
-                && frame.params().is_some_and(|p| contains(p, br#""task""#)) =>
-            {
-                TaskAnswer::Create
-            }
+            _ if frame.params().is_some_and(|p| contains(p, br#""task""#)) => TaskAnswer::Create,
             _ => TaskAnswer::None,
         };
         // A session-era client cannot take `input_required`: the proxy asks
@@ -1522,7 +1536,18 @@ impl Upstream {
             TaskAnswer::None => p.reply.respond_message(answer),
             TaskAnswer::Create => {
                 if let Some(task) = tasks::created_task(frame.bytes()) {
-                    lock(&self.routes).tasks.record(&task, p.port);
+                    let mut r = lock(&self.routes);
+                    let (session, principal) = r
+                        .ports
+                        .get(&p.port)
+                        .map(|port| (port.has_identity(), port.principal()))
+                        .unwrap_or((false, None));
+                    let caller = tasks::Caller {
+                        port: p.port,
+                        session,
+                        principal: principal.as_deref(),
+                    };
+                    r.tasks.record(&task, caller);
                 }
                 p.reply.respond_message(answer);
             }
@@ -1530,8 +1555,17 @@ impl Upstream {
                 let bytes = answer.into_bytes();
                 let filtered = {
                     let r = lock(&self.routes);
-                    let identity = r.ports.get(&p.port).is_some_and(|port| port.has_identity());
-                    tasks::filter_list(&bytes, |t| r.tasks.may_see(t, p.port, identity))
+                    let (session, principal) = r
+                        .ports
+                        .get(&p.port)
+                        .map(|port| (port.has_identity(), port.principal()))
+                        .unwrap_or((false, None));
+                    let caller = tasks::Caller {
+                        port: p.port,
+                        session,
+                        principal: principal.as_deref(),
+                    };
+                    tasks::filter_list(&bytes, |t| r.tasks.may_see(t, caller))
                 };
                 p.reply.respond(filtered.as_deref().unwrap_or(&bytes));
             }

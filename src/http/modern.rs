@@ -237,7 +237,9 @@ pub async fn serve(
         );
         return Ok(accepted());
     }
-    let upstream = app.shared_upstream().await?;
+    let upstream = app
+        .modern_upstream(&super::principal_of(&parts.extensions))
+        .await?;
     ensure_initialized(&upstream).await?;
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     match frame.method().unwrap_or_default() {
@@ -269,6 +271,7 @@ pub async fn serve(
         answer
     };
     let port = Port::new(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
+    port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
     upstream.attach(port.clone());
     if listen {
         return Ok(subscribe(&app, &upstream, port, answer, frame).await);

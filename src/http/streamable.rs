@@ -76,9 +76,17 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-fn session_of(app: &App, headers: &HeaderMap) -> Result<Arc<Session>, ProxyError> {
+/// The caller's session: one of another principal is not found, like an unknown one.
+fn session_of(
+    app: &App,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> Result<Arc<Session>, ProxyError> {
     let id = header_str(headers, "mcp-session-id").ok_or(ProxyError::MissingSession)?;
-    let session = app.sessions.get(id).ok_or(ProxyError::SessionNotFound)?;
+    let session = app
+        .sessions
+        .get_owned(id, &super::principal_of(extensions))
+        .ok_or(ProxyError::SessionNotFound)?;
     check_version(&session, headers)?;
     session.touch();
     Ok(session)
@@ -128,7 +136,7 @@ async fn post(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, P
         // A stale session id on initialize is ignored: the client is starting over.
         return initialize(app, &parts, frames.into_iter().next().expect("one frame")).await;
     }
-    let session = session_of(&app, &parts.headers)?;
+    let session = session_of(&app, &parts.headers, &parts.extensions)?;
     if batch && session.protocol_version() != "2025-03-26" {
         return Err(ProxyError::InvalidRequest(format!(
             "JSON-RPC batches are only allowed in protocol 2025-03-26; this session speaks {}",
@@ -283,7 +291,9 @@ async fn initialize(
     frame: Frame,
 ) -> Result<Response<Body>, ProxyError> {
     let answer = negotiate(&parts.headers)?;
-    let (session, reservation) = app.open_session().await?;
+    let (session, reservation) = app
+        .open_session(&super::principal_of(&parts.extensions))
+        .await?;
     let upstream = session.upstream.clone();
     let client_id: Box<[u8]> = frame.id().unwrap_or_default().into();
     let (tx, rx) = oneshot::channel();
@@ -383,7 +393,7 @@ async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Pr
             "GET needs Accept: text/event-stream",
         ));
     }
-    let session = session_of(&app, headers)?;
+    let session = session_of(&app, headers, req.extensions())?;
     if let Some(last) = header_str(headers, "last-event-id") {
         match session.resume(last) {
             Some(rx) => {
@@ -413,7 +423,7 @@ async fn delete(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
     if app.config.mode == Mode::Stateless {
         return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
     }
-    let session = session_of(&app, req.headers())?;
+    let session = session_of(&app, req.headers(), req.extensions())?;
     app.sessions
         .remove(&session.id, "deleted by the client")
         .await;
@@ -467,6 +477,7 @@ async fn stateless(
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = app.shared_upstream().await?;
     let port = Port::new(crate::upstream::STATELESS_LABEL.into(), PortKind::Session);
+    port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
     upstream.attach(port.clone());
     let guard = DetachGuard {
         upstream: upstream.clone(),
