@@ -2,7 +2,8 @@
 # The project's one test command (README: ./scripts/test.sh; CI's .ci/run
 # calls it). In order, stopping at the first failing step:
 #   1. cargo fmt --check, cargo clippy -D warnings
-#   2. the Rust tests (cargo nextest + doctests, or cargo test)
+#   2. the Rust tests of the whole workspace (the proxy and crates/coda-mcp;
+#      cargo nextest + doctests, or cargo test)
 #   3. interop dependencies, installed idempotently into project-local dirs:
 #      interop/node_modules (npm ci) and .interop/venv (pip, pinned)
 #   4. interop tests: MCP clients written by others (TypeScript SDK v1 and
@@ -68,7 +69,7 @@ if [ "${SKIP_RUST:-0}" != 1 ]; then
   step "cargo fmt --check"
   cargo fmt --all -- --check || die "cargo fmt found unformatted code: run 'cargo fmt --all'"
   step "cargo clippy -D warnings"
-  cargo clippy --all-targets --locked -- -D warnings || die "clippy found warnings (see above)"
+  cargo clippy --workspace --all-targets --locked -- -D warnings || die "clippy found warnings (see above)"
 
   # ------------------------------------------------------------ 2. tests
   mkdir -p "$TARGET_DIR"
@@ -76,11 +77,11 @@ if [ "${SKIP_RUST:-0}" != 1 ]; then
   if cargo nextest --version >/dev/null 2>&1; then
     # Integration tests run the example servers as programs; nextest and
     # --all-targets build examples only as test harnesses.
-    step "cargo build --bins --examples (the proxy and the example servers)"
-    cargo build --bins --examples --locked || die "cargo build failed"
-    step "cargo nextest run --all-targets"
+    step "cargo build --workspace --bins --examples (the proxy, coda-mcp, the example servers)"
+    cargo build --workspace --bins --examples --locked || die "cargo build failed"
+    step "cargo nextest run --workspace --all-targets"
     set +e
-    cargo nextest run --all-targets --locked --no-fail-fast 2>&1 | tee "$RUST_LOG_FILE"
+    cargo nextest run --workspace --all-targets --locked --no-fail-fast 2>&1 | tee "$RUST_LOG_FILE"
     rc=${PIPESTATUS[0]}
     set -e
     # "Summary [  12.345s] 150 tests run: 149 passed, 1 failed, 2 skipped"
@@ -94,16 +95,16 @@ if [ "${SKIP_RUST:-0}" != 1 ]; then
     [ "$rc" -eq 0 ] || die "cargo nextest failed (exit $rc; log: $RUST_LOG_FILE)"
     step "cargo test --doc"
     set +e
-    cargo test --doc --locked 2>&1 | tee "$RUST_LOG_FILE.doc"
+    cargo test --workspace --doc --locked 2>&1 | tee "$RUST_LOG_FILE.doc"
     rc=${PIPESTATUS[0]}
     set -e
     counts_file="$RUST_LOG_FILE.doc"
   else
-    step "cargo build --bins --examples (the proxy and the example servers)"
-    cargo build --bins --examples --locked || die "cargo build failed"
-    step "cargo test --all-targets (cargo-nextest not found)"
+    step "cargo build --workspace --bins --examples (the proxy, coda-mcp, the example servers)"
+    cargo build --workspace --bins --examples --locked || die "cargo build failed"
+    step "cargo test --workspace --all-targets (cargo-nextest not found)"
     set +e
-    { cargo test --all-targets --locked --no-fail-fast && cargo test --doc --locked; } 2>&1 | tee "$RUST_LOG_FILE"
+    { cargo test --workspace --all-targets --locked --no-fail-fast && cargo test --workspace --doc --locked; } 2>&1 | tee "$RUST_LOG_FILE"
     rc=${PIPESTATUS[0]}
     set -e
     counts_file="$RUST_LOG_FILE"
@@ -117,8 +118,8 @@ if [ "${SKIP_RUST:-0}" != 1 ]; then
   [ "$rc" -eq 0 ] || die "the Rust tests failed (exit $rc; log: $counts_file)"
 fi
 
-step "cargo build --bins --examples (the proxy and the example servers)"
-cargo build --bins --examples --locked || die "cargo build failed"
+step "cargo build --workspace --bins --examples (the proxy, coda-mcp, the example servers)"
+cargo build --workspace --bins --examples --locked || die "cargo build failed"
 PROXY="$TARGET_DIR/debug/mcp-proxy"
 EVERYTHING="$TARGET_DIR/debug/examples/everything"
 [ -x "$PROXY" ] || die "$PROXY was not built"

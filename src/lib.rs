@@ -1,5 +1,7 @@
 //! mcp-sidecar: put any stdio MCP server on HTTP, for clients of every
-//! protocol era, and a Rust-native Coda MCP server to run behind it.
+//! protocol era. The Rust-native Coda MCP server that ships beside it is its
+//! own crate in this workspace (`crates/coda-mcp`), so the proxy builds
+//! without an HTTP client or the MCP server SDK.
 //!
 //! # Layout
 //!
@@ -10,6 +12,8 @@
 //! - [`child`]: the stdio server as a child process in its own process
 //!   group: one stdin writer, one stdout reader, stderr drained to the log,
 //!   and the staged stop (close stdin, SIGTERM the group, SIGKILL).
+//! - [`guard`]: the process that kills every child's group when the proxy
+//!   dies, even by SIGKILL.
 //! - [`upstream`]: the multiplexer over one child. It rewrites request ids and
 //!   progress tokens to proxy-unique values, routes every message the child
 //!   sends to the session and stream it belongs to, performs the child's one
@@ -33,27 +37,37 @@
 //!   fetch-metadata checks.
 //! - [`audit`]: the audit log (auth, sessions, children, tool calls), one
 //!   JSON line per event.
+//! - [`metrics`]: Prometheus metrics for `GET /metrics` (owned state,
+//!   handed down from the app; bounded label sets).
 //! - [`error`]: the one place where errors become HTTP statuses and
 //!   JSON-RPC error bodies.
+//! - [`healthcheck`]: `mcp-proxy healthcheck`, the container probe of `/health`.
+//! - [`store`]: the credential store, (principal, server, name) → a secret
+//!   sealed with AES-256-GCM, in an embedded SQLite file or PostgreSQL;
+//!   and the `mcp-proxy secrets` subcommand.
 //! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
 //!   the only I/O is reading `--env-file` and `--api-key-file` once.
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
-//! - [`shutdown`]: SIGTERM/SIGINT handling.
-//! - [`logging`]: tracing to stderr, plain or JSON.
-//! - [`coda`]: the Coda MCP server (its own API client and tool catalogue);
-//!   it shares nothing with the proxy's HTTP or session code.
+//! - [`shutdown`]: SIGTERM/SIGINT (a second one kills children at once),
+//!   and PID 1's duties (reaping orphans, forwarding signals).
+//! - [`logging`]: tracing to stderr, plain or JSON, through a queue that
+//!   never blocks (lines that cannot be written are dropped and counted);
+//!   session-id hashes and rate limits for logs.
 
 pub mod audit;
 pub mod auth;
 pub mod child;
-pub mod coda;
 pub mod config;
 pub mod error;
+pub mod guard;
+pub mod healthcheck;
 pub mod http;
 pub mod jsonrpc;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod session;
 pub mod shutdown;
 pub mod sse;
+pub mod store;
 pub mod upstream;

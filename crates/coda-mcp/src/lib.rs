@@ -1,0 +1,61 @@
+//! The Coda MCP server (`coda-mcp`): a stdio MCP server for the Coda REST
+//! API v1, built on rmcp. It is a drop-in replacement for the TypeScript
+//! coda-enhanced server (same 34 tool names and parameter names) plus the
+//! additions listed in this crate's `README.md`. It is its own crate so that
+//! the proxy (`mcp-sidecar`) builds without it, and shares no code with it.
+//!
+//! # Architecture
+//!
+//! Read from the wire inwards:
+//!
+//! - [`server`]: [`CodaServer`], the rmcp `ServerHandler`. It merges the tool
+//!   routers of the enabled toolsets and, in read-only mode, removes every
+//!   tool whose `readOnlyHint` is not true, so write tools are not listed at
+//!   all. rmcp does protocol negotiation (2024-11-05 … 2026-07-28).
+//! - [`tools`]: the catalogue. One submodule per toolset (`account`, `docs`,
+//!   `folders`, `pages`, `tables` with formulas and controls, `rows`,
+//!   `sharing` with automations, `admin`), each with its parameter and output
+//!   types (schemars gives `inputSchema` and `outputSchema`) and an
+//!   `#[tool_router]` block. What tools share lives in `tools/mod.rs`:
+//!   argument parsing that names the bad argument, `docId`-or-URL parsing,
+//!   pagination (`limit`, `pageToken` → `nextPageToken`, `fetchAll` with a
+//!   cap), waiting on `/mutationStatus`, and the shape of every result
+//!   (`structuredContent` plus the same JSON, or page text, as text content;
+//!   failures are `isError: true` results carrying Coda's status and message).
+//! - [`client`]: the HTTP client. Bearer token (never logged, never in an
+//!   error), per-class rate-limit buckets ([`ratelimit`]), retries of 429 for
+//!   every method and of 5xx/transport errors for replay-safe methods, with
+//!   `Retry-After` or exponential backoff with jitter, all under the tool
+//!   call's deadline. Export downloads go to another host without the token.
+//! - [`config`]: flags and environment (`CODA_API_TOKEN`/`API_KEY`,
+//!   `CODA_API_BASE_URL`, `CODA_READ_ONLY`, `CODA_TOOLSETS`) read through a
+//!   lookup function, validated, no I/O.
+//!
+//! # Decisions worth knowing
+//!
+//! - 429 is retried until the deadline, a 5xx at most twice and only for
+//!   replay-safe methods; a list whose first page keeps answering 504 is
+//!   asked again with half the page size.
+//! - Every tool call has one deadline (`--call-timeout-secs`, default 90 s)
+//!   covering rate-limit waits, retries and polling; a wait that would end
+//!   after it is not started.
+//! - Polls (exports, mutations) sleep first, treat 404 as "not replicated
+//!   yet" for 30 s, and back off ×1.5 up to 8 s. Exports end on `failed` or
+//!   `error`; a download link that returns an error document is replaced by
+//!   re-polling the status (twice at most); gzip bodies are sniffed by magic.
+//! - Row inserts are chunked so that no body exceeds `--row-chunk-bytes`
+//!   (1 MB; Coda's limit is 2 MB); a row over Coda's 85 KB limit is refused
+//!   before anything is sent. A failure after earlier chunks succeeded says
+//!   how many rows were accepted and lists their request ids.
+//! - Exit codes of the binary: 64 for usage/configuration errors (including a
+//!   missing token), 1 for runtime failures (including a token rejected by
+//!   `/whoami`, which is only known after talking to Coda).
+
+pub mod client;
+pub mod config;
+pub mod ratelimit;
+pub mod server;
+pub mod tools;
+
+pub use config::{CodaArgs, CodaConfig, ConfigError};
+pub use server::CodaServer;

@@ -1,0 +1,80 @@
+//! `coda-mcp`: parse flags → Coda config → logging to stderr → token check
+//! → serve MCP over stdio. stdout carries only the protocol.
+//!
+//! Exit codes: 64 for bad usage or configuration (including a missing
+//! token), 1 for runtime failures (including a token that `/whoami` rejects,
+//! since that is only known after talking to Coda).
+
+use std::error::Error;
+use std::process::ExitCode;
+
+use coda_mcp::config::{EXIT_RUNTIME, EXIT_USAGE};
+use coda_mcp::{CodaArgs, CodaConfig, CodaServer};
+use rmcp::ServiceExt;
+
+fn print_error(err: &dyn Error) {
+    eprintln!("error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+fn main() -> ExitCode {
+    let args: CodaArgs = argh::from_env();
+    let cfg = match CodaConfig::from_args(&args, |k| std::env::var(k).ok()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            print_error(&e);
+            return ExitCode::from(EXIT_USAGE as u8);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CODA_MCP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            print_error(&e);
+            return ExitCode::from(EXIT_RUNTIME as u8);
+        }
+    };
+    match runtime.block_on(serve(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(e.as_ref());
+            ExitCode::from(EXIT_RUNTIME as u8)
+        }
+    }
+}
+
+async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let check = cfg.check_token;
+    let base = cfg.api_base_url.clone();
+    let server = CodaServer::new(cfg)?;
+    if check {
+        match server.check_token().await {
+            Ok(login) => tracing::info!(user = %login, "token accepted by /whoami"),
+            Err(e) => {
+                return Err(
+                    format!("the Coda API token was rejected by {base}/whoami: {e}").into(),
+                );
+            }
+        }
+    }
+    tracing::info!(tools = server.tools().len(), "serving coda-mcp on stdio");
+    let running = server.serve(rmcp::transport::stdio()).await?;
+    running.waiting().await?;
+    tracing::info!("stdin closed, exiting");
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Toolset `account`: who the token is, resolving browser links, mutation
+//! status and the local rate-limit budget.
+
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Object, Reply, ToolError, input, output, run};
+use crate::client::ApiRequest;
+use crate::ratelimit::BucketStatus;
+use crate::server::CodaServer;
+
+/// No arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolveLinkParams {
+    /// A Coda browser URL (doc, page, table, row…).
+    pub url: String,
+    /// Return the closest resolvable object instead of failing on partially invalid URLs.
+    #[serde(default)]
+    pub degrade_gracefully: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MutationStatusParams {
+    /// The requestId returned by a write tool.
+    pub request_id: String,
+    /// Poll up to this many seconds until completed (0 = check once).
+    #[serde(default)]
+    pub wait_seconds: u32,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MutationStatusOutput {
+    pub request_id: String,
+    pub completed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Coda did not know the request yet (early 404, replication lag) or waiting timed out.
+    pub pending: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RateLimitOutput {
+    pub buckets: Vec<BucketStatus>,
+}
+
+#[tool_router(router = account_router, vis = "pub(crate)")]
+impl CodaServer {
+    /// Show who the API token belongs to: name, loginId (email), whether the token is scoped, its name and workspace.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<NoParams>(),
+        output_schema = output::<Object>()
+    )]
+    async fn coda_whoami(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |_: NoParams| async move {
+            c.object(ApiRequest::get(&["whoami"]), c.deadline()).await
+        })
+        .await
+    }
+
+    /// Resolve a Coda browser URL to the API object it points to: {resource:{type,id,name,href}}. Use it to get page, table or row ids from links.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ResolveLinkParams>(),
+        output_schema = output::<Object>()
+    )]
+    async fn coda_resolve_link(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ResolveLinkParams| async move {
+            if !p.url.contains("://") {
+                return Err(ToolError::arg("url", "must be an absolute Coda URL"));
+            }
+            let req = ApiRequest::get(&["resolveBrowserLink"])
+                .query("url", &p.url)
+                .query_opt("degradeGracefully", p.degrade_gracefully.then_some(true));
+            c.object(req, c.deadline()).await
+        })
+        .await
+    }
+
+    /// Check whether an asynchronous write (identified by its requestId) has been applied. waitSeconds polls until it completes.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<MutationStatusParams>(),
+        output_schema = output::<MutationStatusOutput>()
+    )]
+    async fn coda_get_mutation_status(
+        &self,
+        Parameters(a): Parameters<JsonObject>,
+    ) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: MutationStatusParams| async move {
+            if p.request_id.trim().is_empty() {
+                return Err(ToolError::arg("requestId", "must not be empty"));
+            }
+            if p.wait_seconds > 0 {
+                let deadline = std::time::Instant::now()
+                    + std::time::Duration::from_secs(u64::from(p.wait_seconds)).min(c.cfg.call_deadline);
+                let st = c.wait_mutation(&p.request_id, deadline).await?;
+                return Reply::json(MutationStatusOutput {
+                    request_id: p.request_id,
+                    completed: st.completed,
+                    warning: st.warning,
+                    pending: !st.completed,
+                });
+            }
+            let req = ApiRequest::get(&["mutationStatus", &p.request_id]);
+            match c.client.send(&req, c.deadline()).await {
+                Ok(resp) => Reply::json(MutationStatusOutput {
+                    request_id: p.request_id,
+                    completed: resp.body.get("completed").and_then(|v| v.as_bool()).unwrap_or(false),
+                    warning: resp.body.get("warning").and_then(|v| v.as_str()).map(str::to_owned),
+                    pending: false,
+                }),
+                // Right after a write Coda may not know the id yet.
+                Err(e) if e.status() == Some(404) => Reply::json(MutationStatusOutput {
+                    request_id: p.request_id,
+                    completed: false,
+                    warning: Some("Coda does not know this requestId yet (it can take a few seconds after a write), or it expired".into()),
+                    pending: true,
+                }),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Show this server's client-side rate-limit buckets (requests left per class). Local only: makes no Coda call.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        input_schema = input::<NoParams>(),
+        output_schema = output::<RateLimitOutput>()
+    )]
+    async fn coda_rate_limit_status(
+        &self,
+        Parameters(a): Parameters<JsonObject>,
+    ) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |_: NoParams| async move {
+            Reply::json(RateLimitOutput {
+                buckets: c.client.limiter().status(),
+            })
+        })
+        .await
+    }
+}

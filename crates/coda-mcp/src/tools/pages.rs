@@ -1,0 +1,998 @@
+//! Toolset `pages`: page metadata, page writes, and reading page bodies.
+//!
+//! Reading markdown/html goes through Coda's export: start it, poll its
+//! status (404 right after the start means "not replicated yet" for a grace
+//! window; back off ×1.5 to 8 s; `failed`/`error` ends it), then fetch the
+//! short-lived download link without the token, inflating gzip and
+//! re-polling for a fresh link when the old one returns an error document.
+//! Plain text comes from `GET …/content` instead, which needs no export.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::docs::{ContentFormat, canvas_content};
+use super::{
+    COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError,
+    ToolResult, doc_id, input, output, run,
+};
+use crate::client::{ApiRequest, CodaError};
+use crate::ratelimit::RequestClass;
+use crate::server::CodaServer;
+
+/// Pages whose content `coda_search_pages` reads at the same time.
+const SEARCH_CONCURRENCY: usize = 4;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPagesParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    #[serde(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageRefParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name. Ids are safer: names may be ambiguous.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WritePageRefParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    /// Wait until Coda has applied the write (polls mutation status).
+    #[serde(default)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePageParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page name.
+    pub name: String,
+    /// Page body (markdown by default, see format). Empty gives an empty page.
+    pub content: Option<String>,
+    /// Format of content: markdown (default) or html.
+    pub format: Option<ContentFormat>,
+    /// Create as a subpage of this page id.
+    pub parent_page_id: Option<String>,
+    pub subtitle: Option<String>,
+    /// Icon name, e.g. "rocket".
+    pub icon_name: Option<String>,
+    /// Cover image URL.
+    pub image_url: Option<String>,
+    /// Make an embed page showing this URL instead of a canvas.
+    pub embed_url: Option<String>,
+    /// Wait until Coda has applied the write.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePageParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    pub name: Option<String>,
+    pub subtitle: Option<String>,
+    pub icon_name: Option<String>,
+    pub image_url: Option<String>,
+    pub is_hidden: Option<bool>,
+    #[serde(default)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenamePageParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    /// New page name.
+    pub new_name: String,
+    /// New subtitle.
+    pub subtitle: Option<String>,
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// Output format of a page read.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ReadFormat {
+    Markdown,
+    Html,
+    /// Text of each element, no export needed (fastest).
+    PlainText,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetPageContentParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    /// markdown (default), html (keeps attachments) or plainText (no export).
+    pub format: Option<ReadFormat>,
+    /// Return at most this many characters (continue with offset).
+    pub max_chars: Option<usize>,
+    /// Character offset to start from.
+    #[serde(default)]
+    pub offset: usize,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeekPageParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    /// Number of lines to return.
+    pub num_lines: usize,
+    /// plainText (default, no export, headings/lists rendered as markdown) or markdown (full export).
+    pub format: Option<ReadFormat>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageContentOutput {
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    pub format: ReadFormat,
+    pub content: String,
+    /// Characters in the whole page body.
+    pub total_chars: usize,
+    pub offset: usize,
+    /// More content follows: call again with offset = offset + content length.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPageContentParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    #[serde(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentWriteParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    /// Content to write (markdown by default).
+    pub content: String,
+    /// markdown (default) or html.
+    pub format: Option<ContentFormat>,
+    /// Element id (cl-…, from coda_list_page_content) to edit relative to, instead of the whole page.
+    pub element_id: Option<String>,
+    #[serde(default)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletePageContentParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    /// Element ids (cl-…) to delete; omit to delete the whole body.
+    pub element_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DuplicatePageParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Page id (canvas-…) or name to copy.
+    #[serde(alias = "page_id_or_name")]
+    pub page_id_or_name: String,
+    /// Name of the copy.
+    pub new_name: String,
+    #[serde(default)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DuplicateOutput {
+    pub source_page_id: Value,
+    /// Id of the new page.
+    pub new_page_id: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_page_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutation: Option<super::MutationState>,
+    /// The copy is an HTML round-trip; some content (e.g. tables, buttons) may not survive.
+    pub note: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchPagesParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Text to look for (case-insensitive).
+    pub query: String,
+    /// Also search page bodies (plain text, no export).
+    #[serde(default)]
+    pub include_content: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageMatch {
+    pub id: Value,
+    pub name: Value,
+    pub browser_link: Value,
+    /// "name" and/or "content".
+    pub matched_in: Vec<String>,
+    /// The first matching line of the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snippet: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchPagesOutput {
+    pub query: String,
+    pub matches: Vec<PageMatch>,
+    /// Pages looked at (all pages of the doc).
+    pub pages_searched: usize,
+    /// Pages whose body could not be read (e.g. embeds, sync pages).
+    pub content_errors: usize,
+}
+
+/// Render plain-text elements as light markdown (headings, lists, quotes).
+pub fn render_plain(items: &[Value]) -> String {
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let Some(ic) = it.get("itemContent") else {
+            continue;
+        };
+        let text = ic.get("content").and_then(Value::as_str).unwrap_or("");
+        let level = ic.get("lineLevel").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let indent = "  ".repeat(level);
+        let line = match ic
+            .get("style")
+            .and_then(Value::as_str)
+            .unwrap_or("paragraph")
+        {
+            "h1" => format!("# {text}"),
+            "h2" => format!("## {text}"),
+            "h3" => format!("### {text}"),
+            "bulletedList" | "collapsibleList" => format!("{indent}- {text}"),
+            "numberedList" => format!("{indent}1. {text}"),
+            "checkboxList" => format!("{indent}- [ ] {text}"),
+            "blockQuote" | "pullQuote" => format!("> {text}"),
+            "code" => format!("    {text}"),
+            _ => text.to_owned(),
+        };
+        out.push(line);
+    }
+    out.join("\n")
+}
+
+impl Coda {
+    async fn plain_items(
+        &self,
+        d: &str,
+        p: &str,
+        cap: usize,
+        deadline: Instant,
+    ) -> ToolResult<Vec<Value>> {
+        let req = ApiRequest::get(&["docs", d, "pages", p, "content"])
+            .query("contentFormat", "plainText")
+            .query("limit", cap.clamp(1, 500));
+        Ok(self.list_all(req, cap, deadline).await?.0)
+    }
+
+    /// Export a page as markdown or html and download it.
+    pub async fn export_page(
+        &self,
+        d: &str,
+        p: &str,
+        format: ContentFormat,
+        deadline: Instant,
+    ) -> ToolResult<String> {
+        let start = ApiRequest::new(Method::POST, &["docs", d, "pages", p, "export"])
+            .body(json!({"outputFormat": format.as_str()}));
+        let begun = self.call(start, deadline).await?;
+        let id = begun
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ToolError::ExportFailed("Coda returned no export id".into()))?
+            .to_owned();
+        let started = Instant::now();
+        let mut interval = self.cfg.poll_interval;
+        let mut fresh_links = 0;
+        loop {
+            if Instant::now() + interval >= deadline {
+                return Err(ToolError::ExportFailed(format!(
+                    "export {id} did not finish within the call deadline ({:?})",
+                    self.cfg.call_deadline
+                )));
+            }
+            tokio::time::sleep(interval).await;
+            interval = interval.mul_f64(1.5).min(Duration::from_secs(8));
+            let status_req = ApiRequest::get(&["docs", d, "pages", p, "export", &id]);
+            let st = match self.client.send(&status_req, deadline).await {
+                Ok(r) => r.body,
+                Err(e)
+                    if e.status() == Some(404) && started.elapsed() < self.cfg.not_found_grace =>
+                {
+                    tracing::debug!(export = %id, "export status not replicated yet");
+                    continue;
+                }
+                Err(e) if e.status() == Some(410) => {
+                    return Err(ToolError::ExportFailed(format!(
+                        "export {id} expired (410); try again"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let status = st.get("status").and_then(Value::as_str).unwrap_or("");
+            if let Some(err) = st.get("error").and_then(Value::as_str) {
+                return Err(ToolError::ExportFailed(err.to_owned()));
+            }
+            if status == "failed" {
+                return Err(ToolError::ExportFailed(format!(
+                    "Coda reported export {id} as failed"
+                )));
+            }
+            let Some(link) = st.get("downloadLink").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.client.download(link, deadline).await {
+                Ok(body) => return Ok(body),
+                Err(CodaError::Download(why)) if fresh_links < 2 => {
+                    // Links expire after minutes; the status endpoint hands out a new one.
+                    tracing::info!(export = %id, %why, "download link failed, asking for a fresh one");
+                    fresh_links += 1;
+                    interval = self.cfg.poll_interval;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn read_page(
+        &self,
+        d: &str,
+        p: &str,
+        format: ReadFormat,
+        deadline: Instant,
+    ) -> ToolResult<String> {
+        match format {
+            ReadFormat::PlainText => Ok(render_plain(
+                &self.plain_items(d, p, COMPOSITE_CAP, deadline).await?,
+            )),
+            ReadFormat::Markdown => {
+                self.export_page(d, p, ContentFormat::Markdown, deadline)
+                    .await
+            }
+            ReadFormat::Html => self.export_page(d, p, ContentFormat::Html, deadline).await,
+        }
+    }
+
+    async fn content_update(
+        &self,
+        p: ContentWriteParams,
+        mode: &str,
+    ) -> ToolResult<MutationOutput> {
+        let d = doc_id(&p.doc_id)?;
+        if p.content.is_empty() && mode != "replace" {
+            return Err(ToolError::arg("content", "must not be empty"));
+        }
+        let mut update = json!({
+            "insertionMode": mode,
+            "canvasContent": {"format": p.format.unwrap_or(ContentFormat::Markdown).as_str(), "content": p.content},
+        });
+        if let Some(el) = &p.element_id {
+            update["elementId"] = json!(el);
+        }
+        let req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
+            .class(RequestClass::DocContentWrite)
+            .body(json!({"contentUpdate": update}));
+        self.mutate(req, p.wait, self.deadline()).await
+    }
+}
+
+async fn search_one(
+    c: &Coda,
+    d: &str,
+    needle: &str,
+    i: usize,
+    id: String,
+    dl: Instant,
+) -> (usize, Result<Option<String>, ()>) {
+    let r = match c.plain_items(d, &id, COMPOSITE_CAP, dl).await {
+        Ok(items) => Ok(items.iter().find_map(|it| {
+            let t = it.pointer("/itemContent/content").and_then(Value::as_str)?;
+            t.to_lowercase()
+                .contains(needle)
+                .then(|| t.chars().take(200).collect())
+        })),
+        Err(e) => {
+            tracing::debug!(page = %id, error = %e, "could not read page content");
+            Err(())
+        }
+    };
+    (i, r)
+}
+
+fn page_arg(p: &str) -> ToolResult<()> {
+    if p.trim().is_empty() {
+        return Err(ToolError::arg("pageIdOrName", "must not be empty"));
+    }
+    Ok(())
+}
+
+#[tool_router(router = pages_router, vis = "pub(crate)")]
+impl CodaServer {
+    /// List a doc's pages (id, name, parent, children, contentType). Paged: pass nextPageToken back as pageToken, or fetchAll.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ListPagesParams>(),
+        output_schema = output::<ListOutput>()
+    )]
+    async fn coda_list_pages(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ListPagesParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            Reply::json(
+                c.list(
+                    ApiRequest::get(&["docs", &d, "pages"]),
+                    &p.page,
+                    c.deadline(),
+                )
+                .await?,
+            )
+        })
+        .await
+    }
+
+    /// Get a page's metadata: name, subtitle, icon, contentType, parent, children, authors, timestamps.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<PageRefParams>(),
+        output_schema = output::<Object>()
+    )]
+    async fn coda_get_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: PageRefParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            c.object(
+                ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name]),
+                c.deadline(),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// Create a page (optionally a subpage) with markdown or html content, or an embed page (embedUrl). Returns the new page id and requestId; wait=true waits until it exists.
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true),
+        input_schema = input::<CreatePageParams>(),
+        output_schema = output::<MutationOutput>()
+    )]
+    async fn coda_create_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: CreatePageParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            if p.name.trim().is_empty() {
+                return Err(ToolError::arg("name", "must not be empty"));
+            }
+            let content = match &p.embed_url {
+                Some(url) => json!({"type": "embed", "url": url}),
+                None => canvas_content(p.content.as_deref(), p.format),
+            };
+            let mut body = json!({"name": p.name, "pageContent": content});
+            for (k, v) in [
+                ("parentPageId", &p.parent_page_id),
+                ("subtitle", &p.subtitle),
+                ("iconName", &p.icon_name),
+                ("imageUrl", &p.image_url),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            let req = ApiRequest::new(Method::POST, &["docs", &d, "pages"])
+                .class(RequestClass::DocContentWrite)
+                .body(body);
+            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Change a page's name, subtitle, icon, cover image or hidden flag (not its content).
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<UpdatePageParams>(),
+        output_schema = output::<MutationOutput>()
+    )]
+    async fn coda_update_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: UpdatePageParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            let mut body = json!({});
+            for (k, v) in [
+                ("name", &p.name),
+                ("subtitle", &p.subtitle),
+                ("iconName", &p.icon_name),
+                ("imageUrl", &p.image_url),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if let Some(h) = p.is_hidden {
+                body["isHidden"] = json!(h);
+            }
+            if body.as_object().is_some_and(|o| o.is_empty()) {
+                return Err(ToolError::arg(
+                    "name",
+                    "give at least one of name, subtitle, iconName, imageUrl, isHidden",
+                ));
+            }
+            let req =
+                ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name]).body(body);
+            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Rename a page (and optionally set its subtitle).
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<RenamePageParams>(),
+        output_schema = output::<MutationOutput>()
+    )]
+    async fn coda_rename_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: RenamePageParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            if p.new_name.trim().is_empty() {
+                return Err(ToolError::arg("newName", "must not be empty"));
+            }
+            let mut body = json!({"name": p.new_name});
+            if let Some(s) = &p.subtitle {
+                body["subtitle"] = json!(s);
+            }
+            let req =
+                ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name]).body(body);
+            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Delete a page and its content.
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<WritePageRefParams>(),
+        output_schema = output::<MutationOutput>()
+    )]
+    async fn coda_delete_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: WritePageRefParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            let req = ApiRequest::new(Method::DELETE, &["docs", &d, "pages", &p.page_id_or_name]);
+            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Read a page body. format: markdown (default, via export), html (keeps attachments) or plainText (fast, no export). Long pages: use maxChars and offset.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<GetPageContentParams>(),
+        output_schema = output::<PageContentOutput>()
+    )]
+    async fn coda_get_page_content(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: GetPageContentParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            if p.max_chars == Some(0) {
+                return Err(ToolError::arg("maxChars", "must be at least 1"));
+            }
+            let format = p.format.unwrap_or(ReadFormat::Markdown);
+            let full = c
+                .read_page(&d, &p.page_id_or_name, format, c.deadline())
+                .await?;
+            let total = full.chars().count();
+            let take = p.max_chars.unwrap_or(usize::MAX);
+            let content: String = full.chars().skip(p.offset).take(take).collect();
+            let truncated = p.offset.saturating_add(content.chars().count()) < total;
+            let text = content.clone();
+            Reply::with_text(
+                PageContentOutput {
+                    doc_id: d,
+                    page_id_or_name: p.page_id_or_name,
+                    format,
+                    content,
+                    total_chars: total,
+                    offset: p.offset,
+                    truncated,
+                },
+                text,
+            )
+        })
+        .await
+    }
+
+    /// First numLines lines of a page. Default format plainText reads elements directly (no export; headings and lists shown as markdown); markdown does a full export.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<PeekPageParams>(),
+        output_schema = output::<PageContentOutput>()
+    )]
+    async fn coda_peek_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: PeekPageParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            if p.num_lines == 0 {
+                return Err(ToolError::arg("numLines", "must be at least 1"));
+            }
+            let format = p.format.unwrap_or(ReadFormat::PlainText);
+            let dl = c.deadline();
+            let (content, truncated) = match format {
+                ReadFormat::PlainText => {
+                    let req =
+                        ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name, "content"])
+                            .query("contentFormat", "plainText")
+                            .query("limit", p.num_lines.min(500));
+                    let (items, more) = c.list_all(req, p.num_lines, dl).await?;
+                    (render_plain(&items), more)
+                }
+                other => {
+                    let body = c.read_page(&d, &p.page_id_or_name, other, dl).await?;
+                    let lines: Vec<&str> = body.lines().collect();
+                    (
+                        lines
+                            .iter()
+                            .take(p.num_lines)
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        lines.len() > p.num_lines,
+                    )
+                }
+            };
+            let text = content.clone();
+            Reply::with_text(
+                PageContentOutput {
+                    doc_id: d,
+                    page_id_or_name: p.page_id_or_name,
+                    format,
+                    total_chars: content.chars().count(),
+                    content,
+                    offset: 0,
+                    truncated,
+                },
+                text,
+            )
+        })
+        .await
+    }
+
+    /// List a page's content elements (id cl-…, style, plain text, lineLevel). Element ids anchor elementId edits and coda_delete_page_content. Paged (limit up to 500).
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ListPageContentParams>(),
+        output_schema = output::<ListOutput>()
+    )]
+    async fn coda_list_page_content(
+        &self,
+        Parameters(a): Parameters<JsonObject>,
+    ) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ListPageContentParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            let req = ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name, "content"])
+                .query("contentFormat", "plainText");
+            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Replace a page's whole body (or one element, with elementId) with markdown or html content. Overwrites: read it first if unsure.
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ContentWriteParams>(),
+        output_schema = output::<MutationOutput>()
+    )]
+    async fn coda_replace_page_content(
+        &self,
+        Parameters(a): Parameters<JsonObject>,
+    ) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ContentWriteParams| async move {
+            Reply::json(c.content_update(p, "replace").await?)
+        })
+        .await
+    }
+
+    /// Append markdown or html to the end of a page (or after the element elementId).
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true),
+        input_schema = input::<ContentWriteParams>(),
+        output_schema = output::<MutationOutput>()
+    )]
+    async fn coda_append_page_content(
+        &self,
+        Parameters(a): Parameters<JsonObject>,
+    ) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ContentWriteParams| async move {
+            Reply::json(c.content_update(p, "append").await?)
+        })
+        .await
+    }
+
+    /// Insert markdown or html at the start of a page (or before the element elementId).
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true),
+        input_schema = input::<ContentWriteParams>(),
+        output_schema = output::<MutationOutput>()
+    )]
+    async fn coda_prepend_page_content(
+        &self,
+        Parameters(a): Parameters<JsonObject>,
+    ) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ContentWriteParams| async move {
+            Reply::json(c.content_update(p, "prepend").await?)
+        })
+        .await
+    }
+
+    /// Delete content elements of a page by elementIds (cl-…), or the whole body when elementIds is omitted.
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<DeletePageContentParams>(),
+        output_schema = output::<MutationOutput>()
+    )]
+    async fn coda_delete_page_content(
+        &self,
+        Parameters(a): Parameters<JsonObject>,
+    ) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: DeletePageContentParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            if p.element_ids.as_ref().is_some_and(|ids| ids.is_empty()) {
+                return Err(ToolError::arg(
+                    "elementIds",
+                    "omit it to delete everything; an empty list is ambiguous",
+                ));
+            }
+            let body = match &p.element_ids {
+                Some(ids) => json!({"elementIds": ids}),
+                None => json!({}),
+            };
+            let req = ApiRequest::new(
+                Method::DELETE,
+                &["docs", &d, "pages", &p.page_id_or_name, "content"],
+            )
+            .class(RequestClass::DocContentWrite)
+            .body(body);
+            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Copy a page under a new name, next to the original (same parent, subtitle and icon). The body is copied via HTML export; complex elements may not survive.
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true),
+        input_schema = input::<DuplicatePageParams>(),
+        output_schema = output::<DuplicateOutput>()
+    )]
+    async fn coda_duplicate_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: DuplicatePageParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            page_arg(&p.page_id_or_name)?;
+            if p.new_name.trim().is_empty() {
+                return Err(ToolError::arg("newName", "must not be empty"));
+            }
+            let dl = c.deadline();
+            let src = c.call(ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name]), dl).await?;
+            let source_id = src.get("id").and_then(Value::as_str).unwrap_or(&p.page_id_or_name).to_owned();
+            let html = c.export_page(&d, &source_id, ContentFormat::Html, dl).await?;
+            let parent = src.pointer("/parent/id").and_then(Value::as_str).map(str::to_owned);
+            let mut body = json!({"name": p.new_name, "pageContent": canvas_content(Some(&html), Some(ContentFormat::Html))});
+            if let Some(par) = &parent {
+                body["parentPageId"] = json!(par);
+            }
+            if let Some(s) = src.get("subtitle").and_then(Value::as_str) {
+                body["subtitle"] = json!(s);
+            }
+            if let Some(i) = src.pointer("/icon/name").and_then(Value::as_str) {
+                body["iconName"] = json!(i);
+            }
+            let req = ApiRequest::new(Method::POST, &["docs", &d, "pages"])
+                .class(RequestClass::DocContentWrite)
+                .body(body);
+            let out = c.mutate(req, p.wait, dl).await?;
+            Reply::json(DuplicateOutput {
+                source_page_id: json!(source_id),
+                new_page_id: out.result.get("id").cloned().unwrap_or(Value::Null),
+                parent_page_id: parent,
+                request_id: out.request_id,
+                mutation: out.mutation,
+                note: "copied through an HTML export; complex elements may differ from the original".into(),
+            })
+        })
+        .await
+    }
+
+    /// Find pages whose name contains query (case-insensitive) across all pages of the doc; includeContent also searches page bodies (plain text, a few pages at a time).
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<SearchPagesParams>(),
+        output_schema = output::<SearchPagesOutput>()
+    )]
+    async fn coda_search_pages(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: SearchPagesParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            let needle = p.query.to_lowercase();
+            if needle.trim().is_empty() {
+                return Err(ToolError::arg("query", "must not be empty"));
+            }
+            let dl = c.deadline();
+            let (pages, _) = c
+                .list_all(
+                    ApiRequest::get(&["docs", &d, "pages"]).query("limit", 100),
+                    COMPOSITE_CAP,
+                    dl,
+                )
+                .await?;
+            let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+            let mut snippets: Vec<Option<Result<Option<String>, ()>>> = vec![None; pages.len()];
+            if p.include_content {
+                let d = d.as_str();
+                let needle = needle.as_str();
+                let jobs: Vec<(usize, String)> = pages
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, pg)| {
+                        let id = pg.get("id").and_then(Value::as_str)?.to_owned();
+                        let canvas = pg
+                            .get("contentType")
+                            .and_then(Value::as_str)
+                            .unwrap_or("canvas")
+                            == "canvas";
+                        canvas.then_some((i, id))
+                    })
+                    .collect();
+                let results: Vec<(usize, Result<Option<String>, ()>)> =
+                    futures_util::stream::iter(jobs)
+                        .map(|(i, id)| search_one(c, d, needle, i, id, dl))
+                        .buffer_unordered(SEARCH_CONCURRENCY)
+                        .collect()
+                        .await;
+                for (i, r) in results {
+                    snippets[i] = Some(r);
+                }
+            }
+            let mut matches = Vec::new();
+            let mut content_errors = 0;
+            for (pg, snip) in pages.iter().zip(snippets) {
+                let name = pg.get("name").and_then(Value::as_str).unwrap_or("");
+                let mut matched_in = Vec::new();
+                if name.to_lowercase().contains(&needle) {
+                    matched_in.push("name".to_owned());
+                }
+                let snippet = match snip {
+                    Some(Ok(Some(s))) => {
+                        matched_in.push("content".to_owned());
+                        Some(s)
+                    }
+                    Some(Err(())) => {
+                        content_errors += 1;
+                        None
+                    }
+                    _ => None,
+                };
+                if !matched_in.is_empty() {
+                    matches.push(PageMatch {
+                        id: field(pg, "id"),
+                        name: field(pg, "name"),
+                        browser_link: field(pg, "browserLink"),
+                        matched_in,
+                        snippet,
+                    });
+                }
+            }
+            Reply::json(SearchPagesOutput {
+                query: p.query,
+                matches,
+                pages_searched: pages.len(),
+                content_errors,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_elements_render_as_light_markdown() {
+        let items = vec![
+            json!({"id":"cl-1","type":"line","itemContent":{"style":"h1","format":"plainText","content":"Title"}}),
+            json!({"id":"cl-2","type":"line","itemContent":{"style":"bulletedList","format":"plainText","content":"a","lineLevel":1}}),
+            json!({"id":"cl-3","type":"line","itemContent":{"style":"paragraph","format":"plainText","content":"p"}}),
+        ];
+        assert_eq!(render_plain(&items), "# Title\n  - a\np");
+    }
+}

@@ -1,0 +1,445 @@
+//! Toolsets `tables` (tables, views, columns, the table summary composite),
+//! `formulas` and `controls`.
+
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, ToolError, ToolResult, doc_id, input,
+    output, run,
+};
+use crate::client::ApiRequest;
+use crate::server::CodaServer;
+
+/// Table or view.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum TableType {
+    Table,
+    View,
+}
+
+fn table_types(t: &Option<Vec<TableType>>) -> Option<String> {
+    t.as_ref().filter(|v| !v.is_empty()).map(|v| {
+        v.iter()
+            .map(|t| match t {
+                TableType::Table => "table",
+                TableType::View => "view",
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTablesParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Only these kinds: ["table"], ["view"] or both (default).
+    pub table_types: Option<Vec<TableType>>,
+    /// Sort by "name" instead of document order.
+    pub sort_by: Option<NameSort>,
+    #[serde(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NameSort {
+    Name,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Table id (grid-…), view id (table-…) or name.
+    #[serde(alias = "table_id_or_name")]
+    pub table_id_or_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchTablesParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Text to look for in table names (case-insensitive).
+    pub query: String,
+    /// Only these kinds: ["table"], ["view"] or both.
+    pub table_types: Option<Vec<TableType>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListColumnsParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Table id (grid-…), view id or name.
+    #[serde(alias = "table_id_or_name")]
+    pub table_id_or_name: String,
+    /// Only columns visible in the table/view.
+    pub visible_only: Option<bool>,
+    #[serde(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ColumnParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Table id (grid-…), view id or name.
+    #[serde(alias = "table_id_or_name")]
+    pub table_id_or_name: String,
+    /// Column id (c-…) or name.
+    #[serde(alias = "column_id_or_name")]
+    pub column_id_or_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListNamedParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Sort by "name" instead of document order.
+    pub sort_by: Option<NameSort>,
+    #[serde(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FormulaParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Named formula id (f-…) or name.
+    pub formula_id_or_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlParams {
+    /// Doc id or Coda URL.
+    #[serde(alias = "doc_id")]
+    pub doc_id: String,
+    /// Control id (ctrl-…) or name.
+    pub control_id_or_name: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ColumnBrief {
+    pub id: Value,
+    pub name: Value,
+    /// Column format type (text, number, select, lookup, person, date…).
+    pub r#type: Value,
+    pub is_array: Value,
+    pub calculated: bool,
+    pub display: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub formula: Option<Value>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableSummary {
+    /// The table's metadata (rowCount, parent page, displayColumn…).
+    pub table: Object,
+    /// Every column (all pages of the column list).
+    pub columns: Vec<ColumnBrief>,
+    pub column_count: usize,
+    pub calculated_column_count: usize,
+    /// Up to 3 rows, values in rich format keyed by column name.
+    pub sample_rows: Vec<Value>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchTablesOutput {
+    pub query: String,
+    pub matches: Vec<Value>,
+    /// Tables and views looked at (all of them).
+    pub tables_searched: usize,
+}
+
+fn non_empty(name: &str, v: &str) -> ToolResult<()> {
+    if v.trim().is_empty() {
+        return Err(ToolError::arg(name, "must not be empty"));
+    }
+    Ok(())
+}
+
+#[tool_router(router = tables_router, vis = "pub(crate)")]
+impl CodaServer {
+    /// List a doc's tables and views (id grid-…/table-…, name, tableType, parent page). Paged.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ListTablesParams>(),
+        output_schema = output::<ListOutput>()
+    )]
+    async fn coda_list_tables(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ListTablesParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            let req = ApiRequest::get(&["docs", &d, "tables"])
+                .query_opt("tableTypes", table_types(&p.table_types))
+                .query_opt("sortBy", p.sort_by.map(|_| "name"));
+            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Get a table's metadata: rowCount, displayColumn, parent page, sorts, layout, filter.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<TableParams>(),
+        output_schema = output::<Object>()
+    )]
+    async fn coda_get_table(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: TableParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            non_empty("tableIdOrName", &p.table_id_or_name)?;
+            c.object(
+                ApiRequest::get(&["docs", &d, "tables", &p.table_id_or_name]),
+                c.deadline(),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// One-call overview of a table before reading or writing rows: metadata, every column with its format type, and 3 sample rows.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<TableParams>(),
+        output_schema = output::<TableSummary>()
+    )]
+    async fn coda_get_table_summary(
+        &self,
+        Parameters(a): Parameters<JsonObject>,
+    ) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: TableParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            non_empty("tableIdOrName", &p.table_id_or_name)?;
+            let t = p.table_id_or_name.as_str();
+            let dl = c.deadline();
+            let rows_req = ApiRequest::get(&["docs", &d, "tables", t, "rows"])
+                .query("limit", 3)
+                .query("valueFormat", "rich")
+                .query("useColumnNames", true);
+            let (table, columns, rows) = tokio::try_join!(
+                c.call(ApiRequest::get(&["docs", &d, "tables", t]), dl),
+                c.list_all(
+                    ApiRequest::get(&["docs", &d, "tables", t, "columns"]).query("limit", 100),
+                    COMPOSITE_CAP,
+                    dl
+                ),
+                c.call(rows_req, dl),
+            )?;
+            let columns: Vec<ColumnBrief> = columns
+                .0
+                .iter()
+                .map(|col| ColumnBrief {
+                    id: col.get("id").cloned().unwrap_or(Value::Null),
+                    name: col.get("name").cloned().unwrap_or(Value::Null),
+                    r#type: col.pointer("/format/type").cloned().unwrap_or(Value::Null),
+                    is_array: col
+                        .pointer("/format/isArray")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                    calculated: col
+                        .get("calculated")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                    display: col.get("display").and_then(Value::as_bool).unwrap_or(false),
+                    formula: col.get("formula").cloned(),
+                })
+                .collect();
+            let sample_rows = rows
+                .get("items")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().take(3).cloned().collect())
+                .unwrap_or_default();
+            Reply::json(TableSummary {
+                table: table.as_object().cloned().unwrap_or_default(),
+                column_count: columns.len(),
+                calculated_column_count: columns.iter().filter(|c| c.calculated).count(),
+                columns,
+                sample_rows,
+            })
+        })
+        .await
+    }
+
+    /// Find tables/views whose name contains query (case-insensitive), across all tables of the doc.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<SearchTablesParams>(),
+        output_schema = output::<SearchTablesOutput>()
+    )]
+    async fn coda_search_tables(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: SearchTablesParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            non_empty("query", &p.query)?;
+            let needle = p.query.to_lowercase();
+            let req = ApiRequest::get(&["docs", &d, "tables"])
+                .query("limit", 100)
+                .query_opt("tableTypes", table_types(&p.table_types));
+            let (tables, _) = c.list_all(req, COMPOSITE_CAP, c.deadline()).await?;
+            let matches = tables
+                .iter()
+                .filter(|t| {
+                    t.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.to_lowercase().contains(&needle))
+                })
+                .cloned()
+                .collect();
+            Reply::json(SearchTablesOutput {
+                query: p.query,
+                matches,
+                tables_searched: tables.len(),
+            })
+        })
+        .await
+    }
+
+    /// List a table's columns (id c-…, name, format type, calculated, formula). Paged (limit up to 100).
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ListColumnsParams>(),
+        output_schema = output::<ListOutput>()
+    )]
+    async fn coda_list_columns(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ListColumnsParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            non_empty("tableIdOrName", &p.table_id_or_name)?;
+            let req = ApiRequest::get(&["docs", &d, "tables", &p.table_id_or_name, "columns"])
+                .query_opt("visibleOnly", p.visible_only);
+            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Get one column: format (type, options, reference table), formula, defaultValue, parent table.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ColumnParams>(),
+        output_schema = output::<Object>()
+    )]
+    async fn coda_get_column(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ColumnParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            non_empty("tableIdOrName", &p.table_id_or_name)?;
+            non_empty("columnIdOrName", &p.column_id_or_name)?;
+            let req = ApiRequest::get(&[
+                "docs",
+                &d,
+                "tables",
+                &p.table_id_or_name,
+                "columns",
+                &p.column_id_or_name,
+            ]);
+            c.object(req, c.deadline()).await
+        })
+        .await
+    }
+}
+
+#[tool_router(router = formulas_router, vis = "pub(crate)")]
+impl CodaServer {
+    /// List a doc's named formulas (id f-…, name). Paged.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ListNamedParams>(),
+        output_schema = output::<ListOutput>()
+    )]
+    async fn coda_list_formulas(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ListNamedParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            let req = ApiRequest::get(&["docs", &d, "formulas"])
+                .query_opt("sortBy", p.sort_by.map(|_| "name"));
+            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Get a named formula with its current computed value.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<FormulaParams>(),
+        output_schema = output::<Object>()
+    )]
+    async fn coda_get_formula(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: FormulaParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            non_empty("formulaIdOrName", &p.formula_id_or_name)?;
+            c.object(
+                ApiRequest::get(&["docs", &d, "formulas", &p.formula_id_or_name]),
+                c.deadline(),
+            )
+            .await
+        })
+        .await
+    }
+}
+
+#[tool_router(router = controls_router, vis = "pub(crate)")]
+impl CodaServer {
+    /// List a doc's controls (sliders, selects, checkboxes, buttons…). Paged.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ListNamedParams>(),
+        output_schema = output::<ListOutput>()
+    )]
+    async fn coda_list_controls(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ListNamedParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            let req = ApiRequest::get(&["docs", &d, "controls"])
+                .query_opt("sortBy", p.sort_by.map(|_| "name"));
+            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+        })
+        .await
+    }
+
+    /// Get a control with its controlType and current value.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        input_schema = input::<ControlParams>(),
+        output_schema = output::<Object>()
+    )]
+    async fn coda_get_control(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
+        let c = &self.coda;
+        run(a, |p: ControlParams| async move {
+            let d = doc_id(&p.doc_id)?;
+            non_empty("controlIdOrName", &p.control_id_or_name)?;
+            c.object(
+                ApiRequest::get(&["docs", &d, "controls", &p.control_id_or_name]),
+                c.deadline(),
+            )
+            .await
+        })
+        .await
+    }
+}

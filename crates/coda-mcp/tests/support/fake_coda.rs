@@ -1,0 +1,1765 @@
+//! A fake Coda REST API v1 on 127.0.0.1:0 (plain hyper), for tests.
+//!
+//! In-memory docs, pages (with content elements), tables, columns, rows,
+//! formulas, controls, folders and permissions; pagination with opaque
+//! tokens that carry the original query (Coda ignores other parameters when
+//! `pageToken` is given, and so does this fake); asynchronous writes with
+//! mutation status; page exports with a configurable life cycle (early 404s,
+//! in-progress polls, failure, dead download links, gzip bodies); injected
+//! faults (429 with or without `Retry-After`, 5xx).
+//!
+//! Objects are built from the OpenAPI spec's own minimal instances
+//! (`Spec::synth`) plus overrides, and every response is recorded with its
+//! request so tests assert on paths, queries, bodies and the Authorization
+//! header, and call [`FakeCoda::assert_responses_match_spec`] to validate
+//! every recorded body against the spec.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+
+#[path = "openapi.rs"]
+mod openapi;
+pub use openapi::{spec, validate};
+
+pub const TOKEN: &str = "test-token-5f0c";
+const BASE: &str = "/apis/v1";
+
+/// One request the fake received, with the answer it gave.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path relative to the API base, still percent-encoded (e.g. `/docs/d1/pages`).
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub authorization: Option<String>,
+    pub body: Option<Value>,
+    pub status: u16,
+    pub response: Value,
+    /// False for download links (not part of the API).
+    pub api: bool,
+}
+
+impl Recorded {
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Fault {
+    method: String,
+    path_contains: String,
+    status: u16,
+    remaining: usize,
+    retry_after: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub id: String,
+    pub style: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+struct PageRec {
+    doc: String,
+    id: String,
+    name: String,
+    subtitle: Option<String>,
+    icon: Option<String>,
+    parent: Option<String>,
+    content_type: String,
+    hidden: bool,
+    lines: Vec<Line>,
+}
+
+#[derive(Debug, Clone)]
+struct ColumnRec {
+    id: String,
+    name: String,
+    kind: String,
+    display: bool,
+    calculated: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RowRec {
+    id: String,
+    values: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+struct TableRec {
+    doc: String,
+    id: String,
+    name: String,
+    table_type: String,
+    page: String,
+    columns: Vec<ColumnRec>,
+    rows: Vec<RowRec>,
+}
+
+#[derive(Debug, Clone)]
+struct ExportRec {
+    doc: String,
+    page: String,
+    format: String,
+    polls: usize,
+    dead_links_served: usize,
+}
+
+/// How exports behave; set per test.
+#[derive(Debug, Clone, Default)]
+pub struct ExportPlan {
+    /// Status polls answered 404 before the export is known.
+    pub not_found_polls: usize,
+    /// Polls answered `inProgress` after that.
+    pub in_progress_polls: usize,
+    /// End with `status: failed` and an error message instead of a link.
+    pub fail: bool,
+    /// Download links that answer with an S3-style XML error first.
+    pub dead_links: usize,
+    /// Serve the download gzip-compressed without Content-Encoding.
+    pub gzip: bool,
+}
+
+/// How mutation status behaves.
+#[derive(Debug, Clone, Default)]
+pub struct MutationPlan {
+    /// Polls answered 404 first (replication lag).
+    pub not_found_polls: usize,
+    /// Polls answered `completed: false` after that.
+    pub pending_polls: usize,
+}
+
+#[derive(Default)]
+struct State {
+    docs: Vec<Value>,
+    folders: Vec<Value>,
+    pages: Vec<PageRec>,
+    tables: Vec<TableRec>,
+    formulas: Vec<(String, Value)>,
+    controls: Vec<(String, Value)>,
+    permissions: Vec<(String, Value)>,
+    acl_settings: HashMap<String, Value>,
+    published: HashMap<String, Value>,
+    tokens: HashMap<String, (Vec<(String, String)>, usize)>,
+    faults: Vec<Fault>,
+    mutations: HashMap<String, usize>,
+    exports: HashMap<String, ExportRec>,
+    export_plan: ExportPlan,
+    mutation_plan: MutationPlan,
+    /// Largest page the fake returns, whatever `limit` says (Coda caps silently).
+    max_page: usize,
+    counter: usize,
+    requests: Vec<Recorded>,
+    base_url: String,
+}
+
+impl State {
+    fn next(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}{}", self.counter)
+    }
+}
+
+/// The running fake. Dropping it stops the server.
+pub struct FakeCoda {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeCoda {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn obj(name: &str, overrides: Value) -> Value {
+    let mut base = spec().synth(name);
+    merge(&mut base, overrides);
+    base
+}
+
+fn merge(base: &mut Value, over: Value) {
+    if let (Some(b), Value::Object(o)) = (base.as_object_mut(), over) {
+        for (k, v) in o {
+            if v.is_null() {
+                b.remove(&k);
+            } else {
+                b.insert(k, v);
+            }
+        }
+    }
+}
+
+fn error_body(status: u16, message: &str) -> Value {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    json!({"statusCode": status, "statusMessage": reason, "message": message})
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+    headers: Vec<(String, String)>,
+    raw: Option<Vec<u8>>,
+}
+
+fn ok(status: u16, body: Value) -> Reply {
+    Reply {
+        status,
+        body,
+        headers: Vec::new(),
+        raw: None,
+    }
+}
+
+fn err(status: u16, message: &str) -> Reply {
+    ok(status, error_body(status, message))
+}
+
+impl FakeCoda {
+    /// Start with the standard fixture (see [`FakeCoda::seed`]).
+    pub async fn start() -> FakeCoda {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            max_page: 25,
+            base_url: format!("http://{addr}{BASE}"),
+            ..State::default()
+        }));
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        let fake = FakeCoda { addr, state, task };
+        fake.seed();
+        fake
+    }
+
+    /// API base URL to give coda-mcp.
+    pub fn base_url(&self) -> String {
+        format!("http://{}{BASE}", self.addr)
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    /// Doc `doc1` ("Project Tracker") with pages, a table `grid-tasks`
+    /// ("Tasks": Name, Status, Points, Done, Notify button), a view, two
+    /// formulas and a control; doc `doc2`; folder `fl-1`.
+    fn seed(&self) {
+        self.with(|s| {
+            let base = s.base_url.clone();
+            for (id, name, folder) in [("doc1", "Project Tracker", "fl-1"), ("doc2", "Team Wiki", "fl-2")] {
+                s.docs.push(obj(
+                    "Doc",
+                    json!({
+                        "id": id, "name": name, "href": format!("{base}/docs/{id}"),
+                        "browserLink": format!("https://coda.io/d/_d{id}"),
+                        "folderId": folder,
+                        "folder": obj("FolderReference", json!({"id": folder})),
+                        "docSize": {"totalRowCount": 3, "tableAndViewCount": 2, "pageCount": 3, "overApiSizeLimit": false},
+                    }),
+                ));
+            }
+            s.folders.push(obj("Folder", json!({"id": "fl-1", "name": "Projects"})));
+            let lines = |v: &[(&str, &str)]| -> Vec<Line> {
+                v.iter()
+                    .enumerate()
+                    .map(|(i, (style, text))| Line {
+                        id: format!("cl-{i}"),
+                        style: style.to_string(),
+                        text: text.to_string(),
+                    })
+                    .collect()
+            };
+            s.pages.push(PageRec {
+                doc: "doc1".into(),
+                id: "canvas-overview".into(),
+                name: "Overview".into(),
+                subtitle: Some("Start here".into()),
+                icon: Some("rocket".into()),
+                parent: None,
+                content_type: "canvas".into(),
+                hidden: false,
+                lines: lines(&[("h1", "Overview"), ("paragraph", "Launch is on Friday."), ("bulletedList", "ship it")]),
+            });
+            s.pages.push(PageRec {
+                doc: "doc1".into(),
+                id: "canvas-notes".into(),
+                name: "Meeting Notes".into(),
+                subtitle: None,
+                icon: None,
+                parent: Some("canvas-overview".into()),
+                content_type: "canvas".into(),
+                hidden: false,
+                lines: lines(&[("h2", "Monday"), ("paragraph", "Budget approved by finance.")]),
+            });
+            s.pages.push(PageRec {
+                doc: "doc1".into(),
+                id: "canvas-embed".into(),
+                name: "Dashboard".into(),
+                subtitle: None,
+                icon: None,
+                parent: None,
+                content_type: "embed".into(),
+                hidden: false,
+                lines: Vec::new(),
+            });
+            let cols = vec![
+                ColumnRec { id: "c-name".into(), name: "Name".into(), kind: "text".into(), display: true, calculated: false },
+                ColumnRec { id: "c-status".into(), name: "Status".into(), kind: "text".into(), display: false, calculated: false },
+                ColumnRec { id: "c-points".into(), name: "Points".into(), kind: "number".into(), display: false, calculated: false },
+                ColumnRec { id: "c-done".into(), name: "Done".into(), kind: "checkbox".into(), display: false, calculated: true },
+                ColumnRec { id: "c-notify".into(), name: "Notify".into(), kind: "button".into(), display: false, calculated: false },
+            ];
+            let row = |id: &str, name: &str, status: &str, points: i64| RowRec {
+                id: id.into(),
+                values: [
+                    ("c-name", json!(name)),
+                    ("c-status", json!(status)),
+                    ("c-points", json!(points)),
+                    ("c-done", json!(status == "Done")),
+                    ("c-notify", json!("")),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            };
+            s.tables.push(TableRec {
+                doc: "doc1".into(),
+                id: "grid-tasks".into(),
+                name: "Tasks".into(),
+                table_type: "table".into(),
+                page: "canvas-overview".into(),
+                columns: cols.clone(),
+                rows: vec![row("i-1", "Design", "Done", 3), row("i-2", "Build", "Doing", 5), row("i-3", "Test", "Todo", 2)],
+            });
+            s.tables.push(TableRec {
+                doc: "doc1".into(),
+                id: "table-open".into(),
+                name: "Open Tasks".into(),
+                table_type: "view".into(),
+                page: "canvas-overview".into(),
+                columns: cols,
+                rows: Vec::new(),
+            });
+            for (id, name, value) in [("f-total", "TotalPoints", json!(10)), ("f-owner", "Owner", json!("Ada"))] {
+                s.formulas.push(("doc1".into(), obj("Formula", json!({"id": id, "name": name, "value": value, "href": format!("{base}/docs/doc1/formulas/{id}")}))));
+            }
+            s.controls.push((
+                "doc1".into(),
+                obj("Control", json!({"id": "ctrl-threshold", "name": "Threshold", "controlType": "slider", "value": 7, "href": format!("{base}/docs/doc1/controls/ctrl-threshold")})),
+            ));
+            s.permissions.push((
+                "doc1".into(),
+                json!({"id": "perm-1", "access": "write", "principal": {"type": "email", "email": "ada@example.com"}}),
+            ));
+            s.counter = 100;
+        });
+    }
+
+    // ----- knobs -----
+
+    /// Answer the next `times` requests whose method matches and whose path
+    /// contains `path_contains` with `status` (and `Retry-After` if given).
+    pub fn fail_next(
+        &self,
+        method: &str,
+        path_contains: &str,
+        status: u16,
+        times: usize,
+        retry_after: Option<&str>,
+    ) {
+        self.with(|s| {
+            s.faults.push(Fault {
+                method: method.into(),
+                path_contains: path_contains.into(),
+                status,
+                remaining: times,
+                retry_after: retry_after.map(str::to_owned),
+            })
+        });
+    }
+
+    pub fn set_max_page(&self, n: usize) {
+        self.with(|s| s.max_page = n);
+    }
+
+    pub fn set_export_plan(&self, plan: ExportPlan) {
+        self.with(|s| s.export_plan = plan);
+    }
+
+    pub fn set_mutation_plan(&self, plan: MutationPlan) {
+        self.with(|s| s.mutation_plan = plan);
+    }
+
+    /// Add `n` rows named `Row <i>` to `grid-tasks`.
+    pub fn add_rows(&self, n: usize) {
+        self.with(|s| {
+            let t = s.tables.iter_mut().find(|t| t.id == "grid-tasks").unwrap();
+            for i in 0..n {
+                let mut values = Map::new();
+                values.insert("c-name".into(), json!(format!("Row {i}")));
+                values.insert("c-status".into(), json!("Bulk"));
+                values.insert("c-points".into(), json!(i));
+                values.insert("c-done".into(), json!(false));
+                values.insert("c-notify".into(), json!(""));
+                t.rows.push(RowRec {
+                    id: format!("i-bulk-{i}"),
+                    values,
+                });
+            }
+        });
+    }
+
+    /// Add `n` pages named `Page <i>` to doc1.
+    pub fn add_pages(&self, n: usize) {
+        self.with(|s| {
+            for i in 0..n {
+                s.pages.push(PageRec {
+                    doc: "doc1".into(),
+                    id: format!("canvas-p{i}"),
+                    name: format!("Page {i}"),
+                    subtitle: None,
+                    icon: None,
+                    parent: None,
+                    content_type: "canvas".into(),
+                    hidden: false,
+                    lines: vec![Line {
+                        id: "cl-x".into(),
+                        style: "paragraph".into(),
+                        text: format!("body {i}"),
+                    }],
+                });
+            }
+        });
+    }
+
+    // ----- inspection -----
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.with(|s| s.requests.clone())
+    }
+
+    /// API requests with this method whose path matches exactly.
+    pub fn calls(&self, method: &str, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path == path)
+            .collect()
+    }
+
+    pub fn row_values(&self, row_id: &str) -> Option<Map<String, Value>> {
+        self.with(|s| {
+            s.tables
+                .iter()
+                .flat_map(|t| t.rows.iter())
+                .find(|r| r.id == row_id)
+                .map(|r| r.values.clone())
+        })
+    }
+
+    pub fn row_count(&self, table: &str) -> usize {
+        self.with(|s| {
+            s.tables
+                .iter()
+                .find(|t| t.id == table)
+                .map(|t| t.rows.len())
+                .unwrap_or(0)
+        })
+    }
+
+    pub fn page_lines(&self, page: &str) -> Vec<String> {
+        self.with(|s| {
+            s.pages
+                .iter()
+                .find(|p| p.id == page || p.name == page)
+                .map(|p| {
+                    p.lines
+                        .iter()
+                        .map(|l| format!("{}:{}", l.style, l.text))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn page_exists(&self, page: &str) -> bool {
+        self.with(|s| s.pages.iter().any(|p| p.id == page || p.name == page))
+    }
+
+    pub fn page_parent(&self, page: &str) -> Option<String> {
+        self.with(|s| {
+            s.pages
+                .iter()
+                .find(|p| p.id == page || p.name == page)
+                .and_then(|p| p.parent.clone())
+        })
+    }
+
+    /// Every API response body matches its OpenAPI schema, and every JSON
+    /// request body matches the operation's request schema.
+    pub fn assert_responses_match_spec(&self) {
+        let sp = spec();
+        let mut problems = Vec::new();
+        let reqs = self.requests();
+        assert!(!reqs.is_empty(), "the fake received no requests");
+        for r in reqs.iter().filter(|r| r.api) {
+            if let Err(e) = sp.validate_response(&r.method, &r.path, r.status, &r.response) {
+                problems.push(e);
+            }
+            if let (Some(body), Some(schema)) = (&r.body, sp.request_schema(&r.method, &r.path))
+                && let Err(e) = validate(&schema, body)
+            {
+                problems.push(format!(
+                    "request body of {} {}: {e}\nbody: {body}",
+                    r.method, r.path
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "{} spec mismatches:\n{}",
+            problems.len(),
+            problems.join("\n\n")
+        );
+    }
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let uri = req.uri().clone();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let query: Vec<(String, String)> = uri
+        .query()
+        .and_then(|q| reqwest::Url::parse(&format!("http://x/?{q}")).ok())
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body: Option<Value> = if bytes.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&bytes).ok()
+    };
+    let full_path = uri.path().to_owned();
+
+    let reply = {
+        let mut s = state.lock().unwrap();
+        let (reply, api, path) = if let Some(blob) = full_path.strip_prefix("/blobs/") {
+            (download(&mut s, blob), false, full_path.clone())
+        } else if let Some(path) = full_path.strip_prefix(BASE) {
+            let path = path.to_owned();
+            let r =
+                if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+                    err(
+                        401,
+                        "Unauthorized: the API token is invalid or has been revoked",
+                    )
+                } else if let Some(f) = s.faults.iter_mut().find(|f| {
+                    f.remaining > 0 && f.method == method && path.contains(&f.path_contains)
+                }) {
+                    f.remaining -= 1;
+                    let mut r = err(
+                        f.status,
+                        if f.status == 429 {
+                            "Rate limit exceeded"
+                        } else {
+                            "Injected failure"
+                        },
+                    );
+                    if let Some(ra) = &f.retry_after {
+                        r.headers.push(("retry-after".into(), ra.clone()));
+                    }
+                    r
+                } else {
+                    route(&mut s, &method, &path, &query, body.as_ref())
+                };
+            (r, true, path)
+        } else {
+            (err(404, "Not Found"), false, full_path.clone())
+        };
+        s.requests.push(Recorded {
+            method: method.clone(),
+            path,
+            query: query.clone(),
+            authorization,
+            body: body.clone(),
+            status: reply.status,
+            response: reply.body.clone(),
+            api,
+        });
+        reply
+    };
+    let mut builder = Response::builder().status(reply.status);
+    for (k, v) in &reply.headers {
+        builder = builder.header(k, v);
+    }
+    let payload = match reply.raw {
+        Some(raw) => raw,
+        None => {
+            builder = builder.header("content-type", "application/json");
+            serde_json::to_vec(&reply.body).unwrap()
+        }
+    };
+    Ok(builder.body(Full::new(Bytes::from(payload))).unwrap())
+}
+
+fn download(s: &mut State, blob: &str) -> Reply {
+    let plan = s.export_plan.clone();
+    let Some(exp) = s.exports.get_mut(blob) else {
+        return Reply {
+            status: 404,
+            body: Value::Null,
+            headers: Vec::new(),
+            raw: Some(b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>".to_vec()),
+        };
+    };
+    if exp.dead_links_served < plan.dead_links {
+        exp.dead_links_served += 1;
+        return Reply {
+            status: 200,
+            body: Value::Null,
+            headers: vec![("content-type".into(), "application/xml".into())],
+            raw: Some(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>".to_vec()),
+        };
+    }
+    let (doc, page, format) = (exp.doc.clone(), exp.page.clone(), exp.format.clone());
+    let text = match s.pages.iter().find(|p| p.doc == doc && p.id == page) {
+        Some(p) => render(p, &format),
+        None => String::new(),
+    };
+    let raw = if plan.gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap()
+    } else {
+        text.into_bytes()
+    };
+    Reply {
+        status: 200,
+        body: Value::Null,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        raw: Some(raw),
+    }
+}
+
+fn render(p: &PageRec, format: &str) -> String {
+    let mut out = Vec::new();
+    for l in &p.lines {
+        out.push(match (format, l.style.as_str()) {
+            ("html", "h1") => format!("<h1>{}</h1>", l.text),
+            ("html", "h2") => format!("<h2>{}</h2>", l.text),
+            ("html", "bulletedList") => format!("<ul><li>{}</li></ul>", l.text),
+            ("html", _) => format!("<p>{}</p>", l.text),
+            (_, "h1") => format!("# {}", l.text),
+            (_, "h2") => format!("## {}", l.text),
+            (_, "h3") => format!("### {}", l.text),
+            (_, "bulletedList") => format!("- {}", l.text),
+            _ => l.text.clone(),
+        });
+    }
+    out.join("\n")
+}
+
+/// Parse markdown or the fake's own html back into lines.
+fn parse_lines(s: &mut State, format: &str, content: &str) -> Vec<Line> {
+    let mut out = Vec::new();
+    for raw in content.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (style, text) = if format == "html" {
+            let strip = |t: &str| {
+                let mut o = String::new();
+                let mut inside = false;
+                for ch in t.chars() {
+                    match ch {
+                        '<' => inside = true,
+                        '>' => inside = false,
+                        c if !inside => o.push(c),
+                        _ => {}
+                    }
+                }
+                o
+            };
+            let style = if raw.starts_with("<h1") {
+                "h1"
+            } else if raw.starts_with("<h2") {
+                "h2"
+            } else if raw.starts_with("<ul") {
+                "bulletedList"
+            } else {
+                "paragraph"
+            };
+            (style, strip(raw))
+        } else if let Some(t) = raw.strip_prefix("### ") {
+            ("h3", t.to_owned())
+        } else if let Some(t) = raw.strip_prefix("## ") {
+            ("h2", t.to_owned())
+        } else if let Some(t) = raw.strip_prefix("# ") {
+            ("h1", t.to_owned())
+        } else if let Some(t) = raw.strip_prefix("- ") {
+            ("bulletedList", t.to_owned())
+        } else {
+            ("paragraph", raw.to_owned())
+        };
+        let id = s.next("cl-n");
+        out.push(Line {
+            id,
+            style: style.into(),
+            text,
+        });
+    }
+    out
+}
+
+fn q<'a>(query: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    query.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+}
+
+fn decode(seg: &str) -> String {
+    percent_decode(seg)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Paginate `items` using the fake's opaque tokens.
+fn paginate(
+    s: &mut State,
+    key: &str,
+    items: Vec<Value>,
+    query: &[(String, String)],
+) -> (Vec<Value>, Option<String>) {
+    let (offset, limit) = match q(query, "pageToken") {
+        Some(tok) => match s.tokens.get(tok) {
+            Some((orig, off)) => (
+                *off,
+                q(orig, "limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(25usize),
+            ),
+            None => return (Vec::new(), None),
+        },
+        None => (
+            0,
+            q(query, "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(25usize),
+        ),
+    };
+    let limit = limit.clamp(1, s.max_page.max(1));
+    let page: Vec<Value> = items.iter().skip(offset).take(limit).cloned().collect();
+    let next = if offset + limit < items.len() {
+        let tok = format!("tok-{key}-{}", s.next(""));
+        let orig = match q(query, "pageToken").and_then(|t| s.tokens.get(t)) {
+            Some((o, _)) => o.clone(),
+            None => query.to_vec(),
+        };
+        s.tokens.insert(tok.clone(), (orig, offset + limit));
+        Some(tok)
+    } else {
+        None
+    };
+    (page, next)
+}
+
+/// The effective query: the original one when a pageToken is given.
+fn effective(s: &State, query: &[(String, String)]) -> Vec<(String, String)> {
+    match q(query, "pageToken").and_then(|t| s.tokens.get(t)) {
+        Some((o, _)) => o.clone(),
+        None => query.to_vec(),
+    }
+}
+
+fn list_body(
+    s: &mut State,
+    path: &str,
+    items: Vec<Value>,
+    query: &[(String, String)],
+    with_href: bool,
+) -> Reply {
+    let (page, next) = paginate(s, path, items, query);
+    let mut body = json!({"items": page});
+    if with_href {
+        body["href"] = json!(format!("{}{path}", s.base_url));
+    }
+    if let Some(t) = next {
+        body["nextPageLink"] = json!(format!("{}{path}?pageToken={t}", s.base_url));
+        body["nextPageToken"] = json!(t);
+    }
+    ok(200, body)
+}
+
+fn mutation(s: &mut State) -> String {
+    let id = s.next("mut-");
+    s.mutations.insert(id.clone(), 0);
+    id
+}
+
+fn page_json(s: &State, p: &PageRec) -> Value {
+    let base = &s.base_url;
+    let pref = |id: &str, name: &str| {
+        obj(
+            "PageReference",
+            json!({"id": id, "name": name, "href": format!("{base}/docs/{}/pages/{id}", p.doc), "browserLink": format!("https://coda.io/d/_d{}/_su{id}", p.doc)}),
+        )
+    };
+    let children: Vec<Value> = s
+        .pages
+        .iter()
+        .filter(|c| c.doc == p.doc && c.parent.as_deref() == Some(&p.id))
+        .map(|c| pref(&c.id, &c.name))
+        .collect();
+    let mut v = obj(
+        "Page",
+        json!({
+            "id": p.id, "name": p.name, "href": format!("{base}/docs/{}/pages/{}", p.doc, p.id),
+            "browserLink": format!("https://coda.io/d/_d{}/_su{}", p.doc, p.id),
+            "children": children, "contentType": p.content_type, "isHidden": p.hidden, "isEffectivelyHidden": p.hidden,
+        }),
+    );
+    if let Some(sub) = &p.subtitle {
+        v["subtitle"] = json!(sub);
+    }
+    if let Some(i) = &p.icon {
+        v["icon"] = json!({"name": i, "type": "image/png", "browserLink": format!("https://cdn.coda.io/icons/{i}.png")});
+    }
+    if let Some(par) = &p.parent
+        && let Some(pp) = s.pages.iter().find(|x| x.doc == p.doc && &x.id == par)
+    {
+        v["parent"] = pref(&pp.id, &pp.name);
+    }
+    v
+}
+
+fn table_ref(s: &State, t: &TableRec) -> Value {
+    let base = &s.base_url;
+    obj(
+        "TableReference",
+        json!({"id": t.id, "name": t.name, "tableType": t.table_type, "href": format!("{base}/docs/{}/tables/{}", t.doc, t.id), "browserLink": format!("https://coda.io/d/_d{}#_tu{}", t.doc, t.id)}),
+    )
+}
+
+fn table_json(s: &State, t: &TableRec) -> Value {
+    let base = &s.base_url;
+    let page = s.pages.iter().find(|p| p.id == t.page).unwrap();
+    let display = t.columns.iter().find(|c| c.display).unwrap();
+    obj(
+        "Table",
+        json!({
+            "id": t.id, "name": t.name, "tableType": t.table_type,
+            "href": format!("{base}/docs/{}/tables/{}", t.doc, t.id),
+            "browserLink": format!("https://coda.io/d/_d{}#_tu{}", t.doc, t.id),
+            "parent": obj("PageReference", json!({"id": page.id, "name": page.name, "href": format!("{base}/docs/{}/pages/{}", t.doc, page.id), "browserLink": "https://coda.io/d/x"})),
+            "displayColumn": {"id": display.id, "type": "column", "href": format!("{base}/docs/{}/tables/{}/columns/{}", t.doc, t.id, display.id)},
+            "rowCount": t.rows.len(), "sorts": [], "layout": "default",
+            "viewId": null,
+        }),
+    )
+}
+
+fn column_json(s: &State, t: &TableRec, c: &ColumnRec, detail: bool) -> Value {
+    let base = &s.base_url;
+    let format = match c.kind.as_str() {
+        "number" => json!({"type": "number", "isArray": false}),
+        "checkbox" => json!({"type": "checkbox", "isArray": false, "displayType": "toggle"}),
+        "button" => json!({"type": "button", "isArray": false, "label": "Notify"}),
+        _ => json!({"type": "text", "isArray": false}),
+    };
+    let mut v = json!({
+        "id": c.id, "type": "column", "name": c.name, "format": format,
+        "href": format!("{base}/docs/{}/tables/{}/columns/{}", t.doc, t.id, c.id),
+        "display": c.display, "calculated": c.calculated,
+    });
+    if c.calculated {
+        v["formula"] = json!("thisRow.Status = \"Done\"");
+    }
+    if detail {
+        v["parent"] = table_ref(s, t);
+    }
+    v
+}
+
+fn row_json(
+    s: &State,
+    t: &TableRec,
+    idx: usize,
+    r: &RowRec,
+    query: &[(String, String)],
+    detail: bool,
+) -> Value {
+    let base = &s.base_url;
+    let names = q(query, "useColumnNames") == Some("true");
+    let fmt = q(query, "valueFormat").unwrap_or("simple");
+    let mut values = Map::new();
+    for c in &t.columns {
+        let v = r.values.get(&c.id).cloned().unwrap_or(json!(""));
+        let v = match (&v, fmt) {
+            (Value::String(st), "rich") if !st.is_empty() && c.kind == "text" => {
+                json!(format!("```{st}```"))
+            }
+            (Value::Array(a), "simple") => json!(
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_owned).unwrap_or(x.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            _ => v,
+        };
+        values.insert(if names { c.name.clone() } else { c.id.clone() }, v);
+    }
+    let display = t.columns.iter().find(|c| c.display).unwrap();
+    let mut v = json!({
+        "id": r.id, "type": "row", "href": format!("{base}/docs/{}/tables/{}/rows/{}", t.doc, t.id, r.id),
+        "name": r.values.get(&display.id).and_then(Value::as_str).unwrap_or(""),
+        "index": idx, "browserLink": format!("https://coda.io/d/_d{}#_tu{}/_ru{}", t.doc, t.id, r.id),
+        "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-02T00:00:00.000Z",
+        "values": values,
+    });
+    if detail {
+        v["parent"] = table_ref(s, t);
+    }
+    v
+}
+
+/// `"Name":"value"` or `c-id:value` → (column, value).
+fn parse_query(query: &str) -> Option<(String, Value)> {
+    let (col, rest) = if query.starts_with('"') {
+        let mut de = serde_json::Deserializer::from_str(query).into_iter::<Value>();
+        let col = de.next()?.ok()?;
+        let used = de.byte_offset();
+        (col.as_str()?.to_owned(), &query[used..])
+    } else {
+        let i = query.find(':')?;
+        (query[..i].to_owned(), &query[i..])
+    };
+    let rest = rest.strip_prefix(':')?;
+    Some((col, serde_json::from_str(rest).ok()?))
+}
+
+fn col_id(t: &TableRec, key: &str) -> Option<String> {
+    t.columns
+        .iter()
+        .find(|c| c.id == key || c.name == key)
+        .map(|c| c.id.clone())
+}
+
+fn route(
+    s: &mut State,
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    body: Option<&Value>,
+) -> Reply {
+    let segs: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let base = s.base_url.clone();
+    let empty = json!({});
+    let body = body.unwrap_or(&empty);
+    match (method, segs.as_slice()) {
+        ("GET", ["whoami"]) => ok(
+            200,
+            obj(
+                "User",
+                json!({"name": "Ada Lovelace", "loginId": "ada@example.com", "tokenName": "tests", "href": format!("{base}/whoami")}),
+            ),
+        ),
+        ("GET", ["resolveBrowserLink"]) => {
+            let url = q(query, "url").unwrap_or("");
+            if !url.starts_with("https://coda.io/") {
+                return err(400, "The URL is not a Coda URL");
+            }
+            let Some(id) = url
+                .split("_d")
+                .nth(1)
+                .map(|r| r.split(['/', '#']).next().unwrap_or("").to_owned())
+            else {
+                return err(404, "Could not resolve the URL");
+            };
+            if !s.docs.iter().any(|d| d["id"] == id) {
+                return err(404, "Could not resolve the URL");
+            }
+            ok(
+                200,
+                obj(
+                    "ApiLink",
+                    json!({"href": format!("{base}/resolveBrowserLink"), "browserLink": url, "resource": {"type": "doc", "id": id, "name": "Project Tracker", "href": format!("{base}/docs/{id}")}}),
+                ),
+            )
+        }
+        ("GET", ["mutationStatus", id]) => {
+            let plan = s.mutation_plan.clone();
+            let Some(polls) = s.mutations.get_mut(*id) else {
+                return err(404, "Unknown request id");
+            };
+            *polls += 1;
+            if *polls <= plan.not_found_polls {
+                return err(404, "Unknown request id");
+            }
+            let completed = *polls > plan.not_found_polls + plan.pending_polls;
+            ok(200, json!({"completed": completed}))
+        }
+        ("GET", ["categories"]) => ok(
+            200,
+            json!({"items": [obj("DocCategory", json!({"name": "Project management"}))]}),
+        ),
+        ("GET", ["folders"]) => {
+            let items = s.folders.clone();
+            list_body(s, path, items, query, true)
+        }
+        ("POST", ["folders"]) => {
+            let id = s.next("fl-");
+            let f = obj("Folder", json!({"id": id, "name": body["name"]}));
+            s.folders.push(f.clone());
+            ok(201, f)
+        }
+        ("GET", ["folders", id]) => match s.folders.iter().find(|f| f["id"] == *id) {
+            Some(f) => ok(200, f.clone()),
+            None => err(404, "Folder not found"),
+        },
+        ("PATCH", ["folders", id]) => match s.folders.iter_mut().find(|f| f["id"] == *id) {
+            Some(f) => {
+                if let Some(n) = body.get("name") {
+                    f["name"] = n.clone();
+                }
+                if let Some(d) = body.get("description") {
+                    f["description"] = d.clone();
+                }
+                ok(200, f.clone())
+            }
+            None => err(404, "Folder not found"),
+        },
+        ("DELETE", ["folders", id]) => {
+            let before = s.folders.len();
+            s.folders.retain(|f| f["id"] != *id);
+            if before == s.folders.len() {
+                err(404, "Folder not found")
+            } else {
+                ok(200, json!({}))
+            }
+        }
+        ("GET", ["analytics", "updated"]) => ok(200, spec().synth("AnalyticsLastUpdatedResponse")),
+        ("GET", ["analytics", "docs", "summary"]) => ok(200, spec().synth("DocAnalyticsSummary")),
+        ("GET", ["analytics", "packs", "summary"]) => ok(200, spec().synth("PackAnalyticsSummary")),
+        ("GET", ["analytics", "docs"]) => {
+            let item = spec().synth("DocAnalyticsItem");
+            list_body(s, path, vec![item], query, false)
+        }
+        ("GET", ["analytics", "docs", _, "pages"]) => {
+            let item = spec().synth("PageAnalyticsItem");
+            list_body(s, path, vec![item], query, false)
+        }
+        ("GET", ["analytics", "packs"]) => {
+            let item = spec().synth("PackAnalyticsItem");
+            list_body(s, path, vec![item], query, false)
+        }
+        ("GET", ["analytics", "packs", _, "formulas"]) => {
+            let item = spec().synth("PackFormulaAnalyticsItem");
+            list_body(s, path, vec![item], query, false)
+        }
+        ("GET", ["workspaces", _, "users"]) => {
+            let item = spec().synth("WorkspaceUser");
+            list_body(s, path, vec![item], query, false)
+        }
+        ("GET", ["workspaces", _, "roles"]) => ok(
+            200,
+            json!({"items": [spec().synth("WorkspaceRoleActivity")]}),
+        ),
+        ("POST", ["workspaces", _, "users", "role"]) => ok(200, spec().synth("ChangeRoleResult")),
+        ("GET", ["docs"]) => {
+            let eq = effective(s, query);
+            let needle = q(&eq, "query").map(str::to_lowercase);
+            let folder = q(&eq, "folderId");
+            let items: Vec<Value> = s
+                .docs
+                .iter()
+                .filter(|d| {
+                    needle
+                        .as_ref()
+                        .is_none_or(|n| d["name"].as_str().unwrap().to_lowercase().contains(n))
+                })
+                .filter(|d| folder.is_none_or(|f| d["folderId"] == f))
+                .cloned()
+                .collect();
+            list_body(s, path, items, query, true)
+        }
+        ("POST", ["docs"]) => {
+            let id = format!("doc{}", s.next(""));
+            let title = body["title"].as_str().unwrap_or("Untitled");
+            let d = obj(
+                "Doc",
+                json!({"id": id, "name": title, "href": format!("{base}/docs/{id}"), "browserLink": format!("https://coda.io/d/_d{id}")}),
+            );
+            s.docs.push(d.clone());
+            let mut created = d;
+            created["requestId"] = json!(mutation(s));
+            ok(201, created)
+        }
+        ("GET", ["docs", d]) => match s.docs.iter().find(|x| x["id"] == *d) {
+            Some(doc) => ok(200, doc.clone()),
+            None => err(404, "Doc not found"),
+        },
+        ("PATCH", ["docs", d]) => match s.docs.iter_mut().find(|x| x["id"] == *d) {
+            Some(doc) => {
+                if let Some(t) = body.get("title") {
+                    doc["name"] = t.clone();
+                }
+                ok(200, json!({}))
+            }
+            None => err(404, "Doc not found"),
+        },
+        ("DELETE", ["docs", d]) => {
+            let before = s.docs.len();
+            s.docs.retain(|x| x["id"] != *d);
+            if before == s.docs.len() {
+                err(404, "Doc not found")
+            } else {
+                ok(202, json!({}))
+            }
+        }
+        (_, ["docs", d, rest @ ..]) => {
+            if !s.docs.iter().any(|x| x["id"] == *d) {
+                return err(404, "Doc not found");
+            }
+            doc_route(s, method, path, d, rest, query, body)
+        }
+        _ => err(404, "Not Found"),
+    }
+}
+
+fn find_page<'a>(s: &'a State, d: &str, p: &str) -> Option<&'a PageRec> {
+    s.pages
+        .iter()
+        .find(|x| x.doc == d && (x.id == p || x.name == p))
+}
+
+fn doc_route(
+    s: &mut State,
+    method: &str,
+    path: &str,
+    d: &str,
+    rest: &[&str],
+    query: &[(String, String)],
+    body: &Value,
+) -> Reply {
+    let base = s.base_url.clone();
+    match (method, rest) {
+        ("GET", ["pages"]) => {
+            let items: Vec<Value> = s
+                .pages
+                .iter()
+                .filter(|p| p.doc == d)
+                .map(|p| page_json(s, p))
+                .collect();
+            list_body(s, path, items, query, true)
+        }
+        ("POST", ["pages"]) => {
+            let Some(name) = body["name"].as_str() else {
+                return err(400, "name is required");
+            };
+            let id = s.next("canvas-new");
+            let (ctype, lines) = match body.pointer("/pageContent/type").and_then(Value::as_str) {
+                Some("embed") => ("embed", Vec::new()),
+                _ => {
+                    let fmt = body
+                        .pointer("/pageContent/canvasContent/format")
+                        .and_then(Value::as_str)
+                        .unwrap_or("markdown")
+                        .to_owned();
+                    let content = body
+                        .pointer("/pageContent/canvasContent/content")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    ("canvas", parse_lines(s, &fmt, &content))
+                }
+            };
+            if let Some(par) = body["parentPageId"].as_str()
+                && find_page(s, d, par).is_none()
+            {
+                return err(404, "Parent page not found");
+            }
+            s.pages.push(PageRec {
+                doc: d.into(),
+                id: id.clone(),
+                name: name.into(),
+                subtitle: body["subtitle"].as_str().map(str::to_owned),
+                icon: body["iconName"].as_str().map(str::to_owned),
+                parent: body["parentPageId"].as_str().map(str::to_owned),
+                content_type: ctype.into(),
+                hidden: false,
+                lines,
+            });
+            let rid = mutation(s);
+            ok(202, json!({"requestId": rid, "id": id}))
+        }
+        ("GET", ["pages", p]) => match find_page(s, d, p) {
+            Some(pg) => ok(200, page_json(s, pg)),
+            None => err(404, "Page not found"),
+        },
+        ("PUT", ["pages", p]) => {
+            let Some(idx) = s
+                .pages
+                .iter()
+                .position(|x| x.doc == d && (x.id == *p || x.name == *p))
+            else {
+                return err(404, "Page not found");
+            };
+            if let Some(cu) = body.get("contentUpdate") {
+                let mode = cu["insertionMode"].as_str().unwrap_or("append").to_owned();
+                let fmt = cu
+                    .pointer("/canvasContent/format")
+                    .and_then(Value::as_str)
+                    .unwrap_or("markdown")
+                    .to_owned();
+                let content = cu
+                    .pointer("/canvasContent/content")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let new = parse_lines(s, &fmt, &content);
+                let pg = &mut s.pages[idx];
+                let anchor = cu["elementId"]
+                    .as_str()
+                    .and_then(|e| pg.lines.iter().position(|l| l.id == e));
+                if cu["elementId"].is_string() && anchor.is_none() {
+                    return err(400, "Element not found");
+                }
+                match (mode.as_str(), anchor) {
+                    ("replace", None) => pg.lines = new,
+                    ("replace", Some(i)) => {
+                        pg.lines.splice(i..=i, new);
+                    }
+                    ("prepend", None) => {
+                        pg.lines.splice(0..0, new);
+                    }
+                    ("prepend", Some(i)) => {
+                        pg.lines.splice(i..i, new);
+                    }
+                    (_, None) => pg.lines.extend(new),
+                    (_, Some(i)) => {
+                        pg.lines.splice(i + 1..i + 1, new);
+                    }
+                }
+            }
+            let pg = &mut s.pages[idx];
+            if let Some(n) = body["name"].as_str() {
+                pg.name = n.into();
+            }
+            if let Some(sub) = body["subtitle"].as_str() {
+                pg.subtitle = Some(sub.into());
+            }
+            if let Some(i) = body["iconName"].as_str() {
+                pg.icon = Some(i.into());
+            }
+            if let Some(h) = body["isHidden"].as_bool() {
+                pg.hidden = h;
+            }
+            let id = pg.id.clone();
+            let rid = mutation(s);
+            ok(202, json!({"requestId": rid, "id": id}))
+        }
+        ("DELETE", ["pages", p]) => {
+            let Some(pg) = find_page(s, d, p) else {
+                return err(404, "Page not found");
+            };
+            let id = pg.id.clone();
+            s.pages.retain(|x| x.id != id);
+            let rid = mutation(s);
+            ok(202, json!({"requestId": rid, "id": id}))
+        }
+        ("GET", ["pages", p, "content"]) => {
+            let Some(pg) = find_page(s, d, p) else {
+                return err(404, "Page not found");
+            };
+            if pg.content_type != "canvas" {
+                return err(404, "This page has no canvas content");
+            }
+            let items: Vec<Value> = pg
+                .lines
+                .iter()
+                .map(|l| json!({"id": l.id, "type": "line", "itemContent": {"style": l.style, "format": "plainText", "content": l.text}}))
+                .collect();
+            list_body(s, path, items, query, true)
+        }
+        ("DELETE", ["pages", p, "content"]) => {
+            let Some(idx) = s
+                .pages
+                .iter()
+                .position(|x| x.doc == d && (x.id == *p || x.name == *p))
+            else {
+                return err(404, "Page not found");
+            };
+            let ids: Vec<String> = body["elementIds"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pg = &mut s.pages[idx];
+            if ids.is_empty() {
+                pg.lines.clear();
+            } else {
+                pg.lines.retain(|l| !ids.contains(&l.id));
+            }
+            let id = pg.id.clone();
+            let rid = mutation(s);
+            ok(202, json!({"requestId": rid, "id": id}))
+        }
+        ("POST", ["pages", p, "export"]) => {
+            let Some(pg) = find_page(s, d, p) else {
+                return err(404, "Page not found");
+            };
+            if pg.content_type != "canvas" {
+                return err(400, "Only canvas pages can be exported");
+            }
+            let page = pg.id.clone();
+            let id = s.next("exp-");
+            let format = body["outputFormat"].as_str().unwrap_or("html").to_owned();
+            s.exports.insert(
+                id.clone(),
+                ExportRec {
+                    doc: d.into(),
+                    page: page.clone(),
+                    format,
+                    polls: 0,
+                    dead_links_served: 0,
+                },
+            );
+            ok(
+                202,
+                json!({"id": id, "status": "inProgress", "href": format!("{base}/docs/{d}/pages/{page}/export/{id}")}),
+            )
+        }
+        ("GET", ["pages", p, "export", id]) => {
+            let plan = s.export_plan.clone();
+            let Some(exp) = s.exports.get_mut(*id) else {
+                return err(404, "Export not found");
+            };
+            exp.polls += 1;
+            if exp.polls <= plan.not_found_polls {
+                return err(404, "Export not found");
+            }
+            let href = format!("{base}/docs/{d}/pages/{p}/export/{id}");
+            if exp.polls <= plan.not_found_polls + plan.in_progress_polls {
+                return ok(200, json!({"id": id, "status": "inProgress", "href": href}));
+            }
+            if plan.fail {
+                return ok(
+                    200,
+                    json!({"id": id, "status": "failed", "href": href, "error": "Page could not be rendered"}),
+                );
+            }
+            let host = base.trim_end_matches(BASE).to_owned();
+            ok(
+                200,
+                json!({"id": id, "status": "complete", "href": href, "downloadLink": format!("{host}/blobs/{id}")}),
+            )
+        }
+        ("GET", ["tables"]) => {
+            let eq = effective(s, query);
+            let types =
+                q(&eq, "tableTypes").map(|t| t.split(',').map(str::to_owned).collect::<Vec<_>>());
+            let items: Vec<Value> = s
+                .tables
+                .iter()
+                .filter(|t| {
+                    t.doc == d && types.as_ref().is_none_or(|ty| ty.contains(&t.table_type))
+                })
+                .map(|t| table_ref(s, t))
+                .collect();
+            list_body(s, path, items, query, true)
+        }
+        (_, ["tables", t, more @ ..]) => {
+            let Some(ti) = s
+                .tables
+                .iter()
+                .position(|x| x.doc == d && (x.id == *t || x.name == *t))
+            else {
+                return err(404, "Table not found");
+            };
+            table_route(s, method, path, ti, more, query, body)
+        }
+        ("GET", ["formulas"]) => {
+            let items: Vec<Value> = s
+                .formulas
+                .iter()
+                .filter(|(doc, _)| doc == d)
+                .map(|(_, f)| json!({"id": f["id"], "type": "formula", "href": f["href"], "name": f["name"]}))
+                .collect();
+            list_body(s, path, items, query, true)
+        }
+        ("GET", ["formulas", f]) => match s
+            .formulas
+            .iter()
+            .find(|(doc, x)| doc == d && (x["id"] == *f || x["name"] == *f))
+        {
+            Some((_, x)) => ok(200, x.clone()),
+            None => err(404, "Formula not found"),
+        },
+        ("GET", ["controls"]) => {
+            let items: Vec<Value> = s
+                .controls
+                .iter()
+                .filter(|(doc, _)| doc == d)
+                .map(|(_, c)| json!({"id": c["id"], "type": "control", "href": c["href"], "name": c["name"]}))
+                .collect();
+            list_body(s, path, items, query, true)
+        }
+        ("GET", ["controls", c]) => match s
+            .controls
+            .iter()
+            .find(|(doc, x)| doc == d && (x["id"] == *c || x["name"] == *c))
+        {
+            Some((_, x)) => ok(200, x.clone()),
+            None => err(404, "Control not found"),
+        },
+        ("GET", ["acl", "metadata"]) => ok(
+            200,
+            json!({"canShare": true, "canShareWithWorkspace": true, "canShareWithOrg": false, "canCopy": true}),
+        ),
+        ("GET", ["acl", "permissions"]) => {
+            let items: Vec<Value> = s
+                .permissions
+                .iter()
+                .filter(|(doc, _)| doc == d)
+                .map(|(_, p)| p.clone())
+                .collect();
+            list_body(s, path, items, query, true)
+        }
+        ("POST", ["acl", "permissions"]) => {
+            if body["principal"]["type"] == "email"
+                && !body["principal"]["email"]
+                    .as_str()
+                    .is_some_and(|e| e.contains('@'))
+            {
+                return err(400, "Invalid email principal");
+            }
+            let id = s.next("perm-");
+            s.permissions.push((
+                d.into(),
+                json!({"id": id, "access": body["access"], "principal": body["principal"]}),
+            ));
+            ok(200, json!({}))
+        }
+        ("DELETE", ["acl", "permissions", id]) => {
+            let before = s.permissions.len();
+            s.permissions.retain(|(_, p)| p["id"] != *id);
+            if before == s.permissions.len() {
+                err(404, "Permission not found")
+            } else {
+                ok(200, json!({}))
+            }
+        }
+        ("GET", ["acl", "principals", "search"]) => {
+            let needle = q(query, "query").unwrap_or("").to_lowercase();
+            let users: Vec<Value> = s
+                .permissions
+                .iter()
+                .filter_map(|(_, p)| p["principal"]["email"].as_str())
+                .filter(|e| e.contains(&needle))
+                .map(|e| {
+                    obj(
+                        "UserSummary",
+                        json!({"loginId": e, "name": e.split('@').next().unwrap()}),
+                    )
+                })
+                .collect();
+            ok(200, json!({"users": users, "groups": []}))
+        }
+        ("GET", ["acl", "settings"]) => {
+            let v = s.acl_settings.get(d).cloned().unwrap_or(json!({"allowEditorsToChangePermissions": true, "allowCopying": true, "allowViewersToRequestEditing": false}));
+            ok(200, v)
+        }
+        ("PATCH", ["acl", "settings"]) => {
+            let mut v = s.acl_settings.get(d).cloned().unwrap_or(json!({"allowEditorsToChangePermissions": true, "allowCopying": true, "allowViewersToRequestEditing": false}));
+            merge(&mut v, body.clone());
+            s.acl_settings.insert(d.into(), v.clone());
+            ok(200, v)
+        }
+        ("PUT", ["publish"]) => {
+            s.published.insert(d.into(), body.clone());
+            let rid = mutation(s);
+            ok(202, json!({"requestId": rid}))
+        }
+        ("DELETE", ["publish"]) => {
+            s.published.remove(d);
+            ok(200, json!({}))
+        }
+        ("POST", ["hooks", "automation", rule]) => {
+            if !rule.starts_with("grid-auto-") {
+                return err(422, "The rule is not a webhook-triggered automation");
+            }
+            let rid = mutation(s);
+            ok(202, json!({"requestId": rid}))
+        }
+        _ => err(404, "Not Found"),
+    }
+}
+
+fn table_route(
+    s: &mut State,
+    method: &str,
+    path: &str,
+    ti: usize,
+    rest: &[&str],
+    query: &[(String, String)],
+    body: &Value,
+) -> Reply {
+    match (method, rest) {
+        ("GET", []) => ok(200, table_json(s, &s.tables[ti])),
+        ("GET", ["columns"]) => {
+            let t = &s.tables[ti];
+            let items: Vec<Value> = t
+                .columns
+                .iter()
+                .map(|c| column_json(s, t, c, false))
+                .collect();
+            list_body(s, path, items, query, true)
+        }
+        ("GET", ["columns", c]) => {
+            let t = &s.tables[ti];
+            match t.columns.iter().find(|x| x.id == *c || x.name == *c) {
+                Some(col) => ok(200, column_json(s, t, col, true)),
+                None => err(404, "Column not found"),
+            }
+        }
+        ("GET", ["rows"]) => {
+            let eq = effective(s, query);
+            if q(&eq, "sortBy") == Some("natural") && q(&eq, "visibleOnly") == Some("false") {
+                return err(400, "sortBy=natural requires visibleOnly");
+            }
+            let t = &s.tables[ti];
+            let filter = match q(&eq, "query") {
+                Some(raw) => match parse_query(raw) {
+                    Some((col, val)) => match col_id(t, &col) {
+                        Some(cid) => Some((cid, val)),
+                        None => return err(400, &format!("Unknown column in query: {col}")),
+                    },
+                    None => return err(400, "Invalid query: expected <column>:<JSON value>"),
+                },
+                None => None,
+            };
+            let items: Vec<Value> = t
+                .rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    filter
+                        .as_ref()
+                        .is_none_or(|(c, v)| r.values.get(c) == Some(v))
+                })
+                .map(|(i, r)| row_json(s, t, i, r, &eq, false))
+                .collect();
+            let (page, next) = paginate(s, path, items, query);
+            let mut out = json!({"items": page, "href": format!("{}{path}", s.base_url)});
+            if let Some(tok) = next {
+                out["nextPageLink"] = json!(format!("{}{path}?pageToken={tok}", s.base_url));
+                out["nextPageToken"] = json!(tok);
+            }
+            ok(200, out)
+        }
+        ("POST", ["rows"]) => {
+            if s.tables[ti].table_type == "view" {
+                return err(400, "Cannot insert rows into a view");
+            }
+            let Some(rows) = body["rows"].as_array() else {
+                return err(400, "rows is required");
+            };
+            let keys: Vec<String> = body["keyColumns"]
+                .as_array()
+                .map(|k| {
+                    k.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut key_ids = Vec::new();
+            for k in &keys {
+                match col_id(&s.tables[ti], k) {
+                    Some(id) => key_ids.push(id),
+                    None => return err(400, &format!("Unknown key column: {k}")),
+                }
+            }
+            let mut edits = Vec::new();
+            for r in rows {
+                let mut values = Map::new();
+                for cell in r["cells"].as_array().into_iter().flatten() {
+                    let col = cell["column"].as_str().unwrap_or("");
+                    match col_id(&s.tables[ti], col) {
+                        Some(id) => {
+                            values.insert(id, cell["value"].clone());
+                        }
+                        None => return err(400, &format!("Could not find column {col}")),
+                    }
+                }
+                edits.push(values);
+            }
+            let mut added = Vec::new();
+            for values in edits {
+                let existing = if key_ids.is_empty() {
+                    None
+                } else {
+                    s.tables[ti]
+                        .rows
+                        .iter()
+                        .position(|r| key_ids.iter().all(|k| r.values.get(k) == values.get(k)))
+                };
+                match existing {
+                    Some(i) => s.tables[ti].rows[i].values.extend(values),
+                    None => {
+                        let id = s.next("i-new");
+                        let mut full = Map::new();
+                        for c in &s.tables[ti].columns {
+                            full.insert(c.id.clone(), json!(""));
+                        }
+                        full.extend(values);
+                        s.tables[ti].rows.push(RowRec {
+                            id: id.clone(),
+                            values: full,
+                        });
+                        added.push(id);
+                    }
+                }
+            }
+            let rid = mutation(s);
+            let mut out = json!({"requestId": rid});
+            if key_ids.is_empty() {
+                out["addedRowIds"] = json!(added);
+            }
+            ok(202, out)
+        }
+        ("DELETE", ["rows"]) => {
+            let ids: Vec<String> = body["rowIds"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if ids.is_empty() {
+                return err(400, "rowIds is required");
+            }
+            s.tables[ti].rows.retain(|r| !ids.contains(&r.id));
+            let rid = mutation(s);
+            ok(202, json!({"requestId": rid, "rowIds": ids}))
+        }
+        (_, ["rows", r, more @ ..]) => {
+            let t = &s.tables[ti];
+            let display = t.columns.iter().find(|c| c.display).unwrap().id.clone();
+            let Some(ri) = t.rows.iter().position(|x| {
+                x.id == *r || x.values.get(&display).and_then(Value::as_str) == Some(*r)
+            }) else {
+                return err(404, "Row not found");
+            };
+            match (method, more) {
+                ("GET", []) => ok(200, row_json(s, t, ri, &t.rows[ri], query, true)),
+                ("PUT", []) => {
+                    let mut updates = Map::new();
+                    for cell in body
+                        .pointer("/row/cells")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let col = cell["column"].as_str().unwrap_or("");
+                        match col_id(t, col) {
+                            Some(id) => {
+                                updates.insert(id, cell["value"].clone());
+                            }
+                            None => return err(400, &format!("Could not find column {col}")),
+                        }
+                    }
+                    let id = t.rows[ri].id.clone();
+                    s.tables[ti].rows[ri].values.extend(updates);
+                    let rid = mutation(s);
+                    ok(202, json!({"requestId": rid, "id": id}))
+                }
+                ("DELETE", []) => {
+                    let id = s.tables[ti].rows.remove(ri).id;
+                    let rid = mutation(s);
+                    ok(202, json!({"requestId": rid, "id": id}))
+                }
+                ("POST", ["buttons", c]) => {
+                    let Some(col) = t.columns.iter().find(|x| x.id == *c || x.name == *c) else {
+                        return err(404, "Column not found");
+                    };
+                    if col.kind != "button" {
+                        return err(400, "Column is not a button column");
+                    }
+                    let (row_id, col_id) = (t.rows[ri].id.clone(), col.id.clone());
+                    let rid = mutation(s);
+                    ok(
+                        202,
+                        json!({"requestId": rid, "rowId": row_id, "columnId": col_id}),
+                    )
+                }
+                _ => err(404, "Not Found"),
+            }
+        }
+        _ => err(404, "Not Found"),
+    }
+}
