@@ -354,6 +354,11 @@ if want k8s; then
       fail "k8s: $f"
     fi
   done
+  bad=0
+  for f in examples/clients/*.json; do
+    python3 -m json.tool "$f" >/dev/null 2>&1 || { echo "not JSON: $f"; bad=1; }
+  done
+  [ "$bad" = 0 ] && pass "k8s: the client configurations in examples/clients are valid JSON" || fail "examples/clients"
 fi
 
 # --------------------------------------------------------------------- nginx

@@ -62,6 +62,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no bytes moving and no request being handled is
 /// closed after this. Open SSE streams send keep-alives, so they stay.
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A child's stderr lines logged per second (bursts of four times that).
+pub const DEFAULT_CHILD_LOG_RATE: u32 = 50;
 /// Most open TCP connections, counted before authentication.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Longest duration any flag accepts: beyond it timers overflow.
@@ -77,7 +79,7 @@ pub const MAX_COUNT: usize = 1 << 24;
 /// between clients. --shared serves every session from one child: faster and
 /// lighter, but tool state (open files, browser pages, cwd) is then shared
 /// by all users.
-#[derive(FromArgs, Debug, Default)]
+#[derive(FromArgs, Debug, Default, Clone)]
 pub struct Args {
     /// address to listen on (default 127.0.0.1)
     #[argh(option)]
@@ -232,6 +234,9 @@ pub struct Args {
     /// most open client connections, counted before authentication; more are closed at once (default 1024)
     #[argh(option)]
     pub max_connections: Option<String>,
+    /// stderr lines per second logged for each child, in bursts of up to four times that; the rest are counted (default 50)
+    #[argh(option)]
+    pub child_log_rate: Option<String>,
     /// a tag put in front of every session id ("<tag>.<hex>") so a router can send a session to its replica (default none)
     #[argh(option)]
     pub replica_id: Option<String>,
@@ -244,6 +249,21 @@ pub struct Args {
     /// log level or filter, e.g. info, debug, mcp_sidecar=trace (default info)
     #[argh(option)]
     pub log_level: Option<String>,
+    /// a TOML file of named servers, each served at /servers/<name>/mcp (see README); SIGHUP reloads it
+    #[argh(option)]
+    pub config: Option<String>,
+    /// a named server as NAME=COMMAND (split on spaces), served at /servers/NAME/mcp (repeatable)
+    #[argh(option)]
+    pub server: Vec<String>,
+    /// credential store for per-user secrets: a file path (embedded) or postgres://user:pass@host/db
+    #[argh(option)]
+    pub store: Option<String>,
+    /// file with the store key(s), base64, sealing key first (default: MCP_PROXY_STORE_KEY)
+    #[argh(option)]
+    pub store_key_file: Option<String>,
+    /// deadline of each credential store call (default 5s)
+    #[argh(option)]
+    pub store_timeout: Option<String>,
     /// the stdio MCP server to run, after --
     #[argh(positional, greedy)]
     pub command: Vec<String>,
@@ -617,9 +637,17 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let r = Resolver { lookup };
-        let Some((program, rest)) = args.command.split_first() else {
+        // With --config/--server the servers carry their own commands
+        // (crate::config_file); this Config then holds the global settings.
+        let named = args.config.is_some() || !args.server.is_empty();
+        let no_program = String::new();
+        let Some((program, rest)) = args
+            .command
+            .split_first()
+            .or(named.then_some((&no_program, &[][..])))
+        else {
             return err(
-                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...]",
+                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...] (or --config FILE, --server NAME=COMMAND)",
             );
         };
         let host = r.parsed(
@@ -816,6 +844,13 @@ impl Config {
                 },
                 grace: shutdown_grace,
                 children: Default::default(),
+                stderr_lines_per_second: count(
+                    "child-log-rate",
+                    &args.child_log_rate,
+                    DEFAULT_CHILD_LOG_RATE as usize,
+                    1,
+                )?
+                .min(1_000_000) as u32,
                 // The app puts its own in (crate::http::App::new).
                 metrics: Default::default(),
             },
@@ -1105,9 +1140,11 @@ mod tests {
                 ("MCP_PROXY_CONNECTION_IDLE_TIMEOUT", "1m"),
                 ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
+                ("MCP_PROXY_CHILD_LOG_RATE", "5"),
             ],
         )
         .unwrap();
+        assert_eq!(c.child.stderr_lines_per_second, 5);
         assert_eq!(c.max_connections, 7);
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));
         assert_eq!(c.connection_idle_timeout, Duration::from_secs(60));

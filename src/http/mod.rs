@@ -101,6 +101,9 @@ pub struct App {
     era_hints: Arc<EraHints>,
     /// What `GET /metrics` shows; children count into it through their spec.
     pub metrics: Arc<Metrics>,
+    /// Variables a per-session child takes from the credential store, per
+    /// caller (named servers with `{ secret = … }`, see [`crate::servers`]).
+    credentials: std::sync::OnceLock<Arc<crate::store::ChildSecrets>>,
 }
 
 impl App {
@@ -147,8 +150,48 @@ impl App {
             spawn_failures: AtomicU32::new(0),
             era_hints: Arc::default(),
             metrics,
+            credentials: std::sync::OnceLock::new(),
             config,
         }))
+    }
+
+    /// Gives per-session children the caller's credentials from the store;
+    /// set once, before serving.
+    pub fn set_credentials(&self, credentials: Arc<crate::store::ChildSecrets>) {
+        let _ = self.credentials.set(credentials);
+    }
+
+    /// Starts a child for one session with the caller's credentials, if
+    /// the server takes any: a caller without them gets an error naming
+    /// what is missing, and no child.
+    async fn spawn_session_child_for_caller(
+        &self,
+        label: &str,
+        principal: &Principal,
+    ) -> Result<Arc<Upstream>, ProxyError> {
+        let Some(credentials) = self.credentials.get() else {
+            return self.spawn_session_child(label);
+        };
+        // The store names principals as the authenticator does (`key-1`,
+        // a key file's name, a JWT `sub`, `anonymous`).
+        let env = credentials
+            .env_for(Some(principal.name()))
+            .await
+            .map_err(|e| match e {
+                crate::store::CredentialError::Store(e) => {
+                    ProxyError::StoreUnavailable(e.to_string())
+                }
+                e => ProxyError::MissingCredential(e.to_string()),
+            })?;
+        let mut spec = self.config.child.clone();
+        spec.env.extend(env);
+        let r = Upstream::start(
+            spec,
+            label,
+            self.upstream_options(false),
+            self.children_cancel.child_token(),
+        );
+        self.note_spawn(r, label)
     }
 
     /// Options for a child's multiplexer.
@@ -233,7 +276,10 @@ impl App {
         port.set_principal(owner_key(principal).as_deref());
         let upstream = match self.config.mode {
             // Logs name the session by a hash: the id is a credential.
-            Mode::PerSession => self.spawn_session_child(&crate::logging::tag(&id))?,
+            Mode::PerSession => {
+                self.spawn_session_child_for_caller(&crate::logging::tag(&id), principal)
+                    .await?
+            }
             _ => self.shared_upstream().await?,
         };
         let session = Session::new(
@@ -249,6 +295,12 @@ impl App {
 
     /// The shared child, started on first use.
     pub async fn shared_upstream(&self) -> Result<Arc<Upstream>, ProxyError> {
+        if self.credentials.get().is_some() {
+            // One child for every caller cannot hold per-user credentials.
+            return Err(ProxyError::MissingCredential(
+                "this server takes per-user credentials, which a shared child cannot hold; 2026-07-28 (stateless) clients are not served by it yet: use a session-era protocol version".into(),
+            ));
+        }
         self.shared
             .get_or_try_init(|| async {
                 let r = Upstream::start(
@@ -452,7 +504,8 @@ impl App {
         r
     }
 
-    fn health(&self) -> Response<Body> {
+    /// `GET /health` of this server.
+    pub fn health(&self) -> Response<Body> {
         let children = self.config.child.children.live();
         let mode = match self.config.mode {
             Mode::PerSession => "per-session",
@@ -483,7 +536,8 @@ impl App {
         r
     }
 
-    fn ready(&self) -> Response<Body> {
+    /// `GET /ready` of this server: 503 while it cannot serve.
+    pub fn ready(&self) -> Response<Body> {
         let failing = self.spawn_failures.load(Ordering::Relaxed) >= SPAWN_FAILURES_NOT_READY;
         let shared_down = self
             .shared
@@ -906,8 +960,23 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
                 loop {
                     tokio::select! {
                         r = conn.as_mut() => {
-                            if let Err(e) = r {
-                                debug!(error = %e, "connection ended with an error");
+                            match r {
+                                Ok(()) => {}
+                                // hyper's header timer: a slow request head
+                                // or an idle keep-alive connection.
+                                Err(e) if e
+                                    .downcast_ref::<hyper::Error>()
+                                    .is_some_and(hyper::Error::is_timeout) =>
+                                {
+                                    if let Some(dropped) = log_limit.admit() {
+                                        info!(
+                                            reason = "idle, or a request head slower than --connection-idle-timeout",
+                                            not_logged = dropped,
+                                            "closed a connection"
+                                        );
+                                    }
+                                }
+                                Err(e) => debug!(error = %e, "connection ended with an error"),
                             }
                             return;
                         }
@@ -956,7 +1025,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     info!("shutdown complete");
 }
 
-async fn reap_idle(app: Arc<App>, shutdown: CancellationToken) {
+/// Ends idle sessions of `app` until `shutdown` (also used per named server).
+pub async fn reap_idle(app: Arc<App>, shutdown: CancellationToken) {
     let idle = app.config.session_idle_timeout;
     let oneshot = app.config.oneshot_idle_timeout.min(idle);
     let every = (oneshot / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
