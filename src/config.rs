@@ -857,10 +857,17 @@ impl Config {
             max_sessions_per_principal: {
                 let max_sessions =
                     count("max-sessions", &args.max_sessions, DEFAULT_MAX_SESSIONS, 1)?;
+                // Without authentication everyone is one anonymous
+                // principal: the per-principal cap is then the total one.
+                let default = if auth.is_enabled() {
+                    (max_sessions / 4).max(1)
+                } else {
+                    max_sessions
+                };
                 count(
                     "max-sessions-per-principal",
                     &args.max_sessions_per_principal,
-                    (max_sessions / 4).max(1),
+                    default,
                     1,
                 )?
             },
@@ -1087,6 +1094,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.auth.api_keys.len(), 2);
         assert_eq!(c.auth.api_keys[1].name, "key-2");
+        assert_eq!(c.max_sessions_per_principal, DEFAULT_MAX_SESSIONS / 4);
+        let c = parse(&["--max-sessions", "8", "--", "s"], &[]).unwrap();
+        assert_eq!(c.max_sessions_per_principal, 8, "one anonymous principal");
     }
 
     #[test]

@@ -281,27 +281,11 @@ impl Sessions {
             let mine = map.values().filter(|s| s.principal == *principal).count();
             (map.len(), mine)
         };
-        {
-            let mut by = lock(&self.reserved_by);
-            let pending = by.get(principal).copied().unwrap_or(0);
-            if mine + pending >= self.max_per_principal {
-                warn!(
-                    principal = %principal,
-                    open = mine,
-                    max = self.max_per_principal,
-                    "per-principal session limit reached; refusing a new session (--max-sessions-per-principal)"
-                );
-                return Err(TooManySessions::ForPrincipal(mine));
-            }
-            *by.entry(principal.clone()).or_insert(0) += 1;
-        }
+        // The total first: with one anonymous principal both caps are equal,
+        // and a full proxy is a 503, not the caller's fault.
         let reserved = self.reserved.fetch_add(1, Ordering::SeqCst) as usize;
-        let reservation = Reservation {
-            sessions: self.clone(),
-            principal: principal.clone(),
-        };
         if open + reserved >= self.max {
-            drop(reservation);
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
             warn!(
                 open,
                 max = self.max,
@@ -309,7 +293,23 @@ impl Sessions {
             );
             return Err(TooManySessions::Total(open));
         }
-        Ok(reservation)
+        let mut by = lock(&self.reserved_by);
+        let pending = by.get(principal).copied().unwrap_or(0);
+        if mine + pending >= self.max_per_principal {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            warn!(
+                principal = %principal,
+                open = mine,
+                max = self.max_per_principal,
+                "per-principal session limit reached; refusing a new session (--max-sessions-per-principal)"
+            );
+            return Err(TooManySessions::ForPrincipal(mine));
+        }
+        *by.entry(principal.clone()).or_insert(0) += 1;
+        Ok(Reservation {
+            sessions: self.clone(),
+            principal: principal.clone(),
+        })
     }
 
     /// Adds a session (consuming its reservation).
