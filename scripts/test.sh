@@ -76,6 +76,27 @@ if [ "${SKIP_RUST:-0}" != 1 ]; then
   cargo clippy --workspace --all-targets --locked -- -D warnings || die "clippy found warnings (see above)"
 
   # ------------------------------------------------------------ 2. tests
+  # tests/store.rs starts a throwaway PostgreSQL server (temp dir, loopback
+  # port, run as the postgres user, never as a system service): install the
+  # Debian package when missing, then require it so the test cannot skip.
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    step "apt-get install postgresql (for the credential store's PostgreSQL test)"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      # Only the binaries are wanted: keep the package from starting a cluster.
+      OWN_POLICY=0
+      if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && OWN_POLICY=1
+      fi
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+        || echo "warning: installing postgresql failed; the PostgreSQL store test will skip"
+      if [ "$OWN_POLICY" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    else
+      echo "warning: not root or no apt-get; the PostgreSQL store test will skip"
+    fi
+  fi
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    export MCP_PROXY_TEST_POSTGRES=required
+  fi
   mkdir -p "$TARGET_DIR"
   RUST_LOG_FILE="$TARGET_DIR/rust-tests.log"
   if cargo nextest --version >/dev/null 2>&1; then

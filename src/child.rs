@@ -44,10 +44,8 @@ const STDIN_QUEUE: usize = 1024;
 /// pipe's rate).
 const STDOUT_PIPE_BYTES: usize = 1024 * 1024;
 
-/// stderr lines logged at once before the rate limit applies, then per second.
-const STDERR_BURST_LINES: u32 = 200;
-/// See [`STDERR_BURST_LINES`].
-const STDERR_LINES_PER_SECOND: u32 = 50;
+/// A child's stderr may burst this many times its per-second rate.
+const STDERR_BURST_FACTOR: u32 = 4;
 
 /// The children of one proxy, and what they share: the live count (for
 /// `/health`), the budget for grown pipes, the process groups to kill at
@@ -65,15 +63,17 @@ pub struct Children {
     /// Pids (= process group ids) of children spawned and not yet reaped.
     /// Held while spawning, so the reaper never sees an unregistered child.
     groups: Mutex<HashSet<u32>>,
-    /// Kills every group if the proxy dies; installed by [`Children::start_guard`].
-    guard: OnceLock<Guard>,
+    /// Kills every group if the proxy dies; installed by
+    /// [`Children::start_guard`], replaced by [`Children::check_guard`].
+    /// Never locked while `groups` is held by the same thread.
+    guard: Mutex<Option<Guard>>,
 }
 
 impl std::fmt::Debug for Children {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Children")
             .field("live", &self.live())
-            .field("guard", &self.guard.get())
+            .field("guard", &self.guard_pid())
             .finish()
     }
 }
@@ -87,23 +87,70 @@ impl Children {
     /// Starts the guard process (once); children spawned afterwards die
     /// with the proxy. Errors leave the proxy running without one.
     pub fn start_guard(&self) -> std::io::Result<u32> {
-        if let Some(g) = self.guard.get() {
+        let mut slot = lock(&self.guard);
+        if let Some(g) = slot.as_ref() {
             return Ok(g.pid());
         }
         let guard = Guard::start()?;
         let pid = guard.pid();
         // Its pid is ours to reap, never the PID-1 reaper's.
         lock(&self.groups).insert(pid);
-        if let Err(g) = self.guard.set(guard) {
-            drop(g);
-        }
+        *slot = Some(guard);
         Ok(pid)
+    }
+
+    /// If the guard has died (someone killed it), starts another and
+    /// registers every live group with it. Returns the new guard's pid.
+    pub fn check_guard(&self) -> Option<u32> {
+        let mut slot = lock(&self.guard);
+        let old = slot.as_ref()?;
+        if !old.has_exited() {
+            return None;
+        }
+        let old_pid = old.pid();
+        *slot = None;
+        lock(&self.groups).remove(&old_pid);
+        let guard = match Guard::start() {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(error = %e, "the guard process died and cannot be restarted: children would outlive a killed proxy");
+                return None;
+            }
+        };
+        let pid = guard.pid();
+        let groups: Vec<u32> = {
+            let mut groups = lock(&self.groups);
+            let live = groups.iter().copied().collect();
+            groups.insert(pid);
+            live
+        };
+        for g in &groups {
+            guard.register(*g);
+        }
+        warn!(
+            old = old_pid,
+            new = pid,
+            groups = groups.len(),
+            "the guard process died; started another"
+        );
+        *slot = Some(guard);
+        Some(pid)
+    }
+
+    fn guard_pid(&self) -> Option<u32> {
+        lock(&self.guard).as_ref().map(Guard::pid)
+    }
+
+    fn with_guard(&self, f: impl FnOnce(&Guard)) {
+        if let Some(g) = lock(&self.guard).as_ref() {
+            f(g);
+        }
     }
 
     /// Sends SIGKILL to every child's process group now (a second
     /// SIGTERM/SIGINT during shutdown). Their supervisors then reap them.
     pub fn kill_all(&self) -> usize {
-        let guard_pid = self.guard.get().map(Guard::pid);
+        let guard_pid = self.guard_pid();
         let groups: Vec<u32> = lock(&self.groups)
             .iter()
             .copied()
@@ -117,7 +164,7 @@ impl Children {
 
     /// Sends `signal` to every child's process group (PID 1 forwarding).
     pub fn signal_all(&self, signal: Signal) {
-        let guard_pid = self.guard.get().map(Guard::pid);
+        let guard_pid = self.guard_pid();
         for &g in lock(&self.groups).iter() {
             if Some(g) != guard_pid {
                 let _ = killpg(Pid::from_raw(g as i32), signal);
@@ -178,9 +225,7 @@ impl Children {
     /// Bookkeeping once a child is reaped and its group killed.
     fn forget(&self, pid: u32, grown_pipe: usize) {
         lock(&self.groups).remove(&pid);
-        if let Some(g) = self.guard.get() {
-            g.unregister(pid);
-        }
+        self.with_guard(|g| g.unregister(pid));
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.release_pipe(grown_pipe);
     }
@@ -285,6 +330,9 @@ pub struct ChildSpec {
     pub children: Arc<Children>,
     /// Where spawns and exits are counted (the app's, or an unexported default).
     pub metrics: crate::metrics::ChildMetrics,
+    /// stderr lines per second logged for one child (bursts of four times
+    /// that); the rest are counted and the count logged (`--child-log-rate`).
+    pub stderr_lines_per_second: u32,
 }
 
 /// Why a child could not be started or talked to.
@@ -386,9 +434,7 @@ impl ChildHandle {
         let pid = child.id().expect("a just-spawned child has a pid");
         groups.insert(pid);
         drop(groups);
-        if let Some(g) = children.guard.get() {
-            g.register(pid);
-        }
+        children.with_guard(|g| g.register(pid));
         children.live.fetch_add(1, Ordering::Relaxed);
         let stdin = child.stdin.take().expect("stdin piped");
         let stdout = child.stdout.take().expect("stdout piped");
@@ -403,7 +449,7 @@ impl ChildHandle {
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let close_stdin = tokio_util::sync::CancellationToken::new();
         tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
-        tokio::spawn(drain_stderr(stderr).instrument(span.clone()));
+        tokio::spawn(drain_stderr(stderr, spec.stderr_lines_per_second).instrument(span.clone()));
         tokio::spawn(
             supervise(
                 child,
@@ -509,12 +555,12 @@ async fn write_burst(
     }
 }
 
-async fn drain_stderr(stderr: tokio::process::ChildStderr) {
+async fn drain_stderr(stderr: tokio::process::ChildStderr, per_second: u32) {
     // Bounded like stdout: a line without end cannot grow the proxy's memory.
     let mut reader = LineReader::new(stderr, MAX_STDERR_READ_BYTES);
     // A child that floods stderr must not flood the log: the lines beyond
     // the rate are counted and the count is logged with the next line.
-    let limit = RateLimit::new(STDERR_BURST_LINES, STDERR_LINES_PER_SECOND);
+    let limit = RateLimit::new(per_second.saturating_mul(STDERR_BURST_FACTOR), per_second);
     loop {
         let line = reader.next_line().await;
         if matches!(line, Ok(Some(_)) | Err(LineError::LineTooLong { .. })) {
@@ -522,7 +568,10 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr) {
                 None => continue,
                 Some(0) => {}
                 Some(dropped) => {
-                    warn!(dropped, "child stderr lines dropped by the log rate limit");
+                    warn!(
+                        dropped,
+                        "child stderr lines dropped by the log rate limit (--child-log-rate)"
+                    );
                 }
             }
         }
@@ -539,6 +588,8 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr) {
             Err(LineError::LineTooLong { len, limit, .. }) => {
                 info!(target: "mcp_sidecar::child::stderr", len, limit, "(a stderr line too long to log was skipped)");
             }
+            // Not enabled on this reader.
+            Err(LineError::OverCap { .. }) => {}
         }
     }
 }
@@ -689,6 +740,7 @@ mod tests {
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
             children: Arc::default(),
+            stderr_lines_per_second: 50,
             metrics: Default::default(),
         };
         let (child, _out) = ChildHandle::spawn(&spec, "test").unwrap();
@@ -713,6 +765,7 @@ mod tests {
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
             children: Arc::default(),
+            stderr_lines_per_second: 50,
             metrics: Default::default(),
         };
         let err = ChildHandle::spawn(&spec, "test").err().unwrap();

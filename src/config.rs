@@ -14,7 +14,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::child::ChildSpec;
-use crate::upstream::UpstreamProtocol;
+use crate::version::UpstreamProtocol;
 
 /// Default listen address: loopback, the spec's advice for local servers.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -47,6 +47,12 @@ pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Tasks whose owning session a shared child's multiplexer remembers.
 pub const DEFAULT_MAX_TASKS: usize = 10_000;
+/// Replay memory of every stream of the proxy together: with finished
+/// streams released once delivered, this bounds what slow or vanished
+/// clients can pin.
+pub const DEFAULT_REPLAY_TOTAL_BYTES: usize = 64 * 1024 * 1024;
+/// Messages in one JSON-RPC batch (2025-03-26 sessions and `--stateless`).
+pub const DEFAULT_MAX_BATCH: usize = 1024;
 /// Wait for the answer to the `server/discover` probe; a legacy server
 /// usually answers it with an error at once, a few stay silent.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,6 +67,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no bytes moving and no request being handled is
 /// closed after this. Open SSE streams send keep-alives, so they stay.
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A child's stderr lines logged per second (bursts of four times that).
+pub const DEFAULT_CHILD_LOG_RATE: u32 = 50;
 /// Most open TCP connections, counted before authentication.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Longest duration any flag accepts: beyond it timers overflow.
@@ -76,7 +84,7 @@ pub const MAX_COUNT: usize = 1 << 24;
 /// between clients. --shared serves every session from one child: faster and
 /// lighter, but tool state (open files, browser pages, cwd) is then shared
 /// by all users.
-#[derive(FromArgs, Debug, Default)]
+#[derive(FromArgs, Debug, Default, Clone)]
 pub struct Args {
     /// address to listen on (default 127.0.0.1)
     #[argh(option)]
@@ -156,6 +164,12 @@ pub struct Args {
     /// tasks (2025-11-25) whose owning session a shared child remembers; the oldest is forgotten first (default 10000)
     #[argh(option)]
     pub max_tasks: Option<String>,
+    /// bytes of replay buffers of all streams together; past it, events are not kept for resumption (default 64M)
+    #[argh(option)]
+    pub replay_total_bytes: Option<String>,
+    /// messages in one JSON-RPC batch; a larger batch gets 400 (default 1024)
+    #[argh(option)]
+    pub max_batch: Option<String>,
     /// serve every session from one shared child (state is shared between users)
     #[argh(switch)]
     pub shared: bool,
@@ -186,6 +200,9 @@ pub struct Args {
     /// most open client connections, counted before authentication; more are closed at once (default 1024)
     #[argh(option)]
     pub max_connections: Option<String>,
+    /// stderr lines per second logged for each child, in bursts of up to four times that; the rest are counted (default 50)
+    #[argh(option)]
+    pub child_log_rate: Option<String>,
     /// a tag put in front of every session id ("<tag>.<hex>") so a router can send a session to its replica (default none)
     #[argh(option)]
     pub replica_id: Option<String>,
@@ -198,6 +215,21 @@ pub struct Args {
     /// log level or filter, e.g. info, debug, mcp_sidecar=trace (default info)
     #[argh(option)]
     pub log_level: Option<String>,
+    /// a TOML file of named servers, each served at /servers/<name>/mcp (see README); SIGHUP reloads it
+    #[argh(option)]
+    pub config: Option<String>,
+    /// a named server as NAME=COMMAND (split on spaces), served at /servers/NAME/mcp (repeatable)
+    #[argh(option)]
+    pub server: Vec<String>,
+    /// credential store for per-user secrets: a file path (embedded) or postgres://user:pass@host/db
+    #[argh(option)]
+    pub store: Option<String>,
+    /// file with the store key(s), base64, sealing key first (default: MCP_PROXY_STORE_KEY)
+    #[argh(option)]
+    pub store_key_file: Option<String>,
+    /// deadline of each credential store call (default 5s)
+    #[argh(option)]
+    pub store_timeout: Option<String>,
     /// the stdio MCP server to run, after --
     #[argh(positional, greedy)]
     pub command: Vec<String>,
@@ -262,6 +294,10 @@ pub struct Config {
     pub replay_bytes: usize,
     /// Task-ownership table cap of a shared child.
     pub max_tasks: usize,
+    /// Replay buffers of all streams together, in bytes.
+    pub replay_total_bytes: usize,
+    /// Messages per JSON-RPC batch.
+    pub max_batch: usize,
     /// Session/child mapping.
     pub mode: Mode,
     /// Exit when the shared child dies.
@@ -430,9 +466,17 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let r = Resolver { lookup };
-        let Some((program, rest)) = args.command.split_first() else {
+        // With --config/--server the servers carry their own commands
+        // (crate::config_file); this Config then holds the global settings.
+        let named = args.config.is_some() || !args.server.is_empty();
+        let no_program = String::new();
+        let Some((program, rest)) = args
+            .command
+            .split_first()
+            .or(named.then_some((&no_program, &[][..])))
+        else {
             return err(
-                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...]",
+                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...] (or --config FILE, --server NAME=COMMAND)",
             );
         };
         let host = r.parsed(
@@ -634,6 +678,13 @@ impl Config {
                 },
                 grace: shutdown_grace,
                 children: Default::default(),
+                stderr_lines_per_second: count(
+                    "child-log-rate",
+                    &args.child_log_rate,
+                    DEFAULT_CHILD_LOG_RATE as usize,
+                    1,
+                )?
+                .min(1_000_000) as u32,
                 // The app puts its own in (crate::http::App::new).
                 metrics: Default::default(),
             },
@@ -675,6 +726,14 @@ impl Config {
                 "a byte count",
             )?,
             max_tasks: count("max-tasks", &args.max_tasks, DEFAULT_MAX_TASKS, 1)?,
+            replay_total_bytes: r.parsed(
+                "replay-total-bytes",
+                &args.replay_total_bytes,
+                DEFAULT_REPLAY_TOTAL_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
+            max_batch: count("max-batch", &args.max_batch, DEFAULT_MAX_BATCH, 1)?,
             mode,
             exit_on_child_exit,
             restart_max_backoff: positive(
@@ -909,9 +968,11 @@ mod tests {
                 ("MCP_PROXY_CONNECTION_IDLE_TIMEOUT", "1m"),
                 ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
+                ("MCP_PROXY_CHILD_LOG_RATE", "5"),
             ],
         )
         .unwrap();
+        assert_eq!(c.child.stderr_lines_per_second, 5);
         assert_eq!(c.max_connections, 7);
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));
         assert_eq!(c.connection_idle_timeout, Duration::from_secs(60));

@@ -21,10 +21,11 @@
 //! Measured (README, "What happens when the proxy is killed"): children and
 //! grandchildren are gone within milliseconds of `kill -9`.
 //!
-//! Not covered: a grandchild that leaves its group (`setsid`, a daemonising
-//! server), a child spawned in the microseconds between `spawn` returning
-//! and its registration, and a guard that is itself killed (the proxy logs
-//! that at its next spawn).
+//! A guard that is itself killed is replaced within a second
+//! ([`crate::child::Children::check_guard`]). Not covered: a grandchild
+//! that leaves its group (`setsid`, a daemonising server), a child spawned
+//! in the microseconds between `spawn` returning and its registration, and
+//! the proxy and its guard killed at once (`pkill -9 -f mcp-proxy`).
 
 use std::fs::File;
 use std::io::Write;
@@ -83,6 +84,14 @@ impl Guard {
     /// The guard's pid.
     pub fn pid(&self) -> u32 {
         self.pid.as_raw() as u32
+    }
+
+    /// Whether the guard process has ended (it is reaped if so).
+    pub fn has_exited(&self) -> bool {
+        !matches!(
+            nix::sys::wait::waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+            Ok(nix::sys::wait::WaitStatus::StillAlive)
+        )
     }
 
     /// Tells the guard about a new child process group.

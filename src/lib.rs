@@ -42,7 +42,13 @@
 //!   and the `mcp-proxy secrets` subcommand.
 //! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
 //!   the only I/O is reading `--env-file` and `--api-key-file` once.
+//! - [`config_file`]: `--config FILE` (TOML) and `--server NAME=COMMAND`:
+//!   named servers, each turned into the same [`config::Config`].
+//! - [`version`]: the protocol revisions and their eras, in one place.
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
+//! - [`servers`]: many named servers behind one listener at
+//!   `/servers/<name>/…`, each an ordinary [`http::App`]; health, readiness
+//!   and SIGHUP reload across them.
 //! - [`shutdown`]: SIGTERM/SIGINT (a second one kills children at once),
 //!   and PID 1's duties (reaping orphans, forwarding signals).
 //! - [`logging`]: tracing to stderr, plain or JSON, through a queue that
@@ -52,6 +58,7 @@
 pub mod auth;
 pub mod child;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod guard;
 pub mod healthcheck;
@@ -60,8 +67,10 @@ pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod servers;
 pub mod session;
 pub mod shutdown;
 pub mod sse;
 pub mod store;
 pub mod upstream;
+pub mod version;

@@ -19,6 +19,9 @@ use crate::child::Exit;
 use crate::config::{Config, Mode};
 use crate::http::{App, serve};
 
+/// How often the guard process is checked for life.
+const GUARD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the proxy stopped other than by being asked to.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -79,6 +82,21 @@ pub async fn run_until(
         if let Err(e) = crate::shutdown::forward_signals(children.clone(), duties.clone()) {
             warn!(error = %e, "cannot install the signal forwarders");
         }
+    }
+    {
+        // A killed guard is replaced (and told every live group) within a second.
+        let children = children.clone();
+        let duties = duties.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(GUARD_CHECK) => {
+                        children.check_guard();
+                    }
+                    _ = duties.cancelled() => return,
+                }
+            }
+        });
     }
     {
         let children = children.clone();

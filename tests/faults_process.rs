@@ -20,12 +20,32 @@ use support::{Client, STEP, alive, children_of, eventually, text_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-proxy");
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("MCP_PROXY_PORT")
-        .output()
+/// Runs `cmd` to its end, killing it (and failing) after `STEP`: a proxy
+/// that should have exited at once must not hang the test.
+fn output_within(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > STEP {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {STEP:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = output_within(Command::new(BIN).args(args).env_remove("MCP_PROXY_PORT"));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -67,7 +87,10 @@ fn start_wrapped(wrapper: &[&str], flags: &[&str], command: &[&str]) -> Running 
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+            // Once the receiver is gone the pipe is closed (a broken stderr).
+            if tx.send(line).is_err() {
+                break;
+            }
         }
     });
     let mut running = Running {
@@ -116,7 +139,10 @@ impl Running {
     async fn wait_log(&self, needle: &str) -> String {
         let mut logs = String::new();
         let found = eventually(STEP, || {
-            logs.push_str(&self.logs());
+            for line in self.log.try_iter() {
+                logs.push_str(&line);
+                logs.push('\n');
+            }
             logs.contains(needle)
         })
         .await;
@@ -174,6 +200,41 @@ async fn kill_9_of_the_proxy_takes_every_child_and_grandchild_within_5s() {
     eprintln!("measured: 6 processes (3 children, 3 grandchildren) gone {took:?} after kill -9");
 }
 
+/// The guard process of a proxy (its child named `mcp-proxy-guard`).
+fn guard_of(proxy: u32) -> Option<u32> {
+    children_of(proxy).into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "mcp-proxy-guard")
+    })
+}
+
+#[tokio::test]
+async fn a_killed_guard_is_replaced_and_kill_9_still_takes_the_children() {
+    let mut p = start(&[], &[&support::example("everything")]);
+    let (_c, child, grandchild) = session_pids(&p.base).await;
+    let first = guard_of(p.child.id()).expect("a guard process");
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    let mut second = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            second = guard_of(p.child.id()).filter(|&g| g != first);
+            second.is_some()
+        })
+        .await,
+        "no new guard"
+    );
+    p.wait_log("started another").await;
+    let killed = Instant::now();
+    p.signal(Signal::SIGKILL);
+    p.wait_exit(killed, STEP);
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(child)
+            && !alive(grandchild))
+        .await,
+        "the replacement guard did not take the children"
+    );
+}
+
 #[tokio::test]
 async fn a_second_sigterm_kills_children_at_once() {
     let mut p = start(
@@ -225,6 +286,60 @@ async fn sigterm_works_and_sessions_serve_when_stderr_is_a_broken_pipe() {
     let (code, took) = p.wait_exit(asked, Duration::from_secs(15));
     assert_eq!(code, 0);
     assert!(took < Duration::from_secs(8), "took {took:?}");
+}
+
+#[test]
+fn sigterm_works_when_stderr_is_a_full_pipe_nobody_reads() {
+    // A dead log collector: the pipe fills and every write would block.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args(["--port", &port.to_string(), "--shared", "--"])
+        .args([
+            "sh",
+            "-c",
+            // 150 lines of ~100 bytes: several times what the pipe holds.
+            "i=0; while [ $i -lt 150 ]; do echo \"stderr flood line $i padding padding padding padding padding padding padding\" >&2; i=$((i+1)); done; exec \"$0\"",
+            &support::example("everything"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write))
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    while !http_get_ok(&addr) {
+        assert!(started.elapsed() < STEP, "proxy never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..50 {
+        let _ = http_get(&addr, "/nothing-here");
+    }
+    let health = http_get(&addr, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let asked = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(8),
+            "SIGTERM ignored with stderr a full pipe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(read);
+}
+
+fn http_get_ok(addr: &str) -> bool {
+    TcpStream::connect(addr).is_ok() && http_get(addr, "/health").starts_with("HTTP/1.1 200")
 }
 
 #[test]
@@ -589,29 +704,39 @@ async fn a_child_flooding_stderr_is_rate_limited_with_a_count() {
 async fn healthcheck_probes_the_configured_port() {
     let mut p = start(&[], &[&support::example("everything")]);
     let port = p.addr().rsplit_once(':').unwrap().1.to_string();
-    let ok = Command::new(BIN)
-        .args(["healthcheck", "--url", &format!("{}/health", p.base)])
-        .output()
-        .unwrap();
+    let ok = output_within(Command::new(BIN).args([
+        "healthcheck",
+        "--url",
+        &format!("{}/health", p.base),
+    ]));
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
-    let ok = Command::new(BIN)
-        .arg("healthcheck")
-        .env("MCP_PROXY_PORT", &port)
-        .output()
-        .unwrap();
+    let ok = output_within(
+        Command::new(BIN)
+            .arg("healthcheck")
+            .env("MCP_PROXY_PORT", &port),
+    );
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     p.signal(Signal::SIGTERM);
     p.wait_exit(Instant::now(), STEP);
-    let down = Command::new(BIN)
-        .arg("healthcheck")
-        .env("MCP_PROXY_PORT", &port)
-        .output()
-        .unwrap();
+    let down = output_within(
+        Command::new(BIN)
+            .arg("healthcheck")
+            .env("MCP_PROXY_PORT", &port),
+    );
     assert_eq!(down.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&down.stderr).trim().lines().count(),
         1
     );
+}
+
+/// SIGKILLs a pid when dropped (a failed assertion must not leak it).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
 }
 
 /// Pids of zombies whose parent is `ppid`.
@@ -641,25 +766,34 @@ async fn as_pid_1_the_proxy_reaps_orphaned_grandchildren() {
         eprintln!("skipped: `unshare --pid --fork --mount-proc` needs root and util-linux");
         return;
     }
-    // The child orphans a grandchild (its subshell exits at once) that
-    // exits 300 ms later: re-parented to PID 1, the proxy, it must be reaped.
+    // The child orphans two grandchildren (their subshells exit at once)
+    // that exit 300 and 400 ms later: re-parented to PID 1, the proxy, they
+    // must be reaped.
     let mut p = start_wrapped(
         &["unshare", "--pid", "--fork", "--mount-proc"],
         &["--shared"],
         &[
             "sh",
             "-c",
-            "(sleep 0.3 &); (sleep 0.4 &); exec \"$0\"",
+            // The server runs beside sh (stdin handed on through fd 3: an
+            // async list's own stdin is /dev/null), so that sh can report
+            // a forwarded SIGUSR1.
+            "trap 'echo got-usr1 >&2' USR1; (sleep 0.3 &); (sleep 0.4 &); exec 3<&0; \"$0\" <&3 3<&- & wait; wait",
             &support::example("everything"),
         ],
     );
     let proxy = *children_of(p.child.id())
         .first()
         .expect("the proxy runs under unshare");
+    // Killing `unshare` (Running's drop) would leave its PID 1 running.
+    let _inner = KillOnDrop(proxy);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let zombies = zombies_of(proxy);
     assert!(zombies.is_empty(), "zombies left under PID 1: {zombies:?}");
-    // Signals still stop it.
+    // Signals PID 1 has no use for go to the children.
+    kill(Pid::from_raw(proxy as i32), Signal::SIGUSR1).unwrap();
+    p.wait_log("got-usr1").await;
+    // SIGTERM still stops it.
     kill(Pid::from_raw(proxy as i32), Signal::SIGTERM).unwrap();
     let (code, _) = p.wait_exit(Instant::now(), STEP);
     assert_eq!(code, 0, "{}", p.logs());

@@ -42,6 +42,10 @@ fn main() {
         let code = mcp_sidecar::store::cli::main(&strs[2..], &|k| std::env::var(k).ok());
         std::process::exit(code);
     }
+    if strs.get(1) == Some(&"check-config") {
+        let code = mcp_sidecar::config_file::check_main(&strs[2..], &|k| std::env::var(k).ok());
+        std::process::exit(code);
+    }
     let args = match Args::from_args(&["mcp-proxy"], &strs[1.min(strs.len())..]) {
         Ok(a) => a,
         Err(early) => match early.status {
@@ -58,6 +62,13 @@ fn main() {
     if args.version {
         print_stdout(&format!("mcp-proxy {}", env!("CARGO_PKG_VERSION")));
         return;
+    }
+    let mut args = args;
+    if args.config.is_none() {
+        args.config = std::env::var("MCP_PROXY_CONFIG").ok();
+    }
+    if args.config.is_some() || !args.server.is_empty() {
+        std::process::exit(named::main(args));
     }
     let config = match Config::from_args(args, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
@@ -122,5 +133,65 @@ fn healthcheck(args: &[String]) -> ! {
     match probe.run() {
         Ok(()) => std::process::exit(0),
         Err(e) => fail(1, &format!("healthcheck: {e}")),
+    }
+}
+
+/// `--config FILE` / `--server NAME=COMMAND`: several named servers.
+mod named {
+    use std::sync::Arc;
+
+    use mcp_sidecar::config::Args;
+    use mcp_sidecar::{config_file, logging, servers, shutdown};
+    use tokio_util::sync::CancellationToken;
+
+    pub fn main(args: Args) -> i32 {
+        let lookup: servers::Lookup = Arc::new(|k| std::env::var(k).ok());
+        let config = match config_file::load(args.clone(), &*lookup) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return super::EX_USAGE;
+            }
+        };
+        if let Err(e) = logging::init(config.base.log_format, &config.base.log_level) {
+            eprintln!("error: {e}");
+            return super::EX_USAGE;
+        }
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot start the runtime: {e}");
+                return 1;
+            }
+        };
+        let code = runtime.block_on(async move {
+            let (host, port) = (config.base.host, config.base.port);
+            let listener = match tokio::net::TcpListener::bind((host, port)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {host}:{port}: {e}");
+                    return 1;
+                }
+            };
+            let token = CancellationToken::new();
+            // A second signal is not special-cased here: the drain has its deadline.
+            if let Err(e) = shutdown::on_signal(token.clone(), CancellationToken::new()) {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return 1;
+            }
+            match servers::serve_config(listener, config, args, lookup, token).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        });
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        logging::flush(super::LOG_FLUSH);
+        code
     }
 }

@@ -12,6 +12,7 @@
 //! holds no plain-text secret, and a value moved between rows fails to open
 //! (the seal binds its row).
 
+pub mod child_env;
 pub mod cli;
 pub mod postgres;
 pub mod seal;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+pub use child_env::{ChildSecrets, CredentialError, current_principal, with_principal};
 pub use seal::{KeyRing, SealError, Sealed, Secret, SecretRef, StoreKey};
 
 /// Deadline of one call to the store: a spawn waits on it, so it is short.
