@@ -10,9 +10,11 @@
 //!
 //! Does not own: what the lines mean (see [`crate::upstream`]).
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +25,9 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::guard::Guard;
 use crate::jsonrpc::{LineError, LineReader};
+use crate::logging::RateLimit;
 
 /// Lines of stderr longer than this are cut before logging.
 const MAX_STDERR_LINE_BYTES: usize = 8 * 1024;
@@ -40,51 +44,269 @@ const STDIN_QUEUE: usize = 1024;
 /// pipe's rate).
 const STDOUT_PIPE_BYTES: usize = 1024 * 1024;
 
-/// Pipe memory is charged to the user: past `fs.pipe-user-pages-soft`, the
-/// kernel gives every new pipe of that user (ours and anyone else's) two
-/// pages only. Grown pipes may use a quarter of that quota; children beyond
-/// it keep the default 64 KiB.
-static GROWN_PIPE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// A child's stderr may burst this many times its per-second rate.
+const STDERR_BURST_FACTOR: u32 = 4;
 
-fn pipe_budget() -> usize {
-    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        let pages: usize = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(16384);
-        if pages == 0 {
-            // No soft limit set.
-            usize::MAX
-        } else {
-            pages * 4096 / 4
-        }
-    })
+/// The children of one proxy, and what they share: the live count (for
+/// `/health`), the budget for grown pipes, the process groups to kill at
+/// once on a second signal, the pids the PID-1 reaper must leave to their
+/// owners, and the guard that kills them all if the proxy dies. Owned by
+/// the proxy (through its [`ChildSpec`]), so two proxies in one process
+/// (the test harness) never share it.
+#[derive(Default)]
+pub struct Children {
+    /// Children spawned and not yet reaped.
+    live: AtomicUsize,
+    /// Bytes of grown stdout pipes in use, against [`Children::pipe_budget`].
+    grown_pipe_bytes: AtomicUsize,
+    pipe_budget: OnceLock<usize>,
+    /// Pids (= process group ids) of children spawned and not yet reaped.
+    /// Held while spawning, so the reaper never sees an unregistered child.
+    groups: Mutex<HashSet<u32>>,
+    /// Kills every group if the proxy dies; installed by
+    /// [`Children::start_guard`], replaced by [`Children::check_guard`].
+    /// Never locked while `groups` is held by the same thread.
+    guard: Mutex<Option<Guard>>,
 }
 
-/// Best-effort `F_SETPIPE_SZ` within the budget; the bytes granted, to be
-/// given back with [`release_pipe`] when the child is gone.
-fn grow_pipe(pipe: &impl std::os::fd::AsFd, bytes: usize) -> usize {
-    use nix::fcntl::{FcntlArg, fcntl};
-    use std::sync::atomic::Ordering;
-    let taken = GROWN_PIPE_BYTES.fetch_add(bytes, Ordering::Relaxed);
-    if taken.saturating_add(bytes) > pipe_budget() {
-        GROWN_PIPE_BYTES.fetch_sub(bytes, Ordering::Relaxed);
-        debug!("pipe budget used up; this child's stdout keeps the default pipe size");
-        return 0;
-    }
-    match fcntl(pipe.as_fd(), FcntlArg::F_SETPIPE_SZ(bytes as i32)) {
-        Ok(_) => bytes,
-        Err(e) => {
-            GROWN_PIPE_BYTES.fetch_sub(bytes, Ordering::Relaxed);
-            debug!(error = %e, bytes, "could not grow the child's stdout pipe; keeping the default size");
-            0
-        }
+impl std::fmt::Debug for Children {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Children")
+            .field("live", &self.live())
+            .field("guard", &self.guard_pid())
+            .finish()
     }
 }
 
-fn release_pipe(bytes: usize) {
-    GROWN_PIPE_BYTES.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+impl Children {
+    /// Children spawned and not yet reaped.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Starts the guard process (once); children spawned afterwards die
+    /// with the proxy. Errors leave the proxy running without one.
+    pub fn start_guard(&self) -> std::io::Result<u32> {
+        let mut slot = lock(&self.guard);
+        if let Some(g) = slot.as_ref() {
+            return Ok(g.pid());
+        }
+        let guard = Guard::start()?;
+        let pid = guard.pid();
+        // Its pid is ours to reap, never the PID-1 reaper's.
+        lock(&self.groups).insert(pid);
+        *slot = Some(guard);
+        Ok(pid)
+    }
+
+    /// If the guard has died (someone killed it), starts another and
+    /// registers every live group with it. Returns the new guard's pid.
+    pub fn check_guard(&self) -> Option<u32> {
+        let mut slot = lock(&self.guard);
+        let old = slot.as_ref()?;
+        if !old.has_exited() {
+            return None;
+        }
+        let old_pid = old.pid();
+        *slot = None;
+        lock(&self.groups).remove(&old_pid);
+        let guard = match Guard::start() {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(error = %e, "the guard process died and cannot be restarted: children would outlive a killed proxy");
+                return None;
+            }
+        };
+        let pid = guard.pid();
+        let groups: Vec<u32> = {
+            let mut groups = lock(&self.groups);
+            let live = groups.iter().copied().collect();
+            groups.insert(pid);
+            live
+        };
+        for g in &groups {
+            guard.register(*g);
+        }
+        warn!(
+            old = old_pid,
+            new = pid,
+            groups = groups.len(),
+            "the guard process died; started another"
+        );
+        *slot = Some(guard);
+        Some(pid)
+    }
+
+    fn guard_pid(&self) -> Option<u32> {
+        lock(&self.guard).as_ref().map(Guard::pid)
+    }
+
+    fn with_guard(&self, f: impl FnOnce(&Guard)) {
+        if let Some(g) = lock(&self.guard).as_ref() {
+            f(g);
+        }
+    }
+
+    /// Sends SIGKILL to every child's process group now (a second
+    /// SIGTERM/SIGINT during shutdown). Their supervisors then reap them.
+    pub fn kill_all(&self) -> usize {
+        let guard_pid = self.guard_pid();
+        let groups: Vec<u32> = lock(&self.groups)
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != guard_pid)
+            .collect();
+        for &g in &groups {
+            let _ = killpg(Pid::from_raw(g as i32), Signal::SIGKILL);
+        }
+        groups.len()
+    }
+
+    /// Sends `signal` to every child's process group (PID 1 forwarding).
+    pub fn signal_all(&self, signal: Signal) {
+        let guard_pid = self.guard_pid();
+        for &g in lock(&self.groups).iter() {
+            if Some(g) != guard_pid {
+                let _ = killpg(Pid::from_raw(g as i32), signal);
+            }
+        }
+    }
+
+    /// Runs `f` with the set of pids that have owners (children and the
+    /// guard), with spawning held off: what the PID-1 reaper must not reap.
+    pub fn with_owned_pids<T>(&self, f: impl FnOnce(&HashSet<u32>) -> T) -> T {
+        f(&lock(&self.groups))
+    }
+
+    fn pipe_budget(&self) -> usize {
+        *self.pipe_budget.get_or_init(|| {
+            let pages: usize = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(16384);
+            if pages == 0 {
+                // No soft limit set.
+                usize::MAX
+            } else {
+                pages * 4096 / 4
+            }
+        })
+    }
+
+    /// Best-effort `F_SETPIPE_SZ` within the budget; the bytes granted, to
+    /// be given back with [`Children::release_pipe`] when the child is gone.
+    ///
+    /// Pipe memory is charged to the user: past `fs.pipe-user-pages-soft`,
+    /// the kernel gives every new pipe of that user (ours and anyone
+    /// else's) two pages only. Grown pipes may use a quarter of that quota;
+    /// children beyond it keep the default 64 KiB.
+    fn grow_pipe(&self, pipe: &impl std::os::fd::AsFd, bytes: usize) -> usize {
+        use nix::fcntl::{FcntlArg, fcntl};
+        let taken = self.grown_pipe_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if taken.saturating_add(bytes) > self.pipe_budget() {
+            self.grown_pipe_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            debug!("pipe budget used up; this child's stdout keeps the default pipe size");
+            return 0;
+        }
+        match fcntl(pipe.as_fd(), FcntlArg::F_SETPIPE_SZ(bytes as i32)) {
+            Ok(_) => bytes,
+            Err(e) => {
+                self.grown_pipe_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                debug!(error = %e, bytes, "could not grow the child's stdout pipe; keeping the default size");
+                0
+            }
+        }
+    }
+
+    fn release_pipe(&self, bytes: usize) {
+        self.grown_pipe_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bookkeeping once a child is reaped and its group killed.
+    fn forget(&self, pid: u32, grown_pipe: usize) {
+        lock(&self.groups).remove(&pid);
+        self.with_guard(|g| g.unregister(pid));
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.release_pipe(grown_pipe);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why the server command cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Not on PATH (or, with a `/`, no such file).
+    #[error("the MCP server command `{0}` was not found{1}")]
+    NotFound(String, &'static str),
+    /// It exists but cannot be executed.
+    #[error("the MCP server command `{0}` is not executable ({1})")]
+    NotExecutable(String, String),
+}
+
+/// Resolves the program as `exec` will: a name with a `/` is a path
+/// (relative to the child's working directory), any other name is looked
+/// up on the PATH the child gets. Returns the file that would run.
+pub fn resolve_program(spec: &ChildSpec) -> Result<PathBuf, CommandError> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = spec.program.as_str();
+    let check = |p: &Path| -> Result<(), String> {
+        let meta = std::fs::metadata(p).map_err(|e| e.to_string())?;
+        if meta.is_dir() {
+            return Err("it is a directory".into());
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err("no execute permission".into());
+        }
+        nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).map_err(|e| e.to_string())
+    };
+    if program.is_empty() {
+        return Err(CommandError::NotFound(String::new(), ""));
+    }
+    if program.contains('/') {
+        let mut path = PathBuf::from(program);
+        if path.is_relative()
+            && let Some(cwd) = &spec.cwd
+        {
+            path = cwd.join(path);
+        }
+        if !path.exists() {
+            return Err(CommandError::NotFound(program.into(), ""));
+        }
+        return check(&path)
+            .map(|()| path)
+            .map_err(|e| CommandError::NotExecutable(program.into(), e));
+    }
+    let path_var = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| {
+            spec.inherit_env
+                .then(|| std::env::var("PATH").ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut last_error = None;
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(program);
+        if !candidate.exists() {
+            continue;
+        }
+        match check(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match last_error {
+        Some(e) => Err(CommandError::NotExecutable(program.into(), e)),
+        None => Err(CommandError::NotFound(program.into(), " on PATH")),
+    }
 }
 
 /// What to run and how.
@@ -104,6 +326,13 @@ pub struct ChildSpec {
     pub max_line_bytes: usize,
     /// Time between SIGTERM and SIGKILL, and for the child to exit after stdin closes.
     pub grace: Duration,
+    /// The proxy's children (shared by every clone of this spec).
+    pub children: Arc<Children>,
+    /// Where spawns and exits are counted (the app's, or an unexported default).
+    pub metrics: crate::metrics::ChildMetrics,
+    /// stderr lines per second logged for one child (bursts of four times
+    /// that); the rest are counted and the count logged (`--child-log-rate`).
+    pub stderr_lines_per_second: u32,
 }
 
 /// Why a child could not be started or talked to.
@@ -168,12 +397,10 @@ struct ChildInner {
     stop: mpsc::Sender<()>,
 }
 
-/// Live children, for `/health`.
-pub static LIVE_CHILDREN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 impl ChildHandle {
     /// Spawns the child. Returns the handle and the reader of its stdout.
-    /// `label` names the owner (a session id) in the child's log lines.
+    /// `label` names the owner in the child's log lines (never a session
+    /// id: see [`crate::logging::tag`]).
     pub fn spawn(
         spec: &ChildSpec,
         label: &str,
@@ -192,17 +419,28 @@ impl ChildHandle {
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
-        let mut child = cmd.spawn().map_err(|source| ChildError::SpawnFailed {
-            program: spec.program.clone(),
-            source,
+        let children = spec.children.clone();
+        // The set stays locked from spawn to registration: the PID-1 reaper
+        // must never reap a child it has not been told about.
+        let mut groups = lock(&children.groups);
+        let mut child = cmd.spawn().map_err(|source| {
+            spec.metrics.spawn_failed();
+            ChildError::SpawnFailed {
+                program: spec.program.clone(),
+                source,
+            }
         })?;
         // Invariant: all three pipes were requested above.
         let pid = child.id().expect("a just-spawned child has a pid");
+        groups.insert(pid);
+        drop(groups);
+        children.with_guard(|g| g.register(pid));
+        children.live.fetch_add(1, Ordering::Relaxed);
         let stdin = child.stdin.take().expect("stdin piped");
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
-        let grown = grow_pipe(&stdout, STDOUT_PIPE_BYTES);
-        LIVE_CHILDREN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let grown = children.grow_pipe(&stdout, STDOUT_PIPE_BYTES);
+        spec.metrics.spawned();
         let span = info_span!("child", pid, session = %label);
         info!(parent: &span, program = %spec.program, "child spawned");
 
@@ -211,10 +449,20 @@ impl ChildHandle {
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let close_stdin = tokio_util::sync::CancellationToken::new();
         tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
-        tokio::spawn(drain_stderr(stderr).instrument(span.clone()));
+        tokio::spawn(drain_stderr(stderr, spec.stderr_lines_per_second).instrument(span.clone()));
         tokio::spawn(
-            supervise(child, pid, spec.grace, stop_rx, exit_tx, close_stdin, grown)
-                .instrument(span),
+            supervise(
+                child,
+                pid,
+                spec.grace,
+                stop_rx,
+                exit_tx,
+                close_stdin,
+                grown,
+                children,
+                spec.metrics.clone(),
+            )
+            .instrument(span),
         );
         let handle = ChildHandle {
             inner: Arc::new(ChildInner {
@@ -307,11 +555,27 @@ async fn write_burst(
     }
 }
 
-async fn drain_stderr(stderr: tokio::process::ChildStderr) {
+async fn drain_stderr(stderr: tokio::process::ChildStderr, per_second: u32) {
     // Bounded like stdout: a line without end cannot grow the proxy's memory.
     let mut reader = LineReader::new(stderr, MAX_STDERR_READ_BYTES);
+    // A child that floods stderr must not flood the log: the lines beyond
+    // the rate are counted and the count is logged with the next line.
+    let limit = RateLimit::new(per_second.saturating_mul(STDERR_BURST_FACTOR), per_second);
     loop {
-        match reader.next_line().await {
+        let line = reader.next_line().await;
+        if matches!(line, Ok(Some(_)) | Err(LineError::LineTooLong { .. })) {
+            match limit.admit() {
+                None => continue,
+                Some(0) => {}
+                Some(dropped) => {
+                    warn!(
+                        dropped,
+                        "child stderr lines dropped by the log rate limit (--child-log-rate)"
+                    );
+                }
+            }
+        }
+        match line {
             Ok(None) | Err(LineError::Io(_)) => break,
             Ok(Some(line)) => {
                 let text = String::from_utf8_lossy(&line[..line.len().min(MAX_STDERR_LINE_BYTES)]);
@@ -328,6 +592,8 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr) {
     }
 }
 
+// The staged stop's inputs, one each; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn supervise(
     mut child: Child,
     pid: u32,
@@ -336,10 +602,14 @@ async fn supervise(
     exit: watch::Sender<Exit>,
     close_stdin: tokio_util::sync::CancellationToken,
     grown_pipe: usize,
+    children: Arc<Children>,
+    metrics: crate::metrics::ChildMetrics,
 ) {
+    let mut stopped = false;
     let status = tokio::select! {
         status = child.wait() => status,
         _ = stop.recv() => {
+            stopped = true;
             close_stdin.cancel();
             staged_stop(&mut child, pid, grace).await
         }
@@ -354,9 +624,14 @@ async fn supervise(
     };
     // Whatever the child left behind in its group goes with it.
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    LIVE_CHILDREN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    metrics.exited(match status {
+        _ if stopped => crate::metrics::ExitReason::Stopped,
+        Exit::Code(0) => crate::metrics::ExitReason::Exited,
+        Exit::Signal(_) => crate::metrics::ExitReason::Killed,
+        Exit::Code(_) | Exit::Running => crate::metrics::ExitReason::Failed,
+    });
     // The pipe goes when the reader drops its end, right after EOF.
-    release_pipe(grown_pipe);
+    children.forget(pid, grown_pipe);
     info!(status = %status, "child exited");
     let _ = exit.send(status);
 }
@@ -462,6 +737,9 @@ mod tests {
             cwd: None,
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
+            children: Arc::default(),
+            stderr_lines_per_second: 50,
+            metrics: Default::default(),
         };
         let (child, _out) = ChildHandle::spawn(&spec, "test").unwrap();
         let pid = child.pid() as i32;
@@ -484,6 +762,9 @@ mod tests {
             cwd: None,
             max_line_bytes: 1024,
             grace: Duration::from_millis(200),
+            children: Arc::default(),
+            stderr_lines_per_second: 50,
+            metrics: Default::default(),
         };
         let err = ChildHandle::spawn(&spec, "test").err().unwrap();
         assert!(err.to_string().contains("/nonexistent/mcp-server"));

@@ -52,6 +52,23 @@ pub const DEFAULT_MAX_TASKS: usize = 10_000;
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between restarts of a crashed shared child.
 pub const DEFAULT_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// One-shot sessions (no stream, at most one request after `initialize`)
+/// end after this much quiet: a script or the Inspector CLI that never
+/// sends DELETE does not hold a child for half an hour.
+pub const DEFAULT_ONESHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A new connection must send a whole request head this soon (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no bytes moving and no request being handled is
+/// closed after this. Open SSE streams send keep-alives, so they stay.
+pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A child's stderr lines logged per second (bursts of four times that).
+pub const DEFAULT_CHILD_LOG_RATE: u32 = 50;
+/// Most open TCP connections, counted before authentication.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Longest duration any flag accepts: beyond it timers overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Largest count any flag accepts (queues, caps).
+pub const MAX_COUNT: usize = 1 << 24;
 
 /// Put any stdio MCP server on HTTP: Streamable HTTP (2025-03-26 to
 /// 2026-07-28) and legacy HTTP+SSE (2024-11-05). Every flag also reads
@@ -61,7 +78,7 @@ pub const DEFAULT_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// between clients. --shared serves every session from one child: faster and
 /// lighter, but tool state (open files, browser pages, cwd) is then shared
 /// by all users.
-#[derive(FromArgs, Debug, Default)]
+#[derive(FromArgs, Debug, Default, Clone)]
 pub struct Args {
     /// address to listen on (default 127.0.0.1)
     #[argh(option)]
@@ -99,6 +116,9 @@ pub struct Args {
     /// allow listening beyond loopback without an API key
     #[argh(switch)]
     pub allow_unauthenticated: bool,
+    /// require the API key on GET /metrics too (by default it is open, like /health)
+    #[argh(switch)]
+    pub metrics_auth: bool,
     /// allowed browser Origin, e.g. https://app.example.com, or * (repeatable; loopback origins are always allowed)
     #[argh(option)]
     pub allow_origin: Vec<String>,
@@ -156,12 +176,48 @@ pub struct Args {
     /// longest backoff between restarts of the shared child (default 30s)
     #[argh(option)]
     pub restart_max_backoff: Option<String>,
+    /// end sessions that never opened a stream and made at most one request after initialize (one-shot clients such as the Inspector CLI) after this much quiet (default 60s)
+    #[argh(option)]
+    pub oneshot_idle_timeout: Option<String>,
+    /// close a connection that has not sent a complete request head this long after it was accepted (default 10s)
+    #[argh(option)]
+    pub header_read_timeout: Option<String>,
+    /// close a connection that moves no bytes and has no request in progress for this long; must exceed --keep-alive (default 2m)
+    #[argh(option)]
+    pub connection_idle_timeout: Option<String>,
+    /// most open client connections, counted before authentication; more are closed at once (default 1024)
+    #[argh(option)]
+    pub max_connections: Option<String>,
+    /// stderr lines per second logged for each child, in bursts of up to four times that; the rest are counted (default 50)
+    #[argh(option)]
+    pub child_log_rate: Option<String>,
+    /// a tag put in front of every session id ("<tag>.<hex>") so a router can send a session to its replica (default none)
+    #[argh(option)]
+    pub replica_id: Option<String>,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
     /// log format: plain or json (default plain)
     #[argh(option)]
     pub log_format: Option<String>,
     /// log level or filter, e.g. info, debug, mcp_sidecar=trace (default info)
     #[argh(option)]
     pub log_level: Option<String>,
+    /// a TOML file of named servers, each served at /servers/<name>/mcp (see README); SIGHUP reloads it
+    #[argh(option)]
+    pub config: Option<String>,
+    /// a named server as NAME=COMMAND (split on spaces), served at /servers/NAME/mcp (repeatable)
+    #[argh(option)]
+    pub server: Vec<String>,
+    /// credential store for per-user secrets: a file path (embedded) or postgres://user:pass@host/db
+    #[argh(option)]
+    pub store: Option<String>,
+    /// file with the store key(s), base64, sealing key first (default: MCP_PROXY_STORE_KEY)
+    #[argh(option)]
+    pub store_key_file: Option<String>,
+    /// deadline of each credential store call (default 5s)
+    #[argh(option)]
+    pub store_timeout: Option<String>,
     /// the stdio MCP server to run, after --
     #[argh(positional, greedy)]
     pub command: Vec<String>,
@@ -236,10 +292,22 @@ pub struct Config {
     pub upstream_protocol: UpstreamProtocol,
     /// Wait for the `server/discover` probe.
     pub probe_timeout: Duration,
+    /// Idle expiry of one-shot sessions.
+    pub oneshot_idle_timeout: Duration,
+    /// Deadline for a new connection's first request head.
+    pub header_read_timeout: Duration,
+    /// Idle connection expiry.
+    pub connection_idle_timeout: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Session id prefix naming this replica.
+    pub replica_id: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// `GET /metrics` needs the API key.
+    pub metrics_auth: bool,
 }
 
 /// A configuration problem: the message is shown to the user as is.
@@ -251,7 +319,8 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
-/// Parses `500ms`, `15s`, `30m`, `2h`, or a bare number of seconds.
+/// Parses `500ms`, `15s`, `30m`, `2h`, or a bare number of seconds, up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -266,7 +335,12 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
 }
 
 /// Parses a byte count with an optional `K`/`M`/`G` (binary) suffix.
@@ -376,9 +450,17 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let r = Resolver { lookup };
-        let Some((program, rest)) = args.command.split_first() else {
+        // With --config/--server the servers carry their own commands
+        // (crate::config_file); this Config then holds the global settings.
+        let named = args.config.is_some() || !args.server.is_empty();
+        let no_program = String::new();
+        let Some((program, rest)) = args
+            .command
+            .split_first()
+            .or(named.then_some((&no_program, &[][..])))
+        else {
             return err(
-                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...]",
+                "no MCP server command given; usage: mcp-proxy [flags] -- <command> [args...] (or --config FILE, --server NAME=COMMAND)",
             );
         };
         let host = r.parsed(
@@ -447,6 +529,11 @@ impl Config {
             ));
         }
 
+        let metrics_auth = r.switch("metrics-auth", args.metrics_auth)?;
+        if metrics_auth && api_keys.is_empty() {
+            return err("--metrics-auth needs an API key (--api-key or --api-key-file)");
+        }
+
         let shared = r.switch("shared", args.shared)?;
         let stateless = r.switch("stateless", args.stateless)?;
         let mode = match (shared, stateless) {
@@ -461,7 +548,7 @@ impl Config {
             );
         }
 
-        let dur = "a duration such as 500ms, 15s, 30m";
+        let dur = "a duration such as 500ms, 15s, 30m (at most 365 days)";
         let positive = |flag: &str, d: Duration| -> Result<Duration, ConfigError> {
             if d.is_zero() {
                 err(format!("--{flag} must be greater than zero"))
@@ -507,8 +594,52 @@ impl Config {
             let n = r.parsed(flag, v, default, |s| s.parse().ok(), "a whole number")?;
             if n < min {
                 err(format!("--{flag} must be at least {min}"))
+            } else if n > MAX_COUNT {
+                err(format!("--{flag} must be at most {MAX_COUNT}"))
             } else {
                 Ok(n)
+            }
+        };
+
+        let keep_alive = positive(
+            "keep-alive",
+            r.parsed(
+                "keep-alive",
+                &args.keep_alive,
+                DEFAULT_KEEP_ALIVE,
+                parse_duration,
+                dur,
+            )?,
+        )?;
+        let connection_idle_timeout = positive(
+            "connection-idle-timeout",
+            r.parsed(
+                "connection-idle-timeout",
+                &args.connection_idle_timeout,
+                DEFAULT_CONNECTION_IDLE_TIMEOUT,
+                parse_duration,
+                dur,
+            )?,
+        )?;
+        if connection_idle_timeout <= keep_alive {
+            return err(
+                "--connection-idle-timeout must be longer than --keep-alive (open SSE streams would be cut)",
+            );
+        }
+        let replica_id = match r.get("replica-id", &args.replica_id) {
+            None => None,
+            Some((v, _)) if v.is_empty() => None,
+            Some((v, source)) => {
+                if v.len() > 32
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return err(format!(
+                        "{source}: expected up to 32 letters, digits, - or _, got {v:?}"
+                    ));
+                }
+                Some(v)
             }
         };
 
@@ -530,6 +661,16 @@ impl Config {
                     max_line_bytes
                 },
                 grace: shutdown_grace,
+                children: Default::default(),
+                stderr_lines_per_second: count(
+                    "child-log-rate",
+                    &args.child_log_rate,
+                    DEFAULT_CHILD_LOG_RATE as usize,
+                    1,
+                )?
+                .min(1_000_000) as u32,
+                // The app puts its own in (crate::http::App::new).
+                metrics: Default::default(),
             },
             api_keys,
             allow_origins: r.list("allow-origin", &args.allow_origin),
@@ -553,16 +694,7 @@ impl Config {
                 )?,
             )?,
             request_timeout,
-            keep_alive: positive(
-                "keep-alive",
-                r.parsed(
-                    "keep-alive",
-                    &args.keep_alive,
-                    DEFAULT_KEEP_ALIVE,
-                    parse_duration,
-                    dur,
-                )?,
-            )?,
+            keep_alive,
             max_queue: count("max-queue", &args.max_queue, DEFAULT_MAX_QUEUE, 1)?,
             replay_events: count(
                 "replay-events",
@@ -613,11 +745,40 @@ impl Config {
                     dur,
                 )?,
             )?,
+            oneshot_idle_timeout: positive(
+                "oneshot-idle-timeout",
+                r.parsed(
+                    "oneshot-idle-timeout",
+                    &args.oneshot_idle_timeout,
+                    DEFAULT_ONESHOT_IDLE_TIMEOUT,
+                    parse_duration,
+                    dur,
+                )?,
+            )?,
+            header_read_timeout: positive(
+                "header-read-timeout",
+                r.parsed(
+                    "header-read-timeout",
+                    &args.header_read_timeout,
+                    DEFAULT_HEADER_READ_TIMEOUT,
+                    parse_duration,
+                    dur,
+                )?,
+            )?,
+            connection_idle_timeout,
+            max_connections: count(
+                "max-connections",
+                &args.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+                1,
+            )?,
+            replica_id,
             log_format,
             log_level: r
                 .get("log-level", &args.log_level)
                 .map(|(v, _)| v)
                 .unwrap_or_else(|| "info".into()),
+            metrics_auth,
         })
     }
 }
@@ -742,5 +903,56 @@ mod tests {
         assert_eq!(parse_bytes("64M"), Some(64 << 20));
         assert_eq!(parse_bytes("4096"), Some(4096));
         assert_eq!(parse_bytes("12x"), None);
+    }
+
+    #[test]
+    fn absurd_values_are_errors_not_panics() {
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+        assert_eq!(parse_duration("1e400"), None);
+        for (flag, v) in [
+            ("--session-idle-timeout", "99999999999999999999h"),
+            ("--keep-alive", "9999999999h"),
+            ("--request-timeout", "99999999999999999999h"),
+            ("--max-queue", "99999999999999999999"),
+            ("--max-connections", "18446744073709551615"),
+            ("--replica-id", "has.a.dot"),
+        ] {
+            let e = parse(&[flag, v, "--", "s"], &[]).unwrap_err().0;
+            assert!(e.contains(flag), "{flag} {v}: {e}");
+        }
+        assert!(
+            parse(&["--keep-alive", "3m", "--", "s"], &[])
+                .unwrap_err()
+                .0
+                .contains("--connection-idle-timeout")
+        );
+    }
+
+    #[test]
+    fn connection_limits_have_production_defaults_and_env() {
+        let c = parse(&["--", "s"], &[]).unwrap();
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(c.connection_idle_timeout, DEFAULT_CONNECTION_IDLE_TIMEOUT);
+        assert_eq!(c.oneshot_idle_timeout, DEFAULT_ONESHOT_IDLE_TIMEOUT);
+        assert_eq!(c.replica_id, None);
+        let c = parse(
+            &["--", "s"],
+            &[
+                ("MCP_PROXY_MAX_CONNECTIONS", "7"),
+                ("MCP_PROXY_HEADER_READ_TIMEOUT", "2s"),
+                ("MCP_PROXY_CONNECTION_IDLE_TIMEOUT", "1m"),
+                ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
+                ("MCP_PROXY_REPLICA_ID", "r-1"),
+                ("MCP_PROXY_CHILD_LOG_RATE", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.child.stderr_lines_per_second, 5);
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.connection_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.oneshot_idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.replica_id.as_deref(), Some("r-1"));
     }
 }

@@ -83,6 +83,13 @@ pub enum ProxyError {
     /// The proxy is shutting down.
     #[error("the proxy is shutting down")]
     ShuttingDown,
+    /// The caller has no stored credential the server's child needs: no
+    /// child is started without it.
+    #[error("{0}")]
+    MissingCredential(String),
+    /// The credential store failed or timed out.
+    #[error("{0}")]
+    StoreUnavailable(String),
 }
 
 impl ProxyError {
@@ -97,7 +104,8 @@ impl ProxyError {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             SessionNotFound | NotFound(_) | MethodNotFound(_) => StatusCode::NOT_FOUND,
-            ForbiddenOrigin(_) | ForbiddenHost(_) => StatusCode::FORBIDDEN,
+            ForbiddenOrigin(_) | ForbiddenHost(_) | MissingCredential(_) => StatusCode::FORBIDDEN,
+            StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Unauthorized => StatusCode::UNAUTHORIZED,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             TooManySessions(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -113,7 +121,10 @@ impl ProxyError {
             UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
             MethodNotFound(_) => code::METHOD_NOT_FOUND,
             SessionNotFound => -32001,
-            Upstream(_) | TooManySessions(_) | ShuttingDown => code::SERVER_ERROR,
+            Upstream(_) | TooManySessions(_) | ShuttingDown | StoreUnavailable(_) => {
+                code::SERVER_ERROR
+            }
+            MissingCredential(_) => code::SERVER_ERROR,
             _ => code::INVALID_REQUEST,
         }
     }

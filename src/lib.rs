@@ -12,6 +12,8 @@
 //! - [`child`]: the stdio server as a child process in its own process
 //!   group: one stdin writer, one stdout reader, stderr drained to the log,
 //!   and the staged stop (close stdin, SIGTERM the group, SIGKILL).
+//! - [`guard`]: the process that kills every child's group when the proxy
+//!   dies, even by SIGKILL.
 //! - [`upstream`]: the multiplexer over one child. It rewrites request ids and
 //!   progress tokens to proxy-unique values, routes every message the child
 //!   sends to the session and stream it belongs to, performs the child's one
@@ -30,23 +32,43 @@
 //! - [`sse`]: server-sent events: encoding, keep-alive comments, and the
 //!   outlet of one stream with its bounded queue and `Last-Event-ID` replay buffer.
 //! - [`auth`]: API keys, Origin and Host checks.
+//! - [`metrics`]: Prometheus metrics for `GET /metrics` (owned state,
+//!   handed down from the app; bounded label sets).
 //! - [`error`]: the one place where errors become HTTP statuses and
 //!   JSON-RPC error bodies.
+//! - [`healthcheck`]: `mcp-proxy healthcheck`, the container probe of `/health`.
+//! - [`store`]: the credential store, (principal, server, name) → a secret
+//!   sealed with AES-256-GCM, in an embedded SQLite file or PostgreSQL;
+//!   and the `mcp-proxy secrets` subcommand.
 //! - [`config`]: flags and `MCP_PROXY_*` environment variables, validated;
 //!   the only I/O is reading `--env-file` and `--api-key-file` once.
+//! - [`config_file`]: `--config FILE` (TOML) and `--server NAME=COMMAND`:
+//!   named servers, each turned into the same [`config::Config`].
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
-//! - [`shutdown`]: SIGTERM/SIGINT handling.
-//! - [`logging`]: tracing to stderr, plain or JSON.
+//! - [`servers`]: many named servers behind one listener at
+//!   `/servers/<name>/…`, each an ordinary [`http::App`]; health, readiness
+//!   and SIGHUP reload across them.
+//! - [`shutdown`]: SIGTERM/SIGINT (a second one kills children at once),
+//!   and PID 1's duties (reaping orphans, forwarding signals).
+//! - [`logging`]: tracing to stderr, plain or JSON, through a queue that
+//!   never blocks (lines that cannot be written are dropped and counted);
+//!   session-id hashes and rate limits for logs.
 
 pub mod auth;
 pub mod child;
 pub mod config;
+pub mod config_file;
 pub mod error;
+pub mod guard;
+pub mod healthcheck;
 pub mod http;
 pub mod jsonrpc;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
+pub mod servers;
 pub mod session;
 pub mod shutdown;
 pub mod sse;
+pub mod store;
 pub mod upstream;

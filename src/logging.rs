@@ -1,12 +1,53 @@
 //! Logging: tracing to stderr, always (stdout may be a protocol stream),
 //! plain or JSON. Message bodies appear only at trace level.
+//!
+//! Owns: the subscriber, the writer behind it, and two helpers every
+//! module that logs outside input uses: [`tag`] (a short hash that stands in
+//! for a session id, which is a bearer credential) and [`RateLimit`] (for
+//! lines whose rate the outside world decides, such as a child's stderr).
+//!
+//! A log write must never stop the proxy. Formatted lines go through a
+//! bounded queue to one writer thread; when the queue is full (stderr is a
+//! pipe nobody reads) or a write fails (stderr is a broken pipe), the line
+//! is dropped and counted ([`dropped`]), never waited for, never a panic.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Output format.
 pub use crate::config::LogFormat;
+
+/// Formatted lines that may wait for the writer thread; beyond it they are
+/// dropped (about 8 MiB at 1 KiB a line).
+const QUEUE_LINES: usize = 8192;
+
+/// Lines dropped because the queue was full or stderr refused them.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// The writer thread's queue (global because the subscriber is).
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+
+struct Queue {
+    tx: SyncSender<Line>,
+    /// Lines queued and not yet written or dropped; [`flush`] waits on it.
+    pending: AtomicU64,
+}
+
+/// One formatted event.
+enum Line {
+    Text(Vec<u8>),
+}
+
+/// Log lines dropped so far (full queue or failed write).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
 
 /// Installs the global subscriber. `filter` is a level (`info`) or an
 /// `EnvFilter` directive list (`info,mcp_sidecar=debug`).
@@ -14,8 +55,11 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = EnvFilter::try_new(filter).map_err(|e| format!("--log-level: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(QueueWriter::start())
         .with_ansi(std::io::stderr().is_terminal())
+        // Its default reports a failed write with eprintln!, which panics on
+        // a broken pipe: the failure is counted instead.
+        .log_internal_errors(false)
         .with_target(false);
     let r = match format {
         LogFormat::Plain => builder.try_init(),
@@ -26,4 +70,177 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
             .try_init(),
     };
     r.map_err(|e| e.to_string())
+}
+
+/// Waits up to `within` for queued lines to reach stderr (before exit).
+pub fn flush(within: Duration) {
+    let Some(q) = QUEUE.get() else { return };
+    let deadline = Instant::now() + within;
+    while q.pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The subscriber's writer: each event is one `write` of a whole line,
+/// handed to the writer thread without waiting.
+#[derive(Clone, Copy)]
+struct QueueWriter;
+
+impl QueueWriter {
+    fn start() -> QueueWriter {
+        QUEUE.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+            // If the thread cannot start, lines are dropped and counted.
+            let _ = std::thread::Builder::new()
+                .name("log-writer".into())
+                .spawn(move || write_lines(rx));
+            Queue {
+                tx,
+                pending: AtomicU64::new(0),
+            }
+        });
+        QueueWriter
+    }
+}
+
+fn write_lines(rx: Receiver<Line>) {
+    let mut stderr = std::io::stderr();
+    let mut reported = 0;
+    while let Ok(Line::Text(line)) = rx.recv() {
+        let ok = stderr.write_all(&line).is_ok();
+        if !ok {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // The first line that gets through after losses says how many.
+            let lost = DROPPED.load(Ordering::Relaxed);
+            if lost > reported {
+                let note = format!("(log: {} lines dropped so far)\n", lost);
+                let _ = stderr.write_all(note.as_bytes());
+                reported = lost;
+            }
+        }
+        if let Some(q) = QUEUE.get() {
+            q.pending.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+impl Write for QueueWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(q) = QUEUE.get() else {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return Ok(buf.len());
+        };
+        q.pending.fetch_add(1, Ordering::Release);
+        match q.tx.try_send(Line::Text(buf.to_vec())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                q.pending.fetch_sub(1, Ordering::Release);
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Reported as written either way: the caller must never retry or fail.
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for QueueWriter {
+    type Writer = QueueWriter;
+
+    fn make_writer(&'a self) -> QueueWriter {
+        *self
+    }
+}
+
+/// A short, stable stand-in for a secret identifier (a session id is a
+/// bearer credential: whoever has it can act in the session) in logs:
+/// 8 hex digits of a keyed hash, enough to follow one session through the
+/// log and useless for reaching it.
+pub fn tag(id: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    let mut h = KEY.get_or_init(Default::default).build_hasher();
+    h.write(id.as_bytes());
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// A token bucket for log lines whose rate someone else decides: `burst`
+/// lines at once, then `per_second`. [`RateLimit::admit`] says whether to log
+/// this line and how many were suppressed since the last one logged.
+pub struct RateLimit {
+    burst: f64,
+    per_second: f64,
+    state: Mutex<Bucket>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// A bucket that starts full.
+    pub fn new(burst: u32, per_second: u32) -> RateLimit {
+        RateLimit {
+            burst: burst as f64,
+            per_second: per_second as f64,
+            state: Mutex::new(Bucket {
+                tokens: burst as f64,
+                at: Instant::now(),
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(suppressed_before)` when this line may be logged, `None` when
+    /// it is to be dropped (and is counted).
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<u64> {
+        let mut b = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.per_second).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Some(std::mem::take(&mut b.suppressed))
+        } else {
+            b.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_admits_a_burst_then_counts_what_it_drops() {
+        let r = RateLimit::new(3, 10);
+        let t0 = Instant::now();
+        assert_eq!(r.admit_at(t0), Some(0));
+        assert_eq!(r.admit_at(t0), Some(0));
+        assert_eq!(r.admit_at(t0), Some(0));
+        assert_eq!(r.admit_at(t0), None);
+        assert_eq!(r.admit_at(t0), None);
+        // 100 ms later one token is back: the line says two were dropped.
+        assert_eq!(r.admit_at(t0 + Duration::from_millis(100)), Some(2));
+        assert_eq!(r.admit_at(t0 + Duration::from_millis(100)), None);
+    }
+
+    #[test]
+    fn tags_are_short_stable_and_do_not_contain_the_id() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(tag(id), tag(id));
+        assert_eq!(tag(id).len(), 8);
+        assert_ne!(tag(id), tag("another"));
+    }
 }

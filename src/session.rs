@@ -22,6 +22,10 @@ use tracing::{info, warn};
 use crate::sse::Outlet;
 use crate::upstream::{Port, Upstream};
 
+/// Requests after `initialize` a session may make and still count as a
+/// one-shot client's: `notifications/initialized` and one call.
+const ONE_SHOT_TOUCHES: u32 = 2;
+
 /// Finished POST streams kept per session for `Last-Event-ID` replay.
 const KEPT_STREAMS: usize = 32;
 
@@ -50,6 +54,11 @@ pub struct Session {
     streams: Mutex<VecDeque<Arc<Outlet>>>,
     next_stream: AtomicU64,
     last_active: Mutex<Instant>,
+    /// Requests seen after `initialize` (each POST, GET or DELETE naming
+    /// the session), for the one-shot idle policy.
+    touches: std::sync::atomic::AtomicU32,
+    /// Whether a GET (or legacy) stream was ever opened.
+    streamed: std::sync::atomic::AtomicBool,
     /// Cancelled when the session ends: every stream of it closes.
     pub cancel: CancellationToken,
 }
@@ -85,6 +94,8 @@ impl Session {
             streams: Mutex::new(VecDeque::new()),
             next_stream: AtomicU64::new(1),
             last_active: Mutex::new(Instant::now()),
+            touches: Default::default(),
+            streamed: Default::default(),
             cancel,
         })
     }
@@ -102,6 +113,18 @@ impl Session {
     /// Marks the session as used now.
     pub fn touch(&self) {
         *lock(&self.last_active) = Instant::now();
+        self.touches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A one-shot client (the Inspector CLI, a script) initializes, sends
+    /// `notifications/initialized` and one request, and leaves without a
+    /// DELETE: at most two touches and never a stream. Such a session
+    /// expires after `--oneshot-idle-timeout`; one that did more is an
+    /// interactive client and gets the full `--session-idle-timeout`.
+    fn is_one_shot(&self) -> bool {
+        self.touches.load(Ordering::Relaxed) <= ONE_SHOT_TOUCHES
+            && !self.streamed.load(Ordering::Relaxed)
+            && !self.has_live_stream()
     }
 
     fn idle_for(&self) -> Duration {
@@ -145,6 +168,7 @@ impl Session {
     /// The standalone GET stream: a new GET replaces the previous response
     /// on the same logical stream (no 409; transport.md §7.E).
     pub fn open_get_stream(&self) -> mpsc::Receiver<Bytes> {
+        self.streamed.store(true, Ordering::Relaxed);
         if let Some(existing) = self.port.notify_stream() {
             return existing.reattach();
         }
@@ -243,7 +267,8 @@ impl Sessions {
     pub fn insert(&self, session: Arc<Session>, reservation: Reservation) {
         lock(&self.map).insert(session.id.clone(), session.clone());
         drop(reservation);
-        info!(session = %session.id, version = %session.protocol_version(), "session created");
+        // Never the id itself at info: it is the session's credential.
+        info!(session = %crate::logging::tag(&session.id), version = %session.protocol_version(), "session created");
     }
 
     /// Looks a session up.
@@ -266,7 +291,7 @@ impl Sessions {
         let session = lock(&self.map).remove(id);
         match session {
             Some(s) => {
-                info!(session = %s.id, reason = why, "session ended");
+                info!(session = %crate::logging::tag(&s.id), reason = why, "session ended");
                 s.end().await;
                 true
             }
@@ -281,18 +306,28 @@ impl Sessions {
         futures_util::future::join_all(ends).await;
     }
 
-    /// Ends sessions idle longer than `idle` (no request, no live stream).
-    pub async fn reap(&self, idle: Duration) {
-        let expired: Vec<Arc<str>> = lock(&self.map)
+    /// Ends sessions idle longer than `idle` (no request, no live stream,
+    /// nothing in flight), and one-shot sessions idle longer than `oneshot`.
+    pub async fn reap(&self, idle: Duration, oneshot: Duration) {
+        let expired: Vec<(Arc<str>, &'static str)> = lock(&self.map)
             .values()
-            .filter(|s| {
-                s.idle_for() > idle && !s.has_live_stream() && s.upstream.in_flight_of(&s.port) == 0
+            .filter(|s| !s.has_live_stream() && s.upstream.in_flight_of(&s.port) == 0)
+            .filter_map(|s| {
+                let quiet = s.idle_for();
+                if quiet > idle {
+                    Some((s.id.clone(), "idle timeout (--session-idle-timeout)"))
+                } else if quiet > oneshot && s.is_one_shot() {
+                    Some((
+                        s.id.clone(),
+                        "one-shot client gone quiet (--oneshot-idle-timeout)",
+                    ))
+                } else {
+                    None
+                }
             })
-            .map(|s| s.id.clone())
             .collect();
-        for id in expired {
-            self.remove(&id, "idle timeout (--session-idle-timeout)")
-                .await;
+        for (id, why) in expired {
+            self.remove(&id, why).await;
         }
     }
 }

@@ -1,13 +1,29 @@
-//! SIGTERM and SIGINT: the two ways an operator or orchestrator asks the
-//! proxy to stop. Both mean "drain and exit"; a second signal while draining
-//! is not special-cased, the drain has its own deadline (`--shutdown-grace`).
+//! Signals: how an operator or orchestrator stops the proxy, and what the
+//! proxy does for its children when it is PID 1 in a container.
+//!
+//! - The first SIGTERM or SIGINT means "drain and exit": `shutdown` is
+//!   cancelled *before* anything is logged, so a log write that cannot
+//!   complete (stderr a broken or full pipe) cannot hold the stop up.
+//! - A second SIGTERM or SIGINT while draining means "now": `hurry` is
+//!   cancelled and the caller kills every child's group at once.
+//! - As PID 1 (no init in the container), SIGHUP, SIGUSR1 and SIGUSR2 are
+//!   forwarded to every child's process group, and [`reap_orphans`] reaps
+//!   the zombies re-parented to us (orphaned grandchildren).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info, warn};
 
-/// Cancels `token` on the first SIGTERM or SIGINT.
-pub fn on_signal(token: CancellationToken) -> std::io::Result<()> {
+use crate::child::Children;
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT and `hurry` on the second.
+pub fn on_signal(shutdown: CancellationToken, hurry: CancellationToken) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -15,8 +31,113 @@ pub fn on_signal(token: CancellationToken) -> std::io::Result<()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
+        // Cancel first: logging may fail or stall, the stop must not.
+        shutdown.cancel();
         info!(signal = name, "shutdown requested");
-        token.cancel();
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        hurry.cancel();
+        warn!(
+            signal = name,
+            "second signal during shutdown: killing the children now"
+        );
     });
     Ok(())
+}
+
+/// Whether this process is PID 1 (a container's init).
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// As PID 1: forwards SIGHUP, SIGUSR1 and SIGUSR2 to every child's group
+/// until `stop`. (Without it PID 1 ignores them: the kernel drops signals
+/// that PID 1 has no handler for.)
+pub fn forward_signals(children: Arc<Children>, stop: CancellationToken) -> std::io::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    tokio::spawn(async move {
+        loop {
+            let sig = tokio::select! {
+                _ = hup.recv() => Signal::SIGHUP,
+                _ = usr1.recv() => Signal::SIGUSR1,
+                _ = usr2.recv() => Signal::SIGUSR2,
+                _ = stop.cancelled() => return,
+            };
+            children.signal_all(sig);
+            info!(signal = %sig, "forwarded a signal to the children");
+        }
+    });
+    Ok(())
+}
+
+/// As PID 1: reaps every zombie whose parent is this process and that no
+/// [`crate::child::ChildHandle`] owns (grandchildren orphaned by a child
+/// are re-parented to PID 1). Runs on SIGCHLD and once a second, until
+/// `stop`; the owned children are left to their supervisors.
+pub async fn reap_orphans(children: Arc<Children>, stop: CancellationToken) {
+    let Ok(mut chld) = signal(SignalKind::child()) else {
+        warn!("cannot watch SIGCHLD; orphaned processes are reaped once a second");
+        return reap_loop_without_signal(children, stop).await;
+    };
+    loop {
+        tokio::select! {
+            _ = chld.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+        reap_once(&children);
+    }
+}
+
+async fn reap_loop_without_signal(children: Arc<Children>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => { reap_once(&children); }
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One pass: the zombie children of this process no one owns, reaped.
+pub fn reap_once(children: &Children) -> usize {
+    let me = std::process::id();
+    children.with_owned_pids(|owned| {
+        let mut reaped = 0;
+        for pid in zombie_children(me) {
+            if owned.contains(&pid) {
+                continue;
+            }
+            if waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)).is_ok() {
+                reaped += 1;
+            }
+        }
+        if reaped > 0 {
+            debug!(reaped, "reaped orphaned processes");
+        }
+        reaped
+    })
+}
+
+/// Pids of zombies whose parent is `ppid`, from /proc.
+fn zombie_children(ppid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parent = ppid.to_string();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut f = rest.split_whitespace();
+            f.next() == Some("Z") && f.next() == Some(parent.as_str())
+        })
+        .collect()
 }

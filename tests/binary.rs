@@ -135,19 +135,16 @@ fn help_explains_the_sharing_trade_off() {
 }
 
 #[test]
-fn a_shared_child_that_cannot_start_fails_the_proxy_at_once() {
-    let (code, err) = run(&["--port", "0", "--shared", "--", "/nonexistent/server"]);
-    assert_eq!(code, 1);
+fn a_child_command_that_cannot_start_fails_the_proxy_at_once() {
+    // Checked at start in every mode (tests/faults_process.rs has the cases).
+    for mode in ["--shared", "--stateless"] {
+        let (code, err) = run(&["--port", "0", mode, "--", "/nonexistent/server"]);
+        assert_eq!(code, 64);
+        assert!(err.contains("/nonexistent/server"), "{err}");
+    }
+    let (code, err) = run(&["--port", "0", "--", "/nonexistent/server"]);
+    assert_eq!(code, 64);
     assert!(err.contains("/nonexistent/server"), "{err}");
-}
-
-#[tokio::test]
-async fn a_per_session_child_that_cannot_start_gets_502() {
-    let p = start(&[], &["/nonexistent/server"]);
-    let c = Client::new(&format!("{}/mcp", p.base));
-    let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
-    assert_eq!(r.status(), 502);
-    assert!(r.text().await.unwrap().contains("/nonexistent/server"));
 }
 
 #[tokio::test]

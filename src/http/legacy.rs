@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tracing::info;
 
 use super::streamable::parse_body;
-use super::{App, read_body, require_json, sse_response};
+use super::{App, require_json, sse_response};
 use crate::error::ProxyError;
 use crate::jsonrpc::Kind;
 
@@ -43,7 +43,8 @@ pub async fn handle_sse(
     );
     outlet.send_raw(sse::event(None, Some("endpoint"), endpoint.as_bytes()));
     app.sessions.insert(session.clone(), reservation);
-    info!(session = %session.id, "legacy SSE session opened");
+    // A hash, never the id: it is the session's credential (and in a URL).
+    info!(session = %crate::logging::tag(&session.id), "legacy SSE session opened");
     if !session.upstream.is_shared() {
         super::streamable::watch_child(app.clone(), &session);
     }
@@ -113,7 +114,7 @@ pub async fn handle_message(
         .ok_or(ProxyError::SessionNotFound)?;
     let (parts, body) = req.into_parts();
     require_json(&parts.headers)?;
-    let bytes = read_body(body, &parts.headers, app.config.max_body_bytes).await?;
+    let bytes = app.read_body(body, &parts.headers).await?;
     let (frames, _) = parse_body(bytes)?;
     session.touch();
     for frame in frames {

@@ -34,6 +34,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::auth::Access;
 use crate::config::{Config, Mode};
 use crate::error::ProxyError;
+use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
 use crate::session::{Reservation, Session, Sessions, StreamLimits, new_session_id};
 use crate::sse::{Body, full};
 use crate::upstream::{EraHints, Port, PortKind, Upstream, UpstreamError, UpstreamOptions};
@@ -61,11 +62,18 @@ pub struct App {
     spawn_failures: AtomicU32,
     /// What children of the command refused.
     era_hints: Arc<EraHints>,
+    /// What `GET /metrics` shows; children count into it through their spec.
+    pub metrics: Arc<Metrics>,
+    /// Variables a per-session child takes from the credential store, per
+    /// caller (named servers with `{ secret = … }`, see [`crate::servers`]).
+    credentials: std::sync::OnceLock<Arc<crate::store::ChildSecrets>>,
 }
 
 impl App {
     /// Builds the shared state.
-    pub fn new(config: Config) -> Arc<App> {
+    pub fn new(mut config: Config) -> Arc<App> {
+        let metrics = Arc::new(Metrics::new());
+        config.child.metrics = metrics.child();
         let access = Access::new(
             &config.api_keys,
             &config.allow_origins,
@@ -82,8 +90,47 @@ impl App {
             shutting_down: AtomicBool::new(false),
             spawn_failures: AtomicU32::new(0),
             era_hints: Arc::default(),
+            metrics,
+            credentials: std::sync::OnceLock::new(),
             config,
         })
+    }
+
+    /// Gives per-session children the caller's credentials from the store;
+    /// set once, before serving.
+    pub fn set_credentials(&self, credentials: Arc<crate::store::ChildSecrets>) {
+        let _ = self.credentials.set(credentials);
+    }
+
+    /// Starts a child for one session with the caller's credentials, if
+    /// the server takes any: a caller without them gets an error naming
+    /// what is missing, and no child.
+    async fn spawn_session_child_for_caller(
+        &self,
+        label: &str,
+    ) -> Result<Arc<Upstream>, ProxyError> {
+        let Some(credentials) = self.credentials.get() else {
+            return self.spawn_session_child(label);
+        };
+        let principal = crate::store::current_principal();
+        let env = credentials
+            .env_for(principal.as_deref())
+            .await
+            .map_err(|e| match e {
+                crate::store::CredentialError::Store(e) => {
+                    ProxyError::StoreUnavailable(e.to_string())
+                }
+                e => ProxyError::MissingCredential(e.to_string()),
+            })?;
+        let mut spec = self.config.child.clone();
+        spec.env.extend(env);
+        let r = Upstream::start(
+            spec,
+            label,
+            self.upstream_options(false),
+            self.children_cancel.child_token(),
+        );
+        self.note_spawn(r)
     }
 
     /// Options for a child's multiplexer.
@@ -147,10 +194,18 @@ impl App {
             .sessions
             .reserve()
             .map_err(|e| ProxyError::TooManySessions(e.0))?;
-        let id = new_session_id();
+        // `--replica-id`: a prefix a router can route on (`r1.<hex>`).
+        let id = match &self.config.replica_id {
+            Some(r) => format!("{r}.{}", new_session_id()),
+            None => new_session_id(),
+        };
         let port = Port::new(id.clone().into(), PortKind::Session);
         let upstream = match self.config.mode {
-            Mode::PerSession => self.spawn_session_child(&id)?,
+            // Logs name the session by a hash: the id is a credential.
+            Mode::PerSession => {
+                self.spawn_session_child_for_caller(&crate::logging::tag(&id))
+                    .await?
+            }
             _ => self.shared_upstream().await?,
         };
         let session = Session::new(
@@ -165,6 +220,12 @@ impl App {
 
     /// The shared child, started on first use.
     pub async fn shared_upstream(&self) -> Result<Arc<Upstream>, ProxyError> {
+        if self.credentials.get().is_some() {
+            // One child for every caller cannot hold per-user credentials.
+            return Err(ProxyError::MissingCredential(
+                "this server takes per-user credentials, which a shared child cannot hold; 2026-07-28 (stateless) clients are not served by it yet: use a session-era protocol version".into(),
+            ));
+        }
         self.shared
             .get_or_try_init(|| async {
                 let r = Upstream::start(
@@ -191,6 +252,9 @@ impl App {
 
     /// Routes one request; never fails (errors are responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let era = self.era_of(&req);
+        let method = HttpMethod::of(req.method());
         let origin = self.access.check_origin(req.headers());
         let mut resp = match self
             .clone()
@@ -200,6 +264,14 @@ impl App {
             Ok(r) => r,
             Err(e) => {
                 debug!(error = %e, "request refused");
+                match e {
+                    ProxyError::Unauthorized => self.metrics.auth_failure(AuthFailure::Key),
+                    ProxyError::ForbiddenOrigin(_) => {
+                        self.metrics.auth_failure(AuthFailure::Origin)
+                    }
+                    ProxyError::ForbiddenHost(_) => self.metrics.auth_failure(AuthFailure::Host),
+                    _ => {}
+                }
                 e.into_response()
             }
         };
@@ -216,7 +288,33 @@ impl App {
                 );
             }
         }
-        resp
+        self.metrics.observe_response(era, method, started, resp)
+    }
+
+    /// The protocol era of a request, from its path and headers only.
+    fn era_of(&self, req: &Request<Incoming>) -> Era {
+        let path = req.uri().path();
+        let c = &self.config;
+        if path == c.sse_path || path == c.message_path {
+            Era::Legacy
+        } else if path != c.path {
+            Era::None
+        } else if modern::header_is_modern(req.headers()) {
+            Era::Modern
+        } else {
+            Era::Streamable
+        }
+    }
+
+    /// Reads a request body up to `--max-body-bytes` and counts it.
+    pub async fn read_body(
+        &self,
+        body: Incoming,
+        headers: &HeaderMap,
+    ) -> Result<Bytes, ProxyError> {
+        let bytes = read_body(body, headers, self.config.max_body_bytes).await?;
+        self.metrics.bytes_in(bytes.len());
+        Ok(bytes)
     }
 
     async fn route(
@@ -230,6 +328,12 @@ impl App {
         match (req.method(), path) {
             (&Method::GET, "/health") => return Ok(self.health()),
             (&Method::GET, "/ready") => return Ok(self.ready()),
+            (&Method::GET, "/metrics") => {
+                if c.metrics_auth {
+                    self.access.check_key(req.headers())?;
+                }
+                return Ok(self.metrics_response());
+            }
             _ if !is_mcp => return Err(ProxyError::NotFound(path.to_string())),
             _ => {}
         }
@@ -253,8 +357,9 @@ impl App {
         }
     }
 
-    fn health(&self) -> Response<Body> {
-        let children = crate::child::LIVE_CHILDREN.load(Ordering::Relaxed);
+    /// `GET /health` of this server.
+    pub fn health(&self) -> Response<Body> {
+        let children = self.config.child.children.live();
         let mode = match self.config.mode {
             Mode::PerSession => "per-session",
             Mode::Shared => "shared",
@@ -267,13 +372,24 @@ impl App {
             "uptime_seconds": self.started.elapsed().as_secs(),
             "sessions": self.sessions.len(),
             "children": children,
+            "log_lines_dropped": crate::logging::dropped(),
             "mode": mode,
             "auth": self.access.mode(),
         });
         json_response(StatusCode::OK, body)
     }
 
-    fn ready(&self) -> Response<Body> {
+    fn metrics_response(&self) -> Response<Body> {
+        let mut r = Response::new(full(self.metrics.render(self.sessions.len())));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        r
+    }
+
+    /// `GET /ready` of this server: 503 while it cannot serve.
+    pub fn ready(&self) -> Response<Body> {
         let failing = self.spawn_failures.load(Ordering::Relaxed) >= SPAWN_FAILURES_NOT_READY;
         let shared_down = self
             .shared
@@ -456,12 +572,183 @@ pub fn sse_response(body: Body) -> Response<Body> {
     r
 }
 
+/// Per-connection limits, from the configuration.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    /// A new connection must deliver a whole request head this soon.
+    header_read: Duration,
+    /// A connection with no bytes moving and no request being handled is
+    /// closed after this.
+    idle: Duration,
+}
+
+impl ConnLimits {
+    /// How often a connection's timers are checked.
+    fn tick(&self) -> Duration {
+        (self.header_read.min(self.idle) / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+
+    /// Why the connection must be closed now, if it must.
+    fn expired(&self, a: &Activity) -> Option<&'static str> {
+        if a.requests.load(Ordering::Relaxed) == 0 && a.born.elapsed() > self.header_read {
+            Some("no complete request head within --header-read-timeout")
+        } else if a.in_flight.load(Ordering::Relaxed) == 0 && a.idle_for() > self.idle {
+            Some("idle for --connection-idle-timeout")
+        } else {
+            None
+        }
+    }
+}
+
+/// When a connection last moved bytes, and how many requests it has in
+/// the handler, for the idle and header-read timeouts.
+struct Activity {
+    born: Instant,
+    /// Milliseconds after `born` of the last read or write that moved bytes.
+    last_ms: std::sync::atomic::AtomicU64,
+    /// Requests whose handler is running.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Requests whose head was read (the handler was called).
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            born: Instant::now(),
+            last_ms: Default::default(),
+            in_flight: Default::default(),
+            requests: Default::default(),
+        }
+    }
+
+    fn mark(&self) {
+        self.last_ms
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
+    }
+}
+
+/// Decrements the in-flight count when a handler finishes or is dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.mark();
+    }
+}
+
+/// The TCP stream, recording when bytes move.
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.mark();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.mark();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.mark();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Log lines about refused or timed-out connections: an attacker decides
+/// their rate.
+fn conn_log_limit() -> crate::logging::RateLimit {
+    crate::logging::RateLimit::new(20, 2)
+}
+
 /// Accepts connections until `shutdown`, then drains: SSE streams are
 /// ended first (an open one never finishes by itself), then in-flight
 /// requests get up to the grace period, then children are stopped.
+///
+/// Every connection counts against `--max-connections` from accept, before
+/// any authentication; past the cap new connections are closed at once.
+/// A connection that has not sent a complete request head within
+/// `--header-read-timeout` of being accepted, or that moves no bytes and
+/// has no request in the handler for `--connection-idle-timeout`, is closed.
+/// Later request heads on a keep-alive connection must complete within
+/// `--connection-idle-timeout` (hyper's HTTP/1 header timer).
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let limits = ConnLimits {
+        header_read: app.config.header_read_timeout,
+        idle: app.config.connection_idle_timeout,
+    };
+    // hyper's HTTP/1 header timer (off without a timer) starts whenever the
+    // connection waits for a request head, so it also closes an idle
+    // keep-alive connection: it gets the idle timeout, and the first head
+    // gets the stricter `header_read` below. A short value here would cut
+    // keep-alive connections that clients reuse for their next POST.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.idle);
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.config.max_connections));
+    let connections = tokio_util::task::TaskTracker::new();
+    let drain = CancellationToken::new();
+    let refusals = conn_log_limit();
+    let timeouts = Arc::new(conn_log_limit());
     let reaper = tokio::spawn(reap_idle(app.clone(), shutdown.clone()));
     loop {
         let (stream, peer) = tokio::select! {
@@ -476,21 +763,87 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
             },
             _ = shutdown.cancelled() => break,
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Closed at once (RST-free close): the client sees the refusal
+            // instead of waiting in the backlog.
+            drop(stream);
+            if let Some(dropped) = refusals.admit() {
+                warn!(
+                    %peer,
+                    max = app.config.max_connections,
+                    not_logged = dropped,
+                    "connection limit reached; closed a new connection (--max-connections)"
+                );
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let app = app.clone();
-            let span = debug_span!("request", method = %req.method(), path = %req.uri().path());
-            async move { Ok::<_, Infallible>(app.handle(req).await) }.instrument(span)
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            activity: activity.clone(),
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(
+        let svc_app = app.clone();
+        let svc_activity = activity.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let app = svc_app.clone();
+            svc_activity.requests.fetch_add(1, Ordering::Relaxed);
+            svc_activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            let in_flight = InFlight(svc_activity.clone());
+            let span = debug_span!("request", method = %req.method(), path = %req.uri().path());
             async move {
-                if let Err(e) = conn.await {
-                    debug!(error = %e, "connection ended with an error");
+                let _in_flight = in_flight;
+                Ok::<_, Infallible>(app.handle(req).await)
+            }
+            .instrument(span)
+        });
+        let conn = builder.serve_connection(io, svc).into_owned();
+        let drain = drain.clone();
+        let log_limit = timeouts.clone();
+        connections.spawn(
+            async move {
+                // Held for the connection's life: its slot under --max-connections.
+                let _permit = permit;
+                let mut conn = std::pin::pin!(conn);
+                let mut ticks = tokio::time::interval(limits.tick());
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut draining = false;
+                loop {
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            match r {
+                                Ok(()) => {}
+                                // hyper's header timer: a slow request head
+                                // or an idle keep-alive connection.
+                                Err(e) if e
+                                    .downcast_ref::<hyper::Error>()
+                                    .is_some_and(hyper::Error::is_timeout) =>
+                                {
+                                    if let Some(dropped) = log_limit.admit() {
+                                        info!(
+                                            reason = "idle, or a request head slower than --connection-idle-timeout",
+                                            not_logged = dropped,
+                                            "closed a connection"
+                                        );
+                                    }
+                                }
+                                Err(e) => debug!(error = %e, "connection ended with an error"),
+                            }
+                            return;
+                        }
+                        _ = drain.cancelled(), if !draining => {
+                            draining = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        _ = ticks.tick() => {
+                            let Some(why) = limits.expired(&activity) else { continue };
+                            if let Some(dropped) = log_limit.admit() {
+                                info!(reason = why, not_logged = dropped, "closed a connection");
+                            }
+                            // Dropping the connection closes the socket.
+                            return;
+                        }
+                    }
                 }
             }
             .instrument(debug_span!("conn", %peer)),
@@ -500,8 +853,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     info!("shutting down: no longer accepting connections");
     app.shutting_down.store(true, Ordering::Relaxed);
     app.streams_cancel.cancel();
+    drain.cancel();
+    connections.close();
     let grace = app.config.child.grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
@@ -519,12 +874,14 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     info!("shutdown complete");
 }
 
-async fn reap_idle(app: Arc<App>, shutdown: CancellationToken) {
+/// Ends idle sessions of `app` until `shutdown` (also used per named server).
+pub async fn reap_idle(app: Arc<App>, shutdown: CancellationToken) {
     let idle = app.config.session_idle_timeout;
-    let every = (idle / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let oneshot = app.config.oneshot_idle_timeout.min(idle);
+    let every = (oneshot / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => app.sessions.reap(idle).await,
+            _ = tokio::time::sleep(every) => app.sessions.reap(idle, oneshot).await,
             _ = shutdown.cancelled() => return,
         }
     }

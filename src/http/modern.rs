@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::streamable::{accepted, json_ok};
-use super::{Answer, App, negotiate, read_body, require_json, sse_response};
+use super::{Answer, App, negotiate, require_json, sse_response};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, Message, code};
 use crate::sse::{Body, Outlet, stream_body};
@@ -74,7 +74,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let (parts, body) = req.into_parts();
     require_json(&parts.headers)?;
-    let bytes = read_body(body, &parts.headers, app.config.max_body_bytes).await?;
+    let bytes = app.read_body(body, &parts.headers).await?;
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ProxyError::InvalidRequest(
             "JSON-RPC batches are not part of protocol 2026-07-28".into(),

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
-use super::{Answer, App, negotiate, read_body, require_json, sse_response};
+use super::{Answer, App, negotiate, require_json, sse_response};
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, Message, code};
@@ -105,7 +105,7 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyErro
 async fn post(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     require_json(&parts.headers)?;
-    let bytes = read_body(body, &parts.headers, app.config.max_body_bytes).await?;
+    let bytes = app.read_body(body, &parts.headers).await?;
     let (frames, batch) = parse_body(bytes)?;
     let has_session = parts.headers.contains_key("mcp-session-id");
     if !batch && !has_session && super::modern::body_is_modern(&frames[0]) {

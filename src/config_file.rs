@@ -1,0 +1,770 @@
+//! Named servers: `--config FILE` (TOML) and `--server NAME=COMMAND`.
+//!
+//! Owns: reading and validating the file, turning each `[[server]]` into
+//! the same [`Config`] a single-server command line produces (so every
+//! limit is validated by one piece of code), and the rules that only exist
+//! with several servers: unique names, per-user secrets only on children
+//! that serve one user. Does not own: serving them (see
+//! [`crate::servers`]) or the secrets themselves (see [`crate::store`]).
+//!
+//! Precedence: a flag or `MCP_PROXY_*` variable wins over the file's
+//! global sections; a server's own settings win over both.
+//!
+//! ```toml
+//! [listen]
+//! host = "127.0.0.1"
+//! port = 8080
+//! [auth]
+//! api_key_file = "/run/secrets/keys"
+//! [limits]
+//! max_sessions = 64
+//! [store]
+//! path = "/var/lib/mcp-proxy/secrets.db"   # or url = "postgres://…"
+//! [[server]]
+//! name = "coda"
+//! command = ["coda-mcp", "--read-only"]
+//! mode = "per-session"
+//! env = { CODA_LOG = "info", CODA_API_TOKEN = { secret = "coda" } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{Args, Config, ConfigError, Mode, parse_duration};
+use crate::store::DEFAULT_STORE_TIMEOUT;
+
+/// Longest server name: it is a URL path segment and a store key part.
+pub const MAX_SERVER_NAME: usize = 64;
+/// Most servers one proxy serves: each may hold sessions and children.
+pub const MAX_SERVERS: usize = 256;
+
+/// One named server, ready to serve.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// Its name: the URL segment in `/servers/<name>/mcp` and the store's server.
+    pub name: String,
+    /// The same configuration a single-server command line builds, with
+    /// this server's command, mode, limits and paths.
+    pub config: Config,
+    /// Environment variables filled from the store at spawn, as
+    /// (variable, secret name); their values are per principal.
+    pub secrets: Vec<(String, String)>,
+}
+
+/// Where the credential store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// A file path or a `postgres://` URL.
+    pub location: String,
+    /// Key file, else `MCP_PROXY_STORE_KEY`.
+    pub key_file: Option<String>,
+    /// Deadline of each store call.
+    pub timeout: Duration,
+}
+
+/// Every server and the global settings.
+#[derive(Debug, Clone)]
+pub struct ServersConfig {
+    /// Global settings (listener, auth, logging, default limits); its
+    /// `child` is unused.
+    pub base: Config,
+    /// The servers, in file order then `--server` order.
+    pub servers: Vec<ServerSpec>,
+    /// The credential store, when any server uses secrets or one is set.
+    pub store: Option<StoreSettings>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileRaw {
+    #[serde(default)]
+    listen: ListenRaw,
+    #[serde(default)]
+    auth: AuthRaw,
+    #[serde(default)]
+    limits: LimitsRaw,
+    #[serde(default)]
+    log: LogRaw,
+    store: Option<StoreRaw>,
+    #[serde(default)]
+    server: Vec<ServerRaw>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ListenRaw {
+    host: Option<String>,
+    port: Option<u16>,
+    path_prefix: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuthRaw {
+    #[serde(default)]
+    api_keys: Vec<String>,
+    api_key_file: Option<String>,
+    allow_unauthenticated: Option<bool>,
+    #[serde(default)]
+    allow_origins: Vec<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogRaw {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreRaw {
+    path: Option<String>,
+    url: Option<String>,
+    key_file: Option<String>,
+    timeout: Option<String>,
+}
+
+/// A number or a string with a unit (`"16M"`, `"30s"`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum Scalar {
+    Int(i64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Text(s) => s.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct LimitsRaw {
+    max_body_bytes: Option<Scalar>,
+    max_line_bytes: Option<Scalar>,
+    max_sessions: Option<Scalar>,
+    session_idle_timeout: Option<Scalar>,
+    request_timeout: Option<Scalar>,
+    keep_alive: Option<Scalar>,
+    shutdown_grace: Option<Scalar>,
+    max_queue: Option<Scalar>,
+    replay_events: Option<Scalar>,
+    replay_bytes: Option<Scalar>,
+    max_tasks: Option<Scalar>,
+    restart_max_backoff: Option<Scalar>,
+    probe_timeout: Option<Scalar>,
+}
+
+/// A command as a list (`["coda-mcp", "--read-only"]`) or one word.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CommandRaw {
+    List(Vec<String>),
+    One(String),
+}
+
+/// An environment value: text (numbers and booleans are written as text)
+/// or `{ secret = "name" }`, filled per principal from the store.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EnvRaw {
+    Secret { secret: String },
+    Text(String),
+    Int(i64),
+    Bool(bool),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerRaw {
+    name: String,
+    command: CommandRaw,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, EnvRaw>,
+    env_file: Option<String>,
+    cwd: Option<String>,
+    inherit_env: Option<bool>,
+    mode: Option<String>,
+    upstream_protocol: Option<String>,
+    exit_on_child_exit: Option<bool>,
+    #[serde(default)]
+    limits: LimitsRaw,
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Fills `args` from the file's limits: where unset (`force = false`, the
+/// global section under flags) or always (a server's own section).
+fn apply_limits(args: &mut Args, l: &LimitsRaw, force: bool) {
+    let set = |slot: &mut Option<String>, v: &Option<Scalar>| {
+        if let Some(v) = v
+            && (force || slot.is_none())
+        {
+            *slot = Some(v.text());
+        }
+    };
+    set(&mut args.max_body_bytes, &l.max_body_bytes);
+    set(&mut args.max_line_bytes, &l.max_line_bytes);
+    set(&mut args.max_sessions, &l.max_sessions);
+    set(&mut args.session_idle_timeout, &l.session_idle_timeout);
+    set(&mut args.request_timeout, &l.request_timeout);
+    set(&mut args.keep_alive, &l.keep_alive);
+    set(&mut args.shutdown_grace, &l.shutdown_grace);
+    set(&mut args.max_queue, &l.max_queue);
+    set(&mut args.replay_events, &l.replay_events);
+    set(&mut args.replay_bytes, &l.replay_bytes);
+    set(&mut args.max_tasks, &l.max_tasks);
+    set(&mut args.restart_max_backoff, &l.restart_max_backoff);
+    set(&mut args.probe_timeout, &l.probe_timeout);
+}
+
+fn check_server_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SERVER_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "server name {name:?}: expected 1 to {MAX_SERVER_NAME} of A-Z a-z 0-9 - _ . (it becomes a URL path segment)"
+        ))
+    }
+}
+
+fn check_env_name(server: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return err(format!(
+            "server {server:?}: invalid environment variable name {name:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_mode(server: &str, mode: Option<&str>) -> Result<Mode, ConfigError> {
+    match mode.unwrap_or("per-session") {
+        "per-session" => Ok(Mode::PerSession),
+        "shared" => Ok(Mode::Shared),
+        "stateless" => Ok(Mode::Stateless),
+        other => err(format!(
+            "server {server:?}: mode must be per-session, shared or stateless, got {other:?}"
+        )),
+    }
+}
+
+/// Loads the servers from `args.config` (a TOML file) and `args.server`
+/// (`NAME=COMMAND` flags), with flags and `lookup` for everything global.
+pub fn load(
+    args: Args,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServersConfig, ConfigError> {
+    if !args.command.is_empty() {
+        return err(
+            "a command after -- cannot be combined with --config or --server; add it as a [[server]] or --server NAME=COMMAND",
+        );
+    }
+    let file = match &args.config {
+        None => FileRaw::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("--config: cannot read {path}: {e}")))?;
+            parse_file(Path::new(path), &text)?
+        }
+    };
+    from_parts(args, file, lookup)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileRaw, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        // toml's message names the line and the key; keep it on one line.
+        let msg = e.to_string().replace('\n', " ");
+        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        ConfigError(format!("{}: {msg}", path.display()))
+    })
+}
+
+fn from_parts(
+    mut args: Args,
+    file: FileRaw,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServersConfig, ConfigError> {
+    // Global sections fill what flags and the environment left unset.
+    let unset = |slot: &Option<String>, flag: &str| {
+        slot.is_none() && lookup(&format!("MCP_PROXY_{flag}")).is_none()
+    };
+    if let Some(h) = &file.listen.host
+        && unset(&args.host, "HOST")
+    {
+        args.host = Some(h.clone());
+    }
+    if let Some(p) = file.listen.port
+        && unset(&args.port, "PORT")
+    {
+        args.port = Some(p.to_string());
+    }
+    if let Some(prefix) = &file.listen.path_prefix
+        && prefix != "/servers"
+    {
+        return err(format!(
+            "listen.path_prefix: only \"/servers\" is supported, got {prefix:?}"
+        ));
+    }
+    if args.api_key.is_empty() {
+        args.api_key = file.auth.api_keys.clone();
+    }
+    if let Some(f) = &file.auth.api_key_file
+        && unset(&args.api_key_file, "API_KEY_FILE")
+    {
+        args.api_key_file = Some(f.clone());
+    }
+    if file.auth.allow_unauthenticated == Some(true) {
+        args.allow_unauthenticated = true;
+    }
+    if args.allow_origin.is_empty() {
+        args.allow_origin = file.auth.allow_origins.clone();
+    }
+    if args.allowed_host.is_empty() {
+        args.allowed_host = file.auth.allowed_hosts.clone();
+    }
+    if let Some(f) = &file.log.format
+        && unset(&args.log_format, "LOG_FORMAT")
+    {
+        args.log_format = Some(f.clone());
+    }
+    if let Some(l) = &file.log.level
+        && unset(&args.log_level, "LOG_LEVEL")
+    {
+        args.log_level = Some(l.clone());
+    }
+    apply_limits(&mut args, &file.limits, false);
+    // Named mode: from_args accepts the empty command (config.rs).
+    if args.config.is_none() && args.server.is_empty() {
+        args.server.push(String::new());
+    }
+    let base = Config::from_args(args.clone(), lookup)?;
+    if base.exit_on_child_exit {
+        return err(
+            "--exit-on-child-exit applies to a single server; with several, one that exits must not stop the others",
+        );
+    }
+
+    let store = match (&args.store, &file.store) {
+        (Some(location), _) => Some(StoreSettings {
+            location: location.clone(),
+            key_file: args.store_key_file.clone(),
+            timeout: store_timeout(args.store_timeout.as_deref())?,
+        }),
+        (None, _) if lookup("MCP_PROXY_STORE").is_some() => Some(StoreSettings {
+            location: lookup("MCP_PROXY_STORE").unwrap_or_default(),
+            key_file: args
+                .store_key_file
+                .clone()
+                .or_else(|| lookup("MCP_PROXY_STORE_KEY_FILE")),
+            timeout: store_timeout(
+                args.store_timeout
+                    .clone()
+                    .or_else(|| lookup("MCP_PROXY_STORE_TIMEOUT"))
+                    .as_deref(),
+            )?,
+        }),
+        (None, Some(s)) => {
+            let location = match (&s.path, &s.url) {
+                (Some(p), None) => p.clone(),
+                (None, Some(u)) => u.clone(),
+                _ => {
+                    return err(
+                        "[store]: give exactly one of path (embedded file) or url (postgres://…)",
+                    );
+                }
+            };
+            Some(StoreSettings {
+                location,
+                key_file: args.store_key_file.clone().or_else(|| s.key_file.clone()),
+                timeout: store_timeout(args.store_timeout.as_deref().or(s.timeout.as_deref()))?,
+            })
+        }
+        (None, None) => None,
+    };
+
+    let mut servers = Vec::new();
+    for raw in file.server {
+        servers.push(build_server(&args, raw, lookup)?);
+    }
+    for flag in args.server.iter().filter(|s| !s.is_empty()) {
+        let Some((name, command)) = flag.split_once('=') else {
+            return err(format!("--server: expected NAME=COMMAND, got {flag:?}"));
+        };
+        let words: Vec<String> = command.split_whitespace().map(String::from).collect();
+        let raw = ServerRaw {
+            name: name.trim().to_string(),
+            command: CommandRaw::List(words),
+            args: vec![],
+            env: BTreeMap::new(),
+            env_file: None,
+            cwd: None,
+            inherit_env: None,
+            mode: None,
+            upstream_protocol: None,
+            exit_on_child_exit: None,
+            limits: LimitsRaw::default(),
+        };
+        servers.push(build_server(&args, raw, lookup)?);
+    }
+    if servers.is_empty() {
+        return err(
+            "no servers configured: add [[server]] entries to the file or --server NAME=COMMAND",
+        );
+    }
+    if servers.len() > MAX_SERVERS {
+        return err(format!("at most {MAX_SERVERS} servers may be configured"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &servers {
+        if !seen.insert(s.name.as_str()) {
+            return err(format!("server name {:?} is used twice", s.name));
+        }
+        if !s.secrets.is_empty() && store.is_none() {
+            let vars: Vec<&str> = s.secrets.iter().map(|(v, _)| v.as_str()).collect();
+            return err(format!(
+                "server {:?} takes {} from the credential store, but no store is configured: add a [store] section or --store",
+                s.name,
+                vars.join(", ")
+            ));
+        }
+    }
+    Ok(ServersConfig {
+        base,
+        servers,
+        store,
+    })
+}
+
+fn store_timeout(v: Option<&str>) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(DEFAULT_STORE_TIMEOUT),
+        Some(v) => match parse_duration(v) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => err(format!(
+                "store timeout: expected a duration such as 5s, got {v:?}"
+            )),
+        },
+    }
+}
+
+fn build_server(
+    global: &Args,
+    raw: ServerRaw,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServerSpec, ConfigError> {
+    let name = raw.name;
+    check_server_name(&name)?;
+    let ctx = |e: ConfigError| ConfigError(format!("server {name:?}: {}", e.0));
+    let mut command = match raw.command {
+        CommandRaw::List(v) => v,
+        CommandRaw::One(s) => vec![s],
+    };
+    command.extend(raw.args);
+    if command.first().is_none_or(|p| p.trim().is_empty()) {
+        return err(format!("server {name:?}: command is empty"));
+    }
+    let mode = parse_mode(&name, raw.mode.as_deref())?;
+    let mut args = global.clone();
+    args.config = None;
+    args.server = vec![];
+    args.command = command;
+    args.env = vec![];
+    args.env_file = raw.env_file.or(global.env_file.clone());
+    if let Some(cwd) = raw.cwd {
+        args.cwd = Some(cwd);
+    }
+    if let Some(inherit) = raw.inherit_env {
+        args.no_inherit_env = !inherit;
+    }
+    if let Some(p) = raw.upstream_protocol {
+        args.upstream_protocol = Some(p);
+    }
+    args.exit_on_child_exit = raw.exit_on_child_exit.unwrap_or(false);
+    if args.exit_on_child_exit {
+        return err(format!(
+            "server {name:?}: exit_on_child_exit applies to a single server only"
+        ));
+    }
+    apply_limits(&mut args, &raw.limits, true);
+    // Mode comes from the file alone, never from MCP_PROXY_SHARED/STATELESS.
+    args.shared = false;
+    args.stateless = false;
+    let mut config = Config::from_args(args, lookup).map_err(ctx)?;
+    config.mode = mode;
+    config.path = format!("/servers/{name}/mcp");
+    config.sse_path = format!("/servers/{name}/sse");
+    config.message_path = format!("/servers/{name}/messages");
+
+    let mut secrets = Vec::new();
+    for (var, value) in raw.env {
+        check_env_name(&name, &var)?;
+        let text = match value {
+            EnvRaw::Secret { secret } => {
+                if secret.is_empty() || secret.len() > crate::store::MAX_NAME_BYTES {
+                    return err(format!(
+                        "server {name:?}: {var}: secret name must not be empty"
+                    ));
+                }
+                secrets.push((var, secret));
+                continue;
+            }
+            EnvRaw::Text(t) => t,
+            EnvRaw::Int(n) => n.to_string(),
+            EnvRaw::Bool(b) => b.to_string(),
+        };
+        if text.contains('\0') {
+            return err(format!("server {name:?}: {var}: value contains a NUL byte"));
+        }
+        config.child.env.push((var, text));
+    }
+    if !secrets.is_empty() && mode != Mode::PerSession {
+        let vars: Vec<&str> = secrets.iter().map(|(v, _)| v.as_str()).collect();
+        return err(format!(
+            "server {name:?}: mode {} cannot use per-user secrets ({}): one child serves every user, so one user's credential would serve all; use mode = \"per-session\"",
+            if mode == Mode::Shared {
+                "shared"
+            } else {
+                "stateless"
+            },
+            vars.join(", ")
+        ));
+    }
+    Ok(ServerSpec {
+        name,
+        config,
+        secrets,
+    })
+}
+
+/// `mcp-proxy check-config FILE`: validates without starting anything;
+/// returns the exit code (0, or 64 with one line on stderr).
+pub fn check_main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32 {
+    let [file] = argv else {
+        eprintln!("error: usage: mcp-proxy check-config FILE");
+        return crate::store::cli::EX_USAGE;
+    };
+    let args = Args {
+        config: Some(file.to_string()),
+        ..Args::default()
+    };
+    let cfg = match load(args, lookup) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::store::cli::EX_USAGE;
+        }
+    };
+    if let Some(store) = &cfg.store
+        && cfg.servers.iter().any(|s| !s.secrets.is_empty())
+        && let Err(e) = crate::store::load_keys(store.key_file.as_deref(), lookup)
+    {
+        eprintln!("error: {e}");
+        return crate::store::cli::EX_USAGE;
+    }
+    let names: Vec<&str> = cfg.servers.iter().map(|s| s.name.as_str()).collect();
+    println!(
+        "{file}: ok, {} server(s): {}",
+        cfg.servers.len(),
+        names.join(", ")
+    );
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, flags: &[&str]) -> Result<ServersConfig, ConfigError> {
+        use argh::FromArgs;
+        let mut args = Args::from_args(&["mcp-proxy"], flags).map_err(|e| ConfigError(e.output))?;
+        args.config = Some("test.toml".into());
+        let file = parse_file(Path::new("test.toml"), text)?;
+        from_parts(args, file, &|_| None)
+    }
+
+    const ISSUE_SHAPE: &str = r#"
+[[server]]
+name = "coda"
+command = ["coda-mcp", "--read-only"]
+mode = "per-session"
+env = { CODA_LOG = "info", CODA_API_TOKEN = { secret = "coda" } }
+"#;
+
+    #[test]
+    fn the_shape_from_the_issue_loads() {
+        let c = load_str(ISSUE_SHAPE, &["--store", "/tmp/x.db"]).unwrap();
+        let s = &c.servers[0];
+        assert_eq!(s.name, "coda");
+        assert_eq!(s.config.child.program, "coda-mcp");
+        assert_eq!(s.config.child.args, vec!["--read-only"]);
+        assert_eq!(s.config.mode, Mode::PerSession);
+        assert_eq!(s.config.path, "/servers/coda/mcp");
+        assert_eq!(s.config.sse_path, "/servers/coda/sse");
+        assert_eq!(s.config.message_path, "/servers/coda/messages");
+        assert_eq!(
+            s.config.child.env,
+            vec![("CODA_LOG".to_string(), "info".to_string())]
+        );
+        assert_eq!(
+            s.secrets,
+            vec![("CODA_API_TOKEN".to_string(), "coda".to_string())]
+        );
+    }
+
+    #[test]
+    fn secrets_without_a_store_are_refused() {
+        let e = load_str(ISSUE_SHAPE, &[]).unwrap_err().0;
+        assert!(
+            e.contains("no store is configured") && e.contains("CODA_API_TOKEN"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_shared_child_with_per_user_secrets_is_refused() {
+        let text = ISSUE_SHAPE.replace("per-session", "shared");
+        let e = load_str(&text, &["--store", "/tmp/x.db"]).unwrap_err().0;
+        assert!(e.contains("cannot use per-user secrets"), "{e}");
+        let text = ISSUE_SHAPE.replace("per-session", "stateless");
+        assert!(load_str(&text, &["--store", "/tmp/x.db"]).is_err());
+    }
+
+    #[test]
+    fn full_file_with_globals_and_server_limits() {
+        let text = r#"
+[listen]
+host = "127.0.0.1"
+port = 9001
+[auth]
+api_keys = ["0123456789abcdef0123"]
+[limits]
+max_sessions = 10
+request_timeout = "2m"
+max_body_bytes = "1M"
+[store]
+path = "/tmp/s.db"
+timeout = "2s"
+[[server]]
+name = "a"
+command = "srv-a"
+args = ["--x"]
+mode = "shared"
+upstream_protocol = "legacy"
+cwd = "/tmp"
+[server.limits]
+max_sessions = 3
+[[server]]
+name = "b"
+command = ["srv-b"]
+mode = "stateless"
+"#;
+        let c = load_str(text, &["--port", "9002"]).unwrap();
+        // A flag wins over the file.
+        assert_eq!(c.base.port, 9002);
+        assert_eq!(c.base.api_keys.len(), 1);
+        let store = c.store.unwrap();
+        assert_eq!(store.location, "/tmp/s.db");
+        assert_eq!(store.timeout, Duration::from_secs(2));
+        let a = &c.servers[0].config;
+        assert_eq!(
+            (a.child.program.as_str(), a.child.args.as_slice()),
+            ("srv-a", &["--x".to_string()][..])
+        );
+        assert_eq!(a.mode, Mode::Shared);
+        assert_eq!(a.max_sessions, 3);
+        assert_eq!(a.request_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(a.max_body_bytes, 1 << 20);
+        assert_eq!(
+            a.upstream_protocol,
+            crate::upstream::UpstreamProtocol::Legacy
+        );
+        let b = &c.servers[1].config;
+        assert_eq!(b.mode, Mode::Stateless);
+        assert_eq!(b.max_sessions, 10);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[server]]\nname = \"a\"\ncommand = []\n",
+                "command is empty",
+            ),
+            (
+                "[[server]]\nname = \"a/b\"\ncommand = \"x\"\n",
+                "server name",
+            ),
+            (
+                "[[server]]\nname = \"a\"\ncommand = \"x\"\nmode = \"pooled\"\n",
+                "mode must be",
+            ),
+            (
+                "[[server]]\nname = \"a\"\ncommand = \"x\"\n[[server]]\nname = \"a\"\ncommand = \"y\"\n",
+                "used twice",
+            ),
+            (
+                "[[server]]\nname = \"a\"\ncommand = \"x\"\ncolour = 1\n",
+                "colour",
+            ),
+            (
+                "[[server]]\nname = \"a\"\ncommand = \"x\"\n[server.limits]\nmax_sessions = \"many\"\n",
+                "server \"a\": --max-sessions",
+            ),
+            ("", "no servers configured"),
+            ("[[server]\n", "test.toml"),
+        ];
+        for (text, want) in cases {
+            let e = load_str(text, &[]).unwrap_err().0;
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn server_flags_cover_simple_cases() {
+        use argh::FromArgs;
+        let args = Args::from_args(
+            &["mcp-proxy"],
+            &[
+                "--server",
+                "mem=memory-server --db /tmp/m",
+                "--server",
+                "echo=echo-srv",
+            ],
+        )
+        .unwrap();
+        let c = load(args, &|_| None).unwrap();
+        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.servers[0].config.child.program, "memory-server");
+        assert_eq!(c.servers[0].config.child.args, vec!["--db", "/tmp/m"]);
+        assert_eq!(c.servers[1].config.path, "/servers/echo/mcp");
+        let args = Args::from_args(&["mcp-proxy"], &["--server", "nocommand"]).unwrap();
+        assert!(
+            load(args, &|_| None)
+                .unwrap_err()
+                .0
+                .contains("NAME=COMMAND")
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! The guard: a tiny process that kills every child's process group when
+//! the proxy dies, however it dies (SIGKILL, OOM killer, a panic in a
+//! signal handler), so no MCP server or its `npx`/`uvx` grandchildren
+//! outlive it.
+//!
+//! Why not `PR_SET_PDEATHSIG`: it fires when the *thread* that spawned the
+//! child exits, not the process, and tokio spawns from worker and blocking
+//! threads that come and go; it also reaches only the direct child, never
+//! the grandchildren in its group.
+//!
+//! Design: at start the proxy forks one guard (no exec, so it works in any
+//! host process, the test harness included). The guard keeps only the read
+//! end of a pipe whose write end only the proxy holds (close-on-exec, so
+//! children never inherit it). The proxy writes each child's process group
+//! id when it spawns it and its negation once the group is gone. When the
+//! proxy dies the kernel closes the write end; the guard reads EOF, sends
+//! SIGKILL to every group still registered and exits. Between `fork` and
+//! `_exit` the guard calls only async-signal-safe system calls and never
+//! allocates: its table is allocated before the fork.
+//!
+//! Measured (README, "What happens when the proxy is killed"): children and
+//! grandchildren are gone within milliseconds of `kill -9`.
+//!
+//! A guard that is itself killed is replaced within a second
+//! ([`crate::child::Children::check_guard`]). Not covered: a grandchild
+//! that leaves its group (`setsid`, a daemonising server), a child spawned
+//! in the microseconds between `spawn` returning and its registration, and
+//! the proxy and its guard killed at once (`pkill -9 -f mcp-proxy`).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+
+use nix::libc;
+use nix::unistd::{ForkResult, Pid};
+use tracing::warn;
+
+/// Process groups the guard can track at once; registrations beyond it are
+/// kept by the proxy only (a warning says so).
+pub const GUARD_GROUPS: usize = 16 * 1024;
+
+/// The proxy's end of the guard.
+pub struct Guard {
+    pid: Pid,
+    /// The write end; closing it (drop, or the proxy's death) releases the guard.
+    pipe: Mutex<Option<File>>,
+    /// Registrations the guard could not take (write failed).
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").field("pid", &self.pid).finish()
+    }
+}
+
+impl Guard {
+    /// Forks the guard process.
+    pub fn start() -> std::io::Result<Guard> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // Allocated before the fork: the guard must not allocate.
+        let mut table = vec![0i32; GUARD_GROUPS];
+        // SAFETY: the child branch runs `guard_main`, which only makes
+        // async-signal-safe system calls on memory that already exists and
+        // ends in `_exit`; it never returns into Rust code that could touch
+        // locks or the allocator another thread held at fork time.
+        match unsafe { nix::unistd::fork() }? {
+            ForkResult::Child => unsafe {
+                guard_main(read.as_raw_fd(), table.as_mut_ptr(), table.len())
+            },
+            ForkResult::Parent { child } => {
+                drop(read);
+                drop(table);
+                Ok(Guard {
+                    pid: child,
+                    pipe: Mutex::new(Some(File::from(write))),
+                    failed: Default::default(),
+                })
+            }
+        }
+    }
+
+    /// The guard's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Whether the guard process has ended (it is reaped if so).
+    pub fn has_exited(&self) -> bool {
+        !matches!(
+            nix::sys::wait::waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+            Ok(nix::sys::wait::WaitStatus::StillAlive)
+        )
+    }
+
+    /// Tells the guard about a new child process group.
+    pub fn register(&self, pgid: u32) {
+        self.send(pgid as i32);
+    }
+
+    /// Tells the guard a group is gone (so a reused id is never killed).
+    pub fn unregister(&self, pgid: u32) {
+        self.send(-(pgid as i32));
+    }
+
+    fn send(&self, v: i32) {
+        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = pipe.as_mut() else { return };
+        // 4 bytes: atomic on a pipe; the guard reads continuously, so this
+        // never waits long.
+        if let Err(e) = file.write_all(&v.to_le_bytes())
+            && !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            warn!(error = %e, guard = self.pid(), "the guard process is gone: children would outlive a killed proxy");
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // EOF releases the guard; it exits at once (every group it knew was
+        // unregistered by then, or is killed now). Reap it.
+        self.pipe.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// The guard process. Only async-signal-safe calls from here on.
+unsafe fn guard_main(fd: i32, table: *mut i32, cap: usize) -> ! {
+    // SAFETY (whole body): plain system calls on integers and on `table`,
+    // which is `cap` initialised i32s owned by this (forked) process.
+    unsafe {
+        // Out of the proxy's process group, so a terminal's ^C or a
+        // `kill -TERM -<pgid>` meant for the proxy does not end the guard
+        // before the proxy has stopped its children.
+        libc::setpgid(0, 0);
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGPIPE,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+        ] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        let name = b"mcp-proxy-guard\0";
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+        // Keep only the pipe, as fd 0: nothing else of the proxy (its
+        // listening socket, client connections, the write end) stays open here.
+        if fd != 0 {
+            libc::dup2(fd, 0);
+        }
+        if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
+            for other in 1..65536 {
+                libc::close(other);
+            }
+        }
+        let mut len = 0usize;
+        let mut buf = [0u8; 4];
+        'read: loop {
+            let mut got = 0usize;
+            while got < 4 {
+                let n = libc::read(0, buf.as_mut_ptr().add(got) as *mut libc::c_void, 4 - got);
+                if n == 0 {
+                    break 'read;
+                }
+                if n < 0 {
+                    if *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    break 'read;
+                }
+                got += n as usize;
+            }
+            let v = i32::from_le_bytes(buf);
+            if v > 0 {
+                if len < cap {
+                    *table.add(len) = v;
+                    len += 1;
+                }
+            } else if v < 0 {
+                let gone = -v;
+                let mut i = 0;
+                while i < len {
+                    if *table.add(i) == gone {
+                        len -= 1;
+                        *table.add(i) = *table.add(len);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        }
+        for i in 0..len {
+            libc::kill(-*table.add(i), libc::SIGKILL);
+        }
+        libc::_exit(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+    }
+
+    #[test]
+    fn releasing_the_guard_kills_registered_groups_and_spares_unregistered_ones() {
+        let spawn = || {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 1000 & exec sleep 1000"])
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let mut doomed = spawn();
+        let mut spared = spawn();
+        let guard = Guard::start().unwrap();
+        assert!(running(guard.pid()));
+        guard.register(doomed.id());
+        guard.register(spared.id());
+        guard.unregister(spared.id());
+        // What the proxy's death does: the write end closes.
+        let released = Instant::now();
+        drop(guard);
+        let _ = doomed.wait();
+        assert!(released.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            crate::child::live_group_members(doomed.id() as i32),
+            Vec::<i32>::new()
+        );
+        assert!(
+            spared.try_wait().unwrap().is_none(),
+            "an unregistered group was killed"
+        );
+        let _ = nix::sys::signal::killpg(
+            Pid::from_raw(spared.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = spared.wait();
+    }
+}

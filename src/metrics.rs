@@ -1,0 +1,584 @@
+//! Prometheus metrics: what the proxy counts and how `GET /metrics` shows it.
+//!
+//! Owns: the registry and every metric in it, the label types (each a
+//! closed set, so no label can grow with input: no session ids, no tool
+//! arguments, no raw paths), and the response body wrapper that counts
+//! bytes out, times POSTs and tracks open SSE streams. It does not own the
+//! route (that is [`crate::http`]) nor decide what an error means.
+//!
+//! There is no global state: [`Metrics`] is created with the
+//! [`crate::http::App`] and handed down; children get a [`ChildMetrics`]
+//! handle through their [`crate::child::ChildSpec`]. A `ChildMetrics` made
+//! with `Default` counts into metrics that no registry exports, which is
+//! what unit tests and library users who build a `ChildSpec` by hand get.
+//!
+//! The text is the Prometheus exposition format 0.0.4, written by the
+//! `prometheus-client` crate (counters get the `_total` suffix there).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::sse::Body;
+
+/// The `Content-Type` of `GET /metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Which protocol era a request belongs to, as far as its path and
+/// headers tell (the body is not parsed for this).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Era {
+    /// HTTP+SSE (2024-11-05): the `--sse-path` and `--message-path` endpoints.
+    Legacy,
+    /// Streamable HTTP with sessions (2025-03-26 … 2025-11-25).
+    Streamable,
+    /// Stateless Streamable HTTP (2026-07-28): `MCP-Protocol-Version` says so.
+    Modern,
+    /// Not an MCP endpoint: `/health`, `/ready`, `/metrics`, unknown paths.
+    None,
+}
+
+impl Era {
+    fn as_str(self) -> &'static str {
+        match self {
+            Era::Legacy => "2024-11-05",
+            Era::Streamable => "session",
+            Era::Modern => "2026-07-28",
+            Era::None => "none",
+        }
+    }
+}
+
+/// The HTTP method, folded into a closed set.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// `GET`.
+    Get,
+    /// `POST`.
+    Post,
+    /// `DELETE`.
+    Delete,
+    /// `OPTIONS` (CORS preflight).
+    Options,
+    /// Anything else.
+    Other,
+}
+
+impl HttpMethod {
+    /// Folds a request's method.
+    pub fn of(m: &http::Method) -> HttpMethod {
+        match *m {
+            http::Method::GET => HttpMethod::Get,
+            http::Method::POST => HttpMethod::Post,
+            http::Method::DELETE => HttpMethod::Delete,
+            http::Method::OPTIONS => HttpMethod::Options,
+            _ => HttpMethod::Other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Options => "OPTIONS",
+            HttpMethod::Other => "other",
+        }
+    }
+}
+
+/// The response status, by class.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// 1xx and 2xx.
+    Success,
+    /// 3xx (the proxy sends none today).
+    Redirect,
+    /// 4xx: the client's request was refused.
+    ClientError,
+    /// 5xx: the proxy or the MCP server failed.
+    ServerError,
+}
+
+impl Outcome {
+    /// The class of `status`.
+    pub fn of(status: http::StatusCode) -> Outcome {
+        match status.as_u16() {
+            0..=299 => Outcome::Success,
+            300..=399 => Outcome::Redirect,
+            400..=499 => Outcome::ClientError,
+            _ => Outcome::ServerError,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "2xx",
+            Outcome::Redirect => "3xx",
+            Outcome::ClientError => "4xx",
+            Outcome::ServerError => "5xx",
+        }
+    }
+}
+
+/// Why a request was refused before reaching a handler.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No key, or a wrong one (401).
+    Key,
+    /// A browser `Origin` that is not allowed (403).
+    Origin,
+    /// A `Host` that is not allowed (403, DNS rebinding).
+    Host,
+}
+
+impl AuthFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Key => "key",
+            AuthFailure::Origin => "origin",
+            AuthFailure::Host => "host",
+        }
+    }
+}
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The proxy stopped it (session ended, shutdown).
+    Stopped,
+    /// It exited on its own with status 0.
+    Exited,
+    /// It exited on its own with a non-zero status.
+    Failed,
+    /// It was killed by a signal it was not sent by the proxy's stop.
+    Killed,
+}
+
+impl ExitReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Stopped => "stopped",
+            ExitReason::Exited => "exited",
+            ExitReason::Failed => "failed",
+            ExitReason::Killed => "killed",
+        }
+    }
+}
+
+macro_rules! label_value {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(e, self.as_str())
+            }
+        }
+    )*};
+}
+label_value!(Era, HttpMethod, Outcome, AuthFailure, ExitReason);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    era: Era,
+    method: HttpMethod,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EraLabels {
+    era: Era,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    reason: AuthFailure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExitLabels {
+    reason: ExitReason,
+}
+
+/// Buckets in seconds: 0.5 ms to about 65 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// The child-process metrics, cheap to clone; lives in every
+/// [`crate::child::ChildSpec`].
+#[derive(Clone, Default)]
+pub struct ChildMetrics {
+    spawns: Counter,
+    spawn_failures: Counter,
+    exits: Family<ExitLabels, Counter>,
+    restarts: Counter,
+    alive: Gauge,
+}
+
+impl std::fmt::Debug for ChildMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildMetrics")
+            .field("alive", &self.alive.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChildMetrics {
+    /// A child was started.
+    pub fn spawned(&self) {
+        self.spawns.inc();
+        self.alive.inc();
+    }
+
+    /// A child could not be started.
+    pub fn spawn_failed(&self) {
+        self.spawn_failures.inc();
+    }
+
+    /// A started child ended.
+    pub fn exited(&self, reason: ExitReason) {
+        self.alive.dec();
+        self.exits.get_or_create(&ExitLabels { reason }).inc();
+    }
+
+    /// A shared child was started again after it died.
+    pub fn restarted(&self) {
+        self.restarts.inc();
+    }
+
+    /// Children running now.
+    pub fn alive(&self) -> i64 {
+        self.alive.get()
+    }
+}
+
+/// Every metric of one proxy, and the registry that exports them.
+pub struct Metrics {
+    registry: Registry,
+    /// Handed to every child through its spec.
+    child: ChildMetrics,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<EraLabels, Histogram, fn() -> Histogram>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    sse_open: Gauge,
+    sessions_open: Gauge,
+    slow_consumer_cuts: Counter,
+    auth_failures: Family<AuthLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `mcp_proxy_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("mcp_proxy");
+        let m = Metrics {
+            child: ChildMetrics::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            sse_open: Gauge::default(),
+            sessions_open: Gauge::default(),
+            slow_consumer_cuts: Counter::default(),
+            auth_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "build",
+            "The proxy's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register(
+            "sessions_open",
+            "Session-era sessions open now (Streamable HTTP and HTTP+SSE)",
+            m.sessions_open.clone(),
+        );
+        registry.register(
+            "children_alive",
+            "MCP server child processes running now",
+            m.child.alive.clone(),
+        );
+        registry.register(
+            "child_spawns",
+            "MCP server child processes started",
+            m.child.spawns.clone(),
+        );
+        registry.register(
+            "child_spawn_failures",
+            "MCP server child processes that could not be started",
+            m.child.spawn_failures.clone(),
+        );
+        registry.register(
+            "child_exits",
+            "MCP server child processes ended, by reason (stopped by the proxy, exited 0, failed, killed by a signal)",
+            m.child.exits.clone(),
+        );
+        registry.register(
+            "child_restarts",
+            "Shared child processes started again after they died",
+            m.child.restarts.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by protocol era, HTTP method and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a POST's arrival on an MCP endpoint to the end of its response body, by protocol era",
+            m.latency.clone(),
+        );
+        registry.register(
+            "request_bytes",
+            "Request body bytes read",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "response_bytes",
+            "Response body bytes written (SSE streams included)",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "sse_streams_open",
+            "Server-sent event responses open now",
+            m.sse_open.clone(),
+        );
+        registry.register(
+            "slow_consumer_cuts",
+            "SSE clients cut off because their queue was full",
+            m.slow_consumer_cuts.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused by the access checks, by reason (key, origin, host)",
+            m.auth_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The handle children count into.
+    pub fn child(&self) -> ChildMetrics {
+        self.child.clone()
+    }
+
+    /// Request body bytes read.
+    pub fn bytes_in(&self, n: usize) {
+        self.bytes_in.inc_by(n as u64);
+    }
+
+    /// A request refused by an access check.
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        self.auth_failures
+            .get_or_create(&AuthLabels { reason })
+            .inc();
+    }
+
+    /// An SSE client was cut off as too slow.
+    pub fn slow_consumer_cut(&self) {
+        self.slow_consumer_cuts.inc();
+    }
+
+    /// Counts an answered request and wraps its body, which then counts
+    /// the bytes it writes, keeps `sse_streams_open` while it lives and,
+    /// for a POST, observes the time until it ends.
+    pub fn observe_response(
+        self: &Arc<Self>,
+        era: Era,
+        method: HttpMethod,
+        started: Instant,
+        resp: http::Response<Body>,
+    ) -> http::Response<Body> {
+        self.requests
+            .get_or_create(&RequestLabels {
+                era,
+                method,
+                outcome: Outcome::of(resp.status()),
+            })
+            .inc();
+        let sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let timed = method == HttpMethod::Post && era != Era::None;
+        if sse {
+            self.sse_open.inc();
+        }
+        let guard = BodyGuard {
+            metrics: self.clone(),
+            sse,
+            timed: timed.then_some((era, started)),
+        };
+        resp.map(|inner| CountingBody { inner, guard }.boxed_unsync())
+    }
+
+    /// The Prometheus text of every metric; `sessions_open` is read from
+    /// the caller (the session table is the source of truth).
+    pub fn render(&self, sessions_open: usize) -> String {
+        self.sessions_open.set(sessions_open as i64);
+        let mut out = String::new();
+        // Invariant: writing to a String cannot fail, and every label value
+        // is one of the fixed strings above.
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("encoding metrics into a String");
+        out
+    }
+}
+
+/// Undoes what a response body's life counted, however it ends (finished,
+/// or dropped when the client went away).
+struct BodyGuard {
+    metrics: Arc<Metrics>,
+    sse: bool,
+    timed: Option<(Era, Instant)>,
+}
+
+impl Drop for BodyGuard {
+    fn drop(&mut self) {
+        if self.sse {
+            self.metrics.sse_open.dec();
+        }
+        if let Some((era, started)) = self.timed {
+            self.metrics
+                .latency
+                .get_or_create(&EraLabels { era })
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// A response body that counts the bytes it yields.
+struct CountingBody {
+    inner: Body,
+    guard: BodyGuard,
+}
+
+impl HttpBody for CountingBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.guard.metrics.bytes_out.inc_by(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_every_metric_and_fixed_labels() {
+        let m = Arc::new(Metrics::new());
+        let child = m.child();
+        child.spawned();
+        child.spawned();
+        child.exited(ExitReason::Failed);
+        child.spawn_failed();
+        child.restarted();
+        m.auth_failure(AuthFailure::Key);
+        m.bytes_in(10);
+        m.slow_consumer_cut();
+        let text = m.render(3);
+        for line in [
+            "mcp_proxy_sessions_open 3",
+            "mcp_proxy_children_alive 1",
+            "mcp_proxy_child_spawns_total 2",
+            "mcp_proxy_child_spawn_failures_total 1",
+            "mcp_proxy_child_exits_total{reason=\"failed\"} 1",
+            "mcp_proxy_child_restarts_total 1",
+            "mcp_proxy_auth_failures_total{reason=\"key\"} 1",
+            "mcp_proxy_request_bytes_total 10",
+            "mcp_proxy_slow_consumer_cuts_total 1",
+            "mcp_proxy_sse_streams_open 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(text.contains("mcp_proxy_build_info{version=\""));
+    }
+
+    #[tokio::test]
+    async fn a_response_body_counts_bytes_streams_and_time() {
+        let m = Arc::new(Metrics::new());
+        let mut resp = http::Response::new(crate::sse::full(b"hello".to_vec()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        let resp = m.observe_response(Era::Modern, HttpMethod::Post, Instant::now(), resp);
+        assert!(
+            m.render(0)
+                .lines()
+                .any(|l| l == "mcp_proxy_sse_streams_open 1")
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+        let text = m.render(0);
+        assert!(
+            text.lines().any(|l| l == "mcp_proxy_sse_streams_open 0"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "mcp_proxy_response_bytes_total 5"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l
+            == "mcp_proxy_http_requests_total{era=\"2026-07-28\",method=\"POST\",outcome=\"2xx\"} 1"));
+        assert!(
+            text.lines()
+                .any(|l| l == "mcp_proxy_request_duration_seconds_count{era=\"2026-07-28\"} 1")
+        );
+    }
+
+    #[test]
+    fn a_default_child_handle_counts_without_a_registry() {
+        let c = ChildMetrics::default();
+        c.spawned();
+        c.exited(ExitReason::Stopped);
+        assert_eq!(c.alive(), 0);
+    }
+}

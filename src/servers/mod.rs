@@ -1,0 +1,606 @@
+//! Many named servers behind one listener: `/servers/<name>/mcp` (and
+//! `/servers/<name>/sse` + `/servers/<name>/messages` for 2024-11-05
+//! clients), configured by [`crate::config_file`].
+//!
+//! Owns: the map name → server, dispatch by path prefix, `/health` (every
+//! server), `/ready` (ready while any server is) and the per-server probe
+//! `/servers/<name>/ready`, live reload (SIGHUP), and the drain of servers
+//! that a reload removed or changed. Each server is an ordinary
+//! [`App`], the same one a single-server command line runs, with its own
+//! sessions, children, limits and failure counters: a server that cannot
+//! start, crashes in a loop or hangs touches no other server's state.
+//!
+//! Does not own: what happens inside one server (see [`crate::http`]).
+//!
+//! Reload: a server that is new starts; one that is gone stops taking new
+//! sessions and is stopped once its sessions end (or after its idle
+//! timeout); one that changed is replaced for new sessions while existing
+//! sessions finish on the old settings: requests carrying a session id
+//! are routed to whichever generation holds that session. A file with an
+//! error is refused and the running set stays as it was.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, debug_span, info, warn};
+
+use crate::config::{Config, Mode};
+use crate::config_file::{ServerSpec, ServersConfig};
+use crate::error::ProxyError;
+use crate::http::{App, json_response};
+use crate::sse::Body;
+use crate::store::{ChildSecrets, Store};
+
+/// How often retiring servers are checked for their last session.
+const RETIRE_CHECK: Duration = Duration::from_millis(500);
+
+/// One running generation of a named server.
+struct Running {
+    app: Arc<App>,
+    /// What it was built from, to tell a changed server on reload.
+    fingerprint: String,
+    /// Ends its idle-session reaper.
+    reaper: CancellationToken,
+}
+
+/// A generation that a reload replaced or removed, serving only the
+/// sessions it already had.
+struct Retiring {
+    name: String,
+    running: Running,
+    /// When its remaining sessions are ended regardless.
+    deadline: Instant,
+}
+
+/// Every named server.
+pub struct ServerSet {
+    base: Config,
+    current: RwLock<BTreeMap<String, Running>>,
+    retiring: Mutex<Vec<Retiring>>,
+    store: Option<Arc<Store>>,
+    started: Instant,
+    shutting_down: AtomicBool,
+    /// Cancelled on shutdown: ends reapers and the retire loop.
+    stop: CancellationToken,
+}
+
+fn fingerprint(spec: &ServerSpec) -> String {
+    // Debug covers every setting; compared, never logged. The children
+    // registry is state, not a setting.
+    let mut config = spec.config.clone();
+    config.child.children = Arc::default();
+    format!("{config:?}|{:?}", spec.secrets)
+}
+
+/// What a reload did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Servers started.
+    pub added: Vec<String>,
+    /// Servers replaced for new sessions.
+    pub changed: Vec<String>,
+    /// Servers draining to a stop.
+    pub removed: Vec<String>,
+}
+
+impl ServerSet {
+    /// Builds every server. Shared children are started by [`run`].
+    pub fn new(config: ServersConfig, store: Option<Arc<Store>>) -> Result<Arc<ServerSet>, String> {
+        let set = Arc::new(ServerSet {
+            base: config.base,
+            current: RwLock::new(BTreeMap::new()),
+            retiring: Mutex::new(Vec::new()),
+            store,
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+        });
+        let mut map = BTreeMap::new();
+        for spec in config.servers {
+            map.insert(spec.name.clone(), set.build(&spec)?);
+        }
+        *set.current.write().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(set)
+    }
+
+    fn build(&self, spec: &ServerSpec) -> Result<Running, String> {
+        let mut config = spec.config.clone();
+        // One registry for every server's children: one guard process, one
+        // pipe budget, one live count, as for a single server.
+        config.child.children = self.base.child.children.clone();
+        if config.child.inherit_env {
+            // The proxy's own settings (MCP_PROXY_STORE_KEY above all) never
+            // reach a child: it inherits everything else, and its own
+            // variables win.
+            let own = std::mem::take(&mut config.child.env);
+            config.child.env = std::env::vars()
+                .filter(|(k, _)| !k.starts_with("MCP_PROXY_"))
+                .chain(own)
+                .collect();
+            config.child.inherit_env = false;
+        }
+        let app = App::new(config);
+        if !spec.secrets.is_empty() {
+            let Some(store) = &self.store else {
+                return Err(format!(
+                    "server {:?} takes per-user secrets but no credential store is open",
+                    spec.name
+                ));
+            };
+            app.set_credentials(Arc::new(ChildSecrets::new(
+                store.clone(),
+                &spec.name,
+                spec.secrets.clone(),
+            )));
+        }
+        let reaper = self.stop.child_token();
+        tokio::spawn(crate::http::reap_idle(app.clone(), reaper.clone()));
+        Ok(Running {
+            app,
+            fingerprint: fingerprint(spec),
+            reaper,
+        })
+    }
+
+    /// The names of the servers being served, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Running>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the shared children of shared and stateless servers in the
+    /// background; one that fails is logged and retried on first use, and
+    /// the others are served meanwhile.
+    fn start_shared(&self, names: &[String]) {
+        for name in names {
+            let Some(app) = self.read().get(name).map(|r| r.app.clone()) else {
+                continue;
+            };
+            if app.config.mode == Mode::PerSession {
+                continue;
+            }
+            let name = name.clone();
+            tokio::spawn(async move {
+                if let Err(e) = app.shared_upstream().await {
+                    warn!(server = %name, error = %e, "server could not start; it is retried on first use");
+                }
+            });
+        }
+    }
+
+    /// Applies a new configuration (see the module docs). The store and
+    /// the listener are not changed by a reload.
+    pub fn reload(&self, config: ServersConfig) -> Result<ReloadReport, String> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("the proxy is shutting down".into());
+        }
+        if (config.base.host, config.base.port) != (self.base.host, self.base.port) {
+            warn!("reload: listener changes need a restart; keeping the current address");
+        }
+        for spec in &config.servers {
+            if !spec.secrets.is_empty() && self.store.is_none() {
+                return Err(format!(
+                    "server {:?} takes per-user secrets, but this proxy was started without a credential store (a restart is needed to add one)",
+                    spec.name
+                ));
+            }
+        }
+        let mut report = ReloadReport::default();
+        let mut built = BTreeMap::new();
+        {
+            let current = self.read();
+            for spec in &config.servers {
+                match current.get(&spec.name) {
+                    Some(r) if r.fingerprint == fingerprint(spec) => {}
+                    Some(_) => {
+                        report.changed.push(spec.name.clone());
+                        built.insert(spec.name.clone(), self.build(spec)?);
+                    }
+                    None => {
+                        report.added.push(spec.name.clone());
+                        built.insert(spec.name.clone(), self.build(spec)?);
+                    }
+                }
+            }
+            for name in current.keys() {
+                if !config.servers.iter().any(|s| &s.name == name) {
+                    report.removed.push(name.clone());
+                }
+            }
+        }
+        let mut old = Vec::new();
+        {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            for name in &report.removed {
+                if let Some(r) = current.remove(name) {
+                    old.push((name.clone(), r));
+                }
+            }
+            for (name, r) in built {
+                if let Some(prev) = current.insert(name.clone(), r) {
+                    old.push((name, prev));
+                }
+            }
+        }
+        {
+            let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, running) in old {
+                let deadline = Instant::now() + running.app.config.session_idle_timeout;
+                info!(server = %name, sessions = running.app.sessions.len(), "server retiring: serving its existing sessions only");
+                retiring.push(Retiring {
+                    name,
+                    running,
+                    deadline,
+                });
+            }
+        }
+        let mut start = report.added.clone();
+        start.extend(report.changed.iter().cloned());
+        self.start_shared(&start);
+        info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, "configuration reloaded");
+        Ok(report)
+    }
+
+    /// The generation that should serve this request, if any.
+    fn app_for(&self, name: &str, session: Option<&str>) -> Option<Arc<App>> {
+        let current = self.read().get(name).map(|r| r.app.clone());
+        if let Some(id) = session {
+            if current
+                .as_ref()
+                .is_some_and(|a| a.sessions.get(id).is_some())
+            {
+                return current;
+            }
+            let retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = retiring
+                .iter()
+                .find(|r| r.name == name && r.running.app.sessions.get(id).is_some())
+            {
+                return Some(r.running.app.clone());
+            }
+        }
+        current
+    }
+
+    /// Routes one request; never fails (errors are responses).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/health") => return self.health(),
+            (&Method::GET, "/ready") => return self.ready(),
+            _ => {}
+        }
+        let Some(rest) = path.strip_prefix("/servers/") else {
+            return ProxyError::NotFound(path).into_response();
+        };
+        let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if tail == "ready" && req.method() == Method::GET {
+            return match self.read().get(name) {
+                Some(r) => r.app.ready(),
+                None => ProxyError::NotFound(path.clone()).into_response(),
+            };
+        }
+        let session = session_id(&req);
+        let Some(app) = self.app_for(name, session.as_deref()) else {
+            return ProxyError::NotFound(format!("{path} (no server named {name:?})"))
+                .into_response();
+        };
+        let principal = principal_of(&app.config, req.headers());
+        crate::store::with_principal(principal, app.handle(req)).await
+    }
+
+    fn health(&self) -> Response<Body> {
+        let mut servers = serde_json::Map::new();
+        for (name, r) in self.read().iter() {
+            let ready = r.app.ready().status() == StatusCode::OK;
+            servers.insert(
+                name.clone(),
+                serde_json::json!({
+                    "status": if ready { "ok" } else { "unavailable" },
+                    "mode": mode_name(r.app.config.mode),
+                    "sessions": r.app.sessions.len(),
+                    "path": r.app.config.path,
+                }),
+            );
+        }
+        let retiring = self
+            .retiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let body = serde_json::json!({
+            "status": if self.shutting_down.load(Ordering::Relaxed) { "shutting-down" } else { "ok" },
+            "service": "mcp-proxy",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "children": self.base.child.children.live(),
+            "servers": servers,
+            "retiring": retiring,
+        });
+        json_response(StatusCode::OK, body)
+    }
+
+    fn ready(&self) -> Response<Body> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "shutting down" }),
+            );
+        }
+        let ready: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(_, r)| r.app.ready().status() == StatusCode::OK)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if ready.is_empty() {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "no server is ready" }),
+            )
+        } else {
+            json_response(
+                StatusCode::OK,
+                serde_json::json!({ "status": "ready", "ready": ready }),
+            )
+        }
+    }
+
+    /// Stops retiring generations whose sessions have ended or whose
+    /// deadline passed.
+    async fn retire_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RETIRE_CHECK) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            let done: Vec<Retiring> = {
+                let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let (done, keep) = std::mem::take(&mut *retiring)
+                    .into_iter()
+                    .partition(|r| r.running.app.sessions.is_empty() || now >= r.deadline);
+                *retiring = keep;
+                done
+            };
+            for r in done {
+                info!(server = %r.name, sessions = r.running.app.sessions.len(), "retired server stopping");
+                stop_app(&r.running).await;
+            }
+        }
+    }
+}
+
+async fn stop_app(r: &Running) {
+    r.reaper.cancel();
+    r.app.streams_cancel.cancel();
+    r.app.sessions.clear().await;
+    if let Some(up) = r.app.shared_if_started() {
+        up.stop().await;
+    }
+    r.app.children_cancel.cancel();
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::PerSession => "per-session",
+        Mode::Shared => "shared",
+        Mode::Stateless => "stateless",
+    }
+}
+
+/// The session a request names: `Mcp-Session-Id`, or the legacy
+/// `sessionId` query parameter.
+fn session_id(req: &Request<Incoming>) -> Option<String> {
+    if let Some(v) = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(v.to_string());
+    }
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "sessionId" || k == "session_id").then(|| v.to_string())
+    })
+}
+
+/// Who the caller is, for per-user credentials. The API key's position
+/// names it (`key-1`, `key-2`, … in the order given); without API keys
+/// every caller is `anonymous`. An unknown key has no principal (the
+/// server's own auth check refuses it).
+///
+/// A seam until the authenticator names principals itself (API key names,
+/// JWT `sub`): then this reads its answer instead.
+fn principal_of(config: &Config, headers: &http::HeaderMap) -> Option<Arc<str>> {
+    if config.api_keys.is_empty() {
+        return Some("anonymous".into());
+    }
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))?;
+    let mut found = None;
+    for (i, key) in config.api_keys.iter().enumerate() {
+        let same =
+            key.len() == presented.len() && bool::from(key.as_bytes().ct_eq(presented.as_bytes()));
+        if same && found.is_none() {
+            found = Some(i + 1);
+        }
+    }
+    found.map(|n| Arc::from(format!("key-{n}")))
+}
+
+/// Serves every server on `listener` until `shutdown`, then drains: SSE
+/// streams end first, connections get the grace period, then every
+/// child of every generation is stopped.
+pub async fn run(listener: TcpListener, set: Arc<ServerSet>, shutdown: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(addr = %addr, servers = ?set.names(), "listening on http://{addr}/servers/<name>/mcp");
+    }
+    match set.base.child.children.start_guard() {
+        Ok(pid) => debug!(guard = pid, "guard process started"),
+        Err(e) => {
+            warn!(error = %e, "cannot start the guard process: children would outlive a killed proxy")
+        }
+    }
+    set.start_shared(&set.names());
+    let retire = tokio::spawn(set.clone().retire_loop());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let set = set.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let set = set.clone();
+            let span = debug_span!("request", method = %req.method(), path = %req.uri().path());
+            async move { Ok::<_, Infallible>(set.handle(req).await) }.instrument(span)
+        });
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
+        tokio::spawn(
+            async move {
+                if let Err(e) = conn.await {
+                    debug!(error = %e, "connection ended with an error");
+                }
+            }
+            .instrument(debug_span!("conn", %peer)),
+        );
+    }
+    drop(listener);
+    info!("shutting down: no longer accepting connections");
+    set.shutting_down.store(true, Ordering::Relaxed);
+    let all: Vec<Arc<App>> = {
+        let mut v: Vec<Arc<App>> = set.read().values().map(|r| r.app.clone()).collect();
+        v.extend(
+            set.retiring
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|r| r.running.app.clone()),
+        );
+        v
+    };
+    for app in &all {
+        app.streams_cancel.cancel();
+    }
+    let grace = set.base.child.grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            grace_ms = grace.as_millis() as u64,
+            "connections still open after the grace period; closing them"
+        );
+    }
+    set.stop.cancel();
+    let _ = retire.await;
+    let generations: Vec<Running> = {
+        let mut v: Vec<Running> =
+            std::mem::take(&mut *set.current.write().unwrap_or_else(|p| p.into_inner()))
+                .into_values()
+                .collect();
+        v.extend(
+            std::mem::take(&mut *set.retiring.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .map(|r| r.running),
+        );
+        v
+    };
+    futures_util::future::join_all(generations.iter().map(stop_app)).await;
+    info!("shutdown complete");
+}
+
+/// Reloads on every SIGHUP with `load` (which re-reads the file); a
+/// configuration with an error is refused with its message and the
+/// running one stays.
+pub fn reload_on_sighup(
+    set: Arc<ServerSet>,
+    load: impl Fn() -> Result<ServersConfig, String> + Send + 'static,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = hup.recv() => if got.is_none() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            info!("SIGHUP: reloading the configuration");
+            match load().and_then(|c| set.reload(c)) {
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "reload refused; the running configuration stays"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Environment lookup shared with the reload task.
+pub type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What the binary runs for `--config`/`--server`: opens the credential
+/// store (if configured), builds every server, reloads on SIGHUP by
+/// re-reading with `args`, and serves until `shutdown`.
+pub async fn serve_config(
+    listener: TcpListener,
+    config: ServersConfig,
+    args: crate::config::Args,
+    lookup: Lookup,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let store = match &config.store {
+        None => None,
+        Some(s) => {
+            let keys = crate::store::load_keys(s.key_file.as_deref(), &*lookup)?;
+            let store = Store::open(&s.location, keys, s.timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(store = %store.location(), key_id = %store.key_ids()[0], "credential store open");
+            Some(Arc::new(store))
+        }
+    };
+    let set = ServerSet::new(config, store)?;
+    let reload_lookup = lookup.clone();
+    reload_on_sighup(
+        set.clone(),
+        move || crate::config_file::load(args.clone(), &*reload_lookup).map_err(|e| e.to_string()),
+        shutdown.clone(),
+    )
+    .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    run(listener, set, shutdown).await;
+    Ok(())
+}

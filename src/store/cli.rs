@@ -1,0 +1,288 @@
+//! `mcp-proxy secrets …`: manage the credential store from a shell.
+//!
+//! Values are read from stdin, never from argv (argv is visible to every
+//! user of the host in `ps`). `get` writes the value to stdout and nothing
+//! else; everything else goes to stderr. Bad usage is one line on stderr
+//! and exit 64, a failure exit 1.
+
+use std::io::{IsTerminal, Read, Write};
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use super::seal::MAX_SECRET_BYTES;
+use super::{DEFAULT_STORE_TIMEOUT, Secret, SecretRef, Store, StoreKey, load_keys};
+
+/// Exit code for bad usage (sysexits EX_USAGE).
+pub const EX_USAGE: i32 = 64;
+
+/// Manage per-user credentials in the store (values are read from stdin).
+#[derive(FromArgs, Debug)]
+pub struct SecretsArgs {
+    /// the store: a file path (embedded SQLite) or postgres://user:pass@host/db (env MCP_PROXY_STORE)
+    #[argh(option)]
+    pub store: Option<String>,
+    /// file with the store key(s), base64, sealing key first (default: MCP_PROXY_STORE_KEY)
+    #[argh(option)]
+    pub store_key_file: Option<String>,
+    /// deadline of each store call, e.g. 5s (default 5s)
+    #[argh(option)]
+    pub store_timeout: Option<String>,
+    #[argh(subcommand)]
+    pub command: SecretsCommand,
+}
+
+/// What to do.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum SecretsCommand {
+    /// Store a value.
+    Set(SetArgs),
+    /// Print a value.
+    Get(GetArgs),
+    /// Remove a value.
+    Delete(DeleteArgs),
+    /// List stored secrets (never their values).
+    List(ListArgs),
+    /// Re-seal every value under the first key.
+    RotateKey(RotateArgs),
+    /// Print a new random store key.
+    GenKey(GenKeyArgs),
+}
+
+/// Store a value read from stdin (one trailing newline is dropped).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "set")]
+pub struct SetArgs {
+    /// who the secret belongs to, as the proxy names them (an API key's name, a JWT sub)
+    #[argh(positional)]
+    pub principal: String,
+    /// the configured server it is for
+    #[argh(positional)]
+    pub server: String,
+    /// the secret's name in the server's config ({ secret = "NAME" })
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Print a value to stdout.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "get")]
+pub struct GetArgs {
+    /// principal
+    #[argh(positional)]
+    pub principal: String,
+    /// server
+    #[argh(positional)]
+    pub server: String,
+    /// secret name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Remove a value.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "delete")]
+pub struct DeleteArgs {
+    /// principal
+    #[argh(positional)]
+    pub principal: String,
+    /// server
+    #[argh(positional)]
+    pub server: String,
+    /// secret name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// List principal, server, name and sealing key id of every stored secret.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct ListArgs {}
+
+/// Re-seal every value under the first key of MCP_PROXY_STORE_KEY / --store-key-file; the other keys open the old values. Running proxies keep serving if they hold both keys.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "rotate-key")]
+pub struct RotateArgs {}
+
+/// Print a new random 32-byte store key, base64.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "gen-key")]
+pub struct GenKeyArgs {}
+
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {msg} (see mcp-proxy secrets --help)");
+    EX_USAGE
+}
+
+/// Runs `mcp-proxy secrets <argv…>`; returns the exit code.
+pub fn main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32 {
+    let args = match SecretsArgs::from_args(&["mcp-proxy", "secrets"], argv) {
+        Ok(a) => a,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    0
+                }
+                Err(()) => usage(early.output.lines().next().unwrap_or("invalid arguments")),
+            };
+        }
+    };
+    if let SecretsCommand::GenKey(_) = args.command {
+        println!("{}", StoreKey::generate_base64());
+        return 0;
+    }
+    let Some(location) = args.store.clone().or_else(|| lookup("MCP_PROXY_STORE")) else {
+        return usage("--store is required (a file path or postgres://…), or set MCP_PROXY_STORE");
+    };
+    let timeout = match args
+        .store_timeout
+        .clone()
+        .or_else(|| lookup("MCP_PROXY_STORE_TIMEOUT"))
+    {
+        None => DEFAULT_STORE_TIMEOUT,
+        Some(v) => match crate::config::parse_duration(&v) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                return usage(format!(
+                    "--store-timeout: expected a duration such as 5s, got {v:?}"
+                ));
+            }
+        },
+    };
+    let key_file = args
+        .store_key_file
+        .clone()
+        .or_else(|| lookup("MCP_PROXY_STORE_KEY_FILE"));
+    let keys = match load_keys(key_file.as_deref(), lookup) {
+        Ok(k) => k,
+        Err(e) => return usage(e),
+    };
+    // Audit lines (target `audit`) and warnings go to stderr.
+    let _ = crate::logging::init(crate::config::LogFormat::Plain, "warn,audit=info");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(run(args.command, &location, keys, timeout))
+}
+
+async fn run(
+    command: SecretsCommand,
+    location: &str,
+    keys: super::KeyRing,
+    timeout: Duration,
+) -> i32 {
+    // Read the value before opening the store: a bad value is a usage error.
+    let value = match &command {
+        SecretsCommand::Set(_) => match read_value() {
+            Ok(v) => Some(v),
+            Err(e) => return usage(e),
+        },
+        _ => None,
+    };
+    let store = match Store::open(location, keys, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let r: Result<i32, super::StoreError> = async {
+        match command {
+            SecretsCommand::Set(a) => {
+                let at = SecretRef::new(&a.principal, &a.server, &a.name);
+                // Invariant: read above for Set.
+                store.set(&at, &value.expect("value read")).await?;
+                eprintln!("stored {at}");
+                Ok(0)
+            }
+            SecretsCommand::Get(a) => {
+                let at = SecretRef::new(&a.principal, &a.server, &a.name);
+                match store.get(&at).await? {
+                    None => {
+                        eprintln!("error: no secret {at}");
+                        Ok(1)
+                    }
+                    Some(v) => {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(v.expose());
+                        if out.is_terminal() {
+                            let _ = out.write_all(b"\n");
+                        }
+                        let _ = out.flush();
+                        Ok(0)
+                    }
+                }
+            }
+            SecretsCommand::Delete(a) => {
+                let at = SecretRef::new(&a.principal, &a.server, &a.name);
+                if store.delete(&at).await? {
+                    eprintln!("deleted {at}");
+                    Ok(0)
+                } else {
+                    eprintln!("error: no secret {at}");
+                    Ok(1)
+                }
+            }
+            SecretsCommand::List(_) => {
+                let mut out = std::io::stdout().lock();
+                for (at, key_id) in store.list().await? {
+                    let _ = writeln!(out, "{}\t{}\t{}\t{key_id}", at.principal, at.server, at.name);
+                }
+                Ok(0)
+            }
+            SecretsCommand::RotateKey(_) => {
+                let r = store.rotate().await?;
+                eprintln!(
+                    "re-sealed {} value(s) under key {} ({} already current, {} changed meanwhile and were written under it)",
+                    r.resealed,
+                    store.key_ids()[0],
+                    r.current,
+                    r.raced
+                );
+                Ok(0)
+            }
+            SecretsCommand::GenKey(_) => Ok(0),
+        }
+    }
+    .await;
+    r.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        1
+    })
+}
+
+/// The value from stdin: at most [`MAX_SECRET_BYTES`], one trailing newline
+/// dropped, no NUL (it goes into an environment variable).
+fn read_value() -> Result<Secret, String> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .take(MAX_SECRET_BYTES as u64 + 2)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    let value = Secret::new(buf);
+    let mut bytes = value.expose();
+    if let Some(b) = bytes.strip_suffix(b"\n") {
+        bytes = b.strip_suffix(b"\r").unwrap_or(b);
+    }
+    if bytes.is_empty() {
+        return Err(
+            "no value on stdin (pipe it in: printf %s \"$TOKEN\" | mcp-proxy secrets set …)".into(),
+        );
+    }
+    if bytes.len() > MAX_SECRET_BYTES {
+        return Err(format!("the value exceeds {MAX_SECRET_BYTES} bytes"));
+    }
+    if bytes.contains(&0) {
+        return Err("the value contains a NUL byte, which no environment variable can hold".into());
+    }
+    Ok(Secret::new(bytes.to_vec()))
+}

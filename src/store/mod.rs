@@ -1,0 +1,441 @@
+//! The credential store: (principal, server, name) → a secret, sealed at rest.
+//!
+//! Owns: choosing a backend from `--store` (a file path for the embedded
+//! SQLite store, `postgres://…` for a store shared by replicas), sealing
+//! every value before it reaches a backend ([`seal`]), the deadline on every
+//! call to a backend, key rotation, and the audit events of secret reads and
+//! writes (target `audit`: principal, server, name, action, outcome; never
+//! the value). Does not own: who the principal is (the authenticator
+//! decides) or what a child does with its values.
+//!
+//! Backends only ever see sealed bytes, so a copy of the file or the table
+//! holds no plain-text secret, and a value moved between rows fails to open
+//! (the seal binds its row).
+
+pub mod child_env;
+pub mod cli;
+pub mod postgres;
+pub mod seal;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+pub use child_env::{ChildSecrets, CredentialError, current_principal, with_principal};
+pub use seal::{KeyRing, SealError, Sealed, Secret, SecretRef, StoreKey};
+
+/// Deadline of one call to the store: a spawn waits on it, so it is short.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest principal, server or secret name: names, not payloads.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Why a store call failed. Never carries a secret value or a key.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend did not answer within the deadline.
+    #[error("the credential store did not answer within {}ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The backend failed (I/O, SQL, connection).
+    #[error("credential store {where_}: {message}")]
+    Backend {
+        /// Which store (a path, or a URL without its password).
+        where_: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A value could not be sealed or opened.
+    #[error("secret {at}: {source}")]
+    Seal {
+        /// The row.
+        at: SecretRef,
+        /// Why.
+        source: SealError,
+    },
+    /// A name that is empty, too long or has control characters.
+    #[error("invalid {what} {value:?}: expected 1 to {MAX_NAME_BYTES} printable characters")]
+    BadName {
+        /// Which part.
+        what: &'static str,
+        /// The name (names are not secret).
+        value: String,
+    },
+}
+
+/// One row as a backend keeps it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Where it belongs.
+    pub at: SecretRef,
+    /// The sealed value.
+    pub sealed: Sealed,
+}
+
+/// What `rotate` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rows re-sealed under the sealing key.
+    pub resealed: usize,
+    /// Rows that changed while being re-sealed (a concurrent write, which
+    /// sealed them under the sealing key already).
+    pub raced: usize,
+    /// Rows sealed under the sealing key before the rotation began.
+    pub current: usize,
+}
+
+pub(crate) enum Backend {
+    Sqlite(sqlite::SqliteBackend),
+    Postgres(Box<postgres::PgBackend>),
+}
+
+impl Backend {
+    async fn get_many(
+        &self,
+        principal: &str,
+        server: &str,
+        names: &[String],
+    ) -> Result<Vec<Row>, String> {
+        match self {
+            Backend::Sqlite(b) => b.get_many(principal, server, names).await,
+            Backend::Postgres(b) => b.get_many(principal, server, names).await,
+        }
+    }
+    async fn put(&self, row: Row) -> Result<(), String> {
+        match self {
+            Backend::Sqlite(b) => b.put(row).await,
+            Backend::Postgres(b) => b.put(row).await,
+        }
+    }
+    async fn delete(&self, at: &SecretRef) -> Result<bool, String> {
+        match self {
+            Backend::Sqlite(b) => b.delete(at).await,
+            Backend::Postgres(b) => b.delete(at).await,
+        }
+    }
+    async fn list(&self) -> Result<Vec<Row>, String> {
+        match self {
+            Backend::Sqlite(b) => b.list().await,
+            Backend::Postgres(b) => b.list().await,
+        }
+    }
+    async fn replace(&self, old: &Row, new: &Sealed) -> Result<bool, String> {
+        match self {
+            Backend::Sqlite(b) => b.replace(old, new).await,
+            Backend::Postgres(b) => b.replace(old, new).await,
+        }
+    }
+}
+
+/// The store: a backend, the keys, and a deadline on every call.
+pub struct Store {
+    backend: Backend,
+    keys: KeyRing,
+    timeout: Duration,
+    /// For messages: a path, or a URL with its password removed.
+    location: String,
+}
+
+/// Whether `--store` names a PostgreSQL server rather than a file.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// A store location fit for logs and errors (a URL's password replaced).
+pub fn redact_location(location: &str) -> String {
+    if !is_postgres_url(location) {
+        return location.to_string();
+    }
+    let (scheme, rest) = location.split_once("://").unwrap_or(("", location));
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => location.to_string(),
+    }
+}
+
+fn check_name(what: &'static str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() || value.len() > MAX_NAME_BYTES || value.chars().any(char::is_control) {
+        return Err(StoreError::BadName {
+            what,
+            value: value.chars().take(64).collect(),
+        });
+    }
+    Ok(())
+}
+
+fn check_ref(at: &SecretRef) -> Result<(), StoreError> {
+    check_name("principal", &at.principal)?;
+    check_name("server", &at.server)?;
+    check_name("secret name", &at.name)
+}
+
+/// One audit event for a secret read or write. Never the value.
+fn audit(action: &str, at: &SecretRef, outcome: &str) {
+    info!(
+        target: "audit",
+        event = "secret",
+        action,
+        principal = %at.principal,
+        server = %at.server,
+        name = %at.name,
+        outcome,
+        "secret {action}"
+    );
+}
+
+impl Store {
+    /// Opens (and migrates) the store at `location`: a file path, or a
+    /// `postgres://` URL. Opening is bounded by `timeout` too.
+    pub async fn open(
+        location: &str,
+        keys: KeyRing,
+        timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        let redacted = redact_location(location);
+        let backend_err = |message: String| StoreError::Backend {
+            where_: redacted.clone(),
+            message,
+        };
+        let backend = if is_postgres_url(location) {
+            let b = tokio::time::timeout(timeout, postgres::PgBackend::open(location, timeout))
+                .await
+                .map_err(|_| StoreError::Timeout(timeout))?
+                .map_err(backend_err)?;
+            Backend::Postgres(Box::new(b))
+        } else {
+            let b = tokio::time::timeout(timeout, sqlite::SqliteBackend::open(location, timeout))
+                .await
+                .map_err(|_| StoreError::Timeout(timeout))?
+                .map_err(backend_err)?;
+            Backend::Sqlite(b)
+        };
+        Ok(Store {
+            backend,
+            keys,
+            timeout,
+            location: redacted,
+        })
+    }
+
+    /// Where the store is, fit for logs.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The key ring's ids, sealing key first.
+    pub fn key_ids(&self) -> Vec<&str> {
+        self.keys.ids()
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Err(_) => {
+                warn!(store = %self.location, timeout_ms = self.timeout.as_millis() as u64, "credential store call timed out");
+                Err(StoreError::Timeout(self.timeout))
+            }
+            Ok(Err(message)) => Err(StoreError::Backend {
+                where_: self.location.clone(),
+                message,
+            }),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Stores (or replaces) a value.
+    pub async fn set(&self, at: &SecretRef, value: &Secret) -> Result<(), StoreError> {
+        check_ref(at)?;
+        let sealed = self
+            .keys
+            .seal(at, value)
+            .map_err(|source| StoreError::Seal {
+                at: at.clone(),
+                source,
+            })?;
+        let r = self
+            .call(self.backend.put(Row {
+                at: at.clone(),
+                sealed,
+            }))
+            .await;
+        audit("set", at, if r.is_ok() { "ok" } else { "error" });
+        r
+    }
+
+    /// Reads one value.
+    pub async fn get(&self, at: &SecretRef) -> Result<Option<Secret>, StoreError> {
+        check_ref(at)?;
+        let mut found = self
+            .get_many(
+                &at.principal,
+                &at.server,
+                std::slice::from_ref(&at.name),
+                "get",
+            )
+            .await?;
+        Ok(found.pop().and_then(|(_, v)| v))
+    }
+
+    /// Reads the values a child of `server` needs for `principal`, in one
+    /// round trip; a name without a value comes back as `None`.
+    pub async fn get_for_child(
+        &self,
+        principal: &str,
+        server: &str,
+        names: &[String],
+    ) -> Result<Vec<(String, Option<Secret>)>, StoreError> {
+        self.get_many(principal, server, names, "read-for-child")
+            .await
+    }
+
+    async fn get_many(
+        &self,
+        principal: &str,
+        server: &str,
+        names: &[String],
+        action: &str,
+    ) -> Result<Vec<(String, Option<Secret>)>, StoreError> {
+        check_name("principal", principal)?;
+        check_name("server", server)?;
+        for n in names {
+            check_name("secret name", n)?;
+        }
+        let rows = match self
+            .call(self.backend.get_many(principal, server, names))
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                for n in names {
+                    audit(action, &SecretRef::new(principal, server, n), "error");
+                }
+                return Err(e);
+            }
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            let at = SecretRef::new(principal, server, n);
+            match rows.iter().find(|r| &r.at.name == n) {
+                None => {
+                    audit(action, &at, "missing");
+                    out.push((n.clone(), None));
+                }
+                Some(row) => match self.keys.open(&row.at, &row.sealed) {
+                    Ok(v) => {
+                        audit(action, &at, "ok");
+                        out.push((n.clone(), Some(v)));
+                    }
+                    Err(source) => {
+                        audit(action, &at, "unsealable");
+                        return Err(StoreError::Seal { at, source });
+                    }
+                },
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a value; whether it existed.
+    pub async fn delete(&self, at: &SecretRef) -> Result<bool, StoreError> {
+        check_ref(at)?;
+        let r = self.call(self.backend.delete(at)).await;
+        let outcome = match &r {
+            Ok(true) => "ok",
+            Ok(false) => "missing",
+            Err(_) => "error",
+        };
+        audit("delete", at, outcome);
+        r
+    }
+
+    /// Every row's place and sealing key id (no values are opened).
+    pub async fn list(&self) -> Result<Vec<(SecretRef, String)>, StoreError> {
+        let rows = self.call(self.backend.list()).await?;
+        Ok(rows.into_iter().map(|r| (r.at, r.sealed.key_id)).collect())
+    }
+
+    /// Re-seals every row not sealed under the sealing key. Rows are
+    /// replaced one at a time, each only if it did not change meanwhile, so
+    /// proxies holding both keys keep serving throughout.
+    pub async fn rotate(&self) -> Result<Rotation, StoreError> {
+        let primary = self.keys.primary_id().to_string();
+        let rows = self.call(self.backend.list()).await?;
+        let mut report = Rotation::default();
+        for row in rows {
+            if row.sealed.key_id == primary {
+                report.current += 1;
+                continue;
+            }
+            let value =
+                self.keys
+                    .open(&row.at, &row.sealed)
+                    .map_err(|source| StoreError::Seal {
+                        at: row.at.clone(),
+                        source,
+                    })?;
+            let resealed = self
+                .keys
+                .seal(&row.at, &value)
+                .map_err(|source| StoreError::Seal {
+                    at: row.at.clone(),
+                    source,
+                })?;
+            if self.call(self.backend.replace(&row, &resealed)).await? {
+                audit("reseal", &row.at, "ok");
+                report.resealed += 1;
+            } else {
+                audit("reseal", &row.at, "raced");
+                report.raced += 1;
+            }
+        }
+        info!(target: "audit", event = "key-rotation", key_id = %primary, resealed = report.resealed, raced = report.raced, "store re-sealed under key {primary}");
+        Ok(report)
+    }
+}
+
+/// Where the store's keys come from: `MCP_PROXY_STORE_KEY` (base64; a
+/// comma-separated list during a rotation, sealing key first) or a key file
+/// (one key per line, sealing key first). The file wins when both are given.
+pub fn load_keys(
+    key_file: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<KeyRing, String> {
+    if let Some(path) = key_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--store-key-file: cannot read {path}: {e}"))?;
+        return KeyRing::parse(&text).map_err(|e| format!("--store-key-file {path}: {e}"));
+    }
+    match lookup("MCP_PROXY_STORE_KEY") {
+        Some(v) => KeyRing::parse(&v).map_err(|e| format!("MCP_PROXY_STORE_KEY: {e}")),
+        None => Err(
+            "the credential store needs a key: set MCP_PROXY_STORE_KEY (32 bytes, base64; make one with `mcp-proxy secrets gen-key`) or pass --store-key-file"
+                .into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_passwords_never_reach_messages() {
+        assert_eq!(
+            redact_location("postgres://proxy:hunter2@db:5432/mcp"),
+            "postgres://proxy:***@db:5432/mcp"
+        );
+        assert_eq!(redact_location("/var/lib/x.db"), "/var/lib/x.db");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("principal", "").is_err());
+        assert!(check_name("principal", "a\nb").is_err());
+        assert!(check_name("principal", &"x".repeat(300)).is_err());
+        assert!(check_name("principal", "alice@example.com").is_ok());
+    }
+}

@@ -1,0 +1,825 @@
+//! Regression: the process-level faults of issue #9 (9, 10, 14, 15, 16, 17,
+//! 19) and the PID-1 and healthcheck duties of #11, played against the real
+//! `mcp-proxy` binary: `kill -9` leaving grandchildren, a broken stderr
+//! ignoring SIGTERM, panics on absurd flags and a closed stdout, typos in
+//! the command caught only by clients, slowloris connections, one-shot
+//! clients holding children for 30 minutes, session ids in the log.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+use support::{Client, STEP, alive, children_of, eventually, text_of};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-proxy");
+
+/// Runs `cmd` to its end, killing it (and failing) after `STEP`: a proxy
+/// that should have exited at once must not hang the test.
+fn output_within(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > STEP {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {STEP:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = output_within(Command::new(BIN).args(args).env_remove("MCP_PROXY_PORT"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The binary on port 0 (optionally behind a wrapper such as `unshare`),
+/// with the address it logged and its log lines.
+struct Running {
+    child: Child,
+    base: String,
+    log: mpsc::Receiver<String>,
+}
+
+fn start(flags: &[&str], command: &[&str]) -> Running {
+    start_wrapped(&[], flags, command)
+}
+
+fn start_wrapped(wrapper: &[&str], flags: &[&str], command: &[&str]) -> Running {
+    let mut cmd = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = cmd
+        .args(["--port", "0"])
+        .args(flags)
+        .arg("--")
+        .args(command)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Once the receiver is gone the pipe is closed (a broken stderr).
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut running = Running {
+        child,
+        base: String::new(),
+        log: rx,
+    };
+    let deadline = Instant::now() + STEP;
+    loop {
+        let line = running
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("proxy logs its address");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            running.base = format!("http://{}", rest.split('/').next().unwrap());
+            return running;
+        }
+    }
+}
+
+impl Running {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the exit; the code and how long it took from `since`.
+    fn wait_exit(&mut self, since: Instant, within: Duration) -> (i32, Duration) {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), since.elapsed());
+            }
+            assert!(since.elapsed() < within, "proxy did not exit in {within:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.log.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Waits until the log (read from now on) contains `needle`.
+    async fn wait_log(&self, needle: &str) -> String {
+        let mut logs = String::new();
+        let found = eventually(STEP, || {
+            for line in self.log.try_iter() {
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+            logs.contains(needle)
+        })
+        .await;
+        assert!(found, "{needle:?} not logged:\n{logs}");
+        logs
+    }
+
+    fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn session_pids(base: &str) -> (Client, u32, u32) {
+    let mut c = Client::new(&format!("{base}/mcp"));
+    c.initialize("2025-11-25", json!({})).await;
+    let child: u32 = text_of(&c.call(json!(1), "pid", json!({})).await)
+        .parse()
+        .unwrap();
+    let grandchild: u32 = text_of(&c.call(json!(2), "spawn_grandchild", json!({})).await)
+        .parse()
+        .unwrap();
+    (c, child, grandchild)
+}
+
+// ---- fault 10: nothing outlives the proxy, however it dies ----
+
+#[tokio::test]
+async fn kill_9_of_the_proxy_takes_every_child_and_grandchild_within_5s() {
+    let mut p = start(&[], &[&support::example("everything")]);
+    let mut pids = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (c, child, grandchild) = session_pids(&p.base).await;
+        pids.extend([child, grandchild]);
+        clients.push(c);
+    }
+    assert!(pids.iter().all(|&pid| alive(pid)));
+    let killed = Instant::now();
+    p.signal(Signal::SIGKILL);
+    p.wait_exit(killed, STEP);
+    let all_gone = eventually(Duration::from_secs(5), || {
+        pids.iter().all(|&pid| !alive(pid))
+    })
+    .await;
+    let took = killed.elapsed();
+    let left: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
+    assert!(all_gone, "still running 5 s after kill -9: {left:?}");
+    eprintln!("measured: 6 processes (3 children, 3 grandchildren) gone {took:?} after kill -9");
+}
+
+/// The guard process of a proxy (its child named `mcp-proxy-guard`).
+fn guard_of(proxy: u32) -> Option<u32> {
+    children_of(proxy).into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "mcp-proxy-guard")
+    })
+}
+
+#[tokio::test]
+async fn a_killed_guard_is_replaced_and_kill_9_still_takes_the_children() {
+    let mut p = start(&[], &[&support::example("everything")]);
+    let (_c, child, grandchild) = session_pids(&p.base).await;
+    let first = guard_of(p.child.id()).expect("a guard process");
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    let mut second = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            second = guard_of(p.child.id()).filter(|&g| g != first);
+            second.is_some()
+        })
+        .await,
+        "no new guard"
+    );
+    p.wait_log("started another").await;
+    let killed = Instant::now();
+    p.signal(Signal::SIGKILL);
+    p.wait_exit(killed, STEP);
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(child)
+            && !alive(grandchild))
+        .await,
+        "the replacement guard did not take the children"
+    );
+}
+
+#[tokio::test]
+async fn a_second_sigterm_kills_children_at_once() {
+    let mut p = start(
+        &["--shutdown-grace", "30s"],
+        &[&support::example("everything"), "--ignore-sigterm"],
+    );
+    let (_c, child, grandchild) = session_pids(&p.base).await;
+    let asked = Instant::now();
+    p.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        alive(child),
+        "the stubborn child should still be in its grace period"
+    );
+    p.signal(Signal::SIGTERM);
+    let (code, took) = p.wait_exit(asked, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(code, 0);
+    assert!(
+        eventually(Duration::from_secs(2), || !alive(child)
+            && !alive(grandchild))
+        .await
+    );
+    p.wait_log("second signal").await;
+}
+
+// ---- fault 14: a broken stderr never stops the proxy ----
+
+#[tokio::test]
+async fn sigterm_works_and_sessions_serve_when_stderr_is_a_broken_pipe() {
+    let mut p = start(&[], &[&support::example("everything")]);
+    // Close the read end of stderr: every later log write gets EPIPE.
+    let Running { log, .. } = &mut p;
+    let (_, dead) = mpsc::channel();
+    drop(std::mem::replace(log, dead));
+    // The reader thread exits when its send fails; give it a log line to fail on.
+    let _ = session_pids(&p.base).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Sessions still work, with children that log to stderr.
+    for _ in 0..3 {
+        let (c, _, _) = session_pids(&p.base).await;
+        let r = c
+            .call(json!(3), "echo", json!({"message":"still here"}))
+            .await;
+        assert_eq!(text_of(&r), "still here");
+    }
+    let asked = Instant::now();
+    p.signal(Signal::SIGTERM);
+    let (code, took) = p.wait_exit(asked, Duration::from_secs(15));
+    assert_eq!(code, 0);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+}
+
+#[test]
+fn sigterm_works_when_stderr_is_a_full_pipe_nobody_reads() {
+    // A dead log collector: the pipe fills and every write would block.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args(["--port", &port.to_string(), "--shared", "--"])
+        .args([
+            "sh",
+            "-c",
+            // 150 lines of ~100 bytes: several times what the pipe holds.
+            "i=0; while [ $i -lt 150 ]; do echo \"stderr flood line $i padding padding padding padding padding padding padding\" >&2; i=$((i+1)); done; exec \"$0\"",
+            &support::example("everything"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write))
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    while !http_get_ok(&addr) {
+        assert!(started.elapsed() < STEP, "proxy never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..50 {
+        let _ = http_get(&addr, "/nothing-here");
+    }
+    let health = http_get(&addr, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let asked = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(8),
+            "SIGTERM ignored with stderr a full pipe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(read);
+}
+
+fn http_get_ok(addr: &str) -> bool {
+    TcpStream::connect(addr).is_ok() && http_get(addr, "/health").starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn sigterm_works_when_stderr_is_piped_into_head() {
+    // The shape from the issue: `mcp-proxy ... 2>&1 | head -1`.
+    let dir = std::env::temp_dir().join(format!("mcp-proxy-head-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("pid");
+    let script = format!(
+        "{BIN} --port 0 -- {} 2>&1 & echo $! > {}; wait",
+        support::example("everything"),
+        pidfile.display()
+    );
+    let mut sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!("({script}) | head -1"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(sh.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .split("listening on http://")
+        .nth(1)
+        .expect("first line names the address")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // head has exited: the proxy's stderr is now a broken pipe. Make it log.
+    for _ in 0..20 {
+        let _ = http_get(&addr, "/nothing-here");
+    }
+    assert!(http_get(&addr, "/health").starts_with("HTTP/1.1 200"));
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    let asked = Instant::now();
+    while alive(pid as u32) {
+        assert!(
+            asked.elapsed() < Duration::from_secs(8),
+            "SIGTERM ignored with stderr a broken pipe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = sh.wait();
+}
+
+/// A raw HTTP/1.1 GET; the whole answer as text (empty if closed).
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+// ---- fault 15: a typo in the command fails at start ----
+
+#[test]
+fn a_command_that_cannot_run_exits_64_at_start_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("mcp-proxy-cmd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_exec = dir.join("server.js");
+    std::fs::write(&not_exec, "console.log(1)\n").unwrap();
+    for (command, want) in [
+        ("/nonexistent/server", "was not found"),
+        ("no-such-mcp-server-xyz", "not found on PATH"),
+        (not_exec.to_str().unwrap(), "not executable"),
+        (dir.to_str().unwrap(), "not executable"),
+    ] {
+        for mode in [&[][..], &["--shared"][..]] {
+            let mut args = vec!["--port", "0"];
+            args.extend_from_slice(mode);
+            args.extend(["--", command]);
+            let started = Instant::now();
+            let (code, _, err) = run(&args);
+            assert_eq!(code, 64, "{command} {mode:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+            assert!(err.contains(want) && err.contains(command), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+    }
+    // A name found on PATH, as exec would find it, is accepted.
+    let mut p = start(
+        &["--shared"],
+        &["sh", "-c", "exec \"$0\"", &support::example("everything")],
+    );
+    assert!(http_get(&p.addr(), "/ready").starts_with("HTTP/1.1 200"));
+    p.signal(Signal::SIGTERM);
+    p.wait_exit(Instant::now(), STEP);
+}
+
+// ---- fault 17: bad flags and closed pipes never panic ----
+
+#[test]
+fn absurd_flag_values_exit_64_with_one_line() {
+    for args in [
+        &[
+            "--session-idle-timeout",
+            "99999999999999999999h",
+            "--",
+            "sh",
+        ][..],
+        &["--keep-alive", "99999999999h", "--", "sh"][..],
+        &["--request-timeout", "1e400", "--", "sh"][..],
+        &["--max-queue", "99999999999999999999999", "--", "sh"][..],
+        &["--max-connections", "0", "--", "sh"][..],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn help_and_version_into_a_closed_pipe_do_not_panic() {
+    for arg in ["--help", "--version"] {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let out = Command::new(BIN)
+            .arg(arg)
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{arg}: {err}");
+        assert!(!err.contains("panicked"), "{arg}: {err}");
+    }
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("mcp-proxy {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+// ---- fault 9: connection limits before authentication ----
+
+#[tokio::test]
+async fn unfinished_headers_and_silent_connections_are_closed() {
+    let p = start(
+        &[
+            "--header-read-timeout",
+            "500ms",
+            "--api-key",
+            "0123456789abcdef-key",
+        ],
+        &[&support::example("everything")],
+    );
+    let mut silent = TcpStream::connect(p.addr()).unwrap();
+    let mut slow = TcpStream::connect(p.addr()).unwrap();
+    slow.write_all(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let started = Instant::now();
+    for s in [&mut silent, &mut slow] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        // EOF (or a reset) means the proxy closed it; a timeout would be the bug.
+        match s.read(&mut buf) {
+            Ok(n) => assert!(n == 0 || buf.starts_with(b"HTTP/1.1 408"), "{n}"),
+            Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "still open"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    p.wait_log("--header-read-timeout").await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let p = start(
+        &["--connection-idle-timeout", "1s", "--keep-alive", "300ms"],
+        &[&support::example("everything")],
+    );
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("connection not closed: {e}"),
+        }
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // An open SSE stream with keep-alives is not idle.
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let get = c
+        .http
+        .get(&c.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut stream = support::SseStream::new(get);
+    let r = tokio::time::timeout(Duration::from_millis(2500), stream.next()).await;
+    assert!(r.is_err(), "the GET stream ended while keep-alives flowed");
+    assert!(stream.comments > 0);
+    p.wait_log("--connection-idle-timeout").await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_before_authentication() {
+    let p = start(
+        &[
+            "--max-connections",
+            "2",
+            "--api-key",
+            "0123456789abcdef-key",
+        ],
+        &[&support::example("everything")],
+    );
+    let a = TcpStream::connect(p.addr()).unwrap();
+    let b = TcpStream::connect(p.addr()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(p.addr()).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = third.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "a connection over the cap was served");
+    drop((a, b));
+    assert!(
+        eventually(Duration::from_secs(5), || http_get(&p.addr(), "/health")
+            .starts_with("HTTP/1.1 200"))
+        .await
+    );
+    p.wait_log("--max-connections").await;
+}
+
+// ---- fault 16: one-shot clients do not hold a child for 30 minutes ----
+
+#[tokio::test]
+async fn one_shot_sessions_end_soon_and_interactive_ones_stay() {
+    let p = start(
+        &["--oneshot-idle-timeout", "1s"],
+        &[&support::example("everything")],
+    );
+    let url = format!("{}/mcp", p.base);
+    // Inspector CLI shape: initialize, initialized, one call, gone.
+    let mut one_shot = Client::new(&url);
+    one_shot.initialize("2025-11-25", json!({})).await;
+    let pid: u32 = text_of(&one_shot.call(json!(1), "pid", json!({})).await)
+        .parse()
+        .unwrap();
+    // An interactive client: several calls.
+    let mut busy = Client::new(&url);
+    busy.initialize("2025-11-25", json!({})).await;
+    for i in 1..4 {
+        busy.call(json!(i), "echo", json!({"message":"x"})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        eventually(Duration::from_secs(3), || !alive(pid)).await,
+        "the one-shot session's child is still running"
+    );
+    let r = one_shot
+        .post(&json!({"jsonrpc":"2.0","id":9,"method":"ping"}))
+        .await;
+    assert_eq!(r.status(), 404);
+    let r = busy
+        .post(&json!({"jsonrpc":"2.0","id":9,"method":"ping"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    p.wait_log("--oneshot-idle-timeout").await;
+}
+
+// ---- fault 19 and --replica-id: what the log and the ids say ----
+
+#[tokio::test]
+async fn session_ids_never_reach_the_log_and_carry_the_replica_tag() {
+    let p = start(&["--replica-id", "r7"], &[&support::example("everything")]);
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let id = c.session.clone().unwrap();
+    assert!(id.starts_with("r7."), "{id}");
+    let r = c.delete(&c.url).await;
+    assert!(r.status().is_success());
+    // The legacy transport's id travels in a URL.
+    let sse = reqwest::Client::new()
+        .get(format!("{}/sse", p.base))
+        .send()
+        .await
+        .unwrap();
+    let mut events = support::SseStream::new(sse);
+    let endpoint = events.next().await.unwrap().data;
+    let legacy_id = endpoint.split("sessionId=").nth(1).unwrap().to_string();
+    drop(events);
+    let mut logs = String::new();
+    assert!(
+        eventually(STEP, || {
+            logs.push_str(&p.logs());
+            logs.matches("session ended").count() >= 2
+        })
+        .await,
+        "{logs}"
+    );
+    let hex = id.trim_start_matches("r7.");
+    assert!(logs.contains("session created"), "{logs}");
+    assert!(!logs.contains(hex), "session id in the log:\n{logs}");
+    assert!(
+        !logs.contains(legacy_id.trim_start_matches("r7.")),
+        "legacy id in the log:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_child_flooding_stderr_is_rate_limited_with_a_count() {
+    let p = start(
+        &["--shared"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 3000 ]; do echo noise $i >&2; i=$((i+1)); done; sleep 1.5; echo flood-over >&2; exec \"$0\"",
+            &support::example("everything"),
+        ],
+    );
+    let mut logs = String::new();
+    assert!(
+        eventually(STEP, || {
+            logs.push_str(&p.logs());
+            logs.contains("flood-over")
+        })
+        .await,
+        "{logs}"
+    );
+    let noise = logs.matches("noise").count();
+    assert!(noise < 1000, "{noise} stderr lines logged of 3000");
+    assert!(logs.contains("dropped by the log rate limit"), "{logs}");
+}
+
+// ---- #11: healthcheck and PID 1 ----
+
+#[tokio::test]
+async fn healthcheck_probes_the_configured_port() {
+    let mut p = start(&[], &[&support::example("everything")]);
+    let port = p.addr().rsplit_once(':').unwrap().1.to_string();
+    let ok = output_within(Command::new(BIN).args([
+        "healthcheck",
+        "--url",
+        &format!("{}/health", p.base),
+    ]));
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let ok = output_within(
+        Command::new(BIN)
+            .arg("healthcheck")
+            .env("MCP_PROXY_PORT", &port),
+    );
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    p.signal(Signal::SIGTERM);
+    p.wait_exit(Instant::now(), STEP);
+    let down = output_within(
+        Command::new(BIN)
+            .arg("healthcheck")
+            .env("MCP_PROXY_PORT", &port),
+    );
+    assert_eq!(down.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&down.stderr).trim().lines().count(),
+        1
+    );
+}
+
+/// Pids of zombies whose parent is `ppid`.
+fn zombies_of(ppid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_string()))
+                .is_some_and(|r| {
+                    let f: Vec<&str> = r.split_whitespace().collect();
+                    f.len() > 1 && f[0] == "Z" && f[1] == ppid.to_string()
+                })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn as_pid_1_the_proxy_reaps_orphaned_grandchildren() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: `unshare --pid --fork --mount-proc` needs root and util-linux");
+        return;
+    }
+    // The child orphans two grandchildren (their subshells exit at once)
+    // that exit 300 and 400 ms later: re-parented to PID 1, the proxy, they
+    // must be reaped.
+    let mut p = start_wrapped(
+        &["unshare", "--pid", "--fork", "--mount-proc"],
+        &["--shared"],
+        &[
+            "sh",
+            "-c",
+            // The server runs beside sh (stdin handed on through fd 3: an
+            // async list's own stdin is /dev/null), so that sh can report
+            // a forwarded SIGUSR1.
+            "trap 'echo got-usr1 >&2' USR1; (sleep 0.3 &); (sleep 0.4 &); exec 3<&0; \"$0\" <&3 3<&- & wait; wait",
+            &support::example("everything"),
+        ],
+    );
+    let proxy = *children_of(p.child.id())
+        .first()
+        .expect("the proxy runs under unshare");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let zombies = zombies_of(proxy);
+    assert!(zombies.is_empty(), "zombies left under PID 1: {zombies:?}");
+    // Signals PID 1 has no use for go to the children.
+    kill(Pid::from_raw(proxy as i32), Signal::SIGUSR1).unwrap();
+    p.wait_log("got-usr1").await;
+    // SIGTERM still stops it.
+    kill(Pid::from_raw(proxy as i32), Signal::SIGTERM).unwrap();
+    let (code, _) = p.wait_exit(Instant::now(), STEP);
+    assert_eq!(code, 0, "{}", p.logs());
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_outlives_the_header_read_timeout() {
+    let p = start(
+        &["--header-read-timeout", "500ms"],
+        &[&support::example("everything")],
+    );
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    for _ in 0..2 {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "closed while idle");
+        // Idle between requests for longer than the header timeout.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+}
+
+// ---- no process-wide state between proxies in one process ----
+
+#[tokio::test]
+async fn two_proxies_in_one_process_count_their_own_children() {
+    let a = support::Proxy::start(&[]).await;
+    let b = support::Proxy::start(&[]).await;
+    let mut c = Client::new(&a.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    assert_eq!(a.health().await["children"], 1);
+    assert_eq!(b.health().await["children"], 0);
+    b.stop().await;
+    // Stopping B (and releasing its guard) leaves A's child alone.
+    let r = c.call(json!(1), "echo", json!({"message":"alive"})).await;
+    assert_eq!(text_of(&r), "alive");
+    a.stop().await;
+}

@@ -1,0 +1,532 @@
+//! The credential store: the embedded file and a real PostgreSQL server,
+//! sealing at rest, rotation under load, and the `secrets` subcommand.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
+
+const T: Duration = Duration::from_secs(10);
+
+fn ring(keys: &[&str]) -> KeyRing {
+    KeyRing::parse(&keys.join(",")).unwrap()
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let mut p = std::env::temp_dir();
+    let mut r = [0u8; 6];
+    getrandom::fill(&mut r).unwrap();
+    p.push(format!(
+        "mcp-store-{tag}-{}",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn embedded_store_sets_gets_lists_and_deletes() {
+    let dir = tempdir("basic");
+    let path = dir.join("secrets.db");
+    let key = StoreKey::generate_base64();
+    let store = Store::open(path.to_str().unwrap(), ring(&[&key]), T)
+        .await
+        .unwrap();
+    let alice = SecretRef::new("alice", "coda", "coda");
+    let bob = SecretRef::new("bob", "coda", "coda");
+    store
+        .set(&alice, &Secret::new(b"alice-token-7f3a9c".to_vec()))
+        .await
+        .unwrap();
+    store
+        .set(&bob, &Secret::new(b"bob-token-2b8e41".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&alice).await.unwrap().unwrap().expose(),
+        b"alice-token-7f3a9c"
+    );
+    // Replace.
+    store
+        .set(&alice, &Secret::new(b"alice-token-v2-0d1e".to_vec()))
+        .await
+        .unwrap();
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|(_, k)| k == store.key_ids()[0]));
+    // One round trip for a child: present and missing names.
+    let got = store
+        .get_for_child("alice", "coda", &["coda".into(), "other".into()])
+        .await
+        .unwrap();
+    assert_eq!(got[0].1.as_ref().unwrap().expose(), b"alice-token-v2-0d1e");
+    assert!(got[1].1.is_none());
+    assert!(store.delete(&bob).await.unwrap());
+    assert!(!store.delete(&bob).await.unwrap());
+    assert!(store.get(&bob).await.unwrap().is_none());
+
+    // At rest: the file is owner-only and holds no value in plain text.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    for v in [
+        "alice-token-7f3a9c",
+        "alice-token-v2-0d1e",
+        "bob-token-2b8e41",
+    ] {
+        assert!(!contains(&bytes, v.as_bytes()), "{v} in the store file");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_row_copied_to_another_principal_does_not_open() {
+    let dir = tempdir("move");
+    let path = dir.join("secrets.db");
+    let key = StoreKey::generate_base64();
+    let store = Store::open(path.to_str().unwrap(), ring(&[&key]), T)
+        .await
+        .unwrap();
+    store
+        .set(
+            &SecretRef::new("alice", "coda", "coda"),
+            &Secret::new(b"alice-secret".to_vec()),
+        )
+        .await
+        .unwrap();
+    // An attacker with write access to the file copies alice's row to mallory.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO secrets SELECT 'mallory', server, name, key_id, nonce, sealed, updated_at FROM secrets WHERE principal = 'alice'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = store
+        .get(&SecretRef::new("mallory", "coda", "coda"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not open"), "{err}");
+    assert!(!err.contains("alice-secret"));
+    // Alice's own row still opens.
+    assert!(
+        store
+            .get(&SecretRef::new("alice", "coda", "coda"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Readers keep getting every value while `rotate` re-seals under them.
+async fn rotation_under_load(location: &str) {
+    let (old, new) = (StoreKey::generate_base64(), StoreKey::generate_base64());
+    let before = Store::open(location, ring(&[&old]), T).await.unwrap();
+    for i in 0..40 {
+        before
+            .set(
+                &SecretRef::new(&format!("user{i}"), "coda", "coda"),
+                &Secret::new(format!("value-{i}").into_bytes()),
+            )
+            .await
+            .unwrap();
+    }
+    // Every proxy is given both keys (new first), then the rotation runs.
+    let during = Arc::new(Store::open(location, ring(&[&new, &old]), T).await.unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for r in 0..4 {
+        let (store, stop) = (during.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads < 40 {
+                let i = (reads as usize * 7 + r) % 40;
+                let got = store
+                    .get_for_child(&format!("user{i}"), "coda", &["coda".into()])
+                    .await
+                    .expect("reads never fail during a rotation");
+                assert_eq!(
+                    got[0].1.as_ref().expect("value present").expose(),
+                    format!("value-{i}").as_bytes()
+                );
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    // A write during the rotation lands under the new key and is kept.
+    let writer = {
+        let store = during.clone();
+        tokio::spawn(async move {
+            for i in 0..10 {
+                store
+                    .set(
+                        &SecretRef::new(&format!("user{i}"), "coda", "coda"),
+                        &Secret::new(format!("value-{i}").into_bytes()),
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let report = during.rotate().await.unwrap();
+    writer.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.unwrap() >= 40);
+    }
+    assert_eq!(report.resealed + report.raced + report.current, 40);
+    // Afterwards the new key alone opens everything; the old alone nothing.
+    let after = Store::open(location, ring(&[&new]), T).await.unwrap();
+    let listed = after.list().await.unwrap();
+    assert!(
+        listed.iter().all(|(_, k)| k == after.key_ids()[0]),
+        "{listed:?}"
+    );
+    for i in 0..40 {
+        let v = after
+            .get(&SecretRef::new(&format!("user{i}"), "coda", "coda"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.expose(), format!("value-{i}").as_bytes());
+    }
+    let old_only = Store::open(location, ring(&[&old]), T).await.unwrap();
+    assert!(
+        old_only
+            .get(&SecretRef::new("user0", "coda", "coda"))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_under_load_embedded() {
+    let dir = tempdir("rotate");
+    rotation_under_load(dir.join("s.db").to_str().unwrap()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ------------------------------------------------------------ PostgreSQL
+
+/// A throwaway PostgreSQL server in a temp dir on a loopback port, run as
+/// the `postgres` user when the tests run as root. `None` (with the reason
+/// printed) when no server binaries are installed, unless
+/// `MCP_PROXY_TEST_POSTGRES=required` (scripts/test.sh sets it after
+/// installing the Debian package).
+struct Postgres {
+    dir: std::path::PathBuf,
+    url: String,
+    child: std::process::Child,
+}
+
+impl Postgres {
+    fn start() -> Option<Postgres> {
+        let required = std::env::var("MCP_PROXY_TEST_POSTGRES").as_deref() == Ok("required");
+        let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .find(|p| p.join("initdb").exists())
+        });
+        let Some(bin) = bin else {
+            assert!(!required, "PostgreSQL is required but not installed");
+            eprintln!(
+                "skipped: PostgreSQL server binaries not found under /usr/lib/postgresql (scripts/test.sh installs them)"
+            );
+            return None;
+        };
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false);
+        let dir = tempdir("pg");
+        let data = dir.join("data");
+        let as_user = |prog: &str| -> Command {
+            if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
+                c
+            } else {
+                Command::new(bin.join(prog))
+            }
+        };
+        if root {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                assert!(!required, "cannot hand the temp dir to the postgres user");
+                eprintln!("skipped: cannot chown the temp dir to the postgres user");
+                return None;
+            }
+        }
+        let out = as_user("initdb")
+            .args(["-A", "trust", "-U", "mcp", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = as_user("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+            .arg(&dir)
+            .args(["-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("postgres://mcp@127.0.0.1:{port}/postgres");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ready = || {
+            Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        while !ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "postgres did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Postgres { dir, url, child })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT to the postmaster itself (runuser does not pass it on):
+        // PostgreSQL's fast shutdown.
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        } else {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_is_shared_by_two_proxies_and_rotates_under_load() {
+    let Some(pg) = Postgres::start() else { return };
+    let key = StoreKey::generate_base64();
+    // Two proxies open the same store at once: the migration runs once.
+    let (a, b) = tokio::join!(
+        Store::open(&pg.url, ring(&[&key]), T),
+        Store::open(&pg.url, ring(&[&key]), T)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let at = SecretRef::new("alice", "coda", "coda");
+    a.set(&at, &Secret::new(b"pg-alice-value".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get(&at).await.unwrap().unwrap().expose(),
+        b"pg-alice-value"
+    );
+    assert!(b.delete(&at).await.unwrap());
+    assert!(a.get(&at).await.unwrap().is_none());
+    // The table holds sealed bytes only.
+    a.set(&at, &Secret::new(b"pg-alice-value".to_vec()))
+        .await
+        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for row in client
+        .query("SELECT sealed, nonce FROM mcp_proxy_secrets", &[])
+        .await
+        .unwrap()
+    {
+        let sealed: Vec<u8> = row.get(0);
+        assert!(!contains(&sealed, b"pg-alice-value"));
+    }
+    drop((a, b));
+    // Rotation under load on the shared store.
+    client
+        .execute("DELETE FROM mcp_proxy_secrets", &[])
+        .await
+        .unwrap();
+    rotation_under_load(&pg.url).await;
+}
+
+#[tokio::test]
+async fn postgres_store_down_is_an_error_within_the_deadline() {
+    // Nothing listens on this port: the open fails fast with a message that
+    // hides the password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db");
+    let started = std::time::Instant::now();
+    let err = Store::open(
+        &url,
+        ring(&[&StoreKey::generate_base64()]),
+        Duration::from_secs(2),
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+// ------------------------------------------------------------ CLI
+
+fn cli(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"));
+    cmd.arg("secrets")
+        .args(args)
+        .env_remove("MCP_PROXY_STORE_KEY")
+        .env_remove("MCP_PROXY_STORE")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut si = child.stdin.take().unwrap();
+        si.write_all(stdin).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn secrets_subcommand_round_trip_with_value_from_stdin() {
+    let dir = tempdir("cli");
+    let db = dir.join("s.db");
+    let db = db.to_str().unwrap();
+    let key = StoreKey::generate_base64();
+    let env = [("MCP_PROXY_STORE_KEY", key.as_str())];
+    let (code, _, err) = cli(
+        &["--store", db, "set", "alice", "coda", "coda"],
+        &env,
+        b"cli-secret-value-93\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("cli-secret-value-93"), "{err}");
+    let (code, out, _) = cli(&["--store", db, "get", "alice", "coda", "coda"], &env, b"");
+    assert_eq!(code, 0);
+    assert_eq!(out, "cli-secret-value-93");
+    let (code, out, _) = cli(&["--store", db, "list"], &env, b"");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("alice\tcoda\tcoda\t"), "{out}");
+    assert!(!out.contains("cli-secret-value-93"));
+    // Rotation: new key first, old second.
+    let new = StoreKey::generate_base64();
+    let both = format!("{new},{key}");
+    let (code, _, err) = cli(
+        &["--store", db, "rotate-key"],
+        &[("MCP_PROXY_STORE_KEY", both.as_str())],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("re-sealed 1"), "{err}");
+    let (code, out, _) = cli(
+        &["--store", db, "get", "alice", "coda", "coda"],
+        &[("MCP_PROXY_STORE_KEY", new.as_str())],
+        b"",
+    );
+    assert_eq!((code, out.as_str()), (0, "cli-secret-value-93"));
+    let (code, _, _) = cli(
+        &["--store", db, "delete", "alice", "coda", "coda"],
+        &[("MCP_PROXY_STORE_KEY", new.as_str())],
+        b"",
+    );
+    assert_eq!(code, 0);
+    let (code, _, err) = cli(
+        &["--store", db, "get", "alice", "coda", "coda"],
+        &[("MCP_PROXY_STORE_KEY", new.as_str())],
+        b"",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no secret alice/coda/coda"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn secrets_bad_usage_is_one_line_and_exit_64() {
+    let key = StoreKey::generate_base64();
+    let env = [("MCP_PROXY_STORE_KEY", key.as_str())];
+    for (args, env, stdin) in [
+        (
+            vec!["--store", "/tmp/x.db", "set", "alice", "coda"],
+            &env[..],
+            &b"v"[..],
+        ),
+        (
+            vec!["--store", "/tmp/x.db", "frobnicate"],
+            &env[..],
+            &b""[..],
+        ),
+        // The value comes from stdin only.
+        (
+            vec![
+                "--store",
+                "/tmp/x.db",
+                "set",
+                "a",
+                "b",
+                "c",
+                "value-on-argv",
+            ],
+            &env[..],
+            &b""[..],
+        ),
+        (
+            vec!["--store", "/tmp/x.db", "set", "a", "b", "c"],
+            &env[..],
+            &b""[..],
+        ),
+        (vec!["set", "a", "b", "c"], &env[..], &b"v"[..]),
+        (vec!["--store", "/tmp/x.db", "list"], &[][..], &b""[..]),
+        (
+            vec!["--store", "/tmp/x.db", "list"],
+            &[("MCP_PROXY_STORE_KEY", "short")][..],
+            &b""[..],
+        ),
+    ] {
+        let (code, out, err) = cli(&args, env, stdin);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(out.is_empty());
+    }
+}

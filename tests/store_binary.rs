@@ -1,0 +1,278 @@
+//! The real binary with named servers: `check-config`, `--config` and a
+//! SIGHUP reload (a good file applies, a bad one is refused and the
+//! running servers stay).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::example;
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let mut r = [0u8; 6];
+    getrandom::fill(&mut r).unwrap();
+    let p = std::env::temp_dir().join(format!(
+        "mcp-bin-{tag}-{}",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn server(name: &str) -> String {
+    format!(
+        "[[server]]\nname = \"{name}\"\ncommand = [{:?}]\n",
+        example("everything")
+    )
+}
+
+#[test]
+fn check_config_accepts_the_issue_shape_and_refuses_mistakes_with_exit_64() {
+    let dir = tempdir("check");
+    let file = dir.join("p.toml");
+    let run = |text: &str, env: &[(&str, &str)]| {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .arg("check-config")
+            .arg(&file)
+            .env_remove("MCP_PROXY_STORE_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let key = mcp_sidecar::store::StoreKey::generate_base64();
+    let issue = "[store]\npath = \"/nonexistent/never-opened.db\"\n[[server]]\nname = \"coda\"\ncommand = [\"coda-mcp\", \"--read-only\"]\nmode = \"per-session\"\nenv = { CODA_LOG = \"info\", CODA_API_TOKEN = { secret = \"coda\" } }\n";
+    let (code, out, err) = run(issue, &[("MCP_PROXY_STORE_KEY", &key)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok, 1 server(s): coda"), "{out}");
+    // Nothing was started or created.
+    assert!(!std::path::Path::new("/nonexistent/never-opened.db").exists());
+    for (text, env, want) in [
+        (issue, &[][..], "MCP_PROXY_STORE_KEY"),
+        (
+            &*issue.replace("per-session", "shared"),
+            &[("MCP_PROXY_STORE_KEY", key.as_str())][..],
+            "per-user secrets",
+        ),
+        ("[[server]]\nname = \"x\"\n", &[][..], "command"),
+        ("nonsense = [", &[][..], "p.toml"),
+    ] {
+        let (code, out, err) = run(text, env);
+        assert_eq!(code, 64, "{text}: {err}");
+        assert!(out.is_empty());
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
+    let dir = tempdir("hup");
+    let file = dir.join("p.toml");
+    std::fs::write(&file, server("a")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?}"),
+            }
+        }
+    };
+    let line = wait_for("listening on http://127.0.0.1:");
+    let port: u16 = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    let status = |path: &str| -> u16 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(status("/servers/a/ready"), 200);
+    assert_eq!(status("/servers/b/ready"), 404);
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    std::fs::write(&file, format!("{}{}", server("a"), server("b"))).unwrap();
+    hup();
+    wait_for("configuration reloaded");
+    assert_eq!(status("/servers/b/ready"), 200);
+    // A bad file: refused with its reason, and both servers stay.
+    std::fs::write(&file, "[[server]]\nname = \"a\"\ncommand = []\n").unwrap();
+    hup();
+    let refused = wait_for("reload refused");
+    assert!(refused.contains("command is empty"), "{refused}");
+    assert_eq!(status("/servers/a/ready"), 200);
+    assert_eq!(status("/servers/b/ready"), 200);
+    // SIGTERM: a clean exit.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
+    let dir = tempdir("env");
+    let db = dir.join("s.db");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let key = mcp_sidecar::store::StoreKey::generate_base64();
+    let secret = "binary-secret-value-4471";
+    // The operator stores the value (stdin), as the README says.
+    let mut set = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(["secrets", "set", "anonymous", "dump", "tok"])
+        .env("MCP_PROXY_STORE", &db)
+        .env("MCP_PROXY_STORE_KEY", &key)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        set.stdin
+            .take()
+            .unwrap()
+            .write_all(secret.as_bytes())
+            .unwrap();
+    }
+    assert!(set.wait().unwrap().success());
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[server]]\nname = \"dump\"\ncommand = [\"sh\", \"-c\", \"env > \\\"$DUMP_DIR/$$.env\\\"; exec \\\"$0\\\"\", {:?}]\nenv = {{ DUMP_DIR = {dumps:?}, TOKEN = {{ secret = \"tok\" }} }}\n",
+            example("everything")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--port", "0", "--log-level", "trace"])
+        .env("MCP_PROXY_STORE", &db)
+        .env("MCP_PROXY_STORE_KEY", &key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let port: u16 = loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the proxy logs its address");
+        log.push(l.clone());
+        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
+            break rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap();
+        }
+    };
+    let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/dump/mcp"));
+    c.initialize("2025-11-25", serde_json::json!({})).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+        log.push(l);
+    }
+    let envs: Vec<String> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(envs.len(), 1);
+    assert!(envs[0].contains(&format!("TOKEN={secret}\n")));
+    assert!(!envs[0].contains("MCP_PROXY_"), "{}", envs[0]);
+    assert!(!envs[0].contains(&key));
+    let log = log.join("\n");
+    assert!(
+        !log.contains(secret) && !log.contains(&key),
+        "a secret in the log"
+    );
+    assert!(log.contains("read-for-child"), "no audit line");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,354 @@
+//! Named servers behind one proxy: isolation, reload under live sessions,
+//! and per-user credentials from the store at spawn.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mcp_sidecar::config::Args;
+use mcp_sidecar::config_file::{self, ServersConfig};
+use mcp_sidecar::servers::{self, ServerSet};
+use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
+use serde_json::{Value, json};
+use support::{Client, STEP, example, text_of};
+use tokio_util::sync::CancellationToken;
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let mut r = [0u8; 6];
+    getrandom::fill(&mut r).unwrap();
+    let p = std::env::temp_dir().join(format!(
+        "mcp-servers-{tag}-{}",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Loads `toml` as a --config file would be.
+fn load(dir: &std::path::Path, toml: &str) -> Result<ServersConfig, String> {
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, toml).unwrap();
+    let args = Args {
+        config: Some(path.to_string_lossy().into_owned()),
+        ..Args::default()
+    };
+    config_file::load(args, &|_| None).map_err(|e| e.to_string())
+}
+
+struct Running {
+    base: String,
+    set: Arc<ServerSet>,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(config: ServersConfig, store: Option<Arc<Store>>) -> Running {
+    let set = ServerSet::new(config, store).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let token = CancellationToken::new();
+    let task = tokio::spawn(servers::run(listener, set.clone(), token.clone()));
+    Running {
+        base,
+        set,
+        token,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .expect("the proxy stops in time")
+            .unwrap();
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = tokio::time::timeout(STEP, reqwest::get(format!("{}{path}", self.base)))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn client(&self, server: &str) -> Client {
+        Client::new(&format!("{}/servers/{server}/mcp", self.base))
+    }
+}
+
+async fn eventually_async<F, Fut>(mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + STEP;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn everything_toml(name: &str, extra: &str) -> String {
+    format!(
+        "[[server]]\nname = \"{name}\"\ncommand = [{:?}]\n{extra}\n",
+        example("everything")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_server_does_not_stop_another_from_serving() {
+    let dir = tempdir("crash");
+    let toml = format!(
+        "{}\n[[server]]\nname = \"crashy\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\nmode = \"shared\"\n[server.limits]\nrestart_max_backoff = \"200ms\"\nshutdown_grace = \"1s\"\n",
+        everything_toml("good", "")
+    );
+    let p = start(load(&dir, &toml).unwrap(), None).await;
+
+    // The crashing one answers its clients with errors while the other
+    // serves every request in between.
+    let crashy = p.client("crashy");
+    let mut c = p.client("good");
+    c.initialize("2025-11-25", json!({})).await;
+    for i in 0..5 {
+        let r = crashy
+            .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+            .await;
+        let text = r.text().await.unwrap();
+        assert!(text.contains("\"error\""), "{text}");
+        let r = c
+            .call(json!(i), "echo", json!({"message": "still here"}))
+            .await;
+        assert!(text_of(&r).contains("still here"), "{r}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, health) = p.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["servers"]["good"]["status"], "ok", "{health}");
+    assert_eq!(health["servers"]["good"]["sessions"], 1, "{health}");
+    assert_eq!(health["servers"]["crashy"]["mode"], "shared");
+    // Ready while any server is; each has its own probe.
+    assert_eq!(p.get("/ready").await.0, 200);
+    assert_eq!(p.get("/servers/good/ready").await.0, 200);
+    // Unknown servers and paths are 404 with a JSON-RPC body.
+    let (status, body) = p.get("/servers/nope/mcp").await;
+    assert_eq!(status, 404);
+    assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
+    assert_eq!(p.get("/mcp").await.0, 404);
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_changes_and_removes_servers_under_live_sessions() {
+    let dir = tempdir("reload");
+    let p = start(load(&dir, &everything_toml("a", "")).unwrap(), None).await;
+    let mut on_a = p.client("a");
+    on_a.initialize("2025-11-25", json!({})).await;
+
+    // Add b.
+    let two = format!("{}{}", everything_toml("a", ""), everything_toml("b", ""));
+    let report = p.set.reload(load(&dir, &two).unwrap()).unwrap();
+    assert_eq!(report.added, vec!["b"]);
+    assert!(report.changed.is_empty() && report.removed.is_empty());
+    let mut on_b = p.client("b");
+    on_b.initialize("2025-11-25", json!({})).await;
+    assert!(text_of(&on_b.call(json!(1), "echo", json!({"message": "b1"})).await).contains("b1"));
+    assert!(text_of(&on_a.call(json!(1), "echo", json!({"message": "a1"})).await).contains("a1"));
+
+    // Change b: the live session stays on the old child, new ones get the new settings.
+    let changed = format!(
+        "{}{}",
+        everything_toml("a", ""),
+        everything_toml("b", "env = { RELOADED = \"1\" }")
+    );
+    let report = p.set.reload(load(&dir, &changed).unwrap()).unwrap();
+    assert_eq!(report.changed, vec!["b"]);
+    assert!(text_of(&on_b.call(json!(2), "echo", json!({"message": "b2"})).await).contains("b2"));
+    let mut on_b2 = p.client("b");
+    on_b2.initialize("2025-11-25", json!({})).await;
+
+    // Remove a: its live session is served to the end, new ones get 404.
+    let report = p
+        .set
+        .reload(load(&dir, &everything_toml("b", "env = { RELOADED = \"1\" }")).unwrap())
+        .unwrap();
+    assert_eq!(report.removed, vec!["a"]);
+    assert!(text_of(&on_a.call(json!(2), "echo", json!({"message": "a2"})).await).contains("a2"));
+    let fresh = p.client("a");
+    let r = fresh
+        .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(p.set.names(), vec!["b"]);
+    let (_, health) = p.get("/health").await;
+    assert!(health["retiring"].as_u64().unwrap() >= 2, "{health}");
+
+    // When a's last session ends, the retired generation stops.
+    let url = format!("{}/servers/a/mcp", p.base);
+    assert!(on_a.delete(&url).await.status().is_success());
+    assert!(
+        eventually_async(|| async { p.get("/health").await.1["retiring"] == 1 }).await,
+        "a was not retired after its last session"
+    );
+    // A configuration with an error is refused and changes nothing.
+    assert!(load(&dir, "[[server]]\nname = \"b\"\n").is_err());
+    let no_store = everything_toml("b", "env = { T = { secret = \"t\" } }");
+    assert!(load(&dir, &no_store).is_err());
+    assert!(text_of(&on_b2.call(json!(3), "echo", json!({"message": "b3"})).await).contains("b3"));
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Captures every log line of this test binary (all levels).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let c = Captured::default();
+        let w = c.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .init();
+        c
+    })
+    .clone()
+}
+
+const K1: &str = "key-one-0123456789abcdef";
+const K2: &str = "key-two-0123456789abcdef";
+const K3: &str = "key-three-0123456789abcd";
+
+fn authed(url: &str, key: &str) -> Client {
+    let mut c = Client::new(url);
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {key}").parse().unwrap());
+    c.http = reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_principals_get_children_with_their_own_credentials_and_a_third_none() {
+    let logs = capture_logs();
+    let dir = tempdir("principals");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let db = dir.join("secrets.db");
+    let keys = || KeyRing::parse(&std::fs::read_to_string(dir.join("key")).unwrap()).unwrap();
+    std::fs::write(dir.join("key"), StoreKey::generate_base64()).unwrap();
+    let store = Arc::new(
+        Store::open(db.to_str().unwrap(), keys(), Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    // Principals are named by API key position until the authenticator names them.
+    for (who, value) in [("key-1", "alpha-cred-5521"), ("key-2", "bravo-cred-9034")] {
+        store
+            .set(
+                &SecretRef::new(who, "dump", "tok"),
+                &Secret::new(value.as_bytes().to_vec()),
+            )
+            .await
+            .unwrap();
+    }
+    // A child that writes its environment to a file, then serves.
+    let toml = format!(
+        r#"
+[auth]
+api_keys = ["{K1}", "{K2}", "{K3}"]
+[store]
+path = {db:?}
+[[server]]
+name = "dump"
+command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
+env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
+"#,
+        everything = example("everything"),
+    );
+    let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
+    let url = format!("{}/servers/dump/mcp", p.base);
+
+    let mut one = authed(&url, K1);
+    one.initialize("2025-11-25", json!({})).await;
+    let mut two = authed(&url, K2);
+    two.initialize("2025-11-25", json!({})).await;
+    assert!(text_of(&one.call(json!(1), "echo", json!({"message": "x"})).await).contains('x'));
+
+    // The third principal has no credential: a clear error, and no child.
+    let three = authed(&url, K3);
+    let r = three
+        .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("key-3") && msg.contains("tok") && msg.contains("UPSTREAM_TOKEN"),
+        "{msg}"
+    );
+
+    let envs: Vec<String> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(
+        envs.len(),
+        2,
+        "one child per principal with a credential, none for the third"
+    );
+    let with = |v: &str| {
+        envs.iter()
+            .filter(|e| e.contains(&format!("UPSTREAM_TOKEN={v}\n")))
+            .count()
+    };
+    assert_eq!(with("alpha-cred-5521"), 1);
+    assert_eq!(with("bravo-cred-9034"), 1);
+    assert!(
+        envs.iter()
+            .all(|e| !(e.contains("alpha-cred") && e.contains("bravo-cred")))
+    );
+    p.stop().await;
+
+    // Neither value is in any log line or in the store file; the reads were audited.
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    for v in ["alpha-cred-5521", "bravo-cred-9034"] {
+        assert!(!text.contains(v), "{v} in the logs");
+    }
+    assert!(
+        text.contains("read-for-child") && text.contains("key-1") && text.contains("missing"),
+        "no audit lines"
+    );
+    drop(store);
+    let file = std::fs::read(&db).unwrap();
+    for v in ["alpha-cred-5521", "bravo-cred-9034"] {
+        assert!(
+            !file.windows(v.len()).any(|w| w == v.as_bytes()),
+            "{v} in the store file"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
