@@ -11,7 +11,10 @@ use support::{Client, Proxy, STEP, SseStream, alive, eventually, text_of};
 const MODERN: &str = "2026-07-28";
 
 fn meta() -> Value {
-    json!({ "io.modelcontextprotocol/protocolVersion": MODERN })
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
 }
 
 /// A 2026-07-28 POST with the required headers derived from the body.

@@ -730,6 +730,15 @@ async fn healthcheck_probes_the_configured_port() {
     );
 }
 
+/// SIGKILLs a pid when dropped (a failed assertion must not leak it).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
+}
+
 /// Pids of zombies whose parent is `ppid`.
 fn zombies_of(ppid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -776,6 +785,8 @@ async fn as_pid_1_the_proxy_reaps_orphaned_grandchildren() {
     let proxy = *children_of(p.child.id())
         .first()
         .expect("the proxy runs under unshare");
+    // Killing `unshare` (Running's drop) would leave its PID 1 running.
+    let _inner = KillOnDrop(proxy);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let zombies = zombies_of(proxy);
     assert!(zombies.is_empty(), "zombies left under PID 1: {zombies:?}");

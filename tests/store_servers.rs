@@ -311,6 +311,35 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
         "{msg}"
     );
 
+    // 2026-07-28 clients would share one child: refused, and none started.
+    let r = tokio::time::timeout(
+        STEP,
+        one.http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/list")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#)
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.status(), 403, "{:?}", r.text().await);
+    // A 2024-11-05 client without a credential: its stream is refused before any spawn.
+    let r = tokio::time::timeout(
+        STEP,
+        three
+            .http
+            .get(format!("{}/servers/dump/sse", p.base))
+            .header("accept", "text/event-stream")
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.status(), 403);
     let envs: Vec<String> = std::fs::read_dir(&dumps)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

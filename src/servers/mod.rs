@@ -37,7 +37,8 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::config::{Config, Mode};
 use crate::config_file::{ServerSpec, ServersConfig};
 use crate::error::ProxyError;
-use crate::http::{App, json_response};
+use crate::http::App;
+use crate::http::response::json_response;
 use crate::sse::Body;
 use crate::store::{ChildSecrets, Store};
 
