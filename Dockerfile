@@ -18,7 +18,7 @@
 #   --build-arg BINARIES=build (default): compiled here, in the rust image,
 #     for x86_64-unknown-linux-musl.
 #   --build-arg BINARIES=host: taken from dist/ in the build context, built on
-#     the host with `cargo build --release --target x86_64-unknown-linux-musl`
+#     the host with `cargo build --profile image --target x86_64-unknown-linux-musl`
 #     (scripts/ship-test.sh does this; for machines that reach no image registry).
 #     dist/ holds mcp-proxy, coda-mcp, everything and ca-certificates.crt.
 #
@@ -44,10 +44,10 @@ COPY . .
 # they are not part of the image, so the binaries are copied out.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target x86_64-unknown-linux-musl \
+    cargo build --profile image --locked --target x86_64-unknown-linux-musl \
       --workspace --bins --example everything \
  && mkdir -p /dist \
- && cd target/x86_64-unknown-linux-musl/release \
+ && cd target/x86_64-unknown-linux-musl/image \
  && cp mcp-proxy coda-mcp examples/everything /dist/ \
  && cp /etc/ssl/certs/ca-certificates.crt /dist/
 

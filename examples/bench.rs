@@ -92,6 +92,12 @@ struct Args {
     /// directory for the proxy's stderr logs (default $TMPDIR/mcp-bench)
     #[argh(option)]
     log_dir: Option<PathBuf>,
+    /// no HTTP floor (a minimal hyper server answering echo itself) beside the proxy
+    #[argh(switch)]
+    no_floor: bool,
+    /// run as the HTTP floor server: print the port, serve until stdin closes
+    #[argh(switch)]
+    floor_server: bool,
 }
 
 impl Args {
@@ -102,6 +108,10 @@ impl Args {
 
 fn main() {
     let args: Args = argh::from_env();
+    if args.floor_server {
+        floor::serve();
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,6 +129,16 @@ async fn run(args: Args) -> Result<()> {
     if args.wants("direct") {
         direct(&args, &mut report).await?;
     }
+    let floor = if args.direct_only || args.no_floor {
+        None
+    } else {
+        let floor = floor::Floor::spawn().await?;
+        if args.wants("throughput") || args.wants("latency") {
+            eprintln!("bench: the HTTP floor (hyper, echo answered in-process)");
+            floor_section(&args, &floor, &mut report).await?;
+        }
+        Some(floor)
+    };
     if !args.direct_only {
         let log_dir = args
             .log_dir
@@ -129,6 +149,7 @@ async fn run(args: Args) -> Result<()> {
             args: &args,
             log_dir,
             spawned: 0,
+            floor: floor.as_ref().map(|f| f.addr),
         };
         let modes: &[bool] = match args.mode.as_str() {
             "both" => &[false, true],
@@ -372,6 +393,77 @@ impl StdioClient {
         drop(self.stdin);
         let _ = tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await;
     }
+}
+
+/// The HTTP floor alone: p50 at concurrency 1 (interleaved with the direct
+/// pipe), and throughput with CPU per call at 8 sessions × 8 in flight,
+/// measured exactly as the proxy is.
+async fn floor_section(args: &Args, floor: &floor::Floor, report: &mut Report) -> Result<()> {
+    let mut notes = Vec::new();
+    let mut single = McpHttp::open(floor.addr, &mut notes).await?;
+    let mut pool = Vec::new();
+    for _ in 0..THROUGHPUT_SESSIONS {
+        let session = McpHttp::open(floor.addr, &mut notes).await?;
+        for _ in 1..THROUGHPUT_CONNS_PER_SESSION {
+            pool.push(session.clone_session());
+        }
+        pool.push(session);
+    }
+    let mut direct = StdioClient::spawn(&args.server).await?;
+    for _ in 0..200 {
+        single.echo().await?;
+        let id = direct.id();
+        direct.call(&echo_body(id), id).await?;
+    }
+    for _ in 0..args.repeats {
+        if args.wants("latency") {
+            let mut over_http = Vec::with_capacity(args.latency_calls);
+            let mut over_pipe = Vec::with_capacity(args.latency_calls);
+            for _ in 0..args.latency_calls {
+                let id = direct.id();
+                let body = echo_body(id);
+                let start = Instant::now();
+                direct.call(&body, id).await?;
+                over_pipe.push(start.elapsed());
+                let start = Instant::now();
+                single.echo().await?;
+                over_http.push(start.elapsed());
+            }
+            over_http.sort();
+            over_pipe.sort();
+            let (f, d) = (quantile(&over_http, 0.5), quantile(&over_pipe, 0.5));
+            report.add("HTTP floor: echo p50 (concurrency 1)", "ms", ms(f));
+            report.add(
+                "HTTP floor: echo p50 + direct p50 (interleaved; the proxy's p50 target less 25 µs)",
+                "ms",
+                ms(f + d),
+            );
+        }
+        if args.wants("throughput") {
+            let cpu_before = cpu_seconds(floor.pid)?;
+            let (rate, calls, returned) =
+                throughput(pool, Duration::from_secs(args.duration_secs)).await?;
+            pool = returned;
+            let cpu = cpu_seconds(floor.pid)? - cpu_before;
+            report.add(
+                &format!(
+                    "HTTP floor: echo throughput ({THROUGHPUT_SESSIONS} sessions × {THROUGHPUT_CONNS_PER_SESSION} in flight)"
+                ),
+                "req/s",
+                rate,
+            );
+            report.add(
+                "HTTP floor: server CPU per call during the throughput run",
+                "µs",
+                cpu * 1e6 / calls as f64,
+            );
+        }
+    }
+    direct.close().await;
+    for note in notes {
+        report.note(format!("HTTP floor: {note}"));
+    }
+    Ok(())
 }
 
 async fn direct(args: &Args, report: &mut Report) -> Result<()> {
@@ -861,6 +953,8 @@ struct ProxyBench<'a> {
     args: &'a Args,
     log_dir: PathBuf,
     spawned: usize,
+    /// The HTTP floor server, called interleaved in the latency run.
+    floor: Option<SocketAddr>,
 }
 
 impl ProxyBench<'_> {
@@ -1121,7 +1215,17 @@ impl ProxyBench<'_> {
         let mut floor = Vec::with_capacity(calls);
         let mut health = Vec::with_capacity(calls);
         let mut http = HttpClient::new(single.http.addr);
+        let mut floor_http = match self.floor {
+            Some(addr) => Some(McpHttp::open(addr, &mut Vec::new()).await?),
+            None => None,
+        };
+        let mut floor_samples = Vec::with_capacity(calls);
         for _ in 0..calls {
+            if let Some(f) = floor_http.as_mut() {
+                let start = Instant::now();
+                f.echo().await?;
+                floor_samples.push(start.elapsed());
+            }
             // One HTTP round trip that never reaches the child.
             let start = Instant::now();
             let response = http.send("GET", "/health", &[], b"").await?;
@@ -1166,6 +1270,17 @@ impl ProxyBench<'_> {
                 "µs",
                 (p50.as_secs_f64() - direct_p50.as_secs_f64()) * 1e6,
             );
+            if !floor_samples.is_empty() {
+                floor_samples.sort();
+                let floor_p50 = quantile(&floor_samples, 0.5);
+                report.add(
+                    &format!(
+                        "proxy {mode}: echo p50 minus (HTTP floor p50 + direct p50), interleaved"
+                    ),
+                    "µs",
+                    (p50.as_secs_f64() - floor_p50.as_secs_f64() - direct_p50.as_secs_f64()) * 1e6,
+                );
+            }
         }
         Ok(())
     }
@@ -1325,4 +1440,173 @@ fn rss_mib(pid: u32) -> Result<f64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or("no VmRSS in /proc/<pid>/status")?;
     Ok(kib / 1024.0)
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP floor: the least any HTTP front-end of this echo can cost
+// ---------------------------------------------------------------------------
+
+/// A minimal hyper server (the same `auto` builder the proxy uses) that
+/// answers the bench's own requests itself: `initialize` with a session id,
+/// notifications with 202, `tools/call echo` with its result. No child, no
+/// routing, no SSE: what is left of the proxy's p50 and CPU per call after
+/// this floor and the direct pipe is the proxy's own work.
+mod floor {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::process::Stdio;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    use super::Result;
+
+    /// The floor server, a process of its own so that its CPU can be read.
+    pub struct Floor {
+        pub addr: SocketAddr,
+        pub pid: u32,
+        /// Killed when the bench drops it.
+        _child: Child,
+    }
+
+    impl Floor {
+        pub async fn spawn() -> Result<Floor> {
+            let exe = std::env::current_exe()?;
+            let mut child = Command::new(exe)
+                .arg("--floor-server")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?;
+            let pid = child.id().ok_or("floor server exited")?;
+            let stdout = child.stdout.take().ok_or("stdout piped")?;
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).await?;
+            let port: u16 = line.trim().parse()?;
+            Ok(Floor {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                pid,
+                _child: child,
+            })
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        method: Option<&'a str>,
+        #[serde(borrow)]
+        params: Option<&'a RawValue>,
+    }
+
+    #[derive(Deserialize)]
+    struct Call<'a> {
+        #[serde(borrow)]
+        arguments: Option<&'a RawValue>,
+    }
+
+    #[derive(Deserialize)]
+    struct Echo {
+        message: String,
+    }
+
+    fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+            return Ok(json(StatusCode::BAD_REQUEST, Vec::new()));
+        };
+        let Ok(env) = serde_json::from_slice::<Envelope<'_>>(&body) else {
+            return Ok(json(StatusCode::BAD_REQUEST, Vec::new()));
+        };
+        let Some(id) = env.id else {
+            return Ok(json(StatusCode::ACCEPTED, Vec::new()));
+        };
+        let id = id.get();
+        let out = match env.method {
+            Some("initialize") => {
+                let mut r = json(
+                    StatusCode::OK,
+                    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"protocolVersion":"{}","capabilities":{{"tools":{{}}}},"serverInfo":{{"name":"floor","version":"0"}}}}}}"#, super::PROTOCOL_VERSION).into_bytes(),
+                );
+                r.headers_mut().insert(
+                    "mcp-session-id",
+                    hyper::header::HeaderValue::from_static("floor"),
+                );
+                return Ok(r);
+            }
+            Some("tools/call") => {
+                let message = env
+                    .params
+                    .and_then(|p| serde_json::from_str::<Call<'_>>(p.get()).ok())
+                    .and_then(|c| c.arguments)
+                    .and_then(|a| serde_json::from_str::<Echo>(a.get()).ok())
+                    .map(|e| e.message)
+                    .unwrap_or_default();
+                let text = serde_json::to_string(&message).unwrap_or_default();
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":{text}}}],"isError":false}}}}"#
+                )
+            }
+            _ => format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#),
+        };
+        Ok(json(StatusCode::OK, out.into_bytes()))
+    }
+
+    /// Runs the floor server on a runtime like the proxy's (multi-threaded,
+    /// default worker count) until stdin closes.
+    pub fn serve() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("build tokio runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0");
+            println!("{}", listener.local_addr().expect("bound").port());
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // The bench holds our stdin: its end (the bench exited) ends us.
+            let (closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                let _ = closed_tx.send(());
+            });
+            tokio::pin!(stdin_closed);
+            loop {
+                let (stream, _) = tokio::select! {
+                    c = listener.accept() => match c {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    },
+                    _ = &mut stdin_closed => return,
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+    }
 }

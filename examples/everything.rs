@@ -21,6 +21,11 @@
 //! `--startup-delay-ms N`, `--fail-initialize`, `--silent-before-initialize`
 //! (leave requests that come before `initialize` unanswered, as a few
 //! servers do with a `server/discover` probe).
+//!
+//! Hidden `misbehave_*` tools (module `misbehave`, not in `tools/list`) make
+//! the child break the protocol on demand for the proxy's fault tests: raw
+//! lines on stdout, a line without end, stdout closed while running, stdin
+//! no longer read, a flood of notifications.
 
 #[path = "common/stdio.rs"]
 mod stdio;
@@ -272,6 +277,10 @@ async fn run(args: Args) {
     let mut lines = stdio::spawn_reader();
     while let Some(line) = lines.recv().await {
         server.on_line(&line).await;
+        if misbehave::stdin_abandoned() {
+            // `misbehave_stop_reading`: stdin fills up, as with a wedged server.
+            std::future::pending::<()>().await;
+        }
     }
     if stay_alive {
         eprintln!("everything: stdin closed; staying alive (--ignore-sigterm)");
@@ -290,6 +299,9 @@ impl Server {
     }
 
     async fn send(&self, out: Out) {
+        if misbehave::stdout_closed() {
+            return;
+        }
         // The writer only goes away when the process is exiting.
         let _ = self.out.send(out).await;
     }
@@ -704,6 +716,11 @@ impl Server {
                 });
                 return;
             }
+            name if name.starts_with("misbehave_") => {
+                let server = Arc::clone(self);
+                tokio::spawn(async move { misbehave::call(&server, id, params).await });
+                return;
+            }
             _ => rpc_error(-32602, format!("unknown tool: {name}")),
         };
         self.reply(&id, outcome).await;
@@ -1033,4 +1050,134 @@ fn now_rfc3339() -> String {
         rem % 3_600 / 60,
         rem % 60
     )
+}
+
+/// Protocol breakage on demand, for the proxy's fault tests. Each tool runs
+/// in a task of its own; none is listed in `tools/list`.
+///
+/// - `misbehave_emit {lines}`: writes each string as a raw stdout line
+///   (`$TOKEN` becomes the call's progress token, `$ID` its id, both as
+///   JSON), then answers `emitted`.
+/// - `misbehave_huge_line {bytes, newline_after_ms}`: writes `bytes` bytes
+///   with no newline, ends the line `newline_after_ms` later, then answers.
+/// - `misbehave_flood {count, bytes}`: `count` log notifications of about
+///   `bytes` bytes each, then the answer.
+/// - `misbehave_stop_reading {pings}`: answers `stopped`, writes `pings`
+///   ping requests, and never reads stdin again.
+/// - `misbehave_close_stdout`: closes stdout and keeps running, silent.
+mod misbehave {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::{Out, Server, ToolResult, ok};
+
+    static STDIN_ABANDONED: AtomicBool = AtomicBool::new(false);
+    static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+    pub fn stdin_abandoned() -> bool {
+        STDIN_ABANDONED.load(Ordering::SeqCst)
+    }
+
+    pub fn stdout_closed() -> bool {
+        STDOUT_CLOSED.load(Ordering::SeqCst)
+    }
+
+    fn arg_u64(params: &Value, key: &str, default: u64) -> u64 {
+        params
+            .pointer(&format!("/arguments/{key}"))
+            .and_then(Value::as_u64)
+            .unwrap_or(default)
+    }
+
+    pub async fn call(server: &Server, id: Value, params: Value) {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        match name {
+            "misbehave_emit" => {
+                let token = params
+                    .pointer("/_meta/progressToken")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "null".into());
+                let id_text = id.to_string();
+                let lines = params
+                    .pointer("/arguments/lines")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for line in lines.iter().filter_map(Value::as_str) {
+                    let mut bytes = line
+                        .replace("$TOKEN", &token)
+                        .replace("$ID", &id_text)
+                        .into_bytes();
+                    bytes.push(b'\n');
+                    server.send(Out::Line(bytes)).await;
+                }
+                server.reply(&id, ok(&ToolResult::text("emitted"))).await;
+            }
+            "misbehave_huge_line" => {
+                let bytes = arg_u64(&params, "bytes", 8 << 20) as usize;
+                let after = arg_u64(&params, "newline_after_ms", 1000);
+                server.send(Out::Line(vec![b'x'; bytes])).await;
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                server.send(Out::Line(b"\n".to_vec())).await;
+                server.reply(&id, ok(&ToolResult::text("line ended"))).await;
+            }
+            "misbehave_flood" => {
+                let count = arg_u64(&params, "count", 100);
+                let bytes = arg_u64(&params, "bytes", 1024) as usize;
+                let data = "f".repeat(bytes);
+                for n in 0..count {
+                    server
+                        .notify(
+                            "notifications/message",
+                            json!({ "level": "info", "data": { "n": n, "fill": data } }),
+                        )
+                        .await;
+                }
+                server.reply(&id, ok(&ToolResult::text("flooded"))).await;
+            }
+            "misbehave_stop_reading" => {
+                STDIN_ABANDONED.store(true, Ordering::SeqCst);
+                server.reply(&id, ok(&ToolResult::text("stopped"))).await;
+                for n in 0..arg_u64(&params, "pings", 0) {
+                    let ping =
+                        json!({ "jsonrpc": "2.0", "id": format!("ping-{n}"), "method": "ping" });
+                    server.send(super::stdio::line(&ping)).await;
+                }
+            }
+            "misbehave_close_stdout" => {
+                STDOUT_CLOSED.store(true, Ordering::SeqCst);
+                close_stdout_pipe();
+            }
+            other => {
+                let error = super::rpc_error(-32602, format!("unknown tool: {other}"));
+                server.reply(&id, error).await;
+            }
+        }
+    }
+
+    /// Closes every descriptor of this process that refers to the pipe on
+    /// fd 1 (the writer thread holds a dup of it), so the reader sees EOF.
+    fn close_stdout_pipe() {
+        let target = std::fs::read_link("/proc/self/fd/1").ok();
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        let fds: Vec<i32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        for fd in fds {
+            if std::fs::read_link(format!("/proc/self/fd/{fd}")).ok() == target && target.is_some()
+            {
+                // SAFETY: the descriptor is open (just listed) and refers to
+                // the stdout pipe, which nothing writes to any more
+                // (`STDOUT_CLOSED` is set); closing it is the point.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                let _ = owned.as_raw_fd();
+                drop(owned);
+            }
+        }
+    }
 }

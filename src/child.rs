@@ -596,6 +596,8 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr, per_second: u32) {
             Err(LineError::LineTooLong { len, limit, .. }) => {
                 info!(target: "mcp_sidecar::child::stderr", len, limit, "(a stderr line too long to log was skipped)");
             }
+            // Not enabled on this reader.
+            Err(LineError::OverCap { .. }) => {}
         }
     }
 }

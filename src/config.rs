@@ -15,7 +15,7 @@ use argh::FromArgs;
 
 use crate::auth::AuthConfig;
 use crate::child::ChildSpec;
-use crate::upstream::UpstreamProtocol;
+use crate::version::UpstreamProtocol;
 
 /// Default listen address: loopback, the spec's advice for local servers.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -48,6 +48,12 @@ pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Tasks whose owning session a shared child's multiplexer remembers.
 pub const DEFAULT_MAX_TASKS: usize = 10_000;
+/// Replay memory of every stream of the proxy together: with finished
+/// streams released once delivered, this bounds what slow or vanished
+/// clients can pin.
+pub const DEFAULT_REPLAY_TOTAL_BYTES: usize = 64 * 1024 * 1024;
+/// Messages in one JSON-RPC batch (2025-03-26 sessions and `--stateless`).
+pub const DEFAULT_MAX_BATCH: usize = 1024;
 /// Wait for the answer to the `server/discover` probe; a legacy server
 /// usually answers it with an error at once, a few stay silent.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -204,6 +210,12 @@ pub struct Args {
     /// tasks (2025-11-25) whose owning session a shared child remembers; the oldest is forgotten first (default 10000)
     #[argh(option)]
     pub max_tasks: Option<String>,
+    /// bytes of replay buffers of all streams together; past it, events are not kept for resumption (default 64M)
+    #[argh(option)]
+    pub replay_total_bytes: Option<String>,
+    /// messages in one JSON-RPC batch; a larger batch gets 400 (default 1024)
+    #[argh(option)]
+    pub max_batch: Option<String>,
     /// serve every session from one shared child (state is shared between users)
     #[argh(switch)]
     pub shared: bool,
@@ -332,6 +344,10 @@ pub struct Config {
     pub replay_bytes: usize,
     /// Task-ownership table cap of a shared child.
     pub max_tasks: usize,
+    /// Replay buffers of all streams together, in bytes.
+    pub replay_total_bytes: usize,
+    /// Messages per JSON-RPC batch.
+    pub max_batch: usize,
     /// Session/child mapping.
     pub mode: Mode,
     /// Exit when the shared child dies.
@@ -912,6 +928,14 @@ impl Config {
                 "a byte count",
             )?,
             max_tasks: count("max-tasks", &args.max_tasks, DEFAULT_MAX_TASKS, 1)?,
+            replay_total_bytes: r.parsed(
+                "replay-total-bytes",
+                &args.replay_total_bytes,
+                DEFAULT_REPLAY_TOTAL_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
+            max_batch: count("max-batch", &args.max_batch, DEFAULT_MAX_BATCH, 1)?,
             mode,
             exit_on_child_exit,
             restart_max_backoff: positive(

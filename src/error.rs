@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::auth::AuthError;
 use crate::jsonrpc::{self, FrameError, code};
 use crate::sse::{Body, full};
+use crate::upstream::UpstreamError;
 
 /// Everything a request can fail with before it reaches the child.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,10 @@ pub enum ProxyError {
         /// What we speak.
         supported: Vec<&'static str>,
     },
+    /// Well-formed, but its params lack what the revision requires (400
+    /// with -32602, e.g. a 2026-07-28 `_meta` without `clientCapabilities`).
+    #[error("{0}")]
+    InvalidParams(String),
     /// 2026-07-28: unknown method (404 with -32601).
     #[error("method not found: {0}")]
     MethodNotFound(String),
@@ -83,9 +88,10 @@ pub enum ProxyError {
     /// `--max-sessions` reached.
     #[error("too many sessions ({0} open, --max-sessions); try again later")]
     TooManySessions(usize),
-    /// The child could not be started or is down.
-    #[error("{0}")]
-    Upstream(String),
+    /// The child could not be started, is down, or failed the proxy's own
+    /// request (typed where it arose, in [`crate::upstream`]).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// The proxy is shutting down.
     #[error("the proxy is shutting down")]
     ShuttingDown,
@@ -103,9 +109,11 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            BadMessage(_) | InvalidRequest(_) | MissingSession | BadProtocolVersion(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            BadMessage(_)
+            | InvalidRequest(_)
+            | InvalidParams(_)
+            | MissingSession
+            | BadProtocolVersion(_) => StatusCode::BAD_REQUEST,
             HeaderMismatch(_) | UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -121,6 +129,10 @@ impl ProxyError {
             TooManySessionsForPrincipal(_) => StatusCode::TOO_MANY_REQUESTS,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             TooManySessions(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Upstream(UpstreamError::SessionEnded) => StatusCode::NOT_FOUND,
+            Upstream(UpstreamError::HandshakeTimeout(_) | UpstreamError::NotReading(_)) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -132,6 +144,7 @@ impl ProxyError {
             HeaderMismatch(_) => code::HEADER_MISMATCH,
             UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
             MethodNotFound(_) => code::METHOD_NOT_FOUND,
+            InvalidParams(_) => code::INVALID_PARAMS,
             SessionNotFound => -32001,
             Upstream(_) | TooManySessions(_) | ShuttingDown | StoreUnavailable(_) => {
                 code::SERVER_ERROR
@@ -221,6 +234,12 @@ mod tests {
             (ProxyError::MethodNotFound("x".into()), 404, -32601),
             (ProxyError::ForbiddenOrigin("x".into()), 403, -32600),
             (ProxyError::TooManySessions(3), 503, -32000),
+            (ProxyError::InvalidParams("x".into()), 400, -32602),
+            (
+                UpstreamError::ChildExited("gone".into()).into(),
+                502,
+                -32000,
+            ),
         ];
         for (err, status, code) in cases {
             let resp = err.into_response();

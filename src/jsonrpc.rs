@@ -285,20 +285,57 @@ impl Frame {
         self.splice(range.start..range.start + 1, &with)
     }
 
-    /// The same message with `params` replaced by `params` (raw JSON).
+    /// The same message with `params` replaced by `params` (raw JSON). A
+    /// message without params gets them added before its closing brace:
+    /// nothing is re-parsed, so no value in it can fail to round-trip.
     pub fn with_params(&self, params: &[u8]) -> Frame {
         match self.params.clone() {
             Some(range) => self.splice(range, params),
             None => {
-                // No params yet: rebuild the object with them added.
-                let mut v: serde_json::Value =
-                    serde_json::from_slice(&self.bytes).unwrap_or_default();
-                if let (Some(obj), Ok(p)) = (v.as_object_mut(), serde_json::from_slice(params)) {
-                    obj.insert("params".into(), p);
-                }
-                Frame::from_value(&v)
+                // Invariant: a parsed frame is a JSON object with at least
+                // one member (its `jsonrpc`, `id` or `method`), so it ends
+                // in `}` after optional whitespace.
+                let end = self
+                    .bytes
+                    .iter()
+                    .rposition(|b| *b == b'}')
+                    .expect("a frame is a JSON object");
+                let mut with = Vec::with_capacity(params.len() + 12);
+                with.extend_from_slice(b",\"params\":");
+                with.extend_from_slice(params);
+                let mut frame = self.splice(end..end, &with);
+                let start = end + with.len() - params.len();
+                frame.params = Some(start..start + params.len());
+                frame
             }
         }
+    }
+
+    /// The range of `params` in [`Frame::bytes`], if any.
+    pub fn params_range(&self) -> Option<Range<usize>> {
+        self.params.clone()
+    }
+
+    /// The byte range of `params.<path…>` in [`Frame::bytes`]: each step a
+    /// top-level member of an object. Keys are compared after JSON
+    /// unescaping, values are never built into trees (so `1e400` or deep
+    /// nesting inside them cannot fail), and a missing key or a non-object
+    /// level gives `None`.
+    pub fn locate_in_params(&self, path: &[&str]) -> Option<Range<usize>> {
+        let params = self.params.clone()?;
+        let inner = locate(&self.bytes[params.clone()], path)?;
+        Some(params.start + inner.start..params.start + inner.end)
+    }
+
+    /// Whether `params` has the top-level member `key`.
+    pub fn params_has(&self, key: &str) -> bool {
+        self.locate_in_params(&[key]).is_some()
+    }
+
+    /// The same message with the bytes at `range` (from
+    /// [`Frame::locate_in_params`]) replaced by `with` (raw JSON).
+    pub fn with_replaced(&self, range: Range<usize>, with: &[u8]) -> Frame {
+        self.splice(range, with)
     }
 
     fn splice(&self, range: Range<usize>, with: &[u8]) -> Frame {
@@ -308,10 +345,15 @@ impl Frame {
         out.extend_from_slice(&self.bytes[range.end..]);
         let delta = with.len() as isize - range.len() as isize;
         let shift = |r: Range<usize>| -> Range<usize> {
-            if r.start >= range.end {
-                (r.start as isize + delta) as usize..(r.end as isize + delta) as usize
-            } else if r == range {
+            let moved = |i: usize| (i as isize + delta) as usize;
+            let insertion_at_start = range.is_empty() && range.start == r.start;
+            if r == range {
                 r.start..r.start + with.len()
+            } else if r.start <= range.start && range.end <= r.end && !insertion_at_start {
+                // An edit inside this field (a member of params): it grows or shrinks.
+                r.start..moved(r.end)
+            } else if r.start >= range.end {
+                moved(r.start)..moved(r.end)
             } else {
                 r
             }
@@ -326,21 +368,26 @@ impl Frame {
         }
     }
 
-    /// The message as one stdio line: insignificant CR/LF (the only place
-    /// they can occur in valid JSON) become spaces, then a single LF.
+    /// The message as one stdio line (see [`as_line`]).
     pub fn to_line(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.bytes.len() + 1);
-        out.extend_from_slice(&self.bytes);
-        if memchr_crlf(&out) {
-            for b in out.iter_mut() {
-                if *b == b'\n' || *b == b'\r' {
-                    *b = b' ';
-                }
+        as_line(&self.bytes)
+    }
+}
+
+/// A message as one stdio line: insignificant CR/LF (the only place they
+/// can occur in valid JSON) become spaces, then a single LF.
+pub fn as_line(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(message.len() + 1);
+    out.extend_from_slice(message);
+    if memchr_crlf(&out) {
+        for b in out.iter_mut() {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
             }
         }
-        out.extend_from_slice(b"\n");
-        out.freeze()
     }
+    out.extend_from_slice(b"\n");
+    out.freeze()
 }
 
 fn memchr_crlf(bytes: &[u8]) -> bool {
@@ -348,6 +395,8 @@ fn memchr_crlf(bytes: &[u8]) -> bool {
 }
 
 /// A JSON-RPC error response for `id` (raw JSON; `None` omits the id).
+/// The id is copied byte for byte, never re-parsed, so any id a client
+/// could send (`1e400`, 30 digits) goes back exactly as it came.
 pub fn error_response(
     id: Option<&[u8]>,
     code: i64,
@@ -358,28 +407,119 @@ pub fn error_response(
     if let Some(data) = data {
         error["data"] = data;
     }
-    let mut v = serde_json::json!({ "jsonrpc": "2.0", "error": error });
-    if let Some(id) = id.and_then(|id| serde_json::from_slice::<serde_json::Value>(id).ok()) {
-        v["id"] = id;
+    // Invariant: a Value built here from strings and integers serializes.
+    let error = serde_json::to_vec(&error).expect("Value serializes");
+    match id {
+        Some(id) => envelope(id, "error", &error),
+        None => {
+            let mut out = Vec::with_capacity(error.len() + 28);
+            out.extend_from_slice(br#"{"jsonrpc":"2.0","error":"#);
+            out.extend_from_slice(&error);
+            out.push(b'}');
+            Bytes::from(out)
+        }
     }
-    raw_response(v, id)
 }
 
 /// A JSON-RPC success response for `id` (raw JSON) with `result`.
 pub fn result_response(id: &[u8], result: &serde_json::Value) -> Bytes {
-    let v = serde_json::json!({ "jsonrpc": "2.0", "id": 0, "result": result });
-    raw_response(v, Some(id))
+    // Invariant: a Value serializes (its numbers are finite by construction).
+    envelope(
+        id,
+        "result",
+        &serde_json::to_vec(result).expect("Value serializes"),
+    )
 }
 
-/// Serializes `v` and, where it has an id, puts the raw id text back so that
-/// its exact spelling survives (a serde_json number would reformat it).
-fn raw_response(v: serde_json::Value, id: Option<&[u8]>) -> Bytes {
-    let bytes = Bytes::from(serde_json::to_vec(&v).expect("Value serializes"));
-    match (id, v.get("id")) {
-        (Some(id), Some(_)) => Frame::parse(bytes, false)
-            .map(|f| f.with_id(id).bytes)
-            .unwrap_or_else(|_| Bytes::new()),
-        _ => bytes,
+/// `{"jsonrpc":"2.0","id":<id>,"<field>":<raw>}` from raw parts, without
+/// re-parsing any of them: the one builder of responses the proxy makes.
+pub fn envelope(id: &[u8], field: &str, raw: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(raw.len() + id.len() + 32);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id);
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(raw);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// The byte range of `path` (nested object members) inside the JSON object
+/// `json`; see [`Frame::locate_in_params`].
+pub fn locate(json: &[u8], path: &[&str]) -> Option<Range<usize>> {
+    let mut range = 0..json.len();
+    for key in path {
+        let level = &json[range.clone()];
+        let members: Vec<(std::borrow::Cow<'_, str>, &RawValue)> =
+            serde_json::from_slice::<Members<'_>>(level).ok()?.0;
+        // The last copy of a repeated key wins, as in every JSON parser the
+        // child is likely to use.
+        let (_, value) = members.iter().rev().find(|(k, _)| k == key)?;
+        let inner = range_of(level, value);
+        range = range.start + inner.start..range.start + inner.end;
+    }
+    Some(range)
+}
+
+/// An object's members in order, values left raw.
+struct Members<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) =
+                    map.next_entry::<std::borrow::Cow<'de, str>, &'de RawValue>()?
+                {
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A canonical form of a JSON-RPC id for matching: strings by their
+/// unescaped text, numbers by value (`1`, `1.0` and `1e0` are one id).
+/// `None` for anything that is not a string or a number.
+pub fn id_key(raw: &[u8]) -> Option<Box<[u8]>> {
+    match raw.first()? {
+        b'"' => {
+            if !raw.contains(&b'\\') {
+                return Some(raw.into());
+            }
+            let s: String = serde_json::from_slice(raw).ok()?;
+            let mut out = Vec::with_capacity(s.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+            Some(out.into())
+        }
+        b'-' | b'0'..=b'9' => {
+            if raw.iter().all(u8::is_ascii_digit) && (raw.len() == 1 || raw[0] != b'0') {
+                return Some(raw.into());
+            }
+            let text = std::str::from_utf8(raw).ok()?;
+            let n: f64 = text.parse().ok()?;
+            if n.is_finite() && n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+                Some(format!("{}", n as i64).into_bytes().into())
+            } else {
+                // Out of exact range: compare as written.
+                Some(raw.into())
+            }
+        }
+        _ => None,
     }
 }
 
@@ -444,6 +584,17 @@ pub enum LineError {
         /// bytes show it unambiguously (see [`edge_id`]).
         id: Option<u64>,
     },
+    /// The line being read has just passed the cap and has not ended yet:
+    /// reported at once, so that the request it answers can fail now
+    /// rather than when (or if) the line ends. The rest of the line is
+    /// skipped and `LineTooLong` follows when it ends.
+    #[error("a line passed the limit of {limit} bytes")]
+    OverCap {
+        /// The configured cap.
+        limit: usize,
+        /// The numeric id of the response it is, when its first bytes show it.
+        id: Option<u64>,
+    },
     /// Reading the pipe failed.
     #[error("reading the child's stdout failed: {0}")]
     Io(#[from] std::io::Error),
@@ -468,6 +619,9 @@ pub struct LineReader<R> {
     /// The first and the latest bytes of an over-long line, for its id.
     head: Vec<u8>,
     tail: Vec<u8>,
+    /// Report `OverCap` as soon as a line passes the cap (the child's
+    /// stdout: its request fails at once); off for logs.
+    report_over_cap: bool,
 }
 
 /// Bytes kept from each end of an over-long line.
@@ -516,7 +670,14 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             skipping: 0,
             head: Vec::new(),
             tail: Vec::new(),
+            report_over_cap: false,
         }
+    }
+
+    /// Reports [`LineError::OverCap`] when a line passes the cap, before it ends.
+    pub fn reporting_over_cap(mut self) -> Self {
+        self.report_over_cap = true;
+        self
     }
 
     /// Keeps the edges of the over-long line whose next `part` is dropped.
@@ -570,11 +731,18 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             self.scanned = self.buf.len();
             if self.skipping > 0 || self.buf.len() > self.max_line_bytes {
                 // Drop what there is of the over-long line and keep reading to its end.
+                let first = self.skipping == 0;
                 let part = self.buf.split();
                 self.keep_edges(&part);
                 self.skipping += part.len();
                 self.buf.clear();
                 self.scanned = 0;
+                if first && self.report_over_cap {
+                    return Err(LineError::OverCap {
+                        limit: self.max_line_bytes,
+                        id: edge_id(&self.head, b""),
+                    });
+                }
             }
             // Double for a long line so that its copies stay amortised.
             self.buf.reserve(READ_CHUNK.max(self.buf.len()));
@@ -801,6 +969,83 @@ mod tests {
         }
     }
 
+    /// The next line or error after any early `OverCap` report.
+    async fn next_skipping_over_cap<R: AsyncRead + Unpin>(
+        r: &mut LineReader<R>,
+    ) -> Result<Option<Bytes>, LineError> {
+        loop {
+            match r.next_line().await {
+                Err(LineError::OverCap { .. }) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_without_end_is_reported_as_soon_as_it_passes_the_cap() {
+        // 40 bytes of a response to id 9 and no newline yet: the reader
+        // says so before the line ends (a pipe that stalls here would
+        // otherwise hide it forever).
+        let input: &[u8] = br#"{"jsonrpc":"2.0","id":9,"result":"xxxxxxxxxxxxxxxx"#;
+        let mut r = LineReader::new(
+            Trickle {
+                data: input,
+                chunk: 8,
+            },
+            16,
+        )
+        .reporting_over_cap();
+        match r.next_line().await {
+            Err(LineError::OverCap { limit: 16, id }) => assert_eq!(id, Some(9)),
+            other => panic!("expected OverCap, got {other:?}"),
+        }
+        match r.next_line().await {
+            Err(LineError::LineTooLong { .. }) => {}
+            other => panic!("expected LineTooLong at EOF, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn params_are_edited_in_place_without_reparsing_values() {
+        let f = parse(r#"{"jsonrpc":"2.0","id":1e400,"method":"tools/list"}"#).unwrap();
+        let g = f.with_params(br#"{"_meta":{"a":1}}"#);
+        assert_eq!(
+            g.bytes().as_ref(),
+            br#"{"jsonrpc":"2.0","id":1e400,"method":"tools/list","params":{"_meta":{"a":1}}}"#
+        );
+        assert_eq!(g.params().unwrap(), br#"{"_meta":{"a":1}}"#);
+        assert_eq!(g.id().unwrap(), b"1e400");
+        let f = parse(
+            r#"{"jsonrpc":"2.0","id":2,"method":"x","params":{"n":1e400,"_meta":{"progress\u0054oken":"t"}},"z":0}"#,
+        )
+        .unwrap();
+        let at = f.locate_in_params(&["_meta", "progressToken"]).unwrap();
+        assert_eq!(&f.bytes()[at.clone()], br#""t""#);
+        let g = f.with_replaced(at, b"77");
+        assert_eq!(
+            g.params().unwrap(),
+            br#"{"n":1e400,"_meta":{"progress\u0054oken":77}}"#
+        );
+        assert!(f.params_has("n"));
+        assert!(!f.params_has("requestState"));
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","method":"m","params":{{"a":{}1{}}}}}"#,
+            "[".repeat(300),
+            "]".repeat(300)
+        );
+        let _ = Frame::parse(Bytes::from(deep), false).map(|f| f.params_has("a"));
+    }
+
+    #[test]
+    fn ids_match_by_value_not_spelling() {
+        assert_eq!(id_key(b"1"), id_key(b"1.0"));
+        assert_eq!(id_key(b"1"), id_key(b"1e0"));
+        assert_eq!(id_key(br#""s-1""#), id_key(br#""\u0073-1""#));
+        assert_ne!(id_key(b"1"), id_key(br#""1""#));
+        assert_eq!(id_key(b"1e400").as_deref(), Some(&b"1e400"[..]));
+        assert_eq!(id_key(b"null"), None);
+    }
+
     #[tokio::test]
     async fn line_reader_strips_cr_skips_blank_and_recovers_from_long_lines() {
         let input: &[u8] = b"one\r\n\n  \n0123456789abcdefXYZW\ntwo\nlast-no-newline";
@@ -808,7 +1053,7 @@ mod tests {
         for chunk in [input.len(), 1, 3, 7] {
             let mut r = LineReader::new(Trickle { data: input, chunk }, 16);
             assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"one");
-            match r.next_line().await {
+            match next_skipping_over_cap(&mut r).await {
                 Err(LineError::LineTooLong {
                     len: 20, limit: 16, ..
                 }) => {}
@@ -829,7 +1074,7 @@ mod tests {
         for chunk in [input.len(), 5] {
             let mut r = LineReader::new(Trickle { data: input, chunk }, 16);
             assert_eq!(r.next_line().await.unwrap().unwrap().len(), 16);
-            match r.next_line().await {
+            match next_skipping_over_cap(&mut r).await {
                 Err(LineError::LineTooLong {
                     len: 20, limit: 16, ..
                 }) => {}
@@ -876,7 +1121,7 @@ mod tests {
         for chunk in [input.len(), 1, 7, 64] {
             let mut r = LineReader::new(Trickle { data: input, chunk }, 100);
             for want in [31, 32] {
-                match r.next_line().await {
+                match next_skipping_over_cap(&mut r).await {
                     Err(LineError::LineTooLong { id, .. }) => {
                         assert_eq!(id, Some(want), "chunk {chunk}")
                     }

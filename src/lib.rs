@@ -49,6 +49,7 @@
 //!   the only I/O is reading `--env-file` and `--api-key-file` once.
 //! - [`config_file`]: `--config FILE` (TOML) and `--server NAME=COMMAND`:
 //!   named servers, each turned into the same [`config::Config`].
+//! - [`version`]: the protocol revisions and their eras, in one place.
 //! - [`proxy`]: `run(listener, config, shutdown)`, what `main` and the tests call.
 //! - [`servers`]: many named servers behind one listener at
 //!   `/servers/<name>/…`, each an ordinary [`http::App`]; health, readiness
@@ -78,3 +79,4 @@ pub mod shutdown;
 pub mod sse;
 pub mod store;
 pub mod upstream;
+pub mod version;

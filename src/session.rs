@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::audit::Audit;
 use crate::auth::Principal;
-use crate::sse::Outlet;
+use crate::sse::{Outlet, ReplayBudget};
 use crate::upstream::{Port, Upstream};
 
 /// Requests after `initialize` a session may make and still count as a
@@ -46,6 +46,8 @@ pub struct StreamLimits {
     pub replay_events: usize,
     /// Per-stream replay buffer, in bytes.
     pub replay_bytes: usize,
+    /// Replay memory of all streams of the proxy together.
+    pub budget: Arc<ReplayBudget>,
 }
 
 /// One client session.
@@ -60,6 +62,10 @@ pub struct Session {
     pub upstream: Arc<Upstream>,
     /// Negotiated protocol version (from the initialize result).
     protocol_version: Mutex<String>,
+    /// The version the client asked for in `initialize`, which some
+    /// clients keep sending in `MCP-Protocol-Version` when the server
+    /// answered an older one.
+    requested_version: Mutex<String>,
     limits: StreamLimits,
     streams: Mutex<VecDeque<Arc<Outlet>>>,
     next_stream: AtomicU64,
@@ -102,6 +108,7 @@ impl Session {
             port,
             upstream,
             protocol_version: Mutex::new(String::new()),
+            requested_version: Mutex::new(String::new()),
             limits,
             streams: Mutex::new(VecDeque::new()),
             next_stream: AtomicU64::new(1),
@@ -120,6 +127,17 @@ impl Session {
     /// Records the negotiated protocol version.
     pub fn set_protocol_version(&self, v: &str) {
         *lock(&self.protocol_version) = v.to_string();
+    }
+
+    /// Records the version the client asked for in `initialize`.
+    pub fn set_requested_version(&self, v: &str) {
+        *lock(&self.requested_version) = v.to_string();
+    }
+
+    /// Whether `MCP-Protocol-Version: v` fits this session: the negotiated
+    /// revision, or the one the client asked for.
+    pub fn accepts_version(&self, v: &str) -> bool {
+        v == *lock(&self.protocol_version) || v == *lock(&self.requested_version)
     }
 
     /// Marks the session as used now.
@@ -154,7 +172,11 @@ impl Session {
             self.limits.max_queue,
             self.limits.replay_events,
         );
-        let outlet = Arc::new(outlet.with_replay_bytes(self.limits.replay_bytes));
+        let outlet = Arc::new(
+            outlet
+                .with_replay_bytes(self.limits.replay_bytes)
+                .with_budget(self.limits.budget.clone()),
+        );
         if with_ids {
             let mut streams = lock(&self.streams);
             if streams.len() >= KEPT_STREAMS {
@@ -181,24 +203,35 @@ impl Session {
     /// on the same logical stream (no 409; transport.md §7.E).
     pub fn open_get_stream(&self) -> mpsc::Receiver<Bytes> {
         self.streamed.store(true, Ordering::Relaxed);
-        if let Some(existing) = self.port.notify_stream() {
-            return existing.reattach();
+        let mut fresh = None;
+        // Check and attach under one lock: two GETs at once share one
+        // stream, the later one replacing the earlier one's response.
+        let (outlet, existed) = self.port.notify_or_attach(|| {
+            let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+            let with_ids = self.limits.replay_events > 0;
+            let (outlet, rx) = Outlet::new(
+                id,
+                with_ids,
+                None,
+                self.limits.max_queue,
+                self.limits.replay_events,
+            );
+            fresh = Some(rx);
+            Arc::new(
+                outlet
+                    .with_replay_bytes(self.limits.replay_bytes)
+                    .with_budget(self.limits.budget.clone()),
+            )
+        });
+        match fresh {
+            Some(rx) if !existed => {
+                if self.limits.replay_events > 0 {
+                    lock(&self.streams).push_back(outlet);
+                }
+                rx
+            }
+            _ => outlet.reattach(),
         }
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let with_ids = self.limits.replay_events > 0;
-        let (outlet, rx) = Outlet::new(
-            id,
-            with_ids,
-            None,
-            self.limits.max_queue,
-            self.limits.replay_events,
-        );
-        let outlet = Arc::new(outlet.with_replay_bytes(self.limits.replay_bytes));
-        if with_ids {
-            lock(&self.streams).push_back(outlet.clone());
-        }
-        self.port.set_notify(Some(outlet));
-        rx
     }
 
     /// Resumes the stream an event id belongs to, replaying what followed it.

@@ -7,10 +7,20 @@
 //! (spec 2025-03-26+ `transports#resumability-and-redelivery`), and
 //! forwards each event to the live HTTP response if one is attached.
 //!
-//! Queue policy: the live response has a bounded queue. When it is full the
-//! consumer is too slow and is cut off (the response ends; the client may
-//! resume from the buffer). The producer, ultimately the child's stdout
-//! reader, never waits on a client.
+//! Queue policy: the live response has a bounded queue (`--max-queue`
+//! events for notifications, plus room reserved for every response the
+//! stream still owes). The producer, ultimately the child's stdout reader,
+//! never waits on a client. When notifications fill the queue the consumer
+//! is too slow: a stream with event ids cuts it off (it resumes from the
+//! replay buffer); a stream without them (legacy, `--stateless`,
+//! 2026-07-28, `--replay-events 0`) cannot resume, so it drops the
+//! notification instead and keeps the consumer, whose responses always have
+//! room: the client gets its response, never silence.
+//!
+//! Replay memory: a stream's buffer is released as soon as its last
+//! response was handed to a live consumer, and all buffers of the proxy
+//! together stay within one byte budget (`--replay-total-bytes`,
+//! [`ReplayBudget`]).
 //!
 //! Priming events (SEP-1699) go only to sessions that negotiated
 //! 2025-11-25 or later; older clients choke on an empty `data:`. Not done,
@@ -19,7 +29,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -141,6 +152,40 @@ pub fn empty() -> Body {
     http_body_util::Empty::new().boxed_unsync()
 }
 
+/// The bytes every replay buffer of one proxy may hold together.
+#[derive(Debug)]
+pub struct ReplayBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl ReplayBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<ReplayBudget> {
+        Arc::new(ReplayBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                (u + bytes <= self.limit).then_some(u + bytes)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 /// The sending side of one SSE stream, with its replay buffer.
 pub struct Outlet {
     /// Unique within the session; first half of every event id.
@@ -153,6 +198,8 @@ pub struct Outlet {
     replay: usize,
     /// Bytes kept for replay, all events together.
     replay_bytes: usize,
+    /// The proxy-wide cap on replay memory, if any.
+    budget: Option<Arc<ReplayBudget>>,
     inner: Mutex<OutletInner>,
 }
 
@@ -168,6 +215,8 @@ struct OutletInner {
     /// `None` for streams that live as long as their session.
     owed: Option<usize>,
     finished: bool,
+    /// Notifications dropped for a slow consumer of a stream without ids.
+    dropped: u64,
 }
 
 impl Outlet {
@@ -180,13 +229,14 @@ impl Outlet {
         max_queue: usize,
         replay: usize,
     ) -> (Outlet, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(max_queue.max(1));
+        let (tx, rx) = mpsc::channel(queue_capacity(max_queue, owed));
         let outlet = Outlet {
             stream_id,
             with_ids,
             max_queue,
             replay,
             replay_bytes: usize::MAX,
+            budget: None,
             inner: Mutex::new(OutletInner {
                 live: Some(tx),
                 buffer: VecDeque::new(),
@@ -194,6 +244,7 @@ impl Outlet {
                 next_seq: 0,
                 owed,
                 finished: false,
+                dropped: 0,
             }),
         };
         (outlet, rx)
@@ -206,6 +257,29 @@ impl Outlet {
     pub fn with_replay_bytes(mut self, bytes: usize) -> Outlet {
         self.replay_bytes = bytes;
         self
+    }
+
+    /// Charges the replay buffer to the proxy-wide `budget`: an event that
+    /// does not fit is not kept (and the gap shows, as with `replay_bytes`).
+    pub fn with_budget(mut self, budget: Arc<ReplayBudget>) -> Outlet {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Room kept in the live queue for responses: every one still owed, or
+    /// for streams that count none (GET, legacy) as much again as
+    /// `--max-queue`.
+    fn reserve(&self, inner: &OutletInner) -> usize {
+        inner.owed.unwrap_or(self.max_queue)
+    }
+
+    /// Empties the replay buffer and gives its bytes back.
+    fn release(&self, inner: &mut OutletInner) {
+        inner.buffer.clear();
+        if let Some(b) = &self.budget {
+            b.give(inner.buffered_bytes);
+        }
+        inner.buffered_bytes = 0;
     }
 
     /// This stream's id within its session.
@@ -227,7 +301,7 @@ impl Outlet {
     /// Sends a pre-encoded event (the legacy `endpoint` event) without an id.
     pub fn send_raw(&self, event: Bytes) {
         let mut inner = self.lock();
-        deliver(&mut inner, event, self.stream_id);
+        self.deliver(&mut inner, event, true);
     }
 
     fn push(&self, json: &[u8], is_response: bool) {
@@ -247,12 +321,17 @@ impl Outlet {
         if self.with_ids && self.replay > 0 {
             self.keep(&mut inner, seq, ev.clone());
         }
-        deliver(&mut inner, ev, self.stream_id);
+        let delivered = self.deliver(&mut inner, ev, is_response);
         if is_response && let Some(owed) = inner.owed.as_mut() {
             *owed = owed.saturating_sub(1);
             if *owed == 0 {
                 inner.finished = true;
                 inner.live = None;
+                if delivered {
+                    // The last response reached a live consumer: nothing
+                    // left to resume for, so the replay memory goes now.
+                    self.release(&mut inner);
+                }
             }
         }
     }
@@ -270,7 +349,7 @@ impl Outlet {
         if self.replay > 0 {
             self.keep(&mut inner, seq, ev.clone());
         }
-        deliver(&mut inner, ev, self.stream_id);
+        self.deliver(&mut inner, ev, true);
     }
 
     /// A response this stream owed will not come (its request was
@@ -298,16 +377,74 @@ impl Outlet {
             );
             // The gap must show: with the buffer starting after it,
             // resumptions from before it fail.
-            inner.buffer.clear();
-            inner.buffered_bytes = 0;
+            self.release(inner);
+            return;
+        }
+        if let Some(b) = &self.budget
+            && !b.take(ev.len())
+        {
+            warn!(
+                stream = self.stream_id,
+                bytes = ev.len(),
+                "replay memory of all streams is at --replay-total-bytes; an event is not kept for resumption"
+            );
+            self.release(inner);
             return;
         }
         inner.buffered_bytes += ev.len();
         inner.buffer.push_back((seq, ev));
         while inner.buffer.len() > self.replay || inner.buffered_bytes > self.replay_bytes {
             match inner.buffer.pop_front() {
-                Some((_, old)) => inner.buffered_bytes -= old.len(),
+                Some((_, old)) => {
+                    inner.buffered_bytes -= old.len();
+                    if let Some(b) = &self.budget {
+                        b.give(old.len());
+                    }
+                }
                 None => break,
+            }
+        }
+    }
+
+    /// Hands an event to the live consumer, if one is attached, following
+    /// the queue policy of this module; `true` when it was queued.
+    fn deliver(&self, inner: &mut OutletInner, ev: Bytes, must_arrive: bool) -> bool {
+        let reserve = self.reserve(inner);
+        let Some(tx) = &inner.live else {
+            return false;
+        };
+        if !must_arrive && tx.capacity() <= reserve {
+            if self.with_ids {
+                warn!(
+                    stream = self.stream_id,
+                    "sse client too slow: queue full, disconnecting it (it may resume with Last-Event-ID)"
+                );
+                inner.live = None;
+            } else {
+                inner.dropped += 1;
+                if inner.dropped == 1 || inner.dropped.is_power_of_two() {
+                    warn!(
+                        stream = self.stream_id,
+                        dropped = inner.dropped,
+                        "sse client too slow on a stream that cannot resume: notifications dropped, responses kept"
+                    );
+                }
+            }
+            return false;
+        }
+        match tx.try_send(ev) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(
+                    stream = self.stream_id,
+                    "sse client too slow: queue full, disconnecting it"
+                );
+                inner.live = None;
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                inner.live = None;
+                false
             }
         }
     }
@@ -345,7 +482,8 @@ impl Outlet {
             .filter(|(s, _)| *s > after)
             .map(|(_, e)| e.clone())
             .collect();
-        let (tx, rx) = mpsc::channel(self.max_queue.max(missed.len()).max(1));
+        let capacity = queue_capacity(self.max_queue, inner.owed).max(missed.len());
+        let (tx, rx) = mpsc::channel(capacity);
         for ev in missed {
             // Invariant: capacity covers every missed event.
             let _ = tx.try_send(ev);
@@ -356,7 +494,7 @@ impl Outlet {
 
     /// Replaces the live response with a fresh one (a new GET on the session).
     pub fn reattach(&self) -> mpsc::Receiver<Bytes> {
-        let (tx, rx) = mpsc::channel(self.max_queue.max(1));
+        let (tx, rx) = mpsc::channel(queue_capacity(self.max_queue, None));
         let mut inner = self.lock();
         if !inner.finished {
             inner.live = Some(tx);
@@ -370,20 +508,18 @@ impl Outlet {
     }
 }
 
-fn deliver(inner: &mut OutletInner, ev: Bytes, stream_id: u64) {
-    if let Some(tx) = &inner.live {
-        match tx.try_send(ev) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(
-                    stream = stream_id,
-                    "sse client too slow: queue full, disconnecting it (it may resume with Last-Event-ID)"
-                );
-                inner.live = None;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => inner.live = None,
+impl Drop for Outlet {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(self.lock().buffered_bytes);
         }
     }
+}
+
+/// The live queue: `--max-queue` for notifications plus the room reserved
+/// for responses (see [`Outlet::reserve`]).
+fn queue_capacity(max_queue: usize, owed: Option<usize>) -> usize {
+    max_queue.max(1) + owed.unwrap_or(max_queue)
 }
 
 /// Splits an event id made by an [`Outlet`] into (stream, sequence).

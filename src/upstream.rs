@@ -34,21 +34,25 @@
 //!
 //! Does not own: HTTP, session ids or eras (see [`crate::session`], [`crate::http`]).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
 use crate::jsonrpc::{self, Frame, Kind, LineError, Message, code};
 use crate::sse::Outlet;
+pub use crate::version::UpstreamProtocol;
+use crate::version::{LATEST_SESSION_VERSION, MODERN_VERSION, SESSION_VERSIONS};
 
 mod mrtr;
 mod tasks;
@@ -58,6 +62,36 @@ use tasks::TaskOwners;
 /// How long the proxy waits for the child's answer to its own requests
 /// (the shared child's re-initialization, subscription bookkeeping).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the handshake (`initialize`, the era probe and its fallback,
+/// all together) may take when `--request-timeout` is not set.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the supervisor waits, after the child's stdout closed, for the
+/// exit that usually comes with it (to report it) before stopping a child
+/// that keeps running without its stdout.
+const EXIT_AFTER_EOF: Duration = Duration::from_millis(500);
+
+/// How long a message may wait for room in the child's stdin queue when
+/// `--request-timeout` is not set. A child that stops reading its input
+/// fails the request after this instead of holding its handler forever.
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes the proxy makes from the child's own output (the answer to its
+/// `ping`, refusals of its requests, cancellations of expired requests) are
+/// queued without waiting, in tasks of their own; past this many in flight
+/// (a child that floods requests and reads nothing) further ones are
+/// dropped with a log line, so the reader of the child's stdout never
+/// waits on its stdin.
+const MAX_CONTROL_WRITES: usize = 1024;
+
+/// Parked 2026-07-28 calls (waiting for the client's retry) per child;
+/// past this, a further server-to-client request is refused at once.
+pub const MAX_PARKED: usize = 1024;
+
+/// The child's server-to-client requests waiting for a client's answer,
+/// per child; past this, further ones are refused at once.
+pub const MAX_SERVER_REQUESTS: usize = 1024;
 
 /// The first wait before restarting a crashed shared child; it doubles
 /// with every crash up to `--restart-max-backoff`.
@@ -87,6 +121,19 @@ pub enum UpstreamError {
         /// The raw `error` object.
         error: Bytes,
     },
+    /// The child did not take the message within the write deadline: it
+    /// stopped reading its input.
+    #[error("the MCP server did not read its input within {} ms", .0.as_millis())]
+    NotReading(Duration),
+    /// The session (port) was detached while the request was on its way.
+    #[error("the session ended")]
+    SessionEnded,
+    /// The client reused the id of one of its requests still in flight.
+    #[error("request id {0} is already in use by a request in flight")]
+    DuplicateId(String),
+    /// The handshake did not finish within its budget.
+    #[error("the MCP server did not answer initialize within {} ms", .0.as_millis())]
+    HandshakeTimeout(Duration),
     /// The child answered the proxy's own request with an error or not at all.
     #[error("the MCP server did not complete {method}: {reason}")]
     Internal {
@@ -182,13 +229,12 @@ pub struct Port {
     principal: Mutex<Option<Arc<str>>>,
 }
 
-static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
-
 impl Port {
-    /// A new port.
-    pub fn new(label: Arc<str>, kind: PortKind) -> Arc<Port> {
+    /// A new port; `key` must be unique among the ports of one proxy (see
+    /// [`PortKeys`]).
+    pub fn new(key: u64, label: Arc<str>, kind: PortKind) -> Arc<Port> {
         Arc::new(Port {
-            key: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
+            key,
             label,
             kind,
             notify: Mutex::new(None),
@@ -208,6 +254,21 @@ impl Port {
     /// Who this port is, for the task table.
     fn principal(&self) -> Option<Arc<str>> {
         lock(&self.principal).clone()
+    }
+
+    /// The stream for unrelated messages: the one attached, or a new one
+    /// from `make`, decided under one lock so that two concurrent GETs
+    /// cannot both attach a stream. `true` when it was already there.
+    pub fn notify_or_attach(&self, make: impl FnOnce() -> Arc<Outlet>) -> (Arc<Outlet>, bool) {
+        let mut notify = lock(&self.notify);
+        match notify.as_ref() {
+            Some(o) if !o.is_finished() => (o.clone(), true),
+            _ => {
+                let o = make();
+                *notify = Some(o.clone());
+                (o, false)
+            }
+        }
     }
 
     /// Sets (or replaces) the stream for unrelated messages; returns the old one.
@@ -274,6 +335,25 @@ impl Port {
     /// `filter` accepts reaches it, tagged with the subscription id.
     pub fn set_listen(&self, filter: ListenFilter) {
         *lock(&self.listen) = Some(filter);
+    }
+}
+
+/// Hands out port keys, unique within one proxy (it lives in the proxy's
+/// shared state, not in a static, so in-process proxies share nothing).
+#[derive(Debug)]
+pub struct PortKeys(AtomicU64);
+
+impl Default for PortKeys {
+    fn default() -> Self {
+        // 0 is the proxy's own requests.
+        PortKeys(AtomicU64::new(1))
+    }
+}
+
+impl PortKeys {
+    /// The next key.
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -372,6 +452,8 @@ struct Pending {
     /// A 2026-07-28 client's call to a 2025-era child that may answer the
     /// child's server-to-client request as `input_required`.
     parkable: bool,
+    /// When `--request-timeout` ends it (its key in `Routes::timers`).
+    deadline: Option<Instant>,
     reply: Reply,
 }
 
@@ -396,6 +478,8 @@ struct Retry {
 }
 
 struct ServerRequest {
+    /// The id as the child wrote it; the client's answer goes back with it.
+    raw_id: Box<[u8]>,
     port: u64,
     outlet: Option<Arc<Outlet>>,
     /// Set when the proxy itself asked (for a 2026-07-28 child's
@@ -406,8 +490,13 @@ struct ServerRequest {
 #[derive(Default)]
 struct Routes {
     pending: HashMap<u64, Pending>,
+    /// (port, the client's id in canonical form, [`jsonrpc::id_key`]) → proxy id.
     by_client: HashMap<(u64, Box<[u8]>), u64>,
+    /// The child's requests to clients, by canonical id.
     server_requests: HashMap<Box<[u8]>, ServerRequest>,
+    /// Request deadlines, soonest first: one timer task serves them all,
+    /// and an answered request leaves no timer behind.
+    timers: BTreeSet<(Instant, u64)>,
     ports: HashMap<u64, Arc<Port>>,
     subscriptions: HashMap<String, HashSet<u64>>,
     /// Requests in flight that belong to a client (not the proxy's own).
@@ -431,19 +520,6 @@ pub enum Health {
     Dead(String),
 }
 
-/// Which protocol generation the child speaks (`--upstream-protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamProtocol {
-    /// Find out: `initialize` first for a child of session-era clients, a
-    /// `server/discover` probe first for the child of 2026-07-28 clients,
-    /// the other when the first fails (see `Upstream::handshake`).
-    Auto,
-    /// A 2024-11-05 … 2025-11-25 server: `initialize` handshake.
-    Legacy,
-    /// A 2026-07-28 server: `server/discover`, per-request `_meta`.
-    Modern,
-}
-
 /// What children of this proxy's command refused, shared by every upstream
 /// of one proxy, so that later children skip a handshake that cannot work
 /// (the spec lets a client remember the era per server configuration, and
@@ -455,9 +531,6 @@ pub struct EraHints {
     /// A child refused the `server/discover` probe or did not answer it: 2025-era only.
     refuses_discover: AtomicBool,
 }
-
-/// The newest revision; what a modern child is spoken to in.
-pub const MODERN_VERSION: &str = "2026-07-28";
 
 /// What the multiplexer needs to know about its mode.
 #[derive(Debug, Clone)]
@@ -513,6 +586,18 @@ pub struct Upstream {
     cancel: CancellationToken,
     /// The exit that ended this upstream, for `--exit-on-child-exit`.
     final_exit: watch::Sender<Option<Exit>>,
+    /// Every task this upstream starts (supervisor, reader, timers, the
+    /// proxy's own writes and requests); [`Upstream::stop`] waits for them.
+    tasks: TaskTracker,
+    /// Control writes queued and not yet taken by the child.
+    control_writes: Arc<AtomicUsize>,
+    /// Set when a write timed out (the child stopped reading): later
+    /// writes then take room if there is some and otherwise fail at once,
+    /// instead of each waiting the whole deadline; cleared by the next
+    /// write that goes through.
+    stdin_stalled: AtomicBool,
+    /// Wakes the timer task when a sooner deadline is added.
+    timer_wake: Arc<Notify>,
 }
 
 impl Upstream {
@@ -524,6 +609,7 @@ impl Upstream {
         cancel: CancellationToken,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         let (child, reader) = ChildHandle::spawn(&spec, label)?;
+        let reader = reader.reporting_over_cap();
         let protocol = opts.protocol;
         let routes = Routes {
             tasks: TaskOwners::new(opts.max_tasks),
@@ -540,12 +626,116 @@ impl Upstream {
             init: tokio::sync::Mutex::new(None),
             era: Mutex::new(protocol),
             initialized_sent: AtomicBool::new(false),
-            cancel,
+            cancel: cancel.clone(),
             final_exit: watch::Sender::new(None),
+            tasks: TaskTracker::new(),
+            control_writes: Arc::default(),
+            stdin_stalled: AtomicBool::new(false),
+            timer_wake: Arc::default(),
         });
         let span = info_span!("upstream", session = %label, pid = child.pid());
-        tokio::spawn(Upstream::supervise(Arc::downgrade(&up), child, reader).instrument(span));
+        up.tasks.spawn(
+            Upstream::supervise(Arc::downgrade(&up), child, reader).instrument(span.clone()),
+        );
+        up.tasks
+            .spawn(Upstream::run_timers(Arc::downgrade(&up), cancel).instrument(span));
         Ok(up)
+    }
+
+    /// The one timer of this upstream: ends requests whose
+    /// `--request-timeout` passed. Deadlines live in `Routes::timers`, so
+    /// an answered request leaves nothing behind.
+    async fn run_timers(this: Weak<Upstream>, cancel: CancellationToken) {
+        loop {
+            let Some(up) = this.upgrade() else { return };
+            let now = Instant::now();
+            let (due, next) = {
+                let mut r = lock(&up.routes);
+                let mut due = Vec::new();
+                while let Some(&(at, id)) = r.timers.first() {
+                    if at > now {
+                        break;
+                    }
+                    r.timers.pop_first();
+                    due.push(id);
+                }
+                (due, r.timers.first().map(|(at, _)| *at))
+            };
+            for id in due {
+                up.expire(id);
+            }
+            let wake = up.timer_wake.clone();
+            drop(up);
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = wake.notified() => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// How long a message may wait for room in the child's stdin queue.
+    fn write_timeout(&self) -> Duration {
+        self.opts.request_timeout.unwrap_or(DEFAULT_WRITE_TIMEOUT)
+    }
+
+    /// Queues one line for the child within the write deadline (no wait at
+    /// all while the child is known to be stalled).
+    async fn send_line(&self, child: &ChildHandle, line: Bytes) -> Result<(), UpstreamError> {
+        let stalled = self.stdin_stalled.load(Ordering::Relaxed);
+        let wait = if stalled {
+            Duration::ZERO
+        } else {
+            self.write_timeout()
+        };
+        // A zero timeout still polls the send once: room is taken if there is some.
+        match tokio::time::timeout(wait, child.send(line)).await {
+            Ok(Ok(())) => {
+                if stalled {
+                    self.stdin_stalled.store(false, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => Err(UpstreamError::ChildExited("stdin closed".into())),
+            Err(_) => {
+                if !stalled {
+                    warn!(
+                        wait_ms = wait.as_millis() as u64,
+                        "the MCP server is not reading its input; messages to it fail until it does"
+                    );
+                    self.stdin_stalled.store(true, Ordering::Relaxed);
+                }
+                Err(UpstreamError::NotReading(self.write_timeout()))
+            }
+        }
+    }
+
+    /// Queues a message of the proxy's own for the child without waiting
+    /// (see [`MAX_CONTROL_WRITES`]): what the reader of the child's output
+    /// writes back, and cancellations.
+    fn write_control(&self, message: &[u8]) {
+        let Ok(child) = self.child() else { return };
+        if self.control_writes.fetch_add(1, Ordering::Relaxed) >= MAX_CONTROL_WRITES {
+            self.control_writes.fetch_sub(1, Ordering::Relaxed);
+            warn!(
+                "the MCP server is not reading its input; a message of the proxy's own was dropped"
+            );
+            return;
+        }
+        let line = jsonrpc::as_line(message);
+        let counter = self.control_writes.clone();
+        let wait = self.write_timeout();
+        trace!(message = %String::from_utf8_lossy(message), "to child");
+        self.tasks.spawn(async move {
+            let _ = tokio::time::timeout(wait, child.send(line)).await;
+            counter.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Whether several sessions share this child.
@@ -597,7 +787,10 @@ impl Upstream {
                 .collect();
             for id in mine {
                 if let Some(p) = r.pending.remove(&id) {
-                    r.by_client.remove(&(p.port, p.client_id));
+                    r.by_client.remove(&client_key(p.port, &p.client_id));
+                    if let Some(at) = p.deadline {
+                        r.timers.remove(&(at, id));
+                    }
                     r.client_pending -= 1;
                 }
             }
@@ -638,12 +831,12 @@ impl Upstream {
         }
     }
 
+    /// Queues a message for the child, waiting at most the write deadline
+    /// for room (a child that stops reading fails the caller, never holds it).
     async fn write(&self, frame: &Frame) -> Result<(), UpstreamError> {
         trace!(message = %String::from_utf8_lossy(frame.bytes()), "to child");
-        self.child()?
-            .send(frame.to_line())
-            .await
-            .map_err(|_| UpstreamError::ChildExited("stdin closed".into()))
+        let child = self.child()?;
+        self.send_line(&child, frame.to_line()).await
     }
 
     /// Passes a client request to the child. The response, and whatever
@@ -660,7 +853,7 @@ impl Upstream {
         if port.kind == PortKind::Modern
             && self.era() != UpstreamProtocol::Modern
             && mrtr::may_ask(Some(method))
-            && frame.params().is_some_and(|p| contains(p, b"requestState"))
+            && frame.params_has("requestState")
         {
             return self.resume(port, &frame, client_id, reply).await;
         }
@@ -669,7 +862,11 @@ impl Upstream {
                 if let Some(p) = frame.params_value() {
                     port.set_client(&p);
                 }
-                return self.initialize(&frame, &client_id, reply).await;
+                let budget = self
+                    .opts
+                    .request_timeout
+                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+                return self.initialize(&frame, &client_id, reply, budget).await;
             }
             "ping" | "logging/setLevel" if self.era() == UpstreamProtocol::Modern => {
                 // Gone in 2026-07-28: the proxy answers for the child (a log
@@ -789,7 +986,7 @@ impl Upstream {
         let tasks = match frame.method() {
             _ if !self.opts.shared => TaskAnswer::None,
             Some("tasks/list") => TaskAnswer::List,
-            _ if frame.params().is_some_and(|p| contains(p, br#""task""#)) => TaskAnswer::Create,
+            _ if frame.params_has("task") => TaskAnswer::Create,
             _ => TaskAnswer::None,
         };
         // A session-era client cannot take `input_required`: the proxy asks
@@ -816,6 +1013,7 @@ impl Upstream {
             parkable,
             client_id,
             token: None,
+            deadline: None,
             reply,
         };
         self.send_pending(frame, pending).await
@@ -849,35 +1047,72 @@ impl Upstream {
         let (frame, token) = rewrite_progress_token(frame, id);
         pending.token = token;
         let frame = frame.with_id(id.to_string().as_bytes());
-        {
+        let mut holder = Some(pending);
+        let refused = {
             let mut r = lock(&self.routes);
-            // A reused id replaces the older mapping; the older request still completes by its own id.
-            r.by_client
-                .insert((pending.port, pending.client_id.clone()), id);
-            r.pending.insert(id, pending);
-            r.client_pending += 1;
-        }
-        if let Some(timeout) = self.opts.request_timeout {
-            let up = Arc::downgrade(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                if let Some(up) = up.upgrade() {
-                    up.expire(id, timeout).await;
+            // Invariant: `holder` is full until the insertion below.
+            let pending = holder.as_mut().expect("pending not yet stored");
+            let key = client_key(pending.port, &pending.client_id);
+            if pending.port != 0 && !r.ports.contains_key(&pending.port) {
+                // The session was detached (DELETE, idle expiry) while this
+                // request was on its way: nothing would ever remove it.
+                Some(UpstreamError::SessionEnded)
+            } else if pending.port != 0 && r.by_client.contains_key(&key) {
+                Some(UpstreamError::DuplicateId(
+                    String::from_utf8_lossy(&pending.client_id).into_owned(),
+                ))
+            } else {
+                if let Some(t) = self.opts.request_timeout {
+                    let at = Instant::now() + t;
+                    pending.deadline = Some(at);
+                    let sooner = r.timers.first().is_none_or(|(first, _)| at < *first);
+                    r.timers.insert((at, id));
+                    if sooner {
+                        self.timer_wake.notify_one();
+                    }
                 }
-            });
+                if pending.port != 0 {
+                    r.by_client.insert(key, id);
+                    r.client_pending += 1;
+                }
+                let pending = holder.take().expect("pending not yet stored");
+                r.pending.insert(id, pending);
+                None
+            }
+        };
+        if let Some(e) = refused {
+            let pending = holder.expect("a refused request was not stored");
+            let code = match e {
+                UpstreamError::DuplicateId(_) => code::INVALID_REQUEST,
+                _ => code::SERVER_ERROR,
+            };
+            pending.reply.respond(&jsonrpc::error_response(
+                Some(&pending.client_id),
+                code,
+                &e.to_string(),
+                None,
+            ));
+            return Err(e);
         }
         trace!(message = %String::from_utf8_lossy(frame.bytes()), "to child");
-        if child.send(frame.to_line()).await.is_err() {
-            self.fail_pending(id, "the MCP server process exited");
-            return Err(UpstreamError::ChildExited("stdin closed".into()));
+        match self.send_line(&child, frame.to_line()).await {
+            Ok(()) => Ok(()),
+            Err(UpstreamError::ChildExited(why)) => {
+                self.fail_pending(id, "the MCP server process exited");
+                Err(UpstreamError::ChildExited(why))
+            }
+            Err(e) => {
+                self.fail_pending(id, &e.to_string());
+                Err(e)
+            }
         }
-        Ok(())
     }
 
-    async fn expire(&self, id: u64, timeout: Duration) {
+    fn expire(&self, id: u64) {
         let Some(p) = self.take_pending(id) else {
             return;
         };
+        let timeout = self.opts.request_timeout.unwrap_or_default();
         warn!(
             request = id,
             timeout_ms = timeout.as_millis() as u64,
@@ -890,15 +1125,20 @@ impl Upstream {
             &msg,
             None,
         ));
-        let cancel = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": id, "reason": msg } });
-        let _ = self.write(&Frame::from_value(&cancel)).await;
+        self.write_control(&cancelled_notification(id, &msg));
     }
 
     fn take_pending(&self, id: u64) -> Option<Pending> {
         let mut r = lock(&self.routes);
         let p = r.pending.remove(&id)?;
-        r.by_client.remove(&(p.port, p.client_id.clone()));
+        if let Some(at) = p.deadline {
+            r.timers.remove(&(at, id));
+        }
         if p.port != 0 {
+            let key = client_key(p.port, &p.client_id);
+            if r.by_client.get(&key) == Some(&id) {
+                r.by_client.remove(&key);
+            }
             r.client_pending -= 1;
         }
         Some(p)
@@ -930,22 +1170,45 @@ impl Upstream {
         frame: &Frame,
         client_id: &[u8],
         reply: Reply,
+        budget: Duration,
     ) -> Result<(), UpstreamError> {
-        let mut init = self.init.lock().await;
+        // The whole handshake, waiting for another session's handshake in
+        // progress included, fits in the caller's budget.
+        let deadline = Instant::now() + budget;
+        let init = tokio::time::timeout_at(deadline, self.init.lock()).await;
+        let mut init = match init {
+            Ok(guard) => guard,
+            Err(_) => {
+                let e = UpstreamError::HandshakeTimeout(budget);
+                reply.respond(&jsonrpc::error_response(
+                    Some(client_id),
+                    code::SERVER_ERROR,
+                    &e.to_string(),
+                    None,
+                ));
+                return Err(e);
+            }
+        };
         if init.is_none() {
             let params = Bytes::copy_from_slice(frame.params().unwrap_or(b"{}"));
-            match self.handshake(&params).await {
+            let outcome =
+                match tokio::time::timeout_at(deadline, self.handshake(&params, deadline)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(UpstreamError::HandshakeTimeout(budget)),
+                };
+            match outcome {
                 Ok(cache) => *init = Some(cache),
                 Err(e) => {
                     let out = match &e {
-                        UpstreamError::Rpc { error, .. } => rpc_envelope(client_id, "error", error),
+                        UpstreamError::Rpc { error, .. } => {
+                            jsonrpc::envelope(client_id, "error", error)
+                        }
                         other => jsonrpc::error_response(
                             Some(client_id),
                             code::SERVER_ERROR,
                             &other.to_string(),
                             None,
-                        )
-                        .to_vec(),
+                        ),
                     };
                     reply.respond(&out);
                     return Err(e);
@@ -969,7 +1232,7 @@ impl Upstream {
             ),
             _ => answer_in_version(&cache.result, requested.as_deref()),
         };
-        reply.respond(&rpc_envelope(client_id, "result", &result));
+        reply.respond(&jsonrpc::envelope(client_id, "result", &result));
         Ok(())
     }
 
@@ -982,7 +1245,12 @@ impl Upstream {
     /// error, or silence for `probe_timeout`, means a 2025-era child). When
     /// the first handshake fails, the other is tried. A handshake that an
     /// earlier child of the same command refused does not go first.
-    async fn handshake(self: &Arc<Self>, params: &Bytes) -> Result<InitCache, UpstreamError> {
+    async fn handshake(
+        self: &Arc<Self>,
+        params: &Bytes,
+        deadline: Instant,
+    ) -> Result<InitCache, UpstreamError> {
+        let left = || deadline.saturating_duration_since(Instant::now());
         let era = self.era();
         let probe = modern_meta_params(&Value::Null, &Value::Null);
         let cache = |result| InitCache {
@@ -990,7 +1258,9 @@ impl Upstream {
             result,
         };
         if era == UpstreamProtocol::Modern {
-            return Ok(cache(self.call("server/discover", &probe).await?));
+            return Ok(cache(
+                self.call_within("server/discover", &probe, left()).await?,
+            ));
         }
         let hints = &self.opts.era_hints;
         let discover_first = era == UpstreamProtocol::Auto
@@ -1001,7 +1271,11 @@ impl Upstream {
             };
         if discover_first {
             match self
-                .call_within("server/discover", &probe, self.opts.probe_timeout)
+                .call_within(
+                    "server/discover",
+                    &probe,
+                    self.opts.probe_timeout.min(left()),
+                )
                 .await
             {
                 Ok(result) => {
@@ -1014,7 +1288,7 @@ impl Upstream {
                 }
             }
         }
-        match self.call("initialize", params).await {
+        match self.call_within("initialize", params, left()).await {
             Ok(result) => {
                 hints.refuses_initialize.store(false, Ordering::Relaxed);
                 self.learn(UpstreamProtocol::Legacy);
@@ -1026,7 +1300,7 @@ impl Upstream {
             Err(e @ (UpstreamError::Rpc { .. } | UpstreamError::Internal { .. }))
                 if era == UpstreamProtocol::Auto =>
             {
-                match self.call("server/discover", &probe).await {
+                match self.call_within("server/discover", &probe, left()).await {
                     Ok(result) => {
                         hints.refuses_initialize.store(true, Ordering::Relaxed);
                         hints.refuses_discover.store(false, Ordering::Relaxed);
@@ -1045,7 +1319,7 @@ impl Upstream {
     async fn wait_until_restarted(&self) {
         let mut health = self.watch_health();
         let _ = tokio::time::timeout(
-            INTERNAL_TIMEOUT,
+            INTERNAL_TIMEOUT.min(self.write_timeout()),
             health.wait_for(|h| *h != Health::Starting),
         )
         .await;
@@ -1114,13 +1388,20 @@ impl Upstream {
                 parkable: false,
                 client_id: id.to_string().into_bytes().into(),
                 token: None,
+                deadline: None,
                 reply: Reply::Once(tx),
             },
         );
-        if let Err(e) = self.write(&frame).await {
-            self.take_pending(id);
-            return Err(e);
+        // However this ends (answer, timeout, the caller dropped), the
+        // entry goes.
+        struct Forget<'a>(&'a Upstream, u64);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.take_pending(self.1);
+            }
         }
+        let _forget = Forget(self, id);
+        self.write(&frame).await?;
         let answer = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(message)) => message.into_bytes(),
             Ok(Err(_)) => {
@@ -1162,7 +1443,7 @@ impl Upstream {
     async fn fire_and_forget(self: &Arc<Self>, method: &'static str, params: Value) {
         let up = self.clone();
         let params = serde_json::to_vec(&params).expect("Value serializes");
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(e) = up.call(method, &params).await {
                 debug!(method, error = %e, "proxy bookkeeping request failed");
             }
@@ -1224,19 +1505,13 @@ impl Upstream {
     }
 
     async fn cancel_from_client(&self, port: &Port, frame: &Frame) -> Result<(), UpstreamError> {
-        let Some(params) = frame
-            .params()
-            .and_then(|p| serde_json::from_slice::<HashMap<String, Box<RawValue>>>(p).ok())
-        else {
-            debug!("malformed notifications/cancelled dropped");
+        let Some(at) = frame.locate_in_params(&["requestId"]) else {
+            debug!("notifications/cancelled without a requestId dropped");
             return Ok(());
         };
-        let Some(request_id) = params.get("requestId") else {
-            return Ok(());
-        };
-        let key = (port.key, Box::<[u8]>::from(request_id.get().as_bytes()));
+        let key = client_key(port.key, &frame.bytes()[at.clone()]);
         let Some(id) = lock(&self.routes).by_client.get(&key).copied() else {
-            debug!(request = %request_id, "cancellation of an unknown or finished request ignored");
+            debug!("cancellation of an unknown or finished request ignored");
             return Ok(());
         };
         if let Some(p) = self.take_pending(id) {
@@ -1258,18 +1533,18 @@ impl Upstream {
                 Reply::Detached => {}
             }
         }
-        let mut params = params;
-        params.insert("requestId".into(), raw(id.to_string()));
-        let msg = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": params });
-        self.write(&Frame::from_value(&msg)).await
+        // The client's message with only the id changed: whatever else it
+        // carries (`reason`, even a number no parser could hold) passes as is.
+        let frame = frame.with_replaced(at, id.to_string().as_bytes());
+        self.write(&frame).await
     }
 
     /// The proxy cancels a client's request itself (a 2026-07-28 client
     /// closed its stream, which is that era's cancellation).
-    pub async fn cancel_request(&self, port: &Port, client_id: &[u8], reason: &str) {
+    pub fn cancel_request(&self, port: &Port, client_id: &[u8], reason: &str) {
         let id = lock(&self.routes)
             .by_client
-            .get(&(port.key, Box::<[u8]>::from(client_id)))
+            .get(&client_key(port.key, client_id))
             .copied();
         if let Some(id) = id
             && self.take_pending(id).is_some()
@@ -1278,29 +1553,35 @@ impl Upstream {
                 request = id,
                 "client went away; cancelling its request at the child"
             );
-            let msg = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": id, "reason": reason } });
-            let _ = self.write(&Frame::from_value(&msg)).await;
+            self.write_control(&cancelled_notification(id, reason));
         }
     }
 
     /// Passes a client's response (to a server-to-client request) to the child.
     /// Answers to requests this session was never sent are dropped.
     pub async fn respond(&self, port: &Port, frame: Frame) -> Result<(), UpstreamError> {
-        let id: Box<[u8]> = frame.id().unwrap_or_default().into();
-        let owner = lock(&self.routes).server_requests.get(&id).map(|s| s.port);
-        match owner {
-            Some(p) if p == port.key => {
-                let request = lock(&self.routes).server_requests.remove(&id);
-                match request.and_then(|r| r.answer) {
-                    Some(waiter) => {
-                        let _ = waiter.send(frame);
-                        Ok(())
-                    }
-                    None => self.write(&frame).await,
-                }
+        let raw = frame.id().unwrap_or_default();
+        let key = jsonrpc::id_key(raw).unwrap_or_else(|| raw.into());
+        let request = {
+            let mut r = lock(&self.routes);
+            match r.server_requests.get(&key) {
+                Some(s) if s.port == port.key => r.server_requests.remove(&key),
+                _ => None,
             }
-            _ => {
-                debug!(id = %String::from_utf8_lossy(&id), "response to an unknown server request dropped");
+        };
+        match request {
+            Some(ServerRequest {
+                answer: Some(waiter),
+                ..
+            }) => {
+                let _ = waiter.send(frame);
+                Ok(())
+            }
+            // Back to the child with its id as it wrote it (`1.0` from a
+            // client is the child's `1`).
+            Some(ServerRequest { raw_id, .. }) => self.write(&frame.with_id(&raw_id)).await,
+            None => {
+                debug!(id = %String::from_utf8_lossy(raw), "response to an unknown server request dropped");
                 Ok(())
             }
         }
@@ -1313,13 +1594,19 @@ impl Upstream {
         if let Some(child) = child {
             child.stop().await;
         }
+        // Everything this upstream started ends with it: the supervisor
+        // (which fails what is in flight), the reader, the timer, writes.
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     async fn supervise(
         this: Weak<Upstream>,
         mut child: ChildHandle,
-        mut reader: crate::jsonrpc::LineReader<tokio::process::ChildStdout>,
+        reader: crate::jsonrpc::LineReader<tokio::process::ChildStdout>,
     ) {
+        // `None` after a failed respawn: there is no output to read.
+        let mut reader = Some(reader);
         let mut backoff = FIRST_BACKOFF;
         let mut spawned_at = tokio::time::Instant::now();
         loop {
@@ -1328,14 +1615,51 @@ impl Upstream {
                 return;
             };
             let cancel = up.cancel.clone();
-            drop(up);
-            let exit = tokio::select! {
-                _ = Upstream::read_loop(&this, &mut reader) => child.exited().await,
-                _ = cancel.cancelled() => child.stop().await,
+            // The reader runs as a task of its own: if routing ever panics,
+            // the panic ends that task only, and is handled here like the
+            // child's death (requests fail, the child is replaced).
+            let read = match reader.take() {
+                Some(r) => up.tasks.spawn(
+                    Upstream::read_loop(this.clone(), r).instrument(tracing::Span::current()),
+                ),
+                None => up.tasks.spawn(async {}),
             };
-            let Some(up) = this.upgrade() else { return };
+            drop(up);
+            tokio::pin!(read);
+            let why = tokio::select! {
+                r = &mut read => match r {
+                    Ok(()) => "the MCP server closed its output",
+                    Err(e) if e.is_panic() => {
+                        warn!("routing the child's output failed unexpectedly; replacing the child");
+                        "the proxy could not route the MCP server's output"
+                    }
+                    Err(_) => "the MCP server's output reader stopped",
+                },
+                _ = cancel.cancelled() => "the proxy is stopping",
+            };
+            // A crash closes stdout and exits together: name the exit when
+            // it follows at once; a child that runs on without its stdout
+            // is stopped below all the same.
+            let why = match tokio::time::timeout(EXIT_AFTER_EOF, child.exited()).await {
+                Ok(exit) if !cancel.is_cancelled() => {
+                    format!("the MCP server process exited ({exit})")
+                }
+                _ => why.to_string(),
+            };
+            let why = why.as_str();
+            let Some(up) = this.upgrade() else {
+                child.stop().await;
+                return;
+            };
             let restart = up.opts.shared && !up.opts.exit_on_child_exit && !cancel.is_cancelled();
-            up.fail_all(&format!("the MCP server process exited ({exit})"), !restart);
+            // First fail what is in flight (nobody waits for the stop), then
+            // stop the child: one that closed its stdout and runs on is no
+            // use, and one that already exited is only reaped.
+            up.fail_all(why, !restart);
+            drop(up);
+            read.abort();
+            let exit = child.stop().await;
+            let Some(up) = this.upgrade() else { return };
             if !restart {
                 let _ = up.health.send(Health::Dead(exit.to_string()));
                 let _ = up.final_exit.send(Some(exit));
@@ -1354,32 +1678,39 @@ impl Upstream {
             match ChildHandle::spawn(&up.spec, &up.label) {
                 Ok((c, r)) => {
                     child = c;
-                    reader = r;
+                    reader = Some(r.reporting_over_cap());
                     spawned_at = tokio::time::Instant::now();
                     *lock(&up.child) = Some(child.clone());
                     up.initialized_sent.store(false, Ordering::SeqCst);
                     let reinit = up.clone();
                     // Re-initialize with the cached parameters, off the read path.
-                    tokio::spawn(async move {
+                    up.tasks.spawn(async move {
                         let cached = reinit.init.lock().await.clone();
                         match cached {
-                            Some(c) => match reinit.handshake(&c.params).await {
-                                Ok(_) => {
-                                    reinit.send_initialized().await;
-                                    reinit.restore_sessions_state().await;
-                                    let _ = reinit.health.send(Health::Ready);
-                                    info!("shared child restarted and re-initialized");
-                                }
-                                Err(e) => {
-                                    // A child that cannot be initialized is no use:
-                                    // stop it, and the supervisor starts another.
-                                    warn!(error = %e, "re-initializing the restarted child failed; stopping it");
-                                    let child = lock(&reinit.child).clone();
-                                    if let Some(child) = child {
-                                        child.stop().await;
+                            Some(c) => {
+                                let budget = reinit
+                                    .opts
+                                    .request_timeout
+                                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+                                let deadline = Instant::now() + budget;
+                                match reinit.handshake(&c.params, deadline).await {
+                                    Ok(_) => {
+                                        reinit.send_initialized().await;
+                                        reinit.restore_sessions_state().await;
+                                        let _ = reinit.health.send(Health::Ready);
+                                        info!("shared child restarted and re-initialized");
+                                    }
+                                    Err(e) => {
+                                        // A child that cannot be initialized is no use:
+                                        // stop it, and the supervisor starts another.
+                                        warn!(error = %e, "re-initializing the restarted child failed; stopping it");
+                                        let child = lock(&reinit.child).clone();
+                                        if let Some(child) = child {
+                                            child.stop().await;
+                                        }
                                     }
                                 }
-                            },
+                            }
                             None => {
                                 let _ = reinit.health.send(Health::Ready);
                             }
@@ -1435,14 +1766,29 @@ impl Upstream {
     }
 
     async fn read_loop(
-        this: &Weak<Upstream>,
-        reader: &mut crate::jsonrpc::LineReader<tokio::process::ChildStdout>,
+        this: Weak<Upstream>,
+        mut reader: crate::jsonrpc::LineReader<tokio::process::ChildStdout>,
     ) {
         let mut skipped = 0u64;
+        // Set when the line being skipped was already reported (and its
+        // request failed) as it passed the cap.
+        let mut reported_early = false;
+        let mut noise_limit: Option<crate::logging::RateLimit> = None;
         loop {
             let line = match reader.next_line().await {
                 Ok(Some(line)) => line,
                 Ok(None) => return,
+                Err(LineError::OverCap { limit, id }) => {
+                    warn!(
+                        limit,
+                        "child is writing a line over --max-line-bytes; failing its request now and skipping the line"
+                    );
+                    if let Some(up) = this.upgrade() {
+                        up.fail_oversized(None, limit, id, true);
+                    }
+                    reported_early = true;
+                    continue;
+                }
                 Err(LineError::LineTooLong { len, limit, id }) => {
                     // The rest of the stream is fine; the request it answered fails.
                     warn!(
@@ -1450,8 +1796,9 @@ impl Upstream {
                         limit, "child wrote a line over --max-line-bytes; skipped it"
                     );
                     if let Some(up) = this.upgrade() {
-                        up.fail_oversized(len, limit, id);
+                        up.fail_oversized(Some(len), limit, id, !reported_early);
                     }
+                    reported_early = false;
                     continue;
                 }
                 Err(LineError::Io(e)) => {
@@ -1464,28 +1811,36 @@ impl Upstream {
                 Ok(frame) => up.route(frame).await,
                 Err(e) => {
                     skipped += 1;
-                    let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
-                    warn!(skipped, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                    // Rate-limited like stderr (`--child-log-rate`): a child
+                    // printing banners in a loop must not flood the log.
+                    let rate = up.spec.stderr_lines_per_second;
+                    let limit = noise_limit.get_or_insert_with(|| {
+                        crate::logging::RateLimit::new(rate.saturating_mul(4), rate)
+                    });
+                    if let Some(not_logged) = limit.admit() {
+                        let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                        warn!(skipped, not_logged, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                    }
                 }
             }
         }
     }
 
-    /// An oversized line was dropped: fail the request it answered rather
-    /// than let it hang. Which one that was shows at the line's edges
-    /// (`jsonrpc::edge_id`), or else it was the only request in flight.
-    fn fail_oversized(&self, len: usize, limit: usize, id: Option<u64>) {
+    /// An oversized line was (or is being) dropped: fail the request it
+    /// answered rather than let it hang. Which one that was shows at the
+    /// line's edges (`jsonrpc::edge_id`), or else it was the only request
+    /// in flight (`guess`: not once the line was already reported).
+    fn fail_oversized(&self, len: Option<usize>, limit: usize, id: Option<u64>, guess: bool) {
         let only = {
             let r = lock(&self.routes);
             id.filter(|id| r.pending.contains_key(id))
-                .or_else(|| related_call(&r))
+                .or_else(|| if guess { related_call(&r) } else { None })
         };
         if let Some(id) = only {
+            let size = len.map_or_else(|| "more than that".to_string(), |l| format!("{l} bytes"));
             self.fail_pending(
                 id,
-                &format!(
-                    "the MCP server's answer ({len} bytes) exceeds --max-line-bytes ({limit})"
-                ),
+                &format!("the MCP server's answer ({size}) exceeds --max-line-bytes ({limit})"),
             );
         }
     }
@@ -1508,7 +1863,7 @@ impl Upstream {
         if p.retry.is_some()
             && let Some(asked) = mrtr::input_required(frame.bytes())
         {
-            tokio::spawn(self.clone().gather_input(p, asked));
+            self.tasks.spawn(self.clone().gather_input(p, asked));
             return;
         }
         if matches!(p.reply, Reply::Detached) {
@@ -1598,11 +1953,11 @@ impl Upstream {
                 "the client did not declare the capability for {method}"
             ));
         }
-        let token = crate::session::new_session_id();
+        let token = mrtr::new_request_state();
         let reply = std::mem::replace(&mut p.reply, Reply::Detached);
         let client_id = p.client_id.clone();
         let owner = std::mem::replace(&mut p.port, 0);
-        r.by_client.remove(&(owner, client_id.clone()));
+        r.by_client.remove(&client_key(owner, &client_id));
         r.client_pending -= 1;
         r.parked.insert(
             token.clone(),
@@ -1618,7 +1973,7 @@ impl Upstream {
                 .params()
                 .and_then(|p| serde_json::from_slice::<Box<RawValue>>(p).ok()),
         };
-        reply.respond(&rpc_envelope(
+        reply.respond(&jsonrpc::envelope(
             &client_id,
             "result",
             &mrtr::input_required_result(&request, &token),
@@ -1647,14 +2002,15 @@ impl Upstream {
             return Ok(());
         };
         let to_child = match &answer {
-            Some(result) => rpc_envelope(&parked.server_request, "result", result.get().as_bytes()),
+            Some(result) => {
+                jsonrpc::envelope(&parked.server_request, "result", result.get().as_bytes())
+            }
             None => jsonrpc::error_response(
                 Some(&parked.server_request),
                 code::INTERNAL_ERROR,
                 "the client retried without the requested input",
                 None,
-            )
-            .to_vec(),
+            ),
         };
         let _ = self.write_bytes(&to_child).await;
         if let Some((mut p, frame)) = parked.early {
@@ -1669,7 +2025,8 @@ impl Upstream {
                 p.port = port.key;
                 p.client_id = client_id.clone();
                 p.reply = reply;
-                r.by_client.insert((port.key, client_id), parked.call);
+                r.by_client
+                    .insert(client_key(port.key, &client_id), parked.call);
                 r.client_pending += 1;
             }
             None => reply.respond(&jsonrpc::error_response(
@@ -1684,7 +2041,7 @@ impl Upstream {
 
     /// A parked call whose client never retried: the child's request is
     /// refused and the call cancelled at the child.
-    async fn expire_parked(&self, token: &str, wait: Duration) {
+    fn expire_parked(&self, token: &str, wait: Duration) {
         let Some(parked) = lock(&self.routes).parked.remove(token) else {
             return;
         };
@@ -1692,17 +2049,17 @@ impl Upstream {
             wait_ms = wait.as_millis() as u64,
             "a 2026-07-28 client did not retry a call that needed its input; cancelling it"
         );
-        let _ = self
-            .write_bytes(&jsonrpc::error_response(
-                Some(&parked.server_request),
-                code::INTERNAL_ERROR,
-                "the client did not provide the input in time",
-                None,
-            ))
-            .await;
+        self.write_control(&jsonrpc::error_response(
+            Some(&parked.server_request),
+            code::INTERNAL_ERROR,
+            "the client did not provide the input in time",
+            None,
+        ));
         if self.take_pending(parked.call).is_some() {
-            let cancel = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": parked.call, "reason": "the client did not provide the input in time" } });
-            let _ = self.write(&Frame::from_value(&cancel)).await;
+            self.write_control(&cancelled_notification(
+                parked.call,
+                "the client did not provide the input in time",
+            ));
         }
     }
 
@@ -1800,6 +2157,7 @@ impl Upstream {
             lock(&self.routes).server_requests.insert(
                 id.clone(),
                 ServerRequest {
+                    raw_id: id.clone(),
                     port: port.key,
                     outlet: Some(outlet.clone()),
                     answer: Some(tx),
@@ -1849,47 +2207,37 @@ impl Upstream {
         }
         match method {
             "notifications/progress" => {
-                let Some(mut params) = frame
-                    .params()
-                    .and_then(|p| serde_json::from_slice::<HashMap<String, Box<RawValue>>>(p).ok())
-                else {
+                let Some(at) = frame.locate_in_params(&["progressToken"]) else {
                     return;
                 };
-                let token = params
-                    .get("progressToken")
-                    .and_then(|t| parse_proxy_id(t.get().as_bytes()));
+                let token = parse_proxy_id(&frame.bytes()[at.clone()]);
                 let r = lock(&self.routes);
                 let Some(p) = token.and_then(|t| r.pending.get(&t)) else {
                     debug!("progress for an unknown or finished request dropped");
                     return;
                 };
                 let Some(original) = &p.token else { return };
-                params.insert("progressToken".into(), raw_bytes(original));
-                let bytes = serde_json::to_vec(
-                    &serde_json::json!({ "jsonrpc": "2.0", "method": method, "params": params }),
-                )
-                .expect("serializes");
+                // The child's message with the client's token put back;
+                // nothing else in it is read or rebuilt.
+                let out = frame.with_replaced(at, original);
                 match p.reply.stream() {
-                    Some(o) => o.send(&bytes),
+                    Some(o) => o.send(out.bytes()),
                     None => {
                         if let Some(port) = r.ports.get(&p.port) {
-                            port.send_unrelated(&bytes);
+                            port.send_unrelated(out.bytes());
                         }
                     }
                 }
             }
             "notifications/cancelled" => {
                 // The child withdraws one of its own requests: tell whoever has it.
-                let Some(params) = frame.params_value() else {
+                let Some(at) = frame.locate_in_params(&["requestId"]) else {
                     return;
                 };
-                let Some(id) = params
-                    .get("requestId")
-                    .map(|v| v.to_string().into_bytes().into_boxed_slice())
-                else {
+                let Some(key) = jsonrpc::id_key(&frame.bytes()[at]) else {
                     return;
                 };
-                let target = lock(&self.routes).server_requests.remove(&id);
+                let target = lock(&self.routes).server_requests.remove(&key);
                 if let Some(ServerRequest {
                     outlet: Some(o), ..
                 }) = target
@@ -1992,11 +2340,11 @@ impl Upstream {
         // Invariant: requests have ids.
         let id: Box<[u8]> = frame.id().expect("request has an id").into();
         if method == "ping" {
-            let _ = self
-                .write_bytes(&jsonrpc::result_response(&id, &serde_json::json!({})))
-                .await;
+            // Answered without waiting: the reader never waits on stdin.
+            self.write_control(&jsonrpc::result_response(&id, &serde_json::json!({})));
             return;
         }
+        let key = jsonrpc::id_key(&id).unwrap_or_else(|| id.clone());
         let refusal = {
             let mut r = lock(&self.routes);
             let (port, outlet) = match self.task_owner(&r, &frame) {
@@ -2014,15 +2362,25 @@ impl Upstream {
                 None => Some(
                     "no client session is unambiguously associated with this request".to_string(),
                 ),
+                Some(_) if r.parked.len() >= MAX_PARKED
+                    || r.server_requests.len() >= MAX_SERVER_REQUESTS =>
+                {
+                    warn!("too many server-to-client requests waiting for clients; refusing another");
+                    Some("too many requests are waiting for clients already".to_string())
+                }
                 Some(port) if port.kind == PortKind::Modern => {
                     match self.park(&mut r, &port, &method, &id, &frame) {
                         Ok(token) => {
                             let up = Arc::downgrade(self);
                             let wait = self.opts.request_timeout.unwrap_or(self.opts.input_wait);
-                            tokio::spawn(async move {
-                                tokio::time::sleep(wait).await;
+                            let cancel = self.cancel.clone();
+                            self.tasks.spawn(async move {
+                                tokio::select! {
+                                    _ = tokio::time::sleep(wait) => {}
+                                    _ = cancel.cancelled() => return,
+                                }
                                 if let Some(up) = up.upgrade() {
-                                    up.expire_parked(&token, wait).await;
+                                    up.expire_parked(&token, wait);
                                 }
                             });
                             None
@@ -2047,8 +2405,9 @@ impl Upstream {
                         Some(o) => {
                             o.send(frame.bytes());
                             r.server_requests.insert(
-                                id.clone(),
+                                key,
                                 ServerRequest {
+                                    raw_id: id.clone(),
                                     port: port.key,
                                     outlet: Some(o),
                                     answer: None,
@@ -2067,9 +2426,7 @@ impl Upstream {
             } else {
                 code::INTERNAL_ERROR
             };
-            let _ = self
-                .write_bytes(&jsonrpc::error_response(Some(&id), code, &why, None))
-                .await;
+            self.write_control(&jsonrpc::error_response(Some(&id), code, &why, None));
         }
     }
 
@@ -2132,21 +2489,22 @@ fn recompute_level(r: &mut Routes) -> Option<usize> {
     }
 }
 
-/// `{"jsonrpc":"2.0","id":<id>,"<field>":<raw>}` without reparsing `raw`.
-fn rpc_envelope(id: &[u8], field: &str, raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + id.len() + 32);
-    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    out.extend_from_slice(id);
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(field.as_bytes());
-    out.extend_from_slice(b"\":");
-    out.extend_from_slice(raw);
-    out.push(b'}');
-    out
+/// The key of a client's request in `Routes::by_client`: its session and
+/// its id in canonical form (`1.0` and `1` are one id).
+fn client_key(port: u64, id: &[u8]) -> (u64, Box<[u8]>) {
+    (port, jsonrpc::id_key(id).unwrap_or_else(|| id.into()))
 }
 
-/// Revisions a session-era client may be answered in.
-const SESSION_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// `notifications/cancelled` for the proxy's request `id`.
+fn cancelled_notification(id: u64, reason: &str) -> Vec<u8> {
+    // Invariant: a Value of a string and an integer serializes.
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": { "requestId": id, "reason": reason },
+    }))
+    .expect("Value serializes")
+}
 
 /// A cached InitializeResult for a later session: in the version that
 /// session asked for when the child was initialized at that version or a
@@ -2176,7 +2534,7 @@ fn initialize_from_discover(discover: &[u8], requested: Option<&str>) -> Value {
     let d: Value = serde_json::from_slice(discover).unwrap_or_default();
     let version = requested
         .filter(|v| SESSION_VERSIONS.contains(v))
-        .unwrap_or("2025-11-25");
+        .unwrap_or(LATEST_SESSION_VERSION);
     let server_info = d
         .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
         .cloned()
@@ -2244,49 +2602,26 @@ fn parse_proxy_id(raw: &[u8]) -> Option<u64> {
     s.trim_matches('"').parse().ok()
 }
 
-fn raw(s: String) -> Box<RawValue> {
-    // Invariant: callers pass decimal integers.
-    RawValue::from_string(s).expect("valid JSON")
-}
-
-fn raw_bytes(b: &[u8]) -> Box<RawValue> {
-    // Invariant: the bytes came out of a parsed message.
-    RawValue::from_string(String::from_utf8_lossy(b).into_owned()).expect("valid JSON")
-}
-
 /// Replaces `params._meta.progressToken` with the proxy id; returns the
-/// client's original token. Messages without one are passed through as they
-/// are (the substring test keeps tool arguments from being parsed needlessly).
+/// client's original token. Only that value is replaced, byte for byte;
+/// messages without one pass as they are (a byte search first keeps tool
+/// arguments from being scanned twice).
 fn rewrite_progress_token(frame: Frame, id: u64) -> (Frame, Option<Box<[u8]>>) {
     let Some(params) = frame.params() else {
         return (frame, None);
     };
-    if !contains(params, b"progressToken") && !contains(params, b"\\u") {
+    let finder = memchr::memmem::find;
+    if finder(params, b"progressToken").is_none() && finder(params, b"\\u").is_none() {
         return (frame, None);
     }
-    let Ok(mut p) = serde_json::from_slice::<HashMap<String, Box<RawValue>>>(params) else {
+    let Some(at) = frame.locate_in_params(&["_meta", "progressToken"]) else {
         return (frame, None);
     };
-    let Some(meta) = p.get("_meta") else {
-        return (frame, None);
-    };
-    let Ok(mut meta) = serde_json::from_str::<HashMap<String, Box<RawValue>>>(meta.get()) else {
-        return (frame, None);
-    };
-    let Some(original) = meta.insert("progressToken".into(), raw(id.to_string())) else {
-        return (frame, None);
-    };
-    let token: Box<[u8]> = original.get().as_bytes().into();
-    p.insert(
-        "_meta".into(),
-        raw(serde_json::to_string(&meta).expect("serializes")),
-    );
-    let bytes = serde_json::to_vec(&p).expect("serializes");
-    (frame.with_params(&bytes), Some(token))
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    let token: Box<[u8]> = frame.bytes()[at.clone()].into();
+    (
+        frame.with_replaced(at, id.to_string().as_bytes()),
+        Some(token),
+    )
 }
 
 #[cfg(test)]

@@ -105,7 +105,8 @@ async fn modern(proxy: &Proxy, auth: &[(&str, &str)], body: Value) -> Value {
 
 fn modern_call(id: u32, tool: &str, args: Value) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args,
-        "_meta":{"io.modelcontextprotocol/protocolVersion":MODERN}}})
+        "_meta":{"io.modelcontextprotocol/protocolVersion":MODERN,
+            "io.modelcontextprotocol/clientCapabilities":{}}}})
 }
 
 /// An HTTP server on port 0 answering with `handler`, counting requests.

@@ -730,6 +730,15 @@ async fn healthcheck_probes_the_configured_port() {
     );
 }
 
+/// SIGKILLs a pid when dropped (a failed assertion must not leak it).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
+}
+
 /// Pids of zombies whose parent is `ppid`.
 fn zombies_of(ppid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -776,6 +785,8 @@ async fn as_pid_1_the_proxy_reaps_orphaned_grandchildren() {
     let proxy = *children_of(p.child.id())
         .first()
         .expect("the proxy runs under unshare");
+    // Killing `unshare` (Running's drop) would leave its PID 1 running.
+    let _inner = KillOnDrop(proxy);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let zombies = zombies_of(proxy);
     assert!(zombies.is_empty(), "zombies left under PID 1: {zombies:?}");
@@ -822,4 +833,24 @@ async fn two_proxies_in_one_process_count_their_own_children() {
     let r = c.call(json!(1), "echo", json!({"message":"alive"})).await;
     assert_eq!(text_of(&r), "alive");
     a.stop().await;
+}
+
+#[tokio::test]
+async fn a_child_flooding_stdout_with_non_json_is_rate_limited_too() {
+    let p = start(
+        &["--shared"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 3000 ]; do echo banner $i; i=$((i+1)); done; echo stdout-flood-over >&2; exec \"$0\"",
+            &support::example("everything"),
+        ],
+    );
+    let logs = p.wait_log("stdout-flood-over").await;
+    // Give the reader time to get through the rest of the flood.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logs = logs + &p.logs();
+    let logged = logs.matches("non-JSON-RPC line").count();
+    assert!(logged > 0, "{logs}");
+    assert!(logged < 1000, "{logged} of 3000 non-JSON lines logged");
 }

@@ -240,13 +240,14 @@ async fn protocol_version_header_must_name_a_supported_revision() {
     let proxy = Proxy::start(&[]).await;
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-06-18", json!({})).await;
-    // Another supported revision is tolerated (the conformance suite sends one).
+    // A revision that disagrees with the session (neither negotiated nor
+    // asked for) is 400 (transport.md §2.7), even a supported one.
     c.version = "2025-11-25".into();
     assert_eq!(
         c.post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
             .await
             .status(),
-        200
+        400
     );
     c.version = "1999-01-01".into();
     let r = c

@@ -14,8 +14,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::info;
 
-use super::streamable::parse_body;
-use super::{App, require_json, sse_response};
+use super::response::sse_response;
+use super::{App, parse_body, require_json};
 use crate::error::ProxyError;
 use crate::jsonrpc::Kind;
 
@@ -48,7 +48,7 @@ pub async fn handle_sse(
     // A hash, never the id: it is the session's credential (and in a URL).
     info!(session = %crate::logging::tag(&session.id), "legacy SSE session opened");
     if !session.upstream.is_shared() {
-        super::streamable::watch_child(app.clone(), &session);
+        app.watch_child(&session);
     }
     let guard = EndOnDrop {
         app: app.clone(),
@@ -71,7 +71,9 @@ struct EndOnDrop {
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
         let (app, id) = (self.app.clone(), self.id.clone());
-        tokio::spawn(async move { app.sessions.remove(&id, "its SSE stream closed").await });
+        self.app
+            .tasks
+            .spawn(async move { app.sessions.remove(&id, "its SSE stream closed").await });
     }
 }
 
@@ -120,7 +122,7 @@ pub async fn handle_message(
     let (parts, body) = req.into_parts();
     require_json(&parts.headers)?;
     let bytes = app.read_body(body, &parts.headers).await?;
-    let (frames, _) = parse_body(bytes)?;
+    let (frames, _) = parse_body(bytes, app.config.max_batch)?;
     session.touch();
     for frame in frames {
         let r = match frame.kind() {

@@ -9,11 +9,17 @@
 //! - [`legacy`]: HTTP+SSE (2024-11-05);
 //! - [`modern`]: stateless Streamable HTTP (2026-07-28).
 //!
+//! The era of a request on the MCP endpoint is decided here, once
+//! ([`App::mcp`]), from the `MCP-Protocol-Version` header and, for a POST
+//! without one, the body's `_meta`; the front-ends never call each other.
+//! Response builders live in [`response`].
+//!
 //! Handlers return `Result<Response, ProxyError>`; errors become responses
 //! in [`crate::error`] only.
 
 pub mod legacy;
 pub mod modern;
+pub mod response;
 pub mod streamable;
 
 use std::collections::HashMap;
@@ -29,21 +35,28 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::audit::Audit;
 use crate::auth::{Access, AuthMethod, Authenticator, Principal};
 use crate::config::{Config, Mode};
 use crate::error::ProxyError;
+use crate::jsonrpc::{self, Frame};
 use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
 use crate::session::{
     Reservation, Session, Sessions, StreamLimits, TooManySessions, new_session_id,
 };
-use crate::sse::{Body, full};
-use crate::upstream::{EraHints, Port, PortKind, Upstream, UpstreamError, UpstreamOptions};
+use crate::sse::{Body, ReplayBudget, full};
+use crate::upstream::{
+    EraHints, Port, PortKeys, PortKind, Upstream, UpstreamError, UpstreamOptions,
+};
+use crate::version;
+use response::json_response;
 
 /// Consecutive spawn failures after which `/ready` reports 503.
 const SPAWN_FAILURES_NOT_READY: u32 = 3;
@@ -99,6 +112,14 @@ pub struct App {
     spawn_failures: AtomicU32,
     /// What children of the command refused.
     era_hints: Arc<EraHints>,
+    /// Keys of the multiplexer's ports (sessions and single requests).
+    port_keys: PortKeys,
+    /// Work started on behalf of requests that outlives them (cleanups of
+    /// abandoned requests and sessions, watchers of per-session children);
+    /// shutdown waits for it.
+    pub tasks: TaskTracker,
+    /// Replay memory of all streams (`--replay-total-bytes`).
+    pub replay: Arc<ReplayBudget>,
     /// What `GET /metrics` shows; children count into it through their spec.
     pub metrics: Arc<Metrics>,
     /// Variables a per-session child takes from the credential store, per
@@ -149,6 +170,9 @@ impl App {
             shutting_down: AtomicBool::new(false),
             spawn_failures: AtomicU32::new(0),
             era_hints: Arc::default(),
+            port_keys: PortKeys::default(),
+            tasks: TaskTracker::new(),
+            replay: ReplayBudget::new(config.replay_total_bytes),
             metrics,
             credentials: std::sync::OnceLock::new(),
             config,
@@ -173,9 +197,13 @@ impl App {
             return self.spawn_session_child(label);
         };
         // The store names principals as the authenticator does (`key-1`,
-        // a key file's name, a JWT `sub`, `anonymous`).
-        let env = credentials
-            .env_for(Some(principal.name()))
+        // a key file's name, a JWT `sub`, `anonymous`); headers the
+        // dispatcher took for the server still come from the request.
+        let caller = crate::store::Caller {
+            principal: Some(principal.name().into()),
+            header_env: crate::store::current_header_env(),
+        };
+        let env = crate::store::with_caller(caller, credentials.env_for_caller())
             .await
             .map_err(|e| match e {
                 crate::store::CredentialError::Store(e) => {
@@ -192,6 +220,11 @@ impl App {
             self.children_cancel.child_token(),
         );
         self.note_spawn(r, label)
+    }
+
+    /// A port of the multiplexer with a key unique in this proxy.
+    pub fn new_port(&self, label: Arc<str>, kind: PortKind) -> Arc<Port> {
+        Port::new(self.port_keys.next(), label, kind)
     }
 
     /// Options for a child's multiplexer.
@@ -217,6 +250,7 @@ impl App {
             max_queue: self.config.max_queue,
             replay_events: self.config.replay_events,
             replay_bytes: self.config.replay_bytes,
+            budget: self.replay.clone(),
         }
     }
 
@@ -252,7 +286,7 @@ impl App {
             Err(e) => {
                 let n = self.spawn_failures.fetch_add(1, Ordering::Relaxed) + 1;
                 warn!(error = %e, consecutive = n, "starting the MCP server failed");
-                Err(ProxyError::Upstream(e.to_string()))
+                Err(ProxyError::Upstream(e))
             }
         }
     }
@@ -272,7 +306,7 @@ impl App {
             Some(r) => format!("{r}.{}", new_session_id()),
             None => new_session_id(),
         };
-        let port = Port::new(id.clone().into(), PortKind::Session);
+        let port = self.new_port(id.clone().into(), PortKind::Session);
         port.set_principal(owner_key(principal).as_deref());
         let upstream = match self.config.mode {
             // Logs name the session by a hash: the id is a credential.
@@ -322,7 +356,12 @@ impl App {
         &self,
         principal: &Principal,
     ) -> Result<Arc<Upstream>, ProxyError> {
-        if self.config.mode != Mode::PerSession || !self.auth.is_enabled() {
+        if self.config.mode != Mode::PerSession
+            || !self.auth.is_enabled()
+            || self.credentials.get().is_some()
+        {
+            // (With per-user credentials, shared_upstream refuses: a
+            // per-principal child does not take them from the store yet.)
             return self.shared_upstream().await;
         }
         let cell = {
@@ -422,7 +461,11 @@ impl App {
             Era::Legacy
         } else if path != c.path {
             Era::None
-        } else if modern::header_is_modern(req.headers()) {
+        } else if protocol_version_header(req.headers())
+            .ok()
+            .flatten()
+            .is_some_and(version::is_modern)
+        {
             Era::Modern
         } else {
             Era::Streamable
@@ -481,7 +524,7 @@ impl App {
         }
         let path = req.uri().path();
         if path == c.path {
-            streamable::handle(self, req).await
+            self.mcp(req).await
         } else if path == c.sse_path {
             legacy::handle_sse(self, req).await
         } else {
@@ -504,6 +547,82 @@ impl App {
         r
     }
 
+    /// The MCP endpoint: decides the request's era once and hands it to
+    /// that era's front-end.
+    ///
+    /// - `MCP-Protocol-Version` must be visible ASCII (else 400);
+    /// - a 2026-07-28 value goes to [`modern`];
+    /// - a POST with no session id whose single message carries a
+    ///   `_meta` protocol version (and no session-era header) is a
+    ///   2026-07-28 request too, and an unknown version in it gets that
+    ///   revision's -32022;
+    /// - everything else is session-era ([`streamable`]), where an unknown
+    ///   version is a plain 400 that never uses the 2026-07-28 codes.
+    async fn mcp(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+        let version = protocol_version_header(req.headers())?.map(str::to_owned);
+        let modern_header = version.as_deref().is_some_and(version::is_modern);
+        if req.method() != Method::POST {
+            if modern_header {
+                return modern::not_post(&self);
+            }
+            return match *req.method() {
+                Method::GET => streamable::get(self, req).await,
+                Method::DELETE => streamable::delete(self, req).await,
+                _ => Err(ProxyError::MethodNotAllowed("GET, POST, DELETE, OPTIONS")),
+            };
+        }
+        let (parts, body) = req.into_parts();
+        require_json(&parts.headers)?;
+        let bytes = self.read_body(body, &parts.headers).await?;
+        let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        if modern_header && batch {
+            return Err(ProxyError::InvalidRequest(
+                "JSON-RPC batches are not part of protocol 2026-07-28".into(),
+            ));
+        }
+        let (frames, batch) = parse_body(bytes, self.config.max_batch)?;
+        let has_session = parts.headers.contains_key("mcp-session-id");
+        let single = (!batch).then(|| &frames[0]);
+        let modern_body = single.is_some_and(|f| {
+            !has_session
+                && match version.as_deref() {
+                    None => modern::body_is_modern(f),
+                    Some(v) => !version::is_session(v) && modern::meta_version(f).is_some(),
+                }
+        });
+        if modern_header || modern_body {
+            // Invariant: not a batch (refused above, or `single` was set).
+            let frame = frames.into_iter().next().expect("one frame");
+            return modern::serve(self, &parts, frame).await;
+        }
+        let initialize = single.is_some_and(|f| f.method() == Some("initialize"));
+        if let Some(v) = version.as_deref()
+            && !version::is_session(v)
+            && !initialize
+        {
+            return Err(ProxyError::BadProtocolVersion(format!(
+                "unsupported MCP-Protocol-Version {v:?}; supported: {}",
+                version::SESSION_VERSIONS.join(", ")
+            )));
+        }
+        streamable::post(self, &parts, frames, batch).await
+    }
+
+    /// Per-session mode: when the session's child exits, the session ends
+    /// (404 afterwards). The watcher is one of the app's tasks.
+    pub fn watch_child(self: &Arc<Self>, session: &Arc<Session>) {
+        let app = self.clone();
+        let upstream = session.upstream.clone();
+        let id = session.id.clone();
+        let cancel = session.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = upstream.ended() => app.sessions.remove(&id, "its MCP server process exited").await,
+                _ = cancel.cancelled() => false,
+            };
+        });
+    }
+
     /// `GET /health` of this server.
     pub fn health(&self) -> Response<Body> {
         let children = self.config.child.children.live();
@@ -519,6 +638,7 @@ impl App {
             "uptime_seconds": self.started.elapsed().as_secs(),
             "sessions": self.sessions.len(),
             "children": children,
+            "replay_bytes": self.replay.used(),
             "log_lines_dropped": crate::logging::dropped(),
             "mode": mode,
             "auth": self.auth.config().modes().join("+"),
@@ -562,15 +682,47 @@ impl App {
     }
 }
 
-/// A JSON body with a status.
-pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(full(serde_json::to_vec(&body).expect("Value serializes")));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+/// `MCP-Protocol-Version`, if sent: a value that is not visible ASCII is
+/// a bad version (400), never taken for an absent header.
+fn protocol_version_header(headers: &HeaderMap) -> Result<Option<&str>, ProxyError> {
+    let Some(v) = headers.get("mcp-protocol-version") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(v) => Ok(Some(v.trim())),
+        Err(_) => Err(ProxyError::BadProtocolVersion(
+            "MCP-Protocol-Version must be visible ASCII".into(),
+        )),
+    }
+}
+
+/// Parses a POST body into messages; `true` when it was a batch. A batch
+/// over `max_batch` messages is refused before anything reaches the child.
+pub fn parse_body(bytes: Bytes, max_batch: usize) -> Result<(Vec<Frame>, bool), ProxyError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first != Some(b'[') {
+        return Ok((vec![Frame::parse(bytes, true)?], false));
+    }
+    let items: Vec<&RawValue> =
+        serde_json::from_slice(&bytes).map_err(|e| jsonrpc::FrameError::NotJson(e.to_string()))?;
+    if items.is_empty() {
+        return Err(ProxyError::InvalidRequest("empty batch".into()));
+    }
+    if items.len() > max_batch {
+        warn!(
+            messages = items.len(),
+            max_batch, "batch over --max-batch refused"
+        );
+        return Err(ProxyError::InvalidRequest(format!(
+            "a batch may carry at most {max_batch} messages (--max-batch); this one has {}",
+            items.len()
+        )));
+    }
+    let frames = items
+        .iter()
+        .map(|raw| Frame::parse(bytes.slice_ref(raw.get().as_bytes()), true))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((frames, true))
 }
 
 fn preflight(origin: Option<&str>, headers: &HeaderMap) -> Response<Body> {
@@ -702,22 +854,6 @@ pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
         }
     }
     (sse, json)
-}
-
-/// Headers every SSE response carries (transport.md §7.D).
-pub fn sse_response(body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
 }
 
 /// Per-connection limits, from the configuration.
@@ -1022,6 +1158,12 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     let principal_children = app.principal_upstreams();
     futures_util::future::join_all(principal_children.iter().map(|u| u.stop())).await;
     app.children_cancel.cancel();
+    // Cleanups started by requests (detaching abandoned ports, stopping
+    // children of abandoned initializes) finish before the proxy returns.
+    app.tasks.close();
+    if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
+        warn!("request cleanups still running after the grace period");
+    }
     info!("shutdown complete");
 }
 
@@ -1069,6 +1211,41 @@ mod tests {
             Answer::Json
         );
         assert!(negotiate(&accept("text/html")).is_err());
+    }
+
+    #[test]
+    fn batches_split_into_frames_sharing_the_body_and_are_capped() {
+        let body = Bytes::from_static(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"notifications/x"}]"#,
+        );
+        let (frames, batch) = parse_body(body.clone(), 8).unwrap();
+        assert!(batch);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].id().unwrap(), b"1");
+        assert_eq!(frames[1].kind(), crate::jsonrpc::Kind::Notification);
+        assert!(matches!(
+            parse_body(body, 1),
+            Err(ProxyError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse_body(Bytes::from_static(b"[]"), 8),
+            Err(ProxyError::InvalidRequest(_))
+        ));
+        assert!(parse_body(Bytes::from_static(b"[1]"), 8).is_err());
+    }
+
+    #[test]
+    fn a_version_header_that_is_not_ascii_is_refused_not_ignored() {
+        let mut h = HeaderMap::new();
+        assert_eq!(protocol_version_header(&h).unwrap(), None);
+        h.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_bytes(b"2025-06-18\xe9").unwrap(),
+        );
+        assert!(matches!(
+            protocol_version_header(&h),
+            Err(ProxyError::BadProtocolVersion(_))
+        ));
     }
 
     #[test]

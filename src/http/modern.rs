@@ -19,69 +19,47 @@
 //! revision's cancellation signal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response};
-use hyper::body::Incoming;
+use http::{HeaderMap, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::streamable::{accepted, json_ok};
-use super::{Answer, App, negotiate, require_json, sse_response};
+use super::response::{accepted, json_message, json_ok, sse_response};
+use super::{Answer, App, negotiate};
 use crate::error::ProxyError;
-use crate::jsonrpc::{self, Frame, Kind, Message, code};
+use crate::jsonrpc::{self, Frame, Kind, code};
 use crate::sse::{Body, Outlet, stream_body};
-use crate::upstream::{Port, PortKind, Reply, Upstream, UpstreamProtocol};
-
-/// The stateless revisions this proxy serves.
-pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
-
-/// The newest session-era revision; anything later is the stateless protocol.
-const LAST_SESSION_VERSION: &str = "2025-11-25";
+use crate::upstream::{
+    DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream, UpstreamError, UpstreamProtocol,
+};
+use crate::version::{self, LATEST_SESSION_VERSION, MODERN_VERSIONS};
 
 /// `_meta` key of the protocol version in every 2026-07-28 request.
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
-/// Revision the proxy asks a legacy child for when it initializes it itself.
-const CHILD_VERSION: &str = "2025-11-25";
-
-/// Whether the version header names a stateless revision. Versions are
-/// dates, so they compare as strings.
-pub fn header_is_modern(headers: &HeaderMap) -> bool {
-    headers
-        .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() > LAST_SESSION_VERSION)
-}
+/// `_meta` key of the client's capabilities, required in every request.
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// Whether a message without a session id is a 2026-07-28 one.
 pub fn body_is_modern(frame: &Frame) -> bool {
     frame.method() == Some("server/discover") || meta_version(frame).is_some()
 }
 
-fn meta_version(frame: &Frame) -> Option<String> {
+/// The protocol version a message's `_meta` names, if any.
+pub fn meta_version(frame: &Frame) -> Option<String> {
     frame.meta(META_VERSION)?.as_str().map(String::from)
 }
 
-/// Entry for requests whose version header is modern.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-    refuse_if_legacy_only(&app)?;
-    if req.method() != Method::POST {
-        // No GET stream and no sessions to delete in this revision.
-        return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
-    }
-    let (parts, body) = req.into_parts();
-    require_json(&parts.headers)?;
-    let bytes = app.read_body(body, &parts.headers).await?;
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(ProxyError::InvalidRequest(
-            "JSON-RPC batches are not part of protocol 2026-07-28".into(),
-        ));
-    }
-    let frame = Frame::parse(bytes, true)?;
-    serve(app, &parts, frame).await
+/// A GET or DELETE with a 2026-07-28 version: this revision has no GET
+/// stream and no sessions to delete.
+pub fn not_post(app: &App) -> Result<Response<Body>, ProxyError> {
+    refuse_if_legacy_only(app)?;
+    Err(ProxyError::MethodNotAllowed("POST, OPTIONS"))
 }
 
 /// `--upstream-protocol legacy` makes the proxy a session-era server: a
@@ -168,7 +146,7 @@ fn validate(headers: &HeaderMap, frame: &Frame) -> Result<(), ProxyError> {
             ));
         }
     };
-    if !MODERN_VERSIONS.contains(&version.as_str()) {
+    if !version::is_modern(&version) {
         return Err(ProxyError::UnsupportedVersion {
             requested: version,
             supported: MODERN_VERSIONS.to_vec(),
@@ -178,6 +156,16 @@ fn validate(headers: &HeaderMap, frame: &Frame) -> Result<(), ProxyError> {
         return Err(ProxyError::InvalidRequest(
             "clients must not send JSON-RPC responses in protocol 2026-07-28".into(),
         ));
+    }
+    if frame.kind() == Kind::Request {
+        // Every request says what the handshake used to: its version
+        // (checked above) and the client's capabilities.
+        let capabilities = frame.meta(META_CAPABILITIES);
+        if !capabilities.as_ref().is_some_and(Value::is_object) {
+            return Err(ProxyError::InvalidParams(format!(
+                "params._meta[{META_CAPABILITIES:?}] (an object) is required in protocol 2026-07-28"
+            )));
+        }
     }
     let method = frame.method().unwrap_or_default();
     match header("mcp-method") {
@@ -240,7 +228,7 @@ pub async fn serve(
     let upstream = app
         .modern_upstream(&super::principal_of(&parts.extensions))
         .await?;
-    ensure_initialized(&upstream).await?;
+    ensure_initialized(&app, &upstream).await?;
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     match frame.method().unwrap_or_default() {
         "server/discover" => {
@@ -270,7 +258,7 @@ pub async fn serve(
     } else {
         answer
     };
-    let port = Port::new(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
+    let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
     port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
     upstream.attach(port.clone());
     if listen {
@@ -279,7 +267,7 @@ pub async fn serve(
     if answer == Answer::Json {
         // Progress, if any was asked for, cannot travel in a JSON body and is dropped.
         let (tx, rx) = oneshot::channel();
-        let mut guard = CancelUnlessAnswered::new(&upstream, &port, &id, None);
+        let mut guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, None);
         let _ = upstream.request(&port, frame, Reply::Once(tx)).await;
         let message = tokio::select! {
             r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None).into()),
@@ -289,7 +277,7 @@ pub async fn serve(
         // An error is small; a large answer is a result and is not read again.
         let not_found = message.len() <= ERROR_PEEK_BYTES
             && error_code(&message.clone().into_bytes()) == Some(code::METHOD_NOT_FOUND);
-        let mut r = super::streamable::json_message(message);
+        let mut r = json_message(message);
         if not_found {
             // The spec's status for an unknown method in this revision.
             *r.status_mut() = http::StatusCode::NOT_FOUND;
@@ -299,10 +287,11 @@ pub async fn serve(
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
     let outlet = Arc::new(outlet);
+    // The guard first: a client gone during the write still detaches the port.
+    let guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, Some(outlet.clone()));
     let _ = upstream
         .request(&port, frame, Reply::Stream(outlet.clone()))
         .await;
-    let guard = CancelUnlessAnswered::new(&upstream, &port, &id, Some(outlet));
     Ok(sse_response(stream_body(
         rx,
         app.config.keep_alive,
@@ -313,8 +302,8 @@ pub async fn serve(
 
 fn has_progress_token(frame: &Frame) -> bool {
     frame
-        .params()
-        .is_some_and(|p| p.windows(13).any(|w| w == b"progressToken"))
+        .locate_in_params(&["_meta", "progressToken"])
+        .is_some()
 }
 
 /// Answers up to this size are checked for an unknown-method error (404).
@@ -352,6 +341,9 @@ async fn subscribe(
         debug!("subscriptions/listen with Accept: application/json only; streaming anyway");
     }
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
+    // The guard first: a client gone while the subscription is set up
+    // still detaches the port.
+    let guard = CancelUnlessAnswered::new(app, upstream, &port, &id, Some(outlet.clone()));
     if upstream.era() == UpstreamProtocol::Modern {
         // The child serves the subscription itself (acknowledgment, filter,
         // ids); its notifications are routed to this request's stream by
@@ -362,7 +354,6 @@ async fn subscribe(
     } else {
         listen_for_legacy_child(upstream, &port, &outlet, &frame, &id).await;
     }
-    let guard = CancelUnlessAnswered::new(upstream, &port, &id, Some(outlet));
     sse_response(stream_body(
         rx,
         app.config.keep_alive,
@@ -434,16 +425,21 @@ async fn listen_for_legacy_child(
     if !uris.is_empty() {
         accepted.insert("resourceSubscriptions".into(), json!(uris));
     }
-    let sub_id: Value = serde_json::from_slice(id).unwrap_or(Value::Null);
-    let ack = json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":accepted,"_meta":{crate::upstream::SUBSCRIPTION_ID_KEY: sub_id}}});
-    outlet.send(&serde_json::to_vec(&ack).expect("Value serializes"));
+    let ack = json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":accepted,"_meta":{crate::upstream::SUBSCRIPTION_ID_KEY: null}}});
+    let ack = Frame::from_value(&ack);
+    // The listen id goes in as the client wrote it, never re-parsed.
+    let ack = match ack.locate_in_params(&["_meta", crate::upstream::SUBSCRIPTION_ID_KEY]) {
+        Some(at) => ack.with_replaced(at, id),
+        None => ack,
+    };
+    outlet.send(ack.bytes());
     for (n, uri) in uris.iter().enumerate() {
         let sub = Frame::from_value(
             &json!({"jsonrpc":"2.0","id":format!("listen-{n}"),"method":"resources/subscribe","params":{"uri":uri}}),
         );
         let (tx, rx) = oneshot::channel();
         if upstream.request(port, sub, Reply::Once(tx)).await.is_ok() {
-            let _ = rx.await;
+            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
         }
     }
     port.set_listen(filter);
@@ -470,34 +466,36 @@ fn discover_result(init: &[u8]) -> Value {
 }
 
 /// The child of the modern front-end speaks a 2025 revision: the proxy is
-/// its one client and initializes it once.
-async fn ensure_initialized(upstream: &Arc<Upstream>) -> Result<(), ProxyError> {
+/// its one client and initializes it once, within `--request-timeout`.
+async fn ensure_initialized(app: &App, upstream: &Arc<Upstream>) -> Result<(), ProxyError> {
     if upstream.cached_initialize().await.is_some() {
         return Ok(());
     }
     let params = json!({
-        "protocolVersion": CHILD_VERSION,
+        "protocolVersion": LATEST_SESSION_VERSION,
         "capabilities": {},
         "clientInfo": { "name": "mcp-proxy", "version": env!("CARGO_PKG_VERSION") },
     });
-    let port = Port::new("proxy".into(), PortKind::Modern);
+    let port = app.new_port("proxy".into(), PortKind::Modern);
     let (tx, rx) = oneshot::channel();
     let frame = Frame::from_value(
         &json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params }),
     );
-    upstream
-        .request(&port, frame, Reply::Once(tx))
-        .await
-        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
-    let answer: Bytes = rx
-        .await
-        .map(Message::into_bytes)
-        .map_err(|_| ProxyError::Upstream("the MCP server did not answer initialize".into()))?;
-    if super::streamable::negotiated_version(&answer).is_none() {
-        return Err(ProxyError::Upstream(format!(
-            "the MCP server refused initialize: {}",
-            String::from_utf8_lossy(&answer)
-        )));
+    upstream.request(&port, frame, Reply::Once(tx)).await?;
+    let budget = app
+        .config
+        .request_timeout
+        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    let answer: Bytes = match tokio::time::timeout(budget, rx).await {
+        Ok(Ok(m)) => m.into_bytes(),
+        _ => return Err(UpstreamError::HandshakeTimeout(budget).into()),
+    };
+    if version::negotiated_version(&answer).is_none() {
+        return Err(UpstreamError::Internal {
+            method: "initialize",
+            reason: format!("refused: {}", String::from_utf8_lossy(&answer)),
+        }
+        .into());
     }
     Ok(())
 }
@@ -513,10 +511,13 @@ struct CancelUnlessAnswered {
     outlet: Option<Arc<Outlet>>,
     /// JSON mode: set once the answer is in hand.
     answered: bool,
+    /// Where the detach runs (shutdown waits for it).
+    tasks: TaskTracker,
 }
 
 impl CancelUnlessAnswered {
     fn new(
+        app: &App,
         upstream: &Arc<Upstream>,
         port: &Arc<Port>,
         id: &[u8],
@@ -528,6 +529,7 @@ impl CancelUnlessAnswered {
             id: id.into(),
             outlet,
             answered: false,
+            tasks: app.tasks.clone(),
         }
     }
 }
@@ -535,19 +537,13 @@ impl CancelUnlessAnswered {
 impl Drop for CancelUnlessAnswered {
     fn drop(&mut self) {
         let answered = self.answered || self.outlet.as_ref().is_some_and(|o| o.is_finished());
-        let (upstream, port, id) = (
-            self.upstream.clone(),
-            self.port.clone(),
-            std::mem::take(&mut self.id),
-        );
-        tokio::spawn(async move {
-            if !answered {
-                upstream
-                    .cancel_request(&port, &id, "the client closed the connection")
-                    .await;
-            }
-            upstream.detach(&port).await;
-        });
+        if !answered {
+            self.upstream
+                .cancel_request(&self.port, &self.id, "the client closed the connection");
+        }
+        let (upstream, port) = (self.upstream.clone(), self.port.clone());
+        self.tasks
+            .spawn(async move { upstream.detach(&port).await });
     }
 }
 
@@ -567,7 +563,7 @@ mod tests {
         Frame::parse(Bytes::from_static(s.as_bytes()), true).unwrap()
     }
 
-    const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
 
     #[test]
     fn valid_headers_pass() {
@@ -626,15 +622,22 @@ mod tests {
     }
 
     #[test]
+    fn a_request_without_client_capabilities_is_invalid_params() {
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+        ]);
+        let f = frame(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        assert!(matches!(
+            validate(&h, &f),
+            Err(ProxyError::InvalidParams(_))
+        ));
+    }
+
+    #[test]
     fn era_detection() {
-        assert!(header_is_modern(&headers(&[(
-            "mcp-protocol-version",
-            "2026-07-28"
-        )])));
-        assert!(!header_is_modern(&headers(&[(
-            "mcp-protocol-version",
-            "2025-11-25"
-        )])));
         assert!(body_is_modern(&frame(CALL)));
         assert!(!body_is_modern(&frame(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#

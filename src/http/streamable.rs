@@ -4,70 +4,35 @@
 //! POST carries one message (or, on 2025-03-26 sessions only, a batch).
 //! Notifications and responses get 202 with an empty body; requests get an
 //! SSE stream (their response plus whatever the child sends meanwhile) or a
-//! JSON body, whichever `Accept` allows. GET opens the session's stream for
-//! unrelated messages (a second GET replaces the first); `Last-Event-ID`
-//! resumes a stream. DELETE ends the session. `initialize` creates a session
-//! and, in per-session mode, its child; the session id is sent once, on the
-//! successful initialize response.
+//! JSON body, whichever `Accept` allows. A batch is passed on in its order
+//! (a request and its own cancellation stay in that order). GET opens the
+//! session's stream for unrelated messages (a second GET replaces the
+//! first); `Last-Event-ID` resumes a stream. DELETE ends the session.
+//! `initialize` creates a session and, in per-session mode, its child; the
+//! session id is sent once, on the successful initialize response.
 //!
-//! Requests that carry the 2026-07-28 protocol version are handed to
-//! [`super::modern`] before any of this applies.
+//! Requests reach this module once [`super::App::mcp`] decided they are
+//! session-era.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::value::RawValue;
 use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use super::{Answer, App, negotiate, require_json, sse_response};
+use super::response::{accepted, json_message, json_ok, single_event, sse_response};
+use super::{Answer, App, negotiate};
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, Message, code};
 use crate::session::Session;
-use crate::sse::{self, Body, Outlet, empty, full, stream_body};
-use crate::upstream::{Port, PortKind, Reply, Upstream};
-
-/// Revisions served here, oldest first.
-pub const SESSION_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
-
-/// How long the child gets to answer `initialize` when no --request-timeout is set.
-const INITIALIZE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Entry point for the MCP endpoint.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-    if super::modern::header_is_modern(req.headers()) {
-        return super::modern::handle(app, req).await;
-    }
-    match *req.method() {
-        Method::POST => post(app, req).await,
-        Method::GET => get(app, req).await,
-        Method::DELETE => delete(app, req).await,
-        _ => Err(ProxyError::MethodNotAllowed("GET, POST, DELETE, OPTIONS")),
-    }
-}
-
-/// Parses a POST body into messages; `true` when it was a batch.
-pub fn parse_body(bytes: Bytes) -> Result<(Vec<Frame>, bool), ProxyError> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if first != Some(b'[') {
-        return Ok((vec![Frame::parse(bytes, true)?], false));
-    }
-    let items: Vec<&RawValue> =
-        serde_json::from_slice(&bytes).map_err(|e| jsonrpc::FrameError::NotJson(e.to_string()))?;
-    if items.is_empty() {
-        return Err(ProxyError::InvalidRequest("empty batch".into()));
-    }
-    let frames = items
-        .iter()
-        .map(|raw| Frame::parse(bytes.slice_ref(raw.get().as_bytes()), true))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((frames, true))
-}
+use crate::sse::{Body, Outlet, empty, stream_body};
+use crate::upstream::{DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream};
+use crate::version::{self, BATCH_VERSION, SESSION_VERSIONS};
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -93,33 +58,31 @@ fn session_of(
 }
 
 /// `MCP-Protocol-Version` after initialization (spec 2025-06-18+
-/// `transports#protocol-version-header`): absent is fine (the session
-/// knows), an invalid or unsupported value is 400. A different but
-/// supported revision is accepted, as the official conformance suite
-/// expects; the session's negotiated version still governs (batching).
+/// `transports#protocol-version-header`, transport.md §2.7): absent is
+/// fine (the session knows); a value that disagrees with the session is
+/// 400. The session's revision is the negotiated one, or the one the
+/// client asked for (clients that were answered an older revision keep
+/// sending theirs; the official conformance suite does).
 fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyError> {
     let Some(v) = header_str(headers, "mcp-protocol-version") else {
         return Ok(());
     };
-    if !SESSION_VERSIONS.contains(&v) {
+    let negotiated = session.protocol_version();
+    if !session.accepts_version(v) {
         return Err(ProxyError::BadProtocolVersion(format!(
-            "unsupported MCP-Protocol-Version {v:?}; this session speaks {}",
-            session.protocol_version()
+            "MCP-Protocol-Version {v:?} does not match this session's {negotiated:?}"
         )));
     }
     Ok(())
 }
 
-async fn post(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-    let (parts, body) = req.into_parts();
-    require_json(&parts.headers)?;
-    let bytes = app.read_body(body, &parts.headers).await?;
-    let (frames, batch) = parse_body(bytes)?;
-    let has_session = parts.headers.contains_key("mcp-session-id");
-    if !batch && !has_session && super::modern::body_is_modern(&frames[0]) {
-        return super::modern::serve(app, &parts, frames.into_iter().next().expect("one frame"))
-            .await;
-    }
+/// A session-era POST, parsed by [`super::App::mcp`].
+pub async fn post(
+    app: Arc<App>,
+    parts: &Parts,
+    frames: Vec<Frame>,
+    batch: bool,
+) -> Result<Response<Body>, ProxyError> {
     let is_init = |f: &Frame| f.kind() == Kind::Request && f.method() == Some("initialize");
     if batch && frames.iter().any(is_init) {
         return Err(ProxyError::InvalidRequest(
@@ -130,16 +93,16 @@ async fn post(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, P
         if !frames.iter().any(is_init) {
             check_stateless_version(&parts.headers, batch)?;
         }
-        return stateless(app, &parts, frames, batch).await;
+        return stateless(app, parts, frames, batch).await;
     }
     if !batch && is_init(&frames[0]) {
         // A stale session id on initialize is ignored: the client is starting over.
-        return initialize(app, &parts, frames.into_iter().next().expect("one frame")).await;
+        return initialize(app, parts, frames.into_iter().next().expect("one frame")).await;
     }
     let session = session_of(&app, &parts.headers, &parts.extensions)?;
-    if batch && session.protocol_version() != "2025-03-26" {
+    if batch && session.protocol_version() != BATCH_VERSION {
         return Err(ProxyError::InvalidRequest(format!(
-            "JSON-RPC batches are only allowed in protocol 2025-03-26; this session speaks {}",
+            "JSON-RPC batches are only allowed in protocol {BATCH_VERSION}; this session speaks {}",
             session.protocol_version()
         )));
     }
@@ -158,7 +121,10 @@ async fn post(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, P
     .await
 }
 
-/// Passes notifications and responses on, then serves the requests.
+/// Passes every message on, in the order of the body; requests are
+/// answered on one stream (or in one JSON body). Notifications and
+/// responses never fail the POST: a child that is down loses them, as any
+/// transport would, and the POST still gets 202.
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     app: &Arc<App>,
@@ -172,39 +138,26 @@ async fn dispatch(
     guard: Option<DetachGuard>,
 ) -> Result<Response<Body>, ProxyError> {
     let requests = frames.iter().filter(|f| f.kind() == Kind::Request).count();
-    // Refuse before anything reaches the child.
-    let answer = if requests > 0 {
-        Some(negotiate(headers)?)
-    } else {
-        None
-    };
-    let mut pending = Vec::new();
-    for frame in frames {
-        let r = match frame.kind() {
-            Kind::Notification => upstream.notify(port, frame).await,
-            Kind::Response => upstream.respond(port, frame).await,
-            Kind::Request => {
-                pending.push(frame);
-                Ok(())
-            }
-        };
-        if let Err(e) = r {
-            if requests == 0 {
-                return Err(ProxyError::Upstream(e.to_string()));
-            }
-            debug!(error = %e, "message not delivered to the child");
+    if requests == 0 {
+        for frame in frames {
+            deliver_other(port, upstream, frame).await;
         }
-    }
-    let Some(answer) = answer else {
         return Ok(accepted());
-    };
+    }
+    // Refuse before anything reaches the child.
+    let answer = negotiate(headers)?;
     match answer {
         Answer::Sse => {
-            let (outlet, rx) = open_stream(pending.len());
-            for frame in pending {
-                let _ = upstream
-                    .request(port, frame, Reply::Stream(outlet.clone()))
-                    .await;
+            let (outlet, rx) = open_stream(requests);
+            for frame in frames {
+                match frame.kind() {
+                    Kind::Request => {
+                        let _ = upstream
+                            .request(port, frame, Reply::Stream(outlet.clone()))
+                            .await;
+                    }
+                    _ => deliver_other(port, upstream, frame).await,
+                }
             }
             Ok(sse_response(stream_body(
                 rx,
@@ -214,8 +167,12 @@ async fn dispatch(
             )))
         }
         Answer::Json => {
-            let mut waiters = Vec::with_capacity(pending.len());
-            for frame in pending {
+            let mut waiters = Vec::with_capacity(requests);
+            for frame in frames {
+                if frame.kind() != Kind::Request {
+                    deliver_other(port, upstream, frame).await;
+                    continue;
+                }
                 let id: Box<[u8]> = frame.id().unwrap_or_default().into();
                 let (tx, rx) = oneshot::channel();
                 let _ = upstream.request(port, frame, Reply::Once(tx)).await;
@@ -239,6 +196,17 @@ async fn dispatch(
     }
 }
 
+/// A notification or a response from the client, to the child.
+async fn deliver_other(port: &Arc<Port>, upstream: &Arc<Upstream>, frame: Frame) {
+    let r = match frame.kind() {
+        Kind::Notification => upstream.notify(port, frame).await,
+        _ => upstream.respond(port, frame).await,
+    };
+    if let Err(e) = r {
+        debug!(error = %e, "message not delivered to the child");
+    }
+}
+
 fn join_batch(answers: &[Bytes]) -> Bytes {
     let mut out =
         BytesMut::with_capacity(answers.iter().map(Bytes::len).sum::<usize>() + answers.len() + 2);
@@ -253,36 +221,27 @@ fn join_batch(answers: &[Bytes]) -> Bytes {
     out.freeze()
 }
 
-/// 202 with an empty body: the only answer to notifications and responses.
-pub fn accepted() -> Response<Body> {
-    let mut r = Response::new(empty());
-    *r.status_mut() = StatusCode::ACCEPTED;
-    r
+/// Ends a session that never got registered (its initialize failed, or
+/// its client went away first) unless disarmed: the session's child must
+/// not outlive an initialize nobody waits for.
+struct Unregistered {
+    session: Option<Arc<Session>>,
+    tasks: TaskTracker,
 }
 
-/// 200 with a JSON body.
-pub fn json_ok(body: Bytes) -> Response<Body> {
-    let mut r = Response::new(full(body));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+impl Unregistered {
+    fn disarm(&mut self) {
+        self.session = None;
+    }
 }
 
-/// 200 with a JSON body sent as the pieces it is made of.
-pub fn json_message(message: Message) -> Response<Body> {
-    let mut r = Response::new(sse::parts(message.into_parts()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// One response as an SSE stream of one event.
-pub fn single_event(body: &[u8]) -> Response<Body> {
-    sse_response(full(sse::event(None, None, body)))
+impl Drop for Unregistered {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.tasks
+                .spawn(async move { end_unregistered(&session).await });
+        }
+    }
 }
 
 async fn initialize(
@@ -294,13 +253,29 @@ async fn initialize(
     let (session, reservation) = app
         .open_session(&super::principal_of(&parts.extensions))
         .await?;
+    // From here on, a client that goes away ends this session and its child.
+    let mut pending_session = Unregistered {
+        session: Some(session.clone()),
+        tasks: app.tasks.clone(),
+    };
     let upstream = session.upstream.clone();
     let client_id: Box<[u8]> = frame.id().unwrap_or_default().into();
+    if let Some(Ok(asked)) = frame
+        .locate_in_params(&["protocolVersion"])
+        .map(|at| serde_json::from_slice::<String>(&frame.bytes()[at]))
+    {
+        session.set_requested_version(&asked);
+    }
     let (tx, rx) = oneshot::channel();
+    let limit = app
+        .config
+        .request_timeout
+        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    // The handshake itself is bounded by `limit` inside the multiplexer;
+    // the wait here covers the answer's delivery.
     let _ = upstream
         .request(&session.port, frame, Reply::Once(tx))
         .await;
-    let limit = app.config.request_timeout.unwrap_or(INITIALIZE_TIMEOUT);
     let response = tokio::select! {
         r = rx => r.ok().map(Message::into_bytes),
         _ = tokio::time::sleep(limit) => None,
@@ -311,23 +286,24 @@ async fn initialize(
             Some(&client_id),
             code::SERVER_ERROR,
             &format!(
-                "the MCP server did not answer initialize within {} s",
-                limit.as_secs()
+                "the MCP server did not answer initialize within {} ms",
+                limit.as_millis()
             ),
             None,
         )
     });
-    let version = negotiated_version(&response);
-    let Some(version) = version else {
+    let Some(version) = version::negotiated_version(&response) else {
         // No session was created: the error goes back without an id header.
         info!("initialize failed; no session created");
+        pending_session.disarm();
         end_unregistered(&session).await;
         return Ok(answer_one(answer, response));
     };
     session.set_protocol_version(&version);
     app.sessions.insert(session.clone(), reservation);
+    pending_session.disarm();
     if !upstream.is_shared() {
-        watch_child(app.clone(), &session);
+        app.watch_child(&session);
     }
     let mut resp = answer_one(answer, response);
     // Invariant: session ids are hex.
@@ -336,23 +312,6 @@ async fn initialize(
         HeaderValue::from_str(&session.id).expect("hex is a valid header"),
     );
     Ok(resp)
-}
-
-/// The protocol version of a successful initialize answer.
-pub fn negotiated_version(response: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct R {
-        result: Option<Init>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Init {
-        #[serde(rename = "protocolVersion")]
-        protocol_version: String,
-    }
-    serde_json::from_slice::<R>(response)
-        .ok()?
-        .result
-        .map(|r| r.protocol_version)
 }
 
 fn answer_one(answer: Answer, body: Bytes) -> Response<Body> {
@@ -370,20 +329,9 @@ async fn end_unregistered(session: &Arc<Session>) {
     }
 }
 
-/// Per-session mode: when the child exits, the session ends (404 afterwards).
-pub fn watch_child(app: Arc<App>, session: &Arc<Session>) {
-    let upstream = session.upstream.clone();
-    let id = session.id.clone();
-    let cancel = session.cancel.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = upstream.ended() => app.sessions.remove(&id, "its MCP server process exited").await,
-            _ = cancel.cancelled() => false,
-        };
-    });
-}
-
-async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+/// GET: the session's stream for unrelated messages, or the resumption of
+/// a stream.
+pub async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
     if app.config.mode == Mode::Stateless {
         return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
     }
@@ -419,7 +367,8 @@ async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Pr
     )))
 }
 
-async fn delete(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+/// DELETE: ends the session.
+pub async fn delete(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
     if app.config.mode == Mode::Stateless {
         return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
     }
@@ -438,12 +387,15 @@ pub struct DetachGuard {
     pub upstream: Arc<Upstream>,
     /// The one-request session.
     pub port: Arc<Port>,
+    /// Where the detach runs (shutdown waits for it).
+    pub tasks: TaskTracker,
 }
 
 impl Drop for DetachGuard {
     fn drop(&mut self) {
         let (upstream, port) = (self.upstream.clone(), self.port.clone());
-        tokio::spawn(async move { upstream.detach(&port).await });
+        self.tasks
+            .spawn(async move { upstream.detach(&port).await });
     }
 }
 
@@ -453,7 +405,7 @@ impl Drop for DetachGuard {
 fn check_stateless_version(headers: &HeaderMap, batch: bool) -> Result<(), ProxyError> {
     let version = header_str(headers, "mcp-protocol-version");
     if let Some(v) = version
-        && !SESSION_VERSIONS.contains(&v)
+        && !version::is_session(v)
     {
         return Err(ProxyError::BadProtocolVersion(format!(
             "unsupported MCP-Protocol-Version {v:?}; supported: {}",
@@ -461,8 +413,8 @@ fn check_stateless_version(headers: &HeaderMap, batch: bool) -> Result<(), Proxy
         )));
     }
     match version {
-        Some(v) if batch && v != "2025-03-26" => Err(ProxyError::InvalidRequest(format!(
-            "JSON-RPC batches are only allowed in protocol 2025-03-26; this request says {v}"
+        Some(v) if batch && v != BATCH_VERSION => Err(ProxyError::InvalidRequest(format!(
+            "JSON-RPC batches are only allowed in protocol {BATCH_VERSION}; this request says {v}"
         ))),
         _ => Ok(()),
     }
@@ -476,12 +428,13 @@ async fn stateless(
     batch: bool,
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = app.shared_upstream().await?;
-    let port = Port::new(crate::upstream::STATELESS_LABEL.into(), PortKind::Session);
+    let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Session);
     port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
     upstream.attach(port.clone());
     let guard = DetachGuard {
         upstream: upstream.clone(),
         port: port.clone(),
+        tasks: app.tasks.clone(),
     };
     let limits = app.stream_limits();
     let open = move |owed| {
@@ -501,41 +454,4 @@ async fn stateless(
         Some(guard),
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_split_into_frames_sharing_the_body() {
-        let (frames, batch) = parse_body(Bytes::from_static(
-            br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"notifications/x"}]"#,
-        ))
-        .unwrap();
-        assert!(batch);
-        assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0].id().unwrap(), b"1");
-        assert_eq!(frames[1].kind(), Kind::Notification);
-        assert!(matches!(
-            parse_body(Bytes::from_static(b"[]")),
-            Err(ProxyError::InvalidRequest(_))
-        ));
-        assert!(parse_body(Bytes::from_static(b"[1]")).is_err());
-    }
-
-    #[test]
-    fn negotiated_version_reads_only_successes() {
-        assert_eq!(
-            negotiated_version(
-                br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#
-            )
-            .as_deref(),
-            Some("2025-06-18")
-        );
-        assert_eq!(
-            negotiated_version(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#),
-            None
-        );
-    }
 }

@@ -36,7 +36,8 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::config::{Config, Mode};
 use crate::config_file::{ServerSpec, ServersConfig};
 use crate::error::ProxyError;
-use crate::http::{App, json_response};
+use crate::http::App;
+use crate::http::response::json_response;
 use crate::sse::Body;
 use crate::store::{ChildSecrets, Store};
 
@@ -46,6 +47,8 @@ const RETIRE_CHECK: Duration = Duration::from_millis(500);
 /// One running generation of a named server.
 struct Running {
     app: Arc<App>,
+    /// (variable, header) this server takes from requests.
+    header_env: Vec<(String, String)>,
     /// What it was built from, to tell a changed server on reload.
     fingerprint: String,
     /// Ends its idle-session reaper.
@@ -78,7 +81,7 @@ fn fingerprint(spec: &ServerSpec) -> String {
     // registry is state, not a setting.
     let mut config = spec.config.clone();
     config.child.children = Arc::default();
-    format!("{config:?}|{:?}", spec.secrets)
+    format!("{config:?}|{:?}|{:?}", spec.secrets, spec.header_env)
 }
 
 /// What a reload did.
@@ -130,23 +133,25 @@ impl ServerSet {
         }
         // Its JWKS, if any, is fetched on the first request that needs it.
         let app = App::new(config).map_err(|e| format!("server {:?}: {e}", spec.name))?;
-        if !spec.secrets.is_empty() {
-            let Some(store) = &self.store else {
-                return Err(format!(
-                    "server {:?} takes per-user secrets but no credential store is open",
-                    spec.name
-                ));
-            };
-            app.set_credentials(Arc::new(ChildSecrets::new(
-                store.clone(),
+        if !spec.secrets.is_empty() && self.store.is_none() {
+            return Err(format!(
+                "server {:?} takes per-user secrets but no credential store is open",
+                spec.name
+            ));
+        }
+        if !spec.secrets.is_empty() || !spec.header_env.is_empty() {
+            app.set_credentials(Arc::new(ChildSecrets::with_headers(
+                self.store.clone(),
                 &spec.name,
                 spec.secrets.clone(),
+                spec.header_env.clone(),
             )));
         }
         let reaper = self.stop.child_token();
         tokio::spawn(crate::http::reap_idle(app.clone(), reaper.clone()));
         Ok(Running {
             app,
+            header_env: spec.header_env.clone(),
             fingerprint: fingerprint(spec),
             reaper,
         })
@@ -298,9 +303,21 @@ impl ServerSet {
             return ProxyError::NotFound(format!("{path} (no server named {name:?})"))
                 .into_response();
         };
-        // The app authenticates the request and hands its principal to
-        // the credential store at spawn.
-        app.handle(req).await
+        let header_env = self.read().get(name).map(|r| {
+            r.header_env
+                .iter()
+                .filter_map(|(var, header)| {
+                    let v = req.headers().get(header.as_str())?.to_str().ok()?.trim();
+                    (!v.is_empty()).then(|| (var.clone(), v.to_string()))
+                })
+                .collect::<Vec<_>>()
+        });
+        let caller = crate::store::Caller {
+            // The app authenticates and hands its principal to the store at spawn.
+            principal: None,
+            header_env: header_env.unwrap_or_default(),
+        };
+        crate::store::with_caller(caller, app.handle(req)).await
     }
 
     fn health(&self) -> Response<Body> {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::{Row, Sealed, SecretRef};
 
@@ -112,17 +112,18 @@ impl SqliteBackend {
     ) -> Result<Vec<Row>, String> {
         let (p, s, names) = (principal.to_string(), server.to_string(), names.to_vec());
         self.run(move |c| {
-            let mut st = c.prepare_cached(
+            // One statement for every name: a spawn waits on this.
+            let marks = (0..names.len())
+                .map(|i| format!("?{}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut st = c.prepare_cached(&format!(
                 "SELECT principal, server, name, key_id, nonce, sealed FROM secrets \
-                 WHERE principal = ?1 AND server = ?2 AND name = ?3",
-            )?;
-            let mut out = Vec::with_capacity(names.len());
-            for n in &names {
-                if let Some(r) = st.query_row(params![p, s, n], row_from).optional()? {
-                    out.push(r);
-                }
-            }
-            Ok(out)
+                 WHERE principal = ?1 AND server = ?2 AND name IN ({marks})"
+            ))?;
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&p, &s];
+            params.extend(names.iter().map(|n| n as &dyn rusqlite::ToSql));
+            st.query_map(params.as_slice(), row_from)?.collect()
         })
         .await
     }

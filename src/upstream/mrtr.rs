@@ -31,6 +31,15 @@ pub const INPUT_KEY: &str = "input";
 /// Rounds of input one call may ask for before the proxy gives up on it.
 pub const MAX_ROUNDS: u8 = 16;
 
+/// A fresh `requestState` token naming a parked call: 128 bits from the OS
+/// CSPRNG, hex (it travels to the client and must not be guessable).
+pub fn new_request_state() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS CSPRNG failing is not something to serve requests through.
+    getrandom::fill(&mut bytes).expect("the OS random number generator is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Whether `method` may be answered with `input_required`.
 pub fn may_ask(method: Option<&str>) -> bool {
     matches!(

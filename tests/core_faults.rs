@@ -1,0 +1,747 @@
+//! Regression: the faults of issue #9 that a broken child or a hostile
+//! client could cause in the multiplexer and the front-ends (panics that
+//! killed routing, handlers blocked on a wedged child, orphaned children,
+//! lost responses, substring sniffing, version headers, batches). Each test
+//! plays the attacker or the broken child (`everything`'s hidden
+//! `misbehave_*` tools, `sleep` as a child that never answers) against a
+//! real proxy on 127.0.0.1:0, and every wait is bounded.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Client, Proxy, SseStream, alive, eventually, example};
+
+const MODERN: &str = "2026-07-28";
+
+/// `ready` and `health` answer within a second.
+async fn assert_responsive(proxy: &Proxy) {
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(1),
+        reqwest::get(format!("{}/health", proxy.base())),
+    )
+    .await
+    .expect("/health within 1 s")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+async fn ready_status(proxy: &Proxy) -> u16 {
+    reqwest::get(format!("{}/ready", proxy.base()))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A call that must be answered (result or error) within `within`.
+async fn call_within(c: &Client, id: Value, tool: &str, args: Value, within: Duration) -> Value {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args,"_meta":{"progressToken":"tok"}}});
+    let resp = tokio::time::timeout(within, async {
+        let r = c.post(&body).await;
+        lenient_messages(r).await
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{tool} answered within {within:?}"));
+    resp.into_iter()
+        .rfind(|m| m.get("id") == Some(&id))
+        .unwrap_or_else(|| panic!("no response to {tool}"))
+}
+
+/// The messages of an answer (SSE or JSON); messages that carry what no
+/// JSON parser here can hold (`1e400`, deep nesting), which the proxy
+/// passes through unchanged, are left out.
+async fn lenient_messages(resp: reqwest::Response) -> Vec<Value> {
+    let sse = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let body = resp.bytes().await.unwrap();
+    if !sse {
+        return serde_json::from_slice(&body).into_iter().collect();
+    }
+    support::parse_events(&String::from_utf8_lossy(&body))
+        .into_iter()
+        .filter_map(|e| serde_json::from_str(&e.data).ok())
+        .collect()
+}
+
+fn is_error(m: &Value) -> bool {
+    m.get("error").is_some()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Child output the proxy cannot re-encode
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn child_output_with_unrepresentable_numbers_or_deep_nesting_does_not_kill_the_multiplexer() {
+    for mode in [&["--shared"][..], &[][..]] {
+        let proxy = Proxy::start(mode).await;
+        let mut c = Client::new(&proxy.mcp());
+        c.initialize("2025-11-25", json!({})).await;
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let lines = json!([
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":$TOKEN,"progress":1e400}}"#,
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":$TOKEN,"progress":1,"deep":{deep}}}}}"#
+            ),
+            r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":1e400}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1e400}}"#,
+        ]);
+        let answer = call_within(
+            &c,
+            json!(1),
+            "misbehave_emit",
+            json!({ "lines": lines }),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(
+            answer["result"]["content"][0]["text"], "emitted",
+            "{answer}"
+        );
+        // Routing still works afterwards, and the proxy says it is ready.
+        let echo = call_within(
+            &c,
+            json!(2),
+            "echo",
+            json!({"message":"still here"}),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(echo["result"]["content"][0]["text"], "still here");
+        assert_eq!(ready_status(&proxy).await, 200);
+        proxy.stop().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. Client input that used to reach panics
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_cancel_with_an_unrepresentable_number_is_accepted_without_a_panic() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let sleeper = {
+        let c = Client {
+            http: c.http.clone(),
+            url: c.url.clone(),
+            session: c.session.clone(),
+            version: c.version.clone(),
+            accept: "application/json",
+        };
+        tokio::spawn(async move {
+            c.post(&json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":3000}}}))
+                .await
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = c
+        .post_raw(
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5,"reason":1e400}}"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let _ = sleeper.await;
+    let echo = call_within(
+        &c,
+        json!(6),
+        "echo",
+        json!({"message":"ok"}),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(echo["result"]["content"][0]["text"], "ok");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_request_with_an_unrepresentable_id_to_a_modern_child_is_answered() {
+    let proxy = Proxy::start_child(&[], &example("modern_server"), &[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-11-25", json!({})).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.post_raw(br#"{"jsonrpc":"2.0","id":1e400,"method":"tools/list"}"#.to_vec()),
+    )
+    .await
+    .expect("answered");
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert!(
+        status == 200 || status == 400,
+        "status {status}, body {body}"
+    );
+    // The id goes back as the client wrote it.
+    assert!(body.contains(r#""id":1e400"#), "{body}");
+    // The proxy is still in one piece.
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 3. A client that goes away during initialize
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn clients_that_disconnect_during_initialize_leave_no_child_behind() {
+    let dir = std::env::temp_dir().join(format!("core-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pids = dir.join("init-disconnect.pids");
+    let _ = std::fs::remove_file(&pids);
+    let script = format!(
+        "echo $$ >> {}; sleep 2; exec {}",
+        pids.display(),
+        example("everything")
+    );
+    let proxy = Proxy::start_child(&["--max-sessions", "3"], "sh", &["-c", &script]).await;
+    for _ in 0..3 {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let r = http
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+            .send()
+            .await;
+        assert!(r.is_err(), "the client gave up first");
+    }
+    let spawned: Vec<u32> = eventually(Duration::from_secs(3), || {
+        std::fs::read_to_string(&pids).is_ok_and(|s| s.lines().count() == 3)
+    })
+    .await
+    .then(|| {
+        std::fs::read_to_string(&pids)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    })
+    .expect("three children were spawned");
+    let gone = eventually(Duration::from_secs(8), || {
+        spawned.iter().all(|pid| !alive(*pid))
+    })
+    .await;
+    assert!(
+        gone,
+        "children of abandoned initializes still run: {spawned:?}"
+    );
+    // The session slots are free again.
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. A child that stops reading stdin
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_child_that_stops_reading_stdin_cannot_hold_handlers_past_the_request_timeout() {
+    let proxy = Proxy::start(&["--request-timeout", "2s"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-03-26", json!({})).await;
+    let stopped = call_within(
+        &c,
+        json!(1),
+        "misbehave_stop_reading",
+        json!({"pings": 3000}),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
+    // Enough pings to fill the pipe and every queue before the child.
+    let batch: Vec<Value> = (0..1000)
+        .map(|n| json!({"jsonrpc":"2.0","id":format!("p{n}"),"method":"ping"}))
+        .collect();
+    for round in 0..4 {
+        let started = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(8), c.post(&json!(batch)))
+            .await
+            .unwrap_or_else(|_| panic!("batch {round} answered within 8 s"));
+        assert_eq!(r.status(), 200);
+        let answers: Value = r.json().await.unwrap();
+        assert_eq!(answers.as_array().unwrap().len(), 1000);
+        assert!(started.elapsed() < Duration::from_secs(8));
+        assert_responsive(&proxy).await;
+    }
+    let list = tokio::time::timeout(
+        Duration::from_secs(6),
+        c.post(&json!({"jsonrpc":"2.0","id":9,"method":"tools/list"})),
+    )
+    .await
+    .expect("tools/list answered within 6 s");
+    let body: Value = list.json().await.unwrap();
+    assert!(is_error(&body), "{body}");
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. A child that closes stdout, writes a line without end, never answers
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_shared_child_that_closes_stdout_fails_its_calls_and_is_replaced() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut a = Client::new(&proxy.mcp());
+    a.initialize("2025-11-25", json!({})).await;
+    let mut b = Client::new(&proxy.mcp());
+    b.initialize("2025-11-25", json!({})).await;
+    let answer = call_within(
+        &a,
+        json!(1),
+        "misbehave_close_stdout",
+        json!({}),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(is_error(&answer), "{answer}");
+    assert_responsive(&proxy).await;
+    // Another session is served again once the child is replaced.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let echo = call_within(
+            &b,
+            json!(2),
+            "echo",
+            json!({"message":"b"}),
+            Duration::from_secs(10),
+        )
+        .await;
+        if echo["result"]["content"][0]["text"] == "b" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again: {echo}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_per_session_child_that_closes_stdout_fails_its_call() {
+    let proxy = Proxy::start(&[]).await;
+    let mut a = Client::new(&proxy.mcp());
+    a.initialize("2025-11-25", json!({})).await;
+    let answer = call_within(
+        &a,
+        json!(1),
+        "misbehave_close_stdout",
+        json!({}),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(is_error(&answer), "{answer}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_line_over_the_cap_fails_its_call_before_the_line_ends() {
+    let proxy = Proxy::start(&["--shared", "--max-line-bytes", "1048576"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let started = Instant::now();
+    let answer = call_within(
+        &c,
+        json!(1),
+        "misbehave_huge_line",
+        json!({"bytes": 8 << 20, "newline_after_ms": 5000}),
+        Duration::from_secs(4),
+    )
+    .await;
+    assert!(is_error(&answer), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // Once the child ends its line, what it writes next is read again.
+    tokio::time::sleep(
+        Duration::from_secs(5).saturating_sub(started.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    let echo = call_within(
+        &c,
+        json!(2),
+        "echo",
+        json!({"message":"after"}),
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(echo["result"]["content"][0]["text"], "after", "{echo}");
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 6. The handshake honours --request-timeout
+// ---------------------------------------------------------------------------
+
+async fn initialize_hung(proxy: &Proxy) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn initialize_of_a_child_that_never_answers_ends_within_the_request_timeout() {
+    for mode in [
+        &["--request-timeout", "2s"][..],
+        &["--request-timeout", "2s", "--shared"][..],
+    ] {
+        let proxy = Proxy::start_child(mode, "sleep", &["1000"]).await;
+        let started = Instant::now();
+        let all = tokio::time::timeout(
+            Duration::from_secs(7),
+            futures_join3(
+                initialize_hung(&proxy),
+                initialize_hung(&proxy),
+                initialize_hung(&proxy),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{mode:?}: three initializes answered within 7 s"));
+        for (status, body) in [all.0, all.1, all.2] {
+            assert!(
+                status >= 400 || is_error(&body),
+                "{mode:?}: {status} {body}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(7));
+        assert_responsive(&proxy).await;
+        proxy.stop().await;
+    }
+}
+
+async fn futures_join3<A, B, C>(
+    a: impl std::future::Future<Output = A>,
+    b: impl std::future::Future<Output = B>,
+    c: impl std::future::Future<Output = C>,
+) -> (A, B, C) {
+    tokio::join!(a, b, c)
+}
+
+// ---------------------------------------------------------------------------
+// 7. Replay buffers of finished streams
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finished_streams_give_their_replay_memory_back() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "text/event-stream";
+    c.initialize("2025-11-25", json!({})).await;
+    for n in 0..20 {
+        let big = "x".repeat(1 << 20);
+        let r = call_within(
+            &c,
+            json!(n),
+            "echo",
+            json!({"message": big}),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(!is_error(&r));
+    }
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let health = proxy.health().await;
+        let bytes = health["replay_bytes"]
+            .as_u64()
+            .expect("replay_bytes in /health");
+        if bytes < 1 << 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replay buffers still hold {bytes} bytes after the responses were delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 8. A slow consumer of a stream that cannot be resumed
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_slow_consumer_of_a_stream_without_event_ids_still_gets_its_response() {
+    let proxy = Proxy::start(&["--replay-events", "0", "--max-queue", "4"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "text/event-stream";
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"misbehave_flood","arguments":{"count":64,"bytes":262144}}}))
+        .await;
+    assert_eq!(r.status(), 200);
+    // Read nothing for a while: the socket and the queue fill up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut stream = SseStream::new(r);
+    let mut last = None;
+    while let Some(ev) = stream.next_within(Duration::from_secs(15)).await {
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        if v.get("id") == Some(&json!(7)) {
+            last = Some(v);
+        }
+    }
+    let last = last.expect("the response (or an error for it) arrived, not silence");
+    assert!(last.get("result").is_some() || last.get("error").is_some());
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 11. Top-level fields, not substrings
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn arguments_that_mention_request_state_are_not_taken_for_a_retry() {
+    let proxy = Proxy::start(&[]).await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"what is requestState?"},"_meta":{"io.modelcontextprotocol/protocolVersion":MODERN,"io.modelcontextprotocol/clientCapabilities":{}}}});
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["result"]["content"][0]["text"], "what is requestState?",
+        "{v}"
+    );
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 12. Version headers
+// ---------------------------------------------------------------------------
+
+async fn post_with_version(c: &Client, version: reqwest::header::HeaderValue) -> (u16, Value) {
+    let r = c
+        .http
+        .post(&c.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .header("mcp-protocol-version", version)
+        .body(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn session_requests_with_a_wrong_version_header_get_400_without_modern_codes() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-06-18", json!({})).await;
+    for bad in [
+        reqwest::header::HeaderValue::from_static("2025-03-26"),
+        reqwest::header::HeaderValue::from_static("2025-12-01"),
+        reqwest::header::HeaderValue::from_static("2026-07-28"),
+        reqwest::header::HeaderValue::from_bytes(b"2025-06-18\xe9").unwrap(),
+    ] {
+        let (status, body) = post_with_version(&c, bad.clone()).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        let code = body["error"]["code"].as_i64().unwrap_or_default();
+        assert!(
+            !(-32022..=-32020).contains(&code),
+            "{bad:?}: session-era answers never use the 2026-07-28 codes: {body}"
+        );
+    }
+    let (status, _) =
+        post_with_version(&c, reqwest::header::HeaderValue::from_static("2025-06-18")).await;
+    assert_eq!(status, 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_modern_request_without_client_capabilities_gets_400_invalid_params() {
+    let proxy = Proxy::start(&[]).await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":MODERN}}});
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/list")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 13. Notifications to a dead child, batches, concurrent GETs, ids
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn notifications_to_a_crashed_child_are_accepted_or_the_session_is_gone() {
+    for mode in [&["--shared"][..], &[][..]] {
+        let proxy = Proxy::start(mode).await;
+        let mut c = Client::new(&proxy.mcp());
+        c.accept = "application/json";
+        c.initialize("2025-11-25", json!({})).await;
+        let _ = c
+            .post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crash","arguments":{"code":3}}}))
+            .await;
+        for _ in 0..20 {
+            let r = c
+                .post(&json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"}))
+                .await;
+            let s = r.status().as_u16();
+            assert!(s == 202 || s == 404, "{mode:?}: notification answered {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_keeps_its_order_so_a_cancel_follows_its_request() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-03-26", json!({})).await;
+    let started = Instant::now();
+    let r = c
+        .post(&json!([
+            {"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":5000}}},
+            {"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"changed my mind"}}
+        ]))
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the cancel reached the request: {v}"
+    );
+    assert!(is_error(&v[0]), "{v}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_over_the_cap_is_refused_before_anything_reaches_the_child() {
+    let proxy = Proxy::start(&["--max-batch", "16"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-03-26", json!({})).await;
+    let batch: Vec<Value> = (0..17)
+        .map(|n| json!({"jsonrpc":"2.0","id":n,"method":"ping"}))
+        .collect();
+    let r = c.post(&json!(batch)).await;
+    assert_eq!(r.status(), 400);
+    let batch: Vec<Value> = (0..16)
+        .map(|n| json!({"jsonrpc":"2.0","id":n,"method":"ping"}))
+        .collect();
+    let r = c.post(&json!(batch)).await;
+    assert_eq!(r.status(), 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_answer_with_the_same_number_spelled_differently_reaches_the_child() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"roots":{}})).await;
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"roots","arguments":{}}}))
+        .await;
+    let mut stream = SseStream::new(r);
+    let ask = stream.next_json().await;
+    assert_eq!(ask["method"], "roots/list", "{ask}");
+    let id = ask["id"].clone();
+    // The same id, spelled differently: `1.0` for `1`, an escaped first
+    // character for a string.
+    let spelled = match (id.as_u64(), id.as_str()) {
+        (Some(n), _) => format!("{n}.0"),
+        (None, Some(s)) => {
+            let mut chars = s.chars();
+            let first = chars.next().expect("non-empty id");
+            format!("\"\\u{:04x}{}\"", first as u32, chars.as_str())
+        }
+        _ => panic!("unexpected id {id}"),
+    };
+    let answer = format!(r#"{{"jsonrpc":"2.0","id":{spelled},"result":{{"roots":[]}}}}"#);
+    let resp = c.post_raw(answer.into_bytes()).await;
+    assert_eq!(resp.status(), 202);
+    let done = tokio::time::timeout(Duration::from_secs(5), stream.next_json())
+        .await
+        .expect("the tool got its answer");
+    assert_eq!(done["id"], 1, "{done}");
+    assert!(done.get("result").is_some(), "{done}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_reused_id_is_refused_while_the_first_request_is_in_flight() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-11-25", json!({})).await;
+    let first = {
+        let c = Client {
+            http: c.http.clone(),
+            url: c.url.clone(),
+            session: c.session.clone(),
+            version: c.version.clone(),
+            accept: "application/json",
+        };
+        tokio::spawn(async move {
+            let r = c
+                .post(&json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":10000}}}))
+                .await;
+            r.json::<Value>().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dup = call_within(
+        &c,
+        json!(5),
+        "echo",
+        json!({"message":"dup"}),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(is_error(&dup), "{dup}");
+    // The first request is still the one a cancel reaches.
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let first = tokio::time::timeout(Duration::from_secs(3), first)
+        .await
+        .expect("the cancel ended the first request")
+        .unwrap();
+    assert!(is_error(&first), "{first}");
+    proxy.stop().await;
+}
