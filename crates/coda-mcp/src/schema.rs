@@ -252,6 +252,41 @@ fn check(v: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
+/// An output schema without its `description`s: clients use output schemas
+/// to validate and models rarely see them, so the prose would only double
+/// the size of `tools/list` (the fields are documented in the README).
+pub fn without_descriptions(schema: Map<String, Value>) -> Map<String, Value> {
+    fn strip(v: Value) -> Value {
+        match v {
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .filter(|(k, _)| k != "description")
+                    .map(|(k, v)| {
+                        // A property may itself be named "description".
+                        if k == "properties" {
+                            let props = match v {
+                                Value::Object(p) => Value::Object(
+                                    p.into_iter().map(|(n, s)| (n, strip(s))).collect(),
+                                ),
+                                other => other,
+                            };
+                            (k, props)
+                        } else {
+                            (k, strip(v))
+                        }
+                    })
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(strip).collect()),
+            other => other,
+        }
+    }
+    match strip(Value::Object(schema)) {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    }
+}
+
 /// Remove `null` members from objects, recursively, so results match
 /// schemas that say "optional" by leaving a property out.
 pub fn strip_nulls(v: &mut Value) {

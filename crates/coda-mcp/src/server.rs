@@ -111,9 +111,11 @@ impl CodaServer {
             .into_iter()
             .map(|mut t| {
                 t.input_schema = Arc::new(crate::schema::portable(&t.input_schema));
-                t.output_schema = t
-                    .output_schema
-                    .map(|s| Arc::new(crate::schema::portable(&s)));
+                t.output_schema = t.output_schema.map(|s| {
+                    Arc::new(crate::schema::without_descriptions(
+                        crate::schema::portable(&s),
+                    ))
+                });
                 t
             })
             .collect();
