@@ -1756,6 +1756,7 @@ impl Upstream {
         // Set when the line being skipped was already reported (and its
         // request failed) as it passed the cap.
         let mut reported_early = false;
+        let mut noise_limit: Option<crate::logging::RateLimit> = None;
         loop {
             let line = match reader.next_line().await {
                 Ok(Some(line)) => line,
@@ -1793,8 +1794,16 @@ impl Upstream {
                 Ok(frame) => up.route(frame).await,
                 Err(e) => {
                     skipped += 1;
-                    let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
-                    warn!(skipped, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                    // Rate-limited like stderr (`--child-log-rate`): a child
+                    // printing banners in a loop must not flood the log.
+                    let rate = up.spec.stderr_lines_per_second;
+                    let limit = noise_limit.get_or_insert_with(|| {
+                        crate::logging::RateLimit::new(rate.saturating_mul(4), rate)
+                    });
+                    if let Some(not_logged) = limit.admit() {
+                        let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                        warn!(skipped, not_logged, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                    }
                 }
             }
         }

@@ -307,6 +307,16 @@ async fn modern_header_rules_are_enforced_with_the_modern_codes() {
 #[tokio::test]
 async fn closing_a_modern_stream_cancels_the_request_at_the_child() {
     let proxy = Proxy::start(&[]).await;
+    // The shared child is started and initialized first, so that the
+    // window below covers the call alone, not the child's start (slow on
+    // a loaded machine).
+    let warm = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":meta()}});
+    assert_eq!(
+        modern_post(&proxy, &warm, "application/json")
+            .await
+            .status(),
+        200
+    );
     let call = json!({"jsonrpc":"2.0","id":"gone","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000},"_meta":meta()}});
     let req = modern_post(&proxy, &call, "application/json");
     // The client gives up (closes the connection) before the answer.

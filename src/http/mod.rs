@@ -136,16 +136,10 @@ impl App {
         let Some(credentials) = self.credentials.get() else {
             return self.spawn_session_child(label);
         };
-        let principal = crate::store::current_principal();
-        let env = credentials
-            .env_for(principal.as_deref())
-            .await
-            .map_err(|e| match e {
-                crate::store::CredentialError::Store(e) => {
-                    ProxyError::StoreUnavailable(e.to_string())
-                }
-                e => ProxyError::MissingCredential(e.to_string()),
-            })?;
+        let env = credentials.env_for_caller().await.map_err(|e| match e {
+            crate::store::CredentialError::Store(e) => ProxyError::StoreUnavailable(e.to_string()),
+            e => ProxyError::MissingCredential(e.to_string()),
+        })?;
         let mut spec = self.config.child.clone();
         spec.env.extend(env);
         let r = Upstream::start(

@@ -48,6 +48,8 @@ const RETIRE_CHECK: Duration = Duration::from_millis(500);
 /// One running generation of a named server.
 struct Running {
     app: Arc<App>,
+    /// (variable, header) this server takes from requests.
+    header_env: Vec<(String, String)>,
     /// What it was built from, to tell a changed server on reload.
     fingerprint: String,
     /// Ends its idle-session reaper.
@@ -80,7 +82,7 @@ fn fingerprint(spec: &ServerSpec) -> String {
     // registry is state, not a setting.
     let mut config = spec.config.clone();
     config.child.children = Arc::default();
-    format!("{config:?}|{:?}", spec.secrets)
+    format!("{config:?}|{:?}|{:?}", spec.secrets, spec.header_env)
 }
 
 /// What a reload did.
@@ -131,23 +133,25 @@ impl ServerSet {
             config.child.inherit_env = false;
         }
         let app = App::new(config);
-        if !spec.secrets.is_empty() {
-            let Some(store) = &self.store else {
-                return Err(format!(
-                    "server {:?} takes per-user secrets but no credential store is open",
-                    spec.name
-                ));
-            };
-            app.set_credentials(Arc::new(ChildSecrets::new(
-                store.clone(),
+        if !spec.secrets.is_empty() && self.store.is_none() {
+            return Err(format!(
+                "server {:?} takes per-user secrets but no credential store is open",
+                spec.name
+            ));
+        }
+        if !spec.secrets.is_empty() || !spec.header_env.is_empty() {
+            app.set_credentials(Arc::new(ChildSecrets::with_headers(
+                self.store.clone(),
                 &spec.name,
                 spec.secrets.clone(),
+                spec.header_env.clone(),
             )));
         }
         let reaper = self.stop.child_token();
         tokio::spawn(crate::http::reap_idle(app.clone(), reaper.clone()));
         Ok(Running {
             app,
+            header_env: spec.header_env.clone(),
             fingerprint: fingerprint(spec),
             reaper,
         })
@@ -299,8 +303,20 @@ impl ServerSet {
             return ProxyError::NotFound(format!("{path} (no server named {name:?})"))
                 .into_response();
         };
-        let principal = principal_of(&app.config, req.headers());
-        crate::store::with_principal(principal, app.handle(req)).await
+        let header_env = self.read().get(name).map(|r| {
+            r.header_env
+                .iter()
+                .filter_map(|(var, header)| {
+                    let v = req.headers().get(header.as_str())?.to_str().ok()?.trim();
+                    (!v.is_empty()).then(|| (var.clone(), v.to_string()))
+                })
+                .collect::<Vec<_>>()
+        });
+        let caller = crate::store::Caller {
+            principal: principal_of(&app.config, req.headers()),
+            header_env: header_env.unwrap_or_default(),
+        };
+        crate::store::with_caller(caller, app.handle(req)).await
     }
 
     fn health(&self) -> Response<Body> {
