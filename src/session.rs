@@ -48,6 +48,8 @@ pub struct StreamLimits {
     pub replay_bytes: usize,
     /// Replay memory of all streams of the proxy together.
     pub budget: Arc<ReplayBudget>,
+    /// Where slow-consumer cuts are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One client session.
@@ -175,7 +177,8 @@ impl Session {
         let outlet = Arc::new(
             outlet
                 .with_replay_bytes(self.limits.replay_bytes)
-                .with_budget(self.limits.budget.clone()),
+                .with_budget(self.limits.budget.clone())
+                .with_metrics(self.limits.metrics.clone()),
         );
         if with_ids {
             let mut streams = lock(&self.streams);
@@ -220,7 +223,8 @@ impl Session {
             Arc::new(
                 outlet
                     .with_replay_bytes(self.limits.replay_bytes)
-                    .with_budget(self.limits.budget.clone()),
+                    .with_budget(self.limits.budget.clone())
+                    .with_metrics(self.limits.metrics.clone()),
             )
         });
         match fresh {

@@ -1677,6 +1677,7 @@ impl Upstream {
             let Some(up) = this.upgrade() else { return };
             match ChildHandle::spawn(&up.spec, &up.label) {
                 Ok((c, r)) => {
+                    up.spec.metrics.restarted();
                     child = c;
                     reader = Some(r.reporting_over_cap());
                     spawned_at = tokio::time::Instant::now();

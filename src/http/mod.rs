@@ -251,6 +251,7 @@ impl App {
             replay_events: self.config.replay_events,
             replay_bytes: self.config.replay_bytes,
             budget: self.replay.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

@@ -439,7 +439,7 @@ async fn stateless(
     let limits = app.stream_limits();
     let open = move |owed| {
         let (o, rx) = Outlet::new(0, false, Some(owed), limits.max_queue, 0);
-        (Arc::new(o), rx)
+        (Arc::new(o.with_metrics(limits.metrics.clone())), rx)
     };
     let cancel = app.streams_cancel.child_token();
     dispatch(
