@@ -5,6 +5,7 @@
 // proxy translates for).
 //
 //   node ts-sdk-v2.mjs --base http://127.0.0.1:PORT [--mcp /mcp]
+//   node ts-sdk-v2.mjs --coda http://127.0.0.1:PORT   (mcp-proxy over coda-mcp)
 //
 // ts-sdk-v2/pinned: versionNegotiation pinned to 2026-07-28 (server/discover
 //   must offer it): tools/list, echo, progress with onprogress; a tool that
@@ -101,6 +102,36 @@ async function auto() {
   await client.close().catch(() => {});
 }
 
-await pinned();
-await auto();
+// --coda URL: the tools of coda-mcp (behind mcp-proxy at URL, with no Coda
+// reachable) as the v2 SDK sees them, negotiated as it likes: the whole
+// tools/list must parse and a structured result must pass its validation.
+async function coda() {
+  const S = 'ts-sdk-v2/coda-mcp';
+  const client = new Client(info, { capabilities: {} });
+  const connected = await check(`${S}/connect`, async () => {
+    await client.connect(new StreamableHTTPClientTransport(new URL('/mcp', a.coda)));
+    return true;
+  });
+  if (!connected) {
+    for (const c of ['tools-list', 'structured-result']) skipped(`${S}/${c}`, 'connect failed');
+    return;
+  }
+  await check(`${S}/tools-list`, async () => {
+    const { tools } = await client.listTools();
+    assert(tools.length >= 60, `only ${tools.length} tools`);
+    assert(tools.every((t) => t.outputSchema?.type === 'object'), 'a tool without an object outputSchema');
+  });
+  await check(`${S}/structured-result`, async () => {
+    const r = await client.callTool({ name: 'coda_rate_limit_status', arguments: {} });
+    assert(!r.isError && Array.isArray(r.structuredContent?.buckets), `returned ${JSON.stringify(r).slice(0, 300)}`);
+  });
+  await client.close().catch(() => {});
+}
+
+if (a.coda) {
+  await coda();
+} else {
+  await pinned();
+  await auto();
+}
 finish();

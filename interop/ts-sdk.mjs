@@ -3,6 +3,7 @@
 // client of mcp-proxy serving the `everything` example server.
 //
 //   node ts-sdk.mjs --base http://127.0.0.1:PORT [--mcp /mcp] [--sse /sse]
+//   node ts-sdk.mjs --coda http://127.0.0.1:PORT   (mcp-proxy over coda-mcp)
 //
 // Streamable HTTP (session era): initialize, tools/list, echo, progress with
 // an onprogress handler, sampling answered by a client handler, DELETE of
@@ -236,6 +237,39 @@ async function legacySse() {
   await client.close().catch(() => {});
 }
 
-await streamable();
-await legacySse();
+
+// --coda URL: the tools of coda-mcp (behind mcp-proxy at URL, with no Coda
+// reachable) as this SDK sees them: the whole tools/list must parse (v1
+// rejected all of it when one output schema was a bare `true`), and a
+// structured result must pass the SDK's own output-schema validation.
+async function coda() {
+  const S = `${a.label ?? 'ts-sdk'}/coda-mcp`;
+  const client = new Client(info, { capabilities: {} });
+  const connected = await check(`${S}/initialize`, async () => {
+    await client.connect(new StreamableHTTPClientTransport(new URL('/mcp', a.coda)));
+    return true;
+  });
+  if (!connected) {
+    for (const c of ['tools-list', 'structured-result']) skipped(`${S}/${c}`, 'initialize failed');
+    return;
+  }
+  await check(`${S}/tools-list`, async () => {
+    const { tools } = await client.listTools();
+    assert(tools.length >= 60, `only ${tools.length} tools`);
+    assert(tools.some((t) => t.name === 'coda_list_rows'), 'no coda_list_rows');
+    assert(tools.every((t) => t.outputSchema?.type === 'object'), 'a tool without an object outputSchema');
+  });
+  await check(`${S}/structured-result`, async () => {
+    const r = await client.callTool({ name: 'coda_rate_limit_status', arguments: {} });
+    assert(!r.isError && Array.isArray(r.structuredContent?.buckets), `returned ${JSON.stringify(r).slice(0, 300)}`);
+  });
+  await client.close().catch(() => {});
+}
+
+if (a.coda) {
+  await coda();
+} else {
+  await streamable();
+  await legacySse();
+}
 finish();

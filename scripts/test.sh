@@ -8,7 +8,8 @@
 #      interop/node_modules (npm ci) and .interop/venv (pip, pinned)
 #   4. interop tests: MCP clients written by others (TypeScript SDK v1 and
 #      v2, Python SDK) and the official conformance suite, against the real
-#      target/debug/mcp-proxy; every proxy it starts is killed on exit.
+#      target/debug/mcp-proxy; the TypeScript clients also list coda-mcp's
+#      tools through it; every proxy it starts is killed on exit.
 #   5. deployment tests (scripts/ship-test.sh): static musl build, the
 #      container image and compose stack under podman, the Kubernetes
 #      manifests, nginx before three replicas; it installs what it needs.
@@ -265,6 +266,16 @@ run_suite py-sdk-shared 180 "$VENV/bin/python" py_sdk.py --base "http://127.0.0.
 # A stdio server written by others behind the proxy: the reference server.
 start_proxy reference-server -- node "$ROOT/interop/node_modules/@modelcontextprotocol/server-everything/dist/index.js" stdio
 run_suite reference-server 180 node ts-reference-server.mjs --base "http://127.0.0.1:$PORT"
+
+# coda-mcp's catalogue through the TypeScript SDK v1 and v2 clients (they
+# parse and validate every tool's schemas). No Coda is reachable: the tools
+# are listed and a local tool is called, nothing else.
+CODA_MCP="$TARGET_DIR/debug/coda-mcp"
+[ -x "$CODA_MCP" ] || die "$CODA_MCP was not built (crates/coda-mcp)"
+start_proxy coda-mcp -- env CODA_API_TOKEN=interop-no-coda "$CODA_MCP" \
+  --skip-token-check --api-base-url http://127.0.0.1:9/apis/v1
+run_suite ts-sdk-coda 120 node ts-sdk.mjs --coda "http://127.0.0.1:$PORT"
+run_suite ts-sdk-v2-coda 120 node ts-sdk-v2.mjs --coda "http://127.0.0.1:$PORT"
 
 # The conformance suite's server scenarios need their own tools (test_*),
 # which conformance-server.mjs implements over stdio on the official SDK.

@@ -414,6 +414,14 @@ impl ChildHandle {
             .kill_on_drop(true);
         if !spec.inherit_env {
             cmd.env_clear();
+        } else {
+            // The proxy's own settings (MCP_PROXY_API_KEY among them) are
+            // credentials of the proxy, never of the child (transport.md §5).
+            for (k, _) in std::env::vars_os() {
+                if k.as_encoded_bytes().starts_with(b"MCP_PROXY_") {
+                    cmd.env_remove(&k);
+                }
+            }
         }
         cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
         if let Some(cwd) = &spec.cwd {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::auth::AuthConfig;
 use crate::child::ChildSpec;
 use crate::version::UpstreamProtocol;
 
@@ -116,9 +117,54 @@ pub struct Args {
     /// an API key clients must send as "Authorization: Bearer <key>" or "X-API-Key" (repeatable)
     #[argh(option)]
     pub api_key: Vec<String>,
-    /// file with one API key per line
+    /// file of API keys, one per line as "name: key" (the name identifies its holder) or a bare key (named key-N)
     #[argh(option)]
     pub api_key_file: Option<String>,
+    /// URL of the JWKS that signs accepted JWT access tokens (e.g. https://TEAM.cloudflareaccess.com/cdn-cgi/access/certs)
+    #[argh(option)]
+    pub jwt_jwks_url: Option<String>,
+    /// file holding the HS256 secret that signs accepted JWTs (at least 32 bytes)
+    #[argh(option)]
+    pub jwt_secret_file: Option<String>,
+    /// accepted JWT issuer (iss) (repeatable)
+    #[argh(option)]
+    pub jwt_issuer: Vec<String>,
+    /// accepted JWT audience (aud): this server's identifier, e.g. a Cloudflare Access AUD tag (repeatable; default --public-url + --path)
+    #[argh(option)]
+    pub jwt_audience: Vec<String>,
+    /// header carrying the JWT, e.g. cf-access-jwt-assertion; Authorization: Bearer is still accepted (default Authorization)
+    #[argh(option)]
+    pub jwt_header: Option<String>,
+    /// URL that vouches for a client's bearer credential (e.g. an API's whoami endpoint): 2xx accepts, 401/403 refuse, anything else is 503
+    #[argh(option)]
+    pub forward_auth_url: Option<String>,
+    /// JSON pointer to the principal in the forward-auth answer, e.g. /loginId
+    #[argh(option)]
+    pub forward_auth_principal: Option<String>,
+    /// how long a forward-auth answer is reused, e.g. 60s; 0 disables the cache (default 60s)
+    #[argh(option)]
+    pub forward_auth_ttl: Option<String>,
+    /// OAuth authorization server (issuer URL) named in /.well-known/oauth-protected-resource (repeatable; needs --public-url)
+    #[argh(option)]
+    pub auth_server: Vec<String>,
+    /// the URL clients reach this proxy at, e.g. https://mcp.example.com; the MCP resource is this plus --path
+    #[argh(option)]
+    pub public_url: Option<String>,
+    /// OAuth scope every JWT must carry; missing gives 403 insufficient_scope (repeatable)
+    #[argh(option)]
+    pub required_scope: Vec<String>,
+    /// failed authentications allowed per client IP per minute before 429; 0 disables (default 10)
+    #[argh(option)]
+    pub auth_failure_limit: Option<String>,
+    /// CIDR of a reverse proxy whose X-Forwarded-For is believed, e.g. 10.0.0.0/8 (repeatable)
+    #[argh(option)]
+    pub trusted_proxy: Vec<String>,
+    /// most concurrent sessions one principal may hold (default a quarter of --max-sessions)
+    #[argh(option)]
+    pub max_sessions_per_principal: Option<String>,
+    /// also append the audit log (one JSON object per line) to this file
+    #[argh(option)]
+    pub audit_log: Option<String>,
     /// allow listening beyond loopback without an API key
     #[argh(switch)]
     pub allow_unauthenticated: bool,
@@ -270,8 +316,12 @@ pub struct Config {
     pub message_path: String,
     /// The child to run.
     pub child: ChildSpec,
-    /// Accepted API keys; empty means no authentication.
-    pub api_keys: Vec<String>,
+    /// Authentication (API keys, JWT, forward auth, RFC 9728); none configured means none required.
+    pub auth: AuthConfig,
+    /// Sessions one principal may hold at once.
+    pub max_sessions_per_principal: usize,
+    /// `--audit-log`: file the audit records are appended to.
+    pub audit_log: Option<PathBuf>,
     /// Extra allowed origins (`*` allows any).
     pub allow_origins: Vec<String>,
     /// Extra allowed Host values.
@@ -459,6 +509,143 @@ fn normalize_path(source: &str, p: String) -> Result<String, ConfigError> {
     })
 }
 
+fn read_file(source: &str, file: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file)
+        .map_err(|e| ConfigError(format!("{source}: cannot read {file}: {e}")))
+}
+
+fn parse_url(source: &str, v: &str) -> Result<http::Uri, ConfigError> {
+    let uri: http::Uri = v
+        .parse()
+        .map_err(|_| ConfigError(format!("{source}: expected a URL, got {v:?}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+        _ => err(format!("{source}: expected an http(s) URL, got {v:?}")),
+    }
+}
+
+/// The authentication flags.
+fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, ConfigError> {
+    use crate::auth::{forward, jwt, keys, limit};
+    let mut api_keys = keys::name_by_position(r.list("api-key", &args.api_key));
+    if let Some((file, source)) = r.get("api-key-file", &args.api_key_file) {
+        let text = read_file(&source, &file)?;
+        api_keys.extend(
+            keys::parse_key_file(&text, api_keys.len())
+                .map_err(|e| ConfigError(format!("{source} {file}: {e}")))?,
+        );
+    }
+    keys::validate(&api_keys).map_err(ConfigError)?;
+
+    let public_url = r.get("public-url", &args.public_url).map(|(v, _)| v);
+    let auth_servers = r.list("auth-server", &args.auth_server);
+    for s in &auth_servers {
+        parse_url("--auth-server", s)?;
+    }
+    if !auth_servers.is_empty() && public_url.is_none() {
+        return err("--auth-server needs --public-url: the metadata must name the URL clients use");
+    }
+    if let Some(u) = &public_url {
+        crate::auth::metadata::ResourceMetadata::new(u, mcp_path, vec![], vec![])
+            .map_err(ConfigError)?;
+    }
+
+    let jwks_url = match r.get("jwt-jwks-url", &args.jwt_jwks_url) {
+        Some((v, source)) => Some(parse_url(&source, &v)?),
+        None => None,
+    };
+    let secret = match r.get("jwt-secret-file", &args.jwt_secret_file) {
+        Some((file, source)) => {
+            let text = read_file(&source, &file)?;
+            let secret = text.trim_end_matches(['\r', '\n']).as_bytes().to_vec();
+            if secret.len() < 32 {
+                return err(format!(
+                    "{source}: the HS256 secret must be at least 32 bytes"
+                ));
+            }
+            Some(secret)
+        }
+        None => None,
+    };
+    let issuers = r.list("jwt-issuer", &args.jwt_issuer);
+    let mut audiences = r.list("jwt-audience", &args.jwt_audience);
+    let header = match r.get("jwt-header", &args.jwt_header) {
+        None => jwt::TokenHeader::Bearer,
+        Some((v, _)) if v.eq_ignore_ascii_case("authorization") => jwt::TokenHeader::Bearer,
+        Some((v, source)) => jwt::TokenHeader::Named(
+            http::HeaderName::from_bytes(v.trim().to_ascii_lowercase().as_bytes())
+                .map_err(|_| ConfigError(format!("{source}: not a header name: {v:?}")))?,
+        ),
+    };
+    let jwt = if jwks_url.is_some() || secret.is_some() {
+        if audiences.is_empty() {
+            match &public_url {
+                Some(u) => audiences.push(format!("{}{mcp_path}", u.trim_end_matches('/'))),
+                None => {
+                    return err(
+                        "JWT validation needs --jwt-audience (or --public-url): a token issued for another service must be refused",
+                    );
+                }
+            }
+        }
+        Some(jwt::JwtConfig {
+            jwks_url,
+            secret,
+            issuers,
+            audiences,
+            header,
+            jwks_min_refetch: jwt::DEFAULT_JWKS_MIN_REFETCH,
+        })
+    } else if !issuers.is_empty() || !audiences.is_empty() || args.jwt_header.is_some() {
+        return err(
+            "--jwt-issuer, --jwt-audience and --jwt-header need --jwt-jwks-url or --jwt-secret-file",
+        );
+    } else {
+        None
+    };
+
+    let forward = match r.get("forward-auth-url", &args.forward_auth_url) {
+        Some((v, source)) => Some(forward::ForwardConfig {
+            url: parse_url(&source, &v)?,
+            principal_pointer: match r.get("forward-auth-principal", &args.forward_auth_principal) {
+                Some((p, _)) if p.is_empty() || p.starts_with('/') => Some(p),
+                Some((p, source)) => {
+                    return err(format!(
+                        "{source}: expected a JSON pointer such as /loginId, got {p:?}"
+                    ));
+                }
+                None => None,
+            },
+            ttl: r.parsed(
+                "forward-auth-ttl",
+                &args.forward_auth_ttl,
+                forward::DEFAULT_FORWARD_AUTH_TTL,
+                parse_duration,
+                "a duration such as 60s",
+            )?,
+        }),
+        None => None,
+    };
+
+    Ok(AuthConfig {
+        api_keys,
+        jwt,
+        forward,
+        auth_servers,
+        public_url,
+        required_scopes: r.list("required-scope", &args.required_scope),
+        failure_limit: r.parsed(
+            "auth-failure-limit",
+            &args.auth_failure_limit,
+            limit::DEFAULT_AUTH_FAILURE_LIMIT,
+            |s| s.parse().ok(),
+            "a whole number",
+        )?,
+        trusted_proxies: limit::parse_trusted(&r.list("trusted-proxy", &args.trusted_proxy))
+            .map_err(ConfigError)?,
+    })
+}
+
 impl Config {
     /// Builds the configuration from parsed flags and an environment lookup.
     pub fn from_args(
@@ -522,32 +709,27 @@ impl Config {
             }
         }
 
-        let mut api_keys = r.list("api-key", &args.api_key);
-        if let Some((file, source)) = r.get("api-key-file", &args.api_key_file) {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| ConfigError(format!("{source}: cannot read {file}: {e}")))?;
-            api_keys.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
-        }
-        if api_keys.iter().any(|k| k.len() < 16) {
-            return err("API keys must be at least 16 characters long");
-        }
+        let auth = auth_config(&r, &args, &mcp_path)?;
         let allow_unauthenticated =
             r.switch("allow-unauthenticated", args.allow_unauthenticated)?;
-        if !host.is_loopback() && api_keys.is_empty() && !allow_unauthenticated {
+        if !host.is_loopback() && !auth.is_enabled() && !allow_unauthenticated {
             return err(format!(
                 "refusing to listen on {host} without authentication: anyone who can reach it could run the MCP server; \
-                 set --api-key (or MCP_PROXY_API_KEY), or pass --allow-unauthenticated to accept the risk"
+                 set --api-key (or MCP_PROXY_API_KEY), --jwt-jwks-url or --forward-auth-url, or pass --allow-unauthenticated to accept the risk"
+            ));
+        }
+        // The child never sees the proxy's own settings, secrets included.
+        if let Some((k, _)) = env.iter().find(|(k, _)| k.starts_with("MCP_PROXY_")) {
+            return err(format!(
+                "--env/--env-file: {k} is the proxy's own setting and is never passed to the MCP server"
             ));
         }
 
         let metrics_auth = r.switch("metrics-auth", args.metrics_auth)?;
-        if metrics_auth && api_keys.is_empty() {
-            return err("--metrics-auth needs an API key (--api-key or --api-key-file)");
+        if metrics_auth && !auth.is_enabled() {
+            return err(
+                "--metrics-auth needs an authentication method (--api-key, --jwt-jwks-url, --forward-auth-url…)",
+            );
         }
 
         let shared = r.switch("shared", args.shared)?;
@@ -688,7 +870,27 @@ impl Config {
                 // The app puts its own in (crate::http::App::new).
                 metrics: Default::default(),
             },
-            api_keys,
+            max_sessions_per_principal: {
+                let max_sessions =
+                    count("max-sessions", &args.max_sessions, DEFAULT_MAX_SESSIONS, 1)?;
+                // Without authentication everyone is one anonymous
+                // principal: the per-principal cap is then the total one.
+                let default = if auth.is_enabled() {
+                    (max_sessions / 4).max(1)
+                } else {
+                    max_sessions
+                };
+                count(
+                    "max-sessions-per-principal",
+                    &args.max_sessions_per_principal,
+                    default,
+                    1,
+                )?
+            },
+            audit_log: r
+                .get("audit-log", &args.audit_log)
+                .map(|(p, _)| PathBuf::from(p)),
+            auth,
             allow_origins: r.list("allow-origin", &args.allow_origin),
             allowed_hosts: r.list("allowed-host", &args.allowed_host),
             max_body_bytes: r.parsed(
@@ -914,7 +1116,11 @@ mod tests {
             &[("MCP_PROXY_API_KEY", "0123456789abcdef,fedcba9876543210")],
         )
         .unwrap();
-        assert_eq!(c.api_keys.len(), 2);
+        assert_eq!(c.auth.api_keys.len(), 2);
+        assert_eq!(c.auth.api_keys[1].name, "key-2");
+        assert_eq!(c.max_sessions_per_principal, DEFAULT_MAX_SESSIONS / 4);
+        let c = parse(&["--max-sessions", "8", "--", "s"], &[]).unwrap();
+        assert_eq!(c.max_sessions_per_principal, 8, "one anonymous principal");
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct ServerSpec {
     /// Environment variables filled from the store at spawn, as
     /// (variable, secret name); their values are per principal.
     pub secrets: Vec<(String, String)>,
+    /// Environment variables taken from a request header of the session's
+    /// `initialize` (or legacy `GET /sse`), as (variable, lower-case header
+    /// name): token passthrough, off unless configured (see README).
+    pub header_env: Vec<(String, String)>,
 }
 
 /// Where the credential store is.
@@ -199,6 +203,8 @@ struct ServerRaw {
     mode: Option<String>,
     upstream_protocol: Option<String>,
     exit_on_child_exit: Option<bool>,
+    #[serde(default)]
+    credential_headers: BTreeMap<String, String>,
     #[serde(default)]
     limits: LimitsRaw,
 }
@@ -423,6 +429,7 @@ fn from_parts(
             mode: None,
             upstream_protocol: None,
             exit_on_child_exit: None,
+            credential_headers: BTreeMap::new(),
             limits: LimitsRaw::default(),
         };
         servers.push(build_server(&args, raw, lookup)?);
@@ -538,6 +545,27 @@ fn build_server(
         }
         config.child.env.push((var, text));
     }
+    let mut header_env = Vec::new();
+    for (var, header) in raw.credential_headers {
+        check_env_name(&name, &var)?;
+        let header = header.trim().to_ascii_lowercase();
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+            || matches!(
+                header.as_str(),
+                "authorization" | "x-api-key" | "cookie" | "mcp-session-id"
+            )
+        {
+            return err(format!(
+                "server {name:?}: credential_headers.{var}: {header:?} cannot carry an upstream credential"
+            ));
+        }
+        header_env.push((var, header));
+    }
+    if !header_env.is_empty() && mode != Mode::PerSession {
+        return err(format!(
+            "server {name:?}: credential_headers need mode = \"per-session\": one child would hold one caller's credential for all"
+        ));
+    }
     if !secrets.is_empty() && mode != Mode::PerSession {
         let vars: Vec<&str> = secrets.iter().map(|(v, _)| v.as_str()).collect();
         return err(format!(
@@ -554,6 +582,7 @@ fn build_server(
         name,
         config,
         secrets,
+        header_env,
     })
 }
 
@@ -682,7 +711,7 @@ mode = "stateless"
         let c = load_str(text, &["--port", "9002"]).unwrap();
         // A flag wins over the file.
         assert_eq!(c.base.port, 9002);
-        assert_eq!(c.base.api_keys.len(), 1);
+        assert_eq!(c.base.auth.api_keys.len(), 1);
         let store = c.store.unwrap();
         assert_eq!(store.location, "/tmp/s.db");
         assert_eq!(store.timeout, Duration::from_secs(2));

@@ -10,6 +10,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::Value;
 
+use crate::auth::AuthError;
 use crate::jsonrpc::{self, FrameError, code};
 use crate::sse::{Body, full};
 use crate::upstream::UpstreamError;
@@ -70,9 +71,14 @@ pub enum ProxyError {
     /// A `Host` that is not allowed on a loopback bind.
     #[error("host {0:?} is not allowed; add it with --allowed-host")]
     ForbiddenHost(String),
-    /// No valid API key.
-    #[error("missing or invalid API key: send Authorization: Bearer <key> or X-API-Key")]
-    Unauthorized,
+    /// Authentication refused (401, 403, 429 or 503, see [`crate::auth::AuthError`]).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthRefusal),
+    /// `--max-sessions-per-principal` reached.
+    #[error(
+        "too many sessions for this principal ({0}, --max-sessions-per-principal); end one first"
+    )]
+    TooManySessionsForPrincipal(usize),
     /// The method is not served on this path.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -114,7 +120,13 @@ impl ProxyError {
             SessionNotFound | NotFound(_) | MethodNotFound(_) => StatusCode::NOT_FOUND,
             ForbiddenOrigin(_) | ForbiddenHost(_) | MissingCredential(_) => StatusCode::FORBIDDEN,
             StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            Auth(r) => match r.error {
+                AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
+                AuthError::InsufficientScope => StatusCode::FORBIDDEN,
+                AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+                AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            TooManySessionsForPrincipal(_) => StatusCode::TOO_MANY_REQUESTS,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             TooManySessions(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(UpstreamError::SessionEnded) => StatusCode::NOT_FOUND,
@@ -167,11 +179,26 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(allow) => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ProxyError::Unauthorized => {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="mcp-proxy""#),
-                );
+            ProxyError::Auth(r) => {
+                if let AuthError::RateLimited(retry) = r.error {
+                    h.insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(retry.as_secs().max(1)),
+                    );
+                } else if matches!(r.error, AuthError::Unavailable) {
+                    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                }
+                // Every 401 and 403 says how to authenticate (RFC 6750, RFC 9728 §5.1).
+                if matches!(
+                    r.error,
+                    AuthError::Missing | AuthError::Invalid(_) | AuthError::InsufficientScope
+                ) && let Ok(v) = HeaderValue::from_str(&r.challenge)
+                {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ProxyError::TooManySessionsForPrincipal(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ProxyError::TooManySessions(_) | ProxyError::ShuttingDown => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -238,8 +265,20 @@ mod tests {
 
     #[test]
     fn unauthorized_and_405_carry_their_headers() {
-        let r = ProxyError::Unauthorized.into_response();
+        let r = ProxyError::Auth(crate::auth::AuthRefusal {
+            error: AuthError::Missing,
+            challenge: r#"Bearer realm="mcp-proxy""#.into(),
+        })
+        .into_response();
+        assert_eq!(r.status(), 401);
         assert!(r.headers().get("www-authenticate").is_some());
+        let r = ProxyError::Auth(crate::auth::AuthRefusal {
+            error: AuthError::RateLimited(std::time::Duration::from_secs(6)),
+            challenge: String::new(),
+        })
+        .into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "6");
         let r = ProxyError::MethodNotAllowed("GET, POST").into_response();
         assert_eq!(r.headers()["allow"], "GET, POST");
     }

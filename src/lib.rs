@@ -31,7 +31,12 @@
 //!   (2026-07-28), and health endpoints.
 //! - [`sse`]: server-sent events: encoding, keep-alive comments, and the
 //!   outlet of one stream with its bounded queue and `Last-Event-ID` replay buffer.
-//! - [`auth`]: API keys, Origin and Host checks.
+//! - [`auth`]: who is asking: an authenticator (named API keys, JWT with
+//!   JWKS, forward auth) that yields a `Principal` or a typed refusal,
+//!   failed-auth rate limiting, RFC 9728 metadata, and the Origin, Host and
+//!   fetch-metadata checks.
+//! - [`audit`]: the audit log (auth, sessions, children, tool calls), one
+//!   JSON line per event.
 //! - [`metrics`]: Prometheus metrics for `GET /metrics` (owned state,
 //!   handed down from the app; bounded label sets).
 //! - [`error`]: the one place where errors become HTTP statuses and
@@ -55,6 +60,7 @@
 //!   never blocks (lines that cannot be written are dropped and counted);
 //!   session-id hashes and rate limits for logs.
 
+pub mod audit;
 pub mod auth;
 pub mod child;
 pub mod config;

@@ -114,7 +114,8 @@ pub async fn run_until(
     let addr = listener.local_addr().ok();
     let mode = config.mode;
     let exit_on_child_exit = config.exit_on_child_exit;
-    let app: Arc<App> = App::new(config);
+    let app: Arc<App> = App::new(config).map_err(RunError::Start)?;
+    app.auth.prefetch().await;
     let mut child_exit = None;
     if mode != Mode::PerSession {
         let up = app
@@ -126,7 +127,7 @@ pub async fn run_until(
         }
     }
     if let Some(addr) = addr {
-        info!(addr = %addr, path = %app.config.path, sse = %app.config.sse_path, mode = ?mode, auth = app.access.mode(), "listening on http://{addr}{}", app.config.path);
+        info!(addr = %addr, path = %app.config.path, sse = %app.config.sse_path, mode = ?mode, auth = %app.auth.config().modes().join("+"), "listening on http://{addr}{}", app.config.path);
     }
     let serve_token = shutdown.child_token();
     let server = tokio::spawn(serve(listener, app.clone(), serve_token.clone()));

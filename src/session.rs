@@ -8,6 +8,12 @@
 //!
 //! A session ends on DELETE, idle timeout, the close of its legacy stream,
 //! or its child's exit (per-session mode); afterwards its id answers 404.
+//!
+//! Every session belongs to the [`Principal`] that created it and is looked
+//! up as (principal, id): another principal presenting the id gets the same
+//! 404 as for an unknown id (spec `basic/security_best_practices#session-hijacking`;
+//! transport.md §6). One principal holds at most
+//! `--max-sessions-per-principal` sessions.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +25,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::audit::Audit;
+use crate::auth::Principal;
 use crate::sse::{Outlet, ReplayBudget};
 use crate::upstream::{Port, Upstream};
 
@@ -40,12 +48,16 @@ pub struct StreamLimits {
     pub replay_bytes: usize,
     /// Replay memory of all streams of the proxy together.
     pub budget: Arc<ReplayBudget>,
+    /// Where slow-consumer cuts are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One client session.
 pub struct Session {
     /// The `Mcp-Session-Id`.
     pub id: Arc<str>,
+    /// Who created it: the only principal that may use it.
+    pub principal: Principal,
     /// How the multiplexer sees this session.
     pub port: Arc<Port>,
     /// The child (its own, or the shared one).
@@ -85,6 +97,7 @@ impl Session {
     /// A session over `upstream`, already attached to it.
     pub fn new(
         id: String,
+        principal: Principal,
         port: Arc<Port>,
         upstream: Arc<Upstream>,
         limits: StreamLimits,
@@ -93,6 +106,7 @@ impl Session {
         upstream.attach(port.clone());
         Arc::new(Session {
             id: id.into(),
+            principal,
             port,
             upstream,
             protocol_version: Mutex::new(String::new()),
@@ -163,7 +177,8 @@ impl Session {
         let outlet = Arc::new(
             outlet
                 .with_replay_bytes(self.limits.replay_bytes)
-                .with_budget(self.limits.budget.clone()),
+                .with_budget(self.limits.budget.clone())
+                .with_metrics(self.limits.metrics.clone()),
         );
         if with_ids {
             let mut streams = lock(&self.streams);
@@ -208,7 +223,8 @@ impl Session {
             Arc::new(
                 outlet
                     .with_replay_bytes(self.limits.replay_bytes)
-                    .with_budget(self.limits.budget.clone()),
+                    .with_budget(self.limits.budget.clone())
+                    .with_metrics(self.limits.metrics.clone()),
             )
         });
         match fresh {
@@ -256,31 +272,54 @@ impl Session {
 
 /// Why a session could not be created.
 #[derive(Debug, thiserror::Error)]
-#[error("too many sessions ({0})")]
-pub struct TooManySessions(pub usize);
+pub enum TooManySessions {
+    /// `--max-sessions` reached (the count open).
+    #[error("too many sessions ({0})")]
+    Total(usize),
+    /// `--max-sessions-per-principal` reached (the principal's count).
+    #[error("too many sessions for one principal ({0})")]
+    ForPrincipal(usize),
+}
 
 /// All sessions, keyed by id.
 pub struct Sessions {
     map: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// Ids reserved by initializes still waiting for their child.
     reserved: AtomicU64,
+    /// Reservations per principal.
+    reserved_by: Mutex<HashMap<Principal, usize>>,
     max: usize,
+    max_per_principal: usize,
+    audit: Arc<Audit>,
 }
 
 impl Sessions {
-    /// An empty store holding at most `max` sessions.
-    pub fn new(max: usize) -> Sessions {
+    /// An empty store holding at most `max` sessions, `max_per_principal`
+    /// of them for any one principal.
+    pub fn new(max: usize, max_per_principal: usize, audit: Arc<Audit>) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
             reserved: AtomicU64::new(0),
+            reserved_by: Mutex::new(HashMap::new()),
             max,
+            max_per_principal,
+            audit,
         }
     }
 
-    /// Reserves room for one session before its child is spawned; the
-    /// reservation is released when the returned guard drops.
-    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, TooManySessions> {
-        let open = lock(&self.map).len();
+    /// Reserves room for one session of `principal` before its child is
+    /// spawned; the reservation is released when the returned guard drops.
+    pub fn reserve(
+        self: &Arc<Self>,
+        principal: &Principal,
+    ) -> Result<Reservation, TooManySessions> {
+        let (open, mine) = {
+            let map = lock(&self.map);
+            let mine = map.values().filter(|s| s.principal == *principal).count();
+            (map.len(), mine)
+        };
+        // The total first: with one anonymous principal both caps are equal,
+        // and a full proxy is a 503, not the caller's fault.
         let reserved = self.reserved.fetch_add(1, Ordering::SeqCst) as usize;
         if open + reserved >= self.max {
             self.reserved.fetch_sub(1, Ordering::SeqCst);
@@ -289,10 +328,24 @@ impl Sessions {
                 max = self.max,
                 "session limit reached; refusing a new session (--max-sessions)"
             );
-            return Err(TooManySessions(open));
+            return Err(TooManySessions::Total(open));
         }
+        let mut by = lock(&self.reserved_by);
+        let pending = by.get(principal).copied().unwrap_or(0);
+        if mine + pending >= self.max_per_principal {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            warn!(
+                principal = %principal,
+                open = mine,
+                max = self.max_per_principal,
+                "per-principal session limit reached; refusing a new session (--max-sessions-per-principal)"
+            );
+            return Err(TooManySessions::ForPrincipal(mine));
+        }
+        *by.entry(principal.clone()).or_insert(0) += 1;
         Ok(Reservation {
             sessions: self.clone(),
+            principal: principal.clone(),
         })
     }
 
@@ -301,12 +354,30 @@ impl Sessions {
         lock(&self.map).insert(session.id.clone(), session.clone());
         drop(reservation);
         // Never the id itself at info: it is the session's credential.
-        info!(session = %crate::logging::tag(&session.id), version = %session.protocol_version(), "session created");
+        info!(session = %crate::logging::tag(&session.id), principal = %session.principal, version = %session.protocol_version(), "session created");
+        self.audit.session(
+            "session.create",
+            &session.principal,
+            &crate::logging::tag(&session.id),
+            None,
+        );
     }
 
-    /// Looks a session up.
+    /// Looks a session up regardless of its owner (internal use only).
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         lock(&self.map).get(id).cloned()
+    }
+
+    /// Looks up `principal`'s session `id`: another principal's session is
+    /// not found, exactly like an unknown one.
+    pub fn get_owned(&self, id: &str, principal: &Principal) -> Option<Arc<Session>> {
+        let session = self.get(id)?;
+        if session.principal == *principal {
+            Some(session)
+        } else {
+            warn!(session = %crate::logging::tag(id), owner = %session.principal, presenter = %principal, "a session id was presented by another principal; answering 404");
+            None
+        }
     }
 
     /// Number of open sessions.
@@ -325,6 +396,15 @@ impl Sessions {
         match session {
             Some(s) => {
                 info!(session = %crate::logging::tag(&s.id), reason = why, "session ended");
+                let event = if why.starts_with("idle") {
+                    "session.expire"
+                } else if why.starts_with("deleted") {
+                    "session.delete"
+                } else {
+                    "session.end"
+                };
+                self.audit
+                    .session(event, &s.principal, &crate::logging::tag(&s.id), Some(why));
                 s.end().await;
                 true
             }
@@ -368,11 +448,19 @@ impl Sessions {
 /// Room for one session that is being set up.
 pub struct Reservation {
     sessions: Arc<Sessions>,
+    principal: Principal,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.sessions.reserved.fetch_sub(1, Ordering::SeqCst);
+        let mut by = lock(&self.sessions.reserved_by);
+        if let Some(n) = by.get_mut(&self.principal) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&self.principal);
+            }
+        }
     }
 }
 

@@ -200,6 +200,8 @@ pub struct Outlet {
     replay_bytes: usize,
     /// The proxy-wide cap on replay memory, if any.
     budget: Option<Arc<ReplayBudget>>,
+    /// Counts the consumers this outlet cuts off as too slow.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     inner: Mutex<OutletInner>,
 }
 
@@ -237,6 +239,7 @@ impl Outlet {
             replay,
             replay_bytes: usize::MAX,
             budget: None,
+            metrics: None,
             inner: Mutex::new(OutletInner {
                 live: Some(tx),
                 buffer: VecDeque::new(),
@@ -261,6 +264,12 @@ impl Outlet {
 
     /// Charges the replay buffer to the proxy-wide `budget`: an event that
     /// does not fit is not kept (and the gap shows, as with `replay_bytes`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Outlet {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Charges the replay buffer to the proxy-wide `budget` (see above).
     pub fn with_budget(mut self, budget: Arc<ReplayBudget>) -> Outlet {
         self.budget = Some(budget);
         self
@@ -406,6 +415,12 @@ impl Outlet {
         }
     }
 
+    fn count_cut(&self) {
+        if let Some(m) = &self.metrics {
+            m.slow_consumer_cut();
+        }
+    }
+
     /// Hands an event to the live consumer, if one is attached, following
     /// the queue policy of this module; `true` when it was queued.
     fn deliver(&self, inner: &mut OutletInner, ev: Bytes, must_arrive: bool) -> bool {
@@ -420,6 +435,7 @@ impl Outlet {
                     "sse client too slow: queue full, disconnecting it (it may resume with Last-Event-ID)"
                 );
                 inner.live = None;
+                self.count_cut();
             } else {
                 inner.dropped += 1;
                 if inner.dropped == 1 || inner.dropped.is_power_of_two() {
@@ -440,6 +456,7 @@ impl Outlet {
                     "sse client too slow: queue full, disconnecting it"
                 );
                 inner.live = None;
+                self.count_cut();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -559,6 +576,22 @@ mod tests {
         );
         assert!(rx.recv().await.is_none());
         assert!(o.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_slow_consumer_cut_is_counted() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (o, _rx) = Outlet::new(1, true, None, 2, 16);
+        let o = o.with_metrics(metrics.clone());
+        for i in 0..5 {
+            o.send(format!("{{\"n\":{i}}}").as_bytes());
+        }
+        let text = metrics.render(0);
+        assert!(
+            text.lines()
+                .any(|l| l == "mcp_proxy_slow_consumer_cuts_total 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -224,6 +224,9 @@ pub struct Port {
     listen: Mutex<Option<ListenFilter>>,
     /// The level this session asked for with `logging/setLevel`.
     log_level: Mutex<Option<usize>>,
+    /// The authenticated principal behind this port (`None`: anonymous);
+    /// its tasks are that principal's (see [`tasks`]).
+    principal: Mutex<Option<Arc<str>>>,
 }
 
 impl Port {
@@ -239,7 +242,18 @@ impl Port {
             client_info: Mutex::new(Value::Null),
             listen: Mutex::new(None),
             log_level: Mutex::new(None),
+            principal: Mutex::new(None),
         })
+    }
+
+    /// Records the authenticated principal behind this port.
+    pub fn set_principal(&self, principal: Option<&str>) {
+        *lock(&self.principal) = principal.map(Arc::from);
+    }
+
+    /// Who this port is, for the task table.
+    fn principal(&self) -> Option<Arc<str>> {
+        lock(&self.principal).clone()
     }
 
     /// The stream for unrelated messages: the one attached, or a new one
@@ -871,11 +885,15 @@ impl Upstream {
             }
             "tasks/get" | "tasks/result" | "tasks/cancel" if self.opts.shared => {
                 let task = frame.params().and_then(tasks::task_param);
-                let visible = task.as_deref().is_some_and(|t| {
-                    lock(&self.routes)
-                        .tasks
-                        .may_see(t, port.key, port.has_identity())
-                });
+                let principal = port.principal();
+                let caller = tasks::Caller {
+                    port: port.key,
+                    session: port.has_identity(),
+                    principal: principal.as_deref(),
+                };
+                let visible = task
+                    .as_deref()
+                    .is_some_and(|t| lock(&self.routes).tasks.may_see(t, caller));
                 if !visible {
                     // The same answer as for a task that does not exist:
                     // another session's task ids reveal nothing.
@@ -968,7 +986,7 @@ impl Upstream {
         let tasks = match frame.method() {
             _ if !self.opts.shared => TaskAnswer::None,
             Some("tasks/list") => TaskAnswer::List,
-            _ if port.has_identity() && frame.params_has("task") => TaskAnswer::Create,
+            _ if frame.params_has("task") => TaskAnswer::Create,
             _ => TaskAnswer::None,
         };
         // A session-era client cannot take `input_required`: the proxy asks
@@ -1659,6 +1677,7 @@ impl Upstream {
             let Some(up) = this.upgrade() else { return };
             match ChildHandle::spawn(&up.spec, &up.label) {
                 Ok((c, r)) => {
+                    up.spec.metrics.restarted();
                     child = c;
                     reader = Some(r.reporting_over_cap());
                     spawned_at = tokio::time::Instant::now();
@@ -1755,6 +1774,7 @@ impl Upstream {
         // Set when the line being skipped was already reported (and its
         // request failed) as it passed the cap.
         let mut reported_early = false;
+        let mut noise_limit: Option<crate::logging::RateLimit> = None;
         loop {
             let line = match reader.next_line().await {
                 Ok(Some(line)) => line,
@@ -1792,8 +1812,16 @@ impl Upstream {
                 Ok(frame) => up.route(frame).await,
                 Err(e) => {
                     skipped += 1;
-                    let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
-                    warn!(skipped, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                    // Rate-limited like stderr (`--child-log-rate`): a child
+                    // printing banners in a loop must not flood the log.
+                    let rate = up.spec.stderr_lines_per_second;
+                    let limit = noise_limit.get_or_insert_with(|| {
+                        crate::logging::RateLimit::new(rate.saturating_mul(4), rate)
+                    });
+                    if let Some(not_logged) = limit.admit() {
+                        let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                        warn!(skipped, not_logged, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                    }
                 }
             }
         }
@@ -1864,7 +1892,18 @@ impl Upstream {
             TaskAnswer::None => p.reply.respond_message(answer),
             TaskAnswer::Create => {
                 if let Some(task) = tasks::created_task(frame.bytes()) {
-                    lock(&self.routes).tasks.record(&task, p.port);
+                    let mut r = lock(&self.routes);
+                    let (session, principal) = r
+                        .ports
+                        .get(&p.port)
+                        .map(|port| (port.has_identity(), port.principal()))
+                        .unwrap_or((false, None));
+                    let caller = tasks::Caller {
+                        port: p.port,
+                        session,
+                        principal: principal.as_deref(),
+                    };
+                    r.tasks.record(&task, caller);
                 }
                 p.reply.respond_message(answer);
             }
@@ -1872,8 +1911,17 @@ impl Upstream {
                 let bytes = answer.into_bytes();
                 let filtered = {
                     let r = lock(&self.routes);
-                    let identity = r.ports.get(&p.port).is_some_and(|port| port.has_identity());
-                    tasks::filter_list(&bytes, |t| r.tasks.may_see(t, p.port, identity))
+                    let (session, principal) = r
+                        .ports
+                        .get(&p.port)
+                        .map(|port| (port.has_identity(), port.principal()))
+                        .unwrap_or((false, None));
+                    let caller = tasks::Caller {
+                        port: p.port,
+                        session,
+                        principal: principal.as_deref(),
+                    };
+                    tasks::filter_list(&bytes, |t| r.tasks.may_see(t, caller))
                 };
                 p.reply.respond(filtered.as_deref().unwrap_or(&bytes));
             }

@@ -834,3 +834,23 @@ async fn two_proxies_in_one_process_count_their_own_children() {
     assert_eq!(text_of(&r), "alive");
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_child_flooding_stdout_with_non_json_is_rate_limited_too() {
+    let p = start(
+        &["--shared"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 3000 ]; do echo banner $i; i=$((i+1)); done; echo stdout-flood-over >&2; exec \"$0\"",
+            &support::example("everything"),
+        ],
+    );
+    let logs = p.wait_log("stdout-flood-over").await;
+    // Give the reader time to get through the rest of the flood.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logs = logs + &p.logs();
+    let logged = logs.matches("non-JSON-RPC line").count();
+    assert!(logged > 0, "{logs}");
+    assert!(logged < 1000, "{logged} of 3000 non-JSON lines logged");
+}

@@ -381,3 +381,58 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_header_reaches_only_that_callers_child_when_configured() {
+    let dir = tempdir("header");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let toml = format!(
+        r#"
+[[server]]
+name = "hdr"
+command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
+env = {{ DUMP_DIR = {dumps:?} }}
+credential_headers = {{ UPSTREAM_TOKEN = "X-Upstream-Token" }}
+"#,
+        everything = example("everything"),
+    );
+    let p = start(load(&dir, &toml).unwrap(), None).await;
+    let url = format!("{}/servers/hdr/mcp", p.base);
+    let mut with = Client::new(&url);
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("x-upstream-token", "header-cred-6610".parse().unwrap());
+    with.http = reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap();
+    with.initialize("2025-11-25", json!({})).await;
+    // Without the header: a clear refusal naming it, and no child.
+    let without = Client::new(&url);
+    let r = without
+        .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-upstream-token"),
+        "{body}"
+    );
+    let envs: Vec<String> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(envs.len(), 1);
+    assert!(envs[0].contains("UPSTREAM_TOKEN=header-cred-6610\n"));
+    p.stop().await;
+    // Off unless the server is per-session.
+    let shared = toml.replace(
+        "credential_headers",
+        "mode = \"shared\"\ncredential_headers",
+    );
+    assert!(load(&dir, &shared).unwrap_err().contains("per-session"));
+    let _ = std::fs::remove_dir_all(dir);
+}

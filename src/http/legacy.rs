@@ -30,10 +30,12 @@ pub async fn handle_sse(
     if req.method() != Method::GET {
         return Err(ProxyError::MethodNotAllowed("GET, OPTIONS"));
     }
-    let (session, reservation) = app.open_session().await?;
+    let (session, reservation) = app
+        .open_session(&super::principal_of(req.extensions()))
+        .await?;
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
-    let outlet = Arc::new(outlet);
+    let outlet = Arc::new(outlet.with_metrics(limits.metrics.clone()));
     session.port.set_notify(Some(outlet.clone()));
     let endpoint = format!(
         "{}{}?sessionId={}",
@@ -109,7 +111,10 @@ pub async fn handle_message(
     let id = query_session(req.uri()).ok_or_else(|| {
         ProxyError::InvalidRequest("sessionId query parameter is required".into())
     })?;
-    let session = app.sessions.get(&id).ok_or(ProxyError::SessionNotFound)?;
+    let session = app
+        .sessions
+        .get_owned(&id, &super::principal_of(req.extensions()))
+        .ok_or(ProxyError::SessionNotFound)?;
     let outlet = session
         .port
         .notify_stream()

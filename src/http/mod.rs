@@ -1,9 +1,10 @@
 //! HTTP: the accept loop, routing, and what every request goes through.
 //!
 //! Owns: connections (HTTP/1.1 and HTTP/2, graceful drain), routing by
-//! path and method, the checks every MCP request passes first (Origin,
-//! Host, API key), CORS, body limits, `Accept` negotiation, and the health
-//! endpoints. Each protocol era has its own module:
+//! path and method, the checks every MCP request passes first (Host,
+//! Origin, fetch metadata, then authentication to a [`Principal`] carried
+//! in the request's extensions), CORS, body limits, `Accept` negotiation,
+//! the health endpoints and the RFC 9728 metadata document. Each protocol era has its own module:
 //! - [`streamable`]: Streamable HTTP with sessions (2025-03-26 … 2025-11-25);
 //! - [`legacy`]: HTTP+SSE (2024-11-05);
 //! - [`modern`]: stateless Streamable HTTP (2026-07-28).
@@ -21,9 +22,11 @@ pub mod modern;
 pub mod response;
 pub mod streamable;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,12 +42,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
-use crate::auth::Access;
+use crate::audit::Audit;
+use crate::auth::{Access, AuthMethod, Authenticator, Principal};
 use crate::config::{Config, Mode};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame};
 use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
-use crate::session::{Reservation, Session, Sessions, StreamLimits, new_session_id};
+use crate::session::{
+    Reservation, Session, Sessions, StreamLimits, TooManySessions, new_session_id,
+};
 use crate::sse::{Body, ReplayBudget, full};
 use crate::upstream::{
     EraHints, Port, PortKeys, PortKind, Upstream, UpstreamError, UpstreamOptions,
@@ -55,12 +61,43 @@ use response::json_response;
 /// Consecutive spawn failures after which `/ready` reports 503.
 const SPAWN_FAILURES_NOT_READY: u32 = 3;
 
+/// The TCP peer of a connection, put in each request's extensions by the
+/// accept loop (authentication rate-limits by it).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The principal of a request, as authenticated in [`App::handle`]. A
+/// request that somehow skipped authentication is nobody: it owns nothing
+/// and matches no one's session.
+pub fn principal_of(extensions: &http::Extensions) -> Principal {
+    extensions
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(|| Principal::new(AuthMethod::None, ""))
+}
+
+/// The principal as the multiplexer's task table knows it: `None` for
+/// anonymous (no authentication configured).
+pub fn owner_key(principal: &Principal) -> Option<String> {
+    (principal.method() != AuthMethod::None).then(|| principal.to_string())
+}
+
+/// Children of 2026-07-28 clients, one per principal (isolating mode with
+/// authentication), started on first use.
+type PrincipalChildren = Mutex<HashMap<Principal, Arc<OnceCell<Arc<Upstream>>>>>;
+
 /// Everything the handlers share.
 pub struct App {
     /// The validated configuration.
     pub config: Config,
-    /// Access rules.
+    /// Origin, Host and fetch-metadata rules.
     pub access: Access,
+    /// Who is asking.
+    pub auth: Authenticator,
+    /// The audit log.
+    pub audit: Arc<Audit>,
+    /// Per-principal children of 2026-07-28 clients.
+    principal_children: PrincipalChildren,
     /// Session-era sessions.
     pub sessions: Arc<Sessions>,
     /// The shared child: from the start in `--shared`/`--stateless` mode,
@@ -91,19 +128,41 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the shared state.
-    pub fn new(mut config: Config) -> Arc<App> {
+    /// Builds the shared state; fails when the audit log cannot be opened.
+    pub fn new(mut config: Config) -> Result<Arc<App>, String> {
         let metrics = Arc::new(Metrics::new());
         config.child.metrics = metrics.child();
         let access = Access::new(
-            &config.api_keys,
             &config.allow_origins,
             &config.allowed_hosts,
             config.host.is_loopback(),
         );
-        Arc::new(App {
-            sessions: Arc::new(Sessions::new(config.max_sessions)),
+        let audit = Arc::new(Audit::open(config.audit_log.as_deref()).map_err(|e| {
+            format!(
+                "--audit-log: cannot open {}: {e}",
+                config
+                    .audit_log
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            )
+        })?);
+        let auth = Authenticator::new(config.auth.clone(), &config.path, audit.clone())?;
+        if access.allows_any_origin() && !auth.is_enabled() {
+            warn!(
+                "--allow-origin '*' without authentication: any web page the user visits can use this MCP server"
+            );
+        }
+        Ok(Arc::new(App {
+            sessions: Arc::new(Sessions::new(
+                config.max_sessions,
+                config.max_sessions_per_principal,
+                audit.clone(),
+            )),
             access,
+            auth,
+            audit,
+            principal_children: Mutex::new(HashMap::new()),
             shared: OnceCell::new(),
             streams_cancel: CancellationToken::new(),
             children_cancel: CancellationToken::new(),
@@ -117,7 +176,7 @@ impl App {
             metrics,
             credentials: std::sync::OnceLock::new(),
             config,
-        })
+        }))
     }
 
     /// Gives per-session children the caller's credentials from the store;
@@ -132,13 +191,19 @@ impl App {
     async fn spawn_session_child_for_caller(
         &self,
         label: &str,
+        principal: &Principal,
     ) -> Result<Arc<Upstream>, ProxyError> {
         let Some(credentials) = self.credentials.get() else {
             return self.spawn_session_child(label);
         };
-        let principal = crate::store::current_principal();
-        let env = credentials
-            .env_for(principal.as_deref())
+        // The store names principals as the authenticator does (`key-1`,
+        // a key file's name, a JWT `sub`, `anonymous`); headers the
+        // dispatcher took for the server still come from the request.
+        let caller = crate::store::Caller {
+            principal: Some(principal.name().into()),
+            header_env: crate::store::current_header_env(),
+        };
+        let env = crate::store::with_caller(caller, credentials.env_for_caller())
             .await
             .map_err(|e| match e {
                 crate::store::CredentialError::Store(e) => {
@@ -154,7 +219,7 @@ impl App {
             self.upstream_options(false),
             self.children_cancel.child_token(),
         );
-        self.note_spawn(r)
+        self.note_spawn(r, label)
     }
 
     /// A port of the multiplexer with a key unique in this proxy.
@@ -186,6 +251,7 @@ impl App {
             replay_events: self.config.replay_events,
             replay_bytes: self.config.replay_bytes,
             budget: self.replay.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -197,16 +263,25 @@ impl App {
             self.upstream_options(false),
             self.children_cancel.child_token(),
         );
-        self.note_spawn(r)
+        self.note_spawn(r, label)
     }
 
     fn note_spawn(
         &self,
         r: Result<Arc<Upstream>, UpstreamError>,
+        owner: &str,
     ) -> Result<Arc<Upstream>, ProxyError> {
         match r {
             Ok(up) => {
                 self.spawn_failures.store(0, Ordering::Relaxed);
+                let pid = up.pid();
+                self.audit
+                    .child_spawn(&self.config.child.program, pid, owner);
+                let (audit, watched) = (self.audit.clone(), up.clone());
+                tokio::spawn(async move {
+                    let exit = watched.ended().await;
+                    audit.child_exit(pid, exit);
+                });
                 Ok(up)
             }
             Err(e) => {
@@ -219,27 +294,32 @@ impl App {
 
     /// Reserves room for a session-era session, starts its child (or joins
     /// the shared one) and builds it; it is registered once initialized.
-    pub async fn open_session(&self) -> Result<(Arc<Session>, Reservation), ProxyError> {
-        let reservation = self
-            .sessions
-            .reserve()
-            .map_err(|e| ProxyError::TooManySessions(e.0))?;
+    pub async fn open_session(
+        &self,
+        principal: &Principal,
+    ) -> Result<(Arc<Session>, Reservation), ProxyError> {
+        let reservation = self.sessions.reserve(principal).map_err(|e| match e {
+            TooManySessions::Total(n) => ProxyError::TooManySessions(n),
+            TooManySessions::ForPrincipal(n) => ProxyError::TooManySessionsForPrincipal(n),
+        })?;
         // `--replica-id`: a prefix a router can route on (`r1.<hex>`).
         let id = match &self.config.replica_id {
             Some(r) => format!("{r}.{}", new_session_id()),
             None => new_session_id(),
         };
         let port = self.new_port(id.clone().into(), PortKind::Session);
+        port.set_principal(owner_key(principal).as_deref());
         let upstream = match self.config.mode {
             // Logs name the session by a hash: the id is a credential.
             Mode::PerSession => {
-                self.spawn_session_child_for_caller(&crate::logging::tag(&id))
+                self.spawn_session_child_for_caller(&crate::logging::tag(&id), principal)
                     .await?
             }
             _ => self.shared_upstream().await?,
         };
         let session = Session::new(
             id,
+            principal.clone(),
             port,
             upstream,
             self.stream_limits(),
@@ -264,10 +344,63 @@ impl App {
                     self.upstream_options(true),
                     self.children_cancel.child_token(),
                 );
-                self.note_spawn(r)
+                self.note_spawn(r, "shared")
             })
             .await
             .cloned()
+    }
+
+    /// The child serving `principal`'s 2026-07-28 requests: in the default
+    /// isolating mode with authentication, one per principal, started on
+    /// first use (no principal reads another's state); otherwise the shared one.
+    pub async fn modern_upstream(
+        &self,
+        principal: &Principal,
+    ) -> Result<Arc<Upstream>, ProxyError> {
+        if self.config.mode != Mode::PerSession
+            || !self.auth.is_enabled()
+            || self.credentials.get().is_some()
+        {
+            // (With per-user credentials, shared_upstream refuses: a
+            // per-principal child does not take them from the store yet.)
+            return self.shared_upstream().await;
+        }
+        let cell = {
+            let mut children = self
+                .principal_children
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !children.contains_key(principal) && children.len() >= self.config.max_sessions {
+                warn!(
+                    max = self.config.max_sessions,
+                    "per-principal children at the limit (--max-sessions); refusing a new principal's child"
+                );
+                return Err(ProxyError::TooManySessions(children.len()));
+            }
+            children.entry(principal.clone()).or_default().clone()
+        };
+        let label = format!("principal {principal}");
+        cell.get_or_try_init(|| async {
+            let r = Upstream::start(
+                self.config.child.clone(),
+                &label,
+                self.upstream_options(true),
+                self.children_cancel.child_token(),
+            );
+            self.note_spawn(r, &label)
+        })
+        .await
+        .cloned()
+    }
+
+    /// Every per-principal child started so far.
+    fn principal_upstreams(&self) -> Vec<Arc<Upstream>> {
+        self.principal_children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .collect()
     }
 
     /// The shared child if it was started.
@@ -295,7 +428,7 @@ impl App {
             Err(e) => {
                 debug!(error = %e, "request refused");
                 match e {
-                    ProxyError::Unauthorized => self.metrics.auth_failure(AuthFailure::Key),
+                    ProxyError::Auth(_) => self.metrics.auth_failure(AuthFailure::Key),
                     ProxyError::ForbiddenOrigin(_) => {
                         self.metrics.auth_failure(AuthFailure::Origin)
                     }
@@ -353,35 +486,44 @@ impl App {
 
     async fn route(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         origin: Option<String>,
     ) -> Result<Response<Body>, ProxyError> {
+        // Host first, for every path: health probes too (DNS rebinding).
+        self.access
+            .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))?;
         let path = req.uri().path();
         let c = &self.config;
         let is_mcp = path == c.path || path == c.sse_path || path == c.message_path;
         match (req.method(), path) {
             (&Method::GET, "/health") => return Ok(self.health()),
             (&Method::GET, "/ready") => return Ok(self.ready()),
+            (&Method::GET, p) if self.auth.metadata().is_some_and(|m| m.serves(p)) => {
+                return Ok(self.resource_metadata());
+            }
             (&Method::GET, "/metrics") => {
                 if c.metrics_auth {
-                    self.access.check_key(req.headers())?;
+                    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+                    self.auth.authenticate(req.headers(), peer).await?;
                 }
                 return Ok(self.metrics_response());
             }
             _ if !is_mcp => return Err(ProxyError::NotFound(path.to_string())),
             _ => {}
         }
-        // Origin first: a browser's preflight must be refused for a bad origin too.
+        // Origin before the preflight: a browser's preflight must be refused for a bad origin too.
         self.access.check_origin(req.headers())?;
-        self.access
-            .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))?;
+        self.access.check_fetch_site(req.headers())?;
         if req.method() == Method::OPTIONS {
             return Ok(preflight(origin.as_deref(), req.headers()));
         }
-        self.access.check_key(req.headers())?;
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        let principal = self.auth.authenticate(req.headers(), peer).await?;
+        req.extensions_mut().insert(principal);
         if self.is_shutting_down() {
             return Err(ProxyError::ShuttingDown);
         }
+        let path = req.uri().path();
         if path == c.path {
             self.mcp(req).await
         } else if path == c.sse_path {
@@ -389,6 +531,21 @@ impl App {
         } else {
             legacy::handle_message(self, req).await
         }
+    }
+
+    /// RFC 9728 metadata; any origin may read it (browser-based clients discover with it).
+    fn resource_metadata(&self) -> Response<Body> {
+        let doc = self
+            .auth
+            .metadata()
+            .map(|m| m.document())
+            .unwrap_or_default();
+        let mut r = json_response(StatusCode::OK, doc);
+        r.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        r
     }
 
     /// The MCP endpoint: decides the request's era once and hands it to
@@ -485,7 +642,8 @@ impl App {
             "replay_bytes": self.replay.used(),
             "log_lines_dropped": crate::logging::dropped(),
             "mode": mode,
-            "auth": self.access.mode(),
+            "auth": self.auth.config().modes().join("+"),
+            "auth_modes": self.auth.config().modes(),
         });
         json_response(StatusCode::OK, body)
     }
@@ -912,8 +1070,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
         });
         let svc_app = app.clone();
         let svc_activity = activity.clone();
-        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let app = svc_app.clone();
+            req.extensions_mut().insert(PeerAddr(peer));
             svc_activity.requests.fetch_add(1, Ordering::Relaxed);
             svc_activity.in_flight.fetch_add(1, Ordering::Relaxed);
             let in_flight = InFlight(svc_activity.clone());
@@ -997,6 +1156,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     if let Some(up) = app.shared_if_started() {
         up.stop().await;
     }
+    let principal_children = app.principal_upstreams();
+    futures_util::future::join_all(principal_children.iter().map(|u| u.stop())).await;
     app.children_cancel.cancel();
     // Cleanups started by requests (detaching abandoned ports, stopping
     // children of abandoned initializes) finish before the proxy returns.

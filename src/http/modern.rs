@@ -225,7 +225,9 @@ pub async fn serve(
         );
         return Ok(accepted());
     }
-    let upstream = app.shared_upstream().await?;
+    let upstream = app
+        .modern_upstream(&super::principal_of(&parts.extensions))
+        .await?;
     ensure_initialized(&app, &upstream).await?;
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     match frame.method().unwrap_or_default() {
@@ -257,6 +259,7 @@ pub async fn serve(
         answer
     };
     let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
+    port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
     upstream.attach(port.clone());
     if listen {
         return Ok(subscribe(&app, &upstream, port, answer, frame).await);
@@ -283,7 +286,7 @@ pub async fn serve(
     }
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
-    let outlet = Arc::new(outlet);
+    let outlet = Arc::new(outlet.with_metrics(limits.metrics.clone()));
     // The guard first: a client gone during the write still detaches the port.
     let guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, Some(outlet.clone()));
     let _ = upstream
@@ -333,7 +336,7 @@ async fn subscribe(
 ) -> Response<Body> {
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
-    let outlet = Arc::new(outlet);
+    let outlet = Arc::new(outlet.with_metrics(limits.metrics.clone()));
     if answer == Answer::Json {
         debug!("subscriptions/listen with Accept: application/json only; streaming anyway");
     }

@@ -41,9 +41,17 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-fn session_of(app: &App, headers: &HeaderMap) -> Result<Arc<Session>, ProxyError> {
+/// The caller's session: one of another principal is not found, like an unknown one.
+fn session_of(
+    app: &App,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> Result<Arc<Session>, ProxyError> {
     let id = header_str(headers, "mcp-session-id").ok_or(ProxyError::MissingSession)?;
-    let session = app.sessions.get(id).ok_or(ProxyError::SessionNotFound)?;
+    let session = app
+        .sessions
+        .get_owned(id, &super::principal_of(extensions))
+        .ok_or(ProxyError::SessionNotFound)?;
     check_version(&session, headers)?;
     session.touch();
     Ok(session)
@@ -91,7 +99,7 @@ pub async fn post(
         // A stale session id on initialize is ignored: the client is starting over.
         return initialize(app, parts, frames.into_iter().next().expect("one frame")).await;
     }
-    let session = session_of(&app, &parts.headers)?;
+    let session = session_of(&app, &parts.headers, &parts.extensions)?;
     if batch && session.protocol_version() != BATCH_VERSION {
         return Err(ProxyError::InvalidRequest(format!(
             "JSON-RPC batches are only allowed in protocol {BATCH_VERSION}; this session speaks {}",
@@ -242,7 +250,9 @@ async fn initialize(
     frame: Frame,
 ) -> Result<Response<Body>, ProxyError> {
     let answer = negotiate(&parts.headers)?;
-    let (session, reservation) = app.open_session().await?;
+    let (session, reservation) = app
+        .open_session(&super::principal_of(&parts.extensions))
+        .await?;
     // From here on, a client that goes away ends this session and its child.
     let mut pending_session = Unregistered {
         session: Some(session.clone()),
@@ -331,7 +341,7 @@ pub async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>
             "GET needs Accept: text/event-stream",
         ));
     }
-    let session = session_of(&app, headers)?;
+    let session = session_of(&app, headers, req.extensions())?;
     if let Some(last) = header_str(headers, "last-event-id") {
         match session.resume(last) {
             Some(rx) => {
@@ -362,7 +372,7 @@ pub async fn delete(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     if app.config.mode == Mode::Stateless {
         return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
     }
-    let session = session_of(&app, req.headers())?;
+    let session = session_of(&app, req.headers(), req.extensions())?;
     app.sessions
         .remove(&session.id, "deleted by the client")
         .await;
@@ -419,6 +429,7 @@ async fn stateless(
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = app.shared_upstream().await?;
     let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Session);
+    port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
     upstream.attach(port.clone());
     let guard = DetachGuard {
         upstream: upstream.clone(),
@@ -428,7 +439,7 @@ async fn stateless(
     let limits = app.stream_limits();
     let open = move |owed| {
         let (o, rx) = Outlet::new(0, false, Some(owed), limits.max_queue, 0);
-        (Arc::new(o), rx)
+        (Arc::new(o.with_metrics(limits.metrics.clone())), rx)
     };
     let cancel = app.streams_cancel.child_token();
     dispatch(

@@ -29,7 +29,6 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -48,6 +47,8 @@ const RETIRE_CHECK: Duration = Duration::from_millis(500);
 /// One running generation of a named server.
 struct Running {
     app: Arc<App>,
+    /// (variable, header) this server takes from requests.
+    header_env: Vec<(String, String)>,
     /// What it was built from, to tell a changed server on reload.
     fingerprint: String,
     /// Ends its idle-session reaper.
@@ -80,7 +81,7 @@ fn fingerprint(spec: &ServerSpec) -> String {
     // registry is state, not a setting.
     let mut config = spec.config.clone();
     config.child.children = Arc::default();
-    format!("{config:?}|{:?}", spec.secrets)
+    format!("{config:?}|{:?}|{:?}", spec.secrets, spec.header_env)
 }
 
 /// What a reload did.
@@ -130,24 +131,27 @@ impl ServerSet {
                 .collect();
             config.child.inherit_env = false;
         }
-        let app = App::new(config);
-        if !spec.secrets.is_empty() {
-            let Some(store) = &self.store else {
-                return Err(format!(
-                    "server {:?} takes per-user secrets but no credential store is open",
-                    spec.name
-                ));
-            };
-            app.set_credentials(Arc::new(ChildSecrets::new(
-                store.clone(),
+        // Its JWKS, if any, is fetched on the first request that needs it.
+        let app = App::new(config).map_err(|e| format!("server {:?}: {e}", spec.name))?;
+        if !spec.secrets.is_empty() && self.store.is_none() {
+            return Err(format!(
+                "server {:?} takes per-user secrets but no credential store is open",
+                spec.name
+            ));
+        }
+        if !spec.secrets.is_empty() || !spec.header_env.is_empty() {
+            app.set_credentials(Arc::new(ChildSecrets::with_headers(
+                self.store.clone(),
                 &spec.name,
                 spec.secrets.clone(),
+                spec.header_env.clone(),
             )));
         }
         let reaper = self.stop.child_token();
         tokio::spawn(crate::http::reap_idle(app.clone(), reaper.clone()));
         Ok(Running {
             app,
+            header_env: spec.header_env.clone(),
             fingerprint: fingerprint(spec),
             reaper,
         })
@@ -299,8 +303,21 @@ impl ServerSet {
             return ProxyError::NotFound(format!("{path} (no server named {name:?})"))
                 .into_response();
         };
-        let principal = principal_of(&app.config, req.headers());
-        crate::store::with_principal(principal, app.handle(req)).await
+        let header_env = self.read().get(name).map(|r| {
+            r.header_env
+                .iter()
+                .filter_map(|(var, header)| {
+                    let v = req.headers().get(header.as_str())?.to_str().ok()?.trim();
+                    (!v.is_empty()).then(|| (var.clone(), v.to_string()))
+                })
+                .collect::<Vec<_>>()
+        });
+        let caller = crate::store::Caller {
+            // The app authenticates and hands its principal to the store at spawn.
+            principal: None,
+            header_env: header_env.unwrap_or_default(),
+        };
+        crate::store::with_caller(caller, app.handle(req)).await
     }
 
     fn health(&self) -> Response<Body> {
@@ -417,36 +434,6 @@ fn session_id(req: &Request<Incoming>) -> Option<String> {
         let (k, v) = kv.split_once('=')?;
         (k == "sessionId" || k == "session_id").then(|| v.to_string())
     })
-}
-
-/// Who the caller is, for per-user credentials. The API key's position
-/// names it (`key-1`, `key-2`, … in the order given); without API keys
-/// every caller is `anonymous`. An unknown key has no principal (the
-/// server's own auth check refuses it).
-///
-/// A seam until the authenticator names principals itself (API key names,
-/// JWT `sub`): then this reads its answer instead.
-fn principal_of(config: &Config, headers: &http::HeaderMap) -> Option<Arc<str>> {
-    if config.api_keys.is_empty() {
-        return Some("anonymous".into());
-    }
-    let presented = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))?;
-    let mut found = None;
-    for (i, key) in config.api_keys.iter().enumerate() {
-        let same =
-            key.len() == presented.len() && bool::from(key.as_bytes().ct_eq(presented.as_bytes()));
-        if same && found.is_none() {
-            found = Some(i + 1);
-        }
-    }
-    found.map(|n| Arc::from(format!("key-{n}")))
 }
 
 /// Serves every server on `listener` until `shutdown`, then drains: SSE

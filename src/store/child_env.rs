@@ -11,21 +11,50 @@ use std::sync::Arc;
 
 use super::{Store, StoreError};
 
+/// Who the current request is from, and the credential headers it
+/// carries for a server that takes them.
+#[derive(Clone, Default)]
+pub struct Caller {
+    /// The principal, as the authenticator names it.
+    pub principal: Option<Arc<str>>,
+    /// (variable, value) from the server's `credential_headers`.
+    pub header_env: Vec<(String, String)>,
+}
+
 tokio::task_local! {
-    /// Who the current request is from, set by the dispatcher around the
-    /// request's handling and read at spawn. A seam: the authenticator
-    /// names the principal; this carries the name to the spawn.
-    static PRINCIPAL: Option<Arc<str>>;
+    /// Set by the dispatcher around the request's handling and read at
+    /// spawn. A seam: the authenticator names the principal; this carries
+    /// the name to the spawn.
+    static CALLER: Caller;
 }
 
 /// Runs `f` with `principal` as the caller of the current request.
 pub async fn with_principal<F: Future>(principal: Option<Arc<str>>, f: F) -> F::Output {
-    PRINCIPAL.scope(principal, f).await
+    with_caller(
+        Caller {
+            principal,
+            header_env: Vec::new(),
+        },
+        f,
+    )
+    .await
+}
+
+/// Runs `f` on behalf of `caller`.
+pub async fn with_caller<F: Future>(caller: Caller, f: F) -> F::Output {
+    CALLER.scope(caller, f).await
 }
 
 /// The caller of the current request, if the dispatcher set one.
 pub fn current_principal() -> Option<Arc<str>> {
-    PRINCIPAL.try_with(|p| p.clone()).ok().flatten()
+    CALLER.try_with(|c| c.principal.clone()).ok().flatten()
+}
+
+/// The credential-header values of the current request.
+pub fn current_header_env() -> Vec<(String, String)> {
+    CALLER
+        .try_with(|c| c.header_env.clone())
+        .unwrap_or_default()
 }
 
 /// Why a child cannot get its credentials.
@@ -50,6 +79,17 @@ pub enum CredentialError {
         /// (variable, secret name) of each missing value.
         missing: Vec<(String, String)>,
     },
+    /// A configured credential header is absent from the request.
+    #[error(
+        "server {server:?} takes its upstream credential from the request: send the {} header",
+        headers.join(", ")
+    )]
+    MissingHeader {
+        /// The server.
+        server: String,
+        /// The headers missing.
+        headers: Vec<String>,
+    },
     /// A value that cannot be an environment variable (not UTF-8, or NUL).
     #[error(
         "stored credential {name:?} of {principal:?} on server {server:?} is not valid text for an environment variable"
@@ -69,23 +109,65 @@ pub enum CredentialError {
 
 /// The store-backed variables of one server.
 pub struct ChildSecrets {
-    store: Arc<Store>,
+    store: Option<Arc<Store>>,
     server: String,
     /// (variable, secret name).
     vars: Vec<(String, String)>,
     names: Vec<String>,
+    /// (variable, header name): taken from the request instead.
+    headers: Vec<(String, String)>,
 }
 
 impl ChildSecrets {
     /// The variables `vars` (variable, secret name) of `server`.
     pub fn new(store: Arc<Store>, server: &str, vars: Vec<(String, String)>) -> ChildSecrets {
+        ChildSecrets::with_headers(Some(store), server, vars, Vec::new())
+    }
+
+    /// Store-backed `vars` and request-header `headers`, both as
+    /// (variable, secret or header name).
+    pub fn with_headers(
+        store: Option<Arc<Store>>,
+        server: &str,
+        vars: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
+    ) -> ChildSecrets {
         let names = vars.iter().map(|(_, n)| n.clone()).collect();
         ChildSecrets {
             store,
             server: server.to_string(),
             vars,
             names,
+            headers,
         }
+    }
+
+    /// The header names a request may carry for this server.
+    pub fn header_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(v, h)| (v.as_str(), h.as_str()))
+    }
+
+    /// The variables for a child of the current request's caller.
+    pub async fn env_for_caller(&self) -> Result<Vec<(String, String)>, CredentialError> {
+        let given = current_header_env();
+        let mut env = Vec::new();
+        let mut missing = Vec::new();
+        for (var, header) in &self.headers {
+            match given.iter().find(|(v, _)| v == var) {
+                Some((_, value)) => env.push((var.clone(), value.clone())),
+                None => missing.push(header.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(CredentialError::MissingHeader {
+                server: self.server.clone(),
+                headers: missing,
+            });
+        }
+        if !self.vars.is_empty() {
+            env.extend(self.env_for(current_principal().as_deref()).await?);
+        }
+        Ok(env)
     }
 
     /// The variables for a child of `principal`: every one, or an error
@@ -99,8 +181,12 @@ impl ChildSecrets {
                 server: self.server.clone(),
             });
         };
-        let found = self
-            .store
+        let Some(store) = &self.store else {
+            return Err(CredentialError::NoPrincipal {
+                server: self.server.clone(),
+            });
+        };
+        let found = store
             .get_for_child(principal, &self.server, &self.names)
             .await?;
         let mut env = Vec::with_capacity(self.vars.len());

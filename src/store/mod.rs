@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-pub use child_env::{ChildSecrets, CredentialError, current_principal, with_principal};
+pub use child_env::{
+    Caller, ChildSecrets, CredentialError, current_header_env, current_principal, with_caller,
+    with_principal,
+};
 pub use seal::{KeyRing, SealError, Sealed, Secret, SecretRef, StoreKey};
 
 /// Deadline of one call to the store: a spawn waits on it, so it is short.

@@ -6,11 +6,18 @@
 //! answers `tasks/get`, `tasks/result` and `tasks/cancel` for a task the
 //! caller does not own with "task not found" (-32602) without asking the
 //! child, filters `tasks/list` answers, and sends task-related messages to
-//! the owner. Clients without an identity (stateless, 2026-07-28) own
-//! nothing and see only tasks no session owns.
+//! the owner.
+//!
+//! Ownership is fail-closed (issue #10): a task is visible to the session
+//! that created it and, when the proxy authenticates, to every session and
+//! request of the same principal, even after the creating session ended.
+//! A task of an ended anonymous session is visible to no one. Clients
+//! without a session (stateless, 2026-07-28) share the tasks created by
+//! such clients of the same principal (anonymous with anonymous). A task
+//! the table does not know (never seen, or forgotten) is visible to no one.
 //!
 //! The table is bounded: past `--max-tasks` the oldest entry is forgotten
-//! (its task then belongs to no session), with a warning.
+//! (its task is then visible to no one), with a warning.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -23,9 +30,34 @@ use crate::jsonrpc::Frame;
 /// `_meta` key tying a message to a task.
 pub const RELATED_TASK_KEY: &str = "io.modelcontextprotocol/related-task";
 
-/// Task id → owning port, oldest first.
+/// Port key of a task whose creating session has ended.
+const ENDED: u64 = u64::MAX;
+/// Port key of a task created by a client without a session.
+const SESSIONLESS: u64 = 0;
+
+/// Who created a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    /// The creating session's port key, [`SESSIONLESS`] or [`ENDED`].
+    port: u64,
+    /// The creator's authenticated principal (`None`: anonymous).
+    principal: Option<std::sync::Arc<str>>,
+}
+
+/// Who is asking about a task.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// Its port key.
+    pub port: u64,
+    /// Whether it is a session (it can own tasks of its own).
+    pub session: bool,
+    /// Its authenticated principal (`None`: anonymous).
+    pub principal: Option<&'a str>,
+}
+
+/// Task id → owner, oldest first.
 pub struct TaskOwners {
-    owner: HashMap<Box<str>, u64>,
+    owner: HashMap<Box<str>, Owner>,
     order: VecDeque<Box<str>>,
     cap: usize,
     forgotten: u64,
@@ -48,9 +80,17 @@ impl TaskOwners {
         }
     }
 
-    /// Records that `port` created `task_id`.
-    pub fn record(&mut self, task_id: &str, port: u64) {
-        if self.owner.insert(task_id.into(), port).is_none() {
+    /// Records that `caller` created `task_id`.
+    pub fn record(&mut self, task_id: &str, caller: Caller<'_>) {
+        let owner = Owner {
+            port: if caller.session {
+                caller.port
+            } else {
+                SESSIONLESS
+            },
+            principal: caller.principal.map(std::sync::Arc::from),
+        };
+        if self.owner.insert(task_id.into(), owner).is_none() {
             self.order.push_back(task_id.into());
         }
         while self.owner.len() > self.cap {
@@ -63,34 +103,42 @@ impl TaskOwners {
                     warn!(
                         forgotten = self.forgotten,
                         limit = self.cap,
-                        "task table full (--max-tasks); the oldest tasks no longer belong to a session"
+                        "task table full (--max-tasks); the oldest tasks are now visible to no one"
                     );
                 }
             }
         }
     }
 
-    /// Whether a caller may see `task_id`: its owner may; a caller with no
-    /// identity may see only tasks that no session owns.
-    pub fn may_see(&self, task_id: &str, port: u64, has_identity: bool) -> bool {
-        match self.owner.get(task_id) {
-            Some(owner) => *owner == port,
-            None => !has_identity,
+    /// Whether `caller` may see `task_id`; an unknown task is visible to no one.
+    pub fn may_see(&self, task_id: &str, caller: Caller<'_>) -> bool {
+        let Some(o) = self.owner.get(task_id) else {
+            return false;
+        };
+        if caller.session && o.port == caller.port {
+            return true;
+        }
+        match (&o.principal, caller.principal) {
+            (Some(owner), Some(asker)) => **owner == *asker,
+            (None, None) => o.port == SESSIONLESS && !caller.session,
+            _ => false,
         }
     }
 
-    /// The port that owns `task_id`.
+    /// The live session port that owns `task_id`.
     pub fn owner(&self, task_id: &str) -> Option<u64> {
-        self.owner.get(task_id).copied()
+        self.owner
+            .get(task_id)
+            .map(|o| o.port)
+            .filter(|p| *p != ENDED && *p != SESSIONLESS)
     }
 
-    /// Forgets every task of a session that ended.
+    /// A session ended: its tasks stay its principal's (or no one's), never everyone's.
     pub fn release(&mut self, port: u64) {
-        let before = self.owner.len();
-        self.owner.retain(|_, p| *p != port);
-        if self.owner.len() != before {
-            let owner = &self.owner;
-            self.order.retain(|id| owner.contains_key(id));
+        for o in self.owner.values_mut() {
+            if o.port == port {
+                o.port = ENDED;
+            }
         }
     }
 
@@ -154,40 +202,83 @@ pub fn filter_list(answer: &[u8], keep: impl Fn(&str) -> bool) -> Option<Vec<u8>
 mod tests {
     use super::*;
 
-    #[test]
-    fn owners_see_their_tasks_and_anonymous_callers_only_unowned_ones() {
-        let mut t = TaskOwners::new(10);
-        t.record("a", 1);
-        assert!(t.may_see("a", 1, true));
-        assert!(!t.may_see("a", 2, true));
-        assert!(
-            !t.may_see("a", 3, false),
-            "anonymous callers cannot see owned tasks"
-        );
-        assert!(!t.may_see("unknown", 1, true));
-        assert!(t.may_see("unknown", 3, false));
+    fn session(port: u64, principal: Option<&str>) -> Caller<'_> {
+        Caller {
+            port,
+            session: true,
+            principal,
+        }
+    }
+
+    fn sessionless(principal: Option<&str>) -> Caller<'_> {
+        Caller {
+            port: 99,
+            session: false,
+            principal,
+        }
     }
 
     #[test]
-    fn the_table_forgets_the_oldest_past_its_cap_and_a_sessions_tasks_on_release() {
+    fn anonymous_owners_see_their_tasks_and_nobody_sees_unknown_ones() {
+        let mut t = TaskOwners::new(10);
+        t.record("a", session(1, None));
+        assert!(t.may_see("a", session(1, None)));
+        assert!(!t.may_see("a", session(2, None)));
+        assert!(
+            !t.may_see("a", sessionless(None)),
+            "sessionless callers cannot see session tasks"
+        );
+        assert!(!t.may_see("unknown", session(1, None)));
+        assert!(
+            !t.may_see("unknown", sessionless(None)),
+            "unknown is denied, never open"
+        );
+        t.record("m", sessionless(None));
+        assert!(t.may_see("m", sessionless(None)));
+        assert!(!t.may_see("m", session(1, None)));
+    }
+
+    #[test]
+    fn tasks_belong_to_their_principal_and_stay_private_after_the_session() {
+        let mut t = TaskOwners::new(10);
+        t.record("a", session(1, Some("api-key:alice")));
+        t.record("z", session(3, None));
+        assert!(
+            t.may_see("a", session(2, Some("api-key:alice"))),
+            "alice's other session"
+        );
+        assert!(t.may_see("a", sessionless(Some("api-key:alice"))));
+        assert!(!t.may_see("a", session(2, Some("api-key:bob"))));
+        t.release(1);
+        t.release(3);
+        assert!(t.may_see("a", session(4, Some("api-key:alice"))));
+        assert!(!t.may_see("a", sessionless(None)), "ended: not everyone's");
+        assert!(!t.may_see("a", sessionless(Some("api-key:bob"))));
+        assert!(
+            !t.may_see("z", sessionless(None)),
+            "an ended anonymous session's task: no one's"
+        );
+        assert!(!t.may_see("z", session(3, None)));
+        t.record("m", sessionless(Some("api-key:bob")));
+        assert!(t.may_see("m", sessionless(Some("api-key:bob"))));
+        assert!(!t.may_see("m", sessionless(Some("api-key:alice"))));
+        assert!(!t.may_see("m", sessionless(None)));
+    }
+
+    #[test]
+    fn the_table_forgets_the_oldest_past_its_cap_and_forgotten_tasks_are_denied() {
         let mut t = TaskOwners::new(2);
-        t.record("a", 1);
-        t.record("b", 2);
-        t.record("a", 1); // a repeat does not count twice
-        t.record("c", 1);
+        t.record("a", session(1, None));
+        t.record("b", session(2, None));
+        t.record("a", session(1, None)); // a repeat does not count twice
+        t.record("c", session(1, None));
         assert_eq!(t.len(), 2);
         assert_eq!(t.owner("a"), None, "oldest forgotten");
+        assert!(!t.may_see("a", session(1, None)), "forgotten: denied");
+        assert!(!t.may_see("a", sessionless(None)), "forgotten: denied");
         assert_eq!(t.owner("c"), Some(1));
         t.release(1);
         assert_eq!((t.owner("b"), t.owner("c")), (Some(2), None));
-        t.record("d", 3);
-        t.record("e", 3);
-        assert_eq!(t.len(), 2);
-        assert_eq!(
-            t.owner("b"),
-            None,
-            "released entries do not hold places in the order"
-        );
         t.clear();
         assert_eq!(t.len(), 0);
     }

@@ -2,8 +2,17 @@
 //! rate-limit buckets and the retry loop.
 //!
 //! Every request runs under the deadline of the tool call that made it.
-//! 429 is retried for any method (Coda rejected it before running it); 5xx
-//! and transport failures only for methods that are safe to replay. The wait
+//! 429 is retried for any request (Coda rejected it before running it), and
+//! so is a connection that could not be opened (nothing was sent). A 5xx or
+//! a connection lost after sending is retried only for a request marked
+//! replayable ([`ApiRequest::replayable`]): reads, and writes whose replay
+//! leaves the same state and the same answer. Appends, inserts and deletes
+//! are not: a 502 may come after Coda applied them, and a resend would
+//! duplicate content or report a false failure. Their error says so.
+//!
+//! No path segment may be `.` or `..` (or a percent-encoded form of them):
+//! URL normalisation would drop it and send the request to another resource
+//! (`DELETE …/rows/..` is `DELETE …/rows`, the bulk delete). The wait
 //! is `Retry-After` when Coda sends it, otherwise exponential backoff with
 //! jitter; a wait that would end past the deadline is not taken and the last
 //! error is returned instead, so there is never a hot loop.
@@ -51,6 +60,18 @@ pub enum CodaError {
     /// An export download link returned an error document or failed.
     #[error("export download failed: {0}")]
     Download(String),
+    /// An id or name that would change the URL's path (`.`, `..`).
+    #[error(
+        "invalid id or name {0:?}: `.` and `..` (also percent-encoded) cannot name a Coda object"
+    )]
+    InvalidSegment(String),
+    /// A write that cannot be replayed failed after it was sent: Coda may
+    /// have applied it.
+    #[error("{source}; the write may have been applied: check before retrying")]
+    OutcomeUnknown {
+        #[source]
+        source: Box<CodaError>,
+    },
 }
 
 impl CodaError {
@@ -58,6 +79,7 @@ impl CodaError {
     pub fn status(&self) -> Option<u16> {
         match self {
             CodaError::Api { status, .. } => Some(*status),
+            CodaError::OutcomeUnknown { source } => source.status(),
             _ => None,
         }
     }
@@ -72,6 +94,10 @@ pub struct ApiRequest {
     pub query: Vec<(String, String)>,
     pub body: Option<Value>,
     pub class: RequestClass,
+    /// Safe to send again after a 5xx or a connection lost mid-request:
+    /// true for GET, opted into with [`ApiRequest::replayable`] by writes
+    /// whose replay changes nothing (set cells, rename, replace a body).
+    pub replayable: bool,
 }
 
 impl ApiRequest {
@@ -81,6 +107,7 @@ impl ApiRequest {
             _ => RequestClass::Write,
         };
         Self {
+            replayable: method == Method::GET,
             method,
             segments: segments.iter().map(|s| s.to_string()).collect(),
             query: Vec::new(),
@@ -115,11 +142,32 @@ impl ApiRequest {
         self
     }
 
-    fn replay_safe_on_server_error(&self) -> bool {
-        matches!(
-            self.method,
-            Method::GET | Method::PUT | Method::DELETE | Method::PATCH
-        )
+    /// Mark a write as safe to resend (its replay leaves the same state).
+    pub fn replayable(mut self) -> Self {
+        self.replayable = true;
+        self
+    }
+
+    /// Whether `seg` would be removed or resolved by URL normalisation.
+    fn dot_segment(seg: &str) -> bool {
+        let mut s = seg.to_ascii_lowercase();
+        // Decode %2e however often it was encoded (%252e, …).
+        loop {
+            let next = s.replace("%2e", ".").replace("%25", "%");
+            if next == s {
+                break;
+            }
+            s = next;
+        }
+        s == "." || s == ".."
+    }
+
+    /// The first segment that is `.` or `..`, if any.
+    pub fn invalid_segment(&self) -> Option<&str> {
+        self.segments
+            .iter()
+            .map(String::as_str)
+            .find(|s| Self::dot_segment(s))
     }
 }
 
@@ -189,6 +237,9 @@ impl CodaClient {
         req: &ApiRequest,
         deadline: Instant,
     ) -> Result<ApiResponse, CodaError> {
+        if let Some(seg) = req.invalid_segment() {
+            return Err(CodaError::InvalidSegment(seg.to_owned()));
+        }
         let url = self.url(req);
         let started = Instant::now();
         let mut attempt: u32 = 0;
@@ -229,22 +280,34 @@ impl CodaClient {
                     let err = decode_error(status, &bytes);
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS
                         || (status.is_server_error()
-                            && req.replay_safe_on_server_error()
+                            && req.replayable
                             && server_errors < MAX_SERVER_ERROR_RETRIES);
                     if status.is_server_error() {
                         server_errors += 1;
                     }
                     if !retryable {
+                        if status.is_server_error() && !req.replayable {
+                            return Err(CodaError::OutcomeUnknown {
+                                source: Box::new(err),
+                            });
+                        }
                         return Err(err);
                     }
                     (err, retry_after)
                 }
                 Err(e) => {
-                    let safe = e.is_connect()
-                        || (req.replay_safe_on_server_error()
-                            && (e.is_timeout() || e.is_request()));
+                    // A refused connection sent nothing; anything later may
+                    // have reached Coda.
+                    let safe =
+                        e.is_connect() || (req.replayable && (e.is_timeout() || e.is_request()));
                     if !safe {
-                        return Err(CodaError::Transport(e));
+                        let err = CodaError::Transport(e);
+                        if req.replayable {
+                            return Err(err);
+                        }
+                        return Err(CodaError::OutcomeUnknown {
+                            source: Box::new(err),
+                        });
                     }
                     (CodaError::Transport(e), None)
                 }
@@ -290,9 +353,13 @@ impl CodaClient {
             .timeout(remaining.min(self.request_timeout))
             .send()
             .await
-            .map_err(CodaError::Transport)?;
+            // The link is pre-signed: its query is a credential.
+            .map_err(|e| CodaError::Transport(e.without_url()))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(CodaError::Transport)?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CodaError::Transport(e.without_url()))?;
         let body = maybe_gunzip(&bytes)?;
         let head = body.trim_start();
         if head.starts_with("<?xml") || head.starts_with("<Error>") {
@@ -366,7 +433,7 @@ fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
             .map(str::to_owned)
     };
     let status_message = field("statusMessage").unwrap_or_else(|| reason.clone());
-    let message = field("message").unwrap_or_else(|| {
+    let mut message = field("message").unwrap_or_else(|| {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim();
         if text.is_empty() || text.len() > 300 {
@@ -375,6 +442,27 @@ fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
             text.to_owned()
         }
     });
+    // 400s carry per-field reasons in codaDetail.validationErrors.
+    let details: Vec<String> = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/codaDetail/validationErrors"))
+        .and_then(Value::as_array)
+        .map(|errs| {
+            errs.iter()
+                .take(10)
+                .filter_map(|e| {
+                    let msg = e.get("message").and_then(Value::as_str)?;
+                    Some(match e.get("path").and_then(Value::as_str) {
+                        Some(p) if !p.is_empty() => format!("{p}: {msg}"),
+                        _ => msg.to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !details.is_empty() {
+        message = format!("{message} ({})", details.join("; "));
+    }
     CodaError::Api {
         status: status.as_u16(),
         status_message,
@@ -395,6 +483,41 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "Coda API error 404 Not Found: Page not found"
+        );
+    }
+
+    #[test]
+    fn validation_details_are_kept() {
+        let err = decode_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"statusCode":400,"statusMessage":"Bad Request","message":"Invalid request","codaDetail":{"validationErrors":[{"path":"rows[0].cells[1].value","message":"Expected a number"}]}}"#,
+        );
+        assert_eq!(
+            err.to_string(),
+            "Coda API error 400 Bad Request: Invalid request (rows[0].cells[1].value: Expected a number)"
+        );
+    }
+
+    #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        for bad in [".", "..", "%2e", "%2E%2e", "%252e%252E", ".%2e"] {
+            let req = ApiRequest::get(&["docs", "d", "tables", bad]);
+            assert_eq!(req.invalid_segment(), Some(bad), "{bad}");
+        }
+        for good in ["...", "a.b", ".hidden", "Q1 / Q2"] {
+            assert!(ApiRequest::get(&["docs", good]).invalid_segment().is_none());
+        }
+    }
+
+    #[test]
+    fn only_reads_are_replayable_unless_marked() {
+        assert!(ApiRequest::get(&["docs"]).replayable);
+        assert!(!ApiRequest::new(Method::PUT, &["docs"]).replayable);
+        assert!(!ApiRequest::new(Method::DELETE, &["docs"]).replayable);
+        assert!(
+            ApiRequest::new(Method::PUT, &["docs"])
+                .replayable()
+                .replayable
         );
     }
 

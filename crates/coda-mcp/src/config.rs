@@ -14,8 +14,17 @@ use super::tools::Toolset;
 
 /// Where the Coda REST API lives unless told otherwise.
 pub const DEFAULT_API_BASE_URL: &str = "https://coda.io/apis/v1";
-/// Upper bound for one tool call, retries and polling included.
-pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(90);
+/// Upper bound for one tool call, retries and polling included. Below the
+/// 60 s request timeout of the TypeScript SDK's clients, so a client does
+/// not give up on a call that then completes (or writes) behind its back.
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(50);
+/// How long the start-up token check may take before coda-mcp serves anyway.
+pub const DEFAULT_TOKEN_CHECK_DEADLINE: Duration = Duration::from_secs(10);
+/// Largest `structuredContent` a list returns; whole items beyond it are
+/// left for the continuation token. About 25k tokens of context.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 100_000;
+/// Characters a page read returns unless `maxChars` says otherwise.
+pub const DEFAULT_MAX_CHARS: usize = 20_000;
 /// First backoff step after a 429/5xx without `Retry-After`; it triples.
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(2000);
 /// Longest single backoff sleep.
@@ -58,22 +67,38 @@ impl fmt::Debug for ApiToken {
 /// Command-line flags of `coda-mcp`.
 #[derive(FromArgs, Debug, Default)]
 /// A stdio MCP server for the Coda REST API v1. The token comes from
-/// CODA_API_TOKEN (or API_KEY).
+/// CODA_API_TOKEN (or CODA_API_KEY, or API_KEY).
 pub struct CodaArgs {
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+    /// only these docs (comma-separated ids or Coda URLs) may be read or
+    /// written (env CODA_DOCS; default: every doc the token can reach)
+    #[argh(option)]
+    pub docs: Option<String>,
+    /// largest list result in bytes; whole items beyond it are left for
+    /// nextPageToken (env CODA_MAX_RESULT_BYTES; default 100000)
+    #[argh(option)]
+    pub max_result_bytes: Option<usize>,
+    /// repeat each result's JSON as text content instead of a one-line
+    /// summary, for clients that ignore structuredContent (env CODA_FULL_TEXT=1)
+    #[argh(switch)]
+    pub full_text: bool,
     /// coda API base URL (env CODA_API_BASE_URL; default `https://coda.io/apis/v1`)
     #[argh(option)]
     pub api_base_url: Option<String>,
     /// hide every tool that writes (env CODA_READ_ONLY=1)
     #[argh(switch)]
     pub read_only: bool,
-    /// comma-separated toolsets to enable, or "all" (env CODA_TOOLSETS;
-    /// default: every toolset except admin)
+    /// comma-separated toolsets to enable, "all", or "coda-enhanced" (exactly
+    /// the 34 tools of coda-enhanced) (env CODA_TOOLSETS; default: every
+    /// toolset except admin)
     #[argh(option)]
     pub toolsets: Option<String>,
     /// do not check the token against /whoami at start (offline use)
     #[argh(switch)]
     pub skip_token_check: bool,
-    /// deadline for one tool call in seconds, retries and polling included (default 90)
+    /// deadline for one tool call in seconds, retries and polling included (default 50)
     #[argh(option)]
     pub call_timeout_secs: Option<u64>,
     /// first retry backoff in milliseconds (default 2000)
@@ -119,12 +144,22 @@ pub struct CodaConfig {
     pub request_timeout: Duration,
     /// Client-side rate-limit buckets on (always, except in some tests).
     pub rate_limit: bool,
+    /// `--toolsets coda-enhanced`: list exactly the 34 original tools.
+    pub coda_enhanced_only: bool,
+    /// `--docs`: the only doc ids tools may touch (`None`: any).
+    pub docs: Option<Vec<String>>,
+    /// Largest list result in bytes.
+    pub max_result_bytes: usize,
+    /// Text content repeats the JSON instead of summarising it.
+    pub full_text: bool,
+    /// Deadline of the start-up `/whoami` check.
+    pub token_check_deadline: Duration,
 }
 
 /// Why the configuration is unusable. All of these exit with [`EXIT_USAGE`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("no Coda API token: set CODA_API_TOKEN (or API_KEY)")]
+    #[error("no Coda API token: set CODA_API_TOKEN (or CODA_API_KEY, or API_KEY)")]
     MissingToken,
     #[error("invalid API base URL {url:?}: {reason}")]
     InvalidBaseUrl { url: String, reason: String },
@@ -151,7 +186,7 @@ impl CodaConfig {
         args: &CodaArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let token = ["CODA_API_TOKEN", "API_KEY"]
+        let token = ["CODA_API_TOKEN", "CODA_API_KEY", "API_KEY"]
             .iter()
             .filter_map(|k| env(k))
             .map(|t| t.trim().to_owned())
@@ -166,10 +201,56 @@ impl CodaConfig {
         let api_base_url = parse_base_url(&base)?;
 
         let read_only = args.read_only || env("CODA_READ_ONLY").is_some_and(|v| truthy(&v));
-        let toolsets = match args.toolsets.clone().or_else(|| env("CODA_TOOLSETS")) {
+        let list = args.toolsets.clone().or_else(|| env("CODA_TOOLSETS"));
+        let coda_enhanced_only = list
+            .as_deref()
+            .is_some_and(|l| l.trim().eq_ignore_ascii_case("coda-enhanced"));
+        let toolsets = match list {
+            _ if coda_enhanced_only => Toolset::default_set(),
             Some(list) => Toolset::parse_list(&list)?,
             None => Toolset::default_set(),
         };
+        let docs = match args.docs.clone().or_else(|| env("CODA_DOCS")) {
+            None => None,
+            Some(list) => {
+                let mut ids = Vec::new();
+                for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let id = crate::tools::doc_id(item).map_err(|e| ConfigError::InvalidValue {
+                        name: "--docs",
+                        value: item.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                    ids.push(id);
+                }
+                if ids.is_empty() {
+                    return Err(ConfigError::InvalidValue {
+                        name: "--docs",
+                        value: list,
+                        reason: "names no doc".into(),
+                    });
+                }
+                Some(ids)
+            }
+        };
+        let max_result_bytes = match args.max_result_bytes {
+            Some(n) => Some(n),
+            None => match env("CODA_MAX_RESULT_BYTES") {
+                Some(v) => Some(v.trim().parse().map_err(|_| ConfigError::InvalidValue {
+                    name: "CODA_MAX_RESULT_BYTES",
+                    value: v.clone(),
+                    reason: "must be a number of bytes".into(),
+                })?),
+                None => None,
+            },
+        }
+        .unwrap_or(DEFAULT_MAX_RESULT_BYTES);
+        if max_result_bytes < 1024 {
+            return Err(ConfigError::InvalidValue {
+                name: "--max-result-bytes",
+                value: max_result_bytes.to_string(),
+                reason: "must be at least 1024".into(),
+            });
+        }
         if let Some(0) = args.call_timeout_secs {
             return Err(ConfigError::InvalidValue {
                 name: "--call-timeout-secs",
@@ -209,6 +290,15 @@ impl CodaConfig {
             row_chunk_bytes: args.row_chunk_bytes.unwrap_or(DEFAULT_ROW_CHUNK_BYTES),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             rate_limit: !args.no_rate_limit,
+            coda_enhanced_only,
+            docs,
+            max_result_bytes,
+            full_text: args.full_text || env("CODA_FULL_TEXT").is_some_and(|v| truthy(&v)),
+            token_check_deadline: DEFAULT_TOKEN_CHECK_DEADLINE.min(
+                args.call_timeout_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(DEFAULT_CALL_DEADLINE),
+            ),
         })
     }
 
@@ -266,6 +356,34 @@ mod tests {
             CodaConfig::from_args(&CodaArgs::default(), env_of(&[("API_KEY", "k1")])).unwrap();
         assert_eq!(cfg.token.expose(), "k1");
         assert_eq!(cfg.api_base_url.as_str(), DEFAULT_API_BASE_URL);
+    }
+
+    #[test]
+    fn coda_api_key_is_read_too() {
+        let cfg =
+            CodaConfig::from_args(&CodaArgs::default(), env_of(&[("CODA_API_KEY", "k2")])).unwrap();
+        assert_eq!(cfg.token.expose(), "k2");
+    }
+
+    #[test]
+    fn docs_allow_list_takes_ids_and_urls() {
+        let args = CodaArgs {
+            docs: Some("AbC, https://coda.io/d/Plan_dXyZ/Page_su1".into()),
+            ..Default::default()
+        };
+        let cfg = CodaConfig::from_args(&args, env_of(&[("CODA_API_TOKEN", "t")])).unwrap();
+        assert_eq!(cfg.docs, Some(vec!["AbC".to_owned(), "XyZ".to_owned()]));
+    }
+
+    #[test]
+    fn coda_enhanced_preset_is_a_toolset_name() {
+        let args = CodaArgs {
+            toolsets: Some("coda-enhanced".into()),
+            ..Default::default()
+        };
+        let cfg = CodaConfig::from_args(&args, env_of(&[("CODA_API_TOKEN", "t")])).unwrap();
+        assert!(cfg.coda_enhanced_only);
+        assert!(cfg.call_deadline < Duration::from_secs(60));
     }
 
     #[test]

@@ -11,7 +11,16 @@
 //! - [`server`]: [`CodaServer`], the rmcp `ServerHandler`. It merges the tool
 //!   routers of the enabled toolsets and, in read-only mode, removes every
 //!   tool whose `readOnlyHint` is not true, so write tools are not listed at
-//!   all. rmcp does protocol negotiation (2024-11-05 … 2026-07-28).
+//!   all. It lists portable schemas, runs each call in a [`call`] context
+//!   (progress, cancellation), enforces the `--docs` allow-list and turns
+//!   page/table/row URLs into ids. rmcp does protocol negotiation
+//!   (2024-11-05 … 2026-07-28).
+//! - [`schema`]: rewrites schemars output into the JSON Schema subset every
+//!   client accepts, and the checker the tests run over every tool.
+//! - [`resources`]: the `coda://docs/{docId}/schema` resource and the row
+//!   query guide (resource and prompt).
+//! - [`call`]: the task-local context of one tool call: progress token and
+//!   peer, output settings.
 //! - [`tools`]: the catalogue. One submodule per toolset (`account`, `docs`,
 //!   `folders`, `pages`, `tables` with formulas and controls, `rows`,
 //!   `sharing` with automations, `admin`), each with its parameter and output
@@ -19,24 +28,30 @@
 //!   `#[tool_router]` block. What tools share lives in `tools/mod.rs`:
 //!   argument parsing that names the bad argument, `docId`-or-URL parsing,
 //!   pagination (`limit`, `pageToken` → `nextPageToken`, `fetchAll` with a
-//!   cap), waiting on `/mutationStatus`, and the shape of every result
-//!   (`structuredContent` plus the same JSON, or page text, as text content;
-//!   failures are `isError: true` results carrying Coda's status and message).
+//!   cap, the result byte budget with its own continuation tokens), waiting
+//!   on `/mutationStatus` (never turning an accepted write into a failure),
+//!   the column cache, and the shape of every result (`structuredContent`
+//!   plus a one-line text summary; failures are `isError: true` results
+//!   carrying Coda's status and message). `tools/checks.rs` holds the
+//!   schema-aware checks of row writes and `verify`.
 //! - [`client`]: the HTTP client. Bearer token (never logged, never in an
 //!   error), per-class rate-limit buckets ([`ratelimit`]), retries of 429 for
 //!   every method and of 5xx/transport errors for replay-safe methods, with
 //!   `Retry-After` or exponential backoff with jitter, all under the tool
 //!   call's deadline. Export downloads go to another host without the token.
-//! - [`config`]: flags and environment (`CODA_API_TOKEN`/`API_KEY`,
-//!   `CODA_API_BASE_URL`, `CODA_READ_ONLY`, `CODA_TOOLSETS`) read through a
+//! - [`config`]: flags and environment (`CODA_API_TOKEN`/`CODA_API_KEY`/
+//!   `API_KEY`, `CODA_API_BASE_URL`, `CODA_READ_ONLY`, `CODA_TOOLSETS`,
+//!   `CODA_DOCS`, `CODA_MAX_RESULT_BYTES`, `CODA_FULL_TEXT`) read through a
 //!   lookup function, validated, no I/O.
 //!
 //! # Decisions worth knowing
 //!
 //! - 429 is retried until the deadline, a 5xx at most twice and only for
-//!   replay-safe methods; a list whose first page keeps answering 504 is
-//!   asked again with half the page size.
-//! - Every tool call has one deadline (`--call-timeout-secs`, default 90 s)
+//!   requests marked replayable (never an append, insert or delete); a list
+//!   whose first page keeps answering 504 is asked again with half the page
+//!   size.
+//! - Every tool call has one deadline (`--call-timeout-secs`, default 50 s,
+//!   under the TypeScript SDK clients' 60 s)
 //!   covering rate-limit waits, retries and polling; a wait that would end
 //!   after it is not started.
 //! - Polls (exports, mutations) sleep first, treat 404 as "not replicated
@@ -45,15 +60,20 @@
 //!   re-polling the status (twice at most); gzip bodies are sniffed by magic.
 //! - Row inserts are chunked so that no body exceeds `--row-chunk-bytes`
 //!   (1 MB; Coda's limit is 2 MB); a row over Coda's 85 KB limit is refused
-//!   before anything is sent. A failure after earlier chunks succeeded says
-//!   how many rows were accepted and lists their request ids.
+//!   before anything is sent. A failure after earlier chunks succeeded is
+//!   still a success result saying how many rows were accepted, with their
+//!   request ids and the error.
 //! - Exit codes of the binary: 64 for usage/configuration errors (including a
-//!   missing token), 1 for runtime failures (including a token rejected by
-//!   `/whoami`, which is only known after talking to Coda).
+//!   missing token, an unknown flag), 1 for runtime failures (including a
+//!   token `/whoami` rejects with 401/403; an unreachable Coda at start-up
+//!   is only a warning).
 
+pub mod call;
 pub mod client;
 pub mod config;
 pub mod ratelimit;
+pub mod resources;
+pub mod schema;
 pub mod server;
 pub mod tools;
 

@@ -1,13 +1,16 @@
 //! `coda-mcp`: parse flags → Coda config → logging to stderr → token check
 //! → serve MCP over stdio. stdout carries only the protocol.
 //!
-//! Exit codes: 64 for bad usage or configuration (including a missing
-//! token), 1 for runtime failures (including a token that `/whoami` rejects,
-//! since that is only known after talking to Coda).
+//! Exit codes: 64 for bad usage or configuration (an unknown flag, a
+//! missing token), 1 for runtime failures (including a token that `/whoami`
+//! rejects with 401 or 403, since that is only known after talking to
+//! Coda). When Coda cannot be reached at start-up, the check gives up after
+//! a short deadline, warns, and serves anyway: the network may come back.
 
 use std::error::Error;
 use std::process::ExitCode;
 
+use argh::FromArgs;
 use coda_mcp::config::{EXIT_RUNTIME, EXIT_USAGE};
 use coda_mcp::{CodaArgs, CodaConfig, CodaServer};
 use rmcp::ServiceExt;
@@ -22,7 +25,29 @@ fn print_error(err: &dyn Error) {
 }
 
 fn main() -> ExitCode {
-    let args: CodaArgs = argh::from_env();
+    let argv: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let cmd = strs.first().copied().unwrap_or("coda-mcp");
+    let args = match CodaArgs::from_args(&[cmd], strs.get(1..).unwrap_or(&[])) {
+        Ok(a) => a,
+        Err(argh::EarlyExit { output, status }) => {
+            return match status {
+                // --help
+                Ok(()) => {
+                    println!("{output}");
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!("error: {}", output.trim_end());
+                    ExitCode::from(EXIT_USAGE as u8)
+                }
+            };
+        }
+    };
+    if args.version {
+        println!("coda-mcp {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let cfg = match CodaConfig::from_args(&args, |k| std::env::var(k).ok()) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -61,15 +86,23 @@ fn main() -> ExitCode {
 async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     let check = cfg.check_token;
     let base = cfg.api_base_url.clone();
+    let check_deadline = cfg.token_check_deadline;
     let server = CodaServer::new(cfg)?;
     if check {
-        match server.check_token().await {
+        match server
+            .check_token(std::time::Instant::now() + check_deadline)
+            .await
+        {
             Ok(login) => tracing::info!(user = %login, "token accepted by /whoami"),
-            Err(e) => {
+            Err(e) if matches!(e.status(), Some(401 | 403)) => {
                 return Err(
                     format!("the Coda API token was rejected by {base}/whoami: {e}").into(),
                 );
             }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not check the token against /whoami; serving anyway"
+            ),
         }
     }
     tracing::info!(tools = server.tools().len(), "serving coda-mcp on stdio");

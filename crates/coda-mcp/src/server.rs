@@ -2,22 +2,79 @@
 //! tool routers of the enabled toolsets, minus every write tool in
 //! read-only mode (a tool is a write tool when its `readOnlyHint` is not
 //! true, so the annotation and the filter cannot disagree).
+//!
+//! `tools/list` serves the catalogue with portable schemas
+//! ([`crate::schema`]), computed once. `tools/call` runs the tool inside a
+//! [`crate::call`] context (progress notifications when the request has a
+//! progress token), ends it when the client cancels the request, and
+//! enforces the `--docs` allow-list before anything reaches Coda.
+//! Resources and prompts live in [`crate::resources`].
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ServerHandler, tool_handler};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
 
-use super::client::{CodaClient, CodaError};
+use super::call::{self, CallContext};
+use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::CodaConfig;
-use super::tools::{Coda, Toolset};
+use super::tools::{Coda, Toolset, doc_id};
+
+/// The 34 tools of coda-enhanced, exposed alone by `--toolsets coda-enhanced`.
+pub const CODA_ENHANCED_TOOLS: [&str; 34] = [
+    "coda_list_documents",
+    "coda_get_document",
+    "coda_create_document",
+    "coda_update_document",
+    "coda_get_document_stats",
+    "coda_list_pages",
+    "coda_create_page",
+    "coda_delete_page",
+    "coda_get_page_content",
+    "coda_peek_page",
+    "coda_replace_page_content",
+    "coda_append_page_content",
+    "coda_duplicate_page",
+    "coda_rename_page",
+    "coda_search_pages",
+    "coda_list_tables",
+    "coda_get_table",
+    "coda_get_table_summary",
+    "coda_search_tables",
+    "coda_list_columns",
+    "coda_get_column",
+    "coda_list_rows",
+    "coda_get_row",
+    "coda_create_rows",
+    "coda_update_row",
+    "coda_delete_row",
+    "coda_delete_rows",
+    "coda_bulk_update_rows",
+    "coda_push_button",
+    "coda_list_formulas",
+    "coda_get_formula",
+    "coda_list_controls",
+    "coda_get_control",
+    "coda_whoami",
+];
 
 /// The Coda MCP server. Cheap to clone; all clones share one client.
 #[derive(Debug, Clone)]
 pub struct CodaServer {
     pub(crate) coda: Arc<Coda>,
     tool_router: ToolRouter<CodaServer>,
+    /// What `tools/list` returns: the router's tools with portable schemas.
+    tools: Arc<Vec<Tool>>,
 }
 
 impl CodaServer {
@@ -26,6 +83,17 @@ impl CodaServer {
         let mut router = ToolRouter::new();
         for set in &cfg.toolsets {
             router += Self::router_for(*set);
+        }
+        if cfg.coda_enhanced_only {
+            let extra: Vec<String> = router
+                .list_all()
+                .into_iter()
+                .map(|t| t.name.to_string())
+                .filter(|n| !CODA_ENHANCED_TOOLS.contains(&n.as_str()))
+                .collect();
+            for name in extra {
+                router.remove_route(&name);
+            }
         }
         if cfg.read_only {
             let writes: Vec<String> = router
@@ -38,9 +106,23 @@ impl CodaServer {
                 router.remove_route(&name);
             }
         }
+        let tools = router
+            .list_all()
+            .into_iter()
+            .map(|mut t| {
+                t.input_schema = Arc::new(crate::schema::portable(&t.input_schema));
+                t.output_schema = t.output_schema.map(|s| {
+                    Arc::new(crate::schema::without_descriptions(
+                        crate::schema::portable(&s),
+                    ))
+                });
+                t
+            })
+            .collect();
         Ok(Self {
-            coda: Arc::new(Coda { client, cfg }),
+            coda: Arc::new(Coda::new(client, cfg)),
             tool_router: router,
+            tools: Arc::new(tools),
         })
     }
 
@@ -60,15 +142,17 @@ impl CodaServer {
         }
     }
 
-    /// The tools this server lists (after toolset and read-only filtering).
-    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
-        self.tool_router.list_all()
+    /// The tools this server lists (after toolset and read-only filtering),
+    /// with their portable schemas.
+    pub fn tools(&self) -> Vec<Tool> {
+        self.tools.as_ref().clone()
     }
 
-    /// Check the token against `/whoami`; returns the user's login id.
-    pub async fn check_token(&self) -> Result<String, CodaError> {
-        let req = super::client::ApiRequest::get(&["whoami"]);
-        let resp = self.coda.client.send(&req, self.coda.deadline()).await?;
+    /// Check the token against `/whoami` within `deadline`; returns the
+    /// user's login id.
+    pub async fn check_token(&self, deadline: std::time::Instant) -> Result<String, CodaError> {
+        let req = ApiRequest::get(&["whoami"]);
+        let resp = self.coda.client.send(&req, deadline).await?;
         Ok(resp
             .body
             .get("loginId")
@@ -76,17 +160,210 @@ impl CodaServer {
             .unwrap_or("?")
             .to_owned())
     }
+
+    /// The `--docs` allow-list applied to a call's arguments: every doc
+    /// argument must name an allowed doc. `Err` is the refusal to return.
+    fn check_docs(&self, tool: &str, args: Option<&rmcp::model::JsonObject>) -> Result<(), String> {
+        let Some(allowed) = &self.coda.cfg.docs else {
+            return Ok(());
+        };
+        let args_doc = |k: &str| args.and_then(|a| a.get(k)).and_then(Value::as_str);
+        if tool == "coda_create_document" && args_doc("sourceDoc").is_none() {
+            return Err(
+                "refused: --docs limits this server to listed docs, so it cannot create new ones"
+                    .into(),
+            );
+        }
+        for key in ["docId", "sourceDoc"] {
+            let Some(raw) = args_doc(key) else { continue };
+            // A malformed id is left for the tool to report.
+            let Ok(id) = doc_id(raw) else { continue };
+            if !allowed.iter().any(|a| a == &id) {
+                return Err(format!(
+                    "refused: doc {id} is not in this server's --docs allow-list"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Page, table and row arguments given as Coda browser URLs become ids
+    /// (through `/resolveBrowserLink`) before the tool sees them, so every
+    /// tool accepts them the way `docId` does.
+    async fn resolve_urls(
+        &self,
+        args: &mut rmcp::model::JsonObject,
+    ) -> Result<(), super::tools::ToolError> {
+        const REFS: [(&str, &str); 5] = [
+            ("pageIdOrName", "page"),
+            ("parentPageId", "page"),
+            ("tableIdOrName", "table"),
+            ("rowIdOrName", "row"),
+            ("pageId", "page"),
+        ];
+        let dl = self.coda.deadline();
+        for (key, kind) in REFS {
+            if let Some(Value::String(raw)) = args.get(key)
+                && raw.contains("://")
+            {
+                let id = self.coda.resolve_ref(key, raw, kind, dl).await?;
+                args.insert(key.to_owned(), Value::String(id));
+            }
+        }
+        if let Some(Value::Array(updates)) = args.get_mut("updates") {
+            for (i, u) in updates.iter_mut().enumerate() {
+                if let Some(Value::String(raw)) = u.get("rowIdOrName")
+                    && raw.contains("://")
+                {
+                    let at = format!("updates[{i}].rowIdOrName");
+                    let id = self.coda.resolve_ref(&at, raw, "row", dl).await?;
+                    u["rowIdOrName"] = Value::String(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// With `--docs`, a doc listing shows only allowed docs.
+    fn filter_doc_list(&self, tool: &str, result: &mut CallToolResult) {
+        let (Some(allowed), "coda_list_documents") = (&self.coda.cfg.docs, tool) else {
+            return;
+        };
+        let Some(v) = result.structured_content.as_mut() else {
+            return;
+        };
+        if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+            items.retain(|d| {
+                d.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| allowed.iter().any(|a| a == id))
+            });
+            let n = items.len();
+            v["count"] = n.into();
+        }
+        let text = if self.coda.cfg.full_text {
+            v.to_string()
+        } else {
+            super::tools::summary(v)
+        };
+        result.content = vec![ContentBlock::text(text)];
+    }
 }
 
-const INSTRUCTIONS: &str = "Tools for the Coda API. docId accepts a doc id or any Coda browser URL. \
-List tools page: pass nextPageToken back as pageToken, or set fetchAll. Writes are asynchronous: \
-they return a requestId; pass wait=true (or call coda_get_mutation_status) to know when they are applied.";
+const INSTRUCTIONS: &str = "Tools for the Coda API. docId, and page, table and row arguments, accept ids, names or Coda browser URLs. \
+Lists page: pass nextPageToken back as pageToken with the same arguments, or set fetchAll; results stop at a size budget and say how to continue. \
+Writes are asynchronous: they return a requestId; pass wait=true (or call coda_get_mutation_status) to know when they are applied, \
+verify=true to re-read what was written. Row filter syntax and value formats: the coda://guide/rows resource or the coda_rows_guide prompt; \
+a doc's pages, tables and columns in one read: coda://docs/{docId}/schema.";
 
-#[tool_handler(router = self.tool_router)]
 impl ServerHandler for CodaServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("coda-mcp", env!("CARGO_PKG_VERSION")))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .build(),
+        )
+        .with_server_info(Implementation::new("coda-mcp", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let mut request = request;
+        let name = request.name.to_string();
+        if let Err(why) = self.check_docs(&name, request.arguments.as_ref()) {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(why)]).into());
+        }
+        if let Some(args) = request.arguments.as_mut()
+            && let Err(e) = self.resolve_urls(args).await
+        {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into());
+        }
+        let ctx = CallContext {
+            progress: context
+                .meta
+                .get_progress_token()
+                .map(|t| (t, context.peer.clone())),
+            steps: AtomicU64::new(0),
+            full_text: self.coda.cfg.full_text,
+        };
+        let cancelled = context.ct.clone();
+        let tcc = ToolCallContext::new(self, request, context);
+        let run = call::scope(ctx, self.tool_router.call(tcc));
+        // Dropping the tool's future stops it between Coda requests; a
+        // request already sent may still be applied by Coda.
+        let mut out = tokio::select! {
+            r = run => r?,
+            _ = cancelled.cancelled() => {
+                tracing::info!(tool = %name, "tool call cancelled by the client");
+                return Ok(CallToolResult::error(vec![ContentBlock::text(
+                    "cancelled by the client; a write already sent to Coda may still be applied",
+                )])
+                .into());
+            }
+        };
+        if let CallToolResponse::Complete(r) = &mut out {
+            self.filter_doc_list(&name, r);
+        }
+        Ok(out)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(crate::resources::list())
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(crate::resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        crate::resources::read(&self.coda, &request.uri)
+            .await
+            .map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(crate::resources::prompts())
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        crate::resources::prompt(&request.name).map(Into::into)
     }
 }

@@ -12,9 +12,8 @@ use crate::client::ApiRequest;
 use crate::ratelimit::BucketStatus;
 use crate::server::CodaServer;
 
-/// No arguments.
+/// No arguments. Stray keys are ignored, as coda-enhanced did.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -107,11 +106,11 @@ impl CodaServer {
             if p.wait_seconds > 0 {
                 let deadline = std::time::Instant::now()
                     + std::time::Duration::from_secs(u64::from(p.wait_seconds)).min(c.cfg.call_deadline);
-                let st = c.wait_mutation(&p.request_id, deadline).await?;
+                let st = c.wait_mutation(&p.request_id, deadline).await;
                 return Reply::json(MutationStatusOutput {
                     request_id: p.request_id,
                     completed: st.completed,
-                    warning: st.warning,
+                    warning: st.warning.or(st.error),
                     pending: !st.completed,
                 });
             }

@@ -128,30 +128,43 @@ pub struct Counts {
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TableBrief {
+    #[schemars(with = "Option<String>")]
     pub id: Value,
+    #[schemars(with = "Option<String>")]
     pub name: Value,
+    #[schemars(with = "Option<String>")]
     pub table_type: Value,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentStats {
+    #[schemars(with = "Option<String>")]
     pub id: Value,
+    #[schemars(with = "Option<String>")]
     pub name: Value,
+    #[schemars(with = "Option<String>")]
     pub owner: Value,
+    #[schemars(with = "Option<String>")]
     pub owner_name: Value,
+    #[schemars(with = "Option<String>")]
     pub created_at: Value,
+    #[schemars(with = "Option<String>")]
     pub updated_at: Value,
+    #[schemars(with = "Option<String>")]
     pub browser_link: Value,
     /// Coda's own size figures (totalRowCount, pageCount…), when reported.
+    #[schemars(with = "Option<super::Object>")]
     pub doc_size: Value,
     /// Exact counts: every list is paged to the end.
     pub counts: Counts,
     /// True if a list had more than 10000 items and counting stopped there.
     pub counts_capped: bool,
     /// First 10 page names.
+    #[schemars(with = "Vec<String>")]
     pub page_names: Vec<Value>,
     /// First 10 formula names.
+    #[schemars(with = "Vec<String>")]
     pub formula_names: Vec<Value>,
     /// Every table and view.
     pub tables: Vec<TableBrief>,
@@ -276,7 +289,9 @@ impl CodaServer {
             if let Some(i) = &p.icon_name {
                 body["iconName"] = json!(i);
             }
-            let req = ApiRequest::new(Method::PATCH, &["docs", &d]).body(body);
+            let req = ApiRequest::new(Method::PATCH, &["docs", &d])
+                .replayable()
+                .body(body);
             Reply::json(c.mutate(req, false, c.deadline()).await?)
         })
         .await

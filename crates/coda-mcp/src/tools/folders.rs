@@ -146,7 +146,9 @@ impl CodaServer {
                 body["description"] = json!(d);
             }
             c.object(
-                ApiRequest::new(Method::PATCH, &["folders", id]).body(body),
+                ApiRequest::new(Method::PATCH, &["folders", id])
+                    .replayable()
+                    .body(body),
                 c.deadline(),
             )
             .await

@@ -16,11 +16,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::call;
 use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::{CodaConfig, ConfigError};
 
 pub mod account;
 pub mod admin;
+pub mod checks;
 pub mod docs;
 pub mod folders;
 pub mod pages;
@@ -119,11 +121,23 @@ impl Toolset {
     }
 }
 
-/// Shared state of every tool call: the client and the configuration.
+/// How long a table's columns are trusted for schema-aware writes.
+pub const COLUMN_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Tables whose columns are cached at most (oldest dropped first).
+pub const COLUMN_CACHE_TABLES: usize = 256;
+
+/// Cached columns of one table, keyed by (doc id, table id or name).
+type ColumnCache = std::collections::HashMap<(String, String), (Instant, Arc<Vec<Value>>)>;
+
+/// Shared state of every tool call: the client, the configuration and the
+/// column cache used to check writes before they are sent.
 #[derive(Debug)]
 pub struct Coda {
     pub client: CodaClient,
     pub cfg: CodaConfig,
+    /// Short-lived (TTL [`COLUMN_CACHE_TTL`]) and bounded
+    /// ([`COLUMN_CACHE_TABLES`]); a std mutex held only to read or insert.
+    columns: std::sync::Mutex<ColumnCache>,
 }
 
 /// Why a tool call failed. Becomes a tool result with `isError: true`.
@@ -135,13 +149,6 @@ pub enum ToolError {
     Coda(#[from] CodaError),
     #[error("page export failed: {0}")]
     ExportFailed(String),
-    /// A chunked write failed after earlier chunks were accepted.
-    #[error("partial write: {done} of {total} rows were accepted before a failure: {detail}")]
-    PartialWrite {
-        done: usize,
-        total: usize,
-        detail: String,
-    },
 }
 
 impl ToolError {
@@ -251,8 +258,16 @@ where
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(Reply { value, text }) => {
-            let text = text.unwrap_or_else(|| value.to_string());
+        Ok(Reply { mut value, text }) => {
+            // Schemas say "optional" by leaving a property out, never null.
+            crate::schema::strip_nulls(&mut value);
+            let text = text.unwrap_or_else(|| {
+                if call::full_text() {
+                    value.to_string()
+                } else {
+                    summary(&value)
+                }
+            });
             let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
             r.structured_content = Some(value);
             r
@@ -262,6 +277,58 @@ where
             CallToolResult::error(vec![ContentBlock::text(e.to_string())])
         }
     }
+}
+
+/// The text content of a result whose JSON is in `structuredContent`: a
+/// line a model can act on (counts, ids, the continuation, scalar fields),
+/// not a second copy of the JSON (`--full-text` restores the copy for
+/// clients that ignore `structuredContent`).
+pub fn summary(v: &Value) -> String {
+    const MAX: usize = 600;
+    let Some(o) = v.as_object() else {
+        return v.to_string();
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for (k, val) in o {
+        match val {
+            Value::Array(a) => parts.push(format!("{k}: {} item(s)", a.len())),
+            Value::String(st) if st.chars().count() <= 120 => parts.push(format!("{k}: {st}")),
+            Value::String(st) => parts.push(format!("{k}: {} chars", st.chars().count())),
+            Value::Number(_) | Value::Bool(_) => parts.push(format!("{k}: {val}")),
+            Value::Object(inner) => {
+                // One level down for the small objects results carry
+                // (mutation state, counts).
+                let scalars: Vec<String> = inner
+                    .iter()
+                    .filter(|(_, x)| {
+                        x.is_number() || x.is_boolean() || x.as_str().is_some_and(|s| s.len() <= 80)
+                    })
+                    .take(6)
+                    .map(|(ik, x)| match x {
+                        Value::String(st) => format!("{ik}: {st}"),
+                        _ => format!("{ik}: {x}"),
+                    })
+                    .collect();
+                if scalars.is_empty() {
+                    parts.push(format!("{k}: {{…}}"));
+                } else {
+                    parts.push(format!("{k}: {{{}}}", scalars.join(", ")));
+                }
+            }
+            Value::Null => {}
+        }
+    }
+    let mut out = parts.join("; ");
+    if out.len() > MAX {
+        let mut cut = MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out.push_str(" (full result in structuredContent)");
+    out
 }
 
 /// A generic Coda object (doc, page, table, row, …) as returned by the API.
@@ -313,11 +380,13 @@ pub fn doc_id(raw: &str) -> ToolResult<String> {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageArgs {
-    /// Items per page (Coda caps this per endpoint; keep paging while nextPageToken is returned).
+    /// Items per page, at least 1 (Coda caps this per endpoint; keep paging while nextPageToken is returned).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
-    /// Token from a previous call's nextPageToken; other filters are then ignored by Coda.
-    #[serde(alias = "nextPageToken")]
+    /// Token from a previous call's nextPageToken. Pass the same other arguments again.
     pub page_token: Option<String>,
+    /// Same as pageToken (the name coda-enhanced used).
+    pub next_page_token: Option<String>,
     /// Follow nextPageToken and return every item, up to maxItems.
     #[serde(default)]
     pub fetch_all: bool,
@@ -335,11 +404,80 @@ pub struct ListOutput {
     /// Pass as pageToken to continue; absent when the list is complete.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
-    /// True when fetchAll stopped at maxItems; nextPageToken continues where it stopped.
+    /// True when the result stops early (fetchAll reached maxItems, the size budget was reached, or a later page failed); nextPageToken continues where it stopped.
     pub truncated: bool,
+    /// Why the list stopped early, when it did for a reason other than maxItems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-/// State of an asynchronous Coda write after optional waiting.
+/// Prefix of the continuation tokens this server makes when it stops
+/// inside one of Coda's pages: `cm1.<skip>.<limit>.<Coda token>` resumes
+/// at item `skip` of the page that Coda token (empty: the first page,
+/// asked with `limit`) returns.
+const OWN_TOKEN: &str = "cm1.";
+
+/// Where a list resumes: a Coda page (by its token, or the first page with
+/// a limit) and how many of its items were already returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Resume {
+    coda_token: Option<String>,
+    limit: Option<u32>,
+    skip: usize,
+}
+
+impl Resume {
+    fn encode(&self) -> String {
+        if self.skip == 0
+            && let Some(t) = &self.coda_token
+        {
+            return t.clone();
+        }
+        format!(
+            "{OWN_TOKEN}{}.{}.{}",
+            self.skip,
+            self.limit.map(|l| l.to_string()).unwrap_or_default(),
+            self.coda_token.as_deref().unwrap_or("")
+        )
+    }
+
+    fn decode(tok: &str) -> Result<Resume, ToolError> {
+        let Some(rest) = tok.strip_prefix(OWN_TOKEN) else {
+            return Ok(Resume {
+                coda_token: Some(tok.to_owned()),
+                limit: None,
+                skip: 0,
+            });
+        };
+        let bad = || ToolError::arg("pageToken", "is not a token this server returned");
+        let mut parts = rest.splitn(3, '.');
+        let skip = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let limit = match parts.next().ok_or_else(bad)? {
+            "" => None,
+            l => Some(l.parse().map_err(|_| bad())?),
+        };
+        let coda = parts.next().ok_or_else(bad)?;
+        Ok(Resume {
+            coda_token: (!coda.is_empty()).then(|| coda.to_owned()),
+            limit,
+            skip,
+        })
+    }
+}
+
+/// What `pages` gathered: the items, where each came from (for resuming
+/// after any of them), and why it stopped.
+struct Gathered {
+    items: Vec<Value>,
+    origins: Vec<Resume>,
+    next: Option<Resume>,
+    capped: bool,
+    /// A later page failed; what was gathered before is kept.
+    failed: Option<ToolError>,
+}
+
+/// State of an asynchronous Coda write after optional waiting. The write
+/// itself was accepted either way: an error here is about waiting only.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MutationState {
@@ -349,6 +487,20 @@ pub struct MutationState {
     pub warning: Option<String>,
     /// Waiting stopped at the deadline before Coda reported completion.
     pub timed_out: bool,
+    /// Why the status could not be read (the write was still accepted: do not resend it; check with coda_get_mutation_status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl MutationState {
+    fn timed_out() -> Self {
+        MutationState {
+            completed: false,
+            warning: None,
+            timed_out: true,
+            error: None,
+        }
+    }
 }
 
 /// Result of a write: Coda's response plus the mutation state when waited on.
@@ -358,14 +510,109 @@ pub struct MutationOutput {
     /// Poll with coda_get_mutation_status; absent for synchronous writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Id of the object Coda created or changed, when it says (as at the top level of Coda's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Coda's response body.
     pub result: Object,
     /// Present when `wait` was true.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation: Option<MutationState>,
+    /// Present when `verify` was true: what Coda stored, compared with what was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<checks::Verification>,
+    /// Present for a dry run: what would change; nothing was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<pages::ReplacePreview>,
 }
 
 impl Coda {
+    pub fn new(client: CodaClient, cfg: CodaConfig) -> Self {
+        Coda {
+            client,
+            cfg,
+            columns: std::sync::Mutex::new(ColumnCache::new()),
+        }
+    }
+
+    /// Every column of table `t` in doc `d`, from the cache when fresh.
+    pub async fn columns(
+        &self,
+        d: &str,
+        t: &str,
+        deadline: Instant,
+    ) -> ToolResult<Arc<Vec<Value>>> {
+        let key = (d.to_owned(), t.to_owned());
+        if let Some((at, cols)) = self
+            .columns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && at.elapsed() < COLUMN_CACHE_TTL
+        {
+            return Ok(cols.clone());
+        }
+        let req = ApiRequest::get(&["docs", d, "tables", t, "columns"]).query("limit", 100);
+        let (cols, _) = self.list_all(req, COMPOSITE_CAP, deadline).await?;
+        let cols = Arc::new(cols);
+        let mut cache = self.columns.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= COLUMN_CACHE_TABLES {
+            cache.retain(|_, (at, _)| at.elapsed() < COLUMN_CACHE_TTL);
+            if cache.len() >= COLUMN_CACHE_TABLES
+                && let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(key, (Instant::now(), cols.clone()));
+        Ok(cols)
+    }
+
+    /// Forget a table's columns (after a write failed on them).
+    pub fn forget_columns(&self, d: &str, t: &str) {
+        self.columns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(d.to_owned(), t.to_owned()));
+    }
+
+    /// Turn a Coda browser URL given for a page, table or row into its id
+    /// with `/resolveBrowserLink`; anything else is returned unchanged.
+    pub async fn resolve_ref(
+        &self,
+        arg: &str,
+        raw: &str,
+        kind: &str,
+        deadline: Instant,
+    ) -> ToolResult<String> {
+        if !raw.contains("://") {
+            return Ok(raw.to_owned());
+        }
+        let req = ApiRequest::get(&["resolveBrowserLink"]).query("url", raw);
+        let v = self
+            .call(req, deadline)
+            .await
+            .map_err(|e| ToolError::arg(arg, format!("could not resolve the URL: {e}")))?;
+        let ty = v
+            .pointer("/resource/type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let id = v
+            .pointer("/resource/id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if ty != kind || id.is_empty() {
+            return Err(ToolError::arg(
+                arg,
+                format!("the URL points to a {ty}, not a {kind}"),
+            ));
+        }
+        Ok(id.to_owned())
+    }
+
     pub fn deadline(&self) -> Instant {
         Instant::now() + self.cfg.call_deadline
     }
@@ -379,12 +626,24 @@ impl Coda {
         Reply::json(v)
     }
 
-    /// One page, or every page with `fetchAll`.
+    /// One page, or every page with `fetchAll`, within the result budget.
     pub async fn list(
         &self,
         req: ApiRequest,
         page: &PageArgs,
         deadline: Instant,
+    ) -> ToolResult<ListOutput> {
+        self.list_shaped(req, page, deadline, &|v| v).await
+    }
+
+    /// [`Coda::list`] with each item reshaped (slim rows, projections)
+    /// before the budget is applied.
+    pub async fn list_shaped(
+        &self,
+        req: ApiRequest,
+        page: &PageArgs,
+        deadline: Instant,
+        shape: &(dyn Fn(Value) -> Value + Sync),
     ) -> ToolResult<ListOutput> {
         if page.limit == Some(0) {
             return Err(ToolError::arg("limit", "must be at least 1"));
@@ -393,22 +652,52 @@ impl Coda {
             .max_items
             .map(|m| (m as usize).clamp(1, MAX_FETCH_ALL_CAP))
             .unwrap_or(DEFAULT_FETCH_ALL_CAP);
-        let first = match &page.page_token {
-            // Coda bakes the other parameters into the token and ignores them.
-            Some(tok) => ApiRequest {
-                query: vec![("pageToken".into(), tok.clone())],
-                ..req.clone()
+        let token = page.page_token.as_ref().or(page.next_page_token.as_ref());
+        let start = match token {
+            Some(tok) => Resume::decode(tok)?,
+            None => Resume {
+                coda_token: None,
+                limit: page.limit,
+                skip: 0,
             },
-            None => req.clone().query_opt("limit", page.limit),
         };
-        let (items, next, truncated) = self
-            .pages(first, if page.fetch_all { cap } else { 0 }, deadline)
+        let g = self
+            .pages(&req, start, if page.fetch_all { cap } else { 0 }, deadline)
             .await?;
+        let mut items: Vec<Value> = g.items.into_iter().map(shape).collect();
+        let mut next = g.next;
+        let mut truncated = g.capped;
+        let mut note = g.failed.map(|e| {
+            truncated = true;
+            format!("a later page failed ({e}); the items gathered before it are returned and nextPageToken retries from there")
+        });
+        // The byte budget: whole items only, resuming at the first one left out.
+        let budget = self.cfg.max_result_bytes;
+        let mut used = 256;
+        let mut keep = items.len();
+        for (i, it) in items.iter().enumerate() {
+            used += serde_json::to_string(it).map(|t| t.len()).unwrap_or(0) + 1;
+            if used > budget && i > 0 {
+                keep = i;
+                break;
+            }
+        }
+        if keep < items.len() {
+            let left = items.len() - keep;
+            items.truncate(keep);
+            next = Some(g.origins[keep].clone());
+            truncated = true;
+            note = Some(format!(
+                "stopped at the result budget ({budget} bytes, --max-result-bytes) with {left} gathered item(s) left out; continue with nextPageToken{}",
+                note.map(|n| format!("; also: {n}")).unwrap_or_default()
+            ));
+        }
         Ok(ListOutput {
             count: items.len(),
             items,
-            next_page_token: next,
+            next_page_token: next.map(|r| r.encode()),
             truncated,
+            note,
         })
     }
 
@@ -419,35 +708,75 @@ impl Coda {
         cap: usize,
         deadline: Instant,
     ) -> ToolResult<(Vec<Value>, bool)> {
-        let (items, _, truncated) = self.pages(req, cap, deadline).await?;
-        Ok((items, truncated))
+        let start = Resume {
+            coda_token: None,
+            limit: None,
+            skip: 0,
+        };
+        let g = self.pages(&req, start, cap, deadline).await?;
+        if let Some(e) = g.failed {
+            return Err(e);
+        }
+        Ok((g.items, g.capped))
     }
 
-    /// Fetch pages starting with `req`. `cap == 0` means just one page.
+    /// Fetch pages starting at `start`. `cap == 0` means just one page.
+    /// A failure after the first page keeps what was gathered.
     async fn pages(
         &self,
-        req: ApiRequest,
+        req: &ApiRequest,
+        start: Resume,
         cap: usize,
         deadline: Instant,
-    ) -> ToolResult<(Vec<Value>, Option<String>, bool)> {
-        let mut items = Vec::new();
-        let mut current = req.clone();
+    ) -> ToolResult<Gathered> {
+        let mut g = Gathered {
+            items: Vec::new(),
+            origins: Vec::new(),
+            next: None,
+            capped: false,
+            failed: None,
+        };
+        let mut at = start;
+        let mut first = true;
         loop {
-            let body = match self.call(current.clone(), deadline).await {
-                Ok(b) => b,
-                // Coda times out (504) listing big tables; a first page can
-                // be asked again with a smaller limit (a token cannot change it).
-                Err(ToolError::Coda(e)) if e.status() == Some(504) && items.is_empty() => {
-                    match smaller_limit(&current) {
-                        Some(next) => {
-                            tracing::info!("504 from Coda, retrying the list with a smaller page");
-                            current = next;
-                            continue;
+            let mut current = match &at.coda_token {
+                // Coda bakes the other parameters into the token and ignores them.
+                Some(tok) => ApiRequest {
+                    query: vec![("pageToken".into(), tok.clone())],
+                    ..req.clone()
+                },
+                None => {
+                    let mut r = req.clone();
+                    if let Some(l) = at.limit {
+                        r.query.retain(|(k, _)| k != "limit");
+                        r.query.push(("limit".into(), l.to_string()));
+                    }
+                    r
+                }
+            };
+            let body = loop {
+                match self.call(current.clone(), deadline).await {
+                    Ok(b) => break b,
+                    // Coda times out (504) listing big tables; a first page can
+                    // be asked again with a smaller limit (a token cannot change it).
+                    Err(ToolError::Coda(e)) if e.status() == Some(504) && first && at.skip == 0 => {
+                        match smaller_limit(&current) {
+                            Some(next) => {
+                                tracing::info!(
+                                    "504 from Coda, retrying the list with a smaller page"
+                                );
+                                current = next;
+                            }
+                            None => return Err(e.into()),
                         }
-                        None => return Err(e.into()),
+                    }
+                    Err(e) if first => return Err(e),
+                    Err(e) => {
+                        g.next = Some(at);
+                        g.failed = Some(e);
+                        return Ok(g);
                     }
                 }
-                Err(e) => return Err(e),
             };
             let page_items = body
                 .get("items")
@@ -459,31 +788,59 @@ impl Coda {
                         reason: "list response has no items array".into(),
                     })
                 })?;
-            items.extend(page_items);
+            // The limit this page was asked with, for resuming inside it.
+            let asked_limit = current
+                .query
+                .iter()
+                .find(|(k, _)| k == "limit")
+                .and_then(|(_, v)| v.parse().ok());
+            for (i, it) in page_items.into_iter().enumerate().skip(at.skip) {
+                g.origins.push(Resume {
+                    coda_token: at.coda_token.clone(),
+                    limit: if at.coda_token.is_none() {
+                        asked_limit
+                    } else {
+                        None
+                    },
+                    skip: i,
+                });
+                g.items.push(it);
+            }
+            first = false;
             let next = body
                 .get("nextPageToken")
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
-                .map(str::to_owned);
+                .map(|t| Resume {
+                    coda_token: Some(t.to_owned()),
+                    limit: None,
+                    skip: 0,
+                });
             match next {
-                None => return Ok((items, None, false)),
-                Some(tok) if cap == 0 => return Ok((items, Some(tok), false)),
-                Some(tok) => {
+                None => return Ok(g),
+                Some(n) if cap == 0 => {
+                    g.next = Some(n);
+                    return Ok(g);
+                }
+                Some(n) => {
                     // Whole pages only: cutting a page would lose the items
                     // between the cut and the token's position.
-                    if items.len() >= cap {
-                        return Ok((items, Some(tok), true));
+                    if g.items.len() >= cap {
+                        g.next = Some(n);
+                        g.capped = true;
+                        return Ok(g);
                     }
-                    current = ApiRequest {
-                        query: vec![("pageToken".into(), tok)],
-                        ..req.clone()
-                    };
+                    call::progress(g.items.len() as f64, None, "listing").await;
+                    at = n;
                 }
             }
         }
     }
 
-    /// Send a write; with `wait`, poll `/mutationStatus` until done or the deadline.
+    /// Send a write; with `wait`, poll `/mutationStatus` until done or the
+    /// deadline. Once Coda accepted the write, the result is always a
+    /// success carrying its request id: a failure while waiting is reported
+    /// in `mutation.error`, never as a failed call (a model would resend).
     pub async fn mutate(
         &self,
         req: ApiRequest,
@@ -504,35 +861,43 @@ impl Coda {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let mutation = match (&request_id, wait) {
-            (Some(id), true) => Some(self.wait_mutation(id, deadline).await?),
+            (Some(id), true) => Some(self.wait_mutation(id, deadline).await),
             _ => None,
         };
         Ok(MutationOutput {
+            id: result.get("id").and_then(Value::as_str).map(str::to_owned),
             request_id,
             result,
             mutation,
+            verification: None,
+            preview: None,
         })
     }
 
     /// Poll `/mutationStatus/{id}`: sleep first, treat 404 as "not yet" within
-    /// the grace window, back off ×1.5 up to 8 s, stop at the deadline.
-    pub async fn wait_mutation(
-        &self,
-        request_id: &str,
-        deadline: Instant,
-    ) -> ToolResult<MutationState> {
+    /// the grace window, back off ×1.5 up to 8 s, stop at the deadline. Polls
+    /// at least once, however short the deadline. Never fails: an error
+    /// while polling is reported in the state.
+    pub async fn wait_mutation(&self, request_id: &str, deadline: Instant) -> MutationState {
         let started = Instant::now();
         let mut interval = self.cfg.poll_interval;
+        let mut polls = 0u32;
         loop {
-            if Instant::now() + interval >= deadline {
-                return Ok(MutationState {
-                    completed: false,
-                    warning: None,
-                    timed_out: true,
-                });
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // Leave a quarter of what is left for the poll itself.
+            let room = remaining.mul_f64(0.75);
+            if polls > 0 && interval >= room {
+                return MutationState::timed_out();
             }
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(interval.min(room)).await;
+            polls += 1;
             interval = (interval.mul_f64(1.5)).min(Duration::from_secs(8));
+            call::progress(
+                f64::from(polls),
+                None,
+                "waiting for Coda to apply the write",
+            )
+            .await;
             let req = ApiRequest::get(&["mutationStatus", request_id]);
             match self.client.send(&req, deadline).await {
                 Ok(resp) => {
@@ -542,7 +907,7 @@ impl Coda {
                         .and_then(Value::as_bool)
                         .unwrap_or(false);
                     if completed {
-                        return Ok(MutationState {
+                        return MutationState {
                             completed,
                             warning: resp
                                 .body
@@ -550,7 +915,8 @@ impl Coda {
                                 .and_then(Value::as_str)
                                 .map(str::to_owned),
                             timed_out: false,
-                        });
+                            error: None,
+                        };
                     }
                 }
                 Err(e)
@@ -558,8 +924,45 @@ impl Coda {
                 {
                     tracing::debug!(request_id, "mutation status not replicated yet");
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::info!(request_id, error = %e, "could not read mutation status");
+                    return MutationState {
+                        completed: false,
+                        warning: None,
+                        timed_out: matches!(
+                            e,
+                            CodaError::DeadlineExceeded(..) | CodaError::LocalRateLimit { .. }
+                        ),
+                        error: Some(format!(
+                            "the write was accepted (requestId {request_id}) but its status could not be read: {e}"
+                        )),
+                    };
+                }
             }
+        }
+    }
+
+    /// Wait for several mutations; completed only if all are. Stops at the
+    /// first that is not, and says which.
+    pub async fn wait_all(&self, ids: &[String], dl: Instant) -> MutationState {
+        let mut warnings = Vec::new();
+        for id in ids {
+            let mut st = self.wait_mutation(id, dl).await;
+            if !st.completed {
+                if st.error.is_none() && ids.len() > 1 {
+                    st.warning = Some(format!(
+                        "requestId {id} was not applied yet when waiting stopped"
+                    ));
+                }
+                return st;
+            }
+            warnings.extend(st.warning);
+        }
+        MutationState {
+            completed: true,
+            warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+            timed_out: false,
+            error: None,
         }
     }
 }
@@ -583,6 +986,37 @@ fn smaller_limit(req: &ApiRequest) -> Option<ApiRequest> {
     next.query.retain(|(k, _)| k != "limit");
     next.query.push(("limit".into(), (limit / 2).to_string()));
     Some(next)
+}
+
+/// [`row_query`] knowing the table's columns: a column whose *name* is
+/// `column` is quoted as a name even when it looks like an id (`c-…`).
+pub fn row_query_in(columns: &[Value], column: &str, value: &Value) -> ToolResult<String> {
+    let named = columns
+        .iter()
+        .any(|c| c.get("name").and_then(Value::as_str) == Some(column));
+    let is_id = !named
+        && columns
+            .iter()
+            .any(|c| c.get("id").and_then(Value::as_str) == Some(column));
+    if named || is_id {
+        let col = if is_id {
+            column.to_owned()
+        } else {
+            Value::String(column.to_owned()).to_string()
+        };
+        return Ok(format!("{col}:{}", query_value(value)?));
+    }
+    row_query(column, value)
+}
+
+fn query_value(value: &Value) -> ToolResult<String> {
+    match value {
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(value.to_string()),
+        _ => Err(ToolError::arg(
+            "filter.value",
+            "must be a string, number or boolean",
+        )),
+    }
 }
 
 /// Build a row-list `query` from a structured filter: column ids (`c-…`)

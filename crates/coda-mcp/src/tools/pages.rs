@@ -147,7 +147,7 @@ pub struct GetPageContentParams {
     pub page_id_or_name: String,
     /// markdown (default), html (keeps attachments) or plainText (no export).
     pub format: Option<ReadFormat>,
-    /// Return at most this many characters (continue with offset).
+    /// Return at most this many characters (default 20000; continue with offset).
     pub max_chars: Option<usize>,
     /// Character offset to start from.
     #[serde(default)]
@@ -215,6 +215,64 @@ pub struct ContentWriteParams {
     pub element_id: Option<String>,
     #[serde(default)]
     pub wait: bool,
+    /// Wait until applied, re-read the page and report lines of content that are not found in it (implies wait).
+    #[serde(default)]
+    pub verify: bool,
+    /// Replace only: return the current body and what would replace it; write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a dry-run replace would change.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplacePreview {
+    pub dry_run: bool,
+    /// The page's current body as plain text (at most maxChars characters).
+    pub current: String,
+    /// Characters in the whole current body.
+    pub current_chars: usize,
+    /// The content that would replace it.
+    pub replacement: String,
+    pub note: String,
+}
+
+/// Lines of written content as they should appear in the page's plain
+/// text: markdown markers and html tags removed, blank lines dropped.
+fn content_lines(content: &str, html: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in content.lines() {
+        let mut t = line.trim().to_owned();
+        if html {
+            let mut o = String::new();
+            let mut inside = false;
+            for ch in t.chars() {
+                match ch {
+                    '<' => inside = true,
+                    '>' => inside = false,
+                    c if !inside => o.push(c),
+                    _ => {}
+                }
+            }
+            t = o.trim().to_owned();
+        } else {
+            t = t
+                .trim_start_matches(['#', '>', '-', '*', '+'])
+                .trim_start()
+                .trim_start_matches("[ ] ")
+                .to_owned();
+            if let Some((num, rest)) = t.split_once(". ")
+                && num.chars().all(|c| c.is_ascii_digit())
+            {
+                t = rest.to_owned();
+            }
+            t = t.replace("**", "").replace('`', "");
+        }
+        if !t.is_empty() {
+            out.push(t);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -250,8 +308,10 @@ pub struct DuplicatePageParams {
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DuplicateOutput {
+    #[schemars(with = "Option<String>")]
     pub source_page_id: Value,
     /// Id of the new page.
+    #[schemars(with = "Option<String>")]
     pub new_page_id: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_page_id: Option<String>,
@@ -279,8 +339,11 @@ pub struct SearchPagesParams {
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageMatch {
+    #[schemars(with = "Option<String>")]
     pub id: Value,
+    #[schemars(with = "Option<String>")]
     pub name: Value,
+    #[schemars(with = "Option<String>")]
     pub browser_link: Value,
     /// "name" and/or "content".
     pub matched_in: Vec<String>,
@@ -352,7 +415,9 @@ impl Coda {
         format: ContentFormat,
         deadline: Instant,
     ) -> ToolResult<String> {
+        // A second export of the same page is harmless: replayable.
         let start = ApiRequest::new(Method::POST, &["docs", d, "pages", p, "export"])
+            .replayable()
             .body(json!({"outputFormat": format.as_str()}));
         let begun = self.call(start, deadline).await?;
         let id = begun
@@ -372,6 +437,12 @@ impl Coda {
             }
             tokio::time::sleep(interval).await;
             interval = interval.mul_f64(1.5).min(Duration::from_secs(8));
+            crate::call::progress(
+                started.elapsed().as_secs_f64().round(),
+                None,
+                "exporting the page, seconds",
+            )
+            .await;
             let status_req = ApiRequest::get(&["docs", d, "pages", p, "export", &id]);
             let st = match self.client.send(&status_req, deadline).await {
                 Ok(r) => r.body,
@@ -380,6 +451,12 @@ impl Coda {
                 {
                     tracing::debug!(export = %id, "export status not replicated yet");
                     continue;
+                }
+                Err(CodaError::DeadlineExceeded(..) | CodaError::LocalRateLimit { .. }) => {
+                    return Err(ToolError::ExportFailed(format!(
+                        "export {id} did not finish within the call deadline ({:?})",
+                        self.cfg.call_deadline
+                    )));
                 }
                 Err(e) if e.status() == Some(410) => {
                     return Err(ToolError::ExportFailed(format!(
@@ -448,10 +525,49 @@ impl Coda {
         if let Some(el) = &p.element_id {
             update["elementId"] = json!(el);
         }
-        let req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
+        let mut req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
             .class(RequestClass::DocContentWrite)
             .body(json!({"contentUpdate": update}));
-        self.mutate(req, p.wait, self.deadline()).await
+        // Replacing leaves the same body however often it runs; appending
+        // and prepending twice duplicate the content.
+        req.replayable = mode == "replace";
+        let mut out = self
+            .mutate(req, p.wait || p.verify, self.deadline())
+            .await?;
+        if p.verify {
+            let mut v = super::checks::Verification::default();
+            if out.mutation.as_ref().is_some_and(|m| !m.completed) {
+                v.note = Some(
+                    "Coda had not applied the write when waiting stopped: nothing to compare yet"
+                        .into(),
+                );
+            } else {
+                let html = matches!(p.format, Some(ContentFormat::Html));
+                match self
+                    .plain_items(&d, &p.page_id_or_name, COMPOSITE_CAP, self.deadline())
+                    .await
+                {
+                    Ok(items) => {
+                        let text = render_plain(&items);
+                        v.rows_checked = 1;
+                        for line in content_lines(&p.content, html) {
+                            if !text.contains(&line) {
+                                v.mismatches.push(super::checks::Mismatch {
+                                    row_id: p.page_id_or_name.clone(),
+                                    column: "content".into(),
+                                    intended: Value::String(line),
+                                    stored: Value::String("(not found in the page)".into()),
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => v.note = Some(format!("could not re-read the page: {e}")),
+                }
+            }
+            v.matches = v.mismatches.is_empty() && v.note.is_none();
+            out.verification = Some(v);
+        }
+        Ok(out)
     }
 }
 
@@ -596,8 +712,9 @@ impl CodaServer {
                     "give at least one of name, subtitle, iconName, imageUrl, isHidden",
                 ));
             }
-            let req =
-                ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name]).body(body);
+            let req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
+                .replayable()
+                .body(body);
             Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
         })
         .await
@@ -621,8 +738,9 @@ impl CodaServer {
             if let Some(s) = &p.subtitle {
                 body["subtitle"] = json!(s);
             }
-            let req =
-                ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name]).body(body);
+            let req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
+                .replayable()
+                .body(body);
             Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
         })
         .await
@@ -664,7 +782,7 @@ impl CodaServer {
                 .read_page(&d, &p.page_id_or_name, format, c.deadline())
                 .await?;
             let total = full.chars().count();
-            let take = p.max_chars.unwrap_or(usize::MAX);
+            let take = p.max_chars.unwrap_or(crate::config::DEFAULT_MAX_CHARS);
             let content: String = full.chars().skip(p.offset).take(take).collect();
             let truncated = p.offset.saturating_add(content.chars().count()) < total;
             let text = content.clone();
@@ -707,7 +825,14 @@ impl CodaServer {
                             .query("contentFormat", "plainText")
                             .query("limit", p.num_lines.min(500));
                     let (items, more) = c.list_all(req, p.num_lines, dl).await?;
-                    (render_plain(&items), more)
+                    // Coda may return more than asked (whole pages).
+                    let more = more || items.len() > p.num_lines;
+                    let items = &items[..items.len().min(p.num_lines)];
+                    // One element can hold several lines.
+                    let all = render_plain(items);
+                    let more = more || all.lines().count() > p.num_lines;
+                    let text = all.lines().take(p.num_lines).collect::<Vec<_>>().join("\n");
+                    (text, more)
                 }
                 other => {
                     let body = c.read_page(&d, &p.page_id_or_name, other, dl).await?;
@@ -773,6 +898,31 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: ContentWriteParams| async move {
+            if p.dry_run {
+                let d = doc_id(&p.doc_id)?;
+                page_arg(&p.page_id_or_name)?;
+                let current = render_plain(&c.plain_items(&d, &p.page_id_or_name, COMPOSITE_CAP, c.deadline()).await?);
+                let current_chars = current.chars().count();
+                let preview = ReplacePreview {
+                    dry_run: true,
+                    current: current.chars().take(crate::config::DEFAULT_MAX_CHARS).collect(),
+                    current_chars,
+                    replacement: p.content,
+                    note: if p.element_id.is_some() {
+                        "dry run: with elementId only that element would be replaced; current shows the whole body".into()
+                    } else {
+                        "dry run: nothing was written; the whole body would be replaced".into()
+                    },
+                };
+                return Reply::json(MutationOutput {
+                    request_id: None,
+                    id: None,
+                    result: Object::new(),
+                    mutation: None,
+                    verification: None,
+                    preview: Some(preview),
+                });
+            }
             Reply::json(c.content_update(p, "replace").await?)
         })
         .await
@@ -790,6 +940,12 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: ContentWriteParams| async move {
+            if p.dry_run {
+                return Err(ToolError::arg(
+                    "dryRun",
+                    "is only for coda_replace_page_content",
+                ));
+            }
             Reply::json(c.content_update(p, "append").await?)
         })
         .await
@@ -807,6 +963,12 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: ContentWriteParams| async move {
+            if p.dry_run {
+                return Err(ToolError::arg(
+                    "dryRun",
+                    "is only for coda_replace_page_content",
+                ));
+            }
             Reply::json(c.content_update(p, "prepend").await?)
         })
         .await

@@ -14,10 +14,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::checks::{self, MAX_VERIFY_ROWS, Verification};
 use super::{
     Coda, ListOutput, MAX_FETCH_ALL_CAP, MutationOutput, MutationState, Object, PageArgs, Reply,
-    ToolError, ToolResult, doc_id, input, output, row_query, run,
+    ToolError, ToolResult, doc_id, input, output, row_query_in, run,
 };
+use crate::call;
 use crate::client::ApiRequest;
 use crate::ratelimit::RequestClass;
 use crate::server::CodaServer;
@@ -53,6 +55,7 @@ pub struct RowFilter {
     /// Column id (c-…) or name.
     pub column: String,
     /// Value the cell must equal: string, number or boolean.
+    #[schemars(schema_with = "crate::schema::scalar")]
     pub value: Value,
 }
 
@@ -77,6 +80,11 @@ pub struct ListRowsParams {
     pub value_format: Option<ValueFormat>,
     /// Only visible rows/columns.
     pub visible_only: Option<bool>,
+    /// Keep only these columns' values (names or ids, as the values are keyed).
+    pub columns: Option<Vec<String>>,
+    /// Return Coda's whole row objects (href, index, browserLink, timestamps) instead of id, name and values.
+    #[serde(default)]
+    pub full_rows: bool,
     #[serde(flatten)]
     pub page: PageArgs,
 }
@@ -116,6 +124,9 @@ pub struct CreateRowsParams {
     /// Wait until Coda has applied every request.
     #[serde(default)]
     pub wait: bool,
+    /// Wait until applied, re-read the written rows and report any value Coda stored differently (implies wait).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -135,6 +146,9 @@ pub struct UpsertRowsParams {
     pub disable_parsing: bool,
     #[serde(default)]
     pub wait: bool,
+    /// Wait until applied, re-read the written rows and report any value Coda stored differently (implies wait).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -155,6 +169,9 @@ pub struct UpdateRowParams {
     pub disable_parsing: bool,
     #[serde(default)]
     pub wait: bool,
+    /// Wait until applied, re-read the written rows and report any value Coda stored differently (implies wait).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -188,6 +205,9 @@ pub struct DeleteRowsParams {
     pub filter: Option<RowFilter>,
     #[serde(default)]
     pub wait: bool,
+    /// Only report which rows would be deleted (ids and names); delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -217,6 +237,9 @@ pub struct BulkUpdateParams {
     pub disable_parsing: bool,
     #[serde(default)]
     pub wait: bool,
+    /// Wait until applied, re-read the written rows and report any value Coda stored differently (implies wait).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -252,6 +275,14 @@ pub struct RowsWriteOutput {
     /// Present when `wait` was true.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation: Option<MutationState>,
+    /// Present when `verify` was true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Rows in the requests Coda accepted (all of them unless `error` is set).
+    pub rows_accepted: usize,
+    /// A later request failed: the rows before it were accepted (see requestIds), the rest were not sent. Resend only rows after the first rowsAccepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -278,15 +309,28 @@ pub struct BulkUpdateOutput {
     pub request_ids: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation: Option<MutationState>,
+    /// Present when `verify` was true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteRowsOutput {
+    /// Rows in the delete requests Coda accepted.
     pub deleted_row_ids: Vec<String>,
     pub request_ids: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation: Option<MutationState>,
+    /// A later request failed; deletedRowIds lists what was accepted before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Rows not deleted because a request failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_deleted_row_ids: Vec<String>,
+    /// dryRun: the rows that would be deleted ({id, name}); nothing was deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_delete: Option<Vec<Value>>,
 }
 
 fn check_value(v: &Value, at: &str) -> ToolResult<()> {
@@ -384,6 +428,8 @@ pub fn chunk_rows(edits: Vec<Value>, max_bytes: usize) -> ToolResult<Vec<Vec<Val
 }
 
 impl Coda {
+    // The options of one write, each its tool's own argument.
+    #[allow(clippy::too_many_arguments)]
     async fn write_rows(
         &self,
         d: &str,
@@ -392,19 +438,35 @@ impl Coda {
         key_columns: Option<&[String]>,
         disable_parsing: bool,
         wait: bool,
+        verify: bool,
     ) -> ToolResult<RowsWriteOutput> {
         let row_count = edits.len();
-        let chunks = chunk_rows(edits, self.cfg.row_chunk_bytes)?;
         let dl = self.deadline();
+        let columns = self.columns(d, t, dl).await?;
+        for (i, e) in edits.iter().enumerate() {
+            checks::check_cells(&columns, &checks::edit_cells(e), &format!("rows[{i}]"))?;
+        }
+        if let Some(k) = key_columns {
+            checks::check_keys(&columns, k)?;
+        }
+        let sent: Vec<Vec<Value>> = if verify {
+            edits.iter().map(checks::edit_cells).collect()
+        } else {
+            Vec::new()
+        };
+        let wait = wait || verify;
+        let chunks = chunk_rows(edits, self.cfg.row_chunk_bytes)?;
         let mut out = RowsWriteOutput {
             row_count,
             request_ids: Vec::new(),
             added_row_ids: Vec::new(),
             requests: 0,
             mutation: None,
+            verification: None,
+            rows_accepted: 0,
+            error: None,
         };
         let total = chunks.len();
-        let mut sent_rows = 0;
         for chunk in chunks {
             let n = chunk.len();
             let mut body = json!({"rows": chunk});
@@ -417,21 +479,26 @@ impl Coda {
                 .body(body);
             let resp = match self.call(req, dl).await {
                 Ok(r) => r,
+                // Earlier chunks were accepted: report them as accepted
+                // (a failed call would make a model resend them).
                 Err(e) if out.requests > 0 => {
-                    return Err(ToolError::PartialWrite {
-                        done: sent_rows,
-                        total: row_count,
-                        detail: format!(
-                            "request {} of {total} failed: {e}; earlier requestIds: {:?}",
-                            out.requests + 1,
-                            out.request_ids
-                        ),
-                    });
+                    out.error = Some(format!(
+                        "request {} of {total} failed: {e}; {} of {row_count} rows were accepted before it",
+                        out.requests + 1,
+                        out.rows_accepted
+                    ));
+                    break;
                 }
                 Err(e) => return Err(e),
             };
             out.requests += 1;
-            sent_rows += n;
+            out.rows_accepted += n;
+            call::progress(
+                out.rows_accepted as f64,
+                Some(row_count as f64),
+                "rows sent",
+            )
+            .await;
             if let Some(id) = resp.get("requestId").and_then(Value::as_str) {
                 out.request_ids.push(id.to_owned());
             }
@@ -441,26 +508,95 @@ impl Coda {
             }
         }
         if wait {
-            out.mutation = Some(self.wait_all(&out.request_ids, dl).await?);
+            out.mutation = Some(self.wait_all(&out.request_ids, dl).await);
+        }
+        if verify {
+            let mut v = Verification::default();
+            if key_columns.is_some() {
+                v.note = Some("upserts return no row ids: the rows were not re-read (list them with a filter on a key column)".into());
+            } else if out.mutation.as_ref().is_some_and(|m| !m.completed) {
+                v.note = Some(
+                    "Coda had not applied the write when waiting stopped: nothing to compare yet"
+                        .into(),
+                );
+            } else {
+                // Coda returns addedRowIds in the order the rows were sent.
+                for (id, cells) in out.added_row_ids.iter().zip(&sent).take(MAX_VERIFY_ROWS) {
+                    let req = ApiRequest::get(&["docs", d, "tables", t, "rows", id]);
+                    match self.call(req, self.deadline()).await {
+                        Ok(row) => checks::compare_row(&columns, id, cells, &row, &mut v),
+                        Err(e) => {
+                            v.note = Some(format!("could not re-read row {id}: {e}"));
+                            break;
+                        }
+                    }
+                }
+                if out.added_row_ids.len() > MAX_VERIFY_ROWS {
+                    v.note = Some(format!(
+                        "only the first {MAX_VERIFY_ROWS} rows were re-read"
+                    ));
+                }
+            }
+            v.matches = v.mismatches.is_empty() && v.note.is_none();
+            out.verification = Some(v);
         }
         Ok(out)
     }
 
-    /// Wait for several mutations; the result is completed only if all are.
-    async fn wait_all(&self, ids: &[String], dl: std::time::Instant) -> ToolResult<MutationState> {
-        let mut warnings = Vec::new();
-        for id in ids {
-            let st = self.wait_mutation(id, dl).await?;
-            if !st.completed {
-                return Ok(st);
-            }
-            warnings.extend(st.warning);
+    /// Columns of a table for a row filter, or none when they cannot be read
+    /// (the filter then falls back to guessing ids by their `c-` prefix).
+    async fn filter_query(&self, d: &str, t: &str, f: &RowFilter) -> ToolResult<String> {
+        if f.column.trim().is_empty() {
+            return Err(ToolError::arg("filter.column", "must not be empty"));
         }
-        Ok(MutationState {
-            completed: true,
-            warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
-            timed_out: false,
-        })
+        let cols: std::sync::Arc<Vec<Value>> = self
+            .columns(d, t, self.deadline())
+            .await
+            .unwrap_or_default();
+        row_query_in(&cols, &f.column, &f.value)
+    }
+
+    /// Re-read one row and compare it with the cells written.
+    async fn verify_row(
+        &self,
+        d: &str,
+        t: &str,
+        row: &str,
+        cells: &[Value],
+        mutation: Option<&MutationState>,
+        v: &mut Verification,
+    ) {
+        if mutation.is_some_and(|m| !m.completed) {
+            v.note = Some(
+                "Coda had not applied the write when waiting stopped: nothing to compare yet"
+                    .into(),
+            );
+            return;
+        }
+        let columns = match self.columns(d, t, self.deadline()).await {
+            Ok(c) => c,
+            Err(e) => {
+                v.note = Some(format!("could not read the table's columns: {e}"));
+                return;
+            }
+        };
+        match self
+            .call(
+                ApiRequest::get(&["docs", d, "tables", t, "rows", row]),
+                self.deadline(),
+            )
+            .await
+        {
+            Ok(stored) => {
+                let id = stored
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or(row)
+                    .to_owned();
+                checks::compare_row(&columns, &id, cells, &stored, v);
+            }
+            Err(e) => v.note = Some(format!("could not re-read row {row}: {e}")),
+        }
     }
 
     async fn matching_row_ids(
@@ -468,8 +604,8 @@ impl Coda {
         d: &str,
         t: &str,
         filter: &RowFilter,
-    ) -> ToolResult<Vec<String>> {
-        let q = row_query(&filter.column, &filter.value)?;
+    ) -> ToolResult<Vec<(String, Value)>> {
+        let q = self.filter_query(d, t, filter).await?;
         let req = ApiRequest::get(&["docs", d, "tables", t, "rows"])
             .query("query", q)
             .query("limit", 500);
@@ -484,9 +620,34 @@ impl Coda {
         }
         Ok(rows
             .iter()
-            .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|r| {
+                let id = r.get("id").and_then(Value::as_str)?.to_owned();
+                Some((id, r.get("name").cloned().unwrap_or(Value::Null)))
+            })
             .collect())
     }
+}
+
+/// A row as list results carry it by default: id, name and values (only
+/// `columns`, when given).
+fn slim_row(row: Value, full: bool, columns: Option<&[String]>) -> Value {
+    let mut row = row;
+    if let (Some(cols), Some(values)) = (
+        columns,
+        row.get_mut("values").and_then(Value::as_object_mut),
+    ) {
+        values.retain(|k, _| cols.iter().any(|c| c == k));
+    }
+    if full {
+        return row;
+    }
+    let mut o = serde_json::Map::new();
+    for k in ["id", "name", "values"] {
+        if let Some(v) = row.get(k) {
+            o.insert(k.to_owned(), v.clone());
+        }
+    }
+    Value::Object(o)
 }
 
 fn nonempty(name: &str, v: &str) -> ToolResult<()> {
@@ -516,7 +677,7 @@ fn value_format(v: Option<ValueFormat>) -> Option<&'static str> {
 
 #[tool_router(router = rows_router, vis = "pub(crate)")]
 impl CodaServer {
-    /// List rows of a table or view. Filter with `filter` {column, value} (exact match), or a raw `query` like `"Status":"Done"` (column names in double quotes, values as JSON). valueFormat rich returns people/lookups/currency as objects; useColumnNames keys values by name. Paged: limit, pageToken → nextPageToken, or fetchAll.
+    /// List rows of a table or view: id, name and values (columns keeps some values; fullRows for Coda's whole objects). Filter with `filter` {column, value} (exact match) or a raw `query` (syntax: resource coda://guide/rows). useColumnNames keys values by name. Paged: limit, pageToken → nextPageToken, or fetchAll; large results stop at a size budget with nextPageToken.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<ListRowsParams>(),
@@ -535,7 +696,7 @@ impl CodaServer {
                     ));
                 }
                 (Some(q), None) => Some(q.clone()),
-                (None, Some(f)) => Some(row_query(&f.column, &f.value)?),
+                (None, Some(f)) => Some(c.filter_query(&d, &p.table_id_or_name, f).await?),
                 (None, None) => None,
             };
             let req = ApiRequest::get(&["docs", &d, "tables", &p.table_id_or_name, "rows"])
@@ -551,7 +712,10 @@ impl CodaServer {
                 .query_opt("useColumnNames", p.use_column_names)
                 .query_opt("valueFormat", value_format(p.value_format))
                 .query_opt("visibleOnly", p.visible_only);
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            let full = p.full_rows;
+            let cols = p.columns.clone().filter(|c| !c.is_empty());
+            let shape = move |v: Value| slim_row(v, full, cols.as_deref());
+            Reply::json(c.list_shaped(req, &p.page, c.deadline(), &shape).await?)
         })
         .await
     }
@@ -604,6 +768,7 @@ impl CodaServer {
                     keys.as_deref(),
                     p.disable_parsing,
                     p.wait,
+                    p.verify,
                 )
                 .await?,
             )
@@ -637,6 +802,7 @@ impl CodaServer {
                     Some(&p.key_columns),
                     p.disable_parsing,
                     p.wait,
+                    p.verify,
                 )
                 .await?,
             )
@@ -657,6 +823,8 @@ impl CodaServer {
             nonempty("tableIdOrName", &p.table_id_or_name)?;
             nonempty("rowIdOrName", &p.row_id_or_name)?;
             let cells = cells_from_values(&p.values, "values")?;
+            let columns = c.columns(&d, &p.table_id_or_name, c.deadline()).await?;
+            checks::check_cells(&columns, &cells, "values")?;
             let req = ApiRequest::new(
                 Method::PUT,
                 &[
@@ -669,9 +837,25 @@ impl CodaServer {
                 ],
             )
             .class(RequestClass::DocContentWrite)
+            .replayable()
             .query_opt("disableParsing", p.disable_parsing.then_some(true))
-            .body(json!({"row": {"cells": cells}}));
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            .body(json!({"row": {"cells": cells.clone()}}));
+            let mut out = c.mutate(req, p.wait || p.verify, c.deadline()).await?;
+            if p.verify {
+                let mut v = Verification::default();
+                c.verify_row(
+                    &d,
+                    &p.table_id_or_name,
+                    &p.row_id_or_name,
+                    &cells,
+                    out.mutation.as_ref(),
+                    &mut v,
+                )
+                .await;
+                v.matches = v.mismatches.is_empty() && v.note.is_none();
+                out.verification = Some(v);
+            }
+            Reply::json(out)
         })
         .await
     }
@@ -727,8 +911,22 @@ impl CodaServer {
                 (Some(ids), None) if ids.is_empty() => {
                     return Err(ToolError::arg("rowIds", "must not be empty"));
                 }
+                (Some(_), None) if p.dry_run => {
+                    return Err(ToolError::arg("dryRun", "works with filter; with rowIds you already know what would be deleted"));
+                }
                 (Some(ids), None) => ids.clone(),
-                (None, Some(f)) => c.matching_row_ids(&d, t, f).await?,
+                (None, Some(f)) if p.dry_run => {
+                    let found = c.matching_row_ids(&d, t, f).await?;
+                    return Reply::json(DeleteRowsOutput {
+                        deleted_row_ids: Vec::new(),
+                        request_ids: Vec::new(),
+                        mutation: None,
+                        error: None,
+                        not_deleted_row_ids: Vec::new(),
+                        would_delete: Some(found.into_iter().map(|(id, name)| json!({"id": id, "name": name})).collect()),
+                    });
+                }
+                (None, Some(f)) => c.matching_row_ids(&d, t, f).await?.into_iter().map(|(id, _)| id).collect(),
                 (None, None) => {
                     return Err(ToolError::arg("rowIds", "is required (or give filter)"));
                 }
@@ -738,26 +936,42 @@ impl CodaServer {
                 deleted_row_ids: Vec::new(),
                 request_ids: Vec::new(),
                 mutation: None,
+                error: None,
+                not_deleted_row_ids: Vec::new(),
+                would_delete: None,
             };
-            for chunk in ids.chunks(DELETE_CHUNK) {
+            let chunks: Vec<&[String]> = ids.chunks(DELETE_CHUNK).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
                 let req = ApiRequest::new(Method::DELETE, &["docs", &d, "tables", t, "rows"])
                     .class(RequestClass::DocContentWrite)
                     .body(json!({"rowIds": chunk}));
-                let resp = c.call(req, dl).await?;
+                let resp = match c.call(req, dl).await {
+                    Ok(r) => r,
+                    Err(e) if i > 0 => {
+                        out.error = Some(format!(
+                            "request {} of {} failed: {e}; the rows of earlier requests were deleted",
+                            i + 1,
+                            chunks.len()
+                        ));
+                        out.not_deleted_row_ids = chunks[i..].concat();
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 out.deleted_row_ids.extend(chunk.iter().cloned());
                 if let Some(id) = resp.get("requestId").and_then(Value::as_str) {
                     out.request_ids.push(id.to_owned());
                 }
             }
             if p.wait {
-                out.mutation = Some(c.wait_all(&out.request_ids, dl).await?);
+                out.mutation = Some(c.wait_all(&out.request_ids, dl).await);
             }
             Reply::json(out)
         })
         .await
     }
 
-    /// Update several rows with different values: updates [{rowIdOrName, values}]. With keyColumns it is one upsert (fast, rate-limit friendly); otherwise one update per row, paced by the rate limiter, with a per-row report.
+    /// Update several rows with different values: updates [{rowIdOrName, values}]. With keyColumns it is one upsert (fast, rate-limit friendly) that matches rows by their key values: every update must contain every key column, and rowIdOrName is not used. Otherwise one update per row, paced by the rate limiter, with a per-row report.
     #[tool(
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<BulkUpdateParams>(),
@@ -773,31 +987,52 @@ impl CodaServer {
                 return Err(ToolError::arg("updates", "must contain at least one update"));
             }
             if let Some(keys) = p.key_columns.as_ref().filter(|k| !k.is_empty()) {
+                // An upsert finds rows by their key values only: an update
+                // without them would insert a new row and leave the one
+                // named by rowIdOrName unchanged.
+                for (i, u) in p.updates.iter().enumerate() {
+                    if let Some(k) = keys.iter().find(|k| !u.values.contains_key(k.as_str())) {
+                        return Err(ToolError::arg(
+                            &format!("updates[{i}].values"),
+                            format!("must contain the key column {k:?}: with keyColumns, rows are matched by their key values and rowIdOrName is not used"),
+                        ));
+                    }
+                }
                 let e = p
                     .updates
                     .iter()
                     .enumerate()
                     .map(|(i, u)| Ok(json!({"cells": cells_from_values(&u.values, &format!("updates[{i}].values"))?})))
                     .collect::<ToolResult<Vec<_>>>()?;
-                let w = c.write_rows(&d, t, e, Some(keys), p.disable_parsing, p.wait).await?;
+                let w = c.write_rows(&d, t, e, Some(keys), p.disable_parsing, p.wait, p.verify).await?;
                 return Reply::json(BulkUpdateOutput {
-                    succeeded: w.row_count,
-                    failed: 0,
+                    succeeded: w.rows_accepted,
+                    failed: w.row_count - w.rows_accepted,
                     results: Vec::new(),
                     request_ids: w.request_ids,
                     mutation: w.mutation,
+                    verification: w.verification,
                 });
             }
             let mut cells = Vec::with_capacity(p.updates.len());
+            let columns = c.columns(&d, t, c.deadline()).await?;
             for (i, u) in p.updates.iter().enumerate() {
                 nonempty(&format!("updates[{i}].rowIdOrName"), &u.row_id_or_name)?;
-                cells.push(cells_from_values(&u.values, &format!("updates[{i}].values"))?);
+                let at = format!("updates[{i}].values");
+                let row_cells = cells_from_values(&u.values, &at)?;
+                checks::check_cells(&columns, &row_cells, &at)?;
+                cells.push(row_cells);
             }
-            let dl = c.deadline();
+            let sent = if p.verify { cells.clone() } else { Vec::new() };
+            let total = p.updates.len();
             let mut results = Vec::new();
             for (u, cells) in p.updates.iter().zip(cells) {
+                // Each row has its own deadline: a slow row early on must
+                // not fail the later ones before they are even sent.
+                let dl = c.deadline();
                 let req = ApiRequest::new(Method::PUT, &["docs", &d, "tables", t, "rows", &u.row_id_or_name])
                     .class(RequestClass::DocContentWrite)
+                    .replayable()
                     .query_opt("disableParsing", p.disable_parsing.then_some(true))
                     .body(json!({"row": {"cells": cells}}));
                 results.push(match c.call(req, dl).await {
@@ -814,9 +1049,23 @@ impl CodaServer {
                         error: Some(e.to_string()),
                     },
                 });
+                call::progress(results.len() as f64, Some(total as f64), "rows updated").await;
             }
             let ids: Vec<String> = results.iter().filter_map(|r| r.request_id.clone()).collect();
-            let mutation = if p.wait { Some(c.wait_all(&ids, dl).await?) } else { None };
+            let mutation = if p.wait || p.verify { Some(c.wait_all(&ids, c.deadline()).await) } else { None };
+            let verification = if p.verify {
+                let mut v = Verification::default();
+                for (r, cells) in results.iter().zip(&sent).filter(|(r, _)| r.ok).take(MAX_VERIFY_ROWS) {
+                    c.verify_row(&d, t, &r.row_id_or_name, cells, mutation.as_ref(), &mut v).await;
+                    if v.note.is_some() {
+                        break;
+                    }
+                }
+                v.matches = v.mismatches.is_empty() && v.note.is_none();
+                Some(v)
+            } else {
+                None
+            };
             let succeeded = results.iter().filter(|r| r.ok).count();
             Reply::json(BulkUpdateOutput {
                 succeeded,
@@ -824,6 +1073,7 @@ impl CodaServer {
                 results,
                 request_ids: Vec::new(),
                 mutation,
+                verification,
             })
         })
         .await

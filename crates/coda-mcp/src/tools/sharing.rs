@@ -294,7 +294,9 @@ impl CodaServer {
             if body.as_object().is_some_and(|o| o.is_empty()) {
                 return Err(ToolError::arg("allowCopying", "give at least one setting"));
             }
-            let req = ApiRequest::new(Method::PATCH, &["docs", &d, "acl", "settings"]).body(body);
+            let req = ApiRequest::new(Method::PATCH, &["docs", &d, "acl", "settings"])
+                .replayable()
+                .body(body);
             c.object(req, c.deadline()).await
         })
         .await
@@ -341,7 +343,9 @@ impl CodaServer {
             if let Some(m) = p.mode {
                 body["mode"] = json!(m);
             }
-            let req = ApiRequest::new(Method::PUT, &["docs", &d, "publish"]).body(body);
+            let req = ApiRequest::new(Method::PUT, &["docs", &d, "publish"])
+                .replayable()
+                .body(body);
             Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
         })
         .await

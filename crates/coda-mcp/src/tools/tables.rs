@@ -89,9 +89,51 @@ pub struct ListColumnsParams {
     pub table_id_or_name: String,
     /// Only columns visible in the table/view.
     pub visible_only: Option<bool>,
+    /// Return Coda's whole column objects (with every select option) instead of the slim form.
+    #[serde(default)]
+    pub full: bool,
     #[serde(flatten)]
     pub page: PageArgs,
 }
+
+/// A column as a model needs it: id, name, type, whether it is a formula
+/// (calculated) or the display column, its formula, and at most
+/// [`SLIM_OPTIONS`] select options (`optionsCount` says how many there are).
+pub fn slim_column(c: &Value) -> Value {
+    let mut o = serde_json::Map::new();
+    for k in ["id", "name", "display", "calculated", "formula"] {
+        if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
+            o.insert(k.to_owned(), v.clone());
+        }
+    }
+    if let Some(f) = c.get("format") {
+        for (k, out) in [("type", "type"), ("isArray", "isArray")] {
+            if let Some(v) = f.get(k).filter(|v| !v.is_null()) {
+                o.insert(out.to_owned(), v.clone());
+            }
+        }
+        if let Some(opts) = f
+            .pointer("/options/items")
+            .or_else(|| f.get("options"))
+            .and_then(Value::as_array)
+        {
+            let names: Vec<Value> = opts
+                .iter()
+                .take(SLIM_OPTIONS)
+                .map(|x| x.get("name").cloned().unwrap_or_else(|| x.clone()))
+                .collect();
+            o.insert("options".into(), Value::Array(names));
+            o.insert("optionsCount".into(), opts.len().into());
+        }
+        if let Some(t) = f.pointer("/table/id") {
+            o.insert("referencesTable".into(), t.clone());
+        }
+    }
+    Value::Object(o)
+}
+
+/// Select options listed per column in the slim form.
+pub const SLIM_OPTIONS: usize = 20;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -142,14 +184,19 @@ pub struct ControlParams {
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ColumnBrief {
+    #[schemars(with = "String")]
     pub id: Value,
+    #[schemars(with = "String")]
     pub name: Value,
     /// Column format type (text, number, select, lookup, person, date…).
+    #[schemars(with = "Option<String>")]
     pub r#type: Value,
+    #[schemars(with = "Option<bool>")]
     pub is_array: Value,
     pub calculated: bool,
     pub display: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub formula: Option<Value>,
 }
 
@@ -320,7 +367,7 @@ impl CodaServer {
         .await
     }
 
-    /// List a table's columns (id c-…, name, format type, calculated, formula). Paged (limit up to 100).
+    /// List a table's columns (id c-…, name, type, calculated, formula, up to 20 select options; full=true for Coda's whole objects). Paged (limit up to 100).
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<ListColumnsParams>(),
@@ -333,7 +380,13 @@ impl CodaServer {
             non_empty("tableIdOrName", &p.table_id_or_name)?;
             let req = ApiRequest::get(&["docs", &d, "tables", &p.table_id_or_name, "columns"])
                 .query_opt("visibleOnly", p.visible_only);
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            if p.full {
+                return Reply::json(c.list(req, &p.page, c.deadline()).await?);
+            }
+            Reply::json(
+                c.list_shaped(req, &p.page, c.deadline(), &|v| slim_column(&v))
+                    .await?,
+            )
         })
         .await
     }

@@ -67,6 +67,9 @@ struct Fault {
     status: u16,
     remaining: usize,
     retry_after: Option<String>,
+    /// Apply the request first, then answer with `status` (a gateway
+    /// that times out after Coda did the work).
+    after_apply: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -411,7 +414,104 @@ impl FakeCoda {
                 status,
                 remaining: times,
                 retry_after: retry_after.map(str::to_owned),
+                after_apply: false,
             })
+        });
+    }
+
+    /// Apply the next `times` matching requests, then answer `status`
+    /// anyway: the write happened, the client cannot know.
+    pub fn fail_next_after_applying(
+        &self,
+        method: &str,
+        path_contains: &str,
+        status: u16,
+        times: usize,
+    ) {
+        self.with(|s| {
+            s.faults.push(Fault {
+                method: method.into(),
+                path_contains: path_contains.into(),
+                status,
+                remaining: times,
+                retry_after: None,
+                after_apply: true,
+            })
+        });
+    }
+
+    /// Put a content element first on `page`; its text may hold newlines
+    /// (Coda's plain text of a code block or a soft-wrapped paragraph does).
+    pub fn insert_line(&self, page: &str, text: &str) {
+        self.with(|s| {
+            let p = s.pages.iter_mut().find(|p| p.id == page).unwrap();
+            p.lines.insert(
+                0,
+                Line {
+                    id: "cl-multi".into(),
+                    style: "paragraph".into(),
+                    text: text.into(),
+                },
+            );
+        });
+    }
+
+    /// Doc `doc2` gets page `canvas-plan` with table `grid-projects`
+    /// ("Projects"): Name (text, display), Stage (select Plan/Build/Ship),
+    /// Lead (person), Due (date), Budget (number), Score (formula), c-x
+    /// (a text column whose *name* looks like an id), and row `i-p1`.
+    pub fn add_projects_table(&self) {
+        self.with(|s| {
+            s.pages.push(PageRec {
+                doc: "doc2".into(),
+                id: "canvas-plan".into(),
+                name: "Plan".into(),
+                subtitle: None,
+                icon: None,
+                parent: None,
+                content_type: "canvas".into(),
+                hidden: false,
+                lines: Vec::new(),
+            });
+            let c = |id: &str, name: &str, kind: &str, display: bool, calculated: bool| ColumnRec {
+                id: id.into(),
+                name: name.into(),
+                kind: kind.into(),
+                display,
+                calculated,
+            };
+            let mut values = Map::new();
+            for (k, v) in [
+                ("c-pname", json!("Apollo")),
+                ("c-stage", json!("Plan")),
+                ("c-lead", json!("ada@example.com")),
+                ("c-due", json!("2026-03-01")),
+                ("c-budget", json!(100)),
+                ("c-score", json!(1)),
+                ("c-weird", json!("w")),
+            ] {
+                values.insert(k.into(), v);
+            }
+            s.tables.push(TableRec {
+                doc: "doc2".into(),
+                id: "grid-projects".into(),
+                name: "Projects".into(),
+                table_type: "table".into(),
+                page: "canvas-plan".into(),
+                columns: vec![
+                    c("c-pname", "Name", "text", true, false),
+                    c("c-stage", "Stage", "select", false, false),
+                    c("c-lead", "Lead", "person", false, false),
+                    c("c-due", "Due", "date", false, false),
+                    c("c-budget", "Budget", "number", false, false),
+                    c("c-score", "Score", "number", false, true),
+                    c("c-weird", "c-x", "text", false, false),
+                ],
+                rows: vec![RowRec {
+                    id: "i-p1".into(),
+                    values,
+                }],
+            });
         });
     }
 
@@ -605,6 +705,28 @@ async fn handle(
                     f.remaining > 0 && f.method == method && path.contains(&f.path_contains)
                 }) {
                     f.remaining -= 1;
+                    if f.after_apply {
+                        let status = f.status;
+                        let _applied = route(&mut s, &method, &path, &query, body.as_ref());
+                        let r = err(status, "Injected failure after the write was applied");
+                        s.requests.push(Recorded {
+                            method: method.clone(),
+                            path: path.clone(),
+                            query: query.clone(),
+                            authorization: authorization.clone(),
+                            body: body.clone(),
+                            status: r.status,
+                            response: r.body.clone(),
+                            api: true,
+                        });
+                        drop(s);
+                        let payload = serde_json::to_vec(&r.body).unwrap();
+                        return Ok(Response::builder()
+                            .status(r.status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(payload)))
+                            .unwrap());
+                    }
                     let mut r = err(
                         f.status,
                         if f.status == 429 {
@@ -922,6 +1044,11 @@ fn column_json(s: &State, t: &TableRec, c: &ColumnRec, detail: bool) -> Value {
     let base = &s.base_url;
     let format = match c.kind.as_str() {
         "number" => json!({"type": "number", "isArray": false}),
+        "select" => {
+            json!({"type": "select", "isArray": false, "options": [{"name": "Plan"}, {"name": "Build"}, {"name": "Ship"}]})
+        }
+        "person" => json!({"type": "person", "isArray": false}),
+        "date" => json!({"type": "date", "isArray": false}),
         "checkbox" => json!({"type": "checkbox", "isArray": false, "displayType": "toggle"}),
         "button" => json!({"type": "button", "isArray": false, "label": "Notify"}),
         _ => json!({"type": "text", "isArray": false}),
@@ -1039,11 +1166,31 @@ fn route(
             if !s.docs.iter().any(|d| d["id"] == id) {
                 return err(404, "Could not resolve the URL");
             }
+            // The most specific object the URL names: row, table, page, doc.
+            let part = |tag: &str| {
+                url.split(tag)
+                    .nth(1)
+                    .map(|r| r.split(['/', '#', '?']).next().unwrap_or("").to_owned())
+                    .filter(|x| !x.is_empty())
+            };
+            let (ty, rid, href) = if let (Some(t), Some(r)) = (part("_tu"), part("_ru")) {
+                (
+                    "row",
+                    r.clone(),
+                    format!("{base}/docs/{id}/tables/{t}/rows/{r}"),
+                )
+            } else if let Some(t) = part("_tu") {
+                ("table", t.clone(), format!("{base}/docs/{id}/tables/{t}"))
+            } else if let Some(p) = part("_su") {
+                ("page", p.clone(), format!("{base}/docs/{id}/pages/{p}"))
+            } else {
+                ("doc", id.clone(), format!("{base}/docs/{id}"))
+            };
             ok(
                 200,
                 obj(
                     "ApiLink",
-                    json!({"href": format!("{base}/resolveBrowserLink"), "browserLink": url, "resource": {"type": "doc", "id": id, "name": "Project Tracker", "href": format!("{base}/docs/{id}")}}),
+                    json!({"href": format!("{base}/resolveBrowserLink"), "browserLink": url, "resource": {"type": ty, "id": rid, "name": "Resolved", "href": href}}),
                 ),
             )
         }

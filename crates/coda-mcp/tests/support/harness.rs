@@ -15,6 +15,13 @@ use tokio::process::Command;
 use super::fake_coda::{FakeCoda, TOKEN};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_coda-mcp");
+
+/// The binary under test: `CODA_MCP_BIN` (to run a test against another
+/// build, e.g. to watch a regression test fail on the code before a fix),
+/// or the one cargo built.
+pub fn bin() -> String {
+    std::env::var("CODA_MCP_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Harness {
@@ -32,7 +39,7 @@ pub const FAST: &[&str] = &[
 ];
 
 pub fn command(fake: &FakeCoda, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.arg("--api-base-url")
         .arg(fake.base_url())
         .args(extra)

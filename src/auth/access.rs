@@ -1,20 +1,21 @@
-//! Who may talk to the proxy: API keys, and the Origin and Host checks that
-//! defend against DNS rebinding (spec `basic/transports#security-warning`;
-//! transport.md §2.1, §7.F).
+//! Where requests may come from: the Origin, Host and fetch-metadata checks
+//! that defend against DNS rebinding and cross-site use from a browser
+//! (spec `basic/transports#security-warning`; transport.md §2.1, §7.F).
 //!
-//! API keys arrive as `Authorization: Bearer <key>` or `X-API-Key: <key>`
-//! and are compared in constant time against every configured key. The key
-//! is the proxy's own credential: it is never forwarded to the child.
+//! Loopback origins (`http://localhost:3000`) are allowed only when the
+//! proxy itself listens on loopback: on a public bind, a page served from
+//! the visitor's own machine is as foreign as any other. A browser request
+//! marked `Sec-Fetch-Site: cross-site` is refused unless its origin was
+//! allowed with `--allow-origin`: an `<img src=…/sse>` tag sends no
+//! `Origin`, but it does send fetch metadata.
 
 use http::HeaderMap;
-use subtle::ConstantTimeEq;
 
 use crate::error::ProxyError;
 
 /// The access rules of one proxy.
 #[derive(Debug, Clone)]
 pub struct Access {
-    api_keys: Vec<Vec<u8>>,
     allow_origins: Vec<String>,
     allowed_hosts: Vec<String>,
     loopback: bool,
@@ -41,14 +42,8 @@ fn host_part(authority: &str) -> &str {
 
 impl Access {
     /// Rules for a proxy bound to a loopback address (`loopback`) or not.
-    pub fn new(
-        api_keys: &[String],
-        allow_origins: &[String],
-        allowed_hosts: &[String],
-        loopback: bool,
-    ) -> Access {
+    pub fn new(allow_origins: &[String], allowed_hosts: &[String], loopback: bool) -> Access {
         Access {
-            api_keys: api_keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
             allow_origins: allow_origins
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
@@ -61,41 +56,8 @@ impl Access {
         }
     }
 
-    /// "api-key" or "none", for `/health`.
-    pub fn mode(&self) -> &'static str {
-        if self.api_keys.is_empty() {
-            "none"
-        } else {
-            "api-key"
-        }
-    }
-
-    /// Checks the API key, if keys are configured.
-    pub fn check_key(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
-        if self.api_keys.is_empty() {
-            return Ok(());
-        }
-        let bearer = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim().as_bytes());
-        let header_key = headers.get("x-api-key").map(|v| v.as_bytes());
-        let presented = bearer.or(header_key).ok_or(ProxyError::Unauthorized)?;
-        // Compare against every key so timing does not reveal which one matched.
-        let ok = self.api_keys.iter().fold(0u8, |acc, k| {
-            acc | k.as_slice().ct_eq(presented).unwrap_u8()
-        });
-        if ok == 1 {
-            Ok(())
-        } else {
-            Err(ProxyError::Unauthorized)
-        }
-    }
-
     /// An allowed `Origin`, or `None` if the request has none.
-    /// Loopback origins are always allowed; others need `--allow-origin`.
+    /// Loopback origins pass on loopback binds; others need `--allow-origin`.
     pub fn check_origin(&self, headers: &HeaderMap) -> Result<Option<String>, ProxyError> {
         let Some(origin) = headers.get(http::header::ORIGIN) else {
             return Ok(None);
@@ -109,13 +71,43 @@ impl Access {
             .allow_origins
             .iter()
             .any(|o| o == "*" || *o == normalized)
-            || ((normalized.starts_with("http://") || normalized.starts_with("https://"))
+            || (self.loopback
+                && (normalized.starts_with("http://") || normalized.starts_with("https://"))
                 && is_loopback_name(host_part(authority)));
         if allowed {
             Ok(Some(origin.to_string()))
         } else {
             Err(ProxyError::ForbiddenOrigin(origin.to_string()))
         }
+    }
+
+    /// Refuses a browser's cross-site request (`Sec-Fetch-Site: cross-site`)
+    /// unless its `Origin` was explicitly allowed.
+    pub fn check_fetch_site(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        if !cross_site {
+            return Ok(());
+        }
+        let origin = headers
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase());
+        let allowed =
+            origin.is_some_and(|o| self.allow_origins.iter().any(|a| *a == o || a == "*"));
+        if allowed {
+            Ok(())
+        } else {
+            Err(ProxyError::ForbiddenOrigin(
+                "a cross-site request (Sec-Fetch-Site)".into(),
+            ))
+        }
+    }
+
+    /// Whether `*` is among the allowed origins.
+    pub fn allows_any_origin(&self) -> bool {
+        self.allow_origins.iter().any(|o| o == "*")
     }
 
     /// On loopback binds, `Host` must name a loopback host or an allowed one;
@@ -161,40 +153,8 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_accepted_as_bearer_or_x_api_key() {
-        let a = Access::new(
-            &["0123456789abcdef".into(), "another-key-00000".into()],
-            &[],
-            &[],
-            true,
-        );
-        assert!(
-            a.check_key(&headers(&[("authorization", "Bearer 0123456789abcdef")]))
-                .is_ok()
-        );
-        assert!(
-            a.check_key(&headers(&[("authorization", "bearer another-key-00000")]))
-                .is_ok()
-        );
-        assert!(
-            a.check_key(&headers(&[("x-api-key", "0123456789abcdef")]))
-                .is_ok()
-        );
-        assert!(
-            a.check_key(&headers(&[("authorization", "Bearer wrong")]))
-                .is_err()
-        );
-        assert!(a.check_key(&headers(&[])).is_err());
-        assert!(
-            Access::new(&[], &[], &[], true)
-                .check_key(&headers(&[]))
-                .is_ok()
-        );
-    }
-
-    #[test]
     fn origins_loopback_pass_others_need_allowing() {
-        let a = Access::new(&[], &["https://app.example.com".into()], &[], true);
+        let a = Access::new(&["https://app.example.com".into()], &[], true);
         assert!(a.check_origin(&headers(&[])).unwrap().is_none());
         assert!(
             a.check_origin(&headers(&[("origin", "http://localhost:3000")]))
@@ -217,11 +177,51 @@ mod tests {
                 .is_err()
         );
         assert!(a.check_origin(&headers(&[("origin", "null")])).is_err());
+        // On a public bind a loopback origin is foreign too.
+        let public = Access::new(&["https://app.example.com".into()], &[], false);
+        assert!(
+            public
+                .check_origin(&headers(&[("origin", "http://localhost:3000")]))
+                .is_err()
+        );
+        assert!(
+            public
+                .check_origin(&headers(&[("origin", "https://app.example.com")]))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn cross_site_requests_need_an_allowed_origin() {
+        let a = Access::new(&["https://app.example.com".into()], &[], true);
+        assert!(a.check_fetch_site(&headers(&[])).is_ok());
+        assert!(
+            a.check_fetch_site(&headers(&[("sec-fetch-site", "same-origin")]))
+                .is_ok()
+        );
+        assert!(
+            a.check_fetch_site(&headers(&[("sec-fetch-site", "cross-site")]))
+                .is_err()
+        );
+        assert!(
+            a.check_fetch_site(&headers(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://localhost:5173")
+            ]))
+            .is_err()
+        );
+        assert!(
+            a.check_fetch_site(&headers(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://app.example.com")
+            ]))
+            .is_ok()
+        );
     }
 
     #[test]
     fn host_is_checked_on_loopback_binds() {
-        let a = Access::new(&[], &[], &["mcp.internal".into()], true);
+        let a = Access::new(&[], &["mcp.internal".into()], true);
         assert!(
             a.check_host(&headers(&[("host", "127.0.0.1:8080")]), None)
                 .is_ok()
@@ -242,7 +242,7 @@ mod tests {
             a.check_host(&headers(&[("host", "attacker.example:8080")]), None)
                 .is_err()
         );
-        let public = Access::new(&[], &[], &[], false);
+        let public = Access::new(&[], &[], false);
         assert!(
             public
                 .check_host(&headers(&[("host", "anything")]), None)

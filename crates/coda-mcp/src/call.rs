@@ -1,0 +1,66 @@
+//! The context of the tool call being run: its progress token and the peer
+//! to send `notifications/progress` to, and per-call output settings.
+//!
+//! It lives in a tokio task-local set by `CodaServer::call_tool` around the
+//! tool's future, so the loops that take time (mutation and export polls,
+//! `fetchAll` paging, chunked and paced writes) report progress without
+//! every function passing it along. Outside a tool call (unit tests) every
+//! function here is a no-op.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rmcp::RoleServer;
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::Peer;
+
+/// What a tool call knows about its request.
+#[derive(Debug)]
+pub struct CallContext {
+    /// `_meta.progressToken` of the request, with the peer to notify.
+    pub progress: Option<(ProgressToken, Peer<RoleServer>)>,
+    /// Progress must increase with every notification (spec: lifecycle/
+    /// progress); steps from nested loops are folded into one counter.
+    pub steps: AtomicU64,
+    /// Text content repeats the JSON (`--full-text`) instead of a summary.
+    pub full_text: bool,
+}
+
+tokio::task_local! {
+    static CALL: CallContext;
+}
+
+/// Run `fut` as the tool call described by `ctx`.
+pub async fn scope<F: Future>(ctx: CallContext, fut: F) -> F::Output {
+    CALL.scope(ctx, fut).await
+}
+
+/// Whether results carry the JSON as text too.
+pub fn full_text() -> bool {
+    CALL.try_with(|c| c.full_text).unwrap_or(false)
+}
+
+/// Send a progress notification if the client asked for them. `done` and
+/// `total` are in the caller's units and go into the message; the
+/// notification's `progress` is a counter that always increases. A failed
+/// send is ignored: progress is advisory.
+pub async fn progress(done: f64, total: Option<f64>, what: &str) {
+    let Ok(Some((token, peer, step))) = CALL.try_with(|c| {
+        c.progress.as_ref().map(|(t, p)| {
+            (
+                t.clone(),
+                p.clone(),
+                c.steps.fetch_add(1, Ordering::Relaxed) + 1,
+            )
+        })
+    }) else {
+        return;
+    };
+    let message = match total {
+        Some(t) => format!("{what}: {done} of {t}"),
+        None => format!("{what}: {done}"),
+    };
+    let param = ProgressNotificationParam::new(token, step as f64).with_message(message);
+    if let Err(e) = peer.notify_progress(param).await {
+        tracing::debug!(error = %e, "could not send progress");
+    }
+}

@@ -1,0 +1,383 @@
+//! Schema-aware row writes: every cell of a write is checked against the
+//! table's columns (cached for [`COLUMN_CACHE_TTL`](super::COLUMN_CACHE_TTL))
+//! before anything is sent, and `verify` compares what was written with
+//! what Coda stored.
+//!
+//! Refused before sending: a column the table does not have (with a "did
+//! you mean" from the closest names), a formula column, a value no select
+//! option matches, a person that is not an email address, a date with no
+//! digits, a number that does not parse, a non-boolean checkbox. Values
+//! Coda parses freely (text, lookups, unknown types) pass.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{ToolError, ToolResult};
+
+/// Cells whose stored value `verify` reports, at most.
+pub const MAX_VERIFY_ROWS: usize = 100;
+
+/// One column as the checks need it.
+struct Col<'a> {
+    id: &'a str,
+    name: &'a str,
+    calculated: bool,
+    kind: &'a str,
+    is_array: bool,
+    options: Option<Vec<&'a str>>,
+}
+
+fn col(c: &Value) -> Col<'_> {
+    let s = |p: &str| c.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let options = c
+        .pointer("/format/options/items")
+        .or_else(|| c.pointer("/format/options"))
+        .and_then(Value::as_array)
+        .map(|o| {
+            o.iter()
+                .filter_map(|x| x.get("name").and_then(Value::as_str).or_else(|| x.as_str()))
+                .collect()
+        });
+    Col {
+        id: s("/id"),
+        name: s("/name"),
+        calculated: c
+            .get("calculated")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        kind: s("/format/type"),
+        is_array: c
+            .pointer("/format/isArray")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        options,
+    }
+}
+
+/// Edit distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The column a write names (by id or exact name; a unique
+/// case-insensitive name match is accepted too).
+fn find<'a>(cols: &'a [Col<'a>], key: &str) -> Option<&'a Col<'a>> {
+    cols.iter()
+        .find(|c| c.id == key || c.name == key)
+        .or_else(|| {
+            let mut it = cols.iter().filter(|c| c.name.eq_ignore_ascii_case(key));
+            match (it.next(), it.next()) {
+                (Some(c), None) => Some(c),
+                _ => None,
+            }
+        })
+}
+
+fn did_you_mean(cols: &[Col<'_>], key: &str) -> String {
+    let mut best: Vec<(usize, &str)> = cols
+        .iter()
+        .map(|c| (distance(c.name, key), c.name))
+        .collect();
+    best.sort();
+    let close: Vec<String> = best
+        .iter()
+        .filter(|(d, _)| *d <= key.chars().count().max(3) / 2 + 1)
+        .take(3)
+        .map(|(_, n)| format!("{n:?}"))
+        .collect();
+    if close.is_empty() {
+        let all: Vec<String> = cols
+            .iter()
+            .take(15)
+            .map(|c| format!("{:?}", c.name))
+            .collect();
+        format!("the table's columns are {}", all.join(", "))
+    } else {
+        format!("did you mean {}?", close.join(" or "))
+    }
+}
+
+fn number_like(s: &str) -> bool {
+    let t: String = s
+        .trim()
+        .trim_start_matches(['$', '€', '£', '¥'])
+        .trim_end_matches('%')
+        .chars()
+        .filter(|c| *c != ',' && *c != '_' && !c.is_whitespace())
+        .collect();
+    !t.is_empty() && t.parse::<f64>().is_ok()
+}
+
+fn check_scalar(c: &Col<'_>, v: &Value) -> Result<(), String> {
+    match c.kind {
+        "number" | "percent" | "currency" | "slider" | "scale" | "duration" => match v {
+            Value::Number(_) => Ok(()),
+            Value::String(s) if s.is_empty() || number_like(s) || c.kind == "duration" => Ok(()),
+            _ => Err(format!("is a {} column: give a number, not {v}", c.kind)),
+        },
+        "checkbox" => match v {
+            Value::Bool(_) => Ok(()),
+            Value::String(s)
+                if matches!(s.to_ascii_lowercase().as_str(), "true" | "false" | "") =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("is a checkbox column: give true or false, not {v}")),
+        },
+        "person" => match v {
+            Value::String(s) if s.is_empty() || s.contains('@') => Ok(()),
+            _ => Err(format!(
+                "is a person column: give an email address, not {v}"
+            )),
+        },
+        "date" | "dateTime" | "time" => match v {
+            Value::String(s) if s.is_empty() || s.chars().any(|ch| ch.is_ascii_digit()) => Ok(()),
+            _ => Err(format!(
+                "is a {} column: give an ISO 8601 value like \"2026-03-01\"{}, not {v}",
+                c.kind,
+                if c.kind == "date" {
+                    ""
+                } else {
+                    " or \"2026-03-01T14:00:00Z\""
+                }
+            )),
+        },
+        "select" => {
+            let (Value::String(s), Some(opts)) = (v, &c.options) else {
+                return Ok(());
+            };
+            if s.is_empty() || opts.iter().any(|o| o.eq_ignore_ascii_case(s)) {
+                Ok(())
+            } else {
+                let shown: Vec<String> = opts.iter().take(10).map(|o| format!("{o:?}")).collect();
+                Err(format!(
+                    "is a select list: {s:?} is not one of its options ({}{})",
+                    shown.join(", "),
+                    if opts.len() > 10 { ", …" } else { "" }
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Check the cells `[{column, value}]` of one row edit against `columns`.
+pub fn check_cells(columns: &[Value], cells: &[Value], at: &str) -> ToolResult<()> {
+    let cols: Vec<Col<'_>> = columns.iter().map(col).collect();
+    for cell in cells {
+        let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
+        let here = format!("{at}.{key}");
+        let Some(c) = find(&cols, key) else {
+            return Err(ToolError::arg(
+                &here,
+                format!(
+                    "the table has no column {key:?}; {}",
+                    did_you_mean(&cols, key)
+                ),
+            ));
+        };
+        if c.calculated {
+            return Err(ToolError::arg(
+                &here,
+                format!(
+                    "{:?} is a formula column: its value is calculated and cannot be written",
+                    c.name
+                ),
+            ));
+        }
+        let v = cell.get("value").unwrap_or(&Value::Null);
+        let result = match v {
+            Value::Array(items) if c.is_array || c.kind == "select" || c.kind == "person" => {
+                items.iter().try_for_each(|x| check_scalar(c, x))
+            }
+            Value::Array(_)
+                if matches!(c.kind, "number" | "checkbox" | "date" | "dateTime" | "time") =>
+            {
+                Err(format!(
+                    "is a single-value {} column: give one value, not a list",
+                    c.kind
+                ))
+            }
+            other => check_scalar(c, other),
+        };
+        result.map_err(|why| ToolError::arg(&here, format!("{:?} {why}", c.name)))?;
+    }
+    Ok(())
+}
+
+/// Check that every key column exists and can identify rows.
+pub fn check_keys(columns: &[Value], keys: &[String]) -> ToolResult<()> {
+    let cols: Vec<Col<'_>> = columns.iter().map(col).collect();
+    for k in keys {
+        if find(&cols, k).is_none() {
+            return Err(ToolError::arg(
+                "keyColumns",
+                format!("the table has no column {k:?}; {}", did_you_mean(&cols, k)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One cell whose stored value differs from what was written.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Mismatch {
+    pub row_id: String,
+    pub column: String,
+    #[schemars(schema_with = "crate::schema::scalar")]
+    pub intended: Value,
+    #[schemars(schema_with = "crate::schema::scalar")]
+    pub stored: Value,
+}
+
+/// What `verify` found.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Rows re-read.
+    pub rows_checked: usize,
+    /// True when every written value was found as sent.
+    pub matches: bool,
+    pub mismatches: Vec<Mismatch>,
+    /// Why some rows or values could not be checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Loose equality between a value sent and the value Coda stores: Coda
+/// parses text into numbers and dates and joins arrays, so compare on
+/// numbers where both parse, else on trimmed text.
+pub fn same(intended: &Value, stored: &Value) -> bool {
+    if intended == stored {
+        return true;
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    let (a, b) = (text(intended), text(stored));
+    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+        return (x - y).abs() < 1e-9;
+    }
+    a == b || a.trim_matches('`') == b.trim_matches('`')
+}
+
+/// Compare one row's intended cells with a row read back (values keyed by
+/// column id), adding mismatches to `out`.
+pub fn compare_row(
+    columns: &[Value],
+    row_id: &str,
+    cells: &[Value],
+    stored: &Value,
+    out: &mut Verification,
+) {
+    let cols: Vec<Col<'_>> = columns.iter().map(col).collect();
+    out.rows_checked += 1;
+    for cell in cells {
+        let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
+        let Some(c) = find(&cols, key) else { continue };
+        let intended = cell.get("value").cloned().unwrap_or(Value::Null);
+        let got = stored
+            .pointer(&format!(
+                "/values/{}",
+                c.id.replace('~', "~0").replace('/', "~1")
+            ))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if !same(&intended, &got) {
+            out.mismatches.push(Mismatch {
+                row_id: row_id.to_owned(),
+                column: c.name.to_owned(),
+                intended,
+                stored: got,
+            });
+        }
+    }
+    out.matches = out.mismatches.is_empty();
+}
+
+/// `{column, value}` cells of a RowEdit value.
+pub fn edit_cells(edit: &Value) -> Vec<Value> {
+    edit.get("cells")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cols() -> Vec<Value> {
+        vec![
+            json!({"id": "c-1", "name": "Name", "format": {"type": "text"}}),
+            json!({"id": "c-2", "name": "Status", "format": {"type": "select", "options": {"items": [{"name": "Todo"}, {"name": "Done"}]}}}),
+            json!({"id": "c-3", "name": "Points", "format": {"type": "number"}}),
+            json!({"id": "c-4", "name": "Done", "calculated": true, "format": {"type": "checkbox"}}),
+            json!({"id": "c-5", "name": "Owner", "format": {"type": "person"}}),
+            json!({"id": "c-6", "name": "Due", "format": {"type": "date"}}),
+        ]
+    }
+
+    fn cell(c: &str, v: Value) -> Vec<Value> {
+        vec![json!({"column": c, "value": v})]
+    }
+
+    #[test]
+    fn unknown_columns_get_a_suggestion() {
+        let e = check_cells(&cols(), &cell("Stauts", json!("Done")), "rows[0]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean \"Status\""), "{e}");
+    }
+
+    #[test]
+    fn formula_columns_and_bad_values_are_refused() {
+        assert!(check_cells(&cols(), &cell("Done", json!(true)), "r").is_err());
+        assert!(check_cells(&cols(), &cell("Status", json!("Blocked")), "r").is_err());
+        assert!(check_cells(&cols(), &cell("Points", json!("many")), "r").is_err());
+        assert!(check_cells(&cols(), &cell("Owner", json!("Ada")), "r").is_err());
+        assert!(check_cells(&cols(), &cell("Due", json!("soon")), "r").is_err());
+        for ok in [
+            ("Status", json!("done")),
+            ("Points", json!("$1,200")),
+            ("Owner", json!("ada@example.com")),
+            ("Due", json!("2026-03-01")),
+            ("c-1", json!("x")),
+        ] {
+            check_cells(&cols(), &cell(ok.0, ok.1.clone()), "r")
+                .unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn stored_values_compare_loosely() {
+        assert!(same(&json!("5"), &json!(5)));
+        assert!(same(&json!(["a", "b"]), &json!("a,b")));
+        assert!(!same(&json!("Done"), &json!("Doing")));
+    }
+}

@@ -1,0 +1,158 @@
+//! Forward authentication: the client's bearer credential is checked by an
+//! upstream API (e.g. its `whoami` endpoint) before the proxy serves it, the
+//! pattern of gateways that front one API's MCP server for many users.
+//!
+//! `GET <--forward-auth-url>` with the client's `Authorization` header and
+//! nothing else: 2xx accepts, and the principal is read from the JSON answer
+//! at `--forward-auth-principal` (a JSON pointer such as `/loginId`; without
+//! one, a digest of the credential names it); 401 and 403 refuse; anything
+//! else (5xx, a timeout, a refused connection, an answer without the
+//! principal) is 503, never an accept. Answers are cached for
+//! `--forward-auth-ttl` keyed by the SHA-256 of the credential (the
+//! credential itself is never stored).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+use super::fetch::{Fetcher, redact_url};
+
+/// How long an answer is reused.
+pub const DEFAULT_FORWARD_AUTH_TTL: Duration = Duration::from_secs(60);
+/// Most cached answers.
+const CACHE_MAX: usize = 10_000;
+
+/// Forward-auth settings.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// The endpoint that vouches for a credential.
+    pub url: Uri,
+    /// JSON pointer to the principal in a 2xx answer.
+    pub principal_pointer: Option<String>,
+    /// Cache lifetime of an answer (0: no cache).
+    pub ttl: Duration,
+}
+
+/// Why forward auth refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ForwardError {
+    /// The upstream said no (401/403).
+    #[error("the credential was refused by the forward-auth endpoint")]
+    Denied,
+    /// The upstream could not say: 503.
+    #[error("forward-auth endpoint unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Clone)]
+enum Outcome {
+    Accept(String),
+    Deny,
+}
+
+/// The forward-auth checker.
+pub struct ForwardAuth {
+    config: ForwardConfig,
+    fetcher: Fetcher,
+    cache: Mutex<HashMap<[u8; 32], (Outcome, Instant)>>,
+    calls: AtomicU64,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ForwardAuth {
+    /// A checker.
+    pub fn new(config: ForwardConfig, fetcher: Fetcher) -> ForwardAuth {
+        ForwardAuth {
+            config,
+            fetcher,
+            cache: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Calls made to the endpoint so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Outcome> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(key)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(o, _)| o.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], outcome: Outcome) {
+        if self.config.ttl.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_MAX {
+            let now = Instant::now();
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (outcome, Instant::now() + self.config.ttl));
+    }
+
+    /// Checks the `Authorization` value `credential`; the principal name.
+    pub async fn check(&self, credential: &HeaderValue) -> Result<String, ForwardError> {
+        let key: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+        match self.cached(&key) {
+            Some(Outcome::Accept(p)) => return Ok(p),
+            Some(Outcome::Deny) => return Err(ForwardError::Denied),
+            None => {}
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, credential.clone());
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let shown = redact_url(&self.config.url);
+        let (status, _, body) = self
+            .fetcher
+            .get(&self.config.url, headers)
+            .await
+            .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            self.remember(key, Outcome::Deny);
+            return Err(ForwardError::Denied);
+        }
+        if !status.is_success() {
+            warn!(url = %shown, %status, "forward-auth endpoint failed; refusing with 503");
+            return Err(ForwardError::Unavailable(format!(
+                "{shown} answered {status}"
+            )));
+        }
+        let principal = match &self.config.principal_pointer {
+            None => format!("sha256:{}", &hex(&key)[..16]),
+            Some(pointer) => {
+                let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+                    ForwardError::Unavailable(format!("{shown} answered 2xx without JSON"))
+                })?;
+                match value.pointer(pointer) {
+                    Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+                    Some(serde_json::Value::Number(n)) => n.to_string(),
+                    _ => {
+                        warn!(url = %shown, pointer, "forward-auth answer lacks the principal; refusing with 503");
+                        return Err(ForwardError::Unavailable(format!(
+                            "{shown} answered without a principal at {pointer}"
+                        )));
+                    }
+                }
+            }
+        };
+        self.remember(key, Outcome::Accept(principal.clone()));
+        Ok(principal)
+    }
+}

@@ -1,0 +1,484 @@
+//! JWT access tokens: the proxy as an OAuth 2.1 resource server, or behind
+//! Cloudflare Access (transport.md §5; RFC 7519, RFC 8725).
+//!
+//! Owns: the signing keys (a JWKS fetched at start and cached, or an HS256
+//! secret), the choice of algorithm, and the claim checks (`iss`, `aud` as
+//! a string or an array, `exp` and `nbf` with 60 s of leeway, `sub`).
+//!
+//! The algorithm is never taken from the token alone: each key says which
+//! algorithms it may verify (from its JWK `alg`, else from its type and
+//! curve), and a token is checked only with a key that allows the token's
+//! `alg`. So `alg: none` finds no key, and an HS256 token "signed" with the
+//! RSA public key finds no HMAC key (a JWKS's symmetric `oct` keys are
+//! ignored). An unknown `kid` triggers one refetch of the JWKS, at most once
+//! per [`DEFAULT_JWKS_MIN_REFETCH`]: a flood of made-up kids costs one fetch
+//! a minute, not one per request.
+//!
+//! A verified token is remembered (keyed by its SHA-256, never the token
+//! itself) until it expires or for [`VERIFIED_CACHE_TTL`], whichever comes
+//! first, so a client's repeated requests cost a hash, not a signature check.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::Uri;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::fetch::Fetcher;
+
+/// Leeway on `exp` and `nbf` for clock skew.
+pub const LEEWAY_SECS: u64 = 60;
+/// Least time between two JWKS fetches caused by unknown key ids.
+pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
+/// A cached JWKS is refreshed (on the next request) once this old.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Most keys kept from one JWKS.
+const MAX_KEYS: usize = 64;
+/// Longest a verified token is remembered.
+pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Most verified tokens remembered.
+const VERIFIED_CACHE_MAX: usize = 10_000;
+
+/// Where the token travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenHeader {
+    /// `Authorization: Bearer <jwt>` (the default).
+    Bearer,
+    /// A header of its own, e.g. `cf-access-jwt-assertion`; a bearer token
+    /// is still accepted when the header is absent (local development).
+    Named(http::HeaderName),
+}
+
+/// JWT settings.
+#[derive(Clone)]
+pub struct JwtConfig {
+    /// Where to fetch signing keys.
+    pub jwks_url: Option<Uri>,
+    /// HS256 shared secret (`--jwt-secret-file`).
+    pub secret: Option<Vec<u8>>,
+    /// Accepted `iss` values (empty: any).
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (never empty: a token for someone else is refused).
+    pub audiences: Vec<String>,
+    /// Where the token travels.
+    pub header: TokenHeader,
+    /// Least time between refetches on unknown kids.
+    pub jwks_min_refetch: Duration,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("jwks_url", &self.jwks_url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .field("header", &self.header)
+            .finish()
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JwtError {
+    /// The token is bad; the reason is for the log and the 401's
+    /// `error_description` (it never repeats the token).
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The keys could not be fetched: 503, never an accept.
+    #[error("signing keys unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// `sub`.
+    pub subject: String,
+    /// `email`, when present.
+    pub email: Option<String>,
+    /// `scope` (space-separated) or `scp` (array).
+    pub scopes: Vec<String>,
+    exp: u64,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<ScopeList>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopeList {
+    One(String),
+    Many(Vec<String>),
+}
+
+struct Key {
+    kid: Option<String>,
+    algorithms: Vec<Algorithm>,
+    key: DecodingKey,
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: Vec<Key>,
+    fetched: Option<Instant>,
+}
+
+/// Verifies tokens.
+pub struct JwtVerifier {
+    config: JwtConfig,
+    fetcher: Fetcher,
+    keys: RwLock<Arc<KeySet>>,
+    secret: Option<DecodingKey>,
+    /// Serialises fetches; holds when the last one was attempted.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
+    verified: Mutex<HashMap<[u8; 32], (Verified, Instant)>>,
+    /// JWKS fetches so far (for tests and `/health`).
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn algorithms_of(jwk: &jsonwebtoken::jwk::Jwk) -> Vec<Algorithm> {
+    if let Some(alg) = jwk.common.key_algorithm {
+        // A named algorithm is the only one the key may verify.
+        return Algorithm::from_str(&format!("{alg:?}"))
+            .ok()
+            .filter(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+            .into_iter()
+            .collect();
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            vec![Algorithm::EdDSA]
+        }
+        _ => vec![],
+    }
+}
+
+/// Parses a JWKS document into verification keys; symmetric, encryption
+/// and unusable keys are left out.
+fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, String> {
+    let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("not a JWKS: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in set.keys.iter().take(MAX_KEYS) {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption))
+            || matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_))
+        {
+            continue;
+        }
+        let algorithms = algorithms_of(jwk);
+        if algorithms.is_empty() {
+            continue;
+        }
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => keys.push(Key {
+                kid: jwk.common.key_id.clone(),
+                algorithms,
+                key,
+            }),
+            Err(e) => {
+                warn!(kid = ?jwk.common.key_id, error = %e, "skipping a JWKS key that cannot be used")
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn describe(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not yet valid (nbf)",
+        ErrorKind::InvalidIssuer => "token issuer not accepted",
+        ErrorKind::InvalidAudience => "token audience is not this server",
+        ErrorKind::InvalidSignature => "token signature invalid",
+        ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (exp, aud, sub, iss)",
+        ErrorKind::InvalidAlgorithm => "token algorithm not accepted for this key",
+        ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => "token claims malformed",
+        _ => "token malformed",
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier; call [`JwtVerifier::prefetch`] at start.
+    pub fn new(config: JwtConfig, fetcher: Fetcher) -> Result<JwtVerifier, String> {
+        let secret = match &config.secret {
+            Some(s) => Some(DecodingKey::from_secret(s).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(JwtVerifier {
+            config,
+            fetcher,
+            keys: RwLock::new(Arc::default()),
+            secret,
+            refetch: tokio::sync::Mutex::new(None),
+            verified: Mutex::new(HashMap::new()),
+            fetches: Default::default(),
+        })
+    }
+
+    /// Where tokens travel.
+    pub fn header(&self) -> &TokenHeader {
+        &self.config.header
+    }
+
+    /// JWKS fetches so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fetches the JWKS once at start; a failure is logged and retried on demand.
+    pub async fn prefetch(&self) {
+        if self.config.jwks_url.is_none() {
+            return;
+        }
+        // Serialised with refetches, but not counted against their
+        // interval: a key rotated just after start is still found at once.
+        let _guard = self.refetch.lock().await;
+        let mut not_counted = None;
+        if let Err(e) = self.fetch_keys(&mut not_counted).await {
+            warn!(error = %e, "fetching the JWKS at start failed; will retry when a token needs it");
+        }
+    }
+
+    async fn fetch_keys(&self, last: &mut Option<Instant>) -> Result<(), JwtError> {
+        let Some(url) = &self.config.jwks_url else {
+            return Err(JwtError::Invalid("unknown signing key"));
+        };
+        *last = Some(Instant::now());
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (status, _, body) = self
+            .fetcher
+            .get(url, http::HeaderMap::new())
+            .await
+            .map_err(|e| JwtError::Unavailable(e.to_string()))?;
+        if !status.is_success() {
+            return Err(JwtError::Unavailable(format!(
+                "JWKS endpoint answered {status}"
+            )));
+        }
+        let keys = parse_jwks(&body).map_err(JwtError::Unavailable)?;
+        info!(keys = keys.len(), "JWKS fetched");
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(KeySet {
+            keys,
+            fetched: Some(Instant::now()),
+        });
+        Ok(())
+    }
+
+    fn key_set(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.validate_exp = true;
+        v.set_audience(&self.config.audiences);
+        let mut required = vec!["exp", "aud", "sub"];
+        if !self.config.issuers.is_empty() {
+            v.set_issuer(&self.config.issuers);
+            required.push("iss");
+        }
+        v.set_required_spec_claims(&required);
+        v
+    }
+
+    fn cached(&self, digest: &[u8; 32]) -> Option<Verified> {
+        let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let (v, until) = cache.get(digest)?;
+        (Instant::now() < *until && now_unix() <= v.exp + LEEWAY_SECS).then(|| v.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], v: &Verified) {
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFIED_CACHE_MAX {
+            let now = Instant::now();
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (v.clone(), Instant::now() + VERIFIED_CACHE_TTL));
+    }
+
+    /// Verifies `token`.
+    pub async fn verify(&self, token: &str) -> Result<Verified, JwtError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(v) = self.cached(&digest) {
+            return Ok(v);
+        }
+        // `alg: none` and unknown algorithms fail here.
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| JwtError::Invalid("token malformed or its algorithm is not accepted"))?;
+        let v = if matches!(header.alg, Algorithm::HS256) {
+            let key = self
+                .secret
+                .as_ref()
+                .ok_or(JwtError::Invalid("token algorithm not accepted"))?;
+            self.check(token, key, header.alg)?
+        } else if matches!(header.alg, Algorithm::HS384 | Algorithm::HS512) {
+            return Err(JwtError::Invalid("token algorithm not accepted"));
+        } else {
+            self.verify_with_jwks(token, header.alg, header.kid.as_deref())
+                .await?
+        };
+        self.remember(digest, &v);
+        Ok(v)
+    }
+
+    async fn verify_with_jwks(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Verified, JwtError> {
+        if self.config.jwks_url.is_none() {
+            return Err(JwtError::Invalid("token algorithm not accepted"));
+        }
+        let mut set = self.key_set();
+        let stale = set.fetched.is_none_or(|t| t.elapsed() > JWKS_MAX_AGE);
+        let known = |set: &KeySet| {
+            set.keys
+                .iter()
+                .any(|k| kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
+        };
+        if stale || !known(&set) {
+            let mut last = self.refetch.lock().await;
+            // Another request may have fetched while this one waited.
+            let fresh = self.key_set();
+            let may_fetch = last.is_none_or(|t| t.elapsed() >= self.config.jwks_min_refetch);
+            let fresh_enough =
+                known(&fresh) && fresh.fetched.is_some_and(|t| t.elapsed() <= JWKS_MAX_AGE);
+            set = if fresh_enough {
+                fresh
+            } else if may_fetch {
+                match self.fetch_keys(&mut last).await {
+                    Ok(()) => self.key_set(),
+                    Err(e) if fresh.keys.is_empty() => return Err(e),
+                    // Keys we still have keep working while the endpoint is down.
+                    Err(e) => {
+                        warn!(error = %e, "refreshing the JWKS failed; keeping the cached keys");
+                        fresh
+                    }
+                }
+            } else if fresh.fetched.is_none() {
+                return Err(JwtError::Unavailable(
+                    "the JWKS could not be fetched yet".into(),
+                ));
+            } else {
+                fresh
+            };
+        }
+        let candidates = set.keys.iter().filter(|k| {
+            kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)) && k.algorithms.contains(&alg)
+        });
+        let mut error = JwtError::Invalid("unknown signing key");
+        for k in candidates {
+            match self.check(token, &k.key, alg) {
+                Ok(v) => return Ok(v),
+                Err(e) => error = e,
+            }
+        }
+        Err(error)
+    }
+
+    fn check(&self, token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Verified, JwtError> {
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg))
+            .map_err(|e| JwtError::Invalid(describe(e.kind())))?;
+        let c = data.claims;
+        if c.sub.is_empty() {
+            return Err(JwtError::Invalid("token has an empty sub"));
+        }
+        let mut scopes: Vec<String> = c
+            .scope
+            .map(|s| s.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        match c.scp {
+            Some(ScopeList::One(s)) => scopes.extend(s.split_whitespace().map(String::from)),
+            Some(ScopeList::Many(v)) => scopes.extend(v),
+            None => {}
+        }
+        Ok(Verified {
+            subject: c.sub,
+            email: c.email,
+            scopes,
+            exp: c.exp,
+        })
+    }
+}
+
+/// Whether a credential looks like a JWS compact token (three base64url parts).
+pub fn looks_like_jwt(token: &str) -> bool {
+    let b64url = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let mut n = 0;
+    token.split('.').all(|p| {
+        n += 1;
+        n <= 3 && b64url(p)
+    }) && n == 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_shape_is_recognised() {
+        assert!(looks_like_jwt("eyJh.eyJz.c2ln"));
+        assert!(!looks_like_jwt("0123456789abcdef"));
+        assert!(!looks_like_jwt("a.b"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt("a..c"));
+        assert!(!looks_like_jwt("a.b+.c"));
+    }
+
+    #[test]
+    fn jwks_symmetric_and_encryption_keys_are_ignored() {
+        let keys = parse_jwks(
+            br#"{"keys":[
+              {"kty":"oct","k":"c2VjcmV0","kid":"sym"},
+              {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed"},
+              {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"enc","use":"enc"},
+              {"kty":"RSA","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB","kid":"rsa","alg":"RS256"}
+            ]}"#,
+        )
+        .unwrap();
+        let kids: Vec<_> = keys.iter().map(|k| k.kid.clone().unwrap()).collect();
+        assert_eq!(kids, vec!["ed", "rsa"]);
+        assert_eq!(keys[0].algorithms, vec![Algorithm::EdDSA]);
+        assert_eq!(keys[1].algorithms, vec![Algorithm::RS256]);
+    }
+}

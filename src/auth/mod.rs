@@ -1,0 +1,436 @@
+//! Who is asking: every MCP request is authenticated to a [`Principal`] or
+//! refused with a typed [`AuthError`] (transport.md §5, §6; spec
+//! `basic/authorization`, `basic/security_best_practices`).
+//!
+//! Methods, any of which may be combined; the first that accepts wins:
+//! - API keys ([`keys`]), as `Authorization: Bearer` or `X-API-Key`;
+//! - JWT access tokens ([`jwt`]): JWKS or HS256, in `Authorization: Bearer`
+//!   or a header of their own (`cf-access-jwt-assertion`);
+//! - forward auth ([`forward`]): an upstream API vouches for the bearer.
+//!
+//! Also here: failed-auth rate limiting per client IP ([`limit`]), the
+//! RFC 9728 metadata and challenges ([`metadata`]), the Origin, Host and
+//! fetch-metadata checks against DNS rebinding and cross-site use
+//! ([`access`]), and the outbound client for JWKS and forward auth
+//! ([`fetch`]).
+//!
+//! The principal owns what it creates: sessions are looked up as
+//! (principal, id), 2026-07-28 clients get a child per principal. The
+//! credential itself goes nowhere: not to the child (argv, env, stdin), not
+//! to a log line, not to an error message.
+
+pub mod access;
+pub mod fetch;
+pub mod forward;
+pub mod jwt;
+pub mod keys;
+pub mod limit;
+pub mod metadata;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, header};
+use ipnet::IpNet;
+
+pub use access::Access;
+
+use crate::audit::Audit;
+use forward::{ForwardAuth, ForwardConfig, ForwardError};
+use jwt::{JwtConfig, JwtError, JwtVerifier, TokenHeader};
+use keys::{ApiKey, KeyRing};
+use limit::FailureLimiter;
+use metadata::ResourceMetadata;
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// No authentication is configured: everyone is the same anonymous principal.
+    None,
+    /// A named API key.
+    ApiKey,
+    /// A JWT's `sub`.
+    Jwt,
+    /// What the forward-auth endpoint answered.
+    Forward,
+}
+
+impl AuthMethod {
+    /// The name used in logs, the audit log and `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::ApiKey => "api-key",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Forward => "forward",
+        }
+    }
+}
+
+/// Who a request comes from. Two principals are the same when method and
+/// name agree: a key named `alice` and a JWT whose `sub` is `alice` are
+/// different principals.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    method: AuthMethod,
+    name: Arc<str>,
+    email: Option<Arc<str>>,
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Principal) -> bool {
+        self.method == other.method && self.name == other.name
+    }
+}
+
+impl Eq for Principal {}
+
+impl std::hash::Hash for Principal {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.method.hash(state);
+        self.name.hash(state);
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.method.as_str(), self.name)
+    }
+}
+
+impl Principal {
+    /// The principal of every request when no authentication is configured.
+    pub fn anonymous() -> Principal {
+        Principal::new(AuthMethod::None, "anonymous")
+    }
+
+    /// A principal.
+    pub fn new(method: AuthMethod, name: &str) -> Principal {
+        Principal {
+            method,
+            name: name.into(),
+            email: None,
+        }
+    }
+
+    /// How it authenticated.
+    pub fn method(&self) -> AuthMethod {
+        self.method
+    }
+
+    /// Its name (key name, `sub`, forward-auth answer).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A JWT's `email`, when it had one.
+    pub fn email(&self) -> Option<&str> {
+        self.email.as_deref()
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// No credential at all: 401.
+    #[error("authentication required: send Authorization: Bearer <token> or X-API-Key")]
+    Missing,
+    /// A credential that does not authenticate: 401.
+    #[error("invalid credential: {0}")]
+    Invalid(&'static str),
+    /// Authenticated, but the token lacks a `--required-scope`: 403.
+    #[error("the token lacks a required scope")]
+    InsufficientScope,
+    /// Too many failed attempts from this IP: 429.
+    #[error("too many failed authentication attempts; retry later")]
+    RateLimited(Duration),
+    /// The JWKS or forward-auth endpoint could not answer: 503.
+    #[error("authentication is temporarily unavailable")]
+    Unavailable,
+}
+
+/// A refusal with the `WWW-Authenticate` challenge it carries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct AuthRefusal {
+    /// Why.
+    pub error: AuthError,
+    /// The `WWW-Authenticate` value for 401 and 403.
+    pub challenge: String,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Named API keys.
+    pub api_keys: Vec<ApiKey>,
+    /// JWT validation.
+    pub jwt: Option<JwtConfig>,
+    /// Forward auth.
+    pub forward: Option<ForwardConfig>,
+    /// `--auth-server`: authorization servers named in the RFC 9728 metadata.
+    pub auth_servers: Vec<String>,
+    /// `--public-url`: the URL clients reach the proxy at.
+    pub public_url: Option<String>,
+    /// `--required-scope`: scopes every JWT must carry.
+    pub required_scopes: Vec<String>,
+    /// `--auth-failure-limit`: failures per IP per minute (0: off).
+    pub failure_limit: u32,
+    /// `--trusted-proxy`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl AuthConfig {
+    /// Whether any method is configured.
+    pub fn is_enabled(&self) -> bool {
+        !self.api_keys.is_empty() || self.jwt.is_some() || self.forward.is_some()
+    }
+
+    /// The configured methods, for `/health` and the start line.
+    pub fn modes(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if !self.api_keys.is_empty() {
+            m.push("api-key");
+        }
+        if self.jwt.is_some() {
+            m.push("jwt");
+        }
+        if self.forward.is_some() {
+            m.push("forward");
+        }
+        if m.is_empty() {
+            m.push("none");
+        }
+        m
+    }
+}
+
+/// Authenticates requests.
+pub struct Authenticator {
+    config: AuthConfig,
+    keys: KeyRing,
+    jwt: Option<JwtVerifier>,
+    forward: Option<ForwardAuth>,
+    metadata: Option<ResourceMetadata>,
+    limiter: FailureLimiter,
+    audit: Arc<Audit>,
+}
+
+/// `Authorization: Bearer <token>`'s token.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl Authenticator {
+    /// An authenticator for `config`; `mcp_path` places the RFC 9728 document.
+    pub fn new(
+        config: AuthConfig,
+        mcp_path: &str,
+        audit: Arc<Audit>,
+    ) -> Result<Authenticator, String> {
+        let fetcher = fetch::Fetcher::new(fetch::DEFAULT_FETCH_TIMEOUT);
+        let jwt = match &config.jwt {
+            Some(c) => Some(JwtVerifier::new(c.clone(), fetcher.clone())?),
+            None => None,
+        };
+        let forward = config
+            .forward
+            .clone()
+            .map(|c| ForwardAuth::new(c, fetcher.clone()));
+        let metadata = match &config.public_url {
+            Some(url) if !config.auth_servers.is_empty() => Some(ResourceMetadata::new(
+                url,
+                mcp_path,
+                config.auth_servers.clone(),
+                config.required_scopes.clone(),
+            )?),
+            _ => None,
+        };
+        Ok(Authenticator {
+            keys: KeyRing::new(&config.api_keys),
+            jwt,
+            forward,
+            metadata,
+            limiter: FailureLimiter::new(config.failure_limit),
+            audit,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Whether requests must authenticate.
+    pub fn is_enabled(&self) -> bool {
+        self.config.is_enabled()
+    }
+
+    /// The RFC 9728 metadata, when the proxy is a resource server.
+    pub fn metadata(&self) -> Option<&ResourceMetadata> {
+        self.metadata.as_ref()
+    }
+
+    /// The JWT verifier, if configured.
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.jwt.as_ref()
+    }
+
+    /// The forward-auth checker, if configured.
+    pub fn forward(&self) -> Option<&ForwardAuth> {
+        self.forward.as_ref()
+    }
+
+    /// Work to do once at start: fetch the JWKS.
+    pub async fn prefetch(&self) {
+        if let Some(j) = &self.jwt {
+            j.prefetch().await;
+        }
+    }
+
+    /// The client's IP as this proxy believes it.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        limit::client_ip(peer, headers, &self.config.trusted_proxies)
+    }
+
+    fn refusal(&self, error: AuthError) -> AuthRefusal {
+        let challenge = match &error {
+            AuthError::Invalid(why) => metadata::challenge(
+                self.metadata.as_ref(),
+                &self.config.required_scopes,
+                Some(("invalid_token", why)),
+            ),
+            AuthError::InsufficientScope => metadata::challenge(
+                self.metadata.as_ref(),
+                &self.config.required_scopes,
+                Some(("insufficient_scope", "the token lacks a required scope")),
+            ),
+            _ => metadata::challenge(self.metadata.as_ref(), &self.config.required_scopes, None),
+        };
+        AuthRefusal { error, challenge }
+    }
+
+    /// Authenticates a request from `peer` (the TCP peer; `None` in
+    /// in-process callers that have none).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Principal, AuthRefusal> {
+        if !self.is_enabled() {
+            return Ok(Principal::anonymous());
+        }
+        let ip = peer.map(|p| self.client_ip(p, headers));
+        if let Some(ip) = ip
+            && let Err(retry) = self.limiter.check(ip)
+        {
+            self.audit.auth_failure("rate limited", ip);
+            return Err(self.refusal(AuthError::RateLimited(retry)));
+        }
+        let result = self.identify(headers).await;
+        match &result {
+            Ok(p) => {
+                if let Some(ip) = ip {
+                    self.audit.auth_success(p, ip);
+                }
+            }
+            Err(e) => {
+                let reason = match e {
+                    AuthError::Invalid(why) => why,
+                    AuthError::Missing => "no credential",
+                    AuthError::InsufficientScope => "insufficient scope",
+                    AuthError::Unavailable => "authentication upstream unavailable",
+                    AuthError::RateLimited(_) => "rate limited",
+                };
+                tracing::debug!(reason, "authentication refused");
+                if let Some(ip) = ip {
+                    if matches!(e, AuthError::Invalid(_)) {
+                        self.limiter.failed(ip);
+                    }
+                    self.audit.auth_failure(reason, ip);
+                }
+            }
+        }
+        result.map_err(|e| self.refusal(e))
+    }
+
+    async fn identify(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        let bearer = bearer(headers);
+        let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        if !self.keys.is_empty() {
+            for candidate in [bearer, x_api_key].into_iter().flatten() {
+                if let Some(name) = self.keys.find(candidate.as_bytes()) {
+                    return Ok(Principal::new(AuthMethod::ApiKey, name));
+                }
+            }
+        }
+        let mut error = None;
+        let mut unavailable = false;
+        if let Some(jwt) = &self.jwt {
+            let token = match jwt.header() {
+                TokenHeader::Bearer => bearer,
+                TokenHeader::Named(h) => headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::trim)
+                    .or(bearer),
+            };
+            if let Some(token) = token.filter(|t| jwt::looks_like_jwt(t)) {
+                match jwt.verify(token).await {
+                    Ok(v) => {
+                        let missing = self
+                            .config
+                            .required_scopes
+                            .iter()
+                            .any(|s| !v.scopes.contains(s));
+                        if missing {
+                            return Err(AuthError::InsufficientScope);
+                        }
+                        let mut p = Principal::new(AuthMethod::Jwt, &v.subject);
+                        p.email = v.email.as_deref().map(Arc::from);
+                        return Ok(p);
+                    }
+                    Err(JwtError::Invalid(why)) => error = Some(AuthError::Invalid(why)),
+                    Err(JwtError::Unavailable(why)) => {
+                        tracing::warn!(error = %why, "JWT signing keys unavailable");
+                        unavailable = true;
+                    }
+                }
+            }
+        }
+        if let Some(forward) = &self.forward
+            && bearer.is_some()
+            && let Some(value) = headers.get(header::AUTHORIZATION)
+        {
+            match forward.check(value).await {
+                Ok(name) => return Ok(Principal::new(AuthMethod::Forward, &name)),
+                Err(ForwardError::Denied) => {
+                    error.get_or_insert(AuthError::Invalid("refused by the forward-auth endpoint"));
+                }
+                Err(ForwardError::Unavailable(why)) => {
+                    tracing::warn!(error = %why, "forward auth unavailable");
+                    unavailable = true;
+                }
+            }
+        }
+        let presented = bearer.is_some()
+            || x_api_key.is_some()
+            || matches!(self.jwt.as_ref().map(|j| j.header()), Some(TokenHeader::Named(h)) if headers.contains_key(h));
+        if unavailable {
+            return Err(AuthError::Unavailable);
+        }
+        match error {
+            Some(e) => Err(e),
+            None if presented => Err(AuthError::Invalid("unknown credential")),
+            None => Err(AuthError::Missing),
+        }
+    }
+}
