@@ -300,10 +300,10 @@ EOF
       podman logs "$cname" 2>&1 | tail -10
       fail "compose: coda_whoami: $(head -c 300 <<<"$out")"
     fi
-    settings=$(podman inspect --format '{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.RestartPolicy.Name}} {{.Config.User}} {{range $p, $b := .HostConfig.PortBindings}}{{range $b}}{{.HostIp}}{{end}}{{end}}' "$cname")
+    # podman-compose runs services in a pod: the port belongs to the pod, so ask `podman port`.
+    settings="$(podman inspect --format '{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.RestartPolicy.Name}} {{.Config.User}}' "$cname") $(podman port "$cname" 2>/dev/null | sed -n 's/.*-> \([0-9.]*\):.*/\1/p' | sort -u | tr '\n' ' ' | sed 's/ $//')"
     echo "read-only, cap drop, restart, user, published on: $settings"
-    if grep -q '^true ' <<<"$settings" && grep -q 'unless-stopped' <<<"$settings" \
-        && grep -q '65532:65532 127.0.0.1$' <<<"$settings"; then
+    if [ "$settings" = "true unless-stopped 65532:65532 127.0.0.1" ]; then
       pass "compose: read-only, restart unless-stopped, uid 65532, published on loopback only"
     else
       fail "compose: container settings: $settings"
