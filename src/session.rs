@@ -137,9 +137,14 @@ impl Session {
     }
 
     /// Whether `MCP-Protocol-Version: v` fits this session: the negotiated
-    /// revision, or the one the client asked for.
+    /// revision, the one the client asked for, or another session-era
+    /// revision this proxy supports. The spec asks for 400 only for an
+    /// invalid or unsupported value, and the official conformance suite
+    /// sends `2025-03-26` on sessions that negotiated `2025-11-25`.
     pub fn accepts_version(&self, v: &str) -> bool {
-        v == *lock(&self.protocol_version) || v == *lock(&self.requested_version)
+        v == *lock(&self.protocol_version)
+            || v == *lock(&self.requested_version)
+            || crate::version::is_session(v)
     }
 
     /// Marks the session as used now.

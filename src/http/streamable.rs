@@ -59,10 +59,10 @@ fn session_of(
 
 /// `MCP-Protocol-Version` after initialization (spec 2025-06-18+
 /// `transports#protocol-version-header`, transport.md §2.7): absent is
-/// fine (the session knows); a value that disagrees with the session is
-/// 400. The session's revision is the negotiated one, or the one the
-/// client asked for (clients that were answered an older revision keep
-/// sending theirs; the official conformance suite does).
+/// fine (the session knows); an unknown, non-ASCII or 2026-07-28 value
+/// is 400. Any supported session-era revision is accepted
+/// ([`Session::accepts_version`]): the official conformance suite sends
+/// one other than the negotiated revision.
 fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyError> {
     let Some(v) = header_str(headers, "mcp-protocol-version") else {
         return Ok(());
