@@ -292,13 +292,16 @@ async fn scenario() {
             .json(
                 &json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{
                 "name":"echo","arguments":{"message":"modern"},
-                "_meta":{"io.modelcontextprotocol/protocolVersion":MODERN}}}),
+                "_meta":{"io.modelcontextprotocol/protocolVersion":MODERN,
+                    "io.modelcontextprotocol/clientInfo":{"name":"nginx-test","version":"1"},
+                    "io.modelcontextprotocol/clientCapabilities":{}}}}),
             )
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "2026-07-28 call through nginx: {v}");
         assert_eq!(text_of(&v), "modern", "{v}");
     }
     for (i, p) in proxies.iter().flatten().enumerate() {
