@@ -67,9 +67,8 @@ use handshake::{InitCache, inject_modern_meta};
 pub use port::{Port, PortKeys, PortKind, STATELESS_LABEL};
 use routes::{
     Fill, Pending, Retry, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
-    client_key, parse_proxy_id, related_target, rewrite_progress_token,
+    parse_proxy_id, related_target, rewrite_progress_token,
 };
-use tasks::TaskOwners;
 
 /// How long the proxy waits for the child's answer to its own requests
 /// (the shared child's re-initialization, subscription bookkeeping).
@@ -258,10 +257,7 @@ impl Upstream {
         let (child, reader) = ChildHandle::spawn(&spec, label)?;
         let reader = reader.reporting_over_cap();
         let protocol = opts.protocol;
-        let routes = Routes {
-            tasks: TaskOwners::new(opts.max_tasks),
-            ..Routes::default()
-        };
+        let routes = Routes::new(opts.max_tasks);
         let up = Arc::new(Upstream {
             spec,
             label: label.to_string(),
@@ -296,18 +292,7 @@ impl Upstream {
         loop {
             let Some(up) = this.upgrade() else { return };
             let now = Instant::now();
-            let (due, next) = {
-                let mut r = lock(&up.routes);
-                let mut due = Vec::new();
-                while let Some(&(at, id)) = r.timers.first() {
-                    if at > now {
-                        break;
-                    }
-                    r.timers.pop_first();
-                    due.push(id);
-                }
-                (due, r.timers.first().map(|(at, _)| *at))
-            };
+            let (due, next) = lock(&up.routes).due(now);
             for id in due {
                 up.expire(id);
             }
@@ -425,31 +410,7 @@ impl Upstream {
     pub async fn detach(self: &Arc<Self>, port: &Port) {
         let (unsubscribe, level) = {
             let mut r = lock(&self.routes);
-            r.ports.remove(&port.key);
-            let mine: Vec<u64> = r
-                .pending
-                .iter()
-                .filter(|(_, p)| p.port == port.key)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in mine {
-                if let Some(p) = r.pending.remove(&id) {
-                    r.by_client.remove(&client_key(p.port, &p.client_id));
-                    if let Some(at) = p.deadline {
-                        r.timers.remove(&(at, id));
-                    }
-                    r.client_pending -= 1;
-                }
-            }
-            r.server_requests.retain(|_, s| s.port != port.key);
-            r.tasks.release(port.key);
-            let mut unsubscribe = Vec::new();
-            r.subscriptions.retain(|uri, subs| {
-                if subs.remove(&port.key) && subs.is_empty() {
-                    unsubscribe.push(uri.clone());
-                }
-                !subs.is_empty()
-            });
+            let unsubscribe = r.forget_port(port.key);
             (unsubscribe, recompute_level(&mut r))
         };
         for uri in unsubscribe {
@@ -558,19 +519,8 @@ impl Upstream {
                     .params_value()
                     .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
                 if let Some(uri) = uri {
-                    let forward = {
-                        let mut r = lock(&self.routes);
-                        let subs = r.subscriptions.entry(uri.clone()).or_default();
-                        let forward = if method == "resources/subscribe" {
-                            subs.insert(port.key) && subs.len() == 1
-                        } else {
-                            subs.remove(&port.key) && subs.is_empty()
-                        };
-                        if subs.is_empty() {
-                            r.subscriptions.remove(&uri);
-                        }
-                        forward
-                    };
+                    let subscribe = method == "resources/subscribe";
+                    let forward = lock(&self.routes).count_subscription(&uri, port.key, subscribe);
                     if !forward {
                         // Another session already holds (or still holds) the child's subscription.
                         reply.respond(&jsonrpc::result_response(
@@ -694,52 +644,25 @@ impl Upstream {
         let (frame, token) = rewrite_progress_token(frame, id);
         pending.token = token;
         let frame = frame.with_id(id.to_string().as_bytes());
-        let mut holder = Some(pending);
-        let refused = {
-            let mut r = lock(&self.routes);
-            // Invariant: `holder` is full until the insertion below.
-            let pending = holder.as_mut().expect("pending not yet stored");
-            let key = client_key(pending.port, &pending.client_id);
-            if pending.port != 0 && !r.ports.contains_key(&pending.port) {
-                // The session was detached (DELETE, idle expiry) while this
-                // request was on its way: nothing would ever remove it.
-                Some(UpstreamError::SessionEnded)
-            } else if pending.port != 0 && r.by_client.contains_key(&key) {
-                Some(UpstreamError::DuplicateId(
-                    String::from_utf8_lossy(&pending.client_id).into_owned(),
-                ))
-            } else {
-                if let Some(t) = self.opts.request_timeout {
-                    let at = Instant::now() + t;
-                    pending.deadline = Some(at);
-                    let sooner = r.timers.first().is_none_or(|(first, _)| at < *first);
-                    r.timers.insert((at, id));
-                    if sooner {
-                        self.timer_wake.notify_one();
-                    }
-                }
-                if pending.port != 0 {
-                    r.by_client.insert(key, id);
-                    r.client_pending += 1;
-                }
-                let pending = holder.take().expect("pending not yet stored");
-                r.pending.insert(id, pending);
-                None
+        let deadline = self.opts.request_timeout.map(|t| Instant::now() + t);
+        let admitted = lock(&self.routes).admit(id, pending, deadline);
+        match admitted {
+            Ok(true) => self.timer_wake.notify_one(),
+            Ok(false) => {}
+            Err(refused) => {
+                let (e, pending) = *refused;
+                let code = match e {
+                    UpstreamError::DuplicateId(_) => code::INVALID_REQUEST,
+                    _ => code::SERVER_ERROR,
+                };
+                pending.reply.respond(&jsonrpc::error_response(
+                    Some(&pending.client_id),
+                    code,
+                    &e.to_string(),
+                    None,
+                ));
+                return Err(e);
             }
-        };
-        if let Some(e) = refused {
-            let pending = holder.expect("a refused request was not stored");
-            let code = match e {
-                UpstreamError::DuplicateId(_) => code::INVALID_REQUEST,
-                _ => code::SERVER_ERROR,
-            };
-            pending.reply.respond(&jsonrpc::error_response(
-                Some(&pending.client_id),
-                code,
-                &e.to_string(),
-                None,
-            ));
-            return Err(e);
         }
         trace!(message = %String::from_utf8_lossy(frame.bytes()), "to child");
         match self.send_line(&child, frame.to_line()).await {
@@ -776,19 +699,7 @@ impl Upstream {
     }
 
     fn take_pending(&self, id: u64) -> Option<Pending> {
-        let mut r = lock(&self.routes);
-        let p = r.pending.remove(&id)?;
-        if let Some(at) = p.deadline {
-            r.timers.remove(&(at, id));
-        }
-        if p.port != 0 {
-            let key = client_key(p.port, &p.client_id);
-            if r.by_client.get(&key) == Some(&id) {
-                r.by_client.remove(&key);
-            }
-            r.client_pending -= 1;
-        }
-        Some(p)
+        lock(&self.routes).take(id)
     }
 
     fn fail_pending(&self, id: u64, why: &str) {
@@ -932,8 +843,8 @@ impl Upstream {
             debug!("notifications/cancelled without a requestId dropped");
             return Ok(());
         };
-        let key = client_key(port.key, &frame.bytes()[at.clone()]);
-        let Some(id) = lock(&self.routes).by_client.get(&key).copied() else {
+        let client_id = &frame.bytes()[at.clone()];
+        let Some(id) = lock(&self.routes).proxy_id(port.key, client_id) else {
             debug!("cancellation of an unknown or finished request ignored");
             return Ok(());
         };
@@ -965,10 +876,7 @@ impl Upstream {
     /// The proxy cancels a client's request itself (a 2026-07-28 client
     /// closed its stream, which is that era's cancellation).
     pub fn cancel_request(&self, port: &Port, client_id: &[u8], reason: &str) {
-        let id = lock(&self.routes)
-            .by_client
-            .get(&client_key(port.key, client_id))
-            .copied();
+        let id = lock(&self.routes).proxy_id(port.key, client_id);
         if let Some(id) = id
             && self.take_pending(id).is_some()
         {

@@ -291,3 +291,68 @@ impl Upstream {
         parse_proxy_id(id.to_string().as_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::PortKind;
+
+    fn port(key: u64, level: Option<&str>) -> Arc<Port> {
+        let p = Port::new(key, format!("s{key}").into(), PortKind::Session);
+        *lock(&p.log_level) = level.and_then(log_rank);
+        p
+    }
+
+    #[test]
+    fn log_messages_pass_at_or_above_the_sessions_level() {
+        let p = port(1, Some("warning"));
+        assert!(passes(Some(&p), log_rank("error")));
+        assert!(passes(Some(&p), log_rank("warning")));
+        assert!(!passes(Some(&p), log_rank("info")));
+        // No level asked for, or a message without one: it passes.
+        assert!(passes(Some(&port(2, None)), log_rank("debug")));
+        assert!(passes(Some(&p), None));
+        assert!(passes(None, log_rank("debug")));
+        assert_eq!(log_rank("loud"), None);
+    }
+
+    #[test]
+    fn the_child_gets_the_most_verbose_level_any_session_asked_for() {
+        let mut r = Routes::new(4);
+        r.ports.insert(1, port(1, Some("error")));
+        assert_eq!(recompute_level(&mut r), log_rank("error"));
+        r.ports.insert(2, port(2, Some("info")));
+        assert_eq!(recompute_level(&mut r), log_rank("info"));
+        // Unchanged: nothing to tell the child.
+        assert_eq!(recompute_level(&mut r), None);
+        r.ports.remove(&2);
+        assert_eq!(recompute_level(&mut r), log_rank("error"));
+    }
+
+    #[test]
+    fn a_listener_sees_what_it_asked_for_tagged_with_its_id() {
+        let f = ListenFilter {
+            id: b"\"L1\"".to_vec().into(),
+            tools: true,
+            uris: vec!["file:///a".into()],
+            ..ListenFilter::default()
+        };
+        let tools = f
+            .admit(br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&tools).unwrap();
+        assert_eq!(v["params"]["_meta"][SUBSCRIPTION_ID_KEY], "L1");
+        assert!(
+            f.admit(br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#)
+                .is_none()
+        );
+        let updated = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a"}}"#;
+        assert!(f.admit(updated).is_some());
+        let other = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///b"}}"#;
+        assert!(f.admit(other).is_none());
+        assert!(
+            f.admit(br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#)
+                .is_none()
+        );
+    }
+}

@@ -37,6 +37,22 @@ pub struct EraHints {
     pub(super) refuses_discover: AtomicBool,
 }
 
+impl EraHints {
+    /// Whether the handshake of a child speaking `era` starts with the
+    /// `server/discover` probe: only when the era is to be found out
+    /// (`auto`), and then when the child serves 2026-07-28 clients
+    /// (`prefer_discover`) unless an earlier child refused the probe, or
+    /// when an earlier child refused `initialize`.
+    pub(super) fn probe_first(&self, era: UpstreamProtocol, prefer_discover: bool) -> bool {
+        era == UpstreamProtocol::Auto
+            && if prefer_discover {
+                !self.refuses_discover.load(Ordering::Relaxed)
+            } else {
+                self.refuses_initialize.load(Ordering::Relaxed)
+            }
+    }
+}
+
 /// The child's one handshake: the parameters it was made with (replayed
 /// after a restart) and its answer, an InitializeResult for a legacy child
 /// or a DiscoverResult for a modern one.
@@ -241,13 +257,7 @@ impl Upstream {
             ));
         }
         let hints = &self.opts.era_hints;
-        let discover_first = era == UpstreamProtocol::Auto
-            && if self.opts.discover_first {
-                !hints.refuses_discover.load(Ordering::Relaxed)
-            } else {
-                hints.refuses_initialize.load(Ordering::Relaxed)
-            };
-        if discover_first {
+        if hints.probe_first(era, self.opts.discover_first) {
             match self
                 .call_within(
                     "server/discover",
@@ -324,5 +334,82 @@ impl Upstream {
             );
             let _ = self.write(&n).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::PortKind;
+
+    #[test]
+    fn the_probe_goes_first_only_in_auto_and_not_after_a_refusal() {
+        let hints = EraHints::default();
+        assert!(!hints.probe_first(UpstreamProtocol::Legacy, true));
+        assert!(!hints.probe_first(UpstreamProtocol::Modern, true));
+        assert!(hints.probe_first(UpstreamProtocol::Auto, true));
+        assert!(!hints.probe_first(UpstreamProtocol::Auto, false));
+        hints.refuses_discover.store(true, Ordering::Relaxed);
+        assert!(!hints.probe_first(UpstreamProtocol::Auto, true));
+        hints.refuses_initialize.store(true, Ordering::Relaxed);
+        assert!(hints.probe_first(UpstreamProtocol::Auto, false));
+    }
+
+    #[test]
+    fn a_cached_result_is_answered_in_an_older_requested_version_only() {
+        let result = Bytes::from_static(br#"{"protocolVersion":"2025-06-18","capabilities":{}}"#);
+        let older = answer_in_version(&result, Some("2025-03-26"));
+        let v: Value = serde_json::from_slice(&older).unwrap();
+        assert_eq!(v["protocolVersion"], "2025-03-26");
+        assert_eq!(answer_in_version(&result, Some("2025-11-25")), result);
+        assert_eq!(answer_in_version(&result, Some("1999-01-01")), result);
+        assert_eq!(answer_in_version(&result, None), result);
+    }
+
+    #[test]
+    fn a_discover_result_becomes_an_initialize_result_in_a_session_version() {
+        let d = br#"{"capabilities":{"tools":{}},"instructions":"hi","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"1"}}}"#;
+        let r = initialize_from_discover(d, Some("2025-06-18"));
+        assert_eq!(r["protocolVersion"], "2025-06-18");
+        assert_eq!(r["capabilities"]["tools"], serde_json::json!({}));
+        assert_eq!(r["serverInfo"]["name"], "s");
+        assert_eq!(r["instructions"], "hi");
+        let r = initialize_from_discover(b"not json", Some(MODERN_VERSION));
+        assert_eq!(r["protocolVersion"], LATEST_SESSION_VERSION);
+        assert_eq!(r["serverInfo"]["name"], "mcp-server");
+    }
+
+    #[test]
+    fn a_session_era_request_to_a_modern_child_carries_what_the_handshake_set() {
+        let port = Port::new(1, "s".into(), PortKind::Session);
+        port.set_client(&serde_json::json!({
+            "capabilities": {"sampling": {}},
+            "clientInfo": {"name": "c", "version": "2"},
+        }));
+        *lock(&port.log_level) = Some(3);
+        let f = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"kept"}}}"#),
+            true,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(inject_modern_meta(f, &port).bytes()).unwrap();
+        let meta = &v["params"]["_meta"];
+        assert_eq!(meta["io.modelcontextprotocol/protocolVersion"], "kept");
+        assert_eq!(
+            meta["io.modelcontextprotocol/clientCapabilities"]["sampling"],
+            serde_json::json!({})
+        );
+        assert_eq!(meta["io.modelcontextprotocol/clientInfo"]["name"], "c");
+        assert_eq!(meta["io.modelcontextprotocol/logLevel"], LOG_LEVELS[3]);
+        let p: Value =
+            serde_json::from_slice(&modern_meta_params(&Value::Null, &Value::Null)).unwrap();
+        assert_eq!(
+            p["_meta"]["io.modelcontextprotocol/protocolVersion"],
+            MODERN_VERSION
+        );
+        assert_eq!(
+            p["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+            serde_json::json!({})
+        );
     }
 }

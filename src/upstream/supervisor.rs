@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
-use super::routes::{Pending, related_call};
+use super::routes::related_call;
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, Health, Upstream, lock};
 use crate::child::ChildHandle;
 use crate::jsonrpc::{self, Frame, LineError, code};
@@ -167,15 +167,7 @@ impl Upstream {
     pub(super) fn fail_all(&self, why: &str, close_sessions: bool) {
         let (pending, ports) = {
             let mut r = lock(&self.routes);
-            r.by_client.clear();
-            r.client_pending = 0;
-            r.tasks.clear();
-            r.parked.clear();
-            let pending: Vec<Pending> = r.pending.drain().map(|(_, p)| p).collect();
-            // The streams that carried the child's requests stay open: they
-            // may be a session's GET or legacy stream, which outlive the child.
-            r.server_requests.clear();
-            (pending, r.ports.values().cloned().collect::<Vec<_>>())
+            (r.drain(), r.ports.values().cloned().collect::<Vec<_>>())
         };
         if !pending.is_empty() {
             info!(
