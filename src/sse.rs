@@ -525,6 +525,28 @@ impl Outlet {
     }
 }
 
+/// The multiplexer's view of a stream (see [`crate::upstream::ReplySink`]).
+impl crate::upstream::ReplySink for Outlet {
+    fn send(&self, message: &[u8]) {
+        Outlet::send(self, message);
+    }
+    fn send_response(&self, message: &[u8]) {
+        Outlet::send_response(self, message);
+    }
+    fn forgo(&self) {
+        Outlet::forgo(self);
+    }
+    fn finish(&self) {
+        Outlet::finish(self);
+    }
+    fn is_finished(&self) -> bool {
+        Outlet::is_finished(self)
+    }
+    fn is_live(&self) -> bool {
+        Outlet::is_live(self)
+    }
+}
+
 impl Drop for Outlet {
     fn drop(&mut self) {
         if let Some(b) = &self.budget {

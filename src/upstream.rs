@@ -32,7 +32,16 @@
 //!   questions reach a session-era client as requests, a 2025-era child's
 //!   requests reach a 2026-07-28 client as `input_required`.
 //!
-//! Does not own: HTTP, session ids or eras (see [`crate::session`], [`crate::http`]).
+//! Does not own: HTTP, SSE encoding, session ids or eras (see
+//! [`crate::session`], [`crate::http`]); what it routes to a client goes
+//! to a [`ReplySink`], which the HTTP layer implements.
+//!
+//! Where things are: the routing tables in `routes`, a session's view in
+//! `port`, the handshake in `handshake`, the child's life in `supervisor`,
+//! fan-out of unrelated notifications in `fanout`, task ownership in
+//! `tasks`, multi round-trip requests in `mrtr`, the sink trait in `sink`.
+//! This file: the [`Upstream`] type, writes to the child, client requests
+//! on their way in and the child's answers and requests on their way out.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -49,7 +58,6 @@ use tracing::{Instrument, debug, info_span, trace, warn};
 
 use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
 use crate::jsonrpc::{self, Frame, Kind, Message, code};
-use crate::sse::Outlet;
 pub use crate::version::UpstreamProtocol;
 
 mod fanout;
@@ -57,6 +65,7 @@ mod handshake;
 mod mrtr;
 mod port;
 mod routes;
+mod sink;
 mod supervisor;
 mod tasks;
 
@@ -69,6 +78,7 @@ use routes::{
     Fill, Pending, Retry, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
     parse_proxy_id, related_target, rewrite_progress_token,
 };
+pub use sink::{ReplySink, Sink};
 
 /// How long the proxy waits for the child's answer to its own requests
 /// (the shared child's re-initialization, subscription bookkeeping).
@@ -138,7 +148,7 @@ pub enum UpstreamError {
 /// Where a request's response (and what relates to it) goes.
 pub enum Reply {
     /// An SSE stream: related messages, then the response.
-    Stream(Arc<Outlet>),
+    Stream(Sink),
     /// A single waiter for the response only (JSON response mode, batches,
     /// the proxy's own requests).
     Once(oneshot::Sender<Message>),
@@ -163,7 +173,7 @@ impl Reply {
         }
     }
 
-    fn stream(&self) -> Option<&Arc<Outlet>> {
+    fn stream(&self) -> Option<&Sink> {
         match self {
             Reply::Stream(o) => Some(o),
             Reply::Once(_) | Reply::Detached => None,

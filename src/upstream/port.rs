@@ -12,9 +12,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::fanout::ListenFilter;
-use super::lock;
+use super::{Sink, lock};
 use crate::jsonrpc::Frame;
-use crate::sse::Outlet;
 
 /// What kind of client a session is, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +34,7 @@ pub struct Port {
     pub kind: PortKind,
     /// The stream for messages unrelated to any request (the GET stream, or
     /// the single stream of a legacy session).
-    pub(super) notify: Mutex<Option<Arc<Outlet>>>,
+    pub(super) notify: Mutex<Option<Sink>>,
     /// Client capabilities from its `initialize` (sampling, roots, elicitation).
     pub(super) capabilities: Mutex<Value>,
     /// `clientInfo` from its `initialize`, forwarded in `_meta` to a modern child.
@@ -76,28 +75,13 @@ impl Port {
         lock(&self.principal).clone()
     }
 
-    /// The stream for unrelated messages: the one attached, or a new one
-    /// from `make`, decided under one lock so that two concurrent GETs
-    /// cannot both attach a stream. `true` when it was already there.
-    pub fn notify_or_attach(&self, make: impl FnOnce() -> Arc<Outlet>) -> (Arc<Outlet>, bool) {
-        let mut notify = lock(&self.notify);
-        match notify.as_ref() {
-            Some(o) if !o.is_finished() => (o.clone(), true),
-            _ => {
-                let o = make();
-                *notify = Some(o.clone());
-                (o, false)
-            }
-        }
-    }
-
     /// Sets (or replaces) the stream for unrelated messages; returns the old one.
-    pub fn set_notify(&self, outlet: Option<Arc<Outlet>>) -> Option<Arc<Outlet>> {
+    pub fn set_notify(&self, outlet: Option<Sink>) -> Option<Sink> {
         std::mem::replace(&mut *lock(&self.notify), outlet)
     }
 
     /// The stream for unrelated messages, if one is attached.
-    pub fn notify_stream(&self) -> Option<Arc<Outlet>> {
+    pub fn notify_stream(&self) -> Option<Sink> {
         lock(&self.notify).clone()
     }
 
@@ -179,3 +163,55 @@ impl PortKeys {
 
 /// Label of the port of a request that belongs to no session.
 pub const STATELESS_LABEL: &str = "stateless";
+
+#[cfg(test)]
+mod tests {
+    use super::super::sink::ReplySink;
+    use super::super::sink::testing::Recorder;
+    use super::*;
+
+    #[test]
+    fn unrelated_messages_reach_the_open_stream_only() {
+        let port = Port::new(1, "s".into(), PortKind::Session);
+        assert!(!port.send_unrelated(b"{}"), "no stream attached");
+        let sink = Arc::new(Recorder::default());
+        port.set_notify(Some(sink.clone()));
+        assert!(port.send_unrelated(br#"{"a":1}"#));
+        assert_eq!(*sink.sent.lock().unwrap(), [br#"{"a":1}"#.to_vec()]);
+        sink.finish();
+        assert!(
+            !port.send_unrelated(b"{}"),
+            "a finished stream takes nothing"
+        );
+    }
+
+    #[test]
+    fn a_listen_stream_takes_only_what_it_asked_for() {
+        let port = Port::new(1, "l".into(), PortKind::Modern);
+        let sink = Arc::new(Recorder::default());
+        port.set_notify(Some(sink.clone()));
+        port.set_listen(ListenFilter {
+            id: b"7".to_vec().into(),
+            prompts: true,
+            ..ListenFilter::default()
+        });
+        let tools = br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+        let prompts = br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#;
+        assert!(!port.send_unrelated(tools));
+        assert!(port.send_unrelated(prompts));
+        let sent = sink.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        let v: Value = serde_json::from_slice(&sent[0]).unwrap();
+        assert_eq!(v["params"]["_meta"][super::super::SUBSCRIPTION_ID_KEY], 7);
+    }
+
+    #[test]
+    fn capabilities_decide_which_requests_a_client_can_take() {
+        let port = Port::new(1, "s".into(), PortKind::Session);
+        port.set_client(&serde_json::json!({"capabilities": {"roots": {}}}));
+        assert!(port.supports("roots/list"));
+        assert!(!port.supports("sampling/createMessage"));
+        assert!(!port.supports("elicitation/create"));
+        assert!(port.supports("ping"));
+    }
+}

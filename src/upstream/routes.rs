@@ -14,9 +14,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::tasks::TaskOwners;
-use super::{Port, Reply, UpstreamError};
+use super::{Port, Reply, Sink, UpstreamError};
 use crate::jsonrpc::{self, Frame};
-use crate::sse::Outlet;
 
 /// What a 2026-07-28 client needs added to a 2025-era child's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +81,7 @@ pub(super) struct ServerRequest {
     /// The id as the child wrote it; the client's answer goes back with it.
     pub(super) raw_id: Box<[u8]>,
     pub(super) port: u64,
-    pub(super) outlet: Option<Arc<Outlet>>,
+    pub(super) outlet: Option<Sink>,
     /// Set when the proxy itself asked (for a 2026-07-28 child's
     /// `input_required`): the client's answer goes here, not to the child.
     pub(super) answer: Option<oneshot::Sender<Frame>>,
