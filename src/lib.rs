@@ -30,6 +30,8 @@
 //!   requests translated between eras) and `upstream::sink` (the
 //!   `ReplySink` trait through which it hands messages to the HTTP layer,
 //!   which it does not depend on).
+//! - [`trace`]: the W3C `traceparent`/`tracestate` of an HTTP request,
+//!   carried into the `_meta` of the messages it holds.
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
 //!   their streams, idle expiry and the session cap.
 //! - [`http`]: the accept loop and one front-end per protocol era:
@@ -85,5 +87,6 @@ pub mod session;
 pub mod shutdown;
 pub mod sse;
 pub mod store;
+pub mod trace;
 pub mod upstream;
 pub mod version;
