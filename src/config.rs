@@ -65,6 +65,10 @@ pub const DEFAULT_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const DEFAULT_ONESHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A new connection must send a whole request head this soon (slowloris).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's whole body must arrive this soon after its head (a body
+/// that drips or never comes holds a handler, and the idle timeout does
+/// not apply while a request is being handled).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection with no bytes moving and no request being handled is
 /// closed after this. Open SSE streams send keep-alives, so they stay.
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -240,6 +244,9 @@ pub struct Args {
     /// close a connection that has not sent a complete request head this long after it was accepted (default 10s)
     #[argh(option)]
     pub header_read_timeout: Option<String>,
+    /// answer 408 to a request whose body has not fully arrived this long after its head (default 30s)
+    #[argh(option)]
+    pub body_read_timeout: Option<String>,
     /// close a connection that moves no bytes and has no request in progress for this long; must exceed --keep-alive (default 2m)
     #[argh(option)]
     pub connection_idle_timeout: Option<String>,
@@ -362,6 +369,8 @@ pub struct Config {
     pub oneshot_idle_timeout: Duration,
     /// Deadline for a new connection's first request head.
     pub header_read_timeout: Duration,
+    /// Deadline for a request's body, from its head.
+    pub body_read_timeout: Duration,
     /// Idle connection expiry.
     pub connection_idle_timeout: Duration,
     /// Connection cap.
@@ -991,6 +1000,16 @@ impl Config {
                     dur,
                 )?,
             )?,
+            body_read_timeout: positive(
+                "body-read-timeout",
+                r.parsed(
+                    "body-read-timeout",
+                    &args.body_read_timeout,
+                    DEFAULT_BODY_READ_TIMEOUT,
+                    parse_duration,
+                    dur,
+                )?,
+            )?,
             connection_idle_timeout,
             max_connections: count(
                 "max-connections",
@@ -1163,6 +1182,7 @@ mod tests {
         let c = parse(&["--", "s"], &[]).unwrap();
         assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(c.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(c.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
         assert_eq!(c.connection_idle_timeout, DEFAULT_CONNECTION_IDLE_TIMEOUT);
         assert_eq!(c.oneshot_idle_timeout, DEFAULT_ONESHOT_IDLE_TIMEOUT);
         assert_eq!(c.replica_id, None);
@@ -1171,6 +1191,7 @@ mod tests {
             &[
                 ("MCP_PROXY_MAX_CONNECTIONS", "7"),
                 ("MCP_PROXY_HEADER_READ_TIMEOUT", "2s"),
+                ("MCP_PROXY_BODY_READ_TIMEOUT", "3s"),
                 ("MCP_PROXY_CONNECTION_IDLE_TIMEOUT", "1m"),
                 ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
@@ -1181,6 +1202,7 @@ mod tests {
         assert_eq!(c.child.stderr_lines_per_second, 5);
         assert_eq!(c.max_connections, 7);
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(3));
         assert_eq!(c.connection_idle_timeout, Duration::from_secs(60));
         assert_eq!(c.oneshot_idle_timeout, Duration::from_secs(5));
         assert_eq!(c.replica_id.as_deref(), Some("r-1"));

@@ -748,3 +748,32 @@ async fn a_reused_id_is_refused_while_the_first_request_is_in_flight() {
     assert!(is_error(&first), "{first}");
     proxy.stop().await;
 }
+
+// ---- a POST body that never finishes (slowloris body) ----
+
+/// Regression: a client that sent a request head and then dripped (or
+/// never sent) its body held the handler and the connection forever: the
+/// idle timeout does not apply while a request is in the handler.
+#[tokio::test]
+async fn a_body_that_never_finishes_gets_408_within_the_body_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start(&["--body-read-timeout", "300ms"]).await;
+    let addr = proxy.base().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 200\r\n\r\n{{\"jsonrpc\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer, not a connection held open")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("-32600"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_responsive(&proxy).await;
+    proxy.stop().await;
+}

@@ -479,7 +479,16 @@ impl App {
         body: Incoming,
         headers: &HeaderMap,
     ) -> Result<Bytes, ProxyError> {
-        let bytes = read_body(body, headers, self.config.max_body_bytes).await?;
+        let read = read_body(body, headers, self.config.max_body_bytes);
+        let timeout = self.config.body_read_timeout;
+        let Ok(bytes) = tokio::time::timeout(timeout, read).await else {
+            warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "request body not complete within --body-read-timeout; answered 408"
+            );
+            return Err(ProxyError::BodyReadTimeout(timeout));
+        };
+        let bytes = bytes?;
         self.metrics.bytes_in(bytes.len());
         Ok(bytes)
     }
