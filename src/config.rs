@@ -41,6 +41,9 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Messages waiting for one SSE consumer before it is cut off as too slow.
 pub const DEFAULT_MAX_QUEUE: usize = 1024;
+/// Bytes of notifications waiting for one SSE consumer before the queue
+/// policy applies (cut off if it can resume, else notifications dropped).
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// Bytes kept per stream for replay: a session keeps up to 32 streams, so
@@ -205,6 +208,9 @@ pub struct Args {
     /// messages queued for one SSE stream before the slow client is cut off (default 1024)
     #[argh(option)]
     pub max_queue: Option<String>,
+    /// bytes of notifications queued for one SSE stream before the slow client is cut off, or on a stream without event ids the notification dropped (default 4M)
+    #[argh(option)]
+    pub max_queue_bytes: Option<String>,
     /// events kept per stream for Last-Event-ID replay; 0 disables resumption (default 256)
     #[argh(option)]
     pub replay_events: Option<String>,
@@ -345,6 +351,8 @@ pub struct Config {
     pub keep_alive: Duration,
     /// Per-stream queue cap.
     pub max_queue: usize,
+    /// Per-stream queue cap, in bytes.
+    pub max_queue_bytes: usize,
     /// Per-stream replay buffer.
     pub replay_events: usize,
     /// Per-stream replay buffer, in bytes.
@@ -923,6 +931,13 @@ impl Config {
             request_timeout,
             keep_alive,
             max_queue: count("max-queue", &args.max_queue, DEFAULT_MAX_QUEUE, 1)?,
+            max_queue_bytes: r.parsed(
+                "max-queue-bytes",
+                &args.max_queue_bytes,
+                DEFAULT_MAX_QUEUE_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
             replay_events: count(
                 "replay-events",
                 &args.replay_events,
@@ -1183,6 +1198,7 @@ mod tests {
         assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(c.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
         assert_eq!(c.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        assert_eq!(c.max_queue_bytes, DEFAULT_MAX_QUEUE_BYTES);
         assert_eq!(c.connection_idle_timeout, DEFAULT_CONNECTION_IDLE_TIMEOUT);
         assert_eq!(c.oneshot_idle_timeout, DEFAULT_ONESHOT_IDLE_TIMEOUT);
         assert_eq!(c.replica_id, None);
@@ -1192,6 +1208,7 @@ mod tests {
                 ("MCP_PROXY_MAX_CONNECTIONS", "7"),
                 ("MCP_PROXY_HEADER_READ_TIMEOUT", "2s"),
                 ("MCP_PROXY_BODY_READ_TIMEOUT", "3s"),
+                ("MCP_PROXY_MAX_QUEUE_BYTES", "64k"),
                 ("MCP_PROXY_CONNECTION_IDLE_TIMEOUT", "1m"),
                 ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
@@ -1203,6 +1220,7 @@ mod tests {
         assert_eq!(c.max_connections, 7);
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));
         assert_eq!(c.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.max_queue_bytes, 64 * 1024);
         assert_eq!(c.connection_idle_timeout, Duration::from_secs(60));
         assert_eq!(c.oneshot_idle_timeout, Duration::from_secs(5));
         assert_eq!(c.replica_id.as_deref(), Some("r-1"));

@@ -20,14 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::audit::Audit;
 use crate::auth::Principal;
-use crate::sse::{Outlet, ReplayBudget};
+use crate::sse::{LiveRx, Outlet, ReplayBudget};
 use crate::upstream::{Port, Upstream};
 
 /// Requests after `initialize` a session may make and still count as a
@@ -42,6 +40,8 @@ const KEPT_STREAMS: usize = 32;
 pub struct StreamLimits {
     /// Per-stream live queue.
     pub max_queue: usize,
+    /// Per-stream live queue, in bytes of notifications.
+    pub max_queue_bytes: usize,
     /// Per-stream replay buffer (0: no event ids, no replay).
     pub replay_events: usize,
     /// Per-stream replay buffer, in bytes.
@@ -174,7 +174,7 @@ impl Session {
     }
 
     /// A new POST stream owing `owed` responses.
-    pub fn open_stream(&self, owed: usize) -> (Arc<Outlet>, mpsc::Receiver<Bytes>) {
+    pub fn open_stream(&self, owed: usize) -> (Arc<Outlet>, LiveRx) {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let with_ids = self.limits.replay_events > 0;
         let (outlet, rx) = Outlet::new(
@@ -187,6 +187,7 @@ impl Session {
         let outlet = Arc::new(
             outlet
                 .with_replay_bytes(self.limits.replay_bytes)
+                .with_queue_bytes(self.limits.max_queue_bytes)
                 .with_budget(self.limits.budget.clone())
                 .with_metrics(self.limits.metrics.clone()),
         );
@@ -214,7 +215,7 @@ impl Session {
 
     /// The standalone GET stream: a new GET replaces the previous response
     /// on the same logical stream (no 409; transport.md §7.E).
-    pub fn open_get_stream(&self) -> mpsc::Receiver<Bytes> {
+    pub fn open_get_stream(&self) -> LiveRx {
         self.streamed.store(true, Ordering::Relaxed);
         // Check and attach under one lock: two GETs at once share one
         // stream, the later one replacing the earlier one's response.
@@ -234,6 +235,7 @@ impl Session {
         let outlet = Arc::new(
             outlet
                 .with_replay_bytes(self.limits.replay_bytes)
+                .with_queue_bytes(self.limits.max_queue_bytes)
                 .with_budget(self.limits.budget.clone())
                 .with_metrics(self.limits.metrics.clone()),
         );
@@ -247,7 +249,7 @@ impl Session {
 
     /// Resumes the stream an event id belongs to, replaying what followed it.
     /// `None` when the stream is unknown to this session or its events were evicted.
-    pub fn resume(&self, last_event_id: &str) -> Option<mpsc::Receiver<Bytes>> {
+    pub fn resume(&self, last_event_id: &str) -> Option<LiveRx> {
         let (stream, seq) = crate::sse::parse_event_id(last_event_id)?;
         let outlet = lock(&self.streams)
             .iter()

@@ -507,6 +507,52 @@ async fn a_slow_consumer_of_a_stream_without_event_ids_still_gets_its_response()
     proxy.stop().await;
 }
 
+/// Regression: the live queue was capped by count only, so a slow consumer
+/// of big notifications held count x size bytes (here up to 1000 x 256 KiB)
+/// in the proxy. With `--max-queue-bytes` the excess is dropped (no event
+/// ids to resume from) and the response still arrives.
+#[tokio::test]
+async fn a_slow_consumers_live_queue_is_capped_in_bytes() {
+    let count = 96;
+    let proxy = Proxy::start(&[
+        "--replay-events",
+        "0",
+        "--max-queue",
+        "1000",
+        "--max-queue-bytes",
+        "1m",
+    ])
+    .await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "text/event-stream";
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"misbehave_flood","arguments":{"count":count,"bytes":262144}}}))
+        .await;
+    assert_eq!(r.status(), 200);
+    // Read nothing for a while: the socket buffers, then the queue, fill up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut stream = SseStream::new(r);
+    let (mut notes, mut answer) = (0, None);
+    while let Some(ev) = stream.next_within(Duration::from_secs(15)).await {
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        if v.get("id") == Some(&json!(7)) {
+            answer = Some(v);
+        } else {
+            notes += 1;
+        }
+    }
+    let answer = answer.expect("the response arrived");
+    assert!(answer.get("result").is_some(), "{answer}");
+    // What the socket buffers held got through; past that, at most 1 MiB
+    // (four notifications) waited in the queue, and the rest was dropped.
+    assert!(
+        notes < count,
+        "{notes} of {count} notifications were queued"
+    );
+    proxy.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // 11. Top-level fields, not substrings
 // ---------------------------------------------------------------------------

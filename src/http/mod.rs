@@ -248,6 +248,7 @@ impl App {
     pub fn stream_limits(&self) -> StreamLimits {
         StreamLimits {
             max_queue: self.config.max_queue,
+            max_queue_bytes: self.config.max_queue_bytes,
             replay_events: self.config.replay_events,
             replay_bytes: self.config.replay_bytes,
             budget: self.replay.clone(),
