@@ -72,7 +72,7 @@ mod tasks;
 use fanout::{LOG_LEVELS, log_rank, recompute_level};
 pub use fanout::{ListenFilter, SUBSCRIPTION_ID_KEY};
 pub use handshake::{DEFAULT_HANDSHAKE_TIMEOUT, EraHints};
-use handshake::{InitCache, inject_modern_meta};
+use handshake::{HandshakeFailure, InitCache, inject_modern_meta};
 pub use port::{Port, PortKeys, PortKind, STATELESS_LABEL};
 use routes::{
     Fill, Pending, Retry, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
@@ -236,6 +236,11 @@ pub struct Upstream {
     health: watch::Sender<Health>,
     /// The one handshake, made by whichever session came first.
     init: tokio::sync::Mutex<Option<InitCache>>,
+    /// Handshakes made for sessions so far (under `init`); a session that
+    /// sees it change while it waited for `init` shares the outcome.
+    init_attempts: AtomicU64,
+    /// How the last handshake made for a session failed, if it did.
+    init_failure: Mutex<Option<HandshakeFailure>>,
     /// What the child turned out to speak (`Auto` until known).
     era: Mutex<UpstreamProtocol>,
     initialized_sent: AtomicBool,
@@ -277,6 +282,8 @@ impl Upstream {
             next_id: AtomicU64::new(1),
             health: watch::Sender::new(Health::Ready),
             init: tokio::sync::Mutex::new(None),
+            init_attempts: AtomicU64::new(0),
+            init_failure: Mutex::new(None),
             era: Mutex::new(protocol),
             initialized_sent: AtomicBool::new(false),
             cancel: cancel.clone(),

@@ -574,3 +574,51 @@ async fn stateless_requests_follow_their_own_protocol_version_header() {
     );
     proxy.stop().await;
 }
+
+/// Regression: initializes that waited for another session's handshake to
+/// a shared child each ran a handshake of their own after it failed, one
+/// behind the other (k failing handshakes for k clients). They now share
+/// the outcome of the handshake they waited for.
+#[tokio::test]
+async fn concurrent_initializes_share_the_one_handshake_in_progress() {
+    let log = std::env::temp_dir().join(format!(
+        "mcp-sidecar-init-{}-{}.log",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    // The child reads its stdin through `tee`, which records every line;
+    // it answers initialize with an error after a moment (the handshake in
+    // progress that the others wait for).
+    let script = format!(
+        "tee -a '{}' | (sleep 0.5; exec '{}' --fail-initialize)",
+        log.display(),
+        support::example("everything")
+    );
+    let proxy = Proxy::start_child(
+        &["--shared", "--upstream-protocol", "legacy"],
+        "sh",
+        &["-c", &script],
+    )
+    .await;
+    let init = |n: u64| {
+        let c = Client::new(&proxy.mcp());
+        async move {
+            let body = json!({"jsonrpc":"2.0","id":n,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+            let r = c.post(&body).await;
+            let msgs = read_messages(r).await;
+            msgs.last().cloned().unwrap_or(Value::Null)
+        }
+    };
+    let answers = tokio::join!(init(1), init(2), init(3), init(4));
+    for a in [&answers.0, &answers.1, &answers.2, &answers.3] {
+        assert!(a.get("error").is_some(), "{a}");
+    }
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let handshakes = lines.matches(r#""method":"initialize""#).count();
+    assert_eq!(handshakes, 1, "one handshake for four clients:\n{lines}");
+    proxy.stop().await;
+}

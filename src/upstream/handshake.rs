@@ -37,6 +37,56 @@ pub struct EraHints {
     pub(super) refuses_discover: AtomicBool,
 }
 
+/// How a handshake failed, kept so that the sessions that waited for it
+/// get the same answer.
+#[derive(Debug, Clone)]
+pub(super) enum HandshakeFailure {
+    /// The child answered with this JSON-RPC error object.
+    Rpc(Bytes),
+    /// No answer within the budget.
+    Timeout(Duration),
+    /// Anything else, as its message.
+    Other(String),
+}
+
+impl HandshakeFailure {
+    pub(super) fn of(e: &UpstreamError) -> HandshakeFailure {
+        match e {
+            UpstreamError::Rpc { error, .. } => HandshakeFailure::Rpc(error.clone()),
+            UpstreamError::HandshakeTimeout(d) => HandshakeFailure::Timeout(*d),
+            other => HandshakeFailure::Other(other.to_string()),
+        }
+    }
+
+    /// The answer to the client's `initialize` with id `client_id`.
+    pub(super) fn response(&self, client_id: &[u8]) -> Bytes {
+        match self {
+            HandshakeFailure::Rpc(error) => jsonrpc::envelope(client_id, "error", error),
+            other => jsonrpc::error_response(
+                Some(client_id),
+                code::SERVER_ERROR,
+                &other.error().to_string(),
+                None,
+            ),
+        }
+    }
+
+    /// The error, for the caller.
+    pub(super) fn error(&self) -> UpstreamError {
+        match self {
+            HandshakeFailure::Rpc(error) => UpstreamError::Rpc {
+                method: "initialize",
+                error: error.clone(),
+            },
+            HandshakeFailure::Timeout(d) => UpstreamError::HandshakeTimeout(*d),
+            HandshakeFailure::Other(reason) => UpstreamError::Internal {
+                method: "initialize",
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
 impl EraHints {
     /// Whether the handshake of a child speaking `era` starts with the
     /// `server/discover` probe: only when the era is to be found out
@@ -169,6 +219,7 @@ impl Upstream {
         // The whole handshake, waiting for another session's handshake in
         // progress included, fits in the caller's budget.
         let deadline = Instant::now() + budget;
+        let seen = self.init_attempts.load(Ordering::SeqCst);
         let init = tokio::time::timeout_at(deadline, self.init.lock()).await;
         let mut init = match init {
             Ok(guard) => guard,
@@ -184,27 +235,29 @@ impl Upstream {
             }
         };
         if init.is_none() {
+            // A handshake ended while this session waited for it, and
+            // failed: its outcome is this session's too, rather than a
+            // second handshake behind the first.
+            let shared = (self.init_attempts.load(Ordering::SeqCst) != seen)
+                .then(|| lock(&self.init_failure).clone())
+                .flatten();
+            if let Some(failure) = shared {
+                reply.respond(&failure.response(client_id));
+                return Err(failure.error());
+            }
             let params = Bytes::copy_from_slice(frame.params().unwrap_or(b"{}"));
             let outcome =
                 match tokio::time::timeout_at(deadline, self.handshake(&params, deadline)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(UpstreamError::HandshakeTimeout(budget)),
                 };
+            self.init_attempts.fetch_add(1, Ordering::SeqCst);
             match outcome {
                 Ok(cache) => *init = Some(cache),
                 Err(e) => {
-                    let out = match &e {
-                        UpstreamError::Rpc { error, .. } => {
-                            jsonrpc::envelope(client_id, "error", error)
-                        }
-                        other => jsonrpc::error_response(
-                            Some(client_id),
-                            code::SERVER_ERROR,
-                            &other.to_string(),
-                            None,
-                        ),
-                    };
-                    reply.respond(&out);
+                    let failure = HandshakeFailure::of(&e);
+                    reply.respond(&failure.response(client_id));
+                    *lock(&self.init_failure) = Some(failure);
                     return Err(e);
                 }
             }
@@ -341,6 +394,23 @@ impl Upstream {
 mod tests {
     use super::*;
     use crate::upstream::PortKind;
+
+    #[test]
+    fn a_shared_handshake_failure_answers_each_waiter_with_its_own_id() {
+        let rpc = HandshakeFailure::of(&UpstreamError::Rpc {
+            method: "initialize",
+            error: Bytes::from_static(br#"{"code":-32603,"message":"no"}"#),
+        });
+        let v: Value = serde_json::from_slice(&rpc.response(b"\"a\"")).unwrap();
+        assert_eq!(v["id"], "a");
+        assert_eq!(v["error"]["code"], -32603);
+        assert!(matches!(rpc.error(), UpstreamError::Rpc { .. }));
+        let late = HandshakeFailure::of(&UpstreamError::HandshakeTimeout(Duration::from_secs(3)));
+        let v: Value = serde_json::from_slice(&late.response(b"7")).unwrap();
+        assert_eq!(v["id"], 7);
+        assert!(v["error"]["message"].as_str().unwrap().contains("3000 ms"));
+        assert!(matches!(late.error(), UpstreamError::HandshakeTimeout(_)));
+    }
 
     #[test]
     fn the_probe_goes_first_only_in_auto_and_not_after_a_refusal() {
