@@ -193,6 +193,10 @@ pub enum Health {
     Ready,
     /// Starting, or restarting after a crash.
     Starting,
+    /// Running, but a shared child that keeps exiting soon after it starts
+    /// and was never initialized: not ready until one stays up for
+    /// `--restart-max-backoff` or completes a handshake.
+    CrashLooping,
     /// Gone for good.
     Dead(String),
 }

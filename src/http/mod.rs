@@ -671,16 +671,22 @@ impl App {
     /// `GET /ready` of this server: 503 while it cannot serve.
     pub fn ready(&self) -> Response<Body> {
         let failing = self.spawn_failures.load(Ordering::Relaxed) >= SPAWN_FAILURES_NOT_READY;
-        let shared_down = self
-            .shared
-            .get()
-            .is_some_and(|u| u.health() != crate::upstream::Health::Ready);
+        let shared_health = self.shared.get().map(|u| u.health());
+        let shared_down = shared_health
+            .as_ref()
+            .is_some_and(|h| *h != crate::upstream::Health::Ready);
+        let looping = shared_health == Some(crate::upstream::Health::CrashLooping);
         let (status, why) = if self.is_shutting_down() {
             (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
         } else if failing {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the MCP server keeps failing to start",
+            )
+        } else if looping {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the shared MCP server keeps exiting soon after it starts",
             )
         } else if shared_down {
             (

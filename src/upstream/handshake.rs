@@ -253,7 +253,17 @@ impl Upstream {
                 };
             self.init_attempts.fetch_add(1, Ordering::SeqCst);
             match outcome {
-                Ok(cache) => *init = Some(cache),
+                Ok(cache) => {
+                    *init = Some(cache);
+                    // A handshake that works ends a crash loop.
+                    self.health.send_if_modified(|h| {
+                        let looping = *h == Health::CrashLooping;
+                        if looping {
+                            *h = Health::Ready;
+                        }
+                        looping
+                    });
+                }
                 Err(e) => {
                     let failure = HandshakeFailure::of(&e);
                     reply.respond(&failure.response(client_id));

@@ -22,6 +22,11 @@ use crate::jsonrpc::{self, Frame, LineError, code};
 /// that keeps running without its stdout.
 pub(super) const EXIT_AFTER_EOF: Duration = Duration::from_millis(500);
 
+/// Quick deaths in a row (each before `--restart-max-backoff` of uptime)
+/// after which a restarted shared child that nothing initialized yet is
+/// not reported ready on its own ([`Health::CrashLooping`]).
+pub(super) const CRASHES_NOT_READY: u32 = 3;
+
 /// The first wait before restarting a crashed shared child; it doubles
 /// with every crash up to `--restart-max-backoff`.
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -43,6 +48,7 @@ impl Upstream {
         let mut reader = Some(reader);
         let mut backoff = FIRST_BACKOFF;
         let mut spawned_at = tokio::time::Instant::now();
+        let mut quick_deaths = 0u32;
         loop {
             let Some(up) = this.upgrade() else {
                 child.stop().await;
@@ -95,13 +101,19 @@ impl Upstream {
             let exit = child.stop().await;
             let Some(up) = this.upgrade() else { return };
             if !restart {
-                let _ = up.health.send(Health::Dead(exit.to_string()));
-                let _ = up.final_exit.send(Some(exit));
+                up.health.send_replace(Health::Dead(exit.to_string()));
+                up.final_exit.send_replace(Some(exit));
                 return;
             }
-            backoff = next_backoff(backoff, spawned_at.elapsed(), up.opts.restart_max_backoff);
+            let uptime = spawned_at.elapsed();
+            quick_deaths = if uptime >= up.opts.restart_max_backoff {
+                0
+            } else {
+                quick_deaths.saturating_add(1)
+            };
+            backoff = next_backoff(backoff, uptime, up.opts.restart_max_backoff);
             warn!(status = %exit, backoff_ms = backoff.as_millis() as u64, "shared child exited; restarting it");
-            let _ = up.health.send(Health::Starting);
+            up.health.send_replace(Health::Starting);
             *lock(&up.child) = None;
             drop(up);
             tokio::select! {
@@ -118,6 +130,8 @@ impl Upstream {
                     *lock(&up.child) = Some(child.clone());
                     up.initialized_sent.store(false, Ordering::SeqCst);
                     let reinit = up.clone();
+                    let crash_loop = quick_deaths >= CRASHES_NOT_READY;
+                    let pid = child.pid();
                     // Re-initialize with the cached parameters, off the read path.
                     up.tasks.spawn(async move {
                         let cached = reinit.init.lock().await.clone();
@@ -132,7 +146,7 @@ impl Upstream {
                                     Ok(_) => {
                                         reinit.send_initialized().await;
                                         reinit.restore_sessions_state().await;
-                                        let _ = reinit.health.send(Health::Ready);
+                                        reinit.health.send_replace(Health::Ready);
                                         info!("shared child restarted and re-initialized");
                                     }
                                     Err(e) => {
@@ -146,8 +160,32 @@ impl Upstream {
                                     }
                                 }
                             }
+                            None if !crash_loop => {
+                                reinit.health.send_replace(Health::Ready);
+                            }
                             None => {
-                                let _ = reinit.health.send(Health::Ready);
+                                // Never initialized and dying young: not
+                                // ready until a child stays up as long as
+                                // the longest backoff (or a handshake works).
+                                warn!(
+                                    quick_deaths,
+                                    "the shared MCP server keeps exiting before anything initialized it; /ready answers 503 until one stays up for --restart-max-backoff"
+                                );
+                                reinit.health.send_replace(Health::CrashLooping);
+                                let probation = reinit.opts.restart_max_backoff;
+                                tokio::select! {
+                                    _ = tokio::time::sleep(probation) => {}
+                                    _ = reinit.cancel.cancelled() => return,
+                                }
+                                if reinit.pid() == Some(pid) {
+                                    reinit.health.send_if_modified(|h| {
+                                        let stuck = *h == Health::CrashLooping;
+                                        if stuck {
+                                            *h = Health::Ready;
+                                        }
+                                        stuck
+                                    });
+                                }
                             }
                         }
                     });
