@@ -823,3 +823,58 @@ async fn a_body_that_never_finishes_gets_408_within_the_body_read_timeout() {
     assert_responsive(&proxy).await;
     proxy.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// 18. Unanswered server-to-client requests are bounded in count
+// ---------------------------------------------------------------------------
+
+/// Regression: the child's requests to a client that never answers them
+/// were kept without bound. Past 1024 waiting per child, further ones are
+/// refused at once, with an error the child can read.
+#[tokio::test]
+async fn unanswered_server_requests_are_capped_and_the_excess_refused() {
+    let log = std::env::temp_dir().join(format!(
+        "mcp-sidecar-stdin-{}-{}.log",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    // The child's stdin is recorded, to count what the proxy answered it.
+    let script = format!(
+        "tee -a '{}' | exec '{}'",
+        log.display(),
+        example("everything")
+    );
+    let proxy = Proxy::start_child(&[], "sh", &["-c", &script]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"roots": {}})).await;
+    let lines: Vec<String> = (0..1100)
+        .map(|i| format!(r#"{{"jsonrpc":"2.0","id":"q{i}","method":"roots/list"}}"#))
+        .collect();
+    let answer = call_within(
+        &c,
+        json!(1),
+        "misbehave_emit",
+        json!({ "lines": lines }),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "emitted",
+        "{answer}"
+    );
+    let refused = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("too many requests are waiting")
+            .count()
+    };
+    let all_refused = eventually(Duration::from_secs(5), || refused() == 1100 - 1024).await;
+    let n = refused();
+    let _ = std::fs::remove_file(&log);
+    assert!(all_refused, "{n} refusals, want {}", 1100 - 1024);
+    assert_responsive(&proxy).await;
+    proxy.stop().await;
+}
