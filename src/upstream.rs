@@ -44,7 +44,7 @@
 //! on their way in and the child's answers and requests on their way out.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -251,8 +251,9 @@ pub struct Upstream {
     cancel: CancellationToken,
     /// The exit that ended this upstream, for `--exit-on-child-exit`.
     final_exit: watch::Sender<Option<Exit>>,
-    /// Every task this upstream starts (supervisor, reader, timers, the
-    /// proxy's own writes and requests); [`Upstream::stop`] waits for them.
+    /// Every task this upstream starts (supervisor, the reader of the
+    /// child's lines and deadlines, the proxy's own writes and requests);
+    /// [`Upstream::stop`] waits for them.
     tasks: TaskTracker,
     /// Control writes queued and not yet taken by the child.
     control_writes: Arc<AtomicUsize>,
@@ -261,7 +262,7 @@ pub struct Upstream {
     /// instead of each waiting the whole deadline; cleared by the next
     /// write that goes through.
     stdin_stalled: AtomicBool,
-    /// Wakes the timer task when a sooner deadline is added.
+    /// Wakes the reader's select when a sooner deadline is added.
     timer_wake: Arc<Notify>,
 }
 
@@ -298,39 +299,9 @@ impl Upstream {
             timer_wake: Arc::default(),
         });
         let span = info_span!("upstream", session = %label, pid = child.pid());
-        up.tasks.spawn(
-            Upstream::supervise(Arc::downgrade(&up), child, reader).instrument(span.clone()),
-        );
         up.tasks
-            .spawn(Upstream::run_timers(Arc::downgrade(&up), cancel).instrument(span));
+            .spawn(Upstream::supervise(Arc::downgrade(&up), child, reader).instrument(span));
         Ok(up)
-    }
-
-    /// The one timer of this upstream: ends requests whose
-    /// `--request-timeout` passed. Deadlines live in `Routes::timers`, so
-    /// an answered request leaves nothing behind.
-    async fn run_timers(this: Weak<Upstream>, cancel: CancellationToken) {
-        loop {
-            let Some(up) = this.upgrade() else { return };
-            let now = Instant::now();
-            let (due, next) = lock(&up.routes).due(now);
-            for id in due {
-                up.expire(id);
-            }
-            let wake = up.timer_wake.clone();
-            drop(up);
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = sleep => {}
-                _ = wake.notified() => {}
-                _ = cancel.cancelled() => return,
-            }
-        }
     }
 
     /// How long a message may wait for room in the child's stdin queue.
@@ -699,6 +670,14 @@ impl Upstream {
         }
     }
 
+    /// Ends every request whose deadline has passed.
+    fn expire_due(&self) {
+        let (due, _) = lock(&self.routes).due(Instant::now());
+        for id in due {
+            self.expire(id);
+        }
+    }
+
     fn expire(&self, id: u64) {
         let Some(p) = self.take_pending(id) else {
             return;
@@ -947,7 +926,7 @@ impl Upstream {
             child.stop().await;
         }
         // Everything this upstream started ends with it: the supervisor
-        // (which fails what is in flight), the reader, the timer, writes.
+        // (which fails what is in flight), the reader, writes.
         self.tasks.close();
         self.tasks.wait().await;
     }

@@ -629,9 +629,9 @@ async fn concurrent_initializes_share_the_one_handshake_in_progress() {
 #[tokio::test]
 async fn ready_is_503_while_a_shared_child_crash_loops_before_its_first_initialize() {
     let proxy = Proxy::start_child(
-        &["--shared", "--restart-max-backoff", "400ms"],
+        &["--shared", "--restart-max-backoff", "1s"],
         "sh",
-        &["-c", "sleep 0.3; exit 1"],
+        &["-c", "sleep 0.1; exit 1"],
     )
     .await;
     // The first session starts the shared child; its initialize fails.
@@ -681,7 +681,7 @@ async fn ready_returns_once_a_crash_looping_shared_child_stays_up() {
         e = support::example("everything")
     );
     let proxy = Proxy::start_child(
-        &["--shared", "--restart-max-backoff", "400ms"],
+        &["--shared", "--restart-max-backoff", "1s"],
         "sh",
         &["-c", &script],
     )

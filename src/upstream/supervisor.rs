@@ -240,7 +240,34 @@ impl Upstream {
         let mut reported_early = false;
         let mut noise_limit: Option<crate::logging::RateLimit> = None;
         loop {
-            let line = match reader.next_line().await {
+            // One select over the child's lines and the request deadlines
+            // (`--request-timeout`, kept in `Routes::timers`: an answered
+            // request leaves nothing behind). No strong reference is held
+            // while waiting. `next_line` is cancel-safe: its state and
+            // partial line live in the reader.
+            let (next, wake) = {
+                let Some(up) = this.upgrade() else { return };
+                let next = lock(&up.routes).timers.first().map(|(at, _)| *at);
+                (next, up.timer_wake.clone())
+            };
+            let deadline = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let read = tokio::select! {
+                read = reader.next_line() => read,
+                _ = deadline => {
+                    if let Some(up) = this.upgrade() {
+                        up.expire_due();
+                    }
+                    continue;
+                }
+                // A sooner deadline was added.
+                _ = wake.notified() => continue,
+            };
+            let line = match read {
                 Ok(Some(line)) => line,
                 Ok(None) => return,
                 Err(LineError::OverCap { limit, id }) => {
