@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use super::account::NoParams;
 use super::docs::DocParams;
 use super::{
-    ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, doc_id, input, output, run,
+    ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, doc_id, input, output,
+    required, run,
 };
 use crate::client::ApiRequest;
 use crate::server::CodaServer;
@@ -138,11 +139,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
-            c.object(
-                ApiRequest::get(&["docs", &d, "acl", "metadata"]),
-                c.deadline(),
-            )
-            .await
+            c.object(ApiRequest::get(&["docs", &d, "acl", "metadata"]))
+                .await
         })
         .await
     }
@@ -182,12 +180,10 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: SearchPrincipalsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            if p.query.trim().is_empty() {
-                return Err(ToolError::arg("query", "must not be empty"));
-            }
+            required("query", &p.query)?;
             let req = ApiRequest::get(&["docs", &d, "acl", "principals", "search"])
                 .query("query", &p.query);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -202,11 +198,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
-            c.object(
-                ApiRequest::get(&["docs", &d, "acl", "settings"]),
-                c.deadline(),
-            )
-            .await
+            c.object(ApiRequest::get(&["docs", &d, "acl", "settings"]))
+                .await
         })
         .await
     }
@@ -232,7 +225,7 @@ impl CodaServer {
                 body["suppressEmail"] = json!(true);
             }
             let req = ApiRequest::new(Method::POST, &["docs", &d, "acl", "permissions"]).body(body);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -250,14 +243,12 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DeletePermissionParams| async move {
             let d = doc_id(&p.doc_id)?;
-            if p.permission_id.trim().is_empty() {
-                return Err(ToolError::arg("permissionId", "must not be empty"));
-            }
+            required("permissionId", &p.permission_id)?;
             let req = ApiRequest::new(
                 Method::DELETE,
                 &["docs", &d, "acl", "permissions", &p.permission_id],
             );
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -297,7 +288,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PATCH, &["docs", &d, "acl", "settings"])
                 .replayable()
                 .body(body);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -311,8 +302,7 @@ impl CodaServer {
     async fn coda_list_categories(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
         let c = &self.coda;
         run(a, |_: NoParams| async move {
-            c.object(ApiRequest::get(&["categories"]), c.deadline())
-                .await
+            c.object(ApiRequest::get(&["categories"])).await
         })
         .await
     }
@@ -386,9 +376,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: TriggerAutomationParams| async move {
             let d = doc_id(&p.doc_id)?;
-            if p.rule_id.trim().is_empty() {
-                return Err(ToolError::arg("ruleId", "must not be empty"));
-            }
+            required("ruleId", &p.rule_id)?;
             let req = ApiRequest::new(
                 Method::POST,
                 &["docs", &d, "hooks", "automation", &p.rule_id],
