@@ -23,6 +23,8 @@
 //!   Its parts: `upstream::tasks` (which session owns which task in shared
 //!   mode) and `upstream::mrtr` (multi round-trip requests translated
 //!   between a child and clients of different eras).
+//! - [`trace`]: the W3C `traceparent`/`tracestate` of an HTTP request,
+//!   carried into the `_meta` of the messages it holds.
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
 //!   their streams, idle expiry and the session cap.
 //! - [`http`]: the accept loop and one front-end per protocol era:
@@ -78,5 +80,6 @@ pub mod session;
 pub mod shutdown;
 pub mod sse;
 pub mod store;
+pub mod trace;
 pub mod upstream;
 pub mod version;
