@@ -289,7 +289,11 @@ pub fn summary(v: &Value) -> String {
         return v.to_string();
     };
     let mut parts: Vec<String> = Vec::new();
-    for (k, val) in o {
+    // API links (Coda's `href`, `nextPageLink`) are nothing a model acts on.
+    for (k, val) in o
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "href" | "nextPageLink"))
+    {
         match val {
             Value::Array(a) => parts.push(format!("{k}: {} item(s)", a.len())),
             Value::String(st) if st.chars().count() <= 120 => parts.push(format!("{k}: {st}")),
