@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::account::NoParams;
-use super::{ListOutput, Object, PageArgs, Reply, ToolError, doc_id, input, output, run};
+use super::{ListOutput, Object, PageArgs, ToolError, doc_id, input, output, run};
 use crate::client::ApiRequest;
 use crate::ratelimit::RequestClass;
 use crate::server::CodaServer;
@@ -318,7 +318,7 @@ impl CodaServer {
                 .query_opt("workspaceId", p.workspace_id.as_ref())
                 .query_opt("isPublished", p.is_published)
                 .query_opt("query", p.query.as_ref());
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -361,7 +361,7 @@ impl CodaServer {
             let req = p
                 .dates
                 .apply(ApiRequest::get(&["analytics", "docs", &d, "pages"]));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -386,7 +386,7 @@ impl CodaServer {
                 .query_opt("workspaceId", p.workspace_id.as_ref())
                 .query_opt("isPublished", p.is_published)
                 .query_opt("query", p.query.as_ref());
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -441,7 +441,7 @@ impl CodaServer {
                 .apply(req, p.order_by.as_ref(), FORMULA_ORDER)?
                 .query_opt("packFormulaNames", joined(p.pack_formula_names))
                 .query_opt("packFormulaTypes", joined(p.pack_formula_types));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -488,7 +488,7 @@ impl CodaServer {
                 max_items: p.max_items,
                 ..PageArgs::default()
             };
-            Reply::json(c.list(req, &page, c.deadline()).await?)
+            c.list_reply(req, &page).await
         })
         .await
     }

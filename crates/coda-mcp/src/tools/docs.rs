@@ -225,7 +225,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListDocumentsParams| async move {
             let req = list_documents_request(&p)?;
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -308,7 +308,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PATCH, &["docs", &d])
                 .replayable()
                 .body(body);
-            Reply::json(c.mutate(req, false, c.deadline()).await?)
+            c.write_reply(req, false).await
         })
         .await
     }
@@ -327,7 +327,7 @@ impl CodaServer {
                 return Err(ToolError::arg("confirm", "must be true to delete a doc"));
             }
             let req = ApiRequest::new(Method::DELETE, &["docs", &d]);
-            Reply::json(c.mutate(req, false, c.deadline()).await?)
+            c.write_reply(req, false).await
         })
         .await
     }

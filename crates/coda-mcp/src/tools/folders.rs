@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, input, output, required, run,
+    ListOutput, MutationOutput, Object, PageArgs, ToolError, input, output, required, run,
 };
 use crate::client::ApiRequest;
 use crate::server::CodaServer;
@@ -79,7 +79,7 @@ impl CodaServer {
             let req = ApiRequest::get(&["folders"])
                 .query_opt("workspaceId", p.workspace_id.as_ref())
                 .query_opt("isStarred", p.is_starred);
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -159,7 +159,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: FolderParams| async move {
             let req = ApiRequest::new(Method::DELETE, &["folders", folder_id(&p.folder_id)?]);
-            Reply::json(c.mutate(req, false, c.deadline()).await?)
+            c.write_reply(req, false).await
         })
         .await
     }

@@ -655,6 +655,16 @@ impl Coda {
         Reply::json(v)
     }
 
+    /// [`Coda::list`] under a fresh call deadline, as the tool's result.
+    pub async fn list_reply(&self, req: ApiRequest, page: &PageArgs) -> ToolResult<Reply> {
+        Reply::json(self.list(req, page, self.deadline()).await?)
+    }
+
+    /// [`Coda::mutate`] under a fresh call deadline, as the tool's result.
+    pub async fn write_reply(&self, req: ApiRequest, wait: bool) -> ToolResult<Reply> {
+        Reply::json(self.mutate(req, wait, self.deadline()).await?)
+    }
+
     /// One page, or every page with `fetchAll`, within the result budget.
     pub async fn list(
         &self,

@@ -604,14 +604,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListPagesParams| async move {
             let d = doc_id(&p.doc_id)?;
-            Reply::json(
-                c.list(
-                    ApiRequest::get(&["docs", &d, "pages"]),
-                    &p.page,
-                    c.deadline(),
-                )
-                .await?,
-            )
+            c.list_reply(ApiRequest::get(&["docs", &d, "pages"]), &p.page)
+                .await
         })
         .await
     }
@@ -662,7 +656,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::POST, &["docs", &d, "pages"])
                 .class(RequestClass::DocContentWrite)
                 .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -701,7 +695,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
                 .replayable()
                 .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -725,7 +719,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
                 .replayable()
                 .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -742,7 +736,7 @@ impl CodaServer {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
             let req = ApiRequest::new(Method::DELETE, &["docs", &d, "pages", &p.page_id_or_name]);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -865,7 +859,7 @@ impl CodaServer {
             required("pageIdOrName", &p.page_id_or_name)?;
             let req = ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name, "content"])
                 .query("contentFormat", "plainText");
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -984,7 +978,7 @@ impl CodaServer {
             )
             .class(RequestClass::DocContentWrite)
             .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }

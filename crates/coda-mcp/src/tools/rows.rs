@@ -893,7 +893,7 @@ impl CodaServer {
                 ],
             )
             .class(RequestClass::DocContentWrite);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -1110,7 +1110,7 @@ impl CodaServer {
                 ],
             )
             .class(RequestClass::DocContentWrite);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }

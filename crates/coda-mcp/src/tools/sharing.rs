@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 use super::account::NoParams;
 use super::docs::DocParams;
 use super::{
-    ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, doc_id, input, output,
-    required, run,
+    ListOutput, MutationOutput, Object, PageArgs, ToolError, doc_id, input, output, required, run,
 };
 use crate::client::ApiRequest;
 use crate::server::CodaServer;
@@ -155,14 +154,11 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListPermissionsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            Reply::json(
-                c.list(
-                    ApiRequest::get(&["docs", &d, "acl", "permissions"]),
-                    &p.page,
-                    c.deadline(),
-                )
-                .await?,
+            c.list_reply(
+                ApiRequest::get(&["docs", &d, "acl", "permissions"]),
+                &p.page,
             )
+            .await
         })
         .await
     }
@@ -336,7 +332,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PUT, &["docs", &d, "publish"])
                 .replayable()
                 .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -355,7 +351,7 @@ impl CodaServer {
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::new(Method::DELETE, &["docs", &d, "publish"]);
-            Reply::json(c.mutate(req, false, c.deadline()).await?)
+            c.write_reply(req, false).await
         })
         .await
     }
@@ -382,7 +378,7 @@ impl CodaServer {
                 &["docs", &d, "hooks", "automation", &p.rule_id],
             )
             .body(Value::Object(p.payload.unwrap_or_default()));
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }

@@ -233,7 +233,7 @@ impl CodaServer {
             let req = ApiRequest::get(&["docs", &d, "tables"])
                 .query_opt("tableTypes", table_types(&p.table_types))
                 .query_opt("sortBy", p.sort_by.map(|_| "name"));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -386,7 +386,7 @@ impl CodaServer {
             let req = ApiRequest::get(&["docs", &d, "tables", &p.table_id_or_name, "columns"])
                 .query_opt("visibleOnly", p.visible_only);
             if p.full {
-                return Reply::json(c.list(req, &p.page, c.deadline()).await?);
+                return c.list_reply(req, &p.page).await;
             }
             Reply::json(
                 c.list_shaped(req, &p.page, c.deadline(), &|v| slim_column(&v))
@@ -436,7 +436,7 @@ impl CodaServer {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::get(&["docs", &d, "formulas"])
                 .query_opt("sortBy", p.sort_by.map(|_| "name"));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -478,7 +478,7 @@ impl CodaServer {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::get(&["docs", &d, "controls"])
                 .query_opt("sortBy", p.sort_by.map(|_| "name"));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
