@@ -64,8 +64,9 @@ pub enum CodaError {
     /// The client-side bucket would only free a slot after the deadline.
     #[error("rate limit: no {class:?} request slot before the call deadline (next in {wait:?})")]
     LocalRateLimit { class: RequestClass, wait: Duration },
-    /// The tool call's deadline passed.
-    #[error("deadline exceeded after {0:?}: {1}")]
+    /// The tool call's deadline passed (the duration is the time spent on
+    /// this request, which may be none: an earlier one used the time up).
+    #[error("the call deadline passed ({0:?} into {1})")]
     DeadlineExceeded(Duration, String),
     /// Coda could not be reached or the connection failed.
     #[error("could not reach Coda: {}", with_causes(.0))]
