@@ -1077,3 +1077,148 @@ async fn no_credential_reaches_the_child_the_logs_or_the_audit_file() {
     assert!(audit.contains(r#""principal":"alice""#) && audit.contains(r#""method":"jwt""#));
     assert!(audit.contains(r#""principal":"key-1""#));
 }
+
+// ---------- tools/call audit ----------
+
+/// The `tools.call` records of an audit file.
+fn tool_records(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+        .filter(|v| v["event"] == "tools.call")
+        .collect()
+}
+
+#[tokio::test]
+async fn every_tools_call_is_audited_once_with_its_outcome_and_never_its_arguments() {
+    let dir = temp_dir("tool-audit");
+    let audit = dir.join("audit.log");
+    let _ = std::fs::remove_file(&audit);
+    let keys = key_file("tool-audit");
+    let proxy = Proxy::start(&[
+        "--api-key-file",
+        &keys,
+        "--audit-log",
+        audit.to_str().unwrap(),
+        "--request-timeout",
+        "2s",
+    ])
+    .await;
+    // Session era, answers on SSE streams.
+    let mut a = client(&proxy.mcp(), &[("x-api-key", KEY_A)]);
+    a.initialize("2025-11-25", json!({})).await;
+    let r = a
+        .call(json!(1), "echo", json!({"message": "argument-secret-1"}))
+        .await;
+    assert_eq!(text_of(&r), "argument-secret-1");
+    let r = a.call(json!(2), "echo", json!({})).await;
+    assert_eq!(r["result"]["isError"], true);
+    let r = a
+        .call(json!(3), "no_such_tool", json!({"x": "argument-secret-2"}))
+        .await;
+    assert_eq!(r["error"]["code"], -32602);
+    let r = a.call(json!(4), "sleep", json!({"ms": 10000})).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
+    // Session era, JSON answers; one call cancelled by its client.
+    let mut b = client(&proxy.mcp(), &[("x-api-key", KEY_B)]);
+    b.accept = "application/json";
+    b.initialize("2025-11-25", json!({})).await;
+    let r = b.call(json!(5), "echo", json!({"message": "x"})).await;
+    assert_eq!(text_of(&r), "x");
+    let mut slow = client(&proxy.mcp(), &[("x-api-key", KEY_B)]);
+    slow.session = b.session.clone();
+    slow.version = b.version.clone();
+    slow.accept = "application/json";
+    let waiting =
+        tokio::spawn(async move { slow.call(json!(6), "sleep", json!({"ms": 10000})).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = b
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6}}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let r = tokio::time::timeout(STEP, waiting).await.unwrap().unwrap();
+    assert_eq!(r["error"]["code"], -32800);
+    // 2026-07-28.
+    let r = modern(
+        &proxy,
+        &[("x-api-key", KEY_A)],
+        modern_call(7, "echo", json!({"message": "argument-secret-3"})),
+    )
+    .await;
+    assert_eq!(text_of(&r), "argument-secret-3");
+    // 2024-11-05 (legacy SSE).
+    let resp = http_with(&[("x-api-key", KEY_B)])
+        .get(format!("{}/sse", proxy.base()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseStream::new(resp);
+    let url = format!("{}{}", proxy.base(), stream.next().await.unwrap().data);
+    let legacy = http_with(&[("x-api-key", KEY_B)]);
+    for body in [
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+        json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"message":"argument-secret-4"}}}),
+    ] {
+        let r = legacy.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(stream.next_json().await["id"], body["id"]);
+    }
+
+    assert!(
+        support::eventually(STEP, || tool_records(&audit).len() >= 8).await,
+        "eight tools.call records: {:?}",
+        tool_records(&audit)
+    );
+    proxy.stop().await;
+    let records = tool_records(&audit);
+    let summary: Vec<(String, String, String, Option<i64>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["principal"].as_str().unwrap().to_string(),
+                r["tool"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["code"].as_i64(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("alice", "echo", "ok", None),
+        ("alice", "echo", "tool_error", None),
+        ("alice", "no_such_tool", "error", Some(-32602)),
+        ("alice", "sleep", "timeout", Some(-32000)),
+        ("bob", "echo", "ok", None),
+        ("bob", "sleep", "cancelled", None),
+        ("alice", "echo", "ok", None),
+        ("bob", "echo", "ok", None),
+    ];
+    let expected: Vec<(String, String, String, Option<i64>)> = expected
+        .iter()
+        .map(|(p, t, o, c)| (p.to_string(), t.to_string(), o.to_string(), *c))
+        .collect();
+    assert_eq!(summary, expected, "exactly one record per call, in order");
+    for r in &records {
+        assert_eq!(r["method"], "api-key");
+        assert!(r["duration_ms"].is_u64());
+    }
+    let sleep = &records[3];
+    assert!(sleep["duration_ms"].as_u64().unwrap() >= 1900, "{sleep}");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for secret in [
+        "argument-secret-1",
+        "argument-secret-2",
+        "argument-secret-3",
+        "argument-secret-4",
+        KEY_A,
+        KEY_B,
+    ] {
+        assert!(!text.contains(secret), "{secret} reached the audit log");
+    }
+}

@@ -53,7 +53,7 @@ use crate::session::{
 };
 use crate::sse::{Body, ReplayBudget, full};
 use crate::upstream::{
-    EraHints, Port, PortKeys, PortKind, Upstream, UpstreamError, UpstreamOptions,
+    EraHints, Port, PortKeys, PortKind, Reply, Upstream, UpstreamError, UpstreamOptions,
 };
 use crate::version;
 use response::json_response;
@@ -125,6 +125,8 @@ pub struct App {
     /// Variables a per-session child takes from the credential store, per
     /// caller (named servers with `{ secret = … }`, see [`crate::servers`]).
     credentials: std::sync::OnceLock<Arc<crate::store::ChildSecrets>>,
+    /// This server's name behind `--config`/`--server` (audit records).
+    server_name: std::sync::OnceLock<Arc<str>>,
 }
 
 impl App {
@@ -175,6 +177,7 @@ impl App {
             replay: ReplayBudget::new(config.replay_total_bytes),
             metrics,
             credentials: std::sync::OnceLock::new(),
+            server_name: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -220,6 +223,22 @@ impl App {
             self.children_cancel.child_token(),
         );
         self.note_spawn(r, label)
+    }
+
+    /// Names this server (a named server of [`crate::servers`]); set once.
+    pub fn set_server_name(&self, name: &str) {
+        let _ = self.server_name.set(name.into());
+    }
+
+    /// `reply` for `frame` from `principal`: a `tools/call` is audited
+    /// when its answer goes back (see [`crate::audit::ToolCall`]).
+    pub fn reply_for(&self, principal: &Principal, frame: &Frame, reply: Reply) -> Reply {
+        reply.audited(crate::audit::ToolCall::start(
+            &self.audit,
+            principal,
+            self.server_name.get(),
+            frame,
+        ))
     }
 
     /// A port of the multiplexer with a key unique in this proxy.

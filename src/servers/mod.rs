@@ -133,6 +133,7 @@ impl ServerSet {
         }
         // Its JWKS, if any, is fetched on the first request that needs it.
         let app = App::new(config).map_err(|e| format!("server {:?}: {e}", spec.name))?;
+        app.set_server_name(&spec.name);
         if !spec.secrets.is_empty() && self.store.is_none() {
             return Err(format!(
                 "server {:?} takes per-user secrets but no credential store is open",
