@@ -23,6 +23,9 @@
 //!   Its parts: `upstream::tasks` (which session owns which task in shared
 //!   mode) and `upstream::mrtr` (multi round-trip requests translated
 //!   between a child and clients of different eras).
+//! - [`principals`]: the children of 2026-07-28 clients, one per
+//!   principal: started on first use (with the principal's stored
+//!   credentials), capped, stopped when idle.
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
 //!   their streams, idle expiry and the session cap.
 //! - [`http`]: the accept loop and one front-end per protocol era:
@@ -72,6 +75,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;
+pub mod principals;
 pub mod proxy;
 pub mod servers;
 pub mod session;

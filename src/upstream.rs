@@ -823,6 +823,13 @@ impl Upstream {
         }
     }
 
+    /// Whether no session is attached and nothing is in flight (an idle
+    /// per-principal child may be stopped, see [`crate::principals`]).
+    pub fn is_idle(&self) -> bool {
+        let r = lock(&self.routes);
+        r.ports.is_empty() && r.pending.is_empty()
+    }
+
     /// Number of one session's requests in flight.
     pub fn in_flight_of(&self, port: &Port) -> usize {
         let r = lock(&self.routes);

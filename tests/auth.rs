@@ -418,6 +418,51 @@ async fn modern_clients_get_one_child_per_principal() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn idle_per_principal_children_are_stopped_and_the_next_request_starts_afresh() {
+    let keys = key_file("idle-children");
+    let proxy = Proxy::start(&["--api-key-file", &keys, "--session-idle-timeout", "1s"]).await;
+    let a = [("x-api-key", KEY_A)];
+    let b = [("x-api-key", KEY_B)];
+    let r = modern(
+        &proxy,
+        &a,
+        modern_call(1, "set_state", json!({"value": "v1"})),
+    )
+    .await;
+    assert_eq!(text_of(&r), "ok");
+    let pid = |r: Value| text_of(&r).parse::<u32>().unwrap();
+    let pa = pid(modern(&proxy, &a, modern_call(2, "pid", json!({}))).await);
+    let pb = pid(modern(&proxy, &b, modern_call(3, "pid", json!({}))).await);
+    // Alice's child has a call in flight for longer than the idle timeout;
+    // Bob's has nothing.
+    let busy = modern(&proxy, &a, modern_call(4, "sleep", json!({"ms": 3000})));
+    let watch = async {
+        assert!(
+            support::eventually(Duration::from_secs(5), || support::reaped(pb)).await,
+            "bob's idle child {pb} was stopped and reaped"
+        );
+        assert!(support::alive(pa), "a child with a call in flight is kept");
+    };
+    let (r, ()) = tokio::join!(busy, watch);
+    assert_eq!(text_of(&r), "slept 3000");
+    assert!(
+        support::eventually(Duration::from_secs(5), || support::reaped(pa)).await,
+        "alice's child {pa} was stopped once idle"
+    );
+    // The next request starts a fresh child: a new process, no old state.
+    let r = modern(&proxy, &a, modern_call(5, "get_state", json!({}))).await;
+    assert_eq!(text_of(&r), "");
+    let pa2 = pid(modern(&proxy, &a, modern_call(6, "pid", json!({}))).await);
+    assert_ne!(pa2, pa);
+    assert!(support::alive(pa2));
+    proxy.stop().await;
+    assert!(
+        support::eventually(STEP, || support::reaped(pa2)).await,
+        "shutdown stops the fresh child"
+    );
+}
+
 // ---------- JWT ----------
 
 #[tokio::test]

@@ -22,11 +22,10 @@ pub mod modern;
 pub mod response;
 pub mod streamable;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -82,10 +81,6 @@ pub fn owner_key(principal: &Principal) -> Option<String> {
     (principal.method() != AuthMethod::None).then(|| principal.to_string())
 }
 
-/// Children of 2026-07-28 clients, one per principal (isolating mode with
-/// authentication), started on first use.
-type PrincipalChildren = Mutex<HashMap<Principal, Arc<OnceCell<Arc<Upstream>>>>>;
-
 /// Everything the handlers share.
 pub struct App {
     /// The validated configuration.
@@ -97,7 +92,7 @@ pub struct App {
     /// The audit log.
     pub audit: Arc<Audit>,
     /// Per-principal children of 2026-07-28 clients.
-    principal_children: PrincipalChildren,
+    principal_children: crate::principals::PrincipalChildren,
     /// Session-era sessions.
     pub sessions: Arc<Sessions>,
     /// The shared child: from the start in `--shared`/`--stateless` mode,
@@ -164,7 +159,7 @@ impl App {
             access,
             auth,
             audit,
-            principal_children: Mutex::new(HashMap::new()),
+            principal_children: crate::principals::PrincipalChildren::new(config.max_sessions),
             shared: OnceCell::new(),
             streams_cancel: CancellationToken::new(),
             children_cancel: CancellationToken::new(),
@@ -384,42 +379,33 @@ impl App {
             // per-principal child does not take them from the store yet.)
             return self.shared_upstream().await;
         }
-        let cell = {
-            let mut children = self
-                .principal_children
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if !children.contains_key(principal) && children.len() >= self.config.max_sessions {
-                warn!(
-                    max = self.config.max_sessions,
-                    "per-principal children at the limit (--max-sessions); refusing a new principal's child"
-                );
-                return Err(ProxyError::TooManySessions(children.len()));
-            }
-            children.entry(principal.clone()).or_default().clone()
-        };
         let label = format!("principal {principal}");
-        cell.get_or_try_init(|| async {
-            let r = Upstream::start(
-                self.config.child.clone(),
-                &label,
-                self.upstream_options(true),
-                self.children_cancel.child_token(),
-            );
-            self.note_spawn(r, &label)
-        })
-        .await
-        .cloned()
+        self.principal_children
+            .get_or_start(principal, || async {
+                let r = Upstream::start(
+                    self.config.child.clone(),
+                    &label,
+                    self.upstream_options(true),
+                    self.children_cancel.child_token(),
+                );
+                self.note_spawn(r, &label)
+            })
+            .await
     }
 
     /// Every per-principal child started so far.
     fn principal_upstreams(&self) -> Vec<Arc<Upstream>> {
-        self.principal_children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter_map(|c| c.get().cloned())
-            .collect()
+        self.principal_children.all()
+    }
+
+    /// Stops the per-principal children idle for `--session-idle-timeout`
+    /// (their principals' next requests start fresh ones).
+    fn reap_principal_children(&self) {
+        let idle = self.config.session_idle_timeout;
+        for (principal, up) in self.principal_children.take_idle(idle) {
+            info!(%principal, pid = ?up.pid(), "per-principal child idle (--session-idle-timeout); stopping it");
+            self.tasks.spawn(async move { up.stop().await });
+        }
     }
 
     /// The shared child if it was started.
@@ -1194,7 +1180,10 @@ pub async fn reap_idle(app: Arc<App>, shutdown: CancellationToken) {
     let every = (oneshot / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => app.sessions.reap(idle, oneshot).await,
+            _ = tokio::time::sleep(every) => {
+                app.sessions.reap(idle, oneshot).await;
+                app.reap_principal_children();
+            }
             _ = shutdown.cancelled() => return,
         }
     }

@@ -1,0 +1,149 @@
+//! Children of 2026-07-28 clients, one per principal (the default
+//! isolating mode with authentication or per-user credentials): no
+//! principal reads another's state, and each child may hold its
+//! principal's own credentials (see [`crate::store::ChildSecrets`]).
+//!
+//! Owns: the table principal → child, its cap (`--max-sessions`, a 503
+//! beyond it, as for sessions), the start on first use (one start even
+//! when requests race), and idle expiry: a child with nothing attached,
+//! nothing in flight and no request for `--session-idle-timeout` leaves
+//! the table and is stopped; the principal's next request starts a fresh
+//! one. Does not own: how a child is started (the caller passes that in,
+//! see [`crate::http::App`]) or the multiplexer itself.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+use tracing::warn;
+
+use crate::auth::Principal;
+use crate::error::ProxyError;
+use crate::upstream::Upstream;
+
+/// One principal's child, started on first use.
+#[derive(Default)]
+struct Entry {
+    child: OnceCell<Arc<Upstream>>,
+    /// The last request that asked for this child.
+    last_used: Mutex<Option<Instant>>,
+}
+
+impl Entry {
+    fn touch(&self) {
+        *lock(&self.last_used) = Some(Instant::now());
+    }
+
+    fn quiet_for(&self) -> Duration {
+        lock(&self.last_used).map_or(Duration::MAX, |t| t.elapsed())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain tables; a panic elsewhere leaves them usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The per-principal children of one server.
+pub struct PrincipalChildren {
+    /// Principals that may hold a child at once (`--max-sessions`).
+    max: usize,
+    children: Mutex<HashMap<Principal, Arc<Entry>>>,
+}
+
+impl PrincipalChildren {
+    /// An empty table for at most `max` children.
+    pub fn new(max: usize) -> PrincipalChildren {
+        PrincipalChildren {
+            max,
+            children: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `principal`'s child, started with `start` if it has none; a new
+    /// principal beyond the cap gets [`ProxyError::TooManySessions`].
+    pub async fn get_or_start<F, Fut>(
+        &self,
+        principal: &Principal,
+        start: F,
+    ) -> Result<Arc<Upstream>, ProxyError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Arc<Upstream>, ProxyError>>,
+    {
+        let entry = {
+            let mut children = lock(&self.children);
+            if !children.contains_key(principal) && children.len() >= self.max {
+                warn!(
+                    max = self.max,
+                    "per-principal children at the limit (--max-sessions); refusing a new principal's child"
+                );
+                return Err(ProxyError::TooManySessions(children.len()));
+            }
+            let entry = children.entry(principal.clone()).or_default().clone();
+            // Under the table's lock: the reaper sees this request or
+            // removed the entry before it (and a new one is made here).
+            entry.touch();
+            entry
+        };
+        let child = entry.child.get_or_try_init(start).await.cloned();
+        // A slow start counts from its end, not its beginning.
+        entry.touch();
+        if child.is_err() {
+            // A failed start holds no slot, unless another request is
+            // about to try again on this entry.
+            let mut children = lock(&self.children);
+            let ours = children
+                .get(principal)
+                .is_some_and(|e| Arc::ptr_eq(e, &entry) && e.child.get().is_none());
+            if ours && Arc::strong_count(&entry) == 2 {
+                children.remove(principal);
+            }
+        }
+        child
+    }
+
+    /// Takes out every child that has been idle for `idle`: nothing
+    /// attached, nothing in flight, no request for it since. The caller
+    /// stops them. An entry whose start failed is dropped the same way,
+    /// so that it does not hold a slot.
+    pub fn take_idle(&self, idle: Duration) -> Vec<(Principal, Arc<Upstream>)> {
+        let mut children = lock(&self.children);
+        let mut out = Vec::new();
+        children.retain(|principal, entry| {
+            // Another holder is a request between its lookup and its start.
+            if Arc::strong_count(entry) > 1 || entry.quiet_for() < idle {
+                return true;
+            }
+            match entry.child.get() {
+                Some(up) if !up.is_idle() => true,
+                Some(up) => {
+                    out.push((principal.clone(), up.clone()));
+                    false
+                }
+                None => false,
+            }
+        });
+        out
+    }
+
+    /// Every child started so far.
+    pub fn all(&self) -> Vec<Arc<Upstream>> {
+        lock(&self.children)
+            .values()
+            .filter_map(|e| e.child.get().cloned())
+            .collect()
+    }
+
+    /// How many principals hold a child (or are starting one).
+    pub fn len(&self) -> usize {
+        lock(&self.children).len()
+    }
+
+    /// Whether no principal holds a child.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
