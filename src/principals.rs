@@ -23,6 +23,51 @@ use crate::auth::Principal;
 use crate::error::ProxyError;
 use crate::upstream::Upstream;
 
+/// What picks a child: the principal and, for a server that takes
+/// credentials from request headers, a digest of those values (a request
+/// is served only by a child holding what it carries; a new value gets a
+/// child of its own, and the old one is reaped when idle).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChildKey {
+    principal: Principal,
+    headers: Option<[u8; 32]>,
+}
+
+impl ChildKey {
+    /// The key of `principal`'s requests carrying `header_env`
+    /// ((variable, value) pairs; empty for servers that take none).
+    pub fn new(principal: &Principal, header_env: &[(String, String)]) -> ChildKey {
+        use sha2::{Digest, Sha256};
+        let headers = (!header_env.is_empty()).then(|| {
+            let mut h = Sha256::new();
+            for (var, value) in header_env {
+                // Length-prefixed: no two lists hash alike by concatenation.
+                for part in [var, value] {
+                    h.update((part.len() as u64).to_be_bytes());
+                    h.update(part.as_bytes());
+                }
+            }
+            h.finalize().into()
+        });
+        ChildKey {
+            principal: principal.clone(),
+            headers,
+        }
+    }
+
+    /// The principal.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+impl std::fmt::Display for ChildKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the header values, nor their digest.
+        write!(f, "{}", self.principal)
+    }
+}
+
 /// One principal's child, started on first use.
 #[derive(Default)]
 struct Entry {
@@ -50,7 +95,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct PrincipalChildren {
     /// Principals that may hold a child at once (`--max-sessions`).
     max: usize,
-    children: Mutex<HashMap<Principal, Arc<Entry>>>,
+    children: Mutex<HashMap<ChildKey, Arc<Entry>>>,
 }
 
 impl PrincipalChildren {
@@ -62,11 +107,11 @@ impl PrincipalChildren {
         }
     }
 
-    /// `principal`'s child, started with `start` if it has none; a new
-    /// principal beyond the cap gets [`ProxyError::TooManySessions`].
+    /// The child of `key`, started with `start` if there is none; a new
+    /// key beyond the cap gets [`ProxyError::TooManySessions`].
     pub async fn get_or_start<F, Fut>(
         &self,
-        principal: &Principal,
+        key: &ChildKey,
         start: F,
     ) -> Result<Arc<Upstream>, ProxyError>
     where
@@ -75,14 +120,14 @@ impl PrincipalChildren {
     {
         let entry = {
             let mut children = lock(&self.children);
-            if !children.contains_key(principal) && children.len() >= self.max {
+            if !children.contains_key(key) && children.len() >= self.max {
                 warn!(
                     max = self.max,
                     "per-principal children at the limit (--max-sessions); refusing a new principal's child"
                 );
                 return Err(ProxyError::TooManySessions(children.len()));
             }
-            let entry = children.entry(principal.clone()).or_default().clone();
+            let entry = children.entry(key.clone()).or_default().clone();
             // Under the table's lock: the reaper sees this request or
             // removed the entry before it (and a new one is made here).
             entry.touch();
@@ -96,10 +141,10 @@ impl PrincipalChildren {
             // about to try again on this entry.
             let mut children = lock(&self.children);
             let ours = children
-                .get(principal)
+                .get(key)
                 .is_some_and(|e| Arc::ptr_eq(e, &entry) && e.child.get().is_none());
             if ours && Arc::strong_count(&entry) == 2 {
-                children.remove(principal);
+                children.remove(key);
             }
         }
         child
@@ -109,10 +154,10 @@ impl PrincipalChildren {
     /// attached, nothing in flight, no request for it since. The caller
     /// stops them. An entry whose start failed is dropped the same way,
     /// so that it does not hold a slot.
-    pub fn take_idle(&self, idle: Duration) -> Vec<(Principal, Arc<Upstream>)> {
+    pub fn take_idle(&self, idle: Duration) -> Vec<(ChildKey, Arc<Upstream>)> {
         let mut children = lock(&self.children);
         let mut out = Vec::new();
-        children.retain(|principal, entry| {
+        children.retain(|key, entry| {
             // Another holder is a request between its lookup and its start.
             if Arc::strong_count(entry) > 1 || entry.quiet_for() < idle {
                 return true;
@@ -120,7 +165,7 @@ impl PrincipalChildren {
             match entry.child.get() {
                 Some(up) if !up.is_idle() => true,
                 Some(up) => {
-                    out.push((principal.clone(), up.clone()));
+                    out.push((key.clone(), up.clone()));
                     false
                 }
                 None => false,

@@ -191,8 +191,23 @@ impl App {
         label: &str,
         principal: &Principal,
     ) -> Result<Arc<Upstream>, ProxyError> {
+        let mut spec = self.config.child.clone();
+        spec.env.extend(self.caller_env(principal).await?);
+        let r = Upstream::start(
+            spec,
+            label,
+            self.upstream_options(false),
+            self.children_cancel.child_token(),
+        );
+        self.note_spawn(r, label)
+    }
+
+    /// The variables a child of `principal` takes from the credential
+    /// store and the request's credential headers (none for a server that
+    /// takes no per-user credentials); an error names what is missing.
+    async fn caller_env(&self, principal: &Principal) -> Result<Vec<(String, String)>, ProxyError> {
         let Some(credentials) = self.credentials.get() else {
-            return self.spawn_session_child(label);
+            return Ok(Vec::new());
         };
         // The store names principals as the authenticator does (`key-1`,
         // a key file's name, a JWT `sub`, `anonymous`); headers the
@@ -201,23 +216,14 @@ impl App {
             principal: Some(principal.name().into()),
             header_env: crate::store::current_header_env(),
         };
-        let env = crate::store::with_caller(caller, credentials.env_for_caller())
+        crate::store::with_caller(caller, credentials.env_for_caller())
             .await
             .map_err(|e| match e {
                 crate::store::CredentialError::Store(e) => {
                     ProxyError::StoreUnavailable(e.to_string())
                 }
                 e => ProxyError::MissingCredential(e.to_string()),
-            })?;
-        let mut spec = self.config.child.clone();
-        spec.env.extend(env);
-        let r = Upstream::start(
-            spec,
-            label,
-            self.upstream_options(false),
-            self.children_cancel.child_token(),
-        );
-        self.note_spawn(r, label)
+            })
     }
 
     /// Names this server (a named server of [`crate::servers`]); set once.
@@ -345,9 +351,10 @@ impl App {
     /// The shared child, started on first use.
     pub async fn shared_upstream(&self) -> Result<Arc<Upstream>, ProxyError> {
         if self.credentials.get().is_some() {
-            // One child for every caller cannot hold per-user credentials.
+            // One child for every caller cannot hold per-user credentials
+            // (config load refuses such a server; this is the backstop).
             return Err(ProxyError::MissingCredential(
-                "this server takes per-user credentials, which a shared child cannot hold; 2026-07-28 (stateless) clients are not served by it yet: use a session-era protocol version".into(),
+                "this server takes per-user credentials, which a shared child cannot hold".into(),
             ));
         }
         self.shared
@@ -365,25 +372,27 @@ impl App {
     }
 
     /// The child serving `principal`'s 2026-07-28 requests: in the default
-    /// isolating mode with authentication, one per principal, started on
-    /// first use (no principal reads another's state); otherwise the shared one.
+    /// isolating mode with authentication or per-user credentials, one per
+    /// principal, started on first use with the principal's own
+    /// credentials (no principal reads another's state or uses another's
+    /// credential); otherwise the shared one.
     pub async fn modern_upstream(
         &self,
         principal: &Principal,
     ) -> Result<Arc<Upstream>, ProxyError> {
-        if self.config.mode != Mode::PerSession
-            || !self.auth.is_enabled()
-            || self.credentials.get().is_some()
+        let per_user_credentials = self.credentials.get().is_some();
+        if self.config.mode != Mode::PerSession || !(self.auth.is_enabled() || per_user_credentials)
         {
-            // (With per-user credentials, shared_upstream refuses: a
-            // per-principal child does not take them from the store yet.)
             return self.shared_upstream().await;
         }
+        let key = crate::principals::ChildKey::new(principal, &crate::store::current_header_env());
         let label = format!("principal {principal}");
         self.principal_children
-            .get_or_start(principal, || async {
+            .get_or_start(&key, || async {
+                let mut spec = self.config.child.clone();
+                spec.env.extend(self.caller_env(principal).await?);
                 let r = Upstream::start(
-                    self.config.child.clone(),
+                    spec,
                     &label,
                     self.upstream_options(true),
                     self.children_cancel.child_token(),
@@ -402,8 +411,8 @@ impl App {
     /// (their principals' next requests start fresh ones).
     fn reap_principal_children(&self) {
         let idle = self.config.session_idle_timeout;
-        for (principal, up) in self.principal_children.take_idle(idle) {
-            info!(%principal, pid = ?up.pid(), "per-principal child idle (--session-idle-timeout); stopping it");
+        for (key, up) in self.principal_children.take_idle(idle) {
+            info!(principal = %key, pid = ?up.pid(), "per-principal child idle (--session-idle-timeout); stopping it");
             self.tasks.spawn(async move { up.stop().await });
         }
     }
