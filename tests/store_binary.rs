@@ -276,3 +276,86 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
     assert!(log.contains("read-for-child"), "no audit line");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_a_second_sigterm_kills_children_at_once() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .arg("--server")
+        .arg(format!(
+            "stubborn={} --ignore-sigterm",
+            example("everything")
+        ))
+        .args(["--port", "0", "--shutdown-grace", "30s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port: u16 = loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the proxy logs its address");
+        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
+            break rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap();
+        }
+    };
+    let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/stubborn/mcp"));
+    c.initialize("2025-11-25", serde_json::json!({})).await;
+    let pid: u32 = support::text_of(
+        &c.call(serde_json::json!(1), "pid", serde_json::json!({}))
+            .await,
+    )
+    .parse()
+    .unwrap();
+    let proxy = Pid::from_raw(child.id() as i32);
+    let asked = std::time::Instant::now();
+    kill(proxy, Signal::SIGTERM).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        support::alive(pid),
+        "the stubborn child should still be in its grace period"
+    );
+    kill(proxy, Signal::SIGTERM).unwrap();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "a second SIGTERM did not end the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        support::eventually(Duration::from_secs(2), || !support::alive(pid)).await,
+        "the child {pid} was killed"
+    );
+    let logs: Vec<String> = rx.try_iter().collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("killed every child at once")),
+        "{logs:?}"
+    );
+}

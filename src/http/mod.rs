@@ -407,6 +407,12 @@ impl App {
         self.principal_children.all()
     }
 
+    /// Stops every per-principal child (shutdown, or a named server's end).
+    pub async fn stop_principal_children(&self) {
+        let all = self.principal_upstreams();
+        futures_util::future::join_all(all.iter().map(|u| u.stop())).await;
+    }
+
     /// Stops the per-principal children idle for `--session-idle-timeout`
     /// (their principals' next requests start fresh ones).
     fn reap_principal_children(&self) {
@@ -1170,8 +1176,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     if let Some(up) = app.shared_if_started() {
         up.stop().await;
     }
-    let principal_children = app.principal_upstreams();
-    futures_util::future::join_all(principal_children.iter().map(|u| u.stop())).await;
+    app.stop_principal_children().await;
     app.children_cancel.cancel();
     // Cleanups started by requests (detaching abandoned ports, stopping
     // children of abandoned initializes) finish before the proxy returns.
