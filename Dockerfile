@@ -41,11 +41,15 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # The cache mounts keep the registry and the build directory between builds;
-# they are not part of the image, so the binaries are copied out.
+# they are not part of the image, so the binaries are copied out. The example
+# server is built apart: building it turns on the dev-dependencies, whose
+# features (reqwest's aws-lc-rs TLS) would otherwise be unified into coda-mcp.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --profile image --locked --target x86_64-unknown-linux-musl \
-      --workspace --bins --example everything \
+      --workspace --bins \
+ && cargo build --profile image --locked --target x86_64-unknown-linux-musl \
+      --example everything \
  && mkdir -p /dist \
  && cd target/x86_64-unknown-linux-musl/image \
  && cp mcp-proxy coda-mcp examples/everything /dist/ \

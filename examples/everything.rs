@@ -655,6 +655,10 @@ impl Server {
                 let early = self.state().early_requests.clone();
                 ok(&ToolResult::text(json!(early).to_string()))
             }
+            "meta" => {
+                let meta = params.get("_meta").cloned().unwrap_or(Value::Null);
+                ok(&ToolResult::text(meta.to_string()))
+            }
             "client_info" => {
                 let params = self.state().initialize_params.clone();
                 ok(&ToolResult::text(params.unwrap_or(Value::Null).to_string()))
@@ -1003,6 +1007,12 @@ fn tool_catalogue() -> Vec<Value> {
         tool(
             "client_info",
             "Returns the initialize params this process received, as JSON",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "meta",
+            "Returns the `_meta` of this tools/call request, as JSON",
             json!({}),
             &[],
         ),

@@ -148,7 +148,10 @@ mcp_call() {
 if want image compose; then
   step "static binaries (cargo build --profile image --target $MUSL)"
   t0=$(date +%s)
-  if cargo build --profile image --locked --target "$MUSL" --workspace --bins --example everything; then
+  # Two invocations: the example turns on the dev-dependencies, whose features
+  # (reqwest's aws-lc-rs) would otherwise be unified into coda-mcp.
+  if cargo build --profile image --locked --target "$MUSL" --workspace --bins &&
+    cargo build --profile image --locked --target "$MUSL" --example everything; then
     BUILD_SECS=$(($(date +%s) - t0))
     REL="$TARGET_DIR/$MUSL/image"
     static=1

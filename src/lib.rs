@@ -26,6 +26,8 @@
 //! - [`principals`]: the children of 2026-07-28 clients, one per
 //!   principal: started on first use (with the principal's stored
 //!   credentials), capped, stopped when idle.
+//! - [`trace`]: the W3C `traceparent`/`tracestate` of an HTTP request,
+//!   carried into the `_meta` of the messages it holds.
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
 //!   their streams, idle expiry and the session cap.
 //! - [`http`]: the accept loop and one front-end per protocol era:
@@ -82,5 +84,6 @@ pub mod session;
 pub mod shutdown;
 pub mod sse;
 pub mod store;
+pub mod trace;
 pub mod upstream;
 pub mod version;

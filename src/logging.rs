@@ -17,8 +17,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Output format.
 pub use crate::config::LogFormat;
@@ -49,12 +52,13 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-/// Installs the global subscriber. `filter` is a level (`info`) or an
-/// `EnvFilter` directive list (`info,mcp_sidecar=debug`).
+/// Installs the global subscriber. `filter` is a level (`info`) or a
+/// directive list (`info,mcp_sidecar=debug`): a default level and
+/// per-target levels, without span or field filters (no regex engine in
+/// the binary).
 pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("--log-level: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let targets: Targets = filter.parse().map_err(|e| format!("--log-level: {e}"))?;
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(QueueWriter::start())
         .with_ansi(std::io::stderr().is_terminal())
         // Its default reports a failed write with eprintln!, which panics on
@@ -62,11 +66,17 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
         .log_internal_errors(false)
         .with_target(false);
     let r = match format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+        LogFormat::Plain => tracing_subscriber::registry()
+            .with(layer.with_filter(targets))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_filter(targets),
+            )
             .try_init(),
     };
     r.map_err(|e| e.to_string())

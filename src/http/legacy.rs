@@ -123,6 +123,7 @@ pub async fn handle_message(
     require_json(&parts.headers)?;
     let bytes = app.read_body(body, &parts.headers).await?;
     let (frames, _) = parse_body(bytes, app.config.max_batch)?;
+    let frames = crate::trace::carry(&parts.headers, frames);
     session.touch();
     let principal = super::principal_of(&parts.extensions);
     for frame in frames {

@@ -54,7 +54,7 @@ use crate::sse::{Body, ReplayBudget, full};
 use crate::upstream::{
     EraHints, Port, PortKeys, PortKind, Reply, Upstream, UpstreamError, UpstreamOptions,
 };
-use crate::version;
+use crate::{trace, version};
 use response::json_response;
 
 /// Consecutive spawn failures after which `/ready` reports 503.
@@ -602,6 +602,7 @@ impl App {
             ));
         }
         let (frames, batch) = parse_body(bytes, self.config.max_batch)?;
+        let frames = trace::carry(&parts.headers, frames);
         let has_session = parts.headers.contains_key("mcp-session-id");
         let single = (!batch).then(|| &frames[0]);
         let modern_body = single.is_some_and(|f| {

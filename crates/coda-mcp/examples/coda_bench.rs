@@ -118,6 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Direct HTTP client, as coda-mcp would make the call (same crate, same TLS-less loopback).
+    coda_mcp::client::install_tls_provider();
     let http = reqwest::Client::new();
     let direct_url = format!("{base}/docs/doc1");
 

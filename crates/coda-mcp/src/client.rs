@@ -190,8 +190,17 @@ pub struct CodaClient {
     request_timeout: Duration,
 }
 
+/// Installs rustls' ring provider as the process default, which every
+/// reqwest client of this crate (and of its tests and benchmarks) needs:
+/// reqwest is built without a provider of its own (see Cargo.toml). A
+/// second call, or a provider installed by someone else, is fine.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl CodaClient {
     pub fn new(cfg: &CodaConfig) -> Result<Self, CodaError> {
+        install_tls_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("coda-mcp/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))

@@ -14,6 +14,9 @@ use argh::FromArgs;
 use coda_mcp::config::{EXIT_RUNTIME, EXIT_USAGE};
 use coda_mcp::{CodaArgs, CodaConfig, CodaServer};
 use rmcp::ServiceExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn print_error(err: &dyn Error) {
     eprintln!("error: {err}");
@@ -55,12 +58,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CODA_MCP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    // CODA_MCP_LOG: a level or `info,coda_mcp=debug`; unset or unparsable means info.
+    let filter = std::env::var("CODA_MCP_LOG")
+        .ok()
+        .and_then(|f| f.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_filter(filter),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -84,6 +84,7 @@ async fn start_proxy(fake: &FakeCoda) -> Proxy {
         .spawn()
         .expect("spawn mcp-proxy");
     let base = format!("http://127.0.0.1:{port}");
+    coda_mcp::client::install_tls_provider();
     let http = reqwest::Client::new();
     let started = Instant::now();
     loop {

@@ -1,0 +1,280 @@
+//! W3C trace context into the child: the `traceparent` (and `tracestate`)
+//! header of an HTTP request is copied into `params._meta` of each request
+//! and notification it carries, the place MCP servers read it from, so a
+//! trace continues into the server.
+//!
+//! Only well-formed values are carried (W3C Trace Context, level 1), and a
+//! message that already names a `traceparent` in its `_meta` keeps its own:
+//! the client's in-band context is the more specific one. The message is
+//! edited by byte splices, like every other rewrite (`crate::jsonrpc`).
+
+use std::ops::Range;
+
+use http::HeaderMap;
+
+use crate::jsonrpc::{Frame, Kind};
+
+/// `tracestate` longer than this is dropped (the W3C limit is 32 list
+/// members; 512 bytes is what every implementation must pass on).
+const MAX_TRACESTATE: usize = 512;
+
+/// The trace context of one HTTP request, as JSON members ready to splice
+/// into a `_meta` object (`"traceparent":"00-…"[,"tracestate":"…"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    members: Vec<u8>,
+}
+
+impl TraceContext {
+    /// The request's trace context, if its `traceparent` is well formed.
+    /// A `tracestate` without a valid `traceparent` means nothing and is
+    /// dropped, as the W3C text says.
+    pub fn from_headers(headers: &HeaderMap) -> Option<TraceContext> {
+        let mut all = headers.get_all("traceparent").iter();
+        let parent = all.next()?.to_str().ok()?.trim();
+        if all.next().is_some() || !valid_traceparent(parent) {
+            return None;
+        }
+        // Invariant: a valid traceparent is lowercase hex and dashes, and a
+        // kept tracestate is printable ASCII: both serialise.
+        let mut members = format!("\"traceparent\":{}", serde_json::to_string(parent).ok()?);
+        if let Some(state) = tracestate(headers) {
+            members.push_str(",\"tracestate\":");
+            members.push_str(&serde_json::to_string(&state).ok()?);
+        }
+        Some(TraceContext {
+            members: members.into_bytes(),
+        })
+    }
+
+    /// `frame` with the context added to its `params._meta`. Responses,
+    /// messages whose `params` or `_meta` is not an object, and messages
+    /// that carry their own `traceparent` are returned unchanged.
+    pub fn apply(&self, frame: Frame) -> Frame {
+        if !matches!(frame.kind(), Kind::Request | Kind::Notification) {
+            return frame;
+        }
+        let Some(params) = frame.params_range() else {
+            let mut params = b"{\"_meta\":{".to_vec();
+            params.extend_from_slice(&self.members);
+            params.extend_from_slice(b"}}");
+            return frame.with_params(&params);
+        };
+        match frame.locate_in_params(&["_meta"]) {
+            None => {
+                let mut meta = b"\"_meta\":{".to_vec();
+                meta.extend_from_slice(&self.members);
+                meta.push(b'}');
+                insert_member(frame, params, &meta)
+            }
+            Some(_) if frame.locate_in_params(&["_meta", "traceparent"]).is_some() => frame,
+            Some(meta) => insert_member(frame, meta, &self.members),
+        }
+    }
+}
+
+/// `frames` with the trace context of `headers`, if any, added.
+pub fn carry(headers: &HeaderMap, frames: Vec<Frame>) -> Vec<Frame> {
+    match TraceContext::from_headers(headers) {
+        Some(ctx) => frames.into_iter().map(|f| ctx.apply(f)).collect(),
+        None => frames,
+    }
+}
+
+/// `frame` with `member` (one or more `"key":value` pairs) added at the
+/// front of the JSON object at `object`; unchanged if that is no object.
+fn insert_member(frame: Frame, object: Range<usize>, member: &[u8]) -> Frame {
+    let bytes = frame.bytes();
+    let Some(open) = bytes[object.clone()]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|i| object.start + i)
+        .filter(|&i| bytes[i] == b'{')
+    else {
+        return frame;
+    };
+    let empty = bytes[open + 1..object.end]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        == Some(&b'}');
+    let mut with = member.to_vec();
+    if !empty {
+        with.push(b',');
+    }
+    frame.with_replaced(open + 1..open + 1, &with)
+}
+
+/// `version "-" trace-id "-" parent-id "-" flags`, lowercase hex; version
+/// `ff`, an all-zero trace-id or parent-id are invalid. A later version may
+/// append fields after a dash; version `00` may not.
+fn valid_traceparent(v: &str) -> bool {
+    let b = v.as_bytes();
+    let hex = |r: Range<usize>| {
+        b.get(r)
+            .is_some_and(|s| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+    };
+    let nonzero = |r: Range<usize>| b[r].iter().any(|&c| c != b'0');
+    b.len() >= 55
+        && hex(0..2)
+        && &b[0..2] != b"ff"
+        && b[2] == b'-'
+        && hex(3..35)
+        && nonzero(3..35)
+        && b[35] == b'-'
+        && hex(36..52)
+        && nonzero(36..52)
+        && b[52] == b'-'
+        && hex(53..55)
+        && (b.len() == 55 || (&b[0..2] != b"00" && b[55] == b'-'))
+}
+
+/// The request's `tracestate`, its header lines joined with commas, if it
+/// is printable ASCII and not over [`MAX_TRACESTATE`] bytes.
+fn tracestate(headers: &HeaderMap) -> Option<String> {
+    let mut out = String::new();
+    for v in headers.get_all("tracestate") {
+        let s = v.to_str().ok()?.trim();
+        if s.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(s);
+    }
+    let printable = out.bytes().all(|c| (0x20..0x7f).contains(&c));
+    (!out.is_empty() && printable && out.len() <= MAX_TRACESTATE).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::{Value, json};
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn apply(ctx: &TraceContext, msg: &str) -> Value {
+        let frame = Frame::parse(Bytes::copy_from_slice(msg.as_bytes()), true).unwrap();
+        let out = ctx.apply(frame);
+        // The spliced frame's own ranges must still be right.
+        let params = out
+            .params()
+            .map(|p| serde_json::from_slice::<Value>(p).unwrap());
+        let whole: Value = serde_json::from_slice(out.bytes()).unwrap();
+        assert_eq!(params.as_ref(), whole.get("params"));
+        whole
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_are_carried() {
+        assert!(valid_traceparent(PARENT));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad:?}");
+        }
+        // A later version may carry more fields.
+        assert!(valid_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abcd"
+        ));
+        assert!(TraceContext::from_headers(&headers(&[("traceparent", "nope")])).is_none());
+        assert!(TraceContext::from_headers(&headers(&[("tracestate", "a=b")])).is_none());
+        let twice = headers(&[("traceparent", PARENT), ("traceparent", PARENT)]);
+        assert!(TraceContext::from_headers(&twice).is_none());
+    }
+
+    #[test]
+    fn the_context_lands_in_meta_whatever_the_params_look_like() {
+        let ctx = TraceContext::from_headers(&headers(&[
+            ("traceparent", PARENT),
+            ("tracestate", "rojo=00f067aa0ba902b7"),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]))
+        .unwrap();
+        let want =
+            json!({"traceparent": PARENT, "tracestate": "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"});
+
+        let v = apply(&ctx, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        assert_eq!(v["params"]["_meta"], want);
+
+        let v = apply(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{ }}"#,
+        );
+        assert_eq!(v["params"], json!({"_meta": want}));
+
+        let v = apply(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"n":[[1]]}}}"#,
+        );
+        assert_eq!(v["params"]["_meta"], want);
+        assert_eq!(v["params"]["arguments"]["n"], json!([[1]]));
+
+        // A value no parser can hold passes through untouched.
+        let huge =
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"n":1e400}}}"#;
+        let frame = Frame::parse(Bytes::from_static(huge.as_bytes()), true).unwrap();
+        let out = ctx.apply(frame);
+        let text = std::str::from_utf8(out.bytes()).unwrap();
+        assert!(text.contains(r#""arguments":{"n":1e400}"#), "{text}");
+        assert!(text.contains(PARENT), "{text}");
+
+        let v = apply(
+            &ctx,
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"_meta":{"progressToken":7},"progress":1}}"#,
+        );
+        assert_eq!(v["params"]["_meta"]["progressToken"], 7);
+        assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        assert_eq!(v["params"]["progress"], 1);
+
+        let v = apply(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{}}}"#,
+        );
+        assert_eq!(v["params"]["_meta"], want);
+    }
+
+    #[test]
+    fn the_clients_own_context_and_odd_shapes_are_left_alone() {
+        let ctx = TraceContext::from_headers(&headers(&[("traceparent", PARENT)])).unwrap();
+        for msg in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"traceparent":"mine"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1,2]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":"odd"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+        ] {
+            let frame = Frame::parse(Bytes::copy_from_slice(msg.as_bytes()), true).unwrap();
+            assert_eq!(ctx.apply(frame).bytes().as_ref(), msg.as_bytes(), "{msg}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_tracestate_is_dropped_but_the_parent_kept() {
+        let long = format!("a={}", "b".repeat(MAX_TRACESTATE));
+        let ctx =
+            TraceContext::from_headers(&headers(&[("traceparent", PARENT), ("tracestate", &long)]))
+                .unwrap();
+        let v = apply(&ctx, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        assert_eq!(v["params"]["_meta"], json!({"traceparent": PARENT}));
+    }
+}

@@ -1,0 +1,106 @@
+//! W3C trace context: a request's `traceparent` and `tracestate` headers reach
+//! the child in `params._meta`, for session-era and 2026-07-28 clients, and a
+//! client's own `_meta.traceparent` is left as it is. The child (`everything`'s
+//! `meta` tool) reports the `_meta` it received.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Client, Proxy, read_messages, text_of};
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const MODERN: &str = "2026-07-28";
+
+/// The `_meta` the child saw for a `tools/call meta` sent with `headers`.
+async fn meta_seen(client: &Client, body: Value, headers: &[(&str, &str)]) -> Value {
+    let mut req = client
+        .http
+        .post(&client.url)
+        .header("content-type", "application/json")
+        .header("accept", client.accept)
+        .json(&body);
+    if let Some(s) = &client.session {
+        req = req
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", &client.version);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let msgs = read_messages(resp).await;
+    serde_json::from_str(&text_of(msgs.last().unwrap())).unwrap()
+}
+
+#[tokio::test]
+async fn a_session_clients_trace_context_reaches_the_child() {
+    let proxy = Proxy::start(&[]).await;
+    let mut client = Client::new(&proxy.mcp());
+    client.initialize("2025-11-25", json!({})).await;
+    let call = |meta: Option<Value>| {
+        let mut params = json!({"name":"meta","arguments":{}});
+        if let Some(m) = meta {
+            params["_meta"] = m;
+        }
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":params})
+    };
+
+    let seen = meta_seen(
+        &client,
+        call(None),
+        &[("traceparent", PARENT), ("tracestate", "vendor=abc")],
+    )
+    .await;
+    assert_eq!(seen["traceparent"], PARENT, "{seen}");
+    assert_eq!(seen["tracestate"], "vendor=abc", "{seen}");
+
+    // Beside a progress token, and never over the client's own context.
+    let seen = meta_seen(
+        &client,
+        call(Some(json!({"progressToken":"p1"}))),
+        &[("traceparent", PARENT)],
+    )
+    .await;
+    assert_eq!(seen["traceparent"], PARENT, "{seen}");
+    assert!(seen.get("progressToken").is_some(), "{seen}");
+    let own = "00-11111111111111111111111111111111-2222222222222222-00";
+    let seen = meta_seen(
+        &client,
+        call(Some(json!({"traceparent": own}))),
+        &[("traceparent", PARENT)],
+    )
+    .await;
+    assert_eq!(seen["traceparent"], own, "{seen}");
+
+    // No header, or a malformed one: nothing added.
+    let seen = meta_seen(&client, call(None), &[]).await;
+    assert!(seen.get("traceparent").is_none(), "{seen}");
+    let seen = meta_seen(&client, call(None), &[("traceparent", "00-zz-yy-01")]).await;
+    assert!(seen.get("traceparent").is_none(), "{seen}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_2026_07_28_clients_trace_context_reaches_the_child() {
+    let proxy = Proxy::start(&[]).await;
+    let client = Client::new(&proxy.mcp());
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"meta","arguments":{},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":MODERN,
+                 "io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},
+                 "io.modelcontextprotocol/clientCapabilities":{}}}});
+    let seen = meta_seen(
+        &client,
+        body,
+        &[
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "meta"),
+            ("traceparent", PARENT),
+        ],
+    )
+    .await;
+    assert_eq!(seen["traceparent"], PARENT, "{seen}");
+    proxy.stop().await;
+}
