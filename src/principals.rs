@@ -3,9 +3,11 @@
 //! principal reads another's state, and each child may hold its
 //! principal's own credentials (see [`crate::store::ChildSecrets`]).
 //!
-//! Owns: the table principal → child, its cap (`--max-sessions`, a 503
-//! beyond it, as for sessions), the start on first use (one start even
-//! when requests race), and idle expiry: a child with nothing attached,
+//! Owns: the table principal → child, its cap (each child holds one of
+//! its principal's session slots, so `--max-sessions` and
+//! `--max-sessions-per-principal` bound children of both eras together),
+//! the start on first use (one start even when requests race), and idle
+//! expiry: a child with nothing attached,
 //! nothing in flight and no request for `--session-idle-timeout` leaves
 //! the table and is stopped; the principal's next request starts a fresh
 //! one. Does not own: how a child is started (the caller passes that in,
@@ -21,6 +23,7 @@ use tracing::warn;
 
 use crate::auth::Principal;
 use crate::error::ProxyError;
+use crate::session::{Reservation, Sessions, TooManySessions};
 use crate::upstream::Upstream;
 
 /// What picks a child: the principal and, for a server that takes
@@ -69,11 +72,12 @@ impl std::fmt::Display for ChildKey {
 }
 
 /// One principal's child, started on first use.
-#[derive(Default)]
 struct Entry {
     child: OnceCell<Arc<Upstream>>,
     /// The last request that asked for this child.
     last_used: Mutex<Option<Instant>>,
+    /// The session slot this child takes, given back when the entry goes.
+    _slot: Reservation,
 }
 
 impl Entry {
@@ -93,22 +97,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The per-principal children of one server.
 pub struct PrincipalChildren {
-    /// Principals that may hold a child at once (`--max-sessions`).
-    max: usize,
+    /// Where each child takes its slot.
+    sessions: Arc<Sessions>,
     children: Mutex<HashMap<ChildKey, Arc<Entry>>>,
 }
 
 impl PrincipalChildren {
-    /// An empty table for at most `max` children.
-    pub fn new(max: usize) -> PrincipalChildren {
+    /// An empty table whose children take their slots from `sessions`.
+    pub fn new(sessions: Arc<Sessions>) -> PrincipalChildren {
         PrincipalChildren {
-            max,
+            sessions,
             children: Mutex::new(HashMap::new()),
         }
     }
 
     /// The child of `key`, started with `start` if there is none; a new
-    /// key beyond the cap gets [`ProxyError::TooManySessions`].
+    /// child beyond the session caps gets the error a new session would
+    /// (503 for `--max-sessions`, 429 for `--max-sessions-per-principal`).
     pub async fn get_or_start<F, Fut>(
         &self,
         key: &ChildKey,
@@ -120,14 +125,27 @@ impl PrincipalChildren {
     {
         let entry = {
             let mut children = lock(&self.children);
-            if !children.contains_key(key) && children.len() >= self.max {
-                warn!(
-                    max = self.max,
-                    "per-principal children at the limit (--max-sessions); refusing a new principal's child"
-                );
-                return Err(ProxyError::TooManySessions(children.len()));
-            }
-            let entry = children.entry(key.clone()).or_default().clone();
+            let entry = match children.get(key) {
+                Some(e) => e.clone(),
+                None => {
+                    let slot = self.sessions.reserve(&key.principal).map_err(|e| {
+                        warn!("no room for another 2026-07-28 child");
+                        match e {
+                            TooManySessions::Total(n) => ProxyError::TooManySessions(n),
+                            TooManySessions::ForPrincipal(n) => {
+                                ProxyError::TooManySessionsForPrincipal(n)
+                            }
+                        }
+                    })?;
+                    let e = Arc::new(Entry {
+                        child: OnceCell::new(),
+                        last_used: Mutex::new(None),
+                        _slot: slot,
+                    });
+                    children.insert(key.clone(), e.clone());
+                    e
+                }
+            };
             // Under the table's lock: the reaper sees this request or
             // removed the entry before it (and a new one is made here).
             entry.touch();

@@ -463,6 +463,39 @@ async fn idle_per_principal_children_are_stopped_and_the_next_request_starts_afr
     );
 }
 
+#[tokio::test]
+async fn a_principals_modern_child_takes_one_of_its_session_slots_until_reaped() {
+    let keys = key_file("child-slots");
+    let proxy = Proxy::start(&[
+        "--api-key-file",
+        &keys,
+        "--max-sessions-per-principal",
+        "1",
+        "--session-idle-timeout",
+        "1s",
+    ])
+    .await;
+    let a = [("x-api-key", KEY_A)];
+    let pa: u32 = text_of(&modern(&proxy, &a, modern_call(1, "pid", json!({}))).await)
+        .parse()
+        .unwrap();
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let r = client(&proxy.mcp(), &a).post(&init).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "alice's one slot is her 2026-07-28 child's"
+    );
+    // Another principal is not affected.
+    let mut bob = client(&proxy.mcp(), &[("x-api-key", KEY_B)]);
+    bob.initialize("2025-11-25", json!({})).await;
+    // Once her idle child is stopped, the slot is hers again.
+    assert!(support::eventually(Duration::from_secs(5), || support::reaped(pa)).await);
+    let mut alice = client(&proxy.mcp(), &a);
+    alice.initialize("2025-11-25", json!({})).await;
+    proxy.stop().await;
+}
+
 // ---------- JWT ----------
 
 #[tokio::test]

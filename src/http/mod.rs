@@ -150,16 +150,17 @@ impl App {
                 "--allow-origin '*' without authentication: any web page the user visits can use this MCP server"
             );
         }
+        let sessions = Arc::new(Sessions::new(
+            config.max_sessions,
+            config.max_sessions_per_principal,
+            audit.clone(),
+        ));
         Ok(Arc::new(App {
-            sessions: Arc::new(Sessions::new(
-                config.max_sessions,
-                config.max_sessions_per_principal,
-                audit.clone(),
-            )),
+            principal_children: crate::principals::PrincipalChildren::new(sessions.clone()),
+            sessions,
             access,
             auth,
             audit,
-            principal_children: crate::principals::PrincipalChildren::new(config.max_sessions),
             shared: OnceCell::new(),
             streams_cancel: CancellationToken::new(),
             children_cancel: CancellationToken::new(),
