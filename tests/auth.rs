@@ -653,6 +653,26 @@ async fn cloudflare_access_header_with_bearer_fallback() {
         400,
         "bearer fallback"
     );
+    // A service token (machine to machine): an empty sub, its client id in
+    // common_name. Without either, the token names nobody.
+    let service = json!({"sub":"","common_name":"88bf3b6d86161464f6509f7219099e57.access",
+        "iss":"https://team.cloudflareaccess.com","aud":[aud_tag],"exp":now()+600,"iat":now(),"type":"app"});
+    assert_eq!(
+        probe_status(
+            &proxy,
+            &[("cf-access-jwt-assertion", &sign(&ed1, &service))]
+        )
+        .await,
+        400,
+        "a service token authenticates"
+    );
+    let nobody =
+        json!({"sub":"","iss":"https://team.cloudflareaccess.com","aud":[aud_tag],"exp":now()+600});
+    assert_eq!(
+        probe_status(&proxy, &[("cf-access-jwt-assertion", &sign(&ed1, &nobody))]).await,
+        401,
+        "a token without sub or common_name"
+    );
     let other = sign(&ed("cf-1"), &c);
     let r = probe(&proxy, &[("cf-access-jwt-assertion", &other)]).await;
     assert_eq!(r.status(), 401);
