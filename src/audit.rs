@@ -355,3 +355,85 @@ impl crate::upstream::Reply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_read_from_the_answer() {
+        let cases: [(&str, Outcome); 8] = [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#,
+                Outcome::Ok,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#,
+                Outcome::ToolError,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"x"}}"#,
+                Outcome::InputRequired,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown tool: x"}}"#,
+                Outcome::Error(-32602),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"request timed out after 2000 ms"}}"#,
+                Outcome::Timeout,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"the MCP server process exited"}}"#,
+                Outcome::Error(-32000),
+            ),
+            // A code no parser can hold, or none: still an error.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"message":"?"}}"#,
+                Outcome::Error(crate::jsonrpc::code::INTERNAL_ERROR),
+            ),
+            (
+                "not json",
+                Outcome::Error(crate::jsonrpc::code::INTERNAL_ERROR),
+            ),
+        ];
+        for (answer, want) in cases {
+            assert_eq!(Outcome::of_answer(answer.as_bytes()), want, "{answer}");
+        }
+    }
+
+    #[test]
+    fn a_call_is_recorded_once_and_an_unanswered_one_as_cancelled() {
+        let dir = std::env::temp_dir().join(format!("mcp-audit-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let _ = std::fs::remove_file(&path);
+        let audit = Arc::new(Audit::open(Some(&path)).unwrap());
+        let who = Principal::new(crate::auth::AuthMethod::ApiKey, "alice");
+        let frame =
+            |s: &'static str| Frame::parse(bytes::Bytes::from_static(s.as_bytes()), true).unwrap();
+        let call = frame(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"arg-secret"}}}"#,
+        );
+        let list = frame(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+        assert!(ToolCall::start(&audit, &who, None, &list).is_none());
+        let answered = ToolCall::start(&audit, &who, Some(&Arc::from("coda")), &call).unwrap();
+        answered.answered(
+            &bytes::Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).into(),
+        );
+        drop(ToolCall::start(&audit, &who, None, &call).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let records: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2, "{text}");
+        assert_eq!(records[0]["outcome"], "ok");
+        assert_eq!(records[0]["server"], "coda");
+        assert_eq!(records[0]["tool"], "echo");
+        assert_eq!(records[1]["outcome"], "cancelled");
+        assert!(records[1]["server"].is_null());
+        assert!(!text.contains("arg-secret"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

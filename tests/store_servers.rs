@@ -355,6 +355,13 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
         text.contains("read-for-child") && text.contains("key-1") && text.contains("missing"),
         "no audit lines"
     );
+    // The tool call is audited with the server's name.
+    assert!(
+        text.lines().any(|l| l.contains(r#""event":"tools.call""#)
+            && l.contains(r#""server":"dump""#)
+            && l.contains(r#""principal":"key-1""#)),
+        "no tools.call record naming the server"
+    );
     drop(store);
     let file = std::fs::read(&db).unwrap();
     for v in ["alpha-cred-5521", "bravo-cred-9034"] {
