@@ -1320,3 +1320,45 @@ async fn every_tools_call_is_audited_once_with_its_outcome_and_never_its_argumen
         assert!(!text.contains(secret), "{secret} reached the audit log");
     }
 }
+
+#[tokio::test]
+async fn a_multi_round_trip_call_is_audited_once_per_request() {
+    let dir = temp_dir("mrtr-audit");
+    let audit = dir.join("audit.log");
+    let _ = std::fs::remove_file(&audit);
+    let proxy = Proxy::start(&["--audit-log", audit.to_str().unwrap()]).await;
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {"roots": {}}});
+    let first = modern(
+        &proxy,
+        &[],
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"roots","arguments":{},"_meta":meta}}),
+    )
+    .await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let retry = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"roots","arguments":{},"_meta":meta,
+        "inputResponses":{"input":{"roots":[{"uri":"file:///root-secret"}]}},
+        "requestState":first["result"]["requestState"]}});
+    let second = modern(&proxy, &[], retry).await;
+    assert_eq!(second["result"]["resultType"], "complete", "{second}");
+    proxy.stop().await;
+    let outcomes: Vec<(String, String)> = tool_records(&audit)
+        .iter()
+        .map(|r| {
+            (
+                r["tool"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("roots".to_string(), "input_required".to_string()),
+            ("roots".to_string(), "ok".to_string())
+        ]
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains("root-secret"));
+}
