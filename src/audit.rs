@@ -163,7 +163,7 @@ const MAX_TOOL_NAME: usize = 128;
 /// `isError`, `input_required`). A larger one is not read again: that
 /// would cost the child's reader time in proportion to its size, and
 /// errors are small. It is recorded as [`Outcome::Unchecked`].
-const OUTCOME_PEEK_BYTES: usize = 256 * 1024;
+const OUTCOME_PEEK_BYTES: usize = 64 * 1024;
 
 /// How a `tools/call` ended, as its client saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,17 +422,27 @@ mod tests {
             &bytes::Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).into(),
         );
         drop(ToolCall::start(&audit, &who, None, &call).unwrap());
+        // An answer over the peek size is not read again, even if it is an error.
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32000,"message":"x","data":"{}"}}}}"#,
+            "y".repeat(OUTCOME_PEEK_BYTES)
+        );
+        ToolCall::start(&audit, &who, None, &call)
+            .unwrap()
+            .answered(&bytes::Bytes::from(big).into());
         let text = std::fs::read_to_string(&path).unwrap();
         let records: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(records.len(), 2, "{text}");
+        assert_eq!(records.len(), 3, "{text}");
         assert_eq!(records[0]["outcome"], "ok");
         assert_eq!(records[0]["server"], "coda");
         assert_eq!(records[0]["tool"], "echo");
         assert_eq!(records[1]["outcome"], "cancelled");
         assert!(records[1]["server"].is_null());
+        assert_eq!(records[2]["outcome"], "unchecked");
+        assert!(records[2]["code"].is_null());
         assert!(!text.contains("arg-secret"));
         let _ = std::fs::remove_dir_all(dir);
     }
