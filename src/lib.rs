@@ -23,6 +23,9 @@
 //!   Its parts: `upstream::tasks` (which session owns which task in shared
 //!   mode) and `upstream::mrtr` (multi round-trip requests translated
 //!   between a child and clients of different eras).
+//! - [`principals`]: the children of 2026-07-28 clients, one per
+//!   principal: started on first use (with the principal's stored
+//!   credentials), capped, stopped when idle.
 //! - [`trace`]: the W3C `traceparent`/`tracestate` of an HTTP request,
 //!   carried into the `_meta` of the messages it holds.
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
@@ -74,6 +77,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;
+pub mod principals;
 pub mod proxy;
 pub mod servers;
 pub mod session;

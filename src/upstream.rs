@@ -154,6 +154,10 @@ pub enum Reply {
     /// Nobody, for now: a 2026-07-28 client's call parked while the client
     /// gathers input (see `Parked`).
     Detached,
+    /// A `tools/call`: the reply within, and its audit record, written when
+    /// the answer goes back or, unanswered, when dropped (see
+    /// [`crate::audit::ToolCall`]; the HTTP layer wraps).
+    Audited(Box<Reply>, crate::audit::ToolCall),
 }
 
 impl Reply {
@@ -169,6 +173,10 @@ impl Reply {
                 let _ = tx.send(message);
             }
             Reply::Detached => {}
+            Reply::Audited(reply, call) => {
+                call.answered(&message);
+                reply.respond_message(message);
+            }
         }
     }
 
@@ -176,6 +184,7 @@ impl Reply {
         match self {
             Reply::Stream(o) => Some(o),
             Reply::Once(_) | Reply::Detached => None,
+            Reply::Audited(reply, _) => reply.stream(),
         }
     }
 }
@@ -812,6 +821,13 @@ impl Upstream {
         if let Some(level) = level {
             self.set_child_level(level).await;
         }
+    }
+
+    /// Whether no session is attached and nothing is in flight (an idle
+    /// per-principal child may be stopped, see [`crate::principals`]).
+    pub fn is_idle(&self) -> bool {
+        let r = lock(&self.routes);
+        r.ports.is_empty() && r.pending.is_empty()
     }
 
     /// Number of one session's requests in flight.
@@ -1515,7 +1531,7 @@ impl Upstream {
             return Ok(());
         };
         if let Some(p) = self.take_pending(id) {
-            match p.reply {
+            match p.reply.unaudited() {
                 // No answer will come: a stream of its own closes, a stream
                 // shared with other requests (legacy, batch) carries on.
                 Reply::Stream(o) => o.forgo(),
@@ -1530,7 +1546,7 @@ impl Upstream {
                         .into(),
                     );
                 }
-                Reply::Detached => {}
+                Reply::Detached | Reply::Audited(..) => {}
             }
         }
         // The client's message with only the id changed: whatever else it
