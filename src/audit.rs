@@ -4,7 +4,8 @@
 //! Events: `auth.success` (principal, method, ip), `auth.failure` (reason,
 //! ip), `session.create` / `session.delete` / `session.expire` (principal,
 //! session), `child.spawn` (command, pid, owner), `child.exit` (pid, code or
-//! signal) and `tools.call` (principal, tool, outcome, duration). A record
+//! signal) and `tools.call` (principal, server, tool, outcome, error code,
+//! duration; see [`ToolCall`]). A record
 //! never holds a credential, a header value or tool arguments: callers pass
 //! only the fields named here. A failed write is reported once and never
 //! stops the proxy.
@@ -13,14 +14,16 @@ use std::fs::File;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tracing::{Level, warn};
 
 use crate::auth::Principal;
+use crate::jsonrpc::{Frame, Kind, Message};
 
 /// Where audit records go.
 #[derive(Default)]
@@ -60,7 +63,8 @@ impl Audit {
         })
     }
 
-    fn enabled(&self) -> bool {
+    /// Whether records go anywhere (the file, or a log that takes them).
+    pub fn enabled(&self) -> bool {
         self.file.is_some() || tracing::enabled!(target: "audit", Level::INFO)
     }
 
@@ -135,11 +139,311 @@ impl Audit {
         );
     }
 
-    /// A `tools/call` finished.
-    pub fn tool_call(&self, p: &Principal, tool: &str, outcome: &str, duration_ms: u64) {
+    /// A `tools/call` finished (see [`ToolCall`], which calls this).
+    pub fn tool_call(&self, call: &ToolCall, outcome: Outcome, duration_ms: u64) {
         self.emit(
             "tools.call",
-            json!({ "principal": p.name(), "method": p.method().as_str(), "tool": tool, "outcome": outcome, "duration_ms": duration_ms }),
+            json!({
+                "principal": call.principal.name(),
+                "method": call.principal.method().as_str(),
+                "server": call.server.as_deref(),
+                "tool": call.tool,
+                "outcome": outcome.name(),
+                "code": outcome.code(),
+                "duration_ms": duration_ms,
+            }),
         );
+    }
+}
+
+/// Longest tool name recorded (a client chooses it; the rest is cut).
+const MAX_TOOL_NAME: usize = 128;
+
+/// Answers up to this size are read for their outcome (an error code,
+/// `isError`, `input_required`). A larger one is not read again: that
+/// would cost the child's reader time in proportion to its size, and
+/// errors are small. It is recorded as [`Outcome::Unchecked`].
+const OUTCOME_PEEK_BYTES: usize = 64 * 1024;
+
+/// How a `tools/call` ended, as its client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A result.
+    Ok,
+    /// A result with `isError: true` (the tool failed; the call did not).
+    ToolError,
+    /// A 2026-07-28 `input_required` result: the client is asked for input
+    /// and retries (the retry is a call of its own).
+    InputRequired,
+    /// A JSON-RPC error, with its code.
+    Error(i64),
+    /// The proxy's `--request-timeout` ended it.
+    Timeout,
+    /// No answer went back: the client cancelled, went away, or its
+    /// session ended first.
+    Cancelled,
+    /// An answer too large to be read again ([`OUTCOME_PEEK_BYTES`]):
+    /// it went back, what it said is not known.
+    Unchecked,
+}
+
+impl Outcome {
+    /// The `outcome` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ToolError => "tool_error",
+            Outcome::InputRequired => "input_required",
+            Outcome::Error(_) => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Unchecked => "unchecked",
+        }
+    }
+
+    /// The `code` field: the JSON-RPC error code, if any.
+    pub fn code(self) -> Option<i64> {
+        match self {
+            Outcome::Error(c) => Some(c),
+            Outcome::Timeout => Some(crate::jsonrpc::code::SERVER_ERROR),
+            _ => None,
+        }
+    }
+
+    /// Reads an answer (a JSON-RPC response) for its outcome.
+    pub fn of_answer(message: &[u8]) -> Outcome {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            error: Option<ErrorPart>,
+            result: Option<ResultPart>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ErrorPart {
+            code: Option<i64>,
+            message: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ResultPart {
+            is_error: Option<bool>,
+            result_type: Option<String>,
+        }
+        let Ok(a) = serde_json::from_slice::<Answer>(message) else {
+            return Outcome::Error(crate::jsonrpc::code::INTERNAL_ERROR);
+        };
+        match (a.error, a.result) {
+            (Some(e), _) => {
+                let code = e.code.unwrap_or(crate::jsonrpc::code::INTERNAL_ERROR);
+                // The multiplexer's own timeout error (upstream `expire`).
+                let timed_out = code == crate::jsonrpc::code::SERVER_ERROR
+                    && e.message
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with("request timed out after"));
+                if timed_out {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Error(code)
+                }
+            }
+            (None, Some(r)) if r.result_type.as_deref() == Some("input_required") => {
+                Outcome::InputRequired
+            }
+            (None, Some(r)) if r.is_error == Some(true) => Outcome::ToolError,
+            _ => Outcome::Ok,
+        }
+    }
+}
+
+/// One client's `tools/call`, from the moment it is handed to the child
+/// until its answer goes back: records `tools.call` exactly once, with
+/// [`ToolCall::answered`], or as [`Outcome::Cancelled`] when dropped
+/// unanswered. Holds the tool's name only, never its arguments.
+pub struct ToolCall {
+    audit: Arc<Audit>,
+    principal: Principal,
+    server: Option<Arc<str>>,
+    tool: String,
+    started: Instant,
+    recorded: bool,
+}
+
+impl std::fmt::Debug for ToolCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolCall")
+            .field("tool", &self.tool)
+            .finish()
+    }
+}
+
+impl ToolCall {
+    /// The record of `frame` if it is a `tools/call` request and audit
+    /// records are written at all.
+    pub fn start(
+        audit: &Arc<Audit>,
+        principal: &Principal,
+        server: Option<&Arc<str>>,
+        frame: &Frame,
+    ) -> Option<ToolCall> {
+        if frame.kind() != Kind::Request || frame.method() != Some("tools/call") {
+            return None;
+        }
+        if !audit.enabled() {
+            return None;
+        }
+        let mut tool = frame
+            .locate_in_params(&["name"])
+            .and_then(|at| serde_json::from_slice::<String>(&frame.bytes()[at]).ok())
+            .unwrap_or_default();
+        if tool.len() > MAX_TOOL_NAME {
+            let mut end = MAX_TOOL_NAME;
+            while !tool.is_char_boundary(end) {
+                end -= 1;
+            }
+            tool.truncate(end);
+        }
+        Some(ToolCall {
+            audit: audit.clone(),
+            principal: principal.clone(),
+            server: server.cloned(),
+            tool,
+            started: Instant::now(),
+            recorded: false,
+        })
+    }
+
+    /// The answer goes back to the client now.
+    pub fn answered(mut self, message: &Message) {
+        let outcome = if message.len() > OUTCOME_PEEK_BYTES {
+            Outcome::Unchecked
+        } else {
+            Outcome::of_answer(&message.clone().into_bytes())
+        };
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.audit.tool_call(self, outcome, ms);
+    }
+}
+
+impl Drop for ToolCall {
+    fn drop(&mut self) {
+        self.record(Outcome::Cancelled);
+    }
+}
+
+impl crate::upstream::Reply {
+    /// This reply, recording `call` (if any) when the answer goes back.
+    pub fn audited(self, call: Option<ToolCall>) -> crate::upstream::Reply {
+        match call {
+            Some(call) => crate::upstream::Reply::Audited(Box::new(self), call),
+            None => self,
+        }
+    }
+
+    /// This reply without its record, which is written as
+    /// [`Outcome::Cancelled`]: the multiplexer answers a cancelled call
+    /// itself, and no answer of the server's went back.
+    pub(crate) fn unaudited(self) -> crate::upstream::Reply {
+        match self {
+            crate::upstream::Reply::Audited(reply, _) => (*reply).unaudited(),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_read_from_the_answer() {
+        let cases: [(&str, Outcome); 8] = [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#,
+                Outcome::Ok,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#,
+                Outcome::ToolError,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"x"}}"#,
+                Outcome::InputRequired,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown tool: x"}}"#,
+                Outcome::Error(-32602),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"request timed out after 2000 ms"}}"#,
+                Outcome::Timeout,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"the MCP server process exited"}}"#,
+                Outcome::Error(-32000),
+            ),
+            // A code no parser can hold, or none: still an error.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"message":"?"}}"#,
+                Outcome::Error(crate::jsonrpc::code::INTERNAL_ERROR),
+            ),
+            (
+                "not json",
+                Outcome::Error(crate::jsonrpc::code::INTERNAL_ERROR),
+            ),
+        ];
+        for (answer, want) in cases {
+            assert_eq!(Outcome::of_answer(answer.as_bytes()), want, "{answer}");
+        }
+    }
+
+    #[test]
+    fn a_call_is_recorded_once_and_an_unanswered_one_as_cancelled() {
+        let dir = std::env::temp_dir().join(format!("mcp-audit-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let _ = std::fs::remove_file(&path);
+        let audit = Arc::new(Audit::open(Some(&path)).unwrap());
+        let who = Principal::new(crate::auth::AuthMethod::ApiKey, "alice");
+        let frame =
+            |s: &'static str| Frame::parse(bytes::Bytes::from_static(s.as_bytes()), true).unwrap();
+        let call = frame(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"arg-secret"}}}"#,
+        );
+        let list = frame(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+        assert!(ToolCall::start(&audit, &who, None, &list).is_none());
+        let answered = ToolCall::start(&audit, &who, Some(&Arc::from("coda")), &call).unwrap();
+        answered.answered(
+            &bytes::Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).into(),
+        );
+        drop(ToolCall::start(&audit, &who, None, &call).unwrap());
+        // An answer over the peek size is not read again, even if it is an error.
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32000,"message":"x","data":"{}"}}}}"#,
+            "y".repeat(OUTCOME_PEEK_BYTES)
+        );
+        ToolCall::start(&audit, &who, None, &call)
+            .unwrap()
+            .answered(&bytes::Bytes::from(big).into());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let records: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 3, "{text}");
+        assert_eq!(records[0]["outcome"], "ok");
+        assert_eq!(records[0]["server"], "coda");
+        assert_eq!(records[0]["tool"], "echo");
+        assert_eq!(records[1]["outcome"], "cancelled");
+        assert!(records[1]["server"].is_null());
+        assert_eq!(records[2]["outcome"], "unchecked");
+        assert!(records[2]["code"].is_null());
+        assert!(!text.contains("arg-secret"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -190,10 +190,10 @@ pub struct Args {
     /// longest line the child may write, in bytes (default 64 MiB)
     #[argh(option)]
     pub max_line_bytes: Option<String>,
-    /// most concurrent sessions (default 256)
+    /// most concurrent sessions, counting each principal's 2026-07-28 child (default 256)
     #[argh(option)]
     pub max_sessions: Option<String>,
-    /// end sessions idle this long, e.g. 30m (default 30m)
+    /// end sessions (and stop 2026-07-28 per-principal children) idle this long, e.g. 30m (default 30m)
     #[argh(option)]
     pub session_idle_timeout: Option<String>,
     /// fail requests the child has not answered after this long, e.g. 2m (default: none)

@@ -549,14 +549,16 @@ fn build_server(
     for (var, header) in raw.credential_headers {
         check_env_name(&name, &var)?;
         let header = header.trim().to_ascii_lowercase();
-        if http::HeaderName::from_bytes(header.as_bytes()).is_err()
-            || matches!(
-                header.as_str(),
-                "authorization" | "x-api-key" | "cookie" | "mcp-session-id"
-            )
-        {
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
             return err(format!(
-                "server {name:?}: credential_headers.{var}: {header:?} cannot carry an upstream credential"
+                "server {name:?}: credential_headers.{var}: {header:?} is not a header name"
+            ));
+        }
+        // The client's own credential for the proxy (or its session id)
+        // must never reach a child: that is token passthrough.
+        if config.auth.carries_client_credential(&header) || header == "mcp-session-id" {
+            return err(format!(
+                "server {name:?}: credential_headers.{var}: {header:?} carries the client's credential for the proxy, which must never reach a child (token passthrough); use a header of its own, such as X-Upstream-Token"
             ));
         }
         header_env.push((var, header));
@@ -667,6 +669,41 @@ env = { CODA_LOG = "info", CODA_API_TOKEN = { secret = "coda" } }
         assert!(
             e.contains("no store is configured") && e.contains("CODA_API_TOKEN"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_credential_header_can_never_be_one_that_carries_the_clients_own_credential() {
+        let server = |header: &str| {
+            format!(
+                "[[server]]\nname = \"s\"\ncommand = [\"x\"]\ncredential_headers = {{ TOKEN = \"{header}\" }}\n"
+            )
+        };
+        let jwt = [
+            "--jwt-jwks-url",
+            "https://team.example.com/certs",
+            "--jwt-audience",
+            "aud",
+            "--jwt-header",
+            "cf-access-jwt-assertion",
+        ];
+        for header in [
+            "Authorization",
+            "proxy-authorization",
+            "X-API-Key",
+            "cookie",
+            "mcp-session-id",
+            "Cf-Access-Jwt-Assertion",
+        ] {
+            let e = load_str(&server(header), &jwt).unwrap_err().0;
+            assert!(e.contains("token passthrough"), "{header}: {e}");
+        }
+        // Without --jwt-header that one is an ordinary header.
+        assert!(load_str(&server("cf-access-jwt-assertion"), &[]).is_ok());
+        let c = load_str(&server("X-Upstream-Token"), &jwt).unwrap();
+        assert_eq!(
+            c.servers[0].header_env,
+            vec![("TOKEN".to_string(), "x-upstream-token".to_string())]
         );
     }
 

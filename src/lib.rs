@@ -30,6 +30,9 @@
 //!   requests translated between eras) and `upstream::sink` (the
 //!   `ReplySink` trait through which it hands messages to the HTTP layer,
 //!   which it does not depend on).
+//! - [`principals`]: the children of 2026-07-28 clients, one per
+//!   principal: started on first use (with the principal's stored
+//!   credentials), capped, stopped when idle.
 //! - [`trace`]: the W3C `traceparent`/`tracestate` of an HTTP request,
 //!   carried into the `_meta` of the messages it holds.
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
@@ -81,6 +84,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;
+pub mod principals;
 pub mod proxy;
 pub mod servers;
 pub mod session;

@@ -13,14 +13,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::child::Exit;
 use crate::config::{Config, Mode};
 use crate::http::{App, serve};
-
-/// How often the guard process is checked for life.
-const GUARD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why the proxy stopped other than by being asked to.
 #[derive(Debug, thiserror::Error)]
@@ -62,55 +59,7 @@ pub async fn run_until(
     shutdown: CancellationToken,
     hurry: CancellationToken,
 ) -> Result<(), RunError> {
-    let children = config.child.children.clone();
-    match children.start_guard() {
-        Ok(pid) => debug!(guard = pid, "guard process started"),
-        Err(e) => {
-            warn!(error = %e, "cannot start the guard process: children would outlive a killed proxy")
-        }
-    }
-    let duties = CancellationToken::new();
-    let _stop_duties = duties.clone().drop_guard();
-    if crate::shutdown::is_pid1() {
-        info!(
-            "running as PID 1: reaping orphaned processes and forwarding SIGHUP, SIGUSR1, SIGUSR2 to children"
-        );
-        tokio::spawn(crate::shutdown::reap_orphans(
-            children.clone(),
-            duties.clone(),
-        ));
-        if let Err(e) = crate::shutdown::forward_signals(children.clone(), duties.clone()) {
-            warn!(error = %e, "cannot install the signal forwarders");
-        }
-    }
-    {
-        // A killed guard is replaced (and told every live group) within a second.
-        let children = children.clone();
-        let duties = duties.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(GUARD_CHECK) => {
-                        children.check_guard();
-                    }
-                    _ = duties.cancelled() => return,
-                }
-            }
-        });
-    }
-    {
-        let children = children.clone();
-        let duties = duties.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = hurry.cancelled() => {
-                    let n = children.kill_all();
-                    warn!(children = n, "killed every child at once");
-                }
-                _ = duties.cancelled() => {}
-            }
-        });
-    }
+    let _duties = crate::shutdown::start_duties(&config.child.children, hurry, true);
     let addr = listener.local_addr().ok();
     let mode = config.mode;
     let exit_on_child_exit = config.exit_on_child_exit;

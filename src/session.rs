@@ -293,7 +293,8 @@ pub enum TooManySessions {
 /// All sessions, keyed by id.
 pub struct Sessions {
     map: Mutex<HashMap<Arc<str>, Arc<Session>>>,
-    /// Ids reserved by initializes still waiting for their child.
+    /// Ids reserved by initializes still waiting for their child, and the
+    /// slots held by per-principal 2026-07-28 children ([`crate::principals`]).
     reserved: AtomicU64,
     /// Reservations per principal.
     reserved_by: Mutex<HashMap<Principal, usize>>,

@@ -52,17 +52,91 @@ pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
-/// As PID 1: forwards SIGHUP, SIGUSR1 and SIGUSR2 to every child's group
-/// until `stop`. (Without it PID 1 ignores them: the kernel drops signals
-/// that PID 1 has no handler for.)
-pub fn forward_signals(children: Arc<Children>, stop: CancellationToken) -> std::io::Result<()> {
-    let mut hup = signal(SignalKind::hangup())?;
+/// How often the guard process is checked for life.
+const GUARD_CHECK: Duration = Duration::from_secs(1);
+
+/// What the proxy does for its children while it serves, one server or
+/// named servers alike: starts the guard process (see [`crate::guard`])
+/// and replaces it within [`GUARD_CHECK`] if it is killed; as PID 1,
+/// reaps orphans and forwards signals (SIGHUP only when `forward_hup`:
+/// named servers reload on it instead); when `hurry` is cancelled (a
+/// second signal), kills every child's group at once. All of it ends
+/// when the returned guard is dropped.
+pub fn start_duties(
+    children: &Arc<Children>,
+    hurry: CancellationToken,
+    forward_hup: bool,
+) -> tokio_util::sync::DropGuard {
+    match children.start_guard() {
+        Ok(pid) => debug!(guard = pid, "guard process started"),
+        Err(e) => {
+            warn!(error = %e, "cannot start the guard process: children would outlive a killed proxy")
+        }
+    }
+    let duties = CancellationToken::new();
+    if is_pid1() {
+        info!(
+            forward_hup,
+            "running as PID 1: reaping orphaned processes and forwarding signals to children"
+        );
+        tokio::spawn(reap_orphans(children.clone(), duties.clone()));
+        if let Err(e) = forward_signals(children.clone(), duties.clone(), forward_hup) {
+            warn!(error = %e, "cannot install the signal forwarders");
+        }
+    }
+    {
+        let children = children.clone();
+        let duties = duties.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(GUARD_CHECK) => { children.check_guard(); }
+                    _ = duties.cancelled() => return,
+                }
+            }
+        });
+    }
+    {
+        let children = children.clone();
+        let duties = duties.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = hurry.cancelled() => {
+                    let n = children.kill_all();
+                    warn!(children = n, "killed every child at once");
+                }
+                _ = duties.cancelled() => {}
+            }
+        });
+    }
+    duties.drop_guard()
+}
+
+/// As PID 1: forwards SIGUSR1, SIGUSR2 and (with `hup`) SIGHUP to every
+/// child's group until `stop`. (Without it PID 1 ignores them: the kernel
+/// drops signals that PID 1 has no handler for.)
+pub fn forward_signals(
+    children: Arc<Children>,
+    stop: CancellationToken,
+    hup: bool,
+) -> std::io::Result<()> {
+    let mut hup = if hup {
+        Some(signal(SignalKind::hangup())?)
+    } else {
+        None
+    };
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     tokio::spawn(async move {
         loop {
+            let hup_recv = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let sig = tokio::select! {
-                _ = hup.recv() => Signal::SIGHUP,
+                _ = hup_recv => Signal::SIGHUP,
                 _ = usr1.recv() => Signal::SIGUSR1,
                 _ = usr2.recv() => Signal::SIGUSR2,
                 _ = stop.cancelled() => return,

@@ -155,6 +155,10 @@ pub enum Reply {
     /// Nobody, for now: a 2026-07-28 client's call parked while the client
     /// gathers input (see `Parked`).
     Detached,
+    /// A `tools/call`: the reply within, and its audit record, written when
+    /// the answer goes back or, unanswered, when dropped (see
+    /// [`crate::audit::ToolCall`]; the HTTP layer wraps).
+    Audited(Box<Reply>, crate::audit::ToolCall),
 }
 
 impl Reply {
@@ -170,6 +174,10 @@ impl Reply {
                 let _ = tx.send(message);
             }
             Reply::Detached => {}
+            Reply::Audited(reply, call) => {
+                call.answered(&message);
+                reply.respond_message(message);
+            }
         }
     }
 
@@ -177,6 +185,7 @@ impl Reply {
         match self {
             Reply::Stream(o) => Some(o),
             Reply::Once(_) | Reply::Detached => None,
+            Reply::Audited(reply, _) => reply.stream(),
         }
     }
 }
@@ -412,6 +421,13 @@ impl Upstream {
         if let Some(level) = level {
             self.set_child_level(level).await;
         }
+    }
+
+    /// Whether no session is attached and nothing is in flight (an idle
+    /// per-principal child may be stopped, see [`crate::principals`]).
+    pub fn is_idle(&self) -> bool {
+        let r = lock(&self.routes);
+        r.ports.is_empty() && r.pending.is_empty()
     }
 
     /// Number of one session's requests in flight.
@@ -849,7 +865,7 @@ impl Upstream {
             return Ok(());
         };
         if let Some(p) = self.take_pending(id) {
-            match p.reply {
+            match p.reply.unaudited() {
                 // No answer will come: a stream of its own closes, a stream
                 // shared with other requests (legacy, batch) carries on.
                 Reply::Stream(o) => o.forgo(),
@@ -864,7 +880,7 @@ impl Upstream {
                         .into(),
                     );
                 }
-                Reply::Detached => {}
+                Reply::Detached | Reply::Audited(..) => {}
             }
         }
         // The client's message with only the id changed: whatever else it

@@ -418,6 +418,84 @@ async fn modern_clients_get_one_child_per_principal() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn idle_per_principal_children_are_stopped_and_the_next_request_starts_afresh() {
+    let keys = key_file("idle-children");
+    let proxy = Proxy::start(&["--api-key-file", &keys, "--session-idle-timeout", "1s"]).await;
+    let a = [("x-api-key", KEY_A)];
+    let b = [("x-api-key", KEY_B)];
+    let r = modern(
+        &proxy,
+        &a,
+        modern_call(1, "set_state", json!({"value": "v1"})),
+    )
+    .await;
+    assert_eq!(text_of(&r), "ok");
+    let pid = |r: Value| text_of(&r).parse::<u32>().unwrap();
+    let pa = pid(modern(&proxy, &a, modern_call(2, "pid", json!({}))).await);
+    let pb = pid(modern(&proxy, &b, modern_call(3, "pid", json!({}))).await);
+    // Alice's child has a call in flight for longer than the idle timeout;
+    // Bob's has nothing.
+    let busy = modern(&proxy, &a, modern_call(4, "sleep", json!({"ms": 3000})));
+    let watch = async {
+        assert!(
+            support::eventually(Duration::from_secs(5), || support::reaped(pb)).await,
+            "bob's idle child {pb} was stopped and reaped"
+        );
+        assert!(support::alive(pa), "a child with a call in flight is kept");
+    };
+    let (r, ()) = tokio::join!(busy, watch);
+    assert_eq!(text_of(&r), "slept 3000");
+    assert!(
+        support::eventually(Duration::from_secs(5), || support::reaped(pa)).await,
+        "alice's child {pa} was stopped once idle"
+    );
+    // The next request starts a fresh child: a new process, no old state.
+    let r = modern(&proxy, &a, modern_call(5, "get_state", json!({}))).await;
+    assert_eq!(text_of(&r), "");
+    let pa2 = pid(modern(&proxy, &a, modern_call(6, "pid", json!({}))).await);
+    assert_ne!(pa2, pa);
+    assert!(support::alive(pa2));
+    proxy.stop().await;
+    assert!(
+        support::eventually(STEP, || support::reaped(pa2)).await,
+        "shutdown stops the fresh child"
+    );
+}
+
+#[tokio::test]
+async fn a_principals_modern_child_takes_one_of_its_session_slots_until_reaped() {
+    let keys = key_file("child-slots");
+    let proxy = Proxy::start(&[
+        "--api-key-file",
+        &keys,
+        "--max-sessions-per-principal",
+        "1",
+        "--session-idle-timeout",
+        "1s",
+    ])
+    .await;
+    let a = [("x-api-key", KEY_A)];
+    let pa: u32 = text_of(&modern(&proxy, &a, modern_call(1, "pid", json!({}))).await)
+        .parse()
+        .unwrap();
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let r = client(&proxy.mcp(), &a).post(&init).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "alice's one slot is her 2026-07-28 child's"
+    );
+    // Another principal is not affected.
+    let mut bob = client(&proxy.mcp(), &[("x-api-key", KEY_B)]);
+    bob.initialize("2025-11-25", json!({})).await;
+    // Once her idle child is stopped, the slot is hers again.
+    assert!(support::eventually(Duration::from_secs(5), || support::reaped(pa)).await);
+    let mut alice = client(&proxy.mcp(), &a);
+    alice.initialize("2025-11-25", json!({})).await;
+    proxy.stop().await;
+}
+
 // ---------- JWT ----------
 
 #[tokio::test]
@@ -574,6 +652,26 @@ async fn cloudflare_access_header_with_bearer_fallback() {
         probe_status(&proxy, &[("authorization", &b)]).await,
         400,
         "bearer fallback"
+    );
+    // A service token (machine to machine): an empty sub, its client id in
+    // common_name. Without either, the token names nobody.
+    let service = json!({"sub":"","common_name":"88bf3b6d86161464f6509f7219099e57.access",
+        "iss":"https://team.cloudflareaccess.com","aud":[aud_tag],"exp":now()+600,"iat":now(),"type":"app"});
+    assert_eq!(
+        probe_status(
+            &proxy,
+            &[("cf-access-jwt-assertion", &sign(&ed1, &service))]
+        )
+        .await,
+        400,
+        "a service token authenticates"
+    );
+    let nobody =
+        json!({"sub":"","iss":"https://team.cloudflareaccess.com","aud":[aud_tag],"exp":now()+600});
+    assert_eq!(
+        probe_status(&proxy, &[("cf-access-jwt-assertion", &sign(&ed1, &nobody))]).await,
+        401,
+        "a token without sub or common_name"
     );
     let other = sign(&ed("cf-1"), &c);
     let r = probe(&proxy, &[("cf-access-jwt-assertion", &other)]).await;
@@ -1076,4 +1174,191 @@ async fn no_credential_reaches_the_child_the_logs_or_the_audit_file() {
     }
     assert!(audit.contains(r#""principal":"alice""#) && audit.contains(r#""method":"jwt""#));
     assert!(audit.contains(r#""principal":"key-1""#));
+}
+
+// ---------- tools/call audit ----------
+
+/// The `tools.call` records of an audit file.
+fn tool_records(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+        .filter(|v| v["event"] == "tools.call")
+        .collect()
+}
+
+#[tokio::test]
+async fn every_tools_call_is_audited_once_with_its_outcome_and_never_its_arguments() {
+    let dir = temp_dir("tool-audit");
+    let audit = dir.join("audit.log");
+    let _ = std::fs::remove_file(&audit);
+    let keys = key_file("tool-audit");
+    let proxy = Proxy::start(&[
+        "--api-key-file",
+        &keys,
+        "--audit-log",
+        audit.to_str().unwrap(),
+        "--request-timeout",
+        "2s",
+    ])
+    .await;
+    // Session era, answers on SSE streams.
+    let mut a = client(&proxy.mcp(), &[("x-api-key", KEY_A)]);
+    a.initialize("2025-11-25", json!({})).await;
+    let r = a
+        .call(json!(1), "echo", json!({"message": "argument-secret-1"}))
+        .await;
+    assert_eq!(text_of(&r), "argument-secret-1");
+    let r = a.call(json!(2), "echo", json!({})).await;
+    assert_eq!(r["result"]["isError"], true);
+    let r = a
+        .call(json!(3), "no_such_tool", json!({"x": "argument-secret-2"}))
+        .await;
+    assert_eq!(r["error"]["code"], -32602);
+    let r = a.call(json!(4), "sleep", json!({"ms": 10000})).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
+    // Session era, JSON answers; one call cancelled by its client.
+    let mut b = client(&proxy.mcp(), &[("x-api-key", KEY_B)]);
+    b.accept = "application/json";
+    b.initialize("2025-11-25", json!({})).await;
+    let r = b.call(json!(5), "echo", json!({"message": "x"})).await;
+    assert_eq!(text_of(&r), "x");
+    let mut slow = client(&proxy.mcp(), &[("x-api-key", KEY_B)]);
+    slow.session = b.session.clone();
+    slow.version = b.version.clone();
+    slow.accept = "application/json";
+    let waiting =
+        tokio::spawn(async move { slow.call(json!(6), "sleep", json!({"ms": 10000})).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = b
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6}}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let r = tokio::time::timeout(STEP, waiting).await.unwrap().unwrap();
+    assert_eq!(r["error"]["code"], -32800);
+    // 2026-07-28.
+    let r = modern(
+        &proxy,
+        &[("x-api-key", KEY_A)],
+        modern_call(7, "echo", json!({"message": "argument-secret-3"})),
+    )
+    .await;
+    assert_eq!(text_of(&r), "argument-secret-3");
+    // 2024-11-05 (legacy SSE).
+    let resp = http_with(&[("x-api-key", KEY_B)])
+        .get(format!("{}/sse", proxy.base()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseStream::new(resp);
+    let url = format!("{}{}", proxy.base(), stream.next().await.unwrap().data);
+    let legacy = http_with(&[("x-api-key", KEY_B)]);
+    for body in [
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+        json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"message":"argument-secret-4"}}}),
+    ] {
+        let r = legacy.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(stream.next_json().await["id"], body["id"]);
+    }
+
+    assert!(
+        support::eventually(STEP, || tool_records(&audit).len() >= 8).await,
+        "eight tools.call records: {:?}",
+        tool_records(&audit)
+    );
+    proxy.stop().await;
+    let records = tool_records(&audit);
+    let summary: Vec<(String, String, String, Option<i64>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["principal"].as_str().unwrap().to_string(),
+                r["tool"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["code"].as_i64(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("alice", "echo", "ok", None),
+        ("alice", "echo", "tool_error", None),
+        ("alice", "no_such_tool", "error", Some(-32602)),
+        ("alice", "sleep", "timeout", Some(-32000)),
+        ("bob", "echo", "ok", None),
+        ("bob", "sleep", "cancelled", None),
+        ("alice", "echo", "ok", None),
+        ("bob", "echo", "ok", None),
+    ];
+    let expected: Vec<(String, String, String, Option<i64>)> = expected
+        .iter()
+        .map(|(p, t, o, c)| (p.to_string(), t.to_string(), o.to_string(), *c))
+        .collect();
+    assert_eq!(summary, expected, "exactly one record per call, in order");
+    for r in &records {
+        assert_eq!(r["method"], "api-key");
+        assert!(r["duration_ms"].is_u64());
+    }
+    let sleep = &records[3];
+    assert!(sleep["duration_ms"].as_u64().unwrap() >= 1900, "{sleep}");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for secret in [
+        "argument-secret-1",
+        "argument-secret-2",
+        "argument-secret-3",
+        "argument-secret-4",
+        KEY_A,
+        KEY_B,
+    ] {
+        assert!(!text.contains(secret), "{secret} reached the audit log");
+    }
+}
+
+#[tokio::test]
+async fn a_multi_round_trip_call_is_audited_once_per_request() {
+    let dir = temp_dir("mrtr-audit");
+    let audit = dir.join("audit.log");
+    let _ = std::fs::remove_file(&audit);
+    let proxy = Proxy::start(&["--audit-log", audit.to_str().unwrap()]).await;
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {"roots": {}}});
+    let first = modern(
+        &proxy,
+        &[],
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"roots","arguments":{},"_meta":meta}}),
+    )
+    .await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let retry = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"roots","arguments":{},"_meta":meta,
+        "inputResponses":{"input":{"roots":[{"uri":"file:///root-secret"}]}},
+        "requestState":first["result"]["requestState"]}});
+    let second = modern(&proxy, &[], retry).await;
+    assert_eq!(second["result"]["resultType"], "complete", "{second}");
+    proxy.stop().await;
+    let outcomes: Vec<(String, String)> = tool_records(&audit)
+        .iter()
+        .map(|r| {
+            (
+                r["tool"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("roots".to_string(), "input_required".to_string()),
+            ("roots".to_string(), "ok".to_string())
+        ]
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains("root-secret"));
 }

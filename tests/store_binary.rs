@@ -276,3 +276,216 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
     assert!(log.contains("read-for-child"), "no audit line");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_a_second_sigterm_kills_children_at_once() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .arg("--server")
+        .arg(format!(
+            "stubborn={} --ignore-sigterm",
+            example("everything")
+        ))
+        .args(["--port", "0", "--shutdown-grace", "30s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port: u16 = loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the proxy logs its address");
+        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
+            break rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap();
+        }
+    };
+    let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/stubborn/mcp"));
+    c.initialize("2025-11-25", serde_json::json!({})).await;
+    let pid: u32 = support::text_of(
+        &c.call(serde_json::json!(1), "pid", serde_json::json!({}))
+            .await,
+    )
+    .parse()
+    .unwrap();
+    let proxy = Pid::from_raw(child.id() as i32);
+    let asked = std::time::Instant::now();
+    kill(proxy, Signal::SIGTERM).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        support::alive(pid),
+        "the stubborn child should still be in its grace period"
+    );
+    kill(proxy, Signal::SIGTERM).unwrap();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "a second SIGTERM did not end the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        support::eventually(Duration::from_secs(2), || !support::alive(pid)).await,
+        "the child {pid} was killed"
+    );
+    let logs: Vec<String> = rx.try_iter().collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("killed every child at once")),
+        "{logs:?}"
+    );
+}
+
+/// Pids of zombies whose parent is `ppid`.
+fn zombies_of(ppid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_string()))
+                .is_some_and(|r| {
+                    let f: Vec<&str> = r.split_whitespace().collect();
+                    f.len() > 1 && f[0] == "Z" && f[1] == ppid.to_string()
+                })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_as_pid_1_reap_orphans_forward_signals_and_reload_on_sighup() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: `unshare --pid --fork --mount-proc` needs root and util-linux");
+        return;
+    }
+    let dir = tempdir("pid1");
+    let file = dir.join("p.toml");
+    // A shared server (started at once) whose shell orphans two
+    // grandchildren that exit 300 and 400 ms later, and reports the
+    // signals it gets; the server runs beside it on the same stdin.
+    let script = "trap 'echo got-usr1 >&2' USR1; trap 'echo got-hup >&2' HUP; (sleep 0.3 &); (sleep 0.4 &); exec 3<&0; \"$0\" <&3 3<&- & wait; wait; wait";
+    let a = format!(
+        "[[server]]\nname = \"a\"\nmode = \"shared\"\ncommand = [\"sh\", \"-c\", {script:?}, {:?}]\n",
+        example("everything")
+    );
+    std::fs::write(&file, &a).unwrap();
+    let mut unshare = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = unshare.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let wait_for = |seen: &mut Vec<String>, needle: &str| -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    seen.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    };
+    assert!(wait_for(&mut seen, "listening on http://"));
+    let proxy = *support::children_of(unshare.id())
+        .first()
+        .expect("the proxy runs under unshare");
+    let proxy_pid = Pid::from_raw(proxy as i32);
+    // Killing `unshare` would leave its PID 1 running: kill the proxy on failure.
+    struct KillOnDrop(Pid);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGKILL);
+        }
+    }
+    let _inner = KillOnDrop(proxy_pid);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let zombies = zombies_of(proxy);
+    assert!(zombies.is_empty(), "zombies left under PID 1: {zombies:?}");
+    // SIGHUP reloads the named servers and is not forwarded.
+    std::fs::write(&file, format!("{a}{}", server("b"))).unwrap();
+    kill(proxy_pid, Signal::SIGHUP).unwrap();
+    assert!(wait_for(&mut seen, "configuration reloaded"), "{seen:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen.extend(rx.try_iter());
+    // A forwarded SIGHUP would end the server (its default action) and
+    // the shared child would be restarted.
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.contains("got-hup") || l.contains("child exited")),
+        "SIGHUP reached a child: {seen:?}"
+    );
+    // Signals PID 1 has no use for go to the children (last: SIGUSR1 also
+    // ends the server, whose default action it is).
+    kill(proxy_pid, Signal::SIGUSR1).unwrap();
+    assert!(
+        wait_for(&mut seen, "got-usr1"),
+        "SIGUSR1 forwarded to the children"
+    );
+    kill(proxy_pid, Signal::SIGTERM).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(s) = unshare.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -311,22 +311,6 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
         "{msg}"
     );
 
-    // 2026-07-28 clients would share one child: refused, and none started.
-    let r = tokio::time::timeout(
-        STEP,
-        one.http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/list")
-            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#)
-            .send(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(r.status(), 403, "{:?}", r.text().await);
     // A 2024-11-05 client without a credential: its stream is refused before any spawn.
     let r = tokio::time::timeout(
         STEP,
@@ -371,6 +355,13 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
         text.contains("read-for-child") && text.contains("key-1") && text.contains("missing"),
         "no audit lines"
     );
+    // The tool call is audited with the server's name.
+    assert!(
+        text.lines().any(|l| l.contains(r#""event":"tools.call""#)
+            && l.contains(r#""server":"dump""#)
+            && l.contains(r#""principal":"key-1""#)),
+        "no tools.call record naming the server"
+    );
     drop(store);
     let file = std::fs::read(&db).unwrap();
     for v in ["alpha-cred-5521", "bravo-cred-9034"] {
@@ -379,6 +370,110 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
             "{v} in the store file"
         );
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A 2026-07-28 `tools/call` with `http` (which carries the credentials).
+async fn modern_call(http: &reqwest::Client, url: &str, tool: &str) -> reqwest::Response {
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":{},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities":{}}}});
+    tokio::time::timeout(
+        STEP,
+        http.post(url)
+            .header("accept", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .json(&body)
+            .send(),
+    )
+    .await
+    .expect("answered in time")
+    .unwrap()
+}
+
+/// The pid a 2026-07-28 caller's child reports.
+async fn modern_pid(http: &reqwest::Client, url: &str) -> u32 {
+    let r = modern_call(http, url, "pid").await;
+    assert_eq!(r.status(), 200);
+    text_of(&r.json().await.unwrap()).parse().unwrap()
+}
+
+/// The environment dumped by the child `pid` (the dump is named by the
+/// shell's pid, which `exec` hands to the server).
+fn env_of(dumps: &std::path::Path, pid: u32) -> String {
+    std::fs::read_to_string(dumps.join(format!("{pid}.env"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_clients_get_a_child_per_principal_with_their_own_stored_credentials() {
+    let dir = tempdir("modern-principals");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let db = dir.join("secrets.db");
+    let keys = KeyRing::parse(&StoreKey::generate_base64()).unwrap();
+    let store = Arc::new(
+        Store::open(db.to_str().unwrap(), keys, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    for (who, value) in [("key-1", "alpha-cred-7731"), ("key-2", "bravo-cred-2208")] {
+        store
+            .set(
+                &SecretRef::new(who, "dump", "tok"),
+                &Secret::new(value.as_bytes().to_vec()),
+            )
+            .await
+            .unwrap();
+    }
+    let toml = format!(
+        r#"
+[auth]
+api_keys = ["{K1}", "{K2}", "{K3}"]
+[store]
+path = {db:?}
+[[server]]
+name = "dump"
+command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
+env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
+"#,
+        everything = example("everything"),
+    );
+    let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
+    let url = format!("{}/servers/dump/mcp", p.base);
+    let (one, two, three) = (
+        authed(&url, K1).http,
+        authed(&url, K2).http,
+        authed(&url, K3).http,
+    );
+    let p1 = modern_pid(&one, &url).await;
+    let p2 = modern_pid(&two, &url).await;
+    assert_ne!(p1, p2, "one child per principal");
+    assert_eq!(
+        modern_pid(&one, &url).await,
+        p1,
+        "a principal keeps its child"
+    );
+    let (e1, e2) = (env_of(&dumps, p1), env_of(&dumps, p2));
+    assert!(e1.contains("UPSTREAM_TOKEN=alpha-cred-7731\n") && !e1.contains("bravo"));
+    assert!(e2.contains("UPSTREAM_TOKEN=bravo-cred-2208\n") && !e2.contains("alpha"));
+    // The third principal has none: 403 with a JSON-RPC error naming what
+    // is missing, and no child.
+    let r = modern_call(&three, &url, "pid").await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("key-3") && msg.contains("tok") && msg.contains("UPSTREAM_TOKEN"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dumps).unwrap().count(),
+        2,
+        "no third child"
+    );
+    p.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -427,6 +522,24 @@ credential_headers = {{ UPSTREAM_TOKEN = "X-Upstream-Token" }}
         .collect();
     assert_eq!(envs.len(), 1);
     assert!(envs[0].contains("UPSTREAM_TOKEN=header-cred-6610\n"));
+    // 2026-07-28 requests carry the header each time: a request is served
+    // only by a child holding the value it carries.
+    let http_with = |v: &str| {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-upstream-token", v.parse().unwrap());
+        reqwest::Client::builder()
+            .default_headers(h)
+            .build()
+            .unwrap()
+    };
+    let pa = modern_pid(&http_with("header-cred-a"), &url).await;
+    let pb = modern_pid(&http_with("header-cred-b"), &url).await;
+    assert_ne!(pa, pb);
+    assert_eq!(modern_pid(&http_with("header-cred-a"), &url).await, pa);
+    assert!(env_of(&dumps, pa).contains("UPSTREAM_TOKEN=header-cred-a\n"));
+    assert!(env_of(&dumps, pb).contains("UPSTREAM_TOKEN=header-cred-b\n"));
+    let r = modern_call(&reqwest::Client::new(), &url, "pid").await;
+    assert_eq!(r.status(), 403, "no header, no child");
     p.stop().await;
     // Off unless the server is per-session.
     let shared = toml.replace(

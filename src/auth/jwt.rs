@@ -97,6 +97,11 @@ pub enum JwtError {
     Unavailable(String),
 }
 
+/// The principal of a token without a `sub` but with a `common_name` (a
+/// Cloudflare Access service token) is this prefix and the common name, so
+/// that it can never equal a user's `sub`.
+pub const SERVICE_TOKEN_PREFIX: &str = "service-token:";
+
 /// What a verified token says.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -111,7 +116,12 @@ pub struct Verified {
 
 #[derive(Deserialize)]
 struct Claims {
+    #[serde(default)]
     sub: String,
+    /// Cloudflare Access service tokens carry no user: an empty `sub`, and
+    /// the token's client id here.
+    #[serde(default)]
+    common_name: Option<String>,
     exp: u64,
     #[serde(default)]
     email: Option<String>,
@@ -219,7 +229,7 @@ fn describe(kind: &ErrorKind) -> &'static str {
         ErrorKind::InvalidIssuer => "token issuer not accepted",
         ErrorKind::InvalidAudience => "token audience is not this server",
         ErrorKind::InvalidSignature => "token signature invalid",
-        ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (exp, aud, sub, iss)",
+        ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (exp, aud, iss)",
         ErrorKind::InvalidAlgorithm => "token algorithm not accepted for this key",
         ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => "token claims malformed",
         _ => "token malformed",
@@ -304,7 +314,9 @@ impl JwtVerifier {
         v.validate_nbf = true;
         v.validate_exp = true;
         v.set_audience(&self.config.audiences);
-        let mut required = vec!["exp", "aud", "sub"];
+        // `sub` is checked in `check`: a Cloudflare Access service token
+        // names its holder in `common_name` instead.
+        let mut required = vec!["exp", "aud"];
         if !self.config.issuers.is_empty() {
             v.set_issuer(&self.config.issuers);
             required.push("iss");
@@ -416,9 +428,15 @@ impl JwtVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg))
             .map_err(|e| JwtError::Invalid(describe(e.kind())))?;
         let c = data.claims;
-        if c.sub.is_empty() {
-            return Err(JwtError::Invalid("token has an empty sub"));
-        }
+        let subject = match (c.sub.is_empty(), c.common_name) {
+            (false, _) => c.sub,
+            (true, Some(name)) if !name.is_empty() => format!("{SERVICE_TOKEN_PREFIX}{name}"),
+            _ => {
+                return Err(JwtError::Invalid(
+                    "token has no sub (nor a service token's common_name)",
+                ));
+            }
+        };
         let mut scopes: Vec<String> = c
             .scope
             .map(|s| s.split_whitespace().map(String::from).collect())
@@ -429,7 +447,7 @@ impl JwtVerifier {
             None => {}
         }
         Ok(Verified {
-            subject: c.sub,
+            subject,
             email: c.email,
             scopes,
             exp: c.exp,

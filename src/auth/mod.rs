@@ -182,6 +182,21 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
+    /// Whether `name` (lowercase) is a header that may carry a client's
+    /// credential for the proxy itself: the bearer token, an API key, a
+    /// cookie, or the configured JWT header (`--jwt-header`). Such a header
+    /// never reaches a child (that would be token passthrough, which the
+    /// MCP authorization spec forbids).
+    pub fn carries_client_credential(&self, name: &str) -> bool {
+        matches!(
+            name,
+            "authorization" | "proxy-authorization" | "x-api-key" | "cookie"
+        ) || matches!(
+            self.jwt.as_ref().map(|j| &j.header),
+            Some(jwt::TokenHeader::Named(h)) if h.as_str() == name
+        )
+    }
+
     /// Whether any method is configured.
     pub fn is_enabled(&self) -> bool {
         !self.api_keys.is_empty() || self.jwt.is_some() || self.forward.is_some()

@@ -177,12 +177,12 @@ mod named {
                 }
             };
             let token = CancellationToken::new();
-            // A second signal is not special-cased here: the drain has its deadline.
-            if let Err(e) = shutdown::on_signal(token.clone(), CancellationToken::new()) {
+            let hurry = CancellationToken::new();
+            if let Err(e) = shutdown::on_signal(token.clone(), hurry.clone()) {
                 eprintln!("error: cannot install signal handlers: {e}");
                 return 1;
             }
-            match servers::serve_config(listener, config, args, lookup, token).await {
+            match servers::serve_config(listener, config, args, lookup, token, hurry).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e}");

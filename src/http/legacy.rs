@@ -129,13 +129,12 @@ pub async fn handle_message(
     let (frames, _) = parse_body(bytes, app.config.max_batch)?;
     let frames = crate::trace::carry(&parts.headers, frames);
     session.touch();
+    let principal = super::principal_of(&parts.extensions);
     for frame in frames {
         let r = match frame.kind() {
             Kind::Request => {
-                session
-                    .upstream
-                    .request(&session.port, frame, Reply::Stream(outlet.clone()))
-                    .await
+                let reply = app.reply_for(&principal, &frame, Reply::Stream(outlet.clone()));
+                session.upstream.request(&session.port, frame, reply).await
             }
             Kind::Notification => session.upstream.notify(&session.port, frame).await,
             Kind::Response => session.upstream.respond(&session.port, frame).await,

@@ -22,11 +22,10 @@ pub mod modern;
 pub mod response;
 pub mod streamable;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,7 +52,7 @@ use crate::session::{
 };
 use crate::sse::{Body, ReplayBudget, full};
 use crate::upstream::{
-    EraHints, Port, PortKeys, PortKind, Upstream, UpstreamError, UpstreamOptions,
+    EraHints, Port, PortKeys, PortKind, Reply, Upstream, UpstreamError, UpstreamOptions,
 };
 use crate::{trace, version};
 use response::json_response;
@@ -82,10 +81,6 @@ pub fn owner_key(principal: &Principal) -> Option<String> {
     (principal.method() != AuthMethod::None).then(|| principal.to_string())
 }
 
-/// Children of 2026-07-28 clients, one per principal (isolating mode with
-/// authentication), started on first use.
-type PrincipalChildren = Mutex<HashMap<Principal, Arc<OnceCell<Arc<Upstream>>>>>;
-
 /// Everything the handlers share.
 pub struct App {
     /// The validated configuration.
@@ -97,7 +92,7 @@ pub struct App {
     /// The audit log.
     pub audit: Arc<Audit>,
     /// Per-principal children of 2026-07-28 clients.
-    principal_children: PrincipalChildren,
+    principal_children: crate::principals::PrincipalChildren,
     /// Session-era sessions.
     pub sessions: Arc<Sessions>,
     /// The shared child: from the start in `--shared`/`--stateless` mode,
@@ -125,6 +120,8 @@ pub struct App {
     /// Variables a per-session child takes from the credential store, per
     /// caller (named servers with `{ secret = … }`, see [`crate::servers`]).
     credentials: std::sync::OnceLock<Arc<crate::store::ChildSecrets>>,
+    /// This server's name behind `--config`/`--server` (audit records).
+    server_name: std::sync::OnceLock<Arc<str>>,
 }
 
 impl App {
@@ -153,16 +150,17 @@ impl App {
                 "--allow-origin '*' without authentication: any web page the user visits can use this MCP server"
             );
         }
+        let sessions = Arc::new(Sessions::new(
+            config.max_sessions,
+            config.max_sessions_per_principal,
+            audit.clone(),
+        ));
         Ok(Arc::new(App {
-            sessions: Arc::new(Sessions::new(
-                config.max_sessions,
-                config.max_sessions_per_principal,
-                audit.clone(),
-            )),
+            principal_children: crate::principals::PrincipalChildren::new(sessions.clone()),
+            sessions,
             access,
             auth,
             audit,
-            principal_children: Mutex::new(HashMap::new()),
             shared: OnceCell::new(),
             streams_cancel: CancellationToken::new(),
             children_cancel: CancellationToken::new(),
@@ -175,6 +173,7 @@ impl App {
             replay: ReplayBudget::new(config.replay_total_bytes),
             metrics,
             credentials: std::sync::OnceLock::new(),
+            server_name: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -193,8 +192,23 @@ impl App {
         label: &str,
         principal: &Principal,
     ) -> Result<Arc<Upstream>, ProxyError> {
+        let mut spec = self.config.child.clone();
+        spec.env.extend(self.caller_env(principal).await?);
+        let r = Upstream::start(
+            spec,
+            label,
+            self.upstream_options(false),
+            self.children_cancel.child_token(),
+        );
+        self.note_spawn(r, label)
+    }
+
+    /// The variables a child of `principal` takes from the credential
+    /// store and the request's credential headers (none for a server that
+    /// takes no per-user credentials); an error names what is missing.
+    async fn caller_env(&self, principal: &Principal) -> Result<Vec<(String, String)>, ProxyError> {
         let Some(credentials) = self.credentials.get() else {
-            return self.spawn_session_child(label);
+            return Ok(Vec::new());
         };
         // The store names principals as the authenticator does (`key-1`,
         // a key file's name, a JWT `sub`, `anonymous`); headers the
@@ -203,23 +217,30 @@ impl App {
             principal: Some(principal.name().into()),
             header_env: crate::store::current_header_env(),
         };
-        let env = crate::store::with_caller(caller, credentials.env_for_caller())
+        crate::store::with_caller(caller, credentials.env_for_caller())
             .await
             .map_err(|e| match e {
                 crate::store::CredentialError::Store(e) => {
                     ProxyError::StoreUnavailable(e.to_string())
                 }
                 e => ProxyError::MissingCredential(e.to_string()),
-            })?;
-        let mut spec = self.config.child.clone();
-        spec.env.extend(env);
-        let r = Upstream::start(
-            spec,
-            label,
-            self.upstream_options(false),
-            self.children_cancel.child_token(),
-        );
-        self.note_spawn(r, label)
+            })
+    }
+
+    /// Names this server (a named server of [`crate::servers`]); set once.
+    pub fn set_server_name(&self, name: &str) {
+        let _ = self.server_name.set(name.into());
+    }
+
+    /// `reply` for `frame` from `principal`: a `tools/call` is audited
+    /// when its answer goes back (see [`crate::audit::ToolCall`]).
+    pub fn reply_for(&self, principal: &Principal, frame: &Frame, reply: Reply) -> Reply {
+        reply.audited(crate::audit::ToolCall::start(
+            &self.audit,
+            principal,
+            self.server_name.get(),
+            frame,
+        ))
     }
 
     /// A port of the multiplexer with a key unique in this proxy.
@@ -332,9 +353,10 @@ impl App {
     /// The shared child, started on first use.
     pub async fn shared_upstream(&self) -> Result<Arc<Upstream>, ProxyError> {
         if self.credentials.get().is_some() {
-            // One child for every caller cannot hold per-user credentials.
+            // One child for every caller cannot hold per-user credentials
+            // (config load refuses such a server; this is the backstop).
             return Err(ProxyError::MissingCredential(
-                "this server takes per-user credentials, which a shared child cannot hold; 2026-07-28 (stateless) clients are not served by it yet: use a session-era protocol version".into(),
+                "this server takes per-user credentials, which a shared child cannot hold".into(),
             ));
         }
         self.shared
@@ -352,56 +374,55 @@ impl App {
     }
 
     /// The child serving `principal`'s 2026-07-28 requests: in the default
-    /// isolating mode with authentication, one per principal, started on
-    /// first use (no principal reads another's state); otherwise the shared one.
+    /// isolating mode with authentication or per-user credentials, one per
+    /// principal, started on first use with the principal's own
+    /// credentials (no principal reads another's state or uses another's
+    /// credential); otherwise the shared one.
     pub async fn modern_upstream(
         &self,
         principal: &Principal,
     ) -> Result<Arc<Upstream>, ProxyError> {
-        if self.config.mode != Mode::PerSession
-            || !self.auth.is_enabled()
-            || self.credentials.get().is_some()
+        let per_user_credentials = self.credentials.get().is_some();
+        if self.config.mode != Mode::PerSession || !(self.auth.is_enabled() || per_user_credentials)
         {
-            // (With per-user credentials, shared_upstream refuses: a
-            // per-principal child does not take them from the store yet.)
             return self.shared_upstream().await;
         }
-        let cell = {
-            let mut children = self
-                .principal_children
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if !children.contains_key(principal) && children.len() >= self.config.max_sessions {
-                warn!(
-                    max = self.config.max_sessions,
-                    "per-principal children at the limit (--max-sessions); refusing a new principal's child"
-                );
-                return Err(ProxyError::TooManySessions(children.len()));
-            }
-            children.entry(principal.clone()).or_default().clone()
-        };
+        let key = crate::principals::ChildKey::new(principal, &crate::store::current_header_env());
         let label = format!("principal {principal}");
-        cell.get_or_try_init(|| async {
-            let r = Upstream::start(
-                self.config.child.clone(),
-                &label,
-                self.upstream_options(true),
-                self.children_cancel.child_token(),
-            );
-            self.note_spawn(r, &label)
-        })
-        .await
-        .cloned()
+        self.principal_children
+            .get_or_start(&key, || async {
+                let mut spec = self.config.child.clone();
+                spec.env.extend(self.caller_env(principal).await?);
+                let r = Upstream::start(
+                    spec,
+                    &label,
+                    self.upstream_options(true),
+                    self.children_cancel.child_token(),
+                );
+                self.note_spawn(r, &label)
+            })
+            .await
     }
 
     /// Every per-principal child started so far.
     fn principal_upstreams(&self) -> Vec<Arc<Upstream>> {
-        self.principal_children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter_map(|c| c.get().cloned())
-            .collect()
+        self.principal_children.all()
+    }
+
+    /// Stops every per-principal child (shutdown, or a named server's end).
+    pub async fn stop_principal_children(&self) {
+        let all = self.principal_upstreams();
+        futures_util::future::join_all(all.iter().map(|u| u.stop())).await;
+    }
+
+    /// Stops the per-principal children idle for `--session-idle-timeout`
+    /// (their principals' next requests start fresh ones).
+    fn reap_principal_children(&self) {
+        let idle = self.config.session_idle_timeout;
+        for (key, up) in self.principal_children.take_idle(idle) {
+            info!(principal = %key, pid = ?up.pid(), "per-principal child idle (--session-idle-timeout); stopping it");
+            self.tasks.spawn(async move { up.stop().await });
+        }
     }
 
     /// The shared child if it was started.
@@ -1173,8 +1194,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     if let Some(up) = app.shared_if_started() {
         up.stop().await;
     }
-    let principal_children = app.principal_upstreams();
-    futures_util::future::join_all(principal_children.iter().map(|u| u.stop())).await;
+    app.stop_principal_children().await;
     app.children_cancel.cancel();
     // Cleanups started by requests (detaching abandoned ports, stopping
     // children of abandoned initializes) finish before the proxy returns.
@@ -1192,7 +1212,10 @@ pub async fn reap_idle(app: Arc<App>, shutdown: CancellationToken) {
     let every = (oneshot / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => app.sessions.reap(idle, oneshot).await,
+            _ = tokio::time::sleep(every) => {
+                app.sessions.reap(idle, oneshot).await;
+                app.reap_principal_children();
+            }
             _ = shutdown.cancelled() => return,
         }
     }

@@ -225,9 +225,8 @@ pub async fn serve(
         );
         return Ok(accepted());
     }
-    let upstream = app
-        .modern_upstream(&super::principal_of(&parts.extensions))
-        .await?;
+    let principal = super::principal_of(&parts.extensions);
+    let upstream = app.modern_upstream(&principal).await?;
     ensure_initialized(&app, &upstream).await?;
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     match frame.method().unwrap_or_default() {
@@ -259,7 +258,7 @@ pub async fn serve(
         answer
     };
     let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
-    port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
+    port.set_principal(super::owner_key(&principal).as_deref());
     upstream.attach(port.clone());
     if listen {
         return Ok(subscribe(&app, &upstream, port, answer, frame).await);
@@ -268,7 +267,8 @@ pub async fn serve(
         // Progress, if any was asked for, cannot travel in a JSON body and is dropped.
         let (tx, rx) = oneshot::channel();
         let mut guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, None);
-        let _ = upstream.request(&port, frame, Reply::Once(tx)).await;
+        let reply = app.reply_for(&principal, &frame, Reply::Once(tx));
+        let _ = upstream.request(&port, frame, reply).await;
         let message = tokio::select! {
             r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None).into()),
             _ = app.streams_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None).into(),
@@ -293,9 +293,8 @@ pub async fn serve(
     );
     // The guard first: a client gone during the write still detaches the port.
     let guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, Some(outlet.clone()));
-    let _ = upstream
-        .request(&port, frame, Reply::Stream(outlet.clone()))
-        .await;
+    let reply = app.reply_for(&principal, &frame, Reply::Stream(outlet.clone()));
+    let _ = upstream.request(&port, frame, reply).await;
     Ok(sse_response(stream_body(
         rx,
         app.config.keep_alive,

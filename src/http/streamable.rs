@@ -111,7 +111,7 @@ pub async fn post(
         &app,
         &session.port,
         &session.upstream,
-        &parts.headers,
+        parts,
         frames,
         batch,
         move |owed| streams.open_stream(owed),
@@ -130,7 +130,7 @@ async fn dispatch(
     app: &Arc<App>,
     port: &Arc<Port>,
     upstream: &Arc<Upstream>,
-    headers: &HeaderMap,
+    parts: &Parts,
     frames: Vec<Frame>,
     batch: bool,
     open_stream: impl FnOnce(usize) -> (Arc<Outlet>, crate::sse::LiveRx),
@@ -145,16 +145,17 @@ async fn dispatch(
         return Ok(accepted());
     }
     // Refuse before anything reaches the child.
-    let answer = negotiate(headers)?;
+    let answer = negotiate(&parts.headers)?;
+    let principal = super::principal_of(&parts.extensions);
     match answer {
         Answer::Sse => {
             let (outlet, rx) = open_stream(requests);
             for frame in frames {
                 match frame.kind() {
                     Kind::Request => {
-                        let _ = upstream
-                            .request(port, frame, Reply::Stream(outlet.clone()))
-                            .await;
+                        let reply =
+                            app.reply_for(&principal, &frame, Reply::Stream(outlet.clone()));
+                        let _ = upstream.request(port, frame, reply).await;
                     }
                     _ => deliver_other(port, upstream, frame).await,
                 }
@@ -175,7 +176,8 @@ async fn dispatch(
                 }
                 let id: Box<[u8]> = frame.id().unwrap_or_default().into();
                 let (tx, rx) = oneshot::channel();
-                let _ = upstream.request(port, frame, Reply::Once(tx)).await;
+                let reply = app.reply_for(&principal, &frame, Reply::Once(tx));
+                let _ = upstream.request(port, frame, reply).await;
                 waiters.push((id, rx));
             }
             let mut answers = Vec::with_capacity(waiters.len());
@@ -449,7 +451,7 @@ async fn stateless(
         &app,
         &port,
         &upstream,
-        &parts.headers,
+        parts,
         frames,
         batch,
         open,

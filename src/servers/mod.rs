@@ -133,6 +133,7 @@ impl ServerSet {
         }
         // Its JWKS, if any, is fetched on the first request that needs it.
         let app = App::new(config).map_err(|e| format!("server {:?}: {e}", spec.name))?;
+        app.set_server_name(&spec.name);
         if !spec.secrets.is_empty() && self.store.is_none() {
             return Err(format!(
                 "server {:?} takes per-user secrets but no credential store is open",
@@ -409,6 +410,7 @@ async fn stop_app(r: &Running) {
     if let Some(up) = r.app.shared_if_started() {
         up.stop().await;
     }
+    r.app.stop_principal_children().await;
     r.app.children_cancel.cancel();
 }
 
@@ -440,15 +442,24 @@ fn session_id(req: &Request<Incoming>) -> Option<String> {
 /// streams end first, connections get the grace period, then every
 /// child of every generation is stopped.
 pub async fn run(listener: TcpListener, set: Arc<ServerSet>, shutdown: CancellationToken) {
+    run_until(listener, set, shutdown, CancellationToken::new()).await
+}
+
+/// [`run`], with the same duties as a single server (see
+/// [`crate::shutdown::start_duties`]): the guard process, PID 1's reaping
+/// and signal forwarding (SIGHUP excepted: it reloads), and when `hurry`
+/// is cancelled (a second signal) every child of every server is killed
+/// at once.
+pub async fn run_until(
+    listener: TcpListener,
+    set: Arc<ServerSet>,
+    shutdown: CancellationToken,
+    hurry: CancellationToken,
+) {
     if let Ok(addr) = listener.local_addr() {
         info!(addr = %addr, servers = ?set.names(), "listening on http://{addr}/servers/<name>/mcp");
     }
-    match set.base.child.children.start_guard() {
-        Ok(pid) => debug!(guard = pid, "guard process started"),
-        Err(e) => {
-            warn!(error = %e, "cannot start the guard process: children would outlive a killed proxy")
-        }
-    }
+    let _duties = crate::shutdown::start_duties(&set.base.child.children, hurry, false);
     set.start_shared(&set.names());
     let retire = tokio::spawn(set.clone().retire_loop());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -569,6 +580,7 @@ pub async fn serve_config(
     args: crate::config::Args,
     lookup: Lookup,
     shutdown: CancellationToken,
+    hurry: CancellationToken,
 ) -> Result<(), String> {
     let store = match &config.store {
         None => None,
@@ -589,6 +601,6 @@ pub async fn serve_config(
         shutdown.clone(),
     )
     .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
-    run(listener, set, shutdown).await;
+    run_until(listener, set, shutdown, hurry).await;
     Ok(())
 }
