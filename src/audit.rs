@@ -24,6 +24,7 @@ use tracing::{Level, warn};
 
 use crate::auth::Principal;
 use crate::jsonrpc::{Frame, Kind, Message};
+use crate::upstream::AnswerWatch;
 
 /// Where audit records go.
 #[derive(Default)]
@@ -336,23 +337,9 @@ impl Drop for ToolCall {
     }
 }
 
-impl crate::upstream::Reply {
-    /// This reply, recording `call` (if any) when the answer goes back.
-    pub fn audited(self, call: Option<ToolCall>) -> crate::upstream::Reply {
-        match call {
-            Some(call) => crate::upstream::Reply::Audited(Box::new(self), call),
-            None => self,
-        }
-    }
-
-    /// This reply without its record, which is written as
-    /// [`Outcome::Cancelled`]: the multiplexer answers a cancelled call
-    /// itself, and no answer of the server's went back.
-    pub(crate) fn unaudited(self) -> crate::upstream::Reply {
-        match self {
-            crate::upstream::Reply::Audited(reply, _) => (*reply).unaudited(),
-            other => other,
-        }
+impl AnswerWatch for ToolCall {
+    fn answered(self: Box<Self>, message: &Message) {
+        ToolCall::answered(*self, message);
     }
 }
 

@@ -50,7 +50,7 @@ pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// large tool results are not held for replay after they were delivered.
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Tasks whose owning session a shared child's multiplexer remembers.
-pub const DEFAULT_MAX_TASKS: usize = 10_000;
+pub use crate::upstream::DEFAULT_MAX_TASKS;
 /// Replay memory of every stream of the proxy together: with finished
 /// streams released once delivered, this bounds what slow or vanished
 /// clients can pin.

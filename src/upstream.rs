@@ -78,7 +78,8 @@ use routes::{
     Fill, Pending, Retry, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
     parse_proxy_id, related_target, rewrite_progress_token,
 };
-pub use sink::{ReplySink, Sink};
+pub use sink::{AnswerWatch, ReplySink, Sink};
+pub use tasks::DEFAULT_MAX_TASKS;
 
 /// How long the proxy waits for the child's answer to its own requests
 /// (the shared child's re-initialization, subscription bookkeeping).
@@ -155,10 +156,10 @@ pub enum Reply {
     /// Nobody, for now: a 2026-07-28 client's call parked while the client
     /// gathers input (see `Parked`).
     Detached,
-    /// A `tools/call`: the reply within, and its audit record, written when
-    /// the answer goes back or, unanswered, when dropped (see
-    /// [`crate::audit::ToolCall`]; the HTTP layer wraps).
-    Audited(Box<Reply>, crate::audit::ToolCall),
+    /// The reply within, and a watcher told when the answer goes back (or,
+    /// dropped unanswered, that none did): the HTTP layer wraps a
+    /// `tools/call` so, to audit it.
+    Watched(Box<Reply>, Box<dyn AnswerWatch>),
 }
 
 impl Reply {
@@ -174,10 +175,28 @@ impl Reply {
                 let _ = tx.send(message);
             }
             Reply::Detached => {}
-            Reply::Audited(reply, call) => {
-                call.answered(&message);
+            Reply::Watched(reply, watch) => {
+                watch.answered(&message);
                 reply.respond_message(message);
             }
+        }
+    }
+
+    /// This reply, telling `watch` (if any) when the answer goes back.
+    pub fn watched(self, watch: Option<Box<dyn AnswerWatch>>) -> Reply {
+        match watch {
+            Some(watch) => Reply::Watched(Box::new(self), watch),
+            None => self,
+        }
+    }
+
+    /// This reply without its watchers, which are dropped unanswered: the
+    /// multiplexer answers a cancelled call itself, and no answer of the
+    /// server's went back.
+    fn unwatched(self) -> Reply {
+        match self {
+            Reply::Watched(reply, _) => (*reply).unwatched(),
+            other => other,
         }
     }
 
@@ -185,7 +204,7 @@ impl Reply {
         match self {
             Reply::Stream(o) => Some(o),
             Reply::Once(_) | Reply::Detached => None,
-            Reply::Audited(reply, _) => reply.stream(),
+            Reply::Watched(reply, _) => reply.stream(),
         }
     }
 }
@@ -865,7 +884,7 @@ impl Upstream {
             return Ok(());
         };
         if let Some(p) = self.take_pending(id) {
-            match p.reply.unaudited() {
+            match p.reply.unwatched() {
                 // No answer will come: a stream of its own closes, a stream
                 // shared with other requests (legacy, batch) carries on.
                 Reply::Stream(o) => o.forgo(),
@@ -880,7 +899,7 @@ impl Upstream {
                         .into(),
                     );
                 }
-                Reply::Detached | Reply::Audited(..) => {}
+                Reply::Detached | Reply::Watched(..) => {}
             }
         }
         // The client's message with only the id changed: whatever else it

@@ -235,12 +235,9 @@ impl App {
     /// `reply` for `frame` from `principal`: a `tools/call` is audited
     /// when its answer goes back (see [`crate::audit::ToolCall`]).
     pub fn reply_for(&self, principal: &Principal, frame: &Frame, reply: Reply) -> Reply {
-        reply.audited(crate::audit::ToolCall::start(
-            &self.audit,
-            principal,
-            self.server_name.get(),
-            frame,
-        ))
+        let call =
+            crate::audit::ToolCall::start(&self.audit, principal, self.server_name.get(), frame);
+        reply.watched(call.map(|c| Box::new(c) as Box<dyn crate::upstream::AnswerWatch>))
     }
 
     /// A port of the multiplexer with a key unique in this proxy.

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use crate::jsonrpc::Message;
+
 /// One stream to a client. Every method returns at once: a sink never
 /// makes the multiplexer (or the reader of the child's stdout) wait; what
 /// a sink does with a slow consumer is its own policy, except that a
@@ -34,6 +36,16 @@ pub trait ReplySink: Send + Sync {
 
 /// A shared reply sink, as the routing tables hold it.
 pub type Sink = Arc<dyn ReplySink>;
+
+/// Told how one request ended, as its client saw it: `answered` when its
+/// answer goes back; dropped without that call, no answer went back
+/// (cancelled, the client gone, the session ended). A layer above wraps a
+/// reply in one (`Reply::watched`), e.g. to audit a `tools/call`; the
+/// multiplexer knows nothing of what it records.
+pub trait AnswerWatch: Send + Sync {
+    /// The answer goes back to the client now.
+    fn answered(self: Box<Self>, message: &Message);
+}
 
 #[cfg(test)]
 pub(super) mod testing {

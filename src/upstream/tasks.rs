@@ -31,6 +31,10 @@ use crate::jsonrpc::Frame;
 pub const RELATED_TASK_KEY: &str = "io.modelcontextprotocol/related-task";
 
 /// Port key of a task whose creating session has ended.
+/// Tasks whose owning session a shared child's multiplexer remembers,
+/// unless configured otherwise (`--max-tasks`).
+pub const DEFAULT_MAX_TASKS: usize = 10_000;
+
 const ENDED: u64 = u64::MAX;
 /// Port key of a task created by a client without a session.
 const SESSIONLESS: u64 = 0;
@@ -65,7 +69,7 @@ pub struct TaskOwners {
 
 impl Default for TaskOwners {
     fn default() -> TaskOwners {
-        TaskOwners::new(crate::config::DEFAULT_MAX_TASKS)
+        TaskOwners::new(DEFAULT_MAX_TASKS)
     }
 }
 
