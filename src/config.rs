@@ -264,6 +264,9 @@ pub struct Args {
     /// a TOML file of named servers, each served at /servers/<name>/mcp (see README); SIGHUP reloads it
     #[argh(option)]
     pub config: Option<String>,
+    /// with --config: check the file this often and reload when its content changed, as SIGHUP does; 0 turns it off (default 2s)
+    #[argh(option)]
+    pub config_poll: Option<String>,
     /// a named server as NAME=COMMAND (split on spaces), served at /servers/NAME/mcp (repeatable)
     #[argh(option)]
     pub server: Vec<String>,
