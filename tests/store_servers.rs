@@ -682,3 +682,38 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
     drop(pg);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_2026_child_without_auth_is_stopped_when_idle_and_restarted_on_use() {
+    let dir = tempdir("modern-idle");
+    let toml = everything_toml(
+        "open",
+        "mode = \"per-session\"\n[server.limits]\nsession_idle_timeout = \"1s\"",
+    );
+    let p = start(load(&dir, &toml).unwrap(), None).await;
+    let url = format!("{}/servers/open/mcp", p.base);
+    let http = reqwest::Client::new();
+    // No auth and no per-user credentials: every 2026-07-28 caller shares one child.
+    let first = modern_pid(&http, &url).await;
+    assert_eq!(modern_pid(&reqwest::Client::new(), &url).await, first);
+    // Idle past --session-idle-timeout: the child is stopped...
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(
+        eventually_async(|| async { !alive(first) }).await,
+        "the idle 2026-07-28 child {first} is still running"
+    );
+    // ...and the next request starts a fresh one.
+    let second = modern_pid(&http, &url).await;
+    assert_ne!(second, first);
+    // A child in use is not stopped: requests every 300 ms for 2 s keep it.
+    for _ in 0..7 {
+        assert_eq!(modern_pid(&http, &url).await, second);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    p.stop().await;
+    assert!(
+        eventually_async(|| async { !alive(second) }).await,
+        "shutdown stops it"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
