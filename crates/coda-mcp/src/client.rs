@@ -35,6 +35,22 @@ use super::ratelimit::{RateLimiter, RequestClass};
 /// the call, and a 504 on a large list is better answered by a smaller page.
 pub const MAX_SERVER_ERROR_RETRIES: u32 = 2;
 
+/// An error and its causes on one line: reqwest's own message leaves out
+/// why (e.g. "operation timed out" is only in its source).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Error from talking to Coda.
 #[derive(Debug, thiserror::Error)]
 pub enum CodaError {
@@ -48,11 +64,12 @@ pub enum CodaError {
     /// The client-side bucket would only free a slot after the deadline.
     #[error("rate limit: no {class:?} request slot before the call deadline (next in {wait:?})")]
     LocalRateLimit { class: RequestClass, wait: Duration },
-    /// The tool call's deadline passed.
-    #[error("deadline exceeded after {0:?}: {1}")]
+    /// The tool call's deadline passed (the duration is the time spent on
+    /// this request, which may be none: an earlier one used the time up).
+    #[error("the call deadline passed ({0:?} into {1})")]
     DeadlineExceeded(Duration, String),
     /// Coda could not be reached or the connection failed.
-    #[error("could not reach Coda: {0}")]
+    #[error("could not reach Coda: {}", with_causes(.0))]
     Transport(#[source] reqwest::Error),
     /// Coda answered 2xx with something that is not the expected JSON.
     #[error("unexpected response from Coda (HTTP {status}): {reason}")]

@@ -262,8 +262,8 @@ async fn page_reads_columns_and_rows_are_bounded_by_default() {
             json!({"docId": "doc1", "tableIdOrName": "grid-tasks"}),
         )
         .await;
-    assert!(v["items"][0].get("href").is_none(), "{v}");
-    assert_eq!(v["items"][0]["type"], "text", "{v}");
+    // Slim columns keep Coda's keys (select lists are cut: tests/dropin.rs).
+    assert_eq!(v["items"][0]["format"]["type"], "text", "{v}");
     let v = h
         .ok(
             "coda_list_rows",
@@ -400,6 +400,73 @@ async fn an_unknown_flag_exits_64_and_version_prints() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("coda-mcp "));
+}
+
+/// A value for an advertised argument, from its schema.
+fn sample(name: &str, schema: &Value) -> Value {
+    if let Some(e) = schema["enum"].as_array() {
+        return e[0].clone();
+    }
+    match schema["type"].as_str() {
+        Some("integer") | Some("number") => json!(1),
+        Some("boolean") => json!(true),
+        Some("array") => json!([sample(name, &schema["items"])]),
+        _ if name.ends_with("Date") => json!("2026-01-01"),
+        _ if name == "docId" => json!("doc1"),
+        _ if name == "workspaceId" => json!("ws-1"),
+        _ => json!("x"),
+    }
+}
+
+/// Symptom: the analytics summary tools advertised `query`, `scale`,
+/// `orderBy` and `direction`, which their endpoints do not take; the Pack
+/// summary did not take `packIds`; the formula analytics advertised
+/// `workspaceId`, `isPublished` and `query` and lacked `packFormulaNames`
+/// and `packFormulaTypes`; the member list advertised a `limit` Coda does
+/// not take. Every advertised argument must be sent, and every argument
+/// sent must be one the endpoint declares (the fake checks each query
+/// against the spec).
+#[tokio::test]
+async fn admin_tools_advertise_only_arguments_they_send_and_coda_takes() {
+    let h = start(&["--toolsets", "admin"]).await;
+    let tools = h.tools().await;
+    let client_side = ["fetchAll", "maxItems", "pageToken", "nextPageToken"];
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for t in tools
+        .iter()
+        .filter(|t| t.name.contains("analytics") || t.name.starts_with("coda_list_workspace"))
+    {
+        let props = t.input_schema.get("properties").and_then(Value::as_object);
+        let mut args = json!({});
+        for (k, schema) in props.into_iter().flatten() {
+            if !client_side.contains(&k.as_str()) {
+                args[k] = sample(k, schema);
+            }
+        }
+        let before = h.fake.requests().len();
+        h.ok(&t.name, args.clone()).await;
+        let sent = h.fake.requests();
+        let req = sent[before..].last().unwrap();
+        for (k, v) in args.as_object().unwrap() {
+            let in_path = v
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+                .is_some_and(|s| req.path.split('/').any(|seg| seg == s));
+            if req.q(k).is_none() && !in_path {
+                problems.push(format!(
+                    "{}: `{k}` is advertised but not sent ({:?})",
+                    t.name, req.query
+                ));
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 9, "7 analytics tools and 2 workspace lists");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    h.fake.assert_responses_match_spec();
+    h.close().await;
 }
 
 /// Symptom: `CODA_API_KEY` was not read.

@@ -445,6 +445,7 @@ async fn duplicate_page_keeps_parent_subtitle_and_icon() {
     assert_eq!(v["parentPageId"], "canvas-overview");
     assert_eq!(v["mutation"]["completed"], true);
     let new_id = v["newPageId"].as_str().unwrap();
+    assert_eq!(v["id"], new_id);
     assert_eq!(
         h.fake.page_parent(new_id).as_deref(),
         Some("canvas-overview")
@@ -494,16 +495,21 @@ async fn search_pages_covers_every_page_and_page_bodies() {
         )
         .await;
     assert_eq!(v["pagesSearched"], 7);
-    assert_eq!(v["matches"][0]["id"], "canvas-p3");
+    assert_eq!(v["items"][0]["id"], "canvas-p3");
+    assert_eq!(v["items"][0]["matchedIn"], json!(["name"]));
+    assert!(v["items"][0].get("matchedInContent").is_none(), "{v}");
     let v = h
         .ok(
             "coda_search_pages",
             json!({"docId": "doc1", "query": "BUDGET", "includeContent": true}),
         )
         .await;
-    assert_eq!(v["matches"].as_array().unwrap().len(), 1, "{v}");
-    assert_eq!(v["matches"][0]["matchedIn"], json!(["content"]));
-    assert_eq!(v["matches"][0]["snippet"], "Budget approved by finance.");
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["totalFound"], 1, "{v}");
+    assert_eq!(v["searchedContent"], true, "{v}");
+    assert_eq!(v["items"][0]["matchedIn"], json!(["content"]));
+    assert_eq!(v["items"][0]["matchedInContent"], true);
+    assert_eq!(v["items"][0]["snippet"], "Budget approved by finance.");
     assert_eq!(
         v["contentErrors"], 0,
         "the embed page is skipped, not an error"

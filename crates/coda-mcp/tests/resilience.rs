@@ -148,7 +148,7 @@ async fn doc_content_writes_are_paced_by_the_client_side_bucket() {
             json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": updates}),
         )
         .await;
-    assert_eq!(v["succeeded"], 6);
+    assert_eq!(v["successful"], 6);
     assert!(
         t.elapsed() >= Duration::from_millis(1500),
         "the 6th write must wait for a token, took {:?}",

@@ -317,9 +317,10 @@ async fn bulk_update_reports_each_row_or_uses_one_upsert_with_key_columns() {
             json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": [{"rowIdOrName": "i-1", "values": {"Points": 1}}, {"rowIdOrName": "i-missing", "values": {"Points": 2}}, {"rowIdOrName": "Test", "values": {"Points": 3}}]}),
         )
         .await;
-    assert_eq!(v["succeeded"], 2);
+    assert_eq!(v["successful"], 2);
     assert_eq!(v["failed"], 1);
-    assert_eq!(v["results"][1]["ok"], false);
+    assert_eq!(v["totalUpdates"], 3);
+    assert_eq!(v["results"][1]["success"], false);
     assert!(v["results"][1]["error"].as_str().unwrap().contains("404"));
     assert_eq!(h.fake.row_values("i-3").unwrap()["c-points"], 3);
     let before = h.fake.requests().len();
@@ -329,7 +330,7 @@ async fn bulk_update_reports_each_row_or_uses_one_upsert_with_key_columns() {
             json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "keyColumns": ["Name"], "updates": [{"rowIdOrName": "i-1", "values": {"Name": "Design", "Points": 9}}, {"rowIdOrName": "i-2", "values": {"Name": "Build", "Points": 9}}]}),
         )
         .await;
-    assert_eq!(v["succeeded"], 2);
+    assert_eq!(v["successful"], 2);
     assert_eq!(h.fake.requests().len(), before + 1, "one upsert request");
     assert_eq!(h.fake.row_values("i-2").unwrap()["c-points"], 9);
     let e = h

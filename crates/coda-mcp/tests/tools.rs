@@ -222,7 +222,7 @@ async fn document_stats_count_every_page_of_every_list() {
     assert_eq!(v["counts"]["views"], 1);
     assert_eq!(v["counts"]["formulas"], 2);
     assert_eq!(v["counts"]["controls"], 1);
-    assert_eq!(v["pageNames"].as_array().unwrap().len(), 8);
+    assert_eq!(v["breakdown"]["pageNames"].as_array().unwrap().len(), 8);
     assert!(
         h.fake.calls("GET", "/docs/doc1/pages").len() >= 4,
         "pages must be followed"
@@ -309,7 +309,9 @@ async fn table_tools_list_get_search_and_summarise() {
             json!({"docId": "doc1", "query": "TASK"}),
         )
         .await;
-    assert_eq!(s["matches"].as_array().unwrap().len(), 2);
+    assert_eq!(s["items"].as_array().unwrap().len(), 2);
+    assert_eq!(s["totalFound"], 2);
+    assert_eq!(s["searchQuery"], "TASK");
     assert_eq!(s["tablesSearched"], 2);
     let sum = h
         .ok(
@@ -317,10 +319,11 @@ async fn table_tools_list_get_search_and_summarise() {
             json!({"docId": "doc1", "tableIdOrName": "grid-tasks"}),
         )
         .await;
-    assert_eq!(sum["columnCount"], 5);
-    assert_eq!(sum["calculatedColumnCount"], 1);
-    assert_eq!(sum["sampleRows"].as_array().unwrap().len(), 3);
-    assert_eq!(sum["sampleRows"][0]["values"]["Name"], "```Design```");
+    assert_eq!(sum["stats"]["totalColumns"], 5);
+    assert_eq!(sum["stats"]["calculatedColumns"], 1);
+    assert_eq!(sum["stats"]["displayColumn"], "Name");
+    assert_eq!(sum["sampleData"].as_array().unwrap().len(), 3);
+    assert_eq!(sum["sampleData"][0]["values"]["Name"], "```Design```");
     let e = h
         .fails(
             "coda_get_table",

@@ -7,7 +7,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Object, Reply, ToolError, input, output, run};
+use super::{Object, Reply, ToolError, input, output, required, run};
 use crate::client::ApiRequest;
 use crate::ratelimit::BucketStatus;
 use crate::server::CodaServer;
@@ -63,7 +63,7 @@ impl CodaServer {
     async fn coda_whoami(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
         let c = &self.coda;
         run(a, |_: NoParams| async move {
-            c.object(ApiRequest::get(&["whoami"]), c.deadline()).await
+            c.object(ApiRequest::get(&["whoami"])).await
         })
         .await
     }
@@ -83,7 +83,7 @@ impl CodaServer {
             let req = ApiRequest::get(&["resolveBrowserLink"])
                 .query("url", &p.url)
                 .query_opt("degradeGracefully", p.degrade_gracefully.then_some(true));
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -100,9 +100,7 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: MutationStatusParams| async move {
-            if p.request_id.trim().is_empty() {
-                return Err(ToolError::arg("requestId", "must not be empty"));
-            }
+            required("requestId", &p.request_id)?;
             if p.wait_seconds > 0 {
                 let deadline = std::time::Instant::now()
                     + std::time::Duration::from_secs(u64::from(p.wait_seconds)).min(c.cfg.call_deadline);

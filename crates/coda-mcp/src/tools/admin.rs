@@ -6,48 +6,139 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, JsonObject};
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
+use schemars::{Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::account::NoParams;
-use super::{ListOutput, Object, PageArgs, Reply, ToolError, doc_id, input, output, run};
+use super::{ListOutput, Object, PageArgs, ToolError, doc_id, input, output, run};
 use crate::client::ApiRequest;
 use crate::ratelimit::RequestClass;
 use crate::server::CodaServer;
 
-/// Filters shared by the analytics lists; each is sent only when given.
+// Values Coda accepts, from its OpenAPI spec (AnalyticsScale, SortDirection,
+// the *OrderBy enums, PackFormulaType, WorkspaceUserRole).
+const SCALES: &[&str] = &["daily", "cumulative"];
+const DIRECTIONS: &[&str] = &["ascending", "descending"];
+#[rustfmt::skip]
+const DOC_ORDER: &[&str] = &[
+    "date", "docId", "title", "createdAt", "publishedAt", "likes", "copies", "views",
+    "sessionsDesktop", "sessionsMobile", "sessionsOther", "totalSessions", "aiCreditsChat",
+    "aiCreditsBlock", "aiCreditsColumn", "aiCreditsAssistant", "aiCreditsReviewer", "aiCredits",
+];
+#[rustfmt::skip]
+const PACK_ORDER: &[&str] = &[
+    "date", "packId", "name", "createdAt", "docInstalls", "workspaceInstalls",
+    "numFormulaInvocations", "numActionInvocations", "numSyncInvocations",
+    "numMetadataInvocations", "docsActivelyUsing", "docsActivelyUsing7Day",
+    "docsActivelyUsing30Day", "docsActivelyUsing90Day", "docsActivelyUsingAllTime",
+    "workspacesActivelyUsing", "workspacesActivelyUsing7Day", "workspacesActivelyUsing30Day",
+    "workspacesActivelyUsing90Day", "workspacesActivelyUsingAllTime",
+    "workspacesWithActiveSubscriptions", "workspacesWithSuccessfulTrials", "revenueUsd",
+];
+#[rustfmt::skip]
+const FORMULA_ORDER: &[&str] = &[
+    "date", "formulaName", "formulaType", "formulaInvocations", "medianLatencyMs",
+    "medianResponseSizeBytes", "errors", "docsActivelyUsing", "docsActivelyUsing7Day",
+    "docsActivelyUsing30Day", "docsActivelyUsing90Day", "docsActivelyUsingAllTime",
+    "workspacesActivelyUsing", "workspacesActivelyUsing7Day", "workspacesActivelyUsing30Day",
+    "workspacesActivelyUsing90Day", "workspacesActivelyUsingAllTime",
+];
+const FORMULA_TYPES: &[&str] = &["action", "formula", "sync", "metadata"];
+const ROLES: &[&str] = &["Admin", "DocMaker", "Editor"];
+
+fn one_of(values: &[&str]) -> Schema {
+    json_schema!({"type": "string", "enum": values})
+}
+fn scale(_: &mut SchemaGenerator) -> Schema {
+    one_of(SCALES)
+}
+fn direction(_: &mut SchemaGenerator) -> Schema {
+    one_of(DIRECTIONS)
+}
+fn doc_order(_: &mut SchemaGenerator) -> Schema {
+    one_of(DOC_ORDER)
+}
+fn pack_order(_: &mut SchemaGenerator) -> Schema {
+    one_of(PACK_ORDER)
+}
+fn formula_order(_: &mut SchemaGenerator) -> Schema {
+    one_of(FORMULA_ORDER)
+}
+fn formula_types(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "array", "items": {"type": "string", "enum": FORMULA_TYPES}})
+}
+fn role(_: &mut SchemaGenerator) -> Schema {
+    one_of(ROLES)
+}
+fn roles(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "array", "items": {"type": "string", "enum": ROLES}})
+}
+
+/// `value` (the argument `name`) must be one of `allowed`: the schema says
+/// so, and a model may still send something else.
+fn check(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ToolError> {
+    match value {
+        Some(v) if !allowed.contains(&v) => Err(ToolError::arg(
+            name,
+            format!("must be one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Arrays go to Coda comma-separated (`explode: false` in its spec).
+fn joined<T: ToString>(v: Option<Vec<T>>) -> Option<String> {
+    v.filter(|v| !v.is_empty())
+        .map(|v| v.iter().map(T::to_string).collect::<Vec<_>>().join(","))
+}
+
+/// Date range: every analytics endpoint takes it.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AnalyticsFilters {
+pub struct DateRange {
     /// Start date, YYYY-MM-DD.
     pub since_date: Option<String>,
     /// End date, YYYY-MM-DD.
     pub until_date: Option<String>,
-    /// Only this workspace (ws-…).
-    pub workspace_id: Option<String>,
-    /// Only published (true) or unpublished (false).
-    pub is_published: Option<bool>,
-    /// Name search.
-    pub query: Option<String>,
-    /// daily or cumulative.
+}
+
+/// Ordering of the analytics lists; `orderBy` values differ per list.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ordering {
+    /// daily (default) or cumulative.
+    #[serde(default)]
+    #[schemars(schema_with = "scale")]
     pub scale: Option<String>,
-    /// Sort field, e.g. date, views, copies.
-    pub order_by: Option<String>,
     /// ascending or descending.
+    #[serde(default)]
+    #[schemars(schema_with = "direction")]
     pub direction: Option<String>,
 }
 
-impl AnalyticsFilters {
+impl DateRange {
     fn apply(&self, req: ApiRequest) -> ApiRequest {
         req.class(RequestClass::Analytics)
             .query_opt("sinceDate", self.since_date.as_ref())
             .query_opt("untilDate", self.until_date.as_ref())
-            .query_opt("workspaceId", self.workspace_id.as_ref())
-            .query_opt("isPublished", self.is_published)
-            .query_opt("query", self.query.as_ref())
+    }
+}
+
+impl Ordering {
+    fn apply(
+        &self,
+        req: ApiRequest,
+        order_by: Option<&String>,
+        allowed: &[&str],
+    ) -> Result<ApiRequest, ToolError> {
+        check("scale", self.scale.as_deref(), SCALES)?;
+        check("direction", self.direction.as_deref(), DIRECTIONS)?;
+        check("orderBy", order_by.map(String::as_str), allowed)?;
+        Ok(req
             .query_opt("scale", self.scale.as_ref())
-            .query_opt("orderBy", self.order_by.as_ref())
-            .query_opt("direction", self.direction.as_ref())
+            .query_opt("orderBy", order_by)
+            .query_opt("direction", self.direction.as_ref()))
     }
 }
 
@@ -56,10 +147,33 @@ impl AnalyticsFilters {
 pub struct DocAnalyticsParams {
     /// Only these doc ids.
     pub doc_ids: Option<Vec<String>>,
+    /// Only docs in this workspace (ws-…).
+    pub workspace_id: Option<String>,
+    /// Only published (true) or unpublished (false) docs.
+    pub is_published: Option<bool>,
+    /// Search term matched against doc titles.
+    pub query: Option<String>,
+    /// Sort field.
+    #[serde(default)]
+    #[schemars(schema_with = "doc_order")]
+    pub order_by: Option<String>,
     #[serde(flatten)]
-    pub filters: AnalyticsFilters,
+    pub dates: DateRange,
+    #[serde(flatten)]
+    pub ordering: Ordering,
     #[serde(flatten)]
     pub page: PageArgs,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocAnalyticsSummaryParams {
+    /// Only docs in this workspace (ws-…).
+    pub workspace_id: Option<String>,
+    /// Only published (true) or unpublished (false) docs.
+    pub is_published: Option<bool>,
+    #[serde(flatten)]
+    pub dates: DateRange,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -68,8 +182,8 @@ pub struct PageAnalyticsParams {
     /// Doc id or Coda URL.
     #[serde(alias = "doc_id")]
     pub doc_id: String,
-    pub since_date: Option<String>,
-    pub until_date: Option<String>,
+    #[serde(flatten)]
+    pub dates: DateRange,
     #[serde(flatten)]
     pub page: PageArgs,
 }
@@ -79,19 +193,57 @@ pub struct PageAnalyticsParams {
 pub struct PackAnalyticsParams {
     /// Only these Pack ids.
     pub pack_ids: Option<Vec<u64>>,
+    /// Only Packs in this workspace (ws-…).
+    pub workspace_id: Option<String>,
+    /// Only published (true) or unpublished (false) Packs.
+    pub is_published: Option<bool>,
+    /// Search term matched against Pack names.
+    pub query: Option<String>,
+    /// Sort field.
+    #[serde(default)]
+    #[schemars(schema_with = "pack_order")]
+    pub order_by: Option<String>,
     #[serde(flatten)]
-    pub filters: AnalyticsFilters,
+    pub dates: DateRange,
+    #[serde(flatten)]
+    pub ordering: Ordering,
     #[serde(flatten)]
     pub page: PageArgs,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+pub struct PackAnalyticsSummaryParams {
+    /// Only these Pack ids.
+    pub pack_ids: Option<Vec<u64>>,
+    /// Only Packs in this workspace (ws-…).
+    pub workspace_id: Option<String>,
+    /// Only published (true) or unpublished (false) Packs.
+    pub is_published: Option<bool>,
+    #[serde(flatten)]
+    pub dates: DateRange,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PackFormulaAnalyticsParams {
     /// Pack id.
+    #[schemars(range(min = 1))]
     pub pack_id: u64,
+    /// Only these formulas, by name.
+    pub pack_formula_names: Option<Vec<String>>,
+    /// Only these kinds of formula.
+    #[serde(default)]
+    #[schemars(schema_with = "formula_types")]
+    pub pack_formula_types: Option<Vec<String>>,
+    /// Sort field.
+    #[serde(default)]
+    #[schemars(schema_with = "formula_order")]
+    pub order_by: Option<String>,
     #[serde(flatten)]
-    pub filters: AnalyticsFilters,
+    pub dates: DateRange,
+    #[serde(flatten)]
+    pub ordering: Ordering,
     #[serde(flatten)]
     pub page: PageArgs,
 }
@@ -108,10 +260,17 @@ pub struct WorkspaceParams {
 pub struct WorkspaceMembersParams {
     /// Workspace id (ws-…).
     pub workspace_id: String,
-    /// Only these roles, e.g. ["Admin","DocMaker","Editor"].
+    /// Only these roles.
+    #[serde(default)]
+    #[schemars(schema_with = "roles")]
     pub included_roles: Option<Vec<String>>,
-    #[serde(flatten)]
-    pub page: PageArgs,
+    /// Token from a previous call's nextPageToken (Coda sets the page size of this list).
+    pub page_token: Option<String>,
+    /// Follow nextPageToken and return every member, up to maxItems.
+    #[serde(default)]
+    pub fetch_all: bool,
+    /// fetchAll stops once it has at least this many members (default 1000, at most 10000) and returns nextPageToken to continue.
+    pub max_items: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -121,7 +280,8 @@ pub struct ChangeRoleParams {
     pub workspace_id: String,
     /// Email of the member.
     pub email: String,
-    /// New role: Admin, DocMaker or Editor.
+    /// New role.
+    #[schemars(schema_with = "role")]
     pub new_role: String,
 }
 
@@ -150,11 +310,15 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: DocAnalyticsParams| async move {
+            let req = p.dates.apply(ApiRequest::get(&["analytics", "docs"]));
             let req = p
-                .filters
-                .apply(ApiRequest::get(&["analytics", "docs"]))
-                .query_opt("docIds", p.doc_ids.map(|v| v.join(",")));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+                .ordering
+                .apply(req, p.order_by.as_ref(), DOC_ORDER)?
+                .query_opt("docIds", joined(p.doc_ids))
+                .query_opt("workspaceId", p.workspace_id.as_ref())
+                .query_opt("isPublished", p.is_published)
+                .query_opt("query", p.query.as_ref());
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -162,7 +326,7 @@ impl CodaServer {
     /// Totals of doc analytics over a date range.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
-        input_schema = input::<AnalyticsFilters>(),
+        input_schema = input::<DocAnalyticsSummaryParams>(),
         output_schema = output::<Object>()
     )]
     async fn coda_get_doc_analytics_summary(
@@ -170,12 +334,13 @@ impl CodaServer {
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
         let c = &self.coda;
-        run(a, |p: AnalyticsFilters| async move {
-            c.object(
-                p.apply(ApiRequest::get(&["analytics", "docs", "summary"])),
-                c.deadline(),
-            )
-            .await
+        run(a, |p: DocAnalyticsSummaryParams| async move {
+            let req = p
+                .dates
+                .apply(ApiRequest::get(&["analytics", "docs", "summary"]))
+                .query_opt("workspaceId", p.workspace_id.as_ref())
+                .query_opt("isPublished", p.is_published);
+            c.object(req).await
         })
         .await
     }
@@ -193,11 +358,10 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: PageAnalyticsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            let req = ApiRequest::get(&["analytics", "docs", &d, "pages"])
-                .class(RequestClass::Analytics)
-                .query_opt("sinceDate", p.since_date.as_ref())
-                .query_opt("untilDate", p.until_date.as_ref());
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            let req = p
+                .dates
+                .apply(ApiRequest::get(&["analytics", "docs", &d, "pages"]));
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -214,14 +378,15 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: PackAnalyticsParams| async move {
-            let ids = p
-                .pack_ids
-                .map(|v| v.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
+            let req = p.dates.apply(ApiRequest::get(&["analytics", "packs"]));
             let req = p
-                .filters
-                .apply(ApiRequest::get(&["analytics", "packs"]))
-                .query_opt("packIds", ids);
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+                .ordering
+                .apply(req, p.order_by.as_ref(), PACK_ORDER)?
+                .query_opt("packIds", joined(p.pack_ids))
+                .query_opt("workspaceId", p.workspace_id.as_ref())
+                .query_opt("isPublished", p.is_published)
+                .query_opt("query", p.query.as_ref());
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -229,7 +394,7 @@ impl CodaServer {
     /// Totals of Pack analytics.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
-        input_schema = input::<AnalyticsFilters>(),
+        input_schema = input::<PackAnalyticsSummaryParams>(),
         output_schema = output::<Object>()
     )]
     async fn coda_get_pack_analytics_summary(
@@ -237,12 +402,14 @@ impl CodaServer {
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
         let c = &self.coda;
-        run(a, |p: AnalyticsFilters| async move {
-            c.object(
-                p.apply(ApiRequest::get(&["analytics", "packs", "summary"])),
-                c.deadline(),
-            )
-            .await
+        run(a, |p: PackAnalyticsSummaryParams| async move {
+            let req = p
+                .dates
+                .apply(ApiRequest::get(&["analytics", "packs", "summary"]))
+                .query_opt("packIds", joined(p.pack_ids))
+                .query_opt("workspaceId", p.workspace_id.as_ref())
+                .query_opt("isPublished", p.is_published);
+            c.object(req).await
         })
         .await
     }
@@ -259,11 +426,22 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: PackFormulaAnalyticsParams| async move {
+            if p.pack_id == 0 {
+                return Err(ToolError::arg("packId", "must be at least 1"));
+            }
+            for t in p.pack_formula_types.iter().flatten() {
+                check("packFormulaTypes", Some(t), FORMULA_TYPES)?;
+            }
             let id = p.pack_id.to_string();
             let req = p
-                .filters
+                .dates
                 .apply(ApiRequest::get(&["analytics", "packs", &id, "formulas"]));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            let req = p
+                .ordering
+                .apply(req, p.order_by.as_ref(), FORMULA_ORDER)?
+                .query_opt("packFormulaNames", joined(p.pack_formula_names))
+                .query_opt("packFormulaTypes", joined(p.pack_formula_types));
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -281,7 +459,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |_: NoParams| async move {
             let req = ApiRequest::get(&["analytics", "updated"]).class(RequestClass::Analytics);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -298,9 +476,19 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: WorkspaceMembersParams| async move {
+            for r in p.included_roles.iter().flatten() {
+                check("includedRoles", Some(r), ROLES)?;
+            }
             let req = ApiRequest::get(&["workspaces", ws(&p.workspace_id)?, "users"])
-                .query_opt("includedRoles", p.included_roles.map(|r| r.join(",")));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+                .query_opt("includedRoles", joined(p.included_roles));
+            // This list takes no limit: Coda decides its page size.
+            let page = PageArgs {
+                page_token: p.page_token,
+                fetch_all: p.fetch_all,
+                max_items: p.max_items,
+                ..PageArgs::default()
+            };
+            c.list_reply(req, &page).await
         })
         .await
     }
@@ -317,10 +505,11 @@ impl CodaServer {
     ) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: WorkspaceParams| async move {
-            c.object(
-                ApiRequest::get(&["workspaces", ws(&p.workspace_id)?, "roles"]),
-                c.deadline(),
-            )
+            c.object(ApiRequest::get(&[
+                "workspaces",
+                ws(&p.workspace_id)?,
+                "roles",
+            ]))
             .await
         })
         .await
@@ -338,12 +527,13 @@ impl CodaServer {
             if !p.email.contains('@') {
                 return Err(ToolError::arg("email", "must be an email address"));
             }
+            check("newRole", Some(&p.new_role), ROLES)?;
             let req = ApiRequest::new(
                 Method::POST,
                 &["workspaces", ws(&p.workspace_id)?, "users", "role"],
             )
             .body(json!({"email": p.email, "newRole": p.new_role}));
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     COMPOSITE_CAP, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, doc_id, input,
-    output, run,
+    output, required, run,
 };
 use crate::client::ApiRequest;
 use crate::ratelimit::RequestClass;
@@ -125,20 +125,23 @@ pub struct Counts {
     pub controls: usize,
 }
 
+/// A table or view in the stats breakdown.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TableBrief {
     #[schemars(with = "Option<String>")]
-    pub id: Value,
-    #[schemars(with = "Option<String>")]
     pub name: Value,
+    /// table or view (Coda's tableType).
     #[schemars(with = "Option<String>")]
-    pub table_type: Value,
+    pub r#type: Value,
+    #[schemars(with = "Option<String>")]
+    pub id: Value,
 }
 
+/// The doc itself, as coda-enhanced's stats reported it (plus ownerName and browserLink).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DocumentStats {
+pub struct DocBrief {
     #[schemars(with = "Option<String>")]
     pub id: Value,
     #[schemars(with = "Option<String>")]
@@ -156,18 +159,33 @@ pub struct DocumentStats {
     /// Coda's own size figures (totalRowCount, pageCount…), when reported.
     #[schemars(with = "Option<super::Object>")]
     pub doc_size: Value,
-    /// Exact counts: every list is paged to the end.
-    pub counts: Counts,
-    /// True if a list had more than 10000 items and counting stopped there.
-    pub counts_capped: bool,
+}
+
+/// Names, as coda-enhanced's stats reported them.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Breakdown {
+    /// Every table and view.
+    pub table_names: Vec<TableBrief>,
     /// First 10 page names.
     #[schemars(with = "Vec<String>")]
     pub page_names: Vec<Value>,
     /// First 10 formula names.
     #[schemars(with = "Vec<String>")]
     pub formula_names: Vec<Value>,
-    /// Every table and view.
-    pub tables: Vec<TableBrief>,
+}
+
+/// The shape of coda-enhanced's stats (`document`, `counts`, `breakdown`),
+/// with exact counts.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentStats {
+    pub document: DocBrief,
+    /// Exact counts: every list is paged to the end.
+    pub counts: Counts,
+    /// True if a list had more than 10000 items and counting stopped there.
+    pub counts_capped: bool,
+    pub breakdown: Breakdown,
 }
 
 fn list_documents_request(p: &ListDocumentsParams) -> ToolResultReq {
@@ -207,7 +225,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListDocumentsParams| async move {
             let req = list_documents_request(&p)?;
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -222,7 +240,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
-            c.object(ApiRequest::get(&["docs", &d]), c.deadline()).await
+            c.object(ApiRequest::get(&["docs", &d])).await
         })
         .await
     }
@@ -236,9 +254,7 @@ impl CodaServer {
     async fn coda_create_document(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: CreateDocumentParams| async move {
-            if p.title.trim().is_empty() {
-                return Err(ToolError::arg("title", "must not be empty"));
-            }
+            required("title", &p.title)?;
             let mut body = json!({"title": p.title});
             if let Some(s) = &p.source_doc {
                 body["sourceDoc"] = json!(
@@ -264,7 +280,7 @@ impl CodaServer {
                 body["initialPage"] = page;
             }
             let req = ApiRequest::new(Method::POST, &["docs"]).body(body);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -292,7 +308,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PATCH, &["docs", &d])
                 .replayable()
                 .body(body);
-            Reply::json(c.mutate(req, false, c.deadline()).await?)
+            c.write_reply(req, false).await
         })
         .await
     }
@@ -311,7 +327,7 @@ impl CodaServer {
                 return Err(ToolError::arg("confirm", "must be true to delete a doc"));
             }
             let req = ApiRequest::new(Method::DELETE, &["docs", &d]);
-            Reply::json(c.mutate(req, false, c.deadline()).await?)
+            c.write_reply(req, false).await
         })
         .await
     }
@@ -360,15 +376,18 @@ impl CodaServer {
                 .iter()
                 .filter(|t| t.get("tableType").and_then(Value::as_str) == Some("view"))
                 .count();
+            let names = |list: &[Value]| list.iter().take(10).map(|v| field(v, "name")).collect();
             Reply::json(DocumentStats {
-                id: field(&doc, "id"),
-                name: field(&doc, "name"),
-                owner: field(&doc, "owner"),
-                owner_name: field(&doc, "ownerName"),
-                created_at: field(&doc, "createdAt"),
-                updated_at: field(&doc, "updatedAt"),
-                browser_link: field(&doc, "browserLink"),
-                doc_size: field(&doc, "docSize"),
+                document: DocBrief {
+                    id: field(&doc, "id"),
+                    name: field(&doc, "name"),
+                    owner: field(&doc, "owner"),
+                    owner_name: field(&doc, "ownerName"),
+                    created_at: field(&doc, "createdAt"),
+                    updated_at: field(&doc, "updatedAt"),
+                    browser_link: field(&doc, "browserLink"),
+                    doc_size: field(&doc, "docSize"),
+                },
                 counts: Counts {
                     pages: pages.0.len(),
                     tables: tables.0.len() - views,
@@ -377,22 +396,19 @@ impl CodaServer {
                     controls: controls.0.len(),
                 },
                 counts_capped: pages.1 || tables.1 || formulas.1 || controls.1,
-                page_names: pages.0.iter().take(10).map(|v| field(v, "name")).collect(),
-                formula_names: formulas
-                    .0
-                    .iter()
-                    .take(10)
-                    .map(|v| field(v, "name"))
-                    .collect(),
-                tables: tables
-                    .0
-                    .iter()
-                    .map(|t| TableBrief {
-                        id: field(t, "id"),
-                        name: field(t, "name"),
-                        table_type: field(t, "tableType"),
-                    })
-                    .collect(),
+                breakdown: Breakdown {
+                    table_names: tables
+                        .0
+                        .iter()
+                        .map(|t| TableBrief {
+                            name: field(t, "name"),
+                            r#type: field(t, "tableType"),
+                            id: field(t, "id"),
+                        })
+                        .collect(),
+                    page_names: names(&pages.0),
+                    formula_names: names(&formulas.0),
+                },
             })
         })
         .await

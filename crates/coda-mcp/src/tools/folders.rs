@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, input, output, run};
+use super::{
+    ListOutput, MutationOutput, Object, PageArgs, ToolError, input, output, required, run,
+};
 use crate::client::ApiRequest;
 use crate::server::CodaServer;
 
@@ -77,7 +79,7 @@ impl CodaServer {
             let req = ApiRequest::get(&["folders"])
                 .query_opt("workspaceId", p.workspace_id.as_ref())
                 .query_opt("isStarred", p.is_starred);
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -91,11 +93,8 @@ impl CodaServer {
     async fn coda_get_folder(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: FolderParams| async move {
-            c.object(
-                ApiRequest::get(&["folders", folder_id(&p.folder_id)?]),
-                c.deadline(),
-            )
-            .await
+            c.object(ApiRequest::get(&["folders", folder_id(&p.folder_id)?]))
+                .await
         })
         .await
     }
@@ -109,18 +108,13 @@ impl CodaServer {
     async fn coda_create_folder(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
         let c = &self.coda;
         run(a, |p: CreateFolderParams| async move {
-            if p.name.trim().is_empty() {
-                return Err(ToolError::arg("name", "must not be empty"));
-            }
+            required("name", &p.name)?;
             let mut body = json!({"name": p.name, "workspaceId": p.workspace_id});
             if let Some(d) = p.description {
                 body["description"] = json!(d);
             }
-            c.object(
-                ApiRequest::new(Method::POST, &["folders"]).body(body),
-                c.deadline(),
-            )
-            .await
+            c.object(ApiRequest::new(Method::POST, &["folders"]).body(body))
+                .await
         })
         .await
     }
@@ -149,7 +143,6 @@ impl CodaServer {
                 ApiRequest::new(Method::PATCH, &["folders", id])
                     .replayable()
                     .body(body),
-                c.deadline(),
             )
             .await
         })
@@ -166,7 +159,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: FolderParams| async move {
             let req = ApiRequest::new(Method::DELETE, &["folders", folder_id(&p.folder_id)?]);
-            Reply::json(c.mutate(req, false, c.deadline()).await?)
+            c.write_reply(req, false).await
         })
         .await
     }

@@ -289,7 +289,11 @@ pub fn summary(v: &Value) -> String {
         return v.to_string();
     };
     let mut parts: Vec<String> = Vec::new();
-    for (k, val) in o {
+    // API links (Coda's `href`, `nextPageLink`) are nothing a model acts on.
+    for (k, val) in o
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "href" | "nextPageLink"))
+    {
         match val {
             Value::Array(a) => parts.push(format!("{k}: {} item(s)", a.len())),
             Value::String(st) if st.chars().count() <= 120 => parts.push(format!("{k}: {st}")),
@@ -329,6 +333,14 @@ pub fn summary(v: &Value) -> String {
     }
     out.push_str(" (full result in structuredContent)");
     out
+}
+
+/// A required text argument: refused when empty or blank.
+pub fn required<'a>(name: &str, value: &'a str) -> ToolResult<&'a str> {
+    if value.trim().is_empty() {
+        return Err(ToolError::arg(name, "must not be empty"));
+    }
+    Ok(value)
 }
 
 /// A generic Coda object (doc, page, table, row, …) as returned by the API.
@@ -409,6 +421,12 @@ pub struct ListOutput {
     /// Why the list stopped early, when it did for a reason other than maxItems.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Coda's API link of the (first) page read, as Coda returns it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub href: Option<String>,
+    /// Coda's API link of the next page, when nextPageToken is Coda's own token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_link: Option<String>,
 }
 
 /// Prefix of the continuation tokens this server makes when it stops
@@ -474,6 +492,10 @@ struct Gathered {
     capped: bool,
     /// A later page failed; what was gathered before is kept.
     failed: Option<ToolError>,
+    /// `href` of the first page Coda returned.
+    href: Option<String>,
+    /// `nextPageToken` and `nextPageLink` of the last page Coda returned.
+    last_next: Option<(String, Option<String>)>,
 }
 
 /// State of an asynchronous Coda write after optional waiting. The write
@@ -504,7 +526,7 @@ impl MutationState {
 }
 
 /// Result of a write: Coda's response plus the mutation state when waited on.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MutationOutput {
     /// Poll with coda_get_mutation_status; absent for synchronous writes.
@@ -513,6 +535,12 @@ pub struct MutationOutput {
     /// Id of the object Coda created or changed, when it says (as at the top level of Coda's answer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Row of a pushed button, as at the top level of Coda's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_id: Option<String>,
+    /// Column of a pushed button, as at the top level of Coda's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column_id: Option<String>,
     /// Coda's response body.
     pub result: Object,
     /// Present when `wait` was true.
@@ -621,9 +649,20 @@ impl Coda {
         Ok(self.client.send(&req, deadline).await?.body)
     }
 
-    pub async fn object(&self, req: ApiRequest, deadline: Instant) -> ToolResult<Reply> {
-        let v = self.call(req, deadline).await?;
+    /// One request under a fresh call deadline; Coda's answer is the result.
+    pub async fn object(&self, req: ApiRequest) -> ToolResult<Reply> {
+        let v = self.call(req, self.deadline()).await?;
         Reply::json(v)
+    }
+
+    /// [`Coda::list`] under a fresh call deadline, as the tool's result.
+    pub async fn list_reply(&self, req: ApiRequest, page: &PageArgs) -> ToolResult<Reply> {
+        Reply::json(self.list(req, page, self.deadline()).await?)
+    }
+
+    /// [`Coda::mutate`] under a fresh call deadline, as the tool's result.
+    pub async fn write_reply(&self, req: ApiRequest, wait: bool) -> ToolResult<Reply> {
+        Reply::json(self.mutate(req, wait, self.deadline()).await?)
     }
 
     /// One page, or every page with `fetchAll`, within the result budget.
@@ -673,15 +712,15 @@ impl Coda {
         });
         // The byte budget: whole items only, resuming at the first one left out.
         let budget = self.cfg.max_result_bytes;
-        let mut used = 256;
-        let mut keep = items.len();
-        for (i, it) in items.iter().enumerate() {
-            used += serde_json::to_string(it).map(|t| t.len()).unwrap_or(0) + 1;
-            if used > budget && i > 0 {
-                keep = i;
-                break;
-            }
-        }
+        let links = [
+            g.href.as_ref(),
+            g.last_next.as_ref().and_then(|(_, l)| l.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|l| l.len() + 20)
+        .sum::<usize>();
+        let keep = items_within(&items, budget.saturating_sub(links));
         if keep < items.len() {
             let left = items.len() - keep;
             items.truncate(keep);
@@ -692,12 +731,20 @@ impl Coda {
                 note.map(|n| format!("; also: {n}")).unwrap_or_default()
             ));
         }
+        let next_page_token = next.map(|r| r.encode());
+        // Coda's link only where it leads to the same place as the token.
+        let next_page_link = g
+            .last_next
+            .filter(|(t, _)| next_page_token.as_ref() == Some(t))
+            .and_then(|(_, link)| link);
         Ok(ListOutput {
             count: items.len(),
             items,
-            next_page_token: next.map(|r| r.encode()),
+            next_page_token,
             truncated,
             note,
+            href: g.href,
+            next_page_link,
         })
     }
 
@@ -735,6 +782,8 @@ impl Coda {
             next: None,
             capped: false,
             failed: None,
+            href: None,
+            last_next: None,
         };
         let mut at = start;
         let mut first = true;
@@ -806,6 +855,11 @@ impl Coda {
                 });
                 g.items.push(it);
             }
+            let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+            if first {
+                g.href = text("href");
+            }
+            g.last_next = text("nextPageToken").map(|t| (t, text("nextPageLink")));
             first = false;
             let next = body
                 .get("nextPageToken")
@@ -864,8 +918,11 @@ impl Coda {
             (Some(id), true) => Some(self.wait_mutation(id, deadline).await),
             _ => None,
         };
+        let top = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_owned);
         Ok(MutationOutput {
-            id: result.get("id").and_then(Value::as_str).map(str::to_owned),
+            id: top("id"),
+            row_id: top("rowId"),
+            column_id: top("columnId"),
             request_id,
             result,
             mutation,
@@ -967,6 +1024,20 @@ impl Coda {
     }
 }
 
+/// How many leading `items` fit in a result of `budget` bytes (always at
+/// least one: a single item over the budget is returned whole).
+pub fn items_within(items: &[Value], budget: usize) -> usize {
+    // Room for the result's other fields.
+    let mut used = 256;
+    for (i, it) in items.iter().enumerate() {
+        used += serde_json::to_string(it).map(|t| t.len()).unwrap_or(0) + 1;
+        if used > budget && i > 0 {
+            return i;
+        }
+    }
+    items.len()
+}
+
 /// The same first-page request with half the `limit` (Coda's default 25
 /// when none was given), or `None` when it is a token page or already small.
 fn smaller_limit(req: &ApiRequest) -> Option<ApiRequest> {
@@ -1022,9 +1093,7 @@ fn query_value(value: &Value) -> ToolResult<String> {
 /// Build a row-list `query` from a structured filter: column ids (`c-…`)
 /// stay bare, names are JSON-quoted, values are JSON.
 pub fn row_query(column: &str, value: &Value) -> ToolResult<String> {
-    if column.trim().is_empty() {
-        return Err(ToolError::arg("filter.column", "must not be empty"));
-    }
+    required("filter.column", column)?;
     let is_id = column.starts_with("c-")
         && column.len() > 2
         && column[2..]

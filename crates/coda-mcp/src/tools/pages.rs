@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::docs::{ContentFormat, canvas_content};
 use super::{
     COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError,
-    ToolResult, doc_id, input, output, run,
+    ToolResult, doc_id, input, output, required, run,
 };
 use crate::client::{ApiRequest, CodaError};
 use crate::ratelimit::RequestClass;
@@ -308,6 +308,9 @@ pub struct DuplicatePageParams {
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DuplicateOutput {
+    /// Id of the new page (the key coda-enhanced returned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     #[schemars(with = "Option<String>")]
     pub source_page_id: Value,
     /// Id of the new page.
@@ -336,31 +339,26 @@ pub struct SearchPagesParams {
     pub include_content: bool,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PageMatch {
-    #[schemars(with = "Option<String>")]
-    pub id: Value,
-    #[schemars(with = "Option<String>")]
-    pub name: Value,
-    #[schemars(with = "Option<String>")]
-    pub browser_link: Value,
-    /// "name" and/or "content".
-    pub matched_in: Vec<String>,
-    /// The first matching line of the body.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snippet: Option<String>,
-}
-
+/// The shape of coda-enhanced's page search (`items`, `searchQuery`,
+/// `searchedContent`, `totalFound`), over every page instead of the first
+/// page of the list. Each item is the page as Coda lists it, plus
+/// `matchedIn`, `snippet` and, for pages found by their body only,
+/// coda-enhanced's `matchedInContent: true`. Name matches come first.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchPagesOutput {
-    pub query: String,
-    pub matches: Vec<PageMatch>,
+    pub items: Vec<Value>,
+    pub search_query: String,
+    /// Whether page bodies were searched (includeContent).
+    pub searched_content: bool,
+    /// Matching pages, including any left out by the result budget.
+    pub total_found: usize,
     /// Pages looked at (all pages of the doc).
     pub pages_searched: usize,
     /// Pages whose body could not be read (e.g. embeds, sync pages).
     pub content_errors: usize,
+    /// Some matches were left out to stay within the result budget (narrow the query).
+    pub truncated: bool,
 }
 
 /// Render plain-text elements as light markdown (headings, lists, quotes).
@@ -594,13 +592,6 @@ async fn search_one(
     (i, r)
 }
 
-fn page_arg(p: &str) -> ToolResult<()> {
-    if p.trim().is_empty() {
-        return Err(ToolError::arg("pageIdOrName", "must not be empty"));
-    }
-    Ok(())
-}
-
 #[tool_router(router = pages_router, vis = "pub(crate)")]
 impl CodaServer {
     /// List a doc's pages (id, name, parent, children, contentType). Paged: pass nextPageToken back as pageToken, or fetchAll.
@@ -613,14 +604,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListPagesParams| async move {
             let d = doc_id(&p.doc_id)?;
-            Reply::json(
-                c.list(
-                    ApiRequest::get(&["docs", &d, "pages"]),
-                    &p.page,
-                    c.deadline(),
-                )
-                .await?,
-            )
+            c.list_reply(ApiRequest::get(&["docs", &d, "pages"]), &p.page)
+                .await
         })
         .await
     }
@@ -635,12 +620,9 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: PageRefParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
-            c.object(
-                ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name]),
-                c.deadline(),
-            )
-            .await
+            required("pageIdOrName", &p.page_id_or_name)?;
+            c.object(ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name]))
+                .await
         })
         .await
     }
@@ -655,9 +637,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: CreatePageParams| async move {
             let d = doc_id(&p.doc_id)?;
-            if p.name.trim().is_empty() {
-                return Err(ToolError::arg("name", "must not be empty"));
-            }
+            required("name", &p.name)?;
             let content = match &p.embed_url {
                 Some(url) => json!({"type": "embed", "url": url}),
                 None => canvas_content(p.content.as_deref(), p.format),
@@ -676,7 +656,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::POST, &["docs", &d, "pages"])
                 .class(RequestClass::DocContentWrite)
                 .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -691,7 +671,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: UpdatePageParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
+            required("pageIdOrName", &p.page_id_or_name)?;
             let mut body = json!({});
             for (k, v) in [
                 ("name", &p.name),
@@ -715,7 +695,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
                 .replayable()
                 .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -730,10 +710,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: RenamePageParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
-            if p.new_name.trim().is_empty() {
-                return Err(ToolError::arg("newName", "must not be empty"));
-            }
+            required("pageIdOrName", &p.page_id_or_name)?;
+            required("newName", &p.new_name)?;
             let mut body = json!({"name": p.new_name});
             if let Some(s) = &p.subtitle {
                 body["subtitle"] = json!(s);
@@ -741,7 +719,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
                 .replayable()
                 .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -756,9 +734,9 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: WritePageRefParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
+            required("pageIdOrName", &p.page_id_or_name)?;
             let req = ApiRequest::new(Method::DELETE, &["docs", &d, "pages", &p.page_id_or_name]);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -773,7 +751,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: GetPageContentParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
+            required("pageIdOrName", &p.page_id_or_name)?;
             if p.max_chars == Some(0) {
                 return Err(ToolError::arg("maxChars", "must be at least 1"));
             }
@@ -812,7 +790,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: PeekPageParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
+            required("pageIdOrName", &p.page_id_or_name)?;
             if p.num_lines == 0 {
                 return Err(ToolError::arg("numLines", "must be at least 1"));
             }
@@ -878,10 +856,10 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListPageContentParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
+            required("pageIdOrName", &p.page_id_or_name)?;
             let req = ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name, "content"])
                 .query("contentFormat", "plainText");
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -900,7 +878,7 @@ impl CodaServer {
         run(a, |p: ContentWriteParams| async move {
             if p.dry_run {
                 let d = doc_id(&p.doc_id)?;
-                page_arg(&p.page_id_or_name)?;
+                required("pageIdOrName", &p.page_id_or_name)?;
                 let current = render_plain(&c.plain_items(&d, &p.page_id_or_name, COMPOSITE_CAP, c.deadline()).await?);
                 let current_chars = current.chars().count();
                 let preview = ReplacePreview {
@@ -915,12 +893,8 @@ impl CodaServer {
                     },
                 };
                 return Reply::json(MutationOutput {
-                    request_id: None,
-                    id: None,
-                    result: Object::new(),
-                    mutation: None,
-                    verification: None,
                     preview: Some(preview),
+                    ..MutationOutput::default()
                 });
             }
             Reply::json(c.content_update(p, "replace").await?)
@@ -987,7 +961,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DeletePageContentParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
+            required("pageIdOrName", &p.page_id_or_name)?;
             if p.element_ids.as_ref().is_some_and(|ids| ids.is_empty()) {
                 return Err(ToolError::arg(
                     "elementIds",
@@ -1004,7 +978,7 @@ impl CodaServer {
             )
             .class(RequestClass::DocContentWrite)
             .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -1019,10 +993,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DuplicatePageParams| async move {
             let d = doc_id(&p.doc_id)?;
-            page_arg(&p.page_id_or_name)?;
-            if p.new_name.trim().is_empty() {
-                return Err(ToolError::arg("newName", "must not be empty"));
-            }
+            required("pageIdOrName", &p.page_id_or_name)?;
+            required("newName", &p.new_name)?;
             let dl = c.deadline();
             let src = c.call(ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name]), dl).await?;
             let source_id = src.get("id").and_then(Value::as_str).unwrap_or(&p.page_id_or_name).to_owned();
@@ -1043,6 +1015,7 @@ impl CodaServer {
                 .body(body);
             let out = c.mutate(req, p.wait, dl).await?;
             Reply::json(DuplicateOutput {
+                id: out.id.clone(),
                 source_page_id: json!(source_id),
                 new_page_id: out.result.get("id").cloned().unwrap_or(Value::Null),
                 parent_page_id: parent,
@@ -1065,9 +1038,7 @@ impl CodaServer {
         run(a, |p: SearchPagesParams| async move {
             let d = doc_id(&p.doc_id)?;
             let needle = p.query.to_lowercase();
-            if needle.trim().is_empty() {
-                return Err(ToolError::arg("query", "must not be empty"));
-            }
+            required("query", &needle)?;
             let dl = c.deadline();
             let (pages, _) = c
                 .list_all(
@@ -1076,7 +1047,6 @@ impl CodaServer {
                     dl,
                 )
                 .await?;
-            let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
             let mut snippets: Vec<Option<Result<Option<String>, ()>>> = vec![None; pages.len()];
             if p.include_content {
                 let d = d.as_str();
@@ -1104,38 +1074,50 @@ impl CodaServer {
                     snippets[i] = Some(r);
                 }
             }
-            let mut matches = Vec::new();
+            let mut by_name = Vec::new();
+            let mut by_content = Vec::new();
             let mut content_errors = 0;
             for (pg, snip) in pages.iter().zip(snippets) {
                 let name = pg.get("name").and_then(Value::as_str).unwrap_or("");
-                let mut matched_in = Vec::new();
-                if name.to_lowercase().contains(&needle) {
-                    matched_in.push("name".to_owned());
-                }
+                let in_name = name.to_lowercase().contains(&needle);
                 let snippet = match snip {
-                    Some(Ok(Some(s))) => {
-                        matched_in.push("content".to_owned());
-                        Some(s)
-                    }
+                    Some(Ok(s)) => s,
                     Some(Err(())) => {
                         content_errors += 1;
                         None
                     }
-                    _ => None,
+                    None => None,
                 };
-                if !matched_in.is_empty() {
-                    matches.push(PageMatch {
-                        id: field(pg, "id"),
-                        name: field(pg, "name"),
-                        browser_link: field(pg, "browserLink"),
-                        matched_in,
-                        snippet,
-                    });
+                if !in_name && snippet.is_none() {
+                    continue;
+                }
+                let mut item = pg.clone();
+                let mut matched_in = Vec::new();
+                if in_name {
+                    matched_in.push("name");
+                }
+                if let Some(s) = snippet {
+                    matched_in.push("content");
+                    item["snippet"] = json!(s);
+                }
+                item["matchedIn"] = json!(matched_in);
+                if in_name {
+                    by_name.push(item);
+                } else {
+                    item["matchedInContent"] = json!(true);
+                    by_content.push(item);
                 }
             }
+            let mut items = by_name;
+            items.append(&mut by_content);
+            let total_found = items.len();
+            items.truncate(super::items_within(&items, c.cfg.max_result_bytes));
             Reply::json(SearchPagesOutput {
-                query: p.query,
-                matches,
+                truncated: items.len() < total_found,
+                items,
+                search_query: p.query,
+                searched_content: p.include_content,
+                total_found,
                 pages_searched: pages.len(),
                 content_errors,
             })

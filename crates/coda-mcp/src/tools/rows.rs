@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::checks::{self, MAX_VERIFY_ROWS, Verification};
 use super::{
     Coda, ListOutput, MAX_FETCH_ALL_CAP, MutationOutput, MutationState, Object, PageArgs, Reply,
-    ToolError, ToolResult, doc_id, input, output, row_query_in, run,
+    ToolError, ToolResult, doc_id, input, output, required, row_query_in, run,
 };
 use crate::call;
 use crate::client::ApiRequest;
@@ -266,6 +266,9 @@ pub struct PushButtonParams {
 pub struct RowsWriteOutput {
     /// Rows sent.
     pub row_count: usize,
+    /// The last request's id (the only one unless the rows were split; see requestIds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// One requestId per request Coda accepted.
     pub request_ids: Vec<String>,
     /// Ids of inserted rows (only without keyColumns).
@@ -285,24 +288,32 @@ pub struct RowsWriteOutput {
     pub error: Option<String>,
 }
 
+/// One row of a bulk update, with coda-enhanced's keys.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RowResult {
-    #[serde(alias = "row_id_or_name")]
-    pub row_id_or_name: String,
-    pub ok: bool,
+    /// The rowIdOrName of the update.
+    pub row_id: String,
+    pub success: bool,
+    /// Coda's answer ({requestId, id}) when it accepted the update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Object>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+/// The shape of coda-enhanced's bulk update (`results`, `totalUpdates`,
+/// `successful`, `failed`).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkUpdateOutput {
-    pub succeeded: usize,
+    pub total_updates: usize,
+    /// Updates Coda accepted.
+    pub successful: usize,
     pub failed: usize,
-    /// Per-row outcome (one PUT per row), absent when done as one upsert.
+    /// Per-row outcome (one PUT per row), empty when done as one upsert.
     pub results: Vec<RowResult>,
     /// Request ids of the upsert path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -314,9 +325,14 @@ pub struct BulkUpdateOutput {
     pub verification: Option<Verification>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteRowsOutput {
+    /// The last request's id (the only one unless there were more than 500 rows; see requestIds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Rows Coda accepted for deletion (Coda's key; the same as deletedRowIds).
+    pub row_ids: Vec<String>,
     /// Rows in the delete requests Coda accepted.
     pub deleted_row_ids: Vec<String>,
     pub request_ids: Vec<String>,
@@ -458,6 +474,7 @@ impl Coda {
         let chunks = chunk_rows(edits, self.cfg.row_chunk_bytes)?;
         let mut out = RowsWriteOutput {
             row_count,
+            request_id: None,
             request_ids: Vec::new(),
             added_row_ids: Vec::new(),
             requests: 0,
@@ -507,6 +524,7 @@ impl Coda {
                     .extend(ids.iter().filter_map(Value::as_str).map(str::to_owned));
             }
         }
+        out.request_id = out.request_ids.last().cloned();
         if wait {
             out.mutation = Some(self.wait_all(&out.request_ids, dl).await);
         }
@@ -546,9 +564,7 @@ impl Coda {
     /// Columns of a table for a row filter, or none when they cannot be read
     /// (the filter then falls back to guessing ids by their `c-` prefix).
     async fn filter_query(&self, d: &str, t: &str, f: &RowFilter) -> ToolResult<String> {
-        if f.column.trim().is_empty() {
-            return Err(ToolError::arg("filter.column", "must not be empty"));
-        }
+        required("filter.column", &f.column)?;
         let cols: std::sync::Arc<Vec<Value>> = self
             .columns(d, t, self.deadline())
             .await
@@ -650,13 +666,6 @@ fn slim_row(row: Value, full: bool, columns: Option<&[String]>) -> Value {
     Value::Object(o)
 }
 
-fn nonempty(name: &str, v: &str) -> ToolResult<()> {
-    if v.trim().is_empty() {
-        return Err(ToolError::arg(name, "must not be empty"));
-    }
-    Ok(())
-}
-
 fn edits(rows: &[Value]) -> ToolResult<Vec<Value>> {
     if rows.is_empty() {
         return Err(ToolError::arg("rows", "must contain at least one row"));
@@ -687,7 +696,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListRowsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            nonempty("tableIdOrName", &p.table_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
             let query = match (&p.query, &p.filter) {
                 (Some(_), Some(_)) => {
                     return Err(ToolError::arg(
@@ -730,8 +739,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: GetRowParams| async move {
             let d = doc_id(&p.doc_id)?;
-            nonempty("tableIdOrName", &p.table_id_or_name)?;
-            nonempty("rowIdOrName", &p.row_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
+            required("rowIdOrName", &p.row_id_or_name)?;
             let req = ApiRequest::get(&[
                 "docs",
                 &d,
@@ -742,7 +751,7 @@ impl CodaServer {
             ])
             .query_opt("useColumnNames", p.use_column_names)
             .query_opt("valueFormat", value_format(p.value_format));
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -757,7 +766,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: CreateRowsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            nonempty("tableIdOrName", &p.table_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
             let e = edits(&p.rows)?;
             let keys = p.key_columns.filter(|k| !k.is_empty());
             Reply::json(
@@ -786,7 +795,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: UpsertRowsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            nonempty("tableIdOrName", &p.table_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
             if p.key_columns.is_empty() {
                 return Err(ToolError::arg(
                     "keyColumns",
@@ -820,8 +829,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: UpdateRowParams| async move {
             let d = doc_id(&p.doc_id)?;
-            nonempty("tableIdOrName", &p.table_id_or_name)?;
-            nonempty("rowIdOrName", &p.row_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
+            required("rowIdOrName", &p.row_id_or_name)?;
             let cells = cells_from_values(&p.values, "values")?;
             let columns = c.columns(&d, &p.table_id_or_name, c.deadline()).await?;
             checks::check_cells(&columns, &cells, "values")?;
@@ -870,8 +879,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: RowRefParams| async move {
             let d = doc_id(&p.doc_id)?;
-            nonempty("tableIdOrName", &p.table_id_or_name)?;
-            nonempty("rowIdOrName", &p.row_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
+            required("rowIdOrName", &p.row_id_or_name)?;
             let req = ApiRequest::new(
                 Method::DELETE,
                 &[
@@ -884,7 +893,7 @@ impl CodaServer {
                 ],
             )
             .class(RequestClass::DocContentWrite);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -900,7 +909,7 @@ impl CodaServer {
         run(a, |p: DeleteRowsParams| async move {
             let d = doc_id(&p.doc_id)?;
             let t = p.table_id_or_name.as_str();
-            nonempty("tableIdOrName", t)?;
+            required("tableIdOrName", t)?;
             let ids = match (&p.row_ids, &p.filter) {
                 (Some(_), Some(_)) => {
                     return Err(ToolError::arg(
@@ -918,12 +927,8 @@ impl CodaServer {
                 (None, Some(f)) if p.dry_run => {
                     let found = c.matching_row_ids(&d, t, f).await?;
                     return Reply::json(DeleteRowsOutput {
-                        deleted_row_ids: Vec::new(),
-                        request_ids: Vec::new(),
-                        mutation: None,
-                        error: None,
-                        not_deleted_row_ids: Vec::new(),
                         would_delete: Some(found.into_iter().map(|(id, name)| json!({"id": id, "name": name})).collect()),
+                        ..DeleteRowsOutput::default()
                     });
                 }
                 (None, Some(f)) => c.matching_row_ids(&d, t, f).await?.into_iter().map(|(id, _)| id).collect(),
@@ -932,14 +937,7 @@ impl CodaServer {
                 }
             };
             let dl = c.deadline();
-            let mut out = DeleteRowsOutput {
-                deleted_row_ids: Vec::new(),
-                request_ids: Vec::new(),
-                mutation: None,
-                error: None,
-                not_deleted_row_ids: Vec::new(),
-                would_delete: None,
-            };
+            let mut out = DeleteRowsOutput::default();
             let chunks: Vec<&[String]> = ids.chunks(DELETE_CHUNK).collect();
             for (i, chunk) in chunks.iter().enumerate() {
                 let req = ApiRequest::new(Method::DELETE, &["docs", &d, "tables", t, "rows"])
@@ -963,6 +961,8 @@ impl CodaServer {
                     out.request_ids.push(id.to_owned());
                 }
             }
+            out.request_id = out.request_ids.last().cloned();
+            out.row_ids = out.deleted_row_ids.clone();
             if p.wait {
                 out.mutation = Some(c.wait_all(&out.request_ids, dl).await);
             }
@@ -982,7 +982,7 @@ impl CodaServer {
         run(a, |p: BulkUpdateParams| async move {
             let d = doc_id(&p.doc_id)?;
             let t = p.table_id_or_name.as_str();
-            nonempty("tableIdOrName", t)?;
+            required("tableIdOrName", t)?;
             if p.updates.is_empty() {
                 return Err(ToolError::arg("updates", "must contain at least one update"));
             }
@@ -1006,7 +1006,8 @@ impl CodaServer {
                     .collect::<ToolResult<Vec<_>>>()?;
                 let w = c.write_rows(&d, t, e, Some(keys), p.disable_parsing, p.wait, p.verify).await?;
                 return Reply::json(BulkUpdateOutput {
-                    succeeded: w.rows_accepted,
+                    total_updates: w.row_count,
+                    successful: w.rows_accepted,
                     failed: w.row_count - w.rows_accepted,
                     results: Vec::new(),
                     request_ids: w.request_ids,
@@ -1017,7 +1018,7 @@ impl CodaServer {
             let mut cells = Vec::with_capacity(p.updates.len());
             let columns = c.columns(&d, t, c.deadline()).await?;
             for (i, u) in p.updates.iter().enumerate() {
-                nonempty(&format!("updates[{i}].rowIdOrName"), &u.row_id_or_name)?;
+                required(&format!("updates[{i}].rowIdOrName"), &u.row_id_or_name)?;
                 let at = format!("updates[{i}].values");
                 let row_cells = cells_from_values(&u.values, &at)?;
                 checks::check_cells(&columns, &row_cells, &at)?;
@@ -1037,15 +1038,17 @@ impl CodaServer {
                     .body(json!({"row": {"cells": cells}}));
                 results.push(match c.call(req, dl).await {
                     Ok(v) => RowResult {
-                        row_id_or_name: u.row_id_or_name.clone(),
-                        ok: true,
+                        row_id: u.row_id_or_name.clone(),
+                        success: true,
                         request_id: v.get("requestId").and_then(Value::as_str).map(str::to_owned),
+                        data: v.as_object().cloned(),
                         error: None,
                     },
                     Err(e) => RowResult {
-                        row_id_or_name: u.row_id_or_name.clone(),
-                        ok: false,
+                        row_id: u.row_id_or_name.clone(),
+                        success: false,
                         request_id: None,
+                        data: None,
                         error: Some(e.to_string()),
                     },
                 });
@@ -1055,8 +1058,8 @@ impl CodaServer {
             let mutation = if p.wait || p.verify { Some(c.wait_all(&ids, c.deadline()).await) } else { None };
             let verification = if p.verify {
                 let mut v = Verification::default();
-                for (r, cells) in results.iter().zip(&sent).filter(|(r, _)| r.ok).take(MAX_VERIFY_ROWS) {
-                    c.verify_row(&d, t, &r.row_id_or_name, cells, mutation.as_ref(), &mut v).await;
+                for (r, cells) in results.iter().zip(&sent).filter(|(r, _)| r.success).take(MAX_VERIFY_ROWS) {
+                    c.verify_row(&d, t, &r.row_id, cells, mutation.as_ref(), &mut v).await;
                     if v.note.is_some() {
                         break;
                     }
@@ -1066,10 +1069,11 @@ impl CodaServer {
             } else {
                 None
             };
-            let succeeded = results.iter().filter(|r| r.ok).count();
+            let successful = results.iter().filter(|r| r.success).count();
             Reply::json(BulkUpdateOutput {
-                succeeded,
-                failed: results.len() - succeeded,
+                total_updates: total,
+                successful,
+                failed: results.len() - successful,
                 results,
                 request_ids: Vec::new(),
                 mutation,
@@ -1089,9 +1093,9 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: PushButtonParams| async move {
             let d = doc_id(&p.doc_id)?;
-            nonempty("tableIdOrName", &p.table_id_or_name)?;
-            nonempty("rowIdOrName", &p.row_id_or_name)?;
-            nonempty("columnIdOrName", &p.column_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
+            required("rowIdOrName", &p.row_id_or_name)?;
+            required("columnIdOrName", &p.column_id_or_name)?;
             let req = ApiRequest::new(
                 Method::POST,
                 &[
@@ -1106,7 +1110,7 @@ impl CodaServer {
                 ],
             )
             .class(RequestClass::DocContentWrite);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::account::NoParams;
 use super::docs::DocParams;
 use super::{
-    ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, doc_id, input, output, run,
+    ListOutput, MutationOutput, Object, PageArgs, ToolError, doc_id, input, output, required, run,
 };
 use crate::client::ApiRequest;
 use crate::server::CodaServer;
@@ -138,11 +138,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
-            c.object(
-                ApiRequest::get(&["docs", &d, "acl", "metadata"]),
-                c.deadline(),
-            )
-            .await
+            c.object(ApiRequest::get(&["docs", &d, "acl", "metadata"]))
+                .await
         })
         .await
     }
@@ -157,14 +154,11 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListPermissionsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            Reply::json(
-                c.list(
-                    ApiRequest::get(&["docs", &d, "acl", "permissions"]),
-                    &p.page,
-                    c.deadline(),
-                )
-                .await?,
+            c.list_reply(
+                ApiRequest::get(&["docs", &d, "acl", "permissions"]),
+                &p.page,
             )
+            .await
         })
         .await
     }
@@ -182,12 +176,10 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: SearchPrincipalsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            if p.query.trim().is_empty() {
-                return Err(ToolError::arg("query", "must not be empty"));
-            }
+            required("query", &p.query)?;
             let req = ApiRequest::get(&["docs", &d, "acl", "principals", "search"])
                 .query("query", &p.query);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -202,11 +194,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
-            c.object(
-                ApiRequest::get(&["docs", &d, "acl", "settings"]),
-                c.deadline(),
-            )
-            .await
+            c.object(ApiRequest::get(&["docs", &d, "acl", "settings"]))
+                .await
         })
         .await
     }
@@ -232,7 +221,7 @@ impl CodaServer {
                 body["suppressEmail"] = json!(true);
             }
             let req = ApiRequest::new(Method::POST, &["docs", &d, "acl", "permissions"]).body(body);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -250,14 +239,12 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: DeletePermissionParams| async move {
             let d = doc_id(&p.doc_id)?;
-            if p.permission_id.trim().is_empty() {
-                return Err(ToolError::arg("permissionId", "must not be empty"));
-            }
+            required("permissionId", &p.permission_id)?;
             let req = ApiRequest::new(
                 Method::DELETE,
                 &["docs", &d, "acl", "permissions", &p.permission_id],
             );
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -297,7 +284,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PATCH, &["docs", &d, "acl", "settings"])
                 .replayable()
                 .body(body);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -311,8 +298,7 @@ impl CodaServer {
     async fn coda_list_categories(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
         let c = &self.coda;
         run(a, |_: NoParams| async move {
-            c.object(ApiRequest::get(&["categories"]), c.deadline())
-                .await
+            c.object(ApiRequest::get(&["categories"])).await
         })
         .await
     }
@@ -346,7 +332,7 @@ impl CodaServer {
             let req = ApiRequest::new(Method::PUT, &["docs", &d, "publish"])
                 .replayable()
                 .body(body);
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }
@@ -365,7 +351,7 @@ impl CodaServer {
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::new(Method::DELETE, &["docs", &d, "publish"]);
-            Reply::json(c.mutate(req, false, c.deadline()).await?)
+            c.write_reply(req, false).await
         })
         .await
     }
@@ -386,15 +372,13 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: TriggerAutomationParams| async move {
             let d = doc_id(&p.doc_id)?;
-            if p.rule_id.trim().is_empty() {
-                return Err(ToolError::arg("ruleId", "must not be empty"));
-            }
+            required("ruleId", &p.rule_id)?;
             let req = ApiRequest::new(
                 Method::POST,
                 &["docs", &d, "hooks", "automation", &p.rule_id],
             )
             .body(Value::Object(p.payload.unwrap_or_default()));
-            Reply::json(c.mutate(req, p.wait, c.deadline()).await?)
+            c.write_reply(req, p.wait).await
         })
         .await
     }

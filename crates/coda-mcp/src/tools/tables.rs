@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, ToolError, ToolResult, doc_id, input,
-    output, run,
+    COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, doc_id, input, output, required, run,
 };
 use crate::client::ApiRequest;
 use crate::server::CodaServer;
@@ -96,40 +95,22 @@ pub struct ListColumnsParams {
     pub page: PageArgs,
 }
 
-/// A column as a model needs it: id, name, type, whether it is a formula
-/// (calculated) or the display column, its formula, and at most
-/// [`SLIM_OPTIONS`] select options (`optionsCount` says how many there are).
+/// A column as Coda returns it, with at most [`SLIM_OPTIONS`] select
+/// options (a select list can carry 5000); `optionsCount` says how many
+/// there are when some were left out. Keys stay Coda's, so clients written
+/// for the whole object read the slim one.
 pub fn slim_column(c: &Value) -> Value {
-    let mut o = serde_json::Map::new();
-    for k in ["id", "name", "display", "calculated", "formula"] {
-        if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
-            o.insert(k.to_owned(), v.clone());
-        }
+    let mut c = c.clone();
+    if let Some(opts) = c
+        .pointer_mut("/format/options")
+        .and_then(Value::as_array_mut)
+        && opts.len() > SLIM_OPTIONS
+    {
+        let total = opts.len();
+        opts.truncate(SLIM_OPTIONS);
+        c["optionsCount"] = total.into();
     }
-    if let Some(f) = c.get("format") {
-        for (k, out) in [("type", "type"), ("isArray", "isArray")] {
-            if let Some(v) = f.get(k).filter(|v| !v.is_null()) {
-                o.insert(out.to_owned(), v.clone());
-            }
-        }
-        if let Some(opts) = f
-            .pointer("/options/items")
-            .or_else(|| f.get("options"))
-            .and_then(Value::as_array)
-        {
-            let names: Vec<Value> = opts
-                .iter()
-                .take(SLIM_OPTIONS)
-                .map(|x| x.get("name").cloned().unwrap_or_else(|| x.clone()))
-                .collect();
-            o.insert("options".into(), Value::Array(names));
-            o.insert("optionsCount".into(), opts.len().into());
-        }
-        if let Some(t) = f.pointer("/table/id") {
-            o.insert("referencesTable".into(), t.clone());
-        }
-    }
-    Value::Object(o)
+    c
 }
 
 /// Select options listed per column in the slim form.
@@ -202,31 +183,39 @@ pub struct ColumnBrief {
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+pub struct SummaryStats {
+    pub total_columns: usize,
+    pub calculated_columns: usize,
+    /// Name of the display column, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_column: Option<String>,
+}
+
+/// The shape of coda-enhanced's table summary (`table`, `columns`,
+/// `sampleData`, `stats`), with every column instead of the first page.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TableSummary {
-    /// The table's metadata (rowCount, parent page, displayColumn…).
+    /// The table's metadata (rowCount, parent page, displayColumn…); `type` is its tableType (table or view).
     pub table: Object,
     /// Every column (all pages of the column list).
     pub columns: Vec<ColumnBrief>,
-    pub column_count: usize,
-    pub calculated_column_count: usize,
     /// Up to 3 rows, values in rich format keyed by column name.
-    pub sample_rows: Vec<Value>,
+    pub sample_data: Vec<Value>,
+    pub stats: SummaryStats,
 }
 
+/// The shape of coda-enhanced's table search (`items`, `searchQuery`,
+/// `totalFound`), over every table instead of the first page.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchTablesOutput {
-    pub query: String,
-    pub matches: Vec<Value>,
+    /// Matching tables and views, as Coda lists them.
+    pub items: Vec<Value>,
+    pub search_query: String,
+    pub total_found: usize,
     /// Tables and views looked at (all of them).
     pub tables_searched: usize,
-}
-
-fn non_empty(name: &str, v: &str) -> ToolResult<()> {
-    if v.trim().is_empty() {
-        return Err(ToolError::arg(name, "must not be empty"));
-    }
-    Ok(())
 }
 
 #[tool_router(router = tables_router, vis = "pub(crate)")]
@@ -244,7 +233,7 @@ impl CodaServer {
             let req = ApiRequest::get(&["docs", &d, "tables"])
                 .query_opt("tableTypes", table_types(&p.table_types))
                 .query_opt("sortBy", p.sort_by.map(|_| "name"));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -259,11 +248,13 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: TableParams| async move {
             let d = doc_id(&p.doc_id)?;
-            non_empty("tableIdOrName", &p.table_id_or_name)?;
-            c.object(
-                ApiRequest::get(&["docs", &d, "tables", &p.table_id_or_name]),
-                c.deadline(),
-            )
+            required("tableIdOrName", &p.table_id_or_name)?;
+            c.object(ApiRequest::get(&[
+                "docs",
+                &d,
+                "tables",
+                &p.table_id_or_name,
+            ]))
             .await
         })
         .await
@@ -282,7 +273,7 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: TableParams| async move {
             let d = doc_id(&p.doc_id)?;
-            non_empty("tableIdOrName", &p.table_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
             let t = p.table_id_or_name.as_str();
             let dl = c.deadline();
             let rows_req = ApiRequest::get(&["docs", &d, "tables", t, "rows"])
@@ -317,17 +308,30 @@ impl CodaServer {
                     formula: col.get("formula").cloned(),
                 })
                 .collect();
-            let sample_rows = rows
+            let sample_data = rows
                 .get("items")
                 .and_then(Value::as_array)
                 .map(|r| r.iter().take(3).cloned().collect())
                 .unwrap_or_default();
+            let mut table = table.as_object().cloned().unwrap_or_default();
+            // coda-enhanced reported the tableType as the table's `type`.
+            if let Some(kind) = table.get("tableType").cloned() {
+                table.insert("type".into(), kind);
+            }
+            let stats = SummaryStats {
+                total_columns: columns.len(),
+                calculated_columns: columns.iter().filter(|c| c.calculated).count(),
+                display_column: columns
+                    .iter()
+                    .find(|c| c.display)
+                    .and_then(|c| c.name.as_str())
+                    .map(str::to_owned),
+            };
             Reply::json(TableSummary {
-                table: table.as_object().cloned().unwrap_or_default(),
-                column_count: columns.len(),
-                calculated_column_count: columns.iter().filter(|c| c.calculated).count(),
+                table,
                 columns,
-                sample_rows,
+                sample_data,
+                stats,
             })
         })
         .await
@@ -343,13 +347,13 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: SearchTablesParams| async move {
             let d = doc_id(&p.doc_id)?;
-            non_empty("query", &p.query)?;
+            required("query", &p.query)?;
             let needle = p.query.to_lowercase();
             let req = ApiRequest::get(&["docs", &d, "tables"])
                 .query("limit", 100)
                 .query_opt("tableTypes", table_types(&p.table_types));
             let (tables, _) = c.list_all(req, COMPOSITE_CAP, c.deadline()).await?;
-            let matches = tables
+            let items: Vec<Value> = tables
                 .iter()
                 .filter(|t| {
                     t.get("name")
@@ -359,15 +363,16 @@ impl CodaServer {
                 .cloned()
                 .collect();
             Reply::json(SearchTablesOutput {
-                query: p.query,
-                matches,
+                total_found: items.len(),
+                items,
+                search_query: p.query,
                 tables_searched: tables.len(),
             })
         })
         .await
     }
 
-    /// List a table's columns (id c-…, name, type, calculated, formula, up to 20 select options; full=true for Coda's whole objects). Paged (limit up to 100).
+    /// List a table's columns (id c-…, name, format, calculated, formula; select lists cut to 20 options unless full=true). Paged (limit up to 100).
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<ListColumnsParams>(),
@@ -377,11 +382,11 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ListColumnsParams| async move {
             let d = doc_id(&p.doc_id)?;
-            non_empty("tableIdOrName", &p.table_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
             let req = ApiRequest::get(&["docs", &d, "tables", &p.table_id_or_name, "columns"])
                 .query_opt("visibleOnly", p.visible_only);
             if p.full {
-                return Reply::json(c.list(req, &p.page, c.deadline()).await?);
+                return c.list_reply(req, &p.page).await;
             }
             Reply::json(
                 c.list_shaped(req, &p.page, c.deadline(), &|v| slim_column(&v))
@@ -401,8 +406,8 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ColumnParams| async move {
             let d = doc_id(&p.doc_id)?;
-            non_empty("tableIdOrName", &p.table_id_or_name)?;
-            non_empty("columnIdOrName", &p.column_id_or_name)?;
+            required("tableIdOrName", &p.table_id_or_name)?;
+            required("columnIdOrName", &p.column_id_or_name)?;
             let req = ApiRequest::get(&[
                 "docs",
                 &d,
@@ -411,7 +416,7 @@ impl CodaServer {
                 "columns",
                 &p.column_id_or_name,
             ]);
-            c.object(req, c.deadline()).await
+            c.object(req).await
         })
         .await
     }
@@ -431,7 +436,7 @@ impl CodaServer {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::get(&["docs", &d, "formulas"])
                 .query_opt("sortBy", p.sort_by.map(|_| "name"));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -446,11 +451,13 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: FormulaParams| async move {
             let d = doc_id(&p.doc_id)?;
-            non_empty("formulaIdOrName", &p.formula_id_or_name)?;
-            c.object(
-                ApiRequest::get(&["docs", &d, "formulas", &p.formula_id_or_name]),
-                c.deadline(),
-            )
+            required("formulaIdOrName", &p.formula_id_or_name)?;
+            c.object(ApiRequest::get(&[
+                "docs",
+                &d,
+                "formulas",
+                &p.formula_id_or_name,
+            ]))
             .await
         })
         .await
@@ -471,7 +478,7 @@ impl CodaServer {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::get(&["docs", &d, "controls"])
                 .query_opt("sortBy", p.sort_by.map(|_| "name"));
-            Reply::json(c.list(req, &p.page, c.deadline()).await?)
+            c.list_reply(req, &p.page).await
         })
         .await
     }
@@ -486,11 +493,13 @@ impl CodaServer {
         let c = &self.coda;
         run(a, |p: ControlParams| async move {
             let d = doc_id(&p.doc_id)?;
-            non_empty("controlIdOrName", &p.control_id_or_name)?;
-            c.object(
-                ApiRequest::get(&["docs", &d, "controls", &p.control_id_or_name]),
-                c.deadline(),
-            )
+            required("controlIdOrName", &p.control_id_or_name)?;
+            c.object(ApiRequest::get(&[
+                "docs",
+                &d,
+                "controls",
+                &p.control_id_or_name,
+            ]))
             .await
         })
         .await

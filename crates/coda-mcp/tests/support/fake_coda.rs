@@ -12,7 +12,7 @@
 //! (`Spec::synth`) plus overrides, and every response is recorded with its
 //! request so tests assert on paths, queries, bodies and the Authorization
 //! header, and call [`FakeCoda::assert_responses_match_spec`] to validate
-//! every recorded body against the spec.
+//! every recorded body and query string against the spec.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -70,6 +71,8 @@ struct Fault {
     /// Apply the request first, then answer with `status` (a gateway
     /// that times out after Coda did the work).
     after_apply: bool,
+    /// Matching requests to let through before failing.
+    skip: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +139,8 @@ pub struct ExportPlan {
     pub in_progress_polls: usize,
     /// End with `status: failed` and an error message instead of a link.
     pub fail: bool,
+    /// Hand out download links to a host that refuses connections.
+    pub dead_host: bool,
     /// Download links that answer with an S3-style XML error first.
     pub dead_links: usize,
     /// Serve the download gzip-compressed without Content-Encoding.
@@ -170,6 +175,10 @@ struct State {
     mutation_plan: MutationPlan,
     /// Largest page the fake returns, whatever `limit` says (Coda caps silently).
     max_page: usize,
+    /// Options of every select column beyond Plan, Build and Ship.
+    extra_select_options: usize,
+    /// (method, path substring, delay): answer matching requests late.
+    delays: Vec<(String, String, Duration)>,
     counter: usize,
     requests: Vec<Recorded>,
     base_url: String,
@@ -415,8 +424,38 @@ impl FakeCoda {
                 remaining: times,
                 retry_after: retry_after.map(str::to_owned),
                 after_apply: false,
+                skip: 0,
             })
         });
+    }
+
+    /// Like [`FakeCoda::fail_next`], but let the first `skip` matching
+    /// requests through (fail a later page or chunk, not the first).
+    pub fn fail_after(
+        &self,
+        method: &str,
+        path_contains: &str,
+        status: u16,
+        skip: usize,
+        times: usize,
+    ) {
+        self.with(|s| {
+            s.faults.push(Fault {
+                method: method.into(),
+                path_contains: path_contains.into(),
+                status,
+                remaining: times,
+                retry_after: None,
+                after_apply: false,
+                skip,
+            })
+        });
+    }
+
+    /// Answer every request whose method matches and whose path contains
+    /// `path_contains` only after `delay` (a slow Coda).
+    pub fn delay(&self, method: &str, path_contains: &str, delay: Duration) {
+        self.with(|s| s.delays.push((method.into(), path_contains.into(), delay)));
     }
 
     /// Apply the next `times` matching requests, then answer `status`
@@ -436,6 +475,7 @@ impl FakeCoda {
                 remaining: times,
                 retry_after: None,
                 after_apply: true,
+                skip: 0,
             })
         });
     }
@@ -513,6 +553,11 @@ impl FakeCoda {
                 }],
             });
         });
+    }
+
+    /// Give every select column `n` more options (Coda lists up to 5000).
+    pub fn add_select_options(&self, n: usize) {
+        self.with(|s| s.extra_select_options = n);
     }
 
     pub fn set_max_page(&self, n: usize) {
@@ -642,6 +687,9 @@ impl FakeCoda {
             if let Err(e) = sp.validate_response(&r.method, &r.path, r.status, &r.response) {
                 problems.push(e);
             }
+            if let Err(e) = sp.validate_query(&r.method, &r.path, &r.query) {
+                problems.push(e);
+            }
             if let (Some(body), Some(schema)) = (&r.body, sp.request_schema(&r.method, &r.path))
                 && let Err(e) = validate(&schema, body)
             {
@@ -688,6 +736,16 @@ async fn handle(
         serde_json::from_slice(&bytes).ok()
     };
     let full_path = uri.path().to_owned();
+    let delay = state
+        .lock()
+        .unwrap()
+        .delays
+        .iter()
+        .find(|(m, p, _)| *m == method && full_path.contains(p.as_str()))
+        .map(|(_, _, d)| *d);
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
 
     let reply = {
         let mut s = state.lock().unwrap();
@@ -695,53 +753,62 @@ async fn handle(
             (download(&mut s, blob), false, full_path.clone())
         } else if let Some(path) = full_path.strip_prefix(BASE) {
             let path = path.to_owned();
-            let r =
-                if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
-                    err(
-                        401,
-                        "Unauthorized: the API token is invalid or has been revoked",
-                    )
-                } else if let Some(f) = s.faults.iter_mut().find(|f| {
-                    f.remaining > 0 && f.method == method && path.contains(&f.path_contains)
-                }) {
-                    f.remaining -= 1;
-                    if f.after_apply {
-                        let status = f.status;
-                        let _applied = route(&mut s, &method, &path, &query, body.as_ref());
-                        let r = err(status, "Injected failure after the write was applied");
-                        s.requests.push(Recorded {
-                            method: method.clone(),
-                            path: path.clone(),
-                            query: query.clone(),
-                            authorization: authorization.clone(),
-                            body: body.clone(),
-                            status: r.status,
-                            response: r.body.clone(),
-                            api: true,
-                        });
-                        drop(s);
-                        let payload = serde_json::to_vec(&r.body).unwrap();
-                        return Ok(Response::builder()
-                            .status(r.status)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(payload)))
-                            .unwrap());
+            let r = if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+                err(
+                    401,
+                    "Unauthorized: the API token is invalid or has been revoked",
+                )
+            } else if let Some(f) = s
+                .faults
+                .iter_mut()
+                .find(|f| f.remaining > 0 && f.method == method && path.contains(&f.path_contains))
+                .and_then(|f| {
+                    if f.skip > 0 {
+                        f.skip -= 1;
+                        None
+                    } else {
+                        Some(f)
                     }
-                    let mut r = err(
-                        f.status,
-                        if f.status == 429 {
-                            "Rate limit exceeded"
-                        } else {
-                            "Injected failure"
-                        },
-                    );
-                    if let Some(ra) = &f.retry_after {
-                        r.headers.push(("retry-after".into(), ra.clone()));
-                    }
-                    r
-                } else {
-                    route(&mut s, &method, &path, &query, body.as_ref())
-                };
+                })
+            {
+                f.remaining -= 1;
+                if f.after_apply {
+                    let status = f.status;
+                    let _applied = route(&mut s, &method, &path, &query, body.as_ref());
+                    let r = err(status, "Injected failure after the write was applied");
+                    s.requests.push(Recorded {
+                        method: method.clone(),
+                        path: path.clone(),
+                        query: query.clone(),
+                        authorization: authorization.clone(),
+                        body: body.clone(),
+                        status: r.status,
+                        response: r.body.clone(),
+                        api: true,
+                    });
+                    drop(s);
+                    let payload = serde_json::to_vec(&r.body).unwrap();
+                    return Ok(Response::builder()
+                        .status(r.status)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(payload)))
+                        .unwrap());
+                }
+                let mut r = err(
+                    f.status,
+                    if f.status == 429 {
+                        "Rate limit exceeded"
+                    } else {
+                        "Injected failure"
+                    },
+                );
+                if let Some(ra) = &f.retry_after {
+                    r.headers.push(("retry-after".into(), ra.clone()));
+                }
+                r
+            } else {
+                route(&mut s, &method, &path, &query, body.as_ref())
+            };
             (r, true, path)
         } else {
             (err(404, "Not Found"), false, full_path.clone())
@@ -770,6 +837,11 @@ async fn handle(
         }
     };
     Ok(builder.body(Full::new(Bytes::from(payload))).unwrap())
+}
+
+/// The signature part of an export's download link.
+pub fn signature(export_id: &str) -> String {
+    format!("sig{export_id}c0ffee")
 }
 
 fn download(s: &mut State, blob: &str) -> Reply {
@@ -978,6 +1050,18 @@ fn mutation(s: &mut State) -> String {
     id
 }
 
+/// 202 for an asynchronous write: `body` plus a new mutation's `requestId`.
+fn accepted(s: &mut State, mut body: Value) -> Reply {
+    body["requestId"] = json!(mutation(s));
+    ok(202, body)
+}
+
+/// A one-item list of the spec's minimal `schema` instance.
+fn synth_list(s: &mut State, path: &str, schema: &str, query: &[(String, String)]) -> Reply {
+    let item = spec().synth(schema);
+    list_body(s, path, vec![item], query, false)
+}
+
 fn page_json(s: &State, p: &PageRec) -> Value {
     let base = &s.base_url;
     let pref = |id: &str, name: &str| {
@@ -1045,7 +1129,15 @@ fn column_json(s: &State, t: &TableRec, c: &ColumnRec, detail: bool) -> Value {
     let format = match c.kind.as_str() {
         "number" => json!({"type": "number", "isArray": false}),
         "select" => {
-            json!({"type": "select", "isArray": false, "options": [{"name": "Plan"}, {"name": "Build"}, {"name": "Ship"}]})
+            let mut options = vec![
+                json!({"name": "Plan"}),
+                json!({"name": "Build"}),
+                json!({"name": "Ship"}),
+            ];
+            options.extend(
+                (0..s.extra_select_options).map(|i| json!({"name": format!("Option {i}")})),
+            );
+            json!({"type": "select", "isArray": false, "options": options})
         }
         "person" => json!({"type": "person", "isArray": false}),
         "date" => json!({"type": "date", "isArray": false}),
@@ -1248,26 +1340,15 @@ fn route(
         ("GET", ["analytics", "updated"]) => ok(200, spec().synth("AnalyticsLastUpdatedResponse")),
         ("GET", ["analytics", "docs", "summary"]) => ok(200, spec().synth("DocAnalyticsSummary")),
         ("GET", ["analytics", "packs", "summary"]) => ok(200, spec().synth("PackAnalyticsSummary")),
-        ("GET", ["analytics", "docs"]) => {
-            let item = spec().synth("DocAnalyticsItem");
-            list_body(s, path, vec![item], query, false)
-        }
+        ("GET", ["analytics", "docs"]) => synth_list(s, path, "DocAnalyticsItem", query),
         ("GET", ["analytics", "docs", _, "pages"]) => {
-            let item = spec().synth("PageAnalyticsItem");
-            list_body(s, path, vec![item], query, false)
+            synth_list(s, path, "PageAnalyticsItem", query)
         }
-        ("GET", ["analytics", "packs"]) => {
-            let item = spec().synth("PackAnalyticsItem");
-            list_body(s, path, vec![item], query, false)
-        }
+        ("GET", ["analytics", "packs"]) => synth_list(s, path, "PackAnalyticsItem", query),
         ("GET", ["analytics", "packs", _, "formulas"]) => {
-            let item = spec().synth("PackFormulaAnalyticsItem");
-            list_body(s, path, vec![item], query, false)
+            synth_list(s, path, "PackFormulaAnalyticsItem", query)
         }
-        ("GET", ["workspaces", _, "users"]) => {
-            let item = spec().synth("WorkspaceUser");
-            list_body(s, path, vec![item], query, false)
-        }
+        ("GET", ["workspaces", _, "users"]) => synth_list(s, path, "WorkspaceUser", query),
         ("GET", ["workspaces", _, "roles"]) => ok(
             200,
             json!({"items": [spec().synth("WorkspaceRoleActivity")]}),
@@ -1397,8 +1478,7 @@ fn doc_route(
                 hidden: false,
                 lines,
             });
-            let rid = mutation(s);
-            ok(202, json!({"requestId": rid, "id": id}))
+            accepted(s, json!({"id": id}))
         }
         ("GET", ["pages", p]) => match find_page(s, d, p) {
             Some(pg) => ok(200, page_json(s, pg)),
@@ -1463,8 +1543,7 @@ fn doc_route(
                 pg.hidden = h;
             }
             let id = pg.id.clone();
-            let rid = mutation(s);
-            ok(202, json!({"requestId": rid, "id": id}))
+            accepted(s, json!({"id": id}))
         }
         ("DELETE", ["pages", p]) => {
             let Some(pg) = find_page(s, d, p) else {
@@ -1472,8 +1551,7 @@ fn doc_route(
             };
             let id = pg.id.clone();
             s.pages.retain(|x| x.id != id);
-            let rid = mutation(s);
-            ok(202, json!({"requestId": rid, "id": id}))
+            accepted(s, json!({"id": id}))
         }
         ("GET", ["pages", p, "content"]) => {
             let Some(pg) = find_page(s, d, p) else {
@@ -1512,8 +1590,7 @@ fn doc_route(
                 pg.lines.retain(|l| !ids.contains(&l.id));
             }
             let id = pg.id.clone();
-            let rid = mutation(s);
-            ok(202, json!({"requestId": rid, "id": id}))
+            accepted(s, json!({"id": id}))
         }
         ("POST", ["pages", p, "export"]) => {
             let Some(pg) = find_page(s, d, p) else {
@@ -1559,10 +1636,19 @@ fn doc_route(
                     json!({"id": id, "status": "failed", "href": href, "error": "Page could not be rendered"}),
                 );
             }
-            let host = base.trim_end_matches(BASE).to_owned();
+            let host = if plan.dead_host {
+                "http://127.0.0.1:1".to_owned()
+            } else {
+                base.trim_end_matches(BASE).to_owned()
+            };
+            // Pre-signed, as Coda's are: the query is a credential.
+            let link = format!(
+                "{host}/blobs/{id}?X-Amz-Expires=300&X-Amz-Signature={}",
+                signature(id)
+            );
             ok(
                 200,
-                json!({"id": id, "status": "complete", "href": href, "downloadLink": format!("{host}/blobs/{id}")}),
+                json!({"id": id, "status": "complete", "href": href, "downloadLink": link}),
             )
         }
         ("GET", ["tables"]) => {
@@ -1688,8 +1774,7 @@ fn doc_route(
         }
         ("PUT", ["publish"]) => {
             s.published.insert(d.into(), body.clone());
-            let rid = mutation(s);
-            ok(202, json!({"requestId": rid}))
+            accepted(s, json!({}))
         }
         ("DELETE", ["publish"]) => {
             s.published.remove(d);
@@ -1699,8 +1784,7 @@ fn doc_route(
             if !rule.starts_with("grid-auto-") {
                 return err(422, "The rule is not a webhook-triggered automation");
             }
-            let rid = mutation(s);
-            ok(202, json!({"requestId": rid}))
+            accepted(s, json!({}))
         }
         _ => err(404, "Not Found"),
     }
@@ -1831,12 +1915,13 @@ fn table_route(
                     }
                 }
             }
-            let rid = mutation(s);
-            let mut out = json!({"requestId": rid});
-            if key_ids.is_empty() {
-                out["addedRowIds"] = json!(added);
-            }
-            ok(202, out)
+            // Coda returns addedRowIds only for inserts.
+            let out = if key_ids.is_empty() {
+                json!({"addedRowIds": added})
+            } else {
+                json!({})
+            };
+            accepted(s, out)
         }
         ("DELETE", ["rows"]) => {
             let ids: Vec<String> = body["rowIds"]
@@ -1851,8 +1936,7 @@ fn table_route(
                 return err(400, "rowIds is required");
             }
             s.tables[ti].rows.retain(|r| !ids.contains(&r.id));
-            let rid = mutation(s);
-            ok(202, json!({"requestId": rid, "rowIds": ids}))
+            accepted(s, json!({"rowIds": ids}))
         }
         (_, ["rows", r, more @ ..]) => {
             let t = &s.tables[ti];
@@ -1882,13 +1966,11 @@ fn table_route(
                     }
                     let id = t.rows[ri].id.clone();
                     s.tables[ti].rows[ri].values.extend(updates);
-                    let rid = mutation(s);
-                    ok(202, json!({"requestId": rid, "id": id}))
+                    accepted(s, json!({"id": id}))
                 }
                 ("DELETE", []) => {
                     let id = s.tables[ti].rows.remove(ri).id;
-                    let rid = mutation(s);
-                    ok(202, json!({"requestId": rid, "id": id}))
+                    accepted(s, json!({"id": id}))
                 }
                 ("POST", ["buttons", c]) => {
                     let Some(col) = t.columns.iter().find(|x| x.id == *c || x.name == *c) else {
@@ -1898,11 +1980,7 @@ fn table_route(
                         return err(400, "Column is not a button column");
                     }
                     let (row_id, col_id) = (t.rows[ri].id.clone(), col.id.clone());
-                    let rid = mutation(s);
-                    ok(
-                        202,
-                        json!({"requestId": rid, "rowId": row_id, "columnId": col_id}),
-                    )
+                    accepted(s, json!({"rowId": row_id, "columnId": col_id}))
                 }
                 _ => err(404, "Not Found"),
             }
