@@ -688,6 +688,47 @@ mod tests {
         from_parts(args, file, &|_| None)
     }
 
+    #[test]
+    fn the_config_poll_defaults_to_two_seconds_and_zero_turns_it_off() {
+        let one = "[[server]]\nname = \"a\"\ncommand = [\"true\"]\n";
+        let poll = |flags: &[&str]| load_str(one, flags).map(|c| c.config_poll);
+        assert_eq!(poll(&[]).unwrap(), Some(DEFAULT_CONFIG_POLL));
+        assert_eq!(
+            poll(&["--config-poll", "500ms"]).unwrap(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(poll(&["--config-poll", "0"]).unwrap(), None);
+        for bad in ["50ms", "soon", "-1s"] {
+            let e = poll(&["--config-poll", bad]).unwrap_err().to_string();
+            assert!(e.contains("--config-poll"), "{bad}: {e}");
+        }
+        // From the environment when the flag is absent.
+        let args = Args {
+            config: Some("test.toml".into()),
+            ..Args::default()
+        };
+        let file = parse_file(Path::new("test.toml"), one).unwrap();
+        let env = |k: &str| (k == "MCP_PROXY_CONFIG_POLL").then(|| "0".to_string());
+        assert_eq!(from_parts(args, file, &env).unwrap().config_poll, None);
+    }
+
+    #[test]
+    fn a_config_file_over_the_cap_is_refused_unread() {
+        let dir = std::env::temp_dir().join(format!("mcp-cfg-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.toml");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(MAX_CONFIG_FILE_BYTES + 1).unwrap();
+        let e = read_config_file(&path).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        f.set_len(MAX_CONFIG_FILE_BYTES).unwrap();
+        assert_eq!(
+            read_config_file(&path).unwrap().len() as u64,
+            MAX_CONFIG_FILE_BYTES
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     const ISSUE_SHAPE: &str = r#"
 [[server]]
 name = "coda"
