@@ -680,3 +680,44 @@ fn config_poll_refuses_nonsense_with_exit_64() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn named_server_flags_on_a_single_server_command_line_exit_64() {
+    for flag in [
+        ["--store", "/tmp/never-created.db"],
+        ["--store-key-file", "/tmp/never-read.key"],
+        ["--store-timeout", "5s"],
+        ["--config-poll", "2s"],
+    ] {
+        // Before the check the proxy started and served: kill it then.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .args(flag)
+            .args(["--port", "0", "--", "true"])
+            .env_remove("MCP_PROXY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let code = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{flag:?}: the proxy started instead of refusing the flag");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(code, Some(64), "{flag:?}: {err}");
+        assert!(
+            err.contains(flag[0]) && err.contains("named servers"),
+            "{flag:?}: {err}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/never-created.db").exists());
+}
