@@ -41,6 +41,9 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Messages waiting for one SSE consumer before it is cut off as too slow.
 pub const DEFAULT_MAX_QUEUE: usize = 1024;
+/// Bytes of notifications waiting for one SSE consumer before the queue
+/// policy applies (cut off if it can resume, else notifications dropped).
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// Bytes kept per stream for replay: a session keeps up to 32 streams, so
@@ -65,6 +68,10 @@ pub const DEFAULT_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const DEFAULT_ONESHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A new connection must send a whole request head this soon (slowloris).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's whole body must arrive this soon after its head (a body
+/// that drips or never comes holds a handler, and the idle timeout does
+/// not apply while a request is being handled).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection with no bytes moving and no request being handled is
 /// closed after this. Open SSE streams send keep-alives, so they stay.
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -201,6 +208,9 @@ pub struct Args {
     /// messages queued for one SSE stream before the slow client is cut off (default 1024)
     #[argh(option)]
     pub max_queue: Option<String>,
+    /// bytes of notifications queued for one SSE stream before the slow client is cut off, or on a stream without event ids the notification dropped (default 4M)
+    #[argh(option)]
+    pub max_queue_bytes: Option<String>,
     /// events kept per stream for Last-Event-ID replay; 0 disables resumption (default 256)
     #[argh(option)]
     pub replay_events: Option<String>,
@@ -240,6 +250,9 @@ pub struct Args {
     /// close a connection that has not sent a complete request head this long after it was accepted (default 10s)
     #[argh(option)]
     pub header_read_timeout: Option<String>,
+    /// answer 408 to a request whose body has not fully arrived this long after its head (default 30s)
+    #[argh(option)]
+    pub body_read_timeout: Option<String>,
     /// close a connection that moves no bytes and has no request in progress for this long; must exceed --keep-alive (default 2m)
     #[argh(option)]
     pub connection_idle_timeout: Option<String>,
@@ -341,6 +354,8 @@ pub struct Config {
     pub keep_alive: Duration,
     /// Per-stream queue cap.
     pub max_queue: usize,
+    /// Per-stream queue cap, in bytes.
+    pub max_queue_bytes: usize,
     /// Per-stream replay buffer.
     pub replay_events: usize,
     /// Per-stream replay buffer, in bytes.
@@ -365,6 +380,8 @@ pub struct Config {
     pub oneshot_idle_timeout: Duration,
     /// Deadline for a new connection's first request head.
     pub header_read_timeout: Duration,
+    /// Deadline for a request's body, from its head.
+    pub body_read_timeout: Duration,
     /// Idle connection expiry.
     pub connection_idle_timeout: Duration,
     /// Connection cap.
@@ -917,6 +934,13 @@ impl Config {
             request_timeout,
             keep_alive,
             max_queue: count("max-queue", &args.max_queue, DEFAULT_MAX_QUEUE, 1)?,
+            max_queue_bytes: r.parsed(
+                "max-queue-bytes",
+                &args.max_queue_bytes,
+                DEFAULT_MAX_QUEUE_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
             replay_events: count(
                 "replay-events",
                 &args.replay_events,
@@ -990,6 +1014,16 @@ impl Config {
                     "header-read-timeout",
                     &args.header_read_timeout,
                     DEFAULT_HEADER_READ_TIMEOUT,
+                    parse_duration,
+                    dur,
+                )?,
+            )?,
+            body_read_timeout: positive(
+                "body-read-timeout",
+                r.parsed(
+                    "body-read-timeout",
+                    &args.body_read_timeout,
+                    DEFAULT_BODY_READ_TIMEOUT,
                     parse_duration,
                     dur,
                 )?,
@@ -1166,6 +1200,8 @@ mod tests {
         let c = parse(&["--", "s"], &[]).unwrap();
         assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(c.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(c.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        assert_eq!(c.max_queue_bytes, DEFAULT_MAX_QUEUE_BYTES);
         assert_eq!(c.connection_idle_timeout, DEFAULT_CONNECTION_IDLE_TIMEOUT);
         assert_eq!(c.oneshot_idle_timeout, DEFAULT_ONESHOT_IDLE_TIMEOUT);
         assert_eq!(c.replica_id, None);
@@ -1174,6 +1210,8 @@ mod tests {
             &[
                 ("MCP_PROXY_MAX_CONNECTIONS", "7"),
                 ("MCP_PROXY_HEADER_READ_TIMEOUT", "2s"),
+                ("MCP_PROXY_BODY_READ_TIMEOUT", "3s"),
+                ("MCP_PROXY_MAX_QUEUE_BYTES", "64k"),
                 ("MCP_PROXY_CONNECTION_IDLE_TIMEOUT", "1m"),
                 ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
@@ -1184,6 +1222,8 @@ mod tests {
         assert_eq!(c.child.stderr_lines_per_second, 5);
         assert_eq!(c.max_connections, 7);
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.max_queue_bytes, 64 * 1024);
         assert_eq!(c.connection_idle_timeout, Duration::from_secs(60));
         assert_eq!(c.oneshot_idle_timeout, Duration::from_secs(5));
         assert_eq!(c.replica_id.as_deref(), Some("r-1"));

@@ -24,6 +24,9 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// The body did not fully arrive within `--body-read-timeout`.
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    BodyReadTimeout(std::time::Duration),
     /// The body is not JSON or not JSON-RPC.
     #[error(transparent)]
     BadMessage(#[from] FrameError),
@@ -109,6 +112,7 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BadMessage(_)
             | InvalidRequest(_)
             | InvalidParams(_)
@@ -223,6 +227,11 @@ mod tests {
     async fn statuses_and_codes_follow_the_transport_rules() {
         let cases: Vec<(ProxyError, u16, i64)> = vec![
             (ProxyError::BodyTooLarge { limit: 1 }, 413, -32600),
+            (
+                ProxyError::BodyReadTimeout(std::time::Duration::from_secs(1)),
+                408,
+                -32600,
+            ),
             (FrameError::NotJson("x".into()).into(), 400, -32700),
             (FrameError::NotJsonRpc("x").into(), 400, -32600),
             (ProxyError::MissingSession, 400, -32600),

@@ -20,9 +20,16 @@
 //!   handshake (`initialize`, or `server/discover` for a 2026-07-28 child),
 //!   fails in-flight requests when the child dies and restarts a shared one.
 //!   Per-session mode is the same multiplexer with one session attached.
-//!   Its parts: `upstream::tasks` (which session owns which task in shared
-//!   mode) and `upstream::mrtr` (multi round-trip requests translated
-//!   between a child and clients of different eras).
+//!   Its parts, one concern per file: `upstream::routes` (the routing
+//!   tables and id/progress-token rewriting), `upstream::port` (a session
+//!   as the multiplexer sees it), `upstream::handshake` (the handshake and
+//!   era detection), `upstream::supervisor` (the stdout reader, child
+//!   death, restart and backoff), `upstream::fanout` (list-changed,
+//!   resource updates, log levels), `upstream::tasks` (which session owns
+//!   which task in shared mode), `upstream::mrtr` (multi round-trip
+//!   requests translated between eras) and `upstream::sink` (the
+//!   `ReplySink` trait through which it hands messages to the HTTP layer,
+//!   which it does not depend on).
 //! - [`principals`]: the children of 2026-07-28 clients, one per
 //!   principal: started on first use (with the principal's stored
 //!   credentials), capped, stopped when idle.

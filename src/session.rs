@@ -20,14 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::audit::Audit;
 use crate::auth::Principal;
-use crate::sse::{Outlet, ReplayBudget};
+use crate::sse::{LiveRx, Outlet, ReplayBudget};
 use crate::upstream::{Port, Upstream};
 
 /// Requests after `initialize` a session may make and still count as a
@@ -42,6 +40,8 @@ const KEPT_STREAMS: usize = 32;
 pub struct StreamLimits {
     /// Per-stream live queue.
     pub max_queue: usize,
+    /// Per-stream live queue, in bytes of notifications.
+    pub max_queue_bytes: usize,
     /// Per-stream replay buffer (0: no event ids, no replay).
     pub replay_events: usize,
     /// Per-stream replay buffer, in bytes.
@@ -70,6 +70,10 @@ pub struct Session {
     requested_version: Mutex<String>,
     limits: StreamLimits,
     streams: Mutex<VecDeque<Arc<Outlet>>>,
+    /// The standalone GET stream, once opened; also the port's stream for
+    /// unrelated messages. Checked and replaced under this one lock, so
+    /// that two GETs at once share one stream.
+    get_stream: Mutex<Option<Arc<Outlet>>>,
     next_stream: AtomicU64,
     last_active: Mutex<Instant>,
     /// Requests seen after `initialize` (each POST, GET or DELETE naming
@@ -113,6 +117,7 @@ impl Session {
             requested_version: Mutex::new(String::new()),
             limits,
             streams: Mutex::new(VecDeque::new()),
+            get_stream: Mutex::new(None),
             next_stream: AtomicU64::new(1),
             last_active: Mutex::new(Instant::now()),
             touches: Default::default(),
@@ -169,7 +174,7 @@ impl Session {
     }
 
     /// A new POST stream owing `owed` responses.
-    pub fn open_stream(&self, owed: usize) -> (Arc<Outlet>, mpsc::Receiver<Bytes>) {
+    pub fn open_stream(&self, owed: usize) -> (Arc<Outlet>, LiveRx) {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let with_ids = self.limits.replay_events > 0;
         let (outlet, rx) = Outlet::new(
@@ -182,6 +187,7 @@ impl Session {
         let outlet = Arc::new(
             outlet
                 .with_replay_bytes(self.limits.replay_bytes)
+                .with_queue_bytes(self.limits.max_queue_bytes)
                 .with_budget(self.limits.budget.clone())
                 .with_metrics(self.limits.metrics.clone()),
         );
@@ -209,43 +215,41 @@ impl Session {
 
     /// The standalone GET stream: a new GET replaces the previous response
     /// on the same logical stream (no 409; transport.md §7.E).
-    pub fn open_get_stream(&self) -> mpsc::Receiver<Bytes> {
+    pub fn open_get_stream(&self) -> LiveRx {
         self.streamed.store(true, Ordering::Relaxed);
-        let mut fresh = None;
         // Check and attach under one lock: two GETs at once share one
         // stream, the later one replacing the earlier one's response.
-        let (outlet, existed) = self.port.notify_or_attach(|| {
-            let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-            let with_ids = self.limits.replay_events > 0;
-            let (outlet, rx) = Outlet::new(
-                id,
-                with_ids,
-                None,
-                self.limits.max_queue,
-                self.limits.replay_events,
-            );
-            fresh = Some(rx);
-            Arc::new(
-                outlet
-                    .with_replay_bytes(self.limits.replay_bytes)
-                    .with_budget(self.limits.budget.clone())
-                    .with_metrics(self.limits.metrics.clone()),
-            )
-        });
-        match fresh {
-            Some(rx) if !existed => {
-                if self.limits.replay_events > 0 {
-                    lock(&self.streams).push_back(outlet);
-                }
-                rx
-            }
-            _ => outlet.reattach(),
+        let mut get_stream = lock(&self.get_stream);
+        if let Some(o) = get_stream.as_ref().filter(|o| !o.is_finished()) {
+            return o.reattach();
         }
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let with_ids = self.limits.replay_events > 0;
+        let (outlet, rx) = Outlet::new(
+            id,
+            with_ids,
+            None,
+            self.limits.max_queue,
+            self.limits.replay_events,
+        );
+        let outlet = Arc::new(
+            outlet
+                .with_replay_bytes(self.limits.replay_bytes)
+                .with_queue_bytes(self.limits.max_queue_bytes)
+                .with_budget(self.limits.budget.clone())
+                .with_metrics(self.limits.metrics.clone()),
+        );
+        *get_stream = Some(outlet.clone());
+        self.port.set_notify(Some(outlet.clone()));
+        if with_ids {
+            lock(&self.streams).push_back(outlet);
+        }
+        rx
     }
 
     /// Resumes the stream an event id belongs to, replaying what followed it.
     /// `None` when the stream is unknown to this session or its events were evicted.
-    pub fn resume(&self, last_event_id: &str) -> Option<mpsc::Receiver<Bytes>> {
+    pub fn resume(&self, last_event_id: &str) -> Option<LiveRx> {
         let (stream, seq) = crate::sse::parse_event_id(last_event_id)?;
         let outlet = lock(&self.streams)
             .iter()

@@ -8,8 +8,9 @@
 //! forwards each event to the live HTTP response if one is attached.
 //!
 //! Queue policy: the live response has a bounded queue (`--max-queue`
-//! events for notifications, plus room reserved for every response the
-//! stream still owes). The producer, ultimately the child's stdout reader,
+//! events and `--max-queue-bytes` bytes for notifications, plus room
+//! reserved for every response the stream still owes; a notification is
+//! always taken by an empty queue, however large). The producer, ultimately the child's stdout reader,
 //! never waits on a client. When notifications fill the queue the consumer
 //! is too slow: a stream with event ids cuts it off (it resumes from the
 //! replay buffer); a stream without them (legacy, `--stateless`,
@@ -76,7 +77,7 @@ pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
 /// keep-alive comments and ends on `cancel`. `guard` is dropped when the
 /// body is (the client went away or the stream ended).
 pub fn stream_body<G: Send + 'static>(
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: LiveRx,
     keep_alive: Duration,
     cancel: CancellationToken,
     guard: G,
@@ -101,6 +102,30 @@ pub fn stream_body<G: Send + 'static>(
         }
     };
     http_body_util::StreamBody::new(stream).boxed_unsync()
+}
+
+/// The receiving side of a stream's live queue: what the HTTP response
+/// takes events from. It gives back the bytes it takes, so that the
+/// outlet's byte cap counts only what is still waiting.
+pub struct LiveRx {
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl LiveRx {
+    fn new(rx: mpsc::Receiver<Bytes>) -> LiveRx {
+        LiveRx {
+            rx,
+            queued: Arc::default(),
+        }
+    }
+
+    /// The next event, or `None` once the outlet let go of this response.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let ev = self.rx.recv().await?;
+        self.queued.fetch_sub(ev.len(), Ordering::Relaxed);
+        Some(ev)
+    }
 }
 
 /// A full body.
@@ -194,6 +219,8 @@ pub struct Outlet {
     with_ids: bool,
     /// Capacity of a live response's queue.
     max_queue: usize,
+    /// Bytes of notifications a live response's queue may hold.
+    max_queue_bytes: usize,
     /// Events kept for replay (0: none).
     replay: usize,
     /// Bytes kept for replay, all events together.
@@ -208,6 +235,8 @@ pub struct Outlet {
 struct OutletInner {
     /// The attached HTTP response, if any.
     live: Option<mpsc::Sender<Bytes>>,
+    /// Bytes in the live response's queue (shared with its [`LiveRx`]).
+    queued: Arc<AtomicUsize>,
     /// The last `replay` events, by sequence number.
     buffer: VecDeque<(u64, Bytes)>,
     /// Their total size.
@@ -230,18 +259,21 @@ impl Outlet {
         owed: Option<usize>,
         max_queue: usize,
         replay: usize,
-    ) -> (Outlet, mpsc::Receiver<Bytes>) {
+    ) -> (Outlet, LiveRx) {
         let (tx, rx) = mpsc::channel(queue_capacity(max_queue, owed));
+        let rx = LiveRx::new(rx);
         let outlet = Outlet {
             stream_id,
             with_ids,
             max_queue,
+            max_queue_bytes: usize::MAX,
             replay,
             replay_bytes: usize::MAX,
             budget: None,
             metrics: None,
             inner: Mutex::new(OutletInner {
                 live: Some(tx),
+                queued: rx.queued.clone(),
                 buffer: VecDeque::new(),
                 buffered_bytes: 0,
                 next_seq: 0,
@@ -262,8 +294,14 @@ impl Outlet {
         self
     }
 
-    /// Charges the replay buffer to the proxy-wide `budget`: an event that
-    /// does not fit is not kept (and the gap shows, as with `replay_bytes`).
+    /// Caps the notifications queued for the live response at `bytes`
+    /// (`--max-queue-bytes`); past it the queue policy of this module applies.
+    pub fn with_queue_bytes(mut self, bytes: usize) -> Outlet {
+        self.max_queue_bytes = bytes;
+        self
+    }
+
+    /// Counts the consumers this outlet cuts off as too slow in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Outlet {
         self.metrics = Some(metrics);
         self
@@ -428,11 +466,19 @@ impl Outlet {
         let Some(tx) = &inner.live else {
             return false;
         };
-        if !must_arrive && tx.capacity() <= reserve {
+        let queued = inner.queued.load(Ordering::Relaxed);
+        let over_bytes = queued > 0 && queued.saturating_add(ev.len()) > self.max_queue_bytes;
+        if !must_arrive && (tx.capacity() <= reserve || over_bytes) {
+            let cap = if over_bytes {
+                "--max-queue-bytes"
+            } else {
+                "--max-queue"
+            };
             if self.with_ids {
                 warn!(
                     stream = self.stream_id,
-                    "sse client too slow: queue full, disconnecting it (it may resume with Last-Event-ID)"
+                    queued_bytes = queued,
+                    "sse client too slow: queue at {cap}, disconnecting it (it may resume with Last-Event-ID)"
                 );
                 inner.live = None;
                 self.count_cut();
@@ -442,14 +488,19 @@ impl Outlet {
                     warn!(
                         stream = self.stream_id,
                         dropped = inner.dropped,
-                        "sse client too slow on a stream that cannot resume: notifications dropped, responses kept"
+                        queued_bytes = queued,
+                        "sse client too slow on a stream that cannot resume: queue at {cap}, notifications dropped, responses kept"
                     );
                 }
             }
             return false;
         }
+        let len = ev.len();
         match tx.try_send(ev) {
-            Ok(()) => true,
+            Ok(()) => {
+                inner.queued.fetch_add(len, Ordering::Relaxed);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 warn!(
                     stream = self.stream_id,
@@ -487,7 +538,7 @@ impl Outlet {
     /// (a sequence number of this stream), then continues live. Replaces any
     /// previous response. Returns `None` if events after `after` were
     /// already evicted from the buffer (replay would lose messages).
-    pub fn resume(&self, after: u64) -> Option<mpsc::Receiver<Bytes>> {
+    pub fn resume(&self, after: u64) -> Option<LiveRx> {
         let mut inner = self.lock();
         let first_kept = inner.buffer.front().map_or(inner.next_seq, |(s, _)| *s);
         if after + 1 < first_kept {
@@ -501,20 +552,27 @@ impl Outlet {
             .collect();
         let capacity = queue_capacity(self.max_queue, inner.owed).max(missed.len());
         let (tx, rx) = mpsc::channel(capacity);
+        let rx = LiveRx::new(rx);
         for ev in missed {
+            let len = ev.len();
             // Invariant: capacity covers every missed event.
-            let _ = tx.try_send(ev);
+            if tx.try_send(ev).is_ok() {
+                rx.queued.fetch_add(len, Ordering::Relaxed);
+            }
         }
         inner.live = (!inner.finished).then_some(tx);
+        inner.queued = rx.queued.clone();
         Some(rx)
     }
 
     /// Replaces the live response with a fresh one (a new GET on the session).
-    pub fn reattach(&self) -> mpsc::Receiver<Bytes> {
+    pub fn reattach(&self) -> LiveRx {
         let (tx, rx) = mpsc::channel(queue_capacity(self.max_queue, None));
+        let rx = LiveRx::new(rx);
         let mut inner = self.lock();
         if !inner.finished {
             inner.live = Some(tx);
+            inner.queued = rx.queued.clone();
         }
         rx
     }
@@ -522,6 +580,28 @@ impl Outlet {
     fn lock(&self) -> std::sync::MutexGuard<'_, OutletInner> {
         // A panic while holding this lock leaves only plain data behind; go on.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The multiplexer's view of a stream (see [`crate::upstream::ReplySink`]).
+impl crate::upstream::ReplySink for Outlet {
+    fn send(&self, message: &[u8]) {
+        Outlet::send(self, message);
+    }
+    fn send_response(&self, message: &[u8]) {
+        Outlet::send_response(self, message);
+    }
+    fn forgo(&self) {
+        Outlet::forgo(self);
+    }
+    fn finish(&self) {
+        Outlet::finish(self);
+    }
+    fn is_finished(&self) -> bool {
+        Outlet::is_finished(self)
+    }
+    fn is_live(&self) -> bool {
+        Outlet::is_live(self)
     }
 }
 
@@ -576,6 +656,38 @@ mod tests {
         );
         assert!(rx.recv().await.is_none());
         assert!(o.is_finished());
+    }
+
+    #[tokio::test]
+    async fn the_live_queue_is_capped_in_bytes_and_responses_still_arrive() {
+        // No event ids: over the byte cap, notifications are dropped.
+        let (o, mut rx) = Outlet::new(1, false, Some(1), 1000, 0);
+        let o = o.with_queue_bytes(300);
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(200));
+        o.send(big.as_bytes()); // an empty queue takes it, whatever its size
+        o.send(big.as_bytes()); // over 300 bytes queued: dropped
+        o.send_response(b"{\"id\":1}"); // a response is never dropped
+        assert!(rx.recv().await.unwrap().ends_with(b"\"}\n\n"));
+        assert!(rx.recv().await.unwrap().ends_with(b"{\"id\":1}\n\n"));
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn taken_events_give_their_bytes_back() {
+        let (o, mut rx) = Outlet::new(2, true, None, 1000, 16);
+        let o = o.with_queue_bytes(300);
+        let big = format!("{{\"pad\":\"{}\"}}", "y".repeat(200));
+        for _ in 0..4 {
+            o.send(big.as_bytes());
+            // Taken at once: the queue never holds more than one.
+            assert!(rx.recv().await.is_some());
+        }
+        o.send(big.as_bytes());
+        o.send(big.as_bytes());
+        // The second went over the cap: a resumable consumer is cut off.
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_none());
+        assert!(o.resume(4).is_some());
     }
 
     #[tokio::test]

@@ -507,6 +507,52 @@ async fn a_slow_consumer_of_a_stream_without_event_ids_still_gets_its_response()
     proxy.stop().await;
 }
 
+/// Regression: the live queue was capped by count only, so a slow consumer
+/// of big notifications held count x size bytes (here up to 1000 x 256 KiB)
+/// in the proxy. With `--max-queue-bytes` the excess is dropped (no event
+/// ids to resume from) and the response still arrives.
+#[tokio::test]
+async fn a_slow_consumers_live_queue_is_capped_in_bytes() {
+    let count = 96;
+    let proxy = Proxy::start(&[
+        "--replay-events",
+        "0",
+        "--max-queue",
+        "1000",
+        "--max-queue-bytes",
+        "1m",
+    ])
+    .await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "text/event-stream";
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"misbehave_flood","arguments":{"count":count,"bytes":262144}}}))
+        .await;
+    assert_eq!(r.status(), 200);
+    // Read nothing for a while: the socket buffers, then the queue, fill up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut stream = SseStream::new(r);
+    let (mut notes, mut answer) = (0, None);
+    while let Some(ev) = stream.next_within(Duration::from_secs(15)).await {
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        if v.get("id") == Some(&json!(7)) {
+            answer = Some(v);
+        } else {
+            notes += 1;
+        }
+    }
+    let answer = answer.expect("the response arrived");
+    assert!(answer.get("result").is_some(), "{answer}");
+    // What the socket buffers held got through; past that, at most 1 MiB
+    // (four notifications) waited in the queue, and the rest was dropped.
+    assert!(
+        notes < count,
+        "{notes} of {count} notifications were queued"
+    );
+    proxy.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // 11. Top-level fields, not substrings
 // ---------------------------------------------------------------------------
@@ -746,5 +792,89 @@ async fn a_reused_id_is_refused_while_the_first_request_is_in_flight() {
         .expect("the cancel ended the first request")
         .unwrap();
     assert!(is_error(&first), "{first}");
+    proxy.stop().await;
+}
+
+// ---- a POST body that never finishes (slowloris body) ----
+
+/// Regression: a client that sent a request head and then dripped (or
+/// never sent) its body held the handler and the connection forever: the
+/// idle timeout does not apply while a request is in the handler.
+#[tokio::test]
+async fn a_body_that_never_finishes_gets_408_within_the_body_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start(&["--body-read-timeout", "300ms"]).await;
+    let addr = proxy.base().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 200\r\n\r\n{{\"jsonrpc\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer, not a connection held open")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("-32600"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_responsive(&proxy).await;
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 18. Unanswered server-to-client requests are bounded in count
+// ---------------------------------------------------------------------------
+
+/// Regression: the child's requests to a client that never answers them
+/// were kept without bound. Past 1024 waiting per child, further ones are
+/// refused at once, with an error the child can read.
+#[tokio::test]
+async fn unanswered_server_requests_are_capped_and_the_excess_refused() {
+    let log = std::env::temp_dir().join(format!(
+        "mcp-sidecar-stdin-{}-{}.log",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    // The child's stdin is recorded, to count what the proxy answered it.
+    let script = format!(
+        "tee -a '{}' | exec '{}'",
+        log.display(),
+        example("everything")
+    );
+    let proxy = Proxy::start_child(&[], "sh", &["-c", &script]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"roots": {}})).await;
+    let lines: Vec<String> = (0..1100)
+        .map(|i| format!(r#"{{"jsonrpc":"2.0","id":"q{i}","method":"roots/list"}}"#))
+        .collect();
+    let answer = call_within(
+        &c,
+        json!(1),
+        "misbehave_emit",
+        json!({ "lines": lines }),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "emitted",
+        "{answer}"
+    );
+    let refused = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("too many requests are waiting")
+            .count()
+    };
+    let all_refused = eventually(Duration::from_secs(5), || refused() == 1100 - 1024).await;
+    let n = refused();
+    let _ = std::fs::remove_file(&log);
+    assert!(all_refused, "{n} refusals, want {}", 1100 - 1024);
+    assert_responsive(&proxy).await;
     proxy.stop().await;
 }

@@ -574,3 +574,146 @@ async fn stateless_requests_follow_their_own_protocol_version_header() {
     );
     proxy.stop().await;
 }
+
+/// Regression: initializes that waited for another session's handshake to
+/// a shared child each ran a handshake of their own after it failed, one
+/// behind the other (k failing handshakes for k clients). They now share
+/// the outcome of the handshake they waited for.
+#[tokio::test]
+async fn concurrent_initializes_share_the_one_handshake_in_progress() {
+    let log = std::env::temp_dir().join(format!(
+        "mcp-sidecar-init-{}-{}.log",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    // The child reads its stdin through `tee`, which records every line;
+    // it answers initialize with an error after a moment (the handshake in
+    // progress that the others wait for).
+    let script = format!(
+        "tee -a '{}' | (sleep 0.5; exec '{}' --fail-initialize)",
+        log.display(),
+        support::example("everything")
+    );
+    let proxy = Proxy::start_child(
+        &["--shared", "--upstream-protocol", "legacy"],
+        "sh",
+        &["-c", &script],
+    )
+    .await;
+    let init = |n: u64| {
+        let c = Client::new(&proxy.mcp());
+        async move {
+            let body = json!({"jsonrpc":"2.0","id":n,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+            let r = c.post(&body).await;
+            let msgs = read_messages(r).await;
+            msgs.last().cloned().unwrap_or(Value::Null)
+        }
+    };
+    let answers = tokio::join!(init(1), init(2), init(3), init(4));
+    for a in [&answers.0, &answers.1, &answers.2, &answers.3] {
+        assert!(a.get("error").is_some(), "{a}");
+    }
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let handshakes = lines.matches(r#""method":"initialize""#).count();
+    assert_eq!(handshakes, 1, "one handshake for four clients:\n{lines}");
+    proxy.stop().await;
+}
+
+/// Regression: a shared child that keeps exiting before anything ever
+/// initialized it was reported ready again after every restart, so `/ready`
+/// said 200 for much of the crash loop.
+#[tokio::test]
+async fn ready_is_503_while_a_shared_child_crash_loops_before_its_first_initialize() {
+    let proxy = Proxy::start_child(
+        &["--shared", "--restart-max-backoff", "1s"],
+        "sh",
+        &["-c", "sleep 0.1; exit 1"],
+    )
+    .await;
+    // The first session starts the shared child; its initialize fails.
+    let c = Client::new(&proxy.mcp());
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    let _ = read_messages(r).await;
+    // Three quick deaths in a row make it a crash loop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut ok, mut polls) = (0, 0);
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let r = reqwest::get(format!("{}/ready", proxy.base()))
+            .await
+            .unwrap();
+        polls += 1;
+        if r.status() == 200 {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        ok, 0,
+        "{ok} of {polls} polls said ready during the crash loop"
+    );
+    proxy.stop().await;
+}
+
+/// The other half: a crash loop that ends (the child now stays up) makes
+/// the proxy ready again without any client, so a readiness gate that
+/// keeps clients away cannot keep it unready for good.
+#[tokio::test]
+async fn ready_returns_once_a_crash_looping_shared_child_stays_up() {
+    let count = std::env::temp_dir().join(format!(
+        "mcp-sidecar-crashes-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    // The first four children die after 0.1 s; the fifth stays up.
+    let script = format!(
+        "n=$(cat '{f}' 2>/dev/null || echo 0); echo $((n+1)) > '{f}'; if [ $n -lt 4 ]; then sleep 0.1; exit 1; fi; exec '{e}'",
+        f = count.display(),
+        e = support::example("everything")
+    );
+    let proxy = Proxy::start_child(
+        &["--shared", "--restart-max-backoff", "1s"],
+        "sh",
+        &["-c", &script],
+    )
+    .await;
+    let c = Client::new(&proxy.mcp());
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    let _ = read_messages(r).await;
+    let ready = || async {
+        let r = reqwest::get(format!("{}/ready", proxy.base()))
+            .await
+            .unwrap();
+        (r.status() == 200, r.text().await.unwrap_or_default())
+    };
+    let (mut saw_loop, mut back) = (false, false);
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        let (ok, text) = ready().await;
+        if text.contains("keeps exiting") {
+            saw_loop = true;
+        } else if ok && saw_loop {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = std::fs::remove_file(&count);
+    assert!(saw_loop, "the crash loop was reported");
+    assert!(back, "ready again once a child stayed up");
+    // And it serves.
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    proxy.stop().await;
+}

@@ -321,6 +321,47 @@ async fn server_request_with_no_stream_to_carry_it_fails_fast_instead_of_hanging
     proxy.stop().await;
 }
 
+/// Regression: two GETs at once on a new session both got a stream of
+/// their own, and one of them stayed open and received nothing.
+#[tokio::test]
+async fn concurrent_gets_on_one_session_share_one_stream_and_none_is_left_silent() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let get = || {
+        c.http
+            .get(proxy.mcp())
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session.as_ref().unwrap())
+            .send()
+    };
+    let (a, b, d, e) = tokio::join!(get(), get(), get(), get());
+    let mut streams = Vec::new();
+    for r in [a, b, d, e] {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(SseStream::new(r));
+    }
+    c.call(
+        json!(1),
+        "notify",
+        json!({"method":"notifications/tools/list_changed"}),
+    )
+    .await;
+    // Each stream either carries the notification or has ended (replaced
+    // by a later GET); one left open without it fails the wait.
+    let mut got = 0;
+    for s in &mut streams {
+        if let Some(ev) = s.next().await {
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            assert_eq!(v["method"], "notifications/tools/list_changed");
+            got += 1;
+        }
+    }
+    assert_eq!(got, 1, "exactly one stream is live and carries it");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn get_stream_carries_unsolicited_messages_and_a_second_get_replaces_the_first() {
     let proxy = Proxy::start(&[]).await;

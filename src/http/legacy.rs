@@ -35,7 +35,11 @@ pub async fn handle_sse(
         .await?;
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
-    let outlet = Arc::new(outlet.with_metrics(limits.metrics.clone()));
+    let outlet = Arc::new(
+        outlet
+            .with_queue_bytes(limits.max_queue_bytes)
+            .with_metrics(limits.metrics.clone()),
+    );
     session.port.set_notify(Some(outlet.clone()));
     let endpoint = format!(
         "{}{}?sessionId={}",

@@ -269,6 +269,7 @@ impl App {
     pub fn stream_limits(&self) -> StreamLimits {
         StreamLimits {
             max_queue: self.config.max_queue,
+            max_queue_bytes: self.config.max_queue_bytes,
             replay_events: self.config.replay_events,
             replay_bytes: self.config.replay_bytes,
             budget: self.replay.clone(),
@@ -505,7 +506,16 @@ impl App {
         body: Incoming,
         headers: &HeaderMap,
     ) -> Result<Bytes, ProxyError> {
-        let bytes = read_body(body, headers, self.config.max_body_bytes).await?;
+        let read = read_body(body, headers, self.config.max_body_bytes);
+        let timeout = self.config.body_read_timeout;
+        let Ok(bytes) = tokio::time::timeout(timeout, read).await else {
+            warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "request body not complete within --body-read-timeout; answered 408"
+            );
+            return Err(ProxyError::BodyReadTimeout(timeout));
+        };
+        let bytes = bytes?;
         self.metrics.bytes_in(bytes.len());
         Ok(bytes)
     }
@@ -687,16 +697,22 @@ impl App {
     /// `GET /ready` of this server: 503 while it cannot serve.
     pub fn ready(&self) -> Response<Body> {
         let failing = self.spawn_failures.load(Ordering::Relaxed) >= SPAWN_FAILURES_NOT_READY;
-        let shared_down = self
-            .shared
-            .get()
-            .is_some_and(|u| u.health() != crate::upstream::Health::Ready);
+        let shared_health = self.shared.get().map(|u| u.health());
+        let shared_down = shared_health
+            .as_ref()
+            .is_some_and(|h| *h != crate::upstream::Health::Ready);
+        let looping = shared_health == Some(crate::upstream::Health::CrashLooping);
         let (status, why) = if self.is_shutting_down() {
             (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
         } else if failing {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the MCP server keeps failing to start",
+            )
+        } else if looping {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the shared MCP server keeps exiting soon after it starts",
             )
         } else if shared_down {
             (

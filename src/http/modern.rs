@@ -286,7 +286,11 @@ pub async fn serve(
     }
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
-    let outlet = Arc::new(outlet.with_metrics(limits.metrics.clone()));
+    let outlet = Arc::new(
+        outlet
+            .with_queue_bytes(limits.max_queue_bytes)
+            .with_metrics(limits.metrics.clone()),
+    );
     // The guard first: a client gone during the write still detaches the port.
     let guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, Some(outlet.clone()));
     let reply = app.reply_for(&principal, &frame, Reply::Stream(outlet.clone()));
@@ -335,7 +339,11 @@ async fn subscribe(
 ) -> Response<Body> {
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
-    let outlet = Arc::new(outlet.with_metrics(limits.metrics.clone()));
+    let outlet = Arc::new(
+        outlet
+            .with_queue_bytes(limits.max_queue_bytes)
+            .with_metrics(limits.metrics.clone()),
+    );
     if answer == Answer::Json {
         debug!("subscriptions/listen with Accept: application/json only; streaming anyway");
     }

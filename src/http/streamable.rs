@@ -133,7 +133,7 @@ async fn dispatch(
     parts: &Parts,
     frames: Vec<Frame>,
     batch: bool,
-    open_stream: impl FnOnce(usize) -> (Arc<Outlet>, tokio::sync::mpsc::Receiver<Bytes>),
+    open_stream: impl FnOnce(usize) -> (Arc<Outlet>, crate::sse::LiveRx),
     cancel: tokio_util::sync::CancellationToken,
     guard: Option<DetachGuard>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -441,7 +441,10 @@ async fn stateless(
     let limits = app.stream_limits();
     let open = move |owed| {
         let (o, rx) = Outlet::new(0, false, Some(owed), limits.max_queue, 0);
-        (Arc::new(o.with_metrics(limits.metrics.clone())), rx)
+        let o = o
+            .with_queue_bytes(limits.max_queue_bytes)
+            .with_metrics(limits.metrics.clone());
+        (Arc::new(o), rx)
     };
     let cancel = app.streams_cancel.child_token();
     dispatch(

@@ -16,14 +16,24 @@
 //! (under the key [`INPUT_KEY`], with a `requestState` token naming the
 //! parked call), and the client's retry brings the answer back.
 //!
-//! This module holds the message shapes; the waiting happens in
-//! [`super::Upstream`].
+//! This module holds the message shapes, and the parking, resuming and
+//! asking done for [`Upstream`] in both directions.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
 
-use crate::jsonrpc::Frame;
+use super::routes::{
+    Parked, Pending, Retry, Routes, ServerRequest, cancelled_notification, client_key, related_call,
+};
+use super::{Port, Reply, Upstream, UpstreamError, lock};
+use crate::jsonrpc::{self, Frame, code};
 
 /// The `inputRequests` key of a 2025-era child's request.
 pub const INPUT_KEY: &str = "input";
@@ -207,6 +217,264 @@ pub fn resumption(params: &[u8]) -> (Option<String>, Option<Box<RawValue>>) {
             r.input_responses.and_then(|mut m| m.remove(INPUT_KEY)),
         ),
         Err(_) => (None, None),
+    }
+}
+
+impl Upstream {
+    /// A 2025-era child asks a 2026-07-28 client something during its call:
+    /// answer the call with `input_required` carrying the child's request,
+    /// and keep the call (detached) until the client's retry brings the
+    /// answer ([`Upstream::resume`]). Returns the `requestState` token.
+    pub(super) fn park(
+        &self,
+        r: &mut Routes,
+        port: &Arc<Port>,
+        method: &str,
+        id: &[u8],
+        frame: &Frame,
+    ) -> Result<String, String> {
+        let call = related_call(r)
+            .ok_or("no client call is unambiguously associated with this request")?;
+        let p = r.pending.get_mut(&call).ok_or("the call has ended")?;
+        if !p.parkable {
+            return Err(
+                "the client speaks MCP 2026-07-28, which has no server-to-client requests, and this call cannot ask for input"
+                    .to_string(),
+            );
+        }
+        if !port.supports(method) {
+            return Err(format!(
+                "the client did not declare the capability for {method}"
+            ));
+        }
+        let token = new_request_state();
+        let reply = std::mem::replace(&mut p.reply, Reply::Detached);
+        let client_id = p.client_id.clone();
+        let owner = std::mem::replace(&mut p.port, 0);
+        r.by_client.remove(&client_key(owner, &client_id));
+        r.client_pending -= 1;
+        r.parked.insert(
+            token.clone(),
+            Parked {
+                server_request: id.into(),
+                call,
+                early: None,
+            },
+        );
+        let request = InputRequest {
+            method: method.to_string(),
+            params: frame
+                .params()
+                .and_then(|p| serde_json::from_slice::<Box<RawValue>>(p).ok()),
+        };
+        reply.respond(&jsonrpc::envelope(
+            &client_id,
+            "result",
+            &input_required_result(&request, &token),
+        ));
+        Ok(token)
+    }
+
+    /// The retry of a parked call: the client's answer goes to the child's
+    /// request, and the call's answer, now or later, to this retry.
+    pub(super) async fn resume(
+        self: &Arc<Self>,
+        port: &Arc<Port>,
+        frame: &Frame,
+        client_id: Box<[u8]>,
+        reply: Reply,
+    ) -> Result<(), UpstreamError> {
+        let (token, answer) = resumption(frame.params().unwrap_or_default());
+        let parked = token.and_then(|t| lock(&self.routes).parked.remove(&t));
+        let Some(parked) = parked else {
+            reply.respond(&jsonrpc::error_response(
+                Some(&client_id),
+                code::INVALID_PARAMS,
+                "unknown or expired requestState: send the call again without it",
+                None,
+            ));
+            return Ok(());
+        };
+        let to_child = match &answer {
+            Some(result) => {
+                jsonrpc::envelope(&parked.server_request, "result", result.get().as_bytes())
+            }
+            None => jsonrpc::error_response(
+                Some(&parked.server_request),
+                code::INTERNAL_ERROR,
+                "the client retried without the requested input",
+                None,
+            ),
+        };
+        let _ = self.write_bytes(&to_child).await;
+        if let Some((mut p, frame)) = parked.early {
+            p.client_id = client_id;
+            p.reply = reply;
+            self.deliver(p, frame);
+            return Ok(());
+        }
+        let mut r = lock(&self.routes);
+        match r.pending.get_mut(&parked.call) {
+            Some(p) => {
+                p.port = port.key;
+                p.client_id = client_id.clone();
+                p.reply = reply;
+                r.by_client
+                    .insert(client_key(port.key, &client_id), parked.call);
+                r.client_pending += 1;
+            }
+            None => reply.respond(&jsonrpc::error_response(
+                Some(&client_id),
+                code::SERVER_ERROR,
+                "the MCP server ended the call",
+                None,
+            )),
+        }
+        Ok(())
+    }
+
+    /// A parked call whose client never retried: the child's request is
+    /// refused and the call cancelled at the child.
+    pub(super) fn expire_parked(&self, token: &str, wait: Duration) {
+        let Some(parked) = lock(&self.routes).parked.remove(token) else {
+            return;
+        };
+        warn!(
+            wait_ms = wait.as_millis() as u64,
+            "a 2026-07-28 client did not retry a call that needed its input; cancelling it"
+        );
+        self.write_control(&jsonrpc::error_response(
+            Some(&parked.server_request),
+            code::INTERNAL_ERROR,
+            "the client did not provide the input in time",
+            None,
+        ));
+        if self.take_pending(parked.call).is_some() {
+            self.write_control(&cancelled_notification(
+                parked.call,
+                "the client did not provide the input in time",
+            ));
+        }
+    }
+
+    /// A 2026-07-28 child answered a session-era client's call with
+    /// `input_required`: ask the client each question as a request of its
+    /// own, then repeat the call with the answers. The call fails with an
+    /// error, never hangs, when the client cannot be asked or does not
+    /// answer (it is bounded by `--request-timeout` and by the session).
+    pub(super) async fn gather_input(self: Arc<Self>, mut p: Pending, asked: InputRequired) {
+        let Some(retry) = p.retry.take() else { return };
+        let port = lock(&self.routes).ports.get(&p.port).cloned();
+        let outcome = match port {
+            None => return, // The session ended; nobody waits for the answer.
+            Some(_) if retry.rounds >= MAX_ROUNDS => Err(format!(
+                "the MCP server asked for input {} times for one call; giving up",
+                MAX_ROUNDS
+            )),
+            Some(port) => self.ask_client(&port, &p, &asked).await,
+        };
+        match outcome {
+            Ok(responses) => {
+                let params = retry_params(
+                    retry.frame.params(),
+                    responses,
+                    asked.request_state.as_deref(),
+                );
+                let frame = retry.frame.with_params(&params);
+                p.retry = Some(Retry {
+                    frame: retry.frame,
+                    rounds: retry.rounds + 1,
+                });
+                let _ = self.send_pending(frame, p).await;
+            }
+            Err(why) => {
+                debug!("input for a 2026-07-28 child could not be gathered: {why}");
+                p.reply.respond(&jsonrpc::error_response(
+                    Some(&p.client_id),
+                    code::INTERNAL_ERROR,
+                    &why,
+                    None,
+                ));
+            }
+        }
+    }
+
+    /// Sends the child's input requests to the client and waits for all the
+    /// answers, keyed like the requests.
+    pub(super) async fn ask_client(
+        &self,
+        port: &Arc<Port>,
+        p: &Pending,
+        asked: &InputRequired,
+    ) -> Result<serde_json::Map<String, Value>, String> {
+        let mut ids = Vec::with_capacity(asked.requests.len());
+        let outcome = self.ask_client_inner(port, p, asked, &mut ids).await;
+        if outcome.is_err() {
+            // Answers that come later are for nobody.
+            let mut r = lock(&self.routes);
+            for id in &ids {
+                r.server_requests.remove(id);
+            }
+        }
+        outcome
+    }
+
+    pub(super) async fn ask_client_inner(
+        &self,
+        port: &Arc<Port>,
+        p: &Pending,
+        asked: &InputRequired,
+        ids: &mut Vec<Box<[u8]>>,
+    ) -> Result<serde_json::Map<String, Value>, String> {
+        let mut waits = Vec::with_capacity(asked.requests.len());
+        for (key, request) in &asked.requests {
+            let method = &request.method;
+            if !port.supports(method) {
+                return Err(format!(
+                    "the MCP server needs {method}, a capability the client did not declare"
+                ));
+            }
+            let Some(outlet) = p
+                .reply
+                .stream()
+                .cloned()
+                .or_else(|| port.notify_stream())
+                .filter(|o| !o.is_finished())
+            else {
+                return Err(format!(
+                    "the MCP server needs {method}, but the client has no open stream to carry the request"
+                ));
+            };
+            let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id: Box<[u8]> = format!("\"mcp-proxy-input-{n}\"").into_bytes().into();
+            let (tx, rx) = oneshot::channel();
+            lock(&self.routes).server_requests.insert(
+                id.clone(),
+                ServerRequest {
+                    raw_id: id.clone(),
+                    port: port.key,
+                    outlet: Some(outlet.clone()),
+                    answer: Some(tx),
+                },
+            );
+            outlet.send(&client_request(&id, request));
+            ids.push(id);
+            waits.push((key, method, rx));
+        }
+        let mut responses = serde_json::Map::new();
+        for (key, method, rx) in waits {
+            let answer = match self.opts.request_timeout {
+                Some(t) => tokio::time::timeout(t, rx).await.ok().and_then(Result::ok),
+                None => rx.await.ok(),
+            };
+            let Some(answer) = answer else {
+                return Err(format!("the client did not answer the {method} request"));
+            };
+            let result = client_answer(&answer)
+                .map_err(|e| format!("the client refused the {method} request: {e}"))?;
+            responses.insert(key.clone(), result);
+        }
+        Ok(responses)
     }
 }
 

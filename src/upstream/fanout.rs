@@ -1,0 +1,358 @@
+//! Fan-out of what the child sends to no request in particular:
+//! list-changed notifications to every session, resource updates to the
+//! sessions subscribed to the URI (subscriptions counted, so the child
+//! sees one subscribe and one unsubscribe per URI), log messages filtered
+//! by each session's `logging/setLevel` (the child gets the most verbose
+//! level any session asked for), task status to the task's owner, and a
+//! 2026-07-28 `subscriptions/listen` stream's share, tagged with its id.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tracing::{debug, info};
+
+use super::routes::{Routes, ServerRequest, Target, parse_proxy_id, related_target};
+use super::{Port, Upstream, lock, tasks};
+use crate::jsonrpc::{self, Frame};
+use crate::version::UpstreamProtocol;
+
+/// The log levels of `logging/setLevel`, least to most severe.
+pub(super) const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+pub(super) fn log_rank(level: &str) -> Option<usize> {
+    LOG_LEVELS.iter().position(|l| *l == level)
+}
+
+/// `_meta` key naming the `subscriptions/listen` request a notification belongs to.
+pub const SUBSCRIPTION_ID_KEY: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// What a 2026-07-28 listener accepted, and its id.
+#[derive(Debug, Clone, Default)]
+pub struct ListenFilter {
+    /// The listen request's id, raw JSON.
+    pub id: Box<[u8]>,
+    /// `toolsListChanged`.
+    pub tools: bool,
+    /// `promptsListChanged`.
+    pub prompts: bool,
+    /// `resourcesListChanged`.
+    pub resources: bool,
+    /// `resourceSubscriptions`.
+    pub uris: Vec<String>,
+}
+
+impl ListenFilter {
+    /// The notification as this listener should see it, or `None` if it did not ask for it.
+    pub(super) fn admit(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut v: Value = serde_json::from_slice(bytes).ok()?;
+        let wanted = match v.get("method").and_then(Value::as_str)? {
+            "notifications/tools/list_changed" => self.tools,
+            "notifications/prompts/list_changed" => self.prompts,
+            "notifications/resources/list_changed" => self.resources,
+            "notifications/resources/updated" => {
+                let uri = v
+                    .pointer("/params/uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                self.uris.iter().any(|u| u == uri)
+            }
+            _ => false,
+        };
+        if !wanted {
+            return None;
+        }
+        let id: Value = serde_json::from_slice(&self.id).ok()?;
+        let params = v
+            .as_object_mut()?
+            .entry("params")
+            .or_insert_with(|| serde_json::json!({}));
+        let meta = params
+            .as_object_mut()?
+            .entry("_meta")
+            .or_insert_with(|| serde_json::json!({}));
+        meta.as_object_mut()?.insert(SUBSCRIPTION_ID_KEY.into(), id);
+        serde_json::to_vec(&v).ok()
+    }
+}
+
+pub(super) fn passes(port: Option<&Arc<Port>>, level: Option<usize>) -> bool {
+    match (port.and_then(|p| *lock(&p.log_level)), level) {
+        (Some(min), Some(level)) => level >= min,
+        _ => true,
+    }
+}
+
+/// Recomputes the child's log level; `Some` when it changed.
+pub(super) fn recompute_level(r: &mut Routes) -> Option<usize> {
+    let level = r.ports.values().filter_map(|p| *lock(&p.log_level)).min();
+    if level != r.child_log_level {
+        r.child_log_level = level;
+        level
+    } else {
+        None
+    }
+}
+
+impl Upstream {
+    /// Tells the child the log level the sessions want, as the proxy's own request.
+    pub(super) async fn set_child_level(self: &Arc<Self>, level: usize) {
+        self.fire_and_forget(
+            "logging/setLevel",
+            serde_json::json!({ "level": LOG_LEVELS[level] }),
+        )
+        .await;
+    }
+
+    /// After a restart, gives the new child what the sessions had asked of
+    /// the old one: their resource subscriptions and the log level.
+    pub(super) async fn restore_sessions_state(self: &Arc<Self>) {
+        if self.era() == UpstreamProtocol::Modern {
+            // A 2026-07-28 child has neither; listeners carry them per request.
+            return;
+        }
+        let (uris, level) = {
+            let r = lock(&self.routes);
+            let uris: Vec<String> = r.subscriptions.keys().cloned().collect();
+            (uris, r.child_log_level)
+        };
+        if !uris.is_empty() {
+            info!(
+                subscriptions = uris.len(),
+                "restoring resource subscriptions at the restarted child"
+            );
+        }
+        for uri in uris {
+            self.fire_and_forget("resources/subscribe", serde_json::json!({ "uri": uri }))
+                .await;
+        }
+        if let Some(level) = level {
+            self.set_child_level(level).await;
+        }
+    }
+
+    pub(super) fn route_notification(&self, frame: Frame) {
+        let method = frame.method().unwrap_or_default();
+        if let Some(sub) = self.subscription_of(&frame) {
+            // A modern child's notification for one `subscriptions/listen`
+            // request: it goes to that request's stream only, with the
+            // client's own request id restored.
+            let r = lock(&self.routes);
+            if let Some(p) = r.pending.get(&sub) {
+                let mut v: Value = serde_json::from_slice(frame.bytes()).unwrap_or_default();
+                if let (Some(meta), Ok(id)) = (
+                    v.pointer_mut("/params/_meta")
+                        .and_then(Value::as_object_mut),
+                    serde_json::from_slice::<Value>(&p.client_id),
+                ) {
+                    meta.insert(SUBSCRIPTION_ID_KEY.into(), id);
+                }
+                if let Some(o) = p.reply.stream() {
+                    o.send(&serde_json::to_vec(&v).expect("Value serializes"));
+                }
+            }
+            return;
+        }
+        match method {
+            "notifications/progress" => {
+                let Some(at) = frame.locate_in_params(&["progressToken"]) else {
+                    return;
+                };
+                let token = parse_proxy_id(&frame.bytes()[at.clone()]);
+                let r = lock(&self.routes);
+                let Some(p) = token.and_then(|t| r.pending.get(&t)) else {
+                    debug!("progress for an unknown or finished request dropped");
+                    return;
+                };
+                let Some(original) = &p.token else { return };
+                // The child's message with the client's token put back;
+                // nothing else in it is read or rebuilt.
+                let out = frame.with_replaced(at, original);
+                match p.reply.stream() {
+                    Some(o) => o.send(out.bytes()),
+                    None => {
+                        if let Some(port) = r.ports.get(&p.port) {
+                            port.send_unrelated(out.bytes());
+                        }
+                    }
+                }
+            }
+            "notifications/cancelled" => {
+                // The child withdraws one of its own requests: tell whoever has it.
+                let Some(at) = frame.locate_in_params(&["requestId"]) else {
+                    return;
+                };
+                let Some(key) = jsonrpc::id_key(&frame.bytes()[at]) else {
+                    return;
+                };
+                let target = lock(&self.routes).server_requests.remove(&key);
+                if let Some(ServerRequest {
+                    outlet: Some(o), ..
+                }) = target
+                {
+                    o.send(frame.bytes());
+                }
+            }
+            "notifications/tasks/status" if self.opts.shared => {
+                let r = lock(&self.routes);
+                let owner = frame
+                    .params()
+                    .and_then(tasks::task_param)
+                    .and_then(|t| r.tasks.owner(&t))
+                    .and_then(|key| r.ports.get(&key));
+                match owner {
+                    Some(port) => {
+                        port.send_unrelated(frame.bytes());
+                    }
+                    None => debug!("status of a task no session owns dropped"),
+                }
+            }
+            m if m.ends_with("/list_changed") => {
+                let ports: Vec<Arc<Port>> = lock(&self.routes).ports.values().cloned().collect();
+                for port in ports {
+                    port.send_unrelated(frame.bytes());
+                }
+            }
+            "notifications/resources/updated" => {
+                let uri = frame
+                    .params_value()
+                    .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
+                let r = lock(&self.routes);
+                let subscribers = uri.and_then(|u| r.subscriptions.get(&u));
+                for key in subscribers.into_iter().flatten() {
+                    if let Some(port) = r.ports.get(key) {
+                        port.send_unrelated(frame.bytes());
+                    }
+                }
+            }
+            _ => {
+                let level = (method == "notifications/message")
+                    .then(|| {
+                        frame
+                            .params_value()
+                            .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank))
+                    })
+                    .flatten();
+                let r = lock(&self.routes);
+                if let Some(port) = self.task_owner(&r, &frame) {
+                    if passes(Some(port), level) {
+                        port.send_unrelated(frame.bytes());
+                    }
+                    return;
+                }
+                match related_target(&r) {
+                    Target::Request(p) => {
+                        let port = r.ports.get(&p.port);
+                        if !passes(port, level) {
+                            return;
+                        }
+                        match p.reply.stream() {
+                            Some(o) => o.send(frame.bytes()),
+                            None => {
+                                if let Some(port) = port {
+                                    port.send_unrelated(frame.bytes());
+                                }
+                            }
+                        }
+                    }
+                    Target::Port(port) => {
+                        if passes(Some(port), level) {
+                            port.send_unrelated(frame.bytes());
+                        }
+                    }
+                    Target::None => {
+                        debug!(method, "notification with no unambiguous session dropped")
+                    }
+                }
+            }
+        }
+    }
+
+    /// In shared mode, the session that owns the task a message relates to
+    /// (`_meta` related-task).
+    pub(super) fn task_owner<'r>(&self, r: &'r Routes, frame: &Frame) -> Option<&'r Arc<Port>> {
+        if !self.opts.shared {
+            return None;
+        }
+        let task = tasks::related_task(frame)?;
+        r.ports.get(&r.tasks.owner(&task)?)
+    }
+
+    pub(super) fn subscription_of(&self, frame: &Frame) -> Option<u64> {
+        let id = frame.meta(SUBSCRIPTION_ID_KEY)?;
+        parse_proxy_id(id.to_string().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::PortKind;
+
+    fn port(key: u64, level: Option<&str>) -> Arc<Port> {
+        let p = Port::new(key, format!("s{key}").into(), PortKind::Session);
+        *lock(&p.log_level) = level.and_then(log_rank);
+        p
+    }
+
+    #[test]
+    fn log_messages_pass_at_or_above_the_sessions_level() {
+        let p = port(1, Some("warning"));
+        assert!(passes(Some(&p), log_rank("error")));
+        assert!(passes(Some(&p), log_rank("warning")));
+        assert!(!passes(Some(&p), log_rank("info")));
+        // No level asked for, or a message without one: it passes.
+        assert!(passes(Some(&port(2, None)), log_rank("debug")));
+        assert!(passes(Some(&p), None));
+        assert!(passes(None, log_rank("debug")));
+        assert_eq!(log_rank("loud"), None);
+    }
+
+    #[test]
+    fn the_child_gets_the_most_verbose_level_any_session_asked_for() {
+        let mut r = Routes::new(4);
+        r.ports.insert(1, port(1, Some("error")));
+        assert_eq!(recompute_level(&mut r), log_rank("error"));
+        r.ports.insert(2, port(2, Some("info")));
+        assert_eq!(recompute_level(&mut r), log_rank("info"));
+        // Unchanged: nothing to tell the child.
+        assert_eq!(recompute_level(&mut r), None);
+        r.ports.remove(&2);
+        assert_eq!(recompute_level(&mut r), log_rank("error"));
+    }
+
+    #[test]
+    fn a_listener_sees_what_it_asked_for_tagged_with_its_id() {
+        let f = ListenFilter {
+            id: b"\"L1\"".to_vec().into(),
+            tools: true,
+            uris: vec!["file:///a".into()],
+            ..ListenFilter::default()
+        };
+        let tools = f
+            .admit(br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&tools).unwrap();
+        assert_eq!(v["params"]["_meta"][SUBSCRIPTION_ID_KEY], "L1");
+        assert!(
+            f.admit(br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#)
+                .is_none()
+        );
+        let updated = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a"}}"#;
+        assert!(f.admit(updated).is_some());
+        let other = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///b"}}"#;
+        assert!(f.admit(other).is_none());
+        assert!(
+            f.admit(br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#)
+                .is_none()
+        );
+    }
+}

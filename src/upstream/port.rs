@@ -1,0 +1,217 @@
+//! A session as the multiplexer sees it: its key in the routing tables,
+//! what kind of client it is, its stream for messages unrelated to any
+//! request, and what its client declared (capabilities, identity, log
+//! level, principal).
+//!
+//! Does not own: the session's id, streams or lifetime
+//! ([`crate::session`]), nor any routing table ([`super::routes`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use super::fanout::ListenFilter;
+use super::{Sink, lock};
+use crate::jsonrpc::Frame;
+
+/// What kind of client a session is, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// A session-based client (2024-11-05 … 2025-11-25): can take requests.
+    Session,
+    /// A 2026-07-28 client: streams may carry notifications, never requests.
+    Modern,
+}
+
+/// A session as the multiplexer sees it.
+pub struct Port {
+    /// Key in the routing tables.
+    pub key: u64,
+    /// Session id (for logs only).
+    pub label: Arc<str>,
+    /// Whether it can take server-to-client requests.
+    pub kind: PortKind,
+    /// The stream for messages unrelated to any request (the GET stream, or
+    /// the single stream of a legacy session).
+    pub(super) notify: Mutex<Option<Sink>>,
+    /// Client capabilities from its `initialize` (sampling, roots, elicitation).
+    pub(super) capabilities: Mutex<Value>,
+    /// `clientInfo` from its `initialize`, forwarded in `_meta` to a modern child.
+    pub(super) client_info: Mutex<Value>,
+    /// Set on a 2026-07-28 `subscriptions/listen` port.
+    pub(super) listen: Mutex<Option<ListenFilter>>,
+    /// The level this session asked for with `logging/setLevel`.
+    pub(super) log_level: Mutex<Option<usize>>,
+    /// The authenticated principal behind this port (`None`: anonymous);
+    /// its tasks are that principal's (see [`tasks`]).
+    pub(super) principal: Mutex<Option<Arc<str>>>,
+}
+
+impl Port {
+    /// A new port; `key` must be unique among the ports of one proxy (see
+    /// [`PortKeys`]).
+    pub fn new(key: u64, label: Arc<str>, kind: PortKind) -> Arc<Port> {
+        Arc::new(Port {
+            key,
+            label,
+            kind,
+            notify: Mutex::new(None),
+            capabilities: Mutex::new(Value::Null),
+            client_info: Mutex::new(Value::Null),
+            listen: Mutex::new(None),
+            log_level: Mutex::new(None),
+            principal: Mutex::new(None),
+        })
+    }
+
+    /// Records the authenticated principal behind this port.
+    pub fn set_principal(&self, principal: Option<&str>) {
+        *lock(&self.principal) = principal.map(Arc::from);
+    }
+
+    /// Who this port is, for the task table.
+    pub(super) fn principal(&self) -> Option<Arc<str>> {
+        lock(&self.principal).clone()
+    }
+
+    /// Sets (or replaces) the stream for unrelated messages; returns the old one.
+    pub fn set_notify(&self, outlet: Option<Sink>) -> Option<Sink> {
+        std::mem::replace(&mut *lock(&self.notify), outlet)
+    }
+
+    /// The stream for unrelated messages, if one is attached.
+    pub fn notify_stream(&self) -> Option<Sink> {
+        lock(&self.notify).clone()
+    }
+
+    /// Records the client's capabilities and identity from its initialize params.
+    pub fn set_client(&self, params: &Value) {
+        *lock(&self.capabilities) = params.get("capabilities").cloned().unwrap_or(Value::Null);
+        *lock(&self.client_info) = params.get("clientInfo").cloned().unwrap_or(Value::Null);
+    }
+
+    /// Records the capabilities a 2026-07-28 request declares in `_meta`.
+    pub(super) fn note_modern_capabilities(&self, frame: &Frame) {
+        let caps = frame.meta("io.modelcontextprotocol/clientCapabilities");
+        *lock(&self.capabilities) = caps.unwrap_or(Value::Null);
+    }
+
+    pub(super) fn supports(&self, method: &str) -> bool {
+        let cap = match method {
+            "sampling/createMessage" => "sampling",
+            "roots/list" => "roots",
+            "elicitation/create" => "elicitation",
+            _ => return true,
+        };
+        lock(&self.capabilities).get(cap).is_some()
+    }
+
+    pub(super) fn send_unrelated(&self, bytes: &[u8]) -> bool {
+        let listen = lock(&self.listen).clone();
+        let rewritten;
+        let bytes = match listen {
+            None => bytes,
+            Some(l) => match l.admit(bytes) {
+                Some(b) => {
+                    rewritten = b;
+                    &rewritten
+                }
+                None => return false,
+            },
+        };
+        match lock(&self.notify).as_ref() {
+            Some(o) if !o.is_finished() => {
+                o.send(bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this is a session that can own tasks (not a stateless or
+    /// 2026-07-28 request, which has no identity between requests).
+    pub(super) fn has_identity(&self) -> bool {
+        self.kind == PortKind::Session && &*self.label != STATELESS_LABEL
+    }
+
+    /// Makes this port a 2026-07-28 `subscriptions/listen` stream: only what
+    /// `filter` accepts reaches it, tagged with the subscription id.
+    pub fn set_listen(&self, filter: ListenFilter) {
+        *lock(&self.listen) = Some(filter);
+    }
+}
+
+/// Hands out port keys, unique within one proxy (it lives in the proxy's
+/// shared state, not in a static, so in-process proxies share nothing).
+#[derive(Debug)]
+pub struct PortKeys(AtomicU64);
+
+impl Default for PortKeys {
+    fn default() -> Self {
+        // 0 is the proxy's own requests.
+        PortKeys(AtomicU64::new(1))
+    }
+}
+
+impl PortKeys {
+    /// The next key.
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Label of the port of a request that belongs to no session.
+pub const STATELESS_LABEL: &str = "stateless";
+
+#[cfg(test)]
+mod tests {
+    use super::super::sink::ReplySink;
+    use super::super::sink::testing::Recorder;
+    use super::*;
+
+    #[test]
+    fn unrelated_messages_reach_the_open_stream_only() {
+        let port = Port::new(1, "s".into(), PortKind::Session);
+        assert!(!port.send_unrelated(b"{}"), "no stream attached");
+        let sink = Arc::new(Recorder::default());
+        port.set_notify(Some(sink.clone()));
+        assert!(port.send_unrelated(br#"{"a":1}"#));
+        assert_eq!(*sink.sent.lock().unwrap(), [br#"{"a":1}"#.to_vec()]);
+        sink.finish();
+        assert!(
+            !port.send_unrelated(b"{}"),
+            "a finished stream takes nothing"
+        );
+    }
+
+    #[test]
+    fn a_listen_stream_takes_only_what_it_asked_for() {
+        let port = Port::new(1, "l".into(), PortKind::Modern);
+        let sink = Arc::new(Recorder::default());
+        port.set_notify(Some(sink.clone()));
+        port.set_listen(ListenFilter {
+            id: b"7".to_vec().into(),
+            prompts: true,
+            ..ListenFilter::default()
+        });
+        let tools = br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+        let prompts = br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#;
+        assert!(!port.send_unrelated(tools));
+        assert!(port.send_unrelated(prompts));
+        let sent = sink.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        let v: Value = serde_json::from_slice(&sent[0]).unwrap();
+        assert_eq!(v["params"]["_meta"][super::super::SUBSCRIPTION_ID_KEY], 7);
+    }
+
+    #[test]
+    fn capabilities_decide_which_requests_a_client_can_take() {
+        let port = Port::new(1, "s".into(), PortKind::Session);
+        port.set_client(&serde_json::json!({"capabilities": {"roots": {}}}));
+        assert!(port.supports("roots/list"));
+        assert!(!port.supports("sampling/createMessage"));
+        assert!(!port.supports("elicitation/create"));
+        assert!(port.supports("ping"));
+    }
+}

@@ -1,0 +1,539 @@
+//! The routing tables of one child, and the rewriting of ids that makes
+//! them work: client request ids become proxy-unique integers on the way
+//! in and go back byte-exact on the way out; `_meta.progressToken` is
+//! rewritten the same way (spec `basic/utilities/{cancellation,progress}`;
+//! transport.md §4.4–4.6, §7.B).
+//!
+//! Pure data: no I/O, no locks, no tasks. Who holds the tables and when
+//! they change is [`super::Upstream`]'s business.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::tasks::TaskOwners;
+use super::{Port, Reply, Sink, UpstreamError};
+use crate::jsonrpc::{self, Frame};
+
+/// What a 2026-07-28 client needs added to a 2025-era child's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fill {
+    /// Nothing: same era on both sides.
+    None,
+    /// `resultType` (every 2026-07-28 result has one).
+    Complete,
+    /// `resultType` plus the caching hints of list and read results.
+    Cacheable,
+}
+
+/// What the multiplexer reads in an answer about tasks (shared mode only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TaskAnswer {
+    /// Nothing.
+    None,
+    /// A task-augmented request: the answer may create a task for this session.
+    Create,
+    /// `tasks/list`: keep only what this session may see.
+    List,
+}
+
+pub(super) struct Pending {
+    pub(super) port: u64,
+    pub(super) fill: Fill,
+    pub(super) tasks: TaskAnswer,
+    pub(super) client_id: Box<[u8]>,
+    /// The client's own progress token, restored on progress notifications.
+    pub(super) token: Option<Box<[u8]>>,
+    /// Set when an `input_required` answer is to be turned into questions
+    /// to the client and a repeated call.
+    pub(super) retry: Option<Retry>,
+    /// A 2026-07-28 client's call to a 2025-era child that may answer the
+    /// child's server-to-client request as `input_required`.
+    pub(super) parkable: bool,
+    /// When `--request-timeout` ends it (its key in `Routes::timers`).
+    pub(super) deadline: Option<Instant>,
+    pub(super) reply: Reply,
+}
+
+/// A 2026-07-28 client's call whose 2025-era child asked the client
+/// something: the client got `input_required` with a `requestState` naming
+/// this entry, and its retry brings the answer.
+pub(super) struct Parked {
+    /// The child's request, raw id, waiting for the client's answer.
+    pub(super) server_request: Box<[u8]>,
+    /// The call's proxy id; it stays in `pending` with a detached reply.
+    pub(super) call: u64,
+    /// The child's answer to the call, if it came before the retry.
+    pub(super) early: Option<(Pending, Frame)>,
+}
+
+/// What repeating a call after `input_required` needs.
+pub(super) struct Retry {
+    /// The call as first sent, before id and token rewriting.
+    pub(super) frame: Frame,
+    /// Rounds of input asked for so far.
+    pub(super) rounds: u8,
+}
+
+pub(super) struct ServerRequest {
+    /// The id as the child wrote it; the client's answer goes back with it.
+    pub(super) raw_id: Box<[u8]>,
+    pub(super) port: u64,
+    pub(super) outlet: Option<Sink>,
+    /// Set when the proxy itself asked (for a 2026-07-28 child's
+    /// `input_required`): the client's answer goes here, not to the child.
+    pub(super) answer: Option<oneshot::Sender<Frame>>,
+}
+
+#[derive(Default)]
+pub(super) struct Routes {
+    pub(super) pending: HashMap<u64, Pending>,
+    /// (port, the client's id in canonical form, [`jsonrpc::id_key`]) → proxy id.
+    pub(super) by_client: HashMap<(u64, Box<[u8]>), u64>,
+    /// The child's requests to clients, by canonical id.
+    pub(super) server_requests: HashMap<Box<[u8]>, ServerRequest>,
+    /// Request deadlines, soonest first: one timer task serves them all,
+    /// and an answered request leaves no timer behind.
+    pub(super) timers: BTreeSet<(Instant, u64)>,
+    pub(super) ports: HashMap<u64, Arc<Port>>,
+    pub(super) subscriptions: HashMap<String, HashSet<u64>>,
+    /// Requests in flight that belong to a client (not the proxy's own).
+    pub(super) client_pending: usize,
+    /// The level last sent to the child.
+    pub(super) child_log_level: Option<usize>,
+    /// Which session created which task (shared mode).
+    pub(super) tasks: TaskOwners,
+    /// Calls waiting for a 2026-07-28 client's retry, by `requestState`.
+    pub(super) parked: HashMap<String, Parked>,
+}
+
+impl Routes {
+    /// Empty tables; the task table remembers at most `max_tasks` owners.
+    pub(super) fn new(max_tasks: usize) -> Routes {
+        Routes {
+            tasks: TaskOwners::new(max_tasks),
+            ..Routes::default()
+        }
+    }
+
+    /// Records request `id` (already rewritten) and where its answer goes,
+    /// with its deadline, if any. A client's request is refused when its
+    /// session was detached on the way (nothing would ever remove the
+    /// entry) or when its id is already in flight for that session; the
+    /// request comes back with the reason. `Ok(true)`: the deadline is now
+    /// the soonest, and the timer must be woken.
+    pub(super) fn admit(
+        &mut self,
+        id: u64,
+        mut pending: Pending,
+        deadline: Option<Instant>,
+    ) -> Result<bool, Box<(UpstreamError, Pending)>> {
+        let client = pending.port != 0;
+        let key = client_key(pending.port, &pending.client_id);
+        if client && !self.ports.contains_key(&pending.port) {
+            return Err(Box::new((UpstreamError::SessionEnded, pending)));
+        }
+        if client && self.by_client.contains_key(&key) {
+            let shown = String::from_utf8_lossy(&pending.client_id).into_owned();
+            return Err(Box::new((UpstreamError::DuplicateId(shown), pending)));
+        }
+        let mut sooner = false;
+        if let Some(at) = deadline {
+            pending.deadline = Some(at);
+            sooner = self.timers.first().is_none_or(|(first, _)| at < *first);
+            self.timers.insert((at, id));
+        }
+        if client {
+            self.by_client.insert(key, id);
+            self.client_pending += 1;
+        }
+        self.pending.insert(id, pending);
+        Ok(sooner)
+    }
+
+    /// Removes request `id` with its index entry and its deadline: an
+    /// answered, failed or cancelled request leaves nothing behind.
+    pub(super) fn take(&mut self, id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        if let Some(at) = p.deadline {
+            self.timers.remove(&(at, id));
+        }
+        if p.port != 0 {
+            let key = client_key(p.port, &p.client_id);
+            if self.by_client.get(&key) == Some(&id) {
+                self.by_client.remove(&key);
+            }
+            self.client_pending -= 1;
+        }
+        Some(p)
+    }
+
+    /// The proxy id of session `port`'s request `client_id` in flight.
+    pub(super) fn proxy_id(&self, port: u64, client_id: &[u8]) -> Option<u64> {
+        self.by_client.get(&client_key(port, client_id)).copied()
+    }
+
+    /// Takes the requests whose deadline is at or before `now`, soonest
+    /// first (their deadlines removed); also returns the next deadline.
+    pub(super) fn due(&mut self, now: Instant) -> (Vec<u64>, Option<Instant>) {
+        let mut due = Vec::new();
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            due.push(id);
+        }
+        (due, self.timers.first().map(|(at, _)| *at))
+    }
+
+    /// Counts `port` in (`subscribe`) or out of the subscribers of `uri`;
+    /// `true` when the child must hear of it: the first subscriber in, or
+    /// the last one out.
+    pub(super) fn count_subscription(&mut self, uri: &str, port: u64, subscribe: bool) -> bool {
+        let subs = self.subscriptions.entry(uri.to_string()).or_default();
+        let forward = if subscribe {
+            subs.insert(port) && subs.len() == 1
+        } else {
+            subs.remove(&port) && subs.is_empty()
+        };
+        if subs.is_empty() {
+            self.subscriptions.remove(uri);
+        }
+        forward
+    }
+
+    /// Forgets a detached session: its requests (late answers are then
+    /// dropped), the child's requests to it, its tasks and its
+    /// subscriptions. Returns the URIs nobody subscribes to any more.
+    pub(super) fn forget_port(&mut self, port: u64) -> Vec<String> {
+        self.ports.remove(&port);
+        let mine: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.port == port)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in mine {
+            self.take(id);
+        }
+        self.server_requests.retain(|_, s| s.port != port);
+        self.tasks.release(port);
+        let mut unsubscribe = Vec::new();
+        self.subscriptions.retain(|uri, subs| {
+            if subs.remove(&port) && subs.is_empty() {
+                unsubscribe.push(uri.clone());
+            }
+            !subs.is_empty()
+        });
+        unsubscribe
+    }
+
+    /// Empties the tables of everything tied to the child (it died):
+    /// returns the requests in flight, to be failed. Ports and
+    /// subscriptions stay (the sessions outlive a shared child).
+    pub(super) fn drain(&mut self) -> Vec<Pending> {
+        self.by_client.clear();
+        self.timers.clear();
+        self.client_pending = 0;
+        self.tasks.clear();
+        self.parked.clear();
+        // The streams that carried the child's requests stay open: they
+        // may be a session's GET or legacy stream, which outlive the child.
+        self.server_requests.clear();
+        self.pending.drain().map(|(_, p)| p).collect()
+    }
+}
+
+pub(super) enum Target<'a> {
+    Request(&'a Pending),
+    Port(&'a Arc<Port>),
+    None,
+}
+
+/// The one place a message that relates to "the current request" can go:
+/// the only client request in flight, else the only session, else nowhere.
+pub(super) fn related_target(r: &Routes) -> Target<'_> {
+    if let Some(p) = related_call(r).and_then(|id| r.pending.get(&id)) {
+        return Target::Request(p);
+    }
+    if r.ports.len() == 1 {
+        // Invariant: len() == 1.
+        return Target::Port(r.ports.values().next().expect("one port"));
+    }
+    Target::None
+}
+
+/// The proxy id of the only client call in flight.
+pub(super) fn related_call(r: &Routes) -> Option<u64> {
+    if r.client_pending != 1 {
+        return None;
+    }
+    r.pending
+        .iter()
+        .find(|(_, p)| p.port != 0)
+        .map(|(id, _)| *id)
+}
+
+/// The key of a client's request in `Routes::by_client`: its session and
+/// its id in canonical form (`1.0` and `1` are one id).
+pub(super) fn client_key(port: u64, id: &[u8]) -> (u64, Box<[u8]>) {
+    (port, jsonrpc::id_key(id).unwrap_or_else(|| id.into()))
+}
+
+/// `notifications/cancelled` for the proxy's request `id`.
+pub(super) fn cancelled_notification(id: u64, reason: &str) -> Vec<u8> {
+    // Invariant: a Value of a string and an integer serializes.
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": { "requestId": id, "reason": reason },
+    }))
+    .expect("Value serializes")
+}
+
+pub(super) fn parse_proxy_id(raw: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(raw).ok()?;
+    s.trim_matches('"').parse().ok()
+}
+
+/// Replaces `params._meta.progressToken` with the proxy id; returns the
+/// client's original token. Only that value is replaced, byte for byte;
+/// messages without one pass as they are (a byte search first keeps tool
+/// arguments from being scanned twice).
+pub(super) fn rewrite_progress_token(frame: Frame, id: u64) -> (Frame, Option<Box<[u8]>>) {
+    let Some(params) = frame.params() else {
+        return (frame, None);
+    };
+    let finder = memchr::memmem::find;
+    if finder(params, b"progressToken").is_none() && finder(params, b"\\u").is_none() {
+        return (frame, None);
+    }
+    let Some(at) = frame.locate_in_params(&["_meta", "progressToken"]) else {
+        return (frame, None);
+    };
+    let token: Box<[u8]> = frame.bytes()[at.clone()].into();
+    (
+        frame.with_replaced(at, id.to_string().as_bytes()),
+        Some(token),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn progress_token_is_rewritten_and_the_original_kept() {
+        let f = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"p","_meta":{"progressToken":"tok-1"}}}"#),
+            true,
+        )
+        .unwrap();
+        let (g, token) = rewrite_progress_token(f, 99);
+        assert_eq!(token.as_deref(), Some(&br#""tok-1""#[..]));
+        let v: Value = serde_json::from_slice(g.bytes()).unwrap();
+        assert_eq!(v["params"]["_meta"]["progressToken"], 99);
+        assert_eq!(v["params"]["name"], "p");
+    }
+
+    #[test]
+    fn messages_without_token_pass_untouched() {
+        let bytes = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"progress"}}}"#);
+        let f = Frame::parse(bytes.clone(), true).unwrap();
+        let (g, token) = rewrite_progress_token(f, 5);
+        assert!(token.is_none());
+        assert_eq!(g.bytes(), &bytes);
+    }
+
+    #[test]
+    fn proxy_ids_parse_from_numbers_and_strings() {
+        assert_eq!(parse_proxy_id(b"17"), Some(17));
+        assert_eq!(parse_proxy_id(b"\"17\""), Some(17));
+        assert_eq!(parse_proxy_id(b"\"x\""), None);
+    }
+    fn pending(
+        port: u64,
+        client_id: &[u8],
+    ) -> (Pending, oneshot::Receiver<crate::jsonrpc::Message>) {
+        let (tx, rx) = oneshot::channel();
+        let p = Pending {
+            port,
+            fill: Fill::None,
+            tasks: TaskAnswer::None,
+            client_id: client_id.into(),
+            token: None,
+            retry: None,
+            parkable: false,
+            deadline: None,
+            reply: Reply::Once(tx),
+        };
+        (p, rx)
+    }
+
+    fn with_ports(keys: &[u64]) -> Routes {
+        let mut r = Routes::new(16);
+        for &k in keys {
+            r.ports.insert(
+                k,
+                Port::new(k, format!("s{k}").into(), super::super::PortKind::Session),
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn an_answered_request_leaves_no_index_entry_and_no_timer() {
+        let mut r = with_ports(&[1]);
+        let at = Instant::now() + std::time::Duration::from_secs(5);
+        assert!(matches!(
+            r.admit(7, pending(1, b"\"a\"").0, Some(at)),
+            Ok(true)
+        ));
+        assert_eq!(r.proxy_id(1, b"\"a\""), Some(7));
+        assert_eq!(r.client_pending, 1);
+        let p = r.take(7).expect("in flight");
+        assert_eq!(&*p.client_id, b"\"a\"");
+        assert!(r.take(7).is_none());
+        assert!(r.by_client.is_empty() && r.timers.is_empty() && r.pending.is_empty());
+        assert_eq!(r.client_pending, 0);
+    }
+
+    #[test]
+    fn a_reused_client_id_is_refused_even_written_differently() {
+        let mut r = with_ports(&[1, 2]);
+        assert!(r.admit(1, pending(1, b"1").0, None).is_ok());
+        // `1.0` is the id `1`: refused while the first is in flight.
+        let (e, back) = *r.admit(2, pending(1, b"1.0").0, None).unwrap_err();
+        assert!(matches!(e, UpstreamError::DuplicateId(_)));
+        assert_eq!(&*back.client_id, b"1.0");
+        // Another session may use the same id.
+        assert!(r.admit(3, pending(2, b"1").0, None).is_ok());
+        assert_eq!(r.client_pending, 2);
+        assert!(!r.pending.contains_key(&2));
+    }
+
+    #[test]
+    fn a_request_for_a_detached_session_is_refused_but_the_proxys_own_are_not() {
+        let mut r = with_ports(&[]);
+        let (e, _) = *r.admit(1, pending(9, b"1").0, None).unwrap_err();
+        assert!(matches!(e, UpstreamError::SessionEnded));
+        // Port 0 is the proxy's own requests: not a client's, not counted.
+        assert!(r.admit(2, pending(0, b"2").0, None).is_ok());
+        assert_eq!(r.client_pending, 0);
+        assert!(r.take(2).is_some());
+    }
+
+    #[test]
+    fn deadlines_fall_due_soonest_first_and_name_the_next() {
+        let mut r = with_ports(&[1]);
+        let now = Instant::now();
+        let s = std::time::Duration::from_secs;
+        assert!(matches!(
+            r.admit(1, pending(1, b"1").0, Some(now + s(3))),
+            Ok(true)
+        ));
+        assert!(matches!(
+            r.admit(2, pending(1, b"2").0, Some(now + s(1))),
+            Ok(true)
+        ));
+        // Later than the soonest: the timer need not be woken.
+        assert!(matches!(
+            r.admit(3, pending(1, b"3").0, Some(now + s(5))),
+            Ok(false)
+        ));
+        r.take(1);
+        let (due, next) = r.due(now + s(4));
+        assert_eq!(due, [2]);
+        assert_eq!(next, Some(now + s(5)));
+        assert_eq!(r.due(now).0, Vec::<u64>::new());
+    }
+
+    #[test]
+    fn subscriptions_reach_the_child_once_per_uri() {
+        let mut r = with_ports(&[1, 2]);
+        assert!(r.count_subscription("file:///a", 1, true));
+        assert!(!r.count_subscription("file:///a", 2, true));
+        assert!(!r.count_subscription("file:///a", 2, true));
+        assert!(!r.count_subscription("file:///a", 1, false));
+        // Unsubscribing what was never subscribed tells the child nothing.
+        assert!(!r.count_subscription("file:///b", 1, false));
+        assert!(r.count_subscription("file:///a", 2, false));
+        assert!(r.subscriptions.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_session_leaves_nothing_and_frees_its_last_subscriptions() {
+        let mut r = with_ports(&[1, 2]);
+        let at = Instant::now() + std::time::Duration::from_secs(5);
+        assert!(r.admit(1, pending(1, b"1").0, Some(at)).is_ok());
+        assert!(r.admit(2, pending(2, b"1").0, None).is_ok());
+        r.count_subscription("file:///shared", 1, true);
+        r.count_subscription("file:///shared", 2, true);
+        r.count_subscription("file:///mine", 1, true);
+        r.server_requests.insert(
+            b"\"q\"".to_vec().into(),
+            ServerRequest {
+                raw_id: b"\"q\"".to_vec().into(),
+                port: 1,
+                outlet: None,
+                answer: None,
+            },
+        );
+        let unsubscribe = r.forget_port(1);
+        assert_eq!(unsubscribe, ["file:///mine"]);
+        assert!(!r.ports.contains_key(&1));
+        assert!(!r.pending.contains_key(&1) && r.pending.contains_key(&2));
+        assert!(r.timers.is_empty() && r.server_requests.is_empty());
+        assert_eq!(r.client_pending, 1);
+        assert_eq!(r.proxy_id(2, b"1"), Some(2));
+    }
+
+    #[test]
+    fn the_related_call_is_the_only_client_call_in_flight() {
+        let mut r = with_ports(&[1, 2]);
+        assert!(matches!(related_target(&r), Target::None));
+        assert!(r.admit(5, pending(0, b"5").0, None).is_ok());
+        assert_eq!(
+            related_call(&r),
+            None,
+            "the proxy's own requests do not count"
+        );
+        assert!(r.admit(6, pending(1, b"1").0, None).is_ok());
+        assert_eq!(related_call(&r), Some(6));
+        assert!(matches!(related_target(&r), Target::Request(p) if p.port == 1));
+        assert!(r.admit(7, pending(2, b"1").0, None).is_ok());
+        assert_eq!(related_call(&r), None, "two calls: ambiguous");
+        r.take(6);
+        r.take(7);
+        r.ports.remove(&2);
+        assert!(matches!(related_target(&r), Target::Port(p) if p.key == 1));
+    }
+
+    #[test]
+    fn a_dead_child_fails_everything_in_flight_and_keeps_the_sessions() {
+        let mut r = with_ports(&[1]);
+        let at = Instant::now() + std::time::Duration::from_secs(5);
+        assert!(r.admit(1, pending(1, b"1").0, Some(at)).is_ok());
+        assert!(r.admit(2, pending(0, b"2").0, None).is_ok());
+        r.count_subscription("file:///a", 1, true);
+        let failed = r.drain();
+        assert_eq!(failed.len(), 2);
+        assert!(r.pending.is_empty() && r.by_client.is_empty() && r.timers.is_empty());
+        assert_eq!(r.client_pending, 0);
+        assert!(r.ports.contains_key(&1) && r.subscriptions.contains_key("file:///a"));
+    }
+
+    #[test]
+    fn cancellation_names_the_proxy_id() {
+        let v: Value = serde_json::from_slice(&cancelled_notification(12, "gone")).unwrap();
+        assert_eq!(v["method"], "notifications/cancelled");
+        assert_eq!(v["params"]["requestId"], 12);
+        assert_eq!(v["params"]["reason"], "gone");
+    }
+}

@@ -1,0 +1,75 @@
+//! Where the multiplexer puts what it routes to a client: a reply sink.
+//!
+//! The multiplexer decides which client gets a message; how the message
+//! travels (an SSE stream with event ids and replay, a JSON body, a legacy
+//! `message` event) is the HTTP layer's business, which implements
+//! [`ReplySink`] for its streams (`crate::sse::Outlet`). The upstream
+//! module therefore knows nothing of SSE encoding, and depends on no part
+//! of the HTTP layer.
+
+use std::sync::Arc;
+
+/// One stream to a client. Every method returns at once: a sink never
+/// makes the multiplexer (or the reader of the child's stdout) wait; what
+/// a sink does with a slow consumer is its own policy, except that a
+/// response must never be lost silently (see `send_response`).
+pub trait ReplySink: Send + Sync {
+    /// A message related to a request this stream carries, or to none
+    /// (notifications, the child's requests to the client). May be dropped
+    /// for a slow consumer.
+    fn send(&self, message: &[u8]);
+    /// The response to a request this stream carries. Never dropped
+    /// silently; a stream that owes no more responses then ends.
+    fn send_response(&self, message: &[u8]);
+    /// The response to one of this stream's requests will not come (the
+    /// request was cancelled): a stream that owed only that one ends.
+    fn forgo(&self);
+    /// Ends the stream (its session or child ended).
+    fn finish(&self);
+    /// Whether the stream has ended: nothing sent to it reaches anyone.
+    fn is_finished(&self) -> bool;
+    /// Whether a client is attached to the stream right now.
+    fn is_live(&self) -> bool;
+}
+
+/// A shared reply sink, as the routing tables hold it.
+pub type Sink = Arc<dyn ReplySink>;
+
+#[cfg(test)]
+pub(super) mod testing {
+    //! A sink that records what it got, for unit tests of routing.
+
+    use std::sync::Mutex;
+
+    use super::ReplySink;
+
+    /// Records every message; `finished` once told so.
+    #[derive(Default)]
+    pub struct Recorder {
+        /// What `send` got.
+        pub sent: Mutex<Vec<Vec<u8>>>,
+        /// What `send_response` got.
+        pub responses: Mutex<Vec<Vec<u8>>>,
+        /// Set by `finish`.
+        pub finished: Mutex<bool>,
+    }
+
+    impl ReplySink for Recorder {
+        fn send(&self, message: &[u8]) {
+            self.sent.lock().unwrap().push(message.to_vec());
+        }
+        fn send_response(&self, message: &[u8]) {
+            self.responses.lock().unwrap().push(message.to_vec());
+        }
+        fn forgo(&self) {}
+        fn finish(&self) {
+            *self.finished.lock().unwrap() = true;
+        }
+        fn is_finished(&self) -> bool {
+            *self.finished.lock().unwrap()
+        }
+        fn is_live(&self) -> bool {
+            !self.is_finished()
+        }
+    }
+}
