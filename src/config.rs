@@ -15,6 +15,7 @@ use argh::FromArgs;
 
 use crate::auth::AuthConfig;
 use crate::child::ChildSpec;
+use crate::logging::LogFormat;
 use crate::version::UpstreamProtocol;
 
 /// Default listen address: loopback, the spec's advice for local servers.
@@ -295,15 +296,6 @@ pub struct Args {
     /// the stdio MCP server to run, after --
     #[argh(positional, greedy)]
     pub command: Vec<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Plain,
-    /// One JSON object per line.
-    Json,
 }
 
 /// How sessions map to children.
