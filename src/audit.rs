@@ -22,7 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tracing::{Level, warn};
 
-use crate::auth::Principal;
+use crate::auth::principal::Principal;
 use crate::jsonrpc::{Frame, Kind, Message};
 use crate::upstream::AnswerWatch;
 
@@ -396,7 +396,7 @@ mod tests {
         let path = dir.join("audit.log");
         let _ = std::fs::remove_file(&path);
         let audit = Arc::new(Audit::open(Some(&path)).unwrap());
-        let who = Principal::new(crate::auth::AuthMethod::ApiKey, "alice");
+        let who = Principal::new(crate::auth::principal::AuthMethod::ApiKey, "alice");
         let frame =
             |s: &'static str| Frame::parse(bytes::Bytes::from_static(s.as_bytes()), true).unwrap();
         let call = frame(

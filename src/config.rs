@@ -15,6 +15,7 @@ use argh::FromArgs;
 
 use crate::auth::AuthConfig;
 use crate::child::ChildSpec;
+use crate::logging::LogFormat;
 use crate::version::UpstreamProtocol;
 
 /// Default listen address: loopback, the spec's advice for local servers.
@@ -277,6 +278,9 @@ pub struct Args {
     /// a TOML file of named servers, each served at /servers/<name>/mcp (see README); SIGHUP reloads it
     #[argh(option)]
     pub config: Option<String>,
+    /// with --config: check the file this often and reload when its content changed, as SIGHUP does; 0 turns it off (default 2s)
+    #[argh(option)]
+    pub config_poll: Option<String>,
     /// a named server as NAME=COMMAND (split on spaces), served at /servers/NAME/mcp (repeatable)
     #[argh(option)]
     pub server: Vec<String>,
@@ -292,15 +296,6 @@ pub struct Args {
     /// the stdio MCP server to run, after --
     #[argh(positional, greedy)]
     pub command: Vec<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Plain,
-    /// One JSON object per line.
-    Json,
 }
 
 /// How sessions map to children.

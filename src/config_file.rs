@@ -79,6 +79,33 @@ pub struct ServersConfig {
     pub servers: Vec<ServerSpec>,
     /// The credential store, when any server uses secrets or one is set.
     pub store: Option<StoreSettings>,
+    /// How often the `--config` file is checked for a change (which then
+    /// reloads as SIGHUP does); `None` without a file or with 0.
+    pub config_poll: Option<Duration>,
+}
+
+/// Default of `--config-poll`: a changed file applies within about this
+/// long, and a check costs one read of a small file.
+pub const DEFAULT_CONFIG_POLL: Duration = Duration::from_secs(2);
+
+/// Largest `--config` file read: a config is a few kilobytes, and a file
+/// that grew without bound (a log written to the wrong path) must not be
+/// read into memory every poll.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a `--config` file, refusing one over [`MAX_CONFIG_FILE_BYTES`].
+pub fn read_config_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_CONFIG_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 #[derive(Deserialize, Default)]
@@ -289,7 +316,8 @@ pub fn load(
     let file = match &args.config {
         None => FileRaw::default(),
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = read_config_file(Path::new(path))
+                .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
                 .map_err(|e| ConfigError(format!("--config: cannot read {path}: {e}")))?;
             parse_file(Path::new(path), &text)?
         }
@@ -456,11 +484,37 @@ fn from_parts(
             ));
         }
     }
+    let config_poll = match &args.config {
+        None if args.config_poll.is_some() => {
+            return err("--config-poll watches the --config file; give --config too");
+        }
+        None => None,
+        Some(_) => config_poll(
+            args.config_poll
+                .clone()
+                .or_else(|| lookup("MCP_PROXY_CONFIG_POLL"))
+                .as_deref(),
+        )?,
+    };
     Ok(ServersConfig {
         base,
         servers,
         store,
+        config_poll,
     })
+}
+
+fn config_poll(v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    match v {
+        None => Ok(Some(DEFAULT_CONFIG_POLL)),
+        Some(v) => match parse_duration(v) {
+            Some(d) if d.is_zero() => Ok(None),
+            Some(d) if d >= Duration::from_millis(100) => Ok(Some(d)),
+            _ => err(format!(
+                "--config-poll: expected 0 (off) or a duration of at least 100ms such as 2s, got {v:?}"
+            )),
+        },
+    }
 }
 
 fn store_timeout(v: Option<&str>) -> Result<Duration, ConfigError> {
@@ -632,6 +686,47 @@ mod tests {
         args.config = Some("test.toml".into());
         let file = parse_file(Path::new("test.toml"), text)?;
         from_parts(args, file, &|_| None)
+    }
+
+    #[test]
+    fn the_config_poll_defaults_to_two_seconds_and_zero_turns_it_off() {
+        let one = "[[server]]\nname = \"a\"\ncommand = [\"true\"]\n";
+        let poll = |flags: &[&str]| load_str(one, flags).map(|c| c.config_poll);
+        assert_eq!(poll(&[]).unwrap(), Some(DEFAULT_CONFIG_POLL));
+        assert_eq!(
+            poll(&["--config-poll", "500ms"]).unwrap(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(poll(&["--config-poll", "0"]).unwrap(), None);
+        for bad in ["50ms", "soon", "-1s"] {
+            let e = poll(&["--config-poll", bad]).unwrap_err().to_string();
+            assert!(e.contains("--config-poll"), "{bad}: {e}");
+        }
+        // From the environment when the flag is absent.
+        let args = Args {
+            config: Some("test.toml".into()),
+            ..Args::default()
+        };
+        let file = parse_file(Path::new("test.toml"), one).unwrap();
+        let env = |k: &str| (k == "MCP_PROXY_CONFIG_POLL").then(|| "0".to_string());
+        assert_eq!(from_parts(args, file, &env).unwrap().config_poll, None);
+    }
+
+    #[test]
+    fn a_config_file_over_the_cap_is_refused_unread() {
+        let dir = std::env::temp_dir().join(format!("mcp-cfg-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.toml");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(MAX_CONFIG_FILE_BYTES + 1).unwrap();
+        let e = read_config_file(&path).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        f.set_len(MAX_CONFIG_FILE_BYTES).unwrap();
+        assert_eq!(
+            read_config_file(&path).unwrap().len() as u64,
+            MAX_CONFIG_FILE_BYTES
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     const ISSUE_SHAPE: &str = r#"

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
 
+mod store_pg;
+use store_pg::Postgres;
+
 const T: Duration = Duration::from_secs(10);
 
 fn ring(keys: &[&str]) -> KeyRing {
@@ -218,123 +221,8 @@ async fn key_rotation_under_load_embedded() {
 
 // ------------------------------------------------------------ PostgreSQL
 
-/// A throwaway PostgreSQL server in a temp dir on a loopback port, run as
-/// the `postgres` user when the tests run as root. `None` (with the reason
-/// printed) when no server binaries are installed, unless
-/// `MCP_PROXY_TEST_POSTGRES=required` (scripts/test.sh sets it after
-/// installing the Debian package).
-struct Postgres {
-    dir: std::path::PathBuf,
-    url: String,
-    child: std::process::Child,
-}
-
-impl Postgres {
-    fn start() -> Option<Postgres> {
-        let required = std::env::var("MCP_PROXY_TEST_POSTGRES").as_deref() == Ok("required");
-        let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .find(|p| p.join("initdb").exists())
-        });
-        let Some(bin) = bin else {
-            assert!(!required, "PostgreSQL is required but not installed");
-            eprintln!(
-                "skipped: PostgreSQL server binaries not found under /usr/lib/postgresql (scripts/test.sh installs them)"
-            );
-            return None;
-        };
-        let root = std::fs::metadata("/proc/self")
-            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-            .unwrap_or(false);
-        let dir = tempdir("pg");
-        let data = dir.join("data");
-        let as_user = |prog: &str| -> Command {
-            if root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
-                c
-            } else {
-                Command::new(bin.join(prog))
-            }
-        };
-        if root {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                assert!(!required, "cannot hand the temp dir to the postgres user");
-                eprintln!("skipped: cannot chown the temp dir to the postgres user");
-                return None;
-            }
-        }
-        let out = as_user("initdb")
-            .args(["-A", "trust", "-U", "mcp", "-E", "UTF8", "--no-sync", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = as_user("postgres")
-            .arg("-D")
-            .arg(&data)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
-            .arg(&dir)
-            .args(["-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("postgres://mcp@127.0.0.1:{port}/postgres");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let ready = || {
-            Command::new(bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        while !ready() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "postgres did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(Postgres { dir, url, child })
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        // SIGINT to the postmaster itself (runuser does not pass it on):
-        // PostgreSQL's fast shutdown.
-        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
-            .ok()
-            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-        if let Some(pid) = pid {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        } else {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_store_is_shared_by_two_proxies_and_rotates_under_load() {
+async fn postgres_store_is_shared_by_two_handles_and_rotates_under_load() {
     let Some(pg) = Postgres::start() else { return };
     let key = StoreKey::generate_base64();
     // Two proxies open the same store at once: the migration runs once.

@@ -1,5 +1,5 @@
-//! The real binary with named servers: `check-config`, `--config` and a
-//! SIGHUP reload (a good file applies, a bad one is refused and the
+//! The real binary with named servers: `check-config`, `--config`, a
+//! SIGHUP reload and a `--config-poll` reload (a good file applies, a bad one is refused and the
 //! running servers stay).
 
 mod support;
@@ -488,4 +488,236 @@ async fn named_servers_as_pid_1_reap_orphans_forward_signals_and_reload_on_sighu
     };
     assert_eq!(code, Some(0));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A proxy binary with its stderr lines on a channel and its port.
+struct Proc {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    port: u16,
+    /// The lines logged up to "listening on".
+    startup: Vec<String>,
+}
+
+impl Proc {
+    fn start(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .args(args)
+            .args(["--port", "0"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Proc {
+            child,
+            lines,
+            port: 0,
+            startup: Vec::new(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let line = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let l = p.lines.recv_timeout(left).expect("the proxy starts");
+            let done = l.contains("listening on http://127.0.0.1:");
+            p.startup.push(l.clone());
+            if done {
+                break l;
+            }
+        };
+        p.port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap();
+        p
+    }
+
+    /// The next stderr line containing `needle` (20 s at most).
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?}"),
+            }
+        }
+    }
+
+    fn status(&self, path: &str) -> u16 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Polls `path` until it answers `want`, returning how long that took.
+    fn until_status(&self, path: &str, want: u16, within: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        while self.status(path) != want {
+            assert!(
+                started.elapsed() < within,
+                "{path} did not answer {want} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_edited_config_file_applies_without_a_signal_and_a_broken_one_is_refused() {
+    let dir = tempdir("poll");
+    let file = dir.join("p.toml");
+    std::fs::write(&file, server("a")).unwrap();
+    // The interval from the environment, as a container would set it.
+    let p = Proc::start(
+        &["--config".as_ref(), file.as_os_str()],
+        &[("MCP_PROXY_CONFIG_POLL", "250ms")],
+    );
+    assert!(
+        p.startup
+            .iter()
+            .any(|l| l.contains("watching the config file") && l.contains("250ms")),
+        "{:?}",
+        p.startup
+    );
+    assert_eq!(p.status("/servers/a/ready"), 200);
+    assert_eq!(p.status("/servers/b/ready"), 404);
+
+    // Added: b answers within a bound (the poll interval plus a reload).
+    std::fs::write(&file, format!("{}{}", server("a"), server("b"))).unwrap();
+    let took = p.until_status("/servers/b/ready", 200, Duration::from_secs(5));
+    eprintln!("added server answered {took:?} after the write (poll 250ms)");
+    p.wait_for("configuration reloaded");
+
+    // Broken: refused with its reason, once, and both servers keep serving.
+    std::fs::write(&file, "[[server]]\nname = \"a\"\ncommand = []\n").unwrap();
+    let refused = p.wait_for("reload refused");
+    assert!(refused.contains("command is empty"), "{refused}");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(p.status("/servers/a/ready"), 200);
+    assert_eq!(p.status("/servers/b/ready"), 200);
+    assert!(
+        p.lines.try_iter().all(|l| !l.contains("reload refused")),
+        "the same broken file is refused once, not at every poll"
+    );
+
+    // Removed (a fixed file applies): b is gone for new sessions.
+    std::fs::write(&file, server("a")).unwrap();
+    p.until_status("/servers/b/ready", 404, Duration::from_secs(5));
+    assert_eq!(p.status("/servers/a/ready"), 200);
+    drop(p);
+
+    // --config-poll 0 turns it off: an edit does nothing without SIGHUP.
+    std::fs::write(&file, server("a")).unwrap();
+    let p = Proc::start(
+        &[
+            "--config".as_ref(),
+            file.as_os_str(),
+            "--config-poll".as_ref(),
+            "0".as_ref(),
+        ],
+        &[],
+    );
+    std::fs::write(&file, format!("{}{}", server("a"), server("b"))).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(p.status("/servers/b/ready"), 404);
+    drop(p);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn config_poll_refuses_nonsense_with_exit_64() {
+    let dir = tempdir("poll-bad");
+    let file = dir.join("p.toml");
+    std::fs::write(&file, server("a")).unwrap();
+    for args in [
+        vec!["--config", file.to_str().unwrap(), "--config-poll", "10ms"],
+        vec!["--config", file.to_str().unwrap(), "--config-poll", "soon"],
+        vec!["--server", "a=true", "--config-poll", "2s"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .args(&args)
+            .args(["--port", "0"])
+            .env_remove("MCP_PROXY_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains("--config-poll"), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn named_server_flags_on_a_single_server_command_line_exit_64() {
+    for flag in [
+        ["--store", "/tmp/never-created.db"],
+        ["--store-key-file", "/tmp/never-read.key"],
+        ["--store-timeout", "5s"],
+        ["--config-poll", "2s"],
+    ] {
+        // Before the check the proxy started and served: kill it then.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .args(flag)
+            .args(["--port", "0", "--", "true"])
+            .env_remove("MCP_PROXY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let code = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{flag:?}: the proxy started instead of refusing the flag");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(code, Some(64), "{flag:?}: {err}");
+        assert!(
+            err.contains(flag[0]) && err.contains("named servers"),
+            "{flag:?}: {err}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/never-created.db").exists());
 }

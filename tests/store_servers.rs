@@ -1,6 +1,7 @@
 //! Named servers behind one proxy: isolation, reload under live sessions,
 //! and per-user credentials from the store at spawn.
 
+mod store_pg;
 mod support;
 
 use std::io::Write;
@@ -547,5 +548,172 @@ credential_headers = {{ UPSTREAM_TOKEN = "X-Upstream-Token" }}
         "mode = \"shared\"\ncredential_headers",
     );
     assert!(load(&dir, &shared).unwrap_err().contains("per-session"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The pid of the child serving a session client.
+async fn session_pid(c: &Client, id: i64) -> u32 {
+    text_of(&c.call(json!(id), "pid", json!({})).await)
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_sharing_a_postgres_store_give_children_the_current_value() {
+    let Some(pg) = store_pg::Postgres::start() else {
+        return;
+    };
+    let dir = tempdir("pg-two-proxies");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let key = StoreKey::generate_base64();
+    // Each proxy opens the store itself, as two replicas would.
+    let open = || async {
+        Arc::new(
+            Store::open(
+                &pg.url,
+                KeyRing::parse(&key).unwrap(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap(),
+        )
+    };
+    let (store_a, store_b) = (open().await, open().await);
+    let toml = format!(
+        r#"
+[auth]
+api_keys = ["{K1}", "{K2}"]
+[store]
+url = {url:?}
+[[server]]
+name = "dump"
+mode = "per-session"
+command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
+env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
+"#,
+        url = pg.url,
+        everything = example("everything"),
+    );
+    let a = start(load(&dir, &toml).unwrap(), Some(store_a.clone())).await;
+    let b = start(load(&dir, &toml).unwrap(), Some(store_b.clone())).await;
+    let url_a = format!("{}/servers/dump/mcp", a.base);
+    let url_b = format!("{}/servers/dump/mcp", b.base);
+
+    // Set once (through proxy a's store): children of both proxies see it.
+    let tok = SecretRef::new("key-1", "dump", "tok");
+    store_a
+        .set(&tok, &Secret::new(b"first-pg-value-4410".to_vec()))
+        .await
+        .unwrap();
+    let mut on_a = authed(&url_a, K1);
+    on_a.initialize("2025-11-25", json!({})).await;
+    let mut on_b = authed(&url_b, K1);
+    on_b.initialize("2025-11-25", json!({})).await;
+    let (pa, pb) = (session_pid(&on_a, 1).await, session_pid(&on_b, 1).await);
+    assert_ne!(pa, pb);
+    for pid in [pa, pb] {
+        let env = env_of(&dumps, pid);
+        assert!(
+            env.contains("UPSTREAM_TOKEN=first-pg-value-4410\n"),
+            "{env}"
+        );
+    }
+
+    // Changed through a: the next child of b has the new value (nothing is
+    // cached per proxy), on both eras.
+    store_a
+        .set(&tok, &Secret::new(b"second-pg-value-8817".to_vec()))
+        .await
+        .unwrap();
+    let mut next_b = authed(&url_b, K1);
+    next_b.initialize("2025-11-25", json!({})).await;
+    let env = env_of(&dumps, session_pid(&next_b, 1).await);
+    assert!(
+        env.contains("UPSTREAM_TOKEN=second-pg-value-8817\n"),
+        "{env}"
+    );
+    let modern = authed(&url_b, K1).http;
+    let env = env_of(&dumps, modern_pid(&modern, &url_b).await);
+    assert!(
+        env.contains("UPSTREAM_TOKEN=second-pg-value-8817\n"),
+        "{env}"
+    );
+    // The session started before the change keeps its child and its value.
+    assert_eq!(session_pid(&on_b, 2).await, pb);
+
+    // A principal without a value: refused on both proxies, both eras, and
+    // no child is started for it.
+    let before = std::fs::read_dir(&dumps).unwrap().count();
+    for url in [&url_a, &url_b] {
+        let r = authed(url, K2)
+            .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+            .await;
+        assert_eq!(r.status(), 403);
+        let body: Value = r.json().await.unwrap();
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("key-2") && msg.contains("UPSTREAM_TOKEN"),
+            "{msg}"
+        );
+        let r = modern_call(&authed(url, K2).http, url, "pid").await;
+        assert_eq!(r.status(), 403);
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("key-2"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&dumps).unwrap().count(),
+        before,
+        "no child for key-2"
+    );
+
+    // Deleted through b: the next child of a is refused.
+    assert!(store_b.delete(&tok).await.unwrap());
+    let r = authed(&url_a, K1)
+        .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    assert_eq!(r.status(), 403);
+    a.stop().await;
+    b.stop().await;
+    drop((store_a, store_b));
+    drop(pg);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_2026_child_without_auth_is_stopped_when_idle_and_restarted_on_use() {
+    let dir = tempdir("modern-idle");
+    let toml = everything_toml(
+        "open",
+        "mode = \"per-session\"\n[server.limits]\nsession_idle_timeout = \"1s\"",
+    );
+    let p = start(load(&dir, &toml).unwrap(), None).await;
+    let url = format!("{}/servers/open/mcp", p.base);
+    let http = reqwest::Client::new();
+    // No auth and no per-user credentials: every 2026-07-28 caller shares one child.
+    let first = modern_pid(&http, &url).await;
+    assert_eq!(modern_pid(&reqwest::Client::new(), &url).await, first);
+    // Idle past --session-idle-timeout: the child is stopped...
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(
+        eventually_async(|| async { !alive(first) }).await,
+        "the idle 2026-07-28 child {first} is still running"
+    );
+    // ...and the next request starts a fresh one.
+    let second = modern_pid(&http, &url).await;
+    assert_ne!(second, first);
+    // A child in use is not stopped: requests every 300 ms for 2 s keep it.
+    for _ in 0..7 {
+        assert_eq!(modern_pid(&http, &url).await, second);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    p.stop().await;
+    assert!(
+        eventually_async(|| async { !alive(second) }).await,
+        "shutdown stops it"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

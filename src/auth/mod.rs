@@ -26,6 +26,7 @@ pub mod jwt;
 pub mod keys;
 pub mod limit;
 pub mod metadata;
+pub mod principal;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -42,93 +43,7 @@ use jwt::{JwtConfig, JwtError, JwtVerifier, TokenHeader};
 use keys::{ApiKey, KeyRing};
 use limit::FailureLimiter;
 use metadata::ResourceMetadata;
-
-/// How a principal proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthMethod {
-    /// No authentication is configured: everyone is the same anonymous principal.
-    None,
-    /// A named API key.
-    ApiKey,
-    /// A JWT's `sub`.
-    Jwt,
-    /// What the forward-auth endpoint answered.
-    Forward,
-}
-
-impl AuthMethod {
-    /// The name used in logs, the audit log and `/health`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::None => "none",
-            AuthMethod::ApiKey => "api-key",
-            AuthMethod::Jwt => "jwt",
-            AuthMethod::Forward => "forward",
-        }
-    }
-}
-
-/// Who a request comes from. Two principals are the same when method and
-/// name agree: a key named `alice` and a JWT whose `sub` is `alice` are
-/// different principals.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    method: AuthMethod,
-    name: Arc<str>,
-    email: Option<Arc<str>>,
-}
-
-impl PartialEq for Principal {
-    fn eq(&self, other: &Principal) -> bool {
-        self.method == other.method && self.name == other.name
-    }
-}
-
-impl Eq for Principal {}
-
-impl std::hash::Hash for Principal {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.method.hash(state);
-        self.name.hash(state);
-    }
-}
-
-impl std::fmt::Display for Principal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.method.as_str(), self.name)
-    }
-}
-
-impl Principal {
-    /// The principal of every request when no authentication is configured.
-    pub fn anonymous() -> Principal {
-        Principal::new(AuthMethod::None, "anonymous")
-    }
-
-    /// A principal.
-    pub fn new(method: AuthMethod, name: &str) -> Principal {
-        Principal {
-            method,
-            name: name.into(),
-            email: None,
-        }
-    }
-
-    /// How it authenticated.
-    pub fn method(&self) -> AuthMethod {
-        self.method
-    }
-
-    /// Its name (key name, `sub`, forward-auth answer).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// A JWT's `email`, when it had one.
-    pub fn email(&self) -> Option<&str> {
-        self.email.as_deref()
-    }
-}
+pub use principal::{AuthMethod, Principal};
 
 /// Why a request was refused.
 #[derive(Debug, Clone, thiserror::Error)]

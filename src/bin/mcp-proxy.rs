@@ -70,6 +70,24 @@ fn main() {
     if args.config.is_some() || !args.server.is_empty() {
         std::process::exit(named::main(args));
     }
+    // Named-server flags would otherwise be ignored in silence: a single
+    // server started with --store would run without the per-user
+    // credentials its operator meant it to have.
+    for (flag, given) in [
+        ("--store", args.store.is_some()),
+        ("--store-key-file", args.store_key_file.is_some()),
+        ("--store-timeout", args.store_timeout.is_some()),
+        ("--config-poll", args.config_poll.is_some()),
+    ] {
+        if given {
+            fail(
+                EX_USAGE,
+                &format!(
+                    "{flag} applies to named servers only (--config FILE or --server NAME=COMMAND); a single server after -- takes no credential store"
+                ),
+            );
+        }
+    }
     let config = match Config::from_args(args, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => fail(EX_USAGE, &e.to_string()),

@@ -374,18 +374,23 @@ impl App {
     /// isolating mode with authentication or per-user credentials, one per
     /// principal, started on first use with the principal's own
     /// credentials (no principal reads another's state or uses another's
-    /// credential); otherwise the shared one.
+    /// credential). In that mode without either, every caller is the one
+    /// anonymous principal and so shares one child, kept in the same table
+    /// for its idle expiry and session slot. In `--shared` and
+    /// `--stateless` modes, the shared child.
     pub async fn modern_upstream(
         &self,
         principal: &Principal,
     ) -> Result<Arc<Upstream>, ProxyError> {
-        let per_user_credentials = self.credentials.get().is_some();
-        if self.config.mode != Mode::PerSession || !(self.auth.is_enabled() || per_user_credentials)
-        {
+        if self.config.mode != Mode::PerSession {
             return self.shared_upstream().await;
         }
         let key = crate::principals::ChildKey::new(principal, &crate::store::current_header_env());
-        let label = format!("principal {principal}");
+        let label = if self.auth.is_enabled() || self.credentials.get().is_some() {
+            format!("principal {principal}")
+        } else {
+            "2026-07-28 (no authentication: one child for every caller)".to_string()
+        };
         self.principal_children
             .get_or_start(&key, || async {
                 let mut spec = self.config.child.clone();

@@ -568,6 +568,72 @@ pub fn reload_on_sighup(
     Ok(())
 }
 
+/// Re-reads the configuration through `load` whenever the content of
+/// `path` changes, checked every `every` (`--config-poll`): the same path
+/// as SIGHUP, for deployments that cannot signal the proxy (a mounted
+/// Kubernetes ConfigMap, an editor over ssh).
+///
+/// Why a poll and not inotify: a read of a file of a few kilobytes every
+/// two seconds costs nothing measurable, needs no new dependency, and
+/// sees changes inotify misses (a ConfigMap's symlink swap, network file
+/// systems, a file replaced by rename). The content is compared, not the
+/// modification time: two writes within one timestamp tick, or a restore
+/// of an older file, are both seen. A content seen before is not applied
+/// again, so a broken file is refused (and logged) once, not every poll;
+/// fixing it applies it. A half-written file is refused and the complete
+/// one applied at the next check.
+pub fn reload_on_change(
+    set: Arc<ServerSet>,
+    path: std::path::PathBuf,
+    every: Duration,
+    load: impl Fn() -> Result<ServersConfig, String> + Send + 'static,
+    shutdown: CancellationToken,
+) {
+    let read = |path: &std::path::PathBuf| {
+        let path = path.clone();
+        async move {
+            tokio::task::spawn_blocking(move || crate::config_file::read_config_file(&path))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        }
+    };
+    tokio::spawn(async move {
+        // The content the running configuration came from (near enough: a
+        // change between the start-up read and this one is seen at the
+        // first check only if it happens after this read).
+        let mut seen = read(&path).await.ok();
+        let mut unreadable = seen.is_none();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let bytes = match read(&path).await {
+                Ok(b) => b,
+                Err(e) => {
+                    if !unreadable {
+                        warn!(path = %path.display(), error = %e, "config poll: cannot read the file; the running configuration stays");
+                        unreadable = true;
+                    }
+                    continue;
+                }
+            };
+            unreadable = false;
+            if seen.as_deref() == Some(&bytes[..]) {
+                continue;
+            }
+            seen = Some(bytes);
+            info!(path = %path.display(), "config file changed: reloading the configuration");
+            if let Err(e) = load().and_then(|c| set.reload(c)) {
+                warn!(error = %e, "reload refused; the running configuration stays");
+            }
+        }
+    });
+}
+
 /// Environment lookup shared with the reload task.
 pub type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -593,14 +659,28 @@ pub async fn serve_config(
             Some(Arc::new(store))
         }
     };
+    let poll = config.config_poll;
     let set = ServerSet::new(config, store)?;
-    let reload_lookup = lookup.clone();
-    reload_on_sighup(
-        set.clone(),
-        move || crate::config_file::load(args.clone(), &*reload_lookup).map_err(|e| e.to_string()),
-        shutdown.clone(),
-    )
-    .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    let load = {
+        let lookup = lookup.clone();
+        let args = args.clone();
+        Arc::new(move || {
+            crate::config_file::load(args.clone(), &*lookup).map_err(|e| e.to_string())
+        })
+    };
+    if let (Some(every), Some(path)) = (poll, &args.config) {
+        info!(path = %path, every = ?every, "watching the config file for changes");
+        let load = load.clone();
+        reload_on_change(
+            set.clone(),
+            path.into(),
+            every,
+            move || load(),
+            shutdown.clone(),
+        );
+    }
+    reload_on_sighup(set.clone(), move || load(), shutdown.clone())
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     run_until(listener, set, shutdown, hurry).await;
     Ok(())
 }
