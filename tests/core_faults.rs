@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, SseStream, alive, eventually, example};
+use support::{Client, Proxy, SseStream, alive, eventually, example, read_messages_lenient};
 
 const MODERN: &str = "2026-07-28";
 
@@ -29,44 +29,18 @@ async fn assert_responsive(proxy: &Proxy) {
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
-async fn ready_status(proxy: &Proxy) -> u16 {
-    reqwest::get(format!("{}/ready", proxy.base()))
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// A call that must be answered (result or error) within `within`.
 async fn call_within(c: &Client, id: Value, tool: &str, args: Value, within: Duration) -> Value {
     let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args,"_meta":{"progressToken":"tok"}}});
     let resp = tokio::time::timeout(within, async {
         let r = c.post(&body).await;
-        lenient_messages(r).await
+        read_messages_lenient(r).await
     })
     .await
     .unwrap_or_else(|_| panic!("{tool} answered within {within:?}"));
     resp.into_iter()
         .rfind(|m| m.get("id") == Some(&id))
         .unwrap_or_else(|| panic!("no response to {tool}"))
-}
-
-/// The messages of an answer (SSE or JSON); messages that carry what no
-/// JSON parser here can hold (`1e400`, deep nesting), which the proxy
-/// passes through unchanged, are left out.
-async fn lenient_messages(resp: reqwest::Response) -> Vec<Value> {
-    let sse = resp
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
-    let body = resp.bytes().await.unwrap();
-    if !sse {
-        return serde_json::from_slice(&body).into_iter().collect();
-    }
-    support::parse_events(&String::from_utf8_lossy(&body))
-        .into_iter()
-        .filter_map(|e| serde_json::from_str(&e.data).ok())
-        .collect()
 }
 
 fn is_error(m: &Value) -> bool {
@@ -114,7 +88,7 @@ async fn child_output_with_unrepresentable_numbers_or_deep_nesting_does_not_kill
         )
         .await;
         assert_eq!(echo["result"]["content"][0]["text"], "still here");
-        assert_eq!(ready_status(&proxy).await, 200);
+        assert_eq!(proxy.ready_status().await, 200);
         proxy.stop().await;
     }
 }
@@ -129,13 +103,7 @@ async fn a_cancel_with_an_unrepresentable_number_is_accepted_without_a_panic() {
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-11-25", json!({})).await;
     let sleeper = {
-        let c = Client {
-            http: c.http.clone(),
-            url: c.url.clone(),
-            session: c.session.clone(),
-            version: c.version.clone(),
-            accept: "application/json",
-        };
+        let c = c.sibling("application/json");
         tokio::spawn(async move {
             c.post(&json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":3000}}}))
                 .await
@@ -758,13 +726,7 @@ async fn a_reused_id_is_refused_while_the_first_request_is_in_flight() {
     c.accept = "application/json";
     c.initialize("2025-11-25", json!({})).await;
     let first = {
-        let c = Client {
-            http: c.http.clone(),
-            url: c.url.clone(),
-            session: c.session.clone(),
-            version: c.version.clone(),
-            accept: "application/json",
-        };
+        let c = c.sibling("application/json");
         tokio::spawn(async move {
             let r = c
                 .post(&json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":10000}}}))

@@ -103,6 +103,15 @@ impl Proxy {
             .ok();
     }
 
+    /// The status of `GET /ready`.
+    pub async fn ready_status(&self) -> u16 {
+        reqwest::get(format!("{}/ready", self.base()))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// `GET /health` as JSON.
     pub async fn health(&self) -> Value {
         reqwest::get(format!("{}/health", self.base()))
@@ -131,6 +140,18 @@ impl Client {
             session: None,
             version: "2025-11-25".into(),
             accept: "application/json, text/event-stream",
+        }
+    }
+
+    /// Another client in this client's session (one to move into a task),
+    /// accepting `accept`.
+    pub fn sibling(&self, accept: &'static str) -> Client {
+        Client {
+            http: self.http.clone(),
+            url: self.url.clone(),
+            session: self.session.clone(),
+            version: self.version.clone(),
+            accept,
         }
     }
 
@@ -226,6 +247,24 @@ pub async fn read_messages(resp: reqwest::Response) -> Vec<Value> {
     parse_events(&String::from_utf8_lossy(&body))
         .into_iter()
         .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect()
+}
+
+/// As [`read_messages`], without a deadline on the body, and leaving out
+/// the messages that carry what no JSON parser here can hold (`1e400`,
+/// deep nesting), which the proxy passes through unchanged.
+pub async fn read_messages_lenient(resp: reqwest::Response) -> Vec<Value> {
+    let sse = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let body = resp.bytes().await.unwrap();
+    if !sse {
+        return serde_json::from_slice(&body).into_iter().collect();
+    }
+    parse_events(&String::from_utf8_lossy(&body))
+        .into_iter()
+        .filter_map(|e| serde_json::from_str(&e.data).ok())
         .collect()
 }
 
