@@ -11,7 +11,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, SseStream, alive, eventually, example, read_messages_lenient};
+use support::{
+    Client, Proxy, SseStream, alive, eventually, example, modern_post, read_messages_lenient,
+};
 
 const MODERN: &str = "2026-07-28";
 
@@ -529,17 +531,7 @@ async fn a_slow_consumers_live_queue_is_capped_in_bytes() {
 async fn arguments_that_mention_request_state_are_not_taken_for_a_retry() {
     let proxy = Proxy::start(&[]).await;
     let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"what is requestState?"},"_meta":{"io.modelcontextprotocol/protocolVersion":MODERN,"io.modelcontextprotocol/clientCapabilities":{}}}});
-    let r = reqwest::Client::new()
-        .post(proxy.mcp())
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .header("mcp-protocol-version", MODERN)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "echo")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = modern_post(&proxy, &body, "application/json").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(
@@ -601,16 +593,7 @@ async fn session_requests_with_a_wrong_version_header_get_400_without_modern_cod
 async fn a_modern_request_without_client_capabilities_gets_400_invalid_params() {
     let proxy = Proxy::start(&[]).await;
     let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":MODERN}}});
-    let r = reqwest::Client::new()
-        .post(proxy.mcp())
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .header("mcp-protocol-version", MODERN)
-        .header("mcp-method", "tools/list")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = modern_post(&proxy, &body, "application/json").await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], -32602, "{v}");

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, STEP, SseStream, alive, eventually, text_of};
+use support::{Client, Proxy, STEP, SseStream, alive, eventually, modern_post, text_of};
 
 const MODERN: &str = "2026-07-28";
 
@@ -15,27 +15,6 @@ fn meta() -> Value {
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": {},
     })
-}
-
-/// A 2026-07-28 POST with the required headers derived from the body.
-async fn modern_post(proxy: &Proxy, body: &Value, accept: &str) -> reqwest::Response {
-    let method = body["method"].as_str().unwrap_or_default();
-    let mut req = reqwest::Client::new()
-        .post(proxy.mcp())
-        .header("content-type", "application/json")
-        .header("accept", accept)
-        .header("mcp-protocol-version", MODERN)
-        .header("mcp-method", method);
-    if let Some(name) = body["params"]["name"]
-        .as_str()
-        .or(body["params"]["uri"].as_str())
-    {
-        req = req.header("mcp-name", name);
-    }
-    tokio::time::timeout(STEP, req.json(body).send())
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 #[tokio::test]

@@ -268,6 +268,27 @@ pub async fn read_messages_lenient(resp: reqwest::Response) -> Vec<Value> {
         .collect()
 }
 
+/// A 2026-07-28 POST with the required headers derived from the body.
+pub async fn modern_post(proxy: &Proxy, body: &Value, accept: &str) -> reqwest::Response {
+    let method = body["method"].as_str().unwrap_or_default();
+    let mut req = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", accept)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = body["params"]["name"]
+        .as_str()
+        .or(body["params"]["uri"].as_str())
+    {
+        req = req.header("mcp-name", name);
+    }
+    tokio::time::timeout(STEP, req.json(body).send())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// One SSE event.
 #[derive(Debug, Clone)]
 pub struct Event {
