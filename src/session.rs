@@ -173,24 +173,30 @@ impl Session {
         lock(&self.last_active).elapsed()
     }
 
-    /// A new POST stream owing `owed` responses.
-    pub fn open_stream(&self, owed: usize) -> (Arc<Outlet>, LiveRx) {
+    /// A new stream with this session's limits: a POST stream owing
+    /// `owed` responses, or the GET stream (`None`). The flag says whether
+    /// its events carry ids (and so can be replayed).
+    fn new_outlet(&self, owed: Option<usize>) -> (Arc<Outlet>, LiveRx, bool) {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let with_ids = self.limits.replay_events > 0;
         let (outlet, rx) = Outlet::new(
             id,
             with_ids,
-            Some(owed),
+            owed,
             self.limits.max_queue,
             self.limits.replay_events,
         );
-        let outlet = Arc::new(
-            outlet
-                .with_replay_bytes(self.limits.replay_bytes)
-                .with_queue_bytes(self.limits.max_queue_bytes)
-                .with_budget(self.limits.budget.clone())
-                .with_metrics(self.limits.metrics.clone()),
-        );
+        let outlet = outlet
+            .with_replay_bytes(self.limits.replay_bytes)
+            .with_queue_bytes(self.limits.max_queue_bytes)
+            .with_budget(self.limits.budget.clone())
+            .with_metrics(self.limits.metrics.clone());
+        (Arc::new(outlet), rx, with_ids)
+    }
+
+    /// A new POST stream owing `owed` responses.
+    pub fn open_stream(&self, owed: usize) -> (Arc<Outlet>, LiveRx) {
+        let (outlet, rx, with_ids) = self.new_outlet(Some(owed));
         if with_ids {
             let mut streams = lock(&self.streams);
             if streams.len() >= KEPT_STREAMS {
@@ -223,22 +229,7 @@ impl Session {
         if let Some(o) = get_stream.as_ref().filter(|o| !o.is_finished()) {
             return o.reattach();
         }
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let with_ids = self.limits.replay_events > 0;
-        let (outlet, rx) = Outlet::new(
-            id,
-            with_ids,
-            None,
-            self.limits.max_queue,
-            self.limits.replay_events,
-        );
-        let outlet = Arc::new(
-            outlet
-                .with_replay_bytes(self.limits.replay_bytes)
-                .with_queue_bytes(self.limits.max_queue_bytes)
-                .with_budget(self.limits.budget.clone())
-                .with_metrics(self.limits.metrics.clone()),
-        );
+        let (outlet, rx, with_ids) = self.new_outlet(None);
         *get_stream = Some(outlet.clone());
         self.port.set_notify(Some(outlet.clone()));
         if with_ids {
