@@ -11,6 +11,20 @@ use std::time::Duration;
 
 use support::example;
 
+/// The lines `child` writes on stderr, read by a thread of their own.
+fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 fn tempdir(tag: &str) -> std::path::PathBuf {
     let mut r = [0u8; 6];
     getrandom::fill(&mut r).unwrap();
@@ -88,15 +102,7 @@ fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let wait_for = |needle: &str| -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -218,15 +224,7 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let mut log = Vec::new();
     let port: u16 = loop {
         let l = rx
@@ -293,15 +291,7 @@ async fn named_servers_a_second_sigterm_kills_children_at_once() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let port: u16 = loop {
         let l = rx
             .recv_timeout(Duration::from_secs(20))
@@ -411,15 +401,7 @@ async fn named_servers_as_pid_1_reap_orphans_forward_signals_and_reload_on_sighu
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = unshare.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut unshare);
     let mut seen = Vec::new();
     let wait_for = |seen: &mut Vec<String>, needle: &str| -> bool {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
