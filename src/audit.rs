@@ -239,7 +239,7 @@ impl Outcome {
                 let timed_out = code == crate::jsonrpc::code::SERVER_ERROR
                     && e.message
                         .as_deref()
-                        .is_some_and(|m| m.starts_with("request timed out after"));
+                        .is_some_and(|m| m.starts_with(crate::upstream::TIMEOUT_MESSAGE));
                 if timed_out {
                     Outcome::Timeout
                 } else {

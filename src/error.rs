@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::auth::AuthError;
 use crate::jsonrpc::{self, FrameError, code};
+use crate::session::TooManySessions;
 use crate::sse::{Body, full};
 use crate::upstream::UpstreamError;
 
@@ -105,6 +106,15 @@ pub enum ProxyError {
     /// The credential store failed or timed out.
     #[error("{0}")]
     StoreUnavailable(String),
+}
+
+impl From<TooManySessions> for ProxyError {
+    fn from(e: TooManySessions) -> ProxyError {
+        match e {
+            TooManySessions::Total(n) => ProxyError::TooManySessions(n),
+            TooManySessions::ForPrincipal(n) => ProxyError::TooManySessionsForPrincipal(n),
+        }
+    }
 }
 
 impl ProxyError {

@@ -23,7 +23,7 @@ use tracing::warn;
 
 use crate::auth::Principal;
 use crate::error::ProxyError;
-use crate::session::{Reservation, Sessions, TooManySessions};
+use crate::session::{Reservation, Sessions};
 use crate::upstream::Upstream;
 
 /// What picks a child: the principal and, for a server that takes
@@ -130,12 +130,7 @@ impl PrincipalChildren {
                 None => {
                     let slot = self.sessions.reserve(&key.principal).map_err(|e| {
                         warn!("no room for another 2026-07-28 child");
-                        match e {
-                            TooManySessions::Total(n) => ProxyError::TooManySessions(n),
-                            TooManySessions::ForPrincipal(n) => {
-                                ProxyError::TooManySessionsForPrincipal(n)
-                            }
-                        }
+                        ProxyError::from(e)
                     })?;
                     let e = Arc::new(Entry {
                         child: OnceCell::new(),

@@ -102,6 +102,10 @@ const MAX_CONTROL_WRITES: usize = 1024;
 /// past this, a further server-to-client request is refused at once.
 pub const MAX_PARKED: usize = 1024;
 
+/// How the error for a request ended by `--request-timeout` begins (the
+/// audit log tells a timeout from other errors by it).
+pub const TIMEOUT_MESSAGE: &str = "request timed out after";
+
 /// The child's server-to-client requests waiting for a client's answer,
 /// per child; past this, further ones are refused at once.
 pub const MAX_SERVER_REQUESTS: usize = 1024;
@@ -723,7 +727,7 @@ impl Upstream {
             timeout_ms = timeout.as_millis() as u64,
             "request timed out; cancelling it at the child"
         );
-        let msg = format!("request timed out after {} ms", timeout.as_millis());
+        let msg = format!("{TIMEOUT_MESSAGE} {} ms", timeout.as_millis());
         p.reply.respond(&jsonrpc::error_response(
             Some(&p.client_id),
             code::SERVER_ERROR,

@@ -47,9 +47,7 @@ use crate::config::{Config, Mode};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame};
 use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
-use crate::session::{
-    Reservation, Session, Sessions, StreamLimits, TooManySessions, new_session_id,
-};
+use crate::session::{Reservation, Session, Sessions, StreamLimits, new_session_id};
 use crate::sse::{Body, ReplayBudget, full};
 use crate::upstream::{
     EraHints, Port, PortKeys, PortKind, Reply, Upstream, UpstreamError, UpstreamOptions,
@@ -317,10 +315,7 @@ impl App {
         &self,
         principal: &Principal,
     ) -> Result<(Arc<Session>, Reservation), ProxyError> {
-        let reservation = self.sessions.reserve(principal).map_err(|e| match e {
-            TooManySessions::Total(n) => ProxyError::TooManySessions(n),
-            TooManySessions::ForPrincipal(n) => ProxyError::TooManySessionsForPrincipal(n),
-        })?;
+        let reservation = self.sessions.reserve(principal)?;
         // `--replica-id`: a prefix a router can route on (`r1.<hex>`).
         let id = match &self.config.replica_id {
             Some(r) => format!("{r}.{}", new_session_id()),
