@@ -335,6 +335,16 @@ pub struct ChildSpec {
     pub stderr_lines_per_second: u32,
 }
 
+/// Why a line could not be queued for the child without waiting.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// The queue is full (the child reads slowly or not at all); the line
+    /// comes back.
+    Full(Bytes),
+    /// The child's stdin is closed.
+    Closed,
+}
+
 /// Why a child could not be started or talked to.
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
@@ -495,6 +505,19 @@ impl ChildHandle {
             .send(line)
             .await
             .map_err(|_| ChildError::Exited)
+    }
+
+    /// Queues one line for the child's stdin if there is room now.
+    pub fn try_send(&self, line: Bytes) -> Result<(), TrySendError> {
+        self.inner.stdin.try_send(line).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(line) => TrySendError::Full(line),
+            mpsc::error::TrySendError::Closed(_) => TrySendError::Closed,
+        })
+    }
+
+    /// Waits until the stdin queue has room (or is closed).
+    pub async fn room(&self) {
+        let _ = self.inner.stdin.reserve().await;
     }
 
     /// Current exit state.

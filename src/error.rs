@@ -144,9 +144,12 @@ impl ProxyError {
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             TooManySessions(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(UpstreamError::SessionEnded) => StatusCode::NOT_FOUND,
-            Upstream(UpstreamError::HandshakeTimeout(_) | UpstreamError::NotReading(_)) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Upstream(
+                UpstreamError::HandshakeTimeout(_)
+                | UpstreamError::NotReading(_)
+                | UpstreamError::TimedOut(_),
+            ) => StatusCode::GATEWAY_TIMEOUT,
+            Upstream(UpstreamError::Overloaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }

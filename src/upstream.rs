@@ -50,14 +50,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info_span, trace, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
-use crate::jsonrpc::{self, Frame, Kind, Message, code};
+use crate::jsonrpc::{self, Frame, Message, code};
 pub use crate::version::UpstreamProtocol;
 
 mod fanout;
@@ -68,18 +68,17 @@ mod routes;
 mod sink;
 mod supervisor;
 mod tasks;
+mod worker;
 
-use fanout::{LOG_LEVELS, log_rank, recompute_level};
+use fanout::{LOG_LEVELS, log_rank};
 pub use fanout::{ListenFilter, SUBSCRIPTION_ID_KEY};
 pub use handshake::{DEFAULT_HANDSHAKE_TIMEOUT, EraHints};
 use handshake::{HandshakeFailure, InitCache, inject_modern_meta};
 pub use port::{Port, PortKeys, PortKind, STATELESS_LABEL};
-use routes::{
-    Fill, Pending, Retry, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
-    parse_proxy_id, related_target, rewrite_progress_token,
-};
+use routes::{Fill, Pending, Retry, TaskAnswer, rewrite_progress_token};
 pub use sink::{AnswerWatch, ReplySink, Sink};
 pub use tasks::DEFAULT_MAX_TASKS;
+use worker::{COMMAND_QUEUE, Command, Worker};
 
 /// How long the proxy waits for the child's answer to its own requests
 /// (the shared child's re-initialization, subscription bookkeeping).
@@ -89,14 +88,6 @@ const INTERNAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// `--request-timeout` is not set. A child that stops reading its input
 /// fails the request after this instead of holding its handler forever.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Writes the proxy makes from the child's own output (the answer to its
-/// `ping`, refusals of its requests, cancellations of expired requests) are
-/// queued without waiting, in tasks of their own; past this many in flight
-/// (a child that floods requests and reads nothing) further ones are
-/// dropped with a log line, so the reader of the child's stdout never
-/// waits on its stdin.
-const MAX_CONTROL_WRITES: usize = 1024;
 
 /// Parked 2026-07-28 calls (waiting for the client's retry) per child;
 /// past this, a further server-to-client request is refused at once.
@@ -148,15 +139,74 @@ pub enum UpstreamError {
         /// What went wrong.
         reason: String,
     },
+    /// The child died, or the proxy is stopping, while the request was in
+    /// flight; the text says which.
+    #[error("{0}")]
+    Gone(String),
+    /// `--request-timeout` passed without an answer.
+    #[error("{TIMEOUT_MESSAGE} {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    /// The child's answer was over `--max-line-bytes` and was dropped.
+    #[error("the MCP server's answer ({size}) exceeds --max-line-bytes ({limit})")]
+    Oversized {
+        /// The answer's size, as far as it is known.
+        size: String,
+        /// The cap.
+        limit: usize,
+    },
+    /// The multiplexer did not take the message within the write deadline
+    /// (it is overloaded).
+    #[error("the proxy could not queue the message within {} ms", .0.as_millis())]
+    Overloaded(Duration),
+}
+
+impl UpstreamError {
+    /// The same error again, for a second waiter (a failed spawn is
+    /// repeated as its message).
+    fn again(&self) -> UpstreamError {
+        use UpstreamError::*;
+        match self {
+            ChildExited(s) => ChildExited(s.clone()),
+            Spawn(e) => ChildExited(e.to_string()),
+            Rpc { method, error } => Rpc {
+                method,
+                error: error.clone(),
+            },
+            NotReading(d) => NotReading(*d),
+            SessionEnded => SessionEnded,
+            DuplicateId(s) => DuplicateId(s.clone()),
+            HandshakeTimeout(d) => HandshakeTimeout(*d),
+            Internal { method, reason } => Internal {
+                method,
+                reason: reason.clone(),
+            },
+            Gone(s) => Gone(s.clone()),
+            TimedOut(d) => TimedOut(*d),
+            Oversized { size, limit } => Oversized {
+                size: size.clone(),
+                limit: *limit,
+            },
+            Overloaded(d) => Overloaded(*d),
+        }
+    }
+
+    /// The JSON-RPC error code a client gets for it.
+    fn code(&self) -> i64 {
+        match self {
+            UpstreamError::DuplicateId(_) => code::INVALID_REQUEST,
+            _ => code::SERVER_ERROR,
+        }
+    }
 }
 
 /// Where a request's response (and what relates to it) goes.
 pub enum Reply {
     /// An SSE stream: related messages, then the response.
     Stream(Sink),
-    /// A single waiter for the response only (JSON response mode, batches,
-    /// the proxy's own requests).
+    /// A single waiter for the response only (JSON response mode, batches).
     Once(oneshot::Sender<Message>),
+    /// The proxy's own request: the answer, or why there is none.
+    Call(oneshot::Sender<Result<Message, UpstreamError>>),
     /// Nobody, for now: a 2026-07-28 client's call parked while the client
     /// gathers input (see `Parked`).
     Detached,
@@ -178,11 +228,30 @@ impl Reply {
             Reply::Once(tx) => {
                 let _ = tx.send(message);
             }
+            Reply::Call(tx) => {
+                let _ = tx.send(Ok(message));
+            }
             Reply::Detached => {}
             Reply::Watched(reply, watch) => {
                 watch.answered(&message);
                 reply.respond_message(message);
             }
+        }
+    }
+
+    /// Answers request `client_id` with error `e` (the proxy's own
+    /// requests get `e` itself).
+    fn fail(self, client_id: &[u8], e: &UpstreamError) {
+        match self {
+            Reply::Call(tx) => {
+                let _ = tx.send(Err(e.again()));
+            }
+            other => other.respond(&jsonrpc::error_response(
+                Some(client_id),
+                e.code(),
+                &e.to_string(),
+                None,
+            )),
         }
     }
 
@@ -207,7 +276,7 @@ impl Reply {
     fn stream(&self) -> Option<&Sink> {
         match self {
             Reply::Stream(o) => Some(o),
-            Reply::Once(_) | Reply::Detached => None,
+            Reply::Once(_) | Reply::Call(_) | Reply::Detached => None,
             Reply::Watched(reply, _) => reply.stream(),
         }
     }
@@ -261,13 +330,21 @@ pub struct UpstreamOptions {
     pub input_wait: Duration,
 }
 
-/// One child and its routing tables.
+/// One child, as the sessions see it: a handle on the [`worker`] that owns
+/// the routing tables, plus what the handshake and the supervisor keep.
 pub struct Upstream {
     spec: ChildSpec,
     label: String,
     opts: UpstreamOptions,
     child: Mutex<Option<ChildHandle>>,
-    routes: Mutex<Routes>,
+    /// Commands for the worker (bounded: a handle waits for room, up to
+    /// its write deadline).
+    commands: mpsc::Sender<Command>,
+    /// Housekeeping for the worker that cannot wait (drop guards, the
+    /// supervisor); see [`worker`] for its bound.
+    tidy: mpsc::UnboundedSender<Command>,
+    /// Ports attached plus requests in flight, as the worker last saw them.
+    busy: Arc<AtomicUsize>,
     next_id: AtomicU64,
     health: watch::Sender<Health>,
     /// The one handshake, made by whichever session came first.
@@ -283,19 +360,9 @@ pub struct Upstream {
     cancel: CancellationToken,
     /// The exit that ended this upstream, for `--exit-on-child-exit`.
     final_exit: watch::Sender<Option<Exit>>,
-    /// Every task this upstream starts (supervisor, the reader of the
-    /// child's lines and deadlines, the proxy's own writes and requests);
-    /// [`Upstream::stop`] waits for them.
+    /// Every task this upstream starts (the worker, the supervisor, the
+    /// proxy's own requests); [`Upstream::stop`] waits for them.
     tasks: TaskTracker,
-    /// Control writes queued and not yet taken by the child.
-    control_writes: Arc<AtomicUsize>,
-    /// Set when a write timed out (the child stopped reading): later
-    /// writes then take room if there is some and otherwise fail at once,
-    /// instead of each waiting the whole deadline; cleared by the next
-    /// write that goes through.
-    stdin_stalled: AtomicBool,
-    /// Wakes the reader's select when a sooner deadline is added.
-    timer_wake: Arc<Notify>,
 }
 
 impl Upstream {
@@ -309,13 +376,18 @@ impl Upstream {
         let (child, reader) = ChildHandle::spawn(&spec, label)?;
         let reader = reader.reporting_over_cap();
         let protocol = opts.protocol;
-        let routes = Routes::new(opts.max_tasks);
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (tidy, tidy_rx) = mpsc::unbounded_channel();
+        let busy = Arc::new(AtomicUsize::new(0));
+        let noise_rate = spec.stderr_lines_per_second;
         let up = Arc::new(Upstream {
             spec,
             label: label.to_string(),
-            opts,
+            opts: opts.clone(),
             child: Mutex::new(Some(child.clone())),
-            routes: Mutex::new(routes),
+            commands,
+            tidy,
+            busy: busy.clone(),
             next_id: AtomicU64::new(1),
             health: watch::Sender::new(Health::Ready),
             init: tokio::sync::Mutex::new(None),
@@ -326,13 +398,25 @@ impl Upstream {
             cancel: cancel.clone(),
             final_exit: watch::Sender::new(None),
             tasks: TaskTracker::new(),
-            control_writes: Arc::default(),
-            stdin_stalled: AtomicBool::new(false),
-            timer_wake: Arc::default(),
         });
         let span = info_span!("upstream", session = %label, pid = child.pid());
+        let worker = Worker::new(
+            Arc::downgrade(&up),
+            opts,
+            child.clone(),
+            up.tasks.clone(),
+            cancel,
+            busy,
+            noise_rate,
+        );
+        let (ended_tx, ended_rx) = oneshot::channel();
+        up.tasks.spawn(
+            worker
+                .run(Some(reader), ended_tx, command_rx, tidy_rx)
+                .instrument(span.clone()),
+        );
         up.tasks
-            .spawn(Upstream::supervise(Arc::downgrade(&up), child, reader).instrument(span));
+            .spawn(Upstream::supervise(Arc::downgrade(&up), child, ended_rx).instrument(span));
         Ok(up)
     }
 
@@ -341,57 +425,40 @@ impl Upstream {
         self.opts.request_timeout.unwrap_or(DEFAULT_WRITE_TIMEOUT)
     }
 
-    /// Queues one line for the child within the write deadline (no wait at
-    /// all while the child is known to be stalled).
-    async fn send_line(&self, child: &ChildHandle, line: Bytes) -> Result<(), UpstreamError> {
-        let stalled = self.stdin_stalled.load(Ordering::Relaxed);
-        let wait = if stalled {
-            Duration::ZERO
-        } else {
-            self.write_timeout()
-        };
-        // A zero timeout still polls the send once: room is taken if there is some.
-        match tokio::time::timeout(wait, child.send(line)).await {
-            Ok(Ok(())) => {
-                if stalled {
-                    self.stdin_stalled.store(false, Ordering::Relaxed);
-                }
-                Ok(())
+    /// Queues a command for the worker, waiting at most the write deadline
+    /// for room; a command that cannot be queued is refused (its waiter
+    /// hears why).
+    async fn command(&self, command: Command) -> Result<(), UpstreamError> {
+        let wait = self.write_timeout();
+        let e = match tokio::time::timeout(wait, self.commands.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(command);
+                return Ok(());
             }
-            Ok(Err(_)) => Err(UpstreamError::ChildExited("stdin closed".into())),
+            Ok(Err(_)) => UpstreamError::ChildExited("the proxy is stopping".into()),
             Err(_) => {
-                if !stalled {
-                    warn!(
-                        wait_ms = wait.as_millis() as u64,
-                        "the MCP server is not reading its input; messages to it fail until it does"
-                    );
-                    self.stdin_stalled.store(true, Ordering::Relaxed);
-                }
-                Err(UpstreamError::NotReading(self.write_timeout()))
+                warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "the multiplexer did not take a message in time; failing it"
+                );
+                UpstreamError::Overloaded(wait)
             }
-        }
+        };
+        command.refuse(&e);
+        Err(e)
     }
 
-    /// Queues a message of the proxy's own for the child without waiting
-    /// (see [`MAX_CONTROL_WRITES`]): what the reader of the child's output
-    /// writes back, and cancellations.
-    fn write_control(&self, message: &[u8]) {
-        let Ok(child) = self.child() else { return };
-        if self.control_writes.fetch_add(1, Ordering::Relaxed) >= MAX_CONTROL_WRITES {
-            self.control_writes.fetch_sub(1, Ordering::Relaxed);
-            warn!(
-                "the MCP server is not reading its input; a message of the proxy's own was dropped"
-            );
-            return;
-        }
-        let line = jsonrpc::as_line(message);
-        let counter = self.control_writes.clone();
-        let wait = self.write_timeout();
-        trace!(message = %String::from_utf8_lossy(message), "to child");
-        self.tasks.spawn(async move {
-            let _ = tokio::time::timeout(wait, child.send(line)).await;
-            counter.fetch_sub(1, Ordering::Relaxed);
-        });
+    /// Asks the worker something and waits for the answer (`None`: the
+    /// worker is gone or the command could not be queued).
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.command(command(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Housekeeping that cannot wait (drop guards); see [`worker`].
+    fn tidy(&self, command: Command) {
+        let _ = self.tidy.send(command);
     }
 
     /// Whether several sessions share this child.
@@ -424,18 +491,18 @@ impl Upstream {
         lock(&self.child).as_ref().map(ChildHandle::pid)
     }
 
-    /// Attaches a session.
+    /// Attaches a session (before any of its requests).
     pub fn attach(&self, port: Arc<Port>) {
-        lock(&self.routes).ports.insert(port.key, port);
+        self.tidy(Command::Attach(port));
     }
 
     /// Detaches a session: its requests are forgotten (late answers are
     /// dropped), its subscriptions released.
     pub async fn detach(self: &Arc<Self>, port: &Port) {
-        let (unsubscribe, level) = {
-            let mut r = lock(&self.routes);
-            let unsubscribe = r.forget_port(port.key);
-            (unsubscribe, recompute_level(&mut r))
+        let key = port.key;
+        let Some((unsubscribe, level)) = self.ask(|done| Command::Detach { port: key, done }).await
+        else {
+            return;
         };
         for uri in unsubscribe {
             self.fire_and_forget("resources/unsubscribe", serde_json::json!({ "uri": uri }))
@@ -447,19 +514,15 @@ impl Upstream {
     }
 
     /// Whether no session is attached and nothing is in flight (an idle
-    /// per-principal child may be stopped, see [`crate::principals`]).
+    /// per-principal child may be stopped, see [`crate::principals`]), as
+    /// the worker last saw it.
     pub fn is_idle(&self) -> bool {
-        let r = lock(&self.routes);
-        r.ports.is_empty() && r.pending.is_empty()
+        self.busy.load(Ordering::Relaxed) == 0
     }
 
     /// Number of one session's requests in flight.
     pub fn in_flight_of(&self, port: &Port) -> usize {
-        let r = lock(&self.routes);
-        if r.ports.len() == 1 {
-            return r.client_pending;
-        }
-        r.pending.values().filter(|p| p.port == port.key).count()
+        port.in_flight()
     }
 
     fn child(&self) -> Result<ChildHandle, UpstreamError> {
@@ -470,16 +533,15 @@ impl Upstream {
         }
     }
 
-    /// Queues a message for the child, waiting at most the write deadline
-    /// for room (a child that stops reading fails the caller, never holds it).
+    /// Queues a message for the child (after whatever was queued before it).
     async fn write(&self, frame: &Frame) -> Result<(), UpstreamError> {
-        trace!(message = %String::from_utf8_lossy(frame.bytes()), "to child");
-        let child = self.child()?;
-        self.send_line(&child, frame.to_line()).await
+        self.child()?;
+        self.command(Command::Write(frame.to_line())).await
     }
 
     /// Passes a client request to the child. The response, and whatever
-    /// relates to it, goes to `reply`.
+    /// relates to it, goes to `reply`; so does any error, which is also
+    /// returned when it is known at once.
     pub async fn request(
         self: &Arc<Self>,
         port: &Arc<Port>,
@@ -494,7 +556,14 @@ impl Upstream {
             && mrtr::may_ask(Some(method))
             && frame.params_has("requestState")
         {
-            return self.resume(port, &frame, client_id, reply).await;
+            return self
+                .command(Command::Resume {
+                    port: port.clone(),
+                    frame,
+                    client_id,
+                    reply,
+                })
+                .await;
         }
         match method {
             "initialize" => {
@@ -524,15 +593,22 @@ impl Upstream {
             }
             "tasks/get" | "tasks/result" | "tasks/cancel" if self.opts.shared => {
                 let task = frame.params().and_then(tasks::task_param);
-                let principal = port.principal();
-                let caller = tasks::Caller {
-                    port: port.key,
-                    session: port.has_identity(),
-                    principal: principal.as_deref(),
+                let visible = match &task {
+                    Some(t) => {
+                        let (task, key) = (t.clone(), port.key);
+                        let (session, principal) = (port.has_identity(), port.principal());
+                        self.ask(|done| Command::MaySee {
+                            task,
+                            port: key,
+                            session,
+                            principal,
+                            done,
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
+                    None => false,
                 };
-                let visible = task
-                    .as_deref()
-                    .is_some_and(|t| lock(&self.routes).tasks.may_see(t, caller));
                 if !visible {
                     // The same answer as for a task that does not exist:
                     // another session's task ids reveal nothing.
@@ -551,7 +627,16 @@ impl Upstream {
                     .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
                 if let Some(uri) = uri {
                     let subscribe = method == "resources/subscribe";
-                    let forward = lock(&self.routes).count_subscription(&uri, port.key, subscribe);
+                    let key = port.key;
+                    let forward = self
+                        .ask(|done| Command::Subscription {
+                            uri,
+                            port: key,
+                            subscribe,
+                            done,
+                        })
+                        .await
+                        .unwrap_or(true);
                     if !forward {
                         // Another session already holds (or still holds) the child's subscription.
                         reply.respond(&jsonrpc::result_response(
@@ -568,11 +653,11 @@ impl Upstream {
                     .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank));
                 if let Some(level) = level {
                     *lock(&port.log_level) = Some(level);
-                    let most_verbose = {
-                        let mut r = lock(&self.routes);
-                        recompute_level(&mut r);
-                        r.child_log_level.unwrap_or(level)
-                    };
+                    let most_verbose = self
+                        .ask(|done| Command::Level { done })
+                        .await
+                        .flatten()
+                        .unwrap_or(level);
                     let params = serde_json::json!({ "level": LOG_LEVELS[most_verbose] });
                     let frame =
                         frame.with_params(&serde_json::to_vec(&params).expect("Value serializes"));
@@ -647,8 +732,8 @@ impl Upstream {
         self.send_pending(frame, pending).await
     }
 
-    /// Gives a client request a proxy id, records where its answer goes and
-    /// writes it to the child.
+    /// Gives a request a proxy id and hands it to the worker, which records
+    /// where its answer goes and writes it to the child.
     async fn send_pending(
         self: &Arc<Self>,
         frame: Frame,
@@ -659,97 +744,22 @@ impl Upstream {
             // (between restarts, with no child, requests fail at once).
             self.wait_until_restarted().await;
         }
-        let child = match self.child() {
-            Ok(c) => c,
-            Err(e) => {
-                pending.reply.respond(&jsonrpc::error_response(
-                    Some(&pending.client_id),
-                    code::SERVER_ERROR,
-                    &e.to_string(),
-                    None,
-                ));
-                return Err(e);
-            }
-        };
+        if let Err(e) = self.child() {
+            pending.reply.fail(&pending.client_id, &e);
+            return Err(e);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (frame, token) = rewrite_progress_token(frame, id);
         pending.token = token;
         let frame = frame.with_id(id.to_string().as_bytes());
         let deadline = self.opts.request_timeout.map(|t| Instant::now() + t);
-        let admitted = lock(&self.routes).admit(id, pending, deadline);
-        match admitted {
-            Ok(true) => self.timer_wake.notify_one(),
-            Ok(false) => {}
-            Err(refused) => {
-                let (e, pending) = *refused;
-                let code = match e {
-                    UpstreamError::DuplicateId(_) => code::INVALID_REQUEST,
-                    _ => code::SERVER_ERROR,
-                };
-                pending.reply.respond(&jsonrpc::error_response(
-                    Some(&pending.client_id),
-                    code,
-                    &e.to_string(),
-                    None,
-                ));
-                return Err(e);
-            }
-        }
-        trace!(message = %String::from_utf8_lossy(frame.bytes()), "to child");
-        match self.send_line(&child, frame.to_line()).await {
-            Ok(()) => Ok(()),
-            Err(UpstreamError::ChildExited(why)) => {
-                self.fail_pending(id, "the MCP server process exited");
-                Err(UpstreamError::ChildExited(why))
-            }
-            Err(e) => {
-                self.fail_pending(id, &e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    /// Ends every request whose deadline has passed.
-    fn expire_due(&self) {
-        let (due, _) = lock(&self.routes).due(Instant::now());
-        for id in due {
-            self.expire(id);
-        }
-    }
-
-    fn expire(&self, id: u64) {
-        let Some(p) = self.take_pending(id) else {
-            return;
-        };
-        let timeout = self.opts.request_timeout.unwrap_or_default();
-        warn!(
-            request = id,
-            timeout_ms = timeout.as_millis() as u64,
-            "request timed out; cancelling it at the child"
-        );
-        let msg = format!("{TIMEOUT_MESSAGE} {} ms", timeout.as_millis());
-        p.reply.respond(&jsonrpc::error_response(
-            Some(&p.client_id),
-            code::SERVER_ERROR,
-            &msg,
-            None,
-        ));
-        self.write_control(&cancelled_notification(id, &msg));
-    }
-
-    fn take_pending(&self, id: u64) -> Option<Pending> {
-        lock(&self.routes).take(id)
-    }
-
-    fn fail_pending(&self, id: u64, why: &str) {
-        if let Some(p) = self.take_pending(id) {
-            p.reply.respond(&jsonrpc::error_response(
-                Some(&p.client_id),
-                code::SERVER_ERROR,
-                why,
-                None,
-            ));
-        }
+        self.command(Command::Send {
+            id,
+            pending,
+            line: frame.to_line(),
+            deadline,
+        })
+        .await
     }
 
     /// What the child speaks, as far as is known.
@@ -773,6 +783,7 @@ impl Upstream {
         params: &[u8],
         timeout: Duration,
     ) -> Result<Bytes, UpstreamError> {
+        self.child()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let mut msg = Vec::with_capacity(params.len() + 64);
@@ -787,32 +798,36 @@ impl Upstream {
             method,
             reason: e.to_string(),
         })?;
-        lock(&self.routes).pending.insert(
-            id,
-            Pending {
-                port: 0,
-                fill: Fill::None,
-                tasks: TaskAnswer::None,
-                retry: None,
-                parkable: false,
-                client_id: id.to_string().into_bytes().into(),
-                token: None,
-                deadline: None,
-                reply: Reply::Once(tx),
-            },
-        );
+        let pending = Pending {
+            port: 0,
+            fill: Fill::None,
+            tasks: TaskAnswer::None,
+            retry: None,
+            parkable: false,
+            client_id: id.to_string().into_bytes().into(),
+            token: None,
+            deadline: None,
+            reply: Reply::Call(tx),
+        };
         // However this ends (answer, timeout, the caller dropped), the
         // entry goes.
         struct Forget<'a>(&'a Upstream, u64);
         impl Drop for Forget<'_> {
             fn drop(&mut self) {
-                self.0.take_pending(self.1);
+                self.0.tidy(Command::Forget(self.1));
             }
         }
         let _forget = Forget(self, id);
-        self.write(&frame).await?;
+        self.command(Command::Send {
+            id,
+            pending,
+            line: frame.to_line(),
+            deadline: None,
+        })
+        .await?;
         let answer = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(message)) => message.into_bytes(),
+            Ok(Ok(Ok(message))) => message.into_bytes(),
+            Ok(Ok(Err(e))) => return Err(e),
             Ok(Err(_)) => {
                 return Err(UpstreamError::Internal {
                     method,
@@ -820,7 +835,6 @@ impl Upstream {
                 });
             }
             Err(_) => {
-                self.take_pending(id);
                 return Err(UpstreamError::Internal {
                     method,
                     reason: format!("no answer within {} ms", timeout.as_millis()),
@@ -869,92 +883,43 @@ impl Upstream {
             "notifications/initialized" => {
                 // The proxy sent the child its one `initialized` right after
                 // the handshake, so requests can never overtake it.
-                return Ok(());
+                Ok(())
             }
-            "notifications/cancelled" => return self.cancel_from_client(port, &frame).await,
-            _ => {}
-        }
-        self.write(&frame).await
-    }
-
-    async fn cancel_from_client(&self, port: &Port, frame: &Frame) -> Result<(), UpstreamError> {
-        let Some(at) = frame.locate_in_params(&["requestId"]) else {
-            debug!("notifications/cancelled without a requestId dropped");
-            return Ok(());
-        };
-        let client_id = &frame.bytes()[at.clone()];
-        let Some(id) = lock(&self.routes).proxy_id(port.key, client_id) else {
-            debug!("cancellation of an unknown or finished request ignored");
-            return Ok(());
-        };
-        if let Some(p) = self.take_pending(id) {
-            match p.reply.unwatched() {
-                // No answer will come: a stream of its own closes, a stream
-                // shared with other requests (legacy, batch) carries on.
-                Reply::Stream(o) => o.forgo(),
-                Reply::Once(tx) => {
-                    let _ = tx.send(
-                        jsonrpc::error_response(
-                            Some(&p.client_id),
-                            -32800,
-                            "request cancelled",
-                            None,
-                        )
-                        .into(),
-                    );
-                }
-                Reply::Detached | Reply::Watched(..) => {}
+            "notifications/cancelled" => {
+                let Some(at) = frame.locate_in_params(&["requestId"]) else {
+                    debug!("notifications/cancelled without a requestId dropped");
+                    return Ok(());
+                };
+                self.child()?;
+                self.command(Command::Cancel {
+                    port: port.key,
+                    frame,
+                    at,
+                })
+                .await
             }
+            _ => self.write(&frame).await,
         }
-        // The client's message with only the id changed: whatever else it
-        // carries (`reason`, even a number no parser could hold) passes as is.
-        let frame = frame.with_replaced(at, id.to_string().as_bytes());
-        self.write(&frame).await
     }
 
     /// The proxy cancels a client's request itself (a 2026-07-28 client
     /// closed its stream, which is that era's cancellation).
     pub fn cancel_request(&self, port: &Port, client_id: &[u8], reason: &str) {
-        let id = lock(&self.routes).proxy_id(port.key, client_id);
-        if let Some(id) = id
-            && self.take_pending(id).is_some()
-        {
-            debug!(
-                request = id,
-                "client went away; cancelling its request at the child"
-            );
-            self.write_control(&cancelled_notification(id, reason));
-        }
+        self.tidy(Command::CancelRequest {
+            port: port.key,
+            client_id: client_id.into(),
+            reason: reason.to_string(),
+        });
     }
 
     /// Passes a client's response (to a server-to-client request) to the child.
     /// Answers to requests this session was never sent are dropped.
     pub async fn respond(&self, port: &Port, frame: Frame) -> Result<(), UpstreamError> {
-        let raw = frame.id().unwrap_or_default();
-        let key = jsonrpc::id_key(raw).unwrap_or_else(|| raw.into());
-        let request = {
-            let mut r = lock(&self.routes);
-            match r.server_requests.get(&key) {
-                Some(s) if s.port == port.key => r.server_requests.remove(&key),
-                _ => None,
-            }
-        };
-        match request {
-            Some(ServerRequest {
-                answer: Some(waiter),
-                ..
-            }) => {
-                let _ = waiter.send(frame);
-                Ok(())
-            }
-            // Back to the child with its id as it wrote it (`1.0` from a
-            // client is the child's `1`).
-            Some(ServerRequest { raw_id, .. }) => self.write(&frame.with_id(&raw_id)).await,
-            None => {
-                debug!(id = %String::from_utf8_lossy(raw), "response to an unknown server request dropped");
-                Ok(())
-            }
-        }
+        self.command(Command::Answer {
+            port: port.key,
+            frame,
+        })
+        .await
     }
 
     /// Stops the child and fails whatever is in flight.
@@ -964,196 +929,9 @@ impl Upstream {
         if let Some(child) = child {
             child.stop().await;
         }
-        // Everything this upstream started ends with it: the supervisor
-        // (which fails what is in flight), the reader, writes.
+        // Everything this upstream started ends with it: the worker (which
+        // fails what is in flight), the supervisor, the proxy's own requests.
         self.tasks.close();
         self.tasks.wait().await;
-    }
-
-    async fn route(self: &Arc<Self>, frame: Frame) {
-        trace!(message = %String::from_utf8_lossy(frame.bytes()), "from child");
-        match frame.kind() {
-            Kind::Response => self.route_response(frame),
-            Kind::Notification => self.route_notification(frame),
-            Kind::Request => self.route_request(frame).await,
-        }
-    }
-
-    fn route_response(self: &Arc<Self>, frame: Frame) {
-        let id = frame.id().and_then(parse_proxy_id);
-        let Some(p) = id.and_then(|id| self.take_pending(id)) else {
-            debug!(id = %String::from_utf8_lossy(frame.id().unwrap_or_default()), "response for an unknown or finished request dropped");
-            return;
-        };
-        if p.retry.is_some()
-            && let Some(asked) = mrtr::input_required(frame.bytes())
-        {
-            self.tasks.spawn(self.clone().gather_input(p, asked));
-            return;
-        }
-        if matches!(p.reply, Reply::Detached) {
-            // A parked call finished before the client retried: keep the
-            // answer for the retry.
-            let call = id.unwrap_or_default();
-            let mut r = lock(&self.routes);
-            if let Some(parked) = r.parked.values_mut().find(|k| k.call == call) {
-                parked.early = Some((p, frame));
-            }
-            return;
-        }
-        self.deliver(p, frame);
-    }
-
-    /// Sends the child's answer to the client that asked.
-    fn deliver(&self, p: Pending, frame: Frame) {
-        let fields: Option<&[u8]> = match p.fill {
-            Fill::None => None,
-            Fill::Complete => Some(br#""resultType":"complete""#),
-            Fill::Cacheable => Some(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
-        };
-        let answer = frame.answer(&p.client_id, fields);
-        match p.tasks {
-            TaskAnswer::None => p.reply.respond_message(answer),
-            TaskAnswer::Create => {
-                if let Some(task) = tasks::created_task(frame.bytes()) {
-                    let mut r = lock(&self.routes);
-                    let (session, principal) = r
-                        .ports
-                        .get(&p.port)
-                        .map(|port| (port.has_identity(), port.principal()))
-                        .unwrap_or((false, None));
-                    let caller = tasks::Caller {
-                        port: p.port,
-                        session,
-                        principal: principal.as_deref(),
-                    };
-                    r.tasks.record(&task, caller);
-                }
-                p.reply.respond_message(answer);
-            }
-            TaskAnswer::List => {
-                let bytes = answer.into_bytes();
-                let filtered = {
-                    let r = lock(&self.routes);
-                    let (session, principal) = r
-                        .ports
-                        .get(&p.port)
-                        .map(|port| (port.has_identity(), port.principal()))
-                        .unwrap_or((false, None));
-                    let caller = tasks::Caller {
-                        port: p.port,
-                        session,
-                        principal: principal.as_deref(),
-                    };
-                    tasks::filter_list(&bytes, |t| r.tasks.may_see(t, caller))
-                };
-                p.reply.respond(filtered.as_deref().unwrap_or(&bytes));
-            }
-        }
-    }
-
-    async fn route_request(self: &Arc<Self>, frame: Frame) {
-        let method = frame.method().unwrap_or_default().to_string();
-        // Invariant: requests have ids.
-        let id: Box<[u8]> = frame.id().expect("request has an id").into();
-        if method == "ping" {
-            // Answered without waiting: the reader never waits on stdin.
-            self.write_control(&jsonrpc::result_response(&id, &serde_json::json!({})));
-            return;
-        }
-        let key = jsonrpc::id_key(&id).unwrap_or_else(|| id.clone());
-        let refusal = {
-            let mut r = lock(&self.routes);
-            let (port, outlet) = match self.task_owner(&r, &frame) {
-                // Part of a task: its creator answers, on its GET stream.
-                Some(port) => (Some(port.clone()), None),
-                None => match related_target(&r) {
-                    Target::Request(p) => {
-                        (r.ports.get(&p.port).cloned(), p.reply.stream().cloned())
-                    }
-                    Target::Port(port) => (Some(port.clone()), None),
-                    Target::None => (None, None),
-                },
-            };
-            match port {
-                None => Some(
-                    "no client session is unambiguously associated with this request".to_string(),
-                ),
-                Some(_) if r.parked.len() >= MAX_PARKED
-                    || r.server_requests.len() >= MAX_SERVER_REQUESTS =>
-                {
-                    warn!("too many server-to-client requests waiting for clients; refusing another");
-                    Some("too many requests are waiting for clients already".to_string())
-                }
-                Some(port) if port.kind == PortKind::Modern => {
-                    match self.park(&mut r, &port, &method, &id, &frame) {
-                        Ok(token) => {
-                            let up = Arc::downgrade(self);
-                            let wait = self.opts.request_timeout.unwrap_or(self.opts.input_wait);
-                            let cancel = self.cancel.clone();
-                            self.tasks.spawn(async move {
-                                tokio::select! {
-                                    _ = tokio::time::sleep(wait) => {}
-                                    _ = cancel.cancelled() => return,
-                                }
-                                if let Some(up) = up.upgrade() {
-                                    up.expire_parked(&token, wait);
-                                }
-                            });
-                            None
-                        }
-                        Err(why) => Some(why),
-                    }
-                }
-                Some(port) if &*port.label == STATELESS_LABEL => Some(
-                    "no client session is tied to this request (stateless mode has no sessions), so nothing can answer it".to_string(),
-                ),
-                Some(port) if !port.supports(&method) => Some(format!(
-                    "the client did not declare the capability for {method}"
-                )),
-                Some(port) => {
-                    let outlet = outlet
-                        .or_else(|| port.notify_stream())
-                        .filter(|o| !o.is_finished());
-                    match outlet {
-                        None => {
-                            Some("the client has no open stream to carry this request".to_string())
-                        }
-                        Some(o) => {
-                            o.send(frame.bytes());
-                            r.server_requests.insert(
-                                key,
-                                ServerRequest {
-                                    raw_id: id.clone(),
-                                    port: port.key,
-                                    outlet: Some(o),
-                                    answer: None,
-                                },
-                            );
-                            None
-                        }
-                    }
-                }
-            }
-        };
-        if let Some(why) = refusal {
-            debug!(method, "server-to-client request refused: {why}");
-            let code = if why.contains("capability") {
-                code::METHOD_NOT_FOUND
-            } else {
-                code::INTERNAL_ERROR
-            };
-            self.write_control(&jsonrpc::error_response(Some(&id), code, &why, None));
-        }
-    }
-
-    async fn write_bytes(&self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        let frame = Frame::parse(Bytes::copy_from_slice(bytes), false).map_err(|e| {
-            UpstreamError::Internal {
-                method: "reply",
-                reason: e.to_string(),
-            }
-        })?;
-        self.write(&frame).await
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tracing::{debug, info};
 
 use super::routes::{Routes, ServerRequest, Target, parse_proxy_id, related_target};
+use super::worker::{Command, Worker};
 use super::{Port, Upstream, lock, tasks};
 use crate::jsonrpc::{self, Frame};
 use crate::version::UpstreamProtocol;
@@ -119,10 +120,8 @@ impl Upstream {
             // A 2026-07-28 child has neither; listeners carry them per request.
             return;
         }
-        let (uris, level) = {
-            let r = lock(&self.routes);
-            let uris: Vec<String> = r.subscriptions.keys().cloned().collect();
-            (uris, r.child_log_level)
+        let Some((uris, level)) = self.ask(|done| Command::SessionsState { done }).await else {
+            return;
         };
         if !uris.is_empty() {
             info!(
@@ -138,14 +137,16 @@ impl Upstream {
             self.set_child_level(level).await;
         }
     }
+}
 
-    pub(super) fn route_notification(&self, frame: Frame) {
+impl Worker {
+    pub(super) fn route_notification(&mut self, frame: Frame) {
         let method = frame.method().unwrap_or_default();
         if let Some(sub) = self.subscription_of(&frame) {
             // A modern child's notification for one `subscriptions/listen`
             // request: it goes to that request's stream only, with the
             // client's own request id restored.
-            let r = lock(&self.routes);
+            let r = &self.routes;
             if let Some(p) = r.pending.get(&sub) {
                 let mut v: Value = serde_json::from_slice(frame.bytes()).unwrap_or_default();
                 if let (Some(meta), Ok(id)) = (
@@ -167,7 +168,7 @@ impl Upstream {
                     return;
                 };
                 let token = parse_proxy_id(&frame.bytes()[at.clone()]);
-                let r = lock(&self.routes);
+                let r = &self.routes;
                 let Some(p) = token.and_then(|t| r.pending.get(&t)) else {
                     debug!("progress for an unknown or finished request dropped");
                     return;
@@ -193,7 +194,7 @@ impl Upstream {
                 let Some(key) = jsonrpc::id_key(&frame.bytes()[at]) else {
                     return;
                 };
-                let target = lock(&self.routes).server_requests.remove(&key);
+                let target = self.routes.server_requests.remove(&key);
                 if let Some(ServerRequest {
                     outlet: Some(o), ..
                 }) = target
@@ -202,7 +203,7 @@ impl Upstream {
                 }
             }
             "notifications/tasks/status" if self.opts.shared => {
-                let r = lock(&self.routes);
+                let r = &self.routes;
                 let owner = frame
                     .params()
                     .and_then(tasks::task_param)
@@ -216,7 +217,7 @@ impl Upstream {
                 }
             }
             m if m.ends_with("/list_changed") => {
-                let ports: Vec<Arc<Port>> = lock(&self.routes).ports.values().cloned().collect();
+                let ports: Vec<Arc<Port>> = self.routes.ports.values().cloned().collect();
                 for port in ports {
                     port.send_unrelated(frame.bytes());
                 }
@@ -225,7 +226,7 @@ impl Upstream {
                 let uri = frame
                     .params_value()
                     .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
-                let r = lock(&self.routes);
+                let r = &self.routes;
                 let subscribers = uri.and_then(|u| r.subscriptions.get(&u));
                 for key in subscribers.into_iter().flatten() {
                     if let Some(port) = r.ports.get(key) {
@@ -241,14 +242,14 @@ impl Upstream {
                             .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank))
                     })
                     .flatten();
-                let r = lock(&self.routes);
-                if let Some(port) = self.task_owner(&r, &frame) {
+                let r = &self.routes;
+                if let Some(port) = self.task_owner(&frame) {
                     if passes(Some(port), level) {
                         port.send_unrelated(frame.bytes());
                     }
                     return;
                 }
-                match related_target(&r) {
+                match related_target(r) {
                     Target::Request(p) => {
                         let port = r.ports.get(&p.port);
                         if !passes(port, level) {
@@ -274,16 +275,6 @@ impl Upstream {
                 }
             }
         }
-    }
-
-    /// In shared mode, the session that owns the task a message relates to
-    /// (`_meta` related-task).
-    pub(super) fn task_owner<'r>(&self, r: &'r Routes, frame: &Frame) -> Option<&'r Arc<Port>> {
-        if !self.opts.shared {
-            return None;
-        }
-        let task = tasks::related_task(frame)?;
-        r.ports.get(&r.tasks.owner(&task)?)
     }
 
     pub(super) fn subscription_of(&self, frame: &Frame) -> Option<u64> {

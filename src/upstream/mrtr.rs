@@ -30,9 +30,10 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::routes::{
-    Parked, Pending, Retry, Routes, ServerRequest, cancelled_notification, client_key, related_call,
+    Parked, Pending, Retry, ServerRequest, cancelled_notification, client_key, related_call,
 };
-use super::{Port, Reply, Upstream, UpstreamError, lock};
+use super::worker::{Command, Worker};
+use super::{Port, Reply, Upstream};
 use crate::jsonrpc::{self, Frame, code};
 
 /// The `inputRequests` key of a 2025-era child's request.
@@ -220,19 +221,20 @@ pub fn resumption(params: &[u8]) -> (Option<String>, Option<Box<RawValue>>) {
     }
 }
 
-impl Upstream {
+impl Worker {
     /// A 2025-era child asks a 2026-07-28 client something during its call:
     /// answer the call with `input_required` carrying the child's request,
     /// and keep the call (detached) until the client's retry brings the
     /// answer ([`Upstream::resume`]). Returns the `requestState` token.
     pub(super) fn park(
-        &self,
-        r: &mut Routes,
+        &mut self,
         port: &Arc<Port>,
         method: &str,
         id: &[u8],
         frame: &Frame,
+        wait: Duration,
     ) -> Result<String, String> {
+        let r = &mut self.routes;
         let call = related_call(r)
             .ok_or("no client call is unambiguously associated with this request")?;
         let p = r.pending.get_mut(&call).ok_or("the call has ended")?;
@@ -252,13 +254,15 @@ impl Upstream {
         let client_id = p.client_id.clone();
         let owner = std::mem::replace(&mut p.port, 0);
         r.by_client.remove(&client_key(owner, &client_id));
-        r.client_pending -= 1;
-        r.parked.insert(
+        r.count_out(owner);
+        r.park(
             token.clone(),
             Parked {
                 server_request: id.into(),
                 call,
                 early: None,
+                deadline: tokio::time::Instant::now() + wait,
+                wait,
             },
         );
         let request = InputRequest {
@@ -277,15 +281,15 @@ impl Upstream {
 
     /// The retry of a parked call: the client's answer goes to the child's
     /// request, and the call's answer, now or later, to this retry.
-    pub(super) async fn resume(
-        self: &Arc<Self>,
+    pub(super) fn resume(
+        &mut self,
         port: &Arc<Port>,
         frame: &Frame,
         client_id: Box<[u8]>,
         reply: Reply,
-    ) -> Result<(), UpstreamError> {
+    ) {
         let (token, answer) = resumption(frame.params().unwrap_or_default());
-        let parked = token.and_then(|t| lock(&self.routes).parked.remove(&t));
+        let parked = token.and_then(|t| self.routes.unpark(&t));
         let Some(parked) = parked else {
             reply.respond(&jsonrpc::error_response(
                 Some(&client_id),
@@ -293,7 +297,7 @@ impl Upstream {
                 "unknown or expired requestState: send the call again without it",
                 None,
             ));
-            return Ok(());
+            return;
         };
         let to_child = match &answer {
             Some(result) => {
@@ -306,14 +310,14 @@ impl Upstream {
                 None,
             ),
         };
-        let _ = self.write_bytes(&to_child).await;
+        self.write_control(&to_child);
         if let Some((mut p, frame)) = parked.early {
             p.client_id = client_id;
             p.reply = reply;
             self.deliver(p, frame);
-            return Ok(());
+            return;
         }
-        let mut r = lock(&self.routes);
+        let r = &mut self.routes;
         match r.pending.get_mut(&parked.call) {
             Some(p) => {
                 p.port = port.key;
@@ -321,7 +325,7 @@ impl Upstream {
                 p.reply = reply;
                 r.by_client
                     .insert(client_key(port.key, &client_id), parked.call);
-                r.client_pending += 1;
+                r.count_in(port.key);
             }
             None => reply.respond(&jsonrpc::error_response(
                 Some(&client_id),
@@ -330,17 +334,16 @@ impl Upstream {
                 None,
             )),
         }
-        Ok(())
     }
 
     /// A parked call whose client never retried: the child's request is
     /// refused and the call cancelled at the child.
-    pub(super) fn expire_parked(&self, token: &str, wait: Duration) {
-        let Some(parked) = lock(&self.routes).parked.remove(token) else {
+    pub(super) fn expire_parked(&mut self, token: &str) {
+        let Some(parked) = self.routes.unpark(token) else {
             return;
         };
         warn!(
-            wait_ms = wait.as_millis() as u64,
+            wait_ms = parked.wait.as_millis() as u64,
             "a 2026-07-28 client did not retry a call that needed its input; cancelling it"
         );
         self.write_control(&jsonrpc::error_response(
@@ -349,29 +352,35 @@ impl Upstream {
             "the client did not provide the input in time",
             None,
         ));
-        if self.take_pending(parked.call).is_some() {
+        if self.routes.take(parked.call).is_some() {
             self.write_control(&cancelled_notification(
                 parked.call,
                 "the client did not provide the input in time",
             ));
         }
     }
+}
 
+impl Upstream {
     /// A 2026-07-28 child answered a session-era client's call with
     /// `input_required`: ask the client each question as a request of its
     /// own, then repeat the call with the answers. The call fails with an
     /// error, never hangs, when the client cannot be asked or does not
     /// answer (it is bounded by `--request-timeout` and by the session).
-    pub(super) async fn gather_input(self: Arc<Self>, mut p: Pending, asked: InputRequired) {
+    pub(super) async fn gather_input(
+        self: Arc<Self>,
+        mut p: Pending,
+        port: Arc<Port>,
+        asked: InputRequired,
+    ) {
         let Some(retry) = p.retry.take() else { return };
-        let port = lock(&self.routes).ports.get(&p.port).cloned();
-        let outcome = match port {
-            None => return, // The session ended; nobody waits for the answer.
-            Some(_) if retry.rounds >= MAX_ROUNDS => Err(format!(
+        let outcome = if retry.rounds >= MAX_ROUNDS {
+            Err(format!(
                 "the MCP server asked for input {} times for one call; giving up",
                 MAX_ROUNDS
-            )),
-            Some(port) => self.ask_client(&port, &p, &asked).await,
+            ))
+        } else {
+            self.ask_client(&port, &p, &asked).await
         };
         match outcome {
             Ok(responses) => {
@@ -409,12 +418,9 @@ impl Upstream {
     ) -> Result<serde_json::Map<String, Value>, String> {
         let mut ids = Vec::with_capacity(asked.requests.len());
         let outcome = self.ask_client_inner(port, p, asked, &mut ids).await;
-        if outcome.is_err() {
+        if outcome.is_err() && !ids.is_empty() {
             // Answers that come later are for nobody.
-            let mut r = lock(&self.routes);
-            for id in &ids {
-                r.server_requests.remove(id);
-            }
+            self.tidy(Command::Unask(ids));
         }
         outcome
     }
@@ -448,15 +454,19 @@ impl Upstream {
             let n = self.next_id.fetch_add(1, Ordering::Relaxed);
             let id: Box<[u8]> = format!("\"mcp-proxy-input-{n}\"").into_bytes().into();
             let (tx, rx) = oneshot::channel();
-            lock(&self.routes).server_requests.insert(
-                id.clone(),
-                ServerRequest {
-                    raw_id: id.clone(),
-                    port: port.key,
-                    outlet: Some(outlet.clone()),
-                    answer: Some(tx),
-                },
-            );
+            let entry = ServerRequest {
+                raw_id: id.clone(),
+                port: port.key,
+                outlet: Some(outlet.clone()),
+                answer: Some(tx),
+            };
+            // Recorded before it is sent: the client's answer comes after.
+            self.command(Command::Ask {
+                id: id.clone(),
+                request: entry,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
             outlet.send(&client_request(&id, request));
             ids.push(id);
             waits.push((key, method, rx));

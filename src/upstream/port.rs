@@ -6,7 +6,7 @@
 //! Does not own: the session's id, streams or lifetime
 //! ([`crate::session`]), nor any routing table ([`super::routes`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -46,6 +46,8 @@ pub struct Port {
     /// The authenticated principal behind this port (`None`: anonymous);
     /// its tasks are that principal's (see [`tasks`]).
     pub(super) principal: Mutex<Option<Arc<str>>>,
+    /// Its requests in flight, counted by the worker (`Routes`).
+    pub(super) in_flight: AtomicUsize,
 }
 
 impl Port {
@@ -62,7 +64,13 @@ impl Port {
             listen: Mutex::new(None),
             log_level: Mutex::new(None),
             principal: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
         })
+    }
+
+    /// Its requests in flight, as the worker last counted them.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Records the authenticated principal behind this port.

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -67,6 +68,10 @@ pub(super) struct Parked {
     pub(super) call: u64,
     /// The child's answer to the call, if it came before the retry.
     pub(super) early: Option<(Pending, Frame)>,
+    /// When the client's retry is too late (its key in `Routes::parked_timers`).
+    pub(super) deadline: Instant,
+    /// How long the client had.
+    pub(super) wait: std::time::Duration,
 }
 
 /// What repeating a call after `input_required` needs.
@@ -107,6 +112,8 @@ pub(super) struct Routes {
     pub(super) tasks: TaskOwners,
     /// Calls waiting for a 2026-07-28 client's retry, by `requestState`.
     pub(super) parked: HashMap<String, Parked>,
+    /// Their deadlines, soonest first.
+    pub(super) parked_timers: BTreeSet<(Instant, String)>,
 }
 
 impl Routes {
@@ -147,10 +154,52 @@ impl Routes {
         }
         if client {
             self.by_client.insert(key, id);
-            self.client_pending += 1;
+            self.count_in(pending.port);
         }
         self.pending.insert(id, pending);
         Ok(sooner)
+    }
+
+    /// One more client request in flight, for session `port`.
+    pub(super) fn count_in(&mut self, port: u64) {
+        self.client_pending += 1;
+        if let Some(port) = self.ports.get(&port) {
+            port.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One client request of session `port` fewer in flight.
+    pub(super) fn count_out(&mut self, port: u64) {
+        self.client_pending -= 1;
+        if let Some(port) = self.ports.get(&port) {
+            port.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps a parked call under `token` until its deadline.
+    pub(super) fn park(&mut self, token: String, parked: Parked) {
+        self.parked_timers.insert((parked.deadline, token.clone()));
+        self.parked.insert(token, parked);
+    }
+
+    /// Takes the parked call `token` (its deadline removed).
+    pub(super) fn unpark(&mut self, token: &str) -> Option<Parked> {
+        let parked = self.parked.remove(token)?;
+        self.parked_timers
+            .remove(&(parked.deadline, token.to_string()));
+        Some(parked)
+    }
+
+    /// The tokens of parked calls whose deadline is at or before `now`,
+    /// their deadlines removed ([`Routes::unpark`] then takes the calls).
+    pub(super) fn due_parked(&mut self, now: Instant) -> Vec<String> {
+        let mut due = Vec::new();
+        while self.parked_timers.first().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, token)) = self.parked_timers.pop_first() {
+                due.push(token);
+            }
+        }
+        due
     }
 
     /// Removes request `id` with its index entry and its deadline: an
@@ -165,7 +214,7 @@ impl Routes {
             if self.by_client.get(&key) == Some(&id) {
                 self.by_client.remove(&key);
             }
-            self.client_pending -= 1;
+            self.count_out(p.port);
         }
         Some(p)
     }
@@ -209,7 +258,6 @@ impl Routes {
     /// dropped), the child's requests to it, its tasks and its
     /// subscriptions. Returns the URIs nobody subscribes to any more.
     pub(super) fn forget_port(&mut self, port: u64) -> Vec<String> {
-        self.ports.remove(&port);
         let mine: Vec<u64> = self
             .pending
             .iter()
@@ -219,6 +267,7 @@ impl Routes {
         for id in mine {
             self.take(id);
         }
+        self.ports.remove(&port);
         self.server_requests.retain(|_, s| s.port != port);
         self.tasks.release(port);
         let mut unsubscribe = Vec::new();
@@ -238,8 +287,12 @@ impl Routes {
         self.by_client.clear();
         self.timers.clear();
         self.client_pending = 0;
+        for port in self.ports.values() {
+            port.in_flight.store(0, Ordering::Relaxed);
+        }
         self.tasks.clear();
         self.parked.clear();
+        self.parked_timers.clear();
         // The streams that carried the child's requests stay open: they
         // may be a session's GET or legacy stream, which outlive the child.
         self.server_requests.clear();
@@ -527,6 +580,61 @@ mod tests {
         assert!(r.pending.is_empty() && r.by_client.is_empty() && r.timers.is_empty());
         assert_eq!(r.client_pending, 0);
         assert!(r.ports.contains_key(&1) && r.subscriptions.contains_key("file:///a"));
+    }
+
+    #[test]
+    fn each_session_counts_its_own_requests_in_flight() {
+        let mut r = with_ports(&[1, 2]);
+        let count = |r: &Routes, k: u64| r.ports[&k].in_flight();
+        assert!(r.admit(1, pending(1, b"1").0, None).is_ok());
+        assert!(r.admit(2, pending(1, b"2").0, None).is_ok());
+        assert!(r.admit(3, pending(2, b"1").0, None).is_ok());
+        assert!(r.admit(4, pending(0, b"4").0, None).is_ok());
+        assert_eq!((count(&r, 1), count(&r, 2)), (2, 1));
+        // A refused duplicate is not counted.
+        assert!(r.admit(5, pending(1, b"1").0, None).is_err());
+        r.take(2);
+        r.take(4);
+        assert_eq!((count(&r, 1), count(&r, 2)), (1, 1));
+        let port2 = r.ports[&2].clone();
+        r.forget_port(2);
+        assert_eq!(
+            port2.in_flight(),
+            0,
+            "a detached session has nothing in flight"
+        );
+        r.drain();
+        assert_eq!(count(&r, 1), 0);
+    }
+
+    #[test]
+    fn a_parked_call_leaves_no_deadline_once_resumed_and_falls_due_otherwise() {
+        let mut r = with_ports(&[]);
+        let now = Instant::now();
+        let s = std::time::Duration::from_secs;
+        let parked = |call, at| Parked {
+            server_request: b"7".to_vec().into(),
+            call,
+            early: None,
+            deadline: at,
+            wait: s(1),
+        };
+        r.park("a".into(), parked(1, now + s(1)));
+        r.park("b".into(), parked(2, now + s(2)));
+        assert!(r.unpark("a").is_some_and(|p| p.call == 1));
+        assert!(r.unpark("a").is_none());
+        assert_eq!(
+            r.parked_timers.len(),
+            1,
+            "the resumed call's deadline went with it"
+        );
+        assert_eq!(r.due_parked(now + s(1)), Vec::<String>::new());
+        assert_eq!(r.due_parked(now + s(3)), ["b"]);
+        assert!(r.parked_timers.is_empty());
+        assert!(r.unpark("b").is_some_and(|p| p.call == 2));
+        r.park("c".into(), parked(3, now + s(1)));
+        r.drain();
+        assert!(r.parked.is_empty() && r.parked_timers.is_empty());
     }
 
     #[test]

@@ -1,0 +1,940 @@
+//! The multiplexer's worker: the one task that owns the routing tables, the
+//! order of what goes to the child's stdin, and every deadline.
+//!
+//! It runs one `select!` over the commands of the handles ([`Upstream`]'s
+//! methods, on a bounded queue), housekeeping from drop guards and the
+//! supervisor, the child's stdout lines, room in the child's stdin queue,
+//! and the soonest deadline (a request's `--request-timeout`, a parked
+//! call's input wait, a queued write's deadline). It waits on nothing
+//! else: what goes to clients goes to [`super::ReplySink`]s, which never
+//! block, and what goes to the child is handed to its stdin queue when
+//! there is room, or else kept here in order until there is or its
+//! deadline passes. So the reader of the child's output never waits on
+//! its input, and a child that stops reading fails what was written to it
+//! at the deadline instead of holding anyone.
+//!
+//! The housekeeping queue is unbounded, and cannot grow past the tables:
+//! each message on it stands for one entry of a bounded table (a request
+//! to forget, a port to attach or cancel for) or for a child start.
+//!
+//! A panic while routing a line or running a command is caught: the child
+//! is then treated as dead (requests in flight fail, a shared child is
+//! restarted) and the worker carries on.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::process::ChildStdout;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, trace, warn};
+
+use super::fanout::recompute_level;
+use super::routes::{
+    Fill, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
+    parse_proxy_id, related_call, related_target,
+};
+use super::{
+    DEFAULT_WRITE_TIMEOUT, MAX_PARKED, MAX_SERVER_REQUESTS, Port, PortKind, Reply, STATELESS_LABEL,
+    Upstream, UpstreamError, UpstreamOptions, mrtr, tasks,
+};
+use crate::child::{ChildHandle, TrySendError};
+use crate::jsonrpc::{self, Frame, Kind, LineError, LineReader, code};
+use crate::logging::RateLimit;
+
+/// Commands the bounded queue holds before a handle has to wait for room
+/// (up to its write deadline; then its request fails).
+pub(super) const COMMAND_QUEUE: usize = 1024;
+
+/// Lines kept here, in order, while the child's stdin queue is full; past
+/// this (or [`OUTBOX_BYTES`]) a further write fails at once.
+const OUTBOX_LINES: usize = 1024;
+
+/// Bytes kept here while the child's stdin queue is full.
+const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+
+/// The child's stdout, line by line.
+pub(super) type Reader = LineReader<ChildStdout>;
+
+/// What the handles, drop guards and the supervisor ask of the worker.
+pub(super) enum Command {
+    /// A session attached.
+    Attach(Arc<Port>),
+    /// A session detached: forget it; answer with the URIs nobody
+    /// subscribes to any more and the child's new log level, if it changed.
+    Detach {
+        port: u64,
+        done: oneshot::Sender<(Vec<String>, Option<usize>)>,
+    },
+    /// A request (id and progress token already rewritten): record where
+    /// its answer goes, then write it.
+    Send {
+        id: u64,
+        pending: Pending,
+        line: Bytes,
+        deadline: Option<Instant>,
+    },
+    /// A message that needs no entry (a client's notification).
+    Write(Bytes),
+    /// A client's `notifications/cancelled`; `at` is its `requestId`.
+    Cancel {
+        port: u64,
+        frame: Frame,
+        at: Range<usize>,
+    },
+    /// The proxy cancels a client's request (its client went away).
+    CancelRequest {
+        port: u64,
+        client_id: Box<[u8]>,
+        reason: String,
+    },
+    /// A client's answer to a server-to-client request.
+    Answer { port: u64, frame: Frame },
+    /// The proxy's own request ended on its side (answered, timed out,
+    /// dropped): forget its entry.
+    Forget(u64),
+    /// Whether a caller may see a task.
+    MaySee {
+        task: String,
+        port: u64,
+        session: bool,
+        principal: Option<Arc<str>>,
+        done: oneshot::Sender<bool>,
+    },
+    /// Counts a session in or out of a URI's subscribers; answers whether
+    /// the child must hear of it.
+    Subscription {
+        uri: String,
+        port: u64,
+        subscribe: bool,
+        done: oneshot::Sender<bool>,
+    },
+    /// Recomputes the most verbose log level any session asked for.
+    Level {
+        done: oneshot::Sender<Option<usize>>,
+    },
+    /// The retry of a parked 2026-07-28 call.
+    Resume {
+        port: Arc<Port>,
+        frame: Frame,
+        client_id: Box<[u8]>,
+        reply: Reply,
+    },
+    /// The proxy asks a client something for a 2026-07-28 child.
+    Ask {
+        id: Box<[u8]>,
+        request: ServerRequest,
+    },
+    /// Those questions are no longer waited for.
+    Unask(Vec<Box<[u8]>>),
+    /// What a restarted child needs: the subscribed URIs and the log level.
+    SessionsState {
+        done: oneshot::Sender<(Vec<String>, Option<usize>)>,
+    },
+    /// A (re)started child: its stdout to read, and who to tell when that ends.
+    Child {
+        child: ChildHandle,
+        reader: Reader,
+        ended: oneshot::Sender<&'static str>,
+    },
+    /// The child is gone: fail what is in flight, and (no restart) end
+    /// the sessions' streams.
+    ChildGone { why: String, close_sessions: bool },
+}
+
+impl Command {
+    /// The command could not be queued: whoever waits hears of `e`.
+    pub(super) fn refuse(self, e: &UpstreamError) {
+        match self {
+            Command::Send { pending, .. } => pending.reply.fail(&pending.client_id, e),
+            Command::Resume {
+                client_id, reply, ..
+            } => reply.fail(&client_id, e),
+            // The other waiters see their answer channel close.
+            _ => {}
+        }
+    }
+}
+
+/// Lines waiting for room in the child's stdin queue, oldest first.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Queued>,
+    bytes: usize,
+    /// Set when a queued line's deadline passed (the child stopped
+    /// reading): later writes then take room if there is some and
+    /// otherwise fail at once; cleared when a line goes through.
+    stalled: bool,
+}
+
+struct Queued {
+    line: Bytes,
+    /// The request it carries, failed if the line never goes.
+    id: Option<u64>,
+    deadline: Instant,
+}
+
+/// What one turn of the loop got. Short-lived, on the stack: a command
+/// moves through it unboxed.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Stop,
+    Command(Command, bool),
+    Line(Result<Option<Bytes>, LineError>),
+    Room,
+    Due,
+}
+
+/// The worker's state; see the module documentation.
+pub(super) struct Worker {
+    up: Weak<Upstream>,
+    pub(super) opts: UpstreamOptions,
+    pub(super) routes: Routes,
+    outbox: Outbox,
+    child: Option<ChildHandle>,
+    ended: Option<oneshot::Sender<&'static str>>,
+    pub(super) tasks: TaskTracker,
+    cancel: CancellationToken,
+    /// Ports attached plus requests in flight, for [`Upstream::is_idle`].
+    busy: Arc<AtomicUsize>,
+    /// Non-JSON lines skipped so far, and their log's rate limit.
+    skipped: u64,
+    noise: RateLimit,
+    /// Set when the oversized line being skipped was already reported
+    /// (and its request failed) as it passed the cap.
+    reported_early: bool,
+}
+
+impl Worker {
+    pub(super) fn new(
+        up: Weak<Upstream>,
+        opts: UpstreamOptions,
+        child: ChildHandle,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+        busy: Arc<AtomicUsize>,
+        noise_per_second: u32,
+    ) -> Worker {
+        let routes = Routes::new(opts.max_tasks);
+        Worker {
+            up,
+            opts,
+            routes,
+            outbox: Outbox::default(),
+            child: Some(child),
+            ended: None,
+            tasks,
+            cancel,
+            busy,
+            skipped: 0,
+            noise: RateLimit::new(noise_per_second.saturating_mul(4), noise_per_second),
+            reported_early: false,
+        }
+    }
+
+    /// Runs until the upstream is stopped or dropped.
+    pub(super) async fn run(
+        mut self,
+        mut reader: Option<Reader>,
+        ended: oneshot::Sender<&'static str>,
+        mut commands: mpsc::Receiver<Command>,
+        mut tidy: mpsc::UnboundedReceiver<Command>,
+    ) {
+        self.ended = Some(ended);
+        loop {
+            let next = self.next_deadline();
+            let step = tokio::select! {
+                _ = self.cancel.cancelled() => Step::Stop,
+                c = tidy.recv() => c.map_or(Step::Stop, |c| Step::Command(c, false)),
+                c = commands.recv() => c.map_or(Step::Stop, |c| Step::Command(c, true)),
+                line = next_line(&mut reader) => Step::Line(line),
+                _ = room(self.child.as_ref()), if !self.outbox.queue.is_empty() => Step::Room,
+                _ = sleep_until(next), if next.is_some() => Step::Due,
+            };
+            match step {
+                Step::Stop => break,
+                Step::Command(c, queued) => {
+                    if queued {
+                        // Housekeeping sent before this command goes first
+                        // (a port attached, then its first request).
+                        while let Ok(t) = tidy.try_recv() {
+                            self.command(t, &mut reader);
+                        }
+                    }
+                    self.command(c, &mut reader);
+                }
+                Step::Line(line) => self.line(line, &mut reader),
+                Step::Room => self.flush(),
+                Step::Due => self.expire_due(Instant::now()),
+            }
+            self.busy.store(
+                self.routes.ports.len() + self.routes.pending.len(),
+                Ordering::Relaxed,
+            );
+        }
+        // Stopping: everything in flight or still queued fails now.
+        self.fail_all("the proxy is stopping", true);
+        commands.close();
+        tidy.close();
+        let stopping = UpstreamError::ChildExited("the proxy is stopping".into());
+        while let Ok(c) = commands.try_recv() {
+            c.refuse(&stopping);
+        }
+        while let Ok(c) = tidy.try_recv() {
+            c.refuse(&stopping);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.routes.timers.first().map(|(at, _)| *at),
+            self.routes.parked_timers.first().map(|(at, _)| *at),
+            self.outbox.queue.front().map(|q| q.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn write_timeout(&self) -> Duration {
+        self.opts.request_timeout.unwrap_or(DEFAULT_WRITE_TIMEOUT)
+    }
+
+    /// Runs one command; a panic in it is caught and treated like a panic
+    /// while routing.
+    fn command(&mut self, c: Command, reader: &mut Option<Reader>) {
+        match c {
+            Command::Child {
+                child,
+                reader: r,
+                ended,
+            } => {
+                *reader = Some(r);
+                self.child = Some(child);
+                self.ended = Some(ended);
+                self.outbox = Outbox::default();
+            }
+            Command::ChildGone {
+                why,
+                close_sessions,
+            } => {
+                *reader = None;
+                self.child = None;
+                self.fail_all(&why, close_sessions);
+            }
+            c => {
+                if catch_unwind(AssertUnwindSafe(|| self.run_command(c))).is_err() {
+                    warn!("a command of the multiplexer failed unexpectedly; replacing the child");
+                    self.end_output(reader, "the proxy could not route the MCP server's output");
+                }
+            }
+        }
+    }
+
+    fn run_command(&mut self, c: Command) {
+        match c {
+            Command::Attach(port) => {
+                self.routes.ports.insert(port.key, port);
+            }
+            Command::Detach { port, done } => {
+                let unsubscribe = self.routes.forget_port(port);
+                let level = recompute_level(&mut self.routes);
+                let _ = done.send((unsubscribe, level));
+            }
+            Command::Send {
+                id,
+                pending,
+                line,
+                deadline,
+            } => match self.routes.admit(id, pending, deadline) {
+                Ok(_) => self.write(line, Some(id)),
+                Err(refused) => {
+                    let (e, pending) = *refused;
+                    pending.reply.fail(&pending.client_id, &e);
+                }
+            },
+            Command::Write(line) => self.write(line, None),
+            Command::Cancel { port, frame, at } => self.cancel_from_client(port, frame, at),
+            Command::CancelRequest {
+                port,
+                client_id,
+                reason,
+            } => {
+                let id = self.routes.proxy_id(port, &client_id);
+                if let Some(id) = id
+                    && self.routes.take(id).is_some()
+                {
+                    debug!(
+                        request = id,
+                        "client went away; cancelling its request at the child"
+                    );
+                    self.write_control(&cancelled_notification(id, &reason));
+                }
+            }
+            Command::Answer { port, frame } => self.client_answer(port, frame),
+            Command::Forget(id) => {
+                self.routes.take(id);
+            }
+            Command::MaySee {
+                task,
+                port,
+                session,
+                principal,
+                done,
+            } => {
+                let caller = tasks::Caller {
+                    port,
+                    session,
+                    principal: principal.as_deref(),
+                };
+                let _ = done.send(self.routes.tasks.may_see(&task, caller));
+            }
+            Command::Subscription {
+                uri,
+                port,
+                subscribe,
+                done,
+            } => {
+                let forward = self.routes.count_subscription(&uri, port, subscribe);
+                let _ = done.send(forward);
+            }
+            Command::Level { done } => {
+                recompute_level(&mut self.routes);
+                let _ = done.send(self.routes.child_log_level);
+            }
+            Command::Resume {
+                port,
+                frame,
+                client_id,
+                reply,
+            } => self.resume(&port, &frame, client_id, reply),
+            Command::Ask { id, request } => {
+                self.routes.server_requests.insert(id, request);
+            }
+            Command::Unask(ids) => {
+                for id in ids {
+                    self.routes.server_requests.remove(&id);
+                }
+            }
+            Command::SessionsState { done } => {
+                let uris = self.routes.subscriptions.keys().cloned().collect();
+                let _ = done.send((uris, self.routes.child_log_level));
+            }
+            Command::Child { .. } | Command::ChildGone { .. } => {
+                unreachable!("handled by Worker::command")
+            }
+        }
+    }
+
+    /// Stops reading the current child and tells the supervisor why.
+    fn end_output(&mut self, reader: &mut Option<Reader>, why: &'static str) {
+        *reader = None;
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(why);
+        }
+    }
+
+    fn line(&mut self, read: Result<Option<Bytes>, LineError>, reader: &mut Option<Reader>) {
+        let line = match read {
+            Ok(Some(line)) => line,
+            Ok(None) => return self.end_output(reader, "the MCP server closed its output"),
+            Err(LineError::OverCap { limit, id }) => {
+                warn!(
+                    limit,
+                    "child is writing a line over --max-line-bytes; failing its request now and skipping the line"
+                );
+                self.fail_oversized(None, limit, id, true);
+                self.reported_early = true;
+                return;
+            }
+            Err(LineError::LineTooLong { len, limit, id }) => {
+                // The rest of the stream is fine; the request it answered fails.
+                warn!(
+                    len,
+                    limit, "child wrote a line over --max-line-bytes; skipped it"
+                );
+                self.fail_oversized(Some(len), limit, id, !self.reported_early);
+                self.reported_early = false;
+                return;
+            }
+            Err(LineError::Io(e)) => {
+                warn!(error = %e, "reading the child's stdout failed");
+                return self.end_output(reader, "the MCP server's output reader stopped");
+            }
+        };
+        match Frame::parse(line.clone(), false) {
+            Ok(frame) => {
+                if catch_unwind(AssertUnwindSafe(|| self.route(frame))).is_err() {
+                    warn!("routing the child's output failed unexpectedly; replacing the child");
+                    self.end_output(reader, "the proxy could not route the MCP server's output");
+                }
+            }
+            Err(e) => {
+                self.skipped += 1;
+                // Rate-limited like stderr (`--child-log-rate`): a child
+                // printing banners in a loop must not flood the log.
+                if let Some(not_logged) = self.noise.admit() {
+                    let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                    warn!(skipped = self.skipped, not_logged, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                }
+            }
+        }
+    }
+
+    // ---- writes to the child ----
+
+    /// Hands `line` to the child's stdin queue, or keeps it in order until
+    /// there is room; the request `id` it carries fails if it cannot go.
+    pub(super) fn write(&mut self, line: Bytes, id: Option<u64>) {
+        trace!(message = %String::from_utf8_lossy(&line), "to child");
+        let wait = self.write_timeout();
+        if let Err(e) = self.queue_line(line, id, wait) {
+            match id {
+                Some(id) => self.fail_pending(id, &e),
+                None => debug!(error = %e, "a message for the child was dropped"),
+            }
+        }
+    }
+
+    /// A message of the proxy's own (answers to the child's `ping`,
+    /// refusals of its requests, cancellations).
+    pub(super) fn write_control(&mut self, message: &[u8]) {
+        self.write(jsonrpc::as_line(message), None);
+    }
+
+    fn queue_line(
+        &mut self,
+        line: Bytes,
+        id: Option<u64>,
+        wait: Duration,
+    ) -> Result<(), UpstreamError> {
+        let Some(child) = &self.child else {
+            return Err(UpstreamError::ChildExited("restarting".into()));
+        };
+        let line = if self.outbox.queue.is_empty() {
+            match child.try_send(line) {
+                Ok(()) => {
+                    self.outbox.stalled = false;
+                    return Ok(());
+                }
+                Err(TrySendError::Closed) => {
+                    return Err(UpstreamError::ChildExited("stdin closed".into()));
+                }
+                Err(TrySendError::Full(line)) => line,
+            }
+        } else {
+            line
+        };
+        if self.outbox.stalled {
+            return Err(UpstreamError::NotReading(wait));
+        }
+        if self.outbox.queue.len() >= OUTBOX_LINES || self.outbox.bytes + line.len() > OUTBOX_BYTES
+        {
+            // Full: like a passed deadline, writes fail at once until a
+            // line goes through.
+            warn!(
+                lines = self.outbox.queue.len(),
+                bytes = self.outbox.bytes,
+                "the MCP server is not keeping up with its input; messages to it fail until it does"
+            );
+            self.outbox.stalled = true;
+            return Err(UpstreamError::NotReading(wait));
+        }
+        self.outbox.bytes += line.len();
+        self.outbox.queue.push_back(Queued {
+            line,
+            id,
+            deadline: Instant::now() + wait,
+        });
+        Ok(())
+    }
+
+    /// There is room in the child's stdin queue: hand it what waits.
+    fn flush(&mut self) {
+        let Some(child) = self.child.clone() else {
+            return;
+        };
+        while let Some(q) = self.outbox.queue.pop_front() {
+            let len = q.line.len();
+            match child.try_send(q.line) {
+                Ok(()) => {
+                    self.outbox.bytes -= len;
+                    self.outbox.stalled = false;
+                }
+                Err(TrySendError::Full(line)) => {
+                    self.outbox.queue.push_front(Queued { line, ..q });
+                    return;
+                }
+                Err(TrySendError::Closed) => {
+                    self.outbox.bytes -= len;
+                    let e = UpstreamError::ChildExited("stdin closed".into());
+                    if let Some(id) = q.id {
+                        self.fail_pending(id, &e);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- deadlines ----
+
+    fn expire_due(&mut self, now: Instant) {
+        let (due, _) = self.routes.due(now);
+        for id in due {
+            self.expire(id);
+        }
+        for token in self.routes.due_parked(now) {
+            self.expire_parked(&token);
+        }
+        let wait = self.write_timeout();
+        while self.outbox.queue.front().is_some_and(|q| q.deadline <= now) {
+            let Some(q) = self.outbox.queue.pop_front() else {
+                break;
+            };
+            self.outbox.bytes -= q.line.len();
+            if !self.outbox.stalled {
+                warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "the MCP server is not reading its input; messages to it fail until it does"
+                );
+                self.outbox.stalled = true;
+            }
+            if let Some(id) = q.id {
+                self.fail_pending(id, &UpstreamError::NotReading(wait));
+            }
+        }
+    }
+
+    fn expire(&mut self, id: u64) {
+        let Some(p) = self.routes.take(id) else {
+            return;
+        };
+        let timeout = self.opts.request_timeout.unwrap_or_default();
+        warn!(
+            request = id,
+            timeout_ms = timeout.as_millis() as u64,
+            "request timed out; cancelling it at the child"
+        );
+        let e = UpstreamError::TimedOut(timeout);
+        let reason = e.to_string();
+        p.reply.fail(&p.client_id, &e);
+        self.write_control(&cancelled_notification(id, &reason));
+    }
+
+    pub(super) fn fail_pending(&mut self, id: u64, e: &UpstreamError) {
+        if let Some(p) = self.routes.take(id) {
+            p.reply.fail(&p.client_id, e);
+        }
+    }
+
+    /// The child is gone: fail what is in flight and what waits to be
+    /// written; with `close_sessions`, end the sessions' streams too.
+    fn fail_all(&mut self, why: &str, close_sessions: bool) {
+        let pending = self.routes.drain();
+        self.outbox = Outbox::default();
+        if !pending.is_empty() {
+            info!(
+                requests = pending.len(),
+                "failing requests in flight: {why}"
+            );
+        }
+        let e = UpstreamError::Gone(why.to_string());
+        for p in pending {
+            p.reply.fail(&p.client_id, &e);
+        }
+        if close_sessions {
+            for port in self.routes.ports.values() {
+                if let Some(o) = port.notify_stream() {
+                    o.finish();
+                }
+            }
+        }
+    }
+
+    /// An oversized line was (or is being) dropped: fail the request it
+    /// answered rather than let it hang. Which one that was shows at the
+    /// line's edges (`jsonrpc::edge_id`), or else it was the only request
+    /// in flight (`guess`: not once the line was already reported).
+    fn fail_oversized(&mut self, len: Option<usize>, limit: usize, id: Option<u64>, guess: bool) {
+        let only = id
+            .filter(|id| self.routes.pending.contains_key(id))
+            .or_else(|| {
+                if guess {
+                    related_call(&self.routes)
+                } else {
+                    None
+                }
+            });
+        if let Some(id) = only {
+            let size = len.map_or_else(|| "more than that".to_string(), |l| format!("{l} bytes"));
+            self.fail_pending(id, &UpstreamError::Oversized { size, limit });
+        }
+    }
+
+    // ---- what clients send that needs the tables ----
+
+    fn cancel_from_client(&mut self, port: u64, frame: Frame, at: Range<usize>) {
+        let client_id = &frame.bytes()[at.clone()];
+        let Some(id) = self.routes.proxy_id(port, client_id) else {
+            debug!("cancellation of an unknown or finished request ignored");
+            return;
+        };
+        if let Some(p) = self.routes.take(id) {
+            match p.reply.unwatched() {
+                // No answer will come: a stream of its own closes, a stream
+                // shared with other requests (legacy, batch) carries on.
+                Reply::Stream(o) => o.forgo(),
+                Reply::Once(tx) => {
+                    let _ = tx.send(
+                        jsonrpc::error_response(
+                            Some(&p.client_id),
+                            -32800,
+                            "request cancelled",
+                            None,
+                        )
+                        .into(),
+                    );
+                }
+                Reply::Call(tx) => {
+                    let _ = tx.send(Err(UpstreamError::SessionEnded));
+                }
+                Reply::Detached | Reply::Watched(..) => {}
+            }
+        }
+        // The client's message with only the id changed: whatever else it
+        // carries (`reason`, even a number no parser could hold) passes as is.
+        let frame = frame.with_replaced(at, id.to_string().as_bytes());
+        self.write(frame.to_line(), None);
+    }
+
+    /// A client's response to a server-to-client request. Answers to
+    /// requests this session was never sent are dropped.
+    fn client_answer(&mut self, port: u64, frame: Frame) {
+        let raw = frame.id().unwrap_or_default();
+        let key = jsonrpc::id_key(raw).unwrap_or_else(|| raw.into());
+        let request = match self.routes.server_requests.get(&key) {
+            Some(s) if s.port == port => self.routes.server_requests.remove(&key),
+            _ => None,
+        };
+        match request {
+            Some(ServerRequest {
+                answer: Some(waiter),
+                ..
+            }) => {
+                let _ = waiter.send(frame);
+            }
+            // Back to the child with its id as it wrote it (`1.0` from a
+            // client is the child's `1`).
+            Some(ServerRequest { raw_id, .. }) => {
+                self.write(frame.with_id(&raw_id).to_line(), None)
+            }
+            None => {
+                debug!(id = %String::from_utf8_lossy(raw), "response to an unknown server request dropped");
+            }
+        }
+    }
+
+    // ---- what the child writes ----
+
+    fn route(&mut self, frame: Frame) {
+        trace!(message = %String::from_utf8_lossy(frame.bytes()), "from child");
+        match frame.kind() {
+            Kind::Response => self.route_response(frame),
+            Kind::Notification => self.route_notification(frame),
+            Kind::Request => self.route_request(frame),
+        }
+    }
+
+    fn route_response(&mut self, frame: Frame) {
+        let id = frame.id().and_then(parse_proxy_id);
+        let Some(p) = id.and_then(|id| self.routes.take(id)) else {
+            debug!(id = %String::from_utf8_lossy(frame.id().unwrap_or_default()), "response for an unknown or finished request dropped");
+            return;
+        };
+        if p.retry.is_some()
+            && let Some(asked) = mrtr::input_required(frame.bytes())
+        {
+            let port = self.routes.ports.get(&p.port).cloned();
+            if let (Some(up), Some(port)) = (self.up.upgrade(), port) {
+                self.tasks.spawn(up.gather_input(p, port, asked));
+            }
+            return;
+        }
+        if matches!(p.reply, Reply::Detached) {
+            // A parked call finished before the client retried: keep the
+            // answer for the retry.
+            let call = id.unwrap_or_default();
+            if let Some(parked) = self.routes.parked.values_mut().find(|k| k.call == call) {
+                parked.early = Some((p, frame));
+            }
+            return;
+        }
+        self.deliver(p, frame);
+    }
+
+    /// Sends the child's answer to the client that asked.
+    pub(super) fn deliver(&mut self, p: Pending, frame: Frame) {
+        let fields: Option<&[u8]> = match p.fill {
+            Fill::None => None,
+            Fill::Complete => Some(br#""resultType":"complete""#),
+            Fill::Cacheable => Some(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
+        };
+        let answer = frame.answer(&p.client_id, fields);
+        match p.tasks {
+            TaskAnswer::None => p.reply.respond_message(answer),
+            TaskAnswer::Create => {
+                if let Some(task) = tasks::created_task(frame.bytes()) {
+                    let (session, principal) = self.caller_of(p.port);
+                    let caller = tasks::Caller {
+                        port: p.port,
+                        session,
+                        principal: principal.as_deref(),
+                    };
+                    self.routes.tasks.record(&task, caller);
+                }
+                p.reply.respond_message(answer);
+            }
+            TaskAnswer::List => {
+                let bytes = answer.into_bytes();
+                let (session, principal) = self.caller_of(p.port);
+                let caller = tasks::Caller {
+                    port: p.port,
+                    session,
+                    principal: principal.as_deref(),
+                };
+                let filtered = tasks::filter_list(&bytes, |t| self.routes.tasks.may_see(t, caller));
+                p.reply.respond(filtered.as_deref().unwrap_or(&bytes));
+            }
+        }
+    }
+
+    fn caller_of(&self, port: u64) -> (bool, Option<Arc<str>>) {
+        self.routes
+            .ports
+            .get(&port)
+            .map(|port| (port.has_identity(), port.principal()))
+            .unwrap_or((false, None))
+    }
+
+    fn route_request(&mut self, frame: Frame) {
+        let method = frame.method().unwrap_or_default().to_string();
+        // Invariant: requests have ids.
+        let id: Box<[u8]> = frame.id().expect("request has an id").into();
+        if method == "ping" {
+            // Answered at once, like every write: the worker never waits on stdin.
+            self.write_control(&jsonrpc::result_response(&id, &serde_json::json!({})));
+            return;
+        }
+        let key = jsonrpc::id_key(&id).unwrap_or_else(|| id.clone());
+        let refusal = self.take_request(&frame, &method, &id, key);
+        if let Some(why) = refusal {
+            debug!(method, "server-to-client request refused: {why}");
+            let code = if why.contains("capability") {
+                code::METHOD_NOT_FOUND
+            } else {
+                code::INTERNAL_ERROR
+            };
+            self.write_control(&jsonrpc::error_response(Some(&id), code, &why, None));
+        }
+    }
+
+    /// Passes the child's request to the client it concerns; returns why
+    /// it cannot be, if so.
+    fn take_request(
+        &mut self,
+        frame: &Frame,
+        method: &str,
+        id: &[u8],
+        key: Box<[u8]>,
+    ) -> Option<String> {
+        let r = &self.routes;
+        let (port, outlet) = match self.task_owner(frame) {
+            // Part of a task: its creator answers, on its GET stream.
+            Some(port) => (Some(port.clone()), None),
+            None => match related_target(r) {
+                Target::Request(p) => (r.ports.get(&p.port).cloned(), p.reply.stream().cloned()),
+                Target::Port(port) => (Some(port.clone()), None),
+                Target::None => (None, None),
+            },
+        };
+        let Some(port) = port else {
+            return Some(
+                "no client session is unambiguously associated with this request".to_string(),
+            );
+        };
+        if r.parked.len() >= MAX_PARKED || r.server_requests.len() >= MAX_SERVER_REQUESTS {
+            warn!("too many server-to-client requests waiting for clients; refusing another");
+            return Some("too many requests are waiting for clients already".to_string());
+        }
+        if port.kind == PortKind::Modern {
+            let wait = self.opts.request_timeout.unwrap_or(self.opts.input_wait);
+            return self.park(&port, method, id, frame, wait).err();
+        }
+        if &*port.label == STATELESS_LABEL {
+            return Some(
+                "no client session is tied to this request (stateless mode has no sessions), so nothing can answer it".to_string(),
+            );
+        }
+        if !port.supports(method) {
+            return Some(format!(
+                "the client did not declare the capability for {method}"
+            ));
+        }
+        let outlet = outlet
+            .or_else(|| port.notify_stream())
+            .filter(|o| !o.is_finished());
+        let Some(o) = outlet else {
+            return Some("the client has no open stream to carry this request".to_string());
+        };
+        o.send(frame.bytes());
+        self.routes.server_requests.insert(
+            key,
+            ServerRequest {
+                raw_id: id.into(),
+                port: port.key,
+                outlet: Some(o),
+                answer: None,
+            },
+        );
+        None
+    }
+
+    /// In shared mode, the session that owns the task a message relates to
+    /// (`_meta` related-task).
+    pub(super) fn task_owner(&self, frame: &Frame) -> Option<&Arc<Port>> {
+        if !self.opts.shared {
+            return None;
+        }
+        let task = tasks::related_task(frame)?;
+        self.routes.ports.get(&self.routes.tasks.owner(&task)?)
+    }
+}
+
+async fn next_line(reader: &mut Option<Reader>) -> Result<Option<Bytes>, LineError> {
+    // `next_line` is cancel-safe: its state and partial line live in the reader.
+    match reader {
+        Some(r) => r.next_line().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn room(child: Option<&ChildHandle>) {
+    match child {
+        Some(c) => c.room().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
