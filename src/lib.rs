@@ -20,11 +20,15 @@
 //!   handshake (`initialize`, or `server/discover` for a 2026-07-28 child),
 //!   fails in-flight requests when the child dies and restarts a shared one.
 //!   Per-session mode is the same multiplexer with one session attached.
-//!   Its parts, one concern per file: `upstream::routes` (the routing
-//!   tables and id/progress-token rewriting), `upstream::port` (a session
-//!   as the multiplexer sees it), `upstream::handshake` (the handshake and
-//!   era detection), `upstream::supervisor` (the stdout reader, child
-//!   death, restart and backoff), `upstream::fanout` (list-changed,
+//!   `Upstream` is a handle; `upstream::worker` is the one task that owns
+//!   the routing tables, the order of writes to the child and every
+//!   deadline, in one `select!` over commands, the child's lines, room in
+//!   its stdin and timers. Its other parts, one concern per file:
+//!   `upstream::routes` (the routing tables and id/progress-token
+//!   rewriting), `upstream::port` (a session as the multiplexer sees it),
+//!   `upstream::handshake` (the handshake and era detection),
+//!   `upstream::supervisor` (the child's life: death, restart and
+//!   backoff), `upstream::fanout` (list-changed,
 //!   resource updates, log levels), `upstream::tasks` (which session owns
 //!   which task in shared mode), `upstream::mrtr` (multi round-trip
 //!   requests translated between eras) and `upstream::sink` (the

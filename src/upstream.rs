@@ -36,12 +36,14 @@
 //! [`crate::session`], [`crate::http`]); what it routes to a client goes
 //! to a [`ReplySink`], which the HTTP layer implements.
 //!
-//! Where things are: the routing tables in `routes`, a session's view in
-//! `port`, the handshake in `handshake`, the child's life in `supervisor`,
-//! fan-out of unrelated notifications in `fanout`, task ownership in
-//! `tasks`, multi round-trip requests in `mrtr`, the sink trait in `sink`.
-//! This file: the [`Upstream`] type, writes to the child, client requests
-//! on their way in and the child's answers and requests on their way out.
+//! Where things are: the task that owns the tables and reads and writes
+//! the child in `worker` (with the routing of the child's answers and
+//! requests), the routing tables in `routes`, a session's view in `port`,
+//! the handshake in `handshake`, the child's life in `supervisor`, fan-out
+//! of unrelated notifications in `fanout`, task ownership in `tasks`, multi
+//! round-trip requests in `mrtr`, the sink trait in `sink`. This file: the
+//! [`Upstream`] handle (what sessions call; it talks to the worker over a
+//! bounded command queue) and client requests on their way in.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
