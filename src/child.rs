@@ -67,6 +67,9 @@ pub struct Children {
     /// [`Children::start_guard`], replaced by [`Children::check_guard`].
     /// Never locked while `groups` is held by the same thread.
     guard: Mutex<Option<Guard>>,
+    /// Each child's own tasks (its stdin writer, stderr drain and exit
+    /// watcher); [`Children::wait_tasks`] waits for them at shutdown.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for Children {
@@ -82,6 +85,18 @@ impl Children {
     /// Children spawned and not yet reaped.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Waits, at most `within`, until every child's own tasks have ended
+    /// (the children were stopped before); returns whether they did.
+    pub async fn wait_tasks(&self, within: std::time::Duration) -> bool {
+        self.tasks.close();
+        let done = tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_ok();
+        // Children may still be started later (a named server's reload).
+        self.tasks.reopen();
+        done
     }
 
     /// Starts the guard process (once); children spawned afterwards die
@@ -466,9 +481,10 @@ impl ChildHandle {
         let (exit_tx, exit_rx) = watch::channel(Exit::Running);
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let close_stdin = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
-        tokio::spawn(drain_stderr(stderr, spec.stderr_lines_per_second).instrument(span.clone()));
-        tokio::spawn(
+        let tasks = children.tasks.clone();
+        tasks.spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
+        tasks.spawn(drain_stderr(stderr, spec.stderr_lines_per_second).instrument(span.clone()));
+        tasks.spawn(
             supervise(
                 child,
                 pid,

@@ -1199,6 +1199,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
         warn!("request cleanups still running after the grace period");
     }
+    // Each child's writer, stderr drain and exit watcher end with it.
+    if !app.config.child.children.wait_tasks(grace).await {
+        warn!("a child's stdin writer or stderr reader still running after the grace period");
+    }
     info!("shutdown complete");
 }
 

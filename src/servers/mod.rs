@@ -539,6 +539,10 @@ pub async fn run_until(
         v
     };
     futures_util::future::join_all(generations.iter().map(stop_app)).await;
+    // Each child's writer, stderr drain and exit watcher end with it.
+    if !set.base.child.children.wait_tasks(grace).await {
+        warn!("a child's stdin writer or stderr reader still running after the grace period");
+    }
     info!("shutdown complete");
 }
 
