@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -33,10 +31,6 @@ use crate::logging::RateLimit;
 const MAX_STDERR_LINE_BYTES: usize = 8 * 1024;
 /// Longest stderr line read at all; a longer one is skipped with a note.
 const MAX_STDERR_READ_BYTES: usize = 64 * 1024;
-
-/// How many lines may wait for the stdin writer. Senders await when it is
-/// full: backpressure on the HTTP request, never on the child's reader.
-const STDIN_QUEUE: usize = 1024;
 
 /// Pipe buffer asked for on the child's stdout: a large result then crosses
 /// in a few reads instead of one per 64 KiB, each with a wake-up on both
@@ -350,14 +344,16 @@ pub struct ChildSpec {
     pub stderr_lines_per_second: u32,
 }
 
-/// Why a line could not be queued for the child without waiting.
-#[derive(Debug)]
-pub enum TrySendError {
-    /// The queue is full (the child reads slowly or not at all); the line
-    /// comes back.
-    Full(Bytes),
-    /// The child's stdin is closed.
-    Closed,
+/// A child's pipes, for the one task that talks to it (the multiplexer's
+/// worker): no other task sits between it and the child.
+pub struct ChildIo {
+    /// Its stdout, line by line.
+    pub stdout: LineReader<ChildStdout>,
+    /// Its stdin; dropping it closes the pipe.
+    pub stdin: tokio::process::ChildStdin,
+    /// Cancelled when the staged stop begins: whoever holds `stdin` then
+    /// drops it (closing stdin is the polite first step of a stop).
+    pub close_stdin: tokio_util::sync::CancellationToken,
 }
 
 /// Why a child could not be started or talked to.
@@ -417,19 +413,15 @@ pub struct ChildHandle {
 
 struct ChildInner {
     pid: u32,
-    stdin: mpsc::Sender<Bytes>,
     exit: watch::Receiver<Exit>,
     stop: mpsc::Sender<()>,
 }
 
 impl ChildHandle {
-    /// Spawns the child. Returns the handle and the reader of its stdout.
+    /// Spawns the child. Returns the handle and its pipes.
     /// `label` names the owner in the child's log lines (never a session
     /// id: see [`crate::logging::tag`]).
-    pub fn spawn(
-        spec: &ChildSpec,
-        label: &str,
-    ) -> Result<(ChildHandle, LineReader<ChildStdout>), ChildError> {
+    pub fn spawn(spec: &ChildSpec, label: &str) -> Result<(ChildHandle, ChildIo), ChildError> {
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
             .stdin(Stdio::piped())
@@ -477,12 +469,10 @@ impl ChildHandle {
         let span = info_span!("child", pid, session = %label);
         info!(parent: &span, program = %spec.program, "child spawned");
 
-        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
         let (exit_tx, exit_rx) = watch::channel(Exit::Running);
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let close_stdin = tokio_util::sync::CancellationToken::new();
         let tasks = children.tasks.clone();
-        tasks.spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()).instrument(span.clone()));
         tasks.spawn(drain_stderr(stderr, spec.stderr_lines_per_second).instrument(span.clone()));
         tasks.spawn(
             supervise(
@@ -491,7 +481,7 @@ impl ChildHandle {
                 spec.grace,
                 stop_rx,
                 exit_tx,
-                close_stdin,
+                close_stdin.clone(),
                 grown,
                 children,
                 spec.metrics.clone(),
@@ -501,39 +491,21 @@ impl ChildHandle {
         let handle = ChildHandle {
             inner: Arc::new(ChildInner {
                 pid,
-                stdin: stdin_tx,
                 exit: exit_rx,
                 stop: stop_tx,
             }),
         };
-        Ok((handle, LineReader::new(stdout, spec.max_line_bytes)))
+        let io = ChildIo {
+            stdout: LineReader::new(stdout, spec.max_line_bytes),
+            stdin,
+            close_stdin,
+        };
+        Ok((handle, io))
     }
 
     /// The child's pid (also its process group id).
     pub fn pid(&self) -> u32 {
         self.inner.pid
-    }
-
-    /// Queues one line (which must end in LF) for the child's stdin.
-    pub async fn send(&self, line: Bytes) -> Result<(), ChildError> {
-        self.inner
-            .stdin
-            .send(line)
-            .await
-            .map_err(|_| ChildError::Exited)
-    }
-
-    /// Queues one line for the child's stdin if there is room now.
-    pub fn try_send(&self, line: Bytes) -> Result<(), TrySendError> {
-        self.inner.stdin.try_send(line).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(line) => TrySendError::Full(line),
-            mpsc::error::TrySendError::Closed(_) => TrySendError::Closed,
-        })
-    }
-
-    /// Waits until the stdin queue has room (or is closed).
-    pub async fn room(&self) {
-        let _ = self.inner.stdin.reserve().await;
     }
 
     /// Current exit state.
@@ -553,52 +525,6 @@ impl ChildHandle {
     pub async fn stop(&self) -> Exit {
         let _ = self.inner.stop.try_send(());
         self.exited().await
-    }
-}
-
-async fn write_stdin(
-    stdin: tokio::process::ChildStdin,
-    mut rx: mpsc::Receiver<Bytes>,
-    close: tokio_util::sync::CancellationToken,
-) {
-    // Lines that arrive together go out in one system call: fewer wake-ups
-    // of the child under load, and no wait when a line arrives alone.
-    let mut stdin = tokio::io::BufWriter::with_capacity(64 * 1024, stdin);
-    loop {
-        let line = tokio::select! {
-            line = rx.recv() => match line {
-                Some(line) => line,
-                None => break,
-            },
-            _ = close.cancelled() => break,
-        };
-        if let Err(e) = write_burst(&mut stdin, &mut rx, line).await {
-            debug!(error = %e, "child stdin closed");
-            break;
-        }
-    }
-    // Dropping stdin closes the pipe: the polite first step of a stop.
-}
-
-/// Writes `first` and whatever else is queued, then flushes. Before the
-/// flush it yields once, so that requests which are ready to run on this
-/// runtime right now can add their lines to the same write.
-async fn write_burst(
-    stdin: &mut tokio::io::BufWriter<tokio::process::ChildStdin>,
-    rx: &mut mpsc::Receiver<Bytes>,
-    first: Bytes,
-) -> std::io::Result<()> {
-    stdin.write_all(&first).await?;
-    let mut yielded = false;
-    loop {
-        while let Ok(line) = rx.try_recv() {
-            stdin.write_all(&line).await?;
-        }
-        if yielded {
-            return stdin.flush().await;
-        }
-        tokio::task::yield_now().await;
-        yielded = true;
     }
 }
 

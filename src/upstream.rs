@@ -375,8 +375,7 @@ impl Upstream {
         opts: UpstreamOptions,
         cancel: CancellationToken,
     ) -> Result<Arc<Upstream>, UpstreamError> {
-        let (child, reader) = ChildHandle::spawn(&spec, label)?;
-        let reader = reader.reporting_over_cap();
+        let (child, io) = ChildHandle::spawn(&spec, label)?;
         let protocol = opts.protocol;
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (tidy, tidy_rx) = mpsc::unbounded_channel();
@@ -405,7 +404,6 @@ impl Upstream {
         let worker = Worker::new(
             Arc::downgrade(&up),
             opts,
-            child.clone(),
             up.tasks.clone(),
             cancel,
             busy,
@@ -414,7 +412,7 @@ impl Upstream {
         let (ended_tx, ended_rx) = oneshot::channel();
         up.tasks.spawn(
             worker
-                .run(Some(reader), ended_tx, command_rx, tidy_rx)
+                .run(io, ended_tx, command_rx, tidy_rx)
                 .instrument(span.clone()),
         );
         up.tasks

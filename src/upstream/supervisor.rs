@@ -116,11 +116,7 @@ impl Upstream {
                     child = c;
                     let (tx, rx) = oneshot::channel();
                     ended = Some(rx);
-                    up.tidy(Command::Child {
-                        child: child.clone(),
-                        reader: r.reporting_over_cap(),
-                        ended: tx,
-                    });
+                    up.tidy(Command::Child { io: r, ended: tx });
                     spawned_at = tokio::time::Instant::now();
                     *lock(&up.child) = Some(child.clone());
                     up.initialized_sent.store(false, Ordering::SeqCst);

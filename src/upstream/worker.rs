@@ -1,17 +1,18 @@
 //! The multiplexer's worker: the one task that owns the routing tables, the
 //! order of what goes to the child's stdin, and every deadline.
 //!
-//! It runs one `select!` over the commands of the handles ([`Upstream`]'s
-//! methods, on a bounded queue), housekeeping from drop guards and the
-//! supervisor, the child's stdout lines, room in the child's stdin queue,
-//! and the soonest deadline (a request's `--request-timeout`, a parked
-//! call's input wait, a queued write's deadline). It waits on nothing
-//! else: what goes to clients goes to [`super::ReplySink`]s, which never
-//! block, and what goes to the child is handed to its stdin queue when
-//! there is room, or else kept here in order until there is or its
-//! deadline passes. So the reader of the child's output never waits on
-//! its input, and a child that stops reading fails what was written to it
-//! at the deadline instead of holding anyone.
+//! It holds the child's pipes itself and runs one `select!` over the
+//! commands of the handles ([`Upstream`]'s methods, on a bounded queue),
+//! housekeeping from drop guards and the supervisor, the child's stdout
+//! lines, room in the child's stdin pipe, and the soonest deadline (a
+//! request's `--request-timeout`, a parked call's input wait, a queued
+//! write's deadline). It waits on nothing else: what goes to clients goes
+//! to [`super::ReplySink`]s, which never block, and what goes to the child
+//! is queued here in order and written (many lines in one system call)
+//! whenever the pipe takes it. So the reader of the child's output never
+//! waits on its input, a child that stops reading fails what was written
+//! to it at the deadline instead of holding anyone, and no other task sits
+//! between a request and the child's stdin.
 //!
 //! The housekeeping queue is unbounded, and cannot grow past the tables:
 //! each message on it stands for one entry of a bounded table (a request
@@ -28,8 +29,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::process::ChildStdout;
+use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +48,7 @@ use super::{
     DEFAULT_WRITE_TIMEOUT, MAX_PARKED, MAX_SERVER_REQUESTS, Port, PortKind, Reply, STATELESS_LABEL,
     Upstream, UpstreamError, UpstreamOptions, mrtr, tasks,
 };
-use crate::child::{ChildHandle, TrySendError};
+use crate::child::ChildIo;
 use crate::jsonrpc::{self, Frame, Kind, LineError, LineReader, code};
 use crate::logging::RateLimit;
 
@@ -53,12 +56,15 @@ use crate::logging::RateLimit;
 /// (up to its write deadline; then its request fails).
 pub(super) const COMMAND_QUEUE: usize = 1024;
 
-/// Lines kept here, in order, while the child's stdin queue is full; past
-/// this (or [`OUTBOX_BYTES`]) a further write fails at once.
-const OUTBOX_LINES: usize = 1024;
+/// Lines waiting for the child's stdin pipe; past this (or
+/// [`OUTBOX_BYTES`]) a further write fails at once.
+const OUTBOX_LINES: usize = 2048;
 
-/// Bytes kept here while the child's stdin queue is full.
+/// Bytes waiting for the child's stdin pipe.
 const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Lines handed to the pipe in one system call at most.
+const WRITE_BATCH: usize = 64;
 
 /// The child's stdout, line by line.
 pub(super) type Reader = LineReader<ChildStdout>;
@@ -138,10 +144,9 @@ pub(super) enum Command {
     SessionsState {
         done: oneshot::Sender<(Vec<String>, Option<usize>)>,
     },
-    /// A (re)started child: its stdout to read, and who to tell when that ends.
+    /// A (re)started child: its pipes, and who to tell when its output ends.
     Child {
-        child: ChildHandle,
-        reader: Reader,
+        io: ChildIo,
         ended: oneshot::Sender<&'static str>,
     },
     /// The child is gone: fail what is in flight, and (no restart) end
@@ -163,7 +168,7 @@ impl Command {
     }
 }
 
-/// Lines waiting for room in the child's stdin queue, oldest first.
+/// Lines waiting for room in the child's stdin pipe, oldest first.
 #[derive(Default)]
 struct Outbox {
     queue: VecDeque<Queued>,
@@ -175,10 +180,14 @@ struct Outbox {
 }
 
 struct Queued {
+    /// What is left to write of the line.
     line: Bytes,
     /// The request it carries, failed if the line never goes.
     id: Option<u64>,
     deadline: Instant,
+    /// Part of it went already: it must go whole (or the pipe close), as
+    /// what follows would be read as its rest.
+    started: bool,
 }
 
 /// What one turn of the loop got. Short-lived, on the stack: a command
@@ -188,7 +197,8 @@ enum Step {
     Stop,
     Command(Command, bool),
     Line(Result<Option<Bytes>, LineError>),
-    Room,
+    Wrote(std::io::Result<usize>),
+    CloseStdin,
     Due,
 }
 
@@ -198,7 +208,10 @@ pub(super) struct Worker {
     pub(super) opts: UpstreamOptions,
     pub(super) routes: Routes,
     outbox: Outbox,
-    child: Option<ChildHandle>,
+    /// The child's stdin, while it is open.
+    stdin: Option<ChildStdin>,
+    /// Cancelled when the child's stop begins: `stdin` is then dropped.
+    close_stdin: CancellationToken,
     ended: Option<oneshot::Sender<&'static str>>,
     pub(super) tasks: TaskTracker,
     cancel: CancellationToken,
@@ -216,7 +229,6 @@ impl Worker {
     pub(super) fn new(
         up: Weak<Upstream>,
         opts: UpstreamOptions,
-        child: ChildHandle,
         tasks: TaskTracker,
         cancel: CancellationToken,
         busy: Arc<AtomicUsize>,
@@ -228,7 +240,8 @@ impl Worker {
             opts,
             routes,
             outbox: Outbox::default(),
-            child: Some(child),
+            stdin: None,
+            close_stdin: CancellationToken::new(),
             ended: None,
             tasks,
             cancel,
@@ -242,12 +255,13 @@ impl Worker {
     /// Runs until the upstream is stopped or dropped.
     pub(super) async fn run(
         mut self,
-        mut reader: Option<Reader>,
+        io: ChildIo,
         ended: oneshot::Sender<&'static str>,
         mut commands: mpsc::Receiver<Command>,
         mut tidy: mpsc::UnboundedReceiver<Command>,
     ) {
-        self.ended = Some(ended);
+        let mut reader = None;
+        self.take_child(io, ended, &mut reader);
         loop {
             let next = self.next_deadline();
             let step = tokio::select! {
@@ -255,7 +269,8 @@ impl Worker {
                 c = tidy.recv() => c.map_or(Step::Stop, |c| Step::Command(c, false)),
                 c = commands.recv() => c.map_or(Step::Stop, |c| Step::Command(c, true)),
                 line = next_line(&mut reader) => Step::Line(line),
-                _ = room(self.child.as_ref()), if !self.outbox.queue.is_empty() => Step::Room,
+                wrote = write_out(self.stdin.as_mut(), &self.outbox.queue), if !self.outbox.queue.is_empty() => Step::Wrote(wrote),
+                _ = self.close_stdin.cancelled(), if self.stdin.is_some() => Step::CloseStdin,
                 _ = sleep_until(next), if next.is_some() => Step::Due,
             };
             match step {
@@ -271,7 +286,8 @@ impl Worker {
                     self.command(c, &mut reader);
                 }
                 Step::Line(line) => self.line(line, &mut reader),
-                Step::Room => self.flush(),
+                Step::Wrote(wrote) => self.wrote(wrote),
+                Step::CloseStdin => self.drop_stdin("stdin closed"),
                 Step::Due => self.expire_due(Instant::now()),
             }
             self.busy.store(
@@ -296,7 +312,11 @@ impl Worker {
         [
             self.routes.timers.first().map(|(at, _)| *at),
             self.routes.parked_timers.first().map(|(at, _)| *at),
-            self.outbox.queue.front().map(|q| q.deadline),
+            self.outbox
+                .queue
+                .iter()
+                .find(|q| !q.started || q.id.is_some())
+                .map(|q| q.deadline),
         ]
         .into_iter()
         .flatten()
@@ -311,22 +331,13 @@ impl Worker {
     /// while routing.
     fn command(&mut self, c: Command, reader: &mut Option<Reader>) {
         match c {
-            Command::Child {
-                child,
-                reader: r,
-                ended,
-            } => {
-                *reader = Some(r);
-                self.child = Some(child);
-                self.ended = Some(ended);
-                self.outbox = Outbox::default();
-            }
+            Command::Child { io, ended } => self.take_child(io, ended, reader),
             Command::ChildGone {
                 why,
                 close_sessions,
             } => {
                 *reader = None;
-                self.child = None;
+                self.stdin = None;
                 self.fail_all(&why, close_sessions);
             }
             c => {
@@ -433,6 +444,20 @@ impl Worker {
         }
     }
 
+    /// A (re)started child's pipes replace the last one's.
+    fn take_child(
+        &mut self,
+        io: ChildIo,
+        ended: oneshot::Sender<&'static str>,
+        reader: &mut Option<Reader>,
+    ) {
+        *reader = Some(io.stdout.reporting_over_cap());
+        self.stdin = Some(io.stdin);
+        self.close_stdin = io.close_stdin;
+        self.ended = Some(ended);
+        self.outbox = Outbox::default();
+    }
+
     /// Stops reading the current child and tells the supervisor why.
     fn end_output(&mut self, reader: &mut Option<Reader>, why: &'static str) {
         *reader = None;
@@ -515,23 +540,36 @@ impl Worker {
         id: Option<u64>,
         wait: Duration,
     ) -> Result<(), UpstreamError> {
-        let Some(child) = &self.child else {
-            return Err(UpstreamError::ChildExited("restarting".into()));
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(UpstreamError::ChildExited("stdin closed".into()));
         };
-        let line = if self.outbox.queue.is_empty() {
-            match child.try_send(line) {
-                Ok(()) => {
+        let mut line = line;
+        if self.outbox.queue.is_empty() {
+            // Nothing waits ahead of it: try the pipe now (one poll, no wait).
+            match stdin.write(&line).now_or_never() {
+                Some(Ok(n)) if n == line.len() => {
                     self.outbox.stalled = false;
                     return Ok(());
                 }
-                Err(TrySendError::Closed) => {
+                Some(Ok(n)) if n > 0 => {
+                    self.outbox.stalled = false;
+                    line.advance(n);
+                    self.outbox.bytes += line.len();
+                    self.outbox.queue.push_back(Queued {
+                        line,
+                        id,
+                        deadline: Instant::now() + wait,
+                        started: true,
+                    });
+                    return Ok(());
+                }
+                Some(_) => {
+                    self.drop_stdin("stdin closed");
                     return Err(UpstreamError::ChildExited("stdin closed".into()));
                 }
-                Err(TrySendError::Full(line)) => line,
+                None => {}
             }
-        } else {
-            line
-        };
+        }
         if self.outbox.stalled {
             return Err(UpstreamError::NotReading(wait));
         }
@@ -552,34 +590,41 @@ impl Worker {
             line,
             id,
             deadline: Instant::now() + wait,
+            started: false,
         });
         Ok(())
     }
 
-    /// There is room in the child's stdin queue: hand it what waits.
-    fn flush(&mut self) {
-        let Some(child) = self.child.clone() else {
-            return;
+    /// The pipe took `n` bytes of the queue (or failed).
+    fn wrote(&mut self, wrote: std::io::Result<usize>) {
+        let mut n = match wrote {
+            Ok(0) | Err(_) => return self.drop_stdin("stdin closed"),
+            Ok(n) => n,
         };
-        while let Some(q) = self.outbox.queue.pop_front() {
-            let len = q.line.len();
-            match child.try_send(q.line) {
-                Ok(()) => {
-                    self.outbox.bytes -= len;
-                    self.outbox.stalled = false;
-                }
-                Err(TrySendError::Full(line)) => {
-                    self.outbox.queue.push_front(Queued { line, ..q });
-                    return;
-                }
-                Err(TrySendError::Closed) => {
-                    self.outbox.bytes -= len;
-                    let e = UpstreamError::ChildExited("stdin closed".into());
-                    if let Some(id) = q.id {
-                        self.fail_pending(id, &e);
-                    }
-                }
+        self.outbox.stalled = false;
+        while n > 0 {
+            let Some(front) = self.outbox.queue.front_mut() else {
+                break;
+            };
+            let take = n.min(front.line.len());
+            front.line.advance(take);
+            front.started = true;
+            self.outbox.bytes -= take;
+            n -= take;
+            if front.line.is_empty() {
+                self.outbox.queue.pop_front();
             }
+        }
+    }
+
+    /// The child's stdin is closed (its stop began, or it closed the
+    /// pipe): what waits for it fails.
+    fn drop_stdin(&mut self, why: &str) {
+        self.stdin = None;
+        let queued = std::mem::take(&mut self.outbox);
+        let e = UpstreamError::ChildExited(why.to_string());
+        for id in queued.queue.into_iter().filter_map(|q| q.id) {
+            self.fail_pending(id, &e);
         }
     }
 
@@ -594,21 +639,33 @@ impl Worker {
             self.expire_parked(&token);
         }
         let wait = self.write_timeout();
-        while self.outbox.queue.front().is_some_and(|q| q.deadline <= now) {
-            let Some(q) = self.outbox.queue.pop_front() else {
+        let mut failed = Vec::new();
+        // A line partly written stays (the pipe must get it whole); its
+        // request fails all the same.
+        let mut at = 0;
+        while let Some(q) = self.outbox.queue.get_mut(at) {
+            if q.deadline > now {
                 break;
-            };
-            self.outbox.bytes -= q.line.len();
-            if !self.outbox.stalled {
-                warn!(
-                    wait_ms = wait.as_millis() as u64,
-                    "the MCP server is not reading its input; messages to it fail until it does"
-                );
-                self.outbox.stalled = true;
             }
-            if let Some(id) = q.id {
-                self.fail_pending(id, &UpstreamError::NotReading(wait));
+            if q.started {
+                failed.extend(q.id.take());
+                at += 1;
+                continue;
             }
+            if let Some(q) = self.outbox.queue.remove(at) {
+                self.outbox.bytes -= q.line.len();
+                failed.extend(q.id);
+            }
+        }
+        if !failed.is_empty() && !self.outbox.stalled {
+            warn!(
+                wait_ms = wait.as_millis() as u64,
+                "the MCP server is not reading its input; messages to it fail until it does"
+            );
+            self.outbox.stalled = true;
+        }
+        for id in failed {
+            self.fail_pending(id, &UpstreamError::NotReading(wait));
         }
     }
 
@@ -925,11 +982,21 @@ async fn next_line(reader: &mut Option<Reader>) -> Result<Option<Bytes>, LineErr
     }
 }
 
-async fn room(child: Option<&ChildHandle>) {
-    match child {
-        Some(c) => c.room().await,
-        None => std::future::pending().await,
-    }
+/// Writes the front of the queue (up to [`WRITE_BATCH`] lines in one
+/// call); cancel-safe: a write that did not finish wrote nothing.
+async fn write_out(
+    stdin: Option<&mut ChildStdin>,
+    queue: &VecDeque<Queued>,
+) -> std::io::Result<usize> {
+    let Some(stdin) = stdin else {
+        return std::future::pending().await;
+    };
+    let slices: Vec<std::io::IoSlice<'_>> = queue
+        .iter()
+        .take(WRITE_BATCH)
+        .map(|q| std::io::IoSlice::new(&q.line))
+        .collect();
+    stdin.write_vectored(&slices).await
 }
 
 async fn sleep_until(at: Option<Instant>) {
