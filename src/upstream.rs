@@ -559,7 +559,7 @@ impl Upstream {
             return self
                 .command(Command::Resume {
                     port: port.clone(),
-                    frame,
+                    frame: Box::new(frame),
                     client_id,
                     reply,
                 })
@@ -755,7 +755,7 @@ impl Upstream {
         let deadline = self.opts.request_timeout.map(|t| Instant::now() + t);
         self.command(Command::Send {
             id,
-            pending,
+            pending: Box::new(pending),
             line: frame.to_line(),
             deadline,
         })
@@ -820,7 +820,7 @@ impl Upstream {
         let _forget = Forget(self, id);
         self.command(Command::Send {
             id,
-            pending,
+            pending: Box::new(pending),
             line: frame.to_line(),
             deadline: None,
         })
@@ -893,7 +893,7 @@ impl Upstream {
                 self.child()?;
                 self.command(Command::Cancel {
                     port: port.key,
-                    frame,
+                    frame: Box::new(frame),
                     at,
                 })
                 .await
@@ -917,7 +917,7 @@ impl Upstream {
     pub async fn respond(&self, port: &Port, frame: Frame) -> Result<(), UpstreamError> {
         self.command(Command::Answer {
             port: port.key,
-            frame,
+            frame: Box::new(frame),
         })
         .await
     }

@@ -116,7 +116,10 @@ impl Upstream {
                     child = c;
                     let (tx, rx) = oneshot::channel();
                     ended = Some(rx);
-                    up.tidy(Command::Child { io: r, ended: tx });
+                    up.tidy(Command::Child {
+                        io: Box::new(r),
+                        ended: tx,
+                    });
                     spawned_at = tokio::time::Instant::now();
                     *lock(&up.child) = Some(child.clone());
                     up.initialized_sent.store(false, Ordering::SeqCst);

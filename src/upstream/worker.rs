@@ -83,7 +83,7 @@ pub(super) enum Command {
     /// its answer goes, then write it.
     Send {
         id: u64,
-        pending: Pending,
+        pending: Box<Pending>,
         line: Bytes,
         deadline: Option<Instant>,
     },
@@ -92,7 +92,7 @@ pub(super) enum Command {
     /// A client's `notifications/cancelled`; `at` is its `requestId`.
     Cancel {
         port: u64,
-        frame: Frame,
+        frame: Box<Frame>,
         at: Range<usize>,
     },
     /// The proxy cancels a client's request (its client went away).
@@ -102,7 +102,7 @@ pub(super) enum Command {
         reason: String,
     },
     /// A client's answer to a server-to-client request.
-    Answer { port: u64, frame: Frame },
+    Answer { port: u64, frame: Box<Frame> },
     /// The proxy's own request ended on its side (answered, timed out,
     /// dropped): forget its entry.
     Forget(u64),
@@ -129,7 +129,7 @@ pub(super) enum Command {
     /// The retry of a parked 2026-07-28 call.
     Resume {
         port: Arc<Port>,
-        frame: Frame,
+        frame: Box<Frame>,
         client_id: Box<[u8]>,
         reply: Reply,
     },
@@ -146,7 +146,7 @@ pub(super) enum Command {
     },
     /// A (re)started child: its pipes, and who to tell when its output ends.
     Child {
-        io: ChildIo,
+        io: Box<ChildIo>,
         ended: oneshot::Sender<&'static str>,
     },
     /// The child is gone: fail what is in flight, and (no restart) end
@@ -331,7 +331,7 @@ impl Worker {
     /// while routing.
     fn command(&mut self, c: Command, reader: &mut Option<Reader>) {
         match c {
-            Command::Child { io, ended } => self.take_child(io, ended, reader),
+            Command::Child { io, ended } => self.take_child(*io, ended, reader),
             Command::ChildGone {
                 why,
                 close_sessions,
@@ -364,7 +364,7 @@ impl Worker {
                 pending,
                 line,
                 deadline,
-            } => match self.routes.admit(id, pending, deadline) {
+            } => match self.routes.admit(id, *pending, deadline) {
                 Ok(_) => self.write(line, Some(id)),
                 Err(refused) => {
                     let (e, pending) = *refused;
@@ -372,7 +372,7 @@ impl Worker {
                 }
             },
             Command::Write(line) => self.write(line, None),
-            Command::Cancel { port, frame, at } => self.cancel_from_client(port, frame, at),
+            Command::Cancel { port, frame, at } => self.cancel_from_client(port, *frame, at),
             Command::CancelRequest {
                 port,
                 client_id,
@@ -389,7 +389,7 @@ impl Worker {
                     self.write_control(&cancelled_notification(id, &reason));
                 }
             }
-            Command::Answer { port, frame } => self.client_answer(port, frame),
+            Command::Answer { port, frame } => self.client_answer(port, *frame),
             Command::Forget(id) => {
                 self.routes.take(id);
             }
