@@ -125,13 +125,14 @@ impl QueueWriter {
 /// carries many lines. A line waits at most this long beyond the write.
 const GATHER: Duration = Duration::from_millis(2);
 
-/// Bytes written in one call at most (the rest goes in the next).
-const BATCH_BYTES: usize = 256 * 1024;
+/// Bytes written in one call at most (the rest goes in the next); the
+/// writer's buffer never grows much past this.
+const BATCH_BYTES: usize = 64 * 1024;
 
 fn write_lines(rx: Receiver<Line>) {
     let mut stderr = std::io::stderr();
     let mut reported = 0;
-    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(16 * 1024);
     while let Ok(Line::Text(line)) = rx.recv() {
         batch.clear();
         batch.extend_from_slice(&line);
