@@ -461,6 +461,21 @@ impl Upstream {
         let _ = self.tidy.send(command);
     }
 
+    /// Records a question the proxy asks a client for a 2026-07-28 child
+    /// (before it is sent: the answer comes after).
+    async fn record_question(
+        &self,
+        id: Box<[u8]>,
+        request: routes::ServerRequest,
+    ) -> Result<(), UpstreamError> {
+        self.command(Command::Ask { id, request }).await
+    }
+
+    /// Those questions are no longer waited for.
+    fn forget_questions(&self, ids: Vec<Box<[u8]>>) {
+        self.tidy(Command::Unask(ids));
+    }
+
     /// Whether several sessions share this child.
     pub fn is_shared(&self) -> bool {
         self.opts.shared

@@ -9,13 +9,11 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::routes::{Routes, ServerRequest, Target, parse_proxy_id, related_target};
-use super::worker::{Command, Worker};
 use super::{Port, Upstream, lock, tasks};
 use crate::jsonrpc::{self, Frame};
-use crate::version::UpstreamProtocol;
 
 /// The log levels of `logging/setLevel`, least to most severe.
 pub(super) const LOG_LEVELS: [&str; 8] = [
@@ -112,175 +110,161 @@ impl Upstream {
         )
         .await;
     }
+}
 
-    /// After a restart, gives the new child what the sessions had asked of
-    /// the old one: their resource subscriptions and the log level.
-    pub(super) async fn restore_sessions_state(self: &Arc<Self>) {
-        if self.era() == UpstreamProtocol::Modern {
-            // A 2026-07-28 child has neither; listeners carry them per request.
-            return;
+/// Routes a notification of the child that answers no request (see the
+/// module documentation); `shared`: tasks belong to sessions.
+pub(super) fn route_notification(routes: &mut Routes, shared: bool, frame: Frame) {
+    let method = frame.method().unwrap_or_default();
+    if let Some(sub) = subscription_of(&frame) {
+        // A modern child's notification for one `subscriptions/listen`
+        // request: it goes to that request's stream only, with the
+        // client's own request id restored.
+        let r = &*routes;
+        if let Some(p) = r.pending.get(&sub) {
+            let mut v: Value = serde_json::from_slice(frame.bytes()).unwrap_or_default();
+            if let (Some(meta), Ok(id)) = (
+                v.pointer_mut("/params/_meta")
+                    .and_then(Value::as_object_mut),
+                serde_json::from_slice::<Value>(&p.client_id),
+            ) {
+                meta.insert(SUBSCRIPTION_ID_KEY.into(), id);
+            }
+            if let Some(o) = p.reply.stream() {
+                o.send(&serde_json::to_vec(&v).expect("Value serializes"));
+            }
         }
-        let Some((uris, level)) = self.ask(|done| Command::SessionsState { done }).await else {
-            return;
-        };
-        if !uris.is_empty() {
-            info!(
-                subscriptions = uris.len(),
-                "restoring resource subscriptions at the restarted child"
-            );
+        return;
+    }
+    match method {
+        "notifications/progress" => {
+            let Some(at) = frame.locate_in_params(&["progressToken"]) else {
+                return;
+            };
+            let token = parse_proxy_id(&frame.bytes()[at.clone()]);
+            let r = &*routes;
+            let Some(p) = token.and_then(|t| r.pending.get(&t)) else {
+                debug!("progress for an unknown or finished request dropped");
+                return;
+            };
+            let Some(original) = &p.token else { return };
+            // The child's message with the client's token put back;
+            // nothing else in it is read or rebuilt.
+            let out = frame.with_replaced(at, original);
+            match p.reply.stream() {
+                Some(o) => o.send(out.bytes()),
+                None => {
+                    if let Some(port) = r.ports.get(&p.port) {
+                        port.send_unrelated(out.bytes());
+                    }
+                }
+            }
         }
-        for uri in uris {
-            self.fire_and_forget("resources/subscribe", serde_json::json!({ "uri": uri }))
-                .await;
+        "notifications/cancelled" => {
+            // The child withdraws one of its own requests: tell whoever has it.
+            let Some(at) = frame.locate_in_params(&["requestId"]) else {
+                return;
+            };
+            let Some(key) = jsonrpc::id_key(&frame.bytes()[at]) else {
+                return;
+            };
+            let target = routes.server_requests.remove(&key);
+            if let Some(ServerRequest {
+                outlet: Some(o), ..
+            }) = target
+            {
+                o.send(frame.bytes());
+            }
         }
-        if let Some(level) = level {
-            self.set_child_level(level).await;
+        "notifications/tasks/status" if shared => {
+            let r = &*routes;
+            let owner = frame
+                .params()
+                .and_then(tasks::task_param)
+                .and_then(|t| r.tasks.owner(&t))
+                .and_then(|key| r.ports.get(&key));
+            match owner {
+                Some(port) => {
+                    port.send_unrelated(frame.bytes());
+                }
+                None => debug!("status of a task no session owns dropped"),
+            }
+        }
+        m if m.ends_with("/list_changed") => {
+            let ports: Vec<Arc<Port>> = routes.ports.values().cloned().collect();
+            for port in ports {
+                port.send_unrelated(frame.bytes());
+            }
+        }
+        "notifications/resources/updated" => {
+            let uri = frame
+                .params_value()
+                .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
+            let r = &*routes;
+            let subscribers = uri.and_then(|u| r.subscriptions.get(&u));
+            for key in subscribers.into_iter().flatten() {
+                if let Some(port) = r.ports.get(key) {
+                    port.send_unrelated(frame.bytes());
+                }
+            }
+        }
+        _ => {
+            let level = (method == "notifications/message")
+                .then(|| {
+                    frame
+                        .params_value()
+                        .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank))
+                })
+                .flatten();
+            let r = &*routes;
+            if let Some(port) = task_owner(r, shared, &frame) {
+                if passes(Some(port), level) {
+                    port.send_unrelated(frame.bytes());
+                }
+                return;
+            }
+            match related_target(r) {
+                Target::Request(p) => {
+                    let port = r.ports.get(&p.port);
+                    if !passes(port, level) {
+                        return;
+                    }
+                    match p.reply.stream() {
+                        Some(o) => o.send(frame.bytes()),
+                        None => {
+                            if let Some(port) = port {
+                                port.send_unrelated(frame.bytes());
+                            }
+                        }
+                    }
+                }
+                Target::Port(port) => {
+                    if passes(Some(port), level) {
+                        port.send_unrelated(frame.bytes());
+                    }
+                }
+                Target::None => {
+                    debug!(method, "notification with no unambiguous session dropped")
+                }
+            }
         }
     }
 }
 
-impl Worker {
-    pub(super) fn route_notification(&mut self, frame: Frame) {
-        let method = frame.method().unwrap_or_default();
-        if let Some(sub) = self.subscription_of(&frame) {
-            // A modern child's notification for one `subscriptions/listen`
-            // request: it goes to that request's stream only, with the
-            // client's own request id restored.
-            let r = &self.routes;
-            if let Some(p) = r.pending.get(&sub) {
-                let mut v: Value = serde_json::from_slice(frame.bytes()).unwrap_or_default();
-                if let (Some(meta), Ok(id)) = (
-                    v.pointer_mut("/params/_meta")
-                        .and_then(Value::as_object_mut),
-                    serde_json::from_slice::<Value>(&p.client_id),
-                ) {
-                    meta.insert(SUBSCRIPTION_ID_KEY.into(), id);
-                }
-                if let Some(o) = p.reply.stream() {
-                    o.send(&serde_json::to_vec(&v).expect("Value serializes"));
-                }
-            }
-            return;
-        }
-        match method {
-            "notifications/progress" => {
-                let Some(at) = frame.locate_in_params(&["progressToken"]) else {
-                    return;
-                };
-                let token = parse_proxy_id(&frame.bytes()[at.clone()]);
-                let r = &self.routes;
-                let Some(p) = token.and_then(|t| r.pending.get(&t)) else {
-                    debug!("progress for an unknown or finished request dropped");
-                    return;
-                };
-                let Some(original) = &p.token else { return };
-                // The child's message with the client's token put back;
-                // nothing else in it is read or rebuilt.
-                let out = frame.with_replaced(at, original);
-                match p.reply.stream() {
-                    Some(o) => o.send(out.bytes()),
-                    None => {
-                        if let Some(port) = r.ports.get(&p.port) {
-                            port.send_unrelated(out.bytes());
-                        }
-                    }
-                }
-            }
-            "notifications/cancelled" => {
-                // The child withdraws one of its own requests: tell whoever has it.
-                let Some(at) = frame.locate_in_params(&["requestId"]) else {
-                    return;
-                };
-                let Some(key) = jsonrpc::id_key(&frame.bytes()[at]) else {
-                    return;
-                };
-                let target = self.routes.server_requests.remove(&key);
-                if let Some(ServerRequest {
-                    outlet: Some(o), ..
-                }) = target
-                {
-                    o.send(frame.bytes());
-                }
-            }
-            "notifications/tasks/status" if self.opts.shared => {
-                let r = &self.routes;
-                let owner = frame
-                    .params()
-                    .and_then(tasks::task_param)
-                    .and_then(|t| r.tasks.owner(&t))
-                    .and_then(|key| r.ports.get(&key));
-                match owner {
-                    Some(port) => {
-                        port.send_unrelated(frame.bytes());
-                    }
-                    None => debug!("status of a task no session owns dropped"),
-                }
-            }
-            m if m.ends_with("/list_changed") => {
-                let ports: Vec<Arc<Port>> = self.routes.ports.values().cloned().collect();
-                for port in ports {
-                    port.send_unrelated(frame.bytes());
-                }
-            }
-            "notifications/resources/updated" => {
-                let uri = frame
-                    .params_value()
-                    .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
-                let r = &self.routes;
-                let subscribers = uri.and_then(|u| r.subscriptions.get(&u));
-                for key in subscribers.into_iter().flatten() {
-                    if let Some(port) = r.ports.get(key) {
-                        port.send_unrelated(frame.bytes());
-                    }
-                }
-            }
-            _ => {
-                let level = (method == "notifications/message")
-                    .then(|| {
-                        frame
-                            .params_value()
-                            .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank))
-                    })
-                    .flatten();
-                let r = &self.routes;
-                if let Some(port) = self.task_owner(&frame) {
-                    if passes(Some(port), level) {
-                        port.send_unrelated(frame.bytes());
-                    }
-                    return;
-                }
-                match related_target(r) {
-                    Target::Request(p) => {
-                        let port = r.ports.get(&p.port);
-                        if !passes(port, level) {
-                            return;
-                        }
-                        match p.reply.stream() {
-                            Some(o) => o.send(frame.bytes()),
-                            None => {
-                                if let Some(port) = port {
-                                    port.send_unrelated(frame.bytes());
-                                }
-                            }
-                        }
-                    }
-                    Target::Port(port) => {
-                        if passes(Some(port), level) {
-                            port.send_unrelated(frame.bytes());
-                        }
-                    }
-                    Target::None => {
-                        debug!(method, "notification with no unambiguous session dropped")
-                    }
-                }
-            }
-        }
-    }
+/// The `subscriptions/listen` request a modern child's notification is for.
+fn subscription_of(frame: &Frame) -> Option<u64> {
+    let id = frame.meta(SUBSCRIPTION_ID_KEY)?;
+    parse_proxy_id(id.to_string().as_bytes())
+}
 
-    pub(super) fn subscription_of(&self, frame: &Frame) -> Option<u64> {
-        let id = frame.meta(SUBSCRIPTION_ID_KEY)?;
-        parse_proxy_id(id.to_string().as_bytes())
+/// In shared mode, the session that owns the task a message relates to
+/// (`_meta` related-task).
+pub(super) fn task_owner<'r>(r: &'r Routes, shared: bool, frame: &Frame) -> Option<&'r Arc<Port>> {
+    if !shared {
+        return None;
     }
+    let task = tasks::related_task(frame)?;
+    r.ports.get(&r.tasks.owner(&task)?)
 }
 
 #[cfg(test)]

@@ -16,24 +16,21 @@
 //! (under the key [`INPUT_KEY`], with a `requestState` token naming the
 //! parked call), and the client's retry brings the answer back.
 //!
-//! This module holds the message shapes, and the parking, resuming and
-//! asking done for [`Upstream`] in both directions.
+//! This module holds the message shapes and the asking of a session-era
+//! client for a 2026-07-28 child ([`Upstream::gather_input`]); the worker
+//! parks and resumes the other direction's calls (it owns the tables).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::routes::{
-    Parked, Pending, Retry, ServerRequest, cancelled_notification, client_key, related_call,
-};
-use super::worker::{Command, Worker};
-use super::{Port, Reply, Upstream};
+use super::routes::{Pending, Retry, ServerRequest};
+use super::{Port, Upstream};
 use crate::jsonrpc::{self, Frame, code};
 
 /// The `inputRequests` key of a 2025-era child's request.
@@ -221,146 +218,6 @@ pub fn resumption(params: &[u8]) -> (Option<String>, Option<Box<RawValue>>) {
     }
 }
 
-impl Worker {
-    /// A 2025-era child asks a 2026-07-28 client something during its call:
-    /// answer the call with `input_required` carrying the child's request,
-    /// and keep the call (detached) until the client's retry brings the
-    /// answer ([`Upstream::resume`]). Returns the `requestState` token.
-    pub(super) fn park(
-        &mut self,
-        port: &Arc<Port>,
-        method: &str,
-        id: &[u8],
-        frame: &Frame,
-        wait: Duration,
-    ) -> Result<String, String> {
-        let r = &mut self.routes;
-        let call = related_call(r)
-            .ok_or("no client call is unambiguously associated with this request")?;
-        let p = r.pending.get_mut(&call).ok_or("the call has ended")?;
-        if !p.parkable {
-            return Err(
-                "the client speaks MCP 2026-07-28, which has no server-to-client requests, and this call cannot ask for input"
-                    .to_string(),
-            );
-        }
-        if !port.supports(method) {
-            return Err(format!(
-                "the client did not declare the capability for {method}"
-            ));
-        }
-        let token = new_request_state();
-        let reply = std::mem::replace(&mut p.reply, Reply::Detached);
-        let client_id = p.client_id.clone();
-        let owner = std::mem::replace(&mut p.port, 0);
-        r.by_client.remove(&client_key(owner, &client_id));
-        r.count_out(owner);
-        r.park(
-            token.clone(),
-            Parked {
-                server_request: id.into(),
-                call,
-                early: None,
-                deadline: tokio::time::Instant::now() + wait,
-                wait,
-            },
-        );
-        let request = InputRequest {
-            method: method.to_string(),
-            params: frame
-                .params()
-                .and_then(|p| serde_json::from_slice::<Box<RawValue>>(p).ok()),
-        };
-        reply.respond(&jsonrpc::envelope(
-            &client_id,
-            "result",
-            &input_required_result(&request, &token),
-        ));
-        Ok(token)
-    }
-
-    /// The retry of a parked call: the client's answer goes to the child's
-    /// request, and the call's answer, now or later, to this retry.
-    pub(super) fn resume(
-        &mut self,
-        port: &Arc<Port>,
-        frame: &Frame,
-        client_id: Box<[u8]>,
-        reply: Reply,
-    ) {
-        let (token, answer) = resumption(frame.params().unwrap_or_default());
-        let parked = token.and_then(|t| self.routes.unpark(&t));
-        let Some(parked) = parked else {
-            reply.respond(&jsonrpc::error_response(
-                Some(&client_id),
-                code::INVALID_PARAMS,
-                "unknown or expired requestState: send the call again without it",
-                None,
-            ));
-            return;
-        };
-        let to_child = match &answer {
-            Some(result) => {
-                jsonrpc::envelope(&parked.server_request, "result", result.get().as_bytes())
-            }
-            None => jsonrpc::error_response(
-                Some(&parked.server_request),
-                code::INTERNAL_ERROR,
-                "the client retried without the requested input",
-                None,
-            ),
-        };
-        self.write_control(&to_child);
-        if let Some((mut p, frame)) = parked.early {
-            p.client_id = client_id;
-            p.reply = reply;
-            self.deliver(p, frame);
-            return;
-        }
-        let r = &mut self.routes;
-        match r.pending.get_mut(&parked.call) {
-            Some(p) => {
-                p.port = port.key;
-                p.client_id = client_id.clone();
-                p.reply = reply;
-                r.by_client
-                    .insert(client_key(port.key, &client_id), parked.call);
-                r.count_in(port.key);
-            }
-            None => reply.respond(&jsonrpc::error_response(
-                Some(&client_id),
-                code::SERVER_ERROR,
-                "the MCP server ended the call",
-                None,
-            )),
-        }
-    }
-
-    /// A parked call whose client never retried: the child's request is
-    /// refused and the call cancelled at the child.
-    pub(super) fn expire_parked(&mut self, token: &str) {
-        let Some(parked) = self.routes.unpark(token) else {
-            return;
-        };
-        warn!(
-            wait_ms = parked.wait.as_millis() as u64,
-            "a 2026-07-28 client did not retry a call that needed its input; cancelling it"
-        );
-        self.write_control(&jsonrpc::error_response(
-            Some(&parked.server_request),
-            code::INTERNAL_ERROR,
-            "the client did not provide the input in time",
-            None,
-        ));
-        if self.routes.take(parked.call).is_some() {
-            self.write_control(&cancelled_notification(
-                parked.call,
-                "the client did not provide the input in time",
-            ));
-        }
-    }
-}
-
 impl Upstream {
     /// A 2026-07-28 child answered a session-era client's call with
     /// `input_required`: ask the client each question as a request of its
@@ -420,7 +277,7 @@ impl Upstream {
         let outcome = self.ask_client_inner(port, p, asked, &mut ids).await;
         if outcome.is_err() && !ids.is_empty() {
             // Answers that come later are for nobody.
-            self.tidy(Command::Unask(ids));
+            self.forget_questions(ids);
         }
         outcome
     }
@@ -461,12 +318,9 @@ impl Upstream {
                 answer: Some(tx),
             };
             // Recorded before it is sent: the client's answer comes after.
-            self.command(Command::Ask {
-                id: id.clone(),
-                request: entry,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+            self.record_question(id.clone(), entry)
+                .await
+                .map_err(|e| e.to_string())?;
             outlet.send(&client_request(&id, request));
             ids.push(id);
             waits.push((key, method, rx));

@@ -4,8 +4,8 @@
 //! cached parameters; a per-session child ends its session. The worker
 //! ([`super::worker`]) reads the child; this task only watches its life.
 
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::worker::Command;
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, Health, Upstream, lock};
 use crate::child::ChildHandle;
+use crate::version::UpstreamProtocol;
 
 /// How long the supervisor waits, after the child's stdout closed, for the
 /// exit that usually comes with it (to report it) before stopping a child
@@ -38,6 +39,31 @@ pub(super) fn next_backoff(prev: Duration, uptime: Duration, cap: Duration) -> D
 }
 
 impl Upstream {
+    /// After a restart, gives the new child what the sessions had asked of
+    /// the old one: their resource subscriptions and the log level.
+    pub(super) async fn restore_sessions_state(self: &Arc<Self>) {
+        if self.era() == UpstreamProtocol::Modern {
+            // A 2026-07-28 child has neither; listeners carry them per request.
+            return;
+        }
+        let Some((uris, level)) = self.ask(|done| Command::SessionsState { done }).await else {
+            return;
+        };
+        if !uris.is_empty() {
+            info!(
+                subscriptions = uris.len(),
+                "restoring resource subscriptions at the restarted child"
+            );
+        }
+        for uri in uris {
+            self.fire_and_forget("resources/subscribe", serde_json::json!({ "uri": uri }))
+                .await;
+        }
+        if let Some(level) = level {
+            self.set_child_level(level).await;
+        }
+    }
+
     pub(super) async fn supervise(
         this: Weak<Upstream>,
         mut child: ChildHandle,

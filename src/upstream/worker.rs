@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
+use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
@@ -39,10 +40,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, trace, warn};
 
-use super::fanout::recompute_level;
+use super::fanout::{recompute_level, route_notification, task_owner};
+use super::mrtr::{InputRequest, input_required_result, new_request_state, resumption};
 use super::routes::{
-    Fill, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
-    parse_proxy_id, related_call, related_target,
+    Fill, Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
+    client_key, parse_proxy_id, related_call, related_target,
 };
 use super::{
     DEFAULT_WRITE_TIMEOUT, MAX_PARKED, MAX_SERVER_REQUESTS, Port, PortKind, Reply, STATELESS_LABEL,
@@ -804,7 +806,7 @@ impl Worker {
         trace!(message = %String::from_utf8_lossy(frame.bytes()), "from child");
         match frame.kind() {
             Kind::Response => self.route_response(frame),
-            Kind::Notification => self.route_notification(frame),
+            Kind::Notification => route_notification(&mut self.routes, self.opts.shared, frame),
             Kind::Request => self.route_request(frame),
         }
     }
@@ -966,11 +968,149 @@ impl Worker {
     /// In shared mode, the session that owns the task a message relates to
     /// (`_meta` related-task).
     pub(super) fn task_owner(&self, frame: &Frame) -> Option<&Arc<Port>> {
-        if !self.opts.shared {
-            return None;
+        task_owner(&self.routes, self.opts.shared, frame)
+    }
+}
+
+// ---- multi round-trip requests: parked 2026-07-28 calls (see `mrtr`) ----
+
+impl Worker {
+    /// A 2025-era child asks a 2026-07-28 client something during its call:
+    /// answer the call with `input_required` carrying the child's request,
+    /// and keep the call (detached) until the client's retry brings the
+    /// answer ([`Upstream::resume`]). Returns the `requestState` token.
+    pub(super) fn park(
+        &mut self,
+        port: &Arc<Port>,
+        method: &str,
+        id: &[u8],
+        frame: &Frame,
+        wait: Duration,
+    ) -> Result<String, String> {
+        let r = &mut self.routes;
+        let call = related_call(r)
+            .ok_or("no client call is unambiguously associated with this request")?;
+        let p = r.pending.get_mut(&call).ok_or("the call has ended")?;
+        if !p.parkable {
+            return Err(
+                "the client speaks MCP 2026-07-28, which has no server-to-client requests, and this call cannot ask for input"
+                    .to_string(),
+            );
         }
-        let task = tasks::related_task(frame)?;
-        self.routes.ports.get(&self.routes.tasks.owner(&task)?)
+        if !port.supports(method) {
+            return Err(format!(
+                "the client did not declare the capability for {method}"
+            ));
+        }
+        let token = new_request_state();
+        let reply = std::mem::replace(&mut p.reply, Reply::Detached);
+        let client_id = p.client_id.clone();
+        let owner = std::mem::replace(&mut p.port, 0);
+        r.by_client.remove(&client_key(owner, &client_id));
+        r.count_out(owner);
+        r.park(
+            token.clone(),
+            Parked {
+                server_request: id.into(),
+                call,
+                early: None,
+                deadline: tokio::time::Instant::now() + wait,
+                wait,
+            },
+        );
+        let request = InputRequest {
+            method: method.to_string(),
+            params: frame
+                .params()
+                .and_then(|p| serde_json::from_slice::<Box<RawValue>>(p).ok()),
+        };
+        reply.respond(&jsonrpc::envelope(
+            &client_id,
+            "result",
+            &input_required_result(&request, &token),
+        ));
+        Ok(token)
+    }
+
+    /// The retry of a parked call: the client's answer goes to the child's
+    /// request, and the call's answer, now or later, to this retry.
+    pub(super) fn resume(
+        &mut self,
+        port: &Arc<Port>,
+        frame: &Frame,
+        client_id: Box<[u8]>,
+        reply: Reply,
+    ) {
+        let (token, answer) = resumption(frame.params().unwrap_or_default());
+        let parked = token.and_then(|t| self.routes.unpark(&t));
+        let Some(parked) = parked else {
+            reply.respond(&jsonrpc::error_response(
+                Some(&client_id),
+                code::INVALID_PARAMS,
+                "unknown or expired requestState: send the call again without it",
+                None,
+            ));
+            return;
+        };
+        let to_child = match &answer {
+            Some(result) => {
+                jsonrpc::envelope(&parked.server_request, "result", result.get().as_bytes())
+            }
+            None => jsonrpc::error_response(
+                Some(&parked.server_request),
+                code::INTERNAL_ERROR,
+                "the client retried without the requested input",
+                None,
+            ),
+        };
+        self.write_control(&to_child);
+        if let Some((mut p, frame)) = parked.early {
+            p.client_id = client_id;
+            p.reply = reply;
+            self.deliver(p, frame);
+            return;
+        }
+        let r = &mut self.routes;
+        match r.pending.get_mut(&parked.call) {
+            Some(p) => {
+                p.port = port.key;
+                p.client_id = client_id.clone();
+                p.reply = reply;
+                r.by_client
+                    .insert(client_key(port.key, &client_id), parked.call);
+                r.count_in(port.key);
+            }
+            None => reply.respond(&jsonrpc::error_response(
+                Some(&client_id),
+                code::SERVER_ERROR,
+                "the MCP server ended the call",
+                None,
+            )),
+        }
+    }
+
+    /// A parked call whose client never retried: the child's request is
+    /// refused and the call cancelled at the child.
+    pub(super) fn expire_parked(&mut self, token: &str) {
+        let Some(parked) = self.routes.unpark(token) else {
+            return;
+        };
+        warn!(
+            wait_ms = parked.wait.as_millis() as u64,
+            "a 2026-07-28 client did not retry a call that needed its input; cancelling it"
+        );
+        self.write_control(&jsonrpc::error_response(
+            Some(&parked.server_request),
+            code::INTERNAL_ERROR,
+            "the client did not provide the input in time",
+            None,
+        ));
+        if self.routes.take(parked.call).is_some() {
+            self.write_control(&cancelled_notification(
+                parked.call,
+                "the client did not provide the input in time",
+            ));
+        }
     }
 }
 
