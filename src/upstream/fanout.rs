@@ -120,19 +120,13 @@ pub(super) fn route_notification(routes: &mut Routes, shared: bool, frame: Frame
         // A modern child's notification for one `subscriptions/listen`
         // request: it goes to that request's stream only, with the
         // client's own request id restored.
-        let r = &*routes;
-        if let Some(p) = r.pending.get(&sub) {
-            let mut v: Value = serde_json::from_slice(frame.bytes()).unwrap_or_default();
-            if let (Some(meta), Ok(id)) = (
-                v.pointer_mut("/params/_meta")
-                    .and_then(Value::as_object_mut),
-                serde_json::from_slice::<Value>(&p.client_id),
-            ) {
-                meta.insert(SUBSCRIPTION_ID_KEY.into(), id);
-            }
-            if let Some(o) = p.reply.stream() {
-                o.send(&serde_json::to_vec(&v).expect("Value serializes"));
-            }
+        // Only that value is replaced, byte for byte: nothing else in the
+        // message is parsed into values and written again.
+        let at = frame.locate_in_params(&["_meta", SUBSCRIPTION_ID_KEY]);
+        if let (Some(p), Some(at)) = (routes.pending.get(&sub), at)
+            && let Some(o) = p.reply.stream()
+        {
+            o.send(frame.with_replaced(at, &p.client_id).bytes());
         }
         return;
     }
@@ -302,6 +296,43 @@ mod tests {
         assert_eq!(recompute_level(&mut r), None);
         r.ports.remove(&2);
         assert_eq!(recompute_level(&mut r), log_rank("error"));
+    }
+
+    #[test]
+    fn a_listen_requests_notification_gets_the_clients_id_and_is_otherwise_untouched() {
+        use super::super::routes::{Fill, Pending, TaskAnswer};
+        use super::super::sink::testing::Recorder;
+        use super::super::{Reply, Sink};
+        let mut r = Routes::new(4);
+        r.ports.insert(1, port(1, None));
+        let sink = Arc::new(Recorder::default());
+        let stream: Sink = sink.clone();
+        let pending = Pending {
+            port: 1,
+            fill: Fill::None,
+            tasks: TaskAnswer::None,
+            client_id: br#""listen-1""#.to_vec().into(),
+            token: None,
+            retry: None,
+            parkable: false,
+            deadline: None,
+            reply: Reply::Stream(stream),
+        };
+        assert!(r.admit(7, pending, None).is_ok());
+        // A number no parser can hold and deep nesting pass as they are.
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{"uri":"file:///a","big":1e400,"deep":{deep},"_meta":{{"{SUBSCRIPTION_ID_KEY}":7}}}}}}"#
+        );
+        let frame = Frame::parse(bytes::Bytes::from(line.clone()), false).unwrap();
+        route_notification(&mut r, false, frame);
+        let sent = sink.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        let want = line.replace(
+            &format!(r#""{SUBSCRIPTION_ID_KEY}":7"#),
+            &format!(r#""{SUBSCRIPTION_ID_KEY}":"listen-1""#),
+        );
+        assert_eq!(String::from_utf8_lossy(&sent[0]), want);
     }
 
     #[test]
