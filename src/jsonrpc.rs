@@ -311,6 +311,50 @@ impl Frame {
         }
     }
 
+    /// The same message with `member` (raw JSON, `"key":value`) added to
+    /// `params._meta`, which is created (and `params` with it) when absent.
+    /// Nothing else is parsed or rewritten. `params` or `_meta` that is not
+    /// an object leaves the message unchanged.
+    pub fn with_meta_member(&self, member: &[u8]) -> Frame {
+        let Some(params) = self.params_range() else {
+            let mut params = b"{\"_meta\":{".to_vec();
+            params.extend_from_slice(member);
+            params.extend_from_slice(b"}}");
+            return self.with_params(&params);
+        };
+        match self.locate_in_params(&["_meta"]) {
+            None => {
+                let mut meta = b"\"_meta\":{".to_vec();
+                meta.extend_from_slice(member);
+                meta.push(b'}');
+                self.insert_member(params, &meta)
+            }
+            Some(meta) => self.insert_member(meta, member),
+        }
+    }
+
+    /// `member` put first in the JSON object at `object`.
+    fn insert_member(&self, object: Range<usize>, member: &[u8]) -> Frame {
+        let bytes = &self.bytes;
+        let Some(open) = bytes[object.clone()]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .map(|i| object.start + i)
+            .filter(|&i| bytes[i] == b'{')
+        else {
+            return self.clone();
+        };
+        let empty = bytes[open + 1..object.end]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            == Some(&b'}');
+        let mut with = member.to_vec();
+        if !empty {
+            with.push(b',');
+        }
+        self.splice(open + 1..open + 1, &with)
+    }
+
     /// The range of `params` in [`Frame::bytes`], if any.
     pub fn params_range(&self) -> Option<Range<usize>> {
         self.params.clone()

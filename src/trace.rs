@@ -51,25 +51,12 @@ impl TraceContext {
     /// messages whose `params` or `_meta` is not an object, and messages
     /// that carry their own `traceparent` are returned unchanged.
     pub fn apply(&self, frame: Frame) -> Frame {
-        if !matches!(frame.kind(), Kind::Request | Kind::Notification) {
+        if !matches!(frame.kind(), Kind::Request | Kind::Notification)
+            || frame.locate_in_params(&["_meta", "traceparent"]).is_some()
+        {
             return frame;
         }
-        let Some(params) = frame.params_range() else {
-            let mut params = b"{\"_meta\":{".to_vec();
-            params.extend_from_slice(&self.members);
-            params.extend_from_slice(b"}}");
-            return frame.with_params(&params);
-        };
-        match frame.locate_in_params(&["_meta"]) {
-            None => {
-                let mut meta = b"\"_meta\":{".to_vec();
-                meta.extend_from_slice(&self.members);
-                meta.push(b'}');
-                insert_member(frame, params, &meta)
-            }
-            Some(_) if frame.locate_in_params(&["_meta", "traceparent"]).is_some() => frame,
-            Some(meta) => insert_member(frame, meta, &self.members),
-        }
+        frame.with_meta_member(&self.members)
     }
 }
 
@@ -79,29 +66,6 @@ pub fn carry(headers: &HeaderMap, frames: Vec<Frame>) -> Vec<Frame> {
         Some(ctx) => frames.into_iter().map(|f| ctx.apply(f)).collect(),
         None => frames,
     }
-}
-
-/// `frame` with `member` (one or more `"key":value` pairs) added at the
-/// front of the JSON object at `object`; unchanged if that is no object.
-fn insert_member(frame: Frame, object: Range<usize>, member: &[u8]) -> Frame {
-    let bytes = frame.bytes();
-    let Some(open) = bytes[object.clone()]
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map(|i| object.start + i)
-        .filter(|&i| bytes[i] == b'{')
-    else {
-        return frame;
-    };
-    let empty = bytes[open + 1..object.end]
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        == Some(&b'}');
-    let mut with = member.to_vec();
-    if !empty {
-        with.push(b',');
-    }
-    frame.with_replaced(open + 1..open + 1, &with)
 }
 
 /// `version "-" trace-id "-" parent-id "-" flags`, lowercase hex; version

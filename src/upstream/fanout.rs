@@ -50,36 +50,30 @@ pub struct ListenFilter {
 }
 
 impl ListenFilter {
-    /// The notification as this listener should see it, or `None` if it did not ask for it.
+    /// The notification as this listener should see it (tagged with its
+    /// id in `_meta`, nothing else parsed or rewritten), or `None` if it
+    /// did not ask for it.
     pub(super) fn admit(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        let mut v: Value = serde_json::from_slice(bytes).ok()?;
-        let wanted = match v.get("method").and_then(Value::as_str)? {
+        let frame = Frame::parse(bytes::Bytes::copy_from_slice(bytes), false).ok()?;
+        let wanted = match frame.method()? {
             "notifications/tools/list_changed" => self.tools,
             "notifications/prompts/list_changed" => self.prompts,
             "notifications/resources/list_changed" => self.resources,
             "notifications/resources/updated" => {
-                let uri = v
-                    .pointer("/params/uri")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                self.uris.iter().any(|u| u == uri)
+                let uri = frame
+                    .locate_in_params(&["uri"])
+                    .and_then(|at| serde_json::from_slice::<String>(&frame.bytes()[at]).ok());
+                uri.is_some_and(|uri| self.uris.contains(&uri))
             }
             _ => false,
         };
         if !wanted {
             return None;
         }
-        let id: Value = serde_json::from_slice(&self.id).ok()?;
-        let params = v
-            .as_object_mut()?
-            .entry("params")
-            .or_insert_with(|| serde_json::json!({}));
-        let meta = params
-            .as_object_mut()?
-            .entry("_meta")
-            .or_insert_with(|| serde_json::json!({}));
-        meta.as_object_mut()?.insert(SUBSCRIPTION_ID_KEY.into(), id);
-        serde_json::to_vec(&v).ok()
+        let mut member = serde_json::to_vec(SUBSCRIPTION_ID_KEY).ok()?;
+        member.push(b':');
+        member.extend_from_slice(&self.id);
+        Some(frame.with_meta_member(&member).bytes().to_vec())
     }
 }
 
@@ -354,6 +348,15 @@ mod tests {
         );
         let updated = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a"}}"#;
         assert!(f.admit(updated).is_some());
+        // A number no parser can hold passes untouched.
+        let big = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a","n":1e400}}"#;
+        let tagged = String::from_utf8(f.admit(big).unwrap()).unwrap();
+        assert_eq!(
+            tagged,
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{"_meta":{{"{SUBSCRIPTION_ID_KEY}":"L1"}},"uri":"file:///a","n":1e400}}}}"#
+            )
+        );
         let other = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///b"}}"#;
         assert!(f.admit(other).is_none());
         assert!(
