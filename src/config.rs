@@ -45,6 +45,9 @@ pub const DEFAULT_MAX_QUEUE: usize = 1024;
 /// Bytes of notifications waiting for one SSE consumer before the queue
 /// policy applies (cut off if it can resume, else notifications dropped).
 pub const DEFAULT_MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of messages waiting for a child's stdin (a child that reads
+/// slowly or not at all) before further messages to it fail at once.
+pub const DEFAULT_MAX_CHILD_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// Bytes kept per stream for replay: a session keeps up to 32 streams, so
@@ -212,6 +215,9 @@ pub struct Args {
     /// bytes of notifications queued for one SSE stream before the slow client is cut off, or on a stream without event ids the notification dropped (default 4M)
     #[argh(option)]
     pub max_queue_bytes: Option<String>,
+    /// bytes of messages waiting for a child that does not read its stdin fast enough; past it messages to that child fail at once (default 16M)
+    #[argh(option)]
+    pub max_child_queue_bytes: Option<String>,
     /// events kept per stream for Last-Event-ID replay; 0 disables resumption (default 256)
     #[argh(option)]
     pub replay_events: Option<String>,
@@ -348,6 +354,8 @@ pub struct Config {
     pub max_queue: usize,
     /// Per-stream queue cap, in bytes.
     pub max_queue_bytes: usize,
+    /// Bytes waiting for one child's stdin.
+    pub max_child_queue_bytes: usize,
     /// Per-stream replay buffer.
     pub replay_events: usize,
     /// Per-stream replay buffer, in bytes.
@@ -930,6 +938,13 @@ impl Config {
                 "max-queue-bytes",
                 &args.max_queue_bytes,
                 DEFAULT_MAX_QUEUE_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
+            max_child_queue_bytes: r.parsed(
+                "max-child-queue-bytes",
+                &args.max_child_queue_bytes,
+                DEFAULT_MAX_CHILD_QUEUE_BYTES,
                 parse_bytes,
                 "a byte count",
             )?,

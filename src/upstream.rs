@@ -330,6 +330,9 @@ pub struct UpstreamOptions {
     /// input before the child's request is refused (`--request-timeout`
     /// when set wins).
     pub input_wait: Duration,
+    /// Bytes waiting for the child's stdin before further messages to it
+    /// fail at once (`--max-child-queue-bytes`).
+    pub max_child_queue_bytes: usize,
 }
 
 /// One child, as the sessions see it: a handle on the [`worker`] that owns

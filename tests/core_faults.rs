@@ -262,6 +262,56 @@ async fn a_child_that_stops_reading_stdin_cannot_hold_handlers_past_the_request_
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn messages_past_the_child_queue_byte_cap_fail_at_once_not_at_the_deadline() {
+    let proxy = Proxy::start(&[
+        "--request-timeout",
+        "30s",
+        "--max-child-queue-bytes",
+        "200K",
+    ])
+    .await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-03-26", json!({})).await;
+    let stopped = call_within(
+        &c,
+        json!(1),
+        "misbehave_stop_reading",
+        json!({"pings": 2000}),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
+    // 100 pings of 20 KB each, one POST each: the pipe and then 200 KB of
+    // queue fill up; the rest must fail at once, not at the 30 s deadline.
+    let pad = "x".repeat(20_000);
+    let posts = (0..100).map(|n| {
+        let (c, pad) = (&c, &pad);
+        async move {
+            let body = json!({"jsonrpc":"2.0","id":format!("p{n}"),"method":"ping","params":{"_meta":{"pad":pad}}});
+            let answer = async { c.post(&body).await.json::<Value>().await.ok() };
+            tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .ok()
+                .flatten()
+        }
+    });
+    let answered: Vec<Value> = futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(
+        answered.len() >= 50,
+        "only {} of 100 answered within 5 s",
+        answered.len()
+    );
+    assert!(answered.iter().all(is_error), "{answered:?}");
+    assert_responsive(&proxy).await;
+    proxy.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // 5. A child that closes stdout, writes a line without end, never answers
 // ---------------------------------------------------------------------------

@@ -257,6 +257,7 @@ impl App {
             probe_timeout: self.config.probe_timeout,
             era_hints: self.era_hints.clone(),
             input_wait: self.config.session_idle_timeout,
+            max_child_queue_bytes: self.config.max_child_queue_bytes,
         }
     }
 

@@ -59,11 +59,8 @@ use crate::logging::RateLimit;
 pub(super) const COMMAND_QUEUE: usize = 1024;
 
 /// Lines waiting for the child's stdin pipe; past this (or
-/// [`OUTBOX_BYTES`]) a further write fails at once.
+/// `--max-child-queue-bytes`) a further write fails at once.
 const OUTBOX_LINES: usize = 2048;
-
-/// Bytes waiting for the child's stdin pipe.
-const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Lines handed to the pipe in one system call at most.
 const WRITE_BATCH: usize = 64;
@@ -575,14 +572,17 @@ impl Worker {
         if self.outbox.stalled {
             return Err(UpstreamError::NotReading(wait));
         }
-        if self.outbox.queue.len() >= OUTBOX_LINES || self.outbox.bytes + line.len() > OUTBOX_BYTES
-        {
+        // An empty queue takes any one line (a line is capped by the body limit).
+        let over_bytes = !self.outbox.queue.is_empty()
+            && self.outbox.bytes + line.len() > self.opts.max_child_queue_bytes;
+        if self.outbox.queue.len() >= OUTBOX_LINES || over_bytes {
             // Full: like a passed deadline, writes fail at once until a
             // line goes through.
             warn!(
                 lines = self.outbox.queue.len(),
                 bytes = self.outbox.bytes,
-                "the MCP server is not keeping up with its input; messages to it fail until it does"
+                limit = self.opts.max_child_queue_bytes,
+                "the MCP server is not keeping up with its input (--max-child-queue-bytes); messages to it fail until it does"
             );
             self.outbox.stalled = true;
             return Err(UpstreamError::NotReading(wait));
