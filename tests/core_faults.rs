@@ -221,9 +221,11 @@ async fn clients_that_disconnect_during_initialize_leave_no_child_behind() {
 // 4. A child that stops reading stdin
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_child_that_stops_reading_stdin_cannot_hold_handlers_past_the_request_timeout() {
-    let proxy = Proxy::start(&["--request-timeout", "2s"]).await;
+/// A proxy with `flags` and a JSON-mode 2025-03-26 session whose child has
+/// stopped reading its stdin after writing `pings` pings of its own (their
+/// answers fill its stdin pipe).
+async fn child_that_stopped_reading(flags: &[&str], pings: u32) -> (Proxy, Client) {
+    let proxy = Proxy::start(flags).await;
     let mut c = Client::new(&proxy.mcp());
     c.accept = "application/json";
     c.initialize("2025-03-26", json!({})).await;
@@ -231,11 +233,17 @@ async fn a_child_that_stops_reading_stdin_cannot_hold_handlers_past_the_request_
         &c,
         json!(1),
         "misbehave_stop_reading",
-        json!({"pings": 3000}),
+        json!({ "pings": pings }),
         Duration::from_secs(10),
     )
     .await;
     assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
+    (proxy, c)
+}
+
+#[tokio::test]
+async fn a_child_that_stops_reading_stdin_cannot_hold_handlers_past_the_request_timeout() {
+    let (proxy, c) = child_that_stopped_reading(&["--request-timeout", "2s"], 3000).await;
     // Enough pings to fill the pipe and every queue before the child.
     let batch: Vec<Value> = (0..1000)
         .map(|n| json!({"jsonrpc":"2.0","id":format!("p{n}"),"method":"ping"}))
@@ -264,25 +272,13 @@ async fn a_child_that_stops_reading_stdin_cannot_hold_handlers_past_the_request_
 
 #[tokio::test]
 async fn messages_past_the_child_queue_byte_cap_fail_at_once_not_at_the_deadline() {
-    let proxy = Proxy::start(&[
+    let flags = [
         "--request-timeout",
         "30s",
         "--max-child-queue-bytes",
         "200K",
-    ])
-    .await;
-    let mut c = Client::new(&proxy.mcp());
-    c.accept = "application/json";
-    c.initialize("2025-03-26", json!({})).await;
-    let stopped = call_within(
-        &c,
-        json!(1),
-        "misbehave_stop_reading",
-        json!({"pings": 2000}),
-        Duration::from_secs(10),
-    )
-    .await;
-    assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
+    ];
+    let (proxy, c) = child_that_stopped_reading(&flags, 2000).await;
     // 100 pings of 20 KB each, one POST each: the pipe and then 200 KB of
     // queue fill up; the rest must fail at once, not at the 30 s deadline.
     let pad = "x".repeat(20_000);
