@@ -124,19 +124,7 @@ fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
         .collect::<String>()
         .parse()
         .unwrap();
-    let status = |path: &str| -> u16 {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        use std::io::{Read, Write};
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = String::new();
-        let _ = s.read_to_string(&mut buf);
-        buf.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
+    let status = |path: &str| http_status(port, path);
     assert_eq!(status("/servers/a/ready"), 200);
     assert_eq!(status("/servers/b/ready"), 404);
     let hup = || {
@@ -543,17 +531,7 @@ impl Proc {
     }
 
     fn status(&self, path: &str) -> u16 {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = String::new();
-        let _ = s.read_to_string(&mut buf);
-        buf.split_whitespace().nth(1).unwrap().parse().unwrap()
+        http_status(self.port, path)
     }
 
     /// Polls `path` until it answers `want`, returning how long that took.
@@ -702,4 +680,19 @@ fn named_server_flags_on_a_single_server_command_line_exit_64() {
         );
     }
     assert!(!std::path::Path::new("/tmp/never-created.db").exists());
+}
+
+/// The status of `GET path` on the proxy at `port` (one connection, 10 s at most).
+fn http_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
