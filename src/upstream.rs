@@ -451,12 +451,17 @@ impl Upstream {
         Err(e)
     }
 
-    /// Asks the worker something and waits for the answer (`None`: the
-    /// worker is gone or the command could not be queued).
+    /// Asks the worker something and waits for the answer, within the
+    /// write deadline (`None`: the worker is gone, or the command could not
+    /// be queued or answered in time; the worker answers within the step
+    /// that takes the command, so only a stopping one keeps a caller).
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.command(command(tx)).await.ok()?;
-        rx.await.ok()
+        tokio::time::timeout(self.write_timeout(), rx)
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Housekeeping that cannot wait (drop guards); see [`worker`].

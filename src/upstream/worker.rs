@@ -178,6 +178,20 @@ struct Outbox {
     stalled: bool,
 }
 
+impl Outbox {
+    /// Queues what is left of a line (`started`: part of it went already),
+    /// failing it if it still waits after `wait`.
+    fn push(&mut self, line: Bytes, id: Option<u64>, wait: Duration, started: bool) {
+        self.bytes += line.len();
+        self.queue.push_back(Queued {
+            line,
+            id,
+            deadline: Instant::now() + wait,
+            started,
+        });
+    }
+}
+
 struct Queued {
     /// What is left to write of the line.
     line: Bytes,
@@ -553,13 +567,7 @@ impl Worker {
                 Some(Ok(n)) if n > 0 => {
                     self.outbox.stalled = false;
                     line.advance(n);
-                    self.outbox.bytes += line.len();
-                    self.outbox.queue.push_back(Queued {
-                        line,
-                        id,
-                        deadline: Instant::now() + wait,
-                        started: true,
-                    });
+                    self.outbox.push(line, id, wait, true);
                     return Ok(());
                 }
                 Some(_) => {
@@ -587,13 +595,7 @@ impl Worker {
             self.outbox.stalled = true;
             return Err(UpstreamError::NotReading(wait));
         }
-        self.outbox.bytes += line.len();
-        self.outbox.queue.push_back(Queued {
-            line,
-            id,
-            deadline: Instant::now() + wait,
-            started: false,
-        });
+        self.outbox.push(line, id, wait, false);
         Ok(())
     }
 
