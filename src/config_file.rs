@@ -82,6 +82,19 @@ pub struct ServersConfig {
     /// How often the `--config` file is checked for a change (which then
     /// reloads as SIGHUP does); `None` without a file or with 0.
     pub config_poll: Option<Duration>,
+    /// Digest of the `--config` file's bytes this configuration was built
+    /// from: the poll compares against it, so an edit made between start-up
+    /// and the poll's first read is still seen.
+    pub file_digest: Option<u64>,
+}
+
+/// A digest of a config file's bytes, to tell an edited file from the one
+/// already applied (not a security boundary: the file is trusted input).
+pub fn file_digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 /// Default of `--config-poll`: a changed file applies within about this
@@ -313,16 +326,20 @@ pub fn load(
             "a command after -- cannot be combined with --config or --server; add it as a [[server]] or --server NAME=COMMAND",
         );
     }
-    let file = match &args.config {
-        None => FileRaw::default(),
+    let (file, digest) = match &args.config {
+        None => (FileRaw::default(), None),
         Some(path) => {
-            let text = read_config_file(Path::new(path))
-                .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            let bytes = read_config_file(Path::new(path))
                 .map_err(|e| ConfigError(format!("--config: cannot read {path}: {e}")))?;
-            parse_file(Path::new(path), &text)?
+            let digest = file_digest(&bytes);
+            let text = String::from_utf8(bytes)
+                .map_err(|e| ConfigError(format!("--config: cannot read {path}: {e}")))?;
+            (parse_file(Path::new(path), &text)?, Some(digest))
         }
     };
-    from_parts(args, file, lookup)
+    let mut config = from_parts(args, file, lookup)?;
+    config.file_digest = digest;
+    Ok(config)
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<FileRaw, ConfigError> {
@@ -501,6 +518,7 @@ fn from_parts(
         servers,
         store,
         config_poll,
+        file_digest: None,
     })
 }
 

@@ -590,6 +590,7 @@ pub fn reload_on_change(
     set: Arc<ServerSet>,
     path: std::path::PathBuf,
     every: Duration,
+    applied: Option<u64>,
     load: impl Fn() -> Result<ServersConfig, String> + Send + 'static,
     shutdown: CancellationToken,
 ) {
@@ -602,11 +603,11 @@ pub fn reload_on_change(
         }
     };
     tokio::spawn(async move {
-        // The content the running configuration came from (near enough: a
-        // change between the start-up read and this one is seen at the
-        // first check only if it happens after this read).
-        let mut seen = read(&path).await.ok();
-        let mut unreadable = seen.is_none();
+        // The digest of the file the running configuration was built from:
+        // an edit made after start-up, even before this task first runs,
+        // differs from it.
+        let mut seen = applied;
+        let mut unreadable = false;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -626,10 +627,11 @@ pub fn reload_on_change(
                 }
             };
             unreadable = false;
-            if seen.as_deref() == Some(&bytes[..]) {
+            let digest = crate::config_file::file_digest(&bytes);
+            if seen == Some(digest) {
                 continue;
             }
-            seen = Some(bytes);
+            seen = Some(digest);
             info!(path = %path.display(), "config file changed: reloading the configuration");
             if let Err(e) = load().and_then(|c| set.reload(c)) {
                 warn!(error = %e, "reload refused; the running configuration stays");
@@ -663,7 +665,7 @@ pub async fn serve_config(
             Some(Arc::new(store))
         }
     };
-    let poll = config.config_poll;
+    let (poll, applied) = (config.config_poll, config.file_digest);
     let set = ServerSet::new(config, store)?;
     let load = {
         let lookup = lookup.clone();
@@ -679,6 +681,7 @@ pub async fn serve_config(
             set.clone(),
             path.into(),
             every,
+            applied,
             move || load(),
             shutdown.clone(),
         );
@@ -687,4 +690,50 @@ pub async fn serve_config(
         .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     run_until(listener, set, shutdown, hurry).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An edit made after the configuration was read but before the poll
+    /// task first runs (a slow start, a busy machine) is still applied: the
+    /// poll compares against what was applied, not against its own first
+    /// read.
+    #[tokio::test]
+    async fn an_edit_before_the_first_poll_is_applied() {
+        use argh::FromArgs;
+        let dir = std::env::temp_dir().join(format!("mcp-proxy-poll-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        let server = |name: &str| format!("[[server]]\nname = \"{name}\"\ncommand = [\"true\"]\n");
+        std::fs::write(&file, server("a")).unwrap();
+        let mut args = crate::config::Args::from_args(&["mcp-proxy"], &[]).unwrap();
+        args.config = Some(file.to_string_lossy().into_owned());
+        let config = crate::config_file::load(args.clone(), &|_| None).unwrap();
+        let applied = config.file_digest;
+        assert!(applied.is_some());
+        let set = ServerSet::new(config, None).unwrap();
+        std::fs::write(&file, format!("{}{}", server("a"), server("b"))).unwrap();
+        let shutdown = CancellationToken::new();
+        reload_on_change(
+            set.clone(),
+            file.clone(),
+            Duration::from_millis(20),
+            applied,
+            move || crate::config_file::load(args.clone(), &|_| None).map_err(|e| e.to_string()),
+            shutdown.clone(),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while set.names() != ["a", "b"] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the edit was never applied: {:?}",
+                set.names()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
