@@ -1070,6 +1070,10 @@ fn now_rfc3339() -> String {
 ///   JSON), then answers `emitted`.
 /// - `misbehave_huge_line {bytes, newline_after_ms}`: writes `bytes` bytes
 ///   with no newline, ends the line `newline_after_ms` later, then answers.
+/// - `misbehave_slow_answer {bytes, pause_ms, then}`: writes the first
+///   half of a text result of `bytes` bytes, pauses, then by `then`:
+///   `"end"` writes the rest; `"exit"` exits in the middle of the line;
+///   `"stall"` never writes the rest (and goes on serving).
 /// - `misbehave_flood {count, bytes}`: `count` log notifications of about
 ///   `bytes` bytes each, then the answer.
 /// - `misbehave_stop_reading {pings}`: answers `stopped`, writes `pings`
@@ -1133,6 +1137,31 @@ mod misbehave {
                 tokio::time::sleep(Duration::from_millis(after)).await;
                 server.send(Out::Line(b"\n".to_vec())).await;
                 server.reply(&id, ok(&ToolResult::text("line ended"))).await;
+            }
+            "misbehave_slow_answer" => {
+                let bytes = arg_u64(&params, "bytes", 1 << 20) as usize;
+                let pause = arg_u64(&params, "pause_ms", 1000);
+                let then = params
+                    .pointer("/arguments/then")
+                    .and_then(Value::as_str)
+                    .unwrap_or("end")
+                    .to_string();
+                let mut head = format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":""#
+                )
+                .into_bytes();
+                head.resize(head.len() + bytes / 2, b'a');
+                server.send(Out::Line(head)).await;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                match then.as_str() {
+                    "exit" => std::process::exit(3),
+                    "stall" => {}
+                    _ => {
+                        let mut rest = vec![b'b'; bytes - bytes / 2];
+                        rest.extend_from_slice(b"\"}]}}\n");
+                        server.send(Out::Line(rest)).await;
+                    }
+                }
             }
             "misbehave_flood" => {
                 let count = arg_u64(&params, "count", 100);

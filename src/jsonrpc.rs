@@ -252,16 +252,7 @@ impl Frame {
                 edits.push((at..at, Bytes::from(with)));
             }
         }
-        edits.sort_by_key(|(r, _)| r.start);
-        let mut parts = Vec::with_capacity(2 * edits.len() + 1);
-        let mut at = 0;
-        for (range, with) in edits {
-            parts.push(self.bytes.slice(at..range.start));
-            parts.push(with);
-            at = range.end;
-        }
-        parts.push(self.bytes.slice(at..));
-        Message::from_parts(parts)
+        Message::edited(&self.bytes, edits)
     }
 
     /// The same message with `fields` (raw `"key":value` pairs, comma
@@ -580,6 +571,40 @@ impl Message {
         Message { parts }
     }
 
+    /// `bytes` with each range replaced by its bytes, without copying the
+    /// rest.
+    fn edited(bytes: &Bytes, mut edits: Vec<(Range<usize>, Bytes)>) -> Message {
+        edits.sort_by_key(|(r, _)| r.start);
+        let mut parts = Vec::with_capacity(2 * edits.len() + 1);
+        let mut at = 0;
+        for (range, with) in edits {
+            parts.push(bytes.slice(at..range.start));
+            parts.push(with);
+            at = range.end;
+        }
+        parts.push(bytes.slice(at..));
+        Message::from_parts(parts)
+    }
+
+    /// A long answer's head as it goes back (see [`result_head`]): the id
+    /// replaced by `client_id` and, if given, `fields` added at the front
+    /// of its object result, as [`Frame::answer`] does for a whole one
+    /// (give fields only when [`ResultHead::has_object_result`]).
+    pub fn answer_head(
+        head: &Bytes,
+        at: &ResultHead,
+        client_id: &[u8],
+        fields: Option<&[u8]>,
+    ) -> Message {
+        let mut edits = vec![(at.id.clone(), Bytes::copy_from_slice(client_id))];
+        if let Some(fields) = fields {
+            let mut with = fields.to_vec();
+            with.push(b',');
+            edits.push((at.result + 1..at.result + 1, with.into()));
+        }
+        Message::edited(head, edits)
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.parts.iter().map(Bytes::len).sum()
@@ -666,6 +691,29 @@ pub struct LineReader<R> {
     /// Report `OverCap` as soon as a line passes the cap (the child's
     /// stdout: its request fails at once); off for logs.
     report_over_cap: bool,
+    /// Offer a line that passes this length without ending for
+    /// cut-through ([`Piece::Long`]); `None`: never.
+    offer_at: Option<usize>,
+    /// The line being read was offered already.
+    offered: bool,
+    /// Bytes of the line being passed on in chunks, while it is.
+    streaming: Option<usize>,
+}
+
+/// What [`LineReader::next_piece`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// A whole line, without its LF or trailing CR.
+    Line(Bytes),
+    /// The line being read passed the offer length without ending: its
+    /// bytes so far are [`LineReader::partial`]. Read on, and it comes
+    /// whole as a `Line`; call [`LineReader::stream_line`], and it comes
+    /// in `Chunk`s and a `LineEnd`.
+    Long,
+    /// The next bytes of a line being passed on.
+    Chunk(Bytes),
+    /// The last bytes of a line being passed on, without its LF.
+    LineEnd(Bytes),
 }
 
 /// Bytes kept from each end of an over-long line.
@@ -715,7 +763,33 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             head: Vec::new(),
             tail: Vec::new(),
             report_over_cap: false,
+            offer_at: None,
+            offered: false,
+            streaming: None,
         }
+    }
+
+    /// Offers lines that pass `bytes` without ending for cut-through
+    /// (see [`Piece::Long`]); a length at or over the cap offers none.
+    pub fn offering_long_lines_at(mut self, bytes: usize) -> Self {
+        self.offer_at = (bytes < self.max_line_bytes).then_some(bytes);
+        self
+    }
+
+    /// The bytes so far of the line just offered as [`Piece::Long`].
+    pub fn partial(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Passes the line just offered as [`Piece::Long`] on in chunks: its
+    /// bytes so far are returned, the rest follows as `Chunk`s and a
+    /// `LineEnd` (or `OverCap` then `LineTooLong` if it passes the cap; or
+    /// EOF).
+    pub fn stream_line(&mut self) -> Bytes {
+        let head = self.buf.split().freeze();
+        self.scanned = 0;
+        self.streaming = Some(head.len());
+        head
     }
 
     /// Reports [`LineError::OverCap`] when a line passes the cap, before it ends.
@@ -751,10 +825,29 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// reading continues after it.
     pub async fn next_line(&mut self) -> Result<Option<Bytes>, LineError> {
         loop {
-            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
+            match self.next_piece().await? {
+                Some(Piece::Line(line)) => return Ok(Some(line)),
+                None => return Ok(None),
+                // An offer (only with an offer length): read on, whole.
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The next line, or (with [`LineReader::offering_long_lines_at`]) an
+    /// offer of a long one or its next chunk; `Ok(None)` at EOF, also in
+    /// the middle of a line being passed on.
+    pub async fn next_piece(&mut self) -> Result<Option<Piece>, LineError> {
+        loop {
+            if let Some(sent) = self.streaming {
+                if let Some(piece) = self.next_chunk(sent)? {
+                    return Ok(Some(piece));
+                }
+            } else if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
                 let end = self.scanned + i;
                 let mut line = self.buf.split_to(end + 1);
                 self.scanned = 0;
+                self.offered = false;
                 if self.skipping > 0 || end > self.max_line_bytes {
                     let content = &line[..end - usize::from(line[..end].last() == Some(&b'\r'))];
                     let content = content.to_vec();
@@ -770,27 +863,37 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return Ok(Some(line.freeze()));
-            }
-            self.scanned = self.buf.len();
-            if self.skipping > 0 || self.buf.len() > self.max_line_bytes {
-                // Drop what there is of the over-long line and keep reading to its end.
-                let first = self.skipping == 0;
-                let part = self.buf.split();
-                self.keep_edges(&part);
-                self.skipping += part.len();
-                self.buf.clear();
-                self.scanned = 0;
-                if first && self.report_over_cap {
-                    return Err(LineError::OverCap {
-                        limit: self.max_line_bytes,
-                        id: edge_id(&self.head, b""),
-                    });
+                return Ok(Some(Piece::Line(line.freeze())));
+            } else {
+                self.scanned = self.buf.len();
+                if self.skipping > 0 || self.buf.len() > self.max_line_bytes {
+                    // Drop what there is of the over-long line and keep reading to its end.
+                    let first = self.skipping == 0;
+                    let part = self.buf.split();
+                    self.keep_edges(&part);
+                    self.skipping += part.len();
+                    self.buf.clear();
+                    self.scanned = 0;
+                    if first && self.report_over_cap {
+                        return Err(LineError::OverCap {
+                            limit: self.max_line_bytes,
+                            id: edge_id(&self.head, b""),
+                        });
+                    }
+                } else if !self.offered && self.offer_at.is_some_and(|at| self.buf.len() >= at) {
+                    self.offered = true;
+                    return Ok(Some(Piece::Long));
                 }
             }
             // Double for a long line so that its copies stay amortised.
             self.buf.reserve(READ_CHUNK.max(self.buf.len()));
             if self.inner.read_buf(&mut self.buf).await? == 0 {
+                self.offered = false;
+                if self.streaming.take().is_some() {
+                    // The line being passed on never ended.
+                    self.buf.clear();
+                    return Ok(None);
+                }
                 // EOF: a final line without its newline still counts.
                 let rest = self.buf.split();
                 self.scanned = 0;
@@ -803,8 +906,129 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                     return Ok(None);
                 }
                 let end = rest.len() - usize::from(rest.last() == Some(&b'\r'));
-                return Ok(Some(rest.freeze().slice(..end)));
+                return Ok(Some(Piece::Line(rest.freeze().slice(..end))));
             }
+        }
+    }
+
+    /// What is buffered of a line being passed on that has `sent` bytes out
+    /// already: its end, a chunk, or (nothing buffered) `None`.
+    fn next_chunk(&mut self, sent: usize) -> Result<Option<Piece>, LineError> {
+        if let Some(i) = memchr::memchr(b'\n', &self.buf) {
+            let mut last = self.buf.split_to(i + 1);
+            self.streaming = None;
+            self.offered = false;
+            if sent + i > self.max_line_bytes {
+                self.keep_edges(&last[..i]);
+                return Err(self.too_long(sent + i));
+            }
+            last.truncate(i - usize::from(last[..i].last() == Some(&b'\r')));
+            return Ok(Some(Piece::LineEnd(last.freeze())));
+        }
+        // A CR at the end waits: if an LF follows, it is the line's end.
+        let keep = usize::from(self.buf.last() == Some(&b'\r'));
+        if self.buf.len() == keep {
+            return Ok(None);
+        }
+        let chunk = self.buf.split_to(self.buf.len() - keep);
+        if sent + chunk.len() > self.max_line_bytes {
+            // Skipped from here to its end, as any over-long line.
+            self.streaming = None;
+            self.keep_edges(&chunk);
+            self.skipping = sent + chunk.len();
+            return Err(LineError::OverCap {
+                limit: self.max_line_bytes,
+                id: None,
+            });
+        }
+        self.streaming = Some(sent + chunk.len());
+        Ok(Some(Piece::Chunk(chunk.freeze())))
+    }
+}
+
+/// What the head of a long answer shows (see [`result_head`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultHead {
+    /// Where its id is.
+    pub id: Range<usize>,
+    /// Where its result value starts.
+    pub result: usize,
+}
+
+impl ResultHead {
+    /// Whether `head` (the one this was read from) shows an object result
+    /// with a first member, so that fields can go at its front.
+    pub fn has_object_result(&self, head: &[u8]) -> bool {
+        head.get(self.result) == Some(&b'{')
+            && head[self.result + 1..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b != b'}')
+    }
+}
+
+/// Where the id and the result sit in the head of a long answer: when the
+/// head is a JSON object whose members before `"result"` are only `"id"`
+/// (a number) and `"jsonrpc"`, in either order, with any whitespace, as
+/// every SDK writes a result. Anything else (an error, a method, another
+/// member first, an escape in a key, a head that ends too soon): `None`,
+/// and the line is read whole.
+pub fn result_head(head: &[u8]) -> Option<ResultHead> {
+    let ws = |mut i: usize| {
+        while head.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    // A string without escapes starting at `i`: the index after it.
+    let plain = |i: usize| {
+        if head.get(i) != Some(&b'"') {
+            return None;
+        }
+        let len = memchr::memchr2(b'"', b'\\', head.get(i + 1..)?)?;
+        (head[i + 1 + len] == b'"').then_some(i + len + 2)
+    };
+    let mut i = ws(0);
+    if head.get(i) != Some(&b'{') {
+        return None;
+    }
+    let (mut id, mut version) = (None, false);
+    loop {
+        let key_start = ws(i + 1);
+        let key_end = plain(key_start)?;
+        let key = &head[key_start + 1..key_end - 1];
+        i = ws(key_end);
+        if head.get(i) != Some(&b':') {
+            return None;
+        }
+        let value = ws(i + 1);
+        i = match key {
+            b"result" => {
+                return Some(ResultHead {
+                    id: id?,
+                    result: (value < head.len()).then_some(value)?,
+                });
+            }
+            b"jsonrpc" if !version => {
+                version = true;
+                plain(value)?
+            }
+            b"id" if id.is_none() => {
+                let digits = head[value..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                if digits == 0 {
+                    return None;
+                }
+                id = Some(value..value + digits);
+                value + digits
+            }
+            _ => return None,
+        };
+        i = ws(i);
+        if head.get(i) != Some(&b',') {
+            return None;
         }
     }
 }
@@ -1110,6 +1334,178 @@ mod tests {
             );
             assert!(r.next_line().await.unwrap().is_none());
         }
+    }
+
+    #[test]
+    fn the_head_of_a_result_shows_its_numeric_id() {
+        fn id(head: &str) -> Option<&str> {
+            result_head(head.as_bytes()).map(|r| &head[r.id])
+        }
+        assert_eq!(
+            id(r#"{"jsonrpc":"2.0","id":7,"result":{"content":["#),
+            Some("7")
+        );
+        assert_eq!(
+            id(r#" { "id" : 12 ,"jsonrpc": "2.0" , "result" : ["#),
+            Some("12")
+        );
+        assert_eq!(id(r#"{"id":3,"result":""#), Some("3"));
+        for not in [
+            r#"{"jsonrpc":"2.0","method":"x","id":1,"result":"#,
+            r#"{"jsonrpc":"2.0","id":"a","result":"#,
+            r#"{"result":{"x":1},"id":1}"#,
+            r#"{"jsonrpc":"2.0","error":{},"id":1}"#,
+            r#"{"jsonrpc":"2.0","id":7"#,
+            r#"{"jsonrpc":"2.0","id":7,"res"#,
+            r#"{"jsonrpc":"2.0","id":7,"result": "#,
+            r#"{"jso\u006erpc":"2.0","id":7,"result":"#,
+            r#"{"id":1,"id":2,"result":"#,
+            r#"{"jsonrpc":"2.0","id":-1,"result":"#,
+            r#"["jsonrpc"]"#,
+            "",
+        ] {
+            assert_eq!(id(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn a_long_answers_head_is_readdressed_and_filled_like_a_whole_one() {
+        let line =
+            r#"{"jsonrpc":"2.0","id":42,"result": {"content":[{"type":"text","text":"xx"}]}}"#;
+        // The head stops in the middle of the text.
+        let head = Bytes::copy_from_slice(&line.as_bytes()[..60]);
+        let at = result_head(&head).unwrap();
+        assert!(at.has_object_result(&head));
+        let fields: &[u8] = br#""resultType":"complete""#;
+        let whole = Frame::parse(Bytes::from_static(line.as_bytes()), false).unwrap();
+        let whole = whole.answer(br#""c-1""#, Some(fields)).into_bytes();
+        for fields in [None, Some(fields)] {
+            let mut got = Message::answer_head(&head, &at, br#""c-1""#, fields)
+                .into_bytes()
+                .to_vec();
+            got.extend_from_slice(&line.as_bytes()[60..]);
+            let want: serde_json::Value = serde_json::from_slice(if fields.is_some() {
+                &whole
+            } else {
+                line.as_bytes()
+            })
+            .unwrap();
+            let got: serde_json::Value = serde_json::from_slice(&got).unwrap();
+            assert_eq!(got["id"], "c-1");
+            assert_eq!(got["result"], want["result"]);
+        }
+        let empty = br#"{"id":1,"result":{ }"#;
+        assert!(!result_head(empty).unwrap().has_object_result(empty));
+        let text = br#"{"id":1,"result":"xx"#;
+        assert!(!result_head(text).unwrap().has_object_result(text));
+    }
+
+    /// Reads every piece until EOF, passing each offered line on in chunks.
+    async fn pieces(r: &mut LineReader<Trickle>) -> Vec<Result<Piece, String>> {
+        let mut out = Vec::new();
+        loop {
+            match r.next_piece().await {
+                Ok(None) => return out,
+                Ok(Some(Piece::Long)) => {
+                    out.push(Ok(Piece::Long));
+                    out.push(Ok(Piece::Chunk(r.stream_line())));
+                }
+                Ok(Some(p)) => out.push(Ok(p)),
+                Err(e) => out.push(Err(e.to_string())),
+            }
+        }
+    }
+
+    /// The chunks of a line passed on, joined.
+    fn joined(pieces: &[Result<Piece, String>]) -> Vec<u8> {
+        pieces
+            .iter()
+            .filter_map(|p| match p {
+                Ok(Piece::Chunk(b) | Piece::LineEnd(b)) => Some(b.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_long_line_is_offered_once_and_passed_on_in_chunks() {
+        let long = "L".repeat(40);
+        let input = format!("short\n{long}\r\nnext\n").into_bytes().leak();
+        for chunk in [1, 5, 16, 17] {
+            let mut r =
+                LineReader::new(Trickle { data: input, chunk }, 100).offering_long_lines_at(16);
+            let got = pieces(&mut r).await;
+            assert_eq!(
+                got[0],
+                Ok(Piece::Line(Bytes::from_static(b"short"))),
+                "chunk {chunk}"
+            );
+            assert_eq!(got[1], Ok(Piece::Long), "chunk {chunk}");
+            assert_eq!(joined(&got), long.as_bytes(), "chunk {chunk}");
+            assert!(
+                matches!(got[got.len() - 2], Ok(Piece::LineEnd(_))),
+                "chunk {chunk}: {got:?}"
+            );
+            assert_eq!(
+                got.last(),
+                Some(&Ok(Piece::Line(Bytes::from_static(b"next"))))
+            );
+            assert_eq!(got.iter().filter(|p| **p == Ok(Piece::Long)).count(), 1);
+        }
+        // Not taken up, the offer changes nothing: the line comes whole.
+        let mut r = LineReader::new(
+            Trickle {
+                data: input,
+                chunk: 5,
+            },
+            100,
+        )
+        .offering_long_lines_at(16);
+        assert_eq!(r.next_line().await.unwrap().unwrap(), "short");
+        assert_eq!(r.next_line().await.unwrap().unwrap(), long.as_str());
+        assert_eq!(r.next_line().await.unwrap().unwrap(), "next");
+        assert!(r.next_line().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_line_passed_on_stops_at_the_cap_and_one_cut_off_by_eof_ends_nothing() {
+        let input = format!("{}\nok\n", "L".repeat(150)).into_bytes().leak();
+        for chunk in [7, 64] {
+            let mut r = LineReader::new(Trickle { data: input, chunk }, 100)
+                .offering_long_lines_at(16)
+                .reporting_over_cap();
+            let got = pieces(&mut r).await;
+            let over = got
+                .iter()
+                .position(|p| matches!(p, Err(e) if e.contains("passed the limit")));
+            let over = over.unwrap_or_else(|| panic!("chunk {chunk}: no OverCap in {got:?}"));
+            assert!(joined(&got[..over]).len() <= 100, "chunk {chunk}");
+            assert!(
+                matches!(&got[over + 1], Err(e) if e.contains("line of 150 bytes")),
+                "chunk {chunk}: {got:?}"
+            );
+            assert_eq!(
+                got[over + 2..],
+                [Ok(Piece::Line(Bytes::from_static(b"ok")))]
+            );
+        }
+        // The child's output ends in the middle of the line: no LineEnd.
+        let input: &[u8] = &[b'L'; 40];
+        let mut r = LineReader::new(
+            Trickle {
+                data: input,
+                chunk: 8,
+            },
+            100,
+        )
+        .offering_long_lines_at(16);
+        let got = pieces(&mut r).await;
+        assert!(
+            got.iter()
+                .all(|p| !matches!(p, Ok(Piece::LineEnd(_)) | Ok(Piece::Line(_)))),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]

@@ -37,6 +37,8 @@
 //! - [`principals`]: the children of 2026-07-28 clients, one per
 //!   principal: started on first use (with the principal's stored
 //!   credentials), capped, stopped when idle.
+//! - [`tail`]: cut-through forwarding: a long answer's rest, passed on
+//!   from the child's stdout to the client's body as it arrives.
 //! - [`trace`]: the W3C `traceparent`/`tracestate` of an HTTP request,
 //!   carried into the `_meta` of the messages it holds.
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
@@ -95,6 +97,7 @@ pub mod session;
 pub mod shutdown;
 pub mod sse;
 pub mod store;
+pub mod tail;
 pub mod trace;
 pub mod upstream;
 pub mod version;

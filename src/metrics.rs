@@ -34,7 +34,10 @@ use prometheus_client::registry::Registry;
 /// A response body as the HTTP layer builds it (the same type as
 /// `crate::sse::Body`; named here so that metrics sit below the streams
 /// that count into them).
-type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+type Body = http_body_util::combinators::UnsyncBoxBody<
+    bytes::Bytes,
+    Box<dyn std::error::Error + Send + Sync>,
+>;
 
 /// The `Content-Type` of `GET /metrics`.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -481,7 +484,7 @@ struct CountingBody {
 
 impl HttpBody for CountingBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

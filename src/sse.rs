@@ -42,8 +42,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// Why a response body broke off: the client then sees the connection
+/// fail rather than a body that ends early but still parses.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The response body type of every handler.
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// A keep-alive comment: ignored by clients, keeps intermediaries from
 /// cutting an idle stream.
@@ -92,7 +96,7 @@ pub fn stream_body<G: Send + 'static>(
                 msg = rx.recv() => match msg {
                     Some(bytes) => {
                         tick.reset();
-                        yield Ok::<_, Infallible>(Frame::data(bytes));
+                        yield Ok::<_, BodyError>(Frame::data(bytes));
                     }
                     None => break,
                 },
@@ -130,7 +134,9 @@ impl LiveRx {
 
 /// A full body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into()).boxed_unsync()
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A body of several buffers sent one after another, without joining them;
@@ -140,7 +146,30 @@ pub fn parts(parts: Vec<Bytes>) -> Body {
         remaining: parts.iter().map(|p| p.len() as u64).sum(),
         parts: parts.into(),
     }
+    .map_err(|never| match never {})
     .boxed_unsync()
+}
+
+/// A body of unknown length: a long answer's head, then its rest as it
+/// arrives (`crate::tail`). If the rest fails, so does the body.
+pub fn streamed(head: Vec<Bytes>, mut tail: crate::tail::Tail) -> Body {
+    let stream = async_stream::stream! {
+        for part in head {
+            yield Ok::<_, BodyError>(Frame::data(part));
+        }
+        loop {
+            match tail.next().await {
+                Ok(Some(chunk)) => yield Ok(Frame::data(chunk)),
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "a long answer broke off; failing its body");
+                    yield Err(e.into());
+                    break;
+                }
+            }
+        }
+    };
+    http_body_util::StreamBody::new(stream).boxed_unsync()
 }
 
 struct Parts {
@@ -174,7 +203,9 @@ impl http_body::Body for Parts {
 
 /// An empty body.
 pub fn empty() -> Body {
-    http_body_util::Empty::new().boxed_unsync()
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// The bytes every replay buffer of one proxy may hold together.

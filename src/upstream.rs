@@ -60,6 +60,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
 use crate::jsonrpc::{self, Frame, Message, code};
+use crate::tail::{Answer, Tail};
 pub use crate::version::UpstreamProtocol;
 
 mod fanout;
@@ -205,8 +206,11 @@ impl UpstreamError {
 pub enum Reply {
     /// An SSE stream: related messages, then the response.
     Stream(Sink),
-    /// A single waiter for the response only (JSON response mode, batches).
+    /// A single waiter for the response only (a batch's JSON answers).
     Once(oneshot::Sender<Message>),
+    /// A single JSON body for the response only: a long answer may come as
+    /// its head and the rest as it arrives (`crate::tail`).
+    Json(oneshot::Sender<Answer>),
     /// The proxy's own request: the answer, or why there is none.
     Call(oneshot::Sender<Result<Message, UpstreamError>>),
     /// Nobody, for now: a 2026-07-28 client's call parked while the client
@@ -229,6 +233,9 @@ impl Reply {
             Reply::Stream(o) => o.send_response(&message.into_bytes()),
             Reply::Once(tx) => {
                 let _ = tx.send(message);
+            }
+            Reply::Json(tx) => {
+                let _ = tx.send(Answer::Whole(message));
             }
             Reply::Call(tx) => {
                 let _ = tx.send(Ok(message));
@@ -275,10 +282,44 @@ impl Reply {
         }
     }
 
+    /// Whether the answer may come as a head and a tail
+    /// ([`Reply::respond_streamed`]).
+    fn takes_tail(&self) -> bool {
+        match self {
+            Reply::Json(_) => true,
+            Reply::Watched(reply, _) => reply.takes_tail(),
+            _ => false,
+        }
+    }
+
+    /// Answers with a long answer's head, the rest following in `tail`.
+    /// Only for a reply that [`Reply::takes_tail`]; any other fails (the
+    /// tail is dropped, and the request gets an error).
+    fn respond_streamed(self, head: Message, tail: Tail) {
+        match self {
+            Reply::Json(tx) => {
+                let _ = tx.send(Answer::Streamed(head, tail));
+            }
+            Reply::Watched(reply, watch) => {
+                watch.answered(&head);
+                reply.respond_streamed(head, tail);
+            }
+            other => {
+                debug_assert!(false, "respond_streamed on a reply that takes no tail");
+                other.respond(&jsonrpc::error_response(
+                    None,
+                    code::INTERNAL_ERROR,
+                    "the answer could not be passed on",
+                    None,
+                ));
+            }
+        }
+    }
+
     fn stream(&self) -> Option<&Sink> {
         match self {
             Reply::Stream(o) => Some(o),
-            Reply::Once(_) | Reply::Call(_) | Reply::Detached => None,
+            Reply::Once(_) | Reply::Json(_) | Reply::Call(_) | Reply::Detached => None,
             Reply::Watched(reply, _) => reply.stream(),
         }
     }

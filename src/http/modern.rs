@@ -29,11 +29,12 @@ use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::response::{accepted, json_message, json_ok, sse_response};
+use super::response::{accepted, json_answer, json_ok, sse_response};
 use super::{Answer, App, negotiate};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, code};
 use crate::sse::{Body, Outlet, stream_body};
+use crate::tail;
 use crate::upstream::{
     DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream, UpstreamError, UpstreamProtocol,
 };
@@ -267,17 +268,17 @@ pub async fn serve(
         // Progress, if any was asked for, cannot travel in a JSON body and is dropped.
         let (tx, rx) = oneshot::channel();
         let mut guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, None);
-        let reply = app.reply_for(&principal, &frame, Reply::Once(tx));
+        let reply = app.reply_for(&principal, &frame, Reply::Json(tx));
         let _ = upstream.request(&port, frame, reply).await;
-        let message = tokio::select! {
+        let answer = tokio::select! {
             r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None).into()),
             _ = app.streams_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None).into(),
         };
         guard.answered = true;
         // An error is small; a large answer is a result and is not read again.
-        let not_found = message.len() <= ERROR_PEEK_BYTES
-            && error_code(&message.clone().into_bytes()) == Some(code::METHOD_NOT_FOUND);
-        let mut r = json_message(message);
+        let not_found = matches!(&answer, tail::Answer::Whole(m) if m.len() <= ERROR_PEEK_BYTES
+            && error_code(&m.clone().into_bytes()) == Some(code::METHOD_NOT_FOUND));
+        let mut r = json_answer(answer);
         if not_found {
             // The spec's status for an unknown method in this revision.
             *r.status_mut() = http::StatusCode::NOT_FOUND;

@@ -6,6 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::jsonrpc::Message;
 use crate::sse::{self, Body, empty, full};
+use crate::tail::Answer;
 
 /// 202 with an empty body: the only answer to notifications and responses.
 pub fn accepted() -> Response<Body> {
@@ -32,6 +33,22 @@ pub fn json_message(message: Message) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// 200 with a JSON body: the answer whole, or a long one's head and its
+/// rest as it arrives (no `Content-Length` then).
+pub fn json_answer(answer: Answer) -> Response<Body> {
+    match answer {
+        Answer::Whole(message) => json_message(message),
+        Answer::Streamed(head, tail) => {
+            let mut r = Response::new(sse::streamed(head.into_parts(), tail));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+    }
 }
 
 /// A JSON body with a status.

@@ -24,13 +24,14 @@ use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use super::response::{accepted, json_message, json_ok, single_event, sse_response};
+use super::response::{accepted, json_answer, json_ok, single_event, sse_response};
 use super::{Answer, App, negotiate};
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, Message, code};
 use crate::session::Session;
 use crate::sse::{Body, Outlet, empty, stream_body};
+use crate::tail;
 use crate::upstream::{DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream};
 use crate::version::{self, BATCH_VERSION, SESSION_VERSIONS};
 
@@ -175,25 +176,42 @@ async fn dispatch(
                     continue;
                 }
                 let id: Box<[u8]> = frame.id().unwrap_or_default().into();
-                let (tx, rx) = oneshot::channel();
-                let reply = app.reply_for(&principal, &frame, Reply::Once(tx));
+                // A batch joins its answers; a single one may be long and
+                // go on as it arrives.
+                let (reply, waiter) = if batch {
+                    let (tx, rx) = oneshot::channel();
+                    (Reply::Once(tx), Waiter::Batch(rx))
+                } else {
+                    let (tx, rx) = oneshot::channel();
+                    (Reply::Json(tx), Waiter::Single(rx))
+                };
+                let reply = app.reply_for(&principal, &frame, reply);
                 let _ = upstream.request(port, frame, reply).await;
-                waiters.push((id, rx));
+                waiters.push((id, waiter));
             }
             let mut answers = Vec::with_capacity(waiters.len());
-            for (id, rx) in waiters {
-                let message = tokio::select! {
-                    r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the session ended before the MCP server answered", None).into()),
+            for (id, waiter) in waiters {
+                let answer = tokio::select! {
+                    r = waiter.answer() => r.unwrap_or_else(|| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the session ended before the MCP server answered", None).into()),
                     _ = cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None).into(),
                 };
-                answers.push(message);
+                answers.push(answer);
             }
             drop(guard);
             if batch {
-                let answers: Vec<Bytes> = answers.into_iter().map(Message::into_bytes).collect();
+                let answers: Vec<Bytes> = answers
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        tail::Answer::Whole(m) => Some(m.into_bytes()),
+                        // A batch's replies are `Once`: never streamed.
+                        tail::Answer::Streamed(..) => None,
+                    })
+                    .collect();
                 return Ok(json_ok(join_batch(&answers)));
             }
-            Ok(json_message(answers.pop().unwrap_or_default()))
+            Ok(json_answer(
+                answers.pop().unwrap_or_else(|| Message::default().into()),
+            ))
         }
     }
 }
@@ -459,4 +477,22 @@ async fn stateless(
         Some(guard),
     )
     .await
+}
+
+/// Where a JSON-mode request's answer comes from.
+enum Waiter {
+    /// Part of a batch: whole, to be joined.
+    Batch(oneshot::Receiver<Message>),
+    /// Alone: whole, or a long one as it arrives.
+    Single(oneshot::Receiver<tail::Answer>),
+}
+
+impl Waiter {
+    /// The answer; `None` when the session ended first.
+    async fn answer(self) -> Option<tail::Answer> {
+        match self {
+            Waiter::Batch(rx) => rx.await.ok().map(tail::Answer::Whole),
+            Waiter::Single(rx) => rx.await.ok(),
+        }
+    }
 }

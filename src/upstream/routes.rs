@@ -29,6 +29,17 @@ pub(super) enum Fill {
     Cacheable,
 }
 
+impl Fill {
+    /// The raw members this fill adds at the front of an object result.
+    pub(super) fn fields(&self) -> Option<&'static [u8]> {
+        match self {
+            Fill::None => None,
+            Fill::Complete => Some(br#""resultType":"complete""#),
+            Fill::Cacheable => Some(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
+        }
+    }
+}
+
 /// What the multiplexer reads in an answer about tasks (shared mode only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TaskAnswer {

@@ -43,16 +43,17 @@ use tracing::{debug, info, trace, warn};
 use super::fanout::{recompute_level, route_notification, task_owner};
 use super::mrtr::{InputRequest, input_required_result, new_request_state, resumption};
 use super::routes::{
-    Fill, Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
-    client_key, parse_proxy_id, related_call, related_target,
+    Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification, client_key,
+    parse_proxy_id, related_call, related_target,
 };
 use super::{
     DEFAULT_WRITE_TIMEOUT, MAX_PARKED, MAX_SERVER_REQUESTS, Port, PortKind, Reply, STATELESS_LABEL,
     Upstream, UpstreamError, UpstreamOptions, mrtr, tasks,
 };
 use crate::child::ChildIo;
-use crate::jsonrpc::{self, Frame, Kind, LineError, LineReader, code};
+use crate::jsonrpc::{self, Frame, Kind, LineError, LineReader, Piece, code};
 use crate::logging::RateLimit;
+use crate::tail::{self, TailSender};
 
 /// Commands the bounded queue holds before a handle has to wait for room
 /// (up to its write deadline; then its request fails).
@@ -209,7 +210,7 @@ struct Queued {
 enum Step {
     Stop,
     Command(Command, bool),
-    Line(Result<Option<Bytes>, LineError>),
+    Line(Result<Option<Piece>, LineError>),
     Wrote(std::io::Result<usize>),
     CloseStdin,
     Due,
@@ -236,6 +237,8 @@ pub(super) struct Worker {
     /// Set when the oversized line being skipped was already reported
     /// (and its request failed) as it passed the cap.
     reported_early: bool,
+    /// The long answer being passed on as it arrives (`crate::tail`).
+    cut: Option<TailSender>,
 }
 
 impl Worker {
@@ -262,6 +265,7 @@ impl Worker {
             skipped: 0,
             noise: RateLimit::new(noise_per_second.saturating_mul(4), noise_per_second),
             reported_early: false,
+            cut: None,
         }
     }
 
@@ -464,7 +468,12 @@ impl Worker {
         ended: oneshot::Sender<&'static str>,
         reader: &mut Option<Reader>,
     ) {
-        *reader = Some(io.stdout.reporting_over_cap());
+        *reader = Some(
+            io.stdout
+                .reporting_over_cap()
+                .offering_long_lines_at(tail::CUT_THROUGH_BYTES),
+        );
+        self.cut = None;
         self.stdin = Some(io.stdin);
         self.close_stdin = io.close_stdin;
         self.ended = Some(ended);
@@ -474,15 +483,48 @@ impl Worker {
     /// Stops reading the current child and tells the supervisor why.
     fn end_output(&mut self, reader: &mut Option<Reader>, why: &'static str) {
         *reader = None;
+        // An answer being passed on is cut off: its client sees it fail.
+        self.cut = None;
         if let Some(tx) = self.ended.take() {
             let _ = tx.send(why);
         }
     }
 
-    fn line(&mut self, read: Result<Option<Bytes>, LineError>, reader: &mut Option<Reader>) {
+    fn line(&mut self, read: Result<Option<Piece>, LineError>, reader: &mut Option<Reader>) {
         let line = match read {
-            Ok(Some(line)) => line,
+            Ok(Some(Piece::Line(line))) => line,
+            Ok(Some(Piece::Long)) => {
+                if let Some(r) = reader.as_mut() {
+                    self.offer(r);
+                }
+                return;
+            }
+            Ok(Some(Piece::Chunk(chunk))) => {
+                if let Some(cut) = &self.cut
+                    && !cut.send(chunk)
+                {
+                    // Its client is gone: the rest of the line is read and dropped.
+                    self.cut = None;
+                }
+                return;
+            }
+            Ok(Some(Piece::LineEnd(last))) => {
+                if let Some(cut) = self.cut.take() {
+                    cut.finish(last);
+                }
+                return;
+            }
             Ok(None) => return self.end_output(reader, "the MCP server closed its output"),
+            Err(LineError::OverCap { limit, .. }) if self.cut.take().is_some() => {
+                // The answer being passed on fails as its client reads on;
+                // it was the request in flight, so no other one is guessed at.
+                warn!(
+                    limit,
+                    "child is writing an answer over --max-line-bytes; cutting it off and skipping the line"
+                );
+                self.reported_early = true;
+                return;
+            }
             Err(LineError::OverCap { limit, id }) => {
                 warn!(
                     limit,
@@ -524,6 +566,37 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A long line without its end yet: when its head shows the result of
+    /// a request whose client takes a body of unknown length, the head goes
+    /// now and the rest as it arrives (`crate::tail`); else it is read whole.
+    fn offer(&mut self, reader: &mut Reader) {
+        let Some(at) = jsonrpc::result_head(reader.partial()) else {
+            return;
+        };
+        let Some(id) = parse_proxy_id(&reader.partial()[at.id.clone()]) else {
+            return;
+        };
+        let partial = reader.partial();
+        let takes = self.routes.pending.get(&id).is_some_and(|p| {
+            matches!(p.tasks, TaskAnswer::None)
+                && p.retry.is_none()
+                && p.reply.takes_tail()
+                && (p.fill.fields().is_none() || at.has_object_result(partial))
+        });
+        if !takes {
+            return;
+        }
+        let Some(p) = self.routes.take(id) else {
+            return;
+        };
+        let head = reader.stream_line();
+        let head = jsonrpc::Message::answer_head(&head, &at, &p.client_id, p.fill.fields());
+        let (cut, rest) = tail::channel(p.deadline);
+        debug!(id, "passing a long answer on as it arrives");
+        self.cut = Some(cut);
+        p.reply.respond_streamed(head, rest);
     }
 
     // ---- writes to the child ----
@@ -752,17 +825,9 @@ impl Worker {
                 // No answer will come: a stream of its own closes, a stream
                 // shared with other requests (legacy, batch) carries on.
                 Reply::Stream(o) => o.forgo(),
-                Reply::Once(tx) => {
-                    let _ = tx.send(
-                        jsonrpc::error_response(
-                            Some(&p.client_id),
-                            -32800,
-                            "request cancelled",
-                            None,
-                        )
-                        .into(),
-                    );
-                }
+                reply @ (Reply::Once(_) | Reply::Json(_)) => reply.respond(
+                    &jsonrpc::error_response(Some(&p.client_id), -32800, "request cancelled", None),
+                ),
                 Reply::Call(tx) => {
                     let _ = tx.send(Err(UpstreamError::SessionEnded));
                 }
@@ -842,12 +907,7 @@ impl Worker {
 
     /// Sends the child's answer to the client that asked.
     pub(super) fn deliver(&mut self, p: Pending, frame: Frame) {
-        let fields: Option<&[u8]> = match p.fill {
-            Fill::None => None,
-            Fill::Complete => Some(br#""resultType":"complete""#),
-            Fill::Cacheable => Some(br#""resultType":"complete","ttlMs":0,"cacheScope":"private""#),
-        };
-        let answer = frame.answer(&p.client_id, fields);
+        let answer = frame.answer(&p.client_id, p.fill.fields());
         match p.tasks {
             TaskAnswer::None => p.reply.respond_message(answer),
             TaskAnswer::Create => {
@@ -1116,10 +1176,10 @@ impl Worker {
     }
 }
 
-async fn next_line(reader: &mut Option<Reader>) -> Result<Option<Bytes>, LineError> {
-    // `next_line` is cancel-safe: its state and partial line live in the reader.
+async fn next_line(reader: &mut Option<Reader>) -> Result<Option<Piece>, LineError> {
+    // `next_piece` is cancel-safe: its state and partial line live in the reader.
     match reader {
-        Some(r) => r.next_line().await,
+        Some(r) => r.next_piece().await,
         None => std::future::pending().await,
     }
 }
