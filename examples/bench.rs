@@ -755,11 +755,16 @@ async fn read_response(
             }
         }
     } else if chunked {
+        // As with a length: the chunk header from the buffer, its data
+        // straight from the socket into the body, and the buffer kept
+        // small (a long answer is not copied twice).
         loop {
             let line_end = loop {
                 if let Some(i) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
                     break pos + i;
                 }
+                buf.drain(..pos);
+                pos = 0;
                 fill(conn, buf, "in a chunk header").await?;
             };
             let size = std::str::from_utf8(&buf[pos..line_end])?;
@@ -767,19 +772,31 @@ async fn read_response(
             let size = usize::from_str_radix(size, 16)
                 .map_err(|_| format!("bad chunk size line: {size:?}"))?;
             pos = line_end + 2;
-            if size == 0 {
-                // No trailers are expected: the blank line ends the body.
-                while buf.len() < pos + 2 {
-                    fill(conn, buf, "after the last chunk").await?;
+            if size > 0 {
+                let have = size.min(buf.len() - pos);
+                body.extend_from_slice(&buf[pos..pos + have]);
+                pos += have;
+                let mut left = size - have;
+                body.reserve(left);
+                while left > 0 {
+                    let n = (&mut *conn).take(left as u64).read_buf(&mut body).await?;
+                    if n == 0 {
+                        return Err("connection closed in a chunk".into());
+                    }
+                    left -= n;
                 }
-                pos += 2;
+            }
+            // The CRLF after the data (or, after the last chunk, the blank
+            // line: no trailers are expected).
+            while buf.len() < pos + 2 {
+                buf.drain(..pos);
+                pos = 0;
+                fill(conn, buf, "after a chunk").await?;
+            }
+            pos += 2;
+            if size == 0 {
                 break;
             }
-            while buf.len() < pos + size + 2 {
-                fill(conn, buf, "in a chunk").await?;
-            }
-            body.extend_from_slice(&buf[pos..pos + size]);
-            pos += size + 2;
         }
     } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
         // No length: the body runs to the end of the connection.

@@ -672,6 +672,11 @@ pub enum LineError {
 /// How much the line reader asks the pipe for at least, per read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How much it asks for per read of a line being passed on: as much as a
+/// grown pipe holds (`child::STDOUT_PIPE_BYTES`), so that a long answer
+/// goes on in few chunks, each one write to the client.
+const STREAM_READ: usize = 1024 * 1024;
+
 /// Reads newline-delimited lines with a length cap and recovery.
 ///
 /// Reads go straight into one growing buffer and each line is split off it
@@ -885,8 +890,12 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                     return Ok(Some(Piece::Long));
                 }
             }
-            // Double for a long line so that its copies stay amortised.
-            self.buf.reserve(READ_CHUNK.max(self.buf.len()));
+            // Double for a long line so that its copies stay amortised; a
+            // line passed on takes what the pipe holds in one read.
+            self.buf.reserve(match self.streaming {
+                Some(_) => STREAM_READ,
+                None => READ_CHUNK.max(self.buf.len()),
+            });
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 self.offered = false;
                 if self.streaming.take().is_some() {
