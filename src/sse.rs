@@ -23,6 +23,15 @@
 //! together stay within one byte budget (`--replay-total-bytes`,
 //! [`ReplayBudget`]).
 //!
+//! Long answers (`crate::tail`): a response the multiplexer passes on as
+//! the child writes it opens an event ([`Outlet::open_response`]) whose
+//! pieces go to the live consumer as they come, as one queue item; nothing
+//! else (no keep-alive either) goes out until it closes. Its pieces are
+//! also kept, so that if the consumer goes away midway the event is
+//! completed all the same: kept for replay within the caps, or delivered
+//! whole to the next consumer. One that breaks off fails its consumer's
+//! stream, and the request gets an error response instead.
+//!
 //! Priming events (SEP-1699) go only to sessions that negotiated
 //! 2025-11-25 or later; older clients choke on an empty `data:`. Not done,
 //! on purpose (transport.md §7.D): `retry:` lines (some gateways reject
@@ -41,6 +50,8 @@ use hyper::body::Frame;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use crate::tail::{Tail, TailSender};
 
 /// Why a response body broke off: the client then sees the connection
 /// fail rather than a body that ends early but still parses.
@@ -77,6 +88,21 @@ pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A piece of a `data:` line: CR and LF (insignificant whitespace in
+/// JSON) become spaces, copying only when there are any.
+fn data_line(piece: Bytes) -> Bytes {
+    if memchr::memchr2(b'\n', b'\r', &piece).is_none() {
+        return piece;
+    }
+    let mut out = BytesMut::from(&piece[..]);
+    for b in out.iter_mut() {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    out.freeze()
+}
+
 /// Wraps a receiver of encoded events into a response body that also sends
 /// keep-alive comments and ends on `cancel`. `guard` is dropped when the
 /// body is (the client went away or the stream ended).
@@ -90,13 +116,34 @@ pub fn stream_body<G: Send + 'static>(
         let _guard = guard;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        'events: loop {
             tokio::select! {
                 biased;
-                msg = rx.recv() => match msg {
-                    Some(bytes) => {
+                item = rx.recv_item() => match item {
+                    Some(Item::Event(bytes)) => {
                         tick.reset();
                         yield Ok::<_, BodyError>(Frame::data(bytes));
+                    }
+                    Some(Item::Open(first, mut tail)) => {
+                        // An event still arriving: its pieces, and nothing
+                        // else (no keep-alive) until it ends.
+                        yield Ok(Frame::data(first));
+                        loop {
+                            let piece = tokio::select! {
+                                piece = tail.next() => piece,
+                                _ = cancel.cancelled() => break 'events,
+                            };
+                            match piece {
+                                Ok(Some(piece)) => yield Ok(Frame::data(piece)),
+                                Ok(None) => break,
+                                Err(e) => {
+                                    debug!(error = %e, "a long answer broke off; failing its stream");
+                                    yield Err(e.into());
+                                    break 'events;
+                                }
+                            }
+                        }
+                        tick.reset();
                     }
                     None => break,
                 },
@@ -112,23 +159,56 @@ pub fn stream_body<G: Send + 'static>(
 /// takes events from. It gives back the bytes it takes, so that the
 /// outlet's byte cap counts only what is still waiting.
 pub struct LiveRx {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Item>,
     queued: Arc<AtomicUsize>,
 }
 
+/// One item of a live queue.
+enum Item {
+    /// An encoded event, whole.
+    Event(Bytes),
+    /// An event still arriving (a long answer passed on as the child
+    /// writes it): its first bytes, then the rest from the tail.
+    Open(Bytes, Tail),
+}
+
+impl Item {
+    /// Bytes counted against the queue's byte cap.
+    fn len(&self) -> usize {
+        match self {
+            Item::Event(b) | Item::Open(b, _) => b.len(),
+        }
+    }
+}
+
 impl LiveRx {
-    fn new(rx: mpsc::Receiver<Bytes>) -> LiveRx {
+    fn new(rx: mpsc::Receiver<Item>) -> LiveRx {
         LiveRx {
             rx,
             queued: Arc::default(),
         }
     }
 
-    /// The next event, or `None` once the outlet let go of this response.
+    async fn recv_item(&mut self) -> Option<Item> {
+        let item = self.rx.recv().await?;
+        self.queued.fetch_sub(item.len(), Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// The next event, whole (one still arriving is awaited to its end),
+    /// or `None` once the outlet let go of this response (or an event
+    /// broke off).
     pub async fn recv(&mut self) -> Option<Bytes> {
-        let ev = self.rx.recv().await?;
-        self.queued.fetch_sub(ev.len(), Ordering::Relaxed);
-        Some(ev)
+        match self.recv_item().await? {
+            Item::Event(b) => Some(b),
+            Item::Open(first, mut tail) => {
+                let mut whole = BytesMut::from(&first[..]);
+                while let Some(piece) = tail.next().await.ok()? {
+                    whole.extend_from_slice(&piece);
+                }
+                Some(whole.freeze())
+            }
+        }
     }
 }
 
@@ -242,6 +322,27 @@ impl ReplayBudget {
     }
 }
 
+impl OutletInner {
+    fn set_live(&mut self, live: Option<mpsc::Sender<Item>>) {
+        self.live = live;
+        self.generation += 1;
+    }
+}
+
+/// A response event going on in pieces (see [`Outlet::open_response`]).
+struct OpenEvent {
+    seq: u64,
+    /// The id of the request it answers, for the error if it breaks off.
+    client_id: Box<[u8]>,
+    /// Every piece so far, encoded: the whole event if the response that
+    /// got its start is gone, and for the replay buffer.
+    pieces: Vec<Bytes>,
+    bytes: usize,
+    /// The live response that got its start, while it takes the rest.
+    tail: Option<TailSender>,
+    generation: u64,
+}
+
 /// The sending side of one SSE stream, with its replay buffer.
 pub struct Outlet {
     /// Unique within the session; first half of every event id.
@@ -265,7 +366,15 @@ pub struct Outlet {
 
 struct OutletInner {
     /// The attached HTTP response, if any.
-    live: Option<mpsc::Sender<Bytes>>,
+    live: Option<mpsc::Sender<Item>>,
+    /// Bumped whenever `live` is replaced or let go: an open event goes
+    /// on in pieces only to the response that got its start.
+    generation: u64,
+    /// The response event going on in pieces, if any.
+    open: Option<OpenEvent>,
+    /// Messages sent while an event is open (`--max-queue` at most; only
+    /// the proxy's own can come then): they follow it.
+    held: Vec<(Bytes, bool)>,
     /// Bytes in the live response's queue (shared with its [`LiveRx`]).
     queued: Arc<AtomicUsize>,
     /// The last `replay` events, by sequence number.
@@ -304,6 +413,9 @@ impl Outlet {
             metrics: None,
             inner: Mutex::new(OutletInner {
                 live: Some(tx),
+                generation: 0,
+                open: None,
+                held: Vec::new(),
                 queued: rx.queued.clone(),
                 buffer: VecDeque::new(),
                 buffered_bytes: 0,
@@ -379,11 +491,15 @@ impl Outlet {
     /// Sends a pre-encoded event (the legacy `endpoint` event) without an id.
     pub fn send_raw(&self, event: Bytes) {
         let mut inner = self.lock();
-        self.deliver(&mut inner, event, true);
+        self.deliver(&mut inner, Item::Event(event), true);
     }
 
     fn push(&self, json: &[u8], is_response: bool) {
         let mut inner = self.lock();
+        self.push_locked(&mut inner, json, is_response);
+    }
+
+    fn push_locked(&self, inner: &mut OutletInner, json: &[u8], is_response: bool) {
         if inner.finished {
             debug!(
                 stream = self.stream_id,
@@ -391,26 +507,193 @@ impl Outlet {
             );
             return;
         }
+        if inner.open.is_some() {
+            // It follows the event going on in pieces.
+            if is_response || inner.held.len() < self.max_queue {
+                inner.held.push((Bytes::copy_from_slice(json), is_response));
+            } else {
+                debug!(
+                    stream = self.stream_id,
+                    "notification dropped: too many wait behind a long answer"
+                );
+            }
+            return;
+        }
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        let id = self.with_ids.then(|| format!("{}-{}", self.stream_id, seq));
-        let name = (!self.with_ids).then_some("message");
-        let ev = event(id.as_deref(), name, json);
+        let ev = event(self.event_id(seq).as_deref(), self.event_name(), json);
         if self.with_ids && self.replay > 0 {
-            self.keep(&mut inner, seq, ev.clone());
+            self.keep(inner, seq, ev.clone());
         }
-        let delivered = self.deliver(&mut inner, ev, is_response);
-        if is_response && let Some(owed) = inner.owed.as_mut() {
+        let delivered = self.deliver(inner, Item::Event(ev), is_response);
+        if is_response {
+            self.answered(inner, delivered);
+        }
+    }
+
+    fn event_id(&self, seq: u64) -> Option<String> {
+        self.with_ids.then(|| format!("{}-{}", self.stream_id, seq))
+    }
+
+    /// Legacy streams name their events, as the 2024-11-05 spec does.
+    fn event_name(&self) -> Option<&'static str> {
+        (!self.with_ids).then_some("message")
+    }
+
+    /// A response went out (`delivered`: to a live consumer): the stream
+    /// finishes when it owes no more.
+    fn answered(&self, inner: &mut OutletInner, delivered: bool) {
+        if let Some(owed) = inner.owed.as_mut() {
             *owed = owed.saturating_sub(1);
             if *owed == 0 {
                 inner.finished = true;
-                inner.live = None;
+                inner.set_live(None);
                 if delivered {
                     // The last response reached a live consumer: nothing
                     // left to resume for, so the replay memory goes now.
-                    self.release(&mut inner);
+                    self.release(inner);
                 }
             }
+        }
+    }
+
+    /// Whether a long response may go on in pieces now: the stream is
+    /// open, has a live consumer and no event going on in pieces already.
+    pub fn takes_pieces(&self) -> bool {
+        let inner = self.lock();
+        !inner.finished && inner.open.is_none() && inner.live.is_some()
+    }
+
+    /// Opens the event of a long response (to request `client_id`): its
+    /// first bytes go to the live consumer now, the rest as
+    /// [`Outlet::response_piece`]s, and [`Outlet::close_response`] ends it.
+    /// Until then anything else sent here waits. If the consumer that got
+    /// its start goes away, the event is completed all the same, and kept
+    /// for replay or delivered whole to the next consumer like any event.
+    pub fn open_response(&self, head: &[Bytes], client_id: &[u8]) {
+        let mut inner = self.lock();
+        if inner.finished || inner.open.is_some() {
+            debug!(
+                stream = self.stream_id,
+                "long answer for a finished or busy stream dropped"
+            );
+            return;
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let mut first = BytesMut::new();
+        if let Some(id) = self.event_id(seq) {
+            first.put_slice(b"id: ");
+            first.put_slice(id.as_bytes());
+            first.put_u8(b'\n');
+        }
+        if let Some(name) = self.event_name() {
+            first.put_slice(b"event: ");
+            first.put_slice(name.as_bytes());
+            first.put_u8(b'\n');
+        }
+        first.put_slice(b"data: ");
+        for part in head {
+            first.put_slice(&data_line(part.clone()));
+        }
+        let first = first.freeze();
+        let (tx, tail) = crate::tail::channel();
+        let delivered = self.deliver(&mut inner, Item::Open(first.clone(), tail), true);
+        inner.open = Some(OpenEvent {
+            seq,
+            client_id: client_id.into(),
+            bytes: first.len(),
+            pieces: vec![first],
+            tail: delivered.then_some(tx),
+            generation: inner.generation,
+        });
+    }
+
+    /// The next piece of the open response; `false` once no event is open
+    /// (the stream finished).
+    pub fn response_piece(&self, piece: Bytes) -> bool {
+        let mut inner = self.lock();
+        if inner.finished {
+            // Its session ended: the rest of the line need not come here.
+            inner.open = None;
+            return false;
+        }
+        let generation = inner.generation;
+        let Some(open) = inner.open.as_mut() else {
+            return false;
+        };
+        let piece = data_line(piece);
+        open.bytes += piece.len();
+        open.pieces.push(piece.clone());
+        if let Some(tx) = &open.tail
+            && (open.generation != generation || !tx.send(piece))
+        {
+            open.tail = None;
+        }
+        true
+    }
+
+    /// Ends the open response: with `last`, the event is complete; with an
+    /// error, its consumer's stream fails and the request gets an error
+    /// response instead (kept for replay like any).
+    pub fn close_response(&self, last: Result<Bytes, crate::tail::TailError>) {
+        let mut inner = self.lock();
+        let Some(mut open) = inner.open.take() else {
+            return;
+        };
+        let live_tail = open
+            .tail
+            .take()
+            .filter(|_| open.generation == inner.generation);
+        match last {
+            Ok(last) => {
+                let mut end = BytesMut::from(&data_line(last)[..]);
+                end.put_slice(b"\n\n");
+                let end = end.freeze();
+                open.bytes += end.len();
+                open.pieces.push(end.clone());
+                let whole = || {
+                    let mut whole = BytesMut::with_capacity(open.bytes);
+                    for p in &open.pieces {
+                        whole.put_slice(p);
+                    }
+                    whole.freeze()
+                };
+                if self.with_ids && self.replay > 0 {
+                    if open.bytes > self.replay_bytes {
+                        debug!(
+                            stream = self.stream_id,
+                            bytes = open.bytes,
+                            "event larger than --replay-bytes is not kept for resumption"
+                        );
+                        self.release(&mut inner);
+                    } else {
+                        self.keep(&mut inner, open.seq, whole());
+                    }
+                }
+                let delivered = match live_tail {
+                    Some(tx) => tx.finish(end),
+                    None => self.deliver(&mut inner, Item::Event(whole()), true),
+                };
+                self.answered(&mut inner, delivered);
+            }
+            Err(why) => {
+                if let Some(tx) = live_tail {
+                    // Its stream is broken now; the error goes to the next.
+                    tx.fail(why);
+                    inner.set_live(None);
+                }
+                let error = crate::jsonrpc::error_response(
+                    Some(&open.client_id),
+                    crate::jsonrpc::code::SERVER_ERROR,
+                    &why.to_string(),
+                    None,
+                );
+                self.push_locked(&mut inner, &error, true);
+            }
+        }
+        for (json, is_response) in std::mem::take(&mut inner.held) {
+            self.push_locked(&mut inner, &json, is_response);
         }
     }
 
@@ -427,7 +710,7 @@ impl Outlet {
         if self.replay > 0 {
             self.keep(&mut inner, seq, ev.clone());
         }
-        self.deliver(&mut inner, ev, true);
+        self.deliver(&mut inner, Item::Event(ev), true);
     }
 
     /// A response this stream owed will not come (its request was
@@ -439,7 +722,7 @@ impl Outlet {
             *owed = owed.saturating_sub(1);
             if *owed == 0 {
                 inner.finished = true;
-                inner.live = None;
+                inner.set_live(None);
             }
         }
     }
@@ -492,7 +775,7 @@ impl Outlet {
 
     /// Hands an event to the live consumer, if one is attached, following
     /// the queue policy of this module; `true` when it was queued.
-    fn deliver(&self, inner: &mut OutletInner, ev: Bytes, must_arrive: bool) -> bool {
+    fn deliver(&self, inner: &mut OutletInner, ev: Item, must_arrive: bool) -> bool {
         let reserve = self.reserve(inner);
         let Some(tx) = &inner.live else {
             return false;
@@ -511,7 +794,7 @@ impl Outlet {
                     queued_bytes = queued,
                     "sse client too slow: queue at {cap}, disconnecting it (it may resume with Last-Event-ID)"
                 );
-                inner.live = None;
+                inner.set_live(None);
                 self.count_cut();
             } else {
                 inner.dropped += 1;
@@ -537,12 +820,12 @@ impl Outlet {
                     stream = self.stream_id,
                     "sse client too slow: queue full, disconnecting it"
                 );
-                inner.live = None;
+                inner.set_live(None);
                 self.count_cut();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                inner.live = None;
+                inner.set_live(None);
                 false
             }
         }
@@ -552,7 +835,7 @@ impl Outlet {
     pub fn finish(&self) {
         let mut inner = self.lock();
         inner.finished = true;
-        inner.live = None;
+        inner.set_live(None);
     }
 
     /// Whether the stream has ended.
@@ -587,11 +870,12 @@ impl Outlet {
         for ev in missed {
             let len = ev.len();
             // Invariant: capacity covers every missed event.
-            if tx.try_send(ev).is_ok() {
+            if tx.try_send(Item::Event(ev)).is_ok() {
                 rx.queued.fetch_add(len, Ordering::Relaxed);
             }
         }
-        inner.live = (!inner.finished).then_some(tx);
+        let live = (!inner.finished).then_some(tx);
+        inner.set_live(live);
         inner.queued = rx.queued.clone();
         Some(rx)
     }
@@ -602,7 +886,7 @@ impl Outlet {
         let rx = LiveRx::new(rx);
         let mut inner = self.lock();
         if !inner.finished {
-            inner.live = Some(tx);
+            inner.set_live(Some(tx));
             inner.queued = rx.queued.clone();
         }
         rx
@@ -633,6 +917,18 @@ impl crate::upstream::ReplySink for Outlet {
     }
     fn is_live(&self) -> bool {
         Outlet::is_live(self)
+    }
+    fn takes_pieces(&self) -> bool {
+        Outlet::takes_pieces(self)
+    }
+    fn open_response(&self, head: crate::jsonrpc::Message, client_id: &[u8]) {
+        Outlet::open_response(self, &head.into_parts(), client_id);
+    }
+    fn response_piece(&self, piece: Bytes) -> bool {
+        Outlet::response_piece(self, piece)
+    }
+    fn close_response(&self, last: Result<Bytes, crate::tail::TailError>) {
+        Outlet::close_response(self, last);
     }
 }
 

@@ -11,7 +11,9 @@
 //!
 //! What a tail promises: its chunks in order, then either its end or a
 //! failure: the line passed `--max-line-bytes`, the child's output ended
-//! before the line did, or the request's deadline passed. A body made from
+//! before the line did, or the request's deadline passed (the multiplexer
+//! watches it). SSE streams take long answers in pieces too
+//! (`crate::sse::Outlet::open_response`), through a tail of their own. A body made from
 //! a failed tail fails too, so the client sees a broken response, never a
 //! shorter one that still parses. The head is checked (`jsonrpc::result_head`);
 //! the rest passes as the child wrote it, as a direct pipe would pass it.
@@ -21,7 +23,6 @@
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::jsonrpc::Message;
 
@@ -33,6 +34,7 @@ pub const CUT_THROUGH_BYTES: usize = 128 * 1024;
 enum Piece {
     Data(Bytes),
     End,
+    Fail(TailError),
 }
 
 /// The multiplexer's end of a tail. Dropped before [`TailSender::finish`],
@@ -44,12 +46,11 @@ pub struct TailSender {
 /// The rest of an answer, chunk by chunk (see the module documentation).
 pub struct Tail {
     rx: mpsc::UnboundedReceiver<Piece>,
-    deadline: Option<Instant>,
     done: bool,
 }
 
 /// Why a tail ended before its answer did.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TailError {
     /// The line was cut off (over the cap, the child's output ended, the
     /// proxy is stopping).
@@ -60,17 +61,10 @@ pub enum TailError {
     TimedOut,
 }
 
-/// A tail that fails at `deadline` if it has not ended by then.
-pub fn channel(deadline: Option<Instant>) -> (TailSender, Tail) {
+/// A new tail and its sender.
+pub fn channel() -> (TailSender, Tail) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (
-        TailSender { tx },
-        Tail {
-            rx,
-            deadline,
-            done: false,
-        },
-    )
+    (TailSender { tx }, Tail { rx, done: false })
 }
 
 impl TailSender {
@@ -79,10 +73,14 @@ impl TailSender {
         chunk.is_empty() || self.tx.send(Piece::Data(chunk)).is_ok()
     }
 
-    /// The answer ended with `last`.
-    pub fn finish(self, last: Bytes) {
-        self.send(last);
-        let _ = self.tx.send(Piece::End);
+    /// The answer ended with `last`; `true` when its reader was there.
+    pub fn finish(self, last: Bytes) -> bool {
+        self.send(last) && self.tx.send(Piece::End).is_ok()
+    }
+
+    /// The answer will not end: the tail fails with `why`.
+    pub fn fail(self, why: TailError) {
+        let _ = self.tx.send(Piece::Fail(why));
     }
 }
 
@@ -92,18 +90,13 @@ impl Tail {
         if self.done {
             return Ok(None);
         }
-        let piece = match self.deadline {
-            Some(at) => tokio::time::timeout_at(at, self.rx.recv())
-                .await
-                .map_err(|_| TailError::TimedOut)?,
-            None => self.rx.recv().await,
-        };
-        match piece {
+        match self.rx.recv().await {
             Some(Piece::Data(b)) => Ok(Some(b)),
             Some(Piece::End) => {
                 self.done = true;
                 Ok(None)
             }
+            Some(Piece::Fail(why)) => Err(why),
             None => Err(TailError::Cut),
         }
     }
@@ -136,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_arrive_in_order_then_the_end() {
-        let (tx, mut tail) = channel(None);
+        let (tx, mut tail) = channel();
         assert!(tx.send(Bytes::from_static(b"ab")));
         tx.finish(Bytes::from_static(b"c"));
         assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
@@ -147,24 +140,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_dropped_before_the_end_fails_the_tail() {
-        let (tx, mut tail) = channel(None);
+        let (tx, mut tail) = channel();
         tx.send(Bytes::from_static(b"ab"));
         drop(tx);
         assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
         assert!(matches!(tail.next().await, Err(TailError::Cut)));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_tail_that_stalls_past_its_deadline_fails() {
-        let at = Instant::now() + std::time::Duration::from_secs(3);
-        let (tx, mut tail) = channel(Some(at));
-        assert!(matches!(tail.next().await, Err(TailError::TimedOut)));
-        drop(tx);
+    #[tokio::test]
+    async fn a_failed_tail_says_why() {
+        let (tx, mut tail) = channel();
+        tx.fail(TailError::TimedOut);
+        assert_eq!(tail.next().await.unwrap_err(), TailError::TimedOut);
     }
 
     #[tokio::test]
     async fn the_sender_learns_that_nobody_reads() {
-        let (tx, tail) = channel(None);
+        let (tx, tail) = channel();
         drop(tail);
         assert!(!tx.send(Bytes::from_static(b"x")));
     }

@@ -60,9 +60,10 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
 use crate::jsonrpc::{self, Frame, Message, code};
-use crate::tail::{Answer, Tail};
+use crate::tail::Answer;
 pub use crate::version::UpstreamProtocol;
 
+mod cut;
 mod fanout;
 mod handshake;
 mod mrtr;
@@ -282,36 +283,44 @@ impl Reply {
         }
     }
 
-    /// Whether the answer may come as a head and a tail
-    /// ([`Reply::respond_streamed`]).
-    fn takes_tail(&self) -> bool {
+    /// Whether a long answer may go on in pieces
+    /// ([`Reply::respond_in_pieces`]).
+    fn takes_pieces(&self) -> bool {
         match self {
             Reply::Json(_) => true,
-            Reply::Watched(reply, _) => reply.takes_tail(),
-            _ => false,
+            Reply::Stream(sink) => sink.takes_pieces(),
+            Reply::Watched(reply, _) => reply.takes_pieces(),
+            Reply::Once(_) | Reply::Call(_) | Reply::Detached => false,
         }
     }
 
-    /// Answers with a long answer's head, the rest following in `tail`.
-    /// Only for a reply that [`Reply::takes_tail`]; any other fails (the
-    /// tail is dropped, and the request gets an error).
-    fn respond_streamed(self, head: Message, tail: Tail) {
+    /// Answers with a long answer's head; where its pieces go is returned.
+    /// Only for a reply that [`Reply::takes_pieces`]; any other gets an
+    /// error, and `None`.
+    fn respond_in_pieces(self, head: Message, client_id: &[u8]) -> Option<cut::To> {
         match self {
             Reply::Json(tx) => {
+                let (pieces, tail) = crate::tail::channel();
                 let _ = tx.send(Answer::Streamed(head, tail));
+                Some(cut::To::Body(pieces))
+            }
+            Reply::Stream(sink) => {
+                sink.open_response(head, client_id);
+                Some(cut::To::Stream(sink))
             }
             Reply::Watched(reply, watch) => {
                 watch.answered(&head);
-                reply.respond_streamed(head, tail);
+                reply.respond_in_pieces(head, client_id)
             }
             other => {
-                debug_assert!(false, "respond_streamed on a reply that takes no tail");
+                debug_assert!(false, "respond_in_pieces on a reply that takes none");
                 other.respond(&jsonrpc::error_response(
-                    None,
+                    Some(client_id),
                     code::INTERNAL_ERROR,
                     "the answer could not be passed on",
                     None,
                 ));
+                None
             }
         }
     }

@@ -1,8 +1,11 @@
-//! Cut-through forwarding of long answers (`src/tail.rs`): a JSON body
-//! whose answer passes 128 KiB starts before the child has finished
-//! writing it, arrives intact and re-addressed, and fails (rather than
-//! ending early but parseable) when the child cuts it off, passes the line
-//! cap or stalls past the request timeout. The child is `everything`'s
+//! Cut-through forwarding of long answers (`src/tail.rs`): an answer that
+//! passes 128 KiB goes to its client before the child has finished writing
+//! it, in a JSON body or as one SSE event (no keep-alive inside it),
+//! arrives intact and re-addressed, and breaks off (rather than ending
+//! early but parseable) when the child cuts it off, passes the line cap or
+//! stalls past the request timeout. An SSE client that reconnects in the
+//! middle of one gets it whole from the replay buffer; one whose answer
+//! broke off gets an error response there. The child is `everything`'s
 //! `misbehave_slow_answer`, which writes half a result, pauses, then ends
 //! it, exits or stalls.
 
@@ -11,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, modern_post};
+use support::{Client, Proxy, modern_post, parse_events, read_messages};
 
 const HALF_A_SECOND: Duration = Duration::from_millis(500);
 
@@ -26,11 +29,34 @@ async fn json_session(proxy: &Proxy) -> Client {
     c.sibling("application/json")
 }
 
-/// Reads a body to its end, noting when its first bytes came.
+/// Sends `body` in `c`'s session: the response, or how the request failed
+/// (a body that breaks off before the headers are out fails the request).
+async fn send(c: &Client, body: &Value) -> Result<reqwest::Response, reqwest::Error> {
+    c.http
+        .post(&c.url)
+        .header("content-type", "application/json")
+        .header("accept", c.accept)
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .header("mcp-protocol-version", &c.version)
+        .json(body)
+        .send()
+        .await
+}
+
+/// Whether a response (or its request) failed before a whole body came.
+async fn broke_off(sent: Result<reqwest::Response, reqwest::Error>) -> bool {
+    match sent {
+        Err(_) => true,
+        Ok(resp) => read_body(resp, Instant::now()).await.1.is_err(),
+    }
+}
+
+/// Reads a body to its end, noting when its first bytes came: the body,
+/// or what came of it before it failed.
 async fn read_body(
     mut resp: reqwest::Response,
     started: Instant,
-) -> (Option<Duration>, Result<Vec<u8>, reqwest::Error>) {
+) -> (Option<Duration>, Result<Vec<u8>, Vec<u8>>) {
     let mut first = None;
     let mut body = Vec::new();
     loop {
@@ -40,7 +66,7 @@ async fn read_body(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return (first, Ok(body)),
-            Err(e) => return (first, Err(e)),
+            Err(_) => return (first, Err(body)),
         }
     }
 }
@@ -98,12 +124,11 @@ async fn a_long_answer_the_child_cuts_off_fails_the_body_instead_of_ending_it() 
 async fn a_long_answer_over_the_line_cap_fails_the_body_and_the_child_serves_on() {
     let proxy = Proxy::start(&["--max-line-bytes", "512K"]).await;
     let c = json_session(&proxy).await;
-    let started = Instant::now();
-    let resp = c.post(&slow_answer(json!(1), 4 << 20, 0, "end")).await;
-    let (_, body) = tokio::time::timeout(Duration::from_secs(10), read_body(resp, started))
+    let sent = send(&c, &slow_answer(json!(1), 4 << 20, 0, "end")).await;
+    let broke = tokio::time::timeout(Duration::from_secs(10), broke_off(sent))
         .await
         .expect("the body ends within 10 s");
-    assert!(body.is_err(), "an answer over the cap must fail");
+    assert!(broke, "an answer over the cap must fail");
     let echo = c.call(json!(2), "echo", json!({"message":"after"})).await;
     assert_eq!(echo["result"]["content"][0]["text"], "after");
     proxy.stop().await;
@@ -158,21 +183,113 @@ async fn a_2026_07_28_client_gets_a_long_answer_as_it_arrives_with_its_result_ty
 }
 
 #[tokio::test]
-async fn an_sse_answer_is_still_read_whole_and_arrives_intact() {
+async fn an_sse_answer_goes_on_as_it_arrives_as_one_event_with_no_keep_alive_inside() {
+    let proxy = Proxy::start(&["--keep-alive", "200ms"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let started = Instant::now();
+    let mut resp = c
+        .post(&slow_answer(json!("sse"), 1 << 20, 1500, "end"))
+        .await;
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = Vec::new();
+    let mut head_at = None;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+        if head_at.is_none() && String::from_utf8_lossy(&body).contains(r#""id":"sse""#) {
+            head_at = Some(started.elapsed());
+        }
+    }
+    let body = String::from_utf8(body).unwrap();
+    // The answer's head came during the child's pause of 1.5 s.
+    assert!(
+        head_at.unwrap() < Duration::from_millis(1200),
+        "{head_at:?}"
+    );
+    let events = parse_events(&body);
+    let answers: Vec<Value> = events
+        .iter()
+        .filter(|e| !e.data.is_empty())
+        .map(|e| serde_json::from_str(&e.data).expect("the answer's event parses"))
+        .collect();
+    assert_eq!(answers.len(), 1, "{} events", events.len());
+    assert_eq!(answers[0]["id"], "sse");
+    assert_eq!(
+        answers[0]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .len(),
+        1 << 20
+    );
+    assert!(events.iter().all(|e| e.id.is_some()));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_sse_answer_cut_off_breaks_its_stream_and_a_resumption_gets_an_error() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let resp = send(&c, &slow_answer(json!("cut"), 1 << 20, 300, "exit"))
+        .await
+        .unwrap();
+    let (_, body) = tokio::time::timeout(Duration::from_secs(10), read_body(resp, Instant::now()))
+        .await
+        .expect("the stream ends within 10 s");
+    // It breaks off after the priming event and the answer's start.
+    let partial = String::from_utf8(body.expect_err("a broken stream")).unwrap();
+    let events = parse_events(&partial);
+    assert_eq!(events.len(), 1, "only the priming event is whole");
+    let last_id = events[0].id.clone().expect("events carry ids");
+    let resumed = c
+        .http
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.as_ref().unwrap())
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let msgs = read_messages(resumed).await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["id"], "cut");
+    assert_eq!(msgs[0]["error"]["code"], -32000, "{}", msgs[0]);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_sse_answer_whose_client_reconnects_midway_is_replayed_whole() {
     let proxy = Proxy::start(&[]).await;
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-11-25", json!({})).await;
-    let msgs = c
-        .request(
-            json!(1),
-            "tools/call",
-            json!({"name":"misbehave_slow_answer","arguments":{"bytes":1 << 20,"pause_ms":100,"then":"end"}}),
-        )
-        .await;
-    let answer = msgs.last().unwrap();
-    assert_eq!(answer["id"], 1);
+    let mut resp = send(&c, &slow_answer(json!("again"), 1 << 20, 800, "end"))
+        .await
+        .unwrap();
+    // Read until the answer has begun, then go away in its middle.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(r#""id":"again""#) {
+        seen.extend_from_slice(&resp.chunk().await.unwrap().expect("more of the stream"));
+    }
+    drop(resp);
+    let events = parse_events(&String::from_utf8_lossy(&seen));
+    assert_eq!(events.len(), 1, "only the priming event is whole");
+    let last_id = events[0].id.clone().expect("events carry ids");
+    let resumed = c
+        .http
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.as_ref().unwrap())
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let msgs = read_messages(resumed).await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["id"], "again");
     assert_eq!(
-        answer["result"]["content"][0]["text"]
+        msgs[0]["result"]["content"][0]["text"]
             .as_str()
             .unwrap()
             .len(),

@@ -9,7 +9,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::jsonrpc::Message;
+use crate::tail::TailError;
 
 /// One stream to a client. Every method returns at once: a sink never
 /// makes the multiplexer (or the reader of the child's stdout) wait; what
@@ -32,6 +35,28 @@ pub trait ReplySink: Send + Sync {
     fn is_finished(&self) -> bool;
     /// Whether a client is attached to the stream right now.
     fn is_live(&self) -> bool;
+
+    /// Whether a long response may go on in pieces now
+    /// ([`ReplySink::open_response`]); `false` keeps it whole.
+    fn takes_pieces(&self) -> bool {
+        false
+    }
+    /// The head of a long response (to request `client_id`, which this
+    /// stream carries), to be followed by [`ReplySink::response_piece`]s and one
+    /// [`ReplySink::close_response`]; nothing else goes out in between.
+    fn open_response(&self, head: Message, client_id: &[u8]) {
+        let _ = (head, client_id);
+    }
+    /// The next piece of the open response; `false` when nobody will
+    /// read it (the rest of the line need not be passed on).
+    fn response_piece(&self, piece: Bytes) -> bool {
+        let _ = piece;
+        false
+    }
+    /// The open response ended with `last`, or broke off.
+    fn close_response(&self, last: Result<Bytes, TailError>) {
+        let _ = last;
+    }
 }
 
 /// A shared reply sink, as the routing tables hold it.

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, trace, warn};
 
+use super::cut::Cut;
 use super::fanout::{recompute_level, route_notification, task_owner};
 use super::mrtr::{InputRequest, input_required_result, new_request_state, resumption};
 use super::routes::{
@@ -53,7 +54,7 @@ use super::{
 use crate::child::ChildIo;
 use crate::jsonrpc::{self, Frame, Kind, LineError, LineReader, Piece, code};
 use crate::logging::RateLimit;
-use crate::tail::{self, TailSender};
+use crate::tail::{self, TailError};
 
 /// Commands the bounded queue holds before a handle has to wait for room
 /// (up to its write deadline; then its request fails).
@@ -238,7 +239,7 @@ pub(super) struct Worker {
     /// (and its request failed) as it passed the cap.
     reported_early: bool,
     /// The long answer being passed on as it arrives (`crate::tail`).
-    cut: Option<TailSender>,
+    cut: Option<Cut>,
 }
 
 impl Worker {
@@ -334,6 +335,7 @@ impl Worker {
                 .iter()
                 .find(|q| !q.started || q.id.is_some())
                 .map(|q| q.deadline),
+            self.cut.as_ref().and_then(|c| c.deadline),
         ]
         .into_iter()
         .flatten()
@@ -484,7 +486,9 @@ impl Worker {
     fn end_output(&mut self, reader: &mut Option<Reader>, why: &'static str) {
         *reader = None;
         // An answer being passed on is cut off: its client sees it fail.
-        self.cut = None;
+        if let Some(cut) = self.cut.take() {
+            cut.fail(TailError::Cut);
+        }
         if let Some(tx) = self.ended.take() {
             let _ = tx.send(why);
         }
@@ -501,7 +505,7 @@ impl Worker {
             }
             Ok(Some(Piece::Chunk(chunk))) => {
                 if let Some(cut) = &self.cut
-                    && !cut.send(chunk)
+                    && !cut.piece(chunk)
                 {
                     // Its client is gone: the rest of the line is read and dropped.
                     self.cut = None;
@@ -515,9 +519,12 @@ impl Worker {
                 return;
             }
             Ok(None) => return self.end_output(reader, "the MCP server closed its output"),
-            Err(LineError::OverCap { limit, .. }) if self.cut.take().is_some() => {
+            Err(LineError::OverCap { limit, .. }) if self.cut.is_some() => {
                 // The answer being passed on fails as its client reads on;
                 // it was the request in flight, so no other one is guessed at.
+                if let Some(cut) = self.cut.take() {
+                    cut.fail(TailError::Cut);
+                }
                 warn!(
                     limit,
                     "child is writing an answer over --max-line-bytes; cutting it off and skipping the line"
@@ -582,7 +589,7 @@ impl Worker {
         let takes = self.routes.pending.get(&id).is_some_and(|p| {
             matches!(p.tasks, TaskAnswer::None)
                 && p.retry.is_none()
-                && p.reply.takes_tail()
+                && p.reply.takes_pieces()
                 && (p.fill.fields().is_none() || at.has_object_result(partial))
         });
         if !takes {
@@ -593,10 +600,11 @@ impl Worker {
         };
         let head = reader.stream_line();
         let head = jsonrpc::Message::answer_head(&head, &at, &p.client_id, p.fill.fields());
-        let (cut, rest) = tail::channel(p.deadline);
         debug!(id, "passing a long answer on as it arrives");
-        self.cut = Some(cut);
-        p.reply.respond_streamed(head, rest);
+        self.cut = p
+            .reply
+            .respond_in_pieces(head, &p.client_id)
+            .map(|to| Cut::new(to, p.deadline));
     }
 
     // ---- writes to the child ----
@@ -708,6 +716,17 @@ impl Worker {
     // ---- deadlines ----
 
     fn expire_due(&mut self, now: Instant) {
+        if self
+            .cut
+            .as_ref()
+            .and_then(|c| c.deadline)
+            .is_some_and(|at| at <= now)
+        {
+            warn!("a long answer being passed on did not end before --request-timeout; failing it");
+            if let Some(cut) = self.cut.take() {
+                cut.fail(TailError::TimedOut);
+            }
+        }
         let (due, _) = self.routes.due(now);
         for id in due {
             self.expire(id);
