@@ -1317,6 +1317,9 @@ impl ProxyBench<'_> {
     ) -> Result<()> {
         let payload = self.args.large_bytes;
         let (mut proxied, mut floor) = (Duration::ZERO, Duration::ZERO);
+        // The same call answered on an SSE stream, as clients that accept
+        // both get it in a session.
+        let mut over_sse = Duration::ZERO;
         for _ in 0..self.args.large_calls {
             if let Some(direct) = direct.as_deref_mut() {
                 let id = direct.id();
@@ -1340,6 +1343,17 @@ impl ProxyBench<'_> {
             }
             check_large(response.json()?, id, payload)?;
             single.http.recycle(response.body);
+
+            let id = single.id();
+            let body = large_body(id, payload);
+            let start = Instant::now();
+            let response = single.post(&body, "text/event-stream").await?;
+            over_sse += start.elapsed();
+            if response.status != 200 {
+                return Err(format!("large over SSE: HTTP {}", response.status).into());
+            }
+            check_large(response.json()?, id, payload)?;
+            single.http.recycle(response.body);
         }
         let bytes = payload * self.args.large_calls as u64;
         report.add(
@@ -1352,6 +1366,11 @@ impl ProxyBench<'_> {
                 &format!("proxy {mode}: `large` result as % of direct (interleaved)"),
                 "%",
                 100.0 * floor.as_secs_f64() / proxied.as_secs_f64(),
+            );
+            report.add(
+                &format!("proxy {mode}: `large` result over SSE as % of direct (interleaved)"),
+                "%",
+                100.0 * floor.as_secs_f64() / over_sse.as_secs_f64(),
             );
         }
         Ok(())

@@ -241,15 +241,7 @@ async fn an_sse_answer_cut_off_breaks_its_stream_and_a_resumption_gets_an_error(
     let events = parse_events(&partial);
     assert_eq!(events.len(), 1, "only the priming event is whole");
     let last_id = events[0].id.clone().expect("events carry ids");
-    let resumed = c
-        .http
-        .get(proxy.mcp())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.as_ref().unwrap())
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
+    let resumed = c.resume(&last_id).await;
     assert_eq!(resumed.status(), 200);
     let msgs = read_messages(resumed).await;
     assert_eq!(msgs.len(), 1, "{msgs:?}");
@@ -275,15 +267,7 @@ async fn an_sse_answer_whose_client_reconnects_midway_is_replayed_whole() {
     let events = parse_events(&String::from_utf8_lossy(&seen));
     assert_eq!(events.len(), 1, "only the priming event is whole");
     let last_id = events[0].id.clone().expect("events carry ids");
-    let resumed = c
-        .http
-        .get(proxy.mcp())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.as_ref().unwrap())
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
+    let resumed = c.resume(&last_id).await;
     assert_eq!(resumed.status(), 200);
     let msgs = read_messages(resumed).await;
     assert_eq!(msgs.len(), 1, "{msgs:?}");

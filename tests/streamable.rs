@@ -635,15 +635,7 @@ async fn a_dropped_post_stream_can_be_resumed_with_last_event_id() {
     let last_id = first.id.clone().expect("events carry ids");
     drop(s); // the client goes away mid-request; that is not a cancellation
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let resumed = c
-        .http
-        .get(proxy.mcp())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.as_ref().unwrap())
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
+    let resumed = c.resume(&last_id).await;
     assert_eq!(resumed.status(), 200);
     let msgs = read_messages(resumed).await;
     assert_eq!(

@@ -188,6 +188,23 @@ impl Client {
             .unwrap()
     }
 
+    /// GET of this client's session resuming after event `last_event_id`.
+    pub async fn resume(&self, last_event_id: &str) -> reqwest::Response {
+        let req = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header(
+                "mcp-session-id",
+                self.session.as_deref().expect("a session"),
+            )
+            .header("last-event-id", last_event_id);
+        tokio::time::timeout(STEP, req.send())
+            .await
+            .expect("GET answered in time")
+            .unwrap()
+    }
+
     /// initialize + notifications/initialized; returns the result.
     pub async fn initialize(&mut self, version: &str, capabilities: Value) -> Value {
         self.version = version.to_string();
