@@ -31,7 +31,9 @@
 //!   backoff), `upstream::fanout` (list-changed,
 //!   resource updates, log levels), `upstream::tasks` (which session owns
 //!   which task in shared mode), `upstream::mrtr` (multi round-trip
-//!   requests translated between eras) and `upstream::sink` (the
+//!   requests translated between eras), `upstream::cut` (a long answer
+//!   being passed on as the child writes it, and its deadline) and
+//!   `upstream::sink` (the
 //!   `ReplySink` trait through which it hands messages to the HTTP layer,
 //!   which it does not depend on).
 //! - [`principals`]: the children of 2026-07-28 clients, one per
