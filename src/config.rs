@@ -88,6 +88,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Largest count any flag accepts (queues, caps).
 pub const MAX_COUNT: usize = 1 << 24;
 
+/// Most `--worker-threads`: more threads than this only cost memory.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// Put any stdio MCP server on HTTP: Streamable HTTP (2025-03-26 to
 /// 2026-07-28) and legacy HTTP+SSE (2024-11-05). Every flag also reads
 /// MCP_PROXY_<FLAG> from the environment (e.g. MCP_PROXY_API_KEY); the flag wins.
@@ -266,6 +269,9 @@ pub struct Args {
     /// most open client connections, counted before authentication; more are closed at once (default 1024)
     #[argh(option)]
     pub max_connections: Option<String>,
+    /// threads that serve HTTP and route messages; 0 is one per CPU (default 0)
+    #[argh(option)]
+    pub worker_threads: Option<String>,
     /// stderr lines per second logged for each child, in bursts of up to four times that; the rest are counted (default 50)
     #[argh(option)]
     pub child_log_rate: Option<String>,
@@ -386,6 +392,8 @@ pub struct Config {
     pub connection_idle_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Runtime worker threads; 0 is one per CPU.
+    pub worker_threads: usize,
     /// Session id prefix naming this replica.
     pub replica_id: Option<String>,
     /// Log format.
@@ -1042,6 +1050,14 @@ impl Config {
                 DEFAULT_MAX_CONNECTIONS,
                 1,
             )?,
+            worker_threads: match count("worker-threads", &args.worker_threads, 0, 0)? {
+                n if n > MAX_WORKER_THREADS => {
+                    return err(format!(
+                        "--worker-threads must be at most {MAX_WORKER_THREADS}"
+                    ));
+                }
+                n => n,
+            },
             replica_id,
             log_format,
             log_level: r
@@ -1212,6 +1228,7 @@ mod tests {
         assert_eq!(c.connection_idle_timeout, DEFAULT_CONNECTION_IDLE_TIMEOUT);
         assert_eq!(c.oneshot_idle_timeout, DEFAULT_ONESHOT_IDLE_TIMEOUT);
         assert_eq!(c.replica_id, None);
+        assert_eq!(c.worker_threads, 0);
         let c = parse(
             &["--", "s"],
             &[
@@ -1223,9 +1240,15 @@ mod tests {
                 ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
                 ("MCP_PROXY_CHILD_LOG_RATE", "5"),
+                ("MCP_PROXY_WORKER_THREADS", "1"),
             ],
         )
         .unwrap();
+        assert_eq!(c.worker_threads, 1);
+        for bad in ["-1", "many", "1025"] {
+            let e = parse(&["--worker-threads", bad, "--", "s"], &[]).unwrap_err();
+            assert!(e.0.contains("--worker-threads"), "{bad}: {}", e.0);
+        }
         assert_eq!(c.child.stderr_lines_per_second, 5);
         assert_eq!(c.max_connections, 7);
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));

@@ -257,3 +257,22 @@ async fn environment_flags_reach_the_child_and_the_api_key_does_not() {
         "the API key appeared in the logs"
     );
 }
+
+#[test]
+fn worker_threads_sets_the_runtime_threads() {
+    let threads = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count()
+    };
+    for n in [1, 3] {
+        let mut p = start(&["--worker-threads", &n.to_string()], &["sleep", "60"]);
+        assert_eq!(threads(p.child.id()), n, "--worker-threads {n}");
+        assert_eq!(p.terminate().0, 0);
+    }
+    let (code, err) = run(&["--worker-threads", "1025", "--", "true"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--worker-threads"), "{err}");
+}

@@ -27,6 +27,15 @@ fn print_stdout(text: &str) {
 }
 
 /// One `error: …` line on stderr (ignoring a closed stderr) and exit.
+/// The runtime: `threads` workers (`--worker-threads`), or one per CPU.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
+}
+
 fn fail(code: i32, message: &str) -> ! {
     let _ = writeln!(std::io::stderr(), "error: {message}");
     std::process::exit(code);
@@ -99,10 +108,7 @@ fn main() {
     if let Err(e) = logging::init(config.log_format, &config.log_level) {
         fail(EX_USAGE, &e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(config.worker_threads) {
         Ok(r) => r,
         Err(e) => fail(1, &format!("cannot start the runtime: {e}")),
     };
@@ -175,10 +181,7 @@ mod named {
             eprintln!("error: {e}");
             return super::EX_USAGE;
         }
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match super::runtime(config.base.worker_threads) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: cannot start the runtime: {e}");
