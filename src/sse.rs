@@ -986,6 +986,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_open_response_goes_in_pieces_and_what_comes_meanwhile_follows_it() {
+        let (o, mut rx) = Outlet::new(4, true, None, 8, 8);
+        o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a\r")], b"1");
+        assert!(!o.takes_pieces(), "one open response at a time");
+        o.send(b"{\"method\":\"n\"}");
+        assert!(o.response_piece(Bytes::from_static(b"b\nb")));
+        o.close_response(Ok(Bytes::from_static(b"\"}")));
+        // CR and LF inside become spaces; the notification gets the next id.
+        assert_eq!(
+            rx.recv().await.unwrap().as_ref(),
+            b"id: 4-0\ndata: {\"id\":1,\"result\":\"a b b\"}\n\n"
+        );
+        assert_eq!(
+            rx.recv().await.unwrap().as_ref(),
+            b"id: 4-1\ndata: {\"method\":\"n\"}\n\n"
+        );
+        // A resumption after it gets what followed it.
+        let mut replay = o.resume(0).unwrap();
+        assert!(
+            replay
+                .recv()
+                .await
+                .unwrap()
+                .ends_with(b"{\"method\":\"n\"}\n\n")
+        );
+        assert!(o.takes_pieces());
+    }
+
+    #[tokio::test]
+    async fn an_open_response_whose_consumer_changes_reaches_the_next_one_whole() {
+        let (o, rx) = Outlet::new(5, true, None, 8, 8);
+        o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a")], b"1");
+        drop(rx);
+        assert!(o.response_piece(Bytes::from_static(b"b")));
+        let mut next = o.reattach();
+        o.close_response(Ok(Bytes::from_static(b"\"}")));
+        assert_eq!(
+            next.recv().await.unwrap().as_ref(),
+            b"id: 5-0\ndata: {\"id\":1,\"result\":\"ab\"}\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_response_that_breaks_off_fails_its_stream_and_leaves_an_error() {
+        let (o, mut rx) = Outlet::new(6, true, Some(1), 8, 8);
+        o.open_response(
+            &[Bytes::from_static(b"{\"id\":\"c\",\"result\":\"a")],
+            b"\"c\"",
+        );
+        o.close_response(Err(crate::tail::TailError::TimedOut));
+        // The consumer that got the start sees its stream fail.
+        assert!(rx.recv().await.is_none());
+        // A resumption gets the error response in its place.
+        let mut again = o.resume(0).unwrap();
+        let error = again.recv().await.unwrap();
+        let error = std::str::from_utf8(&error).unwrap();
+        assert!(error.starts_with("id: 6-1\ndata: {"), "{error}");
+        assert!(
+            error.contains("\"id\":\"c\"") && error.contains("-32000"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
     async fn the_live_queue_is_capped_in_bytes_and_responses_still_arrive() {
         // No event ids: over the byte cap, notifications are dropped.
         let (o, mut rx) = Outlet::new(1, false, Some(1), 1000, 0);

@@ -281,3 +281,64 @@ async fn an_sse_answer_whose_client_reconnects_midway_is_replayed_whole() {
     );
     proxy.stop().await;
 }
+
+/// A legacy (2024-11-05) stream carries every answer of its session. While
+/// a long answer is open on it, an error the proxy makes for another
+/// request (its `--request-timeout`) waits, and follows it whole: no event
+/// goes out inside another.
+#[tokio::test]
+async fn on_a_legacy_stream_other_answers_wait_for_the_open_one() {
+    let proxy = Proxy::start(&["--request-timeout", "2s"]).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/sse", proxy.base()))
+        .send()
+        .await
+        .unwrap();
+    let mut s = support::SseStream::new(resp);
+    let endpoint = s.next().await.unwrap();
+    assert_eq!(endpoint.name.as_deref(), Some("endpoint"));
+    let post_url = format!("{}{}", proxy.base(), endpoint.data);
+    let post = |body: Value| {
+        http.post(&post_url)
+            .header("content-type", "application/json")
+            .json(&body)
+            .send()
+    };
+    post(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await.unwrap();
+    assert!(s.next().await.unwrap().data.contains("protocolVersion"));
+    post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .await
+        .unwrap();
+    // The sleep times out 2 s after it was sent, while the long answer,
+    // sent 1 s after it, is open (its pause ends 2.5 s in, before its own
+    // deadline 3 s in).
+    post(json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"sleep","arguments":{"ms":5000}}}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    post(slow_answer(json!("long"), 1 << 20, 1500, "end"))
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let ev = s
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("both answers within 10 s");
+        assert_eq!(ev.name.as_deref(), Some("message"));
+        answers.push(serde_json::from_str::<Value>(&ev.data).expect("every event parses"));
+    }
+    // In that order when the timing holds; on a slow machine the error may
+    // come first. Either way each arrives whole, never inside the other.
+    let by_id = |id: &str| answers.iter().find(|a| a["id"] == id).unwrap();
+    assert_eq!(
+        by_id("long")["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .len(),
+        1 << 20
+    );
+    assert_eq!(by_id("slow")["error"]["code"], -32000, "{}", by_id("slow"));
+    proxy.stop().await;
+}
