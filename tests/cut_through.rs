@@ -14,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, modern_post, parse_events, read_messages};
+use support::{Client, Proxy, legacy_session, modern_post, parse_events, read_messages, text_of};
 
 const HALF_A_SECOND: Duration = Duration::from_millis(500);
 
@@ -172,13 +172,7 @@ async fn a_2026_07_28_client_gets_a_long_answer_as_it_arrives_with_its_result_ty
     let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
     assert_eq!(answer["id"], 7);
     assert_eq!(answer["result"]["resultType"], "complete");
-    assert_eq!(
-        answer["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .len(),
-        1 << 20
-    );
+    assert_eq!(text_of(&answer).len(), 1 << 20);
     proxy.stop().await;
 }
 
@@ -214,13 +208,7 @@ async fn an_sse_answer_goes_on_as_it_arrives_as_one_event_with_no_keep_alive_ins
         .collect();
     assert_eq!(answers.len(), 1, "{} events", events.len());
     assert_eq!(answers[0]["id"], "sse");
-    assert_eq!(
-        answers[0]["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .len(),
-        1 << 20
-    );
+    assert_eq!(text_of(&answers[0]).len(), 1 << 20);
     assert!(events.iter().all(|e| e.id.is_some()));
     proxy.stop().await;
 }
@@ -272,13 +260,7 @@ async fn an_sse_answer_whose_client_reconnects_midway_is_replayed_whole() {
     let msgs = read_messages(resumed).await;
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert_eq!(msgs[0]["id"], "again");
-    assert_eq!(
-        msgs[0]["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .len(),
-        1 << 20
-    );
+    assert_eq!(text_of(&msgs[0]).len(), 1 << 20);
     proxy.stop().await;
 }
 
@@ -289,27 +271,9 @@ async fn an_sse_answer_whose_client_reconnects_midway_is_replayed_whole() {
 #[tokio::test]
 async fn on_a_legacy_stream_other_answers_wait_for_the_open_one() {
     let proxy = Proxy::start(&["--request-timeout", "2s"]).await;
+    let (mut s, post_url) = legacy_session(&proxy).await;
     let http = reqwest::Client::new();
-    let resp = http
-        .get(format!("{}/sse", proxy.base()))
-        .send()
-        .await
-        .unwrap();
-    let mut s = support::SseStream::new(resp);
-    let endpoint = s.next().await.unwrap();
-    assert_eq!(endpoint.name.as_deref(), Some("endpoint"));
-    let post_url = format!("{}{}", proxy.base(), endpoint.data);
-    let post = |body: Value| {
-        http.post(&post_url)
-            .header("content-type", "application/json")
-            .json(&body)
-            .send()
-    };
-    post(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await.unwrap();
-    assert!(s.next().await.unwrap().data.contains("protocolVersion"));
-    post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
-        .await
-        .unwrap();
+    let post = |body: Value| http.post(&post_url).json(&body).send();
     // The sleep times out 2 s after it was sent, while the long answer,
     // sent 1 s after it, is open (its pause ends 2.5 s in, before its own
     // deadline 3 s in).
@@ -332,13 +296,7 @@ async fn on_a_legacy_stream_other_answers_wait_for_the_open_one() {
     // In that order when the timing holds; on a slow machine the error may
     // come first. Either way each arrives whole, never inside the other.
     let by_id = |id: &str| answers.iter().find(|a| a["id"] == id).unwrap();
-    assert_eq!(
-        by_id("long")["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .len(),
-        1 << 20
-    );
+    assert_eq!(text_of(by_id("long")).len(), 1 << 20);
     assert_eq!(by_id("slow")["error"]["code"], -32000, "{}", by_id("slow"));
     proxy.stop().await;
 }

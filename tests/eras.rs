@@ -491,26 +491,9 @@ async fn a_parked_call_the_client_never_retries_is_cancelled_at_the_child() {
 #[tokio::test]
 async fn cancelling_one_request_of_a_legacy_session_keeps_its_stream() {
     let proxy = Proxy::start(&[]).await;
+    let (mut s, post_url) = support::legacy_session(&proxy).await;
     let http = reqwest::Client::new();
-    let resp = http
-        .get(format!("{}/sse", proxy.base()))
-        .send()
-        .await
-        .unwrap();
-    let mut s = SseStream::new(resp);
-    let endpoint = s.next().await.unwrap().data;
-    let post_url = format!("{}{}", proxy.base(), endpoint);
-    let post = |body: Value| {
-        http.post(&post_url)
-            .header("content-type", "application/json")
-            .json(&body)
-            .send()
-    };
-    post(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await.unwrap();
-    s.next().await.unwrap();
-    post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
-        .await
-        .unwrap();
+    let post = |body: Value| http.post(&post_url).json(&body).send();
     post(json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}})).await.unwrap();
     let r = post(json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow","reason":"changed my mind"}})).await.unwrap();
     assert_eq!(r.status(), 202);

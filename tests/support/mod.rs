@@ -285,6 +285,30 @@ pub async fn read_messages_lenient(resp: reqwest::Response) -> Vec<Value> {
         .collect()
 }
 
+/// A legacy (2024-11-05) session, initialized: its event stream (past the
+/// `endpoint` event and the `initialize` answer) and the URL to POST to.
+pub async fn legacy_session(proxy: &Proxy) -> (SseStream, String) {
+    let http = reqwest::Client::new();
+    let resp = tokio::time::timeout(STEP, http.get(format!("{}/sse", proxy.base())).send())
+        .await
+        .expect("GET /sse answered in time")
+        .unwrap();
+    let mut s = SseStream::new(resp);
+    let endpoint = s.next().await.expect("the endpoint event");
+    assert_eq!(endpoint.name.as_deref(), Some("endpoint"));
+    let post_url = format!("{}{}", proxy.base(), endpoint.data);
+    for body in [
+        json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    ] {
+        let r = http.post(&post_url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let init = s.next().await.expect("the initialize answer");
+    assert!(init.data.contains("protocolVersion"), "{}", init.data);
+    (s, post_url)
+}
+
 /// A 2026-07-28 POST with the required headers derived from the body.
 pub async fn modern_post(proxy: &Proxy, body: &Value, accept: &str) -> reqwest::Response {
     let method = body["method"].as_str().unwrap_or_default();
