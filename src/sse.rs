@@ -570,14 +570,16 @@ impl Outlet {
     /// Until then anything else sent here waits. If the consumer that got
     /// its start goes away, the event is completed all the same, and kept
     /// for replay or delivered whole to the next consumer like any event.
-    pub fn open_response(&self, head: &[Bytes], client_id: &[u8]) {
+    /// `false` (nothing opened) when the stream finished or has an open
+    /// response already.
+    pub fn open_response(&self, head: &[Bytes], client_id: &[u8]) -> bool {
         let mut inner = self.lock();
         if inner.finished || inner.open.is_some() {
             debug!(
                 stream = self.stream_id,
-                "long answer for a finished or busy stream dropped"
+                "long answer for a finished or busy stream not opened"
             );
-            return;
+            return false;
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -607,6 +609,7 @@ impl Outlet {
             tail: delivered.then_some(tx),
             generation: inner.generation,
         });
+        true
     }
 
     /// The next piece of the open response; `false` once no event is open
@@ -921,8 +924,8 @@ impl crate::upstream::ReplySink for Outlet {
     fn takes_pieces(&self) -> bool {
         Outlet::takes_pieces(self)
     }
-    fn open_response(&self, head: crate::jsonrpc::Message, client_id: &[u8]) {
-        Outlet::open_response(self, &head.into_parts(), client_id);
+    fn open_response(&self, head: crate::jsonrpc::Message, client_id: &[u8]) -> bool {
+        Outlet::open_response(self, &head.into_parts(), client_id)
     }
     fn response_piece(&self, piece: Bytes) -> bool {
         Outlet::response_piece(self, piece)
@@ -990,6 +993,7 @@ mod tests {
         let (o, mut rx) = Outlet::new(4, true, None, 8, 8);
         o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a\r")], b"1");
         assert!(!o.takes_pieces(), "one open response at a time");
+        assert!(!o.open_response(&[Bytes::from_static(b"{")], b"2"));
         o.send(b"{\"method\":\"n\"}");
         assert!(o.response_piece(Bytes::from_static(b"b\nb")));
         o.close_response(Ok(Bytes::from_static(b"\"}")));

@@ -306,8 +306,18 @@ impl Reply {
                 Some(cut::To::Body(pieces))
             }
             Reply::Stream(sink) => {
-                sink.open_response(head, client_id);
-                Some(cut::To::Stream(sink))
+                if sink.open_response(head, client_id) {
+                    return Some(cut::To::Stream(sink));
+                }
+                // Checked just before (`takes_pieces`), so only a stream
+                // that ended since gets here: it drops this too.
+                sink.send_response(&jsonrpc::error_response(
+                    Some(client_id),
+                    code::INTERNAL_ERROR,
+                    "the answer could not be passed on",
+                    None,
+                ));
+                None
             }
             Reply::Watched(reply, watch) => {
                 watch.answered(&head);

@@ -44,8 +44,10 @@ pub trait ReplySink: Send + Sync {
     /// The head of a long response (to request `client_id`, which this
     /// stream carries), to be followed by [`ReplySink::response_piece`]s and one
     /// [`ReplySink::close_response`]; nothing else goes out in between.
-    fn open_response(&self, head: Message, client_id: &[u8]) {
+    /// `false` when it could not open (the stream ended, or one is open).
+    fn open_response(&self, head: Message, client_id: &[u8]) -> bool {
         let _ = (head, client_id);
+        false
     }
     /// The next piece of the open response; `false` when nobody will
     /// read it (the rest of the line need not be passed on).
