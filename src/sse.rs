@@ -927,8 +927,8 @@ impl crate::upstream::ReplySink for Outlet {
     fn open_response(&self, head: crate::jsonrpc::Message, client_id: &[u8]) -> bool {
         Outlet::open_response(self, &head.into_parts(), client_id)
     }
-    fn response_piece(&self, piece: Bytes) -> bool {
-        Outlet::response_piece(self, piece)
+    fn response_piece(&self, piece: Bytes) {
+        Outlet::response_piece(self, piece);
     }
     fn close_response(&self, last: Result<Bytes, crate::tail::TailError>) {
         Outlet::close_response(self, last);

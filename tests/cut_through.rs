@@ -300,3 +300,26 @@ async fn on_a_legacy_stream_other_answers_wait_for_the_open_one() {
     assert_eq!(by_id("slow")["error"]["code"], -32000, "{}", by_id("slow"));
     proxy.stop().await;
 }
+
+/// A client that hangs up in the middle of a long answer leaves the line
+/// to its request: when the line then passes the cap, the one other
+/// request in flight is not taken for it and fails.
+#[tokio::test]
+async fn a_long_answer_left_midway_then_over_the_cap_fails_no_other_request() {
+    let proxy = Proxy::start(&["--shared", "--max-line-bytes", "1M"]).await;
+    let c = json_session(&proxy).await;
+    let other = c.call(json!("other"), "sleep", json!({"ms": 2000}));
+    let left = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // 768 KiB at once, then after 500 ms the rest, past the 1 MiB cap.
+        let mut resp = send(&c, &slow_answer(json!("left"), 1536 * 1024, 500, "end"))
+            .await
+            .unwrap();
+        assert!(resp.chunk().await.unwrap().is_some());
+        drop(resp);
+    };
+    let (other, ()) = tokio::join!(other, left);
+    assert_eq!(other["id"], "other");
+    assert!(other.get("result").is_some(), "{other}");
+    proxy.stop().await;
+}

@@ -32,12 +32,14 @@ impl Cut {
         }
     }
 
-    /// Passes a piece on; `false` when nobody reads the answer any more.
-    pub(super) fn piece(&self, piece: Bytes) -> bool {
+    /// Passes a piece on (to nobody, once its client is gone).
+    pub(super) fn piece(&self, piece: Bytes) {
         match &self.to {
-            Some(To::Body(tail)) => tail.send(piece),
+            Some(To::Body(tail)) => {
+                tail.send(piece);
+            }
             Some(To::Stream(sink)) => sink.response_piece(piece),
-            None => false,
+            None => {}
         }
     }
 

@@ -49,11 +49,9 @@ pub trait ReplySink: Send + Sync {
         let _ = (head, client_id);
         false
     }
-    /// The next piece of the open response; `false` when nobody will
-    /// read it (the rest of the line need not be passed on).
-    fn response_piece(&self, piece: Bytes) -> bool {
+    /// The next piece of the open response.
+    fn response_piece(&self, piece: Bytes) {
         let _ = piece;
-        false
     }
     /// The open response ended with `last`, or broke off.
     fn close_response(&self, last: Result<Bytes, TailError>) {

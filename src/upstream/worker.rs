@@ -504,11 +504,11 @@ impl Worker {
                 return;
             }
             Ok(Some(Piece::Chunk(chunk))) => {
-                if let Some(cut) = &self.cut
-                    && !cut.piece(chunk)
-                {
-                    // Its client is gone: the rest of the line is read and dropped.
-                    self.cut = None;
+                // Kept to the line's end even if its client is gone (the
+                // rest then goes nowhere): the line is this request's, and
+                // no other in flight may be taken for it if it passes the cap.
+                if let Some(cut) = &self.cut {
+                    cut.piece(chunk);
                 }
                 return;
             }
@@ -519,17 +519,20 @@ impl Worker {
                 return;
             }
             Ok(None) => return self.end_output(reader, "the MCP server closed its output"),
-            Err(LineError::OverCap { limit, .. }) if self.cut.is_some() => {
-                // The answer being passed on fails as its client reads on;
-                // it was the request in flight, so no other one is guessed at.
+            Err(e @ (LineError::OverCap { limit, .. } | LineError::LineTooLong { limit, .. }))
+                if self.cut.is_some() =>
+            {
+                // The answer being passed on fails as its client reads on.
+                // The line was its request's, so no other is guessed at,
+                // now (it may end within this read) or when it ends.
                 if let Some(cut) = self.cut.take() {
                     cut.fail(TailError::Cut);
                 }
                 warn!(
                     limit,
-                    "child is writing an answer over --max-line-bytes; cutting it off and skipping the line"
+                    "child wrote an answer over --max-line-bytes; cutting it off and skipping the line"
                 );
-                self.reported_early = true;
+                self.reported_early = matches!(e, LineError::OverCap { .. });
                 return;
             }
             Err(LineError::OverCap { limit, id }) => {
