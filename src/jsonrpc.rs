@@ -239,18 +239,10 @@ impl Frame {
         // Invariant: only called on responses, which have an id.
         let id = self.id.clone().expect("answer on a frame with an id");
         let mut edits: Vec<(Range<usize>, Bytes)> = vec![(id, Bytes::copy_from_slice(client_id))];
-        if let (Some(fields), Some(result)) = (fields, self.result.clone()) {
-            let body = &self.bytes[result.clone()];
-            if body.first() == Some(&b'{') {
-                let empty = body[1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-                let mut with = Vec::with_capacity(fields.len() + 1);
-                with.extend_from_slice(fields);
-                if !empty {
-                    with.push(b',');
-                }
-                let at = result.start + 1;
-                edits.push((at..at, Bytes::from(with)));
-            }
+        if let (Some(fields), Some(result)) = (fields, self.result.clone())
+            && let Some(edit) = fields_at_front(&self.bytes, result.start, fields)
+        {
+            edits.push(edit);
         }
         Message::edited(&self.bytes, edits)
     }
@@ -259,21 +251,14 @@ impl Frame {
     /// separated) added at the front of its `result` object, without
     /// reparsing the result. Unchanged when there is no object result.
     pub fn with_result_fields(&self, fields: &[u8]) -> Frame {
-        let Some(range) = self.result.clone() else {
-            return self.clone();
-        };
-        let result = &self.bytes[range.clone()];
-        if result.first() != Some(&b'{') {
-            return self.clone();
+        match self
+            .result
+            .clone()
+            .and_then(|r| fields_at_front(&self.bytes, r.start, fields))
+        {
+            Some((at, with)) => self.splice(at, &with),
+            None => self.clone(),
         }
-        let empty = result[1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-        let mut with = Vec::with_capacity(fields.len() + 2);
-        with.push(b'{');
-        with.extend_from_slice(fields);
-        if !empty {
-            with.push(b',');
-        }
-        self.splice(range.start..range.start + 1, &with)
     }
 
     /// The same message with `params` replaced by `params` (raw JSON). A
@@ -597,10 +582,8 @@ impl Message {
         fields: Option<&[u8]>,
     ) -> Message {
         let mut edits = vec![(at.id.clone(), Bytes::copy_from_slice(client_id))];
-        if let Some(fields) = fields {
-            let mut with = fields.to_vec();
-            with.push(b',');
-            edits.push((at.result + 1..at.result + 1, with.into()));
+        if let Some(edit) = fields.and_then(|f| fields_at_front(head, at.result, f)) {
+            edits.push(edit);
         }
         Message::edited(head, edits)
     }
@@ -953,6 +936,24 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         self.streaming = Some(sent + chunk.len());
         Ok(Some(Piece::Chunk(chunk.freeze())))
     }
+}
+
+/// The edit that adds `fields` (raw `"key":value` pairs) at the front of
+/// the object starting at `start` in `bytes`: an insertion after its `{`,
+/// with a comma unless the object is empty. `None` when no object starts
+/// there (or, in a head, its first member has not arrived yet).
+fn fields_at_front(bytes: &[u8], start: usize, fields: &[u8]) -> Option<(Range<usize>, Bytes)> {
+    if bytes.get(start) != Some(&b'{') {
+        return None;
+    }
+    let next = bytes[start + 1..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())?;
+    let mut with = fields.to_vec();
+    if *next != b'}' {
+        with.push(b',');
+    }
+    Some((start + 1..start + 1, with.into()))
 }
 
 /// What the head of a long answer shows (see [`result_head`]).

@@ -51,6 +51,20 @@ async fn broke_off(sent: Result<reqwest::Response, reqwest::Error>) -> bool {
     }
 }
 
+/// `partial` is a POST stream that went away after its priming event and
+/// the start of its answer: a resumption from that event gets one message,
+/// returned.
+async fn resume_after_priming(c: &Client, partial: &str) -> Value {
+    let events = parse_events(partial);
+    assert_eq!(events.len(), 1, "only the priming event is whole");
+    let last_id = events[0].id.clone().expect("events carry ids");
+    let resumed = c.resume(&last_id).await;
+    assert_eq!(resumed.status(), 200);
+    let mut msgs = read_messages(resumed).await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    msgs.remove(0)
+}
+
 /// Reads a body to its end, noting when its first bytes came: the body,
 /// or what came of it before it failed.
 async fn read_body(
@@ -226,15 +240,9 @@ async fn an_sse_answer_cut_off_breaks_its_stream_and_a_resumption_gets_an_error(
         .expect("the stream ends within 10 s");
     // It breaks off after the priming event and the answer's start.
     let partial = String::from_utf8(body.expect_err("a broken stream")).unwrap();
-    let events = parse_events(&partial);
-    assert_eq!(events.len(), 1, "only the priming event is whole");
-    let last_id = events[0].id.clone().expect("events carry ids");
-    let resumed = c.resume(&last_id).await;
-    assert_eq!(resumed.status(), 200);
-    let msgs = read_messages(resumed).await;
-    assert_eq!(msgs.len(), 1, "{msgs:?}");
-    assert_eq!(msgs[0]["id"], "cut");
-    assert_eq!(msgs[0]["error"]["code"], -32000, "{}", msgs[0]);
+    let answer = resume_after_priming(&c, &partial).await;
+    assert_eq!(answer["id"], "cut");
+    assert_eq!(answer["error"]["code"], -32000, "{answer}");
     proxy.stop().await;
 }
 
@@ -252,15 +260,9 @@ async fn an_sse_answer_whose_client_reconnects_midway_is_replayed_whole() {
         seen.extend_from_slice(&resp.chunk().await.unwrap().expect("more of the stream"));
     }
     drop(resp);
-    let events = parse_events(&String::from_utf8_lossy(&seen));
-    assert_eq!(events.len(), 1, "only the priming event is whole");
-    let last_id = events[0].id.clone().expect("events carry ids");
-    let resumed = c.resume(&last_id).await;
-    assert_eq!(resumed.status(), 200);
-    let msgs = read_messages(resumed).await;
-    assert_eq!(msgs.len(), 1, "{msgs:?}");
-    assert_eq!(msgs[0]["id"], "again");
-    assert_eq!(text_of(&msgs[0]).len(), 1 << 20);
+    let answer = resume_after_priming(&c, &String::from_utf8_lossy(&seen)).await;
+    assert_eq!(answer["id"], "again");
+    assert_eq!(text_of(&answer).len(), 1 << 20);
     proxy.stop().await;
 }
 
