@@ -67,7 +67,17 @@ pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// Encodes one event. `data` is one JSON message; CR and LF in it can only
 /// be insignificant whitespace and are replaced so it stays one `data:` line.
 pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len() + 48);
+    let mut out = event_start(id, name, data.len() + 2);
+    let start = out.len();
+    out.put_slice(data);
+    blank_line_breaks(&mut out[start..]);
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// An event's fields up to its `data: `, with room for `more` bytes.
+fn event_start(id: Option<&str>, name: Option<&str>, more: usize) -> BytesMut {
+    let mut out = BytesMut::with_capacity(more + 48);
     if let Some(id) = id {
         out.put_slice(b"id: ");
         out.put_slice(id.as_bytes());
@@ -79,13 +89,17 @@ pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
         out.put_u8(b'\n');
     }
     out.put_slice(b"data: ");
-    let start = out.len();
-    out.put_slice(data);
-    for i in memchr::memchr2_iter(b'\n', b'\r', data) {
-        out[start + i] = b' ';
+    out
+}
+
+/// CR and LF in JSON can only be insignificant whitespace: spaces keep
+/// the data on one line.
+fn blank_line_breaks(data: &mut [u8]) {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr2(b'\n', b'\r', &data[at..]) {
+        data[at + i] = b' ';
+        at += i + 1;
     }
-    out.put_slice(b"\n\n");
-    out.freeze()
 }
 
 /// A piece of a `data:` line: CR and LF (insignificant whitespace in
@@ -95,11 +109,7 @@ fn data_line(piece: Bytes) -> Bytes {
         return piece;
     }
     let mut out = BytesMut::from(&piece[..]);
-    for b in out.iter_mut() {
-        if *b == b'\n' || *b == b'\r' {
-            *b = b' ';
-        }
-    }
+    blank_line_breaks(&mut out);
     out.freeze()
 }
 
@@ -583,18 +593,8 @@ impl Outlet {
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        let mut first = BytesMut::new();
-        if let Some(id) = self.event_id(seq) {
-            first.put_slice(b"id: ");
-            first.put_slice(id.as_bytes());
-            first.put_u8(b'\n');
-        }
-        if let Some(name) = self.event_name() {
-            first.put_slice(b"event: ");
-            first.put_slice(name.as_bytes());
-            first.put_u8(b'\n');
-        }
-        first.put_slice(b"data: ");
+        let size = head.iter().map(Bytes::len).sum();
+        let mut first = event_start(self.event_id(seq).as_deref(), self.event_name(), size);
         for part in head {
             first.put_slice(&data_line(part.clone()));
         }
