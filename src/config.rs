@@ -91,6 +91,13 @@ pub const MAX_COUNT: usize = 1 << 24;
 /// Most `--worker-threads`: more threads than this only cost memory.
 pub const MAX_WORKER_THREADS: usize = 1024;
 
+/// `--worker-threads` default: one thread runs everything (a current-thread
+/// runtime). A call then never wakes a second thread, which costs less CPU
+/// and latency per call than a pool (see the README's Performance), and one
+/// thread serves tens of thousands of calls a second; the children are
+/// processes of their own either way.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+
 /// Put any stdio MCP server on HTTP: Streamable HTTP (2025-03-26 to
 /// 2026-07-28) and legacy HTTP+SSE (2024-11-05). Every flag also reads
 /// MCP_PROXY_<FLAG> from the environment (e.g. MCP_PROXY_API_KEY); the flag wins.
@@ -269,7 +276,7 @@ pub struct Args {
     /// most open client connections, counted before authentication; more are closed at once (default 1024)
     #[argh(option)]
     pub max_connections: Option<String>,
-    /// threads that serve HTTP and route messages; 0 is one per CPU (default 0)
+    /// threads that serve HTTP and route messages; 0 is one per CPU (default 1: one thread, the least CPU and latency per call)
     #[argh(option)]
     pub worker_threads: Option<String>,
     /// stderr lines per second logged for each child, in bursts of up to four times that; the rest are counted (default 50)
@@ -392,7 +399,7 @@ pub struct Config {
     pub connection_idle_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
-    /// Runtime worker threads; 0 is one per CPU.
+    /// Runtime threads: 1 is a current-thread runtime, 0 one per CPU.
     pub worker_threads: usize,
     /// Session id prefix naming this replica.
     pub replica_id: Option<String>,
@@ -1050,7 +1057,12 @@ impl Config {
                 DEFAULT_MAX_CONNECTIONS,
                 1,
             )?,
-            worker_threads: match count("worker-threads", &args.worker_threads, 0, 0)? {
+            worker_threads: match count(
+                "worker-threads",
+                &args.worker_threads,
+                DEFAULT_WORKER_THREADS,
+                0,
+            )? {
                 n if n > MAX_WORKER_THREADS => {
                     return err(format!(
                         "--worker-threads must be at most {MAX_WORKER_THREADS}"
@@ -1228,7 +1240,7 @@ mod tests {
         assert_eq!(c.connection_idle_timeout, DEFAULT_CONNECTION_IDLE_TIMEOUT);
         assert_eq!(c.oneshot_idle_timeout, DEFAULT_ONESHOT_IDLE_TIMEOUT);
         assert_eq!(c.replica_id, None);
-        assert_eq!(c.worker_threads, 0);
+        assert_eq!(c.worker_threads, DEFAULT_WORKER_THREADS);
         let c = parse(
             &["--", "s"],
             &[
@@ -1240,11 +1252,11 @@ mod tests {
                 ("MCP_PROXY_ONESHOT_IDLE_TIMEOUT", "5s"),
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
                 ("MCP_PROXY_CHILD_LOG_RATE", "5"),
-                ("MCP_PROXY_WORKER_THREADS", "1"),
+                ("MCP_PROXY_WORKER_THREADS", "3"),
             ],
         )
         .unwrap();
-        assert_eq!(c.worker_threads, 1);
+        assert_eq!(c.worker_threads, 3);
         for bad in ["-1", "many", "1025"] {
             let e = parse(&["--worker-threads", bad, "--", "s"], &[]).unwrap_err();
             assert!(e.0.contains("--worker-threads"), "{bad}: {}", e.0);

@@ -258,18 +258,42 @@ async fn environment_flags_reach_the_child_and_the_api_key_does_not() {
     );
 }
 
+/// The CPUs this process may run on, as tokio counts them for a pool.
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 #[test]
 fn worker_threads_sets_the_runtime_threads() {
-    let threads = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|name| name.trim() == "tokio-rt-worker")
-            .count()
+    // A new thread names itself once it first runs, which on a loaded
+    // machine can come after the proxy says it listens: the count is read
+    // until it is right, for up to 5 s, and the last reading is reported.
+    let threads = |pid: u32, want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.trim() == "tokio-rt-worker")
+                .count();
+            if n == want || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
-    for n in [1, 3] {
-        let mut p = start(&["--worker-threads", &n.to_string()], &["sleep", "60"]);
-        assert_eq!(threads(p.child.id()), n, "--worker-threads {n}");
+    // The default runs on the main thread: no pool at all.
+    let mut p = start(&[], &["sleep", "60"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        threads(p.child.id(), 0),
+        0,
+        "the default is one thread, no pool"
+    );
+    assert_eq!(p.terminate().0, 0);
+    for (flag, n) in [("3", 3), ("0", available_cpus())] {
+        let mut p = start(&["--worker-threads", flag], &["sleep", "60"]);
+        assert_eq!(threads(p.child.id(), n), n, "--worker-threads {flag}");
         assert_eq!(p.terminate().0, 0);
     }
     let (code, err) = run(&["--worker-threads", "1025", "--", "true"]);

@@ -27,8 +27,14 @@ fn print_stdout(text: &str) {
 }
 
 /// One `error: …` line on stderr (ignoring a closed stderr) and exit.
-/// The runtime: `threads` workers (`--worker-threads`), or one per CPU.
+/// The runtime (`--worker-threads`): 1 runs everything on this thread, 0
+/// is a pool of one worker per CPU, more is a pool of that many.
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if threads > 0 {
         builder.worker_threads(threads);
