@@ -84,18 +84,25 @@ impl Audit {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let mut line = format!(r#"{{"ts_ms":{ts},"event":"#);
-        // Invariant: a str and plain structs serialize.
-        line.push_str(&serde_json::to_string(event).expect("a str serializes"));
-        let fields = serde_json::to_string(fields).expect("audit fields serialize");
-        match fields.strip_prefix('{') {
-            Some("}") | None => line.push('}'),
-            Some(rest) => {
-                line.push(',');
-                line.push_str(rest);
-            }
+        // One buffer: `{"ts_ms":…,"event":…` then the fields' members.
+        let mut line = Vec::with_capacity(256);
+        let _ = write!(line, r#"{{"ts_ms":{ts},"event":"#);
+        // Invariant: a str and plain structs serialize (to a Vec, which
+        // cannot fail to take the bytes).
+        serde_json::to_writer(&mut line, event).expect("a str serializes");
+        let at = line.len();
+        serde_json::to_writer(&mut line, fields).expect("audit fields serialize");
+        if line[at..].starts_with(b"{}") || line.get(at) != Some(&b'{') {
+            line.truncate(at);
+            line.push(b'}');
+        } else {
+            line[at] = b',';
         }
-        tracing::info!(target: "audit", "{line}");
+        // Invariant: serde_json writes UTF-8.
+        let mut line = String::from_utf8(line).expect("serde_json writes UTF-8");
+        if tracing::enabled!(target: "audit", Level::INFO) {
+            crate::logging::audit_record(&line);
+        }
         if let Some(file) = &self.file {
             let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
             line.push('\n');

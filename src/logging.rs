@@ -85,7 +85,92 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
             )
             .try_init(),
     };
-    r.map_err(|e| e.to_string())
+    r.map_err(|e| e.to_string())?;
+    let _ = FORMAT.set(format);
+    Ok(())
+}
+
+/// The format [`init`] chose, for lines written past tracing ([`audit_record`]).
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Writes one audit record, a JSON object, as an INFO line of the `audit`
+/// target in the log's format:
+///
+/// - plain: `<time>  INFO audit: <object>`;
+/// - JSON: the object's own fields after `timestamp`, `level` and `target`
+///   (one flat object, not a JSON string inside `message`).
+///
+/// It goes straight to the writer queue: the record is JSON already, and
+/// tracing's formatter would copy it again and scan it character by
+/// character for terminal escapes, which JSON cannot hold unescaped.
+/// Before [`init`] (the library in tests) it is an ordinary tracing event.
+/// The caller checks the level (`tracing::enabled!`).
+pub fn audit_record(object: &str) {
+    let Some(format) = FORMAT.get() else {
+        tracing::info!(target: "audit", "{object}");
+        return;
+    };
+    let mut line = String::with_capacity(object.len() + 64);
+    match format {
+        LogFormat::Plain => {
+            rfc3339_micros(std::time::SystemTime::now(), &mut line);
+            line.push_str("  INFO audit: ");
+            line.push_str(object);
+        }
+        LogFormat::Json => {
+            line.push_str(r#"{"timestamp":""#);
+            rfc3339_micros(std::time::SystemTime::now(), &mut line);
+            line.push_str(r#"","level":"INFO","target":"audit""#);
+            match object.strip_prefix('{') {
+                Some(rest) if rest.trim_start().starts_with('}') => line.push('}'),
+                Some(rest) => {
+                    line.push(',');
+                    line.push_str(rest);
+                }
+                // Not an object: kept whole, as the message.
+                None => {
+                    line.push_str(r#","message":"#);
+                    line.push_str(&serde_json::Value::from(object).to_string());
+                    line.push('}');
+                }
+            }
+        }
+    }
+    line.push('\n');
+    let _ = QueueWriter.write(line.as_bytes());
+}
+
+/// `t` in UTC as RFC 3339 with microseconds (`2026-12-04T05:58:37.962919Z`),
+/// as tracing's own lines show it.
+fn rfc3339_micros(t: std::time::SystemTime, out: &mut String) {
+    use std::fmt::Write as _;
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    );
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since
+/// 1970-01-01 (the well-known era-of-400-years computation).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Waits up to `within` for queued lines to reach stderr (before exit).
@@ -273,6 +358,25 @@ mod tests {
         // 100 ms later one token is back: the line says two were dropped.
         assert_eq!(r.admit_at(t0 + Duration::from_millis(100)), Some(2));
         assert_eq!(r.admit_at(t0 + Duration::from_millis(100)), None);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        let at = |secs: u64, micros: u64| {
+            let mut s = String::new();
+            rfc3339_micros(
+                std::time::UNIX_EPOCH + Duration::from_micros(secs * 1_000_000 + micros),
+                &mut s,
+            );
+            s
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        // A leap day, the last second of a leap year, a century that is
+        // not a leap year, and a time seen in a tracing line.
+        assert_eq!(at(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(at(1_735_689_599, 999_999), "2024-12-31T23:59:59.999999Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
+        assert_eq!(at(1_796_363_917, 962_919), "2026-12-04T05:58:37.962919Z");
     }
 
     #[test]

@@ -300,3 +300,54 @@ fn worker_threads_sets_the_runtime_threads() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("--worker-threads"), "{err}");
 }
+
+/// Audit records skip tracing's formatter: with `--log-format json` each is
+/// one flat object (its fields beside `timestamp`, `level`, `target`), not
+/// a JSON string inside `message`; plain lines carry the object as is.
+#[tokio::test]
+async fn audit_records_are_flat_json_lines_in_either_log_format() {
+    for format in ["json", "plain"] {
+        let mut p = start(
+            &["--log-format", format],
+            &[&support::example("everything")],
+        );
+        let mut c = Client::new(&format!("{}/mcp", p.base));
+        c.initialize("2025-11-25", json!({})).await;
+        c.call(json!(1), "echo", json!({"message": "hi"})).await;
+        let mut record = None;
+        let deadline = Instant::now() + STEP;
+        while record.is_none() && Instant::now() < deadline {
+            let Ok(line) = p.log.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            if !line.contains("tools.call") {
+                continue;
+            }
+            let object = match format {
+                "json" => line.as_str(),
+                _ => line
+                    .split_once("  INFO audit: ")
+                    .map(|(time, object)| {
+                        assert!(time.ends_with('Z') && time.len() == 27, "{line}");
+                        object
+                    })
+                    .unwrap_or_else(|| panic!("not an audit line: {line}")),
+            };
+            record = Some(serde_json::from_str::<serde_json::Value>(object).unwrap());
+        }
+        let r = record.unwrap_or_else(|| panic!("{format}: no tools.call record"));
+        assert_eq!(r["event"], "tools.call", "{r}");
+        assert_eq!(r["tool"], "echo", "{r}");
+        assert_eq!(r["outcome"], "ok", "{r}");
+        if format == "json" {
+            assert_eq!(r["target"], "audit", "{r}");
+            assert_eq!(r["level"], "INFO", "{r}");
+            assert!(
+                r["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{r}"
+            );
+            assert!(r.get("message").is_none(), "{r}");
+        }
+        assert_eq!(p.terminate().0, 0);
+    }
+}
