@@ -163,14 +163,21 @@ pub async fn reap_orphans(children: Arc<Children>, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,
         }
-        reap_once(&children);
+        reap_off_thread(&children).await;
     }
+}
+
+/// [`reap_once`] on the blocking pool: a pass reads /proc, which must not
+/// hold up the runtime (one thread by default).
+async fn reap_off_thread(children: &Arc<Children>) {
+    let children = children.clone();
+    let _ = tokio::task::spawn_blocking(move || reap_once(&children)).await;
 }
 
 async fn reap_loop_without_signal(children: Arc<Children>, stop: CancellationToken) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => { reap_once(&children); }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => reap_off_thread(&children).await,
             _ = stop.cancelled() => return,
         }
     }
