@@ -1,5 +1,6 @@
 //! `coda-mcp` configuration: command-line flags and environment variables,
-//! merged and validated with no I/O.
+//! merged and validated with no I/O, and the [`Toolset`]s `--toolsets`
+//! switches on.
 //!
 //! The environment is read through a lookup function so tests never call
 //! `set_var`. Flags win over the environment. The token is held in
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use super::tools::Toolset;
+use super::ids::doc_id;
 
 /// Where the Coda REST API lives unless told otherwise.
 pub const DEFAULT_API_BASE_URL: &str = "https://coda.io/apis/v1";
@@ -115,6 +116,90 @@ pub struct CodaArgs {
     pub no_rate_limit: bool,
 }
 
+/// A named group of tools that can be switched on with `--toolsets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toolset {
+    Account,
+    Docs,
+    Folders,
+    Pages,
+    Tables,
+    Rows,
+    Formulas,
+    Controls,
+    Sharing,
+    Automations,
+    /// Analytics and workspace administration: off by default.
+    Admin,
+}
+
+impl Toolset {
+    pub const ALL: [Toolset; 11] = [
+        Toolset::Account,
+        Toolset::Docs,
+        Toolset::Folders,
+        Toolset::Pages,
+        Toolset::Tables,
+        Toolset::Rows,
+        Toolset::Formulas,
+        Toolset::Controls,
+        Toolset::Sharing,
+        Toolset::Automations,
+        Toolset::Admin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Toolset::Account => "account",
+            Toolset::Docs => "docs",
+            Toolset::Folders => "folders",
+            Toolset::Pages => "pages",
+            Toolset::Tables => "tables",
+            Toolset::Rows => "rows",
+            Toolset::Formulas => "formulas",
+            Toolset::Controls => "controls",
+            Toolset::Sharing => "sharing",
+            Toolset::Automations => "automations",
+            Toolset::Admin => "admin",
+        }
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|t| t.name()).collect()
+    }
+
+    /// Every toolset except `admin`.
+    pub fn default_set() -> Vec<Toolset> {
+        Self::ALL
+            .into_iter()
+            .filter(|t| *t != Toolset::Admin)
+            .collect()
+    }
+
+    /// Parse `"rows,pages"`, `"all"` or `"default,admin"`.
+    pub fn parse_list(list: &str) -> Result<Vec<Toolset>, ConfigError> {
+        let mut out = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let add: Vec<Toolset> = match name.to_ascii_lowercase().as_str() {
+                "all" => Self::ALL.to_vec(),
+                "default" => Self::default_set(),
+                other => vec![
+                    *Self::ALL
+                        .iter()
+                        .find(|t| t.name() == other)
+                        .ok_or_else(|| ConfigError::UnknownToolset(name.to_owned()))?,
+                ],
+            };
+            for t in add {
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Validated configuration of the Coda server.
 #[derive(Debug, Clone)]
 pub struct CodaConfig {
@@ -215,7 +300,7 @@ impl CodaConfig {
             Some(list) => {
                 let mut ids = Vec::new();
                 for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let id = crate::tools::doc_id(item).map_err(|e| ConfigError::InvalidValue {
+                    let id = doc_id(item).map_err(|e| ConfigError::InvalidValue {
                         name: "--docs",
                         value: item.to_owned(),
                         reason: e.to_string(),
@@ -438,5 +523,16 @@ mod tests {
     fn token_debug_is_redacted() {
         let cfg = CodaConfig::for_base_url("secret-token", "http://127.0.0.1:1").unwrap();
         assert!(!format!("{cfg:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn toolset_lists_parse_with_all_and_default() {
+        assert_eq!(Toolset::parse_list("all").unwrap().len(), 11);
+        let d = Toolset::parse_list("default").unwrap();
+        assert!(!d.contains(&Toolset::Admin));
+        assert_eq!(
+            Toolset::parse_list("rows, pages").unwrap(),
+            vec![Toolset::Rows, Toolset::Pages]
+        );
     }
 }

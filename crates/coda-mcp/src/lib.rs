@@ -26,8 +26,7 @@
 //!   `sharing` with automations, `admin`), each with its parameter and output
 //!   types (schemars gives `inputSchema` and `outputSchema`) and an
 //!   `#[tool_router]` block. What tools share lives in `tools/mod.rs`:
-//!   argument parsing that names the bad argument, `docId`-or-URL parsing,
-//!   pagination (`limit`, `pageToken` → `nextPageToken`, `fetchAll` with a
+//!   argument parsing that names the bad argument, pagination (`limit`, `pageToken` → `nextPageToken`, `fetchAll` with a
 //!   cap, the result byte budget with its own continuation tokens), waiting
 //!   on `/mutationStatus` (never turning an accepted write into a failure),
 //!   the column cache, and the shape of every result (`structuredContent`
@@ -42,7 +41,10 @@
 //! - [`config`]: flags and environment (`CODA_API_TOKEN`/`CODA_API_KEY`/
 //!   `API_KEY`, `CODA_API_BASE_URL`, `CODA_READ_ONLY`, `CODA_TOOLSETS`,
 //!   `CODA_DOCS`, `CODA_MAX_RESULT_BYTES`, `CODA_FULL_TEXT`) read through a
-//!   lookup function, validated, no I/O.
+//!   lookup function, validated, no I/O; the [`config::Toolset`]s that
+//!   `--toolsets` names.
+//! - [`ids`]: a doc id from an id or a Coda browser/API URL, for `--docs`,
+//!   the allow-list, resources and tools alike.
 //!
 //! # Decisions worth knowing
 //!
@@ -71,6 +73,7 @@
 pub mod call;
 pub mod client;
 pub mod config;
+pub mod ids;
 pub mod ratelimit;
 pub mod resources;
 pub mod schema;

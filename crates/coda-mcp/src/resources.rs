@@ -11,7 +11,8 @@ use rmcp::model::{
 use serde_json::{Value, json};
 
 use crate::client::ApiRequest;
-use crate::tools::{COMPOSITE_CAP, Coda, doc_id};
+use crate::ids::doc_id;
+use crate::tools::{COMPOSITE_CAP, Coda};
 
 /// URI of the row query guide.
 pub const GUIDE_URI: &str = "coda://guide/rows";

@@ -27,8 +27,9 @@ use serde_json::Value;
 
 use super::call::{self, CallContext};
 use super::client::{ApiRequest, CodaClient, CodaError};
-use super::config::CodaConfig;
-use super::tools::{Coda, Toolset, doc_id};
+use super::config::{CodaConfig, Toolset};
+use super::ids::doc_id;
+use super::tools::Coda;
 
 /// The 34 tools of coda-enhanced, exposed alone by `--toolsets coda-enhanced`.
 pub const CODA_ENHANCED_TOOLS: [&str; 34] = [

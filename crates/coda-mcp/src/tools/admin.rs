@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::account::NoParams;
-use super::{ListOutput, Object, PageArgs, ToolError, doc_id, input, output, run};
+use super::{ListOutput, Object, PageArgs, ToolError, input, output, run};
 use crate::client::ApiRequest;
+use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
 use crate::server::CodaServer;
 

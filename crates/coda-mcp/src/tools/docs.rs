@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    COMPOSITE_CAP, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, doc_id, input,
-    output, required, run,
+    COMPOSITE_CAP, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, input, output,
+    required, run,
 };
 use crate::client::ApiRequest;
+use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
 use crate::server::CodaServer;
 

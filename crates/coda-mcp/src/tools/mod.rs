@@ -1,6 +1,6 @@
 //! The tool catalogue, grouped by toolset, and what every tool shares:
-//! argument parsing (errors name the argument), `docId`-or-URL handling,
-//! pagination, mutation waiting and turning results into `CallToolResult`s.
+//! argument parsing (errors name the argument), pagination, mutation
+//! waiting and turning results into `CallToolResult`s.
 //!
 //! Each submodule holds one toolset's parameter types, its Coda calls and a
 //! `#[tool_router]` impl block on [`CodaServer`](super::server::CodaServer);
@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use super::call;
 use super::client::{ApiRequest, CodaClient, CodaError};
-use super::config::{CodaConfig, ConfigError};
+use super::config::CodaConfig;
+use super::ids::DocIdError;
 
 pub mod account;
 pub mod admin;
@@ -36,90 +37,6 @@ pub const DEFAULT_FETCH_ALL_CAP: usize = 1000;
 pub const MAX_FETCH_ALL_CAP: usize = 10_000;
 /// Items a composite (stats, summary, search) reads per list before it stops.
 pub const COMPOSITE_CAP: usize = 10_000;
-
-/// A named group of tools that can be switched on with `--toolsets`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Toolset {
-    Account,
-    Docs,
-    Folders,
-    Pages,
-    Tables,
-    Rows,
-    Formulas,
-    Controls,
-    Sharing,
-    Automations,
-    /// Analytics and workspace administration: off by default.
-    Admin,
-}
-
-impl Toolset {
-    pub const ALL: [Toolset; 11] = [
-        Toolset::Account,
-        Toolset::Docs,
-        Toolset::Folders,
-        Toolset::Pages,
-        Toolset::Tables,
-        Toolset::Rows,
-        Toolset::Formulas,
-        Toolset::Controls,
-        Toolset::Sharing,
-        Toolset::Automations,
-        Toolset::Admin,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Toolset::Account => "account",
-            Toolset::Docs => "docs",
-            Toolset::Folders => "folders",
-            Toolset::Pages => "pages",
-            Toolset::Tables => "tables",
-            Toolset::Rows => "rows",
-            Toolset::Formulas => "formulas",
-            Toolset::Controls => "controls",
-            Toolset::Sharing => "sharing",
-            Toolset::Automations => "automations",
-            Toolset::Admin => "admin",
-        }
-    }
-
-    pub fn names() -> Vec<&'static str> {
-        Self::ALL.iter().map(|t| t.name()).collect()
-    }
-
-    /// Every toolset except `admin`.
-    pub fn default_set() -> Vec<Toolset> {
-        Self::ALL
-            .into_iter()
-            .filter(|t| *t != Toolset::Admin)
-            .collect()
-    }
-
-    /// Parse `"rows,pages"`, `"all"` or `"default,admin"`.
-    pub fn parse_list(list: &str) -> Result<Vec<Toolset>, ConfigError> {
-        let mut out = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let add: Vec<Toolset> = match name.to_ascii_lowercase().as_str() {
-                "all" => Self::ALL.to_vec(),
-                "default" => Self::default_set(),
-                other => vec![
-                    *Self::ALL
-                        .iter()
-                        .find(|t| t.name() == other)
-                        .ok_or_else(|| ConfigError::UnknownToolset(name.to_owned()))?,
-                ],
-            };
-            for t in add {
-                if !out.contains(&t) {
-                    out.push(t);
-                }
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// How long a table's columns are trusted for schema-aware writes.
 pub const COLUMN_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -157,6 +74,13 @@ impl ToolError {
             name: name.to_owned(),
             reason: reason.into(),
         }
+    }
+}
+
+/// A doc argument that names no doc is an invalid `docId` argument.
+impl From<DocIdError> for ToolError {
+    fn from(e: DocIdError) -> Self {
+        ToolError::arg("docId", e.reason)
     }
 }
 
@@ -345,48 +269,6 @@ pub fn required<'a>(name: &str, value: &'a str) -> ToolResult<&'a str> {
 
 /// A generic Coda object (doc, page, table, row, …) as returned by the API.
 pub type Object = serde_json::Map<String, Value>;
-
-/// Extract a doc id from an id or a Coda browser/API URL.
-///
-/// `https://coda.io/d/Launch-Hub_dAbCDeFGH/Page_su1`, `https://coda.io/d/_dAbCDeFGH`
-/// and `…/apis/v1/docs/AbCDeFGH/…` all give `AbCDeFGH`.
-pub fn doc_id(raw: &str) -> ToolResult<String> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Err(ToolError::arg("docId", "must not be empty"));
-    }
-    if !raw.contains("://") {
-        if raw.contains('/') {
-            return Err(ToolError::arg("docId", "expected a doc id or a Coda URL"));
-        }
-        return Ok(raw.to_owned());
-    }
-    let url = reqwest::Url::parse(raw)
-        .map_err(|e| ToolError::arg("docId", format!("not a valid URL: {e}")))?;
-    let segs: Vec<&str> = url.path_segments().map(|s| s.collect()).unwrap_or_default();
-    for (i, s) in segs.iter().enumerate() {
-        if *s == "d"
-            && let Some(next) = segs.get(i + 1)
-            && let Some(pos) = next.rfind("_d")
-        {
-            let id = &next[pos + 2..];
-            if !id.is_empty() {
-                return Ok(id.to_owned());
-            }
-        }
-        if *s == "docs"
-            && i > 0
-            && segs[i - 1] == "v1"
-            && let Some(id) = segs.get(i + 1).filter(|id| !id.is_empty())
-        {
-            return Ok((*id).to_owned());
-        }
-    }
-    Err(ToolError::arg(
-        "docId",
-        "URL does not contain a doc id (expected …/d/<name>_d<docId>…)",
-    ))
-}
 
 /// `limit` / `pageToken` / `fetchAll` / `maxItems`, flattened into list tools.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -1122,27 +1004,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn doc_id_accepts_ids_and_browser_urls() {
-        assert_eq!(doc_id("AbCDeFGH").unwrap(), "AbCDeFGH");
-        assert_eq!(
-            doc_id("https://coda.io/d/Launch-Hub_dAbCDeFGH/Status_su1#x").unwrap(),
-            "AbCDeFGH"
-        );
-        assert_eq!(doc_id("https://coda.io/d/_dAbC-De_F").unwrap(), "AbC-De_F");
-        assert_eq!(
-            doc_id("https://coda.io/apis/v1/docs/AbCDeFGH/pages").unwrap(),
-            "AbCDeFGH"
-        );
-    }
-
-    #[test]
-    fn doc_id_rejects_urls_without_a_doc() {
-        let err = doc_id("https://coda.io/workspaces/ws-1").unwrap_err();
-        assert!(err.to_string().contains("`docId`"), "{err}");
-        assert!(doc_id("").is_err());
-    }
-
-    #[test]
     fn row_query_quotes_names_and_json_encodes_values() {
         assert_eq!(
             row_query("c-tuVwxYz", &json!("Apple")).unwrap(),
@@ -1158,17 +1019,6 @@ mod tests {
             r#""Say \"hi\"":true"#
         );
         assert!(row_query("A", &json!([1])).is_err());
-    }
-
-    #[test]
-    fn toolset_lists_parse_with_all_and_default() {
-        assert_eq!(Toolset::parse_list("all").unwrap().len(), 11);
-        let d = Toolset::parse_list("default").unwrap();
-        assert!(!d.contains(&Toolset::Admin));
-        assert_eq!(
-            Toolset::parse_list("rows, pages").unwrap(),
-            vec![Toolset::Rows, Toolset::Pages]
-        );
     }
 
     #[derive(Debug, Deserialize)]

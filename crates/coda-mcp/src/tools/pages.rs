@@ -21,9 +21,10 @@ use serde_json::{Value, json};
 use super::docs::{ContentFormat, canvas_content};
 use super::{
     COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError,
-    ToolResult, doc_id, input, output, required, run,
+    ToolResult, input, output, required, run,
 };
 use crate::client::{ApiRequest, CodaError};
+use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
 use crate::server::CodaServer;
 

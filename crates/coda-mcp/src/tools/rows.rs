@@ -17,10 +17,11 @@ use serde_json::{Value, json};
 use super::checks::{self, MAX_VERIFY_ROWS, Verification};
 use super::{
     Coda, ListOutput, MAX_FETCH_ALL_CAP, MutationOutput, MutationState, Object, PageArgs, Reply,
-    ToolError, ToolResult, doc_id, input, output, required, row_query_in, run,
+    ToolError, ToolResult, input, output, required, row_query_in, run,
 };
 use crate::call;
 use crate::client::ApiRequest;
+use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
 use crate::server::CodaServer;
 

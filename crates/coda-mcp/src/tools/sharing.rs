@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 use super::account::NoParams;
 use super::docs::DocParams;
 use super::{
-    ListOutput, MutationOutput, Object, PageArgs, ToolError, doc_id, input, output, required, run,
+    ListOutput, MutationOutput, Object, PageArgs, ToolError, input, output, required, run,
 };
 use crate::client::ApiRequest;
+use crate::ids::doc_id;
 use crate::server::CodaServer;
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]

@@ -8,10 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, doc_id, input, output, required, run,
-};
+use super::{COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, input, output, required, run};
 use crate::client::ApiRequest;
+use crate::ids::doc_id;
 use crate::server::CodaServer;
 
 /// Table or view.

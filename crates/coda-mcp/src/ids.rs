@@ -1,0 +1,87 @@
+//! Doc ids as users give them: a bare id, or a Coda browser or API URL
+//! that contains one. Pure parsing with no I/O, so that the configuration
+//! (`--docs`), the server's allow-list, resources and tools all read doc
+//! arguments the same way.
+
+/// Why a doc argument names no doc. Its message is the one a tool gives
+/// for an invalid `docId` argument, and tools turn it into that error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid argument `docId`: {reason}")]
+pub struct DocIdError {
+    pub reason: String,
+}
+
+impl DocIdError {
+    fn new(reason: impl Into<String>) -> Self {
+        DocIdError {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Extract a doc id from an id or a Coda browser/API URL.
+///
+/// `https://coda.io/d/Launch-Hub_dAbCDeFGH/Page_su1`, `https://coda.io/d/_dAbCDeFGH`
+/// and `…/apis/v1/docs/AbCDeFGH/…` all give `AbCDeFGH`.
+pub fn doc_id(raw: &str) -> Result<String, DocIdError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(DocIdError::new("must not be empty"));
+    }
+    if !raw.contains("://") {
+        if raw.contains('/') {
+            return Err(DocIdError::new("expected a doc id or a Coda URL"));
+        }
+        return Ok(raw.to_owned());
+    }
+    let url =
+        reqwest::Url::parse(raw).map_err(|e| DocIdError::new(format!("not a valid URL: {e}")))?;
+    let segs: Vec<&str> = url.path_segments().map(|s| s.collect()).unwrap_or_default();
+    for (i, s) in segs.iter().enumerate() {
+        if *s == "d"
+            && let Some(next) = segs.get(i + 1)
+            && let Some(pos) = next.rfind("_d")
+        {
+            let id = &next[pos + 2..];
+            if !id.is_empty() {
+                return Ok(id.to_owned());
+            }
+        }
+        if *s == "docs"
+            && i > 0
+            && segs[i - 1] == "v1"
+            && let Some(id) = segs.get(i + 1).filter(|id| !id.is_empty())
+        {
+            return Ok((*id).to_owned());
+        }
+    }
+    Err(DocIdError::new(
+        "URL does not contain a doc id (expected …/d/<name>_d<docId>…)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_id_accepts_ids_and_browser_urls() {
+        assert_eq!(doc_id("AbCDeFGH").unwrap(), "AbCDeFGH");
+        assert_eq!(
+            doc_id("https://coda.io/d/Launch-Hub_dAbCDeFGH/Status_su1#x").unwrap(),
+            "AbCDeFGH"
+        );
+        assert_eq!(doc_id("https://coda.io/d/_dAbC-De_F").unwrap(), "AbC-De_F");
+        assert_eq!(
+            doc_id("https://coda.io/apis/v1/docs/AbCDeFGH/pages").unwrap(),
+            "AbCDeFGH"
+        );
+    }
+
+    #[test]
+    fn doc_id_rejects_urls_without_a_doc() {
+        let err = doc_id("https://coda.io/workspaces/ws-1").unwrap_err();
+        assert!(err.to_string().contains("`docId`"), "{err}");
+        assert!(doc_id("").is_err());
+    }
+}
