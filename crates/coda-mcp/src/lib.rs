@@ -26,13 +26,16 @@
 //!   `sharing` with automations, `admin`), each with its parameter and output
 //!   types (schemars gives `inputSchema` and `outputSchema`) and an
 //!   `#[tool_router]` block. What tools share lives in `tools/mod.rs`:
-//!   argument parsing that names the bad argument, pagination (`limit`, `pageToken` → `nextPageToken`, `fetchAll` with a
-//!   cap, the result byte budget with its own continuation tokens), waiting
-//!   on `/mutationStatus` (never turning an accepted write into a failure),
-//!   the column cache, and the shape of every result (`structuredContent`
+//!   argument parsing that names the bad argument, pagination (`limit`,
+//!   `pageToken` → `nextPageToken`, `fetchAll` with a cap, the result byte
+//!   budget with its own continuation tokens), waiting on `/mutationStatus`
+//!   (never turning an accepted write into a failure), the column cache and
+//!   the slim column, and the shape of every result (`structuredContent`
 //!   plus a one-line text summary; failures are `isError: true` results
-//!   carrying Coda's status and message). `tools/checks.rs` holds the
-//!   schema-aware checks of row writes and `verify`.
+//!   carrying Coda's status and message). `tools/error.rs` holds
+//!   `ToolError` and `tools/checks.rs` the schema-aware checks of row
+//!   writes and `verify`; both sit under `tools/mod.rs` and import nothing
+//!   from it or from a toolset.
 //! - [`client`]: the HTTP client. Bearer token (never logged, never in an
 //!   error), per-class rate-limit buckets ([`ratelimit`]), retries of 429 for
 //!   every method and of 5xx/transport errors for replay-safe methods, with

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
-use crate::tools::{COMPOSITE_CAP, Coda};
+use crate::tools::error::ToolError;
+use crate::tools::{COMPOSITE_CAP, Coda, slim_column};
 
 /// URI of the row query guide.
 pub const GUIDE_URI: &str = "coda://guide/rows";
@@ -132,7 +133,7 @@ pub async fn read(coda: &Coda, uri: &str) -> Result<ReadResourceResult, ErrorDat
 }
 
 /// Pages, tables and columns of doc `d`, slimmed to what a model needs.
-pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, crate::tools::ToolError> {
+pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, ToolError> {
     let dl = coda.deadline();
     let (doc, pages, tables) = tokio::try_join!(
         coda.call(ApiRequest::get(&["docs", d]), dl),
@@ -168,24 +169,22 @@ pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, crate::tools::Too
         })
         .collect();
     let table_jobs: Vec<Value> = tables.0.clone();
-    let columns: Vec<Result<std::sync::Arc<Vec<Value>>, crate::tools::ToolError>> =
-        futures_util::stream::iter(
-            table_jobs
-                .iter()
-                .map(|t| t.get("id").and_then(Value::as_str).unwrap_or("").to_owned())
-                .collect::<Vec<String>>(),
-        )
-        .map(|id: String| async move { coda.columns(d, &id, dl).await })
-        .buffered(SCHEMA_CONCURRENCY)
-        .collect()
-        .await;
+    let columns: Vec<Result<std::sync::Arc<Vec<Value>>, ToolError>> = futures_util::stream::iter(
+        table_jobs
+            .iter()
+            .map(|t| t.get("id").and_then(Value::as_str).unwrap_or("").to_owned())
+            .collect::<Vec<String>>(),
+    )
+    .map(|id: String| async move { coda.columns(d, &id, dl).await })
+    .buffered(SCHEMA_CONCURRENCY)
+    .collect()
+    .await;
     let mut out_tables = Vec::new();
     for (t, cols) in table_jobs.iter().zip(columns) {
         let mut o = pick(t, &["id", "name", "tableType"]);
         match cols {
             Ok(cols) => {
-                o["columns"] =
-                    Value::Array(cols.iter().map(crate::tools::tables::slim_column).collect());
+                o["columns"] = Value::Array(cols.iter().map(slim_column).collect());
             }
             Err(e) => o["columnsError"] = json!(e.to_string()),
         }

@@ -30,6 +30,7 @@ use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::{CodaConfig, Toolset};
 use super::ids::doc_id;
 use super::tools::Coda;
+use super::tools::error::ToolError;
 
 /// The 34 tools of coda-enhanced, exposed alone by `--toolsets coda-enhanced`.
 pub const CODA_ENHANCED_TOOLS: [&str; 34] = [
@@ -191,10 +192,7 @@ impl CodaServer {
     /// Page, table and row arguments given as Coda browser URLs become ids
     /// (through `/resolveBrowserLink`) before the tool sees them, so every
     /// tool accepts them the way `docId` does.
-    async fn resolve_urls(
-        &self,
-        args: &mut rmcp::model::JsonObject,
-    ) -> Result<(), super::tools::ToolError> {
+    async fn resolve_urls(&self, args: &mut rmcp::model::JsonObject) -> Result<(), ToolError> {
         const REFS: [(&str, &str); 5] = [
             ("pageIdOrName", "page"),
             ("parentPageId", "page"),

@@ -7,7 +7,8 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Object, Reply, ToolError, input, output, required, run};
+use super::error::ToolError;
+use super::{Object, Reply, input, output, required, run};
 use crate::client::ApiRequest;
 use crate::ratelimit::BucketStatus;
 use crate::server::CodaServer;

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::account::NoParams;
-use super::{ListOutput, Object, PageArgs, ToolError, input, output, run};
+use super::error::ToolError;
+use super::{ListOutput, Object, PageArgs, input, output, run};
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;

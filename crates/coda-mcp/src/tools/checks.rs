@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{ToolError, ToolResult};
+use super::error::{ToolError, ToolResult};
 
 /// Cells whose stored value `verify` reports, at most.
 pub const MAX_VERIFY_ROWS: usize = 100;

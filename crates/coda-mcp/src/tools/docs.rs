@@ -9,9 +9,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::error::ToolError;
 use super::{
-    COMPOSITE_CAP, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError, input, output,
-    required, run,
+    COMPOSITE_CAP, ListOutput, MutationOutput, Object, PageArgs, Reply, input, output, required,
+    run,
 };
 use crate::client::ApiRequest;
 use crate::ids::doc_id;

@@ -8,9 +8,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{
-    ListOutput, MutationOutput, Object, PageArgs, ToolError, input, output, required, run,
-};
+use super::error::ToolError;
+use super::{ListOutput, MutationOutput, Object, PageArgs, input, output, required, run};
 use crate::client::ApiRequest;
 use crate::server::CodaServer;
 

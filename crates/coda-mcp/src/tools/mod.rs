@@ -19,12 +19,13 @@ use serde_json::Value;
 use super::call;
 use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::CodaConfig;
-use super::ids::DocIdError;
+use error::{ToolError, ToolResult};
 
 pub mod account;
 pub mod admin;
 pub mod checks;
 pub mod docs;
+pub mod error;
 pub mod folders;
 pub mod pages;
 pub mod rows;
@@ -57,34 +58,26 @@ pub struct Coda {
     columns: std::sync::Mutex<ColumnCache>,
 }
 
-/// Why a tool call failed. Becomes a tool result with `isError: true`.
-#[derive(Debug, thiserror::Error)]
-pub enum ToolError {
-    #[error("invalid argument `{name}`: {reason}")]
-    InvalidArgument { name: String, reason: String },
-    #[error("{0}")]
-    Coda(#[from] CodaError),
-    #[error("page export failed: {0}")]
-    ExportFailed(String),
-}
-
-impl ToolError {
-    pub fn arg(name: &str, reason: impl Into<String>) -> Self {
-        ToolError::InvalidArgument {
-            name: name.to_owned(),
-            reason: reason.into(),
-        }
+/// A column as Coda returns it, with at most [`SLIM_OPTIONS`] select
+/// options (a select list can carry 5000); `optionsCount` says how many
+/// there are when some were left out. Keys stay Coda's, so clients written
+/// for the whole object read the slim one.
+pub fn slim_column(c: &Value) -> Value {
+    let mut c = c.clone();
+    if let Some(opts) = c
+        .pointer_mut("/format/options")
+        .and_then(Value::as_array_mut)
+        && opts.len() > SLIM_OPTIONS
+    {
+        let total = opts.len();
+        opts.truncate(SLIM_OPTIONS);
+        c["optionsCount"] = total.into();
     }
+    c
 }
 
-/// A doc argument that names no doc is an invalid `docId` argument.
-impl From<DocIdError> for ToolError {
-    fn from(e: DocIdError) -> Self {
-        ToolError::arg("docId", e.reason)
-    }
-}
-
-pub type ToolResult<T> = Result<T, ToolError>;
+/// Select options listed per column in the slim form.
+pub const SLIM_OPTIONS: usize = 20;
 
 /// JSON object schema of a parameter type, for `#[tool(input_schema = …)]`.
 pub fn input<T: JsonSchema + 'static>() -> Arc<JsonObject> {
@@ -407,6 +400,20 @@ impl MutationState {
     }
 }
 
+/// What a dry-run replace would change.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplacePreview {
+    pub dry_run: bool,
+    /// The page's current body as plain text (at most maxChars characters).
+    pub current: String,
+    /// Characters in the whole current body.
+    pub current_chars: usize,
+    /// The content that would replace it.
+    pub replacement: String,
+    pub note: String,
+}
+
 /// Result of a write: Coda's response plus the mutation state when waited on.
 #[derive(Debug, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -433,7 +440,7 @@ pub struct MutationOutput {
     pub verification: Option<checks::Verification>,
     /// Present for a dry run: what would change; nothing was written.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub preview: Option<pages::ReplacePreview>,
+    pub preview: Option<ReplacePreview>,
 }
 
 impl Coda {

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::docs::{ContentFormat, canvas_content};
+use super::error::{ToolError, ToolResult};
 use super::{
-    COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, Reply, ToolError,
-    ToolResult, input, output, required, run,
+    COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, ReplacePreview, Reply,
+    input, output, required, run,
 };
 use crate::client::{ApiRequest, CodaError};
 use crate::ids::doc_id;
@@ -222,20 +223,6 @@ pub struct ContentWriteParams {
     /// Replace only: return the current body and what would replace it; write nothing.
     #[serde(default)]
     pub dry_run: bool,
-}
-
-/// What a dry-run replace would change.
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplacePreview {
-    pub dry_run: bool,
-    /// The page's current body as plain text (at most maxChars characters).
-    pub current: String,
-    /// Characters in the whole current body.
-    pub current_chars: usize,
-    /// The content that would replace it.
-    pub replacement: String,
-    pub note: String,
 }
 
 /// Lines of written content as they should appear in the page's plain

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::checks::{self, MAX_VERIFY_ROWS, Verification};
+use super::error::{ToolError, ToolResult};
 use super::{
     Coda, ListOutput, MAX_FETCH_ALL_CAP, MutationOutput, MutationState, Object, PageArgs, Reply,
-    ToolError, ToolResult, input, output, required, row_query_in, run,
+    input, output, required, row_query_in, run,
 };
 use crate::call;
 use crate::client::ApiRequest;

@@ -11,9 +11,8 @@ use serde_json::{Value, json};
 
 use super::account::NoParams;
 use super::docs::DocParams;
-use super::{
-    ListOutput, MutationOutput, Object, PageArgs, ToolError, input, output, required, run,
-};
+use super::error::ToolError;
+use super::{ListOutput, MutationOutput, Object, PageArgs, input, output, required, run};
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
 use crate::server::CodaServer;

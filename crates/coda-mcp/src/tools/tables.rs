@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, input, output, required, run};
+use super::{
+    COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, input, output, required, run, slim_column,
+};
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
 use crate::server::CodaServer;
@@ -93,27 +95,6 @@ pub struct ListColumnsParams {
     #[serde(flatten)]
     pub page: PageArgs,
 }
-
-/// A column as Coda returns it, with at most [`SLIM_OPTIONS`] select
-/// options (a select list can carry 5000); `optionsCount` says how many
-/// there are when some were left out. Keys stay Coda's, so clients written
-/// for the whole object read the slim one.
-pub fn slim_column(c: &Value) -> Value {
-    let mut c = c.clone();
-    if let Some(opts) = c
-        .pointer_mut("/format/options")
-        .and_then(Value::as_array_mut)
-        && opts.len() > SLIM_OPTIONS
-    {
-        let total = opts.len();
-        opts.truncate(SLIM_OPTIONS);
-        c["optionsCount"] = total.into();
-    }
-    c
-}
-
-/// Select options listed per column in the slim form.
-pub const SLIM_OPTIONS: usize = 20;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

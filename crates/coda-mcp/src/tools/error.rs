@@ -1,0 +1,36 @@
+//! Why a tool call fails: [`ToolError`], which becomes a tool result with
+//! `isError: true`. A leaf of the tools: it imports no tool module, so the
+//! shared code, the checks, the toolsets, resources and the server all
+//! take it from here.
+
+use crate::client::CodaError;
+use crate::ids::DocIdError;
+
+/// Why a tool call failed. Becomes a tool result with `isError: true`.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("invalid argument `{name}`: {reason}")]
+    InvalidArgument { name: String, reason: String },
+    #[error("{0}")]
+    Coda(#[from] CodaError),
+    #[error("page export failed: {0}")]
+    ExportFailed(String),
+}
+
+impl ToolError {
+    pub fn arg(name: &str, reason: impl Into<String>) -> Self {
+        ToolError::InvalidArgument {
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A doc argument that names no doc is an invalid `docId` argument.
+impl From<DocIdError> for ToolError {
+    fn from(e: DocIdError) -> Self {
+        ToolError::arg("docId", e.reason)
+    }
+}
+
+pub type ToolResult<T> = Result<T, ToolError>;
