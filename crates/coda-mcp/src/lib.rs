@@ -25,7 +25,8 @@
 //!   `folders`, `pages`, `tables` with formulas and controls, `rows`,
 //!   `sharing` with automations, `admin`), each with its parameter and output
 //!   types (schemars gives `inputSchema` and `outputSchema`) and an
-//!   `#[tool_router]` block. What tools share lives in `tools/mod.rs`:
+//!   `#[tool_router]` block on [`tools::Coda`], the state every tool call
+//!   shares (so the tools import nothing from `server`). What tools share lives in `tools/mod.rs`:
 //!   argument parsing that names the bad argument, pagination (`limit`,
 //!   `pageToken` → `nextPageToken`, `fetchAll` with a cap, the result byte
 //!   budget with its own continuation tokens), waiting on `/mutationStatus`

@@ -9,6 +9,11 @@
 //! progress token), ends it when the client cancels the request, and
 //! enforces the `--docs` allow-list before anything reaches Coda.
 //! Resources and prompts live in [`crate::resources`].
+//!
+//! The routers serve [`Coda`], the state the tools share (each toolset
+//! writes its tools as methods of it); the server holds it and hands it to
+//! the router on every call. So this module sits above the tools and
+//! resources, and neither imports it.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -74,7 +79,7 @@ pub const CODA_ENHANCED_TOOLS: [&str; 34] = [
 #[derive(Debug, Clone)]
 pub struct CodaServer {
     pub(crate) coda: Arc<Coda>,
-    tool_router: ToolRouter<CodaServer>,
+    tool_router: ToolRouter<Coda>,
     /// What `tools/list` returns: the router's tools with portable schemas.
     tools: Arc<Vec<Tool>>,
 }
@@ -128,19 +133,19 @@ impl CodaServer {
         })
     }
 
-    fn router_for(set: Toolset) -> ToolRouter<CodaServer> {
+    fn router_for(set: Toolset) -> ToolRouter<Coda> {
         match set {
-            Toolset::Account => Self::account_router(),
-            Toolset::Docs => Self::docs_router(),
-            Toolset::Folders => Self::folders_router(),
-            Toolset::Pages => Self::pages_router(),
-            Toolset::Tables => Self::tables_router(),
-            Toolset::Rows => Self::rows_router(),
-            Toolset::Formulas => Self::formulas_router(),
-            Toolset::Controls => Self::controls_router(),
-            Toolset::Sharing => Self::sharing_router(),
-            Toolset::Automations => Self::automations_router(),
-            Toolset::Admin => Self::admin_router(),
+            Toolset::Account => Coda::account_router(),
+            Toolset::Docs => Coda::docs_router(),
+            Toolset::Folders => Coda::folders_router(),
+            Toolset::Pages => Coda::pages_router(),
+            Toolset::Tables => Coda::tables_router(),
+            Toolset::Rows => Coda::rows_router(),
+            Toolset::Formulas => Coda::formulas_router(),
+            Toolset::Controls => Coda::controls_router(),
+            Toolset::Sharing => Coda::sharing_router(),
+            Toolset::Automations => Coda::automations_router(),
+            Toolset::Admin => Coda::admin_router(),
         }
     }
 
@@ -304,7 +309,7 @@ impl ServerHandler for CodaServer {
             full_text: self.coda.cfg.full_text,
         };
         let cancelled = context.ct.clone();
-        let tcc = ToolCallContext::new(self, request, context);
+        let tcc = ToolCallContext::new(self.coda.as_ref(), request, context);
         let run = call::scope(ctx, self.tool_router.call(tcc));
         // Dropping the tool's future stops it between Coda requests; a
         // request already sent may still be applied by Coda.

@@ -8,10 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::ToolError;
-use super::{Object, Reply, input, output, required, run};
+use super::{Coda, Object, Reply, input, output, required, run};
 use crate::client::ApiRequest;
 use crate::ratelimit::BucketStatus;
-use crate::server::CodaServer;
 
 /// No arguments. Stray keys are ignored, as coda-enhanced did.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -54,7 +53,7 @@ pub struct RateLimitOutput {
 }
 
 #[tool_router(router = account_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// Show who the API token belongs to: name, loginId (email), whether the token is scoped, its name and workspace.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -62,7 +61,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_whoami(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |_: NoParams| async move {
             c.object(ApiRequest::get(&["whoami"])).await
         })
@@ -76,7 +75,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_resolve_link(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ResolveLinkParams| async move {
             if !p.url.contains("://") {
                 return Err(ToolError::arg("url", "must be an absolute Coda URL"));
@@ -99,7 +98,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: MutationStatusParams| async move {
             required("requestId", &p.request_id)?;
             if p.wait_seconds > 0 {
@@ -144,7 +143,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |_: NoParams| async move {
             Reply::json(RateLimitOutput {
                 buckets: c.client.limiter().status(),

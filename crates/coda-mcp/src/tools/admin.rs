@@ -12,11 +12,10 @@ use serde_json::json;
 
 use super::account::NoParams;
 use super::error::ToolError;
-use super::{ListOutput, Object, PageArgs, input, output, run};
+use super::{Coda, ListOutput, Object, PageArgs, input, output, run};
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
-use crate::server::CodaServer;
 
 // Values Coda accepts, from its OpenAPI spec (AnalyticsScale, SortDirection,
 // the *OrderBy enums, PackFormulaType, WorkspaceUserRole).
@@ -299,7 +298,7 @@ fn ws(id: &str) -> Result<&str, ToolError> {
 }
 
 #[tool_router(router = admin_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// Doc analytics (views, copies, likes, sessions) per doc over a date range. Paged.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -310,7 +309,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DocAnalyticsParams| async move {
             let req = p.dates.apply(ApiRequest::get(&["analytics", "docs"]));
             let req = p
@@ -335,7 +334,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DocAnalyticsSummaryParams| async move {
             let req = p
                 .dates
@@ -357,7 +356,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: PageAnalyticsParams| async move {
             let d = doc_id(&p.doc_id)?;
             let req = p
@@ -378,7 +377,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: PackAnalyticsParams| async move {
             let req = p.dates.apply(ApiRequest::get(&["analytics", "packs"]));
             let req = p
@@ -403,7 +402,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: PackAnalyticsSummaryParams| async move {
             let req = p
                 .dates
@@ -426,7 +425,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: PackFormulaAnalyticsParams| async move {
             if p.pack_id == 0 {
                 return Err(ToolError::arg("packId", "must be at least 1"));
@@ -458,7 +457,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |_: NoParams| async move {
             let req = ApiRequest::get(&["analytics", "updated"]).class(RequestClass::Analytics);
             c.object(req).await
@@ -476,7 +475,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: WorkspaceMembersParams| async move {
             for r in p.included_roles.iter().flatten() {
                 check("includedRoles", Some(r), ROLES)?;
@@ -505,7 +504,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: WorkspaceParams| async move {
             c.object(ApiRequest::get(&[
                 "workspaces",
@@ -524,7 +523,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_change_user_role(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ChangeRoleParams| async move {
             if !p.email.contains('@') {
                 return Err(ToolError::arg("email", "must be an email address"));

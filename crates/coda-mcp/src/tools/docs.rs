@@ -11,13 +11,12 @@ use serde_json::{Value, json};
 
 use super::error::ToolError;
 use super::{
-    COMPOSITE_CAP, ListOutput, MutationOutput, Object, PageArgs, Reply, input, output, required,
-    run,
+    COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, Reply, input, output,
+    required, run,
 };
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
-use crate::server::CodaServer;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -216,7 +215,7 @@ pub(crate) fn canvas_content(content: Option<&str>, format: Option<ContentFormat
 }
 
 #[tool_router(router = docs_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// List docs the token can see. Filters: query (name search), isOwner, isPublished, isStarred, inGallery, sourceDoc, workspaceId, folderId. Pages with limit/pageToken; fetchAll gathers everything.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -224,7 +223,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_documents(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListDocumentsParams| async move {
             let req = list_documents_request(&p)?;
             c.list_reply(req, &p.page).await
@@ -239,7 +238,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_document(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
             c.object(ApiRequest::get(&["docs", &d])).await
@@ -254,7 +253,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_create_document(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: CreateDocumentParams| async move {
             required("title", &p.title)?;
             let mut body = json!({"title": p.title});
@@ -294,7 +293,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_update_document(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: UpdateDocumentParams| async move {
             let d = doc_id(&p.doc_id)?;
             if p.title.is_none() && p.icon_name.is_none() {
@@ -322,7 +321,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_delete_document(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DeleteDocumentParams| async move {
             let d = doc_id(&p.doc_id)?;
             if !p.confirm {
@@ -344,7 +343,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
             let dl = c.deadline();

@@ -9,9 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ToolError;
-use super::{ListOutput, MutationOutput, Object, PageArgs, input, output, required, run};
+use super::{Coda, ListOutput, MutationOutput, Object, PageArgs, input, output, required, run};
 use crate::client::ApiRequest;
-use crate::server::CodaServer;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -65,7 +64,7 @@ fn folder_id(raw: &str) -> Result<&str, ToolError> {
 }
 
 #[tool_router(router = folders_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// List folders the token can see, optionally in one workspace. Paged.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -73,7 +72,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_folders(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListFoldersParams| async move {
             let req = ApiRequest::get(&["folders"])
                 .query_opt("workspaceId", p.workspace_id.as_ref())
@@ -90,7 +89,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_folder(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: FolderParams| async move {
             c.object(ApiRequest::get(&["folders", folder_id(&p.folder_id)?]))
                 .await
@@ -105,7 +104,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_create_folder(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: CreateFolderParams| async move {
             required("name", &p.name)?;
             let mut body = json!({"name": p.name, "workspaceId": p.workspace_id});
@@ -125,7 +124,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_update_folder(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: UpdateFolderParams| async move {
             let id = folder_id(&p.folder_id)?;
             if p.name.is_none() && p.description.is_none() {
@@ -155,7 +154,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_delete_folder(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: FolderParams| async move {
             let req = ApiRequest::new(Method::DELETE, &["folders", folder_id(&p.folder_id)?]);
             c.write_reply(req, false).await

@@ -3,8 +3,11 @@
 //! waiting and turning results into `CallToolResult`s.
 //!
 //! Each submodule holds one toolset's parameter types, its Coda calls and a
-//! `#[tool_router]` impl block on [`CodaServer`](super::server::CodaServer);
-//! `server.rs` merges the routers of the enabled toolsets.
+//! `#[tool_router]` impl block on [`Coda`], so the tools are methods of the
+//! state they share and no tool module imports the server; `server.rs`,
+//! above them, merges the routers of the enabled toolsets and calls them
+//! with its `Coda`. This module imports no toolset (only `checks` and
+//! `error`, which import nothing from it).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,7 +51,9 @@ pub const COLUMN_CACHE_TABLES: usize = 256;
 type ColumnCache = std::collections::HashMap<(String, String), (Instant, Arc<Vec<Value>>)>;
 
 /// Shared state of every tool call: the client, the configuration and the
-/// column cache used to check writes before they are sent.
+/// column cache used to check writes before they are sent. It is also what
+/// the tool routers serve: every tool is a method of it (one
+/// `#[tool_router]` impl block per toolset module).
 #[derive(Debug)]
 pub struct Coda {
     pub client: CodaClient,

@@ -27,7 +27,6 @@ use super::{
 use crate::client::{ApiRequest, CodaError};
 use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
-use crate::server::CodaServer;
 
 /// Pages whose content `coda_search_pages` reads at the same time.
 const SEARCH_CONCURRENCY: usize = 4;
@@ -581,7 +580,7 @@ async fn search_one(
 }
 
 #[tool_router(router = pages_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// List a doc's pages (id, name, parent, children, contentType). Paged: pass nextPageToken back as pageToken, or fetchAll.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -589,7 +588,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_pages(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListPagesParams| async move {
             let d = doc_id(&p.doc_id)?;
             c.list_reply(ApiRequest::get(&["docs", &d, "pages"]), &p.page)
@@ -605,7 +604,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: PageRefParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -622,7 +621,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_create_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: CreatePageParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("name", &p.name)?;
@@ -656,7 +655,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_update_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: UpdatePageParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -695,7 +694,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_rename_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: RenamePageParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -719,7 +718,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_delete_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: WritePageRefParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -736,7 +735,7 @@ impl CodaServer {
         output_schema = output::<PageContentOutput>()
     )]
     async fn coda_get_page_content(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: GetPageContentParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -775,7 +774,7 @@ impl CodaServer {
         output_schema = output::<PageContentOutput>()
     )]
     async fn coda_peek_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: PeekPageParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -841,7 +840,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListPageContentParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -862,7 +861,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ContentWriteParams| async move {
             if p.dry_run {
                 let d = doc_id(&p.doc_id)?;
@@ -900,7 +899,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ContentWriteParams| async move {
             if p.dry_run {
                 return Err(ToolError::arg(
@@ -923,7 +922,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ContentWriteParams| async move {
             if p.dry_run {
                 return Err(ToolError::arg(
@@ -946,7 +945,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DeletePageContentParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -978,7 +977,7 @@ impl CodaServer {
         output_schema = output::<DuplicateOutput>()
     )]
     async fn coda_duplicate_page(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DuplicatePageParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("pageIdOrName", &p.page_id_or_name)?;
@@ -1022,7 +1021,7 @@ impl CodaServer {
         output_schema = output::<SearchPagesOutput>()
     )]
     async fn coda_search_pages(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: SearchPagesParams| async move {
             let d = doc_id(&p.doc_id)?;
             let needle = p.query.to_lowercase();

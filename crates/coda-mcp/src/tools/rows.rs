@@ -24,7 +24,6 @@ use crate::call;
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
-use crate::server::CodaServer;
 
 /// Coda's limit for one row edit, in its own size measure.
 pub const MAX_ROW_BYTES: usize = 85 * 1024;
@@ -687,7 +686,7 @@ fn value_format(v: Option<ValueFormat>) -> Option<&'static str> {
 }
 
 #[tool_router(router = rows_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// List rows of a table or view: id, name and values (columns keeps some values; fullRows for Coda's whole objects). Filter with `filter` {column, value} (exact match) or a raw `query` (syntax: resource coda://guide/rows). useColumnNames keys values by name. Paged: limit, pageToken → nextPageToken, or fetchAll; large results stop at a size budget with nextPageToken.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -695,7 +694,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_rows(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListRowsParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -738,7 +737,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_row(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: GetRowParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -765,7 +764,7 @@ impl CodaServer {
         output_schema = output::<RowsWriteOutput>()
     )]
     async fn coda_create_rows(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: CreateRowsParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -794,7 +793,7 @@ impl CodaServer {
         output_schema = output::<RowsWriteOutput>()
     )]
     async fn coda_upsert_rows(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: UpsertRowsParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -828,7 +827,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_update_row(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: UpdateRowParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -878,7 +877,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_delete_row(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: RowRefParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -907,7 +906,7 @@ impl CodaServer {
         output_schema = output::<DeleteRowsOutput>()
     )]
     async fn coda_delete_rows(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DeleteRowsParams| async move {
             let d = doc_id(&p.doc_id)?;
             let t = p.table_id_or_name.as_str();
@@ -980,7 +979,7 @@ impl CodaServer {
         output_schema = output::<BulkUpdateOutput>()
     )]
     async fn coda_bulk_update_rows(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: BulkUpdateParams| async move {
             let d = doc_id(&p.doc_id)?;
             let t = p.table_id_or_name.as_str();
@@ -1092,7 +1091,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_push_button(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: PushButtonParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;

@@ -12,10 +12,9 @@ use serde_json::{Value, json};
 use super::account::NoParams;
 use super::docs::DocParams;
 use super::error::ToolError;
-use super::{ListOutput, MutationOutput, Object, PageArgs, input, output, required, run};
+use super::{Coda, ListOutput, MutationOutput, Object, PageArgs, input, output, required, run};
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
-use crate::server::CodaServer;
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -124,7 +123,7 @@ pub struct TriggerAutomationParams {
 }
 
 #[tool_router(router = sharing_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// Sharing metadata of a doc: whether the token's user can share, and with whom.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -135,7 +134,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
             c.object(ApiRequest::get(&["docs", &d, "acl", "metadata"]))
@@ -151,7 +150,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_permissions(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListPermissionsParams| async move {
             let d = doc_id(&p.doc_id)?;
             c.list_reply(
@@ -173,7 +172,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: SearchPrincipalsParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("query", &p.query)?;
@@ -191,7 +190,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_acl_settings(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
             c.object(ApiRequest::get(&["docs", &d, "acl", "settings"]))
@@ -207,7 +206,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_add_permission(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: AddPermissionParams| async move {
             let d = doc_id(&p.doc_id)?;
             if p.principal.get("type").and_then(Value::as_str).is_none() {
@@ -236,7 +235,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DeletePermissionParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("permissionId", &p.permission_id)?;
@@ -259,7 +258,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: UpdateAclSettingsParams| async move {
             let d = doc_id(&p.doc_id)?;
             let mut body = json!({});
@@ -296,7 +295,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_list_categories(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |_: NoParams| async move {
             c.object(ApiRequest::get(&["categories"])).await
         })
@@ -310,7 +309,7 @@ impl CodaServer {
         output_schema = output::<MutationOutput>()
     )]
     async fn coda_publish_document(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: PublishParams| async move {
             let d = doc_id(&p.doc_id)?;
             let mut body = json!({});
@@ -347,7 +346,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::new(Method::DELETE, &["docs", &d, "publish"]);
@@ -358,7 +357,7 @@ impl CodaServer {
 }
 
 #[tool_router(router = automations_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// Run a webhook-triggered automation rule with an optional JSON payload. Coda answers 422 if the rule is not webhook-triggered or is off.
     #[tool(
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true),
@@ -369,7 +368,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: TriggerAutomationParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("ruleId", &p.rule_id)?;

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    COMPOSITE_CAP, ListOutput, Object, PageArgs, Reply, input, output, required, run, slim_column,
+    COMPOSITE_CAP, Coda, ListOutput, Object, PageArgs, Reply, input, output, required, run,
+    slim_column,
 };
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
-use crate::server::CodaServer;
 
 /// Table or view.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -199,7 +199,7 @@ pub struct SearchTablesOutput {
 }
 
 #[tool_router(router = tables_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// List a doc's tables and views (id grid-…/table-…, name, tableType, parent page). Paged.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -207,7 +207,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_tables(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListTablesParams| async move {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::get(&["docs", &d, "tables"])
@@ -225,7 +225,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_table(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: TableParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -250,7 +250,7 @@ impl CodaServer {
         &self,
         Parameters(a): Parameters<JsonObject>,
     ) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: TableParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -324,7 +324,7 @@ impl CodaServer {
         output_schema = output::<SearchTablesOutput>()
     )]
     async fn coda_search_tables(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: SearchTablesParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("query", &p.query)?;
@@ -359,7 +359,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_columns(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListColumnsParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -383,7 +383,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_column(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ColumnParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
@@ -403,7 +403,7 @@ impl CodaServer {
 }
 
 #[tool_router(router = formulas_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// List a doc's named formulas (id f-…, name). Paged.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -411,7 +411,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_formulas(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListNamedParams| async move {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::get(&["docs", &d, "formulas"])
@@ -428,7 +428,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_formula(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: FormulaParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("formulaIdOrName", &p.formula_id_or_name)?;
@@ -445,7 +445,7 @@ impl CodaServer {
 }
 
 #[tool_router(router = controls_router, vis = "pub(crate)")]
-impl CodaServer {
+impl Coda {
     /// List a doc's controls (sliders, selects, checkboxes, buttons…). Paged.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
@@ -453,7 +453,7 @@ impl CodaServer {
         output_schema = output::<ListOutput>()
     )]
     async fn coda_list_controls(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ListNamedParams| async move {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::get(&["docs", &d, "controls"])
@@ -470,7 +470,7 @@ impl CodaServer {
         output_schema = output::<Object>()
     )]
     async fn coda_get_control(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
-        let c = &self.coda;
+        let c = self;
         run(a, |p: ControlParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("controlIdOrName", &p.control_id_or_name)?;
