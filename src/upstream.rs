@@ -493,19 +493,12 @@ impl Upstream {
     /// for room; a command that cannot be queued is refused (its waiter
     /// hears why).
     async fn command(&self, command: Command) -> Result<(), UpstreamError> {
-        // Room at once is the common case, and needs no timer.
-        let command = match self.commands.try_reserve() {
-            Ok(permit) => {
-                permit.send(command);
-                return Ok(());
-            }
-            Err(mpsc::error::TrySendError::Full(())) => command,
-            Err(mpsc::error::TrySendError::Closed(())) => {
-                let e = UpstreamError::ChildExited("the proxy is stopping".into());
-                command.refuse(&e);
-                return Err(e);
-            }
-        };
+        // Room at once is the common case, and needs no timer (a closed
+        // queue is answered below, as when it closes while waiting).
+        if let Ok(permit) = self.commands.try_reserve() {
+            permit.send(command);
+            return Ok(());
+        }
         let wait = self.write_timeout();
         let e = match tokio::time::timeout(wait, self.commands.reserve()).await {
             Ok(Ok(permit)) => {
