@@ -7,17 +7,18 @@
 //! signal) and `tools.call` (principal, server, tool, outcome, error code,
 //! duration; see [`ToolCall`]). A record
 //! never holds a credential, a header value or tool arguments: callers pass
-//! only the fields named here. A failed write is reported once and never
-//! stops the proxy.
+//! only the fields named here.
+//!
+//! The file is written by a thread of its own ([`LineWriter`]): a slow or
+//! full filesystem never stops the runtime. A record that finds the queue
+//! full, or whose write fails, is dropped, counted (`/health`'s
+//! `audit_records_dropped`) and reported in the log; the proxy goes on.
 
-use std::fs::File;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tracing::{Level, warn};
@@ -25,12 +26,19 @@ use tracing::{Level, warn};
 use crate::auth::principal::Principal;
 use crate::jsonrpc::{Frame, Kind, Message};
 use crate::upstream::AnswerWatch;
+use crate::writer::{LineWriter, Report};
+
+/// Records that may wait for the file's writer thread (about 4 MiB at
+/// 256 bytes a record); beyond it they are dropped and counted.
+const FILE_QUEUE_RECORDS: usize = 16 * 1024;
+
+/// How long the end of a run waits for queued records to reach the file.
+pub const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
 
 /// Where audit records go.
 #[derive(Default)]
 pub struct Audit {
-    file: Option<Mutex<File>>,
-    write_failed: AtomicBool,
+    file: Option<LineWriter>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -48,20 +56,56 @@ impl Audit {
         let file = match path {
             Some(p) => {
                 use std::os::unix::fs::OpenOptionsExt;
-                Some(Mutex::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o600)
-                        .open(p)?,
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(p)?;
+                let mut failed = false;
+                Some(LineWriter::start(
+                    "audit-writer",
+                    FILE_QUEUE_RECORDS,
+                    file,
+                    move |_, report| match report {
+                        Report::Failed(e) if !failed => {
+                            failed = true;
+                            warn!(error = %e, "writing the audit log failed; its records are dropped and counted until a write succeeds");
+                        }
+                        Report::Failed(_) => {}
+                        Report::Dropped { total } => {
+                            failed = false;
+                            warn!(
+                                total,
+                                "audit log records dropped so far (the file was slow or failing)"
+                            );
+                        }
+                    },
                 ))
             }
             None => None,
         };
-        Ok(Audit {
-            file,
-            write_failed: AtomicBool::new(false),
+        Ok(Audit { file })
+    }
+
+    /// Records dropped on the way to the audit file (queue full or a failed
+    /// write).
+    pub fn dropped(&self) -> u64 {
+        self.file.as_ref().map_or(0, LineWriter::dropped)
+    }
+
+    /// Waits up to `within` for queued records to reach the file (at the
+    /// end of a run), on the blocking pool.
+    pub async fn flush(self: &Arc<Self>, within: Duration) {
+        if self.file.is_none() {
+            return;
+        }
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(f) = &me.file {
+                f.flush(within);
+            }
         })
+        .await;
     }
 
     /// Whether records go anywhere (the file, or a log that takes them).
@@ -104,14 +148,8 @@ impl Audit {
             crate::logging::audit_record(&line);
         }
         if let Some(file) = &self.file {
-            let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
             line.push('\n');
-            let r = f.write_all(line.as_bytes());
-            if let Err(e) = r
-                && !self.write_failed.swap(true, Ordering::Relaxed)
-            {
-                warn!(error = %e, "writing the audit log failed; records go to the log only");
-            }
+            file.send(line.into_bytes());
         }
     }
 
@@ -447,6 +485,7 @@ mod tests {
         ToolCall::start(&audit, &who, None, &call)
             .unwrap()
             .answered(&bytes::Bytes::from(big).into());
+        assert!(audit.file.as_ref().unwrap().flush(Duration::from_secs(5)));
         let text = std::fs::read_to_string(&path).unwrap();
         let records: Vec<Value> = text
             .lines()

@@ -79,6 +79,8 @@
 //! - [`logging`]: tracing to stderr, plain or JSON, through a queue that
 //!   never blocks (lines that cannot be written are dropped and counted);
 //!   session-id hashes and rate limits for logs.
+//! - [`writer`]: a thread that writes lines for the log and the audit file,
+//!   fed by a bounded queue that never makes its caller wait.
 
 pub mod audit;
 pub mod auth;
@@ -103,3 +105,4 @@ pub mod tail;
 pub mod trace;
 pub mod upstream;
 pub mod version;
+pub mod writer;

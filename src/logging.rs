@@ -12,8 +12,6 @@
 //! is dropped and counted ([`dropped`]), never waited for, never a panic.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +20,8 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::writer::{LineWriter, Report};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,26 +36,12 @@ pub enum LogFormat {
 /// dropped (about 8 MiB at 1 KiB a line).
 const QUEUE_LINES: usize = 8192;
 
-/// Lines dropped because the queue was full or stderr refused them.
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-
 /// The writer thread's queue (global because the subscriber is).
-static QUEUE: OnceLock<Queue> = OnceLock::new();
-
-struct Queue {
-    tx: SyncSender<Line>,
-    /// Lines queued and not yet written or dropped; [`flush`] waits on it.
-    pending: AtomicU64,
-}
-
-/// One formatted event.
-enum Line {
-    Text(Vec<u8>),
-}
+static QUEUE: OnceLock<LineWriter> = OnceLock::new();
 
 /// Log lines dropped so far (full queue or failed write).
 pub fn dropped() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
+    QUEUE.get().map_or(0, LineWriter::dropped)
 }
 
 /// Installs the global subscriber. `filter` is a level (`info`) or a
@@ -127,7 +113,9 @@ pub fn audit_record(object: &str) {
         }
     }
     line.push('\n');
-    let _ = QueueWriter.write(line.as_bytes());
+    if let Some(q) = QUEUE.get() {
+        q.send(line.into_bytes());
+    }
 }
 
 /// `t` in UTC as RFC 3339 with microseconds (`2026-12-04T05:58:37.962919Z`),
@@ -165,10 +153,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Waits up to `within` for queued lines to reach stderr (before exit).
 pub fn flush(within: Duration) {
-    let Some(q) = QUEUE.get() else { return };
-    let deadline = Instant::now() + within;
-    while q.pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    if let Some(q) = QUEUE.get() {
+        q.flush(within);
     }
 }
 
@@ -180,78 +166,26 @@ struct QueueWriter;
 impl QueueWriter {
     fn start() -> QueueWriter {
         QUEUE.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_LINES);
-            // If the thread cannot start, lines are dropped and counted.
-            let _ = std::thread::Builder::new()
-                .name("log-writer".into())
-                .spawn(move || write_lines(rx));
-            Queue {
-                tx,
-                pending: AtomicU64::new(0),
-            }
+            LineWriter::start(
+                "log-writer",
+                QUEUE_LINES,
+                std::io::stderr(),
+                |stderr, report| {
+                    if let Report::Dropped { total } = report {
+                        let note = format!("(log: {total} lines dropped so far)\n");
+                        let _ = stderr.write_all(note.as_bytes());
+                    }
+                },
+            )
         });
         QueueWriter
     }
 }
 
-/// How long the writer lets lines gather after a write before it waits
-/// again: under load, senders then find it awake and need not wake it (a
-/// futex call and a context switch per line otherwise), and one write
-/// carries many lines. A line waits at most this long beyond the write.
-const GATHER: Duration = Duration::from_millis(2);
-
-/// Bytes written in one call at most (the rest goes in the next); the
-/// writer's buffer never grows much past this.
-const BATCH_BYTES: usize = 64 * 1024;
-
-fn write_lines(rx: Receiver<Line>) {
-    let mut stderr = std::io::stderr();
-    let mut reported = 0;
-    let mut batch = Vec::with_capacity(16 * 1024);
-    while let Ok(Line::Text(line)) = rx.recv() {
-        batch.clear();
-        batch.extend_from_slice(&line);
-        let mut lines = 1u64;
-        while batch.len() < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(Line::Text(line)) => {
-                    batch.extend_from_slice(&line);
-                    lines += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        let ok = stderr.write_all(&batch).is_ok();
-        if !ok {
-            DROPPED.fetch_add(lines, Ordering::Relaxed);
-        } else {
-            let lost = DROPPED.load(Ordering::Relaxed);
-            if lost > reported {
-                let note = format!("(log: {} lines dropped so far)\n", lost);
-                let _ = stderr.write_all(note.as_bytes());
-                reported = lost;
-            }
-        }
-        if let Some(q) = QUEUE.get() {
-            q.pending.fetch_sub(lines, Ordering::Release);
-        }
-        std::thread::sleep(GATHER);
-    }
-}
-
 impl Write for QueueWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let Some(q) = QUEUE.get() else {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-            return Ok(buf.len());
-        };
-        q.pending.fetch_add(1, Ordering::Release);
-        match q.tx.try_send(Line::Text(buf.to_vec())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                q.pending.fetch_sub(1, Ordering::Release);
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(q) = QUEUE.get() {
+            q.send(buf.to_vec());
         }
         // Reported as written either way: the caller must never retry or fail.
         Ok(buf.len())

@@ -93,5 +93,6 @@ pub async fn run_until(
     }
     // An error here means the server task panicked; the children are killed on drop regardless.
     let _ = server.await;
+    app.audit.flush(crate::audit::FLUSH_AT_EXIT).await;
     result
 }

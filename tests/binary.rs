@@ -351,3 +351,69 @@ async fn audit_records_are_flat_json_lines_in_either_log_format() {
         assert_eq!(p.terminate().0, 0);
     }
 }
+
+#[tokio::test]
+async fn an_audit_file_nobody_drains_holds_up_no_request_and_loses_nothing() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("mcp-audit-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("audit.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Held open and not read: once the pipe's 64 KiB are full, every
+    // write to it blocks, as on a stalled filesystem.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let mut p = start(
+        &["--shared", "--audit-log", fifo.to_str().unwrap()],
+        &[&support::example("everything")],
+    );
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.accept = "application/json";
+    c.initialize("2025-11-25", json!({})).await;
+    const CALLS: usize = 1000; // about 200 KiB of records
+    for i in 0..CALLS {
+        let call = c.call(json!(i), "echo", json!({"message": "x"}));
+        let r = tokio::time::timeout(STEP, call)
+            .await
+            .unwrap_or_else(|_| panic!("call {i} waited on the audit file"));
+        assert_eq!(text_of(&r), "x");
+    }
+    let health: serde_json::Value = reqwest::get(format!("{}/health", p.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["audit_records_dropped"], 0, "{health}");
+    // Drained now, the file gets every record.
+    let mut text = Vec::new();
+    let deadline = Instant::now() + STEP;
+    let calls = |t: &[u8]| {
+        String::from_utf8_lossy(t)
+            .lines()
+            .filter(|l| l.contains(r#""event":"tools.call""#))
+            .count()
+    };
+    while calls(&text) < CALLS && Instant::now() < deadline {
+        let mut buf = [0u8; 65536];
+        match reader.read(&mut buf) {
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        calls(&text),
+        CALLS,
+        "every tools.call record reached the file"
+    );
+    assert_eq!(p.terminate().0, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

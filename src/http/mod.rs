@@ -671,6 +671,7 @@ impl App {
             "children": children,
             "replay_bytes": self.replay.used(),
             "log_lines_dropped": crate::logging::dropped(),
+            "audit_records_dropped": self.audit.dropped(),
             "mode": mode,
             "auth": self.auth.config().modes().join("+"),
             "auth_modes": self.auth.config().modes(),

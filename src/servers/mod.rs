@@ -539,6 +539,12 @@ pub async fn run_until(
         v
     };
     futures_util::future::join_all(generations.iter().map(stop_app)).await;
+    futures_util::future::join_all(
+        generations
+            .iter()
+            .map(|g| g.app.audit.flush(crate::audit::FLUSH_AT_EXIT)),
+    )
+    .await;
     // Each child's writer, stderr drain and exit watcher end with it.
     if !set.base.child.children.wait_tasks(grace).await {
         warn!("a child's stdin writer or stderr reader still running after the grace period");

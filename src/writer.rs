@@ -1,0 +1,245 @@
+//! Lines written by a thread of their own: the log's stderr and the audit
+//! file. A caller hands a whole line to a bounded queue and never waits, so
+//! a destination that is slow (a network filesystem), full (a pipe nobody
+//! reads) or broken never stops the proxy's runtime. Beyond the queue, or
+//! when a write fails, lines are dropped and counted, never retried.
+//!
+//! The thread writes what has gathered in one call, then sleeps briefly so
+//! that, under load, senders find it awake (no futex wake-up and context
+//! switch per line) and the next write carries many lines.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+/// How long the thread lets lines gather after a write. A line waits at
+/// most this long beyond the write before it.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Bytes written in one call at most (the rest goes in the next), so the
+/// thread's buffer never grows much past this.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// What the writer thread tells its owner's `report` hook (run on the
+/// writer thread, with the destination, after a write).
+#[derive(Debug)]
+pub enum Report<'a> {
+    /// A write failed; its lines are dropped.
+    Failed(&'a std::io::Error),
+    /// A write succeeded after lines were dropped; `total` so far.
+    Dropped { total: u64 },
+}
+
+/// The sending side. Dropping it lets the thread write what is queued and
+/// end.
+pub struct LineWriter {
+    tx: SyncSender<Vec<u8>>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Lines queued and not yet written or dropped ([`LineWriter::flush`]).
+    pending: AtomicU64,
+    /// Lines dropped: queue full, thread gone, or a failed write.
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for LineWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineWriter")
+            .field("pending", &self.counts.pending.load(Ordering::Relaxed))
+            .field("dropped", &self.counts.dropped.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl LineWriter {
+    /// Starts a thread named `name` that writes to `out`, with room for
+    /// `capacity` lines in its queue. `report` runs on that thread after a
+    /// failed write, and after the first good write that follows drops.
+    /// If the thread cannot start, every line is dropped and counted.
+    pub fn start<W, R>(name: &str, capacity: usize, out: W, report: R) -> LineWriter
+    where
+        W: Write + Send + 'static,
+        R: FnMut(&mut W, Report<'_>) + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let counts = Arc::new(Counts::default());
+        let theirs = counts.clone();
+        let _ = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || write_lines(rx, out, report, &theirs));
+        LineWriter { tx, counts }
+    }
+
+    /// Queues one line (with its newline). Never waits; `false` when the
+    /// line was dropped.
+    pub fn send(&self, line: Vec<u8>) -> bool {
+        self.counts.pending.fetch_add(1, Ordering::Release);
+        match self.tx.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counts.pending.fetch_sub(1, Ordering::Release);
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.counts.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `within` for queued lines to be written (or dropped);
+    /// `true` when none is left. Blocks the calling thread: for the end of
+    /// the program, or from a blocking task.
+    pub fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.counts.pending.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn write_lines<W: Write, R: FnMut(&mut W, Report<'_>)>(
+    rx: Receiver<Vec<u8>>,
+    mut out: W,
+    mut report: R,
+    counts: &Counts,
+) {
+    let mut reported = 0;
+    let mut batch = Vec::with_capacity(16 * 1024);
+    while let Ok(line) = rx.recv() {
+        batch.clear();
+        batch.extend_from_slice(&line);
+        let mut lines = 1u64;
+        while batch.len() < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(line) => {
+                    batch.extend_from_slice(&line);
+                    lines += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        match out.write_all(&batch).and_then(|()| out.flush()) {
+            Err(e) => {
+                counts.dropped.fetch_add(lines, Ordering::Relaxed);
+                report(&mut out, Report::Failed(&e));
+            }
+            Ok(()) => {
+                let total = counts.dropped.load(Ordering::Relaxed);
+                if total > reported {
+                    report(&mut out, Report::Dropped { total });
+                    reported = total;
+                }
+            }
+        }
+        counts.pending.fetch_sub(lines, Ordering::Release);
+        std::thread::sleep(GATHER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A destination that records writes and fails while `fail` is set.
+    #[derive(Clone, Default)]
+    struct Probe {
+        written: Arc<Mutex<Vec<u8>>>,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Write for Probe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("refused"));
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_arrive_in_order_and_flush_waits_for_them() {
+        let probe = Probe::default();
+        let w = LineWriter::start("test-writer", 1024, probe.clone(), |_, _| {});
+        for i in 0..500 {
+            assert!(w.send(format!("{i}\n").into_bytes()));
+        }
+        assert!(w.flush(Duration::from_secs(5)));
+        let text = String::from_utf8(probe.written.lock().unwrap().clone()).unwrap();
+        let got: Vec<usize> = text.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(got, (0..500).collect::<Vec<_>>());
+        assert_eq!(w.dropped(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_without_waiting_and_a_failed_write_is_reported() {
+        // A destination that blocks until released: the queue fills.
+        struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>, Probe);
+        impl Write for Gate {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let (open, cv) = &*self.0;
+                let mut g = open.lock().unwrap();
+                while !*g {
+                    g = cv.wait(g).unwrap();
+                }
+                self.1.write(buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let probe = Probe::default();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let seen = reports.clone();
+        let w = LineWriter::start(
+            "test-writer",
+            4,
+            Gate(gate.clone(), probe.clone()),
+            move |_, r| seen.lock().unwrap().push(format!("{r:?}")),
+        );
+        let started = Instant::now();
+        let sent = (0..100).filter(|_| w.send(b"x\n".to_vec())).count();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "send never waits"
+        );
+        // One line may be in the thread's hands, four in the queue.
+        assert!((4..=5).contains(&sent), "{sent} queued");
+        assert_eq!(w.dropped(), 100 - sent as u64);
+        assert!(!w.flush(Duration::from_millis(50)), "the gate holds them");
+        probe.fail.store(true, Ordering::Relaxed);
+        {
+            let (open, cv) = &*gate;
+            *open.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        assert!(w.flush(Duration::from_secs(5)));
+        assert_eq!(w.dropped(), 100, "failed writes count as dropped");
+        assert!(reports.lock().unwrap()[0].starts_with("Failed"));
+        probe.fail.store(false, Ordering::Relaxed);
+        assert!(w.send(b"y\n".to_vec()));
+        assert!(w.flush(Duration::from_secs(5)));
+        assert_eq!(&probe.written.lock().unwrap()[..], b"y\n");
+        let last = reports.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last, "Dropped { total: 100 }");
+    }
+}
