@@ -1610,10 +1610,10 @@ mod floor {
         Ok(json(StatusCode::OK, out.into_bytes()))
     }
 
-    /// Runs the floor server on a runtime like the proxy's (multi-threaded,
-    /// default worker count) until stdin closes.
+    /// Runs the floor server on a runtime like the proxy's default (one
+    /// thread, `--worker-threads 1`) until stdin closes.
     pub fn serve() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("build tokio runtime");
