@@ -577,9 +577,19 @@ async fn connections_over_the_cap_are_closed_before_authentication() {
         ],
         &[&support::example("everything")],
     );
-    let a = TcpStream::connect(p.addr()).unwrap();
-    let b = TcpStream::connect(p.addr()).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two keep-alive connections, each answered once: both were accepted
+    // (a fixed wait here was not always enough on a loaded machine).
+    let open = || {
+        let mut c = TcpStream::connect(p.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        c
+    };
+    let (a, b) = (open(), open());
     let mut third = TcpStream::connect(p.addr()).unwrap();
     third
         .set_read_timeout(Some(Duration::from_secs(5)))

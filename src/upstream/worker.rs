@@ -67,6 +67,10 @@ const OUTBOX_LINES: usize = 2048;
 /// Lines handed to the pipe in one system call at most.
 const WRITE_BATCH: usize = 64;
 
+/// Commands taken in one turn of the loop at most, so that their lines
+/// share a write while lines from the child still get their turn.
+const COMMAND_BATCH: usize = 32;
+
 /// The child's stdout, line by line.
 pub(super) type Reader = LineReader<ChildStdout>;
 
@@ -302,11 +306,28 @@ impl Worker {
                         }
                     }
                     self.command(c, &mut reader);
+                    // Commands that are already here go in the same turn,
+                    // so their lines share one write to the child.
+                    for _ in 1..COMMAND_BATCH {
+                        let Ok(c) = commands.try_recv() else { break };
+                        while let Ok(t) = tidy.try_recv() {
+                            self.command(t, &mut reader);
+                        }
+                        self.command(c, &mut reader);
+                    }
                 }
                 Step::Line(line) => self.line(line, &mut reader),
                 Step::Wrote(wrote) => self.wrote(wrote),
                 Step::CloseStdin => self.drop_stdin("stdin closed"),
                 Step::Due => self.expire_due(Instant::now()),
+            }
+            // What this turn queued for the child goes now, in one write,
+            // if the pipe has room; otherwise the select waits for room.
+            if !self.outbox.queue.is_empty()
+                && let Some(wrote) =
+                    write_out(self.stdin.as_mut(), &self.outbox.queue).now_or_never()
+            {
+                self.wrote(wrote);
             }
             self.busy.store(
                 self.routes.ports.len() + self.routes.pending.len(),
@@ -641,8 +662,9 @@ impl Worker {
             return Err(UpstreamError::ChildExited("stdin closed".into()));
         };
         let mut line = line;
-        if self.outbox.queue.is_empty() {
-            // Nothing waits ahead of it: try the pipe now (one poll, no wait).
+        if self.outbox.queue.is_empty() && self.outbox.stalled {
+            // The child stopped reading a while ago: the line goes now if
+            // the pipe has room (one poll, no wait), or fails at once.
             match stdin.write(&line).now_or_never() {
                 Some(Ok(n)) if n == line.len() => {
                     self.outbox.stalled = false;
