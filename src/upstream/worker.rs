@@ -284,8 +284,19 @@ impl Worker {
     ) {
         let mut reader = None;
         self.take_child(io, ended, &mut reader);
+        // One timer for every deadline. It need only fire no later than the
+        // soonest one: firing early finds nothing due and costs a turn, so
+        // it is moved only to an earlier instant (not once per request and
+        // answer, which would register a timer twice per call).
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
+        let mut armed: Option<Instant> = None;
         loop {
-            let next = self.next_deadline();
+            if let Some(at) = self.next_deadline()
+                && armed.is_none_or(|a| a > at)
+            {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+            }
             let step = tokio::select! {
                 _ = self.cancel.cancelled() => Step::Stop,
                 c = tidy.recv() => c.map_or(Step::Stop, |c| Step::Command(c, false)),
@@ -293,7 +304,10 @@ impl Worker {
                 line = next_line(&mut reader) => Step::Line(line),
                 wrote = write_out(self.stdin.as_mut(), &self.outbox.queue), if !self.outbox.queue.is_empty() => Step::Wrote(wrote),
                 _ = self.close_stdin.cancelled(), if self.stdin.is_some() => Step::CloseStdin,
-                _ = sleep_until(next), if next.is_some() => Step::Due,
+                _ = timer.as_mut(), if armed.is_some() => {
+                    armed = None;
+                    Step::Due
+                }
             };
             match step {
                 Step::Stop => break,
@@ -1243,11 +1257,4 @@ async fn write_out(
         .map(|q| std::io::IoSlice::new(&q.line))
         .collect();
     stdin.write_vectored(&slices).await
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
