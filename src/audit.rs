@@ -28,9 +28,11 @@ use crate::jsonrpc::{Frame, Kind, Message};
 use crate::upstream::AnswerWatch;
 use crate::writer::{LineWriter, Report};
 
-/// Records that may wait for the file's writer thread (about 4 MiB at
-/// 256 bytes a record); beyond it they are dropped and counted.
+/// Records that may wait for the file's writer thread, in number and in
+/// bytes (a record is about 256 bytes); beyond either they are dropped and
+/// counted.
 const FILE_QUEUE_RECORDS: usize = 16 * 1024;
+const FILE_QUEUE_BYTES: usize = 8 << 20;
 
 /// How long the end of a run waits for queued records to reach the file.
 pub const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
@@ -65,6 +67,7 @@ impl Audit {
                 Some(LineWriter::start(
                     "audit-writer",
                     FILE_QUEUE_RECORDS,
+                    FILE_QUEUE_BYTES,
                     file,
                     move |_, report| match report {
                         Report::Failed(e) if !failed => {

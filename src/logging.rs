@@ -32,9 +32,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Formatted lines that may wait for the writer thread; beyond it they are
-/// dropped (about 8 MiB at 1 KiB a line).
+/// Formatted lines that may wait for the writer thread, in number and in
+/// bytes; beyond either they are dropped and counted.
 const QUEUE_LINES: usize = 8192;
+const QUEUE_BYTES: usize = 8 << 20;
 
 /// The writer thread's queue (global because the subscriber is).
 static QUEUE: OnceLock<LineWriter> = OnceLock::new();
@@ -169,6 +170,7 @@ impl QueueWriter {
             LineWriter::start(
                 "log-writer",
                 QUEUE_LINES,
+                QUEUE_BYTES,
                 std::io::stderr(),
                 |stderr, report| {
                     if let Report::Dropped { total } = report {

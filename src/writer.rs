@@ -1,5 +1,6 @@
 //! Lines written by a thread of their own: the log's stderr and the audit
-//! file. A caller hands a whole line to a bounded queue and never waits, so
+//! file. A caller hands a whole line to a queue bounded in lines and in
+//! bytes and never waits, so
 //! a destination that is slow (a network filesystem), full (a pipe nobody
 //! reads) or broken never stops the proxy's runtime. Beyond the queue, or
 //! when a write fails, lines are dropped and counted, never retried.
@@ -37,12 +38,15 @@ pub enum Report<'a> {
 pub struct LineWriter {
     tx: SyncSender<Vec<u8>>,
     counts: Arc<Counts>,
+    max_bytes: u64,
 }
 
 #[derive(Default)]
 struct Counts {
     /// Lines queued and not yet written or dropped ([`LineWriter::flush`]).
     pending: AtomicU64,
+    /// Their bytes.
+    pending_bytes: AtomicU64,
     /// Lines dropped: queue full, thread gone, or a failed write.
     dropped: AtomicU64,
 }
@@ -58,31 +62,45 @@ impl std::fmt::Debug for LineWriter {
 
 impl LineWriter {
     /// Starts a thread named `name` that writes to `out`, with room for
-    /// `capacity` lines in its queue. `report` runs on that thread after a
-    /// failed write, and after the first good write that follows drops.
-    /// If the thread cannot start, every line is dropped and counted.
-    pub fn start<W, R>(name: &str, capacity: usize, out: W, report: R) -> LineWriter
+    /// `lines` lines of `bytes` bytes in all in its queue. `report` runs on
+    /// that thread after a failed write, and after the first good write
+    /// that follows drops. If the thread cannot start, every line is
+    /// dropped and counted.
+    pub fn start<W, R>(name: &str, lines: usize, bytes: usize, out: W, report: R) -> LineWriter
     where
         W: Write + Send + 'static,
         R: FnMut(&mut W, Report<'_>) + Send + 'static,
     {
-        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let (tx, rx) = std::sync::mpsc::sync_channel(lines);
         let counts = Arc::new(Counts::default());
         let theirs = counts.clone();
         let _ = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || write_lines(rx, out, report, &theirs));
-        LineWriter { tx, counts }
+        LineWriter {
+            tx,
+            counts,
+            max_bytes: bytes as u64,
+        }
     }
 
     /// Queues one line (with its newline). Never waits; `false` when the
     /// line was dropped.
     pub fn send(&self, line: Vec<u8>) -> bool {
+        let len = line.len() as u64;
+        let queued = self.counts.pending_bytes.fetch_add(len, Ordering::Relaxed);
+        // An empty queue takes any one line, so no line is too long to go.
+        if queued > 0 && queued + len > self.max_bytes {
+            self.counts.pending_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         self.counts.pending.fetch_add(1, Ordering::Release);
         match self.tx.try_send(line) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counts.pending.fetch_sub(1, Ordering::Release);
+                self.counts.pending_bytes.fetch_sub(len, Ordering::Relaxed);
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -122,6 +140,7 @@ fn write_lines<W: Write, R: FnMut(&mut W, Report<'_>)>(
     while let Ok(line) = rx.recv() {
         batch.clear();
         batch.extend_from_slice(&line);
+        drop(line);
         let mut lines = 1u64;
         while batch.len() < BATCH_BYTES {
             match rx.try_recv() {
@@ -132,6 +151,10 @@ fn write_lines<W: Write, R: FnMut(&mut W, Report<'_>)>(
                 Err(_) => break,
             }
         }
+        // Out of the queue now: its room is free while the write waits.
+        counts
+            .pending_bytes
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
         match out.write_all(&batch).and_then(|()| out.flush()) {
             Err(e) => {
                 counts.dropped.fetch_add(lines, Ordering::Relaxed);
@@ -178,7 +201,7 @@ mod tests {
     #[test]
     fn lines_arrive_in_order_and_flush_waits_for_them() {
         let probe = Probe::default();
-        let w = LineWriter::start("test-writer", 1024, probe.clone(), |_, _| {});
+        let w = LineWriter::start("test-writer", 1024, 1 << 20, probe.clone(), |_, _| {});
         for i in 0..500 {
             assert!(w.send(format!("{i}\n").into_bytes()));
         }
@@ -213,6 +236,7 @@ mod tests {
         let w = LineWriter::start(
             "test-writer",
             4,
+            1 << 20,
             Gate(gate.clone(), probe.clone()),
             move |_, r| seen.lock().unwrap().push(format!("{r:?}")),
         );
@@ -241,5 +265,32 @@ mod tests {
         assert_eq!(&probe.written.lock().unwrap()[..], b"y\n");
         let last = reports.lock().unwrap().last().cloned().unwrap();
         assert_eq!(last, "Dropped { total: 100 }");
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_takes_one_long_line_when_empty() {
+        // A destination that never takes anything: what is queued stays.
+        struct Stuck;
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_secs(3600));
+                Ok(0)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let w = LineWriter::start("test-writer", 1000, 1000, Stuck, |_, _| {});
+        // The first line is over the byte budget alone and still goes (the
+        // thread takes it and is stuck writing it, so its room is free).
+        assert!(w.send(vec![b'x'; 5000]));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.counts.pending_bytes.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "the thread took the line");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let sent = (0..100).filter(|_| w.send(vec![b'y'; 100])).count();
+        assert_eq!(sent, 10, "1000 bytes of 100-byte lines");
+        assert_eq!(w.dropped(), 90);
     }
 }
