@@ -1070,10 +1070,12 @@ fn now_rfc3339() -> String {
 ///   JSON), then answers `emitted`.
 /// - `misbehave_huge_line {bytes, newline_after_ms}`: writes `bytes` bytes
 ///   with no newline, ends the line `newline_after_ms` later, then answers.
-/// - `misbehave_slow_answer {bytes, pause_ms, then}`: writes the first
-///   half of a text result of `bytes` bytes, pauses, then by `then`:
-///   `"end"` writes the rest; `"exit"` exits in the middle of the line;
-///   `"stall"` never writes the rest (and goes on serving).
+/// - `misbehave_slow_answer {bytes, pause_ms, then, id_last, end_id}`:
+///   writes the first half of a text result of `bytes` bytes, pauses, then
+///   by `then`: `"end"` writes the rest; `"exit"` exits in the middle of
+///   the line; `"stall"` never writes the rest (and goes on serving). With
+///   `id_last` the id comes after the result, as the TypeScript SDK writes
+///   it, and is `end_id` if given.
 /// - `misbehave_flood {count, bytes}`: `count` log notifications of about
 ///   `bytes` bytes each, then the answer.
 /// - `misbehave_stop_reading {pings}`: answers `stopped`, writes `pings`
@@ -1146,9 +1148,23 @@ mod misbehave {
                     .and_then(Value::as_str)
                     .unwrap_or("end")
                     .to_string();
-                let mut head = format!(
-                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":""#
-                )
+                // The TypeScript SDK's order: the id after the result,
+                // optionally another id than the request's.
+                let id_last = params
+                    .pointer("/arguments/id_last")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let end_id = params
+                    .pointer("/arguments/end_id")
+                    .cloned()
+                    .unwrap_or_else(|| id.clone());
+                let mut head = if id_last {
+                    r#"{"result":{"content":[{"type":"text","text":""#.to_string()
+                } else {
+                    format!(
+                        r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":""#
+                    )
+                }
                 .into_bytes();
                 head.resize(head.len() + bytes / 2, b'a');
                 server.send(Out::Line(head)).await;
@@ -1158,7 +1174,14 @@ mod misbehave {
                     "stall" => {}
                     _ => {
                         let mut rest = vec![b'b'; bytes - bytes / 2];
-                        rest.extend_from_slice(b"\"}]}}\n");
+                        if id_last {
+                            rest.extend_from_slice(
+                                format!("\"}}]}},\"jsonrpc\":\"2.0\",\"id\":{end_id}}}\n")
+                                    .as_bytes(),
+                            );
+                        } else {
+                            rest.extend_from_slice(b"\"}]}}\n");
+                        }
                         server.send(Out::Line(rest)).await;
                     }
                 }

@@ -581,7 +581,10 @@ impl Message {
         client_id: &[u8],
         fields: Option<&[u8]>,
     ) -> Message {
-        let mut edits = vec![(at.id.clone(), Bytes::copy_from_slice(client_id))];
+        let mut edits = Vec::with_capacity(2);
+        if let Some(id) = &at.id {
+            edits.push((id.clone(), Bytes::copy_from_slice(client_id)));
+        }
         if let Some(edit) = fields.and_then(|f| fields_at_front(head, at.result, f)) {
             edits.push(edit);
         }
@@ -959,8 +962,9 @@ fn fields_at_front(bytes: &[u8], start: usize, fields: &[u8]) -> Option<(Range<u
 /// What the head of a long answer shows (see [`result_head`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultHead {
-    /// Where its id is.
-    pub id: Range<usize>,
+    /// Where its id is; `None` when it comes after the result (as the
+    /// TypeScript SDK writes it), see [`trailing_id`].
+    pub id: Option<Range<usize>>,
     /// Where its result value starts.
     pub result: usize,
 }
@@ -980,9 +984,10 @@ impl ResultHead {
 /// Where the id and the result sit in the head of a long answer: when the
 /// head is a JSON object whose members before `"result"` are only `"id"`
 /// (a number) and `"jsonrpc"`, in either order, with any whitespace, as
-/// every SDK writes a result. Anything else (an error, a method, another
-/// member first, an escape in a key, a head that ends too soon): `None`,
-/// and the line is read whole.
+/// every SDK writes a result; the id may also be missing there (it comes
+/// after the result, see [`trailing_id`]). Anything else (an error, a
+/// method, another member first, an escape in a key, a head that ends too
+/// soon): `None`, and the line is read whole.
 pub fn result_head(head: &[u8]) -> Option<ResultHead> {
     let ws = |mut i: usize| {
         while head.get(i).is_some_and(u8::is_ascii_whitespace) {
@@ -1015,7 +1020,7 @@ pub fn result_head(head: &[u8]) -> Option<ResultHead> {
         i = match key {
             b"result" => {
                 return Some(ResultHead {
-                    id: id?,
+                    id,
                     result: (value < head.len()).then_some(value)?,
                 });
             }
@@ -1040,6 +1045,63 @@ pub fn result_head(head: &[u8]) -> Option<ResultHead> {
         if head.get(i) != Some(&b',') {
             return None;
         }
+    }
+}
+
+/// Where the id sits in the end of an answer whose id came after its
+/// result (`{"result":…,"jsonrpc":"2.0","id":7}`): `end` is the line's last
+/// bytes, and the id (a number) must be the object's last member, or the
+/// last but `"jsonrpc"`. Anything else: `None`.
+pub fn trailing_id(end: &[u8]) -> Option<Range<usize>> {
+    let ws = |mut i: usize| {
+        while i > 0 && end[i - 1].is_ascii_whitespace() {
+            i -= 1;
+        }
+        i
+    };
+    // A string without escapes ending just before `i`: where it starts.
+    let plain = |i: usize| {
+        if i == 0 || end[i - 1] != b'"' {
+            return None;
+        }
+        let at = memchr::memrchr2(b'"', b'\\', &end[..i - 1])?;
+        (end[at] == b'"').then_some(at)
+    };
+    let mut i = ws(end.len());
+    if i == 0 || end[i - 1] != b'}' {
+        return None;
+    }
+    let mut version = false;
+    i -= 1;
+    loop {
+        i = ws(i);
+        let value_end = i;
+        let digits = end[..i]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let value_start = if digits > 0 { i - digits } else { plain(i)? };
+        i = ws(value_start);
+        if i == 0 || end[i - 1] != b':' {
+            return None;
+        }
+        let key_end = ws(i - 1);
+        let key_start = plain(key_end)?;
+        match &end[key_start + 1..key_end - 1] {
+            b"id" if digits > 0 => {
+                // Another member (the result) comes before it.
+                let before = ws(key_start);
+                return (before > 0 && end[before - 1] == b',').then_some(value_start..value_end);
+            }
+            b"jsonrpc" if digits == 0 && !version => version = true,
+            _ => return None,
+        }
+        i = ws(key_start);
+        if i == 0 || end[i - 1] != b',' {
+            return None;
+        }
+        i -= 1;
     }
 }
 
@@ -1349,7 +1411,7 @@ mod tests {
     #[test]
     fn the_head_of_a_result_shows_its_numeric_id() {
         fn id(head: &str) -> Option<&str> {
-            result_head(head.as_bytes()).map(|r| &head[r.id])
+            result_head(head.as_bytes()).and_then(|r| r.id.map(|id| &head[id]))
         }
         assert_eq!(
             id(r#"{"jsonrpc":"2.0","id":7,"result":{"content":["#),
@@ -1363,7 +1425,6 @@ mod tests {
         for not in [
             r#"{"jsonrpc":"2.0","method":"x","id":1,"result":"#,
             r#"{"jsonrpc":"2.0","id":"a","result":"#,
-            r#"{"result":{"x":1},"id":1}"#,
             r#"{"jsonrpc":"2.0","error":{},"id":1}"#,
             r#"{"jsonrpc":"2.0","id":7"#,
             r#"{"jsonrpc":"2.0","id":7,"res"#,
@@ -1373,6 +1434,45 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":-1,"result":"#,
             r#"["jsonrpc"]"#,
             "",
+        ] {
+            assert_eq!(id(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn an_answer_may_name_its_id_after_the_result() {
+        // The head: a result with no id before it.
+        for head in [
+            r#"{"result":{"content":["#,
+            r#" { "jsonrpc" : "2.0" , "result" : ["#,
+        ] {
+            let at = result_head(head.as_bytes()).expect(head);
+            assert_eq!(at.id, None, "{head}");
+        }
+        // The end: the id as the last member, or before "jsonrpc".
+        fn id(end: &str) -> Option<&str> {
+            trailing_id(end.as_bytes()).map(|r| &end[r])
+        }
+        assert_eq!(id(r#"xx"}]},"jsonrpc":"2.0","id":17}"#), Some("17"));
+        assert_eq!(
+            id("xx\"}]} , \"id\" : 3 , \"jsonrpc\":\"2.0\" }\n"),
+            Some("3")
+        );
+        assert_eq!(id(r#"x"},"id":5}"#), Some("5"));
+        for not in [
+            // The id inside the result, not the answer's own.
+            r#"{"x":{"id":5}}"#,
+            r#"{"x":1,"id":5}}"#,
+            // Not a number, or not a member.
+            r#"x"},"id":"5"}"#,
+            r#"x"},"id":-5}"#,
+            r#"x"},"ids":5}"#,
+            r#"x"},"i\u0064":5}"#,
+            r#"x"},"id":5"#,
+            r#"{"id":5}"#,
+            r#"x"},"jsonrpc":"2.0"}"#,
+            "",
+            "}",
         ] {
             assert_eq!(id(not), None, "{not}");
         }

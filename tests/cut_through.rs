@@ -325,3 +325,137 @@ async fn a_long_answer_left_midway_then_over_the_cap_fails_no_other_request() {
     assert!(other.get("result").is_some(), "{other}");
     proxy.stop().await;
 }
+
+// ---- answers whose id comes after the result (the TypeScript SDK's order) ----
+
+/// `body` (a `misbehave_slow_answer` call) answered with the id last, and
+/// that id replaced by `end_id` if given.
+fn id_last(mut body: Value, end_id: Option<Value>) -> Value {
+    body["params"]["arguments"]["id_last"] = json!(true);
+    if let Some(end_id) = end_id {
+        body["params"]["arguments"]["end_id"] = end_id;
+    }
+    body
+}
+
+#[tokio::test]
+async fn an_answer_with_its_id_last_goes_on_as_it_arrives_when_it_is_alone_in_flight() {
+    for mode in [&[][..], &["--shared"][..]] {
+        let proxy = Proxy::start(mode).await;
+        // A JSON body.
+        let c = json_session(&proxy).await;
+        let started = Instant::now();
+        let resp = c
+            .post(&id_last(
+                slow_answer(json!("big"), 1 << 20, 1500, "end"),
+                None,
+            ))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let (first, body) = read_body(resp, started).await;
+        let first = first.expect("a body");
+        assert!(
+            first < Duration::from_millis(1200),
+            "{mode:?}: first bytes after {first:?}"
+        );
+        let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        assert_eq!(answer["id"], "big", "{mode:?}");
+        let text = text_of(&answer);
+        assert_eq!(text.len(), 1 << 20);
+        assert!(text.starts_with('a') && text.ends_with('b'));
+        // An SSE stream.
+        let mut s = Client::new(&proxy.mcp());
+        s.initialize("2025-11-25", json!({})).await;
+        let resp = s
+            .post(&id_last(
+                slow_answer(json!("sse"), 1 << 20, 1500, "end"),
+                None,
+            ))
+            .await;
+        let (first, body) = read_body(resp, Instant::now()).await;
+        assert!(first.is_some_and(|f| f < Duration::from_millis(1200)));
+        let events = parse_events(&String::from_utf8(body.unwrap()).unwrap());
+        let answer: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
+        assert_eq!(answer["id"], "sse", "{mode:?}");
+        assert_eq!(text_of(&answer).len(), 1 << 20);
+        let echo = c.call(json!(2), "echo", json!({"message":"after"})).await;
+        assert_eq!(echo["result"]["content"][0]["text"], "after", "{mode:?}");
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_answer_with_its_id_last_that_names_another_request_fails_instead() {
+    let proxy = Proxy::start(&[]).await;
+    let c = json_session(&proxy).await;
+    let body = id_last(
+        slow_answer(json!(1), 1 << 20, 300, "end"),
+        Some(json!(987654)),
+    );
+    let broke = tokio::time::timeout(Duration::from_secs(10), async {
+        broke_off(send(&c, &body).await).await
+    })
+    .await
+    .expect("the body ends within 10 s");
+    assert!(broke, "another request's answer must not reach this client");
+    let echo = c.call(json!(2), "echo", json!({"message":"after"})).await;
+    assert_eq!(echo["result"]["content"][0]["text"], "after");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn answers_with_their_id_last_are_read_whole_when_another_could_be_theirs() {
+    // Two in flight (a call that sleeps, and the long answer): the long
+    // answer is not guessed to be either's; it arrives whole and right.
+    let proxy = Proxy::start(&["--shared"]).await;
+    let a = json_session(&proxy).await;
+    let b = json_session(&proxy).await;
+    let sleeping = {
+        let a = a.sibling("application/json");
+        tokio::spawn(async move { a.call(json!(8), "sleep", json!({"ms": 3000})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let resp = b
+        .post(&id_last(
+            slow_answer(json!("b"), 1 << 20, 1500, "end"),
+            None,
+        ))
+        .await;
+    let (first, body) = read_body(resp, started).await;
+    assert!(
+        first.is_some_and(|f| f >= Duration::from_millis(1400)),
+        "read whole, so nothing before the child's pause ended: {first:?}"
+    );
+    let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(answer["id"], "b");
+    assert_eq!(text_of(&answer).len(), 1 << 20);
+    assert!(sleeping.await.unwrap()["result"].is_object());
+    // Alone in flight, but just after a request was cancelled (whose late
+    // answer this could be): read whole too.
+    let waiting = {
+        let a = a.sibling("application/json");
+        tokio::spawn(async move { a.call(json!(9), "sleep", json!({"ms": 3000})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = a
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}))
+        .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(waiting.await.unwrap()["error"]["code"], -32800);
+    let started = Instant::now();
+    let resp = b
+        .post(&id_last(
+            slow_answer(json!("c"), 1 << 20, 1500, "end"),
+            None,
+        ))
+        .await;
+    let (first, body) = read_body(resp, started).await;
+    assert!(
+        first.is_some_and(|f| f >= Duration::from_millis(1400)),
+        "{first:?}"
+    );
+    let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(answer["id"], "c");
+    proxy.stop().await;
+}

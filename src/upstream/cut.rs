@@ -1,12 +1,27 @@
 //! The long answer the worker is passing on as the child writes it
 //! (cut-through, see `crate::tail`): where its pieces go, a JSON body's
 //! tail or an SSE stream, and until when the client waits for its end.
+//!
+//! An answer whose id comes after its result (the TypeScript SDK's order)
+//! was taken for the one request in flight; its last bytes are held back
+//! until the line ends, and go on re-addressed only if the id there is
+//! that request's. Otherwise the answer fails: its client never gets
+//! another request's answer under its own id.
 
-use bytes::Bytes;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
+use tracing::warn;
 
+use super::routes::parse_proxy_id;
 use super::sink::Sink;
+use crate::jsonrpc;
 use crate::tail::{TailError, TailSender};
+
+/// Bytes held back from the end of an answer whose id comes last: room for
+/// `,"jsonrpc":"2.0","id":<20 digits>}` and whitespace.
+const HELD_BYTES: usize = 256;
 
 /// Where the pieces of a long answer go.
 pub(super) enum To {
@@ -22,6 +37,47 @@ pub(super) struct Cut {
     to: Option<To>,
     /// The request's `--request-timeout`: past it the answer fails.
     pub(super) deadline: Option<Instant>,
+    /// Set when the id comes at the end.
+    id_at_end: Option<IdAtEnd>,
+}
+
+/// The id an answer must end with, and the bytes held back until it does.
+struct IdAtEnd {
+    expect: u64,
+    client_id: Bytes,
+    held: BytesMut,
+}
+
+impl IdAtEnd {
+    /// Takes `piece` in and gives back what may go now: all but the last
+    /// [`HELD_BYTES`] seen so far (two slices, so a long piece is not
+    /// copied).
+    fn hold(&mut self, piece: Bytes) -> [Option<Bytes>; 2] {
+        if piece.len() >= HELD_BYTES {
+            let older = (!self.held.is_empty()).then(|| self.held.split().freeze());
+            let cut = piece.len() - HELD_BYTES;
+            self.held.extend_from_slice(&piece[cut..]);
+            [older, (cut > 0).then(|| piece.slice(..cut))]
+        } else {
+            self.held.extend_from_slice(&piece);
+            let over = self.held.len().saturating_sub(HELD_BYTES);
+            [(over > 0).then(|| self.held.split_to(over).freeze()), None]
+        }
+    }
+
+    /// The held end, re-addressed, if its id is the expected one.
+    fn readdress(self) -> Option<Bytes> {
+        let end = self.held.freeze();
+        let Range { start, end: stop } = jsonrpc::trailing_id(&end)?;
+        if parse_proxy_id(&end[start..stop]) != Some(self.expect) {
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(end.len() + self.client_id.len());
+        out.extend_from_slice(&end[..start]);
+        out.extend_from_slice(&self.client_id);
+        out.extend_from_slice(&end[stop..]);
+        Some(out.freeze())
+    }
 }
 
 impl Cut {
@@ -29,11 +85,34 @@ impl Cut {
         Cut {
             to: Some(to),
             deadline,
+            id_at_end: None,
         }
     }
 
+    /// The answer names its id only at its end: it must be `expect` (the
+    /// proxy's id), which goes back as `client_id`.
+    pub(super) fn with_id_at_end(mut self, expect: u64, client_id: &[u8]) -> Cut {
+        self.id_at_end = Some(IdAtEnd {
+            expect,
+            client_id: Bytes::copy_from_slice(client_id),
+            held: BytesMut::with_capacity(2 * HELD_BYTES),
+        });
+        self
+    }
+
     /// Passes a piece on (to nobody, once its client is gone).
-    pub(super) fn piece(&self, piece: Bytes) {
+    pub(super) fn piece(&mut self, piece: Bytes) {
+        match &mut self.id_at_end {
+            None => self.send(piece),
+            Some(end) => {
+                for piece in end.hold(piece).into_iter().flatten() {
+                    self.send(piece);
+                }
+            }
+        }
+    }
+
+    fn send(&self, piece: Bytes) {
         match &self.to {
             Some(To::Body(tail)) => {
                 tail.send(piece);
@@ -45,6 +124,23 @@ impl Cut {
 
     /// The answer ended with `last`.
     pub(super) fn finish(mut self, last: Bytes) {
+        let last = match self.id_at_end.take() {
+            None => last,
+            Some(mut end) => {
+                for piece in end.hold(last).into_iter().flatten() {
+                    self.send(piece);
+                }
+                match end.readdress() {
+                    Some(last) => last,
+                    None => {
+                        warn!(
+                            "a long answer whose id came last was not for the one request in flight; failing that request"
+                        );
+                        return self.fail_with(TailError::Cut);
+                    }
+                }
+            }
+        };
         match self.to.take() {
             Some(To::Body(tail)) => {
                 tail.finish(last);

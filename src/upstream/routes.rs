@@ -125,7 +125,16 @@ pub(super) struct Routes {
     pub(super) parked: HashMap<String, Parked>,
     /// Their deadlines, soonest first.
     pub(super) parked_timers: BTreeSet<(Instant, String)>,
+    /// When a request the child had seen last left the table without its
+    /// answer (cancelled, timed out, its client gone): the child may
+    /// still answer it, so for a while an answer is not guessed to be
+    /// another request's ([`Routes::sole_request`]).
+    pub(super) abandoned_at: Option<Instant>,
 }
+
+/// How long after a request was abandoned its late answer is still
+/// expected more likely than not.
+const LATE_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Routes {
     /// Empty tables; the task table remembers at most `max_tasks` owners.
@@ -230,6 +239,27 @@ impl Routes {
         Some(p)
     }
 
+    /// [`Routes::take`] for a request that ends without its answer.
+    pub(super) fn abandon(&mut self, id: u64) -> Option<Pending> {
+        let p = self.take(id)?;
+        self.abandoned_at = Some(Instant::now());
+        Some(p)
+    }
+
+    /// The one request in flight, when an answer that does not name its
+    /// id up front can only be its own: exactly one is in flight and none
+    /// was abandoned in the last minute (whose late answer this could be).
+    pub(super) fn sole_request(&self) -> Option<u64> {
+        if self.pending.len() != 1
+            || self
+                .abandoned_at
+                .is_some_and(|at| at.elapsed() < LATE_ANSWER_WINDOW)
+        {
+            return None;
+        }
+        self.pending.keys().next().copied()
+    }
+
     /// The proxy id of session `port`'s request `client_id` in flight.
     pub(super) fn proxy_id(&self, port: u64, client_id: &[u8]) -> Option<u64> {
         self.by_client.get(&client_key(port, client_id)).copied()
@@ -276,7 +306,7 @@ impl Routes {
             .map(|(id, _)| *id)
             .collect();
         for id in mine {
-            self.take(id);
+            self.abandon(id);
         }
         self.ports.remove(&port);
         self.server_requests.retain(|_, s| s.port != port);

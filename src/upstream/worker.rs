@@ -434,7 +434,7 @@ impl Worker {
             } => {
                 let id = self.routes.proxy_id(port, &client_id);
                 if let Some(id) = id
-                    && self.routes.take(id).is_some()
+                    && self.routes.abandon(id).is_some()
                 {
                     debug!(
                         request = id,
@@ -445,7 +445,7 @@ impl Worker {
             }
             Command::Answer { port, frame } => self.client_answer(port, *frame),
             Command::Forget(id) => {
-                self.routes.take(id);
+                self.routes.abandon(id);
             }
             Command::MaySee {
                 task,
@@ -542,7 +542,7 @@ impl Worker {
                 // Kept to the line's end even if its client is gone (the
                 // rest then goes nowhere): the line is this request's, and
                 // no other in flight may be taken for it if it passes the cap.
-                if let Some(cut) = &self.cut {
+                if let Some(cut) = &mut self.cut {
                     cut.piece(chunk);
                 }
                 return;
@@ -616,11 +616,21 @@ impl Worker {
     /// A long line without its end yet: when its head shows the result of
     /// a request whose client takes a body of unknown length, the head goes
     /// now and the rest as it arrives (`crate::tail`); else it is read whole.
+    ///
+    /// A head with no id (the TypeScript SDK writes it after the result)
+    /// can only be the answer of the one request in flight, if there is
+    /// exactly one and none was abandoned lately
+    /// ([`Routes::sole_request`]); the id at its end is checked before the
+    /// answer ends (see `cut`). Otherwise it is read whole.
     fn offer(&mut self, reader: &mut Reader) {
         let Some(at) = jsonrpc::result_head(reader.partial()) else {
             return;
         };
-        let Some(id) = parse_proxy_id(&reader.partial()[at.id.clone()]) else {
+        let id = match &at.id {
+            Some(range) => parse_proxy_id(&reader.partial()[range.clone()]),
+            None => self.routes.sole_request(),
+        };
+        let Some(id) = id else {
             return;
         };
         let partial = reader.partial();
@@ -639,10 +649,15 @@ impl Worker {
         let head = reader.stream_line();
         let head = jsonrpc::Message::answer_head(&head, &at, &p.client_id, p.fill.fields());
         debug!(id, "passing a long answer on as it arrives");
-        self.cut = p
-            .reply
-            .respond_in_pieces(head, &p.client_id)
-            .map(|to| Cut::new(to, p.deadline));
+        let id_at_end = at.id.is_none();
+        self.cut = p.reply.respond_in_pieces(head, &p.client_id).map(|to| {
+            let cut = Cut::new(to, p.deadline);
+            if id_at_end {
+                cut.with_id_at_end(id, &p.client_id)
+            } else {
+                cut
+            }
+        });
     }
 
     // ---- writes to the child ----
@@ -805,7 +820,7 @@ impl Worker {
     }
 
     fn expire(&mut self, id: u64) {
-        let Some(p) = self.routes.take(id) else {
+        let Some(p) = self.routes.abandon(id) else {
             return;
         };
         let timeout = self.opts.request_timeout.unwrap_or_default();
@@ -821,7 +836,7 @@ impl Worker {
     }
 
     pub(super) fn fail_pending(&mut self, id: u64, e: &UpstreamError) {
-        if let Some(p) = self.routes.take(id) {
+        if let Some(p) = self.routes.abandon(id) {
             p.reply.fail(&p.client_id, e);
         }
     }
@@ -878,7 +893,7 @@ impl Worker {
             debug!("cancellation of an unknown or finished request ignored");
             return;
         };
-        if let Some(p) = self.routes.take(id) {
+        if let Some(p) = self.routes.abandon(id) {
             match p.reply.unwatched() {
                 // No answer will come: a stream of its own closes, a stream
                 // shared with other requests (legacy, batch) carries on.
@@ -1225,7 +1240,7 @@ impl Worker {
             "the client did not provide the input in time",
             None,
         ));
-        if self.routes.take(parked.call).is_some() {
+        if self.routes.abandon(parked.call).is_some() {
             self.write_control(&cancelled_notification(
                 parked.call,
                 "the client did not provide the input in time",
