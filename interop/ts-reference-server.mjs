@@ -7,7 +7,10 @@
 //
 // Checks what crosses the proxy: tools/list, echo, get-sum (structured),
 // get-tiny-image (base64 image content), a long-running operation with
-// progress notifications, resources/list + resources/read, prompts/list.
+// progress notifications, resources/list + resources/read, prompts/list,
+// and a long answer: this server (the TypeScript SDK) writes the id after
+// the result, which the proxy passes on as it arrives when the call is the
+// only one in flight.
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -26,7 +29,7 @@ const connected = await check(`${S}/initialize`, async () => {
   return true;
 });
 if (!connected) {
-  for (const c of ['tools-list', 'echo', 'get-sum', 'image', 'progress', 'resources', 'prompts']) skipped(`${S}/${c}`, 'initialize failed');
+  for (const c of ['tools-list', 'echo', 'long-answer', 'get-sum', 'image', 'progress', 'resources', 'prompts']) skipped(`${S}/${c}`, 'initialize failed');
   finish();
 }
 
@@ -40,6 +43,13 @@ await check(`${S}/tools-list`, async () => {
 await check(`${S}/echo`, async () => {
   const r = await client.callTool({ name: 'echo', arguments: { message: 'ünïcødé ✓ "quoted"\nnewline' } });
   assert(textOf(r)?.endsWith('ünïcødé ✓ "quoted"\nnewline'), `echo returned ${JSON.stringify(r)}`);
+});
+
+await check(`${S}/long-answer`, async () => {
+  // 300,000 characters: past the proxy's 128 KiB cut-through threshold.
+  const message = 'ü0123456789'.repeat(27273).slice(0, 300000);
+  const r = await client.callTool({ name: 'echo', arguments: { message } });
+  assert(textOf(r)?.endsWith(message), `long echo returned ${JSON.stringify(r).slice(0, 300)}`);
 });
 
 await check(`${S}/get-sum`, async () => {
