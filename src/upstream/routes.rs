@@ -482,6 +482,25 @@ mod tests {
     }
 
     #[test]
+    fn only_a_lone_request_with_no_late_answer_due_may_be_guessed() {
+        let mut r = with_ports(&[1]);
+        assert_eq!(r.sole_request(), None, "nothing in flight");
+        assert!(r.admit(1, pending(1, b"1").0, None).is_ok());
+        assert_eq!(r.sole_request(), Some(1));
+        assert!(r.admit(2, pending(1, b"2").0, None).is_ok());
+        assert_eq!(r.sole_request(), None, "two in flight");
+        // Answered: no late answer can come.
+        assert!(r.take(2).is_some());
+        assert_eq!(r.sole_request(), Some(1));
+        // Abandoned: its late answer could come, so none is guessed.
+        assert!(r.admit(3, pending(1, b"3").0, None).is_ok());
+        assert!(r.abandon(1).is_some());
+        assert_eq!(r.sole_request(), None);
+        r.abandoned_at = Some(Instant::now() - LATE_ANSWER_WINDOW);
+        assert_eq!(r.sole_request(), Some(3), "after the window");
+    }
+
+    #[test]
     fn an_answered_request_leaves_no_index_entry_and_no_timer() {
         let mut r = with_ports(&[1]);
         let at = Instant::now() + std::time::Duration::from_secs(5);
