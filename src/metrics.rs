@@ -283,6 +283,20 @@ pub struct Metrics {
     sessions_open: Gauge,
     slow_consumer_cuts: Counter,
     auth_failures: Family<AuthLabels, Counter>,
+    log_lines_dropped: Counter,
+    audit_records_dropped: Counter,
+}
+
+/// What `/metrics` reads from elsewhere at the time it renders (the
+/// session table and the writers own these numbers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readings {
+    /// Sessions open now.
+    pub sessions_open: usize,
+    /// Log lines dropped so far ([`crate::logging::dropped`]).
+    pub log_lines_dropped: u64,
+    /// Audit records dropped so far on the way to the audit file.
+    pub audit_records_dropped: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -311,8 +325,20 @@ impl Metrics {
             sessions_open: Gauge::default(),
             slow_consumer_cuts: Counter::default(),
             auth_failures: Family::default(),
+            log_lines_dropped: Counter::default(),
+            audit_records_dropped: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr was full or failing",
+            m.log_lines_dropped.clone(),
+        );
+        registry.register(
+            "audit_records_dropped",
+            "Audit records that did not reach --audit-log (its queue was full or a write failed)",
+            m.audit_records_dropped.clone(),
+        );
         registry.register(
             "build",
             "The proxy's version",
@@ -441,10 +467,17 @@ impl Metrics {
         resp.map(|inner| CountingBody { inner, guard }.boxed_unsync())
     }
 
-    /// The Prometheus text of every metric; `sessions_open` is read from
-    /// the caller (the session table is the source of truth).
-    pub fn render(&self, sessions_open: usize) -> String {
-        self.sessions_open.set(sessions_open as i64);
+    /// The Prometheus text of every metric, with `now`'s numbers read
+    /// from their owners by the caller.
+    pub fn render(&self, now: Readings) -> String {
+        self.sessions_open.set(now.sessions_open as i64);
+        // The owners count; these counters catch up (they never go back).
+        for (counter, total) in [
+            (&self.log_lines_dropped, now.log_lines_dropped),
+            (&self.audit_records_dropped, now.audit_records_dropped),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut out = String::new();
         // Invariant: writing to a String cannot fail, and every label value
         // is one of the fixed strings above.
@@ -525,9 +558,15 @@ mod tests {
         m.auth_failure(AuthFailure::Key);
         m.bytes_in(10);
         m.slow_consumer_cut();
-        let text = m.render(3);
+        let text = m.render(Readings {
+            sessions_open: 3,
+            log_lines_dropped: 4,
+            audit_records_dropped: 5,
+        });
         for line in [
             "mcp_proxy_sessions_open 3",
+            "mcp_proxy_log_lines_dropped_total 4",
+            "mcp_proxy_audit_records_dropped_total 5",
             "mcp_proxy_children_alive 1",
             "mcp_proxy_child_spawns_total 2",
             "mcp_proxy_child_spawn_failures_total 1",
@@ -556,13 +595,13 @@ mod tests {
         );
         let resp = m.observe_response(Era::Modern, HttpMethod::Post, Instant::now(), resp);
         assert!(
-            m.render(0)
+            m.render(Readings::default())
                 .lines()
                 .any(|l| l == "mcp_proxy_sse_streams_open 1")
         );
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"hello");
-        let text = m.render(0);
+        let text = m.render(Readings::default());
         assert!(
             text.lines().any(|l| l == "mcp_proxy_sse_streams_open 0"),
             "{text}"

@@ -1093,7 +1093,7 @@ mod tests {
         for i in 0..5 {
             o.send(format!("{{\"n\":{i}}}").as_bytes());
         }
-        let text = metrics.render(0);
+        let text = metrics.render(crate::metrics::Readings::default());
         assert!(
             text.lines()
                 .any(|l| l == "mcp_proxy_slow_consumer_cuts_total 1"),

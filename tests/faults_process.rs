@@ -281,6 +281,19 @@ async fn sigterm_works_and_sessions_serve_when_stderr_is_a_broken_pipe() {
             .await;
         assert_eq!(text_of(&r), "still here");
     }
+    // The lines that failed are counted, and /metrics says so.
+    let addr = p.base.trim_start_matches("http://").to_string();
+    let dropped = || {
+        http_get(&addr, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("mcp_proxy_log_lines_dropped_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(STEP, || dropped() > 0).await,
+        "no dropped log line counted in /metrics"
+    );
     let asked = Instant::now();
     p.signal(Signal::SIGTERM);
     let (code, took) = p.wait_exit(asked, Duration::from_secs(15));

@@ -680,7 +680,11 @@ impl App {
     }
 
     fn metrics_response(&self) -> Response<Body> {
-        let mut r = Response::new(full(self.metrics.render(self.sessions.len())));
+        let mut r = Response::new(full(self.metrics.render(crate::metrics::Readings {
+            sessions_open: self.sessions.len(),
+            log_lines_dropped: crate::logging::dropped(),
+            audit_records_dropped: self.audit.dropped(),
+        })));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
