@@ -28,11 +28,10 @@ use crate::jsonrpc::{Frame, Kind, Message};
 use crate::upstream::AnswerWatch;
 use crate::writer::{LineWriter, Report};
 
-/// Records that may wait for the file's writer thread, in number and in
-/// bytes (a record is about 256 bytes); beyond either they are dropped and
-/// counted.
+/// Records that may wait for the file's writer thread (a record is about
+/// 256 bytes; `--audit-queue-bytes` bounds their bytes); beyond it they are
+/// dropped and counted.
 const FILE_QUEUE_RECORDS: usize = 16 * 1024;
-const FILE_QUEUE_BYTES: usize = 8 << 20;
 
 /// How long the end of a run waits for queued records to reach the file.
 pub const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
@@ -53,8 +52,9 @@ impl std::fmt::Debug for Audit {
 
 impl Audit {
     /// Records to the `audit` tracing target and, if given, to `path`
-    /// (created if missing, appended to, mode 0600).
-    pub fn open(path: Option<&Path>) -> std::io::Result<Audit> {
+    /// (created if missing, appended to, mode 0600), with up to
+    /// `queue_bytes` of records waiting for it.
+    pub fn open(path: Option<&Path>, queue_bytes: usize) -> std::io::Result<Audit> {
         let file = match path {
             Some(p) => {
                 use std::os::unix::fs::OpenOptionsExt;
@@ -67,7 +67,7 @@ impl Audit {
                 Some(LineWriter::start(
                     "audit-writer",
                     FILE_QUEUE_RECORDS,
-                    FILE_QUEUE_BYTES,
+                    queue_bytes,
                     file,
                     move |_, report| match report {
                         Report::Failed(e) if !failed => {
@@ -466,7 +466,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit.log");
         let _ = std::fs::remove_file(&path);
-        let audit = Arc::new(Audit::open(Some(&path)).unwrap());
+        let audit = Arc::new(Audit::open(Some(&path), 1 << 20).unwrap());
         let who = Principal::new(crate::auth::principal::AuthMethod::ApiKey, "alice");
         let frame =
             |s: &'static str| Frame::parse(bytes::Bytes::from_static(s.as_bytes()), true).unwrap();

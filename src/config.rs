@@ -45,6 +45,9 @@ pub const DEFAULT_MAX_QUEUE: usize = 1024;
 /// Bytes of notifications waiting for one SSE consumer before the queue
 /// policy applies (cut off if it can resume, else notifications dropped).
 pub const DEFAULT_MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default `--log-queue-bytes` and `--audit-queue-bytes`.
+pub const DEFAULT_WRITER_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes of messages waiting for a child's stdin (a child that reads
 /// slowly or not at all) before further messages to it fail at once.
 pub const DEFAULT_MAX_CHILD_QUEUE_BYTES: usize = 16 * 1024 * 1024;
@@ -186,6 +189,12 @@ pub struct Args {
     /// also append the audit log (one JSON object per line) to this file
     #[argh(option)]
     pub audit_log: Option<String>,
+    /// bytes of audit records waiting for a slow --audit-log file; past it records are dropped and counted (default 8M)
+    #[argh(option)]
+    pub audit_queue_bytes: Option<String>,
+    /// bytes of log lines waiting for a slow or full stderr; past it lines are dropped and counted (default 8M)
+    #[argh(option)]
+    pub log_queue_bytes: Option<String>,
     /// allow listening beyond loopback without an API key
     #[argh(switch)]
     pub allow_unauthenticated: bool,
@@ -349,6 +358,10 @@ pub struct Config {
     pub max_sessions_per_principal: usize,
     /// `--audit-log`: file the audit records are appended to.
     pub audit_log: Option<PathBuf>,
+    /// Bytes of audit records that may wait for that file.
+    pub audit_queue_bytes: usize,
+    /// Bytes of log lines that may wait for stderr.
+    pub log_queue_bytes: usize,
     /// Extra allowed origins (`*` allows any).
     pub allow_origins: Vec<String>,
     /// Extra allowed Host values.
@@ -925,6 +938,20 @@ impl Config {
             audit_log: r
                 .get("audit-log", &args.audit_log)
                 .map(|(p, _)| PathBuf::from(p)),
+            audit_queue_bytes: r.parsed(
+                "audit-queue-bytes",
+                &args.audit_queue_bytes,
+                DEFAULT_WRITER_QUEUE_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
+            log_queue_bytes: r.parsed(
+                "log-queue-bytes",
+                &args.log_queue_bytes,
+                DEFAULT_WRITER_QUEUE_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
             auth,
             allow_origins: r.list("allow-origin", &args.allow_origin),
             allowed_hosts: r.list("allowed-host", &args.allowed_host),
@@ -1241,6 +1268,8 @@ mod tests {
         assert_eq!(c.oneshot_idle_timeout, DEFAULT_ONESHOT_IDLE_TIMEOUT);
         assert_eq!(c.replica_id, None);
         assert_eq!(c.worker_threads, DEFAULT_WORKER_THREADS);
+        assert_eq!(c.audit_queue_bytes, DEFAULT_WRITER_QUEUE_BYTES);
+        assert_eq!(c.log_queue_bytes, DEFAULT_WRITER_QUEUE_BYTES);
         let c = parse(
             &["--", "s"],
             &[
@@ -1253,10 +1282,18 @@ mod tests {
                 ("MCP_PROXY_REPLICA_ID", "r-1"),
                 ("MCP_PROXY_CHILD_LOG_RATE", "5"),
                 ("MCP_PROXY_WORKER_THREADS", "3"),
+                ("MCP_PROXY_AUDIT_QUEUE_BYTES", "1m"),
+                ("MCP_PROXY_LOG_QUEUE_BYTES", "512k"),
             ],
         )
         .unwrap();
         assert_eq!(c.worker_threads, 3);
+        assert_eq!(c.audit_queue_bytes, 1 << 20);
+        assert_eq!(c.log_queue_bytes, 512 << 10);
+        for flag in ["--audit-queue-bytes", "--log-queue-bytes"] {
+            let e = parse(&[flag, "lots", "--", "s"], &[]).unwrap_err();
+            assert!(e.0.contains(flag), "{}", e.0);
+        }
         for bad in ["-1", "many", "1025"] {
             let e = parse(&["--worker-threads", bad, "--", "s"], &[]).unwrap_err();
             assert!(e.0.contains("--worker-threads"), "{bad}: {}", e.0);

@@ -32,10 +32,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Formatted lines that may wait for the writer thread, in number and in
-/// bytes; beyond either they are dropped and counted.
+/// Formatted lines that may wait for the writer thread (`--log-queue-bytes`
+/// bounds their bytes); beyond it they are dropped and counted.
 const QUEUE_LINES: usize = 8192;
-const QUEUE_BYTES: usize = 8 << 20;
 
 /// The writer thread's queue (global because the subscriber is).
 static QUEUE: OnceLock<LineWriter> = OnceLock::new();
@@ -49,10 +48,10 @@ pub fn dropped() -> u64 {
 /// directive list (`info,mcp_sidecar=debug`): a default level and
 /// per-target levels, without span or field filters (no regex engine in
 /// the binary).
-pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
+pub fn init(format: LogFormat, filter: &str, queue_bytes: usize) -> Result<(), String> {
     let targets: Targets = filter.parse().map_err(|e| format!("--log-level: {e}"))?;
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(QueueWriter::start())
+        .with_writer(QueueWriter::start(queue_bytes))
         .with_ansi(std::io::stderr().is_terminal())
         // Its default reports a failed write with eprintln!, which panics on
         // a broken pipe: the failure is counted instead.
@@ -165,12 +164,12 @@ pub fn flush(within: Duration) {
 struct QueueWriter;
 
 impl QueueWriter {
-    fn start() -> QueueWriter {
+    fn start(queue_bytes: usize) -> QueueWriter {
         QUEUE.get_or_init(|| {
             LineWriter::start(
                 "log-writer",
                 QUEUE_LINES,
-                QUEUE_BYTES,
+                queue_bytes,
                 std::io::stderr(),
                 |stderr, report| {
                     if let Report::Dropped { total } = report {

@@ -417,3 +417,69 @@ async fn an_audit_file_nobody_drains_holds_up_no_request_and_loses_nothing() {
     assert_eq!(p.terminate().0, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn audit_records_past_the_queue_bytes_are_dropped_and_counted() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("mcp-audit-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("audit.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let mut p = start(
+        &[
+            "--shared",
+            "--audit-log",
+            fifo.to_str().unwrap(),
+            "--audit-queue-bytes",
+            "4k",
+        ],
+        &[&support::example("everything")],
+    );
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.accept = "application/json";
+    c.initialize("2025-11-25", json!({})).await;
+    // About 200 KiB of records: more than the pipe's 64 KiB, the 64 KiB the
+    // writer thread holds while its write waits, and the 4 KiB queue.
+    for i in 0..1000 {
+        let call = c.call(json!(i), "echo", json!({"message": "x"}));
+        let r = tokio::time::timeout(STEP, call).await.expect("calls go on");
+        assert_eq!(text_of(&r), "x");
+    }
+    let base = p.base.clone();
+    let dropped = || async {
+        let health: serde_json::Value = reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let metrics = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let counted = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("mcp_proxy_audit_records_dropped_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        (
+            health["audit_records_dropped"].as_u64().unwrap_or(0),
+            counted,
+        )
+    };
+    let (in_health, in_metrics) = dropped().await;
+    assert!(in_health > 0, "no record counted as dropped");
+    assert!(
+        in_metrics.is_some_and(|n| n >= in_health),
+        "{in_metrics:?} in /metrics"
+    );
+    assert_eq!(p.terminate().0, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -111,7 +111,7 @@ fn main() {
     if let Err(e) = child::resolve_program(&config.child) {
         fail(EX_USAGE, &e.to_string());
     }
-    if let Err(e) = logging::init(config.log_format, &config.log_level) {
+    if let Err(e) = logging::init(config.log_format, &config.log_level, config.log_queue_bytes) {
         fail(EX_USAGE, &e);
     }
     let runtime = match runtime(config.worker_threads) {
@@ -183,7 +183,11 @@ mod named {
                 return super::EX_USAGE;
             }
         };
-        if let Err(e) = logging::init(config.base.log_format, &config.base.log_level) {
+        if let Err(e) = logging::init(
+            config.base.log_format,
+            &config.base.log_level,
+            config.base.log_queue_bytes,
+        ) {
             eprintln!("error: {e}");
             return super::EX_USAGE;
         }

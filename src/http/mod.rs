@@ -132,16 +132,18 @@ impl App {
             &config.allowed_hosts,
             config.host.is_loopback(),
         );
-        let audit = Arc::new(Audit::open(config.audit_log.as_deref()).map_err(|e| {
-            format!(
-                "--audit-log: cannot open {}: {e}",
-                config
-                    .audit_log
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new(""))
-                    .display()
-            )
-        })?);
+        let audit = Arc::new(
+            Audit::open(config.audit_log.as_deref(), config.audit_queue_bytes).map_err(|e| {
+                format!(
+                    "--audit-log: cannot open {}: {e}",
+                    config
+                        .audit_log
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display()
+                )
+            })?,
+        );
         let auth = Authenticator::new(config.auth.clone(), &config.path, audit.clone())?;
         if access.allows_any_origin() && !auth.is_enabled() {
             warn!(

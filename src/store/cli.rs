@@ -160,7 +160,11 @@ pub fn main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32 {
         Err(e) => return usage(e),
     };
     // Audit lines (target `audit`) and warnings go to stderr.
-    let _ = crate::logging::init(crate::logging::LogFormat::Plain, "warn,audit=info");
+    let _ = crate::logging::init(
+        crate::logging::LogFormat::Plain,
+        "warn,audit=info",
+        crate::config::DEFAULT_WRITER_QUEUE_BYTES,
+    );
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
