@@ -5,7 +5,10 @@
 //! early but parseable) when the child cuts it off, passes the line cap or
 //! stalls past the request timeout. An SSE client that reconnects in the
 //! middle of one gets it whole from the replay buffer; one whose answer
-//! broke off gets an error response there. The child is `everything`'s
+//! broke off gets an error response there. An answer that names its id
+//! after the result (the TypeScript SDK's order) goes on the same way when
+//! it can only be the one request's in flight, and breaks off if its id
+//! turns out to be another's. The child is `everything`'s
 //! `misbehave_slow_answer`, which writes half a result, pauses, then ends
 //! it, exits or stalls.
 
@@ -382,6 +385,29 @@ async fn an_answer_with_its_id_last_goes_on_as_it_arrives_when_it_is_alone_in_fl
         assert_eq!(echo["result"]["content"][0]["text"], "after", "{mode:?}");
         proxy.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_2026_07_28_client_gets_an_id_last_answer_as_it_arrives_with_its_result_type() {
+    let proxy = Proxy::start(&[]).await;
+    let mut body = id_last(slow_answer(json!(7), 1 << 20, 1000, "end"), None);
+    body["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let started = Instant::now();
+    let resp = modern_post(&proxy, &body, "application/json").await;
+    assert_eq!(resp.status(), 200);
+    let (first, body) = read_body(resp, started).await;
+    assert!(
+        first.is_some_and(|f| f < Duration::from_millis(900)),
+        "{first:?}"
+    );
+    let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["result"]["resultType"], "complete");
+    assert_eq!(text_of(&answer).len(), 1 << 20);
+    proxy.stop().await;
 }
 
 #[tokio::test]
