@@ -352,22 +352,28 @@ async fn audit_records_are_flat_json_lines_in_either_log_format() {
     }
 }
 
-#[tokio::test]
-async fn an_audit_file_nobody_drains_holds_up_no_request_and_loses_nothing() {
-    use std::io::Read;
+/// A FIFO in a fresh directory, with its read end held open (non-blocking)
+/// and not read: once the pipe's 64 KiB are full, every write to it
+/// blocks, as on a stalled filesystem.
+fn stalled_fifo(name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::fs::File) {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir().join(format!("mcp-audit-fifo-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("audit.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    // Held open and not read: once the pipe's 64 KiB are full, every
-    // write to it blocks, as on a stalled filesystem.
-    let mut reader = std::fs::OpenOptions::new()
+    let reader = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(&fifo)
         .unwrap();
+    (dir, fifo, reader)
+}
+
+#[tokio::test]
+async fn an_audit_file_nobody_drains_holds_up_no_request_and_loses_nothing() {
+    use std::io::Read;
+    let (dir, fifo, mut reader) = stalled_fifo("mcp-audit-fifo");
     let mut p = start(
         &["--shared", "--audit-log", fifo.to_str().unwrap()],
         &[&support::example("everything")],
@@ -420,17 +426,7 @@ async fn an_audit_file_nobody_drains_holds_up_no_request_and_loses_nothing() {
 
 #[tokio::test]
 async fn audit_records_past_the_queue_bytes_are_dropped_and_counted() {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir().join(format!("mcp-audit-full-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("audit.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let _reader = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(&fifo)
-        .unwrap();
+    let (dir, fifo, _reader) = stalled_fifo("mcp-audit-full");
     let mut p = start(
         &[
             "--shared",

@@ -172,25 +172,29 @@ async fn a_long_answer_that_stalls_fails_at_the_request_timeout() {
 
 #[tokio::test]
 async fn a_2026_07_28_client_gets_a_long_answer_as_it_arrives_with_its_result_type() {
-    let proxy = Proxy::start(&[]).await;
-    let mut body = slow_answer(json!(7), 1 << 20, 1000, "end");
-    body["params"]["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let started = Instant::now();
-    let resp = modern_post(&proxy, &body, "application/json").await;
-    assert_eq!(resp.status(), 200);
-    let (first, body) = read_body(resp, started).await;
-    assert!(
-        first.is_some_and(|f| f < Duration::from_millis(900)),
-        "{first:?}"
-    );
-    let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(answer["id"], 7);
-    assert_eq!(answer["result"]["resultType"], "complete");
-    assert_eq!(text_of(&answer).len(), 1 << 20);
-    proxy.stop().await;
+    // The id before the result, and after it (the TypeScript SDK's order).
+    for id_last in [false, true] {
+        let proxy = Proxy::start(&[]).await;
+        let mut body = slow_answer(json!(7), 1 << 20, 1000, "end");
+        body["params"]["arguments"]["id_last"] = json!(id_last);
+        body["params"]["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let started = Instant::now();
+        let resp = modern_post(&proxy, &body, "application/json").await;
+        assert_eq!(resp.status(), 200);
+        let (first, body) = read_body(resp, started).await;
+        assert!(
+            first.is_some_and(|f| f < Duration::from_millis(900)),
+            "id last {id_last}: {first:?}"
+        );
+        let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        assert_eq!(answer["id"], 7);
+        assert_eq!(answer["result"]["resultType"], "complete");
+        assert_eq!(text_of(&answer).len(), 1 << 20);
+        proxy.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -388,29 +392,6 @@ async fn an_answer_with_its_id_last_goes_on_as_it_arrives_when_it_is_alone_in_fl
 }
 
 #[tokio::test]
-async fn a_2026_07_28_client_gets_an_id_last_answer_as_it_arrives_with_its_result_type() {
-    let proxy = Proxy::start(&[]).await;
-    let mut body = id_last(slow_answer(json!(7), 1 << 20, 1000, "end"), None);
-    body["params"]["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let started = Instant::now();
-    let resp = modern_post(&proxy, &body, "application/json").await;
-    assert_eq!(resp.status(), 200);
-    let (first, body) = read_body(resp, started).await;
-    assert!(
-        first.is_some_and(|f| f < Duration::from_millis(900)),
-        "{first:?}"
-    );
-    let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(answer["id"], 7);
-    assert_eq!(answer["result"]["resultType"], "complete");
-    assert_eq!(text_of(&answer).len(), 1 << 20);
-    proxy.stop().await;
-}
-
-#[tokio::test]
 async fn an_answer_with_its_id_last_that_names_another_request_fails_instead() {
     let proxy = Proxy::start(&[]).await;
     let c = json_session(&proxy).await;
@@ -436,52 +417,42 @@ async fn answers_with_their_id_last_are_read_whole_when_another_could_be_theirs(
     let proxy = Proxy::start(&["--shared"]).await;
     let a = json_session(&proxy).await;
     let b = json_session(&proxy).await;
-    let sleeping = {
-        let a = a.sibling("application/json");
-        tokio::spawn(async move { a.call(json!(8), "sleep", json!({"ms": 3000})).await })
-    };
+    let sleeping = sleep_in(&a, 8);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    let resp = b
-        .post(&id_last(
-            slow_answer(json!("b"), 1 << 20, 1500, "end"),
-            None,
-        ))
-        .await;
-    let (first, body) = read_body(resp, started).await;
-    assert!(
-        first.is_some_and(|f| f >= Duration::from_millis(1400)),
-        "read whole, so nothing before the child's pause ended: {first:?}"
-    );
-    let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(answer["id"], "b");
-    assert_eq!(text_of(&answer).len(), 1 << 20);
+    id_last_read_whole(&b, "b").await;
     assert!(sleeping.await.unwrap()["result"].is_object());
     // Alone in flight, but just after a request was cancelled (whose late
     // answer this could be): read whole too.
-    let waiting = {
-        let a = a.sibling("application/json");
-        tokio::spawn(async move { a.call(json!(9), "sleep", json!({"ms": 3000})).await })
-    };
+    let waiting = sleep_in(&a, 9);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = a
         .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}))
         .await;
     assert_eq!(r.status(), 202);
     assert_eq!(waiting.await.unwrap()["error"]["code"], -32800);
+    id_last_read_whole(&b, "c").await;
+    proxy.stop().await;
+}
+
+/// A 3 s `sleep` call with id `id` in `c`'s session, in flight meanwhile.
+fn sleep_in(c: &Client, id: u64) -> tokio::task::JoinHandle<Value> {
+    let c = c.sibling("application/json");
+    tokio::spawn(async move { c.call(json!(id), "sleep", json!({"ms": 3000})).await })
+}
+
+/// A long id-last answer for `c` that must be read whole (nothing before
+/// the child's 1.5 s pause ends) and arrive right.
+async fn id_last_read_whole(c: &Client, id: &str) {
     let started = Instant::now();
-    let resp = b
-        .post(&id_last(
-            slow_answer(json!("c"), 1 << 20, 1500, "end"),
-            None,
-        ))
+    let resp = c
+        .post(&id_last(slow_answer(json!(id), 1 << 20, 1500, "end"), None))
         .await;
     let (first, body) = read_body(resp, started).await;
     assert!(
         first.is_some_and(|f| f >= Duration::from_millis(1400)),
-        "{first:?}"
+        "{id}: read whole, so nothing before the child's pause ended: {first:?}"
     );
     let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(answer["id"], "c");
-    proxy.stop().await;
+    assert_eq!(answer["id"], id);
+    assert_eq!(text_of(&answer).len(), 1 << 20);
 }
