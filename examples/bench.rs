@@ -275,6 +275,13 @@ fn large_body(id: u64, bytes: u64) -> String {
     )
 }
 
+/// The `large` call answered with its id after the result.
+fn large_id_last_body(id: u64, bytes: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"large","arguments":{{"bytes":{bytes},"id_last":true}}}}}}"#
+    )
+}
+
 /// Just enough of a JSON-RPC response to check it answers the right request.
 #[derive(Deserialize)]
 struct RpcResponse {
@@ -302,9 +309,12 @@ fn check_response(bytes: &[u8], id: u64) -> Result<()> {
 /// measure this client's parser rather than the transport.
 fn check_large(bytes: &[u8], id: u64, payload: u64) -> Result<()> {
     let head = &bytes[..bytes.len().min(256)];
-    let id_field = format!("\"id\":{id},");
-    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
-    if (bytes.len() as u64) < payload || !has(id_field.as_bytes()) || !has(b"\"result\"") {
+    let tail = &bytes[bytes.len().saturating_sub(256)..];
+    let id_first = format!("\"id\":{id},");
+    let id_last = format!("\"id\":{id}}}");
+    let has = |at: &[u8], needle: &[u8]| at.windows(needle.len()).any(|w| w == needle);
+    let id_ok = has(head, id_first.as_bytes()) || has(tail, id_last.as_bytes());
+    if (bytes.len() as u64) < payload || !id_ok || !has(head, b"\"result\"") {
         return Err(format!(
             "bad `large` response to {id} ({} bytes): {}",
             bytes.len(),
@@ -1318,8 +1328,9 @@ impl ProxyBench<'_> {
         let payload = self.args.large_bytes;
         let (mut proxied, mut floor) = (Duration::ZERO, Duration::ZERO);
         // The same call answered on an SSE stream, as clients that accept
-        // both get it in a session.
+        // both get it in a session; and with the id after the result.
         let mut over_sse = Duration::ZERO;
+        let mut id_last = Duration::ZERO;
         for _ in 0..self.args.large_calls {
             if let Some(direct) = direct.as_deref_mut() {
                 let id = direct.id();
@@ -1354,6 +1365,17 @@ impl ProxyBench<'_> {
             }
             check_large(response.json()?, id, payload)?;
             single.http.recycle(response.body);
+
+            let id = single.id();
+            let body = large_id_last_body(id, payload);
+            let start = Instant::now();
+            let response = single.post(&body, "application/json").await?;
+            id_last += start.elapsed();
+            if response.status != 200 {
+                return Err(format!("large, id last: HTTP {}", response.status).into());
+            }
+            check_large(response.json()?, id, payload)?;
+            single.http.recycle(response.body);
         }
         let bytes = payload * self.args.large_calls as u64;
         report.add(
@@ -1371,6 +1393,13 @@ impl ProxyBench<'_> {
                 &format!("proxy {mode}: `large` result over SSE as % of direct (interleaved)"),
                 "%",
                 100.0 * floor.as_secs_f64() / over_sse.as_secs_f64(),
+            );
+            report.add(
+                &format!(
+                    "proxy {mode}: `large` result, id after the result (TypeScript SDK order), as % of direct (interleaved)"
+                ),
+                "%",
+                100.0 * floor.as_secs_f64() / id_last.as_secs_f64(),
             );
         }
         Ok(())

@@ -589,7 +589,9 @@ impl Server {
             }
             "large" => match args.get("bytes").and_then(Value::as_u64) {
                 Some(bytes) => {
-                    self.send(Out::Line(large_reply(&id, bytes as usize))).await;
+                    let id_last = args.get("id_last").and_then(Value::as_bool) == Some(true);
+                    let line = large_reply(&id, bytes as usize, id_last);
+                    self.send(Out::Line(line)).await;
                     return;
                 }
                 None => ok(&ToolResult::error("missing integer argument: bytes")),
@@ -871,18 +873,27 @@ impl Server {
 /// The `large` response, written straight into one buffer of the final size:
 /// the payload needs no escaping, and going through serde would scan it and
 /// grow the buffer several times over.
-fn large_reply(id: &Value, bytes: usize) -> Vec<u8> {
-    const PREFIX: &[u8] = br#"{"jsonrpc":"2.0","id":"#;
-    const MIDDLE: &[u8] = br#","result":{"content":[{"type":"text","text":""#;
-    const SUFFIX: &[u8] = b"\"}]}}\n";
+/// The `large` answer, with the id first (as serde writes it) or, with
+/// `id_last`, after the result (as the TypeScript SDK writes it).
+fn large_reply(id: &Value, bytes: usize, id_last: bool) -> Vec<u8> {
+    const HEAD: &[u8] = br#"{"result":{"content":[{"type":"text","text":""#;
     let id = serde_json::to_vec(id).expect("JSON value serializes");
-    let mut line =
-        Vec::with_capacity(PREFIX.len() + id.len() + MIDDLE.len() + bytes + SUFFIX.len());
-    line.extend_from_slice(PREFIX);
-    line.extend_from_slice(&id);
-    line.extend_from_slice(MIDDLE);
+    let mut line = Vec::with_capacity(HEAD.len() + bytes + id.len() + 40);
+    if id_last {
+        line.extend_from_slice(HEAD);
+    } else {
+        line.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        line.extend_from_slice(&id);
+        line.push(b',');
+        line.extend_from_slice(&HEAD[1..]);
+    }
     line.resize(line.len() + bytes, b'x');
-    line.extend_from_slice(SUFFIX);
+    line.extend_from_slice(b"\"}]}");
+    if id_last {
+        line.extend_from_slice(br#","jsonrpc":"2.0","id":"#);
+        line.extend_from_slice(&id);
+    }
+    line.extend_from_slice(b"}\n");
     line
 }
 
@@ -930,7 +941,10 @@ fn tool_catalogue() -> Vec<Value> {
         tool(
             "large",
             "Returns one text block of exactly `bytes` bytes",
-            json!({ "bytes": integer("Payload size") }),
+            json!({
+                "bytes": integer("Payload size"),
+                "id_last": { "type": "boolean", "description": "Write the answer's id after its result, as the TypeScript SDK does" }
+            }),
             &["bytes"],
         ),
         tool(
