@@ -1440,6 +1440,24 @@ mod tests {
     }
 
     #[test]
+    fn heads_and_ends_of_any_shape_are_read_without_a_panic() {
+        let samples = [
+            r#"{"result":{"x":1},"jsonrpc":"2.0","id":7}"#,
+            r#" { "jsonrpc" : "2.0" , "id" : 12 , "result" : [1] } "#,
+            r#"{"id":"\"","result":"\\","id":1}"#,
+            r#"}:",{"id"\:"#,
+        ];
+        for s in samples {
+            let b = s.as_bytes();
+            for i in 0..=b.len() {
+                let _ = result_head(&b[..i]);
+                let _ = trailing_id(&b[i..]);
+                let _ = trailing_id(&b[..i]);
+            }
+        }
+    }
+
+    #[test]
     fn an_answer_may_name_its_id_after_the_result() {
         // The head: a result with no id before it.
         for head in [

@@ -169,3 +169,66 @@ impl Drop for Cut {
         self.fail_with(TailError::Cut);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end_check(expect: u64) -> IdAtEnd {
+        IdAtEnd {
+            expect,
+            client_id: Bytes::from_static(br#""c-1""#),
+            held: BytesMut::new(),
+        }
+    }
+
+    /// Feeds `line` cut at `cuts`, the last piece as the line's end.
+    fn pass(line: &[u8], cuts: &[usize], expect: u64) -> Option<Vec<u8>> {
+        let mut end = end_check(expect);
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &cut in cuts {
+            for piece in end
+                .hold(Bytes::copy_from_slice(&line[at..cut]))
+                .into_iter()
+                .flatten()
+            {
+                out.extend_from_slice(&piece);
+            }
+            at = cut;
+        }
+        for piece in end
+            .hold(Bytes::copy_from_slice(&line[at..]))
+            .into_iter()
+            .flatten()
+        {
+            out.extend_from_slice(&piece);
+        }
+        assert!(end.held.len() <= HELD_BYTES, "holds at most {HELD_BYTES}");
+        out.extend_from_slice(&end.readdress()?);
+        Some(out)
+    }
+
+    #[test]
+    fn the_held_end_is_readdressed_however_the_line_is_cut() {
+        let text = "x".repeat(3000);
+        let line = format!(r#"{{"result":{{"text":"{text}"}},"jsonrpc":"2.0","id":41}}"#);
+        let want = format!(r#"{{"result":{{"text":"{text}"}},"jsonrpc":"2.0","id":"c-1"}}"#);
+        let n = line.len();
+        for cuts in [
+            vec![],
+            vec![1],
+            vec![n - 1],
+            vec![n - 3, n - 2],
+            vec![100, 200, 300],
+            vec![1000, n - 300, n - 255, n - 20],
+            (1..n).step_by(97).collect(),
+            (1..n).collect(),
+        ] {
+            let got = pass(line.as_bytes(), &cuts, 41).expect("its id");
+            assert_eq!(String::from_utf8(got).unwrap(), want, "cuts {cuts:?}");
+        }
+        // Another request's id: nothing of the end goes on.
+        assert_eq!(pass(line.as_bytes(), &[500, 2000], 42), None);
+    }
+}
