@@ -31,6 +31,8 @@ type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const PROTOCOL_VERSION: &str = "2025-11-25";
+/// What the TypeScript and Python SDKs send as `Accept` on a POST.
+const SDK_ACCEPT: &str = "application/json, text/event-stream";
 /// The stateless revision, measured as a second front-end of the same proxy.
 const MODERN_PROTOCOL_VERSION: &str = "2026-07-28";
 const ECHO_MESSAGE: &str = "hello";
@@ -935,7 +937,12 @@ impl McpHttp {
 
     /// One tools/call with `Accept: application/json`, checked.
     async fn call(&mut self, body: &str, id: u64) -> Result<()> {
-        let response = self.post(body, "application/json").await?;
+        self.call_accepting(body, id, "application/json").await
+    }
+
+    /// One tools/call with the given `Accept`, checked.
+    async fn call_accepting(&mut self, body: &str, id: u64, accept: &str) -> Result<()> {
+        let response = self.post(body, accept).await?;
         if response.status != 200 {
             return Err(format!(
                 "tools/call: HTTP {}: {}",
@@ -971,6 +978,47 @@ impl McpHttp {
             echo_body(id)
         };
         self.call(&body, id).await
+    }
+
+    /// The echo call as the SDK clients ask: `Accept` allows both, and a
+    /// session's answer comes on an SSE stream.
+    async fn echo_as_sdks_ask(&mut self) -> Result<()> {
+        let id = self.id();
+        self.call_accepting(&echo_body(id), id, SDK_ACCEPT).await
+    }
+}
+
+/// One interleaved latency pass, each list sorted.
+struct Samples {
+    floor: Vec<Duration>,
+    health: Vec<Duration>,
+    direct: Vec<Duration>,
+    proxied: Vec<Duration>,
+}
+
+impl Samples {
+    fn with_capacity(n: usize) -> Samples {
+        Samples {
+            floor: Vec::with_capacity(n),
+            health: Vec::with_capacity(n),
+            direct: Vec::with_capacity(n),
+            proxied: Vec::with_capacity(n),
+        }
+    }
+
+    /// The proxy's p50 less the direct pipe's, in µs.
+    fn excess_over_direct(&self) -> Option<f64> {
+        (!self.direct.is_empty()).then(|| {
+            (quantile(&self.proxied, 0.5).as_secs_f64() - quantile(&self.direct, 0.5).as_secs_f64())
+                * 1e6
+        })
+    }
+
+    /// The proxy's p50 less the floor's and the direct pipe's, in µs.
+    fn excess_over_floor(&self) -> Option<f64> {
+        let over_direct = self.excess_over_direct()?;
+        (!self.floor.is_empty())
+            .then(|| over_direct - quantile(&self.floor, 0.5).as_secs_f64() * 1e6)
     }
 }
 
@@ -1241,43 +1289,26 @@ impl ProxyBench<'_> {
         mode: &str,
         report: &mut Report,
     ) -> Result<()> {
-        let calls = self.args.latency_calls;
-        let mut proxied = Vec::with_capacity(calls);
-        let mut floor = Vec::with_capacity(calls);
-        let mut health = Vec::with_capacity(calls);
-        let mut http = HttpClient::new(single.http.addr);
         let mut floor_http = match self.floor {
             Some(addr) => Some(McpHttp::open(addr, &mut Vec::new()).await?),
             None => None,
         };
-        let mut floor_samples = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            if let Some(f) = floor_http.as_mut() {
-                let start = Instant::now();
-                f.echo().await?;
-                floor_samples.push(start.elapsed());
-            }
-            // One HTTP round trip that never reaches the child.
-            let start = Instant::now();
-            let response = http.send("GET", "/health", &[], b"").await?;
-            health.push(start.elapsed());
-            if response.status != 200 {
-                return Err(format!("GET /health: HTTP {}", response.status).into());
-            }
-            if let Some(direct) = direct.as_deref_mut() {
-                let id = direct.id();
-                let body = echo_body(id);
-                let start = Instant::now();
-                direct.call(&body, id).await?;
-                floor.push(start.elapsed());
-            }
-            let start = Instant::now();
-            single.echo().await?;
-            proxied.push(start.elapsed());
-        }
-        proxied.sort();
-        floor.sort();
-        let p50 = quantile(&proxied, 0.5);
+        let mut health = HttpClient::new(single.http.addr);
+        let json = self
+            .interleaved(
+                single,
+                direct.as_deref_mut(),
+                floor_http.as_mut(),
+                Some(&mut health),
+                false,
+            )
+            .await?;
+        // Its own pass, so that each proxy call is preceded by the same
+        // kinds of call as in the JSON pass.
+        let sse = self
+            .interleaved(single, direct, floor_http.as_mut(), None, true)
+            .await?;
+        let p50 = quantile(&json.proxied, 0.5);
         report.add(
             &format!("proxy {mode}: echo p50 (concurrency 1)"),
             "ms",
@@ -1286,34 +1317,96 @@ impl ProxyBench<'_> {
         report.add(
             &format!("proxy {mode}: echo p99 (concurrency 1)"),
             "ms",
-            ms(quantile(&proxied, 0.99)),
+            ms(quantile(&json.proxied, 0.99)),
         );
-        health.sort();
+        report.add(
+            &format!("proxy {mode}: echo p50 answered on SSE (Accept as the SDKs send it)"),
+            "ms",
+            ms(quantile(&sse.proxied, 0.5)),
+        );
         report.add(
             &format!("proxy {mode}: GET /health p50 (HTTP alone, no child)"),
             "ms",
-            ms(quantile(&health, 0.5)),
+            ms(quantile(&json.health, 0.5)),
         );
-        if !floor.is_empty() {
-            let direct_p50 = quantile(&floor, 0.5);
+        if let Some(excess) = json.excess_over_direct() {
             report.add(
                 &format!("proxy {mode}: echo p50 minus direct p50 (interleaved)"),
                 "µs",
-                (p50.as_secs_f64() - direct_p50.as_secs_f64()) * 1e6,
+                excess,
             );
-            if !floor_samples.is_empty() {
-                floor_samples.sort();
-                let floor_p50 = quantile(&floor_samples, 0.5);
-                report.add(
-                    &format!(
-                        "proxy {mode}: echo p50 minus (HTTP floor p50 + direct p50), interleaved"
-                    ),
-                    "µs",
-                    (p50.as_secs_f64() - floor_p50.as_secs_f64() - direct_p50.as_secs_f64()) * 1e6,
-                );
-            }
+        }
+        if let Some(excess) = json.excess_over_floor() {
+            report.add(
+                &format!("proxy {mode}: echo p50 minus (HTTP floor p50 + direct p50), interleaved"),
+                "µs",
+                excess,
+            );
+        }
+        if let Some(excess) = sse.excess_over_floor() {
+            report.add(
+                &format!(
+                    "proxy {mode}: echo p50 answered on SSE minus (HTTP floor p50 + direct p50), interleaved"
+                ),
+                "µs",
+                excess,
+            );
         }
         Ok(())
+    }
+
+    /// `latency_calls` rounds of: the floor's echo, `/health` (if given),
+    /// the direct pipe's echo, the proxy's echo (on SSE if `sse`), each
+    /// timed; the samples come back sorted.
+    async fn interleaved(
+        &self,
+        single: &mut McpHttp,
+        mut direct: Option<&mut StdioClient>,
+        mut floor_http: Option<&mut McpHttp>,
+        mut health: Option<&mut HttpClient>,
+        sse: bool,
+    ) -> Result<Samples> {
+        let calls = self.args.latency_calls;
+        let mut samples = Samples::with_capacity(calls);
+        for _ in 0..calls {
+            if let Some(f) = floor_http.as_deref_mut() {
+                let start = Instant::now();
+                f.echo().await?;
+                samples.floor.push(start.elapsed());
+            }
+            if let Some(http) = health.as_deref_mut() {
+                // One HTTP round trip that never reaches the child.
+                let start = Instant::now();
+                let response = http.send("GET", "/health", &[], b"").await?;
+                samples.health.push(start.elapsed());
+                if response.status != 200 {
+                    return Err(format!("GET /health: HTTP {}", response.status).into());
+                }
+            }
+            if let Some(direct) = direct.as_deref_mut() {
+                let id = direct.id();
+                let body = echo_body(id);
+                let start = Instant::now();
+                direct.call(&body, id).await?;
+                samples.direct.push(start.elapsed());
+            }
+            let start = Instant::now();
+            if sse {
+                single.echo_as_sdks_ask().await?;
+            } else {
+                single.echo().await?;
+            }
+            samples.proxied.push(start.elapsed());
+        }
+        for v in [
+            &mut samples.floor,
+            &mut samples.health,
+            &mut samples.direct,
+            &mut samples.proxied,
+        ] {
+            v.sort();
+        }
+        Ok(samples)
     }
 
     /// The `large` tool through the proxy and, interleaved call by call,

@@ -60,6 +60,15 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type of every handler.
 pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
+/// How long a POST's SSE response waits for its first message before its
+/// head goes out alone (see [`LiveRx::hold_first`]). Answers quicker than
+/// this leave in one write with the head; a slower one gets its head this
+/// much later, which no client can tell from a slower server (nothing but
+/// the head would have come sooner). One second is also the longest period
+/// of a connection's own timer check, so this wait is never the runtime's
+/// next timer and registering it costs no extra wake-up.
+const HEAD_HOLD: Duration = Duration::from_secs(1);
+
 /// A keep-alive comment: ignored by clients, keeps intermediaries from
 /// cutting an idle stream.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -130,7 +139,7 @@ pub fn stream_body<G: Send + 'static>(
             tokio::select! {
                 biased;
                 item = rx.recv_item() => match item {
-                    Some(Item::Event(bytes)) => {
+                    Some(Item::Event(bytes) | Item::Prime(bytes)) => {
                         tick.reset();
                         yield Ok::<_, BodyError>(Frame::data(bytes));
                     }
@@ -171,12 +180,18 @@ pub fn stream_body<G: Send + 'static>(
 pub struct LiveRx {
     rx: mpsc::Receiver<Item>,
     queued: Arc<AtomicUsize>,
+    /// Items taken early by [`LiveRx::hold_first`], given out first.
+    held: VecDeque<Item>,
+    /// The queue ended while items were being held.
+    ended: bool,
 }
 
 /// One item of a live queue.
 enum Item {
     /// An encoded event, whole.
     Event(Bytes),
+    /// The SEP-1699 priming event: an id and no message.
+    Prime(Bytes),
     /// An event still arriving (a long answer passed on as the child
     /// writes it): its first bytes, then the rest from the tail.
     Open(Bytes, Tail),
@@ -186,7 +201,7 @@ impl Item {
     /// Bytes counted against the queue's byte cap.
     fn len(&self) -> usize {
         match self {
-            Item::Event(b) | Item::Open(b, _) => b.len(),
+            Item::Event(b) | Item::Prime(b) | Item::Open(b, _) => b.len(),
         }
     }
 }
@@ -196,13 +211,52 @@ impl LiveRx {
         LiveRx {
             rx,
             queued: Arc::default(),
+            held: VecDeque::new(),
+            ended: false,
         }
     }
 
     async fn recv_item(&mut self) -> Option<Item> {
+        if let Some(item) = self.held.pop_front() {
+            return Some(item);
+        }
+        if self.ended {
+            return None;
+        }
         let item = self.rx.recv().await?;
         self.queued.fetch_sub(item.len(), Ordering::Relaxed);
         Some(item)
+    }
+
+    /// Waits for the stream's first message (a priming event alone does
+    /// not count), keeping what it takes for the body; at most
+    /// [`HEAD_HOLD`], or the stream's `keep_alive` period if shorter (no
+    /// stream is silent longer than that), and not past `cancel`. A response returned after this leaves with its first
+    /// event in the same write as its head, and a quick answer costs the
+    /// client one wake-up instead of two (hyper sends the head on its own
+    /// as soon as the body has nothing ready). Bounded: at most one
+    /// priming event and one message are held.
+    pub async fn hold_first(&mut self, keep_alive: Duration, cancel: &CancellationToken) {
+        let deadline = tokio::time::sleep(HEAD_HOLD.min(keep_alive));
+        tokio::pin!(deadline);
+        while !self.ended && !self.holds_a_message() {
+            tokio::select! {
+                biased;
+                item = self.rx.recv() => match item {
+                    Some(item) => {
+                        self.queued.fetch_sub(item.len(), Ordering::Relaxed);
+                        self.held.push_back(item);
+                    }
+                    None => self.ended = true,
+                },
+                _ = &mut deadline => return,
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    fn holds_a_message(&self) -> bool {
+        self.held.iter().any(|i| !matches!(i, Item::Prime(_)))
     }
 
     /// The next event, whole (one still arriving is awaited to its end),
@@ -210,7 +264,7 @@ impl LiveRx {
     /// broke off).
     pub async fn recv(&mut self) -> Option<Bytes> {
         match self.recv_item().await? {
-            Item::Event(b) => Some(b),
+            Item::Event(b) | Item::Prime(b) => Some(b),
             Item::Open(first, mut tail) => {
                 let mut whole = BytesMut::from(&first[..]);
                 while let Some(piece) = tail.next().await.ok()? {
@@ -713,7 +767,7 @@ impl Outlet {
         if self.replay > 0 {
             self.keep(&mut inner, seq, ev.clone());
         }
-        self.deliver(&mut inner, Item::Event(ev), true);
+        self.deliver(&mut inner, Item::Prime(ev), true);
     }
 
     /// A response this stream owed will not come (its request was
@@ -968,6 +1022,98 @@ mod tests {
             ev.as_ref(),
             b"event: endpoint\ndata: /messages?sessionId=x\n\n"
         );
+    }
+
+    /// Polls a body once without waiting: what hyper finds ready right
+    /// after it encoded the response head goes out in the same write.
+    fn ready_now(body: &mut Body) -> Option<Bytes> {
+        use hyper::body::Body as _;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(body).poll_frame(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().ok(),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_first_message_is_ready_with_the_head_and_the_priming_event_waits_for_it() {
+        let (o, mut rx) = Outlet::new(2, true, Some(1), 8, 8);
+        let o = Arc::new(o);
+        o.prime();
+        let answer = {
+            let o = o.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                o.send_response(b"{\"id\":1}");
+            })
+        };
+        let cancel = CancellationToken::new();
+        rx.hold_first(Duration::from_secs(15), &cancel).await;
+        let mut body = stream_body(rx, Duration::from_secs(15), cancel, ());
+        assert_eq!(
+            ready_now(&mut body).as_deref(),
+            Some(&b"id: 2-0\ndata: \n\n"[..])
+        );
+        assert_eq!(
+            ready_now(&mut body).as_deref(),
+            Some(&b"id: 2-1\ndata: {\"id\":1}\n\n"[..])
+        );
+        answer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_the_hold_a_body_has_nothing_ready_when_its_head_goes_out() {
+        // What `hold_first` is for: hyper writes the head alone here.
+        let (o, rx) = Outlet::new(3, true, Some(1), 8, 8);
+        let mut body = stream_body(rx, Duration::from_secs(15), CancellationToken::new(), ());
+        assert_eq!(ready_now(&mut body), None);
+        o.send_response(b"{\"id\":1}");
+        assert!(ready_now(&mut body).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hold_ends_at_its_bound_or_on_cancel_and_loses_nothing() {
+        let (o, mut rx) = Outlet::new(4, true, Some(1), 8, 8);
+        let start = tokio::time::Instant::now();
+        rx.hold_first(Duration::from_secs(15), &CancellationToken::new())
+            .await;
+        assert_eq!(start.elapsed(), HEAD_HOLD);
+        // A shorter keep-alive period bounds it: never silent longer.
+        rx.hold_first(Duration::from_millis(100), &CancellationToken::new())
+            .await;
+        assert_eq!(start.elapsed(), HEAD_HOLD + Duration::from_millis(100));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        rx.hold_first(Duration::from_secs(15), &cancel).await;
+        assert_eq!(
+            start.elapsed(),
+            HEAD_HOLD + Duration::from_millis(100),
+            "cancelled: no wait"
+        );
+        // A notification counts as the first message; the response follows.
+        o.send(b"{\"method\":\"p\"}");
+        rx.hold_first(Duration::from_secs(15), &CancellationToken::new())
+            .await;
+        o.send_response(b"{\"id\":1}");
+        assert!(
+            rx.recv()
+                .await
+                .unwrap()
+                .ends_with(b"{\"method\":\"p\"}\n\n")
+        );
+        assert!(rx.recv().await.unwrap().ends_with(b"{\"id\":1}\n\n"));
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_while_held_ends_the_body_after_what_was_held() {
+        let (o, mut rx) = Outlet::new(5, true, Some(1), 8, 8);
+        o.send_response(b"{\"id\":1}");
+        rx.hold_first(Duration::from_secs(15), &CancellationToken::new())
+            .await;
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_none());
+        assert!(o.is_finished());
     }
 
     #[tokio::test]

@@ -854,3 +854,60 @@ async fn an_over_long_answer_fails_its_own_request_while_others_are_in_flight() 
     assert!(slow.get("result").is_some(), "{slow}");
     proxy.stop().await;
 }
+
+/// The head of a POST's SSE answer waits (up to a second) for its first
+/// message, so that a quick answer leaves in one write with it: before,
+/// the head always went alone and the client woke twice per call. A
+/// slower answer still gets its head at the bound, on its own.
+#[tokio::test]
+async fn a_quick_sse_answer_leaves_with_its_head_and_a_slow_one_gets_its_head_at_the_bound() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start(&[]).await;
+    let mut client = Client::new(&proxy.mcp());
+    client.initialize("2025-11-25", json!({})).await;
+    let session = client.session.clone().unwrap();
+    let addr = proxy.base().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut first_read = async |id: u64, ms: u64| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"sleep","arguments":{{"ms":{ms}}}}}}}"#
+        );
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: {session}\r\nMcp-Protocol-Version: 2025-11-25\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(STEP, s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // Read the rest of this response (chunked; it ends with 0\r\n\r\n).
+        let mut all = first.clone();
+        while !all.ends_with("0\r\n\r\n") {
+            let n = tokio::time::timeout(STEP, s.read(&mut buf))
+                .await
+                .expect("the rest in time")
+                .unwrap();
+            assert!(n > 0, "connection closed mid-response: {all:?}");
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        (first, all)
+    };
+    // 150 ms: the head waits for the answer and leaves with it, the
+    // priming event in front.
+    let (first, _) = first_read(1, 150).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    assert!(first.contains("data: \n\n"), "priming event: {first:?}");
+    assert!(
+        first.contains("slept 150"),
+        "answer with the head: {first:?}"
+    );
+    // 2.5 s: past the bound, the head comes alone and the answer after it.
+    let (first, all) = first_read(2, 2500).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    assert!(!first.contains("slept"), "head alone first: {first:?}");
+    assert!(all.contains("slept 2500"), "{all:?}");
+    proxy.stop().await;
+}

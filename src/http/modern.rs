@@ -286,7 +286,7 @@ pub async fn serve(
         return Ok(r);
     }
     let limits = app.stream_limits();
-    let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
+    let (outlet, mut rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
     let outlet = Arc::new(
         outlet
             .with_queue_bytes(limits.max_queue_bytes)
@@ -296,10 +296,12 @@ pub async fn serve(
     let guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, Some(outlet.clone()));
     let reply = app.reply_for(&principal, &frame, Reply::Stream(outlet.clone()));
     let _ = upstream.request(&port, frame, reply).await;
+    let cancel = app.streams_cancel.child_token();
+    rx.hold_first(app.config.keep_alive, &cancel).await;
     Ok(sse_response(stream_body(
         rx,
         app.config.keep_alive,
-        app.streams_cancel.child_token(),
+        cancel,
         guard,
     )))
 }

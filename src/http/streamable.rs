@@ -150,7 +150,7 @@ async fn dispatch(
     let principal = super::principal_of(&parts.extensions);
     match answer {
         Answer::Sse => {
-            let (outlet, rx) = open_stream(requests);
+            let (outlet, mut rx) = open_stream(requests);
             for frame in frames {
                 match frame.kind() {
                     Kind::Request => {
@@ -161,6 +161,7 @@ async fn dispatch(
                     _ => deliver_other(port, upstream, frame).await,
                 }
             }
+            rx.hold_first(app.config.keep_alive, &cancel).await;
             Ok(sse_response(stream_body(
                 rx,
                 app.config.keep_alive,
