@@ -28,11 +28,6 @@ use crate::jsonrpc::{Frame, Kind, Message};
 use crate::upstream::AnswerWatch;
 use crate::writer::{LineWriter, Report};
 
-/// Records that may wait for the file's writer thread (a record is about
-/// 256 bytes; `--audit-queue-bytes` bounds their bytes); beyond it they are
-/// dropped and counted.
-const FILE_QUEUE_RECORDS: usize = 16 * 1024;
-
 /// How long the end of a run waits for queued records to reach the file.
 pub const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
 
@@ -66,7 +61,6 @@ impl Audit {
                 let mut failed = false;
                 Some(LineWriter::start(
                     "audit-writer",
-                    FILE_QUEUE_RECORDS,
                     queue_bytes,
                     file,
                     move |_, report| match report {

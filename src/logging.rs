@@ -32,10 +32,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Formatted lines that may wait for the writer thread (`--log-queue-bytes`
-/// bounds their bytes); beyond it they are dropped and counted.
-const QUEUE_LINES: usize = 8192;
-
 /// The writer thread's queue (global because the subscriber is).
 static QUEUE: OnceLock<LineWriter> = OnceLock::new();
 
@@ -168,7 +164,6 @@ impl QueueWriter {
         QUEUE.get_or_init(|| {
             LineWriter::start(
                 "log-writer",
-                QUEUE_LINES,
                 queue_bytes,
                 std::io::stderr(),
                 |stderr, report| {

@@ -1,6 +1,7 @@
 //! Lines written by a thread of their own: the log's stderr and the audit
-//! file. A caller hands a whole line to a queue bounded in lines and in
-//! bytes and never waits, so
+//! file. A caller hands a whole line to a queue bounded in bytes (each
+//! line also counts a fixed [`LINE_COST`], so the bound holds the count
+//! of lines too) and never waits, so
 //! a destination that is slow (a network filesystem), full (a pipe nobody
 //! reads) or broken never stops the proxy's runtime. Beyond the queue, or
 //! when a write fails, lines are dropped and counted, never retried.
@@ -12,7 +13,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SendError, Sender};
 use std::time::{Duration, Instant};
 
 /// How long the thread lets lines gather after a write. A line waits at
@@ -22,6 +23,11 @@ const GATHER: Duration = Duration::from_millis(2);
 /// Bytes written in one call at most (the rest goes in the next), so the
 /// thread's buffer never grows much past this.
 const BATCH_BYTES: usize = 64 * 1024;
+
+/// What a queued line costs beyond its bytes: its buffer's header and
+/// allocation, and its slot in the queue. A queue of empty lines is
+/// bounded too.
+pub const LINE_COST: u64 = 64;
 
 /// What the writer thread tells its owner's `report` hook (run on the
 /// writer thread, with the destination, after a write).
@@ -36,7 +42,7 @@ pub enum Report<'a> {
 /// The sending side. Dropping it lets the thread write what is queued and
 /// end.
 pub struct LineWriter {
-    tx: SyncSender<Vec<u8>>,
+    tx: Sender<Vec<u8>>,
     counts: Arc<Counts>,
     max_bytes: u64,
 }
@@ -45,7 +51,7 @@ pub struct LineWriter {
 struct Counts {
     /// Lines queued and not yet written or dropped ([`LineWriter::flush`]).
     pending: AtomicU64,
-    /// Their bytes.
+    /// Their bytes, each line with its [`LINE_COST`].
     pending_bytes: AtomicU64,
     /// Lines dropped: queue full, thread gone, or a failed write.
     dropped: AtomicU64,
@@ -62,16 +68,17 @@ impl std::fmt::Debug for LineWriter {
 
 impl LineWriter {
     /// Starts a thread named `name` that writes to `out`, with room for
-    /// `lines` lines of `bytes` bytes in all in its queue. `report` runs on
+    /// `bytes` bytes in its queue (lines and their [`LINE_COST`]). `report` runs on
     /// that thread after a failed write, and after the first good write
     /// that follows drops. If the thread cannot start, every line is
     /// dropped and counted.
-    pub fn start<W, R>(name: &str, lines: usize, bytes: usize, out: W, report: R) -> LineWriter
+    pub fn start<W, R>(name: &str, bytes: usize, out: W, report: R) -> LineWriter
     where
         W: Write + Send + 'static,
         R: FnMut(&mut W, Report<'_>) + Send + 'static,
     {
-        let (tx, rx) = std::sync::mpsc::sync_channel(lines);
+        // Unbounded as a channel: `send` bounds it in bytes.
+        let (tx, rx) = std::sync::mpsc::channel();
         let counts = Arc::new(Counts::default());
         let theirs = counts.clone();
         let _ = std::thread::Builder::new()
@@ -87,7 +94,7 @@ impl LineWriter {
     /// Queues one line (with its newline). Never waits; `false` when the
     /// line was dropped.
     pub fn send(&self, line: Vec<u8>) -> bool {
-        let len = line.len() as u64;
+        let len = line.len() as u64 + LINE_COST;
         let queued = self.counts.pending_bytes.fetch_add(len, Ordering::Relaxed);
         // An empty queue takes any one line, so no line is too long to go.
         if queued > 0 && queued + len > self.max_bytes {
@@ -96,9 +103,9 @@ impl LineWriter {
             return false;
         }
         self.counts.pending.fetch_add(1, Ordering::Release);
-        match self.tx.try_send(line) {
+        match self.tx.send(line) {
             Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(SendError(_)) => {
                 self.counts.pending.fetch_sub(1, Ordering::Release);
                 self.counts.pending_bytes.fetch_sub(len, Ordering::Relaxed);
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +161,7 @@ fn write_lines<W: Write, R: FnMut(&mut W, Report<'_>)>(
         // Out of the queue now: its room is free while the write waits.
         counts
             .pending_bytes
-            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            .fetch_sub(batch.len() as u64 + lines * LINE_COST, Ordering::Relaxed);
         match out.write_all(&batch).and_then(|()| out.flush()) {
             Err(e) => {
                 counts.dropped.fetch_add(lines, Ordering::Relaxed);
@@ -201,7 +208,7 @@ mod tests {
     #[test]
     fn lines_arrive_in_order_and_flush_waits_for_them() {
         let probe = Probe::default();
-        let w = LineWriter::start("test-writer", 1024, 1 << 20, probe.clone(), |_, _| {});
+        let w = LineWriter::start("test-writer", 1 << 20, probe.clone(), |_, _| {});
         for i in 0..500 {
             assert!(w.send(format!("{i}\n").into_bytes()));
         }
@@ -233,10 +240,10 @@ mod tests {
         let probe = Probe::default();
         let reports = Arc::new(Mutex::new(Vec::new()));
         let seen = reports.clone();
+        // Room for four lines of two bytes.
         let w = LineWriter::start(
             "test-writer",
-            4,
-            1 << 20,
+            4 * (2 + LINE_COST as usize),
             Gate(gate.clone(), probe.clone()),
             move |_, r| seen.lock().unwrap().push(format!("{r:?}")),
         );
@@ -280,7 +287,7 @@ mod tests {
                 Ok(())
             }
         }
-        let w = LineWriter::start("test-writer", 1000, 1000, Stuck, |_, _| {});
+        let w = LineWriter::start("test-writer", 1000, Stuck, |_, _| {});
         // The first line is over the byte budget alone and still goes (the
         // thread takes it and is stuck writing it, so its room is free).
         assert!(w.send(vec![b'x'; 5000]));
@@ -290,7 +297,28 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         let sent = (0..100).filter(|_| w.send(vec![b'y'; 100])).count();
-        assert_eq!(sent, 10, "1000 bytes of 100-byte lines");
-        assert_eq!(w.dropped(), 90);
+        assert_eq!(sent, 6, "1000 bytes of 100-byte lines costing 164");
+        assert_eq!(w.dropped(), 94);
+        // Empty lines are bounded too, by their cost.
+        let sent = (0..100).filter(|_| w.send(Vec::new())).count();
+        assert_eq!(sent, 0, "no room left");
+    }
+
+    #[test]
+    fn empty_lines_are_bounded_by_their_cost() {
+        struct Stuck;
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_secs(3600));
+                Ok(0)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let w = LineWriter::start("test-writer", 640, Stuck, |_, _| {});
+        let sent = (0..1000).filter(|_| w.send(Vec::new())).count();
+        // The thread may hold the first line or not: 10 or 11.
+        assert!((10..=11).contains(&sent), "{sent} empty lines queued");
     }
 }
