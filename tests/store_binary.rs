@@ -92,10 +92,13 @@ fn check_config_accepts_the_issue_shape_and_refuses_mistakes_with_exit_64() {
 fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
     let dir = tempdir("hup");
     let file = dir.join("p.toml");
+    let audit = dir.join("audit.log");
     std::fs::write(&file, server("a")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
         .arg("--config")
         .arg(&file)
+        .arg("--audit-log")
+        .arg(&audit)
         .args(["--port", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -138,6 +141,14 @@ fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
     hup();
     wait_for("configuration reloaded");
     assert_eq!(status("/servers/b/ready"), 200);
+    // Every server (and generation) writes through one audit writer
+    // thread; before, each server opened the file with a thread of its own.
+    let writers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "audit-writer")
+        .count();
+    assert_eq!(writers, 1, "audit writer threads for two servers");
     // A bad file: refused with its reason, and both servers stay.
     std::fs::write(&file, "[[server]]\nname = \"a\"\ncommand = []\n").unwrap();
     hup();

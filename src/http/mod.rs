@@ -122,27 +122,36 @@ pub struct App {
     server_name: std::sync::OnceLock<Arc<str>>,
 }
 
+/// Opens `--audit-log` (or none), with a message naming the file if it fails.
+pub fn open_audit(config: &Config) -> Result<Audit, String> {
+    Audit::open(config.audit_log.as_deref(), config.audit_queue_bytes).map_err(|e| {
+        format!(
+            "--audit-log: cannot open {}: {e}",
+            config
+                .audit_log
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        )
+    })
+}
+
 impl App {
     /// Builds the shared state; fails when the audit log cannot be opened.
-    pub fn new(mut config: Config) -> Result<Arc<App>, String> {
+    pub fn new(config: Config) -> Result<Arc<App>, String> {
+        let audit = Arc::new(open_audit(&config)?);
+        App::with_audit(config, audit)
+    }
+
+    /// Builds the shared state around an audit log already open (several
+    /// servers share one, and one writer thread).
+    pub fn with_audit(mut config: Config, audit: Arc<Audit>) -> Result<Arc<App>, String> {
         let metrics = Arc::new(Metrics::new());
         config.child.metrics = metrics.child();
         let access = Access::new(
             &config.allow_origins,
             &config.allowed_hosts,
             config.host.is_loopback(),
-        );
-        let audit = Arc::new(
-            Audit::open(config.audit_log.as_deref(), config.audit_queue_bytes).map_err(|e| {
-                format!(
-                    "--audit-log: cannot open {}: {e}",
-                    config
-                        .audit_log
-                        .as_deref()
-                        .unwrap_or(std::path::Path::new(""))
-                        .display()
-                )
-            })?,
         );
         let auth = Authenticator::new(config.auth.clone(), &config.path, audit.clone())?;
         if access.allows_any_origin() && !auth.is_enabled() {

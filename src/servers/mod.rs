@@ -70,6 +70,9 @@ pub struct ServerSet {
     current: RwLock<BTreeMap<String, Running>>,
     retiring: Mutex<Vec<Retiring>>,
     store: Option<Arc<Store>>,
+    /// One audit log, and one writer thread, for every server of every
+    /// generation (`--audit-log` is a flag, the same for all).
+    audit: Arc<crate::audit::Audit>,
     started: Instant,
     shutting_down: AtomicBool,
     /// Cancelled on shutdown: ends reapers and the retire loop.
@@ -98,7 +101,9 @@ pub struct ReloadReport {
 impl ServerSet {
     /// Builds every server. Shared children are started by [`run`].
     pub fn new(config: ServersConfig, store: Option<Arc<Store>>) -> Result<Arc<ServerSet>, String> {
+        let audit = Arc::new(crate::http::open_audit(&config.base)?);
         let set = Arc::new(ServerSet {
+            audit,
             base: config.base,
             current: RwLock::new(BTreeMap::new()),
             retiring: Mutex::new(Vec::new()),
@@ -132,7 +137,8 @@ impl ServerSet {
             config.child.inherit_env = false;
         }
         // Its JWKS, if any, is fetched on the first request that needs it.
-        let app = App::new(config).map_err(|e| format!("server {:?}: {e}", spec.name))?;
+        let app = App::with_audit(config, self.audit.clone())
+            .map_err(|e| format!("server {:?}: {e}", spec.name))?;
         app.set_server_name(&spec.name);
         if !spec.secrets.is_empty() && self.store.is_none() {
             return Err(format!(
@@ -346,6 +352,8 @@ impl ServerSet {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
             "children": self.base.child.children.live(),
+            "log_lines_dropped": crate::logging::dropped(),
+            "audit_records_dropped": self.audit.dropped(),
             "servers": servers,
             "retiring": retiring,
         });
@@ -539,12 +547,8 @@ pub async fn run_until(
         v
     };
     futures_util::future::join_all(generations.iter().map(stop_app)).await;
-    futures_util::future::join_all(
-        generations
-            .iter()
-            .map(|g| g.app.audit.flush(crate::audit::FLUSH_AT_EXIT)),
-    )
-    .await;
+    // Every generation's records, retired ones' too: they share it.
+    set.audit.flush(crate::audit::FLUSH_AT_EXIT).await;
     // Each child's writer, stderr drain and exit watcher end with it.
     if !set.base.child.children.wait_tasks(grace).await {
         warn!("a child's stdin writer or stderr reader still running after the grace period");
