@@ -25,6 +25,31 @@ fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// A child killed and reaped when dropped: a failing assertion must not
+/// leave a proxy (and its children) running.
+struct Reaped(std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // std knows when the child was already reaped: no stray signal.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn tempdir(tag: &str) -> std::path::PathBuf {
     let mut r = [0u8; 6];
     getrandom::fill(&mut r).unwrap();
@@ -94,17 +119,19 @@ fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
     let file = dir.join("p.toml");
     let audit = dir.join("audit.log");
     std::fs::write(&file, server("a")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
-        .arg("--config")
-        .arg(&file)
-        .arg("--audit-log")
-        .arg(&audit)
-        .args(["--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .arg("--config")
+            .arg(&file)
+            .arg("--audit-log")
+            .arg(&audit)
+            .args(["--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let rx = stderr_lines(&mut child);
     let wait_for = |needle: &str| -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
