@@ -239,17 +239,19 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
-        .arg("--config")
-        .arg(&file)
-        .args(["--port", "0", "--log-level", "trace"])
-        .env("MCP_PROXY_STORE", &db)
-        .env("MCP_PROXY_STORE_KEY", &key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .arg("--config")
+            .arg(&file)
+            .args(["--port", "0", "--log-level", "trace"])
+            .env("MCP_PROXY_STORE", &db)
+            .env("MCP_PROXY_STORE_KEY", &key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let rx = stderr_lines(&mut child);
     let mut log = Vec::new();
     let port: u16 = loop {
@@ -305,18 +307,20 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
 async fn named_servers_a_second_sigterm_kills_children_at_once() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
-        .arg("--server")
-        .arg(format!(
-            "stubborn={} --ignore-sigterm",
-            example("everything")
-        ))
-        .args(["--port", "0", "--shutdown-grace", "30s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .arg("--server")
+            .arg(format!(
+                "stubborn={} --ignore-sigterm",
+                example("everything")
+            ))
+            .args(["--port", "0", "--shutdown-grace", "30s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let rx = stderr_lines(&mut child);
     let port: u16 = loop {
         let l = rx
@@ -688,15 +692,17 @@ fn named_server_flags_on_a_single_server_command_line_exit_64() {
         ["--config-poll", "2s"],
     ] {
         // Before the check the proxy started and served: kill it then.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
-            .args(flag)
-            .args(["--port", "0", "--", "true"])
-            .env_remove("MCP_PROXY_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+                .args(flag)
+                .args(["--port", "0", "--", "true"])
+                .env_remove("MCP_PROXY_CONFIG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let code = loop {
             if let Some(s) = child.try_wait().unwrap() {
