@@ -274,19 +274,21 @@ mod tests {
         assert_eq!(last, "Dropped { total: 100 }");
     }
 
+    /// A destination that never takes anything: what is queued stays.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(0)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn the_queue_is_bounded_in_bytes_and_takes_one_long_line_when_empty() {
-        // A destination that never takes anything: what is queued stays.
-        struct Stuck;
-        impl Write for Stuck {
-            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                std::thread::sleep(Duration::from_secs(3600));
-                Ok(0)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let w = LineWriter::start("test-writer", 1000, Stuck, |_, _| {});
         // The first line is over the byte budget alone and still goes (the
         // thread takes it and is stuck writing it, so its room is free).
@@ -306,16 +308,6 @@ mod tests {
 
     #[test]
     fn empty_lines_are_bounded_by_their_cost() {
-        struct Stuck;
-        impl Write for Stuck {
-            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                std::thread::sleep(Duration::from_secs(3600));
-                Ok(0)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let w = LineWriter::start("test-writer", 640, Stuck, |_, _| {});
         let sent = (0..1000).filter(|_| w.send(Vec::new())).count();
         // The thread may hold the first line or not: 10 or 11.
