@@ -508,3 +508,23 @@ async fn cancelling_one_request_of_a_legacy_session_keeps_its_stream() {
     assert_eq!(text_of(&r), "still open");
     proxy.stop().await;
 }
+
+/// A 2026-07-28 call answered on SSE leaves in one write with its
+/// response head too (the head waits up to a second for the answer).
+#[tokio::test]
+async fn a_quick_modern_sse_answer_leaves_with_its_head() {
+    let proxy = Proxy::start(&[]).await;
+    let addr = proxy.base().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":"sleep","arguments":{"ms":150},"_meta":meta()}}).to_string();
+    // This era answers JSON when both are accepted: SSE only, here.
+    let headers = "Accept: text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: sleep\r\n";
+    let (first, _) = support::raw_post_first_read(&mut s, &addr, headers, &body).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    assert!(first.contains("text/event-stream"), "{first:?}");
+    assert!(
+        first.contains("slept 150"),
+        "answer with the head: {first:?}"
+    );
+    proxy.stop().await;
+}

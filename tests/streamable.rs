@@ -861,7 +861,6 @@ async fn an_over_long_answer_fails_its_own_request_while_others_are_in_flight() 
 /// slower answer still gets its head at the bound, on its own.
 #[tokio::test]
 async fn a_quick_sse_answer_leaves_with_its_head_and_a_slow_one_gets_its_head_at_the_bound() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let proxy = Proxy::start(&[]).await;
     let mut client = Client::new(&proxy.mcp());
     client.initialize("2025-11-25", json!({})).await;
@@ -872,28 +871,11 @@ async fn a_quick_sse_answer_leaves_with_its_head_and_a_slow_one_gets_its_head_at
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"sleep","arguments":{{"ms":{ms}}}}}}}"#
         );
-        let head = format!(
-            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: {session}\r\nMcp-Protocol-Version: 2025-11-25\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+        // `Accept` as the SDKs send it.
+        let headers = format!(
+            "Accept: application/json, text/event-stream\r\nMcp-Session-Id: {session}\r\nMcp-Protocol-Version: 2025-11-25\r\n"
         );
-        s.write_all(head.as_bytes()).await.unwrap();
-        let mut buf = vec![0u8; 8192];
-        let n = tokio::time::timeout(STEP, s.read(&mut buf))
-            .await
-            .expect("an answer in time")
-            .unwrap();
-        let first = String::from_utf8_lossy(&buf[..n]).into_owned();
-        // Read the rest of this response (chunked; it ends with 0\r\n\r\n).
-        let mut all = first.clone();
-        while !all.ends_with("0\r\n\r\n") {
-            let n = tokio::time::timeout(STEP, s.read(&mut buf))
-                .await
-                .expect("the rest in time")
-                .unwrap();
-            assert!(n > 0, "connection closed mid-response: {all:?}");
-            all.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        (first, all)
+        support::raw_post_first_read(&mut s, &addr, &headers, &body).await
     };
     // 150 ms: the head waits for the answer and leaves with it, the
     // priming event in front.

@@ -330,6 +330,40 @@ pub async fn modern_post(proxy: &Proxy, body: &Value, accept: &str) -> reqwest::
         .unwrap()
 }
 
+/// POSTs `body` to `/mcp` on `s` (HTTP/1.1, `headers` added, each ending
+/// in CRLF, `Accept` among them) and reads a chunked response to its end:
+/// returns what the first read got, and the whole response. What one
+/// write of the proxy's carries comes in one read.
+pub async fn raw_post_first_read(
+    s: &mut tokio::net::TcpStream,
+    addr: &str,
+    headers: &str,
+    body: &str,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(STEP, s.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let mut all = first.clone();
+    while !all.ends_with("0\r\n\r\n") {
+        let n = tokio::time::timeout(STEP, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("the rest in time: {all:?}"))
+            .unwrap();
+        assert!(n > 0, "connection closed mid-response: {all:?}");
+        all.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    (first, all)
+}
+
 /// One SSE event.
 #[derive(Debug, Clone)]
 pub struct Event {
