@@ -231,11 +231,13 @@ impl LiveRx {
     /// Waits for the stream's first message (a priming event alone does
     /// not count), keeping what it takes for the body; at most
     /// [`HEAD_HOLD`], or the stream's `keep_alive` period if shorter (no
-    /// stream is silent longer than that), and not past `cancel`. A response returned after this leaves with its first
-    /// event in the same write as its head, and a quick answer costs the
-    /// client one wake-up instead of two (hyper sends the head on its own
-    /// as soon as the body has nothing ready). Bounded: at most one
-    /// priming event and one message are held.
+    /// stream is silent longer than that), and not past `cancel`.
+    ///
+    /// A response returned after this leaves with its first event in the
+    /// same write as its head, and a quick answer costs the client one
+    /// wake-up instead of two (hyper sends the head on its own as soon as
+    /// the body has nothing ready). Bounded: at most one priming event and
+    /// one message are held.
     pub async fn hold_first(&mut self, keep_alive: Duration, cancel: &CancellationToken) {
         let deadline = tokio::time::sleep(HEAD_HOLD.min(keep_alive));
         tokio::pin!(deadline);
