@@ -689,6 +689,9 @@ pub struct LineReader<R> {
     offered: bool,
     /// Bytes of the line being passed on in chunks, while it is.
     streaming: Option<usize>,
+    /// While a line is passed on, the block read into before the current
+    /// one: the two take turns (see [`LineReader::stream_room`]).
+    spare: BytesMut,
 }
 
 /// What [`LineReader::next_piece`] read.
@@ -757,6 +760,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             offer_at: None,
             offered: false,
             streaming: None,
+            spare: BytesMut::new(),
         }
     }
 
@@ -878,15 +882,16 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             }
             // Double for a long line so that its copies stay amortised; a
             // line passed on takes what the pipe holds in one read.
-            self.buf.reserve(match self.streaming {
-                Some(_) => STREAM_READ,
-                None => READ_CHUNK.max(self.buf.len()),
-            });
+            match self.streaming {
+                Some(_) => self.stream_room(),
+                None => self.buf.reserve(READ_CHUNK.max(self.buf.len())),
+            }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 self.offered = false;
                 if self.streaming.take().is_some() {
                     // The line being passed on never ended.
                     self.buf.clear();
+                    self.spare = BytesMut::new();
                     return Ok(None);
                 }
                 // EOF: a final line without its newline still counts.
@@ -906,12 +911,27 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
+    /// Room for the next read of a line being passed on, in one of two
+    /// blocks that take turns. A read fills most of a block, and its chunk
+    /// still shares that block while it is on its way to the client; the
+    /// other block's chunk, one read older, has usually been written and
+    /// dropped by then, so `reserve` takes that block back instead of
+    /// allocating (and faulting in) a fresh one for every read. When the
+    /// older chunk is still held, `reserve` allocates as before.
+    fn stream_room(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() < STREAM_READ {
+            std::mem::swap(&mut self.buf, &mut self.spare);
+        }
+        self.buf.reserve(STREAM_READ);
+    }
+
     /// What is buffered of a line being passed on that has `sent` bytes out
     /// already: its end, a chunk, or (nothing buffered) `None`.
     fn next_chunk(&mut self, sent: usize) -> Result<Option<Piece>, LineError> {
         if let Some(i) = memchr::memchr(b'\n', &self.buf) {
             let mut last = self.buf.split_to(i + 1);
             self.streaming = None;
+            self.spare = BytesMut::new();
             self.offered = false;
             if sent + i > self.max_line_bytes {
                 self.keep_edges(&last[..i]);
@@ -929,6 +949,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         if sent + chunk.len() > self.max_line_bytes {
             // Skipped from here to its end, as any over-long line.
             self.streaming = None;
+            self.spare = BytesMut::new();
             self.keep_edges(&chunk);
             self.skipping = sent + chunk.len();
             return Err(LineError::OverCap {
