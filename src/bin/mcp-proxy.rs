@@ -13,6 +13,11 @@ use mcp_sidecar::healthcheck::Probe;
 use mcp_sidecar::{child, logging, proxy, shutdown};
 use tokio_util::sync::CancellationToken;
 
+// The static musl build's allocator: see the dependency's note in Cargo.toml.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
 const EX_USAGE: i32 = 64;
 
@@ -26,7 +31,6 @@ fn print_stdout(text: &str) {
     let _ = out.flush();
 }
 
-/// One `error: …` line on stderr (ignoring a closed stderr) and exit.
 /// The runtime (`--worker-threads`): 1 runs everything on this thread, 0
 /// is a pool of one worker per CPU, more is a pool of that many.
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
@@ -42,6 +46,7 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
+/// One `error: …` line on stderr (ignoring a closed stderr) and exit.
 fn fail(code: i32, message: &str) -> ! {
     let _ = writeln!(std::io::stderr(), "error: {message}");
     std::process::exit(code);
