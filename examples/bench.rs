@@ -72,8 +72,8 @@ struct Args {
     /// payload of the `large` tool in bytes (default 8 MiB)
     #[argh(option, default = "8 * 1024 * 1024")]
     large_bytes: u64,
-    /// calls of the `large` tool per transfer measurement (default 3)
-    #[argh(option, default = "3")]
+    /// calls of the `large` tool per transfer measurement (default 10)
+    #[argh(option, default = "10")]
     large_calls: usize,
     /// sessions held open for the RSS measurement (default 100)
     #[argh(option, default = "100")]
@@ -336,6 +336,9 @@ fn preview(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 
 /// The child's pipes, used strictly request → response.
+/// The direct client's pipe and read size (the proxy's, see `StdioClient::spawn`).
+const PIPE_BYTES: usize = 1024 * 1024;
+
 struct StdioClient {
     child: Child,
     stdin: ChildStdin,
@@ -354,7 +357,18 @@ impl StdioClient {
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", server.display()))?;
         let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped"));
+        let stdout = child.stdout.take().expect("piped");
+        // As the proxy does with its child's stdout (`child.rs`): a pipe of
+        // 1 MiB, read up to 1 MiB at a time, so that a long answer crosses
+        // in a few reads here too. With the kernel's 64 KiB default, the
+        // direct baseline of the `large` rows was the slower path.
+        {
+            use nix::fcntl::{FcntlArg, fcntl};
+            if let Err(e) = fcntl(&stdout, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32)) {
+                eprintln!("bench: the direct pipe stays at its default size: {e}");
+            }
+        }
+        let stdout = BufReader::with_capacity(PIPE_BYTES, stdout);
         let mut client = StdioClient {
             child,
             stdin,
