@@ -347,8 +347,19 @@ struct StdioClient {
     next_id: u64,
 }
 
+/// Which pipe a direct client reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Pipe {
+    /// Grown to 1 MiB and read 1 MiB at a time, as the proxy reads its
+    /// child's: the fastest direct reader.
+    Grown,
+    /// The kernel's default (64 KiB), read 64 KiB at a time: what SDK
+    /// clients that spawn a server read.
+    Default,
+}
+
 impl StdioClient {
-    async fn spawn(server: &Path) -> Result<Self> {
+    async fn spawn(server: &Path, pipe: Pipe) -> Result<Self> {
         let mut child = Command::new(server)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -358,17 +369,20 @@ impl StdioClient {
             .map_err(|e| format!("spawn {}: {e}", server.display()))?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("piped");
-        // As the proxy does with its child's stdout (`child.rs`): a pipe of
-        // 1 MiB, read up to 1 MiB at a time, so that a long answer crosses
-        // in a few reads here too. With the kernel's 64 KiB default, the
-        // direct baseline of the `large` rows was the slower path.
-        {
-            use nix::fcntl::{FcntlArg, fcntl};
-            if let Err(e) = fcntl(&stdout, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32)) {
-                eprintln!("bench: the direct pipe stays at its default size: {e}");
+        // `Grown`: as the proxy does with its child's stdout (`child.rs`), a
+        // pipe of 1 MiB read up to 1 MiB at a time, so that a long answer
+        // crosses in a few reads here too.
+        let read_size = match pipe {
+            Pipe::Grown => {
+                use nix::fcntl::{FcntlArg, fcntl};
+                if let Err(e) = fcntl(&stdout, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32)) {
+                    eprintln!("bench: the direct pipe stays at its default size: {e}");
+                }
+                PIPE_BYTES
             }
-        }
-        let stdout = BufReader::with_capacity(PIPE_BYTES, stdout);
+            Pipe::Default => 64 * 1024,
+        };
+        let stdout = BufReader::with_capacity(read_size, stdout);
         let mut client = StdioClient {
             child,
             stdin,
@@ -435,7 +449,7 @@ async fn floor_section(args: &Args, floor: &floor::Floor, report: &mut Report) -
         }
         pool.push(session);
     }
-    let mut direct = StdioClient::spawn(&args.server).await?;
+    let mut direct = StdioClient::spawn(&args.server, Pipe::Grown).await?;
     for _ in 0..200 {
         single.echo().await?;
         let id = direct.id();
@@ -493,7 +507,8 @@ async fn floor_section(args: &Args, floor: &floor::Floor, report: &mut Report) -
 }
 
 async fn direct(args: &Args, report: &mut Report) -> Result<()> {
-    let mut client = StdioClient::spawn(&args.server).await?;
+    let mut client = StdioClient::spawn(&args.server, Pipe::Grown).await?;
+    let mut default_pipe = StdioClient::spawn(&args.server, Pipe::Default).await?;
     for _ in 0..200 {
         let id = client.id();
         client.call(&echo_body(id), id).await?;
@@ -526,21 +541,26 @@ async fn direct(args: &Args, report: &mut Report) -> Result<()> {
             rate,
         );
 
-        let start = Instant::now();
-        for _ in 0..args.large_calls {
-            let id = client.id();
-            client.send(&large_body(id, args.large_bytes)).await?;
-            client.recv().await?;
-            check_large(&client.line, id, args.large_bytes)?;
+        for (client, row) in [
+            (&mut client, "direct stdio: `large` result"),
+            (
+                &mut default_pipe,
+                "direct stdio: `large` result, default 64 KiB pipe",
+            ),
+        ] {
+            let start = Instant::now();
+            for _ in 0..args.large_calls {
+                let id = client.id();
+                client.send(&large_body(id, args.large_bytes)).await?;
+                client.recv().await?;
+                check_large(&client.line, id, args.large_bytes)?;
+            }
+            let bytes = args.large_bytes * args.large_calls as u64;
+            report.add(row, "MiB/s", mib_per_s(bytes, start.elapsed()));
         }
-        let bytes = args.large_bytes * args.large_calls as u64;
-        report.add(
-            "direct stdio: `large` result",
-            "MiB/s",
-            mib_per_s(bytes, start.elapsed()),
-        );
     }
     client.close().await;
+    default_pipe.close().await;
     Ok(())
 }
 
@@ -1191,12 +1211,17 @@ impl ProxyBench<'_> {
         let mut direct = if self.args.no_direct {
             None
         } else {
-            let mut client = StdioClient::spawn(&self.args.server).await?;
+            let mut client = StdioClient::spawn(&self.args.server, Pipe::Grown).await?;
             for _ in 0..200 {
                 let id = client.id();
                 client.call(&echo_body(id), id).await?;
             }
             Some(client)
+        };
+        let mut direct_default = if self.args.no_direct || !self.args.wants("large") {
+            None
+        } else {
+            Some(StdioClient::spawn(&self.args.server, Pipe::Default).await?)
         };
         for _ in 0..self.args.repeats {
             if self.args.wants("latency") {
@@ -1204,8 +1229,14 @@ impl ProxyBench<'_> {
                     .await?;
             }
             if self.args.wants("large") {
-                self.large(&mut single, direct.as_mut(), mode, report)
-                    .await?;
+                self.large(
+                    &mut single,
+                    direct.as_mut(),
+                    direct_default.as_mut(),
+                    mode,
+                    report,
+                )
+                .await?;
             }
             if !self.args.wants("throughput") {
                 continue;
@@ -1284,7 +1315,7 @@ impl ProxyBench<'_> {
                 rate,
             );
         }
-        if let Some(direct) = direct {
+        for direct in [direct, direct_default].into_iter().flatten() {
             direct.close().await;
         }
         self.stop(proxy, &mut notes).await;
@@ -1429,10 +1460,13 @@ impl ProxyBench<'_> {
         &self,
         single: &mut McpHttp,
         mut direct: Option<&mut StdioClient>,
+        mut direct_default: Option<&mut StdioClient>,
         mode: &str,
         report: &mut Report,
     ) -> Result<()> {
         let payload = self.args.large_bytes;
+        // The same call over a direct pipe of the kernel's default size.
+        let mut floor_default = Duration::ZERO;
         let (mut proxied, mut floor) = (Duration::ZERO, Duration::ZERO);
         // The same call answered on an SSE stream, as clients that accept
         // both get it in a session; and with the id after the result.
@@ -1449,6 +1483,15 @@ impl ProxyBench<'_> {
                 direct.send(&body).await?;
                 direct.recv().await?;
                 floor += start.elapsed() * counted;
+                check_large(&direct.line, id, payload)?;
+            }
+            if let Some(direct) = direct_default.as_deref_mut() {
+                let id = direct.id();
+                let body = large_body(id, payload);
+                let start = Instant::now();
+                direct.send(&body).await?;
+                direct.recv().await?;
+                floor_default += start.elapsed() * counted;
                 check_large(&direct.line, id, payload)?;
             }
             // The three proxied forms take turns right after the direct
@@ -1504,6 +1547,22 @@ impl ProxyBench<'_> {
                 ),
                 "%",
                 100.0 * floor.as_secs_f64() / id_last.as_secs_f64(),
+            );
+        }
+        if !floor_default.is_zero() {
+            report.add(
+                &format!(
+                    "proxy {mode}: `large` result as % of direct with the default 64 KiB pipe (interleaved)"
+                ),
+                "%",
+                100.0 * floor_default.as_secs_f64() / proxied.as_secs_f64(),
+            );
+            report.add(
+                &format!(
+                    "proxy {mode}: `large` result over SSE as % of direct with the default 64 KiB pipe (interleaved)"
+                ),
+                "%",
+                100.0 * floor_default.as_secs_f64() / over_sse.as_secs_f64(),
             );
         }
         Ok(())
