@@ -403,6 +403,18 @@ impl StdioClient {
         self.next_id
     }
 
+    /// One checked `large` call of `bytes`; how long it took.
+    async fn large(&mut self, bytes: u64) -> Result<Duration> {
+        let id = self.id();
+        let body = large_body(id, bytes);
+        let start = Instant::now();
+        self.send(&body).await?;
+        self.recv().await?;
+        let took = start.elapsed();
+        check_large(&self.line, id, bytes)?;
+        Ok(took)
+    }
+
     async fn send(&mut self, body: &str) -> Result<()> {
         let mut bytes = Vec::with_capacity(body.len() + 1);
         bytes.extend_from_slice(body.as_bytes());
@@ -548,15 +560,12 @@ async fn direct(args: &Args, report: &mut Report) -> Result<()> {
                 "direct stdio: `large` result, default 64 KiB pipe",
             ),
         ] {
-            let start = Instant::now();
+            let mut took = Duration::ZERO;
             for _ in 0..args.large_calls {
-                let id = client.id();
-                client.send(&large_body(id, args.large_bytes)).await?;
-                client.recv().await?;
-                check_large(&client.line, id, args.large_bytes)?;
+                took += client.large(args.large_bytes).await?;
             }
             let bytes = args.large_bytes * args.large_calls as u64;
-            report.add(row, "MiB/s", mib_per_s(bytes, start.elapsed()));
+            report.add(row, "MiB/s", mib_per_s(bytes, took));
         }
     }
     client.close().await;
@@ -1476,23 +1485,13 @@ impl ProxyBench<'_> {
         // faults) and is not counted.
         for call in 0..=self.args.large_calls {
             let counted = if call == 0 { 0 } else { 1 };
-            if let Some(direct) = direct.as_deref_mut() {
-                let id = direct.id();
-                let body = large_body(id, payload);
-                let start = Instant::now();
-                direct.send(&body).await?;
-                direct.recv().await?;
-                floor += start.elapsed() * counted;
-                check_large(&direct.line, id, payload)?;
-            }
-            if let Some(direct) = direct_default.as_deref_mut() {
-                let id = direct.id();
-                let body = large_body(id, payload);
-                let start = Instant::now();
-                direct.send(&body).await?;
-                direct.recv().await?;
-                floor_default += start.elapsed() * counted;
-                check_large(&direct.line, id, payload)?;
+            for (client, total) in [
+                (direct.as_deref_mut(), &mut floor),
+                (direct_default.as_deref_mut(), &mut floor_default),
+            ] {
+                if let Some(client) = client {
+                    *total += client.large(payload).await? * counted;
+                }
             }
             // The three proxied forms take turns right after the direct
             // call: whichever comes first pays for what the direct call
@@ -1530,40 +1529,30 @@ impl ProxyBench<'_> {
             "MiB/s",
             mib_per_s(bytes, proxied),
         );
-        if !floor.is_zero() {
-            report.add(
-                &format!("proxy {mode}: `large` result as % of direct (interleaved)"),
-                "%",
-                100.0 * floor.as_secs_f64() / proxied.as_secs_f64(),
-            );
-            report.add(
-                &format!("proxy {mode}: `large` result over SSE as % of direct (interleaved)"),
-                "%",
-                100.0 * floor.as_secs_f64() / over_sse.as_secs_f64(),
-            );
-            report.add(
-                &format!(
-                    "proxy {mode}: `large` result, id after the result (TypeScript SDK order), as % of direct (interleaved)"
-                ),
-                "%",
-                100.0 * floor.as_secs_f64() / id_last.as_secs_f64(),
-            );
-        }
-        if !floor_default.is_zero() {
-            report.add(
-                &format!(
-                    "proxy {mode}: `large` result as % of direct with the default 64 KiB pipe (interleaved)"
-                ),
-                "%",
-                100.0 * floor_default.as_secs_f64() / proxied.as_secs_f64(),
-            );
-            report.add(
-                &format!(
-                    "proxy {mode}: `large` result over SSE as % of direct with the default 64 KiB pipe (interleaved)"
-                ),
-                "%",
-                100.0 * floor_default.as_secs_f64() / over_sse.as_secs_f64(),
-            );
+        // Each proxied form as % of each direct rate (one that did not run
+        // is zero and gives no row).
+        let default_pipe = "with the default 64 KiB pipe ";
+        for (form, baseline, direct, took) in [
+            ("", "", floor, proxied),
+            (" over SSE", "", floor, over_sse),
+            (
+                ", id after the result (TypeScript SDK order),",
+                "",
+                floor,
+                id_last,
+            ),
+            ("", default_pipe, floor_default, proxied),
+            (" over SSE", default_pipe, floor_default, over_sse),
+        ] {
+            if !direct.is_zero() {
+                report.add(
+                    &format!(
+                        "proxy {mode}: `large` result{form} as % of direct {baseline}(interleaved)"
+                    ),
+                    "%",
+                    100.0 * direct.as_secs_f64() / took.as_secs_f64(),
+                );
+            }
         }
         Ok(())
     }
