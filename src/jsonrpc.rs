@@ -11,6 +11,7 @@
 //! trailing CR, caps the line length and recovers from an oversized line by
 //! skipping to the next newline instead of giving up on the child.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -663,6 +664,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// goes on in few chunks, each one write to the client.
 const STREAM_READ: usize = 1024 * 1024;
 
+/// Blocks of a line being passed on kept to be read into again once their
+/// chunks are gone: what a client a few reads behind still holds. Freed
+/// blocks among them are memory held only while the line lasts.
+const SPARE_BLOCKS: usize = 4;
+
 /// Reads newline-delimited lines with a length cap and recovery.
 ///
 /// Reads go straight into one growing buffer and each line is split off it
@@ -689,9 +695,10 @@ pub struct LineReader<R> {
     offered: bool,
     /// Bytes of the line being passed on in chunks, while it is.
     streaming: Option<usize>,
-    /// While a line is passed on, the block read into before the current
-    /// one: the two take turns (see [`LineReader::stream_room`]).
-    spare: BytesMut,
+    /// While a line is passed on, the blocks read into before the current
+    /// one, oldest first, to be read into again (see
+    /// [`LineReader::stream_room`]).
+    spares: VecDeque<BytesMut>,
 }
 
 /// What [`LineReader::next_piece`] read.
@@ -760,7 +767,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             offer_at: None,
             offered: false,
             streaming: None,
-            spare: BytesMut::new(),
+            spares: VecDeque::new(),
         }
     }
 
@@ -891,7 +898,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 if self.streaming.take().is_some() {
                     // The line being passed on never ended.
                     self.buf.clear();
-                    self.spare = BytesMut::new();
+                    self.spares.clear();
                     return Ok(None);
                 }
                 // EOF: a final line without its newline still counts.
@@ -911,16 +918,25 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    /// Room for the next read of a line being passed on, in one of two
-    /// blocks that take turns. A read fills most of a block, and its chunk
-    /// still shares that block while it is on its way to the client; the
-    /// other block's chunk, one read older, has usually been written and
-    /// dropped by then, so `reserve` takes that block back instead of
-    /// allocating (and faulting in) a fresh one for every read. When the
-    /// older chunk is still held, `reserve` allocates as before.
+    /// Room for the next read of a line being passed on. A read fills
+    /// most of a block, and its chunk shares that block until the client
+    /// has it. The blocks of older chunks that are gone by now are read
+    /// into again (`try_reclaim`: only a block nothing else holds), so a
+    /// long line does not allocate, and fault in, a fresh block for every
+    /// read. Up to [`SPARE_BLOCKS`] older blocks are kept for that while
+    /// the line lasts; when none is free, `reserve` allocates as before.
     fn stream_room(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() < STREAM_READ {
-            std::mem::swap(&mut self.buf, &mut self.spare);
+            self.spares.push_back(std::mem::take(&mut self.buf));
+            if let Some(free) = self
+                .spares
+                .iter_mut()
+                .position(|block| block.try_reclaim(STREAM_READ))
+            {
+                self.buf = self.spares.remove(free).unwrap_or_default();
+            } else if self.spares.len() > SPARE_BLOCKS {
+                self.spares.pop_front();
+            }
         }
         self.buf.reserve(STREAM_READ);
     }
@@ -931,7 +947,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         if let Some(i) = memchr::memchr(b'\n', &self.buf) {
             let mut last = self.buf.split_to(i + 1);
             self.streaming = None;
-            self.spare = BytesMut::new();
+            self.spares.clear();
             self.offered = false;
             if sent + i > self.max_line_bytes {
                 self.keep_edges(&last[..i]);
@@ -949,7 +965,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         if sent + chunk.len() > self.max_line_bytes {
             // Skipped from here to its end, as any over-long line.
             self.streaming = None;
-            self.spare = BytesMut::new();
+            self.spares.clear();
             self.keep_edges(&chunk);
             self.skipping = sent + chunk.len();
             return Err(LineError::OverCap {

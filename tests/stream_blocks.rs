@@ -1,15 +1,16 @@
 //! A long line passed on in chunks (`jsonrpc::LineReader::stream_line`)
-//! is read into two blocks that take turns, not a fresh block per read.
+//! is read into the same few blocks again, not a fresh block per read.
 //!
 //! Each chunk shares the block it was read into until the client has it.
-//! Here the reader's user holds every chunk until the next one arrives, as
-//! a chunk on its way to a socket is held, and this binary's allocator
-//! counts the allocations of a block's size made on the test's thread.
+//! Here the reader's user holds the last chunks it got, as chunks on their
+//! way to a socket are held, and this binary's allocator counts the
+//! allocations of a block's size made on the test's thread.
 //! A fresh block per read is what made a pass-through of megabytes spend
 //! a good part of its time in page faults.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -77,9 +78,10 @@ impl AsyncRead for Pipe {
     }
 }
 
-/// Streams one line of `mib` MiB plus a short line after it, holding each
-/// chunk until the next arrives. The pieces' bytes and the block count.
-async fn stream(mib: usize) -> (Vec<u8>, usize) {
+/// Streams one line of `mib` MiB plus a short line after it, holding the
+/// last `held` chunks (as a client that many reads behind would). The
+/// pieces' bytes and the block count.
+async fn stream(mib: usize, held: usize) -> (Vec<u8>, usize) {
     let mut data = vec![b'x'; mib << 20];
     data.extend_from_slice(b"\n{\"after\":1}\n");
     let pipe = Pipe {
@@ -93,14 +95,17 @@ async fn stream(mib: usize) -> (Vec<u8>, usize) {
     let before = blocks();
     assert_eq!(reader.next_piece().await.unwrap(), Some(Piece::Long));
     out.extend_from_slice(&reader.stream_line());
-    let mut held: Option<Bytes> = None;
+    let mut in_flight: VecDeque<Bytes> = VecDeque::new();
     loop {
         match reader.next_piece().await.unwrap() {
             Some(Piece::Chunk(chunk)) => {
                 out.extend_from_slice(&chunk);
-                // The older chunk is written and dropped; this one is
-                // still on its way.
-                held = Some(chunk);
+                // The oldest chunk is written and dropped; the newer ones
+                // are still on their way.
+                in_flight.push_back(chunk);
+                if in_flight.len() > held {
+                    in_flight.pop_front();
+                }
             }
             Some(Piece::LineEnd(last)) => {
                 out.extend_from_slice(&last);
@@ -109,7 +114,7 @@ async fn stream(mib: usize) -> (Vec<u8>, usize) {
             other => panic!("unexpected piece {other:?}"),
         }
     }
-    drop(held);
+    drop(in_flight);
     let used = blocks() - before;
     let next = reader.next_line().await.unwrap();
     assert_eq!(next.as_deref(), Some(&b"{\"after\":1}"[..]));
@@ -117,18 +122,33 @@ async fn stream(mib: usize) -> (Vec<u8>, usize) {
 }
 
 #[tokio::test]
-async fn a_long_line_is_read_into_two_blocks_in_turn() {
-    let (out, used) = stream(16).await;
+async fn a_long_line_is_read_into_the_same_few_blocks() {
+    let (out, used) = stream(16, 1).await;
     assert_eq!(out.len(), 16 << 20);
     assert!(out.iter().all(|b| *b == b'x'));
-    // Two blocks for the line (and at most one more while the head's
-    // block is still shared); a fresh block per read made it 16 or more.
+    // The block of the chunk in flight and the one read into, in turn
+    // (and at most one more while the head's block is still shared); a
+    // fresh block per read made it 16 or more.
     assert!(used <= 3, "{used} blocks allocated for 16 reads");
 }
 
 #[tokio::test]
 async fn the_count_does_not_grow_with_the_line() {
-    let (_, short) = stream(4).await;
-    let (_, long) = stream(32).await;
-    assert_eq!(short, long, "blocks for 4 MiB: {short}, for 32 MiB: {long}");
+    for held in [1, 3] {
+        let (_, short) = stream(4, held).await;
+        let (_, long) = stream(32, held).await;
+        assert_eq!(
+            short, long,
+            "{held} held: blocks for 4 MiB: {short}, for 32 MiB: {long}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_further_behind_than_the_spares_still_gets_the_whole_line() {
+    // More chunks in flight than blocks kept: each read takes a fresh
+    // block, as before the spares, and the line still arrives whole.
+    let (out, used) = stream(16, 8).await;
+    assert_eq!(out.len(), 16 << 20);
+    assert!(used >= 8, "{used} blocks with 8 chunks held");
 }
