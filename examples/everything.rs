@@ -278,8 +278,15 @@ async fn run(args: Args) {
     while let Some(line) = lines.recv().await {
         server.on_line(&line).await;
         if misbehave::stdin_abandoned() {
-            // `misbehave_stop_reading`: stdin fills up, as with a wedged server.
-            std::future::pending::<()>().await;
+            // `misbehave_stop_reading`: stdin fills up, as with a wedged
+            // server, for good or until `resume_after_ms` has passed.
+            match misbehave::resume_after() {
+                Some(pause) => {
+                    tokio::time::sleep(pause).await;
+                    misbehave::resume_reading();
+                }
+                None => std::future::pending::<()>().await,
+            }
         }
     }
     if stay_alive {
@@ -1092,12 +1099,13 @@ fn now_rfc3339() -> String {
 ///   it, and is `end_id` if given.
 /// - `misbehave_flood {count, bytes}`: `count` log notifications of about
 ///   `bytes` bytes each, then the answer.
-/// - `misbehave_stop_reading {pings}`: answers `stopped`, writes `pings`
-///   ping requests, and never reads stdin again.
+/// - `misbehave_stop_reading {pings, resume_after_ms}`: answers `stopped`,
+///   writes `pings` ping requests, and reads no more of stdin: never
+///   again, or (with `resume_after_ms`) until that long has passed.
 /// - `misbehave_close_stdout`: closes stdout and keeps running, silent.
 mod misbehave {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Duration;
 
     use serde_json::{Value, json};
@@ -1106,9 +1114,22 @@ mod misbehave {
 
     static STDIN_ABANDONED: AtomicBool = AtomicBool::new(false);
     static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+    static RESUME_AFTER_MS: AtomicU64 = AtomicU64::new(0);
 
     pub fn stdin_abandoned() -> bool {
         STDIN_ABANDONED.load(Ordering::SeqCst)
+    }
+
+    /// How long `misbehave_stop_reading` stops for; `None`: for good.
+    pub fn resume_after() -> Option<std::time::Duration> {
+        match RESUME_AFTER_MS.load(Ordering::SeqCst) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+
+    pub fn resume_reading() {
+        STDIN_ABANDONED.store(false, Ordering::SeqCst);
     }
 
     pub fn stdout_closed() -> bool {
@@ -1215,6 +1236,7 @@ mod misbehave {
                 server.reply(&id, ok(&ToolResult::text("flooded"))).await;
             }
             "misbehave_stop_reading" => {
+                RESUME_AFTER_MS.store(arg_u64(&params, "resume_after_ms", 0), Ordering::SeqCst);
                 STDIN_ABANDONED.store(true, Ordering::SeqCst);
                 server.reply(&id, ok(&ToolResult::text("stopped"))).await;
                 for n in 0..arg_u64(&params, "pings", 0) {

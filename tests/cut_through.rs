@@ -434,6 +434,65 @@ async fn answers_with_their_id_last_are_read_whole_when_another_could_be_theirs(
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn requests_the_child_never_got_do_not_stop_answers_with_their_id_last_going_on() {
+    // A child that stops reading for 1.5 s while a batch of 8,000 pings
+    // arrives: what its pipe and the proxy's queue cannot take fails at
+    // once, never written. No answer to those can come late, so the next
+    // id-last answer, alone in flight, still goes on as it arrives.
+    let proxy = Proxy::start(&[
+        "--shared",
+        "--max-batch",
+        "10000",
+        "--max-child-queue-bytes",
+        "16k",
+    ])
+    .await;
+    let c = json_session(&proxy).await;
+    let mut old = Client::new(&proxy.mcp());
+    old.accept = "application/json";
+    old.initialize("2025-03-26", json!({})).await;
+    let stopped = c
+        .call(
+            json!(1),
+            "misbehave_stop_reading",
+            json!({"resume_after_ms": 1500}),
+        )
+        .await;
+    assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
+    let batch: Vec<Value> = (0..8000)
+        .map(|n| json!({"jsonrpc":"2.0","id":format!("p{n}"),"method":"ping"}))
+        .collect();
+    let r = tokio::time::timeout(Duration::from_secs(20), old.post(&json!(batch)))
+        .await
+        .expect("the batch is answered within 20 s");
+    assert_eq!(r.status(), 200);
+    let answers: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(answers.len(), 8000);
+    let refused = answers.iter().filter(|a| a.get("error").is_some()).count();
+    assert!(
+        refused > 0 && refused < 8000,
+        "{refused} of 8000 refused: the test needs some of each"
+    );
+    let started = Instant::now();
+    let resp = c
+        .post(&id_last(
+            slow_answer(json!("big"), 1 << 20, 1500, "end"),
+            None,
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (first, body) = read_body(resp, started).await;
+    assert!(
+        first.is_some_and(|f| f < Duration::from_millis(1200)),
+        "first bytes after {first:?}"
+    );
+    let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(answer["id"], "big");
+    assert_eq!(text_of(&answer).len(), 1 << 20);
+    proxy.stop().await;
+}
+
 /// A 3 s `sleep` call with id `id` in `c`'s session, in flight meanwhile.
 fn sleep_in(c: &Client, id: u64) -> tokio::task::JoinHandle<Value> {
     let c = c.sibling("application/json");

@@ -669,7 +669,7 @@ impl Worker {
         let wait = self.write_timeout();
         if let Err(e) = self.queue_line(line, id, wait) {
             match id {
-                Some(id) => self.fail_pending(id, &e),
+                Some(id) => self.fail_unsent(id, &e),
                 None => debug!(error = %e, "a message for the child was dropped"),
             }
         }
@@ -762,8 +762,12 @@ impl Worker {
         self.stdin = None;
         let queued = std::mem::take(&mut self.outbox);
         let e = UpstreamError::ChildExited(why.to_string());
-        for id in queued.queue.into_iter().filter_map(|q| q.id) {
-            self.fail_pending(id, &e);
+        for q in queued.queue {
+            match q.id {
+                Some(id) if q.started => self.fail_pending(id, &e),
+                Some(id) => self.fail_unsent(id, &e),
+                None => {}
+            }
         }
     }
 
@@ -789,6 +793,7 @@ impl Worker {
             self.expire_parked(&token);
         }
         let wait = self.write_timeout();
+        // (request, whether the child has any of its line)
         let mut failed = Vec::new();
         // A line partly written stays (the pipe must get it whole); its
         // request fails all the same.
@@ -798,13 +803,13 @@ impl Worker {
                 break;
             }
             if q.started {
-                failed.extend(q.id.take());
+                failed.extend(q.id.take().map(|id| (id, true)));
                 at += 1;
                 continue;
             }
             if let Some(q) = self.outbox.queue.remove(at) {
                 self.outbox.bytes -= q.line.len();
-                failed.extend(q.id);
+                failed.extend(q.id.map(|id| (id, false)));
             }
         }
         if !failed.is_empty() && !self.outbox.stalled {
@@ -814,8 +819,13 @@ impl Worker {
             );
             self.outbox.stalled = true;
         }
-        for id in failed {
-            self.fail_pending(id, &UpstreamError::NotReading(wait));
+        let e = UpstreamError::NotReading(wait);
+        for (id, reached) in failed {
+            if reached {
+                self.fail_pending(id, &e);
+            } else {
+                self.fail_unsent(id, &e);
+            }
         }
     }
 
@@ -835,8 +845,18 @@ impl Worker {
         self.write_control(&cancelled_notification(id, &reason));
     }
 
+    /// Fails a request the child has (all or part of): its answer may
+    /// still come, late (see `Routes::abandon`).
     pub(super) fn fail_pending(&mut self, id: u64, e: &UpstreamError) {
         if let Some(p) = self.routes.abandon(id) {
+            p.reply.fail(&p.client_id, e);
+        }
+    }
+
+    /// Fails a request none of whose line reached the child: no answer to
+    /// it can come, so it does not count as abandoned.
+    fn fail_unsent(&mut self, id: u64, e: &UpstreamError) {
+        if let Some(p) = self.routes.take(id) {
             p.reply.fail(&p.client_id, e);
         }
     }
