@@ -119,9 +119,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("build tokio runtime");
-    if let Err(e) = runtime.block_on(run(args)) {
+    if let Err(e) = runtime.block_on(until_signal(run(args))) {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Runs `work` until it ends or SIGINT/SIGTERM comes. On a signal `work`
+/// is dropped, and with it the proxies, the floor and the direct children
+/// it started (each is held with `kill_on_drop`): a bench stopped by a
+/// signal leaves nothing running.
+async fn until_signal(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        done = work => done,
+        _ = term.recv() => Err("stopped by SIGTERM".into()),
+        _ = int.recv() => Err("stopped by SIGINT".into()),
     }
 }
 
