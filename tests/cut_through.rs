@@ -351,25 +351,7 @@ async fn an_answer_with_its_id_last_goes_on_as_it_arrives_when_it_is_alone_in_fl
         let proxy = Proxy::start(mode).await;
         // A JSON body.
         let c = json_session(&proxy).await;
-        let started = Instant::now();
-        let resp = c
-            .post(&id_last(
-                slow_answer(json!("big"), 1 << 20, 1500, "end"),
-                None,
-            ))
-            .await;
-        assert_eq!(resp.status(), 200);
-        let (first, body) = read_body(resp, started).await;
-        let first = first.expect("a body");
-        assert!(
-            first < Duration::from_millis(1200),
-            "{mode:?}: first bytes after {first:?}"
-        );
-        let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
-        assert_eq!(answer["id"], "big", "{mode:?}");
-        let text = text_of(&answer);
-        assert_eq!(text.len(), 1 << 20);
-        assert!(text.starts_with('a') && text.ends_with('b'));
+        id_last_goes_on(&c, "big").await;
         // An SSE stream.
         let mut s = Client::new(&proxy.mcp());
         s.initialize("2025-11-25", json!({})).await;
@@ -474,23 +456,29 @@ async fn requests_the_child_never_got_do_not_stop_answers_with_their_id_last_goi
         refused > 0 && refused < 8000,
         "{refused} of 8000 refused: the test needs some of each"
     );
+    id_last_goes_on(&c, "big").await;
+    proxy.stop().await;
+}
+
+/// A long id-last answer for `c` (a JSON session) that must go on as it
+/// arrives (its first bytes before the child's 1.5 s pause ends) and
+/// arrive whole and right.
+async fn id_last_goes_on(c: &Client, id: &str) {
     let started = Instant::now();
     let resp = c
-        .post(&id_last(
-            slow_answer(json!("big"), 1 << 20, 1500, "end"),
-            None,
-        ))
+        .post(&id_last(slow_answer(json!(id), 1 << 20, 1500, "end"), None))
         .await;
     assert_eq!(resp.status(), 200);
     let (first, body) = read_body(resp, started).await;
     assert!(
         first.is_some_and(|f| f < Duration::from_millis(1200)),
-        "first bytes after {first:?}"
+        "{id}: first bytes after {first:?}"
     );
     let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(answer["id"], "big");
-    assert_eq!(text_of(&answer).len(), 1 << 20);
-    proxy.stop().await;
+    assert_eq!(answer["id"], id);
+    let text = text_of(&answer);
+    assert_eq!(text.len(), 1 << 20);
+    assert!(text.starts_with('a') && text.ends_with('b'));
 }
 
 /// A 3 s `sleep` call with id `id` in `c`'s session, in flight meanwhile.
