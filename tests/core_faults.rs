@@ -271,6 +271,70 @@ async fn a_child_that_stops_reading_stdin_cannot_hold_handlers_past_the_request_
 }
 
 #[tokio::test]
+async fn requests_withdrawn_before_the_child_got_them_are_never_written() {
+    // A shared child stops reading for 1.5 s under a batch of 4,000 pings:
+    // its pipe fills and later lines wait in the proxy's queue. One
+    // request's client (2026-07-28) closes its connection there, another's
+    // (2025-11-25) sends notifications/cancelled. Neither request nor any
+    // cancellation may reach the child.
+    let proxy = Proxy::start(&["--shared", "--max-batch", "10000"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-11-25", json!({})).await;
+    let mut old = Client::new(&proxy.mcp());
+    old.accept = "application/json";
+    old.initialize("2025-03-26", json!({})).await;
+    let stopped = c
+        .call(
+            json!(1),
+            "misbehave_stop_reading",
+            json!({"resume_after_ms": 1500}),
+        )
+        .await;
+    assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
+    let batch: Vec<Value> = (0..4000)
+        .map(|n| json!({"jsonrpc":"2.0","id":format!("p{n}"),"method":"ping"}))
+        .collect();
+    let pings = tokio::spawn(async move {
+        let r = old.post(&json!(batch)).await;
+        r.json::<Vec<Value>>().await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A 2026-07-28 client that gives up: closing its connection is that
+    // era's cancellation.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion":MODERN,"io.modelcontextprotocol/clientCapabilities":{}});
+    let call = json!({"jsonrpc":"2.0","id":"gone","method":"tools/call","params":{"name":"echo","arguments":{"message":"gone"},"_meta":meta}});
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        modern_post(&proxy, &call, "application/json"),
+    )
+    .await;
+    assert!(gave_up.is_err(), "answered while the child was not reading");
+    // A request its client cancels.
+    let waiting = c.sibling("application/json");
+    let cancelled =
+        tokio::spawn(async move { waiting.call(json!(3), "echo", json!({"message":"x"})).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}))
+        .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(cancelled.await.unwrap()["error"]["code"], -32800);
+    // The child reads again and answers the pings.
+    let answers = tokio::time::timeout(Duration::from_secs(20), pings)
+        .await
+        .expect("the pings are answered within 20 s")
+        .unwrap();
+    assert_eq!(answers.len(), 4000);
+    assert!(answers.iter().all(|a| a.get("result").is_some()));
+    let seen = c.call(json!(4), "cancelled", json!({})).await;
+    let seen: Value =
+        serde_json::from_str(seen["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(seen, json!([]), "cancellations that reached the child");
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn messages_past_the_child_queue_byte_cap_fail_at_once_not_at_the_deadline() {
     let flags = [
         "--request-timeout",

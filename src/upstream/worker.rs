@@ -185,6 +185,22 @@ struct Outbox {
 }
 
 impl Outbox {
+    /// Takes request `id`'s line out of the queue if none of it was
+    /// written yet; whether it was.
+    fn withdraw(&mut self, id: u64) -> bool {
+        let Some(at) = self
+            .queue
+            .iter()
+            .position(|q| q.id == Some(id) && !q.started)
+        else {
+            return false;
+        };
+        if let Some(q) = self.queue.remove(at) {
+            self.bytes -= q.line.len();
+        }
+        true
+    }
+
     /// Queues what is left of a line (`started`: part of it went already),
     /// failing it if it still waits after `wait`.
     fn push(&mut self, line: Bytes, id: Option<u64>, wait: Duration, started: bool) {
@@ -434,6 +450,15 @@ impl Worker {
             } => {
                 let id = self.routes.proxy_id(port, &client_id);
                 if let Some(id) = id
+                    && self.outbox.withdraw(id)
+                {
+                    // The child never got it: nothing to cancel there.
+                    self.routes.take(id);
+                    debug!(
+                        request = id,
+                        "client went away before its request reached the child; withdrawn"
+                    );
+                } else if let Some(id) = id
                     && self.routes.abandon(id).is_some()
                 {
                     debug!(
@@ -913,7 +938,15 @@ impl Worker {
             debug!("cancellation of an unknown or finished request ignored");
             return;
         };
-        if let Some(p) = self.routes.abandon(id) {
+        // A request still waiting for the child is withdrawn, and neither
+        // it nor the cancellation goes.
+        let withdrawn = self.outbox.withdraw(id);
+        let taken = if withdrawn {
+            self.routes.take(id)
+        } else {
+            self.routes.abandon(id)
+        };
+        if let Some(p) = taken {
             match p.reply.unwatched() {
                 // No answer will come: a stream of its own closes, a stream
                 // shared with other requests (legacy, batch) carries on.
@@ -926,6 +959,13 @@ impl Worker {
                 }
                 Reply::Detached | Reply::Watched(..) => {}
             }
+        }
+        if withdrawn {
+            debug!(
+                request = id,
+                "request cancelled before it reached the child; withdrawn"
+            );
+            return;
         }
         // The client's message with only the id changed: whatever else it
         // carries (`reason`, even a number no parser could hold) passes as is.
