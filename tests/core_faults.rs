@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    Client, Proxy, SseStream, alive, eventually, example, modern_post, read_messages_lenient,
+    Client, Proxy, SseStream, alive, eventually, example, modern_post, ping_batch,
+    read_messages_lenient, shared_child_paused,
 };
 
 const MODERN: &str = "2026-07-28";
@@ -277,28 +278,8 @@ async fn requests_withdrawn_before_the_child_got_them_are_never_written() {
     // request's client (2026-07-28) closes its connection there, another's
     // (2025-11-25) sends notifications/cancelled. Neither request nor any
     // cancellation may reach the child.
-    let proxy = Proxy::start(&["--shared", "--max-batch", "10000"]).await;
-    let mut c = Client::new(&proxy.mcp());
-    c.accept = "application/json";
-    c.initialize("2025-11-25", json!({})).await;
-    let mut old = Client::new(&proxy.mcp());
-    old.accept = "application/json";
-    old.initialize("2025-03-26", json!({})).await;
-    let stopped = c
-        .call(
-            json!(1),
-            "misbehave_stop_reading",
-            json!({"resume_after_ms": 1500}),
-        )
-        .await;
-    assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
-    let batch: Vec<Value> = (0..4000)
-        .map(|n| json!({"jsonrpc":"2.0","id":format!("p{n}"),"method":"ping"}))
-        .collect();
-    let pings = tokio::spawn(async move {
-        let r = old.post(&json!(batch)).await;
-        r.json::<Vec<Value>>().await.unwrap()
-    });
+    let (proxy, c, batches) = shared_child_paused(&["--max-batch", "10000"], 1500).await;
+    let pings = tokio::spawn(async move { ping_batch(&batches, 4000).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A 2026-07-28 client that gives up: closing its connection is that
     // era's cancellation.

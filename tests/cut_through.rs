@@ -17,7 +17,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, legacy_session, modern_post, parse_events, read_messages, text_of};
+use support::{
+    Client, Proxy, legacy_session, modern_post, parse_events, ping_batch, read_messages,
+    shared_child_paused, text_of,
+};
 
 const HALF_A_SECOND: Duration = Duration::from_millis(500);
 
@@ -422,34 +425,14 @@ async fn requests_the_child_never_got_do_not_stop_answers_with_their_id_last_goi
     // arrives: what its pipe and the proxy's queue cannot take fails at
     // once, never written. No answer to those can come late, so the next
     // id-last answer, alone in flight, still goes on as it arrives.
-    let proxy = Proxy::start(&[
-        "--shared",
-        "--max-batch",
-        "10000",
-        "--max-child-queue-bytes",
-        "16k",
-    ])
+    let (proxy, c, batches) = shared_child_paused(
+        &["--max-batch", "10000", "--max-child-queue-bytes", "16k"],
+        1500,
+    )
     .await;
-    let c = json_session(&proxy).await;
-    let mut old = Client::new(&proxy.mcp());
-    old.accept = "application/json";
-    old.initialize("2025-03-26", json!({})).await;
-    let stopped = c
-        .call(
-            json!(1),
-            "misbehave_stop_reading",
-            json!({"resume_after_ms": 1500}),
-        )
-        .await;
-    assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
-    let batch: Vec<Value> = (0..8000)
-        .map(|n| json!({"jsonrpc":"2.0","id":format!("p{n}"),"method":"ping"}))
-        .collect();
-    let r = tokio::time::timeout(Duration::from_secs(20), old.post(&json!(batch)))
+    let answers = tokio::time::timeout(Duration::from_secs(20), ping_batch(&batches, 8000))
         .await
         .expect("the batch is answered within 20 s");
-    assert_eq!(r.status(), 200);
-    let answers: Vec<Value> = r.json().await.unwrap();
     assert_eq!(answers.len(), 8000);
     let refused = answers.iter().filter(|a| a.get("error").is_some()).count();
     assert!(

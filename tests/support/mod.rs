@@ -310,6 +310,40 @@ pub async fn legacy_session(proxy: &Proxy) -> (SseStream, String) {
 }
 
 /// A 2026-07-28 POST with the required headers derived from the body.
+/// A `--shared` proxy (plus `flags`) whose child has stopped reading its
+/// stdin for `pause_ms` (`misbehave_stop_reading`), and two sessions on it
+/// taking JSON bodies: 2025-11-25, and 2025-03-26 for batches.
+pub async fn shared_child_paused(flags: &[&str], pause_ms: u64) -> (Proxy, Client, Client) {
+    let mut all = vec!["--shared"];
+    all.extend_from_slice(flags);
+    let proxy = Proxy::start(&all).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-11-25", json!({})).await;
+    let mut batches = Client::new(&proxy.mcp());
+    batches.accept = "application/json";
+    batches.initialize("2025-03-26", json!({})).await;
+    let stopped = c
+        .call(
+            json!(1),
+            "misbehave_stop_reading",
+            json!({"resume_after_ms": pause_ms}),
+        )
+        .await;
+    assert_eq!(stopped["result"]["content"][0]["text"], "stopped");
+    (proxy, c, batches)
+}
+
+/// A batch of `n` pings (ids `p0`, `p1`, ...); its answers in order.
+pub async fn ping_batch(c: &Client, n: usize) -> Vec<Value> {
+    let batch: Vec<Value> = (0..n)
+        .map(|n| json!({"jsonrpc":"2.0","id":format!("p{n}"),"method":"ping"}))
+        .collect();
+    let r = c.post(&json!(batch)).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 pub async fn modern_post(proxy: &Proxy, body: &Value, accept: &str) -> reqwest::Response {
     let method = body["method"].as_str().unwrap_or_default();
     let mut req = reqwest::Client::new()
