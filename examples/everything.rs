@@ -1121,13 +1121,14 @@ mod misbehave {
     }
 
     /// How long `misbehave_stop_reading` stops for; `None`: for good.
-    pub fn resume_after() -> Option<std::time::Duration> {
+    pub fn resume_after() -> Option<Duration> {
         match RESUME_AFTER_MS.load(Ordering::SeqCst) {
             0 => None,
-            ms => Some(std::time::Duration::from_millis(ms)),
+            ms => Some(Duration::from_millis(ms)),
         }
     }
 
+    /// The pause of `misbehave_stop_reading` is over: stdin is read again.
     pub fn resume_reading() {
         STDIN_ABANDONED.store(false, Ordering::SeqCst);
     }
