@@ -27,15 +27,16 @@ pub(super) const EXIT_AFTER_EOF: Duration = Duration::from_millis(500);
 /// not reported ready on its own ([`Health::CrashLooping`]).
 pub(super) const CRASHES_NOT_READY: u32 = 3;
 
-/// The first wait before restarting a crashed shared child; it doubles
-/// with every crash up to `--restart-max-backoff`.
+/// The first wait before restarting a crashed shared child (or
+/// `--restart-max-backoff` if that is shorter); it doubles with every
+/// crash up to `--restart-max-backoff`.
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The wait before the next restart: back to the first after a child that
 /// stayed up longer than the longest wait (it was healthy), else `prev`,
-/// which doubles after each restart.
+/// which doubles after each restart. Never above `cap`.
 pub(super) fn next_backoff(prev: Duration, uptime: Duration, cap: Duration) -> Duration {
-    if uptime >= cap { FIRST_BACKOFF } else { prev }
+    if uptime >= cap { FIRST_BACKOFF } else { prev }.min(cap)
 }
 
 impl Upstream {
@@ -244,5 +245,12 @@ mod tests {
             next_backoff(cap, Duration::from_secs(31), cap),
             FIRST_BACKOFF
         );
+    }
+
+    #[test]
+    fn a_cap_below_the_first_wait_bounds_every_wait() {
+        let cap = Duration::from_millis(10);
+        assert_eq!(next_backoff(FIRST_BACKOFF, Duration::ZERO, cap), cap);
+        assert_eq!(next_backoff(cap, Duration::from_secs(1), cap), cap);
     }
 }
