@@ -3,7 +3,9 @@
 //! `mcp-proxy` binary: `kill -9` leaving grandchildren, a broken stderr
 //! ignoring SIGTERM, panics on absurd flags and a closed stdout, typos in
 //! the command caught only by clients, slowloris connections, one-shot
-//! clients holding children for 30 minutes, session ids in the log.
+//! clients holding children for 30 minutes, session ids in the log. And
+//! what must hold after all of it: 300 crashes of a shared child and
+//! 1,000 sessions leave no process behind and no growth in fds or RSS.
 
 mod support;
 
@@ -876,4 +878,219 @@ async fn a_child_flooding_stdout_with_non_json_is_rate_limited_too() {
     let logged = logs.matches("non-JSON-RPC line").count();
     assert!(logged > 0, "{logs}");
     assert!(logged < 1000, "{logged} of 3000 non-JSON lines logged");
+}
+
+// ---- what must hold afterwards: crash loops and session churn leave nothing ----
+
+/// A process as seen at one moment: its pid and its start time (field 22
+/// of `/proc/PID/stat`), so that a pid reused later is not taken for it.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    pid: u32,
+    start: u64,
+}
+
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+impl Seen {
+    fn now(pid: u32) -> Seen {
+        // Fields after the command: state is the first (field 3), start
+        // time the 20th (field 22).
+        let start = stat_fields(pid)
+            .and_then(|f| f.get(19)?.parse().ok())
+            .unwrap_or_else(|| panic!("process {pid} is not running"));
+        Seen { pid, start }
+    }
+
+    /// Still in the process table, zombie or not.
+    fn present(&self) -> bool {
+        stat_fields(self.pid).is_some_and(|f| f.get(19) == Some(&self.start.to_string()))
+    }
+
+    /// Running (present and not a zombie).
+    fn running(&self) -> bool {
+        self.present() && stat_fields(self.pid).is_some_and(|f| f[0] != "Z" && f[0] != "X")
+    }
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .expect("VmRSS of the proxy")
+}
+
+/// Open file descriptors of `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the proxy's fd table")
+        .count()
+}
+
+/// The pid of the session's child, once one answers: calls made while a
+/// crashed shared child is being restarted fail, and are tried again.
+async fn pid_once_answered(c: &Client) -> u32 {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let answer = c.call(json!("pid"), "pid", json!({})).await;
+        if let Some(pid) = answer["result"]["structuredContent"]["pid"].as_u64() {
+            return pid as u32;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer after the restart: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// RSS may move with the allocator's arenas; a leak of even 10 KiB a
+/// round would pass this after the rounds these tests run.
+const RSS_SLACK_KIB: u64 = 2048;
+
+#[tokio::test]
+async fn three_hundred_crashes_of_a_shared_child_leave_no_zombie_orphan_or_growth() {
+    const CRASHES: usize = 300;
+    const WARM: usize = 30;
+    let p = start(
+        &["--shared", "--restart-max-backoff", "10ms"],
+        &[&support::example("everything")],
+    );
+    let proxy = p.child.id();
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let mut children = Vec::new();
+    let mut grandchildren = Vec::new();
+    let mut warm = None;
+    for round in 0..=CRASHES {
+        let child = pid_once_answered(&c).await;
+        children.push(Seen::now(child));
+        if round == WARM {
+            warm = Some((rss_kib(proxy), open_fds(proxy)));
+        }
+        if round == CRASHES {
+            break;
+        }
+        let gc = c.call(json!("gc"), "spawn_grandchild", json!({})).await;
+        let gc = gc["result"]["structuredContent"]["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a grandchild: {gc}"));
+        grandchildren.push(Seen::now(gc as u32));
+        let crash = c.call(json!("boom"), "crash", json!({"code": 3})).await;
+        assert_eq!(crash["error"]["code"], -32000, "{crash}");
+    }
+    let (rss0, fds0) = warm.unwrap();
+    let (rss1, fds1) = (rss_kib(proxy), open_fds(proxy));
+    eprintln!(
+        "measured: after {WARM} crashes RSS {rss0} KiB, {fds0} fds; after {CRASHES}: RSS {rss1} KiB, {fds1} fds"
+    );
+    let current = children.pop().unwrap();
+    assert!(current.running());
+    assert!(
+        eventually(STEP, || children.iter().all(|c| !c.present())).await,
+        "crashed children left in the process table: {:?}",
+        children.iter().filter(|c| c.present()).collect::<Vec<_>>()
+    );
+    assert!(
+        eventually(STEP, || grandchildren.iter().all(|g| !g.running())).await,
+        "grandchildren outlived their crashed parents: {:?}",
+        grandchildren
+            .iter()
+            .filter(|g| g.running())
+            .collect::<Vec<_>>()
+    );
+    assert!(zombies_of(proxy).is_empty());
+    assert!(fds1 <= fds0, "fds grew from {fds0} to {fds1}");
+    assert!(
+        rss1 <= rss0 + RSS_SLACK_KIB,
+        "RSS grew from {rss0} to {rss1} KiB"
+    );
+    assert_eq!(
+        c.call(json!(1), "echo", json!({"message": "still here"}))
+            .await["result"]["content"][0]["text"],
+        "still here"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_sessions_created_and_deleted_leave_no_zombie_orphan_or_growth() {
+    const SESSIONS: usize = 1000;
+    const WARM: usize = 100;
+    const AT_ONCE: usize = 4;
+    let p = start(&[], &[&support::example("everything")]);
+    let proxy = p.child.id();
+    let url = format!("{}/mcp", p.base);
+    // One session: initialize, one call, DELETE; its child's pid.
+    let session = |url: String| async move {
+        let mut c = Client::new(&url);
+        c.initialize("2025-11-25", json!({})).await;
+        let pid = pid_once_answered(&c).await;
+        let child = Seen::now(pid);
+        let status = c.delete(&url).await.status();
+        assert!(status.is_success(), "DELETE answered {status}");
+        child
+    };
+    let settle = |children: Vec<Seen>| async move {
+        assert!(
+            eventually(STEP, || children.iter().all(|c| !c.present())).await,
+            "children of deleted sessions left in the process table: {:?}",
+            children.iter().filter(|c| c.present()).collect::<Vec<_>>()
+        );
+        assert!(zombies_of(proxy).is_empty());
+        (rss_kib(proxy), open_fds(proxy))
+    };
+    let mut warm = None;
+    let mut done = 0;
+    while done < SESSIONS {
+        let mut batch = tokio::task::JoinSet::new();
+        let n = (WARM - done % WARM).min(SESSIONS - done);
+        for i in 0..AT_ONCE {
+            let share = n / AT_ONCE + usize::from(i < n % AT_ONCE);
+            let url = url.clone();
+            batch.spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..share {
+                    seen.push(session(url.clone()).await);
+                }
+                seen
+            });
+        }
+        let mut children = Vec::new();
+        while let Some(seen) = batch.join_next().await {
+            children.extend(seen.unwrap());
+        }
+        done += n;
+        assert_eq!(children.len(), n);
+        let measured = settle(children).await;
+        if done == WARM {
+            warm = Some(measured);
+        } else if done == SESSIONS {
+            let (rss0, fds0) = warm.unwrap();
+            let (rss1, fds1) = measured;
+            eprintln!(
+                "measured: after {WARM} sessions RSS {rss0} KiB, {fds0} fds; after {SESSIONS}: RSS {rss1} KiB, {fds1} fds"
+            );
+            assert!(fds1 <= fds0, "fds grew from {fds0} to {fds1}");
+            assert!(
+                rss1 <= rss0 + RSS_SLACK_KIB,
+                "RSS grew from {rss0} to {rss1} KiB"
+            );
+        }
+    }
+    let health = reqwest::get(format!("{}/health", p.base))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(health["sessions"], 0, "{health}");
 }
