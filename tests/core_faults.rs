@@ -914,3 +914,80 @@ async fn unanswered_server_requests_are_capped_and_the_excess_refused() {
     assert_responsive(&proxy).await;
     proxy.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// What must hold afterwards: a child that answers ids nobody asked
+// ---------------------------------------------------------------------------
+
+/// A shared child writes thousands of answers to requests nobody made:
+/// numbers no request was given, strings, `null`, an array, a second
+/// answer to a request already answered. They are dropped; another
+/// session's call in flight at the same time gets its own answer, and
+/// the proxy keeps answering.
+#[tokio::test]
+async fn answers_to_ids_nobody_asked_are_dropped_and_other_sessions_carry_on() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut a = Client::new(&proxy.mcp());
+    a.initialize("2025-11-25", json!({})).await;
+    let mut b = Client::new(&proxy.mcp());
+    b.initialize("2025-11-25", json!({})).await;
+    // B's first call is answered; its id, as the child saw it, is one
+    // the child may now answer again.
+    let seen = call_within(
+        &b,
+        json!("first"),
+        "echo",
+        json!({"message":"first"}),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(seen["result"]["content"][0]["text"], "first");
+    let strays = [
+        r#"{"jsonrpc":"2.0","id":987654321,"result":{"content":[{"type":"text","text":"stray"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":"nobody","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"stray"}}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"stray"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"stray"}}"#,
+    ];
+    let lines: Vec<&str> = strays.iter().cycle().take(6000).copied().collect();
+    let slow = tokio::spawn({
+        let b = b.sibling("application/json, text/event-stream");
+        async move {
+            call_within(
+                &b,
+                json!("slow"),
+                "sleep",
+                json!({"ms": 300}),
+                Duration::from_secs(10),
+            )
+            .await
+        }
+    });
+    let answer = call_within(
+        &a,
+        json!(1),
+        "misbehave_emit",
+        json!({ "lines": lines }),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "emitted",
+        "{answer}"
+    );
+    let slow = slow.await.unwrap();
+    assert!(!is_error(&slow), "{slow}");
+    assert_ne!(slow["result"]["content"][0]["text"], "stray", "{slow}");
+    let echo = call_within(
+        &b,
+        json!(2),
+        "echo",
+        json!({"message":"still here"}),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(echo["result"]["content"][0]["text"], "still here");
+    assert_responsive(&proxy).await;
+    proxy.stop().await;
+}
