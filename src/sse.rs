@@ -910,11 +910,12 @@ impl Outlet {
     /// Attaches a new response that first replays the events after `after`
     /// (a sequence number of this stream), then continues live. Replaces any
     /// previous response. Returns `None` if events after `after` were
-    /// already evicted from the buffer (replay would lose messages).
+    /// already evicted from the buffer (replay would lose messages), or if
+    /// `after` names an event this stream has not sent (a forged id).
     pub fn resume(&self, after: u64) -> Option<LiveRx> {
         let mut inner = self.lock();
         let first_kept = inner.buffer.front().map_or(inner.next_seq, |(s, _)| *s);
-        if after + 1 < first_kept {
+        if after.saturating_add(1) < first_kept || after >= inner.next_seq {
             return None;
         }
         let missed: Vec<Bytes> = inner
@@ -1276,6 +1277,20 @@ mod tests {
         assert!(o.resume(2).is_some());
         assert_eq!(parse_event_id("12-34"), Some((12, 34)));
         assert_eq!(parse_event_id("x"), None);
+    }
+
+    /// Regression: `Last-Event-ID: 1-18446744073709551615` overflowed the
+    /// eviction check (a panic in debug builds). An id this stream never
+    /// sent resumes nothing.
+    #[test]
+    fn resume_refuses_an_event_the_stream_never_sent() {
+        let (o, _rx) = Outlet::new(1, true, None, 64, 16);
+        for _ in 0..3 {
+            o.send(b"{}");
+        }
+        assert!(o.resume(u64::MAX).is_none());
+        assert!(o.resume(3).is_none());
+        assert!(o.resume(2).is_some());
     }
 
     #[tokio::test]
