@@ -103,7 +103,9 @@ pub enum ProxyError {
     /// child is started without it.
     #[error("{0}")]
     MissingCredential(String),
-    /// The credential store failed or timed out.
+    /// The credential store failed or timed out. The message is the
+    /// generic [`crate::store::UNAVAILABLE`]: the cause (a path, a host,
+    /// an SQL error) is logged where it happened and never reaches a client.
     #[error("{0}")]
     StoreUnavailable(String),
 }

@@ -717,3 +717,53 @@ async fn the_one_2026_child_without_auth_is_stopped_when_idle_and_restarted_on_u
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a broken store's error (the file's path, the SQL error)
+/// reached ordinary clients in the body of a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_store_gives_clients_a_generic_503_and_the_log_the_detail() {
+    let logs = capture_logs();
+    let dir = tempdir("broken-store");
+    let db = dir.join("secrets-path-7731.db");
+    let keys = KeyRing::parse(&StoreKey::generate_base64()).unwrap();
+    let store = Arc::new(
+        Store::open(db.to_str().unwrap(), keys, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    let toml = everything_toml("vault", "env = { TOK = { secret = \"tok\" } }");
+    let toml = format!("[store]\npath = {db:?}\n{toml}");
+    let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
+    // Someone renames the table under the running proxy.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("ALTER TABLE secrets RENAME TO secrets_gone")
+        .unwrap();
+    let url = format!("{}/servers/vault/mcp", p.base);
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let r = Client::new(&url).post(&init).await;
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    for leak in ["secrets-path-7731", "no such table", "secrets", "/tmp"] {
+        assert!(!body.contains(leak), "{leak:?} reached the client: {body}");
+    }
+    assert!(
+        body.contains("the credential store is unavailable"),
+        "{body}"
+    );
+    let r = modern_call(&reqwest::Client::new(), &url, "pid").await;
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("secrets-path-7731") && !body.contains("no such table"),
+        "{body}"
+    );
+    p.stop().await;
+    // The operator still gets the detail, in the log.
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("no such table"),
+        "the log lacks the store's error"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -230,7 +230,10 @@ impl App {
             .await
             .map_err(|e| match e {
                 crate::store::CredentialError::Store(e) => {
-                    ProxyError::StoreUnavailable(e.to_string())
+                    // The detail (a path, a host, an SQL error) is for the
+                    // operator; the client learns only that it is temporary.
+                    warn!(principal = %principal, error = %e, "credential store call failed; answered 503");
+                    ProxyError::StoreUnavailable(crate::store::UNAVAILABLE.into())
                 }
                 e => ProxyError::MissingCredential(e.to_string()),
             })

@@ -30,6 +30,9 @@ pub use seal::{KeyRing, SealError, Sealed, Secret, SecretRef, StoreKey};
 
 /// Deadline of one call to the store: a spawn waits on it, so it is short.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a client is told when the store fails: the cause (a path, a host,
+/// an SQL error) goes to the log only.
+pub const UNAVAILABLE: &str = "the credential store is unavailable; try again later";
 /// Longest principal, server or secret name: names, not payloads.
 pub const MAX_NAME_BYTES: usize = 256;
 
@@ -143,19 +146,43 @@ pub fn is_postgres_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
-/// A store location fit for logs and errors (a URL's password replaced).
+/// A store location fit for logs and errors. A file path is shown as
+/// given; a PostgreSQL URL is parsed and rebuilt from its hosts, ports and
+/// database only, so no password (in the userinfo or in any query
+/// parameter such as `password` or `sslpassword`), user name or other
+/// option can reach a message. A URL that does not parse is not shown.
 pub fn redact_location(location: &str) -> String {
     if !is_postgres_url(location) {
         return location.to_string();
     }
-    let (scheme, rest) = location.split_once("://").unwrap_or(("", location));
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => location.to_string(),
-    }
+    let Ok(config) = location.parse::<tokio_postgres::Config>() else {
+        return "postgres://(a URL that does not parse; not shown)".into();
+    };
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                tokio_postgres::config::Host::Tcp(name) if name.contains(':') => {
+                    format!("[{name}]")
+                }
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(dir) => dir.display().to_string(),
+            };
+            // One port for every host, or one each.
+            match ports.get(i).or(ports.first().filter(|_| ports.len() == 1)) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 fn check_name(what: &'static str, value: &str) -> Result<(), StoreError> {
@@ -427,9 +454,29 @@ mod tests {
 
     #[test]
     fn postgres_passwords_never_reach_messages() {
+        for url in [
+            "postgres://proxy:hunter2@db:5432/mcp",
+            "postgres://proxy@db/mcp?password=hunter2",
+            "postgresql://db/mcp?user=proxy&password=hunter2&application_name=x",
+            "postgres://proxy:hunter2@db/mcp?password=hunter2",
+            "postgres://proxy@db/mcp?sslpassword=hunter2",
+            "postgres://proxy:hunter2@db:5432,db2:5433/mcp?connect_timeout=3",
+            "postgres://proxy:hunter2@[::1/mcp",
+            "postgres://proxy:hunter%32@db/mcp",
+        ] {
+            let shown = redact_location(url);
+            assert!(
+                !shown.contains("hunter") && !shown.contains("proxy"),
+                "{url} shown as {shown}"
+            );
+        }
         assert_eq!(
-            redact_location("postgres://proxy:hunter2@db:5432/mcp"),
-            "postgres://proxy:***@db:5432/mcp"
+            redact_location("postgres://proxy:hunter2@db:5432/mcp?password=x"),
+            "postgres://db:5432/mcp"
+        );
+        assert_eq!(
+            redact_location("postgres://proxy:hunter2@a:1,b:2/mcp"),
+            "postgres://a:1,b:2/mcp"
         );
         assert_eq!(redact_location("/var/lib/x.db"), "/var/lib/x.db");
     }
