@@ -200,7 +200,10 @@ impl Frame {
 
     /// `params._meta[key]`. The params are searched for `key` first, so
     /// the many messages without it cost a byte scan, and only `_meta` is
-    /// built into a tree, never the arguments beside it.
+    /// built into a tree, never the arguments beside it. Params with an
+    /// escape anywhere are always parsed: the key may be spelled with one
+    /// (`io.modelcontextprotocol\/protocolVersion`), and the child reads
+    /// it decoded.
     pub fn meta(&self, key: &str) -> Option<serde_json::Value> {
         #[derive(Deserialize)]
         struct Params {
@@ -208,7 +211,9 @@ impl Frame {
             meta: Option<serde_json::Map<String, serde_json::Value>>,
         }
         let params = self.params()?;
-        memchr::memmem::find(params, key.as_bytes())?;
+        if memchr::memmem::find(params, key.as_bytes()).is_none() {
+            memchr::memchr(b'\\', params)?;
+        }
         serde_json::from_slice::<Params>(params)
             .ok()?
             .meta?

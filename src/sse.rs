@@ -261,6 +261,17 @@ impl LiveRx {
         self.held.iter().any(|i| !matches!(i, Item::Prime(_)))
     }
 
+    /// The message of the first event [`LiveRx::hold_first`] holds, if it
+    /// arrived whole (its `data:` text, the JSON-RPC message).
+    pub fn held_message(&self) -> Option<&[u8]> {
+        let Some(Item::Event(ev)) = self.held.iter().find(|i| !matches!(i, Item::Prime(_))) else {
+            return None;
+        };
+        // An event's data is one line (see `event`).
+        ev.split(|&b| b == b'\n')
+            .find_map(|line| line.strip_prefix(b"data: "))
+    }
+
     /// The next event, whole (one still arriving is awaited to its end),
     /// or `None` once the outlet let go of this response (or an event
     /// broke off).

@@ -283,6 +283,61 @@ async fn modern_header_rules_are_enforced_with_the_modern_codes() {
     proxy.stop().await;
 }
 
+/// Regressions from review: the version in `_meta` spelled with an escape
+/// (`\/`) slipped past the header check; an unknown method answered on
+/// SSE came back as 200; a notification without `Mcp-Method` was refused
+/// though the revision sets no header rules for notification POSTs.
+#[tokio::test]
+async fn modern_rules_hold_for_escaped_keys_sse_answers_and_notifications() {
+    let proxy = Proxy::start(&[]).await;
+    let post = |accept: &'static str, method: Option<&'static str>, body: String| {
+        let mut req = reqwest::Client::new()
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .header("mcp-protocol-version", MODERN);
+        if let Some(m) = method {
+            req = req.header("mcp-method", m);
+        }
+        req.body(body).send()
+    };
+    let escaped = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol\/protocolVersion":"2025-11-25","io.modelcontextprotocol\/clientCapabilities":{}}}}"#;
+    let r = post("application/json", Some("tools/list"), escaped.into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32020);
+
+    let unknown = json!({"jsonrpc":"2.0","id":2,"method":"no/such","params":{"_meta":{"progressToken":"p","io.modelcontextprotocol/protocolVersion":MODERN,"io.modelcontextprotocol/clientCapabilities":{}}}});
+    for accept in ["application/json, text/event-stream", "text/event-stream"] {
+        let r = post(accept, Some("no/such"), unknown.to_string())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "Accept: {accept}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32601);
+    }
+
+    let note =
+        json!({"jsonrpc":"2.0","method":"notifications/something","params":{"_meta":meta()}});
+    let r = post(
+        "application/json, text/event-stream",
+        None,
+        note.to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = post(
+        "application/json, text/event-stream",
+        Some("notifications/other"),
+        note.to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "a header that is there must match");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn closing_a_modern_stream_cancels_the_request_at_the_child() {
     let proxy = Proxy::start(&[]).await;

@@ -176,6 +176,10 @@ fn validate(headers: &HeaderMap, frame: &Frame) -> Result<(), ProxyError> {
                 "Mcp-Method {m:?} does not match the body's method {method:?}"
             )));
         }
+        // The revision requires it of requests; for a notification's POST
+        // it defines no header rules, so only a header that is there must
+        // match.
+        None if frame.kind() == Kind::Notification => {}
         None => {
             return Err(ProxyError::HeaderMismatch(
                 "Mcp-Method header is required".into(),
@@ -298,6 +302,16 @@ pub async fn serve(
     let _ = upstream.request(&port, frame, reply).await;
     let cancel = app.streams_cancel.child_token();
     rx.hold_first(app.config.keep_alive, &cancel).await;
+    // An unknown method is answered at once, before anything else: it
+    // gets the revision's 404, in JSON, on the SSE path too.
+    if let Some(message) = rx.held_message()
+        && message.len() <= ERROR_PEEK_BYTES
+        && error_code(message) == Some(code::METHOD_NOT_FOUND)
+    {
+        let mut r = json_ok(Bytes::copy_from_slice(message));
+        *r.status_mut() = http::StatusCode::NOT_FOUND;
+        return Ok(r);
+    }
     Ok(sse_response(stream_body(
         rx,
         app.config.keep_alive,
