@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::audit::Audit;
 use crate::auth::Principal;
@@ -53,9 +53,22 @@ pub struct StreamLimits {
 }
 
 /// One client session.
+/// The transport a session was opened on. Its id is good on that
+/// transport only: a Streamable HTTP session's id on the legacy message
+/// endpoint (or the reverse) is an unknown session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP+SSE (2024-11-05): `GET /sse`, `POST /messages?sessionId=…`.
+    Legacy,
+    /// Streamable HTTP (2025-03-26 … 2025-11-25): `Mcp-Session-Id`.
+    Streamable,
+}
+
 pub struct Session {
     /// The `Mcp-Session-Id`.
     pub id: Arc<str>,
+    /// Where the id is good.
+    pub transport: Transport,
     /// Who created it: the only principal that may use it.
     pub principal: Principal,
     /// How the multiplexer sees this session.
@@ -101,6 +114,7 @@ impl Session {
     /// A session over `upstream`, already attached to it.
     pub fn new(
         id: String,
+        transport: Transport,
         principal: Principal,
         port: Arc<Port>,
         upstream: Arc<Upstream>,
@@ -110,6 +124,7 @@ impl Session {
         upstream.attach(port.clone());
         Arc::new(Session {
             id: id.into(),
+            transport,
             principal,
             port,
             upstream,
@@ -371,8 +386,17 @@ impl Sessions {
 
     /// Looks up `principal`'s session `id`: another principal's session is
     /// not found, exactly like an unknown one.
-    pub fn get_owned(&self, id: &str, principal: &Principal) -> Option<Arc<Session>> {
+    pub fn get_owned(
+        &self,
+        id: &str,
+        principal: &Principal,
+        transport: Transport,
+    ) -> Option<Arc<Session>> {
         let session = self.get(id)?;
+        if session.transport != transport {
+            debug!(session = %crate::logging::tag(id), opened_on = ?session.transport, presented_on = ?transport, "a session id was presented on another transport; answering 404");
+            return None;
+        }
         if session.principal == *principal {
             Some(session)
         } else {

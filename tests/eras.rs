@@ -583,3 +583,52 @@ async fn a_quick_modern_sse_answer_leaves_with_its_head() {
     );
     proxy.stop().await;
 }
+
+/// Regression from review: legacy and Streamable HTTP sessions shared one
+/// registry, so a Streamable session's id on the legacy message endpoint
+/// put its answer on the session's GET stream (where responses must never
+/// go), and a GET with a legacy id replaced that session's SSE stream and
+/// ended it. An id is good only on the transport that issued it.
+#[tokio::test]
+async fn a_session_id_is_unknown_on_the_other_transport() {
+    let proxy = Proxy::start(&[]).await;
+    let (mut legacy, post_url) = support::legacy_session(&proxy).await;
+    let legacy_id = post_url.split("sessionId=").nth(1).unwrap().to_string();
+    let mut c = support::Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let streamable_id = c.session.clone().unwrap();
+
+    let ping = json!({"jsonrpc":"2.0","id":"x","method":"ping"});
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/messages?sessionId={streamable_id}",
+            proxy.base()
+        ))
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let mut stranger = c.sibling("text/event-stream");
+    stranger.session = Some(legacy_id);
+    let r = reqwest::Client::new()
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", stranger.session.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // The legacy session still answers on its own stream.
+    let r = reqwest::Client::new()
+        .post(&post_url)
+        .json(&json!({"jsonrpc":"2.0","id":"still","method":"ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let answer = legacy.next().await.expect("the ping's answer");
+    assert!(answer.data.contains("\"still\""), "{}", answer.data);
+    proxy.stop().await;
+}

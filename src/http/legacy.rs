@@ -19,6 +19,7 @@ use super::{App, parse_body, require_json};
 use crate::error::ProxyError;
 use crate::jsonrpc::Kind;
 
+use crate::session::Transport;
 use crate::sse::{self, Body, Outlet, full, stream_body};
 use crate::upstream::Reply;
 
@@ -31,7 +32,7 @@ pub async fn handle_sse(
         return Err(ProxyError::MethodNotAllowed("GET, OPTIONS"));
     }
     let (session, reservation) = app
-        .open_session(&super::principal_of(req.extensions()))
+        .open_session(&super::principal_of(req.extensions()), Transport::Legacy)
         .await?;
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
@@ -117,7 +118,11 @@ pub async fn handle_message(
     })?;
     let session = app
         .sessions
-        .get_owned(&id, &super::principal_of(req.extensions()))
+        .get_owned(
+            &id,
+            &super::principal_of(req.extensions()),
+            Transport::Legacy,
+        )
         .ok_or(ProxyError::SessionNotFound)?;
     let outlet = session
         .port

@@ -47,7 +47,7 @@ use crate::config::{Config, Mode};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame};
 use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
-use crate::session::{Reservation, Session, Sessions, StreamLimits, new_session_id};
+use crate::session::{Reservation, Session, Sessions, StreamLimits, Transport, new_session_id};
 use crate::sse::{Body, ReplayBudget, full};
 use crate::upstream::{
     EraHints, Port, PortKeys, PortKind, Reply, Upstream, UpstreamError, UpstreamOptions,
@@ -329,6 +329,7 @@ impl App {
     pub async fn open_session(
         &self,
         principal: &Principal,
+        transport: Transport,
     ) -> Result<(Arc<Session>, Reservation), ProxyError> {
         let reservation = self.sessions.reserve(principal)?;
         // `--replica-id`: a prefix a router can route on (`r1.<hex>`).
@@ -348,6 +349,7 @@ impl App {
         };
         let session = Session::new(
             id,
+            transport,
             principal.clone(),
             port,
             upstream,

@@ -29,7 +29,7 @@ use super::{Answer, App, negotiate};
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, Message, code};
-use crate::session::Session;
+use crate::session::{Session, Transport};
 use crate::sse::{Body, Outlet, empty, stream_body};
 use crate::tail;
 use crate::upstream::{DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream};
@@ -51,7 +51,7 @@ fn session_of(
     let id = header_str(headers, "mcp-session-id").ok_or(ProxyError::MissingSession)?;
     let session = app
         .sessions
-        .get_owned(id, &super::principal_of(extensions))
+        .get_owned(id, &super::principal_of(extensions), Transport::Streamable)
         .ok_or(ProxyError::SessionNotFound)?;
     check_version(&session, headers)?;
     session.touch();
@@ -272,7 +272,10 @@ async fn initialize(
 ) -> Result<Response<Body>, ProxyError> {
     let answer = negotiate(&parts.headers)?;
     let (session, reservation) = app
-        .open_session(&super::principal_of(&parts.extensions))
+        .open_session(
+            &super::principal_of(&parts.extensions),
+            Transport::Streamable,
+        )
         .await?;
     // From here on, a client that goes away ends this session and its child.
     let mut pending_session = Unregistered {
