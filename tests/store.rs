@@ -40,8 +40,8 @@ async fn embedded_store_sets_gets_lists_and_deletes() {
     let store = Store::open(path.to_str().unwrap(), ring(&[&key]), T)
         .await
         .unwrap();
-    let alice = SecretRef::new("alice", "coda", "coda");
-    let bob = SecretRef::new("bob", "coda", "coda");
+    let alice = SecretRef::new("api-key:alice", "coda", "coda");
+    let bob = SecretRef::new("api-key:bob", "coda", "coda");
     store
         .set(&alice, &Secret::new(b"alice-token-7f3a9c".to_vec()))
         .await
@@ -64,7 +64,7 @@ async fn embedded_store_sets_gets_lists_and_deletes() {
     assert!(listed.iter().all(|(_, k)| k == store.key_ids()[0]));
     // One round trip for a child: present and missing names.
     let got = store
-        .get_for_child("alice", "coda", &["coda".into(), "other".into()])
+        .get_for_child("api-key:alice", "coda", &["coda".into(), "other".into()])
         .await
         .unwrap();
     assert_eq!(got[0].1.as_ref().unwrap().expose(), b"alice-token-v2-0d1e");
@@ -99,7 +99,7 @@ async fn a_row_copied_to_another_principal_does_not_open() {
         .unwrap();
     store
         .set(
-            &SecretRef::new("alice", "coda", "coda"),
+            &SecretRef::new("api-key:alice", "coda", "coda"),
             &Secret::new(b"alice-secret".to_vec()),
         )
         .await
@@ -107,13 +107,13 @@ async fn a_row_copied_to_another_principal_does_not_open() {
     // An attacker with write access to the file copies alice's row to mallory.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute(
-        "INSERT INTO secrets SELECT 'mallory', server, name, key_id, nonce, sealed, updated_at FROM secrets WHERE principal = 'alice'",
+        "INSERT INTO secrets SELECT 'api-key:mallory', server, name, key_id, nonce, sealed, updated_at FROM secrets WHERE principal = 'api-key:alice'",
         [],
     )
     .unwrap();
     drop(conn);
     let err = store
-        .get(&SecretRef::new("mallory", "coda", "coda"))
+        .get(&SecretRef::new("api-key:mallory", "coda", "coda"))
         .await
         .unwrap_err()
         .to_string();
@@ -122,7 +122,7 @@ async fn a_row_copied_to_another_principal_does_not_open() {
     // Alice's own row still opens.
     assert!(
         store
-            .get(&SecretRef::new("alice", "coda", "coda"))
+            .get(&SecretRef::new("api-key:alice", "coda", "coda"))
             .await
             .unwrap()
             .is_some()
@@ -137,7 +137,7 @@ async fn rotation_under_load(location: &str) {
     for i in 0..40 {
         before
             .set(
-                &SecretRef::new(&format!("user{i}"), "coda", "coda"),
+                &SecretRef::new(&format!("api-key:user{i}"), "coda", "coda"),
                 &Secret::new(format!("value-{i}").into_bytes()),
             )
             .await
@@ -154,7 +154,7 @@ async fn rotation_under_load(location: &str) {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads < 40 {
                 let i = (reads as usize * 7 + r) % 40;
                 let got = store
-                    .get_for_child(&format!("user{i}"), "coda", &["coda".into()])
+                    .get_for_child(&format!("api-key:user{i}"), "coda", &["coda".into()])
                     .await
                     .expect("reads never fail during a rotation");
                 assert_eq!(
@@ -173,7 +173,7 @@ async fn rotation_under_load(location: &str) {
             for i in 0..10 {
                 store
                     .set(
-                        &SecretRef::new(&format!("user{i}"), "coda", "coda"),
+                        &SecretRef::new(&format!("api-key:user{i}"), "coda", "coda"),
                         &Secret::new(format!("value-{i}").into_bytes()),
                     )
                     .await
@@ -197,7 +197,7 @@ async fn rotation_under_load(location: &str) {
     );
     for i in 0..40 {
         let v = after
-            .get(&SecretRef::new(&format!("user{i}"), "coda", "coda"))
+            .get(&SecretRef::new(&format!("api-key:user{i}"), "coda", "coda"))
             .await
             .unwrap()
             .unwrap();
@@ -206,7 +206,7 @@ async fn rotation_under_load(location: &str) {
     let old_only = Store::open(location, ring(&[&old]), T).await.unwrap();
     assert!(
         old_only
-            .get(&SecretRef::new("user0", "coda", "coda"))
+            .get(&SecretRef::new("api-key:user0", "coda", "coda"))
             .await
             .is_err()
     );
@@ -231,7 +231,7 @@ async fn postgres_store_is_shared_by_two_handles_and_rotates_under_load() {
         Store::open(&pg.url, ring(&[&key]), T)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    let at = SecretRef::new("alice", "coda", "coda");
+    let at = SecretRef::new("api-key:alice", "coda", "coda");
     a.set(&at, &Secret::new(b"pg-alice-value".to_vec()))
         .await
         .unwrap();
@@ -326,18 +326,22 @@ fn secrets_subcommand_round_trip_with_value_from_stdin() {
     let key = StoreKey::generate_base64();
     let env = [("MCP_PROXY_STORE_KEY", key.as_str())];
     let (code, _, err) = cli(
-        &["--store", db, "set", "alice", "coda", "coda"],
+        &["--store", db, "set", "api-key:alice", "coda", "coda"],
         &env,
         b"cli-secret-value-93\n",
     );
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("cli-secret-value-93"), "{err}");
-    let (code, out, _) = cli(&["--store", db, "get", "alice", "coda", "coda"], &env, b"");
+    let (code, out, _) = cli(
+        &["--store", db, "get", "api-key:alice", "coda", "coda"],
+        &env,
+        b"",
+    );
     assert_eq!(code, 0);
     assert_eq!(out, "cli-secret-value-93");
     let (code, out, _) = cli(&["--store", db, "list"], &env, b"");
     assert_eq!(code, 0);
-    assert!(out.starts_with("alice\tcoda\tcoda\t"), "{out}");
+    assert!(out.starts_with("api-key:alice\tcoda\tcoda\t"), "{out}");
     assert!(!out.contains("cli-secret-value-93"));
     // Rotation: new key first, old second.
     let new = StoreKey::generate_base64();
@@ -350,24 +354,24 @@ fn secrets_subcommand_round_trip_with_value_from_stdin() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("re-sealed 1"), "{err}");
     let (code, out, _) = cli(
-        &["--store", db, "get", "alice", "coda", "coda"],
+        &["--store", db, "get", "api-key:alice", "coda", "coda"],
         &[("MCP_PROXY_STORE_KEY", new.as_str())],
         b"",
     );
     assert_eq!((code, out.as_str()), (0, "cli-secret-value-93"));
     let (code, _, _) = cli(
-        &["--store", db, "delete", "alice", "coda", "coda"],
+        &["--store", db, "delete", "api-key:alice", "coda", "coda"],
         &[("MCP_PROXY_STORE_KEY", new.as_str())],
         b"",
     );
     assert_eq!(code, 0);
     let (code, _, err) = cli(
-        &["--store", db, "get", "alice", "coda", "coda"],
+        &["--store", db, "get", "api-key:alice", "coda", "coda"],
         &[("MCP_PROXY_STORE_KEY", new.as_str())],
         b"",
     );
     assert_eq!(code, 1);
-    assert!(err.contains("no secret alice/coda/coda"), "{err}");
+    assert!(err.contains("no secret api-key:alice/coda/coda"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -377,7 +381,7 @@ fn secrets_bad_usage_is_one_line_and_exit_64() {
     let env = [("MCP_PROXY_STORE_KEY", key.as_str())];
     for (args, env, stdin) in [
         (
-            vec!["--store", "/tmp/x.db", "set", "alice", "coda"],
+            vec!["--store", "/tmp/x.db", "set", "api-key:alice", "coda"],
             &env[..],
             &b"v"[..],
         ),
@@ -406,6 +410,17 @@ fn secrets_bad_usage_is_one_line_and_exit_64() {
             &b""[..],
         ),
         (vec!["set", "a", "b", "c"], &env[..], &b"v"[..]),
+        // A principal must say how it logs in: `alice` could be a key or a JWT.
+        (
+            vec!["--store", "/tmp/x.db", "set", "alice", "coda", "coda"],
+            &env[..],
+            &b"v"[..],
+        ),
+        (
+            vec!["--store", "/tmp/x.db", "get", "ldap:alice", "coda", "coda"],
+            &env[..],
+            &b""[..],
+        ),
         (vec!["--store", "/tmp/x.db", "list"], &[][..], &b""[..]),
         (
             vec!["--store", "/tmp/x.db", "list"],

@@ -214,7 +214,7 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
     let secret = "binary-secret-value-4471";
     // The operator stores the value (stdin), as the README says.
     let mut set = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
-        .args(["secrets", "set", "anonymous", "dump", "tok"])
+        .args(["secrets", "set", "none:anonymous", "dump", "tok"])
         .env("MCP_PROXY_STORE", &db)
         .env("MCP_PROXY_STORE_KEY", &key)
         .stdin(Stdio::piped())

@@ -267,7 +267,10 @@ async fn two_principals_get_children_with_their_own_credentials_and_a_third_none
             .unwrap(),
     );
     // Principals are named by API key position until the authenticator names them.
-    for (who, value) in [("key-1", "alpha-cred-5521"), ("key-2", "bravo-cred-9034")] {
+    for (who, value) in [
+        ("api-key:key-1", "alpha-cred-5521"),
+        ("api-key:key-2", "bravo-cred-9034"),
+    ] {
         store
             .set(
                 &SecretRef::new(who, "dump", "tok"),
@@ -419,7 +422,10 @@ async fn modern_clients_get_a_child_per_principal_with_their_own_stored_credenti
             .await
             .unwrap(),
     );
-    for (who, value) in [("key-1", "alpha-cred-7731"), ("key-2", "bravo-cred-2208")] {
+    for (who, value) in [
+        ("api-key:key-1", "alpha-cred-7731"),
+        ("api-key:key-2", "bravo-cred-2208"),
+    ] {
         store
             .set(
                 &SecretRef::new(who, "dump", "tok"),
@@ -601,7 +607,7 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
     let url_b = format!("{}/servers/dump/mcp", b.base);
 
     // Set once (through proxy a's store): children of both proxies see it.
-    let tok = SecretRef::new("key-1", "dump", "tok");
+    let tok = SecretRef::new("api-key:key-1", "dump", "tok");
     store_a
         .set(&tok, &Secret::new(b"first-pg-value-4410".to_vec()))
         .await
@@ -765,5 +771,114 @@ async fn a_broken_store_gives_clients_a_generic_503_and_the_log_the_detail() {
         text.contains("no such table"),
         "the log lacks the store's error"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An HS256 token for `sub`, accepted by a proxy reading `secret` with
+/// audience `aud`.
+fn hs256(secret: &str, aud: &str, sub: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"sub": sub, "aud": aud, "exp": now + 600, "iat": now});
+    let key = EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+}
+
+/// Regression: an API key named alice and a JWT whose sub is alice shared
+/// one stored credential (the store was keyed by the bare name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_user_never_gets_the_credential_of_an_api_key_with_the_same_name() {
+    let dir = tempdir("method-names");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let db = dir.join("secrets.db");
+    let keys = KeyRing::parse(&StoreKey::generate_base64()).unwrap();
+    let store = Arc::new(
+        Store::open(db.to_str().unwrap(), keys, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    // Only the API key alice has a credential; a bare name is refused.
+    store
+        .set(
+            &SecretRef::new("api-key:alice", "dump", "tok"),
+            &Secret::new(b"alices-key-cred-3391".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set(
+                &SecretRef::new("alice", "dump", "tok"),
+                &Secret::new(b"x".to_vec())
+            )
+            .await
+            .is_err(),
+        "a principal without its login method is ambiguous"
+    );
+    let secret = "a-shared-secret-of-at-least-32-bytes!!";
+    std::fs::write(dir.join("jwt"), secret).unwrap();
+    std::fs::write(dir.join("keys"), format!("alice: {K1}\n")).unwrap();
+    let toml = format!(
+        r#"
+[store]
+path = {db:?}
+[[server]]
+name = "dump"
+command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
+env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
+"#,
+        everything = example("everything"),
+    );
+    std::fs::write(dir.join("proxy.toml"), toml).unwrap();
+    let args = Args {
+        config: Some(dir.join("proxy.toml").to_string_lossy().into_owned()),
+        api_key_file: Some(dir.join("keys").to_string_lossy().into_owned()),
+        jwt_secret_file: Some(dir.join("jwt").to_string_lossy().into_owned()),
+        jwt_audience: vec!["mcp-test".into()],
+        ..Args::default()
+    };
+    let config = config_file::load(args, &|_| None).unwrap();
+    let p = start(config, Some(store.clone())).await;
+    let url = format!("{}/servers/dump/mcp", p.base);
+
+    // The API key alice: a child with her value, on both eras.
+    let mut by_key = authed(&url, K1);
+    by_key.initialize("2025-11-25", json!({})).await;
+    let env = env_of(&dumps, session_pid(&by_key, 1).await);
+    assert!(
+        env.contains("UPSTREAM_TOKEN=alices-key-cred-3391\n"),
+        "{env}"
+    );
+    // The JWT alice: refused on both eras, naming her as the store does.
+    let token = hs256(secret, "mcp-test", "alice");
+    let by_jwt = authed(&url, &token);
+    let r = by_jwt
+        .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("jwt:alice"),
+        "{body}"
+    );
+    let r = modern_call(&by_jwt.http, &url, "pid").await;
+    assert_eq!(r.status(), 403);
+    for e in std::fs::read_dir(&dumps).unwrap() {
+        let env = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        assert_eq!(env.matches("alices-key-cred-3391").count(), 1);
+    }
+    assert_eq!(
+        std::fs::read_dir(&dumps).unwrap().count(),
+        1,
+        "no child for jwt:alice"
+    );
+    p.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

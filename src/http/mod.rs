@@ -219,11 +219,12 @@ impl App {
         let Some(credentials) = self.credentials.get() else {
             return Ok(Vec::new());
         };
-        // The store names principals as the authenticator does (`key-1`,
-        // a key file's name, a JWT `sub`, `anonymous`); headers the
-        // dispatcher took for the server still come from the request.
+        // The store names a principal by its login method and name
+        // (`api-key:alice`, `jwt:alice`): two methods never share a value.
+        // Headers the dispatcher took for the server still come from the
+        // request.
         let caller = crate::store::Caller {
-            principal: Some(principal.name().into()),
+            principal: Some(crate::store::principal_name(principal).into()),
             header_env: crate::store::current_header_env(),
         };
         crate::store::with_caller(caller, credentials.env_for_caller())

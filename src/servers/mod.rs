@@ -672,6 +672,7 @@ pub async fn serve_config(
                 .await
                 .map_err(|e| e.to_string())?;
             info!(store = %store.location(), key_id = %store.key_ids()[0], "credential store open");
+            store.warn_about_rows().await;
             Some(Arc::new(store))
         }
     };

@@ -54,7 +54,7 @@ pub enum SecretsCommand {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "set")]
 pub struct SetArgs {
-    /// who the secret belongs to, as the proxy names them (an API key's name, a JWT sub)
+    /// who the secret belongs to, METHOD:NAME as the proxy names them: api-key:NAME (a named key of --api-key-file), jwt:SUB, forward:NAME, or none:anonymous without authentication
     #[argh(positional)]
     pub principal: String,
     /// the configured server it is for
@@ -69,7 +69,7 @@ pub struct SetArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "get")]
 pub struct GetArgs {
-    /// principal
+    /// principal, METHOD:NAME (api-key:alice, jwt:alice, forward:alice, none:anonymous)
     #[argh(positional)]
     pub principal: String,
     /// server
@@ -84,7 +84,7 @@ pub struct GetArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "delete")]
 pub struct DeleteArgs {
-    /// principal
+    /// principal, METHOD:NAME (api-key:alice, jwt:alice, forward:alice, none:anonymous)
     #[argh(positional)]
     pub principal: String,
     /// server
@@ -184,6 +184,16 @@ async fn run(
     keys: super::KeyRing,
     timeout: Duration,
 ) -> i32 {
+    // A principal that does not say how it logs in is a usage error.
+    let principal = match &command {
+        SecretsCommand::Set(a) => Some(&a.principal),
+        SecretsCommand::Get(a) => Some(&a.principal),
+        SecretsCommand::Delete(a) => Some(&a.principal),
+        _ => None,
+    };
+    if let Some(Err(e)) = principal.map(|p| super::check_principal(p)) {
+        return usage(e);
+    }
     // Read the value before opening the store: a bad value is a usage error.
     let value = match &command {
         SecretsCommand::Set(_) => match read_value() {

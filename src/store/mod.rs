@@ -58,6 +58,11 @@ pub enum StoreError {
         /// Why.
         source: SealError,
     },
+    /// A principal that does not say how it logs in.
+    #[error(
+        "principal {0:?} does not say how it logs in: write METHOD:NAME, where METHOD is api-key, jwt, forward or none (api-key:{0}, jwt:{0}, forward:{0}; none:anonymous without authentication)"
+    )]
+    UnqualifiedPrincipal(String),
     /// A name that is empty, too long or has control characters.
     #[error("invalid {what} {value:?}: expected 1 to {MAX_NAME_BYTES} printable characters")]
     BadName {
@@ -195,8 +200,33 @@ fn check_name(what: &'static str, value: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How a principal logged in, as the store spells it: the prefix of every
+/// stored principal (`api-key:alice`, `jwt:alice`, `forward:alice`,
+/// `none:anonymous`), so that two login methods never share a credential.
+pub const PRINCIPAL_METHODS: &[&str] = &["api-key", "jwt", "forward", "none"];
+
+/// The store's name for `principal`: `<method>:<name>`. An API key named
+/// `alice` and a JWT whose `sub` is `alice` are different principals (as
+/// sessions already hold), so they never share a stored credential.
+pub fn principal_name(principal: &crate::auth::Principal) -> String {
+    format!("{}:{}", principal.method().as_str(), principal.name())
+}
+
+pub(crate) fn check_principal(value: &str) -> Result<(), StoreError> {
+    check_name("principal", value)?;
+    let qualified = value
+        .split_once(':')
+        .is_some_and(|(method, name)| PRINCIPAL_METHODS.contains(&method) && !name.is_empty());
+    if !qualified {
+        return Err(StoreError::UnqualifiedPrincipal(
+            value.chars().take(64).collect(),
+        ));
+    }
+    Ok(())
+}
+
 fn check_ref(at: &SecretRef) -> Result<(), StoreError> {
-    check_name("principal", &at.principal)?;
+    check_principal(&at.principal)?;
     check_name("server", &at.server)?;
     check_name("secret name", &at.name)
 }
@@ -329,7 +359,7 @@ impl Store {
         names: &[String],
         action: &str,
     ) -> Result<Vec<(String, Option<Secret>)>, StoreError> {
-        check_name("principal", principal)?;
+        check_principal(principal)?;
         check_name("server", server)?;
         for n in names {
             check_name("secret name", n)?;
@@ -386,6 +416,32 @@ impl Store {
     pub async fn list(&self) -> Result<Vec<(SecretRef, String)>, StoreError> {
         let rows = self.call(self.backend.list()).await?;
         Ok(rows.into_iter().map(|r| (r.at, r.sealed.key_id)).collect())
+    }
+
+    /// Logs a warning for rows this proxy will never read: those whose
+    /// principal has no login method (written by an earlier version, which
+    /// keyed principals by name alone). A failing store is logged too; the
+    /// proxy serves anyway (each spawn then gets its own 503).
+    pub async fn warn_about_rows(&self) {
+        let rows = match self.list().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "credential store: cannot list its rows at start");
+                return;
+            }
+        };
+        let bare: std::collections::BTreeSet<&str> = rows
+            .iter()
+            .map(|(at, _)| at.principal.as_str())
+            .filter(|p| check_principal(p).is_err())
+            .collect();
+        if !bare.is_empty() {
+            warn!(
+                count = bare.len(),
+                principals = ?bare.iter().take(10).collect::<Vec<_>>(),
+                "credential store: stored principals without a login method are never used; set them again as METHOD:NAME (api-key:NAME, jwt:SUB, forward:NAME, none:anonymous) and delete the old rows"
+            );
+        }
     }
 
     /// Re-seals every row not sealed under the sealing key. Rows are
@@ -487,5 +543,10 @@ mod tests {
         assert!(check_name("principal", "a\nb").is_err());
         assert!(check_name("principal", &"x".repeat(300)).is_err());
         assert!(check_name("principal", "alice@example.com").is_ok());
+        assert!(check_principal("jwt:alice@example.com").is_ok());
+        assert!(check_principal("none:anonymous").is_ok());
+        for bare in ["alice", "key-1", "jwt:", ":alice", "ldap:alice"] {
+            assert!(check_principal(bare).is_err(), "{bare}");
+        }
     }
 }
