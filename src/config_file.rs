@@ -492,6 +492,14 @@ fn from_parts(
         if !seen.insert(s.name.as_str()) {
             return err(format!("server name {:?} is used twice", s.name));
         }
+        if !s.secrets.is_empty()
+            && let Some(k) = keys_named_by_position(&base.auth.api_keys).next()
+        {
+            return err(format!(
+                "server {:?} takes per-user secrets, so every API key needs a name of its own (`name: key` lines in --api-key-file or [auth] api_key_file): {} is named by its position, and removing an earlier key would hand its stored credentials to the next one",
+                s.name, k.name
+            ));
+        }
         if !s.secrets.is_empty() && store.is_none() {
             let vars: Vec<&str> = s.secrets.iter().map(|(v, _)| v.as_str()).collect();
             return err(format!(
@@ -520,6 +528,20 @@ fn from_parts(
         config_poll,
         file_digest: None,
     })
+}
+
+/// The keys named by their position (`key-N` at position N): a bare
+/// `--api-key`, `[auth] api_keys` entry or key-file line. Such a name
+/// belongs to whichever key is N-th, so it cannot own stored credentials.
+/// (A key the operator named `key-N` and placed N-th looks the same and is
+/// refused too; the message asks for a name, and any other does.)
+fn keys_named_by_position(
+    keys: &[crate::auth::keys::ApiKey],
+) -> impl Iterator<Item = &crate::auth::keys::ApiKey> {
+    keys.iter()
+        .enumerate()
+        .filter(|(i, k)| k.name == format!("key-{}", i + 1))
+        .map(|(_, k)| k)
 }
 
 fn config_poll(v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
@@ -754,6 +776,49 @@ command = ["coda-mcp", "--read-only"]
 mode = "per-session"
 env = { CODA_LOG = "info", CODA_API_TOKEN = { secret = "coda" } }
 "#;
+
+    /// Regression: keys without names were numbered by position, so a
+    /// reload that removed one handed its stored credential to the next.
+    #[test]
+    fn keys_named_by_position_are_refused_when_a_server_takes_secrets() {
+        let dir = std::env::temp_dir().join(format!("mcp-cfg-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_string_lossy().into_owned()
+        };
+        let k = ["0123456789abcdef0123", "fedcba9876543210fedc"];
+        let bare = file("bare", &format!("{}\n{}\n", k[0], k[1]));
+        let mixed = file("mixed", &format!("alice: {}\n{}\n", k[0], k[1]));
+        let named = file("named", &format!("alice: {}\nbob: {}\n", k[0], k[1]));
+        let store = ["--store", "/tmp/x.db"];
+        for flags in [
+            vec!["--api-key", k[0], "--api-key", k[1]],
+            vec!["--api-key-file", &bare],
+            vec!["--api-key-file", &mixed],
+        ] {
+            let all: Vec<&str> = store.iter().copied().chain(flags.iter().copied()).collect();
+            let e = load_str(ISSUE_SHAPE, &all).unwrap_err().0;
+            assert!(
+                e.contains("\"coda\"") && e.contains("name") && e.contains("key-"),
+                "{flags:?}: {e}"
+            );
+        }
+        // In the file's [auth] too.
+        let text = format!("[auth]\napi_keys = [\"{}\"]\n{ISSUE_SHAPE}", k[0]);
+        assert!(load_str(&text, &store).is_err());
+        // Named keys are fine, and so are bare keys for servers without secrets.
+        let all: Vec<&str> = store
+            .iter()
+            .copied()
+            .chain(["--api-key-file", &named])
+            .collect();
+        assert!(load_str(ISSUE_SHAPE, &all).is_ok());
+        let plain = "[[server]]\nname = \"a\"\ncommand = [\"true\"]\n";
+        assert!(load_str(plain, &["--api-key-file", &bare]).is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn the_shape_from_the_issue_loads() {

@@ -241,6 +241,14 @@ const K1: &str = "key-one-0123456789abcdef";
 const K2: &str = "key-two-0123456789abcdef";
 const K3: &str = "key-three-0123456789abcd";
 
+/// A key file naming K1, K2 and K3 alpha, bravo and charlie: a server
+/// that takes per-user secrets needs every key named.
+fn named_keys(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("api-keys");
+    std::fs::write(&path, format!("alpha: {K1}\nbravo: {K2}\ncharlie: {K3}\n")).unwrap();
+    path
+}
+
 fn authed(url: &str, key: &str) -> Client {
     let mut c = Client::new(url);
     let mut h = reqwest::header::HeaderMap::new();
@@ -266,10 +274,9 @@ async fn two_principals_get_children_with_their_own_credentials_and_a_third_none
             .await
             .unwrap(),
     );
-    // Principals are named by API key position until the authenticator names them.
     for (who, value) in [
-        ("api-key:key-1", "alpha-cred-5521"),
-        ("api-key:key-2", "bravo-cred-9034"),
+        ("api-key:alpha", "alpha-cred-5521"),
+        ("api-key:bravo", "bravo-cred-9034"),
     ] {
         store
             .set(
@@ -283,7 +290,7 @@ async fn two_principals_get_children_with_their_own_credentials_and_a_third_none
     let toml = format!(
         r#"
 [auth]
-api_keys = ["{K1}", "{K2}", "{K3}"]
+api_key_file = {keys:?}
 [store]
 path = {db:?}
 [[server]]
@@ -292,6 +299,7 @@ command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everyt
 env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
 "#,
         everything = example("everything"),
+        keys = named_keys(&dir),
     );
     let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
     let url = format!("{}/servers/dump/mcp", p.base);
@@ -311,7 +319,7 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
     let body: Value = r.json().await.unwrap();
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("key-3") && msg.contains("tok") && msg.contains("UPSTREAM_TOKEN"),
+        msg.contains("api-key:charlie") && msg.contains("tok") && msg.contains("UPSTREAM_TOKEN"),
         "{msg}"
     );
 
@@ -356,14 +364,16 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
         assert!(!text.contains(v), "{v} in the logs");
     }
     assert!(
-        text.contains("read-for-child") && text.contains("key-1") && text.contains("missing"),
+        text.contains("read-for-child")
+            && text.contains("api-key:alpha")
+            && text.contains("missing"),
         "no audit lines"
     );
     // The tool call is audited with the server's name.
     assert!(
         text.lines().any(|l| l.contains(r#""event":"tools.call""#)
             && l.contains(r#""server":"dump""#)
-            && l.contains(r#""principal":"key-1""#)),
+            && l.contains(r#""principal":"alpha""#)),
         "no tools.call record naming the server"
     );
     drop(store);
@@ -423,8 +433,8 @@ async fn modern_clients_get_a_child_per_principal_with_their_own_stored_credenti
             .unwrap(),
     );
     for (who, value) in [
-        ("api-key:key-1", "alpha-cred-7731"),
-        ("api-key:key-2", "bravo-cred-2208"),
+        ("api-key:alpha", "alpha-cred-7731"),
+        ("api-key:bravo", "bravo-cred-2208"),
     ] {
         store
             .set(
@@ -437,7 +447,7 @@ async fn modern_clients_get_a_child_per_principal_with_their_own_stored_credenti
     let toml = format!(
         r#"
 [auth]
-api_keys = ["{K1}", "{K2}", "{K3}"]
+api_key_file = {keys:?}
 [store]
 path = {db:?}
 [[server]]
@@ -446,6 +456,7 @@ command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everyt
 env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
 "#,
         everything = example("everything"),
+        keys = named_keys(&dir),
     );
     let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
     let url = format!("{}/servers/dump/mcp", p.base);
@@ -472,7 +483,7 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
     let body: Value = r.json().await.unwrap();
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("key-3") && msg.contains("tok") && msg.contains("UPSTREAM_TOKEN"),
+        msg.contains("api-key:charlie") && msg.contains("tok") && msg.contains("UPSTREAM_TOKEN"),
         "{msg}"
     );
     assert_eq!(
@@ -589,7 +600,7 @@ async fn two_proxies_sharing_a_postgres_store_give_children_the_current_value() 
     let toml = format!(
         r#"
 [auth]
-api_keys = ["{K1}", "{K2}"]
+api_key_file = {keys:?}
 [store]
 url = {url:?}
 [[server]]
@@ -600,6 +611,7 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
 "#,
         url = pg.url,
         everything = example("everything"),
+        keys = named_keys(&dir),
     );
     let a = start(load(&dir, &toml).unwrap(), Some(store_a.clone())).await;
     let b = start(load(&dir, &toml).unwrap(), Some(store_b.clone())).await;
@@ -607,7 +619,7 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
     let url_b = format!("{}/servers/dump/mcp", b.base);
 
     // Set once (through proxy a's store): children of both proxies see it.
-    let tok = SecretRef::new("api-key:key-1", "dump", "tok");
+    let tok = SecretRef::new("api-key:alpha", "dump", "tok");
     store_a
         .set(&tok, &Secret::new(b"first-pg-value-4410".to_vec()))
         .await
@@ -659,21 +671,24 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
         let body: Value = r.json().await.unwrap();
         let msg = body["error"]["message"].as_str().unwrap();
         assert!(
-            msg.contains("key-2") && msg.contains("UPSTREAM_TOKEN"),
+            msg.contains("api-key:bravo") && msg.contains("UPSTREAM_TOKEN"),
             "{msg}"
         );
         let r = modern_call(&authed(url, K2).http, url, "pid").await;
         assert_eq!(r.status(), 403);
         let body: Value = r.json().await.unwrap();
         assert!(
-            body["error"]["message"].as_str().unwrap().contains("key-2"),
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("api-key:bravo"),
             "{body}"
         );
     }
     assert_eq!(
         std::fs::read_dir(&dumps).unwrap().count(),
         before,
-        "no child for key-2"
+        "no child for bravo"
     );
 
     // Deleted through b: the next child of a is refused.
