@@ -897,3 +897,134 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
     p.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The configuration of `reload_cannot_keep_a_removed_key_alive`: a
+/// server dumping its children's environment, generation `generation`.
+fn dump_toml(db: &std::path::Path, dumps: &std::path::Path, keys: &str, generation: u32) -> String {
+    format!(
+        r#"
+[auth]
+api_key_file = {keys:?}
+[store]
+path = {db:?}
+[[server]]
+name = "dump"
+command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
+env = {{ DUMP_DIR = {dumps:?}, GENERATION = "{generation}", UPSTREAM_TOKEN = {{ secret = "tok" }} }}
+"#,
+        everything = example("everything"),
+    )
+}
+
+/// How many children were started with `GENERATION=generation`.
+fn children_of_generation(dumps: &std::path::Path, generation: u32) -> usize {
+    std::fs::read_dir(dumps)
+        .unwrap()
+        .filter(|e| {
+            std::fs::read_to_string(e.as_ref().unwrap().path())
+                .unwrap()
+                .contains(&format!("GENERATION={generation}\n"))
+        })
+        .count()
+}
+
+/// Regression: a key removed by a reload kept working on the retiring
+/// generation, which checked the old key list and accepted `initialize`
+/// and 2026-07-28 calls (new children with the stored credential) from
+/// anyone holding one of its session ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_cannot_keep_a_removed_key_alive_on_the_retiring_generation() {
+    let dir = tempdir("retiring-auth");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let db = dir.join("secrets.db");
+    let store = Arc::new(
+        Store::open(
+            db.to_str().unwrap(),
+            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap(),
+    );
+    for who in ["api-key:alpha", "api-key:bravo"] {
+        store
+            .set(
+                &SecretRef::new(who, "dump", "tok"),
+                &Secret::new(b"v".to_vec()),
+            )
+            .await
+            .unwrap();
+    }
+    let keys = dir.join("keys");
+    std::fs::write(&keys, format!("alpha: {K1}\nbravo: {K2}\n")).unwrap();
+    let keys = keys.to_str().unwrap().to_string();
+    let p = start(
+        load(&dir, &dump_toml(&db, &dumps, &keys, 1)).unwrap(),
+        Some(store.clone()),
+    )
+    .await;
+    let url = format!("{}/servers/dump/mcp", p.base);
+    let mut alpha = authed(&url, K1);
+    alpha.initialize("2025-11-25", json!({})).await;
+    let mut bravo = authed(&url, K2);
+    bravo.initialize("2025-11-25", json!({})).await;
+    assert_eq!(children_of_generation(&dumps, 1), 2);
+
+    // alpha's key is removed (and the server changed with it).
+    std::fs::write(dir.join("keys"), format!("bravo: {K2}\n")).unwrap();
+    let report = p
+        .set
+        .reload(load(&dir, &dump_toml(&db, &dumps, &keys, 2)).unwrap())
+        .unwrap();
+    assert_eq!(report.changed, ["dump"]);
+
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let call = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"pid","arguments":{}}});
+    // alpha is refused everywhere, her old session included.
+    assert_eq!(alpha.post(&call).await.status(), 401, "an old session");
+    assert_eq!(alpha.post(&init).await.status(), 401, "initialize");
+    let modern = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pid","arguments":{},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities":{}}}});
+    let modern_with = |c: &Client| {
+        c.http
+            .post(&url)
+            .header("accept", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "pid")
+            .header("mcp-session-id", c.session.clone().unwrap())
+            .json(&modern)
+            .send()
+    };
+    let r = tokio::time::timeout(STEP, modern_with(&alpha))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 401, "a 2026-07-28 call");
+
+    // bravo keeps her old session on the old generation...
+    let r = bravo.post(&call).await;
+    assert_eq!(r.status(), 200);
+    // ...but neither initialize nor a 2026-07-28 call starts anything
+    // there: the current generation serves them.
+    let r = tokio::time::timeout(STEP, modern_with(&bravo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pid: u32 = text_of(&r.json().await.unwrap()).parse().unwrap();
+    assert!(env_of(&dumps, pid).contains("GENERATION=2\n"));
+    let r = bravo.post(&init).await;
+    assert_ne!(r.status(), 200, "no new session on the retiring generation");
+    let mut again = authed(&url, K2);
+    again.initialize("2025-11-25", json!({})).await;
+    assert_eq!(
+        children_of_generation(&dumps, 1),
+        2,
+        "no child started on the retiring generation"
+    );
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

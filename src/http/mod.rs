@@ -216,6 +216,14 @@ impl App {
     /// store and the request's credential headers (none for a server that
     /// takes no per-user credentials); an error names what is missing.
     async fn caller_env(&self, principal: &Principal) -> Result<Vec<(String, String)>, ProxyError> {
+        // A generation that a reload retired serves the sessions it holds
+        // and starts nothing: no child (and no stored credential) under a
+        // configuration that no longer applies. The client starts over at
+        // the current one.
+        if crate::store::current_existing_sessions_only() {
+            debug!(principal = %principal, "retiring server: no new child; answered 404");
+            return Err(ProxyError::SessionNotFound);
+        }
         let Some(credentials) = self.credentials.get() else {
             return Ok(Vec::new());
         };
@@ -226,6 +234,7 @@ impl App {
         let caller = crate::store::Caller {
             principal: Some(crate::store::principal_name(principal).into()),
             header_env: crate::store::current_header_env(),
+            existing_sessions_only: false,
         };
         crate::store::with_caller(caller, credentials.env_for_caller())
             .await

@@ -16,8 +16,13 @@
 //! sessions and is stopped once its sessions end (or after its idle
 //! timeout); one that changed is replaced for new sessions while existing
 //! sessions finish on the old settings: requests carrying a session id
-//! are routed to whichever generation holds that session. A file with an
-//! error is refused and the running set stays as it was.
+//! are routed to whichever generation holds that session. A retiring
+//! generation serves only ordinary requests on its own sessions: it starts
+//! no child (an `initialize` carrying one of its ids gets 404 and starts
+//! over at the current generation; the legacy stream and 2026-07-28
+//! requests go to the current one directly), and a caller the current
+//! configuration no longer accepts (a removed key) is refused there too.
+//! A file with an error is refused and the running set stays as it was.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -266,25 +271,55 @@ impl ServerSet {
         Ok(report)
     }
 
-    /// The generation that should serve this request, if any.
-    fn app_for(&self, name: &str, session: Option<&str>) -> Option<Arc<App>> {
+    /// The generation that should serve this request, and whether it is
+    /// a retiring one. A retiring generation serves only requests on the
+    /// sessions it holds: a request that starts something (`GET` of the
+    /// legacy stream, a 2026-07-28 request, or anything without one of its
+    /// session ids) goes to the current generation.
+    fn app_for(&self, name: &str, req: &Request<Incoming>) -> Option<(Arc<App>, bool)> {
         let current = self.read().get(name).map(|r| r.app.clone());
-        if let Some(id) = session {
-            if current
-                .as_ref()
-                .is_some_and(|a| a.sessions.get(id).is_some())
-            {
-                return current;
-            }
+        let Some(id) = session_id(req) else {
+            return current.map(|a| (a, false));
+        };
+        if current
+            .as_ref()
+            .is_some_and(|a| a.sessions.get(&id).is_some())
+        {
+            return current.map(|a| (a, false));
+        }
+        let path = req.uri().path();
+        let starts_something = (req.method() == Method::GET && path.ends_with("/sse"))
+            || req
+                .headers()
+                .get("mcp-protocol-version")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| !crate::version::is_session(v.trim()));
+        if !starts_something {
             let retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(r) = retiring
                 .iter()
-                .find(|r| r.name == name && r.running.app.sessions.get(id).is_some())
+                .find(|r| r.name == name && r.running.app.sessions.get(&id).is_some())
             {
-                return Some(r.running.app.clone());
+                return Some((r.running.app.clone(), true));
             }
         }
-        current
+        current.map(|a| (a, false))
+    }
+
+    /// Checks a request bound for a retiring generation against the
+    /// current configuration's authentication ([auth] is global, so any
+    /// current server's will do): a key a reload removed is refused there
+    /// too, although the old generation still holds the old key list.
+    async fn still_accepted(&self, req: &Request<Incoming>) -> Result<(), ProxyError> {
+        let Some(app) = self.read().values().next().map(|r| r.app.clone()) else {
+            return Err(ProxyError::ShuttingDown);
+        };
+        let peer = req
+            .extensions()
+            .get::<crate::http::PeerAddr>()
+            .map(|p| p.0.ip());
+        app.auth.authenticate(req.headers(), peer).await?;
+        Ok(())
     }
 
     /// Routes one request; never fails (errors are responses).
@@ -305,11 +340,13 @@ impl ServerSet {
                 None => ProxyError::NotFound(path.clone()).into_response(),
             };
         }
-        let session = session_id(&req);
-        let Some(app) = self.app_for(name, session.as_deref()) else {
+        let Some((app, retiring)) = self.app_for(name, &req) else {
             return ProxyError::NotFound(format!("{path} (no server named {name:?})"))
                 .into_response();
         };
+        if retiring && let Err(e) = self.still_accepted(&req).await {
+            return e.into_response();
+        }
         let header_env = self.read().get(name).map(|r| {
             r.header_env
                 .iter()
@@ -323,6 +360,7 @@ impl ServerSet {
             // The app authenticates and hands its principal to the store at spawn.
             principal: None,
             header_env: header_env.unwrap_or_default(),
+            existing_sessions_only: retiring,
         };
         crate::store::with_caller(caller, app.handle(req)).await
     }

@@ -19,6 +19,11 @@ pub struct Caller {
     pub principal: Option<Arc<str>>,
     /// (variable, value) from the server's `credential_headers`.
     pub header_env: Vec<(String, String)>,
+    /// The request was routed to a generation that a reload retired: it
+    /// may use a session that generation already holds, never start a
+    /// child (a new session or a 2026-07-28 child belongs to the current
+    /// configuration).
+    pub existing_sessions_only: bool,
 }
 
 tokio::task_local! {
@@ -33,7 +38,7 @@ pub async fn with_principal<F: Future>(principal: Option<Arc<str>>, f: F) -> F::
     with_caller(
         Caller {
             principal,
-            header_env: Vec::new(),
+            ..Caller::default()
         },
         f,
     )
@@ -48,6 +53,14 @@ pub async fn with_caller<F: Future>(caller: Caller, f: F) -> F::Output {
 /// The caller of the current request, if the dispatcher set one.
 pub fn current_principal() -> Option<Arc<str>> {
     CALLER.try_with(|c| c.principal.clone()).ok().flatten()
+}
+
+/// Whether the current request may only use an existing session (see
+/// [`Caller::existing_sessions_only`]).
+pub fn current_existing_sessions_only() -> bool {
+    CALLER
+        .try_with(|c| c.existing_sessions_only)
+        .unwrap_or(false)
 }
 
 /// The credential-header values of the current request.

@@ -23,8 +23,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 pub use child_env::{
-    Caller, ChildSecrets, CredentialError, current_header_env, current_principal, with_caller,
-    with_principal,
+    Caller, ChildSecrets, CredentialError, current_existing_sessions_only, current_header_env,
+    current_principal, with_caller, with_principal,
 };
 pub use seal::{KeyRing, SealError, Sealed, Secret, SecretRef, StoreKey};
 
