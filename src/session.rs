@@ -94,8 +94,21 @@ pub struct Session {
     touches: std::sync::atomic::AtomicU32,
     /// Whether a GET (or legacy) stream was ever opened.
     streamed: std::sync::atomic::AtomicBool,
+    /// POSTs of this session whose client waits for a JSON answer.
+    waiting: std::sync::atomic::AtomicUsize,
     /// Cancelled when the session ends: every stream of it closes.
     pub cancel: CancellationToken,
+}
+
+/// A client waiting for a JSON answer in a session ([`Session::waiting`]).
+pub struct Waiting(Arc<Session>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        // In use until the answer went out: idle from now.
+        *lock(&self.0.last_active) = Instant::now();
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -137,6 +150,7 @@ impl Session {
             last_active: Mutex::new(Instant::now()),
             touches: Default::default(),
             streamed: Default::default(),
+            waiting: Default::default(),
             cancel,
         })
     }
@@ -267,6 +281,24 @@ impl Session {
     /// Whether a client is attached to the GET (or legacy) stream.
     fn has_live_stream(&self) -> bool {
         self.port.notify_stream().is_some_and(|o| o.is_live())
+    }
+
+    /// Whether a client is there for this session now: on its GET (or
+    /// legacy) stream, on a POST's stream, or waiting for a JSON answer.
+    /// A request in flight whose client went away does not count: its
+    /// answer could only be fetched by a client coming back (a GET with
+    /// `Last-Event-ID`), which touches the session.
+    fn has_client(&self) -> bool {
+        self.has_live_stream()
+            || self.waiting.load(Ordering::Relaxed) > 0
+            || lock(&self.streams).iter().any(|o| o.is_live())
+    }
+
+    /// Marks a client as waiting on this session (a POST answered in
+    /// JSON) until the guard is dropped.
+    pub fn waiting(self: &Arc<Self>) -> Waiting {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self.clone())
     }
 
     async fn end(&self) {
@@ -444,12 +476,13 @@ impl Sessions {
         futures_util::future::join_all(ends).await;
     }
 
-    /// Ends sessions idle longer than `idle` (no request, no live stream,
-    /// nothing in flight), and one-shot sessions idle longer than `oneshot`.
+    /// Ends sessions idle longer than `idle` (no request and no client
+    /// attached or waiting, see [`Session::has_client`]), and one-shot
+    /// sessions idle longer than `oneshot`.
     pub async fn reap(&self, idle: Duration, oneshot: Duration) {
         let expired: Vec<(Arc<str>, &'static str)> = lock(&self.map)
             .values()
-            .filter(|s| !s.has_live_stream() && s.upstream.in_flight_of(&s.port) == 0)
+            .filter(|s| !s.has_client())
             .filter_map(|s| {
                 let quiet = s.idle_for();
                 if quiet > idle {

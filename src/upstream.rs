@@ -610,11 +610,6 @@ impl Upstream {
         self.busy.load(Ordering::Relaxed) == 0
     }
 
-    /// Number of one session's requests in flight.
-    pub fn in_flight_of(&self, port: &Port) -> usize {
-        port.in_flight()
-    }
-
     fn child(&self) -> Result<ChildHandle, UpstreamError> {
         match lock(&self.child).as_ref() {
             Some(c) if c.exit() == Exit::Running => Ok(c.clone()),

@@ -991,3 +991,53 @@ async fn answers_to_ids_nobody_asked_are_dropped_and_other_sessions_carry_on() {
     assert_responsive(&proxy).await;
     proxy.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// A request nobody waits for does not keep its session alive
+// ---------------------------------------------------------------------------
+
+/// Regression from review: a session with a request in flight was never
+/// reaped, so a client that left while the child never answered (a child
+/// that drops a request, here one that sleeps a minute) pinned its session
+/// and its child for good. Now only a client that is there counts: calls
+/// longer than the idle timeout whose clients wait (JSON or SSE) are
+/// answered, and the abandoned session ends.
+#[tokio::test]
+async fn a_session_whose_client_left_a_call_unanswered_still_expires() {
+    let proxy = Proxy::start(&[
+        "--session-idle-timeout",
+        "2s",
+        "--oneshot-idle-timeout",
+        "2s",
+    ])
+    .await;
+    let mut gone = Client::new(&proxy.mcp());
+    gone.initialize("2025-11-25", json!({})).await;
+    let hang = json!({"jsonrpc":"2.0","id":"hang","method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}});
+    let left = tokio::time::timeout(Duration::from_millis(300), gone.post(&hang)).await;
+    assert!(left.is_err() || left.is_ok_and(|r| r.status() == 200));
+    let mut json_waiter = Client::new(&proxy.mcp());
+    json_waiter.accept = "application/json";
+    json_waiter.initialize("2025-11-25", json!({})).await;
+    let mut sse_waiter = Client::new(&proxy.mcp());
+    sse_waiter.initialize("2025-11-25", json!({})).await;
+    let long = json!({"ms": 3500});
+    let within = Duration::from_secs(10);
+    let (a, b) = tokio::join!(
+        call_within(&json_waiter, json!("long"), "sleep", long.clone(), within),
+        call_within(&sse_waiter, json!("long"), "sleep", long.clone(), within)
+    );
+    assert!(!is_error(&a), "JSON waiter cut off: {a}");
+    assert!(!is_error(&b), "SSE waiter cut off: {b}");
+    let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"});
+    let mut status = 0;
+    for _ in 0..100 {
+        status = gone.post(&ping).await.status().as_u16();
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 404, "the abandoned session is still there");
+    proxy.stop().await;
+}

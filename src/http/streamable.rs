@@ -108,6 +108,9 @@ pub async fn post(
         )));
     }
     let streams = session.clone();
+    // Until the handler returns: a JSON answer is awaited in it (a POST's
+    // stream counts while its client reads it).
+    let _waiting = session.waiting();
     dispatch(
         &app,
         &session.port,
