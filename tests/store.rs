@@ -290,6 +290,115 @@ async fn postgres_store_down_is_an_error_within_the_deadline() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+/// A TCP forwarder to `target` that can freeze the connections it holds:
+/// they stay open and carry nothing more, as a connection does behind a
+/// NAT that forgot it or a peer that vanished. New connections work.
+struct Forwarder {
+    port: u16,
+    /// Connections accepted before the current epoch are frozen.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    async fn start(target: std::net::SocketAddr) -> Forwarder {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let e = epoch.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let born = e.load(Ordering::SeqCst);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let e = e.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if e.load(Ordering::SeqCst) != born {
+                                // Frozen: hold both ends open, pass nothing.
+                                std::future::pending::<()>().await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Forwarder { port, epoch, task }
+    }
+
+    fn freeze_existing(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Regression: a PostgreSQL connection that went silent (no RST, no FIN)
+/// was reused for ever: every call timed out while a fresh connection
+/// worked at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_postgres_connection_is_replaced_after_a_timeout() {
+    let Some(pg) = Postgres::start() else { return };
+    let target: std::net::SocketAddr = pg
+        .url
+        .trim_start_matches("postgres://mcp@")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fwd = Forwarder::start(target).await;
+    let url = format!("postgres://mcp@127.0.0.1:{}/postgres", fwd.port);
+    let store = Store::open(
+        &url,
+        ring(&[&StoreKey::generate_base64()]),
+        Duration::from_millis(800),
+    )
+    .await
+    .unwrap();
+    let at = SecretRef::new("api-key:alice", "coda", "coda");
+    store.set(&at, &Secret::new(b"v1".to_vec())).await.unwrap();
+    fwd.freeze_existing();
+    let err = store.get(&at).await.unwrap_err().to_string();
+    assert!(err.contains("did not answer"), "{err}");
+    // The next call reconnects instead of waiting on the dead connection.
+    let started = std::time::Instant::now();
+    let got = store.get(&at).await.expect("a fresh connection answers");
+    assert_eq!(got.unwrap().expose(), b"v1");
+    assert!(started.elapsed() < Duration::from_millis(800));
+    // The same after a frozen write.
+    fwd.freeze_existing();
+    assert!(store.set(&at, &Secret::new(b"v2".to_vec())).await.is_err());
+    assert!(store.list().await.is_ok());
+}
+
 // ------------------------------------------------------------ CLI
 
 fn cli(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> (i32, String, String) {

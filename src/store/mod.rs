@@ -135,6 +135,14 @@ impl Backend {
             Backend::Postgres(b) => b.replace(old, new).await,
         }
     }
+    /// After a timeout or an error: PostgreSQL reconnects on the next
+    /// call; SQLite's file needs nothing.
+    fn discard_connection(&self) {
+        match self {
+            Backend::Sqlite(_) => {}
+            Backend::Postgres(b) => b.discard(),
+        }
+    }
 }
 
 /// The store: a backend, the keys, and a deadline on every call.
@@ -295,13 +303,17 @@ impl Store {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, f).await {
             Err(_) => {
-                warn!(store = %self.location, timeout_ms = self.timeout.as_millis() as u64, "credential store call timed out");
+                warn!(store = %self.location, timeout_ms = self.timeout.as_millis() as u64, "credential store call timed out; reconnecting on the next call");
+                self.backend.discard_connection();
                 Err(StoreError::Timeout(self.timeout))
             }
-            Ok(Err(message)) => Err(StoreError::Backend {
-                where_: self.location.clone(),
-                message,
-            }),
+            Ok(Err(message)) => {
+                self.backend.discard_connection();
+                Err(StoreError::Backend {
+                    where_: self.location.clone(),
+                    message,
+                })
+            }
             Ok(Ok(v)) => Ok(v),
         }
     }

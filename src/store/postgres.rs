@@ -1,7 +1,10 @@
 //! The shared backend: PostgreSQL, for replicas that must see the same
 //! credentials (`--store postgres://user:pass@host/db`).
 //!
-//! Owns: the connection (opened lazily again after it breaks), the schema
+//! Owns: the connection (opened lazily again after it breaks, times out or
+//! fails a query: a connection that went silent, with no RST or FIN, looks
+//! open for ever, so a timeout is the only sign; TCP keepalives end such a
+//! connection at the socket level too), the schema
 //! (`migrations/postgres/`, applied once under an advisory lock so replicas
 //! starting together do not race) and the queries. The caller
 //! ([`super::Store`]) puts a deadline on each call; the connect timeout is
@@ -22,6 +25,12 @@ use super::{Row, Sealed, SecretRef};
 
 /// Schema migrations, in order; `mcp_proxy_schema` records those applied.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_secrets.sql")];
+/// TCP keepalive: first probe after this long idle…
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// …then one every this long…
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// …and the connection is dead after this many unanswered.
+const KEEPALIVE_RETRIES: u32 = 3;
 /// Advisory lock key for migrations ("mcpproxy" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6d63_7070_726f_7879;
 
@@ -62,6 +71,12 @@ impl PgBackend {
             .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
         config.connect_timeout(timeout);
         config.application_name("mcp-proxy");
+        // A peer that vanished (a failover, a NAT that dropped the flow) is
+        // noticed by the kernel within about a minute even with no query.
+        config.keepalives(true);
+        config.keepalives_idle(KEEPALIVE_IDLE);
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+        config.keepalives_retries(KEEPALIVE_RETRIES);
         let b = PgBackend {
             config,
             client: tokio::sync::Mutex::new(None),
@@ -81,6 +96,20 @@ impl PgBackend {
             }
         });
         Ok(client)
+    }
+
+    /// Forgets the cached connection, so that the next call connects
+    /// afresh: after a timeout or an error, the connection may be dead
+    /// without knowing it. Queries still running on it keep their `Arc`
+    /// and end with their own deadline; dropping the last one closes it.
+    /// A connect in progress holds the lock and is left alone (it makes a
+    /// fresh connection anyway).
+    pub(crate) fn discard(&self) {
+        if let Ok(mut guard) = self.client.try_lock()
+            && guard.take().is_some()
+        {
+            debug!("credential store connection discarded; the next call reconnects");
+        }
     }
 
     async fn client(&self) -> Result<Arc<Client>, String> {
