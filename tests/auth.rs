@@ -120,6 +120,11 @@ type Handler = Arc<dyn Fn(&http::request::Parts) -> (u16, String) + Send + Sync>
 
 impl Fake {
     async fn start(handler: Handler) -> Fake {
+        Fake::start_slow(handler, Duration::ZERO).await
+    }
+
+    /// A fake that takes `delay` over every answer.
+    async fn start_slow(handler: Handler, delay: Duration) -> Fake {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -139,6 +144,7 @@ impl Fake {
                             counter.fetch_add(1, Ordering::SeqCst);
                             let (status, body) = handler(&parts);
                             async move {
+                                tokio::time::sleep(delay).await;
                                 let mut r = hyper::Response::new(http_body_util::Full::new(
                                     bytes::Bytes::from(body),
                                 ));
@@ -965,6 +971,52 @@ fn whoami(outage: Arc<AtomicBool>) -> Handler {
             _ => (401, json!({"message":"Unauthorized"}).to_string()),
         }
     })
+}
+
+/// Regression from review: failures were counted only once their check
+/// had ended, so guesses sent all at once to a slow forward-auth endpoint
+/// (here 500 ms an answer) all reached it: 40 at once gave 40 upstream
+/// calls. Checks in progress now hold the failures they may spend.
+#[tokio::test]
+async fn guesses_sent_at_once_are_bounded_like_guesses_in_a_row() {
+    let fake = Fake::start_slow(
+        whoami(Arc::new(AtomicBool::new(false))),
+        Duration::from_millis(500),
+    )
+    .await;
+    let url = fake.url("/apis/v1/whoami");
+    let proxy = Proxy::start(&[
+        "--forward-auth-url",
+        &url,
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ])
+    .await;
+    let guesses = (0..40).map(|i| {
+        let proxy = &proxy;
+        async move {
+            let token = format!("Bearer guess-{i}");
+            probe_status(
+                proxy,
+                &[
+                    ("x-forwarded-for", "203.0.113.9"),
+                    ("authorization", &token),
+                ],
+            )
+            .await
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let refused = statuses.iter().filter(|&&s| s == 401).count();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(refused + limited, 40, "{statuses:?}");
+    assert!(
+        fake.hits() <= 10,
+        "{} guesses reached the endpoint",
+        fake.hits()
+    );
+    assert_eq!(refused, fake.hits());
+    proxy.stop().await;
 }
 
 #[tokio::test]

@@ -5,7 +5,10 @@
 //! (default 10). A failure takes a token; once the bucket is empty, every
 //! request from that IP gets 429 with `Retry-After` before its credential
 //! is even looked at, so guessing keys or tokens stays slow whatever the
-//! attacker sends. Other IPs are not affected.
+//! attacker sends. Other IPs are not affected. A check still in progress
+//! (waiting on a forward-auth or JWKS endpoint) holds one of the IP's
+//! remaining failures until it ends, so guesses sent all at once are
+//! bounded the same way. IPv6 clients are limited by their /64.
 //!
 //! The client IP is the TCP peer, unless the peer is a `--trusted-proxy`
 //! (CIDR): then `X-Forwarded-For` is read from the right, skipping trusted
@@ -29,12 +32,54 @@ const MAX_TRACKED: usize = 100_000;
 struct Bucket {
     tokens: f64,
     updated: Instant,
+    /// Admitted checks not finished yet: each may still fail, so each
+    /// holds one of the bucket's tokens until it ends.
+    pending: u32,
 }
 
 /// Per-IP failure buckets.
 pub struct FailureLimiter {
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+/// A check let through by [`FailureLimiter::admit`]. It holds one of its
+/// IP's remaining failures until it is dropped, or [`Admission::failed`]
+/// spends it: a burst of guesses sent at once cannot all be waiting on a
+/// slow forward-auth or JWKS endpoint while the bucket still looks full.
+pub struct Admission<'a> {
+    limiter: &'a FailureLimiter,
+    /// `None` when limiting is off.
+    key: Option<IpAddr>,
+}
+
+impl Admission<'_> {
+    /// The check failed: its token is spent.
+    pub fn failed(mut self) {
+        if let Some(key) = self.key.take() {
+            self.limiter.release(key, true);
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.limiter.release(key, false);
+        }
+    }
+}
+
+/// The key an IP is limited under: an IPv6 address by its /64 (one
+/// subscriber's network hands out any address in it), IPv4 as it is.
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
 }
 
 impl FailureLimiter {
@@ -46,59 +91,90 @@ impl FailureLimiter {
         }
     }
 
+    fn full(&self) -> f64 {
+        f64::from(self.per_minute)
+    }
+
     fn refill(&self, b: &mut Bucket, now: Instant) {
-        let rate = f64::from(self.per_minute) / 60.0;
+        let rate = self.full() / 60.0;
         let elapsed = now.duration_since(b.updated).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(f64::from(self.per_minute));
+        b.tokens = (b.tokens + elapsed * rate).min(self.full());
         b.updated = now;
     }
 
-    /// `Err(retry_after)` when `ip` has used up its failures.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets a check from `ip` go ahead while the IP has a failure left
+    /// that no other of its checks in progress holds; `Err(retry_after)`
+    /// otherwise.
+    pub fn admit(&self, ip: IpAddr) -> Result<Admission<'_>, Duration> {
         if self.per_minute == 0 {
-            return Ok(());
+            return Ok(Admission {
+                limiter: self,
+                key: None,
+            });
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(b) = buckets.get_mut(&ip) else {
-            return Ok(());
-        };
+        let key = limit_key(ip);
         let now = Instant::now();
-        self.refill(b, now);
-        if b.tokens >= 1.0 {
-            return Ok(());
+        let mut buckets = self.lock();
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
+            let (full, rate) = (self.full(), self.full() / 60.0);
+            buckets.retain(|_, b| {
+                b.pending > 0
+                    || b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < full
+            });
+            if buckets.len() >= MAX_TRACKED {
+                warn!(
+                    "too many IPs with failed or unfinished authentications; forgetting those not in progress"
+                );
+                buckets.retain(|_, b| b.pending > 0);
+                if buckets.len() >= MAX_TRACKED {
+                    return Err(Duration::from_secs(1));
+                }
+            }
         }
-        let rate = f64::from(self.per_minute) / 60.0;
+        let b = buckets.entry(key).or_insert(Bucket {
+            tokens: self.full(),
+            updated: now,
+            pending: 0,
+        });
+        self.refill(b, now);
+        let free = b.tokens - f64::from(b.pending);
+        if free >= 1.0 {
+            b.pending += 1;
+            return Ok(Admission {
+                limiter: self,
+                key: Some(key),
+            });
+        }
+        if b.tokens >= 1.0 {
+            // Out only while its own checks are in progress.
+            return Err(Duration::from_secs(1));
+        }
+        let rate = self.full() / 60.0;
         Err(Duration::from_secs_f64(
             ((1.0 - b.tokens) / rate).ceil().max(1.0),
         ))
     }
 
-    /// Records a failed authentication from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
-        if self.per_minute == 0 {
-            return;
-        }
+    fn release(&self, key: IpAddr, failed: bool) {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
-            let full = f64::from(self.per_minute);
-            let rate = full / 60.0;
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < full
-            });
-            if buckets.len() >= MAX_TRACKED {
-                warn!("too many IPs with failed authentications; forgetting them all");
-                buckets.clear();
-            }
-        }
-        let b = buckets.entry(ip).or_insert(Bucket {
-            tokens: f64::from(self.per_minute),
-            updated: now,
-        });
+        let mut buckets = self.lock();
+        let Some(b) = buckets.get_mut(&key) else {
+            return;
+        };
+        b.pending = b.pending.saturating_sub(1);
         self.refill(b, now);
-        b.tokens = (b.tokens - 1.0).max(0.0);
-        if b.tokens < 1.0 {
-            warn!(ip = %ip, "authentication failures over the limit; refusing this IP for a while (--auth-failure-limit)");
+        if failed {
+            b.tokens = (b.tokens - 1.0).max(0.0);
+            if b.tokens < 1.0 {
+                warn!(ip = %key, "authentication failures over the limit; refusing this IP for a while (--auth-failure-limit)");
+            }
+        } else if b.pending == 0 && b.tokens >= self.full() {
+            // Nothing to remember: a full bucket is what a new IP gets.
+            buckets.remove(&key);
         }
     }
 }
@@ -148,13 +224,51 @@ mod tests {
         let a: IpAddr = "203.0.113.1".parse().unwrap();
         let b: IpAddr = "203.0.113.2".parse().unwrap();
         for _ in 0..10 {
-            assert!(l.check(a).is_ok());
-            l.failed(a);
+            l.admit(a).unwrap().failed();
         }
-        let retry = l.check(a).unwrap_err();
+        let retry = l.admit(a).err().unwrap();
         assert!(retry >= Duration::from_secs(1) && retry <= Duration::from_secs(6));
-        assert!(l.check(b).is_ok());
-        assert!(FailureLimiter::new(0).check(a).is_ok());
+        assert!(l.admit(b).is_ok());
+        assert!(FailureLimiter::new(0).admit(a).is_ok());
+    }
+
+    /// Regression from review: checks were counted only once they had
+    /// failed, so 60 guesses sent at once to a slow forward-auth endpoint
+    /// all reached it. Checks in progress hold a failure each.
+    #[test]
+    fn checks_in_progress_hold_the_failures_they_may_spend() {
+        let l = FailureLimiter::new(10);
+        let a: IpAddr = "203.0.113.1".parse().unwrap();
+        let waiting: Vec<_> = (0..10).map(|_| l.admit(a).unwrap()).collect();
+        assert_eq!(l.admit(a).err(), Some(Duration::from_secs(1)));
+        // Successes give their tokens back; failures spend them.
+        let mut waiting = waiting.into_iter();
+        drop(waiting.next());
+        assert!(l.admit(a).is_ok());
+        for w in waiting {
+            w.failed();
+        }
+        assert!(l.admit(a).is_ok(), "one failure left");
+        l.admit(a).unwrap().failed();
+        assert!(l.admit(a).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_network_is_limited_as_one_and_quiet_ips_are_forgotten() {
+        let l = FailureLimiter::new(2);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        l.admit(one).unwrap().failed();
+        l.admit(other).unwrap().failed();
+        assert!(l.admit(one).is_err(), "the /64 is out of failures");
+        assert!(l.admit(elsewhere).is_ok());
+        let fine: IpAddr = "198.51.100.1".parse().unwrap();
+        drop(l.admit(fine).unwrap());
+        assert!(
+            !l.lock().contains_key(&fine),
+            "a success leaves nothing behind"
+        );
     }
 
     #[test]

@@ -259,12 +259,14 @@ impl Authenticator {
             return Ok(Principal::anonymous());
         }
         let ip = peer.map(|p| self.client_ip(p, headers));
-        if let Some(ip) = ip
-            && let Err(retry) = self.limiter.check(ip)
-        {
-            self.audit.auth_failure("rate limited", ip);
-            return Err(self.refusal(AuthError::RateLimited(retry)));
-        }
+        let admission = match ip.map(|ip| (ip, self.limiter.admit(ip))) {
+            Some((ip, Err(retry))) => {
+                self.audit.auth_failure("rate limited", ip);
+                return Err(self.refusal(AuthError::RateLimited(retry)));
+            }
+            Some((_, Ok(a))) => Some(a),
+            None => None,
+        };
         let result = self.identify(headers).await;
         match &result {
             Ok(p) => {
@@ -281,10 +283,10 @@ impl Authenticator {
                     AuthError::RateLimited(_) => "rate limited",
                 };
                 tracing::debug!(reason, "authentication refused");
+                if let (Some(a), AuthError::Invalid(_)) = (admission, e) {
+                    a.failed();
+                }
                 if let Some(ip) = ip {
-                    if matches!(e, AuthError::Invalid(_)) {
-                        self.limiter.failed(ip);
-                    }
                     self.audit.auth_failure(reason, ip);
                 }
             }
