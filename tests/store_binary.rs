@@ -740,3 +740,66 @@ fn http_status(port: u16, path: &str) -> u16 {
     let _ = s.read_to_string(&mut buf);
     buf.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// Regression: named mode panicked at start (exit 101) when the proxy's
+/// environment held a variable that is not UTF-8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_utf8_environment_variable_reaches_the_child_and_stops_nothing() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempdir("non-utf8");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[server]]\nname = \"dump\"\ncommand = [\"sh\", \"-c\", \"env > \\\"$DUMP_DIR/$$.env\\\"; exec \\\"$0\\\"\", {:?}]\nenv = {{ DUMP_DIR = {dumps:?} }}\n",
+            example("everything")
+        ),
+    )
+    .unwrap();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .arg("--config")
+            .arg(&file)
+            .args(["--port", "0"])
+            .env("ODD_LATIN1", std::ffi::OsStr::from_bytes(b"caf\xe9-value"))
+            .env("MCP_PROXY_ODD", std::ffi::OsStr::from_bytes(b"\xff"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = stderr_lines(&mut child);
+    let port: u16 = loop {
+        let l = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => panic!(
+                "the proxy did not start: exit {:?}",
+                child.try_wait().unwrap()
+            ),
+        };
+        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
+            break rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap();
+        }
+    };
+    let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/dump/mcp"));
+    c.initialize("2025-11-25", serde_json::json!({})).await;
+    let dumps: Vec<Vec<u8>> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(dumps.len(), 1);
+    // Passed through byte for byte, as a single-server command line does;
+    // the proxy's own variables never reach the child.
+    let has = |needle: &[u8]| dumps[0].windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"ODD_LATIN1=caf\xe9-value\n"));
+    assert!(!has(b"MCP_PROXY_"));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -130,17 +130,11 @@ impl ServerSet {
         // One registry for every server's children: one guard process, one
         // pipe budget, one live count, as for a single server.
         config.child.children = self.base.child.children.clone();
-        if config.child.inherit_env {
-            // The proxy's own settings (MCP_PROXY_STORE_KEY above all) never
-            // reach a child: it inherits everything else, and its own
-            // variables win.
-            let own = std::mem::take(&mut config.child.env);
-            config.child.env = std::env::vars()
-                .filter(|(k, _)| !k.starts_with("MCP_PROXY_"))
-                .chain(own)
-                .collect();
-            config.child.inherit_env = false;
-        }
+        // With `inherit_env` (the default) the child starts from the
+        // proxy's environment as the OS holds it, byte for byte (a variable
+        // that is not UTF-8 included, as on a single-server command line):
+        // the spawn removes the proxy's own settings (MCP_PROXY_STORE_KEY
+        // above all) and adds the server's variables, which win.
         // Its JWKS, if any, is fetched on the first request that needs it.
         let app = App::with_audit(config, self.audit.clone())
             .map_err(|e| format!("server {:?}: {e}", spec.name))?;
