@@ -748,6 +748,16 @@ async fn hs256_secret_file_and_required_scope() {
     c["scope"] = json!("openid mcp:tools");
     let ok = bearer(&encode(&Header::new(Algorithm::HS256), &c, &key).unwrap());
     assert_eq!(probe_status(&proxy, &[("authorization", &ok)]).await, 400);
+    // Regression from review: `exp` at u64::MAX overflowed the cache's
+    // expiry check on the second use (a panic in debug builds).
+    c["exp"] = json!(u64::MAX);
+    let forever = bearer(&encode(&Header::new(Algorithm::HS256), &c, &key).unwrap());
+    for _ in 0..2 {
+        assert_eq!(
+            probe_status(&proxy, &[("authorization", &forever)]).await,
+            400
+        );
+    }
     let unscoped = bearer(&encode(&Header::new(Algorithm::HS256), &claims("alice"), &key).unwrap());
     let r = probe(&proxy, &[("authorization", &unscoped)]).await;
     assert_eq!(r.status(), 403);

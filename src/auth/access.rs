@@ -59,9 +59,14 @@ impl Access {
     /// An allowed `Origin`, or `None` if the request has none.
     /// Loopback origins pass on loopback binds; others need `--allow-origin`.
     pub fn check_origin(&self, headers: &HeaderMap) -> Result<Option<String>, ProxyError> {
-        let Some(origin) = headers.get(http::header::ORIGIN) else {
+        let mut origins = headers.get_all(http::header::ORIGIN).iter();
+        let Some(origin) = origins.next() else {
             return Ok(None);
         };
+        if origins.next().is_some() {
+            // Which one a browser meant is anybody's guess: neither.
+            return Err(ProxyError::ForbiddenOrigin("<repeated>".into()));
+        }
         let origin = origin
             .to_str()
             .map_err(|_| ProxyError::ForbiddenOrigin("<not text>".into()))?;
@@ -121,9 +126,15 @@ impl Access {
         if !self.loopback && self.allowed_hosts.is_empty() {
             return Ok(());
         }
-        let header = headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok());
+        let mut hosts = headers.get_all(http::header::HOST).iter();
+        let header = match (hosts.next(), hosts.next()) {
+            (Some(_), Some(_)) => return Err(ProxyError::ForbiddenHost("<repeated>".into())),
+            (Some(h), None) => Some(
+                h.to_str()
+                    .map_err(|_| ProxyError::ForbiddenHost("<not text>".into()))?,
+            ),
+            (None, _) => None,
+        };
         let Some(host) = header.or(authority) else {
             // HTTP/1.0 may name no host at all.
             return Ok(());
@@ -254,5 +265,26 @@ mod tests {
                 .is_err()
         );
         assert!(a.check_host(&headers(&[]), Some("127.0.0.1:9")).is_ok());
+    }
+
+    /// Regression from review: a `Host` that was not text counted as no
+    /// `Host` (passing), and only the first of two was read; so was the
+    /// first of two `Origin`s.
+    #[test]
+    fn hosts_and_origins_that_are_not_text_or_repeated_are_refused() {
+        let a = Access::new(&[], &[], true);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "host",
+            http::HeaderValue::from_bytes(b"evil.com\xe9").unwrap(),
+        );
+        assert!(a.check_host(&h, Some("127.0.0.1")).is_err());
+        let mut h = headers(&[("host", "127.0.0.1")]);
+        h.append("host", "evil.com".parse().unwrap());
+        assert!(a.check_host(&h, None).is_err());
+        let mut h = headers(&[("origin", "http://127.0.0.1:3000")]);
+        assert!(a.check_origin(&h).is_ok());
+        h.append("origin", "https://evil.com".parse().unwrap());
+        assert!(a.check_origin(&h).is_err());
     }
 }

@@ -328,7 +328,8 @@ impl JwtVerifier {
     fn cached(&self, digest: &[u8; 32]) -> Option<Verified> {
         let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         let (v, until) = cache.get(digest)?;
-        (Instant::now() < *until && now_unix() <= v.exp + LEEWAY_SECS).then(|| v.clone())
+        (Instant::now() < *until && now_unix() <= v.exp.saturating_add(LEEWAY_SECS))
+            .then(|| v.clone())
     }
 
     fn remember(&self, digest: [u8; 32], v: &Verified) {
