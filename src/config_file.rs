@@ -326,16 +326,45 @@ pub fn load(
             "a command after -- cannot be combined with --config or --server; add it as a [[server]] or --server NAME=COMMAND",
         );
     }
-    let (file, digest) = match &args.config {
-        None => (FileRaw::default(), None),
-        Some(path) => {
-            let bytes = read_config_file(Path::new(path))
-                .map_err(|e| ConfigError(format!("--config: cannot read {path}: {e}")))?;
+    let bytes = match &args.config {
+        None => None,
+        Some(path) => Some(
+            read_config_file(Path::new(path))
+                .map_err(|e| ConfigError(format!("--config: cannot read {path}: {e}")))?,
+        ),
+    };
+    load_parts(args, lookup, bytes)
+}
+
+/// [`load`] with `bytes` as the `--config` file's content, read by the
+/// caller: the config poll parses exactly the bytes it compared, never a
+/// second read that a writer may have caught half-way.
+pub fn load_bytes(
+    args: Args,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    bytes: Vec<u8>,
+) -> Result<ServersConfig, ConfigError> {
+    load_parts(args, lookup, Some(bytes))
+}
+
+fn load_parts(
+    args: Args,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    bytes: Option<Vec<u8>>,
+) -> Result<ServersConfig, ConfigError> {
+    if !args.command.is_empty() {
+        return err(
+            "a command after -- cannot be combined with --config or --server; add it as a [[server]] or --server NAME=COMMAND",
+        );
+    }
+    let (file, digest) = match (&args.config, bytes) {
+        (Some(path), Some(bytes)) => {
             let digest = file_digest(&bytes);
             let text = String::from_utf8(bytes)
                 .map_err(|e| ConfigError(format!("--config: cannot read {path}: {e}")))?;
             (parse_file(Path::new(path), &text)?, Some(digest))
         }
+        _ => (FileRaw::default(), None),
     };
     let mut config = from_parts(args, file, lookup)?;
     config.file_digest = digest;

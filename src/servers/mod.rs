@@ -633,7 +633,7 @@ pub fn reload_on_change(
     path: std::path::PathBuf,
     every: Duration,
     applied: Option<u64>,
-    load: impl Fn() -> Result<ServersConfig, String> + Send + 'static,
+    load: impl Fn(Vec<u8>) -> Result<ServersConfig, String> + Send + 'static,
     shutdown: CancellationToken,
 ) {
     let read = |path: &std::path::PathBuf| {
@@ -675,7 +675,10 @@ pub fn reload_on_change(
             }
             seen = Some(digest);
             info!(path = %path.display(), "config file changed: reloading the configuration");
-            if let Err(e) = load().and_then(|c| set.reload(c)) {
+            // Exactly the bytes hashed: a second read could catch a writer
+            // half-way, and the finished file (this digest) would then
+            // never be applied.
+            if let Err(e) = load(bytes).and_then(|c| set.reload(c)) {
                 warn!(error = %e, "reload refused; the running configuration stays");
             }
         }
@@ -719,13 +722,16 @@ pub async fn serve_config(
     };
     if let (Some(every), Some(path)) = (poll, &args.config) {
         info!(path = %path, every = ?every, "watching the config file for changes");
-        let load = load.clone();
+        let (lookup, args) = (lookup.clone(), args.clone());
         reload_on_change(
             set.clone(),
             path.into(),
             every,
             applied,
-            move || load(),
+            move |bytes| {
+                crate::config_file::load_bytes(args.clone(), &*lookup, bytes)
+                    .map_err(|e| e.to_string())
+            },
             shutdown.clone(),
         );
     }
@@ -764,7 +770,10 @@ mod tests {
             file.clone(),
             Duration::from_millis(20),
             applied,
-            move || crate::config_file::load(args.clone(), &|_| None).map_err(|e| e.to_string()),
+            move |bytes| {
+                crate::config_file::load_bytes(args.clone(), &|_| None, bytes)
+                    .map_err(|e| e.to_string())
+            },
             shutdown.clone(),
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -772,6 +781,62 @@ mod tests {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the edit was never applied: {:?}",
+                set.names()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Regression: the poll hashed one read of the file and parsed a
+    /// second; a writer caught between the two left the half-written
+    /// second read refused and the finished file (the hash already seen)
+    /// never applied.
+    #[tokio::test]
+    async fn a_file_rewritten_between_the_polls_read_and_the_parse_is_applied() {
+        use argh::FromArgs;
+        let dir = std::env::temp_dir().join(format!("mcp-proxy-poll-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        let server = |name: &str| format!("[[server]]\nname = \"{name}\"\ncommand = [\"true\"]\n");
+        std::fs::write(&file, server("a")).unwrap();
+        let mut args = crate::config::Args::from_args(&["mcp-proxy"], &[]).unwrap();
+        args.config = Some(file.to_string_lossy().into_owned());
+        let config = crate::config_file::load(args.clone(), &|_| None).unwrap();
+        let applied = config.file_digest;
+        let set = ServerSet::new(config, None).unwrap();
+        let full = format!("{}{}", server("a"), server("b"));
+        std::fs::write(&file, &full).unwrap();
+        let shutdown = CancellationToken::new();
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let (f, writer_done) = (file.clone(), full.clone());
+        reload_on_change(
+            set.clone(),
+            file.clone(),
+            Duration::from_millis(20),
+            applied,
+            move |bytes: Vec<u8>| {
+                // A writer rewrites the file under the poll: half of it now,
+                // the rest (the same bytes the poll read) just after.
+                let racing = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+                if racing {
+                    std::fs::write(&f, &writer_done[..writer_done.len() / 2 + 3]).unwrap();
+                }
+                let r = crate::config_file::load_bytes(args.clone(), &|_| None, bytes)
+                    .map_err(|e| e.to_string());
+                if racing {
+                    std::fs::write(&f, &writer_done).unwrap();
+                }
+                r
+            },
+            shutdown.clone(),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while set.names() != ["a", "b"] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the finished file was never applied: {:?}",
                 set.names()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
