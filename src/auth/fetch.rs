@@ -51,6 +51,29 @@ impl std::fmt::Debug for Fetcher {
     }
 }
 
+/// Warns when `uri` is plain `http` to a host that is not loopback: then
+/// anyone on the path can read or change what `what` carries (a JWKS's
+/// keys, so tokens of their own making; a forward-auth call's bearer
+/// tokens). Not refused: an in-cluster endpoint over http may be meant.
+pub fn warn_if_cleartext(what: &str, uri: &Uri) {
+    if cleartext_off_host(uri) {
+        tracing::warn!(
+            url = %redact_url(uri),
+            "{what} is plain http to a host that is not loopback: anyone on the network path can read and change it; use https"
+        );
+    }
+}
+
+fn cleartext_off_host(uri: &Uri) -> bool {
+    let loopback = uri.host().is_some_and(|h| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        h.eq_ignore_ascii_case("localhost")
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    uri.scheme_str() == Some("http") && !loopback
+}
+
 /// Where a URL's query and userinfo are cut off for logs and errors: a
 /// forward-auth URL may carry a secret in its query.
 pub fn redact_url(uri: &Uri) -> String {
@@ -126,5 +149,16 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(redact_url(&u), "https://api.example.com:8443/whoami");
+    }
+
+    #[test]
+    fn plain_http_is_flagged_unless_it_stays_on_the_host() {
+        let flagged = |u: &str| cleartext_off_host(&u.parse().unwrap());
+        assert!(flagged("http://10.1.2.3/jwks"));
+        assert!(flagged("http://keycloak.auth.svc:8080/certs"));
+        assert!(!flagged("https://idp.example.com/jwks"));
+        assert!(!flagged("http://127.0.0.1:9000/whoami"));
+        assert!(!flagged("http://[::1]:9000/whoami"));
+        assert!(!flagged("http://localhost/whoami"));
     }
 }

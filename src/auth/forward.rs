@@ -70,6 +70,10 @@ fn hex(bytes: &[u8]) -> String {
 impl ForwardAuth {
     /// A checker.
     pub fn new(config: ForwardConfig, fetcher: Fetcher) -> ForwardAuth {
+        super::fetch::warn_if_cleartext(
+            "--forward-auth-url (it receives bearer tokens)",
+            &config.url,
+        );
         ForwardAuth {
             config,
             fetcher,

@@ -243,6 +243,9 @@ impl JwtVerifier {
             Some(s) => Some(DecodingKey::from_secret(s).map_err(|e| e.to_string())?),
             None => None,
         };
+        if let Some(url) = &config.jwks_url {
+            super::fetch::warn_if_cleartext("--jwt-jwks-url (the keys that sign tokens)", url);
+        }
         Ok(JwtVerifier {
             config,
             fetcher,
