@@ -651,10 +651,10 @@ fn build_server(
         check_env_name(&name, &var)?;
         let text = match value {
             EnvRaw::Secret { secret } => {
-                if secret.is_empty() || secret.len() > crate::store::MAX_NAME_BYTES {
-                    return err(format!(
-                        "server {name:?}: {var}: secret name must not be empty"
-                    ));
+                // The store's own check: a name it refuses would fail
+                // every spawn with a 503 that looks temporary.
+                if let Err(e) = crate::store::check_secret_name(&secret) {
+                    return err(format!("server {name:?}: {var}: {e}"));
                 }
                 secrets.push((var, secret));
                 continue;
@@ -847,6 +847,27 @@ env = { CODA_LOG = "info", CODA_API_TOKEN = { secret = "coda" } }
         let plain = "[[server]]\nname = \"a\"\ncommand = [\"true\"]\n";
         assert!(load_str(plain, &["--api-key-file", &bare]).is_ok());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Regression: a secret name the store refuses (a newline, a NUL, too
+    /// long) passed check-config and then failed every spawn with a 503
+    /// that looked temporary.
+    #[test]
+    fn secret_names_the_store_refuses_are_refused_at_load() {
+        let with = |name: &str| {
+            format!(
+                "[[server]]\nname = \"coda\"\ncommand = [\"true\"]\nenv = {{ TOK = {{ secret = {} }} }}\n",
+                serde_json::to_string(name).unwrap()
+            )
+        };
+        let long = "x".repeat(crate::store::MAX_NAME_BYTES + 1);
+        for bad in ["a\nb", "a\u{0}b", "tab\there", "", long.as_str()] {
+            let e = load_str(&with(bad), &["--store", "/tmp/x.db"])
+                .unwrap_err()
+                .0;
+            assert!(e.contains("TOK") && e.contains("secret"), "{bad:?}: {e}");
+        }
+        assert!(load_str(&with("coda.token-1"), &["--store", "/tmp/x.db"]).is_ok());
     }
 
     #[test]

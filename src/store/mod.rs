@@ -233,6 +233,12 @@ pub(crate) fn check_principal(value: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether the store accepts `name` as a secret name (the config checks
+/// `{ secret = "…" }` with it at load).
+pub fn check_secret_name(name: &str) -> Result<(), StoreError> {
+    check_name("secret name", name)
+}
+
 fn check_ref(at: &SecretRef) -> Result<(), StoreError> {
     check_principal(&at.principal)?;
     check_name("server", &at.server)?;
