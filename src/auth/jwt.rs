@@ -388,8 +388,17 @@ impl JwtVerifier {
                 .iter()
                 .any(|k| kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
         };
-        if stale || !known(&set) {
-            let mut last = self.refetch.lock().await;
+        // Keys that still check this token serve it while another request
+        // refreshes them: a JWKS endpoint that hangs stalls one request,
+        // not every request behind the lock.
+        let refresh = if !known(&set) {
+            Some(self.refetch.lock().await)
+        } else if stale {
+            self.refetch.try_lock().ok()
+        } else {
+            None
+        };
+        if let Some(mut last) = refresh {
             // Another request may have fetched while this one waited.
             let fresh = self.key_set();
             let may_fetch = last.is_none_or(|t| t.elapsed() >= self.config.jwks_min_refetch);
@@ -476,6 +485,58 @@ pub fn looks_like_jwt(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression from review: once the keys were over an hour old, every
+    /// JWT request queued behind the one refreshing them, so a JWKS
+    /// endpoint that hangs stalled all of them. A token whose key is
+    /// still known is checked at once while another request refreshes.
+    #[tokio::test]
+    async fn a_known_key_serves_while_another_request_refreshes_the_jwks() {
+        use base64::Engine;
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let Some(long_ago) = Instant::now().checked_sub(JWKS_MAX_AGE * 2) else {
+            eprintln!("skipped: the monotonic clock is younger than two hours");
+            return;
+        };
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"{}"}}]}}"#,
+            b64(sk.verifying_key().as_bytes())
+        );
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = Some("k1".into());
+        let claims = serde_json::json!({"sub":"alice","aud":"aud1","exp": now_unix() + 600});
+        let der = sk.to_pkcs8_der().unwrap();
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+        )
+        .unwrap();
+        let v = JwtVerifier::new(
+            JwtConfig {
+                jwks_url: Some("http://127.0.0.1:9/jwks".parse().unwrap()),
+                secret: None,
+                issuers: vec![],
+                audiences: vec!["aud1".into()],
+                header: TokenHeader::Bearer,
+                jwks_min_refetch: Duration::from_secs(60),
+            },
+            Fetcher::new(Duration::from_secs(5)),
+        )
+        .unwrap();
+        *v.keys.write().unwrap() = Arc::new(KeySet {
+            keys: parse_jwks(jwks.as_bytes()).unwrap(),
+            fetched: Some(long_ago),
+        });
+        // Another request is refreshing (and the endpoint hangs).
+        let _refreshing = v.refetch.lock().await;
+        let checked = tokio::time::timeout(Duration::from_secs(1), v.verify(&token))
+            .await
+            .expect("checked without waiting for the refresh");
+        assert_eq!(checked.unwrap().subject, "alice");
+    }
 
     #[test]
     fn jwt_shape_is_recognised() {
