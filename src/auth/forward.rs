@@ -104,6 +104,11 @@ impl ForwardAuth {
             let now = Instant::now();
             cache.retain(|_, (_, until)| *until > now);
             if cache.len() >= CACHE_MAX {
+                // Refusals go first: a flood of bad tokens (from many
+                // IPs) must not push out the users who got in.
+                cache.retain(|_, (o, _)| matches!(o, Outcome::Accept(_)));
+            }
+            if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
         }
@@ -158,5 +163,35 @@ impl ForwardAuth {
         };
         self.remember(key, Outcome::Accept(principal.clone()));
         Ok(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression from review: at the cache's bound, expired entries went
+    /// and then everything, so a flood of bad tokens evicted every user's
+    /// cached acceptance (and multiplied calls upstream). Refusals go
+    /// first now.
+    #[test]
+    fn a_flood_of_refusals_does_not_evict_accepted_users() {
+        let f = ForwardAuth::new(
+            ForwardConfig {
+                url: "http://127.0.0.1:9/whoami".parse().unwrap(),
+                principal_pointer: None,
+                ttl: Duration::from_secs(60),
+            },
+            Fetcher::new(Duration::from_secs(1)),
+        );
+        let alice = [1u8; 32];
+        f.remember(alice, Outcome::Accept("alice".into()));
+        for i in 0..CACHE_MAX as u32 + 5 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            key[31] = 2;
+            f.remember(key, Outcome::Deny);
+        }
+        assert!(matches!(f.cached(&alice), Some(Outcome::Accept(p)) if p == "alice"));
     }
 }
