@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     Client, Proxy, SseStream, alive, eventually, example, modern_post, ping_batch,
-    read_messages_lenient, shared_child_paused,
+    read_messages_lenient, shared_child_paused, two_shared_sessions,
 };
 
 const MODERN: &str = "2026-07-28";
@@ -359,11 +359,7 @@ async fn messages_past_the_child_queue_byte_cap_fail_at_once_not_at_the_deadline
 
 #[tokio::test]
 async fn a_shared_child_that_closes_stdout_fails_its_calls_and_is_replaced() {
-    let proxy = Proxy::start(&["--shared"]).await;
-    let mut a = Client::new(&proxy.mcp());
-    a.initialize("2025-11-25", json!({})).await;
-    let mut b = Client::new(&proxy.mcp());
-    b.initialize("2025-11-25", json!({})).await;
+    let (proxy, a, b) = two_shared_sessions().await;
     let answer = call_within(
         &a,
         json!(1),
@@ -926,11 +922,7 @@ async fn unanswered_server_requests_are_capped_and_the_excess_refused() {
 /// the proxy keeps answering.
 #[tokio::test]
 async fn answers_to_ids_nobody_asked_are_dropped_and_other_sessions_carry_on() {
-    let proxy = Proxy::start(&["--shared"]).await;
-    let mut a = Client::new(&proxy.mcp());
-    a.initialize("2025-11-25", json!({})).await;
-    let mut b = Client::new(&proxy.mcp());
-    b.initialize("2025-11-25", json!({})).await;
+    let (proxy, a, b) = two_shared_sessions().await;
     // B's first call is answered; its id, as the child saw it, is one
     // the child may now answer again.
     let seen = call_within(

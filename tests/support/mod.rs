@@ -313,6 +313,16 @@ pub async fn legacy_session(proxy: &Proxy) -> (SseStream, String) {
 /// A `--shared` proxy (plus `flags`) whose child has stopped reading its
 /// stdin for `pause_ms` (`misbehave_stop_reading`), and two sessions on it
 /// taking JSON bodies: 2025-11-25, and 2025-03-26 for batches.
+/// A `--shared` proxy and two 2025-11-25 sessions on its one child.
+pub async fn two_shared_sessions() -> (Proxy, Client, Client) {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut a = Client::new(&proxy.mcp());
+    a.initialize("2025-11-25", json!({})).await;
+    let mut b = Client::new(&proxy.mcp());
+    b.initialize("2025-11-25", json!({})).await;
+    (proxy, a, b)
+}
+
 pub async fn shared_child_paused(flags: &[&str], pause_ms: u64) -> (Proxy, Client, Client) {
     let mut all = vec!["--shared"];
     all.extend_from_slice(flags);
