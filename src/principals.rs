@@ -10,8 +10,13 @@
 //! expiry: a child with nothing attached,
 //! nothing in flight and no request for `--session-idle-timeout` leaves
 //! the table and is stopped; the principal's next request starts a fresh
-//! one. Does not own: how a child is started (the caller passes that in,
-//! see [`crate::http::App`]) or the multiplexer itself.
+//! one. A child that crashes leaves the table too, and is stopped rather
+//! than restarted: it was started with its principal's stored credentials
+//! of that moment, and a restart would reuse them (a credential deleted
+//! since included); the principal's next request starts a fresh child
+//! with what the store holds then. Does not own: how a child is started
+//! (the caller passes that in, see [`crate::http::App`]) or the
+//! multiplexer itself.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,7 +29,7 @@ use tracing::warn;
 use crate::auth::Principal;
 use crate::error::ProxyError;
 use crate::session::{Reservation, Sessions};
-use crate::upstream::Upstream;
+use crate::upstream::{Health, Upstream};
 
 /// What picks a child: the principal and, for a server that takes
 /// credentials from request headers, a digest of those values (a request
@@ -99,7 +104,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct PrincipalChildren {
     /// Where each child takes its slot.
     sessions: Arc<Sessions>,
-    children: Mutex<HashMap<ChildKey, Arc<Entry>>>,
+    children: Arc<Mutex<HashMap<ChildKey, Arc<Entry>>>>,
 }
 
 impl PrincipalChildren {
@@ -107,7 +112,7 @@ impl PrincipalChildren {
     pub fn new(sessions: Arc<Sessions>) -> PrincipalChildren {
         PrincipalChildren {
             sessions,
-            children: Mutex::new(HashMap::new()),
+            children: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -146,9 +151,23 @@ impl PrincipalChildren {
             entry.touch();
             entry
         };
-        let child = entry.child.get_or_try_init(start).await.cloned();
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let child = entry
+            .child
+            .get_or_try_init(|| async {
+                let r = start().await;
+                started.store(r.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                r
+            })
+            .await
+            .cloned();
         // A slow start counts from its end, not its beginning.
         entry.touch();
+        if let Ok(up) = &child
+            && started.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.evict_on_crash(key.clone(), &entry, up);
+        }
         if child.is_err() {
             // A failed start holds no slot, unless another request is
             // about to try again on this entry.
@@ -161,6 +180,46 @@ impl PrincipalChildren {
             }
         }
         child
+    }
+
+    /// Watches `up`, just started for `key`: once it crashes (the
+    /// multiplexer would restart it with the same environment), its entry leaves the table and it is stopped, so the
+    /// principal's next request starts a child with the store's current
+    /// values. The watch ends with the child; it holds neither the entry
+    /// nor the table alive.
+    fn evict_on_crash(&self, key: ChildKey, entry: &Arc<Entry>, up: &Arc<Upstream>) {
+        let mut health = up.watch_health();
+        let (table, entry) = (Arc::downgrade(&self.children), Arc::downgrade(entry));
+        let up = Arc::downgrade(up);
+        tokio::spawn(async move {
+            // A child starts Ready; only the restart after a crash reports
+            // anything else (Starting, then Ready or CrashLooping).
+            loop {
+                if health.changed().await.is_err() {
+                    return;
+                }
+                if *health.borrow_and_update() != Health::Ready {
+                    break;
+                }
+            }
+            // A child stopped on purpose (idle, shutdown) left the table
+            // before it ended: nothing to do for it.
+            let evicted = match (table.upgrade(), entry.upgrade()) {
+                (Some(table), Some(entry)) => {
+                    let mut children = lock(&table);
+                    let ours = children.get(&key).is_some_and(|e| Arc::ptr_eq(e, &entry));
+                    if ours {
+                        children.remove(&key);
+                    }
+                    ours
+                }
+                _ => false,
+            };
+            if evicted && let Some(up) = up.upgrade() {
+                warn!(principal = %key, "per-principal child exited; not restarting it with its old credentials (the next request starts a fresh one)");
+                up.stop().await;
+            }
+        });
     }
 
     /// Takes out every child that has been idle for `idle`: nothing

@@ -1028,3 +1028,74 @@ async fn reload_cannot_keep_a_removed_key_alive_on_the_retiring_generation() {
     p.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a per-principal (2026-07-28) child that crashed was
+/// restarted with the environment it was first given, so a credential
+/// deleted from the store meanwhile kept reaching it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_2026_child_is_not_restarted_with_a_deleted_credential() {
+    let dir = tempdir("modern-crash");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let db = dir.join("secrets.db");
+    let store = Arc::new(
+        Store::open(
+            db.to_str().unwrap(),
+            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap(),
+    );
+    let tok = SecretRef::new("api-key:alpha", "dump", "tok");
+    store
+        .set(&tok, &Secret::new(b"revoked-cred-6120".to_vec()))
+        .await
+        .unwrap();
+    let toml = format!(
+        r#"
+[auth]
+api_key_file = {keys:?}
+[store]
+path = {db:?}
+[[server]]
+name = "dump"
+command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
+env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
+"#,
+        everything = example("everything"),
+        keys = named_keys(&dir),
+    );
+    let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
+    let url = format!("{}/servers/dump/mcp", p.base);
+    let alpha = authed(&url, K1).http;
+    let pid = modern_pid(&alpha, &url).await;
+    // The operator revokes the credential; then the child crashes.
+    assert!(store.delete(&tok).await.unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Once the crash is noticed, the next call reads the store again: 403.
+    let refused = eventually_async(|| {
+        let (alpha, url) = (alpha.clone(), url.clone());
+        async move { modern_call(&alpha, &url, "pid").await.status() == 403 }
+    })
+    .await;
+    let with_value = std::fs::read_dir(&dumps)
+        .unwrap()
+        .filter(|e| {
+            std::fs::read_to_string(e.as_ref().unwrap().path())
+                .unwrap()
+                .contains("revoked-cred-6120")
+        })
+        .count();
+    assert_eq!(
+        with_value, 1,
+        "a child started again with the revoked value"
+    );
+    assert!(refused, "the revoked principal was never refused");
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
