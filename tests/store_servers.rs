@@ -1099,3 +1099,70 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
     p.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: secret reads and writes went only to the `audit` log
+/// target on stderr, never to the `--audit-log` file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_reads_reach_the_audit_log_file() {
+    let dir = tempdir("audit-file");
+    let db = dir.join("secrets.db");
+    let audit = dir.join("audit.jsonl");
+    let store = Arc::new(
+        Store::open(
+            db.to_str().unwrap(),
+            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap(),
+    );
+    store
+        .set(
+            &SecretRef::new("api-key:alpha", "vault", "tok"),
+            &Secret::new(b"audited-value-5150".to_vec()),
+        )
+        .await
+        .unwrap();
+    let toml = format!(
+        "[auth]\napi_key_file = {:?}\n[store]\npath = {db:?}\n{}",
+        named_keys(&dir),
+        everything_toml("vault", "env = { TOK = { secret = \"tok\" } }")
+    );
+    std::fs::write(dir.join("proxy.toml"), toml).unwrap();
+    let args = Args {
+        config: Some(dir.join("proxy.toml").to_string_lossy().into_owned()),
+        audit_log: Some(audit.to_string_lossy().into_owned()),
+        ..Args::default()
+    };
+    let p = start(
+        config_file::load(args, &|_| None).unwrap(),
+        Some(store.clone()),
+    )
+    .await;
+    let url = format!("{}/servers/vault/mcp", p.base);
+    authed(&url, K1).initialize("2025-11-25", json!({})).await;
+    let r = authed(&url, K2)
+        .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    assert_eq!(r.status(), 403);
+    p.stop().await;
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let secret_lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == "secret")
+        .collect();
+    let has = |principal: &str, outcome: &str| {
+        secret_lines.iter().any(|v| {
+            v["action"] == "read-for-child"
+                && v["principal"] == principal
+                && v["server"] == "vault"
+                && v["name"] == "tok"
+                && v["outcome"] == outcome
+        })
+    };
+    assert!(has("api-key:alpha", "ok"), "{text}");
+    assert!(has("api-key:bravo", "missing"), "{text}");
+    assert!(!text.contains("audited-value-5150"));
+    let _ = std::fs::remove_dir_all(dir);
+}

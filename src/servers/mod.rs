@@ -107,6 +107,10 @@ impl ServerSet {
     /// Builds every server. Shared children are started by [`run`].
     pub fn new(config: ServersConfig, store: Option<Arc<Store>>) -> Result<Arc<ServerSet>, String> {
         let audit = Arc::new(crate::http::open_audit(&config.base)?);
+        if let Some(store) = &store {
+            // Secret reads and writes go where every other record goes.
+            store.set_audit(audit.clone());
+        }
         let set = Arc::new(ServerSet {
             audit,
             base: config.base,

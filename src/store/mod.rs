@@ -4,9 +4,11 @@
 //! SQLite store, `postgres://…` for a store shared by replicas), sealing
 //! every value before it reaches a backend ([`seal`]), the deadline on every
 //! call to a backend, key rotation, and the audit events of secret reads and
-//! writes (target `audit`: principal, server, name, action, outcome; never
-//! the value). Does not own: who the principal is (the authenticator
-//! decides) or what a child does with its values.
+//! writes (event `secret`: principal, server, name, action, outcome; never
+//! the value), through the proxy's audit log (`--audit-log` too) or, in
+//! the `secrets` CLI, the `audit` log target. Does not own: who the
+//! principal is (the authenticator decides) or what a child does with its
+//! values.
 //!
 //! Backends only ever see sealed bytes, so a copy of the file or the table
 //! holds no plain-text secret, and a value moved between rows fails to open
@@ -152,6 +154,9 @@ pub struct Store {
     timeout: Duration,
     /// For messages: a path, or a URL with its password removed.
     location: String,
+    /// Where secret reads and writes are recorded, once a proxy serving
+    /// this store sets it ([`Store::set_audit`]).
+    audit: std::sync::OnceLock<std::sync::Arc<crate::audit::Audit>>,
 }
 
 /// Whether `--store` names a PostgreSQL server rather than a file.
@@ -245,18 +250,35 @@ fn check_ref(at: &SecretRef) -> Result<(), StoreError> {
     check_name("secret name", &at.name)
 }
 
-/// One audit event for a secret read or write. Never the value.
-fn audit(action: &str, at: &SecretRef, outcome: &str) {
-    info!(
-        target: "audit",
-        event = "secret",
-        action,
-        principal = %at.principal,
-        server = %at.server,
-        name = %at.name,
-        outcome,
-        "secret {action}"
-    );
+/// One audit event for a secret read or write: to the proxy's [`Audit`]
+/// (the `audit` log target and the `--audit-log` file) when the store
+/// serves one, else (the `secrets` CLI) to the `audit` log target. Never
+/// the value.
+///
+/// [`Audit`]: crate::audit::Audit
+fn audit(sink: Option<&crate::audit::Audit>, action: &str, at: &SecretRef, outcome: &str) {
+    match sink {
+        Some(a) => a.emit(
+            "secret",
+            serde_json::json!({
+                "action": action,
+                "principal": at.principal,
+                "server": at.server,
+                "name": at.name,
+                "outcome": outcome,
+            }),
+        ),
+        None => info!(
+            target: "audit",
+            event = "secret",
+            action,
+            principal = %at.principal,
+            server = %at.server,
+            name = %at.name,
+            outcome,
+            "secret {action}"
+        ),
+    }
 }
 
 impl Store {
@@ -290,7 +312,18 @@ impl Store {
             keys,
             timeout,
             location: redacted,
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records secret reads and writes through `audit` (the proxy's one
+    /// audit log, `--audit-log` included) from now on; set once.
+    pub fn set_audit(&self, audit: std::sync::Arc<crate::audit::Audit>) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit(&self, action: &str, at: &SecretRef, outcome: &str) {
+        audit(self.audit.get().map(|a| &**a), action, at, outcome);
     }
 
     /// Where the store is, fit for logs.
@@ -340,7 +373,7 @@ impl Store {
                 sealed,
             }))
             .await;
-        audit("set", at, if r.is_ok() { "ok" } else { "error" });
+        self.audit("set", at, if r.is_ok() { "ok" } else { "error" });
         r
     }
 
@@ -389,7 +422,7 @@ impl Store {
             Ok(rows) => rows,
             Err(e) => {
                 for n in names {
-                    audit(action, &SecretRef::new(principal, server, n), "error");
+                    self.audit(action, &SecretRef::new(principal, server, n), "error");
                 }
                 return Err(e);
             }
@@ -399,16 +432,16 @@ impl Store {
             let at = SecretRef::new(principal, server, n);
             match rows.iter().find(|r| &r.at.name == n) {
                 None => {
-                    audit(action, &at, "missing");
+                    self.audit(action, &at, "missing");
                     out.push((n.clone(), None));
                 }
                 Some(row) => match self.keys.open(&row.at, &row.sealed) {
                     Ok(v) => {
-                        audit(action, &at, "ok");
+                        self.audit(action, &at, "ok");
                         out.push((n.clone(), Some(v)));
                     }
                     Err(source) => {
-                        audit(action, &at, "unsealable");
+                        self.audit(action, &at, "unsealable");
                         return Err(StoreError::Seal { at, source });
                     }
                 },
@@ -426,7 +459,7 @@ impl Store {
             Ok(false) => "missing",
             Err(_) => "error",
         };
-        audit("delete", at, outcome);
+        self.audit("delete", at, outcome);
         r
     }
 
@@ -489,10 +522,10 @@ impl Store {
                     source,
                 })?;
             if self.call(self.backend.replace(&row, &resealed)).await? {
-                audit("reseal", &row.at, "ok");
+                self.audit("reseal", &row.at, "ok");
                 report.resealed += 1;
             } else {
-                audit("reseal", &row.at, "raced");
+                self.audit("reseal", &row.at, "raced");
                 report.raced += 1;
             }
         }
