@@ -572,6 +572,10 @@ impl Server {
                 Some(message) => ok(&ToolResult::text(message)),
                 None => ok(&ToolResult::error("missing string argument: message")),
             },
+            "locate" => {
+                let region = args.get("region").and_then(Value::as_str).unwrap_or("");
+                ok(&ToolResult::text(format!("located in {region}")))
+            }
             "add" => {
                 let (a, b) = (args.get("a"), args.get("b"));
                 match (
@@ -942,8 +946,22 @@ fn tool_catalogue() -> Vec<Value> {
         &["message"],
     );
     echo["execution"] = json!({ "taskSupport": "optional" });
+    // 2026-07-28 `x-mcp-header`: clients mirror these arguments into
+    // `Mcp-Param-Region` and `Mcp-Param-Shard` headers.
+    let locate = tool(
+        "locate",
+        "Says where a query would run (its region and shard travel as headers too)",
+        json!({
+            "region": { "type": "string", "description": "Region", "x-mcp-header": "Region" },
+            "target": { "type": "object", "properties": {
+                "shard": { "type": "integer", "description": "Shard", "x-mcp-header": "Shard" }
+            } }
+        }),
+        &["region"],
+    );
     vec![
         echo,
+        locate,
         add,
         tool(
             "large",

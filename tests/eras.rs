@@ -632,3 +632,69 @@ async fn a_session_id_is_unknown_on_the_other_transport() {
     assert!(answer.data.contains("\"still\""), "{}", answer.data);
     proxy.stop().await;
 }
+
+/// 2026-07-28 `Mcp-Param-*` headers (review finding: never checked). Once
+/// the proxy has seen the child's tool list, a call to a tool with
+/// `x-mcp-header` arguments must carry headers that say what the body
+/// says (400, -32020 otherwise); before that, they pass unchecked.
+#[tokio::test]
+async fn mcp_param_headers_are_checked_against_the_arguments_once_the_tools_are_known() {
+    let proxy = Proxy::start(&[]).await;
+    let call = |region: &str, shard: Option<i64>, headers: &[(&'static str, &str)]| {
+        let mut args = json!({"region": region});
+        if let Some(s) = shard {
+            args["target"] = json!({"shard": s});
+        }
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"locate","arguments":args,"_meta":meta()}});
+        let mut req = reqwest::Client::new()
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "locate");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let r = req.json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Not learned yet: passes as an intermediary passes unknown headers.
+    let (status, _) = call("us-west1", None, &[]).await;
+    assert_eq!(status, 200);
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":meta()}});
+    let r = support::modern_post(&proxy, &list, "application/json").await;
+    assert_eq!(r.status(), 200);
+    let (status, v) = call(
+        "us-west1",
+        Some(7),
+        &[("mcp-param-region", "us-west1"), ("mcp-param-shard", "7")],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["content"][0]["text"], "located in us-west1");
+    let (status, _) = call(
+        "us-west1",
+        None,
+        &[("mcp-param-region", "=?base64?dXMtd2VzdDE=?=")],
+    )
+    .await;
+    assert_eq!(status, 200, "a base64 sentinel is decoded first");
+    for (region, shard, headers) in [
+        ("us-west1", None, vec![]),
+        ("us-west1", None, vec![("mcp-param-region", "eu-west1")]),
+        ("us-west1", Some(7), vec![("mcp-param-region", "us-west1")]),
+        (
+            "us-west1",
+            Some(7),
+            vec![("mcp-param-region", "us-west1"), ("mcp-param-shard", "8")],
+        ),
+    ] {
+        let (status, v) = call(region, shard, &headers).await;
+        assert_eq!(status, 400, "{headers:?}: {v}");
+        assert_eq!(v["error"]["code"], -32020, "{v}");
+    }
+    proxy.stop().await;
+}

@@ -21,6 +21,7 @@ pub mod legacy;
 pub mod modern;
 pub mod response;
 pub mod streamable;
+pub mod tool_headers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -105,6 +106,9 @@ pub struct App {
     spawn_failures: AtomicU32,
     /// What children of the command refused.
     era_hints: Arc<EraHints>,
+    /// The `x-mcp-header` annotations learned from the children's tool
+    /// lists (2026-07-28 `Mcp-Param-*` checks).
+    pub tool_headers: Arc<tool_headers::ToolHeaders>,
     /// Keys of the multiplexer's ports (sessions and single requests).
     port_keys: PortKeys,
     /// Work started on behalf of requests that outlives them (cleanups of
@@ -177,6 +181,7 @@ impl App {
             shutting_down: AtomicBool::new(false),
             spawn_failures: AtomicU32::new(0),
             era_hints: Arc::default(),
+            tool_headers: Arc::default(),
             port_keys: PortKeys::default(),
             tasks: TaskTracker::new(),
             replay: ReplayBudget::new(config.replay_total_bytes),
@@ -259,7 +264,13 @@ impl App {
     pub fn reply_for(&self, principal: &Principal, frame: &Frame, reply: Reply) -> Reply {
         let call =
             crate::audit::ToolCall::start(&self.audit, principal, self.server_name.get(), frame);
-        reply.watched(call.map(|c| Box::new(c) as Box<dyn crate::upstream::AnswerWatch>))
+        let reply =
+            reply.watched(call.map(|c| Box::new(c) as Box<dyn crate::upstream::AnswerWatch>));
+        if frame.method() == Some("tools/list") {
+            let learn = tool_headers::Learn(self.tool_headers.clone());
+            return reply.watched(Some(Box::new(learn)));
+        }
+        reply
     }
 
     /// A port of the multiplexer with a key unique in this proxy.

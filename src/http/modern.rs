@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::response::{accepted, json_answer, json_ok, sse_response};
+use super::tool_headers::decode_header;
 use super::{Answer, App, negotiate};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, code};
@@ -75,49 +76,6 @@ fn refuse_if_legacy_only(app: &App) -> Result<(), ProxyError> {
         ));
     }
     Ok(())
-}
-
-/// Decodes an `=?base64?…?=` header value (SEP-2243); plain values pass.
-fn decode_header(value: &str) -> Option<String> {
-    let Some(inner) = value
-        .strip_prefix("=?base64?")
-        .and_then(|v| v.strip_suffix("?="))
-    else {
-        return Some(value.to_string());
-    };
-    String::from_utf8(base64_decode(inner)?).ok()
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        if chunk.len() == 1 {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * i);
-        }
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
 }
 
 /// Checks the 2026-07-28 header rules against the body.
@@ -222,6 +180,11 @@ pub async fn serve(
 ) -> Result<Response<Body>, ProxyError> {
     refuse_if_legacy_only(&app)?;
     validate(&parts.headers, &frame)?;
+    if frame.method() == Some("tools/call")
+        && let Some(params) = frame.params_value()
+    {
+        app.tool_headers.check(&parts.headers, &params)?;
+    }
     if frame.kind() == Kind::Notification {
         // Cancellation over HTTP is closing the stream; other notifications have no target.
         debug!(
@@ -666,14 +629,6 @@ mod tests {
         assert!(!body_is_modern(&frame(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#
         )));
-    }
-
-    #[test]
-    fn base64_decoding() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGk").unwrap(), b"hi");
-        assert!(base64_decode("a").is_none());
-        assert!(base64_decode("!!").is_none());
     }
 
     #[test]

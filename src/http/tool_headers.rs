@@ -1,0 +1,367 @@
+//! 2026-07-28 `Mcp-Param-{Name}` headers. A tool may mark arguments with
+//! `x-mcp-header` in its input schema; clients then mirror those values
+//! into headers, and a server that reads the body must check that the
+//! headers say what the body says (400, -32020), so that a load balancer
+//! routing on a header and the child acting on the body never disagree.
+//! The child (stdio) never sees headers, so the proxy does the check.
+//!
+//! The proxy learns the annotations from the child's `tools/list` answers
+//! as they go back to any client, and checks a `tools/call` of a tool it
+//! has learned. A tool it has not seen listed is passed on unchecked (its
+//! headers are "not recognised", which the revision allows). Owns: the
+//! learned table, bounded in tools and headers. Does not own: the other
+//! header rules (see [`super::modern`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use crate::error::ProxyError;
+use crate::jsonrpc::Message;
+use crate::upstream::AnswerWatch;
+
+/// Tools remembered at most (a bigger catalogue is checked for the first
+/// ones learned; the rest pass unchecked).
+const MAX_TOOLS: usize = 4096;
+/// Annotated arguments per tool at most (more make the tool unchecked).
+const MAX_HEADERS_PER_TOOL: usize = 64;
+/// `tools/list` answers longer than this are not read.
+const MAX_LIST_BYTES: usize = 4 << 20;
+
+/// One annotated argument: its header and where its value sits.
+#[derive(Debug, Clone, PartialEq)]
+struct ParamHeader {
+    /// `mcp-param-<name>`, lower case.
+    header: String,
+    /// The chain of `properties` keys from the arguments' root.
+    path: Vec<String>,
+}
+
+/// The annotations learned per tool name.
+#[derive(Default)]
+pub struct ToolHeaders {
+    tools: Mutex<HashMap<String, Vec<ParamHeader>>>,
+}
+
+impl ToolHeaders {
+    /// Reads a `tools/list` answer (as it goes back to a client) for its
+    /// tools' annotations. An answer that is not a whole list is ignored.
+    pub fn learn(&self, answer: &Message) {
+        if answer.len() > MAX_LIST_BYTES {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&answer.clone().into_bytes()) else {
+            return;
+        };
+        let Some(tools) = v.pointer("/result/tools").and_then(Value::as_array) else {
+            return;
+        };
+        let mut known = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        for tool in tools {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            match tool.get("inputSchema").map(annotations) {
+                Some(Some(found)) if !found.is_empty() => {
+                    if known.len() < MAX_TOOLS || known.contains_key(name) {
+                        known.insert(name.to_string(), found);
+                    }
+                }
+                // None, or a definition clients must reject: nothing to check.
+                _ => {
+                    known.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Checks a 2026-07-28 `tools/call`'s `Mcp-Param-*` headers against
+    /// its arguments (`params`, the request's params as a tree).
+    pub fn check(&self, headers: &HeaderMap, params: &Value) -> Result<(), ProxyError> {
+        let Some(name) = params.get("name").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let expected = {
+            let known = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+            match known.get(name) {
+                Some(h) => h.clone(),
+                None => return Ok(()),
+            }
+        };
+        let arguments = params.get("arguments").unwrap_or(&Value::Null);
+        for p in &expected {
+            let mut at = Some(arguments);
+            for key in &p.path {
+                at = at.and_then(|v| v.get(key));
+            }
+            let body = at.filter(|v| !v.is_null());
+            let mut values = headers.get_all(p.header.as_str()).iter();
+            let (sent, again) = (values.next(), values.next());
+            if again.is_some() {
+                return Err(mismatch(format!("{} is sent twice", p.header)));
+            }
+            match (sent, body) {
+                (None, None) => {}
+                (None, Some(_)) => {
+                    return Err(mismatch(format!(
+                        "{} header is required: the arguments set {}",
+                        p.header,
+                        p.path.join(".")
+                    )));
+                }
+                (Some(_), None) => {
+                    return Err(mismatch(format!(
+                        "{} header is sent but the arguments have no {}",
+                        p.header,
+                        p.path.join(".")
+                    )));
+                }
+                (Some(h), Some(b)) => {
+                    let text = h
+                        .to_str()
+                        .ok()
+                        .and_then(|t| decode_header(t.trim()))
+                        .ok_or_else(|| {
+                            mismatch(format!("{} has characters it may not have", p.header))
+                        })?;
+                    if !same_value(&text, b) {
+                        return Err(mismatch(format!(
+                            "{} header does not match the arguments' {}",
+                            p.header,
+                            p.path.join(".")
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes an `=?base64?…?=` header value (`Mcp-Name`, `Mcp-Param-*`);
+/// plain values pass as they are. `None` for a sentinel that is not
+/// base64 of UTF-8.
+pub fn decode_header(value: &str) -> Option<String> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let Some(inner) = value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    else {
+        return Some(value.to_string());
+    };
+    String::from_utf8(LENIENT.decode(inner).ok()?).ok()
+}
+
+/// Learns from a `tools/list` answer as it goes back to its client.
+pub struct Learn(pub Arc<ToolHeaders>);
+
+impl AnswerWatch for Learn {
+    fn answered(self: Box<Self>, message: &Message) {
+        self.0.learn(message);
+    }
+}
+
+fn mismatch(why: String) -> ProxyError {
+    ProxyError::HeaderMismatch(why)
+}
+
+/// Whether a header's (decoded) text says what the body's value is:
+/// strings as they are, booleans as `true`/`false`, numbers compared as
+/// numbers (`42.0` is `42`).
+fn same_value(text: &str, body: &Value) -> bool {
+    match body {
+        Value::String(s) => text == s,
+        Value::Bool(b) => text == if *b { "true" } else { "false" },
+        Value::Number(n) => match (text.parse::<f64>(), n.as_f64()) {
+            (Ok(h), Some(b)) => h.is_finite() && h == b,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The annotations of one input schema; `None` for a definition the
+/// revision calls invalid (clients must drop such a tool): an annotation
+/// off the `properties` chain, a name that is not a header token, or two
+/// names equal but for case.
+fn annotations(schema: &Value) -> Option<Vec<ParamHeader>> {
+    let mut found = Vec::new();
+    collect(schema, &mut Vec::new(), &mut found)?;
+    if count_annotations(schema) != found.len() || found.len() > MAX_HEADERS_PER_TOOL {
+        return None;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in &found {
+        if !seen.insert(p.header.clone()) {
+            return None;
+        }
+    }
+    Some(found)
+}
+
+/// Walks the `properties` chain from `schema`, recording annotations.
+fn collect(schema: &Value, path: &mut Vec<String>, found: &mut Vec<ParamHeader>) -> Option<()> {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return Some(());
+    };
+    for (key, sub) in props {
+        path.push(key.clone());
+        if let Some(name) = sub.get("x-mcp-header") {
+            let name = name.as_str().filter(|n| is_token(n))?;
+            found.push(ParamHeader {
+                header: format!("mcp-param-{}", name.to_ascii_lowercase()),
+                path: path.clone(),
+            });
+        }
+        collect(sub, path, found)?;
+        path.pop();
+    }
+    Some(())
+}
+
+/// Every `x-mcp-header` anywhere in the schema (bounded depth: schemas
+/// come from the child, which is trusted, but not unboundedly deep).
+fn count_annotations(v: &Value) -> usize {
+    fn walk(v: &Value, depth: usize) -> usize {
+        if depth > 64 {
+            return usize::MAX / 2;
+        }
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, sub)| usize::from(k == "x-mcp-header") + walk(sub, depth + 1))
+                .sum(),
+            Value::Array(a) => a.iter().map(|sub| walk(sub, depth + 1)).sum(),
+            _ => 0,
+        }
+    }
+    walk(v, 0)
+}
+
+/// RFC 9110 `token`: one or more `tchar`.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listed(tools: Value) -> ToolHeaders {
+        let t = ToolHeaders::default();
+        let answer = json!({"jsonrpc":"2.0","id":1,"result":{"tools":tools}});
+        t.learn(&bytes::Bytes::from(answer.to_string()).into());
+        t
+    }
+
+    fn locate() -> Value {
+        json!({"name":"locate","inputSchema":{"type":"object","properties":{
+            "region":{"type":"string","x-mcp-header":"Region"},
+            "target":{"type":"object","properties":{
+                "shard":{"type":"integer","x-mcp-header":"Shard"},
+                "dry":{"type":"boolean","x-mcp-header":"Dry"}}},
+            "query":{"type":"string"}}}})
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn headers_must_say_what_the_arguments_say() {
+        let t = listed(json!([locate()]));
+        let call = json!({"name":"locate","arguments":{"region":"us-west1","target":{"shard":42,"dry":true},"query":"x"}});
+        let ok = headers(&[
+            ("mcp-param-region", "us-west1"),
+            ("mcp-param-shard", "42.0"),
+            ("mcp-param-dry", "true"),
+        ]);
+        assert!(t.check(&ok, &call).is_ok());
+        let encoded = headers(&[
+            ("mcp-param-region", "=?base64?dXMtd2VzdDE=?="),
+            ("mcp-param-shard", "42"),
+            ("mcp-param-dry", "true"),
+        ]);
+        assert!(t.check(&encoded, &call).is_ok());
+        for bad in [
+            headers(&[("mcp-param-shard", "42"), ("mcp-param-dry", "true")]),
+            headers(&[
+                ("mcp-param-region", "eu-west1"),
+                ("mcp-param-shard", "42"),
+                ("mcp-param-dry", "true"),
+            ]),
+            headers(&[
+                ("mcp-param-region", "us-west1"),
+                ("mcp-param-shard", "43"),
+                ("mcp-param-dry", "true"),
+            ]),
+            headers(&[
+                ("mcp-param-region", "us-west1"),
+                ("mcp-param-region", "us-west1"),
+                ("mcp-param-shard", "42"),
+                ("mcp-param-dry", "true"),
+            ]),
+        ] {
+            let e = t.check(&bad, &call).unwrap_err();
+            assert!(matches!(e, ProxyError::HeaderMismatch(_)), "{e:?}");
+        }
+        // Absent or null in the body: no header expected, none allowed.
+        let sparse = json!({"name":"locate","arguments":{"region":null}});
+        assert!(t.check(&HeaderMap::new(), &sparse).is_ok());
+        assert!(
+            t.check(&headers(&[("mcp-param-region", "x")]), &sparse)
+                .is_err()
+        );
+        // A tool never listed, and unknown Mcp-Param headers, pass.
+        let other = json!({"name":"other","arguments":{"region":"x"}});
+        assert!(
+            t.check(&headers(&[("mcp-param-zone", "a")]), &other)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn sentinel_values_are_decoded() {
+        assert_eq!(decode_header("plain").unwrap(), "plain");
+        assert_eq!(decode_header("=?base64?aGVsbG8=?=").unwrap(), "hello");
+        assert_eq!(decode_header("=?base64?aGk?=").unwrap(), "hi");
+        assert_eq!(
+            decode_header("=?base64?SGVsbG8sIOS4lueVjA==?=").unwrap(),
+            "Hello, 世界"
+        );
+        assert!(decode_header("=?base64?a?=").is_none());
+        assert!(decode_header("=?base64?!!?=").is_none());
+        assert!(decode_header("=?base64?/w==?=").is_none(), "not UTF-8");
+    }
+
+    #[test]
+    fn invalid_definitions_are_not_checked_and_a_new_list_replaces_the_old() {
+        let bad_name =
+            json!({"name":"a","inputSchema":{"properties":{"x":{"x-mcp-header":"Bad Name"}}}});
+        let in_items = json!({"name":"b","inputSchema":{"properties":{"x":{"type":"array","items":{"x-mcp-header":"X"}}}}});
+        let twice = json!({"name":"c","inputSchema":{"properties":{
+            "x":{"x-mcp-header":"Same"},"y":{"x-mcp-header":"same"}}}});
+        let t = listed(json!([bad_name, in_items, twice, locate()]));
+        let known = t.tools.lock().unwrap();
+        assert_eq!(known.keys().collect::<Vec<_>>(), ["locate"]);
+        drop(known);
+        // The tool is listed again without annotations: no longer checked.
+        let plain = json!({"name":"locate","inputSchema":{"type":"object"}});
+        t.learn(&bytes::Bytes::from(json!({"result":{"tools":[plain]}}).to_string()).into());
+        assert!(t.tools.lock().unwrap().is_empty());
+    }
+}
