@@ -484,6 +484,39 @@ fn secrets_subcommand_round_trip_with_value_from_stdin() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression: `secrets set` with the wrong key succeeded silently, and
+/// the store then held values sealed under two keys (half of them
+/// unreadable to every proxy).
+#[test]
+fn secrets_set_refuses_a_key_that_opens_none_of_the_stored_values() {
+    let dir = tempdir("cli-wrong-key");
+    let db = dir.join("s.db");
+    let db = db.to_str().unwrap();
+    let (right, wrong) = (StoreKey::generate_base64(), StoreKey::generate_base64());
+    let set = |key: &str, extra: &[&str], who: &str| {
+        let mut args = vec!["--store", db, "set"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[who, "coda", "coda"]);
+        cli(&args, &[("MCP_PROXY_STORE_KEY", key)], b"value-1")
+    };
+    // The first value of an empty store may use any key.
+    assert_eq!(set(&right, &[], "api-key:alice").0, 0);
+    let (code, _, err) = set(&wrong, &[], "api-key:bob");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--new-key") && err.contains("key"), "{err}");
+    let (_, out, _) = cli(
+        &["--store", db, "list"],
+        &[("MCP_PROXY_STORE_KEY", &right)],
+        b"",
+    );
+    assert_eq!(out.lines().count(), 1, "nothing was written: {out}");
+    // Asked for explicitly, it is allowed; a ring holding the old key too
+    // (a rotation) needs no flag.
+    assert_eq!(set(&wrong, &["--new-key"], "api-key:bob").0, 0);
+    assert_eq!(set(&format!("{wrong},{right}"), &[], "api-key:carol").0, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn secrets_bad_usage_is_one_line_and_exit_64() {
     let key = StoreKey::generate_base64();

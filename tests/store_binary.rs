@@ -803,3 +803,80 @@ async fn a_non_utf8_environment_variable_reaches_the_child_and_stops_nothing() {
     assert!(!has(b"MCP_PROXY_"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a proxy started with the wrong store key was ready (200)
+/// and then answered every spawn with 503.
+#[test]
+fn a_store_key_that_opens_no_stored_value_stops_the_start() {
+    let dir = tempdir("wrong-key");
+    let db = dir.join("s.db");
+    let right = mcp_sidecar::store::StoreKey::generate_base64();
+    let wrong = mcp_sidecar::store::StoreKey::generate_base64();
+    let mut set = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(["secrets", "set", "none:anonymous", "dump", "tok"])
+        .env("MCP_PROXY_STORE", &db)
+        .env("MCP_PROXY_STORE_KEY", &right)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        set.stdin.take().unwrap().write_all(b"v").unwrap();
+    }
+    assert!(set.wait().unwrap().success());
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}env = {{ TOKEN = {{ secret = \"tok\" }} }}\n",
+            server("dump")
+        ),
+    )
+    .unwrap();
+    let run = |key: &str| {
+        let mut child = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+                .arg("--config")
+                .arg(&file)
+                .args(["--port", "0"])
+                .env("MCP_PROXY_STORE", &db)
+                .env("MCP_PROXY_STORE_KEY", key)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let rx = stderr_lines(&mut child);
+        let mut log = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                    log.push(l);
+                }
+                return (status.code(), log.join("\n"));
+            }
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(50)) {
+                let up = l.contains("listening on");
+                log.push(l);
+                if up {
+                    return (None, log.join("\n"));
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "{log:?}");
+        }
+    };
+    let (code, log) = run(&wrong);
+    assert_eq!(
+        code,
+        Some(1),
+        "the proxy started with a key that opens nothing: {log}"
+    );
+    assert!(log.contains("key"), "{log}");
+    assert!(!log.contains(&wrong) && !log.contains(&right));
+    let (code, log) = run(&right);
+    assert_eq!(code, None, "the right key starts: {log}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -711,7 +711,7 @@ pub async fn serve_config(
                 .await
                 .map_err(|e| e.to_string())?;
             info!(store = %store.location(), key_id = %store.key_ids()[0], "credential store open");
-            store.warn_about_rows().await;
+            store.check_at_start().await.map_err(|e| e.to_string())?;
             Some(Arc::new(store))
         }
     };

@@ -63,6 +63,9 @@ pub struct SetArgs {
     /// the secret's name in the server's config ({ secret = "NAME" })
     #[argh(positional)]
     pub name: String,
+    /// store under this key although it opens none of the values already stored (the store's key was lost, or this is a new key on purpose); without it, such a key is refused
+    #[argh(switch)]
+    pub new_key: bool,
 }
 
 /// Print a value to stdout.
@@ -213,6 +216,20 @@ async fn run(
         match command {
             SecretsCommand::Set(a) => {
                 let at = SecretRef::new(&a.principal, &a.server, &a.name);
+                // A key that opens none of the stored values is most likely
+                // the wrong one: writing under it would leave the store
+                // sealed under two keys, half of it unreadable to any proxy.
+                if !a.new_key {
+                    match store.key_fit().await {
+                        Err(e @ super::StoreError::WrongKey { .. }) => {
+                            eprintln!("error: {e} (pass --new-key to store under this key anyway)");
+                            return Ok(1);
+                        }
+                        r => {
+                            r?;
+                        }
+                    }
+                }
                 // Invariant: read above for Set.
                 store.set(&at, &value.expect("value read")).await?;
                 eprintln!("stored {at}");

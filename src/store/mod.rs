@@ -60,6 +60,20 @@ pub enum StoreError {
         /// Why.
         source: SealError,
     },
+    /// The store holds values, and the key ring opens none of them.
+    #[error(
+        "none of the {rows} stored value(s) can be opened with the key(s) given (key id {}): they are sealed under key id {}; is MCP_PROXY_STORE_KEY or --store-key-file the store's key?",
+        ring.join(", "),
+        stored.join(", ")
+    )]
+    WrongKey {
+        /// How many rows the store holds.
+        rows: usize,
+        /// The key ids the rows are sealed under.
+        stored: Vec<String>,
+        /// The key ring's ids.
+        ring: Vec<String>,
+    },
     /// A principal that does not say how it logs in.
     #[error(
         "principal {0:?} does not say how it logs in: write METHOD:NAME, where METHOD is api-key, jwt, forward or none (api-key:{0}, jwt:{0}, forward:{0}; none:anonymous without authentication)"
@@ -82,6 +96,15 @@ pub struct Row {
     pub at: SecretRef,
     /// The sealed value.
     pub sealed: Sealed,
+}
+
+/// How the key ring fits the stored values (see [`Store::key_fit`]).
+#[derive(Debug, Default, Clone)]
+pub struct KeyFit {
+    /// Every stored row's place.
+    pub rows: Vec<SecretRef>,
+    /// Rows sealed under a key the ring lacks.
+    pub unknown: usize,
 }
 
 /// What `rotate` did.
@@ -469,21 +492,62 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.at, r.sealed.key_id)).collect())
     }
 
-    /// Logs a warning for rows this proxy will never read: those whose
-    /// principal has no login method (written by an earlier version, which
-    /// keyed principals by name alone). A failing store is logged too; the
-    /// proxy serves anyway (each spawn then gets its own 503).
-    pub async fn warn_about_rows(&self) {
-        let rows = match self.list().await {
-            Ok(rows) => rows,
+    /// Whether the key ring fits the stored values: an error when the
+    /// store holds values and the ring opens none of them (a wrong key:
+    /// every spawn would fail). Rows under keys the ring lacks, while
+    /// others fit (a rotation left unfinished), are counted in `unknown`.
+    pub async fn key_fit(&self) -> Result<KeyFit, StoreError> {
+        let rows = self.list().await?;
+        let ring: Vec<String> = self.keys.ids().into_iter().map(String::from).collect();
+        let mut stored = std::collections::BTreeMap::<String, usize>::new();
+        for (_, key_id) in &rows {
+            *stored.entry(key_id.clone()).or_default() += 1;
+        }
+        let unknown: usize = stored
+            .iter()
+            .filter(|(id, _)| !ring.contains(id))
+            .map(|(_, n)| n)
+            .sum();
+        if !rows.is_empty() && unknown == rows.len() {
+            return Err(StoreError::WrongKey {
+                rows: rows.len(),
+                stored: stored.into_keys().collect(),
+                ring,
+            });
+        }
+        Ok(KeyFit {
+            rows: rows.into_iter().map(|(at, _)| at).collect(),
+            unknown,
+        })
+    }
+
+    /// The checks at a proxy's start: a key ring that opens no stored
+    /// value is an error (the proxy would be ready and answer every spawn
+    /// with 503). Rows under a key the ring lacks, and rows whose
+    /// principal has no login method (written by an earlier version,
+    /// which keyed principals by name alone), are never used: a warning.
+    pub async fn check_at_start(&self) -> Result<(), StoreError> {
+        let fit = match self.key_fit().await {
+            Ok(fit) => fit,
+            Err(e @ StoreError::WrongKey { .. }) => return Err(e),
+            // Serve anyway: each spawn then gets its own 503 until the
+            // store answers.
             Err(e) => {
-                warn!(error = %e, "credential store: cannot list its rows at start");
-                return;
+                warn!(error = %e, "credential store: cannot check its rows at start");
+                return Ok(());
             }
         };
-        let bare: std::collections::BTreeSet<&str> = rows
+        if fit.unknown > 0 {
+            warn!(
+                rows = fit.unknown,
+                key_ids = ?self.keys.ids(),
+                "credential store: some stored values are sealed under a key this proxy does not hold and cannot be opened; add that key (second in the ring) or set them again"
+            );
+        }
+        let bare: std::collections::BTreeSet<&str> = fit
+            .rows
             .iter()
-            .map(|(at, _)| at.principal.as_str())
+            .map(|at| at.principal.as_str())
             .filter(|p| check_principal(p).is_err())
             .collect();
         if !bare.is_empty() {
@@ -493,6 +557,7 @@ impl Store {
                 "credential store: stored principals without a login method are never used; set them again as METHOD:NAME (api-key:NAME, jwt:SUB, forward:NAME, none:anonymous) and delete the old rows"
             );
         }
+        Ok(())
     }
 
     /// Re-seals every row not sealed under the sealing key. Rows are
