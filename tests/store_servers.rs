@@ -1166,3 +1166,53 @@ async fn secret_reads_reach_the_audit_log_file() {
     assert!(!text.contains("audited-value-5150"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a reload that changed a server stopped the old generation
+/// as soon as it had no session, killing its 2026-07-28 calls in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_lets_a_2026_call_in_flight_finish_on_the_old_generation() {
+    let dir = tempdir("retire-busy");
+    let p = start(load(&dir, &everything_toml("slow", "")).unwrap(), None).await;
+    let url = format!("{}/servers/slow/mcp", p.base);
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":2500},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities":{}}}});
+    let call = reqwest::Client::new()
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "sleep")
+        .json(&body)
+        .send();
+    let call = tokio::spawn(async move {
+        let r = call.await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    });
+    // The call is in flight on the first generation; the server changes.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let report = p
+        .set
+        .reload(load(&dir, &everything_toml("slow", "env = { CHANGED = \"1\" }")).unwrap())
+        .unwrap();
+    assert_eq!(report.changed, ["slow"]);
+    let (status, text) = tokio::time::timeout(STEP, call).await.unwrap().unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("slept 2500"),
+        "the call was cut short: {text}"
+    );
+    // Once idle, the old generation stops.
+    let set = p.set.clone();
+    assert!(
+        eventually_async(|| {
+            let set = set.clone();
+            async move { set.retiring_count() == 0 }
+        })
+        .await,
+        "the old generation never stopped"
+    );
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

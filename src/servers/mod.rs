@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,54 @@ struct Running {
     fingerprint: String,
     /// Ends its idle-session reaper.
     reaper: CancellationToken,
+    /// Requests being served by this generation, counted until their
+    /// response body ends: a 2026-07-28 call has no session, so only this
+    /// tells a retiring generation with work in flight (a call, a child
+    /// starting for it) from an idle one.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One request counted in [`Running::in_flight`] until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it ends
+/// (or the client goes away and hyper drops it).
+struct Counted {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = crate::sse::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A generation that a reload replaced or removed, serving only the
@@ -164,7 +212,16 @@ impl ServerSet {
             header_env: spec.header_env.clone(),
             fingerprint: fingerprint(spec),
             reaper,
+            in_flight: Arc::default(),
         })
+    }
+
+    /// How many generations that a reload replaced are still draining.
+    pub fn retiring_count(&self) -> usize {
+        self.retiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// The names of the servers being served, sorted.
@@ -274,16 +331,19 @@ impl ServerSet {
     /// sessions it holds: a request that starts something (`GET` of the
     /// legacy stream, a 2026-07-28 request, or anything without one of its
     /// session ids) goes to the current generation.
-    fn app_for(&self, name: &str, req: &Request<Incoming>) -> Option<(Arc<App>, bool)> {
-        let current = self.read().get(name).map(|r| r.app.clone());
+    fn app_for(&self, name: &str, req: &Request<Incoming>) -> Option<(Arc<App>, bool, InFlight)> {
+        let current = self
+            .read()
+            .get(name)
+            .map(|r| (r.app.clone(), false, InFlight::new(&r.in_flight)));
         let Some(id) = session_id(req) else {
-            return current.map(|a| (a, false));
+            return current;
         };
         if current
             .as_ref()
-            .is_some_and(|a| a.sessions.get(&id).is_some())
+            .is_some_and(|(a, _, _)| a.sessions.get(&id).is_some())
         {
-            return current.map(|a| (a, false));
+            return current;
         }
         let path = req.uri().path();
         let starts_something = (req.method() == Method::GET && path.ends_with("/sse"))
@@ -298,10 +358,14 @@ impl ServerSet {
                 .iter()
                 .find(|r| r.name == name && r.running.app.sessions.get(&id).is_some())
             {
-                return Some((r.running.app.clone(), true));
+                return Some((
+                    r.running.app.clone(),
+                    true,
+                    InFlight::new(&r.running.in_flight),
+                ));
             }
         }
-        current.map(|a| (a, false))
+        current
     }
 
     /// Checks a request bound for a retiring generation against the
@@ -338,7 +402,7 @@ impl ServerSet {
                 None => ProxyError::NotFound(path.clone()).into_response(),
             };
         }
-        let Some((app, retiring)) = self.app_for(name, &req) else {
+        let Some((app, retiring, in_flight)) = self.app_for(name, &req) else {
             return ProxyError::NotFound(format!("{path} (no server named {name:?})"))
                 .into_response();
         };
@@ -360,7 +424,13 @@ impl ServerSet {
             header_env: header_env.unwrap_or_default(),
             existing_sessions_only: retiring,
         };
-        crate::store::with_caller(caller, app.handle(req)).await
+        let resp = crate::store::with_caller(caller, app.handle(req)).await;
+        resp.map(|inner| {
+            Body::new(Counted {
+                inner,
+                _in_flight: in_flight,
+            })
+        })
     }
 
     fn health(&self) -> Response<Body> {
@@ -433,9 +503,14 @@ impl ServerSet {
             let done: Vec<Retiring> = {
                 let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let (done, keep) = std::mem::take(&mut *retiring)
-                    .into_iter()
-                    .partition(|r| r.running.app.sessions.is_empty() || now >= r.deadline);
+                // Idle: no session, and no request in flight (a 2026-07-28
+                // call on a per-principal child, or a child starting for
+                // one). The deadline bounds the wait either way.
+                let (done, keep) = std::mem::take(&mut *retiring).into_iter().partition(|r| {
+                    (r.running.app.sessions.is_empty()
+                        && r.running.in_flight.load(Ordering::SeqCst) == 0)
+                        || now >= r.deadline
+                });
                 *retiring = keep;
                 done
             };
