@@ -1029,6 +1029,39 @@ async fn guesses_sent_at_once_are_bounded_like_guesses_in_a_row() {
     proxy.stop().await;
 }
 
+/// A client's burst with a token not cached yet is one lookup, and is not
+/// taken for guessing: 20 requests at once with one good token, to an
+/// endpoint that takes 500 ms, all get in on one call.
+#[tokio::test]
+async fn a_burst_with_one_new_token_is_one_lookup_and_no_guessing() {
+    let fake = Fake::start_slow(
+        whoami(Arc::new(AtomicBool::new(false))),
+        Duration::from_millis(500),
+    )
+    .await;
+    let url = fake.url("/apis/v1/whoami");
+    let proxy = Proxy::start(&[
+        "--forward-auth-url",
+        &url,
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ])
+    .await;
+    let burst = (0..20).map(|_| {
+        probe_status(
+            &proxy,
+            &[
+                ("x-forwarded-for", "203.0.113.10"),
+                ("authorization", "Bearer coda-token-alice"),
+            ],
+        )
+    });
+    let statuses = futures_util::future::join_all(burst).await;
+    assert!(statuses.iter().all(|&s| s == 400), "{statuses:?}");
+    assert_eq!(fake.hits(), 1);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn forward_auth_accepts_caches_isolates_and_fails_closed() {
     let outage = Arc::new(AtomicBool::new(false));

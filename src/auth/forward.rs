@@ -12,8 +12,8 @@
 //! credential itself is never stored).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -60,8 +60,14 @@ pub struct ForwardAuth {
     config: ForwardConfig,
     fetcher: Fetcher,
     cache: Mutex<HashMap<[u8; 32], (Outcome, Instant)>>,
+    /// Lookups in progress, by credential digest: requests presenting a
+    /// credential that is being looked up wait for that answer instead of
+    /// asking again (at most one entry per request in progress).
+    asking: Mutex<HashMap<[u8; 32], Lookup>>,
     calls: AtomicU64,
 }
+
+type Lookup = Arc<tokio::sync::OnceCell<Result<String, ForwardError>>>;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -78,6 +84,7 @@ impl ForwardAuth {
             config,
             fetcher,
             cache: Mutex::new(HashMap::new()),
+            asking: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
         }
     }
@@ -123,6 +130,26 @@ impl ForwardAuth {
             Some(Outcome::Deny) => return Err(ForwardError::Denied),
             None => {}
         }
+        let lookup = {
+            let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
+            asking.entry(key).or_default().clone()
+        };
+        // The first request asks; the others wait for its answer (if it
+        // goes away, one of them asks instead).
+        let result = lookup
+            .get_or_init(|| self.ask(credential, key))
+            .await
+            .clone();
+        let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
+        if asking.get(&key).is_some_and(|l| Arc::ptr_eq(l, &lookup)) {
+            asking.remove(&key);
+        }
+        result
+    }
+
+    /// Asks the endpoint about `credential` (digest `key`) and caches a
+    /// definite answer.
+    async fn ask(&self, credential: &HeaderValue, key: [u8; 32]) -> Result<String, ForwardError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, credential.clone());

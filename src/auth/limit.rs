@@ -8,7 +8,8 @@
 //! attacker sends. Other IPs are not affected. A check still in progress
 //! (waiting on a forward-auth or JWKS endpoint) holds one of the IP's
 //! remaining failures until it ends, so guesses sent all at once are
-//! bounded the same way. IPv6 clients are limited by their /64.
+//! bounded the same way; requests presenting the same credential at once
+//! hold one between them. IPv6 clients are limited by their /64.
 //!
 //! The client IP is the TCP peer, unless the peer is a `--trusted-proxy`
 //! (CIDR): then `X-Forwarded-For` is read from the right, skipping trusted
@@ -32,10 +33,15 @@ const MAX_TRACKED: usize = 100_000;
 struct Bucket {
     tokens: f64,
     updated: Instant,
-    /// Admitted checks not finished yet: each may still fail, so each
-    /// holds one of the bucket's tokens until it ends.
-    pending: u32,
+    /// Credentials (by digest) with checks not finished yet, and how many
+    /// checks each: each credential may still fail, so each holds one of
+    /// the bucket's tokens until its checks end. Requests that present
+    /// the same credential at once (a client's burst) share one.
+    pending: HashMap<Credential, u32>,
 }
+
+/// A digest of what a request presented to authenticate.
+pub type Credential = [u8; 32];
 
 /// Per-IP failure buckets.
 pub struct FailureLimiter {
@@ -50,7 +56,7 @@ pub struct FailureLimiter {
 pub struct Admission<'a> {
     limiter: &'a FailureLimiter,
     /// `None` when limiting is off.
-    key: Option<IpAddr>,
+    key: Option<(IpAddr, Credential)>,
 }
 
 impl Admission<'_> {
@@ -109,7 +115,7 @@ impl FailureLimiter {
     /// Lets a check from `ip` go ahead while the IP has a failure left
     /// that no other of its checks in progress holds; `Err(retry_after)`
     /// otherwise.
-    pub fn admit(&self, ip: IpAddr) -> Result<Admission<'_>, Duration> {
+    pub fn admit(&self, ip: IpAddr, credential: Credential) -> Result<Admission<'_>, Duration> {
         if self.per_minute == 0 {
             return Ok(Admission {
                 limiter: self,
@@ -122,14 +128,14 @@ impl FailureLimiter {
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
             let (full, rate) = (self.full(), self.full() / 60.0);
             buckets.retain(|_, b| {
-                b.pending > 0
+                !b.pending.is_empty()
                     || b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < full
             });
             if buckets.len() >= MAX_TRACKED {
                 warn!(
                     "too many IPs with failed or unfinished authentications; forgetting those not in progress"
                 );
-                buckets.retain(|_, b| b.pending > 0);
+                buckets.retain(|_, b| !b.pending.is_empty());
                 if buckets.len() >= MAX_TRACKED {
                     return Err(Duration::from_secs(1));
                 }
@@ -138,15 +144,16 @@ impl FailureLimiter {
         let b = buckets.entry(key).or_insert(Bucket {
             tokens: self.full(),
             updated: now,
-            pending: 0,
+            pending: HashMap::new(),
         });
         self.refill(b, now);
-        let free = b.tokens - f64::from(b.pending);
-        if free >= 1.0 {
-            b.pending += 1;
+        let joins = b.pending.contains_key(&credential);
+        let free = b.tokens - b.pending.len() as f64;
+        if b.tokens >= 1.0 && (joins || free >= 1.0) {
+            *b.pending.entry(credential).or_insert(0) += 1;
             return Ok(Admission {
                 limiter: self,
-                key: Some(key),
+                key: Some((key, credential)),
             });
         }
         if b.tokens >= 1.0 {
@@ -159,20 +166,25 @@ impl FailureLimiter {
         ))
     }
 
-    fn release(&self, key: IpAddr, failed: bool) {
+    fn release(&self, (key, credential): (IpAddr, Credential), failed: bool) {
         let now = Instant::now();
         let mut buckets = self.lock();
         let Some(b) = buckets.get_mut(&key) else {
             return;
         };
-        b.pending = b.pending.saturating_sub(1);
+        if let Some(n) = b.pending.get_mut(&credential) {
+            *n -= 1;
+            if *n == 0 {
+                b.pending.remove(&credential);
+            }
+        }
         self.refill(b, now);
         if failed {
             b.tokens = (b.tokens - 1.0).max(0.0);
             if b.tokens < 1.0 {
                 warn!(ip = %key, "authentication failures over the limit; refusing this IP for a while (--auth-failure-limit)");
             }
-        } else if b.pending == 0 && b.tokens >= self.full() {
+        } else if b.pending.is_empty() && b.tokens >= self.full() {
             // Nothing to remember: a full bucket is what a new IP gets.
             buckets.remove(&key);
         }
@@ -224,33 +236,41 @@ mod tests {
         let a: IpAddr = "203.0.113.1".parse().unwrap();
         let b: IpAddr = "203.0.113.2".parse().unwrap();
         for _ in 0..10 {
-            l.admit(a).unwrap().failed();
+            l.admit(a, [0; 32]).unwrap().failed();
         }
-        let retry = l.admit(a).err().unwrap();
+        let retry = l.admit(a, [0; 32]).err().unwrap();
         assert!(retry >= Duration::from_secs(1) && retry <= Duration::from_secs(6));
-        assert!(l.admit(b).is_ok());
-        assert!(FailureLimiter::new(0).admit(a).is_ok());
+        assert!(l.admit(b, [0; 32]).is_ok());
+        assert!(FailureLimiter::new(0).admit(a, [0; 32]).is_ok());
     }
 
     /// Regression from review: checks were counted only once they had
     /// failed, so 60 guesses sent at once to a slow forward-auth endpoint
-    /// all reached it. Checks in progress hold a failure each.
+    /// all reached it. Credentials being checked hold a failure each; a
+    /// burst presenting one credential holds one.
     #[test]
     fn checks_in_progress_hold_the_failures_they_may_spend() {
         let l = FailureLimiter::new(10);
         let a: IpAddr = "203.0.113.1".parse().unwrap();
-        let waiting: Vec<_> = (0..10).map(|_| l.admit(a).unwrap()).collect();
-        assert_eq!(l.admit(a).err(), Some(Duration::from_secs(1)));
+        let guess = |n: u8| [n; 32];
+        let waiting: Vec<_> = (0..10).map(|n| l.admit(a, guess(n)).unwrap()).collect();
+        assert_eq!(l.admit(a, guess(99)).err(), Some(Duration::from_secs(1)));
+        let same: Vec<_> = (0..20).map(|_| l.admit(a, guess(3)).unwrap()).collect();
+        drop(same);
         // Successes give their tokens back; failures spend them.
         let mut waiting = waiting.into_iter();
         drop(waiting.next());
-        assert!(l.admit(a).is_ok());
+        assert!(l.admit(a, guess(99)).is_ok());
         for w in waiting {
             w.failed();
         }
-        assert!(l.admit(a).is_ok(), "one failure left");
-        l.admit(a).unwrap().failed();
-        assert!(l.admit(a).is_err());
+        assert!(l.admit(a, guess(99)).is_ok(), "one failure left");
+        l.admit(a, guess(99)).unwrap().failed();
+        assert!(l.admit(a, guess(99)).is_err());
+        assert!(
+            l.admit(a, guess(5)).is_err(),
+            "an empty bucket takes no one"
+        );
     }
 
     #[test]
@@ -259,12 +279,12 @@ mod tests {
         let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let other: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        l.admit(one).unwrap().failed();
-        l.admit(other).unwrap().failed();
-        assert!(l.admit(one).is_err(), "the /64 is out of failures");
-        assert!(l.admit(elsewhere).is_ok());
+        l.admit(one, [1; 32]).unwrap().failed();
+        l.admit(other, [2; 32]).unwrap().failed();
+        assert!(l.admit(one, [3; 32]).is_err(), "the /64 is out of failures");
+        assert!(l.admit(elsewhere, [3; 32]).is_ok());
         let fine: IpAddr = "198.51.100.1".parse().unwrap();
-        drop(l.admit(fine).unwrap());
+        drop(l.admit(fine, [3; 32]).unwrap());
         assert!(
             !l.lock().contains_key(&fine),
             "a success leaves nothing behind"

@@ -259,7 +259,7 @@ impl Authenticator {
             return Ok(Principal::anonymous());
         }
         let ip = peer.map(|p| self.client_ip(p, headers));
-        let admission = match ip.map(|ip| (ip, self.limiter.admit(ip))) {
+        let admission = match ip.map(|ip| (ip, self.limiter.admit(ip, self.credential(headers)))) {
             Some((ip, Err(retry))) => {
                 self.audit.auth_failure("rate limited", ip);
                 return Err(self.refusal(AuthError::RateLimited(retry)));
@@ -292,6 +292,27 @@ impl Authenticator {
             }
         }
         result.map_err(|e| self.refusal(e))
+    }
+
+    /// A digest of every credential the request presents (the failure
+    /// limiter tells guesses apart by it; it is never stored or logged).
+    fn credential(&self, headers: &HeaderMap) -> limit::Credential {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let named = match self.jwt.as_ref().map(|j| j.header()) {
+            Some(TokenHeader::Named(name)) => headers.get(name),
+            _ => None,
+        };
+        for v in [
+            headers.get(header::AUTHORIZATION),
+            headers.get("x-api-key"),
+            named,
+        ] {
+            let v = v.map_or(&[][..], |v| v.as_bytes());
+            h.update((v.len() as u64).to_le_bytes());
+            h.update(v);
+        }
+        h.finalize().into()
     }
 
     async fn identify(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
