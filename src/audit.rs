@@ -4,8 +4,10 @@
 //! Events: `auth.success` (principal, method, ip), `auth.failure` (reason,
 //! ip), `session.create` / `session.delete` / `session.expire` (principal,
 //! session), `child.spawn` (command, pid, owner), `child.exit` (pid, code or
-//! signal) and `tools.call` (principal, server, tool, outcome, error code,
-//! duration; see [`ToolCall`]). A record
+//! signal), `tools.call` (principal, server, tool, outcome, error code,
+//! duration; see [`ToolCall`]) and `secret` (a credential-store read or
+//! write: principal, server, name, action, outcome; see
+//! [`crate::store`]). A record
 //! never holds a credential, a header value or tool arguments: callers pass
 //! only the fields named here.
 //!
