@@ -1216,3 +1216,40 @@ async fn a_reload_lets_a_2026_call_in_flight_finish_on_the_old_generation() {
     p.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A shared server retired by a reload opens no new session on its old
+/// child: an `initialize` that still carries a session id of the old
+/// generation (and so is routed there) gets 404, and the client starts
+/// over on the new configuration.
+#[tokio::test]
+async fn a_retiring_shared_server_opens_no_session_on_its_old_child() {
+    let dir = tempdir("retiring-shared");
+    let toml = |generation: u32| {
+        format!(
+            r#"
+[[server]]
+name = "s"
+mode = "shared"
+command = [{everything:?}]
+env = {{ GENERATION = "{generation}" }}
+"#,
+            everything = example("everything"),
+        )
+    };
+    let p = start(load(&dir, &toml(1)).unwrap(), None).await;
+    let url = format!("{}/servers/s/mcp", p.base);
+    let mut old = Client::new(&url);
+    old.initialize("2025-11-25", json!({})).await;
+    let report = p.set.reload(load(&dir, &toml(2)).unwrap()).unwrap();
+    assert_eq!(report.changed, ["s"]);
+    // The old session still works on its generation...
+    let pid_of = |v: Value| v["result"]["structuredContent"]["pid"].as_u64();
+    let old_child = pid_of(old.call(json!(1), "pid", json!({})).await).expect("a pid");
+    // ...but an initialize carrying its id opens nothing there.
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    assert_eq!(old.post(&init).await.status(), 404);
+    let mut fresh = Client::new(&url);
+    fresh.initialize("2025-11-25", json!({})).await;
+    let new_child = pid_of(fresh.call(json!(2), "pid", json!({})).await).expect("a pid");
+    assert_ne!(old_child, new_child, "the new session is on the new child");
+}

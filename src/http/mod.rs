@@ -352,6 +352,12 @@ impl App {
         principal: &Principal,
         transport: Transport,
     ) -> Result<(Arc<Session>, Reservation), ProxyError> {
+        // A generation that a reload retired opens no session, on a shared
+        // child either: the client starts over at the current one.
+        if crate::store::current_existing_sessions_only() {
+            debug!(principal = %principal, "retiring server: no new session; answered 404");
+            return Err(ProxyError::SessionNotFound);
+        }
         let reservation = self.sessions.reserve(principal)?;
         // `--replica-id`: a prefix a router can route on (`r1.<hex>`).
         let id = match &self.config.replica_id {
