@@ -287,20 +287,7 @@ async fn two_principals_get_children_with_their_own_credentials_and_a_third_none
             .unwrap();
     }
     // A child that writes its environment to a file, then serves.
-    let toml = format!(
-        r#"
-[auth]
-api_key_file = {keys:?}
-[store]
-path = {db:?}
-[[server]]
-name = "dump"
-command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
-env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
-"#,
-        everything = example("everything"),
-        keys = named_keys(&dir),
-    );
+    let toml = dump_toml(&db, &dumps, named_keys(&dir).to_str().unwrap(), 1);
     let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
     let url = format!("{}/servers/dump/mcp", p.base);
 
@@ -444,20 +431,7 @@ async fn modern_clients_get_a_child_per_principal_with_their_own_stored_credenti
             .await
             .unwrap();
     }
-    let toml = format!(
-        r#"
-[auth]
-api_key_file = {keys:?}
-[store]
-path = {db:?}
-[[server]]
-name = "dump"
-command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
-env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
-"#,
-        everything = example("everything"),
-        keys = named_keys(&dir),
-    );
+    let toml = dump_toml(&db, &dumps, named_keys(&dir).to_str().unwrap(), 1);
     let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
     let url = format!("{}/servers/dump/mcp", p.base);
     let (one, two, three) = (
@@ -1052,20 +1026,7 @@ async fn a_crashed_2026_child_is_not_restarted_with_a_deleted_credential() {
         .set(&tok, &Secret::new(b"revoked-cred-6120".to_vec()))
         .await
         .unwrap();
-    let toml = format!(
-        r#"
-[auth]
-api_key_file = {keys:?}
-[store]
-path = {db:?}
-[[server]]
-name = "dump"
-command = ["sh", "-c", "env > \"$DUMP_DIR/$$.env\"; exec \"$0\" \"$@\"", {everything:?}]
-env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
-"#,
-        everything = example("everything"),
-        keys = named_keys(&dir),
-    );
+    let toml = dump_toml(&db, &dumps, named_keys(&dir).to_str().unwrap(), 1);
     let p = start(load(&dir, &toml).unwrap(), Some(store.clone())).await;
     let url = format!("{}/servers/dump/mcp", p.base);
     let alpha = authed(&url, K1).http;
