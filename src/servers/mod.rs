@@ -855,15 +855,7 @@ mod tests {
             },
             shutdown.clone(),
         );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while set.names() != ["a", "b"] {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the edit was never applied: {:?}",
-                set.names()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        names_become(&set, &["a", "b"], "the edit was never applied").await;
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -911,16 +903,21 @@ mod tests {
             },
             shutdown.clone(),
         );
+        names_become(&set, &["a", "b"], "the finished file was never applied").await;
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Waits up to 5 s for the set to serve exactly `want`.
+    async fn names_become(set: &ServerSet, want: &[&str], what: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while set.names() != ["a", "b"] {
+        while set.names() != want {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the finished file was never applied: {:?}",
+                "{what}: {:?}",
                 set.names()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        shutdown.cancel();
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
