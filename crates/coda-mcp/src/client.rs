@@ -82,6 +82,10 @@ pub enum CodaError {
         "invalid id or name {0:?}: `.` and `..` (also percent-encoded) cannot name a Coda object"
     )]
     InvalidSegment(String),
+    /// The request names a doc outside the `--docs` allow-list (or would
+    /// create a doc under one); it was not sent.
+    #[error("refused: {0}; nothing was sent to Coda")]
+    NotAllowed(String),
     /// A write that cannot be replayed failed after it was sent: Coda may
     /// have applied it.
     #[error("{source}; the write may have been applied: check before retrying")]
@@ -205,6 +209,11 @@ pub struct CodaClient {
     retry_base: Duration,
     retry_max: Duration,
     request_timeout: Duration,
+    /// `--docs`: the only docs a request may name (`None`: any). Checked in
+    /// [`CodaClient::send`], the one door every tool, resource and URL
+    /// resolution goes through, on the request itself, so no argument
+    /// spelling (`docId`, `doc_id`, a URL, a resolved link) can get around it.
+    docs: Option<Vec<String>>,
 }
 
 /// Installs rustls' ring provider as the process default, which every
@@ -231,6 +240,7 @@ impl CodaClient {
             retry_base: cfg.retry_base,
             retry_max: cfg.retry_max,
             request_timeout: cfg.request_timeout,
+            docs: cfg.docs.clone(),
         })
     }
 
@@ -256,6 +266,59 @@ impl CodaClient {
         url
     }
 
+    /// The `--docs` allow-list applied to one request: the doc in its path
+    /// (`/docs/{docId}/…`, `/analytics/docs/{docId}/…`), the doc of a URL
+    /// to resolve, the `docIds` of an analytics list. A request that could
+    /// reach other docs is refused: creating or copying a doc, analytics
+    /// over all docs. The doc listing is filtered by the server instead.
+    fn check_allowed(&self, req: &ApiRequest) -> Result<(), CodaError> {
+        let Some(allowed) = &self.docs else {
+            return Ok(());
+        };
+        let check = |id: &str| {
+            if allowed.iter().any(|a| a == id) {
+                Ok(())
+            } else {
+                Err(CodaError::NotAllowed(format!(
+                    "doc {id} is not in this server's --docs allow-list"
+                )))
+            }
+        };
+        let query = |k: &'static str| {
+            req.query
+                .iter()
+                .filter(move |(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+        match segs.as_slice() {
+            ["docs"] if req.method != Method::GET => Err(CodaError::NotAllowed(
+                "--docs limits this server to the docs in its allow-list, so it cannot create new docs (copies included)".into(),
+            )),
+            ["docs", d, ..] => check(d),
+            ["analytics", "docs"] => {
+                let ids: Vec<&str> = query("docIds").flat_map(|v| v.split(',')).collect();
+                if ids.is_empty() {
+                    return Err(CodaError::NotAllowed(
+                        "analytics over all docs would include docs outside the --docs allow-list: pass docIds".into(),
+                    ));
+                }
+                ids.into_iter().try_for_each(|id| check(id.trim()))
+            }
+            ["analytics", "docs", "summary"] => Err(CodaError::NotAllowed(
+                "the analytics summary covers docs outside the --docs allow-list".into(),
+            )),
+            ["analytics", "docs", d, ..] => check(d),
+            ["resolveBrowserLink"] => query("url").try_for_each(|url| match crate::ids::doc_id(url) {
+                Ok(id) => check(&id),
+                Err(_) => Err(CodaError::NotAllowed(
+                    "the URL names no doc, and --docs allows only the docs in its list".into(),
+                )),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Send `req`, waiting for a rate-limit slot and retrying 429/5xx, all
     /// before `deadline`.
     pub async fn send(
@@ -266,6 +329,7 @@ impl CodaClient {
         if let Some(seg) = req.invalid_segment() {
             return Err(CodaError::InvalidSegment(seg.to_owned()));
         }
+        self.check_allowed(req)?;
         let url = self.url(req);
         let started = Instant::now();
         let mut attempt: u32 = 0;

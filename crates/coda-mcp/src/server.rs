@@ -6,8 +6,10 @@
 //! `tools/list` serves the catalogue with portable schemas
 //! ([`crate::schema`]), computed once. `tools/call` runs the tool inside a
 //! [`crate::call`] context (progress notifications when the request has a
-//! progress token), ends it when the client cancels the request, and
-//! enforces the `--docs` allow-list before anything reaches Coda.
+//! progress token) and ends it when the client cancels the request. The
+//! `--docs` allow-list is enforced by the client on every request
+//! ([`crate::client`]), whatever argument named the doc; this module only
+//! filters the doc listing.
 //! Resources and prompts live in [`crate::resources`].
 //!
 //! The routers serve [`Coda`], the state the tools share (each toolset
@@ -33,7 +35,6 @@ use serde_json::Value;
 use super::call::{self, CallContext};
 use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::{CodaConfig, Toolset};
-use super::ids::doc_id;
 use super::tools::Coda;
 use super::tools::error::ToolError;
 
@@ -168,32 +169,6 @@ impl CodaServer {
             .to_owned())
     }
 
-    /// The `--docs` allow-list applied to a call's arguments: every doc
-    /// argument must name an allowed doc. `Err` is the refusal to return.
-    fn check_docs(&self, tool: &str, args: Option<&rmcp::model::JsonObject>) -> Result<(), String> {
-        let Some(allowed) = &self.coda.cfg.docs else {
-            return Ok(());
-        };
-        let args_doc = |k: &str| args.and_then(|a| a.get(k)).and_then(Value::as_str);
-        if tool == "coda_create_document" && args_doc("sourceDoc").is_none() {
-            return Err(
-                "refused: --docs limits this server to listed docs, so it cannot create new ones"
-                    .into(),
-            );
-        }
-        for key in ["docId", "sourceDoc"] {
-            let Some(raw) = args_doc(key) else { continue };
-            // A malformed id is left for the tool to report.
-            let Ok(id) = doc_id(raw) else { continue };
-            if !allowed.iter().any(|a| a == &id) {
-                return Err(format!(
-                    "refused: doc {id} is not in this server's --docs allow-list"
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Page, table and row arguments given as Coda browser URLs become ids
     /// (through `/resolveBrowserLink`) before the tool sees them, so every
     /// tool accepts them the way `docId` does.
@@ -292,9 +267,6 @@ impl ServerHandler for CodaServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let mut request = request;
         let name = request.name.to_string();
-        if let Err(why) = self.check_docs(&name, request.arguments.as_ref()) {
-            return Ok(CallToolResult::error(vec![ContentBlock::text(why)]).into());
-        }
         if let Some(args) = request.arguments.as_mut()
             && let Err(e) = self.resolve_urls(args).await
         {
