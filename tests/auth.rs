@@ -983,12 +983,9 @@ fn whoami(outage: Arc<AtomicBool>) -> Handler {
     })
 }
 
-/// Regression from review: failures were counted only once their check
-/// had ended, so guesses sent all at once to a slow forward-auth endpoint
-/// (here 500 ms an answer) all reached it: 40 at once gave 40 upstream
-/// calls. Checks in progress now hold the failures they may spend.
-#[tokio::test]
-async fn guesses_sent_at_once_are_bounded_like_guesses_in_a_row() {
+/// A proxy behind 127.0.0.1 as a trusted proxy, checking tokens with a
+/// forward-auth endpoint that takes 500 ms an answer.
+async fn slow_forward_auth() -> (Fake, Proxy) {
     let fake = Fake::start_slow(
         whoami(Arc::new(AtomicBool::new(false))),
         Duration::from_millis(500),
@@ -1002,6 +999,16 @@ async fn guesses_sent_at_once_are_bounded_like_guesses_in_a_row() {
         "127.0.0.1/32",
     ])
     .await;
+    (fake, proxy)
+}
+
+/// Regression from review: failures were counted only once their check
+/// had ended, so guesses sent all at once to a slow forward-auth endpoint
+/// (here 500 ms an answer) all reached it: 40 at once gave 40 upstream
+/// calls. Checks in progress now hold the failures they may spend.
+#[tokio::test]
+async fn guesses_sent_at_once_are_bounded_like_guesses_in_a_row() {
+    let (fake, proxy) = slow_forward_auth().await;
     let guesses = (0..40).map(|i| {
         let proxy = &proxy;
         async move {
@@ -1034,19 +1041,7 @@ async fn guesses_sent_at_once_are_bounded_like_guesses_in_a_row() {
 /// endpoint that takes 500 ms, all get in on one call.
 #[tokio::test]
 async fn a_burst_with_one_new_token_is_one_lookup_and_no_guessing() {
-    let fake = Fake::start_slow(
-        whoami(Arc::new(AtomicBool::new(false))),
-        Duration::from_millis(500),
-    )
-    .await;
-    let url = fake.url("/apis/v1/whoami");
-    let proxy = Proxy::start(&[
-        "--forward-auth-url",
-        &url,
-        "--trusted-proxy",
-        "127.0.0.1/32",
-    ])
-    .await;
+    let (fake, proxy) = slow_forward_auth().await;
     let burst = (0..20).map(|_| {
         probe_status(
             &proxy,
