@@ -46,6 +46,15 @@ async fn call_within(c: &Client, id: Value, tool: &str, args: Value, within: Dur
         .unwrap_or_else(|| panic!("no response to {tool}"))
 }
 
+/// Has the child write `lines` (the `misbehave_emit` tool) and answer.
+async fn emit(c: &Client, id: Value, lines: Value, within: Duration) {
+    let answer = call_within(c, id, "misbehave_emit", json!({ "lines": lines }), within).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "emitted",
+        "{answer}"
+    );
+}
+
 fn is_error(m: &Value) -> bool {
     m.get("error").is_some()
 }
@@ -69,18 +78,7 @@ async fn child_output_with_unrepresentable_numbers_or_deep_nesting_does_not_kill
             r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":1e400}}"#,
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1e400}}"#,
         ]);
-        let answer = call_within(
-            &c,
-            json!(1),
-            "misbehave_emit",
-            json!({ "lines": lines }),
-            Duration::from_secs(10),
-        )
-        .await;
-        assert_eq!(
-            answer["result"]["content"][0]["text"], "emitted",
-            "{answer}"
-        );
+        emit(&c, json!(1), json!(lines), Duration::from_secs(10)).await;
         // Routing still works afterwards, and the proxy says it is ready.
         let echo = call_within(
             &c,
@@ -885,18 +883,7 @@ async fn unanswered_server_requests_are_capped_and_the_excess_refused() {
     let lines: Vec<String> = (0..1100)
         .map(|i| format!(r#"{{"jsonrpc":"2.0","id":"q{i}","method":"roots/list"}}"#))
         .collect();
-    let answer = call_within(
-        &c,
-        json!(1),
-        "misbehave_emit",
-        json!({ "lines": lines }),
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(
-        answer["result"]["content"][0]["text"], "emitted",
-        "{answer}"
-    );
+    emit(&c, json!(1), json!(lines), Duration::from_secs(20)).await;
     let refused = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -956,18 +943,7 @@ async fn answers_to_ids_nobody_asked_are_dropped_and_other_sessions_carry_on() {
             .await
         }
     });
-    let answer = call_within(
-        &a,
-        json!(1),
-        "misbehave_emit",
-        json!({ "lines": lines }),
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(
-        answer["result"]["content"][0]["text"], "emitted",
-        "{answer}"
-    );
+    emit(&a, json!(1), json!(lines), Duration::from_secs(20)).await;
     let slow = slow.await.unwrap();
     assert!(!is_error(&slow), "{slow}");
     assert_ne!(slow["result"]["content"][0]["text"], "stray", "{slow}");
