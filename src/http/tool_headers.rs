@@ -13,10 +13,12 @@
 //! header rules (see [`super::modern`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::HeaderMap;
 use serde_json::Value;
+use tracing::warn;
 
 use crate::error::ProxyError;
 use crate::jsonrpc::Message;
@@ -43,6 +45,8 @@ struct ParamHeader {
 #[derive(Default)]
 pub struct ToolHeaders {
     tools: Mutex<HashMap<String, Vec<ParamHeader>>>,
+    /// The table was full once (said once in the log).
+    full_noted: AtomicBool,
 }
 
 impl ToolHeaders {
@@ -67,6 +71,11 @@ impl ToolHeaders {
                 Some(Some(found)) if !found.is_empty() => {
                     if known.len() < MAX_TOOLS || known.contains_key(name) {
                         known.insert(name.to_string(), found);
+                    } else if !self.full_noted.swap(true, Ordering::Relaxed) {
+                        warn!(
+                            tools = MAX_TOOLS,
+                            "more tools with x-mcp-header arguments than the proxy remembers; calls to the others pass their Mcp-Param headers unchecked"
+                        );
                     }
                 }
                 // None, or a definition clients must reject: nothing to check.
