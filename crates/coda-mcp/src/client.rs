@@ -9,6 +9,9 @@
 //! leaves the same state and the same answer. Appends, inserts and deletes
 //! are not: a 502 may come after Coda applied them, and a resend would
 //! duplicate content or report a false failure. Their error says so.
+//! Once Coda answered a write with 2xx it was accepted, whatever happens to
+//! the body: a cut or unreadable answer is [`CodaError::Accepted`], never a
+//! transport failure (a read's cut answer is read again instead).
 //!
 //! No path segment may be `.` or `..` (or a percent-encoded form of them):
 //! URL normalisation would drop it and send the request to another resource
@@ -86,9 +89,17 @@ pub enum CodaError {
     /// create a doc under one); it was not sent.
     #[error("refused: {0}; nothing was sent to Coda")]
     NotAllowed(String),
+    /// Coda accepted a write (2xx) but its answer could not be read, so
+    /// its result (requestId, new ids) is lost; the write stands.
+    #[error(
+        "Coda accepted the write (HTTP {status}) but {reason}; it was accepted and will be applied, so do not resend it: re-read the doc to see its effect"
+    )]
+    Accepted { status: u16, reason: String },
     /// A write that cannot be replayed failed after it was sent: Coda may
     /// have applied it.
-    #[error("{source}; the write may have been applied: check before retrying")]
+    #[error(
+        "{source}; the write may have been applied: re-read to check, do not resend it blindly"
+    )]
     OutcomeUnknown {
         #[source]
         source: Box<CodaError>,
@@ -363,9 +374,53 @@ impl CodaClient {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = parse_retry_after(resp.headers());
-                    let bytes = resp.bytes().await.map_err(CodaError::Transport)?;
+                    let bytes = match resp.bytes().await {
+                        Ok(b) => b,
+                        // A read answer can be asked for again.
+                        Err(e) if req.replayable => {
+                            let err = CodaError::Transport(e);
+                            if status.is_success() || status.is_server_error() {
+                                server_errors += 1;
+                            }
+                            if server_errors > MAX_SERVER_ERROR_RETRIES {
+                                return Err(err);
+                            }
+                            let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                            if Instant::now() + wait >= deadline {
+                                return Err(err);
+                            }
+                            tracing::info!(attempt, ?wait, error = %err, "retrying coda request: answer cut");
+                            tokio::time::sleep(wait).await;
+                            attempt += 1;
+                            continue;
+                        }
+                        Err(e) if status.is_success() => {
+                            return Err(CodaError::Accepted {
+                                status: status.as_u16(),
+                                reason: format!("its answer was cut ({})", with_causes(&e)),
+                            });
+                        }
+                        Err(e) if status.is_client_error() => {
+                            // Refused before it ran; only the message is lost.
+                            tracing::debug!(error = %e, "error body unreadable");
+                            Default::default()
+                        }
+                        Err(e) => {
+                            return Err(CodaError::OutcomeUnknown {
+                                source: Box::new(CodaError::Transport(e)),
+                            });
+                        }
+                    };
                     if status.is_success() {
-                        return decode_success(status, &bytes);
+                        return match decode_success(status, &bytes) {
+                            Err(CodaError::InvalidResponse { reason, .. }) if !req.replayable => {
+                                Err(CodaError::Accepted {
+                                    status: status.as_u16(),
+                                    reason: format!("its answer could not be read ({reason})"),
+                                })
+                            }
+                            other => other,
+                        };
                     }
                     let err = decode_error(status, &bytes);
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS

@@ -73,6 +73,18 @@ struct Fault {
     after_apply: bool,
     /// Matching requests to let through before failing.
     skip: usize,
+    /// With `after_apply`: answer the applied request's own status with a
+    /// broken body instead of an error.
+    broken: Option<Broken>,
+}
+
+/// How an accepted request's answer is broken.
+#[derive(Debug, Clone)]
+pub enum Broken {
+    /// The connection is closed halfway through the body.
+    CutBody,
+    /// The body is this text, not JSON (a proxy's page).
+    NotJson(String),
 }
 
 #[derive(Debug, Clone)]
@@ -268,7 +280,13 @@ impl FakeCoda {
                 };
                 let st = st.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let svc = service_fn(move |req| {
+                        let st = st.clone();
+                        async move {
+                            let Ok(resp) = handle(st, req).await;
+                            Ok::<_, Infallible>(cut_if_marked(resp))
+                        }
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -425,6 +443,7 @@ impl FakeCoda {
                 retry_after: retry_after.map(str::to_owned),
                 after_apply: false,
                 skip: 0,
+                broken: None,
             })
         });
     }
@@ -448,6 +467,7 @@ impl FakeCoda {
                 retry_after: None,
                 after_apply: false,
                 skip,
+                broken: None,
             })
         });
     }
@@ -476,6 +496,30 @@ impl FakeCoda {
                 retry_after: None,
                 after_apply: true,
                 skip: 0,
+                broken: None,
+            })
+        });
+    }
+
+    /// Apply the next matching request and answer with its own (2xx)
+    /// status, but with a broken body: the write was accepted, the client
+    /// cannot read the answer.
+    pub fn break_next_answer_after_applying(
+        &self,
+        method: &str,
+        path_contains: &str,
+        broken: Broken,
+    ) {
+        self.with(|s| {
+            s.faults.push(Fault {
+                method: method.into(),
+                path_contains: path_contains.into(),
+                status: 0,
+                remaining: 1,
+                retry_after: None,
+                after_apply: true,
+                skip: 0,
+                broken: Some(broken),
             })
         });
     }
@@ -708,6 +752,47 @@ impl FakeCoda {
     }
 }
 
+/// Marks a response whose body is cut: only these bytes are sent, then the
+/// connection fails, so the client sees a body it cannot finish.
+#[derive(Debug, Clone)]
+struct CutHere(Bytes);
+
+/// A body that sends its bytes, waits a moment (so the head and those
+/// bytes are flushed), then fails.
+struct CutBody(Option<Bytes>, std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl hyper::body::Body for CutBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(b) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
+        }
+        std::task::ready!(self.1.as_mut().poll(cx));
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("body cut by the fake"))))
+    }
+}
+
+fn cut_if_marked(
+    resp: Response<Full<Bytes>>,
+) -> Response<http_body_util::Either<Full<Bytes>, CutBody>> {
+    let Some(CutHere(first)) = resp.extensions().get::<CutHere>().cloned() else {
+        return resp.map(http_body_util::Either::Left);
+    };
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        http_body_util::Either::Right(CutBody(
+            Some(first),
+            Box::pin(tokio::time::sleep(Duration::from_millis(50))),
+        )),
+    )
+}
+
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
@@ -772,6 +857,37 @@ async fn handle(
                 })
             {
                 f.remaining -= 1;
+                if f.after_apply
+                    && let Some(broken) = f.broken.clone()
+                {
+                    let applied = route(&mut s, &method, &path, &query, body.as_ref());
+                    s.requests.push(Recorded {
+                        method: method.clone(),
+                        path: path.clone(),
+                        query: query.clone(),
+                        authorization: authorization.clone(),
+                        body: body.clone(),
+                        status: applied.status,
+                        response: applied.body.clone(),
+                        api: true,
+                    });
+                    drop(s);
+                    let payload = serde_json::to_vec(&applied.body).unwrap();
+                    let mut resp = Response::builder()
+                        .status(applied.status)
+                        .header("content-type", "application/json");
+                    let sent =
+                        match broken {
+                            Broken::CutBody => {
+                                resp = resp.header("content-length", payload.len()).extension(
+                                    CutHere(Bytes::copy_from_slice(&payload[..payload.len() / 2])),
+                                );
+                                payload
+                            }
+                            Broken::NotJson(t) => t.into_bytes(),
+                        };
+                    return Ok(resp.body(Full::new(Bytes::from(sent))).unwrap());
+                }
                 if f.after_apply {
                     let status = f.status;
                     let _applied = route(&mut s, &method, &path, &query, body.as_ref());

@@ -1,0 +1,55 @@
+//! Regression: a write Coda accepted (202) whose answer could not be read
+//! (the connection cut mid-body, or a body that is not JSON) was reported
+//! as "could not reach Coda" or "unexpected response", with nothing saying
+//! it may have been applied; a model that resends inserts the rows twice.
+
+#[path = "support/fake_coda.rs"]
+mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
+
+use fake_coda::Broken;
+use harness::start;
+use serde_json::json;
+
+const ROWS: &str = "/docs/doc1/tables/grid-tasks/rows";
+
+async fn insert_once_with_a_broken_answer(broken: Broken) {
+    let h = start(&[]).await;
+    let before = h.fake.row_count("grid-tasks");
+    h.fake
+        .break_next_answer_after_applying("POST", "/rows", broken);
+    let e = h
+        .fails(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "once"}]}),
+        )
+        .await;
+    assert!(e.contains("accepted"), "{e}");
+    assert!(e.contains("do not resend"), "{e}");
+    assert!(!e.contains("could not reach Coda"), "{e}");
+    assert_eq!(h.fake.calls("POST", ROWS).len(), 1, "sent once");
+    assert_eq!(h.fake.row_count("grid-tasks"), before + 1);
+    h.close().await;
+}
+
+#[tokio::test]
+async fn an_insert_whose_202_answer_is_cut_is_reported_accepted_not_unreachable() {
+    insert_once_with_a_broken_answer(Broken::CutBody).await;
+}
+
+#[tokio::test]
+async fn an_insert_whose_202_answer_is_not_json_is_reported_accepted() {
+    insert_once_with_a_broken_answer(Broken::NotJson("<html>upstream ok</html>".into())).await;
+}
+
+#[tokio::test]
+async fn a_read_whose_answer_is_cut_is_read_again() {
+    let h = start(&[]).await;
+    h.fake
+        .break_next_answer_after_applying("GET", "/docs/doc1", Broken::CutBody);
+    let v = h.ok("coda_get_document", json!({"docId": "doc1"})).await;
+    assert_eq!(v["id"], "doc1");
+    assert_eq!(h.fake.calls("GET", "/docs/doc1").len(), 2);
+    h.close().await;
+}
