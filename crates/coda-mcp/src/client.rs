@@ -107,6 +107,15 @@ pub enum CodaError {
 }
 
 impl CodaError {
+    /// Whether the request may have been applied although it failed: it
+    /// reached Coda and cannot be known to have been refused.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            CodaError::OutcomeUnknown { .. } | CodaError::Accepted { .. }
+        )
+    }
+
     /// The HTTP status Coda returned, if this is an API error.
     pub fn status(&self) -> Option<u16> {
         match self {

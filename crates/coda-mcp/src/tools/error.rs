@@ -18,6 +18,12 @@ pub enum ToolError {
 }
 
 impl ToolError {
+    /// Whether the failed write may have been applied (see
+    /// [`CodaError::outcome_unknown`]).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, ToolError::Coda(e) if e.outcome_unknown())
+    }
+
     pub fn arg(name: &str, reason: impl Into<String>) -> Self {
         ToolError::InvalidArgument {
             name: name.to_owned(),

@@ -282,9 +282,15 @@ pub struct RowsWriteOutput {
     /// Present when `verify` was true.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
-    /// Rows in the requests Coda accepted (all of them unless `error` is set).
+    /// Rows in the requests Coda accepted (the first rowsAccepted rows; all of them unless `error` is set).
     pub rows_accepted: usize,
-    /// A later request failed: the rows before it were accepted (see requestIds), the rest were not sent. Resend only rows after the first rowsAccepted.
+    /// Rows after those, in a request that failed after it was sent: they may have been written. List the table before sending them again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_outcome_unknown: usize,
+    /// The last rows, not sent because a request before them failed: they were not written.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_not_sent: usize,
+    /// A later request failed: what was accepted, what may have been written and what was not sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -319,6 +325,9 @@ pub struct BulkUpdateOutput {
     /// Request ids of the upsert path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_ids: Vec<String>,
+    /// The upsert path stopped at a failed request: which updates were accepted, which may have been applied, which were not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation: Option<MutationState>,
     /// Present when `verify` was true.
@@ -342,12 +351,19 @@ pub struct DeleteRowsOutput {
     /// A later request failed; deletedRowIds lists what was accepted before it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Rows not deleted because a request failed.
+    /// Rows not deleted: their request was refused by Coda, or not sent because an earlier one failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_deleted_row_ids: Vec<String>,
+    /// Rows in a request that failed after it was sent: they may have been deleted. Read them before deciding.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outcome_unknown_row_ids: Vec<String>,
     /// dryRun: the rows that would be deleted ({id, name}); nothing was deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_delete: Option<Vec<Value>>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn check_value(v: &Value, at: &str) -> ToolResult<()> {
@@ -482,6 +498,8 @@ impl Coda {
             mutation: None,
             verification: None,
             rows_accepted: 0,
+            rows_outcome_unknown: 0,
+            rows_not_sent: 0,
             error: None,
         };
         let total = chunks.len();
@@ -500,11 +518,26 @@ impl Coda {
                 // Earlier chunks were accepted: report them as accepted
                 // (a failed call would make a model resend them).
                 Err(e) if out.requests > 0 => {
-                    out.error = Some(format!(
-                        "request {} of {total} failed: {e}; {} of {row_count} rows were accepted before it",
-                        out.requests + 1,
-                        out.rows_accepted
-                    ));
+                    let unknown = e.outcome_unknown();
+                    if unknown {
+                        out.rows_outcome_unknown = n;
+                    }
+                    out.rows_not_sent = row_count - out.rows_accepted - out.rows_outcome_unknown;
+                    out.error = Some(if unknown {
+                        format!(
+                            "request {} of {total} failed after it was sent: {e}. The first {} of {row_count} rows were accepted; the next {n} may have been inserted (do not resend them before listing the table); the last {} were not sent",
+                            out.requests + 1,
+                            out.rows_accepted,
+                            out.rows_not_sent
+                        )
+                    } else {
+                        format!(
+                            "request {} of {total} was refused: {e}. The first {} of {row_count} rows were accepted; the last {} were not written",
+                            out.requests + 1,
+                            out.rows_accepted,
+                            out.rows_not_sent
+                        )
+                    });
                     break;
                 }
                 Err(e) => return Err(e),
@@ -947,12 +980,23 @@ impl Coda {
                 let resp = match c.call(req, dl).await {
                     Ok(r) => r,
                     Err(e) if i > 0 => {
-                        out.error = Some(format!(
-                            "request {} of {} failed: {e}; the rows of earlier requests were deleted",
-                            i + 1,
-                            chunks.len()
-                        ));
-                        out.not_deleted_row_ids = chunks[i..].concat();
+                        let later = chunks[i + 1..].concat();
+                        out.error = Some(if e.outcome_unknown() {
+                            out.outcome_unknown_row_ids = chunk.to_vec();
+                            out.not_deleted_row_ids = later;
+                            format!(
+                                "request {} of {} failed after it was sent: {e}. The rows of earlier requests were deleted; the rows of this one (outcomeUnknownRowIds) may have been deleted; later ones were not sent (notDeletedRowIds)",
+                                i + 1,
+                                chunks.len()
+                            )
+                        } else {
+                            out.not_deleted_row_ids = chunks[i..].concat();
+                            format!(
+                                "request {} of {} was refused: {e}. The rows of earlier requests were deleted; the rest were not (notDeletedRowIds)",
+                                i + 1,
+                                chunks.len()
+                            )
+                        });
                         break;
                     }
                     Err(e) => return Err(e),
@@ -1012,6 +1056,7 @@ impl Coda {
                     failed: w.row_count - w.rows_accepted,
                     results: Vec::new(),
                     request_ids: w.request_ids,
+                    error: w.error,
                     mutation: w.mutation,
                     verification: w.verification,
                 });
@@ -1077,6 +1122,7 @@ impl Coda {
                 failed: results.len() - successful,
                 results,
                 request_ids: Vec::new(),
+                error: None,
                 mutation,
                 verification,
             })

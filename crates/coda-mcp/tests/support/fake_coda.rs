@@ -501,6 +501,23 @@ impl FakeCoda {
         });
     }
 
+    /// Like [`FakeCoda::fail_next_after_applying`] for one request, after
+    /// letting the first `skip` matching requests through.
+    pub fn fail_after_applying(&self, method: &str, path_contains: &str, status: u16, skip: usize) {
+        self.with(|s| {
+            s.faults.push(Fault {
+                method: method.into(),
+                path_contains: path_contains.into(),
+                status,
+                remaining: 1,
+                retry_after: None,
+                after_apply: true,
+                skip,
+                broken: None,
+            })
+        });
+    }
+
     /// Apply the next matching request and answer with its own (2xx)
     /// status, but with a broken body: the write was accepted, the client
     /// cannot read the answer.

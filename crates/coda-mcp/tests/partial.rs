@@ -1,0 +1,102 @@
+//! Regression: chunked writes that fail halfway told the model things that
+//! were not known. A delete chunk whose DELETE got a 502 (it may have run)
+//! was listed in `notDeletedRowIds`; an insert's advice was to resend rows
+//! that may already be in the table; the `keyColumns` path of
+//! `coda_bulk_update_rows` dropped the error of a failed chunk.
+
+#[path = "support/fake_coda.rs"]
+mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::start;
+use serde_json::{Value, json};
+
+const ROWS: &str = "/docs/doc1/tables/grid-tasks/rows";
+
+fn strings(v: &Value, k: &str) -> Vec<String> {
+    v[k].as_array()
+        .unwrap_or_else(|| panic!("no {k} in the result"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_delete_chunk_with_an_unknown_outcome_is_not_reported_as_not_deleted() {
+    let h = start(&[]).await;
+    h.fake.add_rows(1100);
+    let ids: Vec<String> = (0..1100).map(|i| format!("i-bulk-{i}")).collect();
+    // The second of three requests is applied, then answered 502.
+    h.fake.fail_after_applying("DELETE", ROWS, 502, 1);
+    let v = h
+        .ok(
+            "coda_delete_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIds": ids}),
+        )
+        .await;
+    assert_eq!(strings(&v, "deletedRowIds"), ids[..500]);
+    assert_eq!(strings(&v, "outcomeUnknownRowIds"), ids[500..1000]);
+    assert_eq!(strings(&v, "notDeletedRowIds"), ids[1000..]);
+    let err = v["error"].as_str().unwrap();
+    assert!(err.contains("may have been"), "{err}");
+    assert_eq!(
+        h.fake.calls("DELETE", ROWS).len(),
+        2,
+        "the third was not sent"
+    );
+    h.close().await;
+}
+
+#[tokio::test]
+async fn an_insert_chunk_with_an_unknown_outcome_is_counted_apart_and_not_advised_for_resending() {
+    let h = start(&["--row-chunk-bytes", "20000"]).await;
+    let rows: Vec<_> = (0..60)
+        .map(|i| json!({"Name": format!("big-{i}"), "Status": "x".repeat(1000)}))
+        .collect();
+    h.fake.fail_after_applying("POST", ROWS, 502, 1);
+    let v = h
+        .ok(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": rows}),
+        )
+        .await;
+    let posts = h.fake.calls("POST", ROWS);
+    assert_eq!(posts.len(), 2, "nothing is sent after an unknown outcome");
+    let first = posts[0].body.as_ref().unwrap()["rows"]
+        .as_array()
+        .unwrap()
+        .len();
+    let second = posts[1].body.as_ref().unwrap()["rows"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(v["rowsAccepted"], first, "{v}");
+    assert_eq!(v["rowsOutcomeUnknown"], second, "{v}");
+    assert_eq!(v["rowsNotSent"], 60 - first - second, "{v}");
+    let err = v["error"].as_str().unwrap();
+    assert!(err.contains("may have been inserted"), "{err}");
+    assert!(err.contains("do not resend"), "{err}");
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_bulk_update_by_key_columns_passes_a_failed_chunk_error_through() {
+    let h = start(&["--row-chunk-bytes", "20000"]).await;
+    let updates: Vec<_> = (0..60)
+        .map(|i| json!({"rowIdOrName": "unused", "values": {"Name": format!("big-{i}"), "Status": "x".repeat(1000)}}))
+        .collect();
+    h.fake.fail_after("POST", ROWS, 403, 1, 1);
+    let v = h
+        .ok(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "keyColumns": ["Name"], "updates": updates}),
+        )
+        .await;
+    let err = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {v}"));
+    assert!(err.contains("403"), "{err}");
+    assert!(v["failed"].as_u64().unwrap() > 0, "{v}");
+    h.close().await;
+}
