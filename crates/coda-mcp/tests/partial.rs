@@ -100,3 +100,27 @@ async fn a_bulk_update_by_key_columns_passes_a_failed_chunk_error_through() {
     assert!(v["failed"].as_u64().unwrap() > 0, "{v}");
     h.close().await;
 }
+
+/// Regression: the text summary turned a long `error` into "error: 156
+/// chars", so a client reading only the text saw a success.
+#[tokio::test]
+async fn the_text_summary_of_a_partial_insert_carries_its_error_verbatim() {
+    let h = start(&["--row-chunk-bytes", "20000"]).await;
+    let rows: Vec<_> = (0..60)
+        .map(|i| json!({"Name": format!("big-{i}"), "Status": "x".repeat(1000)}))
+        .collect();
+    h.fake.fail_after_applying("POST", ROWS, 502, 1);
+    let r = h
+        .call(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": rows}),
+        )
+        .await;
+    let text = harness::text(&r);
+    let err = r.structured_content.as_ref().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.contains(&err), "{text}");
+    h.close().await;
+}

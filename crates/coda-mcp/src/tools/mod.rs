@@ -201,33 +201,68 @@ where
     }
 }
 
+/// Keys whose text a model must read to act correctly (a write stopped
+/// halfway, was accepted but must not be resent, was not verified): the
+/// summary carries them verbatim, first, up to [`MESSAGE_CAP`] chars each.
+const MESSAGE_KEYS: [&str; 3] = ["error", "note", "warning"];
+/// Longest `error`/`note`/`warning` text carried in a summary.
+pub const MESSAGE_CAP: usize = 500;
+
+fn cap(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
 /// The text content of a result whose JSON is in `structuredContent`: a
 /// line a model can act on (counts, ids, the continuation, scalar fields),
 /// not a second copy of the JSON (`--full-text` restores the copy for
-/// clients that ignore `structuredContent`).
+/// clients that ignore `structuredContent`). Messages (`error`, `note`,
+/// `warning`, at the top or one level down) come first and whole.
 pub fn summary(v: &Value) -> String {
     const MAX: usize = 600;
     let Some(o) = v.as_object() else {
         return v.to_string();
     };
+    let message = |k: &str, x: &Value| MESSAGE_KEYS.contains(&k) && x.is_string();
+    let mut messages: Vec<String> = Vec::new();
     let mut parts: Vec<String> = Vec::new();
     // API links (Coda's `href`, `nextPageLink`) are nothing a model acts on.
     for (k, val) in o
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "href" | "nextPageLink"))
     {
+        if message(k, val) {
+            messages.push(format!(
+                "{k}: {}",
+                cap(val.as_str().unwrap_or(""), MESSAGE_CAP)
+            ));
+            continue;
+        }
         match val {
             Value::Array(a) => parts.push(format!("{k}: {} item(s)", a.len())),
             Value::String(st) if st.chars().count() <= 120 => parts.push(format!("{k}: {st}")),
             Value::String(st) => parts.push(format!("{k}: {} chars", st.chars().count())),
             Value::Number(_) | Value::Bool(_) => parts.push(format!("{k}: {val}")),
             Value::Object(inner) => {
+                for (ik, x) in inner.iter().filter(|(ik, x)| message(ik, x)) {
+                    messages.push(format!(
+                        "{k}.{ik}: {}",
+                        cap(x.as_str().unwrap_or(""), MESSAGE_CAP)
+                    ));
+                }
                 // One level down for the small objects results carry
                 // (mutation state, counts).
                 let scalars: Vec<String> = inner
                     .iter()
-                    .filter(|(_, x)| {
-                        x.is_number() || x.is_boolean() || x.as_str().is_some_and(|s| s.len() <= 80)
+                    .filter(|(ik, x)| {
+                        !message(ik, x)
+                            && (x.is_number()
+                                || x.is_boolean()
+                                || x.as_str().is_some_and(|s| s.len() <= 80))
                     })
                     .take(6)
                     .map(|(ik, x)| match x {
@@ -252,6 +287,9 @@ pub fn summary(v: &Value) -> String {
         }
         out.truncate(cut);
         out.push('…');
+    }
+    if !messages.is_empty() {
+        out = format!("{}; {out}", messages.join("; "));
     }
     out.push_str(" (full result in structuredContent)");
     out
@@ -1014,6 +1052,31 @@ pub fn row_query(column: &str, value: &Value) -> ToolResult<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn summary_carries_errors_notes_and_warnings_verbatim() {
+        let long = format!("request 2 of 3 failed: {}; do not resend", "x".repeat(150));
+        let v = json!({
+            "items": [1, 2],
+            "bulk": "y".repeat(700),
+            "error": long,
+            "mutation": {"completed": false, "error": format!("accepted {} do not resend", "z".repeat(100))},
+            "verification": {"note": "n".repeat(90)},
+            "warning": "w".repeat(2000),
+        });
+        let s = summary(&v);
+        assert!(s.contains(&long), "{s}");
+        assert!(s.contains(v["mutation"]["error"].as_str().unwrap()), "{s}");
+        assert!(
+            s.contains(v["verification"]["note"].as_str().unwrap()),
+            "{s}"
+        );
+        // Capped, not dropped.
+        assert!(
+            s.contains(&"w".repeat(300)) && !s.contains(&"w".repeat(600)),
+            "{s}"
+        );
+    }
 
     #[test]
     fn row_query_quotes_names_and_json_encodes_values() {
