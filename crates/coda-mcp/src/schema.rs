@@ -28,6 +28,20 @@ pub fn scalar(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Schema of a value Coda stores in a cell, as read back or as sent: a
+/// scalar, an object (a rich value), or an array of those (a multi-select,
+/// a list of people), written out so every schema keeps one type.
+pub fn cell_value(_: &mut SchemaGenerator) -> Schema {
+    let leaf = json!([
+        {"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "object"}
+    ]);
+    let mut inner = leaf.as_array().cloned().unwrap_or_default();
+    inner.push(json!({"type": "array", "items": {"anyOf": leaf}}));
+    let mut outer = leaf.as_array().cloned().unwrap_or_default();
+    outer.push(json!({"type": "array", "items": {"anyOf": inner}}));
+    json_schema!({ "anyOf": outer })
+}
+
 /// The portable form of a tool's input or output schema.
 pub fn portable(schema: &Map<String, Value>) -> Map<String, Value> {
     let defs = schema

@@ -124,3 +124,28 @@ async fn the_text_summary_of_a_partial_insert_carries_its_error_verbatim() {
     assert!(text.contains(&err), "{text}");
     h.close().await;
 }
+
+/// Regression: a verify mismatch whose stored value was missing had
+/// `stored` stripped (null) though the outputSchema required it, and an
+/// array `intended` broke the schema's string/number/boolean; a client
+/// that validates structuredContent (TypeScript SDK) rejected the call.
+/// The harness validates every result against its outputSchema.
+#[tokio::test]
+async fn verify_mismatches_match_the_output_schema() {
+    let h = start(&[]).await;
+    h.fake.drop_written_cells("c-status");
+    let v = h
+        .ok(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": ["a", "b"]}, "verify": true}),
+        )
+        .await;
+    let m = &v["verification"]["mismatches"][0];
+    assert_eq!(m["column"], "Status", "{v}");
+    assert_eq!(m["intended"], json!(["a", "b"]), "{v}");
+    // The fake reads a dropped cell back as "" (the unit tests in
+    // checks.rs cover a column missing altogether: `stored` is left out).
+    assert_eq!(m["stored"], "", "{v}");
+    assert_eq!(v["verification"]["matches"], false);
+    h.close().await;
+}

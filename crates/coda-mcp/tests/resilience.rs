@@ -137,6 +137,7 @@ async fn doc_content_writes_are_paced_by_the_client_side_bucket() {
                 .unwrap()
         },
         fake,
+        output_schemas: Default::default(),
     };
     let updates: Vec<_> = (0..6)
         .map(|i| json!({"rowIdOrName": "i-1", "values": {"Points": i}}))

@@ -238,10 +238,13 @@ pub fn check_keys(columns: &[Value], keys: &[String]) -> ToolResult<()> {
 pub struct Mismatch {
     pub row_id: String,
     pub column: String,
-    #[schemars(schema_with = "crate::schema::scalar")]
+    /// The value sent.
+    #[schemars(schema_with = "crate::schema::cell_value")]
     pub intended: Value,
-    #[schemars(schema_with = "crate::schema::scalar")]
-    pub stored: Value,
+    /// The value read back; absent when the row read back has no value for the column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::cell_value")]
+    pub stored: Option<Value>,
 }
 
 /// What `verify` found.
@@ -312,7 +315,7 @@ pub fn compare_row(
                 row_id: row_id.to_owned(),
                 column: c.name.to_owned(),
                 intended,
-                stored: got,
+                stored: Some(got).filter(|g| !g.is_null()),
             });
         }
     }
@@ -372,6 +375,16 @@ mod tests {
             check_cells(&cols(), &cell(ok.0, ok.1.clone()), "r")
                 .unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn a_column_missing_from_the_row_read_back_has_no_stored_value() {
+        let mut v = Verification::default();
+        let row = json!({"id": "i-1", "values": {"c-1": "x"}});
+        compare_row(&cols(), "i-1", &cell("Points", json!([1, 2])), &row, &mut v);
+        let m = serde_json::to_value(&v.mismatches[0]).unwrap();
+        assert_eq!(m["intended"], json!([1, 2]));
+        assert!(m.get("stored").is_none(), "{m}");
     }
 
     #[test]

@@ -541,7 +541,7 @@ impl Coda {
                                     row_id: p.page_id_or_name.clone(),
                                     column: "content".into(),
                                     intended: Value::String(line),
-                                    stored: Value::String("(not found in the page)".into()),
+                                    stored: Some(Value::String("(not found in the page)".into())),
                                 });
                             }
                         }

@@ -189,6 +189,9 @@ struct State {
     max_page: usize,
     /// Options of every select column beyond Plan, Build and Ship.
     extra_select_options: usize,
+    /// Column ids whose cells a row update drops (a row read back then
+    /// lacks them), to play a write Coda stored differently.
+    drop_on_write: Vec<String>,
     /// (method, path substring, delay): answer matching requests late.
     delays: Vec<(String, String, Duration)>,
     counter: usize,
@@ -470,6 +473,12 @@ impl FakeCoda {
                 broken: None,
             })
         });
+    }
+
+    /// Drop the cells of column `col_id` from every row update: the row
+    /// read back lacks the column.
+    pub fn drop_written_cells(&self, col_id: &str) {
+        self.with(|s| s.drop_on_write.push(col_id.into()));
     }
 
     /// Answer every request whose method matches and whose path contains
@@ -2099,6 +2108,9 @@ fn table_route(
                     }
                     let id = t.rows[ri].id.clone();
                     s.tables[ti].rows[ri].values.extend(updates);
+                    for c in s.drop_on_write.clone() {
+                        s.tables[ti].rows[ri].values.remove(&c);
+                    }
                     accepted(s, json!({"id": id}))
                 }
                 ("DELETE", []) => {

@@ -27,6 +27,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Harness {
     pub fake: FakeCoda,
     pub client: RunningService<RoleClient, ()>,
+    /// Output schemas of the listed tools, read on the first call: every
+    /// successful call's `structuredContent` is validated against its
+    /// tool's advertised schema, as a TypeScript SDK client does.
+    pub output_schemas: tokio::sync::OnceCell<std::collections::HashMap<String, Value>>,
 }
 
 /// Fast polling and no client-side buckets unless a test says otherwise.
@@ -72,7 +76,11 @@ pub async fn connect(fake: FakeCoda, extra: &[&str]) -> Harness {
         .await
         .expect("initialize timed out")
         .expect("initialize failed");
-    Harness { fake, client }
+    Harness {
+        fake,
+        client,
+        output_schemas: Default::default(),
+    }
 }
 
 pub async fn start(extra: &[&str]) -> Harness {
@@ -86,10 +94,33 @@ impl Harness {
             other => panic!("arguments must be an object, got {other}"),
         };
         let params = CallToolRequestParams::new(name.to_owned()).with_arguments(args);
-        tokio::time::timeout(TIMEOUT, self.client.call_tool(params))
+        let r = tokio::time::timeout(TIMEOUT, self.client.call_tool(params))
             .await
             .unwrap_or_else(|_| panic!("{name} timed out"))
-            .unwrap_or_else(|e| panic!("{name}: protocol error {e}"))
+            .unwrap_or_else(|e| panic!("{name}: protocol error {e}"));
+        if r.is_error != Some(true)
+            && let Some(v) = &r.structured_content
+        {
+            let schemas = self
+                .output_schemas
+                .get_or_init(|| async {
+                    self.tools()
+                        .await
+                        .into_iter()
+                        .filter_map(|t| {
+                            let s = Value::Object((*t.output_schema?).clone());
+                            Some((t.name.to_string(), s))
+                        })
+                        .collect()
+                })
+                .await;
+            if let Some(schema) = schemas.get(name) {
+                super::fake_coda::validate(schema, v).unwrap_or_else(|e| {
+                    panic!("{name}: structuredContent breaks the outputSchema: {e}")
+                });
+            }
+        }
+        r
     }
 
     /// Call and expect success; returns structuredContent.
