@@ -22,6 +22,9 @@ use super::{
 };
 use crate::call;
 use crate::client::ApiRequest;
+
+/// Rows listed when a row name is shared by several.
+const NAME_CANDIDATES: u32 = 10;
 use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
 
@@ -161,7 +164,7 @@ pub struct UpdateRowParams {
     /// Table id (grid-…), view id or name.
     #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Row id (i-…) or display value.
+    /// Row id (i-…) or display value (a write refuses a value that several rows share, listing their ids).
     #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     /// New cell values {"Column name or id": value}.
@@ -184,7 +187,7 @@ pub struct RowRefParams {
     /// Table id (grid-…), view id or name.
     #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Row id (i-…) or display value.
+    /// Row id (i-…) or display value (a write refuses a value that several rows share, listing their ids).
     #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     #[serde(default)]
@@ -214,7 +217,7 @@ pub struct DeleteRowsParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RowUpdate {
-    /// Row id (i-…) or display value.
+    /// Row id (i-…) or display value (a write refuses a value that several rows share, listing their ids).
     #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     /// New cell values {"Column name or id": value}.
@@ -252,7 +255,7 @@ pub struct PushButtonParams {
     /// Table id (grid-…) or name.
     #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Row id (i-…) or display value.
+    /// Row id (i-…) or display value (a write refuses a value that several rows share, listing their ids).
     #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     /// The button column's id (c-…) or name.
@@ -607,6 +610,76 @@ impl Coda {
     }
 
     /// Re-read one row and compare it with the cells written.
+    /// The id of the row a write names: `raw` itself when it is a row id,
+    /// else the one row whose display value is `raw`. Coda writes an
+    /// arbitrary row when several share a name, so a name that matches no
+    /// row or several is refused, with the candidates.
+    pub(crate) async fn row_for_write(
+        &self,
+        d: &str,
+        t: &str,
+        raw: &str,
+        arg: &str,
+        deadline: std::time::Instant,
+    ) -> ToolResult<String> {
+        let req = ApiRequest::get(&["docs", d, "tables", t, "rows", raw]);
+        let row = match self.client.send(&req, deadline).await {
+            Ok(r) => r.body,
+            Err(e) if e.status() == Some(404) => {
+                return Err(ToolError::arg(
+                    arg,
+                    format!("no row {raw:?} in table {t}: {e}"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if row.get("id").and_then(Value::as_str) == Some(raw) {
+            return Ok(raw.to_owned());
+        }
+        let columns = self.columns(d, t, deadline).await?;
+        let Some(display) = columns
+            .iter()
+            .find(|c| c.get("display").and_then(Value::as_bool) == Some(true))
+            .and_then(|c| c.get("id").and_then(Value::as_str))
+        else {
+            return Err(ToolError::arg(
+                arg,
+                format!(
+                    "{raw:?} is a row name and table {t} has no display column to check it is unique: give the row id"
+                ),
+            ));
+        };
+        let query = row_query_in(&columns, display, &Value::String(raw.to_owned()))?;
+        let req = ApiRequest::get(&["docs", d, "tables", t, "rows"])
+            .query("query", query)
+            .query("limit", NAME_CANDIDATES);
+        let found = self.call(req, deadline).await?;
+        let ids: Vec<&str> = found
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("id").and_then(Value::as_str))
+            .collect();
+        let more = found.get("nextPageToken").is_some_and(|t| !t.is_null());
+        match ids.as_slice() {
+            [one] if !more => Ok((*one).to_owned()),
+            [] => Err(ToolError::arg(
+                arg,
+                format!("no row of table {t} has the display value {raw:?}"),
+            )),
+            _ => Err(ToolError::arg(
+                arg,
+                format!(
+                    "{}{} rows of table {t} are named {raw:?} ({}); Coda would write an arbitrary one, so nothing was sent: give the row id",
+                    ids.len(),
+                    if more { "+" } else { "" },
+                    ids.join(", ")
+                ),
+            )),
+        }
+    }
+
     async fn verify_row(
         &self,
         d: &str,
@@ -868,16 +941,18 @@ impl Coda {
             let cells = cells_from_values(&p.values, "values")?;
             let columns = c.columns(&d, &p.table_id_or_name, c.deadline()).await?;
             checks::check_cells(&columns, &cells, "values")?;
+            let row = c
+                .row_for_write(
+                    &d,
+                    &p.table_id_or_name,
+                    &p.row_id_or_name,
+                    "rowIdOrName",
+                    c.deadline(),
+                )
+                .await?;
             let req = ApiRequest::new(
                 Method::PUT,
-                &[
-                    "docs",
-                    &d,
-                    "tables",
-                    &p.table_id_or_name,
-                    "rows",
-                    &p.row_id_or_name,
-                ],
+                &["docs", &d, "tables", &p.table_id_or_name, "rows", &row],
             )
             .class(RequestClass::DocContentWrite)
             .replayable()
@@ -889,7 +964,7 @@ impl Coda {
                 c.verify_row(
                     &d,
                     &p.table_id_or_name,
-                    &p.row_id_or_name,
+                    &row,
                     &cells,
                     out.mutation.as_ref(),
                     &mut v,
@@ -915,16 +990,18 @@ impl Coda {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
             required("rowIdOrName", &p.row_id_or_name)?;
+            let row = c
+                .row_for_write(
+                    &d,
+                    &p.table_id_or_name,
+                    &p.row_id_or_name,
+                    "rowIdOrName",
+                    c.deadline(),
+                )
+                .await?;
             let req = ApiRequest::new(
                 Method::DELETE,
-                &[
-                    "docs",
-                    &d,
-                    "tables",
-                    &p.table_id_or_name,
-                    "rows",
-                    &p.row_id_or_name,
-                ],
+                &["docs", &d, "tables", &p.table_id_or_name, "rows", &row],
             )
             .class(RequestClass::DocContentWrite);
             c.write_reply(req, p.wait).await
@@ -1077,7 +1154,20 @@ impl Coda {
                 // Each row has its own deadline: a slow row early on must
                 // not fail the later ones before they are even sent.
                 let dl = c.deadline();
-                let req = ApiRequest::new(Method::PUT, &["docs", &d, "tables", t, "rows", &u.row_id_or_name])
+                let row = match c.row_for_write(&d, t, &u.row_id_or_name, "rowIdOrName", dl).await {
+                    Ok(row) => row,
+                    Err(e) => {
+                        results.push(RowResult {
+                            row_id: u.row_id_or_name.clone(),
+                            success: false,
+                            request_id: None,
+                            data: None,
+                            error: Some(e.to_string()),
+                        });
+                        continue;
+                    }
+                };
+                let req = ApiRequest::new(Method::PUT, &["docs", &d, "tables", t, "rows", &row])
                     .class(RequestClass::DocContentWrite)
                     .replayable()
                     .query_opt("disableParsing", p.disable_parsing.then_some(true))
@@ -1143,6 +1233,15 @@ impl Coda {
             required("tableIdOrName", &p.table_id_or_name)?;
             required("rowIdOrName", &p.row_id_or_name)?;
             required("columnIdOrName", &p.column_id_or_name)?;
+            let row = c
+                .row_for_write(
+                    &d,
+                    &p.table_id_or_name,
+                    &p.row_id_or_name,
+                    "rowIdOrName",
+                    c.deadline(),
+                )
+                .await?;
             let req = ApiRequest::new(
                 Method::POST,
                 &[
@@ -1151,7 +1250,7 @@ impl Coda {
                     "tables",
                     &p.table_id_or_name,
                     "rows",
-                    &p.row_id_or_name,
+                    &row,
                     "buttons",
                     &p.column_id_or_name,
                 ],

@@ -1,0 +1,80 @@
+//! Regression: a row write by name went to Coda as the name, and Coda
+//! picks an arbitrary row when several share it (the spec says so: "an
+//! arbitrary row will be affected / removed"). A write by name now finds
+//! the row first and refuses, with the candidates, when the name matches
+//! no row or several.
+
+#[path = "support/fake_coda.rs"]
+mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::start;
+use serde_json::json;
+
+const ROWS: &str = "/docs/doc1/tables/grid-tasks/rows";
+
+#[tokio::test]
+async fn a_row_write_by_a_shared_name_is_refused_with_the_candidates() {
+    let h = start(&[]).await;
+    let v = h
+        .ok(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "Build"}]}),
+        )
+        .await;
+    let twin = v["addedRowIds"][0].as_str().unwrap().to_owned();
+    let base = json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "Build"});
+    let mut update = base.clone();
+    update["values"] = json!({"Status": "Done"});
+    let e = h.fails("coda_update_row", update).await;
+    assert!(e.contains("i-2") && e.contains(&twin), "{e}");
+    let e = h.fails("coda_delete_row", base.clone()).await;
+    assert!(e.contains("i-2") && e.contains(&twin), "{e}");
+    let mut push = base.clone();
+    push["columnIdOrName"] = json!("Notify");
+    let e = h.fails("coda_push_button", push).await;
+    assert!(e.contains("i-2") && e.contains(&twin), "{e}");
+    let r = h
+        .ok(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": [{"rowIdOrName": "Build", "values": {"Status": "Done"}}]}),
+        )
+        .await;
+    assert_eq!(r["failed"], 1, "{r}");
+    assert!(
+        r["results"][0]["error"].as_str().unwrap().contains(&twin),
+        "{r}"
+    );
+    let writes: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.path.starts_with(&format!("{ROWS}/")))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "sent: {writes:?}");
+    assert_eq!(h.fake.row_count("grid-tasks"), 4);
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_row_write_by_a_unique_name_goes_to_that_rows_id() {
+    let h = start(&[]).await;
+    h.ok(
+        "coda_update_row",
+        json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "Design", "values": {"Status": "Again"}}),
+    )
+    .await;
+    assert_eq!(h.fake.calls("PUT", &format!("{ROWS}/i-1")).len(), 1);
+    assert_eq!(h.fake.row_values("i-1").unwrap()["c-status"], "Again");
+    let e = h
+        .fails(
+            "coda_delete_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "Nope"}),
+        )
+        .await;
+    assert!(e.contains("Nope"), "{e}");
+    assert!(h.fake.calls("DELETE", ROWS).is_empty());
+    h.close().await;
+}
