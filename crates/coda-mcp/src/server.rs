@@ -203,6 +203,36 @@ impl CodaServer {
         Ok(())
     }
 
+    /// Whether `tool` is a write tool (its `readOnlyHint` is not true).
+    fn is_write(&self, tool: &str) -> bool {
+        self.tools.iter().any(|t| {
+            t.name == tool && t.annotations.as_ref().and_then(|a| a.read_only_hint) != Some(true)
+        })
+    }
+
+    /// A write tool's page argument given as a name becomes the id of the
+    /// one page with that name ([`Coda::page_for_write`]): Coda would
+    /// write an arbitrary page when several share it.
+    async fn pages_by_id(&self, args: &mut rmcp::model::JsonObject) -> Result<(), ToolError> {
+        let doc = ["docId", "doc_id"]
+            .iter()
+            .find_map(|k| args.get(*k).and_then(Value::as_str));
+        let Some(Ok(d)) = doc.map(crate::ids::doc_id) else {
+            // No doc (or a bad one): the tool reports it.
+            return Ok(());
+        };
+        for key in ["pageIdOrName", "page_id_or_name"] {
+            if let Some(Value::String(raw)) = args.get(key)
+                && !raw.trim().is_empty()
+            {
+                let dl = self.coda.deadline();
+                let id = self.coda.page_for_write(&d, raw, key, dl).await?;
+                args.insert(key.to_owned(), Value::String(id));
+            }
+        }
+        Ok(())
+    }
+
     /// With `--docs`, a doc listing shows only allowed docs.
     fn filter_doc_list(&self, tool: &str, result: &mut CallToolResult) {
         let (Some(allowed), "coda_list_documents") = (&self.coda.cfg.docs, tool) else {
@@ -269,6 +299,12 @@ impl ServerHandler for CodaServer {
         let name = request.name.to_string();
         if let Some(args) = request.arguments.as_mut()
             && let Err(e) = self.resolve_urls(args).await
+        {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into());
+        }
+        if let Some(args) = request.arguments.as_mut()
+            && self.is_write(&name)
+            && let Err(e) = self.pages_by_id(args).await
         {
             return Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into());
         }

@@ -78,3 +78,48 @@ async fn a_row_write_by_a_unique_name_goes_to_that_rows_id() {
     assert!(h.fake.calls("DELETE", ROWS).is_empty());
     h.close().await;
 }
+
+#[tokio::test]
+async fn a_page_write_by_a_shared_name_is_refused_with_the_candidates() {
+    let h = start(&[]).await;
+    let v = h
+        .ok(
+            "coda_create_page",
+            json!({"docId": "doc1", "name": "Overview"}),
+        )
+        .await;
+    let twin = v["id"].as_str().unwrap().to_owned();
+    for (tool, extra) in [
+        ("coda_rename_page", json!({"newName": "Renamed"})),
+        ("coda_append_page_content", json!({"content": "more"})),
+        ("coda_delete_page", json!({})),
+    ] {
+        let mut args = json!({"doc_id": "doc1", "pageIdOrName": "Overview"});
+        args.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let e = h.fails(tool, args).await;
+        assert!(
+            e.contains("canvas-overview") && e.contains(&twin),
+            "{tool}: {e}"
+        );
+    }
+    let writes: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.path.starts_with("/docs/doc1/pages/"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "sent: {writes:?}");
+    h.ok(
+        "coda_append_page_content",
+        json!({"docId": "doc1", "pageIdOrName": "Meeting Notes", "content": "more"}),
+    )
+    .await;
+    assert_eq!(
+        h.fake.calls("PUT", "/docs/doc1/pages/canvas-notes").len(),
+        1
+    );
+    h.close().await;
+}

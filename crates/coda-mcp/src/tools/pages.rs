@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use super::docs::{ContentFormat, canvas_content};
 use super::error::{ToolError, ToolResult};
 use super::{
-    COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, ReplacePreview, Reply,
-    input, output, required, run,
+    COMPOSITE_CAP, Coda, ListOutput, MAX_FETCH_ALL_CAP, MutationOutput, Object, PageArgs,
+    ReplacePreview, Reply, input, output, required, run,
 };
 use crate::client::{ApiRequest, CodaError};
 use crate::ids::doc_id;
@@ -379,6 +379,63 @@ pub fn render_plain(items: &[Value]) -> String {
 }
 
 impl Coda {
+    /// The id of the page a write names: `raw` itself when it is a page id,
+    /// else the one page called `raw`. Coda picks an arbitrary page when
+    /// several share a name, so a name that matches several (or none) is
+    /// refused, with the candidates.
+    pub async fn page_for_write(
+        &self,
+        d: &str,
+        raw: &str,
+        arg: &str,
+        deadline: Instant,
+    ) -> ToolResult<String> {
+        let req = ApiRequest::get(&["docs", d, "pages", raw]);
+        let page = match self.client.send(&req, deadline).await {
+            Ok(r) => r.body,
+            Err(e) if e.status() == Some(404) => {
+                return Err(ToolError::arg(
+                    arg,
+                    format!("no page {raw:?} in doc {d}: {e}"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if page.get("id").and_then(Value::as_str) == Some(raw) {
+            return Ok(raw.to_owned());
+        }
+        let all = PageArgs {
+            fetch_all: true,
+            max_items: Some(MAX_FETCH_ALL_CAP as u32),
+            ..PageArgs::default()
+        };
+        let listed = self
+            .list(ApiRequest::get(&["docs", d, "pages"]), &all, deadline)
+            .await?;
+        let ids: Vec<&str> = listed
+            .items
+            .iter()
+            .filter(|p| p.get("name").and_then(Value::as_str) == Some(raw))
+            .filter_map(|p| p.get("id").and_then(Value::as_str))
+            .collect();
+        match ids.as_slice() {
+            [one] => Ok((*one).to_owned()),
+            // Coda found it by a spelling the list does not show: its pick.
+            [] => page
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| ToolError::arg(arg, format!("no page {raw:?} in doc {d}"))),
+            _ => Err(ToolError::arg(
+                arg,
+                format!(
+                    "{} pages of doc {d} are named {raw:?} ({}); Coda would write an arbitrary one, so nothing was sent: give the page id",
+                    ids.len(),
+                    ids.iter().take(10).copied().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
     async fn plain_items(
         &self,
         d: &str,
