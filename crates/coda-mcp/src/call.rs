@@ -5,9 +5,11 @@
 //! tool's future, so the loops that take time (mutation and export polls,
 //! `fetchAll` paging, chunked and paced writes) report progress without
 //! every function passing it along. Outside a tool call (unit tests) every
-//! function here is a no-op.
+//! function here is a no-op. It also holds the call's one deadline, so no
+//! step of a tool can start a fresh one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use rmcp::RoleServer;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
@@ -23,6 +25,9 @@ pub struct CallContext {
     pub steps: AtomicU64,
     /// Text content repeats the JSON (`--full-text`) instead of a summary.
     pub full_text: bool,
+    /// When the call must be answered (`--call-timeout-secs` after it
+    /// started): every request, retry, poll and wait of the call shares it.
+    pub deadline: Instant,
 }
 
 tokio::task_local! {
@@ -32,6 +37,11 @@ tokio::task_local! {
 /// Run `fut` as the tool call described by `ctx`.
 pub async fn scope<F: Future>(ctx: CallContext, fut: F) -> F::Output {
     CALL.scope(ctx, fut).await
+}
+
+/// The deadline of the tool call being run (`None` outside one).
+pub fn deadline() -> Option<Instant> {
+    CALL.try_with(|c| c.deadline).ok()
 }
 
 /// Whether results carry the JSON as text too.

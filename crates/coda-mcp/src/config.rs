@@ -7,7 +7,7 @@
 //! [`ApiToken`], whose `Debug` never prints it.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
@@ -239,6 +239,17 @@ pub struct CodaConfig {
     pub full_text: bool,
     /// Deadline of the start-up `/whoami` check.
     pub token_check_deadline: Duration,
+}
+
+impl CodaConfig {
+    /// `start` plus the call deadline, or a day when that overflows
+    /// `Instant` (a huge `--call-timeout-secs`).
+    pub fn deadline_from(&self, start: Instant) -> Instant {
+        start
+            .checked_add(self.call_deadline)
+            .or_else(|| start.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(start)
+    }
 }
 
 /// Why the configuration is unusable. All of these exit with [`EXIT_USAGE`].

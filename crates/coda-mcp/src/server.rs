@@ -297,17 +297,6 @@ impl ServerHandler for CodaServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let mut request = request;
         let name = request.name.to_string();
-        if let Some(args) = request.arguments.as_mut()
-            && let Err(e) = self.resolve_urls(args).await
-        {
-            return Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into());
-        }
-        if let Some(args) = request.arguments.as_mut()
-            && self.is_write(&name)
-            && let Err(e) = self.pages_by_id(args).await
-        {
-            return Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into());
-        }
         let ctx = CallContext {
             progress: context
                 .meta
@@ -315,10 +304,26 @@ impl ServerHandler for CodaServer {
                 .map(|t| (t, context.peer.clone())),
             steps: AtomicU64::new(0),
             full_text: self.coda.cfg.full_text,
+            deadline: self.coda.cfg.deadline_from(std::time::Instant::now()),
         };
         let cancelled = context.ct.clone();
-        let tcc = ToolCallContext::new(self.coda.as_ref(), request, context);
-        let run = call::scope(ctx, self.tool_router.call(tcc));
+        let write = self.is_write(&name);
+        // URL and page-name resolution run inside the call, under its deadline.
+        let run = call::scope(ctx, async move {
+            if let Some(args) = request.arguments.as_mut() {
+                let resolved = match self.resolve_urls(args).await {
+                    Ok(()) if write => self.pages_by_id(args).await,
+                    other => other,
+                };
+                if let Err(e) = resolved {
+                    return Ok(
+                        CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into(),
+                    );
+                }
+            }
+            let tcc = ToolCallContext::new(self.coda.as_ref(), request, context);
+            self.tool_router.call(tcc).await
+        });
         // Dropping the tool's future stops it between Coda requests; a
         // request already sent may still be applied by Coda.
         let mut out = tokio::select! {

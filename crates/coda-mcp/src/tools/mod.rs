@@ -573,8 +573,11 @@ impl Coda {
         Ok(id.to_owned())
     }
 
+    /// The deadline of the tool call being run: the same instant for every
+    /// step of one call. Outside a call (resources, the start-up check) a
+    /// new one from now.
     pub fn deadline(&self) -> Instant {
-        Instant::now() + self.cfg.call_deadline
+        call::deadline().unwrap_or_else(|| self.cfg.deadline_from(Instant::now()))
     }
 
     pub async fn call(&self, req: ApiRequest, deadline: Instant) -> ToolResult<Value> {

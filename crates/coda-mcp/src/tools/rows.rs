@@ -23,6 +23,9 @@ use super::{
 use crate::call;
 use crate::client::ApiRequest;
 
+/// Least time left in the call for a bulk update to start another row.
+const MIN_ROW_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Rows listed when a row name is shared by several.
 const NAME_CANDIDATES: u32 = 10;
 use crate::ids::doc_id;
@@ -1150,10 +1153,27 @@ impl Coda {
             let sent = if p.verify { cells.clone() } else { Vec::new() };
             let total = p.updates.len();
             let mut results = Vec::new();
+            // One deadline for the call: a row is not started when less
+            // time is left than the slowest row took (or MIN_ROW_TIME), so
+            // the call answers in time and says which rows were not sent.
+            let dl = c.deadline();
+            let mut slowest = MIN_ROW_TIME;
             for (u, cells) in p.updates.iter().zip(cells) {
-                // Each row has its own deadline: a slow row early on must
-                // not fail the later ones before they are even sent.
-                let dl = c.deadline();
+                let left = dl.saturating_duration_since(std::time::Instant::now());
+                if left < slowest {
+                    results.push(RowResult {
+                        row_id: u.row_id_or_name.clone(),
+                        success: false,
+                        request_id: None,
+                        data: None,
+                        error: Some(format!(
+                            "not sent: the call deadline was near ({} ms left); nothing was written to this row, send it again in a new call",
+                            left.as_millis()
+                        )),
+                    });
+                    continue;
+                }
+                let started = std::time::Instant::now();
                 let row = match c.row_for_write(&d, t, &u.row_id_or_name, "rowIdOrName", dl).await {
                     Ok(row) => row,
                     Err(e) => {
@@ -1188,6 +1208,7 @@ impl Coda {
                         error: Some(e.to_string()),
                     },
                 });
+                slowest = slowest.max(started.elapsed());
                 call::progress(results.len() as f64, Some(total as f64), "rows updated").await;
             }
             let ids: Vec<String> = results.iter().filter_map(|r| r.request_id.clone()).collect();
