@@ -200,6 +200,12 @@ impl Toolset {
     }
 }
 
+/// Largest `--call-timeout-secs`: an hour (a call is answered long before
+/// any client waits that long; larger values would overflow `Instant`).
+pub const MAX_CALL_TIMEOUT_SECS: u64 = 3600;
+/// Smallest `--poll-interval-ms`: polls of Coda are never back to back.
+pub const MIN_POLL_INTERVAL_MS: u64 = 10;
+
 /// Validated configuration of the Coda server.
 #[derive(Debug, Clone)]
 pub struct CodaConfig {
@@ -347,11 +353,24 @@ impl CodaConfig {
                 reason: "must be at least 1024".into(),
             });
         }
-        if let Some(0) = args.call_timeout_secs {
+        if let Some(n) = args.call_timeout_secs
+            && !(1..=MAX_CALL_TIMEOUT_SECS).contains(&n)
+        {
             return Err(ConfigError::InvalidValue {
                 name: "--call-timeout-secs",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
+                value: n.to_string(),
+                reason: format!("must be between 1 and {MAX_CALL_TIMEOUT_SECS}"),
+            });
+        }
+        if let Some(n) = args.poll_interval_ms
+            && n < MIN_POLL_INTERVAL_MS
+        {
+            return Err(ConfigError::InvalidValue {
+                name: "--poll-interval-ms",
+                value: n.to_string(),
+                reason: format!(
+                    "must be at least {MIN_POLL_INTERVAL_MS} (0 would poll Coda in a tight loop)"
+                ),
             });
         }
         if let Some(n) = args.row_chunk_bytes

@@ -43,7 +43,7 @@ pub struct MutationStatusOutput {
     pub completed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
-    /// Coda did not know the request yet (early 404, replication lag) or waiting timed out.
+    /// The write is not applied yet: Coda reports it unfinished, does not know the request yet (early 404, replication lag), or waiting timed out.
     pub pending: bool,
 }
 
@@ -102,8 +102,8 @@ impl Coda {
         run(a, |p: MutationStatusParams| async move {
             required("requestId", &p.request_id)?;
             if p.wait_seconds > 0 {
-                let deadline = std::time::Instant::now()
-                    + std::time::Duration::from_secs(u64::from(p.wait_seconds)).min(c.cfg.call_deadline);
+                let wait = std::time::Duration::from_secs(u64::from(p.wait_seconds));
+                let deadline = c.deadline().min(std::time::Instant::now() + wait);
                 let st = c.wait_mutation(&p.request_id, deadline).await;
                 return Reply::json(MutationStatusOutput {
                     request_id: p.request_id,
@@ -114,12 +114,16 @@ impl Coda {
             }
             let req = ApiRequest::get(&["mutationStatus", &p.request_id]);
             match c.client.send(&req, c.deadline()).await {
-                Ok(resp) => Reply::json(MutationStatusOutput {
-                    request_id: p.request_id,
-                    completed: resp.body.get("completed").and_then(|v| v.as_bool()).unwrap_or(false),
-                    warning: resp.body.get("warning").and_then(|v| v.as_str()).map(str::to_owned),
-                    pending: false,
-                }),
+                Ok(resp) => {
+                    let completed = resp.body.get("completed").and_then(|v| v.as_bool()).unwrap_or(false);
+                    Reply::json(MutationStatusOutput {
+                        request_id: p.request_id,
+                        completed,
+                        warning: resp.body.get("warning").and_then(|v| v.as_str()).map(str::to_owned),
+                        // Known to Coda and not finished: still to be applied.
+                        pending: !completed,
+                    })
+                }
                 // Right after a write Coda may not know the id yet.
                 Err(e) if e.status() == Some(404) => Reply::json(MutationStatusOutput {
                     request_id: p.request_id,

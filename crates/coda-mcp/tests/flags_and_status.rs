@@ -1,0 +1,63 @@
+//! Regression: a single `coda_get_mutation_status` check said
+//! `completed: false, pending: false` for a write Coda had not finished;
+//! `--call-timeout-secs` too large for `Instant` panicked at the first
+//! call; `--poll-interval-ms 0` polled Coda in a tight loop.
+
+#[path = "support/fake_coda.rs"]
+mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
+
+use fake_coda::{MutationPlan, TOKEN};
+use harness::start;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_single_status_check_of_an_unfinished_write_says_pending() {
+    let h = start(&[]).await;
+    h.fake.set_mutation_plan(MutationPlan {
+        not_found_polls: 0,
+        pending_polls: 1_000,
+    });
+    let v = h
+        .ok(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Points": 1}}),
+        )
+        .await;
+    let s = h
+        .ok(
+            "coda_get_mutation_status",
+            json!({"requestId": v["requestId"]}),
+        )
+        .await;
+    assert_eq!(s["completed"], false, "{s}");
+    assert_eq!(s["pending"], true, "{s}");
+    h.close().await;
+}
+
+#[tokio::test]
+async fn out_of_range_timeouts_and_intervals_exit_64_with_one_line() {
+    for args in [
+        ["--call-timeout-secs", "18446744073709551615"],
+        ["--call-timeout-secs", "100000"],
+        ["--poll-interval-ms", "0"],
+    ] {
+        let out = tokio::process::Command::new(harness::bin())
+            .args(args)
+            .args([
+                "--skip-token-check",
+                "--api-base-url",
+                "http://127.0.0.1:1/apis/v1",
+            ])
+            .env("CODA_API_TOKEN", TOKEN)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(args[0]), "{args:?}: {err}");
+    }
+}
