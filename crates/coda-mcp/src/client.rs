@@ -38,6 +38,34 @@ use super::ratelimit::{RateLimiter, RequestClass};
 /// the call, and a 504 on a large list is better answered by a smaller page.
 pub const MAX_SERVER_ERROR_RETRIES: u32 = 2;
 
+/// Largest answer read from Coda (API body or export download, after
+/// gunzip): bigger ones are refused rather than held in memory. The
+/// largest real answers (a 500-row page of wide rows, a long page export)
+/// are a few MiB.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Read a response body, refusing one over `cap` bytes as it streams in.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(BodyError::TooLarge(cap));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
+        if out.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge(cap));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+enum BodyError {
+    Read(reqwest::Error),
+    TooLarge(usize),
+}
+
 /// An error and its causes on one line: reqwest's own message leaves out
 /// why (e.g. "operation timed out" is only in its source).
 fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
@@ -383,10 +411,26 @@ impl CodaClient {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = parse_retry_after(resp.headers());
-                    let bytes = match resp.bytes().await {
+                    let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
                         Ok(b) => b,
+                        Err(BodyError::TooLarge(cap)) => {
+                            let reason = format!("its answer is larger than {cap} bytes");
+                            return Err(if status.is_success() && !req.replayable {
+                                CodaError::Accepted {
+                                    status: status.as_u16(),
+                                    reason,
+                                }
+                            } else {
+                                CodaError::InvalidResponse {
+                                    status: status.as_u16(),
+                                    reason: format!(
+                                        "{reason}: ask for less (a smaller limit, fewer columns)"
+                                    ),
+                                }
+                            });
+                        }
                         // A read answer can be asked for again.
-                        Err(e) if req.replayable => {
+                        Err(BodyError::Read(e)) if req.replayable => {
                             let err = CodaError::Transport(e);
                             if status.is_success() || status.is_server_error() {
                                 server_errors += 1;
@@ -403,18 +447,18 @@ impl CodaClient {
                             attempt += 1;
                             continue;
                         }
-                        Err(e) if status.is_success() => {
+                        Err(BodyError::Read(e)) if status.is_success() => {
                             return Err(CodaError::Accepted {
                                 status: status.as_u16(),
                                 reason: format!("its answer was cut ({})", with_causes(&e)),
                             });
                         }
-                        Err(e) if status.is_client_error() => {
+                        Err(BodyError::Read(e)) if status.is_client_error() => {
                             // Refused before it ran; only the message is lost.
                             tracing::debug!(error = %e, "error body unreadable");
                             Default::default()
                         }
-                        Err(e) => {
+                        Err(BodyError::Read(e)) => {
                             return Err(CodaError::OutcomeUnknown {
                                 source: Box::new(CodaError::Transport(e)),
                             });
@@ -510,11 +554,16 @@ impl CodaClient {
             // The link is pre-signed: its query is a credential.
             .map_err(|e| CodaError::Transport(e.without_url()))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| CodaError::Transport(e.without_url()))?;
-        let body = maybe_gunzip(&bytes)?;
+        let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
+            Ok(b) => b,
+            Err(BodyError::Read(e)) => return Err(CodaError::Transport(e.without_url())),
+            Err(BodyError::TooLarge(cap)) => {
+                return Err(CodaError::Download(format!(
+                    "the export is larger than {cap} bytes"
+                )));
+            }
+        };
+        let body = maybe_gunzip(&bytes, MAX_RESPONSE_BYTES)?;
         let head = body.trim_start();
         if head.starts_with("<?xml") || head.starts_with("<Error>") {
             let code = between(head, "<Code>", "</Code>").unwrap_or("unknown");
@@ -539,14 +588,21 @@ fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
     Some(&s[start..end])
 }
 
-/// Inflate a body that starts with the gzip magic bytes; decode as UTF-8.
-pub fn maybe_gunzip(bytes: &[u8]) -> Result<String, CodaError> {
+/// Inflate a body that starts with the gzip magic bytes (to at most `cap`
+/// bytes: a small body can inflate to gigabytes); decode as UTF-8.
+pub fn maybe_gunzip(bytes: &[u8], cap: usize) -> Result<String, CodaError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = String::new();
+        let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_string(&mut out)
+            .take(cap as u64 + 1)
+            .read_to_end(&mut out)
             .map_err(|e| CodaError::Download(format!("bad gzip body: {e}")))?;
-        Ok(out)
+        if out.len() > cap {
+            return Err(CodaError::Download(format!(
+                "the export inflates to more than {cap} bytes"
+            )));
+        }
+        String::from_utf8(out).map_err(|_| CodaError::Download("export body is not UTF-8".into()))
     } else {
         String::from_utf8(bytes.to_vec())
             .map_err(|_| CodaError::Download("export body is not UTF-8".into()))
@@ -690,8 +746,20 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(b"# Title\nbody").unwrap();
         let gz = enc.finish().unwrap();
-        assert_eq!(maybe_gunzip(&gz).unwrap(), "# Title\nbody");
-        assert_eq!(maybe_gunzip(b"plain").unwrap(), "plain");
+        assert_eq!(maybe_gunzip(&gz, 100).unwrap(), "# Title\nbody");
+        assert_eq!(maybe_gunzip(b"plain", 100).unwrap(), "plain");
+    }
+
+    #[test]
+    fn gzip_bodies_inflate_only_up_to_the_cap() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![b'a'; 1 << 20]).unwrap();
+        let gz = enc.finish().unwrap();
+        assert!(gz.len() < 4096);
+        let e = maybe_gunzip(&gz, 1000).unwrap_err().to_string();
+        assert!(e.contains("more than 1000 bytes"), "{e}");
+        assert_eq!(maybe_gunzip(&gz, 1 << 20).unwrap().len(), 1 << 20);
     }
 
     #[test]
