@@ -45,3 +45,40 @@ async fn an_export_that_inflates_past_the_cap_is_refused() {
     assert!(e.contains("more than"), "{e}");
     h.close().await;
 }
+
+/// Regression: `fetchAll` read pages up to `maxItems` and only then cut
+/// the result to the byte budget, so most of what it read was thrown away.
+#[tokio::test]
+async fn fetch_all_stops_reading_pages_once_the_budget_is_full() {
+    let h = start(&["--max-result-bytes", "4096"]).await;
+    h.fake.add_rows(300);
+    h.fake.set_max_page(10);
+    let v = h
+        .ok(
+            "coda_list_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "fetchAll": true, "limit": 10}),
+        )
+        .await;
+    assert_eq!(v["truncated"], true, "{v}");
+    let count = v["count"].as_u64().unwrap() as usize;
+    let pages = h
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/docs/doc1/tables/grid-tasks/rows")
+        .count();
+    // The pages that hold the returned items, and at most one more.
+    assert!(
+        pages <= count / 10 + 2,
+        "{pages} pages read for {count} items"
+    );
+    // The continuation picks up right after the last item returned.
+    let next = h
+        .ok(
+            "coda_list_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "fetchAll": true, "limit": 10, "pageToken": v["nextPageToken"]}),
+        )
+        .await;
+    assert_ne!(next["items"][0]["id"], v["items"][count - 1]["id"]);
+    h.close().await;
+}

@@ -636,7 +636,13 @@ impl Coda {
             },
         };
         let g = self
-            .pages(&req, start, if page.fetch_all { cap } else { 0 }, deadline)
+            .pages(
+                &req,
+                start,
+                if page.fetch_all { cap } else { 0 },
+                Some((self.cfg.max_result_bytes, shape)),
+                deadline,
+            )
             .await?;
         let mut items: Vec<Value> = g.items.into_iter().map(shape).collect();
         let mut next = g.next;
@@ -695,7 +701,7 @@ impl Coda {
             limit: None,
             skip: 0,
         };
-        let g = self.pages(&req, start, cap, deadline).await?;
+        let g = self.pages(&req, start, cap, None, deadline).await?;
         if let Some(e) = g.failed {
             return Err(e);
         }
@@ -703,14 +709,19 @@ impl Coda {
     }
 
     /// Fetch pages starting at `start`. `cap == 0` means just one page.
+    /// With `budget` (bytes, and how items are shaped for the result), no
+    /// further page is read once the items gathered fill it: the caller
+    /// cuts to the budget, and reading more would be thrown away.
     /// A failure after the first page keeps what was gathered.
     async fn pages(
         &self,
         req: &ApiRequest,
         start: Resume,
         cap: usize,
+        budget: Option<(usize, &(dyn Fn(Value) -> Value + Sync))>,
         deadline: Instant,
     ) -> ToolResult<Gathered> {
+        let mut used = 0usize;
         let mut g = Gathered {
             items: Vec::new(),
             origins: Vec::new(),
@@ -779,6 +790,11 @@ impl Coda {
                 .find(|(k, _)| k == "limit")
                 .and_then(|(_, v)| v.parse().ok());
             for (i, it) in page_items.into_iter().enumerate().skip(at.skip) {
+                if let Some((_, shape)) = budget {
+                    used += serde_json::to_string(&shape(it.clone()))
+                        .map(|t| t.len() + 1)
+                        .unwrap_or(0);
+                }
                 g.origins.push(Resume {
                     coda_token: at.coda_token.clone(),
                     limit: if at.coda_token.is_none() {
@@ -814,7 +830,7 @@ impl Coda {
                 Some(n) => {
                     // Whole pages only: cutting a page would lose the items
                     // between the cut and the token's position.
-                    if g.items.len() >= cap {
+                    if g.items.len() >= cap || budget.is_some_and(|(b, _)| used > b) {
                         g.next = Some(n);
                         g.capped = true;
                         return Ok(g);
