@@ -82,3 +82,31 @@ async fn fetch_all_stops_reading_pages_once_the_budget_is_full() {
     assert_ne!(next["items"][0]["id"], v["items"][count - 1]["id"]);
     h.close().await;
 }
+
+/// Regression: `coda_get_page_content` returned as many characters as
+/// `maxChars` asked for, twice (as JSON and as text), past the result
+/// budget.
+#[tokio::test]
+async fn page_content_stays_within_the_result_budget_whatever_max_chars_says() {
+    let h = start(&[]).await;
+    h.fake.insert_line("canvas-overview", &"é".repeat(300_000));
+    let v = h
+        .ok(
+            "coda_get_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "format": "plainText", "maxChars": 1_000_000}),
+        )
+        .await;
+    let content = v["content"].as_str().unwrap();
+    assert!(content.len() <= 50_000, "{} bytes", content.len());
+    assert_eq!(v["truncated"], true);
+    // The next read continues where this one stopped.
+    let n = content.chars().count();
+    let next = h
+        .ok(
+            "coda_get_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "format": "plainText", "maxChars": 1_000_000, "offset": n}),
+        )
+        .await;
+    assert_eq!(next["offset"], n);
+    h.close().await;
+}

@@ -148,7 +148,7 @@ pub struct GetPageContentParams {
     pub page_id_or_name: String,
     /// markdown (default), html (keeps attachments) or plainText (no export).
     pub format: Option<ReadFormat>,
-    /// Return at most this many characters (default 20000; continue with offset).
+    /// Return at most this many characters (default 20000; fewer when they would pass the result budget; continue with offset).
     pub max_chars: Option<usize>,
     /// Character offset to start from.
     #[serde(default)]
@@ -805,7 +805,19 @@ impl Coda {
                 .await?;
             let total = full.chars().count();
             let take = p.max_chars.unwrap_or(crate::config::DEFAULT_MAX_CHARS);
-            let content: String = full.chars().skip(p.offset).take(take).collect();
+            // The content goes out twice (JSON and text): each copy gets
+            // half the result budget, whatever maxChars asks for.
+            let room = c.cfg.max_result_bytes / 2;
+            let mut bytes = 0;
+            let content: String = full
+                .chars()
+                .skip(p.offset)
+                .take(take)
+                .take_while(|ch| {
+                    bytes += ch.len_utf8();
+                    bytes <= room
+                })
+                .collect();
             let truncated = p.offset.saturating_add(content.chars().count()) < total;
             let text = content.clone();
             Reply::with_text(
