@@ -110,3 +110,23 @@ async fn page_content_stays_within_the_result_budget_whatever_max_chars_says() {
     assert_eq!(next["offset"], n);
     h.close().await;
 }
+
+/// Regression: `coda_search_tables` returned every match whatever its size.
+#[tokio::test]
+async fn search_tables_stays_within_the_result_budget_and_says_what_it_left_out() {
+    let h = start(&["--max-result-bytes", "2048"]).await;
+    h.fake.add_tables(40);
+    let v = h
+        .ok(
+            "coda_search_tables",
+            json!({"docId": "doc1", "query": "task"}),
+        )
+        .await;
+    assert_eq!(v["totalFound"], 42);
+    let n = v["items"].as_array().unwrap().len();
+    assert!((1..42).contains(&n), "{n} items");
+    assert!(v.to_string().len() <= 2048, "{} bytes", v.to_string().len());
+    let note = v["note"].as_str().unwrap();
+    assert!(note.contains(&format!("{} more", 42 - n)), "{note}");
+    h.close().await;
+}

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    COMPOSITE_CAP, Coda, ListOutput, Object, PageArgs, Reply, input, output, required, run,
-    slim_column,
+    COMPOSITE_CAP, Coda, ListOutput, Object, PageArgs, Reply, input, items_within, output,
+    required, run, slim_column,
 };
 use crate::client::ApiRequest;
 use crate::ids::doc_id;
@@ -196,6 +196,9 @@ pub struct SearchTablesOutput {
     pub total_found: usize,
     /// Tables and views looked at (all of them).
     pub tables_searched: usize,
+    /// Set when some matches were left out to stay within the result budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[tool_router(router = tables_router, vis = "pub(crate)")]
@@ -333,7 +336,7 @@ impl Coda {
                 .query("limit", 100)
                 .query_opt("tableTypes", table_types(&p.table_types));
             let (tables, _) = c.list_all(req, COMPOSITE_CAP, c.deadline()).await?;
-            let items: Vec<Value> = tables
+            let mut items: Vec<Value> = tables
                 .iter()
                 .filter(|t| {
                     t.get("name")
@@ -342,11 +345,24 @@ impl Coda {
                 })
                 .cloned()
                 .collect();
+            let total_found = items.len();
+            // Room for the note and the query beside the items.
+            let room = c.cfg.max_result_bytes.saturating_sub(300 + p.query.len());
+            let keep = items_within(&items, room);
+            let note = (keep < total_found).then(|| {
+                items.truncate(keep);
+                format!(
+                    "{} more matching tables were left out to stay within the result budget ({} bytes): use a longer query",
+                    total_found - keep,
+                    c.cfg.max_result_bytes
+                )
+            });
             Reply::json(SearchTablesOutput {
-                total_found: items.len(),
+                total_found,
                 items,
                 search_query: p.query,
                 tables_searched: tables.len(),
+                note,
             })
         })
         .await

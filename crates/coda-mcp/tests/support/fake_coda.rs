@@ -475,6 +475,21 @@ impl FakeCoda {
         });
     }
 
+    /// Add `n` empty tables "Task list {i}" (ids `grid-extra-{i}`) to doc1.
+    pub fn add_tables(&self, n: usize) {
+        self.with(|s| {
+            let base = s.tables[0].clone();
+            for i in 0..n {
+                s.tables.push(TableRec {
+                    id: format!("grid-extra-{i}"),
+                    name: format!("Task list {i}"),
+                    rows: Vec::new(),
+                    ..base.clone()
+                });
+            }
+        });
+    }
+
     /// Drop the cells of column `col_id` from every row update: the row
     /// read back lacks the column.
     pub fn drop_written_cells(&self, col_id: &str) {
