@@ -130,3 +130,33 @@ async fn search_tables_stays_within_the_result_budget_and_says_what_it_left_out(
     assert!(note.contains(&format!("{} more", 42 - n)), "{note}");
     h.close().await;
 }
+
+/// Regression: `coda_get_table_summary` returned its sample rows whatever
+/// their size (one long text cell made the result any size).
+#[tokio::test]
+async fn table_summary_leaves_out_sample_rows_past_the_result_budget() {
+    let h = start(&[]).await;
+    h.ok(
+        "coda_update_row",
+        json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-2", "values": {"Status": "s".repeat(150_000)}}),
+    )
+    .await;
+    let v = h
+        .ok(
+            "coda_get_table_summary",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks"}),
+        )
+        .await;
+    assert!(
+        v.to_string().len() <= 100_000,
+        "{} bytes",
+        v.to_string().len()
+    );
+    assert_eq!(v["columns"].as_array().unwrap().len(), 5);
+    assert!(
+        v["note"].as_str().unwrap().contains("sample"),
+        "{}",
+        v["note"]
+    );
+    h.close().await;
+}

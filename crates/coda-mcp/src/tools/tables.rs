@@ -180,9 +180,12 @@ pub struct TableSummary {
     pub table: Object,
     /// Every column (all pages of the column list).
     pub columns: Vec<ColumnBrief>,
-    /// Up to 3 rows, values in rich format keyed by column name.
+    /// Up to 3 rows, values in rich format keyed by column name (fewer when they would pass the result budget).
     pub sample_data: Vec<Value>,
     pub stats: SummaryStats,
+    /// Set when sample rows were left out to stay within the result budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The shape of coda-enhanced's table search (`items`, `searchQuery`,
@@ -291,7 +294,7 @@ impl Coda {
                     formula: col.get("formula").cloned(),
                 })
                 .collect();
-            let sample_data = rows
+            let mut sample_data: Vec<Value> = rows
                 .get("items")
                 .and_then(Value::as_array)
                 .map(|r| r.iter().take(3).cloned().collect())
@@ -310,11 +313,35 @@ impl Coda {
                     .and_then(|c| c.name.as_str())
                     .map(str::to_owned),
             };
+            // Sample rows get what the rest leaves of the result budget.
+            let rest = serde_json::to_string(&(&table, &columns))
+                .map(|t| t.len())
+                .unwrap_or(0);
+            let room = c.cfg.max_result_bytes.saturating_sub(rest + 400);
+            // items_within keeps a first item whatever its size; here a
+            // first row too big for the room is left out too.
+            let first_fits = sample_data
+                .first()
+                .is_some_and(|r| serde_json::to_string(r).map_or(0, |t| t.len()) + 256 <= room);
+            let keep = if first_fits {
+                items_within(&sample_data, room)
+            } else {
+                0
+            };
+            let note = (keep < sample_data.len()).then(|| {
+                let left = sample_data.len() - keep;
+                sample_data.truncate(keep);
+                format!(
+                    "{left} sample row(s) left out to stay within the result budget ({} bytes): read rows with coda_list_rows",
+                    c.cfg.max_result_bytes
+                )
+            });
             Reply::json(TableSummary {
                 table,
                 columns,
                 sample_data,
                 stats,
+                note,
             })
         })
         .await
