@@ -160,3 +160,24 @@ async fn table_summary_leaves_out_sample_rows_past_the_result_budget() {
     );
     h.close().await;
 }
+
+/// Regression: `coda_get_document_stats` listed every table and view in
+/// its breakdown, whatever the size of the result.
+#[tokio::test]
+async fn document_stats_list_tables_only_up_to_the_result_budget() {
+    let h = start(&["--max-result-bytes", "8192"]).await;
+    h.fake.add_tables(500);
+    let v = h
+        .ok("coda_get_document_stats", json!({"docId": "doc1"}))
+        .await;
+    assert!(v.to_string().len() <= 8192, "{} bytes", v.to_string().len());
+    assert_eq!(v["counts"]["tables"], 501, "{}", v["counts"]);
+    let listed = v["breakdown"]["tableNames"].as_array().unwrap().len();
+    assert!(listed > 0 && listed < 502, "{listed}");
+    assert!(
+        v["note"].as_str().unwrap().contains("coda_list_tables"),
+        "{}",
+        v["note"]
+    );
+    h.close().await;
+}

@@ -187,6 +187,9 @@ pub struct DocumentStats {
     /// True if a list had more than 10000 items and counting stopped there.
     pub counts_capped: bool,
     pub breakdown: Breakdown,
+    /// Set when tableNames lists only some tables, to stay within the result budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn list_documents_request(p: &ListDocumentsParams) -> ToolResultReq {
@@ -378,6 +381,23 @@ impl Coda {
                 .filter(|t| t.get("tableType").and_then(Value::as_str) == Some("view"))
                 .count();
             let names = |list: &[Value]| list.iter().take(10).map(|v| field(v, "name")).collect();
+            // Every table and view, as long as the result stays within the
+            // budget (the rest of the result is small: counts, 10 names each).
+            let room = c.cfg.max_result_bytes.saturating_sub(4096);
+            let mut used = 0;
+            let table_names: Vec<TableBrief> = tables
+                .0
+                .iter()
+                .map(|t| TableBrief {
+                    name: field(t, "name"),
+                    r#type: field(t, "tableType"),
+                    id: field(t, "id"),
+                })
+                .take_while(|b| {
+                    used += serde_json::to_string(b).map_or(0, |t| t.len() + 1);
+                    used <= room
+                })
+                .collect();
             Reply::json(DocumentStats {
                 document: DocBrief {
                     id: field(&doc, "id"),
@@ -397,16 +417,16 @@ impl Coda {
                     controls: controls.0.len(),
                 },
                 counts_capped: pages.1 || tables.1 || formulas.1 || controls.1,
+                note: (table_names.len() < tables.0.len()).then(|| {
+                    format!(
+                        "tableNames lists {} of {} tables and views, to stay within the result budget ({} bytes): page through coda_list_tables for the rest",
+                        table_names.len(),
+                        tables.0.len(),
+                        c.cfg.max_result_bytes
+                    )
+                }),
                 breakdown: Breakdown {
-                    table_names: tables
-                        .0
-                        .iter()
-                        .map(|t| TableBrief {
-                            name: field(t, "name"),
-                            r#type: field(t, "tableType"),
-                            id: field(t, "id"),
-                        })
-                        .collect(),
+                    table_names,
                     page_names: names(&pages.0),
                     formula_names: names(&formulas.0),
                 },
