@@ -13,6 +13,10 @@
 //!
 //!     cargo run --release --example auth_bench -- [requests]
 
+// `http::serve`'s future nests deeper than rustc's default query depth
+// (128) when this crate lays it out in a release build.
+#![recursion_limit = "256"]
+
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
