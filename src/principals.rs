@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::auth::Principal;
@@ -105,14 +106,18 @@ pub struct PrincipalChildren {
     /// Where each child takes its slot.
     sessions: Arc<Sessions>,
     children: Arc<Mutex<HashMap<ChildKey, Arc<Entry>>>>,
+    /// Owns the crash watchers (shutdown waits for them).
+    tasks: TaskTracker,
 }
 
 impl PrincipalChildren {
-    /// An empty table whose children take their slots from `sessions`.
-    pub fn new(sessions: Arc<Sessions>) -> PrincipalChildren {
+    /// An empty table whose children take their slots from `sessions`;
+    /// its watchers run on `tasks`.
+    pub fn new(sessions: Arc<Sessions>, tasks: TaskTracker) -> PrincipalChildren {
         PrincipalChildren {
             sessions,
             children: Arc::new(Mutex::new(HashMap::new())),
+            tasks,
         }
     }
 
@@ -183,7 +188,8 @@ impl PrincipalChildren {
     }
 
     /// Watches `up`, just started for `key`: once it crashes (the
-    /// multiplexer would restart it with the same environment), its entry leaves the table and it is stopped, so the
+    /// multiplexer would restart it with the same environment), its entry
+    /// leaves the table and it is stopped, so the
     /// principal's next request starts a child with the store's current
     /// values. The watch ends with the child; it holds neither the entry
     /// nor the table alive.
@@ -191,19 +197,21 @@ impl PrincipalChildren {
         let mut health = up.watch_health();
         let (table, entry) = (Arc::downgrade(&self.children), Arc::downgrade(entry));
         let up = Arc::downgrade(up);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             // A child starts Ready; only the restart after a crash reports
             // anything else (Starting, then Ready or CrashLooping).
+            // A child stopped on purpose (idle, shutdown) ends Dead, and
+            // there is nothing to do for it.
             loop {
                 if health.changed().await.is_err() {
                     return;
                 }
-                if *health.borrow_and_update() != Health::Ready {
-                    break;
+                match *health.borrow_and_update() {
+                    Health::Ready => {}
+                    Health::Dead(_) => return,
+                    Health::Starting | Health::CrashLooping => break,
                 }
             }
-            // A child stopped on purpose (idle, shutdown) left the table
-            // before it ended: nothing to do for it.
             let evicted = match (table.upgrade(), entry.upgrade()) {
                 (Some(table), Some(entry)) => {
                     let mut children = lock(&table);

@@ -168,8 +168,12 @@ impl App {
             config.max_sessions_per_principal,
             audit.clone(),
         ));
+        let tasks = TaskTracker::new();
         Ok(Arc::new(App {
-            principal_children: crate::principals::PrincipalChildren::new(sessions.clone()),
+            principal_children: crate::principals::PrincipalChildren::new(
+                sessions.clone(),
+                tasks.clone(),
+            ),
             sessions,
             access,
             auth,
@@ -183,7 +187,7 @@ impl App {
             era_hints: Arc::default(),
             tool_headers: Arc::default(),
             port_keys: PortKeys::default(),
-            tasks: TaskTracker::new(),
+            tasks,
             replay: ReplayBudget::new(config.replay_total_bytes),
             metrics,
             credentials: std::sync::OnceLock::new(),
