@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::response::{accepted, json_answer, json_ok, sse_response};
-use super::tool_headers::decode_header;
+use super::tool_headers::{ToolHeaders, decode_header};
 use super::{Answer, App, negotiate};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, code};
@@ -79,7 +79,11 @@ fn refuse_if_legacy_only(app: &App) -> Result<(), ProxyError> {
 }
 
 /// Checks the 2026-07-28 header rules against the body.
-fn validate(headers: &HeaderMap, frame: &Frame) -> Result<(), ProxyError> {
+fn validate(
+    headers: &HeaderMap,
+    frame: &Frame,
+    tool_headers: &ToolHeaders,
+) -> Result<(), ProxyError> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -150,8 +154,10 @@ fn validate(headers: &HeaderMap, frame: &Frame) -> Result<(), ProxyError> {
         _ => None,
     };
     if let Some(key) = name_key {
-        let body_name = frame
-            .params_value()
+        // Parsed once, for the name and for the `Mcp-Param-*` checks.
+        let params = frame.params_value();
+        let body_name = params
+            .as_ref()
             .and_then(|p| p.get(key).and_then(Value::as_str).map(String::from));
         let header_name = header("mcp-name").and_then(decode_header);
         match (header_name, body_name) {
@@ -168,6 +174,11 @@ fn validate(headers: &HeaderMap, frame: &Frame) -> Result<(), ProxyError> {
                 )));
             }
         }
+        if method == "tools/call"
+            && let Some(p) = &params
+        {
+            tool_headers.check(headers, p)?;
+        }
     }
     Ok(())
 }
@@ -179,12 +190,7 @@ pub async fn serve(
     frame: Frame,
 ) -> Result<Response<Body>, ProxyError> {
     refuse_if_legacy_only(&app)?;
-    validate(&parts.headers, &frame)?;
-    if frame.method() == Some("tools/call")
-        && let Some(params) = frame.params_value()
-    {
-        app.tool_headers.check(&parts.headers, &params)?;
-    }
+    validate(&parts.headers, &frame, &app.tool_headers)?;
     if frame.kind() == Kind::Notification {
         // Cancellation over HTTP is closing the stream; other notifications have no target.
         debug!(
@@ -559,13 +565,13 @@ mod tests {
             ("mcp-method", "tools/call"),
             ("mcp-name", "echo"),
         ]);
-        validate(&h, &frame(CALL)).unwrap();
+        validate(&h, &frame(CALL), &ToolHeaders::default()).unwrap();
         let h = headers(&[
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "tools/call"),
             ("mcp-name", "=?base64?ZWNobw==?="),
         ]);
-        validate(&h, &frame(CALL)).unwrap();
+        validate(&h, &frame(CALL), &ToolHeaders::default()).unwrap();
     }
 
     #[test]
@@ -589,7 +595,7 @@ mod tests {
         ];
         for h in cases {
             assert!(matches!(
-                validate(&h, &frame(CALL)),
+                validate(&h, &frame(CALL), &ToolHeaders::default()),
                 Err(ProxyError::HeaderMismatch(_))
             ));
         }
@@ -603,7 +609,7 @@ mod tests {
         ]);
         let f = frame(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
         assert!(matches!(
-            validate(&h, &f),
+            validate(&h, &f, &ToolHeaders::default()),
             Err(ProxyError::UnsupportedVersion { .. })
         ));
     }
@@ -618,7 +624,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
         );
         assert!(matches!(
-            validate(&h, &f),
+            validate(&h, &f, &ToolHeaders::default()),
             Err(ProxyError::InvalidParams(_))
         ));
     }
