@@ -1,8 +1,9 @@
 //! The stdio MCP server as a child process.
 //!
 //! Owns: spawning the command (exec'd directly, never through a shell) in a
-//! process group of its own, the single writer task for its stdin, the
-//! single reader of its stdout (handed to the caller as a [`LineReader`]),
+//! process group of its own, its stdin and stdout (handed to the one task
+//! that talks to it, stdout as a [`LineReader`] that ends with the child
+//! even when an escaped descendant holds the pipe: see [`ChildOutput`]),
 //! stderr drained line by line into the log so the child never blocks on a
 //! full pipe, and the staged stop: close stdin, wait, SIGTERM the whole
 //! group (so `npx`/`uvx` grandchildren go too), SIGKILL after the grace
@@ -11,16 +12,22 @@
 //! Does not own: what the lines mean (see [`crate::upstream`]).
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::guard::Guard;
@@ -40,6 +47,11 @@ const STDOUT_PIPE_BYTES: usize = 1024 * 1024;
 
 /// A child's stderr may burst this many times its per-second rate.
 const STDERR_BURST_FACTOR: u32 = 4;
+
+/// Time allowed for a child to be reaped and its exit logged once its
+/// group got SIGKILL (the kernel ends it at once; this covers a loaded
+/// machine's scheduling).
+pub const REAP_MARGIN: Duration = Duration::from_secs(2);
 
 /// The children of one proxy, and what they share: the live count (for
 /// `/health`), the budget for grown pipes, the process groups to kill at
@@ -61,9 +73,16 @@ pub struct Children {
     /// [`Children::start_guard`], replaced by [`Children::check_guard`].
     /// Never locked while `groups` is held by the same thread.
     guard: Mutex<Option<Guard>>,
-    /// Each child's own tasks (its stdin writer, stderr drain and exit
-    /// watcher); [`Children::wait_tasks`] waits for them at shutdown.
+    /// Each child's own tasks (its stderr drain and its supervisor, which
+    /// stops and reaps it); [`Children::wait_tasks`] waits for them at
+    /// shutdown.
     tasks: tokio_util::task::TaskTracker,
+    /// Whether the warning that children outnumber the guard's table
+    /// ([`crate::guard::GUARD_GROUPS`]) was logged (once per proxy).
+    beyond_guard_warned: std::sync::atomic::AtomicBool,
+    /// The longest `--shutdown-grace` any child was spawned with, in
+    /// milliseconds: how long [`Children::wait_tasks`] lets a stop take.
+    longest_grace_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Children {
@@ -81,13 +100,31 @@ impl Children {
         self.live.load(Ordering::Relaxed)
     }
 
-    /// Waits, at most `within`, until every child's own tasks have ended
-    /// (the children were stopped before); returns whether they did.
-    pub async fn wait_tasks(&self, within: std::time::Duration) -> bool {
+    /// Waits until every child's own tasks have ended (the children's
+    /// stops were begun before); returns whether they did. It waits at
+    /// least `within` and at least as long as a staged stop may take (half
+    /// the longest grace after stdin closes, the grace after SIGTERM, and
+    /// [`REAP_MARGIN`] to reap after SIGKILL), so that a child ignoring
+    /// SIGTERM is stopped by its own staged stop, reaped and logged, not
+    /// left for the guard to kill when the proxy exits. Groups still there
+    /// after that get SIGKILL, and [`REAP_MARGIN`] more to be reaped.
+    pub async fn wait_tasks(&self, within: Duration) -> bool {
         self.tasks.close();
-        let done = tokio::time::timeout(within, self.tasks.wait())
+        let grace = Duration::from_millis(self.longest_grace_ms.load(Ordering::Relaxed));
+        let stop_bound = grace / 2 + grace + REAP_MARGIN;
+        let mut done = tokio::time::timeout(within.max(stop_bound), self.tasks.wait())
             .await
             .is_ok();
+        if !done {
+            let killed = self.kill_all();
+            warn!(
+                children = killed,
+                "children still stopping after their grace periods; sending SIGKILL to their groups"
+            );
+            done = tokio::time::timeout(REAP_MARGIN, self.tasks.wait())
+                .await
+                .is_ok();
+        }
         // Children may still be started later (a named server's reload).
         self.tasks.reopen();
         done
@@ -347,13 +384,96 @@ pub struct ChildSpec {
 /// A child's pipes, for the one task that talks to it (the multiplexer's
 /// worker): no other task sits between it and the child.
 pub struct ChildIo {
-    /// Its stdout, line by line.
-    pub stdout: LineReader<ChildStdout>,
+    /// Its stdout, line by line; it ends when the child has exited and
+    /// what it wrote has been read, even if a descendant that left its
+    /// process group still holds the pipe open.
+    pub stdout: LineReader<Stdout>,
     /// Its stdin; dropping it closes the pipe.
     pub stdin: tokio::process::ChildStdin,
     /// Cancelled when the staged stop begins: whoever holds `stdin` then
     /// drops it (closing stdin is the polite first step of a stop).
     pub close_stdin: tokio_util::sync::CancellationToken,
+}
+
+/// The child's stdout as its multiplexer reads it.
+pub type Stdout = ChildOutput<ChildStdout>;
+
+/// One of a child's output pipes, read until the child has exited and what
+/// it wrote has been read.
+///
+/// A pipe ends for its reader only once every process holding its write
+/// end has closed it. A descendant that left the child's process group
+/// (`setsid`, a daemonising helper) survives the group's SIGKILL and may
+/// hold it open for ever: the proxy would then take a dead child for a
+/// live one (no restart, calls in flight never answered) and keep the pipe
+/// and its reader for as long as that descendant lives. So once the child
+/// is reaped, the bytes in the pipe at that moment are read (all the child
+/// wrote: a process's writes are in the pipe before it can be reaped) and
+/// then the pipe reads as ended; what a descendant writes later is not the
+/// child's.
+pub struct ChildOutput<P> {
+    pipe: P,
+    /// Resolves once the child is reaped; `None` after that.
+    reaped: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// After the reap: bytes of the child's still to be read.
+    left: usize,
+}
+
+impl<P: AsyncRead + AsFd + Unpin> ChildOutput<P> {
+    fn new(pipe: P, reaped: CancellationToken) -> ChildOutput<P> {
+        ChildOutput {
+            pipe,
+            reaped: Some(Box::pin(reaped.cancelled_owned())),
+            left: 0,
+        }
+    }
+}
+
+impl<P: AsyncRead + AsFd + Unpin> AsyncRead for ChildOutput<P> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(reaped) = this.reaped.as_mut() {
+            if let Poll::Ready(r) = Pin::new(&mut this.pipe).poll_read(cx, buf) {
+                return Poll::Ready(r);
+            }
+            if reaped.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.reaped = None;
+            this.left = bytes_in_pipe(this.pipe.as_fd());
+        }
+        // The child is gone: the rest of what it wrote, read directly (the
+        // reactor may not have reported it yet), then the end.
+        let want = this.left.min(buf.remaining());
+        if want == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            match nix::unistd::read(this.pipe.as_fd(), buf.initialize_unfilled_to(want)) {
+                Ok(0) | Err(nix::errno::Errno::EAGAIN) => this.left = 0,
+                Ok(n) => {
+                    this.left -= n;
+                    buf.advance(n);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+            return Poll::Ready(Ok(()));
+        }
+    }
+}
+
+/// Bytes waiting in the pipe `fd` (`FIONREAD`); 0 if that cannot be told.
+fn bytes_in_pipe(fd: BorrowedFd<'_>) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points
+    // at `n`, alive for the call; `fd` is an open descriptor we borrow.
+    let r = unsafe { nix::libc::ioctl(fd.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    if r == 0 { n.max(0) as usize } else { 0 }
 }
 
 /// Why a child could not be started or talked to.
@@ -458,9 +578,20 @@ impl ChildHandle {
         // Invariant: all three pipes were requested above.
         let pid = child.id().expect("a just-spawned child has a pid");
         groups.insert(pid);
+        let beyond_guard = groups.len() > crate::guard::GUARD_GROUPS;
         drop(groups);
+        if beyond_guard && !children.beyond_guard_warned.swap(true, Ordering::Relaxed) {
+            warn!(
+                limit = crate::guard::GUARD_GROUPS,
+                "more children than the guard process tracks: those beyond it would outlive a killed proxy"
+            );
+        }
         children.with_guard(|g| g.register(pid));
         children.live.fetch_add(1, Ordering::Relaxed);
+        children.longest_grace_ms.fetch_max(
+            u64::try_from(spec.grace.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let stdin = child.stdin.take().expect("stdin piped");
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
@@ -471,7 +602,10 @@ impl ChildHandle {
 
         let (exit_tx, exit_rx) = watch::channel(Exit::Running);
         let (stop_tx, stop_rx) = mpsc::channel(1);
-        let close_stdin = tokio_util::sync::CancellationToken::new();
+        let close_stdin = CancellationToken::new();
+        let reaped = CancellationToken::new();
+        let stdout = ChildOutput::new(stdout, reaped.clone());
+        let stderr = ChildOutput::new(stderr, reaped.clone());
         let tasks = children.tasks.clone();
         tasks.spawn(drain_stderr(stderr, spec.stderr_lines_per_second).instrument(span.clone()));
         tasks.spawn(
@@ -479,9 +613,12 @@ impl ChildHandle {
                 child,
                 pid,
                 spec.grace,
-                stop_rx,
-                exit_tx,
-                close_stdin.clone(),
+                Ends {
+                    stop: stop_rx,
+                    exit: exit_tx,
+                    close_stdin: close_stdin.clone(),
+                    reaped,
+                },
                 grown,
                 children,
                 spec.metrics.clone(),
@@ -528,7 +665,7 @@ impl ChildHandle {
     }
 }
 
-async fn drain_stderr(stderr: tokio::process::ChildStderr, per_second: u32) {
+async fn drain_stderr(stderr: ChildOutput<ChildStderr>, per_second: u32) {
     // Bounded like stdout: a line without end cannot grow the proxy's memory.
     let mut reader = LineReader::new(stderr, MAX_STDERR_READ_BYTES);
     // A child that floods stderr must not flood the log: the lines beyond
@@ -567,19 +704,35 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr, per_second: u32) {
     }
 }
 
-// The staged stop's inputs, one each; bundling them would only rename them.
-#[allow(clippy::too_many_arguments)]
+/// How the supervisor of one child talks to the rest: the stop request
+/// it obeys, and the ends of the child's life it announces.
+struct Ends {
+    /// A request for the staged stop.
+    stop: mpsc::Receiver<()>,
+    /// The exit status, published once the child is reaped.
+    exit: watch::Sender<Exit>,
+    /// Cancelled when the stop begins or the child is gone: stdin closes.
+    close_stdin: CancellationToken,
+    /// Cancelled once the child is reaped: its stdout and stderr end after
+    /// what it wrote (see [`ChildOutput`]).
+    reaped: CancellationToken,
+}
+
 async fn supervise(
     mut child: Child,
     pid: u32,
     grace: Duration,
-    mut stop: mpsc::Receiver<()>,
-    exit: watch::Sender<Exit>,
-    close_stdin: tokio_util::sync::CancellationToken,
+    ends: Ends,
     grown_pipe: usize,
     children: Arc<Children>,
     metrics: crate::metrics::ChildMetrics,
 ) {
+    let Ends {
+        mut stop,
+        exit,
+        close_stdin,
+        reaped,
+    } = ends;
     let mut stopped = false;
     let status = tokio::select! {
         status = child.wait() => status,
@@ -590,6 +743,7 @@ async fn supervise(
         }
     };
     close_stdin.cancel();
+    reaped.cancel();
     let status = match status {
         Ok(s) => Exit::from(s),
         Err(e) => {

@@ -23,9 +23,11 @@
 //!
 //! A guard that is itself killed is replaced within a second
 //! ([`crate::child::Children::check_guard`]). Not covered: a grandchild
-//! that leaves its group (`setsid`, a daemonising server), a child spawned
-//! in the microseconds between `spawn` returning and its registration, and
-//! the proxy and its guard killed at once (`pkill -9 -f mcp-proxy`).
+//! that leaves its group (`setsid`, a daemonising server), a child being
+//! spawned when the proxy dies (registration follows `spawn`'s return,
+//! which waits for `exec`: milliseconds for a large program; such a child
+//! still sees its stdin close), and the proxy and its guard killed at once
+//! (`pkill -9 -f mcp-proxy`).
 
 use std::fs::File;
 use std::io::Write;
@@ -37,7 +39,8 @@ use nix::unistd::{ForkResult, Pid};
 use tracing::warn;
 
 /// Process groups the guard can track at once; registrations beyond it are
-/// kept by the proxy only (a warning says so).
+/// kept by the proxy only (a warning says so, once, when a spawn passes it:
+/// `--max-sessions` is 256 by default, so only a raised cap reaches it).
 pub const GUARD_GROUPS: usize = 16 * 1024;
 
 /// The proxy's end of the guard.

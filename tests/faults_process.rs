@@ -1094,3 +1094,193 @@ async fn a_thousand_sessions_created_and_deleted_leave_no_zombie_orphan_or_growt
         .unwrap();
     assert_eq!(health["sessions"], 0, "{health}");
 }
+
+// ---- a child whose pipes outlive it, a child that ignores SIGTERM ----
+
+/// The pipe (`pipe:[inode]`) on descriptor `fd` of `pid`.
+fn pipe_of(pid: u32, fd: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .expect("the descriptor is open")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Whether any descriptor of `pid` refers to `pipe`.
+fn holds(pid: u32, pipe: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|l| l.to_string_lossy() == pipe)
+        })
+        .unwrap_or(false)
+}
+
+/// `everything` behind a shell that first starts a `sleep` in a session of
+/// its own (`setsid`: out of the child's process group, so the group's
+/// SIGKILL misses it) holding the child's stdout and stderr; its pid goes
+/// to `pid_file`.
+fn with_escaped_grandchild(pid_file: &std::path::Path) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "setsid sleep 1000 </dev/null & echo $! > {}; exec {}",
+            pid_file.display(),
+            support::example("everything")
+        ),
+    ]
+}
+
+async fn escaped_grandchild(pid_file: &std::path::Path) -> u32 {
+    let mut pid = None;
+    assert!(
+        eventually(STEP, || {
+            pid = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            pid.is_some_and(alive)
+        })
+        .await
+    );
+    pid.unwrap()
+}
+
+/// A path for a file no other test run uses.
+fn scratch_file(name: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("mcp-proxy-test-{}-{n}-{name}", std::process::id()))
+}
+
+// Regression: a shared child that crashed while a descendant in a session
+// of its own held its stdout was taken for alive: the call in flight never
+// got an answer, the child was never restarted, every later call failed
+// with "not running" for ever and `/ready` still said ready.
+#[tokio::test]
+async fn a_shared_child_that_exits_while_an_escaped_grandchild_holds_its_pipes_is_restarted() {
+    let pid_file = scratch_file("grandchild");
+    let command = with_escaped_grandchild(&pid_file);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let p = start(&["--shared"], &command);
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let first = pid_once_answered(&c).await;
+    let grandchild = escaped_grandchild(&pid_file).await;
+    let _cleanup = KillOnDrop(grandchild);
+    let stdout = pipe_of(grandchild, 1);
+    assert!(holds(p.child.id(), &stdout), "the proxy reads {stdout}");
+
+    let crash = tokio::time::timeout(STEP, c.call(json!("crash"), "crash", json!({})))
+        .await
+        .expect("the call in flight when the child died gets an answer");
+    assert!(crash.get("error").is_some(), "{crash}");
+    let second = pid_once_answered(&c).await;
+    assert_ne!(first, second, "a new child answers");
+    // The proxy let go of the dead child's pipes; the escaped grandchild
+    // is the documented limit: it keeps running (README, Operations).
+    assert!(
+        eventually(STEP, || !holds(p.child.id(), &stdout)).await,
+        "the proxy still holds the dead child's stdout"
+    );
+    assert!(alive(grandchild));
+    // The restarted child left an escaped grandchild of its own.
+    let second_grandchild = escaped_grandchild(&pid_file).await;
+    let _cleanup_second = KillOnDrop(second_grandchild);
+    assert_ne!(second_grandchild, grandchild);
+    let _ = std::fs::remove_file(&pid_file);
+}
+
+// Regression: a per-session child that exited while an escaped
+// descendant held its stdout left the session's call hanging for ever.
+#[tokio::test]
+async fn a_per_session_call_fails_when_its_child_exits_behind_an_escaped_grandchild() {
+    let pid_file = scratch_file("grandchild");
+    let command = with_escaped_grandchild(&pid_file);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let p = start(&[], &command);
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let grandchild = escaped_grandchild(&pid_file).await;
+    let _cleanup = KillOnDrop(grandchild);
+    let stderr = pipe_of(grandchild, 2);
+    let crash = tokio::time::timeout(STEP, c.call(json!("crash"), "crash", json!({})))
+        .await
+        .expect("the call in flight when the child died gets an answer");
+    assert!(crash.get("error").is_some(), "{crash}");
+    assert!(
+        eventually(STEP, || !holds(p.child.id(), &stderr)).await,
+        "the proxy still reads the dead child's stderr"
+    );
+    let _ = std::fs::remove_file(&pid_file);
+}
+
+// Regression: on SIGTERM, children that ignore SIGTERM and stdin's end
+// were not stopped by their staged stop: the proxy stopped waiting for
+// them after one grace period, logged "shutdown complete" and left them
+// to the guard's SIGKILL at its exit, so no "child exited" was logged or
+// audited for any of them.
+#[tokio::test]
+async fn sigterm_stops_children_that_ignore_it_within_the_documented_bound() {
+    const SESSIONS: usize = 5;
+    let mut p = start(
+        &["--shutdown-grace", "1s"],
+        &["sh", "-c", "trap '' TERM; exec sleep 1000"],
+    );
+    // Initializes the child never answers: the children run, the requests
+    // stay in flight through the drain.
+    let url = format!("{}/mcp", p.base);
+    let mut pending = Vec::new();
+    for _ in 0..SESSIONS {
+        let c = Client::new(&url);
+        pending.push(tokio::spawn(async move {
+            c.post(
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}}),
+            )
+            .await
+        }));
+    }
+    let proxy = p.child.id();
+    let sleeping = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    };
+    let mut children = Vec::new();
+    assert!(
+        eventually(STEP, || {
+            children = children_of(proxy).into_iter().filter(sleeping).collect();
+            children.len() == SESSIONS
+        })
+        .await,
+        "{children:?}"
+    );
+    let asked = Instant::now();
+    p.signal(Signal::SIGTERM);
+    // Documented: the drain (1 s), then half the grace after stdin closes,
+    // the grace after SIGTERM, and the reap. Generous for a loaded machine.
+    let (code, took) = p.wait_exit(asked, STEP);
+    assert_eq!(code, 0);
+    let logs = p.logs();
+    for pid in &children {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&format!("child{{pid={pid} "))
+                    && l.contains("child exited")
+                    && l.contains("signal 9")),
+            "child {pid} was not stopped by its staged stop:\n{logs}"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || children
+            .iter()
+            .all(|&pid| !alive(pid)))
+        .await
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    eprintln!(
+        "measured: {SESSIONS} children ignoring SIGTERM, grace 1 s: the proxy exited {took:?} after SIGTERM"
+    );
+    for t in pending {
+        let _ = t.await;
+    }
+}

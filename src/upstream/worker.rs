@@ -33,7 +33,7 @@ use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::process::ChildStdin;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,7 @@ const WRITE_BATCH: usize = 64;
 const COMMAND_BATCH: usize = 32;
 
 /// The child's stdout, line by line.
-pub(super) type Reader = LineReader<ChildStdout>;
+pub(super) type Reader = LineReader<crate::child::Stdout>;
 
 /// What the handles, drop guards and the supervisor ask of the worker.
 pub(super) enum Command {
