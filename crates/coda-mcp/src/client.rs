@@ -16,9 +16,12 @@
 //! No path segment may be `.` or `..` (or a percent-encoded form of them):
 //! URL normalisation would drop it and send the request to another resource
 //! (`DELETE …/rows/..` is `DELETE …/rows`, the bulk delete). The wait
-//! is `Retry-After` when Coda sends it, otherwise exponential backoff with
-//! jitter; a wait that would end past the deadline is not taken and the last
-//! error is returned instead, so there is never a hot loop.
+//! is exponential backoff with jitter, or `Retry-After` when Coda sends a
+//! longer one (a `Retry-After: 0` would retry at once, in a loop); a wait
+//! that would end past the deadline is not taken and the last error is
+//! returned instead, so there is never a hot loop. A write that fails after
+//! an attempt of it may have run is [`CodaError::OutcomeUnknown`], replayable
+//! or not, so its error always says to re-read before doing anything else.
 //!
 //! Errors carry Coda's own status and message ([`CodaError::Api`]) and never
 //! the token: it only ever goes into the Authorization header, and export
@@ -123,15 +126,27 @@ pub enum CodaError {
         "Coda accepted the write (HTTP {status}) but {reason}; it was accepted and will be applied, so do not resend it: re-read the doc to see its effect"
     )]
     Accepted { status: u16, reason: String },
-    /// A write that cannot be replayed failed after it was sent: Coda may
-    /// have applied it.
-    #[error(
-        "{source}; the write may have been applied: re-read to check, do not resend it blindly"
-    )]
+    /// A write failed after it was sent (a timeout, a lost connection, a
+    /// 5xx): Coda may have applied it or not. What to do next depends on
+    /// whether resending it is harmless ([`ApiRequest::replayable`]).
+    #[error("{source}; {}", outcome_advice(*.replayable))]
     OutcomeUnknown {
         #[source]
         source: Box<CodaError>,
+        /// Sending the write again leaves the same state (set cells,
+        /// rename, replace a body).
+        replayable: bool,
     },
+}
+
+/// What a model must do after a write whose outcome is unknown: always
+/// re-read first; resend only what is safe to resend.
+fn outcome_advice(replayable: bool) -> &'static str {
+    if replayable {
+        "Coda did not confirm this write: it may have been applied or not. Re-read what it changes before retrying (retrying is safe: it sets the same values again)"
+    } else {
+        "the write may have been applied: re-read to check, do not resend it blindly (it would be applied twice)"
+    }
 }
 
 impl CodaError {
@@ -148,7 +163,7 @@ impl CodaError {
     pub fn status(&self) -> Option<u16> {
         match self {
             CodaError::Api { status, .. } => Some(*status),
-            CodaError::OutcomeUnknown { source } => source.status(),
+            CodaError::OutcomeUnknown { source, .. } => source.status(),
             _ => None,
         }
     }
@@ -238,6 +253,13 @@ impl ApiRequest {
             .map(String::as_str)
             .find(|s| Self::dot_segment(s))
     }
+}
+
+/// What the attempts of one write may have done, for the error that ends them.
+#[derive(Debug, Default)]
+struct Sent {
+    /// An attempt failed after it was sent (timeout, lost connection, 5xx).
+    maybe_applied: bool,
 }
 
 /// A successful answer: status and JSON body (`{}` when the body is empty).
@@ -368,7 +390,10 @@ impl CodaClient {
     }
 
     /// Send `req`, waiting for a rate-limit slot and retrying 429/5xx, all
-    /// before `deadline`.
+    /// before `deadline`. A write that fails after an attempt of it may have
+    /// run (a timeout, a lost connection, a 5xx) says so, whatever stopped
+    /// the retries ([`CodaError::OutcomeUnknown`]); one answered 2xx is
+    /// accepted whatever happens to its answer ([`CodaError::Accepted`]).
     pub async fn send(
         &self,
         req: &ApiRequest,
@@ -379,6 +404,33 @@ impl CodaClient {
         }
         self.check_allowed(req)?;
         let url = self.url(req);
+        let mut sent = Sent::default();
+        let result = self.attempts(req, &url, deadline, &mut sent).await;
+        if req.method == Method::GET {
+            return result;
+        }
+        result.map_err(|err| {
+            if sent.maybe_applied && !err.outcome_unknown() {
+                CodaError::OutcomeUnknown {
+                    source: Box::new(err),
+                    replayable: req.replayable,
+                }
+            } else {
+                err
+            }
+        })
+    }
+
+    /// The attempts of one request, recording in `sent` what may have
+    /// reached Coda.
+    async fn attempts(
+        &self,
+        req: &ApiRequest,
+        url: &Url,
+        deadline: Instant,
+        sent: &mut Sent,
+    ) -> Result<ApiResponse, CodaError> {
+        let write = req.method != Method::GET;
         let started = Instant::now();
         let mut attempt: u32 = 0;
         let mut server_errors: u32 = 0;
@@ -410,12 +462,16 @@ impl CodaClient {
             let (err, retry_after) = match outcome {
                 Ok(resp) => {
                     let status = resp.status();
+                    if status.is_server_error() {
+                        // A gateway may answer 5xx after Coda ran the request.
+                        sent.maybe_applied = true;
+                    }
                     let retry_after = parse_retry_after(resp.headers());
                     let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
                         Ok(b) => b,
                         Err(BodyError::TooLarge(cap)) => {
                             let reason = format!("its answer is larger than {cap} bytes");
-                            return Err(if status.is_success() && !req.replayable {
+                            return Err(if status.is_success() && write {
                                 CodaError::Accepted {
                                     status: status.as_u16(),
                                     reason,
@@ -429,6 +485,12 @@ impl CodaClient {
                                 }
                             });
                         }
+                        Err(BodyError::Read(e)) if status.is_success() && write => {
+                            return Err(CodaError::Accepted {
+                                status: status.as_u16(),
+                                reason: format!("its answer was cut ({})", with_causes(&e)),
+                            });
+                        }
                         // A read answer can be asked for again.
                         Err(BodyError::Read(e)) if req.replayable => {
                             let err = CodaError::Transport(e);
@@ -438,7 +500,8 @@ impl CodaClient {
                             if server_errors > MAX_SERVER_ERROR_RETRIES {
                                 return Err(err);
                             }
-                            let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                            let backoff = self.backoff(attempt);
+                            let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
                             if Instant::now() + wait >= deadline {
                                 return Err(err);
                             }
@@ -446,12 +509,6 @@ impl CodaClient {
                             tokio::time::sleep(wait).await;
                             attempt += 1;
                             continue;
-                        }
-                        Err(BodyError::Read(e)) if status.is_success() => {
-                            return Err(CodaError::Accepted {
-                                status: status.as_u16(),
-                                reason: format!("its answer was cut ({})", with_causes(&e)),
-                            });
                         }
                         Err(BodyError::Read(e)) if status.is_client_error() => {
                             // Refused before it ran; only the message is lost.
@@ -461,12 +518,13 @@ impl CodaClient {
                         Err(BodyError::Read(e)) => {
                             return Err(CodaError::OutcomeUnknown {
                                 source: Box::new(CodaError::Transport(e)),
+                                replayable: false,
                             });
                         }
                     };
                     if status.is_success() {
                         return match decode_success(status, &bytes) {
-                            Err(CodaError::InvalidResponse { reason, .. }) if !req.replayable => {
+                            Err(CodaError::InvalidResponse { reason, .. }) if write => {
                                 Err(CodaError::Accepted {
                                     status: status.as_u16(),
                                     reason: format!("its answer could not be read ({reason})"),
@@ -487,6 +545,7 @@ impl CodaClient {
                         if status.is_server_error() && !req.replayable {
                             return Err(CodaError::OutcomeUnknown {
                                 source: Box::new(err),
+                                replayable: false,
                             });
                         }
                         return Err(err);
@@ -496,6 +555,9 @@ impl CodaClient {
                 Err(e) => {
                     // A refused connection sent nothing; anything later may
                     // have reached Coda.
+                    if !e.is_connect() {
+                        sent.maybe_applied = true;
+                    }
                     let safe =
                         e.is_connect() || (req.replayable && (e.is_timeout() || e.is_request()));
                     if !safe {
@@ -505,12 +567,16 @@ impl CodaClient {
                         }
                         return Err(CodaError::OutcomeUnknown {
                             source: Box::new(err),
+                            replayable: false,
                         });
                     }
                     (CodaError::Transport(e), None)
                 }
             };
-            let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+            // A `Retry-After` shorter than the backoff (`0`, a fraction) is
+            // not taken as is: it would retry a refusing server in a loop.
+            let backoff = self.backoff(attempt);
+            let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
             if Instant::now() + wait >= deadline {
                 tracing::warn!(
                     attempt,

@@ -210,10 +210,16 @@ impl CodaServer {
         })
     }
 
-    /// A write tool's page argument given as a name becomes the id of the
-    /// one page with that name ([`Coda::page_for_write`]): Coda would
-    /// write an arbitrary page when several share it.
-    async fn pages_by_id(&self, args: &mut rmcp::model::JsonObject) -> Result<(), ToolError> {
+    /// Page and table arguments given as names become the id of the one
+    /// page or table with that name ([`Coda::page_id`], [`Coda::table_id`]):
+    /// Coda would use an arbitrary one when several share it, for reads as
+    /// for writes. A write always checks; a read takes an id-shaped value
+    /// as the id.
+    async fn names_to_ids(
+        &self,
+        args: &mut rmcp::model::JsonObject,
+        write: bool,
+    ) -> Result<(), ToolError> {
         let doc = ["docId", "doc_id"]
             .iter()
             .find_map(|k| args.get(*k).and_then(Value::as_str));
@@ -221,12 +227,20 @@ impl CodaServer {
             // No doc (or a bad one): the tool reports it.
             return Ok(());
         };
+        let dl = self.coda.deadline();
         for key in ["pageIdOrName", "page_id_or_name"] {
             if let Some(Value::String(raw)) = args.get(key)
                 && !raw.trim().is_empty()
             {
-                let dl = self.coda.deadline();
-                let id = self.coda.page_for_write(&d, raw, key, dl).await?;
+                let id = self.coda.page_id(&d, raw, key, write, dl).await?;
+                args.insert(key.to_owned(), Value::String(id));
+            }
+        }
+        for key in ["tableIdOrName", "table_id_or_name"] {
+            if let Some(Value::String(raw)) = args.get(key)
+                && !raw.trim().is_empty()
+            {
+                let id = self.coda.table_id(&d, raw, key, write, dl).await?;
                 args.insert(key.to_owned(), Value::String(id));
             }
         }
@@ -308,11 +322,11 @@ impl ServerHandler for CodaServer {
         };
         let cancelled = context.ct.clone();
         let write = self.is_write(&name);
-        // URL and page-name resolution run inside the call, under its deadline.
+        // URL and name resolution run inside the call, under its deadline.
         let run = call::scope(ctx, async move {
             if let Some(args) = request.arguments.as_mut() {
                 let resolved = match self.resolve_urls(args).await {
-                    Ok(()) if write => self.pages_by_id(args).await,
+                    Ok(()) => self.names_to_ids(args, write).await,
                     other => other,
                 };
                 if let Err(e) = resolved {

@@ -154,7 +154,7 @@ async fn http_client_reaches_fake_coda_through_the_proxy_and_coda_mcp() {
         .unwrap();
     assert_eq!(r.is_error, Some(true));
 
-    let q = &fake.calls("GET", "/docs/doc1/tables/Tasks/rows")[0];
+    let q = &fake.calls("GET", "/docs/doc1/tables/grid-tasks/rows")[0];
     assert_eq!(q.q("query"), Some(r#""Status":"Doing""#));
     assert_eq!(
         q.authorization.as_deref(),

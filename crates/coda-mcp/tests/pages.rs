@@ -210,7 +210,9 @@ async fn get_page_content_exports_markdown_through_early_404s_and_progress() {
     let v = r.structured_content.unwrap();
     assert_eq!(v["format"], "markdown");
     assert_eq!(v["truncated"], false);
-    let start_req = &h.fake.calls("POST", "/docs/doc1/pages/Overview/export")[0];
+    let start_req = &h
+        .fake
+        .calls("POST", "/docs/doc1/pages/canvas-overview/export")[0];
     assert_eq!(start_req.body, Some(json!({"outputFormat": "markdown"})));
     let polls = h
         .fake
@@ -313,7 +315,9 @@ async fn plain_text_content_and_peek_avoid_exports() {
     assert_eq!(p["content"], "# Overview\nLaunch is on Friday.");
     assert_eq!(p["truncated"], true);
     assert_eq!(
-        h.fake.calls("GET", "/docs/doc1/pages/Overview/content")[1].q("limit"),
+        h.fake
+            .calls("GET", "/docs/doc1/pages/canvas-overview/content")[1]
+            .q("limit"),
         Some("2")
     );
     assert!(

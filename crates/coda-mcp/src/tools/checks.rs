@@ -72,18 +72,46 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The column a write names (by id or exact name; a unique
-/// case-insensitive name match is accepted too).
-fn find<'a>(cols: &'a [Col<'a>], key: &str) -> Option<&'a Col<'a>> {
-    cols.iter()
-        .find(|c| c.id == key || c.name == key)
-        .or_else(|| {
-            let mut it = cols.iter().filter(|c| c.name.eq_ignore_ascii_case(key));
-            match (it.next(), it.next()) {
-                (Some(c), None) => Some(c),
-                _ => None,
-            }
-        })
+/// The column a write names: by id, else by exact name, else by a unique
+/// case-insensitive name. A name several columns share is `Err` with
+/// their ids: Coda would write an arbitrary one of them.
+fn find<'a>(cols: &'a [Col<'a>], key: &str) -> Result<Option<&'a Col<'a>>, Vec<&'a str>> {
+    if let Some(c) = cols.iter().find(|c| c.id == key) {
+        return Ok(Some(c));
+    }
+    let named: Vec<&Col<'_>> = cols.iter().filter(|c| c.name == key).collect();
+    match named.as_slice() {
+        [one] => return Ok(Some(one)),
+        [] => {}
+        many => return Err(many.iter().map(|c| c.id).collect()),
+    }
+    let mut it = cols.iter().filter(|c| c.name.eq_ignore_ascii_case(key));
+    Ok(match (it.next(), it.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    })
+}
+
+/// [`find`] for an argument `at`: an unknown or shared column is refused.
+fn find_arg<'a>(cols: &'a [Col<'a>], key: &str, at: &str) -> ToolResult<&'a Col<'a>> {
+    match find(cols, key) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(ToolError::arg(
+            at,
+            format!(
+                "the table has no column {key:?}; {}",
+                did_you_mean(cols, key)
+            ),
+        )),
+        Err(ids) => Err(ToolError::ambiguous(
+            at,
+            key,
+            "column",
+            "the table",
+            &ids,
+            false,
+        )),
+    }
 }
 
 fn did_you_mean(cols: &[Col<'_>], key: &str) -> String {
@@ -180,15 +208,7 @@ pub fn check_cells(columns: &[Value], cells: &[Value], at: &str) -> ToolResult<(
     for cell in cells {
         let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
         let here = format!("{at}.{key}");
-        let Some(c) = find(&cols, key) else {
-            return Err(ToolError::arg(
-                &here,
-                format!(
-                    "the table has no column {key:?}; {}",
-                    did_you_mean(&cols, key)
-                ),
-            ));
-        };
+        let c = find_arg(&cols, key, &here)?;
         if c.calculated {
             return Err(ToolError::arg(
                 &here,
@@ -222,12 +242,7 @@ pub fn check_cells(columns: &[Value], cells: &[Value], at: &str) -> ToolResult<(
 pub fn check_keys(columns: &[Value], keys: &[String]) -> ToolResult<()> {
     let cols: Vec<Col<'_>> = columns.iter().map(col).collect();
     for k in keys {
-        if find(&cols, k).is_none() {
-            return Err(ToolError::arg(
-                "keyColumns",
-                format!("the table has no column {k:?}; {}", did_you_mean(&cols, k)),
-            ));
-        }
+        find_arg(&cols, k, "keyColumns")?;
     }
     Ok(())
 }
@@ -301,7 +316,9 @@ pub fn compare_row(
     out.rows_checked += 1;
     for cell in cells {
         let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
-        let Some(c) = find(&cols, key) else { continue };
+        let Ok(Some(c)) = find(&cols, key) else {
+            continue;
+        };
         let intended = cell.get("value").cloned().unwrap_or(Value::Null);
         let got = stored
             .pointer(&format!(

@@ -6,6 +6,9 @@
 use crate::client::CodaError;
 use crate::ids::DocIdError;
 
+/// Ids listed when a name is shared by several objects.
+pub const NAME_CANDIDATES_SHOWN: usize = 10;
+
 /// Why a tool call failed. Becomes a tool result with `isError: true`.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -29,6 +32,29 @@ impl ToolError {
             name: name.to_owned(),
             reason: reason.into(),
         }
+    }
+
+    /// The refusal of a name that several objects share (Coda would use an
+    /// arbitrary one of them), listing the candidates' `ids` (`more`: there
+    /// are others besides them).
+    pub fn ambiguous(
+        arg: &str,
+        raw: &str,
+        kind: &str,
+        scope: &str,
+        ids: &[&str],
+        more: bool,
+    ) -> Self {
+        let shown: Vec<&str> = ids.iter().take(NAME_CANDIDATES_SHOWN).copied().collect();
+        Self::arg(
+            arg,
+            format!(
+                "{}{} {kind}s of {scope} are named {raw:?} ({}); Coda would use an arbitrary one, so nothing was sent: give the {kind} id",
+                ids.len(),
+                if more { "+" } else { "" },
+                shown.join(", ")
+            ),
+        )
     }
 }
 

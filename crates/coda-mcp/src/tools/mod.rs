@@ -295,6 +295,48 @@ pub fn summary(v: &Value) -> String {
     out
 }
 
+/// Which of `items` (Coda objects with `id` and `name`) `raw` names: the
+/// one whose id it is, else the one with exactly that name (`None` when
+/// none has). A name several share is refused ([`ToolError::ambiguous`]).
+pub fn one_named(
+    items: &[Value],
+    raw: &str,
+    kind: &str,
+    arg: &str,
+    scope: &str,
+) -> ToolResult<Option<String>> {
+    fn id(v: &Value) -> Option<&str> {
+        v.get("id").and_then(Value::as_str)
+    }
+    if items.iter().any(|v| id(v) == Some(raw)) {
+        return Ok(Some(raw.to_owned()));
+    }
+    let ids: Vec<&str> = items
+        .iter()
+        .filter(|v| v.get("name").and_then(Value::as_str) == Some(raw))
+        .filter_map(id)
+        .collect();
+    match ids.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some((*one).to_owned())),
+        _ => Err(ToolError::ambiguous(arg, raw, kind, scope, &ids, false)),
+    }
+}
+
+/// Whether `raw` has the shape of a Coda id with one of `prefixes`
+/// (`grid-AbC_d-1`): reads take such a value as the id it looks like,
+/// without a request to check it is not a shared name.
+pub fn id_shaped(raw: &str, prefixes: &[&str]) -> bool {
+    prefixes.iter().any(|p| {
+        raw.strip_prefix(p).is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+    })
+}
+
 /// A required text argument: refused when empty or blank.
 pub fn required<'a>(name: &str, value: &'a str) -> ToolResult<&'a str> {
     if value.trim().is_empty() {
@@ -414,6 +456,16 @@ struct Gathered {
     href: Option<String>,
     /// `nextPageToken` and `nextPageLink` of the last page Coda returned.
     last_next: Option<(String, Option<String>)>,
+    /// Coda handed out a page token it had already given: following it
+    /// would read the same pages forever, so the list stopped there.
+    looped: Option<String>,
+}
+
+/// Why a list stopped at a repeated token, for its `note` or error.
+fn loop_note(token: &str) -> String {
+    format!(
+        "Coda returned the page token {token:?} a second time, so following it would read the same pages again and never end; the list stopped there and may be incomplete"
+    )
 }
 
 /// State of an asynchronous Coda write after optional waiting. The write
@@ -484,6 +536,35 @@ pub struct MutationOutput {
     /// Present for a dry run: what would change; nothing was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview: Option<ReplacePreview>,
+    /// Present when Coda queued the write and it is not known to be applied yet: it stands (do not resend it) and how to learn when it is applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// What a model must be told about writes Coda queued (202 with a
+/// `requestId`) that are not known to be applied: they stand, reads may
+/// not show them yet, and how to learn when they are applied. `None` when
+/// they are applied, or when `mutation.error` already says why it is not
+/// known. Never suggests calling the write again.
+pub fn queued_note(request_ids: &[String], mutation: Option<&MutationState>) -> Option<String> {
+    let last = request_ids.last()?;
+    let ids = if request_ids.len() == 1 {
+        format!("requestId {last}")
+    } else {
+        format!("requestIds {}", request_ids.join(", "))
+    };
+    let check = format!(
+        "do not resend it; to know when it is applied, call coda_get_mutation_status with requestId {last} (waitSeconds waits for it)"
+    );
+    match mutation {
+        Some(m) if m.completed || m.error.is_some() => None,
+        Some(_) => Some(format!(
+            "Coda accepted this write ({ids}) but had not applied it when waiting stopped: it stays queued and will be applied, and reads may not show it yet; {check}"
+        )),
+        None => Some(format!(
+            "queued, not yet applied: Coda accepted this write ({ids}) and applies it asynchronously (usually within seconds), so reads may not show it yet; {check}"
+        )),
+    }
 }
 
 impl Coda {
@@ -529,6 +610,69 @@ impl Coda {
         }
         cache.insert(key, (Instant::now(), cols.clone()));
         Ok(cols)
+    }
+
+    /// The id of the table or view `raw` names in doc `d`: `raw` itself
+    /// when it is an id, else the one table or view of that name. Coda
+    /// uses an arbitrary one when several share a name, so a shared name is
+    /// refused, with the candidates. A read (`write` false) takes an
+    /// id-shaped value (`grid-…`, `table-…`) as it is, saving a request;
+    /// a write always checks.
+    pub async fn table_id(
+        &self,
+        d: &str,
+        raw: &str,
+        arg: &str,
+        write: bool,
+        deadline: Instant,
+    ) -> ToolResult<String> {
+        if !write && id_shaped(raw, &["grid-", "table-"]) {
+            return Ok(raw.to_owned());
+        }
+        let req = ApiRequest::get(&["docs", d, "tables", raw]);
+        let table = match self.client.send(&req, deadline).await {
+            Ok(r) => r.body,
+            Err(e) if e.status() == Some(404) => {
+                return Err(ToolError::arg(
+                    arg,
+                    format!("no table {raw:?} in doc {d}: {e}"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if table.get("id").and_then(Value::as_str) == Some(raw) {
+            return Ok(raw.to_owned());
+        }
+        let list = ApiRequest::get(&["docs", d, "tables"]).query("limit", 100);
+        let (tables, _) = self.list_all(list, COMPOSITE_CAP, deadline).await?;
+        match one_named(&tables, raw, "table", arg, &format!("doc {d}"))? {
+            Some(id) => Ok(id),
+            // Coda found it by a spelling the list does not show: its pick.
+            None => table
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| ToolError::arg(arg, format!("no table {raw:?} in doc {d}"))),
+        }
+    }
+
+    /// The id of the column `raw` names in table `t`: `raw` itself when it
+    /// is a column id, else the one column of that name (from the cached
+    /// columns); a name several columns share is refused, with their ids.
+    /// A name no column has is passed on as it is (Coda answers for it).
+    pub async fn column_id(
+        &self,
+        d: &str,
+        t: &str,
+        raw: &str,
+        arg: &str,
+        deadline: Instant,
+    ) -> ToolResult<String> {
+        let columns = self.columns(d, t, deadline).await?;
+        Ok(
+            one_named(&columns, raw, "column", arg, &format!("table {t}"))?
+                .unwrap_or_else(|| raw.to_owned()),
+        )
     }
 
     /// Forget a table's columns (after a write failed on them).
@@ -651,6 +795,10 @@ impl Coda {
             truncated = true;
             format!("a later page failed ({e}); the items gathered before it are returned and nextPageToken retries from there")
         });
+        if let Some(tok) = &g.looped {
+            truncated = true;
+            note = Some(loop_note(tok));
+        }
         // The byte budget: whole items only, resuming at the first one left out.
         let budget = self.cfg.max_result_bytes;
         let links = [
@@ -705,6 +853,12 @@ impl Coda {
         if let Some(e) = g.failed {
             return Err(e);
         }
+        if let Some(tok) = &g.looped {
+            return Err(ToolError::Coda(CodaError::InvalidResponse {
+                status: 200,
+                reason: loop_note(tok),
+            }));
+        }
         Ok((g.items, g.capped))
     }
 
@@ -730,7 +884,12 @@ impl Coda {
             failed: None,
             href: None,
             last_next: None,
+            looped: None,
         };
+        // Every Coda token followed (or started from): one seen again means
+        // Coda is leading the list in a circle.
+        let mut seen: std::collections::HashSet<String> =
+            start.coda_token.iter().cloned().collect();
         let mut at = start;
         let mut first = true;
         loop {
@@ -823,6 +982,10 @@ impl Coda {
                 });
             match next {
                 None => return Ok(g),
+                Some(n) if n.coda_token.as_ref().is_some_and(|t| seen.contains(t)) => {
+                    g.looped = n.coda_token;
+                    return Ok(g);
+                }
                 Some(n) if cap == 0 => {
                     g.next = Some(n);
                     return Ok(g);
@@ -836,6 +999,7 @@ impl Coda {
                         return Ok(g);
                     }
                     call::progress(g.items.len() as f64, None, "listing").await;
+                    seen.extend(n.coda_token.clone());
                     at = n;
                 }
             }
@@ -870,6 +1034,7 @@ impl Coda {
             _ => None,
         };
         let top = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_owned);
+        let note = queued_note(request_id.as_slice(), mutation.as_ref());
         Ok(MutationOutput {
             id: top("id"),
             row_id: top("rowId"),
@@ -879,6 +1044,7 @@ impl Coda {
             mutation,
             verification: None,
             preview: None,
+            note,
         })
     }
 
@@ -1013,13 +1179,28 @@ fn smaller_limit(req: &ApiRequest) -> Option<ApiRequest> {
 /// [`row_query`] knowing the table's columns: a column whose *name* is
 /// `column` is quoted as a name even when it looks like an id (`c-…`).
 pub fn row_query_in(columns: &[Value], column: &str, value: &Value) -> ToolResult<String> {
-    let named = columns
+    let same_name: Vec<&str> = columns
         .iter()
-        .any(|c| c.get("name").and_then(Value::as_str) == Some(column));
-    let is_id = !named
-        && columns
-            .iter()
-            .any(|c| c.get("id").and_then(Value::as_str) == Some(column));
+        .filter(|c| c.get("name").and_then(Value::as_str) == Some(column))
+        .filter_map(|c| c.get("id").and_then(Value::as_str))
+        .collect();
+    let is_id = columns
+        .iter()
+        .any(|c| c.get("id").and_then(Value::as_str) == Some(column));
+    // Coda reads a quoted name in a query as a name: a shared one would
+    // filter on an arbitrary column of them.
+    if same_name.len() > 1 {
+        return Err(ToolError::ambiguous(
+            "filter.column",
+            column,
+            "column",
+            "the table",
+            &same_name,
+            false,
+        ));
+    }
+    let named = !same_name.is_empty();
+    let is_id = !named && is_id;
     if named || is_id {
         let col = if is_id {
             column.to_owned()

@@ -30,6 +30,10 @@ use crate::ratelimit::RequestClass;
 
 /// Pages whose content `coda_search_pages` reads at the same time.
 const SEARCH_CONCURRENCY: usize = 4;
+/// Matches `coda_search_pages` returns unless `limit` says otherwise.
+pub const DEFAULT_SEARCH_RESULTS: usize = 100;
+/// Most matches `coda_search_pages` returns, whatever `limit` says.
+pub const MAX_SEARCH_RESULTS: usize = 1000;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -324,6 +328,9 @@ pub struct SearchPagesParams {
     /// Also search page bodies (plain text, no export).
     #[serde(default)]
     pub include_content: bool,
+    /// Most matches to return (default 100, at most 1000; fewer when they would pass the result budget).
+    #[schemars(range(min = 1))]
+    pub limit: Option<usize>,
 }
 
 /// The shape of coda-enhanced's page search (`items`, `searchQuery`,
@@ -344,8 +351,11 @@ pub struct SearchPagesOutput {
     pub pages_searched: usize,
     /// Pages whose body could not be read (e.g. embeds, sync pages).
     pub content_errors: usize,
-    /// Some matches were left out to stay within the result budget (narrow the query).
+    /// Some matches were left out (limit or the result budget): narrow the query.
     pub truncated: bool,
+    /// Set when matches were left out: how many, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Render plain-text elements as light markdown (headings, lists, quotes).
@@ -379,17 +389,23 @@ pub fn render_plain(items: &[Value]) -> String {
 }
 
 impl Coda {
-    /// The id of the page a write names: `raw` itself when it is a page id,
+    /// The id of the page a call names: `raw` itself when it is a page id,
     /// else the one page called `raw`. Coda picks an arbitrary page when
     /// several share a name, so a name that matches several (or none) is
-    /// refused, with the candidates.
-    pub async fn page_for_write(
+    /// refused, with the candidates. A read (`write` false) takes an
+    /// id-shaped value (`canvas-…`) as it is, saving a request; a write
+    /// always checks.
+    pub async fn page_id(
         &self,
         d: &str,
         raw: &str,
         arg: &str,
+        write: bool,
         deadline: Instant,
     ) -> ToolResult<String> {
+        if !write && super::id_shaped(raw, &["canvas-"]) {
+            return Ok(raw.to_owned());
+        }
         let req = ApiRequest::get(&["docs", d, "pages", raw]);
         let page = match self.client.send(&req, deadline).await {
             Ok(r) => r.body,
@@ -426,13 +442,13 @@ impl Coda {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .ok_or_else(|| ToolError::arg(arg, format!("no page {raw:?} in doc {d}"))),
-            _ => Err(ToolError::arg(
+            _ => Err(ToolError::ambiguous(
                 arg,
-                format!(
-                    "{} pages of doc {d} are named {raw:?} ({}); Coda would write an arbitrary one, so nothing was sent: give the page id",
-                    ids.len(),
-                    ids.iter().take(10).copied().collect::<Vec<_>>().join(", ")
-                ),
+                raw,
+                "page",
+                &format!("doc {d}"),
+                &ids,
+                false,
             )),
         }
     }
@@ -1095,6 +1111,13 @@ impl Coda {
             let d = doc_id(&p.doc_id)?;
             let needle = p.query.to_lowercase();
             required("query", &needle)?;
+            if p.limit == Some(0) {
+                return Err(ToolError::arg("limit", "must be at least 1"));
+            }
+            let limit = p
+                .limit
+                .unwrap_or(DEFAULT_SEARCH_RESULTS)
+                .min(MAX_SEARCH_RESULTS);
             let dl = c.deadline();
             let (pages, _) = c
                 .list_all(
@@ -1167,8 +1190,30 @@ impl Coda {
             let mut items = by_name;
             items.append(&mut by_content);
             let total_found = items.len();
-            items.truncate(super::items_within(&items, c.cfg.max_result_bytes));
+            items.truncate(limit);
+            // Room for the other fields and the query beside the items.
+            let budget = c.cfg.max_result_bytes;
+            let room = budget.saturating_sub(400 + p.query.len());
+            items.truncate(super::items_within(&items, room));
+            let note = (items.len() < total_found).then(|| {
+                let why = if items.len() < limit.min(total_found) {
+                    format!("to stay within the result budget ({budget} bytes)")
+                } else {
+                    format!("past limit ({limit})")
+                };
+                format!(
+                    "{} of {total_found} matching pages returned, {} left out {why}: use a longer query{}",
+                    items.len(),
+                    total_found - items.len(),
+                    if limit < MAX_SEARCH_RESULTS && why.starts_with("past") {
+                        " or a higher limit"
+                    } else {
+                        ""
+                    }
+                )
+            });
             Reply::json(SearchPagesOutput {
+                note,
                 truncated: items.len() < total_found,
                 items,
                 search_query: p.query,

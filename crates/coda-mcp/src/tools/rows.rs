@@ -18,7 +18,7 @@ use super::checks::{self, MAX_VERIFY_ROWS, Verification};
 use super::error::{ToolError, ToolResult};
 use super::{
     Coda, ListOutput, MAX_FETCH_ALL_CAP, MutationOutput, MutationState, Object, PageArgs, Reply,
-    input, output, required, row_query_in, run,
+    input, output, queued_note, required, row_query_in, run,
 };
 use crate::call;
 use crate::client::ApiRequest;
@@ -299,6 +299,9 @@ pub struct RowsWriteOutput {
     /// A later request failed: what was accepted, what may have been written and what was not sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Present when Coda queued the writes and they are not known to be applied yet: they stand (do not resend them) and how to learn when they are applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One row of a bulk update, with coda-enhanced's keys.
@@ -334,6 +337,9 @@ pub struct BulkUpdateOutput {
     /// The upsert path stopped at a failed request: which updates were accepted, which may have been applied, which were not sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Present when Coda queued the writes and they are not known to be applied yet: they stand (do not resend them) and how to learn when they are applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation: Option<MutationState>,
     /// Present when `verify` was true.
@@ -357,6 +363,9 @@ pub struct DeleteRowsOutput {
     /// A later request failed; deletedRowIds lists what was accepted before it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Present when Coda queued the writes and they are not known to be applied yet: they stand (do not resend them) and how to learn when they are applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Rows not deleted: their request was refused by Coda, or not sent because an earlier one failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_deleted_row_ids: Vec<String>,
@@ -507,6 +516,7 @@ impl Coda {
             rows_outcome_unknown: 0,
             rows_not_sent: 0,
             error: None,
+            note: None,
         };
         let total = chunks.len();
         for chunk in chunks {
@@ -568,6 +578,7 @@ impl Coda {
         if wait {
             out.mutation = Some(self.wait_all(&out.request_ids, dl).await);
         }
+        out.note = queued_note(&out.request_ids, out.mutation.as_ref());
         if verify {
             let mut v = Verification::default();
             if key_columns.is_some() {
@@ -671,14 +682,13 @@ impl Coda {
                 arg,
                 format!("no row of table {t} has the display value {raw:?}"),
             )),
-            _ => Err(ToolError::arg(
+            _ => Err(ToolError::ambiguous(
                 arg,
-                format!(
-                    "{}{} rows of table {t} are named {raw:?} ({}); Coda would write an arbitrary one, so nothing was sent: give the row id",
-                    ids.len(),
-                    if more { "+" } else { "" },
-                    ids.join(", ")
-                ),
+                raw,
+                "row",
+                &format!("table {t}"),
+                &ids,
+                more,
             )),
         }
     }
@@ -1091,6 +1101,7 @@ impl Coda {
             if p.wait {
                 out.mutation = Some(c.wait_all(&out.request_ids, dl).await);
             }
+            out.note = queued_note(&out.request_ids, out.mutation.as_ref());
             Reply::json(out)
         })
         .await
@@ -1137,6 +1148,7 @@ impl Coda {
                     results: Vec::new(),
                     request_ids: w.request_ids,
                     error: w.error,
+                    note: w.note,
                     mutation: w.mutation,
                     verification: w.verification,
                 });
@@ -1227,6 +1239,7 @@ impl Coda {
                 None
             };
             let successful = results.iter().filter(|r| r.success).count();
+            let note = queued_note(&ids, mutation.as_ref());
             Reply::json(BulkUpdateOutput {
                 total_updates: total,
                 successful,
@@ -1234,6 +1247,7 @@ impl Coda {
                 results,
                 request_ids: Vec::new(),
                 error: None,
+                note,
                 mutation,
                 verification,
             })
@@ -1263,6 +1277,15 @@ impl Coda {
                     c.deadline(),
                 )
                 .await?;
+            let column = c
+                .column_id(
+                    &d,
+                    &p.table_id_or_name,
+                    &p.column_id_or_name,
+                    "columnIdOrName",
+                    c.deadline(),
+                )
+                .await?;
             let req = ApiRequest::new(
                 Method::POST,
                 &[
@@ -1273,7 +1296,7 @@ impl Coda {
                     "rows",
                     &row,
                     "buttons",
-                    &p.column_id_or_name,
+                    &column,
                 ],
             )
             .class(RequestClass::DocContentWrite);

@@ -431,13 +431,22 @@ impl Coda {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
             required("columnIdOrName", &p.column_id_or_name)?;
+            let column = c
+                .column_id(
+                    &d,
+                    &p.table_id_or_name,
+                    &p.column_id_or_name,
+                    "columnIdOrName",
+                    c.deadline(),
+                )
+                .await?;
             let req = ApiRequest::get(&[
                 "docs",
                 &d,
                 "tables",
                 &p.table_id_or_name,
                 "columns",
-                &p.column_id_or_name,
+                &column,
             ]);
             c.object(req).await
         })

@@ -194,6 +194,9 @@ struct State {
     drop_on_write: Vec<String>,
     /// (method, path substring, delay): answer matching requests late.
     delays: Vec<(String, String, Duration)>,
+    /// List paths whose every page says `nextPageToken: "tok-loop"`: the
+    /// same token forever (a Coda bug, played).
+    looping: Vec<String>,
     counter: usize,
     requests: Vec<Recorded>,
     base_url: String,
@@ -488,6 +491,42 @@ impl FakeCoda {
                 });
             }
         });
+    }
+
+    /// Add an empty table `id` called `name` to doc1, with the columns of
+    /// `grid-tasks` (names may repeat: Coda uses an arbitrary one then).
+    pub fn add_table_named(&self, id: &str, name: &str) {
+        self.with(|s| {
+            let base = s.tables[0].clone();
+            s.tables.push(TableRec {
+                id: id.into(),
+                name: name.into(),
+                rows: Vec::new(),
+                ..base
+            });
+        });
+    }
+
+    /// Add column `id` called `name` (of `kind`) to `table`; rows hold no
+    /// value for it.
+    pub fn add_column(&self, table: &str, id: &str, name: &str, kind: &str) {
+        self.with(|s| {
+            let t = s.tables.iter_mut().find(|t| t.id == table).unwrap();
+            t.columns.push(ColumnRec {
+                id: id.into(),
+                name: name.into(),
+                kind: kind.into(),
+                display: false,
+                calculated: false,
+            });
+        });
+    }
+
+    /// Every page of the list at `path` (e.g. `/docs/doc1/pages`) says
+    /// `nextPageToken: "tok-loop"`, which gives the second page, which
+    /// says `tok-loop` again.
+    pub fn loop_page_token(&self, path: &str) {
+        self.with(|s| s.looping.push(path.into()));
     }
 
     /// Drop the cells of column `col_id` from every row update: the row
@@ -1189,7 +1228,17 @@ fn list_body(
     query: &[(String, String)],
     with_href: bool,
 ) -> Reply {
-    let (page, next) = paginate(s, path, items, query);
+    let (page, mut next) = paginate(s, path, items, query);
+    if s.looping.iter().any(|p| p == path) {
+        // The token gives the second page, whose next token is itself.
+        let orig = effective(s, query);
+        let limit = q(&orig, "limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(25usize)
+            .clamp(1, s.max_page.max(1));
+        s.tokens.insert("tok-loop".into(), (orig, limit));
+        next = Some("tok-loop".into());
+    }
     let mut body = json!({"items": page});
     if with_href {
         body["href"] = json!(format!("{}{path}", s.base_url));
