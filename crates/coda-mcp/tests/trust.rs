@@ -4,7 +4,9 @@
 //! applied; a write Coda queued (202) read like a finished one; a list
 //! whose page token Coda repeated was read in a circle until `maxItems`
 //! (duplicates) or the deadline; `Retry-After: 0` was retried at once, in
-//! a loop; `coda_search_pages` had no count bound and no note when it cut.
+//! a loop; `coda_search_pages` had no count bound and no note when it cut;
+//! `coda_peek_page` returned as many lines as `numLines` asked, whatever
+//! their size.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -186,5 +188,33 @@ async fn coda_search_pages_returns_at_most_limit_matches_within_the_budget_with_
     let v = h.ok("coda_search_pages", q).await;
     assert_eq!(v["items"].as_array().unwrap().len(), 100);
     assert!(v["note"].as_str().unwrap().contains("100 of 150"), "{v}");
+    h.close().await;
+}
+
+#[tokio::test]
+async fn coda_peek_page_stays_within_the_result_budget_whatever_num_lines_asks() {
+    let h = start(&["--max-result-bytes", "20000"]).await;
+    h.fake
+        .insert_line("canvas-overview", &"a long line ".repeat(6000));
+    for format in ["plainText", "markdown"] {
+        let r = h
+            .call(
+                "coda_peek_page",
+                json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "numLines": 100_000, "format": format}),
+            )
+            .await;
+        let v = r.structured_content.clone().unwrap();
+        assert!(
+            v.to_string().len() <= 20_000,
+            "{format}: {}",
+            v.to_string().len()
+        );
+        assert!(text(&r).len() <= 10_000, "{format}: {}", text(&r).len());
+        assert_eq!(v["truncated"], true, "{format}");
+        assert!(
+            v["content"].as_str().unwrap().starts_with("a long line"),
+            "{format}"
+        );
+    }
     h.close().await;
 }

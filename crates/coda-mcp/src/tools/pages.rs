@@ -358,6 +358,20 @@ pub struct SearchPagesOutput {
     pub note: Option<String>,
 }
 
+/// The longest head of `s` of at most `room` bytes (whole characters), and
+/// whether anything was cut.
+fn head_within(mut s: String, room: usize) -> (String, bool) {
+    if s.len() <= room {
+        return (s, false);
+    }
+    let mut cut = room;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    (s, true)
+}
+
 /// Render plain-text elements as light markdown (headings, lists, quotes).
 pub fn render_plain(items: &[Value]) -> String {
     let mut out = Vec::with_capacity(items.len());
@@ -874,7 +888,8 @@ impl Coda {
                         ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name, "content"])
                             .query("contentFormat", "plainText")
                             .query("limit", p.num_lines.min(500));
-                    let (items, more) = c.list_all(req, p.num_lines, dl).await?;
+                    // The budget below cuts long before COMPOSITE_CAP lines.
+                    let (items, more) = c.list_all(req, p.num_lines.min(COMPOSITE_CAP), dl).await?;
                     // Coda may return more than asked (whole pages).
                     let more = more || items.len() > p.num_lines;
                     let items = &items[..items.len().min(p.num_lines)];
@@ -898,6 +913,10 @@ impl Coda {
                     )
                 }
             };
+            // The content goes out twice (JSON and text): each copy gets
+            // half the result budget, whatever numLines asks for.
+            let (content, cut) = head_within(content, c.cfg.max_result_bytes / 2);
+            let truncated = truncated || cut;
             let text = content.clone();
             Reply::with_text(
                 PageContentOutput {
