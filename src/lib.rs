@@ -45,7 +45,8 @@
 //!   carried into the `_meta` of the messages it holds.
 //! - [`session`]: session-era sessions: CSPRNG ids, negotiated version,
 //!   their streams, idle expiry and the session cap.
-//! - [`http`]: the accept loop and one front-end per protocol era:
+//! - [`http`]: the accept loop (`http::listener`, shared by single and
+//!   named servers) and one front-end per protocol era:
 //!   Streamable HTTP with sessions (2025-03-26 … 2025-11-25), the legacy
 //!   HTTP+SSE transport (2024-11-05), stateless Streamable HTTP
 //!   (2026-07-28), and health endpoints.

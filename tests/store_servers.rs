@@ -1003,6 +1003,158 @@ async fn reload_cannot_keep_a_removed_key_alive_on_the_retiring_generation() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression: a call on a retiring generation's session was
+/// authenticated twice (once against the current key list, once by the
+/// old generation), and the audit log recorded two `auth.success` for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_a_retiring_generation_is_audited_once() {
+    let dir = tempdir("retiring-audit");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let db = dir.join("secrets.db");
+    let store = Arc::new(
+        Store::open(
+            db.to_str().unwrap(),
+            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap(),
+    );
+    store
+        .set(
+            &SecretRef::new("api-key:bravo", "dump", "tok"),
+            &Secret::new(b"v".to_vec()),
+        )
+        .await
+        .unwrap();
+    let keys = dir.join("keys");
+    std::fs::write(&keys, format!("bravo: {K2}\n")).unwrap();
+    let keys = keys.to_str().unwrap().to_string();
+    let audit = dir.join("audit.jsonl");
+    let with_audit = |generation| {
+        let mut c = load(&dir, &dump_toml(&db, &dumps, &keys, generation)).unwrap();
+        c.base.audit_log = Some(audit.clone());
+        c
+    };
+    let p = start(with_audit(1), Some(store.clone())).await;
+    let url = format!("{}/servers/dump/mcp", p.base);
+    let mut bravo = authed(&url, K2);
+    bravo.initialize("2025-11-25", json!({})).await;
+    let report = p.set.reload(with_audit(2)).unwrap();
+    assert_eq!(report.changed, ["dump"]);
+    let (_, health) = p.get("/health").await;
+    assert_eq!(health["retiring"], 1, "{health}");
+
+    let successes = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"auth.success\""))
+            .count()
+    };
+    // Records reach the file from a writer thread within milliseconds; a
+    // second record of the same call is queued before its answer, with
+    // the first.
+    let settled = |at_least: usize| async move {
+        assert!(
+            eventually_async(|| async { successes() >= at_least }).await,
+            "no auth.success in the audit log"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        successes()
+    };
+    let before = settled(1).await;
+    let call = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"pid","arguments":{}}});
+    assert_eq!(bravo.post(&call).await.status(), 200);
+    assert_eq!(
+        settled(before + 1).await,
+        before + 1,
+        "one call, one auth.success"
+    );
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Regression: named servers had an accept loop of their own without the
+/// single server's protections: no `--max-connections`, no header-read or
+/// idle timeout, and no peer address on requests, so wrong keys were never
+/// rate-limited (401 forever, never 429) and the audit log recorded no
+/// `auth.*` event at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_have_the_same_front_door_as_a_single_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempdir("front-door");
+    let keys = dir.join("keys");
+    std::fs::write(&keys, format!("alpha: {K1}\n")).unwrap();
+    let audit = dir.join("audit.jsonl");
+    let mut config = load(
+        &dir,
+        &format!(
+            "[auth]\napi_key_file = {keys:?}\n[[server]]\nname = \"ev\"\ncommand = [{:?}]\n",
+            example("everything")
+        ),
+    )
+    .unwrap();
+    config.base.audit_log = Some(audit.clone());
+    config.base.max_connections = 4;
+    config.base.header_read_timeout = Duration::from_secs(3);
+    let p = start(config, None).await;
+    let addr = p.base.trim_start_matches("http://").to_string();
+
+    // Wrong keys: refused, then rate-limited, and audited.
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let r = http
+            .post(format!("{}/servers/ev/mcp", p.base))
+            .header("authorization", format!("Bearer wrong-key-0123456789-{i}"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses[0], 401);
+    assert!(statuses.contains(&429), "never rate-limited: {statuses:?}");
+    assert!(
+        eventually_async(|| async {
+            std::fs::read_to_string(&audit)
+                .unwrap_or_default()
+                .contains("\"auth.failure\"")
+        })
+        .await,
+        "no auth.failure in the audit log"
+    );
+
+    // --max-connections: four idle connections hold every slot; a fifth
+    // is closed at once, long before the header-read timeout.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut buf))
+        .await
+        .expect("the fifth connection was not closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    drop(idle);
+
+    // A request head that never ends is cut after --header-read-timeout.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(15), slow.read(&mut buf))
+        .await
+        .expect("a request head that never ended kept its connection");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Regression: a per-principal (2026-07-28) child that crashed was
 /// restarted with the environment it was first given, so a credential
 /// deleted from the store meanwhile kept reaching it.

@@ -255,6 +255,27 @@ impl Authenticator {
         headers: &HeaderMap,
         peer: Option<IpAddr>,
     ) -> Result<Principal, AuthRefusal> {
+        self.check(headers, peer, true).await
+    }
+
+    /// Authenticates as [`Authenticator::authenticate`] does, but records
+    /// no `auth.success`: for a request that another authenticator (a
+    /// retiring generation's) authenticates, and audits, next. Failures
+    /// are recorded, since nothing else will see the request.
+    pub async fn recheck(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<(), AuthRefusal> {
+        self.check(headers, peer, false).await.map(drop)
+    }
+
+    async fn check(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        record_success: bool,
+    ) -> Result<Principal, AuthRefusal> {
         if !self.is_enabled() {
             return Ok(Principal::anonymous());
         }
@@ -270,7 +291,7 @@ impl Authenticator {
         let result = self.identify(headers).await;
         match &result {
             Ok(p) => {
-                if let Some(ip) = ip {
+                if let Some(ip) = ip.filter(|_| record_success) {
                     self.audit.auth_success(p, ip);
                 }
             }

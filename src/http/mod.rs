@@ -1,6 +1,6 @@
-//! HTTP: the accept loop, routing, and what every request goes through.
+//! HTTP: routing, and what every request goes through.
 //!
-//! Owns: connections (HTTP/1.1 and HTTP/2, graceful drain), routing by
+//! Owns: serving one [`App`] (connections themselves are [`listener`]'s), routing by
 //! path and method, the checks every MCP request passes first (Host,
 //! Origin, fetch metadata, then authentication to a [`Principal`] carried
 //! in the request's extensions), CORS, body limits, `Accept` negotiation,
@@ -18,13 +18,12 @@
 //! in [`crate::error`] only.
 
 pub mod legacy;
+pub mod listener;
 pub mod modern;
 pub mod response;
 pub mod streamable;
 pub mod tool_headers;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -33,14 +32,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, debug_span, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::audit::Audit;
 use crate::auth::{Access, AuthMethod, Authenticator, Principal};
@@ -59,10 +56,7 @@ use response::json_response;
 /// Consecutive spawn failures after which `/ready` reports 503.
 const SPAWN_FAILURES_NOT_READY: u32 = 3;
 
-/// The TCP peer of a connection, put in each request's extensions by the
-/// accept loop (authentication rate-limits by it).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+pub use listener::{ListenLimits, PeerAddr};
 
 /// The principal of a request, as authenticated in [`App::handle`]. A
 /// request that somehow skipped authentication is nobody: it owns nothing
@@ -945,295 +939,23 @@ pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
     (sse, json)
 }
 
-/// Per-connection limits, from the configuration.
-#[derive(Debug, Clone, Copy)]
-struct ConnLimits {
-    /// A new connection must deliver a whole request head this soon.
-    header_read: Duration,
-    /// A connection with no bytes moving and no request being handled is
-    /// closed after this.
-    idle: Duration,
-}
-
-impl ConnLimits {
-    /// How often a connection's timers are checked.
-    fn tick(&self) -> Duration {
-        (self.header_read.min(self.idle) / 4)
-            .clamp(Duration::from_millis(20), Duration::from_secs(1))
-    }
-
-    /// Why the connection must be closed now, if it must.
-    fn expired(&self, a: &Activity) -> Option<&'static str> {
-        if a.requests.load(Ordering::Relaxed) == 0 && a.born.elapsed() > self.header_read {
-            Some("no complete request head within --header-read-timeout")
-        } else if a.in_flight.load(Ordering::Relaxed) == 0 && a.idle_for() > self.idle {
-            Some("idle for --connection-idle-timeout")
-        } else {
-            None
-        }
-    }
-}
-
-/// When a connection last moved bytes, and how many requests it has in
-/// the handler, for the idle and header-read timeouts.
-struct Activity {
-    born: Instant,
-    /// Milliseconds after `born` of the last read or write that moved bytes.
-    last_ms: std::sync::atomic::AtomicU64,
-    /// Requests whose handler is running.
-    in_flight: std::sync::atomic::AtomicUsize,
-    /// Requests whose head was read (the handler was called).
-    requests: std::sync::atomic::AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            born: Instant::now(),
-            last_ms: Default::default(),
-            in_flight: Default::default(),
-            requests: Default::default(),
-        }
-    }
-
-    fn mark(&self) {
-        self.last_ms
-            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.born.elapsed().saturating_sub(last)
-    }
-}
-
-/// Decrements the in-flight count when a handler finishes or is dropped.
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.mark();
-    }
-}
-
-/// The TCP stream, recording when bytes move.
-struct Tracked {
-    inner: tokio::net::TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl tokio::io::AsyncRead for Tracked {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.mark();
-        }
-        r
-    }
-}
-
-impl tokio::io::AsyncWrite for Tracked {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.mark();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let r = std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.mark();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Log lines about refused or timed-out connections: an attacker decides
-/// their rate.
-fn conn_log_limit() -> crate::logging::RateLimit {
-    crate::logging::RateLimit::new(20, 2)
-}
-
-/// Accepts connections until `shutdown`, then drains: SSE streams are
-/// ended first (an open one never finishes by itself), then in-flight
+/// Accepts connections until `shutdown` (see [`listener::accept`] for
+/// the caps and timeouts every connection gets), then drains: SSE streams
+/// are ended first (an open one never finishes by itself), then in-flight
 /// requests get up to the grace period, then children are stopped.
-///
-/// Every connection counts against `--max-connections` from accept, before
-/// any authentication; past the cap new connections are closed at once.
-/// A connection that has not sent a complete request head within
-/// `--header-read-timeout` of being accepted, or that moves no bytes and
-/// has no request in the handler for `--connection-idle-timeout`, is closed.
-/// Later request heads on a keep-alive connection must complete within
-/// `--connection-idle-timeout` (hyper's HTTP/1 header timer).
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let limits = ConnLimits {
-        header_read: app.config.header_read_timeout,
-        idle: app.config.connection_idle_timeout,
-    };
-    // hyper's HTTP/1 header timer (off without a timer) starts whenever the
-    // connection waits for a request head, so it also closes an idle
-    // keep-alive connection: it gets the idle timeout, and the first head
-    // gets the stricter `header_read` below. A short value here would cut
-    // keep-alive connections that clients reuse for their next POST.
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.idle);
-    let slots = Arc::new(tokio::sync::Semaphore::new(app.config.max_connections));
-    let connections = tokio_util::task::TaskTracker::new();
-    let drain = CancellationToken::new();
-    let refusals = conn_log_limit();
-    let timeouts = Arc::new(conn_log_limit());
     let reaper = tokio::spawn(reap_idle(app.clone(), shutdown.clone()));
-    loop {
-        let (stream, peer) = tokio::select! {
-            conn = listener.accept() => match conn {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Closed at once (RST-free close): the client sees the refusal
-            // instead of waiting in the backlog.
-            drop(stream);
-            if let Some(dropped) = refusals.admit() {
-                warn!(
-                    %peer,
-                    max = app.config.max_connections,
-                    not_logged = dropped,
-                    "connection limit reached; closed a new connection (--max-connections)"
-                );
-            }
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Tracked {
-            inner: stream,
-            activity: activity.clone(),
-        });
-        let svc_app = app.clone();
-        let svc_activity = activity.clone();
-        let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let app = svc_app.clone();
-            req.extensions_mut().insert(PeerAddr(peer));
-            svc_activity.requests.fetch_add(1, Ordering::Relaxed);
-            svc_activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            let in_flight = InFlight(svc_activity.clone());
-            let span = debug_span!("request", method = %req.method(), path = %req.uri().path());
-            async move {
-                let _in_flight = in_flight;
-                Ok::<_, Infallible>(app.handle(req).await)
-            }
-            .instrument(span)
-        });
-        let conn = builder.serve_connection(io, svc).into_owned();
-        let drain = drain.clone();
-        let log_limit = timeouts.clone();
-        connections.spawn(
-            async move {
-                // Held for the connection's life: its slot under --max-connections.
-                let _permit = permit;
-                let mut conn = std::pin::pin!(conn);
-                let mut ticks = tokio::time::interval(limits.tick());
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut draining = false;
-                loop {
-                    tokio::select! {
-                        r = conn.as_mut() => {
-                            match r {
-                                Ok(()) => {}
-                                // hyper's header timer: a slow request head
-                                // or an idle keep-alive connection.
-                                Err(e) if e
-                                    .downcast_ref::<hyper::Error>()
-                                    .is_some_and(hyper::Error::is_timeout) =>
-                                {
-                                    if let Some(dropped) = log_limit.admit() {
-                                        info!(
-                                            reason = "idle, or a request head slower than --connection-idle-timeout",
-                                            not_logged = dropped,
-                                            "closed a connection"
-                                        );
-                                    }
-                                }
-                                Err(e) => debug!(error = %e, "connection ended with an error"),
-                            }
-                            return;
-                        }
-                        _ = drain.cancelled(), if !draining => {
-                            draining = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        _ = ticks.tick() => {
-                            let Some(why) = limits.expired(&activity) else { continue };
-                            if let Some(dropped) = log_limit.admit() {
-                                info!(reason = why, not_logged = dropped, "closed a connection");
-                            }
-                            // Dropping the connection closes the socket.
-                            return;
-                        }
-                    }
-                }
-            }
-            .instrument(debug_span!("conn", %peer)),
-        );
-    }
-    drop(listener);
+    let handler = {
+        let app = app.clone();
+        move |req| app.clone().handle(req)
+    };
+    let connections =
+        listener::accept(listener, ListenLimits::of(&app.config), handler, &shutdown).await;
     info!("shutting down: no longer accepting connections");
     app.shutting_down.store(true, Ordering::Relaxed);
     app.streams_cancel.cancel();
-    drain.cancel();
-    connections.close();
     let grace = app.config.child.grace;
-    if tokio::time::timeout(grace, connections.wait())
-        .await
-        .is_err()
-    {
+    if !connections.drain(grace).await {
         warn!(
             grace_ms = grace.as_millis() as u64,
             "connections still open after the grace period; closing them"

@@ -25,24 +25,21 @@
 //! A file with an error is refused and the running set stays as it was.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, debug_span, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{Config, Mode};
 use crate::config_file::{ServerSpec, ServersConfig};
 use crate::error::ProxyError;
-use crate::http::App;
 use crate::http::response::json_response;
+use crate::http::{App, ListenLimits};
 use crate::sse::Body;
 use crate::store::{ChildSecrets, Store};
 
@@ -380,7 +377,9 @@ impl ServerSet {
             .extensions()
             .get::<crate::http::PeerAddr>()
             .map(|p| p.0.ip());
-        app.auth.authenticate(req.headers(), peer).await?;
+        // The retiring generation authenticates the request again (its
+        // principal is the one its sessions know) and records it.
+        app.auth.recheck(req.headers(), peer).await?;
         Ok(())
     }
 
@@ -581,42 +580,13 @@ pub async fn run_until(
     let _duties = crate::shutdown::start_duties(&set.base.child.children, hurry, false);
     set.start_shared(&set.names());
     let retire = tokio::spawn(set.clone().retire_loop());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, peer) = tokio::select! {
-            conn = listener.accept() => match conn {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
+    let handler = {
         let set = set.clone();
-        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let set = set.clone();
-            let span = debug_span!("request", method = %req.method(), path = %req.uri().path());
-            async move { Ok::<_, Infallible>(set.handle(req).await) }.instrument(span)
-        });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
-        tokio::spawn(
-            async move {
-                if let Err(e) = conn.await {
-                    debug!(error = %e, "connection ended with an error");
-                }
-            }
-            .instrument(debug_span!("conn", %peer)),
-        );
-    }
-    drop(listener);
+        move |req| set.clone().handle(req)
+    };
+    let connections =
+        crate::http::listener::accept(listener, ListenLimits::of(&set.base), handler, &shutdown)
+            .await;
     info!("shutting down: no longer accepting connections");
     set.shutting_down.store(true, Ordering::Relaxed);
     let all: Vec<Arc<App>> = {
@@ -634,10 +604,7 @@ pub async fn run_until(
         app.streams_cancel.cancel();
     }
     let grace = set.base.child.grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if !connections.drain(grace).await {
         warn!(
             grace_ms = grace.as_millis() as u64,
             "connections still open after the grace period; closing them"
