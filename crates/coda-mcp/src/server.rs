@@ -236,6 +236,13 @@ impl CodaServer {
                 args.insert(key.to_owned(), Value::String(id));
             }
         }
+        // A new page's parent: a write, so always checked.
+        if let Some(Value::String(raw)) = args.get("parentPageId")
+            && !raw.trim().is_empty()
+        {
+            let id = self.coda.page_id(&d, raw, "parentPageId", true, dl).await?;
+            args.insert("parentPageId".to_owned(), Value::String(id));
+        }
         for key in ["tableIdOrName", "table_id_or_name"] {
             if let Some(Value::String(raw)) = args.get(key)
                 && !raw.trim().is_empty()

@@ -1,5 +1,5 @@
-//! Regression: a table, a column, or a page read, named by a name that
-//! several share went to Coda as the name, and Coda uses an arbitrary one
+//! Regression: a table, a column, a page read or a new page's parent, or
+//! a row read, named by a name that several share went to Coda as the name, and Coda uses an arbitrary one
 //! of them ("an arbitrary one will be selected"): a read showed another
 //! table's rows, a write changed another table or column. Every tool that
 //! takes a table, column or page by name now finds the one object of that
@@ -110,6 +110,17 @@ async fn a_page_read_by_a_name_two_pages_share_is_refused_with_both_ids() {
         .as_str()
         .unwrap()
         .to_owned();
+    let e = h
+        .fails(
+            "coda_create_page",
+            json!({"docId": "doc1", "name": "Child", "parentPageId": "Overview"}),
+        )
+        .await;
+    assert!(
+        e.contains("`parentPageId`") && e.contains(&format!("(canvas-overview, {twin})")),
+        "{e}"
+    );
+    assert_eq!(h.fake.calls("POST", "/docs/doc1/pages").len(), 1);
     let base = json!({"docId": "doc1", "pageIdOrName": "Overview"});
     for (tool, extra) in [
         ("coda_get_page", json!({})),
@@ -209,6 +220,47 @@ async fn a_column_name_two_columns_share_is_refused_with_both_ids() {
     .await;
     assert_eq!(h.fake.row_values("i-1").unwrap()["c-status2"], "Again");
     assert_eq!(h.fake.row_values("i-1").unwrap()["c-status"], "Done");
+    h.fake.assert_responses_match_spec();
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_row_read_by_a_name_two_rows_share_is_refused_with_both_ids() {
+    let h = start(&[]).await;
+    let twin = h
+        .ok(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "Build"}]}),
+        )
+        .await["addedRowIds"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let e = h
+        .fails(
+            "coda_get_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "Build"}),
+        )
+        .await;
+    assert!(
+        e.contains("`rowIdOrName`") && e.contains(&format!("(i-2, {twin})")),
+        "{e}"
+    );
+    // A unique name reads its row; an id is read with no lookup first.
+    let v = h
+        .ok(
+            "coda_get_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "Design"}),
+        )
+        .await;
+    assert_eq!(v["id"], "i-1");
+    let before = h.fake.requests().len();
+    h.ok(
+        "coda_get_row",
+        json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-3"}),
+    )
+    .await;
+    assert_eq!(h.fake.requests().len(), before + 1);
     h.fake.assert_responses_match_spec();
     h.close().await;
 }

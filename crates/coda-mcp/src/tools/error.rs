@@ -49,7 +49,7 @@ impl ToolError {
         Self::arg(
             arg,
             format!(
-                "{}{} {kind}s of {scope} are named {raw:?} ({}); Coda would use an arbitrary one, so nothing was sent: give the {kind} id",
+                "{}{} {kind}s of {scope} are named {raw:?} ({}); Coda would use an arbitrary one, so the call was refused and nothing was written: give the {kind} id",
                 ids.len(),
                 if more { "+" } else { "" },
                 shown.join(", ")

@@ -105,7 +105,7 @@ pub struct GetRowParams {
     /// Table id (grid-…), view id or name.
     #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Row id (i-…) or the display-column value (ambiguous names hit an arbitrary row).
+    /// Row id (i-…) or the display-column value (a value several rows share is refused, listing their ids).
     #[serde(alias = "row_id_or_name")]
     pub row_id_or_name: String,
     pub use_column_names: Option<bool>,
@@ -623,12 +623,11 @@ impl Coda {
         row_query_in(&cols, &f.column, &f.value)
     }
 
-    /// Re-read one row and compare it with the cells written.
-    /// The id of the row a write names: `raw` itself when it is a row id,
-    /// else the one row whose display value is `raw`. Coda writes an
+    /// The id of the row a call names: `raw` itself when it is a row id,
+    /// else the one row whose display value is `raw`. Coda uses an
     /// arbitrary row when several share a name, so a name that matches no
     /// row or several is refused, with the candidates.
-    pub(crate) async fn row_for_write(
+    pub(crate) async fn row_id(
         &self,
         d: &str,
         t: &str,
@@ -861,16 +860,23 @@ impl Coda {
             let d = doc_id(&p.doc_id)?;
             required("tableIdOrName", &p.table_id_or_name)?;
             required("rowIdOrName", &p.row_id_or_name)?;
-            let req = ApiRequest::get(&[
-                "docs",
-                &d,
-                "tables",
-                &p.table_id_or_name,
-                "rows",
-                &p.row_id_or_name,
-            ])
-            .query_opt("useColumnNames", p.use_column_names)
-            .query_opt("valueFormat", value_format(p.value_format));
+            // An id-shaped value is read as the id it looks like, with no
+            // lookup first; a name is checked for rows that share it.
+            let row = if super::id_shaped(&p.row_id_or_name, &["i-"]) {
+                p.row_id_or_name.clone()
+            } else {
+                c.row_id(
+                    &d,
+                    &p.table_id_or_name,
+                    &p.row_id_or_name,
+                    "rowIdOrName",
+                    c.deadline(),
+                )
+                .await?
+            };
+            let req = ApiRequest::get(&["docs", &d, "tables", &p.table_id_or_name, "rows", &row])
+                .query_opt("useColumnNames", p.use_column_names)
+                .query_opt("valueFormat", value_format(p.value_format));
             c.object(req).await
         })
         .await
@@ -955,7 +961,7 @@ impl Coda {
             let columns = c.columns(&d, &p.table_id_or_name, c.deadline()).await?;
             checks::check_cells(&columns, &cells, "values")?;
             let row = c
-                .row_for_write(
+                .row_id(
                     &d,
                     &p.table_id_or_name,
                     &p.row_id_or_name,
@@ -1004,7 +1010,7 @@ impl Coda {
             required("tableIdOrName", &p.table_id_or_name)?;
             required("rowIdOrName", &p.row_id_or_name)?;
             let row = c
-                .row_for_write(
+                .row_id(
                     &d,
                     &p.table_id_or_name,
                     &p.row_id_or_name,
@@ -1186,7 +1192,7 @@ impl Coda {
                     continue;
                 }
                 let started = std::time::Instant::now();
-                let row = match c.row_for_write(&d, t, &u.row_id_or_name, "rowIdOrName", dl).await {
+                let row = match c.row_id(&d, t, &u.row_id_or_name, "rowIdOrName", dl).await {
                     Ok(row) => row,
                     Err(e) => {
                         results.push(RowResult {
@@ -1269,7 +1275,7 @@ impl Coda {
             required("rowIdOrName", &p.row_id_or_name)?;
             required("columnIdOrName", &p.column_id_or_name)?;
             let row = c
-                .row_for_write(
+                .row_id(
                     &d,
                     &p.table_id_or_name,
                     &p.row_id_or_name,
