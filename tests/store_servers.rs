@@ -1155,6 +1155,84 @@ async fn named_servers_have_the_same_front_door_as_a_single_server() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression: with named servers, the RFC 9728 metadata URL that every
+/// 401 names (`/.well-known/oauth-protected-resource/servers/<name>/mcp`)
+/// answered 404, so OAuth clients could not discover the authorization
+/// server; and no server's metrics could be read at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_serve_their_resource_metadata_and_metrics() {
+    let dir = tempdir("metadata");
+    let keys = dir.join("keys");
+    std::fs::write(&keys, format!("alpha: {K1}\n")).unwrap();
+    let path = dir.join("proxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[auth]\napi_key_file = {keys:?}\n[[server]]\nname = \"ev\"\ncommand = [{:?}]\n",
+            example("everything")
+        ),
+    )
+    .unwrap();
+    let args = Args {
+        config: Some(path.to_string_lossy().into_owned()),
+        public_url: Some("https://mcp.example.com".into()),
+        auth_server: vec!["https://auth.example.com".into()],
+        metrics_auth: true,
+        ..Args::default()
+    };
+    let p = start(config_file::load(args, &|_| None).unwrap(), None).await;
+    let http = reqwest::Client::new();
+
+    let r = http
+        .post(format!("{}/servers/ev/mcp", p.base))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let url = challenge
+        .split("resource_metadata=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no resource_metadata in {challenge}"));
+    let local = url.replace("https://mcp.example.com", &p.base);
+    let r = http.get(&local).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{local}");
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["resource"], "https://mcp.example.com/servers/ev/mcp");
+    assert_eq!(doc["authorization_servers"][0], "https://auth.example.com");
+    let r = http
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/servers/nope/mcp",
+            p.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Metrics, per server, behind the key with --metrics-auth.
+    let metrics = format!("{}/servers/ev/metrics", p.base);
+    assert_eq!(http.get(&metrics).send().await.unwrap().status(), 401);
+    let r = http.get(&metrics).bearer_auth(K1).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("mcp_proxy_sessions_open"));
+    let r = http
+        .get(format!("{}/servers/nope/metrics", p.base))
+        .bearer_auth(K1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Regression: a per-principal (2026-07-28) child that crashed was
 /// restarted with the environment it was first given, so a credential
 /// deleted from the store meanwhile kept reaching it.

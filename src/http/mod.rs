@@ -571,13 +571,7 @@ impl App {
             (&Method::GET, p) if self.auth.metadata().is_some_and(|m| m.serves(p)) => {
                 return Ok(self.resource_metadata());
             }
-            (&Method::GET, "/metrics") => {
-                if c.metrics_auth {
-                    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
-                    self.auth.authenticate(req.headers(), peer).await?;
-                }
-                return Ok(self.metrics_response());
-            }
+            (&Method::GET, "/metrics") => return self.metrics_endpoint(&req).await,
             _ if !is_mcp => return Err(ProxyError::NotFound(path.to_string())),
             _ => {}
         }
@@ -718,6 +712,21 @@ impl App {
             "auth_modes": self.auth.config().modes(),
         });
         json_response(StatusCode::OK, body)
+    }
+
+    /// `GET /metrics` of this server (`/servers/<name>/metrics` for a named
+    /// one): the Host check, then, with `--metrics-auth`, authentication.
+    pub async fn metrics_endpoint(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<Response<Body>, ProxyError> {
+        self.access
+            .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))?;
+        if self.config.metrics_auth {
+            let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+            self.auth.authenticate(req.headers(), peer).await?;
+        }
+        Ok(self.metrics_response())
     }
 
     fn metrics_response(&self) -> Response<Body> {

@@ -391,14 +391,34 @@ impl ServerSet {
             (&Method::GET, "/ready") => return self.ready(),
             _ => {}
         }
+        // RFC 9728: a server's metadata is at the well-known path followed
+        // by its own (`/.well-known/oauth-protected-resource/servers/<name>/mcp`),
+        // the URL its 401 challenges name; its app serves it.
+        if req.method() == Method::GET
+            && let Some(name) = path
+                .strip_prefix(crate::auth::metadata::WELL_KNOWN)
+                .and_then(|p| p.strip_prefix("/servers/"))
+                .and_then(|p| p.split('/').next())
+        {
+            let app = self.read().get(name).map(|r| r.app.clone());
+            return match app {
+                Some(app) => app.handle(req).await,
+                None => ProxyError::NotFound(path.clone()).into_response(),
+            };
+        }
         let Some(rest) = path.strip_prefix("/servers/") else {
             return ProxyError::NotFound(path).into_response();
         };
         let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        if tail == "ready" && req.method() == Method::GET {
-            return match self.read().get(name) {
-                Some(r) => r.app.ready(),
+        if req.method() == Method::GET && (tail == "ready" || tail == "metrics") {
+            let app = self.read().get(name).map(|r| r.app.clone());
+            return match app {
                 None => ProxyError::NotFound(path.clone()).into_response(),
+                Some(app) if tail == "ready" => app.ready(),
+                Some(app) => app
+                    .metrics_endpoint(&req)
+                    .await
+                    .unwrap_or_else(ProxyError::into_response),
             };
         }
         let Some((app, retiring, in_flight)) = self.app_for(name, &req) else {
