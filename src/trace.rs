@@ -14,6 +14,10 @@ use http::HeaderMap;
 
 use crate::jsonrpc::{Frame, Kind};
 
+/// A `traceparent`'s version, trace-id, parent-id and flags, with their
+/// dashes: what is carried of it.
+const TRACEPARENT_LEN: usize = 55;
+
 /// `tracestate` longer than this is dropped (the W3C limit is 32 list
 /// members; 512 bytes is what every implementation must pass on).
 const MAX_TRACESTATE: usize = 512;
@@ -35,6 +39,11 @@ impl TraceContext {
         if all.next().is_some() || !valid_traceparent(parent) {
             return None;
         }
+        // Only the fields level 1 defines go on, as the W3C text parses a
+        // later version: whatever follows them is the client's to size (up
+        // to the whole request head), and it would be copied into every
+        // message of a batch.
+        let parent = &parent[..TRACEPARENT_LEN];
         // Invariant: a valid traceparent is lowercase hex and dashes, and a
         // kept tracestate is printable ASCII: both serialise.
         let mut members = format!("\"traceparent\":{}", serde_json::to_string(parent).ok()?);
@@ -78,7 +87,7 @@ fn valid_traceparent(v: &str) -> bool {
             .is_some_and(|s| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
     };
     let nonzero = |r: Range<usize>| b[r].iter().any(|&c| c != b'0');
-    b.len() >= 55
+    b.len() >= TRACEPARENT_LEN
         && hex(0..2)
         && &b[0..2] != b"ff"
         && b[2] == b'-'
@@ -89,7 +98,7 @@ fn valid_traceparent(v: &str) -> bool {
         && nonzero(36..52)
         && b[52] == b'-'
         && hex(53..55)
-        && (b.len() == 55 || (&b[0..2] != b"00" && b[55] == b'-'))
+        && (b.len() == TRACEPARENT_LEN || (&b[0..2] != b"00" && b[TRACEPARENT_LEN] == b'-'))
 }
 
 /// The request's `tracestate`, its header lines joined with commas, if it

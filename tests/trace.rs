@@ -104,3 +104,59 @@ async fn a_2026_07_28_clients_trace_context_reaches_the_child() {
     assert_eq!(seen["traceparent"], PARENT, "{seen}");
     proxy.stop().await;
 }
+
+/// Regression: a later version's `traceparent` was carried whole, and
+/// what follows its four fields is the client's to size (up to the whole
+/// request head, about 400 KB): copied into each of a batch's 1,024
+/// messages, one 30 KB request took the proxy from 21 MB to 322 MB.
+/// Only the fields level 1 defines are carried now.
+#[tokio::test]
+async fn a_later_versions_traceparent_is_carried_as_its_four_fields() {
+    let proxy = Proxy::start(&[]).await;
+    let mut client = Client::new(&proxy.mcp());
+    client.initialize("2025-03-26", json!({})).await;
+    let fields = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let long = format!("{fields}-{}", "a".repeat(64 * 1024));
+    let calls: Vec<Value> = (0..8)
+        .map(|i| {
+            json!({"jsonrpc":"2.0","id":i,"method":"tools/call",
+                        "params":{"name":"meta","arguments":{}}})
+        })
+        .collect();
+    let resp = client
+        .http
+        .post(&client.url)
+        .header("content-type", "application/json")
+        .header("accept", client.accept)
+        .header("mcp-session-id", client.session.as_deref().unwrap())
+        .header("mcp-protocol-version", "2025-03-26")
+        .header("traceparent", &long)
+        .json(&Value::Array(calls))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A batch's answers come as one array or as one event each.
+    let answers: Vec<Value> = read_messages(resp)
+        .await
+        .into_iter()
+        .flat_map(|m| match m {
+            Value::Array(a) => a,
+            one => vec![one],
+        })
+        .filter(|m| m.get("id").is_some())
+        .collect();
+    assert_eq!(answers.len(), 8);
+    for a in &answers {
+        let seen: Value = serde_json::from_str(&text_of(a)).unwrap();
+        let carried = seen["traceparent"].as_str().unwrap_or_default();
+        assert_eq!(
+            carried.len(),
+            fields.len(),
+            "{} bytes carried",
+            carried.len()
+        );
+        assert_eq!(carried, fields);
+    }
+    proxy.stop().await;
+}
