@@ -181,7 +181,7 @@ impl QueueWriter {
 impl Write for QueueWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if let Some(q) = QUEUE.get() {
-            q.send(buf.to_vec());
+            q.send(one_line(buf));
         }
         // Reported as written either way: the caller must never retry or fail.
         Ok(buf.len())
@@ -198,6 +198,30 @@ impl<'a> MakeWriter<'a> for QueueWriter {
     fn make_writer(&'a self) -> QueueWriter {
         *self
     }
+}
+
+/// One formatted event as exactly one line. The plain format writes a
+/// field's text as it is, so a value from outside (a JWT's `sub`, a
+/// forward-auth principal, an error quoting input) holding a line break
+/// would start a line of its own, which a reader or a log shipper takes
+/// for another event, forged to look like anything. Line breaks inside an
+/// event are written as `\n` and `\r`; JSON lines hold none, so they pass
+/// as they are.
+fn one_line(buf: &[u8]) -> Vec<u8> {
+    let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+    if memchr::memchr2(b'\n', b'\r', body).is_none() {
+        return buf.to_vec();
+    }
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'\n');
+    out
 }
 
 /// A short, stable stand-in for a secret identifier (a session id is a
@@ -297,6 +321,16 @@ mod tests {
         assert_eq!(at(1_735_689_599, 999_999), "2024-12-31T23:59:59.999999Z");
         assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
         assert_eq!(at(1_796_363_917, 962_919), "2026-12-04T05:58:37.962919Z");
+    }
+
+    #[test]
+    fn an_event_is_always_one_line() {
+        assert_eq!(one_line(b"plain event\n"), b"plain event\n");
+        assert_eq!(
+            one_line(b"INFO session created principal=jwt:a\nINFO forged\r\n"),
+            b"INFO session created principal=jwt:a\\nINFO forged\\r\n"
+        );
+        assert_eq!(one_line(b"no newline at all"), b"no newline at all");
     }
 
     #[test]

@@ -479,3 +479,63 @@ async fn audit_records_past_the_queue_bytes_are_dropped_and_counted() {
     assert_eq!(p.terminate().0, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Regression: the plain log wrote a field as it was, so a principal with
+/// a line break (a JWT `sub`, a forward-auth name) started a line of its
+/// own, forged to look like any event. Every event is one line now.
+#[tokio::test]
+async fn a_line_break_in_a_principal_cannot_forge_a_log_line() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let dir = std::env::temp_dir().join(format!("mcp-log-forge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    let key = "a-shared-secret-of-at-least-32-bytes!!";
+    std::fs::write(&secret, key).unwrap();
+    let mut p = start(
+        &[
+            "--jwt-secret-file",
+            secret.to_str().unwrap(),
+            "--jwt-audience",
+            "aud",
+        ],
+        &[&support::example("everything")],
+    );
+    let forged = "2026-01-01T00:00:00.000000Z  INFO forged: admin granted";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": format!("alice\n{forged}\r"), "aud": "aud", "exp": now + 600}),
+        &EncodingKey::from_secret(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    c.initialize("2025-11-25", json!({})).await;
+    let mut created = None;
+    let deadline = Instant::now() + STEP;
+    while created.is_none() && Instant::now() < deadline {
+        if let Ok(line) = p.log.recv_timeout(Duration::from_millis(100)) {
+            assert!(!line.starts_with(forged), "a forged line: {line}");
+            if line.contains("session created") {
+                created = Some(line);
+            }
+        }
+    }
+    let created = created.expect("a session created line");
+    assert!(created.contains(r"alice\n2026-01-01"), "{created}");
+    assert_eq!(p.terminate().0, 0);
+    let rest = p.logs();
+    assert!(
+        !rest.lines().any(|l| l.starts_with(forged)),
+        "a forged line: {rest}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
