@@ -54,12 +54,7 @@ impl Audit {
     pub fn open(path: Option<&Path>, queue_bytes: usize) -> std::io::Result<Audit> {
         let file = match path {
             Some(p) => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(p)?;
+                let file = open_append(p)?;
                 let mut failed = false;
                 Some(LineWriter::start(
                     "audit-writer",
@@ -222,6 +217,48 @@ impl Audit {
             },
         );
     }
+}
+
+/// Opens `path` as [`Audit::open`] will, so that the binary can refuse a
+/// path that cannot work as bad configuration (exit 64) before anything
+/// starts. The caller holds the file until [`Audit::open`] has run: a
+/// named pipe's reader then sees no end of input between the two opens.
+pub fn check_path(path: &Path) -> std::io::Result<std::fs::File> {
+    open_append(path)
+}
+
+/// Opens (creating, mode 0600) the audit file for appending, without ever
+/// blocking: a named pipe with no reader would otherwise hold the start
+/// in `open` for good, past SIGTERM. Such a pipe is refused; one with a
+/// reader is taken, and its writes may then block the writer thread only.
+/// A directory or a device is refused too.
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ENXIO) {
+                std::io::Error::other("it is a named pipe that nobody reads")
+            } else {
+                e
+            }
+        })?;
+    let kind = file.metadata()?.file_type();
+    if !(kind.is_file() || kind.is_fifo()) {
+        return Err(std::io::Error::other(
+            "it is not a regular file (nor a named pipe)",
+        ));
+    }
+    // Blocking again: the writer thread waits for a slow file, the queue
+    // in front of it takes the pressure (crate::writer).
+    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_retain(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(file)
 }
 
 /// Longest tool name recorded (a client chooses it; the rest is cut).

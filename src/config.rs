@@ -91,6 +91,13 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Largest count any flag accepts (queues, caps).
 pub const MAX_COUNT: usize = 1 << 24;
 
+/// Most `--child-log-rate`: a higher rate is no limit at all.
+pub const MAX_CHILD_LOG_RATE: usize = 1_000_000;
+
+/// Least `--max-body-bytes`: an `initialize` request alone is a few
+/// hundred bytes, so a smaller cap refuses every client.
+pub const MIN_BODY_BYTES: usize = 1024;
+
 /// Most `--worker-threads`: more threads than this only cost memory.
 pub const MAX_WORKER_THREADS: usize = 1024;
 
@@ -486,7 +493,10 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    /// The flag's value, or its environment variable's.
+    /// The flag's value, or its environment variable's, with where it came
+    /// from. A flag or a variable that is given but empty is an error: a
+    /// `MCP_PROXY_LOG_LEVEL=` or `--cwd ""` left by a template that lost
+    /// its value must not quietly mean the default, or nothing.
     fn get(&self, flag: &str, value: &Option<String>) -> Option<(String, String)> {
         match value {
             Some(v) => Some((v.clone(), format!("--{flag}"))),
@@ -494,19 +504,47 @@ impl Resolver<'_> {
         }
     }
 
-    fn list(&self, flag: &str, values: &[String]) -> Vec<String> {
-        if !values.is_empty() {
-            return values.to_vec();
+    /// [`Resolver::get`], refusing an empty value.
+    fn value(
+        &self,
+        flag: &str,
+        value: &Option<String>,
+    ) -> Result<Option<(String, String)>, ConfigError> {
+        match self.get(flag, value) {
+            Some((v, source)) if v.trim().is_empty() => err(format!(
+                "{source} is given but empty; give a value or leave it out"
+            )),
+            other => Ok(other),
         }
-        (self.lookup)(&env_name(flag))
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default()
+    }
+
+    /// A repeatable flag, or its variable as a comma-separated list. An
+    /// empty item, or a variable that is set but lists nothing, is an
+    /// error: `MCP_PROXY_API_KEY=""` from a secret that failed to mount
+    /// would otherwise start a proxy with no key at all.
+    fn list(&self, flag: &str, values: &[String]) -> Result<Vec<String>, ConfigError> {
+        if !values.is_empty() {
+            if values.iter().any(|v| v.trim().is_empty()) {
+                return err(format!("--{flag} is given an empty value"));
+            }
+            return Ok(values.to_vec());
+        }
+        let Some(v) = (self.lookup)(&env_name(flag)) else {
+            return Ok(Vec::new());
+        };
+        let items: Vec<String> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if items.is_empty() {
+            return err(format!(
+                "{} is set but lists nothing; give a value or unset it",
+                env_name(flag)
+            ));
+        }
+        Ok(items)
     }
 
     fn switch(&self, flag: &str, value: bool) -> Result<bool, ConfigError> {
@@ -535,7 +573,7 @@ impl Resolver<'_> {
         parse: impl Fn(&str) -> Option<T>,
         what: &str,
     ) -> Result<T, ConfigError> {
-        match self.get(flag, value) {
+        match self.value(flag, value)? {
             None => Ok(default),
             Some((v, source)) => {
                 parse(&v).map_or_else(|| err(format!("{source}: expected {what}, got {v:?}")), Ok)
@@ -557,9 +595,46 @@ fn normalize_path(source: &str, p: String) -> Result<String, ConfigError> {
     })
 }
 
+/// Reads a file the configuration names, at most `max` bytes, refusing
+/// anything but a regular file: a FIFO would hold the start (or a reload)
+/// until some writer came, `/dev/zero` would be read until memory ran out.
+/// The file is opened without blocking and checked through the open
+/// descriptor, so what is checked is what is read.
+pub fn read_regular_file(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a named pipe"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(std::io::Error::other(format!(
+            "it is {what}, not a regular file"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
 fn read_file(source: &str, file: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(file)
-        .map_err(|e| ConfigError(format!("{source}: cannot read {file}: {e}")))
+    let cannot = |e: String| ConfigError(format!("{source}: cannot read {file}: {e}"));
+    let bytes = read_regular_file(std::path::Path::new(file), u64::MAX)
+        .map_err(|e| cannot(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))
 }
 
 fn parse_url(source: &str, v: &str) -> Result<http::Uri, ConfigError> {
@@ -575,8 +650,8 @@ fn parse_url(source: &str, v: &str) -> Result<http::Uri, ConfigError> {
 /// The authentication flags.
 fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, ConfigError> {
     use crate::auth::{forward, jwt, keys, limit};
-    let mut api_keys = keys::name_by_position(r.list("api-key", &args.api_key));
-    if let Some((file, source)) = r.get("api-key-file", &args.api_key_file) {
+    let mut api_keys = keys::name_by_position(r.list("api-key", &args.api_key)?);
+    if let Some((file, source)) = r.value("api-key-file", &args.api_key_file)? {
         let text = read_file(&source, &file)?;
         api_keys.extend(
             keys::parse_key_file(&text, api_keys.len())
@@ -585,8 +660,8 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
     }
     keys::validate(&api_keys).map_err(ConfigError)?;
 
-    let public_url = r.get("public-url", &args.public_url).map(|(v, _)| v);
-    let auth_servers = r.list("auth-server", &args.auth_server);
+    let public_url = r.value("public-url", &args.public_url)?.map(|(v, _)| v);
+    let auth_servers = r.list("auth-server", &args.auth_server)?;
     for s in &auth_servers {
         parse_url("--auth-server", s)?;
     }
@@ -598,11 +673,11 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
             .map_err(ConfigError)?;
     }
 
-    let jwks_url = match r.get("jwt-jwks-url", &args.jwt_jwks_url) {
+    let jwks_url = match r.value("jwt-jwks-url", &args.jwt_jwks_url)? {
         Some((v, source)) => Some(parse_url(&source, &v)?),
         None => None,
     };
-    let secret = match r.get("jwt-secret-file", &args.jwt_secret_file) {
+    let secret = match r.value("jwt-secret-file", &args.jwt_secret_file)? {
         Some((file, source)) => {
             let text = read_file(&source, &file)?;
             let secret = text.trim_end_matches(['\r', '\n']).as_bytes().to_vec();
@@ -615,9 +690,11 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
         }
         None => None,
     };
-    let issuers = r.list("jwt-issuer", &args.jwt_issuer);
-    let mut audiences = r.list("jwt-audience", &args.jwt_audience);
-    let header = match r.get("jwt-header", &args.jwt_header) {
+    let issuers = r.list("jwt-issuer", &args.jwt_issuer)?;
+    let mut audiences = r.list("jwt-audience", &args.jwt_audience)?;
+    let header_given = r.value("jwt-header", &args.jwt_header)?;
+    let named_header = header_given.is_some();
+    let header = match header_given {
         None => jwt::TokenHeader::Bearer,
         Some((v, _)) if v.eq_ignore_ascii_case("authorization") => jwt::TokenHeader::Bearer,
         Some((v, source)) => jwt::TokenHeader::Named(
@@ -644,7 +721,7 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
             header,
             jwks_min_refetch: jwt::DEFAULT_JWKS_MIN_REFETCH,
         })
-    } else if !issuers.is_empty() || !audiences.is_empty() || args.jwt_header.is_some() {
+    } else if !issuers.is_empty() || !audiences.is_empty() || named_header {
         return err(
             "--jwt-issuer, --jwt-audience and --jwt-header need --jwt-jwks-url or --jwt-secret-file",
         );
@@ -652,7 +729,7 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
         None
     };
 
-    let forward = match r.get("forward-auth-url", &args.forward_auth_url) {
+    let forward = match r.value("forward-auth-url", &args.forward_auth_url)? {
         Some((v, source)) => Some(forward::ForwardConfig {
             url: parse_url(&source, &v)?,
             principal_pointer: match r.get("forward-auth-principal", &args.forward_auth_principal) {
@@ -672,7 +749,26 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
                 "a duration such as 60s",
             )?,
         }),
-        None => None,
+        None => {
+            // Given without the URL they belong to, they would be ignored.
+            for (flag, given) in [
+                (
+                    "forward-auth-principal",
+                    r.get("forward-auth-principal", &args.forward_auth_principal),
+                ),
+                (
+                    "forward-auth-ttl",
+                    r.get("forward-auth-ttl", &args.forward_auth_ttl),
+                ),
+            ] {
+                if let Some((_, source)) = given {
+                    return err(format!(
+                        "{source} needs --forward-auth-url ({flag} configures forward auth)"
+                    ));
+                }
+            }
+            None
+        }
     };
 
     Ok(AuthConfig {
@@ -681,7 +777,7 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
         forward,
         auth_servers,
         public_url,
-        required_scopes: r.list("required-scope", &args.required_scope),
+        required_scopes: r.list("required-scope", &args.required_scope)?,
         failure_limit: r.parsed(
             "auth-failure-limit",
             &args.auth_failure_limit,
@@ -689,7 +785,7 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
             |s| s.parse().ok(),
             "a whole number",
         )?,
-        trusted_proxies: limit::parse_trusted(&r.list("trusted-proxy", &args.trusted_proxy))
+        trusted_proxies: limit::parse_trusted(&r.list("trusted-proxy", &args.trusted_proxy)?)
             .map_err(ConfigError)?,
     })
 }
@@ -742,19 +838,28 @@ impl Config {
         }
 
         let mut env = Vec::new();
-        if let Some((file, source)) = r.get("env-file", &args.env_file) {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| ConfigError(format!("{source}: cannot read {file}: {e}")))?;
+        if let Some((file, source)) = r.value("env-file", &args.env_file)? {
+            let text = read_file(&source, &file)?;
             env.extend(
                 crate::child::parse_env_file(&text)
                     .map_err(|e| ConfigError(format!("{source} {file}: {e}")))?,
             );
         }
-        for kv in r.list("env", &args.env) {
+        for kv in r.list("env", &args.env)? {
             match kv.split_once('=') {
                 Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
                 _ => return err(format!("--env: expected KEY=VALUE, got {kv:?}")),
             }
+        }
+
+        // A NUL cannot reach an environment: every spawn would fail.
+        if let Some((k, _)) = env
+            .iter()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return err(format!(
+                "--env/--env-file: {k:?} contains a NUL byte, which no environment can hold"
+            ));
         }
 
         let auth = auth_config(&r, &args, &mcp_path)?;
@@ -783,6 +888,11 @@ impl Config {
         let shared = r.switch("shared", args.shared)?;
         let stateless = r.switch("stateless", args.stateless)?;
         let mode = match (shared, stateless) {
+            (true, true) => {
+                return err(
+                    "--shared and --stateless (or MCP_PROXY_SHARED and MCP_PROXY_STATELESS) exclude each other: choose one",
+                );
+            }
             (_, true) => Mode::Stateless,
             (true, false) => Mode::Shared,
             (false, false) => Mode::PerSession,
@@ -816,15 +926,19 @@ impl Config {
             parse_duration,
             dur,
         )?;
-        let cwd = r.get("cwd", &args.cwd).map(|(c, _)| PathBuf::from(c));
-        let request_timeout = match r.get("request-timeout", &args.request_timeout) {
+        let cwd = r.value("cwd", &args.cwd)?.map(|(c, _)| PathBuf::from(c));
+        let request_timeout = match r.value("request-timeout", &args.request_timeout)? {
             None => None,
-            Some((v, _)) if v == "none" || v == "0" => None,
+            Some((v, _)) if v.trim() == "none" => None,
+            // Zero, however it is written (`0`, `0s`, `0ms`), is no
+            // timeout: a zero deadline would fail every request, the
+            // handshake first.
             Some((v, source)) => Some(parse_duration(&v).ok_or_else(|| {
                 ConfigError(format!("{source}: expected {dur} or none, got {v:?}"))
-            })?),
+            })?)
+            .filter(|d| !d.is_zero()),
         };
-        let log_format = match r.get("log-format", &args.log_format) {
+        let log_format = match r.value("log-format", &args.log_format)? {
             None => LogFormat::Plain,
             Some((v, _)) if v == "plain" => LogFormat::Plain,
             Some((v, _)) if v == "json" => LogFormat::Json,
@@ -908,13 +1022,20 @@ impl Config {
                 },
                 grace: shutdown_grace,
                 children: Default::default(),
-                stderr_lines_per_second: count(
+                stderr_lines_per_second: match count(
                     "child-log-rate",
                     &args.child_log_rate,
                     DEFAULT_CHILD_LOG_RATE as usize,
                     1,
-                )?
-                .min(1_000_000) as u32,
+                )? {
+                    n if n > MAX_CHILD_LOG_RATE => {
+                        return err(format!(
+                            "--child-log-rate must be at most {MAX_CHILD_LOG_RATE}"
+                        ));
+                    }
+                    // Invariant: at most MAX_CHILD_LOG_RATE, which fits.
+                    n => n as u32,
+                },
                 // The app puts its own in (crate::http::App::new).
                 metrics: Default::default(),
             },
@@ -936,7 +1057,7 @@ impl Config {
                 )?
             },
             audit_log: r
-                .get("audit-log", &args.audit_log)
+                .value("audit-log", &args.audit_log)?
                 .map(|(p, _)| PathBuf::from(p)),
             audit_queue_bytes: r.parsed(
                 "audit-queue-bytes",
@@ -953,15 +1074,22 @@ impl Config {
                 "a byte count",
             )?,
             auth,
-            allow_origins: r.list("allow-origin", &args.allow_origin),
-            allowed_hosts: r.list("allowed-host", &args.allowed_host),
-            max_body_bytes: r.parsed(
+            allow_origins: r.list("allow-origin", &args.allow_origin)?,
+            allowed_hosts: r.list("allowed-host", &args.allowed_host)?,
+            max_body_bytes: match r.parsed(
                 "max-body-bytes",
                 &args.max_body_bytes,
                 DEFAULT_MAX_BODY_BYTES,
                 parse_bytes,
                 "a byte count",
-            )?,
+            )? {
+                n if n < MIN_BODY_BYTES => {
+                    return err(format!(
+                        "--max-body-bytes must be at least {MIN_BODY_BYTES}"
+                    ));
+                }
+                n => n,
+            },
             max_sessions: count("max-sessions", &args.max_sessions, DEFAULT_MAX_SESSIONS, 1)?,
             session_idle_timeout: positive(
                 "session-idle-timeout",
@@ -1024,7 +1152,7 @@ impl Config {
                     dur,
                 )?,
             )?,
-            upstream_protocol: match r.get("upstream-protocol", &args.upstream_protocol) {
+            upstream_protocol: match r.value("upstream-protocol", &args.upstream_protocol)? {
                 None => UpstreamProtocol::Auto,
                 Some((v, source)) => match v.as_str() {
                     "auto" => UpstreamProtocol::Auto,
@@ -1100,7 +1228,7 @@ impl Config {
             replica_id,
             log_format,
             log_level: r
-                .get("log-level", &args.log_level)
+                .value("log-level", &args.log_level)?
                 .map(|(v, _)| v)
                 .unwrap_or_else(|| "info".into()),
             metrics_auth,
@@ -1255,6 +1383,36 @@ mod tests {
                 .0
                 .contains("--connection-idle-timeout")
         );
+    }
+
+    #[test]
+    fn zero_request_timeout_is_none_however_written() {
+        for zero in ["0", "0s", "0ms", "0.0m", "none"] {
+            let c = parse(&["--request-timeout", zero, "--", "s"], &[]).unwrap();
+            assert_eq!(c.request_timeout, None, "{zero}");
+        }
+        let c = parse(&["--request-timeout", "1ms", "--", "s"], &[]).unwrap();
+        assert_eq!(c.request_timeout, Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn empty_values_and_lists_are_errors() {
+        for (k, v) in [
+            ("MCP_PROXY_API_KEY", ""),
+            ("MCP_PROXY_API_KEY", " , "),
+            ("MCP_PROXY_LOG_LEVEL", ""),
+            ("MCP_PROXY_PORT", " "),
+        ] {
+            let e = parse(&["--", "s"], &[(k, v)]).unwrap_err().0;
+            assert!(e.contains(k), "{k}={v:?}: {e}");
+        }
+        let e = parse(&["--allowed-host", "", "--", "s"], &[])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("--allowed-host"), "{e}");
+        // Where empty means something, it still does.
+        let c = parse(&["--", "s"], &[("MCP_PROXY_REPLICA_ID", "")]).unwrap();
+        assert_eq!(c.replica_id, None);
     }
 
     #[test]

@@ -106,20 +106,16 @@ pub const DEFAULT_CONFIG_POLL: Duration = Duration::from_secs(2);
 /// read into memory every poll.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Reads a `--config` file, refusing one over [`MAX_CONFIG_FILE_BYTES`].
+/// Reads a `--config` file, refusing one over [`MAX_CONFIG_FILE_BYTES`]
+/// and anything but a regular file: a named pipe put in its place would
+/// hold the start, a SIGHUP reload or the poll until a writer came.
 pub fn read_config_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_CONFIG_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_CONFIG_FILE_BYTES} bytes"
-        )));
-    }
-    Ok(bytes)
+    crate::config::read_regular_file(path, MAX_CONFIG_FILE_BYTES)
 }
+
+/// Longest error message about the file's content: the parser quotes the
+/// offending line, which in a broken file can be the whole file.
+const MAX_PARSE_ERROR_CHARS: usize = 400;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -253,29 +249,52 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
-/// Fills `args` from the file's limits: where unset (`force = false`, the
-/// global section under flags) or always (a server's own section).
-fn apply_limits(args: &mut Args, l: &LimitsRaw, force: bool) {
-    let set = |slot: &mut Option<String>, v: &Option<Scalar>| {
-        if let Some(v) = v
-            && (force || slot.is_none())
-        {
-            *slot = Some(v.text());
-        }
-    };
-    set(&mut args.max_body_bytes, &l.max_body_bytes);
-    set(&mut args.max_line_bytes, &l.max_line_bytes);
-    set(&mut args.max_sessions, &l.max_sessions);
-    set(&mut args.session_idle_timeout, &l.session_idle_timeout);
-    set(&mut args.request_timeout, &l.request_timeout);
-    set(&mut args.keep_alive, &l.keep_alive);
-    set(&mut args.shutdown_grace, &l.shutdown_grace);
-    set(&mut args.max_queue, &l.max_queue);
-    set(&mut args.replay_events, &l.replay_events);
-    set(&mut args.replay_bytes, &l.replay_bytes);
-    set(&mut args.max_tasks, &l.max_tasks);
-    set(&mut args.restart_max_backoff, &l.restart_max_backoff);
-    set(&mut args.probe_timeout, &l.probe_timeout);
+/// Which settings a section of the file fills in `args`.
+enum Fill<'a> {
+    /// The global `[limits]`: only those no flag and no `MCP_PROXY_*`
+    /// variable (read through the lookup) set; the README's precedence.
+    Unset(&'a dyn Fn(&str) -> Option<String>),
+    /// A server's own `[server.limits]`: all it names.
+    Always,
+}
+
+/// Fills `args` from the file's limits, as `fill` says.
+fn apply_limits(args: &mut Args, l: &LimitsRaw, fill: Fill) {
+    macro_rules! set {
+        ($($field:ident),*) => {$(
+            if let Some(v) = &l.$field {
+                let free = match &fill {
+                    Fill::Always => true,
+                    Fill::Unset(lookup) => {
+                        args.$field.is_none()
+                            && lookup(&format!(
+                                "MCP_PROXY_{}",
+                                stringify!($field).to_ascii_uppercase()
+                            ))
+                            .is_none()
+                    }
+                };
+                if free {
+                    args.$field = Some(v.text());
+                }
+            }
+        )*};
+    }
+    set!(
+        max_body_bytes,
+        max_line_bytes,
+        max_sessions,
+        session_idle_timeout,
+        request_timeout,
+        keep_alive,
+        shutdown_grace,
+        max_queue,
+        replay_events,
+        replay_bytes,
+        max_tasks,
+        restart_max_backoff,
+        probe_timeout
+    );
 }
 
 fn check_server_name(name: &str) -> Result<(), ConfigError> {
@@ -375,7 +394,11 @@ fn parse_file(path: &Path, text: &str) -> Result<FileRaw, ConfigError> {
     toml::from_str(text).map_err(|e| {
         // toml's message names the line and the key; keep it on one line.
         let msg = e.to_string().replace('\n', " ");
-        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some((cut, _)) = msg.char_indices().nth(MAX_PARSE_ERROR_CHARS) {
+            msg.truncate(cut);
+            msg.push_str(" …");
+        }
         ConfigError(format!("{}: {msg}", path.display()))
     })
 }
@@ -406,7 +429,9 @@ fn from_parts(
             "listen.path_prefix: only \"/servers\" is supported, got {prefix:?}"
         ));
     }
-    if args.api_key.is_empty() {
+    // Lists too: a key given in MCP_PROXY_API_KEY replaces the file's
+    // keys, as a flag does, rather than being ignored beside them.
+    if args.api_key.is_empty() && lookup("MCP_PROXY_API_KEY").is_none() {
         args.api_key = file.auth.api_keys.clone();
     }
     if let Some(f) = &file.auth.api_key_file
@@ -414,13 +439,15 @@ fn from_parts(
     {
         args.api_key_file = Some(f.clone());
     }
-    if file.auth.allow_unauthenticated == Some(true) {
+    if file.auth.allow_unauthenticated == Some(true)
+        && lookup("MCP_PROXY_ALLOW_UNAUTHENTICATED").is_none()
+    {
         args.allow_unauthenticated = true;
     }
-    if args.allow_origin.is_empty() {
+    if args.allow_origin.is_empty() && lookup("MCP_PROXY_ALLOW_ORIGIN").is_none() {
         args.allow_origin = file.auth.allow_origins.clone();
     }
-    if args.allowed_host.is_empty() {
+    if args.allowed_host.is_empty() && lookup("MCP_PROXY_ALLOWED_HOST").is_none() {
         args.allowed_host = file.auth.allowed_hosts.clone();
     }
     if let Some(f) = &file.log.format
@@ -433,7 +460,7 @@ fn from_parts(
     {
         args.log_level = Some(l.clone());
     }
-    apply_limits(&mut args, &file.limits, false);
+    apply_limits(&mut args, &file.limits, Fill::Unset(lookup));
     // Named mode: from_args accepts the empty command (config.rs).
     if args.config.is_none() && args.server.is_empty() {
         args.server.push(String::new());
@@ -636,7 +663,7 @@ fn build_server(
             "server {name:?}: exit_on_child_exit applies to a single server only"
         ));
     }
-    apply_limits(&mut args, &raw.limits, true);
+    apply_limits(&mut args, &raw.limits, Fill::Always);
     // Mode comes from the file alone, never from MCP_PROXY_SHARED/STATELESS.
     args.shared = false;
     args.stateless = false;
@@ -714,8 +741,14 @@ fn build_server(
 /// `mcp-proxy check-config FILE`: validates without starting anything;
 /// returns the exit code (0, or 64 with one line on stderr).
 pub fn check_main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32 {
+    use std::io::Write;
+    // Never the print macros: they panic on a broken pipe
+    // (`mcp-proxy check-config f 2>&1 | head -0`).
+    let eprint = |line: &str| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
     let [file] = argv else {
-        eprintln!("error: usage: mcp-proxy check-config FILE");
+        eprint("error: usage: mcp-proxy check-config FILE");
         return crate::store::cli::EX_USAGE;
     };
     let args = Args {
@@ -725,7 +758,7 @@ pub fn check_main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32
     let cfg = match load(args, lookup) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint(&format!("error: {e}"));
             return crate::store::cli::EX_USAGE;
         }
     };
@@ -733,11 +766,12 @@ pub fn check_main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32
         && cfg.servers.iter().any(|s| !s.secrets.is_empty())
         && let Err(e) = crate::store::load_keys(store.key_file.as_deref(), lookup)
     {
-        eprintln!("error: {e}");
+        eprint(&format!("error: {e}"));
         return crate::store::cli::EX_USAGE;
     }
     let names: Vec<&str> = cfg.servers.iter().map(|s| s.name.as_str()).collect();
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "{file}: ok, {} server(s): {}",
         cfg.servers.len(),
         names.join(", ")
@@ -796,6 +830,60 @@ mod tests {
             MAX_CONFIG_FILE_BYTES
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Regression: the file's `[limits]` and `[auth]` lists filled the
+    /// flags' slots, so they won over `MCP_PROXY_*` variables, against the
+    /// documented order (flags, then variables, then the file): a key
+    /// rotated through `MCP_PROXY_API_KEY` was ignored and the file's old
+    /// keys kept working.
+    #[test]
+    fn variables_win_over_the_files_global_sections() {
+        let text = "[auth]\napi_keys = [\"file-key-0123456789abcdef\", \"file-key-fedcba9876543210\"]\nallow_origins = [\"https://file.example\"]\n\
+                    [limits]\nmax_sessions = 10\nrequest_timeout = \"2m\"\n\
+                    [[server]]\nname = \"a\"\ncommand = [\"true\"]\n\
+                    [[server]]\nname = \"b\"\ncommand = [\"true\"]\n[server.limits]\nmax_sessions = 2\n";
+        let env = |k: &str| {
+            let v = match k {
+                "MCP_PROXY_API_KEY" => "env-key-0123456789abcdef",
+                "MCP_PROXY_MAX_SESSIONS" => "3",
+                "MCP_PROXY_ALLOW_ORIGIN" => "https://env.example",
+                _ => return None,
+            };
+            Some(v.to_string())
+        };
+        let args = Args {
+            config: Some("test.toml".into()),
+            ..Args::default()
+        };
+        let c = from_parts(
+            args,
+            parse_file(Path::new("test.toml"), text).unwrap(),
+            &env,
+        )
+        .unwrap();
+        let keys: Vec<&str> = c
+            .base
+            .auth
+            .api_keys
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["key-1"],
+            "the variable's one key, none of the file's two"
+        );
+        assert_eq!(c.base.allow_origins, ["https://env.example"]);
+        assert_eq!(c.base.max_sessions, 3);
+        assert_eq!(c.servers[0].config.max_sessions, 3);
+        // What the variable does not set, the file still does; a server's
+        // own section wins over both.
+        assert_eq!(
+            c.servers[0].config.request_timeout,
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(c.servers[1].config.max_sessions, 2);
     }
 
     const ISSUE_SHAPE: &str = r#"

@@ -46,24 +46,110 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-/// One `error: …` line on stderr (ignoring a closed stderr) and exit.
+/// One `error: …` line on stderr and exit. A closed or broken stderr is
+/// ignored (the `eprintln!` macro would panic on a broken pipe).
 fn fail(code: i32, message: &str) -> ! {
-    let _ = writeln!(std::io::stderr(), "error: {message}");
+    say(&format!("error: {message}"));
     std::process::exit(code);
 }
 
+/// One line on stderr, ignoring a closed or broken stderr.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The first `MCP_PROXY_*` variable [`lookup`] found that is not UTF-8.
+static NOT_UTF8: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The environment as the configuration reads it. A variable that is set
+/// but not UTF-8 reads as unset and is remembered: [`check_lookups`] then
+/// refuses to start, rather than run with the default in its place.
+/// Variables the proxy does not read are not looked at (they go to the
+/// child as they are).
+fn lookup(name: &str) -> Option<String> {
+    match std::env::var_os(name)?.into_string() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            let mut first = NOT_UTF8.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert_with(|| name.to_string());
+            None
+        }
+    }
+}
+
+/// Exits 64 if any variable read so far was not UTF-8.
+fn check_lookups() {
+    let first = NOT_UTF8.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(name) = first {
+        fail(
+            EX_USAGE,
+            &format!("{name} is not valid UTF-8; give it as UTF-8 text or unset it"),
+        );
+    }
+}
+
+/// The arguments as UTF-8, or exit 64 naming the first that is not (the
+/// standard library's `args()` would panic on it).
+fn argv() -> Vec<String> {
+    std::env::args_os()
+        .enumerate()
+        .map(|(i, a)| {
+            a.into_string().unwrap_or_else(|a| {
+                fail(
+                    EX_USAGE,
+                    &format!(
+                        "argument {i} ({}) is not valid UTF-8",
+                        a.to_string_lossy().escape_debug()
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `--audit-log`, opened as the proxy will open it: a path that cannot
+/// work (a directory, a named pipe nobody reads) is bad configuration,
+/// refused before anything starts. The file returned is to be held until
+/// the proxy has opened it too (see `audit::check_path`).
+fn check_audit_log(config: &Config) -> Option<std::fs::File> {
+    let path = config.audit_log.as_deref()?;
+    match mcp_sidecar::audit::check_path(path) {
+        Ok(f) => Some(f),
+        Err(e) => fail(
+            EX_USAGE,
+            &format!("--audit-log: cannot open {}: {e}", path.display()),
+        ),
+    }
+}
+
+/// The command a server runs, checked as `exec` and `chdir` will see it:
+/// a typo fails the start, not every client.
+fn check_child(spec: &child::ChildSpec) -> Result<(), String> {
+    if let Some(cwd) = &spec.cwd {
+        match std::fs::metadata(cwd) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("--cwd {}: not a directory", cwd.display())),
+            Err(e) => return Err(format!("--cwd {}: {e}", cwd.display())),
+        }
+    }
+    child::resolve_program(spec)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 fn main() {
-    let argv: Vec<String> = std::env::args().collect();
+    let argv = argv();
     if argv.get(1).map(String::as_str) == Some("healthcheck") {
         healthcheck(&argv[2..]);
     }
     let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
     if strs.get(1) == Some(&"secrets") {
-        let code = mcp_sidecar::store::cli::main(&strs[2..], &|k| std::env::var(k).ok());
+        let code = mcp_sidecar::store::cli::main(&strs[2..], &lookup);
         std::process::exit(code);
     }
     if strs.get(1) == Some(&"check-config") {
-        let code = mcp_sidecar::config_file::check_main(&strs[2..], &|k| std::env::var(k).ok());
+        let code = mcp_sidecar::config_file::check_main(&strs[2..], &lookup);
+        check_lookups();
         std::process::exit(code);
     }
     let args = match Args::from_args(&["mcp-proxy"], &strs[1.min(strs.len())..]) {
@@ -85,37 +171,58 @@ fn main() {
     }
     let mut args = args;
     if args.config.is_none() {
-        args.config = std::env::var("MCP_PROXY_CONFIG").ok();
+        args.config = lookup("MCP_PROXY_CONFIG");
     }
+    check_lookups();
     if args.config.is_some() || !args.server.is_empty() {
         std::process::exit(named::main(args));
     }
-    // Named-server flags would otherwise be ignored in silence: a single
-    // server started with --store would run without the per-user
-    // credentials its operator meant it to have.
-    for (flag, given) in [
-        ("--store", args.store.is_some()),
-        ("--store-key-file", args.store_key_file.is_some()),
-        ("--store-timeout", args.store_timeout.is_some()),
-        ("--config-poll", args.config_poll.is_some()),
+    // Named-server flags (or their variables) would otherwise be ignored
+    // in silence: a single server started with --store would run without
+    // the per-user credentials its operator meant it to have.
+    for (flag, var, given) in [
+        ("--store", "MCP_PROXY_STORE", args.store.is_some()),
+        (
+            "--store-key-file",
+            "MCP_PROXY_STORE_KEY_FILE",
+            args.store_key_file.is_some(),
+        ),
+        (
+            "--store-timeout",
+            "MCP_PROXY_STORE_TIMEOUT",
+            args.store_timeout.is_some(),
+        ),
+        (
+            "--config-poll",
+            "MCP_PROXY_CONFIG_POLL",
+            args.config_poll.is_some(),
+        ),
     ] {
-        if given {
-            fail(
-                EX_USAGE,
-                &format!(
-                    "{flag} applies to named servers only (--config FILE or --server NAME=COMMAND); a single server after -- takes no credential store"
-                ),
-            );
-        }
+        let source = if given {
+            flag
+        } else if lookup(var).is_some() {
+            var
+        } else {
+            continue;
+        };
+        fail(
+            EX_USAGE,
+            &format!(
+                "{source} applies to named servers only (--config FILE or --server NAME=COMMAND); a single server after -- takes no credential store"
+            ),
+        );
     }
-    let config = match Config::from_args(args, &|k| std::env::var(k).ok()) {
+    let config = Config::from_args(args, &lookup);
+    check_lookups();
+    let config = match config {
         Ok(c) => c,
         Err(e) => fail(EX_USAGE, &e.to_string()),
     };
-    // A typo in the command fails here, not at the first client.
-    if let Err(e) = child::resolve_program(&config.child) {
-        fail(EX_USAGE, &e.to_string());
+    // A typo in the command or its directory fails here, not at the first client.
+    if let Err(e) = check_child(&config.child) {
+        fail(EX_USAGE, &e);
     }
+    let _audit_file = check_audit_log(&config);
     if let Err(e) = logging::init(config.log_format, &config.log_level, config.log_queue_bytes) {
         fail(EX_USAGE, &e);
     }
@@ -128,28 +235,23 @@ fn main() {
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
-                let _ = writeln!(
-                    std::io::stderr(),
+                say(&format!(
                     "error: cannot listen on {}:{}: {e}",
-                    config.host,
-                    config.port
-                );
+                    config.host, config.port
+                ));
                 return 1;
             }
         };
         let token = CancellationToken::new();
         let hurry = CancellationToken::new();
         if let Err(e) = shutdown::on_signal(token.clone(), hurry.clone()) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: cannot install signal handlers: {e}"
-            );
+            say(&format!("error: cannot install signal handlers: {e}"));
             return 1;
         }
         match proxy::run_until(listener, config, token, hurry).await {
             Ok(()) => 0,
             Err(e) => {
-                let _ = writeln!(std::io::stderr(), "error: {e}");
+                say(&format!("error: {e}"));
                 e.exit_code()
             }
         }
@@ -161,7 +263,9 @@ fn main() {
 }
 
 fn healthcheck(args: &[String]) -> ! {
-    let probe = match Probe::from_args(args, &|k| std::env::var(k).ok()) {
+    let probe = Probe::from_args(args, &lookup);
+    check_lookups();
+    let probe = match probe {
         Ok(p) => p,
         Err(e) => fail(EX_USAGE, &e),
     };
@@ -180,26 +284,33 @@ mod named {
     use tokio_util::sync::CancellationToken;
 
     pub fn main(args: Args) -> i32 {
-        let lookup: servers::Lookup = Arc::new(|k| std::env::var(k).ok());
-        let config = match config_file::load(args.clone(), &*lookup) {
+        let lookup: servers::Lookup = Arc::new(super::lookup);
+        let config = config_file::load(args.clone(), &*lookup);
+        super::check_lookups();
+        let config = match config {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return super::EX_USAGE;
-            }
+            Err(e) => super::fail(super::EX_USAGE, &e.to_string()),
         };
+        // As with a single server: a command or directory that cannot
+        // work fails the start, not every client of that server.
+        for s in &config.servers {
+            if let Err(e) = super::check_child(&s.config.child) {
+                super::fail(super::EX_USAGE, &format!("server {:?}: {e}", s.name));
+            }
+        }
+        let _audit_file = super::check_audit_log(&config.base);
         if let Err(e) = logging::init(
             config.base.log_format,
             &config.base.log_level,
             config.base.log_queue_bytes,
         ) {
-            eprintln!("error: {e}");
+            super::say(&format!("error: {e}"));
             return super::EX_USAGE;
         }
         let runtime = match super::runtime(config.base.worker_threads) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("error: cannot start the runtime: {e}");
+                super::say(&format!("error: cannot start the runtime: {e}"));
                 return 1;
             }
         };
@@ -208,20 +319,20 @@ mod named {
             let listener = match tokio::net::TcpListener::bind((host, port)).await {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("error: cannot listen on {host}:{port}: {e}");
+                    super::say(&format!("error: cannot listen on {host}:{port}: {e}"));
                     return 1;
                 }
             };
             let token = CancellationToken::new();
             let hurry = CancellationToken::new();
             if let Err(e) = shutdown::on_signal(token.clone(), hurry.clone()) {
-                eprintln!("error: cannot install signal handlers: {e}");
+                super::say(&format!("error: cannot install signal handlers: {e}"));
                 return 1;
             }
             match servers::serve_config(listener, config, args, lookup, token, hurry).await {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    super::say(&format!("error: {e}"));
                     1
                 }
             }
