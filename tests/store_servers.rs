@@ -1080,7 +1080,7 @@ async fn a_call_on_a_retiring_generation_is_audited_once() {
 /// single server's protections: no `--max-connections`, no header-read or
 /// idle timeout, and no peer address on requests, so wrong keys were never
 /// rate-limited (401 forever, never 429) and the audit log recorded no
-/// `auth.*` event at all.
+/// `auth.*` event at all. Its probes also answered any Host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_servers_have_the_same_front_door_as_a_single_server() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1127,6 +1127,18 @@ async fn named_servers_have_the_same_front_door_as_a_single_server() {
         .await,
         "no auth.failure in the audit log"
     );
+
+    // A foreign Host is refused on every path, probes included (DNS
+    // rebinding), as a single server does.
+    for path in ["/health", "/ready", "/servers/ev/ready", "/servers/ev/mcp"] {
+        let r = http
+            .get(format!("{}{path}", p.base))
+            .header("host", "evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
 
     // --max-connections: four idle connections hold every slot; a fifth
     // is closed at once, long before the header-read timeout.

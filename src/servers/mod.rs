@@ -386,6 +386,17 @@ impl ServerSet {
     /// Routes one request; never fails (errors are responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
+        // Host first, for every path, as a single server does (DNS
+        // rebinding): `[auth]` is global, so any current server's check
+        // will do. Paths under a server are checked again by its app.
+        let access = self.read().values().next().map(|r| r.app.clone());
+        if let Some(app) = access
+            && let Err(e) = app
+                .access
+                .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))
+        {
+            return ProxyError::from(e).into_response();
+        }
         match (req.method(), path.as_str()) {
             (&Method::GET, "/health") => return self.health(),
             (&Method::GET, "/ready") => return self.ready(),
