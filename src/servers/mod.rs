@@ -395,7 +395,7 @@ impl ServerSet {
                 .access
                 .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))
         {
-            return ProxyError::from(e).into_response();
+            return e.into_response();
         }
         match (req.method(), path.as_str()) {
             (&Method::GET, "/health") => return self.health(),
