@@ -260,6 +260,8 @@ impl ApiRequest {
 struct Sent {
     /// An attempt failed after it was sent (timeout, lost connection, 5xx).
     maybe_applied: bool,
+    /// An attempt was answered 2xx (its answer then cut): accepted.
+    accepted: Option<u16>,
 }
 
 /// A successful answer: status and JSON body (`{}` when the body is empty).
@@ -410,7 +412,12 @@ impl CodaClient {
             return result;
         }
         result.map_err(|err| {
-            if sent.maybe_applied && !err.outcome_unknown() {
+            if let Some(status) = sent.accepted {
+                CodaError::Accepted {
+                    status,
+                    reason: format!("its answer was cut, and asking again failed ({err})"),
+                }
+            } else if sent.maybe_applied && !err.outcome_unknown() {
                 CodaError::OutcomeUnknown {
                     source: Box::new(err),
                     replayable: req.replayable,
@@ -485,14 +492,20 @@ impl CodaClient {
                                 }
                             });
                         }
-                        Err(BodyError::Read(e)) if status.is_success() && write => {
+                        Err(BodyError::Read(e))
+                            if status.is_success() && write && !req.replayable =>
+                        {
                             return Err(CodaError::Accepted {
                                 status: status.as_u16(),
                                 reason: format!("its answer was cut ({})", with_causes(&e)),
                             });
                         }
-                        // A read answer can be asked for again.
+                        // A read answer can be asked for again, and so can a
+                        // replayable write's (a repeat changes nothing).
                         Err(BodyError::Read(e)) if req.replayable => {
+                            if status.is_success() && write {
+                                sent.accepted = Some(status.as_u16());
+                            }
                             let err = CodaError::Transport(e);
                             if status.is_success() || status.is_server_error() {
                                 server_errors += 1;

@@ -6,7 +6,8 @@
 //! (duplicates) or the deadline; `Retry-After: 0` was retried at once, in
 //! a loop; `coda_search_pages` had no count bound and no note when it cut;
 //! `coda_peek_page` returned as many lines as `numLines` asked, whatever
-//! their size.
+//! their size; a replayable write Coda accepted (2xx) whose answer was cut
+//! and whose repeats failed was reported as failed.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -16,7 +17,7 @@ mod harness;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use fake_coda::MutationPlan;
+use fake_coda::{Broken, MutationPlan};
 use harness::{start, text};
 use serde_json::json;
 
@@ -216,5 +217,25 @@ async fn coda_peek_page_stays_within_the_result_budget_whatever_num_lines_asks()
             "{format}"
         );
     }
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_replayable_write_accepted_with_a_cut_answer_is_reported_accepted_when_repeats_fail() {
+    let h = start(&[]).await;
+    h.fake
+        .break_next_answer_after_applying("PUT", "/rows/i-1", Broken::CutBody);
+    h.fake.fail_next("PUT", "/rows/i-1", 503, 10, None);
+    let e = h
+        .fails(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "Cut"}}),
+        )
+        .await;
+    assert!(
+        e.contains("Coda accepted the write") && e.contains("do not resend"),
+        "{e}"
+    );
+    assert_eq!(h.fake.row_values("i-1").unwrap()["c-status"], "Cut");
     h.close().await;
 }
