@@ -27,6 +27,19 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     p
 }
 
+/// A new store at `db` under a fresh key.
+async fn fresh_store(db: &std::path::Path) -> Arc<Store> {
+    Arc::new(
+        Store::open(
+            db.to_str().unwrap(),
+            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap(),
+    )
+}
+
 /// Loads `toml` as a --config file would be.
 fn load(dir: &std::path::Path, toml: &str) -> Result<ServersConfig, String> {
     let path = dir.join("proxy.toml");
@@ -912,15 +925,7 @@ async fn reload_cannot_keep_a_removed_key_alive_on_the_retiring_generation() {
     let dumps = dir.join("dumps");
     std::fs::create_dir_all(&dumps).unwrap();
     let db = dir.join("secrets.db");
-    let store = Arc::new(
-        Store::open(
-            db.to_str().unwrap(),
-            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap(),
-    );
+    let store = fresh_store(&db).await;
     for who in ["api-key:alpha", "api-key:bravo"] {
         store
             .set(
@@ -1012,15 +1017,7 @@ async fn a_call_on_a_retiring_generation_is_audited_once() {
     let dumps = dir.join("dumps");
     std::fs::create_dir_all(&dumps).unwrap();
     let db = dir.join("secrets.db");
-    let store = Arc::new(
-        Store::open(
-            db.to_str().unwrap(),
-            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap(),
-    );
+    let store = fresh_store(&db).await;
     store
         .set(
             &SecretRef::new("api-key:bravo", "dump", "tok"),
@@ -1254,15 +1251,7 @@ async fn a_crashed_2026_child_is_not_restarted_with_a_deleted_credential() {
     let dumps = dir.join("dumps");
     std::fs::create_dir_all(&dumps).unwrap();
     let db = dir.join("secrets.db");
-    let store = Arc::new(
-        Store::open(
-            db.to_str().unwrap(),
-            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap(),
-    );
+    let store = fresh_store(&db).await;
     let tok = SecretRef::new("api-key:alpha", "dump", "tok");
     store
         .set(&tok, &Secret::new(b"revoked-cred-6120".to_vec()))
@@ -1310,15 +1299,7 @@ async fn secret_reads_reach_the_audit_log_file() {
     let dir = tempdir("audit-file");
     let db = dir.join("secrets.db");
     let audit = dir.join("audit.jsonl");
-    let store = Arc::new(
-        Store::open(
-            db.to_str().unwrap(),
-            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap(),
-    );
+    let store = fresh_store(&db).await;
     store
         .set(
             &SecretRef::new("api-key:alpha", "vault", "tok"),
