@@ -491,7 +491,13 @@ impl Coda {
         let start = ApiRequest::new(Method::POST, &["docs", d, "pages", p, "export"])
             .replayable()
             .body(json!({"outputFormat": format.as_str()}));
-        let begun = self.call(start, deadline).await?;
+        // Starting an export changes nothing a model reads back: its
+        // failure is a read's, not a write whose outcome is unknown.
+        let begun = match self.client.send(&start, deadline).await {
+            Ok(r) => r.body,
+            Err(CodaError::OutcomeUnknown { source, .. }) => return Err((*source).into()),
+            Err(e) => return Err(e.into()),
+        };
         let id = begun
             .get("id")
             .and_then(Value::as_str)
