@@ -494,9 +494,7 @@ struct Resolver<'a> {
 
 impl Resolver<'_> {
     /// The flag's value, or its environment variable's, with where it came
-    /// from. A flag or a variable that is given but empty is an error: a
-    /// `MCP_PROXY_LOG_LEVEL=` or `--cwd ""` left by a template that lost
-    /// its value must not quietly mean the default, or nothing.
+    /// from (an empty value too: see [`Resolver::value`]).
     fn get(&self, flag: &str, value: &Option<String>) -> Option<(String, String)> {
         match value {
             Some(v) => Some((v.clone(), format!("--{flag}"))),
@@ -504,7 +502,9 @@ impl Resolver<'_> {
         }
     }
 
-    /// [`Resolver::get`], refusing an empty value.
+    /// [`Resolver::get`], refusing an empty value: a
+    /// `MCP_PROXY_LOG_LEVEL=` or `--cwd ""` left by a template that lost
+    /// its value must not quietly mean the default, or nothing.
     fn value(
         &self,
         flag: &str,
@@ -907,7 +907,10 @@ impl Config {
         let dur = "a duration such as 500ms, 15s, 30m (at most 365 days)";
         let positive = |flag: &str, d: Duration| -> Result<Duration, ConfigError> {
             if d.is_zero() {
-                err(format!("--{flag} must be greater than zero"))
+                err(format!(
+                    "--{flag} ({}) must be greater than zero",
+                    env_name(flag)
+                ))
             } else {
                 Ok(d)
             }
@@ -953,9 +956,15 @@ impl Config {
          -> Result<usize, ConfigError> {
             let n = r.parsed(flag, v, default, |s| s.parse().ok(), "a whole number")?;
             if n < min {
-                err(format!("--{flag} must be at least {min}"))
+                err(format!(
+                    "--{flag} ({}) must be at least {min}",
+                    env_name(flag)
+                ))
             } else if n > MAX_COUNT {
-                err(format!("--{flag} must be at most {MAX_COUNT}"))
+                err(format!(
+                    "--{flag} ({}) must be at most {MAX_COUNT}",
+                    env_name(flag)
+                ))
             } else {
                 Ok(n)
             }
