@@ -163,6 +163,15 @@ impl Audit {
         );
     }
 
+    /// A request was refused by the failed-authentication limiter;
+    /// `not_recorded` such refusals before it had no record of their own.
+    pub fn auth_rate_limited(&self, ip: IpAddr, not_recorded: u64) {
+        self.emit(
+            "auth.failure",
+            json!({ "reason": "rate limited", "ip": ip.to_string(), "not_recorded": not_recorded }),
+        );
+    }
+
     /// A session was created, deleted or expired.
     pub fn session(&self, event: &str, p: &Principal, session: &str, why: Option<&str>) {
         self.emit(

@@ -873,6 +873,48 @@ async fn the_eleventh_failure_gets_429_while_another_ip_still_works() {
     proxy.stop().await;
 }
 
+/// Regression: past the failure limit, every refused request still wrote
+/// an audit record (and a log line), so one client without a key decided
+/// how fast the audit file grew: 13,250 records in 5 s on one connection
+/// of a debug build. They are sampled now, with a count of the skipped.
+#[tokio::test]
+async fn refusals_past_the_failure_limit_cannot_flood_the_audit_log() {
+    let dir = temp_dir("audit-flood");
+    let audit = dir.join("audit.log");
+    let _ = std::fs::remove_file(&audit);
+    let proxy = Proxy::start(&["--api-key", KEY_A, "--audit-log", audit.to_str().unwrap()]).await;
+    let started = std::time::Instant::now();
+    let mut limited = 0u64;
+    for _ in 0..400 {
+        if probe_status(&proxy, &[("x-api-key", "guess-guess-guess-1")]).await == 429 {
+            limited += 1;
+        }
+    }
+    let took = started.elapsed().as_secs();
+    assert!(limited >= 380, "{limited} of 400 were rate-limited");
+    proxy.stop().await;
+    let audit = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<Value> = audit
+        .lines()
+        .filter(|l| l.contains("rate limited"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // A burst of 20, then 2 a second.
+    assert!(
+        (records.len() as u64) <= 20 + 2 * (took + 1),
+        "{} records for {limited} rate-limited refusals in {took} s",
+        records.len()
+    );
+    let skipped: u64 = records
+        .iter()
+        .map(|r| r["not_recorded"].as_u64().unwrap_or(0))
+        .sum();
+    // Every refusal is either recorded or counted in a later record (the
+    // last few may be counted by none, if no record followed them).
+    assert!(records.len() as u64 + skipped <= limited);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn browsers_are_refused_cross_site_and_refusals_spawn_no_child() {
     let (marker, program, args) = spawn_marker("browsers");

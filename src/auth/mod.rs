@@ -144,8 +144,15 @@ pub struct Authenticator {
     forward: Option<ForwardAuth>,
     metadata: Option<ResourceMetadata>,
     limiter: FailureLimiter,
+    /// Records of refusals by the limiter: a client past it decides their
+    /// rate, so they are sampled (the skipped ones counted in the next).
+    limited_records: crate::logging::RateLimit,
     audit: Arc<Audit>,
 }
+
+/// Audit records of rate-limited refusals: at once, then per second.
+const LIMITED_RECORDS_BURST: u32 = 20;
+const LIMITED_RECORDS_PER_SECOND: u32 = 2;
 
 /// `Authorization: Bearer <token>`'s token.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -189,6 +196,10 @@ impl Authenticator {
             forward,
             metadata,
             limiter: FailureLimiter::new(config.failure_limit),
+            limited_records: crate::logging::RateLimit::new(
+                LIMITED_RECORDS_BURST,
+                LIMITED_RECORDS_PER_SECOND,
+            ),
             audit,
             config,
         })
@@ -282,7 +293,9 @@ impl Authenticator {
         let ip = peer.map(|p| self.client_ip(p, headers));
         let admission = match ip.map(|ip| (ip, self.limiter.admit(ip, self.credential(headers)))) {
             Some((ip, Err(retry))) => {
-                self.audit.auth_failure("rate limited", ip);
+                if let Some(skipped) = self.limited_records.admit() {
+                    self.audit.auth_rate_limited(ip, skipped);
+                }
                 return Err(self.refusal(AuthError::RateLimited(retry)));
             }
             Some((_, Ok(a))) => Some(a),
