@@ -1284,3 +1284,135 @@ async fn sigterm_stops_children_that_ignore_it_within_the_documented_bound() {
         let _ = t.await;
     }
 }
+
+/// Regression: a failed `initialize` was answered only after its child's
+/// staged stop: 1.5 x the grace (7.5 s by default) for a child that
+/// ignores stdin's end and SIGTERM. The answer now goes at once; the stop
+/// goes on in the background and keeps the session's slot until the child
+/// is gone, so refused initializes cannot pile up children past
+/// `--max-sessions`.
+#[tokio::test]
+async fn a_failed_initialize_is_answered_before_its_stubborn_child_is_stopped() {
+    // Answers every request (initialize, then the era probe) with an
+    // error and, once stdin ends, ignores everything, SIGTERM included.
+    let script = r#"trap '' TERM; while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -n "$id" ] && printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32603,"message":"no"}}\n' "$id"; done; exec sleep 1000"#;
+    let p = start(
+        &["--shutdown-grace", "2s", "--max-sessions", "1"],
+        &["sh", "-c", script],
+    );
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.accept = "application/json";
+    let asked = Instant::now();
+    let r = c.post(&init).await;
+    let took = asked.elapsed();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("mcp-session-id").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "no", "{body}");
+    // The stop alone takes 1 s (half the grace) + 2 s (the grace).
+    assert!(
+        took < Duration::from_millis(2500),
+        "the answer waited for the child's stop: {took:?}"
+    );
+    let proxy = p.child.id();
+    let sleeping = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    };
+    // Its stdin closed, it sleeps through the stop.
+    let mut stopping = Vec::new();
+    assert!(
+        eventually(STEP, || {
+            stopping = children_of(proxy).into_iter().filter(sleeping).collect();
+            stopping.len() == 1
+        })
+        .await,
+        "{stopping:?}"
+    );
+    // Its slot is still taken while it stops.
+    let r = c.post(&init).await;
+    assert_ne!(
+        r.status(),
+        200,
+        "a second session while the first child stops"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(stopping[0])).await,
+        "the stubborn child was never stopped"
+    );
+    // Then the slot is free again (and this child fails the same way).
+    let r = c.post(&init).await;
+    assert_eq!(r.status(), 200);
+}
+
+/// Regression: at shutdown the sessions' children, the shared child and
+/// the per-principal (2026-07-28) children were stopped one kind after
+/// the other, so stubborn children of two kinds took two staged stops in
+/// a row (three kinds, three). They are stopped together now.
+#[tokio::test]
+async fn children_of_every_kind_are_stopped_together_at_shutdown() {
+    // An MCP server that, once its stdin ends, sleeps and ignores SIGTERM.
+    let everything = support::example("everything");
+    let script = format!("trap '' TERM; {everything}; exec sleep 1000");
+    let mut p = start(&["--shutdown-grace", "2s"], &["sh", "-c", &script]);
+    let url = format!("{}/mcp", p.base);
+    // A session-era session: its own child.
+    let mut session = Client::new(&url);
+    session.initialize("2025-11-25", json!({})).await;
+    // A 2026-07-28 call: the (anonymous) principal's child.
+    let modern = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": "hi"},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .json(&modern)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let proxy = p.child.id();
+    let shell = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sh")
+    };
+    let mut children = Vec::new();
+    assert!(
+        eventually(STEP, || {
+            children = children_of(proxy).into_iter().filter(shell).collect();
+            children.len() == 2
+        })
+        .await,
+        "{children:?}"
+    );
+    let asked = Instant::now();
+    p.signal(Signal::SIGTERM);
+    // When each child died: each stop takes half the grace after stdin
+    // closes, then the grace after SIGTERM (3 s); one after the other,
+    // the second died 3 s after the first.
+    let mut died: Vec<Option<Duration>> = vec![None; children.len()];
+    while died.iter().any(Option::is_none) && asked.elapsed() < Duration::from_secs(20) {
+        for (pid, at) in children.iter().zip(died.iter_mut()) {
+            if at.is_none() && !alive(*pid) {
+                *at = Some(asked.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let died: Vec<Duration> = died
+        .into_iter()
+        .map(|d| d.expect("a child outlived the shutdown by 20 s"))
+        .collect();
+    let apart = died[0].abs_diff(died[1]);
+    assert!(
+        apart < Duration::from_millis(1500),
+        "the children died {apart:?} apart ({died:?} after SIGTERM)"
+    );
+    let (code, _) = p.wait_exit(asked, STEP);
+    assert_eq!(code, 0);
+}

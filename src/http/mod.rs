@@ -449,7 +449,25 @@ impl App {
     }
 
     /// Stops every per-principal child (shutdown, or a named server's end).
-    pub async fn stop_principal_children(&self) {
+    /// Stops every child of this server together: the sessions', the
+    /// shared one and the per-principal ones, each by its staged stop, so
+    /// that stubborn children of all three kinds take one stop's time, not
+    /// three in a row. New children are refused from then on.
+    pub async fn stop_children(&self) {
+        let shared = async {
+            if let Some(up) = self.shared_if_started() {
+                up.stop().await;
+            }
+        };
+        tokio::join!(
+            self.sessions.clear(),
+            shared,
+            self.stop_principal_children()
+        );
+        self.children_cancel.cancel();
+    }
+
+    async fn stop_principal_children(&self) {
         let all = self.principal_upstreams();
         futures_util::future::join_all(all.iter().map(|u| u.stop())).await;
     }
@@ -971,12 +989,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
         );
     }
     reaper.abort();
-    app.sessions.clear().await;
-    if let Some(up) = app.shared_if_started() {
-        up.stop().await;
-    }
-    app.stop_principal_children().await;
-    app.children_cancel.cancel();
+    app.stop_children().await;
     // Cleanups started by requests (detaching abandoned ports, stopping
     // children of abandoned initializes) finish before the proxy returns.
     app.tasks.close();

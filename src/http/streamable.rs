@@ -323,7 +323,14 @@ async fn initialize(
         // No session was created: the error goes back without an id header.
         info!("initialize failed; no session created");
         pending_session.disarm();
-        end_unregistered(&session).await;
+        // The client has its answer now; its child's staged stop (up to
+        // 1.5 x the grace for one that ignores stdin and SIGTERM) goes on
+        // in a task the app owns, holding the session's slot under
+        // --max-sessions until the child is gone.
+        app.tasks.spawn(async move {
+            end_unregistered(&session).await;
+            drop(reservation);
+        });
         return Ok(answer_one(answer, response));
     };
     session.set_protocol_version(&version);

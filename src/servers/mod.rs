@@ -555,12 +555,7 @@ impl ServerSet {
 async fn stop_app(r: &Running) {
     r.reaper.cancel();
     r.app.streams_cancel.cancel();
-    r.app.sessions.clear().await;
-    if let Some(up) = r.app.shared_if_started() {
-        up.stop().await;
-    }
-    r.app.stop_principal_children().await;
-    r.app.children_cancel.cancel();
+    r.app.stop_children().await;
 }
 
 fn mode_name(m: Mode) -> &'static str {
