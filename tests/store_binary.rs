@@ -659,6 +659,44 @@ fn an_edited_config_file_applies_without_a_signal_and_a_broken_one_is_refused() 
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression: a file caught half-written by the poll was applied when
+/// the half was valid TOML on its own (here: the first server only), so
+/// the servers after it were removed and then started afresh a poll later.
+/// A content is applied only once two checks in a row read it now.
+#[test]
+fn a_config_file_caught_half_written_is_never_applied() {
+    let dir = tempdir("half");
+    let file = dir.join("p.toml");
+    std::fs::write(&file, format!("{}{}", server("a"), server("b"))).unwrap();
+    let p = Proc::start(
+        &["--config".as_ref(), file.as_os_str()],
+        &[("MCP_PROXY_CONFIG_POLL", "1s")],
+    );
+    // An edit, to learn when the checks happen: it is applied right after
+    // one. The next ones follow a second apart.
+    std::fs::write(&file, format!("# edited\n{}{}", server("a"), server("b"))).unwrap();
+    p.wait_for("configuration reloaded");
+    // Half a second later, the editor has written the first server of the
+    // new file; a second after that, all of it. One check reads the half.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&file, server("a")).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(
+        &file,
+        format!("{}{}{}", server("a"), server("b"), server("c")),
+    )
+    .unwrap();
+    let reload = p.wait_for("configuration reloaded");
+    assert!(
+        reload.contains(r#"added=["c"]"#) && reload.contains("removed=[]"),
+        "{reload}"
+    );
+    assert_eq!(p.status("/servers/b/ready"), 200);
+    assert_eq!(p.status("/servers/c/ready"), 200);
+    drop(p);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn config_poll_refuses_nonsense_with_exit_64() {
     let dir = tempdir("poll-bad");

@@ -698,8 +698,10 @@ pub fn reload_on_sighup(
 /// modification time: two writes within one timestamp tick, or a restore
 /// of an older file, are both seen. A content seen before is not applied
 /// again, so a broken file is refused (and logged) once, not every poll;
-/// fixing it applies it. A half-written file is refused and the complete
-/// one applied at the next check.
+/// fixing it applies it. A new content is applied only once two checks in
+/// a row read it: a file caught half-written, which may well be valid
+/// TOML (the first of its servers, say), is never applied, since the next
+/// check finds it changed again. An edit thus takes one to two intervals.
 pub fn reload_on_change(
     set: Arc<ServerSet>,
     path: std::path::PathBuf,
@@ -721,6 +723,9 @@ pub fn reload_on_change(
         // an edit made after start-up, even before this task first runs,
         // differs from it.
         let mut seen = applied;
+        // The digest the previous check read, when it was new: applied if
+        // this check reads it again.
+        let mut settling = None;
         let mut unreadable = false;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -743,8 +748,14 @@ pub fn reload_on_change(
             unreadable = false;
             let digest = crate::config_file::file_digest(&bytes);
             if seen == Some(digest) {
+                settling = None;
                 continue;
             }
+            if settling != Some(digest) {
+                settling = Some(digest);
+                continue;
+            }
+            settling = None;
             seen = Some(digest);
             info!(path = %path.display(), "config file changed: reloading the configuration");
             // Exactly the bytes hashed: a second read could catch a writer
