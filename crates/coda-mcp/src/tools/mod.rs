@@ -323,6 +323,27 @@ pub fn one_named(
     }
 }
 
+/// The id of the one object of `items` (a doc's `kind`s) named `raw`,
+/// refusing a name several share; with none, `found` (what Coda returned
+/// for `raw`, by a spelling the list does not show: its pick).
+pub fn pick_named(
+    items: &[Value],
+    found: &Value,
+    raw: &str,
+    kind: &str,
+    arg: &str,
+    d: &str,
+) -> ToolResult<String> {
+    match one_named(items, raw, kind, arg, &format!("doc {d}"))? {
+        Some(id) => Ok(id),
+        None => found
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ToolError::arg(arg, format!("no {kind} {raw:?} in doc {d}"))),
+    }
+}
+
 /// Whether `raw` has the shape of a Coda id with one of `prefixes`
 /// (`grid-AbC_d-1`): reads take such a value as the id it looks like,
 /// without a request to check it is not a shared name.
@@ -626,34 +647,52 @@ impl Coda {
         write: bool,
         deadline: Instant,
     ) -> ToolResult<String> {
-        if !write && id_shaped(raw, &["grid-", "table-"]) {
+        let Some(table) = self
+            .fetch_by_ref(d, "table", raw, arg, write, &["grid-", "table-"], deadline)
+            .await?
+        else {
             return Ok(raw.to_owned());
+        };
+        let list = ApiRequest::get(&["docs", d, "tables"]).query("limit", 100);
+        let (tables, _) = self.list_all(list, COMPOSITE_CAP, deadline).await?;
+        pick_named(&tables, &table, raw, "table", arg, d)
+    }
+
+    /// The first step of resolving `raw`, the name or id of one of doc
+    /// `d`'s `kind`s (`table`, `page`): `None` when `raw` is its id (for a
+    /// read, any value shaped like one of `id_prefixes`, unchecked), else
+    /// the object Coda found by that name, whose doc's list
+    /// [`pick_named`] then checks for other objects of the same name.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fetch_by_ref(
+        &self,
+        d: &str,
+        kind: &str,
+        raw: &str,
+        arg: &str,
+        write: bool,
+        id_prefixes: &[&str],
+        deadline: Instant,
+    ) -> ToolResult<Option<Value>> {
+        if !write && id_shaped(raw, id_prefixes) {
+            return Ok(None);
         }
-        let req = ApiRequest::get(&["docs", d, "tables", raw]);
-        let table = match self.client.send(&req, deadline).await {
+        let collection = format!("{kind}s");
+        let req = ApiRequest::get(&["docs", d, &collection, raw]);
+        let object = match self.client.send(&req, deadline).await {
             Ok(r) => r.body,
             Err(e) if e.status() == Some(404) => {
                 return Err(ToolError::arg(
                     arg,
-                    format!("no table {raw:?} in doc {d}: {e}"),
+                    format!("no {kind} {raw:?} in doc {d}: {e}"),
                 ));
             }
             Err(e) => return Err(e.into()),
         };
-        if table.get("id").and_then(Value::as_str) == Some(raw) {
-            return Ok(raw.to_owned());
+        if object.get("id").and_then(Value::as_str) == Some(raw) {
+            return Ok(None);
         }
-        let list = ApiRequest::get(&["docs", d, "tables"]).query("limit", 100);
-        let (tables, _) = self.list_all(list, COMPOSITE_CAP, deadline).await?;
-        match one_named(&tables, raw, "table", arg, &format!("doc {d}"))? {
-            Some(id) => Ok(id),
-            // Coda found it by a spelling the list does not show: its pick.
-            None => table
-                .get("id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| ToolError::arg(arg, format!("no table {raw:?} in doc {d}"))),
-        }
+        Ok(Some(object))
     }
 
     /// The id of the column `raw` names in table `t`: `raw` itself when it

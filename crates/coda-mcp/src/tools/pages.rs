@@ -417,23 +417,12 @@ impl Coda {
         write: bool,
         deadline: Instant,
     ) -> ToolResult<String> {
-        if !write && super::id_shaped(raw, &["canvas-"]) {
+        let Some(page) = self
+            .fetch_by_ref(d, "page", raw, arg, write, &["canvas-"], deadline)
+            .await?
+        else {
             return Ok(raw.to_owned());
-        }
-        let req = ApiRequest::get(&["docs", d, "pages", raw]);
-        let page = match self.client.send(&req, deadline).await {
-            Ok(r) => r.body,
-            Err(e) if e.status() == Some(404) => {
-                return Err(ToolError::arg(
-                    arg,
-                    format!("no page {raw:?} in doc {d}: {e}"),
-                ));
-            }
-            Err(e) => return Err(e.into()),
         };
-        if page.get("id").and_then(Value::as_str) == Some(raw) {
-            return Ok(raw.to_owned());
-        }
         let all = PageArgs {
             fetch_all: true,
             max_items: Some(MAX_FETCH_ALL_CAP as u32),
@@ -442,29 +431,7 @@ impl Coda {
         let listed = self
             .list(ApiRequest::get(&["docs", d, "pages"]), &all, deadline)
             .await?;
-        let ids: Vec<&str> = listed
-            .items
-            .iter()
-            .filter(|p| p.get("name").and_then(Value::as_str) == Some(raw))
-            .filter_map(|p| p.get("id").and_then(Value::as_str))
-            .collect();
-        match ids.as_slice() {
-            [one] => Ok((*one).to_owned()),
-            // Coda found it by a spelling the list does not show: its pick.
-            [] => page
-                .get("id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| ToolError::arg(arg, format!("no page {raw:?} in doc {d}"))),
-            _ => Err(ToolError::ambiguous(
-                arg,
-                raw,
-                "page",
-                &format!("doc {d}"),
-                &ids,
-                false,
-            )),
-        }
+        super::pick_named(&listed.items, &page, raw, "page", arg, d)
     }
     async fn plain_items(
         &self,
