@@ -271,12 +271,15 @@ async fn a_child_that_stops_reading_stdin_cannot_hold_handlers_past_the_request_
 
 #[tokio::test]
 async fn requests_withdrawn_before_the_child_got_them_are_never_written() {
-    // A shared child stops reading for 1.5 s under a batch of 4,000 pings:
+    // A shared child stops reading for 4 s under a batch of 4,000 pings:
     // its pipe fills and later lines wait in the proxy's queue. One
     // request's client (2026-07-28) closes its connection there, another's
     // (2025-11-25) sends notifications/cancelled. Neither request nor any
     // cancellation may reach the child.
-    let (proxy, c, batches) = shared_child_paused(&["--max-batch", "10000"], 1500).await;
+    // 4 s, not the 1.5 s it was: the steps below take about 0.8 s, and
+    // under a loaded run (the 1,000-session test beside it) they once took
+    // longer than the pause, so the cancel came after the child read again.
+    let (proxy, c, batches) = shared_child_paused(&["--max-batch", "10000"], 4000).await;
     let pings = tokio::spawn(async move { ping_batch(&batches, 4000).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A 2026-07-28 client that gives up: closing its connection is that
