@@ -1177,8 +1177,8 @@ async fn named_servers_serve_their_resource_metadata_and_metrics() {
     std::fs::write(
         &path,
         format!(
-            "[auth]\napi_key_file = {keys:?}\n[[server]]\nname = \"ev\"\ncommand = [{:?}]\n",
-            example("everything")
+            "[auth]\napi_key_file = {keys:?}\n[[server]]\nname = \"ev\"\ncommand = [{e:?}]\n[[server]]\nname = \"ev2\"\ncommand = [{e:?}]\n",
+            e = example("everything")
         ),
     )
     .unwrap();
@@ -1231,6 +1231,34 @@ async fn named_servers_serve_their_resource_metadata_and_metrics() {
     let r = http.get(&metrics).bearer_auth(K1).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("mcp_proxy_sessions_open"));
+    // And all servers at once, each sample labelled, each family once.
+    assert_eq!(
+        http.get(format!("{}/metrics", p.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = http
+        .get(format!("{}/metrics", p.base))
+        .bearer_auth(K1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let all = r.text().await.unwrap();
+    for server in ["ev", "ev2"] {
+        assert!(
+            all.contains(&format!("mcp_proxy_sessions_open{{server=\"{server}\"}} 0")),
+            "{all}"
+        );
+    }
+    let types: Vec<&str> = all.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let mut unique = types.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(types.len(), unique.len(), "{all}");
     let r = http
         .get(format!("{}/servers/nope/metrics", p.base))
         .bearer_auth(K1)

@@ -46,7 +46,7 @@ use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame};
 use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
 use crate::session::{Reservation, Session, Sessions, StreamLimits, Transport, new_session_id};
-use crate::sse::{Body, ReplayBudget, full};
+use crate::sse::{Body, ReplayBudget};
 use crate::upstream::{
     EraHints, Port, PortKeys, PortKind, Reply, Upstream, UpstreamError, UpstreamOptions,
 };
@@ -748,16 +748,16 @@ impl App {
     }
 
     fn metrics_response(&self) -> Response<Body> {
-        let mut r = Response::new(full(self.metrics.render(crate::metrics::Readings {
+        response::metrics_text(self.metrics_text())
+    }
+
+    /// This server's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(crate::metrics::Readings {
             sessions_open: self.sessions.len(),
             log_lines_dropped: crate::logging::dropped(),
             audit_records_dropped: self.audit.dropped(),
-        })));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-        );
-        r
+        })
     }
 
     /// `GET /ready` of this server: 503 while it cannot serve.

@@ -81,3 +81,13 @@ pub fn sse_response(body: Body) -> Response<Body> {
 pub fn single_event(body: &[u8]) -> Response<Body> {
     sse_response(full(sse::event(None, None, body)))
 }
+
+/// A `200` of metrics in the Prometheus text format.
+pub fn metrics_text(text: String) -> Response<Body> {
+    let mut r = Response::new(full(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    r
+}

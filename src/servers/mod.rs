@@ -398,6 +398,12 @@ impl ServerSet {
             return e.into_response();
         }
         match (req.method(), path.as_str()) {
+            (&Method::GET, "/metrics") => {
+                return self
+                    .metrics(&req)
+                    .await
+                    .unwrap_or_else(ProxyError::into_response);
+            }
             (&Method::GET, "/health") => return self.health(),
             (&Method::GET, "/ready") => return self.ready(),
             _ => {}
@@ -461,6 +467,34 @@ impl ServerSet {
                 _in_flight: in_flight,
             })
         })
+    }
+
+    /// `GET /metrics`: every current server's metrics, each sample with a
+    /// `server` label and each family once (its HELP and TYPE from the
+    /// first server that has it), so one scrape covers the process. The
+    /// process-wide counts (dropped log lines and audit records, the
+    /// build) appear once per server. With `--metrics-auth` the caller
+    /// authenticates as for any server (`[auth]` is global).
+    async fn metrics(&self, req: &Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+        let apps: Vec<(String, Arc<App>)> = self
+            .read()
+            .iter()
+            .map(|(n, r)| (n.clone(), r.app.clone()))
+            .collect();
+        if self.base.metrics_auth
+            && let Some((_, app)) = apps.first()
+        {
+            let peer = req
+                .extensions()
+                .get::<crate::http::PeerAddr>()
+                .map(|p| p.0.ip());
+            app.auth.authenticate(req.headers(), peer).await?;
+        }
+        let texts: Vec<(String, String)> = apps
+            .iter()
+            .map(|(name, app)| (name.clone(), app.metrics_text()))
+            .collect();
+        Ok(crate::http::response::metrics_text(merge_metrics(&texts)))
     }
 
     fn health(&self) -> Response<Body> {
@@ -556,6 +590,78 @@ async fn stop_app(r: &Running) {
     r.reaper.cancel();
     r.app.streams_cancel.cancel();
     r.app.stop_children().await;
+}
+
+/// Prometheus text of several servers as one: each sample gains a
+/// `server` label, and each family's samples stand together under one
+/// HELP and TYPE (the format allows a family only once).
+fn merge_metrics(texts: &[(String, String)]) -> String {
+    // Families in first-seen order: (header lines, samples).
+    let mut families: Vec<(Vec<&str>, Vec<String>)> = Vec::new();
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    for (server, text) in texts {
+        let label = format!("server=\"{}\"", escape_label(server));
+        let mut current: Option<(usize, bool)> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut words = rest.splitn(3, ' ');
+                let (_, Some(family)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let (at, new) = match index.get(family) {
+                    Some(&at) => (at, false),
+                    None => {
+                        families.push((Vec::new(), Vec::new()));
+                        index.insert(family, families.len() - 1);
+                        (families.len() - 1, true)
+                    }
+                };
+                if new || current.is_some_and(|(c, n)| c == at && n) {
+                    families[at].0.push(line);
+                    current = Some((at, true));
+                } else {
+                    current = Some((at, false));
+                }
+            } else if !line.is_empty()
+                && let Some((at, _)) = current
+            {
+                families[at].1.push(with_label(line, &label));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (header, samples) in families {
+        for line in header
+            .iter()
+            .copied()
+            .chain(samples.iter().map(String::as_str))
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A sample line with `label` (`name="value"`) first among its labels.
+fn with_label(line: &str, label: &str) -> String {
+    match line.find(['{', ' ']) {
+        Some(i) if line[i..].starts_with("{}") => {
+            format!("{}{{{label}}}{}", &line[..i], &line[i + 2..])
+        }
+        Some(i) if line[i..].starts_with('{') => {
+            format!("{}{{{label},{}", &line[..i], &line[i + 1..])
+        }
+        Some(i) => format!("{}{{{label}}}{}", &line[..i], &line[i..]),
+        None => line.to_owned(),
+    }
+}
+
+/// A label value as the text format writes it.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn mode_name(m: Mode) -> &'static str {
@@ -827,6 +933,22 @@ pub async fn serve_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_of_several_servers_merge_into_one_family_each_with_a_server_label() {
+        let a = "# HELP x_total Things.\n# TYPE x_total counter\nx_total 1\n\
+                 # HELP y Labelled.\n# TYPE y gauge\ny{era=\"none\"} 2\ny{} 3\n";
+        let b = "# HELP x_total Things.\n# TYPE x_total counter\nx_total 4\n\
+                 # HELP y Labelled.\n# TYPE y gauge\ny{era=\"none\"} 5\n";
+        let merged = merge_metrics(&[("a".into(), a.into()), ("b\"c".into(), b.into())]);
+        assert_eq!(
+            merged,
+            "# HELP x_total Things.\n# TYPE x_total counter\n\
+             x_total{server=\"a\"} 1\nx_total{server=\"b\\\"c\"} 4\n\
+             # HELP y Labelled.\n# TYPE y gauge\n\
+             y{server=\"a\",era=\"none\"} 2\ny{server=\"a\"} 3\ny{server=\"b\\\"c\",era=\"none\"} 5\n"
+        );
+    }
 
     /// An edit made after the configuration was read but before the poll
     /// task first runs (a slow start, a busy machine) is still applied: the
