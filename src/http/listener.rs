@@ -65,8 +65,10 @@ pub struct Connections {
 
 impl Connections {
     /// Asks every connection to finish the request it is serving and
-    /// close, then waits up to `grace`; whether all closed in time (the
-    /// rest are dropped, which closes their sockets).
+    /// close, then waits up to `grace`; whether all closed in time. The
+    /// caller then stops the children, which ends what the rest still
+    /// wait on; their sockets close when their tasks end or, at the
+    /// latest, with the runtime at exit.
     pub async fn drain(self, grace: Duration) -> bool {
         self.drain.cancel();
         self.tracker.close();

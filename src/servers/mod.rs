@@ -365,12 +365,18 @@ impl ServerSet {
         current
     }
 
+    /// Any current server's app: for what `[auth]` decides, which is
+    /// global (the Host check, authentication outside a server's path).
+    fn any_app(&self) -> Option<Arc<App>> {
+        self.read().values().next().map(|r| r.app.clone())
+    }
+
     /// Checks a request bound for a retiring generation against the
     /// current configuration's authentication ([auth] is global, so any
     /// current server's will do): a key a reload removed is refused there
     /// too, although the old generation still holds the old key list.
     async fn still_accepted(&self, req: &Request<Incoming>) -> Result<(), ProxyError> {
-        let Some(app) = self.read().values().next().map(|r| r.app.clone()) else {
+        let Some(app) = self.any_app() else {
             return Err(ProxyError::ShuttingDown);
         };
         let peer = req
@@ -389,8 +395,7 @@ impl ServerSet {
         // Host first, for every path, as a single server does (DNS
         // rebinding): `[auth]` is global, so any current server's check
         // will do. Paths under a server are checked again by its app.
-        let access = self.read().values().next().map(|r| r.app.clone());
-        if let Some(app) = access
+        if let Some(app) = self.any_app()
             && let Err(e) = app
                 .access
                 .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))
@@ -482,7 +487,7 @@ impl ServerSet {
             .map(|(n, r)| (n.clone(), r.app.clone()))
             .collect();
         if self.base.metrics_auth
-            && let Some((_, app)) = apps.first()
+            && let Some(app) = self.any_app()
         {
             let peer = req
                 .extensions()
