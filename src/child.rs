@@ -145,16 +145,22 @@ impl Children {
         Ok(pid)
     }
 
-    /// If the guard has died (someone killed it), starts another and
+    /// If the guard has died (someone killed it) or stopped reading
+    /// ([`Guard::is_stuck`]: it is ended first), starts another and
     /// registers every live group with it. Returns the new guard's pid.
     pub fn check_guard(&self) -> Option<u32> {
         let mut slot = lock(&self.guard);
         let old = slot.as_ref()?;
-        if !old.has_exited() {
+        let old_pid = old.pid();
+        if old.is_stuck() {
+            if let Some(stuck) = slot.take() {
+                stuck.discard();
+            }
+        } else if old.has_exited() {
+            *slot = None;
+        } else {
             return None;
         }
-        let old_pid = old.pid();
-        *slot = None;
         lock(&self.groups).remove(&old_pid);
         let guard = match Guard::start() {
             Ok(g) => g,
@@ -177,7 +183,7 @@ impl Children {
             old = old_pid,
             new = pid,
             groups = groups.len(),
-            "the guard process died; started another"
+            "the guard process died or stopped reading; started another"
         );
         *slot = Some(guard);
         Some(pid)
@@ -879,6 +885,68 @@ mod tests {
         // Nothing of the group is left running (zombies await their new parent, init).
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(live_group_members(pid), Vec::<i32>::new());
+    }
+
+    /// A guard that stops reading (SIGSTOP) must not hang the proxy once
+    /// its pipe is full (16,384 registrations: about 8,000 spawns), and is
+    /// replaced by one that knows every live group.
+    #[test]
+    fn a_stopped_guard_never_blocks_the_proxy_and_is_replaced() {
+        use std::os::unix::process::CommandExt;
+        let children = Arc::new(Children::default());
+        let first = children.start_guard().unwrap();
+        /// Killed however the test ends.
+        struct Member(std::process::Child);
+        impl Drop for Member {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut member = Member(
+            std::process::Command::new("sleep")
+                .arg("1000")
+                .process_group(0)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pgid = member.0.id();
+        lock(&children.groups).insert(pgid);
+        children.with_guard(|g| g.register(pgid));
+        nix::sys::signal::kill(Pid::from_raw(first as i32), Signal::SIGSTOP).unwrap();
+        // Spawns and exits of other children: far more than the pipe holds.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let flood = children.clone();
+        std::thread::spawn(move || {
+            for i in 0..40_000u32 {
+                flood.with_guard(|g| g.unregister(4_000_000 + i % 1000));
+            }
+            let _ = done_tx.send(());
+        });
+        let returned = done_rx.recv_timeout(Duration::from_secs(20)).is_ok();
+        if !returned {
+            // Frees the blocked writer (EPIPE) before the test fails.
+            let _ = nix::sys::signal::kill(Pid::from_raw(first as i32), Signal::SIGKILL);
+        }
+        assert!(returned, "registering with a stopped guard blocked");
+        let second = children.check_guard().expect("a stuck guard is replaced");
+        assert_ne!(second, first);
+        assert!(
+            !std::path::Path::new(&format!("/proc/{first}")).exists(),
+            "the stuck guard was not ended and reaped"
+        );
+        assert!(
+            member.0.try_wait().unwrap().is_none(),
+            "ending the stuck guard killed a child"
+        );
+        // The proxy dies: the new guard takes the group it was told about.
+        let released = std::time::Instant::now();
+        drop(lock(&children.guard).take());
+        let _ = member.0.wait();
+        assert!(released.elapsed() < Duration::from_secs(2));
+        assert_eq!(live_group_members(pgid as i32), Vec::<i32>::new());
     }
 
     #[tokio::test]

@@ -22,7 +22,10 @@
 //! grandchildren are gone within milliseconds of `kill -9`.
 //!
 //! A guard that is itself killed is replaced within a second
-//! ([`crate::child::Children::check_guard`]). Not covered: a grandchild
+//! ([`crate::child::Children::check_guard`]), and so is one that stops
+//! reading (SIGSTOP, a frozen cgroup): the write end is non-blocking, so a
+//! full pipe costs a registration, never a hung proxy, and marks the guard
+//! stuck. Not covered: a grandchild
 //! that leaves its group (`setsid`, a daemonising server), a child being
 //! spawned when the proxy dies (registration follows `spawn`'s return,
 //! which waits for `exec`: milliseconds for a large program; such a child
@@ -50,6 +53,9 @@ pub struct Guard {
     pipe: Mutex<Option<File>>,
     /// Registrations the guard could not take (write failed).
     failed: std::sync::atomic::AtomicBool,
+    /// The pipe was full: the guard stopped reading (see the module
+    /// documentation) and is to be replaced.
+    stuck: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Guard {
@@ -62,6 +68,11 @@ impl Guard {
     /// Forks the guard process.
     pub fn start() -> std::io::Result<Guard> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // The proxy's end only: the guard's reads stay blocking.
+        nix::fcntl::fcntl(
+            &write,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
         // Allocated before the fork: the guard must not allocate.
         let mut table = vec![0i32; GUARD_GROUPS];
         // SAFETY: the child branch runs `guard_main`, which only makes
@@ -79,6 +90,7 @@ impl Guard {
                     pid: child,
                     pipe: Mutex::new(Some(File::from(write))),
                     failed: Default::default(),
+                    stuck: Default::default(),
                 })
             }
         }
@@ -97,6 +109,21 @@ impl Guard {
         )
     }
 
+    /// Whether a registration found the pipe full: the guard is alive but
+    /// not reading (stopped), and no longer knows every group.
+    pub fn is_stuck(&self) -> bool {
+        self.stuck.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Ends a guard that is alive but of no use ([`Guard::is_stuck`])
+    /// without it killing anything: SIGKILL ends it before it reads the
+    /// end of its pipe (a stopped process dies of SIGKILL too), and it is
+    /// reaped before the pipe closes.
+    pub fn discard(self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+
     /// Tells the guard about a new child process group.
     pub fn register(&self, pgid: u32) {
         self.send(pgid as i32);
@@ -110,12 +137,27 @@ impl Guard {
     fn send(&self, v: i32) {
         let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
         let Some(file) = pipe.as_mut() else { return };
-        // 4 bytes: atomic on a pipe; the guard reads continuously, so this
-        // never waits long.
-        if let Err(e) = file.write_all(&v.to_le_bytes())
-            && !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            warn!(error = %e, guard = self.pid(), "the guard process is gone: children would outlive a killed proxy");
+        // 4 bytes: atomic on a pipe, so a write is whole or not at all.
+        // The guard reads continuously; a full pipe means it stopped.
+        let mut written = file.write(&v.to_le_bytes());
+        while matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::Interrupted) {
+            written = file.write(&v.to_le_bytes());
+        }
+        match written {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if !self.stuck.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    warn!(
+                        guard = self.pid(),
+                        "the guard process stopped reading (stopped or frozen): replacing it"
+                    );
+                }
+            }
+            Err(e) => {
+                if !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    warn!(error = %e, guard = self.pid(), "the guard process is gone: children would outlive a killed proxy");
+                }
+            }
         }
     }
 }
