@@ -571,10 +571,27 @@ impl ChildHandle {
             cmd.current_dir(cwd);
         }
         let children = spec.children.clone();
+        // The guard stays locked until the spawn returns: the descriptor
+        // the child registers itself through stays open, and no other
+        // registration comes between a failed spawn and the resync.
+        let guard = lock(&children.guard);
+        if let Some(fd) = guard.as_ref().and_then(Guard::raw_fd) {
+            // SAFETY: `register_self` is fit for `pre_exec` (two
+            // async-signal-safe calls); `fd` is open until the lock goes.
+            unsafe {
+                cmd.pre_exec(move || {
+                    crate::guard::register_self(fd);
+                    Ok(())
+                });
+            }
+        }
         // The set stays locked from spawn to registration: the PID-1 reaper
         // must never reap a child it has not been told about.
         let mut groups = lock(&children.groups);
         let mut child = cmd.spawn().map_err(|source| {
+            if let Some(g) = guard.as_ref() {
+                g.resync(groups.iter().copied());
+            }
             spec.metrics.spawn_failed();
             ChildError::SpawnFailed {
                 program: spec.program.clone(),
@@ -592,7 +609,10 @@ impl ChildHandle {
                 "more children than the guard process tracks: those beyond it would outlive a killed proxy"
             );
         }
-        children.with_guard(|g| g.register(pid));
+        if let Some(g) = guard.as_ref() {
+            g.register(pid);
+        }
+        drop(guard);
         children.live.fetch_add(1, Ordering::Relaxed);
         children.longest_grace_ms.fetch_max(
             u64::try_from(spec.grace.as_millis()).unwrap_or(u64::MAX),
@@ -947,6 +967,39 @@ mod tests {
         let _ = member.0.wait();
         assert!(released.elapsed() < Duration::from_secs(2));
         assert_eq!(live_group_members(pgid as i32), Vec::<i32>::new());
+    }
+
+    /// A spawn whose `exec` fails rebuilds the guard's table (its child
+    /// registered itself first); the live children stay in it.
+    #[tokio::test]
+    async fn a_failed_spawn_leaves_the_live_children_with_the_guard() {
+        let children = Arc::new(Children::default());
+        children.start_guard().unwrap();
+        let spec = |program: &str| ChildSpec {
+            program: program.into(),
+            args: vec!["-c".into(), "sleep 1000 & exec sleep 1000".into()],
+            env: vec![],
+            inherit_env: true,
+            cwd: None,
+            max_line_bytes: 1024,
+            grace: Duration::from_millis(200),
+            children: children.clone(),
+            stderr_lines_per_second: 50,
+            metrics: Default::default(),
+        };
+        let (live, _io) = ChildHandle::spawn(&spec("sh"), "test").unwrap();
+        let pgid = live.pid() as i32;
+        assert!(ChildHandle::spawn(&spec("/nonexistent/mcp-server"), "test").is_err());
+        // The proxy dies.
+        drop(lock(&children.guard).take());
+        let gone = tokio::time::timeout(Duration::from_secs(2), async {
+            while !live_group_members(pgid).is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        assert!(gone.is_ok(), "a live child left the guard's table");
     }
 
     #[tokio::test]

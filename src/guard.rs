@@ -11,8 +11,13 @@
 //! Design: at start the proxy forks one guard (no exec, so it works in any
 //! host process, the test harness included). The guard keeps only the read
 //! end of a pipe whose write end only the proxy holds (close-on-exec, so
-//! children never inherit it). The proxy writes each child's process group
-//! id when it spawns it and its negation once the group is gone. When the
+//! children never keep it). A child writes its own process group id
+//! between `fork` and `exec` ([`register_self`]), so a proxy killed while
+//! the child is being spawned still takes it; the proxy writes the id
+//! again once the spawn returns (the guard keeps it once), and its negation
+//! once the group is gone. A child whose `exec` failed had registered an id
+//! that is about to be free for reuse: the proxy then rebuilds the guard's
+//! table ([`Guard::resync`]). When the
 //! proxy dies the kernel closes the write end; the guard reads EOF, sends
 //! SIGKILL to every group still registered and exits. Between `fork` and
 //! `_exit` the guard calls only async-signal-safe system calls and never
@@ -25,12 +30,14 @@
 //! ([`crate::child::Children::check_guard`]), and so is one that stops
 //! reading (SIGSTOP, a frozen cgroup): the write end is non-blocking, so a
 //! full pipe costs a registration, never a hung proxy, and marks the guard
-//! stuck. Not covered: a grandchild
-//! that leaves its group (`setsid`, a daemonising server), a child being
-//! spawned when the proxy dies (registration follows `spawn`'s return,
-//! which waits for `exec`: milliseconds for a large program; such a child
-//! still sees its stdin close), and the proxy and its guard killed at once
+//! stuck. Not covered: a grandchild that leaves its group (`setsid`, a
+//! daemonising server), and the proxy and its guard killed at once
 //! (`pkill -9 -f mcp-proxy`).
+//!
+//! The cost of the child's registration: a `pre_exec` hook makes the
+//! standard library `fork` where it would otherwise `posix_spawn` (a
+//! `vfork`), so each spawn copies the proxy's page tables (measured in
+//! the commit that added it).
 
 use std::fs::File;
 use std::io::Write;
@@ -45,6 +52,29 @@ use tracing::warn;
 /// kept by the proxy only (a warning says so, once, when a spawn passes it:
 /// `--max-sessions` is 256 by default, so only a raised cap reaches it).
 pub const GUARD_GROUPS: usize = 16 * 1024;
+
+/// Entries of a [`Guard::resync`] per write: within `PIPE_BUF` (4,096
+/// bytes), which a pipe takes whole or not at all.
+const RESYNC_ENTRIES: usize = 1024;
+
+/// Registers the calling process (a child between `fork` and `exec`) as a
+/// process group with the guard whose write end is `fd`, so that a proxy
+/// killed before its own registration still takes the child (see the
+/// module documentation). The write cannot block (the end is
+/// non-blocking); if the guard's pipe is full, the proxy's own
+/// registration after the spawn finds that out.
+///
+/// # Safety
+/// For `pre_exec` only: it makes two async-signal-safe system calls and
+/// touches nothing but its stack. `fd` must be the write end of a live
+/// guard ([`Guard::raw_fd`]), kept open until the spawn returns.
+pub unsafe fn register_self(fd: std::os::fd::RawFd) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let v = libc::getpid().to_le_bytes();
+        libc::write(fd, v.as_ptr().cast(), v.len());
+    }
+}
 
 /// The proxy's end of the guard.
 pub struct Guard {
@@ -124,7 +154,36 @@ impl Guard {
         let _ = nix::sys::wait::waitpid(self.pid, None);
     }
 
-    /// Tells the guard about a new child process group.
+    /// The write end's descriptor, for [`register_self`] in a child being
+    /// spawned. It stays open only while the caller holds whatever keeps
+    /// this guard from being replaced (`Children` holds its lock).
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        let pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        pipe.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Starts the guard's table over with `groups` (the guard's own pid
+    /// left out): after a spawn whose child registered itself and then
+    /// failed to exec, so that no stale id is ever killed. Written whole
+    /// (up to a pipe's atomic size per write), so the guard never acts on
+    /// a table half rebuilt.
+    pub fn resync(&self, groups: impl Iterator<Item = u32>) {
+        let mut all = vec![0i32];
+        all.extend(groups.filter(|&g| g != self.pid()).map(|g| g as i32));
+        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = pipe.as_mut() else { return };
+        for part in all.chunks(RESYNC_ENTRIES) {
+            let bytes: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
+            if let Err(e) = file.write_all(&bytes) {
+                self.stuck.store(true, std::sync::atomic::Ordering::Relaxed);
+                warn!(error = %e, guard = self.pid(), "could not rebuild the guard's table: replacing it");
+                return;
+            }
+        }
+    }
+
+    /// Tells the guard about a new child process group (again, if it
+    /// registered itself: the guard keeps each group once).
     pub fn register(&self, pgid: u32) {
         self.send(pgid as i32);
     }
@@ -225,11 +284,20 @@ unsafe fn guard_main(fd: i32, table: *mut i32, cap: usize) -> ! {
             }
             let v = i32::from_le_bytes(buf);
             if v > 0 {
-                if len < cap {
+                let mut known = false;
+                let mut i = 0;
+                while i < len && !known {
+                    known = *table.add(i) == v;
+                    i += 1;
+                }
+                if !known && len < cap {
                     *table.add(len) = v;
                     len += 1;
                 }
-            } else if v < 0 {
+            } else if v == 0 {
+                // A resync: the groups that follow are all there are.
+                len = 0;
+            } else {
                 let gone = -v;
                 let mut i = 0;
                 while i < len {
@@ -252,7 +320,7 @@ unsafe fn guard_main(fd: i32, table: *mut i32, cap: usize) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::process::CommandExt;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
     use std::time::{Duration, Instant};
 
     fn running(pid: u32) -> bool {
@@ -299,5 +367,42 @@ mod tests {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = spared.wait();
+    }
+
+    /// A child registers itself before `exec`, so a proxy killed before it
+    /// could register the child (here: it never does) still takes it.
+    #[test]
+    fn a_child_that_registered_itself_dies_with_the_proxy() {
+        let guard = Guard::start().unwrap();
+        let fd = guard.raw_fd().unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "sleep 1000 & exec sleep 1000"])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: what `child::ChildHandle::spawn` does.
+        unsafe {
+            cmd.pre_exec(move || {
+                register_self(fd);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pgid = child.id() as i32;
+        drop(guard);
+        let released = Instant::now();
+        let mut status = None;
+        while status.is_none() && released.elapsed() < Duration::from_secs(2) {
+            status = child.try_wait().unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let killed = status.is_some_and(|s| s.signal() == Some(libc::SIGKILL));
+        let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        assert!(
+            killed,
+            "the guard did not take a child that registered itself"
+        );
+        assert_eq!(crate::child::live_group_members(pgid), Vec::<i32>::new());
     }
 }
