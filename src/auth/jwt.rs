@@ -12,7 +12,9 @@
 //! RSA public key finds no HMAC key (a JWKS's symmetric `oct` keys are
 //! ignored). An unknown `kid` triggers one refetch of the JWKS, at most once
 //! per [`DEFAULT_JWKS_MIN_REFETCH`]: a flood of made-up kids costs one fetch
-//! a minute, not one per request.
+//! a minute, not one per request. A token without a `kid` is checked only
+//! when one key of the set fits its algorithm, so that it costs one
+//! signature check, not one per key.
 //!
 //! A verified token is remembered (keyed by its SHA-256, never the token
 //! itself) until it expires or for [`VERIFIED_CACHE_TTL`], whichever comes
@@ -424,9 +426,22 @@ impl JwtVerifier {
                 fresh
             };
         }
-        let candidates = set.keys.iter().filter(|k| {
-            kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)) && k.algorithms.contains(&alg)
-        });
+        let candidates: Vec<_> = set
+            .keys
+            .iter()
+            .filter(|k| {
+                kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)) && k.algorithms.contains(&alg)
+            })
+            .collect();
+        // A token without a kid would be checked against every key (up to
+        // MAX_KEYS signature checks, on the runtime's thread, for one
+        // made-up token). OpenID Connect Core 10.1 requires a kid when
+        // the set has several keys; one key of its algorithm is enough.
+        if kid.is_none() && candidates.len() > 1 {
+            return Err(JwtError::Invalid(
+                "token has no kid and the JWKS has several keys for its algorithm",
+            ));
+        }
         let mut error = JwtError::Invalid("unknown signing key");
         for k in candidates {
             match self.check(token, &k.key, alg) {
@@ -536,6 +551,64 @@ mod tests {
             .await
             .expect("checked without waiting for the refresh");
         assert_eq!(checked.unwrap().subject, "alice");
+    }
+
+    /// A kid-less token is checked only when one key of the set fits its
+    /// algorithm: otherwise one made-up token would cost a signature check
+    /// per key (up to 64).
+    #[tokio::test]
+    async fn a_token_without_kid_is_refused_when_several_keys_could_check_it() {
+        use base64::Engine;
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let keys: Vec<_> = (1..=3u8)
+            .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32]))
+            .collect();
+        let jwk = |k: &ed25519_dalek::SigningKey, kid: &str| {
+            format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"{}"}}"#,
+                b64(k.verifying_key().as_bytes())
+            )
+        };
+        let claims = serde_json::json!({"sub":"alice","aud":"aud1","exp": now_unix() + 600});
+        // Signed by the last key, without a kid.
+        let der = keys[2].to_pkcs8_der().unwrap();
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::EdDSA),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+        )
+        .unwrap();
+        let verifier = |jwks: String| {
+            let v = JwtVerifier::new(
+                JwtConfig {
+                    jwks_url: Some("http://127.0.0.1:9/jwks".parse().unwrap()),
+                    secret: None,
+                    issuers: vec![],
+                    audiences: vec!["aud1".into()],
+                    header: TokenHeader::Bearer,
+                    jwks_min_refetch: Duration::from_secs(60),
+                },
+                Fetcher::new(Duration::from_secs(5)),
+            )
+            .unwrap();
+            *v.keys.write().unwrap() = Arc::new(KeySet {
+                keys: parse_jwks(jwks.as_bytes()).unwrap(),
+                fetched: Some(Instant::now()),
+            });
+            v
+        };
+        let all = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| jwk(k, &format!("k{i}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let several = verifier(format!(r#"{{"keys":[{all}]}}"#));
+        let refused = several.verify(&token).await.unwrap_err();
+        assert!(refused.to_string().contains("no kid"), "{refused}");
+        let one = verifier(format!(r#"{{"keys":[{}]}}"#, jwk(&keys[2], "only")));
+        assert_eq!(one.verify(&token).await.unwrap().subject, "alice");
     }
 
     #[test]
