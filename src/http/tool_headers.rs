@@ -47,6 +47,8 @@ pub struct ToolHeaders {
     tools: Mutex<HashMap<String, Vec<ParamHeader>>>,
     /// The table was full once (said once in the log).
     full_noted: AtomicBool,
+    /// A list or a tool was past what is read (said once in the log).
+    over_noted: AtomicBool,
 }
 
 impl ToolHeaders {
@@ -54,6 +56,10 @@ impl ToolHeaders {
     /// tools' annotations. An answer that is not a whole list is ignored.
     pub fn learn(&self, answer: &Message) {
         if answer.len() > MAX_LIST_BYTES {
+            self.note_over(&format!(
+                "a tools/list answer of {} bytes is longer than the {MAX_LIST_BYTES} the proxy reads for x-mcp-header annotations",
+                answer.len()
+            ));
             return;
         }
         let Ok(v) = serde_json::from_slice::<Value>(&answer.clone().into_bytes()) else {
@@ -67,6 +73,14 @@ impl ToolHeaders {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 continue;
             };
+            if let Some(schema) = tool.get("inputSchema")
+                && count_annotations(schema) > MAX_HEADERS_PER_TOOL
+            {
+                self.note_over(&format!(
+                    "tool {:?} has more than {MAX_HEADERS_PER_TOOL} x-mcp-header arguments",
+                    name.chars().take(64).collect::<String>()
+                ));
+            }
             match tool.get("inputSchema").map(annotations) {
                 Some(Some(found)) if !found.is_empty() => {
                     if known.len() < MAX_TOOLS || known.contains_key(name) {
@@ -83,6 +97,14 @@ impl ToolHeaders {
                     known.remove(name);
                 }
             }
+        }
+    }
+
+    /// Says once that annotations were left unread: `what`, and what it
+    /// means for the calls.
+    fn note_over(&self, what: &str) {
+        if !self.over_noted.swap(true, Ordering::Relaxed) {
+            warn!("{what}; calls to such tools pass their Mcp-Param headers unchecked (said once)");
         }
     }
 
