@@ -1,10 +1,12 @@
-//! Regression: a table, a column, a page read or a new page's parent, or
-//! a row read, named by a name that several share went to Coda as the name, and Coda uses an arbitrary one
+//! Regression: a table, a column, a page read or a new page's parent, a
+//! row read, or a named formula or control read, named by a name that
+//! several share went to Coda as the name, and Coda uses an arbitrary one
 //! of them ("an arbitrary one will be selected"): a read showed another
-//! table's rows, a write changed another table or column. Every tool that
-//! takes a table, column or page by name now finds the one object of that
-//! name first and refuses a shared name, with the candidates' ids, before
-//! anything is sent.
+//! table's rows or another formula's value, a write changed another table
+//! or column. Every tool that takes a table, column, page, formula or
+//! control by name now finds the one object of that name first and
+//! refuses a shared name, with the candidates' ids, before anything is
+//! sent.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -261,6 +263,62 @@ async fn a_row_read_by_a_name_two_rows_share_is_refused_with_both_ids() {
     )
     .await;
     assert_eq!(h.fake.requests().len(), before + 1);
+    h.fake.assert_responses_match_spec();
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_formula_or_control_name_two_share_is_refused_with_both_ids() {
+    let h = start(&[]).await;
+    h.fake.add_formula("f-total2", "TotalPoints", json!(99));
+    h.fake.add_control("ctrl-threshold2", "Threshold", json!(1));
+    for (tool, extra, arg, ids) in [
+        (
+            "coda_get_formula",
+            json!({"formulaIdOrName": "TotalPoints"}),
+            "`formulaIdOrName`",
+            "(f-total, f-total2)",
+        ),
+        (
+            "coda_get_control",
+            json!({"controlIdOrName": "Threshold"}),
+            "`controlIdOrName`",
+            "(ctrl-threshold, ctrl-threshold2)",
+        ),
+    ] {
+        let e = h.fails(tool, with(&json!({"docId": "doc1"}), extra)).await;
+        assert!(
+            e.contains(arg) && e.contains(ids) && e.contains("Coda would use an arbitrary one"),
+            "{tool}: {e}"
+        );
+    }
+    // A name only one has reads that one; ids are read with no lookup.
+    let v = h
+        .ok(
+            "coda_get_formula",
+            json!({"docId": "doc1", "formulaIdOrName": "Owner"}),
+        )
+        .await;
+    assert_eq!(
+        (v["id"].as_str(), v["value"].as_str()),
+        (Some("f-owner"), Some("Ada"))
+    );
+    let before = h.fake.requests().len();
+    let v = h
+        .ok(
+            "coda_get_formula",
+            json!({"docId": "doc1", "formulaIdOrName": "f-total2"}),
+        )
+        .await;
+    assert_eq!(v["value"], 99);
+    let v = h
+        .ok(
+            "coda_get_control",
+            json!({"docId": "doc1", "controlIdOrName": "ctrl-threshold2"}),
+        )
+        .await;
+    assert_eq!(v["value"], 1);
+    assert_eq!(h.fake.requests().len(), before + 2);
     h.fake.assert_responses_match_spec();
     h.close().await;
 }

@@ -647,22 +647,44 @@ impl Coda {
         write: bool,
         deadline: Instant,
     ) -> ToolResult<String> {
-        let Some(table) = self
-            .fetch_by_ref(d, "table", raw, arg, write, &["grid-", "table-"], deadline)
+        self.named_id(d, "table", raw, arg, write, &["grid-", "table-"], deadline)
+            .await
+    }
+
+    /// The id of the one `kind` (`table`, `formula`, `control`: an object
+    /// Coda lists at `/docs/{d}/{kind}s`) that `raw` names in doc `d`:
+    /// [`Coda::fetch_by_ref`], then the doc's list of them for
+    /// [`pick_named`], which refuses a name several share. Coda itself
+    /// would use an arbitrary one of them.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn named_id(
+        &self,
+        d: &str,
+        kind: &str,
+        raw: &str,
+        arg: &str,
+        write: bool,
+        id_prefixes: &[&str],
+        deadline: Instant,
+    ) -> ToolResult<String> {
+        let Some(found) = self
+            .fetch_by_ref(d, kind, raw, arg, write, id_prefixes, deadline)
             .await?
         else {
             return Ok(raw.to_owned());
         };
-        let list = ApiRequest::get(&["docs", d, "tables"]).query("limit", 100);
-        let (tables, _) = self.list_all(list, COMPOSITE_CAP, deadline).await?;
-        pick_named(&tables, &table, raw, "table", arg, d)
+        let collection = format!("{kind}s");
+        let list = ApiRequest::get(&["docs", d, &collection]).query("limit", 100);
+        let (items, _) = self.list_all(list, COMPOSITE_CAP, deadline).await?;
+        pick_named(&items, &found, raw, kind, arg, d)
     }
 
     /// The first step of resolving `raw`, the name or id of one of doc
     /// `d`'s `kind`s (`table`, `page`): `None` when `raw` is its id (for a
     /// read, any value shaped like one of `id_prefixes`, unchecked), else
     /// the object Coda found by that name, whose doc's list
-    /// [`pick_named`] then checks for other objects of the same name.
+    /// [`pick_named`] then checks for other objects of the same name
+    /// ([`Coda::named_id`] does both).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn fetch_by_ref(
         &self,

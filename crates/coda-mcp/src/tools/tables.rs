@@ -128,7 +128,7 @@ pub struct FormulaParams {
     /// Doc id or Coda URL.
     #[serde(alias = "doc_id")]
     pub doc_id: String,
-    /// Named formula id (f-…) or name.
+    /// Named formula id (f-…) or name (a name several formulas share is refused, listing their ids).
     pub formula_id_or_name: String,
 }
 
@@ -138,7 +138,7 @@ pub struct ControlParams {
     /// Doc id or Coda URL.
     #[serde(alias = "doc_id")]
     pub doc_id: String,
-    /// Control id (ctrl-…) or name.
+    /// Control id (ctrl-…) or name (a name several controls share is refused, listing their ids).
     pub control_id_or_name: String,
 }
 
@@ -484,13 +484,19 @@ impl Coda {
         run(a, |p: FormulaParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("formulaIdOrName", &p.formula_id_or_name)?;
-            c.object(ApiRequest::get(&[
-                "docs",
-                &d,
-                "formulas",
-                &p.formula_id_or_name,
-            ]))
-            .await
+            let id = c
+                .named_id(
+                    &d,
+                    "formula",
+                    &p.formula_id_or_name,
+                    "formulaIdOrName",
+                    false,
+                    &["f-"],
+                    c.deadline(),
+                )
+                .await?;
+            c.object(ApiRequest::get(&["docs", &d, "formulas", &id]))
+                .await
         })
         .await
     }
@@ -526,13 +532,19 @@ impl Coda {
         run(a, |p: ControlParams| async move {
             let d = doc_id(&p.doc_id)?;
             required("controlIdOrName", &p.control_id_or_name)?;
-            c.object(ApiRequest::get(&[
-                "docs",
-                &d,
-                "controls",
-                &p.control_id_or_name,
-            ]))
-            .await
+            let id = c
+                .named_id(
+                    &d,
+                    "control",
+                    &p.control_id_or_name,
+                    "controlIdOrName",
+                    false,
+                    &["ctrl-"],
+                    c.deadline(),
+                )
+                .await?;
+            c.object(ApiRequest::get(&["docs", &d, "controls", &id]))
+                .await
         })
         .await
     }

@@ -507,6 +507,31 @@ impl FakeCoda {
         });
     }
 
+    /// Add named formula `id` called `name` (names may repeat) to doc1.
+    pub fn add_formula(&self, id: &str, name: &str, value: Value) {
+        self.with(|s| {
+            let href = format!("{}/docs/doc1/formulas/{id}", s.base_url);
+            s.formulas.push((
+                "doc1".into(),
+                obj(
+                    "Formula",
+                    json!({"id": id, "name": name, "value": value, "href": href}),
+                ),
+            ));
+        });
+    }
+
+    /// Add slider control `id` called `name` (names may repeat) to doc1.
+    pub fn add_control(&self, id: &str, name: &str, value: Value) {
+        self.with(|s| {
+            let href = format!("{}/docs/doc1/controls/{id}", s.base_url);
+            s.controls.push((
+                "doc1".into(),
+                obj("Control", json!({"id": id, "name": name, "controlType": "slider", "value": value, "href": href})),
+            ));
+        });
+    }
+
     /// Add column `id` called `name` (of `kind`) to `table`; rows hold no
     /// value for it.
     pub fn add_column(&self, table: &str, id: &str, name: &str, kind: &str) {
