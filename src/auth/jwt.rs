@@ -501,6 +501,28 @@ pub fn looks_like_jwt(token: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A verifier for audience `aud1` whose JWKS (at an address nothing
+    /// answers) was fetched at `fetched` and held `jwks`.
+    fn verifier_with_keys(jwks: &str, fetched: Instant) -> JwtVerifier {
+        let v = JwtVerifier::new(
+            JwtConfig {
+                jwks_url: Some("http://127.0.0.1:9/jwks".parse().unwrap()),
+                secret: None,
+                issuers: vec![],
+                audiences: vec!["aud1".into()],
+                header: TokenHeader::Bearer,
+                jwks_min_refetch: Duration::from_secs(60),
+            },
+            Fetcher::new(Duration::from_secs(5)),
+        )
+        .unwrap();
+        *v.keys.write().unwrap() = Arc::new(KeySet {
+            keys: parse_jwks(jwks.as_bytes()).unwrap(),
+            fetched: Some(fetched),
+        });
+        v
+    }
+
     /// Regression from review: once the keys were over an hour old, every
     /// JWT request queued behind the one refreshing them, so a JWKS
     /// endpoint that hangs stalled all of them. A token whose key is
@@ -529,22 +551,7 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
         )
         .unwrap();
-        let v = JwtVerifier::new(
-            JwtConfig {
-                jwks_url: Some("http://127.0.0.1:9/jwks".parse().unwrap()),
-                secret: None,
-                issuers: vec![],
-                audiences: vec!["aud1".into()],
-                header: TokenHeader::Bearer,
-                jwks_min_refetch: Duration::from_secs(60),
-            },
-            Fetcher::new(Duration::from_secs(5)),
-        )
-        .unwrap();
-        *v.keys.write().unwrap() = Arc::new(KeySet {
-            keys: parse_jwks(jwks.as_bytes()).unwrap(),
-            fetched: Some(long_ago),
-        });
+        let v = verifier_with_keys(&jwks, long_ago);
         // Another request is refreshing (and the endpoint hangs).
         let _refreshing = v.refetch.lock().await;
         let checked = tokio::time::timeout(Duration::from_secs(1), v.verify(&token))
@@ -579,25 +586,7 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
         )
         .unwrap();
-        let verifier = |jwks: String| {
-            let v = JwtVerifier::new(
-                JwtConfig {
-                    jwks_url: Some("http://127.0.0.1:9/jwks".parse().unwrap()),
-                    secret: None,
-                    issuers: vec![],
-                    audiences: vec!["aud1".into()],
-                    header: TokenHeader::Bearer,
-                    jwks_min_refetch: Duration::from_secs(60),
-                },
-                Fetcher::new(Duration::from_secs(5)),
-            )
-            .unwrap();
-            *v.keys.write().unwrap() = Arc::new(KeySet {
-                keys: parse_jwks(jwks.as_bytes()).unwrap(),
-                fetched: Some(Instant::now()),
-            });
-            v
-        };
+        let verifier = |jwks: String| verifier_with_keys(&jwks, Instant::now());
         let all = keys
             .iter()
             .enumerate()
