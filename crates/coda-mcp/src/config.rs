@@ -239,7 +239,7 @@ pub struct CodaConfig {
     pub coda_enhanced_only: bool,
     /// `--docs`: the only doc ids tools may touch (`None`: any).
     pub docs: Option<Vec<String>>,
-    /// Largest list result in bytes.
+    /// Largest list result in bytes (also the bound of the schema resource).
     pub max_result_bytes: usize,
     /// Text content repeats the JSON instead of summarising it.
     pub full_text: bool,

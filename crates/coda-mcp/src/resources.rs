@@ -1,6 +1,7 @@
 //! MCP resources and prompts: the row query guide (so tool descriptions
 //! stay short) and `coda://docs/{docId}/schema`, a doc's pages, tables and
-//! columns in one read.
+//! columns in one read, within the result budget of tool results
+//! (`--max-result-bytes`).
 
 use futures_util::StreamExt;
 use rmcp::ErrorData;
@@ -132,9 +133,26 @@ pub async fn read(coda: &Coda, uri: &str) -> Result<ReadResourceResult, ErrorDat
     Ok(ReadResourceResult::new(vec![c]))
 }
 
-/// Pages, tables and columns of doc `d`, slimmed to what a model needs.
+/// Bytes of a schema body kept for what is not budgeted item by item: the
+/// keys, counts and the note saying what was left out.
+const SCHEMA_OVERHEAD_BYTES: usize = 1024;
+
+/// Bytes of `v` as JSON, plus one for the comma beside it in a list.
+fn json_len(v: &Value) -> usize {
+    serde_json::to_string(v).map_or(0, |t| t.len()) + 1
+}
+
+/// Pages, tables and columns of doc `d`, slimmed to what a model needs,
+/// within the result budget tools have (`--max-result-bytes`): a doc can
+/// hold thousands of tables, each with hundreds of columns. Tables keep
+/// Coda's order; the first ones come with their columns until the next
+/// one's do not fit, the following ones with id, name and type only (their
+/// columns are not read), and those past the budget are left out; pages
+/// likewise. `truncated` and `note` say what was left out and which tool
+/// reads it.
 pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, ToolError> {
     let dl = coda.deadline();
+    let budget = coda.cfg.max_result_bytes;
     let (doc, pages, tables) = tokio::try_join!(
         coda.call(ApiRequest::get(&["docs", d]), dl),
         coda.list_all(
@@ -157,7 +175,9 @@ pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, ToolError> {
         }
         Value::Object(o)
     };
-    let pages: Vec<Value> = pages
+    let doc = pick(&doc, &["id", "name", "browserLink"]);
+    let pages_capped = pages.0.len() >= COMPOSITE_CAP;
+    let mut pages: Vec<Value> = pages
         .0
         .iter()
         .map(|p| {
@@ -168,32 +188,106 @@ pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, ToolError> {
             o
         })
         .collect();
-    let table_jobs: Vec<Value> = tables.0.clone();
-    let columns: Vec<Result<std::sync::Arc<Vec<Value>>, ToolError>> = futures_util::stream::iter(
-        table_jobs
+    let tables = tables.0;
+    let mut room = budget.saturating_sub(SCHEMA_OVERHEAD_BYTES + json_len(&doc));
+    // Each part is sure of what it needs up to half of what is left, the
+    // other part takes the rest: pages against tables, then table ids and
+    // names against columns. A small doc is not cut at all.
+    let pages_bytes: usize = pages.iter().map(json_len).sum();
+    let tables_room = room.saturating_sub(pages_bytes.min(room / 2));
+    let mut out_tables: Vec<Value> = tables
+        .iter()
+        .map(|t| pick(t, &["id", "name", "tableType"]))
+        .collect();
+    let brief_bytes: Vec<usize> = out_tables.iter().map(json_len).collect();
+    let columns_room =
+        tables_room.saturating_sub(brief_bytes.iter().sum::<usize>().min(tables_room / 2));
+    // Bytes of the columns given so far, and of the first tables' briefs.
+    let (mut columns_used, mut briefs) = (0, 0);
+    let mut with_columns = 0;
+    {
+        let ids: Vec<String> = tables
             .iter()
             .map(|t| t.get("id").and_then(Value::as_str).unwrap_or("").to_owned())
-            .collect::<Vec<String>>(),
-    )
-    .map(|id: String| async move { coda.columns(d, &id, dl).await })
-    .buffered(SCHEMA_CONCURRENCY)
-    .collect()
-    .await;
-    let mut out_tables = Vec::new();
-    for (t, cols) in table_jobs.iter().zip(columns) {
-        let mut o = pick(t, &["id", "name", "tableType"]);
-        match cols {
-            Ok(cols) => {
-                o["columns"] = Value::Array(cols.iter().map(slim_column).collect());
+            .collect();
+        // Columns are read a few tables ahead and dropped (the requests
+        // in flight cancelled) once a table's columns do not fit, so at
+        // most that many tables' columns are held beyond the budget.
+        let mut columns = futures_util::stream::iter(ids)
+            .map(|id: String| async move { coda.columns(d, &id, dl).await })
+            .buffered(SCHEMA_CONCURRENCY);
+        while let Some(cols) = columns.next().await {
+            let brief = &out_tables[with_columns];
+            let mut o = brief.clone();
+            match cols {
+                Ok(cols) => {
+                    o["columns"] = Value::Array(cols.iter().map(slim_column).collect());
+                }
+                Err(e) => o["columnsError"] = json!(e.to_string()),
             }
-            Err(e) => o["columnsError"] = json!(e.to_string()),
+            let extra = json_len(&o) - brief_bytes[with_columns];
+            briefs += brief_bytes[with_columns];
+            if columns_used + extra > columns_room || columns_used + extra + briefs > tables_room {
+                break;
+            }
+            columns_used += extra;
+            out_tables[with_columns] = o;
+            with_columns += 1;
         }
-        out_tables.push(o);
     }
-    Ok(json!({
-        "doc": pick(&doc, &["id", "name", "browserLink"]),
+    // Then every table that fits, with its columns or without.
+    let mut listed_bytes = 0;
+    let listed = brief_bytes
+        .iter()
+        .take_while(|b| {
+            listed_bytes += **b;
+            columns_used + listed_bytes <= tables_room
+        })
+        .count();
+    out_tables.truncate(listed);
+    room = room.saturating_sub(columns_used + brief_bytes[..listed].iter().sum::<usize>());
+    let mut pages_used = 0;
+    let pages_kept = pages
+        .iter()
+        .take_while(|p| {
+            pages_used += json_len(p);
+            pages_used <= room
+        })
+        .count();
+    let pages_total = pages.len();
+    pages.truncate(pages_kept);
+    let mut left_out = Vec::new();
+    if with_columns < tables.len() {
+        left_out.push(format!(
+            "columns of the first {with_columns} of {} tables and views are given (read the others' with coda_list_columns)",
+            tables.len()
+        ));
+    }
+    if out_tables.len() < tables.len() {
+        left_out.push(format!(
+            "{} tables and views are left out (list them with coda_list_tables)",
+            tables.len() - out_tables.len()
+        ));
+    }
+    if pages_kept < pages_total {
+        left_out.push(format!(
+            "{pages_kept} of {pages_total} pages are listed (list them with coda_list_pages)"
+        ));
+    }
+    let mut out = json!({
+        "doc": doc,
         "pages": pages,
         "tables": out_tables,
-        "pagesCapped": pages.len() >= COMPOSITE_CAP,
-    }))
+        "pagesTotal": pages_total,
+        "tablesTotal": tables.len(),
+        "pagesCapped": pages_capped,
+        "truncated": !left_out.is_empty(),
+    });
+    if !left_out.is_empty() {
+        out["note"] = json!(format!(
+            "cut to stay within the result budget ({budget} bytes): {}",
+            left_out.join("; ")
+        ));
+    }
+    Ok(out)
 }
