@@ -22,6 +22,8 @@
 //! returned instead, so there is never a hot loop. A write that fails after
 //! an attempt of it may have run is [`CodaError::OutcomeUnknown`], replayable
 //! or not, so its error always says to re-read before doing anything else.
+//! A write Coda refused with a 4xx, with no earlier attempt in doubt, is
+//! [`CodaError::Refused`]: its error says it was not applied and what to fix.
 //!
 //! Errors carry Coda's own status and message ([`CodaError::Api`]) and never
 //! the token: it only ever goes into the Authorization header, and export
@@ -137,6 +139,46 @@ pub enum CodaError {
         /// rename, replace a body).
         replayable: bool,
     },
+    /// Coda refused a write with a 4xx status, and no attempt of it may
+    /// have run before (else it is [`CodaError::OutcomeUnknown`]): it was
+    /// not applied, and the error says so and what to change, so that a
+    /// model neither re-reads for an effect that cannot be there nor
+    /// resends the same request.
+    #[error("{source}; {}", refused_advice(source.status()))]
+    Refused {
+        /// The [`CodaError::Api`] error Coda answered.
+        #[source]
+        source: Box<CodaError>,
+    },
+}
+
+/// What a model must know after a write Coda refused (4xx): it was not
+/// applied, and what would make it succeed.
+fn refused_advice(status: Option<u16>) -> String {
+    let fix = match status {
+        Some(400) => {
+            "fix what the message names (an argument, a column, a value) and send the corrected write"
+        }
+        Some(401) => "the API token was rejected: no write can succeed until it is replaced",
+        Some(403) => {
+            "the token may not make this change (no edit access to the doc, a locked page or table, or API writes turned off in the doc): resending it will not help"
+        }
+        Some(404) => {
+            "what it names (doc, page, table, column, row) does not exist or is not visible to this token: check the ids (a list tool shows them) and send it with the right ones"
+        }
+        Some(409) => {
+            "it conflicts with the doc's current state: re-read what it changes and send a write that fits"
+        }
+        Some(410) => "what it names is gone: re-read the doc before writing again",
+        Some(413) => "the request is too large: send it in smaller parts",
+        Some(422) => {
+            "Coda could not process it as sent: fix what the message names and send the corrected write"
+        }
+        Some(429) => "Coda kept rate-limiting it until the call deadline: send it again later",
+        _ => "fix what the message names before sending it again",
+    };
+    let status = status.map_or_else(String::new, |s| format!(" (HTTP {s})"));
+    format!("Coda refused this write request{status}, so it was NOT applied: {fix}")
 }
 
 /// What a model must do after a write whose outcome is unknown: always
@@ -163,7 +205,9 @@ impl CodaError {
     pub fn status(&self) -> Option<u16> {
         match self {
             CodaError::Api { status, .. } => Some(*status),
-            CodaError::OutcomeUnknown { source, .. } => source.status(),
+            CodaError::OutcomeUnknown { source, .. } | CodaError::Refused { source } => {
+                source.status()
+            }
             _ => None,
         }
     }
@@ -395,7 +439,9 @@ impl CodaClient {
     /// before `deadline`. A write that fails after an attempt of it may have
     /// run (a timeout, a lost connection, a 5xx) says so, whatever stopped
     /// the retries ([`CodaError::OutcomeUnknown`]); one answered 2xx is
-    /// accepted whatever happens to its answer ([`CodaError::Accepted`]).
+    /// accepted whatever happens to its answer ([`CodaError::Accepted`]);
+    /// one refused with a 4xx, and by no earlier attempt left in doubt, says
+    /// it was not applied ([`CodaError::Refused`]).
     pub async fn send(
         &self,
         req: &ApiRequest,
@@ -421,6 +467,16 @@ impl CodaClient {
                 CodaError::OutcomeUnknown {
                     source: Box::new(err),
                     replayable: req.replayable,
+                }
+            } else if matches!(
+                err,
+                CodaError::Api {
+                    status: 400..=499,
+                    ..
+                }
+            ) {
+                CodaError::Refused {
+                    source: Box::new(err),
                 }
             } else {
                 err
