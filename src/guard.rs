@@ -164,9 +164,11 @@ impl Guard {
 
     /// Starts the guard's table over with `groups` (the guard's own pid
     /// left out): after a spawn whose child registered itself and then
-    /// failed to exec, so that no stale id is ever killed. Written whole
-    /// (up to a pipe's atomic size per write), so the guard never acts on
-    /// a table half rebuilt.
+    /// failed to exec, so that no stale id is ever killed. Each write is
+    /// within `PIPE_BUF`, which a pipe takes whole: up to 1,023 groups the
+    /// rebuild is one write and the guard never acts on half of it; past
+    /// that (a raised `--max-sessions`), a proxy killed between two writes
+    /// leaves the later groups out.
     pub fn resync(&self, groups: impl Iterator<Item = u32>) {
         let mut all = vec![0i32];
         all.extend(groups.filter(|&g| g != self.pid()).map(|g| g as i32));
