@@ -84,6 +84,16 @@ fn validate(
     frame: &Frame,
     tool_headers: &ToolHeaders,
 ) -> Result<(), ProxyError> {
+    // A second copy of a header is refused, never read past: an
+    // intermediary that routes on the last copy and a check of the first
+    // would disagree, which is what the check is there to prevent.
+    for name in ["mcp-protocol-version", "mcp-method", "mcp-name"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ProxyError::HeaderMismatch(format!(
+                "{name} is sent more than once"
+            )));
+        }
+    }
     let header = |name: &str| {
         headers
             .get(name)
