@@ -802,6 +802,7 @@ impl Upstream {
             port.kind == PortKind::Modern && !modern_child && mrtr::may_ask(frame.method());
         if parkable {
             port.note_modern_capabilities(&frame);
+            port.note_call(&frame);
         }
         let pending = Pending {
             port: port.key,

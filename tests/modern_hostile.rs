@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use support::{Proxy, STEP};
 
 const MODERN: &str = "2026-07-28";
+const KEY_A: &str = "alice-key-0123456789";
+const KEY_B: &str = "bob-key-9876543210xx";
 
 fn meta(capabilities: Value) -> Value {
     json!({
@@ -59,6 +61,14 @@ async fn json_of(r: reqwest::Response) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+fn key_file(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("mcp-hostile-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join("keys");
+    std::fs::write(&p, format!("alice: {KEY_A}\nbob: {KEY_B}\n")).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
 #[tokio::test]
 async fn a_second_mcp_method_or_mcp_name_header_is_a_header_mismatch() {
     let proxy = Proxy::start(&[]).await;
@@ -80,5 +90,43 @@ async fn a_second_mcp_method_or_mcp_name_header_is_a_header_mismatch() {
     let r = post(&proxy, None, &call, &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(json_of(r).await["result"]["content"][0]["text"], "hi");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_state_serves_only_its_principal_and_its_own_call() {
+    // One child for everyone, so both principals reach the same parked call.
+    let keys = key_file("state");
+    let proxy = Proxy::start(&["--shared", "--api-key-file", &keys]).await;
+    let m = meta(json!({"roots": {}}));
+    let first = post(
+        &proxy,
+        Some(KEY_A),
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"roots","arguments":{},"_meta":m}}),
+        &[],
+    )
+    .await;
+    let first = json_of(first).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let state = first["result"]["requestState"].clone();
+    let retry = |name: &str| {
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+            "name":name,"arguments":{},"_meta":m,
+            "inputResponses":{"input":{"roots":[{"uri":"file:///from-someone"}]}},
+            "requestState":state}})
+    };
+    // Bob holds alice's state: he neither answers her question nor gets her result.
+    let bob = json_of(post(&proxy, Some(KEY_B), &retry("roots"), &[]).await).await;
+    assert_eq!(bob["error"]["code"], -32602, "{bob}");
+    // Alice's state on another call is refused too.
+    let other = json_of(post(&proxy, Some(KEY_A), &retry("echo"), &[]).await).await;
+    assert_eq!(other["error"]["code"], -32602, "{other}");
+    // Neither used the state up: alice's own retry still completes her call.
+    let mine = json_of(post(&proxy, Some(KEY_A), &retry("roots"), &[]).await).await;
+    assert_eq!(mine["result"]["resultType"], "complete", "{mine}");
+    assert_eq!(
+        mine["result"]["content"][0]["text"],
+        r#"[{"uri":"file:///from-someone"}]"#
+    );
     proxy.stop().await;
 }

@@ -48,6 +48,9 @@ pub struct Port {
     pub(super) principal: Mutex<Option<Arc<str>>>,
     /// Its requests in flight, counted by the worker (`Routes`).
     pub(super) in_flight: AtomicUsize,
+    /// A 2026-07-28 port's call that may be parked (see [`super::mrtr`]):
+    /// what its `requestState` is then bound to, with the principal.
+    pub(super) call: Mutex<Option<super::mrtr::CallKey>>,
 }
 
 impl Port {
@@ -65,6 +68,7 @@ impl Port {
             log_level: Mutex::new(None),
             principal: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            call: Mutex::new(None),
         })
     }
 
@@ -103,6 +107,16 @@ impl Port {
     pub(super) fn note_modern_capabilities(&self, frame: &Frame) {
         let caps = frame.meta("io.modelcontextprotocol/clientCapabilities");
         *lock(&self.capabilities) = caps.unwrap_or(Value::Null);
+    }
+
+    /// Records the call a 2026-07-28 port makes that may be parked.
+    pub(super) fn note_call(&self, frame: &Frame) {
+        *lock(&self.call) = Some(super::mrtr::CallKey::of(frame));
+    }
+
+    /// The call [`Port::note_call`] recorded.
+    pub(super) fn call(&self) -> Option<super::mrtr::CallKey> {
+        lock(&self.call).clone()
     }
 
     pub(super) fn supports(&self, method: &str) -> bool {

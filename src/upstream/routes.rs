@@ -83,6 +83,10 @@ pub(super) struct Parked {
     pub(super) deadline: Instant,
     /// How long the client had.
     pub(super) wait: std::time::Duration,
+    /// The principal whose call it is (`None`: anonymous): only its retry resumes it.
+    pub(super) owner: Option<Arc<str>>,
+    /// The call itself: a retry of another call does not resume it.
+    pub(super) call_key: Option<super::mrtr::CallKey>,
 }
 
 /// What repeating a call after `input_required` needs.
@@ -678,6 +682,8 @@ mod tests {
             early: None,
             deadline: at,
             wait: s(1),
+            owner: None,
+            call_key: None,
         };
         r.park("a".into(), parked(1, now + s(1)));
         r.park("b".into(), parked(2, now + s(2)));

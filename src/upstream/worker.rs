@@ -42,7 +42,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::cut::Cut;
 use super::fanout::{recompute_level, route_notification, task_owner};
-use super::mrtr::{InputRequest, input_required_result, new_request_state, resumption};
+use super::mrtr::{CallKey, InputRequest, input_required_result, new_request_state, resumption};
 use super::routes::{
     Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification, client_key,
     parse_proxy_id, related_call, related_target,
@@ -1211,6 +1211,8 @@ impl Worker {
                 early: None,
                 deadline: tokio::time::Instant::now() + wait,
                 wait,
+                owner: port.principal(),
+                call_key: port.call(),
             },
         );
         let request = InputRequest {
@@ -1237,6 +1239,20 @@ impl Worker {
         reply: Reply,
     ) {
         let (token, answer) = resumption(frame.params().unwrap_or_default());
+        // Only its principal's retry of the same call resumes a parked
+        // call (spec: `requestState` is attacker-controlled input). Any
+        // other gets the answer an unknown state gets, and the state
+        // stays good for the retry it was given for.
+        let token = token.filter(|t| {
+            self.routes.parked.get(t).is_some_and(|k| {
+                let ours = k.owner == port.principal()
+                    && k.call_key.as_ref() == Some(&CallKey::of(frame));
+                if !ours {
+                    warn!("a requestState was presented by another principal or on another call; refused");
+                }
+                ours
+            })
+        });
         let parked = token.and_then(|t| self.routes.unpark(&t));
         let Some(parked) = parked else {
             reply.respond(&jsonrpc::error_response(
