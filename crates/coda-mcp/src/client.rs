@@ -150,6 +150,46 @@ pub enum CodaError {
         #[source]
         source: Box<CodaError>,
     },
+    /// A write stopped before any attempt of it reached Coda (this
+    /// server's rate limiter, the call deadline, an id that cannot be put
+    /// in a URL, a connection that could not be opened), or reached it only
+    /// to be answered 429 and could not be sent again: it was not applied,
+    /// and the error says so, so that a model neither re-reads for an
+    /// effect that cannot be there nor takes it for a refusal to fix.
+    #[error("{source}; {}", not_sent_advice(source, *.rate_limited))]
+    NotSent {
+        /// Why it was not sent.
+        #[source]
+        source: Box<CodaError>,
+        /// Coda answered an earlier attempt 429 (it ran none of them).
+        rate_limited: bool,
+    },
+}
+
+/// What a model must know after a write that never reached Coda (or was
+/// only ever answered 429): it was not applied, and when to send it again.
+fn not_sent_advice(source: &CodaError, rate_limited: bool) -> String {
+    if rate_limited {
+        return "Coda rate-limited this write request (HTTP 429) and it could not be sent again before the call deadline, so it was NOT applied: send it again later".into();
+    }
+    let (why, next) = match source {
+        CodaError::LocalRateLimit { .. } => (
+            "this server's rate limiter had no slot for it before the call deadline",
+            "send it again once the wait it names has passed",
+        ),
+        CodaError::DeadlineExceeded(..) => (
+            "the call deadline had passed",
+            "send it again in a new call",
+        ),
+        CodaError::InvalidSegment(_) => {
+            ("an id or name in it cannot be sent", "fix that id or name")
+        }
+        _ => (
+            "no connection to Coda could be opened",
+            "send it again once Coda can be reached",
+        ),
+    };
+    format!("this write request was NOT sent to Coda ({why}), so it was NOT applied: {next}")
 }
 
 /// What a model must know after a write Coda refused (4xx): it was not
@@ -226,6 +266,9 @@ pub struct ApiRequest {
     /// true for GET, opted into with [`ApiRequest::replayable`] by writes
     /// whose replay changes nothing (set cells, rename, replace a body).
     pub replayable: bool,
+    /// Changes something in Coda: any method but GET, unless marked
+    /// [`ApiRequest::as_read`]. A write's error says whether it was applied.
+    pub write: bool,
 }
 
 impl ApiRequest {
@@ -236,6 +279,7 @@ impl ApiRequest {
         };
         Self {
             replayable: method == Method::GET,
+            write: method != Method::GET,
             method,
             segments: segments.iter().map(|s| s.to_string()).collect(),
             query: Vec::new(),
@@ -276,6 +320,13 @@ impl ApiRequest {
         self
     }
 
+    /// A POST that changes nothing a model reads back (starting an
+    /// export): its errors are a read's, and it is no write of the call.
+    pub fn as_read(mut self) -> Self {
+        self.write = false;
+        self
+    }
+
     /// Whether `seg` would be removed or resolved by URL normalisation.
     fn dot_segment(seg: &str) -> bool {
         let mut s = seg.to_ascii_lowercase();
@@ -306,6 +357,8 @@ struct Sent {
     maybe_applied: bool,
     /// An attempt was answered 2xx (its answer then cut): accepted.
     accepted: Option<u16>,
+    /// An attempt was answered 429: it reached Coda, which ran none of them.
+    rate_limited: bool,
 }
 
 /// A successful answer: status and JSON body (`{}` when the body is empty).
@@ -447,14 +500,16 @@ impl CodaClient {
         req: &ApiRequest,
         deadline: Instant,
     ) -> Result<ApiResponse, CodaError> {
-        if let Some(seg) = req.invalid_segment() {
-            return Err(CodaError::InvalidSegment(seg.to_owned()));
-        }
-        self.check_allowed(req)?;
-        let url = self.url(req);
         let mut sent = Sent::default();
-        let result = self.attempts(req, &url, deadline, &mut sent).await;
-        if req.method == Method::GET {
+        let result = match req.invalid_segment() {
+            Some(seg) => Err(CodaError::InvalidSegment(seg.to_owned())),
+            None => {
+                self.check_allowed(req)?;
+                self.attempts(req, &self.url(req), deadline, &mut sent)
+                    .await
+            }
+        };
+        if !req.write {
             return result;
         }
         result.map_err(|err| {
@@ -478,6 +533,21 @@ impl CodaClient {
                 CodaError::Refused {
                     source: Box::new(err),
                 }
+            } else if !sent.maybe_applied
+                && matches!(
+                    err,
+                    CodaError::LocalRateLimit { .. }
+                        | CodaError::DeadlineExceeded(..)
+                        | CodaError::InvalidSegment(_)
+                        | CodaError::Transport(_)
+                )
+            {
+                // A transport error that may have reached Coda set
+                // `maybe_applied`: this one is a connection never opened.
+                CodaError::NotSent {
+                    source: Box::new(err),
+                    rate_limited: sent.rate_limited,
+                }
             } else {
                 err
             }
@@ -493,7 +563,7 @@ impl CodaClient {
         deadline: Instant,
         sent: &mut Sent,
     ) -> Result<ApiResponse, CodaError> {
-        let write = req.method != Method::GET;
+        let write = req.write;
         let started = Instant::now();
         let mut attempt: u32 = 0;
         let mut server_errors: u32 = 0;
@@ -528,6 +598,9 @@ impl CodaClient {
                     if status.is_server_error() {
                         // A gateway may answer 5xx after Coda ran the request.
                         sent.maybe_applied = true;
+                    }
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        sent.rate_limited = true;
                     }
                     let retry_after = parse_retry_after(resp.headers());
                     let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
@@ -907,6 +980,45 @@ mod tests {
             client.url(&req).as_str(),
             "http://127.0.0.1:1/apis/v1/docs/d1/tables/Tasks%20%2F%20Q1?query=%22A%22%3A1"
         );
+    }
+
+    /// Each way a write stops before it reaches Coda says it was not sent
+    /// and not applied; a read stopped the same way says nothing of writes.
+    #[tokio::test]
+    async fn a_write_stopped_before_it_is_sent_says_it_was_not_applied() {
+        // Port 1: nothing listens, so no request can reach anything.
+        let cfg = CodaConfig::for_base_url("t", "http://127.0.0.1:1/apis/v1").unwrap();
+        let client = CodaClient::new(&cfg).unwrap();
+        let post = ApiRequest::new(Method::POST, &["docs", "d1", "tables", "t", "rows"]);
+        let soon = Instant::now() + Duration::from_millis(300);
+        let cases = [
+            (post.clone(), Instant::now(), "the call deadline had passed"),
+            (
+                ApiRequest::new(Method::DELETE, &["docs", "d1", "tables", "t", "rows", ".."]),
+                soon,
+                "fix that id or name",
+            ),
+            (post, soon, "no connection to Coda could be opened"),
+        ];
+        for (req, deadline, why) in cases {
+            let e = client.send(&req, deadline).await.unwrap_err();
+            assert!(matches!(e, CodaError::NotSent { .. }), "{e:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains("this write request was NOT sent to Coda")
+                    && text.contains("so it was NOT applied")
+                    && text.contains(why),
+                "{text}"
+            );
+            assert!(!e.outcome_unknown());
+        }
+        let read = ApiRequest::get(&["docs", "d1"]);
+        let e = client.send(&read, Instant::now()).await.unwrap_err();
+        assert!(matches!(e, CodaError::DeadlineExceeded(..)), "{e:?}");
+        let export =
+            ApiRequest::new(Method::POST, &["docs", "d1", "pages", "p", "export"]).as_read();
+        let e = client.send(&export, Instant::now()).await.unwrap_err();
+        assert!(matches!(e, CodaError::DeadlineExceeded(..)), "{e:?}");
     }
 
     #[test]

@@ -27,6 +27,11 @@ impl ToolError {
         matches!(self, ToolError::Coda(e) if e.outcome_unknown())
     }
 
+    /// Whether the failed write never reached Coda ([`CodaError::NotSent`]).
+    pub fn not_sent(&self) -> bool {
+        matches!(self, ToolError::Coda(CodaError::NotSent { .. }))
+    }
+
     pub fn arg(name: &str, reason: impl Into<String>) -> Self {
         ToolError::InvalidArgument {
             name: name.to_owned(),

@@ -457,6 +457,7 @@ impl Coda {
         // A second export of the same page is harmless: replayable.
         let start = ApiRequest::new(Method::POST, &["docs", d, "pages", p, "export"])
             .replayable()
+            .as_read()
             .body(json!({"outputFormat": format.as_str()}));
         // Starting an export changes nothing a model reads back: its
         // failure is a read's, not a write whose outcome is unknown.

@@ -546,6 +546,15 @@ impl Coda {
                             out.rows_accepted,
                             out.rows_not_sent
                         )
+                    } else if e.not_sent() {
+                        format!(
+                            "request {} of {total} was NOT sent: {e}. The first {} of {row_count} rows (requests 1 to {}) were sent and accepted; the last {} (requests {} to {total}) were not sent, so they were NOT written: send them again",
+                            out.requests + 1,
+                            out.rows_accepted,
+                            out.requests,
+                            out.rows_not_sent,
+                            out.requests + 1,
+                        )
                     } else {
                         format!(
                             "request {} of {total} was refused: {e}. The first {} of {row_count} rows were accepted; the last {} were not written",
@@ -1082,6 +1091,15 @@ impl Coda {
                             out.not_deleted_row_ids = later;
                             format!(
                                 "request {} of {} failed after it was sent: {e}. The rows of earlier requests were deleted; the rows of this one (outcomeUnknownRowIds) may have been deleted; later ones were not sent (notDeletedRowIds)",
+                                i + 1,
+                                chunks.len()
+                            )
+                        } else if e.not_sent() {
+                            out.not_deleted_row_ids = chunks[i..].concat();
+                            format!(
+                                "request {} of {} was NOT sent: {e}. Requests 1 to {i} were sent and their rows deleted (deletedRowIds); requests {} to {} were not sent, so their rows were NOT deleted (notDeletedRowIds): send them again",
+                                i + 1,
+                                chunks.len(),
                                 i + 1,
                                 chunks.len()
                             )
