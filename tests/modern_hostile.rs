@@ -4,8 +4,10 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use support::{Proxy, STEP};
+use support::{Proxy, STEP, SseStream, example};
 
 const MODERN: &str = "2026-07-28";
 const KEY_A: &str = "alice-key-0123456789";
@@ -128,5 +130,40 @@ async fn a_request_state_serves_only_its_principal_and_its_own_call() {
         mine["result"]["content"][0]["text"],
         r#"[{"uri":"file:///from-someone"}]"#
     );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_listen_filter_subscribes_the_child_to_a_bounded_number_of_resources() {
+    let proxy = Proxy::start_child(&["--shared"], &example("everything"), &[]).await;
+    // Many distinct URIs, and the same one again and again.
+    let mut uris: Vec<String> = (0..5000).map(|n| format!("test://r/{n}")).collect();
+    uris.extend(std::iter::repeat_n("test://r/0".to_string(), 1000));
+    let listen = json!({"jsonrpc":"2.0","id":"l","method":"subscriptions/listen","params":{
+        "_meta":meta(json!({})),
+        "notifications":{"resourceSubscriptions":uris}}});
+    let r = post(&proxy, None, &listen, &[]).await;
+    assert_eq!(r.status(), 200);
+    let mut stream = SseStream::new(r);
+    let ack = stream
+        .next_within(Duration::from_secs(60))
+        .await
+        .expect("the acknowledgment");
+    let ack: Value = serde_json::from_str(&ack.data).unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    let accepted = ack["params"]["notifications"]["resourceSubscriptions"]
+        .as_array()
+        .expect("some resources accepted");
+    assert!(
+        !accepted.is_empty() && accepted.len() <= 1024,
+        "accepted {} resources",
+        accepted.len()
+    );
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        accepted.iter().all(|u| seen.insert(u.as_str().unwrap())),
+        "each accepted once"
+    );
+    drop(stream);
     proxy.stop().await;
 }

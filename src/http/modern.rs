@@ -27,7 +27,7 @@ use http::{HeaderMap, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::response::{accepted, json_answer, json_ok, sse_response};
 use super::tool_headers::{ToolHeaders, decode_header};
@@ -395,19 +395,24 @@ async fn listen_for_legacy_child(
         .pointer("/resources/subscribe")
         .and_then(Value::as_bool)
         == Some(true);
-    let uris: Vec<String> = if can_subscribe {
-        asked
+    let mut uris: Vec<String> = Vec::new();
+    if can_subscribe {
+        let asked_uris = asked
             .get("resourceSubscriptions")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for uri in asked_uris.iter().filter_map(Value::as_str) {
+            if uris.len() == MAX_LISTEN_URIS {
+                note_listen_cap();
+                break;
+            }
+            if seen.insert(uri) {
+                uris.push(uri.to_string());
+            }
+        }
+    }
     let filter = crate::upstream::ListenFilter {
         id: id.into(),
         tools: flag("toolsListChanged", "/tools/listChanged"),
@@ -436,17 +441,45 @@ async fn listen_for_legacy_child(
         None => ack,
     };
     outlet.send(ack.bytes());
+    // Sent together, waited for together: one deadline for them all.
+    let mut answers = Vec::with_capacity(uris.len());
     for (n, uri) in uris.iter().enumerate() {
         let sub = Frame::from_value(
             &json!({"jsonrpc":"2.0","id":format!("listen-{n}"),"method":"resources/subscribe","params":{"uri":uri}}),
         );
         let (tx, rx) = oneshot::channel();
         if upstream.request(port, sub, Reply::Once(tx)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+            answers.push(rx);
         }
     }
+    let _ = tokio::time::timeout(
+        LISTEN_SUBSCRIBE_WAIT,
+        futures_util::future::join_all(answers),
+    )
+    .await;
     port.set_listen(filter);
     port.set_notify(Some(outlet.clone()));
+}
+
+/// Resources one `subscriptions/listen` subscribes a 2025-era child to;
+/// the rest of a longer list is left out of the acknowledgment (the
+/// client learns what was accepted), so one request cannot make the
+/// child track an unbounded number of subscriptions.
+const MAX_LISTEN_URIS: usize = 256;
+
+/// How long a listen waits for the child to confirm its subscriptions
+/// before its stream carries notifications.
+const LISTEN_SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
+
+/// Says once in the log that a listen filter was cut to [`MAX_LISTEN_URIS`].
+fn note_listen_cap() {
+    static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !NOTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        warn!(
+            limit = MAX_LISTEN_URIS,
+            "a subscriptions/listen asked for more resources than one listen may subscribe to; the rest were left out of its acknowledgment (said once)"
+        );
+    }
 }
 
 /// Builds the `server/discover` result from a 2025 InitializeResult.
