@@ -6,9 +6,10 @@
 //! `fetchAll` paging, chunked and paced writes) report progress without
 //! every function passing it along. Outside a tool call (unit tests) every
 //! function here is a no-op. It also holds the call's one deadline, so no
-//! step of a tool can start a fresh one.
+//! step of a tool can start a fresh one, and whether the call sent a write
+//! yet, so a write tool that fails before it did says nothing was applied.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use rmcp::RoleServer;
@@ -28,6 +29,12 @@ pub struct CallContext {
     /// When the call must be answered (`--call-timeout-secs` after it
     /// started): every request, retry, poll and wait of the call shares it.
     pub deadline: Instant,
+    /// The tool changes something in Coda (its `readOnlyHint` is not true).
+    pub write: bool,
+    /// A write request of this call was handed to the HTTP client (it may
+    /// have reached Coda): until then, whatever stops the call, nothing it
+    /// was asked to change was changed.
+    pub write_sent: AtomicBool,
 }
 
 tokio::task_local! {
@@ -42,6 +49,18 @@ pub async fn scope<F: Future>(ctx: CallContext, fut: F) -> F::Output {
 /// The deadline of the tool call being run (`None` outside one).
 pub fn deadline() -> Option<Instant> {
     CALL.try_with(|c| c.deadline).ok()
+}
+
+/// Record that a write request is being sent (see [`CallContext::write_sent`]).
+pub fn note_write_sent() {
+    let _ = CALL.try_with(|c| c.write_sent.store(true, Ordering::Relaxed));
+}
+
+/// Whether the tool call being run is a write tool's and has not sent any
+/// write request yet (`false` outside a call).
+pub fn write_unsent() -> bool {
+    CALL.try_with(|c| c.write && !c.write_sent.load(Ordering::Relaxed))
+        .unwrap_or(false)
 }
 
 /// Whether results carry the JSON as text too.

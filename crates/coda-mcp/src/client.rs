@@ -267,7 +267,8 @@ pub struct ApiRequest {
     /// whose replay changes nothing (set cells, rename, replace a body).
     pub replayable: bool,
     /// Changes something in Coda: any method but GET, unless marked
-    /// [`ApiRequest::as_read`]. A write's error says whether it was applied.
+    /// [`ApiRequest::as_read`]. A write's error says whether it was applied,
+    /// and sending one is recorded for the tool call ([`crate::call`]).
     pub write: bool,
 }
 
@@ -591,6 +592,9 @@ impl CodaClient {
                 builder = builder.json(body);
             }
             tracing::debug!(method = %req.method, path = url.path(), attempt, "sending coda request");
+            if write {
+                crate::call::note_write_sent();
+            }
             let outcome = builder.send().await;
             let (err, retry_after) = match outcome {
                 Ok(resp) => {

@@ -18,7 +18,7 @@
 //! resources, and neither imports it.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
@@ -326,9 +326,11 @@ impl ServerHandler for CodaServer {
             steps: AtomicU64::new(0),
             full_text: self.coda.cfg.full_text,
             deadline: self.coda.cfg.deadline_from(std::time::Instant::now()),
+            write: self.is_write(&name),
+            write_sent: AtomicBool::new(false),
         };
         let cancelled = context.ct.clone();
-        let write = self.is_write(&name);
+        let write = ctx.write;
         // URL and name resolution run inside the call, under its deadline.
         let run = call::scope(ctx, async move {
             if let Some(args) = request.arguments.as_mut() {
@@ -338,7 +340,7 @@ impl ServerHandler for CodaServer {
                 };
                 if let Err(e) = resolved {
                     return Ok(
-                        CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into(),
+                        CallToolResult::error(vec![ContentBlock::text(e.call_text())]).into(),
                     );
                 }
             }

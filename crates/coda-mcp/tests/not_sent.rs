@@ -1,26 +1,32 @@
-//! Regression: a write stopped by this server's rate limiter or by the
-//! call deadline before it was sent said only why it stopped ("rate limit:
-//! no DocContentWrite request slot before the call deadline"), and a
-//! chunked insert or delete stopped that way partway said its later request
-//! "was refused". Nothing said whether the doc had changed, while a refused
-//! write says "NOT applied" and an unconfirmed one "may have been applied".
-//! A write request stopped before it was sent now says it was NOT sent and
-//! NOT applied, and a chunked write stopped partway says which requests
-//! were sent and which were not.
+//! Regression: a write stopped before any request of it reached Coda (this
+//! server's rate limiter, the call deadline, a lookup or a check before it)
+//! said only why it stopped ("rate limit: no DocContentWrite request slot
+//! before the call deadline", "could not reach Coda: … timed out", "invalid
+//! argument …"), and a chunked insert or delete stopped by the rate limiter
+//! said its later request "was refused". Nothing said whether the doc had
+//! changed, while a refused write says "NOT applied" and an unconfirmed one
+//! "may have been applied". Now a write tool's call that sent nothing says
+//! so, a write request stopped before it was sent says it was NOT sent, and
+//! a chunked write stopped partway says which requests were sent and which
+//! were not.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
 #[path = "support/harness.rs"]
 mod harness;
 
+use std::time::Duration;
+
 use fake_coda::FakeCoda;
-use harness::{Harness, TIMEOUT, command};
+use harness::{Harness, TIMEOUT, command, start};
 use rmcp::ServiceExt;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
 /// What a write request stopped before it was sent says.
 const REQUEST_NOT_SENT: &str = "this write request was NOT sent to Coda";
+/// What a write tool's call that sent no write request says.
+const CALL_NOT_SENT: &str = "the write was NOT sent to Coda, so it was NOT applied";
 const NOT_APPLIED: &str = "so it was NOT applied";
 
 const ROWS: &str = "/docs/doc1/tables/grid-tasks/rows";
@@ -151,6 +157,108 @@ async fn a_delete_the_rate_limiter_stops_partway_says_which_requests_were_sent()
             && err.contains("were NOT deleted")
             && !err.contains("refused")
             && !err.contains("may have been"),
+        "{err}"
+    );
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_write_tool_that_fails_before_sending_says_nothing_was_applied() {
+    let h = start(&[]).await;
+    h.fake.add_table_named("grid-twin", "Tasks");
+    let cases = [
+        // Arguments the tool refuses.
+        (
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": {"a": 1}}}),
+        ),
+        (
+            "coda_delete_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIds": []}),
+        ),
+        ("coda_create_page", json!({"docId": "doc1", "name": " "})),
+        // A column the table does not have.
+        (
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Nope": 1}]}),
+        ),
+        // A row that does not exist.
+        (
+            "coda_delete_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "no such row"}),
+        ),
+        // A table name two tables share.
+        (
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "Tasks", "rows": [{"Name": "x"}]}),
+        ),
+    ];
+    for (tool, args) in cases {
+        let e = h.fails(tool, args).await;
+        assert!(e.ends_with(CALL_NOT_SENT), "{tool}: {e}");
+    }
+    let writes = h
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .count();
+    assert_eq!(writes, 0);
+    // A read's failure says nothing about writes; a write Coda refused
+    // says it was refused, not that it was not sent.
+    let e = h
+        .fails(
+            "coda_get_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-nope"}),
+        )
+        .await;
+    assert!(!e.contains("NOT sent"), "{e}");
+    h.fake.fail_next("PUT", "/rows/i-1", 409, 1, None);
+    let e = h
+        .fails(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "x"}}),
+        )
+        .await;
+    assert!(
+        e.contains("Coda refused this write request") && !e.contains("NOT sent"),
+        "{e}"
+    );
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_write_whose_lookups_use_up_the_call_deadline_says_it_was_not_sent() {
+    let h = start(&["--call-timeout-secs", "1"]).await;
+    h.fake
+        .delay("GET", "/tables/grid-tasks", Duration::from_millis(1500));
+    let e = h
+        .fails(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "x"}}),
+        )
+        .await;
+    assert!(e.ends_with(CALL_NOT_SENT), "{e}");
+    assert!(h.fake.calls("PUT", &format!("{ROWS}/i-1")).is_empty());
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_bulk_update_row_that_cannot_be_found_is_reported_as_not_sent() {
+    let h = start(&[]).await;
+    let v = h
+        .ok(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": [
+                {"rowIdOrName": "i-1", "values": {"Status": "a"}},
+                {"rowIdOrName": "no such row", "values": {"Status": "b"}},
+            ]}),
+        )
+        .await;
+    assert_eq!(v["successful"], 1, "{v}");
+    let err = v["results"][1]["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("not sent") && err.contains("nothing was written to this row"),
         "{err}"
     );
     h.close().await;

@@ -6,6 +6,10 @@
 use crate::client::CodaError;
 use crate::ids::DocIdError;
 
+/// Said by a write tool's call that failed before sending any write
+/// request, in the words of [`CodaError::NotSent`].
+pub const NOT_SENT: &str = "the write was NOT sent to Coda, so it was NOT applied";
+
 /// Ids listed when a name is shared by several objects.
 pub const NAME_CANDIDATES_SHOWN: usize = 10;
 
@@ -25,6 +29,21 @@ impl ToolError {
     /// [`CodaError::outcome_unknown`]).
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, ToolError::Coda(e) if e.outcome_unknown())
+    }
+
+    /// The error's text as the tool call being run reports it: a write
+    /// tool's call that fails before sending any write request also says
+    /// that nothing was applied ([`NOT_SENT`]), unless the error already
+    /// says it was not sent.
+    pub fn call_text(&self) -> String {
+        let says_so = matches!(
+            self,
+            ToolError::Coda(CodaError::NotSent { .. } | CodaError::NotAllowed(_))
+        );
+        if says_so || !crate::call::write_unsent() {
+            return self.to_string();
+        }
+        format!("{self}; {NOT_SENT}")
     }
 
     /// Whether the failed write never reached Coda ([`CodaError::NotSent`]).

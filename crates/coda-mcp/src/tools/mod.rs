@@ -196,7 +196,7 @@ where
         }
         Err(e) => {
             tracing::debug!(error = %e, "tool call failed");
-            CallToolResult::error(vec![ContentBlock::text(e.to_string())])
+            CallToolResult::error(vec![ContentBlock::text(e.call_text())])
         }
     }
 }

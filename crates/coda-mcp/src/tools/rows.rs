@@ -1218,7 +1218,9 @@ impl Coda {
                             success: false,
                             request_id: None,
                             data: None,
-                            error: Some(e.to_string()),
+                            error: Some(format!(
+                                "not sent: the row could not be found ({e}); nothing was written to this row"
+                            )),
                         });
                         continue;
                     }
