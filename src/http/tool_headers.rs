@@ -203,6 +203,9 @@ fn mismatch(why: String) -> ProxyError {
     ProxyError::HeaderMismatch(why)
 }
 
+/// The largest integer every double near it represents exactly (2^53 - 1).
+const MAX_EXACT_INTEGER: u128 = (1 << 53) - 1;
+
 /// Whether a header's (decoded) text says what the body's value is:
 /// strings as they are, booleans as `true`/`false`, numbers compared as
 /// numbers (`42.0` is `42`).
@@ -210,9 +213,16 @@ fn same_value(text: &str, body: &Value) -> bool {
     match body {
         Value::String(s) => text == s,
         Value::Bool(b) => text == if *b { "true" } else { "false" },
-        Value::Number(n) => match (text.parse::<f64>(), n.as_f64()) {
-            (Ok(h), Some(b)) => h.is_finite() && h == b,
-            _ => false,
+        // An integer a double holds exactly (the spec's range, ±(2^53-1))
+        // compares as a number; a larger one only digit for digit, since
+        // doubles would call neighbours equal and a router on the header
+        // and the child on the body would then disagree.
+        Value::Number(n) => match n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)) {
+            Some(b) if b.unsigned_abs() > MAX_EXACT_INTEGER => text.parse::<i128>() == Ok(b),
+            _ => match (text.parse::<f64>(), n.as_f64()) {
+                (Ok(h), Some(b)) => h.is_finite() && h == b,
+                _ => false,
+            },
         },
         _ => false,
     }
@@ -363,6 +373,19 @@ mod tests {
             t.check(&headers(&[("mcp-param-zone", "a")]), &other)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn integers_past_the_exact_range_of_a_double_must_match_digit_for_digit() {
+        let big = json!(9_007_199_254_740_993u64);
+        assert!(!same_value("9007199254740992", &big));
+        assert!(!same_value("9007199254740992.0", &big));
+        assert!(same_value("9007199254740993", &big));
+        assert!(!same_value("-9223372036854775807", &json!(i64::MIN)));
+        // Within the range, 42.0 is 42 (the spec's numeric comparison).
+        assert!(same_value("42.0", &json!(42)));
+        assert!(same_value("-7", &json!(-7)));
+        assert!(!same_value("1e400", &json!(1)));
     }
 
     #[test]
