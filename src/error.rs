@@ -83,6 +83,12 @@ pub enum ProxyError {
         "too many sessions for this principal ({0}, --max-sessions-per-principal); end one first"
     )]
     TooManySessionsForPrincipal(usize),
+    /// A session's requests in flight (the first) would pass its limit
+    /// (the second, [`crate::session::DEFAULT_MAX_REQUESTS_IN_FLIGHT`]).
+    #[error(
+        "too many requests in flight in this session ({0}, at most {1}); wait for answers first"
+    )]
+    TooManyInFlight(usize, usize),
     /// The method is not served on this path.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -142,7 +148,7 @@ impl ProxyError {
                 AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
                 AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
-            TooManySessionsForPrincipal(_) => StatusCode::TOO_MANY_REQUESTS,
+            TooManySessionsForPrincipal(_) | TooManyInFlight(..) => StatusCode::TOO_MANY_REQUESTS,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             TooManySessions(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(UpstreamError::SessionEnded) => StatusCode::NOT_FOUND,

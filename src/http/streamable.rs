@@ -107,6 +107,13 @@ pub async fn post(
             session.protocol_version()
         )));
     }
+    let requests = frames.iter().filter(|f| f.kind() == Kind::Request).count();
+    session
+        .admit(
+            requests,
+            crate::session::max_requests_in_flight(app.config.max_batch),
+        )
+        .map_err(|(now, max)| ProxyError::TooManyInFlight(now, max))?;
     let streams = session.clone();
     // Until the handler returns: a JSON answer is awaited in it (a POST's
     // stream counts while its client reads it).

@@ -1,0 +1,94 @@
+//! Regression: session-era and legacy sessions fed by a hostile client.
+//! Each test plays the attacker against a real proxy on 127.0.0.1:0 over
+//! the `everything` child (`sleep` as a call that is not answered while
+//! the test runs), and every wait is bounded.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Client, Proxy, legacy_session};
+
+/// What a session may have in flight (`session::DEFAULT_MAX_REQUESTS_IN_FLIGHT`,
+/// the default `--max-batch` being no larger).
+const CAP: usize = 1024;
+
+fn sleeps(from: usize, n: usize) -> Value {
+    Value::Array(
+        (from..from + n)
+            .map(|i| json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":600_000}}}))
+            .collect(),
+    )
+}
+
+/// Regression: a legacy POST is answered 202 as soon as its requests are
+/// passed on, so without `--request-timeout` a client could keep any
+/// number of calls in flight in one session (each held in the routing
+/// table, its id bytes included) without ever holding a connection.
+#[tokio::test]
+async fn a_legacy_session_cannot_keep_more_than_the_cap_of_calls_in_flight() {
+    let proxy = Proxy::start(&[]).await;
+    let (mut stream, post_url) = legacy_session(&proxy).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&post_url)
+        .json(&sleeps(0, CAP - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // The echo's answer follows every sleep into the routing table.
+    let echo = json!({"jsonrpc":"2.0","id":"echo","method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}});
+    let r = http.post(&post_url).json(&echo).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let answer = stream.next_json().await;
+    assert_eq!(answer["id"], "echo", "{answer}");
+
+    let r = http
+        .post(&post_url)
+        .json(&sleeps(CAP, 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "two more calls would pass the cap");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in flight"),
+        "{body}"
+    );
+    // A notification still passes: it holds nothing.
+    let r = http
+        .post(&post_url)
+        .json(&json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    proxy.stop().await;
+}
+
+/// Regression: a Streamable HTTP client can drop each POST's stream (a
+/// disconnect is not a cancellation) and so keep any number of calls in
+/// flight in its session.
+#[tokio::test]
+async fn a_streamable_session_cannot_keep_more_than_the_cap_of_calls_in_flight() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-03-26", json!({})).await;
+    let r = c.post(&sleeps(0, CAP - 1)).await;
+    assert_eq!(r.status(), 200);
+    drop(r);
+    // Answered after every sleep reached the routing table.
+    let echo = c.call(json!("echo"), "echo", json!({"message":"hi"})).await;
+    assert_eq!(echo["id"], "echo", "{echo}");
+
+    let r = c.post(&sleeps(CAP, 2)).await;
+    assert_eq!(r.status(), 429, "two more calls would pass the cap");
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"}))
+        .await;
+    assert_eq!(r.status(), 202);
+    proxy.stop().await;
+}
