@@ -92,3 +92,56 @@ async fn a_streamable_session_cannot_keep_more_than_the_cap_of_calls_in_flight()
     assert_eq!(r.status(), 202);
     proxy.stop().await;
 }
+
+/// Regression: with two `Mcp-Session-Id` headers the proxy used the first
+/// and ignored the second, so a gateway in front that checks the last one
+/// (or joins them) and this proxy disagreed on which session a request
+/// is for. Two different ids are now a 400; the same id twice (or
+/// comma-joined, as some clients do) is that id.
+#[tokio::test]
+async fn conflicting_session_id_headers_are_refused_and_repeated_ones_accepted() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let mine = c.session.clone().unwrap();
+    let http = reqwest::Client::new();
+    let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"});
+    let post = |ids: &[&str]| {
+        let mut req = http
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .json(&ping);
+        for id in ids {
+            req = req.header("mcp-session-id", *id);
+        }
+        req.send()
+    };
+    let other = "0123456789abcdef0123456789abcdef";
+    for ids in [[mine.as_str(), other], [other, mine.as_str()]] {
+        let r = post(&ids).await.unwrap();
+        assert_eq!(r.status(), 400, "{ids:?}");
+        assert!(r.headers().get("mcp-session-id").is_none());
+    }
+    let joined = format!("{mine}, {other}");
+    assert_eq!(post(&[&joined]).await.unwrap().status(), 400);
+
+    assert_eq!(post(&[&mine, &mine]).await.unwrap().status(), 200);
+    let joined = format!("{mine}, {mine}");
+    assert_eq!(post(&[&joined]).await.unwrap().status(), 200);
+    assert_eq!(post(&[&mine]).await.unwrap().status(), 200);
+    let r = http
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header(
+            "mcp-session-id",
+            reqwest::header::HeaderValue::from_bytes("s\u{e9}ance".as_bytes()).unwrap(),
+        )
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a session id that is not ASCII");
+    proxy.stop().await;
+}

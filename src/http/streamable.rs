@@ -42,13 +42,38 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// The one session id a request names. Every copy of `Mcp-Session-Id`,
+/// and every comma-separated part of one (clients join repeated headers),
+/// must be the same id: were several ids taken by their first, a gateway
+/// in front that reads another copy would disagree with this proxy on
+/// which session the request is for, so that is a 400.
+fn session_header(headers: &HeaderMap) -> Result<&str, ProxyError> {
+    let mut id: Option<&str> = None;
+    for value in headers.get_all("mcp-session-id") {
+        let value = value.to_str().map_err(|_| {
+            ProxyError::InvalidRequest("Mcp-Session-Id must be visible ASCII".into())
+        })?;
+        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match id {
+                Some(seen) if seen != part => {
+                    return Err(ProxyError::InvalidRequest(
+                        "the request names more than one Mcp-Session-Id".into(),
+                    ));
+                }
+                _ => id = Some(part),
+            }
+        }
+    }
+    id.ok_or(ProxyError::MissingSession)
+}
+
 /// The caller's session: one of another principal is not found, like an unknown one.
 fn session_of(
     app: &App,
     headers: &HeaderMap,
     extensions: &http::Extensions,
 ) -> Result<Arc<Session>, ProxyError> {
-    let id = header_str(headers, "mcp-session-id").ok_or(ProxyError::MissingSession)?;
+    let id = session_header(headers)?;
     let session = app
         .sessions
         .get_owned(id, &super::principal_of(extensions), Transport::Streamable)
