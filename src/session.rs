@@ -373,6 +373,10 @@ pub struct Sessions {
     max: usize,
     max_per_principal: usize,
     audit: Arc<Audit>,
+    /// Ends of expired sessions (their children's staged stops), run
+    /// beside the reaper so that one stubborn child holds up no other
+    /// expiry; [`Sessions::clear`] waits for them.
+    ending: tokio_util::task::TaskTracker,
 }
 
 impl Sessions {
@@ -386,6 +390,7 @@ impl Sessions {
             max,
             max_per_principal,
             audit,
+            ending: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -486,16 +491,7 @@ impl Sessions {
         let session = lock(&self.map).remove(id);
         match session {
             Some(s) => {
-                info!(session = %crate::logging::tag(&s.id), reason = why, "session ended");
-                let event = if why.starts_with("idle") {
-                    "session.expire"
-                } else if why.starts_with("deleted") {
-                    "session.delete"
-                } else {
-                    "session.end"
-                };
-                self.audit
-                    .session(event, &s.principal, &crate::logging::tag(&s.id), Some(why));
+                self.record_end(&s, why);
                 s.end().await;
                 true
             }
@@ -503,18 +499,42 @@ impl Sessions {
         }
     }
 
-    /// Ends every session (shutdown).
+    /// Logs and audits the end of a session just taken out of the map.
+    fn record_end(&self, s: &Session, why: &str) {
+        info!(session = %crate::logging::tag(&s.id), reason = why, "session ended");
+        let event = if why.starts_with("idle") {
+            "session.expire"
+        } else if why.starts_with("deleted") {
+            "session.delete"
+        } else {
+            "session.end"
+        };
+        self.audit
+            .session(event, &s.principal, &crate::logging::tag(&s.id), Some(why));
+    }
+
+    /// Ends every session (shutdown), and waits for the ends of expired
+    /// ones still under way.
     pub async fn clear(&self) {
         let all: Vec<Arc<str>> = lock(&self.map).keys().cloned().collect();
         let ends = all.iter().map(|id| self.remove(id, "shutdown"));
         futures_util::future::join_all(ends).await;
+        self.ending.close();
+        self.ending.wait().await;
+        self.ending.reopen();
     }
 
     /// Ends sessions idle longer than `idle` (no request and no client
     /// attached or waiting, see [`Session::has_client`]), and one-shot
     /// sessions idle longer than `oneshot`.
+    ///
+    /// The sessions a sweep picks leave the map together, under the lock
+    /// they were picked under: a client coming back to one gets 404 rather
+    /// than being served on a session about to end. Their ends (each
+    /// waiting for its child's staged stop) run in the background.
     pub async fn reap(&self, idle: Duration, oneshot: Duration) {
-        let expired: Vec<(Arc<str>, &'static str)> = lock(&self.map)
+        let mut map = lock(&self.map);
+        let expired: Vec<(Arc<str>, &'static str)> = map
             .values()
             .filter(|s| !s.has_client())
             .filter_map(|s| {
@@ -531,8 +551,14 @@ impl Sessions {
                 }
             })
             .collect();
-        for (id, why) in expired {
-            self.remove(&id, why).await;
+        let expired: Vec<(Arc<Session>, &'static str)> = expired
+            .into_iter()
+            .filter_map(|(id, why)| Some((map.remove(&id)?, why)))
+            .collect();
+        drop(map);
+        for (s, why) in expired {
+            self.record_end(&s, why);
+            self.ending.spawn(async move { s.end().await });
         }
     }
 }

@@ -145,3 +145,57 @@ async fn conflicting_session_id_headers_are_refused_and_repeated_ones_accepted()
     assert_eq!(r.status(), 400, "a session id that is not ASCII");
     proxy.stop().await;
 }
+
+/// Regression: the idle reaper ended its expired sessions one after
+/// another, each waiting for its child's staged stop (up to 1.5 x the
+/// grace for a child that ignores stdin and SIGTERM). Meanwhile no other
+/// session expired, and those it had already picked stayed open: a client
+/// coming back to one was served and then had its session ended under it.
+/// Now a sweep takes its picks out at once and their children stop in the
+/// background: a session going idle later expires while the first one's
+/// child is still being stopped.
+#[tokio::test]
+async fn an_expiring_session_does_not_wait_for_another_ones_child_to_stop() {
+    let proxy = Proxy::start_child(
+        &["--session-idle-timeout", "300ms", "--shutdown-grace", "5s"],
+        &support::example("everything"),
+        &["--ignore-sigterm"],
+    )
+    .await;
+    let sessions = |h: Value| h["sessions"].as_u64().unwrap();
+    let mut a = Client::new(&proxy.mcp());
+    a.initialize("2025-11-25", json!({})).await;
+    let pid_a: u32 = support::text_of(&a.call(json!(1), "pid", json!({})).await)
+        .parse()
+        .unwrap();
+    let mut b = Client::new(&proxy.mcp());
+    b.initialize("2025-11-25", json!({})).await;
+    // B's open stream keeps it from expiring until it is closed.
+    let stream = reqwest::Client::new()
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", b.session.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let until = |n: u64, what: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let deadline = tokio::time::Instant::now() + support::STEP;
+            while sessions(proxy.health().await) > n {
+                assert!(tokio::time::Instant::now() < deadline, "{what}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(1, "A never expired").await;
+    assert!(support::alive(pid_a), "A's stubborn child is being stopped");
+    drop(stream);
+    until(0, "B never expired").await;
+    assert!(
+        support::alive(pid_a),
+        "B expired only once A's child had stopped: the reaper waited for it"
+    );
+    proxy.stop().await;
+}
