@@ -199,3 +199,39 @@ async fn an_expiring_session_does_not_wait_for_another_ones_child_to_stop() {
     );
     proxy.stop().await;
 }
+
+/// Regression: a request id is kept byte for byte while its request is in
+/// flight, and nothing bounded its length but `--max-body-bytes`, so the
+/// cap on requests in flight still let one session hold a GiB of ids.
+#[tokio::test]
+async fn request_ids_longer_than_a_kibibyte_are_refused_on_both_transports() {
+    let proxy = Proxy::start(&[]).await;
+    let call = |id: &str| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}});
+    let long = "x".repeat(1000);
+    let too_long = "x".repeat(4096);
+
+    let (mut stream, post_url) = legacy_session(&proxy).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&post_url)
+        .json(&call(&too_long))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(&post_url)
+        .json(&call(&long))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(stream.next_json().await["id"], long.as_str());
+
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    assert_eq!(c.post(&call(&too_long)).await.status(), 400);
+    let r = c.post(&call(&long)).await;
+    assert_eq!(r.status(), 200);
+    proxy.stop().await;
+}

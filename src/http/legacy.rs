@@ -132,13 +132,7 @@ pub async fn handle_message(
     require_json(&parts.headers)?;
     let bytes = app.read_body(body, &parts.headers).await?;
     let (frames, _) = parse_body(bytes, app.config.max_batch)?;
-    let requests = frames.iter().filter(|f| f.kind() == Kind::Request).count();
-    session
-        .admit(
-            requests,
-            crate::session::max_requests_in_flight(app.config.max_batch),
-        )
-        .map_err(|(now, max)| ProxyError::TooManyInFlight(now, max))?;
+    super::streamable::admit(&app, &session, &frames)?;
     let frames = crate::trace::carry(&parts.headers, frames);
     session.touch();
     let principal = super::principal_of(&parts.extensions);

@@ -102,6 +102,34 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyErro
     Ok(())
 }
 
+/// The longest request id a session client may send. Ids are kept, byte
+/// for byte, while their request is in flight, so this and the limit on
+/// requests in flight ([`crate::session::max_requests_in_flight`]) bound
+/// what one session holds; real clients send numbers or UUIDs.
+pub const MAX_REQUEST_ID_BYTES: usize = 1024;
+
+/// Whether a POST's requests may go to `session`'s child: each id within
+/// [`MAX_REQUEST_ID_BYTES`] and the session's requests in flight within
+/// its limit. Checked before anything of the POST reaches the child.
+pub(super) fn admit(app: &App, session: &Session, frames: &[Frame]) -> Result<(), ProxyError> {
+    let requests = frames.iter().filter(|f| f.kind() == Kind::Request);
+    if let Some(len) = requests
+        .clone()
+        .filter_map(|f| f.id().map(<[u8]>::len))
+        .find(|&len| len > MAX_REQUEST_ID_BYTES)
+    {
+        return Err(ProxyError::InvalidRequest(format!(
+            "a request id may be at most {MAX_REQUEST_ID_BYTES} bytes; this one has {len}"
+        )));
+    }
+    session
+        .admit(
+            requests.count(),
+            crate::session::max_requests_in_flight(app.config.max_batch),
+        )
+        .map_err(|(now, max)| ProxyError::TooManyInFlight(now, max))
+}
+
 /// A session-era POST, parsed by [`super::App::mcp`].
 pub async fn post(
     app: Arc<App>,
@@ -132,13 +160,7 @@ pub async fn post(
             session.protocol_version()
         )));
     }
-    let requests = frames.iter().filter(|f| f.kind() == Kind::Request).count();
-    session
-        .admit(
-            requests,
-            crate::session::max_requests_in_flight(app.config.max_batch),
-        )
-        .map_err(|(now, max)| ProxyError::TooManyInFlight(now, max))?;
+    admit(&app, &session, &frames)?;
     let streams = session.clone();
     // Until the handler returns: a JSON answer is awaited in it (a POST's
     // stream counts while its client reads it).
