@@ -235,3 +235,25 @@ async fn request_ids_longer_than_a_kibibyte_are_refused_on_both_transports() {
     assert_eq!(r.status(), 200);
     proxy.stop().await;
 }
+
+/// Regression: a request's `_meta.progressToken` is kept byte for byte
+/// while it is in flight, like its id, and was not bounded either.
+#[tokio::test]
+async fn progress_tokens_longer_than_a_kibibyte_are_refused_on_both_transports() {
+    let proxy = Proxy::start(&[]).await;
+    let call = |token: &str| json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"},"_meta":{"progressToken":token}}});
+    let too_long = "t".repeat(4096);
+    let (_stream, post_url) = legacy_session(&proxy).await;
+    let r = reqwest::Client::new()
+        .post(&post_url)
+        .json(&call(&too_long))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    assert_eq!(c.post(&call(&too_long)).await.status(), 400);
+    assert_eq!(c.post(&call("short")).await.status(), 200);
+    proxy.stop().await;
+}
