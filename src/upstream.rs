@@ -41,7 +41,8 @@
 //! requests), the routing tables in `routes`, a session's view in `port`,
 //! the handshake in `handshake`, the child's life in `supervisor`, fan-out
 //! of unrelated notifications in `fanout`, task ownership in `tasks`, multi
-//! round-trip requests in `mrtr`, the sink trait in `sink`, a long answer
+//! round-trip requests in `mrtr` (and what a parked call is bound to in
+//! `call_key`), the sink trait in `sink`, a long answer
 //! being passed on as it arrives (cut-through) in `cut`. This file: the
 //! [`Upstream`] handle (what sessions call; it talks to the worker over a
 //! bounded command queue) and client requests on their way in.
@@ -64,6 +65,7 @@ use crate::jsonrpc::{self, Frame, Message, code};
 use crate::tail::Answer;
 pub use crate::version::UpstreamProtocol;
 
+mod call_key;
 mod cut;
 mod fanout;
 mod handshake;

@@ -50,7 +50,7 @@ pub struct Port {
     pub(super) in_flight: AtomicUsize,
     /// A 2026-07-28 port's call that may be parked (see [`super::mrtr`]):
     /// what its `requestState` is then bound to, with the principal.
-    pub(super) call: Mutex<Option<super::mrtr::CallKey>>,
+    pub(super) call: Mutex<Option<super::call_key::CallKey>>,
 }
 
 impl Port {
@@ -111,11 +111,11 @@ impl Port {
 
     /// Records the call a 2026-07-28 port makes that may be parked.
     pub(super) fn note_call(&self, frame: &Frame) {
-        *lock(&self.call) = Some(super::mrtr::CallKey::of(frame));
+        *lock(&self.call) = Some(super::call_key::CallKey::of(frame));
     }
 
     /// The call [`Port::note_call`] recorded.
-    pub(super) fn call(&self) -> Option<super::mrtr::CallKey> {
+    pub(super) fn call(&self) -> Option<super::call_key::CallKey> {
         lock(&self.call).clone()
     }
 

@@ -86,7 +86,7 @@ pub(super) struct Parked {
     /// The principal whose call it is (`None`: anonymous): only its retry resumes it.
     pub(super) owner: Option<Arc<str>>,
     /// The call itself: a retry of another call does not resume it.
-    pub(super) call_key: Option<super::mrtr::CallKey>,
+    pub(super) call_key: Option<super::call_key::CallKey>,
 }
 
 /// What repeating a call after `input_required` needs.

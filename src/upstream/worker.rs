@@ -40,9 +40,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, trace, warn};
 
+use super::call_key::CallKey;
 use super::cut::Cut;
 use super::fanout::{recompute_level, route_notification, task_owner};
-use super::mrtr::{CallKey, InputRequest, input_required_result, new_request_state, resumption};
+use super::mrtr::{InputRequest, input_required_result, new_request_state, resumption};
 use super::routes::{
     Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification, client_key,
     parse_proxy_id, related_call, related_target,
