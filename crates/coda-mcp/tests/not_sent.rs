@@ -18,10 +18,8 @@ mod harness;
 use std::time::Duration;
 
 use fake_coda::FakeCoda;
-use harness::{Harness, TIMEOUT, command, start};
-use rmcp::ServiceExt;
-use rmcp::transport::TokioChildProcess;
-use serde_json::{Value, json};
+use harness::{Harness, serve_with, start, strings};
+use serde_json::json;
 
 /// What a write request stopped before it was sent says.
 const REQUEST_NOT_SENT: &str = "this write request was NOT sent to Coda";
@@ -45,24 +43,7 @@ async fn rate_limited(extra: &[&str]) -> Harness {
         "1",
     ];
     args.extend_from_slice(extra);
-    let cmd = command(&fake, &args);
-    let client = tokio::time::timeout(TIMEOUT, ().serve(TokioChildProcess::new(cmd).unwrap()))
-        .await
-        .expect("initialize timed out")
-        .expect("initialize failed");
-    Harness {
-        fake,
-        client,
-        output_schemas: Default::default(),
-    }
-}
-
-fn strings(v: &Value, k: &str) -> Vec<String> {
-    v[k].as_array()
-        .unwrap_or_else(|| panic!("no {k} in {v}"))
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect()
+    serve_with(fake, &args).await
 }
 
 #[tokio::test]

@@ -9,18 +9,10 @@ mod fake_coda;
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::start;
-use serde_json::{Value, json};
+use harness::{start, strings};
+use serde_json::json;
 
 const ROWS: &str = "/docs/doc1/tables/grid-tasks/rows";
-
-fn strings(v: &Value, k: &str) -> Vec<String> {
-    v[k].as_array()
-        .unwrap_or_else(|| panic!("no {k} in the result"))
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[tokio::test]
 async fn a_delete_chunk_with_an_unknown_outcome_is_not_reported_as_not_deleted() {

@@ -70,7 +70,13 @@ pub async fn connect(fake: FakeCoda, extra: &[&str]) -> Harness {
         }
     }
     args.extend_from_slice(extra);
-    let cmd = command(&fake, &args);
+    serve_with(fake, &args).await
+}
+
+/// The binary against `fake` with exactly `args` (none of [`FAST`]'s
+/// defaults: e.g. with the real rate limiter), connected.
+pub async fn serve_with(fake: FakeCoda, args: &[&str]) -> Harness {
+    let cmd = command(&fake, args);
     let transport = TokioChildProcess::new(cmd).expect("spawn coda-mcp");
     let client = tokio::time::timeout(TIMEOUT, ().serve(transport))
         .await
@@ -81,6 +87,15 @@ pub async fn connect(fake: FakeCoda, extra: &[&str]) -> Harness {
         client,
         output_schemas: Default::default(),
     }
+}
+
+/// The strings of the array `v[k]` (a result's list of ids).
+pub fn strings(v: &Value, k: &str) -> Vec<String> {
+    v[k].as_array()
+        .unwrap_or_else(|| panic!("no {k} in {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
 }
 
 pub async fn start(extra: &[&str]) -> Harness {
