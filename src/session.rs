@@ -110,6 +110,9 @@ pub struct Session {
     streamed: std::sync::atomic::AtomicBool,
     /// POSTs of this session whose client waits for a JSON answer.
     waiting: std::sync::atomic::AtomicUsize,
+    /// A request was refused for too many in flight (logged once per
+    /// session: a client that keeps trying gets 429s, not log lines).
+    overfull_noted: std::sync::atomic::AtomicBool,
     /// Cancelled when the session ends: every stream of it closes.
     pub cancel: CancellationToken,
 }
@@ -165,6 +168,7 @@ impl Session {
             touches: Default::default(),
             streamed: Default::default(),
             waiting: Default::default(),
+            overfull_noted: Default::default(),
             cancel,
         })
     }
@@ -203,12 +207,15 @@ impl Session {
     pub fn admit(&self, more: usize, max: usize) -> Result<(), (usize, usize)> {
         let now = self.port.in_flight();
         if more > 0 && now + more > max {
+            if self.overfull_noted.swap(true, Ordering::Relaxed) {
+                return Err((now, max));
+            }
             warn!(
                 session = %crate::logging::tag(&self.id),
                 in_flight = now,
                 more,
                 max,
-                "session has too many requests in flight; refusing more"
+                "session has too many requests in flight; refusing more (said once per session)"
             );
             return Err((now, max));
         }
