@@ -806,6 +806,31 @@ fn protocol_version_header(headers: &HeaderMap) -> Result<Option<&str>, ProxyErr
     }
 }
 
+/// The longest request id (or `_meta.progressToken`) a client may send,
+/// in bytes of JSON. Both are kept, byte for byte, while their request is
+/// in flight, so this and the bound on requests in flight bound what one
+/// client holds; real clients send numbers or UUIDs.
+pub const MAX_REQUEST_ID_BYTES: usize = 1024;
+
+/// Refuses (400, -32600) requests among `frames` whose id or progress
+/// token is over [`MAX_REQUEST_ID_BYTES`]. Every front end checks a POST
+/// with this before anything of it reaches the child.
+pub fn check_request_ids(frames: &[Frame]) -> Result<(), ProxyError> {
+    for f in frames.iter().filter(|f| f.kind() == jsonrpc::Kind::Request) {
+        let id = f.id().map_or(0, <[u8]>::len);
+        let token = f
+            .locate_in_params(&["_meta", "progressToken"])
+            .map_or(0, |at| at.len());
+        if id.max(token) > MAX_REQUEST_ID_BYTES {
+            return Err(ProxyError::InvalidRequest(format!(
+                "a request id or progress token may be at most {MAX_REQUEST_ID_BYTES} bytes; this one has {}",
+                id.max(token)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a POST body into messages; `true` when it was a batch. A batch
 /// over `max_batch` messages is refused before anything reaches the child.
 pub fn parse_body(bytes: Bytes, max_batch: usize) -> Result<(Vec<Frame>, bool), ProxyError> {

@@ -201,6 +201,7 @@ pub async fn serve(
 ) -> Result<Response<Body>, ProxyError> {
     refuse_if_legacy_only(&app)?;
     validate(&parts.headers, &frame, &app.tool_headers)?;
+    super::check_request_ids(std::slice::from_ref(&frame))?;
     if frame.kind() == Kind::Notification {
         // Cancellation over HTTP is closing the stream; other notifications have no target.
         debug!(

@@ -102,32 +102,16 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyErro
     Ok(())
 }
 
-/// The longest request id (or `_meta.progressToken`) a session client may
-/// send. Both are kept, byte for byte, while their request is in flight, so this and the limit on
-/// requests in flight ([`crate::session::max_requests_in_flight`]) bound
-/// what one session holds; real clients send numbers or UUIDs.
-pub const MAX_REQUEST_ID_BYTES: usize = 1024;
-
 /// Whether a POST's requests may go to `session`'s child: each id and
-/// progress token within [`MAX_REQUEST_ID_BYTES`] and the session's requests in flight within
-/// its limit. Checked before anything of the POST reaches the child.
+/// progress token within [`super::MAX_REQUEST_ID_BYTES`] and the session's
+/// requests in flight within its limit. Checked before anything of the
+/// POST reaches the child.
 pub(super) fn admit(app: &App, session: &Session, frames: &[Frame]) -> Result<(), ProxyError> {
-    let requests = frames.iter().filter(|f| f.kind() == Kind::Request);
-    for f in requests.clone() {
-        let id = f.id().map_or(0, <[u8]>::len);
-        let token = f
-            .locate_in_params(&["_meta", "progressToken"])
-            .map_or(0, |at| at.len());
-        if id.max(token) > MAX_REQUEST_ID_BYTES {
-            return Err(ProxyError::InvalidRequest(format!(
-                "a request id or progress token may be at most {MAX_REQUEST_ID_BYTES} bytes; this one has {}",
-                id.max(token)
-            )));
-        }
-    }
+    super::check_request_ids(frames)?;
+    let requests = frames.iter().filter(|f| f.kind() == Kind::Request).count();
     session
         .admit(
-            requests.count(),
+            requests,
             crate::session::max_requests_in_flight(app.config.max_batch),
         )
         .map_err(|(now, max)| ProxyError::TooManyInFlight(now, max))
@@ -518,6 +502,7 @@ async fn stateless(
     frames: Vec<Frame>,
     batch: bool,
 ) -> Result<Response<Body>, ProxyError> {
+    super::check_request_ids(&frames)?;
     let upstream = app.shared_upstream().await?;
     let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Session);
     port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
