@@ -4,10 +4,20 @@
 //! `PRAGMA user_version`) and the blocking calls, which run on tokio's
 //! blocking pool so a slow disk never stalls the runtime. The caller
 //! ([`super::Store`]) puts a deadline on each call; SQLite's own busy
-//! timeout (the same deadline) bounds waits for another process's lock.
+//! timeout (three quarters of that deadline, so that a file another
+//! process holds locked is reported as locked, not as a bare timeout)
+//! bounds waits for another process's lock.
+//!
+//! A call waits for the one connection *before* it takes a thread of the
+//! blocking pool, and that wait ends with the caller's deadline: at most
+//! one thread is ever busy with the store. Taking the thread first (and
+//! waiting for the connection on it) let a burst of calls against a locked
+//! file fill the whole pool with calls whose callers had given up, and
+//! starve everything else that needs it (DNS lookups, the config poll,
+//! PID 1's reaping).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
@@ -19,8 +29,16 @@ const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_secrets
 
 pub(crate) struct SqliteBackend {
     /// One connection: SQLite serialises writers anyway, and every
-    /// statement here is a single indexed lookup or write.
-    conn: Arc<Mutex<Connection>>,
+    /// statement here is a single indexed lookup or write. An async lock,
+    /// taken before the blocking pool is (see the module docs).
+    conn: Arc<tokio::sync::Mutex<Connection>>,
+}
+
+/// SQLite's busy timeout for a call deadline of `deadline`: shorter, so
+/// that a lock held by another process ends the call with "database is
+/// locked" before the deadline turns it into a bare timeout.
+fn busy_timeout(deadline: Duration) -> Duration {
+    deadline * 3 / 4
 }
 
 fn now() -> i64 {
@@ -65,7 +83,8 @@ impl SqliteBackend {
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         }
         let conn = Connection::open(path).map_err(|e| e.to_string())?;
-        conn.busy_timeout(busy).map_err(|e| e.to_string())?;
+        conn.busy_timeout(busy_timeout(busy))
+            .map_err(|e| e.to_string())?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| format!("not a credential store ({e})"))?;
@@ -84,7 +103,7 @@ impl SqliteBackend {
             .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
         }
         Ok(SqliteBackend {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
         })
     }
 
@@ -92,16 +111,13 @@ impl SqliteBackend {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, String> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave a statement half-done
-            // (SQLite rolls back), so a poisoned lock is still usable.
-            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&c)
-        })
-        .await
-        .map_err(|e| format!("store task failed: {e}"))?
-        .map_err(|e| e.to_string())
+        // Cancelled with the caller (its deadline): a call that never got
+        // the connection never takes a thread.
+        let conn = self.conn.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&conn))
+            .await
+            .map_err(|e| format!("store task failed: {e}"))?
+            .map_err(|e| e.to_string())
     }
 
     pub(crate) async fn get_many(
