@@ -64,6 +64,23 @@ pub use crate::upstream::DEFAULT_MAX_TASKS;
 pub const DEFAULT_REPLAY_TOTAL_BYTES: usize = 64 * 1024 * 1024;
 /// Messages in one JSON-RPC batch (2025-03-26 sessions and `--stateless`).
 pub const DEFAULT_MAX_BATCH: usize = 1024;
+/// Client requests one client may have waiting for the child: a session,
+/// or, where there is none (`--stateless`, 2026-07-28), a principal. A
+/// legacy POST is answered 202 once its requests are passed on, and a
+/// 2025-era client may drop a POST's stream (not a cancellation), so
+/// without `--request-timeout` nothing else bounds the routing entries
+/// (each holding its client id) one session can create; without a
+/// session, nothing else bounds what one principal holds at the shared
+/// child. Never below `--max-batch`, so that any batch the operator allows
+/// fits a client with nothing in flight: the default follows a larger
+/// `--max-batch`, and a value set below it is refused.
+///
+/// Without authentication everyone is the one anonymous principal, so
+/// without a session this bounds the whole proxy: 1024 is what
+/// `--max-connections` lets HTTP/1.1 clients hold anyway (each request in
+/// flight holds a connection), and more than one stdio child works
+/// through at once, so it only bites clients multiplexing HTTP/2 streams.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Wait for the answer to the `server/discover` probe; a legacy server
 /// usually answers it with an error at once, a few stay silent.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -259,6 +276,9 @@ pub struct Args {
     /// messages in one JSON-RPC batch; a larger batch gets 400 (default 1024)
     #[argh(option)]
     pub max_batch: Option<String>,
+    /// requests one client may leave unanswered: a session, or a principal where there is no session (--stateless, 2026-07-28); more get 429; at least --max-batch (default 1024, or --max-batch if larger)
+    #[argh(option)]
+    pub max_in_flight: Option<String>,
     /// serve every session from one shared child (state is shared between users)
     #[argh(switch)]
     pub shared: bool,
@@ -399,6 +419,8 @@ pub struct Config {
     pub replay_total_bytes: usize,
     /// Messages per JSON-RPC batch.
     pub max_batch: usize,
+    /// Requests in flight per session, or per principal without one.
+    pub max_in_flight: usize,
     /// Session/child mapping.
     pub mode: Mode,
     /// Exit when the shared child dies.
@@ -1012,6 +1034,20 @@ impl Config {
             }
         };
 
+        let max_batch = count("max-batch", &args.max_batch, DEFAULT_MAX_BATCH, 1)?;
+        let max_in_flight = count(
+            "max-in-flight",
+            &args.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT.max(max_batch),
+            1,
+        )?;
+        if max_in_flight < max_batch {
+            // Only a value given can be below it: the default follows.
+            return err(format!(
+                "--max-in-flight ({max_in_flight}) must be at least --max-batch ({max_batch}): a batch that large could never be admitted"
+            ));
+        }
+
         Ok(Config {
             host,
             port,
@@ -1148,7 +1184,8 @@ impl Config {
                 parse_bytes,
                 "a byte count",
             )?,
-            max_batch: count("max-batch", &args.max_batch, DEFAULT_MAX_BATCH, 1)?,
+            max_batch,
+            max_in_flight,
             mode,
             exit_on_child_exit,
             restart_max_backoff: positive(
@@ -1293,6 +1330,35 @@ mod tests {
         .unwrap();
         assert_eq!(c.port, 7000);
         assert_eq!(c.mode, Mode::Shared);
+    }
+
+    #[test]
+    fn max_in_flight_follows_max_batch_and_is_never_below_it() {
+        let c = parse(&["--", "s"], &[]).unwrap();
+        assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        let c = parse(&["--max-batch", "4096", "--", "s"], &[]).unwrap();
+        assert_eq!(c.max_in_flight, 4096, "the default follows --max-batch");
+        let c = parse(
+            &["--max-in-flight", "16", "--max-batch", "16", "--", "s"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.max_in_flight, 16);
+        let c = parse(
+            &["--max-batch", "8", "--", "s"],
+            &[("MCP_PROXY_MAX_IN_FLIGHT", "10")],
+        )
+        .unwrap();
+        assert_eq!(c.max_in_flight, 10);
+        let e = parse(&["--max-in-flight", "8", "--", "s"], &[]).unwrap_err();
+        assert!(e.0.contains("--max-batch (1024)"), "{e}");
+        assert!(
+            parse(
+                &["--max-in-flight", "0", "--max-batch", "1", "--", "s"],
+                &[]
+            )
+            .is_err()
+        );
     }
 
     #[test]

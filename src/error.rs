@@ -84,9 +84,9 @@ pub enum ProxyError {
     )]
     TooManySessionsForPrincipal(usize),
     /// A session's requests in flight (the first) would pass its limit
-    /// (the second, [`crate::session::DEFAULT_MAX_REQUESTS_IN_FLIGHT`]).
+    /// (the second, `--max-in-flight`).
     #[error(
-        "too many requests in flight in this session ({0}, at most {1}); wait for answers first"
+        "too many requests in flight in this session ({0}, at most {1}, --max-in-flight); wait for answers first"
     )]
     TooManyInFlight(usize, usize),
     /// The method is not served on this path.

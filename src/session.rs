@@ -35,20 +35,6 @@ const ONE_SHOT_TOUCHES: u32 = 2;
 /// Finished POST streams kept per session for `Last-Event-ID` replay.
 const KEPT_STREAMS: usize = 32;
 
-/// Client requests one session may have waiting for the child. A legacy
-/// POST is answered 202 once its requests are passed on, and a Streamable
-/// HTTP client may drop a POST's stream (not a cancellation), so without
-/// `--request-timeout` nothing else bounds the routing table's entries
-/// (each holding its client id) that one client can create. The limit is
-/// this or `--max-batch`, whichever is larger, so that any batch the
-/// operator allows fits a session with nothing in flight.
-pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 1024;
-
-/// A session's limit on requests in flight under `--max-batch`.
-pub fn max_requests_in_flight(max_batch: usize) -> usize {
-    DEFAULT_MAX_REQUESTS_IN_FLIGHT.max(max_batch)
-}
-
 /// What a session needs to know about limits.
 #[derive(Debug, Clone)]
 pub struct StreamLimits {
@@ -200,8 +186,9 @@ impl Session {
     }
 
     /// Whether `more` client requests may go to the child now, given those
-    /// of this session still in flight and the limit `max` (see
-    /// [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]); the count in flight when not.
+    /// of this session still in flight and the limit `max` (`--max-in-flight`,
+    /// see [`crate::config::DEFAULT_MAX_IN_FLIGHT`]); the count in flight
+    /// when not.
     /// Concurrent POSTs may pass the check together: the excess is bounded
     /// by the requests of those POSTs.
     pub fn admit(&self, more: usize, max: usize) -> Result<(), (usize, usize)> {
@@ -215,7 +202,7 @@ impl Session {
                 in_flight = now,
                 more,
                 max,
-                "session has too many requests in flight; refusing more (said once per session)"
+                "session has too many requests in flight; refusing more (--max-in-flight; said once per session)"
             );
             return Err((now, max));
         }

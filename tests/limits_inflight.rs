@@ -1,16 +1,24 @@
-//! Regression: how long a client's request ids may be, on the front ends
-//! without a session. Each test plays the client against a real proxy on
-//! 127.0.0.1:0 over the `everything` child, and every wait is bounded.
+//! Regression: how much one client may leave in flight at a child, and how
+//! long its request ids may be. Each test plays the client against a real
+//! proxy on 127.0.0.1:0 over the `everything` child (`sleep` as a call
+//! that is not answered while the test runs), and every wait is bounded.
 
 mod support;
 
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
-use support::{Proxy, STEP};
+use support::{Client, Proxy, STEP};
 
 const MODERN: &str = "2026-07-28";
 
 fn call(id: &str, tool: &str, arguments: Value) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":arguments}})
+}
+
+fn sleep(id: &str) -> Value {
+    call(id, "sleep", json!({"ms": 600_000}))
 }
 
 fn echo(id: &str) -> Value {
@@ -64,6 +72,84 @@ fn post(
         req = req.header("x-api-key", key);
     }
     req.body(body.to_string())
+}
+
+/// Regression: `--max-in-flight` did not exist; a session's bound was
+/// fixed at 1,024 (or `--max-batch`).
+#[tokio::test]
+async fn max_in_flight_sets_the_bound_of_a_session() {
+    let proxy = Proxy::start(&["--max-in-flight", "3", "--max-batch", "3"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-03-26", json!({})).await;
+    let r = c.post(&json!([sleep("a"), sleep("b")])).await;
+    assert_eq!(r.status(), 200);
+    drop(r);
+    // Answered after both sleeps reached the routing table.
+    let answer = c.call(json!("e"), "echo", json!({"message":"hi"})).await;
+    assert_eq!(answer["id"], "e", "{answer}");
+    let r = c.post(&json!([sleep("c"), sleep("d")])).await;
+    assert_eq!(r.status(), 429, "two more would make four");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-in-flight"),
+        "{body}"
+    );
+    proxy.stop().await;
+}
+
+/// Regression: a bound on requests in flight below `--max-batch` would
+/// refuse a batch the operator allowed, on a client with nothing in
+/// flight; it is refused at start (exit 64, one line) instead of being
+/// raised behind the operator's back.
+#[test]
+fn max_in_flight_below_max_batch_is_refused_at_start() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MCP_PROXY_") {
+                c.env_remove(k);
+            }
+        }
+        c.args(args)
+            .args(["--port", "0", "--", "true"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let deadline = Instant::now() + STEP;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} {env:?} started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status.code(), stderr)
+    };
+    for (args, env) in [
+        (&["--max-in-flight", "8", "--max-batch", "16"][..], &[][..]),
+        (
+            &["--max-batch", "16"][..],
+            &[("MCP_PROXY_MAX_IN_FLIGHT", "8")][..],
+        ),
+    ] {
+        let (code, stderr) = run(args, env);
+        assert_eq!(code, Some(64), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("--max-in-flight") && stderr.contains("--max-batch"),
+            "{stderr}"
+        );
+    }
 }
 
 /// Regression: the 2026-07-28 front end and `--stateless` kept a request

@@ -8,7 +8,7 @@ mod support;
 use serde_json::{Value, json};
 use support::{Client, Proxy, legacy_session};
 
-/// What a session may have in flight (`session::DEFAULT_MAX_REQUESTS_IN_FLIGHT`,
+/// What a session may have in flight (`config::DEFAULT_MAX_IN_FLIGHT`,
 /// the default `--max-batch` being no larger).
 const CAP: usize = 1024;
 

@@ -104,16 +104,13 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyErro
 
 /// Whether a POST's requests may go to `session`'s child: each id and
 /// progress token within [`super::MAX_REQUEST_ID_BYTES`] and the session's
-/// requests in flight within its limit. Checked before anything of the
-/// POST reaches the child.
+/// requests in flight within `--max-in-flight`. Checked before anything of
+/// the POST reaches the child.
 pub(super) fn admit(app: &App, session: &Session, frames: &[Frame]) -> Result<(), ProxyError> {
     super::check_request_ids(frames)?;
     let requests = frames.iter().filter(|f| f.kind() == Kind::Request).count();
     session
-        .admit(
-            requests,
-            crate::session::max_requests_in_flight(app.config.max_batch),
-        )
+        .admit(requests, app.config.max_in_flight)
         .map_err(|(now, max)| ProxyError::TooManyInFlight(now, max))
 }
 
