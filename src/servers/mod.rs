@@ -879,6 +879,24 @@ pub fn reload_on_change(
     });
 }
 
+/// Makes this process's memory unreadable to its children.
+///
+/// Children run as the proxy's user, so `/proc/<proxy pid>/environ` (which
+/// holds `MCP_PROXY_STORE_KEY`, `MCP_PROXY_API_KEY`, a store URL's
+/// password) and, where ptrace is not restricted, `/proc/<proxy pid>/mem`
+/// (every credential opened for a child) were open to every child: one
+/// principal's child could take the key and, with the store file it can
+/// read too, every other principal's credential. A process that is not
+/// dumpable has those files owned by root and cannot be traced by its
+/// user. Its children are not affected: `exec` makes them dumpable again.
+/// The cost is that the proxy leaves no core dump (which would hold the
+/// same secrets). Files remain readable by children: see the README.
+pub fn hide_from_children() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        warn!(error = %e, "cannot mark the proxy not dumpable: its children can read its environment, the store key included, through /proc");
+    }
+}
+
 /// Environment lookup shared with the reload task.
 pub type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -893,6 +911,7 @@ pub async fn serve_config(
     shutdown: CancellationToken,
     hurry: CancellationToken,
 ) -> Result<(), String> {
+    hide_from_children();
     let store = match &config.store {
         None => None,
         Some(s) => {

@@ -1,0 +1,152 @@
+//! Regression: a child could read the proxy's secrets through /proc.
+//!
+//! Every child runs as the proxy's user, so `/proc/<proxy pid>/environ`
+//! was open to it: `MCP_PROXY_STORE_KEY` (with the store file, which the
+//! same user can read too, every principal's stored credentials),
+//! `MCP_PROXY_API_KEY` and a PostgreSQL URL's password. Where ptrace is
+//! not restricted, `/proc/<proxy pid>/mem` gave it every credential the
+//! proxy had opened as well. One principal's child, running code that
+//! processes untrusted input, could thus take every other principal's
+//! credential. The proxy now marks itself not dumpable, which makes those
+//! files its own (root's) and refuses ptrace; its children, which `exec`,
+//! are dumpable as usual.
+//!
+//! The proxy runs as `nobody` when the test runs as root (root reads any
+//! process's files whatever the flag says).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::example;
+
+/// Kills and reaps the proxy when dropped, so a failing assertion leaves
+/// nothing running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let mut r = [0u8; 6];
+    getrandom::fill(&mut r).unwrap();
+    let p = std::env::temp_dir().join(format!(
+        "mcp-isolation-{tag}-{}",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    // The unprivileged proxy creates its store and the child its dump here.
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    p
+}
+
+/// Runs `cmd` as `nobody` when this test runs as root.
+fn unprivileged(cmd: &mut Command) -> &mut Command {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if root {
+        cmd.uid(65534).gid(65534);
+    }
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_cannot_read_the_store_key_from_the_proxys_environment() {
+    let dir = tempdir("environ");
+    let db = dir.join("s.db");
+    let key = mcp_sidecar::store::StoreKey::generate_base64();
+    let mut set = unprivileged(
+        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .args(["secrets", "set", "none:anonymous", "dump", "tok"])
+            .env("MCP_PROXY_STORE", &db)
+            .env("MCP_PROXY_STORE_KEY", &key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .spawn()
+    .unwrap();
+    {
+        use std::io::Write;
+        set.stdin.take().unwrap().write_all(b"tok-anon").unwrap();
+    }
+    assert!(set.wait().unwrap().success());
+    // The child tries to read its parent's environment, then serves.
+    let dump = dir.join("parent.env");
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[server]]\nname = \"dump\"\ncommand = [\"sh\", \"-c\", \"cat /proc/$PPID/environ > \\\"$DUMP\\\" 2>/dev/null; echo done >> \\\"$DUMP\\\"; exec \\\"$0\\\"\", {:?}]\nenv = {{ DUMP = {dump:?}, TOKEN = {{ secret = \"tok\" }} }}\n",
+            example("everything")
+        ),
+    )
+    .unwrap();
+    let mut proxy = Reaped(
+        unprivileged(
+            Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+                .arg("--config")
+                .arg(&file)
+                .args(["--port", "0", "--config-poll", "0"])
+                .env("MCP_PROXY_STORE", &db)
+                .env("MCP_PROXY_STORE_KEY", &key)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let stderr = proxy.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let port: u16 = loop {
+        let Ok(l) = rx.recv_timeout(Duration::from_secs(20)) else {
+            panic!("the proxy never logged its address: {log:#?}");
+        };
+        log.push(l.clone());
+        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
+            break rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap();
+        }
+    };
+    let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/dump/mcp"));
+    c.initialize("2025-11-25", serde_json::json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let text = std::fs::read(&dump).unwrap_or_default();
+        if text.ends_with(b"done\n") {
+            break String::from_utf8_lossy(&text).into_owned();
+        }
+        assert!(Instant::now() < deadline, "the child never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Never printed: it is this test's whole environment.
+    assert!(
+        !seen.contains(&key) && !seen.contains("MCP_PROXY_"),
+        "the child read the proxy's environment ({} bytes, the store key among them)",
+        seen.len()
+    );
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+}
