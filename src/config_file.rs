@@ -83,8 +83,9 @@ pub struct ServersConfig {
     /// reloads as SIGHUP does); `None` without a file or with 0.
     pub config_poll: Option<Duration>,
     /// Digest of the `--config` file's bytes this configuration was built
-    /// from: the poll compares against it, so an edit made between start-up
-    /// and the poll's first read is still seen.
+    /// from and of the files they name ([`watch_digest`]): the poll
+    /// compares against it, so an edit made between start-up and the
+    /// poll's first read is still seen.
     pub file_digest: Option<u64>,
 }
 
@@ -94,6 +95,58 @@ pub fn file_digest(bytes: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
+    h.finish()
+}
+
+/// The files a configuration read from `bytes` (the `--config` file's
+/// content) reads besides that file: the API key file and JWT secret file
+/// (a flag or `MCP_PROXY_*` variable, else the file's `[auth]`) and every
+/// server's `env_file`. A file that is not valid TOML names only those
+/// the flags and variables do. Sorted, each once.
+pub fn named_files(
+    args: &Args,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    bytes: &[u8],
+) -> Vec<std::path::PathBuf> {
+    let file: Option<FileRaw> = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| toml::from_str(t).ok());
+    let given =
+        |v: &Option<String>, var: &str| v.clone().or_else(|| lookup(&format!("MCP_PROXY_{var}")));
+    let global_env = given(&args.env_file, "ENV_FILE");
+    let mut out: Vec<String> = Vec::new();
+    out.extend(
+        given(&args.api_key_file, "API_KEY_FILE")
+            .or_else(|| file.as_ref()?.auth.api_key_file.clone()),
+    );
+    out.extend(given(&args.jwt_secret_file, "JWT_SECRET_FILE"));
+    out.extend(global_env.clone());
+    for s in file.iter().flat_map(|f| &f.server) {
+        out.extend(s.env_file.clone().or_else(|| global_env.clone()));
+    }
+    let mut out: Vec<std::path::PathBuf> = out.into_iter().map(Into::into).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What the config poll compares: the `--config` file's `bytes` and the
+/// content of every file it names ([`named_files`], each read up to
+/// [`MAX_CONFIG_FILE_BYTES`]; a file that cannot be read counts by its
+/// error). So a key removed from the key file, or an `env_file` that was
+/// missing when a reload was refused and is there now, reloads as an
+/// edit of the file does.
+pub fn watch_digest(args: &Args, lookup: &dyn Fn(&str) -> Option<String>, bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    for path in named_files(args, lookup, bytes) {
+        path.hash(&mut h);
+        match read_config_file(&path) {
+            Ok(content) => (0u8, content).hash(&mut h),
+            Err(e) => (1u8, e.to_string()).hash(&mut h),
+        }
+    }
     h.finish()
 }
 
@@ -378,7 +431,7 @@ fn load_parts(
     }
     let (file, digest) = match (&args.config, bytes) {
         (Some(path), Some(bytes)) => {
-            let digest = file_digest(&bytes);
+            let digest = watch_digest(&args, lookup, &bytes);
             let text = String::from_utf8(bytes)
                 .map_err(|e| ConfigError(format!("--config: cannot read {path}: {e}")))?;
             (parse_file(Path::new(path), &text)?, Some(digest))

@@ -798,9 +798,14 @@ pub fn reload_on_sighup(
 }
 
 /// Re-reads the configuration through `load` whenever the content of
-/// `path` changes, checked every `every` (`--config-poll`): the same path
-/// as SIGHUP, for deployments that cannot signal the proxy (a mounted
-/// Kubernetes ConfigMap, an editor over ssh).
+/// `path`, or of a file it names, changes, checked every `every`
+/// (`--config-poll`): the same path as SIGHUP, for deployments that cannot
+/// signal the proxy (a mounted Kubernetes ConfigMap or Secret, an editor
+/// over ssh). `digest` gives what is compared for the file's bytes
+/// ([`crate::config_file::watch_digest`]: the bytes and the content of
+/// the API key file, JWT secret file and env files they name), so a key
+/// removed from the key file is refused without a signal, and a reload
+/// refused for a file it names applies once that file is fixed.
 ///
 /// Why a poll and not inotify: a read of a file of a few kilobytes every
 /// two seconds costs nothing measurable, needs no new dependency, and
@@ -818,15 +823,24 @@ pub fn reload_on_change(
     path: std::path::PathBuf,
     every: Duration,
     applied: Option<u64>,
+    digest: impl Fn(&[u8]) -> u64 + Send + Sync + 'static,
     load: impl Fn(Vec<u8>) -> Result<ServersConfig, String> + Send + 'static,
     shutdown: CancellationToken,
 ) {
-    let read = |path: &std::path::PathBuf| {
-        let path = path.clone();
+    let digest = Arc::new(digest);
+    // The file and its digest (which reads the files it names too), off
+    // the runtime's thread.
+    let read = move |path: &std::path::PathBuf| {
+        let (path, digest) = (path.clone(), digest.clone());
         async move {
-            tokio::task::spawn_blocking(move || crate::config_file::read_config_file(&path))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            tokio::task::spawn_blocking(move || {
+                crate::config_file::read_config_file(&path).map(|b| {
+                    let d = digest(&b);
+                    (b, d)
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         }
     };
     tokio::spawn(async move {
@@ -846,7 +860,7 @@ pub fn reload_on_change(
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
-            let bytes = match read(&path).await {
+            let (bytes, digest) = match read(&path).await {
                 Ok(b) => b,
                 Err(e) => {
                     if !unreadable {
@@ -857,7 +871,6 @@ pub fn reload_on_change(
                 }
             };
             unreadable = false;
-            let digest = crate::config_file::file_digest(&bytes);
             if seen == Some(digest) {
                 settling = None;
                 continue;
@@ -868,7 +881,7 @@ pub fn reload_on_change(
             }
             settling = None;
             seen = Some(digest);
-            info!(path = %path.display(), "config file changed: reloading the configuration");
+            info!(path = %path.display(), "config file (or a file it names) changed: reloading the configuration");
             // Exactly the bytes hashed: a second read could catch a writer
             // half-way, and the finished file (this digest) would then
             // never be applied.
@@ -936,11 +949,15 @@ pub async fn serve_config(
     if let (Some(every), Some(path)) = (poll, &args.config) {
         info!(path = %path, every = ?every, "watching the config file for changes");
         let (lookup, args) = (lookup.clone(), args.clone());
+        let (digest_lookup, digest_args) = (lookup.clone(), args.clone());
         reload_on_change(
             set.clone(),
             path.into(),
             every,
             applied,
+            move |bytes: &[u8]| {
+                crate::config_file::watch_digest(&digest_args, &*digest_lookup, bytes)
+            },
             move |bytes| {
                 crate::config_file::load_bytes(args.clone(), &*lookup, bytes)
                     .map_err(|e| e.to_string())
@@ -999,6 +1016,7 @@ mod tests {
             file.clone(),
             Duration::from_millis(20),
             applied,
+            crate::config_file::file_digest,
             move |bytes| {
                 crate::config_file::load_bytes(args.clone(), &|_| None, bytes)
                     .map_err(|e| e.to_string())
@@ -1037,6 +1055,7 @@ mod tests {
             file.clone(),
             Duration::from_millis(20),
             applied,
+            crate::config_file::file_digest,
             move |bytes: Vec<u8>| {
                 // A writer rewrites the file under the poll: half of it now,
                 // the rest (the same bytes the poll read) just after.
@@ -1054,6 +1073,110 @@ mod tests {
             shutdown.clone(),
         );
         names_become(&set, &["a", "b"], "the finished file was never applied").await;
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Starts the poll on `file` at 20 ms, as the binary does.
+    fn poll(
+        set: &Arc<ServerSet>,
+        file: &std::path::Path,
+        applied: Option<u64>,
+    ) -> CancellationToken {
+        use argh::FromArgs;
+        let mut args = crate::config::Args::from_args(&["mcp-proxy"], &[]).unwrap();
+        args.config = Some(file.to_string_lossy().into_owned());
+        let shutdown = CancellationToken::new();
+        let digest_args = args.clone();
+        reload_on_change(
+            set.clone(),
+            file.to_path_buf(),
+            Duration::from_millis(20),
+            applied,
+            move |bytes: &[u8]| crate::config_file::watch_digest(&digest_args, &|_| None, bytes),
+            move |bytes| {
+                crate::config_file::load_bytes(args.clone(), &|_| None, bytes)
+                    .map_err(|e| e.to_string())
+            },
+            shutdown.clone(),
+        );
+        shutdown
+    }
+
+    /// Regression: the poll compared the `--config` file alone, so a key
+    /// removed from the `api_key_file` it names (a revoked key, a
+    /// Kubernetes Secret updated in place) stayed valid until a SIGHUP.
+    #[tokio::test]
+    async fn a_key_removed_from_the_key_file_the_config_names_is_refused_without_a_signal() {
+        use argh::FromArgs;
+        let dir = std::env::temp_dir().join(format!("mcp-proxy-poll-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, keys) = (dir.join("p.toml"), dir.join("keys"));
+        let alice = "alice-key-0123456789abcdef0123";
+        let bob = "bob-key-0123456789abcdef012345";
+        std::fs::write(&keys, format!("alice: {alice}\nbob: {bob}\n")).unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "[auth]\napi_key_file = {keys:?}\n[[server]]\nname = \"a\"\ncommand = [\"true\"]\n"
+            ),
+        )
+        .unwrap();
+        let mut args = crate::config::Args::from_args(&["mcp-proxy"], &[]).unwrap();
+        args.config = Some(file.to_string_lossy().into_owned());
+        let config = crate::config_file::load(args, &|_| None).unwrap();
+        let applied = config.file_digest;
+        let set = ServerSet::new(config, None).unwrap();
+        let accepts = |key: &str| {
+            let app = set.read().get("a").unwrap().app.clone();
+            let mut headers = http::HeaderMap::new();
+            headers.insert("authorization", format!("Bearer {key}").parse().unwrap());
+            async move { app.auth.authenticate(&headers, None).await.is_ok() }
+        };
+        assert!(accepts(bob).await);
+        let shutdown = poll(&set, &file, applied);
+        // Bob's key is revoked; the config file itself is not touched.
+        std::fs::write(&keys, format!("alice: {alice}\n")).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while accepts(bob).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a key removed from the key file is still accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(accepts(alice).await);
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Regression: a configuration refused because of a file it names (an
+    /// `env_file` not there yet) was marked seen, and fixing that file
+    /// never applied it: only an edit of the config file or a SIGHUP did.
+    #[tokio::test]
+    async fn a_reload_refused_for_a_missing_env_file_applies_once_the_file_appears() {
+        use argh::FromArgs;
+        let dir = std::env::temp_dir().join(format!("mcp-proxy-poll-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, env) = (dir.join("p.toml"), dir.join("b.env"));
+        let server = |name: &str| format!("[[server]]\nname = \"{name}\"\ncommand = [\"true\"]\n");
+        std::fs::write(&file, server("a")).unwrap();
+        let mut args = crate::config::Args::from_args(&["mcp-proxy"], &[]).unwrap();
+        args.config = Some(file.to_string_lossy().into_owned());
+        let config = crate::config_file::load(args, &|_| None).unwrap();
+        let applied = config.file_digest;
+        let set = ServerSet::new(config, None).unwrap();
+        let shutdown = poll(&set, &file, applied);
+        std::fs::write(
+            &file,
+            format!("{}{}env_file = {env:?}\n", server("a"), server("b")),
+        )
+        .unwrap();
+        // Refused (no such file) and seen: nothing changes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(set.names(), ["a"]);
+        std::fs::write(&env, "B_SETTING=1\n").unwrap();
+        names_become(&set, &["a", "b"], "the fixed env file was never applied").await;
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(dir);
     }
