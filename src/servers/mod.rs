@@ -851,7 +851,9 @@ pub fn reload_on_change(
         // The digest the previous check read, when it was new: applied if
         // this check reads it again.
         let mut settling = None;
-        let mut unreadable = false;
+        // Why the last check could not read the file: each new reason is
+        // logged once, however many checks it lasts.
+        let mut unreadable: Option<String> = None;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -863,14 +865,15 @@ pub fn reload_on_change(
             let (bytes, digest) = match read(&path).await {
                 Ok(b) => b,
                 Err(e) => {
-                    if !unreadable {
-                        warn!(path = %path.display(), error = %e, "config poll: cannot read the file; the running configuration stays");
-                        unreadable = true;
+                    let why = e.to_string();
+                    if unreadable.as_ref() != Some(&why) {
+                        warn!(path = %path.display(), error = %why, "config poll: cannot read the file; the running configuration stays");
+                        unreadable = Some(why);
                     }
                     continue;
                 }
             };
-            unreadable = false;
+            unreadable = None;
             if seen == Some(digest) {
                 settling = None;
                 continue;
@@ -1177,6 +1180,66 @@ mod tests {
         assert_eq!(set.names(), ["a"]);
         std::fs::write(&env, "B_SETTING=1\n").unwrap();
         names_become(&set, &["a", "b"], "the fixed env file was never applied").await;
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Regression: the poll logged only the first of several unreadable
+    /// states in a row: a file removed, then put back at 1.1 GB, left one
+    /// line saying it was missing and nothing about its size.
+    #[tokio::test]
+    async fn each_new_reason_a_file_cannot_be_read_is_logged_once() {
+        use argh::FromArgs;
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let w = lines.clone();
+        let _log = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || w.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let dir = std::env::temp_dir().join(format!("mcp-proxy-poll-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(&file, "[[server]]\nname = \"a\"\ncommand = [\"true\"]\n").unwrap();
+        let mut args = crate::config::Args::from_args(&["mcp-proxy"], &[]).unwrap();
+        args.config = Some(file.to_string_lossy().into_owned());
+        let config = crate::config_file::load(args, &|_| None).unwrap();
+        let applied = config.file_digest;
+        let set = ServerSet::new(config, None).unwrap();
+        let shutdown = poll(&set, &file, applied);
+        let warnings = |what: &str| {
+            String::from_utf8_lossy(&lines.0.lock().unwrap())
+                .lines()
+                .filter(|l| l.contains("cannot read the file") && l.contains(what))
+                .count()
+        };
+        std::fs::remove_file(&file).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Sparse: 1.1 GB on disk costs nothing.
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(1100 * 1024 * 1024)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(warnings("No such file"), 1);
+        assert_eq!(
+            warnings("larger than"),
+            1,
+            "the new reason was never logged"
+        );
+        assert_eq!(set.names(), ["a"]);
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(dir);
     }
