@@ -298,3 +298,41 @@ fn a_locked_sqlite_file_cannot_fill_the_blocking_pool() {
         let _ = std::fs::remove_dir_all(dir);
     });
 }
+
+/// Regression: a principal the store cannot name (a JWT `sub` or a
+/// forward-auth name past 256 bytes, or with a control character) was a
+/// store failure, which the proxy answers 503 "the credential store is
+/// unavailable; try again later": a client retried for ever what can
+/// never work, and the operator's log blamed the store. It is now a
+/// credential error (403) that says why.
+#[tokio::test]
+async fn a_principal_the_store_cannot_name_is_refused_as_such_not_as_a_store_failure() {
+    use mcp_sidecar::store::{ChildSecrets, CredentialError};
+    let dir = tempdir("principal");
+    let store = Arc::new(
+        Store::open(
+            dir.join("s.db").to_str().unwrap(),
+            ring(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap(),
+    );
+    let secrets = ChildSecrets::new(store, "coda", vec![("TOKEN".into(), "coda".into())]);
+    for principal in [
+        format!("jwt:{}", "a".repeat(300)),
+        "jwt:alice\u{7f}".to_string(),
+        "forward:bob\u{85}".to_string(),
+    ] {
+        let e = secrets.env_for(Some(&principal)).await.unwrap_err();
+        assert!(
+            !matches!(e, CredentialError::Store(_)),
+            "{principal:?}: answered as a store failure: {e}"
+        );
+        assert!(
+            e.to_string().contains("cannot hold stored credentials"),
+            "{e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

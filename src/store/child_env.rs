@@ -115,6 +115,16 @@ pub enum CredentialError {
         /// The secret name.
         name: String,
     },
+    /// A principal the store cannot name (a JWT `sub` or forward-auth
+    /// name too long for it, or with a control character): no value can
+    /// ever be stored for it, so this is no store failure to retry.
+    #[error("principal {principal:?} cannot hold stored credentials: {reason}")]
+    UnusablePrincipal {
+        /// The principal, cut to 64 characters.
+        principal: String,
+        /// The store's reason.
+        reason: StoreError,
+    },
     /// The store failed or timed out.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -199,6 +209,14 @@ impl ChildSecrets {
                 server: self.server.clone(),
             });
         };
+        // Checked before the store is asked: the store's refusal would be
+        // a `Store` error, which callers answer "unavailable, try again".
+        if let Err(reason) = super::check_principal(principal) {
+            return Err(CredentialError::UnusablePrincipal {
+                principal: principal.chars().take(64).collect(),
+                reason,
+            });
+        }
         let found = store
             .get_for_child(principal, &self.server, &self.names)
             .await?;
