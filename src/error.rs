@@ -89,6 +89,13 @@ pub enum ProxyError {
         "too many requests in flight in this session ({0}, at most {1}, --max-in-flight); wait for answers first"
     )]
     TooManyInFlight(usize, usize),
+    /// A principal's requests in flight without a session (`--stateless`,
+    /// 2026-07-28; the first) would pass its limit (the second,
+    /// `--max-in-flight`).
+    #[error(
+        "too many requests in flight for this principal ({0}, at most {1}, --max-in-flight); wait for answers first"
+    )]
+    TooManyInFlightForPrincipal(usize, usize),
     /// The method is not served on this path.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -148,7 +155,9 @@ impl ProxyError {
                 AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
                 AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
-            TooManySessionsForPrincipal(_) | TooManyInFlight(..) => StatusCode::TOO_MANY_REQUESTS,
+            TooManySessionsForPrincipal(_)
+            | TooManyInFlight(..)
+            | TooManyInFlightForPrincipal(..) => StatusCode::TOO_MANY_REQUESTS,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             TooManySessions(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(UpstreamError::SessionEnded) => StatusCode::NOT_FOUND,
@@ -265,6 +274,8 @@ mod tests {
             (ProxyError::ForbiddenOrigin("x".into()), 403, -32600),
             (ProxyError::TooManySessions(3), 503, -32000),
             (ProxyError::InvalidParams("x".into()), 400, -32602),
+            (ProxyError::TooManyInFlight(2, 2), 429, -32600),
+            (ProxyError::TooManyInFlightForPrincipal(2, 2), 429, -32600),
             (
                 UpstreamError::ChildExited("gone".into()).into(),
                 502,

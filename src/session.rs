@@ -14,6 +14,10 @@
 //! 404 as for an unknown id (spec `basic/security_best_practices#session-hijacking`;
 //! transport.md §6). One principal holds at most
 //! `--max-sessions-per-principal` sessions.
+//!
+//! Requests in flight are bounded by `--max-in-flight`: per session
+//! ([`Session::admit`]), and, for requests that belong to no session
+//! (`--stateless`, 2026-07-28), per principal ([`PrincipalsInFlight`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -345,6 +349,131 @@ impl Session {
     }
 }
 
+/// Requests in flight per principal, for the requests that belong to no
+/// session (`--stateless` POSTs and 2026-07-28 requests): nothing else
+/// bounds how many one principal keeps waiting at the shared child (or its
+/// own 2026-07-28 child). A request holds its slots from admission until
+/// its answer went out or its client went away, whichever is first: the
+/// [`InFlightSlots`] guard lives as long as the response (or the handler,
+/// for a JSON answer), so every way a request ends gives them back.
+///
+/// A refusal is logged once per burst: at the first refusal, and again
+/// only after the principal fell back to at most half its limit (then with
+/// the number refused meanwhile), so a client that keeps trying gets 429s,
+/// not log lines.
+pub struct PrincipalsInFlight {
+    /// `--max-in-flight`.
+    max: usize,
+    /// Principals with requests in flight; an entry goes with its last one.
+    counts: Mutex<HashMap<Principal, InFlightCount>>,
+}
+
+/// One principal's requests in flight.
+#[derive(Default)]
+struct InFlightCount {
+    /// Slots held.
+    held: usize,
+    /// Requests refused in the current burst (0: none since the last
+    /// warning was rearmed).
+    refused: usize,
+}
+
+impl PrincipalsInFlight {
+    /// A table allowing `max` requests in flight per principal.
+    pub fn new(max: usize) -> Arc<PrincipalsInFlight> {
+        Arc::new(PrincipalsInFlight {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Slots for `more` requests of `principal`, held until the guard is
+    /// dropped; when they would pass the limit, the count in flight and
+    /// the limit.
+    pub fn admit(
+        self: &Arc<Self>,
+        principal: &Principal,
+        more: usize,
+    ) -> Result<InFlightSlots, (usize, usize)> {
+        if more == 0 {
+            return Ok(InFlightSlots {
+                table: self.clone(),
+                principal: principal.clone(),
+                held: 0,
+            });
+        }
+        let mut counts = lock(&self.counts);
+        let count = counts.entry(principal.clone()).or_default();
+        if count.held + more > self.max {
+            if count.refused == 0 {
+                warn!(
+                    principal = %principal,
+                    in_flight = count.held,
+                    more,
+                    max = self.max,
+                    "principal has too many requests in flight without a session; refusing more (--max-in-flight; said once per burst)"
+                );
+            }
+            count.refused += 1;
+            let now = count.held;
+            if now == 0 {
+                counts.remove(principal);
+            }
+            return Err((now, self.max));
+        }
+        count.held += more;
+        drop(counts);
+        Ok(InFlightSlots {
+            table: self.clone(),
+            principal: principal.clone(),
+            held: more,
+        })
+    }
+
+    /// Requests `principal` has in flight now.
+    pub fn held(&self, principal: &Principal) -> usize {
+        lock(&self.counts).get(principal).map_or(0, |c| c.held)
+    }
+
+    fn release(&self, principal: &Principal, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut counts = lock(&self.counts);
+        let Some(count) = counts.get_mut(principal) else {
+            return;
+        };
+        count.held = count.held.saturating_sub(n);
+        if count.refused > 0 && count.held <= self.max / 2 {
+            info!(
+                principal = %principal,
+                refused = count.refused,
+                in_flight = count.held,
+                max = self.max,
+                "principal back under its requests in flight (--max-in-flight); refusals will be logged again"
+            );
+            count.refused = 0;
+        }
+        if count.held == 0 && count.refused == 0 {
+            counts.remove(principal);
+        }
+    }
+}
+
+/// Slots of [`PrincipalsInFlight`] held by one request (or one batch),
+/// given back when dropped.
+pub struct InFlightSlots {
+    table: Arc<PrincipalsInFlight>,
+    principal: Principal,
+    held: usize,
+}
+
+impl Drop for InFlightSlots {
+    fn drop(&mut self) {
+        self.table.release(&self.principal, self.held);
+    }
+}
+
 /// Why a session could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum TooManySessions {
@@ -579,6 +708,50 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_principals_slots_are_bounded_and_every_drop_gives_them_back() {
+        let table = PrincipalsInFlight::new(4);
+        let alice = Principal::new(crate::auth::AuthMethod::ApiKey, "alice");
+        let bob = Principal::new(crate::auth::AuthMethod::ApiKey, "bob");
+        let batch = table.admit(&alice, 3).unwrap();
+        let one = table.admit(&alice, 1).unwrap();
+        assert_eq!(table.admit(&alice, 1).err(), Some((4, 4)));
+        assert_eq!(
+            table.admit(&alice, 0).map(|_| ()).err(),
+            None,
+            "nothing to hold"
+        );
+        let bobs = table.admit(&bob, 4).unwrap();
+        drop(one);
+        assert_eq!(table.held(&alice), 3);
+        let again = table.admit(&alice, 1).unwrap();
+        drop((batch, again, bobs));
+        assert_eq!(table.held(&alice), 0);
+        assert!(
+            lock(&table.counts).is_empty(),
+            "no entry outlives its requests"
+        );
+    }
+
+    #[test]
+    fn refusals_are_counted_per_burst_and_rearmed_at_half_the_limit() {
+        let table = PrincipalsInFlight::new(4);
+        let p = Principal::anonymous();
+        let held: Vec<_> = (0..4).map(|_| table.admit(&p, 1).unwrap()).collect();
+        for _ in 0..10 {
+            assert!(table.admit(&p, 1).is_err());
+        }
+        let refused = |t: &PrincipalsInFlight| lock(&t.counts).get(&p).map_or(0, |c| c.refused);
+        assert_eq!(refused(&table), 10, "one burst: logged at the first only");
+        let mut held = held.into_iter();
+        drop(held.next());
+        assert_eq!(refused(&table), 10, "three of four in flight: same burst");
+        drop(held.next());
+        assert_eq!(refused(&table), 0, "half the limit: rearmed");
+        drop(held);
+        assert!(lock(&table.counts).is_empty());
+    }
 
     #[test]
     fn session_ids_are_long_visible_ascii_and_distinct() {

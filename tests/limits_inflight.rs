@@ -2,6 +2,9 @@
 //! long its request ids may be. Each test plays the client against a real
 //! proxy on 127.0.0.1:0 over the `everything` child (`sleep` as a call
 //! that is not answered while the test runs), and every wait is bounded.
+//!
+//! A request "held" here is a POST whose answer has not come: its task is
+//! aborted to drop the connection, as a client that gives up would.
 
 mod support;
 
@@ -10,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{Client, Proxy, STEP};
+use tokio::task::JoinHandle;
 
 const MODERN: &str = "2026-07-28";
+const KEY_A: &str = "alice-key-0123456789";
+const KEY_B: &str = "bob-key-9876543210xx";
 
 fn call(id: &str, tool: &str, arguments: Value) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":arguments}})
@@ -72,6 +78,193 @@ fn post(
         req = req.header("x-api-key", key);
     }
     req.body(body.to_string())
+}
+
+/// Sends a request whose answer does not come; aborting the task drops
+/// its connection.
+fn hold(req: reqwest::RequestBuilder) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Ok(r) = req.send().await {
+            let _ = r.bytes().await;
+        }
+    })
+}
+
+/// Status and body of a quick call by `key`.
+async fn probe(proxy: &Proxy, front: Front, key: Option<&str>) -> (u16, Value) {
+    let r = tokio::time::timeout(
+        STEP,
+        post(proxy, front, key, &echo("probe"), "application/json").send(),
+    )
+    .await
+    .expect("an answer in time")
+    .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// Probes until the status is `want` (requests held by other tasks take
+/// a moment to reach the child); the last answer.
+async fn probe_until(proxy: &Proxy, front: Front, key: Option<&str>, want: u16) -> Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (status, body) = probe(proxy, front, key).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} instead of {want}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn key_file(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("mcp-inflight-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join("keys");
+    std::fs::write(&p, format!("alice: {KEY_A}\nbob: {KEY_B}\n")).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn assert_in_flight_refusal(body: &Value) {
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("in flight") && message.contains("--max-in-flight"),
+        "{body}"
+    );
+}
+
+/// Regression: a principal without a session (`--stateless`, or any
+/// 2026-07-28 client) could keep any number of requests in flight at the
+/// shared child. Now each principal has at most `--max-in-flight` (429
+/// past it, another principal unaffected), and a request whose client
+/// drops the connection gives its slot back, in JSON and in SSE.
+async fn a_principal_is_bounded_and_dropped_connections_give_slots_back(
+    front: Front,
+    flags: &[&str],
+) {
+    let keys = key_file(flags.join("-").replace('/', "_").as_str());
+    let mut argv = vec![
+        "--max-in-flight",
+        "2",
+        "--max-batch",
+        "2",
+        "--api-key-file",
+        &keys,
+    ];
+    argv.extend_from_slice(flags);
+    let proxy = Proxy::start(&argv).await;
+    let alice = Some(KEY_A);
+    let json_held = hold(post(&proxy, front, alice, &sleep("j"), "application/json"));
+    let sse_held = hold(post(&proxy, front, alice, &sleep("s"), "text/event-stream"));
+    let refused = probe_until(&proxy, front, alice, 429).await;
+    assert_in_flight_refusal(&refused);
+    // Bob's requests are his own.
+    assert_eq!(probe(&proxy, front, Some(KEY_B)).await.0, 200);
+
+    json_held.abort();
+    probe_until(&proxy, front, alice, 200).await;
+    let json_again = hold(post(&proxy, front, alice, &sleep("j2"), "application/json"));
+    probe_until(&proxy, front, alice, 429).await;
+    sse_held.abort();
+    probe_until(&proxy, front, alice, 200).await;
+    json_again.abort();
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_stateless_principal_is_bounded_and_dropped_connections_give_slots_back() {
+    a_principal_is_bounded_and_dropped_connections_give_slots_back(
+        Front::Stateless,
+        &["--stateless"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_2026_principal_is_bounded_and_dropped_connections_give_slots_back() {
+    a_principal_is_bounded_and_dropped_connections_give_slots_back(Front::Modern, &[]).await;
+    a_principal_is_bounded_and_dropped_connections_give_slots_back(Front::Modern, &["--shared"])
+        .await;
+}
+
+/// Regression: the slots of requests that end without an answer from the
+/// child come back too: by `--request-timeout`, and when the child dies.
+#[tokio::test]
+async fn slots_come_back_on_timeout_and_on_a_child_crash() {
+    let proxy = Proxy::start(&["--stateless", "--max-in-flight", "2", "--max-batch", "2"]).await;
+    let pid = probe_pid(&proxy).await;
+    let held: Vec<_> = ["a", "b"]
+        .map(|id| {
+            hold(post(
+                &proxy,
+                Front::Stateless,
+                None,
+                &sleep(id),
+                "application/json",
+            ))
+        })
+        .into();
+    probe_until(&proxy, Front::Stateless, None, 429).await;
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    // The shared child restarts; the held calls were failed, not kept.
+    probe_until(&proxy, Front::Stateless, None, 200).await;
+    for h in held {
+        tokio::time::timeout(STEP, h).await.unwrap().unwrap();
+    }
+    proxy.stop().await;
+
+    let proxy = Proxy::start(&[
+        "--max-in-flight",
+        "2",
+        "--max-batch",
+        "2",
+        "--request-timeout",
+        "3s",
+    ])
+    .await;
+    let held: Vec<_> = ["a", "b"]
+        .map(|id| {
+            hold(post(
+                &proxy,
+                Front::Modern,
+                None,
+                &sleep(id),
+                "text/event-stream",
+            ))
+        })
+        .into();
+    let started = Instant::now();
+    probe_until(&proxy, Front::Modern, None, 429).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "too slow to test"
+    );
+    probe_until(&proxy, Front::Modern, None, 200).await;
+    for h in held {
+        tokio::time::timeout(STEP, h).await.unwrap().unwrap();
+    }
+    proxy.stop().await;
+}
+
+async fn probe_pid(proxy: &Proxy) -> u32 {
+    let r = post(
+        proxy,
+        Front::Stateless,
+        None,
+        &call("pid", "pid", json!({})),
+        "application/json",
+    )
+    .send()
+    .await
+    .unwrap();
+    support::text_of(&r.json().await.unwrap()).parse().unwrap()
 }
 
 /// Regression: `--max-in-flight` did not exist; a session's bound was

@@ -45,7 +45,10 @@ use crate::config::{Config, Mode};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame};
 use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
-use crate::session::{Reservation, Session, Sessions, StreamLimits, Transport, new_session_id};
+use crate::session::{
+    InFlightSlots, PrincipalsInFlight, Reservation, Session, Sessions, StreamLimits, Transport,
+    new_session_id,
+};
 use crate::sse::{Body, ReplayBudget};
 use crate::upstream::{
     EraHints, Port, PortKeys, PortKind, Reply, Upstream, UpstreamError, UpstreamOptions,
@@ -88,6 +91,9 @@ pub struct App {
     principal_children: crate::principals::PrincipalChildren,
     /// Session-era sessions.
     pub sessions: Arc<Sessions>,
+    /// Requests in flight per principal, for requests without a session
+    /// (`--stateless`, 2026-07-28; `--max-in-flight`).
+    pub in_flight: Arc<PrincipalsInFlight>,
     /// The shared child: from the start in `--shared`/`--stateless` mode,
     /// on first use by a 2026-07-28 client in per-session mode.
     shared: OnceCell<Arc<Upstream>>,
@@ -169,6 +175,7 @@ impl App {
                 tasks.clone(),
             ),
             sessions,
+            in_flight: PrincipalsInFlight::new(config.max_in_flight),
             access,
             auth,
             audit,
@@ -255,6 +262,18 @@ impl App {
     /// Names this server (a named server of [`crate::servers`]); set once.
     pub fn set_server_name(&self, name: &str) {
         let _ = self.server_name.set(name.into());
+    }
+
+    /// Slots for `requests` requests of `principal` that belong to no
+    /// session, held until the guard drops (429 past `--max-in-flight`).
+    pub fn admit_without_session(
+        &self,
+        principal: &Principal,
+        requests: usize,
+    ) -> Result<InFlightSlots, ProxyError> {
+        self.in_flight
+            .admit(principal, requests)
+            .map_err(|(now, max)| ProxyError::TooManyInFlightForPrincipal(now, max))
     }
 
     /// `reply` for `frame` from `principal`: a `tools/call` is audited

@@ -34,6 +34,7 @@ use super::tool_headers::{ToolHeaders, decode_header};
 use super::{Answer, App, negotiate};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, code};
+use crate::session::InFlightSlots;
 use crate::sse::{Body, Outlet, stream_body};
 use crate::tail;
 use crate::upstream::{
@@ -211,6 +212,9 @@ pub async fn serve(
         return Ok(accepted());
     }
     let principal = super::principal_of(&parts.extensions);
+    // Held until the answer went out or the client went away: moved into
+    // the response's guard below, else dropped when this returns.
+    let slots = Some(app.admit_without_session(&principal, 1)?);
     let upstream = app.modern_upstream(&principal).await?;
     ensure_initialized(&app, &upstream).await?;
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
@@ -246,12 +250,12 @@ pub async fn serve(
     port.set_principal(super::owner_key(&principal).as_deref());
     upstream.attach(port.clone());
     if listen {
-        return Ok(subscribe(&app, &upstream, port, answer, frame).await);
+        return Ok(subscribe(&app, &upstream, port, answer, frame, slots).await);
     }
     if answer == Answer::Json {
         // Progress, if any was asked for, cannot travel in a JSON body and is dropped.
         let (tx, rx) = oneshot::channel();
-        let mut guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, None);
+        let mut guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, None, slots);
         let reply = app.reply_for(&principal, &frame, Reply::Json(tx));
         let _ = upstream.request(&port, frame, reply).await;
         let answer = tokio::select! {
@@ -277,7 +281,7 @@ pub async fn serve(
             .with_metrics(limits.metrics.clone()),
     );
     // The guard first: a client gone during the write still detaches the port.
-    let guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, Some(outlet.clone()));
+    let guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, Some(outlet.clone()), slots);
     let reply = app.reply_for(&principal, &frame, Reply::Stream(outlet.clone()));
     let _ = upstream.request(&port, frame, reply).await;
     let cancel = app.streams_cancel.child_token();
@@ -333,6 +337,7 @@ async fn subscribe(
     port: Arc<Port>,
     answer: Answer,
     frame: Frame,
+    slots: Option<InFlightSlots>,
 ) -> Response<Body> {
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
@@ -347,7 +352,7 @@ async fn subscribe(
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     // The guard first: a client gone while the subscription is set up
     // still detaches the port.
-    let guard = CancelUnlessAnswered::new(app, upstream, &port, &id, Some(outlet.clone()));
+    let guard = CancelUnlessAnswered::new(app, upstream, &port, &id, Some(outlet.clone()), slots);
     if upstream.era() == UpstreamProtocol::Modern {
         // The child serves the subscription itself (acknowledgment, filter,
         // ids); its notifications are routed to this request's stream by
@@ -539,7 +544,8 @@ async fn ensure_initialized(app: &App, upstream: &Arc<Upstream>) -> Result<(), P
 
 /// Dropped with the response (sent, or abandoned by the client). A client
 /// that went away before its answer has cancelled the request: in this
-/// revision closing the connection is the cancellation signal.
+/// revision closing the connection is the cancellation signal. Its slot
+/// under `--max-in-flight` goes back with it.
 struct CancelUnlessAnswered {
     upstream: Arc<Upstream>,
     port: Arc<Port>,
@@ -550,6 +556,8 @@ struct CancelUnlessAnswered {
     answered: bool,
     /// Where the detach runs (shutdown waits for it).
     tasks: TaskTracker,
+    /// The principal's slot for this request.
+    _slots: Option<InFlightSlots>,
 }
 
 impl CancelUnlessAnswered {
@@ -559,6 +567,7 @@ impl CancelUnlessAnswered {
         port: &Arc<Port>,
         id: &[u8],
         outlet: Option<Arc<Outlet>>,
+        slots: Option<InFlightSlots>,
     ) -> Self {
         CancelUnlessAnswered {
             upstream: upstream.clone(),
@@ -567,6 +576,7 @@ impl CancelUnlessAnswered {
             outlet,
             answered: false,
             tasks: app.tasks.clone(),
+            _slots: slots,
         }
     }
 }

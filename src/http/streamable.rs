@@ -29,7 +29,7 @@ use super::{Answer, App, negotiate};
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, Message, code};
-use crate::session::{Session, Transport};
+use crate::session::{InFlightSlots, Session, Transport};
 use crate::sse::{Body, Outlet, empty, stream_body};
 use crate::tail;
 use crate::upstream::{DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream};
@@ -453,14 +453,19 @@ pub async fn delete(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(r)
 }
 
-/// Detaches a per-request port when its response is done or abandoned.
+/// Detaches a per-request port when its response is done or abandoned,
+/// and gives its requests' slots back (`--max-in-flight`). A client that
+/// went away does not cancel its requests at the child (a disconnect is
+/// not a cancellation in these revisions): their late answers are dropped.
 pub struct DetachGuard {
     /// The multiplexer.
-    pub upstream: Arc<Upstream>,
+    upstream: Arc<Upstream>,
     /// The one-request session.
-    pub port: Arc<Port>,
+    port: Arc<Port>,
     /// Where the detach runs (shutdown waits for it).
-    pub tasks: TaskTracker,
+    tasks: TaskTracker,
+    /// The principal's slots for the POST's requests.
+    _slots: InFlightSlots,
 }
 
 impl Drop for DetachGuard {
@@ -500,6 +505,8 @@ async fn stateless(
     batch: bool,
 ) -> Result<Response<Body>, ProxyError> {
     super::check_request_ids(&frames)?;
+    let requests = frames.iter().filter(|f| f.kind() == Kind::Request).count();
+    let slots = app.admit_without_session(&super::principal_of(&parts.extensions), requests)?;
     let upstream = app.shared_upstream().await?;
     let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Session);
     port.set_principal(super::owner_key(&super::principal_of(&parts.extensions)).as_deref());
@@ -508,6 +515,7 @@ async fn stateless(
         upstream: upstream.clone(),
         port: port.clone(),
         tasks: app.tasks.clone(),
+        _slots: slots,
     };
     let limits = app.stream_limits();
     let open = move |owed| {
