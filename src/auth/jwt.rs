@@ -99,16 +99,23 @@ pub enum JwtError {
     Unavailable(String),
 }
 
-/// The principal of a token without a `sub` but with a `common_name` (a
-/// Cloudflare Access service token) is this prefix and the common name, so
-/// that it can never equal a user's `sub`.
+/// A token without a `sub` but with a `common_name` is a Cloudflare Access
+/// service token: its principal is the common name under a login method of
+/// its own ([`crate::auth::AuthMethod::ServiceToken`], written
+/// `service-token:<common name>`), never a `sub`. Earlier versions made it
+/// the JWT `sub` `service-token:<common name>`, which a user's token could
+/// spell; a `sub` starting with this prefix is refused, so that what was
+/// stored under `jwt:service-token:…` then can never be reached by a user.
 pub const SERVICE_TOKEN_PREFIX: &str = "service-token:";
 
 /// What a verified token says.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    /// `sub`.
+    /// `sub`, or a service token's `common_name`.
     pub subject: String,
+    /// Whether `subject` is a service token's `common_name`: a principal of
+    /// its own login method, which no `sub` can name.
+    pub service_token: bool,
     /// `email`, when present.
     pub email: Option<String>,
     /// `scope` (space-separated) or `scp` (array).
@@ -456,9 +463,14 @@ impl JwtVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg))
             .map_err(|e| JwtError::Invalid(describe(e.kind())))?;
         let c = data.claims;
-        let subject = match (c.sub.is_empty(), c.common_name) {
-            (false, _) => c.sub,
-            (true, Some(name)) if !name.is_empty() => format!("{SERVICE_TOKEN_PREFIX}{name}"),
+        let (subject, service_token) = match (c.sub.is_empty(), c.common_name) {
+            (false, _) if c.sub.starts_with(SERVICE_TOKEN_PREFIX) => {
+                return Err(JwtError::Invalid(
+                    "token sub starts with service-token:, which names service tokens only",
+                ));
+            }
+            (false, _) => (c.sub, false),
+            (true, Some(name)) if !name.is_empty() => (name, true),
             _ => {
                 return Err(JwtError::Invalid(
                     "token has no sub (nor a service token's common_name)",
@@ -476,6 +488,7 @@ impl JwtVerifier {
         }
         Ok(Verified {
             subject,
+            service_token,
             email: c.email,
             scopes,
             exp: c.exp,

@@ -381,7 +381,12 @@ impl Authenticator {
                         if missing {
                             return Err(AuthError::InsufficientScope);
                         }
-                        let mut p = Principal::new(AuthMethod::Jwt, &v.subject);
+                        let method = if v.service_token {
+                            AuthMethod::ServiceToken
+                        } else {
+                            AuthMethod::Jwt
+                        };
+                        let mut p = Principal::new(method, &v.subject);
                         p.email = v.email.as_deref().map(Arc::from);
                         return Ok(p);
                     }

@@ -11,8 +11,12 @@ pub enum AuthMethod {
     None,
     /// A named API key.
     ApiKey,
-    /// A JWT's `sub`.
+    /// A JWT's `sub`: a user.
     Jwt,
+    /// A Cloudflare Access service token (a JWT with an empty `sub` and the
+    /// token's client id in `common_name`): a machine. A login method of
+    /// its own, so that no user's `sub` can name it.
+    ServiceToken,
     /// What the forward-auth endpoint answered.
     Forward,
 }
@@ -24,6 +28,7 @@ impl AuthMethod {
             AuthMethod::None => "none",
             AuthMethod::ApiKey => "api-key",
             AuthMethod::Jwt => "jwt",
+            AuthMethod::ServiceToken => "service-token",
             AuthMethod::Forward => "forward",
         }
     }
@@ -31,7 +36,9 @@ impl AuthMethod {
 
 /// Who a request comes from. Two principals are the same when method and
 /// name agree: a key named `alice` and a JWT whose `sub` is `alice` are
-/// different principals.
+/// different principals. Where a principal is one string (`Display`, the
+/// store's name), it is `<method>:<name>`; no method's name has a `:`, so
+/// two principals never share a string either.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub(super) method: AuthMethod,
@@ -80,7 +87,7 @@ impl Principal {
         self.method
     }
 
-    /// Its name (key name, `sub`, forward-auth answer).
+    /// Its name (key name, `sub`, service token client id, forward-auth answer).
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -237,9 +237,10 @@ fn check_name(what: &'static str, value: &str) -> Result<(), StoreError> {
 }
 
 /// How a principal logged in, as the store spells it: the prefix of every
-/// stored principal (`api-key:alice`, `jwt:alice`, `forward:alice`,
-/// `none:anonymous`), so that two login methods never share a credential.
-pub const PRINCIPAL_METHODS: &[&str] = &["api-key", "jwt", "forward", "none"];
+/// stored principal (`api-key:alice`, `jwt:alice`, `service-token:<client
+/// id>`, `forward:alice`, `none:anonymous`), so that two login methods
+/// never share a credential.
+pub const PRINCIPAL_METHODS: &[&str] = &["api-key", "jwt", "service-token", "forward", "none"];
 
 /// The store's name for `principal`: `<method>:<name>`. An API key named
 /// `alice` and a JWT whose `sub` is `alice` are different principals (as
