@@ -10,7 +10,7 @@ use std::io::Write;
 use argh::FromArgs;
 use mcp_sidecar::config::{Args, Config};
 use mcp_sidecar::healthcheck::Probe;
-use mcp_sidecar::{child, logging, proxy, shutdown};
+use mcp_sidecar::{child, logging, proxy, servers, shutdown};
 use tokio_util::sync::CancellationToken;
 
 // The static musl build's allocator: see the dependency's note in Cargo.toml.
@@ -170,6 +170,18 @@ fn check_child(spec: &child::ChildSpec) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Starts logging for `config`, then makes the proxy not dumpable
+/// ([`servers::hide_from_children`]): its children run as its user and
+/// would otherwise read `/proc/<proxy pid>/environ` (`MCP_PROXY_API_KEY`,
+/// the store key, any secret given to the proxy) and could ptrace it. Both
+/// modes come through here once, before the runtime exists and so before
+/// any child starts; after logging, so that a failure is logged.
+fn start_logging(config: &Config) -> Result<(), String> {
+    logging::init(config.log_format, &config.log_level, config.log_queue_bytes)?;
+    servers::hide_from_children();
+    Ok(())
+}
+
 fn main() {
     tune_allocator();
     let argv = argv();
@@ -257,7 +269,7 @@ fn main() {
         fail(EX_USAGE, &e);
     }
     let _audit_file = check_audit_log(&config);
-    if let Err(e) = logging::init(config.log_format, &config.log_level, config.log_queue_bytes) {
+    if let Err(e) = start_logging(&config) {
         fail(EX_USAGE, &e);
     }
     let runtime = match runtime(config.worker_threads) {
@@ -333,11 +345,7 @@ mod named {
             }
         }
         let _audit_file = super::check_audit_log(&config.base);
-        if let Err(e) = logging::init(
-            config.base.log_format,
-            &config.base.log_level,
-            config.base.log_queue_bytes,
-        ) {
+        if let Err(e) = super::start_logging(&config.base) {
             super::say(&format!("error: {e}"));
             return super::EX_USAGE;
         }

@@ -907,6 +907,10 @@ pub fn reload_on_change(
 /// user. Its children are not affected: `exec` makes them dumpable again.
 /// The cost is that the proxy leaves no core dump (which would hold the
 /// same secrets). Files remain readable by children: see the README.
+///
+/// The binary calls this once for every mode (a single server after `--`
+/// as well as named servers), as soon as logging runs and before any
+/// child starts; [`serve_config`] does not, so a library caller decides.
 pub fn hide_from_children() {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         warn!(error = %e, "cannot mark the proxy not dumpable: its children can read its environment, the store key included, through /proc");
@@ -927,7 +931,6 @@ pub async fn serve_config(
     shutdown: CancellationToken,
     hurry: CancellationToken,
 ) -> Result<(), String> {
-    hide_from_children();
     let store = match &config.store {
         None => None,
         Some(s) => {
