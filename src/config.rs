@@ -647,14 +647,32 @@ pub fn read_regular_file(path: &std::path::Path, max: u64) -> std::io::Result<Ve
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
-        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+        let shown = if max % (1 << 20) == 0 {
+            format!("{} MiB", max >> 20)
+        } else {
+            format!("{max} bytes")
+        };
+        return Err(std::io::Error::other(format!(
+            "larger than {shown}, the most read of a configuration file"
+        )));
     }
     Ok(bytes)
 }
 
+/// Most bytes read of a file the configuration names (`--api-key-file`,
+/// `--jwt-secret-file`, `--env-file`, a server's `env_file`): the bound of
+/// the `--config` file itself (`config_file::MAX_CONFIG_FILE_BYTES`), which
+/// the config poll also reads these files up to. Such a file holds a few
+/// lines; one of gigabytes (a log written to the wrong path) must not be
+/// read into memory at start and at every reload.
+pub const MAX_NAMED_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads the file `file` given by `source` (a flag or variable) as UTF-8,
+/// at most [`MAX_NAMED_FILE_BYTES`]; every file the configuration names
+/// comes through here. The error names the source, the file and the bound.
 fn read_file(source: &str, file: &str) -> Result<String, ConfigError> {
     let cannot = |e: String| ConfigError(format!("{source}: cannot read {file}: {e}"));
-    let bytes = read_regular_file(std::path::Path::new(file), u64::MAX)
+    let bytes = read_regular_file(std::path::Path::new(file), MAX_NAMED_FILE_BYTES)
         .map_err(|e| cannot(e.to_string()))?;
     String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))
 }
