@@ -591,9 +591,28 @@ impl Upstream {
     /// Detaches a session: its requests are forgotten (late answers are
     /// dropped), its subscriptions released.
     pub async fn detach(self: &Arc<Self>, port: &Port) {
+        self.detach_with(port, None).await;
+    }
+
+    /// Detaches a port whose requests still in flight nobody can get the
+    /// answers of (a `--stateless` POST, whose stream has no ids to resume
+    /// it by): each is cancelled at the child for `reason`, exactly as
+    /// [`Upstream::cancel_request`] would, and the rest is [`Upstream::detach`].
+    /// Answered requests are not in flight, so this costs nothing for them.
+    /// The detach goes on the command queue behind the port's own requests,
+    /// so none can reach the child after it uncancelled.
+    pub async fn detach_cancelling(self: &Arc<Self>, port: &Port, reason: &'static str) {
+        self.detach_with(port, Some(reason)).await;
+    }
+
+    async fn detach_with(self: &Arc<Self>, port: &Port, cancel: Option<&'static str>) {
         let key = port.key;
-        let Some((unsubscribe, level)) = self.ask(|done| Command::Detach { port: key, done }).await
-        else {
+        let detach = |done| Command::Detach {
+            port: key,
+            cancel,
+            done,
+        };
+        let Some((unsubscribe, level)) = self.ask(detach).await else {
             return;
         };
         for uri in unsubscribe {

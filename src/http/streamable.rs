@@ -453,10 +453,16 @@ pub async fn delete(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(r)
 }
 
-/// Detaches a per-request port when its response is done or abandoned,
-/// and gives its requests' slots back (`--max-in-flight`). A client that
-/// went away does not cancel its requests at the child (a disconnect is
-/// not a cancellation in these revisions): their late answers are dropped.
+/// Detaches a `--stateless` POST's port when its response is done or
+/// abandoned, and gives its requests' slots back (`--max-in-flight`).
+///
+/// A request still in flight then is cancelled at the child (its late
+/// answer, if any, is dropped). These revisions say a disconnect is no
+/// cancellation so that the client can resume the stream (`Last-Event-ID`)
+/// or have the answer kept for it; a stateless answer has neither (no
+/// event ids, no session), so once its JSON wait or SSE stream is dropped
+/// nobody can get it, and the child's work would only pile up. A
+/// session's streams keep the other rule (see `session`).
 pub struct DetachGuard {
     /// The multiplexer.
     upstream: Arc<Upstream>,
@@ -471,8 +477,11 @@ pub struct DetachGuard {
 impl Drop for DetachGuard {
     fn drop(&mut self) {
         let (upstream, port) = (self.upstream.clone(), self.port.clone());
-        self.tasks
-            .spawn(async move { upstream.detach(&port).await });
+        self.tasks.spawn(async move {
+            upstream
+                .detach_cancelling(&port, "the client closed the connection")
+                .await
+        });
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::tasks::TaskOwners;
-use super::{Port, Reply, Sink, UpstreamError};
+use super::{Port, PortKind, Reply, STATELESS_LABEL, Sink, UpstreamError};
 use crate::jsonrpc::{self, Frame};
 
 /// What a 2026-07-28 client needs added to a 2025-era child's result.
@@ -112,6 +112,14 @@ pub(super) struct Routes {
     pub(super) pending: HashMap<u64, Pending>,
     /// (port, the client's id in canonical form, [`jsonrpc::id_key`]) → proxy id.
     pub(super) by_client: HashMap<(u64, Box<[u8]>), u64>,
+    /// `--stateless` requests in flight by (principal, canonical client
+    /// id): each POST there is a port of its own, so a client's
+    /// `notifications/cancelled` (a POST of its own) finds its request
+    /// here ([`Routes::stateless_request`]). An index of `pending`, entry
+    /// for entry (in [`Routes::admit`], out in [`Routes::take`] and
+    /// [`Routes::drain`]), so it holds no more than the requests in flight,
+    /// which `--max-in-flight` bounds per principal.
+    pub(super) by_principal: HashMap<PrincipalKey, Vec<u64>>,
     /// The child's requests to clients, by canonical id.
     pub(super) server_requests: HashMap<Box<[u8]>, ServerRequest>,
     /// Request deadlines, soonest first: one timer task serves them all,
@@ -163,9 +171,11 @@ impl Routes {
     ) -> Result<bool, Box<(UpstreamError, Pending)>> {
         let client = pending.port != 0;
         let key = client_key(pending.port, &pending.client_id);
-        if client && !self.ports.contains_key(&pending.port) {
+        let port = self.ports.get(&pending.port);
+        if client && port.is_none() {
             return Err(Box::new((UpstreamError::SessionEnded, pending)));
         }
+        let stateless = port.and_then(|port| principal_key(port, &key.1));
         if client && self.by_client.contains_key(&key) {
             let shown = String::from_utf8_lossy(&pending.client_id).into_owned();
             return Err(Box::new((UpstreamError::DuplicateId(shown), pending)));
@@ -180,8 +190,51 @@ impl Routes {
             self.by_client.insert(key, id);
             self.count_in(pending.port);
         }
+        if let Some(stateless) = stateless {
+            self.by_principal.entry(stateless).or_default().push(id);
+        }
         self.pending.insert(id, pending);
         Ok(sooner)
+    }
+
+    /// The proxy id of the `--stateless` request `client_id` of the
+    /// principal behind `port` (another stateless POST: the one carrying
+    /// the client's cancellation), when exactly one of its requests in
+    /// flight has that id. Another principal's requests are never found,
+    /// and two of one principal's (two clients without authentication
+    /// are one anonymous principal) are ambiguous, so neither is.
+    pub(super) fn stateless_request(&self, port: u64, client_id: &[u8]) -> Option<u64> {
+        let canonical = jsonrpc::id_key(client_id).unwrap_or_else(|| client_id.into());
+        let key = principal_key(self.ports.get(&port)?, &canonical)?;
+        match self.by_principal.get(&key)?.as_slice() {
+            [id] => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Takes proxy id `id` (request `canonical_id` of `port`) out of
+    /// [`Routes::by_principal`].
+    fn unindex_stateless(&mut self, port: u64, canonical_id: &[u8], id: u64) {
+        let Some(key) = self
+            .ports
+            .get(&port)
+            .and_then(|port| principal_key(port, canonical_id))
+        else {
+            // Not reached: a stateless request leaves before its port does
+            // (`forget_port`), and nothing re-labels a port. Should it
+            // happen, the entry still goes.
+            self.by_principal.retain(|_, ids| {
+                ids.retain(|i| *i != id);
+                !ids.is_empty()
+            });
+            return;
+        };
+        if let Some(ids) = self.by_principal.get_mut(&key) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_principal.remove(&key);
+            }
+        }
     }
 
     /// One more client request in flight, for session `port`.
@@ -239,6 +292,9 @@ impl Routes {
                 self.by_client.remove(&key);
             }
             self.count_out(p.port);
+            if !self.by_principal.is_empty() {
+                self.unindex_stateless(p.port, &key.1, id);
+            }
         }
         Some(p)
     }
@@ -330,6 +386,7 @@ impl Routes {
     /// subscriptions stay (the sessions outlive a shared child).
     pub(super) fn drain(&mut self) -> Vec<Pending> {
         self.by_client.clear();
+        self.by_principal.clear();
         self.timers.clear();
         self.client_pending = 0;
         for port in self.ports.values() {
@@ -379,6 +436,18 @@ pub(super) fn related_call(r: &Routes) -> Option<u64> {
 /// its id in canonical form (`1.0` and `1` are one id).
 pub(super) fn client_key(port: u64, id: &[u8]) -> (u64, Box<[u8]>) {
     (port, jsonrpc::id_key(id).unwrap_or_else(|| id.into()))
+}
+
+/// Who sent a `--stateless` request, and its id: the principal (`None`:
+/// anonymous, everyone when no authentication is configured) and the id
+/// in canonical form.
+pub(super) type PrincipalKey = (Option<Arc<str>>, Box<[u8]>);
+
+/// The [`PrincipalKey`] of request `canonical_id` on `port`, if `port` is
+/// a `--stateless` POST's (a session-era port with no session).
+fn principal_key(port: &Port, canonical_id: &[u8]) -> Option<PrincipalKey> {
+    (port.kind == PortKind::Session && &*port.label == STATELESS_LABEL)
+        .then(|| (port.principal(), canonical_id.into()))
 }
 
 /// `notifications/cancelled` for the proxy's request `id`.
@@ -701,6 +770,63 @@ mod tests {
         r.park("c".into(), parked(3, now + s(1)));
         r.drain();
         assert!(r.parked.is_empty() && r.parked_timers.is_empty());
+    }
+
+    /// Stateless POST ports (`key`, principal), as `--stateless` makes them.
+    fn with_stateless_ports(ports: &[(u64, Option<&str>)]) -> Routes {
+        let mut r = Routes::new(16);
+        for &(k, principal) in ports {
+            let port = Port::new(k, STATELESS_LABEL.into(), PortKind::Session);
+            port.set_principal(principal);
+            r.ports.insert(k, port);
+        }
+        r
+    }
+
+    #[test]
+    fn a_stateless_request_is_found_by_its_principal_and_id_only() {
+        // Ports 1 and 2: Alice's POSTs; 3: Bob's; 4: anonymous; 5: a session.
+        let mut r = with_stateless_ports(&[
+            (1, Some("alice")),
+            (2, Some("alice")),
+            (3, Some("bob")),
+            (4, None),
+        ]);
+        r.ports
+            .insert(5, Port::new(5, "s5".into(), PortKind::Session));
+        assert!(r.admit(10, pending(1, b"\"x\"").0, None).is_ok());
+        assert!(r.admit(11, pending(5, b"7").0, None).is_ok());
+        // Alice's later POST (her cancellation) finds it, by any spelling of the id.
+        assert_eq!(r.stateless_request(2, b"\"x\""), Some(10));
+        assert_eq!(r.stateless_request(2, b"\"\\u0078\""), Some(10));
+        assert_eq!(r.stateless_request(3, b"\"x\""), None, "Bob's POST");
+        assert_eq!(r.stateless_request(4, b"\"x\""), None, "an anonymous POST");
+        assert_eq!(r.stateless_request(2, b"\"y\""), None, "another id");
+        // A session's requests are its own (`proxy_id`), never looked up so.
+        assert_eq!(r.stateless_request(1, b"7"), None);
+        assert_eq!(r.stateless_request(5, b"7"), None);
+        // Two of Alice's requests with one id: ambiguous, so neither.
+        assert!(r.admit(12, pending(2, b"\"x\"").0, None).is_ok());
+        assert_eq!(r.stateless_request(1, b"\"x\""), None);
+        // Answered: the other is found again, and nothing stays behind.
+        assert!(r.take(10).is_some());
+        assert_eq!(r.stateless_request(1, b"\"x\""), Some(12));
+        r.forget_port(2);
+        assert_eq!(r.stateless_request(1, b"\"x\""), None);
+        assert!(r.by_principal.is_empty(), "{:?}", r.by_principal.keys());
+    }
+
+    #[test]
+    fn the_stateless_index_holds_only_requests_in_flight() {
+        let mut r = with_stateless_ports(&[(1, None), (2, None)]);
+        for (id, port, client_id) in [(1, 1, b"1"), (2, 1, b"2"), (3, 2, b"1")] {
+            assert!(r.admit(id, pending(port, client_id).0, None).is_ok());
+        }
+        assert_eq!(r.by_principal.values().map(Vec::len).sum::<usize>(), 3);
+        assert!(r.abandon(2).is_some());
+        assert_eq!(r.by_principal.values().map(Vec::len).sum::<usize>(), 2);
+        r.drain();
+        assert!(r.by_principal.is_empty());
     }
 
     #[test]

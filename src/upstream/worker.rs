@@ -81,8 +81,12 @@ pub(super) enum Command {
     Attach(Arc<Port>),
     /// A session detached: forget it; answer with the URIs nobody
     /// subscribes to any more and the child's new log level, if it changed.
+    /// With `cancel`, its requests still in flight are cancelled at the
+    /// child for that reason first (nobody can get their answers). On this
+    /// queue, after the port's requests, so none of them can slip past it.
     Detach {
         port: u64,
+        cancel: Option<&'static str>,
         done: oneshot::Sender<(Vec<String>, Option<usize>)>,
     },
     /// A request (id and progress token already rewritten): record where
@@ -425,7 +429,10 @@ impl Worker {
             Command::Attach(port) => {
                 self.routes.ports.insert(port.key, port);
             }
-            Command::Detach { port, done } => {
+            Command::Detach { port, cancel, done } => {
+                if let Some(reason) = cancel {
+                    self.cancel_port(port, reason);
+                }
                 let unsubscribe = self.routes.forget_port(port);
                 let level = recompute_level(&mut self.routes);
                 let _ = done.send((unsubscribe, level));
@@ -449,24 +456,8 @@ impl Worker {
                 client_id,
                 reason,
             } => {
-                let id = self.routes.proxy_id(port, &client_id);
-                if let Some(id) = id
-                    && self.outbox.withdraw(id)
-                {
-                    // The child never got it: nothing to cancel there.
-                    self.routes.take(id);
-                    debug!(
-                        request = id,
-                        "client went away before its request reached the child; withdrawn"
-                    );
-                } else if let Some(id) = id
-                    && self.routes.abandon(id).is_some()
-                {
-                    debug!(
-                        request = id,
-                        "client went away; cancelling its request at the child"
-                    );
-                    self.write_control(&cancelled_notification(id, &reason));
+                if let Some(id) = self.routes.proxy_id(port, &client_id) {
+                    self.cancel_for_client(id, &reason);
                 }
             }
             Command::Answer { port, frame } => self.client_answer(port, *frame),
@@ -521,6 +512,45 @@ impl Worker {
             Command::Child { .. } | Command::ChildGone { .. } => {
                 unreachable!("handled by Worker::command")
             }
+        }
+    }
+
+    /// The proxy cancels request `id` for its client, who went away: one
+    /// still waiting to be written is withdrawn (the child never sees it),
+    /// one the child has is forgotten and cancelled there (its late answer
+    /// is then dropped like any unknown one).
+    fn cancel_for_client(&mut self, id: u64, reason: &str) {
+        if self.outbox.withdraw(id) {
+            self.routes.take(id);
+            debug!(
+                request = id,
+                "client went away before its request reached the child; withdrawn"
+            );
+        } else if self.routes.abandon(id).is_some() {
+            debug!(
+                request = id,
+                "client went away; cancelling its request at the child"
+            );
+            self.write_control(&cancelled_notification(id, reason));
+        }
+    }
+
+    /// [`Worker::cancel_for_client`] for every request of `port` in flight.
+    fn cancel_port(&mut self, port: u64, reason: &str) {
+        if self
+            .routes
+            .ports
+            .get(&port)
+            .is_none_or(|p| p.in_flight() == 0)
+        {
+            return;
+        }
+        let mine: Vec<u64> = (self.routes.pending.iter())
+            .filter(|(_, p)| p.port == port)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in mine {
+            self.cancel_for_client(id, reason);
         }
     }
 
@@ -935,7 +965,10 @@ impl Worker {
 
     fn cancel_from_client(&mut self, port: u64, frame: Frame, at: Range<usize>) {
         let client_id = &frame.bytes()[at.clone()];
-        let Some(id) = self.routes.proxy_id(port, client_id) else {
+        // A `--stateless` POST names a request of an earlier POST of its principal.
+        let id = (self.routes.proxy_id(port, client_id))
+            .or_else(|| self.routes.stateless_request(port, client_id));
+        let Some(id) = id else {
             debug!("cancellation of an unknown or finished request ignored");
             return;
         };
