@@ -680,7 +680,10 @@ impl Upstream {
                     .opts
                     .request_timeout
                     .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
-                return self.initialize(&frame, &client_id, reply, budget).await;
+                // Boxed, as every path taken once per child or session: a
+                // future embeds all it may await, and every call's would
+                // carry the handshake's otherwise.
+                return Box::pin(self.initialize(&frame, &client_id, reply, budget)).await;
             }
             "ping" | "logging/setLevel" if self.era() == UpstreamProtocol::Modern => {
                 // Gone in 2026-07-28: the proxy answers for the child (a log
@@ -849,7 +852,7 @@ impl Upstream {
         if self.opts.shared && self.health() == Health::Starting && lock(&self.child).is_some() {
             // A restarted child takes requests once it is initialized again
             // (between restarts, with no child, requests fail at once).
-            self.wait_until_restarted().await;
+            Box::pin(self.wait_until_restarted()).await;
         }
         if let Err(e) = self.child() {
             pending.reply.fail(&pending.client_id, &e);

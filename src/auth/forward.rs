@@ -137,7 +137,8 @@ impl ForwardAuth {
         // The first request asks; the others wait for its answer (if it
         // goes away, one of them asks instead).
         let result = lookup
-            .get_or_init(|| self.ask(credential, key))
+            // Boxed: a cache miss is rare, and an HTTP call's state is large.
+            .get_or_init(|| Box::pin(self.ask(credential, key)))
             .await
             .clone();
         let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());

@@ -416,7 +416,9 @@ impl JwtVerifier {
             set = if fresh_enough {
                 fresh
             } else if may_fetch {
-                match self.fetch_keys(&mut last).await {
+                // Boxed: rare, and every token check's future would carry
+                // an HTTP fetch's state otherwise.
+                match Box::pin(self.fetch_keys(&mut last)).await {
                     Ok(()) => self.key_set(),
                     Err(e) if fresh.keys.is_empty() => return Err(e),
                     // Keys we still have keep working while the endpoint is down.

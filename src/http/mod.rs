@@ -246,7 +246,10 @@ impl App {
             header_env: crate::store::current_header_env(),
             existing_sessions_only: false,
         };
-        crate::store::with_caller(caller, credentials.env_for_caller())
+        // Boxed: the store's future is large (9.8 KB), and inline it would
+        // make every request's future that large, as every await that may
+        // start a child embeds it; it runs only when a child starts.
+        Box::pin(crate::store::with_caller(caller, credentials.env_for_caller()))
             .await
             .map_err(|e| match e {
                 crate::store::CredentialError::Store(e) => {
@@ -608,7 +611,7 @@ impl App {
             (&Method::GET, p) if self.auth.metadata().is_some_and(|m| m.serves(p)) => {
                 return Ok(self.resource_metadata());
             }
-            (&Method::GET, "/metrics") => return self.metrics_endpoint(&req).await,
+            (&Method::GET, "/metrics") => return Box::pin(self.metrics_endpoint(&req)).await,
             _ if !is_mcp => return Err(ProxyError::NotFound(path.to_string())),
             _ => {}
         }

@@ -250,7 +250,7 @@ pub async fn serve(
     port.set_principal(super::owner_key(&principal).as_deref());
     upstream.attach(port.clone());
     if listen {
-        return Ok(subscribe(&app, &upstream, port, answer, frame, slots).await);
+        return Ok(Box::pin(subscribe(&app, &upstream, port, answer, frame, slots)).await);
     }
     if answer == Answer::Json {
         // Progress, if any was asked for, cannot travel in a JSON body and is dropped.
@@ -523,7 +523,7 @@ async fn ensure_initialized(app: &App, upstream: &Arc<Upstream>) -> Result<(), P
     let frame = Frame::from_value(
         &json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params }),
     );
-    upstream.request(&port, frame, Reply::Once(tx)).await?;
+    Box::pin(upstream.request(&port, frame, Reply::Once(tx))).await?;
     let budget = app
         .config
         .request_timeout

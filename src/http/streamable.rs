@@ -135,7 +135,13 @@ pub async fn post(
     }
     if !batch && is_init(&frames[0]) {
         // A stale session id on initialize is ignored: the client is starting over.
-        return initialize(app, parts, frames.into_iter().next().expect("one frame")).await;
+        // Boxed: once per session, and large (it awaits the handshake).
+        return Box::pin(initialize(
+            app,
+            parts,
+            frames.into_iter().next().expect("one frame"),
+        ))
+        .await;
     }
     let session = session_of(&app, &parts.headers, &parts.extensions)?;
     if batch && session.protocol_version() != BATCH_VERSION {
