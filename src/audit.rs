@@ -136,14 +136,12 @@ impl Audit {
         } else {
             line[at] = b',';
         }
-        // Invariant: serde_json writes UTF-8.
-        let mut line = String::from_utf8(line).expect("serde_json writes UTF-8");
         if tracing::enabled!(target: "audit", Level::INFO) {
             crate::logging::audit_record(&line);
         }
         if let Some(file) = &self.file {
-            line.push('\n');
-            file.send(line.into_bytes());
+            line.push(b'\n');
+            file.send(line);
         }
     }
 

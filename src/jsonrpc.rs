@@ -474,45 +474,90 @@ pub fn envelope(id: &[u8], field: &str, raw: &[u8]) -> Bytes {
 /// The byte range of `path` (nested object members) inside the JSON object
 /// `json`; see [`Frame::locate_in_params`].
 pub fn locate(json: &[u8], path: &[&str]) -> Option<Range<usize>> {
+    // A key of plain characters appears in the text as it is, or escaped
+    // (`\u`, or `\/` for a slash): with neither in sight it is not there,
+    // and the common cases (no `task`, no `progressToken`) skip the parse.
+    // Single-byte searches: `memmem` costs more to set up than a short
+    // message takes to parse.
+    if path
+        .iter()
+        .any(|key| !key.is_empty() && !contains(json, key.as_bytes()))
+        && memchr::memchr(b'\\', json).is_none()
+    {
+        return None;
+    }
+    locate_parsing(json, path)
+}
+
+/// Whether `needle` (not empty) occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let (first, rest) = (needle[0], &needle[1..]);
+    memchr::memchr_iter(first, hay).any(|at| hay[at + 1..].starts_with(rest))
+}
+
+/// [`locate`] by parsing alone.
+fn locate_parsing(json: &[u8], path: &[&str]) -> Option<Range<usize>> {
     let mut range = 0..json.len();
     for key in path {
         let level = &json[range.clone()];
-        let members: Vec<(std::borrow::Cow<'_, str>, &RawValue)> =
-            serde_json::from_slice::<Members<'_>>(level).ok()?.0;
-        // The last copy of a repeated key wins, as in every JSON parser the
-        // child is likely to use.
-        let (_, value) = members.iter().rev().find(|(k, _)| k == key)?;
+        let mut de = serde_json::Deserializer::from_slice(level);
+        let value = serde::de::DeserializeSeed::deserialize(Member(key), &mut de).ok()??;
+        de.end().ok()?;
         let inner = range_of(level, value);
         range = range.start + inner.start..range.start + inner.end;
     }
     Some(range)
 }
 
-/// An object's members in order, values left raw.
-struct Members<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+/// Reads a JSON object for the raw value of its member `.0`, in one pass
+/// that builds nothing: other members' values are skipped (still checked,
+/// as any parser would), keys are compared where they lie (after
+/// unescaping), and the last copy of a repeated key wins, as in every JSON
+/// parser the child is likely to use.
+struct Member<'k>(&'k str);
 
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Members<'de>, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) =
-                    map.next_entry::<std::borrow::Cow<'de, str>, &'de RawValue>()?
-                {
-                    out.push((k, v));
-                }
-                Ok(Members(out))
+impl<'de> serde::de::DeserializeSeed<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(hit) = map.next_key_seed(KeyIs(self.0))? {
+            if hit {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        d.deserialize_map(V)
+        Ok(found)
+    }
+}
+
+/// Whether an object's key is `.0`, without keeping the key.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
     }
 }
 
@@ -1150,6 +1195,39 @@ pub fn trailing_id(end: &[u8]) -> Option<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locate_finds_keys_however_written_and_only_real_ones() {
+        let at =
+            |json: &str, path: &[&str]| locate(json.as_bytes(), path).map(|r| json[r].to_string());
+        assert_eq!(
+            at(r#"{"task":{"ttl":1}}"#, &["task", "ttl"]).as_deref(),
+            Some("1")
+        );
+        // Escaped keys: `\u` and the slash's short escape.
+        assert_eq!(at(r#"{"t\u0061sk":2}"#, &["task"]).as_deref(), Some("2"));
+        assert_eq!(at(r#"{"a\/b":3}"#, &["a/b"]).as_deref(), Some("3"));
+        assert_eq!(at(r#"{"q\"k":4}"#, &["q\"k"]).as_deref(), Some("4"));
+        // The last copy of a repeated key wins.
+        assert_eq!(at(r#"{"n":1,"n":[5]}"#, &["n"]).as_deref(), Some("[5]"));
+        // The text without the key as a key: a value, a nested member, a
+        // longer key, a key in another level.
+        assert_eq!(at(r#"{"a":"task"}"#, &["task"]), None);
+        assert_eq!(at(r#"{"a":{"task":1}}"#, &["task"]), None);
+        assert_eq!(at(r#"{"tasks":1}"#, &["task"]), None);
+        assert_eq!(
+            at(
+                r#"{"_meta":{},"progressToken":1}"#,
+                &["_meta", "progressToken"]
+            ),
+            None
+        );
+        // Not an object, or not JSON: nothing, whatever the text holds.
+        assert_eq!(at(r#"["task"]"#, &["task"]), None);
+        assert_eq!(at(r#"{"task":1"#, &["task"]), None);
+        assert_eq!(at(r#"{"task":1} x"#, &["task"]), None);
+        assert_eq!(at("", &["task"]), None);
+    }
 
     fn parse(s: &str) -> Result<Frame, FrameError> {
         Frame::parse(Bytes::copy_from_slice(s.as_bytes()), true)

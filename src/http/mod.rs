@@ -56,6 +56,15 @@ use crate::upstream::{
 use crate::{trace, version};
 use response::json_response;
 
+/// The MCP header names read on every request, parsed once: a lookup by a
+/// `&str` parses and hashes the name each time.
+pub mod names {
+    use http::HeaderName;
+    pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+    pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+    pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+}
+
 /// Consecutive spawn failures after which `/ready` reports 503.
 const SPAWN_FAILURES_NOT_READY: u32 = 3;
 
@@ -687,7 +696,7 @@ impl App {
         }
         let (frames, batch) = parse_body(bytes, self.config.max_batch)?;
         let frames = trace::carry(&parts.headers, frames);
-        let has_session = parts.headers.contains_key("mcp-session-id");
+        let has_session = parts.headers.contains_key(names::MCP_SESSION_ID);
         let single = (!batch).then(|| &frames[0]);
         let modern_body = single.is_some_and(|f| {
             !has_session
@@ -817,7 +826,7 @@ impl App {
 /// `MCP-Protocol-Version`, if sent: a value that is not visible ASCII is
 /// a bad version (400), never taken for an absent header.
 fn protocol_version_header(headers: &HeaderMap) -> Result<Option<&str>, ProxyError> {
-    let Some(v) = headers.get("mcp-protocol-version") else {
+    let Some(v) = headers.get(names::MCP_PROTOCOL_VERSION) else {
         return Ok(None);
     };
     match v.to_str() {
@@ -981,33 +990,44 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Answer, ProxyError> {
 
 /// Which of (SSE, JSON) the client's `Accept` allows; none given allows both.
 pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
-    let values: Vec<&str> = headers
+    let mut values = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect();
-    if values.is_empty() {
+        .peekable();
+    if values.peek().is_none() {
         return (true, true);
     }
     let (mut sse, mut json) = (false, false);
-    for item in values.iter().flat_map(|v| v.split(',')) {
+    for item in values.flat_map(|v| v.split(',')) {
         let mut parts = item.split(';');
-        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = parts.next().unwrap_or("").trim();
+        // `q=0` in any spelling (`q = 0.000`): the type is refused.
         let refused = parts.any(|p| {
-            let p = p.trim().replace(' ', "");
-            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+            let mut p = p.bytes().filter(|b| *b != b' ' && *b != b'\t');
+            matches!(
+                (p.next(), p.next(), p.next()),
+                (Some(b'q' | b'Q'), Some(b'='), Some(b'0'))
+            ) && match p.next() {
+                None => true,
+                Some(b'.') => {
+                    let rest: Vec<u8> = p.collect();
+                    rest.len() <= 3 && rest.iter().all(|b| *b == b'0')
+                }
+                Some(_) => false,
+            }
         });
         if refused {
             continue;
         }
-        match mime.as_str() {
-            "text/event-stream" | "text/*" => sse = true,
-            "application/json" | "application/*" => json = true,
-            "*/*" => {
-                sse = true;
-                json = true;
-            }
-            _ => {}
+        let is = |name: &str| mime.eq_ignore_ascii_case(name);
+        if is("text/event-stream") || is("text/*") {
+            sse = true;
+        } else if is("application/json") || is("application/*") {
+            json = true;
+        } else if mime == "*/*" {
+            sse = true;
+            json = true;
         }
     }
     (sse, json)
@@ -1097,6 +1117,16 @@ mod tests {
             Answer::Json
         );
         assert!(negotiate(&accept("text/html")).is_err());
+        // Zero in every spelling refuses; any other weight does not.
+        for q in ["q=0", "q=0.", "q=0.000", " q = 0.0", "Q=0"] {
+            let h = accept(&format!("Application/JSON, text/event-stream;{q}"));
+            assert_eq!(accepts(&h), (false, true), "{q}");
+        }
+        for q in ["q=0.001", "q=0.5", "q=1", "q=0.0001x"] {
+            let h = accept(&format!("application/json, TEXT/Event-Stream;{q}"));
+            assert_eq!(accepts(&h), (true, true), "{q}");
+        }
+        assert_eq!(accepts(&accept("text/*, application/*")), (true, true));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use super::response::{accepted, json_answer, json_ok, single_event, sse_response};
-use super::{Answer, App, negotiate};
+use super::{Answer, App, names, negotiate};
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame, Kind, Message, code};
@@ -35,7 +35,7 @@ use crate::tail;
 use crate::upstream::{DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream};
 use crate::version::{self, BATCH_VERSION, SESSION_VERSIONS};
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: http::HeaderName) -> Option<&str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -49,7 +49,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// which session the request is for, so that is a 400.
 fn session_header(headers: &HeaderMap) -> Result<&str, ProxyError> {
     let mut id: Option<&str> = None;
-    for value in headers.get_all("mcp-session-id") {
+    for value in headers.get_all(names::MCP_SESSION_ID) {
         let value = value.to_str().map_err(|_| {
             ProxyError::InvalidRequest("Mcp-Session-Id must be visible ASCII".into())
         })?;
@@ -90,7 +90,7 @@ fn session_of(
 /// ([`Session::accepts_version`]): the official conformance suite sends
 /// one other than the negotiated revision.
 fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyError> {
-    let Some(v) = header_str(headers, "mcp-protocol-version") else {
+    let Some(v) = header_str(headers, names::MCP_PROTOCOL_VERSION) else {
         return Ok(());
     };
     let negotiated = session.protocol_version();
@@ -420,7 +420,7 @@ pub async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>
         ));
     }
     let session = session_of(&app, headers, req.extensions())?;
-    if let Some(last) = header_str(headers, "last-event-id") {
+    if let Some(last) = header_str(headers, names::LAST_EVENT_ID) {
         match session.resume(last) {
             Some(rx) => {
                 return Ok(sse_response(stream_body(
@@ -495,7 +495,7 @@ impl Drop for DetachGuard {
 /// `MCP-Protocol-Version` is the rule: an unsupported one is 400, and a
 /// batch needs 2025-03-26 (also what an absent header means).
 fn check_stateless_version(headers: &HeaderMap, batch: bool) -> Result<(), ProxyError> {
-    let version = header_str(headers, "mcp-protocol-version");
+    let version = header_str(headers, names::MCP_PROTOCOL_VERSION);
     if let Some(v) = version
         && !version::is_session(v)
     {

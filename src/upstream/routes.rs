@@ -471,13 +471,6 @@ pub(super) fn parse_proxy_id(raw: &[u8]) -> Option<u64> {
 /// messages without one pass as they are (a byte search first keeps tool
 /// arguments from being scanned twice).
 pub(super) fn rewrite_progress_token(frame: Frame, id: u64) -> (Frame, Option<Box<[u8]>>) {
-    let Some(params) = frame.params() else {
-        return (frame, None);
-    };
-    let finder = memchr::memmem::find;
-    if finder(params, b"progressToken").is_none() && finder(params, b"\\u").is_none() {
-        return (frame, None);
-    }
     let Some(at) = frame.locate_in_params(&["_meta", "progressToken"]) else {
         return (frame, None);
     };
