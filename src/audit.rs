@@ -340,6 +340,18 @@ impl Outcome {
             is_error: Option<bool>,
             result_type: Option<String>,
         }
+        // What the parse below looks for cannot be there without one of
+        // these words in the text, or an escape that could spell one: the
+        // common plain result skips the parse. (Answers reach this point
+        // parsed as JSON-RPC already; a text that is not an object still
+        // gets the parse and its error.)
+        let may_say = |word: &[u8]| crate::jsonrpc::contains(message, word);
+        if !(may_say(b"\"error\"") || may_say(b"isError") || may_say(b"resultType"))
+            && memchr::memchr(b'\\', message).is_none()
+            && message.starts_with(b"{")
+        {
+            return Outcome::Ok;
+        }
         let Ok(a) = serde_json::from_slice::<Answer>(message) else {
             return Outcome::Error(crate::jsonrpc::code::INTERNAL_ERROR);
         };
@@ -460,7 +472,7 @@ mod tests {
 
     #[test]
     fn outcomes_are_read_from_the_answer() {
-        let cases: [(&str, Outcome); 8] = [
+        let cases: [(&str, Outcome); 12] = [
             (
                 r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#,
                 Outcome::Ok,
@@ -493,6 +505,24 @@ mod tests {
             (
                 "not json",
                 Outcome::Error(crate::jsonrpc::code::INTERNAL_ERROR),
+            ),
+            // The words in a tool's text are not members; members spelled
+            // with escapes are.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"an error, not a tool error"}]}}"#,
+                Outcome::Ok,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\"error\""}],"isError":false}}"#,
+                Outcome::Ok,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"\u0065rror":{"code":-32602,"message":"x"}}"#,
+                Outcome::Error(-32602),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"is\u0045rror":true}}"#,
+                Outcome::ToolError,
             ),
         ];
         for (answer, want) in cases {

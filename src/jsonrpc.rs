@@ -489,8 +489,9 @@ pub fn locate(json: &[u8], path: &[&str]) -> Option<Range<usize>> {
     locate_parsing(json, path)
 }
 
-/// Whether `needle` (not empty) occurs in `hay`.
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+/// Whether `needle` (not empty) occurs in `hay`: for short texts, where
+/// `memchr::memmem`'s setup costs more than the search.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     let (first, rest) = (needle[0], &needle[1..]);
     memchr::memchr_iter(first, hay).any(|at| hay[at + 1..].starts_with(rest))
 }
