@@ -647,7 +647,7 @@ pub fn read_regular_file(path: &std::path::Path, max: u64) -> std::io::Result<Ve
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
-        let shown = if max % (1 << 20) == 0 {
+        let shown = if max.is_multiple_of(1 << 20) {
             format!("{} MiB", max >> 20)
         } else {
             format!("{max} bytes")
