@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::auth::AuthError;
 use crate::jsonrpc::{self, FrameError, code};
+use crate::metrics::Limit;
 use crate::session::TooManySessions;
 use crate::sse::{Body, full};
 use crate::upstream::UpstreamError;
@@ -169,6 +170,21 @@ impl ProxyError {
             Upstream(UpstreamError::Overloaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(_) => StatusCode::BAD_GATEWAY,
         }
+    }
+
+    /// The bound that refused the request, if one did (for the
+    /// `limit_refusals` metric).
+    pub fn limit(&self) -> Option<Limit> {
+        use ProxyError::*;
+        Some(match self {
+            BodyTooLarge { .. } => Limit::BodyBytes,
+            BodyReadTimeout(_) => Limit::BodyReadTimeout,
+            TooManySessions(_) => Limit::Sessions,
+            TooManySessionsForPrincipal(_) => Limit::SessionsPerPrincipal,
+            TooManyInFlight(..) => Limit::InFlight,
+            TooManyInFlightForPrincipal(..) => Limit::InFlightPerPrincipal,
+            _ => return None,
+        })
     }
 
     fn rpc_code(&self) -> i64 {

@@ -160,6 +160,37 @@ impl AuthFailure {
     }
 }
 
+/// A bound that refused a request (the response says which, with its
+/// flag); counted in `limit_refusals`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Limit {
+    /// `--max-body-bytes` (413).
+    BodyBytes,
+    /// `--body-read-timeout` (408).
+    BodyReadTimeout,
+    /// `--max-sessions` (503).
+    Sessions,
+    /// `--max-sessions-per-principal` (429).
+    SessionsPerPrincipal,
+    /// `--max-in-flight` of a session (429).
+    InFlight,
+    /// `--max-in-flight` of a principal without a session (429).
+    InFlightPerPrincipal,
+}
+
+impl Limit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Limit::BodyBytes => "body_bytes",
+            Limit::BodyReadTimeout => "body_read_timeout",
+            Limit::Sessions => "sessions",
+            Limit::SessionsPerPrincipal => "sessions_per_principal",
+            Limit::InFlight => "in_flight",
+            Limit::InFlightPerPrincipal => "in_flight_per_principal",
+        }
+    }
+}
+
 /// How a child process ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ExitReason {
@@ -193,7 +224,7 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(Era, HttpMethod, Outcome, AuthFailure, ExitReason);
+label_value!(Era, HttpMethod, Outcome, AuthFailure, Limit, ExitReason);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -210,6 +241,11 @@ struct EraLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuthLabels {
     reason: AuthFailure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: Limit,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -283,6 +319,7 @@ pub struct Metrics {
     sessions_open: Gauge,
     slow_consumer_cuts: Counter,
     auth_failures: Family<AuthLabels, Counter>,
+    limit_refusals: Family<LimitLabels, Counter>,
     log_lines_dropped: Counter,
     audit_records_dropped: Counter,
 }
@@ -325,6 +362,7 @@ impl Metrics {
             sessions_open: Gauge::default(),
             slow_consumer_cuts: Counter::default(),
             auth_failures: Family::default(),
+            limit_refusals: Family::default(),
             log_lines_dropped: Counter::default(),
             audit_records_dropped: Counter::default(),
             registry: Registry::default(),
@@ -409,6 +447,11 @@ impl Metrics {
             "Requests refused by the access checks, by reason (key, origin, host)",
             m.auth_failures.clone(),
         );
+        registry.register(
+            "limit_refusals",
+            "Requests refused by a bound, by limit (body_bytes, body_read_timeout, sessions, sessions_per_principal, in_flight, in_flight_per_principal)",
+            m.limit_refusals.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -426,6 +469,13 @@ impl Metrics {
     pub fn auth_failure(&self, reason: AuthFailure) {
         self.auth_failures
             .get_or_create(&AuthLabels { reason })
+            .inc();
+    }
+
+    /// A request refused by a bound.
+    pub fn limit_refused(&self, limit: Limit) {
+        self.limit_refusals
+            .get_or_create(&LimitLabels { limit })
             .inc();
     }
 
@@ -558,6 +608,7 @@ mod tests {
         m.auth_failure(AuthFailure::Key);
         m.bytes_in(10);
         m.slow_consumer_cut();
+        m.limit_refused(Limit::InFlightPerPrincipal);
         let text = m.render(Readings {
             sessions_open: 3,
             log_lines_dropped: 4,
@@ -575,6 +626,7 @@ mod tests {
             "mcp_proxy_auth_failures_total{reason=\"key\"} 1",
             "mcp_proxy_request_bytes_total 10",
             "mcp_proxy_slow_consumer_cuts_total 1",
+            "mcp_proxy_limit_refusals_total{limit=\"in_flight_per_principal\"} 1",
             "mcp_proxy_sse_streams_open 0",
         ] {
             assert!(

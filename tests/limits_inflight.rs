@@ -162,6 +162,10 @@ async fn a_principal_is_bounded_and_dropped_connections_give_slots_back(
     let sse_held = hold(post(&proxy, front, alice, &sleep("s"), "text/event-stream"));
     let refused = probe_until(&proxy, front, alice, 429).await;
     assert_in_flight_refusal(&refused);
+    assert!(
+        refusals(&proxy, "in_flight_per_principal").await >= 1,
+        "the refusal is counted in /metrics"
+    );
     // Bob's requests are his own.
     assert_eq!(probe(&proxy, front, Some(KEY_B)).await.0, 200);
 
@@ -290,7 +294,26 @@ async fn max_in_flight_sets_the_bound_of_a_session() {
             .contains("--max-in-flight"),
         "{body}"
     );
+    assert_eq!(refusals(&proxy, "in_flight").await, 1);
+    assert_eq!(refusals(&proxy, "in_flight_per_principal").await, 0);
     proxy.stop().await;
+}
+
+/// `mcp_proxy_limit_refusals_total` for `limit` in the proxy's `/metrics`
+/// (0 when absent).
+async fn refusals(proxy: &Proxy, limit: &str) -> u64 {
+    let base = proxy.mcp();
+    let base = base.strip_suffix("/mcp").unwrap();
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = format!("mcp_proxy_limit_refusals_total{{limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&sample))
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// Regression: a bound on requests in flight below `--max-batch` would

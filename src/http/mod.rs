@@ -545,6 +545,9 @@ impl App {
                     ProxyError::ForbiddenHost(_) => self.metrics.auth_failure(AuthFailure::Host),
                     _ => {}
                 }
+                if let Some(limit) = e.limit() {
+                    self.metrics.limit_refused(limit);
+                }
                 e.into_response()
             }
         };
