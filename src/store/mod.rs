@@ -608,8 +608,13 @@ pub fn load_keys(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<KeyRing, String> {
     if let Some(path) = key_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--store-key-file: cannot read {path}: {e}"))?;
+        let cannot = |e: String| format!("--store-key-file: cannot read {path}: {e}");
+        let bytes = crate::config::read_regular_file(
+            std::path::Path::new(path),
+            crate::config::MAX_NAMED_FILE_BYTES,
+        )
+        .map_err(|e| cannot(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))?;
         return KeyRing::parse(&text).map_err(|e| format!("--store-key-file {path}: {e}"));
     }
     match lookup("MCP_PROXY_STORE_KEY") {
@@ -624,6 +629,25 @@ pub fn load_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the store's key file was read whole, whatever it was:
+    /// `/dev/zero` filled memory, a FIFO hung the start. Now it is read
+    /// like every file the configuration names: a regular file of at most
+    /// 1 MiB.
+    #[test]
+    fn the_key_file_is_a_regular_file_of_at_most_a_mib() {
+        let none = |_: &str| None;
+        let err = load_keys(Some("/dev/zero"), &none).err().unwrap();
+        assert!(
+            err.starts_with("--store-key-file: cannot read /dev/zero"),
+            "{err}"
+        );
+        let path = std::env::temp_dir().join(format!("store-key-big-{}", std::process::id()));
+        std::fs::write(&path, "#".repeat(1024 * 1024 + 1)).unwrap();
+        let err = load_keys(path.to_str(), &none).err().unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains("larger than 1 MiB"), "{err}");
+    }
 
     #[test]
     fn postgres_passwords_never_reach_messages() {
