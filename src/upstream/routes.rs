@@ -215,11 +215,7 @@ impl Routes {
     /// Takes proxy id `id` (request `canonical_id` of `port`) out of
     /// [`Routes::by_principal`].
     fn unindex_stateless(&mut self, port: u64, canonical_id: &[u8], id: u64) {
-        let Some(key) = self
-            .ports
-            .get(&port)
-            .and_then(|port| principal_key(port, canonical_id))
-        else {
+        let Some(found) = self.ports.get(&port) else {
             // Not reached: a stateless request leaves before its port does
             // (`forget_port`), and nothing re-labels a port. Should it
             // happen, the entry still goes.
@@ -227,6 +223,11 @@ impl Routes {
                 ids.retain(|i| *i != id);
                 !ids.is_empty()
             });
+            return;
+        };
+        // Another kind of port (a session's, a 2026-07-28 request's on the
+        // same child): never indexed.
+        let Some(key) = principal_key(found, canonical_id) else {
             return;
         };
         if let Some(ids) = self.by_principal.get_mut(&key) {
