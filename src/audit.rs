@@ -334,11 +334,19 @@ impl Outcome {
             code: Option<i64>,
             message: Option<String>,
         }
+        /// A result the outcome can be read from, or any other (not an
+        /// object, or members of other types): that is an ordinary result,
+        /// as the prefilter below takes it.
         #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct ResultPart {
-            is_error: Option<bool>,
-            result_type: Option<String>,
+        #[serde(untagged)]
+        enum ResultPart {
+            Fields {
+                #[serde(rename = "isError")]
+                is_error: Option<bool>,
+                #[serde(rename = "resultType")]
+                result_type: Option<String>,
+            },
+            Other(serde::de::IgnoredAny),
         }
         // What the parse below looks for cannot be there without one of
         // these words in the text, or an escape that could spell one: the
@@ -369,10 +377,21 @@ impl Outcome {
                     Outcome::Error(code)
                 }
             }
-            (None, Some(r)) if r.result_type.as_deref() == Some("input_required") => {
-                Outcome::InputRequired
+            (
+                None,
+                Some(ResultPart::Fields {
+                    is_error,
+                    result_type,
+                }),
+            ) => {
+                if result_type.as_deref() == Some("input_required") {
+                    Outcome::InputRequired
+                } else if is_error == Some(true) {
+                    Outcome::ToolError
+                } else {
+                    Outcome::Ok
+                }
             }
-            (None, Some(r)) if r.is_error == Some(true) => Outcome::ToolError,
             _ => Outcome::Ok,
         }
     }
@@ -472,7 +491,7 @@ mod tests {
 
     #[test]
     fn outcomes_are_read_from_the_answer() {
-        let cases: [(&str, Outcome); 12] = [
+        let cases: [(&str, Outcome); 15] = [
             (
                 r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#,
                 Outcome::Ok,
@@ -523,6 +542,18 @@ mod tests {
             (
                 r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"is\u0045rror":true}}"#,
                 Outcome::ToolError,
+            ),
+            // A result that is not an object, or whose members have other
+            // types, is an ordinary one, whether or not its text holds
+            // the words the prefilter looks for.
+            (r#"{"jsonrpc":"2.0","id":1,"result":"done"}"#, Outcome::Ok),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":"isError"}"#,
+                Outcome::Ok,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"isError":"yes"}}"#,
+                Outcome::Ok,
             ),
         ];
         for (answer, want) in cases {
