@@ -992,6 +992,11 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Answer, ProxyError> {
 }
 
 /// Which of (SSE, JSON) the client's `Accept` allows; none given allows both.
+///
+/// Each type is decided by the most specific range that names it
+/// (RFC 9110 12.5.1: `text/event-stream` before `text/*` before `*/*`), so
+/// `*/*, text/event-stream;q=0` allows JSON only; ranges of equal
+/// specificity allow the type if any of them does.
 pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
     let mut values = headers
         .get_all(header::ACCEPT)
@@ -1001,39 +1006,56 @@ pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
     if values.peek().is_none() {
         return (true, true);
     }
-    let (mut sse, mut json) = (false, false);
+    // Per type: (specificity of the best range seen, whether it allows it).
+    let (mut sse, mut json) = (None::<(u8, bool)>, None::<(u8, bool)>);
+    let take = |best: &mut Option<(u8, bool)>, rank: u8, allowed: bool| match best {
+        Some((r, a)) if *r == rank => *a |= allowed,
+        Some((r, _)) if *r > rank => {}
+        _ => *best = Some((rank, allowed)),
+    };
     for item in values.flat_map(|v| v.split(',')) {
         let mut parts = item.split(';');
         let mime = parts.next().unwrap_or("").trim();
-        // `q=0` in any spelling (`q = 0.000`): the type is refused.
-        let refused = parts.any(|p| {
-            let mut p = p.bytes().filter(|b| *b != b' ' && *b != b'\t');
-            matches!(
-                (p.next(), p.next(), p.next()),
-                (Some(b'q' | b'Q'), Some(b'='), Some(b'0'))
-            ) && match p.next() {
-                None => true,
-                Some(b'.') => {
-                    let rest: Vec<u8> = p.collect();
-                    rest.len() <= 3 && rest.iter().all(|b| *b == b'0')
-                }
-                Some(_) => false,
-            }
-        });
-        if refused {
-            continue;
-        }
+        let allowed = !parts.any(refuses);
         let is = |name: &str| mime.eq_ignore_ascii_case(name);
-        if is("text/event-stream") || is("text/*") {
-            sse = true;
-        } else if is("application/json") || is("application/*") {
-            json = true;
+        if is("text/event-stream") {
+            take(&mut sse, 2, allowed);
+        } else if is("application/json") {
+            take(&mut json, 2, allowed);
+        } else if is("text/*") {
+            take(&mut sse, 1, allowed);
+        } else if is("application/*") {
+            take(&mut json, 1, allowed);
         } else if mime == "*/*" {
-            sse = true;
-            json = true;
+            take(&mut sse, 0, allowed);
+            take(&mut json, 0, allowed);
         }
     }
-    (sse, json)
+    let allowed = |best: Option<(u8, bool)>| best.is_some_and(|(_, a)| a);
+    (allowed(sse), allowed(json))
+}
+
+/// Whether a media-range parameter is `q=0` in any spelling (`Q = 0.000`):
+/// the range then refuses its types.
+fn refuses(param: &str) -> bool {
+    let mut p = param.bytes().filter(|b| *b != b' ' && *b != b'\t');
+    if !matches!(
+        (p.next(), p.next(), p.next()),
+        (Some(b'q' | b'Q'), Some(b'='), Some(b'0'))
+    ) {
+        return false;
+    }
+    match p.next() {
+        None => true,
+        Some(b'.') => {
+            let mut digits = 0;
+            p.all(|b| {
+                digits += 1;
+                b == b'0'
+            }) && digits <= 3
+        }
+        Some(_) => false,
+    }
 }
 
 /// Accepts connections until `shutdown` (see [`listener::accept`] for
@@ -1130,6 +1152,19 @@ mod tests {
             assert_eq!(accepts(&h), (true, true), "{q}");
         }
         assert_eq!(accepts(&accept("text/*, application/*")), (true, true));
+        // The most specific range decides, whatever the order.
+        let cases = [
+            ("*/*, text/event-stream;q=0", (false, true)),
+            ("text/event-stream;q=0, */*", (false, true)),
+            ("application/*, application/json;q=0", (false, false)),
+            ("*/*;q=0, application/json", (false, true)),
+            ("text/*;q=0, text/event-stream", (true, false)),
+            ("application/json;q=0, application/json", (false, true)),
+            ("*/*;q=0", (false, false)),
+        ];
+        for (value, want) in cases {
+            assert_eq!(accepts(&accept(value)), want, "{value}");
+        }
     }
 
     #[test]
