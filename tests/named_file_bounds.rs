@@ -10,97 +10,39 @@
 //! old code accepted them (a file of gigabytes would only have made the
 //! test slow, or the machine swap).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-proxy");
+use std::process::Command;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use support::STEP;
+use support::process::{Reaped, proxy_command, spawn_logged, tempdir, wait_for_port};
+
 const MIB: usize = 1024 * 1024;
 const KEY_A: &str = "alice-key-0123456789";
 const KEY_B: &str = "bob-key-9876543210xx";
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    let p = std::env::temp_dir().join(format!(
-        "mcp-file-bounds-{tag}-{}",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-/// The binary with none of the test's own `MCP_PROXY_*` variables.
-fn command() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("MCP_PROXY_") {
-            c.env_remove(k);
-        }
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// A running proxy, killed and reaped when dropped, with its stderr lines.
+/// A running proxy (killed and reaped when dropped) and its stderr lines.
 struct Proc {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(mut c: Command) -> Proc {
-    let mut child = c.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Proc { child, lines }
+    child: Reaped,
+    lines: Receiver<String>,
 }
 
 /// Either the exit code and stderr of a proxy that refused to start, or
 /// the port of one that started (it then logged "listening on").
-fn start(c: Command) -> Result<(Proc, u16), (Option<i32>, String)> {
-    let p = spawn(c);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut log = String::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match p.lines.recv_timeout(left) {
-            Ok(l) => {
-                if let Some(rest) = l.split("listening on http://127.0.0.1:").nth(1) {
-                    let port = rest
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect::<String>()
-                        .parse()
-                        .unwrap();
-                    return Ok((p, port));
-                }
-                log.push_str(&l);
-                log.push('\n');
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let mut p = p;
-                let code = p.child.wait().unwrap().code();
-                return Err((code, log));
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("neither started nor refused: {log}"),
-        }
+fn start(mut c: Command) -> Result<(Proc, u16), (Option<i32>, String)> {
+    let (child, lines) = spawn_logged(&mut c);
+    let mut p = Proc { child, lines };
+    let mut log = Vec::new();
+    let err = match wait_for_port(&p.lines, STEP, &mut log) {
+        Ok(port) => return Ok((p, port)),
+        Err(e) => e,
+    };
+    let log: String = log.iter().map(|l| format!("{l}\n")).collect();
+    match err {
+        RecvTimeoutError::Disconnected => Err((p.child.wait().unwrap().code(), log)),
+        RecvTimeoutError::Timeout => panic!("neither started nor refused: {log}"),
     }
 }
 
@@ -130,7 +72,7 @@ fn a_named_file_over_1_mib_stops_the_start_with_exit_64_naming_it() {
         ("--env-file", &env, &[]),
     ];
     for (flag, path, extra) in cases {
-        let mut c = command();
+        let mut c = proxy_command();
         c.args(["--port", "0", flag])
             .arg(path)
             .args(extra)
@@ -186,7 +128,7 @@ fn a_key_file_grown_past_1_mib_is_refused_at_reload_and_the_running_keys_stay() 
         ),
     )
     .unwrap();
-    let mut c = command();
+    let mut c = proxy_command();
     c.args(["--port", "0", "--config-poll", "100ms", "--config"])
         .arg(&file);
     let (p, port) = start(c).unwrap_or_else(|(code, log)| panic!("exit {code:?}: {log}"));

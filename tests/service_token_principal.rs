@@ -19,23 +19,13 @@ use mcp_sidecar::config_file;
 use mcp_sidecar::servers::{self, ServerSet};
 use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
 use serde_json::{Value, json};
+use support::process::tempdir;
 use support::{Client, STEP, example, text_of};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
 const AUD: &str = "mcp-test";
 const CLIENT_ID: &str = "88bf3b6d86161464f6509f7219099e57.access";
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    let p = std::env::temp_dir().join(format!(
-        "mcp-svc-token-{tag}-{}",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
 
 /// An HS256 token for `AUD` with `claims` added.
 fn token(extra: Value) -> String {

@@ -10,104 +10,36 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::STEP;
 use support::example;
-
-/// Kills and reaps the proxy when dropped, so a failing assertion leaves
-/// nothing running.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    let p = std::env::temp_dir().join(format!(
-        "mcp-dumpable-{tag}-{}",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    // The unprivileged child writes its dump here.
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    p
-}
-
-/// Runs `cmd` as `nobody` when this test runs as root.
-fn unprivileged(cmd: &mut Command) -> &mut Command {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if root {
-        cmd.uid(65534).gid(65534);
-    }
-    cmd
-}
-
-fn random_hex(n: usize) -> String {
-    let mut r = vec![0u8; n];
-    getrandom::fill(&mut r).unwrap();
-    r.iter().map(|b| format!("{b:02x}")).collect()
-}
+use support::process::{
+    proxy_command, random_hex, spawn_logged, unprivileged, wait_for_port, world_writable_tempdir,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_servers_child_cannot_read_the_proxys_environment() {
-    let dir = tempdir("single");
+    // The unprivileged child writes its dump here.
+    let dir = world_writable_tempdir("single");
     let key = random_hex(16);
     let other = random_hex(16);
     let dump = dir.join("parent.env");
     // The child tries to read its parent's environment, then serves.
     let script =
         "cat /proc/$PPID/environ > \"$DUMP\" 2>/dev/null; echo done >> \"$DUMP\"; exec \"$0\"";
-    let mut proxy = Reaped(
-        unprivileged(
-            Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
-                .args(["--port", "0", "--env"])
-                .arg(format!("DUMP={}", dump.display()))
-                .args(["--", "sh", "-c", script])
-                .arg(example("everything"))
-                .env("MCP_PROXY_API_KEY", &key)
-                .env("SOME_OTHER_SECRET", &other)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped()),
-        )
-        .spawn()
-        .unwrap(),
-    );
-    let stderr = proxy.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (proxy, rx) = spawn_logged(unprivileged(
+        proxy_command()
+            .args(["--port", "0", "--env"])
+            .arg(format!("DUMP={}", dump.display()))
+            .args(["--", "sh", "-c", script])
+            .arg(example("everything"))
+            .env("MCP_PROXY_API_KEY", &key)
+            .env("SOME_OTHER_SECRET", &other),
+    ));
     let mut log = Vec::new();
-    let port: u16 = loop {
-        let Ok(l) = rx.recv_timeout(Duration::from_secs(20)) else {
-            panic!("the proxy never logged its address: {log:#?}");
-        };
-        log.push(l.clone());
-        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
-            break rest
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap();
-        }
-    };
+    let port = wait_for_port(&rx, STEP, &mut log)
+        .unwrap_or_else(|_| panic!("the proxy never logged its address: {log:#?}"));
     let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/mcp"));
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("x-api-key", key.parse().unwrap());

@@ -1,31 +1,21 @@
 //! The credential store: the embedded file and a real PostgreSQL server,
 //! sealing at rest, rotation under load, and the `secrets` subcommand.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
 
 mod store_pg;
+mod support;
 use store_pg::Postgres;
+use support::process::{proxy_command, tempdir};
 
 const T: Duration = Duration::from_secs(10);
 
 fn ring(keys: &[&str]) -> KeyRing {
     KeyRing::parse(&keys.join(",")).unwrap()
-}
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let mut p = std::env::temp_dir();
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    p.push(format!(
-        "mcp-store-{tag}-{}",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -402,11 +392,9 @@ async fn a_silently_dead_postgres_connection_is_replaced_after_a_timeout() {
 // ------------------------------------------------------------ CLI
 
 fn cli(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"));
+    let mut cmd = proxy_command();
     cmd.arg("secrets")
         .args(args)
-        .env_remove("MCP_PROXY_STORE_KEY")
-        .env_remove("MCP_PROXY_STORE")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -4,62 +4,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use support::example;
-
-/// The lines `child` writes on stderr, read by a thread of their own.
-fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A child killed and reaped when dropped: a failing assertion must not
-/// leave a proxy (and its children) running.
-struct Reaped(std::process::Child);
-
-impl std::ops::Deref for Reaped {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Reaped {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        // std knows when the child was already reaped: no stray signal.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    let p = std::env::temp_dir().join(format!(
-        "mcp-bin-{tag}-{}",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use support::process::{
+    LISTENING, Reaped, proxy_command, spawn_logged, tempdir, wait_for_line, wait_for_port,
+};
+use support::{STEP, example};
 
 fn server(name: &str) -> String {
     format!(
@@ -74,10 +26,9 @@ fn check_config_accepts_the_issue_shape_and_refuses_mistakes_with_exit_64() {
     let file = dir.join("p.toml");
     let run = |text: &str, env: &[(&str, &str)]| {
         std::fs::write(&file, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        let out = proxy_command()
             .arg("check-config")
             .arg(&file)
-            .env_remove("MCP_PROXY_STORE_KEY")
             .envs(env.iter().copied())
             .output()
             .unwrap();
@@ -119,41 +70,17 @@ fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
     let file = dir.join("p.toml");
     let audit = dir.join("audit.log");
     std::fs::write(&file, server("a")).unwrap();
-    let mut child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+    let (mut child, rx) = spawn_logged(
+        proxy_command()
             .arg("--config")
             .arg(&file)
             .arg("--audit-log")
             .arg(&audit)
-            .args(["--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .args(["--port", "0"]),
     );
-    let rx = stderr_lines(&mut child);
-    let wait_for = |needle: &str| -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?}"),
-            }
-        }
-    };
-    let line = wait_for("listening on http://127.0.0.1:");
-    let port: u16 = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .unwrap()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap();
+    let wait_for = |needle: &str| -> String { next_line_with(&rx, needle) };
+    let port = wait_for_port(&rx, STEP, &mut Vec::new())
+        .unwrap_or_else(|_| panic!("no log line with {LISTENING:?}"));
     let status = |path: &str| http_status(port, path);
     assert_eq!(status("/servers/a/ready"), 200);
     assert_eq!(status("/servers/b/ready"), 404);
@@ -213,7 +140,7 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
     let key = mcp_sidecar::store::StoreKey::generate_base64();
     let secret = "binary-secret-value-4471";
     // The operator stores the value (stdin), as the README says.
-    let mut set = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+    let mut set = proxy_command()
         .args(["secrets", "set", "none:anonymous", "dump", "tok"])
         .env("MCP_PROXY_STORE", &db)
         .env("MCP_PROXY_STORE_KEY", &key)
@@ -239,35 +166,16 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
         ),
     )
     .unwrap();
-    let mut child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+    let (mut child, rx) = spawn_logged(
+        proxy_command()
             .arg("--config")
             .arg(&file)
             .args(["--port", "0", "--log-level", "trace"])
             .env("MCP_PROXY_STORE", &db)
-            .env("MCP_PROXY_STORE_KEY", &key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .env("MCP_PROXY_STORE_KEY", &key),
     );
-    let rx = stderr_lines(&mut child);
     let mut log = Vec::new();
-    let port: u16 = loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the proxy logs its address");
-        log.push(l.clone());
-        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
-            break rest
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap();
-        }
-    };
+    let port = wait_for_port(&rx, STEP, &mut log).expect("the proxy logs its address");
     let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/dump/mcp"));
     c.initialize("2025-11-25", serde_json::json!({})).await;
     nix::sys::signal::kill(
@@ -307,34 +215,16 @@ async fn the_binary_gives_a_child_its_callers_secret_but_never_the_store_key() {
 async fn named_servers_a_second_sigterm_kills_children_at_once() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let mut child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+    let (mut child, rx) = spawn_logged(
+        proxy_command()
             .arg("--server")
             .arg(format!(
                 "stubborn={} --ignore-sigterm",
                 example("everything")
             ))
-            .args(["--port", "0", "--shutdown-grace", "30s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .args(["--port", "0", "--shutdown-grace", "30s"]),
     );
-    let rx = stderr_lines(&mut child);
-    let port: u16 = loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the proxy logs its address");
-        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
-            break rest
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap();
-        }
-    };
+    let port = wait_for_port(&rx, STEP, &mut Vec::new()).expect("the proxy logs its address");
     let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/stubborn/mcp"));
     c.initialize("2025-11-25", serde_json::json!({})).await;
     let pid: u32 = support::text_of(
@@ -420,35 +310,18 @@ async fn named_servers_as_pid_1_reap_orphans_forward_signals_and_reload_on_sighu
         example("everything")
     );
     std::fs::write(&file, &a).unwrap();
-    let mut unshare = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc"])
-        .arg(env!("CARGO_BIN_EXE_mcp-proxy"))
-        .arg("--config")
-        .arg(&file)
-        .args(["--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = stderr_lines(&mut unshare);
+    let (mut unshare, rx) = spawn_logged(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .arg("--config")
+            .arg(&file)
+            .args(["--port", "0"])
+            .stdin(Stdio::null()),
+    );
     let mut seen = Vec::new();
-    let wait_for = |seen: &mut Vec<String>, needle: &str| -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(needle);
-                    seen.push(l);
-                    if hit {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-    };
+    let wait_for =
+        |seen: &mut Vec<String>, needle: &str| wait_for_line(&rx, needle, STEP, seen).is_ok();
     assert!(wait_for(&mut seen, "listening on http://"));
     let proxy = *support::children_of(unshare.id())
         .first()
@@ -502,10 +375,12 @@ async fn named_servers_as_pid_1_reap_orphans_forward_signals_and_reload_on_sighu
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A proxy binary with its stderr lines on a channel and its port.
+/// A proxy binary (killed and reaped when dropped) with its stderr lines
+/// on a channel and its port.
 struct Proc {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
+    /// Held for its drop.
+    _child: Reaped,
+    lines: Receiver<String>,
     port: u16,
     /// The lines logged up to "listening on".
     startup: Vec<String>,
@@ -513,63 +388,25 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
-            .args(args)
-            .args(["--port", "0"])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut p = Proc {
-            child,
+        let (child, lines) = spawn_logged(
+            proxy_command()
+                .args(args)
+                .args(["--port", "0"])
+                .envs(env.iter().copied()),
+        );
+        let mut startup = Vec::new();
+        let port = wait_for_port(&lines, STEP, &mut startup).expect("the proxy starts");
+        Proc {
+            _child: child,
             lines,
-            port: 0,
-            startup: Vec::new(),
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let line = loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let l = p.lines.recv_timeout(left).expect("the proxy starts");
-            let done = l.contains("listening on http://127.0.0.1:");
-            p.startup.push(l.clone());
-            if done {
-                break l;
-            }
-        };
-        p.port = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .unwrap()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap();
-        p
+            port,
+            startup,
+        }
     }
 
     /// The next stderr line containing `needle` (20 s at most).
     fn wait_for(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?}"),
-            }
-        }
+        next_line_with(&self.lines, needle)
     }
 
     fn status(&self, path: &str) -> u16 {
@@ -587,13 +424,6 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
         started.elapsed()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -707,11 +537,9 @@ fn config_poll_refuses_nonsense_with_exit_64() {
         vec!["--config", file.to_str().unwrap(), "--config-poll", "soon"],
         vec!["--server", "a=true", "--config-poll", "2s"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        let out = proxy_command()
             .args(&args)
             .args(["--port", "0"])
-            .env_remove("MCP_PROXY_CONFIG")
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -731,11 +559,9 @@ fn named_server_flags_on_a_single_server_command_line_exit_64() {
     ] {
         // Before the check the proxy started and served: kill it then.
         let mut child = Reaped(
-            Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            proxy_command()
                 .args(flag)
                 .args(["--port", "0", "--", "true"])
-                .env_remove("MCP_PROXY_CONFIG")
-                .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -762,6 +588,12 @@ fn named_server_flags_on_a_single_server_command_line_exit_64() {
         );
     }
     assert!(!std::path::Path::new("/tmp/never-created.db").exists());
+}
+
+/// The next line on `lines` containing `needle` (20 s at most).
+fn next_line_with(lines: &Receiver<String>, needle: &str) -> String {
+    wait_for_line(lines, needle, STEP, &mut Vec::new())
+        .unwrap_or_else(|_| panic!("no log line with {needle:?}"))
 }
 
 /// The status of `GET path` on the proxy at `port` (one connection, 10 s at most).
@@ -796,37 +628,20 @@ async fn a_non_utf8_environment_variable_reaches_the_child_and_stops_nothing() {
         ),
     )
     .unwrap();
-    let mut child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+    let (mut child, rx) = spawn_logged(
+        proxy_command()
             .arg("--config")
             .arg(&file)
             .args(["--port", "0"])
             .env("ODD_LATIN1", std::ffi::OsStr::from_bytes(b"caf\xe9-value"))
-            .env("MCP_PROXY_ODD", std::ffi::OsStr::from_bytes(b"\xff"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .env("MCP_PROXY_ODD", std::ffi::OsStr::from_bytes(b"\xff")),
     );
-    let rx = stderr_lines(&mut child);
-    let port: u16 = loop {
-        let l = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) => l,
-            Err(_) => panic!(
-                "the proxy did not start: exit {:?}",
-                child.try_wait().unwrap()
-            ),
-        };
-        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
-            break rest
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap();
-        }
-    };
+    let port = wait_for_port(&rx, STEP, &mut Vec::new()).unwrap_or_else(|_| {
+        panic!(
+            "the proxy did not start: exit {:?}",
+            child.try_wait().unwrap()
+        )
+    });
     let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/dump/mcp"));
     c.initialize("2025-11-25", serde_json::json!({})).await;
     let dumps: Vec<Vec<u8>> = std::fs::read_dir(&dumps)
@@ -850,7 +665,7 @@ fn a_store_key_that_opens_no_stored_value_stops_the_start() {
     let db = dir.join("s.db");
     let right = mcp_sidecar::store::StoreKey::generate_base64();
     let wrong = mcp_sidecar::store::StoreKey::generate_base64();
-    let mut set = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+    let mut set = proxy_command()
         .args(["secrets", "set", "none:anonymous", "dump", "tok"])
         .env("MCP_PROXY_STORE", &db)
         .env("MCP_PROXY_STORE_KEY", &right)
@@ -873,20 +688,14 @@ fn a_store_key_that_opens_no_stored_value_stops_the_start() {
     )
     .unwrap();
     let run = |key: &str| {
-        let mut child = Reaped(
-            Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        let (mut child, rx) = spawn_logged(
+            proxy_command()
                 .arg("--config")
                 .arg(&file)
                 .args(["--port", "0"])
                 .env("MCP_PROXY_STORE", &db)
-                .env("MCP_PROXY_STORE_KEY", key)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
+                .env("MCP_PROXY_STORE_KEY", key),
         );
-        let rx = stderr_lines(&mut child);
         let mut log = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {

@@ -5,24 +5,16 @@
 //! be a clear error within the store's deadline, never a hang, a panic, a
 //! plain-text value in a message or another principal's value.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
+use support::process::tempdir;
 
 fn ring() -> KeyRing {
     KeyRing::parse(&StoreKey::generate_base64()).unwrap()
-}
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    let p = std::env::temp_dir().join(format!(
-        "mcp-store-hostile-{tag}-{}",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
 }
 
 /// A TCP listener that accepts, reads whatever comes and never writes: a

@@ -16,56 +16,23 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::STEP;
 use support::example;
-
-/// Kills and reaps the proxy when dropped, so a failing assertion leaves
-/// nothing running.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    let p = std::env::temp_dir().join(format!(
-        "mcp-isolation-{tag}-{}",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    // The unprivileged proxy creates its store and the child its dump here.
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    p
-}
-
-/// Runs `cmd` as `nobody` when this test runs as root.
-fn unprivileged(cmd: &mut Command) -> &mut Command {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if root {
-        cmd.uid(65534).gid(65534);
-    }
-    cmd
-}
+use support::process::{
+    proxy_command, spawn_logged, unprivileged, wait_for_port, world_writable_tempdir,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_cannot_read_the_store_key_from_the_proxys_environment() {
-    let dir = tempdir("environ");
+    // The unprivileged proxy creates its store and the child its dump here.
+    let dir = world_writable_tempdir("environ");
     let db = dir.join("s.db");
     let key = mcp_sidecar::store::StoreKey::generate_base64();
     let mut set = unprivileged(
-        Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        proxy_command()
             .args(["secrets", "set", "none:anonymous", "dump", "tok"])
             .env("MCP_PROXY_STORE", &db)
             .env("MCP_PROXY_STORE_KEY", &key)
@@ -91,45 +58,17 @@ async fn a_child_cannot_read_the_store_key_from_the_proxys_environment() {
         ),
     )
     .unwrap();
-    let mut proxy = Reaped(
-        unprivileged(
-            Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
-                .arg("--config")
-                .arg(&file)
-                .args(["--port", "0", "--config-poll", "0"])
-                .env("MCP_PROXY_STORE", &db)
-                .env("MCP_PROXY_STORE_KEY", &key)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped()),
-        )
-        .spawn()
-        .unwrap(),
-    );
-    let stderr = proxy.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (proxy, rx) = spawn_logged(unprivileged(
+        proxy_command()
+            .arg("--config")
+            .arg(&file)
+            .args(["--port", "0", "--config-poll", "0"])
+            .env("MCP_PROXY_STORE", &db)
+            .env("MCP_PROXY_STORE_KEY", &key),
+    ));
     let mut log = Vec::new();
-    let port: u16 = loop {
-        let Ok(l) = rx.recv_timeout(Duration::from_secs(20)) else {
-            panic!("the proxy never logged its address: {log:#?}");
-        };
-        log.push(l.clone());
-        if let Some(rest) = l.split("http://127.0.0.1:").nth(1) {
-            break rest
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap();
-        }
-    };
+    let port = wait_for_port(&rx, STEP, &mut log)
+        .unwrap_or_else(|_| panic!("the proxy never logged its address: {log:#?}"));
     let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/dump/mcp"));
     c.initialize("2025-11-25", serde_json::json!({})).await;
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -13,19 +13,9 @@ use mcp_sidecar::config_file::{self, ServersConfig};
 use mcp_sidecar::servers::{self, ServerSet};
 use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
 use serde_json::{Value, json};
+use support::process::tempdir;
 use support::{Client, STEP, example, text_of};
 use tokio_util::sync::CancellationToken;
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    let p = std::env::temp_dir().join(format!(
-        "mcp-servers-{tag}-{}",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
 
 /// A new store at `db` under a fresh key.
 async fn fresh_store(db: &std::path::Path) -> Arc<Store> {
