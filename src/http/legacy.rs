@@ -98,11 +98,27 @@ fn forwarded_prefix(headers: &HeaderMap) -> String {
     if safe { p.to_string() } else { String::new() }
 }
 
-fn query_session(uri: &http::Uri) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == "sessionId" || k == "session_id").then(|| v.to_string())
-    })
+/// The session named in the query (`sessionId`, or `session_id` as some
+/// clients spell it). Two different values are refused, as two different
+/// `Mcp-Session-Id` headers are: which one a front proxy, a log or an
+/// access rule looked at is not known.
+fn query_session(uri: &http::Uri) -> Result<Option<&str>, ProxyError> {
+    let mut found = None;
+    let pairs = uri.query().unwrap_or("").split('&');
+    for v in pairs.filter_map(|pair| match pair.split_once('=') {
+        Some(("sessionId" | "session_id", v)) => Some(v),
+        _ => None,
+    }) {
+        match found {
+            Some(seen) if seen != v => {
+                return Err(ProxyError::InvalidRequest(
+                    "two different session ids in the query (sessionId, session_id)".into(),
+                ));
+            }
+            _ => found = Some(v),
+        }
+    }
+    Ok(found)
 }
 
 /// `POST /messages?sessionId=…`.
@@ -113,9 +129,9 @@ pub async fn handle_message(
     if req.method() != Method::POST {
         return Err(ProxyError::MethodNotAllowed("POST, OPTIONS"));
     }
-    let id = query_session(req.uri()).ok_or_else(|| {
-        ProxyError::InvalidRequest("sessionId query parameter is required".into())
-    })?;
+    let id = query_session(req.uri())?
+        .ok_or_else(|| ProxyError::InvalidRequest("sessionId query parameter is required".into()))?
+        .to_string();
     let session = app
         .sessions
         .get_owned(
@@ -165,15 +181,43 @@ mod tests {
 
     #[test]
     fn session_id_comes_from_either_spelling() {
+        let q = |uri: &str| query_session(&uri.parse().unwrap()).map(|s| s.map(str::to_string));
         assert_eq!(
-            query_session(&"/messages?sessionId=abc".parse().unwrap()).as_deref(),
+            q("/messages?sessionId=abc").unwrap().as_deref(),
             Some("abc")
         );
         assert_eq!(
-            query_session(&"/messages?x=1&session_id=def".parse().unwrap()).as_deref(),
+            q("/messages?x=1&session_id=def").unwrap().as_deref(),
             Some("def")
         );
-        assert_eq!(query_session(&"/messages".parse().unwrap()), None);
+        assert_eq!(q("/messages").unwrap(), None);
+        assert_eq!(
+            q("/messages?sessionId=abc&session_id=abc")
+                .unwrap()
+                .as_deref(),
+            Some("abc")
+        );
+    }
+
+    /// Regression: with two different session ids in the query the first
+    /// won (`?sessionId=mine&sessionId=other` reached `mine`, the reverse
+    /// got 404), so a front proxy or access rule reading the other copy
+    /// saw another session than the proxy served.
+    #[test]
+    fn two_different_session_ids_are_refused() {
+        for uri in [
+            "/messages?sessionId=abc&sessionId=zzz",
+            "/messages?session_id=abc&sessionId=zzz",
+            "/messages?sessionId=abc&x=1&session_id=",
+        ] {
+            assert!(
+                matches!(
+                    query_session(&uri.parse().unwrap()),
+                    Err(ProxyError::InvalidRequest(_))
+                ),
+                "{uri}"
+            );
+        }
     }
 
     #[test]
