@@ -16,6 +16,11 @@
 //! when one key of the set fits its algorithm, so that it costs one
 //! signature check, not one per key.
 //!
+//! A refused token that is this proxy's issuer's (its signature checked
+//! out, or it names one of the configured issuers or audiences) is
+//! [`JwtError::Refused`], so that the caller offers it to no other login
+//! method.
+//!
 //! A verified token is remembered (keyed by its SHA-256, never the token
 //! itself) until it expires or for [`VERIFIED_CACHE_TTL`], whichever comes
 //! first, so a client's repeated requests cost a hash, not a signature check.
@@ -90,10 +95,17 @@ impl std::fmt::Debug for JwtConfig {
 /// Why a token was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JwtError {
-    /// The token is bad; the reason is for the log and the 401's
-    /// `error_description` (it never repeats the token).
+    /// The token is bad, and nothing says it is this proxy's: the reason
+    /// is for the log and the 401's `error_description` (it never repeats
+    /// the token).
     #[error("{0}")]
     Invalid(&'static str),
+    /// A token of this proxy's issuer, refused: signed by one of its keys
+    /// (but expired, for another audience…), or naming one of its issuers
+    /// or audiences. Such a token is never offered to another login method
+    /// (forward auth would send it to somebody else's API).
+    #[error("{0}")]
+    Refused(&'static str),
     /// The keys could not be fetched: 503, never an accept.
     #[error("signing keys unavailable: {0}")]
     Unavailable(String),
@@ -231,6 +243,34 @@ fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, String> {
     Ok(keys)
 }
 
+/// Whether `jsonwebtoken` refused a token after its signature checked
+/// out: then the token was signed by the key it was checked with. (The
+/// header was parsed before, so a JSON error here is the claims'.)
+fn after_signature(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ExpiredSignature
+            | ErrorKind::ImmatureSignature
+            | ErrorKind::InvalidIssuer
+            | ErrorKind::InvalidAudience
+            | ErrorKind::InvalidSubject
+            | ErrorKind::MissingRequiredClaim(_)
+            | ErrorKind::InvalidClaimFormat(_)
+            | ErrorKind::Json(_)
+            | ErrorKind::Utf8(_)
+    )
+}
+
+/// The claims a token says it has, unverified: only ever used to hold a
+/// token back, never to accept one.
+#[derive(Deserialize)]
+struct Unverified {
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
+}
+
 fn describe(kind: &ErrorKind) -> &'static str {
     match kind {
         ErrorKind::ExpiredSignature => "token expired",
@@ -356,8 +396,40 @@ impl JwtVerifier {
         cache.insert(digest, (v.clone(), Instant::now() + VERIFIED_CACHE_TTL));
     }
 
-    /// Verifies `token`.
+    /// Whether `token` names one of this proxy's issuers (`--jwt-issuer`)
+    /// or audiences in its claims, whoever signed it.
+    fn names_us(&self, token: &str) -> bool {
+        use base64::Engine;
+        let Some(payload) = token.split('.').nth(1) else {
+            return false;
+        };
+        let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+            return false;
+        };
+        let Ok(claims) = serde_json::from_slice::<Unverified>(&json) else {
+            return false;
+        };
+        let one_of = |v: &Option<serde_json::Value>, ours: &[String]| match v {
+            Some(serde_json::Value::String(s)) => ours.contains(s),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .any(|s| s.as_str().is_some_and(|s| ours.iter().any(|o| o == s))),
+            _ => false,
+        };
+        one_of(&claims.iss, &self.config.issuers) || one_of(&claims.aud, &self.config.audiences)
+    }
+
+    /// Verifies `token`. A refusal is [`JwtError::Refused`] when the token
+    /// is this proxy's issuer's (signed by its key, or naming its issuer
+    /// or audience), so that it goes no further.
     pub async fn verify(&self, token: &str) -> Result<Verified, JwtError> {
+        match self.verify_signed(token).await {
+            Err(JwtError::Invalid(why)) if self.names_us(token) => Err(JwtError::Refused(why)),
+            r => r,
+        }
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<Verified, JwtError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(v) = self.cached(&digest) {
             return Ok(v);
@@ -454,27 +526,34 @@ impl JwtVerifier {
         let mut error = JwtError::Invalid("unknown signing key");
         for k in candidates {
             match self.check(token, &k.key, alg) {
-                Ok(v) => return Ok(v),
-                Err(e) => error = e,
+                // Signed with this key: no other key would say otherwise.
+                Err(JwtError::Invalid(why)) => error = JwtError::Invalid(why),
+                r => return r,
             }
         }
         Err(error)
     }
 
     fn check(&self, token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Verified, JwtError> {
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg))
-            .map_err(|e| JwtError::Invalid(describe(e.kind())))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg)).map_err(|e| {
+                match after_signature(e.kind()) {
+                    true => JwtError::Refused(describe(e.kind())),
+                    false => JwtError::Invalid(describe(e.kind())),
+                }
+            })?;
+        // From here on the signature is good: every refusal is `Refused`.
         let c = data.claims;
         let (subject, service_token) = match (c.sub.is_empty(), c.common_name) {
             (false, _) if c.sub.starts_with(SERVICE_TOKEN_PREFIX) => {
-                return Err(JwtError::Invalid(
+                return Err(JwtError::Refused(
                     "token sub starts with service-token:, which names service tokens only",
                 ));
             }
             (false, _) => (c.sub, false),
             (true, Some(name)) if !name.is_empty() => (name, true),
             _ => {
-                return Err(JwtError::Invalid(
+                return Err(JwtError::Refused(
                     "token has no sub (nor a service token's common_name)",
                 ));
             }

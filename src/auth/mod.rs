@@ -361,6 +361,11 @@ impl Authenticator {
         }
         let mut error = None;
         let mut unavailable = false;
+        // Whether the bearer token may be offered to forward auth: not when
+        // the JWT check found it to be this proxy's issuer's token, nor
+        // when it could not tell (its keys unavailable). Forward auth would
+        // hand it to somebody else's API, which could then replay it here.
+        let mut forwardable = true;
         if let Some(jwt) = &self.jwt {
             let token = match jwt.header() {
                 TokenHeader::Bearer => bearer,
@@ -371,6 +376,7 @@ impl Authenticator {
                     .or(bearer),
             };
             if let Some(token) = token.filter(|t| jwt::looks_like_jwt(t)) {
+                let is_bearer = bearer == Some(token);
                 match jwt.verify(token).await {
                     Ok(v) => {
                         let missing = self
@@ -391,15 +397,21 @@ impl Authenticator {
                         return Ok(p);
                     }
                     Err(JwtError::Invalid(why)) => error = Some(AuthError::Invalid(why)),
+                    Err(JwtError::Refused(why)) => {
+                        error = Some(AuthError::Invalid(why));
+                        forwardable &= !is_bearer;
+                    }
                     Err(JwtError::Unavailable(why)) => {
                         tracing::warn!(error = %why, "JWT signing keys unavailable");
                         unavailable = true;
+                        forwardable &= !is_bearer;
                     }
                 }
             }
         }
         if let Some(forward) = &self.forward
             && bearer.is_some()
+            && forwardable
             && let Some(value) = headers.get(header::AUTHORIZATION)
         {
             match forward.check(value).await {

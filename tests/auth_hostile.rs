@@ -1,0 +1,217 @@
+//! The attacker's side of authentication: names the proxy is handed by a
+//! token or a forward-auth endpoint, and where a presented credential may
+//! travel. Real binaries and real sockets on 127.0.0.1; every wait bounded.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use support::{Proxy, STEP};
+use tokio_util::sync::CancellationToken;
+
+const ISS: &str = "https://issuer.example.com";
+const AUD: &str = "https://mcp.example.com/mcp";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An Ed25519 signing key: its JWK (with `kid`) and a signer of claims.
+struct Ed {
+    kid: String,
+    key: EncodingKey,
+    jwk: Value,
+}
+
+impl Ed {
+    fn new(kid: &str, seed: u8) -> Ed {
+        use base64::Engine;
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let x =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sk.verifying_key().as_bytes());
+        Ed {
+            kid: kid.into(),
+            key: EncodingKey::from_ed_der(sk.to_pkcs8_der().unwrap().as_bytes()),
+            jwk: json!({"kty":"OKP","crv":"Ed25519","kid":kid,"x":x}),
+        }
+    }
+
+    fn sign(&self, claims: Value) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(self.kid.clone());
+        encode(&h, &claims, &self.key).unwrap()
+    }
+}
+
+fn claims(iss: &str, aud: &str) -> Value {
+    json!({"sub": "alice", "iss": iss, "aud": aud, "exp": now() + 600, "iat": now()})
+}
+
+/// An HTTP server on port 0 that answers every request with `answer`
+/// and remembers each request's `Authorization`.
+struct Upstream {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    hits: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Upstream {
+    async fn start(status: u16, answer: Value) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let (s, h, t) = (seen.clone(), hits.clone(), stop.clone());
+        let body = answer.to_string();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    c = listener.accept() => c.unwrap().0,
+                    _ = t.cancelled() => return,
+                };
+                let (s, h, body) = (s.clone(), h.clone(), body.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            h.fetch_add(1, Ordering::SeqCst);
+                            if let Some(v) = req.headers().get("authorization") {
+                                s.lock()
+                                    .unwrap()
+                                    .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+                            }
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body.clone()),
+                            ));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            async move { Ok::<_, std::convert::Infallible>(r) }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            hits,
+            stop,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// POST `{}` with `Authorization: Bearer token`: 400 means it was
+/// accepted (authentication comes before the body is read).
+async fn probe(proxy: &Proxy, token: &str) -> u16 {
+    let req = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body("{}");
+    tokio::time::timeout(STEP, req.send())
+        .await
+        .expect("answered in time")
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Regression: with JWT and forward auth combined, a bearer JWT the JWT
+/// check did not accept was sent on to the forward-auth endpoint, an API
+/// of somebody else's: a token of this proxy's own issuer went there when
+/// the JWKS could not be fetched (a live token: the endpoint could replay
+/// it here), when it was signed by the issuer's key for another audience
+/// or had expired, and when its key was not known yet. The old code made
+/// 4 calls to the endpoint below, each with the token. A token of this
+/// proxy's issuer (signed by one of its keys, or naming its issuer or
+/// audience) now goes nowhere else; other tokens still reach the endpoint.
+#[tokio::test]
+async fn a_token_of_this_proxys_issuer_never_reaches_the_forward_auth_endpoint() {
+    let ours = Ed::new("k1", 1);
+    let rotated = Ed::new("k2", 2);
+    let theirs = Ed::new("elsewhere", 3);
+    let whoami = Upstream::start(401, json!({"message": "Unauthorized"})).await;
+    let seen = whoami.seen.clone();
+
+    // The JWKS cannot be fetched: whose token it is cannot be told.
+    let down = Upstream::start(500, json!({})).await;
+    let proxy = Proxy::start(&[
+        "--jwt-jwks-url",
+        &down.url("/jwks"),
+        "--jwt-issuer",
+        ISS,
+        "--jwt-audience",
+        AUD,
+        "--forward-auth-url",
+        &whoami.url("/whoami"),
+    ])
+    .await;
+    let live = ours.sign(claims(ISS, AUD));
+    assert_eq!(probe(&proxy, &live).await, 503);
+    proxy.stop().await;
+
+    let jwks = Upstream::start(200, json!({"keys": [ours.jwk]})).await;
+    let proxy = Proxy::start(&[
+        "--jwt-jwks-url",
+        &jwks.url("/jwks"),
+        "--jwt-issuer",
+        ISS,
+        "--jwt-audience",
+        AUD,
+        "--forward-auth-url",
+        &whoami.url("/whoami"),
+    ])
+    .await;
+    assert_eq!(probe(&proxy, &live).await, 400, "the token itself is good");
+    // Signed by the issuer's key, for another of its audiences.
+    let other_audience = ours.sign(claims(ISS, "https://other.example.com"));
+    assert_eq!(probe(&proxy, &other_audience).await, 401);
+    // Expired.
+    let mut old = claims(ISS, AUD);
+    old["exp"] = json!(now() - 3600);
+    assert_eq!(probe(&proxy, &ours.sign(old)).await, 401);
+    // Signed with a key the JWKS does not list yet (a rotation).
+    assert_eq!(probe(&proxy, &rotated.sign(claims(ISS, AUD))).await, 401);
+    let leaked: Vec<String> = seen.lock().unwrap().clone();
+    assert!(
+        leaked.is_empty(),
+        "{} of this issuer's tokens reached the forward-auth endpoint",
+        leaked.len()
+    );
+
+    // Somebody else's JWT and an opaque token are the endpoint's to judge.
+    let foreign = theirs.sign(claims("https://api.example.net", "api"));
+    assert_eq!(probe(&proxy, &foreign).await, 401);
+    assert_eq!(probe(&proxy, "opaque-upstream-token").await, 401);
+    let asked: Vec<String> = seen.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        vec![
+            format!("Bearer {foreign}"),
+            "Bearer opaque-upstream-token".to_string()
+        ]
+    );
+    assert_eq!(whoami.hits.load(Ordering::SeqCst), 2);
+    proxy.stop().await;
+}
