@@ -215,3 +215,56 @@ async fn a_token_of_this_proxys_issuer_never_reaches_the_forward_auth_endpoint()
     assert_eq!(whoami.hits.load(Ordering::SeqCst), 2);
     proxy.stop().await;
 }
+
+/// POST `{}` with `X-API-Key: key` and `X-Forwarded-For: xff`.
+async fn probe_key_from(proxy: &Proxy, key: &str, xff: &str) -> u16 {
+    let req = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("x-api-key", key)
+        .header("x-forwarded-for", xff)
+        .body("{}");
+    tokio::time::timeout(STEP, req.send())
+        .await
+        .expect("answered in time")
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Regression: behind a trusted proxy that writes the client's address
+/// with its port (`203.0.113.5:4321`, as some load balancers do), that
+/// entry did not parse and was skipped, so the client IP became whatever
+/// the client itself had written to the left: each guess with a new
+/// made-up address had a fresh failure budget (the old code answered all
+/// 30 guesses below with 401, none with 429). Such an entry is read with
+/// its port now, and an entry that is not an address at all ends the
+/// walk: nothing left of it is believed.
+#[tokio::test]
+async fn a_client_cannot_pick_its_address_left_of_an_entry_with_a_port() {
+    let proxy = Proxy::start(&[
+        "--api-key",
+        "the-real-key-0123456789",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--auth-failure-limit",
+        "5",
+    ])
+    .await;
+    for (tag, real) in [
+        ("v4", "203.0.113.5:4321"),
+        ("v6", "[2001:db8::5]:4321"),
+        ("garbage", "unknown"),
+    ] {
+        let mut statuses = Vec::new();
+        for i in 0..10 {
+            let xff = format!("198.51.100.{i}, {real}");
+            statuses.push(probe_key_from(&proxy, &format!("guess-{tag}-{i}-xxxxxxxx"), &xff).await);
+        }
+        assert!(
+            statuses.iter().filter(|&&s| s == 429).count() >= 5,
+            "{tag}: every made-up address had a budget of its own: {statuses:?}"
+        );
+    }
+    proxy.stop().await;
+}

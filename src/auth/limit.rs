@@ -13,7 +13,9 @@
 //!
 //! The client IP is the TCP peer, unless the peer is a `--trusted-proxy`
 //! (CIDR): then `X-Forwarded-For` is read from the right, skipping trusted
-//! hops, and the first untrusted address is the client. An untrusted peer's
+//! hops, and the first untrusted address is the client (an entry may carry
+//! a port, as some load balancers write it; an entry that is no address
+//! ends the walk at the nearest trusted hop). An untrusted peer's
 //! `X-Forwarded-For` is ignored: anyone can write one.
 
 use std::collections::HashMap;
@@ -191,25 +193,52 @@ impl FailureLimiter {
     }
 }
 
+/// One `X-Forwarded-For` entry as an address: `192.0.2.1`, `2001:db8::1`,
+/// or with the port some proxies add, `192.0.2.1:4321`, `[2001:db8::1]:4321`.
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        return port_ok.then(|| v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))?;
+    }
+    let (v4, port) = entry.rsplit_once(':')?;
+    is_port(port)
+        .then(|| v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4))
+        .flatten()
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The client's IP: the peer, or what trusted proxies say it is.
+/// `X-Forwarded-For` is walked from the right (the entry the nearest proxy
+/// wrote) over trusted hops; the first untrusted address is the client.
+/// An entry that is no address ends the walk: what stands left of it was
+/// written by nobody this proxy trusts, so the nearest trusted hop is taken.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
+    let values: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(|v| v.to_str().unwrap_or(""))
         .collect();
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+    let mut nearest = peer;
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        match forwarded_addr(entry) {
+            Some(ip) if is_trusted(&ip) => nearest = ip,
+            Some(ip) => return ip,
+            None => return nearest,
+        }
+    }
+    nearest
 }
 
 /// Parses `--trusted-proxy` values: CIDRs, or single addresses.
@@ -302,5 +331,37 @@ mod tests {
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);
         assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
         assert!(parse_trusted(&["nonsense".into()]).is_err());
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_are_addresses_and_garbage_ends_the_walk() {
+        assert_eq!(forwarded_addr(" 192.0.2.1:80"), "192.0.2.1".parse().ok());
+        assert_eq!(
+            forwarded_addr("[2001:db8::1]:443"),
+            "2001:db8::1".parse().ok()
+        );
+        assert_eq!(forwarded_addr("[2001:db8::1]"), "2001:db8::1".parse().ok());
+        assert_eq!(forwarded_addr("2001:db8::1"), "2001:db8::1".parse().ok());
+        for bad in [
+            "unknown",
+            "192.0.2.1:",
+            "192.0.2.1:x",
+            "[::1]x",
+            "_hidden",
+            "",
+        ] {
+            assert_eq!(forwarded_addr(bad), None, "{bad}");
+        }
+        let trusted = parse_trusted(&["10.0.0.0/8".into()]).unwrap();
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |xff: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", xff.parse().unwrap());
+            client_ip(proxy, &h, &trusted).to_string()
+        };
+        assert_eq!(ip("6.6.6.6, 198.51.100.7:4242"), "198.51.100.7");
+        assert_eq!(ip("6.6.6.6, unknown, 10.1.1.1"), "10.1.1.1");
+        assert_eq!(ip("6.6.6.6, unknown"), "10.0.0.1");
+        assert_eq!(ip("10.2.2.2, 10.1.1.1"), "10.2.2.2");
     }
 }
