@@ -27,7 +27,9 @@
 //!
 //! Errors carry Coda's own status and message ([`CodaError::Api`]) and never
 //! the token: it only ever goes into the Authorization header, and export
-//! download links (another host) are fetched without it.
+//! download links (another host) are fetched without it. API redirects are
+//! not followed ([`redirect_error`]): the request, token or not, goes only
+//! to the base URL's host.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -215,6 +217,9 @@ fn refused_advice(status: Option<u16>) -> String {
             "Coda could not process it as sent: fix what the message names and send the corrected write"
         }
         Some(429) => "Coda kept rate-limiting it until the call deadline: send it again later",
+        Some(300..=399) => {
+            "the answer was a redirect, which is not followed: the API base URL (--api-base-url) must be corrected before any write can succeed"
+        }
         _ => "fix what the message names before sending it again",
     };
     let status = status.map_or_else(String::new, |s| format!(" (HTTP {s})"));
@@ -372,7 +377,11 @@ pub struct ApiResponse {
 /// The Coda API client shared by all tool calls.
 #[derive(Debug)]
 pub struct CodaClient {
+    /// API requests: redirects are not followed (see [`redirect_error`]).
     http: reqwest::Client,
+    /// Export download links (pre-signed, another host, no token): their
+    /// storage may redirect, and nothing secret goes along.
+    downloads: reqwest::Client,
     base: Url,
     token: ApiToken,
     limiter: RateLimiter,
@@ -397,13 +406,19 @@ pub fn install_tls_provider() {
 impl CodaClient {
     pub fn new(cfg: &CodaConfig) -> Result<Self, CodaError> {
         install_tls_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("coda-mcp/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("coda-mcp/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+        };
+        let http = builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(CodaError::Transport)?;
+        let downloads = builder().build().map_err(CodaError::Transport)?;
         Ok(Self {
             http,
+            downloads,
             base: cfg.api_base_url.clone(),
             token: cfg.token.clone(),
             limiter: RateLimiter::new(cfg.rate_limit),
@@ -527,7 +542,7 @@ impl CodaClient {
             } else if matches!(
                 err,
                 CodaError::Api {
-                    status: 400..=499,
+                    status: 300..=499,
                     ..
                 }
             ) {
@@ -605,6 +620,9 @@ impl CodaClient {
                     }
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         sent.rate_limited = true;
+                    }
+                    if status.is_redirection() {
+                        return Err(redirect_error(status, resp.headers()));
                     }
                     let retry_after = parse_retry_after(resp.headers());
                     let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
@@ -758,7 +776,7 @@ impl CodaClient {
             ));
         }
         let resp = self
-            .http
+            .downloads
             .get(link)
             .timeout(remaining.min(self.request_timeout))
             .send()
@@ -818,6 +836,33 @@ pub fn maybe_gunzip(bytes: &[u8], cap: usize) -> Result<String, CodaError> {
     } else {
         String::from_utf8(bytes.to_vec())
             .map_err(|_| CodaError::Download("export body is not UTF-8".into()))
+    }
+}
+
+/// A 3xx answer to an API request. The Coda API does not redirect, and a
+/// redirect followed would turn a POST into a GET (whose 200 would pass for
+/// the write's success) or send the request, its body included, to another
+/// host: it is an error naming where it pointed (scheme, host and port only:
+/// a link's path or query may carry a credential).
+fn redirect_error(status: StatusCode, headers: &reqwest::header::HeaderMap) -> CodaError {
+    let to = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| Url::parse(l).ok())
+        .and_then(|u| {
+            let host = u.host_str()?.to_owned();
+            Some(match u.port() {
+                Some(p) => format!(" to {}://{host}:{p}", u.scheme()),
+                None => format!(" to {}://{host}", u.scheme()),
+            })
+        })
+        .unwrap_or_default();
+    CodaError::Api {
+        status: status.as_u16(),
+        status_message: status.canonical_reason().unwrap_or("Redirect").to_owned(),
+        message: format!(
+            "the answer is a redirect{to}, which is not followed (the Coda API does not redirect: check --api-base-url)"
+        ),
     }
 }
 

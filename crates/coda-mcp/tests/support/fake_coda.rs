@@ -76,6 +76,19 @@ struct Fault {
     /// With `after_apply`: answer the applied request's own status with a
     /// broken body instead of an error.
     broken: Option<Broken>,
+    /// Answer exactly this instead (nothing is applied).
+    hostile: Option<Hostile>,
+}
+
+/// An answer no well-behaved Coda gives, sent as is: any status, header
+/// bytes that need not be UTF-8, any body, or a body that never ends.
+#[derive(Debug, Clone, Default)]
+pub struct Hostile {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    /// Send `body` again every 100 ms, forever.
+    pub endless: bool,
 }
 
 /// How an accepted request's answer is broken.
@@ -450,6 +463,7 @@ impl FakeCoda {
                 after_apply: false,
                 skip: 0,
                 broken: None,
+                hostile: None,
             })
         });
     }
@@ -474,6 +488,25 @@ impl FakeCoda {
                 after_apply: false,
                 skip,
                 broken: None,
+                hostile: None,
+            })
+        });
+    }
+
+    /// Answer the next `times` requests whose method matches and whose path
+    /// contains `path_contains` with `answer`, applying nothing.
+    pub fn answer_next(&self, method: &str, path_contains: &str, times: usize, answer: Hostile) {
+        self.with(|s| {
+            s.faults.push(Fault {
+                method: method.into(),
+                path_contains: path_contains.into(),
+                status: answer.status,
+                remaining: times,
+                retry_after: None,
+                after_apply: false,
+                skip: 0,
+                broken: None,
+                hostile: Some(answer),
             })
         });
     }
@@ -585,6 +618,7 @@ impl FakeCoda {
                 after_apply: true,
                 skip: 0,
                 broken: None,
+                hostile: None,
             })
         });
     }
@@ -602,6 +636,7 @@ impl FakeCoda {
                 after_apply: true,
                 skip,
                 broken: None,
+                hostile: None,
             })
         });
     }
@@ -625,6 +660,7 @@ impl FakeCoda {
                 after_apply: true,
                 skip: 0,
                 broken: Some(broken),
+                hostile: None,
             })
         });
     }
@@ -882,19 +918,51 @@ impl hyper::body::Body for CutBody {
     }
 }
 
-fn cut_if_marked(
-    resp: Response<Full<Bytes>>,
-) -> Response<http_body_util::Either<Full<Bytes>, CutBody>> {
+/// Marks a response whose body is these bytes every 100 ms, forever.
+#[derive(Debug, Clone)]
+struct Endless(Bytes);
+
+/// The body of an [`Endless`] response.
+struct EndlessBody(Bytes, std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl hyper::body::Body for EndlessBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        std::task::ready!(self.1.as_mut().poll(cx));
+        self.1 = Box::pin(tokio::time::sleep(Duration::from_millis(100)));
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.0.clone()))))
+    }
+}
+
+type AnyBody = http_body_util::Either<Full<Bytes>, http_body_util::Either<CutBody, EndlessBody>>;
+
+fn cut_if_marked(resp: Response<Full<Bytes>>) -> Response<AnyBody> {
+    use http_body_util::Either::{Left, Right};
+    if let Some(Endless(chunk)) = resp.extensions().get::<Endless>().cloned() {
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(
+            parts,
+            Right(Right(EndlessBody(
+                chunk,
+                Box::pin(tokio::time::sleep(Duration::ZERO)),
+            ))),
+        );
+    }
     let Some(CutHere(first)) = resp.extensions().get::<CutHere>().cloned() else {
-        return resp.map(http_body_util::Either::Left);
+        return resp.map(Left);
     };
     let (parts, _) = resp.into_parts();
     Response::from_parts(
         parts,
-        http_body_util::Either::Right(CutBody(
+        Right(Left(CutBody(
             Some(first),
             Box::pin(tokio::time::sleep(Duration::from_millis(50))),
-        )),
+        ))),
     )
 }
 
@@ -962,6 +1030,31 @@ async fn handle(
                 })
             {
                 f.remaining -= 1;
+                if let Some(h) = f.hostile.clone() {
+                    s.requests.push(Recorded {
+                        method: method.clone(),
+                        path: path.clone(),
+                        query: query.clone(),
+                        authorization: authorization.clone(),
+                        body: body.clone(),
+                        status: h.status,
+                        response: Value::Null,
+                        api: false,
+                    });
+                    drop(s);
+                    let mut resp = Response::builder().status(h.status);
+                    for (k, v) in &h.headers {
+                        resp = resp.header(
+                            k.as_str(),
+                            hyper::header::HeaderValue::from_bytes(v).unwrap(),
+                        );
+                    }
+                    if h.endless {
+                        resp = resp.extension(Endless(Bytes::from(h.body)));
+                        return Ok(resp.body(Full::new(Bytes::new())).unwrap());
+                    }
+                    return Ok(resp.body(Full::new(Bytes::from(h.body))).unwrap());
+                }
                 if f.after_apply
                     && let Some(broken) = f.broken.clone()
                 {

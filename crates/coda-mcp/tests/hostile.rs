@@ -1,0 +1,185 @@
+//! A broken or hostile Coda: answers no real Coda gives (redirects, bodies
+//! that never end, nesting past any parser's depth, numbers out of range,
+//! headers that are not UTF-8, error messages of megabytes, names with
+//! control characters), each answered by the fake as is. coda-mcp must
+//! stay bounded in bytes and time, never report a write it did not make,
+//! and never hand a model more than its budgets allow.
+
+#[path = "support/fake_coda.rs"]
+mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use fake_coda::{FakeCoda, Hostile};
+use harness::{start, text};
+use serde_json::json;
+
+fn redirect(status: u16, location: &str) -> Hostile {
+    Hostile {
+        status,
+        headers: vec![("location".into(), location.as_bytes().to_vec())],
+        ..Hostile::default()
+    }
+}
+
+/// A 302/303 to a write used to be followed as a GET (reqwest's default
+/// policy), whose 200 was then reported as the write's success: rows that
+/// were never added, reported added.
+#[tokio::test]
+async fn a_redirected_write_is_not_followed_as_a_read_and_reported_done() {
+    let h = start(&[]).await;
+    for status in [301, 302, 303, 307, 308] {
+        h.fake.answer_next(
+            "POST",
+            "/tables/grid-tasks/rows",
+            1,
+            redirect(status, "/apis/v1/docs/doc1"),
+        );
+        let r = h
+            .call(
+                "coda_create_rows",
+                json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "Deploy"}]}),
+            )
+            .await;
+        let t = text(&r);
+        assert_eq!(r.is_error, Some(true), "HTTP {status}: {t}");
+        assert!(t.contains("redirect"), "HTTP {status}: {t}");
+        assert!(
+            h.fake.calls("GET", "/docs/doc1").is_empty(),
+            "HTTP {status}: the redirect was followed"
+        );
+    }
+    assert_eq!(h.fake.row_count("grid-tasks"), 3);
+    h.close().await;
+}
+
+/// A redirect to another host is not followed: neither the token nor the
+/// request (a write's body) goes there.
+#[tokio::test]
+async fn a_redirect_to_another_host_sends_nothing_there() {
+    let h = start(&[]).await;
+    let other = FakeCoda::start().await;
+    let to = format!("{}/docs/doc1", other.base_url());
+    h.fake
+        .answer_next("GET", "/docs/doc1", 1, redirect(307, &to));
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("redirect"), "{e}");
+    h.fake.answer_next(
+        "PUT",
+        "/tables/grid-tasks/rows/i-1",
+        1,
+        redirect(
+            308,
+            &format!("{}/docs/doc1/tables/grid-tasks/rows/i-1", other.base_url()),
+        ),
+    );
+    let e = h
+        .fails(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Name": "Leaked"}}),
+        )
+        .await;
+    assert!(e.contains("redirect"), "{e}");
+    let seen = other.requests();
+    assert!(seen.is_empty(), "the other host got {seen:?}");
+    h.close().await;
+}
+
+/// A body that never ends is bounded in time: the call ends at its
+/// deadline, not when Coda stops sending.
+#[tokio::test]
+async fn a_body_that_never_ends_stops_at_the_call_deadline() {
+    let h = start(&["--call-timeout-secs", "2"]).await;
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        Hostile {
+            status: 200,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: b"[[[[[[[[".to_vec(),
+            endless: true,
+        },
+    );
+    let started = Instant::now();
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(e.contains("timed out") || e.contains("deadline"), "{e}");
+    h.close().await;
+}
+
+/// …and in bytes: 1 MiB chunks stop at the 32 MiB cap, streamed (no
+/// Content-Length to refuse up front).
+#[tokio::test]
+async fn a_body_that_never_ends_stops_at_the_byte_cap() {
+    let h = start(&["--call-timeout-secs", "20"]).await;
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        Hostile {
+            status: 200,
+            body: vec![b' '; 1 << 20],
+            endless: true,
+            ..Hostile::default()
+        },
+    );
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("larger than"), "{e}");
+    h.close().await;
+}
+
+/// JSON nested 100k deep, numbers past f64 and non-UTF-8 headers are
+/// errors or ignored, never a crash (the next call still works).
+#[tokio::test]
+async fn deep_nesting_huge_numbers_and_binary_headers_do_not_crash() {
+    let h = start(&[]).await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        Hostile {
+            status: 200,
+            body: deep.into_bytes(),
+            ..Hostile::default()
+        },
+    );
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("not JSON"), "{e}");
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        Hostile {
+            status: 200,
+            body: br#"{"id":"doc1","name":"n","size":1e400}"#.to_vec(),
+            ..Hostile::default()
+        },
+    );
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("not JSON"), "{e}");
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        Hostile {
+            status: 429,
+            headers: vec![
+                ("retry-after".into(), vec![0xff, 0xfe, b'9']),
+                ("x-junk".into(), vec![0x80, 0x81]),
+            ],
+            body: b"{}".to_vec(),
+            ..Hostile::default()
+        },
+    );
+    let v = h.ok("coda_get_document", json!({"docId": "doc1"})).await;
+    assert_eq!(v["id"], "doc1");
+    h.close().await;
+}
