@@ -268,3 +268,52 @@ async fn a_client_cannot_pick_its_address_left_of_an_entry_with_a_port() {
     }
     proxy.stop().await;
 }
+
+/// Regression: with API keys and forward auth combined, a wrong key sent
+/// as a bearer token went on to the forward-auth endpoint, and while that
+/// endpoint failed (a 5xx, a timeout, or a 429 of its own rate limit,
+/// which a flood of garbage tokens brings about) the answer was 503 and no
+/// failure was counted: keys could be guessed without limit, 503 meaning
+/// "not a key" and 400 "a key". The old code answered all 20 guesses
+/// below with 503. A credential the key check refused counts as a failure
+/// whatever forward auth could say about it.
+#[tokio::test]
+async fn a_failing_forward_auth_endpoint_does_not_lift_the_limit_on_key_guesses() {
+    let whoami = Upstream::start(429, json!({"message": "slow down"})).await;
+    let proxy = Proxy::start(&[
+        "--api-key",
+        "the-real-key-0123456789",
+        "--forward-auth-url",
+        &whoami.url("/whoami"),
+        "--auth-failure-limit",
+        "5",
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        statuses.push(probe(&proxy, &format!("guessed-key-{i:04}-xxxxxxxx")).await);
+    }
+    assert!(
+        statuses.iter().filter(|&&s| s == 429).count() >= 10,
+        "key guesses were not limited: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 503 || s == 429),
+        "{statuses:?}"
+    );
+    proxy.stop().await;
+
+    // A forward-auth user's own retries during the outage, with no key
+    // configured, are not taken for guesses: no key check refused them.
+    let proxy = Proxy::start(&[
+        "--forward-auth-url",
+        &whoami.url("/whoami"),
+        "--auth-failure-limit",
+        "5",
+    ])
+    .await;
+    for _ in 0..10 {
+        assert_eq!(probe(&proxy, "a-users-upstream-token").await, 503);
+    }
+    proxy.stop().await;
+}

@@ -301,7 +301,7 @@ impl Authenticator {
             Some((_, Ok(a))) => Some(a),
             None => None,
         };
-        let result = self.identify(headers).await;
+        let (result, guessed) = self.identify(headers).await;
         match &result {
             Ok(p) => {
                 if let Some(ip) = ip.filter(|_| record_success) {
@@ -317,7 +317,7 @@ impl Authenticator {
                     AuthError::RateLimited(_) => "rate limited",
                 };
                 tracing::debug!(reason, "authentication refused");
-                if let (Some(a), AuthError::Invalid(_)) = (admission, e) {
+                if let (Some(a), true) = (admission, guessed) {
                     a.failed();
                 }
                 if let Some(ip) = ip {
@@ -349,7 +349,25 @@ impl Authenticator {
         h.finalize().into()
     }
 
-    async fn identify(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    /// Who the request is, or why not, and whether the refusal counts as
+    /// a failed attempt for the limiter: every invalid credential does,
+    /// and so does a 503 when the key check refused what was presented
+    /// (else, while forward auth or the JWKS fails, keys could be guessed
+    /// without limit: 503 would mean "not a key").
+    async fn identify(&self, headers: &HeaderMap) -> (Result<Principal, AuthError>, bool) {
+        let result = self.identify_by(headers).await;
+        let guessed = match &result {
+            Err(AuthError::Invalid(_)) => true,
+            Err(AuthError::Unavailable) => {
+                !self.keys.is_empty()
+                    && (bearer(headers).is_some() || headers.contains_key("x-api-key"))
+            }
+            _ => false,
+        };
+        (result, guessed)
+    }
+
+    async fn identify_by(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let bearer = bearer(headers);
         let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         if !self.keys.is_empty() {
