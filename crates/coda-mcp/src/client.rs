@@ -887,20 +887,44 @@ fn decode_success(status: StatusCode, bytes: &[u8]) -> Result<ApiResponse, CodaE
     })
 }
 
+/// Longest `message` of a Coda error carried into an error (characters).
+pub const ERROR_MESSAGE_CAP: usize = 1000;
+/// Longest `statusMessage`, and each part (path, message) of a validation
+/// error, carried into an error (characters).
+pub const ERROR_PART_CAP: usize = 200;
+
+/// Text from Coda (an error's message, a name) as it may reach a model in
+/// an error or a summary: at most `max` characters, the rest replaced by a
+/// count of what was cut. Coda's strings have no length limit, and an
+/// error is returned whole, outside every result budget.
+pub fn model_text(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    for c in chars.by_ref().take(max) {
+        out.push(c);
+    }
+    let rest = chars.count();
+    if rest > 0 {
+        out.push_str(&format!("… ({rest} more characters)"));
+    }
+    out
+}
+
 /// Coda's error body is `{statusCode, statusMessage, message}`; fall back to
-/// the reason phrase when it is missing or not JSON.
+/// the reason phrase when it is missing or not JSON. Each part is cut to
+/// [`ERROR_MESSAGE_CAP`] or [`ERROR_PART_CAP`] characters.
 fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
     let reason = status.canonical_reason().unwrap_or("Error").to_owned();
     let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
-    let field = |k: &str| {
+    let field = |k: &str, max: usize| {
         parsed
             .as_ref()
             .and_then(|v| v.get(k))
             .and_then(Value::as_str)
-            .map(str::to_owned)
+            .map(|s| model_text(s, max))
     };
-    let status_message = field("statusMessage").unwrap_or_else(|| reason.clone());
-    let mut message = field("message").unwrap_or_else(|| {
+    let status_message = field("statusMessage", ERROR_PART_CAP).unwrap_or_else(|| reason.clone());
+    let mut message = field("message", ERROR_MESSAGE_CAP).unwrap_or_else(|| {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim();
         if text.is_empty() || text.len() > 300 {
@@ -918,10 +942,12 @@ fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
             errs.iter()
                 .take(10)
                 .filter_map(|e| {
-                    let msg = e.get("message").and_then(Value::as_str)?;
+                    let msg = model_text(e.get("message").and_then(Value::as_str)?, ERROR_PART_CAP);
                     Some(match e.get("path").and_then(Value::as_str) {
-                        Some(p) if !p.is_empty() => format!("{p}: {msg}"),
-                        _ => msg.to_owned(),
+                        Some(p) if !p.is_empty() => {
+                            format!("{}: {msg}", model_text(p, ERROR_PART_CAP))
+                        }
+                        _ => msg,
                     })
                 })
                 .collect()
@@ -929,6 +955,13 @@ fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
         .unwrap_or_default();
     if !details.is_empty() {
         message = format!("{message} ({})", details.join("; "));
+    }
+    if message.contains(" more characters)") || status_message.contains(" more characters)") {
+        tracing::warn!(
+            status = status.as_u16(),
+            bytes = bytes.len(),
+            "Coda's error message was cut to {ERROR_MESSAGE_CAP} characters"
+        );
     }
     CodaError::Api {
         status: status.as_u16(),

@@ -87,6 +87,42 @@ async fn a_redirect_to_another_host_sends_nothing_there() {
     h.close().await;
 }
 
+fn json_answer(status: u16, body: &serde_json::Value) -> Hostile {
+    Hostile {
+        status,
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: serde_json::to_vec(body).unwrap(),
+        ..Hostile::default()
+    }
+}
+
+/// Coda's error `message` (and `statusMessage`, and each validation
+/// error) went into the tool's error whole: a 4 MB message was a 4 MB
+/// error for the model, past every result budget.
+#[tokio::test]
+async fn a_huge_error_message_from_coda_is_cut_short() {
+    let h = start(&[]).await;
+    let huge = "x".repeat(4 << 20);
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        json_answer(
+            404,
+            &json!({"statusCode": 404, "statusMessage": huge, "message": huge,
+                "codaDetail": {"validationErrors": [{"path": huge, "message": huge}]}}),
+        ),
+    );
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.len() < 8_000, "the error is {} bytes", e.len());
+    assert!(
+        e.contains("404") && e.contains("xxx"),
+        "{}",
+        &e[..200.min(e.len())]
+    );
+    h.close().await;
+}
+
 /// A body that never ends is bounded in time: the call ends at its
 /// deadline, not when Coda stops sending.
 #[tokio::test]

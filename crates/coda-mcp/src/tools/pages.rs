@@ -513,7 +513,10 @@ impl Coda {
             };
             let status = st.get("status").and_then(Value::as_str).unwrap_or("");
             if let Some(err) = st.get("error").and_then(Value::as_str) {
-                return Err(ToolError::ExportFailed(err.to_owned()));
+                return Err(ToolError::ExportFailed(crate::client::model_text(
+                    err,
+                    crate::client::ERROR_MESSAGE_CAP,
+                )));
             }
             if status == "failed" {
                 return Err(ToolError::ExportFailed(format!(
