@@ -893,15 +893,56 @@ pub const ERROR_MESSAGE_CAP: usize = 1000;
 /// error, carried into an error (characters).
 pub const ERROR_PART_CAP: usize = 200;
 
+/// Whether `c` would change how the text around it reads rather than be
+/// read itself: control characters (a newline starts what looks like a
+/// line of its own), line and paragraph separators, and bidirectional
+/// overrides and isolates (which reverse what follows on screen).
+fn disguising(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// Push `c`, escaped (`\n`, `\u{202e}`) when it is [`disguising`].
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if disguising(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        c => out.push(c),
+    }
+}
+
+/// `s` with its control, line-separator and bidi characters escaped, so
+/// that text from Coda stays on its line of a summary or an error and
+/// reads in the order it is stored (JSON escapes them in
+/// `structuredContent` already).
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(disguising) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        push_escaped(&mut out, c);
+    }
+    out.into()
+}
+
 /// Text from Coda (an error's message, a name) as it may reach a model in
 /// an error or a summary: at most `max` characters, the rest replaced by a
-/// count of what was cut. Coda's strings have no length limit, and an
-/// error is returned whole, outside every result budget.
+/// count of what was cut, and [`escape_controls`]. Coda's strings have no
+/// length limit, and an error is returned whole, outside every result
+/// budget.
 pub fn model_text(s: &str, max: usize) -> String {
     let mut out = String::new();
     let mut chars = s.chars();
     for c in chars.by_ref().take(max) {
-        out.push(c);
+        push_escaped(&mut out, c);
     }
     let rest = chars.count();
     if rest > 0 {
@@ -930,7 +971,7 @@ fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
         if text.is_empty() || text.len() > 300 {
             reason.clone()
         } else {
-            text.to_owned()
+            escape_controls(text).into_owned()
         }
     });
     // 400s carry per-field reasons in codaDetail.validationErrors.

@@ -208,11 +208,15 @@ const MESSAGE_KEYS: [&str; 3] = ["error", "note", "warning"];
 /// Longest `error`/`note`/`warning` text carried in a summary.
 pub const MESSAGE_CAP: usize = 500;
 
+/// At most `max` characters of `s`, control and bidi characters escaped
+/// ([`crate::client::escape_controls`]): a summary stays one line that
+/// reads as stored, whatever a name or message from Coda holds.
 fn cap(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
-        return s.to_owned();
+        return crate::client::escape_controls(s).into_owned();
     }
-    let mut out: String = s.chars().take(max).collect();
+    let cut: String = s.chars().take(max).collect();
+    let mut out = crate::client::escape_controls(&cut).into_owned();
     out.push('…');
     out
 }
@@ -235,6 +239,7 @@ pub fn summary(v: &Value) -> String {
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "href" | "nextPageLink"))
     {
+        let k = &cap(k, 80);
         if message(k, val) {
             messages.push(format!(
                 "{k}: {}",
@@ -244,13 +249,16 @@ pub fn summary(v: &Value) -> String {
         }
         match val {
             Value::Array(a) => parts.push(format!("{k}: {} item(s)", a.len())),
-            Value::String(st) if st.chars().count() <= 120 => parts.push(format!("{k}: {st}")),
+            Value::String(st) if st.chars().count() <= 120 => {
+                parts.push(format!("{k}: {}", cap(st, 120)))
+            }
             Value::String(st) => parts.push(format!("{k}: {} chars", st.chars().count())),
             Value::Number(_) | Value::Bool(_) => parts.push(format!("{k}: {val}")),
             Value::Object(inner) => {
                 for (ik, x) in inner.iter().filter(|(ik, x)| message(ik, x)) {
                     messages.push(format!(
-                        "{k}.{ik}: {}",
+                        "{k}.{}: {}",
+                        cap(ik, 80),
                         cap(x.as_str().unwrap_or(""), MESSAGE_CAP)
                     ));
                 }
@@ -266,8 +274,8 @@ pub fn summary(v: &Value) -> String {
                     })
                     .take(6)
                     .map(|(ik, x)| match x {
-                        Value::String(st) => format!("{ik}: {st}"),
-                        _ => format!("{ik}: {x}"),
+                        Value::String(st) => format!("{}: {}", cap(ik, 80), cap(st, 80)),
+                        _ => format!("{}: {x}", cap(ik, 80)),
                     })
                     .collect();
                 if scalars.is_empty() {
