@@ -827,17 +827,31 @@ impl App {
 }
 
 /// `MCP-Protocol-Version`, if sent: a value that is not visible ASCII is
-/// a bad version (400), never taken for an absent header.
+/// a bad version (400), never taken for an absent header. A second copy
+/// with another value is a bad version too, never read past (an
+/// intermediary that reads the other copy would disagree on the
+/// revision); a 2026-07-28 first copy is left to that revision's check,
+/// which refuses any second copy with its own code.
 fn protocol_version_header(headers: &HeaderMap) -> Result<Option<&str>, ProxyError> {
-    let Some(v) = headers.get(names::MCP_PROTOCOL_VERSION) else {
+    fn ascii(v: &HeaderValue) -> Result<&str, ProxyError> {
+        v.to_str().map(str::trim).map_err(|_| {
+            ProxyError::BadProtocolVersion("MCP-Protocol-Version must be visible ASCII".into())
+        })
+    }
+    let mut copies = headers.get_all(names::MCP_PROTOCOL_VERSION).iter();
+    let Some(first) = copies.next().map(ascii).transpose()? else {
         return Ok(None);
     };
-    match v.to_str() {
-        Ok(v) => Ok(Some(v.trim())),
-        Err(_) => Err(ProxyError::BadProtocolVersion(
-            "MCP-Protocol-Version must be visible ASCII".into(),
-        )),
+    if !version::is_modern(first) {
+        for other in copies {
+            if ascii(other)? != first {
+                return Err(ProxyError::BadProtocolVersion(
+                    "MCP-Protocol-Version is sent more than once, with different values".into(),
+                ));
+            }
+        }
     }
+    Ok(Some(first))
 }
 
 /// The longest request id (or `_meta.progressToken`) a client may send,
@@ -1200,6 +1214,43 @@ mod tests {
             protocol_version_header(&h),
             Err(ProxyError::BadProtocolVersion(_))
         ));
+    }
+
+    /// Regression: of two `MCP-Protocol-Version` copies only the first was
+    /// read, so `2025-06-18` then `bogus` (or a later copy that is not
+    /// ASCII) passed on a session.
+    #[test]
+    fn a_second_version_header_with_another_value_is_refused() {
+        let with = |values: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("mcp-protocol-version", HeaderValue::from_bytes(v).unwrap());
+            }
+            h
+        };
+        for values in [
+            &[&b"2025-06-18"[..], b"bogus"][..],
+            &[b"2025-06-18", b"2025-03-26"],
+            &[b"2025-06-18", b"2026-07-28"],
+            &[b"2025-06-18", b"\xe9"],
+        ] {
+            assert!(
+                matches!(
+                    protocol_version_header(&with(values)),
+                    Err(ProxyError::BadProtocolVersion(_))
+                ),
+                "{values:?}"
+            );
+        }
+        // The same value twice is one value; a 2026-07-28 first copy is
+        // refused by that revision's own header check (-32020).
+        let same = with(&[b"2025-06-18", b" 2025-06-18"]);
+        assert_eq!(protocol_version_header(&same).unwrap(), Some("2025-06-18"));
+        let modern = with(&[b"2026-07-28", b"2025-06-18"]);
+        assert_eq!(
+            protocol_version_header(&modern).unwrap(),
+            Some("2026-07-28")
+        );
     }
 
     #[test]
