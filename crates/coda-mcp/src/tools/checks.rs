@@ -203,12 +203,25 @@ fn check_scalar(c: &Col<'_>, v: &Value) -> Result<(), String> {
 }
 
 /// Check the cells `[{column, value}]` of one row edit against `columns`.
+/// Two cells for one column (its name and its id, two spellings of its
+/// name) are refused: Coda would store one of them, its pick.
 pub fn check_cells(columns: &[Value], cells: &[Value], at: &str) -> ToolResult<()> {
     let cols: Vec<Col<'_>> = columns.iter().map(col).collect();
+    let mut written: Vec<(&str, &str)> = Vec::new();
     for cell in cells {
         let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
         let here = format!("{at}.{key}");
         let c = find_arg(&cols, key, &here)?;
+        if let Some((first, _)) = written.iter().find(|(_, id)| *id == c.id) {
+            return Err(ToolError::arg(
+                &here,
+                format!(
+                    "names the same column as {first:?} ({:?}, {}): give one value per column",
+                    c.name, c.id
+                ),
+            ));
+        }
+        written.push((key, c.id));
         if c.calculated {
             return Err(ToolError::arg(
                 &here,

@@ -1,0 +1,53 @@
+//! A careless model: arguments that are valid JSON and valid to the
+//! schema but say something twice or nothing at all. coda-mcp refuses
+//! them before anything is sent, instead of letting Coda pick.
+
+#[path = "support/fake_coda.rs"]
+mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::start;
+use serde_json::json;
+
+/// Two cells for one column (by name and by id, by two spellings of its
+/// name, or twice in `cells`) were sent as they came, and Coda stored one
+/// of them: the write reported success whichever it kept.
+#[tokio::test]
+async fn two_values_for_one_column_are_refused_before_sending() {
+    let h = start(&[]).await;
+    let cases = [
+        (
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "Done", "c-status": "Todo"}}),
+        ),
+        (
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "Done", "status": "Todo"}}),
+        ),
+        (
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "ok"}, {"cells": [{"column": "Name", "value": "a"}, {"column": "Name", "value": "b"}]}]}),
+        ),
+        (
+            "coda_upsert_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "keyColumns": ["Name"], "rows": [{"Name": "Design", "Points": 1, "c-points": 2}]}),
+        ),
+    ];
+    for (tool, args) in cases {
+        let e = h.fails(tool, args.clone()).await;
+        assert!(
+            e.contains("same column") && e.contains("NOT sent"),
+            "{tool} {args}: {e}"
+        );
+    }
+    let writes: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "sent: {writes:?}");
+    assert_eq!(h.fake.row_values("i-1").unwrap()["c-status"], "Done");
+    h.close().await;
+}
