@@ -827,6 +827,7 @@ fn auth_config(r: &Resolver, args: &Args, mcp_path: &str) -> Result<AuthConfig, 
         )?,
         trusted_proxies: limit::parse_trusted(&r.list("trusted-proxy", &args.trusted_proxy)?)
             .map_err(ConfigError)?,
+        limiter: limit::SharedLimiter::default(),
     })
 }
 

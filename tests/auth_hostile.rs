@@ -317,3 +317,56 @@ async fn a_failing_forward_auth_endpoint_does_not_lift_the_limit_on_key_guesses(
     }
     proxy.stop().await;
 }
+
+/// Regression: each named server had a failed-authentication limiter of
+/// its own, so a client had `--auth-failure-limit` guesses a minute per
+/// server (and a fresh budget after every reload): with three servers,
+/// the old code answered 9 of the 12 guesses below with 401 before the
+/// first 429. `[auth]` is global, and so is its limiter now.
+#[tokio::test]
+async fn one_failure_budget_per_client_for_every_named_server() {
+    use mcp_sidecar::config::Args;
+    use mcp_sidecar::config_file;
+    use mcp_sidecar::servers::{self, ServerSet};
+    let dir = support::process::tempdir("named-budget");
+    let everything = support::example("everything");
+    let toml: String = ["a", "b", "c"]
+        .iter()
+        .map(|n| format!("[[server]]\nname = \"{n}\"\ncommand = [{everything:?}]\n"))
+        .collect();
+    std::fs::write(dir.join("proxy.toml"), toml).unwrap();
+    let args = Args {
+        config: Some(dir.join("proxy.toml").to_string_lossy().into_owned()),
+        api_key: vec!["the-real-key-0123456789".into()],
+        auth_failure_limit: Some("3".into()),
+        ..Args::default()
+    };
+    let config = config_file::load(args, &|_| None).unwrap();
+    let set = ServerSet::new(config, None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let token = CancellationToken::new();
+    let task = tokio::spawn(servers::run(listener, set, token.clone()));
+
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let server = ["a", "b", "c"][i % 3];
+        let req = reqwest::Client::new()
+            .post(format!("{base}/servers/{server}/mcp"))
+            .header("content-type", "application/json")
+            .header("x-api-key", format!("guessed-key-{i:04}-xxxxxxxx"))
+            .body("{}");
+        let r = tokio::time::timeout(STEP, req.send())
+            .await
+            .expect("answered in time")
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    let refused = statuses.iter().filter(|&&s| s == 401).count();
+    assert_eq!(refused, 3, "guesses checked across servers: {statuses:?}");
+    token.cancel();
+    tokio::time::timeout(STEP, task)
+        .await
+        .expect("the proxy stops in time")
+        .unwrap();
+}

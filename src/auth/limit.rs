@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
@@ -49,6 +49,38 @@ pub type Credential = [u8; 32];
 pub struct FailureLimiter {
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+/// Where the servers of one proxy find their one [`FailureLimiter`]: a
+/// client's failures count against one budget whichever server (and
+/// whichever generation of it, after a reload) it sends them to. A clone
+/// is the same slot. Its `Debug` shows no state, so that a configuration
+/// compares equal to itself however many failures it has seen.
+#[derive(Clone, Default)]
+pub struct SharedLimiter(Arc<Mutex<Option<Arc<FailureLimiter>>>>);
+
+impl std::fmt::Debug for SharedLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedLimiter")
+    }
+}
+
+impl SharedLimiter {
+    /// The limiter of `per_minute` failures in this slot: the one already
+    /// there when it has that limit (a reload that changes the limit
+    /// starts a new one, its predecessor staying with the generations that
+    /// hold it).
+    pub fn get(&self, per_minute: u32) -> Arc<FailureLimiter> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(l) if l.per_minute == per_minute => l.clone(),
+            _ => {
+                let l = Arc::new(FailureLimiter::new(per_minute));
+                *slot = Some(l.clone());
+                l
+            }
+        }
+    }
 }
 
 /// A check let through by [`FailureLimiter::admit`]. It holds one of its

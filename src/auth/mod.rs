@@ -42,6 +42,7 @@ use forward::{ForwardAuth, ForwardConfig, ForwardError};
 use jwt::{JwtConfig, JwtError, JwtVerifier, TokenHeader};
 use keys::{ApiKey, KeyRing};
 use limit::FailureLimiter;
+pub use limit::SharedLimiter;
 use metadata::ResourceMetadata;
 pub use principal::{AuthMethod, Principal};
 
@@ -94,6 +95,10 @@ pub struct AuthConfig {
     pub failure_limit: u32,
     /// `--trusted-proxy`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Where the failure limiter is kept: every server of a proxy uses the
+    /// same one (`[auth]` is global), so a client cannot multiply its
+    /// budget by the number of servers or reloads.
+    pub limiter: limit::SharedLimiter,
 }
 
 impl AuthConfig {
@@ -143,7 +148,7 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     forward: Option<ForwardAuth>,
     metadata: Option<ResourceMetadata>,
-    limiter: FailureLimiter,
+    limiter: Arc<FailureLimiter>,
     /// Records of refusals by the limiter: a client past it decides their
     /// rate, so they are sampled (the skipped ones counted in the next).
     limited_records: crate::logging::RateLimit,
@@ -195,7 +200,7 @@ impl Authenticator {
             jwt,
             forward,
             metadata,
-            limiter: FailureLimiter::new(config.failure_limit),
+            limiter: config.limiter.get(config.failure_limit),
             limited_records: crate::logging::RateLimit::new(
                 LIMITED_RECORDS_BURST,
                 LIMITED_RECORDS_PER_SECOND,

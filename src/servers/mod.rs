@@ -179,6 +179,9 @@ impl ServerSet {
         // One registry for every server's children: one guard process, one
         // pipe budget, one live count, as for a single server.
         config.child.children = self.base.child.children.clone();
+        // One failed-authentication budget per client for every server
+        // and every generation ([auth] is global).
+        config.auth.limiter = self.base.auth.limiter.clone();
         // With `inherit_env` (the default) the child starts from the
         // proxy's environment as the OS holds it, byte for byte (a variable
         // that is not UTF-8 included, as on a single-server command line):
