@@ -370,3 +370,61 @@ async fn one_failure_budget_per_client_for_every_named_server() {
         .expect("the proxy stops in time")
         .unwrap();
 }
+
+/// Regression: a request is checked as two keys when it carries both
+/// `Authorization: Bearer` and `X-API-Key`, but it cost one failure, so
+/// a guesser had twice `--auth-failure-limit` key guesses a minute (the
+/// old code let 6 such requests, 12 guesses, through with 401 below). Each
+/// distinct key refused counts now.
+#[tokio::test]
+async fn two_keys_in_one_request_are_two_guesses() {
+    let proxy = Proxy::start(&[
+        "--api-key",
+        "the-real-key-0123456789",
+        "--auth-failure-limit",
+        "6",
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let req = reqwest::Client::new()
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer guess-a-{i:04}-xxxxxxxx"))
+            .header("x-api-key", format!("guess-b-{i:04}-xxxxxxxx"))
+            .body("{}");
+        let r = tokio::time::timeout(STEP, req.send())
+            .await
+            .expect("answered in time")
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    let refused = statuses.iter().filter(|&&s| s == 401).count();
+    assert_eq!(refused, 3, "requests of two guesses checked: {statuses:?}");
+    // The same key twice is one guess.
+    let proxy2 = Proxy::start(&[
+        "--api-key",
+        "the-real-key-0123456789",
+        "--auth-failure-limit",
+        "4",
+    ])
+    .await;
+    let mut same = Vec::new();
+    for i in 0..6 {
+        let key = format!("guess-{i:04}-xxxxxxxxxx");
+        let req = reqwest::Client::new()
+            .post(proxy2.mcp())
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {key}"))
+            .header("x-api-key", &key)
+            .body("{}");
+        let r = tokio::time::timeout(STEP, req.send())
+            .await
+            .expect("answered in time")
+            .unwrap();
+        same.push(r.status().as_u16());
+    }
+    assert_eq!(same.iter().filter(|&&s| s == 401).count(), 4, "{same:?}");
+    proxy.stop().await;
+    proxy2.stop().await;
+}

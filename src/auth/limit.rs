@@ -95,9 +95,15 @@ pub struct Admission<'a> {
 
 impl Admission<'_> {
     /// The check failed: its token is spent.
-    pub fn failed(mut self) {
+    pub fn failed(self) {
+        self.failed_times(1);
+    }
+
+    /// The check failed `n` guesses at once (a request that presented two
+    /// different keys): `n` tokens are spent.
+    pub fn failed_times(mut self, n: u32) {
         if let Some(key) = self.key.take() {
-            self.limiter.release(key, true);
+            self.limiter.release(key, n);
         }
     }
 }
@@ -105,7 +111,7 @@ impl Admission<'_> {
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.limiter.release(key, false);
+            self.limiter.release(key, 0);
         }
     }
 }
@@ -200,7 +206,7 @@ impl FailureLimiter {
         ))
     }
 
-    fn release(&self, (key, credential): (IpAddr, Credential), failed: bool) {
+    fn release(&self, (key, credential): (IpAddr, Credential), failed: u32) {
         let now = Instant::now();
         let mut buckets = self.lock();
         let Some(b) = buckets.get_mut(&key) else {
@@ -213,8 +219,8 @@ impl FailureLimiter {
             }
         }
         self.refill(b, now);
-        if failed {
-            b.tokens = (b.tokens - 1.0).max(0.0);
+        if failed > 0 {
+            b.tokens = (b.tokens - f64::from(failed)).max(0.0);
             if b.tokens < 1.0 {
                 warn!(ip = %key, "authentication failures over the limit; refusing this IP for a while (--auth-failure-limit)");
             }

@@ -322,8 +322,8 @@ impl Authenticator {
                     AuthError::RateLimited(_) => "rate limited",
                 };
                 tracing::debug!(reason, "authentication refused");
-                if let (Some(a), true) = (admission, guessed) {
-                    a.failed();
+                if let (Some(a), 1..) = (admission, guessed) {
+                    a.failed_times(guessed);
                 }
                 if let Some(ip) = ip {
                     self.audit.auth_failure(reason, ip);
@@ -354,20 +354,28 @@ impl Authenticator {
         h.finalize().into()
     }
 
-    /// Who the request is, or why not, and whether the refusal counts as
-    /// a failed attempt for the limiter: every invalid credential does,
-    /// and so does a 503 when the key check refused what was presented
-    /// (else, while forward auth or the JWKS fails, keys could be guessed
-    /// without limit: 503 would mean "not a key").
-    async fn identify(&self, headers: &HeaderMap) -> (Result<Principal, AuthError>, bool) {
+    /// Who the request is, or why not, and how many failed attempts the
+    /// refusal counts as for the limiter: each distinct key the key check
+    /// refused (a request with a bearer token and a different `X-API-Key`
+    /// is two guesses), at least one for any invalid credential. A 503
+    /// counts its refused keys too: else, while forward auth or the JWKS
+    /// fails, keys could be guessed without limit (503 meaning "not a key").
+    async fn identify(&self, headers: &HeaderMap) -> (Result<Principal, AuthError>, u32) {
         let result = self.identify_by(headers).await;
-        let guessed = match &result {
-            Err(AuthError::Invalid(_)) => true,
-            Err(AuthError::Unavailable) => {
-                !self.keys.is_empty()
-                    && (bearer(headers).is_some() || headers.contains_key("x-api-key"))
+        let keys_refused = if self.keys.is_empty() {
+            0
+        } else {
+            let x_api_key = headers.get("x-api-key").map(|v| v.as_bytes());
+            match (bearer(headers).map(str::as_bytes), x_api_key) {
+                (Some(b), Some(x)) if b != x => 2,
+                (None, None) => 0,
+                _ => 1,
             }
-            _ => false,
+        };
+        let guessed = match &result {
+            Err(AuthError::Invalid(_)) => keys_refused.max(1),
+            Err(AuthError::Unavailable) => keys_refused,
+            _ => 0,
         };
         (result, guessed)
     }
