@@ -257,3 +257,53 @@ async fn deep_nesting_huge_numbers_and_binary_headers_do_not_crash() {
     assert_eq!(v["id"], "doc1");
     h.close().await;
 }
+
+/// A `nextPageToken` (or `nextPageLink`, `href`) of a megabyte went into
+/// the result as is, past `--max-result-bytes`, and was sent back to Coda
+/// in the next page's URL; one that repeated was quoted whole in the note.
+#[tokio::test]
+async fn a_huge_page_token_is_not_followed_nor_handed_out() {
+    let h = start(&["--max-result-bytes", "20000"]).await;
+    let huge = "t".repeat(1 << 20);
+    let link = format!("{}/docs/doc1/pages?pageToken={huge}", h.fake.base_url());
+    for fetch_all in [false, true] {
+        h.fake.answer_next(
+            "GET",
+            "/docs/doc1/pages",
+            1,
+            json_answer(
+                200,
+                &json!({"items": [{"id": "canvas-x", "type": "page", "name": "X"}],
+                    "nextPageToken": huge, "nextPageLink": link, "href": link}),
+            ),
+        );
+        let r = h
+            .call(
+                "coda_list_pages",
+                json!({"docId": "doc1", "fetchAll": fetch_all}),
+            )
+            .await;
+        let t = text(&r);
+        let v = r.structured_content.clone().unwrap_or_default();
+        let size = v.to_string().len() + t.len();
+        assert!(
+            size < 25_000,
+            "fetchAll {fetch_all}: {size} bytes: {}",
+            &t[..300.min(t.len())]
+        );
+        assert!(
+            t.contains("nextPageToken") || t.contains("page token"),
+            "{}",
+            &t[..300.min(t.len())]
+        );
+    }
+    // Nothing asked Coda with the huge token.
+    let long = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.q("pageToken").is_some_and(|t| t.len() > 10_000))
+        .count();
+    assert_eq!(long, 0);
+    h.close().await;
+}

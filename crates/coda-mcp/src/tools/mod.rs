@@ -485,15 +485,30 @@ struct Gathered {
     href: Option<String>,
     /// `nextPageToken` and `nextPageLink` of the last page Coda returned.
     last_next: Option<(String, Option<String>)>,
-    /// Coda handed out a page token it had already given: following it
-    /// would read the same pages forever, so the list stopped there.
-    looped: Option<String>,
+    /// Why the list stopped before Coda's last token, as its note: Coda
+    /// handed out a page token it had already given (following it would
+    /// read the same pages forever), or one too long to follow.
+    stopped: Option<String>,
 }
 
 /// Why a list stopped at a repeated token, for its `note` or error.
 fn loop_note(token: &str) -> String {
     format!(
-        "Coda returned the page token {token:?} a second time, so following it would read the same pages again and never end; the list stopped there and may be incomplete"
+        "Coda returned the page token {:?} a second time, so following it would read the same pages again and never end; the list stopped there and may be incomplete",
+        crate::client::model_text(token, 100)
+    )
+}
+
+/// Longest `nextPageToken` followed and handed out (Coda's are a few
+/// hundred characters): a longer one would be sent back in the next URL
+/// and returned to the model outside the result budget.
+pub const MAX_PAGE_TOKEN_BYTES: usize = 4096;
+/// Longest `href` or `nextPageLink` passed on (a longer one is left out).
+pub const MAX_LINK_BYTES: usize = 8192;
+
+fn long_token_note(len: usize) -> String {
+    format!(
+        "Coda returned a nextPageToken of {len} bytes (more than {MAX_PAGE_TOKEN_BYTES}), which is neither followed nor handed out; the list stopped there and may be incomplete"
     )
 }
 
@@ -864,9 +879,9 @@ impl Coda {
             truncated = true;
             format!("a later page failed ({e}); the items gathered before it are returned and nextPageToken retries from there")
         });
-        if let Some(tok) = &g.looped {
+        if let Some(why) = &g.stopped {
             truncated = true;
-            note = Some(loop_note(tok));
+            note = Some(why.clone());
         }
         // The byte budget: whole items only, resuming at the first one left out.
         let budget = self.cfg.max_result_bytes;
@@ -922,10 +937,10 @@ impl Coda {
         if let Some(e) = g.failed {
             return Err(e);
         }
-        if let Some(tok) = &g.looped {
+        if let Some(why) = g.stopped {
             return Err(ToolError::Coda(CodaError::InvalidResponse {
                 status: 200,
-                reason: loop_note(tok),
+                reason: why,
             }));
         }
         Ok((g.items, g.capped))
@@ -953,7 +968,7 @@ impl Coda {
             failed: None,
             href: None,
             last_next: None,
-            looped: None,
+            stopped: None,
         };
         // Every Coda token followed (or started from): one seen again means
         // Coda is leading the list in a circle.
@@ -1034,11 +1049,17 @@ impl Coda {
                 });
                 g.items.push(it);
             }
-            let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+            let text = |k: &str, max: usize| {
+                body.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|s| s.len() <= max)
+                    .map(str::to_owned)
+            };
             if first {
-                g.href = text("href");
+                g.href = text("href", MAX_LINK_BYTES);
             }
-            g.last_next = text("nextPageToken").map(|t| (t, text("nextPageLink")));
+            g.last_next = text("nextPageToken", MAX_PAGE_TOKEN_BYTES)
+                .map(|t| (t, text("nextPageLink", MAX_LINK_BYTES)));
             first = false;
             let next = body
                 .get("nextPageToken")
@@ -1051,8 +1072,18 @@ impl Coda {
                 });
             match next {
                 None => return Ok(g),
+                Some(n)
+                    if n.coda_token
+                        .as_ref()
+                        .is_some_and(|t| t.len() > MAX_PAGE_TOKEN_BYTES) =>
+                {
+                    let len = n.coda_token.map_or(0, |t| t.len());
+                    tracing::warn!(len, "Coda's nextPageToken is too long to follow");
+                    g.stopped = Some(long_token_note(len));
+                    return Ok(g);
+                }
                 Some(n) if n.coda_token.as_ref().is_some_and(|t| seen.contains(t)) => {
-                    g.looped = n.coda_token;
+                    g.stopped = n.coda_token.as_deref().map(loop_note);
                     return Ok(g);
                 }
                 Some(n) if cap == 0 => {
