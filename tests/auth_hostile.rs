@@ -428,3 +428,67 @@ async fn two_keys_in_one_request_are_two_guesses() {
     proxy.stop().await;
     proxy2.stop().await;
 }
+
+/// Regression: on a dual-stack listener (`--host ::`) an IPv4 peer is
+/// `::ffff:a.b.c.d`, which no IPv4 `--trusted-proxy` contained, so the
+/// reverse proxy's `X-Forwarded-For` was ignored and every client behind
+/// it shared the reverse proxy's failure budget: one guesser locked
+/// everybody out (the old code answered the other client below with 429).
+/// Addresses are compared in their canonical form now.
+#[tokio::test]
+async fn a_trusted_ipv4_proxy_is_trusted_on_a_dual_stack_listener() {
+    use argh::FromArgs;
+    use mcp_sidecar::config::{Args, Config};
+    let Ok(listener) = tokio::net::TcpListener::bind("[::]:0").await else {
+        eprintln!("skipped: no IPv6 on this host");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let example = support::example("everything");
+    let argv = [
+        "--api-key",
+        "the-real-key-0123456789",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--auth-failure-limit",
+        "3",
+        "--",
+        example.as_str(),
+    ];
+    let args = Args::from_args(&["mcp-proxy"], &argv).unwrap();
+    let config = Config::from_args(args, &|_| None).unwrap();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(mcp_sidecar::proxy::run(listener, config, token.clone()));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let guess = |client: &'static str, i: usize| {
+        let url = url.clone();
+        async move {
+            let req = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-api-key", format!("guess-{client}-{i:04}-xxxxxxxx"))
+                .header("x-forwarded-for", client)
+                .body("{}");
+            tokio::time::timeout(STEP, req.send())
+                .await
+                .expect("answered in time")
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut attacker = Vec::new();
+    for i in 0..5 {
+        attacker.push(guess("198.51.100.66", i).await);
+    }
+    assert_eq!(attacker, [401, 401, 401, 429, 429]);
+    assert_eq!(
+        guess("203.0.113.7", 0).await,
+        401,
+        "another client behind the same reverse proxy is not locked out"
+    );
+    token.cancel();
+    let _ = tokio::time::timeout(STEP, task)
+        .await
+        .expect("stops in time");
+}

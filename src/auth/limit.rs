@@ -253,12 +253,16 @@ fn is_port(s: &str) -> bool {
     !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The client's IP: the peer, or what trusted proxies say it is.
+/// The client's IP: the peer, or what trusted proxies say it is; an
+/// IPv4-mapped IPv6 address is taken as the IPv4 address it is.
 /// `X-Forwarded-For` is walked from the right (the entry the nearest proxy
 /// wrote) over trusted hops; the first untrusted address is the client.
 /// An entry that is no address ends the walk: what stands left of it was
 /// written by nobody this proxy trusts, so the nearest trusted hop is taken.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    // On a dual-stack listener an IPv4 peer is `::ffff:a.b.c.d`: compared
+    // as the IPv4 address it is, or no IPv4 `--trusted-proxy` contains it.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -270,7 +274,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .collect();
     let mut nearest = peer;
     for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
-        match forwarded_addr(entry) {
+        match forwarded_addr(entry).map(|ip| ip.to_canonical()) {
             Some(ip) if is_trusted(&ip) => nearest = ip,
             Some(ip) => return ip,
             None => return nearest,
