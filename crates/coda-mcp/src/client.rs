@@ -697,7 +697,7 @@ impl CodaClient {
                             other => other,
                         };
                     }
-                    let err = decode_error(status, &bytes);
+                    let err = decode_error(status, &bytes, self.token.expose());
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS
                         || (status.is_server_error()
                             && req.replayable
@@ -953,16 +953,29 @@ pub fn model_text(s: &str, max: usize) -> String {
 
 /// Coda's error body is `{statusCode, statusMessage, message}`; fall back to
 /// the reason phrase when it is missing or not JSON. Each part is cut to
-/// [`ERROR_MESSAGE_CAP`] or [`ERROR_PART_CAP`] characters.
-fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
+/// [`ERROR_MESSAGE_CAP`] or [`ERROR_PART_CAP`] characters, and `secret`
+/// (the API token) is replaced wherever it appears: a gateway or a broken
+/// Coda that echoes the request's headers in its error must not hand the
+/// token to the model.
+fn decode_error(status: StatusCode, bytes: &[u8], secret: &str) -> CodaError {
     let reason = status.canonical_reason().unwrap_or("Error").to_owned();
     let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let redact = |s: &str| -> String {
+        if secret.is_empty() || !s.contains(secret) {
+            return s.to_owned();
+        }
+        tracing::warn!(
+            status = status.as_u16(),
+            "Coda's error message contained the API token; it was replaced"
+        );
+        s.replace(secret, "[API token]")
+    };
     let field = |k: &str, max: usize| {
         parsed
             .as_ref()
             .and_then(|v| v.get(k))
             .and_then(Value::as_str)
-            .map(|s| model_text(s, max))
+            .map(|s| model_text(&redact(s), max))
     };
     let status_message = field("statusMessage", ERROR_PART_CAP).unwrap_or_else(|| reason.clone());
     let mut message = field("message", ERROR_MESSAGE_CAP).unwrap_or_else(|| {
@@ -971,7 +984,7 @@ fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
         if text.is_empty() || text.len() > 300 {
             reason.clone()
         } else {
-            escape_controls(text).into_owned()
+            escape_controls(&redact(text)).into_owned()
         }
     });
     // 400s carry per-field reasons in codaDetail.validationErrors.
@@ -983,10 +996,11 @@ fn decode_error(status: StatusCode, bytes: &[u8]) -> CodaError {
             errs.iter()
                 .take(10)
                 .filter_map(|e| {
-                    let msg = model_text(e.get("message").and_then(Value::as_str)?, ERROR_PART_CAP);
+                    let msg = e.get("message").and_then(Value::as_str)?;
+                    let msg = model_text(&redact(msg), ERROR_PART_CAP);
                     Some(match e.get("path").and_then(Value::as_str) {
                         Some(p) if !p.is_empty() => {
-                            format!("{}: {msg}", model_text(p, ERROR_PART_CAP))
+                            format!("{}: {msg}", model_text(&redact(p), ERROR_PART_CAP))
                         }
                         _ => msg,
                     })
@@ -1020,6 +1034,7 @@ mod tests {
         let err = decode_error(
             StatusCode::NOT_FOUND,
             br#"{"statusCode":404,"statusMessage":"Not Found","message":"Page not found"}"#,
+            "secret",
         );
         assert_eq!(
             err.to_string(),
@@ -1032,6 +1047,7 @@ mod tests {
         let err = decode_error(
             StatusCode::BAD_REQUEST,
             br#"{"statusCode":400,"statusMessage":"Bad Request","message":"Invalid request","codaDetail":{"validationErrors":[{"path":"rows[0].cells[1].value","message":"Expected a number"}]}}"#,
+            "secret",
         );
         assert_eq!(
             err.to_string(),
@@ -1064,7 +1080,7 @@ mod tests {
 
     #[test]
     fn non_json_error_body_falls_back_to_reason() {
-        let err = decode_error(StatusCode::BAD_GATEWAY, b"");
+        let err = decode_error(StatusCode::BAD_GATEWAY, b"", "secret");
         assert_eq!(
             err.to_string(),
             "Coda API error 502 Bad Gateway: Bad Gateway"

@@ -307,3 +307,167 @@ async fn a_huge_page_token_is_not_followed_nor_handed_out() {
     assert_eq!(long, 0);
     h.close().await;
 }
+
+/// The token never reaches stdout (which carries only JSON-RPC lines), an
+/// error returned to the model, or the log at trace level, whatever Coda
+/// answers: a redirect, 429s with odd `Retry-After`s, 5xx storms, a cut
+/// answer, an error that echoes the Authorization header, a dead port.
+#[tokio::test]
+async fn the_token_reaches_no_log_line_error_or_stdout() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let fake = FakeCoda::start().await;
+    let echo = format!("bad header: Authorization: Bearer {}", fake_coda::TOKEN);
+    fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        redirect(302, "http://127.0.0.1:1/x"),
+    );
+    for ra in [
+        "0",
+        "-5",
+        "1000000000000",
+        "Wed, 21 Oct 2015 07:28:00 GMT",
+        "nan",
+    ] {
+        fake.answer_next(
+            "GET",
+            "/docs/doc1",
+            1,
+            Hostile {
+                status: 429,
+                headers: vec![("retry-after".into(), ra.as_bytes().to_vec())],
+                body: b"{}".to_vec(),
+                ..Hostile::default()
+            },
+        );
+    }
+    fake.fail_next("GET", "/docs/doc2", 503, 10, None);
+    fake.answer_next(
+        "POST",
+        "/tables/grid-tasks/rows",
+        1,
+        json_answer(
+            400,
+            &json!({"statusCode": 400, "statusMessage": "Bad Request", "message": echo}),
+        ),
+    );
+    fake.break_next_answer_after_applying("PUT", "/rows/i-1", fake_coda::Broken::CutBody);
+    let mut cmd = harness::command(
+        &fake,
+        &[
+            "--retry-base-ms",
+            "20",
+            "--no-rate-limit",
+            "--call-timeout-secs",
+            "3",
+        ],
+    );
+    cmd.env("CODA_MCP_LOG", "trace")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut all = String::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    let calls = [
+        ("coda_get_document", json!({"docId": "doc1"})),
+        ("coda_get_document", json!({"docId": "doc1"})),
+        ("coda_get_document", json!({"docId": "doc2"})),
+        (
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "x"}]}),
+        ),
+        (
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Name": "y"}}),
+        ),
+        (
+            "coda_get_document",
+            json!({"docId": "https://coda.io/d/_ddoc1?token=x#y"}),
+        ),
+    ];
+    let mut msgs = vec![
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "hostile-test", "version": "0"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ];
+    for (i, (name, args)) in calls.iter().enumerate() {
+        msgs.push(
+            json!({"jsonrpc": "2.0", "id": i + 1, "method": "tools/call",
+            "params": {"name": name, "arguments": args}}),
+        );
+    }
+    let mut answers = Vec::new();
+    for msg in msgs {
+        stdin
+            .write_all(format!("{msg}\n").as_bytes())
+            .await
+            .unwrap();
+        if msg.get("id").is_none() {
+            continue;
+        }
+        // One call at a time: each injected answer meets the call it is for.
+        loop {
+            let line = tokio::time::timeout(harness::TIMEOUT, out.next_line())
+                .await
+                .expect("no answer in time")
+                .unwrap()
+                .expect("stdout closed");
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("stdout carried a line that is not JSON ({e}): {line}"));
+            assert_eq!(v["jsonrpc"], "2.0", "{line}");
+            answers.push(line.clone());
+            if v["id"] == msg["id"] {
+                break;
+            }
+        }
+    }
+    drop(stdin);
+    let _ = tokio::time::timeout(harness::TIMEOUT, child.wait()).await;
+    let log = tokio::time::timeout(harness::TIMEOUT, log)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(log.contains("coda"), "the log was captured: {log}");
+    // The redirect, the 429s, the 503s and the refused insert (the cut
+    // answer of a replayable update is read again).
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| a.contains("\"isError\":true"))
+            .count(),
+        4,
+        "{answers:#?}"
+    );
+    assert!(
+        answers.iter().any(|a| a.contains("[API token]")),
+        "{answers:#?}"
+    );
+    for a in &answers {
+        assert!(
+            !a.contains(fake_coda::TOKEN),
+            "an answer shows the token: {a}"
+        );
+    }
+    let leaks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(fake_coda::TOKEN))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "the log shows the token:\n{}",
+        leaks.join("\n")
+    );
+}
