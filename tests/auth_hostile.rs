@@ -66,6 +66,11 @@ struct Upstream {
 
 impl Upstream {
     async fn start(status: u16, answer: Value) -> Upstream {
+        Upstream::start_slow(status, answer, std::time::Duration::ZERO).await
+    }
+
+    /// One that takes `delay` over every answer.
+    async fn start_slow(status: u16, answer: Value, delay: std::time::Duration) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -93,7 +98,10 @@ impl Upstream {
                                 bytes::Bytes::from(body.clone()),
                             ));
                             *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            async move { Ok::<_, std::convert::Infallible>(r) }
+                            async move {
+                                tokio::time::sleep(delay).await;
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
                         },
                     );
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -491,4 +499,44 @@ async fn a_trusted_ipv4_proxy_is_trusted_on_a_dual_stack_listener() {
     let _ = tokio::time::timeout(STEP, task)
         .await
         .expect("stops in time");
+}
+
+/// Regression: requests presenting the same credential at once held one
+/// failure between them while in progress, as promised, but each spent a
+/// failure of its own when refused: a client's burst of 10 requests with
+/// one stale key (an HTTP/2 client's parallel calls) emptied its IP's
+/// budget, and the old code answered the client's next, corrected
+/// attempt, and everybody else's behind the same address, with 429. A
+/// burst of one credential now spends one failure.
+#[tokio::test]
+async fn a_burst_with_one_stale_key_spends_one_failure() {
+    let (_fake, proxy) = {
+        let whoami =
+            Upstream::start_slow(401, json!({}), std::time::Duration::from_millis(300)).await;
+        let proxy = Proxy::start(&[
+            "--api-key",
+            "the-real-key-0123456789",
+            "--forward-auth-url",
+            &whoami.url("/whoami"),
+            "--auth-failure-limit",
+            "10",
+        ])
+        .await;
+        (whoami, proxy)
+    };
+    let burst = (0..10).map(|_| probe(&proxy, "a-stale-key-0123456789"));
+    let statuses = futures_util::future::join_all(burst).await;
+    assert!(statuses.iter().all(|&s| s == 401), "{statuses:?}");
+    assert_eq!(
+        probe(&proxy, "the-real-key-0123456789").await,
+        400,
+        "the corrected key gets in"
+    );
+    for i in 0..5 {
+        assert_eq!(
+            probe(&proxy, &format!("another-guess-{i}-xxxxxxxx")).await,
+            401
+        );
+    }
+    proxy.stop().await;
 }

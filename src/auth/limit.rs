@@ -9,7 +9,8 @@
 //! (waiting on a forward-auth or JWKS endpoint) holds one of the IP's
 //! remaining failures until it ends, so guesses sent all at once are
 //! bounded the same way; requests presenting the same credential at once
-//! hold one between them. IPv6 clients are limited by their /64.
+//! hold one between them, and spend one between them when refused. IPv6
+//! clients are limited by their /64.
 //!
 //! The client IP is the TCP peer, unless the peer is a `--trusted-proxy`
 //! (CIDR): then `X-Forwarded-For` is read from the right, skipping trusted
@@ -212,14 +213,21 @@ impl FailureLimiter {
         let Some(b) = buckets.get_mut(&key) else {
             return;
         };
-        if let Some(n) = b.pending.get_mut(&credential) {
-            *n -= 1;
-            if *n == 0 {
-                b.pending.remove(&credential);
+        // A burst presenting one credential spends one failure: the last
+        // of its checks to end does (the others can only say the same).
+        let last = match b.pending.get_mut(&credential) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
             }
-        }
+            Some(_) => {
+                b.pending.remove(&credential);
+                true
+            }
+            None => true,
+        };
         self.refill(b, now);
-        if failed > 0 {
+        if failed > 0 && last {
             b.tokens = (b.tokens - f64::from(failed)).max(0.0);
             if b.tokens < 1.0 {
                 warn!(ip = %key, "authentication failures over the limit; refusing this IP for a while (--auth-failure-limit)");
