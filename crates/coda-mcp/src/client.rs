@@ -51,6 +51,11 @@ pub const MAX_SERVER_ERROR_RETRIES: u32 = 2;
 /// are a few MiB.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Longest request URL sent (percent-encoded): CDNs refuse URLs past
+/// 8 KiB, and the `http` crate cannot hold one of 64 KiB (reqwest's error
+/// then quoted the whole URL and passed for a connection failure).
+pub const MAX_URL_BYTES: usize = 16 * 1024;
+
 /// Read a response body, refusing one over `cap` bytes as it streams in.
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
@@ -120,6 +125,12 @@ pub enum CodaError {
         "invalid id or name {0:?}: `.` and `..` (also percent-encoded) cannot name a Coda object"
     )]
     InvalidSegment(String),
+    /// The request's URL would be longer than [`MAX_URL_BYTES`] (an id,
+    /// name or filter of that size): it is not sent.
+    #[error(
+        "the request's URL would be {0} bytes (at most {MAX_URL_BYTES}): an id, name or filter this long cannot be sent to Coda"
+    )]
+    UrlTooLong(usize),
     /// The request names a doc outside the `--docs` allow-list (or would
     /// create a doc under one); it was not sent.
     #[error("refused: {0}; nothing was sent to Coda")]
@@ -186,6 +197,10 @@ fn not_sent_advice(source: &CodaError, rate_limited: bool) -> String {
         CodaError::InvalidSegment(_) => {
             ("an id or name in it cannot be sent", "fix that id or name")
         }
+        CodaError::UrlTooLong(_) => (
+            "its URL would be too long",
+            "shorten the id, name or filter",
+        ),
         _ => (
             "no connection to Coda could be opened",
             "send it again once Coda can be reached",
@@ -521,8 +536,12 @@ impl CodaClient {
             Some(seg) => Err(CodaError::InvalidSegment(seg.to_owned())),
             None => {
                 self.check_allowed(req)?;
-                self.attempts(req, &self.url(req), deadline, &mut sent)
-                    .await
+                let url = self.url(req);
+                if url.as_str().len() > MAX_URL_BYTES {
+                    Err(CodaError::UrlTooLong(url.as_str().len()))
+                } else {
+                    self.attempts(req, &url, deadline, &mut sent).await
+                }
             }
         };
         if !req.write {
@@ -555,6 +574,7 @@ impl CodaClient {
                     CodaError::LocalRateLimit { .. }
                         | CodaError::DeadlineExceeded(..)
                         | CodaError::InvalidSegment(_)
+                        | CodaError::UrlTooLong(_)
                         | CodaError::Transport(_)
                 )
             {

@@ -51,3 +51,43 @@ async fn two_values_for_one_column_are_refused_before_sending() {
     assert_eq!(h.fake.row_values("i-1").unwrap()["c-status"], "Done");
     h.close().await;
 }
+
+/// An id or name that makes the URL longer than 16 KiB is not sent: the
+/// http crate cannot hold a 64 KiB URL, and reqwest's "builder error"
+/// quoted the whole URL and passed for "could not reach Coda" (a write
+/// was reported as "no connection could be opened").
+#[tokio::test]
+async fn an_id_too_long_for_a_url_is_refused_before_sending() {
+    let h = start(&[]).await;
+    let long = "T".repeat(20_000);
+    let e = h
+        .fails(
+            "coda_get_table",
+            json!({"docId": "doc1", "tableIdOrName": long}),
+        )
+        .await;
+    assert!(
+        e.contains("URL would be") && !e.contains("could not reach"),
+        "{}",
+        &e[..300.min(e.len())]
+    );
+    let e = h
+        .fails(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": long, "values": {"Name": "x"}}),
+        )
+        .await;
+    assert!(
+        e.contains("URL would be") && e.contains("NOT sent"),
+        "{}",
+        &e[..300.min(e.len())]
+    );
+    let sent = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.len() > 10_000)
+        .count();
+    assert_eq!(sent, 0);
+    h.close().await;
+}
