@@ -52,6 +52,45 @@ async fn two_values_for_one_column_are_refused_before_sending() {
     h.close().await;
 }
 
+/// An argument of a megabyte is the model's own mistake, but its error
+/// echoed it whole (twice, in the name and the URL): the error is cut in
+/// the middle, keeping what failed and the advice at its end.
+#[tokio::test]
+async fn a_huge_argument_is_not_echoed_whole_in_the_error() {
+    let h = start(&["--call-timeout-secs", "5"]).await;
+    let huge = "T".repeat(1 << 20);
+    for (tool, args) in [
+        (
+            "coda_get_table",
+            json!({"docId": "doc1", "tableIdOrName": huge}),
+        ),
+        (
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": huge, "values": {"Name": "x"}}),
+        ),
+        (
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {huge.clone(): "x"}}),
+        ),
+    ] {
+        let e = h.fails(tool, args).await;
+        if tool != "coda_get_table" {
+            assert!(
+                e.ends_with("so it was NOT applied"),
+                "{tool}: {}",
+                &e[e.len() - 300..]
+            );
+        }
+        assert!(
+            e.len() < 10_000,
+            "{tool}: the error is {} bytes: {}…",
+            e.len(),
+            &e[..200]
+        );
+    }
+    h.close().await;
+}
+
 /// An id or name that makes the URL longer than 16 KiB is not sent: the
 /// http crate cannot hold a 64 KiB URL, and reqwest's "builder error"
 /// quoted the whole URL and passed for "could not reach Coda" (a write

@@ -10,6 +10,29 @@ use crate::ids::DocIdError;
 /// request, in the words of [`CodaError::NotSent`].
 pub const NOT_SENT: &str = "the write was NOT sent to Coda, so it was NOT applied";
 
+/// Longest error text returned (characters): an error reaches the model
+/// whole, outside every result budget, and may echo an argument of any
+/// size. A longer one keeps its start (what failed) and its end (whether
+/// it was applied, what to do), with the middle left out.
+pub const MAX_ERROR_CHARS: usize = 4000;
+
+/// `text` within [`MAX_ERROR_CHARS`]: its first 2500 and last 1200
+/// characters around a count of what was left out.
+pub fn bounded_error(text: String) -> String {
+    let n = text.chars().count();
+    if n <= MAX_ERROR_CHARS {
+        return text;
+    }
+    let (head, tail) = (2500, 1200);
+    tracing::info!(chars = n, "error text cut to {MAX_ERROR_CHARS} characters");
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(n - tail).collect();
+    format!(
+        "{start} … ({} characters left out) … {end}",
+        n - head - tail
+    )
+}
+
 /// Ids listed when a name is shared by several objects.
 pub const NAME_CANDIDATES_SHOWN: usize = 10;
 
@@ -41,9 +64,9 @@ impl ToolError {
             ToolError::Coda(CodaError::NotSent { .. } | CodaError::NotAllowed(_))
         );
         if says_so || !crate::call::write_unsent() {
-            return self.to_string();
+            return bounded_error(self.to_string());
         }
-        format!("{self}; {NOT_SENT}")
+        bounded_error(format!("{self}; {NOT_SENT}"))
     }
 
     /// Whether the failed write never reached Coda ([`CodaError::NotSent`]).
