@@ -540,3 +540,44 @@ async fn a_burst_with_one_stale_key_spends_one_failure() {
     }
     proxy.stop().await;
 }
+
+/// Regression: the failure limiter is per address, and it refused a
+/// request before looking at its credential, so a guesser behind the same
+/// address as a user (one office's NAT, one reverse proxy without
+/// `--trusted-proxy`) locked the user out: the old code answered the
+/// user's next request, with a JWT verified a moment before, with 429. A
+/// JWT the proxy has verified and still remembers (by its SHA-256) cannot
+/// be a guess, and skips the limiter.
+#[tokio::test]
+async fn a_guesser_at_the_same_address_does_not_lock_out_a_verified_jwt() {
+    const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+    let dir = support::process::tempdir("verified-jwt");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let proxy = Proxy::start(&[
+        "--api-key",
+        "the-real-key-0123456789",
+        "--jwt-secret-file",
+        secret.to_str().unwrap(),
+        "--jwt-audience",
+        AUD,
+        "--auth-failure-limit",
+        "3",
+    ])
+    .await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    let alice = encode(&Header::new(Algorithm::HS256), &claims(ISS, AUD), &key).unwrap();
+    assert_eq!(probe(&proxy, &alice).await, 400, "alice gets in");
+    let mut guesses = Vec::new();
+    for i in 0..5 {
+        guesses.push(probe(&proxy, &format!("guessed-key-{i:04}-xxxxxxxx")).await);
+    }
+    assert_eq!(guesses, [401, 401, 401, 429, 429]);
+    assert_eq!(probe(&proxy, &alice).await, 400, "alice is not locked out");
+    // A token not verified before is still behind the limit.
+    let mut other = claims(ISS, AUD);
+    other["sub"] = json!("bob");
+    let bob = encode(&Header::new(Algorithm::HS256), &other, &key).unwrap();
+    assert_eq!(probe(&proxy, &bob).await, 429);
+    proxy.stop().await;
+}

@@ -377,6 +377,14 @@ impl JwtVerifier {
         v
     }
 
+    /// Whether `token` was verified and is still remembered: a token no
+    /// guesser could have made (its signature checked out), so the failure
+    /// limiter need not stand in its way.
+    pub fn remembers(&self, token: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.cached(&digest).is_some()
+    }
+
     fn cached(&self, digest: &[u8; 32]) -> Option<Verified> {
         let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         let (v, until) = cache.get(digest)?;

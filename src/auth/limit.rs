@@ -5,7 +5,8 @@
 //! (default 10). A failure takes a token; once the bucket is empty, every
 //! request from that IP gets 429 with `Retry-After` before its credential
 //! is even looked at, so guessing keys or tokens stays slow whatever the
-//! attacker sends. Other IPs are not affected. A check still in progress
+//! attacker sends (except a JWT verified before and still remembered,
+//! which no guesser can present: see [`super::Authenticator`]). Other IPs are not affected. A check still in progress
 //! (waiting on a forward-auth or JWKS endpoint) holds one of the IP's
 //! remaining failures until it ends, so guesses sent all at once are
 //! bounded the same way; requests presenting the same credential at once

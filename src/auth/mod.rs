@@ -296,16 +296,24 @@ impl Authenticator {
             return Ok(Principal::anonymous());
         }
         let ip = peer.map(|p| self.client_ip(p, headers));
-        let admission = match ip.map(|ip| (ip, self.limiter.admit(ip, self.credential(headers)))) {
-            Some((ip, Err(retry))) => {
-                if let Some(skipped) = self.limited_records.admit() {
-                    self.audit.auth_rate_limited(ip, skipped);
-                }
-                return Err(self.refusal(AuthError::RateLimited(retry)));
-            }
-            Some((_, Ok(a))) => Some(a),
-            None => None,
+        // A JWT verified before cannot be a guess: whoever else at this
+        // address has spent its failures does not lock its holder out.
+        let known = match (&self.jwt, self.jwt_token(headers)) {
+            (Some(jwt), Some(token)) => jwt.remembers(token),
+            _ => false,
         };
+        let limited = ip.filter(|_| !known);
+        let admission =
+            match limited.map(|ip| (ip, self.limiter.admit(ip, self.credential(headers)))) {
+                Some((ip, Err(retry))) => {
+                    if let Some(skipped) = self.limited_records.admit() {
+                        self.audit.auth_rate_limited(ip, skipped);
+                    }
+                    return Err(self.refusal(AuthError::RateLimited(retry)));
+                }
+                Some((_, Ok(a))) => Some(a),
+                None => None,
+            };
         let (result, guessed) = self.identify(headers).await;
         match &result {
             Ok(p) => {
@@ -380,6 +388,21 @@ impl Authenticator {
         (result, guessed)
     }
 
+    /// The JWT the request presents, if it presents one: the configured
+    /// header's, else the bearer token, if it has a JWT's shape.
+    fn jwt_token<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        let bearer = bearer(headers);
+        let token = match self.jwt.as_ref()?.header() {
+            TokenHeader::Bearer => bearer,
+            TokenHeader::Named(h) => headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .or(bearer),
+        };
+        token.filter(|t| jwt::looks_like_jwt(t))
+    }
+
     async fn identify_by(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let bearer = bearer(headers);
         let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
@@ -397,46 +420,38 @@ impl Authenticator {
         // when it could not tell (its keys unavailable). Forward auth would
         // hand it to somebody else's API, which could then replay it here.
         let mut forwardable = true;
-        if let Some(jwt) = &self.jwt {
-            let token = match jwt.header() {
-                TokenHeader::Bearer => bearer,
-                TokenHeader::Named(h) => headers
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::trim)
-                    .or(bearer),
-            };
-            if let Some(token) = token.filter(|t| jwt::looks_like_jwt(t)) {
-                let is_bearer = bearer == Some(token);
-                match jwt.verify(token).await {
-                    Ok(v) => {
-                        let missing = self
-                            .config
-                            .required_scopes
-                            .iter()
-                            .any(|s| !v.scopes.contains(s));
-                        if missing {
-                            return Err(AuthError::InsufficientScope);
-                        }
-                        let method = if v.service_token {
-                            AuthMethod::ServiceToken
-                        } else {
-                            AuthMethod::Jwt
-                        };
-                        let mut p = Principal::new(method, &v.subject);
-                        p.email = v.email.as_deref().map(Arc::from);
-                        return Ok(p);
+        if let Some(jwt) = &self.jwt
+            && let Some(token) = self.jwt_token(headers)
+        {
+            let is_bearer = bearer == Some(token);
+            match jwt.verify(token).await {
+                Ok(v) => {
+                    let missing = self
+                        .config
+                        .required_scopes
+                        .iter()
+                        .any(|s| !v.scopes.contains(s));
+                    if missing {
+                        return Err(AuthError::InsufficientScope);
                     }
-                    Err(JwtError::Invalid(why)) => error = Some(AuthError::Invalid(why)),
-                    Err(JwtError::Refused(why)) => {
-                        error = Some(AuthError::Invalid(why));
-                        forwardable &= !is_bearer;
-                    }
-                    Err(JwtError::Unavailable(why)) => {
-                        tracing::warn!(error = %why, "JWT signing keys unavailable");
-                        unavailable = true;
-                        forwardable &= !is_bearer;
-                    }
+                    let method = if v.service_token {
+                        AuthMethod::ServiceToken
+                    } else {
+                        AuthMethod::Jwt
+                    };
+                    let mut p = Principal::new(method, &v.subject);
+                    p.email = v.email.as_deref().map(Arc::from);
+                    return Ok(p);
+                }
+                Err(JwtError::Invalid(why)) => error = Some(AuthError::Invalid(why)),
+                Err(JwtError::Refused(why)) => {
+                    error = Some(AuthError::Invalid(why));
+                    forwardable &= !is_bearer;
+                }
+                Err(JwtError::Unavailable(why)) => {
+                    tracing::warn!(error = %why, "JWT signing keys unavailable");
+                    unavailable = true;
+                    forwardable &= !is_bearer;
                 }
             }
         }
