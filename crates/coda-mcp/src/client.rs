@@ -120,9 +120,10 @@ pub enum CodaError {
     /// An export download link returned an error document or failed.
     #[error("export download failed: {0}")]
     Download(String),
-    /// An id or name that would change the URL's path (`.`, `..`).
+    /// An id or name that would change the URL's path (`.`, `..`, or an
+    /// empty one: `…/pages/` is `…/pages` to a server that trims a slash).
     #[error(
-        "invalid id or name {0:?}: `.` and `..` (also percent-encoded) cannot name a Coda object"
+        "invalid id or name {0:?}: an empty one, `.` and `..` (also percent-encoded) cannot name a Coda object"
     )]
     InvalidSegment(String),
     /// The request's URL would be longer than [`MAX_URL_BYTES`] (an id,
@@ -362,12 +363,13 @@ impl ApiRequest {
         s == "." || s == ".."
     }
 
-    /// The first segment that is `.` or `..`, if any.
+    /// The first segment that is empty, `.` or `..`, if any: each would
+    /// send the request to another resource than the one it names.
     pub fn invalid_segment(&self) -> Option<&str> {
         self.segments
             .iter()
             .map(String::as_str)
-            .find(|s| Self::dot_segment(s))
+            .find(|s| s.is_empty() || Self::dot_segment(s))
     }
 }
 
@@ -1081,6 +1083,10 @@ mod tests {
             let req = ApiRequest::get(&["docs", "d", "tables", bad]);
             assert_eq!(req.invalid_segment(), Some(bad), "{bad}");
         }
+        assert_eq!(
+            ApiRequest::get(&["docs", "d", "pages", ""]).invalid_segment(),
+            Some("")
+        );
         for good in ["...", "a.b", ".hidden", "Q1 / Q2"] {
             assert!(ApiRequest::get(&["docs", good]).invalid_segment().is_none());
         }

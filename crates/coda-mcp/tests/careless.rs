@@ -130,3 +130,46 @@ async fn an_id_too_long_for_a_url_is_refused_before_sending() {
     assert_eq!(sent, 0);
     h.close().await;
 }
+
+/// Every tool, every required string argument empty (docId aside): no
+/// request goes out with an empty path segment (`…/rows/` is `…/rows`
+/// to a server that trims the slash: the bulk delete, a list).
+#[tokio::test]
+async fn no_tool_sends_an_empty_path_segment() {
+    let h = start(&["--toolsets", "all"]).await;
+    for tool in h.tools().await {
+        let schema = serde_json::Value::Object((*tool.input_schema).clone());
+        let mut args = serde_json::Map::new();
+        for req in schema["required"].as_array().into_iter().flatten() {
+            let k = req.as_str().unwrap();
+            let v = match schema["properties"][k]["type"].as_str() {
+                Some("string") if k == "docId" => json!("doc1"),
+                Some("string") => json!(""),
+                Some("array") => json!([""]),
+                Some("object") => json!({"": ""}),
+                Some("boolean") => json!(false),
+                Some("integer") | Some("number") => json!(1),
+                _ => json!(""),
+            };
+            args.insert(k.to_owned(), v);
+        }
+        let _ = h.call(&tool.name, serde_json::Value::Object(args)).await;
+    }
+    let bad: Vec<String> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("//") || r.path.ends_with('/'))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+    // coda_replace_page_content took an empty pageIdOrName to `PUT …/pages/`.
+    let e = h
+        .fails(
+            "coda_replace_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "", "content": "x"}),
+        )
+        .await;
+    assert!(e.contains("NOT sent"), "{e}");
+    h.close().await;
+}
