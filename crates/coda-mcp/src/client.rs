@@ -432,7 +432,23 @@ impl CodaClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(CodaError::Transport)?;
-        let downloads = builder().build().map_err(CodaError::Transport)?;
+        let origin = cfg.api_base_url.clone();
+        let downloads = builder()
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    attempt.error("more than 5 redirects")
+                } else if download_allowed(attempt.url(), &origin) {
+                    attempt.follow()
+                } else {
+                    tracing::warn!(
+                        to = %origin_of(attempt.url()),
+                        "export download redirected to a host it may not fetch; not followed"
+                    );
+                    attempt.stop()
+                }
+            }))
+            .build()
+            .map_err(CodaError::Transport)?;
         Ok(Self {
             http,
             downloads,
@@ -797,9 +813,18 @@ impl CodaClient {
                 "export download".into(),
             ));
         }
+        let url = Url::parse(link)
+            .map_err(|_| CodaError::Download("the download link is not a URL".into()))?;
+        if !download_allowed(&url, &self.base) {
+            tracing::warn!(to = %origin_of(&url), "export download link not fetched");
+            return Err(CodaError::Download(format!(
+                "the download link points to {}, which is neither https on a public host nor the API's own host: not fetched",
+                origin_of(&url)
+            )));
+        }
         let resp = self
             .downloads
-            .get(link)
+            .get(url)
             .timeout(remaining.min(self.request_timeout))
             .send()
             .await
@@ -831,6 +856,59 @@ impl CodaClient {
             )));
         }
         Ok(body)
+    }
+}
+
+/// Whether an export download link (or a redirect from it) may be
+/// fetched: the link comes from Coda's answer and its body goes to the
+/// model, so it must not reach what only this machine can (a metadata
+/// service, a local admin page). https to a host that is not a loopback,
+/// private or link-local address is; so is the API base URL's own origin
+/// (a local Coda, a test fake).
+fn download_allowed(url: &Url, api: &Url) -> bool {
+    if url.scheme() == api.scheme()
+        && url.host_str() == api.host_str()
+        && url.port_or_known_default() == api.port_or_known_default()
+    {
+        return true;
+    }
+    if url.scheme() != "https" {
+        return false;
+    }
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast())
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            let seg0 = ip.segments()[0];
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || (seg0 & 0xfe00) == 0xfc00
+                || (seg0 & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some())
+        }
+        Err(_) => {
+            let d = bare.trim_end_matches('.').to_ascii_lowercase();
+            d != "localhost" && !d.ends_with(".localhost")
+        }
+    }
+}
+
+/// `scheme://host[:port]` of a URL, for messages: its path and query may
+/// be a credential (a pre-signed link).
+fn origin_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{}://{host}:{p}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
     }
 }
 
@@ -1184,6 +1262,31 @@ mod tests {
             ApiRequest::new(Method::POST, &["docs", "d1", "pages", "p", "export"]).as_read();
         let e = client.send(&export, Instant::now()).await.unwrap_err();
         assert!(matches!(e, CodaError::DeadlineExceeded(..)), "{e:?}");
+    }
+
+    #[test]
+    fn download_links_reach_only_public_https_hosts_or_the_api_itself() {
+        let api = Url::parse("http://127.0.0.1:8080/apis/v1").unwrap();
+        let ok = |l: &str| download_allowed(&Url::parse(l).unwrap(), &api);
+        assert!(ok("https://codahosted.io/docs/x?sig=1"));
+        assert!(ok("http://127.0.0.1:8080/blobs/x"));
+        for bad in [
+            "http://codahosted.io/x",
+            "http://127.0.0.1:8081/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "https://169.254.169.254/x",
+            "https://10.0.0.5/x",
+            "https://192.168.1.1/x",
+            "https://127.0.0.1/x",
+            "https://localhost/x",
+            "https://a.localhost./x",
+            "https://[::1]/x",
+            "https://[fd00::1]/x",
+            "https://[::ffff:127.0.0.1]/x",
+            "ftp://codahosted.io/x",
+        ] {
+            assert!(!ok(bad), "{bad}");
+        }
     }
 
     #[test]

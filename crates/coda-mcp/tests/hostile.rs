@@ -471,3 +471,49 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
         leaks.join("\n")
     );
 }
+
+/// An export's `downloadLink` comes from Coda and its body goes to the
+/// model as the page: a link (or a redirect from it) to a plain-http host
+/// other than the API's (a metadata service, an internal admin page) was
+/// fetched and its answer returned as page content.
+#[tokio::test]
+async fn an_export_link_to_an_internal_http_host_is_not_fetched() {
+    let h = start(&[]).await;
+    let internal = FakeCoda::start().await;
+    let target = format!("http://{}/blobs/secret", internal.addr);
+    let plans = [
+        fake_coda::ExportPlan {
+            link: Some(target.clone()),
+            ..Default::default()
+        },
+        fake_coda::ExportPlan {
+            redirect_to: Some(target.clone()),
+            ..Default::default()
+        },
+    ];
+    for plan in plans {
+        h.fake.set_export_plan(plan.clone());
+        let e = h
+            .fails(
+                "coda_get_page_content",
+                json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "format": "markdown"}),
+            )
+            .await;
+        assert!(!e.contains("/blobs/secret"), "{plan:?}: {e}");
+        let seen = internal.requests();
+        assert!(
+            seen.is_empty(),
+            "{plan:?}: the internal host got {seen:?}; the tool said {e}"
+        );
+    }
+    // The fake's own links (the API's host) are still fetched.
+    h.fake.set_export_plan(fake_coda::ExportPlan::default());
+    let v = h
+        .ok(
+            "coda_get_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "format": "markdown"}),
+        )
+        .await;
+    assert!(v.to_string().contains("Launch is on Friday"), "{v}");
+    h.close().await;
+}

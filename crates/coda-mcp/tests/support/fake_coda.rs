@@ -170,6 +170,10 @@ pub struct ExportPlan {
     pub dead_links: usize,
     /// Serve the download gzip-compressed without Content-Encoding.
     pub gzip: bool,
+    /// Hand out this download link instead of the fake's own.
+    pub link: Option<String>,
+    /// Answer the download link with a 302 to this URL.
+    pub redirect_to: Option<String>,
 }
 
 /// How mutation status behaves.
@@ -1168,6 +1172,14 @@ fn download(s: &mut State, blob: &str) -> Reply {
             raw: Some(b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>".to_vec()),
         };
     };
+    if let Some(to) = &plan.redirect_to {
+        return Reply {
+            status: 302,
+            body: Value::Null,
+            headers: vec![("location".into(), to.clone())],
+            raw: Some(Vec::new()),
+        };
+    }
     if exp.dead_links_served < plan.dead_links {
         exp.dead_links_served += 1;
         return Reply {
@@ -1966,10 +1978,12 @@ fn doc_route(
                 base.trim_end_matches(BASE).to_owned()
             };
             // Pre-signed, as Coda's are: the query is a credential.
-            let link = format!(
-                "{host}/blobs/{id}?X-Amz-Expires=300&X-Amz-Signature={}",
-                signature(id)
-            );
+            let link = plan.link.clone().unwrap_or_else(|| {
+                format!(
+                    "{host}/blobs/{id}?X-Amz-Expires=300&X-Amz-Signature={}",
+                    signature(id)
+                )
+            });
             ok(
                 200,
                 json!({"id": id, "status": "complete", "href": href, "downloadLink": link}),
