@@ -517,3 +517,62 @@ async fn an_export_link_to_an_internal_http_host_is_not_fetched() {
     assert!(v.to_string().contains("Launch is on Friday"), "{v}");
     h.close().await;
 }
+
+/// Page tokens that go round in a cycle of two (A, B, A) end the list
+/// like a token repeated at once, with a note; the items read are kept.
+#[tokio::test]
+async fn page_tokens_cycling_between_two_values_end_the_list() {
+    let h = start(&[]).await;
+    for (i, next) in ["tok-a", "tok-b", "tok-a"].iter().enumerate() {
+        h.fake.answer_next(
+            "GET",
+            "/docs/doc1/pages",
+            1,
+            json_answer(
+                200,
+                &json!({"items": [{"id": format!("canvas-c{i}"), "type": "page", "name": format!("C{i}")}],
+                    "nextPageToken": next}),
+            ),
+        );
+    }
+    let v = h
+        .ok(
+            "coda_list_pages",
+            json!({"docId": "doc1", "fetchAll": true}),
+        )
+        .await;
+    assert_eq!(v["truncated"], true, "{v}");
+    assert!(v["note"].as_str().unwrap().contains("a second time"), "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(h.fake.calls("GET", "/docs/doc1/pages").len(), 3);
+    h.close().await;
+}
+
+/// A gzip bomb (`Content-Encoding: gzip`, 40 MiB of spaces in 40 KiB) is
+/// stopped at the 32 MiB cap as it inflates.
+#[tokio::test]
+async fn a_gzip_bomb_stops_at_the_byte_cap() {
+    use std::io::Write;
+    let h = start(&[]).await;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&vec![b' '; 40 << 20]).unwrap();
+    let gz = enc.finish().unwrap();
+    assert!(gz.len() < 100_000);
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        Hostile {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), b"application/json".to_vec()),
+                ("content-encoding".into(), b"gzip".to_vec()),
+            ],
+            body: gz,
+            ..Hostile::default()
+        },
+    );
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("larger than"), "{e}");
+    h.close().await;
+}
