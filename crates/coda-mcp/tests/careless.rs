@@ -173,3 +173,35 @@ async fn no_tool_sends_an_empty_path_segment() {
     assert!(e.contains("NOT sent"), "{e}");
     h.close().await;
 }
+
+/// A bulk update by row reports on every row: 20,000 updates made a
+/// 3 MB result under the default 100 KB budget (most rows 'not sent',
+/// paced past the deadline). More rows than the report can hold within
+/// --max-result-bytes are refused before anything is sent.
+#[tokio::test]
+async fn a_bulk_update_too_big_to_report_is_refused_before_sending() {
+    let h = start(&["--call-timeout-secs", "3"]).await;
+    let updates: Vec<_> = (0..20_000)
+        .map(|_| json!({"rowIdOrName": "i-1", "values": {"Points": 1}}))
+        .collect();
+    let e = h
+        .fails(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": updates}),
+        )
+        .await;
+    assert!(e.contains("at most 500") && e.contains("NOT sent"), "{e}");
+    assert!(h.fake.requests().iter().all(|r| r.method == "GET"));
+    let updates: Vec<_> = (0..500)
+        .map(|i| json!({"rowIdOrName": "i-1", "values": {"Points": i}}))
+        .collect();
+    let r = h
+        .call(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": updates}),
+        )
+        .await;
+    let size = r.structured_content.as_ref().unwrap().to_string().len();
+    assert!(size <= 110_000, "{size} bytes");
+    h.close().await;
+}

@@ -438,6 +438,11 @@ pub fn row_edit(row: &Value, i: usize) -> ToolResult<Value> {
     Ok(json!({"cells": cells_from_values(obj, &at)?}))
 }
 
+/// Room a row's report takes in a bulk update's result (`{rowId,
+/// success, data | error}`): at most `--max-result-bytes` / this many
+/// updates are taken per call.
+pub const BULK_ROW_REPORT_BYTES: usize = 200;
+
 /// Coda's row size measure: UTF-8 bytes with newlines counted twice.
 pub fn coda_row_size(edit: &Value) -> usize {
     let s = edit.to_string();
@@ -1176,6 +1181,23 @@ impl Coda {
                     mutation: w.mutation,
                     verification: w.verification,
                 });
+            }
+            // One report per row: as many as the result budget can hold.
+            let most = (c.cfg.max_result_bytes / BULK_ROW_REPORT_BYTES).max(1);
+            if p.updates.len() > most {
+                tracing::info!(
+                    updates = p.updates.len(),
+                    most,
+                    "bulk update refused: more rows than its report can hold"
+                );
+                return Err(ToolError::arg(
+                    "updates",
+                    format!(
+                        "{} updates, but one call takes at most {most}: each row gets its own report, and they must fit the result budget (--max-result-bytes {}, about {BULK_ROW_REPORT_BYTES} bytes a row); send them in parts, or give keyColumns to upsert them in bulk",
+                        p.updates.len(),
+                        c.cfg.max_result_bytes
+                    ),
+                ));
             }
             let mut cells = Vec::with_capacity(p.updates.len());
             let columns = c.columns(&d, t, c.deadline()).await?;
