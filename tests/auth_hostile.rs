@@ -129,20 +129,28 @@ impl Drop for Upstream {
     }
 }
 
-/// POST `{}` with `Authorization: Bearer token`: 400 means it was
-/// accepted (authentication comes before the body is read).
-async fn probe(proxy: &Proxy, token: &str) -> u16 {
-    let req = reqwest::Client::new()
-        .post(proxy.mcp())
+/// The status of a POST of `{}` to `url` with `headers`: 400 means the
+/// credential was accepted (authentication comes before the body is read).
+async fn post_status(url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = reqwest::Client::new()
+        .post(url)
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
         .body("{}");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
     tokio::time::timeout(STEP, req.send())
         .await
         .expect("answered in time")
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// POST `{}` with `Authorization: Bearer token`.
+async fn probe(proxy: &Proxy, token: &str) -> u16 {
+    let bearer = format!("Bearer {token}");
+    post_status(&proxy.mcp(), &[("authorization", &bearer)]).await
 }
 
 /// Regression: with JWT and forward auth combined, a bearer JWT the JWT
@@ -226,18 +234,11 @@ async fn a_token_of_this_proxys_issuer_never_reaches_the_forward_auth_endpoint()
 
 /// POST `{}` with `X-API-Key: key` and `X-Forwarded-For: xff`.
 async fn probe_key_from(proxy: &Proxy, key: &str, xff: &str) -> u16 {
-    let req = reqwest::Client::new()
-        .post(proxy.mcp())
-        .header("content-type", "application/json")
-        .header("x-api-key", key)
-        .header("x-forwarded-for", xff)
-        .body("{}");
-    tokio::time::timeout(STEP, req.send())
-        .await
-        .expect("answered in time")
-        .unwrap()
-        .status()
-        .as_u16()
+    post_status(
+        &proxy.mcp(),
+        &[("x-api-key", key), ("x-forwarded-for", xff)],
+    )
+    .await
 }
 
 /// Regression: behind a trusted proxy that writes the client's address
@@ -359,16 +360,9 @@ async fn one_failure_budget_per_client_for_every_named_server() {
     let mut statuses = Vec::new();
     for i in 0..12 {
         let server = ["a", "b", "c"][i % 3];
-        let req = reqwest::Client::new()
-            .post(format!("{base}/servers/{server}/mcp"))
-            .header("content-type", "application/json")
-            .header("x-api-key", format!("guessed-key-{i:04}-xxxxxxxx"))
-            .body("{}");
-        let r = tokio::time::timeout(STEP, req.send())
-            .await
-            .expect("answered in time")
-            .unwrap();
-        statuses.push(r.status().as_u16());
+        let key = format!("guessed-key-{i:04}-xxxxxxxx");
+        let url = format!("{base}/servers/{server}/mcp");
+        statuses.push(post_status(&url, &[("x-api-key", &key)]).await);
     }
     let refused = statuses.iter().filter(|&&s| s == 401).count();
     assert_eq!(refused, 3, "guesses checked across servers: {statuses:?}");
@@ -395,17 +389,10 @@ async fn two_keys_in_one_request_are_two_guesses() {
     .await;
     let mut statuses = Vec::new();
     for i in 0..8 {
-        let req = reqwest::Client::new()
-            .post(proxy.mcp())
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer guess-a-{i:04}-xxxxxxxx"))
-            .header("x-api-key", format!("guess-b-{i:04}-xxxxxxxx"))
-            .body("{}");
-        let r = tokio::time::timeout(STEP, req.send())
-            .await
-            .expect("answered in time")
-            .unwrap();
-        statuses.push(r.status().as_u16());
+        let bearer = format!("Bearer guess-a-{i:04}-xxxxxxxx");
+        let key = format!("guess-b-{i:04}-xxxxxxxx");
+        let headers = [("authorization", &*bearer), ("x-api-key", &*key)];
+        statuses.push(post_status(&proxy.mcp(), &headers).await);
     }
     let refused = statuses.iter().filter(|&&s| s == 401).count();
     assert_eq!(refused, 3, "requests of two guesses checked: {statuses:?}");
@@ -420,17 +407,9 @@ async fn two_keys_in_one_request_are_two_guesses() {
     let mut same = Vec::new();
     for i in 0..6 {
         let key = format!("guess-{i:04}-xxxxxxxxxx");
-        let req = reqwest::Client::new()
-            .post(proxy2.mcp())
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {key}"))
-            .header("x-api-key", &key)
-            .body("{}");
-        let r = tokio::time::timeout(STEP, req.send())
-            .await
-            .expect("answered in time")
-            .unwrap();
-        same.push(r.status().as_u16());
+        let bearer = format!("Bearer {key}");
+        let headers = [("authorization", &*bearer), ("x-api-key", &*key)];
+        same.push(post_status(&proxy2.mcp(), &headers).await);
     }
     assert_eq!(same.iter().filter(|&&s| s == 401).count(), 4, "{same:?}");
     proxy.stop().await;
@@ -471,18 +450,8 @@ async fn a_trusted_ipv4_proxy_is_trusted_on_a_dual_stack_listener() {
     let guess = |client: &'static str, i: usize| {
         let url = url.clone();
         async move {
-            let req = reqwest::Client::new()
-                .post(url)
-                .header("content-type", "application/json")
-                .header("x-api-key", format!("guess-{client}-{i:04}-xxxxxxxx"))
-                .header("x-forwarded-for", client)
-                .body("{}");
-            tokio::time::timeout(STEP, req.send())
-                .await
-                .expect("answered in time")
-                .unwrap()
-                .status()
-                .as_u16()
+            let key = format!("guess-{client}-{i:04}-xxxxxxxx");
+            post_status(&url, &[("x-api-key", &key), ("x-forwarded-for", client)]).await
         }
     };
     let mut attacker = Vec::new();
