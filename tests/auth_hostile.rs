@@ -550,3 +550,50 @@ async fn a_guesser_at_the_same_address_does_not_lock_out_a_verified_jwt() {
     assert_eq!(probe(&proxy, &bob).await, 429);
     proxy.stop().await;
 }
+
+/// Regression: a principal name had no length bound. A forward-auth
+/// answer could name one of up to 1 MiB (the answer's own bound), kept in
+/// each of up to 10,000 cache entries and in every session, log and audit
+/// line of its principal; a JWT's `sub` was bounded only by the header.
+/// The old code accepted both names below. Up to 512 bytes are taken.
+#[tokio::test]
+async fn a_principal_name_over_512_bytes_is_refused() {
+    for (bytes, want) in [(512, 400), (513, 503)] {
+        let name = "a".repeat(bytes);
+        let whoami = Upstream::start(200, json!({"login": name})).await;
+        let proxy = Proxy::start(&[
+            "--forward-auth-url",
+            &whoami.url("/whoami"),
+            "--forward-auth-principal",
+            "/login",
+        ])
+        .await;
+        assert_eq!(
+            probe(&proxy, "opaque-token-0123456789").await,
+            want,
+            "{bytes} bytes"
+        );
+        proxy.stop().await;
+    }
+    let ours = Ed::new("k1", 1);
+    let jwks = Upstream::start(200, json!({"keys": [ours.jwk]})).await;
+    let proxy = Proxy::start(&[
+        "--jwt-jwks-url",
+        &jwks.url("/jwks"),
+        "--jwt-issuer",
+        ISS,
+        "--jwt-audience",
+        AUD,
+    ])
+    .await;
+    for (bytes, want) in [(512, 400), (513, 401)] {
+        let mut c = claims(ISS, AUD);
+        c["sub"] = json!("s".repeat(bytes));
+        assert_eq!(
+            probe(&proxy, &ours.sign(c)).await,
+            want,
+            "sub of {bytes} bytes"
+        );
+    }
+    proxy.stop().await;
+}

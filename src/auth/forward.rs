@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::fetch::{Fetcher, redact_url};
+use super::principal::MAX_PRINCIPAL_BYTES;
 
 /// How long an answer is reused.
 pub const DEFAULT_FORWARD_AUTH_TTL: Duration = Duration::from_secs(60);
@@ -178,6 +179,12 @@ impl ForwardAuth {
                     ForwardError::Unavailable(format!("{shown} answered 2xx without JSON"))
                 })?;
                 match value.pointer(pointer) {
+                    Some(serde_json::Value::String(s)) if s.len() > MAX_PRINCIPAL_BYTES => {
+                        warn!(url = %shown, pointer, bytes = s.len(), "forward-auth answer's principal is longer than {MAX_PRINCIPAL_BYTES} bytes; refusing with 503");
+                        return Err(ForwardError::Unavailable(format!(
+                            "{shown} answered a principal longer than {MAX_PRINCIPAL_BYTES} bytes at {pointer}"
+                        )));
+                    }
                     Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
                     Some(serde_json::Value::Number(n)) => n.to_string(),
                     _ => {

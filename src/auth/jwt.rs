@@ -566,6 +566,11 @@ impl JwtVerifier {
                 ));
             }
         };
+        if subject.len() > super::principal::MAX_PRINCIPAL_BYTES {
+            return Err(JwtError::Refused(
+                "token sub (or common_name) is longer than 512 bytes",
+            ));
+        }
         let mut scopes: Vec<String> = c
             .scope
             .map(|s| s.split_whitespace().map(String::from).collect())

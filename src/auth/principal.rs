@@ -4,6 +4,14 @@
 
 use std::sync::Arc;
 
+/// The longest principal name taken, in bytes: a login, an email address
+/// (at most 254), a key name or a subject id fits many times over. A name
+/// is kept in every session, stateless request and cache entry of its
+/// principal and written in every log and audit line, so one of
+/// megabytes (a `sub` in a large token, a forward-auth answer echoing
+/// what a user typed) is refused rather than carried.
+pub const MAX_PRINCIPAL_BYTES: usize = 512;
+
 /// How a principal proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthMethod {
