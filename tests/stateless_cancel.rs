@@ -122,21 +122,17 @@ fn key_file(name: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// Regression: a stateless JSON POST dropped mid-call was forgotten by the
-/// proxy and never cancelled at the child, not even at `--request-timeout`.
-/// Now the child hears of it at once, and only once (the timeout that
-/// would have passed later cancels nothing more).
-#[tokio::test]
-async fn a_dropped_stateless_json_call_is_cancelled_at_the_child_once() {
-    let proxy = Proxy::start(&["--stateless", "--request-timeout", "1500ms"]).await;
-    let started = Instant::now();
-    let held = hold(post(&proxy, None, &sleep("j"), "application/json"));
-    tokio::time::sleep(SETTLE).await;
-    held.abort();
+/// A stateless proxy whose request deadline passes during the test.
+async fn stateless_with_deadline() -> Proxy {
+    Proxy::start(&["--stateless", "--request-timeout", "1500ms"]).await
+}
+
+/// The child heard of the call dropped at `started` at once, and only
+/// once: past the request's deadline, nothing cancels it again.
+async fn assert_cancelled_once(proxy: Proxy, started: Instant) {
     let seen = cancellations_within_prompt(&proxy, None, 1).await;
     assert_eq!(seen.len(), 1, "the child was not told: {seen:?}");
     assert_matched(&seen);
-    // Past the request's deadline: no second cancellation.
     tokio::time::sleep(
         (started + Duration::from_millis(2000)).saturating_duration_since(Instant::now()),
     )
@@ -146,25 +142,29 @@ async fn a_dropped_stateless_json_call_is_cancelled_at_the_child_once() {
     proxy.stop().await;
 }
 
+/// Regression: a stateless JSON POST dropped mid-call was forgotten by the
+/// proxy and never cancelled at the child, not even at `--request-timeout`.
+/// Now the child hears of it at once, and only once (the timeout that
+/// would have passed later cancels nothing more).
+#[tokio::test]
+async fn a_dropped_stateless_json_call_is_cancelled_at_the_child_once() {
+    let proxy = stateless_with_deadline().await;
+    let started = Instant::now();
+    let held = hold(post(&proxy, None, &sleep("j"), "application/json"));
+    tokio::time::sleep(SETTLE).await;
+    held.abort();
+    assert_cancelled_once(proxy, started).await;
+}
+
 /// Regression: the same for an SSE answer. A stateless stream has no event
 /// ids and no session to resume it from, so once dropped nobody can get
 /// the answer.
 #[tokio::test]
 async fn a_dropped_stateless_sse_call_is_cancelled_at_the_child_once() {
-    let proxy = Proxy::start(&["--stateless", "--request-timeout", "1500ms"]).await;
+    let proxy = stateless_with_deadline().await;
     let started = Instant::now();
-    let stream = open_sse(&proxy, None, &progress("s")).await;
-    drop(stream);
-    let seen = cancellations_within_prompt(&proxy, None, 1).await;
-    assert_eq!(seen.len(), 1, "the child was not told: {seen:?}");
-    assert_matched(&seen);
-    tokio::time::sleep(
-        (started + Duration::from_millis(2000)).saturating_duration_since(Instant::now()),
-    )
-    .await;
-    let seen = cancellations(&proxy, None).await;
-    assert_eq!(seen.len(), 1, "cancelled more than once: {seen:?}");
-    proxy.stop().await;
+    drop(open_sse(&proxy, None, &progress("s")).await);
+    assert_cancelled_once(proxy, started).await;
 }
 
 /// Regression: a stateless client's `notifications/cancelled` for its own
