@@ -20,7 +20,7 @@ use mcp_sidecar::servers::{self, ServerSet};
 use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
 use serde_json::{Value, json};
 use support::process::tempdir;
-use support::{Client, STEP, example, text_of};
+use support::{Client, STEP, example, modern_call, text_of};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
@@ -65,30 +65,6 @@ fn authed(url: &str, token: &str) -> Client {
 
 fn initialize_body() -> Value {
     json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})
-}
-
-async fn modern_call(
-    http: &reqwest::Client,
-    url: &str,
-    tool: &str,
-    args: Value,
-) -> reqwest::Response {
-    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":args,
-        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities":{}}}});
-    tokio::time::timeout(
-        STEP,
-        http.post(url)
-            .header("accept", "application/json")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", tool)
-            .json(&body)
-            .send(),
-    )
-    .await
-    .expect("answered in time")
-    .unwrap()
 }
 
 struct Running {

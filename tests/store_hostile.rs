@@ -13,6 +13,13 @@ use std::time::{Duration, Instant};
 use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
 use support::process::tempdir;
 
+/// The SQLite store at `path`, with [`ring`] and a 5 s deadline.
+async fn open_sqlite(path: &std::path::Path) -> Store {
+    Store::open(path.to_str().unwrap(), ring(), Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
 fn ring() -> KeyRing {
     KeyRing::parse(&StoreKey::generate_base64()).unwrap()
 }
@@ -63,13 +70,7 @@ async fn a_postgres_that_accepts_and_never_answers_is_an_error_within_the_deadli
 async fn a_value_at_the_size_limit_is_stored_and_one_byte_more_is_refused_clearly() {
     use mcp_sidecar::store::seal::MAX_SECRET_BYTES;
     let dir = tempdir("size");
-    let store = Store::open(
-        dir.join("s.db").to_str().unwrap(),
-        ring(),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let store = open_sqlite(&dir.join("s.db")).await;
     let at = SecretRef::new("api-key:alice", "coda", "coda");
     let full = vec![b'x'; MAX_SECRET_BYTES];
     store.set(&at, &Secret::new(full.clone())).await.unwrap();
@@ -92,9 +93,7 @@ async fn a_value_at_the_size_limit_is_stored_and_one_byte_more_is_refused_clearl
 async fn a_corrupted_row_is_an_error_naming_the_row_and_never_its_value() {
     let dir = tempdir("corrupt");
     let path = dir.join("s.db");
-    let store = Store::open(path.to_str().unwrap(), ring(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let store = open_sqlite(&path).await;
     let at = SecretRef::new("api-key:alice", "coda", "coda");
     store
         .set(&at, &Secret::new(b"alice-plain-7731".to_vec()))
@@ -125,13 +124,7 @@ async fn a_corrupted_row_is_an_error_naming_the_row_and_never_its_value() {
 #[tokio::test]
 async fn principals_that_differ_only_by_case_normalisation_or_spaces_never_share_a_value() {
     let dir = tempdir("names");
-    let store = Store::open(
-        dir.join("s.db").to_str().unwrap(),
-        ring(),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let store = open_sqlite(&dir.join("s.db")).await;
     // NFC "é" (U+00E9) is stored; NFD "e" + U+0301 and the rest must miss.
     let owner = "jwt:ren\u{e9}";
     store

@@ -17,12 +17,13 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::STEP;
 use support::example;
 use support::process::{
-    proxy_command, spawn_logged, unprivileged, wait_for_port, world_writable_tempdir,
+    proxy_command, spawn_logged, unprivileged, wait_for_file_ending, wait_for_port,
+    world_writable_tempdir,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,15 +72,8 @@ async fn a_child_cannot_read_the_store_key_from_the_proxys_environment() {
         .unwrap_or_else(|_| panic!("the proxy never logged its address: {log:#?}"));
     let mut c = support::Client::new(&format!("http://127.0.0.1:{port}/servers/dump/mcp"));
     c.initialize("2025-11-25", serde_json::json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let seen = loop {
-        let text = std::fs::read(&dump).unwrap_or_default();
-        if text.ends_with(b"done\n") {
-            break String::from_utf8_lossy(&text).into_owned();
-        }
-        assert!(Instant::now() < deadline, "the child never ran");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // The child dumps what it can read of the proxy, then "done".
+    let seen = wait_for_file_ending(&dump, b"done\n", Duration::from_secs(10));
     // Never printed: it is this test's whole environment.
     assert!(
         !seen.contains(&key) && !seen.contains("MCP_PROXY_"),

@@ -14,7 +14,7 @@ use mcp_sidecar::servers::{self, ServerSet};
 use mcp_sidecar::store::{KeyRing, Secret, SecretRef, Store, StoreKey};
 use serde_json::{Value, json};
 use support::process::tempdir;
-use support::{Client, STEP, example, text_of};
+use support::{Client, STEP, example, modern_call, text_of};
 use tokio_util::sync::CancellationToken;
 
 /// A new store at `db` under a fresh key.
@@ -377,29 +377,9 @@ async fn two_principals_get_children_with_their_own_credentials_and_a_third_none
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A 2026-07-28 `tools/call` with `http` (which carries the credentials).
-async fn modern_call(http: &reqwest::Client, url: &str, tool: &str) -> reqwest::Response {
-    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":{},
-        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities":{}}}});
-    tokio::time::timeout(
-        STEP,
-        http.post(url)
-            .header("accept", "application/json")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", tool)
-            .json(&body)
-            .send(),
-    )
-    .await
-    .expect("answered in time")
-    .unwrap()
-}
-
 /// The pid a 2026-07-28 caller's child reports.
 async fn modern_pid(http: &reqwest::Client, url: &str) -> u32 {
-    let r = modern_call(http, url, "pid").await;
+    let r = modern_call(http, url, "pid", json!({})).await;
     assert_eq!(r.status(), 200);
     text_of(&r.json().await.unwrap()).parse().unwrap()
 }
@@ -455,7 +435,7 @@ async fn modern_clients_get_a_child_per_principal_with_their_own_stored_credenti
     assert!(e2.contains("UPSTREAM_TOKEN=bravo-cred-2208\n") && !e2.contains("alpha"));
     // The third principal has none: 403 with a JSON-RPC error naming what
     // is missing, and no child.
-    let r = modern_call(&three, &url, "pid").await;
+    let r = modern_call(&three, &url, "pid", json!({})).await;
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
     let msg = body["error"]["message"].as_str().unwrap();
@@ -533,7 +513,7 @@ credential_headers = {{ UPSTREAM_TOKEN = "X-Upstream-Token" }}
     assert_eq!(modern_pid(&http_with("header-cred-a"), &url).await, pa);
     assert!(env_of(&dumps, pa).contains("UPSTREAM_TOKEN=header-cred-a\n"));
     assert!(env_of(&dumps, pb).contains("UPSTREAM_TOKEN=header-cred-b\n"));
-    let r = modern_call(&reqwest::Client::new(), &url, "pid").await;
+    let r = modern_call(&reqwest::Client::new(), &url, "pid", json!({})).await;
     assert_eq!(r.status(), 403, "no header, no child");
     p.stop().await;
     // Off unless the server is per-session.
@@ -651,7 +631,7 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
             msg.contains("api-key:bravo") && msg.contains("UPSTREAM_TOKEN"),
             "{msg}"
         );
-        let r = modern_call(&authed(url, K2).http, url, "pid").await;
+        let r = modern_call(&authed(url, K2).http, url, "pid", json!({})).await;
         assert_eq!(r.status(), 403);
         let body: Value = r.json().await.unwrap();
         assert!(
@@ -749,7 +729,7 @@ async fn a_broken_store_gives_clients_a_generic_503_and_the_log_the_detail() {
         body.contains("the credential store is unavailable"),
         "{body}"
     );
-    let r = modern_call(&reqwest::Client::new(), &url, "pid").await;
+    let r = modern_call(&reqwest::Client::new(), &url, "pid", json!({})).await;
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
     assert!(
@@ -860,7 +840,7 @@ env = {{ DUMP_DIR = {dumps:?}, UPSTREAM_TOKEN = {{ secret = "tok" }} }}
             .contains("jwt:alice"),
         "{body}"
     );
-    let r = modern_call(&by_jwt.http, &url, "pid").await;
+    let r = modern_call(&by_jwt.http, &url, "pid", json!({})).await;
     assert_eq!(r.status(), 403);
     for e in std::fs::read_dir(&dumps).unwrap() {
         let env = std::fs::read_to_string(e.unwrap().path()).unwrap();
@@ -1290,7 +1270,7 @@ async fn a_crashed_2026_child_is_not_restarted_with_a_deleted_credential() {
     // Once the crash is noticed, the next call reads the store again: 403.
     let refused = eventually_async(|| {
         let (alpha, url) = (alpha.clone(), url.clone());
-        async move { modern_call(&alpha, &url, "pid").await.status() == 403 }
+        async move { modern_call(&alpha, &url, "pid", json!({})).await.status() == 403 }
     })
     .await;
     let with_value = std::fs::read_dir(&dumps)

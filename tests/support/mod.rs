@@ -553,3 +553,29 @@ pub fn text_of(response: &Value) -> String {
         .unwrap_or_else(|| panic!("no text in {response}"))
         .to_string()
 }
+
+/// A 2026-07-28 `tools/call` of `tool` with `args` to `url` by `http`
+/// (which carries the credentials), answered within [`STEP`].
+pub async fn modern_call(
+    http: &reqwest::Client,
+    url: &str,
+    tool: &str,
+    args: Value,
+) -> reqwest::Response {
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":args,
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities":{}}}});
+    tokio::time::timeout(
+        STEP,
+        http.post(url)
+            .header("accept", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .json(&body)
+            .send(),
+    )
+    .await
+    .expect("answered in time")
+    .unwrap()
+}

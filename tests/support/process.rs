@@ -157,3 +157,22 @@ pub fn wait_for_port(
         .parse()
         .unwrap())
 }
+
+/// The text of the file at `path` once it ends with `end` (a child writes
+/// it and then that marker), waiting at most `wait`; panics past it.
+pub fn wait_for_file_ending(path: &std::path::Path, end: &[u8], wait: Duration) -> String {
+    let deadline = Instant::now() + wait;
+    loop {
+        let text = std::fs::read(path).unwrap_or_default();
+        if text.ends_with(end) {
+            return String::from_utf8_lossy(&text).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never ended with {:?}",
+            path.display(),
+            String::from_utf8_lossy(end)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
