@@ -153,6 +153,22 @@ async fn probe(proxy: &Proxy, token: &str) -> u16 {
     post_status(&proxy.mcp(), &[("authorization", &bearer)]).await
 }
 
+/// A proxy taking JWTs of [`ISS`] for [`AUD`] signed by a key of the set
+/// `jwks` serves, then asking `whoami` about any other bearer credential.
+async fn jwt_then_forward(jwks: &Upstream, whoami: &Upstream) -> Proxy {
+    Proxy::start(&[
+        "--jwt-jwks-url",
+        &jwks.url("/jwks"),
+        "--jwt-issuer",
+        ISS,
+        "--jwt-audience",
+        AUD,
+        "--forward-auth-url",
+        &whoami.url("/whoami"),
+    ])
+    .await
+}
+
 /// Regression: with JWT and forward auth combined, a bearer JWT the JWT
 /// check did not accept was sent on to the forward-auth endpoint, an API
 /// of somebody else's: a token of this proxy's own issuer went there when
@@ -172,33 +188,13 @@ async fn a_token_of_this_proxys_issuer_never_reaches_the_forward_auth_endpoint()
 
     // The JWKS cannot be fetched: whose token it is cannot be told.
     let down = Upstream::start(500, json!({})).await;
-    let proxy = Proxy::start(&[
-        "--jwt-jwks-url",
-        &down.url("/jwks"),
-        "--jwt-issuer",
-        ISS,
-        "--jwt-audience",
-        AUD,
-        "--forward-auth-url",
-        &whoami.url("/whoami"),
-    ])
-    .await;
+    let proxy = jwt_then_forward(&down, &whoami).await;
     let live = ours.sign(claims(ISS, AUD));
     assert_eq!(probe(&proxy, &live).await, 503);
     proxy.stop().await;
 
     let jwks = Upstream::start(200, json!({"keys": [ours.jwk]})).await;
-    let proxy = Proxy::start(&[
-        "--jwt-jwks-url",
-        &jwks.url("/jwks"),
-        "--jwt-issuer",
-        ISS,
-        "--jwt-audience",
-        AUD,
-        "--forward-auth-url",
-        &whoami.url("/whoami"),
-    ])
-    .await;
+    let proxy = jwt_then_forward(&jwks, &whoami).await;
     assert_eq!(probe(&proxy, &live).await, 400, "the token itself is good");
     // Signed by the issuer's key, for another of its audiences.
     let other_audience = ours.sign(claims(ISS, "https://other.example.com"));
