@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fake_coda::{ExportPlan, FakeCoda, MutationPlan};
-use harness::{TIMEOUT, command, start};
+use harness::{TIMEOUT, command, spawn_traced, start};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -352,7 +352,7 @@ async fn a_failed_export_download_never_shows_the_signed_link() {
         let fake = FakeCoda::start().await;
         fake.set_export_plan(plan.clone());
         // Logs: everything, from every crate.
-        let mut cmd = command(
+        let mut raw = spawn_traced(command(
             &fake,
             &[
                 "--poll-interval-ms",
@@ -361,24 +361,7 @@ async fn a_failed_export_download_never_shows_the_signed_link() {
                 "20",
                 "--no-rate-limit",
             ],
-        );
-        cmd.env("CODA_MCP_LOG", "trace")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let stderr = child.stderr.take().unwrap();
-        let log = tokio::spawn(async move {
-            let mut all = String::new();
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                all.push_str(&l);
-                all.push('\n');
-            }
-            all
-        });
+        ));
         for msg in [
             json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                 "protocolVersion": "2025-06-18", "capabilities": {},
@@ -388,13 +371,13 @@ async fn a_failed_export_download_never_shows_the_signed_link() {
                 "name": "coda_get_page_content",
                 "arguments": {"docId": "doc1", "pageIdOrName": "canvas-overview"}}}),
         ] {
-            stdin
+            raw.stdin
                 .write_all(format!("{msg}\n").as_bytes())
                 .await
                 .unwrap();
         }
         let result = loop {
-            let line = tokio::time::timeout(TIMEOUT, out.next_line())
+            let line = tokio::time::timeout(TIMEOUT, raw.out.next_line())
                 .await
                 .expect("no result in time")
                 .unwrap()
@@ -404,9 +387,7 @@ async fn a_failed_export_download_never_shows_the_signed_link() {
                 break v;
             }
         };
-        drop(stdin);
-        let _ = tokio::time::timeout(TIMEOUT, child.wait()).await;
-        let log = tokio::time::timeout(TIMEOUT, log).await.unwrap().unwrap();
+        let log = raw.finish().await;
         let exports: Vec<String> = fake
             .calls("POST", "/docs/doc1/pages/canvas-overview/export")
             .iter()

@@ -314,7 +314,7 @@ async fn a_huge_page_token_is_not_followed_nor_handed_out() {
 /// answer, an error that echoes the Authorization header, a dead port.
 #[tokio::test]
 async fn the_token_reaches_no_log_line_error_or_stdout() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::AsyncWriteExt;
     let fake = FakeCoda::start().await;
     let echo = format!("bad header: Authorization: Bearer {}", fake_coda::TOKEN);
     fake.answer_next(
@@ -353,7 +353,7 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
         ),
     );
     fake.break_next_answer_after_applying("PUT", "/rows/i-1", fake_coda::Broken::CutBody);
-    let mut cmd = harness::command(
+    let mut raw = harness::spawn_traced(harness::command(
         &fake,
         &[
             "--retry-base-ms",
@@ -362,24 +362,7 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
             "--call-timeout-secs",
             "3",
         ],
-    );
-    cmd.env("CODA_MCP_LOG", "trace")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let stderr = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        let mut all = String::new();
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            all.push_str(&l);
-            all.push('\n');
-        }
-        all
-    });
+    ));
     let calls = [
         ("coda_get_document", json!({"docId": "doc1"})),
         ("coda_get_document", json!({"docId": "doc1"})),
@@ -411,7 +394,7 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
     }
     let mut answers = Vec::new();
     for msg in msgs {
-        stdin
+        raw.stdin
             .write_all(format!("{msg}\n").as_bytes())
             .await
             .unwrap();
@@ -420,7 +403,7 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
         }
         // One call at a time: each injected answer meets the call it is for.
         loop {
-            let line = tokio::time::timeout(harness::TIMEOUT, out.next_line())
+            let line = tokio::time::timeout(harness::TIMEOUT, raw.out.next_line())
                 .await
                 .expect("no answer in time")
                 .unwrap()
@@ -434,12 +417,7 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
             }
         }
     }
-    drop(stdin);
-    let _ = tokio::time::timeout(harness::TIMEOUT, child.wait()).await;
-    let log = tokio::time::timeout(harness::TIMEOUT, log)
-        .await
-        .unwrap()
-        .unwrap();
+    let log = raw.finish().await;
     assert!(log.contains("coda"), "the log was captured: {log}");
     // The redirect, the 429s, the 503s and the refused insert (the cut
     // answer of a replayable update is read again).

@@ -80,6 +80,24 @@ struct Fault {
     hostile: Option<Hostile>,
 }
 
+impl Fault {
+    /// `remaining` answers of `status` to `method` requests whose path
+    /// contains `path_contains`, before anything is applied.
+    fn new(method: &str, path_contains: &str, status: u16, remaining: usize) -> Fault {
+        Fault {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            status,
+            remaining,
+            retry_after: None,
+            after_apply: false,
+            skip: 0,
+            broken: None,
+            hostile: None,
+        }
+    }
+}
+
 /// An answer no well-behaved Coda gives, sent as is: any status, header
 /// bytes that need not be UTF-8, any body, or a body that never ends.
 #[derive(Debug, Clone, Default)]
@@ -459,15 +477,8 @@ impl FakeCoda {
     ) {
         self.with(|s| {
             s.faults.push(Fault {
-                method: method.into(),
-                path_contains: path_contains.into(),
-                status,
-                remaining: times,
                 retry_after: retry_after.map(str::to_owned),
-                after_apply: false,
-                skip: 0,
-                broken: None,
-                hostile: None,
+                ..Fault::new(method, path_contains, status, times)
             })
         });
     }
@@ -484,15 +495,8 @@ impl FakeCoda {
     ) {
         self.with(|s| {
             s.faults.push(Fault {
-                method: method.into(),
-                path_contains: path_contains.into(),
-                status,
-                remaining: times,
-                retry_after: None,
-                after_apply: false,
                 skip,
-                broken: None,
-                hostile: None,
+                ..Fault::new(method, path_contains, status, times)
             })
         });
     }
@@ -501,16 +505,10 @@ impl FakeCoda {
     /// contains `path_contains` with `answer`, applying nothing.
     pub fn answer_next(&self, method: &str, path_contains: &str, times: usize, answer: Hostile) {
         self.with(|s| {
+            let status = answer.status;
             s.faults.push(Fault {
-                method: method.into(),
-                path_contains: path_contains.into(),
-                status: answer.status,
-                remaining: times,
-                retry_after: None,
-                after_apply: false,
-                skip: 0,
-                broken: None,
                 hostile: Some(answer),
+                ..Fault::new(method, path_contains, status, times)
             })
         });
     }
@@ -614,15 +612,8 @@ impl FakeCoda {
     ) {
         self.with(|s| {
             s.faults.push(Fault {
-                method: method.into(),
-                path_contains: path_contains.into(),
-                status,
-                remaining: times,
-                retry_after: None,
                 after_apply: true,
-                skip: 0,
-                broken: None,
-                hostile: None,
+                ..Fault::new(method, path_contains, status, times)
             })
         });
     }
@@ -632,15 +623,9 @@ impl FakeCoda {
     pub fn fail_after_applying(&self, method: &str, path_contains: &str, status: u16, skip: usize) {
         self.with(|s| {
             s.faults.push(Fault {
-                method: method.into(),
-                path_contains: path_contains.into(),
-                status,
-                remaining: 1,
-                retry_after: None,
                 after_apply: true,
                 skip,
-                broken: None,
-                hostile: None,
+                ..Fault::new(method, path_contains, status, 1)
             })
         });
     }
@@ -656,15 +641,9 @@ impl FakeCoda {
     ) {
         self.with(|s| {
             s.faults.push(Fault {
-                method: method.into(),
-                path_contains: path_contains.into(),
-                status: 0,
-                remaining: 1,
-                retry_after: None,
                 after_apply: true,
-                skip: 0,
                 broken: Some(broken),
-                hostile: None,
+                ..Fault::new(method, path_contains, 0, 1)
             })
         });
     }

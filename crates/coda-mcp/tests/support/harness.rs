@@ -57,6 +57,60 @@ pub fn command(fake: &FakeCoda, extra: &[&str]) -> Command {
     cmd
 }
 
+/// coda-mcp spoken to over its raw stdio, with every log line kept: for
+/// tests that check stdout line by line or read what it logged.
+pub struct Raw {
+    pub child: tokio::process::Child,
+    pub stdin: tokio::process::ChildStdin,
+    pub out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    log: tokio::task::JoinHandle<String>,
+}
+
+/// Starts `cmd` (see [`command`]) logging at trace level, over [`Raw`].
+pub fn spawn_traced(mut cmd: Command) -> Raw {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    cmd.env("CODA_MCP_LOG", "trace")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut all = String::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    Raw {
+        child,
+        stdin,
+        out,
+        log,
+    }
+}
+
+impl Raw {
+    /// Closes stdin, waits for the exit (at most [`TIMEOUT`]) and gives
+    /// back everything it logged.
+    pub async fn finish(self) -> String {
+        let Raw {
+            mut child,
+            stdin,
+            log,
+            ..
+        } = self;
+        drop(stdin);
+        let _ = tokio::time::timeout(TIMEOUT, child.wait()).await;
+        tokio::time::timeout(TIMEOUT, log).await.unwrap().unwrap()
+    }
+}
+
 pub async fn connect(fake: FakeCoda, extra: &[&str]) -> Harness {
     // Defaults from FAST unless the test sets the same flag.
     let mut args: Vec<&str> = Vec::new();
