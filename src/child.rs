@@ -1,7 +1,8 @@
 //! The stdio MCP server as a child process.
 //!
 //! Owns: spawning the command (exec'd directly, never through a shell) in a
-//! process group of its own, its stdin and stdout (handed to the one task
+//! process group of its own, its stdin and stdout (a socket pair by default,
+//! see [`StdoutKind`]; handed to the one task
 //! that talks to it, stdout as a [`LineReader`] that ends with the child
 //! even when an escaped descendant holds the pipe: see [`ChildOutput`]),
 //! stderr drained line by line into the log so the child never blocks on a
@@ -376,6 +377,8 @@ pub struct ChildSpec {
     pub cwd: Option<PathBuf>,
     /// Longest stdout line accepted.
     pub max_line_bytes: usize,
+    /// What the child's stdout is: a socket or a pipe (`--child-stdout`).
+    pub stdout_kind: StdoutKind,
     /// Time between SIGTERM and SIGKILL, and for the child to exit after stdin closes.
     pub grace: Duration,
     /// The proxy's children (shared by every clone of this spec).
@@ -402,7 +405,62 @@ pub struct ChildIo {
 }
 
 /// The child's stdout as its multiplexer reads it.
-pub type Stdout = ChildOutput<ChildStdout>;
+pub type Stdout = ChildOutput<StdoutEnd>;
+
+/// What a child's stdout is (`--child-stdout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StdoutKind {
+    /// One end of a Unix stream socket pair, as Node.js (libuv) gives the
+    /// servers it spawns, and so every Node-based MCP client. The child's
+    /// writes and the proxy's reads copy side by side; on a pipe they take
+    /// turns under the pipe's lock, which halves the rate of long answers.
+    #[default]
+    Socket,
+    /// A pipe (grown to [`STDOUT_PIPE_BYTES`] within the budget), as
+    /// Python's `subprocess` gives: for a server that opens `/dev/stdout`,
+    /// which cannot be opened on a socket.
+    Pipe,
+}
+
+/// The proxy's end of a child's stdout.
+pub enum StdoutEnd {
+    /// The proxy's half of the socket pair (see [`StdoutKind::Socket`]).
+    Socket(tokio::net::UnixStream),
+    /// The read end of the pipe.
+    Pipe(ChildStdout),
+}
+
+impl AsyncRead for StdoutEnd {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            StdoutEnd::Socket(s) => Pin::new(s).poll_read(cx, buf),
+            StdoutEnd::Pipe(p) => Pin::new(p).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsFd for StdoutEnd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            StdoutEnd::Socket(s) => s.as_fd(),
+            StdoutEnd::Pipe(p) => p.as_fd(),
+        }
+    }
+}
+
+/// A socket pair for a child's stdout: the proxy's end (non-blocking, its
+/// writing half shut so that a child reading its stdout sees the end, not
+/// a hang) and the child's (blocking, as a program expects its stdout).
+fn stdout_socket() -> std::io::Result<(tokio::net::UnixStream, std::os::unix::net::UnixStream)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.shutdown(std::net::Shutdown::Write)?;
+    ours.set_nonblocking(true)?;
+    Ok((tokio::net::UnixStream::from_std(ours)?, theirs))
+}
 
 /// One of a child's output pipes, read until the child has exited and what
 /// it wrote has been read.
@@ -548,10 +606,21 @@ impl ChildHandle {
     /// `label` names the owner in the child's log lines (never a session
     /// id: see [`crate::logging::tag`]).
     pub fn spawn(spec: &ChildSpec, label: &str) -> Result<(ChildHandle, ChildIo), ChildError> {
+        let spawn_failed = |source| ChildError::SpawnFailed {
+            program: spec.program.clone(),
+            source,
+        };
+        let (socket, child_stdout) = match spec.stdout_kind {
+            StdoutKind::Socket => {
+                let (ours, theirs) = stdout_socket().map_err(spawn_failed)?;
+                (Some(ours), Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            }
+            StdoutKind::Pipe => (None, Stdio::piped()),
+        };
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(child_stdout)
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
@@ -593,11 +662,11 @@ impl ChildHandle {
                 g.resync(groups.iter().copied());
             }
             spec.metrics.spawn_failed();
-            ChildError::SpawnFailed {
-                program: spec.program.clone(),
-                source,
-            }
+            spawn_failed(source)
         })?;
+        // The child's end of a socket pair lives in `cmd`: closed here, so
+        // that the proxy's end reads the end once the child's copies close.
+        drop(cmd);
         // Invariant: all three pipes were requested above.
         let pid = child.id().expect("a just-spawned child has a pid");
         groups.insert(pid);
@@ -619,9 +688,15 @@ impl ChildHandle {
             Ordering::Relaxed,
         );
         let stdin = child.stdin.take().expect("stdin piped");
-        let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
-        let grown = children.grow_pipe(&stdout, STDOUT_PIPE_BYTES);
+        let (stdout, grown) = match socket {
+            Some(ours) => (StdoutEnd::Socket(ours), 0),
+            None => {
+                let pipe = child.stdout.take().expect("stdout piped");
+                let grown = children.grow_pipe(&pipe, STDOUT_PIPE_BYTES);
+                (StdoutEnd::Pipe(pipe), grown)
+            }
+        };
         spec.metrics.spawned();
         let span = info_span!("child", pid, session = %label);
         info!(parent: &span, program = %spec.program, "child spawned");
@@ -891,6 +966,7 @@ mod tests {
             inherit_env: true,
             cwd: None,
             max_line_bytes: 1024,
+            stdout_kind: StdoutKind::default(),
             grace: Duration::from_millis(200),
             children: Arc::default(),
             stderr_lines_per_second: 50,
@@ -982,6 +1058,7 @@ mod tests {
             inherit_env: true,
             cwd: None,
             max_line_bytes: 1024,
+            stdout_kind: StdoutKind::default(),
             grace: Duration::from_millis(200),
             children: children.clone(),
             stderr_lines_per_second: 50,
@@ -1011,6 +1088,7 @@ mod tests {
             inherit_env: true,
             cwd: None,
             max_line_bytes: 1024,
+            stdout_kind: StdoutKind::default(),
             grace: Duration::from_millis(200),
             children: Arc::default(),
             stderr_lines_per_second: 50,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::auth::AuthConfig;
-use crate::child::ChildSpec;
+use crate::child::{ChildSpec, StdoutKind};
 use crate::logging::LogFormat;
 use crate::version::UpstreamProtocol;
 
@@ -291,6 +291,9 @@ pub struct Args {
     /// what the child speaks: auto (initialize or a server/discover probe first, by the clients it serves), legacy (2024-11-05 to 2025-11-25) or modern (2026-07-28) (default auto)
     #[argh(option)]
     pub upstream_protocol: Option<String>,
+    /// what the child's stdout is: socket (a Unix socket pair, as Node.js gives the servers it spawns; long answers cross faster) or pipe (for a server that opens /dev/stdout) (default socket)
+    #[argh(option)]
+    pub child_stdout: Option<String>,
     /// how long auto waits for an answer to its server/discover probe before trying initialize (default 2s)
     #[argh(option)]
     pub probe_timeout: Option<String>,
@@ -1084,6 +1087,16 @@ impl Config {
                 } else {
                     max_line_bytes
                 },
+                stdout_kind: match r.value("child-stdout", &args.child_stdout)? {
+                    None => StdoutKind::default(),
+                    Some((v, source)) => match v.as_str() {
+                        "socket" => StdoutKind::Socket,
+                        "pipe" => StdoutKind::Pipe,
+                        _ => {
+                            return err(format!("{source}: expected socket or pipe, got {v:?}"));
+                        }
+                    },
+                },
                 grace: shutdown_grace,
                 children: Default::default(),
                 stderr_lines_per_second: match count(
@@ -1328,6 +1341,18 @@ mod tests {
         assert_eq!(c.child.max_line_bytes, 64 << 20);
         assert_eq!(c.session_idle_timeout, Duration::from_secs(1800));
         assert!(c.request_timeout.is_none());
+    }
+
+    #[test]
+    fn child_stdout_is_a_socket_unless_pipe_is_asked_for() {
+        let c = parse(&["--", "s"], &[]).unwrap();
+        assert_eq!(c.child.stdout_kind, StdoutKind::Socket);
+        let c = parse(&["--child-stdout", "pipe", "--", "s"], &[]).unwrap();
+        assert_eq!(c.child.stdout_kind, StdoutKind::Pipe);
+        let c = parse(&["--", "s"], &[("MCP_PROXY_CHILD_STDOUT", "pipe")]).unwrap();
+        assert_eq!(c.child.stdout_kind, StdoutKind::Pipe);
+        let e = parse(&["--child-stdout", "file", "--", "s"], &[]).unwrap_err();
+        assert!(e.0.contains("expected socket or pipe"), "{}", e.0);
     }
 
     #[test]

@@ -291,6 +291,7 @@ struct ServerRaw {
     inherit_env: Option<bool>,
     mode: Option<String>,
     upstream_protocol: Option<String>,
+    child_stdout: Option<String>,
     exit_on_child_exit: Option<bool>,
     #[serde(default)]
     credential_headers: BTreeMap<String, String>,
@@ -582,6 +583,7 @@ fn from_parts(
             inherit_env: None,
             mode: None,
             upstream_protocol: None,
+            child_stdout: None,
             exit_on_child_exit: None,
             credential_headers: BTreeMap::new(),
             limits: LimitsRaw::default(),
@@ -709,6 +711,9 @@ fn build_server(
     }
     if let Some(p) = raw.upstream_protocol {
         args.upstream_protocol = Some(p);
+    }
+    if let Some(k) = raw.child_stdout {
+        args.child_stdout = Some(k);
     }
     args.exit_on_child_exit = raw.exit_on_child_exit.unwrap_or(false);
     if args.exit_on_child_exit {
@@ -1106,6 +1111,7 @@ command = "srv-a"
 args = ["--x"]
 mode = "shared"
 upstream_protocol = "legacy"
+child_stdout = "pipe"
 cwd = "/tmp"
 [server.limits]
 max_sessions = 3
@@ -1134,9 +1140,11 @@ mode = "stateless"
             a.upstream_protocol,
             crate::upstream::UpstreamProtocol::Legacy
         );
+        assert_eq!(a.child.stdout_kind, crate::child::StdoutKind::Pipe);
         let b = &c.servers[1].config;
         assert_eq!(b.mode, Mode::Stateless);
         assert_eq!(b.max_sessions, 10);
+        assert_eq!(b.child.stdout_kind, crate::child::StdoutKind::Socket);
     }
 
     #[test]

@@ -1119,7 +1119,8 @@ async fn a_thousand_sessions_created_and_deleted_leave_no_zombie_orphan_or_growt
 
 // ---- a child whose pipes outlive it, a child that ignores SIGTERM ----
 
-/// The pipe (`pipe:[inode]`) on descriptor `fd` of `pid`.
+/// The pipe or socket (`pipe:[inode]`, `socket:[inode]`) on descriptor
+/// `fd` of `pid`.
 fn pipe_of(pid: u32, fd: u32) -> String {
     std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
         .expect("the descriptor is open")
@@ -1174,42 +1175,90 @@ fn scratch_file(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("mcp-proxy-test-{}-{n}-{name}", std::process::id()))
 }
 
+/// Whether the other end of the socket on descriptor `fd` of `pid` is still
+/// open: a copy of that descriptor (`pidfd_getfd`) is sent a blank line,
+/// which the proxy skips if it reads there, and which fails with `EPIPE`
+/// once every holder of the other end has closed it. (The two ends of a
+/// socket pair are two sockets, so the proxy's end cannot be found by name
+/// as a pipe's can.)
+fn socket_peer_open(pid: u32, fd: i32) -> bool {
+    use nix::libc;
+    // SAFETY: plain system calls on descriptors this function opens and
+    // closes; the buffer is a static byte.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as i32;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+        assert!(
+            copy >= 0,
+            "pidfd_getfd: {}",
+            std::io::Error::last_os_error()
+        );
+        let sent = libc::send(
+            copy,
+            b"\n".as_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        );
+        let error = std::io::Error::last_os_error();
+        libc::close(copy);
+        libc::close(pidfd);
+        sent == 1 || error.raw_os_error() != Some(libc::EPIPE)
+    }
+}
+
 // Regression: a shared child that crashed while a descendant in a session
 // of its own held its stdout was taken for alive: the call in flight never
 // got an answer, the child was never restarted, every later call failed
-// with "not running" for ever and `/ready` still said ready.
+// with "not running" for ever and `/ready` still said ready. Its stdout a
+// socket (the default) or a pipe.
 #[tokio::test]
 async fn a_shared_child_that_exits_while_an_escaped_grandchild_holds_its_pipes_is_restarted() {
-    let pid_file = scratch_file("grandchild");
-    let command = with_escaped_grandchild(&pid_file);
-    let command: Vec<&str> = command.iter().map(String::as_str).collect();
-    let p = start(&["--shared"], &command);
-    let mut c = Client::new(&format!("{}/mcp", p.base));
-    c.initialize("2025-11-25", json!({})).await;
-    let first = pid_once_answered(&c).await;
-    let grandchild = escaped_grandchild(&pid_file).await;
-    let _cleanup = KillOnDrop(grandchild);
-    let stdout = pipe_of(grandchild, 1);
-    assert!(holds(p.child.id(), &stdout), "the proxy reads {stdout}");
+    for kind in ["socket", "pipe"] {
+        let pid_file = scratch_file("grandchild");
+        let command = with_escaped_grandchild(&pid_file);
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        let p = start(&["--shared", "--child-stdout", kind], &command);
+        let mut c = Client::new(&format!("{}/mcp", p.base));
+        c.initialize("2025-11-25", json!({})).await;
+        let first = pid_once_answered(&c).await;
+        let grandchild = escaped_grandchild(&pid_file).await;
+        let _cleanup = KillOnDrop(grandchild);
+        let stdout = pipe_of(grandchild, 1);
+        let proxy = p.child.id();
+        let read_by_proxy = || match kind {
+            "socket" => socket_peer_open(grandchild, 1),
+            _ => holds(proxy, &stdout),
+        };
+        assert!(
+            stdout.starts_with(kind) && read_by_proxy(),
+            "the proxy reads {stdout}"
+        );
 
-    let crash = tokio::time::timeout(STEP, c.call(json!("crash"), "crash", json!({})))
-        .await
-        .expect("the call in flight when the child died gets an answer");
-    assert!(crash.get("error").is_some(), "{crash}");
-    let second = pid_once_answered(&c).await;
-    assert_ne!(first, second, "a new child answers");
-    // The proxy let go of the dead child's pipes; the escaped grandchild
-    // is the documented limit: it keeps running (README, Operations).
-    assert!(
-        eventually(STEP, || !holds(p.child.id(), &stdout)).await,
-        "the proxy still holds the dead child's stdout"
-    );
-    assert!(alive(grandchild));
-    // The restarted child left an escaped grandchild of its own.
-    let second_grandchild = escaped_grandchild(&pid_file).await;
-    let _cleanup_second = KillOnDrop(second_grandchild);
-    assert_ne!(second_grandchild, grandchild);
-    let _ = std::fs::remove_file(&pid_file);
+        let crash = tokio::time::timeout(STEP, c.call(json!("crash"), "crash", json!({})))
+            .await
+            .expect("the call in flight when the child died gets an answer");
+        assert!(crash.get("error").is_some(), "{kind}: {crash}");
+        let second = pid_once_answered(&c).await;
+        assert_ne!(first, second, "{kind}: a new child answers");
+        // The proxy let go of the dead child's stdout; the escaped
+        // grandchild is the documented limit: it keeps running (README,
+        // Operations).
+        assert!(
+            eventually(STEP, || !read_by_proxy()).await,
+            "{kind}: the proxy still holds the dead child's stdout"
+        );
+        assert!(alive(grandchild));
+        // The restarted child left an escaped grandchild of its own.
+        let second_grandchild = escaped_grandchild(&pid_file).await;
+        let _cleanup_second = KillOnDrop(second_grandchild);
+        assert_ne!(second_grandchild, grandchild);
+        let _ = std::fs::remove_file(&pid_file);
+    }
 }
 
 // Regression: a per-session child that exited while an escaped
