@@ -715,6 +715,14 @@ const READ_CHUNK: usize = 64 * 1024;
 /// goes on in few chunks, each one write to the client.
 const STREAM_READ: usize = 1024 * 1024;
 
+/// A read of a line being passed on goes into what is left of the block
+/// the last chunks came from while at least this much is: a socket (or a
+/// child that writes in small pieces) gives chunks far smaller than a
+/// block, and a fresh block per read would hold a mostly empty megabyte
+/// per chunk for as long as the chunk is kept (an SSE answer's chunks are
+/// kept until it ends) and fault in new pages for every read.
+const STREAM_ROOM_MIN: usize = STREAM_READ / 4;
+
 /// Blocks of a line being passed on kept to be read into again once their
 /// chunks are gone: what a client a few reads behind still holds. Freed
 /// blocks among them are memory held only while the line lasts.
@@ -969,14 +977,18 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    /// Room for the next read of a line being passed on. A read fills
-    /// most of a block, and its chunk shares that block until the client
-    /// has it. The blocks of older chunks that are gone by now are read
+    /// Room for the next read of a line being passed on. Reads fill a
+    /// block until less than [`STREAM_ROOM_MIN`] is left, and their chunks
+    /// share it until the client has them. The blocks of older chunks that
+    /// are gone by now are read
     /// into again (`try_reclaim`: only a block nothing else holds), so a
     /// long line does not allocate, and fault in, a fresh block for every
     /// read. Up to [`SPARE_BLOCKS`] older blocks are kept for that while
     /// the line lasts; when none is free, `reserve` allocates as before.
     fn stream_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() >= STREAM_ROOM_MIN {
+            return;
+        }
         if self.buf.is_empty() && self.buf.capacity() < STREAM_READ {
             self.spares.push_back(std::mem::take(&mut self.buf));
             if let Some(free) = self
@@ -1675,6 +1687,35 @@ mod tests {
             })
             .flatten()
             .collect()
+    }
+
+    #[tokio::test]
+    async fn small_reads_of_a_long_line_share_blocks_while_their_chunks_are_held() {
+        // A 4 MiB line that comes 64 KiB per read (a socket, a child that
+        // writes in pieces), every chunk kept until the end (an SSE answer):
+        // reads fill one block after another, not a fresh megabyte each.
+        let line = format!("{}\n", "x".repeat(4 << 20)).into_bytes().leak();
+        let mut r = LineReader::new(
+            Trickle {
+                data: line,
+                chunk: 64 << 10,
+            },
+            16 << 20,
+        )
+        .offering_long_lines_at(128 << 10);
+        let got = pieces(&mut r).await;
+        assert_eq!(joined(&got).len(), 4 << 20);
+        let mut blocks = 0;
+        let mut end = std::ptr::null();
+        for piece in &got {
+            if let Ok(Piece::Chunk(b) | Piece::LineEnd(b)) = piece {
+                if b.as_ptr() != end {
+                    blocks += 1;
+                }
+                end = b.as_ptr().wrapping_add(b.len());
+            }
+        }
+        assert!(blocks <= 8, "{blocks} blocks for {} chunks", got.len());
     }
 
     #[tokio::test]
