@@ -357,7 +357,7 @@ const PIPE_BYTES: usize = 1024 * 1024;
 struct StdioClient {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    stdout: BufReader<Stdout>,
     line: Vec<u8>,
     next_id: u64,
 }
@@ -371,31 +371,68 @@ enum Pipe {
     /// The kernel's default (64 KiB), read 64 KiB at a time: what SDK
     /// clients that spawn a server read.
     Default,
+    /// A Unix socket pair, read 1 MiB at a time: what Node.js (libuv)
+    /// gives a server it spawns, and what the proxy gives its child.
+    Socket,
+}
+
+/// The child's stdout as a direct client reads it: a pipe or its end of a
+/// socket pair.
+enum Stdout {
+    Pipe(ChildStdout),
+    Socket(tokio::net::UnixStream),
+}
+
+impl tokio::io::AsyncRead for Stdout {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stdout::Pipe(p) => std::pin::Pin::new(p).poll_read(cx, buf),
+            Stdout::Socket(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
 }
 
 impl StdioClient {
     async fn spawn(server: &Path, pipe: Pipe) -> Result<Self> {
-        let mut child = Command::new(server)
+        let (socket, child_stdout) = if pipe == Pipe::Socket {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            ours.set_nonblocking(true)?;
+            (
+                Some(tokio::net::UnixStream::from_std(ours)?),
+                Stdio::from(std::os::fd::OwnedFd::from(theirs)),
+            )
+        } else {
+            (None, Stdio::piped())
+        };
+        let mut command = Command::new(server);
+        let mut child = command
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(child_stdout)
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", server.display()))?;
+        // The child's end of a socket pair: ours must not hold it.
+        drop(command);
         let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("piped");
-        // `Grown`: as the proxy does with its child's stdout (`child.rs`), a
-        // pipe of 1 MiB read up to 1 MiB at a time, so that a long answer
-        // crosses in a few reads here too.
-        let read_size = match pipe {
-            Pipe::Grown => {
+        // `Grown`: as the proxy does with its child's stdout when it is a
+        // pipe (`child.rs`), a pipe of 1 MiB read up to 1 MiB at a time, so
+        // that a long answer crosses in a few reads here too.
+        let (stdout, read_size) = match (pipe, socket) {
+            (_, Some(socket)) => (Stdout::Socket(socket), PIPE_BYTES),
+            (Pipe::Grown, None) => {
                 use nix::fcntl::{FcntlArg, fcntl};
+                let stdout = child.stdout.take().expect("piped");
                 if let Err(e) = fcntl(&stdout, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32)) {
                     eprintln!("bench: the direct pipe stays at its default size: {e}");
                 }
-                PIPE_BYTES
+                (Stdout::Pipe(stdout), PIPE_BYTES)
             }
-            Pipe::Default => 64 * 1024,
+            (_, None) => (Stdout::Pipe(child.stdout.take().expect("piped")), 64 * 1024),
         };
         let stdout = BufReader::with_capacity(read_size, stdout);
         let mut client = StdioClient {
@@ -536,6 +573,7 @@ async fn floor_section(args: &Args, floor: &floor::Floor, report: &mut Report) -
 async fn direct(args: &Args, report: &mut Report) -> Result<()> {
     let mut client = StdioClient::spawn(&args.server, Pipe::Grown).await?;
     let mut default_pipe = StdioClient::spawn(&args.server, Pipe::Default).await?;
+    let mut socket_pair = StdioClient::spawn(&args.server, Pipe::Socket).await?;
     for _ in 0..200 {
         let id = client.id();
         client.call(&echo_body(id), id).await?;
@@ -574,6 +612,10 @@ async fn direct(args: &Args, report: &mut Report) -> Result<()> {
                 &mut default_pipe,
                 "direct stdio: `large` result, default 64 KiB pipe",
             ),
+            (
+                &mut socket_pair,
+                "direct stdio: `large` result, socket pair (as Node.js spawns a server)",
+            ),
         ] {
             let mut took = Duration::ZERO;
             for _ in 0..args.large_calls {
@@ -585,6 +627,7 @@ async fn direct(args: &Args, report: &mut Report) -> Result<()> {
     }
     client.close().await;
     default_pipe.close().await;
+    socket_pair.close().await;
     Ok(())
 }
 
@@ -1247,6 +1290,11 @@ impl ProxyBench<'_> {
         } else {
             Some(StdioClient::spawn(&self.args.server, Pipe::Default).await?)
         };
+        let mut direct_socket = if self.args.no_direct || !self.args.wants("large") {
+            None
+        } else {
+            Some(StdioClient::spawn(&self.args.server, Pipe::Socket).await?)
+        };
         for _ in 0..self.args.repeats {
             if self.args.wants("latency") {
                 self.latency(&mut single, direct.as_mut(), mode, report)
@@ -1257,6 +1305,7 @@ impl ProxyBench<'_> {
                     &mut single,
                     direct.as_mut(),
                     direct_default.as_mut(),
+                    direct_socket.as_mut(),
                     mode,
                     report,
                 )
@@ -1339,7 +1388,10 @@ impl ProxyBench<'_> {
                 rate,
             );
         }
-        for direct in [direct, direct_default].into_iter().flatten() {
+        for direct in [direct, direct_default, direct_socket]
+            .into_iter()
+            .flatten()
+        {
             direct.close().await;
         }
         self.stop(proxy, &mut notes).await;
@@ -1485,12 +1537,15 @@ impl ProxyBench<'_> {
         single: &mut McpHttp,
         mut direct: Option<&mut StdioClient>,
         mut direct_default: Option<&mut StdioClient>,
+        mut direct_socket: Option<&mut StdioClient>,
         mode: &str,
         report: &mut Report,
     ) -> Result<()> {
         let payload = self.args.large_bytes;
         // The same call over a direct pipe of the kernel's default size.
         let mut floor_default = Duration::ZERO;
+        // And over a socket pair, as Node.js clients give the server.
+        let mut floor_socket = Duration::ZERO;
         let (mut proxied, mut floor) = (Duration::ZERO, Duration::ZERO);
         // The same call answered on an SSE stream, as clients that accept
         // both get it in a session; and with the id after the result.
@@ -1503,6 +1558,7 @@ impl ProxyBench<'_> {
             for (client, total) in [
                 (direct.as_deref_mut(), &mut floor),
                 (direct_default.as_deref_mut(), &mut floor_default),
+                (direct_socket.as_deref_mut(), &mut floor_socket),
             ] {
                 if let Some(client) = client {
                     *total += client.large(payload).await? * counted;
@@ -1547,6 +1603,7 @@ impl ProxyBench<'_> {
         // Each proxied form as % of each direct rate (one that did not run
         // is zero and gives no row).
         let default_pipe = "with the default 64 KiB pipe ";
+        let socket_pair = "over a socket pair (as Node.js spawns a server) ";
         for (form, baseline, direct, took) in [
             ("", "", floor, proxied),
             (" over SSE", "", floor, over_sse),
@@ -1558,6 +1615,8 @@ impl ProxyBench<'_> {
             ),
             ("", default_pipe, floor_default, proxied),
             (" over SSE", default_pipe, floor_default, over_sse),
+            ("", socket_pair, floor_socket, proxied),
+            (" over SSE", socket_pair, floor_socket, over_sse),
         ] {
             if !direct.is_zero() {
                 report.add(
