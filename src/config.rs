@@ -291,7 +291,7 @@ pub struct Args {
     /// what the child speaks: auto (initialize or a server/discover probe first, by the clients it serves), legacy (2024-11-05 to 2025-11-25) or modern (2026-07-28) (default auto)
     #[argh(option)]
     pub upstream_protocol: Option<String>,
-    /// what the child's stdout is: socket (a Unix socket pair, as Node.js gives the servers it spawns; long answers cross faster) or pipe (for a server that opens /dev/stdout) (default socket)
+    /// what the child's stdout is: pipe, or socket (a Unix socket pair, as Node.js gives the servers it spawns: long answers cross faster, short ones a few µs slower) (default pipe)
     #[argh(option)]
     pub child_stdout: Option<String>,
     /// how long auto waits for an answer to its server/discover probe before trying initialize (default 2s)
@@ -1344,13 +1344,13 @@ mod tests {
     }
 
     #[test]
-    fn child_stdout_is_a_socket_unless_pipe_is_asked_for() {
+    fn child_stdout_is_a_pipe_unless_socket_is_asked_for() {
         let c = parse(&["--", "s"], &[]).unwrap();
+        assert_eq!(c.child.stdout_kind, StdoutKind::Pipe);
+        let c = parse(&["--child-stdout", "socket", "--", "s"], &[]).unwrap();
         assert_eq!(c.child.stdout_kind, StdoutKind::Socket);
-        let c = parse(&["--child-stdout", "pipe", "--", "s"], &[]).unwrap();
-        assert_eq!(c.child.stdout_kind, StdoutKind::Pipe);
-        let c = parse(&["--", "s"], &[("MCP_PROXY_CHILD_STDOUT", "pipe")]).unwrap();
-        assert_eq!(c.child.stdout_kind, StdoutKind::Pipe);
+        let c = parse(&["--", "s"], &[("MCP_PROXY_CHILD_STDOUT", "socket")]).unwrap();
+        assert_eq!(c.child.stdout_kind, StdoutKind::Socket);
         let e = parse(&["--child-stdout", "file", "--", "s"], &[]).unwrap_err();
         assert!(e.0.contains("expected socket or pipe"), "{}", e.0);
     }

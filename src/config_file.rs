@@ -1111,7 +1111,7 @@ command = "srv-a"
 args = ["--x"]
 mode = "shared"
 upstream_protocol = "legacy"
-child_stdout = "pipe"
+child_stdout = "socket"
 cwd = "/tmp"
 [server.limits]
 max_sessions = 3
@@ -1140,11 +1140,11 @@ mode = "stateless"
             a.upstream_protocol,
             crate::upstream::UpstreamProtocol::Legacy
         );
-        assert_eq!(a.child.stdout_kind, crate::child::StdoutKind::Pipe);
+        assert_eq!(a.child.stdout_kind, crate::child::StdoutKind::Socket);
         let b = &c.servers[1].config;
         assert_eq!(b.mode, Mode::Stateless);
         assert_eq!(b.max_sessions, 10);
-        assert_eq!(b.child.stdout_kind, crate::child::StdoutKind::Socket);
+        assert_eq!(b.child.stdout_kind, crate::child::StdoutKind::Pipe);
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! What a child's stdout is (`--child-stdout`): by default one end of a
-//! Unix socket pair, as Node.js gives the servers it spawns; with `pipe`, a
-//! pipe, for a server that opens `/dev/stdout` (which no socket allows).
-//! The children are `sh` wrappers around `everything` that start only if
-//! their stdout is what they test for.
+//! What a child's stdout is (`--child-stdout`): by default a pipe, on
+//! which a server may open `/dev/stdout`; with `socket`, one end of a Unix
+//! socket pair, as Node.js gives the servers it spawns. The children are
+//! `sh` wrappers around `everything` that start only if their stdout is
+//! what they test for.
 
 mod support;
 
@@ -42,30 +42,45 @@ async fn serves(proxy: &Proxy) -> bool {
     echo["result"]["content"][0]["text"] == "hi"
 }
 
+/// Starts `everything` only if `/dev/stdout` is a pipe, opened by name.
+const ON_A_PIPE_OPENED_BY_NAME: &str = r#"[ -p /dev/stdout ] && exec "$0" > /dev/stdout; exit 3"#;
+
 #[tokio::test]
-async fn by_default_the_childs_stdout_is_a_socket() {
-    let proxy = proxy_over(&[], r#"[ -S /dev/stdout ] && exec "$0"; exit 3"#).await;
-    assert!(serves(&proxy).await, "the child's stdout is not a socket");
+async fn by_default_the_childs_stdout_is_a_pipe_that_dev_stdout_opens() {
+    let proxy = proxy_over(&[], ON_A_PIPE_OPENED_BY_NAME).await;
+    assert!(serves(&proxy).await, "the child's stdout is not a pipe");
     proxy.stop().await;
 }
 
 #[tokio::test]
-async fn with_pipe_the_childs_stdout_is_a_pipe_and_dev_stdout_opens() {
-    let script = r#"[ -p /dev/stdout ] && exec "$0" > /dev/stdout; exit 3"#;
-    let proxy = proxy_over(&["--child-stdout", "pipe"], script).await;
-    assert!(serves(&proxy).await, "the child's stdout is not a pipe");
+async fn with_socket_the_childs_stdout_is_a_socket_that_dev_stdout_cannot_open() {
+    let script = r#"[ -S /dev/stdout ] && exec "$0"; exit 3"#;
+    let proxy = proxy_over(&["--child-stdout", "socket"], script).await;
+    assert!(serves(&proxy).await, "the child's stdout is not a socket");
     proxy.stop().await;
-    // The limit the flag exists for: no socket can be opened by path.
-    let proxy = proxy_over(&["--shared", "--request-timeout", "3s"], script).await;
+    // What the pipe is kept for: no socket can be opened by path.
+    let script = r#"exec "$0" > /dev/stdout"#;
+    let flags = [
+        "--child-stdout",
+        "socket",
+        "--shared",
+        "--request-timeout",
+        "3s",
+    ];
+    let proxy = proxy_over(&flags, script).await;
     assert!(!serves(&proxy).await);
     proxy.stop().await;
 }
 
 #[tokio::test]
-async fn a_child_reading_its_stdout_sees_the_end_not_a_hang() {
+async fn a_child_reading_its_stdout_socket_sees_the_end_not_a_hang() {
     // `read` returns at once: the proxy's end of the pair cannot write.
     let script = r#"read -r line <&1; exec "$0""#;
-    let proxy = proxy_over(&["--request-timeout", "5s"], script).await;
+    let proxy = proxy_over(
+        &["--child-stdout", "socket", "--request-timeout", "5s"],
+        script,
+    )
+    .await;
     assert!(serves(&proxy).await);
     proxy.stop().await;
 }

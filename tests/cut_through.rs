@@ -93,7 +93,11 @@ async fn read_body(
 
 #[tokio::test]
 async fn a_long_answer_starts_before_the_child_finishes_it_and_arrives_intact() {
-    for mode in [&[][..], &["--shared"][..], &["--child-stdout", "pipe"][..]] {
+    for mode in [
+        &[][..],
+        &["--shared"][..],
+        &["--child-stdout", "socket"][..],
+    ] {
         let proxy = Proxy::start(mode).await;
         let c = json_session(&proxy).await;
         let started = Instant::now();
