@@ -715,6 +715,14 @@ const READ_CHUNK: usize = 64 * 1024;
 /// goes on in few chunks, each one write to the client.
 const STREAM_READ: usize = 1024 * 1024;
 
+/// A line being passed on goes on in chunks of at least this much (its
+/// end goes at once, however short): a child that writes a long line a
+/// few bytes at a time must not turn it into as many chunks, each a queue
+/// entry and an HTTP chunk of its own (an SSE answer keeps every chunk
+/// until it ends), which would multiply the memory and the bytes on the
+/// wire that `--max-line-bytes` bounds.
+const STREAM_CHUNK_MIN: usize = 16 * 1024;
+
 /// A read of a line being passed on goes into what is left of the block
 /// the last chunks came from while at least this much is: a socket (or a
 /// child that writes in small pieces) gives chunks far smaller than a
@@ -1007,8 +1015,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// What is buffered of a line being passed on that has `sent` bytes out
     /// already: its end, a chunk, or (nothing buffered) `None`.
     fn next_chunk(&mut self, sent: usize) -> Result<Option<Piece>, LineError> {
-        if let Some(i) = memchr::memchr(b'\n', &self.buf) {
+        // Bytes held back (shorter than a chunk) were scanned already.
+        let from = self.scanned.min(self.buf.len());
+        if let Some(i) = memchr::memchr(b'\n', &self.buf[from..]).map(|i| from + i) {
             let mut last = self.buf.split_to(i + 1);
+            self.scanned = 0;
             self.streaming = None;
             self.spares.clear();
             self.offered = false;
@@ -1021,10 +1032,13 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
         // A CR at the end waits: if an LF follows, it is the line's end.
         let keep = usize::from(self.buf.last() == Some(&b'\r'));
-        if self.buf.len() == keep {
+        let held = self.buf.len() - keep;
+        if held < STREAM_CHUNK_MIN && sent + held <= self.max_line_bytes {
+            self.scanned = self.buf.len();
             return Ok(None);
         }
         let chunk = self.buf.split_to(self.buf.len() - keep);
+        self.scanned = 0;
         if sent + chunk.len() > self.max_line_bytes {
             // Skipped from here to its end, as any over-long line.
             self.streaming = None;
@@ -1687,6 +1701,41 @@ mod tests {
             })
             .flatten()
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_long_line_that_trickles_in_goes_on_in_chunks_of_16_kib_or_more() {
+        // A child that writes a long line a byte at a time.
+        let line = format!("{}\r\nnext\n", "t".repeat(300 << 10))
+            .into_bytes()
+            .leak();
+        let mut r = LineReader::new(
+            Trickle {
+                data: line,
+                chunk: 1,
+            },
+            1 << 20,
+        )
+        .offering_long_lines_at(128 << 10);
+        let got = pieces(&mut r).await;
+        assert_eq!(joined(&got), "t".repeat(300 << 10).into_bytes());
+        let chunks: Vec<usize> = got
+            .iter()
+            .filter_map(|p| match p {
+                Ok(Piece::Chunk(b)) => Some(b.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            chunks.iter().all(|len| *len >= STREAM_CHUNK_MIN),
+            "{} chunks, the shortest {:?} bytes",
+            chunks.len(),
+            chunks.iter().min()
+        );
+        assert_eq!(
+            got.last(),
+            Some(&Ok(Piece::Line(Bytes::from_static(b"next"))))
+        );
     }
 
     #[tokio::test]
