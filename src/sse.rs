@@ -133,41 +133,51 @@ pub fn stream_body<G: Send + 'static>(
 ) -> Body {
     let stream = async_stream::stream! {
         let _guard = guard;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When a keep-alive is due if nothing goes out before. The timer
+        // exists only while the stream waits: a response whose events are
+        // there when its body is polled (most are) sets none.
+        let mut due = tokio::time::Instant::now() + keep_alive;
         'events: loop {
-            tokio::select! {
-                biased;
-                item = rx.recv_item() => match item {
-                    Some(Item::Event(bytes) | Item::Prime(bytes)) => {
-                        tick.reset();
-                        yield Ok::<_, BodyError>(Frame::data(bytes));
+            let item = match rx.ready_item() {
+                Some(item) => item,
+                None => tokio::select! {
+                    biased;
+                    item = rx.recv_item() => item,
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep_until(due) => {
+                        due = tokio::time::Instant::now() + keep_alive;
+                        yield Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)));
+                        continue;
                     }
-                    Some(Item::Open(first, mut tail)) => {
-                        // An event still arriving: its pieces, and nothing
-                        // else (no keep-alive) until it ends.
-                        yield Ok(Frame::data(first));
-                        loop {
-                            let piece = tokio::select! {
-                                piece = tail.next() => piece,
-                                _ = cancel.cancelled() => break 'events,
-                            };
-                            match piece {
-                                Ok(Some(piece)) => yield Ok(Frame::data(piece)),
-                                Ok(None) => break,
-                                Err(e) => {
-                                    debug!(error = %e, "a long answer broke off; failing its stream");
-                                    yield Err(e.into());
-                                    break 'events;
-                                }
+                },
+            };
+            match item {
+                Some(Item::Event(bytes) | Item::Prime(bytes)) => {
+                    yield Ok::<_, BodyError>(Frame::data(bytes));
+                    due = tokio::time::Instant::now() + keep_alive;
+                }
+                Some(Item::Open(first, mut tail)) => {
+                    // An event still arriving: its pieces, and nothing
+                    // else (no keep-alive) until it ends.
+                    yield Ok(Frame::data(first));
+                    loop {
+                        let piece = tokio::select! {
+                            piece = tail.next() => piece,
+                            _ = cancel.cancelled() => break 'events,
+                        };
+                        match piece {
+                            Ok(Some(piece)) => yield Ok(Frame::data(piece)),
+                            Ok(None) => break,
+                            Err(e) => {
+                                debug!(error = %e, "a long answer broke off; failing its stream");
+                                yield Err(e.into());
+                                break 'events;
                             }
                         }
-                        tick.reset();
                     }
-                    None => break,
-                },
-                _ = cancel.cancelled() => break,
-                _ = tick.tick() => yield Ok(Frame::data(Bytes::from_static(KEEP_ALIVE))),
+                    due = tokio::time::Instant::now() + keep_alive;
+                }
+                None => break,
             }
         }
     };
@@ -213,6 +223,28 @@ impl LiveRx {
             queued: Arc::default(),
             held: VecDeque::new(),
             ended: false,
+        }
+    }
+
+    /// An item there now without waiting (`Some(None)`: the queue ended),
+    /// or `None` when the next must be awaited.
+    fn ready_item(&mut self) -> Option<Option<Item>> {
+        if let Some(item) = self.held.pop_front() {
+            return Some(Some(item));
+        }
+        if self.ended {
+            return Some(None);
+        }
+        match self.rx.try_recv() {
+            Ok(item) => {
+                self.queued.fetch_sub(item.len(), Ordering::Relaxed);
+                Some(Some(item))
+            }
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                self.ended = true;
+                Some(None)
+            }
         }
     }
 
