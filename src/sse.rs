@@ -641,7 +641,13 @@ impl Outlet {
     }
 
     fn event_id(&self, seq: u64) -> Option<String> {
-        self.with_ids.then(|| format!("{}-{}", self.stream_id, seq))
+        self.with_ids.then(|| {
+            let mut id = String::with_capacity(41);
+            push_decimal(&mut id, self.stream_id);
+            id.push('-');
+            push_decimal(&mut id, seq);
+            id
+        })
     }
 
     /// Legacy streams name their events, as the 2024-11-05 spec does.
@@ -1049,6 +1055,22 @@ fn queue_capacity(max_queue: usize, owed: Option<usize>) -> usize {
     max_queue.max(1) + owed.unwrap_or(max_queue)
 }
 
+/// Appends `n` in decimal (an event id is made for every event; `format!`
+/// costs several times as much).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
 /// Splits an event id made by an [`Outlet`] into (stream, sequence).
 pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
     let (stream, seq) = id.trim().split_once('-')?;
@@ -1058,6 +1080,18 @@ pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_are_decimal_and_parse_back() {
+        for (stream, seq) in [(0, 0), (1, 9), (10, 1234567890), (u64::MAX, u64::MAX)] {
+            let mut id = String::new();
+            push_decimal(&mut id, stream);
+            id.push('-');
+            push_decimal(&mut id, seq);
+            assert_eq!(id, format!("{stream}-{seq}"));
+            assert_eq!(parse_event_id(&id), Some((stream, seq)));
+        }
+    }
 
     #[test]
     fn event_encoding_keeps_data_on_one_line() {
