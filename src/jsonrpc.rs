@@ -965,6 +965,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 if self.streaming.take().is_some() {
                     // The line being passed on never ended.
                     self.buf.clear();
+                    self.scanned = 0;
                     self.spares.clear();
                     return Ok(None);
                 }
@@ -1736,6 +1737,25 @@ mod tests {
             got.last(),
             Some(&Ok(Piece::Line(Bytes::from_static(b"next"))))
         );
+    }
+
+    #[tokio::test]
+    async fn a_line_passed_on_and_cut_off_by_eof_leaves_a_reader_that_reads_the_end_again() {
+        // Held back (shorter than a chunk) when the output ends.
+        let input: &[u8] = &[b'L'; 40];
+        let mut r = LineReader::new(
+            Trickle {
+                data: input,
+                chunk: 3,
+            },
+            100,
+        )
+        .offering_long_lines_at(16);
+        let got = pieces(&mut r).await;
+        assert!(!got.is_empty());
+        for _ in 0..2 {
+            assert!(matches!(r.next_piece().await, Ok(None)));
+        }
     }
 
     #[tokio::test]
