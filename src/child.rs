@@ -614,7 +614,12 @@ impl ChildHandle {
         };
         let (socket, child_stdout) = match spec.stdout_kind {
             StdoutKind::Socket => {
-                let (ours, theirs) = stdout_socket().map_err(spawn_failed)?;
+                let (ours, theirs) = stdout_socket().map_err(|e| {
+                    // Counted as a failed spawn, as a pipe that cannot be
+                    // made (no descriptors left) is inside `spawn`.
+                    spec.metrics.spawn_failed();
+                    spawn_failed(e)
+                })?;
                 (Some(ours), Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             }
             StdoutKind::Pipe => (None, Stdio::piped()),
