@@ -949,13 +949,8 @@ fn redirect_error(status: StatusCode, headers: &reqwest::header::HeaderMap) -> C
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|l| Url::parse(l).ok())
-        .and_then(|u| {
-            let host = u.host_str()?.to_owned();
-            Some(match u.port() {
-                Some(p) => format!(" to {}://{host}:{p}", u.scheme()),
-                None => format!(" to {}://{host}", u.scheme()),
-            })
-        })
+        .filter(|u| u.host_str().is_some())
+        .map(|u| format!(" to {}", origin_of(&u)))
         .unwrap_or_default();
     CodaError::Api {
         status: status.as_u16(),
