@@ -377,12 +377,13 @@ impl JwtVerifier {
         v
     }
 
-    /// Whether `token` was verified and is still remembered: a token no
-    /// guesser could have made (its signature checked out), so the failure
-    /// limiter need not stand in its way.
-    pub fn remembers(&self, token: &str) -> bool {
+    /// What `token` was verified as, if it was and is still remembered: a
+    /// token no guesser could have made (its signature checked out), so
+    /// the failure limiter need not stand in its way, and the caller need
+    /// not ask [`JwtVerifier::verify`] (which would hash it again).
+    pub fn remembered(&self, token: &str) -> Option<Verified> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.cached(&digest).is_some()
+        self.cached(&digest)
     }
 
     fn cached(&self, digest: &[u8; 32]) -> Option<Verified> {

@@ -299,10 +299,10 @@ impl Authenticator {
         // A JWT verified before cannot be a guess: whoever else at this
         // address has spent its failures does not lock its holder out.
         let known = match (&self.jwt, self.jwt_token(headers)) {
-            (Some(jwt), Some(token)) => jwt.remembers(token),
-            _ => false,
+            (Some(jwt), Some(token)) => jwt.remembered(token),
+            _ => None,
         };
-        let limited = ip.filter(|_| !known);
+        let limited = ip.filter(|_| known.is_none());
         let admission =
             match limited.map(|ip| (ip, self.limiter.admit(ip, self.credential(headers)))) {
                 Some((ip, Err(retry))) => {
@@ -314,7 +314,7 @@ impl Authenticator {
                 Some((_, Ok(a))) => Some(a),
                 None => None,
             };
-        let (result, guessed) = self.identify(headers).await;
+        let (result, guessed) = self.identify(headers, known).await;
         match &result {
             Ok(p) => {
                 if let Some(ip) = ip.filter(|_| record_success) {
@@ -368,8 +368,12 @@ impl Authenticator {
     /// is two guesses), at least one for any invalid credential. A 503
     /// counts its refused keys too: else, while forward auth or the JWKS
     /// fails, keys could be guessed without limit (503 meaning "not a key").
-    async fn identify(&self, headers: &HeaderMap) -> (Result<Principal, AuthError>, u32) {
-        let result = self.identify_by(headers).await;
+    async fn identify(
+        &self,
+        headers: &HeaderMap,
+        known: Option<jwt::Verified>,
+    ) -> (Result<Principal, AuthError>, u32) {
+        let result = self.identify_by(headers, known).await;
         let keys_refused = if self.keys.is_empty() {
             0
         } else {
@@ -403,7 +407,13 @@ impl Authenticator {
         token.filter(|t| jwt::looks_like_jwt(t))
     }
 
-    async fn identify_by(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    /// `known`: what the request's JWT was verified as before, if it is
+    /// remembered (see [`JwtVerifier::remembered`]).
+    async fn identify_by(
+        &self,
+        headers: &HeaderMap,
+        known: Option<jwt::Verified>,
+    ) -> Result<Principal, AuthError> {
         let bearer = bearer(headers);
         let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         if !self.keys.is_empty() {
@@ -424,7 +434,11 @@ impl Authenticator {
             && let Some(token) = self.jwt_token(headers)
         {
             let is_bearer = bearer == Some(token);
-            match jwt.verify(token).await {
+            let verified = match known {
+                Some(v) => Ok(v),
+                None => jwt.verify(token).await,
+            };
+            match verified {
                 Ok(v) => {
                     let missing = self
                         .config
