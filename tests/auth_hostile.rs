@@ -374,42 +374,46 @@ async fn one_failure_budget_per_client_for_every_named_server() {
 /// a guesser had twice `--auth-failure-limit` key guesses a minute (the
 /// old code let 6 such requests, 12 guesses, through with 401 below). Each
 /// distinct key refused counts now.
-#[tokio::test]
-async fn two_keys_in_one_request_are_two_guesses() {
+/// The statuses of `n` requests to a proxy with one key and
+/// `--auth-failure-limit limit`, request `i` carrying the bearer token and
+/// the `X-API-Key` that `guess(i)` gives.
+async fn key_guesses(limit: &str, n: usize, guess: impl Fn(usize) -> (String, String)) -> Vec<u16> {
     let proxy = Proxy::start(&[
         "--api-key",
         "the-real-key-0123456789",
         "--auth-failure-limit",
-        "6",
+        limit,
     ])
     .await;
     let mut statuses = Vec::new();
-    for i in 0..8 {
-        let bearer = format!("Bearer guess-a-{i:04}-xxxxxxxx");
-        let key = format!("guess-b-{i:04}-xxxxxxxx");
+    for i in 0..n {
+        let (bearer, key) = guess(i);
+        let bearer = format!("Bearer {bearer}");
         let headers = [("authorization", &*bearer), ("x-api-key", &*key)];
         statuses.push(post_status(&proxy.mcp(), &headers).await);
     }
+    proxy.stop().await;
+    statuses
+}
+
+#[tokio::test]
+async fn two_keys_in_one_request_are_two_guesses() {
+    let statuses = key_guesses("6", 8, |i| {
+        (
+            format!("guess-a-{i:04}-xxxxxxxx"),
+            format!("guess-b-{i:04}-xxxxxxxx"),
+        )
+    })
+    .await;
     let refused = statuses.iter().filter(|&&s| s == 401).count();
     assert_eq!(refused, 3, "requests of two guesses checked: {statuses:?}");
     // The same key twice is one guess.
-    let proxy2 = Proxy::start(&[
-        "--api-key",
-        "the-real-key-0123456789",
-        "--auth-failure-limit",
-        "4",
-    ])
-    .await;
-    let mut same = Vec::new();
-    for i in 0..6 {
+    let same = key_guesses("4", 6, |i| {
         let key = format!("guess-{i:04}-xxxxxxxxxx");
-        let bearer = format!("Bearer {key}");
-        let headers = [("authorization", &*bearer), ("x-api-key", &*key)];
-        same.push(post_status(&proxy2.mcp(), &headers).await);
-    }
+        (key.clone(), key)
+    })
+    .await;
     assert_eq!(same.iter().filter(|&&s| s == 401).count(), 4, "{same:?}");
-    proxy.stop().await;
-    proxy2.stop().await;
 }
 
 /// Regression: on a dual-stack listener (`--host ::`) an IPv4 peer is
