@@ -87,13 +87,25 @@ async fn a_redirect_to_another_host_sends_nothing_there() {
     h.close().await;
 }
 
-fn json_answer(status: u16, body: &serde_json::Value) -> Hostile {
+/// An answer of `status` with these body bytes and no headers.
+fn raw(status: u16, body: impl Into<Vec<u8>>) -> Hostile {
     Hostile {
         status,
-        headers: vec![("content-type".into(), b"application/json".to_vec())],
-        body: serde_json::to_vec(body).unwrap(),
+        body: body.into(),
         ..Hostile::default()
     }
+}
+
+/// An answer of `status` with these bytes as a JSON body.
+fn json_bytes(status: u16, body: impl Into<Vec<u8>>) -> Hostile {
+    Hostile {
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        ..raw(status, body)
+    }
+}
+
+fn json_answer(status: u16, body: &serde_json::Value) -> Hostile {
+    json_bytes(status, serde_json::to_vec(body).unwrap())
 }
 
 /// Coda's error `message` (and `statusMessage`, and each validation
@@ -171,10 +183,8 @@ async fn a_body_that_never_ends_stops_at_the_call_deadline() {
         "/docs/doc1",
         1,
         Hostile {
-            status: 200,
-            headers: vec![("content-type".into(), b"application/json".to_vec())],
-            body: b"[[[[[[[[".to_vec(),
             endless: true,
+            ..json_bytes(200, "[[[[[[[[")
         },
     );
     let started = Instant::now();
@@ -198,10 +208,8 @@ async fn a_body_that_never_ends_stops_at_the_byte_cap() {
         "/docs/doc1",
         1,
         Hostile {
-            status: 200,
-            body: vec![b' '; 1 << 20],
             endless: true,
-            ..Hostile::default()
+            ..raw(200, vec![b' '; 1 << 20])
         },
     );
     let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
@@ -215,15 +223,14 @@ async fn a_body_that_never_ends_stops_at_the_byte_cap() {
 async fn deep_nesting_huge_numbers_and_binary_headers_do_not_crash() {
     let h = start(&[]).await;
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    h.fake.answer_next("GET", "/docs/doc1", 1, raw(200, deep));
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("not JSON"), "{e}");
     h.fake.answer_next(
         "GET",
         "/docs/doc1",
         1,
-        Hostile {
-            status: 200,
-            body: deep.into_bytes(),
-            ..Hostile::default()
-        },
+        raw(200, br#"{"id":"doc1","name":"n","size":1e400}"#),
     );
     let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
     assert!(e.contains("not JSON"), "{e}");
@@ -232,25 +239,11 @@ async fn deep_nesting_huge_numbers_and_binary_headers_do_not_crash() {
         "/docs/doc1",
         1,
         Hostile {
-            status: 200,
-            body: br#"{"id":"doc1","name":"n","size":1e400}"#.to_vec(),
-            ..Hostile::default()
-        },
-    );
-    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
-    assert!(e.contains("not JSON"), "{e}");
-    h.fake.answer_next(
-        "GET",
-        "/docs/doc1",
-        1,
-        Hostile {
-            status: 429,
             headers: vec![
                 ("retry-after".into(), vec![0xff, 0xfe, b'9']),
                 ("x-junk".into(), vec![0x80, 0x81]),
             ],
-            body: b"{}".to_vec(),
-            ..Hostile::default()
+            ..raw(429, "{}")
         },
     );
     let v = h.ok("coda_get_document", json!({"docId": "doc1"})).await;
@@ -335,10 +328,8 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
             "/docs/doc1",
             1,
             Hostile {
-                status: 429,
                 headers: vec![("retry-after".into(), ra.as_bytes().to_vec())],
-                body: b"{}".to_vec(),
-                ..Hostile::default()
+                ..raw(429, "{}")
             },
         );
     }
