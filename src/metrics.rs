@@ -16,7 +16,7 @@
 //! `prometheus-client` crate (counters get the `_total` suffix there).
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -57,6 +57,8 @@ pub enum Era {
 }
 
 impl Era {
+    const COUNT: usize = 4;
+
     fn as_str(self) -> &'static str {
         match self {
             Era::Legacy => "2024-11-05",
@@ -83,6 +85,8 @@ pub enum HttpMethod {
 }
 
 impl HttpMethod {
+    const COUNT: usize = 5;
+
     /// Folds a request's method.
     pub fn of(m: &http::Method) -> HttpMethod {
         match *m {
@@ -119,6 +123,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    const COUNT: usize = 4;
+
     /// The class of `status`.
     pub fn of(status: http::StatusCode) -> Outcome {
         match status.as_u16() {
@@ -233,6 +239,17 @@ struct RequestLabels {
     outcome: Outcome,
 }
 
+impl RequestLabels {
+    /// How many label sets there are.
+    const COUNT: usize = Era::COUNT * HttpMethod::COUNT * Outcome::COUNT;
+
+    /// A number of its own for each label set, below [`Self::COUNT`].
+    fn index(&self) -> usize {
+        (self.era as usize * HttpMethod::COUNT + self.method as usize) * Outcome::COUNT
+            + self.outcome as usize
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EraLabels {
     era: Era,
@@ -313,6 +330,12 @@ pub struct Metrics {
     child: ChildMetrics,
     requests: Family<RequestLabels, Counter>,
     latency: Family<EraLabels, Histogram, fn() -> Histogram>,
+    /// The members of `requests` and `latency` met so far, by their labels'
+    /// index ([`RequestLabels::index`], [`Era`] as a number): the family
+    /// hashes the labels under a lock on every lookup, this is an array
+    /// read. Each holds a handle on the family's own metric.
+    requests_seen: [OnceLock<Counter>; RequestLabels::COUNT],
+    latency_seen: [OnceLock<Histogram>; Era::COUNT],
     bytes_in: Counter,
     bytes_out: Counter,
     sse_open: Gauge,
@@ -356,6 +379,8 @@ impl Metrics {
             child: ChildMetrics::default(),
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            requests_seen: std::array::from_fn(|_| OnceLock::new()),
+            latency_seen: std::array::from_fn(|_| OnceLock::new()),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             sse_open: Gauge::default(),
@@ -494,12 +519,13 @@ impl Metrics {
         started: Instant,
         resp: http::Response<Body>,
     ) -> http::Response<Body> {
-        self.requests
-            .get_or_create(&RequestLabels {
-                era,
-                method,
-                outcome: Outcome::of(resp.status()),
-            })
+        let labels = RequestLabels {
+            era,
+            method,
+            outcome: Outcome::of(resp.status()),
+        };
+        self.requests_seen[labels.index()]
+            .get_or_init(|| self.requests.get_or_create(&labels).clone())
             .inc();
         let sse = resp
             .headers()
@@ -551,9 +577,9 @@ impl Drop for BodyGuard {
             self.metrics.sse_open.dec();
         }
         if let Some((era, started)) = self.timed {
-            self.metrics
-                .latency
-                .get_or_create(&EraLabels { era })
+            let m = &self.metrics;
+            m.latency_seen[era as usize]
+                .get_or_init(|| m.latency.get_or_create(&EraLabels { era }).clone())
                 .observe(started.elapsed().as_secs_f64());
         }
     }
@@ -595,6 +621,67 @@ impl HttpBody for CountingBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_request_label_set_has_an_index_of_its_own() {
+        // A variant added to one of these fails to compile here until it is
+        // listed, and then the COUNT checks below tell if a COUNT is stale.
+        let eras = [Era::Legacy, Era::Streamable, Era::Modern, Era::None];
+        let methods = [
+            HttpMethod::Get,
+            HttpMethod::Post,
+            HttpMethod::Delete,
+            HttpMethod::Options,
+            HttpMethod::Other,
+        ];
+        let outcomes = [
+            Outcome::Success,
+            Outcome::Redirect,
+            Outcome::ClientError,
+            Outcome::ServerError,
+        ];
+        for e in eras {
+            match e {
+                Era::Legacy | Era::Streamable | Era::Modern | Era::None => {}
+            }
+        }
+        for m in methods {
+            match m {
+                HttpMethod::Get
+                | HttpMethod::Post
+                | HttpMethod::Delete
+                | HttpMethod::Options
+                | HttpMethod::Other => {}
+            }
+        }
+        for o in outcomes {
+            match o {
+                Outcome::Success
+                | Outcome::Redirect
+                | Outcome::ClientError
+                | Outcome::ServerError => {}
+            }
+        }
+        assert_eq!(eras.len(), Era::COUNT);
+        assert_eq!(methods.len(), HttpMethod::COUNT);
+        assert_eq!(outcomes.len(), Outcome::COUNT);
+        let mut seen = std::collections::HashSet::new();
+        for era in eras {
+            assert!((era as usize) < Era::COUNT);
+            for method in methods {
+                for outcome in outcomes {
+                    let i = RequestLabels {
+                        era,
+                        method,
+                        outcome,
+                    }
+                    .index();
+                    assert!(i < RequestLabels::COUNT);
+                    assert!(seen.insert(i), "{era:?} {method:?} {outcome:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn render_has_every_metric_and_fixed_labels() {
