@@ -16,7 +16,6 @@
 //! full, or whose write fails, is dropped, counted (`/health`'s
 //! `audit_records_dropped`) and reported in the log; the proxy goes on.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -118,17 +117,10 @@ impl Audit {
         if !self.enabled() {
             return;
         }
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        // One buffer: `{"ts_ms":…,"event":…` then the fields' members.
-        let mut line = Vec::with_capacity(256);
-        let _ = write!(line, r#"{{"ts_ms":{ts},"event":"#);
-        // Invariant: a str and plain structs serialize (to a Vec, which
-        // cannot fail to take the bytes).
-        serde_json::to_writer(&mut line, event).expect("a str serializes");
+        let mut line = record_head(event);
         let at = line.len();
+        // Invariant: plain structs serialize (to a Vec, which cannot fail
+        // to take the bytes).
         serde_json::to_writer(&mut line, fields).expect("audit fields serialize");
         if line[at..].starts_with(b"{}") || line.get(at) != Some(&b'{') {
             line.truncate(at);
@@ -136,6 +128,11 @@ impl Audit {
         } else {
             line[at] = b',';
         }
+        self.send(line);
+    }
+
+    /// Hands a whole record on to the log and the file.
+    fn send(&self, mut line: Vec<u8>) {
         if tracing::enabled!(target: "audit", Level::INFO) {
             crate::logging::audit_record(&line);
         }
@@ -199,31 +196,59 @@ impl Audit {
         );
     }
 
-    /// A `tools/call` finished (see [`ToolCall`], which calls this).
+    /// A `tools/call` finished (see [`ToolCall`], which calls this). The
+    /// commonest record, one per call: its members are written in place
+    /// (literal keys; only the values that come from outside are escaped)
+    /// rather than through a struct's serializer.
     pub fn tool_call(&self, call: &ToolCall, outcome: Outcome, duration_ms: u64) {
-        #[derive(serde::Serialize)]
-        struct Fields<'a> {
-            principal: &'a str,
-            method: &'a str,
-            server: Option<&'a str>,
-            tool: &'a str,
-            outcome: &'a str,
-            code: Option<i64>,
-            duration_ms: u64,
+        if !self.enabled() {
+            return;
         }
-        self.emit_fields(
-            "tools.call",
-            &Fields {
-                principal: call.principal.name(),
-                method: call.principal.method().as_str(),
-                server: call.server.as_deref(),
-                tool: &call.tool,
-                outcome: outcome.name(),
-                code: outcome.code(),
-                duration_ms,
-            },
-        );
+        // Invariant: strs and numbers serialize (to a Vec, which cannot
+        // fail to take the bytes).
+        fn value(line: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
+            serde_json::to_writer(line, v).expect("a str or a number serializes");
+        }
+        let mut line = record_head("tools.call");
+        line.extend_from_slice(br#","principal":"#);
+        value(&mut line, call.principal.name());
+        line.extend_from_slice(br#","method":""#);
+        line.extend_from_slice(call.principal.method().as_str().as_bytes());
+        line.extend_from_slice(br#"","server":"#);
+        match call.server.as_deref() {
+            Some(server) => value(&mut line, server),
+            None => line.extend_from_slice(b"null"),
+        }
+        line.extend_from_slice(br#","tool":"#);
+        value(&mut line, &call.tool);
+        line.extend_from_slice(br#","outcome":""#);
+        line.extend_from_slice(outcome.name().as_bytes());
+        line.extend_from_slice(br#"","code":"#);
+        match outcome.code() {
+            Some(code) => value(&mut line, &code),
+            None => line.extend_from_slice(b"null"),
+        }
+        line.extend_from_slice(br#","duration_ms":"#);
+        value(&mut line, &duration_ms);
+        line.push(b'}');
+        self.send(line);
     }
+}
+
+/// The start of a record, `{"ts_ms":…,"event":…`, its members to follow.
+fn record_head(event: &str) -> Vec<u8> {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut line = Vec::with_capacity(256);
+    line.extend_from_slice(br#"{"ts_ms":"#);
+    // Invariant: a number and a str serialize (to a Vec, which cannot fail
+    // to take the bytes).
+    serde_json::to_writer(&mut line, &ts).expect("a number serializes");
+    line.extend_from_slice(br#","event":"#);
+    serde_json::to_writer(&mut line, event).expect("a str serializes");
+    line
 }
 
 /// Opens `path` as [`Audit::open`] will, so that the binary can refuse a
@@ -459,7 +484,7 @@ impl ToolCall {
         let outcome = if message.len() > OUTCOME_PEEK_BYTES {
             Outcome::Unchecked
         } else {
-            Outcome::of_answer(&message.clone().into_bytes())
+            Outcome::of_answer(&message.contiguous())
         };
         self.record(outcome);
     }
@@ -559,6 +584,62 @@ mod tests {
         for (answer, want) in cases {
             assert_eq!(Outcome::of_answer(answer.as_bytes()), want, "{answer}");
         }
+    }
+
+    #[test]
+    fn a_call_record_escapes_what_comes_from_outside() {
+        let dir = std::env::temp_dir().join(format!("mcp-audit-escape-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let _ = std::fs::remove_file(&path);
+        let audit = Arc::new(Audit::open(Some(&path), 1 << 20).unwrap());
+        let name = "al\"ice\\\n\u{1}é";
+        let who = Principal::new(crate::auth::principal::AuthMethod::Jwt, name);
+        let call = Frame::parse(
+            bytes::Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t\"o\\ol\n\u0007"}}"#,
+            ),
+            true,
+        )
+        .unwrap();
+        let server: Arc<str> = Arc::from("s\"v");
+        ToolCall::start(&audit, &who, Some(&server), &call)
+            .unwrap()
+            .answered(
+                &bytes::Bytes::from_static(
+                    br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}"#,
+                )
+                .into(),
+            );
+        assert!(audit.file.as_ref().unwrap().flush(Duration::from_secs(5)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let record: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+        let mut keys: Vec<&str> = record.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "code",
+                "duration_ms",
+                "event",
+                "method",
+                "outcome",
+                "principal",
+                "server",
+                "tool",
+                "ts_ms"
+            ]
+        );
+        assert_eq!(record["event"], "tools.call");
+        assert_eq!(record["principal"], name);
+        assert_eq!(record["method"], "jwt");
+        assert_eq!(record["server"], "s\"v");
+        assert_eq!(record["tool"], "t\"o\\ol\n\u{7}");
+        assert_eq!(record["outcome"], "error");
+        assert_eq!(record["code"], -32601);
+        assert!(record["duration_ms"].is_u64() && record["ts_ms"].is_u64());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

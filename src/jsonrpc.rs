@@ -490,10 +490,14 @@ pub fn locate(json: &[u8], path: &[&str]) -> Option<Range<usize>> {
 }
 
 /// Whether `needle` (not empty) occurs in `hay`: for short texts, where
-/// `memchr::memmem`'s setup costs more than the search.
+/// `memchr::memmem`'s setup costs more than the search. The search runs
+/// on the needle's first byte that is not a quote: a quoted key's quote
+/// is the commonest byte of a JSON text, and each place it stops costs a
+/// comparison.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    let (first, rest) = (needle[0], &needle[1..]);
-    memchr::memchr_iter(first, hay).any(|at| hay[at + 1..].starts_with(rest))
+    let k = needle.iter().position(|&b| b != b'"').unwrap_or(0);
+    memchr::memchr_iter(needle[k], hay.get(k..).unwrap_or_default())
+        .any(|at| hay[at..].starts_with(needle))
 }
 
 /// [`locate`] by parsing alone.
@@ -656,6 +660,16 @@ impl Message {
     /// The pieces, in order.
     pub fn into_parts(self) -> Vec<Bytes> {
         self.parts
+    }
+
+    /// The message as one slice: borrowed when it is one piece, a copy
+    /// when there are several.
+    pub fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.parts.as_slice() {
+            [] => std::borrow::Cow::Borrowed(&[]),
+            [one] => std::borrow::Cow::Borrowed(one),
+            parts => std::borrow::Cow::Owned(parts.concat()),
+        }
     }
 
     /// One contiguous buffer (a copy only when there are several pieces).
@@ -1225,6 +1239,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn contains_finds_what_a_window_search_finds() {
+        let hays: [&[u8]; 6] = [
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true}}"#,
+            br#""error""#,
+            br#"x"error"#,
+            br#""""e"error"x"#,
+            b"",
+            br#"{"a":"\"error\""}"#,
+        ];
+        let needles: [&[u8]; 6] = [b"\"error\"", b"isError", b"\"", b"\"\"e", b"e", b"rror\"x"];
+        for hay in hays {
+            for needle in needles {
+                let expect = hay.windows(needle.len()).any(|w| w == needle);
+                assert_eq!(
+                    contains(hay, needle),
+                    expect,
+                    "{:?} in {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(hay)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn locate_finds_keys_however_written_and_only_real_ones() {
         let at =
             |json: &str, path: &[&str]| locate(json.as_bytes(), path).map(|r| json[r].to_string());
@@ -1402,6 +1441,12 @@ mod tests {
             a.clone().into_bytes().as_ref(),
             br#"{"jsonrpc":"2.0","id":"client-1","result":{"content":[]}}"#
         );
+        assert_eq!(*a.contiguous(), *a.clone().into_bytes());
+        let whole = Message::from(f.bytes().clone());
+        assert!(
+            matches!(whole.contiguous(), std::borrow::Cow::Borrowed(b) if b.as_ptr() == f.bytes().as_ptr())
+        );
+        assert!(Message::default().contiguous().is_empty());
         // The result is a slice of the original line, not a copy.
         let parts = a.into_parts();
         let tail = parts.last().unwrap();
