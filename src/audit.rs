@@ -586,13 +586,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_call_record_escapes_what_comes_from_outside() {
-        let dir = std::env::temp_dir().join(format!("mcp-audit-escape-{}", std::process::id()));
+    /// An audit log of its own in a fresh temporary directory: the
+    /// directory, the file and the log.
+    fn audit_in_temp(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, Arc<Audit>) {
+        let dir = std::env::temp_dir().join(format!("mcp-audit-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit.log");
         let _ = std::fs::remove_file(&path);
         let audit = Arc::new(Audit::open(Some(&path), 1 << 20).unwrap());
+        (dir, path, audit)
+    }
+
+    #[test]
+    fn a_call_record_escapes_what_comes_from_outside() {
+        let (dir, path, audit) = audit_in_temp("escape");
         let name = "al\"ice\\\n\u{1}é";
         let who = Principal::new(crate::auth::principal::AuthMethod::Jwt, name);
         let call = Frame::parse(
@@ -644,11 +651,7 @@ mod tests {
 
     #[test]
     fn a_call_is_recorded_once_and_an_unanswered_one_as_cancelled() {
-        let dir = std::env::temp_dir().join(format!("mcp-audit-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit.log");
-        let _ = std::fs::remove_file(&path);
-        let audit = Arc::new(Audit::open(Some(&path), 1 << 20).unwrap());
+        let (dir, path, audit) = audit_in_temp("unit");
         let who = Principal::new(crate::auth::principal::AuthMethod::ApiKey, "alice");
         let frame =
             |s: &'static str| Frame::parse(bytes::Bytes::from_static(s.as_bytes()), true).unwrap();
