@@ -52,7 +52,7 @@ pub enum Kind {
 }
 
 /// Why bytes are not a usable JSON-RPC message.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     /// Not JSON at all (-32700).
     #[error("parse error: {0}")]

@@ -6,7 +6,8 @@
 //! Owns: the table principal → child, its cap (each child holds one of
 //! its principal's session slots, so `--max-sessions` and
 //! `--max-sessions-per-principal` bound children of both eras together),
-//! the start on first use (one start even when requests race), and idle
+//! the start on first use (one start even when requests race: those that
+//! arrive while it is under way share its outcome, a failure included), and idle
 //! expiry: a child with nothing attached,
 //! nothing in flight and no request for `--session-idle-timeout` leaves
 //! the table and is stopped; the principal's next request starts a fresh
@@ -80,6 +81,12 @@ impl std::fmt::Display for ChildKey {
 /// One principal's child, started on first use.
 struct Entry {
     child: OnceCell<Arc<Upstream>>,
+    /// How many starts on this entry failed, and the last one's error. A
+    /// request that joined the entry before a start failed gets that
+    /// error rather than starting again: else, while the store does not
+    /// answer, a burst of one principal's requests would ask it one after
+    /// the other, the n-th answered after n store deadlines.
+    failed: Mutex<(u64, Option<ProxyError>)>,
     /// The last request that asked for this child.
     last_used: Mutex<Option<Instant>>,
     /// The session slot this child takes, given back when the entry goes.
@@ -93,6 +100,26 @@ impl Entry {
 
     fn quiet_for(&self) -> Duration {
         lock(&self.last_used).map_or(Duration::MAX, |t| t.elapsed())
+    }
+
+    /// How many starts have failed so far.
+    fn failures(&self) -> u64 {
+        lock(&self.failed).0
+    }
+
+    /// The error of a start that failed after `seen` failures were
+    /// counted, if one did.
+    fn failed_since(&self, seen: u64) -> Option<ProxyError> {
+        let failed = lock(&self.failed);
+        (failed.0 > seen)
+            .then(|| failed.1.as_ref().map(ProxyError::again))
+            .flatten()
+    }
+
+    fn record_failure(&self, e: &ProxyError) {
+        let mut failed = lock(&self.failed);
+        failed.0 += 1;
+        failed.1 = Some(e.again());
     }
 }
 
@@ -133,7 +160,7 @@ impl PrincipalChildren {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Arc<Upstream>, ProxyError>>,
     {
-        let entry = {
+        let (entry, seen) = {
             let mut children = lock(&self.children);
             let entry = match children.get(key) {
                 Some(e) => e.clone(),
@@ -144,6 +171,7 @@ impl PrincipalChildren {
                     })?;
                     let e = Arc::new(Entry {
                         child: OnceCell::new(),
+                        failed: Mutex::new((0, None)),
                         last_used: Mutex::new(None),
                         _slot: slot,
                     });
@@ -154,14 +182,24 @@ impl PrincipalChildren {
             // Under the table's lock: the reaper sees this request or
             // removed the entry before it (and a new one is made here).
             entry.touch();
-            entry
+            let seen = entry.failures();
+            (entry, seen)
         };
         let started = std::sync::atomic::AtomicBool::new(false);
         let child = entry
             .child
             .get_or_try_init(|| async {
+                // A start that failed while this request waited for it
+                // answers this request too; a request that comes after
+                // it tries again.
+                if let Some(e) = entry.failed_since(seen) {
+                    return Err(e);
+                }
                 let r = start().await;
-                started.store(r.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                match &r {
+                    Ok(_) => started.store(true, std::sync::atomic::Ordering::Relaxed),
+                    Err(e) => entry.record_failure(e),
+                }
                 r
             })
             .await

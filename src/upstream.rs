@@ -170,7 +170,7 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// The same error again, for a second waiter (a failed spawn is
     /// repeated as its message).
-    fn again(&self) -> UpstreamError {
+    pub(crate) fn again(&self) -> UpstreamError {
         use UpstreamError::*;
         match self {
             ChildExited(s) => ChildExited(s.clone()),

@@ -1435,3 +1435,63 @@ env = {{ GENERATION = "{generation}" }}
     let new_child = pid_of(fresh.call(json!(2), "pid", json!({})).await).expect("a pid");
     assert_ne!(old_child, new_child, "the new session is on the new child");
 }
+
+/// Regression: while the store did not answer, the 2026-07-28 requests
+/// of one principal that arrived together queued behind each other's
+/// lookup: each waited for the one before it to fail and then asked the
+/// store again, so the n-th got its 503 only after n store deadlines (a
+/// burst of 20 with the default 5 s: the last after 100 s). Requests that
+/// arrive while a principal's child is being started now share that
+/// start's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_store_answers_a_burst_of_one_principals_2026_requests_within_one_deadline() {
+    const BURST: usize = 8;
+    let dir = tempdir("burst");
+    let db = dir.join("secrets.db");
+    let deadline = Duration::from_millis(600);
+    let store = Arc::new(
+        Store::open(
+            db.to_str().unwrap(),
+            KeyRing::parse(&StoreKey::generate_base64()).unwrap(),
+            deadline,
+        )
+        .await
+        .unwrap(),
+    );
+    let toml = everything_toml("vault", "env = { TOK = { secret = \"tok\" } }");
+    let toml = format!("[store]\npath = {db:?}\n{toml}");
+    let p = start(load(&dir, &toml).unwrap(), Some(store)).await;
+    let url = format!("{}/servers/vault/mcp", p.base);
+    // Another process holds the file locked: every lookup fails after
+    // SQLite's busy timeout, within the deadline.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let locker = std::thread::spawn({
+        let db = db.clone();
+        move || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            ready_tx.send(()).unwrap();
+            let _ = stopped.recv();
+        }
+    });
+    ready.recv_timeout(STEP).unwrap();
+    let http = reqwest::Client::new();
+    let began = std::time::Instant::now();
+    let answers = futures_util::future::join_all((0..BURST).map(|_| async {
+        let r = modern_call(&http, &url, "echo", json!({"message": "x"})).await;
+        (r.status().as_u16(), began.elapsed())
+    }))
+    .await;
+    let _ = stop.send(());
+    locker.join().unwrap();
+    for (status, took) in &answers {
+        assert_eq!(*status, 503, "{answers:?}");
+        assert!(
+            *took < deadline * 2,
+            "a request of the burst waited {took:?}, past two store deadlines ({deadline:?} each): {answers:?}"
+        );
+    }
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
