@@ -973,7 +973,21 @@ impl Config {
             parse_duration,
             dur,
         )?;
-        let cwd = r.value("cwd", &args.cwd)?.map(|(c, _)| PathBuf::from(c));
+        let cwd = r.value("cwd", &args.cwd)?;
+        // Nor can one reach an argument or a directory (argv and
+        // environment variables cannot carry one; a config file's
+        // `\u0000` can).
+        if let Some(word) = args.command.iter().find(|w| w.contains('\0')) {
+            return err(format!(
+                "the MCP server command: {word:?} contains a NUL byte, which no program can be given"
+            ));
+        }
+        if let Some((c, source)) = cwd.as_ref().filter(|(c, _)| c.contains('\0')) {
+            return err(format!(
+                "{source}: {c:?} contains a NUL byte, which no directory name can hold"
+            ));
+        }
+        let cwd = cwd.map(|(c, _)| PathBuf::from(c));
         let request_timeout = match r.value("request-timeout", &args.request_timeout)? {
             None => None,
             Some((v, _)) if v.trim() == "none" => None,

@@ -387,3 +387,40 @@ async fn a_zero_request_timeout_in_any_spelling_means_none() {
         assert!(session.is_some(), "{zero}: {body}");
     }
 }
+
+/// Regression: a NUL byte written into a `[[server]]`'s `args`, `command`
+/// or `cwd` (TOML spells it `\u0000`) passed `check-config` (exit 0) and
+/// the start, and a reload applied it; no process can be given such an
+/// argument or directory, so every spawn of that server then failed with
+/// 502 ("nul byte found in provided data"). An environment value with a
+/// NUL was already refused at load for the same reason.
+#[test]
+fn a_nul_byte_in_a_servers_command_args_or_cwd_is_refused_at_load() {
+    let dir = temp_dir("nul");
+    let everything = support::example("everything");
+    for (what, server) in [
+        (
+            "args",
+            format!("command = [{everything:?}]\nargs = [\"a\\u0000b\"]"),
+        ),
+        (
+            "command",
+            format!("command = [{everything:?}, \"a\\u0000b\"]"),
+        ),
+        ("program", "command = \"every\\u0000thing\"".to_string()),
+        (
+            "cwd",
+            format!("command = [{everything:?}]\ncwd = \"/tmp\\u0000x\""),
+        ),
+    ] {
+        let file = dir.join(format!("{what}.toml"));
+        std::fs::write(&file, format!("[[server]]\nname = \"s\"\n{server}\n")).unwrap();
+        let mut c = command();
+        c.arg("check-config").arg(&file);
+        refused(&format!("check-config, NUL in {what}"), c, "NUL");
+        let mut c = command();
+        c.args(["--port", "0", "--config"]).arg(&file);
+        refused(&format!("start, NUL in {what}"), c, "NUL");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
