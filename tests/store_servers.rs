@@ -1495,3 +1495,94 @@ async fn a_hung_store_answers_a_burst_of_one_principals_2026_requests_within_one
     p.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a reload told a changed server from an unchanged one by
+/// the `Debug` text of its settings, in which every API key shows as
+/// `<redacted>` (and the `--jwt-secret-file` secret too). A key file
+/// that gave a key name a new value (the usual answer to a leaked key)
+/// changed no server: the reload reported nothing changed, the leaked
+/// key kept working and its replacement was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_gives_a_key_name_a_new_value_retires_the_old_value() {
+    let dir = tempdir("rekey");
+    let keys = dir.join("keys");
+    std::fs::write(&keys, format!("alpha: {K1}\n")).unwrap();
+    let toml = format!(
+        "[auth]\napi_key_file = {keys:?}\n{}",
+        everything_toml("s", "")
+    );
+    let p = start(load(&dir, &toml).unwrap(), None).await;
+    let url = format!("{}/servers/s/mcp", p.base);
+    let status = |key: &'static str| {
+        let url = url.clone();
+        async move {
+            modern_call(
+                &authed(&url, key).http,
+                &url,
+                "echo",
+                json!({"message": "x"}),
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    assert_eq!(status(K1).await, 200);
+    assert_eq!(status(K2).await, 401);
+    // alpha's key leaked: the operator gives alpha a new one.
+    std::fs::write(&keys, format!("alpha: {K2}\n")).unwrap();
+    let report = p.set.reload(load(&dir, &toml).unwrap()).unwrap();
+    assert_eq!(report.changed, ["s"], "{report:?}");
+    assert_eq!(status(K2).await, 200, "the new key is refused");
+    assert_eq!(status(K1).await, 401, "the leaked key still works");
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Regression: as for API keys, a `--jwt-secret-file` given a new secret
+/// changed no server at a reload (the secret shows as `<redacted>`): tokens
+/// signed with the old secret kept working, and the new ones were refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_jwt_secret_retires_the_old_secret() {
+    let dir = tempdir("rejwt");
+    let (old, new) = (
+        "the-old-secret-of-at-least-32-bytes!!",
+        "the-new-secret-of-at-least-32-bytes!!",
+    );
+    let secret = dir.join("jwt");
+    std::fs::write(&secret, old).unwrap();
+    std::fs::write(dir.join("proxy.toml"), everything_toml("s", "")).unwrap();
+    let args = Args {
+        config: Some(dir.join("proxy.toml").to_string_lossy().into_owned()),
+        jwt_secret_file: Some(secret.to_string_lossy().into_owned()),
+        jwt_audience: vec!["mcp".into()],
+        ..Args::default()
+    };
+    let load = || config_file::load(args.clone(), &|_| None).unwrap();
+    let p = start(load(), None).await;
+    let url = format!("{}/servers/s/mcp", p.base);
+    let status = |secret: &'static str| {
+        let url = url.clone();
+        async move {
+            let token = hs256(secret, "mcp", "alice");
+            modern_call(
+                &authed(&url, &token).http,
+                &url,
+                "echo",
+                json!({"message": "x"}),
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    assert_eq!(status(old).await, 200);
+    assert_eq!(status(new).await, 401);
+    std::fs::write(&secret, new).unwrap();
+    let report = p.set.reload(load()).unwrap();
+    assert_eq!(report.changed, ["s"], "{report:?}");
+    assert_eq!(status(new).await, 200, "the new secret is refused");
+    assert_eq!(status(old).await, 401, "the old secret still works");
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

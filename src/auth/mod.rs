@@ -122,6 +122,34 @@ impl AuthConfig {
         !self.api_keys.is_empty() || self.jwt.is_some() || self.forward.is_some()
     }
 
+    /// A digest of the secrets that this configuration's `Debug` shows as
+    /// `<redacted>`: the API keys' values and the HS256 secret. Whoever
+    /// tells two configurations apart by their `Debug` text (a reload,
+    /// [`crate::servers`]) compares this too; else a key given a new value
+    /// under its old name, or a new `--jwt-secret-file` secret, would look
+    /// like no change, and the old value would keep working.
+    pub fn secrets_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        // Length-prefixed: no two lists digest alike by concatenation.
+        let mut part = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        for k in &self.api_keys {
+            part(k.name.as_bytes());
+            part(k.key.as_bytes());
+        }
+        match self.jwt.as_ref().and_then(|j| j.secret.as_deref()) {
+            Some(secret) => {
+                part(b"jwt-secret");
+                part(secret);
+            }
+            None => part(b"no jwt-secret"),
+        }
+        h.finalize().into()
+    }
+
     /// The configured methods, for `/health` and the start line.
     pub fn modes(&self) -> Vec<&'static str> {
         let mut m = Vec::new();

@@ -51,8 +51,9 @@ struct Running {
     app: Arc<App>,
     /// (variable, header) this server takes from requests.
     header_env: Vec<(String, String)>,
-    /// What it was built from, to tell a changed server on reload.
-    fingerprint: String,
+    /// A digest of what it was built from, to tell a changed server on
+    /// reload (see [`fingerprint`]).
+    fingerprint: [u8; 32],
     /// Ends its idle-session reaper.
     reaper: CancellationToken,
     /// Requests being served by this generation, counted until their
@@ -129,12 +130,21 @@ pub struct ServerSet {
     stop: CancellationToken,
 }
 
-fn fingerprint(spec: &ServerSpec) -> String {
-    // Debug covers every setting; compared, never logged. The children
-    // registry is state, not a setting.
+/// What tells a changed server from an unchanged one at a reload: every
+/// setting, through its `Debug` text, and the secrets that text shows as
+/// `<redacted>` (API key values, the HS256 secret), through their digest:
+/// a key given a new value under its old name is a change, so the old
+/// value stops working. A digest, so that nothing derived from a secret
+/// is kept as text.
+fn fingerprint(spec: &ServerSpec) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    // The children registry is state, not a setting.
     let mut config = spec.config.clone();
     config.child.children = Arc::default();
-    format!("{config:?}|{:?}|{:?}", spec.secrets, spec.header_env)
+    let mut h = Sha256::new();
+    h.update(format!("{config:?}|{:?}|{:?}", spec.secrets, spec.header_env).as_bytes());
+    h.update(spec.config.auth.secrets_digest());
+    h.finalize().into()
 }
 
 /// What a reload did.
