@@ -63,12 +63,62 @@ pub struct ForwardAuth {
     cache: Mutex<HashMap<[u8; 32], (Outcome, Instant)>>,
     /// Lookups in progress, by credential digest: requests presenting a
     /// credential that is being looked up wait for that answer instead of
-    /// asking again (at most one entry per request in progress).
+    /// asking again (at most one entry per request in progress, see
+    /// [`Asking`]).
     asking: Mutex<HashMap<[u8; 32], Lookup>>,
     calls: AtomicU64,
 }
 
 type Lookup = Arc<tokio::sync::OnceCell<Result<String, ForwardError>>>;
+
+/// One request's hold on the lookup of its credential in
+/// [`ForwardAuth::asking`]. Whoever lets go of a lookup last, with its
+/// answer or because its request went away (a client that hung up: its
+/// future is dropped mid-lookup), takes it out of the table, so the table
+/// holds only lookups some request is waiting for.
+struct Asking<'a> {
+    table: &'a Mutex<HashMap<[u8; 32], Lookup>>,
+    key: [u8; 32],
+    /// `Some` until dropped.
+    lookup: Option<Lookup>,
+}
+
+impl<'a> Asking<'a> {
+    /// Joins the lookup of `key` in `table`, or starts one.
+    fn join(table: &'a Mutex<HashMap<[u8; 32], Lookup>>, key: [u8; 32]) -> Asking<'a> {
+        let lookup = lock(table).entry(key).or_default().clone();
+        Asking {
+            table,
+            key,
+            lookup: Some(lookup),
+        }
+    }
+
+    fn lookup(&self) -> &Lookup {
+        // Invariant: taken only by `drop`.
+        self.lookup.as_ref().expect("held until dropped")
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let mut table = lock(self.table);
+        // Let go under the lock, where others join: the last to let go
+        // sees the table's own reference alone.
+        drop(self.lookup.take());
+        if table
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            table.remove(&self.key);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain tables; a panic elsewhere leaves them usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -131,22 +181,14 @@ impl ForwardAuth {
             Some(Outcome::Deny) => return Err(ForwardError::Denied),
             None => {}
         }
-        let lookup = {
-            let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
-            asking.entry(key).or_default().clone()
-        };
+        let hold = Asking::join(&self.asking, key);
         // The first request asks; the others wait for its answer (if it
         // goes away, one of them asks instead).
-        let result = lookup
+        hold.lookup()
             // Boxed: a cache miss is rare, and an HTTP call's state is large.
             .get_or_init(|| Box::pin(self.ask(credential, key)))
             .await
-            .clone();
-        let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
-        if asking.get(&key).is_some_and(|l| Arc::ptr_eq(l, &lookup)) {
-            asking.remove(&key);
-        }
-        result
+            .clone()
     }
 
     /// Asks the endpoint about `credential` (digest `key`) and caches a
@@ -228,5 +270,40 @@ mod tests {
             f.remember(key, Outcome::Deny);
         }
         assert!(matches!(f.cached(&alice), Some(Outcome::Accept(p)) if p == "alice"));
+    }
+
+    /// Regression: a lookup whose request went away (its client hung up
+    /// while the endpoint was still answering, and the request's future
+    /// was dropped) left its entry in the table of lookups in progress for
+    /// ever. With an endpoint slower than a hang-up, a client sending
+    /// made-up tokens and hanging up grew the proxy's memory without
+    /// bound, and spent no failure doing so.
+    #[tokio::test]
+    async fn a_lookup_whose_request_went_away_leaves_nothing_behind() {
+        // An endpoint that takes connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let f = ForwardAuth::new(
+            ForwardConfig {
+                url: format!("http://{addr}/whoami").parse().unwrap(),
+                principal_pointer: None,
+                ttl: Duration::from_secs(60),
+            },
+            Fetcher::new(Duration::from_secs(5)),
+        );
+        for i in 0..50 {
+            let token = HeaderValue::from_str(&format!("Bearer made-up-{i}")).unwrap();
+            let hung_up = tokio::time::timeout(Duration::from_millis(20), f.check(&token)).await;
+            assert!(hung_up.is_err(), "the endpoint answered");
+        }
+        let left = f.asking.lock().unwrap().len();
+        silent.abort();
+        assert_eq!(left, 0, "lookups of requests that went away stay behind");
     }
 }
