@@ -565,3 +565,36 @@ fn secrets_bad_usage_is_one_line_and_exit_64() {
         assert!(out.is_empty());
     }
 }
+
+/// Regression: `secrets set` took a value that is not UTF-8 (a binary
+/// file piped in by mistake, a token in another encoding), and every
+/// spawn of that principal's child was then refused with 403 "not valid
+/// text for an environment variable": a value the proxy can never use
+/// was stored without a word. It is now refused at `set`, as a NUL byte
+/// already was, and nothing is stored.
+#[test]
+fn a_value_no_child_can_be_given_is_refused_at_set() {
+    let dir = tempdir("cli-text");
+    let db = dir.join("s.db");
+    let db = db.to_str().unwrap();
+    let key = StoreKey::generate_base64();
+    let env = [("MCP_PROXY_STORE_KEY", key.as_str())];
+    for (what, value) in [("NUL", &b"tok\0en"[..]), ("not UTF-8", &b"tok\xffen"[..])] {
+        let (code, out, err) = cli(
+            &["--store", db, "set", "api-key:alice", "coda", "coda"],
+            &env,
+            value,
+        );
+        assert_eq!(code, 64, "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        assert!(err.starts_with("error: "), "{what}: {err}");
+        assert!(out.is_empty(), "{what}");
+        let (code, _, err) = cli(
+            &["--store", db, "get", "api-key:alice", "coda", "coda"],
+            &env,
+            b"",
+        );
+        assert_eq!(code, 1, "{what}: stored anyway: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

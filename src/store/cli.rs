@@ -315,5 +315,12 @@ fn read_value() -> Result<Secret, String> {
     if bytes.contains(&0) {
         return Err("the value contains a NUL byte, which no environment variable can hold".into());
     }
+    // A child's variables are text: a value that is not would be refused
+    // at every spawn (see `CredentialError::NotText`).
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(
+            "the value is not UTF-8 text, which a child's environment variable must be".into(),
+        );
+    }
     Ok(Secret::new(bytes.to_vec()))
 }
