@@ -563,6 +563,15 @@ fn from_parts(
         }
         (None, None) => None,
     };
+    if let Some(s) = &store {
+        crate::store::check_location(&s.location).map_err(|e| ConfigError(e.to_string()))?;
+    }
+    if let Some(url) = file.store.as_ref().and_then(|s| s.url.as_ref())
+        && store.as_ref().is_some_and(|s| &s.location == url)
+        && !crate::store::is_postgres_url(url)
+    {
+        return err("[store] url: a file is given as path = \"…\"; url is for postgres://…");
+    }
 
     let mut servers = Vec::new();
     for raw in file.server {

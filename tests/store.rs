@@ -598,3 +598,70 @@ fn a_value_no_child_can_be_given_is_refused_at_set() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a store location was a PostgreSQL server only when it
+/// began with `postgres://` or `postgresql://` exactly; anything else was
+/// a file path. A libpq connection string (`host=db user=proxy
+/// password=…`, which PostgreSQL's own tools take) or a URL with its
+/// scheme capitalised (`Postgres://…`) became an SQLite file, named with
+/// the password, in the working directory: the replicas shared nothing,
+/// and the password went into file names, error messages and the start's
+/// log line (a file path is shown as given). Such a location is now
+/// refused, and never shown.
+#[test]
+fn a_store_location_that_is_neither_a_postgres_url_nor_a_path_is_refused_unshown() {
+    let dir = tempdir("cli-location");
+    let key = StoreKey::generate_base64();
+    let env = [("MCP_PROXY_STORE_KEY", key.as_str())];
+    let locations = [
+        "host=db.internal user=proxy password=hunter2 dbname=mcp",
+        "Postgres://proxy:hunter2@db.internal/mcp",
+        "POSTGRESQL://proxy:hunter2@db.internal/mcp",
+        "mysql://proxy:hunter2@db.internal/mcp",
+    ];
+    for location in locations {
+        let mut c = proxy_command();
+        c.current_dir(&dir)
+            .args(["secrets", "--store", location, "list"])
+            .env("MCP_PROXY_STORE_KEY", &key);
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{location}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{location}: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "{location}: the password is shown: {err}"
+        );
+        // The named server's configuration refuses it the same way.
+        let file = dir.join("proxy.toml");
+        std::fs::write(
+            &file,
+            format!("[store]\nurl = {location:?}\n[[server]]\nname = \"s\"\ncommand = [\"x\"]\nenv = {{ T = {{ secret = \"t\" }} }}\n"),
+        )
+        .unwrap();
+        let out = proxy_command()
+            .current_dir(&dir)
+            .arg("check-config")
+            .arg(&file)
+            .envs(env)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "check-config {location}: {err}"
+        );
+        assert!(
+            !err.contains("hunter2"),
+            "{location}: the password is shown: {err}"
+        );
+        std::fs::remove_file(&file).unwrap();
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "files created: {left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -139,6 +139,9 @@ pub fn main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32 {
     let Some(location) = args.store.clone().or_else(|| lookup("MCP_PROXY_STORE")) else {
         return usage("--store is required (a file path or postgres://…), or set MCP_PROXY_STORE");
     };
+    if let Err(e) = super::check_location(&location) {
+        return usage(e);
+    }
     let timeout = match args
         .store_timeout
         .clone()

@@ -79,6 +79,12 @@ pub enum StoreError {
         "principal {0:?} does not say how it logs in: write METHOD:NAME, where METHOD is api-key, jwt, forward or none (api-key:{0}, jwt:{0}, forward:{0}; none:anonymous without authentication)"
     )]
     UnqualifiedPrincipal(String),
+    /// A location that is neither a `postgres://` URL nor a file path
+    /// (see [`check_location`]); the location itself is never shown.
+    #[error(
+        "the credential store's location is neither a file path nor a postgres:// URL: {0} (the location is not shown: it may hold a password)"
+    )]
+    BadLocation(String),
     /// A name that is empty, too long or has control characters.
     #[error("invalid {what} {value:?}: expected 1 to {MAX_NAME_BYTES} printable characters")]
     BadName {
@@ -185,6 +191,44 @@ pub struct Store {
 /// Whether `--store` names a PostgreSQL server rather than a file.
 pub fn is_postgres_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// Whether `location` can name a store: a `postgres://` or
+/// `postgresql://` URL, or a file path. What else was most likely meant
+/// as a PostgreSQL server, and may hold its password, is refused: a libpq
+/// key=value connection string (`host=db password=…`), a URL whose scheme
+/// is not written in lower case (`Postgres://…`), or one of another
+/// scheme. Taken for a path, each became an SQLite file in the working
+/// directory, named with the password (so shown in every message and
+/// log line that names the store) and shared by no replica.
+pub fn check_location(location: &str) -> Result<(), StoreError> {
+    if is_postgres_url(location) {
+        return Ok(());
+    }
+    let lower = location.to_ascii_lowercase();
+    if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+        return Err(StoreError::BadLocation(
+            "write a PostgreSQL server as postgres://USER:PASSWORD@HOST/DB, its scheme in lower case".into(),
+        ));
+    }
+    if let Some((scheme, _)) = location.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return Err(StoreError::BadLocation(format!(
+            "a {scheme}:// URL (a store is a file or PostgreSQL)"
+        )));
+    }
+    // A path has no `key=value` words that PostgreSQL's parser takes.
+    if location.contains('=') && location.parse::<tokio_postgres::Config>().is_ok() {
+        return Err(StoreError::BadLocation(
+            "a PostgreSQL key=value connection string; write it as postgres://USER:PASSWORD@HOST/DB"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A store location fit for logs and errors. A file path is shown as
@@ -313,6 +357,7 @@ impl Store {
         keys: KeyRing,
         timeout: Duration,
     ) -> Result<Store, StoreError> {
+        check_location(location)?;
         let redacted = redact_location(location);
         let backend_err = |message: String| StoreError::Backend {
             where_: redacted.clone(),
@@ -676,6 +721,30 @@ mod tests {
             "postgres://a:1,b:2/mcp"
         );
         assert_eq!(redact_location("/var/lib/x.db"), "/var/lib/x.db");
+    }
+
+    #[test]
+    fn paths_and_postgres_urls_are_locations() {
+        for ok in [
+            "/var/lib/mcp-proxy/secrets.db",
+            "secrets.db",
+            "./a=b.db",
+            "/srv/x=1 y=2.db",
+            "postgres://proxy:pw@db/mcp",
+            "postgresql://db/mcp?user=proxy",
+        ] {
+            assert!(check_location(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "host=db password=pw",
+            "dbname=mcp",
+            "Postgres://db/mcp",
+            "postgres:/db/mcp",
+            "sqlite:///var/lib/x.db",
+        ] {
+            let e = check_location(bad).unwrap_err().to_string();
+            assert!(!e.contains("pw") && !e.contains("db/"), "{bad}: {e}");
+        }
     }
 
     #[test]
