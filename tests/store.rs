@@ -389,6 +389,55 @@ async fn a_silently_dead_postgres_connection_is_replaced_after_a_timeout() {
     assert!(store.list().await.is_ok());
 }
 
+/// Regression: a query the store gave up on at its deadline went on
+/// running in PostgreSQL. With the table locked by another session (a
+/// migration, a `LOCK TABLE`, a long transaction), every spawn's lookup
+/// timed out and left a backend behind, waiting for the lock whatever
+/// happened to the connection (a backend blocked on a lock does not
+/// notice its client has gone): each 503 cost one of the server's
+/// `max_connections`, shared with every other client of that server,
+/// until the lock went. Each query now carries the store's deadline to
+/// the server (`statement_timeout`), which ends it there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_query_abandoned_at_its_deadline_ends_on_the_server_too() {
+    let Some(pg) = Postgres::start() else { return };
+    let deadline = Duration::from_millis(400);
+    let store = Store::open(&pg.url, ring(&[&StoreKey::generate_base64()]), deadline)
+        .await
+        .unwrap();
+    let at = SecretRef::new("api-key:alice", "coda", "coda");
+    store.set(&at, &Secret::new(b"v".to_vec())).await.unwrap();
+    let (locker, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE mcp_proxy_secrets IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert!(store.get(&at).await.is_err(), "the table is locked");
+    }
+    // Give the server a deadline's time to end what it was told to.
+    tokio::time::sleep(deadline * 2).await;
+    let waiting: i64 = locker
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'mcp-proxy' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        waiting, 0,
+        "queries abandoned by the store still hold backends"
+    );
+    // The store answers again once the lock goes.
+    assert!(store.get(&at).await.unwrap().is_some());
+}
+
 // ------------------------------------------------------------ CLI
 
 fn cli(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> (i32, String, String) {

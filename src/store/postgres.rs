@@ -7,8 +7,9 @@
 //! connection at the socket level too), the schema
 //! (`migrations/postgres/`, applied once under an advisory lock so replicas
 //! starting together do not race) and the queries. The caller
-//! ([`super::Store`]) puts a deadline on each call; the connect timeout is
-//! the same deadline.
+//! ([`super::Store`]) puts a deadline on each call; the connect timeout and
+//! the server's `statement_timeout` are the same deadline, so that a query
+//! the store gave up on ends on the server too.
 //!
 //! TLS is not built in: reach the server over a private network, a Unix
 //! socket (`host=/run/postgresql`) or a local TLS sidecar. The values are
@@ -70,6 +71,19 @@ impl PgBackend {
             .parse()
             .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
         config.connect_timeout(timeout);
+        // The store gives up on a call at its deadline; the server must
+        // too. A query waiting for a lock (another session's `LOCK
+        // TABLE`, a long transaction) does not notice that its client has
+        // gone, and would hold one of the server's connections until the
+        // lock went: one per abandoned call.
+        // In milliseconds, at most what the server takes (an i32).
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+        let deadline = format!("-c statement_timeout={ms}");
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {deadline}"),
+            None => deadline,
+        };
+        config.options(&options);
         config.application_name("mcp-proxy");
         // A peer that vanished (a failover, a NAT that dropped the flow) is
         // noticed by the kernel within about a minute even with no query.
