@@ -714,3 +714,65 @@ fn a_store_location_that_is_neither_a_postgres_url_nor_a_path_is_refused_unshown
     assert!(left.is_empty(), "files created: {left:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a store path that is a named pipe (or another file that is
+/// not a regular file) was opened as if it were the SQLite file: open(2)
+/// waited for a writer that never came, on a thread the process could not
+/// get back. The store's deadline answered "did not answer within 1000ms",
+/// which blamed the wrong thing, and `mcp-proxy secrets` then never
+/// exited (the runtime waits for that thread at exit). Such a path is now
+/// refused at once, named for what it is.
+#[test]
+fn a_store_path_that_is_a_fifo_is_refused_at_once_and_the_cli_exits() {
+    let dir = tempdir("cli-fifo");
+    let fifo = dir.join("s.db");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let key = StoreKey::generate_base64();
+    let mut child = proxy_command()
+        .args([
+            "secrets",
+            "--store",
+            fifo.to_str().unwrap(),
+            "--store-timeout",
+            "1s",
+            "list",
+        ])
+        .env("MCP_PROXY_STORE_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running after 10 s; stderr: {err}"));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -72,15 +72,26 @@ impl SqliteBackend {
     }
 
     fn open_blocking(path: &Path, busy: Duration) -> Result<SqliteBackend, String> {
-        // Create the file owner-only before SQLite opens it with the umask's mode.
+        // Create the file owner-only before SQLite opens it with the umask's
+        // mode. Without blocking: a named pipe would hold open(2) (and a
+        // thread nothing gets back) until a reader came; it, a device or a
+        // directory is refused for what it is.
         {
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
+            let cannot = |e: &dyn std::fmt::Display| format!("cannot open {}: {e}", path.display());
+            let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
+                .custom_flags(nix::libc::O_NONBLOCK)
                 .open(path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                .map_err(|e| match std::fs::metadata(path) {
+                    Ok(m) if !m.is_file() => cannot(&"it is not a regular file"),
+                    _ => cannot(&e),
+                })?;
+            if !file.metadata().map_err(|e| cannot(&e))?.is_file() {
+                return Err(cannot(&"it is not a regular file"));
+            }
         }
         let conn = Connection::open(path).map_err(|e| e.to_string())?;
         conn.busy_timeout(busy_timeout(busy))
