@@ -271,10 +271,18 @@ enum CommandRaw {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum EnvRaw {
-    Secret { secret: String },
+    Secret(SecretRaw),
     Text(String),
     Int(i64),
     Bool(bool),
+}
+
+/// `{ secret = "name" }`, and nothing else in it: a misspelt or imagined
+/// option beside `secret` is an error, as unknown keys are everywhere.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRaw {
+    secret: String,
 }
 
 #[derive(Deserialize)]
@@ -744,7 +752,7 @@ fn build_server(
     for (var, value) in raw.env {
         check_env_name(&name, &var)?;
         let text = match value {
-            EnvRaw::Secret { secret } => {
+            EnvRaw::Secret(SecretRaw { secret }) => {
                 // The store's own check: a name it refuses would fail
                 // every spawn with a 503 that looks temporary.
                 if let Err(e) = crate::store::check_secret_name(&secret) {

@@ -424,3 +424,25 @@ fn a_nul_byte_in_a_servers_command_args_or_cwd_is_refused_at_load() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a `{ secret = … }` environment value took any other key
+/// without a word (`{ secret = "coda", fallback = "…" }`, a misspelt or
+/// imagined option), although unknown keys are errors everywhere else in
+/// the file so that a typo never goes unnoticed.
+#[test]
+fn a_secret_reference_with_another_key_is_refused() {
+    let dir = temp_dir("secret-keys");
+    let file = dir.join("proxy.toml");
+    std::fs::write(
+        &file,
+        "[store]\npath = \"/tmp/never-opened.db\"\n[[server]]\nname = \"s\"\ncommand = \"x\"\nenv = { TOKEN = { secret = \"coda\", fallback = \"none\" } }\n",
+    )
+    .unwrap();
+    let mut c = command();
+    c.arg("check-config").arg(&file).env(
+        "MCP_PROXY_STORE_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+    refused("a secret reference with another key", c, "TOKEN");
+    let _ = std::fs::remove_dir_all(dir);
+}
