@@ -813,6 +813,23 @@ fn build_server(
     })
 }
 
+/// The credential store's keys, read as the start reads them: a store
+/// (`[store]`, `--store`, `MCP_PROXY_STORE`) without a usable key is bad
+/// configuration, whether or not a server takes secrets yet, since the
+/// start opens the store either way. `check-config` and the start both
+/// ask here, so that they agree and both exit 64.
+pub fn check_store_key(
+    config: &ServersConfig,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match &config.store {
+        Some(store) => crate::store::load_keys(store.key_file.as_deref(), lookup)
+            .map(drop)
+            .map_err(ConfigError),
+        None => Ok(()),
+    }
+}
+
 /// `mcp-proxy check-config FILE`: validates without starting anything;
 /// returns the exit code (0, or 64 with one line on stderr).
 pub fn check_main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32 {
@@ -837,10 +854,7 @@ pub fn check_main(argv: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> i32
             return crate::store::cli::EX_USAGE;
         }
     };
-    if let Some(store) = &cfg.store
-        && cfg.servers.iter().any(|s| !s.secrets.is_empty())
-        && let Err(e) = crate::store::load_keys(store.key_file.as_deref(), lookup)
-    {
+    if let Err(e) = check_store_key(&cfg, lookup) {
         eprint(&format!("error: {e}"));
         return crate::store::cli::EX_USAGE;
     }

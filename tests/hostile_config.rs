@@ -446,3 +446,79 @@ fn a_secret_reference_with_another_key_is_refused() {
     refused("a secret reference with another key", c, "TOKEN");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a credential store whose key is missing or malformed
+/// (`MCP_PROXY_STORE_KEY` unset, not base64, or a `key_file` that is not
+/// there) is bad configuration, and `check-config` said so with exit 64;
+/// the start said the same words but exited 1, the code for a runtime
+/// failure, so a supervisor retried it for ever. And `check-config`
+/// passed a store with no key when no server took secrets yet, which the
+/// start then refused. Both now exit 64, the start before it listens.
+#[test]
+fn a_store_without_a_usable_key_is_bad_configuration_at_start_too() {
+    let dir = temp_dir("store-key");
+    let with_secret = dir.join("secret.toml");
+    std::fs::write(
+        &with_secret,
+        format!(
+            "[store]\npath = {:?}\n[[server]]\nname = \"s\"\ncommand = \"cat\"\nenv = {{ T = {{ secret = \"t\" }} }}\n",
+            dir.join("s.db")
+        ),
+    )
+    .unwrap();
+    let missing_file = dir.join("key-file.toml");
+    std::fs::write(
+        &missing_file,
+        format!(
+            "[store]\npath = {:?}\nkey_file = {:?}\n[[server]]\nname = \"s\"\ncommand = \"cat\"\nenv = {{ T = {{ secret = \"t\" }} }}\n",
+            dir.join("s.db"),
+            dir.join("no-such-key")
+        ),
+    )
+    .unwrap();
+    let no_secret = dir.join("plain.toml");
+    std::fs::write(
+        &no_secret,
+        format!(
+            "[store]\npath = {:?}\n[[server]]\nname = \"s\"\ncommand = \"cat\"\n",
+            dir.join("s.db")
+        ),
+    )
+    .unwrap();
+    for (what, file, key, needle) in [
+        ("no key", &with_secret, None, "MCP_PROXY_STORE_KEY"),
+        (
+            "a key that is not base64",
+            &with_secret,
+            Some("short!"),
+            "MCP_PROXY_STORE_KEY",
+        ),
+        (
+            "a key file that is not there",
+            &missing_file,
+            None,
+            "no-such-key",
+        ),
+        (
+            "no key, no secret yet",
+            &no_secret,
+            None,
+            "MCP_PROXY_STORE_KEY",
+        ),
+    ] {
+        for start in [false, true] {
+            let mut c = command();
+            if start {
+                c.args(["--port", "0", "--config"]).arg(file);
+            } else {
+                c.arg("check-config").arg(file);
+            }
+            if let Some(k) = key {
+                c.env("MCP_PROXY_STORE_KEY", k);
+            }
+            let how = if start { "start" } else { "check-config" };
+            refused(&format!("{how}, {what}"), c, needle);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

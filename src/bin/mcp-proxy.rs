@@ -337,6 +337,11 @@ mod named {
             Ok(c) => c,
             Err(e) => super::fail(super::EX_USAGE, &e.to_string()),
         };
+        // A store without a usable key is bad configuration (64), as
+        // `check-config` says, not a failure of the running proxy (1).
+        if let Err(e) = config_file::check_store_key(&config, &*lookup) {
+            super::fail(super::EX_USAGE, &e.to_string());
+        }
         // As with a single server: a command or directory that cannot
         // work fails the start, not every client of that server.
         for s in &config.servers {
