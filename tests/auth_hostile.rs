@@ -597,3 +597,92 @@ async fn a_principal_name_over_512_bytes_is_refused() {
     }
     proxy.stop().await;
 }
+
+/// Regression: a request carrying a credential that authenticates (a
+/// JWT) and a second, different one was authenticated by whichever
+/// checked out, and the other cost nothing: the limiter counts refusals
+/// only, and a remembered JWT skipped it altogether. So anyone with a
+/// valid token could guess API keys without limit beside it, and learn
+/// each answer from the principal the request got (a session opened
+/// with a right guess belongs to the key, and the token alone then gets
+/// 404 on it): all 6 guesses below were accepted (400 from the probe's
+/// body), none refused. A credential a request presents that is not
+/// good refuses the request now, and counts as a failure.
+#[tokio::test]
+async fn a_valid_credential_cannot_carry_unlimited_key_guesses_beside_it() {
+    const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+    const KEY: &str = "the-real-key-0123456789";
+    let dir = support::process::tempdir("guess-beside");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let jwt = encode(
+        &Header::new(Algorithm::HS256),
+        &claims(ISS, AUD),
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let bearer_jwt = format!("Bearer {jwt}");
+    let guesses: Vec<String> = (0..6)
+        .map(|i| format!("guessed-key-{i:04}-xxxxxxxx"))
+        .collect();
+    // Three ways to carry a guess beside a good credential.
+    type Build = fn(&str, &str, &str) -> Vec<(&'static str, String)>;
+    let cases: [(&str, Build); 3] = [
+        ("X-API-Key beside a bearer JWT", |bearer_jwt, _, guess| {
+            vec![
+                ("authorization", bearer_jwt.into()),
+                ("x-api-key", guess.into()),
+            ]
+        }),
+        ("a bearer beside a good X-API-Key", |_, _, guess| {
+            vec![
+                ("x-api-key", KEY.into()),
+                ("authorization", format!("Bearer {guess}")),
+            ]
+        }),
+        ("a bearer beside the JWT header", |_, jwt, guess| {
+            vec![
+                ("cf-access-jwt-assertion", jwt.into()),
+                ("authorization", format!("Bearer {guess}")),
+            ]
+        }),
+    ];
+    for (what, build) in cases {
+        let proxy = Proxy::start(&[
+            "--api-key",
+            KEY,
+            "--jwt-secret-file",
+            secret.to_str().unwrap(),
+            "--jwt-audience",
+            AUD,
+            "--jwt-header",
+            "cf-access-jwt-assertion",
+            "--auth-failure-limit",
+            "3",
+        ])
+        .await;
+        // The good credentials work on their own (and the JWT is remembered).
+        assert_eq!(
+            post_status(&proxy.mcp(), &[("authorization", &bearer_jwt)]).await,
+            400
+        );
+        assert_eq!(
+            post_status(&proxy.mcp(), &[("cf-access-jwt-assertion", &jwt)]).await,
+            400
+        );
+        assert_eq!(post_status(&proxy.mcp(), &[("x-api-key", KEY)]).await, 400);
+        let mut statuses = Vec::new();
+        for guess in &guesses {
+            let headers = build(&bearer_jwt, &jwt, guess);
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            statuses.push(post_status(&proxy.mcp(), &headers).await);
+        }
+        assert!(
+            statuses.iter().all(|&s| s == 401 || s == 429) && statuses.ends_with(&[429, 429]),
+            "{what}: {statuses:?}"
+        );
+        proxy.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

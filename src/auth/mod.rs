@@ -326,8 +326,15 @@ impl Authenticator {
         let ip = peer.map(|p| self.client_ip(p, headers));
         // A JWT verified before cannot be a guess: whoever else at this
         // address has spent its failures does not lock its holder out.
+        // Only when it is all the request presents: a key beside it may
+        // be one.
         let known = match (&self.jwt, self.jwt_token(headers)) {
-            (Some(jwt), Some(token)) => jwt.remembered(token),
+            (Some(jwt), Some(token))
+                if headers.get("x-api-key").is_none()
+                    && bearer(headers).is_none_or(|b| b == token) =>
+            {
+                jwt.remembered(token)
+            }
             _ => None,
         };
         let limited = ip.filter(|_| known.is_none());
@@ -444,11 +451,25 @@ impl Authenticator {
     ) -> Result<Principal, AuthError> {
         let bearer = bearer(headers);
         let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        // Every key candidate a request presents must be good. A request
+        // is authenticated by one credential; were a second one that is
+        // not good ignored, a holder of any good credential could send key
+        // guesses beside it that cost no failure, and tell a right guess
+        // by the principal the request got.
         if !self.keys.is_empty() {
-            for candidate in [bearer, x_api_key].into_iter().flatten() {
-                if let Some(name) = self.keys.find(candidate.as_bytes()) {
-                    return Ok(Principal::new(AuthMethod::ApiKey, name));
+            if let Some(x) = x_api_key {
+                let Some(name) = self.keys.find(x.as_bytes()) else {
+                    return Err(AuthError::Invalid("X-API-Key is not a valid key"));
+                };
+                if bearer.is_some_and(|b| b != x) {
+                    return Err(AuthError::Invalid(
+                        "Authorization and X-API-Key carry two different credentials",
+                    ));
                 }
+                return Ok(Principal::new(AuthMethod::ApiKey, name));
+            }
+            if let Some(name) = bearer.and_then(|b| self.keys.find(b.as_bytes())) {
+                return Ok(Principal::new(AuthMethod::ApiKey, name));
             }
         }
         let mut error = None;
@@ -467,6 +488,13 @@ impl Authenticator {
                 None => jwt.verify(token).await,
             };
             match verified {
+                // The token came in its own header, and the bearer beside
+                // it is no key (see above) nor this token.
+                Ok(_) if !self.keys.is_empty() && bearer.is_some() && !is_bearer => {
+                    return Err(AuthError::Invalid(
+                        "the bearer credential is not a valid key",
+                    ));
+                }
                 Ok(v) => {
                     let missing = self
                         .config
