@@ -382,6 +382,13 @@ fn check_env_name(server: &str, name: &str) -> Result<(), ConfigError> {
             "server {server:?}: invalid environment variable name {name:?}"
         ));
     }
+    // As for `--env` and `env_file`: such a variable is most likely meant
+    // for the proxy, and would reach only the child.
+    if name.starts_with("MCP_PROXY_") {
+        return err(format!(
+            "server {server:?}: {name} is the proxy's own setting and is never passed to the MCP server"
+        ));
+    }
     Ok(())
 }
 

@@ -522,3 +522,31 @@ fn a_store_without_a_usable_key_is_bad_configuration_at_start_too() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a `[[server]]`'s `env` (or `credential_headers`) could
+/// name a variable `MCP_PROXY_*`, which `--env` and a server's `env_file`
+/// refuse as the proxy's own setting: `env = { MCP_PROXY_MAX_SESSIONS =
+/// "3" }`, meant as a limit, was passed to the child instead and the
+/// limit stayed the default, without a word.
+#[test]
+fn a_servers_env_cannot_name_a_setting_of_the_proxy() {
+    let dir = temp_dir("own-setting");
+    for (what, line) in [
+        ("env", "env = { MCP_PROXY_MAX_SESSIONS = \"3\" }"),
+        (
+            "credential_headers",
+            "credential_headers = { MCP_PROXY_API_KEY = \"X-Upstream-Token\" }",
+        ),
+    ] {
+        let file = dir.join(format!("{what}.toml"));
+        std::fs::write(
+            &file,
+            format!("[[server]]\nname = \"s\"\ncommand = \"cat\"\n{line}\n"),
+        )
+        .unwrap();
+        let mut c = command();
+        c.arg("check-config").arg(&file);
+        refused(what, c, "MCP_PROXY_");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
