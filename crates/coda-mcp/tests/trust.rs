@@ -7,7 +7,8 @@
 //! a loop; `coda_search_pages` had no count bound and no note when it cut;
 //! `coda_peek_page` returned as many lines as `numLines` asked, whatever
 //! their size; a replayable write Coda accepted (2xx) whose answer was cut
-//! and whose repeats failed was reported as failed.
+//! and whose repeats failed was reported as failed; a page copy Coda
+//! queued (`coda_duplicate_page`) carried no queued note.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -237,5 +238,51 @@ async fn a_replayable_write_accepted_with_a_cut_answer_is_reported_accepted_when
         "{e}"
     );
     assert_eq!(h.fake.row_values("i-1").unwrap()["c-status"], "Cut");
+    h.close().await;
+}
+
+/// Regression: `coda_duplicate_page` dropped the note every other queued
+/// write carries: its `note` was only "copied through an HTML export", so
+/// a copy Coda queued (202) and not yet applied, or not applied when
+/// waiting stopped, read like a finished one, and a model that did not see
+/// the page yet made a second copy.
+#[tokio::test]
+async fn a_queued_page_copy_says_it_is_queued_and_must_not_be_resent() {
+    let h = start(&[]).await;
+    let r = h
+        .call(
+            "coda_duplicate_page",
+            json!({"docId": "doc1", "pageIdOrName": "Overview", "newName": "Overview 2"}),
+        )
+        .await;
+    let v = r.structured_content.clone().unwrap_or_default();
+    assert!(v["requestId"].is_string(), "{v}");
+    let t = text(&r);
+    assert!(
+        t.contains("queued")
+            && t.contains("do not resend")
+            && t.contains("coda_get_mutation_status")
+            && t.contains("HTML export"),
+        "{t}"
+    );
+    h.close().await;
+
+    let h = start(&["--call-timeout-secs", "2"]).await;
+    h.fake.set_mutation_plan(MutationPlan {
+        not_found_polls: 0,
+        pending_polls: 1_000_000,
+    });
+    let r = h
+        .call(
+            "coda_duplicate_page",
+            json!({"docId": "doc1", "pageIdOrName": "Overview", "newName": "Overview 3", "wait": true}),
+        )
+        .await;
+    let t = text(&r);
+    assert!(
+        t.contains("had not applied it when waiting stopped") && t.contains("do not resend"),
+        "{t}"
+    );
+    assert_eq!(h.fake.calls("POST", "/docs/doc1/pages").len(), 1);
     h.close().await;
 }

@@ -313,7 +313,7 @@ pub struct DuplicateOutput {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation: Option<super::MutationState>,
-    /// The copy is an HTML round-trip; some content (e.g. tables, buttons) may not survive.
+    /// The copy is an HTML round-trip; some content (e.g. tables, buttons) may not survive. When Coda queued the copy and it is not known to be applied, this says so first: do not resend it.
     pub note: String,
 }
 
@@ -1089,7 +1089,13 @@ impl Coda {
                 parent_page_id: parent,
                 request_id: out.request_id,
                 mutation: out.mutation,
-                note: "copied through an HTML export; complex elements may differ from the original".into(),
+                // A queued copy says so first, as every queued write does:
+                // a model that does not see the page yet must not copy again.
+                note: [out.note.as_deref(), Some("copied through an HTML export; complex elements may differ from the original")]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; "),
             })
         })
         .await
