@@ -85,7 +85,7 @@ pub struct CodaArgs {
     /// summary, for clients that ignore structuredContent (env CODA_FULL_TEXT=1)
     #[argh(switch)]
     pub full_text: bool,
-    /// coda API base URL (env CODA_API_BASE_URL; default `https://coda.io/apis/v1`)
+    /// coda API base URL, https (http only to localhost) (env CODA_API_BASE_URL; default `https://coda.io/apis/v1`)
     #[argh(option)]
     pub api_base_url: Option<String>,
     /// hide every tool that writes (env CODA_READ_ONLY=1)
@@ -443,7 +443,25 @@ fn parse_base_url(raw: &str) -> Result<reqwest::Url, ConfigError> {
     if url.cannot_be_a_base() || url.query().is_some() {
         return Err(invalid("must be a plain base URL without a query"));
     }
+    if url.scheme() == "http" && !on_this_machine(&url) {
+        return Err(invalid(
+            "plain http is only for a Coda on this machine (localhost, 127.0.0.0/8, [::1]): every request carries the API token, which would cross the network in clear text; use https",
+        ));
+    }
     Ok(url)
+}
+
+/// Whether `url` names a loopback host: the only place an `http://` base
+/// URL may point (a local fake, a local forwarding proxy).
+fn on_this_machine(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+    }
 }
 
 #[cfg(test)]
@@ -547,6 +565,42 @@ mod tests {
         };
         let err = CodaConfig::from_args(&args, env_of(&[("CODA_API_TOKEN", "t")])).unwrap_err();
         assert!(matches!(err, ConfigError::InvalidBaseUrl { .. }));
+    }
+
+    /// Regression: `http://` was accepted for any host, so a base URL
+    /// such as `http://coda.io/apis/v1` (one letter short) sent the API
+    /// token in clear text across the network with the first request,
+    /// before Coda's redirect to https could say anything.
+    #[test]
+    fn plain_http_is_refused_off_this_machine() {
+        let base = |url: &str| {
+            let args = CodaArgs {
+                api_base_url: Some(url.into()),
+                ..Default::default()
+            };
+            CodaConfig::from_args(&args, env_of(&[("CODA_API_TOKEN", "t")]))
+        };
+        for bad in [
+            "http://coda.io/apis/v1",
+            "http://10.0.0.5:8080/apis/v1",
+            "http://coda-proxy/apis/v1",
+            "http://127.0.0.1.nip.io/apis/v1",
+        ] {
+            let err = base(bad).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidBaseUrl { reason, .. } if reason.contains("https")),
+                "{bad}: {err:?}"
+            );
+        }
+        for good in [
+            "https://coda.io/apis/v1",
+            "http://127.0.0.1:9/apis/v1",
+            "http://127.8.0.1/apis/v1",
+            "http://localhost:8080/apis/v1",
+            "http://[::1]:8080/apis/v1",
+        ] {
+            base(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
     }
 
     #[test]
