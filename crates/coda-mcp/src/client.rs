@@ -26,7 +26,8 @@
 //! [`CodaError::Refused`]: its error says it was not applied and what to fix.
 //!
 //! Errors carry Coda's own status and message ([`CodaError::Api`]) and never
-//! the token: it only ever goes into the Authorization header, and export
+//! the token: it only ever goes into the Authorization header, an answer
+//! (error or 2xx) that echoes it has it replaced ([`redact_json`]), and export
 //! download links (another host) are fetched without it. API redirects are
 //! not followed ([`redirect_error`]): the request, token or not, goes only
 //! to the base URL's host.
@@ -726,6 +727,15 @@ impl CodaClient {
                     };
                     if status.is_success() {
                         return match decode_success(status, &bytes) {
+                            Ok(mut r) => {
+                                if redact_json(&mut r.body, self.token.expose()) {
+                                    tracing::warn!(
+                                        status = status.as_u16(),
+                                        "Coda's answer contained the API token; it was replaced"
+                                    );
+                                }
+                                Ok(r)
+                            }
                             Err(CodaError::InvalidResponse { reason, .. }) if write => {
                                 Err(CodaError::Accepted {
                                     status: status.as_u16(),
@@ -967,6 +977,40 @@ fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
 }
 
+/// What the API token is replaced with wherever an answer carries it.
+const TOKEN_REDACTED: &str = "[API token]";
+
+/// Replace `secret` (the API token) in every string and key of `v`, and
+/// say whether there was any. A gateway, a debugging proxy or an echo
+/// service at a mistyped base URL that echoes the request's headers in a
+/// 2xx answer must not hand the token to the model: every answer becomes a
+/// tool result, its text summary, or an id sent back to Coda.
+fn redact_json(v: &mut Value, secret: &str) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    match v {
+        Value::String(s) if s.contains(secret) => {
+            *s = s.replace(secret, TOKEN_REDACTED);
+            true
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |found, x| redact_json(x, secret) | found),
+        Value::Object(o) if o.keys().any(|k| k.contains(secret)) => {
+            for (k, mut x) in std::mem::take(o) {
+                redact_json(&mut x, secret);
+                o.insert(k.replace(secret, TOKEN_REDACTED), x);
+            }
+            true
+        }
+        Value::Object(o) => o
+            .values_mut()
+            .fold(false, |found, x| redact_json(x, secret) | found),
+        _ => false,
+    }
+}
+
 fn decode_success(status: StatusCode, bytes: &[u8]) -> Result<ApiResponse, CodaError> {
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
@@ -1063,7 +1107,7 @@ fn decode_error(status: StatusCode, bytes: &[u8], secret: &str) -> CodaError {
             status = status.as_u16(),
             "Coda's error message contained the API token; it was replaced"
         );
-        s.replace(secret, "[API token]")
+        s.replace(secret, TOKEN_REDACTED)
     };
     let field = |k: &str, max: usize| {
         parsed

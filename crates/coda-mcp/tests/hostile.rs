@@ -545,3 +545,46 @@ async fn a_gzip_bomb_stops_at_the_byte_cap() {
     assert!(e.contains("larger than"), "{e}");
     h.close().await;
 }
+
+/// Regression: an answer Coda (or a gateway, an echo service at a
+/// mistyped `--api-base-url`) gives with 2xx went to the model as is, so
+/// one that echoed the request's `Authorization` header handed the token
+/// to the model in `structuredContent` and in the summary; only error
+/// bodies were redacted.
+#[tokio::test]
+async fn a_success_answer_that_echoes_the_token_does_not_hand_it_to_the_model() {
+    let h = start(&["--full-text"]).await;
+    let echo = format!("Bearer {}", fake_coda::TOKEN);
+    let mut doc = json!({"id": "doc1", "name": echo, "headers": {"Authorization": echo},
+        "seen": [echo]});
+    doc[echo.as_str()] = json!(1);
+    h.fake
+        .answer_next("GET", "/docs/doc1", 1, json_answer(200, &doc));
+    let r = h.call("coda_get_document", json!({"docId": "doc1"})).await;
+    let v = r.structured_content.clone().unwrap_or_default();
+    assert_eq!(v["id"], "doc1", "{v}");
+    let all = format!("{v} {}", text(&r));
+    assert!(!all.contains(fake_coda::TOKEN), "{all}");
+    assert!(all.contains("[API token]"), "{all}");
+    // A write's answer too (its requestId is kept).
+    h.fake.answer_next(
+        "PUT",
+        "/rows/i-1",
+        1,
+        json_answer(
+            202,
+            &json!({"requestId": "r-echo", "id": "i-1", "debug": echo}),
+        ),
+    );
+    let r = h
+        .call(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Name": "z"}}),
+        )
+        .await;
+    let v = r.structured_content.clone().unwrap_or_default();
+    assert_eq!(v["requestId"], "r-echo", "{v}");
+    let all = format!("{v} {}", text(&r));
+    assert!(!all.contains(fake_coda::TOKEN), "{all}");
+    h.close().await;
+}
