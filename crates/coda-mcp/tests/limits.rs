@@ -181,3 +181,64 @@ async fn document_stats_list_tables_only_up_to_the_result_budget() {
     );
     h.close().await;
 }
+
+/// Regression: an object read (`coda_get_formula`, `coda_get_control`,
+/// `coda_get_row`, `coda_get_document`…) went to the model whole, outside
+/// `--max-result-bytes`: a named formula over a big table (`=Tasks.Notes`)
+/// has a value of megabytes, and all of it was one result.
+#[tokio::test]
+async fn a_formula_value_past_the_result_budget_is_cut_with_a_note() {
+    let h = start(&["--max-result-bytes", "20000"]).await;
+    let items: Vec<String> = (0..5000).map(|i| format!("note of row {i}")).collect();
+    h.fake.add_formula("f-all", "All notes", json!(items));
+    let r = h
+        .call(
+            "coda_get_formula",
+            json!({"docId": "doc1", "formulaIdOrName": "f-all"}),
+        )
+        .await;
+    let v = r.structured_content.clone().unwrap_or_default();
+    let size = v.to_string().len();
+    assert!(size <= 20_000, "{size} bytes");
+    assert_eq!(v["id"], "f-all", "{v}");
+    assert_eq!(v["value"][0], "note of row 0");
+    assert_eq!(v["truncated"], true);
+    let note = v["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("/value") && note.contains("of 5000 items"),
+        "{note}"
+    );
+    let kept = v["value"].as_array().map_or(0, Vec::len);
+    assert!(
+        kept > 100 && note.contains(&format!("first {kept} of")),
+        "{note}"
+    );
+    assert!(
+        harness::text(&r).contains("--max-result-bytes"),
+        "{}",
+        harness::text(&r)
+    );
+    // A long string is cut the same way; a small answer is left alone.
+    h.fake
+        .add_formula("f-text", "Long text", json!("y".repeat(50_000)));
+    let v = h
+        .ok(
+            "coda_get_formula",
+            json!({"docId": "doc1", "formulaIdOrName": "f-text"}),
+        )
+        .await;
+    assert!(v.to_string().len() <= 20_000);
+    assert!(
+        v["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("characters"),
+        "{v}"
+    );
+    let v = h.ok("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(
+        v.get("truncated").is_none() && v.get("note").is_none(),
+        "{v}"
+    );
+    h.close().await;
+}

@@ -812,9 +812,27 @@ impl Coda {
         Ok(self.client.send(&req, deadline).await?.body)
     }
 
-    /// One request under a fresh call deadline; Coda's answer is the result.
+    /// One request under the call deadline; Coda's answer is the result,
+    /// cut to the result budget ([`fit_object`]) with `truncated` and a
+    /// `note` saying what was left out.
     pub async fn object(&self, req: ApiRequest) -> ToolResult<Reply> {
-        let v = self.call(req, self.deadline()).await?;
+        let mut v = self.call(req, self.deadline()).await?;
+        let budget = self.cfg.max_result_bytes;
+        // Room for the note and the flag added below.
+        let cuts = fit_object(&mut v, budget.saturating_sub(1024));
+        if !cuts.is_empty() {
+            tracing::info!(budget, "object result cut to the result budget");
+            if let Some(o) = v.as_object_mut() {
+                o.insert("truncated".into(), Value::Bool(true));
+                o.insert(
+                    "note".into(),
+                    Value::String(format!(
+                        "Coda's answer was larger than the result budget ({budget} bytes, --max-result-bytes), so it was cut: {}",
+                        cuts.join("; ")
+                    )),
+                );
+            }
+        }
         Reply::json(v)
     }
 
@@ -1239,6 +1257,119 @@ impl Coda {
             error: None,
         }
     }
+}
+
+/// Bytes of `v` as JSON.
+fn json_len(v: &Value) -> usize {
+    serde_json::to_string(v).map_or(0, |t| t.len())
+}
+
+/// The JSON pointer and size of the largest array, string or object in
+/// `v` below its root (the part of an answer to cut first).
+fn largest_part(v: &Value, at: &str) -> Option<(String, usize)> {
+    let children: Box<dyn Iterator<Item = (String, &Value)>> = match v {
+        Value::Array(items) => Box::new(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (format!("{at}/{i}"), x)),
+        ),
+        Value::Object(o) => Box::new(o.iter().map(|(k, x)| {
+            (
+                format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                x,
+            )
+        })),
+        _ => return None,
+    };
+    let mut best: Option<(String, usize)> = None;
+    for (ptr, x) in children {
+        let here = match x {
+            Value::Array(_) | Value::Object(_) | Value::String(_) => {
+                Some((ptr.clone(), json_len(x)))
+            }
+            _ => None,
+        };
+        for cand in [here, largest_part(x, &ptr)].into_iter().flatten() {
+            if best.as_ref().is_none_or(|(_, n)| cand.1 > *n) {
+                best = Some(cand);
+            }
+        }
+    }
+    best
+}
+
+/// Cut `v` to at most `budget` bytes of JSON by cutting the tail of its
+/// largest array, string or object (whole items, whole characters), again
+/// while it is too large; returns what was cut (`/value: kept the first 310
+/// of 5000 items`), nothing when it fits. An object read is one answer of
+/// any size (a formula's value over a whole table, a long cell): it must
+/// not pass the budget every list keeps.
+pub fn fit_object(v: &mut Value, budget: usize) -> Vec<String> {
+    // Each part cut: its size before the first cut, and the unit counted.
+    let mut cut: Vec<(String, usize, &str)> = Vec::new();
+    for _ in 0..32 {
+        let size = json_len(v);
+        if size <= budget {
+            break;
+        }
+        let over = size - budget;
+        let Some((ptr, _)) = largest_part(v, "") else {
+            break;
+        };
+        // Invariant: largest_part returns a pointer into `v`.
+        let Some(part) = v.pointer_mut(&ptr) else {
+            break;
+        };
+        let (total, unit) = match part {
+            Value::Array(items) => {
+                let total = items.len();
+                let mut freed = 0;
+                while freed < over {
+                    let Some(x) = items.pop() else { break };
+                    freed += json_len(&x) + 1;
+                }
+                (total, "items")
+            }
+            Value::Object(o) => {
+                let total = o.len();
+                let mut freed = 0;
+                while freed < over {
+                    let Some(k) = o.keys().next_back().cloned() else {
+                        break;
+                    };
+                    freed += o.remove(&k).map_or(0, |x| json_len(&x)) + k.len() + 4;
+                }
+                (total, "keys")
+            }
+            Value::String(text) => {
+                let total = text.chars().count();
+                // An escaped character takes more room than its bytes:
+                // the next round cuts again if this was not enough.
+                let mut end = text.len().saturating_sub(over);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                (total, "characters")
+            }
+            _ => break,
+        };
+        if !cut.iter().any(|(p, _, _)| *p == ptr) {
+            cut.push((ptr, total, unit));
+        }
+    }
+    cut.into_iter()
+        .filter_map(|(ptr, total, unit)| {
+            let kept = match v.pointer(&ptr)? {
+                Value::Array(a) => a.len(),
+                Value::Object(o) => o.len(),
+                Value::String(t) => t.chars().count(),
+                _ => return None,
+            };
+            Some(format!("{ptr}: kept the first {kept} of {total} {unit}"))
+        })
+        .collect()
 }
 
 /// How many leading `items` fit in a result of `budget` bytes (always at
