@@ -473,12 +473,16 @@ impl CodaClient {
 
     fn url(&self, req: &ApiRequest) -> Url {
         let mut url = self.base.clone();
-        {
-            // Invariant: the base URL was checked to be a base (config.rs).
-            let mut segs = url.path_segments_mut().expect("base URL cannot be a base");
-            segs.pop_if_empty();
-            segs.extend(req.segments.iter());
+        // Each segment is encoded here, not by `path_segments_mut`: the URL
+        // parser drops tabs and line breaks from what it is given (`a\tb`
+        // named `ab`, `.\t.` was `..` and went one level up) and skips `.`
+        // and `..` without a word; encoded, no byte can do either.
+        let mut path = url.path().trim_end_matches('/').to_owned();
+        for seg in &req.segments {
+            path.push('/');
+            push_segment(&mut path, seg);
         }
+        url.set_path(&path);
         if !req.query.is_empty() {
             url.query_pairs_mut().extend_pairs(req.query.iter());
         }
@@ -949,6 +953,21 @@ pub fn maybe_gunzip(bytes: &[u8], cap: usize) -> Result<String, CodaError> {
     }
 }
 
+/// Push `seg` percent-encoded as one path segment: every byte but RFC
+/// 3986's unreserved ones (`A-Z a-z 0-9 - . _ ~`), so nothing in it can
+/// end the segment (`/`), start a query or fragment (`?`, `#`), be decoded
+/// twice (`%`) or be dropped by the URL parser (tab, CR, LF). `.` and `..`
+/// are refused before ([`ApiRequest::invalid_segment`]).
+fn push_segment(out: &mut String, seg: &str) {
+    for b in seg.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
 /// A 3xx answer to an API request. The Coda API does not redirect, and a
 /// redirect followed would turn a POST into a GET (whose 200 would pass for
 /// the write's success) or send the request, its body included, to another
@@ -1262,6 +1281,22 @@ mod tests {
             client.url(&req).as_str(),
             "http://127.0.0.1:1/apis/v1/docs/d1/tables/Tasks%20%2F%20Q1?query=%22A%22%3A1"
         );
+        for (seg, sent) in [
+            (".\t.", ".%09."),
+            ("a\nb", "a%0Ab"),
+            ("\r..", "%0D.."),
+            ("50%", "50%25"),
+            ("a\\b", "a%5Cb"),
+            ("?#", "%3F%23"),
+            ("Café", "Caf%C3%A9"),
+        ] {
+            let req = ApiRequest::get(&["docs", "d1", "tables", seg]);
+            assert_eq!(
+                client.url(&req).path(),
+                format!("/apis/v1/docs/d1/tables/{sent}"),
+                "{seg:?}"
+            );
+        }
     }
 
     /// Each way a write stops before it reaches Coda says it was not sent

@@ -1,6 +1,7 @@
 //! A careless model: arguments that are valid JSON and valid to the
-//! schema but say something twice or nothing at all. coda-mcp refuses
-//! them before anything is sent, instead of letting Coda pick.
+//! schema but say something twice or nothing at all, or ids with
+//! characters a URL cannot carry as they are. coda-mcp refuses them before
+//! anything is sent, instead of letting Coda pick, or sends them encoded.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -203,5 +204,51 @@ async fn a_bulk_update_too_big_to_report_is_refused_before_sending() {
         .await;
     let size = r.structured_content.as_ref().unwrap().to_string().len();
     assert!(size <= 110_000, "{size} bytes");
+    h.close().await;
+}
+
+/// Regression: the URL parser drops tabs and line breaks inside a path
+/// segment, so an id or name holding one was sent as another: `Ta\tsks`
+/// read the table `Tasks`, and `.\n.` or `..\t` became `..`, which the
+/// dot-segment guard did not see, so the request went one level up
+/// (`POST …/hooks/automation/.\n.` was a POST to `…/docs/doc1/hooks`,
+/// `GET /mutationStatus/..\t` a GET of the API root).
+#[tokio::test]
+async fn tabs_and_line_breaks_in_ids_are_sent_encoded_not_dropped() {
+    let h = start(&[]).await;
+    let cases = [
+        (
+            "coda_trigger_automation",
+            json!({"docId": "doc1", "ruleId": ".\n."}),
+            "/docs/doc1/hooks/automation/.%0A.",
+        ),
+        (
+            "coda_get_mutation_status",
+            json!({"requestId": "..\t"}),
+            "/mutationStatus/..%09",
+        ),
+        (
+            "coda_get_table",
+            json!({"docId": "doc1", "tableIdOrName": "Ta\tsks"}),
+            "/docs/doc1/tables/Ta%09sks",
+        ),
+        (
+            "coda_delete_permission",
+            json!({"docId": "doc1", "permissionId": "\r..\r"}),
+            "/docs/doc1/acl/permissions/%0D..%0D",
+        ),
+    ];
+    for (tool, args, path) in cases {
+        let before = h.fake.requests().len();
+        h.call(tool, args).await;
+        let sent: Vec<String> = h.fake.requests()[before..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(
+            !sent.is_empty() && sent.iter().all(|s| s.ends_with(path)),
+            "{tool}: {sent:?}"
+        );
+    }
     h.close().await;
 }
