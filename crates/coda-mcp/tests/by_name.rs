@@ -2,7 +2,8 @@
 //! picks an arbitrary row when several share it (the spec says so: "an
 //! arbitrary row will be affected / removed"). A write by name now finds
 //! the row first and refuses, with the candidates, when the name matches
-//! no row or several.
+//! no row or several. Page names are checked against every page of the
+//! doc, not the share a list result holds.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -121,5 +122,47 @@ async fn a_page_write_by_a_shared_name_is_refused_with_the_candidates() {
         h.fake.calls("PUT", "/docs/doc1/pages/canvas-notes").len(),
         1
     );
+    h.close().await;
+}
+
+/// Regression: the pages a page name was checked against came from the
+/// budgeted list (`--max-result-bytes`), so in a doc whose page list
+/// passed the budget, two pages sharing a name past it were not seen: the
+/// write went to Coda by name, and Coda deleted an arbitrary one of them.
+#[tokio::test]
+async fn a_page_name_shared_past_the_result_budget_is_still_refused() {
+    let h = start(&["--max-result-bytes", "4000"]).await;
+    h.fake.add_pages(60);
+    let mut twins = Vec::new();
+    for _ in 0..2 {
+        let v = h
+            .ok("coda_create_page", json!({"docId": "doc1", "name": "Twin"}))
+            .await;
+        twins.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // The list a model reads stops well before the twins.
+    let v = h
+        .ok(
+            "coda_list_pages",
+            json!({"docId": "doc1", "fetchAll": true}),
+        )
+        .await;
+    assert_eq!(v["truncated"], true);
+    assert!(!v.to_string().contains("Twin"), "{v}");
+    let e = h
+        .fails(
+            "coda_delete_page",
+            json!({"docId": "doc1", "pageIdOrName": "Twin"}),
+        )
+        .await;
+    assert!(e.contains(&twins[0]) && e.contains(&twins[1]), "{e}");
+    assert!(
+        !h.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.starts_with("/docs/doc1/pages/")),
+        "a DELETE was sent"
+    );
+    assert!(twins.iter().all(|t| h.fake.page_exists(t)));
     h.close().await;
 }

@@ -674,7 +674,7 @@ impl Coda {
             .await
     }
 
-    /// The id of the one `kind` (`table`, `formula`, `control`: an object
+    /// The id of the one `kind` (`table`, `page`, `formula`, `control`: an object
     /// Coda lists at `/docs/{d}/{kind}s`) that `raw` names in doc `d`:
     /// [`Coda::fetch_by_ref`], then the doc's list of them for
     /// [`pick_named`], which refuses a name several share. Coda itself
@@ -698,7 +698,17 @@ impl Coda {
         };
         let collection = format!("{kind}s");
         let list = ApiRequest::get(&["docs", d, &collection]).query("limit", 100);
-        let (items, _) = self.list_all(list, COMPOSITE_CAP, deadline).await?;
+        // The whole list, not the result budget's share of it: a name
+        // shared past what a result holds must be seen too.
+        let (items, capped) = self.list_all(list, COMPOSITE_CAP, deadline).await?;
+        if capped {
+            return Err(ToolError::arg(
+                arg,
+                format!(
+                    "doc {d} has more than {COMPOSITE_CAP} {collection}, too many to check that no other is named {raw:?}: give the {kind} id"
+                ),
+            ));
+        }
         pick_named(&items, &found, raw, kind, arg, d)
     }
 

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use super::docs::{ContentFormat, canvas_content};
 use super::error::{ToolError, ToolResult};
 use super::{
-    COMPOSITE_CAP, Coda, ListOutput, MAX_FETCH_ALL_CAP, MutationOutput, Object, PageArgs,
-    ReplacePreview, Reply, input, output, required, run,
+    COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, ReplacePreview, Reply,
+    input, output, required, run,
 };
 use crate::client::{ApiRequest, CodaError};
 use crate::ids::doc_id;
@@ -417,21 +417,9 @@ impl Coda {
         write: bool,
         deadline: Instant,
     ) -> ToolResult<String> {
-        let Some(page) = self
-            .fetch_by_ref(d, "page", raw, arg, write, &["canvas-"], deadline)
-            .await?
-        else {
-            return Ok(raw.to_owned());
-        };
-        let all = PageArgs {
-            fetch_all: true,
-            max_items: Some(MAX_FETCH_ALL_CAP as u32),
-            ..PageArgs::default()
-        };
-        let listed = self
-            .list(ApiRequest::get(&["docs", d, "pages"]), &all, deadline)
-            .await?;
-        super::pick_named(&listed.items, &page, raw, "page", arg, d)
+        // Every page is checked, not the budgeted list a model reads.
+        self.named_id(d, "page", raw, arg, write, &["canvas-"], deadline)
+            .await
     }
     async fn plain_items(
         &self,
