@@ -532,3 +532,54 @@ async fn search_pages_covers_every_page_and_page_bodies() {
     h.fake.assert_responses_match_spec();
     h.close().await;
 }
+
+/// Regression: a plain-text read took a page's first 10000 content
+/// elements (COMPOSITE_CAP) and dropped the rest without a word: a longer
+/// page came back with `truncated: false` and a `totalChars` that counted
+/// only what was read, a content search did not look past it, and a
+/// dry-run replace previewed part of the body as the whole.
+#[tokio::test]
+async fn a_page_longer_than_a_plain_text_read_takes_is_not_cut_silently() {
+    let h = start(&[]).await;
+    h.fake.set_max_page(500);
+    // The page's own lines end up after these.
+    for i in 0..10_000 {
+        h.fake
+            .insert_line("canvas-overview", &format!("filler {i}"));
+    }
+    let tail = h
+        .fake
+        .page_lines("canvas-overview")
+        .last()
+        .cloned()
+        .unwrap();
+    let needle = tail.split(':').next_back().unwrap().to_owned();
+    let e = h
+        .fails(
+            "coda_get_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "format": "plainText", "maxChars": 100}),
+        )
+        .await;
+    assert!(
+        e.contains("more than 10000") && e.contains("markdown"),
+        "{e}"
+    );
+    let v = h
+        .ok(
+            "coda_search_pages",
+            json!({"docId": "doc1", "query": needle, "includeContent": true}),
+        )
+        .await;
+    assert!(
+        v["totalFound"] == 1 || v["contentErrors"] == 1,
+        "{needle}: {v}"
+    );
+    let e = h
+        .fails(
+            "coda_replace_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "content": "x", "dryRun": true}),
+        )
+        .await;
+    assert!(e.contains("more than 10000"), "{e}");
+    h.close().await;
+}

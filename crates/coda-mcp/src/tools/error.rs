@@ -45,6 +45,11 @@ pub enum ToolError {
     Coda(#[from] CodaError),
     #[error("page export failed: {0}")]
     ExportFailed(String),
+    /// What Coda holds is more than this server reads in one call (a page
+    /// of more elements than a plain-text read takes): refused whole rather
+    /// than cut without a word.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl ToolError {

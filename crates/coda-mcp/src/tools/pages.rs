@@ -421,6 +421,8 @@ impl Coda {
         self.named_id(d, "page", raw, arg, write, &["canvas-"], deadline)
             .await
     }
+    /// Every plain-text element of page `p`, or [`ToolError::TooLarge`]
+    /// when it has more than `cap`.
     async fn plain_items(
         &self,
         d: &str,
@@ -431,7 +433,15 @@ impl Coda {
         let req = ApiRequest::get(&["docs", d, "pages", p, "content"])
             .query("contentFormat", "plainText")
             .query("limit", cap.clamp(1, 500));
-        Ok(self.list_all(req, cap, deadline).await?.0)
+        let (items, capped) = self.list_all(req, cap, deadline).await?;
+        // Every caller takes the items for the whole body (a read, a
+        // search, a verify, a preview): a cut one would pass for it.
+        if capped {
+            return Err(ToolError::TooLarge(format!(
+                "page {p} has more than {cap} content elements, more than a plain-text read takes: read it with format markdown or html (an export), or page through it with coda_list_page_content"
+            )));
+        }
+        Ok(items)
     }
 
     /// Export a page as markdown or html and download it.
