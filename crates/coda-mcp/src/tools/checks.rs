@@ -146,7 +146,9 @@ fn number_like(s: &str) -> bool {
         .chars()
         .filter(|c| *c != ',' && *c != '_' && !c.is_whitespace())
         .collect();
-    !t.is_empty() && t.parse::<f64>().is_ok()
+    // Rust's parser also takes `NaN`, `inf`, `infinity` and values past
+    // f64's range (as infinity): none is a number Coda can store.
+    !t.is_empty() && t.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 fn check_scalar(c: &Col<'_>, v: &Value) -> Result<(), String> {
@@ -403,6 +405,24 @@ mod tests {
             ("c-1", json!("x")),
         ] {
             check_cells(&cols(), &cell(ok.0, ok.1.clone()), "r")
+                .unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+    }
+
+    /// Regression: a number cell's text was checked with Rust's `f64`
+    /// parser, which takes `NaN`, `inf`, `infinity` and `1e400` (as
+    /// infinity): words and out-of-range values passed as numbers and were
+    /// sent for Coda to store as whatever it makes of them.
+    #[test]
+    fn number_words_and_out_of_range_numbers_are_refused() {
+        for bad in ["NaN", "nan", "inf", "-Infinity", "+inf", "1e400", "-1e999"] {
+            let e = check_cells(&cols(), &cell("Points", json!(bad)), "r")
+                .map(|()| "accepted".to_owned())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(e.contains("give a number"), "{bad}: {e}");
+        }
+        for ok in ["1e3", "-2.5", "$1,200", "15%", " 7 ", "1.5E-3", ""] {
+            check_cells(&cols(), &cell("Points", json!(ok)), "r")
                 .unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
     }
