@@ -36,8 +36,8 @@ pub const GUIDE: &str = r#"# Coda rows: filters and values
   `fullRows: true` returns Coda's whole row objects.
 
 ## Writing values (coda_create_rows, coda_upsert_rows, coda_update_row, coda_bulk_update_rows)
-- Rows are objects `{"Column name or id": value}`; values are strings, numbers, booleans or
-  arrays of them. `null` is not a value: use `""` to clear a cell.
+- Rows are objects `{"Column name or id": value}`; values are strings, numbers, booleans,
+  arrays of them, or arrays of such arrays (no deeper). `null` is not a value: use `""` to clear a cell.
 - Text: any string. Numbers, percent, currency: a number (`12.5`) or its text (`"12.5"`).
 - Dates and times: ISO 8601 (`"2026-03-01"`, `"2026-03-01T14:00:00Z"`) or text Coda parses
   like the UI does (`"March 1"`) unless `disableParsing` is true.

@@ -381,10 +381,24 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// A cell value as Coda's API takes it (`Value` in its spec): a scalar, a
+/// list of them, or a list of such lists; nothing nested deeper, no
+/// `null`, no object.
 fn check_value(v: &Value, at: &str) -> ToolResult<()> {
+    check_value_in(v, at, 0)
+}
+
+/// [`check_value`] for a value `depth` lists down.
+fn check_value_in(v: &Value, at: &str, depth: usize) -> ToolResult<()> {
     match v {
         Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(()),
-        Value::Array(items) => items.iter().try_for_each(|i| check_value(i, at)),
+        Value::Array(_) if depth >= 2 => Err(ToolError::arg(
+            at,
+            "nests lists more than two deep: a Coda cell value is a value, a list of values, or a list of lists of values",
+        )),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|i| check_value_in(i, at, depth + 1)),
         Value::Null => Err(ToolError::arg(
             at,
             "null is not a Coda value; use \"\" to clear a cell",
@@ -1367,6 +1381,29 @@ mod tests {
         );
         let e = row_edit(&json!({"cells": [{"column": "c-1", "value": [1, 2]}]}), 0).unwrap();
         assert_eq!(e, json!({"cells": [{"column": "c-1", "value": [1, 2]}]}));
+    }
+
+    /// Regression: a cell value of lists nested three or more deep (past
+    /// Coda's `Value`: a scalar, a list, or a list of lists) was sent as
+    /// it came, for Coda to refuse or flatten.
+    #[test]
+    fn lists_nested_past_coda_value_are_rejected_naming_the_cell() {
+        for ok in [json!([["a"], ["b", 2]]), json!([1, [2, 3]]), json!([])] {
+            row_edit(&json!({"Tags": ok}), 0).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [json!([[["a"]]]), json!(["a", [1, [2]]])] {
+            let err = row_edit(&json!({"Tags": bad}), 2)
+                .map(|_| "accepted".to_owned())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(
+                err.contains("`rows[2].Tags`") && err.contains("two deep"),
+                "{bad}: {err}"
+            );
+            let err = row_edit(&json!({"cells": [{"column": "c-1", "value": bad}]}), 0)
+                .map(|_| "accepted".to_owned())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(err.contains("two deep"), "{bad}: {err}");
+        }
     }
 
     #[test]
