@@ -166,3 +166,30 @@ async fn a_page_name_shared_past_the_result_budget_is_still_refused() {
     assert!(twins.iter().all(|t| h.fake.page_exists(t)));
     h.close().await;
 }
+
+/// Regression: `coda_delete_rows` sent `rowIds` as they came, and Coda
+/// answers a row delete 202 whatever the ids ("This endpoint will always
+/// return a 202"): a row name, or a link, given for an id deleted
+/// nothing, and the result listed it in `deletedRowIds`.
+#[tokio::test]
+async fn a_row_name_in_row_ids_is_refused_not_reported_deleted() {
+    let h = start(&[]).await;
+    let e = h
+        .fails(
+            "coda_delete_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIds": ["i-1", "Build"]}),
+        )
+        .await;
+    assert!(e.contains("\"Build\"") && e.contains("rowIds"), "{e}");
+    assert!(h.fake.calls("DELETE", ROWS).is_empty());
+    assert_eq!(h.fake.row_count("grid-tasks"), 3);
+    let v = h
+        .ok(
+            "coda_delete_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIds": ["i-1"]}),
+        )
+        .await;
+    assert_eq!(v["deletedRowIds"], json!(["i-1"]));
+    assert_eq!(h.fake.row_count("grid-tasks"), 2);
+    h.close().await;
+}

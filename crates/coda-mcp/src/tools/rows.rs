@@ -206,7 +206,7 @@ pub struct DeleteRowsParams {
     /// Table id (grid-…) or name.
     #[serde(alias = "table_id_or_name")]
     pub table_id_or_name: String,
-    /// Row ids (i-…) to delete.
+    /// Row ids (i-…) to delete; names are refused (coda_delete_row takes one by name).
     pub row_ids: Option<Vec<String>>,
     /// Or delete every row matching this filter (ids are looked up first).
     pub filter: Option<RowFilter>,
@@ -1081,7 +1081,29 @@ impl Coda {
                 (Some(_), None) if p.dry_run => {
                     return Err(ToolError::arg("dryRun", "works with filter; with rowIds you already know what would be deleted"));
                 }
-                (Some(ids), None) => ids.clone(),
+                (Some(ids), None) => {
+                    // Coda answers a row delete 202 whatever the ids and
+                    // deletes the rows it has: a name or a link would delete
+                    // nothing and still be reported deleted.
+                    let not_ids: Vec<String> = ids
+                        .iter()
+                        .filter(|i| !super::id_shaped(i, &["i-"]))
+                        .map(|i| format!("{:?}", crate::client::model_text(i, 100)))
+                        .collect();
+                    if !not_ids.is_empty() {
+                        return Err(ToolError::arg(
+                            "rowIds",
+                            format!(
+                                "takes row ids (i-…), and {} of them {} not: {}{}. Coda answers a delete 202 whatever the ids and deletes only rows it has, so these would delete nothing and still read as deleted; find the ids with coda_list_rows, delete one row by name with coda_delete_row, or delete by filter",
+                                not_ids.len(),
+                                if not_ids.len() == 1 { "is" } else { "are" },
+                                not_ids.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                                if not_ids.len() > 10 { ", …" } else { "" }
+                            ),
+                        ));
+                    }
+                    ids.clone()
+                }
                 (None, Some(f)) if p.dry_run => {
                     let found = c.matching_row_ids(&d, t, f).await?;
                     return Reply::json(DeleteRowsOutput {
