@@ -252,3 +252,42 @@ async fn tabs_and_line_breaks_in_ids_are_sent_encoded_not_dropped() {
     }
     h.close().await;
 }
+
+/// Regression: an upsert row without a value for a key column was sent,
+/// and Coda can match it to no row, so it was inserted as a new row, once
+/// more on every call: `coda_upsert_rows` (annotated idempotent) made
+/// duplicates. `coda_bulk_update_rows` with keyColumns refused such rows;
+/// `coda_upsert_rows` and `coda_create_rows` with keyColumns did not.
+#[tokio::test]
+async fn an_upsert_row_without_its_key_values_is_refused_before_sending() {
+    let h = start(&[]).await;
+    let before = h.fake.row_count("grid-tasks");
+    for tool in ["coda_upsert_rows", "coda_create_rows", "coda_upsert_rows"] {
+        let e = h
+            .fails(
+                tool,
+                json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "keyColumns": ["Name"],
+                    "rows": [{"Name": "Design", "Status": "Done"}, {"Status": "Todo"}]}),
+            )
+            .await;
+        assert!(
+            e.contains("rows[1]") && e.contains("\"Name\""),
+            "{tool}: {e}"
+        );
+    }
+    assert_eq!(h.fake.row_count("grid-tasks"), before);
+    assert!(
+        h.fake
+            .calls("POST", "/docs/doc1/tables/grid-tasks/rows")
+            .is_empty()
+    );
+    // The key given by its column id counts too.
+    h.ok(
+        "coda_upsert_rows",
+        json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "keyColumns": ["Name"],
+            "rows": [{"c-name": "Design", "Status": "Done"}]}),
+    )
+    .await;
+    assert_eq!(h.fake.row_count("grid-tasks"), before);
+    h.close().await;
+}

@@ -262,6 +262,40 @@ pub fn check_keys(columns: &[Value], keys: &[String]) -> ToolResult<()> {
     Ok(())
 }
 
+/// Check that every row edit of an upsert has a value for every key
+/// column (named in `keys` or in a cell by name or id): Coda matches a row
+/// by its key values, so a row without them is matched to none and
+/// inserted as a new row, once more on every call.
+pub fn check_rows_carry_keys(
+    columns: &[Value],
+    edits: &[Value],
+    keys: &[String],
+) -> ToolResult<()> {
+    let cols: Vec<Col<'_>> = columns.iter().map(col).collect();
+    let key_ids = keys
+        .iter()
+        .map(|k| find_arg(&cols, k, "keyColumns").map(|c| (k, c.id)))
+        .collect::<ToolResult<Vec<_>>>()?;
+    for (i, edit) in edits.iter().enumerate() {
+        let cells = edit_cells(edit);
+        let has = |id: &str| {
+            cells.iter().any(|cell| {
+                let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
+                matches!(find(&cols, key), Ok(Some(c)) if c.id == id)
+            })
+        };
+        if let Some((k, _)) = key_ids.iter().find(|(_, id)| !has(id)) {
+            return Err(ToolError::arg(
+                &format!("rows[{i}]"),
+                format!(
+                    "has no value for the key column {k:?}: with keyColumns a row is matched by its key values, and one without them matches no row and would be inserted as a new row on every call"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One cell whose stored value differs from what was written.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

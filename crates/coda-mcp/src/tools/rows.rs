@@ -515,6 +515,7 @@ impl Coda {
         }
         if let Some(k) = key_columns {
             checks::check_keys(&columns, k)?;
+            checks::check_rows_carry_keys(&columns, &edits, k)?;
         }
         let sent: Vec<Vec<Value>> = if verify {
             edits.iter().map(checks::edit_cells).collect()
