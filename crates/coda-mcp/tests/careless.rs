@@ -291,3 +291,23 @@ async fn an_upsert_row_without_its_key_values_is_refused_before_sending() {
     assert_eq!(h.fake.row_count("grid-tasks"), before);
     h.close().await;
 }
+
+/// Regression: Coda lists at most the first 5000 options of a select
+/// column ("Returns the first 5000 options"), and the schema-aware check
+/// took that list as all of them: a value that is an option past the
+/// first 5000 was refused as "not one of its options", and nothing was
+/// written.
+#[tokio::test]
+async fn a_select_option_past_the_5000_coda_lists_is_not_refused() {
+    let h = start(&[]).await;
+    h.fake.add_projects_table();
+    h.fake.add_select_options(5100);
+    h.ok(
+        "coda_update_row",
+        json!({"docId": "doc2", "tableIdOrName": "grid-projects", "rowIdOrName": "i-p1",
+            "values": {"Stage": "Option 5050"}}),
+    )
+    .await;
+    assert_eq!(h.fake.row_values("i-p1").unwrap()["c-stage"], "Option 5050");
+    h.close().await;
+}

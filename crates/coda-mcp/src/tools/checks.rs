@@ -18,6 +18,11 @@ use super::error::{ToolError, ToolResult};
 /// Cells whose stored value `verify` reports, at most.
 pub const MAX_VERIFY_ROWS: usize = 100;
 
+/// Most options Coda lists for a select column (`SelectColumnFormat.options`:
+/// "Returns the first 5000 options"): a list this long may not be all of
+/// them, so a value missing from it is not refused.
+pub const CODA_SELECT_OPTIONS_LISTED: usize = 5000;
+
 /// One column as the checks need it.
 struct Col<'a> {
     id: &'a str,
@@ -34,6 +39,7 @@ fn col(c: &Value) -> Col<'_> {
         .pointer("/format/options/items")
         .or_else(|| c.pointer("/format/options"))
         .and_then(Value::as_array)
+        .filter(|o| o.len() < CODA_SELECT_OPTIONS_LISTED)
         .map(|o| {
             o.iter()
                 .filter_map(|x| x.get("name").and_then(Value::as_str).or_else(|| x.as_str()))

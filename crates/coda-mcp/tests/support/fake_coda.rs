@@ -1452,6 +1452,8 @@ fn column_json(s: &State, t: &TableRec, c: &ColumnRec, detail: bool) -> Value {
             options.extend(
                 (0..s.extra_select_options).map(|i| json!({"name": format!("Option {i}")})),
             );
+            // SelectColumnFormat.options: "Returns the first 5000 options."
+            options.truncate(5000);
             json!({"type": "select", "isArray": false, "options": options})
         }
         "person" => json!({"type": "person", "isArray": false}),
