@@ -205,6 +205,10 @@ impl Toolset {
 pub const MAX_CALL_TIMEOUT_SECS: u64 = 3600;
 /// Smallest `--poll-interval-ms`: polls of Coda are never back to back.
 pub const MIN_POLL_INTERVAL_MS: u64 = 10;
+/// Smallest `--retry-base-ms`: retries of a 429 or 5xx are never back to
+/// back (the backoff is a multiple of it, and `Retry-After: 0` never
+/// shortens it).
+pub const MIN_RETRY_BASE_MS: u64 = 10;
 
 /// Validated configuration of the Coda server.
 #[derive(Debug, Clone)]
@@ -370,6 +374,17 @@ impl CodaConfig {
                 value: n.to_string(),
                 reason: format!(
                     "must be at least {MIN_POLL_INTERVAL_MS} (0 would poll Coda in a tight loop)"
+                ),
+            });
+        }
+        if let Some(n) = args.retry_base_ms
+            && n < MIN_RETRY_BASE_MS
+        {
+            return Err(ConfigError::InvalidValue {
+                name: "--retry-base-ms",
+                value: n.to_string(),
+                reason: format!(
+                    "must be at least {MIN_RETRY_BASE_MS} (0 would retry a rate-limiting Coda in a tight loop)"
                 ),
             });
         }

@@ -42,6 +42,9 @@ async fn out_of_range_timeouts_and_intervals_exit_64_with_one_line() {
         ["--call-timeout-secs", "18446744073709551615"],
         ["--call-timeout-secs", "100000"],
         ["--poll-interval-ms", "0"],
+        // Regression: accepted, so a 429 storm (Retry-After 0 or absent)
+        // was retried back to back until the call deadline.
+        ["--retry-base-ms", "0"],
     ] {
         let out = tokio::process::Command::new(harness::bin())
             .args(args)
