@@ -588,3 +588,40 @@ async fn a_success_answer_that_echoes_the_token_does_not_hand_it_to_the_model() 
     assert!(!all.contains(fake_coda::TOKEN), "{all}");
     h.close().await;
 }
+
+/// Regression: a `nextPageToken` that is not a string (a number, an
+/// object) was taken as no token: the list read as complete
+/// (`truncated: false`, no note) though Coda said more followed.
+#[tokio::test]
+async fn a_page_token_that_is_not_a_string_does_not_pass_for_the_end() {
+    let h = start(&[]).await;
+    for token in [json!(12345), json!({"t": 1})] {
+        for fetch_all in [false, true] {
+            h.fake.answer_next(
+                "GET",
+                "/docs/doc1/pages",
+                1,
+                json_answer(
+                    200,
+                    &json!({"items": [{"id": "canvas-x", "type": "page", "name": "X"}],
+                        "nextPageToken": token}),
+                ),
+            );
+            let v = h
+                .ok(
+                    "coda_list_pages",
+                    json!({"docId": "doc1", "fetchAll": fetch_all}),
+                )
+                .await;
+            assert_eq!(v["truncated"], true, "{token} {fetch_all}: {v}");
+            assert!(
+                v["note"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("not a string"),
+                "{v}"
+            );
+        }
+    }
+    h.close().await;
+}

@@ -1089,15 +1089,25 @@ impl Coda {
             g.last_next = text("nextPageToken", MAX_PAGE_TOKEN_BYTES)
                 .map(|t| (t, text("nextPageLink", MAX_LINK_BYTES)));
             first = false;
-            let next = body
-                .get("nextPageToken")
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .map(|t| Resume {
+            let next = match body.get("nextPageToken") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(t)) if t.is_empty() => None,
+                Some(Value::String(t)) => Some(Resume {
                     coda_token: Some(t.to_owned()),
                     limit: None,
                     skip: 0,
-                });
+                }),
+                // Coda said more follows but not how to get it: the end of
+                // what can be read, not of the list.
+                Some(other) => {
+                    tracing::warn!("Coda's nextPageToken is not a string");
+                    g.stopped = Some(format!(
+                        "Coda returned a nextPageToken that is not a string ({}), so the list cannot be followed past this page and may be incomplete",
+                        crate::client::model_text(&other.to_string(), 100)
+                    ));
+                    return Ok(g);
+                }
+            };
             match next {
                 None => return Ok(g),
                 Some(n)
