@@ -1824,6 +1824,22 @@ mod tests {
         }
     }
 
+    /// How many blocks the chunks of `got` lie in: a chunk that does not
+    /// start where the one before it ended is in a block of its own.
+    fn blocks_of(got: &[Result<Piece, String>]) -> usize {
+        let mut blocks = 0;
+        let mut end = std::ptr::null();
+        for piece in got {
+            if let Ok(Piece::Chunk(b) | Piece::LineEnd(b)) = piece {
+                if b.as_ptr() != end {
+                    blocks += 1;
+                }
+                end = b.as_ptr().wrapping_add(b.len());
+            }
+        }
+        blocks
+    }
+
     #[tokio::test]
     async fn small_reads_of_a_long_line_share_blocks_while_their_chunks_are_held() {
         // A 4 MiB line that comes 64 KiB per read (a socket, a child that
@@ -1840,16 +1856,7 @@ mod tests {
         .offering_long_lines_at(128 << 10);
         let got = pieces(&mut r).await;
         assert_eq!(joined(&got).len(), 4 << 20);
-        let mut blocks = 0;
-        let mut end = std::ptr::null();
-        for piece in &got {
-            if let Ok(Piece::Chunk(b) | Piece::LineEnd(b)) = piece {
-                if b.as_ptr() != end {
-                    blocks += 1;
-                }
-                end = b.as_ptr().wrapping_add(b.len());
-            }
-        }
+        let blocks = blocks_of(&got);
         assert!(blocks <= 8, "{blocks} blocks for {} chunks", got.len());
     }
 
@@ -1906,16 +1913,7 @@ mod tests {
         assert!(full <= 1, "{full} reads could fill their room: {rooms:?}");
         // And each of those blocks holds a pipe's worth: no more blocks
         // than reads of a full pipe, plus the first.
-        let mut blocks = 0;
-        let mut end = std::ptr::null();
-        for piece in &got {
-            if let Ok(Piece::Chunk(b) | Piece::LineEnd(b)) = piece {
-                if b.as_ptr() != end {
-                    blocks += 1;
-                }
-                end = b.as_ptr().wrapping_add(b.len());
-            }
-        }
+        let blocks = blocks_of(&got);
         assert!(blocks <= 10, "{blocks} blocks");
     }
 
