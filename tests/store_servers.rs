@@ -1496,6 +1496,19 @@ async fn a_hung_store_answers_a_burst_of_one_principals_2026_requests_within_one
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The status of a 2026-07-28 echo call to `url` with `credential`.
+async fn echo_status(url: &str, credential: String) -> u16 {
+    modern_call(
+        &authed(url, &credential).http,
+        url,
+        "echo",
+        json!({"message": "x"}),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
 /// Regression: a reload told a changed server from an unchanged one by
 /// the `Debug` text of its settings, in which every API key shows as
 /// `<redacted>` (and the `--jwt-secret-file` secret too). A key file
@@ -1513,20 +1526,7 @@ async fn a_reload_that_gives_a_key_name_a_new_value_retires_the_old_value() {
     );
     let p = start(load(&dir, &toml).unwrap(), None).await;
     let url = format!("{}/servers/s/mcp", p.base);
-    let status = |key: &'static str| {
-        let url = url.clone();
-        async move {
-            modern_call(
-                &authed(&url, key).http,
-                &url,
-                "echo",
-                json!({"message": "x"}),
-            )
-            .await
-            .status()
-            .as_u16()
-        }
-    };
+    let status = |key: &'static str| echo_status(&url, key.to_string());
     assert_eq!(status(K1).await, 200);
     assert_eq!(status(K2).await, 401);
     // alpha's key leaked: the operator gives alpha a new one.
@@ -1561,21 +1561,7 @@ async fn a_reload_that_changes_the_jwt_secret_retires_the_old_secret() {
     let load = || config_file::load(args.clone(), &|_| None).unwrap();
     let p = start(load(), None).await;
     let url = format!("{}/servers/s/mcp", p.base);
-    let status = |secret: &'static str| {
-        let url = url.clone();
-        async move {
-            let token = hs256(secret, "mcp", "alice");
-            modern_call(
-                &authed(&url, &token).http,
-                &url,
-                "echo",
-                json!({"message": "x"}),
-            )
-            .await
-            .status()
-            .as_u16()
-        }
-    };
+    let status = |secret: &'static str| echo_status(&url, hs256(secret, "mcp", "alice"));
     assert_eq!(status(old).await, 200);
     assert_eq!(status(new).await, 401);
     std::fs::write(&secret, new).unwrap();
