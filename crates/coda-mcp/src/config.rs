@@ -38,6 +38,12 @@ pub const DEFAULT_NOT_FOUND_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_ROW_CHUNK_BYTES: usize = 1_000_000;
 /// Timeout for one HTTP request to Coda.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest stdin line (one JSON-RPC message, its newline included) that is
+/// read; a longer one is skipped and answered with an error. rmcp's own cap
+/// (16 MiB), so the default changes nothing about what is accepted.
+pub const DEFAULT_MAX_LINE_BYTES: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
+/// Smallest `--max-line-bytes`: room for an `initialize` request.
+pub const MIN_MAX_LINE_BYTES: usize = 1024;
 
 /// Exit code for bad usage or configuration (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -114,6 +120,10 @@ pub struct CodaArgs {
     /// disable the client-side rate-limit buckets (testing only)
     #[argh(switch)]
     pub no_rate_limit: bool,
+    /// longest stdin line (one message) in bytes; a longer one is skipped
+    /// and answered with an error (env CODA_MAX_LINE_BYTES; default 16777216)
+    #[argh(option)]
+    pub max_line_bytes: Option<usize>,
 }
 
 /// A named group of tools that can be switched on with `--toolsets`.
@@ -249,6 +259,8 @@ pub struct CodaConfig {
     pub full_text: bool,
     /// Deadline of the start-up `/whoami` check.
     pub token_check_deadline: Duration,
+    /// Longest stdin line read, newline included (see [`crate::stdio`]).
+    pub max_line_bytes: usize,
 }
 
 impl CodaConfig {
@@ -357,6 +369,24 @@ impl CodaConfig {
                 reason: "must be at least 1024".into(),
             });
         }
+        let max_line_bytes = match args.max_line_bytes {
+            Some(n) => n,
+            None => match env("CODA_MAX_LINE_BYTES") {
+                Some(v) => v.trim().parse().map_err(|_| ConfigError::InvalidValue {
+                    name: "CODA_MAX_LINE_BYTES",
+                    value: v.clone(),
+                    reason: "must be a number of bytes".into(),
+                })?,
+                None => DEFAULT_MAX_LINE_BYTES,
+            },
+        };
+        if max_line_bytes < MIN_MAX_LINE_BYTES {
+            return Err(ConfigError::InvalidValue {
+                name: "--max-line-bytes",
+                value: max_line_bytes.to_string(),
+                reason: format!("must be at least {MIN_MAX_LINE_BYTES}"),
+            });
+        }
         if let Some(n) = args.call_timeout_secs
             && !(1..=MAX_CALL_TIMEOUT_SECS).contains(&n)
         {
@@ -429,6 +459,7 @@ impl CodaConfig {
                     .map(Duration::from_secs)
                     .unwrap_or(DEFAULT_CALL_DEADLINE),
             ),
+            max_line_bytes,
         })
     }
 
@@ -616,6 +647,50 @@ mod tests {
         ] {
             base(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
+    }
+
+    #[test]
+    fn max_line_bytes_comes_from_the_flag_then_the_env_and_has_a_floor() {
+        let env = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_MAX_LINE_BYTES", "4096")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &env).unwrap();
+        assert_eq!(cfg.max_line_bytes, 4096);
+        let args = CodaArgs {
+            max_line_bytes: Some(2048),
+            ..Default::default()
+        };
+        assert_eq!(
+            CodaConfig::from_args(&args, &env).unwrap().max_line_bytes,
+            2048
+        );
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), env_of(&[("CODA_API_TOKEN", "t")]));
+        assert_eq!(cfg.unwrap().max_line_bytes, DEFAULT_MAX_LINE_BYTES);
+        let args = CodaArgs {
+            max_line_bytes: Some(10),
+            ..Default::default()
+        };
+        let err = CodaConfig::from_args(&args, &env).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "--max-line-bytes",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let bad = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_MAX_LINE_BYTES", "lots")]);
+        let err = CodaConfig::from_args(&CodaArgs::default(), bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "CODA_MAX_LINE_BYTES",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

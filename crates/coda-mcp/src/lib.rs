@@ -8,6 +8,11 @@
 //!
 //! Read from the wire inwards:
 //!
+//! - [`stdio`]: the front of stdin and stdout. It reads lines under a cap
+//!   (`--max-line-bytes`) and answers with a JSON-RPC error every line rmcp
+//!   would leave unanswered (not JSON, not a message, too long); the rest
+//!   reaches rmcp unchanged through an in-memory pipe. One task writes
+//!   stdout, so rmcp's lines and these errors never interleave.
 //! - [`server`]: [`CodaServer`], the rmcp `ServerHandler`. It merges the tool
 //!   routers of the enabled toolsets and, in read-only mode, removes every
 //!   tool whose `readOnlyHint` is not true, so write tools are not listed at
@@ -44,7 +49,8 @@
 //!   call's deadline. Export downloads go to another host without the token.
 //! - [`config`]: flags and environment (`CODA_API_TOKEN`/`CODA_API_KEY`/
 //!   `API_KEY`, `CODA_API_BASE_URL`, `CODA_READ_ONLY`, `CODA_TOOLSETS`,
-//!   `CODA_DOCS`, `CODA_MAX_RESULT_BYTES`, `CODA_FULL_TEXT`) read through a
+//!   `CODA_DOCS`, `CODA_MAX_RESULT_BYTES`, `CODA_FULL_TEXT`,
+//!   `CODA_MAX_LINE_BYTES`) read through a
 //!   lookup function, validated, no I/O; the [`config::Toolset`]s that
 //!   `--toolsets` names.
 //! - [`ids`]: a doc id from an id or a Coda browser/API URL, for `--docs`,
@@ -82,6 +88,7 @@ pub mod ratelimit;
 pub mod resources;
 pub mod schema;
 pub mod server;
+pub mod stdio;
 pub mod tools;
 
 pub use config::{CodaArgs, CodaConfig, ConfigError};

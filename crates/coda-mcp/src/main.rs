@@ -1,5 +1,6 @@
 //! `coda-mcp`: parse flags → Coda config → logging to stderr → token check
-//! → serve MCP over stdio. stdout carries only the protocol.
+//! → serve MCP over stdio through [`coda_mcp::stdio`]. stdout carries only
+//! the protocol.
 //!
 //! Exit codes: 64 for bad usage or configuration (an unknown flag, a
 //! missing token), 1 for runtime failures (including a token that `/whoami`
@@ -98,6 +99,7 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     let check = cfg.check_token;
     let base = cfg.api_base_url.clone();
     let check_deadline = cfg.token_check_deadline;
+    let max_line_bytes = cfg.max_line_bytes;
     let server = CodaServer::new(cfg)?;
     if check {
         match server
@@ -117,8 +119,24 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
         }
     }
     tracing::info!(tools = server.tools().len(), "serving coda-mcp on stdio");
-    let running = server.serve(rmcp::transport::stdio()).await?;
-    running.waiting().await?;
+    // rmcp reads and writes through the front, which answers the lines rmcp
+    // would leave unanswered (see `coda_mcp::stdio`).
+    let (stdin, stdout) = rmcp::transport::stdio();
+    let (transport, front) = coda_mcp::stdio::start(stdin, stdout, max_line_bytes);
+    let served: Result<(), Box<dyn Error + Send + Sync>> = match server.serve(transport).await {
+        Ok(running) => match running.waiting().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    };
+    // rmcp has dropped its end of the pipes: the writer ends after what is queued.
+    // A stdout that closed under us ends the server as it did before the
+    // front existed: logged, not a failure of its own.
+    if let Err(e) = front.finish().await {
+        tracing::warn!(error = %e, "stop writing stdout: write failed");
+    }
+    served?;
     tracing::info!("stdin closed, exiting");
     Ok(())
 }

@@ -1,0 +1,158 @@
+//! Regression: a stdin line rmcp could not parse (a `tools/call` with
+//! `1e400` in its arguments, `NaN`, text that is not JSON) or one over its
+//! 16 MiB cap got no answer at all, so the client waited for its own
+//! timeout; a batch array got an error without an `id` member. Each must be
+//! answered with a JSON-RPC error at once, and the requests after it as
+//! before.
+
+#[path = "support/fake_coda.rs"]
+mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fake_coda::FakeCoda;
+use harness::command;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// How long an answer to a bad line may take: it needs no Coda.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// The binary on raw pipes, initialized.
+struct Pipes {
+    child: Child,
+    stdin: ChildStdin,
+    out: Lines<BufReader<ChildStdout>>,
+}
+
+impl Pipes {
+    async fn start(fake: &FakeCoda, env: &[(&str, &str)]) -> Pipes {
+        let mut cmd = command(fake, &["--skip-token-check", "--no-rate-limit"]);
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn coda-mcp");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut pipes = Pipes { child, stdin, out };
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "bad-lines-test", "version": "0"}}});
+        pipes.send(init.to_string().as_bytes()).await;
+        let answer = pipes.next(Duration::from_secs(30)).await;
+        assert_eq!(answer["id"], 1, "{answer}");
+        assert!(answer.get("result").is_some(), "{answer}");
+        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        pipes.send(done.to_string().as_bytes()).await;
+        pipes
+    }
+
+    async fn send(&mut self, line: &[u8]) {
+        self.stdin.write_all(line).await.unwrap();
+        self.stdin.write_all(b"\n").await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// The next stdout line, which must come within `within` and be JSON.
+    async fn next(&mut self, within: Duration) -> Value {
+        let line = tokio::time::timeout(within, self.out.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no answer within {within:?}"))
+            .unwrap()
+            .expect("stdout closed");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line not JSON ({e}): {line}"))
+    }
+
+    /// Send `line` and expect a JSON-RPC error with `code` and `id`.
+    async fn rejected(&mut self, line: &[u8], code: i64, id: Value) -> String {
+        self.send(line).await;
+        let answer = self.next(ANSWER_WITHIN).await;
+        let shown = String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned();
+        assert_eq!(answer["jsonrpc"], "2.0", "{shown}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{shown}: {answer}");
+        assert!(
+            answer.as_object().unwrap().contains_key("id") && answer["id"] == id,
+            "{shown}: id should be {id}: {answer}"
+        );
+        answer["error"]["message"].as_str().unwrap().to_owned()
+    }
+
+    /// `tools/list` as request `id` is answered with the catalogue.
+    async fn lists_tools(&mut self, id: u64) {
+        let list = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        self.send(list.to_string().as_bytes()).await;
+        let answer = self.next(Duration::from_secs(30)).await;
+        assert_eq!(answer["id"], id, "{answer}");
+        assert!(
+            !answer["result"]["tools"].as_array().unwrap().is_empty(),
+            "{answer}"
+        );
+    }
+
+    /// Closing stdin still ends the server.
+    async fn close(mut self) {
+        drop(self.stdin);
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("coda-mcp did not exit after stdin closed")
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn lines_that_are_not_messages_are_answered_and_later_requests_still_are() {
+    let fake = FakeCoda::start().await;
+    let mut p = Pipes::start(&fake, &[]).await;
+    let huge = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"coda_list_pages","arguments":{"docId":"doc1","limit":1e400}}}"#;
+    let msg = p.rejected(huge, -32700, Value::Null).await;
+    assert!(msg.contains("Parse error"), "{msg}");
+    let nan = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"coda_list_pages","arguments":{"docId":"doc1","limit":NaN}}}"#;
+    p.rejected(nan, -32700, Value::Null).await;
+    p.rejected(b"this is not JSON", -32700, Value::Null).await;
+    let batch = br#"[{"jsonrpc":"2.0","id":4,"method":"tools/list"}]"#;
+    let msg = p.rejected(batch, -32600, Value::Null).await;
+    assert!(msg.contains("batch"), "{msg}");
+    p.rejected(b"42", -32600, Value::Null).await;
+    let old = br#"{"jsonrpc":"1.0","id":"six","method":"tools/list"}"#;
+    p.rejected(old, -32600, json!("six")).await;
+    p.lists_tools(10).await;
+    // A notification rmcp cannot read is not answered (JSON-RPC 2.0 §4.1):
+    // the next line out is the answer to the request after it.
+    p.send(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":[1]}"#)
+        .await;
+    p.lists_tools(11).await;
+    p.close().await;
+}
+
+#[tokio::test]
+async fn a_line_over_the_cap_is_answered_naming_the_limit_and_the_next_request_is_served() {
+    let fake = FakeCoda::start().await;
+    let mut p = Pipes::start(&fake, &[("CODA_MAX_LINE_BYTES", "4096")]).await;
+    let long = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"coda_list_pages","arguments":{{"docId":"{}"}}}}}}"#,
+        "x".repeat(200_000)
+    );
+    let msg = p.rejected(long.as_bytes(), -32600, Value::Null).await;
+    assert!(msg.contains("4096"), "{msg}");
+    p.lists_tools(3).await;
+    p.close().await;
+}
+
+#[tokio::test]
+async fn a_line_over_the_default_16_mib_cap_is_answered_too() {
+    let fake = FakeCoda::start().await;
+    let mut p = Pipes::start(&fake, &[]).await;
+    let long = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"coda_list_pages","arguments":{{"docId":"{}"}}}}}}"#,
+        "x".repeat(17 << 20)
+    );
+    let msg = p.rejected(long.as_bytes(), -32600, Value::Null).await;
+    assert!(msg.contains("16777216"), "{msg}");
+    p.lists_tools(3).await;
+    p.close().await;
+}
