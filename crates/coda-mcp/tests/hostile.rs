@@ -13,7 +13,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use fake_coda::{FakeCoda, Hostile};
-use harness::{start, text};
+use harness::{Harness, start, text};
 use serde_json::json;
 
 fn redirect(status: u16, location: &str) -> Hostile {
@@ -487,22 +487,28 @@ async fn an_export_link_to_an_internal_http_host_is_not_fetched() {
     h.close().await;
 }
 
+/// The next `GET /docs/doc1/pages` answers one page, `canvas-{name}`
+/// named `name`, and `next` as its `nextPageToken`.
+fn one_page_next(h: &Harness, name: &str, next: serde_json::Value) {
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1/pages",
+        1,
+        json_answer(
+            200,
+            &json!({"items": [{"id": format!("canvas-{}", name.to_lowercase()), "type": "page", "name": name}],
+                "nextPageToken": next}),
+        ),
+    );
+}
+
 /// Page tokens that go round in a cycle of two (A, B, A) end the list
 /// like a token repeated at once, with a note; the items read are kept.
 #[tokio::test]
 async fn page_tokens_cycling_between_two_values_end_the_list() {
     let h = start(&[]).await;
     for (i, next) in ["tok-a", "tok-b", "tok-a"].iter().enumerate() {
-        h.fake.answer_next(
-            "GET",
-            "/docs/doc1/pages",
-            1,
-            json_answer(
-                200,
-                &json!({"items": [{"id": format!("canvas-c{i}"), "type": "page", "name": format!("C{i}")}],
-                    "nextPageToken": next}),
-            ),
-        );
+        one_page_next(&h, &format!("C{i}"), json!(next));
     }
     let v = h
         .ok(
@@ -597,16 +603,7 @@ async fn a_page_token_that_is_not_a_string_does_not_pass_for_the_end() {
     let h = start(&[]).await;
     for token in [json!(12345), json!({"t": 1})] {
         for fetch_all in [false, true] {
-            h.fake.answer_next(
-                "GET",
-                "/docs/doc1/pages",
-                1,
-                json_answer(
-                    200,
-                    &json!({"items": [{"id": "canvas-x", "type": "page", "name": "X"}],
-                        "nextPageToken": token}),
-                ),
-            );
+            one_page_next(&h, "X", token.clone());
             let v = h
                 .ok(
                     "coda_list_pages",
