@@ -33,7 +33,10 @@ ARG BINARIES=build
 
 # ---- binaries, built in the image -----------------------------------------
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
-# musl-tools: musl-gcc for the C parts of aws-lc-sys (rustls' crypto).
+# musl-tools: musl-gcc for the C parts of ring (rustls' crypto in the shipped
+# binaries), of SQLite (rusqlite builds it from source for the credential
+# store) and of aws-lc-sys (which the example server's build pulls in
+# through the dev-dependencies, see below).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
