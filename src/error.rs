@@ -17,8 +17,10 @@ use crate::session::TooManySessions;
 use crate::sse::{Body, full};
 use crate::upstream::UpstreamError;
 
-/// Everything a request can fail with before it reaches the child.
-#[derive(Debug, thiserror::Error)]
+/// Everything a request can fail with before it reaches the child. A
+/// clone is the same error for another request that waited on the work
+/// that failed with it (see [`crate::principals`]).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     /// Body over `--max-body-bytes`.
     #[error("request body exceeds the limit of {limit} bytes")]
@@ -134,47 +136,6 @@ impl From<TooManySessions> for ProxyError {
 }
 
 impl ProxyError {
-    /// The same error again, for another request that waited on the work
-    /// that failed with it (see [`crate::principals`]): the same status,
-    /// code and message (a failed spawn is repeated as its message).
-    pub fn again(&self) -> ProxyError {
-        use ProxyError::*;
-        match self {
-            BodyTooLarge { limit } => BodyTooLarge { limit: *limit },
-            BodyReadTimeout(d) => BodyReadTimeout(*d),
-            BadMessage(e) => BadMessage(e.clone()),
-            InvalidRequest(s) => InvalidRequest(s.clone()),
-            UnsupportedMediaType => UnsupportedMediaType,
-            NotAcceptable(s) => NotAcceptable(s),
-            MissingSession => MissingSession,
-            SessionNotFound => SessionNotFound,
-            BadProtocolVersion(s) => BadProtocolVersion(s.clone()),
-            HeaderMismatch(s) => HeaderMismatch(s.clone()),
-            UnsupportedVersion {
-                requested,
-                supported,
-            } => UnsupportedVersion {
-                requested: requested.clone(),
-                supported: supported.clone(),
-            },
-            InvalidParams(s) => InvalidParams(s.clone()),
-            MethodNotFound(s) => MethodNotFound(s.clone()),
-            ForbiddenOrigin(s) => ForbiddenOrigin(s.clone()),
-            ForbiddenHost(s) => ForbiddenHost(s.clone()),
-            Auth(r) => Auth(r.clone()),
-            TooManySessionsForPrincipal(n) => TooManySessionsForPrincipal(*n),
-            TooManyInFlight(n, max) => TooManyInFlight(*n, *max),
-            TooManyInFlightForPrincipal(n, max) => TooManyInFlightForPrincipal(*n, *max),
-            MethodNotAllowed(allow) => MethodNotAllowed(allow),
-            NotFound(s) => NotFound(s.clone()),
-            TooManySessions(n) => TooManySessions(*n),
-            Upstream(e) => Upstream(e.again()),
-            ShuttingDown => ShuttingDown,
-            MissingCredential(s) => MissingCredential(s.clone()),
-            StoreUnavailable(s) => StoreUnavailable(s.clone()),
-        }
-    }
-
     fn status(&self) -> StatusCode {
         use ProxyError::*;
         match self {

@@ -111,15 +111,17 @@ impl Entry {
     /// counted, if one did.
     fn failed_since(&self, seen: u64) -> Option<ProxyError> {
         let failed = lock(&self.failed);
-        (failed.0 > seen)
-            .then(|| failed.1.as_ref().map(ProxyError::again))
-            .flatten()
+        if failed.0 > seen {
+            failed.1.clone()
+        } else {
+            None
+        }
     }
 
     fn record_failure(&self, e: &ProxyError) {
         let mut failed = lock(&self.failed);
         failed.0 += 1;
-        failed.1 = Some(e.again());
+        failed.1 = Some(e.clone());
     }
 }
 

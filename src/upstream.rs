@@ -167,10 +167,11 @@ pub enum UpstreamError {
     Overloaded(Duration),
 }
 
-impl UpstreamError {
-    /// The same error again, for a second waiter (a failed spawn is
-    /// repeated as its message).
-    pub(crate) fn again(&self) -> UpstreamError {
+/// The same error again, for another waiter on the work that failed with
+/// it: a failed spawn (whose cause is an I/O error, which cannot be
+/// cloned) is repeated as its message, with the same code.
+impl Clone for UpstreamError {
+    fn clone(&self) -> UpstreamError {
         use UpstreamError::*;
         match self {
             ChildExited(s) => ChildExited(s.clone()),
@@ -196,7 +197,9 @@ impl UpstreamError {
             Overloaded(d) => Overloaded(*d),
         }
     }
+}
 
+impl UpstreamError {
     /// The JSON-RPC error code a client gets for it.
     fn code(&self) -> i64 {
         match self {
@@ -257,7 +260,7 @@ impl Reply {
     fn fail(self, client_id: &[u8], e: &UpstreamError) {
         match self {
             Reply::Call(tx) => {
-                let _ = tx.send(Err(e.again()));
+                let _ = tx.send(Err(e.clone()));
             }
             other => other.respond(&jsonrpc::error_response(
                 Some(client_id),
