@@ -33,6 +33,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::guard::Guard;
 use crate::jsonrpc::{LineError, LineReader};
+use crate::lock;
 use crate::logging::RateLimit;
 
 /// Lines of stderr longer than this are cut before logging.
@@ -282,10 +283,6 @@ impl Children {
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.release_pipe(grown_pipe);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why the server command cannot be run.

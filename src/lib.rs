@@ -107,3 +107,10 @@ pub mod trace;
 pub mod upstream;
 pub mod version;
 pub mod writer;
+
+/// Locks a mutex whose data stays usable after a panic elsewhere (plain
+/// tables and counters): a poisoned lock is taken as it is, so one
+/// panicking task does not take every later request down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

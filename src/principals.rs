@@ -30,6 +30,7 @@ use tracing::warn;
 
 use crate::auth::Principal;
 use crate::error::ProxyError;
+use crate::lock;
 use crate::session::{Reservation, Sessions};
 use crate::upstream::{Health, Upstream};
 
@@ -123,11 +124,6 @@ impl Entry {
         failed.0 += 1;
         failed.1 = Some(e.clone());
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain tables; a panic elsewhere leaves them usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The per-principal children of one server.

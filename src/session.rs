@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::audit::Audit;
 use crate::auth::Principal;
+use crate::lock;
 use crate::sse::{LiveRx, Outlet, ReplayBudget};
 use crate::upstream::{Port, Upstream};
 
@@ -116,10 +117,6 @@ impl Drop for Waiting {
         *lock(&self.0.last_active) = Instant::now();
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A fresh session id.

@@ -62,6 +62,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::child::{ChildError, ChildHandle, ChildSpec, Exit};
 use crate::jsonrpc::{self, Frame, Message, code};
+use crate::lock;
 use crate::tail::Answer;
 pub use crate::version::UpstreamProtocol;
 
@@ -348,11 +349,6 @@ impl Reply {
             Reply::Watched(reply, _) => reply.stream(),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded data is plain tables; a panic elsewhere leaves them usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The child's life as the outside sees it.

@@ -23,6 +23,8 @@ use tracing::warn;
 use super::fetch::{Fetcher, redact_url};
 use super::principal::MAX_PRINCIPAL_BYTES;
 
+use crate::lock;
+
 /// How long an answer is reused.
 pub const DEFAULT_FORWARD_AUTH_TTL: Duration = Duration::from_secs(60);
 /// Most cached answers.
@@ -115,11 +117,6 @@ impl Drop for Asking<'_> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain tables; a panic elsewhere leaves them usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -146,7 +143,7 @@ impl ForwardAuth {
     }
 
     fn cached(&self, key: &[u8; 32]) -> Option<Outcome> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = lock(&self.cache);
         cache
             .get(key)
             .filter(|(_, until)| Instant::now() < *until)
@@ -157,7 +154,7 @@ impl ForwardAuth {
         if self.config.ttl.is_zero() {
             return;
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = lock(&self.cache);
         if cache.len() >= CACHE_MAX {
             let now = Instant::now();
             cache.retain(|_, (_, until)| *until > now);
