@@ -457,34 +457,22 @@ fn a_secret_reference_with_another_key_is_refused() {
 #[test]
 fn a_store_without_a_usable_key_is_bad_configuration_at_start_too() {
     let dir = temp_dir("store-key");
-    let with_secret = dir.join("secret.toml");
-    std::fs::write(
-        &with_secret,
-        format!(
-            "[store]\npath = {:?}\n[[server]]\nname = \"s\"\ncommand = \"cat\"\nenv = {{ T = {{ secret = \"t\" }} }}\n",
+    // A config file `name` with a store at `dir/s.db` (its `[store]` lines
+    // then `store_extra`) and one server with `server_extra`.
+    let config = |name: &str, store_extra: &str, server_extra: &str| {
+        let file = dir.join(name);
+        let text = format!(
+            "[store]\npath = {:?}\n{store_extra}[[server]]\nname = \"s\"\ncommand = \"cat\"\n{server_extra}",
             dir.join("s.db")
-        ),
-    )
-    .unwrap();
-    let missing_file = dir.join("key-file.toml");
-    std::fs::write(
-        &missing_file,
-        format!(
-            "[store]\npath = {:?}\nkey_file = {:?}\n[[server]]\nname = \"s\"\ncommand = \"cat\"\nenv = {{ T = {{ secret = \"t\" }} }}\n",
-            dir.join("s.db"),
-            dir.join("no-such-key")
-        ),
-    )
-    .unwrap();
-    let no_secret = dir.join("plain.toml");
-    std::fs::write(
-        &no_secret,
-        format!(
-            "[store]\npath = {:?}\n[[server]]\nname = \"s\"\ncommand = \"cat\"\n",
-            dir.join("s.db")
-        ),
-    )
-    .unwrap();
+        );
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let secret = "env = { T = { secret = \"t\" } }\n";
+    let with_secret = config("secret.toml", "", secret);
+    let key_file = format!("key_file = {:?}\n", dir.join("no-such-key"));
+    let missing_file = config("key-file.toml", &key_file, secret);
+    let no_secret = config("plain.toml", "", "");
     for (what, file, key, needle) in [
         ("no key", &with_secret, None, "MCP_PROXY_STORE_KEY"),
         (
