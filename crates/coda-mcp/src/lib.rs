@@ -11,8 +11,9 @@
 //! - [`stdio`]: the front of stdin and stdout. It reads lines under a cap
 //!   (`--max-line-bytes`) and answers with a JSON-RPC error every line rmcp
 //!   would leave unanswered (not JSON, not a message, too long); the rest
-//!   reaches rmcp unchanged through an in-memory pipe. One task writes
-//!   stdout, so rmcp's lines and these errors never interleave.
+//!   reaches rmcp as the message the front parsed (each line is parsed
+//!   once). One task writes stdout, so rmcp's lines and these errors never
+//!   interleave.
 //! - [`server`]: [`CodaServer`], the rmcp `ServerHandler`. It merges the tool
 //!   routers of the enabled toolsets and, in read-only mode, removes every
 //!   tool whose `readOnlyHint` is not true, so write tools are not listed at

@@ -130,7 +130,7 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
         },
         Err(e) => Err(e.into()),
     };
-    // rmcp has dropped its end of the pipes: the writer ends after what is queued.
+    // rmcp has dropped the transport: the writer ends after what is queued.
     // A stdout that closed under us ends the server as it did before the
     // front existed: logged, not a failure of its own.
     if let Err(e) = front.finish().await {

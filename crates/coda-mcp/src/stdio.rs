@@ -1,13 +1,15 @@
 //! The stdio front of `coda-mcp`: one bounded reader of stdin and one
-//! writer of stdout, with rmcp's transport between them on in-memory pipes.
-//! It owns framing and the answers to lines that are not messages; the
-//! protocol itself (sessions, methods, rmcp's own errors) stays rmcp's.
+//! writer of stdout, and rmcp's transport ([`FrontTransport`]) between them
+//! on two bounded channels. It owns framing and the answers to lines that
+//! are not messages; the protocol itself (sessions, methods, rmcp's own
+//! errors) stays rmcp's.
 //!
 //! Why it exists: rmcp's stdio transport ignores a line it cannot parse
 //! (rust-sdk #938), drops a line over its cap, and answers JSON of the
 //! wrong shape without any `id`. A client that sent such a line waits for
-//! an answer until its own timeout. Here every line is read first; one that
-//! rmcp's own message type reads goes to rmcp, the others are classified
+//! an answer until its own timeout. Here every line is read first and
+//! parsed once, as rmcp's own message type; one that parses goes to rmcp as
+//! that message (rmcp does not parse it again), the others are classified
 //! ([`classify`]) as JSON-RPC 2.0 (§4, §5, §5.1) says:
 //!
 //! - not JSON (`1e400`, `NaN`, a cut line, invalid UTF-8): -32700 with
@@ -23,14 +25,16 @@
 //! - a line over `--max-line-bytes`: skipped up to its newline without
 //!   being buffered, answered -32600 with `"id": null` naming the limit;
 //! - a blank line: ignored, as rmcp does;
-//! - anything else reaches rmcp byte for byte, in order, and rmcp answers.
+//! - anything else reaches rmcp as the message it parsed to, in order, and
+//!   rmcp answers.
 //!
-//! Stdout has one writer. It copies rmcp's output and writes an error line
-//! only between two of rmcp's lines, so the two never interleave. Nothing
-//! grows without bound: one line buffer of at most the cap, two pipes of
-//! [`PIPE_BYTES`], an error queue of [`ERROR_QUEUE`] lines of a few hundred
-//! bytes each (an echoed id is at most [`MAX_ECHOED_ID_BYTES`]). A full
-//! pipe or queue makes the reader wait, which is backpressure on stdin.
+//! Stdout has one writer and one queue of whole lines: rmcp's messages,
+//! serialized as rmcp's codec does (JSON and `\n`), and the error lines, so
+//! the two never interleave. Nothing grows without bound: one line buffer
+//! of at most the cap, [`INPUT_QUEUE`] parsed messages waiting for rmcp,
+//! [`OUTPUT_QUEUE`] lines waiting for stdout (an error line is a few
+//! hundred bytes: an echoed id is at most [`MAX_ECHOED_ID_BYTES`]). A full
+//! queue makes its sender wait, which is backpressure on stdin and on rmcp.
 //!
 //! End of stdin ends rmcp's input, so the server stops as it always did;
 //! the writer then writes what is still queued and returns.
@@ -39,13 +43,11 @@ use std::io;
 
 use rmcp::RoleServer;
 use rmcp::model::RequestId;
-use rmcp::service::RxJsonRpcMessage;
-use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
-};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -54,11 +56,15 @@ pub const PARSE_ERROR: i32 = -32700;
 /// JSON-RPC 2.0 §5.1: the JSON sent is not a valid Request object.
 pub const INVALID_REQUEST: i32 = -32600;
 
-/// Buffer of each in-memory pipe (stdin → rmcp, rmcp → stdout), and of the
-/// stdin reader. A line longer than this passes in several writes.
-pub const PIPE_BYTES: usize = 64 * 1024;
-/// Error lines waiting for the writer. When full, the reader waits.
-pub const ERROR_QUEUE: usize = 32;
+/// Buffer of the stdin reader; a line buffer grown past it by a long line
+/// is let go once that line is handled.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Parsed messages waiting for rmcp. One: a message can be the parse of a
+/// line of `--max-line-bytes`, and rmcp takes them one at a time.
+pub const INPUT_QUEUE: usize = 1;
+/// Lines (rmcp's and the error lines) waiting for the writer. When full,
+/// rmcp's sends and the reader wait.
+pub const OUTPUT_QUEUE: usize = 32;
 /// Longest string id echoed in an error; a longer one is answered with
 /// `null`, so that an error line stays small.
 pub const MAX_ECHOED_ID_BYTES: usize = 1024;
@@ -68,10 +74,10 @@ const MAX_MESSAGE_CHARS: usize = 200;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// What to do with one line of stdin.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Verdict {
-    /// Hand the line to rmcp unchanged.
-    Forward,
+    /// Hand rmcp the message the line parsed to.
+    Forward(Box<RxJsonRpcMessage<RoleServer>>),
     /// A blank line: nothing to do, as rmcp does.
     Blank,
     /// A notification nothing is answered to; the reason is logged.
@@ -140,10 +146,10 @@ impl Rejection {
 /// Decide what happens to one line (its `\n` optional). Pure: the unit
 /// tests and the reader both call it.
 ///
-/// The line is first parsed as rmcp's own message type, so that "rmcp can
-/// read it" means exactly that and not a guess: a valid line costs one
-/// parse more than before, small next to what a tool call costs. Only a
-/// line that fails is looked at closer.
+/// The line is parsed as rmcp's own message type, so that "rmcp can read
+/// it" means exactly that and not a guess, and the message goes to rmcp
+/// parsed: a valid line is parsed once, as before the front existed. Only
+/// a line that fails is looked at closer (parsed again as a `Value`).
 pub fn classify(line: &[u8]) -> Verdict {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -153,7 +159,7 @@ pub fn classify(line: &[u8]) -> Verdict {
         return Verdict::Blank;
     }
     let unreadable = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
-        Ok(_) => return Verdict::Forward,
+        Ok(msg) => return Verdict::Forward(Box::new(msg)),
         Err(e) => e,
     };
     let value: Value = match serde_json::from_slice(line) {
@@ -274,7 +280,7 @@ struct LineReader<R> {
 impl<R: AsyncRead + Unpin> LineReader<R> {
     fn new(inner: R, cap: usize) -> Self {
         LineReader {
-            inner: BufReader::with_capacity(PIPE_BYTES, inner),
+            inner: BufReader::with_capacity(READ_BUFFER_BYTES, inner),
             line: Vec::new(),
             cap,
         }
@@ -283,7 +289,12 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// Not cancel safe (a dropped call loses its partial line): the reader
     /// task is the only caller and never races it.
     async fn next(&mut self) -> io::Result<Read> {
-        self.line.clear();
+        if self.line.capacity() > READ_BUFFER_BYTES {
+            // Not kept at the size of the longest line seen.
+            self.line = Vec::new();
+        } else {
+            self.line.clear();
+        }
         let mut skipping = false;
         loop {
             let available = self.inner.fill_buf().await?;
@@ -319,8 +330,48 @@ pub struct StdioFront {
     writer: JoinHandle<io::Result<()>>,
 }
 
-/// rmcp's end of the pipes.
-pub type FrontTransport = AsyncRwTransport<RoleServer, DuplexStream, DuplexStream>;
+/// rmcp's end of the front: the messages the reader parsed, and the queue
+/// of stdout's writer.
+pub struct FrontTransport {
+    incoming: mpsc::Receiver<RxJsonRpcMessage<RoleServer>>,
+    /// `None` once rmcp has closed the transport.
+    outgoing: Option<mpsc::Sender<Vec<u8>>>,
+}
+
+impl Transport<RoleServer> for FrontTransport {
+    type Error = io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let outgoing = self.outgoing.clone();
+        async move {
+            let Some(outgoing) = outgoing else {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "transport is closed",
+                ));
+            };
+            // As rmcp's own codec writes a message: JSON, then a newline.
+            let mut line = serde_json::to_vec(&item)?;
+            line.push(b'\n');
+            outgoing
+                .send(line)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "stdout writer has stopped"))
+        }
+    }
+
+    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleServer>>> + Send {
+        self.incoming.recv()
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.outgoing = None;
+        Ok(())
+    }
+}
 
 /// Start reading `input` and writing `output`; serve rmcp on the transport
 /// returned. Must be called inside a tokio runtime.
@@ -329,40 +380,41 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (to_rmcp, rmcp_in) = tokio::io::duplex(PIPE_BYTES);
-    let (rmcp_out, from_rmcp) = tokio::io::duplex(PIPE_BYTES);
-    let (errors_tx, errors_rx) = mpsc::channel(ERROR_QUEUE);
-    let reader = tokio::spawn(read_input(input, to_rmcp, errors_tx, max_line_bytes));
-    let writer = tokio::spawn(write_output(from_rmcp, errors_rx, output));
-    // Every line rmcp gets is at most the cap, so rmcp's own cap never drops one.
-    let transport =
-        AsyncRwTransport::new_server(rmcp_in, rmcp_out).with_max_line_length(max_line_bytes);
+    let (to_rmcp, incoming) = mpsc::channel(INPUT_QUEUE);
+    let (outgoing, lines) = mpsc::channel(OUTPUT_QUEUE);
+    let reader = tokio::spawn(read_input(input, to_rmcp, outgoing.clone(), max_line_bytes));
+    let writer = tokio::spawn(write_output(lines, output));
+    let transport = FrontTransport {
+        incoming,
+        outgoing: Some(outgoing),
+    };
     (transport, StdioFront { reader, writer })
 }
 
 impl StdioFront {
-    /// Once rmcp has stopped (and dropped the transport): let the writer
-    /// write what is left, then stop the reader, which by then has usually
-    /// seen stdin's end already.
+    /// Once rmcp has stopped (and dropped the transport): stop the reader,
+    /// which by then has usually seen stdin's end already, then let the
+    /// writer write what is queued (the reader's errors included).
     pub async fn finish(self) -> io::Result<()> {
-        let written = self.writer.await;
         self.reader.abort();
-        written.map_err(io::Error::other)?
+        // Its end, aborted or not, drops its sender: the writer can end.
+        let _ = self.reader.await;
+        self.writer.await.map_err(io::Error::other)?
     }
 }
 
 async fn read_input<R: AsyncRead + Unpin>(
     input: R,
-    mut to_rmcp: DuplexStream,
-    errors: mpsc::Sender<Vec<u8>>,
+    to_rmcp: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
+    out: mpsc::Sender<Vec<u8>>,
     max_line_bytes: usize,
 ) {
     let mut lines = LineReader::new(input, max_line_bytes);
     loop {
         let rejection = match lines.next().await {
             Ok(Read::Line) => match classify(&lines.line) {
-                Verdict::Forward => {
-                    if to_rmcp.write_all(&lines.line).await.is_err() {
+                Verdict::Forward(msg) => {
+                    if to_rmcp.send(*msg).await.is_err() {
                         tracing::debug!("stop reading stdin: rmcp has stopped");
                         break;
                     }
@@ -388,50 +440,22 @@ async fn read_input<R: AsyncRead + Unpin>(
             message = %rejection.message,
             "answer a stdin line that is not a message"
         );
-        if errors.send(rejection.to_line()).await.is_err() {
+        if out.send(rejection.to_line()).await.is_err() {
             break;
         }
     }
-    // rmcp reads its end of input and stops as it did on stdin's end.
-    let _ = to_rmcp.shutdown().await;
+    // Dropping `to_rmcp` ends rmcp's input: it stops as it did on stdin's end.
 }
 
-/// The one writer of stdout. Ends when rmcp's output ends, after the error
-/// lines queued by then.
+/// The one writer of stdout: whole lines, in the order they were queued.
+/// Ends when every sender is gone (rmcp's transport and the reader), after
+/// the lines queued by then.
 async fn write_output<W: AsyncWrite + Unpin>(
-    mut from_rmcp: DuplexStream,
-    mut errors: mpsc::Receiver<Vec<u8>>,
+    mut lines: mpsc::Receiver<Vec<u8>>,
     mut out: W,
 ) -> io::Result<()> {
-    let mut chunk = vec![0u8; PIPE_BYTES];
-    // Whether rmcp's output stands at a line boundary: only then may an
-    // error line go out.
-    let mut at_line_start = true;
-    let mut errors_open = true;
-    loop {
-        tokio::select! {
-            n = from_rmcp.read(&mut chunk) => {
-                let n = n?;
-                if n == 0 {
-                    break;
-                }
-                out.write_all(&chunk[..n]).await?;
-                out.flush().await?;
-                at_line_start = chunk[n - 1] == b'\n';
-            }
-            line = errors.recv(), if at_line_start && errors_open => match line {
-                Some(line) => {
-                    out.write_all(&line).await?;
-                    out.flush().await?;
-                }
-                None => errors_open = false,
-            },
-        }
-    }
-    if at_line_start {
-        while let Ok(line) = errors.try_recv() {
-            out.write_all(&line).await?;
-        }
+    while let Some(line) = lines.recv().await {
+        out.write_all(&line).await?;
         out.flush().await?;
     }
     Ok(())
@@ -527,12 +551,14 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"nope":true}}"#,
             r#"{"jsonrpc":"2.0","method":"$/lsp-thing"}"#,
         ] {
-            assert_eq!(classify(line.as_bytes()), Verdict::Forward, "{line}");
+            let v = classify(line.as_bytes());
+            assert!(matches!(v, Verdict::Forward(_)), "{line}: {v:?}");
         }
         let unreadable = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":[1]}"#;
         assert!(matches!(classify(unreadable), Verdict::Ignore(_)));
         for line in ["", "\n", "  \r\n", "\u{feff}\n"] {
-            assert_eq!(classify(line.as_bytes()), Verdict::Blank, "{line:?}");
+            let v = classify(line.as_bytes());
+            assert!(matches!(v, Verdict::Blank), "{line:?}: {v:?}");
         }
     }
 
@@ -547,6 +573,49 @@ mod tests {
         assert_eq!(line.last(), Some(&b'\n'));
         let long_id = format!(r#"{{"id":"{}","method":"ping"}}"#, "i".repeat(5000));
         assert_eq!(rejected(&long_id).id, None);
+    }
+
+    /// A valid line reaches rmcp parsed, rmcp's answer and the error for a
+    /// bad line both reach stdout as whole lines, and an error queued before
+    /// stdin's end is still written after rmcp has stopped.
+    #[tokio::test]
+    async fn rmcp_gets_parsed_messages_and_every_line_reaches_stdout() {
+        use rmcp::model::{ErrorData, ServerJsonRpcMessage};
+        let input = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\nnope\n".to_vec();
+        let (out, mut stdout) = tokio::io::duplex(64 * 1024);
+        let (mut transport, front) = start(std::io::Cursor::new(input), out, 1024);
+        let got = Transport::<RoleServer>::receive(&mut transport).await;
+        assert!(
+            matches!(&got, Some(m) if serde_json::to_value(m).unwrap()["method"] == "ping"),
+            "{got:?}"
+        );
+        let answer = ServerJsonRpcMessage::error(
+            ErrorData::internal_error("x", None),
+            Some(RequestId::Number(1)),
+        );
+        Transport::<RoleServer>::send(&mut transport, answer)
+            .await
+            .unwrap();
+        // stdin's end ends rmcp's input.
+        assert!(
+            Transport::<RoleServer>::receive(&mut transport)
+                .await
+                .is_none()
+        );
+        drop(transport);
+        front.finish().await.unwrap();
+        let mut written = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut written)
+            .await
+            .unwrap();
+        let lines: Vec<Value> = written
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{written}");
+        let codes: Vec<_> = lines.iter().map(|l| l["error"]["code"].clone()).collect();
+        assert!(codes.contains(&json!(PARSE_ERROR)), "{written}");
+        assert!(lines.iter().any(|l| l["id"] == 1), "{written}");
     }
 
     #[tokio::test]
