@@ -291,6 +291,47 @@ pub enum ConfigError {
     },
 }
 
+/// A byte count from its flag, else from the environment variable `name`
+/// (trimmed); `None` when neither is set.
+fn bytes_setting(
+    flag: Option<usize>,
+    env: impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<usize>, ConfigError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    env(name)
+        .map(|v| {
+            v.trim().parse().map_err(|_| ConfigError::InvalidValue {
+                name,
+                value: v.clone(),
+                reason: "must be a number of bytes".into(),
+            })
+        })
+        .transpose()
+}
+
+/// Refuse `n` below `min` for the flag `name`, saying why when `why` does.
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    name: &'static str,
+    n: T,
+    min: T,
+    why: Option<&str>,
+) -> Result<(), ConfigError> {
+    if n >= min {
+        return Ok(());
+    }
+    Err(ConfigError::InvalidValue {
+        name,
+        value: n.to_string(),
+        reason: match why {
+            Some(why) => format!("must be at least {min} ({why})"),
+            None => format!("must be at least {min}"),
+        },
+    })
+}
+
 fn truthy(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),
@@ -350,43 +391,12 @@ impl CodaConfig {
                 Some(ids)
             }
         };
-        let max_result_bytes = match args.max_result_bytes {
-            Some(n) => Some(n),
-            None => match env("CODA_MAX_RESULT_BYTES") {
-                Some(v) => Some(v.trim().parse().map_err(|_| ConfigError::InvalidValue {
-                    name: "CODA_MAX_RESULT_BYTES",
-                    value: v.clone(),
-                    reason: "must be a number of bytes".into(),
-                })?),
-                None => None,
-            },
-        }
-        .unwrap_or(DEFAULT_MAX_RESULT_BYTES);
-        if max_result_bytes < 1024 {
-            return Err(ConfigError::InvalidValue {
-                name: "--max-result-bytes",
-                value: max_result_bytes.to_string(),
-                reason: "must be at least 1024".into(),
-            });
-        }
-        let max_line_bytes = match args.max_line_bytes {
-            Some(n) => n,
-            None => match env("CODA_MAX_LINE_BYTES") {
-                Some(v) => v.trim().parse().map_err(|_| ConfigError::InvalidValue {
-                    name: "CODA_MAX_LINE_BYTES",
-                    value: v.clone(),
-                    reason: "must be a number of bytes".into(),
-                })?,
-                None => DEFAULT_MAX_LINE_BYTES,
-            },
-        };
-        if max_line_bytes < MIN_MAX_LINE_BYTES {
-            return Err(ConfigError::InvalidValue {
-                name: "--max-line-bytes",
-                value: max_line_bytes.to_string(),
-                reason: format!("must be at least {MIN_MAX_LINE_BYTES}"),
-            });
-        }
+        let max_result_bytes = bytes_setting(args.max_result_bytes, &env, "CODA_MAX_RESULT_BYTES")?
+            .unwrap_or(DEFAULT_MAX_RESULT_BYTES);
+        at_least("--max-result-bytes", max_result_bytes, 1024, None)?;
+        let max_line_bytes = bytes_setting(args.max_line_bytes, &env, "CODA_MAX_LINE_BYTES")?
+            .unwrap_or(DEFAULT_MAX_LINE_BYTES);
+        at_least("--max-line-bytes", max_line_bytes, MIN_MAX_LINE_BYTES, None)?;
         if let Some(n) = args.call_timeout_secs
             && !(1..=MAX_CALL_TIMEOUT_SECS).contains(&n)
         {
@@ -396,36 +406,24 @@ impl CodaConfig {
                 reason: format!("must be between 1 and {MAX_CALL_TIMEOUT_SECS}"),
             });
         }
-        if let Some(n) = args.poll_interval_ms
-            && n < MIN_POLL_INTERVAL_MS
-        {
-            return Err(ConfigError::InvalidValue {
-                name: "--poll-interval-ms",
-                value: n.to_string(),
-                reason: format!(
-                    "must be at least {MIN_POLL_INTERVAL_MS} (0 would poll Coda in a tight loop)"
-                ),
-            });
+        if let Some(n) = args.poll_interval_ms {
+            at_least(
+                "--poll-interval-ms",
+                n,
+                MIN_POLL_INTERVAL_MS,
+                Some("0 would poll Coda in a tight loop"),
+            )?;
         }
-        if let Some(n) = args.retry_base_ms
-            && n < MIN_RETRY_BASE_MS
-        {
-            return Err(ConfigError::InvalidValue {
-                name: "--retry-base-ms",
-                value: n.to_string(),
-                reason: format!(
-                    "must be at least {MIN_RETRY_BASE_MS} (0 would retry a rate-limiting Coda in a tight loop)"
-                ),
-            });
+        if let Some(n) = args.retry_base_ms {
+            at_least(
+                "--retry-base-ms",
+                n,
+                MIN_RETRY_BASE_MS,
+                Some("0 would retry a rate-limiting Coda in a tight loop"),
+            )?;
         }
-        if let Some(n) = args.row_chunk_bytes
-            && n < 1024
-        {
-            return Err(ConfigError::InvalidValue {
-                name: "--row-chunk-bytes",
-                value: n.to_string(),
-                reason: "must be at least 1024".into(),
-            });
+        if let Some(n) = args.row_chunk_bytes {
+            at_least("--row-chunk-bytes", n, 1024, None)?;
         }
         Ok(Self {
             token: ApiToken::new(token),
