@@ -139,7 +139,7 @@ const SCHEMA_OVERHEAD_BYTES: usize = 1024;
 
 /// Bytes of `v` as JSON, plus one for the comma beside it in a list.
 fn json_len(v: &Value) -> usize {
-    serde_json::to_string(v).map_or(0, |t| t.len()) + 1
+    crate::tools::json_len(v) + 1
 }
 
 /// Pages, tables and columns of doc `d`, slimmed to what a model needs,

@@ -1279,9 +1279,21 @@ impl Coda {
     }
 }
 
-/// Bytes of `v` as JSON.
-fn json_len(v: &Value) -> usize {
-    serde_json::to_string(v).map_or(0, |t| t.len())
+/// Bytes of `v` as compact JSON, counted without writing them anywhere.
+pub(crate) fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // A `Value` always serializes (its keys are strings).
+    serde_json::to_writer(&mut n, v).map_or(0, |()| n.0)
 }
 
 /// The JSON pointer and size of the largest array, string or object in
@@ -1398,7 +1410,7 @@ pub fn items_within(items: &[Value], budget: usize) -> usize {
     // Room for the result's other fields.
     let mut used = 256;
     for (i, it) in items.iter().enumerate() {
-        used += serde_json::to_string(it).map(|t| t.len()).unwrap_or(0) + 1;
+        used += json_len(it) + 1;
         if used > budget && i > 0 {
             return i;
         }

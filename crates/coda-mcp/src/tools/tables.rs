@@ -322,7 +322,7 @@ impl Coda {
             // first row too big for the room is left out too.
             let first_fits = sample_data
                 .first()
-                .is_some_and(|r| serde_json::to_string(r).map_or(0, |t| t.len()) + 256 <= room);
+                .is_some_and(|r| super::json_len(r) + 256 <= room);
             let keep = if first_fits {
                 items_within(&sample_data, room)
             } else {
