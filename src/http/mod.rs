@@ -212,6 +212,24 @@ impl App {
         let _ = self.credentials.set(credentials);
     }
 
+    /// The values of this server's credential headers in `headers`, as
+    /// (variable, value): trimmed, and left out when empty or not
+    /// visible ASCII. Read from the app that serves the request, so a
+    /// request routed to one generation of a named server never takes
+    /// another generation's headers across a reload.
+    pub fn credential_header_values(&self, headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+        let Some(credentials) = self.credentials.get() else {
+            return Vec::new();
+        };
+        credentials
+            .header_names()
+            .filter_map(|(var, header)| {
+                let v = headers.get(header)?.to_str().ok()?.trim();
+                (!v.is_empty()).then(|| (var.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+
     /// Starts a child for one session with the caller's credentials, if
     /// the server takes any: a caller without them gets an error naming
     /// what is missing, and no child.

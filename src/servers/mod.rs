@@ -49,8 +49,6 @@ const RETIRE_CHECK: Duration = Duration::from_millis(500);
 /// One running generation of a named server.
 struct Running {
     app: Arc<App>,
-    /// (variable, header) this server takes from requests.
-    header_env: Vec<(String, String)>,
     /// A digest of what it was built from, to tell a changed server on
     /// reload (see [`fingerprint`]).
     fingerprint: [u8; 32],
@@ -219,7 +217,6 @@ impl ServerSet {
         tokio::spawn(crate::http::reap_idle(app.clone(), reaper.clone()));
         Ok(Running {
             app,
-            header_env: spec.header_env.clone(),
             fingerprint: fingerprint(spec),
             reaper,
             in_flight: Arc::default(),
@@ -463,19 +460,10 @@ impl ServerSet {
         if retiring && let Err(e) = self.still_accepted(&req).await {
             return e.into_response();
         }
-        let header_env = self.read().get(name).map(|r| {
-            r.header_env
-                .iter()
-                .filter_map(|(var, header)| {
-                    let v = req.headers().get(header.as_str())?.to_str().ok()?.trim();
-                    (!v.is_empty()).then(|| (var.clone(), v.to_string()))
-                })
-                .collect::<Vec<_>>()
-        });
         let caller = crate::store::Caller {
             // The app authenticates and hands its principal to the store at spawn.
             principal: None,
-            header_env: header_env.unwrap_or_default(),
+            header_env: app.credential_header_values(req.headers()),
             existing_sessions_only: retiring,
         };
         let resp = crate::store::with_caller(caller, app.handle(req)).await;
@@ -1008,6 +996,50 @@ mod tests {
              # HELP y Labelled.\n# TYPE y gauge\n\
              y{server=\"a\",era=\"none\"} 2\ny{server=\"a\"} 3\ny{server=\"b\\\"c\",era=\"none\"} 5\n"
         );
+    }
+
+    /// A named server's credential headers are read with the mapping of
+    /// the generation that serves the request: after a reload renamed the
+    /// header, the retiring generation still reads its own, and the
+    /// current one the new. (The dispatcher used to read the current
+    /// generation's mapping whichever generation it had routed to, so a
+    /// reload landing between the two reads gave one generation's child
+    /// the other's headers.)
+    #[tokio::test]
+    async fn credential_headers_are_read_with_the_serving_generations_mapping() {
+        use argh::FromArgs;
+        let mut args = crate::config::Args::from_args(&["mcp-proxy"], &[]).unwrap();
+        args.config = Some("servers.toml".into());
+        let file = |header: &str| {
+            format!(
+                "[[server]]\nname = \"a\"\ncommand = [\"true\"]\n\
+                 credential_headers = {{ TOKEN = \"{header}\" }}\n"
+            )
+        };
+        let load = |header: &str| {
+            crate::config_file::load_bytes(args.clone(), &|_| None, file(header).into_bytes())
+                .unwrap()
+        };
+        let set = ServerSet::new(load("X-Old"), None).unwrap();
+        let old = set.read().get("a").unwrap().app.clone();
+        set.reload(load("X-New")).unwrap();
+        let new = set.read().get("a").unwrap().app.clone();
+        let retiring = set.retiring.lock().unwrap()[0].running.app.clone();
+        assert!(Arc::ptr_eq(&retiring, &old));
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-old", " old-value ".parse().unwrap());
+        headers.insert("x-new", "new-value".parse().unwrap());
+        let tok = |v: &str| vec![("TOKEN".to_string(), v.to_string())];
+        assert_eq!(old.credential_header_values(&headers), tok("old-value"));
+        assert_eq!(new.credential_header_values(&headers), tok("new-value"));
+        // Empty and non-ASCII values count as absent.
+        headers.insert("x-new", "  ".parse().unwrap());
+        headers.insert(
+            "x-old",
+            hyper::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert!(new.credential_header_values(&headers).is_empty());
+        assert!(old.credential_header_values(&headers).is_empty());
     }
 
     /// An edit made after the configuration was read but before the poll
