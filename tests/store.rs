@@ -202,6 +202,65 @@ async fn rotation_under_load(location: &str) {
     );
 }
 
+/// A row the ring cannot open (sealed under a key it lacks, or damaged)
+/// does not stop a rotation: every other row is re-sealed, and the report
+/// names the ones left, so the operator knows the old key is still needed
+/// by nothing but them. (The rotation used to stop at the first such row,
+/// leaving every row after it under the old key, run after run.)
+#[tokio::test]
+async fn a_row_the_ring_cannot_open_does_not_stop_a_rotation() {
+    let dir = tempdir("rotate-partial");
+    let location = dir.join("s.db");
+    let location = location.to_str().unwrap();
+    let (old, lost, new) = (
+        StoreKey::generate_base64(),
+        StoreKey::generate_base64(),
+        StoreKey::generate_base64(),
+    );
+    let value = |p: &str| Secret::new(format!("value-{p}").into_bytes());
+    let under_old = Store::open(location, ring(&[&old]), T).await.unwrap();
+    for p in ["api-key:a0", "api-key:a1", "api-key:a3", "api-key:a4"] {
+        under_old
+            .set(&SecretRef::new(p, "coda", "coda"), &value(p))
+            .await
+            .unwrap();
+    }
+    // One row, listed among the others, under a key the rotation lacks.
+    let under_lost = Store::open(location, ring(&[&lost]), T).await.unwrap();
+    let stray = SecretRef::new("api-key:a2", "coda", "coda");
+    under_lost.set(&stray, &value("api-key:a2")).await.unwrap();
+    let rotating = Store::open(location, ring(&[&new, &old]), T).await.unwrap();
+    let report = rotating
+        .rotate()
+        .await
+        .expect("the rotation goes on past the row");
+    assert_eq!(report.resealed, 4, "{report:?}");
+    assert_eq!(report.unopened, vec![stray.clone()], "{report:?}");
+    let after = Store::open(location, ring(&[&new]), T).await.unwrap();
+    for p in ["api-key:a0", "api-key:a1", "api-key:a3", "api-key:a4"] {
+        let got = after
+            .get(&SecretRef::new(p, "coda", "coda"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.expose(), value(p).expose());
+    }
+    // The row is left as it was: its own key still opens it.
+    let got = under_lost.get(&stray).await.unwrap().unwrap();
+    assert_eq!(got.expose(), b"value-api-key:a2");
+    // `secrets rotate-key` says which, and fails, as long as one is left.
+    let both = format!("{new},{old}");
+    let (code, _, err) = cli(
+        &["--store", location, "rotate-key"],
+        &[("MCP_PROXY_STORE_KEY", both.as_str())],
+        b"",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot open api-key:a2/coda/coda"), "{err}");
+    assert!(err.contains("1 value(s) could not be opened"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_under_load_embedded() {
     let dir = tempdir("rotate");

@@ -282,7 +282,17 @@ async fn run(
                     r.current,
                     r.raced
                 );
-                Ok(0)
+                if r.unopened.is_empty() {
+                    return Ok(0);
+                }
+                for at in &r.unopened {
+                    eprintln!("cannot open {at} with these keys: left as it is");
+                }
+                eprintln!(
+                    "error: {} value(s) could not be opened and are still sealed under an old or unknown key: set them again or delete them before dropping the old key",
+                    r.unopened.len()
+                );
+                Ok(1)
             }
             SecretsCommand::GenKey(_) => Ok(0),
         }

@@ -123,6 +123,10 @@ pub struct Rotation {
     pub raced: usize,
     /// Rows sealed under the sealing key before the rotation began.
     pub current: usize,
+    /// Rows the ring could not open (sealed under a key it lacks, or
+    /// damaged), left as they were: set them again or delete them before
+    /// the old key is dropped.
+    pub unopened: Vec<SecretRef>,
 }
 
 pub(crate) enum Backend {
@@ -608,7 +612,9 @@ impl Store {
 
     /// Re-seals every row not sealed under the sealing key. Rows are
     /// replaced one at a time, each only if it did not change meanwhile, so
-    /// proxies holding both keys keep serving throughout.
+    /// proxies holding both keys keep serving throughout. A row the ring
+    /// cannot open is left as it is and named in the report; the others
+    /// are re-sealed all the same.
     pub async fn rotate(&self) -> Result<Rotation, StoreError> {
         let primary = self.keys.primary_id().to_string();
         let rows = self.call(self.backend.list()).await?;
@@ -618,13 +624,15 @@ impl Store {
                 report.current += 1;
                 continue;
             }
-            let value =
-                self.keys
-                    .open(&row.at, &row.sealed)
-                    .map_err(|source| StoreError::Seal {
-                        at: row.at.clone(),
-                        source,
-                    })?;
+            let value = match self.keys.open(&row.at, &row.sealed) {
+                Ok(value) => value,
+                Err(e) => {
+                    warn!(at = %row.at, key_id = %row.sealed.key_id, error = %e, "key rotation: cannot open this value; left as it is");
+                    self.audit("reseal", &row.at, "unopened");
+                    report.unopened.push(row.at);
+                    continue;
+                }
+            };
             let resealed = self
                 .keys
                 .seal(&row.at, &value)
@@ -640,7 +648,7 @@ impl Store {
                 report.raced += 1;
             }
         }
-        info!(target: "audit", event = "key-rotation", key_id = %primary, resealed = report.resealed, raced = report.raced, "store re-sealed under key {primary}");
+        info!(target: "audit", event = "key-rotation", key_id = %primary, resealed = report.resealed, raced = report.raced, unopened = report.unopened.len(), "store re-sealed under key {primary}");
         Ok(report)
     }
 }
