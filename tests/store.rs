@@ -202,6 +202,38 @@ async fn rotation_under_load(location: &str) {
     );
 }
 
+/// `secrets set` reads a value of the full size with its line ending
+/// (the read buffer's bound), and refuses one byte more.
+#[test]
+fn secrets_set_takes_a_value_of_the_full_size_from_stdin_and_not_one_byte_more() {
+    use mcp_sidecar::store::seal::MAX_SECRET_BYTES;
+    let dir = tempdir("cli-size");
+    let db = dir.join("s.db");
+    let db = db.to_str().unwrap();
+    let key = StoreKey::generate_base64();
+    let env = [("MCP_PROXY_STORE_KEY", key.as_str())];
+    let args = ["--store", db, "set", "api-key:alice", "coda", "coda"];
+    let mut full = vec![b'v'; MAX_SECRET_BYTES];
+    full.extend_from_slice(b"\r\n");
+    let (code, _, err) = cli(&args, &env, &full);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli(
+        &["--store", db, "get", "api-key:alice", "coda", "coda"],
+        &env,
+        b"",
+    );
+    assert_eq!((code, out.len()), (0, MAX_SECRET_BYTES));
+    let over = vec![b'w'; MAX_SECRET_BYTES + 1];
+    let (code, _, err) = cli(&args, &env, &over);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("exceeds {MAX_SECRET_BYTES} bytes")),
+        "{err}"
+    );
+    assert!(!err.contains("www"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A row the ring cannot open (sealed under a key it lacks, or damaged)
 /// does not stop a rotation: every other row is re-sealed, and the report
 /// names the ones left, so the operator knows the old key is still needed

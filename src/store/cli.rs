@@ -306,13 +306,24 @@ async fn run(
 
 /// The value from stdin: at most [`MAX_SECRET_BYTES`], one trailing newline
 /// dropped, no NUL (it goes into an environment variable).
+///
+/// No copy of it is left behind in freed memory: the buffer has room for
+/// the whole bound from the start (so it is never moved by growing), it
+/// is wiped when dropped, and stdin is read through its descriptor, not
+/// through the standard library's buffer, which would keep a copy until
+/// the process ends.
 fn read_value() -> Result<Secret, String> {
-    let mut buf = Vec::new();
-    std::io::stdin()
-        .take(MAX_SECRET_BYTES as u64 + 2)
-        .read_to_end(&mut buf)
+    use std::os::fd::AsFd;
+    let mut buf = Secret::new(Vec::with_capacity(MAX_SECRET_BYTES + 2));
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
         .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
-    let value = Secret::new(buf);
+    std::fs::File::from(fd)
+        .take(MAX_SECRET_BYTES as u64 + 2)
+        .read_to_end(buf.expose_mut_for_read())
+        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    let value = buf;
     let mut bytes = value.expose();
     if let Some(b) = bytes.strip_suffix(b"\n") {
         bytes = b.strip_suffix(b"\r").unwrap_or(b);

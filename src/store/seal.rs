@@ -44,6 +44,13 @@ impl Secret {
         &self.0
     }
 
+    /// The buffer itself, to read a value into. Growing it past its
+    /// capacity would leave the old allocation unwiped: callers reserve
+    /// the room they need first.
+    pub(crate) fn expose_mut_for_read(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+
     /// The value as text, if it is UTF-8.
     pub fn expose_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.0).ok()
