@@ -100,6 +100,10 @@ struct Args {
     /// run as the HTTP floor server: print the port, serve until stdin closes
     #[argh(switch)]
     floor_server: bool,
+    /// run as the relay floor over --server: print the port, serve until
+    /// stdin closes
+    #[argh(switch)]
+    relay_server: bool,
 }
 
 impl Args {
@@ -112,6 +116,10 @@ fn main() {
     let args: Args = argh::from_env();
     if args.floor_server {
         floor::serve();
+        return;
+    }
+    if args.relay_server {
+        relay::serve(&args.server);
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -142,6 +150,9 @@ async fn until_signal(work: impl std::future::Future<Output = Result<()>>) -> Re
 
 async fn run(args: Args) -> Result<()> {
     let mut report = Report::default();
+    if let Some(note) = idle_polling_note() {
+        report.note(note);
+    }
     eprintln!("bench: direct stdio against {}", args.server.display());
     if args.wants("direct") {
         direct(&args, &mut report).await?;
@@ -190,6 +201,34 @@ async fn run(args: Args) -> Result<()> {
     }
     report.print(&args);
     Ok(())
+}
+
+/// What the machine does with an idle CPU, when it is a KVM guest with
+/// the `haltpoll` idle driver: with `guest_halt_poll_ns` at 0 an idle vCPU
+/// halts at once, and every wake-up of a process on it is a VM exit.
+/// Latency at concurrency 1 is mostly wake-ups (a proxied call wakes
+/// three processes where the floor and the direct call wake two), so the
+/// p50 rows depend on this setting more than on any code (see
+/// bench/README.md).
+fn idle_polling_note() -> Option<String> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let driver = read("/sys/devices/system/cpu/cpuidle/current_driver")?;
+    let poll_ns = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+    Some(match poll_ns {
+        Some(ns) if driver == "haltpoll" => format!(
+            "idle CPUs: driver haltpoll, guest_halt_poll_ns {ns}{}",
+            if ns == "0" {
+                " (an idle vCPU halts at once: every wake-up is a VM exit, which the p50 rows pay several times per call)"
+            } else {
+                ""
+            }
+        ),
+        _ => format!("idle CPUs: driver {driver}"),
+    })
 }
 
 /// Rows of repeated measurements plus free-form observations.
@@ -1129,6 +1168,19 @@ struct ProxyProcess {
     log: PathBuf,
 }
 
+/// What a `large` call through the proxy is measured against, each
+/// called in turn with it.
+struct Directs<'a> {
+    /// A direct pipe grown to 1 MiB.
+    grown: Option<&'a mut StdioClient>,
+    /// A direct pipe of the kernel's default size.
+    default: Option<&'a mut StdioClient>,
+    /// A direct socket pair.
+    socket: Option<&'a mut StdioClient>,
+    /// The relay floor.
+    relay: Option<&'a mut McpHttp>,
+}
+
 struct ProxyBench<'a> {
     args: &'a Args,
     log_dir: PathBuf,
@@ -1295,6 +1347,19 @@ impl ProxyBench<'_> {
         } else {
             Some(StdioClient::spawn(&self.args.server, Pipe::Socket).await?)
         };
+        // The relay floor (see `relay`), with a child of its own.
+        let relay = if self.args.no_direct || self.args.no_floor || !self.args.wants("large") {
+            None
+        } else {
+            let relay = relay::Relay::spawn(&self.args.server).await?;
+            // It gives no session id, which is no news.
+            let client = McpHttp::open(relay.addr, &mut Vec::new()).await?;
+            Some((relay, client))
+        };
+        let (_relay, mut relay_client) = match relay {
+            Some((relay, client)) => (Some(relay), Some(client)),
+            None => (None, None),
+        };
         for _ in 0..self.args.repeats {
             if self.args.wants("latency") {
                 self.latency(&mut single, direct.as_mut(), mode, report)
@@ -1303,9 +1368,12 @@ impl ProxyBench<'_> {
             if self.args.wants("large") {
                 self.large(
                     &mut single,
-                    direct.as_mut(),
-                    direct_default.as_mut(),
-                    direct_socket.as_mut(),
+                    Directs {
+                        grown: direct.as_mut(),
+                        default: direct_default.as_mut(),
+                        socket: direct_socket.as_mut(),
+                        relay: relay_client.as_mut(),
+                    },
                     mode,
                     report,
                 )
@@ -1531,17 +1599,23 @@ impl ProxyBench<'_> {
     }
 
     /// The `large` tool through the proxy and, interleaved call by call,
-    /// over the direct pipe.
+    /// over the direct pipe and through the relay floor.
     async fn large(
         &self,
         single: &mut McpHttp,
-        mut direct: Option<&mut StdioClient>,
-        mut direct_default: Option<&mut StdioClient>,
-        mut direct_socket: Option<&mut StdioClient>,
+        directs: Directs<'_>,
         mode: &str,
         report: &mut Report,
     ) -> Result<()> {
+        let Directs {
+            grown: mut direct,
+            default: mut direct_default,
+            socket: mut direct_socket,
+            mut relay,
+        } = directs;
         let payload = self.args.large_bytes;
+        // The same call through the relay floor.
+        let mut relayed = Duration::ZERO;
         // The same call over a direct pipe of the kernel's default size.
         let mut floor_default = Duration::ZERO;
         // And over a socket pair, as Node.js clients give the server.
@@ -1563,6 +1637,19 @@ impl ProxyBench<'_> {
                 if let Some(client) = client {
                     *total += client.large(payload).await? * counted;
                 }
+            }
+            if let Some(relay) = relay.as_deref_mut() {
+                let id = relay.id();
+                let start = Instant::now();
+                let response = relay
+                    .post(&large_body(id, payload), "application/json")
+                    .await?;
+                relayed += start.elapsed() * counted;
+                if response.status != 200 {
+                    return Err(format!("relay floor: HTTP {}", response.status).into());
+                }
+                check_large(response.json()?, id, payload)?;
+                relay.http.recycle(response.body);
             }
             // The three proxied forms take turns right after the direct
             // call: whichever comes first pays for what the direct call
@@ -1600,6 +1687,29 @@ impl ProxyBench<'_> {
             "MiB/s",
             mib_per_s(bytes, proxied),
         );
+        if !relayed.is_zero() {
+            report.add(
+                "relay floor: `large` result",
+                "MiB/s",
+                mib_per_s(bytes, relayed),
+            );
+            if !floor.is_zero() {
+                report.add(
+                    "relay floor: `large` result as % of direct (interleaved)",
+                    "%",
+                    100.0 * floor.as_secs_f64() / relayed.as_secs_f64(),
+                );
+            }
+            for (form, took) in [("", proxied), (" over SSE", over_sse)] {
+                report.add(
+                    &format!(
+                        "proxy {mode}: `large` result{form} as % of the relay floor (interleaved)"
+                    ),
+                    "%",
+                    100.0 * relayed.as_secs_f64() / took.as_secs_f64(),
+                );
+            }
+        }
         // Each proxied form as % of each direct rate (one that did not run
         // is zero and gives no row).
         let default_pipe = "with the default 64 KiB pipe ";
@@ -1903,5 +2013,211 @@ mod floor {
                 });
             }
         });
+    }
+}
+
+/// The relay floor: the least a proxy can do with a long answer. One
+/// thread and blocking calls, no runtime and no HTTP library: it spawns
+/// the child, grows its stdout pipe to 1 MiB as the proxy does, writes
+/// each request's body to the child's stdin as one line and sends the
+/// child's next line back as a chunked body, each read (room for more
+/// than the pipe holds, as the proxy's) going out in one `writev` as it
+/// arrives. No session, no id rewriting, no checks: its rate of `large`
+/// answers is near the ceiling of any relay that copies a pipe into a
+/// socket. The proxy is measured against it, and it against the direct
+/// pipe.
+mod relay {
+    use std::io::{IoSlice, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::path::Path;
+    use std::process::{ChildStdin, ChildStdout, Stdio};
+
+    use tokio::io::AsyncBufReadExt;
+
+    use super::{PIPE_BYTES, Result};
+
+    /// Room for each read: more than the pipe holds, so a read empties it.
+    const READ_ROOM: usize = PIPE_BYTES + 4096;
+
+    /// The relay server, a process of its own like the HTTP floor.
+    pub struct Relay {
+        pub addr: SocketAddr,
+        _child: tokio::process::Child,
+    }
+
+    impl Relay {
+        pub async fn spawn(server: &Path) -> Result<Relay> {
+            let exe = std::env::current_exe()?;
+            let mut child = tokio::process::Command::new(exe)
+                .arg("--relay-server")
+                .arg("--server")
+                .arg(server)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?;
+            let stdout = child.stdout.take().ok_or("stdout piped")?;
+            let mut line = String::new();
+            tokio::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .await?;
+            let port: u16 = line.trim().parse()?;
+            Ok(Relay {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                _child: child,
+            })
+        }
+    }
+
+    /// The child's pipes, and what was read past the last answer's end.
+    struct Child {
+        stdin: ChildStdin,
+        stdout: ChildStdout,
+        buf: Vec<u8>,
+        /// `buf[start..end]` is read and not sent yet.
+        start: usize,
+        end: usize,
+    }
+
+    impl Child {
+        /// Sends the child's next line to `out` as a chunked body.
+        fn relay_line(&mut self, out: &mut TcpStream) -> std::io::Result<()> {
+            loop {
+                let seen = &self.buf[self.start..self.end];
+                let (piece, done) = match memchr::memchr(b'\n', seen) {
+                    Some(at) => (&seen[..at], true),
+                    None => (seen, false),
+                };
+                let size = format!("{:x}\r\n", piece.len());
+                let tail: &[u8] = if done { b"\r\n0\r\n\r\n" } else { b"\r\n" };
+                if !piece.is_empty() || done {
+                    let parts = if piece.is_empty() {
+                        vec![IoSlice::new(b"0\r\n\r\n")]
+                    } else {
+                        vec![
+                            IoSlice::new(size.as_bytes()),
+                            IoSlice::new(piece),
+                            IoSlice::new(tail),
+                        ]
+                    };
+                    write_all_vectored(out, parts)?;
+                }
+                if done {
+                    self.start += piece.len() + 1;
+                    return Ok(());
+                }
+                self.start = 0;
+                self.end = 0;
+                let n = self.stdout.read(&mut self.buf[..READ_ROOM])?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                self.end = n;
+            }
+        }
+    }
+
+    fn write_all_vectored(out: &mut TcpStream, parts: Vec<IoSlice<'_>>) -> std::io::Result<()> {
+        let mut owned = parts;
+        let mut slices = &mut owned[..];
+        while !slices.is_empty() {
+            let n = out.write_vectored(slices)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(())
+    }
+
+    /// Serves one connection's requests in turn.
+    fn serve_connection(mut conn: TcpStream, child: &mut Child) -> std::io::Result<()> {
+        let mut input = Vec::with_capacity(64 * 1024);
+        loop {
+            // Headers, then a body of Content-Length bytes.
+            let (head_len, body_len) = loop {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut req = httparse::Request::new(&mut headers);
+                if let Ok(httparse::Status::Complete(n)) = req.parse(&input) {
+                    let len = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                        .unwrap_or(0usize);
+                    break (n, len);
+                }
+                let mut more = [0u8; 16 * 1024];
+                let n = conn.read(&mut more)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                input.extend_from_slice(&more[..n]);
+            };
+            while input.len() < head_len + body_len {
+                let mut more = [0u8; 16 * 1024];
+                let n = conn.read(&mut more)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                input.extend_from_slice(&more[..n]);
+            }
+            let body = &input[head_len..head_len + body_len];
+            let expects_answer = serde_json::from_slice::<serde_json::Value>(body)
+                .is_ok_and(|v| v.get("id").is_some());
+            let mut line = body.to_vec();
+            line.push(b'\n');
+            child.stdin.write_all(&line)?;
+            input.drain(..head_len + body_len);
+            if expects_answer {
+                conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+                )?;
+                child.relay_line(&mut conn)?;
+            } else {
+                conn.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")?;
+            }
+        }
+    }
+
+    /// Runs the relay over `server` until stdin closes (the bench exited).
+    pub fn serve(server: &Path) {
+        let mut child = std::process::Command::new(server)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the relay's child");
+        let stdout = child.stdout.take().expect("piped");
+        {
+            use nix::fcntl::{FcntlArg, fcntl};
+            if let Err(e) = fcntl(&stdout, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32)) {
+                eprintln!("bench: the relay's pipe stays at its default size: {e}");
+            }
+        }
+        let mut io = Child {
+            stdin: child.stdin.take().expect("piped"),
+            stdout,
+            buf: vec![0; READ_ROOM],
+            start: 0,
+            end: 0,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        println!("{}", listener.local_addr().expect("bound").port());
+        // The bench holds our stdin: its end ends us, and the child with us.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            let _ = child.kill();
+            let _ = child.wait();
+            std::process::exit(0);
+        });
+        // One connection at a time: the bench's one client.
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let _ = conn.set_nodelay(true);
+            let _ = serve_connection(conn, &mut io);
+        }
     }
 }
