@@ -2022,10 +2022,11 @@ mod floor {
 /// each request's body to the child's stdin as one line and sends the
 /// child's next line back as a chunked body, each read (room for more
 /// than the pipe holds, as the proxy's) going out in one `writev` as it
-/// arrives. No session, no id rewriting, no checks: its rate of `large`
-/// answers is near the ceiling of any relay that copies a pipe into a
-/// socket. The proxy is measured against it, and it against the direct
-/// pipe.
+/// arrives. No session, no id rewriting, no checks: the least work a
+/// relay that copies a pipe into a socket can do (its rate is not a
+/// ceiling: reading and sending take turns here, where the proxy's
+/// runtime lets the child write on while the client reads). The proxy is
+/// measured against it, and it against the direct pipe.
 mod relay {
     use std::io::{IoSlice, Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
