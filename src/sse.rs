@@ -698,19 +698,24 @@ impl Outlet {
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        let size = head.iter().map(Bytes::len).sum();
-        let mut first = event_start(self.event_id(seq).as_deref(), self.event_name(), size);
-        for part in head {
-            first.put_slice(&data_line(part.clone()));
-        }
-        let first = first.freeze();
+        // The event's fields, then the head as it was read: its pieces
+        // (up to a pipe's worth) go on as they are, not copied behind the
+        // fields.
+        let first = event_start(self.event_id(seq).as_deref(), self.event_name(), 0).freeze();
+        let mut pieces = Vec::with_capacity(head.len() + 1);
+        pieces.push(first.clone());
         let (tx, tail) = crate::tail::channel();
-        let delivered = self.deliver(&mut inner, Item::Open(first.clone(), tail), true);
+        for part in head {
+            let piece = data_line(part.clone());
+            tx.send(piece.clone());
+            pieces.push(piece);
+        }
+        let delivered = self.deliver(&mut inner, Item::Open(first, tail), true);
         inner.open = Some(OpenEvent {
             seq,
             client_id: client_id.into(),
-            bytes: first.len(),
-            pieces: vec![first],
+            bytes: pieces.iter().map(Bytes::len).sum(),
+            pieces,
             tail: delivered.then_some(tx),
             generation: inner.generation,
         });
@@ -767,7 +772,13 @@ impl Outlet {
                     }
                     whole.freeze()
                 };
-                if self.with_ids && self.replay > 0 {
+                let live = live_tail.map(|tx| tx.finish(end));
+                // The last response the stream owes, handed to a live
+                // consumer, releases the replay memory at once (see
+                // `answered`): joining it for the buffer first would copy
+                // the whole answer only to drop it.
+                let released_anyway = live == Some(true) && inner.owed == Some(1);
+                if self.with_ids && self.replay > 0 && !released_anyway {
                     if open.bytes > self.replay_bytes {
                         debug!(
                             stream = self.stream_id,
@@ -779,8 +790,8 @@ impl Outlet {
                         self.keep(&mut inner, open.seq, whole());
                     }
                 }
-                let delivered = match live_tail {
-                    Some(tx) => tx.finish(end),
+                let delivered = match live {
+                    Some(delivered) => delivered,
                     None => self.deliver(&mut inner, Item::Event(whole()), true),
                 };
                 self.answered(&mut inner, delivered);
