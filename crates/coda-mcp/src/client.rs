@@ -28,11 +28,13 @@
 //! Errors carry Coda's own status and message ([`CodaError::Api`]) and never
 //! the token: it only ever goes into the Authorization header, an answer
 //! (error or 2xx) that echoes it has it replaced ([`redact_json`]), and export
-//! download links (another host) are fetched without it. API redirects are
+//! download links (another host) are fetched without it, and only from
+//! public addresses ([`PublicOnly`]). API redirects are
 //! not followed ([`redirect_error`]): the request, token or not, goes only
 //! to the base URL's host.
 
 use std::io::Read;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode, Url};
@@ -423,6 +425,12 @@ pub fn install_tls_provider() {
 
 impl CodaClient {
     pub fn new(cfg: &CodaConfig) -> Result<Self, CodaError> {
+        Self::with_lookup(cfg, Lookup::System)
+    }
+
+    /// [`CodaClient::new`] with the name lookup of export downloads given
+    /// (the unit tests give one that answers private addresses).
+    fn with_lookup(cfg: &CodaConfig, lookup: Lookup) -> Result<Self, CodaError> {
         install_tls_provider();
         let builder = || {
             reqwest::Client::builder()
@@ -434,7 +442,13 @@ impl CodaClient {
             .build()
             .map_err(CodaError::Transport)?;
         let origin = cfg.api_base_url.clone();
+        // The names the operator chose (the API's host, a proxy's) may be
+        // private; every other name a download reaches must resolve public.
+        let mut trusted = Vec::new();
+        trusted.extend(cfg.api_base_url.host_str().map(str::to_owned));
+        add_proxy_hosts(&mut trusted);
         let downloads = builder()
+            .dns_resolver(PublicOnly { trusted, lookup })
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 5 {
                     attempt.error("more than 5 redirects")
@@ -843,6 +857,8 @@ impl CodaClient {
             .send()
             .await
             // The link is pre-signed: its query is a credential.
+            // A host refused by `PublicOnly` is a connect error whose
+            // causes name it.
             .map_err(|e| CodaError::Transport(e.without_url()))?;
         let status = resp.status();
         let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
@@ -876,9 +892,11 @@ impl CodaClient {
 /// Whether an export download link (or a redirect from it) may be
 /// fetched: the link comes from Coda's answer and its body goes to the
 /// model, so it must not reach what only this machine can (a metadata
-/// service, a local admin page). https to a host that is not a loopback,
-/// private or link-local address is; so is the API base URL's own origin
-/// (a local Coda, a test fake).
+/// service, a local admin page). https to a host that is not a
+/// [`public_ip`] literal or `localhost` is; so is the API base URL's own
+/// origin (a local Coda, a test fake). A host name passes here on its name
+/// alone: what it resolves to is checked by [`PublicOnly`], the resolver
+/// the connection then uses.
 fn download_allowed(url: &Url, api: &Url) -> bool {
     if url.scheme() == api.scheme()
         && url.host_str() == api.host_str()
@@ -893,25 +911,148 @@ fn download_allowed(url: &Url, api: &Url) -> bool {
         return false;
     };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => {
-            !(ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast())
-        }
-        Ok(std::net::IpAddr::V6(ip)) => {
-            let seg0 = ip.segments()[0];
-            !(ip.is_loopback()
-                || ip.is_unspecified()
-                || (seg0 & 0xfe00) == 0xfc00
-                || (seg0 & 0xffc0) == 0xfe80
-                || ip.to_ipv4_mapped().is_some())
-        }
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => public_ip(ip),
         Err(_) => {
             let d = bare.trim_end_matches('.').to_ascii_lowercase();
             d != "localhost" && !d.ends_with(".localhost")
+        }
+    }
+}
+
+/// Whether `ip` is reachable from anywhere, not only from this machine or
+/// its network: not loopback, unspecified ("this network", 0.0.0.0/8),
+/// private (RFC 1918), shared (100.64.0.0/10), link-local (169.254.0.0/16,
+/// where cloud metadata services answer; fe80::/10), unique-local
+/// (fc00::/7), site-local (fec0::/10), multicast, broadcast or reserved
+/// (240.0.0.0/4). An IPv6 address that carries an IPv4 one in its low
+/// bits (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, which takes in
+/// `::1` and `::`) is judged by the IPv4 address. NAT64 and 6to4 prefixes
+/// are left to their gateways, which do not forward to private IPv4
+/// space (RFC 6052 §3.1, RFC 3056).
+fn public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(a == 0
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || a >= 240
+                || (a == 100 && (b & 0xc0) == 64))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4() {
+            Some(v4) => public_ip(IpAddr::V4(v4)),
+            None => {
+                let s0 = v6.segments()[0];
+                !(v6.is_multicast()
+                    || (s0 & 0xfe00) == 0xfc00
+                    || (s0 & 0xffc0) == 0xfe80
+                    || (s0 & 0xffc0) == 0xfec0)
+            }
+        },
+    }
+}
+
+/// How a host name is turned into addresses.
+#[derive(Clone, Copy)]
+enum Lookup {
+    /// The system's resolver (getaddrinfo: hosts file, DNS), through
+    /// hyper-util's, the one reqwest uses for the API requests.
+    System,
+    /// Fixed answers (the unit tests).
+    #[cfg(test)]
+    Given(fn(&str) -> Vec<std::net::SocketAddr>),
+}
+
+/// The resolver of the download client: a name resolves to its
+/// [`public_ip`] addresses only, and to an error when it has none. The
+/// connection goes to the addresses returned here, so a name cannot pass
+/// the check with one address and be connected to another (DNS
+/// rebinding); redirects resolve through it too. Literal addresses never
+/// reach a resolver: [`download_allowed`] checks them.
+struct PublicOnly {
+    /// Names resolved without the check (lowercase, as URLs give them):
+    /// the API base URL's host (a local Coda, a test fake) and the HTTP(S)
+    /// proxies' hosts, which the operator chose and which are often private.
+    trusted: Vec<String>,
+    lookup: Lookup,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        use tower_service::Service;
+        // Lowercase already: it is a URL's host.
+        let name = name.as_str().to_owned();
+        let trusted = self.trusted.contains(&name);
+        let lookup = self.lookup;
+        Box::pin(async move {
+            let mut found: Vec<std::net::SocketAddr> = match lookup {
+                Lookup::System => {
+                    let host = name.parse().map_err(std::io::Error::other)?;
+                    let addrs = hyper_util::client::legacy::connect::dns::GaiResolver::new()
+                        .call(host)
+                        .await?;
+                    addrs.collect()
+                }
+                #[cfg(test)]
+                Lookup::Given(f) => f(&name),
+            };
+            found.retain(|a| trusted || public_ip(a.ip()));
+            if found.is_empty() {
+                return Err(NotPublic(name).into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// A download host refused by [`PublicOnly`] (its name): the cause of
+/// the connect error that [`CodaClient::download`] reports.
+struct NotPublic(String);
+
+impl std::fmt::Display for NotPublic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the download link's host {} resolves to no public address",
+            self.0
+        )
+    }
+}
+
+impl std::fmt::Debug for NotPublic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for NotPublic {}
+
+/// Add to `hosts` the hosts of the proxies reqwest takes from the
+/// environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, either case, a
+/// scheme optional), read when the client is built, as reqwest reads them.
+fn add_proxy_hosts(hosts: &mut Vec<String>) {
+    for k in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        let Ok(mut v) = std::env::var(k) else {
+            continue;
+        };
+        if !v.contains("://") {
+            v.insert_str(0, "http://");
+        }
+        // Lowercase already (the URL parser's doing); an address is never
+        // resolved, so only names matter.
+        if let Some(h) = Url::parse(&v).ok().as_ref().and_then(Url::host_str) {
+            hosts.push(h.to_owned());
         }
     }
 }
@@ -1358,9 +1499,87 @@ mod tests {
             "https://[fd00::1]/x",
             "https://[::ffff:127.0.0.1]/x",
             "ftp://codahosted.io/x",
+            "https://100.64.0.1/x",
+            "https://0.0.0.0/x",
+            "https://224.0.0.1/x",
+            "https://255.255.255.255/x",
+            "https://[::]/x",
+            "https://[::127.0.0.1]/x",
+            "https://[fe80::1]/x",
+            "https://[ff02::1]/x",
         ] {
             assert!(!ok(bad), "{bad}");
         }
+        for public in ["https://8.8.8.8/x", "https://[2606:4700::1111]/x"] {
+            assert!(ok(public), "{public}");
+        }
+    }
+
+    /// Regression: the download host was checked by its name only, so a
+    /// link (or a redirect) to a public-looking name that resolves to a
+    /// loopback, link-local (metadata), private or IPv4-mapped address was
+    /// fetched. The names here resolve through a lookup the test gives, to
+    /// a listener on this machine: a connection to it is the fetch.
+    #[tokio::test]
+    async fn a_download_host_that_resolves_to_a_private_address_is_not_connected_to() {
+        fn lookup(name: &str) -> Vec<std::net::SocketAddr> {
+            let ips: &[&str] = match name {
+                "api.test" | "rebind.test" => &["127.0.0.1"],
+                "metadata.test" => &["169.254.169.254", "127.0.0.1"],
+                "mapped.test" => &["::ffff:127.0.0.1", "::1"],
+                "internal.test" => &["10.0.0.7", "fd00::7"],
+                _ => &[],
+            };
+            ips.iter()
+                .map(|ip| (ip.parse::<IpAddr>().unwrap(), 0).into())
+                .collect()
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = || {
+            let mut n = 0;
+            while listener.accept().is_ok() {
+                n += 1;
+            }
+            n
+        };
+        let cfg =
+            CodaConfig::for_base_url("t", &format!("https://api.test:{port}/apis/v1")).unwrap();
+        let client = CodaClient::with_lookup(&cfg, Lookup::Given(lookup)).unwrap();
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        for host in [
+            "rebind.test",
+            "metadata.test",
+            "mapped.test",
+            "internal.test",
+        ] {
+            let link = format!("https://{host}:{port}/blobs/x?sig=secret");
+            let e = client
+                .download(&link, deadline())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                accepted(),
+                0,
+                "{host}: a connection reached this machine ({e})"
+            );
+            assert!(
+                e.contains(&format!("{host} resolves to no public address"))
+                    && !e.contains("secret"),
+                "{host}: {e}"
+            );
+        }
+        // The API's own host is trusted by name: the lookup does route
+        // connections to the listener, so the refusals above are the check.
+        let _ = client
+            .download(
+                &format!("https://api.test:{port}/blobs/x"),
+                Instant::now() + Duration::from_millis(300),
+            )
+            .await;
+        assert!(accepted() >= 1, "the API host was not connected to");
     }
 
     #[test]
