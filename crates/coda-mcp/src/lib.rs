@@ -54,6 +54,8 @@
 //!   `CODA_MAX_LINE_BYTES`) read through a
 //!   lookup function, validated, no I/O; the [`config::Toolset`]s that
 //!   `--toolsets` names.
+//! - [`number`]: decimal numbers compared by the value they spell, not
+//!   by the `f64` they round to (`verify`, the stdio front).
 //! - [`ids`]: a doc id from an id or a Coda browser/API URL, for `--docs`,
 //!   the allow-list, resources and tools alike.
 //!
@@ -85,6 +87,7 @@ pub mod call;
 pub mod client;
 pub mod config;
 pub mod ids;
+pub mod number;
 pub mod ratelimit;
 pub mod resources;
 pub mod schema;

@@ -331,15 +331,29 @@ pub struct Verification {
     pub note: Option<String>,
 }
 
-/// Loose equality between a value sent and the value Coda stores: Coda
-/// parses text into numbers and dates and joins arrays, so compare on
-/// numbers where both parse, else on trimmed text.
+/// Whether the value Coda stores is the value sent. Exact, except where
+/// Coda legitimately changes the form and not the value:
+///
+/// - Coda parses text into the column's type (unless `disableParsing`), so
+///   text sent to a number column comes back a number, and a number sent
+///   to a text column comes back text: a string and a number are the same
+///   when the string, without surrounding whitespace, spells the number's
+///   value in JSON number syntax ([`crate::number`]: `"5.0"` is `5`,
+///   `"9007199254740993"` is not `9007199254740992`).
+/// - Rows are read back in the `simple` value format, which joins an array
+///   into one comma-delimited string: an array is the same as that string.
+/// - A boolean is the same as the text `true` or `false`.
+///
+/// Two numbers compare by value, with no tolerance: Coda stores what it is
+/// sent as a double and returns it as written, so any difference is a
+/// change. Two strings compare exactly: whitespace or backticks Coda
+/// dropped are a change worth reporting, not noise.
 pub fn same(intended: &Value, stored: &Value) -> bool {
     if intended == stored {
         return true;
     }
     let text = |v: &Value| match v {
-        Value::String(s) => s.trim().to_owned(),
+        Value::String(s) => s.clone(),
         Value::Array(a) => a
             .iter()
             .map(|x| {
@@ -351,11 +365,15 @@ pub fn same(intended: &Value, stored: &Value) -> bool {
             .join(","),
         other => other.to_string(),
     };
-    let (a, b) = (text(intended), text(stored));
-    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
-        return (x - y).abs() < 1e-9;
+    match (intended, stored) {
+        (Value::Number(a), Value::Number(b)) => {
+            crate::number::same_value(&a.to_string(), &b.to_string())
+        }
+        (Value::String(s), Value::Number(n)) | (Value::Number(n), Value::String(s)) => {
+            crate::number::same_value(s.trim(), &n.to_string())
+        }
+        _ => text(intended) == text(stored),
     }
-    a == b || a.trim_matches('`') == b.trim_matches('`')
 }
 
 /// Compare one row's intended cells with a row read back (values keyed by
@@ -482,5 +500,42 @@ mod tests {
         assert!(same(&json!("5"), &json!(5)));
         assert!(same(&json!(["a", "b"]), &json!("a,b")));
         assert!(!same(&json!("Done"), &json!("Doing")));
+    }
+
+    /// Regression: `verify` compared numbers with an absolute tolerance of
+    /// 1e-9 (after parsing both sides as `f64`) and text after trimming
+    /// whitespace and backticks, so values Coda changed read as verified.
+    #[test]
+    fn a_value_coda_changed_is_never_the_same() {
+        for (sent, stored) in [
+            (json!(1e-10), json!(0)),
+            (json!(0.0000000004), json!(0.0000000001)),
+            (json!("1e-10"), json!(0)),
+            (json!("9007199254740993"), json!(9007199254740992_u64)),
+            (json!("9007199254740993"), json!("9007199254740992")),
+            (json!(" Launch "), json!("Launch")),
+            (json!("`code`"), json!("code")),
+            (json!("5"), json!("5.0")),
+        ] {
+            assert!(!same(&sent, &stored), "{sent} read as {stored}");
+        }
+    }
+
+    /// What Coda changes in form only (parsing text into a number, the
+    /// simple format joining arrays) is the same value.
+    #[test]
+    fn a_value_coda_only_reformatted_is_the_same() {
+        for (sent, stored) in [
+            (json!("5.0"), json!(5)),
+            (json!(" 42 "), json!(42)),
+            (json!(7), json!("7")),
+            (json!(1000000000000.0001), json!(1000000000000.0001)),
+            (json!("1e21"), json!(1e21)),
+            (json!(2.5), json!(2.50)),
+            (json!(true), json!("true")),
+            (json!([1, "b"]), json!("1,b")),
+        ] {
+            assert!(same(&sent, &stored), "{sent} read as {stored}");
+        }
     }
 }

@@ -227,6 +227,9 @@ struct State {
     /// Column ids whose cells a row update drops (a row read back then
     /// lacks them), to play a write Coda stored differently.
     drop_on_write: Vec<String>,
+    /// (column id, value): a row update stores this value in the column
+    /// instead of the one sent, to play a write Coda changed.
+    change_on_write: Vec<(String, Value)>,
     /// (method, path substring, delay): answer matching requests late.
     delays: Vec<(String, String, Duration)>,
     /// List paths whose every page says `nextPageToken: "tok-loop"`: the
@@ -593,6 +596,12 @@ impl FakeCoda {
     /// read back lacks the column.
     pub fn drop_written_cells(&self, col_id: &str) {
         self.with(|s| s.drop_on_write.push(col_id.into()));
+    }
+
+    /// Store `value` in column `col_id` on every row update (single-row
+    /// `PUT`), whatever was sent: plays a write Coda changed.
+    pub fn change_written_cells(&self, col_id: &str, value: Value) {
+        self.with(|s| s.change_on_write.push((col_id.into(), value)));
     }
 
     /// Answer every request whose method matches and whose path contains
@@ -2287,6 +2296,11 @@ fn table_route(
                     s.tables[ti].rows[ri].values.extend(updates);
                     for c in s.drop_on_write.clone() {
                         s.tables[ti].rows[ri].values.remove(&c);
+                    }
+                    for (c, v) in s.change_on_write.clone() {
+                        if let Some(old) = s.tables[ti].rows[ri].values.get_mut(&c) {
+                            *old = v;
+                        }
                     }
                     accepted(s, json!({"id": id}))
                 }
