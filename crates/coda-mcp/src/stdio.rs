@@ -24,6 +24,10 @@
 //!   on stderr;
 //! - a line over `--max-line-bytes`: skipped up to its newline without
 //!   being buffered, answered -32600 with `"id": null` naming the limit;
+//! - a request with a number serde_json would round (an integer past 64
+//!   bits, more digits than an `f64` holds): -32602 with its id, naming
+//!   the number and what it would become; it never reaches rmcp, so it
+//!   is never written to Coda changed ([`inexact_number`]);
 //! - a blank line: ignored, as rmcp does;
 //! - anything else reaches rmcp as the message it parsed to, in order, and
 //!   rmcp answers.
@@ -55,6 +59,9 @@ use tokio::task::JoinHandle;
 pub const PARSE_ERROR: i32 = -32700;
 /// JSON-RPC 2.0 §5.1: the JSON sent is not a valid Request object.
 pub const INVALID_REQUEST: i32 = -32600;
+/// JSON-RPC 2.0 §5.1: invalid method parameters (here: a number that
+/// would not arrive as written, see [`inexact_number`]).
+pub const INVALID_PARAMS: i32 = -32602;
 
 /// Buffer of the stdin reader; a line buffer grown past it by a long line
 /// is let go once that line is handled.
@@ -159,7 +166,20 @@ pub fn classify(line: &[u8]) -> Verdict {
         return Verdict::Blank;
     }
     let unreadable = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
-        Ok(msg) => return Verdict::Forward(Box::new(msg)),
+        Ok(msg) => {
+            if let rmcp::model::JsonRpcMessage::Request(req) = &msg
+                && let Some((token, became)) = inexact_number(line)
+            {
+                return Verdict::Reject(Rejection::new(
+                    INVALID_PARAMS,
+                    format!(
+                        "Invalid params: the number {became} would be used instead of {token} (too many digits): nothing was done; send it as a string"
+                    ),
+                    Some(req.id.clone()),
+                ));
+            }
+            return Verdict::Forward(Box::new(msg));
+        }
         Err(e) => e,
     };
     let value: Value = match serde_json::from_slice(line) {
@@ -234,6 +254,49 @@ pub fn classify(line: &[u8]) -> Verdict {
         None => format!("Invalid Request: {e}"),
     };
     Verdict::Reject(Rejection::new(INVALID_REQUEST, message, id))
+}
+
+/// The first number in `line` (valid JSON) that serde_json would not
+/// hold as written: an integer past 64 bits, or more digits than an `f64`
+/// keeps (`12345678901234567890123` becomes `1.2345678901234568e22`,
+/// `0.1000000000000000000001` becomes `0.1`). Without serde_json's
+/// `arbitrary_precision` (which would change the proxy crate too), rmcp and
+/// the tools would pass the rounded value on, silently. Found as (as
+/// written, as it would become); a number that only changes spelling
+/// (`1.50`, `1e2`) is exact. A scan of the bytes, since the parsed message
+/// no longer knows what was written; strings are skipped.
+fn inexact_number(line: &[u8]) -> Option<(&str, String)> {
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'"' => {
+                i += 1;
+                while i < line.len() && line[i] != b'"' {
+                    i += usize::from(line[i] == b'\\') + 1;
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < line.len()
+                    && matches!(line[i + 1], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let token = std::str::from_utf8(&line[start..=i]).unwrap_or_default();
+                // As serde_json reads and writes it (the parse and the
+                // printing the rest of this server already uses).
+                let became = serde_json::from_slice::<Value>(token.as_bytes())
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                if !crate::number::same_value(token, &became) {
+                    return Some((token, became));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -559,6 +622,47 @@ mod tests {
         for line in ["", "\n", "  \r\n", "\u{feff}\n"] {
             let v = classify(line.as_bytes());
             assert!(matches!(v, Verdict::Blank), "{line:?}: {v:?}");
+        }
+    }
+
+    /// Regression: serde_json (no `arbitrary_precision`) reads an integer
+    /// past 64 bits, or a number with more digits than an `f64` keeps, as
+    /// the nearest `f64`, and the rounded value was written to Coda.
+    #[test]
+    fn a_number_that_would_be_rounded_is_refused_naming_it() {
+        let line = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"coda_upsert_rows","arguments":{"rows":[{"A\"b":"1e999 -0.1000000000000000000001"},{"Big":[0,12345678901234567890123]}]}}}"#;
+        let Verdict::Reject(r) = classify(line) else {
+            panic!("forwarded")
+        };
+        assert_eq!((r.code, r.id), (INVALID_PARAMS, Some(RequestId::Number(7))));
+        assert!(
+            r.message.contains(
+                "the number 1.2345678901234568e+22 would be used instead of 12345678901234567890123"
+            ),
+            "{}",
+            r.message
+        );
+        let fraction = br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"arguments":{"v":0.1000000000000000000001}}}"#;
+        assert!(
+            matches!(classify(fraction), Verdict::Reject(r) if r.message.contains("0.1 would be used instead of 0.1000000000000000000001"))
+        );
+        for exact in [
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1.50",
+            "1e2",
+            "-0.0",
+            "0.30000000000000004",
+            "1e22",
+            "2.5E-300",
+        ] {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"arguments":{{"v":{exact},"s":"12345678901234567890123"}}}}}}"#
+            );
+            assert!(
+                matches!(classify(line.as_bytes()), Verdict::Forward(_)),
+                "{exact}"
+            );
         }
     }
 

@@ -156,3 +156,45 @@ async fn a_line_over_the_default_16_mib_cap_is_answered_too() {
     p.lists_tools(3).await;
     p.close().await;
 }
+
+/// Regression: serde_json (without `arbitrary_precision`) reads
+/// 12345678901234567890123 as the nearest `f64`, and the tool wrote
+/// 1.2345678901234568e22 to Coda with no word. The request is refused
+/// (-32602 with its id, naming the number) and nothing reaches Coda; the
+/// same value sent as a string is written as sent.
+#[tokio::test]
+async fn a_number_too_long_to_keep_is_refused_and_never_written() {
+    let fake = FakeCoda::start().await;
+    let mut p = Pipes::start(&fake, &[]).await;
+    let call = |id: u32, points: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"coda_update_row","arguments":{{"docId":"doc1","tableIdOrName":"grid-tasks","rowIdOrName":"i-1","values":{{"Points":{points}}}}}}}}}"#
+        )
+    };
+    let msg = p
+        .rejected(
+            call(2, "12345678901234567890123").as_bytes(),
+            -32602,
+            json!(2),
+        )
+        .await;
+    assert!(
+        msg.contains("1.2345678901234568e+22 would be used instead of 12345678901234567890123"),
+        "{msg}"
+    );
+    let writes: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "Coda got {writes:?}");
+    p.send(call(3, r#""12345678901234567890123""#).as_bytes())
+        .await;
+    let answer = p.next(Duration::from_secs(30)).await;
+    assert_eq!(answer["id"], 3, "{answer}");
+    assert_eq!(
+        fake.row_values("i-1").unwrap()["c-points"],
+        "12345678901234567890123"
+    );
+    p.close().await;
+}
