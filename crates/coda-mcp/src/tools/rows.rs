@@ -372,6 +372,12 @@ pub struct DeleteRowsOutput {
     /// Rows in a request that failed after it was sent: they may have been deleted. Read them before deciding.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outcome_unknown_row_ids: Vec<String>,
+    /// Row ids of rows not in the table (checked before deleting): there was nothing to delete, and they were not sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_row_ids: Vec<String>,
+    /// True when the table has more rows than this server lists (10,000), so the rowIds could not be checked: Coda deletes only the rows it has, and lists an id of a row not in the table as deleted all the same.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub row_ids_unchecked: bool,
     /// dryRun: the rows that would be deleted ({id, name}); nothing was deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_delete: Option<Vec<Value>>,
@@ -763,32 +769,38 @@ impl Coda {
         }
     }
 
+    /// The rows (id, name) `filter` matches, or without one every row of
+    /// the table, from one listing (a read per 500 rows). Past
+    /// [`MAX_FETCH_ALL_CAP`] rows a filter is refused (narrow it), and
+    /// the whole table is `None` (too many to list).
     async fn matching_row_ids(
         &self,
         d: &str,
         t: &str,
-        filter: &RowFilter,
-    ) -> ToolResult<Vec<(String, Value)>> {
-        let q = self.filter_query(d, t, filter).await?;
-        let req = ApiRequest::get(&["docs", d, "tables", t, "rows"])
-            .query("query", q)
-            .query("limit", 500);
+        filter: Option<&RowFilter>,
+    ) -> ToolResult<Option<Vec<(String, Value)>>> {
+        let mut req = ApiRequest::get(&["docs", d, "tables", t, "rows"]);
+        if let Some(f) = filter {
+            req = req.query("query", self.filter_query(d, t, f).await?);
+        }
+        let req = req.query("limit", 500);
         let (rows, capped) = self
             .list_all(req, MAX_FETCH_ALL_CAP, self.deadline())
             .await?;
-        if capped {
+        if capped && filter.is_some() {
             return Err(ToolError::arg(
                 "filter",
                 format!("matches more than {MAX_FETCH_ALL_CAP} rows; narrow it"),
             ));
         }
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let id = r.get("id").and_then(Value::as_str)?.to_owned();
-                Some((id, r.get("name").cloned().unwrap_or(Value::Null)))
-            })
-            .collect())
+        Ok((!capped).then(|| {
+            rows.iter()
+                .filter_map(|r| {
+                    let id = r.get("id").and_then(Value::as_str)?.to_owned();
+                    Some((id, r.get("name").cloned().unwrap_or(Value::Null)))
+                })
+                .collect()
+        }))
     }
 }
 
@@ -1057,7 +1069,7 @@ impl Coda {
         .await
     }
 
-    /// Delete many rows: by rowIds, or every row matching filter {column, value}.
+    /// Delete many rows: by rowIds (checked first: ids of rows not in the table are listed in missingRowIds and not sent), or every row matching filter {column, value}.
     #[tool(
         annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<DeleteRowsParams>(),
@@ -1069,7 +1081,7 @@ impl Coda {
             let d = doc_id(&p.doc_id)?;
             let t = p.table_id_or_name.as_str();
             required("tableIdOrName", t)?;
-            let ids = match (&p.row_ids, &p.filter) {
+            let given = match (&p.row_ids, &p.filter) {
                 (Some(_), Some(_)) => {
                     return Err(ToolError::arg(
                         "rowIds",
@@ -1103,22 +1115,49 @@ impl Coda {
                             ),
                         ));
                     }
-                    ids.clone()
+                    Some(ids)
                 }
-                (None, Some(f)) if p.dry_run => {
-                    let found = c.matching_row_ids(&d, t, f).await?;
-                    return Reply::json(DeleteRowsOutput {
-                        would_delete: Some(found.into_iter().map(|(id, name)| json!({"id": id, "name": name})).collect()),
-                        ..DeleteRowsOutput::default()
-                    });
-                }
-                (None, Some(f)) => c.matching_row_ids(&d, t, f).await?.into_iter().map(|(id, _)| id).collect(),
+                (None, Some(_)) => None,
                 (None, None) => {
                     return Err(ToolError::arg("rowIds", "is required (or give filter)"));
                 }
             };
+            // One listing either way: the rows the filter matches, or the
+            // table's rows to check the ids given against. Coda answers a
+            // bulk delete 202 and echoes every id it was sent, deleting
+            // only the rows it has, so an id of a row that is not there
+            // would read as deleted: it is reported and not sent.
+            let listed = c.matching_row_ids(&d, t, p.filter.as_ref()).await?;
+            if p.dry_run {
+                return Reply::json(DeleteRowsOutput {
+                    would_delete: Some(listed.unwrap_or_default().into_iter().map(|(id, name)| json!({"id": id, "name": name})).collect()),
+                    ..DeleteRowsOutput::default()
+                });
+            }
             let dl = c.deadline();
-            let mut out = DeleteRowsOutput::default();
+            let mut out = DeleteRowsOutput {
+                row_ids_unchecked: given.is_some() && listed.is_none(),
+                ..DeleteRowsOutput::default()
+            };
+            let ids: Vec<String> = match (given, listed) {
+                (Some(given), Some(rows)) => {
+                    let mut seen = std::collections::HashSet::<String>::new();
+                    for (id, _) in rows {
+                        seen.extend(Some(id));
+                    }
+                    let mut ids = Vec::new();
+                    for id in given {
+                        if seen.contains(id) {
+                            ids.push(id.clone());
+                        } else {
+                            out.missing_row_ids.push(id.clone());
+                        }
+                    }
+                    ids
+                }
+                (Some(given), None) => given.clone(),
+                (None, rows) => rows.unwrap_or_default().into_iter().map(|(id, _)| id).collect(),
+            };
             let chunks: Vec<&[String]> = ids.chunks(DELETE_CHUNK).collect();
             for (i, chunk) in chunks.iter().enumerate() {
                 let req = ApiRequest::new(Method::DELETE, &["docs", &d, "tables", t, "rows"])
