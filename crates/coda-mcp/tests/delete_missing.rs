@@ -27,6 +27,22 @@ async fn deleting_ids_that_are_not_in_the_table_says_so() {
     let deletes = h.fake.calls("DELETE", "/docs/doc1/tables/grid-tasks/rows");
     assert_eq!(deletes.len(), 1);
     assert_eq!(deletes[0].body.as_ref().unwrap()["rowIds"], json!(["i-1"]));
+    // Two ids: a read each, not a listing of the table.
+    let reads: Vec<String> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/rows"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            "/docs/doc1/tables/grid-tasks/rows/i-1",
+            "/docs/doc1/tables/grid-tasks/rows/i-gone"
+        ],
+        "{reads:?}"
+    );
 
     // None there: nothing is sent, nothing reads as deleted.
     let v = h

@@ -35,6 +35,9 @@ use crate::ratelimit::RequestClass;
 pub const MAX_ROW_BYTES: usize = 85 * 1024;
 /// Row ids per `DELETE …/rows` request.
 const DELETE_CHUNK: usize = 500;
+/// Up to this many `rowIds` of a bulk delete are checked one read each;
+/// more, against one listing of the table.
+const CHECK_EACH_MAX: usize = 5;
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -1122,12 +1125,32 @@ impl Coda {
                     return Err(ToolError::arg("rowIds", "is required (or give filter)"));
                 }
             };
-            // One listing either way: the rows the filter matches, or the
-            // table's rows to check the ids given against. Coda answers a
-            // bulk delete 202 and echoes every id it was sent, deleting
-            // only the rows it has, so an id of a row that is not there
-            // would read as deleted: it is reported and not sent.
-            let listed = c.matching_row_ids(&d, t, p.filter.as_ref()).await?;
+            // Coda answers a bulk delete 202 and echoes every id it was
+            // sent, deleting only the rows it has, so an id of a row that
+            // is not there would read as deleted: it is reported and not
+            // sent. A few ids are looked up one read each (a big table
+            // would take a read per 500 rows); more are checked against
+            // one listing of the table, which is also what a filter reads.
+            let listed = match &given {
+                Some(ids) if ids.len() <= CHECK_EACH_MAX => {
+                    let dl = c.deadline();
+                    let mut present = Vec::new();
+                    for id in ids.iter() {
+                        let req = ApiRequest::get(&["docs", &d, "tables", t, "rows", id]);
+                        match c.client.send(&req, dl).await {
+                            // By id, not a row that has this text as its name.
+                            Ok(r) if r.body.get("id").and_then(Value::as_str) == Some(id) => {
+                                present.push((id.clone(), Value::Null));
+                            }
+                            Ok(_) => {}
+                            Err(e) if e.status() == Some(404) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Some(present)
+                }
+                _ => c.matching_row_ids(&d, t, p.filter.as_ref()).await?,
+            };
             if p.dry_run {
                 return Reply::json(DeleteRowsOutput {
                     would_delete: Some(listed.unwrap_or_default().into_iter().map(|(id, name)| json!({"id": id, "name": name})).collect()),
