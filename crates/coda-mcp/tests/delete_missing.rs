@@ -28,13 +28,7 @@ async fn deleting_ids_that_are_not_in_the_table_says_so() {
     assert_eq!(deletes.len(), 1);
     assert_eq!(deletes[0].body.as_ref().unwrap()["rowIds"], json!(["i-1"]));
     // Two ids: a read each, not a listing of the table.
-    let reads: Vec<String> = h
-        .fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/rows"))
-        .map(|r| r.path)
-        .collect();
+    let reads = row_reads(&h);
     assert_eq!(
         reads,
         [
@@ -80,14 +74,18 @@ async fn many_ids_are_checked_with_one_listing_not_a_read_each() {
     );
     let present: Vec<String> = (0..40).map(|i| format!("i-bulk-{i}")).collect();
     assert_eq!(strings(&v, "deletedRowIds"), present, "{v}");
-    let reads: Vec<String> = h
-        .fake
+    let reads = row_reads(&h);
+    // 43 rows at the fake's 25 a page: two pages.
+    assert_eq!(reads, ["/docs/doc1/tables/grid-tasks/rows"; 2], "{reads:?}");
+    h.close().await;
+}
+
+/// The paths of every read of rows the fake has had, in order.
+fn row_reads(h: &harness::Harness) -> Vec<String> {
+    h.fake
         .requests()
         .into_iter()
         .filter(|r| r.method == "GET" && r.path.contains("/rows"))
         .map(|r| r.path)
-        .collect();
-    // 43 rows at the fake's 25 a page: two pages.
-    assert_eq!(reads, ["/docs/doc1/tables/grid-tasks/rows"; 2], "{reads:?}");
-    h.close().await;
+        .collect()
 }
