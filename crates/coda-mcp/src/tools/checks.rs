@@ -376,8 +376,97 @@ pub fn same(intended: &Value, stored: &Value) -> bool {
     }
 }
 
+/// Column kinds whose value the `simple` format shows in a display form (a
+/// currency symbol, a percent rounded to the column's places, a date with
+/// its time zone, a person's name): a value that differs there may differ
+/// in form only, so it is reported as not compared, never as a mismatch.
+const SHOWN_FORMATTED: &[&str] = &[
+    "currency",
+    "percent",
+    "date",
+    "dateTime",
+    "time",
+    "duration",
+    "person",
+    "lookup",
+    "image",
+    "imageReference",
+    "attachments",
+    "button",
+    "packObject",
+    "reaction",
+    "other",
+];
+
+/// Column kinds that hold a number, which Coda also takes (and a currency
+/// or percent column shows) as text: `"$1,200"`, `"15%"`.
+const NUMERIC: &[&str] = &["number", "slider", "scale", "currency", "percent"];
+
+/// A number written as people write it (`"$1,200.50"`, `"-€3"`, `"15%"`,
+/// `"12 USD"`) as a plain decimal in JSON number syntax (`"1200.50"`,
+/// `"-3"`, `"15e-2"`); `None` when it is not one beyond doubt (a decimal
+/// comma, parentheses, thousands groups that are not of three).
+fn entry_number(text: &str) -> Option<String> {
+    let t = text.trim();
+    let (t, percent) = match t.strip_suffix('%') {
+        Some(rest) => (rest.trim_end(), true),
+        None => (t, false),
+    };
+    let start = t.find(|c: char| c.is_ascii_digit() || c == '.')?;
+    let (prefix, rest) = t.split_at(start);
+    let negative = prefix.contains('-');
+    if prefix.chars().any(|c| c.is_ascii_digit() || c == '(') {
+        return None;
+    }
+    let body =
+        rest.trim_end_matches(|c: char| c.is_alphabetic() || c.is_whitespace() || !c.is_ascii());
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    let mut groups = int.split(',');
+    let first = groups.next().unwrap_or("");
+    let grouped: Vec<&str> = groups.collect();
+    if !grouped.is_empty()
+        && (first.is_empty() || first.len() > 3 || grouped.iter().any(|g| g.len() != 3))
+    {
+        return None;
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let int: String = std::iter::once(first).chain(grouped).collect();
+    let int = if int.is_empty() && frac.is_some() {
+        "0".to_owned()
+    } else {
+        int
+    };
+    if !digits(&int) || frac.is_some_and(|f| !digits(f)) {
+        return None;
+    }
+    Some(format!(
+        "{}{int}{}{}",
+        if negative { "-" } else { "" },
+        frac.map(|f| format!(".{f}")).unwrap_or_default(),
+        if percent { "e-2" } else { "" },
+    ))
+}
+
+/// Whether a number cell's value is the one sent, each side taken as a
+/// number however it is written (see [`entry_number`]).
+fn same_number(intended: &Value, stored: &Value) -> bool {
+    let as_number = |v: &Value| match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => entry_number(s),
+        _ => None,
+    };
+    match (as_number(intended), as_number(stored)) {
+        (Some(a), Some(b)) => crate::number::same_value(&a, &b),
+        _ => false,
+    }
+}
+
 /// Compare one row's intended cells with a row read back (values keyed by
-/// column id), adding mismatches to `out`.
+/// column id), adding mismatches to `out`; values of columns the `simple`
+/// format shows formatted that differ in form go to its note.
 pub fn compare_row(
     columns: &[Value],
     row_id: &str,
@@ -400,16 +489,33 @@ pub fn compare_row(
             ))
             .cloned()
             .unwrap_or(Value::Null);
-        if !same(&intended, &got) {
-            out.mismatches.push(Mismatch {
-                row_id: row_id.to_owned(),
-                column: c.name.to_owned(),
-                intended,
-                stored: Some(got).filter(|g| !g.is_null()),
-            });
+        if same(&intended, &got) || (NUMERIC.contains(&c.kind) && same_number(&intended, &got)) {
+            continue;
         }
+        if SHOWN_FORMATTED.contains(&c.kind) {
+            let seen = format!(
+                "{} of {row_id}: sent {}, shown {}",
+                c.name,
+                crate::client::model_text(&intended.to_string(), 60),
+                crate::client::model_text(&got.to_string(), 60)
+            );
+            out.note = Some(match out.note.take() {
+                None => format!(
+                    "not compared, as Coda shows these columns formatted (re-read them to judge): {seen}"
+                ),
+                Some(n) if n.len() < 600 => format!("{n}; {seen}"),
+                Some(n) => n,
+            });
+            continue;
+        }
+        out.mismatches.push(Mismatch {
+            row_id: row_id.to_owned(),
+            column: c.name.to_owned(),
+            intended,
+            stored: Some(got).filter(|g| !g.is_null()),
+        });
     }
-    out.matches = out.mismatches.is_empty();
+    out.matches = out.mismatches.is_empty() && out.note.is_none();
 }
 
 /// `{column, value}` cells of a RowEdit value.
@@ -518,6 +624,73 @@ mod tests {
             (json!("5"), json!("5.0")),
         ] {
             assert!(!same(&sent, &stored), "{sent} read as {stored}");
+        }
+    }
+
+    /// Numbers written as people write them compare by value in number
+    /// columns; a currency or percent column's display form too. A
+    /// difference in a column Coda shows formatted is not compared (a
+    /// note), never a mismatch; elsewhere it is a mismatch.
+    #[test]
+    fn formatted_columns_compare_by_value_or_say_they_were_not_compared() {
+        let cols = vec![
+            json!({"id": "c-3", "name": "Points", "format": {"type": "number"}}),
+            json!({"id": "c-7", "name": "Price", "format": {"type": "currency"}}),
+            json!({"id": "c-8", "name": "Share", "format": {"type": "percent"}}),
+            json!({"id": "c-6", "name": "Due", "format": {"type": "date"}}),
+        ];
+        let check = |col: &str, id: &str, sent: Value, stored: Value| {
+            let mut v = Verification::default();
+            let row = json!({"id": "i-1", "values": {id: stored}});
+            compare_row(&cols, "i-1", &cell(col, sent), &row, &mut v);
+            v
+        };
+        for (col, id, sent, stored) in [
+            ("Points", "c-3", json!("$1,200"), json!(1200)),
+            ("Points", "c-3", json!("15%"), json!(0.15)),
+            ("Price", "c-7", json!(12.34), json!("$12.34")),
+            ("Price", "c-7", json!(1234.5), json!("$1,234.50")),
+            ("Price", "c-7", json!(-3), json!("-€3.00")),
+            ("Price", "c-7", json!(12), json!("12 USD")),
+            ("Share", "c-8", json!(0.25), json!("25%")),
+        ] {
+            let v = check(col, id, sent.clone(), stored.clone());
+            assert!(v.matches, "{col}: {sent} shown as {stored}: {v:?}");
+        }
+        // A number changed in a number column is a mismatch.
+        let v = check("Points", "c-3", json!("$1,200"), json!(1300));
+        assert_eq!(v.mismatches.len(), 1, "{v:?}");
+        // Shown rounded, in another locale, or as a date: not compared.
+        for (col, id, sent, stored) in [
+            ("Share", "c-8", json!(0.333), json!("33%")),
+            ("Price", "c-7", json!(12.34), json!("12,34 €")),
+            (
+                "Due",
+                "c-6",
+                json!("2026-03-01"),
+                json!("2026-03-01T00:00:00.000-08:00"),
+            ),
+        ] {
+            let v = check(col, id, sent.clone(), stored.clone());
+            assert!(!v.matches && v.mismatches.is_empty(), "{col}: {v:?}");
+            let note = v.note.unwrap();
+            assert!(
+                note.starts_with("not compared") && note.contains(col),
+                "{note}"
+            );
+        }
+        for (text, plain) in [
+            ("$1,200.50", Some("1200.50")),
+            ("-$5", Some("-5")),
+            (".5", Some("0.5")),
+            ("15 %", Some("15e-2")),
+            ("12,34", None),
+            ("1,2345", None),
+            ("(5)", None),
+            ("1.234,00 €", None),
+            ("abc", None),
+        ] {
+            assert_eq!(entry_number(text).as_deref(), plain, "{text}");
         }
     }
 
