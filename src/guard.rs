@@ -158,7 +158,7 @@ impl Guard {
     /// spawned. It stays open only while the caller holds whatever keeps
     /// this guard from being replaced (`Children` holds its lock).
     pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
-        let pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        let pipe = crate::lock(&self.pipe);
         pipe.as_ref().map(AsRawFd::as_raw_fd)
     }
 
@@ -172,7 +172,7 @@ impl Guard {
     pub fn resync(&self, groups: impl Iterator<Item = u32>) {
         let mut all = vec![0i32];
         all.extend(groups.filter(|&g| g != self.pid()).map(|g| g as i32));
-        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pipe = crate::lock(&self.pipe);
         let Some(file) = pipe.as_mut() else { return };
         for part in all.chunks(RESYNC_ENTRIES) {
             let bytes: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -196,7 +196,7 @@ impl Guard {
     }
 
     fn send(&self, v: i32) {
-        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pipe = crate::lock(&self.pipe);
         let Some(file) = pipe.as_mut() else { return };
         // 4 bytes: atomic on a pipe, so a write is whole or not at all.
         // The guard reads continuously; a full pipe means it stopped.
@@ -227,7 +227,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         // EOF releases the guard; it exits at once (every group it knew was
         // unregistered by then, or is killed now). Reap it.
-        self.pipe.lock().unwrap_or_else(|e| e.into_inner()).take();
+        crate::lock(&self.pipe).take();
         let _ = nix::sys::wait::waitpid(self.pid, None);
     }
 }

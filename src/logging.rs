@@ -291,7 +291,7 @@ impl RateLimit {
     }
 
     fn admit_at(&self, now: Instant) -> Option<u64> {
-        let mut b = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = crate::lock(&self.state);
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.per_second).min(self.burst);
         b.at = now;

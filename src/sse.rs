@@ -1014,7 +1014,7 @@ impl Outlet {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutletInner> {
         // A panic while holding this lock leaves only plain data behind; go on.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner)
     }
 }
 

@@ -387,14 +387,14 @@ impl JwtVerifier {
     }
 
     fn cached(&self, digest: &[u8; 32]) -> Option<Verified> {
-        let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = crate::lock(&self.verified);
         let (v, until) = cache.get(digest)?;
         (Instant::now() < *until && now_unix() <= v.exp.saturating_add(LEEWAY_SECS))
             .then(|| v.clone())
     }
 
     fn remember(&self, digest: [u8; 32], v: &Verified) {
-        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = crate::lock(&self.verified);
         if cache.len() >= VERIFIED_CACHE_MAX {
             let now = Instant::now();
             cache.retain(|_, (_, until)| *until > now);

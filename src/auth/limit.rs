@@ -73,7 +73,7 @@ impl SharedLimiter {
     /// starts a new one, its predecessor staying with the generations that
     /// hold it).
     pub fn get(&self, per_minute: u32) -> Arc<FailureLimiter> {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = crate::lock(&self.0);
         match &*slot {
             Some(l) if l.per_minute == per_minute => l.clone(),
             _ => {
@@ -151,7 +151,7 @@ impl FailureLimiter {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.buckets)
     }
 
     /// Lets a check from `ip` go ahead while the IP has a failure left

@@ -68,7 +68,7 @@ impl ToolHeaders {
         let Some(tools) = v.pointer("/result/tools").and_then(Value::as_array) else {
             return;
         };
-        let mut known = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = crate::lock(&self.tools);
         for tool in tools {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 continue;
@@ -115,7 +115,7 @@ impl ToolHeaders {
             return Ok(());
         };
         let expected = {
-            let known = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+            let known = crate::lock(&self.tools);
             match known.get(name) {
                 Some(h) => h.clone(),
                 None => return Ok(()),

@@ -225,10 +225,7 @@ impl ServerSet {
 
     /// How many generations that a reload replaced are still draining.
     pub fn retiring_count(&self) -> usize {
-        self.retiring
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        crate::lock(&self.retiring).len()
     }
 
     /// The names of the servers being served, sorted.
@@ -315,7 +312,7 @@ impl ServerSet {
             }
         }
         {
-            let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+            let mut retiring = crate::lock(&self.retiring);
             for (name, running) in old {
                 let deadline = Instant::now() + running.app.config.session_idle_timeout;
                 info!(server = %name, sessions = running.app.sessions.len(), "server retiring: serving its existing sessions only");
@@ -360,7 +357,7 @@ impl ServerSet {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| !crate::version::is_session(v.trim()));
         if !starts_something {
-            let retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+            let retiring = crate::lock(&self.retiring);
             if let Some(r) = retiring
                 .iter()
                 .find(|r| r.name == name && r.running.app.sessions.get(&id).is_some())
@@ -517,11 +514,7 @@ impl ServerSet {
                 }),
             );
         }
-        let retiring = self
-            .retiring
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
+        let retiring = self.retiring_count();
         let body = serde_json::json!({
             "status": if self.shutting_down.load(Ordering::Relaxed) { "shutting-down" } else { "ok" },
             "service": "mcp-proxy",
@@ -571,7 +564,7 @@ impl ServerSet {
                 _ = self.stop.cancelled() => return,
             }
             let done: Vec<Retiring> = {
-                let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+                let mut retiring = crate::lock(&self.retiring);
                 let now = Instant::now();
                 // Idle: no session, and no request in flight (a 2026-07-28
                 // call on a per-principal child, or a child starting for
@@ -730,9 +723,7 @@ pub async fn run_until(
     let all: Vec<Arc<App>> = {
         let mut v: Vec<Arc<App>> = set.read().values().map(|r| r.app.clone()).collect();
         v.extend(
-            set.retiring
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            crate::lock(&set.retiring)
                 .iter()
                 .map(|r| r.running.app.clone()),
         );
@@ -756,7 +747,7 @@ pub async fn run_until(
                 .into_values()
                 .collect();
         v.extend(
-            std::mem::take(&mut *set.retiring.lock().unwrap_or_else(|p| p.into_inner()))
+            std::mem::take(&mut *crate::lock(&set.retiring))
                 .into_iter()
                 .map(|r| r.running),
         );
