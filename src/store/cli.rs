@@ -323,8 +323,7 @@ fn read_value() -> Result<Secret, String> {
         .take(MAX_SECRET_BYTES as u64 + 2)
         .read_to_end(buf.expose_mut_for_read())
         .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
-    let value = buf;
-    let mut bytes = value.expose();
+    let mut bytes = buf.expose();
     if let Some(b) = bytes.strip_suffix(b"\n") {
         bytes = b.strip_suffix(b"\r").unwrap_or(b);
     }
@@ -346,5 +345,8 @@ fn read_value() -> Result<Secret, String> {
             "the value is not UTF-8 text, which a child's environment variable must be".into(),
         );
     }
-    Ok(Secret::new(bytes.to_vec()))
+    // The line ending goes in place: no second copy of the value.
+    let len = bytes.len();
+    buf.expose_mut_for_read().truncate(len);
+    Ok(buf)
 }

@@ -44,9 +44,9 @@ impl Secret {
         &self.0
     }
 
-    /// The buffer itself, to read a value into. Growing it past its
-    /// capacity would leave the old allocation unwiped: callers reserve
-    /// the room they need first.
+    /// The buffer itself, to read a value into or shorten it in place.
+    /// Growing it past its capacity would leave the old allocation
+    /// unwiped: callers reserve the room they need first.
     pub(crate) fn expose_mut_for_read(&mut self) -> &mut Vec<u8> {
         &mut self.0
     }
