@@ -84,6 +84,13 @@ pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Whether a response going out now (`delivered`: to a live consumer)
+/// releases its stream's replay memory: the last response the stream owes
+/// reached its consumer, and nothing is left to resume for.
+fn answer_releases(inner: &OutletInner, delivered: bool) -> bool {
+    delivered && matches!(inner.owed, Some(0 | 1))
+}
+
 /// An event's fields up to its `data: `, with room for `more` bytes.
 fn event_start(id: Option<&str>, name: Option<&str>, more: usize) -> BytesMut {
     let mut out = BytesMut::with_capacity(more + 48);
@@ -658,17 +665,16 @@ impl Outlet {
     /// A response went out (`delivered`: to a live consumer): the stream
     /// finishes when it owes no more.
     fn answered(&self, inner: &mut OutletInner, delivered: bool) {
+        let release = answer_releases(inner, delivered);
         if let Some(owed) = inner.owed.as_mut() {
             *owed = owed.saturating_sub(1);
             if *owed == 0 {
                 inner.finished = true;
                 inner.set_live(None);
-                if delivered {
-                    // The last response reached a live consumer: nothing
-                    // left to resume for, so the replay memory goes now.
-                    self.release(inner);
-                }
             }
+        }
+        if release {
+            self.release(inner);
         }
     }
 
@@ -773,11 +779,10 @@ impl Outlet {
                     whole.freeze()
                 };
                 let live = live_tail.map(|tx| tx.finish(end));
-                // The last response the stream owes, handed to a live
-                // consumer, releases the replay memory at once (see
-                // `answered`): joining it for the buffer first would copy
+                // Joined for the replay buffer only if `answered` will not
+                // release that buffer at once: else the join would copy
                 // the whole answer only to drop it.
-                let released_anyway = live == Some(true) && inner.owed == Some(1);
+                let released_anyway = answer_releases(&inner, live == Some(true));
                 if self.with_ids && self.replay > 0 && !released_anyway {
                     if open.bytes > self.replay_bytes {
                         debug!(
