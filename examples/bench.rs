@@ -1168,6 +1168,30 @@ struct ProxyProcess {
     log: PathBuf,
 }
 
+/// Runs this bench binary with `args` as a server process of its own (the
+/// HTTP floor, the relay floor): it prints its port on stdout and serves
+/// until its stdin closes, which dropping the returned child (killed on
+/// drop) also ends. A server that prints no port within `STARTUP_TIMEOUT`
+/// fails the bench.
+async fn spawn_own_server(
+    args: &[&std::ffi::OsStr],
+) -> Result<(tokio::process::Child, std::net::SocketAddr)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("stdout piped")?;
+    let mut line = String::new();
+    tokio::time::timeout(STARTUP_TIMEOUT, BufReader::new(stdout).read_line(&mut line))
+        .await
+        .map_err(|_| format!("{args:?}: no port within {STARTUP_TIMEOUT:?}"))??;
+    let port: u16 = line.trim().parse()?;
+    Ok((child, std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
 /// What a `large` call through the proxy is measured against, each
 /// called in turn with it.
 struct Directs<'a> {
@@ -1859,7 +1883,6 @@ fn rss_mib(pid: u32) -> Result<f64> {
 mod floor {
     use std::convert::Infallible;
     use std::net::SocketAddr;
-    use std::process::Stdio;
 
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
@@ -1868,8 +1891,8 @@ mod floor {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use serde::Deserialize;
     use serde_json::value::RawValue;
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    use tokio::process::{Child, Command};
+
+    use tokio::process::Child;
 
     use super::Result;
 
@@ -1883,21 +1906,10 @@ mod floor {
 
     impl Floor {
         pub async fn spawn() -> Result<Floor> {
-            let exe = std::env::current_exe()?;
-            let mut child = Command::new(exe)
-                .arg("--floor-server")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()?;
+            let (child, addr) = super::spawn_own_server(&["--floor-server".as_ref()]).await?;
             let pid = child.id().ok_or("floor server exited")?;
-            let stdout = child.stdout.take().ok_or("stdout piped")?;
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).await?;
-            let port: u16 = line.trim().parse()?;
             Ok(Floor {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                addr,
                 pid,
                 _child: child,
             })
@@ -2033,8 +2045,6 @@ mod relay {
     use std::path::Path;
     use std::process::{ChildStdin, ChildStdout, Stdio};
 
-    use tokio::io::AsyncBufReadExt;
-
     use super::{PIPE_BYTES, Result};
 
     /// Room for each read: more than the pipe holds, so a read empties it.
@@ -2048,24 +2058,14 @@ mod relay {
 
     impl Relay {
         pub async fn spawn(server: &Path) -> Result<Relay> {
-            let exe = std::env::current_exe()?;
-            let mut child = tokio::process::Command::new(exe)
-                .arg("--relay-server")
-                .arg("--server")
-                .arg(server)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()?;
-            let stdout = child.stdout.take().ok_or("stdout piped")?;
-            let mut line = String::new();
-            tokio::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .await?;
-            let port: u16 = line.trim().parse()?;
+            let args = [
+                "--relay-server".as_ref(),
+                "--server".as_ref(),
+                server.as_os_str(),
+            ];
+            let (child, addr) = super::spawn_own_server(&args).await?;
             Ok(Relay {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                addr,
                 _child: child,
             })
         }
