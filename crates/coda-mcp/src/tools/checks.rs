@@ -406,8 +406,15 @@ const NUMERIC: &[&str] = &["number", "slider", "scale", "currency", "percent"];
 /// `"12 USD"`) as a plain decimal in JSON number syntax (`"1200.50"`,
 /// `"-3"`, `"15e-2"`); `None` when it is not one beyond doubt (a decimal
 /// comma, parentheses, thousands groups that are not of three).
+///
+/// Beside [`number_like`], which says whether Coda takes a text as a number
+/// (it is looser: `1_000`, `1,2345`), this says which number, where that
+/// is beyond doubt.
 fn entry_number(text: &str) -> Option<String> {
     let t = text.trim();
+    if crate::number::decimal(t).is_some() {
+        return Some(t.to_owned());
+    }
     let (t, percent) = match t.strip_suffix('%') {
         Some(rest) => (rest.trim_end(), true),
         None => (t, false),
@@ -648,6 +655,7 @@ mod tests {
         for (col, id, sent, stored) in [
             ("Points", "c-3", json!("$1,200"), json!(1200)),
             ("Points", "c-3", json!("15%"), json!(0.15)),
+            ("Points", "c-3", json!("1e3"), json!(1000)),
             ("Price", "c-7", json!(12.34), json!("$12.34")),
             ("Price", "c-7", json!(1234.5), json!("$1,234.50")),
             ("Price", "c-7", json!(-3), json!("-€3.00")),
@@ -684,6 +692,7 @@ mod tests {
             ("-$5", Some("-5")),
             (".5", Some("0.5")),
             ("15 %", Some("15e-2")),
+            ("1.5E-3", Some("1.5E-3")),
             ("12,34", None),
             ("1,2345", None),
             ("(5)", None),
