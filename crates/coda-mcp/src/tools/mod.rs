@@ -1280,7 +1280,7 @@ impl Coda {
 }
 
 /// Bytes of `v` as compact JSON, counted without writing them anywhere.
-pub(crate) fn json_len(v: &Value) -> usize {
+pub(crate) fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -1292,43 +1292,58 @@ pub(crate) fn json_len(v: &Value) -> usize {
         }
     }
     let mut n = Count(0);
-    // A `Value` always serializes (its keys are strings).
+    // A `Value` (or a string) always serializes: its keys are strings.
     serde_json::to_writer(&mut n, v).map_or(0, |()| n.0)
 }
 
 /// The JSON pointer and size of the largest array, string or object in
 /// `v` below its root (the part of an answer to cut first).
-fn largest_part(v: &Value, at: &str) -> Option<(String, usize)> {
-    let children: Box<dyn Iterator<Item = (String, &Value)>> = match v {
-        Value::Array(items) => Box::new(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, x)| (format!("{at}/{i}"), x)),
-        ),
-        Value::Object(o) => Box::new(o.iter().map(|(k, x)| {
-            (
-                format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
-                x,
-            )
-        })),
-        _ => return None,
-    };
-    let mut best: Option<(String, usize)> = None;
-    for (ptr, x) in children {
-        let here = match x {
-            Value::Array(_) | Value::Object(_) | Value::String(_) => {
-                Some((ptr.clone(), json_len(x)))
-            }
-            _ => None,
-        };
-        for cand in [here, largest_part(x, &ptr)].into_iter().flatten() {
-            if best.as_ref().is_none_or(|(_, n)| cand.1 > *n) {
-                best = Some(cand);
-            }
-        }
-    }
+fn largest_part(v: &Value) -> Option<(String, usize)> {
+    let mut best = None;
+    sized(v, &mut String::new(), &mut best);
     best
+}
+
+/// The size of `v` as compact JSON, from its parts' sizes (each part
+/// measured once), keeping in `best` the largest array, string or object
+/// below `v`; `at` is `v`'s pointer, restored on return.
+fn sized(v: &Value, at: &mut String, best: &mut Option<(String, usize)>) -> usize {
+    let child = |x: &Value, at: &mut String, best: &mut Option<(String, usize)>| {
+        let size = sized(x, at, best);
+        if matches!(x, Value::Array(_) | Value::Object(_) | Value::String(_))
+            && best.as_ref().is_none_or(|(_, n)| size > *n)
+        {
+            *best = Some((at.clone(), size));
+        }
+        size
+    };
+    let (open, items) = match v {
+        Value::Array(items) => {
+            let mut total = 0;
+            for (i, x) in items.iter().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("/{i}"));
+                total += child(x, at, best);
+                at.truncate(len);
+            }
+            (total, items.len())
+        }
+        Value::Object(o) => {
+            let mut total = 0;
+            for (k, x) in o {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                // `"key":` and the value.
+                total += json_len(k.as_str()) + 1 + child(x, at, best);
+                at.truncate(len);
+            }
+            (total, o.len())
+        }
+        leaf => return json_len(leaf),
+    };
+    // Brackets, and a comma between items.
+    open + 2 + items.saturating_sub(1)
 }
 
 /// Cut `v` to at most `budget` bytes of JSON by cutting the tail of its
@@ -1346,7 +1361,7 @@ pub fn fit_object(v: &mut Value, budget: usize) -> Vec<String> {
             break;
         }
         let over = size - budget;
-        let Some((ptr, _)) = largest_part(v, "") else {
+        let Some((ptr, _)) = largest_part(v) else {
             break;
         };
         // Invariant: largest_part returns a pointer into `v`.
@@ -1515,6 +1530,26 @@ pub fn row_query(column: &str, value: &Value) -> ToolResult<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The size measured from the parts is the size of the JSON text, and
+    /// the largest part below the root is found with its pointer.
+    #[test]
+    fn parts_are_measured_once_and_the_largest_is_found() {
+        let v = json!({
+            "a/b": [1, "two", {"c~d": "x".repeat(50), "e": null}],
+            "q\"uote": {"inner": [true, false, 1.5e300], "s": "é\n"},
+            "empty": [],
+            "o": {},
+        });
+        let mut best = None;
+        assert_eq!(sized(&v, &mut String::new(), &mut best), json_len(&v));
+        let (ptr, size) = best.unwrap();
+        assert_eq!(ptr, "/a~1b");
+        assert_eq!(size, json_len(v.pointer("/a~1b").unwrap()));
+        assert_eq!(largest_part(&json!([1, 2])), None);
+        let (ptr, _) = largest_part(&json!({"k": {"deep": "y".repeat(10)}, "l": "z"})).unwrap();
+        assert_eq!(ptr, "/k");
+    }
 
     #[test]
     fn summary_carries_errors_notes_and_warnings_verbatim() {
