@@ -272,9 +272,11 @@ MCP_PUBLISH_PORT=$CPORT
 MCP_PROXY_PORT=9090
 MCP_PROXY_SHUTDOWN_GRACE=2s
 EOF
-  if ! cargo build --locked -p coda-mcp --example fake_coda >"$WORK/fake-build.log" 2>&1; then
+  # --workspace, as scripts/test.sh builds it: with -p coda-mcp alone cargo
+  # unifies features anew and rebuilds 88 crates beside the ones it has.
+  if ! cargo build --locked --workspace --example fake_coda >"$WORK/fake-build.log" 2>&1; then
     tail -20 "$WORK/fake-build.log"
-    fail "compose: cargo build -p coda-mcp --example fake_coda"
+    fail "compose: cargo build --workspace --example fake_coda"
   elif ! env -i PATH="$PATH" HOME="${HOME:-/root}" "${PC[@]}" config >/dev/null 2>"$WORK/compose-config.err"; then
     tail -5 "$WORK/compose-config.err"
     fail "compose: config of the default service asks for more than .env gives"
@@ -359,11 +361,12 @@ fi
 # --------------------------------------------------------------------- nginx
 if want nginx; then
   step "nginx: three replicas behind nginx-light (tests/nginx.rs)"
-  if timeout 600 cargo test --locked --test nginx -- --ignored --test-threads 1 >"$WORK/nginx.log" 2>&1; then
+  # --workspace for the same reason as fake_coda above (37 crates otherwise).
+  if timeout 600 cargo test --locked --workspace --test nginx -- --ignored --test-threads 1 >"$WORK/nginx.log" 2>&1; then
     pass "nginx: sessions stick under load, a stopped replica's sessions get 404 and re-initialize elsewhere, 2026-07-28 spreads, legacy SSE sticks"
   else
     grep -E 'panicked|assert|Error' "$WORK/nginx.log" | head -10
-    fail "nginx: cargo test --test nginx -- --ignored (log: $WORK/nginx.log)"
+    fail "nginx: cargo test --workspace --test nginx -- --ignored (log: $WORK/nginx.log)"
   fi
 fi
 
