@@ -80,6 +80,39 @@ async fn many_ids_are_checked_with_one_listing_not_a_read_each() {
     h.close().await;
 }
 
+/// A table past the 10,000 rows this server lists: more than five ids
+/// cannot be checked against it, so they are all sent, and the answer says
+/// they were not checked (`rowIdsUnchecked`) rather than naming none
+/// missing as if it had looked.
+#[tokio::test]
+async fn ids_in_a_table_too_big_to_list_are_sent_and_said_unchecked() {
+    let h = start(&[]).await;
+    h.fake.set_max_page(500);
+    h.fake.add_rows(10_000);
+    let before = h.fake.row_count("grid-tasks");
+    let mut ids: Vec<String> = (0..6).map(|i| format!("i-bulk-{i}")).collect();
+    ids.push("i-gone".into());
+    let v = h
+        .ok(
+            "coda_delete_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIds": ids}),
+        )
+        .await;
+    assert_eq!(v["rowIdsUnchecked"], true, "{v}");
+    assert!(v.get("missingRowIds").is_none(), "{v}");
+    let deletes = h.fake.calls("DELETE", "/docs/doc1/tables/grid-tasks/rows");
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].body.as_ref().unwrap()["rowIds"], json!(ids));
+    assert_eq!(h.fake.row_count("grid-tasks"), before - 6);
+    // It listed up to its cap (10,000 rows at 500 a read) and stopped.
+    let reads = row_reads(&h);
+    assert_eq!(
+        reads, ["/docs/doc1/tables/grid-tasks/rows"; 20],
+        "{reads:?}"
+    );
+    h.close().await;
+}
+
 /// The paths of every read of rows the fake has had, in order.
 fn row_reads(h: &harness::Harness) -> Vec<String> {
     h.fake

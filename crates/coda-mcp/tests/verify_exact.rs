@@ -3,6 +3,11 @@
 //! and text was compared after trimming whitespace and backticks. The fake
 //! Coda stores a changed value; the tool must report the mismatch, and
 //! still report a match when Coda only parsed text into a number.
+//!
+//! Also: a bulk update's check must not say more than it did. It stopped at
+//! the first row with a formatted column it could not compare (so a later
+//! row's changed value went unreported), and past 100 rows it re-read the
+//! first 100 and said `matches: true` with no note.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -63,4 +68,60 @@ async fn a_write_coda_only_parsed_is_reported_as_a_match() {
     assert_eq!(v["matches"], true, "{v}");
     let v = update_verified(("Status", json!("  Shipped ")), None).await;
     assert_eq!(v["matches"], true, "{v}");
+}
+
+#[tokio::test]
+async fn a_formatted_column_does_not_stop_a_bulk_check_of_later_rows() {
+    let fake = FakeCoda::start().await;
+    fake.add_column("grid-tasks", "c-due", "Due", "date");
+    fake.change_written_cells("c-due", json!("2026-03-01T00:00:00.000-08:00"));
+    fake.change_written_cells("c-points", json!(0));
+    let h = connect(fake, &[]).await;
+    let v = h
+        .ok(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "verify": true, "updates": [
+                {"rowIdOrName": "i-1", "values": {"Due": "2026-03-01"}},
+                {"rowIdOrName": "i-2", "values": {"Points": 5}},
+            ]}),
+        )
+        .await;
+    h.close().await;
+    let v = &v["verification"];
+    assert_eq!(v["rowsChecked"], 2, "{v}");
+    assert_eq!(v["matches"], false, "{v}");
+    let m = &v["mismatches"][0];
+    assert_eq!(
+        (&m["rowId"], &m["column"], &m["intended"], &m["stored"]),
+        (&json!("i-2"), &json!("Points"), &json!(5), &json!(0)),
+        "{v}"
+    );
+    let note = v["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("not compared") && note.contains("Due of i-1"),
+        "{note}"
+    );
+}
+
+#[tokio::test]
+async fn a_bulk_update_past_the_check_cap_says_the_rest_was_not_re_read() {
+    let fake = FakeCoda::start().await;
+    fake.add_rows(101);
+    let h = connect(fake, &[]).await;
+    let updates: Vec<Value> = (0..101)
+        .map(|i| json!({"rowIdOrName": format!("i-bulk-{i}"), "values": {"Points": 1000 + i}}))
+        .collect();
+    let v = h
+        .ok(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "verify": true, "updates": updates}),
+        )
+        .await;
+    h.close().await;
+    assert_eq!(v["successful"], 101, "{v}");
+    let v = &v["verification"];
+    assert_eq!(v["rowsChecked"], 100, "{v}");
+    assert_eq!(v["mismatches"], json!([]), "{v}");
+    assert_eq!(v["matches"], false, "{v}");
+    assert_eq!(v["note"], "only the first 100 rows were re-read", "{v}");
 }

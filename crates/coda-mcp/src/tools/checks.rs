@@ -326,9 +326,66 @@ pub struct Verification {
     /// True when every written value was found as sent.
     pub matches: bool,
     pub mismatches: Vec<Mismatch>,
-    /// Why some rows or values could not be checked.
+    /// Why some rows or values could not be checked: every reason met,
+    /// in order ([`Verification::finish`] joins them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Reasons checking stopped short or left rows out, as they were met.
+    #[serde(skip)]
+    stops: Vec<String>,
+    /// Differences in columns Coda shows formatted ("Col of row: sent x,
+    /// shown y"), neither matches nor mismatches.
+    #[serde(skip)]
+    not_compared: Vec<String>,
+}
+
+/// The verification note when waiting for a write ended before Coda
+/// applied it.
+pub const NOT_APPLIED_YET: &str =
+    "Coda had not applied the write when waiting stopped: nothing to compare yet";
+
+/// At most this many bytes of `not compared` examples in a note.
+const NOT_COMPARED_BYTES: usize = 600;
+
+impl Verification {
+    /// Checking stopped short or left something out, and why (a row that
+    /// could not be re-read, rows past [`MAX_VERIFY_ROWS`]). Each reason
+    /// is kept: a later one never hides an earlier one.
+    pub fn stop(&mut self, why: impl Into<String>) {
+        self.stops.push(why.into());
+    }
+
+    /// True once [`Verification::stop`] was called: callers stop
+    /// re-reading rows then. A value only shown formatted does not count.
+    pub fn stopped(&self) -> bool {
+        !self.stops.is_empty()
+    }
+
+    /// The verdict: `note` says every reason something was not checked,
+    /// and `matches` is true only when nothing differed and everything
+    /// was checked.
+    pub fn finish(mut self) -> Verification {
+        let mut parts = std::mem::take(&mut self.stops);
+        if !self.not_compared.is_empty() {
+            let mut seen = String::new();
+            for (i, s) in self.not_compared.iter().enumerate() {
+                if i > 0 && seen.len() + s.len() > NOT_COMPARED_BYTES {
+                    seen.push_str(&format!("; and {} more", self.not_compared.len() - i));
+                    break;
+                }
+                if i > 0 {
+                    seen.push_str("; ");
+                }
+                seen.push_str(s);
+            }
+            parts.push(format!(
+                "not compared, as Coda shows these columns formatted (re-read them to judge): {seen}"
+            ));
+        }
+        self.note = (!parts.is_empty()).then(|| parts.join("; "));
+        self.matches = self.mismatches.is_empty() && self.note.is_none();
+        self
+    }
 }
 
 /// Whether the value Coda stores is the value sent. Exact, except where
@@ -473,7 +530,8 @@ fn same_number(intended: &Value, stored: &Value) -> bool {
 
 /// Compare one row's intended cells with a row read back (values keyed by
 /// column id), adding mismatches to `out`; values of columns the `simple`
-/// format shows formatted that differ in form go to its note.
+/// format shows formatted that differ in form go to its note
+/// ([`Verification::finish`] gives the verdict).
 pub fn compare_row(
     columns: &[Value],
     row_id: &str,
@@ -506,13 +564,7 @@ pub fn compare_row(
                 crate::client::model_text(&intended.to_string(), 60),
                 crate::client::model_text(&got.to_string(), 60)
             );
-            out.note = Some(match out.note.take() {
-                None => format!(
-                    "not compared, as Coda shows these columns formatted (re-read them to judge): {seen}"
-                ),
-                Some(n) if n.len() < 600 => format!("{n}; {seen}"),
-                Some(n) => n,
-            });
+            out.not_compared.push(seen);
             continue;
         }
         out.mismatches.push(Mismatch {
@@ -522,7 +574,6 @@ pub fn compare_row(
             stored: Some(got).filter(|g| !g.is_null()),
         });
     }
-    out.matches = out.mismatches.is_empty() && out.note.is_none();
 }
 
 /// `{column, value}` cells of a RowEdit value.
@@ -608,6 +659,60 @@ mod tests {
         assert!(m.get("stored").is_none(), "{m}");
     }
 
+    /// Every reason something went unchecked reaches the note, in the
+    /// order met: a later stop never hides an earlier one, nor the values
+    /// shown formatted; only the stops end a caller's re-reading.
+    #[test]
+    fn the_note_keeps_every_reason_and_only_stops_stop() {
+        let cols = vec![json!({"id": "c-6", "name": "Due", "format": {"type": "date"}})];
+        let mut v = Verification::default();
+        for row in ["i-1", "i-2"] {
+            let stored = json!({"id": row, "values": {"c-6": "2026-03-01T00:00:00.000-08:00"}});
+            compare_row(
+                &cols,
+                row,
+                &cell("Due", json!("2026-03-01")),
+                &stored,
+                &mut v,
+            );
+        }
+        assert!(!v.stopped(), "a value shown formatted is no stop");
+        v.stop("could not re-read row i-3: 503");
+        v.stop("only the first 100 rows were re-read");
+        assert!(v.stopped());
+        let v = v.finish();
+        let note = v.note.as_deref().unwrap();
+        assert!(
+            note.starts_with(
+                "could not re-read row i-3: 503; only the first 100 rows were re-read; not compared"
+            ),
+            "{note}"
+        );
+        assert!(
+            note.contains("Due of i-1") && note.contains("Due of i-2"),
+            "{note}"
+        );
+        assert!(!v.matches);
+        assert_eq!(v.rows_checked, 2);
+        // Many values shown formatted: the note names some and counts the rest.
+        let mut v = Verification::default();
+        for i in 0..100 {
+            let row = format!("i-{i}");
+            let stored = json!({"id": row, "values": {"c-6": "2026-03-01T00:00:00.000-08:00"}});
+            compare_row(
+                &cols,
+                &row,
+                &cell("Due", json!("2026-03-01")),
+                &stored,
+                &mut v,
+            );
+        }
+        let note = v.finish().note.unwrap();
+        assert!(note.len() < NOT_COMPARED_BYTES + 200, "{}", note.len());
+        assert!(note.ends_with(" more"), "{note}");
+        assert!(Verification::default().finish().matches);
+    }
+
     #[test]
     fn stored_values_compare_loosely() {
         assert!(same(&json!("5"), &json!(5)));
@@ -650,7 +755,7 @@ mod tests {
             let mut v = Verification::default();
             let row = json!({"id": "i-1", "values": {id: stored}});
             compare_row(&cols, "i-1", &cell(col, sent), &row, &mut v);
-            v
+            v.finish()
         };
         for (col, id, sent, stored) in [
             ("Points", "c-3", json!("$1,200"), json!(1200)),

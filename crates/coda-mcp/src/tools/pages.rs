@@ -584,10 +584,7 @@ impl Coda {
         if p.verify {
             let mut v = super::checks::Verification::default();
             if out.mutation.as_ref().is_some_and(|m| !m.completed) {
-                v.note = Some(
-                    "Coda had not applied the write when waiting stopped: nothing to compare yet"
-                        .into(),
-                );
+                v.stop(super::checks::NOT_APPLIED_YET);
             } else {
                 let html = matches!(p.format, Some(ContentFormat::Html));
                 match self
@@ -608,11 +605,10 @@ impl Coda {
                             }
                         }
                     }
-                    Err(e) => v.note = Some(format!("could not re-read the page: {e}")),
+                    Err(e) => v.stop(format!("could not re-read the page: {e}")),
                 }
             }
-            v.matches = v.mismatches.is_empty() && v.note.is_none();
-            out.verification = Some(v);
+            out.verification = Some(v.finish());
         }
         Ok(out)
     }

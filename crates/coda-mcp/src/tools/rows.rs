@@ -620,12 +620,9 @@ impl Coda {
         if verify {
             let mut v = Verification::default();
             if key_columns.is_some() {
-                v.note = Some("upserts return no row ids: the rows were not re-read (list them with a filter on a key column)".into());
+                v.stop("upserts return no row ids: the rows were not re-read (list them with a filter on a key column)");
             } else if out.mutation.as_ref().is_some_and(|m| !m.completed) {
-                v.note = Some(
-                    "Coda had not applied the write when waiting stopped: nothing to compare yet"
-                        .into(),
-                );
+                v.stop(checks::NOT_APPLIED_YET);
             } else {
                 // Coda returns addedRowIds in the order the rows were sent.
                 for (id, cells) in out.added_row_ids.iter().zip(&sent).take(MAX_VERIFY_ROWS) {
@@ -633,19 +630,18 @@ impl Coda {
                     match self.call(req, self.deadline()).await {
                         Ok(row) => checks::compare_row(&columns, id, cells, &row, &mut v),
                         Err(e) => {
-                            v.note = Some(format!("could not re-read row {id}: {e}"));
+                            v.stop(format!("could not re-read row {id}: {e}"));
                             break;
                         }
                     }
                 }
                 if out.added_row_ids.len() > MAX_VERIFY_ROWS {
-                    v.note = Some(format!(
+                    v.stop(format!(
                         "only the first {MAX_VERIFY_ROWS} rows were re-read"
                     ));
                 }
             }
-            v.matches = v.mismatches.is_empty() && v.note.is_none();
-            out.verification = Some(v);
+            out.verification = Some(v.finish());
         }
         Ok(out)
     }
@@ -740,16 +736,13 @@ impl Coda {
         v: &mut Verification,
     ) {
         if mutation.is_some_and(|m| !m.completed) {
-            v.note = Some(
-                "Coda had not applied the write when waiting stopped: nothing to compare yet"
-                    .into(),
-            );
+            v.stop(checks::NOT_APPLIED_YET);
             return;
         }
         let columns = match self.columns(d, t, self.deadline()).await {
             Ok(c) => c,
             Err(e) => {
-                v.note = Some(format!("could not read the table's columns: {e}"));
+                v.stop(format!("could not read the table's columns: {e}"));
                 return;
             }
         };
@@ -768,7 +761,7 @@ impl Coda {
                     .to_owned();
                 checks::compare_row(&columns, &id, cells, &stored, v);
             }
-            Err(e) => v.note = Some(format!("could not re-read row {row}: {e}")),
+            Err(e) => v.stop(format!("could not re-read row {row}: {e}")),
         }
     }
 
@@ -1033,8 +1026,7 @@ impl Coda {
                     &mut v,
                 )
                 .await;
-                v.matches = v.mismatches.is_empty() && v.note.is_none();
-                out.verification = Some(v);
+                out.verification = Some(v.finish());
             }
             Reply::json(out)
         })
@@ -1374,14 +1366,17 @@ impl Coda {
             let mutation = if p.wait || p.verify { Some(c.wait_all(&ids, c.deadline()).await) } else { None };
             let verification = if p.verify {
                 let mut v = Verification::default();
-                for (r, cells) in results.iter().zip(&sent).filter(|(r, _)| r.success).take(MAX_VERIFY_ROWS) {
+                let written: Vec<_> = results.iter().zip(&sent).filter(|(r, _)| r.success).collect();
+                for (r, cells) in written.iter().take(MAX_VERIFY_ROWS) {
                     c.verify_row(&d, t, &r.row_id, cells, mutation.as_ref(), &mut v).await;
-                    if v.note.is_some() {
+                    if v.stopped() {
                         break;
                     }
                 }
-                v.matches = v.mismatches.is_empty() && v.note.is_none();
-                Some(v)
+                if written.len() > MAX_VERIFY_ROWS && !v.stopped() {
+                    v.stop(format!("only the first {MAX_VERIFY_ROWS} rows were re-read"));
+                }
+                Some(v.finish())
             } else {
                 None
             };
