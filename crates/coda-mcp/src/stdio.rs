@@ -26,7 +26,7 @@
 //!   being buffered, answered -32600 with `"id": null` naming the limit;
 //! - a request with a number serde_json would round (an integer past 64
 //!   bits, more digits than an `f64` holds): -32602 with its id, naming
-//!   the number and what it would become; it never reaches rmcp, so it
+//!   where it is, the number and what it would become; it never reaches rmcp, so it
 //!   is never written to Coda changed ([`inexact_number`]);
 //! - a blank line: ignored, as rmcp does;
 //! - anything else reaches rmcp as the message it parsed to, in order, and
@@ -168,12 +168,16 @@ pub fn classify(line: &[u8]) -> Verdict {
     let unreadable = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
         Ok(msg) => {
             if let rmcp::model::JsonRpcMessage::Request(req) = &msg
-                && let Some((token, became)) = inexact_number(line)
+                && let Some(Inexact {
+                    token,
+                    became,
+                    path,
+                }) = inexact_number(line)
             {
                 return Verdict::Reject(Rejection::new(
                     INVALID_PARAMS,
                     format!(
-                        "Invalid params: the number {became} would be used instead of {token} (too many digits): nothing was done; send it as a string"
+                        "Invalid params: at {path}, the number {became} would be used instead of {token} (too many digits): nothing was done; send it as a string"
                     ),
                     Some(req.id.clone()),
                 ));
@@ -256,25 +260,75 @@ pub fn classify(line: &[u8]) -> Verdict {
     Verdict::Reject(Rejection::new(INVALID_REQUEST, message, id))
 }
 
+/// A number serde_json would not hold as written (see [`inexact_number`]).
+#[derive(Debug, PartialEq)]
+struct Inexact<'a> {
+    /// As written.
+    token: &'a str,
+    /// As it would become.
+    became: String,
+    /// Where in the message, e.g. `params.arguments.rows[1].Big[1]`.
+    path: String,
+}
+
+/// One open object or array on the way to a value, for [`Inexact::path`].
+enum Frame {
+    /// The span of the current member's key (quotes included), if read yet;
+    /// `next_is_key` until the `:`.
+    Object {
+        key: Option<(usize, usize)>,
+        next_is_key: bool,
+    },
+    Array(usize),
+}
+
 /// The first number in `line` (valid JSON) that serde_json would not
 /// hold as written: an integer past 64 bits, or more digits than an `f64`
 /// keeps (`12345678901234567890123` becomes `1.2345678901234568e22`,
 /// `0.1000000000000000000001` becomes `0.1`). Without serde_json's
 /// `arbitrary_precision` (which would change the proxy crate too), rmcp and
-/// the tools would pass the rounded value on, silently. Found as (as
-/// written, as it would become); a number that only changes spelling
-/// (`1.50`, `1e2`) is exact. A scan of the bytes, since the parsed message
-/// no longer knows what was written; strings are skipped.
-fn inexact_number(line: &[u8]) -> Option<(&str, String)> {
+/// the tools would pass the rounded value on, silently. A number that only
+/// changes spelling (`1.50`, `1e2`) is exact. A scan of the bytes, since
+/// the parsed message no longer knows what was written; it keeps the
+/// path of open objects and arrays (at most serde_json's 128 levels, as
+/// the line parsed) so the error can say where the number is.
+fn inexact_number(line: &[u8]) -> Option<Inexact<'_>> {
+    let mut frames: Vec<Frame> = Vec::new();
     let mut i = 0;
     while i < line.len() {
         match line[i] {
             b'"' => {
+                let start = i;
                 i += 1;
                 while i < line.len() && line[i] != b'"' {
                     i += usize::from(line[i] == b'\\') + 1;
                 }
+                if let Some(Frame::Object {
+                    key,
+                    next_is_key: true,
+                }) = frames.last_mut()
+                {
+                    *key = Some((start, (i + 1).min(line.len())));
+                }
             }
+            b'{' => frames.push(Frame::Object {
+                key: None,
+                next_is_key: true,
+            }),
+            b'[' => frames.push(Frame::Array(0)),
+            b'}' | b']' => {
+                frames.pop();
+            }
+            b':' => {
+                if let Some(Frame::Object { next_is_key, .. }) = frames.last_mut() {
+                    *next_is_key = false;
+                }
+            }
+            b',' => match frames.last_mut() {
+                Some(Frame::Array(n)) => *n += 1,
+                Some(Frame::Object { next_is_key, .. }) => *next_is_key = true,
+                None => {}
+            },
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 while i + 1 < line.len()
@@ -289,7 +343,11 @@ fn inexact_number(line: &[u8]) -> Option<(&str, String)> {
                     .map(|n| n.to_string())
                     .unwrap_or_default();
                 if !crate::number::same_value(token, &became) {
-                    return Some((token, became));
+                    return Some(Inexact {
+                        token,
+                        became,
+                        path: json_path(line, &frames),
+                    });
                 }
             }
             _ => {}
@@ -297,6 +355,43 @@ fn inexact_number(line: &[u8]) -> Option<(&str, String)> {
         i += 1;
     }
     None
+}
+
+/// Characters of a key shown in a path; a longer one is cut and ends `…`.
+const PATH_KEY_CHARS: usize = 40;
+
+/// The path of `frames` in `line`: `.key` for a key of letters, digits and
+/// `_`, `["key"]` (a JSON string) for any other, `[n]` for an array's
+/// element.
+fn json_path(line: &[u8], frames: &[Frame]) -> String {
+    let mut path = String::new();
+    for f in frames {
+        match f {
+            Frame::Array(n) => path.push_str(&format!("[{n}]")),
+            Frame::Object { key: None, .. } => {}
+            Frame::Object {
+                key: Some((start, end)),
+                ..
+            } => {
+                let key: String = serde_json::from_slice(&line[*start..*end]).unwrap_or_default();
+                let word =
+                    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                let mut cut: String = key.chars().take(PATH_KEY_CHARS).collect();
+                if cut.len() < key.len() {
+                    cut.push('…');
+                }
+                if word {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&cut);
+                } else {
+                    path.push_str(&format!("[{}]", Value::String(cut)));
+                }
+            }
+        }
+    }
+    path
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -637,15 +732,29 @@ mod tests {
         assert_eq!((r.code, r.id), (INVALID_PARAMS, Some(RequestId::Number(7))));
         assert!(
             r.message.contains(
-                "the number 1.2345678901234568e+22 would be used instead of 12345678901234567890123"
+                "at params.arguments.rows[1].Big[1], the number 1.2345678901234568e+22 would be used instead of 12345678901234567890123"
             ),
             "{}",
             r.message
         );
         let fraction = br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"arguments":{"v":0.1000000000000000000001}}}"#;
         assert!(
-            matches!(classify(fraction), Verdict::Reject(r) if r.message.contains("0.1 would be used instead of 0.1000000000000000000001"))
+            matches!(classify(fraction), Verdict::Reject(r) if r.message.contains("at params.arguments.v, the number 0.1 would be used instead of 0.1000000000000000000001"))
         );
+        // Keys that are not plain words are quoted (escapes read), long
+        // ones cut; commas and colons inside strings are no structure.
+        let odd = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"arguments":{{"a,b:c":[1,{{"x":"],}}"}},{{"Due \"date\"":{{"{long}":[[0,0.1000000000000000000001]]}}}}]}}}}}}"#,
+            long = "k".repeat(100)
+        );
+        let Verdict::Reject(r) = classify(odd.as_bytes()) else {
+            panic!("forwarded")
+        };
+        let want = format!(
+            r#"at params.arguments["a,b:c"][2]["Due \"date\""].{}…[0][1], the number 0.1"#,
+            "k".repeat(40)
+        );
+        assert!(r.message.contains(&want), "{}\nwant {want}", r.message);
         for exact in [
             "18446744073709551615",
             "-9223372036854775808",
