@@ -8,6 +8,9 @@
 //! the first row with a formatted column it could not compare (so a later
 //! row's changed value went unreported), and past 100 rows it re-read the
 //! first 100 and said `matches: true` with no note.
+//!
+//! And appending or prepending text a page already had was reported as
+//! matching when Coda lost the write: the check only looked for the text.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -124,4 +127,49 @@ async fn a_bulk_update_past_the_check_cap_says_the_rest_was_not_re_read() {
     assert_eq!(v["mismatches"], json!([]), "{v}");
     assert_eq!(v["matches"], false, "{v}");
     assert_eq!(v["note"], "only the first 100 rows were re-read", "{v}");
+}
+
+#[tokio::test]
+async fn an_append_coda_lost_is_a_mismatch_even_when_the_page_had_the_text() {
+    let fake = FakeCoda::start().await;
+    fake.insert_line("canvas-notes", "Status: OK");
+    let h = connect(fake, &[]).await;
+    let args = json!({"docId": "doc1", "pageIdOrName": "canvas-notes",
+                      "content": "Status: OK\n- Checked", "verify": true});
+    for tool in ["coda_append_page_content", "coda_prepend_page_content"] {
+        let v = h.ok(tool, args.clone()).await;
+        assert_eq!(v["verification"]["matches"], true, "{tool}: {v}");
+    }
+    h.fake.drop_content_updates();
+    for tool in ["coda_append_page_content", "coda_prepend_page_content"] {
+        let v = h.ok(tool, args.clone()).await;
+        let v = &v["verification"];
+        assert_eq!(v["matches"], false, "{tool}: {v}");
+        let lost: Vec<_> = v["mismatches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["intended"].as_str().unwrap(),
+                    m["stored"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lost,
+            [
+                (
+                    "Status: OK",
+                    "(on the page 3 times after the write, 3 before it: expected at least 4)"
+                ),
+                (
+                    "Checked",
+                    "(on the page 2 times after the write, 2 before it: expected at least 3)"
+                )
+            ],
+            "{tool}"
+        );
+    }
+    h.close().await;
 }

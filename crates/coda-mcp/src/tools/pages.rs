@@ -220,7 +220,7 @@ pub struct ContentWriteParams {
     pub element_id: Option<String>,
     #[serde(default)]
     pub wait: bool,
-    /// Wait until applied, re-read the page and report lines of content that are not found in it (implies wait).
+    /// Wait until applied, re-read the page and report lines of content that are not found in it (implies wait). An append or prepend also reads the page before the write: each line must be there more times after it than before.
     #[serde(default)]
     pub verify: bool,
     /// Replace only: return the current body and what would replace it; write nothing.
@@ -578,6 +578,18 @@ impl Coda {
         // Replacing leaves the same body however often it runs; appending
         // and prepending twice duplicate the content.
         req.replayable = mode == "replace";
+        // Appended text may already be on the page ("Status: OK" again):
+        // finding it afterwards proves nothing, so `verify` counts each
+        // line before the write and expects more of it after.
+        let before = if p.verify && mode != "replace" {
+            Some(
+                self.plain_items(&d, &p.page_id_or_name, COMPOSITE_CAP, self.deadline())
+                    .await
+                    .map(|items| render_plain(&items)),
+            )
+        } else {
+            None
+        };
         let mut out = self
             .mutate(req, p.wait || p.verify, self.deadline())
             .await?;
@@ -594,13 +606,38 @@ impl Coda {
                     Ok(items) => {
                         let text = render_plain(&items);
                         v.rows_checked = 1;
-                        for line in content_lines(&p.content, html) {
-                            if !text.contains(&line) {
+                        let before = match before {
+                            Some(Err(e)) => {
+                                v.stop(format!("could not read the page before the write, so lines it already had could not be told from new ones: {e}"));
+                                None
+                            }
+                            Some(Ok(b)) => Some(b),
+                            None => None,
+                        };
+                        let lines = content_lines(&p.content, html);
+                        let sent = lines.join("\n");
+                        let mut seen = std::collections::HashSet::new();
+                        for line in lines {
+                            if !seen.insert(line.clone()) {
+                                continue;
+                            }
+                            let found = text.matches(line.as_str()).count();
+                            let stored = match &before {
+                                // At least as many more as the content holds
+                                // (more when a line is part of another).
+                                Some(b) => {
+                                    let had = b.matches(line.as_str()).count();
+                                    let want = had + sent.matches(line.as_str()).count();
+                                    (found < want).then(|| format!("(on the page {found} times after the write, {had} before it: expected at least {want})"))
+                                }
+                                None => (found == 0).then(|| "(not found in the page)".to_owned()),
+                            };
+                            if let Some(stored) = stored {
                                 v.mismatches.push(super::checks::Mismatch {
                                     row_id: p.page_id_or_name.clone(),
                                     column: "content".into(),
                                     intended: Value::String(line),
-                                    stored: Some(Value::String("(not found in the page)".into())),
+                                    stored: Some(Value::String(stored)),
                                 });
                             }
                         }

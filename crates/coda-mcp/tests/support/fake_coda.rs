@@ -230,6 +230,9 @@ struct State {
     /// (column id, value): a row update stores this value in the column
     /// instead of the one sent, to play a write Coda changed.
     change_on_write: Vec<(String, Value)>,
+    /// Page content updates are answered 202 and not applied, to play a
+    /// write Coda lost.
+    drop_content_updates: bool,
     /// (method, path substring, delay): answer matching requests late.
     delays: Vec<(String, String, Duration)>,
     /// List paths whose every page says `nextPageToken: "tok-loop"`: the
@@ -602,6 +605,11 @@ impl FakeCoda {
     /// `PUT`), whatever was sent: plays a write Coda changed.
     pub fn change_written_cells(&self, col_id: &str, value: Value) {
         self.with(|s| s.change_on_write.push((col_id.into(), value)));
+    }
+
+    /// Answer every page content update 202 without applying it.
+    pub fn drop_content_updates(&self) {
+        self.with(|s| s.drop_content_updates = true);
     }
 
     /// Answer every request whose method matches and whose path contains
@@ -1818,7 +1826,10 @@ fn doc_route(
             else {
                 return err(404, "Page not found");
             };
-            if let Some(cu) = body.get("contentUpdate") {
+            if let Some(cu) = body
+                .get("contentUpdate")
+                .filter(|_| !s.drop_content_updates)
+            {
                 let mode = cu["insertionMode"].as_str().unwrap_or("append").to_owned();
                 let fmt = cu
                     .pointer("/canvasContent/format")
