@@ -9,8 +9,9 @@
 //! row's changed value went unreported), and past 100 rows it re-read the
 //! first 100 and said `matches: true` with no note.
 //!
-//! And appending or prepending text a page already had was reported as
-//! matching when Coda lost the write: the check only looked for the text.
+//! And a page write Coda lost was reported as matching whenever the page
+//! already had the text: an append or prepend of text it had, a replace
+//! that was to remove lines (the check only looked for the new text).
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -171,5 +172,36 @@ async fn an_append_coda_lost_is_a_mismatch_even_when_the_page_had_the_text() {
             "{tool}"
         );
     }
+    h.close().await;
+}
+
+#[tokio::test]
+async fn a_replace_coda_lost_is_a_mismatch_when_it_was_to_remove_lines() {
+    let fake = FakeCoda::start().await;
+    let h = connect(fake, &[]).await;
+    let write = |content: &str| json!({"docId": "doc1", "pageIdOrName": "canvas-notes", "content": content, "verify": true});
+    let v = h
+        .ok("coda_replace_page_content", write("# Plan\n- Keep\n- Drop"))
+        .await;
+    assert_eq!(v["verification"]["matches"], true, "{v}");
+    let v = h
+        .ok("coda_replace_page_content", write("# Plan\n- Keep"))
+        .await;
+    assert_eq!(v["verification"]["matches"], true, "{v}");
+    h.ok("coda_replace_page_content", write("# Plan\n- Keep\n- Drop"))
+        .await;
+    h.fake.drop_content_updates();
+    let v = h
+        .ok("coda_replace_page_content", write("# Plan\n- Keep"))
+        .await;
+    let v = &v["verification"];
+    assert_eq!(v["matches"], false, "{v}");
+    assert_eq!(
+        v["mismatches"],
+        json!([{"rowId": "canvas-notes", "column": "content",
+                "intended": "(not in the new content)",
+                "stored": "(still on the page after the replace) Drop"}]),
+        "{v}"
+    );
     h.close().await;
 }

@@ -220,7 +220,7 @@ pub struct ContentWriteParams {
     pub element_id: Option<String>,
     #[serde(default)]
     pub wait: bool,
-    /// Wait until applied, re-read the page and report lines of content that are not found in it (implies wait). An append or prepend also reads the page before the write: each line must be there more times after it than before.
+    /// Wait until applied, re-read the page and report lines of content that are not found in it (implies wait). Also reads the page before the write: after an append or prepend each line must be there more times than before; after a replace of the whole page no earlier line the content lacks may remain.
     #[serde(default)]
     pub verify: bool,
     /// Replace only: return the current body and what would replace it; write nothing.
@@ -261,6 +261,79 @@ fn content_lines(content: &str, html: bool) -> Vec<String> {
         }
         if !t.is_empty() {
             out.push(t);
+        }
+    }
+    out
+}
+
+/// At most this many lines a replace should have removed are named.
+const MAX_LEFT_LINES: usize = 20;
+
+/// What `verify` found wrong with a content write: (intended, stored)
+/// pairs for the lines, and how many lines past [`MAX_LEFT_LINES`] were
+/// left unnamed.
+#[derive(Debug, Default, PartialEq)]
+struct ContentCheck {
+    lines: Vec<(String, String)>,
+    left_out: usize,
+}
+
+/// Checks a content write from the page's plain text `after` it, the
+/// content's `lines` ([`content_lines`]) and, when read, the plain text
+/// `before` it.
+///
+/// - Every line must be on the page. With `before`, an append or
+///   prepend must leave each line there at least as many more times as
+///   the content holds it: text the page already had ("Status: OK" once
+///   more) proves nothing by being found.
+/// - A replace of the whole page (`before` given) must leave none of the
+///   page's earlier lines that the content does not hold: a lost replace
+///   that was to remove lines leaves a page where every new line is
+///   found.
+fn content_mismatches(
+    lines: &[String],
+    before: Option<&str>,
+    after: &str,
+    replace: bool,
+) -> ContentCheck {
+    let mut out = ContentCheck::default();
+    let sent = lines.join("\n");
+    let mut seen = std::collections::HashSet::new();
+    for line in lines {
+        if !seen.insert(line.as_str()) {
+            continue;
+        }
+        let found = after.matches(line.as_str()).count();
+        let wrong = match before {
+            Some(b) if !replace => {
+                let had = b.matches(line.as_str()).count();
+                // More when a line is also part of another line.
+                let want = had + sent.matches(line.as_str()).count();
+                (found < want).then(|| {
+                    format!("(on the page {found} times after the write, {had} before it: expected at least {want})")
+                })
+            }
+            _ => (found == 0).then(|| "(not found in the page)".to_owned()),
+        };
+        if let Some(stored) = wrong {
+            out.lines.push((line.clone(), stored));
+        }
+    }
+    if let (Some(b), true) = (before, replace) {
+        let now: std::collections::HashSet<String> =
+            content_lines(after, false).into_iter().collect();
+        let mut left = std::collections::HashSet::new();
+        for old in content_lines(b, false) {
+            if !sent.contains(&old) && now.contains(&old) && left.insert(old.clone()) {
+                if left.len() > MAX_LEFT_LINES {
+                    out.left_out += 1;
+                } else {
+                    out.lines.push((
+                        "(not in the new content)".to_owned(),
+                        format!("(still on the page after the replace) {old}"),
+                    ));
+                }
+            }
         }
     }
     out
@@ -578,10 +651,10 @@ impl Coda {
         // Replacing leaves the same body however often it runs; appending
         // and prepending twice duplicate the content.
         req.replayable = mode == "replace";
-        // Appended text may already be on the page ("Status: OK" again):
-        // finding it afterwards proves nothing, so `verify` counts each
-        // line before the write and expects more of it after.
-        let before = if p.verify && mode != "replace" {
+        // What was on the page before, for `verify` (see content_mismatches):
+        // appended text may already be there, and a replace that was lost
+        // leaves lines it should have removed.
+        let before = if p.verify && (mode != "replace" || p.element_id.is_none()) {
             Some(
                 self.plain_items(&d, &p.page_id_or_name, COMPOSITE_CAP, self.deadline())
                     .await
@@ -604,7 +677,6 @@ impl Coda {
                     .await
                 {
                     Ok(items) => {
-                        let text = render_plain(&items);
                         v.rows_checked = 1;
                         let before = match before {
                             Some(Err(e)) => {
@@ -614,32 +686,25 @@ impl Coda {
                             Some(Ok(b)) => Some(b),
                             None => None,
                         };
-                        let lines = content_lines(&p.content, html);
-                        let sent = lines.join("\n");
-                        let mut seen = std::collections::HashSet::new();
-                        for line in lines {
-                            if !seen.insert(line.clone()) {
-                                continue;
-                            }
-                            let found = text.matches(line.as_str()).count();
-                            let stored = match &before {
-                                // At least as many more as the content holds
-                                // (more when a line is part of another).
-                                Some(b) => {
-                                    let had = b.matches(line.as_str()).count();
-                                    let want = had + sent.matches(line.as_str()).count();
-                                    (found < want).then(|| format!("(on the page {found} times after the write, {had} before it: expected at least {want})"))
-                                }
-                                None => (found == 0).then(|| "(not found in the page)".to_owned()),
-                            };
-                            if let Some(stored) = stored {
-                                v.mismatches.push(super::checks::Mismatch {
-                                    row_id: p.page_id_or_name.clone(),
-                                    column: "content".into(),
-                                    intended: Value::String(line),
-                                    stored: Some(Value::String(stored)),
-                                });
-                            }
+                        let found = content_mismatches(
+                            &content_lines(&p.content, html),
+                            before.as_deref(),
+                            &render_plain(&items),
+                            mode == "replace",
+                        );
+                        if found.left_out > 0 {
+                            v.stop(format!(
+                                "{} more lines the replace should have removed are still on the page",
+                                found.left_out
+                            ));
+                        }
+                        for (intended, stored) in found.lines {
+                            v.mismatches.push(super::checks::Mismatch {
+                                row_id: p.page_id_or_name.clone(),
+                                column: "content".into(),
+                                intended: Value::String(intended),
+                                stored: Some(Value::String(stored)),
+                            });
                         }
                     }
                     Err(e) => v.stop(format!("could not re-read the page: {e}")),
@@ -1272,5 +1337,57 @@ mod tests {
             json!({"id":"cl-3","type":"line","itemContent":{"style":"paragraph","format":"plainText","content":"p"}}),
         ];
         assert_eq!(render_plain(&items), "# Title\n  - a\np");
+    }
+
+    #[test]
+    fn a_content_write_is_judged_by_what_changed_not_only_by_what_is_there() {
+        let lines = content_lines("Status: OK\n- Checked", false);
+        let page = "# Log\nStatus: OK";
+        let appended = "# Log\nStatus: OK\nStatus: OK\nChecked";
+        let check = |before: Option<&str>, after: &str, replace: bool| {
+            content_mismatches(&lines, before, after, replace)
+        };
+        // An append that happened; one that was lost, with and without the
+        // page read before it.
+        assert_eq!(check(Some(page), appended, false), ContentCheck::default());
+        let lost = check(Some(page), page, false);
+        assert_eq!(
+            lost.lines,
+            [
+                (
+                    "Status: OK".to_owned(),
+                    "(on the page 1 times after the write, 1 before it: expected at least 2)"
+                        .to_owned()
+                ),
+                (
+                    "Checked".to_owned(),
+                    "(on the page 0 times after the write, 0 before it: expected at least 1)"
+                        .to_owned()
+                ),
+            ]
+        );
+        assert_eq!(
+            check(None, "Status: OK\nChecked", false),
+            ContentCheck::default()
+        );
+        // A replace that happened, and one that was lost: the old heading
+        // is still there; the line it kept is no mismatch.
+        let old = "# Old heading\nStatus: OK\n- Checked";
+        assert_eq!(
+            check(Some(old), "Status: OK\n- Checked", true),
+            ContentCheck::default()
+        );
+        let lost = check(Some(old), old, true);
+        assert_eq!(
+            lost.lines,
+            [(
+                "(not in the new content)".to_owned(),
+                "(still on the page after the replace) Old heading".to_owned()
+            )]
+        );
+        // Many such lines: the first ones are named, the rest counted.
+        let long: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        let lost = check(Some(&long), &long, true);
+        assert_eq!((lost.lines.len(), lost.left_out), (MAX_LEFT_LINES + 2, 10));
     }
 }
