@@ -9,6 +9,9 @@
 //! row's changed value went unreported), and past 100 rows it re-read the
 //! first 100 and said `matches: true` with no note.
 //!
+//! Upserts (`keyColumns`) were never re-read ("upserts return no row
+//! ids"): each row is now found by its keys and compared.
+//!
 //! And a page write Coda lost was reported as matching whenever the page
 //! already had the text: an append or prepend of text it had, a replace
 //! that was to remove lines (the check only looked for the new text).
@@ -204,4 +207,58 @@ async fn a_replace_coda_lost_is_a_mismatch_when_it_was_to_remove_lines() {
         "{v}"
     );
     h.close().await;
+}
+
+#[tokio::test]
+async fn upserted_rows_are_found_by_their_keys_and_compared() {
+    let fake = FakeCoda::start().await;
+    fake.change_written_cells("c-status", json!("Shipped"));
+    let h = connect(fake, &[]).await;
+    let v = h
+        .ok(
+            "coda_upsert_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "keyColumns": ["Name"], "verify": true,
+                   "rows": [{"Name": "Design", "Points": 9}, {"Name": "Ops", "Points": 4},
+                            {"Name": "Build", "Points": 2, "Status": "Blocked"}]}),
+        )
+        .await;
+    h.fake.assert_responses_match_spec();
+    h.close().await;
+    let v = &v["verification"];
+    // Design updated, Ops inserted, Build updated: three rows re-read, and
+    // the one value Coda changed is the one mismatch.
+    assert_eq!(v["rowsChecked"], 3, "{v}");
+    assert_eq!(v["matches"], false, "{v}");
+    assert!(v.get("note").is_none(), "{v}");
+    let m = &v["mismatches"];
+    assert_eq!(m.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        (&m[0]["column"], &m[0]["intended"], &m[0]["stored"]),
+        (&json!("Status"), &json!("Blocked"), &json!("Shipped")),
+        "{v}"
+    );
+    assert!(m[0]["rowId"].as_str().unwrap().starts_with("i-"), "{v}");
+}
+
+#[tokio::test]
+async fn an_upserted_row_no_row_matches_afterwards_is_a_mismatch() {
+    let fake = FakeCoda::start().await;
+    // Coda stores another name than the one sent: no row has the key now.
+    fake.change_written_cells("c-name", json!("Renamed"));
+    let h = connect(fake, &[]).await;
+    let v = h
+        .ok(
+            "coda_upsert_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "keyColumns": ["Name"], "verify": true,
+                   "rows": [{"Name": "Fresh", "Points": 1}]}),
+        )
+        .await;
+    h.close().await;
+    let v = &v["verification"];
+    assert_eq!(v["matches"], false, "{v}");
+    assert_eq!(
+        v["mismatches"],
+        json!([{"rowId": "rows[0]", "column": "Name", "intended": "Fresh"}]),
+        "{v}"
+    );
 }

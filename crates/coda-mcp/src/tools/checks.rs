@@ -302,6 +302,30 @@ pub fn check_rows_carry_keys(
     Ok(())
 }
 
+/// The key cells of one row of an upsert, in `keys` order: (column id,
+/// column name, value sent). A key the row lacks is left out
+/// ([`check_rows_carry_keys`] refuses such rows before they are sent).
+pub fn key_cells(
+    columns: &[Value],
+    keys: &[String],
+    cells: &[Value],
+) -> Vec<(String, String, Value)> {
+    let cols: Vec<Col<'_>> = columns.iter().map(col).collect();
+    keys.iter()
+        .filter_map(|k| {
+            let c = find(&cols, k).ok().flatten()?;
+            let value = cells.iter().find_map(|cell| {
+                let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
+                match find(&cols, key) {
+                    Ok(Some(x)) if x.id == c.id => cell.get("value").cloned(),
+                    _ => None,
+                }
+            })?;
+            Some((c.id.to_owned(), c.name.to_owned(), value))
+        })
+        .collect()
+}
+
 /// One cell whose stored value differs from what was written.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

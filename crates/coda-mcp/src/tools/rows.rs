@@ -38,6 +38,8 @@ const DELETE_CHUNK: usize = 500;
 /// Up to this many `rowIds` of a bulk delete are checked one read each;
 /// more, against one listing of the table.
 const CHECK_EACH_MAX: usize = 5;
+/// Rows read back per upserted row by `verify`: those sharing its first key.
+const UPSERT_MATCHES_READ: usize = 100;
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -619,10 +621,11 @@ impl Coda {
         out.note = queued_note(&out.request_ids, out.mutation.as_ref());
         if verify {
             let mut v = Verification::default();
-            if key_columns.is_some() {
-                v.stop("upserts return no row ids: the rows were not re-read (list them with a filter on a key column)");
-            } else if out.mutation.as_ref().is_some_and(|m| !m.completed) {
+            if out.mutation.as_ref().is_some_and(|m| !m.completed) {
                 v.stop(checks::NOT_APPLIED_YET);
+            } else if let Some(keys) = key_columns {
+                self.verify_upserted(d, t, &columns, keys, &sent, &mut v)
+                    .await;
             } else {
                 // Coda returns addedRowIds in the order the rows were sent.
                 for (id, cells) in out.added_row_ids.iter().zip(&sent).take(MAX_VERIFY_ROWS) {
@@ -644,6 +647,83 @@ impl Coda {
             out.verification = Some(v.finish());
         }
         Ok(out)
+    }
+
+    /// `verify` for an upsert, which returns no row ids: each row sent (the
+    /// first [`MAX_VERIFY_ROWS`]) is looked up by its first key column
+    /// (one listing, at most [`UPSERT_MATCHES_READ`] rows), narrowed to
+    /// the rows whose every key matches, and each such row is compared.
+    /// A row sent that no row matches afterwards is a mismatch on its
+    /// first key (nothing stored).
+    async fn verify_upserted(
+        &self,
+        d: &str,
+        t: &str,
+        columns: &[Value],
+        keys: &[String],
+        sent: &[Vec<Value>],
+        v: &mut Verification,
+    ) {
+        for (i, cells) in sent.iter().enumerate().take(MAX_VERIFY_ROWS) {
+            let key_cells = checks::key_cells(columns, keys, cells);
+            let Some((first_id, first_name, first_value)) = key_cells.first() else {
+                continue;
+            };
+            let query = match row_query_in(columns, first_id, first_value) {
+                Ok(q) => q,
+                Err(_) => {
+                    v.stop(format!("rows[{i}] was not re-read: its key {first_name} is not a string, number or boolean, which a row query cannot look up"));
+                    continue;
+                }
+            };
+            let req = ApiRequest::get(&["docs", d, "tables", t, "rows"])
+                .query("query", query)
+                .query("limit", UPSERT_MATCHES_READ);
+            let listed = match self.call(req, self.deadline()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    v.stop(format!("could not re-read rows[{i}]: {e}"));
+                    break;
+                }
+            };
+            if listed.get("nextPageToken").is_some_and(|t| !t.is_null()) {
+                v.stop(format!("rows[{i}]: more than {UPSERT_MATCHES_READ} rows have its {first_name}; only those were compared"));
+            }
+            let items = listed
+                .get("items")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut matched = 0;
+            for row in items {
+                let all_keys = key_cells.iter().all(|(id, _, want)| {
+                    row.pointer(&format!(
+                        "/values/{}",
+                        id.replace('~', "~0").replace('/', "~1")
+                    ))
+                    .is_some_and(|got| checks::same(want, got))
+                });
+                if !all_keys {
+                    continue;
+                }
+                matched += 1;
+                let id = row.get("id").and_then(Value::as_str).unwrap_or("");
+                checks::compare_row(columns, id, cells, row, v);
+            }
+            if matched == 0 {
+                v.mismatches.push(checks::Mismatch {
+                    row_id: format!("rows[{i}]"),
+                    column: first_name.clone(),
+                    intended: first_value.clone(),
+                    stored: None,
+                });
+            }
+        }
+        if sent.len() > MAX_VERIFY_ROWS {
+            v.stop(format!(
+                "only the first {MAX_VERIFY_ROWS} rows were re-read"
+            ));
+        }
     }
 
     /// Columns of a table for a row filter, or none when they cannot be read

@@ -602,7 +602,8 @@ impl FakeCoda {
     }
 
     /// Store `value` in column `col_id` on every row update (single-row
-    /// `PUT`), whatever was sent: plays a write Coda changed.
+    /// `PUT`), and on every insert or upsert that writes the column,
+    /// whatever was sent: plays a write Coda changed.
     pub fn change_written_cells(&self, col_id: &str, value: Value) {
         self.with(|s| s.change_on_write.push((col_id.into(), value)));
     }
@@ -2237,8 +2238,12 @@ fn table_route(
                         .iter()
                         .position(|r| key_ids.iter().all(|k| r.values.get(k) == values.get(k)))
                 };
-                match existing {
-                    Some(i) => s.tables[ti].rows[i].values.extend(values),
+                let written: Vec<String> = values.keys().cloned().collect();
+                let ri = match existing {
+                    Some(i) => {
+                        s.tables[ti].rows[i].values.extend(values);
+                        i
+                    }
                     None => {
                         let id = s.next("i-new");
                         let mut full = Map::new();
@@ -2251,6 +2256,12 @@ fn table_route(
                             values: full,
                         });
                         added.push(id);
+                        s.tables[ti].rows.len() - 1
+                    }
+                };
+                for (c, v) in s.change_on_write.clone() {
+                    if written.contains(&c) {
+                        s.tables[ti].rows[ri].values.insert(c, v);
                     }
                 }
             }
