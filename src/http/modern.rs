@@ -165,11 +165,12 @@ fn validate(
         _ => None,
     };
     if let Some(key) = name_key {
-        // Parsed once, for the name and for the `Mcp-Param-*` checks.
-        let params = frame.params_value();
-        let body_name = params
-            .as_ref()
-            .and_then(|p| p.get(key).and_then(Value::as_str).map(String::from));
+        // Only the member itself is read: arguments the proxy's parser
+        // cannot build into a tree (`1e400`, nesting past its depth limit)
+        // are still a valid body, and must not make the name look absent.
+        let body_name = frame
+            .locate_in_params(&[key])
+            .and_then(|at| serde_json::from_slice::<String>(&frame.bytes()[at]).ok());
         let header_name = header("mcp-name").and_then(decode_header);
         match (header_name, body_name) {
             (Some(h), Some(b)) if h == b => {}
@@ -185,10 +186,8 @@ fn validate(
                 )));
             }
         }
-        if method == "tools/call"
-            && let Some(p) = &params
-        {
-            tool_headers.check(headers, p)?;
+        if method == "tools/call" {
+            tool_headers.check(headers, frame)?;
         }
     }
     Ok(())
@@ -653,6 +652,41 @@ mod tests {
                 Err(ProxyError::HeaderMismatch(_))
             ));
         }
+    }
+
+    /// Regression: the name was read from `params` built into a tree, so
+    /// a call whose arguments hold a number no double holds (`1e400`) or
+    /// nesting past serde_json's depth limit (both valid JSON that Python
+    /// and JavaScript children read) got 400 -32020 "Mcp-Name does not
+    /// match params.name (absent)".
+    #[test]
+    fn arguments_no_tree_can_hold_do_not_hide_the_name() {
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+        ]);
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for arg in ["1e400", "-1e400", deep.as_str()] {
+            let body = CALL.replacen(
+                r#""name":"echo""#,
+                &format!(r#""name":"echo","arguments":{{"x":{arg}}}"#),
+                1,
+            );
+            let f = Frame::parse(Bytes::from(body), true).unwrap();
+            validate(&h, &f, &ToolHeaders::default()).unwrap();
+        }
+        // The name is still compared.
+        let other = CALL.replacen(
+            r#""name":"echo""#,
+            r#""name":"other","arguments":{"x":1e400}"#,
+            1,
+        );
+        let f = Frame::parse(Bytes::from(other), true).unwrap();
+        assert!(matches!(
+            validate(&h, &f, &ToolHeaders::default()),
+            Err(ProxyError::HeaderMismatch(_))
+        ));
     }
 
     #[test]

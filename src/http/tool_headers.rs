@@ -21,7 +21,7 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::error::ProxyError;
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{Frame, Message};
 use crate::upstream::AnswerWatch;
 
 /// Tools remembered at most (a bigger catalogue is checked for the first
@@ -109,25 +109,31 @@ impl ToolHeaders {
     }
 
     /// Checks a 2026-07-28 `tools/call`'s `Mcp-Param-*` headers against
-    /// its arguments (`params`, the request's params as a tree).
-    pub fn check(&self, headers: &HeaderMap, params: &Value) -> Result<(), ProxyError> {
-        let Some(name) = params.get("name").and_then(Value::as_str) else {
+    /// its arguments. Only the annotated values are read from the body,
+    /// each alone: arguments no tree can hold (`1e400`, nesting past the
+    /// parser's depth limit) elsewhere in the call do not stop the check.
+    pub fn check(&self, headers: &HeaderMap, call: &Frame) -> Result<(), ProxyError> {
+        let Some(name) = call
+            .locate_in_params(&["name"])
+            .and_then(|at| serde_json::from_slice::<String>(&call.bytes()[at]).ok())
+        else {
             return Ok(());
         };
         let expected = {
             let known = crate::lock(&self.tools);
-            match known.get(name) {
+            match known.get(&name) {
                 Some(h) => h.clone(),
                 None => return Ok(()),
             }
         };
-        let arguments = params.get("arguments").unwrap_or(&Value::Null);
         for p in &expected {
-            let mut at = Some(arguments);
-            for key in &p.path {
-                at = at.and_then(|v| v.get(key));
-            }
-            let body = at.filter(|v| !v.is_null());
+            let path: Vec<&str> = std::iter::once("arguments")
+                .chain(p.path.iter().map(String::as_str))
+                .collect();
+            let body = call
+                .locate_in_params(&path)
+                .map(|at| &call.bytes()[at])
+                .filter(|raw| *raw != b"null");
             let mut values = headers.get_all(p.header.as_str()).iter();
             let (sent, again) = (values.next(), values.next());
             if again.is_some() {
@@ -157,7 +163,9 @@ impl ToolHeaders {
                         .ok_or_else(|| {
                             mismatch(format!("{} has characters it may not have", p.header))
                         })?;
-                    if !same_value(&text, b) {
+                    // A value no tree holds (`1e400`) matches no header.
+                    let b = serde_json::from_slice::<Value>(b).ok();
+                    if !b.is_some_and(|b| same_value(&text, &b)) {
                         return Err(mismatch(format!(
                             "{} header does not match the arguments' {}",
                             p.header,
@@ -314,6 +322,10 @@ mod tests {
             "query":{"type":"string"}}}})
     }
 
+    fn tools_call(params: Value) -> Frame {
+        Frame::from_value(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":params}))
+    }
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -325,7 +337,9 @@ mod tests {
     #[test]
     fn headers_must_say_what_the_arguments_say() {
         let t = listed(json!([locate()]));
-        let call = json!({"name":"locate","arguments":{"region":"us-west1","target":{"shard":42,"dry":true},"query":"x"}});
+        let call = tools_call(
+            json!({"name":"locate","arguments":{"region":"us-west1","target":{"shard":42,"dry":true},"query":"x"}}),
+        );
         let ok = headers(&[
             ("mcp-param-region", "us-west1"),
             ("mcp-param-shard", "42.0"),
@@ -361,18 +375,49 @@ mod tests {
             assert!(matches!(e, ProxyError::HeaderMismatch(_)), "{e:?}");
         }
         // Absent or null in the body: no header expected, none allowed.
-        let sparse = json!({"name":"locate","arguments":{"region":null}});
+        let sparse = tools_call(json!({"name":"locate","arguments":{"region":null}}));
         assert!(t.check(&HeaderMap::new(), &sparse).is_ok());
         assert!(
             t.check(&headers(&[("mcp-param-region", "x")]), &sparse)
                 .is_err()
         );
         // A tool never listed, and unknown Mcp-Param headers, pass.
-        let other = json!({"name":"other","arguments":{"region":"x"}});
+        let other = tools_call(json!({"name":"other","arguments":{"region":"x"}}));
         assert!(
             t.check(&headers(&[("mcp-param-zone", "a")]), &other)
                 .is_ok()
         );
+    }
+
+    /// Regression: the arguments were built into one tree, so a call with
+    /// `1e400` or deep nesting in an argument beside the annotated ones
+    /// could not be checked at all.
+    #[test]
+    fn arguments_no_tree_can_hold_leave_the_annotated_ones_checked() {
+        let t = listed(json!([locate()]));
+        let with = |extra: &str| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"locate","arguments":{{"query":{extra},"region":"us-west1"}}}}}}"#
+            );
+            Frame::parse(bytes::Bytes::from(body), true).unwrap()
+        };
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for extra in ["1e400", deep.as_str()] {
+            let call = with(extra);
+            let ok = headers(&[("mcp-param-region", "us-west1")]);
+            assert!(t.check(&ok, &call).is_ok(), "{extra:.20}");
+            let wrong = headers(&[("mcp-param-region", "eu-west1")]);
+            assert!(t.check(&wrong, &call).is_err(), "{extra:.20}");
+            assert!(t.check(&HeaderMap::new(), &call).is_err(), "{extra:.20}");
+        }
+        // An annotated value no tree holds matches no header.
+        let call = Frame::parse(
+            bytes::Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"locate","arguments":{"region":"r","target":{"shard":1e400}}}}"#),
+            true,
+        )
+        .unwrap();
+        let h = headers(&[("mcp-param-region", "r"), ("mcp-param-shard", "1e400")]);
+        assert!(t.check(&h, &call).is_err());
     }
 
     #[test]
