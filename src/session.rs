@@ -82,10 +82,6 @@ pub struct Session {
     pub upstream: Arc<Upstream>,
     /// Negotiated protocol version (from the initialize result).
     protocol_version: Mutex<String>,
-    /// The version the client asked for in `initialize`, which some
-    /// clients keep sending in `MCP-Protocol-Version` when the server
-    /// answered an older one.
-    requested_version: Mutex<String>,
     limits: StreamLimits,
     streams: Mutex<VecDeque<Arc<Outlet>>>,
     /// The standalone GET stream, once opened; also the port's stream for
@@ -146,7 +142,6 @@ impl Session {
             port,
             upstream,
             protocol_version: Mutex::new(String::new()),
-            requested_version: Mutex::new(String::new()),
             limits,
             streams: Mutex::new(VecDeque::new()),
             get_stream: Mutex::new(None),
@@ -170,20 +165,16 @@ impl Session {
         *lock(&self.protocol_version) = v.to_string();
     }
 
-    /// Records the version the client asked for in `initialize`.
-    pub fn set_requested_version(&self, v: &str) {
-        *lock(&self.requested_version) = v.to_string();
-    }
-
-    /// Whether `MCP-Protocol-Version: v` fits this session: the negotiated
-    /// revision, the one the client asked for, or another session-era
-    /// revision this proxy supports. The spec asks for 400 only for an
-    /// invalid or unsupported value, and the official conformance suite
-    /// sends `2025-03-26` on sessions that negotiated `2025-11-25`.
+    /// Whether `MCP-Protocol-Version: v` fits this session: any
+    /// session-era revision this proxy supports. The spec asks for 400
+    /// only for an invalid or unsupported value, and the official
+    /// conformance suite sends `2025-03-26` on sessions that negotiated
+    /// `2025-11-25`. What the client asked for in `initialize` counts for
+    /// nothing: an unsupported value there was answered with another
+    /// version, and the same value in the header is still unsupported
+    /// (a POST refuses it before it reaches the session).
     pub fn accepts_version(&self, v: &str) -> bool {
-        v == *lock(&self.protocol_version)
-            || v == *lock(&self.requested_version)
-            || crate::version::is_session(v)
+        crate::version::is_session(v)
     }
 
     /// Whether `more` client requests may go to the child now, given those

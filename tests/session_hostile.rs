@@ -257,3 +257,40 @@ async fn progress_tokens_longer_than_a_kibibyte_are_refused_on_both_transports()
     assert_eq!(c.post(&call("short")).await.status(), 200);
     proxy.stop().await;
 }
+
+/// Regression: the version a client asked for in `initialize` was
+/// remembered and accepted in `MCP-Protocol-Version` afterwards, so a
+/// client that asked for `bogus-1` (and was answered with a supported
+/// revision) had GET and DELETE served with `MCP-Protocol-Version:
+/// bogus-1` while its POSTs got 400. An unsupported value is 400 on every
+/// method (spec 2025-06-18+ `transports#protocol-version-header`).
+#[tokio::test]
+async fn a_version_the_client_asked_for_but_is_unsupported_is_refused_on_every_method() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("bogus-1", json!({})).await;
+    let sid = c.session.clone().expect("a session");
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, version: &'static str| {
+        http.request(method, proxy.mcp())
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", version)
+            .send()
+    };
+    let step = std::time::Duration::from_secs(10);
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = tokio::time::timeout(step, send(method.clone(), "bogus-1"))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(r.status(), 400, "{method}");
+    }
+    // A supported revision still reaches the session, which is still there.
+    let r = tokio::time::timeout(step, send(reqwest::Method::DELETE, "2025-06-18"))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    proxy.stop().await;
+}

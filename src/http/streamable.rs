@@ -331,12 +331,6 @@ async fn initialize(
     };
     let upstream = session.upstream.clone();
     let client_id: Box<[u8]> = frame.id().unwrap_or_default().into();
-    if let Some(Ok(asked)) = frame
-        .locate_in_params(&["protocolVersion"])
-        .map(|at| serde_json::from_slice::<String>(&frame.bytes()[at]))
-    {
-        session.set_requested_version(&asked);
-    }
     let (tx, rx) = oneshot::channel();
     let limit = app
         .config
