@@ -95,7 +95,8 @@ pub struct Session {
     touches: std::sync::atomic::AtomicU32,
     /// Whether a GET (or legacy) stream was ever opened.
     streamed: std::sync::atomic::AtomicBool,
-    /// POSTs of this session whose client waits for a JSON answer.
+    /// POSTs of this session whose client waits for a JSON answer or
+    /// reads the POST's stream.
     waiting: std::sync::atomic::AtomicUsize,
     /// A request was refused for too many in flight (logged once per
     /// session: a client that keeps trying gets 429s, not log lines).
@@ -104,7 +105,8 @@ pub struct Session {
     pub cancel: CancellationToken,
 }
 
-/// A client waiting for a JSON answer in a session ([`Session::waiting`]).
+/// A client waiting for a JSON answer or reading a POST's stream in a
+/// session ([`Session::waiting`]).
 pub struct Waiting(Arc<Session>);
 
 impl Drop for Waiting {
@@ -304,7 +306,8 @@ impl Session {
     }
 
     /// Whether a client is there for this session now: on its GET (or
-    /// legacy) stream, on a POST's stream, or waiting for a JSON answer.
+    /// legacy) stream, or on a POST (reading its stream, with or without
+    /// event ids, or waiting for its JSON answer).
     /// A request in flight whose client went away does not count: its
     /// answer could only be fetched by a client coming back (a GET with
     /// `Last-Event-ID`), which touches the session.
@@ -315,7 +318,8 @@ impl Session {
     }
 
     /// Marks a client as waiting on this session (a POST answered in
-    /// JSON) until the guard is dropped.
+    /// JSON, or the response body of a POST's stream) until the guard is
+    /// dropped.
     pub fn waiting(self: &Arc<Self>) -> Waiting {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         Waiting(self.clone())

@@ -1012,3 +1012,36 @@ async fn a_session_whose_client_left_a_call_unanswered_still_expires() {
     assert_eq!(status, 404, "the abandoned session is still there");
     proxy.stop().await;
 }
+
+/// Regression: with `--replay-events 0` a POST's SSE stream was in no
+/// list the reaper looked at (only resumable streams were kept), so a
+/// client reading its stream all along counted as gone: a one-shot
+/// client (initialize, one call) whose call outlasted
+/// `--oneshot-idle-timeout` had its session ended, and in per-session
+/// mode its child stopped, under the call.
+#[tokio::test]
+async fn a_client_reading_its_calls_stream_keeps_its_session_without_event_ids() {
+    let proxy = Proxy::start(&[
+        "--replay-events",
+        "0",
+        "--session-idle-timeout",
+        "1s",
+        "--oneshot-idle-timeout",
+        "1s",
+    ])
+    .await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let m = call_within(
+        &c,
+        json!("long"),
+        "sleep",
+        json!({"ms": 3000}),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(!is_error(&m), "the call was cut off with its session: {m}");
+    let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"});
+    assert_eq!(c.post(&ping).await.status(), 200, "the session ended");
+    proxy.stop().await;
+}

@@ -152,9 +152,11 @@ pub async fn post(
     }
     admit(&app, &session, &frames)?;
     let streams = session.clone();
-    // Until the handler returns: a JSON answer is awaited in it (a POST's
-    // stream counts while its client reads it).
-    let _waiting = session.waiting();
+    // The client is there while it waits for its JSON answer or reads its
+    // stream (to the stream's end): only resumable streams are in the
+    // session's list, so without this a stream without event ids
+    // (`--replay-events 0`) would leave its session to the idle reaper.
+    let waiting = session.waiting();
     dispatch(
         &app,
         &session.port,
@@ -164,7 +166,7 @@ pub async fn post(
         batch,
         move |owed| streams.open_stream(owed),
         session.cancel.clone(),
-        None,
+        waiting,
     )
     .await
 }
@@ -172,9 +174,10 @@ pub async fn post(
 /// Passes every message on, in the order of the body; requests are
 /// answered on one stream (or in one JSON body). Notifications and
 /// responses never fail the POST: a child that is down loses them, as any
-/// transport would, and the POST still gets 202.
+/// transport would, and the POST still gets 202. `guard` lives as long as
+/// the answer: the JSON wait, or the stream's response body.
 #[allow(clippy::too_many_arguments)]
-async fn dispatch(
+async fn dispatch<G: Send + 'static>(
     app: &Arc<App>,
     port: &Arc<Port>,
     upstream: &Arc<Upstream>,
@@ -183,7 +186,7 @@ async fn dispatch(
     batch: bool,
     open_stream: impl FnOnce(usize) -> (Arc<Outlet>, crate::sse::LiveRx),
     cancel: tokio_util::sync::CancellationToken,
-    guard: Option<DetachGuard>,
+    guard: G,
 ) -> Result<Response<Body>, ProxyError> {
     let requests = frames.iter().filter(|f| f.kind() == Kind::Request).count();
     if requests == 0 {
@@ -536,15 +539,7 @@ async fn stateless(
     };
     let cancel = app.streams_cancel.child_token();
     dispatch(
-        &app,
-        &port,
-        &upstream,
-        parts,
-        frames,
-        batch,
-        open,
-        cancel,
-        Some(guard),
+        &app, &port, &upstream, parts, frames, batch, open, cancel, guard,
     )
     .await
 }
