@@ -37,7 +37,8 @@ use crate::upstream::{Port, Upstream};
 /// one-shot client's: `notifications/initialized` and one call.
 const ONE_SHOT_TOUCHES: u32 = 2;
 
-/// Finished POST streams kept per session for `Last-Event-ID` replay.
+/// Streams kept per session for `Last-Event-ID` replay, finished ones
+/// included; streams not finished are kept past it ([`Session::open_stream`]).
 const KEPT_STREAMS: usize = 32;
 
 /// What a session needs to know about limits.
@@ -250,15 +251,17 @@ impl Session {
         let (outlet, rx, with_ids) = self.new_outlet(Some(owed));
         if with_ids {
             let mut streams = lock(&self.streams);
-            if streams.len() >= KEPT_STREAMS {
-                // Drop the oldest finished stream; keep live ones.
+            // Drop the oldest finished streams. One not finished is never
+            // dropped: its client may come back for it with Last-Event-ID
+            // (the GET stream among them), and there are at most as many
+            // as requests in flight (`--max-in-flight`), each bounded in
+            // bytes by the replay budget.
+            while streams.len() >= KEPT_STREAMS {
                 match streams.iter().position(|o| o.is_finished()) {
                     Some(i) => {
                         streams.remove(i);
                     }
-                    None => {
-                        streams.pop_front();
-                    }
+                    None => break,
                 }
             }
             streams.push_back(outlet.clone());

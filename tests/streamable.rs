@@ -648,6 +648,35 @@ async fn a_dropped_post_stream_can_be_resumed_with_last_event_id() {
     proxy.stop().await;
 }
 
+/// Regression: a session keeps 32 streams for `Last-Event-ID`; when all
+/// were in flight, opening one more dropped the oldest in-flight stream
+/// from the list, so its client, back with `Last-Event-ID`, got a fresh
+/// GET stream and never its answer (the GET stream, usually the oldest,
+/// was lost the same way).
+#[tokio::test]
+async fn a_stream_in_flight_stays_resumable_however_many_are_open() {
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let first = json!({"jsonrpc":"2.0","id":"first","method":"tools/call","params":{"name":"progress","arguments":{"steps":10,"delay_ms":500},"_meta":{"progressToken":1}}});
+    let mut s = SseStream::new(c.post(&first).await);
+    let last_id = s.next().await.unwrap().id.expect("events carry ids");
+    drop(s); // the client goes away; the call (5 s) goes on
+    let sleep = |id: usize| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":8000}}});
+    let bodies: Vec<Value> = (0..32).map(sleep).collect();
+    let open = futures_util::future::join_all(bodies.iter().map(|b| c.post(b))).await;
+    let resumed = c.resume(&last_id).await;
+    assert_eq!(resumed.status(), 200);
+    let msgs = read_messages(resumed).await;
+    assert_eq!(
+        msgs.last().map(|m| &m["id"]),
+        Some(&json!("first")),
+        "{msgs:?}"
+    );
+    drop(open);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn idle_sessions_expire() {
     let proxy = Proxy::start(&["--session-idle-timeout", "300ms"]).await;
