@@ -276,14 +276,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     if !is_trusted(&peer) {
         return peer;
     }
-    let values: Vec<&str> = headers
+    let values: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .map(|v| v.to_str().unwrap_or(""))
+        .map(|v| v.as_bytes())
         .collect();
     let mut nearest = peer;
-    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
-        match forwarded_addr(entry).map(|ip| ip.to_canonical()) {
+    // Entry by entry, as bytes: a value is not text as a whole when the
+    // client's part, left of what the proxies appended, is not.
+    let entries = values.iter().rev().flat_map(|v| v.rsplit(|b| *b == b','));
+    for entry in entries {
+        let addr = std::str::from_utf8(entry).ok().and_then(forwarded_addr);
+        match addr.map(|ip| ip.to_canonical()) {
             Some(ip) if is_trusted(&ip) => nearest = ip,
             Some(ip) => return ip,
             None => return nearest,
@@ -414,5 +418,28 @@ mod tests {
         assert_eq!(ip("6.6.6.6, unknown, 10.1.1.1"), "10.1.1.1");
         assert_eq!(ip("6.6.6.6, unknown"), "10.0.0.1");
         assert_eq!(ip("10.2.2.2, 10.1.1.1"), "10.2.2.2");
+    }
+
+    /// Regression: a value was read as text as a whole, and one holding a
+    /// byte that is not visible ASCII counted as empty, so the client was
+    /// the trusted proxy itself. A client who wrote such a byte to its own
+    /// `X-Forwarded-For` (the proxy appending its address) had its
+    /// failures charged to, and audited as, the proxy's address: a second
+    /// budget, its own address hidden, and the proxy's emptied.
+    #[test]
+    fn a_client_entry_that_is_not_text_does_not_hide_the_address_appended_right_of_it() {
+        let trusted = parse_trusted(&["10.0.0.0/8".into()]).unwrap();
+        let mut h = HeaderMap::new();
+        let value = http::HeaderValue::from_bytes(b"\xff, 198.51.100.7, 10.1.1.1").unwrap();
+        h.insert("x-forwarded-for", value);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(proxy, &h, &trusted).to_string(), "198.51.100.7");
+        let value = http::HeaderValue::from_bytes(b"198.51.100.7, \xff").unwrap();
+        h.insert("x-forwarded-for", value);
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            proxy,
+            "nothing left of it is believed"
+        );
     }
 }
