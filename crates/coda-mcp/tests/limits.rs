@@ -242,3 +242,39 @@ async fn a_formula_value_past_the_result_budget_is_cut_with_a_note() {
     );
     h.close().await;
 }
+
+/// Regression: page reads counted the budget in UTF-8 bytes of the text,
+/// but the text goes out as JSON (twice), where a quote, a backslash or a
+/// line break takes two bytes and a control character six: a page of
+/// quotes came back at twice `--max-result-bytes`, one of control
+/// characters at six times.
+#[tokio::test]
+async fn page_reads_count_the_budget_in_json_bytes() {
+    let h = start(&["--max-result-bytes", "20000"]).await;
+    h.fake.add_pages(2);
+    for (i, ch) in ['"', '\u{1}'].into_iter().enumerate() {
+        let page = format!("canvas-p{i}");
+        h.fake.insert_line(&page, &ch.to_string().repeat(30_000));
+        for (tool, extra) in [
+            (
+                "coda_get_page_content",
+                json!({"format": "plainText", "maxChars": 1_000_000}),
+            ),
+            ("coda_peek_page", json!({"numLines": 5})),
+        ] {
+            let mut args = json!({"docId": "doc1", "pageIdOrName": page});
+            args.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let r = h.call(tool, args).await;
+            let v = r.structured_content.clone().unwrap();
+            let text = serde_json::to_string(&harness::text(&r)).unwrap();
+            let size = v.to_string().len() + text.len();
+            assert!(size <= 20_000, "{tool} {ch:?}: {size} bytes");
+            assert_eq!(v["truncated"], true, "{tool} {ch:?}");
+            let n = v["content"].as_str().unwrap().chars().count();
+            assert!(n > 1000, "{tool} {ch:?}: only {n} characters");
+        }
+    }
+    h.close().await;
+}

@@ -431,16 +431,33 @@ pub struct SearchPagesOutput {
     pub note: Option<String>,
 }
 
-/// The longest head of `s` of at most `room` bytes (whole characters), and
-/// whether anything was cut.
+/// Bytes `c` takes in a JSON string: page text goes out as JSON (twice),
+/// where a quote, a backslash or a line break takes two bytes and another
+/// control character six (`\u0001`).
+fn json_char_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if c < ' ' => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Room for each copy of a page's text (JSON and text content) in a
+/// result of `budget` bytes, the other fields counted in.
+fn page_text_room(budget: usize) -> usize {
+    budget.saturating_sub(1024) / 2
+}
+
+/// The longest head of `s` of at most `room` bytes as JSON (whole
+/// characters, [`json_char_len`]), and whether anything was cut.
 fn head_within(mut s: String, room: usize) -> (String, bool) {
-    if s.len() <= room {
+    let mut used = 0;
+    let Some((cut, _)) = s.char_indices().find(|(_, c)| {
+        used += json_char_len(*c);
+        used > room
+    }) else {
         return (s, false);
-    }
-    let mut cut = room;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    };
     s.truncate(cut);
     (s, true)
 }
@@ -910,14 +927,14 @@ impl Coda {
             let take = p.max_chars.unwrap_or(crate::config::DEFAULT_MAX_CHARS);
             // The content goes out twice (JSON and text): each copy gets
             // half the result budget, whatever maxChars asks for.
-            let room = c.cfg.max_result_bytes / 2;
+            let room = page_text_room(c.cfg.max_result_bytes);
             let mut bytes = 0;
             let content: String = full
                 .chars()
                 .skip(p.offset)
                 .take(take)
                 .take_while(|ch| {
-                    bytes += ch.len_utf8();
+                    bytes += json_char_len(*ch);
                     bytes <= room
                 })
                 .collect();
@@ -988,7 +1005,7 @@ impl Coda {
             };
             // The content goes out twice (JSON and text): each copy gets
             // half the result budget, whatever numLines asks for.
-            let (content, cut) = head_within(content, c.cfg.max_result_bytes / 2);
+            let (content, cut) = head_within(content, page_text_room(c.cfg.max_result_bytes));
             let truncated = truncated || cut;
             let text = content.clone();
             Reply::with_text(
