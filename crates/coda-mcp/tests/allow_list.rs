@@ -140,3 +140,25 @@ async fn urls_links_copies_and_analytics_of_other_docs_are_refused() {
     .await;
     h.close().await;
 }
+
+/// Regression: the next page of a list is asked with Coda's `pageToken`
+/// alone, so under `--docs` the second page of `coda_list_doc_analytics`
+/// named no `docIds`, read as analytics over all docs and was refused:
+/// `nextPageToken` (and `fetchAll`) could not go past the first page.
+#[tokio::test]
+async fn doc_analytics_of_allowed_docs_continue_past_the_first_page() {
+    let h = start(&["--docs", "doc1,doc2", "--toolsets", "all"]).await;
+    let args = json!({"docIds": ["doc1", "doc2"], "limit": 1});
+    let first = h.ok("coda_list_doc_analytics", args.clone()).await;
+    assert_eq!(first["items"][0]["doc"]["id"], "doc1", "{first}");
+    let mut next = args.clone();
+    next["pageToken"] = first["nextPageToken"].clone();
+    let second = h.ok("coda_list_doc_analytics", next).await;
+    assert_eq!(second["items"][0]["doc"]["id"], "doc2", "{second}");
+    let mut all = args;
+    all["fetchAll"] = json!(true);
+    let all = h.ok("coda_list_doc_analytics", all).await;
+    assert_eq!(all["count"], 2, "{all}");
+    assert!(all.get("note").is_none(), "{all}");
+    h.close().await;
+}

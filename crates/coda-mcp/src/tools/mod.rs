@@ -1006,9 +1006,13 @@ impl Coda {
         let mut first = true;
         loop {
             let mut current = match &at.coda_token {
-                // Coda bakes the other parameters into the token and ignores them.
+                // Coda bakes the other parameters into the token and ignores
+                // them; `docIds` stays, so that the `--docs` check of the
+                // request (analytics of listed docs only) passes its pages.
                 Some(tok) => ApiRequest {
-                    query: vec![("pageToken".into(), tok.clone())],
+                    query: std::iter::once(("pageToken".into(), tok.clone()))
+                        .chain(req.query.iter().filter(|(k, _)| k == "docIds").cloned())
+                        .collect(),
                     ..req.clone()
                 },
                 None => {

@@ -1675,7 +1675,20 @@ fn route(
         ("GET", ["analytics", "updated"]) => ok(200, spec().synth("AnalyticsLastUpdatedResponse")),
         ("GET", ["analytics", "docs", "summary"]) => ok(200, spec().synth("DocAnalyticsSummary")),
         ("GET", ["analytics", "packs", "summary"]) => ok(200, spec().synth("PackAnalyticsSummary")),
-        ("GET", ["analytics", "docs"]) => synth_list(s, path, "DocAnalyticsItem", query),
+        ("GET", ["analytics", "docs"]) => {
+            // One item per doc of `docIds` (of the query a token carries).
+            let wanted = effective(s, query);
+            let items: Vec<Value> = q(&wanted, "docIds")
+                .unwrap_or("doc1")
+                .split(',')
+                .map(|d| {
+                    let mut item = spec().synth("DocAnalyticsItem");
+                    item["doc"]["id"] = json!(d);
+                    item
+                })
+                .collect();
+            list_body(s, path, items, query, false)
+        }
         ("GET", ["analytics", "docs", _, "pages"]) => {
             synth_list(s, path, "PageAnalyticsItem", query)
         }
