@@ -301,6 +301,33 @@ async fn a_huge_page_token_is_not_followed_nor_handed_out() {
     h.close().await;
 }
 
+/// Regression: a list kept items up to the budget less 256 bytes, but
+/// the `nextPageToken` it then handed out (Coda's own, up to 4096 bytes)
+/// and the `note` saying where it stopped were not counted: with a
+/// 3000-byte token the result passed `--max-result-bytes`.
+#[tokio::test]
+async fn a_list_with_a_long_page_token_stays_within_the_budget() {
+    let h = start(&["--max-result-bytes", "8000"]).await;
+    let token = "t".repeat(3000);
+    let items: Vec<_> = (0..38)
+        .map(|i| json!({"id": format!("canvas-{i}"), "type": "page", "name": "n".repeat(150)}))
+        .collect();
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1/pages",
+        1,
+        json_answer(200, &json!({"items": items, "nextPageToken": token})),
+    );
+    let v = h.ok("coda_list_pages", json!({"docId": "doc1"})).await;
+    let size = v.to_string().len();
+    assert!(size <= 8000, "{size} bytes");
+    // Whatever was left out, the continuation resumes right after it.
+    let n = v["count"].as_u64().unwrap() as usize;
+    assert!(n > 10, "only {n} items");
+    assert!(v["nextPageToken"].is_string(), "{v}");
+    h.close().await;
+}
+
 /// The token never reaches stdout (which carries only JSON-RPC lines), an
 /// error returned to the model, or the log at trace level, whatever Coda
 /// answers: a redirect, 429s with odd `Retry-After`s, 5xx storms, a cut

@@ -901,7 +901,6 @@ impl Coda {
             )
             .await?;
         let mut items: Vec<Value> = g.items.into_iter().map(shape).collect();
-        let mut next = g.next;
         let mut truncated = g.capped;
         let mut note = g.failed.map(|e| {
             truncated = true;
@@ -911,42 +910,51 @@ impl Coda {
             truncated = true;
             note = Some(why.clone());
         }
-        // The byte budget: whole items only, resuming at the first one left out.
+        // The byte budget: whole items only, resuming at the first one left
+        // out. The result without its items, for keeping `keep` of them.
         let budget = self.cfg.max_result_bytes;
-        let links = [
-            g.href.as_ref(),
-            g.last_next.as_ref().and_then(|(_, l)| l.as_ref()),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|l| l.len() + 20)
-        .sum::<usize>();
-        let keep = items_within(&items, budget.saturating_sub(links));
-        if keep < items.len() {
-            let left = items.len() - keep;
-            items.truncate(keep);
-            next = Some(g.origins[keep].clone());
-            truncated = true;
-            note = Some(format!(
-                "stopped at the result budget ({budget} bytes, --max-result-bytes) with {left} gathered item(s) left out; continue with nextPageToken{}",
-                note.map(|n| format!("; also: {n}")).unwrap_or_default()
-            ));
+        let total = items.len();
+        let shell = |keep: usize| {
+            let (mut next, mut truncated, mut note) = (g.next.clone(), truncated, note.clone());
+            if keep < total {
+                next = Some(g.origins[keep].clone());
+                truncated = true;
+                note = Some(format!(
+                    "stopped at the result budget ({budget} bytes, --max-result-bytes) with {} gathered item(s) left out; continue with nextPageToken{}",
+                    total - keep,
+                    note.map(|n| format!("; also: {n}")).unwrap_or_default()
+                ));
+            }
+            let next_page_token = next.map(|r| r.encode());
+            // Coda's link only where it leads to the same place as the token.
+            let next_page_link = g
+                .last_next
+                .as_ref()
+                .filter(|(t, _)| next_page_token.as_ref() == Some(t))
+                .and_then(|(_, link)| link.clone());
+            ListOutput {
+                count: keep,
+                items: Vec::new(),
+                next_page_token,
+                truncated,
+                note,
+                href: g.href.clone(),
+                next_page_link,
+            }
+        };
+        // The token, note and links handed out take room too (Coda's token
+        // alone can take 4096 bytes): leave out more items while the whole
+        // result passes the budget (one item always stays).
+        let sizes: Vec<usize> = items.iter().map(|it| json_len(it) + 1).collect();
+        let mut keep = items_within(&items, budget);
+        let mut out = shell(keep);
+        while keep > 1 && json_len(&out) + sizes[..keep].iter().sum::<usize>() > budget {
+            keep -= 1;
+            out = shell(keep);
         }
-        let next_page_token = next.map(|r| r.encode());
-        // Coda's link only where it leads to the same place as the token.
-        let next_page_link = g
-            .last_next
-            .filter(|(t, _)| next_page_token.as_ref() == Some(t))
-            .and_then(|(_, link)| link);
-        Ok(ListOutput {
-            count: items.len(),
-            items,
-            next_page_token,
-            truncated,
-            note,
-            href: g.href,
-            next_page_link,
-        })
+        items.truncate(keep);
+        out.items = items;
+        Ok(out)
     }
 
     /// Every item of a list, up to `cap` (for composites).
