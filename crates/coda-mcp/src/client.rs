@@ -709,8 +709,9 @@ impl CodaClient {
                             });
                         }
                         // A read answer can be asked for again, and so can a
-                        // replayable write's (a repeat changes nothing).
-                        Err(BodyError::Read(e)) if req.replayable => {
+                        // replayable write's (a repeat changes nothing). A
+                        // refusal (4xx) is not: only its message was lost.
+                        Err(BodyError::Read(e)) if req.replayable && !status.is_client_error() => {
                             if status.is_success() && write {
                                 sent.accepted = Some(status.as_u16());
                             }

@@ -43,6 +43,26 @@ async fn an_insert_whose_202_answer_is_not_json_is_reported_accepted() {
     insert_once_with_a_broken_answer(Broken::NotJson("<html>upstream ok</html>".into())).await;
 }
 
+/// Regression: a read answered 4xx with its body cut was retried like a
+/// cut 2xx answer, uncounted, until the call's deadline, and ended as a
+/// transport failure instead of Coda's refusal.
+#[tokio::test]
+async fn a_refusal_whose_body_is_cut_is_a_refusal_not_a_retry() {
+    let h = start(&[]).await;
+    h.fake
+        .break_answers_after_applying("GET", "/tables/no-such", Broken::CutBody, 100);
+    let e = h
+        .fails(
+            "coda_get_table",
+            json!({"docId": "doc1", "tableIdOrName": "no-such"}),
+        )
+        .await;
+    assert!(e.contains("404"), "{e}");
+    let asked = h.fake.calls("GET", "/docs/doc1/tables/no-such").len();
+    assert_eq!(asked, 1, "asked {asked} times: {e}");
+    h.close().await;
+}
+
 #[tokio::test]
 async fn a_read_whose_answer_is_cut_is_read_again() {
     let h = start(&[]).await;

@@ -657,11 +657,23 @@ impl FakeCoda {
         path_contains: &str,
         broken: Broken,
     ) {
+        self.break_answers_after_applying(method, path_contains, broken, 1);
+    }
+
+    /// [`Self::break_next_answer_after_applying`] for the next `times`
+    /// matching requests.
+    pub fn break_answers_after_applying(
+        &self,
+        method: &str,
+        path_contains: &str,
+        broken: Broken,
+        times: usize,
+    ) {
         self.with(|s| {
             s.faults.push(Fault {
                 after_apply: true,
                 broken: Some(broken),
-                ..Fault::new(method, path_contains, 0, 1)
+                ..Fault::new(method, path_contains, 0, times)
             })
         });
     }
