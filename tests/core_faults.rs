@@ -1045,3 +1045,38 @@ async fn a_client_reading_its_calls_stream_keeps_its_session_without_event_ids()
     assert_eq!(c.post(&ping).await.status(), 200, "the session ended");
     proxy.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Lines that are not quite UTF-8 JSON
+// ---------------------------------------------------------------------------
+
+/// Regression: a child line with a byte-order mark in front, or with a
+/// byte that is not UTF-8 inside a string (a tool that cuts a file's bytes
+/// mid-character), was skipped as non-JSON, so the answer it carried was
+/// lost and its client waited until `--request-timeout` (forever without
+/// one). Now the mark is dropped and the stray bytes become U+FFFD.
+#[tokio::test]
+async fn an_answer_with_a_byte_order_mark_or_invalid_utf8_still_reaches_its_client() {
+    // Answers initialize after a BOM, and tools/call with a 0xFF byte in
+    // its text; everything else with an empty result.
+    let script = r#"while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -z "$id" ] && continue; case "$l" in
+  *'"initialize"'*) printf '\357\273\277{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"b","version":"1"}}}\n' "$id";;
+  *'"tools/call"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"a\377b"}]}}\n' "$id";;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+esac; done"#;
+    let proxy = Proxy::start_child(&["--upstream-protocol", "legacy"], "sh", &["-c", script]).await;
+    let mut c = Client::new(&proxy.mcp());
+    let init = tokio::time::timeout(
+        Duration::from_secs(15),
+        c.initialize("2025-06-18", json!({})),
+    )
+    .await
+    .expect("initialize answered within 15 s");
+    assert_eq!(init["serverInfo"]["name"], "b", "{init}");
+    let answer = call_within(&c, json!(1), "t", json!({}), Duration::from_secs(15)).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "a\u{FFFD}b",
+        "{answer}"
+    );
+    proxy.stop().await;
+}

@@ -650,7 +650,21 @@ impl Worker {
                 return self.end_output(reader, "the MCP server's output reader stopped");
             }
         };
-        match Frame::parse(line.clone(), false) {
+        let parsed = Frame::parse(line.clone(), false).or_else(|e| -> Result<Frame, jsonrpc::FrameError> {
+            // A line that is JSON once a byte-order mark is dropped and
+            // bytes that are not UTF-8 become U+FFFD: the answer it
+            // carries reaches its client instead of being lost.
+            let fixed = repaired(&line).ok_or(e)?;
+            let frame = Frame::parse(fixed, false)?;
+            if let Some(not_logged) = self.noise.admit() {
+                warn!(
+                    not_logged,
+                    "child wrote a line with a byte-order mark or bytes that are not UTF-8; repaired it"
+                );
+            }
+            Ok(frame)
+        });
+        match parsed {
             Ok(frame) => {
                 if catch_unwind(AssertUnwindSafe(|| self.route(frame))).is_err() {
                     warn!("routing the child's output failed unexpectedly; replacing the child");
@@ -1357,6 +1371,18 @@ impl Worker {
             ));
         }
     }
+}
+
+/// `line` without a leading UTF-8 byte-order mark and with every byte
+/// that is not UTF-8 replaced by U+FFFD; `None` when it has neither.
+fn repaired(line: &Bytes) -> Option<Bytes> {
+    let bare = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let fixed = match String::from_utf8_lossy(bare) {
+        std::borrow::Cow::Owned(text) => Bytes::from(text),
+        std::borrow::Cow::Borrowed(_) if bare.len() < line.len() => line.slice(3..),
+        std::borrow::Cow::Borrowed(_) => return None,
+    };
+    Some(fixed)
 }
 
 async fn next_line(reader: &mut Option<Reader>) -> Result<Option<Piece>, LineError> {
