@@ -142,6 +142,19 @@ impl Frame {
                 ));
             }
         }
+        if let (false, None, Some(id), Some(_), Some(error)) =
+            (strict, &env.method, env.id, env.result, env.error)
+        {
+            // Exactly one of the two (JSON-RPC 2.0 §5); a child that sends
+            // both failed, as far as its client can tell: the error wins.
+            let mut fixed = Vec::with_capacity(id.get().len() + error.get().len() + 32);
+            fixed.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+            fixed.extend_from_slice(id.get().as_bytes());
+            fixed.extend_from_slice(br#","error":"#);
+            fixed.extend_from_slice(error.get().as_bytes());
+            fixed.push(b'}');
+            return Frame::parse(Bytes::from(fixed), strict);
+        }
         let kind = match (
             &env.method,
             env.id,

@@ -1080,3 +1080,24 @@ esac; done"#;
     );
     proxy.stop().await;
 }
+
+/// Regression: a child's answer with both `result` and `error` (JSON-RPC
+/// allows exactly one) was passed on as it was, so the client got a
+/// message its SDK must reject and its call never ended. Now the error
+/// wins: the client is told the call failed, with the child's error.
+#[tokio::test]
+async fn an_answer_with_both_result_and_error_reaches_its_client_as_the_error() {
+    let script = r#"while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -z "$id" ] && continue; case "$l" in
+  *'"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"b","version":"1"}}}\n' "$id";;
+  *'"tools/call"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[]},"error":{"code":-32001,"message":"both"}}\n' "$id";;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+esac; done"#;
+    let proxy = Proxy::start_child(&["--upstream-protocol", "legacy"], "sh", &["-c", script]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-06-18", json!({})).await;
+    let answer = call_within(&c, json!("x"), "t", json!({}), Duration::from_secs(15)).await;
+    assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    assert_eq!(answer["error"]["message"], "both", "{answer}");
+    assert!(answer.get("result").is_none(), "{answer}");
+    proxy.stop().await;
+}
