@@ -84,7 +84,8 @@ struct Envelope<'a> {
     method: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     params: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    /// `null` is a result like any other (JSON-RPC 2.0 §5).
+    #[serde(default, borrow, deserialize_with = "present")]
     result: Option<&'a RawValue>,
     #[serde(default, borrow)]
     error: Option<&'a RawValue>,
@@ -1383,6 +1384,22 @@ mod tests {
                 .unwrap_err()
                 .code(),
             code::INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn a_null_result_is_a_response_and_both_members_become_the_error() {
+        // JSON-RPC 2.0 allows any result value, null included: an answer
+        // read as no message at all was lost and its call never ended.
+        let f = parse(r#"{"jsonrpc":"2.0","id":4,"result":null}"#).unwrap();
+        assert_eq!(f.kind(), Kind::Response);
+        let both = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":5,"result":{},"error":{"code":1,"message":"m"}}"#,
+        );
+        let f = Frame::parse(both, false).unwrap();
+        assert_eq!(
+            f.bytes(),
+            &br#"{"jsonrpc":"2.0","id":5,"error":{"code":1,"message":"m"}}"#[..]
         );
     }
 
