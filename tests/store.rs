@@ -648,6 +648,7 @@ fn secrets_set_refuses_a_key_that_opens_none_of_the_stored_values() {
 #[test]
 fn secrets_bad_usage_is_one_line_and_exit_64() {
     let key = StoreKey::generate_base64();
+    let long = "x".repeat(300);
     let env = [("MCP_PROXY_STORE_KEY", key.as_str())];
     for (args, env, stdin) in [
         (
@@ -688,6 +689,37 @@ fn secrets_bad_usage_is_one_line_and_exit_64() {
         ),
         (
             vec!["--store", "/tmp/x.db", "get", "ldap:alice", "coda", "coda"],
+            &env[..],
+            &b""[..],
+        ),
+        // So must the server and the secret name: refused before the
+        // store is opened, as usage, not as a runtime failure (exit 1).
+        (
+            vec!["--store", "/tmp/x.db", "set", "api-key:alice", "", "coda"],
+            &env[..],
+            &b"v"[..],
+        ),
+        (
+            vec![
+                "--store",
+                "/tmp/x.db",
+                "get",
+                "api-key:alice",
+                "coda",
+                "a\tb",
+            ],
+            &env[..],
+            &b""[..],
+        ),
+        (
+            vec![
+                "--store",
+                "/tmp/x.db",
+                "delete",
+                "api-key:alice",
+                &long,
+                "coda",
+            ],
             &env[..],
             &b""[..],
         ),

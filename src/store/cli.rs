@@ -190,14 +190,16 @@ async fn run(
     keys: super::KeyRing,
     timeout: Duration,
 ) -> i32 {
-    // A principal that does not say how it logs in is a usage error.
-    let principal = match &command {
-        SecretsCommand::Set(a) => Some(&a.principal),
-        SecretsCommand::Get(a) => Some(&a.principal),
-        SecretsCommand::Delete(a) => Some(&a.principal),
+    // A principal that does not say how it logs in, or a server or secret
+    // name the store refuses, is a usage error, found before the store is
+    // opened (or created).
+    let at = match &command {
+        SecretsCommand::Set(a) => Some(SecretRef::new(&a.principal, &a.server, &a.name)),
+        SecretsCommand::Get(a) => Some(SecretRef::new(&a.principal, &a.server, &a.name)),
+        SecretsCommand::Delete(a) => Some(SecretRef::new(&a.principal, &a.server, &a.name)),
         _ => None,
     };
-    if let Some(Err(e)) = principal.map(|p| super::check_principal(p)) {
+    if let Some(Err(e)) = at.as_ref().map(super::check_ref) {
         return usage(e);
     }
     // Read the value before opening the store: a bad value is a usage error.

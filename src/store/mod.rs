@@ -316,7 +316,7 @@ pub fn check_secret_name(name: &str) -> Result<(), StoreError> {
     check_name("secret name", name)
 }
 
-fn check_ref(at: &SecretRef) -> Result<(), StoreError> {
+pub(crate) fn check_ref(at: &SecretRef) -> Result<(), StoreError> {
     check_principal(&at.principal)?;
     check_name("server", &at.server)?;
     check_name("secret name", &at.name)
