@@ -392,6 +392,39 @@ fn check_env_name(server: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Variables that decide what code a child runs: the dynamic loader's
+/// (`LD_*`, `DYLD_*`), where programs are found, the shell's start-up and
+/// imported functions, and the options of common interpreters. Only the
+/// operator's own values may set them, never a per-user one (a stored
+/// secret or a request header), which would let a user pick a library or
+/// a script for the child to run. Not every such variable of every
+/// program: the ones that are so in any child.
+const CODE_VARIABLE_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
+const CODE_VARIABLES: &[&str] = &[
+    "PATH",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "NODE_OPTIONS",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PERL5OPT",
+    "RUBYOPT",
+];
+
+/// [`check_env_name`], and for a variable that takes a per-user value,
+/// not one of [`CODE_VARIABLES`].
+fn check_per_user_env_name(server: &str, name: &str) -> Result<(), ConfigError> {
+    check_env_name(server, name)?;
+    if CODE_VARIABLES.contains(&name) || CODE_VARIABLE_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return err(format!(
+            "server {server:?}: {name} decides what code the child runs, so it cannot take a per-user value (a secret or a credential header); set it in env as plain text"
+        ));
+    }
+    Ok(())
+}
+
 fn parse_mode(server: &str, mode: Option<&str>) -> Result<Mode, ConfigError> {
     match mode.unwrap_or("per-session") {
         "per-session" => Ok(Mode::PerSession),
@@ -760,6 +793,7 @@ fn build_server(
         check_env_name(&name, &var)?;
         let text = match value {
             EnvRaw::Secret(SecretRaw { secret }) => {
+                check_per_user_env_name(&name, &var)?;
                 // The store's own check: a name it refuses would fail
                 // every spawn with a 503 that looks temporary.
                 if let Err(e) = crate::store::check_secret_name(&secret) {
@@ -779,7 +813,7 @@ fn build_server(
     }
     let mut header_env = Vec::new();
     for (var, header) in raw.credential_headers {
-        check_env_name(&name, &var)?;
+        check_per_user_env_name(&name, &var)?;
         let header = header.trim().to_ascii_lowercase();
         if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
             return err(format!(
@@ -1117,6 +1151,35 @@ env = { CODA_LOG = "info", CODA_API_TOKEN = { secret = "coda" } }
             c.servers[0].header_env,
             vec![("TOKEN".to_string(), "x-upstream-token".to_string())]
         );
+    }
+
+    /// Regression: a per-user value (a stored secret, or a request
+    /// header's) could be put in a variable that decides what code the
+    /// child runs: `credential_headers = { LD_PRELOAD = "x-token" }` let
+    /// any client name a library for the child to load.
+    #[test]
+    fn a_per_user_value_never_sets_a_variable_that_decides_what_code_runs() {
+        let store = ["--store", "/tmp/x.db"];
+        for var in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "DYLD_INSERT_LIBRARIES",
+            "PATH",
+            "NODE_OPTIONS",
+            "BASH_FUNC_ls%%",
+        ] {
+            for entry in [
+                format!("env = {{ \"{var}\" = {{ secret = \"s\" }} }}"),
+                format!("credential_headers = {{ \"{var}\" = \"x-token\" }}"),
+            ] {
+                let text = format!("[[server]]\nname = \"s\"\ncommand = [\"x\"]\n{entry}\n");
+                let e = load_str(&text, &store).unwrap_err().0;
+                assert!(e.contains(var) && e.contains("per-user"), "{entry}: {e}");
+            }
+        }
+        // The operator's own values may set them.
+        let text = "[[server]]\nname = \"s\"\ncommand = [\"x\"]\nenv = { LD_LIBRARY_PATH = \"/opt/lib\", TOKEN = { secret = \"s\" } }\n";
+        assert!(load_str(text, &store).is_ok());
     }
 
     #[test]
