@@ -120,6 +120,57 @@ async fn a_row_copied_to_another_principal_does_not_open() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression: a value was opened against the row the backend returned,
+/// not the row asked for. A file edited to compare principals without
+/// case (its table rebuilt `COLLATE NOCASE`, alice's own row deleted)
+/// answered alice's lookup with Alice's row, which opened, and alice's
+/// child got another principal's credential.
+#[tokio::test]
+async fn a_row_the_backend_returns_for_another_principal_does_not_open() {
+    let dir = tempdir("collate");
+    let path = dir.join("secrets.db");
+    let key = StoreKey::generate_base64();
+    let store = Store::open(path.to_str().unwrap(), ring(&[&key]), T)
+        .await
+        .unwrap();
+    for (who, value) in [
+        ("api-key:Alice", "Alice-secret"),
+        ("api-key:alice", "alice-secret"),
+    ] {
+        store
+            .set(
+                &SecretRef::new(who, "coda", "coda"),
+                &Secret::new(value.as_bytes().to_vec()),
+            )
+            .await
+            .unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DELETE FROM secrets WHERE principal = 'api-key:alice';
+         CREATE TABLE s2 (principal TEXT COLLATE NOCASE NOT NULL, server TEXT NOT NULL,
+             name TEXT NOT NULL, key_id TEXT NOT NULL, nonce BLOB NOT NULL,
+             sealed BLOB NOT NULL, updated_at INTEGER NOT NULL);
+         INSERT INTO s2 SELECT * FROM secrets;
+         DROP TABLE secrets;
+         ALTER TABLE s2 RENAME TO secrets;",
+    )
+    .unwrap();
+    drop(conn);
+    let got = store
+        .get(&SecretRef::new("api-key:alice", "coda", "coda"))
+        .await;
+    let shown = format!(
+        "{:?}",
+        got.as_ref()
+            .map(|v| v.as_ref().map(|s| s.expose_str().map(str::to_owned)))
+    );
+    let err = got.expect_err(&shown).to_string();
+    assert!(err.contains("does not open"), "{err}");
+    assert!(!err.contains("lice-secret"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Readers keep getting every value while `rotate` re-seals under them.
 async fn rotation_under_load(location: &str) {
     let (old, new) = (StoreKey::generate_base64(), StoreKey::generate_base64());

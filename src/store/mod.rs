@@ -508,7 +508,11 @@ impl Store {
                     self.audit(action, &at, "missing");
                     out.push((n.clone(), None));
                 }
-                Some(row) => match self.keys.open(&row.at, &row.sealed) {
+                // Opened as the row asked for, not as the row the backend
+                // says it returned: a backend that matched another row (a
+                // collation, an edited schema) gets a value that does not
+                // open, never another principal's.
+                Some(row) => match self.keys.open(&at, &row.sealed) {
                     Ok(v) => {
                         self.audit(action, &at, "ok");
                         out.push((n.clone(), Some(v)));
