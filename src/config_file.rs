@@ -574,24 +574,26 @@ fn from_parts(
         );
     }
 
+    // Flags, then variables, then the file's `[store]`, however the
+    // store's location was given.
+    let key_file = args
+        .store_key_file
+        .clone()
+        .or_else(|| lookup("MCP_PROXY_STORE_KEY_FILE"));
+    let timeout = args
+        .store_timeout
+        .clone()
+        .or_else(|| lookup("MCP_PROXY_STORE_TIMEOUT"));
     let store = match (&args.store, &file.store) {
         (Some(location), _) => Some(StoreSettings {
             location: location.clone(),
-            key_file: args.store_key_file.clone(),
-            timeout: store_timeout(args.store_timeout.as_deref())?,
+            key_file,
+            timeout: store_timeout(timeout.as_deref())?,
         }),
         (None, _) if lookup("MCP_PROXY_STORE").is_some() => Some(StoreSettings {
             location: lookup("MCP_PROXY_STORE").unwrap_or_default(),
-            key_file: args
-                .store_key_file
-                .clone()
-                .or_else(|| lookup("MCP_PROXY_STORE_KEY_FILE")),
-            timeout: store_timeout(
-                args.store_timeout
-                    .clone()
-                    .or_else(|| lookup("MCP_PROXY_STORE_TIMEOUT"))
-                    .as_deref(),
-            )?,
+            key_file,
+            timeout: store_timeout(timeout.as_deref())?,
         }),
         (None, Some(s)) => {
             let location = match (&s.path, &s.url) {
@@ -605,8 +607,8 @@ fn from_parts(
             };
             Some(StoreSettings {
                 location,
-                key_file: args.store_key_file.clone().or_else(|| s.key_file.clone()),
-                timeout: store_timeout(args.store_timeout.as_deref().or(s.timeout.as_deref()))?,
+                key_file: key_file.or_else(|| s.key_file.clone()),
+                timeout: store_timeout(timeout.as_deref().or(s.timeout.as_deref()))?,
             })
         }
         (None, None) => None,
@@ -943,6 +945,35 @@ mod tests {
         let file = parse_file(Path::new("test.toml"), one).unwrap();
         let env = |k: &str| (k == "MCP_PROXY_CONFIG_POLL").then(|| "0".to_string());
         assert_eq!(from_parts(args, file, &env).unwrap().config_poll, None);
+    }
+
+    /// Regression: `MCP_PROXY_STORE_KEY_FILE` and `MCP_PROXY_STORE_TIMEOUT`
+    /// were read only when the store itself came from `MCP_PROXY_STORE`:
+    /// with `--store` or a `[store]` section they were ignored in silence
+    /// (the key then came from `MCP_PROXY_STORE_KEY`, or the file's
+    /// `key_file`), against the documented order (flags, then variables,
+    /// then the file).
+    #[test]
+    fn store_variables_apply_whichever_way_the_store_is_given() {
+        let one = "[[server]]\nname = \"a\"\ncommand = [\"true\"]\n";
+        let in_file = format!("[store]\npath = \"/tmp/x.db\"\nkey_file = \"/file/key\"\n{one}");
+        let env = |k: &str| match k {
+            "MCP_PROXY_STORE_KEY_FILE" => Some("/env/key".to_string()),
+            "MCP_PROXY_STORE_TIMEOUT" => Some("7s".to_string()),
+            _ => None,
+        };
+        for (flags, text) in [
+            (vec!["--store", "/tmp/x.db"], one.to_string()),
+            (vec![], in_file),
+        ] {
+            use argh::FromArgs;
+            let mut args = Args::from_args(&["mcp-proxy"], &flags).unwrap();
+            args.config = Some("test.toml".into());
+            let file = parse_file(Path::new("test.toml"), &text).unwrap();
+            let store = from_parts(args, file, &env).unwrap().store.unwrap();
+            assert_eq!(store.key_file.as_deref(), Some("/env/key"), "{flags:?}");
+            assert_eq!(store.timeout, Duration::from_secs(7), "{flags:?}");
+        }
     }
 
     #[test]
