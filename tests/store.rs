@@ -696,6 +696,37 @@ fn secrets_set_refuses_a_key_that_opens_none_of_the_stored_values() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression: a PostgreSQL error with a DETAIL or HINT (here "Perhaps
+/// you meant to reference the column …" after a column was renamed)
+/// reached `secrets` stderr over several lines; the CLI's errors are one.
+#[tokio::test]
+async fn a_postgres_error_with_a_hint_is_one_line_from_the_cli() {
+    let Some(pg) = Postgres::start() else { return };
+    let key = StoreKey::generate_base64();
+    drop(Store::open(&pg.url, ring(&[&key]), T).await.unwrap());
+    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("ALTER TABLE mcp_proxy_secrets RENAME COLUMN sealed TO sealed_x")
+        .await
+        .unwrap();
+    let url = pg.url.clone();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        cli(
+            &["--store", &url, "list"],
+            &[("MCP_PROXY_STORE_KEY", key.as_str())],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("sealed_x"), "the hint is kept: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
 #[test]
 fn secrets_bad_usage_is_one_line_and_exit_64() {
     let key = StoreKey::generate_base64();

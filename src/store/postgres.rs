@@ -58,11 +58,14 @@ fn row_from(r: &tokio_postgres::Row) -> Row {
 }
 
 fn pg_err(e: tokio_postgres::Error) -> String {
-    // The Display of a database error is terse ("db error"); the source says why.
-    match std::error::Error::source(&e) {
+    // The Display of a database error is terse ("db error"); the source says
+    // why, with its DETAIL and HINT on lines of their own: joined here, as
+    // every message of the store (and `secrets` stderr) is one line.
+    let message = match std::error::Error::source(&e) {
         Some(s) => format!("{e}: {s}"),
         None => e.to_string(),
-    }
+    };
+    message.lines().collect::<Vec<_>>().join("; ")
 }
 
 impl PgBackend {
