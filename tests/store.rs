@@ -696,6 +696,63 @@ fn secrets_set_refuses_a_key_that_opens_none_of_the_stored_values() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression: `secrets set` read a value typed at a terminal, which the
+/// terminal echoed: the secret stood on the screen (and in its
+/// scrollback, a recording, a shared screen). A terminal on stdin is now
+/// refused as usage, before anything is read.
+#[test]
+fn secrets_set_refuses_a_terminal_on_stdin_rather_than_echo_the_value() {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::CommandExt;
+    // A pseudo-terminal: the test holds the master, the command gets the slave.
+    // SAFETY: plain libc calls on descriptors this test owns; each result is checked.
+    let (master, slave) = unsafe {
+        let m = nix::libc::posix_openpt(nix::libc::O_RDWR | nix::libc::O_NOCTTY);
+        assert!(m >= 0);
+        assert_eq!(nix::libc::grantpt(m), 0);
+        assert_eq!(nix::libc::unlockpt(m), 0);
+        let mut name = [0 as nix::libc::c_char; 128];
+        assert_eq!(nix::libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+        let s = nix::libc::open(name.as_ptr(), nix::libc::O_RDWR | nix::libc::O_NOCTTY);
+        assert!(s >= 0);
+        (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s))
+    };
+    let dir = tempdir("tty");
+    let db = dir.join("s.db");
+    let key = StoreKey::generate_base64();
+    let mut cmd = proxy_command();
+    cmd.args([
+        "secrets",
+        "--store",
+        db.to_str().unwrap(),
+        "set",
+        "api-key:bob",
+        "coda",
+        "coda",
+    ])
+    .env("MCP_PROXY_STORE_KEY", &key)
+    .stdin(Stdio::from(slave))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let child = cmd.spawn().unwrap();
+    // What a person would type; a command that reads it finishes too.
+    let mut m = master;
+    let _ = m.write_all(b"typed-secret\n\x04");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx.recv_timeout(T).expect("the command ends").unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("terminal"), "{err}");
+    assert!(!db.exists(), "nothing is stored, nor the store created");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Regression: a PostgreSQL error with a DETAIL or HINT (here "Perhaps
 /// you meant to reference the column …" after a column was renamed)
 /// reached `secrets` stderr over several lines; the CLI's errors are one.

@@ -50,7 +50,7 @@ pub enum SecretsCommand {
     GenKey(GenKeyArgs),
 }
 
-/// Store a value read from stdin (one trailing newline is dropped).
+/// Store a value piped to stdin, never a terminal (one trailing newline is dropped).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "set")]
 pub struct SetArgs {
@@ -306,8 +306,9 @@ async fn run(
     })
 }
 
-/// The value from stdin: at most [`MAX_SECRET_BYTES`], one trailing newline
-/// dropped, no NUL (it goes into an environment variable).
+/// The value from stdin, which is not a terminal: at most
+/// [`MAX_SECRET_BYTES`], one trailing newline dropped, no NUL (it goes into
+/// an environment variable).
 ///
 /// No copy of it is left behind in freed memory: the buffer has room for
 /// the whole bound from the start (so it is never moved by growing), it
@@ -316,6 +317,12 @@ async fn run(
 /// the process ends.
 fn read_value() -> Result<Secret, String> {
     use std::os::fd::AsFd;
+    // A terminal echoes what is typed: the value would stand on the screen.
+    if std::io::stdin().is_terminal() {
+        return Err(
+            "stdin is a terminal, which would echo the value: pipe it in (read -rs TOKEN; printf %s \"$TOKEN\" | mcp-proxy secrets set …)".into(),
+        );
+    }
     let mut buf = Secret::new(Vec::with_capacity(MAX_SECRET_BYTES + 2));
     let fd = std::io::stdin()
         .as_fd()
