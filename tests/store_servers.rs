@@ -746,6 +746,28 @@ async fn a_broken_store_gives_clients_a_generic_503_and_the_log_the_detail() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression: a reload that named another store (or key file) was
+/// applied without a word, and its servers went on reading the store
+/// opened at start: an operator moving to a new store saw no sign that
+/// the old one still served. Now it warns, as for a listener change.
+#[tokio::test]
+async fn a_reload_naming_another_store_says_it_needs_a_restart() {
+    let logs = capture_logs();
+    let dir = tempdir("reload-store");
+    let (a, b) = (dir.join("a.db"), dir.join("b.db"));
+    let toml =
+        |db: &std::path::Path| format!("[store]\npath = {db:?}\n{}", everything_toml("s", ""));
+    let set = ServerSet::new(load(&dir, &toml(&a)).unwrap(), Some(fresh_store(&a).await)).unwrap();
+    let needle = "credential store changes need a restart";
+    set.reload(load(&dir, &toml(&a)).unwrap()).unwrap();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(!text.contains(needle), "the same store is no change");
+    set.reload(load(&dir, &toml(&b)).unwrap()).unwrap();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(text.contains(needle), "no warning: {text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// An HS256 token for `sub`, accepted by a proxy reading `secret` with
 /// audience `aud`.
 fn hs256(secret: &str, aud: &str, sub: &str) -> String {

@@ -119,6 +119,9 @@ pub struct ServerSet {
     current: RwLock<BTreeMap<String, Running>>,
     retiring: Mutex<Vec<Retiring>>,
     store: Option<Arc<Store>>,
+    /// Where the store was configured at start: a reload that says
+    /// otherwise is told that it needs a restart.
+    store_settings: Option<crate::config_file::StoreSettings>,
     /// One audit log, and one writer thread, for every server of every
     /// generation (`--audit-log` is a flag, the same for all).
     audit: Arc<crate::audit::Audit>,
@@ -166,6 +169,7 @@ impl ServerSet {
         }
         let set = Arc::new(ServerSet {
             audit,
+            store_settings: config.store,
             base: config.base,
             current: RwLock::new(BTreeMap::new()),
             retiring: Mutex::new(Vec::new()),
@@ -265,6 +269,11 @@ impl ServerSet {
         }
         if (config.base.host, config.base.port) != (self.base.host, self.base.port) {
             warn!("reload: listener changes need a restart; keeping the current address");
+        }
+        if config.store != self.store_settings {
+            warn!(
+                "reload: credential store changes need a restart; keeping the current store and key"
+            );
         }
         for spec in &config.servers {
             if !spec.secrets.is_empty() && self.store.is_none() {
