@@ -284,13 +284,10 @@ pub fn check_rows_carry_keys(
         .collect::<ToolResult<Vec<_>>>()?;
     for (i, edit) in edits.iter().enumerate() {
         let cells = edit_cells(edit);
-        let has = |id: &str| {
-            cells.iter().any(|cell| {
-                let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
-                matches!(find(&cols, key), Ok(Some(c)) if c.id == id)
-            })
-        };
-        if let Some((k, _)) = key_ids.iter().find(|(_, id)| !has(id)) {
+        if let Some((k, _)) = key_ids
+            .iter()
+            .find(|(_, id)| cell_value(&cols, &cells, id).is_none())
+        {
             return Err(ToolError::arg(
                 &format!("rows[{i}]"),
                 format!(
@@ -314,16 +311,28 @@ pub fn key_cells(
     keys.iter()
         .filter_map(|k| {
             let c = find(&cols, k).ok().flatten()?;
-            let value = cells.iter().find_map(|cell| {
-                let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
-                match find(&cols, key) {
-                    Ok(Some(x)) if x.id == c.id => cell.get("value").cloned(),
-                    _ => None,
-                }
-            })?;
+            let value = cell_value(&cols, cells, c.id)?.clone();
             Some((c.id.to_owned(), c.name.to_owned(), value))
         })
         .collect()
+}
+
+/// The value of the cell among `cells` whose column (by name or id) is
+/// the column `id`.
+fn cell_value<'a>(cols: &[Col<'_>], cells: &'a [Value], id: &str) -> Option<&'a Value> {
+    cells.iter().find_map(|cell| {
+        let key = cell.get("column").and_then(Value::as_str).unwrap_or("");
+        match find(cols, key) {
+            Ok(Some(c)) if c.id == id => cell.get("value"),
+            _ => None,
+        }
+    })
+}
+
+/// The value a row read back (values keyed by column id) has in column
+/// `col_id`.
+pub fn stored_value<'a>(row: &'a Value, col_id: &str) -> Option<&'a Value> {
+    row.get("values").and_then(|v| v.get(col_id))
 }
 
 /// One cell whose stored value differs from what was written.
@@ -377,6 +386,16 @@ impl Verification {
     /// is kept: a later one never hides an earlier one.
     pub fn stop(&mut self, why: impl Into<String>) {
         self.stops.push(why.into());
+    }
+
+    /// `rows` were written: past [`MAX_VERIFY_ROWS`], the note says the
+    /// rest were not re-read.
+    pub fn cap(&mut self, rows: usize) {
+        if rows > MAX_VERIFY_ROWS {
+            self.stop(format!(
+                "only the first {MAX_VERIFY_ROWS} rows were re-read"
+            ));
+        }
     }
 
     /// True once [`Verification::stop`] was called: callers stop
@@ -571,13 +590,7 @@ pub fn compare_row(
             continue;
         };
         let intended = cell.get("value").cloned().unwrap_or(Value::Null);
-        let got = stored
-            .pointer(&format!(
-                "/values/{}",
-                c.id.replace('~', "~0").replace('/', "~1")
-            ))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let got = stored_value(stored, c.id).cloned().unwrap_or(Value::Null);
         if same(&intended, &got) || (NUMERIC.contains(&c.kind) && same_number(&intended, &got)) {
             continue;
         }

@@ -638,11 +638,7 @@ impl Coda {
                         }
                     }
                 }
-                if out.added_row_ids.len() > MAX_VERIFY_ROWS {
-                    v.stop(format!(
-                        "only the first {MAX_VERIFY_ROWS} rows were re-read"
-                    ));
-                }
+                v.cap(out.added_row_ids.len());
             }
             out.verification = Some(v.finish());
         }
@@ -697,11 +693,7 @@ impl Coda {
             let mut matched = 0;
             for row in items {
                 let all_keys = key_cells.iter().all(|(id, _, want)| {
-                    row.pointer(&format!(
-                        "/values/{}",
-                        id.replace('~', "~0").replace('/', "~1")
-                    ))
-                    .is_some_and(|got| checks::same(want, got))
+                    checks::stored_value(row, id).is_some_and(|got| checks::same(want, got))
                 });
                 if !all_keys {
                     continue;
@@ -719,11 +711,7 @@ impl Coda {
                 });
             }
         }
-        if sent.len() > MAX_VERIFY_ROWS {
-            v.stop(format!(
-                "only the first {MAX_VERIFY_ROWS} rows were re-read"
-            ));
-        }
+        v.cap(sent.len());
     }
 
     /// Columns of a table for a row filter, or none when they cannot be read
@@ -1453,9 +1441,7 @@ impl Coda {
                         break;
                     }
                 }
-                if written.len() > MAX_VERIFY_ROWS && !v.stopped() {
-                    v.stop(format!("only the first {MAX_VERIFY_ROWS} rows were re-read"));
-                }
+                v.cap(written.len());
                 Some(v.finish())
             } else {
                 None
