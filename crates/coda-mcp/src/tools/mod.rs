@@ -946,10 +946,12 @@ impl Coda {
         // alone can take 4096 bytes): leave out more items while the whole
         // result passes the budget (one item always stays).
         let sizes: Vec<usize> = items.iter().map(|it| json_len(it) + 1).collect();
-        let mut keep = items_within(&items, budget);
+        let mut keep = sizes_within(sizes.iter().copied(), budget);
+        let mut items_bytes: usize = sizes[..keep].iter().sum();
         let mut out = shell(keep);
-        while keep > 1 && json_len(&out) + sizes[..keep].iter().sum::<usize>() > budget {
+        while keep > 1 && json_len(&out) + items_bytes > budget {
             keep -= 1;
+            items_bytes -= sizes[keep];
             out = shell(keep);
         }
         items.truncate(keep);
@@ -1434,15 +1436,22 @@ pub fn fit_object(v: &mut Value, budget: usize) -> Vec<String> {
 /// How many leading `items` fit in a result of `budget` bytes (always at
 /// least one: a single item over the budget is returned whole).
 pub fn items_within(items: &[Value], budget: usize) -> usize {
+    sizes_within(items.iter().map(|it| json_len(it) + 1), budget)
+}
+
+/// [`items_within`] from the items' sizes (each with its comma).
+fn sizes_within(sizes: impl IntoIterator<Item = usize>, budget: usize) -> usize {
     // Room for the result's other fields.
     let mut used = 256;
-    for (i, it) in items.iter().enumerate() {
-        used += json_len(it) + 1;
+    let mut n = 0;
+    for (i, size) in sizes.into_iter().enumerate() {
+        used += size;
         if used > budget && i > 0 {
             return i;
         }
+        n = i + 1;
     }
-    items.len()
+    n
 }
 
 /// The same first-page request with half the `limit` (Coda's default 25
