@@ -323,6 +323,51 @@ async fn a_failing_forward_auth_endpoint_does_not_lift_the_limit_on_key_guesses(
     proxy.stop().await;
 }
 
+/// Regression from review: a forward-auth endpoint that refuses a bad
+/// credential with a client error other than 401/403 (400 "malformed
+/// token", 404 "no such user": APIs do) was taken as "unavailable": 503,
+/// and no failure counted, so credentials could be guessed without limit
+/// (the old code answered all 20 guesses below with 503, each one reaching
+/// the endpoint). A 4xx other than 408 and 429 is the endpoint's refusal
+/// of the request it was sent, which carried nothing but the credential:
+/// 401, counted.
+#[tokio::test]
+async fn a_forward_auth_endpoint_refusing_with_another_4xx_is_a_refusal_and_counted() {
+    for status in [400, 404] {
+        let whoami = Upstream::start(status, json!({"message": "invalid token"})).await;
+        let proxy = Proxy::start(&[
+            "--forward-auth-url",
+            &whoami.url("/whoami"),
+            "--auth-failure-limit",
+            "5",
+        ])
+        .await;
+        let mut statuses = Vec::new();
+        for i in 0..20 {
+            statuses.push(probe(&proxy, &format!("guess-{i:04}")).await);
+        }
+        assert!(
+            statuses.iter().all(|&s| s == 401 || s == 429),
+            "{status}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().filter(|&&s| s == 429).count() >= 10,
+            "{status}: guesses were not limited: {statuses:?}"
+        );
+        assert!(
+            whoami.hits.load(Ordering::SeqCst) <= 10,
+            "{status}: {} guesses reached the endpoint",
+            whoami.hits.load(Ordering::SeqCst)
+        );
+        proxy.stop().await;
+    }
+    // A 408 or 429 from the endpoint says nothing of the credential: 503.
+    let whoami = Upstream::start(408, json!({})).await;
+    let proxy = Proxy::start(&["--forward-auth-url", &whoami.url("/whoami")]).await;
+    assert_eq!(probe(&proxy, "a-users-upstream-token").await, 503);
+    proxy.stop().await;
+}
+
 /// Regression: each named server had a failed-authentication limiter of
 /// its own, so a client had `--auth-failure-limit` guesses a minute per
 /// server (and a fresh budget after every reload): with three servers,

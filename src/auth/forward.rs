@@ -5,14 +5,15 @@
 //! `GET <--forward-auth-url>` with the client's `Authorization` header and
 //! nothing else: 2xx accepts, and the principal is read from the JSON answer
 //! at `--forward-auth-principal` (a JSON pointer such as `/loginId`; without
-//! one, a digest of the credential names it); 401 and 403 refuse; anything
-//! else (5xx, a timeout, a refused connection, an answer without the
-//! principal) is 503, never an accept. Answers are cached for
+//! one, a digest of the credential names it); 401, 403 and any other 4xx
+//! but 408 and 429 refuse (401 to the client); anything else (5xx, 408,
+//! 429, a timeout, a refused connection, an answer without the principal)
+//! is 503, never an accept. Answers are cached for
 //! `--forward-auth-ttl` keyed by the SHA-256 of the credential (the
 //! credential itself is never stored).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,7 @@ pub struct ForwardConfig {
 /// Why forward auth refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ForwardError {
-    /// The upstream said no (401/403).
+    /// The upstream said no (401, 403 or another refusing 4xx).
     #[error("the credential was refused by the forward-auth endpoint")]
     Denied,
     /// The upstream could not say: 503.
@@ -69,6 +70,8 @@ pub struct ForwardAuth {
     /// [`Asking`]).
     asking: Mutex<HashMap<[u8; 32], Lookup>>,
     calls: AtomicU64,
+    /// Whether a refusal by another 4xx than 401/403 was logged.
+    warned_other_refusal: AtomicBool,
 }
 
 type Lookup = Arc<tokio::sync::OnceCell<Result<String, ForwardError>>>;
@@ -117,6 +120,16 @@ impl Drop for Asking<'_> {
     }
 }
 
+/// Whether the endpoint's `status` refuses the credential it was sent:
+/// 401, 403 and every other client error but 408 (the endpoint timed out
+/// reading the request) and 429 (it limits the proxy), which say nothing
+/// of the credential.
+fn refuses_credential(status: StatusCode) -> bool {
+    status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -134,6 +147,7 @@ impl ForwardAuth {
             cache: Mutex::new(HashMap::new()),
             asking: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
+            warned_other_refusal: AtomicBool::new(false),
         }
     }
 
@@ -201,7 +215,16 @@ impl ForwardAuth {
             .get(&self.config.url, headers)
             .await
             .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        if refuses_credential(status) {
+            // The request held nothing but the credential, so any client
+            // error is the endpoint's refusal of it (some APIs answer 400
+            // to a malformed token, 404 to a user they do not know); taken
+            // for an outage (503, no failure counted), it would let
+            // guesses through without limit. Said once: a wrong URL shows.
+            let usual = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+            if !usual && !self.warned_other_refusal.swap(true, Ordering::Relaxed) {
+                warn!(url = %shown, %status, "forward-auth endpoint refused a credential with a status other than 401/403; taken as a refusal (401), from now on without this warning");
+            }
             self.remember(key, Outcome::Deny);
             return Err(ForwardError::Denied);
         }
