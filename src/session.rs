@@ -265,8 +265,7 @@ impl Session {
                 }
             }
             streams.push_back(outlet.clone());
-            // Versions are dates: they compare as strings.
-            if self.protocol_version().as_str() >= "2025-11-25" {
+            if crate::version::at_least(&self.protocol_version(), "2025-11-25") {
                 outlet.prime();
             }
         }

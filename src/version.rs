@@ -34,6 +34,23 @@ pub fn is_modern(v: &str) -> bool {
     MODERN_VERSIONS.contains(&v)
 }
 
+/// Whether `v` has a revision's shape, `YYYY-MM-DD`: only such values
+/// compare as strings by their age.
+pub fn is_date(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Whether `v` is a revision (a date) of `since` or later; a value that is
+/// no date (`draft`) is none, however it sorts.
+pub fn at_least(v: &str, since: &str) -> bool {
+    is_date(v) && v >= since
+}
+
 /// Which protocol generation the child speaks (`--upstream-protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
@@ -74,6 +91,23 @@ mod tests {
         assert!(is_modern("2026-07-28"));
         assert!(!is_session("2025-12-01") && !is_modern("2025-12-01"));
         assert!(!is_modern("2099-01-01"));
+    }
+
+    #[test]
+    fn only_dates_compare_by_age() {
+        assert!(at_least("2025-11-25", "2025-11-25"));
+        assert!(at_least("2026-07-28", "2025-11-25"));
+        assert!(!at_least("2025-06-18", "2025-11-25"));
+        for odd in [
+            "draft",
+            "DRAFT-2026-v1",
+            "2025-11-25x",
+            "9999-99-9",
+            "2025/11/25",
+            "",
+        ] {
+            assert!(!at_least(odd, "2025-11-25"), "{odd}");
+        }
     }
 
     #[test]

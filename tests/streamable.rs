@@ -859,6 +859,41 @@ async fn post_streams_are_primed_only_for_2025_11_25_sessions() {
     proxy.stop().await;
 }
 
+/// Regression: whether a session's POST streams begin with a priming
+/// event (an empty `data:`, which clients before 2025-11-25 choke on) was
+/// decided by comparing the version the child answered with
+/// `"2025-11-25"` as strings, so a child answering a version that is no
+/// date (`draft`) sorted after it and got its client's streams primed.
+#[tokio::test]
+async fn a_child_answering_a_version_that_is_no_date_gets_no_priming_events() {
+    let script = format!(
+        r#"'{}' | sed -u 's/"protocolVersion":"2025-11-25"/"protocolVersion":"draft"/'"#,
+        support::example("everything")
+    );
+    let proxy = Proxy::start_child(&[], "sh", &["-c", &script]).await;
+    let mut c = Client::new(&proxy.mcp());
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}))
+        .await;
+    assert_eq!(r.status(), 200);
+    c.session = Some(r.headers()["mcp-session-id"].to_str().unwrap().to_string());
+    let answer = read_messages(r).await;
+    assert_eq!(
+        answer[0]["result"]["protocolVersion"], "draft",
+        "{answer:?}"
+    );
+    c.version = "2025-11-25".into();
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m"}}});
+    let text = c.post(&call).await.text().await.unwrap();
+    assert!(text.contains("\"text\":\"m\""), "{text:?}");
+    assert!(!text.contains("data: \n"), "no priming event: {text:?}");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn an_over_long_answer_fails_its_own_request_while_others_are_in_flight() {
     let proxy = Proxy::start(&["--max-line-bytes", "64K"]).await;

@@ -19,7 +19,9 @@ use tracing::{debug, info};
 
 use super::{Health, INTERNAL_TIMEOUT, LOG_LEVELS, Port, Reply, Upstream, UpstreamError, lock};
 use crate::jsonrpc::{self, Frame, code};
-use crate::version::{LATEST_SESSION_VERSION, MODERN_VERSION, SESSION_VERSIONS, UpstreamProtocol};
+use crate::version::{
+    self, LATEST_SESSION_VERSION, MODERN_VERSION, SESSION_VERSIONS, UpstreamProtocol,
+};
 
 /// How long the handshake (`initialize`, the era probe and its fallback,
 /// all together) may take when `--request-timeout` is not set.
@@ -125,7 +127,7 @@ pub(super) fn answer_in_version(result: &Bytes, requested: Option<&str>) -> Byte
         return result.clone();
     };
     match v.get("protocolVersion").and_then(Value::as_str) {
-        Some(negotiated) if negotiated != requested && negotiated > requested => {
+        Some(negotiated) if negotiated != requested && version::at_least(negotiated, requested) => {
             v["protocolVersion"] = requested.into();
             Bytes::from(serde_json::to_vec(&v).expect("Value serializes"))
         }
