@@ -665,9 +665,13 @@ impl Coda {
         let mut req = ApiRequest::new(Method::PUT, &["docs", &d, "pages", &p.page_id_or_name])
             .class(RequestClass::DocContentWrite)
             .body(json!({"contentUpdate": update}));
-        // Replacing leaves the same body however often it runs; appending
-        // and prepending twice duplicate the content.
-        req.replayable = mode == "replace";
+        // Replacing the whole body leaves the same body however often it
+        // runs; appending and prepending twice duplicate the content. So
+        // does a replace of one element: once applied, the element is gone
+        // (a replay is refused, a false failure) or, if Coda gives its id
+        // to the first new element, a replay replaces that one and leaves
+        // the rest of the first copy on the page.
+        req.replayable = mode == "replace" && p.element_id.is_none();
         // What was on the page before, for `verify` (see content_mismatches):
         // appended text may already be there, and a replace that was lost
         // leaves lines it should have removed.
@@ -1045,9 +1049,9 @@ impl Coda {
         .await
     }
 
-    /// Replace a page's whole body (or one element, with elementId) with markdown or html content. Overwrites: read it first if unsure.
+    /// Replace a page's whole body (or one element, with elementId) with markdown or html content. Overwrites: read it first if unsure. A whole-body replace is safe to repeat; an elementId replace is not.
     #[tool(
-        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true),
         input_schema = input::<ContentWriteParams>(),
         output_schema = output::<MutationOutput>()
     )]

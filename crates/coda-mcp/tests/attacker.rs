@@ -1,0 +1,71 @@
+//! Regression: faults found by playing a hostile Coda and a careless or
+//! hostile model against the write-trust promise ("every write says
+//! exactly what happened, never claims more than it checked, never
+//! double-applies on a retry, never leaks the token, stays within its
+//! budgets"). Each test failed on the code before its fix.
+
+#[path = "support/fake_coda.rs"]
+mod fake_coda;
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::start;
+use serde_json::json;
+
+// ----- replay safety of element-relative content writes -----
+
+/// Symptom: `coda_replace_page_content` with `elementId` was marked
+/// replayable like a whole-page replace. Answered 502 after Coda applied
+/// it, it was sent again (the element it names is gone by then, or, if
+/// Coda keeps its id on the first new element, the replace runs twice and
+/// leaves a copy of the content), and the error said "retrying is safe".
+#[tokio::test]
+async fn an_element_replace_answered_502_after_it_applied_is_not_sent_again() {
+    let h = start(&[]).await;
+    h.fake
+        .fail_next_after_applying("PUT", "/pages/canvas-overview", 502, 1);
+    let e = h
+        .fails(
+            "coda_replace_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "elementId": "cl-1", "content": "New one\n\nNew two"}),
+        )
+        .await;
+    assert_eq!(
+        h.fake
+            .calls("PUT", "/docs/doc1/pages/canvas-overview")
+            .len(),
+        1,
+        "{e}"
+    );
+    assert!(e.contains("may have been applied"), "{e}");
+    assert!(!e.contains("retrying is safe"), "{e}");
+    let lines = h.fake.page_lines("canvas-overview");
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with("New two")).count(),
+        1,
+        "{lines:?}"
+    );
+    // A whole-page replace is still replayed: it leaves the same body.
+    h.fake
+        .fail_next_after_applying("PUT", "/pages/canvas-overview", 502, 1);
+    h.ok(
+        "coda_replace_page_content",
+        json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "content": "Whole"}),
+    )
+    .await;
+    assert_eq!(
+        h.fake
+            .calls("PUT", "/docs/doc1/pages/canvas-overview")
+            .len(),
+        3
+    );
+    // Its annotation no longer promises what the elementId form cannot keep.
+    let tools = h.tools().await;
+    let replace = tools
+        .iter()
+        .find(|t| t.name == "coda_replace_page_content")
+        .unwrap();
+    let a = replace.annotations.as_ref().unwrap();
+    assert_eq!(a.idempotent_hint, Some(false), "{a:?}");
+    h.close().await;
+}
