@@ -176,9 +176,11 @@ pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, ToolError> {
         Value::Object(o)
     };
     let doc = pick(&doc, &["id", "name", "browserLink"]);
-    let pages_capped = pages.0.len() >= COMPOSITE_CAP;
+    // Listings stop at COMPOSITE_CAP items (whole pages): past it, the
+    // counts are of what was read, and the doc holds more.
+    let (pages, pages_capped) = pages;
+    let (tables, tables_capped) = tables;
     let mut pages: Vec<Value> = pages
-        .0
         .iter()
         .map(|p| {
             let mut o = pick(p, &["id", "name", "contentType"]);
@@ -188,7 +190,6 @@ pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, ToolError> {
             o
         })
         .collect();
-    let tables = tables.0;
     let mut room = budget.saturating_sub(SCHEMA_OVERHEAD_BYTES + json_len(&doc));
     // Each part is sure of what it needs up to half of what is left, the
     // other part takes the rest: pages against tables, then table ids and
@@ -256,22 +257,36 @@ pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, ToolError> {
         .count();
     let pages_total = pages.len();
     pages.truncate(pages_kept);
+    let of = |n: usize, capped: bool| {
+        if capped {
+            format!("more than {n}")
+        } else {
+            n.to_string()
+        }
+    };
     let mut left_out = Vec::new();
-    if with_columns < tables.len() {
+    if with_columns < tables.len() || tables_capped {
         left_out.push(format!(
             "columns of the first {with_columns} of {} tables and views are given (read the others' with coda_list_columns)",
-            tables.len()
+            of(tables.len(), tables_capped)
         ));
     }
-    if out_tables.len() < tables.len() {
+    if out_tables.len() < tables.len() || tables_capped {
         left_out.push(format!(
-            "{} tables and views are left out (list them with coda_list_tables)",
-            tables.len() - out_tables.len()
+            "{} of {} tables and views are listed (list them with coda_list_tables)",
+            out_tables.len(),
+            of(tables.len(), tables_capped)
         ));
     }
-    if pages_kept < pages_total {
+    if pages_kept < pages_total || pages_capped {
         left_out.push(format!(
-            "{pages_kept} of {pages_total} pages are listed (list them with coda_list_pages)"
+            "{pages_kept} of {} pages are listed (list them with coda_list_pages)",
+            of(pages_total, pages_capped)
+        ));
+    }
+    if tables_capped || pages_capped {
+        left_out.push(format!(
+            "a listing stops at {COMPOSITE_CAP} items, so tablesTotal and pagesTotal count what was read, not the whole doc"
         ));
     }
     let mut out = json!({
@@ -281,6 +296,7 @@ pub async fn doc_schema(coda: &Coda, d: &str) -> Result<Value, ToolError> {
         "pagesTotal": pages_total,
         "tablesTotal": tables.len(),
         "pagesCapped": pages_capped,
+        "tablesCapped": tables_capped,
         "truncated": !left_out.is_empty(),
     });
     if !left_out.is_empty() {

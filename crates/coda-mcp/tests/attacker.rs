@@ -9,8 +9,9 @@ mod fake_coda;
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::start;
-use serde_json::json;
+use harness::{TIMEOUT, start};
+use rmcp::model::{ReadResourceRequestParams, ResourceContents};
+use serde_json::{Value, json};
 
 // ----- replay safety of element-relative content writes -----
 
@@ -67,5 +68,38 @@ async fn an_element_replace_answered_502_after_it_applied_is_not_sent_again() {
         .unwrap();
     let a = replace.annotations.as_ref().unwrap();
     assert_eq!(a.idempotent_hint, Some(false), "{a:?}");
+    h.close().await;
+}
+
+// ----- the schema resource says when the doc has more tables than read -----
+
+async fn schema(h: &harness::Harness) -> Value {
+    let r = tokio::time::timeout(
+        TIMEOUT,
+        h.client
+            .read_resource(ReadResourceRequestParams::new("coda://docs/doc1/schema")),
+    )
+    .await
+    .expect("resources/read timed out")
+    .expect("resources/read failed");
+    match &r.contents[0] {
+        ResourceContents::TextResourceContents { text, .. } => serde_json::from_str(text).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Symptom: a doc with more than 10,000 tables gave `tablesTotal: 10000`
+/// and a note counting "of 10000 tables": the table listing stops at
+/// 10,000, and the resource dropped the flag that said so.
+#[tokio::test]
+async fn a_schema_of_a_doc_with_more_tables_than_are_read_says_so() {
+    let h = start(&[]).await;
+    h.fake.add_tables(10_050);
+    let v = schema(&h).await;
+    assert_eq!(v["tablesCapped"], true, "{}", v["note"]);
+    assert_eq!(v["truncated"], true);
+    let note = v["note"].as_str().unwrap();
+    assert!(note.contains("more than 10000 tables"), "{note}");
+    assert!(!note.contains("of 10000 tables"), "{note}");
     h.close().await;
 }

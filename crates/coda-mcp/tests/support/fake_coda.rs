@@ -2020,15 +2020,26 @@ fn doc_route(
             let eq = effective(s, query);
             let types =
                 q(&eq, "tableTypes").map(|t| t.split(',').map(str::to_owned).collect::<Vec<_>>());
-            let items: Vec<Value> = s
+            // Indices first, objects for the page only: a doc of 10,000
+            // tables is listed page by page without building them all.
+            let picked: Vec<Value> = s
                 .tables
                 .iter()
-                .filter(|t| {
+                .enumerate()
+                .filter(|(_, t)| {
                     t.doc == d && types.as_ref().is_none_or(|ty| ty.contains(&t.table_type))
                 })
-                .map(|t| table_ref(s, t))
+                .map(|(i, _)| json!(i))
                 .collect();
-            list_body(s, path, items, query, true)
+            let mut reply = list_body(s, path, picked, query, true);
+            let picked = std::mem::take(&mut reply.body["items"]);
+            reply.body["items"] = picked
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| table_ref(s, &s.tables[i.as_u64().unwrap_or_default() as usize]))
+                .collect();
+            reply
         }
         (_, ["tables", t, more @ ..]) => {
             let Some(ti) = s
