@@ -103,3 +103,86 @@ async fn a_schema_of_a_doc_with_more_tables_than_are_read_says_so() {
     assert!(!note.contains("of 10000 tables"), "{note}");
     h.close().await;
 }
+
+// ----- continuation tokens -----
+
+/// Symptom: `limit: 0` is refused as an argument, but the same limit
+/// inside one of the server's own `cm1.` tokens was sent to Coda
+/// (`limit=0`, below the spec's minimum of 1).
+#[tokio::test]
+async fn a_token_carrying_a_zero_limit_is_refused_not_sent() {
+    let h = start(&[]).await;
+    for tok in [
+        "cm1.0.0.",
+        "cm1.1.0.",
+        "cm1.0.-1.",
+        "cm1.-1..",
+        "cm1.0.99999999999.",
+    ] {
+        let e = h
+            .fails(
+                "coda_list_pages",
+                json!({"docId": "doc1", "pageToken": tok}),
+            )
+            .await;
+        assert!(e.contains("pageToken"), "{tok}: {e}");
+    }
+    assert!(
+        h.fake.requests().iter().all(|r| r.q("limit") != Some("0")),
+        "limit=0 was sent"
+    );
+    h.close().await;
+}
+
+/// Symptom: a `cm1.` token (resume at item N of a first page) handed out
+/// by one list was taken by any other: given to `coda_list_tables`, a
+/// token of `coda_list_pages` skipped the first tables and answered an
+/// empty list, complete, with no error.
+#[tokio::test]
+async fn a_token_of_another_list_is_refused() {
+    let h = start(&["--max-result-bytes", "1024"]).await;
+    h.fake.add_pages(40);
+    let v = h
+        .ok("coda_list_pages", json!({"docId": "doc1", "limit": 20}))
+        .await;
+    let tok = v["nextPageToken"].as_str().unwrap().to_owned();
+    assert!(tok.starts_with("cm1."), "{tok}");
+    // The same list goes on with it.
+    let next = h
+        .ok(
+            "coda_list_pages",
+            json!({"docId": "doc1", "pageToken": tok}),
+        )
+        .await;
+    assert!(next["count"].as_u64().unwrap() >= 1, "{next}");
+    for (tool, args) in [
+        (
+            "coda_list_tables",
+            json!({"docId": "doc1", "pageToken": tok}),
+        ),
+        (
+            "coda_list_pages",
+            json!({"docId": "doc2", "pageToken": tok}),
+        ),
+        (
+            "coda_list_formulas",
+            json!({"docId": "doc1", "pageToken": tok}),
+        ),
+    ] {
+        let e = h.fails(tool, args).await;
+        assert!(e.contains("pageToken"), "{tool}: {e}");
+    }
+    // A tampered token (its position changed) is refused too.
+    let tampered = tok
+        .replacen("cm1.1", "cm1.3", 1)
+        .replacen("cm1.2", "cm1.5", 1);
+    assert_ne!(tampered, tok);
+    let e = h
+        .fails(
+            "coda_list_pages",
+            json!({"docId": "doc1", "pageToken": tampered}),
+        )
+        .await;
+    assert!(e.contains("pageToken"), "{e}");
+    h.close().await;
+}

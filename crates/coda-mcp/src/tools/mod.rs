@@ -419,9 +419,13 @@ pub struct ListOutput {
 }
 
 /// Prefix of the continuation tokens this server makes when it stops
-/// inside one of Coda's pages: `cm1.<skip>.<limit>.<Coda token>` resumes
-/// at item `skip` of the page that Coda token (empty: the first page,
-/// asked with `limit`) returns.
+/// inside one of Coda's pages: `cm1.<skip>.<limit>.<check>.<Coda token>`
+/// resumes at item `skip` of the page that Coda token (empty: the first
+/// page, asked with `limit`) returns. `check` ([`Resume::check`]) ties
+/// the token to the list that handed it out and to its own fields: a
+/// first-page token says only "skip N items", so given to another list
+/// (another tool, doc, table or filter) it silently skipped that list's
+/// first items, and a token edited by hand resumed somewhere else.
 const OWN_TOKEN: &str = "cm1.";
 
 /// Where a list resumes: a Coda page (by its token, or the first page with
@@ -433,22 +437,67 @@ struct Resume {
     skip: usize,
 }
 
+/// What a `cm1.` token is bound to: the list request that handed it out,
+/// without the parameters Coda takes from the token (`pageToken`, and
+/// `limit`, which the token carries).
+fn list_identity(req: &ApiRequest) -> String {
+    let mut query: Vec<&(String, String)> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k != "pageToken" && k != "limit")
+        .collect();
+    query.sort();
+    let mut out = format!("{} /{}", req.method, req.segments.join("/"));
+    for (k, v) in query {
+        out.push_str(&format!("\n{k}={v}"));
+    }
+    out
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms (a token handed out
+/// before a restart still reads), unlike `std`'s hasher. Not a secret: it
+/// catches a token given to the wrong list or edited by hand, not an
+/// adversary (who gains nothing: a token only selects what to read).
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 impl Resume {
-    fn encode(&self) -> String {
+    /// The check of a `cm1.` token for the list `identity`.
+    fn check(&self, identity: &str) -> String {
+        let skip = self.skip.to_string();
+        let limit = self.limit.map(|l| l.to_string()).unwrap_or_default();
+        let coda = self.coda_token.as_deref().unwrap_or("");
+        format!("{:016x}", fnv1a(&[identity, &skip, &limit, coda]))
+    }
+
+    /// The token handed out for resuming here in the list `identity`.
+    fn encode(&self, identity: &str) -> String {
         if self.skip == 0
             && let Some(t) = &self.coda_token
         {
             return t.clone();
         }
         format!(
-            "{OWN_TOKEN}{}.{}.{}",
+            "{OWN_TOKEN}{}.{}.{}.{}",
             self.skip,
             self.limit.map(|l| l.to_string()).unwrap_or_default(),
+            self.check(identity),
             self.coda_token.as_deref().unwrap_or("")
         )
     }
 
-    fn decode(tok: &str) -> Result<Resume, ToolError> {
+    /// Read a `pageToken` given to the list `identity`. Coda's own tokens
+    /// pass as they are (Coda checks them); a `cm1.` token must be one
+    /// this list handed out, unchanged.
+    fn decode(tok: &str, identity: &str) -> Result<Resume, ToolError> {
         let Some(rest) = tok.strip_prefix(OWN_TOKEN) else {
             return Ok(Resume {
                 coda_token: Some(tok.to_owned()),
@@ -456,19 +505,29 @@ impl Resume {
                 skip: 0,
             });
         };
-        let bad = || ToolError::arg("pageToken", "is not a token this server returned");
-        let mut parts = rest.splitn(3, '.');
+        let bad = || {
+            ToolError::arg(
+                "pageToken",
+                "is not a token this list returned: pass the nextPageToken of the same tool, called with the same other arguments (doc, table, filter), unchanged; or omit it to start over",
+            )
+        };
+        let mut parts = rest.splitn(4, '.');
         let skip = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let limit = match parts.next().ok_or_else(bad)? {
             "" => None,
-            l => Some(l.parse().map_err(|_| bad())?),
+            l => Some(l.parse::<u32>().ok().filter(|&l| l >= 1).ok_or_else(bad)?),
         };
+        let check = parts.next().ok_or_else(bad)?;
         let coda = parts.next().ok_or_else(bad)?;
-        Ok(Resume {
+        let r = Resume {
             coda_token: (!coda.is_empty()).then(|| coda.to_owned()),
             limit,
             skip,
-        })
+        };
+        if r.check(identity) != check {
+            return Err(bad());
+        }
+        Ok(r)
     }
 }
 
@@ -883,8 +942,9 @@ impl Coda {
             .map(|m| (m as usize).clamp(1, MAX_FETCH_ALL_CAP))
             .unwrap_or(DEFAULT_FETCH_ALL_CAP);
         let token = page.page_token.as_ref().or(page.next_page_token.as_ref());
+        let identity = list_identity(&req);
         let start = match token {
-            Some(tok) => Resume::decode(tok)?,
+            Some(tok) => Resume::decode(tok, &identity)?,
             None => Resume {
                 coda_token: None,
                 limit: page.limit,
@@ -925,7 +985,7 @@ impl Coda {
                     note.map(|n| format!("; also: {n}")).unwrap_or_default()
                 ));
             }
-            let next_page_token = next.map(|r| r.encode());
+            let next_page_token = next.map(|r| r.encode(&identity));
             // Coda's link only where it leads to the same place as the token.
             let next_page_link = g
                 .last_next
