@@ -2,12 +2,16 @@
 //! hostile model against the write-trust promise ("every write says
 //! exactly what happened, never claims more than it checked, never
 //! double-applies on a retry, never leaks the token, stays within its
-//! budgets"). Each test failed on the code before its fix.
+//! budgets"). Each test failed on the code before its fix, except
+//! `a_page_write_with_verify_keeps_one_deadline`, which pins a promise the
+//! review found kept (its three requests share the call's one deadline).
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
 #[path = "support/harness.rs"]
 mod harness;
+
+use std::time::{Duration, Instant};
 
 use harness::{TIMEOUT, start};
 use rmcp::model::{ReadResourceRequestParams, ResourceContents};
@@ -184,5 +188,37 @@ async fn a_token_of_another_list_is_refused() {
         )
         .await;
     assert!(e.contains("pageToken"), "{e}");
+    h.close().await;
+}
+
+// ----- one deadline for a page write with verify -----
+
+/// The read before, the write and the read after of a verified page
+/// write: the first two fit in the deadline (2.5 s + 1 s of 4 s), the
+/// re-read does not. The call must end at its one deadline (about 4 s),
+/// not at 6 s as it would if the re-read got a deadline of its own.
+#[tokio::test]
+async fn a_page_write_with_verify_keeps_one_deadline() {
+    let h = start(&["--call-timeout-secs", "4"]).await;
+    h.fake.delay(
+        "GET",
+        "/pages/canvas-overview/content",
+        Duration::from_millis(2500),
+    );
+    h.fake
+        .delay("PUT", "/pages/canvas-overview", Duration::from_millis(1000));
+    let t = Instant::now();
+    let r = h
+        .call(
+            "coda_append_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "content": "Late line", "verify": true}),
+        )
+        .await;
+    let took = t.elapsed();
+    let text = harness::text(&r);
+    assert!(took < Duration::from_secs(5), "took {took:?}: {text}");
+    // The write was accepted: the re-read that ran out says so, and the
+    // result does not claim the content was checked.
+    assert!(text.contains("could not re-read"), "{text}");
     h.close().await;
 }
