@@ -235,7 +235,9 @@ fn refused_advice(status: Option<u16>) -> String {
         Some(422) => {
             "Coda could not process it as sent: fix what the message names and send the corrected write"
         }
-        Some(429) => "Coda kept rate-limiting it until the call deadline: send it again later",
+        Some(429) => {
+            "Coda rate-limited it (HTTP 429) and no retry fitted before the call deadline: send it again later, after the wait named above if there is one"
+        }
         Some(300..=399) => {
             "the answer was a redirect, which is not followed: the API base URL (--api-base-url) must be corrected before any write can succeed"
         }
@@ -723,7 +725,8 @@ impl CodaClient {
                                 return Err(err);
                             }
                             let backoff = self.backoff(attempt);
-                            let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
+                            let wait = retry_after
+                                .map_or(backoff, |ra| ra.min(MAX_RETRY_AFTER_WAIT).max(backoff));
                             if Instant::now() + wait >= deadline {
                                 return Err(err);
                             }
@@ -807,14 +810,17 @@ impl CodaClient {
             // A `Retry-After` shorter than the backoff (`0`, a fraction) is
             // not taken as is: it would retry a refusing server in a loop.
             let backoff = self.backoff(attempt);
-            let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
+            let wait = retry_after.map_or(backoff, |ra| ra.min(MAX_RETRY_AFTER_WAIT).max(backoff));
             if Instant::now() + wait >= deadline {
                 tracing::warn!(
                     attempt,
                     ?wait,
                     "giving up: retry would pass the call deadline"
                 );
-                return Err(err);
+                return Err(match retry_after {
+                    Some(ra) if ra > backoff => with_retry_after(err, ra),
+                    _ => err,
+                });
             }
             tracing::info!(attempt, ?wait, error = %err, "retrying coda request");
             tokio::time::sleep(wait).await;
@@ -1132,10 +1138,61 @@ fn redirect_error(status: StatusCode, headers: &reqwest::header::HeaderMap) -> C
     }
 }
 
+/// Longest `Retry-After` reported (a day): past it, a value is read as
+/// this long. Waits are shorter still ([`MAX_RETRY_AFTER_WAIT`]).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// Longest `Retry-After` waited within a call: a longer one ends the call
+/// (the error names it) rather than hold it for most of an hour.
+const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(300);
+
+/// `Retry-After` (RFC 9110 §10.2.3) as the wait it asks for: seconds (a
+/// fraction too) or an HTTP-date, which gateways send (a date already
+/// past is no wait); at most [`MAX_RETRY_AFTER`]. A negative, non-finite
+/// or unreadable value is none, and the backoff applies.
 fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let max = MAX_RETRY_AFTER.as_secs_f64();
+    match v.parse::<f64>() {
+        Ok(secs) => {
+            (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(max)))
+        }
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            let wait = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            Some(wait.min(MAX_RETRY_AFTER))
+        }
+    }
+}
+
+/// A 429 given up on because its `Retry-After` passes the call deadline:
+/// the error says how long Coda asked to wait, so that the request is not
+/// sent again at once, into the same limit.
+fn with_retry_after(err: CodaError, asked: Duration) -> CodaError {
+    match err {
+        CodaError::Api {
+            status: 429,
+            status_message,
+            mut message,
+        } => {
+            message.push_str(&format!(
+                " (Coda asked to wait {} s before sending it again, which passes this call's deadline: send it after that wait)",
+                asked.as_secs_f64().ceil() as u64
+            ));
+            CodaError::Api {
+                status: 429,
+                status_message,
+                message,
+            }
+        }
+        other => other,
+    }
 }
 
 /// What the API token is replaced with wherever an answer carries it.
@@ -1328,6 +1385,38 @@ fn decode_error(status: StatusCode, bytes: &[u8], secret: &str) -> CodaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn retry_after(v: &str) -> Option<Duration> {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+        parse_retry_after(&h)
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_ignores_nonsense() {
+        assert_eq!(retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(retry_after("1e400"), None);
+        assert_eq!(retry_after("-3"), None);
+        assert_eq!(retry_after("NaN"), None);
+        assert_eq!(retry_after("soon"), None);
+        assert_eq!(retry_after("1e300"), Some(MAX_RETRY_AFTER));
+        // A date already past is no wait; one ahead is the time to it.
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let ahead = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(90));
+        let wait = retry_after(&ahead).unwrap();
+        assert!(
+            wait > Duration::from_secs(85) && wait <= Duration::from_secs(90),
+            "{wait:?}"
+        );
+        let far = httpdate::fmt_http_date(
+            std::time::SystemTime::now() + Duration::from_secs(10 * 86_400),
+        );
+        assert_eq!(retry_after(&far), Some(MAX_RETRY_AFTER));
+    }
 
     #[test]
     fn error_body_keeps_codas_message() {

@@ -222,3 +222,84 @@ async fn a_page_write_with_verify_keeps_one_deadline() {
     assert!(text.contains("could not re-read"), "{text}");
     h.close().await;
 }
+
+// ----- Retry-After as a date, and a wait past the deadline -----
+
+/// An HTTP-date `now + secs` (RFC 9110 IMF-fixdate).
+fn http_date_in(secs: u64) -> String {
+    let t = std::time::SystemTime::now() + Duration::from_secs(secs);
+    let s = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (days, rem) = (s / 86_400, s % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(month - 1) as usize];
+    format!(
+        "{weekday}, {day:02} {mon} {year} {:02}:{:02}:{:02} GMT",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Symptom: `Retry-After` given as an HTTP-date (RFC 9110 allows it, and
+/// gateways send it) was ignored: the request was sent again after the
+/// 20 ms backoff, into the rate limit Coda had just named.
+#[tokio::test]
+async fn a_retry_after_date_is_waited_for() {
+    let h = start(&[]).await;
+    h.fake
+        .fail_next("GET", "/docs/doc1", 429, 1, Some(&http_date_in(2)));
+    let t = Instant::now();
+    h.ok("coda_get_document", json!({"docId": "doc1"})).await;
+    // The date has whole seconds: it is 1 to 2 s away when read.
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(h.fake.calls("GET", "/docs/doc1").len(), 2);
+    h.close().await;
+}
+
+/// Symptom: a 429 whose `Retry-After` passes the call deadline (seconds
+/// or a date) ended the call at once with Coda's bare "429 Too Many
+/// Requests" (a write's saying "Coda kept rate-limiting it until the call
+/// deadline"), with nothing on when to try again: a model resent it at
+/// once, into the same limit.
+#[tokio::test]
+async fn a_429_that_asks_to_wait_past_the_deadline_says_how_long() {
+    let h = start(&["--call-timeout-secs", "5"]).await;
+    h.fake.fail_next("GET", "/docs/doc1", 429, 1, Some("120"));
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("429"), "{e}");
+    assert!(e.contains("120 s"), "{e}");
+    h.fake
+        .fail_next("PUT", "/rows/i-1", 429, 1, Some(&http_date_in(90)));
+    let e = h
+        .fails(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "x"}}),
+        )
+        .await;
+    assert!(e.contains("NOT applied"), "{e}");
+    assert!(e.contains("wait") && e.contains(" s"), "{e}");
+    assert!(!e.contains("until the call deadline"), "{e}");
+    assert_eq!(
+        h.fake
+            .calls("PUT", "/docs/doc1/tables/grid-tasks/rows/i-1")
+            .len(),
+        1
+    );
+    h.close().await;
+}
