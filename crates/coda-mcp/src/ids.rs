@@ -42,6 +42,14 @@ pub fn doc_id(raw: &str) -> Result<String, DocIdError> {
             && let Some(next) = segs.get(i + 1)
             && let Some(pos) = next.rfind("_d")
         {
+            // `Name_dAbC`: a slug holds no `_`, an id may. With `_d` twice
+            // the doc is not known: the last one was taken here, and a
+            // resolver that takes the first reads another doc.
+            if next.matches("_d").count() > 1 {
+                return Err(DocIdError::new(
+                    "the URL names its doc ambiguously (`_d` more than once in /d/…): give the doc id",
+                ));
+            }
             let id = &next[pos + 2..];
             if !id.is_empty() {
                 return Ok(id.to_owned());
@@ -60,6 +68,14 @@ pub fn doc_id(raw: &str) -> Result<String, DocIdError> {
     ))
 }
 
+/// A link as it is sent to Coda (`/resolveBrowserLink`): parsed and
+/// written out again, so that Coda reads the URL that [`doc_id`] (and with
+/// it the `--docs` allow-list) read: dot segments resolved (`/d/_dA/../_dB`
+/// is `/d/_dB`), backslashes as slashes. `None` for text that is not a URL.
+pub fn link(raw: &str) -> Option<String> {
+    reqwest::Url::parse(raw.trim()).ok().map(String::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +92,24 @@ mod tests {
             doc_id("https://coda.io/apis/v1/docs/AbCDeFGH/pages").unwrap(),
             "AbCDeFGH"
         );
+    }
+
+    #[test]
+    fn a_link_is_sent_as_it_was_read() {
+        assert_eq!(
+            link("https://coda.io/d/_ddoc2/../_ddoc1").as_deref(),
+            Some("https://coda.io/d/_ddoc1")
+        );
+        assert_eq!(
+            link(" https://coda.io/d/_ddoc2/%2E%2e/_ddoc1#x").as_deref(),
+            Some("https://coda.io/d/_ddoc1#x")
+        );
+        assert_eq!(
+            doc_id("https://coda.io/d/_ddoc2/../_ddoc1").unwrap(),
+            "doc1"
+        );
+        assert!(doc_id("https://coda.io/d/Wiki_ddoc2_ddoc1").is_err());
+        assert!(link("not a url").is_none());
     }
 
     #[test]

@@ -303,3 +303,38 @@ async fn a_429_that_asks_to_wait_past_the_deadline_says_how_long() {
     );
     h.close().await;
 }
+
+// ----- the --docs allow-list and links to resolve -----
+
+/// Symptom: with `--docs doc1`, a link was checked in one reading and
+/// sent in another. The check parsed it as a URL (`/d/_ddoc2/../_ddoc1`
+/// is `/d/_ddoc1`; of `Wiki_ddoc2_ddoc1` it took the last `_d`, doc1),
+/// but the raw text went to `/resolveBrowserLink`, where a resolver that
+/// reads it otherwise (the fake: the first `_d`) resolved doc2's object.
+#[tokio::test]
+async fn a_link_to_resolve_is_sent_as_the_allow_list_read_it() {
+    let h = start(&["--docs", "doc1"]).await;
+    for url in [
+        "https://coda.io/d/_ddoc2/../_ddoc1",
+        "https://coda.io/d/_ddoc2/%2e%2e/_ddoc1",
+        "https://coda.io/d/Wiki_ddoc2_ddoc1",
+    ] {
+        let r = h.call("coda_resolve_link", json!({"url": url})).await;
+        let text = harness::text(&r);
+        assert!(!text.contains("doc2"), "{url}: {text}");
+        let r = h
+            .call(
+                "coda_get_page",
+                json!({"docId": "doc1", "pageIdOrName": format!("{url}/Overview_sucanvas-overview")}),
+            )
+            .await;
+        let text = harness::text(&r);
+        assert!(!text.contains("doc2"), "{url}: {text}");
+    }
+    for r in h.fake.requests() {
+        assert!(!r.path.contains("doc2"), "{} {}", r.method, r.path);
+        let sent = r.q("url").unwrap_or("");
+        assert!(!sent.contains("doc2"), "sent {sent}");
+    }
+    h.close().await;
+}

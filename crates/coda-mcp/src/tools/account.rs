@@ -77,11 +77,11 @@ impl Coda {
     async fn coda_resolve_link(&self, Parameters(a): Parameters<JsonObject>) -> CallToolResult {
         let c = self;
         run(a, |p: ResolveLinkParams| async move {
-            if !p.url.contains("://") {
+            let Some(url) = crate::ids::link(&p.url).filter(|_| p.url.contains("://")) else {
                 return Err(ToolError::arg("url", "must be an absolute Coda URL"));
-            }
+            };
             let req = ApiRequest::get(&["resolveBrowserLink"])
-                .query("url", &p.url)
+                .query("url", &url)
                 .query_opt("degradeGracefully", p.degrade_gracefully.then_some(true));
             c.object(req).await
         })

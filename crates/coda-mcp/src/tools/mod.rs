@@ -848,7 +848,10 @@ impl Coda {
         if !raw.contains("://") {
             return Ok(raw.to_owned());
         }
-        let req = ApiRequest::get(&["resolveBrowserLink"]).query("url", raw);
+        // Sent as the `--docs` check reads it (see `ids::link`).
+        let url = crate::ids::link(raw)
+            .ok_or_else(|| ToolError::arg(arg, "is neither an id, a name nor a valid URL"))?;
+        let req = ApiRequest::get(&["resolveBrowserLink"]).query("url", url);
         let v = self
             .call(req, deadline)
             .await
