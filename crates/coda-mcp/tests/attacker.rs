@@ -338,3 +338,97 @@ async fn a_link_to_resolve_is_sent_as_the_allow_list_read_it() {
     }
     h.close().await;
 }
+
+// ----- wait and verify claim nothing they did not check -----
+
+/// Symptom: an insert answered 2xx without `requestId` or `addedRowIds`
+/// (a proxy's `{}`, a broken Coda) came back with `wait: true` and
+/// `verify: true` as `mutation: {completed: true}` and `verification:
+/// {rowsChecked: 0, matches: true}`: nothing was waited for or re-read,
+/// and nothing had been written.
+#[tokio::test]
+async fn an_insert_with_nothing_to_wait_for_or_re_read_is_not_called_applied_or_matching() {
+    let h = start(&[]).await;
+    h.fake.answer_next(
+        "POST",
+        "/rows",
+        1,
+        fake_coda::Hostile {
+            status: 200,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: b"{}".to_vec(),
+            ..Default::default()
+        },
+    );
+    let r = h
+        .call(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "a"}, {"Name": "b"}], "verify": true}),
+        )
+        .await;
+    let v = r.structured_content.clone().unwrap_or_default();
+    let all = format!("{v} {}", harness::text(&r));
+    assert_ne!(v["mutation"]["completed"], true, "{all}");
+    assert_eq!(v["verification"]["matches"], false, "{all}");
+    assert!(
+        v["mutation"]["error"]
+            .as_str()
+            .is_some_and(|n| n.contains("requestId")),
+        "{all}"
+    );
+    // An answer with a requestId (one Coda applied) but one row id for
+    // two rows: the row without an id is not re-read, and is not passed.
+    let prior = h
+        .ok(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Name": "a"}, "wait": true}),
+        )
+        .await;
+    let prior = prior["requestId"].as_str().unwrap().to_owned();
+    h.fake.answer_next(
+        "POST",
+        "/rows",
+        1,
+        fake_coda::Hostile {
+            status: 202,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: json!({"requestId": prior, "addedRowIds": ["i-1"]})
+                .to_string()
+                .into_bytes(),
+            ..Default::default()
+        },
+    );
+    let v = h
+        .ok(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "a"}, {"Name": "b"}], "verify": true}),
+        )
+        .await;
+    assert_eq!(v["mutation"]["completed"], true, "{v}");
+    assert_eq!(v["verification"]["matches"], false, "{v}");
+    assert!(
+        v["verification"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("1 row ids for the 2 rows")),
+        "{v}"
+    );
+    h.close().await;
+}
+
+/// Symptom: a bulk update whose every row failed (not found, so not
+/// sent) answered `verify: true` with `matches: true` (0 rows checked)
+/// and `wait: true` with `mutation: {completed: true}`.
+#[tokio::test]
+async fn a_bulk_update_that_wrote_nothing_does_not_verify_as_matching() {
+    let h = start(&[]).await;
+    let v = h
+        .ok(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": [{"rowIdOrName": "i-none", "values": {"Status": "x"}}], "verify": true}),
+        )
+        .await;
+    assert_eq!(v["successful"], 0, "{v}");
+    assert_ne!(v["mutation"]["completed"], true, "{v}");
+    assert_eq!(v["verification"]["matches"], false, "{v}");
+    h.close().await;
+}

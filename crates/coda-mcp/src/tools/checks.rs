@@ -372,10 +372,16 @@ pub struct Verification {
     not_compared: Vec<String>,
 }
 
-/// The verification note when waiting for a write ended before Coda
-/// applied it.
-pub const NOT_APPLIED_YET: &str =
-    "Coda had not applied the write when waiting stopped: nothing to compare yet";
+/// The verification note when waiting for a write did not see it
+/// applied: it was not yet when waiting stopped, or its status could not
+/// be read (`mutation.error`: no `requestId`, a failing status read).
+pub fn not_applied(m: &super::MutationState) -> &'static str {
+    if m.error.is_some() {
+        "whether Coda applied the write could not be read (see mutation.error), so nothing was compared"
+    } else {
+        "Coda had not applied the write when waiting stopped: nothing to compare yet"
+    }
+}
 
 /// At most this many bytes of `not compared` examples in a note.
 const NOT_COMPARED_BYTES: usize = 600;
@@ -405,10 +411,15 @@ impl Verification {
     }
 
     /// The verdict: `note` says every reason something was not checked,
-    /// and `matches` is true only when nothing differed and everything
-    /// was checked.
+    /// and `matches` is true only when something was re-read, nothing
+    /// differed and everything was checked.
     pub fn finish(mut self) -> Verification {
         let mut parts = std::mem::take(&mut self.stops);
+        // Nothing re-read is nothing checked: no write to compare (none
+        // accepted, no row ids given), never a match.
+        if self.rows_checked == 0 && self.mismatches.is_empty() && parts.is_empty() {
+            parts.push("nothing was re-read, so nothing was checked".into());
+        }
         if !self.not_compared.is_empty() {
             let mut seen = String::new();
             for (i, s) in self.not_compared.iter().enumerate() {
@@ -747,7 +758,10 @@ mod tests {
         let note = v.finish().note.unwrap();
         assert!(note.len() < NOT_COMPARED_BYTES + 200, "{}", note.len());
         assert!(note.ends_with(" more"), "{note}");
-        assert!(Verification::default().finish().matches);
+        // Nothing re-read is no match.
+        let none = Verification::default().finish();
+        assert!(!none.matches);
+        assert!(none.note.unwrap().contains("nothing was re-read"));
     }
 
     #[test]

@@ -1331,9 +1331,24 @@ impl Coda {
         }
     }
 
-    /// Wait for several mutations; completed only if all are. Stops at the
-    /// first that is not, and says which.
-    pub async fn wait_all(&self, ids: &[String], dl: Instant) -> MutationState {
+    /// Wait for every write request of a call: `ids` are the request ids
+    /// Coda's answers carried, `accepted` how many write requests Coda
+    /// accepted. Completed only when every accepted request had an id and
+    /// Coda reported each applied: an answer without a `requestId` (a
+    /// proxy's `{}`, a broken Coda) gives nothing to wait for, and no
+    /// accepted request at all is nothing to call applied. Stops at the
+    /// first request not applied, and says which.
+    pub async fn wait_all(&self, ids: &[String], accepted: usize, dl: Instant) -> MutationState {
+        if accepted == 0 {
+            return MutationState {
+                completed: false,
+                warning: Some(
+                    "no write request was accepted, so there was nothing to wait for".into(),
+                ),
+                timed_out: false,
+                error: None,
+            };
+        }
         let mut warnings = Vec::new();
         for id in ids {
             let mut st = self.wait_mutation(id, dl).await;
@@ -1347,11 +1362,16 @@ impl Coda {
             }
             warnings.extend(st.warning);
         }
+        let unknown = accepted.saturating_sub(ids.len());
         MutationState {
-            completed: true,
+            completed: unknown == 0,
             warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
             timed_out: false,
-            error: None,
+            error: (unknown > 0).then(|| {
+                format!(
+                    "Coda's answer to {unknown} of the {accepted} write requests it accepted carried no requestId, so whether they were applied could not be read: do not resend them; re-read what they change to see"
+                )
+            }),
         }
     }
 }

@@ -689,8 +689,8 @@ impl Coda {
             .await?;
         if p.verify {
             let mut v = super::checks::Verification::default();
-            if out.mutation.as_ref().is_some_and(|m| !m.completed) {
-                v.stop(super::checks::NOT_APPLIED_YET);
+            if let Some(m) = out.mutation.as_ref().filter(|m| !m.completed) {
+                v.stop(super::checks::not_applied(m));
             } else {
                 let html = matches!(p.format, Some(ContentFormat::Html));
                 match self

@@ -616,18 +616,26 @@ impl Coda {
         }
         out.request_id = out.request_ids.last().cloned();
         if wait {
-            out.mutation = Some(self.wait_all(&out.request_ids, dl).await);
+            out.mutation = Some(self.wait_all(&out.request_ids, out.requests, dl).await);
         }
         out.note = queued_note(&out.request_ids, out.mutation.as_ref());
         if verify {
             let mut v = Verification::default();
-            if out.mutation.as_ref().is_some_and(|m| !m.completed) {
-                v.stop(checks::NOT_APPLIED_YET);
+            if let Some(m) = out.mutation.as_ref().filter(|m| !m.completed) {
+                v.stop(checks::not_applied(m));
             } else if let Some(keys) = key_columns {
                 self.verify_upserted(d, t, &columns, keys, &sent, &mut v)
                     .await;
             } else {
-                // Coda returns addedRowIds in the order the rows were sent.
+                // Coda returns addedRowIds in the order the rows were sent;
+                // a row without one cannot be re-read, so is not checked.
+                let written = out.rows_accepted.min(sent.len());
+                if out.added_row_ids.len() < written.min(MAX_VERIFY_ROWS) {
+                    v.stop(format!(
+                        "Coda's answers gave {} row ids for the {written} rows it accepted, so the rows without one were not re-read",
+                        out.added_row_ids.len()
+                    ));
+                }
                 for (id, cells) in out.added_row_ids.iter().zip(&sent).take(MAX_VERIFY_ROWS) {
                     let req = ApiRequest::get(&["docs", d, "tables", t, "rows", id]);
                     match self.call(req, self.deadline()).await {
@@ -803,8 +811,8 @@ impl Coda {
         mutation: Option<&MutationState>,
         v: &mut Verification,
     ) {
-        if mutation.is_some_and(|m| !m.completed) {
-            v.stop(checks::NOT_APPLIED_YET);
+        if let Some(m) = mutation.filter(|m| !m.completed) {
+            v.stop(checks::not_applied(m));
             return;
         }
         let columns = match self.columns(d, t, self.deadline()).await {
@@ -1242,6 +1250,8 @@ impl Coda {
                 (None, rows) => rows.unwrap_or_default().into_iter().map(|(id, _)| id).collect(),
             };
             let chunks: Vec<&[String]> = ids.chunks(DELETE_CHUNK).collect();
+            // Requests Coda accepted, for waiting on them.
+            let mut accepted = 0;
             for (i, chunk) in chunks.iter().enumerate() {
                 let req = ApiRequest::new(Method::DELETE, &["docs", &d, "tables", t, "rows"])
                     .class(RequestClass::DocContentWrite)
@@ -1280,6 +1290,7 @@ impl Coda {
                     Err(e) => return Err(e),
                 };
                 out.deleted_row_ids.extend(chunk.iter().cloned());
+                accepted += 1;
                 if let Some(id) = resp.get("requestId").and_then(Value::as_str) {
                     out.request_ids.push(id.to_owned());
                 }
@@ -1287,7 +1298,7 @@ impl Coda {
             out.request_id = out.request_ids.last().cloned();
             out.row_ids = out.deleted_row_ids.clone();
             if p.wait {
-                out.mutation = Some(c.wait_all(&out.request_ids, dl).await);
+                out.mutation = Some(c.wait_all(&out.request_ids, accepted, dl).await);
             }
             out.note = queued_note(&out.request_ids, out.mutation.as_ref());
             Reply::json(out)
@@ -1431,7 +1442,8 @@ impl Coda {
                 call::progress(results.len() as f64, Some(total as f64), "rows updated").await;
             }
             let ids: Vec<String> = results.iter().filter_map(|r| r.request_id.clone()).collect();
-            let mutation = if p.wait || p.verify { Some(c.wait_all(&ids, c.deadline()).await) } else { None };
+            let successful = results.iter().filter(|r| r.success).count();
+            let mutation = if p.wait || p.verify { Some(c.wait_all(&ids, successful, c.deadline()).await) } else { None };
             let verification = if p.verify {
                 let mut v = Verification::default();
                 let written: Vec<_> = results.iter().zip(&sent).filter(|(r, _)| r.success).collect();
@@ -1446,7 +1458,6 @@ impl Coda {
             } else {
                 None
             };
-            let successful = results.iter().filter(|r| r.success).count();
             let note = queued_note(&ids, mutation.as_ref());
             Reply::json(BulkUpdateOutput {
                 total_updates: total,
