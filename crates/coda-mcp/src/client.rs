@@ -10,8 +10,10 @@
 //! are not: a 502 may come after Coda applied them, and a resend would
 //! duplicate content or report a false failure. Their error says so.
 //! Once Coda answered a write with 2xx it was accepted, whatever happens to
-//! the body: a cut or unreadable answer is [`CodaError::Accepted`], never a
-//! transport failure (a read's cut answer is read again instead).
+//! the body: a cut answer is [`CodaError::Accepted`], never a transport
+//! failure (a read's cut answer is read again instead). A whole 2xx answer
+//! that is not JSON may not be Coda's (a proxy's page): its outcome is
+//! unknown ([`CodaError::OutcomeUnknown`]), never claimed accepted.
 //!
 //! No path segment may be `.` or `..` (or a percent-encoded form of them):
 //! URL normalisation would drop it and send the request to another resource
@@ -684,6 +686,12 @@ impl CodaClient {
                         return Err(redirect_error(status, resp.headers()));
                     }
                     let retry_after = parse_retry_after(resp.headers());
+                    // For an answer that is not JSON: what it was instead.
+                    let content_type = resp
+                        .headers()
+                        .get(reqwest::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| model_text(v, 100));
                     let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
                         Ok(b) => b,
                         Err(BodyError::TooLarge(cap)) => {
@@ -748,7 +756,7 @@ impl CodaClient {
                         }
                     };
                     if status.is_success() {
-                        return match decode_success(status, &bytes) {
+                        return match decode_success(status, &bytes, content_type.as_deref()) {
                             Ok(mut r) => {
                                 if redact_json(&mut r.body, self.token.expose()) {
                                     tracing::warn!(
@@ -758,10 +766,15 @@ impl CodaClient {
                                 }
                                 Ok(r)
                             }
-                            Err(CodaError::InvalidResponse { reason, .. }) if write => {
-                                Err(CodaError::Accepted {
-                                    status: status.as_u16(),
-                                    reason: format!("its answer could not be read ({reason})"),
+                            // Coda answers JSON. A whole answer that is not
+                            // (a captive portal's or proxy's page, a web app
+                            // at a mistyped base URL) may not come from Coda
+                            // at all, so whether the write ran is unknown:
+                            // not "accepted", which a cut answer is.
+                            Err(e @ CodaError::InvalidResponse { .. }) if write => {
+                                Err(CodaError::OutcomeUnknown {
+                                    source: Box::new(e),
+                                    replayable: req.replayable,
                                 })
                             }
                             other => other,
@@ -1229,13 +1242,22 @@ fn redact_json(v: &mut Value, secret: &str) -> bool {
     }
 }
 
-fn decode_success(status: StatusCode, bytes: &[u8]) -> Result<ApiResponse, CodaError> {
+/// A 2xx answer's JSON body (`{}` when empty); `content_type` names what
+/// came instead when it is not JSON.
+fn decode_success(
+    status: StatusCode,
+    bytes: &[u8],
+    content_type: Option<&str>,
+) -> Result<ApiResponse, CodaError> {
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
         serde_json::from_slice(bytes).map_err(|e| CodaError::InvalidResponse {
             status: status.as_u16(),
-            reason: format!("body is not JSON: {e}"),
+            reason: match content_type {
+                Some(ct) => format!("body is not JSON ({ct}): {e}"),
+                None => format!("body is not JSON: {e}"),
+            },
         })?
     };
     Ok(ApiResponse {

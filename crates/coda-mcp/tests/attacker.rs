@@ -432,3 +432,52 @@ async fn a_bulk_update_that_wrote_nothing_does_not_verify_as_matching() {
     assert_eq!(v["verification"]["matches"], false, "{v}");
     h.close().await;
 }
+
+// ----- a 2xx answer that is not Coda's -----
+
+fn html_page(status: u16) -> fake_coda::Hostile {
+    fake_coda::Hostile {
+        status,
+        headers: vec![("content-type".into(), b"text/html".to_vec())],
+        body: b"<html><body><h1>Sign in to continue</h1></body></html>".to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Symptom: a write answered 200 with an HTML page (a captive portal, a
+/// proxy's sign-in page, a web app at a mistyped base URL: not Coda, and
+/// nothing applied) was reported "Coda accepted the write … it was
+/// accepted and will be applied, so do not resend it". Whether it was
+/// applied is unknown, and the error must say that, not more.
+#[tokio::test]
+async fn a_write_answered_with_a_web_page_is_not_called_accepted() {
+    let h = start(&[]).await;
+    h.fake.answer_next("PUT", "/rows/i-1", 1, html_page(200));
+    let e = h
+        .fails(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "x"}}),
+        )
+        .await;
+    assert!(!e.contains("will be applied"), "{e}");
+    assert!(!e.contains("accepted the write"), "{e}");
+    assert!(e.contains("may have been applied"), "{e}");
+    assert!(e.contains("text/html"), "{e}");
+    h.fake.answer_next("POST", "/rows", 1, html_page(200));
+    let e = h
+        .fails(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "once"}]}),
+        )
+        .await;
+    assert!(!e.contains("will be applied"), "{e}");
+    assert!(e.contains("may have been applied"), "{e}");
+    assert!(e.contains("do not resend"), "{e}");
+    assert_eq!(
+        h.fake
+            .calls("POST", "/docs/doc1/tables/grid-tasks/rows")
+            .len(),
+        1
+    );
+    h.close().await;
+}
