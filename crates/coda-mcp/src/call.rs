@@ -26,6 +26,9 @@ pub struct CallContext {
     pub steps: AtomicU64,
     /// Text content repeats the JSON (`--full-text`) instead of a summary.
     pub full_text: bool,
+    /// `--max-result-bytes`: no result of the call is larger (lists keep
+    /// to it item by item; anything else is cut to it in `tools::run`).
+    pub max_result_bytes: usize,
     /// When the call must be answered (`--call-timeout-secs` after it
     /// started): every request, retry, poll and wait of the call shares it.
     pub deadline: Instant,
@@ -61,6 +64,11 @@ pub fn note_write_sent() {
 pub fn write_unsent() -> bool {
     CALL.try_with(|c| c.write && !c.write_sent.load(Ordering::Relaxed))
         .unwrap_or(false)
+}
+
+/// The result budget of the tool call being run (`None` outside one).
+pub fn max_result_bytes() -> Option<usize> {
+    CALL.try_with(|c| c.max_result_bytes).ok()
 }
 
 /// Whether results carry the JSON as text too.

@@ -325,6 +325,7 @@ impl ServerHandler for CodaServer {
                 .map(|t| (t, context.peer.clone())),
             steps: AtomicU64::new(0),
             full_text: self.coda.cfg.full_text,
+            max_result_bytes: self.coda.cfg.max_result_bytes,
             deadline: self.coda.cfg.deadline_from(std::time::Instant::now()),
             write: self.is_write(&name),
             write_sent: AtomicBool::new(false),

@@ -481,3 +481,47 @@ async fn a_write_answered_with_a_web_page_is_not_called_accepted() {
     );
     h.close().await;
 }
+
+// ----- write results stay within the result budget -----
+
+/// Symptom: list and object reads kept to `--max-result-bytes`, but a
+/// write's result carried Coda's answer whole (`result`), so a Coda (or a
+/// gateway) answering a row update with a megabyte of JSON handed all of
+/// it to the model, as `structuredContent` and again in the summary.
+#[tokio::test]
+async fn a_write_answer_past_the_result_budget_is_cut_with_a_note() {
+    let h = start(&[]).await;
+    let big = json!({"requestId": "mut-x", "id": "i-1", "echo": "x".repeat(1_000_000)});
+    h.fake.answer_next(
+        "PUT",
+        "/rows/i-1",
+        1,
+        fake_coda::Hostile {
+            status: 202,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: big.to_string().into_bytes(),
+            ..Default::default()
+        },
+    );
+    let r = h
+        .call(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "x"}}),
+        )
+        .await;
+    assert_ne!(r.is_error, Some(true), "{}", harness::text(&r));
+    let v = r.structured_content.clone().unwrap();
+    let size = v.to_string().len();
+    assert!(size <= 100_000, "{size} bytes");
+    assert_eq!(v["truncated"], true);
+    assert_eq!(v["requestId"], "mut-x", "{}", v["note"]);
+    assert!(
+        v["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("100000 bytes")),
+        "{}",
+        v["note"]
+    );
+    assert!(harness::text(&r).len() < 5_000);
+    h.close().await;
+}

@@ -183,6 +183,9 @@ where
         Ok(Reply { mut value, text }) => {
             // Schemas say "optional" by leaving a property out, never null.
             crate::schema::strip_nulls(&mut value);
+            if let Some(budget) = call::max_result_bytes() {
+                fit_result(&mut value, budget);
+            }
             let text = text.unwrap_or_else(|| {
                 if call::full_text() {
                     value.to_string()
@@ -199,6 +202,34 @@ where
             CallToolResult::error(vec![ContentBlock::text(e.call_text())])
         }
     }
+}
+
+/// Cut a tool's result to the result budget, if it passes it: lists and
+/// object reads keep to it on their own, but a write's result carries
+/// Coda's answer (`result`, row data of a bulk update, the values of a
+/// verification's mismatches), and an answer of any size must not reach
+/// the model whole. What was cut is said in `truncated` and `note` (after
+/// any note the result had: it may say the write was accepted).
+fn fit_result(value: &mut Value, budget: usize) {
+    if json_len(value) <= budget {
+        return;
+    }
+    // Room for the note and the flag added below.
+    let cuts = fit_object(value, budget.saturating_sub(1024));
+    let Some(o) = value.as_object_mut().filter(|_| !cuts.is_empty()) else {
+        return;
+    };
+    tracing::info!(budget, "tool result cut to the result budget");
+    let cut = format!(
+        "the result was larger than the result budget ({budget} bytes, --max-result-bytes), so it was cut: {}",
+        cuts.join("; ")
+    );
+    let note = match o.get("note").and_then(Value::as_str) {
+        Some(n) => format!("{n}; {cut}"),
+        None => cut,
+    };
+    o.insert("truncated".into(), Value::Bool(true));
+    o.insert("note".into(), Value::String(note));
 }
 
 /// Keys whose text a model must read to act correctly (a write stopped
