@@ -1260,6 +1260,22 @@ fn decode_success(
             },
         })?
     };
+    // Every answer of the Coda API is an object; anything else is not
+    // Coda's (and cannot be a tool's structuredContent, which MCP requires
+    // to be an object).
+    if !body.is_object() {
+        let kind = match &body {
+            Value::Array(_) => "an array",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(CodaError::InvalidResponse {
+            status: status.as_u16(),
+            reason: format!("the body is JSON but not a JSON object ({kind})"),
+        });
+    }
     Ok(ApiResponse {
         status: status.as_u16(),
         body,

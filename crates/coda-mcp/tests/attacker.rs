@@ -525,3 +525,40 @@ async fn a_write_answer_past_the_result_budget_is_cut_with_a_note() {
     assert!(harness::text(&r).len() < 5_000);
     h.close().await;
 }
+
+// ----- answers whose JSON is not the shape every Coda answer has -----
+
+fn json_answer(v: Value) -> fake_coda::Hostile {
+    fake_coda::Hostile {
+        status: 200,
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: v.to_string().into_bytes(),
+        ..Default::default()
+    }
+}
+
+/// Symptom: an answer that is JSON but not an object (`[1,2,3]`, a
+/// string) became the tool's `structuredContent` as it was, which MCP
+/// requires to be an object and the tool's outputSchema declares one;
+/// list items that are not objects (`1`, `null`) broke the list's
+/// outputSchema. A client that validates (the TypeScript SDK does)
+/// rejected the whole result instead of showing an error.
+#[tokio::test]
+async fn answers_that_are_not_objects_are_errors_not_broken_results() {
+    let h = start(&[]).await;
+    for bad in [json!([1, 2, 3]), json!("a string"), json!(7)] {
+        h.fake
+            .answer_next("GET", "/docs/doc1", 1, json_answer(bad.clone()));
+        let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+        assert!(e.contains("not a JSON object"), "{bad}: {e}");
+    }
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1/pages",
+        1,
+        json_answer(json!({"items": [{"id": "canvas-a", "name": "A"}, 1, null, "x"]})),
+    );
+    let e = h.fails("coda_list_pages", json!({"docId": "doc1"})).await;
+    assert!(e.contains("not an object"), "{e}");
+    h.close().await;
+}

@@ -1162,6 +1162,17 @@ impl Coda {
                         reason: "list response has no items array".into(),
                     })
                 })?;
+            // Coda lists objects; anything else would break every list's
+            // outputSchema (a validating client rejects the whole result).
+            if let Some(i) = page_items.iter().position(|it| !it.is_object()) {
+                return Err(ToolError::Coda(CodaError::InvalidResponse {
+                    status: 200,
+                    reason: format!(
+                        "list item {i} of Coda's answer is not an object ({})",
+                        crate::client::model_text(&page_items[i].to_string(), 100)
+                    ),
+                }));
+            }
             // The limit this page was asked with, for resuming inside it.
             let asked_limit = current
                 .query
