@@ -683,7 +683,7 @@ impl CodaClient {
                         sent.rate_limited = true;
                     }
                     if status.is_redirection() {
-                        return Err(redirect_error(status, resp.headers()));
+                        return Err(redirect_error(status, resp.headers(), self.token.expose()));
                     }
                     let retry_after = parse_retry_after(resp.headers());
                     // For an answer that is not JSON: what it was instead.
@@ -691,7 +691,7 @@ impl CodaClient {
                         .headers()
                         .get(reqwest::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
-                        .map(|v| model_text(v, 100));
+                        .map(|v| model_text(&redact_text(v, self.token.expose()), 100));
                     let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
                         Ok(b) => b,
                         Err(BodyError::TooLarge(cap)) => {
@@ -1134,13 +1134,22 @@ fn push_segment(out: &mut String, seg: &str) {
 /// the write's success) or send the request, its body included, to another
 /// host: it is an error naming where it pointed (scheme, host and port only:
 /// a link's path or query may carry a credential).
-fn redirect_error(status: StatusCode, headers: &reqwest::header::HeaderMap) -> CodaError {
+fn redirect_error(
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    secret: &str,
+) -> CodaError {
     let to = headers
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|l| Url::parse(l).ok())
         .filter(|u| u.host_str().is_some())
-        .map(|u| format!(" to {}", origin_of(&u)))
+        .map(|u| {
+            format!(
+                " to {}",
+                model_text(&redact_text(&origin_of(&u), secret), 300)
+            )
+        })
         .unwrap_or_default();
     CodaError::Api {
         status: status.as_u16(),
@@ -1210,6 +1219,29 @@ fn with_retry_after(err: CodaError, asked: Duration) -> CodaError {
 
 /// What the API token is replaced with wherever an answer carries it.
 const TOKEN_REDACTED: &str = "[API token]";
+
+/// `s` (text from an answer's header: where a redirect points, a content
+/// type) with `secret` replaced, for an error: a server that echoes the
+/// request's headers may put the token anywhere, the host name included.
+/// ASCII case is ignored: a URL parser lowercases a host.
+fn redact_text(s: &str, secret: &str) -> String {
+    let (lower, needle) = (s.to_ascii_lowercase(), secret.to_ascii_lowercase());
+    if needle.is_empty() || !lower.contains(&needle) {
+        return s.to_owned();
+    }
+    tracing::warn!("a header of Coda's answer contained the API token; it was replaced");
+    // ASCII lowercasing keeps every byte offset, so `lower`'s match
+    // positions are `s`'s.
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    for (i, _) in lower.match_indices(&needle) {
+        out.push_str(&s[at..i]);
+        out.push_str(TOKEN_REDACTED);
+        at = i + needle.len();
+    }
+    out.push_str(&s[at..]);
+    out
+}
 
 /// Replace `secret` (the API token) in every string and key of `v`, and
 /// say whether there was any. A gateway, a debugging proxy or an echo
@@ -1423,6 +1455,20 @@ fn decode_error(status: StatusCode, bytes: &[u8], secret: &str) -> CodaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_text_is_redacted_whatever_its_case() {
+        assert_eq!(
+            redact_text("https://ab-cd.example", "AB-CD"),
+            "https://[API token].example"
+        );
+        assert_eq!(
+            redact_text("x AB-CD y ab-cd", "ab-cd"),
+            "x [API token] y [API token]"
+        );
+        assert_eq!(redact_text("nothing", "ab-cd"), "nothing");
+        assert_eq!(redact_text("ünïcode ab-cd", "AB-CD"), "ünïcode [API token]");
+    }
 
     fn retry_after(v: &str) -> Option<Duration> {
         let mut h = reqwest::header::HeaderMap::new();

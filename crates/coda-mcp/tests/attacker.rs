@@ -562,3 +562,54 @@ async fn answers_that_are_not_objects_are_errors_not_broken_results() {
     assert!(e.contains("not an object"), "{e}");
     h.close().await;
 }
+
+// ----- the token in headers Coda controls -----
+
+/// Symptom: headers of a hostile answer reached errors unredacted: the
+/// host of a redirect's `Location` (`https://<token>.example/`) was named
+/// as where it pointed, and a `Content-Type` echoing the request's header
+/// was named in the "body is not JSON" error of the commit before.
+#[tokio::test]
+async fn the_token_echoed_in_a_header_is_not_handed_to_the_model() {
+    let h = start(&[]).await;
+    let tok = fake_coda::TOKEN;
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        fake_coda::Hostile {
+            status: 302,
+            headers: vec![(
+                "location".into(),
+                format!("https://{tok}.example/x").into_bytes(),
+            )],
+            ..Default::default()
+        },
+    );
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("redirect"), "{e}");
+    assert!(!e.contains(tok), "{e}");
+    h.fake.answer_next(
+        "PUT",
+        "/rows/i-1",
+        1,
+        fake_coda::Hostile {
+            status: 200,
+            headers: vec![(
+                "content-type".into(),
+                format!("text/html; echo=Bearer {tok}").into_bytes(),
+            )],
+            body: b"<html></html>".to_vec(),
+            ..Default::default()
+        },
+    );
+    let e = h
+        .fails(
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "x"}}),
+        )
+        .await;
+    assert!(e.contains("text/html"), "{e}");
+    assert!(!e.contains(tok), "{e}");
+    h.close().await;
+}
