@@ -683,6 +683,12 @@ impl CodaClient {
                         sent.rate_limited = true;
                     }
                     if status.is_redirection() {
+                        // 303 answers a request that was processed (RFC
+                        // 9110 §15.4.4); the others say it was not handled
+                        // where it was sent.
+                        if status == StatusCode::SEE_OTHER {
+                            sent.maybe_applied = true;
+                        }
                         return Err(redirect_error(status, resp.headers(), self.token.expose()));
                     }
                     let retry_after = parse_retry_after(resp.headers());

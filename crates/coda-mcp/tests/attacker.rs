@@ -613,3 +613,39 @@ async fn the_token_echoed_in_a_header_is_not_handed_to_the_model() {
     assert!(!e.contains(tok), "{e}");
     h.close().await;
 }
+
+// ----- a 303 answers a request that was processed -----
+
+/// Symptom: a write answered 303 See Other was reported "Coda refused this
+/// write request (HTTP 303), so it was NOT applied". A 303 is how a server
+/// answers a request it processed (RFC 9110 §15.4.4: "an indirect response
+/// to the original request"); whether the write ran is unknown. Other
+/// redirects (the request was not handled there) stay "not applied".
+#[tokio::test]
+async fn a_write_answered_303_is_not_called_not_applied() {
+    let h = start(&[]).await;
+    let redirect = |status: u16| fake_coda::Hostile {
+        status,
+        headers: vec![("location".into(), b"/apis/v1/docs/doc1".to_vec())],
+        ..Default::default()
+    };
+    h.fake.answer_next("POST", "/rows", 1, redirect(303));
+    let e = h
+        .fails(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "a"}]}),
+        )
+        .await;
+    assert!(!e.contains("NOT applied"), "{e}");
+    assert!(e.contains("may have been applied"), "{e}");
+    assert!(e.contains("do not resend"), "{e}");
+    h.fake.answer_next("POST", "/rows", 1, redirect(307));
+    let e = h
+        .fails(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "a"}]}),
+        )
+        .await;
+    assert!(e.contains("NOT applied"), "{e}");
+    h.close().await;
+}
