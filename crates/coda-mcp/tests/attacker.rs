@@ -649,3 +649,27 @@ async fn a_write_answered_303_is_not_called_not_applied() {
     assert!(e.contains("NOT applied"), "{e}");
     h.close().await;
 }
+
+// ----- verify of an element replace -----
+
+/// Symptom: `verify` of a replace of one element (`elementId`) did not
+/// read the page before the write, so a line the page already had
+/// elsewhere passed as written: replacing "ship it" with "Overview" (the
+/// page's heading) verified as matching though Coda never applied it.
+#[tokio::test]
+async fn a_lost_element_replace_does_not_verify_by_text_already_on_the_page() {
+    let h = start(&[]).await;
+    h.fake.drop_content_updates();
+    let v = h
+        .ok(
+            "coda_replace_page_content",
+            json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "elementId": "cl-2", "content": "Overview", "verify": true}),
+        )
+        .await;
+    assert_eq!(v["verification"]["matches"], false, "{v}");
+    assert_eq!(
+        v["verification"]["mismatches"][0]["intended"], "Overview",
+        "{v}"
+    );
+    h.close().await;
+}

@@ -220,7 +220,7 @@ pub struct ContentWriteParams {
     pub element_id: Option<String>,
     #[serde(default)]
     pub wait: bool,
-    /// Wait until applied, re-read the page and report lines of content that are not found in it (implies wait). Also reads the page before the write: after an append or prepend each line must be there more times than before; after a replace of the whole page no earlier line the content lacks may remain.
+    /// Wait until applied, re-read the page and report lines of content that are not found in it (implies wait). Also reads the page before the write: after an append or prepend (or a replace of one element, less what it held) each line must be there more times than before; after a replace of the whole page no earlier line the content lacks may remain.
     #[serde(default)]
     pub verify: bool,
     /// Replace only: return the current body and what would replace it; write nothing.
@@ -285,7 +285,9 @@ struct ContentCheck {
 /// - Every line must be on the page. With `before`, an append or
 ///   prepend must leave each line there at least as many more times as
 ///   the content holds it: text the page already had ("Status: OK" once
-///   more) proves nothing by being found.
+///   more) proves nothing by being found. A replace of one element is
+///   counted so too, less what the element itself held (`removed`, its
+///   plain text before the write).
 /// - A replace of the whole page (`before` given) must leave none of the
 ///   page's earlier lines that the content does not hold: a lost replace
 ///   that was to remove lines leaves a page where every new line is
@@ -293,6 +295,7 @@ struct ContentCheck {
 fn content_mismatches(
     lines: &[String],
     before: Option<&str>,
+    removed: &str,
     after: &str,
     replace: bool,
 ) -> ContentCheck {
@@ -308,7 +311,8 @@ fn content_mismatches(
             Some(b) if !replace => {
                 let had = b.matches(line.as_str()).count();
                 // More when a line is also part of another line.
-                let want = had + sent.matches(line.as_str()).count();
+                let want = (had + sent.matches(line.as_str()).count())
+                    .saturating_sub(removed.matches(line.as_str()).count());
                 (found < want).then(|| {
                     format!("(on the page {found} times after the write, {had} before it: expected at least {want})")
                 })
@@ -675,14 +679,28 @@ impl Coda {
         // What was on the page before, for `verify` (see content_mismatches):
         // appended text may already be there, and a replace that was lost
         // leaves lines it should have removed.
-        let before = if p.verify && (mode != "replace" || p.element_id.is_none()) {
-            Some(
-                self.plain_items(&d, &p.page_id_or_name, COMPOSITE_CAP, self.deadline())
-                    .await
-                    .map(|items| render_plain(&items)),
-            )
+        // And the text of the element a replace of one element removes:
+        // the rest of the page must keep its count of each line.
+        let (before, removed) = if p.verify {
+            match self
+                .plain_items(&d, &p.page_id_or_name, COMPOSITE_CAP, self.deadline())
+                .await
+            {
+                Ok(items) => {
+                    let element: Vec<Value> = items
+                        .iter()
+                        .filter(|it| {
+                            p.element_id.is_some()
+                                && it.get("id").and_then(Value::as_str) == p.element_id.as_deref()
+                        })
+                        .cloned()
+                        .collect();
+                    (Some(Ok(render_plain(&items))), render_plain(&element))
+                }
+                Err(e) => (Some(Err(e)), String::new()),
+            }
         } else {
-            None
+            (None, String::new())
         };
         let mut out = self
             .mutate(req, p.wait || p.verify, self.deadline())
@@ -710,8 +728,9 @@ impl Coda {
                         let found = content_mismatches(
                             &content_lines(&p.content, html),
                             before.as_deref(),
+                            &removed,
                             &render_plain(&items),
-                            mode == "replace",
+                            mode == "replace" && p.element_id.is_none(),
                         );
                         if found.left_out > 0 {
                             v.stop(format!(
@@ -1366,7 +1385,7 @@ mod tests {
         let page = "# Log\nStatus: OK";
         let appended = "# Log\nStatus: OK\nStatus: OK\nChecked";
         let check = |before: Option<&str>, after: &str, replace: bool| {
-            content_mismatches(&lines, before, after, replace)
+            content_mismatches(&lines, before, "", after, replace)
         };
         // An append that happened; one that was lost, with and without the
         // page read before it.
@@ -1405,6 +1424,26 @@ mod tests {
                 "(not in the new content)".to_owned(),
                 "(still on the page after the replace) Old heading".to_owned()
             )]
+        );
+        // A replace of one element: what it held is not counted on, what
+        // the rest of the page holds proves nothing.
+        let one = content_lines("Status: OK", false);
+        let page = "Status: OK\nold";
+        assert_eq!(
+            content_mismatches(&one, Some(page), "old", page, false)
+                .lines
+                .len(),
+            1
+        );
+        let replaced = "Status: OK\nStatus: OK";
+        assert_eq!(
+            content_mismatches(&one, Some(page), "old", replaced, false),
+            ContentCheck::default()
+        );
+        // Replacing an element with its own text leaves the page as meant.
+        assert_eq!(
+            content_mismatches(&one, Some(page), "Status: OK", page, false),
+            ContentCheck::default()
         );
         // Many such lines: the first ones are named, the rest counted.
         let long: String = (0..30).map(|i| format!("line {i}\n")).collect();
