@@ -1135,16 +1135,42 @@ impl Worker {
             return;
         }
         let key = jsonrpc::id_key(&id).unwrap_or_else(|| id.clone());
-        let refusal = self.take_request(&frame, &method, &id, key);
+        let refusal = if self.in_use(&key) {
+            // Keeping the first entry: replacing it would send the first
+            // request's answer where the second's goes (another session's,
+            // in shared mode). The child gets this error and, later, the
+            // first request's answer, both under the id it reused.
+            Some(format!(
+                "request id {} is already in use by a request still waiting for its answer",
+                String::from_utf8_lossy(&id)
+            ))
+        } else {
+            self.take_request(&frame, &method, &id, key)
+        };
         if let Some(why) = refusal {
             debug!(method, "server-to-client request refused: {why}");
             let code = if why.contains("capability") {
                 code::METHOD_NOT_FOUND
+            } else if why.contains("already in use") {
+                code::INVALID_REQUEST
             } else {
                 code::INTERNAL_ERROR
             };
             self.write_control(&jsonrpc::error_response(Some(&id), code, &why, None));
         }
+    }
+
+    /// Whether a request of the child's (or a question of the proxy's)
+    /// with the canonical id `key` still waits for a client's answer.
+    fn in_use(&self, key: &[u8]) -> bool {
+        let r = &self.routes;
+        r.server_requests.contains_key(key)
+            || r.parked.values().any(|p| {
+                jsonrpc::id_key(&p.server_request)
+                    .as_deref()
+                    .unwrap_or(&p.server_request)
+                    == key
+            })
     }
 
     /// Passes the child's request to the client it concerns; returns why
