@@ -57,7 +57,7 @@ pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// large tool results are not held for replay after they were delivered.
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Tasks whose owning session a shared child's multiplexer remembers.
-pub use crate::upstream::DEFAULT_MAX_TASKS;
+pub use crate::upstream::{DEFAULT_MAX_SERVER_REQUESTS, DEFAULT_MAX_TASKS};
 /// Replay memory of every stream of the proxy together: with finished
 /// streams released once delivered, this bounds what slow or vanished
 /// clients can pin.
@@ -273,6 +273,12 @@ pub struct Args {
     /// bytes of replay buffers of all streams together; past it, events are not kept for resumption (default 64M)
     #[argh(option)]
     pub replay_total_bytes: Option<String>,
+    /// requests of one child to its clients (sampling, elicitation, roots) waiting for an answer; more are refused with an error to the child (default 1024)
+    #[argh(option)]
+    pub max_server_requests: Option<String>,
+    /// the same per session, so one client that never answers cannot take the others' room (default --max-server-requests / 4 with --shared, else --max-server-requests)
+    #[argh(option)]
+    pub max_server_requests_per_session: Option<String>,
     /// messages in one JSON-RPC batch; a larger batch gets 400 (default 1024)
     #[argh(option)]
     pub max_batch: Option<String>,
@@ -420,6 +426,10 @@ pub struct Config {
     pub max_tasks: usize,
     /// Replay buffers of all streams together, in bytes.
     pub replay_total_bytes: usize,
+    /// A child's requests to clients waiting for an answer.
+    pub max_server_requests: usize,
+    /// The same, per session.
+    pub max_server_requests_per_session: usize,
     /// Messages per JSON-RPC batch.
     pub max_batch: usize,
     /// Requests in flight per session, or per principal without one.
@@ -1071,6 +1081,24 @@ impl Config {
         };
 
         let max_batch = count("max-batch", &args.max_batch, DEFAULT_MAX_BATCH, 1)?;
+        let max_server_requests = count(
+            "max-server-requests",
+            &args.max_server_requests,
+            DEFAULT_MAX_SERVER_REQUESTS,
+            1,
+        )?;
+        // Shared: four sessions that never answer fill the child's table,
+        // one cannot. Otherwise the child has one session.
+        let max_server_requests_per_session = count(
+            "max-server-requests-per-session",
+            &args.max_server_requests_per_session,
+            if mode == Mode::Shared {
+                (max_server_requests / 4).max(1)
+            } else {
+                max_server_requests
+            },
+            1,
+        )?;
         let max_in_flight = count(
             "max-in-flight",
             &args.max_in_flight,
@@ -1230,6 +1258,8 @@ impl Config {
                 parse_bytes,
                 "a byte count",
             )?,
+            max_server_requests,
+            max_server_requests_per_session,
             max_batch,
             max_in_flight,
             mode,

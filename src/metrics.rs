@@ -197,6 +197,38 @@ impl Limit {
     }
 }
 
+/// Why the proxy answered a child's request to a client (sampling,
+/// elicitation, roots) with an error itself; counted in
+/// `server_requests_refused`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Refusal {
+    /// No session, stream or declared capability could take it.
+    NoClient,
+    /// Its session already had `--max-server-requests-per-session` waiting.
+    SessionLimit,
+    /// The child already had `--max-server-requests` waiting.
+    ChildLimit,
+    /// Its client did not answer in time.
+    Expired,
+    /// Its client's session ended before it answered.
+    SessionEnded,
+    /// The child reused the id of one of its requests still waiting.
+    DuplicateId,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoClient => "no_client",
+            Refusal::SessionLimit => "session_limit",
+            Refusal::ChildLimit => "child_limit",
+            Refusal::Expired => "expired",
+            Refusal::SessionEnded => "session_ended",
+            Refusal::DuplicateId => "duplicate_id",
+        }
+    }
+}
+
 /// How a child process ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ExitReason {
@@ -230,7 +262,15 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(Era, HttpMethod, Outcome, AuthFailure, Limit, ExitReason);
+label_value!(
+    Era,
+    HttpMethod,
+    Outcome,
+    AuthFailure,
+    Limit,
+    ExitReason,
+    Refusal
+);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -266,6 +306,11 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: Refusal,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExitLabels {
     reason: ExitReason,
 }
@@ -284,6 +329,7 @@ pub struct ChildMetrics {
     exits: Family<ExitLabels, Counter>,
     restarts: Counter,
     alive: Gauge,
+    server_requests_refused: Family<RefusalLabels, Counter>,
 }
 
 impl std::fmt::Debug for ChildMetrics {
@@ -320,6 +366,13 @@ impl ChildMetrics {
     /// Children running now.
     pub fn alive(&self) -> i64 {
         self.alive.get()
+    }
+
+    /// The proxy answered a child's request to a client with an error.
+    pub fn server_request_refused(&self, reason: Refusal) {
+        self.server_requests_refused
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
     }
 }
 
@@ -436,6 +489,11 @@ impl Metrics {
             "child_restarts",
             "Shared child processes started again after they died",
             m.child.restarts.clone(),
+        );
+        registry.register(
+            "server_requests_refused",
+            "Requests of MCP servers to clients (sampling, elicitation, roots) the proxy answered with an error, by reason (no_client, session_limit, child_limit, expired, session_ended, duplicate_id)",
+            m.child.server_requests_refused.clone(),
         );
         registry.register(
             "http_requests",

@@ -106,8 +106,9 @@ pub const MAX_PARKED: usize = 1024;
 pub const TIMEOUT_MESSAGE: &str = "request timed out after";
 
 /// The child's server-to-client requests waiting for a client's answer,
-/// per child; past this, further ones are refused at once.
-pub const MAX_SERVER_REQUESTS: usize = 1024;
+/// per child, unless configured otherwise (`--max-server-requests`); past
+/// this, further ones are refused at once with an error to the child.
+pub const DEFAULT_MAX_SERVER_REQUESTS: usize = 1024;
 
 /// Why a message could not be passed to the child.
 #[derive(Debug, thiserror::Error)]
@@ -395,6 +396,12 @@ pub struct UpstreamOptions {
     /// Bytes waiting for the child's stdin before further messages to it
     /// fail at once (`--max-child-queue-bytes`).
     pub max_child_queue_bytes: usize,
+    /// The child's requests waiting for a client's answer, in all
+    /// (`--max-server-requests`).
+    pub max_server_requests: usize,
+    /// The same, per session (`--max-server-requests-per-session`): one
+    /// client that never answers cannot take the room of the others.
+    pub max_server_requests_per_session: usize,
 }
 
 /// One child, as the sessions see it: a handle on the [`worker`] that owns
@@ -446,6 +453,7 @@ impl Upstream {
         let (tidy, tidy_rx) = mpsc::unbounded_channel();
         let busy = Arc::new(AtomicUsize::new(0));
         let noise_rate = spec.stderr_lines_per_second;
+        let metrics = spec.metrics.clone();
         let up = Arc::new(Upstream {
             spec,
             label: label.to_string(),
@@ -473,6 +481,7 @@ impl Upstream {
             cancel,
             busy,
             noise_rate,
+            metrics,
         );
         let (ended_tx, ended_rx) = oneshot::channel();
         up.tasks.spawn(

@@ -13,7 +13,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use support::{Client, Proxy, STEP, eventually, example, read_messages_lenient};
+use support::{Client, Proxy, STEP, SseStream, eventually, example, read_messages_lenient};
 
 /// A child that is `everything` with its stdin recorded in a file.
 struct Recorded {
@@ -106,6 +106,116 @@ async fn session(proxy: &Proxy, caps: Value) -> Client {
     let mut c = Client::new(&proxy.mcp());
     c.initialize("2025-11-25", caps).await;
     c
+}
+
+/// Regression: in `--shared` mode the child's requests waiting for a
+/// client shared one bound of 1,024 entries with no expiry, so one session
+/// that never answered (here, 1,100 sampling requests it ignores) made
+/// every other session's sampling fail with "too many requests are
+/// waiting". Now each session holds at most a quarter of the bound, and
+/// what is refused is answered to the child with an error.
+#[tokio::test]
+async fn a_session_that_never_answers_cannot_starve_another_sessions_sampling() {
+    let child = Recorded::new("hog");
+    let proxy = child.start(&["--shared", "--max-queue", "4096"]).await;
+    let hog = session(&proxy, json!({"sampling": {}})).await;
+    let other = session(&proxy, json!({"sampling": {}})).await;
+    let lines: Vec<String> = (0..1100)
+        .map(|n| sampling_line(&json!(format!("hog-{n}")), "ignored"))
+        .collect();
+    let seen = emit(&hog, json!(1), &lines).await;
+    let delivered = seen
+        .iter()
+        .filter(|m| m["method"] == "sampling/createMessage")
+        .count();
+    assert_eq!(delivered, 256, "a quarter of --max-server-requests");
+    // Every request the hog was not given was answered to the child.
+    let refused = 1100 - delivered;
+    let answered = |child: &Recorded| {
+        child
+            .received()
+            .iter()
+            .filter(|m| {
+                m["id"].as_str().is_some_and(|id| id.starts_with("hog-"))
+                    && m.get("error").is_some()
+            })
+            .count()
+    };
+    eventually(STEP, || answered(&child) >= refused).await;
+    assert_eq!(answered(&child), refused, "one error per refused request");
+    let metrics = reqwest::get(format!("{}/metrics", proxy.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "mcp_proxy_server_requests_refused_total{{reason=\"session_limit\"}} {refused}"
+        )),
+        "{metrics}"
+    );
+
+    // The other session still gets (and answers) its own sampling request.
+    let body = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sample","arguments":{"prompt":"mine"}}});
+    let mut post = SseStream::new(other.post(&body).await);
+    let first = post.next_json().await;
+    assert_eq!(first["method"], "sampling/createMessage", "{first}");
+    let r = other.post(&sampling_answer(&first["id"], "genuine")).await;
+    assert_eq!(r.status(), 202);
+    let done = post.next_json().await;
+    assert_eq!(done["result"]["content"][0]["text"], "genuine", "{done}");
+    proxy.stop().await;
+}
+
+/// Regression: a child's request its client never answered stayed in the
+/// table for as long as the session lived (an open GET stream keeps a
+/// session forever), and the child never heard back. Now it expires with
+/// `--request-timeout` (else the session idle timeout) and the child gets
+/// an error; the client's late answer is dropped, not passed on as a
+/// second answer.
+#[tokio::test]
+async fn a_request_its_client_never_answers_expires_with_an_error_to_the_child() {
+    let child = Recorded::new("expire");
+    let proxy = child.start(&["--request-timeout", "1s"]).await;
+    let c = session(&proxy, json!({"sampling": {}})).await;
+    let id = json!("late-1");
+    let seen = emit(&c, json!(1), &[sampling_line(&id, "no one answers")]).await;
+    assert!(seen.iter().any(|m| m["id"] == id), "the client got it");
+    let answers = child.wait_answers(&id, 1).await;
+    assert_eq!(answers.len(), 1, "the child got an answer: {answers:?}");
+    assert!(answers[0].get("error").is_some(), "{}", answers[0]);
+    // The client's late answer goes nowhere.
+    let r = c.post(&sampling_answer(&id, "too late")).await;
+    assert_eq!(r.status(), 202);
+    let echo = c.call(json!(2), "echo", json!({"message":"after"})).await;
+    assert_eq!(echo["result"]["content"][0]["text"], "after");
+    assert_eq!(
+        child.answers_to(&id).len(),
+        1,
+        "{:?}",
+        child.answers_to(&id)
+    );
+    proxy.stop().await;
+}
+
+/// Regression: when a session ended (DELETE, idle, its legacy stream
+/// closed), the shared child's requests to it were forgotten without a
+/// word, so the child waited for answers that could never come.
+#[tokio::test]
+async fn a_request_to_a_session_that_ends_is_answered_with_an_error() {
+    let child = Recorded::new("ended");
+    let proxy = child.start(&["--shared"]).await;
+    let c = session(&proxy, json!({"sampling": {}})).await;
+    let id = json!("orphan-1");
+    emit(&c, json!(1), &[sampling_line(&id, "then the session ends")]).await;
+    assert!(child.answers_to(&id).is_empty());
+    let r = c.delete(&proxy.mcp()).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let answers = child.wait_answers(&id, 1).await;
+    assert_eq!(answers.len(), 1, "the child got an answer: {answers:?}");
+    assert!(answers[0].get("error").is_some(), "{}", answers[0]);
+    proxy.stop().await;
 }
 
 /// Regression: a child that sent a second request with the id of one still

@@ -156,7 +156,7 @@ pub(super) fn route_notification(routes: &mut Routes, shared: bool, frame: Frame
             let Some(key) = jsonrpc::id_key(&frame.bytes()[at]) else {
                 return;
             };
-            let target = routes.server_requests.remove(&key);
+            let target = routes.take_server_request(&key);
             if let Some(ServerRequest {
                 outlet: Some(o), ..
             }) = target

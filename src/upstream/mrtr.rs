@@ -316,6 +316,7 @@ impl Upstream {
                 port: port.key,
                 outlet: Some(outlet.clone()),
                 answer: Some(tx),
+                deadline: None,
             };
             // Recorded before it is sent: the client's answer comes after.
             self.record_question(id.clone(), entry)

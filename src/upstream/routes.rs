@@ -106,6 +106,19 @@ pub(super) struct ServerRequest {
     /// Set when the proxy itself asked (for a 2026-07-28 child's
     /// `input_required`): the client's answer goes here, not to the child.
     pub(super) answer: Option<oneshot::Sender<Frame>>,
+    /// When the child is told its client did not answer (its key in
+    /// `Routes::server_timers`); `None` for the proxy's own questions,
+    /// which their asker bounds.
+    pub(super) deadline: Option<Instant>,
+}
+
+/// Why a child's request to a client was not admitted to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Crowded {
+    /// Its session already has `--max-server-requests-per-session` waiting.
+    Session,
+    /// The child already has `--max-server-requests` waiting.
+    Child,
 }
 
 /// A map keyed by numbers the proxy hands out itself (request ids, port
@@ -149,8 +162,15 @@ pub(super) struct Routes {
     /// [`Routes::drain`]), so it holds no more than the requests in flight,
     /// which `--max-in-flight` bounds per principal.
     pub(super) by_principal: HashMap<PrincipalKey, Vec<u64>>,
-    /// The child's requests to clients, by canonical id.
+    /// The child's requests to clients, by canonical id (and the proxy's
+    /// own questions for a 2026-07-28 child). Bounded per session and in
+    /// all ([`Routes::admit_server_request`]), and each of the child's
+    /// expires: nothing stays for as long as a session lives.
     pub(super) server_requests: HashMap<Box<[u8]>, ServerRequest>,
+    /// Their deadlines, soonest first.
+    pub(super) server_timers: BTreeSet<(Instant, Box<[u8]>)>,
+    /// How many of them each port holds (ports holding none are absent).
+    pub(super) server_requests_per_port: ProxyIdMap<usize>,
     /// Request deadlines, soonest first: one timer task serves them all,
     /// and an answered request leaves no timer behind.
     pub(super) timers: BTreeSet<(Instant, u64)>,
@@ -283,6 +303,95 @@ impl Routes {
         }
     }
 
+    /// Records the child's request `key` (canonical id) to a client, or
+    /// says why not: its session may hold `per_session` of them, the child
+    /// `per_child`. The caller checked that `key` is not in use.
+    pub(super) fn admit_server_request(
+        &mut self,
+        key: Box<[u8]>,
+        request: ServerRequest,
+        per_session: usize,
+        per_child: usize,
+    ) -> Result<(), Crowded> {
+        if self.server_requests.len() >= per_child {
+            return Err(Crowded::Child);
+        }
+        let held = self
+            .server_requests_per_port
+            .entry(request.port)
+            .or_default();
+        if *held >= per_session {
+            return Err(Crowded::Session);
+        }
+        *held += 1;
+        if let Some(at) = request.deadline {
+            self.server_timers.insert((at, key.clone()));
+        }
+        debug_assert!(!self.server_requests.contains_key(&key), "id in use");
+        self.server_requests.insert(key, request);
+        Ok(())
+    }
+
+    /// Records the proxy's own question `key` to a client; an id the
+    /// child already uses keeps the child's entry (the question's waiter
+    /// then hears nothing, and its call fails).
+    pub(super) fn record_question(&mut self, key: Box<[u8]>, request: ServerRequest) {
+        if self.server_requests.contains_key(&key) {
+            return;
+        }
+        *self
+            .server_requests_per_port
+            .entry(request.port)
+            .or_default() += 1;
+        self.server_requests.insert(key, request);
+    }
+
+    /// Takes the request to a client `key` (canonical id) out of the
+    /// table, with its deadline and its count.
+    pub(super) fn take_server_request(&mut self, key: &[u8]) -> Option<ServerRequest> {
+        let request = self.server_requests.remove(key)?;
+        if let Some(at) = request.deadline {
+            self.server_timers.remove(&(at, Box::from(key)));
+        }
+        if let Some(held) = self.server_requests_per_port.get_mut(&request.port) {
+            *held -= 1;
+            if *held == 0 {
+                self.server_requests_per_port.remove(&request.port);
+            }
+        }
+        Some(request)
+    }
+
+    /// Takes every request to a client of `port` (its session ended).
+    pub(super) fn take_server_requests_of(&mut self, port: u64) -> Vec<ServerRequest> {
+        if !self.server_requests_per_port.contains_key(&port) {
+            return Vec::new();
+        }
+        let keys: Vec<Box<[u8]>> = (self.server_requests.iter())
+            .filter(|(_, s)| s.port == port)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter()
+            .filter_map(|k| self.take_server_request(k))
+            .collect()
+    }
+
+    /// Takes the requests to clients whose deadline is at or before `now`.
+    pub(super) fn due_server_requests(&mut self, now: Instant) -> Vec<ServerRequest> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.server_timers.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key)) = self.server_timers.pop_first()
+                && let Some(request) = self.take_server_request(&key)
+            {
+                due.push(request);
+            }
+        }
+        due
+    }
+
     /// Keeps a parked call under `token` until its deadline.
     pub(super) fn park(&mut self, token: String, parked: Parked) {
         self.parked_timers.insert((parked.deadline, token.clone()));
@@ -399,7 +508,9 @@ impl Routes {
             self.abandon(id);
         }
         self.ports.remove(&port);
-        self.server_requests.retain(|_, s| s.port != port);
+        // The worker took (and refused) the child's requests to it before;
+        // what is left here are the proxy's own questions.
+        self.take_server_requests_of(port);
         self.tasks.release(port);
         let mut unsubscribe = Vec::new();
         self.subscriptions.retain(|uri, subs| {
@@ -428,6 +539,8 @@ impl Routes {
         // The streams that carried the child's requests stay open: they
         // may be a session's GET or legacy stream, which outlive the child.
         self.server_requests.clear();
+        self.server_timers.clear();
+        self.server_requests_per_port.clear();
         self.pending.drain().map(|(_, p)| p).collect()
     }
 }
@@ -685,22 +798,73 @@ mod tests {
         r.count_subscription("file:///shared", 1, true);
         r.count_subscription("file:///shared", 2, true);
         r.count_subscription("file:///mine", 1, true);
-        r.server_requests.insert(
-            b"\"q\"".to_vec().into(),
-            ServerRequest {
-                raw_id: b"\"q\"".to_vec().into(),
-                port: 1,
-                outlet: None,
-                answer: None,
-            },
+        let request = ServerRequest {
+            raw_id: b"\"q\"".to_vec().into(),
+            port: 1,
+            outlet: None,
+            answer: None,
+            deadline: Some(at),
+        };
+        assert!(
+            r.admit_server_request(b"\"q\"".to_vec().into(), request, 8, 8)
+                .is_ok()
         );
         let unsubscribe = r.forget_port(1);
         assert_eq!(unsubscribe, ["file:///mine"]);
         assert!(!r.ports.contains_key(&1));
         assert!(!r.pending.contains_key(&1) && r.pending.contains_key(&2));
         assert!(r.timers.is_empty() && r.server_requests.is_empty());
+        assert!(r.server_timers.is_empty() && r.server_requests_per_port.is_empty());
         assert_eq!(r.client_pending, 1);
         assert_eq!(r.proxy_id(2, b"1"), Some(2));
+    }
+
+    #[test]
+    fn requests_to_clients_are_bounded_per_session_and_in_all_and_fall_due() {
+        let mut r = with_ports(&[1, 2, 3]);
+        let now = Instant::now();
+        let s = std::time::Duration::from_secs;
+        let request = |port, at| ServerRequest {
+            raw_id: b"0".to_vec().into(),
+            port,
+            outlet: None,
+            answer: None,
+            deadline: Some(at),
+        };
+        let key = |n: u32| -> Box<[u8]> { n.to_string().into_bytes().into() };
+        // Per session 2, in all 3.
+        assert!(
+            r.admit_server_request(key(1), request(1, now + s(1)), 2, 3)
+                .is_ok()
+        );
+        assert!(
+            r.admit_server_request(key(2), request(1, now + s(2)), 2, 3)
+                .is_ok()
+        );
+        assert_eq!(
+            r.admit_server_request(key(3), request(1, now), 2, 3),
+            Err(Crowded::Session)
+        );
+        assert!(
+            r.admit_server_request(key(4), request(2, now + s(3)), 2, 3)
+                .is_ok()
+        );
+        assert_eq!(
+            r.admit_server_request(key(5), request(3, now), 2, 3),
+            Err(Crowded::Child)
+        );
+        // An answered one frees its session's room.
+        assert!(r.take_server_request(&key(1)).is_some());
+        assert!(
+            r.admit_server_request(key(6), request(1, now + s(5)), 2, 3)
+                .is_ok()
+        );
+        let due = r.due_server_requests(now + s(3));
+        assert_eq!(due.len(), 2, "the ones due at 2 s and 3 s");
+        assert_eq!(r.server_requests_per_port.get(&2), None);
+        assert_eq!(r.take_server_requests_of(1).len(), 1);
+        assert!(r.server_requests.is_empty() && r.server_timers.is_empty());
+        assert!(r.server_requests_per_port.is_empty());
     }
 
     #[test]

@@ -45,16 +45,17 @@ use super::cut::Cut;
 use super::fanout::{recompute_level, route_notification, task_owner};
 use super::mrtr::{InputRequest, input_required_result, new_request_state, resumption};
 use super::routes::{
-    Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification, client_key,
-    parse_proxy_id, related_call, related_target,
+    Crowded, Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
+    client_key, parse_proxy_id, related_call, related_target,
 };
 use super::{
-    DEFAULT_WRITE_TIMEOUT, MAX_PARKED, MAX_SERVER_REQUESTS, Port, PortKind, Reply, STATELESS_LABEL,
-    Upstream, UpstreamError, UpstreamOptions, mrtr, tasks,
+    DEFAULT_WRITE_TIMEOUT, MAX_PARKED, Port, PortKind, Reply, STATELESS_LABEL, Upstream,
+    UpstreamError, UpstreamOptions, mrtr, tasks,
 };
 use crate::child::ChildIo;
 use crate::jsonrpc::{self, Frame, Kind, LineError, LineReader, Piece, code};
 use crate::logging::RateLimit;
+use crate::metrics::{ChildMetrics, Refusal};
 use crate::tail::{self, TailError};
 
 /// Commands the bounded queue holds before a handle has to wait for room
@@ -265,6 +266,11 @@ pub(super) struct Worker {
     reported_early: bool,
     /// The long answer being passed on as it arrives (`crate::tail`).
     cut: Option<Cut>,
+    /// Counts the child's requests to clients that the proxy refused.
+    metrics: ChildMetrics,
+    /// The log's rate limit for those refusals (a child may send a burst
+    /// of thousands).
+    refusals: RateLimit,
 }
 
 impl Worker {
@@ -275,6 +281,7 @@ impl Worker {
         cancel: CancellationToken,
         busy: Arc<AtomicUsize>,
         noise_per_second: u32,
+        metrics: ChildMetrics,
     ) -> Worker {
         let routes = Routes::new(opts.max_tasks);
         Worker {
@@ -292,6 +299,8 @@ impl Worker {
             noise: RateLimit::new(noise_per_second.saturating_mul(4), noise_per_second),
             reported_early: false,
             cut: None,
+            metrics,
+            refusals: RateLimit::new(4, 1),
         }
     }
 
@@ -386,6 +395,7 @@ impl Worker {
         [
             self.routes.timers.first().map(|(at, _)| *at),
             self.routes.parked_timers.first().map(|(at, _)| *at),
+            self.routes.server_timers.first().map(|(at, _)| *at),
             self.outbox
                 .queue
                 .iter()
@@ -432,6 +442,13 @@ impl Worker {
             Command::Detach { port, cancel, done } => {
                 if let Some(reason) = cancel {
                     self.cancel_port(port, reason);
+                }
+                for request in self.routes.take_server_requests_of(port) {
+                    self.refuse_waiting(
+                        request,
+                        Refusal::SessionEnded,
+                        "the client's session ended before it answered",
+                    );
                 }
                 let unsubscribe = self.routes.forget_port(port);
                 let level = recompute_level(&mut self.routes);
@@ -497,12 +514,10 @@ impl Worker {
                 client_id,
                 reply,
             } => self.resume(&port, &frame, client_id, reply),
-            Command::Ask { id, request } => {
-                self.routes.server_requests.insert(id, request);
-            }
+            Command::Ask { id, request } => self.routes.record_question(id, request),
             Command::Unask(ids) => {
                 for id in ids {
-                    self.routes.server_requests.remove(&id);
+                    self.routes.take_server_request(&id);
                 }
             }
             Command::SessionsState { done } => {
@@ -859,6 +874,11 @@ impl Worker {
         for id in due {
             self.expire(id);
         }
+        let wait = self.server_request_wait();
+        for request in self.routes.due_server_requests(now) {
+            let why = format!("the client did not answer within {} ms", wait.as_millis());
+            self.refuse_waiting(request, Refusal::Expired, &why);
+        }
         for token in self.routes.due_parked(now) {
             self.expire_parked(&token);
         }
@@ -1027,7 +1047,7 @@ impl Worker {
         let raw = frame.id().unwrap_or_default();
         let key = jsonrpc::id_key(raw).unwrap_or_else(|| raw.into());
         let request = match self.routes.server_requests.get(&key) {
-            Some(s) if s.port == port => self.routes.server_requests.remove(&key),
+            Some(s) if s.port == port => self.routes.take_server_request(&key),
             _ => None,
         };
         match request {
@@ -1140,21 +1160,23 @@ impl Worker {
             // request's answer where the second's goes (another session's,
             // in shared mode). The child gets this error and, later, the
             // first request's answer, both under the id it reused.
-            Some(format!(
-                "request id {} is already in use by a request still waiting for its answer",
-                String::from_utf8_lossy(&id)
+            Some((
+                Refusal::DuplicateId,
+                format!(
+                    "request id {} is already in use by a request still waiting for its answer",
+                    String::from_utf8_lossy(&id)
+                ),
             ))
         } else {
             self.take_request(&frame, &method, &id, key)
         };
-        if let Some(why) = refusal {
+        if let Some((reason, why)) = refusal {
             debug!(method, "server-to-client request refused: {why}");
-            let code = if why.contains("capability") {
-                code::METHOD_NOT_FOUND
-            } else if why.contains("already in use") {
-                code::INVALID_REQUEST
-            } else {
-                code::INTERNAL_ERROR
+            self.metrics.server_request_refused(reason);
+            let code = match reason {
+                Refusal::DuplicateId => code::INVALID_REQUEST,
+                _ if why.contains("capability") => code::METHOD_NOT_FOUND,
+                _ => code::INTERNAL_ERROR,
             };
             self.write_control(&jsonrpc::error_response(Some(&id), code, &why, None));
         }
@@ -1174,14 +1196,14 @@ impl Worker {
     }
 
     /// Passes the child's request to the client it concerns; returns why
-    /// it cannot be, if so.
+    /// it cannot be, if so (the child is then answered with an error).
     fn take_request(
         &mut self,
         frame: &Frame,
         method: &str,
         id: &[u8],
         key: Box<[u8]>,
-    ) -> Option<String> {
+    ) -> Option<(Refusal, String)> {
         let r = &self.routes;
         let (port, outlet) = match self.task_owner(frame) {
             // Part of a task: its creator answers, on its GET stream.
@@ -1193,45 +1215,130 @@ impl Worker {
             },
         };
         let Some(port) = port else {
-            return Some(
+            return Some((
+                Refusal::NoClient,
                 "no client session is unambiguously associated with this request".to_string(),
-            );
+            ));
         };
-        if r.parked.len() >= MAX_PARKED || r.server_requests.len() >= MAX_SERVER_REQUESTS {
-            warn!("too many server-to-client requests waiting for clients; refusing another");
-            return Some("too many requests are waiting for clients already".to_string());
-        }
         if port.kind == PortKind::Modern {
+            if r.parked.len() >= MAX_PARKED {
+                warn!("too many server-to-client requests waiting for clients; refusing another");
+                return Some((
+                    Refusal::ChildLimit,
+                    "too many requests are waiting for clients already".to_string(),
+                ));
+            }
             let wait = self.opts.request_timeout.unwrap_or(self.opts.input_wait);
-            return self.park(&port, method, id, frame, wait).err();
+            let parked = self.park(&port, method, id, frame, wait);
+            return parked.err().map(|why| (Refusal::NoClient, why));
         }
         if &*port.label == STATELESS_LABEL {
-            return Some(
+            return Some((
+                Refusal::NoClient,
                 "no client session is tied to this request (stateless mode has no sessions), so nothing can answer it".to_string(),
-            );
+            ));
         }
         if !port.supports(method) {
-            return Some(format!(
-                "the client did not declare the capability for {method}"
+            return Some((
+                Refusal::NoClient,
+                format!("the client did not declare the capability for {method}"),
             ));
         }
         let outlet = outlet
             .or_else(|| port.notify_stream())
             .filter(|o| !o.is_finished());
         let Some(o) = outlet else {
-            return Some("the client has no open stream to carry this request".to_string());
+            return Some((
+                Refusal::NoClient,
+                "the client has no open stream to carry this request".to_string(),
+            ));
         };
-        o.send(frame.bytes());
-        self.routes.server_requests.insert(
-            key,
-            ServerRequest {
-                raw_id: id.into(),
-                port: port.key,
-                outlet: Some(o),
-                answer: None,
-            },
+        let request = ServerRequest {
+            raw_id: id.into(),
+            port: port.key,
+            outlet: Some(o.clone()),
+            answer: None,
+            deadline: Some(Instant::now() + self.server_request_wait()),
+        };
+        let (per_session, per_child) = (
+            self.opts.max_server_requests_per_session,
+            self.opts.max_server_requests,
         );
-        None
+        match self
+            .routes
+            .admit_server_request(key, request, per_session, per_child)
+        {
+            Ok(()) => {
+                o.send(frame.bytes());
+                None
+            }
+            Err(crowded) => {
+                let (flag, limit, reason) = match crowded {
+                    Crowded::Session => (
+                        "--max-server-requests-per-session",
+                        per_session,
+                        Refusal::SessionLimit,
+                    ),
+                    Crowded::Child => ("--max-server-requests", per_child, Refusal::ChildLimit),
+                };
+                if let Some(not_logged) = self.refusals.admit() {
+                    warn!(
+                        limit,
+                        not_logged,
+                        session = %port.label,
+                        "too many of the MCP server's requests wait for a client's answer ({flag}); refusing another"
+                    );
+                }
+                Some((
+                    reason,
+                    format!(
+                        "too many requests are waiting for the client's answer already ({flag} {limit})"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// How long the child's request waits for a client's answer:
+    /// `--request-timeout`, else the session idle timeout (as a parked
+    /// 2026-07-28 call waits for its retry).
+    fn server_request_wait(&self) -> Duration {
+        self.opts.request_timeout.unwrap_or(self.opts.input_wait)
+    }
+
+    /// The child's request waiting for a client is given up on (`why`):
+    /// the child gets an error, and the client, if its stream is still
+    /// open, a cancellation, so it stops asking its user. The proxy's own
+    /// questions end with their waiter dropped.
+    fn refuse_waiting(&mut self, request: ServerRequest, reason: Refusal, why: &str) {
+        if request.answer.is_some() {
+            return;
+        }
+        self.metrics.server_request_refused(reason);
+        if let Some(not_logged) = self.refusals.admit() {
+            debug!(
+                not_logged,
+                "a request of the MCP server to a client ended unanswered: {why}"
+            );
+        }
+        self.write_control(&jsonrpc::error_response(
+            Some(&request.raw_id),
+            code::INTERNAL_ERROR,
+            why,
+            None,
+        ));
+        if let Some(o) = request.outlet.filter(|o| !o.is_finished()) {
+            let id: Option<Box<serde_json::value::RawValue>> =
+                serde_json::from_slice(&request.raw_id).ok();
+            // Invariant: a Value of a raw id and a string serializes.
+            let cancel = serde_json::to_vec(&serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": { "requestId": id, "reason": why },
+            }))
+            .expect("Value serializes");
+            o.send(&cancel);
+        }
     }
 
     /// In shared mode, the session that owns the task a message relates to
