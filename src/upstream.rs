@@ -43,7 +43,8 @@
 //! of unrelated notifications in `fanout`, task ownership in `tasks`, multi
 //! round-trip requests in `mrtr` (and what a parked call is bound to in
 //! `call_key`), the sink trait in `sink`, a long answer
-//! being passed on as it arrives (cut-through) in `cut`. This file: the
+//! being passed on as it arrives (cut-through) in `cut`, and the check of
+//! its bytes on the way in `check`. This file: the
 //! [`Upstream`] handle (what sessions call; it talks to the worker over a
 //! bounded command queue) and client requests on their way in.
 
@@ -67,6 +68,7 @@ use crate::tail::Answer;
 pub use crate::version::UpstreamProtocol;
 
 mod call_key;
+mod check;
 mod cut;
 mod fanout;
 mod handshake;

@@ -490,3 +490,101 @@ async fn id_last_read_whole(c: &Client, id: &str) {
     assert_eq!(answer["id"], id);
     assert_eq!(text_of(&answer).len(), 1 << 20);
 }
+
+/// A child (`sh`) whose `tools/call` answers are 300 KB long and paused
+/// midway (so they are cut through), ending as the tool's name says:
+/// `bad_utf8` with a byte that is not UTF-8, `both` with an `error` after
+/// the `result`, `broken` with bytes that are not JSON.
+const LONG_TAILS: &str = r#"while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -z "$id" ] && continue; case "$l" in
+  *'"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"b","version":"1"}}}\n' "$id";;
+  *'"tools/call"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"' "$id"; head -c 300000 /dev/zero | tr '\0' a; sleep 0.3; case "$l" in
+    *'"bad_utf8"'*) printf 'x\377y"}]}}\n';;
+    *'"both"'*) printf '"}]},"error":{"code":-32001,"message":"both"}}\n';;
+    *) printf '"}]}} and more\n';;
+  esac;;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+esac; done"#;
+
+fn tool_call(id: Value, tool: &str) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{}}})
+}
+
+/// Regression: a long answer passed on before its line ended went to its
+/// client as the child wrote it, so a byte that is not UTF-8 in it reached
+/// the client raw (a short answer's is repaired as U+FFFD), in a JSON body
+/// and in an SSE event alike.
+#[tokio::test]
+async fn a_long_answer_with_bytes_that_are_not_utf8_arrives_repaired() {
+    let proxy = Proxy::start_child(
+        &["--upstream-protocol", "legacy"],
+        "sh",
+        &["-c", LONG_TAILS],
+    )
+    .await;
+    let mut sse = Client::new(&proxy.mcp());
+    sse.initialize("2025-06-18", json!({})).await;
+    let json_only = sse.sibling("application/json");
+    let (_, body) = read_body(
+        json_only.post(&tool_call(json!(1), "bad_utf8")).await,
+        Instant::now(),
+    )
+    .await;
+    let body = body.expect("a whole body");
+    let text = String::from_utf8(body)
+        .map_err(|e| e.utf8_error())
+        .expect("the body is UTF-8");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let got = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(got.ends_with("ax\u{FFFD}y"), "{}", &got[got.len() - 10..]);
+    let (_, body) = read_body(
+        sse.post(&tool_call(json!(2), "bad_utf8")).await,
+        Instant::now(),
+    )
+    .await;
+    let text = String::from_utf8(body.expect("a whole stream"))
+        .map_err(|e| e.utf8_error())
+        .expect("the stream is UTF-8");
+    let events = parse_events(&text);
+    let answer: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
+    assert_eq!(answer["id"], 2);
+    let got = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(got.ends_with("ax\u{FFFD}y"));
+    proxy.stop().await;
+}
+
+/// Regression: a long answer that carried an `error` after its `result`
+/// (or stopped being JSON after its head) reached its client as the child
+/// wrote it; a short one is rebuilt as the error (or skipped). Once part
+/// of the answer went, failing is what is left: the client's body breaks
+/// off, and it never gets a message with both members, or one that does
+/// not parse.
+#[tokio::test]
+async fn a_long_answer_with_an_error_after_its_result_or_not_json_fails_instead() {
+    let proxy = Proxy::start_child(
+        &["--upstream-protocol", "legacy"],
+        "sh",
+        &["-c", LONG_TAILS],
+    )
+    .await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-06-18", json!({})).await;
+    let c = c.sibling("application/json");
+    for (n, tool) in ["both", "broken"].into_iter().enumerate() {
+        let sent = send(&c, &tool_call(json!(n), tool)).await;
+        let (_, body) = match sent {
+            Ok(resp) => read_body(resp, Instant::now()).await,
+            Err(_) => (None, Err(Vec::new())),
+        };
+        if let Ok(body) = body {
+            let whole = String::from_utf8_lossy(&body);
+            panic!(
+                "{tool}: the body ended normally: {}",
+                &whole[whole.len() - 80..]
+            );
+        }
+    }
+    // The child serves on.
+    let after = c.request(json!(9), "ping", json!({})).await;
+    assert_eq!(after[0]["result"], json!({}), "{after:?}");
+    proxy.stop().await;
+}

@@ -1,6 +1,9 @@
 //! The long answer the worker is passing on as the child writes it
 //! (cut-through, see `crate::tail`): where its pieces go, a JSON body's
 //! tail or an SSE stream, and until when the client waits for its end.
+//! Every piece passes the [`Check`] first: bytes that are not UTF-8 are
+//! repaired, and an answer that stops being JSON, or carries an `error`
+//! after its `result`, fails where that shows.
 //!
 //! An answer whose id comes after its result (the TypeScript SDK's order)
 //! was taken for the one request in flight; its last bytes are held back
@@ -14,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::check::{Broken, Check};
 use super::routes::parse_proxy_id;
 use super::sink::Sink;
 use crate::jsonrpc;
@@ -39,6 +43,8 @@ pub(super) struct Cut {
     pub(super) deadline: Option<Instant>,
     /// Set when the id comes at the end.
     id_at_end: Option<IdAtEnd>,
+    /// What the client got so far is valid: UTF-8, and JSON up to here.
+    check: Check,
 }
 
 /// The id an answer must end with, and the bytes held back until it does.
@@ -81,11 +87,13 @@ impl IdAtEnd {
 }
 
 impl Cut {
-    pub(super) fn new(to: To, deadline: Option<Instant>) -> Cut {
+    /// `check` has seen the head that went.
+    pub(super) fn new(to: To, deadline: Option<Instant>, check: Check) -> Cut {
         Cut {
             to: Some(to),
             deadline,
             id_at_end: None,
+            check,
         }
     }
 
@@ -100,8 +108,16 @@ impl Cut {
         self
     }
 
-    /// Passes a piece on (to nobody, once its client is gone).
+    /// Passes a piece on (to nobody, once its client is gone or the
+    /// answer failed).
     pub(super) fn piece(&mut self, piece: Bytes) {
+        if self.to.is_none() {
+            return;
+        }
+        let piece = match self.check.piece(piece) {
+            Ok(piece) => piece,
+            Err(broken) => return self.broke(broken),
+        };
         match &mut self.id_at_end {
             None => self.send(piece),
             Some(end) => {
@@ -124,6 +140,16 @@ impl Cut {
 
     /// The answer ended with `last`.
     pub(super) fn finish(mut self, last: Bytes) {
+        if self.to.is_none() {
+            return;
+        }
+        let last = match self.check.end(last) {
+            Ok(last) => last,
+            Err(broken) => return self.broke(broken),
+        };
+        if self.check.repaired {
+            warn!("a long answer had bytes that are not UTF-8; passed them on as U+FFFD");
+        }
         let last = match self.id_at_end.take() {
             None => last,
             Some(mut end) => {
@@ -148,6 +174,20 @@ impl Cut {
             Some(To::Stream(sink)) => sink.close_response(Ok(last)),
             None => {}
         }
+    }
+
+    /// The answer is not one a client may get: it fails, and the rest of
+    /// its line goes nowhere.
+    fn broke(&mut self, broken: Broken) {
+        match broken {
+            Broken::NotJson => {
+                warn!("a long answer being passed on stopped being valid JSON; failing it")
+            }
+            Broken::BothMembers => {
+                warn!("a long answer being passed on carries an error after its result; failing it")
+            }
+        }
+        self.fail_with(TailError::Cut);
     }
 
     /// The answer will not end: its client sees it fail.

@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, trace, warn};
 
 use super::call_key::CallKey;
+use super::check::Check;
 use super::cut::Cut;
 use super::fanout::{recompute_level, route_notification, task_owner};
 use super::mrtr::{InputRequest, input_required_result, new_request_state, resumption};
@@ -728,15 +729,22 @@ impl Worker {
         if !takes {
             return;
         }
+        // The head goes only if it is valid so far (else the line is read
+        // whole, and repaired or rebuilt like any short one); the rest is
+        // checked as it passes (`cut`).
+        let mut check = Check::new();
+        let Some(now) = check.head(reader.partial()) else {
+            return;
+        };
         let Some(p) = self.routes.take(id) else {
             return;
         };
-        let head = reader.stream_line();
+        let head = reader.stream_line().slice(..now);
         let head = jsonrpc::Message::answer_head(&head, &at, &p.client_id, p.fill.fields());
         debug!(id, "passing a long answer on as it arrives");
         let id_at_end = at.id.is_none();
         self.cut = p.reply.respond_in_pieces(head, &p.client_id).map(|to| {
-            let cut = Cut::new(to, p.deadline);
+            let cut = Cut::new(to, p.deadline, check);
             if id_at_end {
                 cut.with_id_at_end(id, &p.client_id)
             } else {

@@ -1,0 +1,572 @@
+//! The check of a long answer passed on as it arrives (cut-through, see
+//! `cut`): the bytes a client gets are valid UTF-8 and, once the line
+//! ends, one valid JSON-RPC response, or the answer fails.
+//!
+//! A short answer is parsed whole before it goes (and repaired, or rebuilt
+//! when it has both `result` and `error`, see `worker`); a long one cannot
+//! be, as it goes on before its end is written. So its bytes are checked
+//! as they pass, holding nothing back but an incomplete UTF-8 character:
+//! - bytes that are not UTF-8 become U+FFFD, as on a short line;
+//! - the JSON grammar is followed byte by byte (strings, which carry
+//!   nearly all of a long answer, are skipped eight bytes at a time), so
+//!   a line that stops being JSON fails the answer where it does;
+//! - after `result` the top-level object may carry only other members: an
+//!   `error` (the answer has both; the short path's reading is that the
+//!   call failed) fails the answer, as does a second `result`.
+//!
+//! Failing is all that is left once part of an answer went: its client
+//! sees the response break off (a transport error), never a message that
+//! does not parse. Nesting deeper than [`MAX_DEPTH`] fails too, which
+//! keeps the check's memory fixed.
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+
+/// Containers an answer may nest; deeper fails it.
+pub(super) const MAX_DEPTH: usize = 4096;
+
+/// Why an answer cannot go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Broken {
+    /// The bytes stopped being JSON here (or it nests too deep, or it
+    /// ended before its last brace).
+    NotJson,
+    /// A member after `result` says `error` (or `result` again).
+    BothMembers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    E,
+    ESign,
+    Exp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// A value must come (the start, after `:`, after `,` in an array).
+    Value,
+    /// After `[`.
+    ValueOrClose,
+    /// After `{`.
+    KeyOrClose,
+    /// After `,` in an object.
+    Key,
+    /// After a key.
+    Colon,
+    /// After a value in a container.
+    CommaOrClose,
+    Str {
+        key: bool,
+    },
+    Escape {
+        key: bool,
+    },
+    Unicode {
+        key: bool,
+        left: u8,
+    },
+    Number(Num),
+    Literal {
+        rest: &'static [u8],
+    },
+    /// The top-level value ended: only whitespace may follow.
+    Done,
+}
+
+/// Where the answer is, as far as its top-level members go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    BeforeResult,
+    /// The key `result` was read; its value comes or is being read.
+    Result,
+    AfterResult,
+}
+
+/// The streaming check; see the module documentation.
+pub(super) struct Check {
+    state: State,
+    /// Open containers: `true` for an object.
+    stack: Vec<bool>,
+    phase: Phase,
+    /// The top-level key being read (its first bytes), or the last one.
+    key: Vec<u8>,
+    /// The start of a UTF-8 character whose end has not come yet.
+    carry: Vec<u8>,
+    /// Bytes that were not UTF-8 were replaced.
+    pub(super) repaired: bool,
+}
+
+impl Check {
+    pub(super) fn new() -> Check {
+        Check {
+            state: State::Value,
+            stack: Vec::new(),
+            phase: Phase::BeforeResult,
+            key: Vec::new(),
+            carry: Vec::new(),
+            repaired: false,
+        }
+    }
+
+    /// Checks the head of an answer, before any of it went: how many of
+    /// its bytes may go now (the rest, the start of a character, is kept
+    /// for the next piece). `None` when the head is not valid UTF-8 or
+    /// not JSON so far: it is then better read whole (the short path
+    /// repairs or rebuilds it).
+    pub(super) fn head(&mut self, head: &[u8]) -> Option<usize> {
+        let keep = incomplete_tail(head);
+        let now = &head[..head.len() - keep];
+        std::str::from_utf8(now).ok()?;
+        self.scan(now).ok()?;
+        self.carry.extend_from_slice(&head[now.len()..]);
+        Some(now.len())
+    }
+
+    /// Checks the next piece: what may go on (the piece itself when it
+    /// is valid, repaired when it is not UTF-8), or why the answer fails.
+    pub(super) fn piece(&mut self, piece: Bytes) -> Result<Bytes, Broken> {
+        let joined = if self.carry.is_empty() {
+            piece
+        } else {
+            let mut joined = BytesMut::with_capacity(self.carry.len() + piece.len());
+            joined.extend_from_slice(&self.carry);
+            joined.extend_from_slice(&piece);
+            self.carry.clear();
+            joined.freeze()
+        };
+        let keep = incomplete_tail(&joined);
+        let now = joined.slice(..joined.len() - keep);
+        self.carry.extend_from_slice(&joined[now.len()..]);
+        let now = self.utf8(now);
+        self.scan(&now)?;
+        Ok(now)
+    }
+
+    /// The line ended with `last`: what goes last, or why the answer fails
+    /// (it is not one whole JSON value).
+    pub(super) fn end(&mut self, last: Bytes) -> Result<Bytes, Broken> {
+        let mut last = self.piece(last)?;
+        if !self.carry.is_empty() {
+            // A character the line never finished.
+            let mut with = BytesMut::from(&last[..]);
+            with.extend_from_slice("\u{FFFD}".as_bytes());
+            self.scan("\u{FFFD}".as_bytes())?;
+            self.carry.clear();
+            self.repaired = true;
+            last = with.freeze();
+        }
+        // A number at the very end is complete only now.
+        self.scan(b" ")?;
+        if self.state == State::Done {
+            Ok(last)
+        } else {
+            Err(Broken::NotJson)
+        }
+    }
+
+    /// `bytes` (with no character cut at its end) as valid UTF-8.
+    fn utf8(&mut self, bytes: Bytes) -> Bytes {
+        // The check alone is many times faster than the lossy conversion,
+        // which valid bytes never need.
+        if std::str::from_utf8(&bytes).is_ok() {
+            return bytes;
+        }
+        match String::from_utf8_lossy(&bytes) {
+            Cow::Borrowed(_) => bytes,
+            Cow::Owned(fixed) => {
+                self.repaired = true;
+                Bytes::from(fixed)
+            }
+        }
+    }
+
+    /// Follows the grammar over `bytes`.
+    fn scan(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+        let mut i = 0;
+        while i < bytes.len() {
+            if let State::Str { key } = self.state {
+                // The bulk of a long answer: skip to what ends or escapes.
+                let run = plain_run(&bytes[i..]);
+                if key && self.top_key() {
+                    self.note_key(&bytes[i..i + run]);
+                }
+                i += run;
+                let Some(&b) = bytes.get(i) else { break };
+                match b {
+                    b'"' => {
+                        self.state = if key {
+                            State::Colon
+                        } else {
+                            self.value_done()?
+                        };
+                    }
+                    b'\\' => {
+                        if key && self.top_key() {
+                            // An escaped top-level key: the proxy cannot
+                            // tell what it names without decoding it.
+                            self.note_key(b"\\");
+                        }
+                        self.state = State::Escape { key };
+                    }
+                    _ => return Err(Broken::NotJson),
+                }
+                i += 1;
+                continue;
+            }
+            if let State::Number(Num::Int | Num::Frac | Num::Exp) = self.state {
+                // Digits leave the state as it is.
+                let digits = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+                i += digits;
+                if i == bytes.len() {
+                    break;
+                }
+            }
+            self.step(bytes[i])?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether a key being read is a member of the top-level object.
+    fn top_key(&self) -> bool {
+        self.stack.len() == 1
+    }
+
+    fn note_key(&mut self, part: &[u8]) {
+        let room = 16usize.saturating_sub(self.key.len());
+        self.key.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    /// One byte outside a string's plain run.
+    fn step(&mut self, b: u8) -> Result<(), Broken> {
+        let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        self.state = match self.state {
+            State::Str { .. } => unreachable!("strings are scanned by runs"),
+            State::Escape { key } => match b {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => State::Str { key },
+                b'u' => State::Unicode { key, left: 4 },
+                _ => return Err(Broken::NotJson),
+            },
+            State::Unicode { key, left } => {
+                if !b.is_ascii_hexdigit() {
+                    return Err(Broken::NotJson);
+                }
+                if left == 1 {
+                    State::Str { key }
+                } else {
+                    State::Unicode {
+                        key,
+                        left: left - 1,
+                    }
+                }
+            }
+            State::Literal { rest } => {
+                if rest.first() != Some(&b) {
+                    return Err(Broken::NotJson);
+                }
+                if rest.len() == 1 {
+                    self.value_done()?
+                } else {
+                    State::Literal { rest: &rest[1..] }
+                }
+            }
+            State::Number(n) => match self.number(n, b) {
+                Some(next) => State::Number(next),
+                None => {
+                    // The number ended before `b`, which is read afresh.
+                    if matches!(n, Num::Minus | Num::Dot | Num::E | Num::ESign) {
+                        return Err(Broken::NotJson);
+                    }
+                    self.state = self.value_done()?;
+                    return self.step(b);
+                }
+            },
+            _ if ws => return Ok(()),
+            State::Done => return Err(Broken::NotJson),
+            State::Value => self.value_start(b)?,
+            State::ValueOrClose if b == b']' => self.close(false)?,
+            State::ValueOrClose => self.value_start(b)?,
+            State::KeyOrClose if b == b'}' => self.close(true)?,
+            State::KeyOrClose | State::Key if b == b'"' => {
+                if self.top_key() {
+                    self.key.clear();
+                }
+                State::Str { key: true }
+            }
+            State::KeyOrClose | State::Key => return Err(Broken::NotJson),
+            State::Colon if b == b':' => {
+                if self.top_key() {
+                    self.key_read()?;
+                }
+                State::Value
+            }
+            State::Colon => return Err(Broken::NotJson),
+            State::CommaOrClose => match (b, self.stack.last()) {
+                (b',', Some(true)) => State::Key,
+                (b',', Some(false)) => State::Value,
+                (b'}', Some(true)) => self.close(true)?,
+                (b']', Some(false)) => self.close(false)?,
+                _ => return Err(Broken::NotJson),
+            },
+        };
+        Ok(())
+    }
+
+    /// A top-level key was read: what it means for the answer.
+    fn key_read(&mut self) -> Result<(), Broken> {
+        let key = self.key.as_slice();
+        match self.phase {
+            Phase::BeforeResult if key == b"result" => self.phase = Phase::Result,
+            Phase::AfterResult if key == b"error" || key == b"result" || key.contains(&b'\\') => {
+                return Err(Broken::BothMembers);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn value_start(&mut self, b: u8) -> Result<State, Broken> {
+        Ok(match b {
+            b'{' | b'[' => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(Broken::NotJson);
+                }
+                self.stack.push(b == b'{');
+                if b == b'{' {
+                    State::KeyOrClose
+                } else {
+                    State::ValueOrClose
+                }
+            }
+            b'"' => State::Str { key: false },
+            b'-' => State::Number(Num::Minus),
+            b'0' => State::Number(Num::Zero),
+            b'1'..=b'9' => State::Number(Num::Int),
+            b't' => State::Literal { rest: b"rue" },
+            b'f' => State::Literal { rest: b"alse" },
+            b'n' => State::Literal { rest: b"ull" },
+            _ => return Err(Broken::NotJson),
+        })
+    }
+
+    /// The state after a number in state `n` reads `b`; `None` when `b`
+    /// is not part of it.
+    fn number(&self, n: Num, b: u8) -> Option<Num> {
+        let digit = b.is_ascii_digit();
+        Some(match (n, b) {
+            (Num::Minus, b'0') => Num::Zero,
+            (Num::Minus, _) if digit => Num::Int,
+            (Num::Int, _) if digit => Num::Int,
+            (Num::Zero | Num::Int, b'.') => Num::Dot,
+            (Num::Dot | Num::Frac, _) if digit => Num::Frac,
+            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Num::E,
+            (Num::E, b'+' | b'-') => Num::ESign,
+            (Num::E | Num::ESign | Num::Exp, _) if digit => Num::Exp,
+            _ => return None,
+        })
+    }
+
+    /// A container closes.
+    fn close(&mut self, object: bool) -> Result<State, Broken> {
+        if self.stack.pop() != Some(object) {
+            return Err(Broken::NotJson);
+        }
+        self.value_done()
+    }
+
+    /// A value ended: what may come next.
+    fn value_done(&mut self) -> Result<State, Broken> {
+        if self.stack.len() == 1 && self.phase == Phase::Result {
+            self.phase = Phase::AfterResult;
+        }
+        Ok(if self.stack.is_empty() {
+            State::Done
+        } else {
+            State::CommaOrClose
+        })
+    }
+}
+
+/// How many bytes at the end of `bytes` start a UTF-8 character that
+/// does not end there (0 to 3).
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for back in 1..=len.min(3) {
+        let b = bytes[len - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: its lead is further back
+        }
+        let want = match b {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return 0,
+        };
+        let cut = want > back
+            && std::str::from_utf8(&bytes[len - back..])
+                .err()
+                .is_some_and(|e| e.valid_up_to() == 0 && e.error_len().is_none());
+        return if cut { back } else { 0 };
+    }
+    0
+}
+
+/// How many bytes from the start of `s` are plain string content: not a
+/// quote, a backslash or a control character. The quote or backslash is
+/// found by `memchr` (vector instructions); the run before it is then
+/// checked for control characters 64 bytes at a time, in a loop the
+/// compiler vectorizes too.
+fn plain_run(s: &[u8]) -> usize {
+    // Most strings of a structured answer are short: their end is found
+    // before `memchr` would have been set up.
+    for (at, &b) in s.iter().take(16).enumerate() {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return at;
+        }
+    }
+    if s.len() <= 16 {
+        return s.len();
+    }
+    let end = memchr::memchr2(b'"', b'\\', s).unwrap_or(s.len());
+    let run = &s[..end];
+    let mut at = 0;
+    for block in run.chunks(64) {
+        if block.iter().fold(0u8, |seen, &b| seen | u8::from(b < 0x20)) != 0 {
+            // Invariant: the block holds one.
+            return at
+                + block
+                    .iter()
+                    .position(|&b| b < 0x20)
+                    .expect("a control byte");
+        }
+        at += block.len();
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `line` cut at every `step` bytes; the check's outcome and
+    /// what went on.
+    fn pass(line: &[u8], step: usize) -> Result<Vec<u8>, Broken> {
+        let mut c = Check::new();
+        let mut out = Vec::new();
+        let pieces: Vec<&[u8]> = line.chunks(step.max(1)).collect();
+        let (last, rest) = pieces.split_last().unwrap();
+        for p in rest {
+            out.extend_from_slice(&c.piece(Bytes::copy_from_slice(p))?);
+        }
+        out.extend_from_slice(&c.end(Bytes::copy_from_slice(last))?);
+        Ok(out)
+    }
+
+    #[test]
+    fn valid_answers_pass_unchanged_however_they_are_cut() {
+        let lines: [&[u8]; 5] = [
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a\"b\\c\u00e9 \u20ac"}],"n":[-0,1.5e+3,0.25E-2,true,false,null,{}]}}"#,
+            br#"{"result":[],"jsonrpc":"2.0","id":"x"}"#,
+            " {\"id\":7,\"result\":\"caf\u{e9} \u{1F600}\"}\r\n\t".as_bytes(),
+            br#"{"id":1,"result":{"error":1},"_meta":{"error":2}}"#,
+            br#"{"id":1,"result":12}"#,
+        ];
+        for line in lines {
+            for step in [1, 2, 3, 7, 64, line.len()] {
+                assert_eq!(pass(line, step).as_deref(), Ok(line), "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_become_replacement_characters() {
+        let line = b"{\"id\":1,\"result\":\"a\xFFb\xE2\x82\"}";
+        for step in [1, 2, 5, line.len()] {
+            let out = pass(line, step).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "{\"id\":1,\"result\":\"a\u{FFFD}b\u{FFFD}\"}",
+                "step {step}"
+            );
+        }
+        // A character cut at a piece's edge goes whole with the next.
+        let euro = "{\"id\":1,\"result\":\"\u{20ac}\u{20ac}\"}".as_bytes();
+        for step in 1..euro.len() {
+            assert_eq!(pass(euro, step).unwrap(), euro, "step {step}");
+        }
+    }
+
+    #[test]
+    fn an_error_after_the_result_or_anything_not_json_fails_the_answer() {
+        let both: [&[u8]; 3] = [
+            br#"{"id":1,"result":{"a":1},"error":{"code":-1,"message":"x"}}"#,
+            br#"{"result":"x","error":null,"jsonrpc":"2.0","id":1}"#,
+            br#"{"id":1,"result":1,"result":2}"#,
+        ];
+        for line in both {
+            for step in [1, 4, line.len()] {
+                assert_eq!(pass(line, step), Err(Broken::BothMembers), "step {step}");
+            }
+        }
+        let broken: [&[u8]; 9] = [
+            br#"{"id":1,"result":"a"} trailing"#,
+            br#"{"id":1,"result":"a"#,
+            br#"{"id":1,"result":[1,]}"#,
+            br#"{"id":1,"result":{"a" 1}}"#,
+            br#"{"id":1,"result":01}"#,
+            br#"{"id":1,"result":-}"#,
+            br#"{"id":1,"result":tru}"#,
+            b"{\"id\":1,\"result\":\"a\tb\"}",
+            br#"{"id":1,"result":"\x"}"#,
+        ];
+        for line in broken {
+            assert_eq!(
+                pass(line, 3),
+                Err(Broken::NotJson),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let deep = format!(
+            r#"{{"id":1,"result":{}{}}}"#,
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        assert_eq!(pass(deep.as_bytes(), 4096), Err(Broken::NotJson));
+    }
+
+    #[test]
+    fn a_head_is_checked_and_keeps_a_cut_character_back() {
+        let mut c = Check::new();
+        let head = "{\"id\":1,\"result\":\"\u{20ac}".as_bytes();
+        let now = c.head(&head[..head.len() - 1]).unwrap();
+        assert_eq!(now, head.len() - 3);
+        let rest = c.piece(Bytes::from_static(&[0xAC])).unwrap();
+        assert_eq!(&rest[..], "\u{20ac}".as_bytes());
+        assert_eq!(&c.end(Bytes::from_static(b"\"}")).unwrap()[..], b"\"}");
+        // Not UTF-8, or not JSON: read whole instead.
+        assert_eq!(Check::new().head(b"{\"id\":1,\"result\":\"\xFF"), None);
+        assert_eq!(Check::new().head(b"{\"id\":1,,"), None);
+    }
+
+    #[test]
+    fn plain_runs_stop_at_quotes_backslashes_and_control_characters() {
+        for (s, n) in [
+            (&b"abcdefghijklmnop\"x"[..], 16),
+            (b"abcdefg\\", 7),
+            (b"abcdefghij\x1f", 10),
+            (b"\xE2\x82\xAC\xE2\x82\xAC\xE2\x82\xAC\"", 9),
+            (b"", 0),
+            (b"short", 5),
+        ] {
+            assert_eq!(plain_run(s), n, "{}", String::from_utf8_lossy(s));
+        }
+    }
+}
