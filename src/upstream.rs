@@ -404,6 +404,9 @@ pub struct UpstreamOptions {
     /// The same, per session (`--max-server-requests-per-session`): one
     /// client that never answers cannot take the room of the others.
     pub max_server_requests_per_session: usize,
+    /// A notification for every session larger than this goes in its
+    /// minimal form (`--max-queue-bytes`, which bounds a stream's queue).
+    pub max_broadcast_bytes: usize,
 }
 
 /// One child, as the sessions see it: a handle on the [`worker`] that owns

@@ -1,6 +1,7 @@
 //! Regression: what a child sends its clients that is not an answer (its
-//! sampling, elicitation and roots requests) could be held forever, starve
-//! other sessions or be routed to the wrong client: one session that never
+//! sampling, elicitation and roots requests, its notifications) could be
+//! held forever, starve other sessions, be routed to the wrong client or
+//! be copied once per session however large: one session that never
 //! answered filled the table every session shares, a request whose session
 //! ended or whose client never answered was never answered at all, and a
 //! child that reused one of its ids while the first was unanswered had the
@@ -257,5 +258,44 @@ async fn a_child_reusing_an_id_still_unanswered_gets_an_error_and_the_first_keep
     let answers = child.wait_answers(&id, 2).await;
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert_eq!(answers[1]["result"]["content"]["text"], "genuine");
+    proxy.stop().await;
+}
+
+fn get_stream(
+    proxy: &Proxy,
+    c: &Client,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    c.http
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .send()
+}
+
+/// Regression: a list-changed notification goes to every session, each
+/// stream encoding its own copy, and a stream's empty queue takes one
+/// notification of any size: a child that wrote one as long as
+/// `--max-line-bytes` allows (its params are free-form) made the proxy
+/// hold that much per session. Now a notification sent to every session
+/// (or every subscriber) that is larger than `--max-queue-bytes` goes in
+/// its minimal form, which says all a list change can say.
+#[tokio::test]
+async fn a_huge_list_changed_notification_reaches_every_session_in_its_minimal_form() {
+    let proxy = Proxy::start(&["--shared", "--max-queue-bytes", "64K"]).await;
+    let a = session(&proxy, json!({})).await;
+    let b = session(&proxy, json!({})).await;
+    let mut streams = Vec::new();
+    for c in [&a, &b] {
+        streams.push(SseStream::new(get_stream(&proxy, c).await.unwrap()));
+    }
+    let fill = "x".repeat(200_000);
+    let huge = json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"fill":fill}}});
+    emit(&a, json!(1), &[huge.to_string()]).await;
+    for s in &mut streams {
+        let event = s.next_json().await;
+        assert_eq!(event["method"], "notifications/tools/list_changed");
+        let size = event.to_string().len();
+        assert!(size < 1024, "{size} bytes: {}", &event.to_string()[..200]);
+    }
     proxy.stop().await;
 }

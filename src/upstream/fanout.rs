@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::routes::{Routes, ServerRequest, Target, parse_proxy_id, related_target};
 use super::{Port, Upstream, lock, tasks};
@@ -106,9 +106,56 @@ impl Upstream {
     }
 }
 
+/// A notification that goes to every session (or every subscriber) as
+/// what it must say only, when it is larger than `max_bytes`: each stream
+/// encodes a copy of its own, and an empty stream queue takes one of any
+/// size (`--max-queue-bytes`), so the child's free-form params would
+/// otherwise be held once per session. A list change says only which
+/// list changed; a resource update, which URI (with a URI over the bound
+/// too, `None`: dropped).
+fn broadcast_form(frame: Frame, max_bytes: usize) -> Option<Frame> {
+    if frame.bytes().len() <= max_bytes {
+        return Some(frame);
+    }
+    let method = frame.method().unwrap_or_default();
+    let minimal = if method == "notifications/resources/updated" {
+        let uri = frame
+            .params_value()
+            .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from))?;
+        serde_json::json!({ "jsonrpc": "2.0", "method": method, "params": { "uri": uri } })
+    } else {
+        serde_json::json!({ "jsonrpc": "2.0", "method": method })
+    };
+    // Invariant: a Value of strings serializes.
+    let minimal = serde_json::to_vec(&minimal).expect("Value serializes");
+    let fits = minimal.len() <= max_bytes;
+    warn!(
+        method,
+        bytes = frame.bytes().len(),
+        limit = max_bytes,
+        "the MCP server sent every session a notification over --max-queue-bytes; {}",
+        if fits {
+            "passing on what it must say only"
+        } else {
+            "dropped it"
+        }
+    );
+    if !fits {
+        return None;
+    }
+    Frame::parse(minimal.into(), false).ok()
+}
+
 /// Routes a notification of the child that answers no request (see the
-/// module documentation); `shared`: tasks belong to sessions.
-pub(super) fn route_notification(routes: &mut Routes, shared: bool, frame: Frame) {
+/// module documentation); `shared`: tasks belong to sessions; a
+/// notification for every session larger than `max_broadcast_bytes` goes
+/// in its minimal form ([`broadcast_form`]).
+pub(super) fn route_notification(
+    routes: &mut Routes,
+    shared: bool,
+    max_broadcast_bytes: usize,
+    frame: Frame,
+) {
     let method = frame.method().unwrap_or_default();
     if let Some(sub) = subscription_of(&frame) {
         // A modern child's notification for one `subscriptions/listen`
@@ -179,12 +226,18 @@ pub(super) fn route_notification(routes: &mut Routes, shared: bool, frame: Frame
             }
         }
         m if m.ends_with("/list_changed") => {
+            let Some(frame) = broadcast_form(frame, max_broadcast_bytes) else {
+                return;
+            };
             let ports: Vec<Arc<Port>> = routes.ports.values().cloned().collect();
             for port in ports {
                 port.send_unrelated(frame.bytes());
             }
         }
         "notifications/resources/updated" => {
+            let Some(frame) = broadcast_form(frame, max_broadcast_bytes) else {
+                return;
+            };
             let uri = frame
                 .params_value()
                 .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
@@ -319,7 +372,7 @@ mod tests {
             r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{"uri":"file:///a","big":1e400,"deep":{deep},"_meta":{{"{SUBSCRIPTION_ID_KEY}":7}}}}}}"#
         );
         let frame = Frame::parse(bytes::Bytes::from(line.clone()), false).unwrap();
-        route_notification(&mut r, false, frame);
+        route_notification(&mut r, false, usize::MAX, frame);
         let sent = sink.sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
         let want = line.replace(

@@ -1082,7 +1082,12 @@ impl Worker {
         trace!(message = %String::from_utf8_lossy(frame.bytes()), "from child");
         match frame.kind() {
             Kind::Response => self.route_response(frame),
-            Kind::Notification => route_notification(&mut self.routes, self.opts.shared, frame),
+            Kind::Notification => route_notification(
+                &mut self.routes,
+                self.opts.shared,
+                self.opts.max_broadcast_bytes,
+                frame,
+            ),
             Kind::Request => self.route_request(frame),
         }
     }
