@@ -214,6 +214,8 @@ pub enum Refusal {
     SessionEnded,
     /// The child reused the id of one of its requests still waiting.
     DuplicateId,
+    /// Its id is over 1 KiB of JSON.
+    LongId,
 }
 
 impl Refusal {
@@ -225,6 +227,7 @@ impl Refusal {
             Refusal::Expired => "expired",
             Refusal::SessionEnded => "session_ended",
             Refusal::DuplicateId => "duplicate_id",
+            Refusal::LongId => "long_id",
         }
     }
 }
@@ -492,7 +495,7 @@ impl Metrics {
         );
         registry.register(
             "server_requests_refused",
-            "Requests of MCP servers to clients (sampling, elicitation, roots) the proxy answered with an error, by reason (no_client, session_limit, child_limit, expired, session_ended, duplicate_id)",
+            "Requests of MCP servers to clients (sampling, elicitation, roots) the proxy answered with an error, by reason (no_client, session_limit, child_limit, expired, session_ended, duplicate_id, long_id)",
             m.child.server_requests_refused.clone(),
         );
         registry.register(

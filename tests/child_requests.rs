@@ -299,3 +299,29 @@ async fn a_huge_list_changed_notification_reaches_every_session_in_its_minimal_f
     }
     proxy.stop().await;
 }
+
+/// Regression: the child's request ids had no bound, so a child could
+/// keep `--max-server-requests` ids as long as its lines (64 MiB each)
+/// in the table for as long as they wait, twice over (as written and in
+/// canonical form). Now an id over 1 KiB of JSON is refused at once with
+/// an error to the child, as a client's is with 400.
+#[tokio::test]
+async fn a_child_request_with_an_id_over_1_kib_is_refused_at_once() {
+    let child = Recorded::new("long-id");
+    let proxy = child.start(&[]).await;
+    let c = session(&proxy, json!({"sampling": {}})).await;
+    let id = json!("i".repeat(2000));
+    let seen = emit(&c, json!(1), &[sampling_line(&id, "long id")]).await;
+    assert!(
+        !seen.iter().any(|m| m["method"] == "sampling/createMessage"),
+        "the client was not asked"
+    );
+    let answers = child.wait_answers(&id, 1).await;
+    assert_eq!(answers.len(), 1, "the child got an answer");
+    assert_eq!(
+        answers[0]["error"]["code"], -32600,
+        "{}",
+        answers[0]["error"]
+    );
+    proxy.stop().await;
+}

@@ -67,6 +67,11 @@ pub(super) const COMMAND_QUEUE: usize = 1024;
 /// `--max-child-queue-bytes`) a further write fails at once.
 const OUTBOX_LINES: usize = 2048;
 
+/// The longest id (as JSON) of the child's request to a client: the same
+/// 1 KiB a client's request id may have (`http::MAX_REQUEST_ID_BYTES`).
+/// Longer ones are refused with an error to the child.
+const MAX_CHILD_ID_BYTES: usize = 1024;
+
 /// Lines handed to the pipe in one system call at most.
 const WRITE_BATCH: usize = 64;
 
@@ -1165,6 +1170,19 @@ impl Worker {
         if method == "ping" {
             // Answered at once, like every write: the worker never waits on stdin.
             self.write_control(&jsonrpc::result_response(&id, &serde_json::json!({})));
+            return;
+        }
+        if id.len() > MAX_CHILD_ID_BYTES {
+            // Before anything is kept of it: the table would hold the id
+            // twice for as long as the request waits.
+            self.metrics.server_request_refused(Refusal::LongId);
+            let why = format!(
+                "a request id may be at most {MAX_CHILD_ID_BYTES} bytes; this one has {}",
+                id.len()
+            );
+            debug!(method, "server-to-client request refused: {why}");
+            let refusal = jsonrpc::error_response(Some(&id), code::INVALID_REQUEST, &why, None);
+            self.write_control(&refusal);
             return;
         }
         let key = jsonrpc::id_key(&id).unwrap_or_else(|| id.clone());
