@@ -99,10 +99,6 @@ const INTERNAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// fails the request after this instead of holding its handler forever.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Parked 2026-07-28 calls (waiting for the client's retry) per child;
-/// past this, a further server-to-client request is refused at once.
-pub const MAX_PARKED: usize = 1024;
-
 /// How the error for a request ended by `--request-timeout` begins (the
 /// audit log tells a timeout from other errors by it).
 pub const TIMEOUT_MESSAGE: &str = "request timed out after";

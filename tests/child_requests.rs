@@ -325,3 +325,59 @@ async fn a_child_request_with_an_id_over_1_kib_is_refused_at_once() {
     );
     proxy.stop().await;
 }
+
+/// A 2026-07-28 `tools/call` of `roots` (the child asks the client for its
+/// roots, which parks the call) with API key `key`.
+async fn modern_roots(proxy: &Proxy, key: &str, id: u64) -> Value {
+    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{"roots":{}}});
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"roots","arguments":{},"_meta":meta}});
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "roots")
+        .json(&body)
+        .send();
+    let r = tokio::time::timeout(STEP, r).await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Regression: a 2026-07-28 client's call whose child asks it something
+/// is parked until the client retries, and the parked calls of a shared
+/// child had one bound of 1,024 for all principals: one that never
+/// retries took every other principal's room. Now they count like the
+/// child's requests to sessions: `--max-server-requests` in all, and the
+/// per-session share per principal.
+#[tokio::test]
+async fn a_principal_that_never_retries_cannot_take_every_parked_slot() {
+    const A: &str = "principal-a-key-0001";
+    const B: &str = "principal-b-key-0002";
+    let proxy = Proxy::start(&[
+        "--shared",
+        "--api-key",
+        A,
+        "--api-key",
+        B,
+        "--max-server-requests",
+        "8",
+    ])
+    .await;
+    for id in 1..=2 {
+        let parked = modern_roots(&proxy, A, id).await;
+        assert_eq!(parked["result"]["resultType"], "input_required", "{parked}");
+    }
+    // A's share (a quarter of 8) is taken: its next call is told at once.
+    let refused = modern_roots(&proxy, A, 3).await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    let text = refused["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("--max-server-requests-per-session"), "{text}");
+    // B still has its own.
+    let parked = modern_roots(&proxy, B, 1).await;
+    assert_eq!(parked["result"]["resultType"], "input_required", "{parked}");
+    proxy.stop().await;
+}

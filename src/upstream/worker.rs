@@ -50,8 +50,8 @@ use super::routes::{
     client_key, parse_proxy_id, related_call, related_target,
 };
 use super::{
-    DEFAULT_WRITE_TIMEOUT, MAX_PARKED, Port, PortKind, Reply, STATELESS_LABEL, Upstream,
-    UpstreamError, UpstreamOptions, mrtr, tasks,
+    DEFAULT_WRITE_TIMEOUT, Port, PortKind, Reply, STATELESS_LABEL, Upstream, UpstreamError,
+    UpstreamOptions, mrtr, tasks,
 };
 use crate::child::ChildIo;
 use crate::jsonrpc::{self, Frame, Kind, LineError, LineReader, Piece, code};
@@ -1251,13 +1251,24 @@ impl Worker {
                 "no client session is unambiguously associated with this request".to_string(),
             ));
         };
+        let (per_session, per_child) = (
+            self.opts.max_server_requests_per_session,
+            self.opts.max_server_requests,
+        );
         if port.kind == PortKind::Modern {
-            if r.parked.len() >= MAX_PARKED {
-                warn!("too many server-to-client requests waiting for clients; refusing another");
-                return Some((
-                    Refusal::ChildLimit,
-                    "too many requests are waiting for clients already".to_string(),
-                ));
+            // Parked calls count like requests to sessions: a principal
+            // (a 2026-07-28 client's only identity) holds the share of a
+            // session.
+            let owner = port.principal();
+            let crowded = if r.parked.len() >= per_child {
+                Some(Crowded::Child)
+            } else if r.parked.values().filter(|k| k.owner == owner).count() >= per_session {
+                Some(Crowded::Session)
+            } else {
+                None
+            };
+            if let Some(crowded) = crowded {
+                return Some(self.crowded(crowded, &port));
             }
             let wait = self.opts.request_timeout.unwrap_or(self.opts.input_wait);
             let parked = self.park(&port, method, id, frame, wait);
@@ -1291,10 +1302,6 @@ impl Worker {
             answer: None,
             deadline: Some(Instant::now() + self.server_request_wait()),
         };
-        let (per_session, per_child) = (
-            self.opts.max_server_requests_per_session,
-            self.opts.max_server_requests,
-        );
         match self
             .routes
             .admit_server_request(key, request, per_session, per_child)
@@ -1303,31 +1310,39 @@ impl Worker {
                 o.send(frame.bytes());
                 None
             }
-            Err(crowded) => {
-                let (flag, limit, reason) = match crowded {
-                    Crowded::Session => (
-                        "--max-server-requests-per-session",
-                        per_session,
-                        Refusal::SessionLimit,
-                    ),
-                    Crowded::Child => ("--max-server-requests", per_child, Refusal::ChildLimit),
-                };
-                if let Some(not_logged) = self.refusals.admit() {
-                    warn!(
-                        limit,
-                        not_logged,
-                        session = %port.label,
-                        "too many of the MCP server's requests wait for a client's answer ({flag}); refusing another"
-                    );
-                }
-                Some((
-                    reason,
-                    format!(
-                        "too many requests are waiting for the client's answer already ({flag} {limit})"
-                    ),
-                ))
-            }
+            Err(crowded) => Some(self.crowded(crowded, &port)),
         }
+    }
+
+    /// A bound of the child's requests waiting for clients bit: the
+    /// refusal, logged (rate-limited).
+    fn crowded(&self, crowded: Crowded, port: &Port) -> (Refusal, String) {
+        let (flag, limit, reason) = match crowded {
+            Crowded::Session => (
+                "--max-server-requests-per-session",
+                self.opts.max_server_requests_per_session,
+                Refusal::SessionLimit,
+            ),
+            Crowded::Child => (
+                "--max-server-requests",
+                self.opts.max_server_requests,
+                Refusal::ChildLimit,
+            ),
+        };
+        if let Some(not_logged) = self.refusals.admit() {
+            warn!(
+                limit,
+                not_logged,
+                session = %port.label,
+                "too many of the MCP server's requests wait for a client's answer ({flag}); refusing another"
+            );
+        }
+        (
+            reason,
+            format!(
+                "too many requests are waiting for the client's answer already ({flag} {limit})"
+            ),
+        )
     }
 
     /// How long the child's request waits for a client's answer:
