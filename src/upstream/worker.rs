@@ -274,8 +274,8 @@ pub(super) struct Worker {
     cut: Option<Cut>,
     /// Counts the child's requests to clients that the proxy refused.
     metrics: ChildMetrics,
-    /// The log's rate limit for those refusals (a child may send a burst
-    /// of thousands).
+    /// The rate limit of the warning that a bound of those bit (a child
+    /// may send a burst of thousands).
     refusals: RateLimit,
 }
 
@@ -1361,12 +1361,9 @@ impl Worker {
             return;
         }
         self.metrics.server_request_refused(reason);
-        if let Some(not_logged) = self.refusals.admit() {
-            debug!(
-                not_logged,
-                "a request of the MCP server to a client ended unanswered: {why}"
-            );
-        }
+        // Per request, so at debug only: a session that ends may leave
+        // hundreds. The count is in the metric.
+        debug!("a request of the MCP server to a client ended unanswered: {why}");
         self.write_control(&jsonrpc::error_response(
             Some(&request.raw_id),
             code::INTERNAL_ERROR,
