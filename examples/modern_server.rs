@@ -25,8 +25,9 @@
 //! (how many `initialize` requests this process refused), and `ask`, which
 //! needs input from the client (`basic/patterns/mrtr.mdx`): it answers with
 //! `input_required` (one `elicitation/create`, `sampling/createMessage` or
-//! `roots/list` per round, `rounds` rounds) and keeps no state between
-//! calls: the round travels in `requestState`.
+//! `roots/list` per round, `rounds` rounds; `extra` more of the same in
+//! each round) and keeps no state between calls: the round travels in
+//! `requestState`.
 
 #[path = "common/stdio.rs"]
 mod stdio;
@@ -363,9 +364,17 @@ fn ask(params: &Value) -> Outcome {
         // The spec forbids asking for what the client did not declare.
         return text_result(format!("the client did not declare {capability}"), true);
     }
+    // `extra` misbehaves too: as many more requests in the same round,
+    // which the proxy must bound like any requests to a client.
+    let extra = args.get("extra").and_then(Value::as_u64).unwrap_or(0);
+    let mut requests = serde_json::Map::new();
+    requests.insert(format!("q{round}"), request.clone());
+    for n in 0..extra {
+        requests.insert(format!("q{round}-extra-{n}"), request.clone());
+    }
     Outcome::Result(json!({
         "resultType": "input_required",
-        "inputRequests": { format!("q{round}"): request },
+        "inputRequests": requests,
         "requestState": format!("round-{}", round + 1)
     }))
 }

@@ -548,13 +548,16 @@ impl Upstream {
     }
 
     /// Records a question the proxy asks a client for a 2026-07-28 child
-    /// (before it is sent: the answer comes after).
+    /// (before it is sent: the answer comes after); why not, when a bound
+    /// of the requests waiting for clients refuses it.
     async fn record_question(
         &self,
         id: Box<[u8]>,
         request: routes::ServerRequest,
-    ) -> Result<(), UpstreamError> {
-        self.command(Command::Ask { id, request }).await
+    ) -> Result<(), String> {
+        self.ask(|done| Command::Ask { id, request, done })
+            .await
+            .unwrap_or_else(|| Err("the proxy could not record the request".to_string()))
     }
 
     /// Those questions are no longer waited for.

@@ -381,3 +381,37 @@ async fn a_principal_that_never_retries_cannot_take_every_parked_slot() {
     assert_eq!(parked["result"]["resultType"], "input_required", "{parked}");
     proxy.stop().await;
 }
+
+/// Regression: a 2026-07-28 child's `input_required` becomes requests of
+/// the proxy's own to a session-era client, and those went into the table
+/// of requests waiting for clients without its bounds: one answer listing
+/// thousands of input requests became thousands of requests to the
+/// client, all kept until answered. Now they count against the same
+/// bounds as a 2025-era child's requests, and a round that does not fit
+/// fails the call at once, before the client is asked anything.
+#[tokio::test]
+async fn a_modern_childs_input_requests_are_bounded_like_a_legacy_childs_requests() {
+    let proxy = Proxy::start_child(
+        &["--max-server-requests", "8"],
+        &example("modern_server"),
+        &[],
+    )
+    .await;
+    let c = session(&proxy, json!({"elicitation": {}})).await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask","arguments":{"kind":"elicitation","extra":20}}});
+    let messages = tokio::time::timeout(STEP, async {
+        read_messages_lenient(c.post(&body).await).await
+    })
+    .await
+    .expect("the call ended in time");
+    let asked = messages
+        .iter()
+        .filter(|m| m["method"] == "elicitation/create")
+        .count();
+    assert_eq!(asked, 0, "the client was asked nothing");
+    let answer = messages.last().unwrap();
+    assert_eq!(answer["id"], 1);
+    let why = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("--max-server-requests"), "{answer}");
+    proxy.stop().await;
+}

@@ -289,6 +289,15 @@ impl Upstream {
         asked: &InputRequired,
         ids: &mut Vec<Box<[u8]>>,
     ) -> Result<serde_json::Map<String, Value>, String> {
+        let room = (self.opts.max_server_requests_per_session).min(self.opts.max_server_requests);
+        if asked.requests.len() > room {
+            // Refused whole, before the client is asked anything: a round
+            // is answered only once all of it is.
+            return Err(format!(
+                "the MCP server asked for {} inputs at once; at most {room} may wait for a client's answer (--max-server-requests-per-session, --max-server-requests)",
+                asked.requests.len()
+            ));
+        }
         let mut waits = Vec::with_capacity(asked.requests.len());
         for (key, request) in &asked.requests {
             let method = &request.method;
@@ -319,9 +328,7 @@ impl Upstream {
                 deadline: None,
             };
             // Recorded before it is sent: the client's answer comes after.
-            self.record_question(id.clone(), entry)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.record_question(id.clone(), entry).await?;
             outlet.send(&client_request(&id, request));
             ids.push(id);
             waits.push((key, method, rx));

@@ -332,18 +332,22 @@ impl Routes {
         Ok(())
     }
 
-    /// Records the proxy's own question `key` to a client; an id the
-    /// child already uses keeps the child's entry (the question's waiter
-    /// then hears nothing, and its call fails).
-    pub(super) fn record_question(&mut self, key: Box<[u8]>, request: ServerRequest) {
+    /// Records the proxy's own question `key` to a client (for a
+    /// 2026-07-28 child's `input_required`), within the same bounds as
+    /// the child's requests; an id already in use is refused too.
+    pub(super) fn admit_question(
+        &mut self,
+        key: Box<[u8]>,
+        request: ServerRequest,
+        per_session: usize,
+        per_child: usize,
+    ) -> Result<(), Crowded> {
         if self.server_requests.contains_key(&key) {
-            return;
+            // Not reached with the proxy's own ids, which a child would
+            // have to guess; the child's entry keeps its route.
+            return Err(Crowded::Child);
         }
-        *self
-            .server_requests_per_port
-            .entry(request.port)
-            .or_default() += 1;
-        self.server_requests.insert(key, request);
+        self.admit_server_request(key, request, per_session, per_child)
     }
 
     /// Takes the request to a client `key` (canonical id) out of the

@@ -154,6 +154,8 @@ pub(super) enum Command {
     Ask {
         id: Box<[u8]>,
         request: ServerRequest,
+        /// Whether it was recorded, or which bound it passed.
+        done: oneshot::Sender<Result<(), String>>,
     },
     /// Those questions are no longer waited for.
     Unask(Vec<Box<[u8]>>),
@@ -520,7 +522,24 @@ impl Worker {
                 client_id,
                 reply,
             } => self.resume(&port, &frame, client_id, reply),
-            Command::Ask { id, request } => self.routes.record_question(id, request),
+            Command::Ask { id, request, done } => {
+                let (per_session, per_child) = (
+                    self.opts.max_server_requests_per_session,
+                    self.opts.max_server_requests,
+                );
+                let port = request.port;
+                let admitted = self
+                    .routes
+                    .admit_question(id, request, per_session, per_child)
+                    .map_err(|crowded| {
+                        let port = self.routes.ports.get(&port).cloned();
+                        match port {
+                            Some(port) => self.crowded(crowded, &port).1,
+                            None => "the session ended".to_string(),
+                        }
+                    });
+                let _ = done.send(admitted);
+            }
             Command::Unask(ids) => {
                 for id in ids {
                     self.routes.take_server_request(&id);
