@@ -415,3 +415,32 @@ async fn a_modern_childs_input_requests_are_bounded_like_a_legacy_childs_request
     assert!(why.contains("--max-server-requests"), "{answer}");
     proxy.stop().await;
 }
+
+/// Regression: the child's answer is matched to its request by the proxy's
+/// id, and only in the form the proxy wrote it (`2`, or `"2"`), while a
+/// client's ids match by value (`1` and `1.0` are one id). A child whose
+/// JSON library writes `2.0` back had its answer dropped, and the client
+/// waited for ever (there is no `--request-timeout` by default). Ids that
+/// are another value (`-0`, `1e400`, `2.5`, objects) still match nothing.
+#[tokio::test]
+async fn an_answer_whose_id_is_the_requests_written_otherwise_reaches_its_client() {
+    let proxy = Proxy::start(&[]).await;
+    let c = session(&proxy, json!({})).await;
+    let lines = [
+        r#"{"jsonrpc":"2.0","id":-0,"result":{"content":[{"type":"text","text":"minus zero"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1e400,"result":{"content":[{"type":"text","text":"huge"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":{"n":$ID},"result":{"content":[{"type":"text","text":"object"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":$ID.5,"result":{"content":[{"type":"text","text":"fraction"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":$ID.0,"result":{"content":[{"type":"text","text":"dotted"}]}}"#,
+    ];
+    let body = json!({"jsonrpc":"2.0","id":"mine","method":"tools/call","params":{"name":"misbehave_emit","arguments":{"lines":lines}}});
+    let messages = tokio::time::timeout(STEP, async {
+        read_messages_lenient(c.post(&body).await).await
+    })
+    .await
+    .expect("answered in time");
+    let answers: Vec<&Value> = messages.iter().filter(|m| m["id"] == "mine").collect();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0]["result"]["content"][0]["text"], "dotted");
+    proxy.stop().await;
+}

@@ -610,7 +610,16 @@ pub(super) fn cancelled_notification(id: u64, reason: &str) -> Vec<u8> {
 
 pub(super) fn parse_proxy_id(raw: &[u8]) -> Option<u64> {
     let s = std::str::from_utf8(raw).ok()?;
-    s.trim_matches('"').parse().ok()
+    if let Ok(id) = s.trim_matches('"').parse() {
+        return Some(id);
+    }
+    // The same number written another way (`2.0`, `2e0`, `20E-1`) is the
+    // same id, as a client's ids are matched ([`jsonrpc::id_key`]).
+    if raw.first().is_some_and(u8::is_ascii_digit) {
+        let canonical = jsonrpc::id_key(raw)?;
+        return std::str::from_utf8(&canonical).ok()?.parse().ok();
+    }
+    None
 }
 
 /// Replaces `params._meta.progressToken` with the proxy id; returns the
@@ -663,6 +672,22 @@ mod tests {
         assert_eq!(parse_proxy_id(b"17"), Some(17));
         assert_eq!(parse_proxy_id(b"\"17\""), Some(17));
         assert_eq!(parse_proxy_id(b"\"x\""), None);
+        assert_eq!(parse_proxy_id(b"17.0"), Some(17));
+        assert_eq!(parse_proxy_id(b"1.7e1"), Some(17));
+        for other in [
+            &b"17.5"[..],
+            b"-0",
+            b"0.0",
+            b"1e400",
+            b"{\"n\":17}",
+            b"[17]",
+        ] {
+            assert!(
+                parse_proxy_id(other).is_none_or(|id| id == 0),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
     fn pending(
         port: u64,
