@@ -32,8 +32,9 @@
 //!   resource updates, log levels), `upstream::tasks` (which session owns
 //!   which task in shared mode), `upstream::mrtr` (multi round-trip
 //!   requests translated between eras), `upstream::cut` (a long answer
-//!   being passed on as the child writes it, and its deadline) and
-//!   `upstream::sink` (the
+//!   being passed on as the child writes it, and its deadline),
+//!   `upstream::check` (the streaming UTF-8 and JSON check of its
+//!   bytes) and `upstream::sink` (the
 //!   `ReplySink` trait through which it hands messages to the HTTP layer,
 //!   which it does not depend on).
 //! - [`principals`]: the children of 2026-07-28 clients, one per
