@@ -1421,6 +1421,28 @@ mod tests {
     }
 
     #[test]
+    fn a_sessions_share_of_the_childs_requests_is_a_quarter_only_when_shared() {
+        let c = parse(&["--", "s"], &[]).unwrap();
+        assert_eq!(c.max_server_requests, DEFAULT_MAX_SERVER_REQUESTS);
+        assert_eq!(c.max_server_requests_per_session, c.max_server_requests);
+        let c = parse(
+            &["--shared", "--max-server-requests", "100", "--", "s"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.max_server_requests_per_session, 25);
+        let c = parse(
+            &["--shared", "--max-server-requests", "2", "--", "s"],
+            &[("MCP_PROXY_MAX_SERVER_REQUESTS_PER_SESSION", "2")],
+        )
+        .unwrap();
+        assert_eq!(c.max_server_requests_per_session, 2);
+        let c = parse(&["--shared", "--max-server-requests", "3", "--", "s"], &[]).unwrap();
+        assert_eq!(c.max_server_requests_per_session, 1, "never 0");
+        assert!(parse(&["--max-server-requests", "0", "--", "s"], &[]).is_err());
+    }
+
+    #[test]
     fn max_in_flight_follows_max_batch_and_is_never_below_it() {
         let c = parse(&["--", "s"], &[]).unwrap();
         assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
