@@ -16,15 +16,13 @@
 //!
 //! Failing is all that is left once part of an answer went: its client
 //! sees the response break off (a transport error), never a message that
-//! does not parse. Nesting deeper than [`MAX_DEPTH`] fails too, which
-//! keeps the check's memory fixed.
+//! does not parse. The open containers are kept one bit each, so the
+//! check holds at most an eighth of `--max-line-bytes` however deep an
+//! answer nests (a short answer is not limited in depth either).
 
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
-
-/// Containers an answer may nest; deeper fails it.
-pub(super) const MAX_DEPTH: usize = 4096;
 
 /// Why an answer cannot go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +90,8 @@ enum Phase {
 /// The streaming check; see the module documentation.
 pub(super) struct Check {
     state: State,
-    /// Open containers: `true` for an object.
-    stack: Vec<bool>,
+    /// Open containers, innermost last.
+    stack: Nesting,
     phase: Phase,
     /// The top-level key being read (its first bytes), or the last one.
     key: Vec<u8>,
@@ -107,7 +105,7 @@ impl Check {
     pub(super) fn new() -> Check {
         Check {
             state: State::Value,
-            stack: Vec::new(),
+            stack: Nesting::default(),
             phase: Phase::BeforeResult,
             key: Vec::new(),
             carry: Vec::new(),
@@ -308,7 +306,7 @@ impl Check {
                 State::Value
             }
             State::Colon => return Err(Broken::NotJson),
-            State::CommaOrClose => match (b, self.stack.last()) {
+            State::CommaOrClose => match (b, self.stack.innermost()) {
                 (b',', Some(true)) => State::Key,
                 (b',', Some(false)) => State::Value,
                 (b'}', Some(true)) => self.close(true)?,
@@ -335,9 +333,6 @@ impl Check {
     fn value_start(&mut self, b: u8) -> Result<State, Broken> {
         Ok(match b {
             b'{' | b'[' => {
-                if self.stack.len() >= MAX_DEPTH {
-                    return Err(Broken::NotJson);
-                }
                 self.stack.push(b == b'{');
                 if b == b'{' {
                     State::KeyOrClose
@@ -391,6 +386,50 @@ impl Check {
         } else {
             State::CommaOrClose
         })
+    }
+}
+
+/// The open containers of an answer, a bit each (`1`: an object).
+#[derive(Default)]
+struct Nesting {
+    bits: Vec<u64>,
+    len: usize,
+}
+
+impl Nesting {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, object: bool) {
+        let (word, bit) = (self.len / 64, self.len % 64);
+        if word == self.bits.len() {
+            self.bits.push(0);
+        }
+        if object {
+            self.bits[word] |= 1 << bit;
+        } else {
+            self.bits[word] &= !(1 << bit);
+        }
+        self.len += 1;
+    }
+
+    fn innermost(&self) -> Option<bool> {
+        let at = self.len.checked_sub(1)?;
+        Some(self.bits[at / 64] & (1 << (at % 64)) != 0)
+    }
+
+    fn pop(&mut self) -> Option<bool> {
+        let object = self.innermost()?;
+        self.len -= 1;
+        if self.len.is_multiple_of(64) {
+            self.bits.truncate(self.len / 64);
+        }
+        Some(object)
     }
 }
 
@@ -534,12 +573,19 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+        // Deep nesting is followed, bit by bit, and must still match.
         let deep = format!(
-            r#"{{"id":1,"result":{}{}}}"#,
-            "[".repeat(MAX_DEPTH),
-            "]".repeat(MAX_DEPTH)
+            r#"{{"id":1,"result":{}1{}}}"#,
+            "[{\"a\":".repeat(5000),
+            "}]".repeat(5000)
         );
-        assert_eq!(pass(deep.as_bytes(), 4096), Err(Broken::NotJson));
+        assert_eq!(pass(deep.as_bytes(), 4096).as_deref(), Ok(deep.as_bytes()));
+        let crossed = format!(
+            r#"{{"id":1,"result":{}1{}}}"#,
+            "[{\"a\":".repeat(70),
+            "]}".repeat(70)
+        );
+        assert_eq!(pass(crossed.as_bytes(), 64), Err(Broken::NotJson));
     }
 
     #[test]
