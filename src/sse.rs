@@ -16,7 +16,12 @@
 //! replay buffer); a stream without them (legacy, `--stateless`,
 //! 2026-07-28, `--replay-events 0`) cannot resume, so it drops the
 //! notification instead and keeps the consumer, whose responses always have
-//! room: the client gets its response, never silence.
+//! room: the client gets its response, never silence. A stream that owes no
+//! set number of responses (legacy, GET) would keep every answer for a
+//! client that does not read, so there answers count against
+//! `--max-queue-bytes` too (with what an answer going on in pieces has not
+//! yet had taken, and what waits behind it): past it the consumer is cut
+//! off, and a legacy stream, which cannot resume, ends with its session.
 //!
 //! Replay memory: a stream's buffer is released as soon as its last
 //! response was handed to a live consumer, and all buffers of the proxy
@@ -173,7 +178,10 @@ pub fn stream_body<G: Send + 'static>(
                             _ = cancel.cancelled() => break 'events,
                         };
                         match piece {
-                            Ok(Some(piece)) => yield Ok(Frame::data(piece)),
+                            Ok(Some(piece)) => {
+                                rx.took(piece.len());
+                                yield Ok(Frame::data(piece));
+                            }
                             Ok(None) => break,
                             Err(e) => {
                                 debug!(error = %e, "a long answer broke off; failing its stream");
@@ -231,6 +239,11 @@ impl LiveRx {
             held: VecDeque::new(),
             ended: false,
         }
+    }
+
+    /// A piece of an event going on in pieces was taken (see `queued`).
+    fn took(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::Relaxed);
     }
 
     /// An item there now without waiting (`Some(None)`: the queue ended),
@@ -320,6 +333,7 @@ impl LiveRx {
             Item::Open(first, mut tail) => {
                 let mut whole = BytesMut::from(&first[..]);
                 while let Some(piece) = tail.next().await.ok()? {
+                    self.took(piece.len());
                     whole.extend_from_slice(&piece);
                 }
                 Some(whole.freeze())
@@ -438,6 +452,15 @@ impl ReplayBudget {
     }
 }
 
+/// Bytes waiting for the live consumer: in its queue, and held behind an
+/// event going on in pieces.
+fn backlog(inner: &OutletInner) -> usize {
+    inner
+        .queued
+        .load(Ordering::Relaxed)
+        .saturating_add(inner.held_bytes)
+}
+
 impl OutletInner {
     fn set_live(&mut self, live: Option<mpsc::Sender<Item>>) {
         self.live = live;
@@ -477,6 +500,9 @@ pub struct Outlet {
     budget: Option<Arc<ReplayBudget>>,
     /// Counts the consumers this outlet cuts off as too slow.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Cancelled when a stream without ids ends because its consumer was
+    /// too slow: the legacy session it belongs to ends with it.
+    cut_notice: Option<CancellationToken>,
     inner: Mutex<OutletInner>,
 }
 
@@ -491,7 +517,11 @@ struct OutletInner {
     /// Messages sent while an event is open (`--max-queue` at most; only
     /// the proxy's own can come then): they follow it.
     held: Vec<(Bytes, bool)>,
-    /// Bytes in the live response's queue (shared with its [`LiveRx`]).
+    /// Their size.
+    held_bytes: usize,
+    /// Bytes waiting for the live response (shared with its [`LiveRx`]):
+    /// its queue, and the pieces of an event going on in pieces that it
+    /// has not taken yet.
     queued: Arc<AtomicUsize>,
     /// The last `replay` events, by sequence number.
     buffer: VecDeque<(u64, Bytes)>,
@@ -527,11 +557,13 @@ impl Outlet {
             replay_bytes: usize::MAX,
             budget: None,
             metrics: None,
+            cut_notice: None,
             inner: Mutex::new(OutletInner {
                 live: Some(tx),
                 generation: 0,
                 open: None,
                 held: Vec::new(),
+                held_bytes: 0,
                 queued: rx.queued.clone(),
                 buffer: VecDeque::new(),
                 buffered_bytes: 0,
@@ -563,6 +595,13 @@ impl Outlet {
     /// Counts the consumers this outlet cuts off as too slow in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Outlet {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Cancels `notice` when this stream, having no ids, ends because its
+    /// consumer was too slow (see the queue policy above).
+    pub fn with_cut_notice(mut self, notice: CancellationToken) -> Outlet {
+        self.cut_notice = Some(notice);
         self
     }
 
@@ -623,9 +662,21 @@ impl Outlet {
             );
             return;
         }
+        if is_response && self.answers_overflow(inner, json.len()) {
+            warn!(
+                stream = self.stream_id,
+                queued_bytes = backlog(inner),
+                "sse client too slow: answers waiting for it passed --max-queue-bytes, cutting it off"
+            );
+            self.cut(inner);
+            if inner.finished {
+                return;
+            }
+        }
         if inner.open.is_some() {
             // It follows the event going on in pieces.
             if is_response || inner.held.len() < self.max_queue {
+                inner.held_bytes += json.len();
                 inner.held.push((Bytes::copy_from_slice(json), is_response));
             } else {
                 debug!(
@@ -702,6 +753,18 @@ impl Outlet {
             );
             return false;
         }
+        let head_bytes = head.iter().map(Bytes::len).sum();
+        if self.answers_overflow(&inner, head_bytes) {
+            warn!(
+                stream = self.stream_id,
+                queued_bytes = backlog(&inner),
+                "sse client too slow: answers waiting for it passed --max-queue-bytes, cutting it off"
+            );
+            self.cut(&mut inner);
+            if inner.finished {
+                return false;
+            }
+        }
         let seq = inner.next_seq;
         inner.next_seq += 1;
         // The event's fields, then the head as it was read: its pieces
@@ -716,7 +779,14 @@ impl Outlet {
             tx.send(piece.clone());
             pieces.push(piece);
         }
+        // Counted before the consumer can see them (it takes them only
+        // once the item is queued), so that its count never goes below zero.
+        let piece_bytes = pieces[1..].iter().map(Bytes::len).sum();
+        inner.queued.fetch_add(piece_bytes, Ordering::Relaxed);
         let delivered = self.deliver(&mut inner, Item::Open(first, tail), true);
+        if !delivered {
+            inner.queued.fetch_sub(piece_bytes, Ordering::Relaxed);
+        }
         inner.open = Some(OpenEvent {
             seq,
             client_id: client_id.into(),
@@ -737,17 +807,26 @@ impl Outlet {
             inner.open = None;
             return false;
         }
-        let generation = inner.generation;
-        let Some(open) = inner.open.as_mut() else {
+        let OutletInner {
+            open,
+            queued,
+            generation,
+            ..
+        } = &mut *inner;
+        let Some(open) = open.as_mut() else {
             return false;
         };
         let piece = data_line(piece);
         open.bytes += piece.len();
         open.pieces.push(piece.clone());
-        if let Some(tx) = &open.tail
-            && (open.generation != generation || !tx.send(piece))
-        {
-            open.tail = None;
+        if let Some(tx) = &open.tail {
+            // Counted before the consumer can take it (see `open_response`).
+            let len = piece.len();
+            queued.fetch_add(len, Ordering::Relaxed);
+            if open.generation != *generation || !tx.send(piece) {
+                queued.fetch_sub(len, Ordering::Relaxed);
+                open.tail = None;
+            }
         }
         true
     }
@@ -778,7 +857,14 @@ impl Outlet {
                     }
                     whole.freeze()
                 };
-                let live = live_tail.map(|tx| tx.finish(end));
+                let live = live_tail.map(|tx| {
+                    inner.queued.fetch_add(end.len(), Ordering::Relaxed);
+                    let taken = tx.finish(end.clone());
+                    if !taken {
+                        inner.queued.fetch_sub(end.len(), Ordering::Relaxed);
+                    }
+                    taken
+                });
                 // Joined for the replay buffer only if `answered` will not
                 // release that buffer at once: else the join would copy
                 // the whole answer only to drop it.
@@ -816,6 +902,7 @@ impl Outlet {
                 self.push_locked(&mut inner, &error, true);
             }
         }
+        inner.held_bytes = 0;
         for (json, is_response) in std::mem::take(&mut inner.held) {
             self.push_locked(&mut inner, &json, is_response);
         }
@@ -897,6 +984,42 @@ impl Outlet {
         }
     }
 
+    /// Whether a response of `len` more bytes would take what waits for
+    /// the consumer past `--max-queue-bytes`, on a stream that counts no
+    /// responses (legacy, GET): on the others, the responses a stream owes
+    /// bound what it holds, but here a client that does not read would make
+    /// the proxy keep every answer it asks for. One response is always
+    /// taken, however large, when nothing else waits.
+    fn answers_overflow(&self, inner: &OutletInner, len: usize) -> bool {
+        let waiting = backlog(inner);
+        inner.owed.is_none()
+            && inner.live.is_some()
+            && waiting > 0
+            && waiting.saturating_add(len) > self.max_queue_bytes
+    }
+
+    /// Lets go of a consumer too slow to keep up (the caller logs why). A
+    /// stream with ids keeps its events, and the consumer resumes; one
+    /// without cannot deliver anything it did not queue, so it ends there
+    /// (an event going on in pieces breaks off, so the client sees a broken
+    /// stream, never a shorter one), and its cut notice tells its session.
+    fn cut(&self, inner: &mut OutletInner) {
+        self.count_cut();
+        inner.set_live(None);
+        if self.with_ids {
+            return;
+        }
+        inner.finished = true;
+        if let Some(tx) = inner.open.take().and_then(|open| open.tail) {
+            tx.fail(crate::tail::TailError::Cut);
+        }
+        inner.held.clear();
+        inner.held_bytes = 0;
+        if let Some(notice) = &self.cut_notice {
+            notice.cancel();
+        }
+    }
+
     /// Hands an event to the live consumer, if one is attached, following
     /// the queue policy of this module; `true` when it was queued.
     fn deliver(&self, inner: &mut OutletInner, ev: Item, must_arrive: bool) -> bool {
@@ -918,8 +1041,7 @@ impl Outlet {
                     queued_bytes = queued,
                     "sse client too slow: queue at {cap}, disconnecting it (it may resume with Last-Event-ID)"
                 );
-                inner.set_live(None);
-                self.count_cut();
+                self.cut(inner);
             } else {
                 inner.dropped += 1;
                 if inner.dropped == 1 || inner.dropped.is_power_of_two() {
@@ -944,8 +1066,7 @@ impl Outlet {
                     stream = self.stream_id,
                     "sse client too slow: queue full, disconnecting it"
                 );
-                inner.set_live(None);
-                self.count_cut();
+                self.cut(inner);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::response::sse_response;
@@ -36,10 +37,15 @@ pub async fn handle_sse(
         .await?;
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, None, limits.max_queue, 0);
+    // The stream cannot be resumed: once its client falls too far behind
+    // (`--max-queue-bytes` of answers waiting), it ends, and so does the
+    // session, so that the client learns it (404 on its next POST).
+    let too_slow = CancellationToken::new();
     let outlet = Arc::new(
         outlet
             .with_queue_bytes(limits.max_queue_bytes)
-            .with_metrics(limits.metrics.clone()),
+            .with_metrics(limits.metrics.clone())
+            .with_cut_notice(too_slow.clone()),
     );
     session.port.set_notify(Some(outlet.clone()));
     let endpoint = format!(
@@ -55,6 +61,15 @@ pub async fn handle_sse(
     if !session.upstream.is_shared() {
         app.watch_child(&session);
     }
+    let (ends, id, ended) = (app.clone(), session.id.clone(), session.cancel.clone());
+    app.tasks.spawn(async move {
+        tokio::select! {
+            _ = too_slow.cancelled() => {
+                ends.sessions.remove(&id, "its SSE client was too slow (--max-queue-bytes)").await;
+            }
+            _ = ended.cancelled() => {}
+        }
+    });
     let guard = EndOnDrop {
         app: app.clone(),
         id: session.id.clone(),
@@ -140,9 +155,12 @@ pub async fn handle_message(
             Transport::Legacy,
         )
         .ok_or(ProxyError::SessionNotFound)?;
+    // A stream that ended (its client left or fell too far behind) takes
+    // nothing more: its session is ending.
     let outlet = session
         .port
         .notify_stream()
+        .filter(|o| o.is_live())
         .ok_or(ProxyError::SessionNotFound)?;
     let (parts, body) = req.into_parts();
     require_json(&parts.headers)?;
