@@ -167,3 +167,33 @@ async fn a_listen_filter_subscribes_the_child_to_a_bounded_number_of_resources()
     drop(stream);
     proxy.stop().await;
 }
+
+/// Regression: a request whose `_meta` lacked
+/// `io.modelcontextprotocol/protocolVersion` (or held a number there) was
+/// served (200) on the strength of the `MCP-Protocol-Version` header alone,
+/// though 2026-07-28 makes the field required on every request and a
+/// request missing it malformed: 400 with -32602 (`basic/index#_meta`).
+#[tokio::test]
+async fn a_request_without_its_protocol_version_in_meta_is_invalid_params() {
+    let proxy = Proxy::start(&[]).await;
+    let capabilities = json!({"io.modelcontextprotocol/clientCapabilities": {}});
+    let mut number = capabilities.clone();
+    number["io.modelcontextprotocol/protocolVersion"] = json!(20260728);
+    for m in [capabilities, number] {
+        let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+            "name":"echo","arguments":{"message":"hi"},"_meta":m}});
+        let r = post(&proxy, None, &call, &[]).await;
+        assert_eq!(r.status(), 400, "{m}");
+        let v = json_of(r).await;
+        assert_eq!(v["error"]["code"], -32602, "{m}: {v}");
+    }
+    // With the field, the same call is served.
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"echo","arguments":{"message":"hi"},"_meta":meta(json!({}))}});
+    let r = post(&proxy, None, &call, &[]).await;
+    assert_eq!(r.status(), 200);
+    // A notification has no required fields: still accepted.
+    let note = json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"});
+    assert_eq!(post(&proxy, None, &note, &[]).await.status(), 202);
+    proxy.stop().await;
+}

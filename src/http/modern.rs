@@ -133,7 +133,14 @@ fn validate(
     }
     if frame.kind() == Kind::Request {
         // Every request says what the handshake used to: its version
-        // (checked above) and the client's capabilities.
+        // (a string, equal to the header's, checked above when present) and
+        // the client's capabilities. Without either it is malformed
+        // (`basic/index#_meta`), whatever the header says.
+        if body_version.is_none() {
+            return Err(ProxyError::InvalidParams(format!(
+                "params._meta[{META_VERSION:?}] (a string) is required in protocol 2026-07-28"
+            )));
+        }
         let capabilities = frame.meta(META_CAPABILITIES);
         if !capabilities.as_ref().is_some_and(Value::is_object) {
             return Err(ProxyError::InvalidParams(format!(
