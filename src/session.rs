@@ -335,7 +335,13 @@ impl Session {
         for o in lock(&self.streams).drain(..) {
             o.finish();
         }
-        self.upstream.detach(&self.port).await;
+        // Nobody can get the answers of its calls still in flight any more
+        // (the session is gone, its streams with it): a shared child is
+        // told to stop working on them, rather than leave every session
+        // that shares it to wait behind them.
+        self.upstream
+            .detach_cancelling(&self.port, "its session ended")
+            .await;
         // A child of its own (per-session mode) ends with the session.
         if !self.upstream.is_shared() {
             self.upstream.stop().await;

@@ -608,7 +608,7 @@ impl Upstream {
 
     /// Detaches a port whose requests still in flight nobody can get the
     /// answers of (a `--stateless` POST, whose stream has no ids to resume
-    /// it by): each is cancelled at the child for `reason`, exactly as
+    /// it by; a session that ended): each is cancelled at the child for `reason`, exactly as
     /// [`Upstream::cancel_request`] would, and the rest is [`Upstream::detach`].
     /// Answered requests are not in flight, so this costs nothing for them.
     /// The detach goes on the command queue behind the port's own requests,

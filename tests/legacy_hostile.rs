@@ -71,3 +71,92 @@ async fn a_legacy_client_that_never_reads_is_cut_off_past_the_queue_bytes() {
     assert_eq!(proxy.health().await["sessions"], 0);
     proxy.stop().await;
 }
+
+/// The `notifications/cancelled` a shared child has seen, as a streamable
+/// session on it reports them (the `cancelled` tool), once some arrived.
+async fn cancellations_seen(c: &support::Client) -> serde_json::Value {
+    let mut seen = serde_json::Value::Null;
+    let deadline = tokio::time::Instant::now() + STEP;
+    while tokio::time::Instant::now() < deadline {
+        let r = c.call(json!("probe"), "cancelled", json!({})).await;
+        seen = serde_json::from_str(&support::text_of(&r)).unwrap();
+        if seen.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    seen
+}
+
+/// Regression: on a shared child, a session that ended with a call in
+/// flight (its legacy stream closed, or a DELETE) left the call running
+/// in the child: its request was forgotten, never cancelled, though no one
+/// could ever get its answer. A client opening a stream, starting a long
+/// call and leaving, again and again, piled work on the child that every
+/// other session shares, and `--max-in-flight` no longer counted it. The
+/// child now gets `notifications/cancelled` for each such call.
+#[tokio::test]
+async fn a_session_ending_with_calls_in_flight_cancels_them_at_a_shared_child() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut other = support::Client::new(&proxy.mcp());
+    other.accept = "application/json";
+    other.initialize("2025-11-25", json!({})).await;
+
+    // A legacy client starts a long call, then closes its stream.
+    let (stream, post_url) = legacy_session(&proxy).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&post_url)
+        .json(&json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"sleep","arguments":{"ms":600000}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // The call is in the child once the child has answered what followed it.
+    let r = http
+        .post(&post_url)
+        .json(&json!({"jsonrpc":"2.0","id":"ping","method":"ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut stream = stream;
+    let pong = stream.next_json().await;
+    assert_eq!(pong["id"], "ping", "{pong}");
+    drop(stream);
+    let seen = cancellations_seen(&other).await;
+    assert_eq!(
+        seen.as_array().map(Vec::len),
+        Some(1),
+        "the child was never told of the call nobody can get the answer of: {seen}"
+    );
+    assert_eq!(seen[0]["matched"], true, "{seen}");
+
+    // The same for a streamable session ended by DELETE while its call runs.
+    let mut gone = support::Client::new(&proxy.mcp());
+    gone.accept = "application/json";
+    gone.initialize("2025-11-25", json!({})).await;
+    let caller = gone.sibling("application/json");
+    let call = tokio::spawn(async move {
+        caller
+            .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":600000}}}))
+            .await
+            .status()
+    });
+    // Wait until the call is in flight: a ping sent after it has come back.
+    let _ = gone.request(json!("ping"), "ping", json!({})).await;
+    assert_eq!(gone.delete(&proxy.mcp()).await.status(), 200);
+    let mut seen = serde_json::Value::Null;
+    let deadline = tokio::time::Instant::now() + STEP;
+    while tokio::time::Instant::now() < deadline {
+        seen = cancellations_seen(&other).await;
+        if seen.as_array().is_some_and(|a| a.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.as_array().map(Vec::len), Some(2), "{seen}");
+    assert_eq!(seen[1]["matched"], true, "{seen}");
+    let _ = tokio::time::timeout(STEP, call).await;
+    proxy.stop().await;
+}
