@@ -97,7 +97,11 @@ impl Drop for EndOnDrop {
     }
 }
 
-/// A path prefix a reverse proxy says it strips (`X-Forwarded-Prefix`), sanitized.
+/// A path prefix a reverse proxy says it strips (`X-Forwarded-Prefix`),
+/// sanitized: kept only as an absolute path that no URL parser can read as
+/// naming another host. WHATWG URL parsers (browsers, Node's `URL`, which
+/// the TypeScript SDK resolves the endpoint with) take `\` for `/` in
+/// http(s) URLs, so `/\host` is `//host` there.
 fn forwarded_prefix(headers: &HeaderMap) -> String {
     let Some(p) = headers
         .get("x-forwarded-prefix")
@@ -109,7 +113,7 @@ fn forwarded_prefix(headers: &HeaderMap) -> String {
     let safe = p.starts_with('/')
         && !p.starts_with("//")
         && p.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\'));
     if safe { p.to_string() } else { String::new() }
 }
 
@@ -250,5 +254,19 @@ mod tests {
             "https://evil.example".parse().unwrap(),
         );
         assert_eq!(forwarded_prefix(&h), "");
+    }
+
+    /// Regression: `/\\evil.example` passed the `//` check, and the
+    /// endpoint `/\\evil.example/messages?sessionId=…` resolves, for a
+    /// WHATWG URL parser, to `http://evil.example/messages?sessionId=…`:
+    /// a client that does not compare origins would post its messages,
+    /// session id included, to that host.
+    #[test]
+    fn a_forwarded_prefix_with_a_backslash_is_dropped() {
+        let mut h = HeaderMap::new();
+        for p in ["/\\evil.example", "/tools\\x", "\\\\evil.example"] {
+            h.insert("x-forwarded-prefix", p.parse().unwrap());
+            assert_eq!(forwarded_prefix(&h), "", "{p}");
+        }
     }
 }
