@@ -255,7 +255,7 @@ pub struct Args {
     /// messages queued for one SSE stream before the slow client is cut off (default 1024)
     #[argh(option)]
     pub max_queue: Option<String>,
-    /// bytes of notifications queued for one SSE stream before the slow client is cut off, or on a stream without event ids the notification dropped; on the legacy stream answers count too, and past it the session ends (default 4M)
+    /// bytes of notifications queued for one SSE stream before the slow client is cut off, or on a request's stream without event ids the notification dropped; on the legacy stream answers count too, and past it the session ends (default 4M)
     #[argh(option)]
     pub max_queue_bytes: Option<String>,
     /// bytes of messages waiting for a child that does not read its stdin fast enough; past it messages to that child fail at once (default 16M)

@@ -13,15 +13,18 @@
 //! always taken by an empty queue, however large). The producer, ultimately the child's stdout reader,
 //! never waits on a client. When notifications fill the queue the consumer
 //! is too slow: a stream with event ids cuts it off (it resumes from the
-//! replay buffer); a stream without them (legacy, `--stateless`,
+//! replay buffer). A request's own stream without them (`--stateless`,
 //! 2026-07-28, `--replay-events 0`) cannot resume, so it drops the
-//! notification instead and keeps the consumer, whose responses always have
+//! notification instead and keeps the consumer, whose response always has
 //! room: the client gets its response, never silence. A stream that owes no
 //! set number of responses (legacy, GET) would keep every answer for a
 //! client that does not read, so there answers count against
 //! `--max-queue-bytes` too (with what an answer going on in pieces has not
-//! yet had taken, and what waits behind it): past it the consumer is cut
-//! off, and a legacy stream, which cannot resume, ends with its session.
+//! yet had taken, and what waits behind it), and past either cap such a
+//! stream without ids is cut off rather than made to drop anything: it
+//! ends (a legacy stream with its session), which its client sees, where a
+//! dropped message would be lost without a trace (a dropped server request
+//! would leave the child waiting).
 //!
 //! Replay memory: a stream's buffer is released as soon as its last
 //! response was handed to a live consumer, and all buffers of the proxy
@@ -678,6 +681,12 @@ impl Outlet {
             if is_response || inner.held.len() < self.max_queue {
                 inner.held_bytes += json.len();
                 inner.held.push((Bytes::copy_from_slice(json), is_response));
+            } else if !self.with_ids && inner.owed.is_none() {
+                warn!(
+                    stream = self.stream_id,
+                    "sse client too slow on a stream that cannot resume: --max-queue messages wait behind a long answer, cutting it off"
+                );
+                self.cut(inner);
             } else {
                 debug!(
                     stream = self.stream_id,
@@ -1040,6 +1049,13 @@ impl Outlet {
                     stream = self.stream_id,
                     queued_bytes = queued,
                     "sse client too slow: queue at {cap}, disconnecting it (it may resume with Last-Event-ID)"
+                );
+                self.cut(inner);
+            } else if inner.owed.is_none() {
+                warn!(
+                    stream = self.stream_id,
+                    queued_bytes = queued,
+                    "sse client too slow on a stream that cannot resume: queue at {cap}, cutting it off rather than dropping what it was sent"
                 );
                 self.cut(inner);
             } else {

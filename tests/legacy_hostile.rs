@@ -160,3 +160,53 @@ async fn a_session_ending_with_calls_in_flight_cancels_them_at_a_shared_child() 
     let _ = tokio::time::timeout(STEP, call).await;
     proxy.stop().await;
 }
+
+/// Regression: notifications for a legacy client that did not read its
+/// stream were dropped once `--max-queue`/`--max-queue-bytes` were
+/// reached, and the client was never told: progress, log messages and
+/// server-to-client requests vanished while its session carried on, and a
+/// dropped request left the child waiting for an answer. The legacy stream
+/// cannot resume, so such a client is now cut off like one that lets its
+/// answers pile up: its session ends, which it sees.
+#[tokio::test]
+async fn a_legacy_client_that_never_reads_its_notifications_is_cut_off() {
+    let proxy = Proxy::start(&["--max-queue-bytes", "64K"]).await;
+    let (mut stream, post_url) = legacy_session(&proxy).await;
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let req = http.post(&post_url).json(&body).send();
+        async move {
+            tokio::time::timeout(STEP, req)
+                .await
+                .expect("POST answered in time")
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Progress, megabytes a second of it, far more than the socket buffers
+    // hold; no call ends (so no answer comes) within the test.
+    for n in 0..20 {
+        let call = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{
+            "name":"progress","arguments":{"steps":600000,"delay_ms":0},
+            "_meta":{"progressToken":n}}});
+        assert_eq!(post(call).await, 202);
+    }
+    // Probed with a notification: it has no answer that could count.
+    let mut last = 0;
+    let deadline = tokio::time::Instant::now() + STEP;
+    while tokio::time::Instant::now() < deadline {
+        last = post(json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"})).await;
+        if last == 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        last, 404,
+        "the session stayed while its notifications were dropped"
+    );
+    // What was queued is there to read, then the stream ends.
+    while stream.next().await.is_some() {}
+    proxy.stop().await;
+}
