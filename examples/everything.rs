@@ -639,6 +639,10 @@ impl Server {
                 let seen = Value::Array(self.state().cancellations.clone());
                 ok(&ToolResult::text(seen.to_string()))
             }
+            "unanswered" => {
+                let waiting = self.state().pending.len();
+                ok(&ToolResult::text(waiting.to_string()))
+            }
             "crash" => {
                 let code = args.get("code").and_then(Value::as_i64).unwrap_or(1);
                 eprintln!("everything: crashing with exit code {code}");
@@ -1020,6 +1024,12 @@ fn tool_catalogue() -> Vec<Value> {
         tool(
             "cancelled",
             "Returns the notifications/cancelled received so far as JSON",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "unanswered",
+            "Returns how many of this server's requests to the client still wait for an answer",
             json!({}),
             &[],
         ),

@@ -210,3 +210,59 @@ async fn a_legacy_client_that_never_reads_its_notifications_is_cut_off() {
     while stream.next().await.is_some() {}
     proxy.stop().await;
 }
+
+/// Regression: on a shared child, the child's request to a session
+/// (`roots/list` during its call) stayed unanswered forever when that
+/// session ended before answering: the proxy forgot it without a word, so
+/// the child kept waiting for an answer no one would send (here even after
+/// the call itself was cancelled). It now gets an error at once, as when no
+/// session could take the request at all.
+#[tokio::test]
+async fn a_shared_childs_request_to_a_session_that_ends_gets_an_error() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let mut other = support::Client::new(&proxy.mcp());
+    other.accept = "application/json";
+    other.initialize("2025-11-25", json!({})).await;
+    let unanswered = |c: &support::Client| {
+        let c = c.sibling("application/json");
+        async move { support::text_of(&c.call(json!("u"), "unanswered", json!({})).await) }
+    };
+
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/sse", proxy.base()))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = support::SseStream::new(resp);
+    let endpoint = stream.next().await.expect("the endpoint event");
+    let post_url = format!("{}{}", proxy.base(), endpoint.data);
+    for body in [
+        json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{"roots":{}},"clientInfo":{"name":"t","version":"1"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":"r","method":"tools/call","params":{"name":"roots","arguments":{}}}),
+    ] {
+        let r = http.post(&post_url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    assert_eq!(stream.next_json().await["id"], "init");
+    let ask = stream.next_json().await;
+    assert_eq!(ask["method"], "roots/list", "{ask}");
+    assert_eq!(unanswered(&other).await, "1");
+    // The legacy client leaves without answering.
+    drop(stream);
+    let mut waiting = String::new();
+    let deadline = tokio::time::Instant::now() + STEP;
+    while tokio::time::Instant::now() < deadline {
+        waiting = unanswered(&other).await;
+        if waiting == "0" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        waiting, "0",
+        "the child still waits for the session that left"
+    );
+    proxy.stop().await;
+}
