@@ -24,7 +24,8 @@
 //! stream without ids is cut off rather than made to drop anything: it
 //! ends (a legacy stream with its session), which its client sees, where a
 //! dropped message would be lost without a trace (a dropped server request
-//! would leave the child waiting).
+//! would leave the child waiting). So is a 2026-07-28 `subscriptions/listen`
+//! stream ([`Outlet::cut_when_slow`]): its notifications are all it is for.
 //!
 //! Replay memory: a stream's buffer is released as soon as its last
 //! response was handed to a live consumer, and all buffers of the proxy
@@ -506,6 +507,10 @@ pub struct Outlet {
     /// Cancelled when a stream without ids ends because its consumer was
     /// too slow: the legacy session it belongs to ends with it.
     cut_notice: Option<CancellationToken>,
+    /// A stream without ids whose notifications are the point (a
+    /// 2026-07-28 `subscriptions/listen`): cut off when too slow, never
+    /// thinned (see the queue policy above).
+    cut_when_slow: bool,
     inner: Mutex<OutletInner>,
 }
 
@@ -535,6 +540,8 @@ struct OutletInner {
     /// `None` for streams that live as long as their session.
     owed: Option<usize>,
     finished: bool,
+    /// It finished because its consumer was too slow.
+    was_cut: bool,
     /// Notifications dropped for a slow consumer of a stream without ids.
     dropped: u64,
 }
@@ -561,6 +568,7 @@ impl Outlet {
             budget: None,
             metrics: None,
             cut_notice: None,
+            cut_when_slow: false,
             inner: Mutex::new(OutletInner {
                 live: Some(tx),
                 generation: 0,
@@ -573,6 +581,7 @@ impl Outlet {
                 next_seq: 0,
                 owed,
                 finished: false,
+                was_cut: false,
                 dropped: 0,
             }),
         };
@@ -605,6 +614,13 @@ impl Outlet {
     /// consumer was too slow (see the queue policy above).
     pub fn with_cut_notice(mut self, notice: CancellationToken) -> Outlet {
         self.cut_notice = Some(notice);
+        self
+    }
+
+    /// Cuts off a consumer too slow for its notifications rather than drop
+    /// any (a stream without ids whose notifications are its purpose).
+    pub fn cut_when_slow(mut self) -> Outlet {
+        self.cut_when_slow = true;
         self
     }
 
@@ -681,7 +697,7 @@ impl Outlet {
             if is_response || inner.held.len() < self.max_queue {
                 inner.held_bytes += json.len();
                 inner.held.push((Bytes::copy_from_slice(json), is_response));
-            } else if !self.with_ids && inner.owed.is_none() {
+            } else if !self.with_ids && (inner.owed.is_none() || self.cut_when_slow) {
                 warn!(
                     stream = self.stream_id,
                     "sse client too slow on a stream that cannot resume: --max-queue messages wait behind a long answer, cutting it off"
@@ -1019,6 +1035,7 @@ impl Outlet {
             return;
         }
         inner.finished = true;
+        inner.was_cut = true;
         if let Some(tx) = inner.open.take().and_then(|open| open.tail) {
             tx.fail(crate::tail::TailError::Cut);
         }
@@ -1051,7 +1068,7 @@ impl Outlet {
                     "sse client too slow: queue at {cap}, disconnecting it (it may resume with Last-Event-ID)"
                 );
                 self.cut(inner);
-            } else if inner.owed.is_none() {
+            } else if inner.owed.is_none() || self.cut_when_slow {
                 warn!(
                     stream = self.stream_id,
                     queued_bytes = queued,
@@ -1102,6 +1119,12 @@ impl Outlet {
     /// Whether the stream has ended.
     pub fn is_finished(&self) -> bool {
         self.lock().finished
+    }
+
+    /// Whether the stream ended because its consumer was too slow (not
+    /// because what it owed was sent).
+    pub fn was_cut(&self) -> bool {
+        self.lock().was_cut
     }
 
     /// Whether an HTTP response is currently attached.

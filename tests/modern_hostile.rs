@@ -197,3 +197,41 @@ async fn a_request_without_its_protocol_version_in_meta_is_invalid_params() {
     assert_eq!(post(&proxy, None, &note, &[]).await.status(), 202);
     proxy.stop().await;
 }
+
+/// Regression: the notifications of a `subscriptions/listen` stream whose
+/// client did not read it were dropped once `--max-queue-bytes` waited,
+/// and the stream stayed open: the client never learned that a resource
+/// changed (or a list did), and had no reason to look again. A listen
+/// stream has no answer to protect and cannot resume, so it is now cut
+/// off instead: it ends, and the client listens anew.
+#[tokio::test]
+async fn a_listen_stream_that_is_not_read_is_cut_off_not_thinned() {
+    let proxy = Proxy::start(&[]).await;
+    let uri = format!("test://big/{}", "x".repeat(100_000));
+    let listen = json!({"jsonrpc":"2.0","id":"l","method":"subscriptions/listen","params":{
+        "_meta":meta(json!({})),
+        "notifications":{"resourceSubscriptions":[uri]}}});
+    let r = post(&proxy, None, &listen, &[]).await;
+    assert_eq!(r.status(), 200);
+    let mut stream = SseStream::new(r);
+    let ack: Value = serde_json::from_str(&stream.next().await.unwrap().data).unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    // 20 MB of updates, far more than the socket buffers hold, while the
+    // stream is not read.
+    let touch = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"touch","arguments":{"uri":uri},"_meta":meta(json!({}))}});
+    for _ in 0..200 {
+        let r = json_of(post(&proxy, None, &touch, &[]).await).await;
+        assert_eq!(r["result"]["content"][0]["text"], "sent", "{r}");
+    }
+    // What was queued is there, then the stream ends (before: it stayed
+    // open, silent, the rest of the updates gone).
+    let mut updates = 0;
+    while let Some(ev) = stream.next().await {
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(v["method"], "notifications/resources/updated");
+        updates += 1;
+    }
+    assert!(updates < 200, "{updates}");
+    proxy.stop().await;
+}

@@ -347,10 +347,14 @@ async fn subscribe(
 ) -> Response<Body> {
     let limits = app.stream_limits();
     let (outlet, rx) = Outlet::new(0, false, Some(1), limits.max_queue, 0);
+    // A client too slow for its notifications is cut off, never sent a
+    // thinned stream: it sees the stream end and listens anew, where a
+    // dropped list change would never make it look again.
     let outlet = Arc::new(
         outlet
             .with_queue_bytes(limits.max_queue_bytes)
-            .with_metrics(limits.metrics.clone()),
+            .with_metrics(limits.metrics.clone())
+            .cut_when_slow(),
     );
     if answer == Answer::Json {
         debug!("subscriptions/listen with Accept: application/json only; streaming anyway");
@@ -589,7 +593,12 @@ impl CancelUnlessAnswered {
 
 impl Drop for CancelUnlessAnswered {
     fn drop(&mut self) {
-        let answered = self.answered || self.outlet.as_ref().is_some_and(|o| o.is_finished());
+        // A stream cut off for a slow client finished without its answer.
+        let answered = self.answered
+            || self
+                .outlet
+                .as_ref()
+                .is_some_and(|o| o.is_finished() && !o.was_cut());
         if !answered {
             self.upstream
                 .cancel_request(&self.port, &self.id, "the client closed the connection");
