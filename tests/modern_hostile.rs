@@ -235,3 +235,57 @@ async fn a_listen_stream_that_is_not_read_is_cut_off_not_thinned() {
     assert!(updates < 200, "{updates}");
     proxy.stop().await;
 }
+
+/// Regression: a 2026-07-28 request (its `_meta` says so) whose
+/// `MCP-Protocol-Version` held a byte outside visible ASCII, or came twice
+/// with a session-era value first, got the session era's plain 400
+/// (-32600), which a dual-era client reads as a legacy server's answer and
+/// falls back to `initialize`. The revision counts a header with invalid
+/// characters (or a second copy) as a header validation failure: -32020.
+#[tokio::test]
+async fn a_bad_version_header_on_a_modern_request_is_a_header_mismatch() {
+    let proxy = Proxy::start(&[]).await;
+    let body =
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":meta(json!({}))}});
+    let send = |versions: Vec<&'static [u8]>, body: Value| {
+        let mut req = reqwest::Client::new()
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("mcp-method", "tools/list");
+        for v in versions {
+            req = req.header(
+                "mcp-protocol-version",
+                reqwest::header::HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        async move {
+            let r = tokio::time::timeout(STEP, req.body(body.to_string()).send())
+                .await
+                .unwrap()
+                .unwrap();
+            (
+                r.status().as_u16(),
+                json_of(r).await["error"]["code"].clone(),
+            )
+        }
+    };
+    for versions in [
+        vec![&b"2026-07-28\xe9"[..]],
+        vec![&b"2025-06-18"[..], &b"2026-07-28"[..]],
+    ] {
+        let shown = format!("{versions:?}");
+        assert_eq!(
+            send(versions, body.clone()).await,
+            (400, json!(-32020)),
+            "{shown}"
+        );
+    }
+    // A session-era message with such a header keeps the session era's 400.
+    let old = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    assert_eq!(
+        send(vec![&b"2025-06-18\xe9"[..]], old).await,
+        (400, json!(-32600))
+    );
+    proxy.stop().await;
+}

@@ -688,7 +688,8 @@ impl App {
     /// The MCP endpoint: decides the request's era once and hands it to
     /// that era's front-end.
     ///
-    /// - `MCP-Protocol-Version` must be visible ASCII (else 400);
+    /// - `MCP-Protocol-Version` must be visible ASCII (else 400, with
+    ///   -32020 for a message whose `_meta` names 2026-07-28);
     /// - a 2026-07-28 value goes to [`modern`];
     /// - a POST with no session id whose single message carries a
     ///   `_meta` protocol version (and no session-era header) is a
@@ -697,7 +698,13 @@ impl App {
     /// - everything else is session-era ([`streamable`]), where an unknown
     ///   version is a plain 400 that never uses the 2026-07-28 codes.
     async fn mcp(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-        let version = protocol_version_header(req.headers())?.map(str::to_owned);
+        // A bad header waits for the body when there is one: it decides
+        // which revision's error the request gets.
+        let (version, bad_version) = match protocol_version_header(req.headers()) {
+            Ok(v) => (v.map(str::to_owned), None),
+            Err(e) if req.method() == Method::POST => (None, Some(e)),
+            Err(e) => return Err(e),
+        };
         let modern_header = version.as_deref().is_some_and(version::is_modern);
         if req.method() != Method::POST {
             if modern_header {
@@ -722,6 +729,21 @@ impl App {
         let frames = trace::carry(&parts.headers, frames);
         let has_session = parts.headers.contains_key(names::MCP_SESSION_ID);
         let single = (!batch).then(|| &frames[0]);
+        if let Some(e) = bad_version {
+            // A message that speaks 2026-07-28 makes it that revision's
+            // header validation failure (-32020): a dual-era client reads
+            // the session era's plain 400 as a legacy server's and falls
+            // back to `initialize`.
+            let modern = !has_session
+                && single
+                    .and_then(modern::meta_version)
+                    .is_some_and(|v| version::is_modern(&v));
+            return Err(if modern {
+                ProxyError::HeaderMismatch(e.to_string())
+            } else {
+                e
+            });
+        }
         let modern_body = single.is_some_and(|f| {
             !has_session
                 && match version.as_deref() {
