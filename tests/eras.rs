@@ -638,7 +638,7 @@ async fn a_session_id_is_unknown_on_the_other_transport() {
 /// `x-mcp-header` arguments must carry headers that say what the body
 /// says (400, -32020 otherwise); before that, they pass unchecked.
 #[tokio::test]
-async fn mcp_param_headers_are_checked_against_the_arguments_once_the_tools_are_known() {
+async fn mcp_param_headers_are_checked_against_the_arguments() {
     let proxy = Proxy::start(&[]).await;
     let call = |region: &str, shard: Option<i64>, headers: &[(&'static str, &str)]| {
         let mut args = json!({"region": region});
@@ -661,9 +661,11 @@ async fn mcp_param_headers_are_checked_against_the_arguments_once_the_tools_are_
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
-    // Not learned yet: passes as an intermediary passes unknown headers.
-    let (status, _) = call("us-west1", None, &[]).await;
-    assert_eq!(status, 200);
+    // Not listed by anyone yet: the proxy lists the tools itself, so the
+    // missing header is still found missing.
+    let (status, v) = call("us-west1", None, &[]).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], -32020, "{v}");
     let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":meta()}});
     let r = support::modern_post(&proxy, &list, "application/json").await;
     assert_eq!(r.status(), 200);

@@ -289,3 +289,30 @@ async fn a_bad_version_header_on_a_modern_request_is_a_header_mismatch() {
     );
     proxy.stop().await;
 }
+
+/// Regression: the proxy learned a tool's `x-mcp-header` arguments only
+/// from `tools/list` answers passing back to clients, and called a tool it
+/// had not seen listed unchecked. A client that never listed (one that
+/// cached the list, or a hostile one, right after the proxy started) could
+/// send `Mcp-Param-Region: us` for a call whose body says `eu`, and be
+/// served: a router on the header and the child on the body disagreed,
+/// which the check exists to prevent. The proxy now lists the child's
+/// tools itself when a call names a tool no listing has shown.
+#[tokio::test]
+async fn a_tool_never_listed_still_has_its_param_headers_checked() {
+    let proxy = Proxy::start(&[]).await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"locate","arguments":{"region":"eu"},"_meta":meta(json!({}))}});
+    let r = post(&proxy, None, &call, &[("mcp-param-region", "us")]).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json_of(r).await["error"]["code"], -32020);
+    let r = post(&proxy, None, &call, &[]).await;
+    assert_eq!(r.status(), 400, "the header the body calls for is missing");
+    let r = post(&proxy, None, &call, &[("mcp-param-region", "eu")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json_of(r).await["result"]["content"][0]["text"],
+        "located in eu"
+    );
+    proxy.stop().await;
+}

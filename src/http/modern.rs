@@ -223,6 +223,12 @@ pub async fn serve(
     let slots = Some(app.admit_without_session(&principal, 1)?);
     let upstream = app.modern_upstream(&principal).await?;
     ensure_initialized(&app, &upstream).await?;
+    if frame.method() == Some("tools/call") && !app.tool_headers.knows(&frame) {
+        // No listing has shown this tool: learn what its headers must say
+        // before it runs (validate() passed it as unknown).
+        learn_tool_headers(&app, &upstream).await;
+        app.tool_headers.check(&parts.headers, &frame)?;
+    }
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     match frame.method().unwrap_or_default() {
         "server/discover" => {
@@ -550,6 +556,72 @@ async fn ensure_initialized(app: &App, upstream: &Arc<Upstream>) -> Result<(), P
         .into());
     }
     Ok(())
+}
+
+/// Pages of its own `tools/list` the proxy reads at most.
+const MAX_SELF_LIST_PAGES: usize = 16;
+
+/// Lists the child's tools for the proxy itself (every page, up to
+/// [`MAX_SELF_LIST_PAGES`]), learning their `x-mcp-header` annotations as a
+/// client's listing would teach them; at most once per
+/// [`super::tool_headers::SELF_LIST_EVERY`], within `--request-timeout`
+/// (else 60 s). A listing that fails leaves the table as it was: the call
+/// goes on with what is known.
+async fn learn_tool_headers(app: &App, upstream: &Arc<Upstream>) {
+    let Some(_turn) = app.tool_headers.self_list_turn().await else {
+        return;
+    };
+    let port = app.new_port("proxy".into(), PortKind::Modern);
+    upstream.attach(port.clone());
+    let listing = async {
+        let mut cursor: Option<Value> = None;
+        for page in 0..MAX_SELF_LIST_PAGES {
+            let mut params = json!({ "_meta": {
+                META_VERSION: MODERN_VERSIONS[0],
+                META_CAPABILITIES: {},
+            }});
+            if let Some(c) = cursor.take() {
+                params["cursor"] = c;
+            }
+            let frame = Frame::from_value(
+                &json!({ "jsonrpc": "2.0", "id": page, "method": "tools/list", "params": params }),
+            );
+            let (tx, rx) = oneshot::channel();
+            upstream
+                .request(&port, frame, Reply::Once(tx))
+                .await
+                .map_err(|e| e.to_string())?;
+            let answer = rx.await.map_err(|_| "no answer".to_string())?;
+            app.tool_headers.learn(&answer);
+            let v: Value = serde_json::from_slice(&answer.into_bytes()).unwrap_or_default();
+            match v.pointer("/result/nextCursor") {
+                Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                _ => return Ok(()),
+            }
+        }
+        Err(format!(
+            "the list has more than {MAX_SELF_LIST_PAGES} pages; tools past them go unchecked"
+        ))
+    };
+    let budget = app
+        .config
+        .request_timeout
+        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    let listed = tokio::time::timeout(budget, listing).await;
+    // A page still unanswered (the deadline passed) is cancelled at the child.
+    upstream
+        .detach_cancelling(&port, "the proxy stopped waiting for the tool list")
+        .await;
+    match listed {
+        Ok(Ok(())) => debug!("listed the child's tools for their x-mcp-header arguments"),
+        Ok(Err(e)) => {
+            warn!(error = %e, "listing the child's tools for their x-mcp-header arguments failed")
+        }
+        Err(_) => warn!(
+            timeout_ms = budget.as_millis() as u64,
+            "the child did not list its tools in time; calls of unlisted tools go on unchecked"
+        ),
+    }
 }
 
 /// Dropped with the response (sent, or abandoned by the client). A client

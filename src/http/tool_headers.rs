@@ -7,8 +7,11 @@
 //!
 //! The proxy learns the annotations from the child's `tools/list` answers
 //! as they go back to any client, and checks a `tools/call` of a tool it
-//! has learned. A tool it has not seen listed is passed on unchecked (its
-//! headers are "not recognised", which the revision allows). Owns: the
+//! has learned. A call of a tool no listing has shown makes the proxy list
+//! the child's tools itself first (at most once per [`SELF_LIST_EVERY`],
+//! see [`super::modern`]): a client need not list before it calls, and one
+//! that skips it must not skip the check. A tool still unknown after that
+//! (the child has none of that name) is passed on unchecked. Owns: the
 //! learned table, bounded in tools and headers. Does not own: the other
 //! header rules (see [`super::modern`]).
 
@@ -31,6 +34,10 @@ const MAX_TOOLS: usize = 4096;
 const MAX_HEADERS_PER_TOOL: usize = 64;
 /// `tools/list` answers longer than this are not read.
 const MAX_LIST_BYTES: usize = 4 << 20;
+/// How often at most the proxy lists the child's tools itself for a call
+/// of a tool it does not know (a client calling made-up tools must not
+/// make every call cost a whole listing).
+pub const SELF_LIST_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One annotated argument: its header and where its value sits.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,10 +48,13 @@ struct ParamHeader {
     path: Vec<String>,
 }
 
-/// The annotations learned per tool name.
+/// The annotations learned per tool name (empty: listed, with none).
 #[derive(Default)]
 pub struct ToolHeaders {
     tools: Mutex<HashMap<String, Vec<ParamHeader>>>,
+    /// When the proxy last listed the child's tools itself; held while it
+    /// does, so calls arriving meanwhile wait for that listing.
+    self_listed: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// The table was full once (said once in the log).
     full_noted: AtomicBool,
     /// A list or a tool was past what is read (said once in the log).
@@ -81,21 +91,19 @@ impl ToolHeaders {
                     name.chars().take(64).collect::<String>()
                 ));
             }
-            match tool.get("inputSchema").map(annotations) {
-                Some(Some(found)) if !found.is_empty() => {
-                    if known.len() < MAX_TOOLS || known.contains_key(name) {
-                        known.insert(name.to_string(), found);
-                    } else if !self.full_noted.swap(true, Ordering::Relaxed) {
-                        warn!(
-                            tools = MAX_TOOLS,
-                            "more tools with x-mcp-header arguments than the proxy remembers; calls to the others pass their Mcp-Param headers unchecked"
-                        );
-                    }
-                }
-                // None, or a definition clients must reject: nothing to check.
-                _ => {
-                    known.remove(name);
-                }
+            // None, or a definition clients must reject: nothing to check,
+            // but the tool is known (its calls need no listing).
+            let found = match tool.get("inputSchema").map(annotations) {
+                Some(Some(found)) => found,
+                _ => Vec::new(),
+            };
+            if known.len() < MAX_TOOLS || known.contains_key(name) {
+                known.insert(name.to_string(), found);
+            } else if !found.is_empty() && !self.full_noted.swap(true, Ordering::Relaxed) {
+                warn!(
+                    tools = MAX_TOOLS,
+                    "more tools than the proxy remembers; calls to the others with x-mcp-header arguments pass their Mcp-Param headers unchecked"
+                );
             }
         }
     }
@@ -108,15 +116,35 @@ impl ToolHeaders {
         }
     }
 
+    /// Whether a listing has shown the tool `call` names (a call without a
+    /// name has nothing to check, and counts as known).
+    pub fn knows(&self, call: &Frame) -> bool {
+        let Some(name) = call_name(call) else {
+            return true;
+        };
+        crate::lock(&self.tools).contains_key(&name)
+    }
+
+    /// The turn to list the child's tools (held while listing), unless the
+    /// last listing is under [`SELF_LIST_EVERY`] old. Waits for a listing
+    /// under way, so a call never goes on before it learned.
+    pub async fn self_list_turn(
+        &self,
+    ) -> Option<tokio::sync::MutexGuard<'_, Option<std::time::Instant>>> {
+        let mut last = self.self_listed.lock().await;
+        if last.is_some_and(|at| at.elapsed() < SELF_LIST_EVERY) {
+            return None;
+        }
+        *last = Some(std::time::Instant::now());
+        Some(last)
+    }
+
     /// Checks a 2026-07-28 `tools/call`'s `Mcp-Param-*` headers against
     /// its arguments. Only the annotated values are read from the body,
     /// each alone: arguments no tree can hold (`1e400`, nesting past the
     /// parser's depth limit) elsewhere in the call do not stop the check.
     pub fn check(&self, headers: &HeaderMap, call: &Frame) -> Result<(), ProxyError> {
-        let Some(name) = call
-            .locate_in_params(&["name"])
-            .and_then(|at| serde_json::from_slice::<String>(&call.bytes()[at]).ok())
-        else {
+        let Some(name) = call_name(call) else {
             return Ok(());
         };
         let expected = {
@@ -177,6 +205,12 @@ impl ToolHeaders {
         }
         Ok(())
     }
+}
+
+/// The tool a `tools/call` names, read alone from the bytes.
+fn call_name(call: &Frame) -> Option<String> {
+    call.locate_in_params(&["name"])
+        .and_then(|at| serde_json::from_slice::<String>(&call.bytes()[at]).ok())
 }
 
 /// Decodes an `=?base64?…?=` header value (`Mcp-Name`, `Mcp-Param-*`);
@@ -455,12 +489,21 @@ mod tests {
         let twice = json!({"name":"c","inputSchema":{"properties":{
             "x":{"x-mcp-header":"Same"},"y":{"x-mcp-header":"same"}}}});
         let t = listed(json!([bad_name, in_items, twice, locate()]));
-        let known = t.tools.lock().unwrap();
-        assert_eq!(known.keys().collect::<Vec<_>>(), ["locate"]);
-        drop(known);
+        let checked = |t: &ToolHeaders| {
+            let known = t.tools.lock().unwrap();
+            let mut names: Vec<String> = known
+                .iter()
+                .filter(|(_, h)| !h.is_empty())
+                .map(|(n, _)| n.clone())
+                .collect();
+            names.sort();
+            (names, known.len())
+        };
+        // All four are known (a call of one needs no listing), only one is checked.
+        assert_eq!(checked(&t), (vec!["locate".to_string()], 4));
         // The tool is listed again without annotations: no longer checked.
         let plain = json!({"name":"locate","inputSchema":{"type":"object"}});
         t.learn(&bytes::Bytes::from(json!({"result":{"tools":[plain]}}).to_string()).into());
-        assert!(t.tools.lock().unwrap().is_empty());
+        assert_eq!(checked(&t), (vec![], 4));
     }
 }
