@@ -19,8 +19,9 @@
 //! room: the client gets its response, never silence. A stream that owes no
 //! set number of responses (legacy, GET) would keep every answer for a
 //! client that does not read, so there answers count against
-//! `--max-queue-bytes` too (with what an answer going on in pieces has not
-//! yet had taken, and what waits behind it), and past either cap such a
+//! `--max-queue-bytes` too (with what waits behind an answer going on in
+//! pieces, and what earlier such answers have not yet had taken: the
+//! latest one is the answer that always fits), and past either cap such a
 //! stream without ids is cut off rather than made to drop anything: it
 //! ends (a legacy stream with its session), which its client sees, where a
 //! dropped message would be lost without a trace (a dropped server request
@@ -172,7 +173,7 @@ pub fn stream_body<G: Send + 'static>(
                     yield Ok::<_, BodyError>(Frame::data(bytes));
                     due = tokio::time::Instant::now() + keep_alive;
                 }
-                Some(Item::Open(first, mut tail)) => {
+                Some(Item::Open(first, mut tail, unread)) => {
                     // An event still arriving: its pieces, and nothing
                     // else (no keep-alive) until it ends.
                     yield Ok(Frame::data(first));
@@ -183,7 +184,7 @@ pub fn stream_body<G: Send + 'static>(
                         };
                         match piece {
                             Ok(Some(piece)) => {
-                                rx.took(piece.len());
+                                unread.fetch_sub(piece.len(), Ordering::Relaxed);
                                 yield Ok(Frame::data(piece));
                             }
                             Ok(None) => break,
@@ -222,15 +223,16 @@ enum Item {
     /// The SEP-1699 priming event: an id and no message.
     Prime(Bytes),
     /// An event still arriving (a long answer passed on as the child
-    /// writes it): its first bytes, then the rest from the tail.
-    Open(Bytes, Tail),
+    /// writes it): its first bytes, then the rest from the tail, and the
+    /// bytes of the rest sent but not yet taken.
+    Open(Bytes, Tail, Arc<AtomicUsize>),
 }
 
 impl Item {
     /// Bytes counted against the queue's byte cap.
     fn len(&self) -> usize {
         match self {
-            Item::Event(b) | Item::Prime(b) | Item::Open(b, _) => b.len(),
+            Item::Event(b) | Item::Prime(b) | Item::Open(b, ..) => b.len(),
         }
     }
 }
@@ -243,11 +245,6 @@ impl LiveRx {
             held: VecDeque::new(),
             ended: false,
         }
-    }
-
-    /// A piece of an event going on in pieces was taken (see `queued`).
-    fn took(&self, len: usize) {
-        self.queued.fetch_sub(len, Ordering::Relaxed);
     }
 
     /// An item there now without waiting (`Some(None)`: the queue ended),
@@ -334,10 +331,10 @@ impl LiveRx {
     pub async fn recv(&mut self) -> Option<Bytes> {
         match self.recv_item().await? {
             Item::Event(b) | Item::Prime(b) => Some(b),
-            Item::Open(first, mut tail) => {
+            Item::Open(first, mut tail, unread) => {
                 let mut whole = BytesMut::from(&first[..]);
                 while let Some(piece) = tail.next().await.ok()? {
-                    self.took(piece.len());
+                    unread.fetch_sub(piece.len(), Ordering::Relaxed);
                     whole.extend_from_slice(&piece);
                 }
                 Some(whole.freeze())
@@ -456,17 +453,26 @@ impl ReplayBudget {
     }
 }
 
-/// Bytes waiting for the live consumer: in its queue, and held behind an
-/// event going on in pieces.
+/// Bytes waiting for the live consumer: in its queue, held behind an
+/// event going on in pieces, and the pieces not yet taken of every such
+/// event but the latest. The latest is the one answer that always fits,
+/// however large: a client reading a long answer slowly is not too slow
+/// for what arrives meanwhile unless that piles up too.
 fn backlog(inner: &OutletInner) -> usize {
-    inner
-        .queued
-        .load(Ordering::Relaxed)
+    let earlier = inner.unread.split_last().map_or(&[][..], |(_, e)| e);
+    earlier
+        .iter()
+        .fold(inner.queued.load(Ordering::Relaxed), |n, e| {
+            n.saturating_add(e.load(Ordering::Relaxed))
+        })
         .saturating_add(inner.held_bytes)
 }
 
 impl OutletInner {
     fn set_live(&mut self, live: Option<mpsc::Sender<Item>>) {
+        // What the last consumer had not taken is no longer waiting for
+        // the next one.
+        self.unread.clear();
         self.live = live;
         self.generation += 1;
     }
@@ -483,6 +489,8 @@ struct OpenEvent {
     bytes: usize,
     /// The live response that got its start, while it takes the rest.
     tail: Option<TailSender>,
+    /// The bytes sent to that response's tail and not yet taken.
+    unread: Arc<AtomicUsize>,
     generation: u64,
 }
 
@@ -527,9 +535,11 @@ struct OutletInner {
     held: Vec<(Bytes, bool)>,
     /// Their size.
     held_bytes: usize,
-    /// Bytes waiting for the live response (shared with its [`LiveRx`]):
-    /// its queue, and the pieces of an event going on in pieces that it
-    /// has not taken yet.
+    /// The pieces not yet taken of each event going on in pieces that the
+    /// live consumer still holds (or is reading), oldest first; see
+    /// [`backlog`].
+    unread: Vec<Arc<AtomicUsize>>,
+    /// Bytes in the live response's queue (shared with its [`LiveRx`]).
     queued: Arc<AtomicUsize>,
     /// The last `replay` events, by sequence number.
     buffer: VecDeque<(u64, Bytes)>,
@@ -575,6 +585,7 @@ impl Outlet {
                 open: None,
                 held: Vec::new(),
                 held_bytes: 0,
+                unread: Vec::new(),
                 queued: rx.queued.clone(),
                 buffer: VecDeque::new(),
                 buffered_bytes: 0,
@@ -806,11 +817,12 @@ impl Outlet {
         }
         // Counted before the consumer can see them (it takes them only
         // once the item is queued), so that its count never goes below zero.
-        let piece_bytes = pieces[1..].iter().map(Bytes::len).sum();
-        inner.queued.fetch_add(piece_bytes, Ordering::Relaxed);
-        let delivered = self.deliver(&mut inner, Item::Open(first, tail), true);
-        if !delivered {
-            inner.queued.fetch_sub(piece_bytes, Ordering::Relaxed);
+        let unread = Arc::new(AtomicUsize::new(pieces[1..].iter().map(Bytes::len).sum()));
+        let delivered = self.deliver(&mut inner, Item::Open(first, tail, unread.clone()), true);
+        if delivered {
+            // Events the consumer is done with (it dropped them) go.
+            inner.unread.retain(|e| Arc::strong_count(e) > 1);
+            inner.unread.push(unread.clone());
         }
         inner.open = Some(OpenEvent {
             seq,
@@ -818,6 +830,7 @@ impl Outlet {
             bytes: pieces.iter().map(Bytes::len).sum(),
             pieces,
             tail: delivered.then_some(tx),
+            unread,
             generation: inner.generation,
         });
         true
@@ -832,13 +845,8 @@ impl Outlet {
             inner.open = None;
             return false;
         }
-        let OutletInner {
-            open,
-            queued,
-            generation,
-            ..
-        } = &mut *inner;
-        let Some(open) = open.as_mut() else {
+        let generation = inner.generation;
+        let Some(open) = inner.open.as_mut() else {
             return false;
         };
         let piece = data_line(piece);
@@ -847,9 +855,9 @@ impl Outlet {
         if let Some(tx) = &open.tail {
             // Counted before the consumer can take it (see `open_response`).
             let len = piece.len();
-            queued.fetch_add(len, Ordering::Relaxed);
-            if open.generation != *generation || !tx.send(piece) {
-                queued.fetch_sub(len, Ordering::Relaxed);
+            open.unread.fetch_add(len, Ordering::Relaxed);
+            if open.generation != generation || !tx.send(piece) {
+                open.unread.fetch_sub(len, Ordering::Relaxed);
                 open.tail = None;
             }
         }
@@ -883,10 +891,10 @@ impl Outlet {
                     whole.freeze()
                 };
                 let live = live_tail.map(|tx| {
-                    inner.queued.fetch_add(end.len(), Ordering::Relaxed);
+                    open.unread.fetch_add(end.len(), Ordering::Relaxed);
                     let taken = tx.finish(end.clone());
                     if !taken {
-                        inner.queued.fetch_sub(end.len(), Ordering::Relaxed);
+                        open.unread.fetch_sub(end.len(), Ordering::Relaxed);
                     }
                     taken
                 });
@@ -1053,7 +1061,7 @@ impl Outlet {
         let Some(tx) = &inner.live else {
             return false;
         };
-        let queued = inner.queued.load(Ordering::Relaxed);
+        let queued = backlog(inner);
         let over_bytes = queued > 0 && queued.saturating_add(ev.len()) > self.max_queue_bytes;
         if !must_arrive && (tx.capacity() <= reserve || over_bytes) {
             let cap = if over_bytes {

@@ -266,3 +266,45 @@ async fn a_shared_childs_request_to_a_session_that_ends_gets_an_error() {
     );
     proxy.stop().await;
 }
+
+/// Regression: once answers counted against `--max-queue-bytes` on the
+/// legacy stream, the unread rest of one long answer counted too, so a
+/// client reading a long answer (a screenshot, say) more slowly than the
+/// child wrote it was cut off, its session ended, by the next small answer
+/// or progress notification. The latest long answer is the one that always
+/// fits: only what piles up beside it counts.
+#[tokio::test]
+async fn one_long_answer_read_slowly_does_not_cut_a_legacy_client_off() {
+    let proxy = Proxy::start(&["--max-queue-bytes", "64K"]).await;
+    let (mut stream, post_url) = legacy_session(&proxy).await;
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let req = http.post(&post_url).json(&body).send();
+        async move {
+            tokio::time::timeout(STEP, req)
+                .await
+                .expect("POST answered in time")
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 8 MB, more than the socket buffers hold while this client does not
+    // read yet; then a small answer behind it.
+    let big = json!({"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"large","arguments":{"bytes":8_000_000}}});
+    assert_eq!(post(big).await, 202);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(post(json!({"jsonrpc":"2.0","id":"small","method":"ping"})).await, 202);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        post(json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"})).await,
+        202,
+        "the session ended under a client reading one long answer"
+    );
+    // The client reads: both answers arrive.
+    let first = stream.next().await.expect("the long answer");
+    assert!(first.data.contains(r#""id":"big""#) && first.data.len() > 8_000_000);
+    let second = stream.next_json().await;
+    assert_eq!(second["id"], "small", "{second}");
+    proxy.stop().await;
+}
