@@ -41,6 +41,10 @@ const ONE_SHOT_TOUCHES: u32 = 2;
 /// included; streams not finished are kept past it ([`Session::open_stream`]).
 const KEPT_STREAMS: usize = 32;
 
+/// How often a legacy stream looks, during a shutdown, whether its
+/// session still has requests in flight ([`Session::legacy_stream_end`]).
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(20);
+
 /// What a session needs to know about limits.
 #[derive(Debug, Clone)]
 pub struct StreamLimits {
@@ -102,8 +106,13 @@ pub struct Session {
     /// A request was refused for too many in flight (logged once per
     /// session: a client that keeps trying gets 429s, not log lines).
     overfull_noted: std::sync::atomic::AtomicBool,
-    /// Cancelled when the session ends: every stream of it closes.
+    /// Cancelled when the session ends (or the shutdown's drain has run
+    /// out): every stream of it closes.
     pub cancel: CancellationToken,
+    /// Cancelled when the session ends or the proxy begins to shut down:
+    /// ends the session's GET stream, which carries no answer and never
+    /// ends by itself. A POST's stream runs on to its answers.
+    pub standalone: CancellationToken,
 }
 
 /// A client waiting for a JSON answer or reading a POST's stream in a
@@ -127,7 +136,9 @@ pub fn new_session_id() -> String {
 }
 
 impl Session {
-    /// A session over `upstream`, already attached to it.
+    /// A session over `upstream`, already attached to it. `cancel` ends
+    /// all of its streams, `standalone` its GET stream only (see the fields).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
         transport: Transport,
@@ -136,6 +147,7 @@ impl Session {
         upstream: Arc<Upstream>,
         limits: StreamLimits,
         cancel: CancellationToken,
+        standalone: CancellationToken,
     ) -> Arc<Session> {
         upstream.attach(port.clone());
         Arc::new(Session {
@@ -155,6 +167,7 @@ impl Session {
             waiting: Default::default(),
             overfull_noted: Default::default(),
             cancel,
+            standalone,
         })
     }
 
@@ -327,8 +340,41 @@ impl Session {
         Waiting(self.clone())
     }
 
+    /// When the legacy (2024-11-05) stream ends: with the session, or once
+    /// the proxy shuts down ([`Session::standalone`]) and none of the
+    /// session's requests is in flight, since their answers travel on
+    /// this stream and not on the POSTs. The count is looked at every
+    /// [`IN_FLIGHT_POLL`], during a shutdown only; the stream ends one
+    /// look after it reached zero, so that the last answer, counted out
+    /// just before it is queued, is queued by then.
+    pub fn legacy_stream_end(self: &Arc<Self>) -> CancellationToken {
+        let end = self.cancel.child_token();
+        let (session, watch) = (self.clone(), end.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch.cancelled() => return,
+                _ = session.standalone.cancelled() => {}
+            }
+            let mut idle_looks = 0;
+            while idle_looks < 2 {
+                idle_looks = if session.port.in_flight() == 0 {
+                    idle_looks + 1
+                } else {
+                    0
+                };
+                tokio::select! {
+                    _ = watch.cancelled() => return,
+                    _ = tokio::time::sleep(IN_FLIGHT_POLL) => {}
+                }
+            }
+            watch.cancel();
+        });
+        end
+    }
+
     async fn end(&self) {
         self.cancel.cancel();
+        self.standalone.cancel();
         if let Some(o) = self.port.set_notify(None) {
             o.finish();
         }

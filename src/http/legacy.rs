@@ -77,7 +77,7 @@ pub async fn handle_sse(
     Ok(sse_response(stream_body(
         rx,
         app.config.keep_alive,
-        session.cancel.clone(),
+        session.legacy_stream_end(),
         guard,
     )))
 }

@@ -106,8 +106,16 @@ pub struct App {
     /// The shared child: from the start in `--shared`/`--stateless` mode,
     /// on first use by a 2026-07-28 client in per-session mode.
     shared: OnceCell<Arc<Upstream>>,
-    /// Cancelled first on shutdown: ends every SSE stream.
+    /// Cancelled first on shutdown: ends the streams that never end by
+    /// themselves (a session's GET stream, a `subscriptions/listen`), and a
+    /// legacy stream once no answer is owed on it. A child of
+    /// [`App::answers_cancel`].
     pub streams_cancel: CancellationToken,
+    /// Cancelled when the drain's grace has run out (or the server stops):
+    /// ends every answer still awaited (a POST's stream or JSON wait, an
+    /// `initialize`). Until then a request in flight at a SIGTERM gets its
+    /// answer, as the drain promises.
+    pub answers_cancel: CancellationToken,
     /// Cancelled last: stops children.
     pub children_cancel: CancellationToken,
     started: Instant,
@@ -178,6 +186,7 @@ impl App {
             audit.clone(),
         ));
         let tasks = TaskTracker::new();
+        let answers_cancel = CancellationToken::new();
         Ok(Arc::new(App {
             principal_children: crate::principals::PrincipalChildren::new(
                 sessions.clone(),
@@ -189,7 +198,8 @@ impl App {
             auth,
             audit,
             shared: OnceCell::new(),
-            streams_cancel: CancellationToken::new(),
+            streams_cancel: answers_cancel.child_token(),
+            answers_cancel,
             children_cancel: CancellationToken::new(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
@@ -431,6 +441,7 @@ impl App {
             port,
             upstream,
             self.stream_limits(),
+            self.answers_cancel.child_token(),
             self.streams_cancel.child_token(),
         );
         Ok((session, reservation))
@@ -1116,9 +1127,10 @@ fn refuses(param: &str) -> bool {
 }
 
 /// Accepts connections until `shutdown` (see [`listener::accept`] for
-/// the caps and timeouts every connection gets), then drains: SSE streams
-/// are ended first (an open one never finishes by itself), then in-flight
-/// requests get up to the grace period, then children are stopped.
+/// the caps and timeouts every connection gets), then drains: the streams
+/// that never finish by themselves are ended first (GET streams, and a
+/// legacy stream once nothing is in flight on it), requests in flight get
+/// up to the grace period for their answers, then children are stopped.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
     let reaper = tokio::spawn(reap_idle(app.clone(), shutdown.clone()));
     let handler = {
@@ -1137,6 +1149,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
             "connections still open after the grace period; closing them"
         );
     }
+    // Answers not in by now are not waited for (each stream ends cleanly).
+    app.answers_cancel.cancel();
     reaper.abort();
     app.stop_children().await;
     // Cleanups started by requests (detaching abandoned ports, stopping

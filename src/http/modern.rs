@@ -272,7 +272,7 @@ pub async fn serve(
         let _ = upstream.request(&port, frame, reply).await;
         let answer = tokio::select! {
             r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None).into()),
-            _ = app.streams_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None).into(),
+            _ = app.answers_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None).into(),
         };
         guard.answered = true;
         // An error is small; a large answer is a result and is not read again.
@@ -296,7 +296,7 @@ pub async fn serve(
     let guard = CancelUnlessAnswered::new(&app, &upstream, &port, &id, Some(outlet.clone()), slots);
     let reply = app.reply_for(&principal, &frame, Reply::Stream(outlet.clone()));
     let _ = upstream.request(&port, frame, reply).await;
-    let cancel = app.streams_cancel.child_token();
+    let cancel = app.answers_cancel.child_token();
     rx.hold_first(app.config.keep_alive, &cancel).await;
     // An unknown method is answered at once, before anything else: it
     // gets the revision's 404, in JSON, on the SSE path too.

@@ -345,20 +345,20 @@ async fn initialize(
         .request(&session.port, frame, Reply::Once(tx))
         .await;
     let response = tokio::select! {
-        r = rx => r.ok().map(Message::into_bytes),
-        _ = tokio::time::sleep(limit) => None,
-        _ = session.cancel.cancelled() => None,
+        r = rx => r.ok().map(Message::into_bytes).ok_or_else(|| {
+            "the MCP server did not answer initialize".to_string()
+        }),
+        _ = tokio::time::sleep(limit) => Err(format!(
+            "the MCP server did not answer initialize within {} ms",
+            limit.as_millis()
+        )),
+        // The drain's grace ran out (or the session ended) first.
+        _ = session.cancel.cancelled() => Err(
+            "the proxy is shutting down; initialize was not answered in time".to_string()
+        ),
     };
-    let response = response.unwrap_or_else(|| {
-        jsonrpc::error_response(
-            Some(&client_id),
-            code::SERVER_ERROR,
-            &format!(
-                "the MCP server did not answer initialize within {} ms",
-                limit.as_millis()
-            ),
-            None,
-        )
+    let response = response.unwrap_or_else(|why| {
+        jsonrpc::error_response(Some(&client_id), code::SERVER_ERROR, &why, None)
     });
     let Some(version) = version::negotiated_version(&response) else {
         // No session was created: the error goes back without an id header.
@@ -437,7 +437,7 @@ pub async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>
     Ok(sse_response(stream_body(
         rx,
         app.config.keep_alive,
-        session.cancel.clone(),
+        session.standalone.clone(),
         (),
     )))
 }
@@ -537,7 +537,7 @@ async fn stateless(
             .with_metrics(limits.metrics.clone());
         (Arc::new(o), rx)
     };
-    let cancel = app.streams_cancel.child_token();
+    let cancel = app.answers_cancel.child_token();
     dispatch(
         &app, &port, &upstream, parts, frames, batch, open, cancel, guard,
     )

@@ -596,7 +596,7 @@ impl ServerSet {
 
 async fn stop_app(r: &Running) {
     r.reaper.cancel();
-    r.app.streams_cancel.cancel();
+    r.app.answers_cancel.cancel();
     r.app.stop_children().await;
 }
 

@@ -1,0 +1,124 @@
+//! Regression: a SIGTERM dropped every call in flight. The shutdown ended
+//! every SSE stream at once, a POST's stream (which ends by itself with
+//! its answer) included, and a JSON wait got "the proxy is shutting down"
+//! at once: a call that would have been answered 600 ms later, well
+//! within `--shutdown-grace`, got a stream closed without its answer, so
+//! every rolling update failed every call in flight. Now a request in
+//! flight keeps its stream (or JSON wait) until it is answered or the
+//! grace runs out; only the streams that carry no answer (a session's GET
+//! stream, a legacy stream with nothing in flight) end at once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Client, Proxy, STEP, legacy_session, read_messages, text_of};
+
+/// The proxy stops (as on SIGTERM) while `call` is in flight: started,
+/// then stopped `after` later; returns what `call` gave.
+async fn stop_during<F>(proxy: Proxy, after: Duration, call: F) -> Value
+where
+    F: std::future::Future<Output = Value> + Send + 'static,
+{
+    let call = tokio::spawn(call);
+    tokio::time::sleep(after).await;
+    let stopping = tokio::spawn(proxy.stop());
+    let answer = tokio::time::timeout(STEP, call)
+        .await
+        .expect("the call ends in time")
+        .unwrap();
+    tokio::time::timeout(STEP, stopping)
+        .await
+        .expect("the proxy stops in time")
+        .unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn a_call_in_flight_at_shutdown_gets_its_answer_on_its_stream() {
+    for version in ["2025-06-18", "2025-11-25"] {
+        let proxy = Proxy::start(&["--shutdown-grace", "10s"]).await;
+        let mut c = Client::new(&proxy.mcp());
+        c.initialize(version, json!({})).await;
+        let answer = stop_during(proxy, Duration::from_millis(200), async move {
+            let resp = c
+                .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+                    "params":{"name":"sleep","arguments":{"ms":800}}}))
+                .await;
+            read_messages(resp).await.pop().unwrap_or(Value::Null)
+        })
+        .await;
+        assert_eq!(text_of(&answer), "slept 800", "{version}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_call_in_flight_at_shutdown_gets_its_json_answer() {
+    let proxy = Proxy::start(&["--shutdown-grace", "10s"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-06-18", json!({})).await;
+    let c = c.sibling("application/json");
+    let answer = stop_during(proxy, Duration::from_millis(200), async move {
+        c.call(json!(7), "sleep", json!({"ms": 800})).await
+    })
+    .await;
+    assert_eq!(text_of(&answer), "slept 800", "{answer}");
+}
+
+#[tokio::test]
+async fn a_legacy_call_in_flight_at_shutdown_gets_its_answer_on_the_stream() {
+    let proxy = Proxy::start(&["--shutdown-grace", "10s"]).await;
+    let (mut stream, post_url) = legacy_session(&proxy).await;
+    let r = reqwest::Client::new()
+        .post(&post_url)
+        .json(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+            "params":{"name":"sleep","arguments":{"ms":800}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let answer = stop_during(proxy, Duration::from_millis(200), async move {
+        match stream.next().await {
+            Some(event) => serde_json::from_str(&event.data).unwrap(),
+            None => Value::Null,
+        }
+    })
+    .await;
+    assert_eq!(text_of(&answer), "slept 800", "{answer}");
+}
+
+/// The other side: what carries no answer does not hold the drain up for
+/// its grace (30 s here), nor does a call whose answer came.
+#[tokio::test]
+async fn streams_without_answers_owed_end_at_once_at_shutdown() {
+    let proxy = Proxy::start(&["--shutdown-grace", "30s"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let get = tokio::time::timeout(
+        STEP,
+        c.http
+            .get(&c.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .header("mcp-protocol-version", &c.version)
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(get.status(), 200);
+    let (legacy, _post_url) = legacy_session(&proxy).await;
+    assert_eq!(
+        text_of(&c.call(json!(1), "echo", json!({"message": "hi"})).await),
+        "hi"
+    );
+    let stopping = Instant::now();
+    proxy.stop().await;
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "an open GET or legacy stream held the shutdown for {took:?}"
+    );
+    drop((get, legacy));
+}
