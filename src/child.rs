@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
@@ -71,6 +71,10 @@ pub struct Children {
     /// Pids (= process group ids) of children spawned and not yet reaped.
     /// Held while spawning, so the reaper never sees an unregistered child.
     groups: Mutex<HashSet<u32>>,
+    /// Process groups that descendants of the children made outside the
+    /// children's own (`setsid`, a daemonising server), registered with
+    /// the guard too ([`Children::track_escaped`]). Locked after `groups`.
+    escaped: Mutex<HashSet<u32>>,
     /// Kills every group if the proxy dies; installed by
     /// [`Children::start_guard`], replaced by [`Children::check_guard`].
     /// Never locked while `groups` is held by the same thread.
@@ -129,6 +133,11 @@ impl Children {
         }
         // Children may still be started later (a named server's reload).
         self.tasks.reopen();
+        // Each child's supervisor killed its own leftovers; this takes the
+        // rest (a child still being stopped when the wait ran out). The
+        // proxy is about to exit: a /proc read on this thread holds up
+        // nothing else.
+        self.kill_leftovers();
         done
     }
 
@@ -139,10 +148,12 @@ impl Children {
         if let Some(g) = slot.as_ref() {
             return Ok(g.pid());
         }
+        // Its pid is ours to reap, never the PID-1 reaper's, and no child's
+        // leftover: the set is held from the fork on.
+        let mut groups = lock(&self.groups);
         let guard = Guard::start()?;
         let pid = guard.pid();
-        // Its pid is ours to reap, never the PID-1 reaper's.
-        lock(&self.groups).insert(pid);
+        groups.insert(pid);
         *slot = Some(guard);
         Ok(pid)
     }
@@ -163,7 +174,9 @@ impl Children {
         } else {
             return None;
         }
-        lock(&self.groups).remove(&old_pid);
+        // Held from the fork on, as in `start_guard`.
+        let mut owned = lock(&self.groups);
+        owned.remove(&old_pid);
         let guard = match Guard::start() {
             Ok(g) => g,
             Err(e) => {
@@ -172,12 +185,13 @@ impl Children {
             }
         };
         let pid = guard.pid();
-        let groups: Vec<u32> = {
-            let mut groups = lock(&self.groups);
-            let live = groups.iter().copied().collect();
-            groups.insert(pid);
-            live
-        };
+        let groups: Vec<u32> = owned
+            .iter()
+            .chain(lock(&self.escaped).iter())
+            .copied()
+            .collect();
+        owned.insert(pid);
+        drop(owned);
         for g in &groups {
             guard.register(*g);
         }
@@ -224,6 +238,130 @@ impl Children {
                 let _ = killpg(Pid::from_raw(g as i32), signal);
             }
         }
+    }
+
+    /// Whether [`Children::track_escaped`] has anything to do: children
+    /// live, or groups are still registered for them.
+    pub fn tracks_escaped(&self) -> bool {
+        self.live() > 0 || !lock(&self.escaped).is_empty()
+    }
+
+    /// Keeps the guard told about the process groups that descendants of
+    /// the children made outside the children's own (`setsid`, a
+    /// daemonising server), so that a killed proxy takes them too: each
+    /// such group is registered as a child's is, and unregistered once no
+    /// process is left in it. A descendant counts while its ancestry to a
+    /// child's group is unbroken, or once it is a leftover the proxy
+    /// adopted ([`crate::shutdown::adopt_orphans`]).
+    ///
+    /// Run every second ([`crate::shutdown::start_duties`]), so a group
+    /// made since the last run is the guard's only if the guard's own
+    /// search finds it when the proxy dies (its leader's parent still
+    /// there); and a group that ended may stay registered up to a second,
+    /// during which its id, reused by another group leader, would be
+    /// killed with a killed proxy. Reads /proc (every process's `stat`)
+    /// with spawning held off: off the runtime's threads.
+    pub fn track_escaped(&self) {
+        let me = std::process::id();
+        let guard = lock(&self.guard);
+        let guard_pid = guard.as_ref().map(Guard::pid);
+        let owned = lock(&self.groups);
+        let table = process_groups_table();
+        // The children's groups and the proxy's adopted leftovers, then
+        // everything descending from them.
+        let mut tree: HashSet<u32> = table
+            .iter()
+            .filter(|&&(pid, ppid, pgrp)| {
+                (owned.contains(&pgrp) && Some(pgrp) != guard_pid)
+                    || (ppid == me && !owned.contains(&pid))
+            })
+            .map(|&(pid, _, _)| pid)
+            .collect();
+        loop {
+            let before = tree.len();
+            for &(pid, ppid, _) in &table {
+                if tree.contains(&ppid) {
+                    tree.insert(pid);
+                }
+            }
+            if tree.len() == before {
+                break;
+            }
+        }
+        let now: HashSet<u32> = table
+            .iter()
+            .filter(|&&(pid, _, pgrp)| tree.contains(&pid) && !owned.contains(&pgrp))
+            .map(|&(_, _, pgrp)| pgrp)
+            .collect();
+        let mut escaped = lock(&self.escaped);
+        if let Some(g) = guard.as_ref() {
+            for &group in now.difference(&escaped) {
+                g.register(group);
+            }
+            for &group in escaped.difference(&now) {
+                g.unregister(group);
+            }
+        }
+        let new = now.difference(&escaped).count();
+        if new > 0 {
+            debug!(
+                groups = new,
+                "descendants of children left their process groups; the guard takes those too"
+            );
+        }
+        *escaped = now;
+    }
+
+    /// Kills what children left behind outside their process groups, once
+    /// it is the proxy's (see [`crate::shutdown::adopt_orphans`]; nothing
+    /// without it): every child of the proxy that is neither one of its
+    /// children nor its guard is such a leftover (a `setsid` grandchild
+    /// whose parent exited). Each, and every descendant of it, is stopped
+    /// as it is found (SIGSTOP: it forks no more, so the search ends with
+    /// all of them), then all get SIGKILL; [`crate::shutdown::reap_orphans`]
+    /// reaps them. Reads /proc: call it off the runtime's threads. Returns
+    /// how many processes were killed.
+    pub fn kill_leftovers(&self) -> usize {
+        if !crate::shutdown::is_adopting() {
+            return 0;
+        }
+        let me = std::process::id();
+        // Held throughout: no child or guard is spawned meanwhile, so a
+        // child of ours that is not in the set is not one being spawned.
+        let owned = lock(&self.groups);
+        let mut doomed = HashSet::new();
+        for _ in 0..LEFTOVER_PASSES {
+            let found = doomed.len();
+            let table = process_table();
+            loop {
+                let before = doomed.len();
+                for &(pid, ppid) in &table {
+                    let leftover = ppid == me && !owned.contains(&pid);
+                    if (leftover || doomed.contains(&ppid)) && doomed.insert(pid) {
+                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+                    }
+                }
+                if doomed.len() == before {
+                    break;
+                }
+            }
+            // A pass that finds nothing new: whatever forked before it was
+            // stopped is in this table.
+            if doomed.len() == found {
+                break;
+            }
+        }
+        drop(owned);
+        for &pid in &doomed {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if !doomed.is_empty() {
+            info!(
+                processes = doomed.len(),
+                "killed processes a child left behind outside its process group"
+            );
+        }
+        doomed.len()
     }
 
     /// Runs `f` with the set of pids that have owners (children and the
@@ -663,7 +801,7 @@ impl ChildHandle {
         let mut groups = lock(&children.groups);
         let mut child = cmd.spawn().map_err(|source| {
             if let Some(g) = guard.as_ref() {
-                g.resync(groups.iter().copied());
+                g.resync(groups.iter().chain(lock(&children.escaped).iter()).copied());
             }
             spec.metrics.spawn_failed();
             spawn_failed(source)
@@ -867,6 +1005,11 @@ async fn supervise(
     // The pipe goes when the reader drops its end, right after EOF.
     children.forget(pid, grown_pipe);
     info!(status = %status, "child exited");
+    // And whatever it left outside its group, now the proxy's.
+    if crate::shutdown::is_adopting() {
+        let children = children.clone();
+        let _ = tokio::task::spawn_blocking(move || children.kill_leftovers()).await;
+    }
     let _ = exit.send(status);
 }
 
@@ -916,6 +1059,37 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
+}
+
+/// Passes over /proc that [`Children::kill_leftovers`] makes at most
+/// (each finds what forked while the previous one stopped processes).
+const LEFTOVER_PASSES: usize = 8;
+
+/// `(pid, ppid)` of every process that is not a zombie, from /proc.
+fn process_table() -> Vec<(u32, u32)> {
+    process_groups_table()
+        .into_iter()
+        .map(|(pid, ppid, _)| (pid, ppid))
+        .collect()
+}
+
+/// `(pid, ppid, pgrp)` of every process that is not a zombie, from /proc.
+fn process_groups_table() -> Vec<(u32, u32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the parenthesised command: state, ppid, pgrp, …
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            let pgrp = fields.next()?.parse().ok()?;
+            (state != "Z").then_some((pid, ppid, pgrp))
+        })
+        .collect()
 }
 
 /// Pids of the processes in group `pgid` that are still running (not

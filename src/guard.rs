@@ -30,9 +30,18 @@
 //! ([`crate::child::Children::check_guard`]), and so is one that stops
 //! reading (SIGSTOP, a frozen cgroup): the write end is non-blocking, so a
 //! full pipe costs a registration, never a hung proxy, and marks the guard
-//! stuck. Not covered: a grandchild that leaves its group (`setsid`, a
-//! daemonising server), and the proxy and its guard killed at once
-//! (`pkill -9 -f mcp-proxy`).
+//! stuck.
+//!
+//! A descendant that left its child's group (`setsid`, a daemonising
+//! server) is taken two ways: the proxy registers the groups such
+//! descendants made, as it does the children's, once a second
+//! ([`crate::child::Children::track_escaped`]); and on EOF the guard
+//! first stops (SIGSTOP) every registered group, then searches /proc for
+//! the descendants of their members outside them, stopping each as it is
+//! found so the search ends, and kills them with the groups. Not covered:
+//! such a group made in the last second whose parent exited before the
+//! search (it belongs to init by then), and the proxy and its guard
+//! killed at once (`pkill -9 -f mcp-proxy`).
 //!
 //! The cost of the child's registration: a `pre_exec` hook makes the
 //! standard library `fork` where it would otherwise `posix_spawn` (a
@@ -52,6 +61,17 @@ use tracing::warn;
 /// kept by the proxy only (a warning says so, once, when a spawn passes it:
 /// `--max-sessions` is 256 by default, so only a raised cap reaches it).
 pub const GUARD_GROUPS: usize = 16 * 1024;
+
+/// Processes outside the registered groups that the guard stops and
+/// kills when the proxy dies: descendants of the groups' members that left
+/// them (`setsid`, a daemonising server, and their own descendants). Past
+/// it, the rest outlive the proxy.
+pub const GUARD_ESCAPED: usize = 4096;
+
+/// Passes over /proc the guard makes at most to find them (each finds
+/// what forked while the previous one stopped processes, and the children
+/// of what it found).
+const ESCAPE_PASSES: usize = 32;
 
 /// Entries of a [`Guard::resync`] per write: within `PIPE_BUF` (4,096
 /// bytes), which a pipe takes whole or not at all.
@@ -105,17 +125,23 @@ impl Guard {
         )?;
         // Allocated before the fork: the guard must not allocate.
         let mut table = vec![0i32; GUARD_GROUPS];
+        let mut escaped = vec![0i32; GUARD_ESCAPED];
         // SAFETY: the child branch runs `guard_main`, which only makes
         // async-signal-safe system calls on memory that already exists and
         // ends in `_exit`; it never returns into Rust code that could touch
         // locks or the allocator another thread held at fork time.
         match unsafe { nix::unistd::fork() }? {
             ForkResult::Child => unsafe {
-                guard_main(read.as_raw_fd(), table.as_mut_ptr(), table.len())
+                guard_main(
+                    read.as_raw_fd(),
+                    (table.as_mut_ptr(), table.len()),
+                    (escaped.as_mut_ptr(), escaped.len()),
+                )
             },
             ForkResult::Parent { child } => {
                 drop(read);
                 drop(table);
+                drop(escaped);
                 Ok(Guard {
                     pid: child,
                     pipe: Mutex::new(Some(File::from(write))),
@@ -233,9 +259,13 @@ impl Drop for Guard {
 }
 
 /// The guard process. Only async-signal-safe calls from here on.
-unsafe fn guard_main(fd: i32, table: *mut i32, cap: usize) -> ! {
+/// `groups` and `escaped` are (pointer, length) of initialised i32s owned
+/// by this (forked) process: the registered groups, and room for the
+/// processes that left them.
+unsafe fn guard_main(fd: i32, groups: (*mut i32, usize), escaped: (*mut i32, usize)) -> ! {
+    let (table, cap) = groups;
     // SAFETY (whole body): plain system calls on integers and on `table`,
-    // which is `cap` initialised i32s owned by this (forked) process.
+    // which is `cap` initialised i32s.
     unsafe {
         // Out of the proxy's process group, so a terminal's ^C or a
         // `kill -TERM -<pgid>` meant for the proxy does not end the guard
@@ -312,11 +342,189 @@ unsafe fn guard_main(fd: i32, table: *mut i32, cap: usize) -> ! {
                 }
             }
         }
+        // The groups first, stopped: nothing in them forks from here on.
         for i in 0..len {
-            libc::kill(-*table.add(i), libc::SIGKILL);
+            libc::kill(-*table.add(i), libc::SIGSTOP);
+        }
+        let groups = std::slice::from_raw_parts(table, len);
+        let escaped = std::slice::from_raw_parts_mut(escaped.0, escaped.1);
+        let found = find_escaped(groups, escaped);
+        for &pid in &escaped[..found] {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        for &group in groups {
+            libc::kill(-group, libc::SIGKILL);
         }
         libc::_exit(0)
     }
+}
+
+/// Fills `out` with the live processes outside `groups` that descend from
+/// a member of one (through processes outside them too), each stopped
+/// (SIGSTOP) as it is found so that it forks no more; returns how many.
+/// A process whose parent exited before the search (re-parented to init)
+/// is not found. Async-signal-safe: system calls and the stack only.
+///
+/// # Safety
+/// Called in the guard only (see [`guard_main`]).
+unsafe fn find_escaped(groups: &[i32], out: &mut [i32]) -> usize {
+    let mut n = 0;
+    for _ in 0..ESCAPE_PASSES {
+        let before = n;
+        // SAFETY: the guard's context; the closure only reads and writes `out`.
+        unsafe {
+            for_each_process(|pid, ppid, pgrp| {
+                if n == out.len() || groups.contains(&pgrp) || out[..n].contains(&pid) {
+                    return;
+                }
+                // Init's and the kernel's children are nobody's leftovers.
+                if ppid <= 1 {
+                    return;
+                }
+                let from_tree = out[..n].contains(&ppid)
+                    || stat_of(ppid)
+                        .is_some_and(|(_, parent_group)| groups.contains(&parent_group));
+                if from_tree {
+                    libc::kill(pid, libc::SIGSTOP);
+                    out[n] = pid;
+                    n += 1;
+                }
+            });
+        }
+        if n == before {
+            break;
+        }
+    }
+    n
+}
+
+/// Calls `f(pid, ppid, pgrp)` for every process in /proc that is not a
+/// zombie. Async-signal-safe: `open`, `getdents64`, `read` and `close` on
+/// stack buffers.
+unsafe fn for_each_process(mut f: impl FnMut(i32, i32, i32)) {
+    // SAFETY: system calls on a descriptor opened here and on stack
+    // buffers of the lengths given; each directory entry is read within
+    // the bytes the kernel returned.
+    unsafe {
+        let dir = libc::open(
+            c"/proc".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if dir < 0 {
+            return;
+        }
+        // u64s: entries are 8-byte aligned within it.
+        let mut buf = [0u64; 1024];
+        loop {
+            let got = libc::syscall(
+                libc::SYS_getdents64,
+                dir,
+                buf.as_mut_ptr(),
+                std::mem::size_of_val(&buf),
+            );
+            if got <= 0 {
+                break;
+            }
+            let base = buf.as_ptr().cast::<u8>();
+            let mut at = 0usize;
+            while at < got as usize {
+                // struct linux_dirent64: d_ino u64, d_off i64, d_reclen
+                // u16 at 16, d_type u8 at 18, d_name from 19, NUL-ended.
+                let entry = base.add(at);
+                let reclen = std::ptr::read_unaligned(entry.add(16).cast::<u16>()) as usize;
+                if reclen == 0 {
+                    break;
+                }
+                let name = entry.add(19);
+                let mut pid: i32 = 0;
+                let mut i = 0;
+                let mut digits = true;
+                while at + 19 + i < at + reclen {
+                    let b = *name.add(i);
+                    if b == 0 {
+                        break;
+                    }
+                    if !b.is_ascii_digit() || pid > i32::MAX / 10 - 1 {
+                        digits = false;
+                        break;
+                    }
+                    pid = pid * 10 + i32::from(b - b'0');
+                    i += 1;
+                }
+                if digits
+                    && i > 0
+                    && let Some((ppid, pgrp)) = stat_of(pid)
+                {
+                    f(pid, ppid, pgrp);
+                }
+                at += reclen;
+            }
+        }
+        libc::close(dir);
+    }
+}
+
+/// `(ppid, pgrp)` of `pid` from `/proc/<pid>/stat`, unless it is gone or
+/// a zombie. Async-signal-safe.
+unsafe fn stat_of(pid: i32) -> Option<(i32, i32)> {
+    // "/proc/" + at most 10 digits + "/stat" + NUL.
+    let mut path = [0u8; 32];
+    path[..6].copy_from_slice(b"/proc/");
+    let mut digits = [0u8; 10];
+    let mut d = 0;
+    let mut v = pid;
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 || d == digits.len() {
+            break;
+        }
+    }
+    let mut at = 6;
+    while d > 0 {
+        d -= 1;
+        path[at] = digits[d];
+        at += 1;
+    }
+    path[at..at + 5].copy_from_slice(b"/stat");
+    // SAFETY: a NUL-terminated path and a stack buffer of the length given.
+    let (text, len) = unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        // The fields up to pgrp come early: the command is at most 64 bytes.
+        let mut text = [0u8; 512];
+        let n = libc::read(fd, text.as_mut_ptr().cast(), text.len());
+        libc::close(fd);
+        if n <= 0 {
+            return None;
+        }
+        (text, n as usize)
+    };
+    // After the last ')' (the command may hold one): " S ppid pgrp …".
+    let close = text[..len].iter().rposition(|&b| b == b')')?;
+    let mut fields = text[close + 1..len]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let state = fields.next()?;
+    if state == b"Z" {
+        return None;
+    }
+    let number = |f: &[u8]| -> Option<i32> {
+        let mut v: i32 = 0;
+        for &b in f {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            v = v.checked_mul(10)?.checked_add(i32::from(b - b'0'))?;
+        }
+        Some(v)
+    };
+    let ppid = number(fields.next()?)?;
+    let pgrp = number(fields.next()?)?;
+    Some((ppid, pgrp))
 }
 
 #[cfg(test)]
@@ -369,6 +577,60 @@ mod tests {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = spared.wait();
+    }
+
+    /// Regression: a process that left its group (`setsid`, and what it
+    /// started in its new session) outlived a proxy killed with SIGKILL,
+    /// since the guard killed the registered groups only.
+    #[test]
+    fn releasing_the_guard_kills_descendants_that_left_their_group() {
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "setsid sh -c 'sleep 1000 & echo $!; exec sleep 1000' & wait",
+            ])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let nested: u32 = line.trim().parse().unwrap();
+        // The session leader: the nested `sleep`'s parent.
+        let leader = std::fs::read_to_string(format!("/proc/{nested}/stat"))
+            .unwrap()
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u32>()
+            .unwrap();
+        assert!(running(nested) && running(leader));
+        let guard = Guard::start().unwrap();
+        guard.register(child.id());
+        let released = Instant::now();
+        drop(guard);
+        let _ = child.wait();
+        while (running(nested) || running(leader)) && released.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left: Vec<u32> = [nested, leader]
+            .into_iter()
+            .filter(|&p| running(p))
+            .collect();
+        for &pid in &left {
+            let _ = nix::sys::signal::kill(
+                Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert_eq!(left, Vec::<u32>::new(), "outlived the guard's release");
     }
 
     /// A child registers itself before `exec`, so a proxy killed before it

@@ -9,8 +9,13 @@
 //! - As PID 1 (no init in the container), SIGHUP, SIGUSR1 and SIGUSR2 are
 //!   forwarded to every child's process group, and [`reap_orphans`] reaps
 //!   the zombies re-parented to us (orphaned grandchildren).
+//! - Otherwise the binary makes the proxy a child subreaper
+//!   ([`adopt_orphans`]): what a child leaves behind outside its process
+//!   group becomes the proxy's when the child exits, and is killed and
+//!   reaped then.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -52,12 +57,49 @@ pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
+/// Set by [`adopt_orphans`].
+static ADOPTING: AtomicBool = AtomicBool::new(false);
+
+/// Makes the proxy a child subreaper (`PR_SET_CHILD_SUBREAPER`): a
+/// process that a child leaves behind outside its process group (a
+/// `setsid` grandchild, a daemonising server) becomes the proxy's own
+/// child when the child exits, instead of init's, so the proxy can find
+/// it, kill it ([`Children::kill_leftovers`]) and reap it
+/// ([`reap_orphans`]). Without it such a process outlived its child and
+/// the proxy, however either stopped.
+///
+/// For the binary only (like [`crate::servers::hide_from_children`]): in a
+/// host process, the test harness say, the orphans of the host's own
+/// processes would be taken for a child's leftovers. As PID 1 it is not
+/// needed (every orphan of the container is already the proxy's, and the
+/// kernel ends them all when PID 1 exits) and leftovers are only reaped:
+/// an orphan there may be a `docker exec` user's.
+pub fn adopt_orphans() {
+    if is_pid1() {
+        return;
+    }
+    match nix::sys::prctl::set_child_subreaper(true) {
+        Ok(()) => ADOPTING.store(true, Ordering::Relaxed),
+        Err(e) => {
+            warn!(error = %e, "cannot become a child subreaper: a process a child leaves behind outside its process group would outlive it")
+        }
+    }
+}
+
+/// Whether [`adopt_orphans`] made this process the reaper of its
+/// children's orphans (never as PID 1).
+pub fn is_adopting() -> bool {
+    ADOPTING.load(Ordering::Relaxed)
+}
+
 /// How often the guard process is checked for life.
 const GUARD_CHECK: Duration = Duration::from_secs(1);
 
 /// What the proxy does for its children while it serves, one server or
 /// named servers alike: starts the guard process (see [`crate::guard`])
-/// and replaces it within [`GUARD_CHECK`] if it is killed; as PID 1,
+/// and replaces it within [`GUARD_CHECK`] if it is killed, and as often
+/// tells it the groups the children's descendants made outside their own
+/// ([`Children::track_escaped`]); as PID 1,
 /// reaps orphans and forwards signals (SIGHUP only when `forward_hup`:
 /// named servers reload on it instead); when `hurry` is cancelled (a
 /// second signal), kills every child's group at once. All of it ends
@@ -83,6 +125,9 @@ pub fn start_duties(
         if let Err(e) = forward_signals(children.clone(), duties.clone(), forward_hup) {
             warn!(error = %e, "cannot install the signal forwarders");
         }
+    } else if is_adopting() {
+        // The leftovers the proxy kills are its children: it reaps them.
+        tokio::spawn(reap_orphans(children.clone(), duties.clone()));
     }
     {
         let children = children.clone();
@@ -90,7 +135,13 @@ pub fn start_duties(
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(GUARD_CHECK) => { children.check_guard(); }
+                    _ = tokio::time::sleep(GUARD_CHECK) => {
+                        children.check_guard();
+                        if children.tracks_escaped() {
+                            let children = children.clone();
+                            let _ = tokio::task::spawn_blocking(move || children.track_escaped()).await;
+                        }
+                    }
                     _ = duties.cancelled() => return,
                 }
             }
@@ -148,9 +199,9 @@ pub fn forward_signals(
     Ok(())
 }
 
-/// As PID 1: reaps every zombie whose parent is this process and that no
-/// [`crate::child::ChildHandle`] owns (grandchildren orphaned by a child
-/// are re-parented to PID 1). Runs on SIGCHLD and once a second, until
+/// As PID 1 or a subreaper ([`adopt_orphans`]): reaps every zombie whose
+/// parent is this process and that no [`crate::child::ChildHandle`] owns
+/// (grandchildren orphaned by a child are re-parented to us). Runs on SIGCHLD and once a second, until
 /// `stop`; the owned children are left to their supervisors.
 pub async fn reap_orphans(children: Arc<Children>, stop: CancellationToken) {
     let Ok(mut chld) = signal(SignalKind::child()) else {

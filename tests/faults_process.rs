@@ -1187,17 +1187,21 @@ fn socket_peer_open(pid: u32, fd: i32) -> bool {
     // closes; the buffer is a static byte.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as i32;
-        assert!(
-            pidfd >= 0,
-            "pidfd_open: {}",
-            std::io::Error::last_os_error()
-        );
+        let error = std::io::Error::last_os_error();
+        if pidfd < 0 && !alive(pid) {
+            // Exited (killed as a leftover): it holds nothing.
+            return false;
+        }
+        assert!(pidfd >= 0, "pidfd_open: {error}");
         let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
-        assert!(
-            copy >= 0,
-            "pidfd_getfd: {}",
-            std::io::Error::last_os_error()
-        );
+        let error = std::io::Error::last_os_error();
+        if copy < 0 {
+            libc::close(pidfd);
+            if !alive(pid) {
+                return false;
+            }
+        }
+        assert!(copy >= 0, "pidfd_getfd: {error}");
         let sent = libc::send(
             copy,
             b"\n".as_ptr().cast(),
@@ -1245,20 +1249,74 @@ async fn a_shared_child_that_exits_while_an_escaped_grandchild_holds_its_pipes_i
         assert!(crash.get("error").is_some(), "{kind}: {crash}");
         let second = pid_once_answered(&c).await;
         assert_ne!(first, second, "{kind}: a new child answers");
-        // The proxy let go of the dead child's stdout; the escaped
-        // grandchild is the documented limit: it keeps running (README,
-        // Operations).
+        // The proxy let go of the dead child's stdout, and killed (and
+        // reaped) the escaped grandchild, which became its own once its
+        // parent died.
         assert!(
             eventually(STEP, || !read_by_proxy()).await,
             "{kind}: the proxy still holds the dead child's stdout"
         );
-        assert!(alive(grandchild));
+        assert!(
+            eventually(STEP, || !alive(grandchild)
+                && !zombies_of(proxy).contains(&grandchild))
+            .await,
+            "{kind}: the dead child's escaped grandchild still runs or is a zombie"
+        );
         // The restarted child left an escaped grandchild of its own.
         let second_grandchild = escaped_grandchild(&pid_file).await;
         let _cleanup_second = KillOnDrop(second_grandchild);
         assert_ne!(second_grandchild, grandchild);
         let _ = std::fs::remove_file(&pid_file);
     }
+}
+
+// Regression: a grandchild that left its child's process group (a
+// `sleep` started with `setsid`) outlived the proxy however it stopped: a
+// SIGTERM stopped the child and signalled its group, a `kill -9` had the
+// guard kill the registered groups, and the grandchild was in neither.
+#[tokio::test]
+async fn sigterm_takes_a_grandchild_that_left_its_group() {
+    let pid_file = scratch_file("grandchild");
+    let command = with_escaped_grandchild(&pid_file);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let mut p = start(&["--shutdown-grace", "1s"], &command);
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let grandchild = escaped_grandchild(&pid_file).await;
+    let _cleanup = KillOnDrop(grandchild);
+    let asked = Instant::now();
+    p.signal(Signal::SIGTERM);
+    let (code, _) = p.wait_exit(asked, STEP);
+    assert_eq!(code, 0);
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(grandchild)).await,
+        "the escaped grandchild outlived a SIGTERM of the proxy"
+    );
+    assert!(p.logs().contains("left behind outside its process group"));
+    let _ = std::fs::remove_file(&pid_file);
+}
+
+#[tokio::test]
+async fn kill_9_takes_a_grandchild_that_left_its_group_within_5s() {
+    let pid_file = scratch_file("grandchild");
+    let command = with_escaped_grandchild(&pid_file);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let mut p = start(&["--log-level", "info,mcp_sidecar::child=debug"], &command);
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let grandchild = escaped_grandchild(&pid_file).await;
+    let _cleanup = KillOnDrop(grandchild);
+    // Told to the guard within a second (the guard's own search at the
+    // proxy's death covers a younger one only while its parent lives).
+    p.wait_log("left their process groups").await;
+    let killed = Instant::now();
+    p.signal(Signal::SIGKILL);
+    p.wait_exit(killed, STEP);
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(grandchild)).await,
+        "the escaped grandchild outlived a kill -9 of the proxy by 5 s"
+    );
+    let _ = std::fs::remove_file(&pid_file);
 }
 
 // Regression: a per-session child that exited while an escaped
