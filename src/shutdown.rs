@@ -15,7 +15,7 @@
 //!   reaped then.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -28,7 +28,26 @@ use tracing::{debug, info, warn};
 use crate::child::Children;
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT and `hurry` on the second.
+///
+/// The deliveries are counted in the signal handler itself: a stream
+/// wakes its task once for every signal that arrived before the task ran,
+/// so two SIGTERMs sent back to back (`kill -TERM $p; kill -TERM $p`)
+/// were one, and the children got their whole grace period.
 pub fn on_signal(shutdown: CancellationToken, hurry: CancellationToken) -> std::io::Result<()> {
+    // Counted before tokio's own action runs (actions run in the order
+    // they were registered): once the task wakes, the count includes
+    // every delivery its wake-up stands for.
+    let delivered = Arc::new(AtomicUsize::new(0));
+    for sig in [nix::libc::SIGTERM, nix::libc::SIGINT] {
+        let delivered = delivered.clone();
+        // SAFETY: the action only increments an atomic integer, which is
+        // async-signal-safe; it allocates nothing and takes no lock.
+        unsafe {
+            signal_hook_registry::register(sig, move || {
+                delivered.fetch_add(1, Ordering::SeqCst);
+            })
+        }?;
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -39,9 +58,14 @@ pub fn on_signal(shutdown: CancellationToken, hurry: CancellationToken) -> std::
         // Cancel first: logging may fail or stall, the stop must not.
         shutdown.cancel();
         info!(signal = name, "shutdown requested");
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let name = if delivered.load(Ordering::SeqCst) >= 2 {
+            // The second arrived with the first.
+            name
+        } else {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
         };
         hurry.cancel();
         warn!(
@@ -272,4 +296,32 @@ fn zombie_children(ppid: u32) -> Vec<u32> {
             f.next() == Some("Z") && f.next() == Some(parent.as_str())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: two SIGTERMs sent back to back (`kill -TERM $p; kill
+    /// -TERM $p`) were taken for one when both arrived before the task
+    /// watching them ran (the signal stream wakes once for both): stubborn
+    /// children then got their whole staged stop instead of SIGKILL at
+    /// once. Here both are delivered (`raise` runs the handler before it
+    /// returns) before this single-threaded runtime polls the task.
+    #[test]
+    fn two_signals_before_the_watcher_runs_are_a_second_signal() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (shutdown, hurry) = (CancellationToken::new(), CancellationToken::new());
+            on_signal(shutdown.clone(), hurry.clone()).unwrap();
+            nix::sys::signal::raise(Signal::SIGTERM).unwrap();
+            nix::sys::signal::raise(Signal::SIGTERM).unwrap();
+            let hurried = tokio::time::timeout(Duration::from_secs(5), hurry.cancelled()).await;
+            assert!(shutdown.is_cancelled(), "the first signal was not seen");
+            assert!(hurried.is_ok(), "the second signal was not seen");
+        });
+    }
 }
