@@ -6,6 +6,8 @@
 //!   complete (stderr a broken or full pipe) cannot hold the stop up.
 //! - A second SIGTERM or SIGINT while draining means "now": `hurry` is
 //!   cancelled and the caller kills every child's group at once.
+//! - SIGHUP is the same for a single server that is not PID 1 (nothing
+//!   to reload); named servers reload on it.
 //! - As PID 1 (no init in the container), SIGHUP, SIGUSR1 and SIGUSR2 are
 //!   forwarded to every child's process group, and [`reap_orphans`] reaps
 //!   the zombies re-parented to us (orphaned grandchildren).
@@ -27,18 +29,32 @@ use tracing::{debug, info, warn};
 
 use crate::child::Children;
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT and `hurry` on the second.
+/// Cancels `shutdown` on the first SIGTERM or SIGINT and `hurry` on the
+/// second. With `hangup`, SIGHUP counts as one of them: a single server
+/// has no configuration to reload, and SIGHUP's default action ended the
+/// proxy on the spot (a closed terminal, a supervisor's reload), leaving
+/// calls in flight unanswered and the children to the guard's SIGKILL
+/// instead of their staged stop. Named servers reload on SIGHUP, and PID 1
+/// forwards it to the children: they pass `false`.
 ///
 /// The deliveries are counted in the signal handler itself: a stream
 /// wakes its task once for every signal that arrived before the task ran,
 /// so two SIGTERMs sent back to back (`kill -TERM $p; kill -TERM $p`)
 /// were one, and the children got their whole grace period.
-pub fn on_signal(shutdown: CancellationToken, hurry: CancellationToken) -> std::io::Result<()> {
+pub fn on_signal(
+    shutdown: CancellationToken,
+    hurry: CancellationToken,
+    hangup: bool,
+) -> std::io::Result<()> {
     // Counted before tokio's own action runs (actions run in the order
     // they were registered): once the task wakes, the count includes
     // every delivery its wake-up stands for.
     let delivered = Arc::new(AtomicUsize::new(0));
-    for sig in [nix::libc::SIGTERM, nix::libc::SIGINT] {
+    let mut counted = vec![nix::libc::SIGTERM, nix::libc::SIGINT];
+    if hangup {
+        counted.push(nix::libc::SIGHUP);
+    }
+    for sig in counted {
         let delivered = delivered.clone();
         // SAFETY: the action only increments an atomic integer, which is
         // async-signal-safe; it allocates nothing and takes no lock.
@@ -50,11 +66,26 @@ pub fn on_signal(shutdown: CancellationToken, hurry: CancellationToken) -> std::
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = if hangup {
+        Some(signal(SignalKind::hangup())?)
+    } else {
+        None
+    };
     tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let mut next = async || {
+            let hup_recv = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup_recv => "SIGHUP",
+            }
         };
+        let name = next().await;
         // Cancel first: logging may fail or stall, the stop must not.
         shutdown.cancel();
         info!(signal = name, "shutdown requested");
@@ -62,10 +93,7 @@ pub fn on_signal(shutdown: CancellationToken, hurry: CancellationToken) -> std::
             // The second arrived with the first.
             name
         } else {
-            tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            }
+            next().await
         };
         hurry.cancel();
         warn!(
@@ -316,7 +344,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (shutdown, hurry) = (CancellationToken::new(), CancellationToken::new());
-            on_signal(shutdown.clone(), hurry.clone()).unwrap();
+            on_signal(shutdown.clone(), hurry.clone(), false).unwrap();
             nix::sys::signal::raise(Signal::SIGTERM).unwrap();
             nix::sys::signal::raise(Signal::SIGTERM).unwrap();
             let hurried = tokio::time::timeout(Duration::from_secs(5), hurry.cancelled()).await;

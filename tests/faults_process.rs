@@ -263,6 +263,36 @@ async fn a_second_sigterm_kills_children_at_once() {
     p.wait_log("second signal").await;
 }
 
+// Regression: SIGHUP (a closed terminal, a supervisor's reload) ended a
+// single server on the spot: its default action killed the proxy (exit by
+// signal), the call in flight got no answer, and the children got the
+// guard's SIGKILL instead of their staged stop, unlogged. Named servers
+// reload on it; a single server has nothing to reload and now stops as on
+// SIGTERM.
+#[tokio::test]
+async fn sighup_stops_a_single_server_as_sigterm_does() {
+    let mut p = start(
+        &["--shutdown-grace", "10s"],
+        &[&support::example("everything")],
+    );
+    let mut c = Client::new(&format!("{}/mcp", p.base));
+    c.initialize("2025-11-25", json!({})).await;
+    let call = tokio::spawn(async move { c.call(json!(7), "sleep", json!({"ms": 800})).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    p.signal(Signal::SIGHUP);
+    let answer = tokio::time::timeout(STEP, call)
+        .await
+        .expect("the call in flight ends")
+        .unwrap();
+    assert_eq!(text_of(&answer), "slept 800", "{answer}");
+    let (code, _) = p.wait_exit(asked, STEP);
+    assert_eq!(code, 0, "exited by signal, or with an error");
+    let logs = p.wait_log("shutdown complete").await;
+    assert!(logs.contains("signal=\"SIGHUP\""), "{logs}");
+    assert!(logs.contains("child exited"), "{logs}");
+}
+
 // ---- fault 14: a broken stderr never stops the proxy ----
 
 #[tokio::test]

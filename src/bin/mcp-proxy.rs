@@ -293,7 +293,10 @@ fn main() {
         };
         let token = CancellationToken::new();
         let hurry = CancellationToken::new();
-        if let Err(e) = shutdown::on_signal(token.clone(), hurry.clone()) {
+        // SIGHUP stops a single server too (nothing to reload), except as
+        // PID 1, which forwards it to the children.
+        let hangup = !shutdown::is_pid1();
+        if let Err(e) = shutdown::on_signal(token.clone(), hurry.clone(), hangup) {
             say(&format!("error: cannot install signal handlers: {e}"));
             return 1;
         }
@@ -375,7 +378,8 @@ mod named {
             };
             let token = CancellationToken::new();
             let hurry = CancellationToken::new();
-            if let Err(e) = shutdown::on_signal(token.clone(), hurry.clone()) {
+            // SIGHUP reloads (servers::reload_on_sighup).
+            if let Err(e) = shutdown::on_signal(token.clone(), hurry.clone(), false) {
                 super::say(&format!("error: cannot install signal handlers: {e}"));
                 return 1;
             }
