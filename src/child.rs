@@ -75,6 +75,11 @@ pub struct Children {
     /// children's own (`setsid`, a daemonising server), registered with
     /// the guard too ([`Children::track_escaped`]). Locked after `groups`.
     escaped: Mutex<HashSet<u32>>,
+    /// Processes that were already the proxy's own (adopted, not spawned)
+    /// at the last [`Children::track_escaped`]: daemons of children that
+    /// still ran then, which another child's exit leaves alone
+    /// ([`Children::kill_leftovers`]). Locked after `groups`.
+    adopted_seen: Mutex<HashSet<u32>>,
     /// Kills every group if the proxy dies; installed by
     /// [`Children::start_guard`], replaced by [`Children::check_guard`].
     /// Never locked while `groups` is held by the same thread.
@@ -137,7 +142,7 @@ impl Children {
         // rest (a child still being stopped when the wait ran out). The
         // proxy is about to exit: a /proc read on this thread holds up
         // nothing else.
-        self.kill_leftovers();
+        self.kill_leftovers(false);
         done
     }
 
@@ -293,6 +298,11 @@ impl Children {
             .filter(|&&(pid, _, pgrp)| tree.contains(&pid) && !owned.contains(&pgrp))
             .map(|&(_, _, pgrp)| pgrp)
             .collect();
+        *lock(&self.adopted_seen) = table
+            .iter()
+            .filter(|&&(pid, ppid, _)| ppid == me && !owned.contains(&pid))
+            .map(|&(pid, _, _)| pid)
+            .collect();
         let mut escaped = lock(&self.escaped);
         if let Some(g) = guard.as_ref() {
             for &group in now.difference(&escaped) {
@@ -321,7 +331,15 @@ impl Children {
     /// all of them), then all get SIGKILL; [`crate::shutdown::reap_orphans`]
     /// reaps them. Reads /proc: call it off the runtime's threads. Returns
     /// how many processes were killed.
-    pub fn kill_leftovers(&self) -> usize {
+    ///
+    /// With `spare_seen` (a child just exited), the processes that were
+    /// already the proxy's at the last once-a-second pass are spared: a
+    /// double-forked daemon is the proxy's from its start, and one that
+    /// a child started while it ran is that child's helper until the
+    /// proxy stops (the pass cannot tell whose it is; the exited child's
+    /// own leftovers became the proxy's only now). One adopted in the
+    /// second before another child's exit is taken for that child's.
+    pub fn kill_leftovers(&self, spare_seen: bool) -> usize {
         if !crate::shutdown::is_adopting() {
             return 0;
         }
@@ -329,6 +347,11 @@ impl Children {
         // Held throughout: no child or guard is spawned meanwhile, so a
         // child of ours that is not in the set is not one being spawned.
         let owned = lock(&self.groups);
+        let spared = if spare_seen {
+            lock(&self.adopted_seen).clone()
+        } else {
+            HashSet::new()
+        };
         let mut doomed = HashSet::new();
         for _ in 0..LEFTOVER_PASSES {
             let found = doomed.len();
@@ -336,7 +359,7 @@ impl Children {
             loop {
                 let before = doomed.len();
                 for &(pid, ppid) in &table {
-                    let leftover = ppid == me && !owned.contains(&pid);
+                    let leftover = ppid == me && !owned.contains(&pid) && !spared.contains(&pid);
                     if (leftover || doomed.contains(&ppid)) && doomed.insert(pid) {
                         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
                     }
@@ -355,6 +378,8 @@ impl Children {
         for &pid in &doomed {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
+        // Their ids are free once reaped: never spare a later process by one.
+        lock(&self.adopted_seen).retain(|pid| !doomed.contains(pid));
         if !doomed.is_empty() {
             info!(
                 processes = doomed.len(),
@@ -1008,7 +1033,7 @@ async fn supervise(
     // And whatever it left outside its group, now the proxy's.
     if crate::shutdown::is_adopting() {
         let children = children.clone();
-        let _ = tokio::task::spawn_blocking(move || children.kill_leftovers()).await;
+        let _ = tokio::task::spawn_blocking(move || children.kill_leftovers(true)).await;
     }
     let _ = exit.send(status);
 }

@@ -1349,6 +1349,65 @@ async fn kill_9_takes_a_grandchild_that_left_its_group_within_5s() {
     let _ = std::fs::remove_file(&pid_file);
 }
 
+/// A daemon (double fork: its parent exits at once, so it is the proxy's
+/// from the start) of a child that still runs is that child's helper, not
+/// a leftover: another child's exit leaves it alone; the proxy's stop does
+/// not.
+#[tokio::test]
+async fn a_live_childs_daemon_survives_another_childs_exit_but_not_the_proxy() {
+    let dir = support::process::tempdir("daemons");
+    let command = format!(
+        "(setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > {}/$$) ; exec {}",
+        dir.display(),
+        support::example("everything")
+    );
+    let mut p = start(
+        &["--log-level", "info,mcp_sidecar::child=debug"],
+        &["sh", "-c", &command],
+    );
+    let mut a = Client::new(&format!("{}/mcp", p.base));
+    a.initialize("2025-11-25", json!({})).await;
+    let mut b = Client::new(&format!("{}/mcp", p.base));
+    b.initialize("2025-11-25", json!({})).await;
+    let a_child = pid_once_answered(&a).await;
+    let daemon_of = |child: u32| -> Option<u32> {
+        std::fs::read_to_string(dir.join(child.to_string()))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut a_daemon = None;
+    assert!(
+        eventually(STEP, || {
+            a_daemon = daemon_of(a_child);
+            a_daemon.is_some_and(alive)
+        })
+        .await
+    );
+    let a_daemon = a_daemon.unwrap();
+    let _cleanup = KillOnDrop(a_daemon);
+    // Seen as the proxy's own by the once-a-second pass, before B ends.
+    p.wait_log("left their process groups").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.delete(&b.url).await.status(), 200);
+    p.wait_log("child exited").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alive(a_daemon), "another child's exit killed A's daemon");
+    assert_eq!(
+        text_of(&a.call(json!(9), "echo", json!({"message": "still"})).await),
+        "still"
+    );
+    let asked = Instant::now();
+    p.signal(Signal::SIGTERM);
+    p.wait_exit(asked, STEP);
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(a_daemon)).await,
+        "the daemon outlived the proxy"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // Regression: a per-session child that exited while an escaped
 // descendant held its stdout left the session's call hanging for ever.
 #[tokio::test]
