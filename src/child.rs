@@ -268,17 +268,21 @@ impl Children {
     /// with spawning held off: off the runtime's threads.
     pub fn track_escaped(&self) {
         let me = std::process::id();
+        // Only a subreaper's other children are its children's leftovers:
+        // in a host process (the test harness, two proxies in one process)
+        // they are the host's, or another proxy's, own.
+        let adopting = crate::shutdown::is_adopting();
         let guard = lock(&self.guard);
         let guard_pid = guard.as_ref().map(Guard::pid);
         let owned = lock(&self.groups);
         let table = process_groups_table();
+        let adopted = |pid: u32, ppid: u32| adopting && ppid == me && !owned.contains(&pid);
         // The children's groups and the proxy's adopted leftovers, then
         // everything descending from them.
         let mut tree: HashSet<u32> = table
             .iter()
             .filter(|&&(pid, ppid, pgrp)| {
-                (owned.contains(&pgrp) && Some(pgrp) != guard_pid)
-                    || (ppid == me && !owned.contains(&pid))
+                (owned.contains(&pgrp) && Some(pgrp) != guard_pid) || adopted(pid, ppid)
             })
             .map(|&(pid, _, _)| pid)
             .collect();
@@ -300,7 +304,7 @@ impl Children {
             .collect();
         *lock(&self.adopted_seen) = table
             .iter()
-            .filter(|&&(pid, ppid, _)| ppid == me && !owned.contains(&pid))
+            .filter(|&&(pid, ppid, _)| adopted(pid, ppid))
             .map(|&(pid, _, _)| pid)
             .collect();
         let mut escaped = lock(&self.escaped);
@@ -1280,6 +1284,30 @@ mod tests {
         .await;
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         assert!(gone.is_ok(), "a live child left the guard's table");
+    }
+
+    /// Regression: in a host process (two proxies in one test binary), the
+    /// once-a-second pass took the host's other processes for one proxy's
+    /// adopted leftovers and registered their groups with that proxy's
+    /// guard, which killed them when that proxy went away.
+    #[test]
+    fn the_escape_pass_leaves_the_hosts_other_processes_alone() {
+        use std::os::unix::process::CommandExt;
+        let children = Children::default();
+        children.start_guard().unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        children.track_escaped();
+        let registered = lock(&children.escaped).contains(&other.id());
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(
+            !registered,
+            "a process of the host was registered with the guard"
+        );
     }
 
     #[tokio::test]
