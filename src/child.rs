@@ -297,9 +297,15 @@ impl Children {
                 break;
             }
         }
+        // Never the proxy's own group (a descendant may join it: it is in
+        // the same session), which may hold the proxy's neighbours in a
+        // shell pipeline (`mcp-proxy … | tee log`).
+        let own_group = nix::unistd::getpgrp().as_raw() as u32;
         let now: HashSet<u32> = table
             .iter()
-            .filter(|&&(pid, _, pgrp)| tree.contains(&pid) && !owned.contains(&pgrp))
+            .filter(|&&(pid, _, pgrp)| {
+                tree.contains(&pid) && !owned.contains(&pgrp) && pgrp != own_group && pgrp > 1
+            })
             .map(|&(_, _, pgrp)| pgrp)
             .collect();
         *lock(&self.adopted_seen) = table
@@ -1308,6 +1314,47 @@ mod tests {
             !registered,
             "a process of the host was registered with the guard"
         );
+    }
+
+    /// Regression: a descendant that joined the proxy's own process group
+    /// (allowed: same session) had that group registered with the guard,
+    /// which would kill the proxy's neighbours in it (`mcp-proxy | tee`,
+    /// or the test runner that spawned the proxy) with a killed proxy.
+    #[test]
+    fn the_escape_pass_never_registers_the_proxys_own_group() {
+        use std::os::unix::process::CommandExt;
+        let own = nix::unistd::getpgrp().as_raw();
+        let children = Children::default();
+        children.start_guard().unwrap();
+        let script = format!(
+            "python3 -c 'import os, time; os.setpgid(0, {own}); print(os.getpid(), flush=True); time.sleep(1000)' & wait"
+        );
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let joined: i32 = line.trim().parse().unwrap();
+        // As if the proxy had spawned it.
+        lock(&children.groups).insert(child.id());
+        children.track_escaped();
+        let registered = lock(&children.escaped).contains(&(own as u32));
+        lock(&children.groups).remove(&child.id());
+        // Or the guard, released with `children`, would kill this test's group.
+        for group in lock(&children.escaped).drain() {
+            children.with_guard(|g| g.unregister(group));
+        }
+        let _ = kill(Pid::from_raw(joined), Signal::SIGKILL);
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let _ = child.wait();
+        assert!(!registered, "the proxy's own group was registered");
     }
 
     #[tokio::test]
