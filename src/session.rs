@@ -304,15 +304,27 @@ impl Session {
         rx
     }
 
-    /// Resumes the stream an event id belongs to, replaying what followed it.
-    /// `None` when the stream is unknown to this session or its events were evicted.
-    pub fn resume(&self, last_event_id: &str) -> Option<LiveRx> {
+    /// Resumes the stream an event id belongs to, replaying what followed
+    /// it, with the token it ends on: the GET stream's is
+    /// [`Session::standalone`] (it carries no answer), a POST's is
+    /// [`Session::cancel`] (it ends after its answers, or when the drain
+    /// runs out). `None` when the stream is unknown to this session or its
+    /// events were evicted.
+    pub fn resume(&self, last_event_id: &str) -> Option<(LiveRx, CancellationToken)> {
         let (stream, seq) = crate::sse::parse_event_id(last_event_id)?;
         let outlet = lock(&self.streams)
             .iter()
             .find(|o| o.stream_id() == stream)
             .cloned()?;
-        outlet.resume(seq)
+        let standalone = lock(&self.get_stream)
+            .as_ref()
+            .is_some_and(|get| Arc::ptr_eq(get, &outlet));
+        let end = if standalone {
+            self.standalone.clone()
+        } else {
+            self.cancel.clone()
+        };
+        Some((outlet.resume(seq)?, end))
     }
 
     /// Whether a client is attached to the GET (or legacy) stream.

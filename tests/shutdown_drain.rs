@@ -122,3 +122,50 @@ async fn streams_without_answers_owed_end_at_once_at_shutdown() {
     );
     drop((get, legacy));
 }
+
+/// A GET stream resumed with `Last-Event-ID` carries no answer either: it
+/// ends at once too, rather than hold the drain for the whole grace.
+#[tokio::test]
+async fn a_resumed_get_stream_ends_at_once_at_shutdown() {
+    let proxy = Proxy::start(&["--shutdown-grace", "30s"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let open_get = || {
+        c.http
+            .get(&c.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .header("mcp-protocol-version", &c.version)
+    };
+    let get = tokio::time::timeout(STEP, open_get().send())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut get = support::SseStream::new(get);
+    // An event on the GET stream, for its id.
+    c.call(
+        json!(1),
+        "notify",
+        json!({"method": "notifications/tools/list_changed"}),
+    )
+    .await;
+    let event = get
+        .next()
+        .await
+        .expect("the notification on the GET stream");
+    let id = event.id.expect("an event id on the GET stream");
+    drop(get);
+    let resumed = tokio::time::timeout(STEP, open_get().header("last-event-id", &id).send())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let stopping = Instant::now();
+    proxy.stop().await;
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "a resumed GET stream held the shutdown for {took:?}"
+    );
+    drop(resumed);
+}

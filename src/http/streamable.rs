@@ -419,11 +419,11 @@ pub async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>
     let session = session_of(&app, headers, req.extensions())?;
     if let Some(last) = header_str(headers, names::LAST_EVENT_ID) {
         match session.resume(last) {
-            Some(rx) => {
+            Some((rx, end)) => {
                 return Ok(sse_response(stream_body(
                     rx,
                     app.config.keep_alive,
-                    session.cancel.clone(),
+                    end,
                     (),
                 )));
             }
