@@ -142,7 +142,7 @@ impl Children {
         // rest (a child still being stopped when the wait ran out). The
         // proxy is about to exit: a /proc read on this thread holds up
         // nothing else.
-        self.kill_leftovers(false);
+        self.kill_leftovers(None);
         done
     }
 
@@ -342,14 +342,16 @@ impl Children {
     /// reaps them. Reads /proc: call it off the runtime's threads. Returns
     /// how many processes were killed.
     ///
-    /// With `spare_seen` (a child just exited), the processes that were
-    /// already the proxy's at the last once-a-second pass are spared: a
-    /// double-forked daemon is the proxy's from its start, and one that
-    /// a child started while it ran is that child's helper until the
-    /// proxy stops (the pass cannot tell whose it is; the exited child's
-    /// own leftovers became the proxy's only now). One adopted in the
-    /// second before another child's exit is taken for that child's.
-    pub fn kill_leftovers(&self, spare_seen: bool) -> usize {
+    /// With `exited` (the child, and group, that just exited), the
+    /// processes that were already the proxy's at the last once-a-second
+    /// pass are spared: a double-forked daemon is the proxy's from its
+    /// start, and one that a child started while it ran is that child's
+    /// helper until the proxy stops (the pass cannot tell whose it is; the
+    /// exited child's own leftovers became the proxy's only now). One
+    /// adopted in the second before another child's exit is taken for
+    /// that child's. So are the members of the exited child's group, which
+    /// its SIGKILL is ending already (they are not outside it).
+    pub fn kill_leftovers(&self, exited: Option<u32>) -> usize {
         if !crate::shutdown::is_adopting() {
             return 0;
         }
@@ -357,24 +359,32 @@ impl Children {
         // Held throughout: no child or guard is spawned meanwhile, so a
         // child of ours that is not in the set is not one being spawned.
         let owned = lock(&self.groups);
-        let spared = if spare_seen {
+        let spared = if exited.is_some() {
             lock(&self.adopted_seen).clone()
         } else {
             HashSet::new()
         };
         let mut doomed = HashSet::new();
+        // Members of the exited group still dying: not leftovers, but
+        // what they started outside the group is.
+        let mut dying = HashSet::new();
         for _ in 0..LEFTOVER_PASSES {
             let found = doomed.len();
-            let table = process_table();
+            let table = process_groups_table();
             loop {
-                let before = doomed.len();
-                for &(pid, ppid) in &table {
+                let before = doomed.len() + dying.len();
+                for &(pid, ppid, pgrp) in &table {
+                    if Some(pgrp) == exited {
+                        dying.insert(pid);
+                        continue;
+                    }
                     let leftover = ppid == me && !owned.contains(&pid) && !spared.contains(&pid);
-                    if (leftover || doomed.contains(&ppid)) && doomed.insert(pid) {
+                    let descendant = doomed.contains(&ppid) || dying.contains(&ppid);
+                    if (leftover || descendant) && doomed.insert(pid) {
                         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
                     }
                 }
-                if doomed.len() == before {
+                if doomed.len() + dying.len() == before {
                     break;
                 }
             }
@@ -1040,12 +1050,14 @@ async fn supervise(
     // The pipe goes when the reader drops its end, right after EOF.
     children.forget(pid, grown_pipe);
     info!(status = %status, "child exited");
-    // And whatever it left outside its group, now the proxy's.
+    let _ = exit.send(status);
+    // Then whatever it left outside its group, now the proxy's (after the
+    // exit is out: whoever waits for it, a session's slot say, need not
+    // wait for a pass over /proc; shutdown waits for this task still).
     if crate::shutdown::is_adopting() {
         let children = children.clone();
-        let _ = tokio::task::spawn_blocking(move || children.kill_leftovers(true)).await;
+        let _ = tokio::task::spawn_blocking(move || children.kill_leftovers(Some(pid))).await;
     }
-    let _ = exit.send(status);
 }
 
 /// With stdin already closed (the writer task was told to drop it): wait,
@@ -1099,14 +1111,6 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
 /// Passes over /proc that [`Children::kill_leftovers`] makes at most
 /// (each finds what forked while the previous one stopped processes).
 const LEFTOVER_PASSES: usize = 8;
-
-/// `(pid, ppid)` of every process that is not a zombie, from /proc.
-fn process_table() -> Vec<(u32, u32)> {
-    process_groups_table()
-        .into_iter()
-        .map(|(pid, ppid, _)| (pid, ppid))
-        .collect()
-}
 
 /// `(pid, ppid, pgrp)` of every process that is not a zombie, from /proc.
 fn process_groups_table() -> Vec<(u32, u32, u32)> {
