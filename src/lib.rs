@@ -12,8 +12,9 @@
 //! - [`child`]: the stdio server as a child process in its own process
 //!   group: one stdin writer, one stdout reader, stderr drained to the log,
 //!   and the staged stop (close stdin, SIGTERM the group, SIGKILL).
-//! - [`guard`]: the process that kills every child's group when the proxy
-//!   dies, even by SIGKILL.
+//! - [`guard`]: the process that kills every child's group, and what the
+//!   children started outside their groups, when the proxy dies, even by
+//!   SIGKILL.
 //! - [`upstream`]: the multiplexer over one child. It rewrites request ids and
 //!   progress tokens to proxy-unique values, routes every message the child
 //!   sends to the session and stream it belongs to, performs the child's one
@@ -76,8 +77,10 @@
 //! - [`servers`]: many named servers behind one listener at
 //!   `/servers/<name>/…`, each an ordinary [`http::App`]; health, readiness
 //!   and SIGHUP reload across them.
-//! - [`shutdown`]: SIGTERM/SIGINT (a second one kills children at once),
-//!   and PID 1's duties (reaping orphans, forwarding signals).
+//! - [`shutdown`]: SIGTERM/SIGINT (and SIGHUP for a single server; a
+//!   second one kills children at once), PID 1's duties (reaping orphans,
+//!   forwarding signals), and the binary's subreaper duty (what children
+//!   leave outside their groups is killed and reaped).
 //! - [`logging`]: tracing to stderr, plain or JSON, through a queue that
 //!   never blocks (lines that cannot be written are dropped and counted);
 //!   session-id hashes and rate limits for logs.
