@@ -267,52 +267,23 @@ impl Children {
     /// killed with a killed proxy. Reads /proc (every process's `stat`)
     /// with spawning held off: off the runtime's threads.
     pub fn track_escaped(&self) {
-        let me = std::process::id();
-        // Only a subreaper's other children are its children's leftovers:
-        // in a host process (the test harness, two proxies in one process)
-        // they are the host's, or another proxy's, own.
-        let adopting = crate::shutdown::is_adopting();
         let guard = lock(&self.guard);
-        let guard_pid = guard.as_ref().map(Guard::pid);
         let owned = lock(&self.groups);
-        let table = process_groups_table();
-        let adopted = |pid: u32, ppid: u32| adopting && ppid == me && !owned.contains(&pid);
-        // The children's groups and the proxy's adopted leftovers, then
-        // everything descending from them.
-        let mut tree: HashSet<u32> = table
-            .iter()
-            .filter(|&&(pid, ppid, pgrp)| {
-                (owned.contains(&pgrp) && Some(pgrp) != guard_pid) || adopted(pid, ppid)
-            })
-            .map(|&(pid, _, _)| pid)
-            .collect();
-        loop {
-            let before = tree.len();
-            for &(pid, ppid, _) in &table {
-                if tree.contains(&ppid) {
-                    tree.insert(pid);
-                }
-            }
-            if tree.len() == before {
-                break;
-            }
-        }
-        // Never the proxy's own group (a descendant may join it: it is in
-        // the same session), which may hold the proxy's neighbours in a
-        // shell pipeline (`mcp-proxy … | tee log`).
-        let own_group = nix::unistd::getpgrp().as_raw() as u32;
-        let now: HashSet<u32> = table
-            .iter()
-            .filter(|&&(pid, _, pgrp)| {
-                tree.contains(&pid) && !owned.contains(&pgrp) && pgrp != own_group && pgrp > 1
-            })
-            .map(|&(_, _, pgrp)| pgrp)
-            .collect();
-        *lock(&self.adopted_seen) = table
-            .iter()
-            .filter(|&&(pid, ppid, _)| adopted(pid, ppid))
-            .map(|&(pid, _, _)| pid)
-            .collect();
+        let (now, adopted) = escaped_groups(
+            &process_groups_table(),
+            &owned,
+            Scan {
+                me: std::process::id(),
+                own_group: nix::unistd::getpgrp().as_raw() as u32,
+                guard: guard.as_ref().map(Guard::pid),
+                // Only a subreaper's other children are its children's
+                // leftovers: in a host process (the test harness, two
+                // proxies in one process) they are the host's, or another
+                // proxy's, own.
+                adopting: crate::shutdown::is_adopting(),
+            },
+        );
+        *lock(&self.adopted_seen) = adopted;
         let mut escaped = lock(&self.escaped);
         if let Some(g) = guard.as_ref() {
             for &group in now.difference(&escaped) {
@@ -1108,6 +1079,66 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// Who is looking at /proc, for [`escaped_groups`].
+#[derive(Clone, Copy)]
+struct Scan {
+    /// The proxy's pid.
+    me: u32,
+    /// The proxy's own process group.
+    own_group: u32,
+    /// The guard's pid (and group).
+    guard: Option<u32>,
+    /// Whether the proxy is a subreaper ([`crate::shutdown::adopt_orphans`]).
+    adopting: bool,
+}
+
+/// From `(pid, ppid, pgrp)` rows: the process groups outside `owned` (the
+/// children's) that hold descendants of the children, or of processes
+/// the proxy adopted; and the adopted processes themselves. Never the
+/// proxy's own group (a descendant may join it: it is in the same
+/// session), which may hold the proxy's neighbours in a shell pipeline
+/// (`mcp-proxy … | tee log`) or the program that started it.
+fn escaped_groups(
+    table: &[(u32, u32, u32)],
+    owned: &HashSet<u32>,
+    scan: Scan,
+) -> (HashSet<u32>, HashSet<u32>) {
+    let adopted = |pid: u32, ppid: u32| scan.adopting && ppid == scan.me && !owned.contains(&pid);
+    // The children's groups and the proxy's adopted leftovers, then
+    // everything descending from them.
+    let mut tree: HashSet<u32> = table
+        .iter()
+        .filter(|&&(pid, ppid, pgrp)| {
+            (owned.contains(&pgrp) && Some(pgrp) != scan.guard) || adopted(pid, ppid)
+        })
+        .map(|&(pid, _, _)| pid)
+        .collect();
+    loop {
+        let before = tree.len();
+        for &(pid, ppid, _) in table {
+            if tree.contains(&ppid) {
+                tree.insert(pid);
+            }
+        }
+        if tree.len() == before {
+            break;
+        }
+    }
+    let groups = table
+        .iter()
+        .filter(|&&(pid, _, pgrp)| {
+            tree.contains(&pid) && !owned.contains(&pgrp) && pgrp != scan.own_group && pgrp > 1
+        })
+        .map(|&(_, _, pgrp)| pgrp)
+        .collect();
+    let adopted = table
+        .iter()
+        .filter(|&&(pid, ppid, _)| adopted(pid, ppid))
+        .map(|&(pid, _, _)| pid)
+        .collect();
+    (groups, adopted)
+}
+
 /// Passes over /proc that [`Children::kill_leftovers`] makes at most
 /// (each finds what forked while the previous one stopped processes).
 const LEFTOVER_PASSES: usize = 8;
@@ -1326,39 +1357,27 @@ mod tests {
     /// or the test runner that spawned the proxy) with a killed proxy.
     #[test]
     fn the_escape_pass_never_registers_the_proxys_own_group() {
-        use std::os::unix::process::CommandExt;
-        let own = nix::unistd::getpgrp().as_raw();
-        let children = Children::default();
-        children.start_guard().unwrap();
-        let script = format!(
-            "python3 -c 'import os, time; os.setpgid(0, {own}); print(os.getpid(), flush=True); time.sleep(1000)' & wait"
-        );
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .process_group(0)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let joined: i32 = line.trim().parse().unwrap();
-        // As if the proxy had spawned it.
-        lock(&children.groups).insert(child.id());
-        children.track_escaped();
-        let registered = lock(&children.escaped).contains(&(own as u32));
-        lock(&children.groups).remove(&child.id());
-        // Or the guard, released with `children`, would kill this test's group.
-        for group in lock(&children.escaped).drain() {
-            children.with_guard(|g| g.unregister(group));
-        }
-        let _ = kill(Pid::from_raw(joined), Signal::SIGKILL);
-        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-        let _ = child.wait();
-        assert!(!registered, "the proxy's own group was registered");
+        // The proxy 10 in group 5 (its shell's job, with `tee` 11), its
+        // guard 12, its child 20 (group 20), whose child 21 joined group 5
+        // and whose child 22 left for a session of its own.
+        let table = [
+            (10, 1, 5),
+            (11, 1, 5),
+            (12, 10, 12),
+            (20, 10, 20),
+            (21, 20, 5),
+            (22, 20, 22),
+        ];
+        let owned = HashSet::from([20, 12]);
+        let scan = Scan {
+            me: 10,
+            own_group: 5,
+            guard: Some(12),
+            adopting: true,
+        };
+        let (groups, adopted) = escaped_groups(&table, &owned, scan);
+        assert_eq!(groups, HashSet::from([22]));
+        assert!(adopted.is_empty());
     }
 
     #[tokio::test]
