@@ -694,6 +694,17 @@ impl Sessions {
             .session(event, &s.principal, &crate::logging::tag(&s.id), Some(why));
     }
 
+    /// Every open session's multiplexer, each once (sessions may share one).
+    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        let mut all: Vec<Arc<Upstream>> = Vec::new();
+        for s in lock(&self.map).values() {
+            if !all.iter().any(|u| Arc::ptr_eq(u, &s.upstream)) {
+                all.push(s.upstream.clone());
+            }
+        }
+        all
+    }
+
     /// Ends every session (shutdown), and waits for the ends of expired
     /// ones still under way.
     pub async fn clear(&self) {

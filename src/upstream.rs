@@ -542,6 +542,14 @@ impl Upstream {
             .ok()
     }
 
+    /// Fails every request in flight with `why` (the shutdown's grace ran
+    /// out) and waits until the worker has done so, so that each error is
+    /// queued on its stream before the streams are ended.
+    pub async fn fail_in_flight(&self, why: &str) {
+        let why = why.to_string();
+        let _ = self.ask(|done| Command::FailInFlight { why, done }).await;
+    }
+
     /// Housekeeping that cannot wait (drop guards); see [`worker`].
     fn tidy(&self, command: Command) {
         let _ = self.tidy.send(command);

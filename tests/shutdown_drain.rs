@@ -169,3 +169,28 @@ async fn a_resumed_get_stream_ends_at_once_at_shutdown() {
     );
     drop(resumed);
 }
+
+/// A call still unanswered when the grace runs out gets an error naming
+/// the shutdown, on its stream or in its JSON body, rather than a stream
+/// that ends without its answer (which a 2025-11-25 client takes for a
+/// dropped connection, and tries to resume from a proxy that is gone).
+#[tokio::test]
+async fn a_call_unanswered_when_the_grace_runs_out_gets_an_error() {
+    for accept in ["application/json, text/event-stream", "application/json"] {
+        let proxy = Proxy::start(&["--shutdown-grace", "1s"]).await;
+        let mut c = Client::new(&proxy.mcp());
+        c.initialize("2025-11-25", json!({})).await;
+        let c = c.sibling(accept);
+        let answer = stop_during(proxy, Duration::from_millis(200), async move {
+            let resp = c
+                .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+                    "params":{"name":"sleep","arguments":{"ms":60000}}}))
+                .await;
+            read_messages(resp).await.pop().unwrap_or(Value::Null)
+        })
+        .await;
+        assert_eq!(answer["id"], 7, "{accept}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("shutting down"), "{accept}: {answer}");
+    }
+}

@@ -511,6 +511,24 @@ impl App {
         self.principal_children.all()
     }
 
+    /// The shutdown's grace ran out: every request still in flight, on
+    /// any child of this server, is failed with an error that says so, and
+    /// then every answer still awaited ends ([`App::answers_cancel`]). A
+    /// client thus gets a JSON-RPC error on its stream or in its body, not
+    /// a stream that ends without its answer.
+    pub async fn give_up_answers(&self) {
+        let mut all = self.sessions.upstreams();
+        all.extend(self.shared_if_started());
+        all.extend(self.principal_upstreams());
+        let why =
+            "the proxy is shutting down: --shutdown-grace ran out before the MCP server answered";
+        let failed = futures_util::future::join_all(all.iter().map(|u| u.fail_in_flight(why)));
+        // Each worker takes the command at once (it never waits on its
+        // child); the bound only keeps a wedged one from holding the stop.
+        let _ = tokio::time::timeout(GIVE_UP_WAIT, failed).await;
+        self.answers_cancel.cancel();
+    }
+
     /// Stops every per-principal child (shutdown, or a named server's end).
     /// Stops every child of this server together: the sessions', the
     /// shared one and the per-principal ones, each by its staged stop, so
@@ -1126,6 +1144,10 @@ fn refuses(param: &str) -> bool {
     }
 }
 
+/// How long [`App::give_up_answers`] waits for the multiplexers to fail
+/// what is in flight before it ends the answers regardless.
+const GIVE_UP_WAIT: Duration = Duration::from_secs(1);
+
 /// Accepts connections until `shutdown` (see [`listener::accept`] for
 /// the caps and timeouts every connection gets), then drains: the streams
 /// that never finish by themselves are ended first (GET streams, and a
@@ -1149,8 +1171,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
             "connections still open after the grace period; closing them"
         );
     }
-    // Answers not in by now are not waited for (each stream ends cleanly).
-    app.answers_cancel.cancel();
+    // Answers not in by now are not waited for: each gets an error, and
+    // each stream ends.
+    app.give_up_answers().await;
     reaper.abort();
     app.stop_children().await;
     // Cleanups started by requests (detaching abandoned ports, stopping

@@ -748,6 +748,8 @@ pub async fn run_until(
             "connections still open after the grace period; closing them"
         );
     }
+    // Answers not in by now are not waited for: each gets an error.
+    futures_util::future::join_all(all.iter().map(|app| app.give_up_answers())).await;
     set.stop.cancel();
     let _ = retire.await;
     let generations: Vec<Running> = {

@@ -171,6 +171,13 @@ pub(super) enum Command {
     /// The child is gone: fail what is in flight, and (no restart) end
     /// the sessions' streams.
     ChildGone { why: String, close_sessions: bool },
+    /// The shutdown's grace ran out: fail what is in flight with `why`,
+    /// each caller getting its error on its stream or in its body; the
+    /// child runs on until it is stopped, and its late answers are dropped.
+    FailInFlight {
+        why: String,
+        done: oneshot::Sender<()>,
+    },
 }
 
 impl Command {
@@ -548,6 +555,10 @@ impl Worker {
             Command::SessionsState { done } => {
                 let uris = self.routes.subscriptions.keys().cloned().collect();
                 let _ = done.send((uris, self.routes.child_log_level));
+            }
+            Command::FailInFlight { why, done } => {
+                self.fail_all(&why, false);
+                let _ = done.send(());
             }
             Command::Child { .. } | Command::ChildGone { .. } => {
                 unreachable!("handled by Worker::command")
