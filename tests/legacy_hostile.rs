@@ -294,7 +294,10 @@ async fn one_long_answer_read_slowly_does_not_cut_a_legacy_client_off() {
     let big = json!({"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"large","arguments":{"bytes":8_000_000}}});
     assert_eq!(post(big).await, 202);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(post(json!({"jsonrpc":"2.0","id":"small","method":"ping"})).await, 202);
+    assert_eq!(
+        post(json!({"jsonrpc":"2.0","id":"small","method":"ping"})).await,
+        202
+    );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
         post(json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"})).await,
