@@ -202,8 +202,10 @@ impl Limit {
 /// `server_requests_refused`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Refusal {
-    /// No session, stream or declared capability could take it.
+    /// No session or stream could take it.
     NoClient,
+    /// Its client did not declare the capability for its method.
+    NoCapability,
     /// Its session already had `--max-server-requests-per-session` waiting.
     SessionLimit,
     /// The child already had `--max-server-requests` waiting.
@@ -222,6 +224,7 @@ impl Refusal {
     fn as_str(self) -> &'static str {
         match self {
             Refusal::NoClient => "no_client",
+            Refusal::NoCapability => "no_capability",
             Refusal::SessionLimit => "session_limit",
             Refusal::ChildLimit => "child_limit",
             Refusal::Expired => "expired",
@@ -495,7 +498,7 @@ impl Metrics {
         );
         registry.register(
             "server_requests_refused",
-            "Requests of MCP servers to clients (sampling, elicitation, roots) the proxy answered with an error, by reason (no_client, session_limit, child_limit, expired, session_ended, duplicate_id, long_id)",
+            "Requests of MCP servers to clients (sampling, elicitation, roots) the proxy answered with an error, by reason (no_client, no_capability, session_limit, child_limit, expired, session_ended, duplicate_id, long_id)",
             m.child.server_requests_refused.clone(),
         );
         registry.register(

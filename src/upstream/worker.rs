@@ -1235,8 +1235,8 @@ impl Worker {
             debug!(method, "server-to-client request refused: {why}");
             self.metrics.server_request_refused(reason);
             let code = match reason {
-                Refusal::DuplicateId => code::INVALID_REQUEST,
-                _ if why.contains("capability") => code::METHOD_NOT_FOUND,
+                Refusal::DuplicateId | Refusal::LongId => code::INVALID_REQUEST,
+                Refusal::NoCapability => code::METHOD_NOT_FOUND,
                 _ => code::INTERNAL_ERROR,
             };
             self.write_control(&jsonrpc::error_response(Some(&id), code, &why, None));
@@ -1302,7 +1302,14 @@ impl Worker {
             }
             let wait = self.opts.request_timeout.unwrap_or(self.opts.input_wait);
             let parked = self.park(&port, method, id, frame, wait);
-            return parked.err().map(|why| (Refusal::NoClient, why));
+            return parked.err().map(|why| {
+                let reason = if why == no_capability(method) {
+                    Refusal::NoCapability
+                } else {
+                    Refusal::NoClient
+                };
+                (reason, why)
+            });
         }
         if &*port.label == STATELESS_LABEL {
             return Some((
@@ -1311,10 +1318,7 @@ impl Worker {
             ));
         }
         if !port.supports(method) {
-            return Some((
-                Refusal::NoClient,
-                format!("the client did not declare the capability for {method}"),
-            ));
+            return Some((Refusal::NoCapability, no_capability(method)));
         }
         let outlet = outlet
             .or_else(|| port.notify_stream())
@@ -1447,9 +1451,7 @@ impl Worker {
             );
         }
         if !port.supports(method) {
-            return Err(format!(
-                "the client did not declare the capability for {method}"
-            ));
+            return Err(no_capability(method));
         }
         let token = new_request_state();
         let reply = std::mem::replace(&mut p.reply, Reply::Detached);
@@ -1614,4 +1616,10 @@ async fn write_out(
         .map(|q| std::io::IoSlice::new(&q.line))
         .collect();
     stdin.write_vectored(&slices).await
+}
+
+/// Why a child's request to a client that did not declare the capability
+/// for its method is refused (-32601).
+fn no_capability(method: &str) -> String {
+    format!("the client did not declare the capability for {method}")
 }
