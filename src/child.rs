@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -257,9 +257,9 @@ impl Children {
     /// such group is registered as a child's is, and unregistered once no
     /// process is left in it. A descendant counts while its ancestry to a
     /// child's group is unbroken, or once it is a leftover the proxy
-    /// adopted ([`crate::shutdown::adopt_orphans`]).
+    /// adopted ([`adopt_orphans`]).
     ///
-    /// Run every second ([`crate::shutdown::start_duties`]), so a group
+    /// Run every second (the shutdown module's `start_duties`), so a group
     /// made since the last run is the guard's only if the guard's own
     /// search finds it when the proxy dies (its leader's parent still
     /// there); and a group that ended may stay registered up to a second,
@@ -280,7 +280,7 @@ impl Children {
                 // leftovers: in a host process (the test harness, two
                 // proxies in one process) they are the host's, or another
                 // proxy's, own.
-                adopting: crate::shutdown::is_adopting(),
+                adopting: is_adopting(),
             },
         );
         *lock(&self.adopted_seen) = adopted;
@@ -304,12 +304,12 @@ impl Children {
     }
 
     /// Kills what children left behind outside their process groups, once
-    /// it is the proxy's (see [`crate::shutdown::adopt_orphans`]; nothing
+    /// it is the proxy's (see [`adopt_orphans`]; nothing
     /// without it): every child of the proxy that is neither one of its
     /// children nor its guard is such a leftover (a `setsid` grandchild
     /// whose parent exited). Each, and every descendant of it, is stopped
     /// as it is found (SIGSTOP: it forks no more, so the search ends with
-    /// all of them), then all get SIGKILL; [`crate::shutdown::reap_orphans`]
+    /// all of them), then all get SIGKILL; the shutdown module's `reap_orphans`
     /// reaps them. Reads /proc: call it off the runtime's threads. Returns
     /// how many processes were killed.
     ///
@@ -323,7 +323,7 @@ impl Children {
     /// that child's. So are the members of the exited child's group, which
     /// its SIGKILL is ending already (they are not outside it).
     pub fn kill_leftovers(&self, exited: Option<u32>) -> usize {
-        if !crate::shutdown::is_adopting() {
+        if !is_adopting() {
             return 0;
         }
         let me = std::process::id();
@@ -1025,7 +1025,7 @@ async fn supervise(
     // Then whatever it left outside its group, now the proxy's (after the
     // exit is out: whoever waits for it, a session's slot say, need not
     // wait for a pass over /proc; shutdown waits for this task still).
-    if crate::shutdown::is_adopting() {
+    if is_adopting() {
         let children = children.clone();
         let _ = tokio::task::spawn_blocking(move || children.kill_leftovers(Some(pid))).await;
     }
@@ -1079,6 +1079,41 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// Set by [`adopt_orphans`].
+static ADOPTING: AtomicBool = AtomicBool::new(false);
+
+/// Makes the proxy a child subreaper (`PR_SET_CHILD_SUBREAPER`): a
+/// process that a child leaves behind outside its process group (a
+/// `setsid` grandchild, a daemonising server) becomes the proxy's own
+/// child when the child exits, instead of init's, so the proxy can find
+/// it, kill it ([`Children::kill_leftovers`]) and reap it
+/// (the shutdown module's `reap_orphans`). Without it such a process outlived its child and
+/// the proxy, however either stopped.
+///
+/// For the binary only (like [`crate::servers::hide_from_children`]): in a
+/// host process, the test harness say, the orphans of the host's own
+/// processes would be taken for a child's leftovers. As PID 1 it is not
+/// needed (every orphan of the container is already the proxy's, and the
+/// kernel ends them all when PID 1 exits) and leftovers are only reaped:
+/// an orphan there may be a `docker exec` user's.
+pub fn adopt_orphans() {
+    if std::process::id() == 1 {
+        return;
+    }
+    match nix::sys::prctl::set_child_subreaper(true) {
+        Ok(()) => ADOPTING.store(true, Ordering::Relaxed),
+        Err(e) => {
+            warn!(error = %e, "cannot become a child subreaper: a process a child leaves behind outside its process group would outlive it")
+        }
+    }
+}
+
+/// Whether [`adopt_orphans`] made this process the reaper of its
+/// children's orphans (never as PID 1).
+pub fn is_adopting() -> bool {
+    ADOPTING.load(Ordering::Relaxed)
+}
+
 /// Who is looking at /proc, for [`escaped_groups`].
 #[derive(Clone, Copy)]
 struct Scan {
@@ -1088,7 +1123,7 @@ struct Scan {
     own_group: u32,
     /// The guard's pid (and group).
     guard: Option<u32>,
-    /// Whether the proxy is a subreaper ([`crate::shutdown::adopt_orphans`]).
+    /// Whether the proxy is a subreaper ([`adopt_orphans`]).
     adopting: bool,
 }
 

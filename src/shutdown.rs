@@ -12,12 +12,12 @@
 //!   forwarded to every child's process group, and [`reap_orphans`] reaps
 //!   the zombies re-parented to us (orphaned grandchildren).
 //! - Otherwise the binary makes the proxy a child subreaper
-//!   ([`adopt_orphans`]): what a child leaves behind outside its process
+//!   ([`crate::child::adopt_orphans`]): what a child leaves behind outside its process
 //!   group becomes the proxy's when the child exits, and is killed and
 //!   reaped then.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -109,41 +109,6 @@ pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
-/// Set by [`adopt_orphans`].
-static ADOPTING: AtomicBool = AtomicBool::new(false);
-
-/// Makes the proxy a child subreaper (`PR_SET_CHILD_SUBREAPER`): a
-/// process that a child leaves behind outside its process group (a
-/// `setsid` grandchild, a daemonising server) becomes the proxy's own
-/// child when the child exits, instead of init's, so the proxy can find
-/// it, kill it ([`Children::kill_leftovers`]) and reap it
-/// ([`reap_orphans`]). Without it such a process outlived its child and
-/// the proxy, however either stopped.
-///
-/// For the binary only (like [`crate::servers::hide_from_children`]): in a
-/// host process, the test harness say, the orphans of the host's own
-/// processes would be taken for a child's leftovers. As PID 1 it is not
-/// needed (every orphan of the container is already the proxy's, and the
-/// kernel ends them all when PID 1 exits) and leftovers are only reaped:
-/// an orphan there may be a `docker exec` user's.
-pub fn adopt_orphans() {
-    if is_pid1() {
-        return;
-    }
-    match nix::sys::prctl::set_child_subreaper(true) {
-        Ok(()) => ADOPTING.store(true, Ordering::Relaxed),
-        Err(e) => {
-            warn!(error = %e, "cannot become a child subreaper: a process a child leaves behind outside its process group would outlive it")
-        }
-    }
-}
-
-/// Whether [`adopt_orphans`] made this process the reaper of its
-/// children's orphans (never as PID 1).
-pub fn is_adopting() -> bool {
-    ADOPTING.load(Ordering::Relaxed)
-}
-
 /// How often the guard process is checked for life.
 const GUARD_CHECK: Duration = Duration::from_secs(1);
 
@@ -177,7 +142,7 @@ pub fn start_duties(
         if let Err(e) = forward_signals(children.clone(), duties.clone(), forward_hup) {
             warn!(error = %e, "cannot install the signal forwarders");
         }
-    } else if is_adopting() {
+    } else if crate::child::is_adopting() {
         // The leftovers the proxy kills are its children: it reaps them.
         tokio::spawn(reap_orphans(children.clone(), duties.clone()));
     }
@@ -251,7 +216,7 @@ pub fn forward_signals(
     Ok(())
 }
 
-/// As PID 1 or a subreaper ([`adopt_orphans`]): reaps every zombie whose
+/// As PID 1 or a subreaper ([`crate::child::adopt_orphans`]): reaps every zombie whose
 /// parent is this process and that no [`crate::child::ChildHandle`] owns
 /// (grandchildren orphaned by a child are re-parented to us). Runs on SIGCHLD and once a second, until
 /// `stop`; the owned children are left to their supervisors.

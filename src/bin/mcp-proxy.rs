@@ -175,13 +175,13 @@ fn check_child(spec: &child::ChildSpec) -> Result<(), String> {
 /// would otherwise read `/proc/<proxy pid>/environ` (`MCP_PROXY_API_KEY`,
 /// the store key, any secret given to the proxy) and could ptrace it; and
 /// makes it the reaper of what its children leave behind outside their
-/// process groups ([`shutdown::adopt_orphans`]). Both
+/// process groups ([`mcp_sidecar::child::adopt_orphans`]). Both
 /// modes come through here once, before the runtime exists and so before
 /// any child starts; after logging, so that a failure is logged.
 fn start_logging(config: &Config) -> Result<(), String> {
     logging::init(config.log_format, &config.log_level, config.log_queue_bytes)?;
     servers::hide_from_children();
-    shutdown::adopt_orphans();
+    mcp_sidecar::child::adopt_orphans();
     Ok(())
 }
 
