@@ -65,6 +65,9 @@ pub const REAP_MARGIN: Duration = Duration::from_secs(2);
 pub struct Children {
     /// Children spawned and not yet reaped.
     live: AtomicUsize,
+    /// Children spawned so far: a new one makes the escape pass look
+    /// again soon (see the shutdown module's `ScanPace`).
+    spawned: std::sync::atomic::AtomicU64,
     /// Bytes of grown stdout pipes in use, against [`Children::pipe_budget`].
     grown_pipe_bytes: AtomicUsize,
     pipe_budget: OnceLock<usize>,
@@ -106,6 +109,11 @@ impl std::fmt::Debug for Children {
 }
 
 impl Children {
+    /// Children spawned so far.
+    pub fn spawned(&self) -> u64 {
+        self.spawned.load(Ordering::Relaxed)
+    }
+
     /// Children spawned and not yet reaped.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)
@@ -259,14 +267,18 @@ impl Children {
     /// child's group is unbroken, or once it is a leftover the proxy
     /// adopted ([`adopt_orphans`]).
     ///
-    /// Run every second (the shutdown module's `start_duties`), so a group
-    /// made since the last run is the guard's only if the guard's own
-    /// search finds it when the proxy dies (its leader's parent still
-    /// there); and a group that ended may stay registered up to a second,
-    /// during which its id, reused by another group leader, would be
-    /// killed with a killed proxy. Reads /proc (every process's `stat`)
-    /// with spawning held off: off the runtime's threads.
-    pub fn track_escaped(&self) {
+    /// Run every second while it finds something, and again a second after
+    /// each child's start, otherwise less and less often, down to once a
+    /// minute (the shutdown module's `start_duties` and `ScanPace`: a pass
+    /// reads every process's `stat`, about 28 ms of CPU on a host of 1,000
+    /// processes). So a group made since the last run is the guard's only
+    /// if the guard's own search finds it when the proxy dies (its leader's
+    /// parent still there); and a group that ended may stay registered up
+    /// to a second, during which its id, reused by another group leader,
+    /// would be killed with a killed proxy. Reads /proc with spawning held
+    /// off: off the runtime's threads. Returns whether it found any such
+    /// group or leftover.
+    pub fn track_escaped(&self) -> bool {
         let guard = lock(&self.guard);
         let owned = lock(&self.groups);
         let (now, adopted) = escaped_groups(
@@ -283,6 +295,7 @@ impl Children {
                 adopting: is_adopting(),
             },
         );
+        let found = !now.is_empty() || !adopted.is_empty();
         *lock(&self.adopted_seen) = adopted;
         let mut escaped = lock(&self.escaped);
         if let Some(g) = guard.as_ref() {
@@ -301,6 +314,7 @@ impl Children {
             );
         }
         *escaped = now;
+        found
     }
 
     /// Kills what children left behind outside their process groups, once
@@ -828,6 +842,7 @@ impl ChildHandle {
         // Invariant: all three pipes were requested above.
         let pid = child.id().expect("a just-spawned child has a pid");
         groups.insert(pid);
+        children.spawned.fetch_add(1, Ordering::Relaxed);
         let beyond_guard = groups.len() > crate::guard::GUARD_GROUPS;
         drop(groups);
         if beyond_guard && !children.beyond_guard_warned.swap(true, Ordering::Relaxed) {
