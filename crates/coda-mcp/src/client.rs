@@ -1226,16 +1226,16 @@ fn with_retry_after(err: CodaError, asked: Duration) -> CodaError {
 /// What the API token is replaced with wherever an answer carries it.
 const TOKEN_REDACTED: &str = "[API token]";
 
-/// `s` (text from an answer's header: where a redirect points, a content
-/// type) with `secret` replaced, for an error: a server that echoes the
-/// request's headers may put the token anywhere, the host name included.
-/// ASCII case is ignored: a URL parser lowercases a host.
+/// `s` (text from an answer: an error's message, where a redirect points,
+/// a content type) with `secret` replaced, for an error: a server that
+/// echoes the request's headers may put the token anywhere, the host name
+/// included. ASCII case is ignored: a URL parser lowercases a host.
 fn redact_text(s: &str, secret: &str) -> String {
     let (lower, needle) = (s.to_ascii_lowercase(), secret.to_ascii_lowercase());
     if needle.is_empty() || !lower.contains(&needle) {
         return s.to_owned();
     }
-    tracing::warn!("a header of Coda's answer contained the API token; it was replaced");
+    tracing::warn!("Coda's answer contained the API token; it was replaced");
     // ASCII lowercasing keeps every byte offset, so `lower`'s match
     // positions are `s`'s.
     let mut out = String::with_capacity(s.len());
@@ -1393,16 +1393,7 @@ pub fn model_text(s: &str, max: usize) -> String {
 fn decode_error(status: StatusCode, bytes: &[u8], secret: &str) -> CodaError {
     let reason = status.canonical_reason().unwrap_or("Error").to_owned();
     let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
-    let redact = |s: &str| -> String {
-        if secret.is_empty() || !s.contains(secret) {
-            return s.to_owned();
-        }
-        tracing::warn!(
-            status = status.as_u16(),
-            "Coda's error message contained the API token; it was replaced"
-        );
-        s.replace(secret, TOKEN_REDACTED)
-    };
+    let redact = |s: &str| redact_text(s, secret);
     let field = |k: &str, max: usize| {
         parsed
             .as_ref()
