@@ -20,17 +20,7 @@ async fn a_legacy_client_that_never_reads_is_cut_off_past_the_queue_bytes() {
     let proxy = Proxy::start(&["--max-queue-bytes", "1M"]).await;
     let (mut stream, post_url) = legacy_session(&proxy).await;
     let http = reqwest::Client::new();
-    let post = |body: serde_json::Value| {
-        let req = http.post(&post_url).json(&body).send();
-        async move {
-            tokio::time::timeout(STEP, req)
-                .await
-                .expect("POST answered in time")
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let post = |body: serde_json::Value| post_status(&http, &post_url, body);
     // 64 MiB of answers, whole events and ones passed on in pieces, far
     // more than the socket buffers between the proxy and this client hold.
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
@@ -70,6 +60,16 @@ async fn a_legacy_client_that_never_reads_is_cut_off_past_the_queue_bytes() {
     assert!(events < 400, "every answer was kept: {events}");
     assert_eq!(proxy.health().await["sessions"], 0);
     proxy.stop().await;
+}
+
+/// POSTs `body` to a legacy session's message URL; the status.
+async fn post_status(http: &reqwest::Client, url: &str, body: serde_json::Value) -> u16 {
+    tokio::time::timeout(STEP, http.post(url).json(&body).send())
+        .await
+        .expect("POST answered in time")
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// The `notifications/cancelled` a shared child has seen, as a streamable
@@ -173,17 +173,7 @@ async fn a_legacy_client_that_never_reads_its_notifications_is_cut_off() {
     let proxy = Proxy::start(&["--max-queue-bytes", "64K"]).await;
     let (mut stream, post_url) = legacy_session(&proxy).await;
     let http = reqwest::Client::new();
-    let post = |body: serde_json::Value| {
-        let req = http.post(&post_url).json(&body).send();
-        async move {
-            tokio::time::timeout(STEP, req)
-                .await
-                .expect("POST answered in time")
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let post = |body: serde_json::Value| post_status(&http, &post_url, body);
     // Progress, megabytes a second of it, far more than the socket buffers
     // hold; no call ends (so no answer comes) within the test.
     for n in 0..20 {
@@ -278,17 +268,7 @@ async fn one_long_answer_read_slowly_does_not_cut_a_legacy_client_off() {
     let proxy = Proxy::start(&["--max-queue-bytes", "64K"]).await;
     let (mut stream, post_url) = legacy_session(&proxy).await;
     let http = reqwest::Client::new();
-    let post = |body: serde_json::Value| {
-        let req = http.post(&post_url).json(&body).send();
-        async move {
-            tokio::time::timeout(STEP, req)
-                .await
-                .expect("POST answered in time")
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let post = |body: serde_json::Value| post_status(&http, &post_url, body);
     // 8 MB, more than the socket buffers hold while this client does not
     // read yet; then a small answer behind it.
     let big = json!({"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"large","arguments":{"bytes":8_000_000}}});

@@ -529,7 +529,6 @@ impl App {
         self.answers_cancel.cancel();
     }
 
-    /// Stops every per-principal child (shutdown, or a named server's end).
     /// Stops every child of this server together: the sessions', the
     /// shared one and the per-principal ones, each by its staged stop, so
     /// that stubborn children of all three kinds take one stop's time, not
