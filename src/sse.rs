@@ -692,16 +692,8 @@ impl Outlet {
             );
             return;
         }
-        if is_response && self.answers_overflow(inner, json.len()) {
-            warn!(
-                stream = self.stream_id,
-                queued_bytes = backlog(inner),
-                "sse client too slow: answers waiting for it passed --max-queue-bytes, cutting it off"
-            );
-            self.cut(inner);
-            if inner.finished {
-                return;
-            }
+        if is_response && self.cut_if_answers_overflow(inner, json.len()) {
+            return;
         }
         if inner.open.is_some() {
             // It follows the event going on in pieces.
@@ -790,16 +782,8 @@ impl Outlet {
             return false;
         }
         let head_bytes = head.iter().map(Bytes::len).sum();
-        if self.answers_overflow(&inner, head_bytes) {
-            warn!(
-                stream = self.stream_id,
-                queued_bytes = backlog(&inner),
-                "sse client too slow: answers waiting for it passed --max-queue-bytes, cutting it off"
-            );
-            self.cut(&mut inner);
-            if inner.finished {
-                return false;
-            }
+        if self.cut_if_answers_overflow(&mut inner, head_bytes) {
+            return false;
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -1029,6 +1013,23 @@ impl Outlet {
             && inner.live.is_some()
             && waiting > 0
             && waiting.saturating_add(len) > self.max_queue_bytes
+    }
+
+    /// Cuts the consumer off when a response of `len` more bytes would
+    /// take what waits for it past `--max-queue-bytes` (see
+    /// [`Outlet::answers_overflow`]); `true` when the stream has ended
+    /// with it (one without ids: the response has nowhere to go).
+    fn cut_if_answers_overflow(&self, inner: &mut OutletInner, len: usize) -> bool {
+        if !self.answers_overflow(inner, len) {
+            return false;
+        }
+        warn!(
+            stream = self.stream_id,
+            queued_bytes = backlog(inner),
+            "sse client too slow: answers waiting for it passed --max-queue-bytes, cutting it off"
+        );
+        self.cut(inner);
+        inner.finished
     }
 
     /// Lets go of a consumer too slow to keep up (the caller logs why). A
