@@ -93,6 +93,9 @@ pub mod child;
 pub mod config;
 pub mod config_file;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod healthcheck;
 pub mod http;
