@@ -998,6 +998,59 @@ async fn browsers_are_refused_cross_site_and_refusals_spawn_no_child() {
     proxy.stop().await;
 }
 
+/// On a public bind with `--allowed-host`, probes and scrapers name the
+/// address they connected to (kubelet: `Host: <pod IP>:<port>`; the image's
+/// `mcp-proxy healthcheck`: `127.0.0.1:<port>`). An IP address cannot come
+/// from DNS rebinding, so `/health`, `/ready` and `/metrics` take it; a name
+/// that was not allowed is still refused, and the MCP endpoint still wants
+/// an allowed name.
+#[tokio::test]
+async fn probes_that_name_an_address_pass_the_host_check_on_a_public_bind() {
+    let proxy = Proxy::start(&[
+        "--host",
+        "0.0.0.0",
+        "--allowed-host",
+        "mcp.example.com",
+        "--api-key",
+        "probe-test-key-0123456789",
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, host: &str| {
+        http.get(format!("{}{path}", proxy.base()))
+            .header("host", host)
+            .send()
+    };
+    for path in ["/health", "/ready", "/metrics"] {
+        for host in [
+            "10.1.2.3:8080",
+            "127.0.0.1:8080",
+            "[fd00::7]:8080",
+            "10.1.2.3",
+        ] {
+            let r = get(path, host).await.unwrap();
+            assert_eq!(r.status(), 200, "{path} with Host {host}");
+        }
+        assert_eq!(get(path, "mcp.example.com").await.unwrap().status(), 200);
+        for host in ["attacker.example", "10.1.2.3.nip.io:8080", "localhost:8080"] {
+            let r = get(path, host).await.unwrap();
+            assert_eq!(r.status(), 403, "{path} with Host {host}");
+        }
+    }
+    let r = http
+        .post(proxy.mcp())
+        .header("host", "10.1.2.3:8080")
+        .header("authorization", "Bearer probe-test-key-0123456789")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the MCP endpoint keeps the allowed names");
+    proxy.stop().await;
+}
+
 // ---------- forward auth ----------
 
 fn whoami(outage: Arc<AtomicBool>) -> Handler {

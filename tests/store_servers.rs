@@ -1065,6 +1065,57 @@ async fn a_call_on_a_retiring_generation_is_audited_once() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Probes of named servers on a public bind with `allowed_hosts` may name
+/// an address, as a single server's may (kubelet names the pod's); other
+/// names and the servers' MCP endpoints keep the list.
+#[tokio::test]
+async fn named_server_probes_that_name_an_address_pass_the_host_check() {
+    let dir = tempdir("probe-host");
+    let keys = dir.join("keys");
+    std::fs::write(&keys, format!("alpha: {K1}\n")).unwrap();
+    let config = load(
+        &dir,
+        &format!(
+            "[listen]\nhost = \"0.0.0.0\"\n[auth]\napi_key_file = {keys:?}\n\
+             allowed_hosts = [\"mcp.example.com\"]\n\
+             [[server]]\nname = \"ev\"\ncommand = [{:?}]\n",
+            example("everything")
+        ),
+    )
+    .unwrap();
+    let p = start(config, None).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, host: &str| {
+        http.get(format!("{}{path}", p.base))
+            .header("host", host)
+            .send()
+    };
+    for path in [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/servers/ev/ready",
+        "/servers/ev/metrics",
+    ] {
+        let r = get(path, "10.1.2.3:8080").await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let r = get(path, "attacker.example").await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    let r = http
+        .post(format!("{}/servers/ev/mcp", p.base))
+        .header("host", "10.1.2.3:8080")
+        .header("authorization", format!("Bearer {K1}"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the MCP endpoint keeps the allowed names");
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Regression: named servers had an accept loop of their own without the
 /// single server's protections: no `--max-connections`, no header-read or
 /// idle timeout, and no peer address on requests, so wrong keys were never

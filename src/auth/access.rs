@@ -149,6 +149,53 @@ impl Access {
             Err(ProxyError::ForbiddenHost(host.to_string()))
         }
     }
+
+    /// The Host check of what probes and scrapers ask (`/health`, `/ready`,
+    /// `/metrics`): as [`Access::check_host`], but a Host that is an IP
+    /// address passes too. Kubelet probes and Prometheus name the pod's
+    /// address, and `mcp-proxy healthcheck` names 127.0.0.1, none of which
+    /// an `--allowed-host` list holds; and an address cannot come from DNS
+    /// rebinding, whose pages send the attacker's name.
+    pub fn check_probe_host(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+    ) -> Result<(), ProxyError> {
+        match self.check_host(headers, authority) {
+            Err(ProxyError::ForbiddenHost(host)) if names_an_address(&host) => Ok(()),
+            checked => checked,
+        }
+    }
+}
+
+/// Whether `host[:port]` names an IP address, written as a URL writes one
+/// (`10.0.0.5`, `10.0.0.5:80`, `[fd00::1]:80`).
+fn names_an_address(authority: &str) -> bool {
+    let port_ok =
+        |p: Option<&str>| p.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if let Some(rest) = authority.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return false,
+            },
+        };
+        return ip.parse::<std::net::Ipv6Addr>().is_ok() && port_ok(port);
+    }
+    let (ip, port) = match authority.rsplit_once(':') {
+        Some((ip, port)) => (ip, Some(port)),
+        None => (authority, None),
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && port_ok(port)
+}
+
+/// Whether `path` is one that probes and scrapers ask for.
+pub fn is_probe_path(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics")
 }
 
 #[cfg(test)]
@@ -265,6 +312,29 @@ mod tests {
                 .is_err()
         );
         assert!(a.check_host(&headers(&[]), Some("127.0.0.1:9")).is_ok());
+    }
+
+    #[test]
+    fn probes_may_name_an_address_and_nothing_else_changes() {
+        let public = Access::new(&[], &["mcp.example.com".into()], false);
+        for host in ["10.0.0.5:8080", "10.0.0.5", "[fd00::1]:80", "[::1]"] {
+            let h = headers(&[("host", host)]);
+            assert!(public.check_host(&h, None).is_err(), "{host}");
+            assert!(public.check_probe_host(&h, None).is_ok(), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "10.0.0.5.nip.io",
+            "10.0.0.5:x",
+            "[fd00::1",
+        ] {
+            let h = headers(&[("host", host)]);
+            assert!(public.check_probe_host(&h, None).is_err(), "{host}");
+        }
+        let mut two = headers(&[("host", "10.0.0.5")]);
+        two.append("host", http::HeaderValue::from_static("10.0.0.6"));
+        assert!(public.check_probe_host(&two, None).is_err());
+        assert!(is_probe_path("/metrics") && !is_probe_path("/mcp"));
     }
 
     /// Regression from review: a `Host` that was not text counted as no

@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::audit::Audit;
-use crate::auth::{Access, AuthMethod, Authenticator, Principal};
+use crate::auth::{Access, AuthMethod, Authenticator, Principal, access};
 use crate::config::{Config, Mode};
 use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame};
@@ -660,9 +660,14 @@ impl App {
         mut req: Request<Incoming>,
         origin: Option<String>,
     ) -> Result<Response<Body>, ProxyError> {
-        // Host first, for every path: health probes too (DNS rebinding).
-        self.access
-            .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))?;
+        // Host first, for every path: health probes too (DNS rebinding),
+        // though they may name an address (kubelet names the pod's).
+        let authority = req.uri().authority().map(|a| a.as_str());
+        if access::is_probe_path(req.uri().path()) {
+            self.access.check_probe_host(req.headers(), authority)?;
+        } else {
+            self.access.check_host(req.headers(), authority)?;
+        }
         let path = req.uri().path();
         let c = &self.config;
         let is_mcp = path == c.path || path == c.sse_path || path == c.message_path;
@@ -844,7 +849,7 @@ impl App {
         req: &Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
         self.access
-            .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))?;
+            .check_probe_host(req.headers(), req.uri().authority().map(|a| a.as_str()))?;
         if self.config.metrics_auth {
             let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
             self.auth.authenticate(req.headers(), peer).await?;

@@ -409,14 +409,25 @@ impl ServerSet {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         // Host first, for every path, as a single server does (DNS
-        // rebinding): `[auth]` is global, so any current server's check
-        // will do. Paths under a server are checked again by its app.
-        if let Some(app) = self.any_app()
-            && let Err(e) = app
-                .access
-                .check_host(req.headers(), req.uri().authority().map(|a| a.as_str()))
-        {
-            return e.into_response();
+        // rebinding; probes may name an address): `[auth]` is global, so
+        // any current server's check will do. Paths under a server are
+        // checked again by its app.
+        let probe = req.method() == Method::GET
+            && (crate::auth::access::is_probe_path(&path)
+                || path.strip_prefix("/servers/").is_some_and(|rest| {
+                    rest.split_once('/')
+                        .is_some_and(|(_, tail)| tail == "ready" || tail == "metrics")
+                }));
+        let authority = req.uri().authority().map(|a| a.as_str());
+        if let Some(app) = self.any_app() {
+            let checked = if probe {
+                app.access.check_probe_host(req.headers(), authority)
+            } else {
+                app.access.check_host(req.headers(), authority)
+            };
+            if let Err(e) = checked {
+                return e.into_response();
+            }
         }
         match (req.method(), path.as_str()) {
             (&Method::GET, "/metrics") => {
