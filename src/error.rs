@@ -282,6 +282,7 @@ mod tests {
             ),
             (FrameError::NotJson("x".into()).into(), 400, -32700),
             (FrameError::NotJsonRpc("x").into(), 400, -32600),
+            (FrameError::RequestIdUnusable.into(), 400, -32600),
             (ProxyError::MissingSession, 400, -32600),
             (ProxyError::SessionNotFound, 404, -32001),
             (ProxyError::UnsupportedMediaType, 415, -32600),

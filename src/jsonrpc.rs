@@ -60,6 +60,11 @@ pub enum FrameError {
     /// JSON, but not a JSON-RPC 2.0 message (-32600).
     #[error("invalid request: {0}")]
     NotJsonRpc(&'static str),
+    /// A request (it has a `method`) whose `id` is null, an object, an
+    /// array or a boolean (-32600). Unlike the others, its sender waits
+    /// for an answer: JSON-RPC 2.0 gives it an error with a null id.
+    #[error("invalid request: \"id\" must be a string or a number")]
+    RequestIdUnusable,
 }
 
 impl FrameError {
@@ -67,7 +72,7 @@ impl FrameError {
     pub fn code(&self) -> i64 {
         match self {
             FrameError::NotJson(_) => code::PARSE_ERROR,
-            FrameError::NotJsonRpc(_) => code::INVALID_REQUEST,
+            FrameError::NotJsonRpc(_) | FrameError::RequestIdUnusable => code::INVALID_REQUEST,
         }
     }
 }
@@ -138,9 +143,11 @@ impl Frame {
             // Error responses may carry a null id when the request's id was unreadable.
             let null_ok = env.method.is_none() && env.error.is_some() && id.get() == "null";
             if !valid && !null_ok {
-                return Err(FrameError::NotJsonRpc(
-                    "\"id\" must be a string or a number",
-                ));
+                return Err(if env.method.is_some() {
+                    FrameError::RequestIdUnusable
+                } else {
+                    FrameError::NotJsonRpc("\"id\" must be a string or a number")
+                });
             }
         }
         if let (false, None, Some(id), Some(_), Some(error)) =
@@ -1373,6 +1380,10 @@ mod tests {
 
     #[test]
     fn null_or_object_request_id_is_invalid() {
+        for id in ["null", "{}", "[1]", "true"] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"x"}}"#);
+            assert_eq!(parse(&line).unwrap_err(), FrameError::RequestIdUnusable);
+        }
         assert_eq!(
             parse(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#)
                 .unwrap_err()

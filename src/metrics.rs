@@ -218,6 +218,8 @@ pub enum Refusal {
     DuplicateId,
     /// Its id is over 1 KiB of JSON.
     LongId,
+    /// Its id is null, an object, an array or a boolean.
+    InvalidId,
 }
 
 impl Refusal {
@@ -231,6 +233,7 @@ impl Refusal {
             Refusal::SessionEnded => "session_ended",
             Refusal::DuplicateId => "duplicate_id",
             Refusal::LongId => "long_id",
+            Refusal::InvalidId => "invalid_id",
         }
     }
 }
@@ -498,7 +501,7 @@ impl Metrics {
         );
         registry.register(
             "server_requests_refused",
-            "Requests of MCP servers to clients (sampling, elicitation, roots) the proxy answered with an error, by reason (no_client, no_capability, session_limit, child_limit, expired, session_ended, duplicate_id, long_id)",
+            "Requests of MCP servers to clients (sampling, elicitation, roots) the proxy answered with an error, by reason (no_client, no_capability, session_limit, child_limit, expired, session_ended, duplicate_id, long_id, invalid_id)",
             m.child.server_requests_refused.clone(),
         );
         registry.register(

@@ -444,3 +444,48 @@ async fn an_answer_whose_id_is_the_requests_written_otherwise_reaches_its_client
     assert_eq!(answers[0]["result"]["content"][0]["text"], "dotted");
     proxy.stop().await;
 }
+
+/// Regression: a child's request whose id is null, an object, an array or
+/// a boolean was skipped as an unreadable line, so the child waited for an
+/// answer that never came. JSON-RPC 2.0 answers an invalid request with an
+/// error whose id is null (its own cannot be used); each is counted.
+#[tokio::test]
+async fn a_child_request_with_an_unusable_id_gets_an_invalid_request_error_with_id_null() {
+    let child = Recorded::new("bad-id");
+    let proxy = child.start(&[]).await;
+    let c = session(&proxy, json!({"sampling": {}})).await;
+    let ids = [json!(null), json!({"a": 1}), json!([1]), json!(true)];
+    let lines: Vec<String> = ids.iter().map(|id| sampling_line(id, "bad id")).collect();
+    let seen = emit(&c, json!(1), &lines).await;
+    assert!(
+        !seen.iter().any(|m| m["method"] == "sampling/createMessage"),
+        "the client was not asked: {seen:?}"
+    );
+    let errors = || -> Vec<Value> {
+        child
+            .received()
+            .into_iter()
+            .filter(|m| m.get("method").is_none() && m.get("id") == Some(&Value::Null))
+            .collect()
+    };
+    eventually(std::time::Duration::from_secs(5), || {
+        errors().len() >= ids.len()
+    })
+    .await;
+    let errors = errors();
+    assert_eq!(errors.len(), ids.len(), "{errors:?}");
+    for e in &errors {
+        assert_eq!(e["error"]["code"], -32600, "{e}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", proxy.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_proxy_server_requests_refused_total{reason=\"invalid_id\"} 4"),
+        "{metrics}"
+    );
+    proxy.stop().await;
+}

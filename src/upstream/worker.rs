@@ -286,6 +286,9 @@ pub(super) struct Worker {
     /// The rate limit of the warning that a bound of those bit (a child
     /// may send a burst of thousands).
     refusals: RateLimit,
+    /// Set once the child's first request with an unusable id was logged:
+    /// the later ones are only counted.
+    logged_unusable_id: bool,
 }
 
 impl Worker {
@@ -316,6 +319,7 @@ impl Worker {
             cut: None,
             metrics,
             refusals: RateLimit::new(4, 1),
+            logged_unusable_id: false,
         }
     }
 
@@ -722,6 +726,7 @@ impl Worker {
                     self.end_output(reader, "the proxy could not route the MCP server's output");
                 }
             }
+            Err(jsonrpc::FrameError::RequestIdUnusable) => self.refuse_unusable_id(),
             Err(e) => {
                 self.skipped += 1;
                 // Rate-limited like stderr (`--child-log-rate`): a child
@@ -801,6 +806,26 @@ impl Worker {
                 None => debug!(error = %e, "a message for the child was dropped"),
             }
         }
+    }
+
+    /// A request of the child's whose id is null, an object, an array or
+    /// a boolean: no answer could be routed back under it, but the child
+    /// waits for one. It gets what JSON-RPC 2.0 gives an invalid request,
+    /// an error with a null id; logged the first time, counted every time.
+    fn refuse_unusable_id(&mut self) {
+        self.metrics.server_request_refused(Refusal::InvalidId);
+        if !self.logged_unusable_id {
+            self.logged_unusable_id = true;
+            warn!(
+                "child sent a request whose id is not a string or a number; answered it with an invalid-request error (id null), as every later one (counted, not logged)"
+            );
+        }
+        self.write_control(&jsonrpc::error_response(
+            Some(b"null"),
+            code::INVALID_REQUEST,
+            "invalid request: \"id\" must be a string or a number",
+            None,
+        ));
     }
 
     /// A message of the proxy's own (answers to the child's `ping`,
