@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, STEP, legacy_session, read_messages, text_of};
+use support::{Client, Proxy, STEP, SseStream, legacy_session, read_messages, text_of};
 
 /// The proxy stops (as on SIGTERM) while `call` is in flight: started,
 /// then stopped `after` later; returns what `call` gave.
@@ -193,4 +193,68 @@ async fn a_call_unanswered_when_the_grace_runs_out_gets_an_error() {
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("shutting down"), "{accept}: {answer}");
     }
+}
+
+/// Regression: a call in flight that waits on its client's answer to the
+/// server's request (here `sample`: the child asks for
+/// `sampling/createMessage`) could never finish during the drain. The
+/// listener closed at the signal (the answer, on a new connection since
+/// the idle ones are closed, was refused) and a POST that got in was
+/// answered 503 whatever it held, so the call waited out the grace and got
+/// an error. Now the listener stays open during the drain: an existing
+/// session's answers and notifications are taken (202), new requests get
+/// 503.
+#[tokio::test]
+async fn a_clients_answer_to_the_servers_request_is_taken_during_the_drain() {
+    let proxy = Proxy::start(&["--shutdown-grace", "10s"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({"sampling": {}})).await;
+    let resp = c
+        .post(&json!({"jsonrpc":"2.0","id":"call","method":"tools/call",
+            "params":{"name":"sample","arguments":{"prompt":"hi"}}}))
+        .await;
+    let mut stream = SseStream::new(resp);
+    let ask: Value = loop {
+        let ev = stream.next().await.expect("the sampling request");
+        let m: Value = serde_json::from_str(&ev.data).unwrap();
+        if m["method"] == "sampling/createMessage" {
+            break m;
+        }
+    };
+    proxy.token.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A fresh client: a new connection, as a client's pool has none left.
+    let post = |body: Value| {
+        reqwest::Client::new()
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body)
+            .send()
+    };
+    let new_call = post(json!({"jsonrpc":"2.0","id":"new","method":"tools/call",
+        "params":{"name":"echo","arguments":{"message":"x"}}}))
+    .await
+    .expect("the listener is open during the drain");
+    assert_eq!(new_call.status(), 503, "new work is refused");
+    let answered = post(json!({"jsonrpc":"2.0","id":ask["id"],"result":{
+        "role":"assistant","content":{"type":"text","text":"sampled"},"model":"m"}}))
+    .await
+    .expect("the listener is open during the drain");
+    assert_eq!(answered.status(), 202);
+    let answer = loop {
+        let ev = stream.next().await.expect("the call's answer");
+        let m: Value = serde_json::from_str(&ev.data).unwrap();
+        if m["id"] == "call" {
+            break m;
+        }
+    };
+    assert_eq!(text_of(&answer), "sampled", "{answer}");
+    tokio::time::timeout(STEP, proxy.task)
+        .await
+        .expect("the proxy stops in time")
+        .unwrap()
+        .ok();
 }

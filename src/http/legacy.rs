@@ -170,6 +170,9 @@ pub async fn handle_message(
     require_json(&parts.headers)?;
     let bytes = app.read_body(body, &parts.headers).await?;
     let (frames, _) = parse_body(bytes, app.config.max_batch)?;
+    if app.refuses_while_draining(&frames, true) {
+        return Err(ProxyError::ShuttingDown);
+    }
     super::streamable::admit(&app, &session, &frames)?;
     let frames = crate::trace::carry(&parts.headers, frames);
     session.touch();

@@ -61,6 +61,8 @@ impl ListenLimits {
 pub struct Connections {
     tracker: TaskTracker,
     drain: CancellationToken,
+    /// Goes on accepting during the drain (see [`Connections::drain`]).
+    late: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Connections {
@@ -69,18 +71,42 @@ impl Connections {
     /// caller then stops the children, which ends what the rest still
     /// wait on; their sockets close when their tasks end or, at the
     /// latest, with the runtime at exit.
+    ///
+    /// The listener stays open meanwhile: a call in flight may wait on
+    /// its client's answer to the server's request (sampling, elicitation,
+    /// roots), which comes in a POST of its own, usually on a new
+    /// connection (the idle ones were just closed). Each connection taken
+    /// now serves its requests (the handler refuses new work while
+    /// draining) and is closed once it has no request in the handler. It
+    /// is closed when the drain ends.
     pub async fn drain(self, grace: Duration) -> bool {
         self.drain.cancel();
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok()
+        let Connections { tracker, late, .. } = self;
+        tokio::select! {
+            done = tokio::time::timeout(grace, tracker.wait()) => done.is_ok(),
+            () = late => false,
+        }
     }
+}
+
+/// What serves each accepted connection: the handler, the HTTP builder,
+/// the `--max-connections` slots and the connection timeouts.
+struct Acceptor<H> {
+    handler: H,
+    builder: auto::Builder<TokioExecutor>,
+    slots: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+    connections: TaskTracker,
+    drain: CancellationToken,
+    refusals: crate::logging::RateLimit,
+    timeouts: Arc<crate::logging::RateLimit>,
+    conn_limits: ConnLimits,
 }
 
 /// Accepts connections on `listener` until `shutdown` and serves each
 /// request with `handler` (the request carries its [`PeerAddr`]); the
-/// listener is closed on return.
+/// listener is closed when the returned connections have drained.
 ///
 /// A connection that has not sent a complete request head within
 /// `--header-read-timeout` of being accepted, or that moves no bytes and
@@ -107,38 +133,65 @@ where
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.conn.idle);
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let connections = TaskTracker::new();
-    let drain = CancellationToken::new();
-    let refusals = conn_log_limit();
-    let timeouts = Arc::new(conn_log_limit());
-    let conn_limits = limits.conn;
+    let acceptor = Acceptor {
+        handler,
+        builder,
+        slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
+        max_connections: limits.max_connections,
+        connections: TaskTracker::new(),
+        drain: CancellationToken::new(),
+        refusals: conn_log_limit(),
+        timeouts: Arc::new(conn_log_limit()),
+        conn_limits: limits.conn,
+    };
     loop {
-        let (stream, peer) = tokio::select! {
-            conn = listener.accept() => match conn {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        tokio::select! {
+            conn = listener.accept() => acceptor.take(conn, false).await,
             _ = shutdown.cancelled() => break,
+        }
+    }
+    let (tracker, drain) = (acceptor.connections.clone(), acceptor.drain.clone());
+    let late = async move {
+        loop {
+            acceptor.take(listener.accept().await, true).await;
+        }
+    };
+    Connections {
+        tracker,
+        drain,
+        late: Box::pin(late),
+    }
+}
+
+impl<H, F> Acceptor<H>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// Serves one accepted connection; `late`: taken during the drain.
+    async fn take(&self, conn: std::io::Result<(tokio::net::TcpStream, SocketAddr)>, late: bool) {
+        let (stream, peer) = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             // Closed at once (RST-free close): the client sees the refusal
             // instead of waiting in the backlog.
             drop(stream);
-            if let Some(dropped) = refusals.admit() {
+            if let Some(dropped) = self.refusals.admit() {
                 warn!(
                     %peer,
-                    max = limits.max_connections,
+                    max = self.max_connections,
                     not_logged = dropped,
                     "connection limit reached; closed a new connection (--max-connections)"
                 );
             }
-            continue;
+            return;
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
@@ -146,7 +199,7 @@ where
             inner: stream,
             activity: activity.clone(),
         });
-        let svc_handler = handler.clone();
+        let svc_handler = self.handler.clone();
         let svc_activity = activity.clone();
         let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let handler = svc_handler.clone();
@@ -161,10 +214,12 @@ where
             }
             .instrument(span)
         });
-        let conn = builder.serve_connection(io, svc).into_owned();
-        let drain = drain.clone();
-        let log_limit = timeouts.clone();
-        connections.spawn(
+        let conn = self.builder.serve_connection(io, svc).into_owned();
+        let drain = self.drain.clone();
+        let log_limit = self.timeouts.clone();
+        let conn_limits = self.conn_limits;
+        let served = activity.clone();
+        self.connections.spawn(
             async move {
                 // Held for the connection's life: its slot under --max-connections.
                 let _permit = permit;
@@ -195,11 +250,21 @@ where
                             }
                             return;
                         }
-                        _ = drain.cancelled(), if !draining => {
+                        _ = drain.cancelled(), if !draining && !late => {
                             draining = true;
                             conn.as_mut().graceful_shutdown();
                         }
                         _ = ticks.tick() => {
+                            // One accepted during the drain serves what it
+                            // came for, then closes.
+                            if late
+                                && !draining
+                                && served.requests.load(Ordering::Relaxed) > 0
+                                && served.in_flight.load(Ordering::Relaxed) == 0
+                            {
+                                draining = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
                             let Some(why) = conn_limits.expired(&activity) else { continue };
                             if let Some(dropped) = log_limit.admit() {
                                 info!(reason = why, not_logged = dropped, "closed a connection");
@@ -212,11 +277,6 @@ where
             }
             .instrument(debug_span!("conn", %peer)),
         );
-    }
-    drop(listener);
-    Connections {
-        tracker: connections,
-        drain,
     }
 }
 

@@ -572,6 +572,27 @@ impl App {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
+    /// Begins the shutdown's drain: new work is refused from now on (what
+    /// existing sessions still send to finish theirs, answers to the
+    /// server's requests and notifications, is taken, see
+    /// [`App::refuses_while_draining`]), and the streams that carry no
+    /// answer end.
+    pub fn begin_drain(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        self.streams_cancel.cancel();
+    }
+
+    /// During the drain, whether a POST of `frames` is refused (503): one
+    /// holding a request is new work, and so is anything without a session
+    /// (2026-07-28, `--stateless`). Answers to the server's requests
+    /// (sampling, elicitation, roots) and notifications (`cancelled`) to an
+    /// existing session pass: a call in flight may be waiting on them to
+    /// finish within the grace.
+    fn refuses_while_draining(&self, frames: &[Frame], has_session: bool) -> bool {
+        self.is_shutting_down()
+            && (!has_session || frames.iter().any(|f| f.kind() == jsonrpc::Kind::Request))
+    }
+
     /// Routes one request; never fails (errors are responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
@@ -690,7 +711,10 @@ impl App {
         let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
         let principal = self.auth.authenticate(req.headers(), peer).await?;
         req.extensions_mut().insert(principal);
-        if self.is_shutting_down() {
+        // A POST of messages is decided by what it holds (see
+        // `refuses_while_draining`); anything else is new work.
+        let posts_messages = req.method() == Method::POST && (req.uri().path() != c.sse_path);
+        if self.is_shutting_down() && !posts_messages {
             return Err(ProxyError::ShuttingDown);
         }
         let path = req.uri().path();
@@ -761,6 +785,10 @@ impl App {
         let (frames, batch) = parse_body(bytes, self.config.max_batch)?;
         let frames = trace::carry(&parts.headers, frames);
         let has_session = parts.headers.contains_key(names::MCP_SESSION_ID);
+        if self.refuses_while_draining(&frames, has_session && self.config.mode != Mode::Stateless)
+        {
+            return Err(ProxyError::ShuttingDown);
+        }
         let single = (!batch).then(|| &frames[0]);
         if let Some(e) = bad_version {
             // A message that speaks 2026-07-28 makes it that revision's
@@ -1152,11 +1180,13 @@ fn refuses(param: &str) -> bool {
 /// what is in flight before it ends the answers regardless.
 const GIVE_UP_WAIT: Duration = Duration::from_secs(1);
 
-/// Accepts connections until `shutdown` (see [`listener::accept`] for
-/// the caps and timeouts every connection gets), then drains: the streams
-/// that never finish by themselves are ended first (GET streams, and a
-/// legacy stream once nothing is in flight on it), requests in flight get
-/// up to the grace period for their answers, then children are stopped.
+/// Serves connections until `shutdown` (see [`listener::accept`] for
+/// the caps and timeouts every connection gets), then drains: new work is
+/// refused ([`App::begin_drain`]), the streams that never finish by
+/// themselves are ended first (GET streams, and a legacy stream once
+/// nothing is in flight on it), requests in flight get up to the grace
+/// period for their answers (the clients' answers to the servers' own
+/// requests still come in), then children are stopped.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
     let reaper = tokio::spawn(reap_idle(app.clone(), shutdown.clone()));
     let handler = {
@@ -1165,9 +1195,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     };
     let connections =
         listener::accept(listener, ListenLimits::of(&app.config), handler, &shutdown).await;
-    info!("shutting down: no longer accepting connections");
-    app.shutting_down.store(true, Ordering::Relaxed);
-    app.streams_cancel.cancel();
+    info!("shutting down: refusing new work, draining requests in flight");
+    app.begin_drain();
     let grace = app.config.child.grace;
     if !connections.drain(grace).await {
         warn!(

@@ -738,7 +738,7 @@ pub async fn run_until(
     let connections =
         crate::http::listener::accept(listener, ListenLimits::of(&set.base), handler, &shutdown)
             .await;
-    info!("shutting down: no longer accepting connections");
+    info!("shutting down: refusing new work, draining requests in flight");
     set.shutting_down.store(true, Ordering::Relaxed);
     let all: Vec<Arc<App>> = {
         let mut v: Vec<Arc<App>> = set.read().values().map(|r| r.app.clone()).collect();
@@ -750,7 +750,7 @@ pub async fn run_until(
         v
     };
     for app in &all {
-        app.streams_cancel.cancel();
+        app.begin_drain();
     }
     let grace = set.base.child.grace;
     if !connections.drain(grace).await {
