@@ -121,6 +121,16 @@ pub(super) enum Crowded {
     Child,
 }
 
+/// Why the proxy's own question to a client was not recorded
+/// ([`Routes::admit_question`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unasked {
+    /// A bound of waiting requests bit.
+    Crowded(Crowded),
+    /// A request of the child's still waiting has its id.
+    IdInUse,
+}
+
 /// A map keyed by numbers the proxy hands out itself (request ids, port
 /// keys): no client chooses them, so the table needs no defence against
 /// chosen collisions, and SipHash, the default, cost more per call than
@@ -341,13 +351,14 @@ impl Routes {
         request: ServerRequest,
         per_session: usize,
         per_child: usize,
-    ) -> Result<(), Crowded> {
+    ) -> Result<(), Unasked> {
         if self.server_requests.contains_key(&key) {
             // Not reached with the proxy's own ids, which a child would
             // have to guess; the child's entry keeps its route.
-            return Err(Crowded::Child);
+            return Err(Unasked::IdInUse);
         }
         self.admit_server_request(key, request, per_session, per_child)
+            .map_err(Unasked::Crowded)
     }
 
     /// Takes the request to a client `key` (canonical id) out of the
@@ -837,6 +848,19 @@ mod tests {
         assert!(
             r.admit_server_request(b"\"q\"".to_vec().into(), request, 8, 8)
                 .is_ok()
+        );
+        // Regression: the proxy's question under an id a child's request
+        // holds was refused as --max-server-requests being full.
+        let question = ServerRequest {
+            raw_id: b"\"q\"".to_vec().into(),
+            port: 1,
+            outlet: None,
+            answer: None,
+            deadline: None,
+        };
+        assert_eq!(
+            r.admit_question(b"\"q\"".to_vec().into(), question, 8, 8),
+            Err(Unasked::IdInUse)
         );
         let unsubscribe = r.forget_port(1);
         assert_eq!(unsubscribe, ["file:///mine"]);

@@ -46,8 +46,8 @@ use super::cut::Cut;
 use super::fanout::{recompute_level, route_notification, task_owner};
 use super::mrtr::{InputRequest, input_required_result, new_request_state, resumption};
 use super::routes::{
-    Crowded, Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, cancelled_notification,
-    client_key, parse_proxy_id, related_call, related_target,
+    Crowded, Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, Unasked,
+    cancelled_notification, client_key, parse_proxy_id, related_call, related_target,
 };
 use super::{
     DEFAULT_WRITE_TIMEOUT, Port, PortKind, Reply, STATELESS_LABEL, Upstream, UpstreamError,
@@ -542,11 +542,20 @@ impl Worker {
                 let admitted = self
                     .routes
                     .admit_question(id, request, per_session, per_child)
-                    .map_err(|crowded| {
+                    .map_err(|unasked| {
                         let port = self.routes.ports.get(&port).cloned();
-                        match port {
-                            Some(port) => self.crowded(crowded, &port).1,
-                            None => "the session ended".to_string(),
+                        match (unasked, port) {
+                            (_, None) => "the session ended".to_string(),
+                            (Unasked::Crowded(crowded), Some(port)) => {
+                                self.crowded(crowded, &port).1
+                            }
+                            (Unasked::IdInUse, Some(port)) => {
+                                warn!(
+                                    session = %port.label,
+                                    "a request of the MCP server waiting for the client has the id of the proxy's own question; refusing the question"
+                                );
+                                "the id of the proxy's question to the client is taken by a request of the MCP server".to_string()
+                            }
                         }
                     });
                 let _ = done.send(admitted);
