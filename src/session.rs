@@ -135,20 +135,40 @@ pub fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a new session is made of ([`Session::new`]); named, because two of
+/// its parts are tokens that only their names tell apart.
+pub struct SessionParts {
+    /// The fresh session id ([`new_session_id`]).
+    pub id: String,
+    /// Where the id is good.
+    pub transport: Transport,
+    /// Its owner.
+    pub principal: Principal,
+    /// How the multiplexer sees it.
+    pub port: Arc<Port>,
+    /// Its child (its own, or the shared one).
+    pub upstream: Arc<Upstream>,
+    /// Its streams' bounds.
+    pub limits: StreamLimits,
+    /// Ends all of its streams ([`Session::cancel`]).
+    pub cancel: CancellationToken,
+    /// Ends its GET stream only ([`Session::standalone`]).
+    pub standalone: CancellationToken,
+}
+
 impl Session {
-    /// A session over `upstream`, already attached to it. `cancel` ends
-    /// all of its streams, `standalone` its GET stream only (see the fields).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: String,
-        transport: Transport,
-        principal: Principal,
-        port: Arc<Port>,
-        upstream: Arc<Upstream>,
-        limits: StreamLimits,
-        cancel: CancellationToken,
-        standalone: CancellationToken,
-    ) -> Arc<Session> {
+    /// A session over its upstream, already attached to it.
+    pub fn new(parts: SessionParts) -> Arc<Session> {
+        let SessionParts {
+            id,
+            transport,
+            principal,
+            port,
+            upstream,
+            limits,
+            cancel,
+            standalone,
+        } = parts;
         upstream.attach(port.clone());
         Arc::new(Session {
             id: id.into(),

@@ -46,8 +46,8 @@ use crate::error::ProxyError;
 use crate::jsonrpc::{self, Frame};
 use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
 use crate::session::{
-    InFlightSlots, PrincipalsInFlight, Reservation, Session, Sessions, StreamLimits, Transport,
-    new_session_id,
+    InFlightSlots, PrincipalsInFlight, Reservation, Session, SessionParts, Sessions, StreamLimits,
+    Transport, new_session_id,
 };
 use crate::sse::{Body, ReplayBudget};
 use crate::upstream::{
@@ -434,16 +434,16 @@ impl App {
             }
             _ => self.shared_upstream().await?,
         };
-        let session = Session::new(
+        let session = Session::new(SessionParts {
             id,
             transport,
-            principal.clone(),
+            principal: principal.clone(),
             port,
             upstream,
-            self.stream_limits(),
-            self.answers_cancel.child_token(),
-            self.streams_cancel.child_token(),
-        );
+            limits: self.stream_limits(),
+            cancel: self.answers_cancel.child_token(),
+            standalone: self.streams_cancel.child_token(),
+        });
         Ok((session, reservation))
     }
 
