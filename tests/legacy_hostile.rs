@@ -291,3 +291,34 @@ async fn one_long_answer_read_slowly_does_not_cut_a_legacy_client_off() {
     assert_eq!(second["id"], "small", "{second}");
     proxy.stop().await;
 }
+
+/// Regression: a legacy session never recorded the protocol version it
+/// negotiated (a session-era one does, at `initialize`), so nothing could
+/// hold it to that version: its POSTs took JSON-RPC batches whatever it
+/// negotiated, where `/mcp` takes them only in a 2025-03-26 session
+/// (batching exists in that revision alone). Now the version is recorded
+/// from the initialize answer, and a legacy batch follows the same rule.
+#[tokio::test]
+async fn a_legacy_session_batches_only_when_it_negotiated_2025_03_26() {
+    let proxy = Proxy::start(&[]).await;
+    let http = reqwest::Client::new();
+    let batch = json!([
+        {"jsonrpc":"2.0","id":"a","method":"ping"},
+        {"jsonrpc":"2.0","id":"b","method":"ping"}
+    ]);
+    // 2024-11-05: refused, as on /mcp.
+    let (_stream, post_url) = legacy_session(&proxy).await;
+    assert_eq!(post_status(&http, &post_url, batch.clone()).await, 400);
+    // 2025-03-26 over the legacy transport: split, each answered.
+    let (mut stream, post_url) = support::legacy_session_at(&proxy, "2025-03-26").await;
+    assert_eq!(post_status(&http, &post_url, batch).await, 202);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let ev = stream.next().await.expect("an answer of the batch");
+        let m: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    proxy.stop().await;
+}

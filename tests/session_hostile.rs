@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Client, Proxy, legacy_session};
+use support::{Client, Proxy, legacy_session, legacy_session_at};
 
 /// What a session may have in flight (`config::DEFAULT_MAX_IN_FLIGHT`,
 /// the default `--max-batch` being no larger).
@@ -23,11 +23,12 @@ fn sleeps(from: usize, n: usize) -> Value {
 /// Regression: a legacy POST is answered 202 as soon as its requests are
 /// passed on, so without `--request-timeout` a client could keep any
 /// number of calls in flight in one session (each held in the routing
-/// table, its id bytes included) without ever holding a connection.
+/// table, its id bytes included) without ever holding a connection. (The
+/// session speaks 2025-03-26, the one revision with batches.)
 #[tokio::test]
 async fn a_legacy_session_cannot_keep_more_than_the_cap_of_calls_in_flight() {
     let proxy = Proxy::start(&[]).await;
-    let (mut stream, post_url) = legacy_session(&proxy).await;
+    let (mut stream, post_url) = legacy_session_at(&proxy, "2025-03-26").await;
     let http = reqwest::Client::new();
     let r = http
         .post(&post_url)

@@ -20,9 +20,11 @@ use super::{App, parse_body, require_json};
 use crate::error::ProxyError;
 use crate::jsonrpc::Kind;
 
-use crate::session::Transport;
+use crate::jsonrpc::Message;
+use crate::session::{Session, Transport};
 use crate::sse::{self, Body, Outlet, full, stream_body};
-use crate::upstream::Reply;
+use crate::upstream::{AnswerWatch, Reply};
+use crate::version::{self, BATCH_VERSION};
 
 /// `GET /sse`.
 pub async fn handle_sse(
@@ -169,7 +171,10 @@ pub async fn handle_message(
     let (parts, body) = req.into_parts();
     require_json(&parts.headers)?;
     let bytes = app.read_body(body, &parts.headers).await?;
-    let (frames, _) = parse_body(bytes, app.config.max_batch)?;
+    let (frames, batch) = parse_body(bytes, app.config.max_batch)?;
+    if batch {
+        check_batch(&session, &frames)?;
+    }
     if app.refuses_while_draining(&frames, true) {
         return Err(ProxyError::ShuttingDown);
     }
@@ -180,7 +185,11 @@ pub async fn handle_message(
     for frame in frames {
         let r = match frame.kind() {
             Kind::Request => {
-                let reply = app.reply_for(&principal, &frame, Reply::Stream(outlet.clone()));
+                let mut reply = Reply::Stream(outlet.clone());
+                if frame.method() == Some("initialize") {
+                    reply = reply.watched(Some(Box::new(NoteVersion(session.clone()))));
+                }
+                let reply = app.reply_for(&principal, &frame, reply);
                 session.upstream.request(&session.port, frame, reply).await
             }
             Kind::Notification => session.upstream.notify(&session.port, frame).await,
@@ -198,6 +207,43 @@ pub async fn handle_message(
         http::HeaderValue::from_static("text/plain"),
     );
     Ok(r)
+}
+
+/// A batch in a legacy session, as on `/mcp` (transport.md §2.8):
+/// JSON-RPC batches exist in protocol 2025-03-26 alone, and `initialize`
+/// is never part of one. A session not yet initialized has no version.
+fn check_batch(session: &Session, frames: &[crate::jsonrpc::Frame]) -> Result<(), ProxyError> {
+    if frames.iter().any(|f| f.method() == Some("initialize")) {
+        return Err(ProxyError::InvalidRequest(
+            "initialize must not be part of a batch".into(),
+        ));
+    }
+    let version = session.protocol_version();
+    if version != BATCH_VERSION {
+        return Err(ProxyError::InvalidRequest(format!(
+            "JSON-RPC batches are only allowed in protocol {BATCH_VERSION}; this session speaks {}",
+            if version.is_empty() {
+                "none yet"
+            } else {
+                &version
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Records the version a legacy session negotiated, from its initialize
+/// answer, as a session-era session records it at `initialize`: what a
+/// session may do (batches) depends on it, and the log names it.
+struct NoteVersion(Arc<Session>);
+
+impl AnswerWatch for NoteVersion {
+    fn answered(self: Box<Self>, message: &Message) {
+        if let Some(v) = version::negotiated_version(&message.contiguous()) {
+            info!(session = %crate::logging::tag(&self.0.id), version = %v, "legacy session initialized");
+            self.0.set_protocol_version(&v);
+        }
+    }
 }
 
 #[cfg(test)]
