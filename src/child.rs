@@ -327,6 +327,15 @@ impl Children {
     /// reaps them. Reads /proc: call it off the runtime's threads. Returns
     /// how many processes were killed.
     ///
+    /// No SIGTERM first, unlike a child's staged stop, on purpose: a stopped
+    /// process handles no signal, so a SIGTERM would mean letting it run
+    /// for a grace period, during which it may fork, move the new process
+    /// to a session of its own and exit. The orphan becomes the proxy's
+    /// and a later pass would find it, but a proxy killed in between leaves
+    /// it to nobody: the guard searches only from members of registered
+    /// groups, and the orphan's ancestry to them is gone. Frozen as found
+    /// and then killed, none gets that chance.
+    ///
     /// With `exited` (the child, and group, that just exited), the
     /// processes that were already the proxy's at the last once-a-second
     /// pass are spared: a double-forked daemon is the proxy's from its
