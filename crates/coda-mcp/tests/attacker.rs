@@ -191,6 +191,69 @@ async fn a_token_of_another_list_is_refused() {
     h.close().await;
 }
 
+/// Symptom: Coda's own `nextPageToken` was handed out bare and taken bare
+/// by any list. Coda's token carries the query it was made for and Coda
+/// ignores the request's, so `coda_list_pages`' token given to
+/// `coda_list_tables` (or to the pages of another doc) was sent as the
+/// tables' token: the answer was whatever Coda makes of it, skipping the
+/// first tables, with no error.
+#[tokio::test]
+async fn a_coda_page_token_of_another_list_is_refused() {
+    let h = start(&[]).await;
+    h.fake.add_pages(5);
+    let first = h
+        .ok("coda_list_pages", json!({"docId": "doc1", "limit": 1}))
+        .await;
+    let tok = first["nextPageToken"].as_str().unwrap().to_owned();
+    assert!(tok.starts_with("cm1."), "handed out bare: {tok}");
+    // Coda's token inside it, as Coda's link carries it.
+    let link = first["nextPageLink"].as_str().unwrap();
+    let coda = link.split("pageToken=").nth(1).unwrap().to_owned();
+    assert!(tok.ends_with(&format!(".{coda}")), "{tok} / {link}");
+    let next = h
+        .ok(
+            "coda_list_pages",
+            json!({"docId": "doc1", "pageToken": tok}),
+        )
+        .await;
+    assert_ne!(next["items"][0]["id"], first["items"][0]["id"], "{next}");
+    for (tool, args) in [
+        (
+            "coda_list_tables",
+            json!({"docId": "doc1", "pageToken": tok}),
+        ),
+        (
+            "coda_list_formulas",
+            json!({"docId": "doc1", "pageToken": tok}),
+        ),
+        (
+            "coda_list_pages",
+            json!({"docId": "doc2", "pageToken": tok}),
+        ),
+        // Coda's bare token says nothing of the list it came from.
+        (
+            "coda_list_tables",
+            json!({"docId": "doc1", "pageToken": coda}),
+        ),
+        (
+            "coda_list_pages",
+            json!({"docId": "doc1", "pageToken": coda}),
+        ),
+    ] {
+        let e = h.fails(tool, args.clone()).await;
+        assert!(e.contains("pageToken"), "{tool} {args}: {e}");
+    }
+    let sent: Vec<String> = h
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.q("pageToken").is_some())
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(sent, ["/docs/doc1/pages"], "Coda's token sent elsewhere");
+    h.close().await;
+}
+
 // ----- one deadline for a page write with verify -----
 
 /// The read before, the write and the read after of a verified page

@@ -368,7 +368,7 @@ async fn column_tools_list_with_pagination_and_get_by_name() {
     let v2 = h
         .ok(
             "coda_list_columns",
-            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "pageToken": tok}),
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "visibleOnly": true, "pageToken": tok}),
         )
         .await;
     assert_eq!(v2["items"][0]["id"], "c-points");

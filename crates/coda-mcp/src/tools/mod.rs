@@ -444,19 +444,22 @@ pub struct ListOutput {
     /// Coda's API link of the (first) page read, as Coda returns it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub href: Option<String>,
-    /// Coda's API link of the next page, when nextPageToken is Coda's own token.
+    /// Coda's API link of the next page, when nextPageToken continues at the start of Coda's next page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_link: Option<String>,
 }
 
-/// Prefix of the continuation tokens this server makes when it stops
-/// inside one of Coda's pages: `cm1.<skip>.<limit>.<check>.<Coda token>`
-/// resumes at item `skip` of the page that Coda token (empty: the first
-/// page, asked with `limit`) returns. `check` ([`Resume::check`]) ties
-/// the token to the list that handed it out and to its own fields: a
-/// first-page token says only "skip N items", so given to another list
-/// (another tool, doc, table or filter) it silently skipped that list's
-/// first items, and a token edited by hand resumed somewhere else.
+/// Prefix of every continuation token this server hands out:
+/// `cm1.<skip>.<limit>.<check>.<Coda token>` resumes at item `skip` of the
+/// page that Coda token (empty: the first page, asked with `limit`)
+/// returns; Coda's own `nextPageToken` goes out wrapped so too, with a
+/// skip of 0. `check` ([`Resume::check`]) ties the token to the list that
+/// handed it out and to its own fields: a first-page token says only
+/// "skip N items", so given to another list (another tool, doc, table or
+/// filter) it silently skipped that list's first items; Coda's token
+/// carries the query it was made for and Coda ignores the request's own,
+/// so given bare to another list it answered with the first list's
+/// items; and a token edited by hand resumed somewhere else.
 const OWN_TOKEN: &str = "cm1.";
 
 /// Where a list resumes: a Coda page (by its token, or the first page with
@@ -511,11 +514,6 @@ impl Resume {
 
     /// The token handed out for resuming here in the list `identity`.
     fn encode(&self, identity: &str) -> String {
-        if self.skip == 0
-            && let Some(t) = &self.coda_token
-        {
-            return t.clone();
-        }
         format!(
             "{OWN_TOKEN}{}.{}.{}.{}",
             self.skip,
@@ -525,23 +523,18 @@ impl Resume {
         )
     }
 
-    /// Read a `pageToken` given to the list `identity`. Coda's own tokens
-    /// pass as they are (Coda checks them); a `cm1.` token must be one
-    /// this list handed out, unchanged.
+    /// Read a `pageToken` given to the list `identity`: it must be one
+    /// this list handed out, unchanged. Anything else, Coda's bare token
+    /// included (Coda does not check that it belongs to the list asked
+    /// for), is refused.
     fn decode(tok: &str, identity: &str) -> Result<Resume, ToolError> {
-        let Some(rest) = tok.strip_prefix(OWN_TOKEN) else {
-            return Ok(Resume {
-                coda_token: Some(tok.to_owned()),
-                limit: None,
-                skip: 0,
-            });
-        };
         let bad = || {
             ToolError::arg(
                 "pageToken",
                 "is not a token this list returned: pass the nextPageToken of the same tool, called with the same other arguments (doc, table, filter), unchanged; or omit it to start over",
             )
         };
+        let rest = tok.strip_prefix(OWN_TOKEN).ok_or_else(bad)?;
         let mut parts = rest.splitn(4, '.');
         let skip = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let limit = match parts.next().ok_or_else(bad)? {
@@ -1019,13 +1012,17 @@ impl Coda {
                     note.map(|n| format!("; also: {n}")).unwrap_or_default()
                 ));
             }
-            let next_page_token = next.map(|r| r.encode(&identity));
-            // Coda's link only where it leads to the same place as the token.
+            // Coda's link only where it leads to the same place as the
+            // token: the start of the page Coda's last token returns.
             let next_page_link = g
                 .last_next
                 .as_ref()
-                .filter(|(t, _)| next_page_token.as_ref() == Some(t))
+                .filter(|(t, _)| {
+                    next.as_ref()
+                        .is_some_and(|r| r.skip == 0 && r.coda_token.as_ref() == Some(t))
+                })
                 .and_then(|(_, link)| link.clone());
+            let next_page_token = next.map(|r| r.encode(&identity));
             ListOutput {
                 count: keep,
                 items: Vec::new(),
