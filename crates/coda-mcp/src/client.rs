@@ -298,6 +298,9 @@ pub struct ApiRequest {
     /// [`ApiRequest::as_read`]. A write's error says whether it was applied,
     /// and sending one is recorded for the tool call ([`crate::call`]).
     pub write: bool,
+    /// A write Coda queues: its answer (a `DocumentMutateResponse`) always
+    /// carries the `requestId` to poll. Set with [`ApiRequest::queued`].
+    pub queued: bool,
 }
 
 impl ApiRequest {
@@ -314,6 +317,7 @@ impl ApiRequest {
             query: Vec::new(),
             body: None,
             class,
+            queued: false,
         }
     }
 
@@ -346,6 +350,17 @@ impl ApiRequest {
     /// Mark a write as safe to resend (its replay leaves the same state).
     pub fn replayable(mut self) -> Self {
         self.replayable = true;
+        self
+    }
+
+    /// A write Coda queues and answers with a `requestId` (a
+    /// `DocumentMutateResponse`: rows, pages, buttons, publishing,
+    /// automations). A 2xx answer without one (`{}`) shows nothing of the
+    /// write: it is not Coda's answer to it (a proxy's, a broken Coda's),
+    /// so its outcome is unknown ([`CodaError::OutcomeUnknown`]), never
+    /// "accepted".
+    pub fn queued(mut self) -> Self {
+        self.queued = true;
         self
     }
 
@@ -769,6 +784,24 @@ impl CodaClient {
                                         status = status.as_u16(),
                                         "Coda's answer contained the API token; it was replaced"
                                     );
+                                }
+                                if req.queued
+                                    && !r.body.get("requestId").is_some_and(Value::is_string)
+                                {
+                                    tracing::warn!(
+                                        status = status.as_u16(),
+                                        "answer to a queued write has no requestId"
+                                    );
+                                    return Err(CodaError::OutcomeUnknown {
+                                        source: Box::new(CodaError::InvalidResponse {
+                                            status: status.as_u16(),
+                                            reason: format!(
+                                                "the answer ({}) has no requestId, which Coda's answer to this write always carries, so it shows nothing of the write and may not be Coda's",
+                                                model_text(&r.body.to_string(), 100)
+                                            ),
+                                        }),
+                                        replayable: req.replayable,
+                                    });
                                 }
                                 Ok(r)
                             }

@@ -404,41 +404,33 @@ async fn a_link_to_resolve_is_sent_as_the_allow_list_read_it() {
 
 // ----- wait and verify claim nothing they did not check -----
 
+fn empty_answer(status: u16) -> fake_coda::Hostile {
+    fake_coda::Hostile {
+        status,
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: b"{}".to_vec(),
+        ..Default::default()
+    }
+}
+
 /// Symptom: an insert answered 2xx without `requestId` or `addedRowIds`
 /// (a proxy's `{}`, a broken Coda) came back with `wait: true` and
 /// `verify: true` as `mutation: {completed: true}` and `verification:
 /// {rowsChecked: 0, matches: true}`: nothing was waited for or re-read,
-/// and nothing had been written.
+/// and nothing had been written. Now such an answer shows nothing of the
+/// write (see a_queued_write_answered_with_an_empty_object_is_not_called_accepted).
 #[tokio::test]
 async fn an_insert_with_nothing_to_wait_for_or_re_read_is_not_called_applied_or_matching() {
     let h = start(&[]).await;
-    h.fake.answer_next(
-        "POST",
-        "/rows",
-        1,
-        fake_coda::Hostile {
-            status: 200,
-            headers: vec![("content-type".into(), b"application/json".to_vec())],
-            body: b"{}".to_vec(),
-            ..Default::default()
-        },
-    );
-    let r = h
-        .call(
+    h.fake.answer_next("POST", "/rows", 1, empty_answer(200));
+    let e = h
+        .fails(
             "coda_create_rows",
             json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "a"}, {"Name": "b"}], "verify": true}),
         )
         .await;
-    let v = r.structured_content.clone().unwrap_or_default();
-    let all = format!("{v} {}", harness::text(&r));
-    assert_ne!(v["mutation"]["completed"], true, "{all}");
-    assert_eq!(v["verification"]["matches"], false, "{all}");
-    assert!(
-        v["mutation"]["error"]
-            .as_str()
-            .is_some_and(|n| n.contains("requestId")),
-        "{all}"
-    );
+    assert!(e.contains("no requestId"), "{e}");
+    assert!(e.contains("may have been applied"), "{e}");
     // An answer with a requestId (one Coda applied) but one row id for
     // two rows: the row without an id is not re-read, and is not passed.
     let prior = h
@@ -475,6 +467,53 @@ async fn an_insert_with_nothing_to_wait_for_or_re_read_is_not_called_applied_or_
             .is_some_and(|n| n.contains("1 row ids for the 2 rows")),
         "{v}"
     );
+    h.close().await;
+}
+
+/// Symptom: a write Coda queues (its answer always carries the
+/// `requestId` to poll) answered 2xx with `{}` (a proxy's answer, a broken
+/// Coda) was a success: `result: {}`, no note, and with `wait: true` no
+/// `mutation` at all, as if it had been accepted with nothing to wait
+/// for; a chunked insert counted the rows as `rowsAccepted`. The answer
+/// shows nothing of the write: whether it ran is unknown, and the result
+/// says that, not more. A write Coda answers `{}` by design (unpublish)
+/// is still a success.
+#[tokio::test]
+async fn a_queued_write_answered_with_an_empty_object_is_not_called_accepted() {
+    // Chunks of one row each (rows of 600 bytes).
+    let h = start(&["--row-chunk-bytes", "1024", "--toolsets", "all"]).await;
+    let update = json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "x"}});
+    for wait in [false, true] {
+        h.fake.answer_next("PUT", "/rows/i-1", 1, empty_answer(200));
+        let mut args = update.clone();
+        args["wait"] = json!(wait);
+        let e = h.fails("coda_update_row", args).await;
+        assert!(e.contains("no requestId"), "wait {wait}: {e}");
+        assert!(e.contains("may have been applied"), "wait {wait}: {e}");
+        assert!(!e.contains("accepted"), "wait {wait}: {e}");
+    }
+    h.fake.answer_next("POST", "/pages", 1, empty_answer(202));
+    let e = h
+        .fails("coda_create_page", json!({"docId": "doc1", "name": "New"}))
+        .await;
+    assert!(e.contains("may have been applied"), "{e}");
+    // The second of three chunks answered `{}`: its rows are not accepted.
+    h.fake.answer_after("POST", "/rows", 1, empty_answer(202));
+    let rows: Vec<_> = (0..3)
+        .map(|i| json!({"Name": format!("chunk-{i}"), "Status": "x".repeat(600)}))
+        .collect();
+    let v = h
+        .ok(
+            "coda_create_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": rows}),
+        )
+        .await;
+    assert_eq!(v["rowsAccepted"], 1, "{v}");
+    assert_eq!(v["rowsOutcomeUnknown"], 1, "{v}");
+    h.fake
+        .answer_next("DELETE", "/publish", 1, empty_answer(200));
+    h.ok("coda_unpublish_document", json!({"docId": "doc1"}))
+        .await;
     h.close().await;
 }
 

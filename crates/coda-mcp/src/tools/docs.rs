@@ -312,7 +312,7 @@ impl Coda {
             let req = ApiRequest::new(Method::PATCH, &["docs", &d])
                 .replayable()
                 .body(body);
-            c.write_reply(req, false).await
+            c.direct_write_reply(req).await
         })
         .await
     }
@@ -331,7 +331,7 @@ impl Coda {
                 return Err(ToolError::arg("confirm", "must be true to delete a doc"));
             }
             let req = ApiRequest::new(Method::DELETE, &["docs", &d]);
-            c.write_reply(req, false).await
+            c.direct_write_reply(req).await
         })
         .await
     }

@@ -157,7 +157,7 @@ impl Coda {
         let c = self;
         run(a, |p: FolderParams| async move {
             let req = ApiRequest::new(Method::DELETE, &["folders", folder_id(&p.folder_id)?]);
-            c.write_reply(req, false).await
+            c.direct_write_reply(req).await
         })
         .await
     }

@@ -942,6 +942,13 @@ impl Coda {
         Reply::json(self.mutate(req, wait, self.deadline()).await?)
     }
 
+    /// A write Coda applies before it answers, with no `requestId` (an
+    /// unpublish, a doc or folder delete, a doc rename: their answers may
+    /// be `{}`), under a fresh call deadline, as the tool's result.
+    pub async fn direct_write_reply(&self, req: ApiRequest) -> ToolResult<Reply> {
+        Reply::json(self.send_write(req, false, self.deadline()).await?)
+    }
+
     /// One page, or every page with `fetchAll`, within the result budget.
     pub async fn list(
         &self,
@@ -1260,11 +1267,23 @@ impl Coda {
         }
     }
 
-    /// Send a write; with `wait`, poll `/mutationStatus` until done or the
-    /// deadline. Once Coda accepted the write, the result is always a
-    /// success carrying its request id: a failure while waiting is reported
-    /// in `mutation.error`, never as a failed call (a model would resend).
+    /// Send a write Coda queues ([`ApiRequest::queued`]: its answer must
+    /// carry a `requestId`); with `wait`, poll `/mutationStatus` until done
+    /// or the deadline. Once Coda accepted the write, the result is always
+    /// a success carrying its request id: a failure while waiting is
+    /// reported in `mutation.error`, never as a failed call (a model would
+    /// resend).
     pub async fn mutate(
+        &self,
+        req: ApiRequest,
+        wait: bool,
+        deadline: Instant,
+    ) -> ToolResult<MutationOutput> {
+        self.send_write(req.queued(), wait, deadline).await
+    }
+
+    /// [`Coda::mutate`] of a write queued or not, as `req` says.
+    async fn send_write(
         &self,
         req: ApiRequest,
         wait: bool,

@@ -558,6 +558,7 @@ impl Coda {
             }
             let req = ApiRequest::new(Method::POST, &["docs", d, "tables", t, "rows"])
                 .class(RequestClass::DocContentWrite)
+                .queued()
                 .query_opt("disableParsing", disable_parsing.then_some(true))
                 .body(body);
             let resp = match self.call(req, dl).await {
@@ -1255,6 +1256,7 @@ impl Coda {
             for (i, chunk) in chunks.iter().enumerate() {
                 let req = ApiRequest::new(Method::DELETE, &["docs", &d, "tables", t, "rows"])
                     .class(RequestClass::DocContentWrite)
+                    .queued()
                     .body(json!({"rowIds": chunk}));
                 let resp = match c.call(req, dl).await {
                     Ok(r) => r,
@@ -1419,6 +1421,7 @@ impl Coda {
                 };
                 let req = ApiRequest::new(Method::PUT, &["docs", &d, "tables", t, "rows", &row])
                     .class(RequestClass::DocContentWrite)
+                    .queued()
                     .replayable()
                     .query_opt("disableParsing", p.disable_parsing.then_some(true))
                     .body(json!({"row": {"cells": cells}}));

@@ -350,7 +350,7 @@ impl Coda {
         run(a, |p: DocParams| async move {
             let d = doc_id(&p.doc_id)?;
             let req = ApiRequest::new(Method::DELETE, &["docs", &d, "publish"]);
-            c.write_reply(req, false).await
+            c.direct_write_reply(req).await
         })
         .await
     }

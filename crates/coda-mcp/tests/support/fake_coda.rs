@@ -519,6 +519,19 @@ impl FakeCoda {
         });
     }
 
+    /// Like [`FakeCoda::answer_next`], once, after letting the first `skip`
+    /// matching requests through (a later chunk, not the first).
+    pub fn answer_after(&self, method: &str, path_contains: &str, skip: usize, answer: Hostile) {
+        self.with(|s| {
+            let status = answer.status;
+            s.faults.push(Fault {
+                skip,
+                hostile: Some(answer),
+                ..Fault::new(method, path_contains, status, 1)
+            })
+        });
+    }
+
     /// Add `n` empty tables "Task list {i}" (ids `grid-extra-{i}`) to doc1.
     pub fn add_tables(&self, n: usize) {
         self.with(|s| {
