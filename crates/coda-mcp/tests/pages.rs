@@ -583,3 +583,43 @@ async fn a_page_longer_than_a_plain_text_read_takes_is_not_cut_silently() {
     assert!(e.contains("more than 10000"), "{e}");
     h.close().await;
 }
+
+/// Regression: a `limit` above the maximum Coda's OpenAPI spec gives a
+/// list (page content 500, columns 100) was passed on as it came, for
+/// Coda to refuse with a 400. Such a list asks for the maximum instead,
+/// as the tool descriptions say, and continues with nextPageToken.
+#[tokio::test]
+async fn a_limit_above_codas_maximum_asks_for_the_maximum() {
+    let h = start(&[]).await;
+    for i in 0..3 {
+        h.fake.insert_line("canvas-overview", &format!("line {i}"));
+    }
+    for (limit, sent) in [(501, "500"), (100_000, "500"), (500, "500"), (7, "7")] {
+        let v = h
+            .ok(
+                "coda_list_page_content",
+                json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "limit": limit}),
+            )
+            .await;
+        assert!(v["count"].as_u64().unwrap() >= 3, "{v}");
+        let last = h
+            .fake
+            .calls("GET", "/docs/doc1/pages/canvas-overview/content")
+            .pop()
+            .unwrap();
+        assert_eq!(last.q("limit"), Some(sent), "limit {limit}");
+    }
+    h.ok(
+        "coda_list_columns",
+        json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "limit": 101}),
+    )
+    .await;
+    let last = h
+        .fake
+        .calls("GET", "/docs/doc1/tables/grid-tasks/columns")
+        .pop()
+        .unwrap();
+    assert_eq!(last.q("limit"), Some("100"));
+    h.fake.assert_responses_match_spec();
+    h.close().await;
+}

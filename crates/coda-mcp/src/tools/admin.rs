@@ -299,7 +299,7 @@ fn ws(id: &str) -> Result<&str, ToolError> {
 
 #[tool_router(router = admin_router, vis = "pub(crate)")]
 impl Coda {
-    /// Doc analytics (views, copies, likes, sessions) per doc over a date range. Paged.
+    /// Doc analytics (views, copies, likes, sessions) per doc over a date range. Paged: limit up to 5000, Coda's maximum (a larger one asks for 5000).
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<DocAnalyticsParams>(),
@@ -346,7 +346,7 @@ impl Coda {
         .await
     }
 
-    /// Page-level analytics of one doc. Paged.
+    /// Page-level analytics of one doc. Paged: limit up to 5000, Coda's maximum (a larger one asks for 5000).
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<PageAnalyticsParams>(),
@@ -367,7 +367,7 @@ impl Coda {
         .await
     }
 
-    /// Pack analytics (installs, invocations) per Pack. Paged.
+    /// Pack analytics (installs, invocations) per Pack. Paged: limit up to 5000, Coda's maximum (a larger one asks for 5000).
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<PackAnalyticsParams>(),
@@ -415,7 +415,7 @@ impl Coda {
         .await
     }
 
-    /// Analytics per formula of one Pack. Paged.
+    /// Analytics per formula of one Pack. Paged: limit up to 5000, Coda's maximum (a larger one asks for 5000).
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<PackFormulaAnalyticsParams>(),

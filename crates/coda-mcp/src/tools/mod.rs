@@ -412,7 +412,7 @@ pub type Object = serde_json::Map<String, Value>;
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageArgs {
-    /// Items per page, at least 1 (Coda caps this per endpoint; keep paging while nextPageToken is returned).
+    /// Items per page, at least 1. Coda caps some lists (columns 100, page content 500, analytics 5000): a larger limit asks for that many. Keep paging while nextPageToken is returned.
     #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// Token from a previous call's nextPageToken. Pass the same other arguments again.
@@ -981,7 +981,7 @@ impl Coda {
             Some(tok) => Resume::decode(tok, &identity)?,
             None => Resume {
                 coda_token: None,
-                limit: page.limit,
+                limit: page.limit.map(|l| max_limit(&req).map_or(l, |m| l.min(m))),
                 skip: 0,
             },
         };
@@ -1593,6 +1593,19 @@ fn sizes_within(sizes: impl IntoIterator<Item = usize>, budget: usize) -> usize 
         n = i + 1;
     }
     n
+}
+
+/// The largest `limit` Coda's OpenAPI spec allows for the list `req`
+/// reads, for the lists that have one: a larger one is answered 400, so
+/// a list asks for this many instead (each tool's description says so).
+fn max_limit(req: &ApiRequest) -> Option<u32> {
+    let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match s.as_slice() {
+        ["docs", _, "tables", _, "columns"] => Some(100),
+        ["docs", _, "pages", _, "content"] => Some(500),
+        ["analytics", ..] => Some(5000),
+        _ => None,
+    }
 }
 
 /// The same first-page request with half the `limit` (Coda's default 25

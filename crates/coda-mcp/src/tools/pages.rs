@@ -1047,7 +1047,7 @@ impl Coda {
         .await
     }
 
-    /// List a page's content elements (id cl-…, style, plain text, lineLevel). Element ids anchor elementId edits and coda_delete_page_content. Paged (limit up to 500).
+    /// List a page's content elements (id cl-…, style, plain text, lineLevel). Element ids anchor elementId edits and coda_delete_page_content. Paged: limit up to 500, Coda's maximum (a larger one asks for 500).
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<ListPageContentParams>(),

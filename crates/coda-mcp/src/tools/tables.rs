@@ -395,7 +395,7 @@ impl Coda {
         .await
     }
 
-    /// List a table's columns (id c-…, name, format, calculated, formula; select lists cut to 20 options unless full=true). Paged (limit up to 100).
+    /// List a table's columns (id c-…, name, format, calculated, formula; select lists cut to 20 options unless full=true). Paged: limit up to 100, Coda's maximum (a larger one asks for 100).
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         input_schema = input::<ListColumnsParams>(),
