@@ -449,3 +449,29 @@ async fn skip_token_check_serves_and_reports_401_as_a_tool_error() {
     let _ = client.cancel().await;
     fake.assert_responses_match_spec();
 }
+
+/// Regression: `coda_add_permission` was annotated `idempotentHint: true`,
+/// which MCP defines as "calling it again with the same arguments has no
+/// additional effect". Coda's spec promises no such thing: `addPermission`
+/// "adds a new permission to the doc" and, unless `suppressEmail`, sends
+/// a share notification email each time; its answer is `{}`, so nothing
+/// tells a repeat from a first grant. A client may retry an idempotent
+/// tool on its own: the hint is false, as `coda_trigger_automation`'s.
+#[tokio::test]
+async fn adding_a_permission_is_not_annotated_idempotent() {
+    let h = start(&["--toolsets", "all"]).await;
+    let tools = h.tools().await;
+    let add = tools
+        .iter()
+        .find(|t| t.name == "coda_add_permission")
+        .unwrap();
+    let a = add.annotations.as_ref().unwrap();
+    assert_eq!(a.idempotent_hint, Some(false), "{a:?}");
+    assert_eq!(a.read_only_hint, Some(false), "{a:?}");
+    // The same grant twice is two requests, each a new permission to Coda.
+    let grant = json!({"docId": "doc1", "access": "readonly", "principal": {"type": "email", "email": "ada@example.com"}});
+    h.ok("coda_add_permission", grant.clone()).await;
+    h.ok("coda_add_permission", grant).await;
+    assert_eq!(h.fake.calls("POST", "/docs/doc1/acl/permissions").len(), 2);
+    h.close().await;
+}

@@ -199,9 +199,9 @@ impl Coda {
         .await
     }
 
-    /// Share a doc: give a principal (email, domain, group, workspace or anyone) readonly, comment or write access.
+    /// Share a doc: give a principal (email, domain, group, workspace or anyone) readonly, comment or write access. Each call adds a permission and, unless suppressEmail, sends a share email: check coda_list_permissions before repeating one.
     #[tool(
-        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true),
         input_schema = input::<AddPermissionParams>(),
         output_schema = output::<Object>()
     )]
