@@ -30,9 +30,19 @@ const NOT_APPLIED: &str = "so it was NOT applied";
 const ROWS: &str = "/docs/doc1/tables/grid-tasks/rows";
 
 /// The binary with the real client-side buckets (5 doc-content writes per
-/// 10 s) and a 1 s call deadline: a write that would wait for a token
-/// longer than that is refused by the limiter at once.
-async fn rate_limited(extra: &[&str]) -> Harness {
+/// 10 s, so a token every 2 s once they are spent) and a call deadline of
+/// `secs`: a write that would wait for a token past it is refused by the
+/// limiter at once.
+///
+/// How long that wait is depends on when the tokens were spent: `t0` the
+/// first of the five, `c` the start of the call that asks for a sixth, `t`
+/// when it asks. The wait is `2 s - (t - t0)` and the time left
+/// `c + secs - t`, so the sixth is refused exactly when `t0 > c + secs - 2 s`,
+/// however slowly the machine runs. With 2 s that is "the tokens were
+/// spent in the same call", which holds by construction for a chunked
+/// write; a call that follows others needs 1 s, and then its start must
+/// come less than 1 s after the first token was spent.
+async fn rate_limited(secs: &str, extra: &[&str]) -> Harness {
     let fake = FakeCoda::start().await;
     let mut args = vec![
         "--poll-interval-ms",
@@ -40,22 +50,27 @@ async fn rate_limited(extra: &[&str]) -> Harness {
         "--retry-base-ms",
         "20",
         "--call-timeout-secs",
-        "1",
+        secs,
     ];
     args.extend_from_slice(extra);
     serve_with(fake, &args).await
 }
 
+/// Regression (a flake on a loaded machine): the five tokens were spent by
+/// five `coda_update_row` calls, each a lookup and a write, and the three
+/// calls that must be refused came after them, all of it within the 1 s
+/// after the first write (see [`rate_limited`]); on a loaded 2-CPU machine
+/// it took longer, a token came back, and a call that had to be refused
+/// was sent. Now each tool gets its own server, whose five tokens one
+/// chunked insert spends (five requests back to back), and the call to be
+/// refused follows at once.
 #[tokio::test]
 async fn a_write_the_rate_limiter_stops_says_it_was_not_sent_and_not_applied() {
-    let h = rate_limited(&[]).await;
-    let update = json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "Doing"}});
-    // Spend the five doc-content write tokens.
-    for _ in 0..5 {
-        h.ok("coda_update_row", update.clone()).await;
-    }
     let calls = [
-        ("coda_update_row", update),
+        (
+            "coda_update_row",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rowIdOrName": "i-1", "values": {"Status": "Doing"}}),
+        ),
         (
             "coda_create_rows",
             json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": [{"Name": "new"}]}),
@@ -65,7 +80,19 @@ async fn a_write_the_rate_limiter_stops_says_it_was_not_sent_and_not_applied() {
             json!({"docId": "doc1", "pageIdOrName": "canvas-notes", "content": "more"}),
         ),
     ];
+    // Rows of 600 bytes in chunks of at most 1024: one request per row.
+    let five: Vec<_> = (0..5)
+        .map(|i| json!({"Name": format!("spend-{i}"), "Status": "x".repeat(600)}))
+        .collect();
     for (tool, args) in calls {
+        let h = rate_limited("1", &["--row-chunk-bytes", "1024"]).await;
+        let spent = h
+            .ok(
+                "coda_create_rows",
+                json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "rows": five}),
+            )
+            .await;
+        assert_eq!(spent["rowsAccepted"], 5, "{spent}");
         let e = h.fails(tool, args).await;
         assert!(
             e.contains("rate limit")
@@ -74,15 +101,23 @@ async fn a_write_the_rate_limiter_stops_says_it_was_not_sent_and_not_applied() {
                 && !e.contains("may have been"),
             "{tool}: {e}"
         );
+        // Five writes reached Coda: the spending insert's.
+        let writes: Vec<_> = h
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert_eq!(writes, vec![format!("POST {ROWS}"); 5], "{tool}");
+        h.close().await;
     }
-    assert_eq!(h.fake.calls("PUT", &format!("{ROWS}/i-1")).len(), 5);
-    assert!(h.fake.calls("POST", ROWS).is_empty());
-    h.close().await;
 }
 
 #[tokio::test]
 async fn an_insert_the_rate_limiter_stops_partway_says_which_requests_were_sent() {
-    let h = rate_limited(&["--row-chunk-bytes", "20000"]).await;
+    // Refused in the same call as the five requests: 2 s (see rate_limited).
+    let h = rate_limited("2", &["--row-chunk-bytes", "20000"]).await;
     let rows: Vec<_> = (0..150)
         .map(|i| json!({"Name": format!("big-{i}"), "Status": "x".repeat(1000)}))
         .collect();
@@ -117,11 +152,16 @@ async fn an_insert_the_rate_limiter_stops_partway_says_which_requests_were_sent(
 
 #[tokio::test]
 async fn a_delete_the_rate_limiter_stops_partway_says_which_requests_were_sent() {
-    let h = rate_limited(&[]).await;
+    // Regression (a flake on a loaded machine): with a 1 s deadline, the
+    // listing that finds the ids (7 reads of 500 rows) and the five
+    // deletes had to fit in that one second, or the deadline, not the
+    // limiter, stopped the call. Refused in the same call as the five
+    // requests, the sixth needs only a 2 s deadline (see rate_limited),
+    // which leaves the reads and deletes twice the time.
+    let h = rate_limited("2", &[]).await;
     h.fake.add_rows(3000);
     // The ids are first looked for in a listing of the table; pages of 500
-    // (Coda's, not the fake's default 25) keep that to 7 reads of the
-    // call's one second, so that the write limiter is what stops it.
+    // (Coda's, not the fake's default 25) keep that to 7 reads.
     h.fake.set_max_page(500);
     let ids: Vec<String> = (0..3000).map(|i| format!("i-bulk-{i}")).collect();
     let v = h
