@@ -1211,7 +1211,7 @@ const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(300);
 /// fraction too) or an HTTP-date, which gateways send (a date already
 /// past is no wait); at most [`MAX_RETRY_AFTER`]. A negative, non-finite
 /// or unreadable value is none, and the backoff applies.
-fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()

@@ -86,6 +86,9 @@
 pub mod call;
 pub mod client;
 pub mod config;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod number;
 pub mod ratelimit;

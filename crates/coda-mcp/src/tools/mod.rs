@@ -465,16 +465,16 @@ const OWN_TOKEN: &str = "cm1.";
 /// Where a list resumes: a Coda page (by its token, or the first page with
 /// a limit) and how many of its items were already returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Resume {
-    coda_token: Option<String>,
-    limit: Option<u32>,
-    skip: usize,
+pub(crate) struct Resume {
+    pub(crate) coda_token: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) skip: usize,
 }
 
 /// What a `cm1.` token is bound to: the list request that handed it out,
 /// without the parameters Coda takes from the token (`pageToken`, and
 /// `limit`, which the token carries).
-fn list_identity(req: &ApiRequest) -> String {
+pub(crate) fn list_identity(req: &ApiRequest) -> String {
     let mut query: Vec<&(String, String)> = req
         .query
         .iter()
@@ -513,7 +513,7 @@ impl Resume {
     }
 
     /// The token handed out for resuming here in the list `identity`.
-    fn encode(&self, identity: &str) -> String {
+    pub(crate) fn encode(&self, identity: &str) -> String {
         format!(
             "{OWN_TOKEN}{}.{}.{}.{}",
             self.skip,
@@ -527,7 +527,7 @@ impl Resume {
     /// this list handed out, unchanged. Anything else, Coda's bare token
     /// included (Coda does not check that it belongs to the list asked
     /// for), is refused.
-    fn decode(tok: &str, identity: &str) -> Result<Resume, ToolError> {
+    pub(crate) fn decode(tok: &str, identity: &str) -> Result<Resume, ToolError> {
         let bad = || {
             ToolError::arg(
                 "pageToken",
