@@ -473,7 +473,11 @@ pub(crate) struct Resume {
 
 /// What a `cm1.` token is bound to: the list request that handed it out,
 /// without the parameters Coda takes from the token (`pageToken`, and
-/// `limit`, which the token carries).
+/// `limit`, which the token carries). Written as JSON, so that no two
+/// requests share it: joined as text, a name holding `/` (a page `a/b`)
+/// or a query value holding a line break and `k=v` (a row filter) read
+/// as other segments or another parameter, and one list's token passed
+/// the check of another.
 pub(crate) fn list_identity(req: &ApiRequest) -> String {
     let mut query: Vec<&(String, String)> = req
         .query
@@ -481,11 +485,8 @@ pub(crate) fn list_identity(req: &ApiRequest) -> String {
         .filter(|(k, _)| k != "pageToken" && k != "limit")
         .collect();
     query.sort();
-    let mut out = format!("{} /{}", req.method, req.segments.join("/"));
-    for (k, v) in query {
-        out.push_str(&format!("\n{k}={v}"));
-    }
-    out
+    // Strings only: this always serializes.
+    serde_json::to_string(&(req.method.as_str(), &req.segments, query)).unwrap_or_default()
 }
 
 /// 64-bit FNV-1a: stable across builds and platforms (a token handed out
@@ -1767,6 +1768,54 @@ mod tests {
             r#""Say \"hi\"":true"#
         );
         assert!(row_query("A", &json!([1])).is_err());
+    }
+
+    /// Regression: the list identity a token's check covers was the
+    /// request written as text (`GET /docs/d/pages/a/b/content`, then
+    /// `k=v` lines), so two lists could share it, and each took the
+    /// other's tokens: a page named `a/b` and the segments `a`, `b`; a row
+    /// filter holding a line break and `sortBy=natural` and the same
+    /// filter with that sort.
+    #[test]
+    fn a_token_is_bound_to_the_request_not_to_its_text() {
+        let at = Resume {
+            coda_token: Some("tok-1".into()),
+            limit: None,
+            skip: 0,
+        };
+        let rows = ["docs", "d", "tables", "t", "rows"];
+        let pairs = [
+            (
+                ApiRequest::get(&rows)
+                    .query("query", "\"Name\":\"x\"")
+                    .query("sortBy", "natural"),
+                ApiRequest::get(&rows).query("query", "\"Name\":\"x\"\nsortBy=natural"),
+            ),
+            (
+                ApiRequest::get(&["docs", "d", "pages", "a/b", "content"]),
+                ApiRequest::get(&["docs", "d", "pages", "a", "b", "content"]),
+            ),
+        ];
+        for (a, b) in pairs {
+            let tok = at.encode(&list_identity(&a));
+            assert_eq!(Resume::decode(&tok, &list_identity(&a)).unwrap(), at);
+            assert!(
+                Resume::decode(&tok, &list_identity(&b)).is_err(),
+                "{:?} took the token of {:?}",
+                b.query,
+                a.query
+            );
+        }
+        // The parameters a token carries are no part of what it is bound to.
+        let a = ApiRequest::get(&rows)
+            .query("limit", 5)
+            .query("b", 1)
+            .query("a", 2);
+        let b = ApiRequest::get(&rows)
+            .query("a", 2)
+            .query("b", 1)
+            .query("pageToken", "x");
+        assert_eq!(list_identity(&a), list_identity(&b));
     }
 
     #[derive(Debug, Deserialize)]
