@@ -1217,6 +1217,12 @@ pub(crate) fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<
         .to_str()
         .ok()?
         .trim();
+    // delay-seconds (`1*DIGIT`): however many digits, at most a day. Read
+    // as an f64, more than 309 digits were infinity, and so no wait.
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER.as_secs())));
+    }
     let max = MAX_RETRY_AFTER.as_secs_f64();
     match v.parse::<f64>() {
         Ok(secs) => {
@@ -1515,6 +1521,17 @@ mod tests {
         assert_eq!(retry_after("NaN"), None);
         assert_eq!(retry_after("soon"), None);
         assert_eq!(retry_after("1e300"), Some(MAX_RETRY_AFTER));
+        // Regression (fuzz target retry_after): delay-seconds of more
+        // digits than an f64 holds read as infinity, so as no wait at all.
+        assert_eq!(retry_after(&"9".repeat(400)), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after(&format!("{}129929534305138280", "0".repeat(300))),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            retry_after(&format!("{}7", "0".repeat(400))),
+            Some(Duration::from_secs(7))
+        );
         // A date already past is no wait; one ahead is the time to it.
         assert_eq!(
             retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
