@@ -71,9 +71,14 @@ pub fn doc_id(raw: &str) -> Result<String, DocIdError> {
 /// A link as it is sent to Coda (`/resolveBrowserLink`): parsed and
 /// written out again, so that Coda reads the URL that [`doc_id`] (and with
 /// it the `--docs` allow-list) read: dot segments resolved (`/d/_dA/../_dB`
-/// is `/d/_dB`), backslashes as slashes. `None` for text that is not a URL.
+/// is `/d/_dB`), backslashes as slashes. `None` for text that is not a URL,
+/// and for one whose written form reads back as another URL (a `file:`
+/// URL whose path holds a drive letter loses its host when read again):
+/// Coda would read that other URL, not the one checked.
 pub fn link(raw: &str) -> Option<String> {
-    reqwest::Url::parse(raw.trim()).ok().map(String::from)
+    let sent = String::from(reqwest::Url::parse(raw.trim()).ok()?);
+    let again = reqwest::Url::parse(&sent).ok()?;
+    (again.as_str() == sent).then_some(sent)
 }
 
 #[cfg(test)]
@@ -110,6 +115,22 @@ mod tests {
         );
         assert!(doc_id("https://coda.io/d/Wiki_ddoc2_ddoc1").is_err());
         assert!(link("not a url").is_none());
+    }
+
+    /// Regression (fuzz target ids): a link was sent as it was written
+    /// out after parsing, but some written forms read back as another URL
+    /// (here the host `e)` is dropped on the second reading), so Coda was
+    /// sent a URL other than the one the `--docs` check read.
+    #[test]
+    fn a_link_that_reads_back_as_another_is_not_sent() {
+        let raw = "\u{10}file:/\\e)//s:/z00\n//J&/J\u{2}:/../J+";
+        assert_eq!(link(raw), None);
+        for ok in [
+            "https://coda.io/d/_ddoc1",
+            "https://coda.io/d/Name_ddoc1/Page_su1#x",
+        ] {
+            assert_eq!(link(ok).as_deref(), Some(ok));
+        }
     }
 
     #[test]
