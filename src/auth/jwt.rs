@@ -306,6 +306,20 @@ impl JwtVerifier {
         })
     }
 
+    /// A verifier holding the keys of `jwks` as just fetched, that never
+    /// fetches (its last fetch is now, and `config.jwks_min_refetch` should
+    /// be long): for the fuzz targets, which have no network.
+    #[cfg(fuzzing)]
+    pub(crate) fn with_jwks(config: JwtConfig, jwks: &[u8]) -> Result<JwtVerifier, String> {
+        let v = JwtVerifier::new(config, Fetcher::new(Duration::from_secs(1)))?;
+        *v.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(KeySet {
+            keys: parse_jwks(jwks)?,
+            fetched: Some(Instant::now()),
+        });
+        *v.refetch.try_lock().map_err(|e| e.to_string())? = Some(Instant::now());
+        Ok(v)
+    }
+
     /// Where tokens travel.
     pub fn header(&self) -> &TokenHeader {
         &self.config.header

@@ -104,7 +104,7 @@ impl Drop for EndOnDrop {
 /// naming another host. WHATWG URL parsers (browsers, Node's `URL`, which
 /// the TypeScript SDK resolves the endpoint with) take `\` for `/` in
 /// http(s) URLs, so `/\host` is `//host` there.
-fn forwarded_prefix(headers: &HeaderMap) -> String {
+pub(crate) fn forwarded_prefix(headers: &HeaderMap) -> String {
     let Some(p) = headers
         .get("x-forwarded-prefix")
         .and_then(|v| v.to_str().ok())
@@ -123,7 +123,7 @@ fn forwarded_prefix(headers: &HeaderMap) -> String {
 /// clients spell it). Two different values are refused, as two different
 /// `Mcp-Session-Id` headers are: which one a front proxy, a log or an
 /// access rule looked at is not known.
-fn query_session(uri: &http::Uri) -> Result<Option<&str>, ProxyError> {
+pub(crate) fn query_session(uri: &http::Uri) -> Result<Option<&str>, ProxyError> {
     let mut found = None;
     let pairs = uri.query().unwrap_or("").split('&');
     for v in pairs.filter_map(|pair| match pair.split_once('=') {
