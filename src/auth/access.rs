@@ -21,22 +21,37 @@ pub struct Access {
     loopback: bool,
 }
 
+/// Whether `host` (as [`host_part`] gives it: no brackets) is loopback.
 fn is_loopback_name(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Splits `host[:port]` (with `[v6]` support) and returns the host part.
-fn host_part(authority: &str) -> &str {
+/// The host of `host[:port]` (RFC 3986 authority without userinfo; an
+/// IPv6 address in brackets, given without them), or `None` when it is not
+/// one: only an IPv6 address goes in brackets, nothing may follow a `]` but
+/// a port, and a port is at most 65535. Text around a bracketed address
+/// (`[::1]evil.example`, `[[127.0.0.1]`) must not pass as that address.
+fn host_part(authority: &str) -> Option<&str> {
+    let port_ok = |p: &str| {
+        p.is_empty()
+            || (p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok())
+    };
     if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
+        return match after.strip_prefix(':') {
+            Some(port) if port_ok(port) => Some(host),
+            None if after.is_empty() => Some(host),
+            _ => None,
+        };
     }
     match authority.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => authority,
+        Some((h, port)) if !h.contains(':') && port_ok(port) => Some(h),
+        Some(_) => None,
+        None => Some(authority),
     }
 }
 
@@ -78,7 +93,7 @@ impl Access {
             .any(|o| o == "*" || *o == normalized)
             || (self.loopback
                 && (normalized.starts_with("http://") || normalized.starts_with("https://"))
-                && is_loopback_name(host_part(authority)));
+                && host_part(authority).is_some_and(is_loopback_name));
         if allowed {
             Ok(Some(origin.to_string()))
         } else {
@@ -141,8 +156,11 @@ impl Access {
         };
         let lower = host.to_ascii_lowercase();
         let name = host_part(&lower);
-        let ok = self.allowed_hosts.iter().any(|h| *h == lower || *h == name)
-            || (self.loopback && is_loopback_name(name));
+        let ok = self
+            .allowed_hosts
+            .iter()
+            .any(|h| *h == lower || Some(h.as_str()) == name)
+            || (self.loopback && name.is_some_and(is_loopback_name));
         if ok {
             Ok(())
         } else {
@@ -171,26 +189,7 @@ impl Access {
 /// Whether `host[:port]` names an IP address, written as a URL writes one
 /// (`10.0.0.5`, `10.0.0.5:80`, `[fd00::1]:80`).
 fn names_an_address(authority: &str) -> bool {
-    let port_ok =
-        |p: Option<&str>| p.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if let Some(rest) = authority.strip_prefix('[') {
-        let Some((ip, after)) = rest.split_once(']') else {
-            return false;
-        };
-        let port = match after {
-            "" => None,
-            _ => match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None => return false,
-            },
-        };
-        return ip.parse::<std::net::Ipv6Addr>().is_ok() && port_ok(port);
-    }
-    let (ip, port) = match authority.rsplit_once(':') {
-        Some((ip, port)) => (ip, Some(port)),
-        None => (authority, None),
-    };
-    ip.parse::<std::net::Ipv4Addr>().is_ok() && port_ok(port)
+    host_part(authority).is_some_and(|h| h.parse::<std::net::IpAddr>().is_ok())
 }
 
 /// Whether `path` is one that probes and scrapers ask for.
@@ -326,7 +325,11 @@ mod tests {
             "attacker.example",
             "10.0.0.5.nip.io",
             "10.0.0.5:x",
+            "10.0.0.5:99999",
             "[fd00::1",
+            "[fd00::1]x",
+            "fd00::1",
+            "[10.0.0.5]",
         ] {
             let h = headers(&[("host", host)]);
             assert!(public.check_probe_host(&h, None).is_err(), "{host}");
@@ -335,6 +338,49 @@ mod tests {
         two.append("host", http::HeaderValue::from_static("10.0.0.6"));
         assert!(public.check_probe_host(&two, None).is_err());
         assert!(is_probe_path("/metrics") && !is_probe_path("/mcp"));
+    }
+
+    /// Regression (fuzz target `versions_and_ids`, which found
+    /// `[[[127.0.0.1]26-07E`): the host of a bracketed authority was
+    /// whatever stood before the first `]`, brackets trimmed, so text after
+    /// it (`[::1]evil.example`), extra or unclosed brackets and a port past
+    /// 65535 passed as a loopback (or allowed) host; a WHATWG URL parser
+    /// reads none of them as that host.
+    #[test]
+    fn text_around_a_bracketed_or_loopback_host_is_no_loopback_host() {
+        let a = Access::new(&[], &["mcp.internal".into()], true);
+        for host in [
+            "[::1]evil.example",
+            "[[[127.0.0.1]26-07E",
+            "[[127.0.0.1]",
+            "[127.0.0.1]",
+            "[::1]:8080evil",
+            "[::1",
+            "[mcp.internal]x",
+            "localhost:99999",
+            "127.0.0.1:8080:80",
+            "localhost:+80",
+        ] {
+            assert!(
+                a.check_host(&headers(&[("host", host)]), None).is_err(),
+                "Host {host}"
+            );
+            let origin = format!("http://{host}");
+            assert!(
+                a.check_origin(&headers(&[("origin", &origin)])).is_err(),
+                "Origin {origin}"
+            );
+        }
+        for host in ["[::1]", "[::1]:8080", "localhost:", "mcp.internal:65535"] {
+            assert!(
+                a.check_host(&headers(&[("host", host)]), None).is_ok(),
+                "Host {host}"
+            );
+        }
+        assert!(
+            a.check_origin(&headers(&[("origin", "http://[::1]:3000")]))
+                .is_ok()
+        );
     }
 
     /// Regression from review: a `Host` that was not text counted as no
