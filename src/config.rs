@@ -466,10 +466,28 @@ pub struct Config {
     pub metrics_auth: bool,
 }
 
-/// A configuration problem: the message is shown to the user as is.
+/// A configuration problem: the message is shown to the user as one line
+/// (`error: …`, exit 64; a log line on reload). Messages quote what the
+/// user gave (file names, values, TOML's own reports), so control
+/// characters are written escaped (`\r`, `\n`, `\u{1b}`) here, in the one
+/// place every message passes: a file name with a line break in it must
+/// not split the line, nor an escape sequence rewrite the terminal.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
 pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
@@ -1371,6 +1389,20 @@ mod tests {
         Config::from_args(args, &move |k| {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
+    }
+
+    /// Regression (fuzz target `config`): a file name with a CR or LF
+    /// (`--api-key-file ")\r"`) went into the error as it was, so the
+    /// binary's one `error: …` line became two.
+    #[test]
+    fn an_error_quoting_a_line_break_is_still_one_line() {
+        for name in [")\r", "a\nerror: forged", "\u{1b}[2J"] {
+            let e = parse(&["--api-key-file", name, "--", "server"], &[]).unwrap_err();
+            let line = e.to_string();
+            assert!(!line.contains(|c: char| c.is_control()), "{line:?}");
+            assert!(line.contains("--api-key-file"), "{line}");
+        }
+        assert_eq!(ConfigError("a\r\nb".into()).to_string(), "a\\r\\nb");
     }
 
     #[test]
