@@ -3,8 +3,8 @@
 //! written here from the WHATWG "event stream interpretation" rules
 //! (lines end in CRLF, LF or CR; `:` starts a comment; one space after
 //! the colon is dropped; an empty line dispatches; empty data dispatches
-//! nothing). Oracles: the events read back are the messages sent, in
-//! order, byte for byte but for CR and LF (JSON whitespace, sent as
+//! nothing). Oracles: the events read back are the messages sent (and
+//! the priming events, with empty data), in order, byte for byte but for CR and LF (JSON whitespace, sent as
 //! spaces), each with the id `<stream>-<seq>` that `parse_event_id` reads
 //! back (or, without ids, named `message`); and a resumption after any
 //! id replays exactly the events that followed it.
@@ -119,7 +119,7 @@ fuzz_target!(|input: (u64, bool, Vec<Op>, u64)| {
     let (stream, with_ids, ops, after) = input;
     let (outlet, mut rx) = Outlet::new(stream, with_ids, None, 1 << 16, 1 << 16);
     let mut out = Vec::new();
-    // (seq, message) of every event carrying a message.
+    // (seq, message) of every event, priming ones with no message.
     let mut sent: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut seq = 0u64;
     let json = |b: &[u8]| serde_json::from_slice::<&serde_json::value::RawValue>(b).is_ok();
@@ -158,7 +158,10 @@ fuzz_target!(|input: (u64, bool, Vec<Op>, u64)| {
             }
             Op::Prime => {
                 if with_ids {
+                    // An empty `data:` line: a `message` event with empty
+                    // data for a WHATWG parser (the buffer holds one LF).
                     outlet.prime();
+                    sent.push((seq, Vec::new()));
                     seq += 1;
                 }
             }
