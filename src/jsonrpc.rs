@@ -124,11 +124,19 @@ fn range_of(base: &[u8], part: &RawValue) -> Range<usize> {
 impl Frame {
     /// Parses one message. `strict` demands `"jsonrpc": "2.0"` (client input);
     /// child output is read leniently, since a sloppy server should still work.
+    ///
+    /// The whole message must be UTF-8 (spec `basic/transports`), not only
+    /// the envelope fields read from it: serde_json skips the values of
+    /// other members without checking their text, and the message goes
+    /// on as it came. Checked once, up front, so the fields borrowed from
+    /// it are not checked again.
     pub fn parse(bytes: Bytes, strict: bool) -> Result<Frame, FrameError> {
-        let env: Envelope<'_> = match serde_json::from_slice(&bytes) {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| FrameError::NotJson(format!("not UTF-8: {e}")))?;
+        let env: Envelope<'_> = match serde_json::from_str(text) {
             Ok(env) => env,
             Err(e) => {
-                return Err(match serde_json::from_slice::<IgnoredAny>(&bytes) {
+                return Err(match serde_json::from_str::<IgnoredAny>(text) {
                     Ok(_) => FrameError::NotJsonRpc("not a JSON-RPC 2.0 object"),
                     Err(_) => FrameError::NotJson(e.to_string()),
                 });
@@ -1279,6 +1287,38 @@ pub fn trailing_id(end: &[u8]) -> Option<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz `frame`): bytes that are not UTF-8 in the value of
+    /// a member the envelope does not read (`"x":"\xFF"`) were not
+    /// checked, so the message was a frame and went on as it came: a
+    /// child's answer reached its client with them (the repair of lines
+    /// that are not UTF-8 runs only on lines that do not parse), a
+    /// client's message reached the child with them.
+    #[test]
+    fn a_message_with_bytes_that_are_not_utf8_anywhere_is_not_a_frame() {
+        let lines: [(&[u8], bool); 3] = [
+            (
+                b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{},\"x\":\"\xFF\"}",
+                false,
+            ),
+            (
+                b"{\"x\":[\"\xC3\"],\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\"}",
+                true,
+            ),
+            (
+                b"{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"_\":{\"k\":\"\xE2\x82\"}}",
+                false,
+            ),
+        ];
+        for (line, strict) in lines {
+            let got = Frame::parse(Bytes::from_static(line), strict);
+            assert!(
+                matches!(got, Err(FrameError::NotJson(ref e)) if e.contains("UTF-8")),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
 
     #[test]
     fn contains_finds_what_a_window_search_finds() {
