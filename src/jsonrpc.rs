@@ -904,17 +904,24 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         self
     }
 
-    /// The bytes so far of the line just offered as [`Piece::Long`].
+    /// The bytes so far of the line just offered as [`Piece::Long`]: all
+    /// but a CR at the end, which may be the start of the line's end (a
+    /// line goes on without its CR), and waits for the next byte.
     pub fn partial(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.offered_len()]
+    }
+
+    /// The length of [`LineReader::partial`].
+    fn offered_len(&self) -> usize {
+        self.buf.len() - usize::from(self.buf.last() == Some(&b'\r'))
     }
 
     /// Passes the line just offered as [`Piece::Long`] on in chunks: its
-    /// bytes so far are returned, the rest follows as `Chunk`s and a
-    /// `LineEnd` (or `OverCap` then `LineTooLong` if it passes the cap; or
-    /// EOF).
+    /// bytes so far ([`LineReader::partial`]) are returned, the rest
+    /// follows as `Chunk`s and a `LineEnd` (or `OverCap` then
+    /// `LineTooLong` if it passes the cap; or EOF).
     pub fn stream_line(&mut self) -> Bytes {
-        let head = self.buf.split().freeze();
+        let head = self.buf.split_to(self.offered_len()).freeze();
         self.scanned = 0;
         self.streaming = Some(head.len());
         head
@@ -1996,6 +2003,31 @@ mod tests {
         // than reads of a full pipe, plus the first.
         let blocks = blocks_of(&got);
         assert!(blocks <= 10, "{blocks} blocks");
+    }
+
+    /// Regression (fuzz `line_reader`): a line offered for cut-through
+    /// when the bytes so far ended in the CR of its CRLF went on with that
+    /// CR (the head took it, and the LF that followed ended an empty
+    /// `LineEnd`), where the same line read whole comes without it.
+    #[tokio::test]
+    async fn a_long_line_offered_just_before_its_lf_goes_on_without_its_cr() {
+        let long = "L".repeat(20);
+        let input = format!("{long}\r\nnext\n").into_bytes().leak();
+        for chunk in [21, 7] {
+            let mut r =
+                LineReader::new(Trickle { data: input, chunk }, 100).offering_long_lines_at(16);
+            let got = pieces(&mut r).await;
+            assert_eq!(got[0], Ok(Piece::Long), "chunk {chunk}");
+            assert_eq!(
+                String::from_utf8_lossy(&joined(&got)),
+                long,
+                "chunk {chunk}: {got:?}"
+            );
+            assert_eq!(
+                got.last(),
+                Some(&Ok(Piece::Line(Bytes::from_static(b"next"))))
+            );
+        }
     }
 
     #[tokio::test]
