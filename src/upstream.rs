@@ -85,10 +85,17 @@ pub use fanout::{ListenFilter, SUBSCRIPTION_ID_KEY};
 pub use handshake::{DEFAULT_HANDSHAKE_TIMEOUT, EraHints};
 use handshake::{HandshakeFailure, InitCache, inject_modern_meta};
 pub use port::{Port, PortKeys, PortKind, STATELESS_LABEL};
-use routes::{Fill, Pending, Retry, TaskAnswer, rewrite_progress_token};
+pub(crate) use routes::rewrite_progress_token;
+use routes::{Fill, Pending, Retry, TaskAnswer};
 pub use sink::{AnswerWatch, ReplySink, Sink};
 pub use tasks::DEFAULT_MAX_TASKS;
 use worker::{COMMAND_QUEUE, Command, Worker};
+
+/// For `crate::fuzzing` only.
+#[cfg(fuzzing)]
+pub(crate) use check::{Broken, Check};
+#[cfg(fuzzing)]
+pub(crate) use routes::{client_key, parse_proxy_id};
 
 /// How long the proxy waits for the child's answer to its own requests
 /// (the shared child's re-initialization, subscription bookkeeping).

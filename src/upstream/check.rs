@@ -10,9 +10,13 @@
 //! - the JSON grammar is followed byte by byte (strings, which carry
 //!   nearly all of a long answer, are skipped eight bytes at a time), so
 //!   a line that stops being JSON fails the answer where it does;
-//! - after `result` the top-level object may carry only other members: an
-//!   `error` (the answer has both; the short path's reading is that the
-//!   call failed) fails the answer, as does a second `result`.
+//! - the top-level object must be what the short path takes for one
+//!   result: an `error` or a `method` beside the `result` fails the
+//!   answer (with an `error`, the short path's reading is that the call
+//!   failed), as does any member of the envelope written twice (a second
+//!   `result`, or a second `id` that the client would read as the
+//!   answer's: the short path refuses such a line). Keys are compared
+//!   decoded, as the client's parser reads them.
 //!
 //! Failing is all that is left once part of an answer went: its client
 //! sees the response break off (a transport error), never a message that
@@ -26,11 +30,12 @@ use bytes::{Bytes, BytesMut};
 
 /// Why an answer cannot go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Broken {
+pub(crate) enum Broken {
     /// The bytes stopped being JSON here (or it nests too deep, or it
     /// ended before its last brace).
     NotJson,
-    /// A member after `result` says `error` (or `result` again).
+    /// A member beside `result` says `error` or `method`, or a member of
+    /// the envelope comes twice (`result`, `id`, ...).
     BothMembers,
 }
 
@@ -78,23 +83,16 @@ enum State {
     Done,
 }
 
-/// Where the answer is, as far as its top-level members go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    BeforeResult,
-    /// The key `result` was read; its value comes or is being read.
-    Result,
-    AfterResult,
-}
-
 /// The streaming check; see the module documentation.
-pub(super) struct Check {
+pub(crate) struct Check {
     state: State,
     /// Open containers, innermost last.
     stack: Nesting,
-    phase: Phase,
-    /// The top-level key being read (its first bytes), or the last one.
+    /// The top-level key being read as written (escapes and all, up to
+    /// [`KEY_BYTES`] and one more), or the last one.
     key: Vec<u8>,
+    /// The members of the envelope met so far, a bit each ([`ENVELOPE`]).
+    seen: u8,
     /// The start of a UTF-8 character whose end has not come yet.
     carry: Vec<u8>,
     /// Bytes that were not UTF-8 were replaced.
@@ -102,12 +100,12 @@ pub(super) struct Check {
 }
 
 impl Check {
-    pub(super) fn new() -> Check {
+    pub(crate) fn new() -> Check {
         Check {
             state: State::Value,
             stack: Nesting::default(),
-            phase: Phase::BeforeResult,
             key: Vec::new(),
+            seen: 0,
             carry: Vec::new(),
             repaired: false,
         }
@@ -118,7 +116,7 @@ impl Check {
     /// for the next piece). `None` when the head is not valid UTF-8 or
     /// not JSON so far: it is then better read whole (the short path
     /// repairs or rebuilds it).
-    pub(super) fn head(&mut self, head: &[u8]) -> Option<usize> {
+    pub(crate) fn head(&mut self, head: &[u8]) -> Option<usize> {
         let keep = incomplete_tail(head);
         let now = &head[..head.len() - keep];
         std::str::from_utf8(now).ok()?;
@@ -129,7 +127,7 @@ impl Check {
 
     /// Checks the next piece: what may go on (the piece itself when it
     /// is valid, repaired when it is not UTF-8), or why the answer fails.
-    pub(super) fn piece(&mut self, piece: Bytes) -> Result<Bytes, Broken> {
+    pub(crate) fn piece(&mut self, piece: Bytes) -> Result<Bytes, Broken> {
         let joined = if self.carry.is_empty() {
             piece
         } else {
@@ -149,7 +147,7 @@ impl Check {
 
     /// The line ended with `last`: what goes last, or why the answer fails
     /// (it is not one whole JSON value).
-    pub(super) fn end(&mut self, last: Bytes) -> Result<Bytes, Broken> {
+    pub(crate) fn end(&mut self, last: Bytes) -> Result<Bytes, Broken> {
         let mut last = self.piece(last)?;
         if !self.carry.is_empty() {
             // A character the line never finished.
@@ -207,8 +205,7 @@ impl Check {
                     }
                     b'\\' => {
                         if key && self.top_key() {
-                            // An escaped top-level key: the proxy cannot
-                            // tell what it names without decoding it.
+                            // An escaped top-level key: decoded when it ends.
                             self.note_key(b"\\");
                         }
                         self.state = State::Escape { key };
@@ -238,8 +235,29 @@ impl Check {
     }
 
     fn note_key(&mut self, part: &[u8]) {
-        let room = 16usize.saturating_sub(self.key.len());
+        let room = (KEY_BYTES + 1).saturating_sub(self.key.len());
         self.key.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    /// Which member of the envelope the top-level key just read names,
+    /// decoded as any parser reads it (`"\u0069d"` is `id`).
+    fn envelope_member(&self) -> Option<u8> {
+        if self.key.len() > KEY_BYTES {
+            return None;
+        }
+        let decoded;
+        let key = if self.key.contains(&b'\\') {
+            let mut quoted = Vec::with_capacity(self.key.len() + 2);
+            quoted.push(b'"');
+            quoted.extend_from_slice(&self.key);
+            quoted.push(b'"');
+            // A key that does not decode (a lone surrogate) names no member.
+            decoded = serde_json::from_slice::<String>(&quoted).ok()?;
+            decoded.as_bytes()
+        } else {
+            &self.key[..]
+        };
+        ENVELOPE.iter().position(|m| *m == key).map(|i| 1 << i)
     }
 
     /// One byte outside a string's plain run.
@@ -247,14 +265,22 @@ impl Check {
         let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
         self.state = match self.state {
             State::Str { .. } => unreachable!("strings are scanned by runs"),
-            State::Escape { key } => match b {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => State::Str { key },
-                b'u' => State::Unicode { key, left: 4 },
-                _ => return Err(Broken::NotJson),
-            },
+            State::Escape { key } => {
+                if key && self.top_key() {
+                    self.note_key(&[b]);
+                }
+                match b {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => State::Str { key },
+                    b'u' => State::Unicode { key, left: 4 },
+                    _ => return Err(Broken::NotJson),
+                }
+            }
             State::Unicode { key, left } => {
                 if !b.is_ascii_hexdigit() {
                     return Err(Broken::NotJson);
+                }
+                if key && self.top_key() {
+                    self.note_key(&[b]);
                 }
                 if left == 1 {
                     State::Str { key }
@@ -317,15 +343,19 @@ impl Check {
         Ok(())
     }
 
-    /// A top-level key was read: what it means for the answer.
+    /// A top-level key was read: what it means for the answer. The rules
+    /// are `Frame::parse`'s for a whole line: no member of the envelope
+    /// twice, and a `result` with neither `error` nor `method`.
     fn key_read(&mut self) -> Result<(), Broken> {
-        let key = self.key.as_slice();
-        match self.phase {
-            Phase::BeforeResult if key == b"result" => self.phase = Phase::Result,
-            Phase::AfterResult if key == b"error" || key == b"result" || key.contains(&b'\\') => {
-                return Err(Broken::BothMembers);
-            }
-            _ => {}
+        let Some(member) = self.envelope_member() else {
+            return Ok(());
+        };
+        if self.seen & member != 0 {
+            return Err(Broken::BothMembers);
+        }
+        self.seen |= member;
+        if self.seen & ENVELOPE_RESULT != 0 && self.seen & (ENVELOPE_ERROR | ENVELOPE_METHOD) != 0 {
+            return Err(Broken::BothMembers);
         }
         Ok(())
     }
@@ -378,9 +408,6 @@ impl Check {
 
     /// A value ended: what may come next.
     fn value_done(&mut self) -> Result<State, Broken> {
-        if self.stack.len() == 1 && self.phase == Phase::Result {
-            self.phase = Phase::AfterResult;
-        }
         Ok(if self.stack.is_empty() {
             State::Done
         } else {
@@ -388,6 +415,17 @@ impl Check {
         })
     }
 }
+
+/// The members of a JSON-RPC message's envelope (`jsonrpc::Frame`'s), in
+/// the order of their bits in `Check::seen`.
+const ENVELOPE: [&[u8]; 6] = [b"jsonrpc", b"id", b"method", b"params", b"result", b"error"];
+const ENVELOPE_METHOD: u8 = 1 << 2;
+const ENVELOPE_RESULT: u8 = 1 << 4;
+const ENVELOPE_ERROR: u8 = 1 << 5;
+
+/// The longest a top-level key can be written and still name a member of
+/// [`ENVELOPE`]: seven characters, each as a six-byte `\u` escape.
+const KEY_BYTES: usize = 7 * 6;
 
 /// The open containers of an answer, a bit each (`1`: an object).
 #[derive(Default)]
@@ -586,6 +624,48 @@ mod tests {
             "]}".repeat(70)
         );
         assert_eq!(pass(crossed.as_bytes(), 64), Err(Broken::NotJson));
+    }
+
+    /// Regression (fuzz `check`): a member of the envelope written twice
+    /// after the result (`"id":2` after `"id":1`, which the client's
+    /// parser reads as the answer's id), or a `method` beside it, went on,
+    /// where the short path refuses such a line; and any escaped key
+    /// after the result (`"_m\u0065ta"`) failed a good answer. Keys are
+    /// now read decoded against the envelope's members.
+    #[test]
+    fn envelope_members_count_however_written_and_no_other_key_does() {
+        let broken: [&[u8]; 5] = [
+            br#"{"jsonrpc":"2.0","id":1,"result":{"a":[1,2]},"id":2}"#,
+            br#"{"result":{},"jsonrpc":"2.0","id":3,"i\u0064":4}"#,
+            br#"{"id":1,"result":1,"jsonrpc":"2.0","jsonrpc":"2.0"}"#,
+            br#"{"id":1,"result":1,"\u0065rror":{"code":1,"message":"x"}}"#,
+            br#"{"id":1,"result":1,"method":"x"}"#,
+        ];
+        for line in broken {
+            for step in [1, 4, line.len()] {
+                assert_eq!(
+                    pass(line, step),
+                    Err(Broken::BothMembers),
+                    "step {step}: {}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+        let good: [&[u8]; 3] = [
+            br#"{"id":1,"result":1,"_m\u0065ta":{"id":2}}"#,
+            br#"{"id":1,"result":{"id":2,"error":3},"ids":[],"\/":0}"#,
+            br#"{"id":1,"result":1,"i\u0064s":2,"\ud800":0,"\u0072\u0065\u0073\u0075\u006c\u0074x":1}"#,
+        ];
+        for line in good {
+            for step in [1, 4, line.len()] {
+                assert_eq!(
+                    pass(line, step).as_deref(),
+                    Ok(line),
+                    "step {step}: {}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
     }
 
     #[test]

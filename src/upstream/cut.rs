@@ -184,7 +184,9 @@ impl Cut {
                 warn!("a long answer being passed on stopped being valid JSON; failing it")
             }
             Broken::BothMembers => {
-                warn!("a long answer being passed on carries an error after its result; failing it")
+                warn!(
+                    "a long answer being passed on carries an error or a method beside its result, or an envelope member twice; failing it"
+                )
             }
         }
         self.fail_with(TailError::Cut);

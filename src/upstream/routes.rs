@@ -592,7 +592,7 @@ pub(super) fn related_call(r: &Routes) -> Option<u64> {
 
 /// The key of a client's request in `Routes::by_client`: its session and
 /// its id in canonical form (`1.0` and `1` are one id).
-pub(super) fn client_key(port: u64, id: &[u8]) -> (u64, Box<[u8]>) {
+pub(crate) fn client_key(port: u64, id: &[u8]) -> (u64, Box<[u8]>) {
     (port, jsonrpc::id_key(id).unwrap_or_else(|| id.into()))
 }
 
@@ -619,7 +619,7 @@ pub(super) fn cancelled_notification(id: u64, reason: &str) -> Vec<u8> {
     .expect("Value serializes")
 }
 
-pub(super) fn parse_proxy_id(raw: &[u8]) -> Option<u64> {
+pub(crate) fn parse_proxy_id(raw: &[u8]) -> Option<u64> {
     let s = std::str::from_utf8(raw).ok()?;
     if let Ok(id) = s.trim_matches('"').parse() {
         return Some(id);
@@ -637,7 +637,7 @@ pub(super) fn parse_proxy_id(raw: &[u8]) -> Option<u64> {
 /// client's original token. Only that value is replaced, byte for byte;
 /// messages without one pass as they are (a byte search first keeps tool
 /// arguments from being scanned twice).
-pub(super) fn rewrite_progress_token(frame: Frame, id: u64) -> (Frame, Option<Box<[u8]>>) {
+pub(crate) fn rewrite_progress_token(frame: Frame, id: u64) -> (Frame, Option<Box<[u8]>>) {
     let Some(at) = frame.locate_in_params(&["_meta", "progressToken"]) else {
         return (frame, None);
     };
