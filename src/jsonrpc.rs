@@ -596,36 +596,100 @@ impl<'de> serde::de::Visitor<'de> for KeyIs<'_> {
 }
 
 /// A canonical form of a JSON-RPC id for matching: strings by their
-/// unescaped text, numbers by value (`1`, `1.0` and `1e0` are one id).
-/// `None` for anything that is not a string or a number.
+/// unescaped text, numbers by exact value (`1`, `1.0` and `1e0` are one
+/// id; `1` and `1.00000000000000000001`, which a float cannot tell apart,
+/// are two). Two different ids never have one key. `None` for anything
+/// that is not a string or a number.
 pub fn id_key(raw: &[u8]) -> Option<Box<[u8]>> {
     match raw.first()? {
         b'"' => {
             if !raw.contains(&b'\\') {
                 return Some(raw.into());
             }
-            let s: String = serde_json::from_slice(raw).ok()?;
-            let mut out = Vec::with_capacity(s.len() + 2);
-            out.push(b'"');
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'"');
+            let mut out = Vec::with_capacity(raw.len() + 1);
+            match serde_json::from_slice::<String>(raw) {
+                Ok(s) => {
+                    out.push(b'"');
+                    out.extend_from_slice(s.as_bytes());
+                    out.push(b'"');
+                }
+                Err(_) => {
+                    // A lone surrogate (`"\ud800"`) has no text to compare:
+                    // matched as written, behind a byte no other key
+                    // starts with, so that it never meets the string of
+                    // those six characters (`"\\ud800"`).
+                    out.push(b'\'');
+                    out.extend_from_slice(raw);
+                }
+            }
             Some(out.into())
         }
-        b'-' | b'0'..=b'9' => {
-            if raw.iter().all(u8::is_ascii_digit) && (raw.len() == 1 || raw[0] != b'0') {
-                return Some(raw.into());
-            }
-            let text = std::str::from_utf8(raw).ok()?;
-            let n: f64 = text.parse().ok()?;
-            if n.is_finite() && n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
-                Some(format!("{}", n as i64).into_bytes().into())
-            } else {
-                // Out of exact range: compare as written.
-                Some(raw.into())
-            }
-        }
+        b'-' | b'0'..=b'9' => number_key(raw),
         _ => None,
     }
+}
+
+/// Integers up to this many digits have their digits as their key, others
+/// `<digits>e<exponent>`, so that `1e999999999` is not written out.
+const PLAIN_DIGITS: usize = 40;
+
+/// The key of a JSON number: its exact decimal value, never rounded
+/// through a float. `0` for every zero; an integer of up to
+/// [`PLAIN_DIGITS`] digits as those digits (`17`: the routing tables
+/// parse proxy ids back from it); any other as its significant digits and the exponent
+/// of the last (`15e-1`, `1e400`). An exponent past `i64` is kept as
+/// written, behind a byte no other key starts with.
+fn number_key(raw: &[u8]) -> Option<Box<[u8]>> {
+    let plain = raw.len() <= PLAIN_DIGITS && raw.iter().all(u8::is_ascii_digit);
+    if plain && (raw.len() == 1 || raw[0] != b'0') {
+        return Some(raw.into());
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digit_run = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digit_run(int) || !(frac.is_empty() || digit_run(frac)) {
+        return None;
+    }
+    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let lead = digits.iter().take_while(|&&d| d == b'0').count();
+    digits.drain(..lead);
+    let trail = digits.iter().rev().take_while(|&&d| d == b'0').count();
+    digits.truncate(digits.len() - trail);
+    if digits.is_empty() {
+        return Some(Box::from(&b"0"[..]));
+    }
+    let exponent: i128 = match exponent.map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(e)) => e.into(),
+        Some(Err(_)) => {
+            let mut out = Vec::with_capacity(raw.len() + 1);
+            out.push(b'~');
+            out.extend_from_slice(raw);
+            return Some(out.into());
+        }
+    };
+    // The exponent of the last significant digit.
+    let exponent = exponent - frac.len() as i128 + trail as i128;
+    let mut out = Vec::with_capacity(digits.len() + 24);
+    if negative {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits);
+    match usize::try_from(exponent) {
+        Ok(zeros) if digits.len() + zeros <= PLAIN_DIGITS => {
+            out.resize(out.len() + zeros, b'0');
+        }
+        _ => out.extend_from_slice(format!("e{exponent}").as_bytes()),
+    }
+    Some(out.into())
 }
 
 /// One message on its way out, as pieces that concatenate to it, so that a
@@ -1325,6 +1389,47 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    /// Regression (fuzz `routes`): ids were matched through a float, so
+    /// different numbers a float rounds to one value had one key (`0` and
+    /// `100E-51615`; `1` and `1.00000000000000000001`): one was refused
+    /// as the other's duplicate, a cancellation naming one cancelled the
+    /// other, and a child's answer with such an id was taken for proxy id
+    /// 0. And a string with a lone surrogate (`"\ud800"`), which does not
+    /// decode, was keyed as written, the key of the string `"\\ud800"`.
+    #[test]
+    fn different_ids_never_share_a_key_and_one_id_written_two_ways_does() {
+        let key = |s: &str| id_key(s.as_bytes());
+        for (a, b) in [
+            ("0", "100E-51615"),
+            ("1", "1.00000000000000000001"),
+            ("9007199254740991", "9007199254740990.9"),
+            ("12345678901234567890123", "12345678901234567890124"),
+            (r#""\ud800""#, r#""\\ud800""#),
+            ("1e400", "1e401"),
+            ("-1", "1"),
+            ("1", r#""1""#),
+        ] {
+            assert_ne!(key(a), key(b), "{a} and {b}");
+        }
+        for (a, b) in [
+            ("1", "1.0"),
+            ("1", "1e0"),
+            ("100", "1e2"),
+            ("1.5", "15e-1"),
+            ("0", "-0.0e7"),
+            ("12345678901234567890", "1.234567890123456789E+19"),
+            ("-2.50", "-25e-1"),
+            (r#""s-1""#, r#""\u0073-1""#),
+        ] {
+            assert_eq!(key(a), key(b), "{a} and {b}");
+        }
+        assert_eq!(key("17.0").as_deref(), Some(&b"17"[..]));
+        assert_eq!(
+            key("1e99999999999999999999").as_deref(),
+            Some(&b"~1e99999999999999999999"[..])
+        );
     }
 
     #[test]
