@@ -169,21 +169,67 @@ pub fn client_answer(frame: &Frame) -> Result<Value, String> {
 
 /// The params of the repeated call: the original ones with the answers and
 /// the child's state (spec: the retry carries exactly what the last
-/// `input_required` asked for).
+/// `input_required` asked for). The client's members and the child's state
+/// go as they were written: only the object around them is new, so no
+/// value in them is rounded (`123456789012345678901234567890`), refused
+/// (`1e400`, nesting past serde_json's 128 levels) or reordered. A
+/// member written twice goes once, the last copy, as parsers read it.
 pub fn retry_params(
     original: Option<&[u8]>,
     responses: Map<String, Value>,
     request_state: Option<&RawValue>,
 ) -> Vec<u8> {
-    let mut params: Map<String, Value> = original
-        .and_then(|p| serde_json::from_slice(p).ok())
+    let members = original
+        .and_then(|p| serde_json::from_slice::<Members<'_>>(p).ok())
+        .map(|m| m.0)
         .unwrap_or_default();
-    params.remove("requestState");
-    params.insert("inputResponses".into(), Value::Object(responses));
-    if let Some(state) = request_state.and_then(|s| serde_json::from_str(s.get()).ok()) {
-        params.insert("requestState".into(), state);
+    let mut out = Vec::with_capacity(original.map_or(0, <[u8]>::len) + 64);
+    out.push(b'{');
+    for (i, (key, value)) in members.iter().enumerate() {
+        let later = members[i + 1..].iter().any(|(k, _)| k == key);
+        if later || key == "requestState" || key == "inputResponses" {
+            continue;
+        }
+        // Invariant: a string and a map of Values serialize.
+        serde_json::to_writer(&mut out, key).expect("a string serializes");
+        out.push(b':');
+        out.extend_from_slice(value.get().as_bytes());
+        out.push(b',');
     }
-    serde_json::to_vec(&params).expect("Value serializes")
+    out.extend_from_slice(br#""inputResponses":"#);
+    serde_json::to_writer(&mut out, &responses).expect("Value serializes");
+    if let Some(state) = request_state {
+        out.extend_from_slice(br#","requestState":"#);
+        out.extend_from_slice(state.get().as_bytes());
+    }
+    out.push(b'}');
+    out
+}
+
+/// A JSON object's members in order, each value as written.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    out.push(pair);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
 }
 
 /// The `input_required` result that carries a 2025-era child's request to a
@@ -419,6 +465,41 @@ mod tests {
                 .1
                 .map(|a| a.to_string()),
             None
+        );
+    }
+
+    /// Regression: the retry's params were the original ones read into a
+    /// tree and written again, and so was the child's state: a number
+    /// past u64 in the arguments came back rounded
+    /// (`1.2345678901234568e29`), and one a float cannot hold (`1e400`)
+    /// or nesting past 128 levels failed the read, so the retry went to
+    /// the child with none of the call's params (no `name`, no
+    /// `arguments`) and without its `requestState`.
+    #[test]
+    fn the_retry_keeps_the_original_members_and_the_state_as_written() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let args = format!(r#"{{"big":123456789012345678901234567890,"x":1e400,"deep":{deep}}}"#);
+        let original =
+            format!(r#"{{"name":"ask","arguments":{args},"requestState":"old","name":"ask2"}}"#);
+        let state = r#"{"n":1e400,"k":98765432109876543210987}"#;
+        let state = RawValue::from_string(state.into()).unwrap();
+        let mut responses = Map::new();
+        responses.insert("a".into(), serde_json::json!({"action":"accept"}));
+        let params = retry_params(Some(original.as_bytes()), responses, Some(&state));
+        let at = |path: &[&str]| {
+            jsonrpc::locate(&params, path).map(|r| String::from_utf8_lossy(&params[r]).into_owned())
+        };
+        assert_eq!(at(&["arguments"]).as_deref(), Some(args.as_str()));
+        assert_eq!(at(&["name"]).as_deref(), Some(r#""ask2""#));
+        assert_eq!(at(&["requestState"]).as_deref(), Some(state.get()));
+        assert_eq!(
+            at(&["inputResponses"]).as_deref(),
+            Some(r#"{"a":{"action":"accept"}}"#)
+        );
+        let text = String::from_utf8_lossy(&params);
+        assert!(
+            !text.contains("old") && !text.contains(r#""ask""#),
+            "{text}"
         );
     }
 
