@@ -114,7 +114,11 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(Piece::Long)) => {
                 assert!(passing.is_none(), "an offer while a line is passed on");
                 offers += 1;
-                if take_up >> (offers % 7) & 1 != 0 {
+                // Taken up or not as the fuzzer says, but never for a blank
+                // line (the worker takes up only a line that starts an
+                // answer), so that blank lines are skipped in any case.
+                let blank = r.partial().iter().all(u8::is_ascii_whitespace);
+                if !blank && take_up >> (offers % 7) & 1 != 0 {
                     let head: Bytes = r.stream_line();
                     passing = Some(head.to_vec());
                 }
@@ -161,6 +165,18 @@ fuzz_target!(|data: &[u8]| {
     let mut got = got.into_iter().peekable();
     for (segment, ended) in segments {
         let content = segment.strip_suffix(b"\r").unwrap_or(segment);
+        // A line passed on that EOF cuts off ends nothing, whatever its
+        // length (its CR may still be held back at the cap).
+        if !ended && matches!(got.peek(), Some(Got::Passed(_, false))) {
+            let Some(Got::Passed(bytes, _)) = got.next() else {
+                unreachable!()
+            };
+            assert!(
+                segment.starts_with(&bytes) && bytes.len() <= max,
+                "cut-off line"
+            );
+            continue;
+        }
         if segment.len() > max {
             assert_eq!(
                 got.next(),
@@ -172,8 +188,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let blank = content.iter().all(u8::is_ascii_whitespace);
         match got.peek() {
-            // A blank line is skipped, unless it was passed on.
-            Some(Got::Passed(b, _)) if !blank || content.starts_with(b) => {
+            Some(Got::Passed(_, _)) if !blank => {
                 let Some(Got::Passed(bytes, end)) = got.next() else {
                     unreachable!()
                 };
