@@ -119,9 +119,7 @@ fn broadcast_form(frame: Frame, max_bytes: usize) -> Option<Frame> {
     }
     let method = frame.method().unwrap_or_default();
     let minimal = if method == "notifications/resources/updated" {
-        let uri = frame
-            .params_value()
-            .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from))?;
+        let uri = updated_uri(&frame)?;
         serde_json::json!({ "jsonrpc": "2.0", "method": method, "params": { "uri": uri } })
     } else {
         serde_json::json!({ "jsonrpc": "2.0", "method": method })
@@ -238,9 +236,7 @@ pub(super) fn route_notification(
             let Some(frame) = broadcast_form(frame, max_broadcast_bytes) else {
                 return;
             };
-            let uri = frame
-                .params_value()
-                .and_then(|p| p.get("uri").and_then(Value::as_str).map(String::from));
+            let uri = updated_uri(&frame);
             let r = &*routes;
             let subscribers = uri.and_then(|u| r.subscriptions.get(&u));
             for key in subscribers.into_iter().flatten() {
@@ -290,6 +286,14 @@ pub(super) fn route_notification(
             }
         }
     }
+}
+
+/// The `uri` of a `notifications/resources/updated`, read where it lies:
+/// the rest of the params is never built into a tree, so a value no
+/// parser can hold (`1e400`) or deep nesting beside it cannot hide it.
+fn updated_uri(frame: &Frame) -> Option<String> {
+    let at = frame.locate_in_params(&["uri"])?;
+    serde_json::from_slice(&frame.bytes()[at]).ok()
 }
 
 /// The `subscriptions/listen` request a modern child's notification is for.
@@ -380,6 +384,39 @@ mod tests {
             &format!(r#""{SUBSCRIPTION_ID_KEY}":"listen-1""#),
         );
         assert_eq!(String::from_utf8_lossy(&sent[0]), want);
+    }
+
+    /// Regression: the `uri` of a resource update was read by building
+    /// the whole params into a tree, so an update with a value no parser
+    /// can hold (`1e400`) or nesting past 128 levels anywhere in its
+    /// params (its `_meta`, say) reached none of the resource's
+    /// subscribers, and was dropped without a word.
+    #[test]
+    fn a_resource_update_reaches_its_subscribers_whatever_sits_beside_its_uri() {
+        use super::super::Sink;
+        use super::super::sink::testing::Recorder;
+        let mut r = Routes::new(4);
+        let p = port(1, None);
+        let sink = Arc::new(Recorder::default());
+        let outlet: Sink = sink.clone();
+        p.set_notify(Some(outlet));
+        r.ports.insert(1, p);
+        assert!(r.count_subscription("file:///a", 1, true));
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let lines = [
+            r#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a","_meta":{"n":1e400}}}"#.to_string(),
+            format!(r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{"deep":{deep},"uri":"file:///a"}}}}"#),
+        ];
+        for line in &lines {
+            let frame = Frame::parse(bytes::Bytes::from(line.clone()), false).unwrap();
+            route_notification(&mut r, true, usize::MAX, frame);
+        }
+        let sent = sink.sent.lock().unwrap();
+        let sent: Vec<String> = sent
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert_eq!(sent, lines);
     }
 
     #[test]
