@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use tracing::{debug, warn};
 
 use super::routes::{Routes, ServerRequest, Target, parse_proxy_id, related_target};
@@ -247,11 +246,7 @@ pub(super) fn route_notification(
         }
         _ => {
             let level = (method == "notifications/message")
-                .then(|| {
-                    frame
-                        .params_value()
-                        .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank))
-                })
+                .then(|| message_level(&frame))
                 .flatten();
             let r = &*routes;
             if let Some(port) = task_owner(r, shared, &frame) {
@@ -296,6 +291,14 @@ fn updated_uri(frame: &Frame) -> Option<String> {
     serde_json::from_slice(&frame.bytes()[at]).ok()
 }
 
+/// The rank of a `notifications/message`'s `level`, read where it lies, as
+/// [`updated_uri`] reads its `uri`: a value beside it that no tree can hold
+/// (`1e400`, deep nesting in `data`) must not take the level filter away.
+fn message_level(frame: &Frame) -> Option<usize> {
+    let at = frame.locate_in_params(&["level"])?;
+    log_rank(&serde_json::from_slice::<String>(&frame.bytes()[at]).ok()?)
+}
+
 /// The `subscriptions/listen` request a modern child's notification is for.
 fn subscription_of(frame: &Frame) -> Option<u64> {
     let id = frame.meta(SUBSCRIPTION_ID_KEY)?;
@@ -321,6 +324,28 @@ mod tests {
         let p = Port::new(key, format!("s{key}").into(), PortKind::Session);
         *lock(&p.log_level) = level.and_then(log_rank);
         p
+    }
+
+    /// Regression: the level was read from a tree of the whole params, so
+    /// `1e400` or nesting past 128 levels in `data` lost it, and a debug
+    /// message passed a session that asked for errors only.
+    #[test]
+    fn a_messages_level_is_read_whatever_sits_in_its_data() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for data in ["1e400", deep.as_str(), "\"plain\""] {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":{data},"level":"debug"}}}}"#
+            );
+            let frame = Frame::parse(bytes::Bytes::from(line), false).unwrap();
+            assert_eq!(message_level(&frame), log_rank("debug"), "data {data:.20}");
+            assert!(!passes(
+                Some(&port(1, Some("error"))),
+                message_level(&frame)
+            ));
+        }
+        let odd = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":7}}"#;
+        let frame = Frame::parse(bytes::Bytes::from(odd), false).unwrap();
+        assert_eq!(message_level(&frame), None);
     }
 
     #[test]
@@ -430,7 +455,7 @@ mod tests {
         let tools = f
             .admit(br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#)
             .unwrap();
-        let v: Value = serde_json::from_slice(&tools).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&tools).unwrap();
         assert_eq!(v["params"]["_meta"][SUBSCRIPTION_ID_KEY], "L1");
         assert!(
             f.admit(br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#)
