@@ -144,12 +144,7 @@ async fn a_session_that_never_answers_cannot_starve_another_sessions_sampling() 
     };
     eventually(STEP, || answered(&child) >= refused).await;
     assert_eq!(answered(&child), refused, "one error per refused request");
-    let metrics = reqwest::get(format!("{}/metrics", proxy.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics_text().await;
     assert!(
         metrics.contains(&format!(
             "mcp_proxy_server_requests_refused_total{{reason=\"session_limit\"}} {refused}"
@@ -477,12 +472,7 @@ async fn a_child_request_with_an_unusable_id_gets_an_invalid_request_error_with_
     for e in &errors {
         assert_eq!(e["error"]["code"], -32600, "{e}");
     }
-    let metrics = reqwest::get(format!("{}/metrics", proxy.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics_text().await;
     assert!(
         metrics.contains("mcp_proxy_server_requests_refused_total{reason=\"invalid_id\"} 4"),
         "{metrics}"

@@ -204,12 +204,7 @@ fn tag(sid: &str) -> &str {
 
 /// `mcp_proxy_http_requests_total` of one era, summed, from a replica's /metrics.
 async fn requests_of_era(proxy: &Proxy, era: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", proxy.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = proxy.metrics_text().await;
     let prefix = format!("mcp_proxy_http_requests_total{{era=\"{era}\"");
     text.lines()
         .filter(|l| l.starts_with(&prefix))

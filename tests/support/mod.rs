@@ -114,6 +114,16 @@ impl Proxy {
             .as_u16()
     }
 
+    /// `GET /metrics` as text (no key).
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `GET /health` as JSON.
     pub async fn health(&self) -> Value {
         reqwest::get(format!("{}/health", self.base()))
