@@ -403,6 +403,7 @@ pub struct Metrics {
     sse_open: Gauge,
     sessions_open: Gauge,
     slow_consumer_cuts: Counter,
+    resumed_past_replay: Counter,
     auth_failures: Family<AuthLabels, Counter>,
     limit_refusals: Family<LimitLabels, Counter>,
     log_lines_dropped: Counter,
@@ -448,6 +449,7 @@ impl Metrics {
             sse_open: Gauge::default(),
             sessions_open: Gauge::default(),
             slow_consumer_cuts: Counter::default(),
+            resumed_past_replay: Counter::default(),
             auth_failures: Family::default(),
             limit_refusals: Family::default(),
             log_lines_dropped: Counter::default(),
@@ -535,6 +537,11 @@ impl Metrics {
             m.slow_consumer_cuts.clone(),
         );
         registry.register(
+            "resumed_past_replay",
+            "Streams resumed (Last-Event-ID) from before what their replay buffer kept: the events between were lost, and each answer among them came back as an error",
+            m.resumed_past_replay.clone(),
+        );
+        registry.register(
             "auth_failures",
             "Requests refused by the access checks, by reason (key, origin, host)",
             m.auth_failures.clone(),
@@ -574,6 +581,11 @@ impl Metrics {
     /// An SSE client was cut off as too slow.
     pub fn slow_consumer_cut(&self) {
         self.slow_consumer_cuts.inc();
+    }
+
+    /// A stream was resumed from before its replay buffer.
+    pub fn resumed_past_replay(&self) {
+        self.resumed_past_replay.inc();
     }
 
     /// Counts an answered request and wraps its body, which then counts

@@ -328,8 +328,9 @@ impl Session {
     /// it, with the token it ends on: the GET stream's is
     /// [`Session::standalone`] (it carries no answer), a POST's is
     /// [`Session::cancel`] (it ends after its answers, or when the drain
-    /// runs out). `None` when the stream is unknown to this session or its
-    /// events were evicted.
+    /// runs out). `None` when the stream is unknown to this session or
+    /// never sent that event; events no longer kept are handled by
+    /// [`crate::sse::Outlet::resume`].
     pub fn resume(&self, last_event_id: &str) -> Option<(LiveRx, CancellationToken)> {
         let (stream, seq) = crate::sse::parse_event_id(last_event_id)?;
         let outlet = lock(&self.streams)

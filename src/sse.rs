@@ -31,7 +31,9 @@
 //! Replay memory: a stream's buffer is released as soon as its last
 //! response was handed to a live consumer, and all buffers of the proxy
 //! together stay within one byte budget (`--replay-total-bytes`,
-//! [`ReplayBudget`]).
+//! [`ReplayBudget`]). A resumption from before what is kept still
+//! resumes: each answer lost with the evicted events comes back as a
+//! JSON-RPC error to its request ([`Outlet::resume`]), never as silence.
 //!
 //! Long answers (`crate::tail`): a response the multiplexer passes on as
 //! the child writes it opens an event ([`Outlet::open_response`]) whose
@@ -93,6 +95,14 @@ pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
     out.put_slice(b"\n\n");
     out.freeze()
 }
+
+/// Answers a stream remembers the request ids of, for errors when they
+/// are lost (see [`Outlet::resume`]): a stream carries the answers to one
+/// POST, so this bounds only a batch larger than any client sends.
+const ANSWERS_KEPT: usize = 1024;
+
+/// The error a client resuming from before a lost answer gets for it.
+const LOST_ANSWER: &str = "the answer to this request was lost: the stream was resumed from before the events the proxy still keeps for replay (--replay-events, --replay-bytes); the request may have been carried out";
 
 /// Whether a response going out now (`delivered`: to a live consumer)
 /// releases its stream's replay memory: the last response the stream owes
@@ -554,6 +564,12 @@ struct OutletInner {
     was_cut: bool,
     /// Notifications dropped for a slow consumer of a stream without ids.
     dropped: u64,
+    /// The event that carried each response of a stream with ids, and the
+    /// id of the request it answered (as the client wrote it), oldest
+    /// first, at most [`ANSWERS_KEPT`]: a client resuming from before an
+    /// answer that is no longer kept gets an error for that request (see
+    /// [`Outlet::resume`]).
+    answers: VecDeque<(u64, Box<[u8]>)>,
 }
 
 impl Outlet {
@@ -594,6 +610,7 @@ impl Outlet {
                 finished: false,
                 was_cut: false,
                 dropped: 0,
+                answers: VecDeque::new(),
             }),
         };
         (outlet, rx)
@@ -718,6 +735,9 @@ impl Outlet {
         inner.next_seq += 1;
         let ev = event(self.event_id(seq).as_deref(), self.event_name(), json);
         if self.with_ids && self.replay > 0 {
+            if is_response && let Some(id) = crate::jsonrpc::locate(json, &["id"]) {
+                self.record_answer(inner, seq, &json[id]);
+            }
             self.keep(inner, seq, ev.clone());
         }
         let delivered = self.deliver(inner, Item::Event(ev), is_response);
@@ -886,6 +906,9 @@ impl Outlet {
                 // release that buffer at once: else the join would copy
                 // the whole answer only to drop it.
                 let released_anyway = answer_releases(&inner, live == Some(true));
+                if self.with_ids && self.replay > 0 {
+                    self.record_answer(&mut inner, open.seq, &open.client_id);
+                }
                 if self.with_ids && self.replay > 0 && !released_anyway {
                     if open.bytes > self.replay_bytes {
                         debug!(
@@ -1143,21 +1166,31 @@ impl Outlet {
 
     /// Attaches a new response that first replays the events after `after`
     /// (a sequence number of this stream), then continues live. Replaces any
-    /// previous response. Returns `None` if events after `after` were
-    /// already evicted from the buffer (replay would lose messages), or if
-    /// `after` names an event this stream has not sent (a forged id).
+    /// previous response. Returns `None` if `after` names an event this
+    /// stream has not sent (a forged id).
+    ///
+    /// Events after `after` that are no longer kept (evicted by the
+    /// buffer's caps, or released once the last answer was handed to a
+    /// consumer that then went away unread) cannot be replayed: the client
+    /// gets what is kept, and for each answer among the lost events an
+    /// error response to its request, so it never waits for an answer
+    /// that cannot come (the request may have been carried out). The lost
+    /// notifications are gone; the resumption is logged and counted.
     pub fn resume(&self, after: u64) -> Option<LiveRx> {
         let mut inner = self.lock();
-        let first_kept = inner.buffer.front().map_or(inner.next_seq, |(s, _)| *s);
-        if after.saturating_add(1) < first_kept || after >= inner.next_seq {
+        if after >= inner.next_seq {
             return None;
         }
-        let missed: Vec<Bytes> = inner
+        let first_kept = inner.buffer.front().map_or(inner.next_seq, |(s, _)| *s);
+        let mut missed: Vec<Bytes> = inner
             .buffer
             .iter()
             .filter(|(s, _)| *s > after)
             .map(|(_, e)| e.clone())
             .collect();
+        if after.saturating_add(1) < first_kept {
+            missed.extend(self.answer_lost(&mut inner, after, first_kept));
+        }
         let capacity = queue_capacity(self.max_queue, inner.owed).max(missed.len());
         let (tx, rx) = mpsc::channel(capacity);
         let rx = LiveRx::new(rx);
@@ -1172,6 +1205,59 @@ impl Outlet {
         inner.set_live(live);
         inner.queued = rx.queued.clone();
         Some(rx)
+    }
+
+    /// Records that event `seq` answered the request `client_id`.
+    fn record_answer(&self, inner: &mut OutletInner, seq: u64, client_id: &[u8]) {
+        if inner.answers.len() >= ANSWERS_KEPT {
+            inner.answers.pop_front();
+        }
+        inner.answers.push_back((seq, client_id.into()));
+    }
+
+    /// The events after `after` and before `first_kept` are gone: each
+    /// answer among them becomes an error response to its request, a new
+    /// event (kept for replay like any, so a second resumption from the
+    /// same point gets it again, once). Returns those events.
+    fn answer_lost(&self, inner: &mut OutletInner, after: u64, first_kept: u64) -> Vec<Bytes> {
+        let lost = |seq: u64| seq > after && seq < first_kept;
+        let mut errors = Vec::new();
+        for i in 0..inner.answers.len() {
+            if !lost(inner.answers[i].0) {
+                continue;
+            }
+            let error = crate::jsonrpc::error_response(
+                Some(&inner.answers[i].1),
+                crate::jsonrpc::code::SERVER_ERROR,
+                LOST_ANSWER,
+                None,
+            );
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            let ev = event(self.event_id(seq).as_deref(), self.event_name(), &error);
+            inner.answers[i].0 = seq;
+            self.keep(inner, seq, ev.clone());
+            errors.push(ev);
+        }
+        if let Some(m) = &self.metrics {
+            m.resumed_past_replay();
+        }
+        let events = first_kept - after - 1;
+        if errors.is_empty() {
+            debug!(
+                stream = self.stream_id,
+                lost_events = events,
+                "stream resumed from before its replay buffer: notifications lost"
+            );
+        } else {
+            warn!(
+                stream = self.stream_id,
+                lost_events = events,
+                lost_answers = errors.len(),
+                "stream resumed from before its replay buffer (--replay-events, --replay-bytes): answers lost, errors sent for them"
+            );
+        }
+        errors
     }
 
     /// Replaces the live response with a fresh one (a new GET on the session).
@@ -1529,16 +1615,85 @@ mod tests {
         }
     }
 
-    #[test]
-    fn resume_refuses_when_events_were_evicted() {
-        let (o, _rx) = Outlet::new(1, true, None, 64, 2);
-        for _ in 0..5 {
-            o.send(b"{}");
+    /// Drains what a resumed receiver holds now (its stream is finished or
+    /// it has nothing more queued).
+    async fn drain(rx: &mut LiveRx) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            out.push(ev);
         }
-        assert!(o.resume(0).is_none());
-        assert!(o.resume(2).is_some());
+        out
+    }
+
+    #[tokio::test]
+    async fn a_resumption_past_evicted_notifications_gets_what_is_kept() {
+        let (o, _rx) = Outlet::new(1, true, None, 64, 2);
+        for i in 0..5 {
+            o.send(format!("{{\"n\":{i}}}").as_bytes());
+        }
+        let mut rx = o.resume(0).expect("resumes with a gap");
+        let got = drain(&mut rx).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with(b"id: 1-3\n"), "{got:?}");
+        assert!(got[1].starts_with(b"id: 1-4\n"), "{got:?}");
         assert_eq!(parse_event_id("12-34"), Some((12, 34)));
         assert_eq!(parse_event_id("x"), None);
+    }
+
+    #[tokio::test]
+    async fn an_answer_lost_to_eviction_comes_back_as_an_error_once() {
+        // A batch stream owing two answers, keeping 2 events.
+        let (o, rx) = Outlet::new(1, true, Some(2), 64, 2);
+        drop(rx);
+        o.prime(); // seq 0
+        o.send_response(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#); // seq 1
+        for _ in 0..3 {
+            o.send(b"{}"); // seq 2..4: the answer is evicted
+        }
+        o.send_response(br#"{"jsonrpc":"2.0","id":7,"result":{}}"#); // seq 5
+        let mut rx = o.resume(0).expect("resumes");
+        let got = drain(&mut rx).await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with(b"id: 1-4\n"),
+            "what is kept first: {got:?}"
+        );
+        assert!(got[1].starts_with(b"id: 1-5\n"), "{got:?}");
+        let error = std::str::from_utf8(&got[2]).unwrap();
+        assert!(error.starts_with("id: 1-6\n"), "{error}");
+        assert!(
+            error.contains(r#""id":"a","error":{"code":-32000"#),
+            "{error}"
+        );
+        // From the same point again: the lost answer's error is kept like
+        // any event now, and comes once.
+        let mut rx = o.resume(0).expect("resumes");
+        let again = drain(&mut rx).await;
+        assert_eq!(again.len(), 2, "{again:?}");
+        assert_eq!(again[1], got[2]);
+        // From the kept answer on: nothing lost, just the error.
+        let mut rx = o.resume(5).expect("resumes");
+        assert_eq!(drain(&mut rx).await, vec![got[2].clone()]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_released_after_delivery_comes_back_as_an_error() {
+        // The answer went to a consumer that dropped it unread; the
+        // buffer was released on delivery.
+        let (o, rx) = Outlet::new(1, true, Some(1), 64, 16);
+        o.prime(); // seq 0
+        o.send_response(br#"{"id" : 12.0 , "jsonrpc":"2.0","result":{}}"#); // seq 1
+        drop(rx);
+        let mut rx = o.resume(0).expect("resumes");
+        let got = drain(&mut rx).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        let error = std::str::from_utf8(&got[0]).unwrap();
+        assert!(
+            error.contains(r#""id":12.0,"error""#),
+            "the id as written: {error}"
+        );
+        assert!(o.resume(2).is_some(), "after the error, nothing more");
+        assert!(o.resume(3).is_none(), "an event never sent");
     }
 
     /// Regression: `Last-Event-ID: 1-18446744073709551615` overflowed the
@@ -1566,7 +1721,12 @@ mod tests {
         assert!(o.resume(0).is_some(), "small events fit");
         o.send(&[b'2'; 500]); // seq 3: too large to keep
         o.send(&small); // seq 4
-        assert!(o.resume(2).is_none(), "the large event cannot be replayed");
+        let mut rx = o.resume(2).expect("resumes, without the large event");
+        let ev = rx.recv().await.unwrap();
+        assert!(
+            ev.starts_with(b"id: 1-4\n"),
+            "the large event is skipped: {ev:?}"
+        );
         let mut rx = o.resume(3).expect("after the large event, replay works");
         let ev = rx.recv().await.unwrap();
         assert!(ev.starts_with(b"id: 1-4\n"), "{ev:?}");

@@ -648,6 +648,76 @@ async fn a_dropped_post_stream_can_be_resumed_with_last_event_id() {
     proxy.stop().await;
 }
 
+/// Regression: a client that came back with a `Last-Event-ID` older than
+/// the replay buffer keeps (`--replay-events 2`, five progress events
+/// missed) got a fresh GET stream, which never carries its answer: it
+/// waited forever although the answer was still kept for it. It gets what
+/// is kept now, the answer included.
+#[tokio::test]
+async fn a_resumption_from_before_the_replay_buffer_still_gets_its_answer() {
+    let proxy = Proxy::start(&["--replay-events", "2"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let resp = c.post(&json!({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"progress","arguments":{"steps":6,"delay_ms":20},"_meta":{"progressToken":1}}})).await;
+    let mut s = SseStream::new(resp);
+    let last_id = s.next().await.unwrap().id.expect("events carry ids");
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let resumed = c.resume(&last_id).await;
+    assert_eq!(resumed.status(), 200);
+    let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
+        .await
+        .expect("the resumed stream ends with its answer");
+    assert_eq!(
+        msgs.last().map(|m| &m["id"]),
+        Some(&json!("long")),
+        "{msgs:?}"
+    );
+    assert_eq!(text_of(msgs.last().unwrap()), "done 6");
+    proxy.stop().await;
+}
+
+/// Regression: when the answer itself was no longer kept (larger than
+/// `--replay-bytes`), a client resuming from before it got a fresh GET
+/// stream and silence. It gets a JSON-RPC error for that request now,
+/// so it knows the answer is lost (and that the call may have run).
+#[tokio::test]
+async fn a_resumption_whose_answer_was_not_kept_gets_an_error_for_it() {
+    let proxy = Proxy::start(&["--replay-bytes", "300"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let long = "x".repeat(2000);
+    let resp = c.post(&json!({"jsonrpc":"2.0","id":"lost","method":"tools/call","params":{"name":"echo","arguments":{"message":long},"_meta":{"progressToken":1}}})).await;
+    // The client reads only the priming event: the answer that follows
+    // is lost on its way (the proxy handed it over; the stream breaks).
+    let text = resp.text().await.unwrap();
+    let prime = text.split("\n\n").next().unwrap();
+    assert!(prime.ends_with("data: "), "a priming event first: {prime}");
+    let last_id = prime
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("the prime carries an id")
+        .to_string();
+    let resumed = c.resume(&last_id).await;
+    assert_eq!(resumed.status(), 200);
+    let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
+        .await
+        .expect("the resumed stream ends");
+    let last = msgs.last().expect("a message for the lost answer");
+    assert_eq!(last["id"], "lost", "{msgs:?}");
+    let message = last["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("replay"), "{last}");
+    // A second resumption from the same point gets the same error again,
+    // not a duplicate of it beside anything else.
+    let again = c.resume(&last_id).await;
+    let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(again))
+        .await
+        .expect("the second resumed stream ends");
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["id"], "lost");
+    proxy.stop().await;
+}
+
 /// Regression: a session keeps 32 streams for `Last-Event-ID`; when all
 /// were in flight, opening one more dropped the oldest in-flight stream
 /// from the list, so its client, back with `Last-Event-ID`, got a fresh

@@ -429,7 +429,7 @@ pub async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>
             }
             None => debug!(
                 last_event_id = last,
-                "cannot resume that stream (unknown or evicted); opening a fresh one"
+                "cannot resume that stream (unknown, or an event it never sent); opening a fresh one"
             ),
         }
     }
