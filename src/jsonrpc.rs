@@ -653,11 +653,24 @@ fn number_key(raw: &[u8]) -> Option<Box<[u8]>> {
         Some(at) => (&text[..at], Some(&text[at + 1..])),
         None => (text, None),
     };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (mantissa, None),
+    };
+    // JSON's grammar, exactly (RFC 8259 §6): no leading zero (`017`), no
+    // sign but `-` (`+17`), digits on both sides of a point (`1.`, `.5`)
+    // and in an exponent (`1e`, `1e+`). What is not a JSON number has no
+    // key, whatever number a looser reading would make of it.
     let digit_run = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digit_run(int) || !(frac.is_empty() || digit_run(frac)) {
+    let exponent_ok = exponent.is_none_or(|e| digit_run(e.strip_prefix(['+', '-']).unwrap_or(e)));
+    if !digit_run(int)
+        || (int.len() > 1 && int.starts_with('0'))
+        || !frac.is_none_or(digit_run)
+        || !exponent_ok
+    {
         return None;
     }
+    let frac = frac.unwrap_or("");
     let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
     let lead = digits.iter().take_while(|&&d| d == b'0').count();
     digits.drain(..lead);
@@ -1430,6 +1443,23 @@ mod tests {
             key("1e99999999999999999999").as_deref(),
             Some(&b"~1e99999999999999999999"[..])
         );
+    }
+
+    /// What is not a JSON number has no key: a looser reading made `17` of
+    /// `017` and `17.`, so bytes no JSON parser takes for a number (the
+    /// head of a long answer is read before the line is checked) were
+    /// matched to proxy id 17.
+    #[test]
+    fn what_is_not_a_json_number_has_no_key() {
+        for raw in [
+            "017", "-017", "00", "+17", "17.", ".5", "-", "1e", "1e+", "1e-", "1.e5", "1ee5",
+            "0x11", " 17",
+        ] {
+            assert_eq!(id_key(raw.as_bytes()), None, "{raw}");
+        }
+        for raw in ["0", "-0", "0.5", "10", "1e+5", "1E-5", "-0.0e7"] {
+            assert!(id_key(raw.as_bytes()).is_some(), "{raw}");
+        }
     }
 
     #[test]

@@ -416,7 +416,8 @@ async fn a_modern_childs_input_requests_are_bounded_like_a_legacy_childs_request
 /// client's ids match by value (`1` and `1.0` are one id). A child whose
 /// JSON library writes `2.0` back had its answer dropped, and the client
 /// waited for ever (there is no `--request-timeout` by default). Ids that
-/// are another value (`-0`, `1e400`, `2.5`, objects) still match nothing.
+/// are another value (`-0`, `1e400`, `2.5`, objects, the string `"2"`)
+/// match nothing: the string was taken for the number until the review.
 #[tokio::test]
 async fn an_answer_whose_id_is_the_requests_written_otherwise_reaches_its_client() {
     let proxy = Proxy::start(&[]).await;
@@ -426,6 +427,7 @@ async fn an_answer_whose_id_is_the_requests_written_otherwise_reaches_its_client
         r#"{"jsonrpc":"2.0","id":1e400,"result":{"content":[{"type":"text","text":"huge"}]}}"#,
         r#"{"jsonrpc":"2.0","id":{"n":$ID},"result":{"content":[{"type":"text","text":"object"}]}}"#,
         r#"{"jsonrpc":"2.0","id":$ID.5,"result":{"content":[{"type":"text","text":"fraction"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":"$ID","result":{"content":[{"type":"text","text":"quoted"}]}}"#,
         r#"{"jsonrpc":"2.0","id":$ID.0,"result":{"content":[{"type":"text","text":"dotted"}]}}"#,
     ];
     let body = json!({"jsonrpc":"2.0","id":"mine","method":"tools/call","params":{"name":"misbehave_emit","arguments":{"lines":lines}}});

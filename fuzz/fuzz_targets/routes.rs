@@ -5,7 +5,7 @@
 //!   are equal are the same JSON value (strings by their decoded text,
 //!   numbers by exact decimal value): two different ids never collide;
 //! - a child's id that `parse_proxy_id` reads as `n` is the number `n`
-//!   exactly, and every proxy id reads back as itself;
+//!   exactly (never a string), and every proxy id reads back as itself;
 //! - a progress token rewritten to the proxy id and mapped back (as the
 //!   child's progress notification is) gives the client's exact bytes.
 #![no_main]
@@ -101,6 +101,10 @@ fuzz_target!(|data: &[u8]| {
     }
     for raw in [a, b] {
         let Some(raw) = id(raw) else { continue };
+        // The proxy writes its ids as numbers: a string is another id.
+        if raw[0] == b'"' {
+            assert_eq!(parse_proxy_id(raw), None, "child's id {:?}", show(raw));
+        }
         if raw[0] != b'"'
             && number(raw).is_some()
             && let Some(n) = parse_proxy_id(raw)
