@@ -1114,9 +1114,10 @@ fn now_rfc3339() -> String {
 /// Protocol breakage on demand, for the proxy's fault tests. Each tool runs
 /// in a task of its own; none is listed in `tools/list`.
 ///
-/// - `misbehave_emit {lines}`: writes each string as a raw stdout line
-///   (`$TOKEN` becomes the call's progress token, `$ID` its id, both as
-///   JSON), then answers `emitted`.
+/// - `misbehave_emit {lines, line_bytes}`: writes each string as a raw
+///   stdout line (`$TOKEN` becomes the call's progress token, `$ID` its
+///   id, both as JSON; with `line_bytes`, `$FILL` becomes as many `x` as
+///   make the line, LF not counted, that long), then answers `emitted`.
 /// - `misbehave_huge_line {bytes, newline_after_ms}`: writes `bytes` bytes
 ///   with no newline, ends the line `newline_after_ms` later, then answers.
 /// - `misbehave_slow_answer {bytes, pause_ms, then, id_last, end_id}`:
@@ -1186,11 +1187,17 @@ mod misbehave {
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default();
+                let line_bytes = params
+                    .pointer("/arguments/line_bytes")
+                    .and_then(Value::as_u64)
+                    .map(|n| n as usize);
                 for line in lines.iter().filter_map(Value::as_str) {
-                    let mut bytes = line
-                        .replace("$TOKEN", &token)
-                        .replace("$ID", &id_text)
-                        .into_bytes();
+                    let mut line = line.replace("$TOKEN", &token).replace("$ID", &id_text);
+                    if let Some(n) = line_bytes {
+                        let fill = n.saturating_sub(line.len() - "$FILL".len());
+                        line = line.replacen("$FILL", &"x".repeat(fill), 1);
+                    }
+                    let mut bytes = line.into_bytes();
                     bytes.push(b'\n');
                     server.send(Out::Line(bytes)).await;
                 }

@@ -1060,32 +1060,32 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 let mut line = self.buf.split_to(end + 1);
                 self.scanned = 0;
                 self.offered = false;
-                if self.skipping > 0 || end > self.max_line_bytes {
-                    let content = &line[..end - usize::from(line[..end].last() == Some(&b'\r'))];
-                    let content = content.to_vec();
-                    self.keep_edges(&content);
-                    let len = std::mem::take(&mut self.skipping) + end;
+                // The cap is on the message: a CRLF line's CR is its end,
+                // as its LF is, and counts no more than the LF does.
+                let content = end - usize::from(line[..end].last() == Some(&b'\r'));
+                if self.skipping > 0 || content > self.max_line_bytes {
+                    let part = line[..content].to_vec();
+                    self.keep_edges(&part);
+                    let len = std::mem::take(&mut self.skipping) + content;
                     return Err(self.too_long(len));
                 }
-                line.truncate(if line[..end].last() == Some(&b'\r') {
-                    end - 1
-                } else {
-                    end
-                });
+                line.truncate(content);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 return Ok(Some(Piece::Line(line.freeze())));
             } else {
                 self.scanned = self.buf.len();
-                if self.skipping > 0 || self.buf.len() > self.max_line_bytes {
-                    // Drop what there is of the over-long line and keep reading to its end.
+                // A CR at the end may be the line's end: not counted yet.
+                if self.skipping > 0 || self.offered_len() > self.max_line_bytes {
+                    // Drop what there is of the over-long line and keep
+                    // reading to its end; a CR at the end stays, as it may
+                    // be the line's end, which is not counted.
                     let first = self.skipping == 0;
-                    let part = self.buf.split();
+                    let part = self.buf.split_to(self.offered_len());
                     self.keep_edges(&part);
                     self.skipping += part.len();
-                    self.buf.clear();
-                    self.scanned = 0;
+                    self.scanned = self.buf.len();
                     if first && self.report_over_cap {
                         return Err(LineError::OverCap {
                             limit: self.max_line_bytes,
@@ -1118,8 +1118,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 self.scanned = 0;
                 let skipped = std::mem::take(&mut self.skipping);
                 if skipped > 0 {
-                    self.keep_edges(&rest);
-                    return Err(self.too_long(skipped + rest.len()));
+                    let content = &rest[..rest.len() - usize::from(rest.last() == Some(&b'\r'))];
+                    self.keep_edges(content);
+                    return Err(self.too_long(skipped + content.len()));
                 }
                 if rest.iter().all(u8::is_ascii_whitespace) {
                     return Ok(None);
@@ -1172,11 +1173,12 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             self.streaming = None;
             self.spares.clear();
             self.offered = false;
-            if sent + i > self.max_line_bytes {
-                self.keep_edges(&last[..i]);
-                return Err(self.too_long(sent + i));
+            let content = i - usize::from(last[..i].last() == Some(&b'\r'));
+            if sent + content > self.max_line_bytes {
+                self.keep_edges(&last[..content]);
+                return Err(self.too_long(sent + content));
             }
-            last.truncate(i - usize::from(last[..i].last() == Some(&b'\r')));
+            last.truncate(content);
             return Ok(Some(Piece::LineEnd(last.freeze())));
         }
         // A CR at the end waits: if an LF follows, it is the line's end.
@@ -1977,6 +1979,70 @@ mod tests {
                 }
                 Ok(Some(p)) => out.push(Ok(p)),
                 Err(e) => out.push(Err(e.to_string())),
+            }
+        }
+    }
+
+    /// Regression (review): the cap counted a CRLF line's CR, so a line of
+    /// exactly `--max-line-bytes` was refused when the child ended it with
+    /// CRLF and passed with LF; read whole, and passed on in chunks (the
+    /// line's end, and a CR held at the end of a read while its LF is
+    /// awaited).
+    #[tokio::test]
+    async fn a_line_at_the_cap_passes_ended_by_lf_or_crlf_and_one_byte_more_does_not() {
+        let at_cap = "x".repeat(16);
+        for end in ["\n", "\r\n"] {
+            let input = format!("{at_cap}{end}{at_cap}y{end}next{end}")
+                .into_bytes()
+                .leak();
+            for chunk in [input.len(), 1, 3, 7, 16, 17, 18] {
+                let trickle = Trickle { data: input, chunk };
+                let mut r = LineReader::new(trickle, 16).reporting_over_cap();
+                let first = next_skipping_over_cap(&mut r).await;
+                assert_eq!(
+                    first.unwrap().unwrap(),
+                    at_cap.as_bytes(),
+                    "{end:?} {chunk}"
+                );
+                match next_skipping_over_cap(&mut r).await {
+                    Err(LineError::LineTooLong {
+                        len: 17, limit: 16, ..
+                    }) => {}
+                    other => panic!("{end:?} {chunk}: expected LineTooLong, got {other:?}"),
+                }
+                assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"next");
+
+                let trickle = Trickle { data: input, chunk };
+                let mut r = LineReader::new(trickle, 16)
+                    .reporting_over_cap()
+                    .offering_long_lines_at(8);
+                let got = pieces(&mut r).await;
+                // Read whole when it came in one read, else passed on.
+                let ends = got
+                    .iter()
+                    .position(|p| matches!(p, Ok(Piece::LineEnd(_) | Piece::Line(_))))
+                    .unwrap_or_else(|| panic!("{end:?} {chunk}: {got:?}"));
+                let first = match &got[ends] {
+                    Ok(Piece::Line(line)) => line.to_vec(),
+                    _ => joined(&got[..=ends]),
+                };
+                assert_eq!(first, at_cap.as_bytes(), "{end:?} {chunk}: {got:?}");
+                if chunk < 8 {
+                    assert!(
+                        matches!(got[0], Ok(Piece::Long)),
+                        "{end:?} {chunk}: {got:?}"
+                    );
+                }
+                assert!(
+                    got[ends + 1..]
+                        .iter()
+                        .any(|p| p.as_ref().is_err_and(|e| e.contains("line of 17 bytes"))),
+                    "{end:?} {chunk}: {got:?}"
+                );
+                assert_eq!(
+                    got.last(),
+                    Some(&Ok(Piece::Line(Bytes::from_static(b"next"))))
+                );
             }
         }
     }

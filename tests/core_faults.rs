@@ -408,6 +408,60 @@ async fn a_per_session_child_that_closes_stdout_fails_its_call() {
     proxy.stop().await;
 }
 
+/// Regression (review): the cap counted a CRLF line's CR, so a child's
+/// answer of exactly `--max-line-bytes` failed its call when the child
+/// ended it with CRLF, and passed with LF; read whole (a cap of 1 KiB,
+/// under the 128 KiB at which answers are cut through) and cut through
+/// (1 MiB). One byte more still fails the call.
+#[tokio::test]
+async fn an_answer_of_exactly_the_cap_passes_ended_by_crlf() {
+    for cap in [1024_usize, 1 << 20] {
+        let proxy = Proxy::start(&["--max-line-bytes", &cap.to_string()]).await;
+        let mut c = Client::new(&proxy.mcp());
+        c.initialize("2025-11-25", json!({})).await;
+        let line =
+            r#"{"jsonrpc":"2.0","id":$ID,"result":{"content":[{"type":"text","text":"$FILL"}]}}"#;
+        let answer = call_within(
+            &c,
+            json!(1),
+            "misbehave_emit",
+            json!({"lines": [format!("{line}\r")], "line_bytes": cap + 1}),
+            Duration::from_secs(20),
+        )
+        .await;
+        let text = answer["result"]["content"][0]["text"].as_str();
+        assert!(
+            text.is_some_and(|t| t.len() > cap - 100 && t.bytes().all(|b| b == b'x')),
+            "cap {cap}: {}",
+            &answer.to_string()[..200.min(answer.to_string().len())]
+        );
+        // One byte more fails the call: an error, or (cut through) a
+        // response that breaks off.
+        let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"misbehave_emit","arguments":{"lines": [line], "line_bytes": cap + 1}}});
+        let req = c
+            .http
+            .post(&c.url)
+            .header("accept", c.accept)
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .header("mcp-protocol-version", &c.version)
+            .json(&body);
+        let got = tokio::time::timeout(Duration::from_secs(20), async {
+            req.send().await?.bytes().await
+        })
+        .await
+        .expect("answered in time");
+        if let Ok(bytes) = got {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                text.contains("\"error\"") && !text.contains("xxxxxxxxxx"),
+                "cap {cap}: one byte more fails: {}",
+                &text[..text.len().min(300)]
+            );
+        }
+        proxy.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_line_over_the_cap_fails_its_call_before_the_line_ends() {
     let proxy = Proxy::start(&["--shared", "--max-line-bytes", "1048576"]).await;
