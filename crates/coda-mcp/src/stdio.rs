@@ -427,8 +427,10 @@ enum Read {
     Eof,
 }
 
-/// Reads `\n`-terminated lines of at most `cap` bytes (newline included)
-/// without ever holding more than `cap` bytes of one.
+/// Reads `\n`-terminated lines whose message (the line without its LF or
+/// CRLF end, which the cap does not count, whichever a client writes) is
+/// at most `cap` bytes, without ever holding more than `cap + 2` bytes of
+/// one.
 struct LineReader<R> {
     inner: BufReader<R>,
     line: Vec<u8>,
@@ -466,7 +468,18 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             let newline = available.iter().position(|b| *b == b'\n');
             let take = newline.map_or(available.len(), |i| i + 1);
             if !skipping {
-                if self.line.len() + take > self.cap {
+                let message = match newline {
+                    Some(i) => {
+                        let before = match i {
+                            0 => self.line.last(),
+                            _ => available.get(i - 1),
+                        };
+                        self.line.len() + i - usize::from(before == Some(&b'\r'))
+                    }
+                    // A CR at the end may be the start of a CRLF end.
+                    None => self.line.len() + take - usize::from(available.last() == Some(&b'\r')),
+                };
+                if message > self.cap {
                     skipping = true;
                     self.line = Vec::new();
                 } else {
@@ -845,10 +858,41 @@ mod tests {
         assert_eq!(r.line, b"next\n");
         assert_eq!(r.next().await.unwrap(), Read::Unterminated);
         assert_eq!(r.next().await.unwrap(), Read::Eof);
-        // Exactly the cap, newline included, is still a line.
-        let mut r = LineReader::new(&b"abc\nabcd\n"[..], 4);
-        assert_eq!(r.next().await.unwrap(), Read::Line);
-        assert_eq!(r.next().await.unwrap(), Read::TooLong);
-        assert_eq!(r.next().await.unwrap(), Read::Eof);
+    }
+
+    /// Regression (review): the cap counted the line's end, so a message
+    /// of exactly the cap was refused, and one a byte shorter was refused
+    /// when the client ended it with CRLF and passed with LF. The cap is
+    /// on the message, whatever ends it, read at once or a byte at a time
+    /// (a CR at the end of one read, its LF in the next).
+    #[tokio::test]
+    async fn a_message_at_the_cap_is_a_line_ended_by_lf_or_crlf_and_one_byte_more_is_not() {
+        /// At most `chunk` bytes a read.
+        struct Trickle(&'static [u8], usize);
+        impl AsyncRead for Trickle {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                let n = self.1.min(self.0.len()).min(buf.remaining());
+                buf.put_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let input = b"abcd\nabcd\r\nab\rd\r\nabcde\nabcde\r\nab\rcd\n";
+        for chunk in [1, 2, 3, 5, 64] {
+            let mut r = LineReader::new(Trickle(input, chunk), 4);
+            for want in [&b"abcd\n"[..], b"abcd\r\n", b"ab\rd\r\n"] {
+                assert_eq!(r.next().await.unwrap(), Read::Line, "{chunk}");
+                assert_eq!(r.line, want, "{chunk}");
+            }
+            // A CR inside the message is a byte of it.
+            for _ in 0..3 {
+                assert_eq!(r.next().await.unwrap(), Read::TooLong, "{chunk}");
+            }
+            assert_eq!(r.next().await.unwrap(), Read::Eof, "{chunk}");
+        }
     }
 }

@@ -143,6 +143,35 @@ async fn a_line_over_the_cap_is_answered_naming_the_limit_and_the_next_request_i
     p.close().await;
 }
 
+/// Regression (review): the cap counted the line's LF (and a CRLF line's
+/// CR too), so a message of exactly `CODA_MAX_LINE_BYTES` was refused,
+/// and one a byte shorter was refused when the client ended it with CRLF.
+/// The cap is on the message, whatever ends the line.
+#[tokio::test]
+async fn a_message_of_exactly_the_cap_is_served_ended_by_lf_or_crlf() {
+    let fake = FakeCoda::start().await;
+    let mut p = Pipes::start(&fake, &[("CODA_MAX_LINE_BYTES", "4096")]).await;
+    let padded = |id: u64, len: usize| {
+        let head = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list""#);
+        let mut line = head.into_bytes();
+        line.resize(len - 1, b' ');
+        line.push(b'}');
+        line
+    };
+    for (id, end) in [(2, &b""[..]), (3, b"\r")] {
+        let mut line = padded(id, 4096);
+        line.extend_from_slice(end);
+        p.send(&line).await;
+        let answer = p.next(Duration::from_secs(30)).await;
+        assert_eq!(answer["id"], id, "{answer}");
+        assert!(answer["result"]["tools"].is_array(), "{answer}");
+    }
+    let msg = p.rejected(&padded(4, 4097), -32600, Value::Null).await;
+    assert!(msg.contains("4096"), "{msg}");
+    p.lists_tools(5).await;
+    p.close().await;
+}
+
 #[tokio::test]
 async fn a_line_over_the_default_16_mib_cap_is_answered_too() {
     let fake = FakeCoda::start().await;
