@@ -211,6 +211,64 @@ async fn reload_adds_changes_and_removes_servers_under_live_sessions() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression (review): a named server's routing read `Mcp-Session-Id`
+/// its own way (the first copy, as written) where the app reads every copy
+/// and comma-separated part, trimmed: `S, S` (how a client joins two
+/// copies), `, S` or an empty copy before `S` named a session no
+/// generation holds, so a session of the retiring generation was sent to
+/// the current one, which answered 404, while one copy of `S` was served.
+/// Now routing reads the header with the app's function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retiring_session_is_served_however_the_app_reads_its_header() {
+    let dir = tempdir("retiring-header");
+    let p = start(load(&dir, &everything_toml("b", "")).unwrap(), None).await;
+    let mut c = p.client("b");
+    c.initialize("2025-11-25", json!({})).await;
+    let id = c.session.clone().unwrap();
+    let changed = everything_toml("b", "env = { RELOADED = \"1\" }");
+    let report = p.set.reload(load(&dir, &changed).unwrap()).unwrap();
+    assert_eq!(report.changed, ["b"]);
+    let post = |copies: Vec<String>, n: u64| {
+        let mut r = c
+            .http
+            .post(&c.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("mcp-protocol-version", "2025-11-25");
+        for v in copies {
+            r = r.header("mcp-session-id", v);
+        }
+        let call = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{"name":"echo","arguments":{"message":format!("old {n}")}}});
+        async move {
+            let resp = tokio::time::timeout(STEP, r.json(&call).send())
+                .await
+                .unwrap()
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
+        }
+    };
+    let served = [
+        vec![id.clone()],
+        vec![format!("{id}, {id}")],
+        vec![format!(", {id}")],
+        vec![format!("{id},")],
+        vec![String::new(), id.clone()],
+        vec![id.clone(), id.clone()],
+    ];
+    for (n, copies) in served.into_iter().enumerate() {
+        let shown = format!("{copies:?}");
+        let (status, text) = post(copies, n as u64).await;
+        assert_eq!(status, 200, "{shown}: {text}");
+        assert!(text.contains(&format!("old {n}")), "{shown}: {text}");
+    }
+    // Two different ids are refused, by whichever generation.
+    let (status, text) = post(vec![format!("{id}, other")], 99).await;
+    assert_eq!(status, 400, "{text}");
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Captures every log line of this test binary (all levels).
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -46,8 +46,10 @@ fn header_str(headers: &HeaderMap, name: http::HeaderName) -> Option<&str> {
 /// and every comma-separated part of one (clients join repeated headers),
 /// must be the same id: were several ids taken by their first, a gateway
 /// in front that reads another copy would disagree with this proxy on
-/// which session the request is for, so that is a 400.
-fn session_header(headers: &HeaderMap) -> Result<&str, ProxyError> {
+/// which session the request is for, so that is a 400. Named servers
+/// route by it too (`servers`), so that a request goes to the generation
+/// that holds the session the app then reads.
+pub(crate) fn session_header(headers: &HeaderMap) -> Result<&str, ProxyError> {
     let mut id: Option<&str> = None;
     for value in headers.get_all(names::MCP_SESSION_ID) {
         let value = value.to_str().map_err(|_| {

@@ -691,20 +691,20 @@ fn mode_name(m: Mode) -> &'static str {
     }
 }
 
-/// The session a request names: `Mcp-Session-Id`, or the legacy
-/// `sessionId` query parameter.
+/// The session a request names, read where and as the app reads it: the
+/// legacy `POST …/messages` by its query (`sessionId` or `session_id`),
+/// anything else by `Mcp-Session-Id` (every copy and comma-separated part,
+/// trimmed), by the very functions the app uses, so that the request goes
+/// to the generation holding the session the app then serves. A request
+/// that names two sessions, or a header that is not visible ASCII, names
+/// none here: every generation refuses it alike, so the current one does.
 fn session_id(req: &Request<Incoming>) -> Option<String> {
-    if let Some(v) = req
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        return Some(v.to_string());
-    }
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == "sessionId" || k == "session_id").then(|| v.to_string())
-    })
+    let id = if req.uri().path().ends_with("/messages") {
+        crate::http::legacy::query_session(req.uri()).ok().flatten()
+    } else {
+        crate::http::streamable::session_header(req.headers()).ok()
+    };
+    id.map(str::to_string)
 }
 
 /// Serves every server on `listener` until `shutdown`, then drains: SSE
