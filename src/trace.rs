@@ -18,8 +18,8 @@ use crate::jsonrpc::{Frame, Kind};
 /// dashes: what is carried of it.
 const TRACEPARENT_LEN: usize = 55;
 
-/// `tracestate` longer than this is dropped (the W3C limit is 32 list
-/// members; 512 bytes is what every implementation must pass on).
+/// `tracestate` longer than this is dropped (512 bytes is what every
+/// implementation must pass on).
 const MAX_TRACESTATE: usize = 512;
 
 /// The trace context of one HTTP request, as JSON members ready to splice
@@ -101,22 +101,98 @@ fn valid_traceparent(v: &str) -> bool {
         && (b.len() == TRACEPARENT_LEN || (&b[0..2] != b"00" && b[TRACEPARENT_LEN] == b'-'))
 }
 
-/// The request's `tracestate`, its header lines joined with commas, if it
-/// is printable ASCII and not over [`MAX_TRACESTATE`] bytes.
+/// Most list members a `tracestate` may have (W3C Trace Context §3.3.1.1).
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+/// The request's `tracestate`: its list members, from every header line,
+/// joined with commas (empty members and the spaces around members left
+/// out), if the list is valid W3C Trace Context (§3.3.1): each member
+/// `key=value` with the key and value grammar of the text, no key twice,
+/// at most [`MAX_TRACESTATE_MEMBERS`] members, and not over
+/// [`MAX_TRACESTATE`] bytes. Anything else is dropped whole, as the text
+/// lets a vendor do with an invalid list: carried on, it would be a
+/// list the next hop must not read either.
 fn tracestate(headers: &HeaderMap) -> Option<String> {
-    let mut out = String::new();
-    for v in headers.get_all("tracestate") {
-        let s = v.to_str().ok()?.trim();
-        if s.is_empty() {
-            continue;
+    let mut members: Vec<(&str, &str)> = Vec::new();
+    for line in headers.get_all("tracestate") {
+        let Ok(line) = line.to_str() else {
+            return dropped("not visible ASCII");
+        };
+        for member in line.split(',').map(|m| m.trim_matches([' ', '\t'])) {
+            if member.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = member.split_once('=') else {
+                return dropped("a member without '='");
+            };
+            if !valid_key(key) || !valid_value(value) {
+                return dropped("a key or value outside the grammar");
+            }
+            if members.iter().any(|(k, _)| *k == key) {
+                return dropped("a key twice");
+            }
+            if members.len() == MAX_TRACESTATE_MEMBERS {
+                return dropped("more than 32 members");
+            }
+            members.push((key, value));
         }
+    }
+    if members.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for (key, value) in members {
         if !out.is_empty() {
             out.push(',');
         }
-        out.push_str(s);
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
     }
-    let printable = out.bytes().all(|c| (0x20..0x7f).contains(&c));
-    (!out.is_empty() && printable && out.len() <= MAX_TRACESTATE).then_some(out)
+    if out.len() > MAX_TRACESTATE {
+        return dropped("over 512 bytes");
+    }
+    Some(out)
+}
+
+/// Logs why a request's `tracestate` is not carried.
+fn dropped(why: &'static str) -> Option<String> {
+    tracing::debug!(why, "drop a tracestate that is not valid W3C trace context");
+    None
+}
+
+/// `simple-key = lcalpha 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/")`,
+/// or `tenant-id "@" system-id`: a tenant of 1 to 241 of those characters
+/// starting with `lcalpha` or a digit, a system of 1 to 14 starting with
+/// `lcalpha`.
+fn valid_key(key: &str) -> bool {
+    let rest = |s: &[u8]| {
+        s.iter()
+            .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/'))
+    };
+    let b = key.as_bytes();
+    match key.split_once('@') {
+        None => (1..=256).contains(&b.len()) && b[0].is_ascii_lowercase() && rest(b),
+        Some((tenant, system)) => {
+            let (t, s) = (tenant.as_bytes(), system.as_bytes());
+            (1..=241).contains(&t.len())
+                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
+                && rest(t)
+                && (1..=14).contains(&s.len())
+                && s[0].is_ascii_lowercase()
+                && rest(s)
+        }
+    }
+}
+
+/// `value = 0*255(chr) nblk-chr`: 1 to 256 characters of 0x20-0x7E but
+/// `,` and `=`, the last not a space.
+fn valid_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    (1..=256).contains(&b.len())
+        && b.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+        && b[b.len() - 1] != b' '
 }
 
 #[cfg(test)]
@@ -239,6 +315,63 @@ mod tests {
             let frame = Frame::parse(Bytes::copy_from_slice(msg.as_bytes()), true).unwrap();
             assert_eq!(ctx.apply(frame).bytes().as_ref(), msg.as_bytes(), "{msg}");
         }
+    }
+
+    /// Regression (review): only the characters of `tracestate` were
+    /// checked, so a list W3C Trace Context calls invalid (a member without
+    /// `=`, an uppercase key, a key twice, 33 members) was carried into the
+    /// child's `_meta` as if it were one.
+    #[test]
+    fn only_a_valid_tracestate_list_is_carried() {
+        let carried = |lines: &[&str]| {
+            let mut pairs = vec![("traceparent", PARENT)];
+            pairs.extend(lines.iter().map(|l| ("tracestate", *l)));
+            let ctx = TraceContext::from_headers(&headers(&pairs)).unwrap();
+            let v = apply(&ctx, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+            assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+            v["params"]["_meta"]["tracestate"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for bad in [
+            "novalue",
+            "Upper=1",
+            "1key=1",
+            "k=",
+            "k=a=b",
+            "=v",
+            "a=1,a=2",
+            "t@sys=1,t@sys=2",
+            "t@=1",
+            "@s=1",
+            "t@1sys=1",
+            "t@systemnameistoolong=1",
+            &many(33),
+            &format!("{}=1", "k".repeat(257)),
+            &format!("k={}", "v".repeat(257)),
+        ] {
+            assert_eq!(carried(&[bad]), None, "{bad:?}");
+        }
+        assert_eq!(carried(&["a=1", "a=2"]), None, "a key twice across lines");
+        for (lines, want) in [
+            (&["rojo=00f067aa0ba902b7"][..], "rojo=00f067aa0ba902b7"),
+            (&["a=1 , ,\tb=x y", ""], "a=1,b=x y"),
+            (
+                &["1tenant@sys-1=v", "a_b-c*d/e=!~"],
+                "1tenant@sys-1=v,a_b-c*d/e=!~",
+            ),
+            (&["k= leading"], "k= leading"),
+        ] {
+            assert_eq!(carried(lines).as_deref(), Some(want), "{lines:?}");
+        }
+        assert_eq!(carried(&[&many(32)]), Some(many(32)));
+        assert_eq!(carried(&[",, ,"]), None);
     }
 
     #[test]

@@ -81,6 +81,34 @@ async fn a_session_clients_trace_context_reaches_the_child() {
     proxy.stop().await;
 }
 
+/// Regression (review): a `tracestate` the W3C text calls invalid (a
+/// member without `=`, an uppercase key, a key twice across two header
+/// lines) reached the child beside a valid `traceparent`. Now it is
+/// dropped whole; the `traceparent` still goes, and a valid list from two
+/// lines goes joined.
+#[tokio::test]
+async fn an_invalid_tracestate_does_not_reach_the_child() {
+    let proxy = Proxy::start(&[]).await;
+    let mut client = Client::new(&proxy.mcp());
+    client.initialize("2025-11-25", json!({})).await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"meta","arguments":{}}});
+    for bad in [&["novalue"][..], &["Vendor=1"], &["a=1", "a=2"]] {
+        let mut headers = vec![("traceparent", PARENT)];
+        headers.extend(bad.iter().map(|v| ("tracestate", *v)));
+        let seen = meta_seen(&client, call.clone(), &headers).await;
+        assert_eq!(seen["traceparent"], PARENT, "{bad:?}: {seen}");
+        assert!(seen.get("tracestate").is_none(), "{bad:?}: {seen}");
+    }
+    let good = [
+        ("traceparent", PARENT),
+        ("tracestate", "a=1"),
+        ("tracestate", "b=2"),
+    ];
+    let seen = meta_seen(&client, call, &good).await;
+    assert_eq!(seen["tracestate"], "a=1,b=2", "{seen}");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn a_2026_07_28_clients_trace_context_reaches_the_child() {
     let proxy = Proxy::start(&[]).await;
