@@ -93,6 +93,11 @@ pub(crate) struct Check {
     key: Vec<u8>,
     /// The members of the envelope met so far, a bit each ([`ENVELOPE`]).
     seen: u8,
+    /// The code unit of the `\u` escape being read.
+    unit: u16,
+    /// The top-level key being read has just had a high surrogate escape,
+    /// which a low one must follow at once.
+    high: bool,
     /// The start of a UTF-8 character whose end has not come yet.
     carry: Vec<u8>,
     /// Bytes that were not UTF-8 were replaced.
@@ -106,6 +111,8 @@ impl Check {
             stack: Nesting::default(),
             key: Vec::new(),
             seen: 0,
+            unit: 0,
+            high: false,
             carry: Vec::new(),
             repaired: false,
         }
@@ -188,6 +195,10 @@ impl Check {
         let mut i = 0;
         while i < bytes.len() {
             if let State::Str { key } = self.state {
+                if key && self.high && bytes[i] != b'\\' {
+                    // A high surrogate not followed by its low one.
+                    return Err(Broken::NotJson);
+                }
                 // The bulk of a long answer: skip to what ends or escapes.
                 let run = plain_run(&bytes[i..]);
                 if key && self.top_key() {
@@ -251,13 +262,27 @@ impl Check {
             quoted.push(b'"');
             quoted.extend_from_slice(&self.key);
             quoted.push(b'"');
-            // A key that does not decode (a lone surrogate) names no member.
+            // Invariant: a key whose surrogates do not pair failed the
+            // answer when it ended (`surrogate`).
             decoded = serde_json::from_slice::<String>(&quoted).ok()?;
             decoded.as_bytes()
         } else {
             &self.key[..]
         };
         ENVELOPE.iter().position(|m| *m == key).map(|i| 1 << i)
+    }
+
+    /// A `\u` escape of a top-level key ended: surrogates must pair, as
+    /// the short path's parser reads a key (`Frame::parse` refuses a line
+    /// with a key it cannot decode, such as `"\ud800"`), whatever the
+    /// key's length.
+    fn surrogate(&mut self) -> Result<(), Broken> {
+        let low = (0xDC00..=0xDFFF).contains(&self.unit);
+        if std::mem::take(&mut self.high) != low {
+            return Err(Broken::NotJson);
+        }
+        self.high = (0xD800..=0xDBFF).contains(&self.unit);
+        Ok(())
     }
 
     /// One byte outside a string's plain run.
@@ -270,19 +295,27 @@ impl Check {
                     self.note_key(&[b]);
                 }
                 match b {
+                    _ if key && self.high && b != b'u' => return Err(Broken::NotJson),
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => State::Str { key },
-                    b'u' => State::Unicode { key, left: 4 },
+                    b'u' => {
+                        self.unit = 0;
+                        State::Unicode { key, left: 4 }
+                    }
                     _ => return Err(Broken::NotJson),
                 }
             }
             State::Unicode { key, left } => {
-                if !b.is_ascii_hexdigit() {
+                let Some(digit) = (b as char).to_digit(16) else {
                     return Err(Broken::NotJson);
-                }
+                };
+                self.unit = self.unit << 4 | digit as u16;
                 if key && self.top_key() {
                     self.note_key(&[b]);
                 }
                 if left == 1 {
+                    if key && self.top_key() {
+                        self.surrogate()?;
+                    }
                     State::Str { key }
                 } else {
                     State::Unicode {
@@ -321,6 +354,7 @@ impl Check {
             State::KeyOrClose | State::Key if b == b'"' => {
                 if self.top_key() {
                     self.key.clear();
+                    self.high = false;
                 }
                 State::Str { key: true }
             }
@@ -654,7 +688,7 @@ mod tests {
         let good: [&[u8]; 3] = [
             br#"{"id":1,"result":1,"_m\u0065ta":{"id":2}}"#,
             br#"{"id":1,"result":{"id":2,"error":3},"ids":[],"\/":0}"#,
-            br#"{"id":1,"result":1,"i\u0064s":2,"\ud800":0,"\u0072\u0065\u0073\u0075\u006c\u0074x":1}"#,
+            br#"{"id":1,"result":1,"i\u0064s":2,"\ud800\udc00":0,"\u0072\u0065\u0073\u0075\u006c\u0074x":1}"#,
         ];
         for line in good {
             for step in [1, 4, line.len()] {
@@ -694,5 +728,54 @@ mod tests {
         ] {
             assert_eq!(plain_run(s), n, "{}", String::from_utf8_lossy(s));
         }
+    }
+
+    /// Regression (review): a top-level key with a lone surrogate escape
+    /// (`"\ud800"`) was read as naming no member and went on in a long
+    /// answer, while `Frame::parse` refuses the same line short (its
+    /// parser cannot decode the key). Now surrogates in top-level keys
+    /// must pair, whatever the key's length, and the two paths give the
+    /// same verdict for the same line. Keys inside the result and values
+    /// are not decoded by either.
+    #[test]
+    fn a_line_gets_the_short_paths_verdict_on_surrogates_in_top_level_keys() {
+        let long_key = "k".repeat(80);
+        let lines = [
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"\ud800":0}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"\udc00":0}"#.into(),
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"\ud800\u0041":0}"#.into(),
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"\ud800\ud800\udc00":0}"#.into(),
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"\ud800x":0}"#.into(),
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"\ud800\n":0}"#.into(),
+            r#"{"\uDBFF":0,"jsonrpc":"2.0","id":1,"result":1}"#.into(),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":1,"{long_key}\ud800":0}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":1,"\ud800{long_key}":0}}"#),
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"\ud83d\ude00":0}"#.into(),
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"\uD800\uDC00x\u00e9":0}"#.into(),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":1,"{long_key}\udbff\udfff":0}}"#),
+            r#"{"jsonrpc":"2.0","id":1,"result":{"\ud800":1},"x":"\ud800"}"#.into(),
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"_meta":{"\udc00":[]}}"#.into(),
+        ];
+        for line in &lines {
+            let short =
+                crate::jsonrpc::Frame::parse(Bytes::copy_from_slice(line.as_bytes()), false)
+                    .is_ok();
+            for step in [1, 3, line.len()] {
+                let long = pass(line.as_bytes(), step);
+                assert_eq!(long.is_ok(), short, "step {step}: {line} ({long:?})");
+                if let Err(e) = long {
+                    assert_eq!(e, Broken::NotJson, "{line}");
+                }
+            }
+        }
+        let verdicts: Vec<bool> = lines
+            .iter()
+            .map(|l| pass(l.as_bytes(), 4).is_ok())
+            .collect();
+        assert_eq!(
+            verdicts.iter().filter(|ok| !**ok).count(),
+            9,
+            "{verdicts:?}"
+        );
     }
 }
