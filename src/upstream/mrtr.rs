@@ -25,7 +25,6 @@ use std::sync::atomic::Ordering;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -146,11 +145,16 @@ pub fn client_request(id: &[u8], request: &InputRequest) -> Vec<u8> {
     out
 }
 
-/// The client's answer to one of those requests: its result, or why not.
-pub fn client_answer(frame: &Frame) -> Result<Value, String> {
+/// The client's answer to one of those requests: its result as the client
+/// wrote it (byte for byte, as everything else the retry carries: a tree
+/// would round `123456789012345678901234567890`, and refuse `1e400` or
+/// nesting past serde_json's 128 levels), or why not.
+pub fn client_answer(frame: &Frame) -> Result<Box<RawValue>, String> {
     #[derive(Deserialize)]
-    struct Answer {
-        result: Option<Value>,
+    struct Answer<'a> {
+        /// `null` is a result like any other (JSON-RPC 2.0 §5).
+        #[serde(default, borrow, deserialize_with = "present")]
+        result: Option<&'a RawValue>,
         error: Option<Error>,
     }
     #[derive(Deserialize)]
@@ -158,10 +162,13 @@ pub fn client_answer(frame: &Frame) -> Result<Value, String> {
         code: i64,
         message: String,
     }
-    match serde_json::from_slice::<Answer>(frame.bytes()) {
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+        <&RawValue>::deserialize(d).map(Some)
+    }
+    match serde_json::from_slice::<Answer<'_>>(frame.bytes()) {
         Ok(Answer {
             result: Some(r), ..
-        }) => Ok(r),
+        }) => Ok(r.to_owned()),
         Ok(Answer { error: Some(e), .. }) => Err(format!("{} ({})", e.message, e.code)),
         _ => Err("a malformed answer".into()),
     }
@@ -176,7 +183,7 @@ pub fn client_answer(frame: &Frame) -> Result<Value, String> {
 /// member written twice goes once, the last copy, as parsers read it.
 pub fn retry_params(
     original: Option<&[u8]>,
-    responses: Map<String, Value>,
+    responses: &[(String, Box<RawValue>)],
     request_state: Option<&RawValue>,
 ) -> Vec<u8> {
     let members = original
@@ -196,8 +203,21 @@ pub fn retry_params(
         out.extend_from_slice(value.get().as_bytes());
         out.push(b',');
     }
-    out.extend_from_slice(br#""inputResponses":"#);
-    serde_json::to_writer(&mut out, &responses).expect("Value serializes");
+    out.extend_from_slice(br#""inputResponses":{"#);
+    let mut first = true;
+    for (i, (key, answer)) in responses.iter().enumerate() {
+        if responses[i + 1..].iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut out, key).expect("a string serializes");
+        out.push(b':');
+        out.extend_from_slice(answer.get().as_bytes());
+    }
+    out.push(b'}');
     if let Some(state) = request_state {
         out.extend_from_slice(br#","requestState":"#);
         out.extend_from_slice(state.get().as_bytes());
@@ -289,7 +309,7 @@ impl Upstream {
             Ok(responses) => {
                 let params = retry_params(
                     retry.frame.params(),
-                    responses,
+                    &responses,
                     asked.request_state.as_deref(),
                 );
                 let frame = retry.frame.with_params(&params);
@@ -318,7 +338,7 @@ impl Upstream {
         port: &Arc<Port>,
         p: &Pending,
         asked: &InputRequired,
-    ) -> Result<serde_json::Map<String, Value>, String> {
+    ) -> Result<Vec<(String, Box<RawValue>)>, String> {
         let mut ids = Vec::with_capacity(asked.requests.len());
         let outcome = self.ask_client_inner(port, p, asked, &mut ids).await;
         if outcome.is_err() && !ids.is_empty() {
@@ -334,7 +354,7 @@ impl Upstream {
         p: &Pending,
         asked: &InputRequired,
         ids: &mut Vec<Box<[u8]>>,
-    ) -> Result<serde_json::Map<String, Value>, String> {
+    ) -> Result<Vec<(String, Box<RawValue>)>, String> {
         let room = (self.opts.max_server_requests_per_session).min(self.opts.max_server_requests);
         if asked.requests.len() > room {
             // Refused whole, before the client is asked anything: a round
@@ -379,7 +399,7 @@ impl Upstream {
             ids.push(id);
             waits.push((key, method, rx));
         }
-        let mut responses = serde_json::Map::new();
+        let mut responses = Vec::with_capacity(waits.len());
         for (key, method, rx) in waits {
             let answer = match self.opts.request_timeout {
                 Some(t) => tokio::time::timeout(t, rx).await.ok().and_then(Result::ok),
@@ -390,7 +410,7 @@ impl Upstream {
             };
             let result = client_answer(&answer)
                 .map_err(|e| format!("the client refused the {method} request: {e}"))?;
-            responses.insert(key.clone(), result);
+            responses.push((key.clone(), result));
         }
         Ok(responses)
     }
@@ -400,6 +420,7 @@ impl Upstream {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use serde_json::Value;
 
     #[test]
     fn input_required_results_are_recognised_and_others_are_not() {
@@ -434,7 +455,7 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(client_answer(&ok).unwrap(), serde_json::json!({"x":1}));
+        assert_eq!(client_answer(&ok).unwrap().get(), r#"{"x":1}"#);
         let no = Frame::parse(
             Bytes::from_static(
                 br#"{"jsonrpc":"2.0","id":"p-1","error":{"code":-1,"message":"declined"}}"#,
@@ -443,6 +464,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(client_answer(&no).unwrap_err(), "declined (-1)");
+    }
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.into()).unwrap()
+    }
+
+    /// Regression (review): the client's answers were read into a
+    /// `serde_json::Value`, so a number past u64 in one came back rounded
+    /// (`1.2345678901234568e29`), and one a float cannot hold (`1e400`),
+    /// or nesting past 128 levels, made the answer "malformed" and failed
+    /// the call. An answer now goes into the retry as the client wrote it,
+    /// `null` included; an answer named twice goes once, the last.
+    #[test]
+    fn the_clients_answers_go_into_the_retry_as_written() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let result = format!(
+            r#"{{"action":"accept","content":{{"big":123456789012345678901234567890,"x":1e400,"deep":{deep}}}}}"#
+        );
+        let line = format!(r#"{{"jsonrpc":"2.0","id":"mcp-proxy-input-1","result":{result}}}"#);
+        let frame = Frame::parse(Bytes::from(line), false).unwrap();
+        let answer = client_answer(&frame).unwrap();
+        assert_eq!(answer.get(), result);
+        let null = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":"p","result":null}"#),
+            false,
+        )
+        .unwrap();
+        assert_eq!(client_answer(&null).unwrap().get(), "null");
+        let deep_error = format!(
+            r#"{{"jsonrpc":"2.0","id":"p","error":{{"code":-2,"message":"no","data":{deep}}}}}"#
+        );
+        let frame = Frame::parse(Bytes::from(deep_error), false).unwrap();
+        assert_eq!(client_answer(&frame).unwrap_err(), "no (-2)");
+
+        let responses = [
+            ("b".to_string(), answer),
+            ("a".to_string(), raw("1")),
+            ("a".to_string(), raw("null")),
+        ];
+        let params = retry_params(Some(br#"{"name":"ask"}"#), &responses, None);
+        let at = jsonrpc::locate(&params, &["inputResponses"]).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&params[at]),
+            format!(r#"{{"b":{result},"a":null}}"#)
+        );
     }
 
     #[test]
@@ -483,9 +549,8 @@ mod tests {
             format!(r#"{{"name":"ask","arguments":{args},"requestState":"old","name":"ask2"}}"#);
         let state = r#"{"n":1e400,"k":98765432109876543210987}"#;
         let state = RawValue::from_string(state.into()).unwrap();
-        let mut responses = Map::new();
-        responses.insert("a".into(), serde_json::json!({"action":"accept"}));
-        let params = retry_params(Some(original.as_bytes()), responses, Some(&state));
+        let responses = [("a".to_string(), raw(r#"{"action":"accept"}"#))];
+        let params = retry_params(Some(original.as_bytes()), &responses, Some(&state));
         let at = |path: &[&str]| {
             jsonrpc::locate(&params, path).map(|r| String::from_utf8_lossy(&params[r]).into_owned())
         };
@@ -505,12 +570,11 @@ mod tests {
 
     #[test]
     fn the_retry_carries_the_original_params_the_answers_and_the_state() {
-        let mut responses = Map::new();
-        responses.insert("a".into(), serde_json::json!({"action":"accept"}));
+        let responses = [("a".to_string(), raw(r#"{"action":"accept"}"#))];
         let state = RawValue::from_string(r#""s2""#.into()).unwrap();
         let params = retry_params(
             Some(br#"{"name":"ask","arguments":{"q":1},"requestState":"old"}"#),
-            responses,
+            &responses,
             Some(&state),
         );
         let v: Value = serde_json::from_slice(&params).unwrap();
@@ -518,7 +582,7 @@ mod tests {
         assert_eq!(v["arguments"]["q"], 1);
         assert_eq!(v["inputResponses"]["a"]["action"], "accept");
         assert_eq!(v["requestState"], "s2");
-        let none = retry_params(Some(br#"{"requestState":"old"}"#), Map::new(), None);
+        let none = retry_params(Some(br#"{"requestState":"old"}"#), &[], None);
         assert_eq!(
             serde_json::from_slice::<Value>(&none).unwrap(),
             serde_json::json!({"inputResponses":{}})
