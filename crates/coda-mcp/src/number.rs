@@ -18,9 +18,10 @@ pub struct Decimal<'a> {
     exp: i64,
 }
 
-/// The value `s` spells in JSON number syntax (RFC 8259 §6: `-`, digits,
-/// optional fraction, optional exponent), or `None` for anything else
-/// (`+5`, `.5`, `1,000`, `$5`, `NaN`, an exponent past `i64`).
+/// The value `s` spells in JSON number syntax (RFC 8259 §6: `-`, digits
+/// with no leading zero, optional fraction, optional exponent), or `None`
+/// for anything else (`+5`, `.5`, `007`, `1,000`, `$5`, `NaN`, an exponent
+/// past `i64`).
 pub fn decimal(s: &str) -> Option<Decimal<'_>> {
     let (negative, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -36,7 +37,12 @@ pub fn decimal(s: &str) -> Option<Decimal<'_>> {
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !digits(int) || !digits(frac) || mantissa.ends_with('.') {
+    if int.is_empty()
+        || !digits(int)
+        || (int.len() > 1 && int.starts_with('0'))
+        || !digits(frac)
+        || mantissa.ends_with('.')
+    {
         return None;
     }
     // int ++ frac × 10^(exp − frac.len()), then trailing zeros dropped
@@ -124,8 +130,16 @@ mod tests {
             "1e",
             "1e99999999999999999999",
             " 5",
+            "007",
+            "-007",
+            "00",
+            "00.5",
+            "01e2",
         ] {
             assert!(decimal(bad).is_none(), "{bad:?}");
+        }
+        for good in ["0", "-0", "0.05", "0e5", "10", "100.00", "-0.5E-1"] {
+            assert!(decimal(good).is_some(), "{good:?}");
         }
     }
 }

@@ -552,10 +552,10 @@ fn entry_number(text: &str) -> Option<String> {
     }
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let int: String = std::iter::once(first).chain(grouped).collect();
-    let int = if int.is_empty() && frac.is_some() {
-        "0".to_owned()
-    } else {
-        int
+    // People write `007`; JSON writes `7` (no leading zero).
+    let int = match int.trim_start_matches('0') {
+        "" if !int.is_empty() || frac.is_some() => "0".to_owned(),
+        trimmed => trimmed.to_owned(),
     };
     if !digits(&int) || frac.is_some_and(|f| !digits(f)) {
         return None;
@@ -785,9 +785,36 @@ mod tests {
             (json!(" Launch "), json!("Launch")),
             (json!("`code`"), json!("code")),
             (json!("5"), json!("5.0")),
+            (json!("01234"), json!(1234)),
+            (json!("-007"), json!(-7)),
         ] {
             assert!(!same(&sent, &stored), "{sent} read as {stored}");
         }
+    }
+
+    /// Regression (review): `number::decimal` took `007` for a number,
+    /// which JSON numbers never are, so a text cell `"01234"` (a postal
+    /// code) that Coda stored as the number 1234, its leading zero lost,
+    /// was reported verified. In a number column people's `007` is still
+    /// the number 7 (`entry_number`).
+    #[test]
+    fn a_leading_zero_coda_dropped_from_text_is_a_mismatch_but_not_in_a_number_column() {
+        let cols = vec![
+            json!({"id": "c-1", "name": "Zip", "format": {"type": "text"}}),
+            json!({"id": "c-3", "name": "Points", "format": {"type": "number"}}),
+        ];
+        let check = |col: &str, id: &str, sent: Value, stored: Value| {
+            let mut v = Verification::default();
+            let row = json!({"id": "i-1", "values": {id: stored}});
+            compare_row(&cols, "i-1", &cell(col, sent), &row, &mut v);
+            v.finish()
+        };
+        let v = check("Zip", "c-1", json!("01234"), json!(1234));
+        assert_eq!(v.mismatches.len(), 1, "{v:?}");
+        let v = check("Points", "c-3", json!("007"), json!(7));
+        assert!(v.matches, "{v:?}");
+        let v = check("Points", "c-3", json!("007"), json!(8));
+        assert_eq!(v.mismatches.len(), 1, "{v:?}");
     }
 
     /// Numbers written as people write them compare by value in number
@@ -849,6 +876,10 @@ mod tests {
             (".5", Some("0.5")),
             ("15 %", Some("15e-2")),
             ("1.5E-3", Some("1.5E-3")),
+            ("007", Some("7")),
+            ("-$007.50", Some("-7.50")),
+            ("000", Some("0")),
+            ("00.5", Some("0.5")),
             ("12,34", None),
             ("1,2345", None),
             ("(5)", None),
