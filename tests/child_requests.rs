@@ -442,6 +442,48 @@ async fn an_answer_whose_id_is_the_requests_written_otherwise_reaches_its_client
     proxy.stop().await;
 }
 
+/// Regression (review): an answer with a top-level key that is a lone
+/// surrogate escape (`"\ud800"`) was refused short (its envelope does not
+/// parse) but went to its client long (cut through past 128 KiB, where
+/// the check read the key as naming no member). Now neither reaches the
+/// client, whatever the answer's length; the child's real answer follows.
+#[tokio::test]
+async fn an_answer_with_a_lone_surrogate_key_is_refused_short_and_long() {
+    let proxy = Proxy::start(&[]).await;
+    let c = session(&proxy, json!({})).await;
+    for fill in [10, 200 * 1024] {
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":$ID,"result":{{"content":[{{"type":"text","text":"{}"}}]}},"\ud800":0}}"#,
+            "z".repeat(fill)
+        );
+        let body = json!({"jsonrpc":"2.0","id":"mine","method":"tools/call","params":{"name":"misbehave_emit","arguments":{"lines":[line]}}});
+        let req = c
+            .http
+            .post(&c.url)
+            .header("accept", c.accept)
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .header("mcp-protocol-version", &c.version)
+            .json(&body);
+        let got = tokio::time::timeout(STEP, async { req.send().await?.bytes().await })
+            .await
+            .expect("answered in time");
+        // Long, the response breaks off (a transport error) or ends in an
+        // error; short, the line is skipped and "emitted" is the answer.
+        if let Ok(bytes) = got {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains("zzzzzzzzzz"),
+                "{fill}: {}",
+                &text[..text.len().min(300)]
+            );
+            if fill == 10 {
+                assert!(text.contains("emitted"), "{text}");
+            }
+        }
+    }
+    proxy.stop().await;
+}
+
 /// Regression: a child's request whose id is null, an object, an array or
 /// a boolean was skipped as an unreadable line, so the child waited for an
 /// answer that never came. JSON-RPC 2.0 answers an invalid request with an
