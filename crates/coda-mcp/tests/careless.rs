@@ -92,6 +92,52 @@ async fn a_huge_argument_is_not_echoed_whole_in_the_error() {
     h.close().await;
 }
 
+/// Regression: a wrong argument inside a flattened group (`limit`,
+/// `pageToken`, `maxItems`…) loses its path in serde's error, and the
+/// argument to blame was found by parsing the arguments again without each
+/// key given in turn: one parse of n keys per key, on a runtime thread and
+/// outside the call deadline. `coda_list_pages` with a bad `limit` and
+/// 2000 stray keys (a 20 KB line) took 10 s to answer (debug build), and
+/// the time grew with the square of the keys: 20,000 would take hours, and
+/// two such calls held both runtime threads. Only declared arguments are
+/// tried now; the error still names `limit`, at once.
+#[tokio::test]
+async fn stray_arguments_do_not_make_an_argument_error_slow() {
+    let h = start(&[]).await;
+    let mut args = serde_json::Map::new();
+    args.insert("docId".into(), json!("doc1"));
+    for i in 0..20_000 {
+        // Named to sort before `limit`: the keys are tried in order.
+        args.insert(format!("a{i}"), json!(i));
+    }
+    args.insert("limit".into(), json!("ten"));
+    let params = rmcp::model::CallToolRequestParams::new("coda_list_pages").with_arguments(args);
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        h.client.call_tool(params),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no answer in 20 s"))
+    .unwrap();
+    let e = harness::text(&r);
+    assert_eq!(r.is_error, Some(true), "{e}");
+    assert!(e.starts_with("invalid argument `limit`"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let sent: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/pages"))
+        .collect();
+    assert!(sent.is_empty(), "{sent:?}");
+    h.close().await;
+}
+
 /// An id or name that makes the URL longer than 16 KiB is not sent: the
 /// http crate cannot hold a 64 KiB URL, and reqwest's "builder error"
 /// quoted the whole URL and passed for "could not reach Coda" (a write
