@@ -44,6 +44,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_LINE_BYTES: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
 /// Smallest `--max-line-bytes`: room for an `initialize` request.
 pub const MIN_MAX_LINE_BYTES: usize = 1024;
+/// Requests read from stdin and not answered on stdout yet, at most (see
+/// [`crate::stdio`]): past it stdin is not read until an answer is
+/// written. Each holds a tool call's state or an answer of up to a
+/// `tools/list` (about 100 KB), so 64 is a few MB; no client runs that
+/// many calls at once.
+pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 64;
 
 /// Exit code for bad usage or configuration (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -124,6 +130,10 @@ pub struct CodaArgs {
     /// and answered with an error (env CODA_MAX_LINE_BYTES; default 16777216)
     #[argh(option)]
     pub max_line_bytes: Option<usize>,
+    /// most requests read and not answered yet; past it stdin is not read
+    /// until an answer is written (env CODA_MAX_PENDING_REQUESTS; default 64)
+    #[argh(option)]
+    pub max_pending_requests: Option<usize>,
 }
 
 /// A named group of tools that can be switched on with `--toolsets`.
@@ -261,6 +271,9 @@ pub struct CodaConfig {
     pub token_check_deadline: Duration,
     /// Longest stdin line read, newline included (see [`crate::stdio`]).
     pub max_line_bytes: usize,
+    /// Most requests read from stdin and not answered yet (see
+    /// [`crate::stdio`]).
+    pub max_pending_requests: usize,
 }
 
 impl CodaConfig {
@@ -397,6 +410,25 @@ impl CodaConfig {
         let max_line_bytes = bytes_setting(args.max_line_bytes, &env, "CODA_MAX_LINE_BYTES")?
             .unwrap_or(DEFAULT_MAX_LINE_BYTES);
         at_least("--max-line-bytes", max_line_bytes, MIN_MAX_LINE_BYTES, None)?;
+        let max_pending_requests = match args.max_pending_requests {
+            Some(n) => n,
+            None => env("CODA_MAX_PENDING_REQUESTS")
+                .map(|v| {
+                    v.trim().parse().map_err(|_| ConfigError::InvalidValue {
+                        name: "CODA_MAX_PENDING_REQUESTS",
+                        value: v.clone(),
+                        reason: "must be a number of requests".into(),
+                    })
+                })
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_PENDING_REQUESTS),
+        };
+        at_least(
+            "--max-pending-requests",
+            max_pending_requests,
+            1,
+            Some("0 would never read a request"),
+        )?;
         if let Some(n) = args.call_timeout_secs
             && !(1..=MAX_CALL_TIMEOUT_SECS).contains(&n)
         {
@@ -458,6 +490,7 @@ impl CodaConfig {
                     .unwrap_or(DEFAULT_CALL_DEADLINE),
             ),
             max_line_bytes,
+            max_pending_requests,
         })
     }
 
@@ -684,6 +717,56 @@ mod tests {
                 err,
                 ConfigError::InvalidValue {
                     name: "CODA_MAX_LINE_BYTES",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn max_pending_requests_comes_from_the_flag_then_the_env_and_is_at_least_one() {
+        let token = env_of(&[("CODA_API_TOKEN", "t")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &token).unwrap();
+        assert_eq!(cfg.max_pending_requests, DEFAULT_MAX_PENDING_REQUESTS);
+        let env = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_MAX_PENDING_REQUESTS", "8")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &env).unwrap();
+        assert_eq!(cfg.max_pending_requests, 8);
+        let args = CodaArgs {
+            max_pending_requests: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            CodaConfig::from_args(&args, &env)
+                .unwrap()
+                .max_pending_requests,
+            3
+        );
+        let zero = CodaArgs {
+            max_pending_requests: Some(0),
+            ..Default::default()
+        };
+        let err = CodaConfig::from_args(&zero, &token).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "--max-pending-requests",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let bad = env_of(&[
+            ("CODA_API_TOKEN", "t"),
+            ("CODA_MAX_PENDING_REQUESTS", "many"),
+        ]);
+        let err = CodaConfig::from_args(&CodaArgs::default(), bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "CODA_MAX_PENDING_REQUESTS",
                     ..
                 }
             ),

@@ -13,7 +13,8 @@
 //!   would leave unanswered (not JSON, not a message, too long); the rest
 //!   reaches rmcp as the message the front parsed (each line is parsed
 //!   once). One task writes stdout, so rmcp's lines and these errors never
-//!   interleave.
+//!   interleave. At most `--max-pending-requests` requests are between
+//!   stdin and their answer on stdout: past it stdin waits.
 //! - [`server`]: [`CodaServer`], the rmcp `ServerHandler`. It merges the tool
 //!   routers of the enabled toolsets and, in read-only mode, removes every
 //!   tool whose `readOnlyHint` is not true, so write tools are not listed at
@@ -51,7 +52,7 @@
 //! - [`config`]: flags and environment (`CODA_API_TOKEN`/`CODA_API_KEY`/
 //!   `API_KEY`, `CODA_API_BASE_URL`, `CODA_READ_ONLY`, `CODA_TOOLSETS`,
 //!   `CODA_DOCS`, `CODA_MAX_RESULT_BYTES`, `CODA_FULL_TEXT`,
-//!   `CODA_MAX_LINE_BYTES`) read through a
+//!   `CODA_MAX_LINE_BYTES`, `CODA_MAX_PENDING_REQUESTS`) read through a
 //!   lookup function, validated, no I/O; the [`config::Toolset`]s that
 //!   `--toolsets` names.
 //! - [`number`]: decimal numbers compared by the value they spell, not

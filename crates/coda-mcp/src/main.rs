@@ -100,6 +100,7 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     let base = cfg.api_base_url.clone();
     let check_deadline = cfg.token_check_deadline;
     let max_line_bytes = cfg.max_line_bytes;
+    let max_pending_requests = cfg.max_pending_requests;
     let server = CodaServer::new(cfg)?;
     if check {
         match server
@@ -122,7 +123,8 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     // rmcp reads and writes through the front, which answers the lines rmcp
     // would leave unanswered (see `coda_mcp::stdio`).
     let (stdin, stdout) = rmcp::transport::stdio();
-    let (transport, front) = coda_mcp::stdio::start(stdin, stdout, max_line_bytes);
+    let (transport, front) =
+        coda_mcp::stdio::start(stdin, stdout, max_line_bytes, max_pending_requests);
     let served: Result<(), Box<dyn Error + Send + Sync>> = match server.serve(transport).await {
         Ok(running) => match running.waiting().await {
             Ok(_) => Ok(()),

@@ -40,6 +40,16 @@
 //! hundred bytes: an echoed id is at most [`MAX_ECHOED_ID_BYTES`]). A full
 //! queue makes its sender wait, which is backpressure on stdin and on rmcp.
 //!
+//! rmcp itself reads on while answers wait: it runs each request in a
+//! task of its own and each answer's write in another, so a client that
+//! sends requests and does not read stdout had every answer held in
+//! memory (6000 `tools/list` took 440 MB, and on without end). So at most
+//! `--max-pending-requests` requests are between stdin and their answer
+//! ([`Pending`]): each takes a permit when it is read, and gives it back
+//! when its answer has been written to stdout, or when the client cancels
+//! it (rmcp then sends no answer). With none left, stdin is not read until
+//! an answer is written; a warning says so once each time.
+//!
 //! End of stdin ends rmcp's input, so the server stops as it always did;
 //! the writer then writes what is still queued and returns.
 
@@ -52,7 +62,7 @@ use rmcp::transport::Transport;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 /// JSON-RPC 2.0 §5.1: invalid JSON was received.
@@ -501,12 +511,81 @@ pub struct StdioFront {
     writer: JoinHandle<io::Result<()>>,
 }
 
+/// A line for stdout, with the permits of the requests it answers
+/// ([`Pending`]): they are given back once it is written.
+struct Outgoing {
+    line: Vec<u8>,
+    _answers: Vec<OwnedSemaphorePermit>,
+}
+
+impl From<Vec<u8>> for Outgoing {
+    fn from(line: Vec<u8>) -> Self {
+        Outgoing {
+            line,
+            _answers: Vec::new(),
+        }
+    }
+}
+
+/// The requests read from stdin and not answered on stdout yet: a permit
+/// each, held by id until the answer is written or the request cancelled.
+struct Pending {
+    slots: std::sync::Arc<Semaphore>,
+    max: usize,
+    /// By id: a client may reuse an id while a request of it is still
+    /// running, and rmcp answers only one of them.
+    by_id: std::sync::Mutex<std::collections::HashMap<RequestId, Vec<OwnedSemaphorePermit>>>,
+}
+
+impl Pending {
+    fn new(max: usize) -> Self {
+        Pending {
+            slots: std::sync::Arc::new(Semaphore::new(max)),
+            max,
+            by_id: Default::default(),
+        }
+    }
+
+    /// A permit for one more request; waits while `max` are unanswered.
+    async fn admit(&self, waiting: &mut bool) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            *waiting = false;
+            return Some(p);
+        }
+        if !*waiting {
+            *waiting = true;
+            tracing::warn!(
+                pending = self.max,
+                "wait to read stdin: as many requests as --max-pending-requests are unanswered; reading resumes as answers are written"
+            );
+        }
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    fn hold(&self, id: RequestId, permit: OwnedSemaphorePermit) {
+        self.lock().entry(id).or_default().push(permit);
+    }
+
+    /// The permits of the requests of `id`: rmcp answers it once.
+    fn take(&self, id: &RequestId) -> Vec<OwnedSemaphorePermit> {
+        self.lock().remove(id).unwrap_or_default()
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<RequestId, Vec<OwnedSemaphorePermit>>>
+    {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// rmcp's end of the front: the messages the reader parsed, and the queue
 /// of stdout's writer.
 pub struct FrontTransport {
     incoming: mpsc::Receiver<RxJsonRpcMessage<RoleServer>>,
     /// `None` once rmcp has closed the transport.
-    outgoing: Option<mpsc::Sender<Vec<u8>>>,
+    outgoing: Option<mpsc::Sender<Outgoing>>,
+    pending: std::sync::Arc<Pending>,
 }
 
 impl Transport<RoleServer> for FrontTransport {
@@ -517,6 +596,16 @@ impl Transport<RoleServer> for FrontTransport {
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let outgoing = self.outgoing.clone();
+        // An answer gives its request's permit back once it is written.
+        let answers = match &item {
+            rmcp::model::JsonRpcMessage::Response(r) => self.pending.take(&r.id),
+            rmcp::model::JsonRpcMessage::Error(e) => {
+                e.id.as_ref()
+                    .map(|id| self.pending.take(id))
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         async move {
             let Some(outgoing) = outgoing else {
                 return Err(io::Error::new(
@@ -528,7 +617,10 @@ impl Transport<RoleServer> for FrontTransport {
             let mut line = serde_json::to_vec(&item)?;
             line.push(b'\n');
             outgoing
-                .send(line)
+                .send(Outgoing {
+                    line,
+                    _answers: answers,
+                })
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "stdout writer has stopped"))
         }
@@ -546,18 +638,32 @@ impl Transport<RoleServer> for FrontTransport {
 
 /// Start reading `input` and writing `output`; serve rmcp on the transport
 /// returned. Must be called inside a tokio runtime.
-pub fn start<R, W>(input: R, output: W, max_line_bytes: usize) -> (FrontTransport, StdioFront)
+/// `max_pending_requests` requests at most are read and not answered yet.
+pub fn start<R, W>(
+    input: R,
+    output: W,
+    max_line_bytes: usize,
+    max_pending_requests: usize,
+) -> (FrontTransport, StdioFront)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (to_rmcp, incoming) = mpsc::channel(INPUT_QUEUE);
     let (outgoing, lines) = mpsc::channel(OUTPUT_QUEUE);
-    let reader = tokio::spawn(read_input(input, to_rmcp, outgoing.clone(), max_line_bytes));
+    let pending = std::sync::Arc::new(Pending::new(max_pending_requests.max(1)));
+    let reader = tokio::spawn(read_input(
+        input,
+        to_rmcp,
+        outgoing.clone(),
+        max_line_bytes,
+        pending.clone(),
+    ));
     let writer = tokio::spawn(write_output(lines, output));
     let transport = FrontTransport {
         incoming,
         outgoing: Some(outgoing),
+        pending,
     };
     (transport, StdioFront { reader, writer })
 }
@@ -577,14 +683,35 @@ impl StdioFront {
 async fn read_input<R: AsyncRead + Unpin>(
     input: R,
     to_rmcp: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
-    out: mpsc::Sender<Vec<u8>>,
+    out: mpsc::Sender<Outgoing>,
     max_line_bytes: usize,
+    pending: std::sync::Arc<Pending>,
 ) {
+    use rmcp::model::{ClientNotification, JsonRpcMessage};
     let mut lines = LineReader::new(input, max_line_bytes);
+    let mut waiting = false;
     loop {
         let rejection = match lines.next().await {
             Ok(Read::Line) => match classify(&lines.line) {
                 Verdict::Forward(msg) => {
+                    match msg.as_ref() {
+                        JsonRpcMessage::Request(r) => {
+                            let Some(permit) = pending.admit(&mut waiting).await else {
+                                break;
+                            };
+                            pending.hold(r.id.clone(), permit);
+                        }
+                        // rmcp sends no answer to a request the client
+                        // cancelled: its permit is given back here.
+                        JsonRpcMessage::Notification(n) => {
+                            if let ClientNotification::CancelledNotification(c) = &n.notification
+                                && let Some(id) = &c.params.request_id
+                            {
+                                drop(pending.take(id));
+                            }
+                        }
+                        _ => {}
+                    }
                     if to_rmcp.send(*msg).await.is_err() {
                         tracing::debug!("stop reading stdin: rmcp has stopped");
                         break;
@@ -611,7 +738,7 @@ async fn read_input<R: AsyncRead + Unpin>(
             message = %rejection.message,
             "answer a stdin line that is not a message"
         );
-        if out.send(rejection.to_line()).await.is_err() {
+        if out.send(rejection.to_line().into()).await.is_err() {
             break;
         }
     }
@@ -622,12 +749,13 @@ async fn read_input<R: AsyncRead + Unpin>(
 /// Ends when every sender is gone (rmcp's transport and the reader), after
 /// the lines queued by then.
 async fn write_output<W: AsyncWrite + Unpin>(
-    mut lines: mpsc::Receiver<Vec<u8>>,
+    mut lines: mpsc::Receiver<Outgoing>,
     mut out: W,
 ) -> io::Result<()> {
     while let Some(line) = lines.recv().await {
-        out.write_all(&line).await?;
+        out.write_all(&line.line).await?;
         out.flush().await?;
+        // Dropped here: the permits of the requests it answers.
     }
     Ok(())
 }
@@ -809,7 +937,7 @@ mod tests {
         use rmcp::model::{ErrorData, ServerJsonRpcMessage};
         let input = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\nnope\n".to_vec();
         let (out, mut stdout) = tokio::io::duplex(64 * 1024);
-        let (mut transport, front) = start(std::io::Cursor::new(input), out, 1024);
+        let (mut transport, front) = start(std::io::Cursor::new(input), out, 1024, 4);
         let got = Transport::<RoleServer>::receive(&mut transport).await;
         assert!(
             matches!(&got, Some(m) if serde_json::to_value(m).unwrap()["method"] == "ping"),

@@ -227,3 +227,71 @@ async fn a_number_too_long_to_keep_is_refused_and_never_written() {
     );
     p.close().await;
 }
+
+/// `id`'s `tools/call` of `coda_whoami`, as a line.
+fn whoami(id: u32) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "coda_whoami", "arguments": {}}})
+    .to_string()
+}
+
+/// Regression: rmcp runs every request in a task of its own and writes
+/// each answer from another, and reads stdin on meanwhile, so a client that
+/// sends requests faster than it reads the answers had all of them in
+/// memory at once: 6000 `tools/list` unread took 440 MB and growing, 100,000
+/// `ping`s grew the process by 2.7 MB a second. At most
+/// `--max-pending-requests` requests now run or wait to be written; stdin
+/// is read again as answers go out. Here 3: of six calls Coda holds for
+/// 2 s, three reach it, and all six are answered.
+#[tokio::test]
+async fn no_more_requests_than_the_limit_are_taken_in_and_each_is_answered() {
+    let fake = FakeCoda::start().await;
+    fake.delay("GET", "/whoami", Duration::from_secs(2));
+    let mut p = Pipes::start(&fake, &[("CODA_MAX_PENDING_REQUESTS", "3")]).await;
+    for id in 10..16 {
+        p.send(whoami(id).as_bytes()).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.arrived() < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", fake.arrived());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The other three were sent too: taken in, they would have reached
+    // Coda by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.arrived(), 3);
+    let mut answered = Vec::new();
+    for _ in 10..16 {
+        let a = p.next(Duration::from_secs(30)).await;
+        assert!(a.get("result").is_some(), "{a}");
+        answered.push(a["id"].as_u64().unwrap());
+    }
+    answered.sort();
+    assert_eq!(answered, (10..16).collect::<Vec<u64>>());
+    assert_eq!(fake.arrived(), 6);
+    p.close().await;
+}
+
+/// A request the client cancels gets no answer (rmcp sends none), so its
+/// place is given back when the cancellation is read: with a limit of one,
+/// a `ping` after a cancelled call that Coda still holds is answered.
+#[tokio::test]
+async fn a_cancelled_request_gives_its_place_back() {
+    let fake = FakeCoda::start().await;
+    fake.delay("GET", "/whoami", Duration::from_secs(60));
+    let mut p = Pipes::start(&fake, &[("CODA_MAX_PENDING_REQUESTS", "1")]).await;
+    p.send(whoami(20).as_bytes()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.arrived() < 1 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 20, "reason": "test"}});
+    p.send(cancel.to_string().as_bytes()).await;
+    p.send(br#"{"jsonrpc":"2.0","id":21,"method":"ping"}"#)
+        .await;
+    let a = p.next(Duration::from_secs(20)).await;
+    assert_eq!(a["id"], 21, "{a}");
+    p.close().await;
+}

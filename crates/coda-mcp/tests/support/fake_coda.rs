@@ -235,6 +235,9 @@ struct State {
     drop_content_updates: bool,
     /// (method, path substring, delay): answer matching requests late.
     delays: Vec<(String, String, Duration)>,
+    /// Requests that arrived, answered or not yet (a delayed one is
+    /// recorded in `requests` only once answered).
+    arrived: usize,
     /// List paths whose every page says `nextPageToken: "tok-loop"`: the
     /// same token forever (a Coda bug, played).
     looping: Vec<String>,
@@ -827,6 +830,11 @@ impl FakeCoda {
 
     // ----- inspection -----
 
+    /// How many requests have arrived, answered or still delayed.
+    pub fn arrived(&self) -> usize {
+        self.with(|s| s.arrived)
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.with(|s| s.requests.clone())
     }
@@ -1020,13 +1028,14 @@ async fn handle(
         serde_json::from_slice(&bytes).ok()
     };
     let full_path = uri.path().to_owned();
-    let delay = state
-        .lock()
-        .unwrap()
-        .delays
-        .iter()
-        .find(|(m, p, _)| *m == method && full_path.contains(p.as_str()))
-        .map(|(_, _, d)| *d);
+    let delay = {
+        let mut s = state.lock().unwrap();
+        s.arrived += 1;
+        s.delays
+            .iter()
+            .find(|(m, p, _)| *m == method && full_path.contains(p.as_str()))
+            .map(|(_, _, d)| *d)
+    };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
