@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-fn check<P: DeserializeOwned>(args: &Map<String, Value>) {
+fn check<P: DeserializeOwned + schemars::JsonSchema + 'static>(args: &Map<String, Value>) {
     let ours = parse_args::<P>(args.clone());
     let serde = serde_json::from_value::<P>(Value::Object(args.clone()));
     assert_eq!(
