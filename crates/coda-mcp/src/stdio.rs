@@ -28,6 +28,12 @@
 //!   bits, more digits than an `f64` holds): -32602 with its id, naming
 //!   where it is, the number and what it would become; it never reaches rmcp, so it
 //!   is never written to Coda changed ([`inexact_number`]);
+//! - a request with a key twice in one object (`"values": {"Status":
+//!   "Done", "Status": "Todo"}`): -32602 with its id, naming where (or
+//!   -32600 for a member of the envelope, without an id when `id` is the
+//!   one twice). serde_json keeps the last silently, so one of the values
+//!   the client sent would be dropped without a word (and a parser that
+//!   keeps the first reads another message);
 //! - a blank line: ignored, as rmcp does;
 //! - anything else reaches rmcp as the message it parsed to, in order, and
 //!   rmcp answers.
@@ -177,20 +183,37 @@ pub fn classify(line: &[u8]) -> Verdict {
     }
     let unreadable = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
         Ok(msg) => {
-            if let rmcp::model::JsonRpcMessage::Request(req) = &msg
-                && let Some(Inexact {
-                    token,
-                    became,
-                    path,
-                }) = inexact_number(line)
-            {
-                return Verdict::Reject(Rejection::new(
-                    INVALID_PARAMS,
-                    format!(
-                        "Invalid params: at {path}, the number {became} would be used instead of {token} (too many digits): nothing was done; send it as a string"
-                    ),
-                    Some(req.id.clone()),
-                ));
+            if let rmcp::model::JsonRpcMessage::Request(req) = &msg {
+                match inexact_number(line) {
+                    Some(Finding::Inexact(Inexact {
+                        token,
+                        became,
+                        path,
+                    })) => {
+                        return Verdict::Reject(Rejection::new(
+                            INVALID_PARAMS,
+                            format!(
+                                "Invalid params: at {path}, the number {became} would be used instead of {token} (too many digits): nothing was done; send it as a string"
+                            ),
+                            Some(req.id.clone()),
+                        ));
+                    }
+                    Some(Finding::Twice { path, envelope, id }) => {
+                        let (code, what) = if envelope {
+                            (INVALID_REQUEST, "Invalid Request")
+                        } else {
+                            (INVALID_PARAMS, "Invalid params")
+                        };
+                        return Verdict::Reject(Rejection::new(
+                            code,
+                            format!(
+                                "{what}: {path} is given twice in one object, and only one of the two would be read: nothing was done; send each key once"
+                            ),
+                            (!id).then(|| req.id.clone()),
+                        ));
+                    }
+                    None => {}
+                }
             }
             return Verdict::Forward(Box::new(msg));
         }
@@ -281,13 +304,31 @@ struct Inexact<'a> {
     path: String,
 }
 
+/// What [`inexact_number`] finds in a request line that parses but would
+/// not be read as sent.
+#[derive(Debug, PartialEq)]
+enum Finding<'a> {
+    Inexact(Inexact<'a>),
+    /// A key an object holds twice, at `path` (the key last): serde_json
+    /// keeps the last value silently.
+    Twice {
+        path: String,
+        /// A member of the message itself (`id`, `method`, `params`).
+        envelope: bool,
+        /// The envelope's `id` is the key twice: which id to answer is
+        /// not known.
+        id: bool,
+    },
+}
+
 /// One open object or array on the way to a value, for [`Inexact::path`].
 enum Frame {
     /// The span of the current member's key (quotes included), if read yet;
-    /// `next_is_key` until the `:`.
+    /// `next_is_key` until the `:`; the keys read so far, as they decode.
     Object {
         key: Option<(usize, usize)>,
         next_is_key: bool,
+        seen: std::collections::HashSet<String>,
     },
     Array(usize),
 }
@@ -302,7 +343,11 @@ enum Frame {
 /// the parsed message no longer knows what was written; it keeps the
 /// path of open objects and arrays (at most serde_json's 128 levels, as
 /// the line parsed) so the error can say where the number is.
-fn inexact_number(line: &[u8]) -> Option<Inexact<'_>> {
+///
+/// The same scan finds a key given twice in one object (compared as the
+/// keys decode: `"a"` and `"\u0061"` are one key), which serde_json reads
+/// as the last of them without a word.
+fn inexact_number(line: &[u8]) -> Option<Finding<'_>> {
     let mut frames: Vec<Frame> = Vec::new();
     let mut i = 0;
     while i < line.len() {
@@ -313,17 +358,35 @@ fn inexact_number(line: &[u8]) -> Option<Inexact<'_>> {
                 while i < line.len() && line[i] != b'"' {
                     i += usize::from(line[i] == b'\\') + 1;
                 }
+                let depth = frames.len();
+                let mut twice = None;
                 if let Some(Frame::Object {
                     key,
                     next_is_key: true,
+                    seen,
                 }) = frames.last_mut()
                 {
-                    *key = Some((start, (i + 1).min(line.len())));
+                    let span = (start, (i + 1).min(line.len()));
+                    *key = Some(span);
+                    let name: String =
+                        serde_json::from_slice(&line[span.0..span.1]).unwrap_or_default();
+                    let id = depth == 1 && name == "id";
+                    if !seen.insert(name) {
+                        twice = Some(id);
+                    }
+                }
+                if let Some(id) = twice {
+                    return Some(Finding::Twice {
+                        path: json_path(line, &frames),
+                        envelope: depth == 1,
+                        id,
+                    });
                 }
             }
             b'{' => frames.push(Frame::Object {
                 key: None,
                 next_is_key: true,
+                seen: Default::default(),
             }),
             b'[' => frames.push(Frame::Array(0)),
             b'}' | b']' => {
@@ -353,11 +416,11 @@ fn inexact_number(line: &[u8]) -> Option<Inexact<'_>> {
                     .map(|n| n.to_string())
                     .unwrap_or_default();
                 if !crate::number::same_value(token, &became) {
-                    return Some(Inexact {
+                    return Some(Finding::Inexact(Inexact {
                         token,
                         became,
                         path: json_path(line, &frames),
-                    });
+                    }));
                 }
             }
             _ => {}
@@ -914,6 +977,25 @@ mod tests {
                 "{exact}"
             );
         }
+    }
+
+    /// Regression: a key twice in one object was read as the last one.
+    #[test]
+    fn a_key_twice_in_one_object_is_refused_naming_it() {
+        let line = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","arguments":{"rows":[{"A":1},{"A":1,"B":{"x":"A","A":2,"\u0041":3}}]}}}"#;
+        let Verdict::Reject(r) = classify(line) else {
+            panic!("forwarded")
+        };
+        assert_eq!((r.code, r.id), (INVALID_PARAMS, Some(RequestId::Number(7))));
+        assert!(
+            r.message
+                .contains("params.arguments.rows[1].B.A is given twice"),
+            "{}",
+            r.message
+        );
+        // The same key in sibling objects, and a key's name as a value.
+        let fine = br#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"t","arguments":{"rows":[{"A":"A"},{"A":{"A":1}}]}}}"#;
+        assert!(matches!(classify(fine), Verdict::Forward(_)));
     }
 
     #[test]

@@ -228,6 +228,50 @@ async fn a_number_too_long_to_keep_is_refused_and_never_written() {
     p.close().await;
 }
 
+/// Regression: a key given twice in one object of a request was read as
+/// the last of the two by serde_json, without a word: `coda_update_row`
+/// with `"values": {"Status": "Done", "Status": "Todo"}` wrote `Todo` and
+/// reported success, the `Done` the model also sent dropped (and a parser
+/// that keeps the first, in a gateway before this server, reads the
+/// other). The request is refused (-32602 with its id, naming where) and
+/// nothing reaches Coda; the same key in two different objects is fine.
+#[tokio::test]
+async fn a_key_given_twice_is_refused_and_nothing_is_written() {
+    let fake = FakeCoda::start().await;
+    let mut p = Pipes::start(&fake, &[]).await;
+    let call = |id: u32, values: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"coda_update_row","arguments":{{"docId":"doc1","tableIdOrName":"grid-tasks","rowIdOrName":"i-1","values":{values}}}}}}}"#
+        )
+    };
+    for (id, values) in [
+        (2, r#"{"Status":"Done","Status":"Todo"}"#),
+        (3, r#"{"Status":"Done","St\u0061tus":"Todo"}"#),
+    ] {
+        let msg = p
+            .rejected(call(id, values).as_bytes(), -32602, json!(id))
+            .await;
+        assert!(
+            msg.contains("params.arguments.values.Status is given twice"),
+            "{msg}"
+        );
+    }
+    let twice_doc = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"coda_update_row","arguments":{"docId":"doc2","tableIdOrName":"grid-tasks","rowIdOrName":"i-1","values":{"Status":"Done"},"docId":"doc1"}}}"#;
+    let msg = p.rejected(twice_doc.as_bytes(), -32602, json!(4)).await;
+    assert!(msg.contains("params.arguments.docId"), "{msg}");
+    let writes: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "Coda got {writes:?}");
+    p.send(call(5, r#"{"Status":"Done"}"#).as_bytes()).await;
+    let answer = p.next(Duration::from_secs(30)).await;
+    assert_eq!(answer["id"], 5, "{answer}");
+    assert_eq!(fake.row_values("i-1").unwrap()["c-status"], "Done");
+    p.close().await;
+}
+
 /// `id`'s `tools/call` of `coda_whoami`, as a line.
 fn whoami(id: u32) -> String {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
