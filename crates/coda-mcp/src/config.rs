@@ -50,6 +50,10 @@ pub const MIN_MAX_LINE_BYTES: usize = 1024;
 /// `tools/list` (about 100 KB), so 64 is a few MB; no client runs that
 /// many calls at once.
 pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 64;
+/// How long answers still queued when stdin ends may take to reach
+/// stdout before the process exits without them (a client that closed
+/// stdin and reads stdout no more would keep it waiting for ever).
+pub const DEFAULT_STDOUT_GRACE: Duration = Duration::from_secs(5);
 
 /// Exit code for bad usage or configuration (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -134,6 +138,11 @@ pub struct CodaArgs {
     /// until an answer is written (env CODA_MAX_PENDING_REQUESTS; default 64)
     #[argh(option)]
     pub max_pending_requests: Option<usize>,
+    /// seconds the answers still queued when stdin ends may take to be
+    /// written before exiting without them (env CODA_STDOUT_GRACE_SECS;
+    /// default 5)
+    #[argh(option)]
+    pub stdout_grace_secs: Option<u64>,
 }
 
 /// A named group of tools that can be switched on with `--toolsets`.
@@ -274,6 +283,8 @@ pub struct CodaConfig {
     /// Most requests read from stdin and not answered yet (see
     /// [`crate::stdio`]).
     pub max_pending_requests: usize,
+    /// How long answers queued when stdin ends may take to be written.
+    pub stdout_grace: Duration,
 }
 
 impl CodaConfig {
@@ -423,6 +434,19 @@ impl CodaConfig {
                 .transpose()?
                 .unwrap_or(DEFAULT_MAX_PENDING_REQUESTS),
         };
+        let stdout_grace = match args.stdout_grace_secs {
+            Some(n) => Duration::from_secs(n),
+            None => match env("CODA_STDOUT_GRACE_SECS") {
+                Some(v) => v.trim().parse().map(Duration::from_secs).map_err(|_| {
+                    ConfigError::InvalidValue {
+                        name: "CODA_STDOUT_GRACE_SECS",
+                        value: v.clone(),
+                        reason: "must be a number of seconds".into(),
+                    }
+                })?,
+                None => DEFAULT_STDOUT_GRACE,
+            },
+        };
         at_least(
             "--max-pending-requests",
             max_pending_requests,
@@ -491,6 +515,7 @@ impl CodaConfig {
             ),
             max_line_bytes,
             max_pending_requests,
+            stdout_grace,
         })
     }
 
@@ -757,6 +782,13 @@ mod tests {
             ),
             "{err:?}"
         );
+        let grace = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_STDOUT_GRACE_SECS", "1")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &grace).unwrap();
+        assert_eq!(cfg.stdout_grace, Duration::from_secs(1));
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &token).unwrap();
+        assert_eq!(cfg.stdout_grace, DEFAULT_STDOUT_GRACE);
+        let bad = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_STDOUT_GRACE_SECS", "soon")]);
+        assert!(CodaConfig::from_args(&CodaArgs::default(), bad).is_err());
         let bad = env_of(&[
             ("CODA_API_TOKEN", "t"),
             ("CODA_MAX_PENDING_REQUESTS", "many"),

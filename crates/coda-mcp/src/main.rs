@@ -86,7 +86,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME as u8);
         }
     };
-    match runtime.block_on(serve(cfg)) {
+    let served = runtime.block_on(serve(cfg));
+    // Not waited for: a write to a stdout nobody reads runs on a blocking
+    // thread that never returns, and dropping the runtime would wait for it.
+    runtime.shutdown_background();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             print_error(e.as_ref());
@@ -101,6 +105,10 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     let check_deadline = cfg.token_check_deadline;
     let max_line_bytes = cfg.max_line_bytes;
     let max_pending_requests = cfg.max_pending_requests;
+    // How long the answers still queued when stdin ends may take to be
+    // written: a client that closed stdin and reads stdout no more would
+    // otherwise keep this process waiting on a full pipe for ever.
+    let stdout_grace = cfg.stdout_grace;
     let server = CodaServer::new(cfg)?;
     if check {
         match server
@@ -134,9 +142,15 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     };
     // rmcp has dropped the transport: the writer ends after what is queued.
     // A stdout that closed under us ends the server as it did before the
-    // front existed: logged, not a failure of its own.
-    if let Err(e) = front.finish().await {
-        tracing::warn!(error = %e, "stop writing stdout: write failed");
+    // front existed: logged, not a failure of its own. So does one that
+    // nobody reads, after a grace.
+    match tokio::time::timeout(stdout_grace, front.finish()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "stop writing stdout: write failed"),
+        Err(_) => tracing::warn!(
+            grace = ?stdout_grace,
+            "stop writing stdout: the client has read none of it since stdin ended; answers still queued are dropped"
+        ),
     }
     served?;
     tracing::info!("stdin closed, exiting");

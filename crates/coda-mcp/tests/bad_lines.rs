@@ -272,6 +272,34 @@ async fn a_key_given_twice_is_refused_and_nothing_is_written() {
     p.close().await;
 }
 
+/// Regression: a client that closed stdin while answers were still queued
+/// for a stdout it no longer read (here 40 `tools/list`, past the pipe's
+/// buffer) kept coda-mcp waiting on the full pipe for ever: it never
+/// exited. It now exits once the answers have had a grace to be written.
+#[tokio::test]
+async fn stdin_closed_with_stdout_unread_still_ends_the_server() {
+    let fake = FakeCoda::start().await;
+    let mut p = Pipes::start(&fake, &[]).await;
+    for id in 100..140 {
+        let list = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        p.send(list.to_string().as_bytes()).await;
+    }
+    // The answers are being written (the first few fill the pipe).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let Pipes {
+        mut child,
+        stdin,
+        out,
+    } = p;
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("coda-mcp did not exit after stdin closed with stdout unread")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    drop(out);
+}
+
 /// `id`'s `tools/call` of `coda_whoami`, as a line.
 fn whoami(id: u32) -> String {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
