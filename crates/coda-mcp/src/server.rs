@@ -385,11 +385,19 @@ impl ServerHandler for CodaServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        crate::resources::read(&self.coda, &request.uri)
-            .await
-            .map(Into::into)
+        // A doc's schema takes many Coda reads: a cancelled read stops
+        // between them, as a tool call does. rmcp sends no answer to a
+        // cancelled request, and the stdio front gives its place back, so
+        // one left running was work nobody waits for, and unbounded.
+        tokio::select! {
+            r = crate::resources::read(&self.coda, &request.uri) => r.map(Into::into),
+            _ = context.ct.cancelled() => {
+                tracing::info!("resource read cancelled by the client");
+                Err(ErrorData::internal_error("cancelled by the client", None))
+            }
+        }
     }
 
     async fn list_prompts(

@@ -367,3 +367,32 @@ async fn a_cancelled_request_gives_its_place_back() {
     assert_eq!(a["id"], 21, "{a}");
     p.close().await;
 }
+
+/// Regression: a `resources/read` of a doc's schema (many Coda reads) ran
+/// on after the client cancelled it, though nobody would read its answer
+/// (rmcp sends none), and its place among the pending requests is given
+/// back at the cancellation: a client could keep any number running. It
+/// now stops at the cancellation, as a tool call does: no Coda request
+/// after it.
+#[tokio::test]
+async fn a_cancelled_resource_read_stops() {
+    let fake = FakeCoda::start().await;
+    fake.delay("GET", "/tables", Duration::from_secs(2));
+    let mut p = Pipes::start(&fake, &[]).await;
+    let read = json!({"jsonrpc": "2.0", "id": 40, "method": "resources/read",
+        "params": {"uri": "coda://docs/doc1/schema"}});
+    p.send(read.to_string().as_bytes()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.arrived() < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", fake.arrived());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 40, "reason": "test"}});
+    p.send(cancel.to_string().as_bytes()).await;
+    // Past the delay: a read still running has asked for the columns.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let paths: Vec<String> = fake.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(fake.arrived(), 3, "{paths:?}");
+    p.close().await;
+}
