@@ -54,6 +54,10 @@ pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 64;
 /// stdout before the process exits without them (a client that closed
 /// stdin and reads stdout no more would keep it waiting for ever).
 pub const DEFAULT_STDOUT_GRACE: Duration = Duration::from_secs(5);
+/// Pages in a row without items, each with a new `nextPageToken`, after
+/// which a list stops (a Coda handing out tokens for ever would keep a
+/// call reading, on the shared read budget, until its deadline).
+pub const DEFAULT_MAX_EMPTY_PAGES: usize = 100;
 
 /// Exit code for bad usage or configuration (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -143,6 +147,10 @@ pub struct CodaArgs {
     /// default 5)
     #[argh(option)]
     pub stdout_grace_secs: Option<u64>,
+    /// pages in a row with no items but a new nextPageToken after which a
+    /// list stops, saying so (env CODA_MAX_EMPTY_PAGES; default 100)
+    #[argh(option)]
+    pub max_empty_pages: Option<usize>,
 }
 
 /// A named group of tools that can be switched on with `--toolsets`.
@@ -285,6 +293,8 @@ pub struct CodaConfig {
     pub max_pending_requests: usize,
     /// How long answers queued when stdin ends may take to be written.
     pub stdout_grace: Duration,
+    /// Pages in a row with no items after which a list stops.
+    pub max_empty_pages: usize,
 }
 
 impl CodaConfig {
@@ -447,6 +457,20 @@ impl CodaConfig {
                 None => DEFAULT_STDOUT_GRACE,
             },
         };
+        let max_empty_pages = match args.max_empty_pages {
+            Some(n) => n,
+            None => env("CODA_MAX_EMPTY_PAGES")
+                .map(|v| {
+                    v.trim().parse().map_err(|_| ConfigError::InvalidValue {
+                        name: "CODA_MAX_EMPTY_PAGES",
+                        value: v.clone(),
+                        reason: "must be a number of pages".into(),
+                    })
+                })
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_EMPTY_PAGES),
+        };
+        at_least("--max-empty-pages", max_empty_pages, 1, None)?;
         at_least(
             "--max-pending-requests",
             max_pending_requests,
@@ -516,6 +540,7 @@ impl CodaConfig {
             max_line_bytes,
             max_pending_requests,
             stdout_grace,
+            max_empty_pages,
         })
     }
 
@@ -787,6 +812,16 @@ mod tests {
         assert_eq!(cfg.stdout_grace, Duration::from_secs(1));
         let cfg = CodaConfig::from_args(&CodaArgs::default(), &token).unwrap();
         assert_eq!(cfg.stdout_grace, DEFAULT_STDOUT_GRACE);
+        let empty = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_MAX_EMPTY_PAGES", "7")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &empty).unwrap();
+        assert_eq!(cfg.max_empty_pages, 7);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &token).unwrap();
+        assert_eq!(cfg.max_empty_pages, DEFAULT_MAX_EMPTY_PAGES);
+        let none = CodaArgs {
+            max_empty_pages: Some(0),
+            ..Default::default()
+        };
+        assert!(CodaConfig::from_args(&none, &token).is_err());
         let bad = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_STDOUT_GRACE_SECS", "soon")]);
         assert!(CodaConfig::from_args(&CodaArgs::default(), bad).is_err());
         let bad = env_of(&[

@@ -550,6 +550,47 @@ async fn page_tokens_cycling_between_two_values_end_the_list() {
     h.close().await;
 }
 
+/// Regression: a Coda that hands out a new `nextPageToken` with every
+/// empty page (an endless chain: no token repeats, so the loop check never
+/// sees it) kept `fetchAll` reading until the call deadline, on the read
+/// budget every other call shares: 300 such pages were 301 requests, and
+/// an endless chain is ~16 reads a second for the whole 50 s deadline
+/// under the client-side limit. After `--max-empty-pages` (100) empty
+/// pages in a row the list stops, says so, and hands out a token.
+#[tokio::test]
+async fn an_endless_chain_of_empty_pages_stops_the_list_and_says_so() {
+    let h = start(&[]).await;
+    for i in 0..300 {
+        h.fake.answer_next(
+            "GET",
+            "/docs/doc1/pages",
+            1,
+            json_answer(
+                200,
+                &json!({"items": [], "nextPageToken": format!("tok-{i}")}),
+            ),
+        );
+    }
+    let v = h
+        .ok(
+            "coda_list_pages",
+            json!({"docId": "doc1", "fetchAll": true}),
+        )
+        .await;
+    let read = h.fake.calls("GET", "/docs/doc1/pages").len();
+    assert_eq!(read, 100, "{v}");
+    assert_eq!(v["truncated"], true, "{v}");
+    assert!(
+        v["note"]
+            .as_str()
+            .unwrap()
+            .contains("100 pages in a row with no items"),
+        "{v}"
+    );
+    assert!(v["nextPageToken"].is_string(), "{v}");
+    h.close().await;
+}
+
 /// A gzip bomb (`Content-Encoding: gzip`, 40 MiB of spaces in 40 KiB) is
 /// stopped at the 32 MiB cap as it inflates.
 #[tokio::test]

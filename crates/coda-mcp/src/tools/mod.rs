@@ -601,6 +601,12 @@ pub const MAX_PAGE_TOKEN_BYTES: usize = 4096;
 /// Longest `href` or `nextPageLink` passed on (a longer one is left out).
 pub const MAX_LINK_BYTES: usize = 8192;
 
+fn empty_pages_note(pages: usize) -> String {
+    format!(
+        "Coda returned {pages} pages in a row with no items, each with a new nextPageToken (--max-empty-pages), so the list stopped there and may be incomplete; nextPageToken continues from there"
+    )
+}
+
 fn long_token_note(len: usize) -> String {
     format!(
         "Coda returned a nextPageToken of {len} bytes (more than {MAX_PAGE_TOKEN_BYTES}), which is neither followed nor handed out; the list stopped there and may be incomplete"
@@ -1124,6 +1130,8 @@ impl Coda {
             start.coda_token.iter().cloned().collect();
         let mut at = start;
         let mut first = true;
+        // Pages in a row that held no item (past the ones skipped).
+        let mut empty = 0usize;
         loop {
             let mut current = match &at.coda_token {
                 // Coda bakes the other parameters into the token and ignores
@@ -1195,6 +1203,11 @@ impl Coda {
                 .iter()
                 .find(|(k, _)| k == "limit")
                 .and_then(|(_, v)| v.parse().ok());
+            if page_items.len() <= at.skip {
+                empty += 1;
+            } else {
+                empty = 0;
+            }
             for (i, it) in page_items.into_iter().enumerate().skip(at.skip) {
                 if let Some((_, shape)) = budget {
                     used += serde_json::to_string(&shape(it.clone()))
@@ -1261,6 +1274,19 @@ impl Coda {
                 }
                 Some(n) if cap == 0 => {
                     g.next = Some(n);
+                    return Ok(g);
+                }
+                // Coda may hand out a token for ever (an endless chain of
+                // new ones): the repeat check cannot see it, and the call
+                // would read, on the read budget other calls share, until
+                // its deadline.
+                Some(n) if empty >= self.cfg.max_empty_pages => {
+                    tracing::warn!(
+                        pages = empty,
+                        "stop a list: Coda returned pages without items in a row (--max-empty-pages)"
+                    );
+                    g.next = Some(n);
+                    g.stopped = Some(empty_pages_note(empty));
                     return Ok(g);
                 }
                 Some(n) => {
