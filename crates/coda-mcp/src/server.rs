@@ -353,10 +353,22 @@ impl ServerHandler for CodaServer {
         let mut out = tokio::select! {
             r = run => r?,
             _ = cancelled.cancelled() => {
-                tracing::info!(tool = %name, "tool call cancelled by the client");
-                return Ok(CallToolResult::error(vec![ContentBlock::text(
-                    "cancelled by the client; a write already sent to Coda may still be applied",
-                )])
+                let why = if crate::stdio::stdin_ended() {
+                    // rmcp's drain after stdin's end has passed: nobody
+                    // will read an answer, but the log must say what was
+                    // cut short, and that a write may have reached Coda.
+                    tracing::warn!(
+                        tool = %name,
+                        "stop a tool call at shutdown: stdin ended and the call did not finish in time; a write already sent to Coda may still be applied"
+                    );
+                    "stopped at shutdown (stdin ended)"
+                } else {
+                    tracing::info!(tool = %name, "tool call cancelled by the client");
+                    "cancelled by the client"
+                };
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "{why}; a write already sent to Coda may still be applied"
+                ))])
                 .into());
             }
         };

@@ -488,6 +488,16 @@ fn echoable_id(v: &Value) -> Option<RequestId> {
     }
 }
 
+/// Set once stdin has ended (or failed): what stops a call from then on
+/// is the shutdown, not the client's cancellation.
+static STDIN_ENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stdin has ended: rmcp then stops the calls still running after
+/// its drain, through the same cancellation a client's request uses.
+pub fn stdin_ended() -> bool {
+    STDIN_ENDED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// What one bounded read of stdin found.
 #[derive(Debug, PartialEq)]
 enum Read {
@@ -790,8 +800,12 @@ async fn read_input<R: AsyncRead + Unpin>(
             },
             Ok(Read::TooLong) => Rejection::too_long(max_line_bytes),
             Ok(Read::Unterminated) => Rejection::unterminated(),
-            Ok(Read::Eof) => break,
+            Ok(Read::Eof) => {
+                STDIN_ENDED.store(true, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
             Err(e) => {
+                STDIN_ENDED.store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(error = %e, "stop reading stdin: read failed");
                 break;
             }

@@ -396,3 +396,39 @@ async fn a_cancelled_resource_read_stops() {
     assert_eq!(fake.arrived(), 3, "{paths:?}");
     p.close().await;
 }
+
+/// Regression: stdin closed while a call was still running (here one Coda
+/// holds) ended it after rmcp's 5 s drain through the same cancellation a
+/// client's request uses, and the log said "tool call cancelled by the
+/// client", for a call the client never cancelled, with nothing on a write
+/// it may have sent. The process exits cleanly, and the log says the call
+/// was stopped at shutdown.
+#[tokio::test]
+async fn a_call_cut_short_by_stdin_closing_is_logged_as_such() {
+    let fake = FakeCoda::start().await;
+    fake.delay("GET", "/whoami", Duration::from_secs(60));
+    let mut raw = harness::spawn_traced(command(&fake, &["--skip-token-check", "--no-rate-limit"]));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "bad-lines-test", "version": "0"}}});
+    for line in [
+        init.to_string(),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+        whoami(2),
+    ] {
+        raw.stdin.write_all(line.as_bytes()).await.unwrap();
+        raw.stdin.write_all(b"\n").await.unwrap();
+    }
+    raw.stdin.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.arrived() < 1 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = raw.finish().await;
+    assert!(
+        log.contains("stop a tool call at shutdown") && !log.contains("cancelled by the client"),
+        "{log}"
+    );
+    assert!(log.contains("stdin closed, exiting"), "{log}");
+}
