@@ -56,6 +56,39 @@ pub const MAX_SERVER_ERROR_RETRIES: u32 = 2;
 /// are a few MiB.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Whether the JSON text `bytes` holds more than `max` values, counted
+/// without parsing (one for the root, one per `[`, `{` and `,` outside
+/// strings: each element and member, each container). A value costs far
+/// more as a `serde_json::Value` than as text: a 32 MiB answer of
+/// `[0,0,…]` is 16 million values and took 568 MB to parse.
+pub fn json_values_over(bytes: &[u8], max: usize) -> bool {
+    let mut n = 1usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => {
+                n += 1;
+                if n > max {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Longest request URL sent (percent-encoded): CDNs refuse URLs past
 /// 8 KiB, and the `http` crate cannot hold one of 64 KiB (reqwest's error
 /// then quoted the whole URL and passed for a connection failure).
@@ -427,6 +460,9 @@ pub struct CodaClient {
     retry_base: Duration,
     retry_max: Duration,
     request_timeout: Duration,
+    /// `--max-answer-values`: an answer holding more JSON values is not
+    /// parsed ([`json_values_over`]).
+    max_answer_values: usize,
     /// `--docs`: the only docs a request may name (`None`: any). Checked in
     /// [`CodaClient::send`], the one door every tool, resource and URL
     /// resolution goes through, on the request itself, so no argument
@@ -492,6 +528,7 @@ impl CodaClient {
             retry_base: cfg.retry_base,
             retry_max: cfg.retry_max,
             request_timeout: cfg.request_timeout,
+            max_answer_values: cfg.max_answer_values,
             docs: cfg.docs.clone(),
         })
     }
@@ -713,7 +750,7 @@ impl CodaClient {
                         .get(reqwest::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(|v| model_text(&redact_text(v, self.token.expose()), 100));
-                    let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
+                    let mut bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
                         Ok(b) => b,
                         Err(BodyError::TooLarge(cap)) => {
                             let reason = format!("its answer is larger than {cap} bytes");
@@ -776,6 +813,34 @@ impl CodaClient {
                             });
                         }
                     };
+                    let max = self.max_answer_values;
+                    if json_values_over(&bytes, max) {
+                        tracing::warn!(
+                            status = status.as_u16(),
+                            bytes = bytes.len(),
+                            max,
+                            "Coda's answer holds more JSON values than --max-answer-values; not parsed"
+                        );
+                        let reason = format!(
+                            "its answer holds more than {max} JSON values (--max-answer-values)"
+                        );
+                        if status.is_success() && write {
+                            return Err(CodaError::Accepted {
+                                status: status.as_u16(),
+                                reason,
+                            });
+                        }
+                        if status.is_success() {
+                            return Err(CodaError::InvalidResponse {
+                                status: status.as_u16(),
+                                reason: format!(
+                                    "{reason}: ask for less (a smaller limit, fewer columns)"
+                                ),
+                            });
+                        }
+                        // An error's body: only its message is lost.
+                        bytes.clear();
+                    }
                     if status.is_success() {
                         return match decode_success(status, &bytes, content_type.as_deref()) {
                             Ok(mut r) => {
@@ -1588,6 +1653,18 @@ mod tests {
         for good in ["...", "a.b", ".hidden", "Q1 / Q2"] {
             assert!(ApiRequest::get(&["docs", good]).invalid_segment().is_none());
         }
+    }
+
+    #[test]
+    fn json_values_are_counted_outside_strings() {
+        assert!(!json_values_over(br#"{"a":[1,2,3]}"#, 5));
+        assert!(json_values_over(br#"{"a":[1,2,3],"b":{}}"#, 5));
+        // Commas, brackets and escaped quotes inside strings are text.
+        assert!(!json_values_over(br#"{"a":"[,{,\",[,]"}"#, 2));
+        assert!(json_values_over(
+            &[b"[".as_slice(), &b"0,".repeat(2000), b"0]"].concat(),
+            1000
+        ));
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub const DEFAULT_STDOUT_GRACE: Duration = Duration::from_secs(5);
 /// which a list stops (a Coda handing out tokens for ever would keep a
 /// call reading, on the shared read budget, until its deadline).
 pub const DEFAULT_MAX_EMPTY_PAGES: usize = 100;
+/// Most JSON values an answer from Coda may hold to be parsed: a value
+/// costs 32 to 100 bytes as a `serde_json::Value`, so 1,000,000 is at most
+/// about 100 MB; Coda's largest real answers (500 wide rows) hold tens of
+/// thousands.
+pub const DEFAULT_MAX_ANSWER_VALUES: usize = 1_000_000;
 
 /// Exit code for bad usage or configuration (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -151,6 +156,10 @@ pub struct CodaArgs {
     /// list stops, saying so (env CODA_MAX_EMPTY_PAGES; default 100)
     #[argh(option)]
     pub max_empty_pages: Option<usize>,
+    /// most JSON values an answer from Coda may hold; one with more is
+    /// refused unparsed (env CODA_MAX_ANSWER_VALUES; default 1000000)
+    #[argh(option)]
+    pub max_answer_values: Option<usize>,
 }
 
 /// A named group of tools that can be switched on with `--toolsets`.
@@ -295,6 +304,8 @@ pub struct CodaConfig {
     pub stdout_grace: Duration,
     /// Pages in a row with no items after which a list stops.
     pub max_empty_pages: usize,
+    /// Most JSON values an answer from Coda may hold to be parsed.
+    pub max_answer_values: usize,
 }
 
 impl CodaConfig {
@@ -471,6 +482,25 @@ impl CodaConfig {
                 .unwrap_or(DEFAULT_MAX_EMPTY_PAGES),
         };
         at_least("--max-empty-pages", max_empty_pages, 1, None)?;
+        let max_answer_values = match args.max_answer_values {
+            Some(n) => n,
+            None => env("CODA_MAX_ANSWER_VALUES")
+                .map(|v| {
+                    v.trim().parse().map_err(|_| ConfigError::InvalidValue {
+                        name: "CODA_MAX_ANSWER_VALUES",
+                        value: v.clone(),
+                        reason: "must be a number of values".into(),
+                    })
+                })
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_ANSWER_VALUES),
+        };
+        at_least(
+            "--max-answer-values",
+            max_answer_values,
+            1000,
+            Some("Coda's answers hold hundreds of values"),
+        )?;
         at_least(
             "--max-pending-requests",
             max_pending_requests,
@@ -541,6 +571,7 @@ impl CodaConfig {
             max_pending_requests,
             stdout_grace,
             max_empty_pages,
+            max_answer_values,
         })
     }
 
@@ -817,6 +848,15 @@ mod tests {
         assert_eq!(cfg.max_empty_pages, 7);
         let cfg = CodaConfig::from_args(&CodaArgs::default(), &token).unwrap();
         assert_eq!(cfg.max_empty_pages, DEFAULT_MAX_EMPTY_PAGES);
+        assert_eq!(cfg.max_answer_values, DEFAULT_MAX_ANSWER_VALUES);
+        let values = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_MAX_ANSWER_VALUES", "5000")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &values).unwrap();
+        assert_eq!(cfg.max_answer_values, 5000);
+        let few = CodaArgs {
+            max_answer_values: Some(10),
+            ..Default::default()
+        };
+        assert!(CodaConfig::from_args(&few, &token).is_err());
         let none = CodaArgs {
             max_empty_pages: Some(0),
             ..Default::default()

@@ -278,3 +278,39 @@ async fn page_reads_count_the_budget_in_json_bytes() {
     }
     h.close().await;
 }
+
+/// Regression: an answer was parsed whatever it held within the 32 MiB
+/// byte cap, and a JSON value costs far more parsed than as text: 32 MiB
+/// of `{"a":[0,0,…]}` (16 million values) took coda-mcp to 568 MB of
+/// memory for one `coda_get_document`, 1.1 GB for four at once. An answer
+/// of more than `--max-answer-values` (1,000,000) values is refused
+/// unparsed, saying so; the next call is served.
+#[tokio::test]
+async fn an_answer_of_too_many_values_is_refused_unparsed() {
+    let h = harness::start(&[]).await;
+    let mut body = b"{\"a\":[".to_vec();
+    body.extend(b"0,".repeat(1_200_000));
+    body.extend(b"0]}");
+    h.fake.answer_next(
+        "GET",
+        "/docs/doc1",
+        1,
+        fake_coda::Hostile {
+            status: 200,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body,
+            ..Default::default()
+        },
+    );
+    let e = h
+        .fails("coda_get_document", serde_json::json!({"docId": "doc1"}))
+        .await;
+    assert!(
+        e.contains("more than 1000000 JSON values") && e.contains("--max-answer-values"),
+        "{}",
+        &e[..e.len().min(400)]
+    );
+    h.ok("coda_get_document", serde_json::json!({"docId": "doc1"}))
+        .await;
+    h.close().await;
+}
