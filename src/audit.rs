@@ -15,6 +15,9 @@
 //! full filesystem never stops the runtime. A record that finds the queue
 //! full, or whose write fails, is dropped, counted (`/health`'s
 //! `audit_records_dropped`) and reported in the log; the proxy goes on.
+//! Records go to whatever file the path names when they are written: a
+//! file moved away (rotated) or deleted is followed by a new one at the
+//! path ([`AuditFile`]).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tracing::{Level, warn};
+use tracing::{Level, info, warn};
 
 use crate::auth::principal::Principal;
 use crate::jsonrpc::{Frame, Kind, Message};
@@ -48,12 +51,13 @@ impl std::fmt::Debug for Audit {
 
 impl Audit {
     /// Records to the `audit` tracing target and, if given, to `path`
-    /// (created if missing, appended to, mode 0600), with up to
+    /// (created if missing, appended to, mode 0600; made again if moved
+    /// or deleted), with up to
     /// `queue_bytes` of records waiting for it.
     pub fn open(path: Option<&Path>, queue_bytes: usize) -> std::io::Result<Audit> {
         let file = match path {
             Some(p) => {
-                let file = open_append(p)?;
+                let file = AuditFile::open(p)?;
                 let mut failed = false;
                 Some(LineWriter::start(
                     "audit-writer",
@@ -257,6 +261,58 @@ fn record_head(event: &str) -> Vec<u8> {
 /// named pipe's reader then sees no end of input between the two opens.
 pub fn check_path(path: &Path) -> std::io::Result<std::fs::File> {
     open_append(path)
+}
+
+/// The audit file as the writer thread sees it: whatever file its path
+/// names when a write comes. Before each write it checks that the path
+/// still names the file it holds; one moved away (a rotation: rename, and
+/// a new file is expected) or deleted is let go, and the path opened again
+/// (created, 0600), so records are never written where no reader looks:
+/// into a rotated file for ever, or into a deleted one, uncounted. One
+/// `stat` per write, and the writer writes a batch at a time, at most
+/// one batch per [`crate::writer`] gathering pause. When the path cannot
+/// be opened again (its directory is gone), the write fails: its records
+/// are dropped and counted, and the next write tries again.
+struct AuditFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    /// Device and inode of `file`.
+    id: (u64, u64),
+}
+
+impl AuditFile {
+    fn open(path: &Path) -> std::io::Result<AuditFile> {
+        use std::os::unix::fs::MetadataExt;
+        let file = open_append(path)?;
+        let meta = file.metadata()?;
+        Ok(AuditFile {
+            path: path.to_path_buf(),
+            file,
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Opens the path again if it no longer names the file held.
+    fn follow_path(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let same = std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
+        if !same {
+            *self = AuditFile::open(&self.path)?;
+            info!(path = %self.path.display(), "reopened the audit log: its file was moved or deleted");
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Write for AuditFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.follow_path()?;
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Opens (creating, mode 0600) the audit file for appending, without ever
@@ -688,6 +744,53 @@ mod tests {
         assert_eq!(records[2]["outcome"], "unchecked");
         assert!(records[2]["code"].is_null());
         assert!(!text.contains("arg-secret"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The events of the records in the file at `path` (none if it is gone).
+    fn events_at(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["event"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    /// Regression: the file was opened once, at start. Moved away (the
+    /// `create` rotation of logrotate: rename, then a new file is
+    /// expected) every later record went to the moved file, and deleted
+    /// they went to a file no name reaches: nothing was ever written at
+    /// the path again, and none of it was counted as dropped (with the
+    /// binary: 3 records, `mv audit.log audit.log.1`, 9 more records all in
+    /// `audit.log.1`; `rm` it, 9 more records gone, `audit_records_dropped`
+    /// 0). The writer now follows the path.
+    #[test]
+    fn records_follow_the_path_when_the_file_is_moved_or_deleted() {
+        let (dir, path, audit) = audit_in_temp("follow");
+        let file = audit.file.as_ref().unwrap();
+        audit.emit("one", json!({}));
+        assert!(file.flush(Duration::from_secs(5)));
+        let moved = dir.join("audit.log.1");
+        std::fs::rename(&path, &moved).unwrap();
+        audit.emit("two", json!({}));
+        assert!(file.flush(Duration::from_secs(5)));
+        assert_eq!(
+            events_at(&moved),
+            ["one"],
+            "the moved file is left as it was"
+        );
+        assert_eq!(events_at(&path), ["two"], "a new file at the path");
+        std::fs::remove_file(&path).unwrap();
+        audit.emit("three", json!({}));
+        assert!(file.flush(Duration::from_secs(5)));
+        assert_eq!(events_at(&path), ["three"], "a deleted file is made again");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "made owner-only, as at start");
+        assert_eq!(audit.dropped(), 0);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
