@@ -4,7 +4,9 @@
 //! of lines too) and never waits, so
 //! a destination that is slow (a network filesystem), full (a pipe nobody
 //! reads) or broken never stops the proxy's runtime. Beyond the queue, or
-//! when a write fails, lines are dropped and counted, never retried.
+//! when a write fails, lines are dropped and counted, never retried; a
+//! line that a failed write cut short is ended before the next is written,
+//! so every line that does arrive whole stands on its own.
 //!
 //! The thread writes what has gathered in one call, then sleeps briefly so
 //! that, under load, senders find it awake (no futex wake-up and context
@@ -144,8 +146,16 @@ fn write_lines<W: Write, R: FnMut(&mut W, Report<'_>)>(
 ) {
     let mut reported = 0;
     let mut batch = Vec::with_capacity(16 * 1024);
+    // Whether a failed write left a line without its end in `out`.
+    let mut torn = false;
     while let Ok(line) = rx.recv() {
         batch.clear();
+        // The line after a torn one starts a line of its own: appended to
+        // it, it would make one line of two records that no reader takes.
+        if torn {
+            batch.push(b'\n');
+        }
+        let queued_from = batch.len();
         batch.extend_from_slice(&line);
         drop(line);
         let mut lines = 1u64;
@@ -159,15 +169,20 @@ fn write_lines<W: Write, R: FnMut(&mut W, Report<'_>)>(
             }
         }
         // Out of the queue now: its room is free while the write waits.
-        counts
-            .pending_bytes
-            .fetch_sub(batch.len() as u64 + lines * LINE_COST, Ordering::Relaxed);
-        match out.write_all(&batch).and_then(|()| out.flush()) {
-            Err(e) => {
+        counts.pending_bytes.fetch_sub(
+            (batch.len() - queued_from) as u64 + lines * LINE_COST,
+            Ordering::Relaxed,
+        );
+        match write_batch(&mut out, &batch) {
+            Err((written, e)) => {
+                if written > 0 {
+                    torn = batch[written - 1] != b'\n';
+                }
                 counts.dropped.fetch_add(lines, Ordering::Relaxed);
                 report(&mut out, Report::Failed(&e));
             }
             Ok(()) => {
+                torn = false;
                 let total = counts.dropped.load(Ordering::Relaxed);
                 if total > reported {
                     report(&mut out, Report::Dropped { total });
@@ -178,6 +193,22 @@ fn write_lines<W: Write, R: FnMut(&mut W, Report<'_>)>(
         counts.pending.fetch_sub(lines, Ordering::Release);
         std::thread::sleep(GATHER);
     }
+}
+
+/// Writes all of `batch` to `out` and flushes it, as `write_all` does,
+/// but a failure says how many bytes went before it: a batch is whole
+/// lines, so whether the destination was left in the middle of one.
+fn write_batch<W: Write>(out: &mut W, batch: &[u8]) -> Result<(), (usize, std::io::Error)> {
+    let mut written = 0;
+    while written < batch.len() {
+        match out.write(&batch[written..]) {
+            Ok(0) => return Err((written, std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    out.flush().map_err(|e| (written, e))
 }
 
 #[cfg(test)]
@@ -272,6 +303,56 @@ mod tests {
         assert_eq!(&probe.written.lock().unwrap()[..], b"y\n");
         let last = reports.lock().unwrap().last().cloned().unwrap();
         assert_eq!(last, "Dropped { total: 100 }");
+    }
+
+    /// A destination with `room` bytes left, like a filling disk: a
+    /// write takes what fits and the next one fails with ENOSPC.
+    #[derive(Clone, Default)]
+    struct Disk {
+        written: Arc<Mutex<Vec<u8>>>,
+        room: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = self.room.load(Ordering::Relaxed);
+            if room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let n = buf.len().min(room);
+            self.room.fetch_sub(n, Ordering::Relaxed);
+            self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Regression: a write that failed part of the way through a line
+    /// (a full disk takes what fits, then ENOSPC) left that line without
+    /// its end, and the first line written once there was room again was
+    /// appended to it: two records in one line that no JSON reader takes
+    /// (with a 64 KiB tmpfs as the `--audit-log` directory, filled, then
+    /// emptied: `{…"principal":"ali{"ts_ms":…,"event":"auth.success",…}`).
+    /// The line after a torn one now starts a line of its own.
+    #[test]
+    fn a_line_torn_by_a_failed_write_is_not_glued_to_the_next() {
+        let disk = Disk::default();
+        disk.room.store(10, Ordering::Relaxed);
+        let w = LineWriter::start("test-writer", 1 << 20, disk.clone(), |_, _| {});
+        assert!(w.send(b"0123456789abcdef\n".to_vec()));
+        assert!(w.flush(Duration::from_secs(5)));
+        assert_eq!(w.dropped(), 1);
+        // A write that fails before it writes anything tears nothing more.
+        assert!(w.send(b"lost\n".to_vec()));
+        assert!(w.flush(Duration::from_secs(5)));
+        disk.room.store(1 << 20, Ordering::Relaxed);
+        assert!(w.send(b"whole\n".to_vec()));
+        assert!(w.send(b"next\n".to_vec()));
+        assert!(w.flush(Duration::from_secs(5)));
+        let text = String::from_utf8(disk.written.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "0123456789\nwhole\nnext\n");
     }
 
     /// A destination that never takes anything: what is queued stays.
