@@ -708,10 +708,26 @@ fn read_file(source: &str, file: &str) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))
 }
 
+/// An `http(s)` URL the proxy fetches from or publishes. One with a user
+/// name or password (`https://user:pw@host/…`) is refused, and never
+/// echoed: the HTTP client sends no `Authorization` made of them (the
+/// endpoint would refuse every call), its trace log prints them, and an
+/// `--auth-server` is published to every client.
 fn parse_url(source: &str, v: &str) -> Result<http::Uri, ConfigError> {
-    let uri: http::Uri = v
-        .parse()
-        .map_err(|_| ConfigError(format!("{source}: expected a URL, got {v:?}")))?;
+    let Ok(uri) = v.parse::<http::Uri>() else {
+        // What does not parse may still hold a password: not shown then.
+        return match v.contains('@') {
+            true => err(format!(
+                "{source}: expected a URL (not shown: it looks like it holds a user name or password)"
+            )),
+            false => err(format!("{source}: expected a URL, got {v:?}")),
+        };
+    };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return err(format!(
+            "{source}: the URL has a user name or password (not shown), which would never be sent and would reach the logs: remove it (a forward-auth endpoint gets the client's Authorization header)"
+        ));
+    }
     match uri.scheme_str() {
         Some("http" | "https") if uri.host().is_some() => Ok(uri),
         _ => err(format!("{source}: expected an http(s) URL, got {v:?}")),

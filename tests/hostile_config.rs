@@ -538,3 +538,75 @@ fn a_servers_env_cannot_name_a_setting_of_the_proxy() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: a user name and password in a URL the proxy fetches from
+/// (`http://user:pw@host/whoami`) were taken, never sent (the HTTP client
+/// makes no `Authorization` header of them, so the endpoint refused and
+/// every login was 503 or 401), and written to the log: with
+/// `--log-level trace` and such a `--forward-auth-url`, every request
+/// logged `checkout waiting for idle connection: ("http",
+/// u:pw-SECRET@127.0.0.1:18799)`. In an `--auth-server` they would be
+/// published to every client in the RFC 9728 document. And a URL refused
+/// for its scheme was echoed whole in the error. Such a URL is refused
+/// now, without being shown.
+#[test]
+fn a_url_with_a_user_or_password_is_refused_and_never_shown() {
+    let cases: [(&str, Vec<&OsStr>, &str); 5] = [
+        (
+            "forward auth",
+            vec![
+                os("--forward-auth-url"),
+                os("http://user:pw-SECRET@127.0.0.1:9/whoami"),
+            ],
+            "--forward-auth-url",
+        ),
+        (
+            "a user name alone",
+            vec![
+                os("--forward-auth-url"),
+                os("http://token-SECRET@127.0.0.1:9/whoami"),
+            ],
+            "--forward-auth-url",
+        ),
+        (
+            "JWKS",
+            vec![
+                os("--jwt-jwks-url"),
+                os("https://user:pw-SECRET@idp.example.com/jwks"),
+                os("--jwt-audience"),
+                os("mcp"),
+            ],
+            "--jwt-jwks-url",
+        ),
+        (
+            "authorization server",
+            vec![
+                os("--api-key"),
+                os("0123456789abcdef0123"),
+                os("--public-url"),
+                os("https://mcp.example.com"),
+                os("--auth-server"),
+                os("https://user:pw-SECRET@idp.example.com"),
+            ],
+            "--auth-server",
+        ),
+        (
+            "a scheme that is refused anyway",
+            vec![
+                os("--forward-auth-url"),
+                os("ftp://user:pw-SECRET@127.0.0.1/whoami"),
+            ],
+            "--forward-auth-url",
+        ),
+    ];
+    for (what, flags, needle) in cases {
+        let (code, err) = outcome(proxy(&flags, &[]));
+        assert_eq!(code, Some(64), "{what}: {err}");
+        assert!(!err.contains("SECRET"), "{what}: shown: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{what}: {err}"
+        );
+    }
+}
