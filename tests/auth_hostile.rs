@@ -731,3 +731,120 @@ async fn a_valid_credential_cannot_carry_unlimited_key_guesses_beside_it() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An endpoint on port 0 answering every request with the status in
+/// `status` (changed by the test) and `{"login":"bob"}`.
+async fn switchable(status: Arc<std::sync::atomic::AtomicU16>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let status = status.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let mut r = hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(br#"{"login":"bob"}"#),
+                    ));
+                    *r.status_mut() =
+                        hyper::StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap();
+                    async move { Ok::<_, std::convert::Infallible>(r) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Regression: while the forward-auth endpoint or the JWKS failed, every
+/// request that needed it wrote its own warning, and anyone decides how
+/// many requests there are (no failure is counted for a 503). With the
+/// debug binary and a forward-auth endpoint that refuses connections,
+/// 200 requests with made-up bearer tokens wrote 200 `forward auth
+/// unavailable` warnings (an endpoint answering 500 two per request, with
+/// `forward-auth endpoint failed`), and a JWKS that cannot be fetched one
+/// `JWT signing keys unavailable` per JWT, drowning the rest of the log
+/// (a full log queue drops lines). Each outage is now one warning when it
+/// starts, a reminder at most once a minute, and one line when it ends.
+#[tokio::test]
+async fn an_auth_endpoint_outage_is_logged_once_not_per_request() {
+    use support::process::{proxy_command, spawn_logged, wait_for_port};
+    let status = Arc::new(std::sync::atomic::AtomicU16::new(500));
+    let whoami = switchable(status.clone()).await;
+    // A JWKS endpoint that refuses connections.
+    let jwks = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (proxy, lines) = spawn_logged(proxy_command().args([
+        "--port",
+        "0",
+        "--forward-auth-url",
+        &format!("http://{whoami}/whoami"),
+        "--forward-auth-principal",
+        "/login",
+        "--jwt-jwks-url",
+        &format!("http://{jwks}/jwks"),
+        "--jwt-audience",
+        "mcp",
+        "--",
+        &support::example("everything"),
+    ]));
+    let mut log = Vec::new();
+    let port = wait_for_port(&lines, STEP, &mut log).unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let http = reqwest::Client::new();
+    let post = |token: String| {
+        http.post(&url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .send()
+    };
+    const N: usize = 30;
+    for i in 0..N {
+        // An opaque token goes to forward auth, a JWT to the JWKS.
+        let opaque = post(format!("made-up-{i}")).await.unwrap().status();
+        let jwt = post(format!(
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJ4In0.c2ln{i}"
+        ))
+        .await
+        .unwrap()
+        .status();
+        assert_eq!((opaque.as_u16(), jwt.as_u16()), (503, 503), "request {i}");
+    }
+    status.store(200, Ordering::SeqCst);
+    let back = post("made-up-ok".into()).await.unwrap().status().as_u16();
+    assert!(
+        back != 503 && back != 401,
+        "the endpoint answers again: {back}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    while let Ok(l) =
+        lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        log.push(l);
+    }
+    let text = log.join("\n");
+    let warnings: Vec<&String> = log.iter().filter(|l| l.contains(" WARN ")).collect();
+    // At start: the JWKS could not be fetched. Then one per outage.
+    assert!(warnings.len() <= 3, "{} warnings:\n{text}", warnings.len());
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("forward-auth endpoint unavailable"), 1, "{text}");
+    assert_eq!(count("JWKS endpoint unavailable"), 1, "{text}");
+    let again: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("forward-auth endpoint answers again"))
+        .collect();
+    assert_eq!(again.len(), 1, "{text}");
+    assert!(again[0].contains(&format!("failures={N}")), "{}", again[0]);
+    drop(proxy);
+}

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::fetch::{Fetcher, redact_url};
+use super::outage::Outage;
 use super::principal::MAX_PRINCIPAL_BYTES;
 
 use crate::lock;
@@ -70,6 +71,8 @@ pub struct ForwardAuth {
     /// [`Asking`]).
     asking: Mutex<HashMap<[u8; 32], Lookup>>,
     calls: AtomicU64,
+    /// The endpoint's failures, as the log tells them.
+    outage: Outage,
     /// Whether a refusal by another 4xx than 401/403 was logged.
     warned_other_refusal: AtomicBool,
 }
@@ -147,6 +150,7 @@ impl ForwardAuth {
             cache: Mutex::new(HashMap::new()),
             asking: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
+            outage: Outage::new("forward-auth endpoint"),
             warned_other_refusal: AtomicBool::new(false),
         }
     }
@@ -203,8 +207,22 @@ impl ForwardAuth {
     }
 
     /// Asks the endpoint about `credential` (digest `key`) and caches a
-    /// definite answer.
+    /// definite answer; a failure goes to the log as part of an outage
+    /// ([`Outage`]), not one line per call.
     async fn ask(&self, credential: &HeaderValue, key: [u8; 32]) -> Result<String, ForwardError> {
+        let r = self.call_endpoint(credential, key).await;
+        match &r {
+            Err(ForwardError::Unavailable(why)) => self.outage.failed(why),
+            _ => self.outage.answered(),
+        }
+        r
+    }
+
+    async fn call_endpoint(
+        &self,
+        credential: &HeaderValue,
+        key: [u8; 32],
+    ) -> Result<String, ForwardError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, credential.clone());
@@ -229,7 +247,6 @@ impl ForwardAuth {
             return Err(ForwardError::Denied);
         }
         if !status.is_success() {
-            warn!(url = %shown, %status, "forward-auth endpoint failed; refusing with 503");
             return Err(ForwardError::Unavailable(format!(
                 "{shown} answered {status}"
             )));
@@ -242,15 +259,14 @@ impl ForwardAuth {
                 })?;
                 match value.pointer(pointer) {
                     Some(serde_json::Value::String(s)) if s.len() > MAX_PRINCIPAL_BYTES => {
-                        warn!(url = %shown, pointer, bytes = s.len(), "forward-auth answer's principal is longer than {MAX_PRINCIPAL_BYTES} bytes; refusing with 503");
                         return Err(ForwardError::Unavailable(format!(
-                            "{shown} answered a principal longer than {MAX_PRINCIPAL_BYTES} bytes at {pointer}"
+                            "{shown} answered a principal of {} bytes at {pointer}, longer than {MAX_PRINCIPAL_BYTES}",
+                            s.len()
                         )));
                     }
                     Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
                     Some(serde_json::Value::Number(n)) => n.to_string(),
                     _ => {
-                        warn!(url = %shown, pointer, "forward-auth answer lacks the principal; refusing with 503");
                         return Err(ForwardError::Unavailable(format!(
                             "{shown} answered without a principal at {pointer}"
                         )));

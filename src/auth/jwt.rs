@@ -182,6 +182,9 @@ pub struct JwtVerifier {
     verified: Mutex<HashMap<[u8; 32], (Verified, Instant)>>,
     /// JWKS fetches so far (for tests and `/health`).
     fetches: std::sync::atomic::AtomicU64,
+    /// Requests refused because no keys could be had, as the log tells
+    /// them (not one line per request).
+    outage: super::outage::Outage,
 }
 
 fn now_unix() -> u64 {
@@ -303,6 +306,7 @@ impl JwtVerifier {
             refetch: tokio::sync::Mutex::new(None),
             verified: Mutex::new(HashMap::new()),
             fetches: Default::default(),
+            outage: super::outage::Outage::new("JWKS endpoint"),
         })
     }
 
@@ -363,6 +367,7 @@ impl JwtVerifier {
         }
         let keys = parse_jwks(&body).map_err(JwtError::Unavailable)?;
         info!(keys = keys.len(), "JWKS fetched");
+        self.outage.answered();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(KeySet {
             keys,
             fetched: Some(Instant::now()),
@@ -448,6 +453,10 @@ impl JwtVerifier {
     pub async fn verify(&self, token: &str) -> Result<Verified, JwtError> {
         match self.verify_signed(token).await {
             Err(JwtError::Invalid(why)) if self.names_us(token) => Err(JwtError::Refused(why)),
+            Err(JwtError::Unavailable(why)) => {
+                self.outage.failed(&why);
+                Err(JwtError::Unavailable(why))
+            }
             r => r,
         }
     }

@@ -11,8 +11,9 @@
 //! Also here: failed-auth rate limiting per client IP ([`limit`]), the
 //! RFC 9728 metadata and challenges ([`metadata`]), the Origin, Host and
 //! fetch-metadata checks against DNS rebinding and cross-site use
-//! ([`access`]), and the outbound client for JWKS and forward auth
-//! ([`fetch`]).
+//! ([`access`]), the outbound client for JWKS and forward auth
+//! ([`fetch`]), and the log's account of those endpoints' outages
+//! ([`outage`]).
 //!
 //! The principal owns what it creates: sessions are looked up as
 //! (principal, id), 2026-07-28 clients get a child per principal. The
@@ -26,6 +27,7 @@ pub mod jwt;
 pub mod keys;
 pub mod limit;
 pub mod metadata;
+pub mod outage;
 pub mod principal;
 
 use std::net::IpAddr;
@@ -518,8 +520,8 @@ impl Authenticator {
                     error = Some(AuthError::Invalid(why));
                     forwardable &= !is_bearer;
                 }
-                Err(JwtError::Unavailable(why)) => {
-                    tracing::warn!(error = %why, "JWT signing keys unavailable");
+                // Logged by the verifier, once per outage.
+                Err(JwtError::Unavailable(_)) => {
                     unavailable = true;
                     forwardable &= !is_bearer;
                 }
@@ -535,10 +537,8 @@ impl Authenticator {
                 Err(ForwardError::Denied) => {
                     error.get_or_insert(AuthError::Invalid("refused by the forward-auth endpoint"));
                 }
-                Err(ForwardError::Unavailable(why)) => {
-                    tracing::warn!(error = %why, "forward auth unavailable");
-                    unavailable = true;
-                }
+                // Logged by the checker, once per outage.
+                Err(ForwardError::Unavailable(_)) => unavailable = true,
             }
         }
         let presented = bearer.is_some()
