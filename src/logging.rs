@@ -4,7 +4,9 @@
 //! Owns: the subscriber, the writer behind it, and two helpers every
 //! module that logs outside input uses: [`tag`] (a short hash that stands in
 //! for a session id, which is a bearer credential) and [`RateLimit`] (for
-//! lines whose rate the outside world decides, such as a child's stderr).
+//! lines whose rate the outside world decides, such as a child's stderr);
+//! and [`Outage`], how an endpoint the proxy depends on is logged while it
+//! fails.
 //!
 //! A log write must never stop the proxy. Formatted lines go through a
 //! bounded queue to one writer thread; when the queue is full (stderr is a
@@ -301,6 +303,86 @@ impl RateLimit {
         } else {
             b.suppressed += 1;
             None
+        }
+    }
+}
+
+/// Least time between two warnings of one outage.
+pub const OUTAGE_REMIND_EVERY: Duration = Duration::from_secs(60);
+
+/// The log's account of an endpoint that the proxy depends on while it
+/// fails (the JWKS, the forward-auth endpoint, the credential store): one
+/// warning when it starts failing, then at most one a minute with the
+/// number of calls that failed since, and one line when it answers again.
+/// Never a line per request: while such an endpoint is down, every
+/// request that needs it fails the same way, and whoever sends requests
+/// (for authentication, anyone) decides how many there are.
+pub struct Outage {
+    /// What fails, for the log (`"forward-auth endpoint"`).
+    what: &'static str,
+    state: Mutex<OutageState>,
+}
+
+#[derive(Default)]
+struct OutageState {
+    /// When the outage began, while it lasts.
+    since: Option<Instant>,
+    /// Failures since it began.
+    failures: u64,
+    /// When it was last logged.
+    said: Option<Instant>,
+}
+
+impl Outage {
+    /// No outage yet of `what`.
+    pub fn new(what: &'static str) -> Outage {
+        Outage {
+            what,
+            state: Mutex::new(OutageState::default()),
+        }
+    }
+
+    /// A call that failed with `error` (never a secret: a redacted URL, a
+    /// status, a connection error).
+    pub fn failed(&self, error: &str) {
+        let now = Instant::now();
+        let mut s = crate::lock(&self.state);
+        s.failures += 1;
+        let Some(since) = s.since else {
+            s.since = Some(now);
+            s.said = Some(now);
+            tracing::warn!(
+                error,
+                "{} unavailable: refusing what needs it with 503 (logged again once a minute while it lasts)",
+                self.what
+            );
+            return;
+        };
+        if s.said
+            .is_none_or(|t| now.duration_since(t) >= OUTAGE_REMIND_EVERY)
+        {
+            s.said = Some(now);
+            tracing::warn!(
+                error,
+                failures = s.failures,
+                down_for_s = now.duration_since(since).as_secs(),
+                "{} still unavailable",
+                self.what
+            );
+        }
+    }
+
+    /// A call that got an answer: ends an outage, if there was one.
+    pub fn answered(&self) {
+        let mut s = crate::lock(&self.state);
+        if let Some(since) = s.since.take() {
+            tracing::info!(
+                failures = s.failures,
+                down_for_s = since.elapsed().as_secs(),
+                "{} answers again",
+                self.what
+            );
+            *s = OutageState::default();
         }
     }
 }

@@ -727,3 +727,82 @@ fn a_store_key_that_opens_no_stored_value_stops_the_start() {
     assert_eq!(code, None, "the right key starts: {log}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: while the credential store failed, every request that
+/// needed it wrote its own warning, two for a call that timed out
+/// (`credential store call timed out; reconnecting on the next call`
+/// and `credential store call failed; answered 503`): a client starting
+/// sessions in a loop filled the log with the same line, and the log
+/// queue then drops other lines. The outage is now one warning when it
+/// starts, a reminder at most once a minute, and one line when the store
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_is_logged_once_not_per_request() {
+    let dir = tempdir("store-outage");
+    let db = dir.join("s.db");
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}env = {{ TOKEN = {{ secret = \"tok\" }} }}\n",
+            server("vault")
+        ),
+    )
+    .unwrap();
+    let key = mcp_sidecar::store::StoreKey::generate_base64();
+    let (proxy, lines) = spawn_logged(
+        proxy_command()
+            .arg("--config")
+            .arg(&file)
+            .args(["--port", "0", "--store-timeout", "400ms"])
+            .env("MCP_PROXY_STORE", &db)
+            .env("MCP_PROXY_STORE_KEY", &key),
+    );
+    let mut log = Vec::new();
+    let port = wait_for_port(&lines, STEP, &mut log).unwrap();
+    // Another process holds the file locked.
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/servers/vault/mcp");
+    let initialize = |i: usize| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(format!(
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
+            ))
+            .send()
+    };
+    const N: usize = 8;
+    for i in 0..N {
+        assert_eq!(initialize(i).await.unwrap().status(), 503, "request {i}");
+    }
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    // The store answers again: there is no value for this caller.
+    let after = initialize(N).await.unwrap().status();
+    assert_eq!(after, 403, "the store answers: no credential stored");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    while let Ok(l) =
+        lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        log.push(l);
+    }
+    let text = log.join("\n");
+    let warnings = log.iter().filter(|l| l.contains(" WARN ")).count();
+    assert_eq!(warnings, 1, "{text}");
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("credential store unavailable"), 1, "{text}");
+    let again: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("credential store answers again"))
+        .collect();
+    assert_eq!(again.len(), 1, "{text}");
+    assert!(again[0].contains(&format!("failures={N}")), "{}", again[0]);
+}

@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::fetch::{Fetcher, redact_url};
-use super::outage::Outage;
 use super::principal::MAX_PRINCIPAL_BYTES;
+use crate::logging::Outage;
 
 use crate::lock;
 

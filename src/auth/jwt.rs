@@ -184,7 +184,7 @@ pub struct JwtVerifier {
     fetches: std::sync::atomic::AtomicU64,
     /// Requests refused because no keys could be had, as the log tells
     /// them (not one line per request).
-    outage: super::outage::Outage,
+    outage: crate::logging::Outage,
 }
 
 fn now_unix() -> u64 {
@@ -306,7 +306,7 @@ impl JwtVerifier {
             refetch: tokio::sync::Mutex::new(None),
             verified: Mutex::new(HashMap::new()),
             fetches: Default::default(),
-            outage: super::outage::Outage::new("JWKS endpoint"),
+            outage: crate::logging::Outage::new("JWKS endpoint"),
         })
     }
 

@@ -12,8 +12,7 @@
 //! RFC 9728 metadata and challenges ([`metadata`]), the Origin, Host and
 //! fetch-metadata checks against DNS rebinding and cross-site use
 //! ([`access`]), the outbound client for JWKS and forward auth
-//! ([`fetch`]), and the log's account of those endpoints' outages
-//! ([`outage`]).
+//! ([`fetch`]), whose outages are logged as [`crate::logging::Outage`]s.
 //!
 //! The principal owns what it creates: sessions are looked up as
 //! (principal, id), 2026-07-28 clients get a child per principal. The
@@ -27,7 +26,6 @@ pub mod jwt;
 pub mod keys;
 pub mod limit;
 pub mod metadata;
-pub mod outage;
 pub mod principal;
 
 use std::net::IpAddr;

@@ -286,17 +286,33 @@ impl App {
         // Boxed: the store's future is large (9.8 KB), and inline it would
         // make every request's future that large, as every await that may
         // start a child embeds it; it runs only when a child starts.
-        Box::pin(crate::store::with_caller(caller, credentials.env_for_caller()))
-            .await
-            .map_err(|e| match e {
-                crate::store::CredentialError::Store(e) => {
-                    // The detail (a path, a host, an SQL error) is for the
-                    // operator; the client learns only that it is temporary.
-                    warn!(principal = %principal, error = %e, "credential store call failed; answered 503");
-                    ProxyError::StoreUnavailable(crate::store::UNAVAILABLE.into())
+        let r = Box::pin(crate::store::with_caller(
+            caller,
+            credentials.env_for_caller(),
+        ))
+        .await;
+        let outage = credentials.store().map(|s| s.outage());
+        match r {
+            Err(crate::store::CredentialError::Store(e)) => {
+                // The detail (a path, a host, an SQL error) is for the
+                // operator, in the log once per outage; the client learns
+                // only that it is temporary.
+                if let Some(outage) = outage {
+                    outage.failed(&e.to_string());
                 }
-                e => ProxyError::MissingCredential(e.to_string()),
-            })
+                debug!(principal = %principal, error = %e, "credential store call failed; answered 503");
+                Err(ProxyError::StoreUnavailable(
+                    crate::store::UNAVAILABLE.into(),
+                ))
+            }
+            // The store answered (a value, or that there is none).
+            r => {
+                if let Some(outage) = outage {
+                    outage.answered();
+                }
+                r.map_err(|e| ProxyError::MissingCredential(e.to_string()))
+            }
+        }
     }
 
     /// Names this server (a named server of [`crate::servers`]); set once.

@@ -165,6 +165,11 @@ impl ChildSecrets {
         }
     }
 
+    /// The store the values come from, if any.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
     /// The header names a request may carry for this server.
     pub fn header_names(&self) -> impl Iterator<Item = (&str, &str)> {
         self.headers.iter().map(|(v, h)| (v.as_str(), h.as_str()))

@@ -22,7 +22,7 @@ pub mod sqlite;
 
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use child_env::{
     Caller, ChildSecrets, CredentialError, current_existing_sessions_only, current_header_env,
@@ -190,6 +190,9 @@ pub struct Store {
     /// Where secret reads and writes are recorded, once a proxy serving
     /// this store sets it ([`Store::set_audit`]).
     audit: std::sync::OnceLock<std::sync::Arc<crate::audit::Audit>>,
+    /// The store's failures as a proxy serving it logs them: once per
+    /// outage, not per request ([`Store::outage`]).
+    outage: crate::logging::Outage,
 }
 
 /// Whether `--store` names a PostgreSQL server rather than a file.
@@ -386,6 +389,7 @@ impl Store {
             timeout,
             location: redacted,
             audit: std::sync::OnceLock::new(),
+            outage: crate::logging::Outage::new("credential store"),
         })
     }
 
@@ -397,6 +401,14 @@ impl Store {
 
     fn audit(&self, action: &str, at: &SecretRef, outcome: &str) {
         audit(self.audit.get().map(|a| &**a), action, at, outcome);
+    }
+
+    /// Where a proxy reports the outcome of the store calls its requests
+    /// make: the log says when the store starts failing and when it
+    /// answers again, not once per request. (The `secrets` command prints
+    /// its one error instead.)
+    pub fn outage(&self) -> &crate::logging::Outage {
+        &self.outage
     }
 
     /// Where the store is, fit for logs.
@@ -415,7 +427,9 @@ impl Store {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, f).await {
             Err(_) => {
-                warn!(store = %self.location, timeout_ms = self.timeout.as_millis() as u64, "credential store call timed out; reconnecting on the next call");
+                // The caller reports the failure (a proxy once per
+                // outage, see `Store::outage`).
+                debug!(store = %self.location, timeout_ms = self.timeout.as_millis() as u64, "credential store call timed out; reconnecting on the next call");
                 self.backend.discard_connection();
                 Err(StoreError::Timeout(self.timeout))
             }
