@@ -494,15 +494,91 @@ fn load_parts(
 
 fn parse_file(path: &Path, text: &str) -> Result<FileRaw, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        // toml's message names the line and the key; keep it on one line.
-        let msg = e.to_string().replace('\n', " ");
+        // Where and why, never what is there: toml's own rendering quotes
+        // the whole line, and its message a misplaced string, and either
+        // may be an API key or a server's `env` secret. This reaches
+        // stderr at start and the log at a reload. Keys are named in
+        // backticks, which stay.
+        let msg = without_strings(e.message()).replace('\n', " ");
         let mut msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
         if let Some((cut, _)) = msg.char_indices().nth(MAX_PARSE_ERROR_CHARS) {
             msg.truncate(cut);
             msg.push_str(" …");
         }
-        ConfigError(format!("{}: {msg}", path.display()))
+        match e.span() {
+            Some(span) => {
+                let before = &text.as_bytes()[..span.start.min(text.len())];
+                let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+                let line_start = before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let prefix = String::from_utf8_lossy(&before[line_start..]);
+                let column = prefix.chars().count() + 1;
+                let near = match key_before(&prefix) {
+                    Some(key) => format!(" (after `{key}`)"),
+                    None => String::new(),
+                };
+                ConfigError(format!(
+                    "{}: TOML error at line {line}, column {column}{near}: {msg}",
+                    path.display()
+                ))
+            }
+            None => ConfigError(format!("{}: TOML error: {msg}", path.display())),
+        }
     })
+}
+
+/// The bare key of the last `key =` in `line` (the text of a line up to
+/// an error), outside strings: a name, which says where the error is
+/// without showing a value. `None` when there is none, or it is quoted.
+fn key_before(line: &str) -> Option<&str> {
+    let mut quote = None;
+    let mut escaped = false;
+    let mut last_eq = None;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '=' => last_eq = Some(i),
+            None => {}
+        }
+    }
+    let head = line[..last_eq?].trim_end();
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        .map_or(0, |i| i + 1);
+    Some(&head[start..]).filter(|k| !k.is_empty())
+}
+
+/// `message` with the text of every double-quoted string in it replaced
+/// by `…` (serde quotes a misplaced string value as `string "…"`).
+fn without_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                out.push('"');
+            }
+            (c, false) => out.push(c),
+            (_, true) => {}
+        }
+    }
+    out
 }
 
 fn from_parts(
@@ -921,6 +997,55 @@ mod tests {
         args.config = Some("test.toml".into());
         let file = parse_file(Path::new("test.toml"), text)?;
         from_parts(args, file, &|_| None)
+    }
+
+    /// Regression: a TOML error quoted the line it was found on, and the
+    /// error goes to stderr at start and to the log at a reload: with the
+    /// binary, `api_keys = ["alice: key-SECRET-0123456789abcdef", 5]` in
+    /// `[auth]` printed `TOML parse error at line 2, column 51 | 2 |
+    /// api_keys = ["alice: key-SECRET-0123456789abcdef", 5] | ^ invalid
+    /// type: integer `5`, expected a string`, and so did a server's
+    /// `env = { TOKEN = "tok-SECRET-123", … }` with any mistake on its
+    /// line. The error names the line and column, never what it holds.
+    #[test]
+    fn a_toml_error_never_quotes_the_line_or_a_string_of_the_file() {
+        let server = "[[server]]\nname = \"a\"\ncommand = [\"true\"]\n";
+        let cases = [
+            (
+                format!("[auth]\napi_keys = [\"alice: key-SECRET-0123456789abcdef\", 5]\n{server}"),
+                "line 2",
+            ),
+            (
+                format!("[auth]\napi_keys = \"alice: key-SECRET-0123456789abcdef\"\n{server}"),
+                "line 2",
+            ),
+            (
+                format!("{server}env = {{ TOKEN = \"tok-SECRET-123\", X = [1] }}\n"),
+                "line 4",
+            ),
+            (
+                format!("{server}env = {{ TOKEN = \"tok-SECRET-123\" }}, X = 1\n"),
+                "line 4",
+            ),
+            (
+                format!("{server}env = {{ TOKEN = \"tok-SECRET-123\", TOKEN = \"x\" }}\n"),
+                "line 4",
+            ),
+        ];
+        for (text, line) in cases {
+            let e = load_str(&text, &[]).unwrap_err().0;
+            assert!(!e.contains("SECRET"), "quoted: {e}");
+            assert!(e.contains(line) && e.contains("column"), "{e}");
+            assert!(e.starts_with("test.toml: "), "{e}");
+        }
+        // The key it is after is named: a name, never a value.
+        let e = load_str(
+            &format!("{server}env = {{ TOKEN = {{ secret = \"t\", extra = 1 }} }}\n"),
+            &[],
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("line 4, column 17 (after `TOKEN`)"), "{e}");
     }
 
     #[test]
