@@ -504,6 +504,14 @@ struct OpenEvent {
     generation: u64,
 }
 
+/// An event in a replay buffer.
+struct Kept {
+    seq: u64,
+    ev: Bytes,
+    /// It carries a response (which a request's stream must not lose).
+    response: bool,
+}
+
 /// The sending side of one SSE stream, with its replay buffer.
 pub struct Outlet {
     /// Unique within the session; first half of every event id.
@@ -551,8 +559,10 @@ struct OutletInner {
     unread: Vec<Arc<AtomicUsize>>,
     /// Bytes in the live response's queue (shared with its [`LiveRx`]).
     queued: Arc<AtomicUsize>,
-    /// The last `replay` events, by sequence number.
-    buffer: VecDeque<(u64, Bytes)>,
+    /// The last `replay` events, by sequence number (on a stream that owes
+    /// responses, its responses before its notifications: see
+    /// [`Outlet::keep`]).
+    buffer: VecDeque<Kept>,
     /// Their total size.
     buffered_bytes: usize,
     next_seq: u64,
@@ -738,7 +748,7 @@ impl Outlet {
             if is_response && let Some(id) = crate::jsonrpc::locate(json, &["id"]) {
                 self.record_answer(inner, seq, &json[id]);
             }
-            self.keep(inner, seq, ev.clone());
+            self.keep(inner, seq, ev.clone(), is_response);
         }
         let delivered = self.deliver(inner, Item::Event(ev), is_response);
         if is_response {
@@ -918,7 +928,7 @@ impl Outlet {
                         );
                         self.release(&mut inner);
                     } else {
-                        self.keep(&mut inner, open.seq, whole());
+                        self.keep(&mut inner, open.seq, whole(), true);
                     }
                 }
                 let delivered = match live {
@@ -959,7 +969,7 @@ impl Outlet {
         inner.next_seq += 1;
         let ev = Bytes::from(format!("id: {}-{}\ndata: \n\n", self.stream_id, seq));
         if self.replay > 0 {
-            self.keep(&mut inner, seq, ev.clone());
+            self.keep(&mut inner, seq, ev.clone(), false);
         }
         self.deliver(&mut inner, Item::Prime(ev), true);
     }
@@ -978,8 +988,13 @@ impl Outlet {
         }
     }
 
-    /// Adds an event to the replay buffer within both of its caps.
-    fn keep(&self, inner: &mut OutletInner, seq: u64, ev: Bytes) {
+    /// Adds an event to the replay buffer within both of its caps. On a
+    /// stream that owes responses (a request's own), the oldest
+    /// notification goes first when the buffer is full, and a response
+    /// only when nothing else is left: what a client that comes back
+    /// after more than `--replay-events` must get is its answer (see
+    /// [`Outlet::resume`]).
+    fn keep(&self, inner: &mut OutletInner, seq: u64, ev: Bytes, response: bool) {
         if ev.len() > self.replay_bytes {
             debug!(
                 stream = self.stream_id,
@@ -1004,13 +1019,17 @@ impl Outlet {
             return;
         }
         inner.buffered_bytes += ev.len();
-        inner.buffer.push_back((seq, ev));
+        inner.buffer.push_back(Kept { seq, ev, response });
         while inner.buffer.len() > self.replay || inner.buffered_bytes > self.replay_bytes {
-            match inner.buffer.pop_front() {
-                Some((_, old)) => {
-                    inner.buffered_bytes -= old.len();
+            let oldest_notification = inner
+                .owed
+                .and_then(|_| inner.buffer.iter().position(|k| !k.response))
+                .unwrap_or(0);
+            match inner.buffer.remove(oldest_notification) {
+                Some(old) => {
+                    inner.buffered_bytes -= old.ev.len();
                     if let Some(b) = &self.budget {
-                        b.give(old.len());
+                        b.give(old.ev.len());
                     }
                 }
                 None => break,
@@ -1174,22 +1193,30 @@ impl Outlet {
     /// consumer that then went away unread) cannot be replayed: the client
     /// gets what is kept, and for each answer among the lost events an
     /// error response to its request, so it never waits for an answer
-    /// that cannot come (the request may have been carried out). The lost
-    /// notifications are gone; the resumption is logged and counted.
+    /// that cannot come (the request may have been carried out). A
+    /// request's stream keeps its responses before its notifications (see
+    /// [`Outlet::keep`]), so what is lost is mostly notifications; they
+    /// are gone, and the gap shows in the event ids. The resumption is
+    /// logged and counted. Refusing instead would leave the client a fresh
+    /// GET stream, which never carries the answer it waits for: after a
+    /// cut in a burst of notifications longer than `--replay-events` (256
+    /// by default, where the queue that overflows holds 1,024), it would
+    /// wait forever.
     pub fn resume(&self, after: u64) -> Option<LiveRx> {
         let mut inner = self.lock();
         if after >= inner.next_seq {
             return None;
         }
-        let first_kept = inner.buffer.front().map_or(inner.next_seq, |(s, _)| *s);
+        let kept_after = inner.buffer.iter().filter(|k| k.seq > after).count() as u64;
+        let lost = inner.next_seq - after - 1 - kept_after;
         let mut missed: Vec<Bytes> = inner
             .buffer
             .iter()
-            .filter(|(s, _)| *s > after)
-            .map(|(_, e)| e.clone())
+            .filter(|k| k.seq > after)
+            .map(|k| k.ev.clone())
             .collect();
-        if after.saturating_add(1) < first_kept {
-            missed.extend(self.answer_lost(&mut inner, after, first_kept));
+        if lost > 0 {
+            missed.extend(self.answer_lost(&mut inner, after, lost));
         }
         let capacity = queue_capacity(self.max_queue, inner.owed).max(missed.len());
         let (tx, rx) = mpsc::channel(capacity);
@@ -1215,17 +1242,22 @@ impl Outlet {
         inner.answers.push_back((seq, client_id.into()));
     }
 
-    /// The events after `after` and before `first_kept` are gone: each
+    /// `events` of the events after `after` are no longer kept: each
     /// answer among them becomes an error response to its request, a new
     /// event (kept for replay like any, so a second resumption from the
     /// same point gets it again, once). Returns those events.
-    fn answer_lost(&self, inner: &mut OutletInner, after: u64, first_kept: u64) -> Vec<Bytes> {
-        let lost = |seq: u64| seq > after && seq < first_kept;
+    fn answer_lost(&self, inner: &mut OutletInner, after: u64, events: u64) -> Vec<Bytes> {
+        // Found before any error is kept: keeping one may evict an answer
+        // this resumption replays.
+        let lost: Vec<usize> = (0..inner.answers.len())
+            .filter(|&i| {
+                let seq = inner.answers[i].0;
+                // The buffer is in sequence order (eviction only removes).
+                seq > after && inner.buffer.binary_search_by_key(&seq, |k| k.seq).is_err()
+            })
+            .collect();
         let mut errors = Vec::new();
-        for i in 0..inner.answers.len() {
-            if !lost(inner.answers[i].0) {
-                continue;
-            }
+        for i in lost {
             let error = crate::jsonrpc::error_response(
                 Some(&inner.answers[i].1),
                 crate::jsonrpc::code::SERVER_ERROR,
@@ -1236,13 +1268,12 @@ impl Outlet {
             inner.next_seq += 1;
             let ev = event(self.event_id(seq).as_deref(), self.event_name(), &error);
             inner.answers[i].0 = seq;
-            self.keep(inner, seq, ev.clone());
+            self.keep(inner, seq, ev.clone(), true);
             errors.push(ev);
         }
         if let Some(m) = &self.metrics {
             m.resumed_past_replay();
         }
-        let events = first_kept - after - 1;
         if errors.is_empty() {
             debug!(
                 stream = self.stream_id,
@@ -1642,38 +1673,58 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_lost_to_eviction_comes_back_as_an_error_once() {
-        // A batch stream owing two answers, keeping 2 events.
-        let (o, rx) = Outlet::new(1, true, Some(2), 64, 2);
+        // A batch stream owing three answers, keeping 2 events: once its
+        // notifications are gone, its oldest answer is evicted.
+        let (o, rx) = Outlet::new(1, true, Some(3), 64, 2);
         drop(rx);
         o.prime(); // seq 0
-        o.send_response(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#); // seq 1
-        for _ in 0..3 {
-            o.send(b"{}"); // seq 2..4: the answer is evicted
-        }
-        o.send_response(br#"{"jsonrpc":"2.0","id":7,"result":{}}"#); // seq 5
+        o.send(b"{}"); // seq 1
+        o.send_response(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#); // seq 2
+        o.send_response(br#"{"jsonrpc":"2.0","id":7,"result":{}}"#); // seq 3
+        o.send_response(br#"{"jsonrpc":"2.0","id":8,"result":{}}"#); // seq 4
         let mut rx = o.resume(0).expect("resumes");
         let got = drain(&mut rx).await;
         assert_eq!(got.len(), 3, "{got:?}");
         assert!(
-            got[0].starts_with(b"id: 1-4\n"),
+            got[0].starts_with(b"id: 1-3\n"),
             "what is kept first: {got:?}"
         );
-        assert!(got[1].starts_with(b"id: 1-5\n"), "{got:?}");
+        assert!(got[1].starts_with(b"id: 1-4\n"), "{got:?}");
         let error = std::str::from_utf8(&got[2]).unwrap();
-        assert!(error.starts_with("id: 1-6\n"), "{error}");
+        assert!(error.starts_with("id: 1-5\n"), "{error}");
         assert!(
             error.contains(r#""id":"a","error":{"code":-32000"#),
             "{error}"
         );
-        // From the same point again: the lost answer's error is kept like
-        // any event now, and comes once.
+        // From the same point again: every answer comes once, as itself or
+        // as an error (keeping the first error evicted answer 7).
+        let answered = |events: &[Bytes]| {
+            let mut ids: Vec<String> = events
+                .iter()
+                .map(|e| {
+                    let data = std::str::from_utf8(e)
+                        .unwrap()
+                        .split("data: ")
+                        .nth(1)
+                        .unwrap();
+                    let v: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+                    v["id"].to_string()
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
         let mut rx = o.resume(0).expect("resumes");
         let again = drain(&mut rx).await;
-        assert_eq!(again.len(), 2, "{again:?}");
-        assert_eq!(again[1], got[2]);
-        // From the kept answer on: nothing lost, just the error.
+        assert_eq!(answered(&again), ["\"a\"", "7", "8"], "{again:?}");
+        assert!(
+            again.contains(&got[2]),
+            "the first error is replayed as it was"
+        );
+        // From the last answer on: only what came after it.
         let mut rx = o.resume(5).expect("resumes");
-        assert_eq!(drain(&mut rx).await, vec![got[2].clone()]);
+        let after = drain(&mut rx).await;
+        assert_eq!(answered(&after), ["7"], "{after:?}");
     }
 
     #[tokio::test]
@@ -1694,6 +1745,36 @@ mod tests {
         );
         assert!(o.resume(2).is_some(), "after the error, nothing more");
         assert!(o.resume(3).is_none(), "an event never sent");
+    }
+
+    /// A request's stream (owing two responses, a batch) keeps its first
+    /// response while later notifications overflow its buffer, and a
+    /// resumption from before the gap gets both responses; a GET stream
+    /// (owing none) still refuses such a resumption.
+    #[tokio::test]
+    async fn a_request_stream_resumes_past_evicted_notifications_to_its_responses() {
+        let (o, rx) = Outlet::new(1, true, Some(2), 64, 2);
+        drop(rx); // the client went away
+        o.send(b"{\"n\":0}");
+        o.send_response(b"{\"id\":1}");
+        for i in 1..6 {
+            o.send(format!("{{\"n\":{i}}}").as_bytes());
+        }
+        o.send_response(b"{\"id\":2}");
+        let mut rx = o.resume(0).expect("resumes past the gap");
+        let first = rx.recv().await.unwrap();
+        assert!(first.ends_with(b"data: {\"id\":1}\n\n"), "{first:?}");
+        let second = rx.recv().await.unwrap();
+        assert!(second.ends_with(b"data: {\"id\":2}\n\n"), "{second:?}");
+        assert!(rx.recv().await.is_none(), "the stream owed two and ends");
+        // A GET stream (owing none) resumes past its gap too, to what is
+        // kept: a fresh stream would lose the same notifications.
+        let (get, _rx) = Outlet::new(2, true, None, 64, 2);
+        for _ in 0..5 {
+            get.send(b"{}");
+        }
+        let mut rx = get.resume(0).expect("resumes");
+        assert!(rx.recv().await.unwrap().starts_with(b"id: 2-3\n"));
     }
 
     /// Regression: `Last-Event-ID: 1-18446744073709551615` overflowed the

@@ -747,6 +747,49 @@ async fn a_stream_in_flight_stays_resumable_however_many_are_open() {
     proxy.stop().await;
 }
 
+/// Regression (found by tests/chaos.rs, seed 11): a POST stream whose
+/// client was cut off as too slow while the child flooded it with
+/// notifications could not be resumed once more than `--replay-events`
+/// had followed the cut. The GET with `Last-Event-ID` got a fresh GET
+/// stream instead, which never carries the answer, so the client waited
+/// for it forever. With the defaults (a queue of 1,024, 256 events kept)
+/// every such cut is past the buffer too. Now the resumption goes on from
+/// the oldest event kept: the notifications in the gap are lost, as on a
+/// request stream without ids, and the answer arrives.
+#[tokio::test]
+async fn a_post_stream_cut_off_in_a_flood_resumes_to_its_answer() {
+    let proxy = Proxy::start(&["--max-queue", "16", "--replay-events", "8"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "text/event-stream";
+    c.initialize("2025-11-25", json!({})).await;
+    let flood = json!({"jsonrpc":"2.0","id":"flood","method":"tools/call","params":{"name":"misbehave_flood","arguments":{"count":500,"bytes":100}}});
+    let resp = c.post(&flood).await;
+    assert_eq!(resp.status(), 200);
+    // The child writes 500 notifications at once: more than the queue
+    // holds, so the consumer is cut off and reads what was queued.
+    let mut s = SseStream::new(resp);
+    let mut last = None;
+    let mut answer = None;
+    while let Some(ev) = s.next().await {
+        let msg: Value = serde_json::from_str(&ev.data).unwrap();
+        if msg.get("id").is_some() {
+            answer = Some(msg);
+        }
+        last = ev.id;
+    }
+    assert!(answer.is_none(), "the flood did not cut the consumer off");
+    let last = last.expect("events carry ids");
+    let resumed = c.resume(&last).await;
+    assert_eq!(resumed.status(), 200);
+    let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
+        .await
+        .expect("the resumed stream ends with the answer, not a fresh GET stream");
+    let answer = msgs.last().expect("the answer");
+    assert_eq!(answer["id"], "flood", "{msgs:?}");
+    assert_eq!(text_of(answer), "flooded");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn idle_sessions_expire() {
     let proxy = Proxy::start(&["--session-idle-timeout", "300ms"]).await;
