@@ -232,6 +232,8 @@ struct Running {
     child: Child,
     base: String,
     log: Arc<Mutex<VecDeque<String>>>,
+    /// Where the whole log is written; removed after a run that passed.
+    log_dir: std::path::PathBuf,
 }
 
 impl Drop for Running {
@@ -279,7 +281,8 @@ impl Running {
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let keep = log.clone();
-        let log_path = support::process::tempdir("chaos").join("proxy.log");
+        let log_dir = support::process::tempdir("chaos");
+        let log_path = log_dir.join("proxy.log");
         eprintln!("chaos: proxy log in {}", log_path.display());
         let mut file = std::io::BufWriter::new(std::fs::File::create(&log_path).unwrap());
         std::thread::spawn(move || {
@@ -308,6 +311,7 @@ impl Running {
             child,
             base: format!("http://127.0.0.1:{port}"),
             log,
+            log_dir,
         }
     }
 
@@ -2198,6 +2202,7 @@ async fn chaos(
             proxy.last_log()
         ));
     }
+    let _ = std::fs::remove_dir_all(&proxy.log_dir);
     Ok(requests)
 }
 
