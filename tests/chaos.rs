@@ -1560,6 +1560,10 @@ async fn read_answer(
                     ctx.report.count("POST stream dropped on purpose");
                     note(notes, "dropped on purpose");
                 } else if msg.get("id") == Some(id) {
+                    let message = msg.pointer("/error/message").and_then(Value::as_str);
+                    if message.is_some_and(|m| m.contains("answer to this request was lost")) {
+                        ctx.report.count("answer lost, reported as an error");
+                    }
                     return Ok(Some(msg));
                 } else {
                     return Err(format!(
@@ -1576,18 +1580,9 @@ async fn read_answer(
             return Ok(None);
         };
         if resumed_empty {
-            // A resumption that brought nothing: the stream is over. After
-            // the client's own drop that is the known loss (see the
-            // module doc): the answer went to the dropped connection
-            // before the proxy saw it close, which let the stream's
-            // replay buffer go.
-            if dropped {
-                ctx.report
-                    .count("answer lost after a drop (replay released on delivery)");
-                return Ok(Some(
-                    json!({"id": id, "error": {"code": 0, "message": "lost after a drop"}}),
-                ));
-            }
+            // A resumption that brought nothing: the stream is over, and
+            // its answer never came (one the proxy no longer kept comes
+            // back as an error to its request, never as nothing).
             return Ok(None);
         }
         resumes += 1;
