@@ -770,7 +770,7 @@ async fn switchable(status: Arc<std::sync::atomic::AtomicU16>) -> std::net::Sock
 /// starts, a reminder at most once a minute, and one line when it ends.
 #[tokio::test]
 async fn an_auth_endpoint_outage_is_logged_once_not_per_request() {
-    use support::process::{proxy_command, spawn_logged, wait_for_port};
+    use support::process::{proxy_command, spawn_logged, terminate_and_drain, wait_for_port};
     let status = Arc::new(std::sync::atomic::AtomicU16::new(500));
     let whoami = switchable(status.clone()).await;
     // A JWKS endpoint that refuses connections.
@@ -822,17 +822,7 @@ async fn an_auth_endpoint_outage_is_logged_once_not_per_request() {
         back != 503 && back != 401,
         "the endpoint answers again: {back}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(proxy.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = std::time::Instant::now() + STEP;
-    while let Ok(l) =
-        lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-    {
-        log.push(l);
-    }
+    terminate_and_drain(&proxy, &lines, STEP, &mut log);
     let text = log.join("\n");
     let warnings: Vec<&String> = log.iter().filter(|l| l.contains(" WARN ")).collect();
     // At start: the JWKS could not be fetched. Then one per outage.

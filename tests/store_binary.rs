@@ -9,7 +9,8 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use support::process::{
-    LISTENING, Reaped, proxy_command, spawn_logged, tempdir, wait_for_line, wait_for_port,
+    LISTENING, Reaped, proxy_command, spawn_logged, tempdir, terminate_and_drain, wait_for_line,
+    wait_for_port,
 };
 use support::{STEP, example};
 
@@ -783,17 +784,7 @@ async fn a_store_outage_is_logged_once_not_per_request() {
     // The store answers again: there is no value for this caller.
     let after = initialize(N).await.unwrap().status();
     assert_eq!(after, 403, "the store answers: no credential stored");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(proxy.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = std::time::Instant::now() + STEP;
-    while let Ok(l) =
-        lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-    {
-        log.push(l);
-    }
+    terminate_and_drain(&proxy, &lines, STEP, &mut log);
     let text = log.join("\n");
     let warnings = log.iter().filter(|l| l.contains(" WARN ")).count();
     assert_eq!(warnings, 1, "{text}");

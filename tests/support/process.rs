@@ -120,6 +120,25 @@ pub fn stderr_lines(child: &mut Child) -> Receiver<String> {
     rx
 }
 
+/// Sends `child` SIGTERM and pushes to `log` every line it writes on
+/// `lines` until it closes stderr (it exited) or `within` has passed.
+pub fn terminate_and_drain(
+    child: &Child,
+    lines: &Receiver<String>,
+    within: Duration,
+    log: &mut Vec<String>,
+) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + within;
+    while let Ok(l) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        log.push(l);
+    }
+}
+
 /// The next line on `lines` that contains `needle`, waiting `within` in
 /// all. Every line read, that one included, is pushed to `log`. The error
 /// says whether the writer closed (`Disconnected`) or time ran out.
