@@ -457,13 +457,7 @@ async fn an_answer_with_a_lone_surrogate_key_is_refused_short_and_long() {
             "z".repeat(fill)
         );
         let body = json!({"jsonrpc":"2.0","id":"mine","method":"tools/call","params":{"name":"misbehave_emit","arguments":{"lines":[line]}}});
-        let req = c
-            .http
-            .post(&c.url)
-            .header("accept", c.accept)
-            .header("mcp-session-id", c.session.as_deref().unwrap())
-            .header("mcp-protocol-version", &c.version)
-            .json(&body);
+        let req = c.post_request(&body);
         let got = tokio::time::timeout(STEP, async { req.send().await?.bytes().await })
             .await
             .expect("answered in time");

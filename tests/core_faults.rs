@@ -438,13 +438,7 @@ async fn an_answer_of_exactly_the_cap_passes_ended_by_crlf() {
         // One byte more fails the call: an error, or (cut through) a
         // response that breaks off.
         let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"misbehave_emit","arguments":{"lines": [line], "line_bytes": cap + 1}}});
-        let req = c
-            .http
-            .post(&c.url)
-            .header("accept", c.accept)
-            .header("mcp-session-id", c.session.as_deref().unwrap())
-            .header("mcp-protocol-version", &c.version)
-            .json(&body);
+        let req = c.post_request(&body);
         let got = tokio::time::timeout(Duration::from_secs(20), async {
             req.send().await?.bytes().await
         })

@@ -38,15 +38,7 @@ async fn json_session(proxy: &Proxy) -> Client {
 /// Sends `body` in `c`'s session: the response, or how the request failed
 /// (a body that breaks off before the headers are out fails the request).
 async fn send(c: &Client, body: &Value) -> Result<reqwest::Response, reqwest::Error> {
-    c.http
-        .post(&c.url)
-        .header("content-type", "application/json")
-        .header("accept", c.accept)
-        .header("mcp-session-id", c.session.as_deref().unwrap())
-        .header("mcp-protocol-version", &c.version)
-        .json(body)
-        .send()
-        .await
+    c.post_request(body).send().await
 }
 
 /// Whether a response (or its request) failed before a whole body came.

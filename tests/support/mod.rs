@@ -172,18 +172,29 @@ impl Client {
         self.post_raw(serde_json::to_vec(body).unwrap()).await
     }
 
-    pub async fn post_raw(&self, body: Vec<u8>) -> reqwest::Response {
-        let mut req = self
+    /// The POST of `body` in this client's session, not sent yet: for a
+    /// test that reads how it fails rather than expecting an answer.
+    pub fn post_request(&self, body: &Value) -> reqwest::RequestBuilder {
+        self.post_request_raw(serde_json::to_vec(body).unwrap())
+    }
+
+    fn post_request_raw(&self, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let req = self
             .http
             .post(&self.url)
             .header("content-type", "application/json")
             .header("accept", self.accept)
             .body(body);
-        if let Some(s) = &self.session {
-            req = req
+        match &self.session {
+            Some(s) => req
                 .header("mcp-session-id", s)
-                .header("mcp-protocol-version", &self.version);
+                .header("mcp-protocol-version", &self.version),
+            None => req,
         }
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>) -> reqwest::Response {
+        let req = self.post_request_raw(body);
         tokio::time::timeout(STEP, req.send())
             .await
             .expect("POST answered in time")
