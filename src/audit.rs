@@ -516,7 +516,13 @@ impl ToolCall {
         }
         let mut tool = frame
             .locate_in_params(&["name"])
-            .and_then(|at| serde_json::from_slice::<String>(&frame.bytes()[at]).ok())
+            .and_then(|at| match &frame.bytes()[at] {
+                // A string without escapes is its bytes (the frame is UTF-8).
+                [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+                    std::str::from_utf8(inner).ok().map(str::to_owned)
+                }
+                raw => serde_json::from_slice::<String>(raw).ok(),
+            })
             .unwrap_or_default();
         if tool.len() > MAX_TOOL_NAME {
             let mut end = MAX_TOOL_NAME;

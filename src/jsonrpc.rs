@@ -378,7 +378,7 @@ impl Frame {
     /// level gives `None`.
     pub fn locate_in_params(&self, path: &[&str]) -> Option<Range<usize>> {
         let params = self.params.clone()?;
-        let inner = locate(&self.bytes[params.clone()], path)?;
+        let inner = locate_checked(&self.bytes[params.clone()], path)?;
         Some(params.start + inner.start..params.start + inner.end)
     }
 
@@ -426,6 +426,39 @@ impl Frame {
     /// The message as one stdio line (see [`as_line`]).
     pub fn to_line(&self) -> Bytes {
         as_line(&self.bytes)
+    }
+
+    /// [`Frame::with_id`] then [`Frame::to_line`], in one copy: the line
+    /// that carries this request to the child under the proxy's number
+    /// `id`.
+    pub fn line_with_id(&self, id: u64) -> Bytes {
+        // Invariant: only called on frames that have an id.
+        let range = self.id.clone().expect("line_with_id on a frame with an id");
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = id;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let id = &digits[at..];
+        let mut out = BytesMut::with_capacity(self.bytes.len() - range.len() + id.len() + 1);
+        out.extend_from_slice(&self.bytes[..range.start]);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.bytes[range.end..]);
+        if memchr_crlf(&out) {
+            for b in out.iter_mut() {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
+        }
+        out.extend_from_slice(b"\n");
+        out.freeze()
     }
 }
 
@@ -527,6 +560,120 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     let k = needle.iter().position(|&b| b != b'"').unwrap_or(0);
     memchr::memchr_iter(needle[k], hay.get(k..).unwrap_or_default())
         .any(|at| hay[at..].starts_with(needle))
+}
+
+/// [`locate`] in a text already parsed as one JSON value (a member of a
+/// [`Frame`]). Without a backslash in it, which is the common case, a key
+/// is its bytes and a string ends at the next quote, so a walk over the
+/// bytes finds a member at a quarter of a parse's cost, with the same
+/// answer (the last copy of a repeated key wins); otherwise, [`locate`].
+fn locate_checked(json: &[u8], path: &[&str]) -> Option<Range<usize>> {
+    // With an escape in sight a key may be spelled otherwise: parse.
+    if memchr::memchr(b'\\', json).is_some() {
+        return locate_parsing(json, path);
+    }
+    if path
+        .iter()
+        .any(|key| !key.is_empty() && !contains(json, key.as_bytes()))
+    {
+        return None;
+    }
+    let mut range = 0..json.len();
+    for key in path {
+        let inner = member_of_plain(&json[range.clone()], key.as_bytes())?;
+        range = range.start + inner.start..range.start + inner.end;
+    }
+    Some(range)
+}
+
+/// The range of member `key`'s value in `json`, one valid JSON value with
+/// no backslash (so no escape: a string is the bytes between two quotes),
+/// or `None` when it is not an object or has no such member. The last
+/// copy of a repeated key wins. Never reads past `json`; on a text that
+/// breaks the precondition it gives some answer or `None`, never a panic.
+fn member_of_plain(json: &[u8], key: &[u8]) -> Option<Range<usize>> {
+    let mut at = skip_space(json, 0);
+    if json.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    let mut found = None;
+    loop {
+        at = skip_space(json, at);
+        match json.get(at)? {
+            b'}' => return found,
+            b',' => {
+                at += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return None,
+        }
+        let name = at + 1..string_end(json, at)? - 1;
+        at = skip_space(json, name.end + 1);
+        if json.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_space(json, at + 1);
+        let value = at..value_end(json, at)?;
+        at = value.end;
+        if &json[name] == key {
+            found = Some(value);
+        }
+    }
+}
+
+fn skip_space(json: &[u8], mut at: usize) -> usize {
+    while json
+        .get(at)
+        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        at += 1;
+    }
+    at
+}
+
+/// Just past the string that opens at `json[at]` (a quote), in a text
+/// without escapes.
+fn string_end(json: &[u8], at: usize) -> Option<usize> {
+    let rest = json.get(at + 1..)?;
+    Some(at + 1 + memchr::memchr(b'"', rest)? + 1)
+}
+
+/// Just past the value that starts at `json[at]`, in a valid text without
+/// escapes.
+fn value_end(json: &[u8], at: usize) -> Option<usize> {
+    match json.get(at)? {
+        b'"' => string_end(json, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match json.get(i)? {
+                    b'"' => {
+                        i = string_end(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        // A number, `true`, `false` or `null`.
+        _ => Some(
+            json[at..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .map_or(json.len(), |n| at + n),
+        ),
+    }
 }
 
 /// [`locate`] by parsing alone.
@@ -1489,6 +1636,112 @@ mod tests {
         }
     }
 
+    /// `locate_checked` (a byte walk for texts without a backslash) gives
+    /// what the parse gives, on generated objects full of what could
+    /// mislead it: keys
+    /// repeated at several depths, the key as a value, brackets, braces,
+    /// colons and commas inside strings, whitespace everywhere, non-ASCII.
+    #[test]
+    fn the_plain_walk_finds_what_the_parse_finds() {
+        struct Gen(u64);
+        impl Gen {
+            fn next(&mut self, n: u64) -> u64 {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (self.0 >> 33) % n
+            }
+            fn space(&mut self, out: &mut String) {
+                for _ in 0..self.next(3) {
+                    out.push([' ', '\t', '\n', '\r'][self.next(4) as usize]);
+                }
+            }
+            fn string(&mut self, out: &mut String) {
+                let words = [
+                    "name", "a", "", "{", "}", "[", "]", ":", ",", "é", "name\"", "x y",
+                ];
+                out.push('"');
+                let w = words[self.next(words.len() as u64) as usize];
+                out.push_str(w.trim_end_matches('"'));
+                // One text in 50 or so has an escape, which
+                // `locate_checked` must hand to the parse: `name` spelled
+                // with one, or an escaped quote.
+                if self.next(200) == 0 {
+                    out.push_str(["n\\u0061me", "\\\""][self.next(2) as usize]);
+                }
+                out.push('"');
+            }
+            fn value(&mut self, out: &mut String, depth: u32) {
+                match if depth > 3 {
+                    self.next(4)
+                } else {
+                    self.next(6)
+                } {
+                    0 => self.string(out),
+                    1 => out.push_str(["1", "-2.5e3", "0", "1e400"][self.next(4) as usize]),
+                    2 => out.push_str(["true", "false", "null"][self.next(3) as usize]),
+                    3 => self.string(out),
+                    4 => self.object(out, depth + 1),
+                    _ => {
+                        out.push('[');
+                        for i in 0..self.next(3) {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            self.space(out);
+                            self.value(out, depth + 1);
+                            self.space(out);
+                        }
+                        out.push(']');
+                    }
+                }
+            }
+            fn object(&mut self, out: &mut String, depth: u32) {
+                out.push('{');
+                for i in 0..self.next(5) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.space(out);
+                    self.string(out);
+                    self.space(out);
+                    out.push(':');
+                    self.space(out);
+                    self.value(out, depth);
+                    self.space(out);
+                }
+                out.push('}');
+            }
+        }
+        let mut g = Gen(7);
+        let (mut checked, mut escaped) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            if g.next(10) == 0 {
+                g.value(&mut text, 0);
+            } else {
+                g.object(&mut text, 0);
+            }
+            assert!(serde_json::from_str::<IgnoredAny>(&text).is_ok(), "{text}");
+            escaped += usize::from(text.contains('\\'));
+            for path in [&["name"][..], &["a"], &["", "name"], &["a", "name"], &["é"]] {
+                let walked = locate_checked(text.as_bytes(), path);
+                assert_eq!(
+                    walked,
+                    locate_parsing(text.as_bytes(), path),
+                    "{path:?} in {text}"
+                );
+                checked += usize::from(walked.is_some());
+            }
+        }
+        assert!(
+            checked > 5_000,
+            "the generator made members to find ({checked})"
+        );
+        assert!(escaped > 100, "and texts with escapes ({escaped})");
+    }
+
     #[test]
     fn locate_finds_keys_however_written_and_only_real_ones() {
         let at =
@@ -1618,6 +1871,25 @@ mod tests {
             parse(r#"{"jsonrpc":"2.0","id":1}"#).unwrap_err().code(),
             code::INVALID_REQUEST
         );
+    }
+
+    #[test]
+    fn line_with_id_is_with_id_then_to_line() {
+        let texts = [
+            r#"{"jsonrpc":"2.0","id":"abc","method":"m","params":{"a":1}}"#,
+            "{\"jsonrpc\":\"2.0\",\r\n\"id\" : 1e400 ,\n\"method\":\"m\"}",
+            r#"{"id":-0.5,"jsonrpc":"2.0","method":"tools/call"}"#,
+        ];
+        for text in texts {
+            let f = Frame::parse(Bytes::from(text), true).unwrap();
+            for id in [0, 7, 10, 4_294_967_296, u64::MAX] {
+                assert_eq!(
+                    f.line_with_id(id),
+                    f.with_id(id.to_string().as_bytes()).to_line(),
+                    "{text} {id}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub fn audit_record(object: &[u8]) {
         tracing::info!(target: "audit", "{}", String::from_utf8_lossy(object));
         return;
     };
-    let mut line = String::with_capacity(80);
+    // The whole line in one allocation: the head (at most 77 bytes), the
+    // object, the newline.
+    let mut line = String::with_capacity(80 + object.len());
     match format {
         LogFormat::Plain => {
             rfc3339_micros(std::time::SystemTime::now(), &mut line);
@@ -107,7 +109,6 @@ pub fn audit_record(object: &[u8]) {
         }
     }
     let mut line = line.into_bytes();
-    line.reserve(object.len() + 1);
     match format {
         LogFormat::Plain => line.extend_from_slice(object),
         // Invariant: a record is an object with members (`ts_ms` and

@@ -888,12 +888,11 @@ impl Upstream {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (frame, token) = rewrite_progress_token(frame, id);
         pending.token = token;
-        let frame = frame.with_id(id.to_string().as_bytes());
         let deadline = self.opts.request_timeout.map(|t| Instant::now() + t);
         self.command(Command::Send {
             id,
             pending: Box::new(pending),
-            line: frame.to_line(),
+            line: frame.line_with_id(id),
             deadline,
         })
         .await

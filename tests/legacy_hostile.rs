@@ -176,16 +176,23 @@ async fn a_legacy_client_that_never_reads_its_notifications_is_cut_off() {
     let post = |body: serde_json::Value| post_status(&http, &post_url, body);
     // Progress, megabytes a second of it, far more than the socket buffers
     // hold; no call ends (so no answer comes) within the test.
+    // The first call's flood may fill the queue before the twentieth is
+    // posted: a 404 then is the cut this test waits for (a faster proxy
+    // gets there sooner; the first call must be taken, though).
+    let mut last = 0;
     for n in 0..20 {
         let call = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{
             "name":"progress","arguments":{"steps":600000,"delay_ms":0},
             "_meta":{"progressToken":n}}});
-        assert_eq!(post(call).await, 202);
+        last = post(call).await;
+        if n > 0 && last == 404 {
+            break;
+        }
+        assert_eq!(last, 202, "call {n}");
     }
     // Probed with a notification: it has no answer that could count.
-    let mut last = 0;
     let deadline = tokio::time::Instant::now() + STEP;
-    while tokio::time::Instant::now() < deadline {
+    while last != 404 && tokio::time::Instant::now() < deadline {
         last = post(json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"})).await;
         if last == 404 {
             break;

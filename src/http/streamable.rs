@@ -95,8 +95,8 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), ProxyErro
     let Some(v) = header_str(headers, names::MCP_PROTOCOL_VERSION) else {
         return Ok(());
     };
-    let negotiated = session.protocol_version();
     if !session.accepts_version(v) {
+        let negotiated = session.protocol_version();
         return Err(ProxyError::BadProtocolVersion(format!(
             "MCP-Protocol-Version {v:?} does not match this session's {negotiated:?}"
         )));

@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -36,7 +37,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, trace, warn};
 
@@ -266,8 +267,10 @@ pub(super) struct Worker {
     outbox: Outbox,
     /// The child's stdin, while it is open.
     stdin: Option<ChildStdin>,
-    /// Cancelled when the child's stop begins: `stdin` is then dropped.
-    close_stdin: CancellationToken,
+    /// Ready when the child's stop begins: `stdin` is then dropped. Made
+    /// once per child, not once per turn of the loop: a new wait on a
+    /// token costs a registration and its removal under the token's lock.
+    close_stdin: Pin<Box<WaitForCancellationFutureOwned>>,
     ended: Option<oneshot::Sender<&'static str>>,
     pub(super) tasks: TaskTracker,
     cancel: CancellationToken,
@@ -308,7 +311,7 @@ impl Worker {
             routes,
             outbox: Outbox::default(),
             stdin: None,
-            close_stdin: CancellationToken::new(),
+            close_stdin: Box::pin(CancellationToken::new().cancelled_owned()),
             ended: None,
             tasks,
             cancel,
@@ -339,6 +342,8 @@ impl Worker {
         // answer, which would register a timer twice per call).
         let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
         let mut armed: Option<Instant> = None;
+        // One wait for the whole run (see `close_stdin`).
+        let mut stopped = std::pin::pin!(self.cancel.clone().cancelled_owned());
         loop {
             if let Some(at) = self.next_deadline()
                 && armed.is_none_or(|a| a > at)
@@ -347,12 +352,13 @@ impl Worker {
                 armed = Some(at);
             }
             let step = tokio::select! {
-                _ = self.cancel.cancelled() => Step::Stop,
+                _ = stopped.as_mut() => Step::Stop,
                 c = tidy.recv() => c.map_or(Step::Stop, |c| Step::Command(c, false)),
                 c = commands.recv() => c.map_or(Step::Stop, |c| Step::Command(c, true)),
                 line = next_line(&mut reader) => Step::Line(line),
                 wrote = write_out(self.stdin.as_mut(), &self.outbox.queue), if !self.outbox.queue.is_empty() => Step::Wrote(wrote),
-                _ = self.close_stdin.cancelled(), if self.stdin.is_some() => Step::CloseStdin,
+                // Polled again only for a new child: `drop_stdin` ends `stdin`.
+                _ = self.close_stdin.as_mut(), if self.stdin.is_some() => Step::CloseStdin,
                 _ = timer.as_mut(), if armed.is_some() => {
                     armed = None;
                     Step::Due
@@ -632,7 +638,7 @@ impl Worker {
         );
         self.cut = None;
         self.stdin = Some(io.stdin);
-        self.close_stdin = io.close_stdin;
+        self.close_stdin = Box::pin(io.close_stdin.cancelled_owned());
         self.ended = Some(ended);
         self.outbox = Outbox::default();
     }
