@@ -366,6 +366,16 @@ impl JwtVerifier {
             )));
         }
         let keys = parse_jwks(&body).map_err(JwtError::Unavailable)?;
+        // A set with no key the proxy can use is taken as a broken
+        // endpoint, like a garbage answer: cached keys keep working. An
+        // issuer retires a key by publishing its successor first, never by
+        // emptying the set; taken as it is, one bad answer from the
+        // endpoint would refuse every user until the next refetch.
+        if keys.is_empty() {
+            return Err(JwtError::Unavailable(
+                "the JWKS holds no signing key the proxy can use".into(),
+            ));
+        }
         info!(keys = keys.len(), "JWKS fetched");
         self.outage.answered();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(KeySet {
@@ -689,6 +699,75 @@ mod tests {
             .await
             .expect("checked without waiting for the refresh");
         assert_eq!(checked.unwrap().subject, "alice");
+    }
+
+    /// Regression: a JWKS endpoint that answered an empty set (or one of
+    /// keys the proxy cannot use) replaced the cached keys with nothing,
+    /// so every token was refused (401) until the next refetch. Such an
+    /// answer is now a failed fetch: the cached keys keep working.
+    #[tokio::test]
+    async fn an_empty_jwks_does_not_wipe_the_cached_keys() {
+        use base64::Engine;
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hits = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"sym"}]}"#;
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let (cached, unknown) = (
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+        );
+        let sign = |k: &ed25519_dalek::SigningKey, kid: &str| {
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some(kid.into());
+            let claims = serde_json::json!({"sub":"alice","aud":"aud1","exp": now_unix() + 600});
+            let der = k.to_pkcs8_der().unwrap();
+            jsonwebtoken::encode(
+                &header,
+                &claims,
+                &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+            )
+            .unwrap()
+        };
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"{}"}}]}}"#,
+            b64(cached.verifying_key().as_bytes())
+        );
+        let mut v = verifier_with_keys(&jwks, Instant::now());
+        v.config.jwks_url = Some(format!("http://{addr}/jwks").parse().unwrap());
+        // An unknown kid makes the proxy fetch the set again.
+        assert!(v.verify(&sign(&unknown, "k2")).await.is_err());
+        assert_eq!(
+            served.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the set was fetched"
+        );
+        let checked = v.verify(&sign(&cached, "k1")).await;
+        assert_eq!(
+            checked
+                .expect("the cached key still checks its tokens")
+                .subject,
+            "alice"
+        );
     }
 
     /// A kid-less token is checked only when one key of the set fits its
