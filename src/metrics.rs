@@ -402,6 +402,7 @@ pub struct Metrics {
     bytes_out: Counter,
     sse_open: Gauge,
     sessions_open: Gauge,
+    in_flight: Gauge,
     slow_consumer_cuts: Counter,
     resumed_past_replay: Counter,
     auth_failures: Family<AuthLabels, Counter>,
@@ -448,6 +449,7 @@ impl Metrics {
             bytes_out: Counter::default(),
             sse_open: Gauge::default(),
             sessions_open: Gauge::default(),
+            in_flight: Gauge::default(),
             slow_consumer_cuts: Counter::default(),
             resumed_past_replay: Counter::default(),
             auth_failures: Family::default(),
@@ -470,6 +472,11 @@ impl Metrics {
             "build",
             "The proxy's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled or answered now (an SSE stream counts until it ends)",
+            m.in_flight.clone(),
         );
         registry.register(
             "sessions_open",
@@ -588,14 +595,23 @@ impl Metrics {
         self.resumed_past_replay.inc();
     }
 
+    /// A request arrived: it counts in `http_requests_in_flight` until the
+    /// guard is dropped, which [`Metrics::observe_response`] leaves to the
+    /// end of its body (a handler dropped halfway drops it at once).
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
+    }
+
     /// Counts an answered request and wraps its body, which then counts
     /// the bytes it writes, keeps `sse_streams_open` while it lives and,
-    /// for a POST, observes the time until it ends.
+    /// for a POST, observes the time until it ends; `in_flight` ends with it.
     pub fn observe_response(
         self: &Arc<Self>,
         era: Era,
         method: HttpMethod,
         started: Instant,
+        in_flight: InFlight,
         resp: http::Response<Body>,
     ) -> http::Response<Body> {
         let labels = RequestLabels {
@@ -618,6 +634,7 @@ impl Metrics {
             metrics: self.clone(),
             sse,
             timed: timed.then_some((era, started)),
+            _in_flight: in_flight,
         };
         resp.map(|inner| CountingBody { inner, guard }.boxed_unsync())
     }
@@ -648,6 +665,17 @@ struct BodyGuard {
     metrics: Arc<Metrics>,
     sse: bool,
     timed: Option<(Era, Instant)>,
+    _in_flight: InFlight,
+}
+
+/// One request in `http_requests_in_flight` ([`Metrics::request_started`]).
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
 }
 
 impl Drop for BodyGuard {
@@ -794,6 +822,7 @@ mod tests {
             "mcp_proxy_slow_consumer_cuts_total 1",
             "mcp_proxy_limit_refusals_total{limit=\"in_flight_per_principal\"} 1",
             "mcp_proxy_sse_streams_open 0",
+            "mcp_proxy_http_requests_in_flight 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -811,17 +840,33 @@ mod tests {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/event-stream"),
         );
-        let resp = m.observe_response(Era::Modern, HttpMethod::Post, Instant::now(), resp);
+        let has = |line: &str| m.render(Readings::default()).lines().any(|l| l == line);
+        let in_flight = m.request_started();
+        // A handler dropped halfway (its client went away) counts no more.
+        drop(m.request_started());
+        assert!(has("mcp_proxy_http_requests_in_flight 1"));
+        let resp = m.observe_response(
+            Era::Modern,
+            HttpMethod::Post,
+            Instant::now(),
+            in_flight,
+            resp,
+        );
+        assert!(has("mcp_proxy_sse_streams_open 1"));
         assert!(
-            m.render(Readings::default())
-                .lines()
-                .any(|l| l == "mcp_proxy_sse_streams_open 1")
+            has("mcp_proxy_http_requests_in_flight 1"),
+            "until its body ends"
         );
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"hello");
         let text = m.render(Readings::default());
         assert!(
             text.lines().any(|l| l == "mcp_proxy_sse_streams_open 0"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "mcp_proxy_http_requests_in_flight 0"),
             "{text}"
         );
         assert!(

@@ -2232,8 +2232,9 @@ async fn warm_up(ctx: &Arc<Ctx>) {
     }
 }
 
-/// Waits until no session, no SSE stream and no child beyond the shared
-/// one is left; "quiet", or what is still there after the wait.
+/// Waits until no session, no SSE stream, no request but the scrape and
+/// no child beyond the shared one is left; "quiet", or what is still there
+/// after the wait.
 async fn quiesce(base: &str, mode: Mode, pid: u32) -> String {
     // Sessions the clients abandoned expire after IDLE, a 2026-07-28
     // child after IDLE too, and a child being stopped takes up to 2.5 x
@@ -2244,6 +2245,8 @@ async fn quiesce(base: &str, mode: Mode, pid: u32) -> String {
         let m = metrics(base).await;
         let sessions = gauge(&m, "mcp_proxy_sessions_open");
         let streams = gauge(&m, "mcp_proxy_sse_streams_open");
+        // The scrape itself is the one request left.
+        let requests = gauge(&m, "mcp_proxy_http_requests_in_flight");
         let children = gauge(&m, "mcp_proxy_children_alive");
         let replay = health_field(base, "replay_bytes").await;
         let (below, _) = descendants(pid);
@@ -2254,6 +2257,7 @@ async fn quiesce(base: &str, mode: Mode, pid: u32) -> String {
             .collect();
         let quiet = sessions == Some(0.0)
             && streams == Some(0.0)
+            && requests == Some(1.0)
             && children.is_some_and(|c| c <= children_left)
             && replay == Some(0)
             && (mode != Mode::PerSession || procs.is_empty());
@@ -2262,7 +2266,7 @@ async fn quiesce(base: &str, mode: Mode, pid: u32) -> String {
         }
         if Instant::now() > deadline {
             return format!(
-                "sessions {sessions:?}, SSE streams {streams:?}, children {children:?}, replay bytes {replay:?}, processes {procs:?}"
+                "sessions {sessions:?}, SSE streams {streams:?}, requests in flight {requests:?} (1 is the scrape), children {children:?}, replay bytes {replay:?}, processes {procs:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

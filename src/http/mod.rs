@@ -612,6 +612,7 @@ impl App {
     /// Routes one request; never fails (errors are responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
+        let in_flight = self.metrics.request_started();
         let era = self.era_of(&req);
         let method = HttpMethod::of(req.method());
         let origin = self.access.check_origin(req.headers());
@@ -650,7 +651,8 @@ impl App {
                 );
             }
         }
-        self.metrics.observe_response(era, method, started, resp)
+        self.metrics
+            .observe_response(era, method, started, in_flight, resp)
     }
 
     /// The protocol era of a request, from its path and headers only.
