@@ -790,11 +790,12 @@ pub async fn run_until(
 /// running one stays.
 pub fn reload_on_sighup(
     set: Arc<ServerSet>,
-    load: impl Fn() -> Result<ServersConfig, String> + Send + 'static,
+    load: impl Fn() -> Result<ServersConfig, String> + Send + Sync + 'static,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup())?;
+    let load = Arc::new(load);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -802,13 +803,29 @@ pub fn reload_on_sighup(
                 _ = shutdown.cancelled() => return,
             }
             info!("SIGHUP: reloading the configuration");
-            match load().and_then(|c| set.reload(c)) {
+            let loaded = tokio::select! {
+                loaded = load_off_runtime(load.clone()) => loaded,
+                _ = shutdown.cancelled() => return,
+            };
+            match loaded.and_then(|c| set.reload(c)) {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "reload refused; the running configuration stays"),
             }
         }
     });
     Ok(())
+}
+
+/// Runs `load` (which reads the configuration file and the files it
+/// names) on a blocking thread: a file on a network file system that
+/// hangs must not stop the runtime's thread, which serves every request.
+/// One load at a time: signals that come meanwhile are one more reload.
+async fn load_off_runtime<T: Send + 'static>(
+    load: Arc<impl Fn() -> Result<T, String> + Send + Sync + 'static>,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(move || load())
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the configuration failed: {e}")))
 }
 
 /// Re-reads the configuration through `load` whenever the content of
@@ -838,10 +855,13 @@ pub fn reload_on_change(
     every: Duration,
     applied: Option<u64>,
     digest: impl Fn(&[u8]) -> u64 + Send + Sync + 'static,
-    load: impl Fn(Vec<u8>) -> Result<ServersConfig, String> + Send + 'static,
+    load: impl Fn(Vec<u8>) -> Result<ServersConfig, String> + Send + Sync + 'static,
     shutdown: CancellationToken,
 ) {
     let digest = Arc::new(digest);
+    // Parsing reads the files the configuration names: off the runtime's
+    // thread too (see `load_off_runtime`).
+    let load = Arc::new(load);
     // The file and its digest (which reads the files it names too), off
     // the runtime's thread.
     let read = move |path: &std::path::PathBuf| {
@@ -902,7 +922,14 @@ pub fn reload_on_change(
             // Exactly the bytes hashed: a second read could catch a writer
             // half-way, and the finished file (this digest) would then
             // never be applied.
-            if let Err(e) = load(bytes).and_then(|c| set.reload(c)) {
+            let loaded = {
+                let load = load.clone();
+                tokio::select! {
+                    loaded = load_off_runtime(Arc::new(move || load(bytes.clone()))) => loaded,
+                    _ = shutdown.cancelled() => return,
+                }
+            };
+            if let Err(e) = loaded.and_then(|c| set.reload(c)) {
                 warn!(error = %e, "reload refused; the running configuration stays");
             }
         }
@@ -993,6 +1020,18 @@ pub async fn serve_config(
 
 #[cfg(test)]
 mod tests {
+    /// A reload reads its files off the runtime's thread (before, on it).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reload_reads_the_configuration_off_the_runtime_thread() {
+        let runtime_thread = std::thread::current().id();
+        let read_on = super::load_off_runtime(std::sync::Arc::new(|| {
+            Ok::<_, String>(std::thread::current().id())
+        }))
+        .await
+        .unwrap();
+        assert_ne!(read_on, runtime_thread);
+    }
+
     use super::*;
 
     #[test]
