@@ -322,6 +322,9 @@ pub struct Outage {
     /// What fails, for the log (`"forward-auth endpoint"`).
     what: &'static str,
     state: Mutex<OutageState>,
+    /// Whether an outage lasts (`state.since` is set): an answer, the
+    /// common case, reads this and takes no lock.
+    down: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -340,6 +343,7 @@ impl Outage {
         Outage {
             what,
             state: Mutex::new(OutageState::default()),
+            down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -352,6 +356,7 @@ impl Outage {
         let Some(since) = s.since else {
             s.since = Some(now);
             s.said = Some(now);
+            self.down.store(true, std::sync::atomic::Ordering::Release);
             tracing::warn!(
                 error,
                 "{} unavailable: refusing what needs it with 503 (logged again once a minute while it lasts)",
@@ -375,7 +380,11 @@ impl Outage {
 
     /// A call that got an answer: ends an outage, if there was one.
     pub fn answered(&self) {
+        if !self.down.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let mut s = crate::lock(&self.state);
+        self.down.store(false, std::sync::atomic::Ordering::Release);
         if let Some(since) = s.since.take() {
             tracing::info!(
                 failures = s.failures,
