@@ -286,6 +286,31 @@ Writes are asynchronous: they return a requestId; pass wait=true (or call coda_g
 verify=true to re-read what was written. Row filter syntax and value formats: the coda://guide/rows resource or the coda_rows_guide prompt; \
 a doc's pages, tables and columns in one read: coda://docs/{docId}/schema.";
 
+/// Runs a request's handler; a panic in it (a bug) answers the request
+/// with an internal error. Unanswered, the client would wait for ever,
+/// and the request would keep its place under `--max-pending-requests`
+/// (given back only when its answer is written), so a few such requests
+/// would stop the server from reading stdin at all.
+async fn unless_panicked<T>(
+    what: &'static str,
+    handler: impl std::future::Future<Output = Result<T, ErrorData>>,
+) -> Result<T, ErrorData> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::error!(
+                request = what,
+                "a request's handler panicked; it is answered with an internal error"
+            );
+            Err(ErrorData::internal_error(
+                "coda-mcp failed while handling this request (a bug: its log has the details)",
+                None,
+            ))
+        }
+    }
+}
+
 impl ServerHandler for CodaServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
@@ -333,21 +358,24 @@ impl ServerHandler for CodaServer {
         let cancelled = context.ct.clone();
         let write = ctx.write;
         // URL and name resolution run inside the call, under its deadline.
-        let run = call::scope(ctx, async move {
-            if let Some(args) = request.arguments.as_mut() {
-                let resolved = match self.resolve_urls(args).await {
-                    Ok(()) => self.names_to_ids(args, write).await,
-                    other => other,
-                };
-                if let Err(e) = resolved {
-                    return Ok(
-                        CallToolResult::error(vec![ContentBlock::text(e.call_text())]).into(),
-                    );
+        let run = unless_panicked(
+            "tools/call",
+            call::scope(ctx, async move {
+                if let Some(args) = request.arguments.as_mut() {
+                    let resolved = match self.resolve_urls(args).await {
+                        Ok(()) => self.names_to_ids(args, write).await,
+                        other => other,
+                    };
+                    if let Err(e) = resolved {
+                        return Ok(
+                            CallToolResult::error(vec![ContentBlock::text(e.call_text())]).into(),
+                        );
+                    }
                 }
-            }
-            let tcc = ToolCallContext::new(self.coda.as_ref(), request, context);
-            self.tool_router.call(tcc).await
-        });
+                let tcc = ToolCallContext::new(self.coda.as_ref(), request, context);
+                self.tool_router.call(tcc).await
+            }),
+        );
         // Dropping the tool's future stops it between Coda requests; a
         // request already sent may still be applied by Coda.
         let mut out = tokio::select! {
@@ -403,8 +431,12 @@ impl ServerHandler for CodaServer {
         // between them, as a tool call does. rmcp sends no answer to a
         // cancelled request, and the stdio front gives its place back, so
         // one left running was work nobody waits for, and unbounded.
+        let read = unless_panicked(
+            "resources/read",
+            crate::resources::read(&self.coda, &request.uri),
+        );
         tokio::select! {
-            r = crate::resources::read(&self.coda, &request.uri) => r.map(Into::into),
+            r = read => r.map(Into::into),
             _ = context.ct.cancelled() => {
                 tracing::info!("resource read cancelled by the client");
                 Err(ErrorData::internal_error("cancelled by the client", None))
@@ -426,5 +458,29 @@ impl ServerHandler for CodaServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         crate::resources::prompt(&request.name).map(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_with_an_internal_error() {
+        let answered = unless_panicked("test", async {
+            if std::hint::black_box(true) {
+                panic!("a bug");
+            }
+            Ok::<u8, ErrorData>(1)
+        })
+        .await;
+        let e = answered.expect_err("an error, not a panic passed on");
+        assert_eq!(e.code, rmcp::model::ErrorCode::INTERNAL_ERROR);
+        assert_eq!(
+            unless_panicked("test", async { Ok::<u8, ErrorData>(7) })
+                .await
+                .unwrap(),
+            7
+        );
     }
 }
