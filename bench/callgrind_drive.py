@@ -1,0 +1,67 @@
+"""Load for bench/callgrind.sh: SESSIONS sessions x CONNS keep-alive
+connections, each making CALLS sequential `tools/call echo` requests
+(2025-11-25, Accept: application/json), every answer checked.
+
+    python3 bench/callgrind_drive.py PORT CALLS SESSIONS CONNS
+"""
+import http.client
+import json
+import sys
+import threading
+
+PORT, CALLS, SESSIONS, CONNS = (int(a) for a in sys.argv[1:5])
+HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+    "MCP-Protocol-Version": "2025-11-25",
+}
+next_id = [1000]
+lock = threading.Lock()
+failures = []
+
+
+def post(conn, body, session=None):
+    headers = dict(HEADERS)
+    if session:
+        headers["Mcp-Session-Id"] = session
+    conn.request("POST", "/mcp", body=json.dumps(body), headers=headers)
+    r = conn.getresponse()
+    return r, r.read()
+
+
+def open_session():
+    c = http.client.HTTPConnection("127.0.0.1", PORT)
+    r, _ = post(c, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "callgrind-drive", "version": "1"}}})
+    session = r.getheader("Mcp-Session-Id")
+    post(c, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+    return session
+
+
+def calls(session):
+    c = http.client.HTTPConnection("127.0.0.1", PORT)
+    try:
+        for _ in range(CALLS):
+            with lock:
+                next_id[0] += 1
+                i = next_id[0]
+            r, data = post(c, {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+                "name": "echo", "arguments": {"message": "hello"}}}, session)
+            if r.status != 200 or json.loads(data).get("id") != i:
+                raise RuntimeError(f"call {i}: HTTP {r.status}: {data[:200]!r}")
+    except Exception as e:  # reported after the join
+        failures.append(e)
+
+
+threads = []
+for _ in range(SESSIONS):
+    session = open_session()
+    for _ in range(CONNS):
+        t = threading.Thread(target=calls, args=(session,))
+        t.start()
+        threads.append(t)
+for t in threads:
+    t.join()
+if failures:
+    sys.exit(f"callgrind_drive: {failures[0]}")
