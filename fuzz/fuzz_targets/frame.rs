@@ -7,8 +7,9 @@
 //! - what the proxy writes on (`to_line`, `with_id`, `answer`,
 //!   `with_params`, `with_meta_member`, `with_replaced`) is JSON again,
 //!   parses as a frame of the same kind, and carries the id put in;
-//! - `locate` agrees with serde_json reading the object into a map (last
-//!   copy of a key wins), `contains` with a naive window search;
+//! - `locate`, and `Frame::locate_in_params`, agree with serde_json
+//!   reading the object into a map (last copy of a key wins), `contains`
+//!   with a naive window search;
 //! - `result_head`, `trailing_id` and `edge_id` point at the frame's own
 //!   `id` and `result`, as `locate` finds them.
 #![no_main]
@@ -97,6 +98,21 @@ fuzz_target!(|data: &[u8]| {
             show(data)
         );
         assert!(!rebuilt || !strict, "strict parse rebuilt {:?}", show(data));
+
+        // `locate_in_params` (a byte walk when the params hold no escape,
+        // the parse otherwise) finds what the reference finds in them.
+        if let Some(params) = frame.params_range() {
+            for path in PATHS {
+                let expected = reference_locate(&frame.bytes()[params.clone()], path)
+                    .map(|r| params.start + r.start..params.start + r.end);
+                assert_eq!(
+                    frame.locate_in_params(path),
+                    expected,
+                    "locate_in_params {path:?} in {:?}",
+                    show(frame.bytes())
+                );
+            }
+        }
 
         let line = frame.to_line();
         let body = line.strip_suffix(b"\n").unwrap_or(&line);
