@@ -435,30 +435,12 @@ impl Frame {
         // Invariant: only called on frames that have an id.
         let range = self.id.clone().expect("line_with_id on a frame with an id");
         let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = id;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let id = &digits[at..];
+        let id = decimal(id, &mut digits);
         let mut out = BytesMut::with_capacity(self.bytes.len() - range.len() + id.len() + 1);
         out.extend_from_slice(&self.bytes[..range.start]);
         out.extend_from_slice(id);
         out.extend_from_slice(&self.bytes[range.end..]);
-        if memchr_crlf(&out) {
-            for b in out.iter_mut() {
-                if *b == b'\n' || *b == b'\r' {
-                    *b = b' ';
-                }
-            }
-        }
-        out.extend_from_slice(b"\n");
-        out.freeze()
+        end_line(out)
     }
 }
 
@@ -467,6 +449,27 @@ impl Frame {
 pub fn as_line(message: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(message.len() + 1);
     out.extend_from_slice(message);
+    end_line(out)
+}
+
+/// `n` in decimal, written into the end of `digits` (`format!` costs
+/// several times as much, and these are written once per message).
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[at..]
+}
+
+/// A message as one line (see [`as_line`]): its CR/LF made spaces, an LF
+/// after it.
+fn end_line(mut out: BytesMut) -> Bytes {
     if memchr_crlf(&out) {
         for b in out.iter_mut() {
             if *b == b'\n' || *b == b'\r' {

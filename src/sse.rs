@@ -1357,20 +1357,14 @@ fn queue_capacity(max_queue: usize, owed: Option<usize>) -> usize {
     max_queue.max(1) + owed.unwrap_or(max_queue)
 }
 
-/// Appends `n` in decimal (an event id is made for every event; `format!`
-/// costs several times as much).
-fn push_decimal(out: &mut String, mut n: u64) {
+/// Appends `n` in decimal (an event id is made for every event).
+fn push_decimal(out: &mut String, n: u64) {
     let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    out.extend(
+        crate::jsonrpc::decimal(n, &mut digits)
+            .iter()
+            .map(|&d| char::from(d)),
+    );
 }
 
 /// Splits an event id made by an [`Outlet`] into (stream, sequence).
