@@ -804,7 +804,7 @@ pub fn reload_on_sighup(
             }
             info!("SIGHUP: reloading the configuration");
             let loaded = tokio::select! {
-                loaded = load_off_runtime(load.clone()) => loaded,
+                loaded = load_off_runtime({ let load = load.clone(); move || load() }) => loaded,
                 _ = shutdown.cancelled() => return,
             };
             match loaded.and_then(|c| set.reload(c)) {
@@ -821,9 +821,9 @@ pub fn reload_on_sighup(
 /// hangs must not stop the runtime's thread, which serves every request.
 /// One load at a time: signals that come meanwhile are one more reload.
 async fn load_off_runtime<T: Send + 'static>(
-    load: Arc<impl Fn() -> Result<T, String> + Send + Sync + 'static>,
+    load: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    tokio::task::spawn_blocking(move || load())
+    tokio::task::spawn_blocking(load)
         .await
         .unwrap_or_else(|e| Err(format!("reading the configuration failed: {e}")))
 }
@@ -925,7 +925,7 @@ pub fn reload_on_change(
             let loaded = {
                 let load = load.clone();
                 tokio::select! {
-                    loaded = load_off_runtime(Arc::new(move || load(bytes.clone()))) => loaded,
+                    loaded = load_off_runtime(move || load(bytes)) => loaded,
                     _ = shutdown.cancelled() => return,
                 }
             };
@@ -1024,11 +1024,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_reload_reads_the_configuration_off_the_runtime_thread() {
         let runtime_thread = std::thread::current().id();
-        let read_on = super::load_off_runtime(std::sync::Arc::new(|| {
-            Ok::<_, String>(std::thread::current().id())
-        }))
-        .await
-        .unwrap();
+        let read_on = super::load_off_runtime(|| Ok::<_, String>(std::thread::current().id()))
+            .await
+            .unwrap();
         assert_ne!(read_on, runtime_thread);
     }
 
