@@ -54,14 +54,19 @@ pub const DEFAULT_MAX_CHILD_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// Bytes kept per stream for replay: a session keeps up to 32 streams, so
-/// large tool results are not held for replay after they were delivered.
+/// large tool results are not held for replay.
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Tasks whose owning session a shared child's multiplexer remembers.
 pub use crate::upstream::{DEFAULT_MAX_SERVER_REQUESTS, DEFAULT_MAX_TASKS};
-/// Replay memory of every stream of the proxy together: with finished
-/// streams released once delivered, this bounds what slow or vanished
-/// clients can pin.
+/// Replay memory of every stream of the proxy together: this bounds what
+/// slow or vanished clients can pin, and what finished streams' buffers
+/// may linger in (they go first when a live stream needs the room).
 pub const DEFAULT_REPLAY_TOTAL_BYTES: usize = 64 * 1024 * 1024;
+/// How long a finished stream's replay buffer is kept after its last
+/// answer was handed to a client, for a client whose connection dropped
+/// before it read the answer: the TypeScript and Python SDKs come back
+/// within a few seconds (two retries from 1 s).
+pub const DEFAULT_REPLAY_LINGER: Duration = Duration::from_secs(10);
 /// Messages in one JSON-RPC batch (2025-03-26 sessions and `--stateless`).
 pub const DEFAULT_MAX_BATCH: usize = 1024;
 /// Client requests one client may have waiting for the child: a session,
@@ -273,6 +278,9 @@ pub struct Args {
     /// bytes of replay buffers of all streams together; past it, events are not kept for resumption (default 64M)
     #[argh(option)]
     pub replay_total_bytes: Option<String>,
+    /// how long a finished stream's replay buffer is kept after its last answer went out, for a client whose connection dropped before it read it; lingering buffers go first when --replay-total-bytes is reached; 0 releases at once (default 10s)
+    #[argh(option)]
+    pub replay_linger: Option<String>,
     /// requests of one child to its clients (sampling, elicitation, roots) waiting for an answer; more are refused with an error to the child (default 1024)
     #[argh(option)]
     pub max_server_requests: Option<String>,
@@ -426,6 +434,8 @@ pub struct Config {
     pub max_tasks: usize,
     /// Replay buffers of all streams together, in bytes.
     pub replay_total_bytes: usize,
+    /// How long a finished stream's replay buffer lingers.
+    pub replay_linger: Duration,
     /// A child's requests to clients waiting for an answer.
     pub max_server_requests: usize,
     /// The same, per session.
@@ -1291,6 +1301,13 @@ impl Config {
                 DEFAULT_REPLAY_TOTAL_BYTES,
                 parse_bytes,
                 "a byte count",
+            )?,
+            replay_linger: r.parsed(
+                "replay-linger",
+                &args.replay_linger,
+                DEFAULT_REPLAY_LINGER,
+                parse_duration,
+                dur,
             )?,
             max_server_requests,
             max_server_requests_per_session,

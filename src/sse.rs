@@ -28,10 +28,11 @@
 //! would leave the child waiting). So is a 2026-07-28 `subscriptions/listen`
 //! stream ([`Outlet::cut_when_slow`]): its notifications are all it is for.
 //!
-//! Replay memory: a stream's buffer is released as soon as its last
-//! response was handed to a live consumer, and all buffers of the proxy
-//! together stay within one byte budget (`--replay-total-bytes`,
-//! [`ReplayBudget`]). A resumption from before what is kept still
+//! Replay memory: a stream's buffer lingers for `--replay-linger` once
+//! its last response was handed to a live consumer (whose connection may
+//! still drop before the client read it), then goes; all buffers of the
+//! proxy together stay within one byte budget (`--replay-total-bytes`,
+//! [`ReplayBudget`]), where lingering ones are the first to go. A resumption from before what is kept still
 //! resumes: each answer lost with the evicted events comes back as a
 //! JSON-RPC error to its request ([`Outlet::resume`]), never as silence.
 //!
@@ -52,8 +53,8 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -102,11 +103,12 @@ pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
 const ANSWERS_KEPT: usize = 1024;
 
 /// The error a client resuming from before a lost answer gets for it.
-const LOST_ANSWER: &str = "the answer to this request was lost: the stream was resumed from before the events the proxy still keeps for replay (--replay-events, --replay-bytes); the request may have been carried out";
+const LOST_ANSWER: &str = "the answer to this request was lost: the stream was resumed from before the events the proxy still keeps for replay (--replay-events, --replay-bytes, --replay-linger); the request may have been carried out";
 
 /// Whether a response going out now (`delivered`: to a live consumer)
-/// releases its stream's replay memory: the last response the stream owes
-/// reached its consumer, and nothing is left to resume for.
+/// settles its stream's replay memory (it lingers, or is released): the
+/// last response the stream owes reached its consumer, and only a
+/// connection that drops before the client read it resumes now.
 fn answer_releases(inner: &OutletInner, delivered: bool) -> bool {
     delivered && matches!(inner.owed, Some(0 | 1))
 }
@@ -429,19 +431,54 @@ pub fn empty() -> Body {
         .boxed_unsync()
 }
 
-/// The bytes every replay buffer of one proxy may hold together.
+/// Lingering buffers the budget tracks at most; past it the oldest is
+/// released early. Each entry is a few words; this bounds the list when
+/// many small streams finish faster than they expire.
+const MAX_LINGERING: usize = 16 * 1024;
+
+/// A finished stream's replay buffer, kept for a while after its last
+/// answer was handed to a consumer (see [`ReplayBudget`]).
+struct Lingered {
+    buffer: VecDeque<Kept>,
+    bytes: usize,
+}
+
+/// Where a lingering buffer lives: its stream holds it, the budget's list
+/// a weak reference to it. Whoever takes the buffer out gives its bytes
+/// back (or keeps them, when its stream takes it back to replay). Nothing
+/// else is locked while one is held.
+type LingerSlot = Arc<Mutex<Option<Lingered>>>;
+type WeakSlot = Weak<Mutex<Option<Lingered>>>;
+
+/// The bytes every replay buffer of one proxy may hold together, and the
+/// buffers of finished streams that linger.
+///
+/// A stream's last answer handed to its consumer may still be lost: the
+/// client's connection can drop before it read what the socket took. So a
+/// finished stream's buffer is not released at once but lingers for
+/// `--replay-linger`, and a client that comes back with `Last-Event-ID`
+/// in that time gets the answer itself, not an error for it. Lingering
+/// buffers are the first to go when a live stream needs room in the
+/// budget, oldest first, and [`ReplayBudget::expire`] releases those past
+/// their time.
 #[derive(Debug)]
 pub struct ReplayBudget {
     limit: usize,
     used: AtomicUsize,
+    linger: Duration,
+    /// Lingering buffers, oldest first, with when they began to linger.
+    lingering: Mutex<VecDeque<(Instant, WeakSlot)>>,
 }
 
 impl ReplayBudget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Arc<ReplayBudget> {
+    /// A budget of `limit` bytes, whose finished streams' buffers linger
+    /// for `linger` (zero: released at once).
+    pub fn new(limit: usize, linger: Duration) -> Arc<ReplayBudget> {
         Arc::new(ReplayBudget {
             limit,
             used: AtomicUsize::new(0),
+            linger,
+            lingering: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -458,8 +495,84 @@ impl ReplayBudget {
             .is_ok()
     }
 
+    /// Takes `bytes`, releasing lingering buffers, oldest first, while
+    /// they do not fit.
+    fn take_or_make_room(&self, bytes: usize) -> bool {
+        loop {
+            if self.take(bytes) {
+                return true;
+            }
+            let Some((_, oldest)) = crate::lock(&self.lingering).pop_front() else {
+                return false;
+            };
+            if let Some(slot) = oldest.upgrade() {
+                let freed = self.free(&slot);
+                if freed > 0 {
+                    debug!(
+                        bytes = freed,
+                        "a finished stream's lingering replay buffer released early: --replay-total-bytes is needed by a live stream"
+                    );
+                }
+            }
+        }
+    }
+
     fn give(&self, bytes: usize) {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Lets a finished stream's buffer linger; `None` (its bytes given
+    /// back) when buffers do not linger.
+    fn hold(&self, lingered: Lingered, now: Instant) -> Option<LingerSlot> {
+        if self.linger.is_zero() {
+            self.give(lingered.bytes);
+            return None;
+        }
+        let slot = Arc::new(Mutex::new(Some(lingered)));
+        let early = {
+            let mut list = crate::lock(&self.lingering);
+            list.push_back((now, Arc::downgrade(&slot)));
+            (list.len() > MAX_LINGERING)
+                .then(|| list.pop_front())
+                .flatten()
+        };
+        if let Some(slot) = early.and_then(|(_, weak)| weak.upgrade()) {
+            self.free(&slot);
+        }
+        Some(slot)
+    }
+
+    /// Empties a lingering slot and gives its bytes back; how many.
+    fn free(&self, slot: &Mutex<Option<Lingered>>) -> usize {
+        let bytes = crate::lock(slot).take().map_or(0, |l| l.bytes);
+        self.give(bytes);
+        bytes
+    }
+
+    /// Whether finished streams' buffers linger.
+    fn lingers(&self) -> bool {
+        !self.linger.is_zero()
+    }
+
+    /// Releases the buffers that have lingered `--replay-linger` by `now`.
+    pub fn expire(&self, now: Instant) {
+        loop {
+            let next = {
+                let mut list = crate::lock(&self.lingering);
+                match list.front() {
+                    Some((since, _)) if now.saturating_duration_since(*since) >= self.linger => {
+                        list.pop_front()
+                    }
+                    _ => None,
+                }
+            };
+            let Some((_, weak)) = next else {
+                return;
+            };
+            if let Some(slot) = weak.upgrade() {
+                self.free(&slot);
+            }
+        }
     }
 }
 
@@ -580,6 +693,9 @@ struct OutletInner {
     /// answer that is no longer kept gets an error for that request (see
     /// [`Outlet::resume`]).
     answers: VecDeque<(u64, Box<[u8]>)>,
+    /// The buffer of a finished stream whose answers went out, while it
+    /// lingers (see [`ReplayBudget`]); `buffer` is empty meanwhile.
+    lingering: Option<LingerSlot>,
 }
 
 impl Outlet {
@@ -621,6 +737,7 @@ impl Outlet {
                 was_cut: false,
                 dropped: 0,
                 answers: VecDeque::new(),
+                lingering: None,
             }),
         };
         (outlet, rx)
@@ -673,6 +790,41 @@ impl Outlet {
     /// `--max-queue`.
     fn reserve(&self, inner: &OutletInner) -> usize {
         inner.owed.unwrap_or(self.max_queue)
+    }
+
+    /// Whether this stream's buffer lingers once its answers went out.
+    fn lingers(&self) -> bool {
+        self.budget.as_ref().is_some_and(|b| b.lingers())
+    }
+
+    /// The stream's last answer went to a consumer: its buffer lingers,
+    /// or, where buffers do not, is released.
+    fn settle(&self, inner: &mut OutletInner) {
+        match &self.budget {
+            Some(b) if b.lingers() && !inner.buffer.is_empty() => {
+                if let Some(old) = inner.lingering.take() {
+                    b.free(&old);
+                }
+                let lingered = Lingered {
+                    buffer: std::mem::take(&mut inner.buffer),
+                    bytes: std::mem::take(&mut inner.buffered_bytes),
+                };
+                inner.lingering = b.hold(lingered, Instant::now());
+            }
+            _ => self.release(inner),
+        }
+    }
+
+    /// Takes a lingering buffer back to replay from it.
+    fn unlinger(&self, inner: &mut OutletInner) {
+        let Some(slot) = inner.lingering.take() else {
+            return;
+        };
+        if let Some(l) = crate::lock(&slot).take() {
+            // Empty while it lingered; its bytes are still counted.
+            inner.buffer = l.buffer;
+            inner.buffered_bytes = l.bytes;
+        }
     }
 
     /// Empties the replay buffer and gives its bytes back.
@@ -783,7 +935,7 @@ impl Outlet {
             }
         }
         if release {
-            self.release(inner);
+            self.settle(inner);
         }
     }
 
@@ -915,7 +1067,8 @@ impl Outlet {
                 // Joined for the replay buffer only if `answered` will not
                 // release that buffer at once: else the join would copy
                 // the whole answer only to drop it.
-                let released_anyway = answer_releases(&inner, live == Some(true));
+                let released_anyway =
+                    answer_releases(&inner, live == Some(true)) && !self.lingers();
                 if self.with_ids && self.replay > 0 {
                     self.record_answer(&mut inner, open.seq, &open.client_id);
                 }
@@ -1008,7 +1161,7 @@ impl Outlet {
             return;
         }
         if let Some(b) = &self.budget
-            && !b.take(ev.len())
+            && !b.take_or_make_room(ev.len())
         {
             warn!(
                 stream = self.stream_id,
@@ -1189,8 +1342,8 @@ impl Outlet {
     /// stream has not sent (a forged id).
     ///
     /// Events after `after` that are no longer kept (evicted by the
-    /// buffer's caps, or released once the last answer was handed to a
-    /// consumer that then went away unread) cannot be replayed: the client
+    /// buffer's caps, or released when the stream's buffer stopped
+    /// lingering after its last answer went out) cannot be replayed: the client
     /// gets what is kept, and for each answer among the lost events an
     /// error response to its request, so it never waits for an answer
     /// that cannot come (the request may have been carried out). A
@@ -1207,6 +1360,7 @@ impl Outlet {
         if after >= inner.next_seq {
             return None;
         }
+        self.unlinger(&mut inner);
         let kept_after = inner.buffer.iter().filter(|k| k.seq > after).count() as u64;
         let lost = inner.next_seq - after - 1 - kept_after;
         let mut missed: Vec<Bytes> = inner
@@ -1231,6 +1385,10 @@ impl Outlet {
         let live = (!inner.finished).then_some(tx);
         inner.set_live(live);
         inner.queued = rx.queued.clone();
+        if inner.finished && self.lingers() {
+            // Handed to this consumer, which may lose it as the last did.
+            self.settle(&mut inner);
+        }
         Some(rx)
     }
 
@@ -1346,7 +1504,11 @@ impl crate::upstream::ReplySink for Outlet {
 impl Drop for Outlet {
     fn drop(&mut self) {
         if let Some(b) = &self.budget {
-            b.give(self.lock().buffered_bytes);
+            let mut inner = self.lock();
+            b.give(inner.buffered_bytes);
+            if let Some(slot) = inner.lingering.take() {
+                b.free(&slot);
+            }
         }
     }
 }
@@ -1723,8 +1885,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_released_after_delivery_comes_back_as_an_error() {
-        // The answer went to a consumer that dropped it unread; the
-        // buffer was released on delivery.
+        // The answer went to a consumer that dropped it unread; without a
+        // budget, nothing lingers: the buffer was released on delivery.
         let (o, rx) = Outlet::new(1, true, Some(1), 64, 16);
         o.prime(); // seq 0
         o.send_response(br#"{"id" : 12.0 , "jsonrpc":"2.0","result":{}}"#); // seq 1
@@ -1739,6 +1901,105 @@ mod tests {
         );
         assert!(o.resume(2).is_some(), "after the error, nothing more");
         assert!(o.resume(3).is_none(), "an event never sent");
+    }
+
+    /// Regression: an answer handed to a consumer whose connection then
+    /// dropped was released with its stream's buffer, so the client,
+    /// back with `Last-Event-ID` a moment later, got an error instead.
+    #[tokio::test]
+    async fn a_delivered_answer_lingers_for_a_client_that_lost_it() {
+        let budget = ReplayBudget::new(1 << 20, Duration::from_secs(60));
+        let (o, rx) = Outlet::new(1, true, Some(1), 64, 16);
+        let o = o.with_budget(budget.clone());
+        o.prime(); // seq 0
+        o.send_response(br#"{"jsonrpc":"2.0","id":12,"result":{"n":1}}"#); // seq 1
+        assert!(o.is_finished());
+        drop(rx); // the connection dropped after the answer was handed over
+        let held = budget.used();
+        assert!(held > 0, "the buffer lingers");
+        for _ in 0..2 {
+            let mut rx = o.resume(0).expect("resumes");
+            let got = drain(&mut rx).await;
+            assert_eq!(got.len(), 1, "{got:?}");
+            let text = std::str::from_utf8(&got[0]).unwrap();
+            assert!(
+                text.contains(r#""result":{"n":1}"#),
+                "the answer itself: {text}"
+            );
+            assert_eq!(budget.used(), held, "still lingering, counted once");
+        }
+        budget.expire(Instant::now());
+        assert_eq!(budget.used(), held, "not before its time");
+        drop(o);
+        assert_eq!(budget.used(), 0, "a dropped stream gives its buffer back");
+    }
+
+    /// Lingering buffers are released when their time is up, and before
+    /// that whenever a live stream needs their room in the budget; the
+    /// client of one released early gets an error for its answer.
+    #[tokio::test]
+    async fn lingering_buffers_expire_and_make_room_for_live_streams() {
+        let budget = ReplayBudget::new(1500, Duration::from_secs(60));
+        let answered = |id: u64| {
+            let (o, rx) = Outlet::new(id, true, Some(1), 64, 16);
+            let o = o.with_budget(budget.clone());
+            o.prime();
+            let answer = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":"{}"}}"#,
+                "a".repeat(500)
+            );
+            o.send_response(answer.as_bytes());
+            drop(rx);
+            o
+        };
+        let first = answered(1);
+        let second = answered(2);
+        let lingering = budget.used();
+        assert!(lingering > 1000 && lingering <= 1500, "{lingering}");
+        // A live GET stream needs room: the oldest lingering buffer goes.
+        let (live, _live_rx) = Outlet::new(3, true, None, 64, 16);
+        let live = live.with_budget(budget.clone());
+        let note = format!(
+            r#"{{"jsonrpc":"2.0","method":"n","params":"{}"}}"#,
+            "b".repeat(500)
+        );
+        live.send(note.as_bytes());
+        let mut rx = first.resume(0).expect("resumes");
+        let got = drain(&mut rx).await;
+        let text = std::str::from_utf8(&got[0]).unwrap();
+        assert!(text.contains(r#""id":1,"error""#), "released early: {text}");
+        let mut rx = second.resume(0).expect("resumes");
+        let got = drain(&mut rx).await;
+        let text = std::str::from_utf8(&got[0]).unwrap();
+        assert!(text.contains(r#""id":2,"result""#), "still kept: {text}");
+        // Past their time, the lingering buffers go; the live one stays.
+        let before = budget.used();
+        budget.expire(Instant::now() + Duration::from_secs(61));
+        let after = budget.used();
+        assert!(after < before && after > 500, "{before} -> {after}");
+        drop((first, second));
+        assert_eq!(budget.used(), after);
+        drop(live);
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// With `--replay-linger 0` a delivered answer's buffer goes at once.
+    #[tokio::test]
+    async fn without_lingering_a_delivered_answer_is_released_at_once() {
+        let budget = ReplayBudget::new(1 << 20, Duration::ZERO);
+        let (o, rx) = Outlet::new(1, true, Some(1), 64, 16);
+        let o = o.with_budget(budget.clone());
+        o.prime();
+        o.send_response(br#"{"jsonrpc":"2.0","id":12,"result":{}}"#);
+        drop(rx);
+        assert_eq!(budget.used(), 0);
+        let mut rx = o.resume(0).expect("resumes");
+        let got = drain(&mut rx).await;
+        assert!(
+            std::str::from_utf8(&got[0])
+                .unwrap()
+                .contains(r#""id":12,"error""#)
+        );
     }
 
     /// A request's stream (owing two responses, a batch) keeps its first

@@ -550,7 +550,9 @@ async fn futures_join3<A, B, C>(
 
 #[tokio::test]
 async fn finished_streams_give_their_replay_memory_back() {
-    let proxy = Proxy::start(&[]).await;
+    // Delivered answers linger for a client whose connection dropped
+    // (`--replay-linger`, 10 s by default), then go.
+    let proxy = Proxy::start(&["--replay-linger", "1s"]).await;
     let mut c = Client::new(&proxy.mcp());
     c.accept = "text/event-stream";
     c.initialize("2025-11-25", json!({})).await;

@@ -718,6 +718,52 @@ async fn a_resumption_whose_answer_was_not_kept_gets_an_error_for_it() {
     proxy.stop().await;
 }
 
+/// Regression: an answer the proxy handed to a connection that dropped
+/// before the client read it was released with its stream's buffer, so
+/// the client, back with `Last-Event-ID`, got an error (-32000, "the
+/// answer to this request was lost") for a call that had succeeded. The
+/// finished stream's buffer now lingers (`--replay-linger`, 10 s).
+#[tokio::test]
+async fn an_answer_lost_on_a_dropped_connection_is_replayed_whole() {
+    for (flags, kept) in [(&[][..], true), (&["--replay-linger", "0"][..], false)] {
+        let proxy = Proxy::start(flags).await;
+        let mut c = Client::new(&proxy.mcp());
+        c.initialize("2025-11-25", json!({})).await;
+        let resp = c.post(&json!({"jsonrpc":"2.0","id":"dropped","method":"tools/call","params":{"name":"echo","arguments":{"message":"still here"}}})).await;
+        // The client keeps only the priming event: the answer that
+        // followed it was on the wire when its connection dropped.
+        let text = resp.text().await.unwrap();
+        let prime = text.split("\n\n").next().unwrap();
+        let last_id = prime
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .expect("the prime carries an id")
+            .to_string();
+        let resumed = c.resume(&last_id).await;
+        assert_eq!(resumed.status(), 200);
+        let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
+            .await
+            .expect("the resumed stream ends");
+        assert_eq!(msgs.len(), 1, "{flags:?}: {msgs:?}");
+        assert_eq!(msgs[0]["id"], "dropped");
+        if kept {
+            assert_eq!(
+                msgs[0]["result"]["content"][0]["text"], "still here",
+                "{flags:?}: the answer itself"
+            );
+        } else {
+            assert!(
+                msgs[0]["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("lost"),
+                "{flags:?}: {msgs:?}"
+            );
+        }
+        proxy.stop().await;
+    }
+}
+
 /// Regression: a session keeps 32 streams for `Last-Event-ID`; when all
 /// were in flight, opening one more dropped the oldest in-flight stream
 /// from the list, so its client, back with `Last-Event-ID`, got a fresh

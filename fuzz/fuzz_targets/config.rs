@@ -60,6 +60,7 @@ const FLAGS: &[&str] = &[
     "replay-bytes",
     "max-tasks",
     "replay-total-bytes",
+    "replay-linger",
     "max-server-requests",
     "max-server-requests-per-session",
     "max-batch",

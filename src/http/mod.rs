@@ -208,7 +208,7 @@ impl App {
             tool_headers: Arc::default(),
             port_keys: PortKeys::default(),
             tasks,
-            replay: ReplayBudget::new(config.replay_total_bytes),
+            replay: ReplayBudget::new(config.replay_total_bytes, config.replay_linger),
             metrics,
             credentials: std::sync::OnceLock::new(),
             server_name: std::sync::OnceLock::new(),
@@ -1244,12 +1244,18 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
 pub async fn reap_idle(app: Arc<App>, shutdown: CancellationToken) {
     let idle = app.config.session_idle_timeout;
     let oneshot = app.config.oneshot_idle_timeout.min(idle);
-    let every = (oneshot / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut every = (oneshot / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let linger = app.config.replay_linger;
+    if !linger.is_zero() {
+        // Lingering replay buffers go within half their time again.
+        every = every.min((linger / 2).max(Duration::from_millis(100)));
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {
                 app.sessions.reap(idle, oneshot).await;
                 app.reap_principal_children();
+                app.replay.expire(std::time::Instant::now());
             }
             _ = shutdown.cancelled() => return,
         }
