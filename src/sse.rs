@@ -498,6 +498,10 @@ impl ReplayBudget {
     /// Takes `bytes`, releasing lingering buffers, oldest first, while
     /// they do not fit.
     fn take_or_make_room(&self, bytes: usize) -> bool {
+        if bytes > self.limit {
+            // No room made could fit it: nothing lingering is released for it.
+            return false;
+        }
         loop {
             if self.take(bytes) {
                 return true;
