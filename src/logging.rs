@@ -48,9 +48,10 @@ pub fn dropped() -> u64 {
 /// the binary).
 pub fn init(format: LogFormat, filter: &str, queue_bytes: usize) -> Result<(), String> {
     let targets: Targets = filter.parse().map_err(|e| format!("--log-level: {e}"))?;
+    let ansi = std::io::stderr().is_terminal();
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(QueueWriter::start(queue_bytes))
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(QueueWriter::start(queue_bytes, ansi))
+        .with_ansi(ansi)
         // Its default reports a failed write with eprintln!, which panics on
         // a broken pipe: the failure is counted instead.
         .log_internal_errors(false)
@@ -179,10 +180,13 @@ pub fn flush(within: Duration) {
 /// The subscriber's writer: each event is one `write` of a whole line,
 /// handed to the writer thread without waiting.
 #[derive(Clone, Copy)]
-struct QueueWriter;
+struct QueueWriter {
+    /// The formatter colours its lines: ESC is its own, not escaped.
+    ansi: bool,
+}
 
 impl QueueWriter {
-    fn start(queue_bytes: usize) -> QueueWriter {
+    fn start(queue_bytes: usize, ansi: bool) -> QueueWriter {
         QUEUE.get_or_init(|| {
             LineWriter::start(
                 "log-writer",
@@ -196,14 +200,14 @@ impl QueueWriter {
                 },
             )
         });
-        QueueWriter
+        QueueWriter { ansi }
     }
 }
 
 impl Write for QueueWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if let Some(q) = QUEUE.get() {
-            q.send(one_line(buf));
+            q.send(one_line(buf, self.ansi));
         }
         // Reported as written either way: the caller must never retry or fail.
         Ok(buf.len())
@@ -226,12 +230,16 @@ impl<'a> MakeWriter<'a> for QueueWriter {
 /// field's text as it is, so a value from outside (a JWT's `sub`, a
 /// forward-auth principal, an error quoting input) holding a line break
 /// would start a line of its own, which a reader or a log shipper takes
-/// for another event, forged to look like anything. Line breaks inside an
-/// event are written as `\n` and `\r`; JSON lines hold none, so they pass
-/// as they are.
-fn one_line(buf: &[u8]) -> Vec<u8> {
+/// for another event, forged to look like anything; other control
+/// characters (NUL, ESC, ...) would reach the terminal or the tool that
+/// reads the log as they are. Line breaks inside an event are written as
+/// `\n` and `\r`, other control characters but TAB as `\xNN` (ESC kept
+/// when `ansi`: the formatter's colours); JSON lines hold none, so they
+/// pass as they are.
+fn one_line(buf: &[u8], ansi: bool) -> Vec<u8> {
     let body = buf.strip_suffix(b"\n").unwrap_or(buf);
-    if memchr::memchr2(b'\n', b'\r', body).is_none() {
+    let escaped = |b: u8| (b < 0x20 && b != b'\t' && !(ansi && b == 0x1b)) || b == 0x7f;
+    if !body.iter().any(|&b| escaped(b)) {
         return buf.to_vec();
     }
     let mut out = Vec::with_capacity(buf.len() + 16);
@@ -239,6 +247,15 @@ fn one_line(buf: &[u8]) -> Vec<u8> {
         match b {
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
+            b if escaped(b) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'x',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
+            }
             _ => out.push(b),
         }
     }
@@ -436,12 +453,31 @@ mod tests {
 
     #[test]
     fn an_event_is_always_one_line() {
-        assert_eq!(one_line(b"plain event\n"), b"plain event\n");
+        assert_eq!(one_line(b"plain event\n", false), b"plain event\n");
         assert_eq!(
-            one_line(b"INFO session created principal=jwt:a\nINFO forged\r\n"),
+            one_line(
+                b"INFO session created principal=jwt:a\nINFO forged\r\n",
+                false
+            ),
             b"INFO session created principal=jwt:a\\nINFO forged\\r\n"
         );
-        assert_eq!(one_line(b"no newline at all"), b"no newline at all");
+        assert_eq!(one_line(b"no newline at all", false), b"no newline at all");
+    }
+
+    /// Regression: a JWT `sub` of `al\u0000ice\u001b[31m` reached the plain
+    /// log with its NUL and ESC raw (only line breaks were escaped).
+    #[test]
+    fn control_characters_from_outside_are_escaped() {
+        let line = b"INFO session created principal=jwt:al\x00ice\x1b[31m\x7f\tend\n";
+        assert_eq!(
+            one_line(line, false),
+            b"INFO session created principal=jwt:al\\x00ice\\x1b[31m\\x7f\tend\n"
+        );
+        // A coloured terminal keeps ESC (the formatter's), not the rest.
+        assert_eq!(
+            one_line(b"\x1b[32mINFO\x1b[0m a\x00b\n", true),
+            b"\x1b[32mINFO\x1b[0m a\\x00b\n"
+        );
     }
 
     #[test]
