@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
+use super::budget::{FIRST_STEP, Held, OverBudget, ReadBudget};
 use super::config::{ApiToken, CodaConfig};
 use super::ratelimit::{RateLimiter, RequestClass};
 
@@ -94,17 +95,32 @@ pub fn json_values_over(bytes: &[u8], max: usize) -> bool {
 /// then quoted the whole URL and passed for a connection failure).
 pub const MAX_URL_BYTES: usize = 16 * 1024;
 
-/// Read a response body, refusing one over `cap` bytes as it streams in.
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
+/// Read a response body, refusing one over `cap` bytes as it streams in,
+/// into room of the [`ReadBudget`]: the whole `Content-Length` when the
+/// answer gives one, else [`FIRST_STEP`] and then doubling. That first
+/// reservation, taken while nothing is held for this body, may wait for
+/// room until `until` (the call's deadline, or the request's timeout when
+/// that ends first); growing never waits (see [`crate::budget`]). The room
+/// goes back when the body is dropped, on every path.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+    budget: &ReadBudget,
+    until: Instant,
+) -> Result<Held<Vec<u8>>, BodyError> {
+    let known = resp.content_length();
+    if known.is_some_and(|n| n > cap as u64) {
         return Err(BodyError::TooLarge(cap));
     }
-    let mut out = Vec::new();
+    let first = known.map_or(FIRST_STEP.min(cap), |n| n as usize);
+    let mut out = Held::reserve(budget, first, until)
+        .await
+        .map_err(BodyError::Budget)?;
     while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
         if out.len() + chunk.len() > cap {
             return Err(BodyError::TooLarge(cap));
         }
-        out.extend_from_slice(&chunk);
+        out.extend(budget, &chunk, cap).map_err(BodyError::Budget)?;
     }
     Ok(out)
 }
@@ -114,6 +130,8 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
 enum BodyError {
     Read(reqwest::Error),
     TooLarge(usize),
+    /// No room for it in `--max-read-bytes`.
+    Budget(OverBudget),
 }
 
 /// An error and its causes on one line: reqwest's own message leaves out
@@ -170,6 +188,15 @@ pub enum CodaError {
         "the request's URL would be {0} bytes (at most {MAX_URL_BYTES}): an id, name or filter this long cannot be sent to Coda"
     )]
     UrlTooLong(usize),
+    /// Coda's answer (an API body, an export, its inflated text) found no
+    /// room in the budget of answers held at once (`--max-read-bytes`): it
+    /// was not read whole. Only a read's: a write answered 2xx is
+    /// [`CodaError::Accepted`] instead, and an error answer only loses its
+    /// message. Retrying later, or asking for less, fits it.
+    #[error(
+        "Coda's answer was not read: {0}. This is temporary (answers give their room back as their calls finish): retry the call in a moment, and ask for less (a smaller limit or page, fewer columns) so that the answer fits"
+    )]
+    OverBudget(OverBudget),
     /// The request names a doc outside the `--docs` allow-list (or would
     /// create a doc under one); it was not sent.
     #[error("refused: {0}; nothing was sent to Coda")]
@@ -463,6 +490,9 @@ pub struct CodaClient {
     /// `--max-answer-values`: an answer holding more JSON values is not
     /// parsed ([`json_values_over`]).
     max_answer_values: usize,
+    /// `--max-read-bytes`: room for the bodies of Coda's answers held at
+    /// once, shared by every call ([`crate::budget`]).
+    read_budget: ReadBudget,
     /// `--docs`: the only docs a request may name (`None`: any). Checked in
     /// [`CodaClient::send`], the one door every tool, resource and URL
     /// resolution goes through, on the request itself, so no argument
@@ -529,12 +559,18 @@ impl CodaClient {
             retry_max: cfg.retry_max,
             request_timeout: cfg.request_timeout,
             max_answer_values: cfg.max_answer_values,
+            read_budget: ReadBudget::new(cfg.max_read_bytes),
             docs: cfg.docs.clone(),
         })
     }
 
     pub fn limiter(&self) -> &RateLimiter {
         &self.limiter
+    }
+
+    /// The budget of bytes of Coda's answers held at once.
+    pub fn read_budget(&self) -> &ReadBudget {
+        &self.read_budget
     }
 
     pub fn base_url(&self) -> &Url {
@@ -711,11 +747,15 @@ impl CodaClient {
                     format!("{} {}", req.method, url.path()),
                 ));
             }
+            let timeout = remaining.min(self.request_timeout);
+            // When reqwest cuts this request, body included: a wait for
+            // room to read the answer ends by then, and by the deadline.
+            let request_end = Instant::now() + timeout;
             let mut builder = self
                 .http
                 .request(req.method.clone(), url.clone())
                 .bearer_auth(self.token.expose())
-                .timeout(remaining.min(self.request_timeout));
+                .timeout(timeout);
             if let Some(body) = &req.body {
                 builder = builder.json(body);
             }
@@ -750,8 +790,24 @@ impl CodaClient {
                         .get(reqwest::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(|v| model_text(&redact_text(v, self.token.expose()), 100));
-                    let mut bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
+                    let read =
+                        read_capped(resp, MAX_RESPONSE_BYTES, &self.read_budget, request_end);
+                    let mut bytes = match read.await {
                         Ok(b) => b,
+                        Err(BodyError::Budget(over)) if status.is_success() => {
+                            return Err(if write {
+                                CodaError::Accepted {
+                                    status: status.as_u16(),
+                                    reason: format!(
+                                        "its answer could not be held in memory ({over})"
+                                    ),
+                                }
+                            } else {
+                                CodaError::OverBudget(over)
+                            });
+                        }
+                        // Refused or failed: only the error's message is lost.
+                        Err(BodyError::Budget(_)) => Held::default(),
                         Err(BodyError::TooLarge(cap)) => {
                             let reason = format!("its answer is larger than {cap} bytes");
                             return Err(if status.is_success() && write {
@@ -839,7 +895,7 @@ impl CodaClient {
                             });
                         }
                         // An error's body: only its message is lost.
-                        bytes.clear();
+                        bytes = Held::default();
                     }
                     if status.is_success() {
                         return match decode_success(status, &bytes, content_type.as_deref()) {
@@ -957,7 +1013,10 @@ impl CodaClient {
 
     /// Fetch an export download link: no Authorization header (another
     /// host), gzip bodies inflated, S3-style XML error documents rejected.
-    pub async fn download(&self, link: &str, deadline: Instant) -> Result<String, CodaError> {
+    /// The text comes back [`Held`]: its room in `--max-read-bytes` (its
+    /// inflated size when it was gzip) goes back when the caller drops it,
+    /// which it does before sending another request (see [`crate::budget`]).
+    pub async fn download(&self, link: &str, deadline: Instant) -> Result<Held<String>, CodaError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(CodaError::DeadlineExceeded(
@@ -974,10 +1033,12 @@ impl CodaClient {
                 origin_of(&url)
             )));
         }
+        let timeout = remaining.min(self.request_timeout);
+        let request_end = Instant::now() + timeout;
         let resp = self
             .downloads
             .get(url)
-            .timeout(remaining.min(self.request_timeout))
+            .timeout(timeout)
             .send()
             .await
             // The link is pre-signed: its query is a credential.
@@ -985,7 +1046,8 @@ impl CodaClient {
             // causes name it.
             .map_err(|e| CodaError::Transport(e.without_url()))?;
         let status = resp.status();
-        let bytes = match read_capped(resp, MAX_RESPONSE_BYTES).await {
+        let read = read_capped(resp, MAX_RESPONSE_BYTES, &self.read_budget, request_end);
+        let bytes = match read.await {
             Ok(b) => b,
             Err(BodyError::Read(e)) => return Err(CodaError::Transport(e.without_url())),
             Err(BodyError::TooLarge(cap)) => {
@@ -993,8 +1055,9 @@ impl CodaClient {
                     "the export is larger than {cap} bytes"
                 )));
             }
+            Err(BodyError::Budget(over)) => return Err(CodaError::OverBudget(over)),
         };
-        let body = maybe_gunzip(&bytes, MAX_RESPONSE_BYTES)?;
+        let body = maybe_gunzip(bytes, MAX_RESPONSE_BYTES, &self.read_budget)?;
         let head = body.trim_start();
         if head.starts_with("<?xml") || head.starts_with("<Error>") {
             let code = between(head, "<Code>", "</Code>").unwrap_or("unknown");
@@ -1198,24 +1261,41 @@ fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
 }
 
 /// Inflate a body that starts with the gzip magic bytes (to at most `cap`
-/// bytes: a small body can inflate to gigabytes); decode as UTF-8.
-pub fn maybe_gunzip(bytes: &[u8], cap: usize) -> Result<String, CodaError> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .take(cap as u64 + 1)
-            .read_to_end(&mut out)
+/// bytes: a small body can inflate to gigabytes); decode as UTF-8. The
+/// inflated text takes room of its own in `budget` as it grows, beside the
+/// gzip body's (dropped once inflated); taking it never waits, since this
+/// reader holds the gzip body ([`crate::budget`]). A body that is not gzip
+/// becomes the text in place, keeping its room.
+pub fn maybe_gunzip(
+    bytes: Held<Vec<u8>>,
+    cap: usize,
+    budget: &ReadBudget,
+) -> Result<Held<String>, CodaError> {
+    let not_utf8 = || CodaError::Download("export body is not UTF-8".into());
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return bytes.into_string().ok_or_else(not_utf8);
+    }
+    let mut out = Held::try_reserve(budget, FIRST_STEP.min(cap)).map_err(CodaError::OverBudget)?;
+    let mut gz = flate2::read::MultiGzDecoder::new(&bytes[..]);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = gz
+            .read(&mut buf)
             .map_err(|e| CodaError::Download(format!("bad gzip body: {e}")))?;
-        if out.len() > cap {
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > cap {
             return Err(CodaError::Download(format!(
                 "the export inflates to more than {cap} bytes"
             )));
         }
-        String::from_utf8(out).map_err(|_| CodaError::Download("export body is not UTF-8".into()))
-    } else {
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| CodaError::Download("export body is not UTF-8".into()))
+        out.extend(budget, &buf[..n], cap)
+            .map_err(CodaError::OverBudget)?;
     }
+    drop(gz);
+    drop(bytes);
+    out.into_string().ok_or_else(not_utf8)
 }
 
 /// Push `seg` percent-encoded as one path segment: every byte but RFC
@@ -1688,26 +1768,85 @@ mod tests {
         );
     }
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// `bytes` as a body read into room of `budget`.
+    fn held(budget: &ReadBudget, bytes: &[u8]) -> Held<Vec<u8>> {
+        let mut h = Held::try_reserve(budget, bytes.len()).unwrap();
+        h.extend(budget, bytes, usize::MAX).unwrap();
+        h
+    }
+
     #[test]
     fn gzip_bodies_are_inflated() {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(b"# Title\nbody").unwrap();
-        let gz = enc.finish().unwrap();
-        assert_eq!(maybe_gunzip(&gz, 100).unwrap(), "# Title\nbody");
-        assert_eq!(maybe_gunzip(b"plain", 100).unwrap(), "plain");
+        let b = ReadBudget::new(1 << 20);
+        let gz = gzip(b"# Title\nbody");
+        assert_eq!(
+            maybe_gunzip(held(&b, &gz), 100, &b).unwrap().as_str(),
+            "# Title\nbody"
+        );
+        assert_eq!(
+            maybe_gunzip(held(&b, b"plain"), 100, &b).unwrap().as_str(),
+            "plain"
+        );
+        assert_eq!(b.held_bytes(), 0);
     }
 
     #[test]
     fn gzip_bodies_inflate_only_up_to_the_cap() {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        enc.write_all(&vec![b'a'; 1 << 20]).unwrap();
-        let gz = enc.finish().unwrap();
+        let b = ReadBudget::new(4 << 20);
+        let gz = gzip(&vec![b'a'; 1 << 20]);
         assert!(gz.len() < 4096);
-        let e = maybe_gunzip(&gz, 1000).unwrap_err().to_string();
+        let e = maybe_gunzip(held(&b, &gz), 1000, &b)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("more than 1000 bytes"), "{e}");
-        assert_eq!(maybe_gunzip(&gz, 1 << 20).unwrap().len(), 1 << 20);
+        assert_eq!(
+            maybe_gunzip(held(&b, &gz), 1 << 20, &b).unwrap().len(),
+            1 << 20
+        );
+        assert_eq!(b.held_bytes(), 0);
+    }
+
+    /// An export's inflated text holds room for its inflated size, for as
+    /// long as the text is kept; one that does not fit beside what is held
+    /// fails at once, and every byte of room comes back.
+    #[test]
+    fn inflated_text_counts_its_inflated_size_in_the_read_budget() {
+        let b = ReadBudget::new(2 << 20);
+        let gz = gzip(&vec![b'a'; 1 << 20]);
+        let text = maybe_gunzip(held(&b, &gz), 1 << 20, &b).unwrap();
+        assert_eq!(text.len(), 1 << 20);
+        assert!(text.reserved_bytes() >= 1 << 20);
+        // The gzip body's room went back once it was inflated.
+        assert_eq!(b.held_bytes(), text.reserved_bytes());
+        // With the first text held, a second does not fit: it fails at
+        // once, without waiting, and says what to do.
+        let e = maybe_gunzip(held(&b, &gz), 1 << 20, &b).unwrap_err();
+        assert!(
+            matches!(e, CodaError::OverBudget(ref o) if o.waited.is_none()),
+            "{e:?}"
+        );
+        let text_e = e.to_string();
+        assert!(
+            text_e.contains("--max-read-bytes")
+                && text_e.contains("retry the call")
+                && text_e.contains("smaller limit"),
+            "{text_e}"
+        );
+        assert_eq!(b.held_bytes(), text.reserved_bytes());
+        drop(text);
+        assert_eq!(b.held_bytes(), 0);
+        // A bad gzip body gives its room back too.
+        let mut bad = gz.clone();
+        bad.truncate(gz.len() / 2);
+        assert!(maybe_gunzip(held(&b, &bad), 1 << 20, &b).is_err());
+        assert_eq!(b.held_bytes(), 0);
     }
 
     #[test]

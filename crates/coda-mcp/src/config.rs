@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
+use super::client::MAX_RESPONSE_BYTES;
 use super::ids::doc_id;
 
 /// Where the Coda REST API lives unless told otherwise.
@@ -63,6 +64,18 @@ pub const DEFAULT_MAX_EMPTY_PAGES: usize = 100;
 /// about 100 MB; Coda's largest real answers (500 wide rows) hold tens of
 /// thousands.
 pub const DEFAULT_MAX_ANSWER_VALUES: usize = 1_000_000;
+/// Most bytes of Coda's answers held in memory at once, across all calls
+/// (`--max-read-bytes`, see [`crate::budget`]): 256 MiB. Without it, the
+/// 64 calls `--max-pending-requests` lets run could each hold a 32 MiB
+/// answer ([`MAX_RESPONSE_BYTES`]), 2 GiB, and an export twice that. Real
+/// answers are a few MiB, so 64 calls of 4 MiB fit, and so do 8 of the
+/// largest answers or 4 of the largest exports at once.
+pub const DEFAULT_MAX_READ_BYTES: usize = 256 * 1024 * 1024;
+/// Smallest `--max-read-bytes`: one largest answer always fits, also an
+/// export, whose gzip body and inflated text (each up to
+/// [`MAX_RESPONSE_BYTES`]) are held together while it inflates.
+pub const MIN_MAX_READ_BYTES: usize = 2 * MAX_RESPONSE_BYTES;
+const _: () = assert!(DEFAULT_MAX_READ_BYTES >= MIN_MAX_READ_BYTES);
 
 /// Exit code for bad usage or configuration (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -160,6 +173,12 @@ pub struct CodaArgs {
     /// refused unparsed (env CODA_MAX_ANSWER_VALUES; default 1000000)
     #[argh(option)]
     pub max_answer_values: Option<usize>,
+    /// most bytes of Coda's answers held in memory at once, across all
+    /// calls; an answer that finds no room waits for it (until the call
+    /// deadline) or fails with an error saying to retry (env
+    /// CODA_MAX_READ_BYTES; default 268435456, at least 67108864)
+    #[argh(option)]
+    pub max_read_bytes: Option<usize>,
 }
 
 /// A named group of tools that can be switched on with `--toolsets`.
@@ -306,6 +325,8 @@ pub struct CodaConfig {
     pub max_empty_pages: usize,
     /// Most JSON values an answer from Coda may hold to be parsed.
     pub max_answer_values: usize,
+    /// Most bytes of Coda's answers held at once ([`crate::budget`]).
+    pub max_read_bytes: usize,
 }
 
 impl CodaConfig {
@@ -501,6 +522,16 @@ impl CodaConfig {
             1000,
             Some("Coda's answers hold hundreds of values"),
         )?;
+        let max_read_bytes = bytes_setting(args.max_read_bytes, &env, "CODA_MAX_READ_BYTES")?
+            .unwrap_or(DEFAULT_MAX_READ_BYTES);
+        at_least(
+            "--max-read-bytes",
+            max_read_bytes,
+            MIN_MAX_READ_BYTES,
+            Some(
+                "an export's gzip body and its inflated text, up to 32 MiB each, must fit at once",
+            ),
+        )?;
         at_least(
             "--max-pending-requests",
             max_pending_requests,
@@ -572,6 +603,7 @@ impl CodaConfig {
             stdout_grace,
             max_empty_pages,
             max_answer_values,
+            max_read_bytes,
         })
     }
 
@@ -874,6 +906,58 @@ mod tests {
                 err,
                 ConfigError::InvalidValue {
                     name: "CODA_MAX_PENDING_REQUESTS",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn max_read_bytes_comes_from_the_flag_then_the_env_and_fits_the_largest_export() {
+        let token = env_of(&[("CODA_API_TOKEN", "t")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &token).unwrap();
+        assert_eq!(cfg.max_read_bytes, DEFAULT_MAX_READ_BYTES);
+        let env = env_of(&[
+            ("CODA_API_TOKEN", "t"),
+            ("CODA_MAX_READ_BYTES", " 100000000 "),
+        ]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &env).unwrap();
+        assert_eq!(cfg.max_read_bytes, 100_000_000);
+        let args = CodaArgs {
+            max_read_bytes: Some(MIN_MAX_READ_BYTES),
+            ..Default::default()
+        };
+        assert_eq!(
+            CodaConfig::from_args(&args, &env).unwrap().max_read_bytes,
+            MIN_MAX_READ_BYTES
+        );
+        // Below the floor, from the flag or the env: named, with why.
+        let small = CodaArgs {
+            max_read_bytes: Some(MIN_MAX_READ_BYTES - 1),
+            ..Default::default()
+        };
+        let err = CodaConfig::from_args(&small, &token).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::InvalidValue {
+                    name: "--max-read-bytes",
+                    reason,
+                    ..
+                } if reason.contains("inflated text")
+            ),
+            "{err:?}"
+        );
+        let small = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_MAX_READ_BYTES", "1024")]);
+        assert!(CodaConfig::from_args(&CodaArgs::default(), small).is_err());
+        let bad = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_MAX_READ_BYTES", "256MiB")]);
+        let err = CodaConfig::from_args(&CodaArgs::default(), bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "CODA_MAX_READ_BYTES",
                     ..
                 }
             ),

@@ -49,10 +49,16 @@
 //!   every method and of 5xx/transport errors for replay-safe methods, with
 //!   `Retry-After` or exponential backoff with jitter, all under the tool
 //!   call's deadline. Export downloads go to another host without the token.
+//! - [`budget`]: the bytes of Coda's answers held at once, across all calls
+//!   (`--max-read-bytes`): every body holds room while it is kept, and a
+//!   body that finds none fails with an error saying to retry; only a
+//!   reader holding nothing waits for room (until its deadline), so
+//!   readers can never wait on each other.
 //! - [`config`]: flags and environment (`CODA_API_TOKEN`/`CODA_API_KEY`/
 //!   `API_KEY`, `CODA_API_BASE_URL`, `CODA_READ_ONLY`, `CODA_TOOLSETS`,
 //!   `CODA_DOCS`, `CODA_MAX_RESULT_BYTES`, `CODA_FULL_TEXT`,
-//!   `CODA_MAX_LINE_BYTES`, `CODA_MAX_PENDING_REQUESTS`) read through a
+//!   `CODA_MAX_LINE_BYTES`, `CODA_MAX_PENDING_REQUESTS`,
+//!   `CODA_MAX_READ_BYTES`) read through a
 //!   lookup function, validated, no I/O; the [`config::Toolset`]s that
 //!   `--toolsets` names.
 //! - [`number`]: decimal numbers compared by the value they spell, not
@@ -84,6 +90,7 @@
 //!   token `/whoami` rejects with 401/403; an unreachable Coda at start-up
 //!   is only a warning).
 
+pub mod budget;
 pub mod call;
 pub mod client;
 pub mod config;

@@ -45,6 +45,8 @@ async fn out_of_range_timeouts_and_intervals_exit_64_with_one_line() {
         // Regression: accepted, so a 429 storm (Retry-After 0 or absent)
         // was retried back to back until the call deadline.
         ["--retry-base-ms", "0"],
+        // Below one largest export (its gzip body and its text).
+        ["--max-read-bytes", "1048576"],
     ] {
         let out = tokio::process::Command::new(harness::bin())
             .args(args)

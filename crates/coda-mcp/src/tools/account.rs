@@ -1,5 +1,5 @@
 //! Toolset `account`: who the token is, resolving browser links, mutation
-//! status and the local rate-limit budget.
+//! status and the local rate-limit and read budgets.
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, JsonObject};
@@ -48,8 +48,20 @@ pub struct MutationStatusOutput {
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RateLimitOutput {
     pub buckets: Vec<BucketStatus>,
+    /// Memory for Coda's answers (--max-read-bytes): an answer that finds no room fails with an error saying to retry.
+    pub read_budget: ReadBudgetStatus,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadBudgetStatus {
+    /// Most bytes of Coda's answers held at once, across all calls.
+    pub max_bytes: usize,
+    /// Bytes held now by answers being read or used.
+    pub held_bytes: usize,
 }
 
 #[tool_router(router = account_router, vis = "pub(crate)")]
@@ -137,7 +149,7 @@ impl Coda {
         .await
     }
 
-    /// Show this server's client-side rate-limit buckets (requests left per class). Local only: makes no Coda call.
+    /// Show this server's client-side rate-limit buckets (requests left per class) and the memory its reads of Coda's answers hold. Local only: makes no Coda call.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
         input_schema = input::<NoParams>(),
@@ -149,8 +161,13 @@ impl Coda {
     ) -> CallToolResult {
         let c = self;
         run(a, |_: NoParams| async move {
+            let budget = c.client.read_budget();
             Reply::json(RateLimitOutput {
                 buckets: c.client.limiter().status(),
+                read_budget: ReadBudgetStatus {
+                    max_bytes: budget.max_bytes(),
+                    held_bytes: budget.held_bytes(),
+                },
             })
         })
         .await

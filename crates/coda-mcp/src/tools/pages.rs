@@ -24,6 +24,7 @@ use super::{
     COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, ReplacePreview, Reply,
     input, output, required, run,
 };
+use crate::budget::Held;
 use crate::client::{ApiRequest, CodaError};
 use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
@@ -538,14 +539,16 @@ impl Coda {
         Ok(items)
     }
 
-    /// Export a page as markdown or html and download it.
+    /// Export a page as markdown or html and download it. The text holds
+    /// its room in `--max-read-bytes` until it is dropped: drop it before
+    /// sending another request ([`crate::budget`]).
     pub async fn export_page(
         &self,
         d: &str,
         p: &str,
         format: ContentFormat,
         deadline: Instant,
-    ) -> ToolResult<String> {
+    ) -> ToolResult<Held<String>> {
         // A second export of the same page is harmless: replayable.
         let start = ApiRequest::new(Method::POST, &["docs", d, "pages", p, "export"])
             .replayable()
@@ -637,11 +640,12 @@ impl Coda {
         p: &str,
         format: ReadFormat,
         deadline: Instant,
-    ) -> ToolResult<String> {
+    ) -> ToolResult<Held<String>> {
         match format {
-            ReadFormat::PlainText => Ok(render_plain(
+            // Rendered from parsed elements: no body of Coda's is kept.
+            ReadFormat::PlainText => Ok(Held::unreserved(render_plain(
                 &self.plain_items(d, p, COMPOSITE_CAP, deadline).await?,
-            )),
+            ))),
             ReadFormat::Markdown => {
                 self.export_page(d, p, ContentFormat::Markdown, deadline)
                     .await
@@ -1205,6 +1209,9 @@ impl Coda {
             let html = c.export_page(&d, &source_id, ContentFormat::Html, dl).await?;
             let parent = src.pointer("/parent/id").and_then(Value::as_str).map(str::to_owned);
             let mut body = json!({"name": p.new_name, "pageContent": canvas_content(Some(&html), Some(ContentFormat::Html))});
+            // The export's room goes back before the write is sent: a call
+            // holding it would wait for room to read the write's answer.
+            drop(html);
             if let Some(par) = &parent {
                 body["parentPageId"] = json!(par);
             }

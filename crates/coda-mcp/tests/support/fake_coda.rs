@@ -230,6 +230,9 @@ struct State {
     /// (column id, value): a row update stores this value in the column
     /// instead of the one sent, to play a write Coda changed.
     change_on_write: Vec<(String, Value)>,
+    /// Answers sent slowly, without a Content-Length (see
+    /// [`FakeCoda::trickle_next`]).
+    trickles: Vec<TrickleRule>,
     /// Page content updates are answered 202 and not applied, to play a
     /// write Coda lost.
     drop_content_updates: bool,
@@ -251,6 +254,18 @@ impl State {
         self.counter += 1;
         format!("{prefix}{}", self.counter)
     }
+}
+
+/// The next `remaining` answers to `method` requests whose path contains
+/// `path_contains` are sent in pieces (see [`FakeCoda::trickle_next`]).
+struct TrickleRule {
+    method: String,
+    path_contains: String,
+    remaining: usize,
+    piece: usize,
+    pause: Duration,
+    /// Every matching answer starts once all `remaining` requests arrived.
+    together: Arc<tokio::sync::Barrier>,
 }
 
 /// The running fake. Dropping it stops the server.
@@ -694,6 +709,34 @@ impl FakeCoda {
         });
     }
 
+    /// Send the answers to the next `times` `method` requests whose path
+    /// contains `path_contains` (the full path: `/apis/v1/…`, or `/blobs/`
+    /// for export downloads; answered as usual, or as
+    /// [`FakeCoda::answer_next`] says, otherwise) in pieces of
+    /// `piece` bytes, `pause` apart, with no Content-Length (chunked, as a
+    /// compressed or streamed answer comes): a client cannot know their
+    /// size before the end. No body starts before all `times` answers are
+    /// on their way (or 10 s passed), so they are read at the same time.
+    pub fn trickle_next(
+        &self,
+        method: &str,
+        path_contains: &str,
+        times: usize,
+        piece: usize,
+        pause: Duration,
+    ) {
+        self.with(|s| {
+            s.trickles.push(TrickleRule {
+                method: method.into(),
+                path_contains: path_contains.into(),
+                remaining: times,
+                piece: piece.max(1),
+                pause,
+                together: Arc::new(tokio::sync::Barrier::new(times)),
+            })
+        });
+    }
+
     /// Put a content element first on `page`; its text may hold newlines
     /// (Coda's plain text of a code block or a soft-wrapped paragraph does).
     pub fn insert_line(&self, page: &str, text: &str) {
@@ -973,7 +1016,69 @@ impl hyper::body::Body for EndlessBody {
     }
 }
 
-type AnyBody = http_body_util::Either<Full<Bytes>, http_body_util::Either<CutBody, EndlessBody>>;
+/// Marks a response whose body is `rest`, sent in pieces of `piece`
+/// bytes, `pause` apart, with no Content-Length, once every answer of its
+/// rule is on its way (`together`).
+#[derive(Debug, Clone)]
+struct Trickle {
+    piece: usize,
+    pause: Duration,
+    rest: Bytes,
+    together: Arc<tokio::sync::Barrier>,
+}
+
+type Start = std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+/// The body of a [`Trickle`] response: the wait for the other answers of
+/// its rule (at most 10 s), then its pieces and the pause before the next.
+struct TrickleBody(
+    Trickle,
+    Option<Start>,
+    std::pin::Pin<Box<tokio::time::Sleep>>,
+);
+
+impl TrickleBody {
+    fn new(t: Trickle) -> Self {
+        let together = t.together.clone();
+        let start: Start = Box::pin(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), together.wait()).await;
+        });
+        TrickleBody(t, Some(start), Box::pin(tokio::time::sleep(Duration::ZERO)))
+    }
+}
+
+impl hyper::body::Body for TrickleBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(start) = self.1.as_mut() {
+            std::task::ready!(start.as_mut().poll(cx));
+            self.1 = None;
+        }
+        if self.0.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.2.as_mut().poll(cx));
+        self.2 = Box::pin(tokio::time::sleep(self.0.pause));
+        let n = self.0.piece.min(self.0.rest.len());
+        let piece = self.0.rest.split_to(n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        // Unknown: sent chunked, with no Content-Length.
+        hyper::body::SizeHint::default()
+    }
+}
+
+type AnyBody = http_body_util::Either<
+    Full<Bytes>,
+    http_body_util::Either<CutBody, http_body_util::Either<EndlessBody, TrickleBody>>,
+>;
 
 fn cut_if_marked(resp: Response<Full<Bytes>>) -> Response<AnyBody> {
     use http_body_util::Either::{Left, Right};
@@ -981,11 +1086,15 @@ fn cut_if_marked(resp: Response<Full<Bytes>>) -> Response<AnyBody> {
         let (parts, _) = resp.into_parts();
         return Response::from_parts(
             parts,
-            Right(Right(EndlessBody(
+            Right(Right(Left(EndlessBody(
                 chunk,
                 Box::pin(tokio::time::sleep(Duration::ZERO)),
-            ))),
+            )))),
         );
+    }
+    if let Some(t) = resp.extensions().get::<Trickle>().cloned() {
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, Right(Right(Right(TrickleBody::new(t)))));
     }
     let Some(CutHere(first)) = resp.extensions().get::<CutHere>().cloned() else {
         return resp.map(Left);
@@ -1076,6 +1185,7 @@ async fn handle(
                         response: Value::Null,
                         api: false,
                     });
+                    let trickle = take_trickle(&mut s, &method, &full_path);
                     drop(s);
                     let mut resp = Response::builder().status(h.status);
                     for (k, v) in &h.headers {
@@ -1088,7 +1198,7 @@ async fn handle(
                         resp = resp.extension(Endless(Bytes::from(h.body)));
                         return Ok(resp.body(Full::new(Bytes::new())).unwrap());
                     }
-                    return Ok(resp.body(Full::new(Bytes::from(h.body))).unwrap());
+                    return Ok(with_body(resp, h.body, trickle));
                 }
                 if f.after_apply
                     && let Some(broken) = f.broken.clone()
@@ -1185,7 +1295,46 @@ async fn handle(
             serde_json::to_vec(&reply.body).unwrap()
         }
     };
-    Ok(builder.body(Full::new(Bytes::from(payload))).unwrap())
+    let trickle = take_trickle(&mut state.lock().unwrap(), &method, &full_path);
+    Ok(with_body(builder, payload, trickle))
+}
+
+/// A piece size, pause and start barrier, when a [`FakeCoda::trickle_next`]
+/// rule takes the answer to `method` `full_path`.
+fn take_trickle(
+    s: &mut State,
+    method: &str,
+    full_path: &str,
+) -> Option<(usize, Duration, Arc<tokio::sync::Barrier>)> {
+    s.trickles
+        .iter_mut()
+        .find(|t| t.remaining > 0 && t.method == method && full_path.contains(&t.path_contains))
+        .map(|t| {
+            t.remaining -= 1;
+            (t.piece, t.pause, t.together.clone())
+        })
+}
+
+/// The answer `builder` with `payload`, marked to be sent in pieces when a
+/// trickle rule took it.
+fn with_body(
+    builder: hyper::http::response::Builder,
+    payload: Vec<u8>,
+    trickle: Option<(usize, Duration, Arc<tokio::sync::Barrier>)>,
+) -> Response<Full<Bytes>> {
+    let Some((piece, pause, together)) = trickle else {
+        return builder.body(Full::new(Bytes::from(payload))).unwrap();
+    };
+    let rest = Bytes::from(payload);
+    builder
+        .extension(Trickle {
+            piece,
+            pause,
+            rest,
+            together,
+        })
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 /// The signature part of an export's download link.
