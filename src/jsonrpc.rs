@@ -133,6 +133,18 @@ impl Frame {
     pub fn parse(bytes: Bytes, strict: bool) -> Result<Frame, FrameError> {
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| FrameError::NotJson(format!("not UTF-8: {e}")))?;
+        // serde reads a struct from an array too, by position: without
+        // this, `["2.0",1,"ping"]` was a request (and a child's array line
+        // a message with no `}` to add params before).
+        let object = text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{');
+        if !object {
+            return Err(match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => FrameError::NotJsonRpc("not a JSON-RPC 2.0 object"),
+                Err(e) => FrameError::NotJson(e.to_string()),
+            });
+        }
         let env: Envelope<'_> = match serde_json::from_str(text) {
             Ok(env) => env,
             Err(e) => {
@@ -1554,6 +1566,38 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    /// Regression (fuzz `frame`, first run on nightly): serde reads a
+    /// struct from an array by position, so `["2.0",7,"tools/list"]` in a
+    /// client's batch was a request (rewritten, passed on, and its client
+    /// left waiting: the child skipped the line), and a child's line
+    /// `[12,"","~"]` a request with no `}`, on which adding `params`
+    /// panicked.
+    #[test]
+    fn an_array_is_never_a_frame() {
+        for (line, strict) in [
+            (&br#"["2.0",7,"tools/list"]"#[..], true),
+            (br#" ["2.0",7,"tools/list",{}]"#, false),
+            (br#"[12,"","~"]"#, false),
+            (br#"[12,"","~"]"#, true),
+        ] {
+            let got = Frame::parse(Bytes::from_static(line), strict);
+            assert!(
+                matches!(got, Err(FrameError::NotJsonRpc(_))),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert!(matches!(
+            Frame::parse(Bytes::from_static(b"[1,"), false),
+            Err(FrameError::NotJson(_))
+        ));
+        let ok = Frame::parse(
+            Bytes::from_static(b" \r\n\t{\"jsonrpc\":\"2.0\",\"method\":\"m\"}"),
+            true,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     /// Regression (fuzz `routes`): ids were matched through a float, so
