@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::audit::Audit;
 use crate::auth::Principal;
 use crate::lock;
-use crate::sse::{LiveRx, Outlet, ReplayBudget};
+use crate::sse::{LiveRx, Outlet, ReplayBudget, Tombstone};
 use crate::upstream::{Port, Upstream};
 
 /// Requests after `initialize` a session may make and still count as a
@@ -40,6 +40,21 @@ const ONE_SHOT_TOUCHES: u32 = 2;
 /// Streams kept per session for `Last-Event-ID` replay, finished ones
 /// included; streams not finished are kept past it ([`Session::open_stream`]).
 const KEPT_STREAMS: usize = 32;
+
+/// Tombstones of streams let go of ([`crate::sse::Tombstone`]) a session
+/// keeps, oldest dropped first, and their bytes together: a client back
+/// for one gets an error for each answer it may have missed. Past these,
+/// it gets a fresh GET stream (logged), as for an id the session never
+/// gave out.
+const GONE_STREAMS: usize = 256;
+const GONE_BYTES: usize = 64 * 1024;
+
+/// The tombstones of a session's streams let go of, with their bytes.
+#[derive(Default)]
+struct Gone {
+    list: VecDeque<Tombstone>,
+    bytes: usize,
+}
 
 /// How often a legacy stream looks, during a shutdown, whether its
 /// session still has requests in flight ([`Session::legacy_stream_end`]).
@@ -89,6 +104,8 @@ pub struct Session {
     protocol_version: Mutex<String>,
     limits: StreamLimits,
     streams: Mutex<VecDeque<Arc<Outlet>>>,
+    /// What the streams let go of left behind.
+    gone: Mutex<Gone>,
     /// The standalone GET stream, once opened; also the port's stream for
     /// unrelated messages. Checked and replaced under this one lock, so
     /// that two GETs at once share one stream.
@@ -179,6 +196,7 @@ impl Session {
             protocol_version: Mutex::new(String::new()),
             limits,
             streams: Mutex::new(VecDeque::new()),
+            gone: Mutex::default(),
             get_stream: Mutex::new(None),
             next_stream: AtomicU64::new(1),
             last_active: Mutex::new(Instant::now()),
@@ -271,33 +289,52 @@ impl Session {
             self.limits.max_queue,
             self.limits.replay_events,
         );
-        let outlet = outlet
+        (Arc::new(self.with_limits(outlet)), rx, with_ids)
+    }
+
+    /// An outlet with this session's byte bounds, budget and metrics.
+    fn with_limits(&self, outlet: Outlet) -> Outlet {
+        outlet
             .with_replay_bytes(self.limits.replay_bytes)
             .with_queue_bytes(self.limits.max_queue_bytes)
             .with_budget(self.limits.budget.clone())
-            .with_metrics(self.limits.metrics.clone());
-        (Arc::new(outlet), rx, with_ids)
+            .with_metrics(self.limits.metrics.clone())
+    }
+
+    /// Adds a stream to the ones kept for `Last-Event-ID`, letting go of
+    /// the oldest finished ones past [`KEPT_STREAMS`]: first those with
+    /// nothing left to replay, then those whose buffer lingers. One not
+    /// finished is never let go of: its client may come back for it (the
+    /// GET stream among them), and there are at most as many as requests
+    /// in flight (`--max-in-flight`), each bounded in bytes by the replay
+    /// budget. A stream let go of leaves its tombstone.
+    fn keep_stream(&self, streams: &mut VecDeque<Arc<Outlet>>, outlet: Arc<Outlet>) {
+        while streams.len() >= KEPT_STREAMS {
+            let spent = streams
+                .iter()
+                .position(|o| o.is_finished() && !o.holds_replay())
+                .or_else(|| streams.iter().position(|o| o.is_finished()));
+            let Some(gone) = spent.and_then(|i| streams.remove(i)) else {
+                break;
+            };
+            if let Some(t) = gone.tombstone() {
+                let mut g = lock(&self.gone);
+                g.bytes += t.bytes();
+                g.list.push_back(t);
+                while g.list.len() > GONE_STREAMS || g.bytes > GONE_BYTES {
+                    let Some(old) = g.list.pop_front() else { break };
+                    g.bytes -= old.bytes();
+                }
+            }
+        }
+        streams.push_back(outlet);
     }
 
     /// A new POST stream owing `owed` responses.
     pub fn open_stream(&self, owed: usize) -> (Arc<Outlet>, LiveRx) {
         let (outlet, rx, with_ids) = self.new_outlet(Some(owed));
         if with_ids {
-            let mut streams = lock(&self.streams);
-            // Drop the oldest finished streams. One not finished is never
-            // dropped: its client may come back for it with Last-Event-ID
-            // (the GET stream among them), and there are at most as many
-            // as requests in flight (`--max-in-flight`), each bounded in
-            // bytes by the replay budget.
-            while streams.len() >= KEPT_STREAMS {
-                match streams.iter().position(|o| o.is_finished()) {
-                    Some(i) => {
-                        streams.remove(i);
-                    }
-                    None => break,
-                }
-            }
-            streams.push_back(outlet.clone());
+            self.keep_stream(&mut lock(&self.streams), outlet.clone());
             if crate::version::at_least(&self.protocol_version(), "2025-11-25") {
                 outlet.prime();
             }
@@ -319,7 +356,7 @@ impl Session {
         *get_stream = Some(outlet.clone());
         self.port.set_notify(Some(outlet.clone()));
         if with_ids {
-            lock(&self.streams).push_back(outlet);
+            self.keep_stream(&mut lock(&self.streams), outlet);
         }
         rx
     }
@@ -333,10 +370,14 @@ impl Session {
     /// [`crate::sse::Outlet::resume`].
     pub fn resume(&self, last_event_id: &str) -> Option<(LiveRx, CancellationToken)> {
         let (stream, seq) = crate::sse::parse_event_id(last_event_id)?;
-        let outlet = lock(&self.streams)
+        let found = lock(&self.streams)
             .iter()
             .find(|o| o.stream_id() == stream)
-            .cloned()?;
+            .cloned();
+        let outlet = match found {
+            Some(outlet) => outlet,
+            None => self.revive(stream)?,
+        };
         let standalone = lock(&self.get_stream)
             .as_ref()
             .is_some_and(|get| Arc::ptr_eq(get, &outlet));
@@ -346,6 +387,21 @@ impl Session {
             self.cancel.clone()
         };
         Some((outlet.resume(seq)?, end))
+    }
+
+    /// A stream let go of, back from its tombstone (see [`Gone`]).
+    fn revive(&self, stream: u64) -> Option<Arc<Outlet>> {
+        let t = {
+            let mut g = lock(&self.gone);
+            let i = g.list.iter().position(|t| t.stream_id() == stream)?;
+            let t = g.list.remove(i)?;
+            g.bytes -= t.bytes();
+            t
+        };
+        let outlet = Outlet::revive(t, self.limits.max_queue, self.limits.replay_events);
+        let outlet = Arc::new(self.with_limits(outlet));
+        self.keep_stream(&mut lock(&self.streams), outlet.clone());
+        Some(outlet)
     }
 
     /// Whether a client is attached to the GET (or legacy) stream.

@@ -629,6 +629,43 @@ struct Kept {
     response: bool,
 }
 
+/// What a finished stream leaves when its session lets go of it (see
+/// `crate::session`): the ids of the answers it carried, where its events
+/// ended, and its buffer while that lingers, so that a client coming back
+/// for it gets its answers, or an error for each it may have missed
+/// ([`Outlet::revive`]), never an empty stream. A few words and the ids;
+/// the lingering buffer stays in the replay budget, and goes as it would
+/// have gone with the stream.
+pub struct Tombstone {
+    stream_id: u64,
+    next_seq: u64,
+    answers: VecDeque<(u64, Box<[u8]>)>,
+    lingering: Option<LingerSlot>,
+    budget: Option<Arc<ReplayBudget>>,
+}
+
+impl Drop for Tombstone {
+    fn drop(&mut self) {
+        if let (Some(b), Some(slot)) = (&self.budget, self.lingering.take()) {
+            b.free(&slot);
+        }
+    }
+}
+
+impl Tombstone {
+    /// The stream it was.
+    pub fn stream_id(&self) -> u64 {
+        self.stream_id
+    }
+
+    /// Bytes it holds, about.
+    pub fn bytes(&self) -> usize {
+        self.answers
+            .iter()
+            .fold(48, |n, (_, id)| n.saturating_add(24 + id.len()))
+    }
+}
+
 /// The sending side of one SSE stream, with its replay buffer.
 pub struct Outlet {
     /// Unique within the session; first half of every event id.
@@ -838,6 +875,56 @@ impl Outlet {
             b.give(inner.buffered_bytes);
         }
         inner.buffered_bytes = 0;
+    }
+
+    /// The tombstone of a finished stream that carried answers, its
+    /// buffer released; `None` for any other.
+    pub fn tombstone(&self) -> Option<Tombstone> {
+        let mut inner = self.lock();
+        if !inner.finished || inner.answers.is_empty() {
+            return None;
+        }
+        // Kept events (answers no consumer took) linger from now on, or go.
+        if !inner.buffer.is_empty() {
+            self.settle(&mut inner);
+        }
+        Some(Tombstone {
+            stream_id: self.stream_id,
+            next_seq: inner.next_seq,
+            answers: std::mem::take(&mut inner.answers),
+            lingering: inner.lingering.take(),
+            budget: self.budget.clone(),
+        })
+    }
+
+    /// A finished stream again from its tombstone, with its lingering
+    /// buffer if it still has one: a resumption from it gets what that
+    /// holds and an error for each other answer after its point
+    /// ([`Outlet::resume`]). Built with [`Outlet::new`]'s bounds, then
+    /// the same `with_*` as the stream it was (the budget among them).
+    pub fn revive(mut t: Tombstone, max_queue: usize, replay: usize) -> Outlet {
+        let (mut outlet, _) = Outlet::new(t.stream_id, true, Some(0), max_queue, replay);
+        // Its lingering bytes are this budget's, whatever else is set.
+        outlet.budget = t.budget.take();
+        {
+            let mut inner = outlet.lock();
+            inner.finished = true;
+            inner.set_live(None);
+            inner.next_seq = t.next_seq;
+            inner.answers = std::mem::take(&mut t.answers);
+            inner.lingering = t.lingering.take();
+        }
+        outlet
+    }
+
+    /// Whether it holds events to replay (kept or lingering).
+    pub fn holds_replay(&self) -> bool {
+        let inner = self.lock();
+        !inner.buffer.is_empty()
+            || inner
+                .lingering
+                .as_ref()
+                .is_some_and(|slot| crate::lock(slot).is_some())
     }
 
     /// This stream's id within its session.
@@ -1985,6 +2072,58 @@ mod tests {
         assert_eq!(budget.used(), after);
         drop(live);
         assert_eq!(budget.used(), 0);
+    }
+
+    /// A stream its session lets go of leaves a tombstone that keeps its
+    /// lingering buffer (in the budget until the tombstone goes), and the
+    /// stream revived from it replays the answer; without the buffer, it
+    /// answers with an error for it.
+    #[tokio::test]
+    async fn a_tombstone_keeps_what_lingers_and_gives_it_back_when_it_goes() {
+        let budget = ReplayBudget::new(1 << 20, Duration::from_secs(60));
+        let finished = || {
+            let (o, rx) = Outlet::new(4, true, Some(1), 64, 16);
+            let o = o.with_budget(budget.clone());
+            o.prime();
+            o.send_response(br#"{"jsonrpc":"2.0","id":"a","result":{"n":4}}"#);
+            drop(rx);
+            o
+        };
+        let o = finished();
+        let held = budget.used();
+        let t = o.tombstone().expect("a finished stream with an answer");
+        drop(o);
+        assert_eq!(budget.used(), held, "the tombstone holds the buffer");
+        let o = Outlet::revive(t, 64, 16).with_budget(budget.clone());
+        let mut rx = o.resume(0).expect("resumes");
+        let got = drain(&mut rx).await;
+        let text = std::str::from_utf8(&got[0]).unwrap();
+        assert!(text.contains(r#""id":"a","result":{"n":4}"#), "{text}");
+        assert!(text.starts_with("id: 4-1\n"), "{text}");
+        // A tombstone dropped gives the bytes back.
+        let t = o.tombstone().expect("again");
+        drop(o);
+        drop(t);
+        assert_eq!(budget.used(), 0);
+        // Its buffer gone (expired), the revived stream sends an error.
+        let t = finished().tombstone().unwrap();
+        budget.expire(Instant::now() + Duration::from_secs(61));
+        assert_eq!(budget.used(), 0);
+        let o = Outlet::revive(t, 64, 16).with_budget(budget.clone());
+        let got = drain(&mut o.resume(0).expect("resumes")).await;
+        let text = std::str::from_utf8(&got[0]).unwrap();
+        assert!(text.contains(r#""id":"a","error""#), "{text}");
+        assert!(
+            text.starts_with("id: 4-2\n"),
+            "the error continues the stream: {text}"
+        );
+        assert!(o.resume(3).is_none(), "an event never sent");
+        // Streams not finished, or without answers, leave none.
+        let (open, _rx) = Outlet::new(5, true, Some(1), 64, 16);
+        assert!(open.tombstone().is_none());
+        let (get, _rx) = Outlet::new(6, true, None, 64, 16);
+        get.finish();
+        assert!(get.tombstone().is_none());
     }
 
     /// With `--replay-linger 0` a delivered answer's buffer goes at once.

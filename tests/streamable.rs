@@ -224,6 +224,18 @@ async fn batches_are_split_for_2025_03_26_and_refused_later() {
     assert_eq!(text_of(&arr[1]), "2");
     let only_notes = json!([{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}]);
     assert_eq!(old.post(&only_notes).await.status(), 202);
+    // Regression (fuzz `frame`): an array inside a batch was read as a
+    // request by position, passed on, skipped by the child, and its
+    // client waited for ever.
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        old.post(&json!([["2.0", 7, "tools/list"]])),
+    )
+    .await
+    .expect("an answer, not a wait");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32600, "{v}");
 
     let mut new = Client::new(&proxy.mcp());
     new.initialize("2025-06-18", json!({})).await;
@@ -759,6 +771,56 @@ async fn an_answer_lost_on_a_dropped_connection_is_replayed_whole() {
                     .contains("lost"),
                 "{flags:?}: {msgs:?}"
             );
+        }
+        proxy.stop().await;
+    }
+}
+
+/// Regression (hostile review): a session keeps 32 streams for
+/// `Last-Event-ID`; once 32 newer ones had opened, an older finished one
+/// was dropped from the list, and a client back for it got a fresh, empty
+/// GET stream, so it waited for an answer that could never come. A
+/// stream let go of now leaves a tombstone: with its buffer lingering,
+/// the answer itself comes back; without, an error for it.
+#[tokio::test]
+async fn a_stream_let_go_of_after_32_newer_ones_still_answers_a_resumption() {
+    for (flags, kept) in [(&[][..], true), (&["--replay-linger", "0"][..], false)] {
+        let proxy = Proxy::start(flags).await;
+        let mut c = Client::new(&proxy.mcp());
+        c.initialize("2025-11-25", json!({})).await;
+        let echo = |id: Value, text: &str| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"message":text}}});
+        let text = c
+            .post(&echo(json!("mine"), "THE ANSWER"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let prime = text.split("\n\n").next().unwrap();
+        let last_id = prime
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .expect("the prime carries an id")
+            .to_string();
+        for n in 0..40 {
+            let r = c.post(&echo(json!(n), "later")).await;
+            assert_eq!(r.status(), 200);
+            let _ = r.text().await.unwrap();
+        }
+        let resumed = c.resume(&last_id).await;
+        assert_eq!(resumed.status(), 200);
+        let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
+            .await
+            .expect("the resumed stream ends");
+        assert_eq!(msgs.len(), 1, "{flags:?}: {msgs:?}");
+        assert_eq!(msgs[0]["id"], "mine");
+        if kept {
+            assert_eq!(
+                msgs[0]["result"]["content"][0]["text"], "THE ANSWER",
+                "{msgs:?}"
+            );
+        } else {
+            let message = msgs[0]["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("lost"), "{flags:?}: {msgs:?}");
         }
         proxy.stop().await;
     }

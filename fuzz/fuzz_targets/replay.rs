@@ -13,7 +13,8 @@
 //!   answer the stream sent after it, exactly one message with that
 //!   answer's id: the answer itself (byte for byte) or the error for a
 //!   lost answer, never another id's, and the event ids of those errors
-//!   continue the stream's sequence.
+//!   continue the stream's sequence; all of this holds as well for a
+//!   stream revived from its tombstone.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -44,6 +45,9 @@ enum Op {
     /// Time passes, by this many seconds of a lingering buffer's hour.
     Expire(u8),
     DropStream(u8),
+    /// The session lets go of the stream (a tombstone) and a client comes
+    /// back for it (revived from the tombstone).
+    Bury(u8),
 }
 
 /// What the model knows of one stream.
@@ -230,6 +234,24 @@ fuzz_target!(|input: (Setup, Vec<Op>)| {
             }
             Op::Expire(secs) => {
                 budget.expire(start + Duration::from_secs(u64::from(secs) * 15));
+            }
+            Op::Bury(s) => {
+                let Some(i) = pick(s, streams.len()) else { continue };
+                let m = &mut streams[i];
+                let Some(t) = m.outlet.tombstone() else {
+                    assert!(!m.finished || m.answers.is_empty(), "a finished stream with answers leaves a tombstone");
+                    continue;
+                };
+                assert!(m.finished, "only a finished stream leaves a tombstone");
+                let revived = Outlet::revive(
+                    t,
+                    usize::from(setup.max_queue % 8) + 1,
+                    usize::from(setup.replay_events % 8) + 1,
+                )
+                .with_replay_bytes(usize::from(setup.replay_bytes % 4096) + 64)
+                .with_budget(budget.clone());
+                m.outlet = revived;
+                m.rx = None;
             }
             Op::DropStream(s) => {
                 let Some(i) = pick(s, streams.len()) else { continue };
