@@ -121,6 +121,119 @@ fn range_of(base: &[u8], part: &RawValue) -> Range<usize> {
     start..start + part.get().len()
 }
 
+/// Nesting a client's message may have: serde_json, which reads the
+/// messages of Rust servers (rmcp, coda-mcp), refuses a 128th level.
+pub const MAX_DEPTH: usize = 127;
+
+/// A client's message as every MCP server can read it, or why it cannot
+/// be. The JSON grammar takes what common parsers refuse: serde_json
+/// (Rust servers) refuses nesting past [`MAX_DEPTH`], a number beyond the
+/// range of a double (`1e400`) and a lone surrogate escape (`"\ud83d"`,
+/// what JavaScript writes for a string cut inside an emoji), and skips
+/// the line or answers with a null id, so the request would wait for ever
+/// (with no `--request-timeout`) and its id stay in use. The first two
+/// are refused here (-32700); a lone surrogate becomes `\ufffd`, the
+/// replacement character, in place (the same six bytes, so every range
+/// into the message still holds), except in the id, which the client
+/// must get back as it wrote it (refused there, -32600). `bytes` is JSON
+/// (parsed already).
+fn portable(bytes: Bytes, id: Option<Range<usize>>) -> Result<Bytes, FrameError> {
+    let b = &bytes[..];
+    let mut lone: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                // To the closing quote, escape by escape.
+                while let Some(j) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+                    i += j;
+                    if b[i] == b'"' {
+                        break;
+                    }
+                    if b.get(i + 1) != Some(&b'u') {
+                        i += 2;
+                        continue;
+                    }
+                    let unit = hex4(b.get(i + 2..i + 6));
+                    let paired = (0xD800..0xDC00).contains(&unit)
+                        && b.get(i + 6..i + 8) == Some(b"\\u")
+                        && (0xDC00..0xE000).contains(&hex4(b.get(i + 8..i + 12)));
+                    if paired {
+                        i += 12;
+                    } else {
+                        if (0xD800..0xE000).contains(&unit) {
+                            lone.push(i);
+                        }
+                        i += 6;
+                    }
+                }
+                i += 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(FrameError::NotJson(format!(
+                        "nested deeper than {MAX_DEPTH} levels, which MCP servers built on serde_json cannot read"
+                    )));
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let end = b[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .map_or(b.len(), |n| i + n);
+                let number = &b[i..end];
+                // Only an exponent or many digits can leave a double's range.
+                let big = number.len() > 300 || number.iter().any(|c| matches!(c, b'e' | b'E'));
+                if big {
+                    let finite = std::str::from_utf8(number)
+                        .ok()
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite);
+                    if !finite {
+                        return Err(FrameError::NotJson(format!(
+                            "the number {} is beyond the range of a double, which MCP servers built on serde_json cannot read",
+                            String::from_utf8_lossy(&number[..number.len().min(40)])
+                        )));
+                    }
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    if lone.is_empty() {
+        return Ok(bytes);
+    }
+    if let Some(id) = id
+        && lone.iter().any(|at| id.contains(at))
+    {
+        return Err(FrameError::NotJsonRpc(
+            "\"id\" holds a lone surrogate escape, which not every MCP server can read",
+        ));
+    }
+    let mut fixed = b.to_vec();
+    for at in lone {
+        fixed[at..at + 6].copy_from_slice(b"\\ufffd");
+    }
+    Ok(Bytes::from(fixed))
+}
+
+/// The value of four hex digits (`\u` escapes of parsed JSON), or 0.
+fn hex4(digits: Option<&[u8]>) -> u32 {
+    digits
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| u32::from_str_radix(d, 16).ok())
+        .unwrap_or(0)
+}
+
 impl Frame {
     /// Parses one message. `strict` demands `"jsonrpc": "2.0"` (client input);
     /// child output is read leniently, since a sloppy server should still work.
@@ -201,6 +314,11 @@ impl Frame {
         let params = env.params.map(|r| range_of(&bytes, r));
         let result = env.result.map(|r| range_of(&bytes, r));
         let method = env.method.map(|m| m.into_owned().into_boxed_str());
+        let bytes = if strict {
+            portable(bytes, id.clone())?
+        } else {
+            bytes
+        };
         Ok(Frame {
             kind,
             method,
@@ -1600,6 +1718,74 @@ mod tests {
         assert!(ok.is_ok(), "{ok:?}");
     }
 
+    /// Regression (hostile review): a client's message the JSON grammar
+    /// takes but serde_json refuses (nesting past 127, `1e400`, a lone
+    /// surrogate) was passed on; a Rust child skipped it or answered with
+    /// a null id, and the request waited for ever with its id in use. What
+    /// `Frame::parse` accepts from a client now reads as a
+    /// `serde_json::Value`, the way such a child reads it, and what it
+    /// refuses is what that refuses (or a lone surrogate in an id).
+    #[test]
+    fn what_a_client_may_send_every_server_can_read() {
+        let msg =
+            |params: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{params}}}"#);
+        let readable = |text: &[u8]| serde_json::from_slice::<serde_json::Value>(text).is_ok();
+        // Nesting: the same limit as serde_json.
+        for d in 120..132 {
+            let text = msg(&format!("{}{}", "[".repeat(d), "]".repeat(d)));
+            let got = Frame::parse(Bytes::from(text.clone()), true);
+            assert_eq!(got.is_ok(), readable(text.as_bytes()), "depth {d}: {got:?}");
+        }
+        // Numbers: refused exactly when they leave a double's range.
+        let long = format!("1{}", "0".repeat(400));
+        for n in [
+            "1e308",
+            "1.7976931348623157e308",
+            "1e309",
+            "-1e400",
+            "1E400",
+            "1e-400",
+            "0.5e+3",
+            &long,
+        ] {
+            let text = msg(&format!("[{n}]"));
+            let got = Frame::parse(Bytes::from(text.clone()), true);
+            assert_eq!(got.is_ok(), readable(text.as_bytes()), "{n}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.code(), code::PARSE_ERROR);
+            }
+        }
+        // Lone surrogates become U+FFFD in place; pairs and escaped
+        // backslashes stay as written.
+        for (params, want) in [
+            (r#"{"t":"cut \ud83d"}"#, r#"{"t":"cut \ufffd"}"#),
+            (
+                r#"{"t":"\ude00 and \ud83d\u0041"}"#,
+                r#"{"t":"\ufffd and \ufffd\u0041"}"#,
+            ),
+            (
+                r#"{"t":"\ud83d\ude00","\\ud800":"\\\ud800"}"#,
+                r#"{"t":"\ud83d\ude00","\\ud800":"\\\ufffd"}"#,
+            ),
+            (r#"{"t":"\uD83D"}"#, r#"{"t":"\ufffd"}"#),
+        ] {
+            let f = Frame::parse(Bytes::from(msg(params)), true).unwrap();
+            assert_eq!(std::str::from_utf8(f.params().unwrap()).unwrap(), want);
+            assert!(readable(f.bytes()), "{params}");
+            assert_eq!(f.id(), Some(&b"1"[..]));
+        }
+        // Not in the id, which goes back to the client as it wrote it.
+        let got = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":"\ud800","method":"m"}"#),
+            true,
+        );
+        assert!(matches!(got, Err(FrameError::NotJsonRpc(_))), "{got:?}");
+        // A child's output goes on as it came.
+        let child = br#"{"jsonrpc":"2.0","id":1,"result":{"n":1e400,"t":"\ud83d"}}"#;
+        let f = Frame::parse(Bytes::from_static(child), false).unwrap();
+        assert_eq!(f.bytes(), &child[..]);
+    }
+
     /// Regression (fuzz `routes`): ids were matched through a float, so
     /// different numbers a float rounds to one value had one key (`0` and
     /// `100E-51615`; `1` and `1.00000000000000000001`): one was refused
@@ -1928,7 +2114,8 @@ mod tests {
             r#"{"id":-0.5,"jsonrpc":"2.0","method":"tools/call"}"#,
         ];
         for text in texts {
-            let f = Frame::parse(Bytes::from(text), true).unwrap();
+            // `1e400` comes only from a child now (lenient).
+            let f = Frame::parse(Bytes::from(text), false).unwrap();
             for id in [0, 7, 10, 4_294_967_296, u64::MAX] {
                 assert_eq!(
                     f.line_with_id(id),
@@ -2105,7 +2292,12 @@ mod tests {
 
     #[test]
     fn params_are_edited_in_place_without_reparsing_values() {
-        let f = parse(r#"{"jsonrpc":"2.0","id":1e400,"method":"tools/list"}"#).unwrap();
+        // `1e400` comes only from a child now (lenient).
+        let f = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1e400,"method":"tools/list"}"#),
+            false,
+        )
+        .unwrap();
         let g = f.with_params(br#"{"_meta":{"a":1}}"#);
         assert_eq!(
             g.bytes().as_ref(),
@@ -2113,8 +2305,9 @@ mod tests {
         );
         assert_eq!(g.params().unwrap(), br#"{"_meta":{"a":1}}"#);
         assert_eq!(g.id().unwrap(), b"1e400");
-        let f = parse(
-            r#"{"jsonrpc":"2.0","id":2,"method":"x","params":{"n":1e400,"_meta":{"progress\u0054oken":"t"}},"z":0}"#,
+        let f = Frame::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":2,"method":"x","params":{"n":1e400,"_meta":{"progress\u0054oken":"t"}},"z":0}"#),
+            false,
         )
         .unwrap();
         let at = f.locate_in_params(&["_meta", "progressToken"]).unwrap();

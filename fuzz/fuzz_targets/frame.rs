@@ -4,6 +4,9 @@
 //! Oracles:
 //! - a frame is only accepted when serde_json reads the same bytes as JSON
 //!   (`IgnoredAny`: no depth limit, numbers not converted, as the proxy);
+//!   a client's (strict) frame also reads as a `serde_json::Value` object,
+//!   as a Rust server reads it, and differs from the input only where a
+//!   lone surrogate was replaced in place;
 //! - what the proxy writes on (`to_line`, `with_id`, `answer`,
 //!   `with_params`, `with_meta_member`, `with_replaced`) is JSON again,
 //!   parses as a frame of the same kind, and carries the id put in;
@@ -97,7 +100,31 @@ fuzz_target!(|data: &[u8]| {
             "accepted non-JSON or non-UTF-8 {:?}",
             show(data)
         );
-        assert!(!rebuilt || !strict, "strict parse rebuilt {:?}", show(data));
+        // A client's frame is one every serde_json server reads (a JSON
+        // object, its lone surrogates replaced in place, nothing else).
+        if strict {
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(frame.bytes())
+                    .is_ok_and(|v| v.is_object()),
+                "a client's frame a serde_json server cannot read: {:?}",
+                show(frame.bytes())
+            );
+            if rebuilt {
+                assert_eq!(frame.bytes().len(), data.len(), "repaired in place");
+                let changed = frame
+                    .bytes()
+                    .iter()
+                    .zip(data)
+                    .filter(|(a, b)| a != b)
+                    .count();
+                assert!(changed > 0 && changed <= 4 * data.len() / 6);
+                assert!(
+                    serde_json::from_slice::<serde_json::Value>(data).is_err(),
+                    "strict parse rebuilt what serde_json reads {:?}",
+                    show(data)
+                );
+            }
+        }
 
         // `locate_in_params` (a byte walk when the params hold no escape,
         // the parse otherwise) finds what the reference finds in them.
