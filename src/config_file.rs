@@ -553,9 +553,12 @@ fn key_before(line: &str) -> Option<&str> {
         }
     }
     let head = line[..last_eq?].trim_end();
+    // After the last character a bare key cannot hold (which may take
+    // more than one byte: `ключ =`).
     let start = head
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rfind(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     Some(&head[start..]).filter(|k| !k.is_empty())
 }
 
@@ -997,6 +1000,24 @@ mod tests {
         args.config = Some("test.toml".into());
         let file = parse_file(Path::new("test.toml"), text)?;
         from_parts(args, file, &|_| None)
+    }
+
+    /// Regression (fuzz `config`, first run on nightly): the key named in
+    /// a TOML error was cut at a byte offset one past a character that can
+    /// take more bytes, so a config file with `ключ = ...` and an error
+    /// after it panicked at start (no exit 64, no message).
+    #[test]
+    fn a_toml_error_after_a_key_of_any_script_is_reported() {
+        assert_eq!(key_before("ключ = 1"), None);
+        assert_eq!(key_before("a.ключ_b = 1"), Some("_b"));
+        assert_eq!(key_before("ѝname = "), Some("name"));
+        let Err(e) = load_str(
+            "[[server]]\nname = \"a\"\ncommand = [\"true\"]\nѝenv = 5\n",
+            &[],
+        ) else {
+            panic!("an error");
+        };
+        assert!(e.0.contains("TOML error at line 4"), "{}", e.0);
     }
 
     /// Regression: a TOML error quoted the line it was found on, and the
