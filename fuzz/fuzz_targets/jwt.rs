@@ -312,7 +312,10 @@ fuzz_target!(
             key.sign(message.as_bytes()).to_bytes().to_vec()
         };
         let mut token = format!("{message}.{}", b64(&sig)).into_bytes();
-        if mode % 4 == 2 && !mutations.is_empty() {
+        // The fuzzer's header members may leave the header unreadable:
+        // only the signature oracle holds then, mutated or not (this was
+        // the first failure of this target, a header ending `"k1"|\n}`).
+        if mode % 4 == 2 {
             for (at, byte) in mutations {
                 let at = usize::from(at) % (token.len() + 1);
                 match byte % 3 {
