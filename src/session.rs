@@ -404,6 +404,12 @@ impl Session {
         Some(outlet)
     }
 
+    /// Whether one of its streams holds an answer no client took, that
+    /// came within `recent`.
+    fn holds_an_answer_untaken(&self, recent: Duration) -> bool {
+        lock(&self.streams).iter().any(|o| o.answer_untaken(recent))
+    }
+
     /// Whether a client is attached to the GET (or legacy) stream.
     fn has_live_stream(&self) -> bool {
         self.port.notify_stream().is_some_and(|o| o.is_live())
@@ -769,6 +775,25 @@ impl Sessions {
         };
         self.audit
             .session(event, &s.principal, &crate::logging::tag(&s.id), Some(why));
+    }
+
+    /// Ready once no open session has a request in flight, or an answer
+    /// no client took that came within `recent` (`--replay-linger`, how
+    /// long a client is expected to take to come back): during the
+    /// shutdown's drain, an answer whose client went away (a dropped
+    /// stream is not a cancellation) may still come, and its client may
+    /// come back for it with `Last-Event-ID`. Looked at every
+    /// [`IN_FLIGHT_POLL`]; the drain bounds the wait.
+    pub async fn settled(&self, recent: Duration) {
+        loop {
+            let busy = lock(&self.map)
+                .values()
+                .any(|s| s.port.in_flight() > 0 || s.holds_an_answer_untaken(recent));
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(IN_FLIGHT_POLL).await;
+        }
     }
 
     /// Every open session's multiplexer, each once (sessions may share one).

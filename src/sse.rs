@@ -737,6 +737,9 @@ struct OutletInner {
     /// The buffer of a finished stream whose answers went out, while it
     /// lingers (see [`ReplayBudget`]); `buffer` is empty meanwhile.
     lingering: Option<LingerSlot>,
+    /// When its last answer went to no consumer (until a resumption
+    /// takes it).
+    untaken: Option<Instant>,
 }
 
 impl Outlet {
@@ -779,6 +782,7 @@ impl Outlet {
                 dropped: 0,
                 answers: VecDeque::new(),
                 lingering: None,
+                untaken: None,
             }),
         };
         (outlet, rx)
@@ -917,6 +921,15 @@ impl Outlet {
         outlet
     }
 
+    /// Whether it finished, within `recent`, with an answer no consumer
+    /// took: the client that went away may come back for it.
+    pub fn answer_untaken(&self, recent: Duration) -> bool {
+        let inner = self.lock();
+        inner.finished
+            && !inner.buffer.is_empty()
+            && inner.untaken.is_some_and(|at| at.elapsed() < recent)
+    }
+
     /// Whether it holds events to replay (kept or lingering).
     pub fn holds_replay(&self) -> bool {
         let inner = self.lock();
@@ -1022,6 +1035,7 @@ impl Outlet {
             *owed = owed.saturating_sub(1);
             if *owed == 0 {
                 inner.finished = true;
+                inner.untaken = (!delivered).then(Instant::now);
                 inner.set_live(None);
             }
         }
@@ -1476,6 +1490,7 @@ impl Outlet {
         let live = (!inner.finished).then_some(tx);
         inner.set_live(live);
         inner.queued = rx.queued.clone();
+        inner.untaken = None;
         if inner.finished && self.lingers() {
             // Handed to this consumer, which may lose it as the last did.
             self.settle(&mut inner);

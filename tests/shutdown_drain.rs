@@ -258,3 +258,70 @@ async fn a_clients_answer_to_the_servers_request_is_taken_during_the_drain() {
         .unwrap()
         .ok();
 }
+
+/// Regression (hostile review): the drain waited only for open
+/// connections. A 2025-era client whose stream dropped (a load balancer
+/// cutting connections at SIGTERM) has no connection open, so its call
+/// was failed at once with "--shutdown-grace ran out" (untrue), and a
+/// GET with `Last-Event-ID` during the drain got 503: the answer, which
+/// came within the grace, could never be fetched. The drain now also
+/// waits, within the grace, for requests in flight and for answers no
+/// client took (here the answer comes first: the proxy holds a stream's
+/// head up to a second for its first message, so the client drops after
+/// the sleep is nearly done), and lets such a resumption through (a
+/// fresh GET stream is still refused).
+#[tokio::test]
+async fn a_stream_dropped_at_shutdown_is_resumed_to_its_answer_during_the_drain() {
+    let proxy = Proxy::start(&["--shutdown-grace", "10s"]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let mut resp = c
+        .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+            "params":{"name":"sleep","arguments":{"ms":1200}}}))
+        .await;
+    // The priming event comes with the head; the client takes its id and
+    // its connection drops.
+    let first = resp.chunk().await.unwrap().expect("a priming event");
+    let first = String::from_utf8_lossy(&first).into_owned();
+    let last_id = first
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("the prime carries an id")
+        .to_string();
+    drop(resp);
+    let started = Instant::now();
+    let stopping = tokio::spawn(proxy.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A fresh connection: the drain closed the idle ones.
+    let mut back = c.sibling("application/json, text/event-stream");
+    back.http = reqwest::Client::new();
+    let fresh = back
+        .http
+        .get(&back.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", back.session.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 503, "no fresh GET stream during the drain");
+    // Again a fresh connection: the drain closes each after its request.
+    back.http = reqwest::Client::new();
+    let resumed = back.resume(&last_id).await;
+    assert_eq!(resumed.status(), 200);
+    let msgs = tokio::time::timeout(STEP, read_messages(resumed))
+        .await
+        .expect("the resumed stream ends with its answer");
+    assert_eq!(
+        msgs.last().map(text_of).as_deref(),
+        Some("slept 1200"),
+        "{msgs:?}"
+    );
+    tokio::time::timeout(STEP, stopping)
+        .await
+        .expect("the proxy stops in time")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "not the whole grace"
+    );
+}

@@ -79,12 +79,20 @@ impl Connections {
     /// now serves its requests (the handler refuses new work while
     /// draining) and is closed once it has no request in the handler. It
     /// is closed when the drain ends.
-    pub async fn drain(self, grace: Duration) -> bool {
+    ///
+    /// The drain also waits for `settled` (requests in flight whose
+    /// clients went away and may come back for the answer, with
+    /// `Last-Event-ID`, on a connection taken now), within the same
+    /// `grace`; `true` when both were done in time.
+    pub async fn drain(self, grace: Duration, settled: impl Future<Output = ()>) -> bool {
         self.drain.cancel();
         self.tracker.close();
         let Connections { tracker, late, .. } = self;
+        let done = async {
+            tokio::join!(tracker.wait(), settled);
+        };
         tokio::select! {
-            done = tokio::time::timeout(grace, tracker.wait()) => done.is_ok(),
+            done = tokio::time::timeout(grace, done) => done.is_ok(),
             () = late => false,
         }
     }

@@ -730,9 +730,14 @@ impl App {
         let principal = self.auth.authenticate(req.headers(), peer).await?;
         req.extensions_mut().insert(principal);
         // A POST of messages is decided by what it holds (see
-        // `refuses_while_draining`); anything else is new work.
+        // `refuses_while_draining`), and a resumption of a stream is a
+        // client back for its answers (`streamable::get` refuses a fresh
+        // stream); anything else is new work.
         let posts_messages = req.method() == Method::POST && (req.uri().path() != c.sse_path);
-        if self.is_shutting_down() && !posts_messages {
+        let resumes = req.method() == Method::GET
+            && req.uri().path() == c.path
+            && req.headers().contains_key(names::LAST_EVENT_ID);
+        if self.is_shutting_down() && !posts_messages && !resumes {
             return Err(ProxyError::ShuttingDown);
         }
         let path = req.uri().path();
@@ -1216,10 +1221,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
     info!("shutting down: refusing new work, draining requests in flight");
     app.begin_drain();
     let grace = app.config.child.grace;
-    if !connections.drain(grace).await {
+    let settled = app.sessions.settled(app.config.replay_linger);
+    if !connections.drain(grace, settled).await {
         warn!(
             grace_ms = grace.as_millis() as u64,
-            "connections still open after the grace period; closing them"
+            "connections still open, or answers still awaited, after the grace period; closing them"
         );
     }
     // Answers not in by now are not waited for: each gets an error, and

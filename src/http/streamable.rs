@@ -435,6 +435,10 @@ pub async fn get(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>
             ),
         }
     }
+    if app.is_shutting_down() {
+        // Let through to resume a stream, not to open one.
+        return Err(ProxyError::ShuttingDown);
+    }
     let rx = session.open_get_stream();
     Ok(sse_response(stream_body(
         rx,

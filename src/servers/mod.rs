@@ -753,10 +753,19 @@ pub async fn run_until(
         app.begin_drain();
     }
     let grace = set.base.child.grace;
-    if !connections.drain(grace).await {
+    let settled = futures_util::future::join_all(
+        all.iter()
+            .map(|app| app.sessions.settled(app.config.replay_linger)),
+    );
+    if !connections
+        .drain(grace, async {
+            settled.await;
+        })
+        .await
+    {
         warn!(
             grace_ms = grace.as_millis() as u64,
-            "connections still open after the grace period; closing them"
+            "connections still open, or answers still awaited, after the grace period; closing them"
         );
     }
     // Answers not in by now are not waited for: each gets an error.
