@@ -1,7 +1,7 @@
 //! The process-wide budget of bytes of Coda's answers held in memory at
 //! once (`--max-read-bytes`, [`ReadBudget`]).
 //!
-//! One answer is capped at [`MAX_RESPONSE_BYTES`](crate::client::MAX_RESPONSE_BYTES),
+//! One answer is capped at [`MAX_RESPONSE_BYTES`],
 //! but up to `--max-pending-requests` calls (64) run at once: without this
 //! budget they could hold 64 × 32 MiB = 2 GiB of bodies, and an export
 //! twice that (its gzip body and its inflated text). Every body read from
@@ -61,6 +61,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+/// Largest answer read from Coda (API body or export download, after
+/// gunzip): bigger ones are refused rather than held in memory. The
+/// largest real answers (a 500-row page of wide rows, a long page export)
+/// are a few MiB. Here, with the budget all answers share, so that the
+/// client and the configuration both take it from the module they both
+/// depend on.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Bytes per permit of the budget's semaphore.
 pub const UNIT: usize = 1024;

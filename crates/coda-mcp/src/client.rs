@@ -51,11 +51,7 @@ use super::ratelimit::{RateLimiter, RequestClass};
 /// the call, and a 504 on a large list is better answered by a smaller page.
 pub const MAX_SERVER_ERROR_RETRIES: u32 = 2;
 
-/// Largest answer read from Coda (API body or export download, after
-/// gunzip): bigger ones are refused rather than held in memory. The
-/// largest real answers (a 500-row page of wide rows, a long page export)
-/// are a few MiB.
-pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+pub use super::budget::MAX_RESPONSE_BYTES;
 
 /// Whether the JSON text `bytes` holds more than `max` values, counted
 /// without parsing (one for the root, one per `[`, `{` and `,` outside

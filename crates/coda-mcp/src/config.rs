@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
-use super::client::MAX_RESPONSE_BYTES;
+use super::budget::MAX_RESPONSE_BYTES;
 use super::ids::doc_id;
 
 /// Where the Coda REST API lives unless told otherwise.
