@@ -702,14 +702,7 @@ async fn a_resumption_whose_answer_was_not_kept_gets_an_error_for_it() {
     let resp = c.post(&json!({"jsonrpc":"2.0","id":"lost","method":"tools/call","params":{"name":"echo","arguments":{"message":long},"_meta":{"progressToken":1}}})).await;
     // The client reads only the priming event: the answer that follows
     // is lost on its way (the proxy handed it over; the stream breaks).
-    let text = resp.text().await.unwrap();
-    let prime = text.split("\n\n").next().unwrap();
-    assert!(prime.ends_with("data: "), "a priming event first: {prime}");
-    let last_id = prime
-        .lines()
-        .find_map(|l| l.strip_prefix("id: "))
-        .expect("the prime carries an id")
-        .to_string();
+    let last_id = priming_id(&resp.text().await.unwrap());
     let resumed = c.resume(&last_id).await;
     assert_eq!(resumed.status(), 200);
     let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
@@ -730,6 +723,42 @@ async fn a_resumption_whose_answer_was_not_kept_gets_an_error_for_it() {
     proxy.stop().await;
 }
 
+/// The id of the priming event a whole stream's `text` starts with.
+fn priming_id(text: &str) -> String {
+    let prime = text.split("\n\n").next().unwrap();
+    assert!(prime.ends_with("data: "), "a priming event first: {prime}");
+    prime
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("the prime carries an id")
+        .to_string()
+}
+
+/// What a resumption after `last_id` brings, to the stream's end.
+async fn resumed_messages(c: &Client, last_id: &str) -> Vec<Value> {
+    let resumed = c.resume(last_id).await;
+    assert_eq!(resumed.status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
+        .await
+        .expect("the resumed stream ends")
+}
+
+/// `msgs` is one message for request `id`: its echo of `text` when the
+/// answer was `kept`, else the lost-answer error.
+fn assert_answered_or_lost(msgs: &[Value], id: &str, text: &str, kept: bool, case: &str) {
+    assert_eq!(msgs.len(), 1, "{case}: {msgs:?}");
+    assert_eq!(msgs[0]["id"], id, "{case}");
+    if kept {
+        assert_eq!(
+            msgs[0]["result"]["content"][0]["text"], text,
+            "{case}: {msgs:?}"
+        );
+    } else {
+        let message = msgs[0]["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("lost"), "{case}: {msgs:?}");
+    }
+}
+
 /// Regression: an answer the proxy handed to a connection that dropped
 /// before the client read it was released with its stream's buffer, so
 /// the client, back with `Last-Event-ID`, got an error (-32000, "the
@@ -744,34 +773,9 @@ async fn an_answer_lost_on_a_dropped_connection_is_replayed_whole() {
         let resp = c.post(&json!({"jsonrpc":"2.0","id":"dropped","method":"tools/call","params":{"name":"echo","arguments":{"message":"still here"}}})).await;
         // The client keeps only the priming event: the answer that
         // followed it was on the wire when its connection dropped.
-        let text = resp.text().await.unwrap();
-        let prime = text.split("\n\n").next().unwrap();
-        let last_id = prime
-            .lines()
-            .find_map(|l| l.strip_prefix("id: "))
-            .expect("the prime carries an id")
-            .to_string();
-        let resumed = c.resume(&last_id).await;
-        assert_eq!(resumed.status(), 200);
-        let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
-            .await
-            .expect("the resumed stream ends");
-        assert_eq!(msgs.len(), 1, "{flags:?}: {msgs:?}");
-        assert_eq!(msgs[0]["id"], "dropped");
-        if kept {
-            assert_eq!(
-                msgs[0]["result"]["content"][0]["text"], "still here",
-                "{flags:?}: the answer itself"
-            );
-        } else {
-            assert!(
-                msgs[0]["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("lost"),
-                "{flags:?}: {msgs:?}"
-            );
-        }
+        let last_id = priming_id(&resp.text().await.unwrap());
+        let msgs = resumed_messages(&c, &last_id).await;
+        assert_answered_or_lost(&msgs, "dropped", "still here", kept, &format!("{flags:?}"));
         proxy.stop().await;
     }
 }
@@ -795,33 +799,14 @@ async fn a_stream_let_go_of_after_32_newer_ones_still_answers_a_resumption() {
             .text()
             .await
             .unwrap();
-        let prime = text.split("\n\n").next().unwrap();
-        let last_id = prime
-            .lines()
-            .find_map(|l| l.strip_prefix("id: "))
-            .expect("the prime carries an id")
-            .to_string();
+        let last_id = priming_id(&text);
         for n in 0..40 {
             let r = c.post(&echo(json!(n), "later")).await;
             assert_eq!(r.status(), 200);
             let _ = r.text().await.unwrap();
         }
-        let resumed = c.resume(&last_id).await;
-        assert_eq!(resumed.status(), 200);
-        let msgs = tokio::time::timeout(Duration::from_secs(10), read_messages(resumed))
-            .await
-            .expect("the resumed stream ends");
-        assert_eq!(msgs.len(), 1, "{flags:?}: {msgs:?}");
-        assert_eq!(msgs[0]["id"], "mine");
-        if kept {
-            assert_eq!(
-                msgs[0]["result"]["content"][0]["text"], "THE ANSWER",
-                "{msgs:?}"
-            );
-        } else {
-            let message = msgs[0]["error"]["message"].as_str().unwrap_or_default();
-            assert!(message.contains("lost"), "{flags:?}: {msgs:?}");
-        }
+        let msgs = resumed_messages(&c, &last_id).await;
+        assert_answered_or_lost(&msgs, "mine", "THE ANSWER", kept, &format!("{flags:?}"));
         proxy.stop().await;
     }
 }
