@@ -525,17 +525,13 @@ impl ReplayBudget {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Lets a finished stream's buffer linger; `None` (its bytes given
-    /// back) when buffers do not linger.
-    fn hold(&self, lingered: Lingered, now: Instant) -> Option<LingerSlot> {
-        if self.linger.is_zero() {
-            self.give(lingered.bytes);
-            return None;
-        }
+    /// Lets a finished stream's buffer linger from now on (the caller
+    /// checked that buffers linger, [`ReplayBudget::lingers`]).
+    fn hold(&self, lingered: Lingered) -> LingerSlot {
         let slot = Arc::new(Mutex::new(Some(lingered)));
         let early = {
             let mut list = crate::lock(&self.lingering);
-            list.push_back((now, Arc::downgrade(&slot)));
+            list.push_back((Instant::now(), Arc::downgrade(&slot)));
             (list.len() > MAX_LINGERING)
                 .then(|| list.pop_front())
                 .flatten()
@@ -543,7 +539,7 @@ impl ReplayBudget {
         if let Some(slot) = early.and_then(|(_, weak)| weak.upgrade()) {
             self.free(&slot);
         }
-        Some(slot)
+        slot
     }
 
     /// Empties a lingering slot and gives its bytes back; how many.
@@ -854,7 +850,7 @@ impl Outlet {
                     buffer: std::mem::take(&mut inner.buffer),
                     bytes: std::mem::take(&mut inner.buffered_bytes),
                 };
-                inner.lingering = b.hold(lingered, Instant::now());
+                inner.lingering = Some(b.hold(lingered));
             }
             _ => self.release(inner),
         }
