@@ -13,7 +13,7 @@
 #   bench/callgrind.sh --proxy other/mcp-proxy
 #
 # Needs valgrind and python3. Knobs: SMALL (50), LARGE (550), SESSIONS (2),
-# CONNS (2). Takes about 3 minutes after the build.
+# CONNS (2); ACCEPT=sse asks for answers on SSE streams, as the SDKs do. Takes about 3 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -70,7 +70,7 @@ count() {
     sed -n 's/^summary: //p' "$out"
 }
 
-echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $proxy"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $proxy, answers on ${ACCEPT:-json}"
 calls=$(( (LARGE - SMALL) * SESSIONS * CONNS ))
 for run in "floor -" "proxy per-session" "proxy shared"; do
     read -r kind mode <<<"$run"

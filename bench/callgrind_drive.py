@@ -1,11 +1,13 @@
 """Load for bench/callgrind.sh: SESSIONS sessions x CONNS keep-alive
 connections, each making CALLS sequential `tools/call echo` requests
-(2025-11-25, Accept: application/json), every answer checked.
+(2025-11-25), every answer checked. Answers come as JSON, or on an SSE
+stream when ACCEPT=sse is set (the `Accept` the SDKs send).
 
     python3 bench/callgrind_drive.py PORT CALLS SESSIONS CONNS
 """
 import http.client
 import json
+import os
 import sys
 import threading
 
@@ -15,6 +17,9 @@ HEADERS = {
     "Accept": "application/json",
     "MCP-Protocol-Version": "2025-11-25",
 }
+SSE = os.environ.get("ACCEPT") == "sse"
+if SSE:
+    HEADERS["Accept"] = "application/json, text/event-stream"
 next_id = [1000]
 lock = threading.Lock()
 failures = []
@@ -26,7 +31,13 @@ def post(conn, body, session=None):
         headers["Mcp-Session-Id"] = session
     conn.request("POST", "/mcp", body=json.dumps(body), headers=headers)
     r = conn.getresponse()
-    return r, r.read()
+    data = r.read()
+    if r.getheader("Content-Type", "").startswith("text/event-stream"):
+        # The one message of a POST's stream: its `data:` lines.
+        data = b"\n".join(
+            line[5:].lstrip() for line in data.split(b"\n") if line.startswith(b"data:")
+        )
+    return r, data
 
 
 def open_session():

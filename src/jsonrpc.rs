@@ -993,6 +993,12 @@ pub struct Message {
 }
 
 impl Message {
+    /// Its pieces, in order: written one after the other they are the
+    /// message.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
     fn from_parts(mut parts: Vec<Bytes>) -> Message {
         parts.retain(|p| !p.is_empty());
         Message { parts }

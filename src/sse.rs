@@ -64,6 +64,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::jsonrpc::Message;
 use crate::tail::{Tail, TailSender};
 
 /// Why a response body broke off: the client then sees the connection
@@ -89,12 +90,65 @@ pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// Encodes one event. `data` is one JSON message; CR and LF in it can only
 /// be insignificant whitespace and are replaced so it stays one `data:` line.
 pub fn event(id: Option<&str>, name: Option<&str>, data: &[u8]) -> Bytes {
+    event_of(id, name, Text::Flat(data))
+}
+
+/// [`event`] of a message's text, whole or in pieces.
+fn event_of(id: Option<&str>, name: Option<&str>, data: Text<'_>) -> Bytes {
     let mut out = event_start(id, name, data.len() + 2);
     let start = out.len();
-    out.put_slice(data);
+    data.put(&mut out);
     blank_line_breaks(&mut out[start..]);
     out.put_slice(b"\n\n");
     out.freeze()
+}
+
+/// The text of a message going out: one slice, or the pieces of an answer
+/// whose id was replaced ([`crate::jsonrpc::Message`]), which go into its
+/// event without being joined first.
+#[derive(Clone, Copy)]
+enum Text<'a> {
+    Flat(&'a [u8]),
+    Parts(&'a [Bytes]),
+}
+
+impl Text<'_> {
+    fn len(self) -> usize {
+        match self {
+            Text::Flat(b) => b.len(),
+            Text::Parts(parts) => parts.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    fn put(self, out: &mut BytesMut) {
+        match self {
+            Text::Flat(b) => out.put_slice(b),
+            Text::Parts(parts) => parts.iter().for_each(|p| out.put_slice(p)),
+        }
+    }
+
+    fn to_bytes(self) -> Bytes {
+        match self {
+            Text::Flat(b) => Bytes::copy_from_slice(b),
+            Text::Parts([one]) => one.clone(),
+            Text::Parts(_) => {
+                let mut out = BytesMut::with_capacity(self.len());
+                self.put(&mut out);
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// What a message going out on a stream is.
+#[derive(Clone, Copy)]
+enum Sent<'a> {
+    /// A notification or a request of the server's (may be dropped for a
+    /// slow consumer of a stream that cannot resume).
+    Other,
+    /// A response, with its request's id as the client wrote it when the
+    /// sender knows it (else it is read from the message).
+    Answer(Option<&'a [u8]>),
 }
 
 /// Answers a stream remembers the request ids of, for errors when they
@@ -944,12 +998,18 @@ impl Outlet {
     /// Sends one JSON-RPC message as a `message` event (named only on
     /// legacy streams, where the 2024-11-05 spec names it).
     pub fn send(&self, json: &[u8]) {
-        self.push(json, false);
+        self.push(Text::Flat(json), Sent::Other);
     }
 
     /// Sends a response; the stream finishes when no more are owed.
     pub fn send_response(&self, json: &[u8]) {
-        self.push(json, true);
+        self.push(Text::Flat(json), Sent::Answer(None));
+    }
+
+    /// [`Outlet::send_response`] of the answer to request `client_id` (as
+    /// the client wrote it: the answer's id), in its pieces.
+    pub fn send_answer(&self, answer: &Message, client_id: &[u8]) {
+        self.push(Text::Parts(answer.parts()), Sent::Answer(Some(client_id)));
     }
 
     /// Sends a pre-encoded event (the legacy `endpoint` event) without an id.
@@ -958,12 +1018,13 @@ impl Outlet {
         self.deliver(&mut inner, Item::Event(event), true);
     }
 
-    fn push(&self, json: &[u8], is_response: bool) {
+    fn push(&self, json: Text<'_>, sent: Sent<'_>) {
         let mut inner = self.lock();
-        self.push_locked(&mut inner, json, is_response);
+        self.push_locked(&mut inner, json, sent);
     }
 
-    fn push_locked(&self, inner: &mut OutletInner, json: &[u8], is_response: bool) {
+    fn push_locked(&self, inner: &mut OutletInner, json: Text<'_>, sent: Sent<'_>) {
+        let is_response = matches!(sent, Sent::Answer(_));
         if inner.finished {
             debug!(
                 stream = self.stream_id,
@@ -978,7 +1039,7 @@ impl Outlet {
             // It follows the event going on in pieces.
             if is_response || inner.held.len() < self.max_queue {
                 inner.held_bytes += json.len();
-                inner.held.push((Bytes::copy_from_slice(json), is_response));
+                inner.held.push((json.to_bytes(), is_response));
             } else if !self.with_ids && (inner.owed.is_none() || self.cut_when_slow) {
                 warn!(
                     stream = self.stream_id,
@@ -995,10 +1056,17 @@ impl Outlet {
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        let ev = event(self.event_id(seq).as_deref(), self.event_name(), json);
+        let ev = event_of(self.event_id(seq).as_deref(), self.event_name(), json);
         if self.with_ids && self.replay > 0 {
-            if is_response && let Some(id) = crate::jsonrpc::locate(json, &["id"]) {
-                self.record_answer(inner, seq, &json[id]);
+            match (sent, json) {
+                (Sent::Answer(Some(id)), _) => self.record_answer(inner, seq, id),
+                (Sent::Answer(None), Text::Flat(json)) => {
+                    if let Some(id) = crate::jsonrpc::locate(json, &["id"]) {
+                        self.record_answer(inner, seq, &json[id]);
+                    }
+                }
+                // Pieces come with their id (`send_answer`).
+                (Sent::Answer(None), Text::Parts(_)) | (Sent::Other, _) => {}
             }
             self.keep(inner, seq, ev.clone(), is_response);
         }
@@ -1203,12 +1271,17 @@ impl Outlet {
                     &why.to_string(),
                     None,
                 );
-                self.push_locked(&mut inner, &error, true);
+                self.push_locked(&mut inner, Text::Flat(&error), Sent::Answer(None));
             }
         }
         inner.held_bytes = 0;
         for (json, is_response) in std::mem::take(&mut inner.held) {
-            self.push_locked(&mut inner, &json, is_response);
+            let sent = if is_response {
+                Sent::Answer(None)
+            } else {
+                Sent::Other
+            };
+            self.push_locked(&mut inner, Text::Flat(&json), sent);
         }
     }
 
@@ -1576,6 +1649,9 @@ impl crate::upstream::ReplySink for Outlet {
     }
     fn send_response(&self, message: &[u8]) {
         Outlet::send_response(self, message);
+    }
+    fn send_answer(&self, message: &Message, client_id: &[u8]) {
+        Outlet::send_answer(self, message, client_id);
     }
     fn forgo(&self) {
         Outlet::forgo(self);
@@ -2003,6 +2079,40 @@ mod tests {
         );
         assert!(o.resume(2).is_some(), "after the error, nothing more");
         assert!(o.resume(3).is_none(), "an event never sent");
+    }
+
+    /// An answer handed over in pieces (the child's line with the client's
+    /// id put in) is one event whose data is the pieces joined, and the id
+    /// it is remembered by is the one it came with, not one read from it.
+    #[tokio::test]
+    async fn an_answer_in_pieces_is_one_event_remembered_by_its_given_id() {
+        let child = crate::jsonrpc::Frame::parse(
+            Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":\"p-4\",\"result\":{\"n\":1}}"),
+            false,
+        )
+        .unwrap();
+        let answer = child.answer(b"[\"x\"]", None);
+        assert!(answer.parts().len() > 1, "edited in place: {answer:?}");
+        let (o, rx) = Outlet::new(1, true, Some(1), 64, 16);
+        o.prime(); // seq 0
+        // The id given is the client's; a reader of the text would find
+        // `["x"]`, which no request may have: only the given id can be
+        // what the error names.
+        o.send_answer(&answer, b"\"given\"");
+        let mut rx = rx;
+        let got = drain(&mut rx).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[1],
+            event(Some("1-1"), None, &answer.contiguous()),
+            "one event of the whole answer"
+        );
+        drop(rx);
+        let mut rx = o.resume(0).expect("resumes");
+        let error = drain(&mut rx).await;
+        assert_eq!(error.len(), 1, "{error:?}");
+        let error = std::str::from_utf8(&error[0]).unwrap();
+        assert!(error.contains(r#""id":"given","error""#), "{error}");
     }
 
     /// Regression: an answer handed to a consumer whose connection then

@@ -262,6 +262,20 @@ impl Reply {
         }
     }
 
+    /// As `respond_message`, for the child's answer to request
+    /// `client_id` (already its id): a stream takes it in its pieces and
+    /// need not look for its id.
+    fn respond_answer(self, message: Message, client_id: &[u8]) {
+        match self {
+            Reply::Stream(o) => o.send_answer(&message, client_id),
+            Reply::Watched(reply, watch) => {
+                watch.answered(&message);
+                reply.respond_answer(message, client_id);
+            }
+            other => other.respond_message(message),
+        }
+    }
+
     /// Answers request `client_id` with error `e` (the proxy's own
     /// requests get `e` itself).
     fn fail(self, client_id: &[u8], e: &UpstreamError) {

@@ -26,6 +26,13 @@ pub trait ReplySink: Send + Sync {
     /// The response to a request this stream carries. Never dropped
     /// silently; a stream that owes no more responses then ends.
     fn send_response(&self, message: &[u8]);
+    /// [`ReplySink::send_response`] for an answer to request `client_id`
+    /// (as the client wrote it, already the answer's id), which the
+    /// stream need not look for in the message.
+    fn send_answer(&self, message: &Message, client_id: &[u8]) {
+        let _ = client_id;
+        self.send_response(&message.contiguous());
+    }
     /// The response to one of this stream's requests will not come (the
     /// request was cancelled): a stream that owed only that one ends.
     fn forgo(&self);

@@ -1198,7 +1198,7 @@ impl Worker {
     pub(super) fn deliver(&mut self, p: Pending, frame: Frame) {
         let answer = frame.answer(&p.client_id, p.fill.fields());
         match p.tasks {
-            TaskAnswer::None => p.reply.respond_message(answer),
+            TaskAnswer::None => p.reply.respond_answer(answer, &p.client_id),
             TaskAnswer::Create => {
                 if let Some(task) = tasks::created_task(frame.bytes()) {
                     let (session, principal) = self.caller_of(p.port);
@@ -1209,7 +1209,7 @@ impl Worker {
                     };
                     self.routes.tasks.record(&task, caller);
                 }
-                p.reply.respond_message(answer);
+                p.reply.respond_answer(answer, &p.client_id);
             }
             TaskAnswer::List => {
                 let bytes = answer.into_bytes();
