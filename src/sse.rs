@@ -256,6 +256,10 @@ pub fn stream_body<G: Send + 'static>(
                             Ok(None) => break,
                             Err(e) => {
                                 debug!(error = %e, "a long answer broke off; failing its stream");
+                                // Once, so that what went before (the
+                                // response head among it) is flushed: see
+                                // `streamed`.
+                                tokio::task::yield_now().await;
                                 yield Err(e.into());
                                 break 'events;
                             }
@@ -357,6 +361,11 @@ impl LiveRx {
     /// wake-up instead of two (hyper sends the head on its own as soon as
     /// the body has nothing ready). Bounded: at most one priming event and
     /// one message are held.
+    ///
+    /// A long answer held as it began whose rest failed already is held
+    /// as its request's error instead: the response's head has not gone,
+    /// so its client gets a whole stream rather than one that breaks off
+    /// (see `crate::tail::Answer::settled`).
     pub async fn hold_first(&mut self, keep_alive: Duration, cancel: &CancellationToken) {
         let deadline = tokio::time::sleep(HEAD_HOLD.min(keep_alive));
         tokio::pin!(deadline);
@@ -372,6 +381,14 @@ impl LiveRx {
                 },
                 _ = &mut deadline => return,
                 _ = cancel.cancelled() => return,
+            }
+        }
+        for item in &mut self.held {
+            if let Item::Open(_, tail, _) = item
+                && let Some(why) = tail.failed_by_now()
+            {
+                debug!(error = %why, "a long answer broke off before its stream's head went out; sending its error instead");
+                *item = Item::Event(event(None, None, &tail.error_for(why)));
             }
         }
     }
@@ -440,6 +457,12 @@ pub fn streamed(head: Vec<Bytes>, mut tail: crate::tail::Tail) -> Body {
                 Ok(None) => break,
                 Err(e) => {
                     debug!(error = %e, "a long answer broke off; failing its body");
+                    // hyper drops what it has not flushed yet when a body
+                    // fails, the response head too, and the client would
+                    // get no status at all. Waiting once lets it flush
+                    // (it does whenever the body has nothing ready): the
+                    // client gets the head and sees the body break off.
+                    tokio::task::yield_now().await;
                     yield Err(e.into());
                     break;
                 }
@@ -1144,7 +1167,7 @@ impl Outlet {
         let first = event_start(self.event_id(seq).as_deref(), self.event_name(), 0).freeze();
         let mut pieces = Vec::with_capacity(head.len() + 1);
         pieces.push(first.clone());
-        let (tx, tail) = crate::tail::channel();
+        let (tx, tail) = crate::tail::channel(client_id);
         for part in head {
             let piece = data_line(part.clone());
             tx.send(piece.clone());
@@ -1913,6 +1936,73 @@ mod tests {
             error.contains("\"id\":\"c\"") && error.contains("-32000"),
             "{error}"
         );
+    }
+
+    /// Its head not gone yet (held by `hold_first`), a long answer that
+    /// broke off goes as its request's error, in a stream that ends
+    /// whole, rather than as a stream that fails before its head could
+    /// be flushed (the client got no status at all).
+    #[tokio::test]
+    async fn an_open_response_broken_off_while_held_goes_as_its_error() {
+        let (o, mut rx) = Outlet::new(7, true, Some(1), 8, 8);
+        o.prime();
+        o.open_response(
+            &[Bytes::from_static(b"{\"id\":\"c\",\"result\":\"a")],
+            b"\"c\"",
+        );
+        o.response_piece(Bytes::from_static(b"bb"));
+        o.close_response(Err(crate::tail::TailError::Cut));
+        rx.hold_first(Duration::from_secs(15), &CancellationToken::new())
+            .await;
+        let body = stream_body(rx, Duration::from_secs(15), CancellationToken::new(), ());
+        let whole = body.collect().await.expect("a whole stream").to_bytes();
+        let text = std::str::from_utf8(&whole).unwrap();
+        assert!(text.starts_with("id: 7-0\ndata: \n\n"), "{text}");
+        assert!(
+            text.ends_with("\"id\":\"c\",\"error\":{\"code\":-32000,\"message\":\"the MCP server's answer was cut off before its end\"}}\n\n"),
+            "{text}"
+        );
+        // Kept for a resumption too.
+        assert!(o.resume(0).is_some());
+    }
+
+    /// A body whose long answer broke off: its data so far, then once
+    /// nothing (so that hyper flushes what it has: it drops it, head and
+    /// all, when a body fails at once, and the client gets no status),
+    /// then the failure.
+    fn fails_after_a_wait(mut body: Body) {
+        use hyper::body::Body as _;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut body = std::pin::Pin::new(&mut body);
+        let mut polled = body.as_mut().poll_frame(&mut cx);
+        let mut data = 0;
+        while matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+            data += 1;
+            polled = body.as_mut().poll_frame(&mut cx);
+        }
+        assert!(data > 0, "what came before");
+        assert!(polled.is_pending(), "once, to flush");
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            std::task::Poll::Ready(Some(Err(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stream_or_body_broken_off_waits_once_before_it_fails() {
+        let (o, rx) = Outlet::new(8, false, Some(1), 8, 0);
+        o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a")], b"1");
+        o.close_response(Err(crate::tail::TailError::Cut));
+        fails_after_a_wait(stream_body(
+            rx,
+            Duration::from_secs(15),
+            CancellationToken::new(),
+            (),
+        ));
+        let (tx, tail) = crate::tail::channel(b"1");
+        tx.send(Bytes::from_static(b"a"));
+        tx.fail(crate::tail::TailError::Cut);
+        fails_after_a_wait(streamed(vec![Bytes::from_static(b"{")], tail));
     }
 
     #[tokio::test]

@@ -15,16 +15,21 @@
 //! watches it). SSE streams take long answers in pieces too
 //! (`crate::sse::Outlet::open_response`), through a tail of their own. A body made from
 //! a failed tail fails too, so the client sees a broken response, never a
-//! shorter one that still parses. The head is checked (`jsonrpc::result_head`);
+//! shorter one that still parses; and a tail that failed before its
+//! response's head went out is answered with its request's error instead
+//! ([`Answer::settled`]), so the client always gets a status. The head is checked (`jsonrpc::result_head`);
 //! the rest passes as the child wrote it, as a direct pipe would pass it.
 //!
 //! Memory: the sender stops at `--max-line-bytes`, so what waits in a tail
 //! for a slow client is bounded as the whole line was before.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tracing::debug;
 
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{self, Message, code};
 
 /// A line that passes this length without ending is offered for
 /// cut-through. Shorter answers are read whole and fully checked; longer
@@ -47,6 +52,14 @@ pub struct TailSender {
 pub struct Tail {
     rx: mpsc::UnboundedReceiver<Piece>,
     done: bool,
+    /// Chunks [`Tail::failed_by_now`] took in, given out first, and
+    /// whether the answer's end came after them.
+    early: VecDeque<Bytes>,
+    ended: bool,
+    failed: Option<TailError>,
+    /// The client's id of the request answered: the error made for it
+    /// when the tail fails before anything of the answer went out.
+    client_id: Box<[u8]>,
 }
 
 /// Why a tail ended before its answer did.
@@ -61,10 +74,19 @@ pub enum TailError {
     TimedOut,
 }
 
-/// A new tail and its sender.
-pub fn channel() -> (TailSender, Tail) {
+/// A new tail and its sender, for an answer to the client's request
+/// `client_id`.
+pub fn channel(client_id: &[u8]) -> (TailSender, Tail) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (TailSender { tx }, Tail { rx, done: false })
+    let tail = Tail {
+        rx,
+        done: false,
+        early: VecDeque::new(),
+        ended: false,
+        failed: None,
+        client_id: client_id.into(),
+    };
+    (TailSender { tx }, tail)
 }
 
 impl TailSender {
@@ -87,7 +109,14 @@ impl TailSender {
 impl Tail {
     /// The next chunk; `Ok(None)` once the answer ended.
     pub async fn next(&mut self) -> Result<Option<Bytes>, TailError> {
-        if self.done {
+        if let Some(chunk) = self.early.pop_front() {
+            return Ok(Some(chunk));
+        }
+        if let Some(why) = self.failed {
+            return Err(why);
+        }
+        if self.done || self.ended {
+            self.done = true;
             return Ok(None);
         }
         match self.rx.recv().await {
@@ -100,6 +129,42 @@ impl Tail {
             None => Err(TailError::Cut),
         }
     }
+
+    /// Whether the tail failed already: takes in, without waiting, what
+    /// has arrived by now (given out by [`Tail::next`] as before) up to
+    /// its end or its failure. Bounded: what it takes in was sent
+    /// already, within `--max-line-bytes`.
+    pub fn failed_by_now(&mut self) -> Option<TailError> {
+        if self.done || self.ended || self.failed.is_some() {
+            return self.failed;
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(Piece::Data(chunk)) => self.early.push_back(chunk),
+                Ok(Piece::End) => {
+                    self.ended = true;
+                    return None;
+                }
+                Ok(Piece::Fail(why)) => break Some(*self.failed.insert(why)),
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    break Some(*self.failed.insert(TailError::Cut));
+                }
+            }
+        }
+    }
+
+    /// The JSON-RPC error its request gets instead of an answer that
+    /// failed with `why` before any of it went out: the error a request
+    /// gets whose child died before it answered.
+    pub fn error_for(&self, why: TailError) -> Bytes {
+        jsonrpc::error_response(
+            Some(&self.client_id),
+            code::SERVER_ERROR,
+            &why.to_string(),
+            None,
+        )
+    }
 }
 
 /// What a client that takes one JSON body gets: the answer whole, or a
@@ -109,6 +174,28 @@ pub enum Answer {
     Whole(Message),
     /// The head (already re-addressed) and the rest.
     Streamed(Message, Tail),
+}
+
+impl Answer {
+    /// The answer as it may go out now, when its response head has not
+    /// gone yet: a long one whose rest failed already (the child wrote
+    /// its start and died, or a byte JSON cannot have) becomes the error
+    /// for its request. Once the head is out, a failure can only break
+    /// the body off; before it, the client gets a status and its error
+    /// (hyper drops a response whose body fails before it flushed it,
+    /// head and all, and the client would be left with no status).
+    pub fn settled(self) -> Answer {
+        match self {
+            Answer::Streamed(head, mut tail) => match tail.failed_by_now() {
+                Some(why) => {
+                    debug!(error = %why, "a long answer broke off before its response went out; answering with an error");
+                    Answer::Whole(tail.error_for(why).into())
+                }
+                None => Answer::Streamed(head, tail),
+            },
+            whole => whole,
+        }
+    }
 }
 
 impl From<Message> for Answer {
@@ -129,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_arrive_in_order_then_the_end() {
-        let (tx, mut tail) = channel();
+        let (tx, mut tail) = channel(b"1");
         assert!(tx.send(Bytes::from_static(b"ab")));
         tx.finish(Bytes::from_static(b"c"));
         assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
@@ -140,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_dropped_before_the_end_fails_the_tail() {
-        let (tx, mut tail) = channel();
+        let (tx, mut tail) = channel(b"1");
         tx.send(Bytes::from_static(b"ab"));
         drop(tx);
         assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
@@ -149,14 +236,53 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_tail_says_why() {
-        let (tx, mut tail) = channel();
+        let (tx, mut tail) = channel(b"1");
         tx.fail(TailError::TimedOut);
         assert_eq!(tail.next().await.unwrap_err(), TailError::TimedOut);
     }
 
+    fn head() -> Message {
+        Bytes::from_static(br#"{"jsonrpc":"2.0","id":"c-1","result":{"text":""#).into()
+    }
+
+    #[tokio::test]
+    async fn a_tail_failed_before_its_head_went_out_becomes_its_error() {
+        let (tx, tail) = channel(br#""c-1""#);
+        tx.send(Bytes::from_static(b"ab"));
+        tx.fail(TailError::Cut);
+        let Answer::Whole(m) = Answer::Streamed(head(), tail).settled() else {
+            panic!("a whole answer");
+        };
+        let v: serde_json::Value = serde_json::from_slice(&m.into_bytes()).unwrap();
+        assert_eq!(v["id"], "c-1");
+        assert_eq!(v["error"]["code"], code::SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn a_tail_still_arriving_or_ended_is_settled_as_it_is() {
+        let (tx, tail) = channel(b"1");
+        tx.send(Bytes::from_static(b"ab"));
+        let Answer::Streamed(_, mut tail) = Answer::Streamed(head(), tail).settled() else {
+            panic!("still streamed");
+        };
+        tx.finish(Bytes::from_static(b"c"));
+        assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
+        assert_eq!(tail.next().await.unwrap().unwrap(), "c");
+        assert!(tail.next().await.unwrap().is_none());
+        let (tx, tail) = channel(b"1");
+        tx.send(Bytes::from_static(b"ab"));
+        tx.finish(Bytes::from_static(b"c"));
+        let Answer::Streamed(_, mut tail) = Answer::Streamed(head(), tail).settled() else {
+            panic!("still streamed");
+        };
+        assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
+        assert_eq!(tail.next().await.unwrap().unwrap(), "c");
+        assert!(tail.next().await.unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn the_sender_learns_that_nobody_reads() {
-        let (tx, tail) = channel();
+        let (tx, tail) = channel(b"1");
         drop(tail);
         assert!(!tx.send(Bytes::from_static(b"x")));
     }

@@ -327,7 +327,7 @@ impl Reply {
     fn respond_in_pieces(self, head: Message, client_id: &[u8]) -> Option<cut::To> {
         match self {
             Reply::Json(tx) => {
-                let (pieces, tail) = crate::tail::channel();
+                let (pieces, tail) = crate::tail::channel(client_id);
                 let _ = tx.send(Answer::Streamed(head, tail));
                 Some(cut::To::Body(pieces))
             }

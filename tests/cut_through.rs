@@ -36,16 +36,20 @@ async fn json_session(proxy: &Proxy) -> Client {
 }
 
 /// Sends `body` in `c`'s session: the response, or how the request failed
-/// (a body that breaks off before the headers are out fails the request).
+/// (a status always comes: see `broken_before_the_head`).
 async fn send(c: &Client, body: &Value) -> Result<reqwest::Response, reqwest::Error> {
     c.post_request(body).send().await
 }
 
-/// Whether a response (or its request) failed before a whole body came.
+/// Whether a response failed: its body broke off, or (when that showed
+/// before its head went out) it is the request's JSON-RPC error.
 async fn broke_off(sent: Result<reqwest::Response, reqwest::Error>) -> bool {
-    match sent {
+    let resp = sent.expect("a status, whatever broke");
+    assert_eq!(resp.status(), 200);
+    match read_body(resp, Instant::now()).await.1 {
         Err(_) => true,
-        Ok(resp) => read_body(resp, Instant::now()).await.1.is_err(),
+        Ok(body) => serde_json::from_slice::<Value>(&body)
+            .is_ok_and(|answer| answer["error"]["code"] == -32000),
     }
 }
 
@@ -579,4 +583,240 @@ async fn a_long_answer_with_an_error_after_its_result_or_not_json_fails_instead(
     let after = c.request(json!(9), "ping", json!({})).await;
     assert_eq!(after[0]["result"], json!({}), "{after:?}");
     proxy.stop().await;
+}
+
+/// A child (`sh`) whose `tools/call` answers break off right after their
+/// first 300 KB, with no pause (so before the proxy's response head can
+/// have gone out), as the tool's name says: `exit` exits, `close` closes
+/// its stdout (and exits when its stdin closes), `bad` writes a byte JSON
+/// cannot have and goes on. Every other answer is short and whole.
+const DIES_MIDWAY: &str = r#"while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -z "$id" ] && continue; case "$l" in
+  *'"server/discover"'*) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}\n' "$id";;
+  *'"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"b","version":"1"}}}\n' "$id";;
+  *'"tools/call"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"' "$id"; head -c 300000 /dev/zero | tr '\0' a; case "$l" in
+    *'"exit"'*) exit 0;;
+    *'"close"'*) exec 1>&-; while read l; do :; done; exit 0;;
+    *) printf 'x\001y"}]}}\n';;
+  esac;;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+esac; done"#;
+
+/// What a client got for a long answer that broke off.
+#[derive(Debug)]
+enum Got {
+    /// No status at all: the connection closed before a response head.
+    NoStatus,
+    /// A status, and a body that broke off (the head had gone out).
+    Broken(u16),
+    /// A status and a whole body.
+    Whole(u16, String),
+}
+
+async fn got(sent: Result<reqwest::Response, reqwest::Error>) -> Got {
+    match sent {
+        Err(_) => Got::NoStatus,
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            match read_body(resp, Instant::now()).await.1 {
+                Ok(body) => Got::Whole(status, String::from_utf8_lossy(&body).into_owned()),
+                Err(_) => Got::Broken(status),
+            }
+        }
+    }
+}
+
+/// The answer in a whole body: JSON, or the last message of an SSE stream.
+fn answer_in(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|_| {
+        let events = parse_events(body);
+        let last = events.iter().rev().find(|e| !e.data.is_empty());
+        serde_json::from_str(&last.expect("an answer's event").data).unwrap()
+    })
+}
+
+/// Regression: a long answer that broke off before the proxy's response
+/// head was flushed (the child wrote 300 KB of it and exited, closed its
+/// stdout, or wrote a byte JSON cannot have, all without a pause) reached
+/// the client as a connection closed with no status at all: hyper drops
+/// what it has buffered, the head too, when a body fails. Now the client
+/// gets a status, in every era and for JSON and SSE alike: the error for
+/// its id in a 200 (what a child that dies before answering gives), or,
+/// when the head had gone, a body that breaks off.
+#[tokio::test]
+async fn a_long_answer_broken_before_the_head_went_out_still_gets_a_status() {
+    const JSON: &str = "application/json";
+    const BOTH: &str = "application/json, text/event-stream";
+    const SSE: &str = "text/event-stream";
+    // (era, Accept): a session, `--stateless`, and 2026-07-28.
+    let paths = [
+        ("session", JSON),
+        ("session", BOTH),
+        ("stateless", JSON),
+        ("stateless", BOTH),
+        ("2026-07-28", JSON),
+        ("2026-07-28", SSE),
+    ];
+    // Each case twice, all at once: whether the head went out before the
+    // failure is a race, which the old code lost about one time in ten.
+    let mut cases = Vec::new();
+    for _ in 0..2 {
+        for how in ["exit", "close", "bad"] {
+            for (era, accept) in paths {
+                cases.push(broken_before_the_head(how, era, accept));
+            }
+        }
+    }
+    let got = futures_util::future::join_all(cases).await;
+    let none: Vec<_> = got.iter().filter(|s| s.contains("NoStatus")).collect();
+    assert!(none.is_empty(), "no status at all: {none:#?}");
+}
+
+/// One case of the test above: how the child breaks the answer off, the
+/// era and the `Accept` of the request; what the client got.
+async fn broken_before_the_head(how: &str, era: &str, accept: &'static str) -> String {
+    let flags: &[&str] = if era == "stateless" {
+        &["--stateless", "--shutdown-grace", "1s"]
+    } else {
+        &["--shutdown-grace", "1s"]
+    };
+    // A proxy each: a child that exits is not back at once.
+    let proxy = Proxy::start_child(flags, "sh", &["-c", DIES_MIDWAY]).await;
+    let ctx = format!("{how}, {era}, {accept}");
+    let sent = tokio::time::timeout(Duration::from_secs(10), async {
+        match era {
+            "session" => {
+                let mut c = Client::new(&proxy.mcp());
+                c.initialize("2025-11-25", json!({})).await;
+                send(&c.sibling(accept), &tool_call(json!(7), how)).await
+            }
+            "stateless" => {
+                reqwest::Client::new()
+                    .post(proxy.mcp())
+                    .header("accept", accept)
+                    .header("mcp-protocol-version", "2025-11-25")
+                    .json(&tool_call(json!(7), how))
+                    .send()
+                    .await
+            }
+            _ => {
+                reqwest::Client::new()
+                    .post(proxy.mcp())
+                    .header("accept", accept)
+                    .header("mcp-protocol-version", "2026-07-28")
+                    .header("mcp-method", "tools/call")
+                    .header("mcp-name", how)
+                    .json(&modern_call(how))
+                    .send()
+                    .await
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{ctx}: answered within 10 s"));
+    let got = tokio::time::timeout(Duration::from_secs(10), got(sent))
+        .await
+        .unwrap_or_else(|_| panic!("{ctx}: the body ends within 10 s"));
+    match &got {
+        Got::NoStatus => {}
+        Got::Broken(status) => assert_eq!(*status, 200, "{ctx}"),
+        Got::Whole(status, body) => {
+            assert_eq!(*status, 200, "{ctx}: {body}");
+            let answer = answer_in(body);
+            assert_eq!(answer["id"], 7, "{ctx}: {answer}");
+            assert_eq!(answer["error"]["code"], -32000, "{ctx}: {answer}");
+        }
+    }
+    proxy.stop().await;
+    format!("{ctx}: {got:?}")
+}
+
+fn modern_call(tool: &str) -> Value {
+    json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":tool,"arguments":{},"_meta":{
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }}})
+}
+
+/// A legacy (2024-11-05) stream's head went out long before any answer:
+/// a long answer that breaks off there ends the stream, and the session
+/// with it (404 on the next POST), so the client sees it broken rather
+/// than waiting for an answer that cannot come.
+#[tokio::test]
+async fn a_long_answer_broken_on_a_legacy_stream_ends_it_and_its_session() {
+    for how in ["exit", "bad"] {
+        let proxy = Proxy::start_child(&[], "sh", &["-c", DIES_MIDWAY]).await;
+        let http = reqwest::Client::new();
+        let mut resp = http
+            .get(format!("{}/sse", proxy.base()))
+            .send()
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        while !seen.contains("sessionId=") || !seen.contains("\n\n") {
+            let chunk = resp.chunk().await.unwrap().expect("the endpoint event");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let path = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap()
+            .to_string();
+        let post_url = format!("{}{path}", proxy.base());
+        let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+        assert_eq!(
+            http.post(&post_url)
+                .json(&init)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            202
+        );
+        let initialized = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+        http.post(&post_url)
+            .json(&initialized)
+            .send()
+            .await
+            .unwrap();
+        let r = http
+            .post(&post_url)
+            .json(&tool_call(json!(7), how))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return "ended",
+                    Err(_) => return "broke off",
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "{how}: the stream goes on after its answer broke"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = http
+                .post(&post_url)
+                .json(&json!({"jsonrpc":"2.0","id":8,"method":"ping"}))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 404 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{how}: the session lives on: {}",
+                r.status()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proxy.stop().await;
+    }
 }

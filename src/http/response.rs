@@ -36,9 +36,10 @@ pub fn json_message(message: Message) -> Response<Body> {
 }
 
 /// 200 with a JSON body: the answer whole, or a long one's head and its
-/// rest as it arrives (no `Content-Length` then).
+/// rest as it arrives (no `Content-Length` then). A long one whose rest
+/// failed already is answered with its error ([`Answer::settled`]).
 pub fn json_answer(answer: Answer) -> Response<Body> {
-    match answer {
+    match answer.settled() {
         Answer::Whole(message) => json_message(message),
         Answer::Streamed(head, tail) => {
             let mut r = Response::new(sse::streamed(head.into_parts(), tail));
