@@ -53,7 +53,8 @@ pub const DEFAULT_WRITER_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_CHILD_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
-/// Bytes kept per stream for replay: a session keeps up to 32 streams, so
+/// Bytes kept per stream for replay: a session keeps up to
+/// `--replay-streams` (32) streams, so
 /// large tool results are not held for replay.
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Tasks whose owning session a shared child's multiplexer remembers.
@@ -62,6 +63,17 @@ pub use crate::upstream::{DEFAULT_MAX_SERVER_REQUESTS, DEFAULT_MAX_TASKS};
 /// slow or vanished clients can pin, and what finished streams' buffers
 /// may linger in (they go first when a live stream needs the room).
 pub const DEFAULT_REPLAY_TOTAL_BYTES: usize = 64 * 1024 * 1024;
+/// Streams a session keeps for `Last-Event-ID` resumption, finished ones
+/// included (those not finished are kept past it): a client resumes the
+/// stream it just lost, so a few dozen cover many requests at once.
+pub const DEFAULT_REPLAY_STREAMS: usize = 32;
+/// Tombstones (the ids of its answers, its buffer while that lingers) a
+/// session keeps of streams let go of past `--replay-streams`, and their
+/// bytes together: a client back for one gets its answers or an error
+/// for each. Past these it gets a fresh GET stream.
+pub const DEFAULT_REPLAY_TOMBSTONES: usize = 256;
+/// See [`DEFAULT_REPLAY_TOMBSTONES`].
+pub const DEFAULT_REPLAY_TOMBSTONE_BYTES: usize = 64 * 1024;
 /// How long a finished stream's replay buffer is kept after its last
 /// answer was handed to a client, for a client whose connection dropped
 /// before it read the answer: the TypeScript and Python SDKs come back
@@ -281,6 +293,15 @@ pub struct Args {
     /// how long a finished stream's replay buffer is kept after its last answer went out, for a client whose connection dropped before it read it; lingering buffers go first when --replay-total-bytes is reached; 0 releases at once (default 10s)
     #[argh(option)]
     pub replay_linger: Option<String>,
+    /// streams a session keeps for Last-Event-ID resumption, finished ones included (those not finished are kept past it); the oldest finished one goes first, leaving a tombstone (default 32)
+    #[argh(option)]
+    pub replay_streams: Option<String>,
+    /// tombstones a session keeps of streams let go of past --replay-streams, so that a client back for one gets its answers or an error for each; the oldest goes first; 0 keeps none (default 256)
+    #[argh(option)]
+    pub replay_tombstones: Option<String>,
+    /// bytes of a session's tombstones together (answer ids, lingering buffers); the oldest goes first (default 64K)
+    #[argh(option)]
+    pub replay_tombstone_bytes: Option<String>,
     /// requests of one child to its clients (sampling, elicitation, roots) waiting for an answer; more are refused with an error to the child (default 1024)
     #[argh(option)]
     pub max_server_requests: Option<String>,
@@ -436,6 +457,12 @@ pub struct Config {
     pub replay_total_bytes: usize,
     /// How long a finished stream's replay buffer lingers.
     pub replay_linger: Duration,
+    /// Streams a session keeps for resumption.
+    pub replay_streams: usize,
+    /// Tombstones of streams let go of, per session.
+    pub replay_tombstones: usize,
+    /// Their bytes together, per session.
+    pub replay_tombstone_bytes: usize,
     /// A child's requests to clients waiting for an answer.
     pub max_server_requests: usize,
     /// The same, per session.
@@ -1308,6 +1335,25 @@ impl Config {
                 DEFAULT_REPLAY_LINGER,
                 parse_duration,
                 dur,
+            )?,
+            replay_streams: count(
+                "replay-streams",
+                &args.replay_streams,
+                DEFAULT_REPLAY_STREAMS,
+                1,
+            )?,
+            replay_tombstones: count(
+                "replay-tombstones",
+                &args.replay_tombstones,
+                DEFAULT_REPLAY_TOMBSTONES,
+                0,
+            )?,
+            replay_tombstone_bytes: r.parsed(
+                "replay-tombstone-bytes",
+                &args.replay_tombstone_bytes,
+                DEFAULT_REPLAY_TOMBSTONE_BYTES,
+                parse_bytes,
+                "a byte count",
             )?,
             max_server_requests,
             max_server_requests_per_session,

@@ -37,18 +37,6 @@ use crate::upstream::{Port, Upstream};
 /// one-shot client's: `notifications/initialized` and one call.
 const ONE_SHOT_TOUCHES: u32 = 2;
 
-/// Streams kept per session for `Last-Event-ID` replay, finished ones
-/// included; streams not finished are kept past it ([`Session::open_stream`]).
-const KEPT_STREAMS: usize = 32;
-
-/// Tombstones of streams let go of ([`crate::sse::Tombstone`]) a session
-/// keeps, oldest dropped first, and their bytes together: a client back
-/// for one gets an error for each answer it may have missed. Past these,
-/// it gets a fresh GET stream (logged), as for an id the session never
-/// gave out.
-const GONE_STREAMS: usize = 256;
-const GONE_BYTES: usize = 64 * 1024;
-
 /// The tombstones of a session's streams let go of, with their bytes.
 #[derive(Default)]
 struct Gone {
@@ -71,6 +59,19 @@ pub struct StreamLimits {
     pub replay_events: usize,
     /// Per-stream replay buffer, in bytes.
     pub replay_bytes: usize,
+    /// Streams kept per session for `Last-Event-ID` replay, finished ones
+    /// included; streams not finished are kept past it
+    /// (`--replay-streams`, [`Session::open_stream`]).
+    pub streams: usize,
+    /// Tombstones of streams let go of ([`crate::sse::Tombstone`]) a
+    /// session keeps, oldest dropped first (`--replay-tombstones`), and
+    /// their bytes together (`--replay-tombstone-bytes`): a client back
+    /// for one gets an error for each answer it may have missed. Past
+    /// these, it gets a fresh GET stream (logged), as for an id the
+    /// session never gave out.
+    pub tombstones: usize,
+    /// See `tombstones`.
+    pub tombstone_bytes: usize,
     /// Replay memory of all streams of the proxy together.
     pub budget: Arc<ReplayBudget>,
     /// Where slow-consumer cuts are counted.
@@ -302,14 +303,14 @@ impl Session {
     }
 
     /// Adds a stream to the ones kept for `Last-Event-ID`, letting go of
-    /// the oldest finished ones past [`KEPT_STREAMS`]: first those with
+    /// the oldest finished ones past `--replay-streams`: first those with
     /// nothing left to replay, then those whose buffer lingers. One not
     /// finished is never let go of: its client may come back for it (the
     /// GET stream among them), and there are at most as many as requests
     /// in flight (`--max-in-flight`), each bounded in bytes by the replay
     /// budget. A stream let go of leaves its tombstone.
     fn keep_stream(&self, streams: &mut VecDeque<Arc<Outlet>>, outlet: Arc<Outlet>) {
-        while streams.len() >= KEPT_STREAMS {
+        while streams.len() >= self.limits.streams {
             let spent = streams
                 .iter()
                 .position(|o| o.is_finished() && !o.holds_replay())
@@ -317,13 +318,27 @@ impl Session {
             let Some(gone) = spent.and_then(|i| streams.remove(i)) else {
                 break;
             };
+            debug!(
+                session = %crate::logging::tag(&self.id),
+                stream = gone.stream_id(),
+                kept = self.limits.streams,
+                "let go of a finished stream past --replay-streams; a tombstone stands for it"
+            );
             if let Some(t) = gone.tombstone() {
                 let mut g = lock(&self.gone);
                 g.bytes += t.bytes();
                 g.list.push_back(t);
-                while g.list.len() > GONE_STREAMS || g.bytes > GONE_BYTES {
+                while g.list.len() > self.limits.tombstones || g.bytes > self.limits.tombstone_bytes
+                {
                     let Some(old) = g.list.pop_front() else { break };
                     g.bytes -= old.bytes();
+                    debug!(
+                        session = %crate::logging::tag(&self.id),
+                        stream = old.stream_id(),
+                        tombstones = self.limits.tombstones,
+                        tombstone_bytes = self.limits.tombstone_bytes,
+                        "dropped a stream's tombstone past --replay-tombstones or --replay-tombstone-bytes; a client back for it gets a fresh stream"
+                    );
                 }
             }
         }

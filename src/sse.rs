@@ -614,7 +614,14 @@ impl ReplayBudget {
                 .flatten()
         };
         if let Some(slot) = early.and_then(|(_, weak)| weak.upgrade()) {
-            self.free(&slot);
+            let freed = self.free(&slot);
+            if freed > 0 {
+                debug!(
+                    bytes = freed,
+                    lingering = MAX_LINGERING,
+                    "a finished stream's lingering replay buffer released early: too many linger at once (--replay-linger)"
+                );
+            }
         }
         slot
     }

@@ -235,6 +235,24 @@ fn settings_that_contradict_or_would_be_ignored_are_refused() {
             "not a directory",
         ),
         (
+            "no streams kept for resumption",
+            vec![os("--replay-streams"), os("0")],
+            vec![],
+            "--replay-streams (MCP_PROXY_REPLAY_STREAMS) must be at least 1",
+        ),
+        (
+            "tombstones that are not a number",
+            vec![],
+            vec![("MCP_PROXY_REPLAY_TOMBSTONES", os("many"))],
+            "MCP_PROXY_REPLAY_TOMBSTONES: expected a whole number",
+        ),
+        (
+            "tombstone bytes that are not a byte count",
+            vec![os("--replay-tombstone-bytes"), os("64Q")],
+            vec![],
+            "--replay-tombstone-bytes: expected a byte count",
+        ),
+        (
             "a NUL in an env file",
             vec![os("--env-file"), nul_env.as_os_str()],
             vec![],

@@ -811,6 +811,58 @@ async fn a_stream_let_go_of_after_32_newer_ones_still_answers_a_resumption() {
     }
 }
 
+/// The streams a session keeps for `Last-Event-ID` (`--replay-streams`)
+/// and the tombstones of those it let go of (`--replay-tombstones`,
+/// `--replay-tombstone-bytes`) were constants (32, 256, 64 KiB) with no
+/// flag. With 2 kept, a stream three requests back is let go of and
+/// resumes from its tombstone; with no tombstone kept (or no bytes for
+/// one) a client back for it gets a fresh GET stream (which stays open,
+/// carrying no answer); with the 32 kept by default it is still there.
+#[tokio::test]
+async fn the_streams_and_tombstones_a_session_keeps_follow_their_flags() {
+    let cases: [(&[&str], bool); 4] = [
+        (&["--replay-streams", "2"], true),
+        (&["--replay-tombstones", "0"], true),
+        (
+            &["--replay-streams", "2", "--replay-tombstones", "0"],
+            false,
+        ),
+        (
+            &["--replay-streams", "2", "--replay-tombstone-bytes", "0"],
+            false,
+        ),
+    ];
+    for (flags, resumes) in cases {
+        let proxy = Proxy::start(flags).await;
+        let mut c = Client::new(&proxy.mcp());
+        c.initialize("2025-11-25", json!({})).await;
+        let echo = |id: Value, text: &str| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"message":text}}});
+        let text = c
+            .post(&echo(json!("mine"), "THE ANSWER"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let last_id = priming_id(&text);
+        for n in 0..3 {
+            let r = c.post(&echo(json!(n), "later")).await;
+            assert_eq!(r.status(), 200);
+            let _ = r.text().await.unwrap();
+        }
+        let case = format!("{flags:?}");
+        if resumes {
+            let msgs = resumed_messages(&c, &last_id).await;
+            assert_answered_or_lost(&msgs, "mine", "THE ANSWER", true, &case);
+        } else {
+            let resumed = c.resume(&last_id).await;
+            assert_eq!(resumed.status(), 200, "{case}");
+            let read = tokio::time::timeout(Duration::from_millis(1500), read_messages(resumed));
+            assert!(read.await.is_err(), "{case}: a fresh GET stream stays open");
+        }
+        proxy.stop().await;
+    }
+}
+
 /// Regression: a session keeps 32 streams for `Last-Event-ID`; when all
 /// were in flight, opening one more dropped the oldest in-flight stream
 /// from the list, so its client, back with `Last-Event-ID`, got a fresh

@@ -379,6 +379,9 @@ impl App {
             max_queue_bytes: self.config.max_queue_bytes,
             replay_events: self.config.replay_events,
             replay_bytes: self.config.replay_bytes,
+            streams: self.config.replay_streams,
+            tombstones: self.config.replay_tombstones,
+            tombstone_bytes: self.config.replay_tombstone_bytes,
             budget: self.replay.clone(),
             metrics: self.metrics.clone(),
         }
