@@ -1010,16 +1010,6 @@ impl Outlet {
             && inner.untaken.is_some_and(|at| at.elapsed() < recent)
     }
 
-    /// Whether it holds events to replay (kept or lingering).
-    pub fn holds_replay(&self) -> bool {
-        let inner = self.lock();
-        !inner.buffer.is_empty()
-            || inner
-                .lingering
-                .as_ref()
-                .is_some_and(|slot| crate::lock(slot).is_some())
-    }
-
     /// This stream's id within its session.
     pub fn stream_id(&self) -> u64 {
         self.stream_id
