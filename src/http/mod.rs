@@ -1142,6 +1142,30 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Answer, ProxyError> {
 /// `*/*, text/event-stream;q=0` allows JSON only; ranges of equal
 /// specificity allow the type if any of them does.
 pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
+    // What clients send, as they spell it, decided without a parse.
+    let mut all = headers.get_all(header::ACCEPT).iter();
+    if let (Some(one), None) = (all.next(), all.next())
+        && let Some(known) = common_accept(one.as_bytes())
+    {
+        return known;
+    }
+    accepts_parsed(headers)
+}
+
+/// [`accepts`] of the `Accept` values the SDKs and most clients send.
+fn common_accept(value: &[u8]) -> Option<(bool, bool)> {
+    match value {
+        b"application/json, text/event-stream" | b"text/event-stream, application/json" => {
+            Some((true, true))
+        }
+        b"application/json" => Some((false, true)),
+        b"text/event-stream" => Some((true, false)),
+        _ => None,
+    }
+}
+
+/// [`accepts`] by parsing the media ranges.
+fn accepts_parsed(headers: &HeaderMap) -> (bool, bool) {
     let mut values = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -1325,6 +1349,30 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(accepts(&accept(value)), want, "{value}");
         }
+    }
+
+    /// The values decided without a parse are decided as the parse does.
+    #[test]
+    fn common_accept_values_agree_with_the_parse() {
+        for value in [
+            "application/json, text/event-stream",
+            "text/event-stream, application/json",
+            "application/json",
+            "text/event-stream",
+        ] {
+            let h = accept(value);
+            let known = common_accept(value.as_bytes());
+            assert!(known.is_some(), "{value}");
+            assert_eq!(known, Some(accepts_parsed(&h)), "{value}");
+        }
+        // Anything else is parsed: a second copy of the header, a weight.
+        let mut two = accept("application/json");
+        two.append(header::ACCEPT, "text/event-stream;q=0".parse().unwrap());
+        assert_eq!(accepts(&two), (false, true));
+        assert_eq!(
+            accepts(&accept("application/json, text/event-stream;q=0")),
+            (false, true)
+        );
     }
 
     #[test]
