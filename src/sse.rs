@@ -152,8 +152,10 @@ enum Sent<'a> {
 }
 
 /// Answers a stream remembers the request ids of, for errors when they
-/// are lost (see [`Outlet::resume`]): a stream carries the answers to one
-/// POST, so this bounds only a batch larger than any client sends.
+/// are lost (see [`Outlet::resume`]), unless it owes more: a stream
+/// carries the answers to one POST, so it remembers them all, bounded by
+/// `--max-batch` (which has its flag); this bounds only a stream that
+/// owes no set number (a GET stream carries no answers).
 const ANSWERS_KEPT: usize = 1024;
 
 /// The error a client resuming from before a lost answer gets for it.
@@ -771,6 +773,9 @@ pub struct Outlet {
     /// 2026-07-28 `subscriptions/listen`): cut off when too slow, never
     /// thinned (see the queue policy above).
     cut_when_slow: bool,
+    /// Answers whose request ids it remembers: [`ANSWERS_KEPT`], or the
+    /// responses it owes if more.
+    answers_kept: usize,
     inner: Mutex<OutletInner>,
 }
 
@@ -845,6 +850,7 @@ impl Outlet {
             metrics: None,
             cut_notice: None,
             cut_when_slow: false,
+            answers_kept: owed.map_or(ANSWERS_KEPT, |n| n.max(ANSWERS_KEPT)),
             inner: Mutex::new(OutletInner {
                 live: Some(tx),
                 generation: 0,
@@ -1589,8 +1595,15 @@ impl Outlet {
 
     /// Records that event `seq` answered the request `client_id`.
     fn record_answer(&self, inner: &mut OutletInner, seq: u64, client_id: &[u8]) {
-        if inner.answers.len() >= ANSWERS_KEPT {
-            inner.answers.pop_front();
+        if inner.answers.len() >= self.answers_kept
+            && let Some((lost, _)) = inner.answers.pop_front()
+        {
+            debug!(
+                stream = self.stream_id,
+                event = lost,
+                kept = self.answers_kept,
+                "forgot the request id of an old answer on a stream: a resumption from before it gets no error for it"
+            );
         }
         inner.answers.push_back((seq, client_id.into()));
     }
@@ -2000,6 +2013,30 @@ mod tests {
         tx.send(Bytes::from_static(b"a"));
         tx.fail(crate::tail::TailError::Cut);
         fails_after_a_wait(streamed(vec![Bytes::from_static(b"{")], tail));
+    }
+
+    /// Regression: a stream remembered the request ids of its last 1,024
+    /// answers only, so a batch larger than that (`--max-batch` raised)
+    /// resumed from before its answers got an error for the last 1,024
+    /// lost ones and nothing for the others. It remembers as many as it
+    /// owes now.
+    #[tokio::test]
+    async fn a_resumption_gets_an_error_for_every_lost_answer_of_a_large_batch() {
+        let n = 1500;
+        let (o, rx) = Outlet::new(9, true, Some(n + 1), 8, 1);
+        drop(rx);
+        for i in 0..n {
+            o.send_response(format!("{{\"id\":{i},\"result\":{{}}}}").as_bytes());
+        }
+        let mut again = o.resume(0).unwrap();
+        let mut errors = 0;
+        while let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(200), again.recv()).await
+        {
+            errors += usize::from(ev.windows(6).any(|w| w == b"-32000"));
+        }
+        // The first is before the resumption point, the last is kept.
+        assert_eq!(errors, n - 2);
     }
 
     #[tokio::test]
