@@ -172,6 +172,10 @@ pub enum UpstreamError {
     /// (it is overloaded).
     #[error("the proxy could not queue the message within {} ms", .0.as_millis())]
     Overloaded(Duration),
+    /// The child's answer, known by the id at its edges, was not valid
+    /// JSON-RPC and was skipped.
+    #[error("the MCP server's answer was not valid JSON-RPC ({0})")]
+    Garbled(String),
 }
 
 /// The same error again, for another waiter on the work that failed with
@@ -202,6 +206,7 @@ impl Clone for UpstreamError {
                 limit: *limit,
             },
             Overloaded(d) => Overloaded(*d),
+            Garbled(s) => Garbled(s.clone()),
         }
     }
 }

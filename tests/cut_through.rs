@@ -589,11 +589,17 @@ async fn a_long_answer_with_an_error_after_its_result_or_not_json_fails_instead(
 /// first 300 KB, with no pause (so before the proxy's response head can
 /// have gone out), as the tool's name says: `exit` exits, `close` closes
 /// its stdout (and exits when its stdin closes), `bad` writes a byte JSON
-/// cannot have and goes on. Every other answer is short and whole.
+/// cannot have and goes on, `early` does so just past the 128 KiB at which
+/// the proxy would pass it on (so the line may well be read whole),
+/// `short` and `short_last` write a short answer with that byte (the id
+/// first, and last). Every other answer is short and whole.
 const DIES_MIDWAY: &str = r#"while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -z "$id" ] && continue; case "$l" in
   *'"server/discover"'*) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}\n' "$id";;
   *'"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"b","version":"1"}}}\n' "$id";;
-  *'"tools/call"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"' "$id"; head -c 300000 /dev/zero | tr '\0' a; case "$l" in
+  *'"short_last"'*) printf '{"result":{"content":[{"type":"text","text":"x\001y"}]},"jsonrpc":"2.0","id":%s}\n' "$id";;
+  *'"short"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"x\001y"}]}}\n' "$id";;
+  *'"tools/call"'*) n=300000; case "$l" in *'"early"'*) n=131100;; esac
+    printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"' "$id"; head -c $n /dev/zero | tr '\0' a; case "$l" in
     *'"exit"'*) exit 0;;
     *'"close"'*) exec 1>&-; while read l; do :; done; exit 0;;
     *) printf 'x\001y"}]}}\n';;
@@ -819,4 +825,38 @@ async fn a_long_answer_broken_on_a_legacy_stream_ends_it_and_its_session() {
         }
         proxy.stop().await;
     }
+}
+
+/// Regression: an answer that is not valid JSON-RPC (a byte JSON cannot
+/// have) and was read whole, short or long (300 KB where the bad byte came
+/// in the same read as the 128 KiB at which the proxy passes an answer on)
+/// was skipped as a log line, and its request waited for an answer the
+/// child would never write again: for ever, without --request-timeout.
+/// The id at the line's start (or its end, the TypeScript SDK's order)
+/// names the request, which now fails at once with an error.
+#[tokio::test]
+async fn an_answer_read_whole_that_is_not_json_fails_its_request_at_once() {
+    let proxy = Proxy::start_child(&[], "sh", &["-c", DIES_MIDWAY]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let c = c.sibling("application/json");
+    for (n, how) in ["short", "short_last", "early"].into_iter().enumerate() {
+        let sent = tokio::time::timeout(Duration::from_secs(5), async {
+            let resp = send(&c, &tool_call(json!(n), how)).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            read_body(resp, Instant::now()).await.1
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{how}: no answer within 5 s"));
+        match sent {
+            // Passed on before the bad byte showed: broken off.
+            Err(_) => assert_eq!(how, "early"),
+            Ok(body) => {
+                let answer: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(answer["id"], n, "{how}: {answer}");
+                assert_eq!(answer["error"]["code"], -32000, "{how}: {answer}");
+            }
+        }
+    }
+    proxy.stop().await;
 }

@@ -73,6 +73,11 @@ const OUTBOX_LINES: usize = 2048;
 /// Longer ones are refused with an error to the child.
 const MAX_CHILD_ID_BYTES: usize = 1024;
 
+/// Bytes of each end of a line that is not JSON-RPC searched for the id
+/// of the request it answered (`jsonrpc::edge_id`): room for the envelope
+/// before the result, or for the id written last.
+const GARBLED_EDGE: usize = 64;
+
 /// Lines handed to the pipe in one system call at most.
 const WRITE_BATCH: usize = 64;
 
@@ -749,6 +754,17 @@ impl Worker {
                 if let Some(not_logged) = self.noise.admit() {
                     let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
                     warn!(skipped = self.skipped, not_logged, error = %e, line = %shown, "child wrote a non-JSON-RPC line on stdout; skipped it");
+                }
+                // A line whose edges show the id of a request in flight
+                // was that request's answer, broken (a byte JSON cannot
+                // have, a cut): the child will not answer it again, so it
+                // fails now rather than wait for --request-timeout, or
+                // for ever without one.
+                let edge = line.len().min(GARBLED_EDGE);
+                if let Some(id) = jsonrpc::edge_id(&line[..edge], &line[line.len() - edge..])
+                    && self.routes.pending.contains_key(&id)
+                {
+                    self.fail_pending(id, &UpstreamError::Garbled(e.to_string()));
                 }
             }
         }
