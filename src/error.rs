@@ -124,6 +124,17 @@ pub enum ProxyError {
     /// an SQL error) is logged where it happened and never reaches a client.
     #[error("{0}")]
     StoreUnavailable(String),
+    /// `error`, refusing a 2026-07-28 request whose id could be read: its
+    /// error response carries that id (spec `basic/index`, "Error
+    /// Responses": the same id as the request, unless it could not be
+    /// read). Everything else (status, code, headers) is `error`'s.
+    #[error("{error}")]
+    Answering {
+        /// The request's id, raw JSON.
+        id: Box<[u8]>,
+        /// Why it was refused.
+        error: Box<ProxyError>,
+    },
 }
 
 impl From<TooManySessions> for ProxyError {
@@ -136,9 +147,30 @@ impl From<TooManySessions> for ProxyError {
 }
 
 impl ProxyError {
+    /// This error as the refusal of the request with id `id` (raw JSON);
+    /// `None` (a notification, or an id that could not be read) leaves it
+    /// as it is.
+    pub fn answering(self, id: Option<&[u8]>) -> ProxyError {
+        match (self, id) {
+            (e @ ProxyError::Answering { .. }, _) | (e, None) => e,
+            (e, Some(id)) => ProxyError::Answering {
+                id: id.into(),
+                error: Box::new(e),
+            },
+        }
+    }
+
+    /// The error itself, without the request it answers.
+    fn inner(&self) -> &ProxyError {
+        match self {
+            ProxyError::Answering { error, .. } => error.inner(),
+            e => e,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         use ProxyError::*;
-        match self {
+        match self.inner() {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BadMessage(_)
@@ -171,6 +203,8 @@ impl ProxyError {
             ) => StatusCode::GATEWAY_TIMEOUT,
             Upstream(UpstreamError::Overloaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(_) => StatusCode::BAD_GATEWAY,
+            // Unwrapped by `inner`.
+            Answering { error, .. } => error.status(),
         }
     }
 
@@ -178,7 +212,7 @@ impl ProxyError {
     /// `limit_refusals` metric).
     pub fn limit(&self) -> Option<Limit> {
         use ProxyError::*;
-        Some(match self {
+        Some(match self.inner() {
             BodyTooLarge { .. } => Limit::BodyBytes,
             BodyReadTimeout(_) => Limit::BodyReadTimeout,
             TooManySessions(_) => Limit::Sessions,
@@ -191,7 +225,7 @@ impl ProxyError {
 
     fn rpc_code(&self) -> i64 {
         use ProxyError::*;
-        match self {
+        match self.inner() {
             BadMessage(e) => e.code(),
             HeaderMismatch(_) => code::HEADER_MISMATCH,
             UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
@@ -207,7 +241,7 @@ impl ProxyError {
     }
 
     fn data(&self) -> Option<Value> {
-        match self {
+        match self.inner() {
             ProxyError::UnsupportedVersion {
                 requested,
                 supported,
@@ -219,7 +253,16 @@ impl ProxyError {
     /// The HTTP response for this error.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        let body = jsonrpc::error_response(None, self.rpc_code(), &self.to_string(), self.data());
+        let (id, error) = match self {
+            ProxyError::Answering { id, error } => (Some(id), *error),
+            e => (None, e),
+        };
+        let body = jsonrpc::error_response(
+            id.as_deref(),
+            error.rpc_code(),
+            &error.to_string(),
+            error.data(),
+        );
         let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
@@ -227,7 +270,7 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        match self {
+        match error {
             ProxyError::MethodNotAllowed(allow) => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
@@ -321,6 +364,33 @@ mod tests {
         let v = body_json(resp).await;
         assert_eq!(v["error"]["code"], -32022);
         assert_eq!(v["error"]["data"]["supported"][0], "2026-07-28");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_answering_a_request_carries_its_id_and_nothing_else_changes() {
+        let e = ProxyError::TooManyInFlightForPrincipal(2, 2).answering(Some(br#""a-1""#));
+        assert_eq!(e.limit(), Some(Limit::InFlightPerPrincipal));
+        let e = e.answering(Some(b"2"));
+        let resp = e.into_response();
+        assert_eq!(resp.status(), 429);
+        let v = body_json(resp).await;
+        assert_eq!(v["id"], "a-1", "the first id it answered stays");
+        assert_eq!(v["error"]["code"], -32600);
+        let resp = ProxyError::UnsupportedVersion {
+            requested: "2099-01-01".into(),
+            supported: vec!["2026-07-28"],
+        }
+        .answering(Some(b"7"))
+        .into_response();
+        assert_eq!(resp.status(), 400);
+        let v = body_json(resp).await;
+        assert_eq!(
+            (v["id"].clone(), v["error"]["code"].clone()),
+            (7.into(), (-32022).into())
+        );
+        assert_eq!(v["error"]["data"]["requested"], "2099-01-01");
+        let v = body_json(ProxyError::ShuttingDown.answering(None).into_response()).await;
+        assert!(v.get("id").is_none());
     }
 
     #[test]

@@ -827,6 +827,7 @@ impl App {
                     .is_some_and(|v| version::is_modern(&v));
             return Err(if modern {
                 ProxyError::HeaderMismatch(e.to_string())
+                    .answering(single.and_then(modern::refusal_id))
             } else {
                 e
             });

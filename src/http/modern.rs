@@ -200,13 +200,34 @@ fn validate(
     Ok(())
 }
 
-/// Serves one validated-or-not 2026-07-28 message.
+/// The id a refusal of `frame` answers with: a request's, as written
+/// (`None` for a notification, which is never answered).
+pub fn refusal_id(frame: &Frame) -> Option<&[u8]> {
+    (frame.kind() == Kind::Request)
+        .then(|| frame.id())
+        .flatten()
+}
+
+/// Serves one validated-or-not 2026-07-28 message. A request it refuses
+/// is answered by its id, as every error response of this revision is
+/// (`basic/index`, "Error Responses").
 pub async fn serve(
     app: Arc<App>,
     parts: &Parts,
     frame: Frame,
 ) -> Result<Response<Body>, ProxyError> {
     refuse_if_legacy_only(&app)?;
+    let id: Option<Box<[u8]>> = refusal_id(&frame).map(Into::into);
+    Box::pin(serve_message(app, parts, frame))
+        .await
+        .map_err(|e| e.answering(id.as_deref()))
+}
+
+async fn serve_message(
+    app: Arc<App>,
+    parts: &Parts,
+    frame: Frame,
+) -> Result<Response<Body>, ProxyError> {
     validate(&parts.headers, &frame, &app.tool_headers)?;
     super::check_request_ids(std::slice::from_ref(&frame))?;
     if frame.kind() == Kind::Notification {
