@@ -870,6 +870,11 @@ impl Upstream {
         // the child's requests through `input_required` and a retry.
         let parkable =
             port.kind == PortKind::Modern && !modern_child && mrtr::may_ask(frame.method());
+        if port.kind == PortKind::Modern && !modern_child {
+            // The child logs for its session; this request takes only
+            // what its own `_meta` asked for (see `fanout::passes`).
+            port.note_modern_log_level(&frame);
+        }
         if parkable {
             port.note_modern_capabilities(&frame);
             port.note_call(&frame);

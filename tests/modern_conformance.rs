@@ -154,3 +154,60 @@ async fn the_proxys_refusals_of_a_request_carry_its_id() {
     assert!(v.get("id").is_none(), "{v}");
     proxy.stop().await;
 }
+
+/// The messages of an SSE answer, in order.
+async fn sse_messages(r: reqwest::Response) -> Vec<Value> {
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(STEP, r.text()).await.unwrap().unwrap();
+    support::parse_events(&text)
+        .into_iter()
+        .filter_map(|e| serde_json::from_str(&e.data).ok())
+        .collect()
+}
+
+/// A `log` call to the child (which logs at every level unless told
+/// otherwise), as a stream (its progress token makes it one), with
+/// `log_level` in `_meta` if given.
+async fn log_call(proxy: &Proxy, id: u64, level: &str, log_level: Option<&str>) -> Vec<Value> {
+    let mut meta = meta();
+    meta["progressToken"] = json!(format!("p{id}"));
+    if let Some(l) = log_level {
+        meta["io.modelcontextprotocol/logLevel"] = json!(l);
+    }
+    let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":"log","arguments":{"level":level,"message":format!("m{id}")},"_meta":meta}});
+    let messages =
+        sse_messages(post(proxy, &call, "application/json, text/event-stream").await).await;
+    let last = messages.last().expect("an answer");
+    assert_eq!(last["id"], id, "{messages:?}");
+    assert_eq!(
+        last["result"]["content"][0]["text"], "logged",
+        "{messages:?}"
+    );
+    messages
+}
+
+fn logs(messages: &[Value]) -> usize {
+    messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .count()
+}
+
+/// `server/utilities/logging`: "The server MUST NOT emit
+/// `notifications/message` for a request that does not include
+/// [`io.modelcontextprotocol/logLevel`]"; with it, only messages at or
+/// above that level. A 2025-era child logs for its session, not per
+/// request: the proxy passed every log line of the child to whichever
+/// 2026-07-28 request was in flight.
+#[tokio::test]
+async fn log_messages_reach_only_requests_that_asked_for_them_at_their_level() {
+    let proxy = Proxy::start(&[]).await;
+    let none = log_call(&proxy, 1, "error", None).await;
+    assert_eq!(logs(&none), 0, "no logLevel, no log messages: {none:?}");
+    let below = log_call(&proxy, 2, "info", Some("warning")).await;
+    assert_eq!(logs(&below), 0, "info is below warning: {below:?}");
+    let at = log_call(&proxy, 3, "error", Some("warning")).await;
+    assert_eq!(logs(&at), 1, "error is above warning: {at:?}");
+    proxy.stop().await;
+}

@@ -3,7 +3,7 @@
 //! sessions subscribed to the URI (subscriptions counted, so the child
 //! sees one subscribe and one unsubscribe per URI), log messages filtered
 //! by each session's `logging/setLevel` (the child gets the most verbose
-//! level any session asked for), task status to the task's owner, and a
+//! level any session asked for) or a 2026-07-28 request's `_meta` level, task status to the task's owner, and a
 //! 2026-07-28 `subscriptions/listen` stream's share, tagged with its id.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 
 use super::routes::{Routes, ServerRequest, Target, parse_proxy_id, related_target};
-use super::{Port, Upstream, lock, tasks};
+use super::{Port, PortKind, Upstream, lock, tasks};
 use crate::jsonrpc::{self, Frame};
 
 /// The log levels of `logging/setLevel`, least to most severe.
@@ -76,16 +76,33 @@ impl ListenFilter {
     }
 }
 
-pub(super) fn passes(port: Option<&Arc<Port>>, level: Option<usize>) -> bool {
-    match (port.and_then(|p| *lock(&p.log_level)), level) {
+/// Whether a notification goes to `port`: a log message (`level`, its
+/// rank; `None` for another notification, or one whose level is not a
+/// level) at or above the level the session set. A 2026-07-28 request
+/// gets log messages only when its `_meta` asked for them, and then only
+/// those of a known level at or above it (spec 2026-07-28
+/// `server/utilities/logging`: none for a request without
+/// `io.modelcontextprotocol/logLevel`).
+pub(super) fn passes(port: Option<&Arc<Port>>, message: bool, level: Option<usize>) -> bool {
+    let min = port.and_then(|p| *lock(&p.log_level));
+    if message && port.is_some_and(|p| p.kind == PortKind::Modern) {
+        return matches!((min, level), (Some(min), Some(level)) if level >= min);
+    }
+    match (min, level) {
         (Some(min), Some(level)) => level >= min,
         _ => true,
     }
 }
 
-/// Recomputes the child's log level; `Some` when it changed.
+/// Recomputes the child's log level (what the sessions set: a 2026-07-28
+/// request's level is its own); `Some` when it changed.
 pub(super) fn recompute_level(r: &mut Routes) -> Option<usize> {
-    let level = r.ports.values().filter_map(|p| *lock(&p.log_level)).min();
+    let level = r
+        .ports
+        .values()
+        .filter(|p| p.kind == PortKind::Session)
+        .filter_map(|p| *lock(&p.log_level))
+        .min();
     if level != r.child_log_level {
         r.child_log_level = level;
         level
@@ -245,12 +262,11 @@ pub(super) fn route_notification(
             }
         }
         _ => {
-            let level = (method == "notifications/message")
-                .then(|| message_level(&frame))
-                .flatten();
+            let message = method == "notifications/message";
+            let level = message.then(|| message_level(&frame)).flatten();
             let r = &*routes;
             if let Some(port) = task_owner(r, shared, &frame) {
-                if passes(Some(port), level) {
+                if passes(Some(port), message, level) {
                     port.send_unrelated(frame.bytes());
                 }
                 return;
@@ -258,7 +274,7 @@ pub(super) fn route_notification(
             match related_target(r) {
                 Target::Request(p) => {
                     let port = r.ports.get(&p.port);
-                    if !passes(port, level) {
+                    if !passes(port, message, level) {
                         return;
                     }
                     match p.reply.stream() {
@@ -271,7 +287,7 @@ pub(super) fn route_notification(
                     }
                 }
                 Target::Port(port) => {
-                    if passes(Some(port), level) {
+                    if passes(Some(port), message, level) {
                         port.send_unrelated(frame.bytes());
                     }
                 }
@@ -340,6 +356,7 @@ mod tests {
             assert_eq!(message_level(&frame), log_rank("debug"), "data {data:.20}");
             assert!(!passes(
                 Some(&port(1, Some("error"))),
+                true,
                 message_level(&frame)
             ));
         }
@@ -351,14 +368,40 @@ mod tests {
     #[test]
     fn log_messages_pass_at_or_above_the_sessions_level() {
         let p = port(1, Some("warning"));
-        assert!(passes(Some(&p), log_rank("error")));
-        assert!(passes(Some(&p), log_rank("warning")));
-        assert!(!passes(Some(&p), log_rank("info")));
+        assert!(passes(Some(&p), true, log_rank("error")));
+        assert!(passes(Some(&p), true, log_rank("warning")));
+        assert!(!passes(Some(&p), true, log_rank("info")));
         // No level asked for, or a message without one: it passes.
-        assert!(passes(Some(&port(2, None)), log_rank("debug")));
-        assert!(passes(Some(&p), None));
-        assert!(passes(None, log_rank("debug")));
+        assert!(passes(Some(&port(2, None)), true, log_rank("debug")));
+        assert!(passes(Some(&p), true, None));
+        assert!(passes(None, true, log_rank("debug")));
         assert_eq!(log_rank("loud"), None);
+    }
+
+    /// A 2026-07-28 request asks for log messages in its own `_meta`: none
+    /// without it, and with it none below it or of no known level; other
+    /// notifications are not log messages and pass.
+    #[test]
+    fn a_modern_request_gets_log_messages_only_at_the_level_it_asked_for() {
+        let modern = |level: Option<&str>| {
+            let p = Port::new(9, "m".into(), PortKind::Modern);
+            *lock(&p.log_level) = level.and_then(log_rank);
+            p
+        };
+        let none = modern(None);
+        assert!(!passes(Some(&none), true, log_rank("emergency")));
+        assert!(!passes(Some(&none), true, None));
+        assert!(passes(Some(&none), false, None));
+        let warning = modern(Some("warning"));
+        assert!(passes(Some(&warning), true, log_rank("error")));
+        assert!(!passes(Some(&warning), true, log_rank("info")));
+        assert!(!passes(Some(&warning), true, None));
+        // Its level is not the child's: that is what the sessions set.
+        let mut r = Routes::new(4);
+        r.ports.insert(1, modern(Some("debug")));
+        assert_eq!(recompute_level(&mut r), None);
+        r.ports.insert(2, port(2, Some("error")));
+        assert_eq!(recompute_level(&mut r), log_rank("error"));
     }
 
     #[test]

@@ -15,6 +15,9 @@ use super::fanout::ListenFilter;
 use super::{Sink, lock};
 use crate::jsonrpc::Frame;
 
+/// `_meta` key of a 2026-07-28 request's log level.
+pub const LOG_LEVEL_KEY: &str = "io.modelcontextprotocol/logLevel";
+
 /// What kind of client a session is, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
@@ -41,7 +44,8 @@ pub struct Port {
     pub(super) client_info: Mutex<Value>,
     /// Set on a 2026-07-28 `subscriptions/listen` port.
     pub(super) listen: Mutex<Option<ListenFilter>>,
-    /// The level this session asked for with `logging/setLevel`.
+    /// The level this session asked for with `logging/setLevel` (a
+    /// 2026-07-28 port: its request, in `_meta`).
     pub(super) log_level: Mutex<Option<usize>>,
     /// The authenticated principal behind this port (`None`: anonymous);
     /// its tasks are that principal's (see [`tasks`]).
@@ -107,6 +111,18 @@ impl Port {
     pub(super) fn note_modern_capabilities(&self, frame: &Frame) {
         let caps = frame.meta("io.modelcontextprotocol/clientCapabilities");
         *lock(&self.capabilities) = caps.unwrap_or(Value::Null);
+    }
+
+    /// Records the least severe log level a 2026-07-28 request asked for
+    /// in `_meta` (`io.modelcontextprotocol/logLevel`); none asked, none
+    /// recorded, and then it is sent no log message at all.
+    pub(super) fn note_modern_log_level(&self, frame: &Frame) {
+        let level = frame
+            .meta(LOG_LEVEL_KEY)
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(super::fanout::log_rank);
+        *lock(&self.log_level) = level;
     }
 
     /// Records the call a 2026-07-28 port makes that may be parked.
