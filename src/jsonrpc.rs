@@ -352,6 +352,11 @@ impl Frame {
         self.id.clone().map(|r| &self.bytes[r])
     }
 
+    /// Whether this is an error response (a response without a result).
+    pub fn is_error(&self) -> bool {
+        self.kind == Kind::Response && self.result.is_none()
+    }
+
     /// The raw `params` text, if any.
     pub fn params(&self) -> Option<&[u8]> {
         self.params.clone().map(|r| &self.bytes[r])

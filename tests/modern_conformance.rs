@@ -211,3 +211,51 @@ async fn log_messages_reach_only_requests_that_asked_for_them_at_their_level() {
     assert_eq!(logs(&at), 1, "error is above warning: {at:?}");
     proxy.stop().await;
 }
+
+/// The error a 2026-07-28 client gets when the child answers with `line`
+/// (its `$ID` is the call's id at the child).
+async fn child_error(proxy: &Proxy, id: u64, line: &str) -> Value {
+    let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
+    let r = post(proxy, &call, "application/json").await;
+    assert_eq!(r.status(), 200);
+    let v = json_of(r).await;
+    assert_eq!(v["id"], id, "{v}");
+    v["error"].clone()
+}
+
+/// `basic/index`, "Error Codes": implementations of 2026-07-28 "MUST NOT
+/// emit" -32002 (resource not found until 2025-11-25; `server/resources`:
+/// "servers MUST return a JSON-RPC error with code -32602") nor any code
+/// of -32020…-32099 this revision does not define (-32042, URL
+/// elicitation required, is 2025-11-25's). A 2025-era child's codes went
+/// to 2026-07-28 clients as they were.
+#[tokio::test]
+async fn a_legacy_childs_error_codes_are_the_revisions_own() {
+    let proxy = Proxy::start(&[]).await;
+    let read = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{
+        "uri":"file:///nowhere","_meta":meta()}});
+    let r = post(&proxy, &read, "application/json").await;
+    assert_eq!(r.status(), 200);
+    let v = json_of(r).await;
+    assert_eq!(v["id"], 1, "{v}");
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    assert_eq!(v["error"]["message"], "resource not found: file:///nowhere");
+
+    let url = r#"{"jsonrpc":"2.0","id":$ID,"error":{"code":-32042,"message":"authorize first","data":{"elicitations":[]}}}"#;
+    let e = child_error(&proxy, 2, url).await;
+    assert_eq!(e["code"], -32603, "{e}");
+    assert_eq!(e["message"], "authorize first", "{e}");
+    assert_eq!(e["data"], json!({"elicitations":[]}), "{e}");
+    // The specification's own codes, from a child that could not have
+    // meant them, are not passed on either.
+    let header = r#"{"jsonrpc":"2.0","id":$ID,"error":{"code":-32020,"message":"x"}}"#;
+    assert_eq!(child_error(&proxy, 3, header).await["code"], -32603);
+    // Codes outside the reserved range are the child's to choose.
+    for code in [-32001, -32603, -32700, 7] {
+        let line =
+            format!(r#"{{"jsonrpc":"2.0","id":$ID,"error":{{"code":{code},"message":"x"}}}}"#);
+        assert_eq!(child_error(&proxy, 4, &line).await["code"], code);
+    }
+    proxy.stop().await;
+}

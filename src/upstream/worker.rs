@@ -1212,6 +1212,7 @@ impl Worker {
 
     /// Sends the child's answer to the client that asked.
     pub(super) fn deliver(&mut self, p: Pending, frame: Frame) {
+        let frame = p.fill.error(frame);
         let answer = frame.answer(&p.client_id, p.fill.fields());
         match p.tasks {
             TaskAnswer::None => p.reply.respond_answer(answer, &p.client_id),
