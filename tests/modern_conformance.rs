@@ -259,3 +259,40 @@ async fn a_legacy_childs_error_codes_are_the_revisions_own() {
     }
     proxy.stop().await;
 }
+
+/// `basic/transports/streamable-http`: "If the server does not implement
+/// the requested RPC method, it MUST respond with 404 Not Found and a
+/// JSON-RPC error with code -32601"; 2026-07-28 replaced
+/// `resources/subscribe` and `resources/unsubscribe` with
+/// `subscriptions/listen` (changelog, major change 4), and `Mcp-Name` is
+/// required of `tools/call`, `resources/read` and `prompts/get` only. The
+/// proxy required `Mcp-Name` of the two (400, -32020 without it) and
+/// passed them to the 2025-era child (200) for a subscription nothing
+/// would ever deliver.
+#[tokio::test]
+async fn methods_the_revision_removed_are_not_found() {
+    let proxy = Proxy::start(&[]).await;
+    for (id, method) in [(1, "resources/subscribe"), (2, "resources/unsubscribe")] {
+        let body = json!({"jsonrpc":"2.0","id":id,"method":method,"params":{
+            "uri":"file:///a.txt","_meta":meta()}});
+        // With the Mcp-Name a client might send, and without it.
+        let with_name = post(&proxy, &body, "application/json").await;
+        let without = post_with(
+            &proxy,
+            &body,
+            &[
+                ("accept", "application/json"),
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", method),
+            ],
+        )
+        .await;
+        for r in [with_name, without] {
+            assert_eq!(r.status(), 404, "{method}");
+            let v = json_of(r).await;
+            assert_eq!(v["error"]["code"], -32601, "{method}: {v}");
+            assert_eq!(v["id"], id, "{method}: {v}");
+        }
+    }
+    proxy.stop().await;
+}

@@ -168,7 +168,7 @@ fn validate(
     }
     let name_key = match method {
         "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        "resources/read" => Some("uri"),
         _ => None,
     };
     if let Some(key) = name_key {
@@ -238,6 +238,12 @@ async fn serve_message(
         );
         return Ok(accepted());
     }
+    if let Some(method) = frame.method().filter(|m| REMOVED_METHODS.contains(m)) {
+        // Refused before any child is started for it.
+        return Err(ProxyError::MethodNotFound(format!(
+            "{method} is not part of protocol 2026-07-28"
+        )));
+    }
     let principal = super::principal_of(&parts.extensions);
     // Held until the answer went out or the client went away: moved into
     // the response's guard below, else dropped when this returns.
@@ -251,23 +257,14 @@ async fn serve_message(
         app.tool_headers.check(&parts.headers, &frame)?;
     }
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
-    match frame.method().unwrap_or_default() {
-        "server/discover" => {
-            let cached = upstream.cached_initialize().await.unwrap_or_default();
-            let result: Value = match upstream.era() {
-                // The child's own DiscoverResult, as it gave it.
-                UpstreamProtocol::Modern => serde_json::from_slice(&cached).unwrap_or_default(),
-                _ => discover_result(&cached),
-            };
-            return Ok(json_ok(jsonrpc::result_response(&id, &result)));
-        }
-        "initialize" | "ping" | "logging/setLevel" => {
-            return Err(ProxyError::MethodNotFound(format!(
-                "{} is not part of protocol 2026-07-28",
-                frame.method().unwrap_or_default()
-            )));
-        }
-        _ => {}
+    if frame.method() == Some("server/discover") {
+        let cached = upstream.cached_initialize().await.unwrap_or_default();
+        let result: Value = match upstream.era() {
+            // The child's own DiscoverResult, as it gave it.
+            UpstreamProtocol::Modern => serde_json::from_slice(&cached).unwrap_or_default(),
+            _ => discover_result(&cached),
+        };
+        return Ok(json_ok(jsonrpc::result_response(&id, &result)));
     }
     let listen = frame.method() == Some("subscriptions/listen");
     let answer = negotiate(&parts.headers)?;
@@ -336,6 +333,20 @@ async fn serve_message(
         guard,
     )))
 }
+
+/// Requests of the session era that 2026-07-28 removed (changelog: the
+/// handshake, `ping`, `logging/setLevel`, and `resources/subscribe` and
+/// `resources/unsubscribe`, replaced by `subscriptions/listen`): a
+/// 2026-07-28 client gets 404 with -32601 for them, as for any method the
+/// server does not have (`basic/transports/streamable-http`), never the
+/// session-era child's answer.
+const REMOVED_METHODS: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
 
 fn has_progress_token(frame: &Frame) -> bool {
     frame
