@@ -296,3 +296,65 @@ async fn methods_the_revision_removed_are_not_found() {
     }
     proxy.stop().await;
 }
+
+fn meta_with(capabilities: Value) -> Value {
+    let mut m = meta();
+    m["io.modelcontextprotocol/clientCapabilities"] = capabilities;
+    m
+}
+
+/// A call during which the child asks its client `request` (a 2025-era
+/// server-to-client request, `$ID`-free), from a 2026-07-28 client
+/// declaring `capabilities`: the client's answer.
+async fn asked(proxy: &Proxy, id: u64, capabilities: Value, request: Value) -> Value {
+    let line = json!({"jsonrpc":"2.0","id":format!("ask-{id}"),"method":request["method"],"params":request["params"]});
+    let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":"misbehave_emit","arguments":{"lines":[line.to_string()]},"_meta":meta_with(capabilities)}});
+    let r = post(proxy, &call, "application/json").await;
+    assert_eq!(r.status(), 200);
+    json_of(r).await
+}
+
+/// `client/elicitation`: "Servers MUST NOT send elicitation requests with
+/// modes that are not supported by the client" (`"elicitation": {}` is
+/// form mode only); `client/sampling`: "Servers MUST NOT send
+/// tool-enabled sampling requests to Clients that have not declared
+/// support for tool use via the `sampling.tools` capability";
+/// `basic/patterns/mrtr`: "Servers MUST NOT send an inputRequests that the
+/// client has not declared support for". The proxy checked only that the
+/// capability's name was there, so a URL elicitation reached a form-only
+/// client and a sampling request with tools a client without tool use.
+#[tokio::test]
+async fn input_requests_need_the_mode_and_the_tool_use_the_client_declared() {
+    let proxy = Proxy::start(&[]).await;
+    let url = json!({"method":"elicitation/create","params":{
+        "mode":"url","message":"sign in","url":"https://example.com/a","elicitationId":"e1"}});
+    let form = json!({"method":"elicitation/create","params":{
+        "mode":"form","message":"name?","requestedSchema":{"type":"object","properties":{}}}});
+    let tools = json!({"method":"sampling/createMessage","params":{
+        "messages":[],"maxTokens":5,"tools":[{"name":"t","inputSchema":{"type":"object"}}]}});
+    let plain = json!({"method":"sampling/createMessage","params":{"messages":[],"maxTokens":5}});
+    let cases = [
+        (json!({"elicitation":{}}), &url, false),
+        (json!({"elicitation":{"form":{}}}), &url, false),
+        (json!({"elicitation":{"url":{}}}), &url, true),
+        (json!({"elicitation":{"url":{}}}), &form, false),
+        (json!({"elicitation":{}}), &form, true),
+        (json!({"sampling":{}}), &tools, false),
+        (json!({"sampling":{"tools":{}}}), &tools, true),
+        (json!({"sampling":{}}), &plain, true),
+    ];
+    for (n, (caps, request, passed)) in cases.into_iter().enumerate() {
+        let v = asked(&proxy, n as u64 + 1, caps.clone(), request.clone()).await;
+        let what = format!("{caps} / {request}: {v}");
+        if passed {
+            assert_eq!(v["result"]["resultType"], "input_required", "{what}");
+            let inner = &v["result"]["inputRequests"]["input"];
+            assert_eq!(inner["method"], request["method"], "{what}");
+        } else {
+            // The child was told no, and its call went on to its answer.
+            assert_eq!(v["result"]["content"][0]["text"], "emitted", "{what}");
+        }
+    }
+    proxy.stop().await;
+}

@@ -367,7 +367,10 @@ impl Upstream {
         let mut waits = Vec::with_capacity(asked.requests.len());
         for (key, request) in &asked.requests {
             let method = &request.method;
-            if !port.supports(method) {
+            if !port.supports(
+                method,
+                request.params.as_deref().map(|p| p.get().as_bytes()),
+            ) {
                 return Err(format!(
                     "the MCP server needs {method}, a capability the client did not declare"
                 ));

@@ -135,14 +135,39 @@ impl Port {
         lock(&self.call).clone()
     }
 
-    pub(super) fn supports(&self, method: &str) -> bool {
-        let cap = match method {
-            "sampling/createMessage" => "sampling",
-            "roots/list" => "roots",
-            "elicitation/create" => "elicitation",
-            _ => return true,
+    /// Whether the client declared what a request of `method` with
+    /// `params` (raw JSON) needs: the capability, and for an elicitation
+    /// its mode (`{}` alone is form mode only), for sampling with `tools`
+    /// tool use (spec 2025-11-25 and 2026-07-28 `client/elicitation`:
+    /// servers "MUST NOT send elicitation requests with modes that are not
+    /// supported by the client"; `client/sampling`: "MUST NOT send
+    /// tool-enabled sampling requests" without `sampling.tools`). Only the
+    /// members it needs are read from `params`.
+    pub(super) fn supports(&self, method: &str, params: Option<&[u8]>) -> bool {
+        let member = |key: &str| {
+            let p = params?;
+            let at = crate::jsonrpc::locate(p, &[key])?;
+            Some(&p[at]).filter(|raw| *raw != b"null")
         };
-        lock(&self.capabilities).get(cap).is_some()
+        let caps = lock(&self.capabilities);
+        match method {
+            "roots/list" => caps.get("roots").is_some(),
+            "sampling/createMessage" => caps.get("sampling").is_some_and(|sampling| {
+                member("tools").is_none() || sampling.get("tools").is_some()
+            }),
+            "elicitation/create" => caps.get("elicitation").is_some_and(|elicitation| {
+                let mode = member("mode").map(serde_json::from_slice::<String>);
+                match mode {
+                    None => elicitation.get("form").is_some() || is_empty_object(elicitation),
+                    Some(Ok(mode)) => {
+                        elicitation.get(&mode).is_some()
+                            || (mode == "form" && is_empty_object(elicitation))
+                    }
+                    Some(Err(_)) => false,
+                }
+            }),
+            _ => true,
+        }
     }
 
     pub(super) fn send_unrelated(&self, bytes: &[u8]) -> bool {
@@ -199,6 +224,10 @@ impl PortKeys {
     }
 }
 
+fn is_empty_object(v: &Value) -> bool {
+    v.as_object().is_some_and(serde_json::Map::is_empty)
+}
+
 /// Label of the port of a request that belongs to no session.
 pub const STATELESS_LABEL: &str = "stateless";
 
@@ -247,9 +276,42 @@ mod tests {
     fn capabilities_decide_which_requests_a_client_can_take() {
         let port = Port::new(1, "s".into(), PortKind::Session);
         port.set_client(&serde_json::json!({"capabilities": {"roots": {}}}));
-        assert!(port.supports("roots/list"));
-        assert!(!port.supports("sampling/createMessage"));
-        assert!(!port.supports("elicitation/create"));
-        assert!(port.supports("ping"));
+        assert!(port.supports("roots/list", None));
+        assert!(!port.supports("sampling/createMessage", None));
+        assert!(!port.supports("elicitation/create", None));
+        assert!(port.supports("ping", None));
+    }
+
+    #[test]
+    fn an_elicitation_needs_its_mode_and_sampling_with_tools_tool_use() {
+        let port = |caps: Value| {
+            let p = Port::new(1, "s".into(), PortKind::Session);
+            p.set_client(&serde_json::json!({ "capabilities": caps }));
+            p
+        };
+        let url = Some(&br#"{"mode":"url","url":"https://e","message":"m"}"#[..]);
+        let form = Some(&br#"{"mode":"form","message":"m"}"#[..]);
+        let unsaid = Some(&br#"{"message":"m"}"#[..]);
+        let odd = Some(&br#"{"mode":7}"#[..]);
+        let empty = port(serde_json::json!({"elicitation": {}}));
+        assert!(empty.supports("elicitation/create", form));
+        assert!(empty.supports("elicitation/create", unsaid));
+        assert!(!empty.supports("elicitation/create", url));
+        let url_only = port(serde_json::json!({"elicitation": {"url": {}}}));
+        assert!(url_only.supports("elicitation/create", url));
+        assert!(!url_only.supports("elicitation/create", form));
+        assert!(!url_only.supports("elicitation/create", unsaid));
+        assert!(!url_only.supports("elicitation/create", odd));
+        let both = port(serde_json::json!({"elicitation": {"form": {}, "url": {}}}));
+        assert!(
+            both.supports("elicitation/create", url) && both.supports("elicitation/create", form)
+        );
+        let tools = Some(&br#"{"messages":[],"maxTokens":1,"tools":[]}"#[..]);
+        let no_tools = Some(&br#"{"messages":[],"maxTokens":1,"tools":null}"#[..]);
+        let sampling = port(serde_json::json!({"sampling": {}}));
+        assert!(!sampling.supports("sampling/createMessage", tools));
+        assert!(sampling.supports("sampling/createMessage", no_tools));
+        let tool_use = port(serde_json::json!({"sampling": {"tools": {}}}));
+        assert!(tool_use.supports("sampling/createMessage", tools));
     }
 }

@@ -1374,7 +1374,7 @@ impl Worker {
                 "no client session is tied to this request (stateless mode has no sessions), so nothing can answer it".to_string(),
             ));
         }
-        if !port.supports(method) {
+        if !port.supports(method, frame.params()) {
             return Some((Refusal::NoCapability, no_capability(method)));
         }
         let outlet = outlet
@@ -1507,7 +1507,7 @@ impl Worker {
                     .to_string(),
             );
         }
-        if !port.supports(method) {
+        if !port.supports(method, frame.params()) {
             return Err(no_capability(method));
         }
         let token = new_request_state();
