@@ -358,3 +358,31 @@ async fn input_requests_need_the_mode_and_the_tool_use_the_client_declared() {
     }
     proxy.stop().await;
 }
+
+/// The translation for a 2025-era child: the child learns what its
+/// client supports once, at `initialize`, and a conformant 2025 server
+/// sends no request the client did not declare (`client/elicitation`,
+/// `client/sampling`, `client/roots` of 2025-11-25). The proxy bridges
+/// those requests to 2026-07-28 clients as `input_required`, checking
+/// each request's own `clientCapabilities`, yet it initialized the child
+/// for them with `"capabilities": {}`: a child built on an SDK that
+/// honours them never asked a 2026-07-28 client anything.
+#[tokio::test]
+async fn the_child_of_modern_clients_is_told_what_the_proxy_can_ask_them() {
+    let proxy = Proxy::start(&[]).await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"client_info","arguments":{},"_meta":meta()}});
+    let v = json_of(post(&proxy, &call, "application/json").await).await;
+    let text = v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    let params: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {v}"));
+    let caps = &params["capabilities"];
+    assert!(caps["roots"].is_object(), "{params}");
+    assert!(caps["sampling"]["tools"].is_object(), "{params}");
+    assert!(caps["elicitation"]["form"].is_object(), "{params}");
+    assert!(caps["elicitation"]["url"].is_object(), "{params}");
+    // Nothing the proxy cannot pass on: it sends no roots list change.
+    assert!(caps["roots"].get("listChanged").is_none(), "{params}");
+    proxy.stop().await;
+}

@@ -557,13 +557,22 @@ fn discover_result(init: &[u8]) -> Value {
 
 /// The child of the modern front-end speaks a 2025 revision: the proxy is
 /// its one client and initializes it once, within `--request-timeout`.
+/// It declares what it can ask a 2026-07-28 client for the child (as
+/// `input_required`, see [`crate::upstream::mrtr`]): a 2025 server sends
+/// no request its client did not declare. Whether the client of a given
+/// call declared it is checked per request, against that request's
+/// `clientCapabilities`; the child is refused what it did not.
 async fn ensure_initialized(app: &App, upstream: &Arc<Upstream>) -> Result<(), ProxyError> {
     if upstream.cached_initialize().await.is_some() {
         return Ok(());
     }
     let params = json!({
         "protocolVersion": LATEST_SESSION_VERSION,
-        "capabilities": {},
+        "capabilities": {
+            "roots": {},
+            "sampling": { "tools": {} },
+            "elicitation": { "form": {}, "url": {} },
+        },
         "clientInfo": { "name": "mcp-proxy", "version": env!("CARGO_PKG_VERSION") },
     });
     let port = app.new_port("proxy".into(), PortKind::Modern);
