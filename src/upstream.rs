@@ -80,11 +80,11 @@ mod supervisor;
 mod tasks;
 mod worker;
 
-use fanout::{LOG_LEVELS, log_rank};
-pub use fanout::{ListenFilter, SUBSCRIPTION_ID_KEY};
+use fanout::LOG_LEVELS;
+pub use fanout::{ListenFilter, SUBSCRIPTION_ID_KEY, log_rank};
 pub use handshake::{DEFAULT_HANDSHAKE_TIMEOUT, EraHints};
 use handshake::{HandshakeFailure, InitCache, inject_modern_meta};
-pub use port::{Port, PortKeys, PortKind, STATELESS_LABEL};
+pub use port::{LOG_LEVEL_KEY, Port, PortKeys, PortKind, STATELESS_LABEL};
 pub(crate) use routes::rewrite_progress_token;
 use routes::{Fill, Pending, Retry, TaskAnswer};
 pub use sink::{AnswerWatch, ReplySink, Sink};

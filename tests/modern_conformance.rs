@@ -386,3 +386,31 @@ async fn the_child_of_modern_clients_is_told_what_the_proxy_can_ask_them() {
     assert!(caps["roots"].get("listChanged").is_none(), "{params}");
     proxy.stop().await;
 }
+
+/// `server/utilities/logging`, "Error Handling": "If the
+/// `io.modelcontextprotocol/logLevel` value carried in a request's
+/// `_meta` is not a recognized log level, the server SHOULD reject that
+/// request" with -32602 (400 on HTTP, as for any malformed `_meta`). The
+/// proxy served it, with no log messages.
+#[tokio::test]
+async fn an_unknown_log_level_is_invalid_params() {
+    let proxy = Proxy::start(&[]).await;
+    for (id, level) in [(1, json!("loud")), (2, json!(3)), (3, json!("Error"))] {
+        let mut meta = meta();
+        meta["io.modelcontextprotocol/logLevel"] = level.clone();
+        let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+            "name":"echo","arguments":{"message":"hi"},"_meta":meta}});
+        let r = post(&proxy, &call, "application/json").await;
+        assert_eq!(r.status(), 400, "{level}");
+        let v = json_of(r).await;
+        assert_eq!(v["error"]["code"], -32602, "{level}: {v}");
+        assert_eq!(v["id"], id, "{v}");
+    }
+    let mut meta = meta();
+    meta["io.modelcontextprotocol/logLevel"] = json!("emergency");
+    let call = json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{
+        "name":"echo","arguments":{"message":"hi"},"_meta":meta}});
+    let v = json_of(post(&proxy, &call, "application/json").await).await;
+    assert_eq!(v["result"]["content"][0]["text"], "hi", "{v}");
+    proxy.stop().await;
+}

@@ -38,7 +38,8 @@ use crate::session::InFlightSlots;
 use crate::sse::{Body, Outlet, stream_body};
 use crate::tail;
 use crate::upstream::{
-    DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream, UpstreamError, UpstreamProtocol,
+    DEFAULT_HANDSHAKE_TIMEOUT, LOG_LEVEL_KEY, Port, PortKind, Reply, Upstream, UpstreamError,
+    UpstreamProtocol, log_rank,
 };
 use crate::version::{self, LATEST_SESSION_VERSION, MODERN_VERSIONS};
 
@@ -145,6 +146,15 @@ fn validate(
         if !capabilities.as_ref().is_some_and(Value::is_object) {
             return Err(ProxyError::InvalidParams(format!(
                 "params._meta[{META_CAPABILITIES:?}] (an object) is required in protocol 2026-07-28"
+            )));
+        }
+        // Optional, but a level that is none is refused
+        // (`server/utilities/logging`, "Error Handling").
+        if let Some(level) = frame.meta(LOG_LEVEL_KEY)
+            && level.as_str().and_then(log_rank).is_none()
+        {
+            return Err(ProxyError::InvalidParams(format!(
+                "params._meta[{LOG_LEVEL_KEY:?}] is {level}, not a log level (debug, info, notice, warning, error, critical, alert, emergency)"
             )));
         }
     }

@@ -26,7 +26,8 @@ pub(super) const LOG_LEVELS: [&str; 8] = [
     "emergency",
 ];
 
-pub(super) fn log_rank(level: &str) -> Option<usize> {
+/// The rank of a log level's name (`debug` 0 … `emergency` 7).
+pub fn log_rank(level: &str) -> Option<usize> {
     LOG_LEVELS.iter().position(|l| *l == level)
 }
 
