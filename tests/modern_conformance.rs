@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Proxy, STEP};
+use support::{Proxy, STEP, SseStream};
 
 const MODERN: &str = "2026-07-28";
 
@@ -413,4 +413,32 @@ async fn an_unknown_log_level_is_invalid_params() {
     let v = json_of(post(&proxy, &call, "application/json").await).await;
     assert_eq!(v["result"]["content"][0]["text"], "hi", "{v}");
     proxy.stop().await;
+}
+
+/// `basic/patterns/subscriptions`, "Graceful Closure": "When the server
+/// ends a subscription on its own initiative (for example, during
+/// shutdown), it SHOULD respond to the original subscriptions/listen
+/// request with a completion result before closing the stream", carrying
+/// the subscription id in `_meta`; a stream that just closes tells the
+/// client it was dropped, and invites a reconnect. At a drain the proxy
+/// just closed every listen stream.
+#[tokio::test]
+async fn a_listen_stream_ended_by_the_proxy_gets_its_closing_response() {
+    let proxy = Proxy::start(&["--shutdown-grace", "10s"]).await;
+    let listen = json!({"jsonrpc":"2.0","id":"sub-1","method":"subscriptions/listen","params":{
+        "_meta":meta(),"notifications":{"toolsListChanged":true}}});
+    let mut stream = SseStream::new(post(&proxy, &listen, "text/event-stream").await);
+    let ack: Value = serde_json::from_str(&stream.next().await.expect("ack").data).unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    let stopping = tokio::spawn(proxy.stop());
+    let last = stream.next().await.expect("a closing response");
+    let last: Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(last["id"], "sub-1", "{last}");
+    assert_eq!(last["result"]["resultType"], "complete", "{last}");
+    assert_eq!(
+        last["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "sub-1",
+        "{last}"
+    );
+    assert!(stream.next().await.is_none(), "the stream ends after it");
+    stopping.await.unwrap();
 }

@@ -26,6 +26,7 @@ use http::request::Parts;
 use http::{HeaderMap, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
@@ -421,12 +422,49 @@ async fn subscribe(
     } else {
         listen_for_legacy_child(upstream, &port, &outlet, &frame, &id).await;
     }
+    // The proxy's drain ends the subscription: it answers the listen
+    // request first, so the client knows the end was graceful and not a
+    // dropped connection (`basic/patterns/subscriptions`, "Graceful
+    // Closure"). The answer finishes the stream (the one response it
+    // owes); `end` is the backstop, and the grace's end still ends it.
+    let end = app.answers_cancel.child_token();
+    let gone = CancellationToken::new();
+    let (draining, closing, watch_end, watch_gone, watch_outlet) = (
+        app.streams_cancel.clone(),
+        closing_response(&id),
+        end.clone(),
+        gone.clone(),
+        outlet.clone(),
+    );
+    app.tasks.spawn(async move {
+        tokio::select! {
+            _ = draining.cancelled() => {
+                watch_outlet.send_response(&closing);
+                watch_end.cancel();
+            }
+            _ = watch_gone.cancelled() => {}
+        }
+    });
     sse_response(stream_body(
         rx,
         app.config.keep_alive,
-        app.streams_cancel.child_token(),
-        guard,
+        end,
+        (guard, gone.drop_guard()),
     ))
+}
+
+/// The response that ends a `subscriptions/listen` the server closes: a
+/// complete result with the subscription id (the listen request's id) in
+/// `_meta`.
+fn closing_response(id: &[u8]) -> Bytes {
+    let mut result = br#"{"resultType":"complete","_meta":{"#.to_vec();
+    // Invariant: a string serializes.
+    serde_json::to_writer(&mut result, crate::upstream::SUBSCRIPTION_ID_KEY)
+        .expect("a string serializes");
+    result.push(b':');
+    result.extend_from_slice(id);
+    result.extend_from_slice(b"}}");
+    jsonrpc::envelope(id, "result", &result)
 }
 
 /// Serves `subscriptions/listen` from a 2025-era child's notifications:
