@@ -36,8 +36,12 @@ pub mod code {
     pub const SERVER_ERROR: i64 = -32000;
     /// 2026-07-28: a required header disagrees with the body.
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// 2026-07-28: the request needs a capability the client did not declare.
+    pub const MISSING_REQUIRED_CLIENT_CAPABILITY: i64 = -32021;
     /// 2026-07-28: the protocol version is not supported.
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// 2025-11-25 only: the request needs URL elicitations completed first.
+    pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 }
 
 /// What a frame is, decided by which envelope fields are present.

@@ -442,3 +442,62 @@ async fn a_listen_stream_ended_by_the_proxy_gets_its_closing_response() {
     assert!(stream.next().await.is_none(), "the stream ends after it");
     stopping.await.unwrap();
 }
+
+/// The translation of 2025-11-25's URL elicitation: a 2025-era child that
+/// needs the user to visit a URL before a call can go on answers it with
+/// -32042 (`URLElicitationRequiredError`, `data.elicitations`), a code
+/// 2026-07-28 forbids (`basic/index`, "Error Codes"). In 2026-07-28 the
+/// same thing is an `input_required` result carrying URL-mode
+/// `elicitation/create` requests, without the removed `elicitationId`
+/// (`basic/patterns/mrtr`, `client/elicitation`, changelog minor change
+/// 11), and the client's retry is the call again. A client that did not
+/// declare URL mode gets `MissingRequiredClientCapability` (-32021, 400,
+/// `basic/index`). The proxy passed -32042 on (since bb81a2f, as -32603).
+#[tokio::test]
+async fn a_url_elicitation_the_child_requires_is_input_required() {
+    let proxy = Proxy::start(&[]).await;
+    let required = r#"{"jsonrpc":"2.0","id":$ID,"error":{"code":-32042,"message":"connect first","data":{"elicitations":[{"mode":"url","elicitationId":"e1","url":"https://example.com/connect","message":"Connect your account"}]}}}"#;
+    let call = |id: u64, caps: Value| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+            "name":"misbehave_emit","arguments":{"lines":[required]},"_meta":meta_with(caps)}})
+    };
+    let r = post(
+        &proxy,
+        &call(1, json!({"elicitation":{"url":{}}})),
+        "application/json",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v = json_of(r).await;
+    assert_eq!(v["id"], 1, "{v}");
+    let result = &v["result"];
+    assert_eq!(result["resultType"], "input_required", "{v}");
+    assert!(result.get("requestState").is_none(), "{v}");
+    let asked: Vec<&Value> = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    assert_eq!(asked.len(), 1, "{v}");
+    assert_eq!(asked[0]["method"], "elicitation/create");
+    assert_eq!(
+        asked[0]["params"],
+        json!({"mode":"url","url":"https://example.com/connect","message":"Connect your account"})
+    );
+    // Without URL mode declared: the capability it lacks.
+    for accept in ["application/json", "application/json, text/event-stream"] {
+        let mut body = call(2, json!({"elicitation":{"form":{}}}));
+        body["params"]["_meta"]["progressToken"] = json!("p2");
+        let r = post(&proxy, &body, accept).await;
+        assert_eq!(r.status(), 400, "{accept}");
+        let v = json_of(r).await;
+        assert_eq!(v["id"], 2, "{v}");
+        assert_eq!(v["error"]["code"], -32021, "{v}");
+        assert_eq!(
+            v["error"]["data"]["requiredCapabilities"],
+            json!({"elicitation":{"url":{}}}),
+            "{v}"
+        );
+    }
+    proxy.stop().await;
+}

@@ -305,12 +305,15 @@ async fn serve_message(
         };
         guard.answered = true;
         // An error is small; a large answer is a result and is not read again.
-        let not_found = matches!(&answer, tail::Answer::Whole(m) if m.len() <= ERROR_PEEK_BYTES
-            && error_code(&m.clone().into_bytes()) == Some(code::METHOD_NOT_FOUND));
+        let status = match &answer {
+            tail::Answer::Whole(m) if m.len() <= ERROR_PEEK_BYTES => {
+                error_status(&m.clone().into_bytes())
+            }
+            _ => None,
+        };
         let mut r = json_answer(answer);
-        if not_found {
-            // The spec's status for an unknown method in this revision.
-            *r.status_mut() = http::StatusCode::NOT_FOUND;
+        if let Some(status) = status {
+            *r.status_mut() = status;
         }
         return Ok(r);
     }
@@ -327,14 +330,15 @@ async fn serve_message(
     let _ = upstream.request(&port, frame, reply).await;
     let cancel = app.answers_cancel.child_token();
     rx.hold_first(app.config.keep_alive, &cancel).await;
-    // An unknown method is answered at once, before anything else: it
-    // gets the revision's 404, in JSON, on the SSE path too.
+    // An unknown method, or a capability the client lacks, is answered
+    // at once, before anything else: it gets the revision's status, in
+    // JSON, on the SSE path too.
     if let Some(message) = rx.held_message()
         && message.len() <= ERROR_PEEK_BYTES
-        && error_code(message) == Some(code::METHOD_NOT_FOUND)
+        && let Some(status) = error_status(message)
     {
         let mut r = json_ok(Bytes::copy_from_slice(message));
-        *r.status_mut() = http::StatusCode::NOT_FOUND;
+        *r.status_mut() = status;
         return Ok(r);
     }
     Ok(sse_response(stream_body(
@@ -367,6 +371,17 @@ fn has_progress_token(frame: &Frame) -> bool {
 
 /// Answers up to this size are checked for an unknown-method error (404).
 const ERROR_PEEK_BYTES: usize = 64 * 1024;
+
+/// The HTTP status 2026-07-28 gives an answer that is this error
+/// (`basic/transports/streamable-http`: 404 for an unknown method;
+/// `basic/index`: 400 for a capability the client did not declare).
+fn error_status(bytes: &[u8]) -> Option<http::StatusCode> {
+    match error_code(bytes)? {
+        code::METHOD_NOT_FOUND => Some(http::StatusCode::NOT_FOUND),
+        code::MISSING_REQUIRED_CLIENT_CAPABILITY => Some(http::StatusCode::BAD_REQUEST),
+        _ => None,
+    }
+}
 
 fn error_code(bytes: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]

@@ -265,6 +265,69 @@ pub fn input_required_result(request: &InputRequest, token: &str) -> Vec<u8> {
     out
 }
 
+/// A 2025-era child's -32042 (`URLElicitationRequiredError`, 2025-11-25
+/// only) to a 2026-07-28 client's call, in that revision's terms: the
+/// call needs the user to visit the URLs in `error.data.elicitations`
+/// first, which is an `input_required` result carrying URL-mode
+/// `elicitation/create` requests (without `elicitationId`, which
+/// 2026-07-28 removed; no `requestState`: the client's retry is the call
+/// again, which the child then serves). A client that did not declare
+/// URL mode gets -32021 instead (`basic/index`: a request that needs a
+/// capability the client did not declare). `None` for any other error,
+/// or one whose elicitations are not a non-empty list of objects (it is
+/// then passed on as the child's error, see [`super::routes::Fill`]).
+/// Returns the envelope member (`result` or `error`) and its value.
+pub fn url_elicitation(answer: &Frame, port: &Port) -> Option<(&'static str, Vec<u8>)> {
+    #[derive(Deserialize)]
+    struct Answer {
+        error: Error,
+    }
+    #[derive(Deserialize)]
+    struct Error {
+        code: i64,
+        data: Option<Data>,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        elicitations: Vec<serde_json::Map<String, serde_json::Value>>,
+    }
+    let error = serde_json::from_slice::<Answer>(answer.bytes()).ok()?.error;
+    if error.code != code::URL_ELICITATION_REQUIRED {
+        return None;
+    }
+    let elicitations = error.data?.elicitations;
+    if elicitations.is_empty() {
+        return None;
+    }
+    let mut requests = serde_json::Map::new();
+    for (n, mut params) in elicitations.into_iter().enumerate() {
+        params.remove("elicitationId");
+        params.insert("mode".into(), "url".into());
+        // Invariant: a map of Values serializes.
+        let raw = serde_json::to_vec(&params).expect("Value serializes");
+        if !port.supports("elicitation/create", Some(&raw)) {
+            let missing = serde_json::json!({
+                "code": code::MISSING_REQUIRED_CLIENT_CAPABILITY,
+                "message": "the MCP server needs the user to open a URL, and the client did not declare URL-mode elicitation",
+                "data": { "requiredCapabilities": { "elicitation": { "url": {} } } },
+            });
+            return Some((
+                "error",
+                serde_json::to_vec(&missing).expect("Value serializes"),
+            ));
+        }
+        requests.insert(
+            format!("url-{n}"),
+            serde_json::json!({ "method": "elicitation/create", "params": params }),
+        );
+    }
+    let result = serde_json::json!({ "resultType": "input_required", "inputRequests": requests });
+    Some((
+        "result",
+        serde_json::to_vec(&result).expect("Value serializes"),
+    ))
+}
+
 /// From a retry's params: the `requestState` and the answer under
 /// [`INPUT_KEY`].
 pub fn resumption(params: &[u8]) -> (Option<String>, Option<Box<RawValue>>) {

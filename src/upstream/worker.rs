@@ -1212,6 +1212,15 @@ impl Worker {
 
     /// Sends the child's answer to the client that asked.
     pub(super) fn deliver(&mut self, p: Pending, frame: Frame) {
+        if p.parkable
+            && frame.is_error()
+            && let Some(port) = self.routes.ports.get(&p.port)
+            && let Some(answer) = mrtr::url_elicitation(&frame, port)
+        {
+            p.reply
+                .respond(&jsonrpc::envelope(&p.client_id, answer.0, &answer.1));
+            return;
+        }
         let frame = p.fill.error(frame);
         let answer = frame.answer(&p.client_id, p.fill.fields());
         match p.tasks {
