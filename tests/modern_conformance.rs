@@ -501,3 +501,53 @@ async fn a_url_elicitation_the_child_requires_is_input_required() {
     }
     proxy.stop().await;
 }
+
+/// `basic/patterns/mrtr`, "Error Handling": "If the client fails to send
+/// all the information requested in a previous InputRequests, and the
+/// missing information is necessary for the server to process the
+/// request, the server SHOULD respond with a new InputRequiredResult
+/// requesting the missing information again, rather than returning an
+/// error." A retry of a parked call that brought its `requestState` but
+/// not the answer made the proxy fail the child's request, and so the
+/// call.
+#[tokio::test]
+async fn a_retry_without_the_answer_is_asked_again() {
+    let proxy = Proxy::start(&[]).await;
+    let meta = meta_with(json!({"roots": {}}));
+    let call = |id: u64, extra: Value| {
+        let mut params = json!({"name":"roots","arguments":{},"_meta":meta.clone()});
+        params
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params})
+    };
+    let first = json_of(post(&proxy, &call(1, json!({})), "application/json").await).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let state = first["result"]["requestState"].clone();
+    // The state, but no answer (none at all, then one under another key).
+    for (id, responses) in [(2, json!(null)), (3, json!({"other": {"roots": []}}))] {
+        let mut extra = json!({"requestState": state});
+        if !responses.is_null() {
+            extra["inputResponses"] = responses;
+        }
+        let again = json_of(post(&proxy, &call(id, extra), "application/json").await).await;
+        assert_eq!(again["id"], id, "{again}");
+        assert_eq!(again["result"]["resultType"], "input_required", "{again}");
+        assert_eq!(
+            again["result"]["inputRequests"],
+            first["result"]["inputRequests"]
+        );
+        assert_eq!(again["result"]["requestState"], state, "{again}");
+    }
+    // The answer at last: the call goes on to its result.
+    let extra = json!({"requestState": state,
+        "inputResponses": {"input": {"roots": [{"uri": "file:///at-last"}]}}});
+    let done = json_of(post(&proxy, &call(4, extra), "application/json").await).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(
+        done["result"]["content"][0]["text"], r#"[{"uri":"file:///at-last"}]"#,
+        "{done}"
+    );
+    proxy.stop().await;
+}

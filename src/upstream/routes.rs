@@ -126,6 +126,9 @@ pub(super) struct Parked {
     pub(super) owner: Option<Arc<str>>,
     /// The call itself: a retry of another call does not resume it.
     pub(super) call_key: Option<super::call_key::CallKey>,
+    /// The `input_required` result the client got (asked again of a
+    /// retry that did not bring the answer).
+    pub(super) asked: Vec<u8>,
 }
 
 /// What repeating a call after `input_required` needs.
@@ -1105,6 +1108,7 @@ mod tests {
             wait: s(1),
             owner: None,
             call_key: None,
+            asked: Vec::new(),
         };
         r.park("a".into(), parked(1, now + s(1)));
         r.park("b".into(), parked(2, now + s(2)));

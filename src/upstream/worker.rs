@@ -1520,6 +1520,13 @@ impl Worker {
             return Err(no_capability(method));
         }
         let token = new_request_state();
+        let request = InputRequest {
+            method: method.to_string(),
+            params: frame
+                .params()
+                .and_then(|p| serde_json::from_slice::<Box<RawValue>>(p).ok()),
+        };
+        let asked = input_required_result(&request, &token);
         let reply = std::mem::replace(&mut p.reply, Reply::Detached);
         let client_id = p.client_id.clone();
         let owner = std::mem::replace(&mut p.port, 0);
@@ -1535,19 +1542,10 @@ impl Worker {
                 wait,
                 owner: port.principal(),
                 call_key: port.call(),
+                asked: asked.clone(),
             },
         );
-        let request = InputRequest {
-            method: method.to_string(),
-            params: frame
-                .params()
-                .and_then(|p| serde_json::from_slice::<Box<RawValue>>(p).ok()),
-        };
-        reply.respond(&jsonrpc::envelope(
-            &client_id,
-            "result",
-            &input_required_result(&request, &token),
-        ));
+        reply.respond(&jsonrpc::envelope(&client_id, "result", &asked));
         Ok(token)
     }
 
@@ -1575,6 +1573,17 @@ impl Worker {
                 ours
             })
         });
+        if answer.is_none()
+            && let Some(parked) = token.as_ref().and_then(|t| self.routes.parked.get(t))
+            && parked.early.is_none()
+        {
+            // The state came back without the answer: the child still
+            // needs it, so the client is asked again, under the same
+            // state (spec `basic/patterns/mrtr`, "Error Handling": a new
+            // input_required rather than an error).
+            reply.respond(&jsonrpc::envelope(&client_id, "result", &parked.asked));
+            return;
+        }
         let parked = token.and_then(|t| self.routes.unpark(&t));
         let Some(parked) = parked else {
             reply.respond(&jsonrpc::error_response(
