@@ -551,3 +551,30 @@ async fn a_retry_without_the_answer_is_asked_again() {
     );
     proxy.stop().await;
 }
+
+/// `server/discover` for a 2025-era child: the capabilities are
+/// 2026-07-28's. 2025-11-25's experimental `tasks` capability (task
+/// augmented requests, `tasks/list`, `tasks/result`) is not part of this
+/// revision: tasks moved to the `io.modelcontextprotocol/tasks`
+/// extension, advertised under `capabilities.extensions`, with another
+/// protocol (changelog, major change 6; `basic/versioning`, "Extension
+/// Negotiation"), which the proxy does not translate. The proxy passed
+/// the child's `tasks` capability on.
+#[tokio::test]
+async fn discover_advertises_no_session_era_tasks() {
+    let proxy = Proxy::start(&[]).await;
+    let discover =
+        json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":meta()}});
+    let v = json_of(post(&proxy, &discover, "application/json").await).await;
+    let caps = &v["result"]["capabilities"];
+    assert!(caps.get("tasks").is_none(), "{v}");
+    assert!(
+        caps["tools"].is_object() && caps["resources"].is_object(),
+        "{v}"
+    );
+    assert_eq!(v["result"]["supportedVersions"], json!([MODERN]), "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert!(v["result"]["ttlMs"].as_u64().is_some(), "{v}");
+    assert!(v["result"]["cacheScope"].is_string(), "{v}");
+    proxy.stop().await;
+}

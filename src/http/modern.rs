@@ -599,13 +599,23 @@ fn note_listen_cap() {
     }
 }
 
-/// Builds the `server/discover` result from a 2025 InitializeResult.
+/// Builds the `server/discover` result from a 2025 InitializeResult. Its
+/// capabilities are the child's, less 2025-11-25's experimental `tasks`:
+/// 2026-07-28 moved tasks to the `io.modelcontextprotocol/tasks`
+/// extension, another protocol, which the proxy does not translate.
 fn discover_result(init: &[u8]) -> Value {
     let init: Value = serde_json::from_slice(init).unwrap_or_default();
+    let mut capabilities = init
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(caps) = capabilities.as_object_mut() {
+        caps.remove("tasks");
+    }
     let mut result = json!({
         "resultType": "complete",
         "supportedVersions": MODERN_VERSIONS,
-        "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "capabilities": capabilities,
         "ttlMs": 0,
         "cacheScope": "private",
     });
