@@ -578,3 +578,62 @@ async fn discover_advertises_no_session_era_tasks() {
     assert!(v["result"]["cacheScope"].is_string(), "{v}");
     proxy.stop().await;
 }
+
+/// `basic/transports/streamable-http`, "Value Encoding": a value with
+/// control characters (or leading or trailing whitespace) cannot be a
+/// plain header value and MUST be sent Base64-encoded, for `Mcp-Name` and
+/// `Mcp-Param-*` alike; "Servers MUST reject requests with a recognized
+/// Mcp-Param-{Name} header that contains invalid characters", and a
+/// header value with invalid characters is a HeaderMismatch (400,
+/// -32020). HTTP lets a field value carry a tab; the proxy compared such
+/// a value as it was and served the call when the body said the same.
+#[tokio::test]
+async fn a_plain_header_value_with_a_control_character_is_refused() {
+    let proxy = Proxy::start(&[]).await;
+    let call = |region: &str| {
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{
+            "name":"locate","arguments":{"region":region},"_meta":meta()}})
+    };
+    let headers = |region: &'static str| {
+        [
+            ("accept", "application/json"),
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "locate"),
+            ("mcp-param-region", region),
+        ]
+    };
+    // Encoded, the same value is served.
+    let ok = post_with(
+        &proxy,
+        &call("us\twest"),
+        &headers("=?base64?dXMJd2VzdA==?="),
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        json_of(ok).await["result"]["content"][0]["text"],
+        "located in us\twest"
+    );
+    let r = post_with(&proxy, &call("us\twest"), &headers("us\twest")).await;
+    assert_eq!(r.status(), 400);
+    let v = json_of(r).await;
+    assert_eq!(v["error"]["code"], -32020, "{v}");
+    // Mcp-Name too.
+    let mut body = call("x");
+    body["params"]["name"] = json!("lo\tcate");
+    let r = post_with(
+        &proxy,
+        &body,
+        &[
+            ("accept", "application/json"),
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "lo\tcate"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json_of(r).await["error"]["code"], -32020);
+    proxy.stop().await;
+}

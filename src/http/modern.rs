@@ -189,7 +189,15 @@ fn validate(
         let body_name = frame
             .locate_in_params(&[key])
             .and_then(|at| serde_json::from_slice::<String>(&frame.bytes()[at]).ok());
-        let header_name = header("mcp-name").and_then(decode_header);
+        let header_name = match header("mcp-name") {
+            Some(h) => Some(decode_header(h).ok_or_else(|| {
+                ProxyError::HeaderMismatch(
+                    "Mcp-Name has characters a plain header value may not have; send it as =?base64?…?="
+                        .into(),
+                )
+            })?),
+            None => None,
+        };
         match (header_name, body_name) {
             (Some(h), Some(b)) if h == b => {}
             (None, _) => {

@@ -215,8 +215,14 @@ fn call_name(call: &Frame) -> Option<String> {
 
 /// Decodes an `=?base64?…?=` header value (`Mcp-Name`, `Mcp-Param-*`);
 /// plain values pass as they are. `None` for a sentinel that is not
-/// base64 of UTF-8.
+/// base64 of UTF-8, and for a plain value with a character outside
+/// visible ASCII and space (a tab: HTTP allows it in a field value, the
+/// revision's "Value Encoding" does not, a value with control characters
+/// must be encoded).
 pub fn decode_header(value: &str) -> Option<String> {
+    if !value.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return None;
+    }
     use base64::Engine;
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
