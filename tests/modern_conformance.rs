@@ -637,3 +637,34 @@ async fn a_plain_header_value_with_a_control_character_is_refused() {
     assert_eq!(json_of(r).await["error"]["code"], -32020);
     proxy.stop().await;
 }
+
+/// `basic/transports/streamable-http`, "Protocol Version Header": the
+/// header "MUST match the io.modelcontextprotocol/protocolVersion field
+/// carried in the request body's _meta. If the values do not match, the
+/// server MUST reject the request with 400 Bad Request and a
+/// HeaderMismatch JSON-RPC error"; `basic/versioning`: "A request
+/// carrying modern per-request _meta is served statelessly according to
+/// this revision." A sessionless request whose `_meta` says 2026-07-28
+/// under a session-era header went to the session era, which answered
+/// -32600 "Mcp-Session-Id header is required": not a modern error, so a
+/// dual-era client reads the proxy as a legacy server and falls back.
+#[tokio::test]
+async fn a_session_era_header_on_a_modern_body_is_a_header_mismatch() {
+    let proxy = Proxy::start(&[]).await;
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":meta()}});
+    let r = post_with(
+        &proxy,
+        &list,
+        &[
+            ("accept", "application/json"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-method", "tools/list"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v = json_of(r).await;
+    assert_eq!(v["error"]["code"], -32020, "{v}");
+    assert_eq!(v["id"], 1, "{v}");
+    proxy.stop().await;
+}

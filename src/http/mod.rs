@@ -775,9 +775,10 @@ impl App {
     ///   -32020 for a message whose `_meta` names 2026-07-28);
     /// - a 2026-07-28 value goes to [`modern`];
     /// - a POST with no session id whose single message carries a
-    ///   `_meta` protocol version (and no session-era header) is a
-    ///   2026-07-28 request too, and an unknown version in it gets that
-    ///   revision's -32022;
+    ///   `_meta` protocol version (and no session-era header, or one
+    ///   beside a `_meta` naming 2026-07-28: -32020) is a 2026-07-28
+    ///   request too, and an unknown version in it gets that revision's
+    ///   -32022;
     /// - everything else is session-era ([`streamable`]), where an unknown
     ///   version is a plain 400 that never uses the 2026-07-28 codes.
     async fn mcp(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
@@ -832,11 +833,15 @@ impl App {
                 e
             });
         }
+        // A `_meta` that names 2026-07-28 makes the request that
+        // revision's whatever the header says (a session-era header on it
+        // is then that revision's header mismatch, -32020).
         let modern_body = single.is_some_and(|f| {
             !has_session
                 && match version.as_deref() {
                     None => modern::body_is_modern(f),
-                    Some(v) => !version::is_session(v) && modern::meta_version(f).is_some(),
+                    Some(v) => modern::meta_version(f)
+                        .is_some_and(|b| !version::is_session(v) || version::is_modern(&b)),
                 }
         });
         if modern_header || modern_body {
