@@ -668,3 +668,32 @@ async fn a_session_era_header_on_a_modern_body_is_a_header_mismatch() {
     assert_eq!(v["id"], 1, "{v}");
     proxy.stop().await;
 }
+
+/// 2026-07-28 removed `notifications/elicitation/complete` (changelog,
+/// minor change 11: the client learns the outcome of a URL elicitation by
+/// retrying; it is not among the revision's server notifications), and a
+/// notification on a request's stream "MUST relate to the originating
+/// client request" (`basic/transports/streamable-http`). A 2025-era
+/// child's completion notice, which concerns an elicitation and not the
+/// call in flight, reached the 2026-07-28 request's stream.
+#[tokio::test]
+async fn a_removed_notification_does_not_reach_a_modern_request() {
+    let proxy = Proxy::start(&[]).await;
+    let mut meta = meta();
+    meta["progressToken"] = json!("p1");
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"notify","arguments":{"method":"notifications/elicitation/complete"},"_meta":meta}});
+    let messages =
+        sse_messages(post(&proxy, &call, "application/json, text/event-stream").await).await;
+    assert_eq!(
+        messages.last().unwrap()["result"]["content"][0]["text"],
+        "ok"
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["method"] != "notifications/elicitation/complete"),
+        "{messages:?}"
+    );
+    proxy.stop().await;
+}

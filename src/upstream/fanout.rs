@@ -77,17 +77,27 @@ impl ListenFilter {
     }
 }
 
-/// Whether a notification goes to `port`: a log message (`level`, its
-/// rank; `None` for another notification, or one whose level is not a
-/// level) at or above the level the session set. A 2026-07-28 request
+/// Notifications of the session era that 2026-07-28 removed (changelog,
+/// minor change 11): a 2025-era child's never reach a 2026-07-28 client.
+const REMOVED_NOTIFICATIONS: [&str; 1] = ["notifications/elicitation/complete"];
+
+/// Whether a notification of `method` goes to `port`: a log message
+/// (`level`, its rank; `None` for another notification, or one whose
+/// level is not a level) at or above the level the session set; for a
+/// 2026-07-28 port, nothing that revision removed. A 2026-07-28 request
 /// gets log messages only when its `_meta` asked for them, and then only
 /// those of a known level at or above it (spec 2026-07-28
 /// `server/utilities/logging`: none for a request without
 /// `io.modelcontextprotocol/logLevel`).
-pub(super) fn passes(port: Option<&Arc<Port>>, message: bool, level: Option<usize>) -> bool {
+pub(super) fn passes(port: Option<&Arc<Port>>, method: &str, level: Option<usize>) -> bool {
     let min = port.and_then(|p| *lock(&p.log_level));
-    if message && port.is_some_and(|p| p.kind == PortKind::Modern) {
-        return matches!((min, level), (Some(min), Some(level)) if level >= min);
+    if port.is_some_and(|p| p.kind == PortKind::Modern) {
+        if REMOVED_NOTIFICATIONS.contains(&method) {
+            return false;
+        }
+        if method == "notifications/message" {
+            return matches!((min, level), (Some(min), Some(level)) if level >= min);
+        }
     }
     match (min, level) {
         (Some(min), Some(level)) => level >= min,
@@ -263,11 +273,12 @@ pub(super) fn route_notification(
             }
         }
         _ => {
-            let message = method == "notifications/message";
-            let level = message.then(|| message_level(&frame)).flatten();
+            let level = (method == "notifications/message")
+                .then(|| message_level(&frame))
+                .flatten();
             let r = &*routes;
             if let Some(port) = task_owner(r, shared, &frame) {
-                if passes(Some(port), message, level) {
+                if passes(Some(port), method, level) {
                     port.send_unrelated(frame.bytes());
                 }
                 return;
@@ -275,7 +286,7 @@ pub(super) fn route_notification(
             match related_target(r) {
                 Target::Request(p) => {
                     let port = r.ports.get(&p.port);
-                    if !passes(port, message, level) {
+                    if !passes(port, method, level) {
                         return;
                     }
                     match p.reply.stream() {
@@ -288,7 +299,7 @@ pub(super) fn route_notification(
                     }
                 }
                 Target::Port(port) => {
-                    if passes(Some(port), message, level) {
+                    if passes(Some(port), method, level) {
                         port.send_unrelated(frame.bytes());
                     }
                 }
@@ -337,6 +348,8 @@ mod tests {
     use super::*;
     use crate::upstream::PortKind;
 
+    const MESSAGE: &str = "notifications/message";
+
     fn port(key: u64, level: Option<&str>) -> Arc<Port> {
         let p = Port::new(key, format!("s{key}").into(), PortKind::Session);
         *lock(&p.log_level) = level.and_then(log_rank);
@@ -357,7 +370,7 @@ mod tests {
             assert_eq!(message_level(&frame), log_rank("debug"), "data {data:.20}");
             assert!(!passes(
                 Some(&port(1, Some("error"))),
-                true,
+                MESSAGE,
                 message_level(&frame)
             ));
         }
@@ -369,13 +382,13 @@ mod tests {
     #[test]
     fn log_messages_pass_at_or_above_the_sessions_level() {
         let p = port(1, Some("warning"));
-        assert!(passes(Some(&p), true, log_rank("error")));
-        assert!(passes(Some(&p), true, log_rank("warning")));
-        assert!(!passes(Some(&p), true, log_rank("info")));
+        assert!(passes(Some(&p), MESSAGE, log_rank("error")));
+        assert!(passes(Some(&p), MESSAGE, log_rank("warning")));
+        assert!(!passes(Some(&p), MESSAGE, log_rank("info")));
         // No level asked for, or a message without one: it passes.
-        assert!(passes(Some(&port(2, None)), true, log_rank("debug")));
-        assert!(passes(Some(&p), true, None));
-        assert!(passes(None, true, log_rank("debug")));
+        assert!(passes(Some(&port(2, None)), MESSAGE, log_rank("debug")));
+        assert!(passes(Some(&p), MESSAGE, None));
+        assert!(passes(None, MESSAGE, log_rank("debug")));
         assert_eq!(log_rank("loud"), None);
     }
 
@@ -390,13 +403,16 @@ mod tests {
             p
         };
         let none = modern(None);
-        assert!(!passes(Some(&none), true, log_rank("emergency")));
-        assert!(!passes(Some(&none), true, None));
-        assert!(passes(Some(&none), false, None));
+        assert!(!passes(Some(&none), MESSAGE, log_rank("emergency")));
+        assert!(!passes(Some(&none), MESSAGE, None));
+        assert!(passes(Some(&none), "notifications/progress", None));
         let warning = modern(Some("warning"));
-        assert!(passes(Some(&warning), true, log_rank("error")));
-        assert!(!passes(Some(&warning), true, log_rank("info")));
-        assert!(!passes(Some(&warning), true, None));
+        assert!(passes(Some(&warning), MESSAGE, log_rank("error")));
+        assert!(!passes(Some(&warning), MESSAGE, log_rank("info")));
+        assert!(!passes(Some(&warning), MESSAGE, None));
+        let removed = "notifications/elicitation/complete";
+        assert!(!passes(Some(&warning), removed, None));
+        assert!(passes(Some(&port(3, None)), removed, None), "a session's");
         // Its level is not the child's: that is what the sessions set.
         let mut r = Routes::new(4);
         r.ports.insert(1, modern(Some("debug")));
