@@ -9,6 +9,7 @@
 //! step of a tool can start a fresh one, and whether the call sent a write
 //! yet, so a write tool that fails before it did says nothing was applied.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -36,8 +37,9 @@ pub struct CallContext {
     pub write: bool,
     /// A write request of this call was handed to the HTTP client (it may
     /// have reached Coda): until then, whatever stops the call, nothing it
-    /// was asked to change was changed.
-    pub write_sent: AtomicBool,
+    /// was asked to change was changed. Shared with the server, which at
+    /// shutdown lets a call that sent one finish (see [`crate::shutdown`]).
+    pub write_sent: Arc<AtomicBool>,
 }
 
 tokio::task_local! {

@@ -22,6 +22,11 @@
 //!   (progress, cancellation), enforces the `--docs` allow-list and turns
 //!   page/table/row URLs into ids. rmcp does protocol negotiation
 //!   (2024-11-05 … 2026-07-28).
+//! - [`shutdown`]: what the process waits for before it exits. A write
+//!   call holds a token of its tracker from its start; once stdin ends (or
+//!   a first SIGTERM/SIGINT) one that sent a write to Coda runs to its
+//!   end, within its deadline, and the binary waits for it; reads and
+//!   unsent writes are stopped. A second signal exits at once.
 //! - [`schema`]: rewrites schemars output into the JSON Schema subset every
 //!   client accepts, and the checker the tests run over every tool.
 //! - [`resources`]: the `coda://docs/{docId}/schema` resource and the row
@@ -103,6 +108,7 @@ pub mod ratelimit;
 pub mod resources;
 pub mod schema;
 pub mod server;
+pub mod shutdown;
 pub mod stdio;
 pub mod tools;
 

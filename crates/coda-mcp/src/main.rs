@@ -1,6 +1,7 @@
 //! `coda-mcp`: parse flags → Coda config → logging to stderr → token check
-//! → serve MCP over stdio through [`coda_mcp::stdio`]. stdout carries only
-//! the protocol.
+//! → serve MCP over stdio through [`coda_mcp::stdio`] → at stdin's end or
+//! a first SIGTERM/SIGINT, wait for the write calls that sent a write to
+//! Coda ([`coda_mcp::shutdown`]). stdout carries only the protocol.
 //!
 //! Exit codes: 64 for bad usage or configuration (an unknown flag, a
 //! missing token), 1 for runtime failures (including a token that `/whoami`
@@ -109,12 +110,22 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     // written: a client that closed stdin and reads stdout no more would
     // otherwise keep this process waiting on a full pipe for ever.
     let stdout_grace = cfg.stdout_grace;
+    // Every request of a write call ends by its deadline: the longest the
+    // writes still running at the stop may take.
+    let writes_bound = cfg.call_deadline + coda_mcp::shutdown::WRITE_END_MARGIN;
     let server = CodaServer::new(cfg)?;
+    let shutdown = server.shutdown();
+    // The first SIGTERM/SIGINT stops (writes sent finish), a second exits.
+    coda_mcp::shutdown::on_signal(shutdown.clone(), EXIT_RUNTIME)?;
     if check {
-        match server
-            .check_token(std::time::Instant::now() + check_deadline)
-            .await
-        {
+        let checked = tokio::select! {
+            c = server.check_token(std::time::Instant::now() + check_deadline) => c,
+            _ = shutdown.stopped() => {
+                tracing::info!("stop on a signal before serving, exiting");
+                return Ok(());
+            }
+        };
+        match checked {
             Ok(login) => tracing::info!(user = %login, "token accepted by /whoami"),
             Err(e) if matches!(e.status(), Some(401 | 403)) => {
                 return Err(
@@ -133,18 +144,49 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     let (stdin, stdout) = rmcp::transport::stdio();
     let (transport, front) =
         coda_mcp::stdio::start(stdin, stdout, max_line_bytes, max_pending_requests);
-    let served: Result<(), Box<dyn Error + Send + Sync>> = match server.serve(transport).await {
-        Ok(running) => match running.waiting().await {
-            Ok(_) => Ok(()),
+    let mut signalled = false;
+    let served: Result<(), Box<dyn Error + Send + Sync>> = tokio::select! {
+        started = server.serve(transport) => match started {
+            Ok(running) => {
+                let stop_rmcp = running.cancellation_token();
+                tokio::select! {
+                    r = running.waiting() => r.map(|_| ()).map_err(Into::into),
+                    // rmcp stops reading; its drain writes the answers of
+                    // the calls that end within 2 s (the others stop at
+                    // the signal, but writes sent to Coda).
+                    _ = shutdown.stopped() => {
+                        stop_rmcp.cancel();
+                        signalled = true;
+                        Ok(())
+                    }
+                }
+            }
             Err(e) => Err(e.into()),
         },
-        Err(e) => Err(e.into()),
+        // Waiting for the client's `initialize`.
+        _ = shutdown.stopped() => {
+            signalled = true;
+            Ok(())
+        }
     };
-    // rmcp has dropped the transport: the writer ends after what is queued.
-    // A stdout that closed under us ends the server as it did before the
-    // front existed: logged, not a failure of its own. So does one that
-    // nobody reads, after a grace.
-    match tokio::time::timeout(stdout_grace, front.finish()).await {
+    // rmcp has dropped the transport (or will, after its drain): the
+    // writer ends after what is queued. A stdout that closed under us ends
+    // the server as it did before the front existed: logged, not a
+    // failure of its own. So does one that nobody reads, after a grace.
+    // Meanwhile the write calls that sent a write to Coda run to their end.
+    let running = shutdown.writes_running();
+    if running > 0 {
+        tracing::info!(
+            writes = running,
+            bound = ?writes_bound,
+            "wait for the write calls that sent a write to Coda before exiting"
+        );
+    }
+    let (written, writes_left) = tokio::join!(
+        tokio::time::timeout(stdout_grace, front.finish()),
+        shutdown.writes_done(writes_bound),
+    );
+    match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "stop writing stdout: write failed"),
         Err(_) => tracing::warn!(
@@ -152,7 +194,18 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
             "stop writing stdout: the client has read none of it since stdin ended; answers still queued are dropped"
         ),
     }
+    if writes_left > 0 {
+        tracing::warn!(
+            writes = writes_left,
+            bound = ?writes_bound,
+            "exit with write calls still running past their deadline: they may be applied or not"
+        );
+    }
     served?;
-    tracing::info!("stdin closed, exiting");
+    if signalled {
+        tracing::info!("stopped on a signal, exiting");
+    } else {
+        tracing::info!("stdin closed, exiting");
+    }
     Ok(())
 }

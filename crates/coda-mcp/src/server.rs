@@ -18,7 +18,7 @@
 //! resources, and neither imports it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
@@ -35,6 +35,7 @@ use serde_json::Value;
 use super::call::{self, CallContext};
 use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::{CodaConfig, Toolset};
+use super::shutdown::Shutdown;
 use super::tools::Coda;
 use super::tools::error::ToolError;
 
@@ -83,6 +84,8 @@ pub struct CodaServer {
     tool_router: ToolRouter<Coda>,
     /// What `tools/list` returns: the router's tools with portable schemas.
     tools: Arc<Vec<Tool>>,
+    /// The write calls the process waits for, and the stop on a signal.
+    shutdown: Shutdown,
 }
 
 impl CodaServer {
@@ -131,6 +134,7 @@ impl CodaServer {
             coda: Arc::new(Coda::new(client, cfg)),
             tool_router: router,
             tools: Arc::new(tools),
+            shutdown: Shutdown::new(),
         })
     }
 
@@ -148,6 +152,12 @@ impl CodaServer {
             Toolset::Automations => Coda::automations_router(),
             Toolset::Admin => Coda::admin_router(),
         }
+    }
+
+    /// The write calls this server runs, and its stop: the binary waits
+    /// for the first and signals start the second ([`crate::shutdown`]).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
     /// The tools this server lists (after toolset and read-only filtering),
@@ -353,10 +363,14 @@ impl ServerHandler for CodaServer {
             max_result_bytes: self.coda.cfg.max_result_bytes,
             deadline: self.coda.cfg.deadline_from(std::time::Instant::now()),
             write: self.is_write(&name),
-            write_sent: AtomicBool::new(false),
+            write_sent: Arc::new(AtomicBool::new(false)),
         };
         let cancelled = context.ct.clone();
         let write = ctx.write;
+        let sent = ctx.write_sent.clone();
+        // The process waits for a write call that sent a write before it
+        // exits (`crate::shutdown`): taken before the call can send one.
+        let _tracked = write.then(|| self.shutdown.track_write());
         // URL and name resolution run inside the call, under its deadline.
         let run = unless_panicked(
             "tools/call",
@@ -376,26 +390,55 @@ impl ServerHandler for CodaServer {
                 self.tool_router.call(tcc).await
             }),
         );
+        let mut run = std::pin::pin!(run);
         // Dropping the tool's future stops it between Coda requests; a
         // request already sent may still be applied by Coda.
-        let mut out = tokio::select! {
-            r = run => r?,
-            _ = cancelled.cancelled() => {
-                let why = if crate::stdio::stdin_ended() {
-                    // rmcp's drain after stdin's end has passed: nobody
-                    // will read an answer, but the log must say what was
-                    // cut short, and that a write may have reached Coda.
+        let shutdown = tokio::select! {
+            r = &mut run => Ok(r?),
+            _ = cancelled.cancelled() => Err(self.shutdown.stopping()),
+            _ = self.shutdown.stopped() => Err(true),
+        };
+        let mut out = match shutdown {
+            Ok(out) => out,
+            // The stop (stdin's end past rmcp's drain, or a signal) and a
+            // write of this call is out: it runs to its end, within its
+            // deadline, so Coda is not left with half of it. The process
+            // waits for it (`_tracked`); its answer may find nobody.
+            // (`sent` cannot change here: the call is not being polled.)
+            Err(true) if write && sent.load(Ordering::Relaxed) => {
+                tracing::info!(
+                    tool = %name,
+                    "let a write call finish at shutdown: it sent a write to Coda"
+                );
+                let out = run.await?;
+                let failed = match &out {
+                    CallToolResponse::Complete(r) => r.is_error == Some(true),
+                    _ => false,
+                };
+                tracing::info!(tool = %name, failed, "finish a write call at shutdown");
+                out
+            }
+            Err(at_shutdown) => {
+                let why = if at_shutdown {
+                    // Nobody will read an answer, but the log must say
+                    // what was cut short.
                     tracing::warn!(
                         tool = %name,
-                        "stop a tool call at shutdown: stdin ended and the call did not finish in time; a write already sent to Coda may still be applied"
+                        write,
+                        "stop a tool call at shutdown: it did not finish in time and sent no write to Coda"
                     );
-                    "stopped at shutdown (stdin ended)"
+                    "stopped at shutdown"
                 } else {
                     tracing::info!(tool = %name, "tool call cancelled by the client");
                     "cancelled by the client"
                 };
+                let tail = if write && !sent.load(Ordering::Relaxed) {
+                    "the write was NOT sent to Coda, so it was NOT applied"
+                } else {
+                    "a write already sent to Coda may still be applied"
+                };
                 return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                    "{why}; a write already sent to Coda may still be applied"
+                    "{why}; {tail}"
                 ))])
                 .into());
             }
@@ -440,6 +483,10 @@ impl ServerHandler for CodaServer {
             _ = context.ct.cancelled() => {
                 tracing::info!("resource read cancelled by the client");
                 Err(ErrorData::internal_error("cancelled by the client", None))
+            }
+            // A signal: reads are not waited for (`crate::shutdown`).
+            _ = self.shutdown.stopped() => {
+                Err(ErrorData::internal_error("stopped at shutdown", None))
             }
         }
     }

@@ -238,6 +238,11 @@ struct State {
     drop_content_updates: bool,
     /// (method, path substring, delay): answer matching requests late.
     delays: Vec<(String, String, Duration)>,
+    /// (method, path substring, delay, times left): answer only the next
+    /// matching requests late.
+    delays_next: Vec<(String, String, Duration, usize)>,
+    /// (method, path) of every request that arrived, answered or not yet.
+    arrivals: Vec<(String, String)>,
     /// Requests that arrived, answered or not yet (a delayed one is
     /// recorded in `requests` only once answered).
     arrived: usize,
@@ -650,6 +655,14 @@ impl FakeCoda {
         self.with(|s| s.delays.push((method.into(), path_contains.into(), delay)));
     }
 
+    /// As [`FakeCoda::delay`], for the next `times` matching requests only.
+    pub fn delay_next(&self, method: &str, path_contains: &str, delay: Duration, times: usize) {
+        self.with(|s| {
+            s.delays_next
+                .push((method.into(), path_contains.into(), delay, times))
+        });
+    }
+
     /// Apply the next `times` matching requests, then answer `status`
     /// anyway: the write happened, the client cannot know.
     pub fn fail_next_after_applying(
@@ -876,6 +889,17 @@ impl FakeCoda {
     /// How many requests have arrived, answered or still delayed.
     pub fn arrived(&self) -> usize {
         self.with(|s| s.arrived)
+    }
+
+    /// How many requests with this method and a path containing
+    /// `path_contains` have arrived, answered or still delayed.
+    pub fn arrived_at(&self, method: &str, path_contains: &str) -> usize {
+        self.with(|s| {
+            s.arrivals
+                .iter()
+                .filter(|(m, p)| m == method && p.contains(path_contains))
+                .count()
+        })
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -1140,10 +1164,21 @@ async fn handle(
     let delay = {
         let mut s = state.lock().unwrap();
         s.arrived += 1;
-        s.delays
-            .iter()
-            .find(|(m, p, _)| *m == method && full_path.contains(p.as_str()))
-            .map(|(_, _, d)| *d)
+        s.arrivals.push((method.clone(), full_path.clone()));
+        let once = s
+            .delays_next
+            .iter_mut()
+            .find(|(m, p, _, left)| *left > 0 && *m == method && full_path.contains(p.as_str()))
+            .map(|(_, _, d, left)| {
+                *left -= 1;
+                *d
+            });
+        once.or_else(|| {
+            s.delays
+                .iter()
+                .find(|(m, p, _)| *m == method && full_path.contains(p.as_str()))
+                .map(|(_, _, d)| *d)
+        })
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
