@@ -31,7 +31,7 @@ pub type Position = (Option<String>, Option<u32>, usize);
 /// The `nextPageToken` handed out for resuming at `at` in the list `identity`.
 pub fn encode_token(identity: &str, at: &Position) -> String {
     Resume {
-        coda_token: at.0.clone(),
+        coda_token: at.0.as_deref().map(std::sync::Arc::from),
         limit: at.1,
         skip: at.2,
     }
@@ -41,6 +41,6 @@ pub fn encode_token(identity: &str, at: &Position) -> String {
 /// A `pageToken` read by the list `identity`, or why it is refused.
 pub fn decode_token(tok: &str, identity: &str) -> Result<Position, String> {
     Resume::decode(tok, identity)
-        .map(|r| (r.coda_token, r.limit, r.skip))
+        .map(|r| (r.coda_token.map(|t| t.to_string()), r.limit, r.skip))
         .map_err(|e| e.to_string())
 }

@@ -477,7 +477,10 @@ const OWN_TOKEN: &str = "cm1.";
 /// a limit) and how many of its items were already returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Resume {
-    pub(crate) coda_token: Option<String>,
+    /// Shared: every item gathered from a page has a `Resume` of its own
+    /// (to resume at it), and a copy of a 4096-byte token each made a page
+    /// of 20,000 small items hold 80 MB.
+    pub(crate) coda_token: Option<Arc<str>>,
     pub(crate) limit: Option<u32>,
     pub(crate) skip: usize,
 }
@@ -556,7 +559,7 @@ impl Resume {
         let check = parts.next().ok_or_else(bad)?;
         let coda = parts.next().ok_or_else(bad)?;
         let r = Resume {
-            coda_token: (!coda.is_empty()).then(|| coda.to_owned()),
+            coda_token: (!coda.is_empty()).then(|| Arc::from(coda)),
             limit,
             skip,
         };
@@ -1044,7 +1047,7 @@ impl Coda {
                 .as_ref()
                 .filter(|(t, _)| {
                     next.as_ref()
-                        .is_some_and(|r| r.skip == 0 && r.coda_token.as_ref() == Some(t))
+                        .is_some_and(|r| r.skip == 0 && r.coda_token.as_deref() == Some(t.as_str()))
                 })
                 .and_then(|(_, link)| link.clone());
             let next_page_token = next.map(|r| r.encode(&identity));
@@ -1126,7 +1129,7 @@ impl Coda {
         };
         // Every Coda token followed (or started from): one seen again means
         // Coda is leading the list in a circle.
-        let mut seen: std::collections::HashSet<String> =
+        let mut seen: std::collections::HashSet<Arc<str>> =
             start.coda_token.iter().cloned().collect();
         let mut at = start;
         let mut first = true;
@@ -1138,7 +1141,7 @@ impl Coda {
                 // them; `docIds` stays, so that the `--docs` check of the
                 // request (analytics of listed docs only) passes its pages.
                 Some(tok) => ApiRequest {
-                    query: std::iter::once(("pageToken".into(), tok.clone()))
+                    query: std::iter::once(("pageToken".into(), tok.to_string()))
                         .chain(req.query.iter().filter(|(k, _)| k == "docIds").cloned())
                         .collect(),
                     ..req.clone()
@@ -1241,7 +1244,7 @@ impl Coda {
                 None | Some(Value::Null) => None,
                 Some(Value::String(t)) if t.is_empty() => None,
                 Some(Value::String(t)) => Some(Resume {
-                    coda_token: Some(t.to_owned()),
+                    coda_token: Some(Arc::from(t.as_str())),
                     limit: None,
                     skip: 0,
                 }),
