@@ -1128,9 +1128,15 @@ impl Coda {
             stopped: None,
         };
         // Every Coda token followed (or started from): one seen again means
-        // Coda is leading the list in a circle.
-        let mut seen: std::collections::HashSet<Arc<str>> =
-            start.coda_token.iter().cloned().collect();
+        // Coda is leading the list in a circle. Kept as a keyed 64-bit hash
+        // (8 bytes a page, not up to 4096): the pages one call reads are
+        // bounded only by the read bucket and its deadline (60,000 at
+        // `--call-timeout-secs 3600`). The key is this call's own, so a
+        // Coda cannot make two tokens collide (2^-64 for any two).
+        let keys = std::hash::RandomState::new();
+        let hash = |t: &str| std::hash::BuildHasher::hash_one(&keys, t);
+        let mut seen: std::collections::HashSet<u64> =
+            start.coda_token.as_deref().map(hash).into_iter().collect();
         let mut at = start;
         let mut first = true;
         // Pages in a row that held no item (past the ones skipped).
@@ -1271,7 +1277,11 @@ impl Coda {
                     g.stopped = Some(long_token_note(len));
                     return Ok(g);
                 }
-                Some(n) if n.coda_token.as_ref().is_some_and(|t| seen.contains(t)) => {
+                Some(n)
+                    if n.coda_token
+                        .as_deref()
+                        .is_some_and(|t| seen.contains(&hash(t))) =>
+                {
                     g.stopped = n.coda_token.as_deref().map(loop_note);
                     return Ok(g);
                 }
@@ -1301,7 +1311,7 @@ impl Coda {
                         return Ok(g);
                     }
                     call::progress(g.items.len() as f64, None, "listing").await;
-                    seen.extend(n.coda_token.clone());
+                    seen.extend(n.coda_token.as_deref().map(hash));
                     at = n;
                 }
             }
