@@ -48,12 +48,24 @@
 //! and when it is dropped. Its one lock is taken only when an answer is
 //! refused, to rate-limit the warning.
 //!
+//! # Parsed answers
+//!
+//! An API answer's parse (its `serde_json::Value`) costs more than its
+//! text, up to ~86 times for small objects (`{"a":0}`: 8 bytes, ~690
+//! parsed). Before parsing, the body's room is set to its length plus the
+//! parse's estimate ([`crate::client::json_cost`]), taken like any growth
+//! (free now, or the answer is refused); the text then goes and the room
+//! stays with the parsed answer (`ApiResponse::room`): until a single
+//! object's result is cut to `--max-result-bytes`, and for a list's pages
+//! until its result is built.
+//!
 //! # What it does not count
 //!
-//! An API answer's parse (its `serde_json::Value`, bounded by
-//! `--max-answer-values`; the text it was parsed from is held until the
-//! parse is done), the chunk reqwest hands over between two appends, and
-//! the old buffer for the moment a growth moves it.
+//! A parsed answer once a tool holds it past that (items a composite
+//! gathered, handed to the code that summarises them; a row or page read
+//! in the middle of a write), each still bounded by the room it got when
+//! it was parsed; the chunk reqwest hands over between two appends; the
+//! old buffer for the moment a growth moves it.
 
 use std::fmt;
 use std::ops::Deref;
@@ -350,6 +362,27 @@ impl Held<Vec<u8>> {
         }
         self.value.extend_from_slice(chunk);
         Ok(())
+    }
+
+    /// Make the room held `bytes` in all (a body's parse beside it): first
+    /// the buffer's slack past its length goes back (a body read without a
+    /// `Content-Length` doubled up to it), then the room grows with room
+    /// free now, or fails at once: it holds room, so it must not wait (see
+    /// the module documentation).
+    pub fn grow_room(&mut self, budget: &ReadBudget, bytes: usize) -> Result<(), OverBudget> {
+        self.value.shrink_to_fit();
+        let keep = units_for(self.value.capacity().max(bytes));
+        if let Some(held) = self.reservation.0.as_mut()
+            && held.num_permits() > keep
+        {
+            drop(held.split(held.num_permits() - keep));
+        }
+        budget.grow(&mut self.reservation, bytes)
+    }
+
+    /// The room, without the body: for what was parsed from it.
+    pub fn into_room(self) -> Reservation {
+        self.reservation
     }
 
     /// The body as text, keeping its buffer and its reservation; `None`

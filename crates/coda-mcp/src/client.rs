@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use super::budget::{FIRST_STEP, Held, OverBudget, ReadBudget};
+use super::budget::{FIRST_STEP, Held, OverBudget, ReadBudget, Reservation};
 use super::config::{ApiToken, CodaConfig};
 use super::ratelimit::{RateLimiter, RequestClass};
 
@@ -53,15 +53,44 @@ pub const MAX_SERVER_ERROR_RETRIES: u32 = 2;
 
 pub use super::budget::MAX_RESPONSE_BYTES;
 
-/// Whether the JSON text `bytes` holds more than `max` values, counted
-/// without parsing (one for the root, one per `[`, `{` and `,` outside
-/// strings: each element and member, each container). A value costs far
-/// more as a `serde_json::Value` than as text: a 32 MiB answer of
-/// `[0,0,…]` is 16 million values and took 568 MB to parse.
+/// Whether the JSON text `bytes` holds more than `max` values (see
+/// [`json_cost`]).
 pub fn json_values_over(bytes: &[u8], max: usize) -> bool {
+    json_cost(bytes, max).is_none()
+}
+
+/// What one value costs parsed (`size_of::<serde_json::Value>()`), in the
+/// array or map that holds it.
+pub const PARSED_VALUE_BYTES: usize = 32;
+/// What a non-empty JSON object costs parsed beyond its members' values:
+/// a `serde_json::Map` is a `BTreeMap`, whose first leaf (room for 11
+/// members) is 632 bytes, however few it holds.
+pub const PARSED_OBJECT_BYTES: usize = 640;
+/// What each member costs beyond that: its key's `String` and its share
+/// of the nodes past the first (632 bytes for 11).
+pub const PARSED_MEMBER_BYTES: usize = 24 + 58;
+/// What a string costs beyond its bytes: the allocator's own (it hands out
+/// at least 16 bytes, with a header).
+pub const PARSED_STRING_BYTES: usize = 16;
+
+/// The bytes the JSON text `bytes` will take parsed as a
+/// `serde_json::Value`, estimated without parsing it, or `None` when it
+/// holds more than `max` values (one for the root, one per `[`, `{` and
+/// `,` outside strings: each element and member, each container). A value
+/// costs far more parsed than as text: a 32 MiB answer of `[0,0,…]` is 16
+/// million values and took 568 MB to parse, and `{"a":0}` (8 bytes, two
+/// values) takes about 690. The estimate errs high: values at
+/// [`PARSED_VALUE_BYTES`], non-empty objects at [`PARSED_OBJECT_BYTES`],
+/// members at [`PARSED_MEMBER_BYTES`], strings at their bytes plus
+/// [`PARSED_STRING_BYTES`].
+pub fn json_cost(bytes: &[u8], max: usize) -> Option<usize> {
     let mut n = 1usize;
+    let (mut objects, mut members, mut strings, mut string_bytes) =
+        (0usize, 0usize, 0usize, 0usize);
     let mut in_string = false;
     let mut escaped = false;
+    // Just after a `{`: whether the object turns out empty.
+    let mut opened = false;
     for &b in bytes {
         if in_string {
             match b {
@@ -70,20 +99,38 @@ pub fn json_values_over(bytes: &[u8], max: usize) -> bool {
                 b'"' => in_string = false,
                 _ => {}
             }
+            string_bytes += 1;
             continue;
         }
+        if opened && !b.is_ascii_whitespace() {
+            opened = false;
+            if b != b'}' {
+                objects += 1;
+            }
+        }
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                in_string = true;
+                strings += 1;
+            }
+            b':' => members += 1,
             b'[' | b'{' | b',' => {
+                opened = b == b'{';
                 n += 1;
                 if n > max {
-                    return true;
+                    return None;
                 }
             }
             _ => {}
         }
     }
-    false
+    Some(
+        n.saturating_mul(PARSED_VALUE_BYTES)
+            .saturating_add(objects.saturating_mul(PARSED_OBJECT_BYTES))
+            .saturating_add(members.saturating_mul(PARSED_MEMBER_BYTES))
+            .saturating_add(strings.saturating_mul(PARSED_STRING_BYTES))
+            .saturating_add(string_bytes),
+    )
 }
 
 /// Longest request URL sent (percent-encoded): CDNs refuse URLs past
@@ -463,10 +510,14 @@ struct Sent {
 }
 
 /// A successful answer: status and JSON body (`{}` when the body is empty).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ApiResponse {
     pub status: u16,
     pub body: Value,
+    /// The room `body` holds in `--max-read-bytes` (its estimated parsed
+    /// size, [`json_cost`]): given back when it is dropped, so keep it as
+    /// long as the body, or most of it, is kept.
+    pub room: Reservation,
 }
 
 /// The Coda API client shared by all tool calls.
@@ -866,7 +917,8 @@ impl CodaClient {
                         }
                     };
                     let max = self.max_answer_values;
-                    if json_values_over(&bytes, max) {
+                    let cost = json_cost(&bytes, max);
+                    if cost.is_none() {
                         tracing::warn!(
                             status = status.as_u16(),
                             bytes = bytes.len(),
@@ -893,9 +945,32 @@ impl CodaClient {
                         // An error's body: only its message is lost.
                         bytes = Held::default();
                     }
+                    // Its parse is held beside the text until the text is
+                    // dropped, and then in its place for as long as the
+                    // answer is kept (`ApiResponse::room`): room free now,
+                    // as any growth of a body (see `crate::budget`).
+                    let parsed = cost.unwrap_or(0);
+                    if let Err(over) = bytes.grow_room(&self.read_budget, bytes.len() + parsed) {
+                        if status.is_success() {
+                            return Err(if write {
+                                CodaError::Accepted {
+                                    status: status.as_u16(),
+                                    reason: format!(
+                                        "its answer could not be held in memory once parsed ({over})"
+                                    ),
+                                }
+                            } else {
+                                CodaError::OverBudget(over)
+                            });
+                        }
+                        // An error's body: only its message is lost.
+                        bytes = Held::default();
+                    }
                     if status.is_success() {
                         return match decode_success(status, &bytes, content_type.as_deref()) {
                             Ok(mut r) => {
+                                // The text goes; its parse keeps the room.
+                                r.room = std::mem::take(&mut bytes).into_room();
                                 if redact_json(&mut r.body, self.token.expose()) {
                                     tracing::warn!(
                                         status = status.as_u16(),
@@ -1497,6 +1572,7 @@ fn decode_success(
     Ok(ApiResponse {
         status: status.as_u16(),
         body,
+        room: Reservation::default(),
     })
 }
 

@@ -101,7 +101,15 @@ async fn concurrent_api_answers_past_the_read_budget_fail_clearly_and_give_their
 
     // Every byte came back: two answers that need the whole budget at
     // once are both read (one unit kept back would refuse one of them).
+    // Padded with spaces, which parse to nothing: the 20 MiB string above
+    // is 20 MiB more once parsed, counted beside its text.
     all_room_back(&h).await;
+    let mut spaces = serde_json::to_vec(&json!({"items": []})).unwrap();
+    spaces.resize(ANSWER, b' ');
+    let big = fake_coda::Hostile {
+        body: spaces,
+        ..big
+    };
     h.fake.answer_next("GET", path, 2, big);
     h.fake
         .trickle_next("GET", path, 2, 1 << 20, Duration::from_millis(20));

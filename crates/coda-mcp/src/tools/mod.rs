@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::budget::Reservation;
 use super::call;
 use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::CodaConfig;
@@ -574,6 +575,8 @@ impl Resume {
 /// after any of them), and why it stopped.
 struct Gathered {
     items: Vec<Value>,
+    /// The room in `--max-read-bytes` of the pages the items came from.
+    rooms: Vec<Reservation>,
     origins: Vec<Resume>,
     next: Option<Resume>,
     capped: bool,
@@ -925,15 +928,30 @@ impl Coda {
         call::deadline().unwrap_or_else(|| self.cfg.deadline_from(Instant::now()))
     }
 
+    /// One request under `deadline`: Coda's answer. Its parse is counted
+    /// in `--max-read-bytes` until it is returned ([`Coda::call_held`] to
+    /// keep it counted longer).
     pub async fn call(&self, req: ApiRequest, deadline: Instant) -> ToolResult<Value> {
         Ok(self.client.send(&req, deadline).await?.body)
+    }
+
+    /// [`Coda::call`], with the room Coda's answer holds in
+    /// `--max-read-bytes` once parsed: keep it while the answer is kept.
+    pub async fn call_held(
+        &self,
+        req: ApiRequest,
+        deadline: Instant,
+    ) -> ToolResult<(Value, Reservation)> {
+        let r = self.client.send(&req, deadline).await?;
+        Ok((r.body, r.room))
     }
 
     /// One request under the call deadline; Coda's answer is the result,
     /// cut to the result budget ([`fit_object`]) with `truncated` and a
     /// `note` saying what was left out.
     pub async fn object(&self, req: ApiRequest) -> ToolResult<Reply> {
-        let mut v = self.call(req, self.deadline()).await?;
+        // Counted until it is cut to the result budget.
+        let (mut v, _room) = self.call_held(req, self.deadline()).await?;
         let budget = self.cfg.max_result_bytes;
         // Room for the note and the flag added below.
         let cuts = fit_object(&mut v, budget.saturating_sub(1024));
@@ -1119,6 +1137,7 @@ impl Coda {
         let mut used = 0usize;
         let mut g = Gathered {
             items: Vec::new(),
+            rooms: Vec::new(),
             origins: Vec::new(),
             next: None,
             capped: false,
@@ -1161,8 +1180,8 @@ impl Coda {
                     r
                 }
             };
-            let body = loop {
-                match self.call(current.clone(), deadline).await {
+            let (mut body, room) = loop {
+                match self.call_held(current.clone(), deadline).await {
                     Ok(b) => break b,
                     // Coda times out (504) listing big tables; a first page can
                     // be asked again with a smaller limit (a token cannot change it).
@@ -1185,16 +1204,16 @@ impl Coda {
                     }
                 }
             };
-            let page_items = body
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .ok_or_else(|| {
-                    ToolError::Coda(CodaError::InvalidResponse {
-                        status: 200,
-                        reason: "list response has no items array".into(),
-                    })
-                })?;
+            let page_items = match body.get_mut("items").map(Value::take) {
+                Some(Value::Array(items)) => Some(items),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                ToolError::Coda(CodaError::InvalidResponse {
+                    status: 200,
+                    reason: "list response has no items array".into(),
+                })
+            })?;
             // Coda lists objects; anything else would break every list's
             // outputSchema (a validating client rejects the whole result).
             if let Some(i) = page_items.iter().position(|it| !it.is_object()) {
@@ -1216,6 +1235,8 @@ impl Coda {
                 empty += 1;
             } else {
                 empty = 0;
+                // Its items are kept: so is their room.
+                g.rooms.push(room);
             }
             for (i, it) in page_items.into_iter().enumerate().skip(at.skip) {
                 if let Some((_, shape)) = budget {
