@@ -182,10 +182,14 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
             "wait for the write calls that sent a write to Coda before exiting"
         );
     }
-    let (written, writes_left) = tokio::join!(
-        tokio::time::timeout(stdout_grace, front.finish()),
-        shutdown.writes_done(writes_bound),
-    );
+    let (written, writes_left) =
+        tokio::join!(tokio::time::timeout(stdout_grace, front.finish()), async {
+            // The calls stopped log it before the runtime goes.
+            shutdown
+                .calls_settled(coda_mcp::shutdown::CALLS_SETTLE)
+                .await;
+            shutdown.writes_done(writes_bound).await
+        },);
     match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "stop writing stdout: write failed"),

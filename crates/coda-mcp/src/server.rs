@@ -371,6 +371,7 @@ impl ServerHandler for CodaServer {
         // The process waits for a write call that sent a write before it
         // exits (`crate::shutdown`): taken before the call can send one.
         let _tracked = write.then(|| self.shutdown.track_write());
+        let _call = self.shutdown.track_call();
         // URL and name resolution run inside the call, under its deadline.
         let run = unless_panicked(
             "tools/call",

@@ -38,10 +38,16 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 /// exits without it.
 pub const WRITE_END_MARGIN: Duration = Duration::from_secs(5);
 
+/// How long the calls that are not waited for may take to see the stop
+/// and log it: they end at once, so this bites only on a stuck runtime.
+pub const CALLS_SETTLE: Duration = Duration::from_secs(2);
+
 /// The running write calls, and whether a signal asked to stop. Cheap to
 /// clone; clones share both.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
+    /// Every tool call, while it runs.
+    calls: TaskTracker,
     writes: TaskTracker,
     stop: CancellationToken,
 }
@@ -49,6 +55,25 @@ pub struct Shutdown {
 impl Shutdown {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Held by every tool call from its start to its end: once stopped, a
+    /// call ends at once (or goes on as a write), and the process waits
+    /// for that ([`Shutdown::calls_settled`]) so that what each did is
+    /// logged before the runtime is dropped.
+    pub fn track_call(&self) -> TaskTrackerToken {
+        self.calls.token()
+    }
+
+    /// Wait, at most `bound`, until every call still running is a write
+    /// that goes on (the others end as soon as they see the stop).
+    pub async fn calls_settled(&self, bound: Duration) {
+        let settled = async {
+            while self.calls.len() > self.writes.len() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, settled).await;
     }
 
     /// Held by a write call from its start to its end: the process waits

@@ -187,3 +187,29 @@ async fn a_second_signal_exits_at_once() {
     assert!(log.contains("exit at once on a second signal"), "{log}");
     assert_eq!(fake.arrived_at("POST", "/rows"), 1);
 }
+
+/// Regression: once stdin ended and rmcp stopped the calls still running,
+/// the process could exit before those calls saw the stop, so the log
+/// lacked the line saying what was cut short (tests/bad_lines.rs failed
+/// so under load). It now waits (2 s at most) until every call left is a
+/// write that goes on: here all 8 reads Coda holds are logged.
+#[tokio::test]
+async fn every_call_stopped_at_shutdown_is_logged() {
+    const CALLS: u64 = 8;
+    let fake = FakeCoda::start().await;
+    fake.delay("GET", "/whoami", Duration::from_secs(60));
+    let mut raw = started(&fake).await;
+    for id in 0..CALLS {
+        let whoami = json!({"jsonrpc": "2.0", "id": 10 + id, "method": "tools/call",
+            "params": {"name": "coda_whoami", "arguments": {}}});
+        send(&mut raw, &whoami).await;
+    }
+    until("the reads reach Coda", || {
+        fake.arrived_at("GET", "/whoami") >= CALLS as usize
+    })
+    .await;
+    let log = raw.finish().await;
+    let stopped = log.matches("stop a tool call at shutdown").count();
+    assert_eq!(stopped, CALLS as usize, "{log}");
+    assert!(log.contains("stdin closed, exiting"), "{log}");
+}
