@@ -21,7 +21,9 @@
 //!
 //! `ping`, `logging/setLevel` and the resource/prompt methods were removed or
 //! are not offered, so they get -32601 like any unknown method. Tools:
-//! `echo`, `add`, `large`, `progress`, `sleep`, `pid`, `initialize_refusals`
+//! `echo`, `add`, `large`, `progress`, `sleep`, `pid`, `log` (one
+//! `notifications/message` when the request's `_meta` log level asks for it),
+//! `initialize_refusals`
 //! (how many `initialize` requests this process refused), and `ask`, which
 //! needs input from the client (`basic/patterns/mrtr.mdx`): it answers with
 //! `input_required` (one `elicitation/create`, `sampling/createMessage` or
@@ -48,6 +50,18 @@ const SUPPORTED_VERSIONS: [&str; 1] = ["2026-07-28"];
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
+/// Log levels, least to most severe (`server/utilities/logging`).
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
 
 const INVALID_PARAMS: i64 = -32602;
 const METHOD_NOT_FOUND: i64 = -32601;
@@ -237,6 +251,28 @@ impl Server {
                 None => text_result("missing integer argument: bytes", true),
             },
             "pid" => text_result(std::process::id().to_string(), false),
+            "log" => {
+                // `server/utilities/logging`: log messages only for a
+                // request whose `_meta` asks, at or above its level.
+                let level = args.get("level").and_then(Value::as_str).unwrap_or("error");
+                let asked = params
+                    .pointer("/_meta/io.modelcontextprotocol~1logLevel")
+                    .and_then(Value::as_str);
+                let rank = |l: &str| LOG_LEVELS.iter().position(|x| *x == l);
+                let sent = match (asked.and_then(rank), rank(level)) {
+                    (Some(min), Some(at)) if at >= min => {
+                        self.send(&json!({
+                            "jsonrpc": "2.0",
+                            "method": "notifications/message",
+                            "params": { "level": level, "logger": "modern_server", "data": "logged" }
+                        }))
+                        .await;
+                        true
+                    }
+                    _ => false,
+                };
+                text_result(if sent { "logged" } else { "not logged" }, false)
+            }
             "ask" => ask(&params),
             "initialize_refusals" => text_result(
                 self.initialize_refusals
@@ -440,6 +476,11 @@ fn tool_catalogue() -> Value {
             "name": "sleep",
             "description": "Waits `ms` milliseconds; notifications/cancelled stops it without a response",
             "inputSchema": object(json!({ "ms": integer }), &["ms"])
+        },
+        {
+            "name": "log",
+            "description": "Sends one notifications/message at `level` (default error) if the request's _meta logLevel asks for it",
+            "inputSchema": object(json!({ "level": { "type": "string" } }), &[])
         },
         {
             "name": "pid",

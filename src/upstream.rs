@@ -870,9 +870,12 @@ impl Upstream {
         // the child's requests through `input_required` and a retry.
         let parkable =
             port.kind == PortKind::Modern && !modern_child && mrtr::may_ask(frame.method());
-        if port.kind == PortKind::Modern && !modern_child {
-            // The child logs for its session; this request takes only
-            // what its own `_meta` asked for (see `fanout::passes`).
+        if port.kind == PortKind::Modern {
+            // This request takes only the log messages its own `_meta`
+            // asked for (see `fanout::passes`): a 2025-era child logs for
+            // its session, a 2026-07-28 one for the request, which the
+            // level is then the request's own for too (none recorded
+            // would pass none of them).
             port.note_modern_log_level(&frame);
         }
         if parkable {

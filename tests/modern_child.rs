@@ -292,3 +292,48 @@ async fn input_the_session_client_cannot_give_fails_the_call_at_once() {
     );
     proxy.stop().await;
 }
+
+/// Regression: a modern child's log messages for a 2026-07-28 request that
+/// asked for them in `_meta` never reached the client. The proxy filtered
+/// them by the request's level, which it recorded only for a 2025-era
+/// child: over a modern child the level was none, and none means no log
+/// message at all.
+#[tokio::test]
+async fn a_modern_childs_log_messages_reach_the_request_that_asked() {
+    let proxy = proxy_over_modern(&["--upstream-protocol", "modern"]).await;
+    let call = |asked: Option<&str>| {
+        // A progress token: an answer on SSE, where log messages travel.
+        let mut meta = json!({
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "progressToken": "p",
+        });
+        if let Some(level) = asked {
+            meta["io.modelcontextprotocol/logLevel"] = json!(level);
+        }
+        reqwest::Client::new()
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "log")
+            .json(
+                &json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                "name":"log","arguments":{"level":"error"},"_meta":meta}}),
+            )
+            .send()
+    };
+    let r = call(Some("warning")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let msgs = support::read_messages(r).await;
+    assert_eq!(text_of(msgs.last().unwrap()), "logged", "{msgs:?}");
+    assert_eq!(msgs.len(), 2, "the log message, then the answer: {msgs:?}");
+    assert_eq!(msgs[0]["method"], "notifications/message", "{msgs:?}");
+    assert_eq!(msgs[0]["params"]["level"], "error", "{msgs:?}");
+    // Not asked for: none, and the child sends none.
+    let msgs = support::read_messages(call(None).await.unwrap()).await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(text_of(&msgs[0]), "not logged");
+    proxy.stop().await;
+}
