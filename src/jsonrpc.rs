@@ -1218,9 +1218,13 @@ pub enum Piece {
 const EDGE_BYTES: usize = 64;
 
 /// The id of a response whose only known parts are its first and last
-/// bytes: `{"jsonrpc":"2.0","id":N,` at the start (serde, pydantic) or
-/// `"id":N}` at the very end (the TypeScript SDK writes the id last). Only
-/// a top-level id can sit there; spaces after `:` and `,` are allowed.
+/// bytes: `{"jsonrpc":"2.0","id":N,"result"` (or `"error"`) at the start
+/// (serde, pydantic) or `"id":N}` at the very end of a line that starts
+/// with `{"result"` or `{"error"` (after `"jsonrpc":"2.0",` if any: the
+/// TypeScript SDK writes the id last). Only a top-level id can sit there;
+/// spaces after `:` and `,` are allowed. A request of the child's (a
+/// `method` where the result or error would be) has an id of the child's
+/// own, which names no request of the proxy's: `None`.
 pub fn edge_id(head: &[u8], tail: &[u8]) -> Option<u64> {
     fn squeeze(b: &[u8]) -> Vec<u8> {
         b.iter()
@@ -1232,12 +1236,23 @@ pub fn edge_id(head: &[u8], tail: &[u8]) -> Option<u64> {
         let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
         std::str::from_utf8(&b[..n]).ok()?.parse().ok()
     }
+    /// Whether `b` begins with the member of a response, or ends before
+    /// it shows which member (a head cut short).
+    fn answers(b: &[u8]) -> bool {
+        [&br#""result""#[..], br#""error""#]
+            .iter()
+            .any(|key| b.starts_with(key) || key.starts_with(b))
+    }
     let head = squeeze(head);
     if let Some(rest) = head.strip_prefix(br#"{"jsonrpc":"2.0","id":"#)
         && let Some(id) = digits(rest)
-        && rest.get(id.to_string().len()) == Some(&b',')
+        && let Some(after) = rest[id.to_string().len()..].strip_prefix(b",")
     {
-        return Some(id);
+        return answers(after).then_some(id);
+    }
+    let first = head.strip_prefix(b"{")?;
+    if !answers(first.strip_prefix(br#""jsonrpc":"2.0","#).unwrap_or(first)) {
+        return None;
     }
     let tail = squeeze(tail);
     let body = tail.strip_suffix(b"}")?;
@@ -2877,6 +2892,25 @@ mod tests {
         assert_eq!(edge_id(br#"{"result":{"#, br#"{"id":5}}"#), None);
         assert_eq!(edge_id(big.as_bytes(), big.as_bytes()), None);
         assert_eq!(edge_id(br#"{"jsonrpc":"2.0","id":"s","#, b"}"), None);
+        // A request of the child's: its id is the child's own.
+        assert_eq!(
+            edge_id(br#"{"jsonrpc":"2.0","id":3,"method":"roots/list""#, b"}"),
+            None
+        );
+        assert_eq!(
+            edge_id(
+                br#"{"method":"roots/list","params":{"#,
+                br#"},"jsonrpc":"2.0","id":3}"#
+            ),
+            None
+        );
+        assert_eq!(
+            edge_id(br#"{"jsonrpc":"2.0","error":{"code":1,"#, br#"},"id":3}"#),
+            Some(3)
+        );
+        // A head cut before its next member could be either: as before.
+        assert_eq!(edge_id(br#"{"jsonrpc":"2.0","id":9,"#, b""), Some(9));
+        assert_eq!(edge_id(br#"{"jsonrpc":"2.0","id":9,"re"#, b""), Some(9));
     }
 
     #[tokio::test]

@@ -860,3 +860,45 @@ async fn an_answer_read_whole_that_is_not_json_fails_its_request_at_once() {
     }
     proxy.stop().await;
 }
+
+/// A child that, asked for a tool, first sends a request of its own that
+/// is not valid JSON-RPC (a byte JSON cannot have), numbered as the call
+/// it serves happens to be (the child's ids and the proxy's are separate
+/// spaces), the id first or (tool `last`) last, then answers the call.
+const GARBLED_REQUEST: &str = r#"while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -z "$id" ] && continue; case "$l" in
+  *'"server/discover"'*) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}\n' "$id";;
+  *'"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"b","version":"1"}}}\n' "$id";;
+  *'"tools/call"'*) case "$l" in
+    *'"last"'*) printf '{"method":"roots/list","params":{"x":"a\001b"},"jsonrpc":"2.0","id":%s}\n' "$id";;
+    *) printf '{"jsonrpc":"2.0","id":%s,"method":"roots/list","params":{"x":"a\001b"}}\n' "$id";;
+    esac
+    printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}]}}\n' "$id";;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+esac; done"#;
+
+/// Regression: a line of the child's that is not JSON-RPC and showed
+/// `"id":N` at its edges failed the client's request the proxy numbered N,
+/// even when the line was a request of the child's own (its ids are its
+/// own space): the call got "the MCP server's answer was not valid
+/// JSON-RPC" and its real answer, a moment later, was dropped. Only a
+/// response's edges name a request of the proxy's.
+#[tokio::test]
+async fn a_garbled_request_of_the_childs_does_not_fail_a_call_of_the_same_number() {
+    let proxy = Proxy::start_child(&[], "sh", &["-c", GARBLED_REQUEST]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let c = c.sibling("application/json");
+    for (n, how) in ["first", "last"].into_iter().enumerate() {
+        let resp =
+            tokio::time::timeout(Duration::from_secs(10), send(&c, &tool_call(json!(n), how)))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = read_body(resp, Instant::now()).await.1.expect("whole");
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["id"], n, "{how}: {answer}");
+        assert_eq!(text_of(&answer), "ok", "{how}: {answer}");
+    }
+    proxy.stop().await;
+}
