@@ -212,6 +212,24 @@ async fn log_messages_reach_only_requests_that_asked_for_them_at_their_level() {
     proxy.stop().await;
 }
 
+/// Regression: a request that asked for log messages (`_meta` logLevel)
+/// but had no progress token got its answer as plain JSON when it
+/// accepted both, so the log messages it asked for, which only a stream
+/// can carry, were dropped: 0 of 1.
+#[tokio::test]
+async fn a_request_that_asks_for_log_messages_gets_a_stream_for_them() {
+    let proxy = Proxy::start(&[]).await;
+    let mut meta = meta();
+    meta["io.modelcontextprotocol/logLevel"] = json!("warning");
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{
+        "name":"log","arguments":{"level":"error","message":"m7"},"_meta":meta}});
+    let messages =
+        sse_messages(post(&proxy, &call, "application/json, text/event-stream").await).await;
+    assert_eq!(logs(&messages), 1, "{messages:?}");
+    assert_eq!(messages.last().unwrap()["id"], 7, "{messages:?}");
+    proxy.stop().await;
+}
+
 /// The error a 2026-07-28 client gets when the child answers with `line`
 /// (its `$ID` is the call's id at the child).
 async fn child_error(proxy: &Proxy, id: u64, line: &str) -> Value {

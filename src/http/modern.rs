@@ -287,9 +287,10 @@ async fn serve_message(
     }
     let listen = frame.method() == Some("subscriptions/listen");
     let answer = negotiate(&parts.headers)?;
-    // Plain JSON when it is acceptable and nothing can arrive before the answer:
-    // cheaper, and an unknown method can then get its 404.
-    let wants_stream = listen || has_progress_token(&frame);
+    // Plain JSON when it is acceptable and nothing can arrive before the
+    // answer (no progress, no log messages asked for): cheaper, and an
+    // unknown method can then get its 404.
+    let wants_stream = listen || has_progress_token(&frame) || frame.meta(LOG_LEVEL_KEY).is_some();
     let answer = if !wants_stream && super::accepts(&parts.headers).1 {
         Answer::Json
     } else {
