@@ -447,8 +447,10 @@ impl Outcome {
         match (a.error, a.result) {
             (Some(e), _) => {
                 let code = e.code.unwrap_or(crate::jsonrpc::code::INTERNAL_ERROR);
-                // The multiplexer's own timeout error (upstream `expire`).
-                let timed_out = code == crate::jsonrpc::code::SERVER_ERROR
+                // The multiplexer's own timeout error (upstream `expire`):
+                // -32000 for a session-era client, -32603 for a 2026-07-28 one.
+                let timed_out = (code == crate::upstream::proxy_failure_code(false)
+                    || code == crate::upstream::proxy_failure_code(true))
                     && e.message
                         .as_deref()
                         .is_some_and(|m| m.starts_with(crate::upstream::TIMEOUT_MESSAGE));
@@ -578,7 +580,7 @@ mod tests {
 
     #[test]
     fn outcomes_are_read_from_the_answer() {
-        let cases: [(&str, Outcome); 15] = [
+        let cases: [(&str, Outcome); 16] = [
             (
                 r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#,
                 Outcome::Ok,
@@ -597,6 +599,11 @@ mod tests {
             ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"request timed out after 2000 ms"}}"#,
+                Outcome::Timeout,
+            ),
+            // A 2026-07-28 client's timeout is -32603 with the same message.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"request timed out after 2000 ms"}}"#,
                 Outcome::Timeout,
             ),
             (

@@ -135,6 +135,15 @@ pub enum ProxyError {
         /// Why it was refused.
         error: Box<ProxyError>,
     },
+    /// The error within, refusing a 2026-07-28 request: the same status,
+    /// message and data, but where the proxy itself failed (the MCP
+    /// server could not be started, died, did not answer; the proxy is
+    /// stopping; the store failed) the code is -32603, not -32000: that
+    /// revision says new implementations should not use -32000…-32019
+    /// (spec 2026-07-28 `basic/index`, "Error Codes"). Session-era
+    /// refusals keep -32000.
+    #[error(transparent)]
+    Modern(Box<ProxyError>),
 }
 
 impl From<TooManySessions> for ProxyError {
@@ -160,10 +169,32 @@ impl ProxyError {
         }
     }
 
-    /// The error itself, without the request it answers.
-    fn inner(&self) -> &ProxyError {
+    /// This error as a 2026-07-28 request's refusal (see
+    /// [`ProxyError::Modern`]).
+    pub fn modern(self) -> ProxyError {
         match self {
-            ProxyError::Answering { error, .. } => error.inner(),
+            ProxyError::Answering { id, error } => ProxyError::Answering {
+                id,
+                error: Box::new(error.modern()),
+            },
+            e @ ProxyError::Modern(_) => e,
+            e => ProxyError::Modern(Box::new(e)),
+        }
+    }
+
+    /// Whether this refuses a 2026-07-28 request.
+    fn is_modern(&self) -> bool {
+        match self {
+            ProxyError::Answering { error, .. } => error.is_modern(),
+            ProxyError::Modern(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The error itself, without the request it answers or its revision.
+    pub fn inner(&self) -> &ProxyError {
+        match self {
+            ProxyError::Answering { error, .. } | ProxyError::Modern(error) => error.inner(),
             e => e,
         }
     }
@@ -204,7 +235,7 @@ impl ProxyError {
             Upstream(UpstreamError::Overloaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(_) => StatusCode::BAD_GATEWAY,
             // Unwrapped by `inner`.
-            Answering { error, .. } => error.status(),
+            Answering { error, .. } | Modern(error) => error.status(),
         }
     }
 
@@ -232,10 +263,9 @@ impl ProxyError {
             MethodNotFound(_) => code::METHOD_NOT_FOUND,
             InvalidParams(_) => code::INVALID_PARAMS,
             SessionNotFound => -32001,
-            Upstream(_) | TooManySessions(_) | ShuttingDown | StoreUnavailable(_) => {
-                code::SERVER_ERROR
-            }
-            MissingCredential(_) => code::SERVER_ERROR,
+            Upstream(UpstreamError::DuplicateId(_)) if self.is_modern() => code::INVALID_REQUEST,
+            Upstream(_) | TooManySessions(_) | ShuttingDown | StoreUnavailable(_)
+            | MissingCredential(_) => crate::upstream::proxy_failure_code(self.is_modern()),
             _ => code::INVALID_REQUEST,
         }
     }
@@ -270,7 +300,7 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        match error {
+        match error.inner() {
             ProxyError::MethodNotAllowed(allow) => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));
             }

@@ -212,12 +212,28 @@ impl Clone for UpstreamError {
 }
 
 impl UpstreamError {
-    /// The JSON-RPC error code a client gets for it.
-    fn code(&self) -> i64 {
+    /// The JSON-RPC error code a client gets for it. The proxy's own
+    /// failures (the child died, did not answer in time, answered
+    /// garbage) are -32000 for a session-era client, as they always
+    /// were, and -32603 for a 2026-07-28 (`modern`) one: that revision
+    /// says new implementations should not use -32000…-32019 at all
+    /// (spec 2026-07-28 `basic/index`, "Error Codes").
+    pub fn code(&self, modern: bool) -> i64 {
         match self {
             UpstreamError::DuplicateId(_) => code::INVALID_REQUEST,
-            _ => code::SERVER_ERROR,
+            _ => proxy_failure_code(modern),
         }
+    }
+}
+
+/// The code of an error the proxy itself answers with because the MCP
+/// server failed (see [`UpstreamError::code`]): -32000 for a session-era
+/// client, -32603 for a 2026-07-28 one.
+pub fn proxy_failure_code(modern: bool) -> i64 {
+    if modern {
+        code::INTERNAL_ERROR
+    } else {
+        code::SERVER_ERROR
     }
 }
 
@@ -281,16 +297,17 @@ impl Reply {
         }
     }
 
-    /// Answers request `client_id` with error `e` (the proxy's own
+    /// Answers request `client_id` with error `e`, in the code a
+    /// 2026-07-28 (`modern`) or session-era client takes (the proxy's own
     /// requests get `e` itself).
-    fn fail(self, client_id: &[u8], e: &UpstreamError) {
+    fn fail(self, client_id: &[u8], e: &UpstreamError, modern: bool) {
         match self {
             Reply::Call(tx) => {
                 let _ = tx.send(Err(e.clone()));
             }
             other => other.respond(&jsonrpc::error_response(
                 Some(client_id),
-                e.code(),
+                e.code(modern),
                 &e.to_string(),
                 None,
             )),
@@ -884,6 +901,7 @@ impl Upstream {
         }
         let pending = Pending {
             port: port.key,
+            modern: port.kind == PortKind::Modern,
             fill,
             tasks,
             retry,
@@ -909,7 +927,7 @@ impl Upstream {
             Box::pin(self.wait_until_restarted()).await;
         }
         if let Err(e) = self.child() {
-            pending.reply.fail(&pending.client_id, &e);
+            pending.fail(&e);
             return Err(e);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -963,6 +981,7 @@ impl Upstream {
         })?;
         let pending = Pending {
             port: 0,
+            modern: false,
             fill: Fill::None,
             tasks: TaskAnswer::None,
             retry: None,

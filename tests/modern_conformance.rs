@@ -715,3 +715,96 @@ async fn a_removed_notification_does_not_reach_a_modern_request() {
     );
     proxy.stop().await;
 }
+
+/// A 2026-07-28 `tools/call` of `tool` with `args`, as plain JSON; the
+/// status and the body.
+async fn modern_tool(proxy: &Proxy, id: u64, tool: &str, args: Value) -> (u16, Value) {
+    let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":tool,"arguments":args,"_meta":meta()}});
+    let r = post(proxy, &call, "application/json").await;
+    let status = r.status().as_u16();
+    (status, json_of(r).await)
+}
+
+/// `basic/index`, "Error Codes": -32000…-32019 is legacy, and "new
+/// implementations SHOULD NOT use codes from this sub-range at all". The
+/// proxy's own failures (the child died, a request timed out, an answer
+/// over `--max-line-bytes`) reached 2026-07-28 clients as -32000; they
+/// are -32603 (internal error) now, with the same message. A session-era
+/// client still gets -32000 for the same failure.
+#[tokio::test]
+async fn the_proxys_own_failures_are_internal_errors_in_the_revision() {
+    let proxy = Proxy::start(&["--request-timeout", "500ms", "--max-line-bytes", "65536"]).await;
+
+    // Request timeout.
+    let (_, v) = modern_tool(&proxy, 1, "sleep", json!({"ms": 5000})).await;
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("request timed out"),
+        "{v}"
+    );
+    // The same timeout for a session-era client keeps -32000.
+    let mut session = support::Client::new(&proxy.mcp());
+    session.initialize("2025-11-25", json!({})).await;
+    let old = session.call(json!(1), "sleep", json!({"ms": 5000})).await;
+    assert_eq!(old["error"]["code"], -32000, "{old}");
+
+    // An answer over --max-line-bytes, dropped.
+    let (_, v) = modern_tool(
+        &proxy,
+        2,
+        "misbehave_huge_line",
+        json!({"bytes": 200000, "newline_after_ms": 10}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-line-bytes"),
+        "{v}"
+    );
+
+    // The child dies with the call in flight.
+    let (_, v) = modern_tool(&proxy, 3, "crash", json!({"code": 7})).await;
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    // And while it is down (or restarting), whatever the proxy answers
+    // in its stead is never -32000.
+    for id in 10..20 {
+        let list = json!({"jsonrpc":"2.0","id":id,"method":"tools/list","params":{"_meta":meta()}});
+        let r = post(&proxy, &list, "application/json").await;
+        let v = json_of(r).await;
+        if !v["error"].is_null() {
+            assert_eq!(v["error"]["code"], -32603, "{v}");
+        }
+    }
+    proxy.stop().await;
+}
+
+/// As above, for a failure the HTTP layer turns into a status: a child
+/// that cannot be started is a 502 whose body was -32000.
+#[tokio::test]
+async fn a_child_that_cannot_start_is_an_internal_error_in_the_revision() {
+    let proxy = Proxy::start_child(&[], "/nonexistent/mcp-server", &[]).await;
+    let (status, v) = modern_tool(&proxy, 5, "echo", json!({"message": "hi"})).await;
+    assert!(status >= 500, "{status} {v}");
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    assert_eq!(v["id"], 5, "{v}");
+    // A session-era initialize still gets -32000.
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().as_u16() >= 500, "{}", r.status());
+    let v = json_of(r).await;
+    assert_eq!(v["error"]["code"], -32000, "{v}");
+    proxy.stop().await;
+}

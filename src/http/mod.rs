@@ -627,7 +627,7 @@ impl App {
             Ok(r) => r,
             Err(e) => {
                 debug!(error = %e, "request refused");
-                match e {
+                match e.inner() {
                     ProxyError::Auth(_) => self.metrics.auth_failure(AuthFailure::Key),
                     ProxyError::ForbiddenOrigin(_) => {
                         self.metrics.auth_failure(AuthFailure::Origin)

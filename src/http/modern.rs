@@ -239,7 +239,7 @@ pub async fn serve(
     let id: Option<Box<[u8]>> = refusal_id(&frame).map(Into::into);
     Box::pin(serve_message(app, parts, frame))
         .await
-        .map_err(|e| e.answering(id.as_deref()))
+        .map_err(|e| e.modern().answering(id.as_deref()))
 }
 
 async fn serve_message(
@@ -309,8 +309,9 @@ async fn serve_message(
         let reply = app.reply_for(&principal, &frame, Reply::Json(tx));
         let _ = upstream.request(&port, frame, reply).await;
         let answer = tokio::select! {
-            r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the MCP server did not answer", None).into()),
-            _ = app.answers_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::SERVER_ERROR, "the proxy is shutting down", None).into(),
+            // The proxy's own failures: -32603 in this revision (`UpstreamError::code`).
+            r = rx => r.unwrap_or_else(|_| jsonrpc::error_response(Some(&id), code::INTERNAL_ERROR, "the MCP server did not answer", None).into()),
+            _ = app.answers_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::INTERNAL_ERROR, "the proxy is shutting down", None).into(),
         };
         guard.answered = true;
         // An error is small; a large answer is a result and is not read again.

@@ -445,6 +445,7 @@ mod tests {
         let stream: Sink = sink.clone();
         let pending = Pending {
             port: 1,
+            modern: false,
             fill: Fill::None,
             tasks: TaskAnswer::None,
             client_id: br#""listen-1""#.to_vec().into(),

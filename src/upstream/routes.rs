@@ -92,6 +92,9 @@ pub(super) enum TaskAnswer {
 
 pub(super) struct Pending {
     pub(super) port: u64,
+    /// The client speaks 2026-07-28: the proxy's own failures reach it
+    /// as -32603, not -32000 (see `UpstreamError::code`).
+    pub(super) modern: bool,
     pub(super) fill: Fill,
     pub(super) tasks: TaskAnswer,
     pub(super) client_id: Box<[u8]>,
@@ -106,6 +109,13 @@ pub(super) struct Pending {
     /// When `--request-timeout` ends it (its key in `Routes::timers`).
     pub(super) deadline: Option<Instant>,
     pub(super) reply: Reply,
+}
+
+impl Pending {
+    /// Answers the request with error `e`, in its client's revision's code.
+    pub(super) fn fail(self, e: &super::UpstreamError) {
+        self.reply.fail(&self.client_id, e, self.modern);
+    }
 }
 
 /// A 2026-07-28 client's call whose 2025-era child asked the client
@@ -822,6 +832,7 @@ mod tests {
         let (tx, rx) = oneshot::channel();
         let p = Pending {
             port,
+            modern: false,
             fill: Fill::None,
             tasks: TaskAnswer::None,
             client_id: client_id.into(),

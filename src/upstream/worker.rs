@@ -190,10 +190,10 @@ impl Command {
     /// The command could not be queued: whoever waits hears of `e`.
     pub(super) fn refuse(self, e: &UpstreamError) {
         match self {
-            Command::Send { pending, .. } => pending.reply.fail(&pending.client_id, e),
+            Command::Send { pending, .. } => pending.fail(e),
             Command::Resume {
                 client_id, reply, ..
-            } => reply.fail(&client_id, e),
+            } => reply.fail(&client_id, e, true), // a retry: 2026-07-28
             // The other waiters see their answer channel close.
             _ => {}
         }
@@ -493,7 +493,7 @@ impl Worker {
                 Ok(_) => self.write(line, Some(id)),
                 Err(refused) => {
                     let (e, pending) = *refused;
-                    pending.reply.fail(&pending.client_id, &e);
+                    pending.fail(&e);
                 }
             },
             Command::Write(line) => self.write(line, None),
@@ -1030,7 +1030,7 @@ impl Worker {
         );
         let e = UpstreamError::TimedOut(timeout);
         let reason = e.to_string();
-        p.reply.fail(&p.client_id, &e);
+        p.fail(&e);
         self.write_control(&cancelled_notification(id, &reason));
     }
 
@@ -1038,7 +1038,7 @@ impl Worker {
     /// still come, late (see `Routes::abandon`).
     pub(super) fn fail_pending(&mut self, id: u64, e: &UpstreamError) {
         if let Some(p) = self.routes.abandon(id) {
-            p.reply.fail(&p.client_id, e);
+            p.fail(e);
         }
     }
 
@@ -1046,7 +1046,7 @@ impl Worker {
     /// it can come, so it does not count as abandoned.
     fn fail_unsent(&mut self, id: u64, e: &UpstreamError) {
         if let Some(p) = self.routes.take(id) {
-            p.reply.fail(&p.client_id, e);
+            p.fail(e);
         }
     }
 
@@ -1063,7 +1063,7 @@ impl Worker {
         }
         let e = UpstreamError::Gone(why.to_string());
         for p in pending {
-            p.reply.fail(&p.client_id, &e);
+            p.fail(&e);
         }
         if close_sessions {
             for port in self.routes.ports.values() {
@@ -1622,9 +1622,10 @@ impl Worker {
                     .insert(client_key(port.key, &client_id), parked.call);
                 r.count_in(port.key);
             }
+            // A retry, so a 2026-07-28 client's: -32603 (`UpstreamError::code`).
             None => reply.respond(&jsonrpc::error_response(
                 Some(&client_id),
-                code::SERVER_ERROR,
+                code::INTERNAL_ERROR,
                 "the MCP server ended the call",
                 None,
             )),
