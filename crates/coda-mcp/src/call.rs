@@ -16,6 +16,7 @@ use std::time::Instant;
 use rmcp::RoleServer;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::Peer;
+use tokio_util::sync::CancellationToken;
 
 /// What a tool call knows about its request.
 #[derive(Debug)]
@@ -40,6 +41,11 @@ pub struct CallContext {
     /// was asked to change was changed. Shared with the server, which at
     /// shutdown lets a call that sent one finish (see [`crate::shutdown`]).
     pub write_sent: Arc<AtomicBool>,
+    /// Cancelled when the process stops and this call goes on only to
+    /// finish the writes it sent ([`crate::shutdown`]): from then on it
+    /// no longer waits for Coda to apply them (a poll changes nothing in
+    /// Coda, and its answer finds nobody).
+    pub finishing: CancellationToken,
 }
 
 tokio::task_local! {
@@ -59,6 +65,22 @@ pub fn deadline() -> Option<Instant> {
 /// Record that a write request is being sent (see [`CallContext::write_sent`]).
 pub fn note_write_sent() {
     let _ = CALL.try_with(|c| c.write_sent.store(true, Ordering::Relaxed));
+}
+
+/// Resolves once the tool call being run goes on only to finish the
+/// writes it sent, at the process's stop (see
+/// [`CallContext::finishing`]); never outside a call.
+pub async fn finishing() {
+    match CALL.try_with(|c| c.finishing.clone()) {
+        Ok(t) => t.cancelled_owned().await,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Whether [`finishing`] has resolved (`false` outside a call).
+pub fn is_finishing() -> bool {
+    CALL.try_with(|c| c.finishing.is_cancelled())
+        .unwrap_or(false)
 }
 
 /// Whether the tool call being run is a write tool's and has not sent any

@@ -364,7 +364,9 @@ impl ServerHandler for CodaServer {
             deadline: self.coda.cfg.deadline_from(std::time::Instant::now()),
             write: self.is_write(&name),
             write_sent: Arc::new(AtomicBool::new(false)),
+            finishing: tokio_util::sync::CancellationToken::new(),
         };
+        let finishing = ctx.finishing.clone();
         let cancelled = context.ct.clone();
         let write = ctx.write;
         let sent = ctx.write_sent.clone();
@@ -411,6 +413,8 @@ impl ServerHandler for CodaServer {
                     tool = %name,
                     "let a write call finish at shutdown: it sent a write to Coda"
                 );
+                // Its writes go on; waiting for Coda to apply them stops.
+                finishing.cancel();
                 let out = run.await?;
                 let failed = match &out {
                     CallToolResponse::Complete(r) => r.is_error == Some(true),

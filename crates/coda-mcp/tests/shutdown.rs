@@ -213,3 +213,60 @@ async fn every_call_stopped_at_shutdown_is_logged() {
     assert_eq!(stopped, CALLS as usize, "{log}");
     assert!(log.contains("stdin closed, exiting"), "{log}");
 }
+
+/// Regression: a write call whose writes were all sent went on at the
+/// stop for as long as it polled Coda for the write's status (`wait`),
+/// up to its whole deadline (here 40 s), though the polls change nothing
+/// and their answer finds nobody: behind mcp-proxy's default grace (5 s +
+/// 5 s) that is a SIGKILL. Once its writes are sent, a call finishing at
+/// the stop no longer waits for Coda to apply them.
+#[tokio::test]
+async fn a_write_finishing_at_the_stop_does_not_wait_for_coda_to_apply_it() {
+    let fake = FakeCoda::start().await;
+    fake.set_mutation_plan(fake_coda::MutationPlan {
+        not_found_polls: 0,
+        pending_polls: 1_000_000,
+    });
+    let mut raw = harness::spawn_traced(command(
+        &fake,
+        &[
+            "--skip-token-check",
+            "--no-rate-limit",
+            "--call-timeout-secs",
+            "40",
+        ],
+    ));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "shutdown-test", "version": "0"}}});
+    send(&mut raw, &init).await;
+    tokio::time::timeout(Duration::from_secs(30), raw.out.next_line())
+        .await
+        .expect("no answer to initialize")
+        .unwrap()
+        .expect("stdout closed");
+    send(
+        &mut raw,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    let insert = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "coda_create_rows",
+        "arguments": {"docId": "doc1", "tableIdOrName": "grid-tasks",
+            "rows": [{"Name": "waited"}], "wait": true}}});
+    send(&mut raw, &insert).await;
+    until("Coda is polled for the write's status", || {
+        fake.arrived_at("GET", "/mutationStatus") >= 1
+    })
+    .await;
+    signal(&raw, "-TERM");
+    let (status, took, log) = exit(raw, Duration::from_secs(60)).await;
+    assert!(status.success(), "{status}: {log}");
+    assert!(took < Duration::from_secs(8), "{took:?}: {log}");
+    assert!(
+        log.contains("stop waiting for Coda to apply a write"),
+        "{log}"
+    );
+    assert!(log.contains("finish a write call at shutdown"), "{log}");
+    assert_eq!(fake.arrived_at("POST", "/rows"), 1);
+}

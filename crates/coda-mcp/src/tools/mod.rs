@@ -644,6 +644,22 @@ impl MutationState {
             error: None,
         }
     }
+
+    /// Not waited for: the process stopped (see [`call::finishing`]).
+    fn not_waited(request_id: &str) -> Self {
+        tracing::info!(
+            request_id,
+            "stop waiting for Coda to apply a write: the process is stopping"
+        );
+        MutationState {
+            completed: false,
+            warning: None,
+            timed_out: false,
+            error: Some(format!(
+                "the write was accepted (requestId {request_id}), but coda-mcp stopped before Coda reported it applied: it may still be applied"
+            )),
+        }
+    }
 }
 
 /// What a dry-run replace would change.
@@ -1408,7 +1424,13 @@ impl Coda {
             if polls > 0 && interval >= room {
                 return MutationState::timed_out();
             }
-            tokio::time::sleep(interval.min(room)).await;
+            // At the process's stop the write is finished once sent:
+            // whether Coda applied it yet changes nothing, and nobody
+            // would read the answer (`call::finishing`).
+            tokio::select! {
+                _ = tokio::time::sleep(interval.min(room)) => {}
+                _ = call::finishing() => return MutationState::not_waited(request_id),
+            }
             polls += 1;
             interval = (interval.mul_f64(1.5)).min(Duration::from_secs(8));
             call::progress(
@@ -1418,7 +1440,11 @@ impl Coda {
             )
             .await;
             let req = ApiRequest::get(&["mutationStatus", request_id]);
-            match self.client.send(&req, deadline).await {
+            let status = tokio::select! {
+                s = self.client.send(&req, deadline) => s,
+                _ = call::finishing() => return MutationState::not_waited(request_id),
+            };
+            match status {
                 Ok(resp) => {
                     let completed = resp
                         .body
