@@ -20,7 +20,9 @@
 //!
 //! - **First reservation** of a body ([`ReadBudget::reserve`]), by a reader
 //!   that holds nothing of the budget for it: the whole `Content-Length`
-//!   when Coda sends one, else [`FIRST_STEP`]. It takes free room at once
+//!   when Coda sends one (with, for an API answer, the parse expected of
+//!   it: [`EXPECTED_PARSE_PER_BYTE`], at least [`FIRST_STEP`] in all,
+//!   when that fits the budget), else [`FIRST_STEP`]. It takes free room at once
 //!   or waits for it, in arrival order, but never past the instant it is
 //!   given (the call's deadline, or the request's own timeout when that
 //!   ends first); then it fails with [`OverBudget`]. A reservation larger
@@ -89,6 +91,15 @@ pub const UNIT: usize = 1024;
 /// or compressed answer): larger than most answers, so that growing is
 /// rare, and small enough that an empty answer costs nothing to speak of.
 pub const FIRST_STEP: usize = 64 * 1024;
+
+/// What an API answer's parse is expected to take per byte of its text,
+/// reserved with its `Content-Length` before it is read: its parse is
+/// counted too ([`crate::client::json_cost`]), and growing then, while
+/// holding the text, cannot wait, so an answer that arrived while others
+/// waited for room was refused where it could have waited. Measured
+/// estimates for Coda's answers: 4 (a write's ids) to 7 (pages of rows)
+/// to 11 (docs); more for small objects (a column's select options: 37).
+pub const EXPECTED_PARSE_PER_BYTE: usize = 8;
 
 /// At most one warning about refused answers in this long.
 const WARN_EVERY: Duration = Duration::from_secs(1);
@@ -322,6 +333,24 @@ impl Held<Vec<u8>> {
         Ok(Self {
             value: Vec::new(),
             reservation: budget.reserve(first, until).await?,
+        })
+    }
+
+    /// [`Held::reserve`] for an API answer of `len` bytes (its
+    /// `Content-Length`) that will be parsed: `room` bytes in all (its text
+    /// and the parse expected of it; at least `len`), the buffer sized for
+    /// the text alone. Once the parse's estimate is known
+    /// ([`Held::grow_room`]) the slack goes back, or the room grows.
+    pub async fn reserve_parsed(
+        budget: &ReadBudget,
+        len: usize,
+        room: usize,
+        until: Instant,
+    ) -> Result<Self, OverBudget> {
+        let reservation = budget.reserve(room.max(len), until).await?;
+        Ok(Self {
+            value: Vec::with_capacity(len),
+            reservation,
         })
     }
 

@@ -42,7 +42,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use super::budget::{FIRST_STEP, Held, OverBudget, ReadBudget, Reservation};
+use super::budget::{
+    EXPECTED_PARSE_PER_BYTE, FIRST_STEP, Held, OverBudget, ReadBudget, Reservation,
+};
 use super::config::{ApiToken, CodaConfig};
 use super::ratelimit::{RateLimiter, RequestClass};
 
@@ -140,7 +142,9 @@ pub const MAX_URL_BYTES: usize = 16 * 1024;
 
 /// Read a response body, refusing one over `cap` bytes as it streams in,
 /// into room of the [`ReadBudget`]: the whole `Content-Length` when the
-/// answer gives one, else [`FIRST_STEP`] and then doubling. That first
+/// answer gives one (with, when it is to be `parsed`, the parse expected
+/// of it, [`EXPECTED_PARSE_PER_BYTE`], at least [`FIRST_STEP`] in all, when
+/// that fits the budget), else [`FIRST_STEP`] and then doubling. That first
 /// reservation, taken while nothing is held for this body, may wait for
 /// room until `until` (the call's deadline, or the request's timeout when
 /// that ends first); growing never waits (see [`crate::budget`]). The room
@@ -150,15 +154,30 @@ async fn read_capped(
     cap: usize,
     budget: &ReadBudget,
     until: Instant,
+    parsed: bool,
 ) -> Result<Held<Vec<u8>>, BodyError> {
     let known = resp.content_length();
     if known.is_some_and(|n| n > cap as u64) {
         return Err(BodyError::TooLarge(cap));
     }
-    let first = known.map_or(FIRST_STEP.min(cap), |n| n as usize);
-    let mut out = Held::reserve(budget, first, until)
-        .await
-        .map_err(BodyError::Budget)?;
+    let first = match known.map(|n| n as usize) {
+        Some(len) if parsed => {
+            let room = len
+                .saturating_mul(1 + EXPECTED_PARSE_PER_BYTE)
+                .max(FIRST_STEP);
+            // Waiting for more than the budget could never end; such an
+            // answer's parse grows its room once read, or it is refused.
+            let room = if room <= budget.max_bytes() {
+                room
+            } else {
+                len
+            };
+            Held::reserve_parsed(budget, len, room, until).await
+        }
+        Some(len) => Held::reserve(budget, len, until).await,
+        None => Held::reserve(budget, FIRST_STEP.min(cap), until).await,
+    };
+    let mut out = first.map_err(BodyError::Budget)?;
     while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
         if out.len() + chunk.len() > cap {
             return Err(BodyError::TooLarge(cap));
@@ -837,8 +856,13 @@ impl CodaClient {
                         .get(reqwest::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(|v| model_text(&redact_text(v, self.token.expose()), 100));
-                    let read =
-                        read_capped(resp, MAX_RESPONSE_BYTES, &self.read_budget, request_end);
+                    let read = read_capped(
+                        resp,
+                        MAX_RESPONSE_BYTES,
+                        &self.read_budget,
+                        request_end,
+                        true,
+                    );
                     let mut bytes = match read.await {
                         Ok(b) => b,
                         Err(BodyError::Budget(over)) if status.is_success() => {
@@ -1117,7 +1141,13 @@ impl CodaClient {
             // causes name it.
             .map_err(|e| CodaError::Transport(e.without_url()))?;
         let status = resp.status();
-        let read = read_capped(resp, MAX_RESPONSE_BYTES, &self.read_budget, request_end);
+        let read = read_capped(
+            resp,
+            MAX_RESPONSE_BYTES,
+            &self.read_budget,
+            request_end,
+            false,
+        );
         let bytes = match read.await {
             Ok(b) => b,
             Err(BodyError::Read(e)) => return Err(CodaError::Transport(e.without_url())),
@@ -2089,6 +2119,83 @@ mod tests {
             )
             .await;
         assert!(accepted() >= 1, "the API host was not connected to");
+    }
+
+    /// Regression: an answer with a Content-Length had exactly that
+    /// reserved, so its parse (json_cost) had to grow the room at once
+    /// (a holder must not wait), and any answer that found the budget
+    /// taken at that moment was refused, though, arriving with nothing
+    /// held, it could have waited like any first reservation. A write
+    /// Coda applied and answered with 54 bytes was reported "accepted,
+    /// its answer could not be held in memory" (no ids; a chunked insert
+    /// stopped there), and a read said to ask for less. The first
+    /// reservation now covers the text and its expected parse.
+    #[tokio::test]
+    async fn a_small_answer_while_the_budget_is_taken_waits_for_room() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = r#"{"requestId":"mutate:1","addedRowIds":["i-1","i-2"]}"#;
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    // The request, head and body (its Content-Length).
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if got.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        let cfg =
+            CodaConfig::for_base_url("secret-token", &format!("http://127.0.0.1:{port}/apis/v1"))
+                .unwrap();
+        let client = CodaClient::new(&cfg).unwrap();
+        let deadline = || Instant::now() + Duration::from_secs(10);
+        let post = ApiRequest::new(Method::POST, &["docs", "d1", "tables", "t", "rows"])
+            .body(serde_json::json!({"rows": []}));
+        let get = ApiRequest::get(&["docs", "d1"]);
+        for req in [post, get] {
+            // Another call holds all of the budget but one unit, for 300 ms.
+            let b = client.read_budget();
+            let other = b
+                .reserve(b.max_bytes() - crate::budget::UNIT, deadline())
+                .await
+                .unwrap();
+            let freed = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(other);
+            });
+            let r = client.send(&req, deadline()).await;
+            let r = r.unwrap_or_else(|e| panic!("{} refused: {e}", req.method));
+            assert_eq!(r.body["requestId"], "mutate:1", "{} {}", r.status, r.body);
+            freed.await.unwrap();
+            drop(r);
+            assert_eq!(client.read_budget().held_bytes(), 0);
+        }
     }
 
     #[test]
