@@ -71,6 +71,8 @@ pub const PARSED_OBJECT_BYTES: usize = 640;
 /// What each member costs beyond that: its key's `String` and its share
 /// of the nodes past the first (632 bytes for 11).
 pub const PARSED_MEMBER_BYTES: usize = 24 + 58;
+/// serde_json's nesting limit: an answer nested deeper fails to parse.
+const MAX_NESTING: usize = 128;
 /// What a string costs beyond its bytes: the allocator's own (it hands out
 /// at least 16 bytes, with a header).
 pub const PARSED_STRING_BYTES: usize = 16;
@@ -82,7 +84,8 @@ pub const PARSED_STRING_BYTES: usize = 16;
 /// costs far more parsed than as text: a 32 MiB answer of `[0,0,…]` is 16
 /// million values and took 568 MB to parse, and `{"a":0}` (8 bytes, two
 /// values) takes about 690. The estimate errs high: values at
-/// [`PARSED_VALUE_BYTES`], non-empty objects at [`PARSED_OBJECT_BYTES`],
+/// [`PARSED_VALUE_BYTES`] (an array's at the room its `Vec` grew to, up
+/// to twice its elements), non-empty objects at [`PARSED_OBJECT_BYTES`],
 /// members at [`PARSED_MEMBER_BYTES`], strings at their bytes plus
 /// [`PARSED_STRING_BYTES`].
 pub fn json_cost(bytes: &[u8], max: usize) -> Option<usize> {
@@ -93,6 +96,15 @@ pub fn json_cost(bytes: &[u8], max: usize) -> Option<usize> {
     let mut escaped = false;
     // Just after a `{`: whether the object turns out empty.
     let mut opened = false;
+    // The containers open at this point, up to serde_json's nesting limit
+    // (a deeper answer fails to parse): an array's elements so far, `None`
+    // for an object. A parsed array is a `Vec` grown by doubling, so it
+    // holds room for up to twice its elements.
+    let mut open: Vec<Option<usize>> = Vec::new();
+    let mut depth = 0usize;
+    let mut spare_slots = 0usize;
+    // Just after a `[`: whether the array turns out empty.
+    let mut array_opened = false;
     for &b in bytes {
         if in_string {
             match b {
@@ -110,6 +122,14 @@ pub fn json_cost(bytes: &[u8], max: usize) -> Option<usize> {
                 objects += 1;
             }
         }
+        if array_opened && !b.is_ascii_whitespace() {
+            array_opened = false;
+            if b != b']'
+                && let Some(Some(k)) = open.last_mut()
+            {
+                *k += 1;
+            }
+        }
         match b {
             b'"' => {
                 in_string = true;
@@ -118,16 +138,37 @@ pub fn json_cost(bytes: &[u8], max: usize) -> Option<usize> {
             b':' => members += 1,
             b'[' | b'{' | b',' => {
                 opened = b == b'{';
+                array_opened = b == b'[';
+                if b == b',' {
+                    if let Some(Some(k)) = open.last_mut() {
+                        *k += 1;
+                    }
+                } else {
+                    depth += 1;
+                    if depth <= MAX_NESTING {
+                        open.push((b == b'[').then_some(0));
+                    }
+                }
                 n += 1;
                 if n > max {
                     return None;
                 }
             }
+            b']' | b'}' => {
+                if depth <= MAX_NESTING
+                    && let Some(Some(k)) = open.pop()
+                    && k > 0
+                {
+                    spare_slots += k.next_power_of_two().max(4) - k;
+                }
+                depth = depth.saturating_sub(1);
+            }
             _ => {}
         }
     }
     Some(
-        n.saturating_mul(PARSED_VALUE_BYTES)
+        n.saturating_add(spare_slots)
+            .saturating_mul(PARSED_VALUE_BYTES)
             .saturating_add(objects.saturating_mul(PARSED_OBJECT_BYTES))
             .saturating_add(members.saturating_mul(PARSED_MEMBER_BYTES))
             .saturating_add(strings.saturating_mul(PARSED_STRING_BYTES))
@@ -1835,6 +1876,28 @@ mod tests {
         for good in ["...", "a.b", ".hidden", "Q1 / Q2"] {
             assert!(ApiRequest::get(&["docs", good]).invalid_segment().is_none());
         }
+    }
+
+    /// Regression: json_cost counted an array's elements at 32 bytes each,
+    /// but serde_json grows the `Vec` by doubling: 100,000 numbers took
+    /// 4,194,320 bytes parsed (131,072 slots, measured with a counting
+    /// allocator) against an estimate of 3,200,032, so an answer of
+    /// arrays was counted in --max-read-bytes at as little as half of
+    /// what it took.
+    #[test]
+    fn an_arrays_estimate_counts_the_room_its_vec_grows_to() {
+        let numbers = format!("[{}]", vec!["0"; 100_000].join(","));
+        let cost = json_cost(numbers.as_bytes(), usize::MAX).unwrap();
+        assert!(cost >= 131_072 * PARSED_VALUE_BYTES, "{cost}");
+        // Five elements: room for eight; nested arrays each their own.
+        let five = json_cost(b"[1,2,3,4,5]", usize::MAX).unwrap();
+        assert_eq!(five, (1 + 8) * PARSED_VALUE_BYTES);
+        let nested = json_cost(b"[[1,2,3,4,5], [], [\"a,b]\"]]", usize::MAX).unwrap();
+        // root + 3 elements (room for 4) + 5 (room for 8) + 1 (room for 4).
+        assert!(nested >= (1 + 4 + 8 + 4) * PARSED_VALUE_BYTES, "{nested}");
+        // Nesting past serde_json's limit costs no memory to scan.
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(json_cost(deep.as_bytes(), usize::MAX).is_some());
     }
 
     #[test]
