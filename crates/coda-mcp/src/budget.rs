@@ -97,8 +97,9 @@ pub const FIRST_STEP: usize = 64 * 1024;
 /// counted too ([`crate::client::json_cost`]), and growing then, while
 /// holding the text, cannot wait, so an answer that arrived while others
 /// waited for room was refused where it could have waited. Measured
-/// estimates for Coda's answers: 4 (a write's ids) to 7 (pages of rows)
-/// to 11 (docs); more for small objects (a column's select options: 37).
+/// estimates for Coda's answers: 5 (a write's ids) to 7-8 (pages of
+/// rows) to 12 (docs, rich rows); more for small objects (a column's
+/// select options: 39).
 pub const EXPECTED_PARSE_PER_BYTE: usize = 8;
 
 /// At most one warning about refused answers in this long.
