@@ -6,91 +6,17 @@
 mod fake_coda;
 #[path = "support/harness.rs"]
 mod harness;
+#[path = "support/quiet.rs"]
+mod quiet;
 
-use std::time::Duration;
-
-use fake_coda::{FakeCoda, Hostile};
-use harness::command;
+use fake_coda::FakeCoda;
+use quiet::{Raw, answer, next, peak, send};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 /// A token as long as coda-mcp follows.
 fn long_token(i: usize) -> String {
     let head = format!("tok-{i}-");
     format!("{head}{}", "t".repeat(4000 - head.len()))
-}
-
-fn answer(v: &Value) -> Hostile {
-    Hostile {
-        status: 200,
-        headers: vec![("content-type".into(), b"application/json".to_vec())],
-        body: v.to_string().into_bytes(),
-        ..Hostile::default()
-    }
-}
-
-/// coda-mcp on raw pipes, its log (warnings only) discarded: trace
-/// logging of thousands of requests would take longer than the test.
-struct Raw {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-}
-
-async fn started(fake: &FakeCoda) -> Raw {
-    use std::process::Stdio;
-    use tokio::io::AsyncBufReadExt;
-    let mut cmd = command(fake, &["--skip-token-check", "--no-rate-limit"]);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut raw = Raw {
-        stdin: child.stdin.take().unwrap(),
-        out: tokio::io::BufReader::new(child.stdout.take().unwrap()).lines(),
-        child,
-    };
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "page-tokens-test", "version": "0"}}});
-    send(&mut raw, &init).await;
-    next(&mut raw).await;
-    send(
-        &mut raw,
-        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .await;
-    raw
-}
-
-async fn send(raw: &mut Raw, msg: &Value) {
-    raw.stdin
-        .write_all(msg.to_string().as_bytes())
-        .await
-        .unwrap();
-    raw.stdin.write_all(b"\n").await.unwrap();
-    raw.stdin.flush().await.unwrap();
-}
-
-async fn next(raw: &mut Raw) -> Value {
-    let line = tokio::time::timeout(Duration::from_secs(60), raw.out.next_line())
-        .await
-        .expect("no answer")
-        .unwrap()
-        .expect("stdout closed");
-    serde_json::from_str(&line).unwrap()
-}
-
-/// The peak resident memory of the process, in bytes.
-fn peak(raw: &Raw) -> u64 {
-    let pid = raw.child.id().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 /// Lists the tables of doc1 with `fetchAll`; returns the result and how
@@ -123,7 +49,7 @@ async fn the_items_of_a_page_share_its_token() {
         1,
         answer(&json!({"items": items})),
     );
-    let mut raw = started(&fake).await;
+    let mut raw = quiet::started(&fake, &[]).await;
     let (a, grew) = list_all(&mut raw, 2).await;
     assert!(a["result"].is_object(), "{a}");
     assert!(grew < 30 << 20, "peak memory grew by {} MB", grew >> 20);
@@ -141,7 +67,7 @@ async fn the_items_of_a_page_share_its_token() {
 async fn the_tokens_a_list_followed_are_not_kept_whole() {
     const PAGES: usize = 1000;
     let fake = FakeCoda::start().await;
-    let mut raw = started(&fake).await;
+    let mut raw = quiet::started(&fake, &[]).await;
     // Warm up: what the first list call allocates is not the tokens'.
     list_all(&mut raw, 2).await;
     for i in 0..PAGES {
