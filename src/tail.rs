@@ -52,10 +52,9 @@ pub struct TailSender {
 pub struct Tail {
     rx: mpsc::UnboundedReceiver<Piece>,
     done: bool,
-    /// Chunks [`Tail::failed_by_now`] took in, given out first, and
-    /// whether the answer's end came after them.
+    /// Chunks [`Tail::failed_by_now`] took in, given out first (`done`
+    /// may be set already: the answer's end came after them).
     early: VecDeque<Bytes>,
-    ended: bool,
     failed: Option<TailError>,
     /// The client's id of the request answered: the error made for it
     /// when the tail fails before anything of the answer went out.
@@ -82,7 +81,6 @@ pub fn channel(client_id: &[u8]) -> (TailSender, Tail) {
         rx,
         done: false,
         early: VecDeque::new(),
-        ended: false,
         failed: None,
         client_id: client_id.into(),
     };
@@ -115,8 +113,7 @@ impl Tail {
         if let Some(why) = self.failed {
             return Err(why);
         }
-        if self.done || self.ended {
-            self.done = true;
+        if self.done {
             return Ok(None);
         }
         match self.rx.recv().await {
@@ -135,14 +132,14 @@ impl Tail {
     /// its end or its failure. Bounded: what it takes in was sent
     /// already, within `--max-line-bytes`.
     pub fn failed_by_now(&mut self) -> Option<TailError> {
-        if self.done || self.ended || self.failed.is_some() {
+        if self.done || self.failed.is_some() {
             return self.failed;
         }
         loop {
             match self.rx.try_recv() {
                 Ok(Piece::Data(chunk)) => self.early.push_back(chunk),
                 Ok(Piece::End) => {
-                    self.ended = true;
+                    self.done = true;
                     return None;
                 }
                 Ok(Piece::Fail(why)) => break Some(*self.failed.insert(why)),
