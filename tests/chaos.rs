@@ -713,15 +713,16 @@ fn is_long(what: &str) -> bool {
         .any(|a| what.starts_with(a))
 }
 
-/// Whether error `e` of a request is its body breaking off: in its
-/// middle, or (the proxy's HTTP layer writes the head with the first
-/// piece) before the head was flushed, which the client sees as the
-/// connection closing before a response.
+/// Whether error `e` of a request is its body breaking off after its
+/// status came: a JSON body that ends before it is complete, or an SSE
+/// stream without event ids that breaks (one with ids is resumed, see
+/// [`read_answer`], and must bring the answer or its error). A long
+/// answer that breaks before its response's head went out is answered
+/// with its error instead (a 200, or the stream's event), so a request
+/// that got no status at all (`send: … connection closed before message
+/// completed`) is a violation whatever the child did.
 fn broke_off(e: &str) -> bool {
-    e.starts_with("JSON body:")
-        || e.starts_with("body:")
-        || e.starts_with("SSE stream broke")
-        || e.contains("connection closed before message completed")
+    e.starts_with("JSON body:") || e.starts_with("body:") || e.starts_with("SSE stream broke")
 }
 
 /// The answer of a server→client request a client chose to answer.
@@ -1579,6 +1580,13 @@ async fn read_answer(
                 }
             }
             Ok(None) => note(notes, "end"),
+            // A stream with ids that breaks (a long answer broke off) is
+            // resumed as one that ended: the replay buffer has the
+            // request's error in place of the answer.
+            Err(e) if last.is_some() && session.is_some() => {
+                ctx.report.count("SSE stream broke, resumed");
+                note(notes, &format!("broke: {e}"));
+            }
             Err(e) => return Err(format!("SSE stream broke: {e}")),
         }
         // The stream ended without the answer: resume it, as a client
