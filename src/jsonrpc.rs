@@ -138,10 +138,16 @@ pub const MAX_DEPTH: usize = 127;
 /// (with no `--request-timeout`) and its id stay in use. The first two
 /// are refused here (-32700); a lone surrogate becomes `\ufffd`, the
 /// replacement character, in place (the same six bytes, so every range
-/// into the message still holds), except in the id, which the client
-/// must get back as it wrote it (refused there, -32600). `bytes` is JSON
-/// (parsed already).
-fn portable(bytes: Bytes, id: Option<Range<usize>>) -> Result<Bytes, FrameError> {
+/// into the message still holds), except in the id and in
+/// `_meta.progressToken` of a request's params (`request_params`), which
+/// the client must get back as it wrote them (refused there, -32600:
+/// repaired, the token would come back in progress notifications as one
+/// the client never sent). `bytes` is JSON (parsed already).
+fn portable(
+    bytes: Bytes,
+    id: Option<Range<usize>>,
+    request_params: Option<Range<usize>>,
+) -> Result<Bytes, FrameError> {
     let b = &bytes[..];
     let mut lone: Vec<usize> = Vec::new();
     let mut depth = 0usize;
@@ -221,6 +227,18 @@ fn portable(bytes: Bytes, id: Option<Range<usize>>) -> Result<Bytes, FrameError>
     {
         return Err(FrameError::NotJsonRpc(
             "\"id\" holds a lone surrogate escape, which not every MCP server can read",
+        ));
+    }
+    // Looked for only now: most messages have no lone surrogate.
+    let token = request_params.and_then(|p| {
+        locate_checked(&b[p.clone()], &["_meta", "progressToken"])
+            .map(|t| p.start + t.start..p.start + t.end)
+    });
+    if let Some(token) = token
+        && lone.iter().any(|at| token.contains(at))
+    {
+        return Err(FrameError::NotJsonRpc(
+            "\"_meta.progressToken\" holds a lone surrogate escape, which the proxy cannot give back as written",
         ));
     }
     let mut fixed = b.to_vec();
@@ -319,7 +337,8 @@ impl Frame {
         let result = env.result.map(|r| range_of(&bytes, r));
         let method = env.method.map(|m| m.into_owned().into_boxed_str());
         let bytes = if strict {
-            portable(bytes, id.clone())?
+            let request_params = params.clone().filter(|_| kind == Kind::Request);
+            portable(bytes, id.clone(), request_params)?
         } else {
             bytes
         };
@@ -1810,6 +1829,26 @@ mod tests {
             true,
         );
         assert!(matches!(got, Err(FrameError::NotJsonRpc(_))), "{got:?}");
+        // Nor in a request's progress token, which goes back too; a
+        // member of that name elsewhere is only text.
+        let got = Frame::parse(
+            Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"progressToken":"\ud800"}}}"#,
+            ),
+            true,
+        );
+        assert!(matches!(got, Err(FrameError::NotJsonRpc(_))), "{got:?}");
+        let f = Frame::parse(
+            Bytes::from_static(
+                br#"{"jsonrpc":"2.0","method":"n","params":{"_meta":{"progressToken":"\ud800"}}}"#,
+            ),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            f.params().unwrap(),
+            br#"{"_meta":{"progressToken":"\ufffd"}}"#
+        );
         // A child's output goes on as it came.
         let child = br#"{"jsonrpc":"2.0","id":1,"result":{"n":1e400,"t":"\ud83d"}}"#;
         let f = Frame::parse(Bytes::from_static(child), false).unwrap();

@@ -210,6 +210,154 @@ async fn what_a_rust_child_could_not_read_is_repaired_or_refused_never_left_wait
     proxy.stop().await;
 }
 
+/// What a lone surrogate escape (`"\ud800"`) in an id or a progress
+/// token gets, in every era and in every place a client may put one: a
+/// request's id (JSON and SSE answers, a batch, legacy, `--stateless`,
+/// 2026-07-28), a progress token, a response to the child's request, a
+/// cancellation's `requestId`. The proxy keeps ids and tokens byte for
+/// byte but cannot give such a token back as written (it repairs the
+/// escape to U+FFFD elsewhere in a message), so both are refused with
+/// 400/-32600 and a null id wherever they are a request's; a response
+/// carrying one answers nothing the child asked and is refused the same
+/// way; a cancellation naming one cancels nothing (202). Never a hang, a
+/// panic or a changed token. Regression (review): the progress token was
+/// repaired to `"\ufffd"`, so the client's progress notifications came
+/// back under a token it never sent.
+#[tokio::test]
+async fn a_lone_surrogate_in_an_id_or_token_is_refused_alike_in_every_era() {
+    const ID: &str = r#""\ud800""#;
+    let refused = |what: &str, status: u16, body: &[u8]| {
+        assert_eq!(status, 400, "{what}: {}", String::from_utf8_lossy(body));
+        let v: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+            panic!("{what}: not JSON ({e}): {}", String::from_utf8_lossy(body))
+        });
+        assert_eq!(v["error"]["code"], -32600, "{what}: {v}");
+        assert_eq!(v["id"], Value::Null, "{what}: {v}");
+    };
+    let call_with = |id: &str, token: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"x"}},"_meta":{{"progressToken":{token}}}}}}}"#
+        )
+        .into_bytes()
+    };
+    async fn within(req: reqwest::RequestBuilder) -> (u16, Vec<u8>) {
+        let r = tokio::time::timeout(Duration::from_secs(10), req.send())
+            .await
+            .expect("answered, not left waiting")
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.bytes().await.unwrap().to_vec())
+    }
+
+    async fn raw(c: &Client, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let r = c.post_raw(body).await;
+        let status = r.status().as_u16();
+        (status, r.bytes().await.unwrap().to_vec())
+    }
+
+    // Session era (2025-11-25), JSON and SSE answers.
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    for accept in ["application/json", "application/json, text/event-stream"] {
+        let s = c.sibling(accept);
+        let (status, body) = raw(&s, call_with(ID, "1")).await;
+        refused(&format!("session id, {accept}"), status, &body);
+        let (status, body) = raw(&s, call_with("7", ID)).await;
+        refused(&format!("session token, {accept}"), status, &body);
+    }
+    let response = format!(r#"{{"jsonrpc":"2.0","id":{ID},"result":{{}}}}"#).into_bytes();
+    let (status, body) = raw(&c, response.clone()).await;
+    refused("session response", status, &body);
+    let cancel = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{ID}}}}}"#
+    )
+    .into_bytes();
+    let (status, _) = raw(&c, cancel.clone()).await;
+    assert_eq!(status, 202, "a cancellation of nothing is taken");
+    // Nothing was held: id 1 is free.
+    let r = call_within(
+        &c,
+        json!(1),
+        "echo",
+        json!({"message":"ok"}),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(r["result"]["content"][0]["text"], "ok");
+    proxy.stop().await;
+
+    // A 2025-03-26 batch: refused whole, as any batch with a bad member.
+    let proxy = Proxy::start(&[]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.accept = "application/json";
+    c.initialize("2025-03-26", json!({})).await;
+    let batch = format!(
+        r#"[{{"jsonrpc":"2.0","id":1,"method":"ping"}},{}]"#,
+        String::from_utf8(call_with(ID, "2")).unwrap()
+    );
+    let (status, body) = raw(&c, batch.into_bytes()).await;
+    refused("batch", status, &body);
+    proxy.stop().await;
+
+    // Legacy HTTP+SSE (2024-11-05).
+    let proxy = Proxy::start(&[]).await;
+    let (_stream, url) = support::legacy_session(&proxy).await;
+    let http = reqwest::Client::new();
+    for (what, body) in [
+        ("legacy id", call_with(ID, "1")),
+        ("legacy token", call_with("2", ID)),
+        ("legacy response", response.clone()),
+    ] {
+        let req = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        let (status, body) = within(req).await;
+        refused(what, status, &body);
+    }
+    proxy.stop().await;
+
+    // --stateless, and 2026-07-28.
+    let proxy = Proxy::start(&["--stateless"]).await;
+    for (what, body) in [
+        ("stateless id", call_with(ID, "1")),
+        ("stateless token", call_with("2", ID)),
+    ] {
+        let req = reqwest::Client::new()
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        let (status, body) = within(req).await;
+        refused(what, status, &body);
+    }
+    proxy.stop().await;
+    let proxy = Proxy::start(&[]).await;
+    let modern_call = |id: &str, token: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"x"}},"_meta":{{"progressToken":{token},"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        )
+        .into_bytes()
+    };
+    for (what, body) in [
+        ("2026-07-28 id", modern_call(ID, "1")),
+        ("2026-07-28 token", modern_call("2", ID)),
+    ] {
+        let req = reqwest::Client::new()
+            .post(proxy.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .body(body);
+        let (status, body) = within(req).await;
+        refused(what, status, &body);
+    }
+    proxy.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // 3. A client that goes away during initialize
 // ---------------------------------------------------------------------------
