@@ -113,6 +113,18 @@ enum Text<'a> {
 }
 
 impl Text<'_> {
+    /// Whether it is a request (a message with a `method` and an `id`):
+    /// only such go out flat, besides notifications and responses.
+    fn is_request(self) -> bool {
+        match self {
+            Text::Flat(b) => {
+                crate::jsonrpc::locate(b, &["method"]).is_some()
+                    && crate::jsonrpc::locate(b, &["id"]).is_some()
+            }
+            Text::Parts(_) => false,
+        }
+    }
+
     fn len(self) -> usize {
         match self {
             Text::Flat(b) => b.len(),
@@ -787,11 +799,15 @@ struct OutletInner {
     generation: u64,
     /// The response event going on in pieces, if any.
     open: Option<OpenEvent>,
-    /// Messages sent while an event is open (`--max-queue` at most; only
-    /// the proxy's own can come then): they follow it.
+    /// Messages sent while an event is open (only the proxy's own can
+    /// come then: errors for other requests, its requests of a multi
+    /// round-trip call, cancellations of the child's requests): they
+    /// follow it. Bounded as [`Outlet::hold`] says.
     held: Vec<(Bytes, bool)>,
     /// Their size.
     held_bytes: usize,
+    /// How many of them are notifications, and their size.
+    held_notes: (usize, usize),
     /// The pieces not yet taken of each event going on in pieces that the
     /// live consumer still holds (or is reading), oldest first; see
     /// [`backlog`].
@@ -857,6 +873,7 @@ impl Outlet {
                 open: None,
                 held: Vec::new(),
                 held_bytes: 0,
+                held_notes: (0, 0),
                 unread: Vec::new(),
                 queued: rx.queued.clone(),
                 buffer: VecDeque::new(),
@@ -1062,22 +1079,7 @@ impl Outlet {
             return;
         }
         if inner.open.is_some() {
-            // It follows the event going on in pieces.
-            if is_response || inner.held.len() < self.max_queue {
-                inner.held_bytes += json.len();
-                inner.held.push((json.to_bytes(), is_response));
-            } else if !self.with_ids && (inner.owed.is_none() || self.cut_when_slow) {
-                warn!(
-                    stream = self.stream_id,
-                    "sse client too slow on a stream that cannot resume: --max-queue messages wait behind a long answer, cutting it off"
-                );
-                self.cut(inner);
-            } else {
-                debug!(
-                    stream = self.stream_id,
-                    "notification dropped: too many wait behind a long answer"
-                );
-            }
+            self.hold(inner, json, is_response);
             return;
         }
         let seq = inner.next_seq;
@@ -1099,6 +1101,58 @@ impl Outlet {
         let delivered = self.deliver(inner, Item::Event(ev), is_response);
         if is_response {
             self.answered(inner, delivered);
+        }
+    }
+
+    /// Holds a message sent while an event goes on in pieces: it follows
+    /// that event. Responses always wait (what the stream owes bounds
+    /// them, or `--max-queue-bytes` on a stream that owes no count, see
+    /// [`Outlet::answers_overflow`]), and so do requests (the protocol
+    /// cannot do without them; the bounds on requests waiting for a client
+    /// bound them). Notifications wait up to `--max-queue` of them and
+    /// `--max-queue-bytes` (one always), as in the live queue; past that,
+    /// a stream that cannot resume and counts no responses (legacy) is cut
+    /// off, as there, and any other drops the notification, logged and
+    /// counted: its client is not too slow (nothing goes out until the
+    /// long answer ends, however fast it reads), so cutting it off would
+    /// not bring the notification sooner, and with no event id yet a
+    /// resumption could not bring it at all.
+    fn hold(&self, inner: &mut OutletInner, json: Text<'_>, is_response: bool) {
+        let len = json.len();
+        let needed = is_response || json.is_request();
+        let (notes, note_bytes) = inner.held_notes;
+        let full = notes >= self.max_queue
+            || (notes > 0 && note_bytes.saturating_add(len) > self.max_queue_bytes);
+        if needed || !full {
+            inner.held_bytes += len;
+            if !needed {
+                inner.held_notes = (notes + 1, note_bytes + len);
+            }
+            inner.held.push((json.to_bytes(), is_response));
+            return;
+        }
+        let cap = if notes >= self.max_queue {
+            "--max-queue"
+        } else {
+            "--max-queue-bytes"
+        };
+        if !self.with_ids && (inner.owed.is_none() || self.cut_when_slow) {
+            warn!(
+                stream = self.stream_id,
+                held_bytes = note_bytes,
+                "sse stream that cannot resume has notifications at {cap} waiting behind a long answer; cutting it off rather than dropping one"
+            );
+            self.cut(inner);
+            return;
+        }
+        inner.dropped += 1;
+        if inner.dropped == 1 || inner.dropped.is_power_of_two() {
+            warn!(
+                stream = self.stream_id,
+                dropped = inner.dropped,
+                held_bytes = note_bytes,
+                "drop a notification: notifications at {cap} wait behind a long answer; responses and requests kept"
+            );
         }
     }
 
@@ -1301,6 +1355,7 @@ impl Outlet {
             }
         }
         inner.held_bytes = 0;
+        inner.held_notes = (0, 0);
         for (json, is_response) in std::mem::take(&mut inner.held) {
             let sent = if is_response {
                 Sent::Answer(None)
@@ -1445,6 +1500,7 @@ impl Outlet {
         }
         inner.held.clear();
         inner.held_bytes = 0;
+        inner.held_notes = (0, 0);
         if let Some(notice) = &self.cut_notice {
             notice.cancel();
         }
@@ -2013,6 +2069,73 @@ mod tests {
         tx.send(Bytes::from_static(b"a"));
         tx.fail(crate::tail::TailError::Cut);
         fails_after_a_wait(streamed(vec![Bytes::from_static(b"{")], tail));
+    }
+
+    /// Regression (review): what waits behind a long answer going on in
+    /// pieces was bounded in count only (`--max-queue`, responses counted
+    /// among it), never in bytes, and past the count a stream with ids
+    /// dropped the message at debug level, a request among them (the
+    /// proxy's question of a multi round-trip call, which the protocol
+    /// cannot do without: the call waited for an answer that could not
+    /// come). Here, `--max-queue` 2 and 66 bytes: the old code held the
+    /// second 40-byte notification and dropped all four requests. Now
+    /// notifications wait within both caps (past them: dropped, with a
+    /// warning, counted), requests and responses always.
+    #[tokio::test]
+    async fn what_waits_behind_a_long_answer_is_bounded_and_requests_always_wait() {
+        let (o, rx) = Outlet::new(3, true, Some(2), 2, 16);
+        let o = o.with_queue_bytes(66);
+        let note = |c: char, n: usize| {
+            let s = format!(
+                "{{\"method\":\"n\",\"params\":\"{}\"}}",
+                c.to_string().repeat(n)
+            );
+            s.into_bytes()
+        };
+        let first = note('a', 14);
+        assert_eq!(first.len(), 40);
+        o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a")], b"1");
+        // What waits is kept for replay once the answer ends: read from
+        // there, so that the live queue's own policy plays no part.
+        drop(rx);
+        o.send(&first);
+        // Second of two, but past 66 bytes: dropped.
+        o.send(&note('b', 14));
+        for i in 0..4 {
+            o.send(format!("{{\"method\":\"elicitation/create\",\"id\":\"q{i}\"}}").as_bytes());
+        }
+        // Fits the bytes (40 + 26), and is the second.
+        let small = note('c', 0);
+        assert_eq!(small.len(), 26);
+        o.send(&small);
+        // A third: past --max-queue.
+        o.send(&note('d', 0));
+        o.send_response(b"{\"id\":2,\"error\":{\"code\":1,\"message\":\"m\"}}");
+        o.close_response(Ok(Bytes::from_static(b"\"}")));
+        assert!(o.is_finished());
+        let mut rx = o.resume(0).expect("resumes after the answer");
+        let got: Vec<String> = drain(&mut rx)
+            .await
+            .iter()
+            .map(|e| String::from_utf8(e.to_vec()).unwrap())
+            .collect();
+        let data: Vec<&str> = got
+            .iter()
+            .map(|e| e.split("data: ").nth(1).unwrap_or("").trim_end())
+            .collect();
+        assert_eq!(
+            data,
+            [
+                "{\"method\":\"n\",\"params\":\"aaaaaaaaaaaaaa\"}",
+                "{\"method\":\"elicitation/create\",\"id\":\"q0\"}",
+                "{\"method\":\"elicitation/create\",\"id\":\"q1\"}",
+                "{\"method\":\"elicitation/create\",\"id\":\"q2\"}",
+                "{\"method\":\"elicitation/create\",\"id\":\"q3\"}",
+                "{\"method\":\"n\",\"params\":\"\"}",
+                "{\"id\":2,\"error\":{\"code\":1,\"message\":\"m\"}}",
+            ],
+            "{got:?}"
+        );
     }
 
     /// Regression: a stream remembered the request ids of its last 1,024
