@@ -5,7 +5,7 @@
 //! ip), `session.create` / `session.delete` / `session.expire` (principal,
 //! session), `child.spawn` (command, pid, owner), `child.exit` (pid, code or
 //! signal), `tools.call` (principal, server, tool, outcome, error code,
-//! duration; see [`ToolCall`]) and `secret` (a credential-store read or
+//! whether a client took the answer, duration; see [`ToolCall`]) and `secret` (a credential-store read or
 //! write: principal, server, name, action, outcome; see
 //! [`crate::store`]). A record
 //! never holds a credential, a header value or tool arguments: callers pass
@@ -204,7 +204,7 @@ impl Audit {
     /// commonest record, one per call: its members are written in place
     /// (literal keys; only the values that come from outside are escaped)
     /// rather than through a struct's serializer.
-    pub fn tool_call(&self, call: &ToolCall, outcome: Outcome, duration_ms: u64) {
+    pub fn tool_call(&self, call: &ToolCall, outcome: Outcome, duration_ms: u64, delivered: bool) {
         if !self.enabled() {
             return;
         }
@@ -232,6 +232,8 @@ impl Audit {
             Some(code) => value(&mut line, &code),
             None => line.extend_from_slice(b"null"),
         }
+        line.extend_from_slice(br#","delivered":"#);
+        value(&mut line, &delivered);
         line.extend_from_slice(br#","duration_ms":"#);
         value(&mut line, &duration_ms);
         line.push(b'}');
@@ -544,33 +546,45 @@ impl ToolCall {
     }
 
     /// The answer goes back to the client now.
-    pub fn answered(mut self, message: &Message) {
+    pub fn answered(self, message: &Message) {
+        self.handed_over(message, true);
+    }
+
+    /// The answer goes back now, to a client that is there to take it
+    /// (`taken`) or to one that had gone: recorded with its outcome all
+    /// the same (the child did the work), and `"delivered": false`.
+    pub fn handed_over(mut self, message: &Message, taken: bool) {
         let outcome = if message.len() > OUTCOME_PEEK_BYTES {
             Outcome::Unchecked
         } else {
             Outcome::of_answer(&message.contiguous())
         };
-        self.record(outcome);
+        self.record(outcome, taken);
     }
 
-    fn record(&mut self, outcome: Outcome) {
+    fn record(&mut self, outcome: Outcome, delivered: bool) {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
         let ms = self.started.elapsed().as_millis() as u64;
-        self.audit.tool_call(self, outcome, ms);
+        self.audit.tool_call(self, outcome, ms, delivered);
     }
 }
 
 impl Drop for ToolCall {
     fn drop(&mut self) {
-        self.record(Outcome::Cancelled);
+        // No answer of the server's went back.
+        self.record(Outcome::Cancelled, false);
     }
 }
 
 impl AnswerWatch for ToolCall {
     fn answered(self: Box<Self>, message: &Message) {
         ToolCall::answered(*self, message);
+    }
+
+    fn handed_over(self: Box<Self>, message: &Message, taken: bool) {
+        ToolCall::handed_over(*self, message, taken);
     }
 }
 
@@ -697,6 +711,7 @@ mod tests {
             keys,
             [
                 "code",
+                "delivered",
                 "duration_ms",
                 "event",
                 "method",
@@ -714,6 +729,7 @@ mod tests {
         assert_eq!(record["tool"], "t\"o\\ol\n\u{7}");
         assert_eq!(record["outcome"], "error");
         assert_eq!(record["code"], -32601);
+        assert_eq!(record["delivered"], true);
         assert!(record["duration_ms"].is_u64() && record["ts_ms"].is_u64());
         let _ = std::fs::remove_dir_all(dir);
     }

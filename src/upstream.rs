@@ -277,7 +277,7 @@ impl Reply {
             }
             Reply::Detached => {}
             Reply::Watched(reply, watch) => {
-                watch.answered(&message);
+                watch.handed_over(&message, reply.has_taker());
                 reply.respond_message(message);
             }
         }
@@ -290,7 +290,7 @@ impl Reply {
         match self {
             Reply::Stream(o) => o.send_answer(&message, client_id),
             Reply::Watched(reply, watch) => {
-                watch.answered(&message);
+                watch.handed_over(&message, reply.has_taker());
                 reply.respond_answer(message, client_id);
             }
             other => other.respond_message(message),
@@ -368,7 +368,7 @@ impl Reply {
                 None
             }
             Reply::Watched(reply, watch) => {
-                watch.answered(&head);
+                watch.handed_over(&head, reply.has_taker());
                 reply.respond_in_pieces(head, client_id)
             }
             other => {
@@ -381,6 +381,22 @@ impl Reply {
                 ));
                 None
             }
+        }
+    }
+
+    /// Whether a client is there now to take an answer given to this
+    /// reply: its JSON body's waiter, or a live consumer of its stream.
+    /// `false` when the client went away (closed its connection, dropped
+    /// its stream): an answer then reaches nobody, unless a resumption
+    /// takes it from the stream's replay buffer later.
+    fn has_taker(&self) -> bool {
+        match self {
+            Reply::Stream(s) => !s.is_finished() && s.is_live(),
+            Reply::Once(tx) => !tx.is_closed(),
+            Reply::Json(tx) => !tx.is_closed(),
+            Reply::Call(tx) => !tx.is_closed(),
+            Reply::Detached => false,
+            Reply::Watched(reply, _) => reply.has_taker(),
         }
     }
 

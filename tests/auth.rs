@@ -1506,6 +1506,65 @@ async fn every_tools_call_is_audited_once_with_its_outcome_and_never_its_argumen
     }
 }
 
+/// Regression (review): a call whose client had gone when the child's
+/// answer came (its JSON request's connection closed, its SSE stream
+/// dropped: neither cancels a 2025-era call) was recorded `ok` like one
+/// that reached its client. Now the record says `"delivered": false`.
+#[tokio::test]
+async fn an_answer_no_client_was_there_to_take_is_audited_undelivered() {
+    let dir = temp_dir("undelivered-audit");
+    let audit = dir.join("audit.log");
+    let _ = std::fs::remove_file(&audit);
+    let proxy = Proxy::start(&["--audit-log", audit.to_str().unwrap()]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let r = c.call(json!(1), "echo", json!({"message": "here"})).await;
+    assert_eq!(text_of(&r), "here");
+    // The client gives up on each call 300 ms in; the child answers at 1.5 s.
+    for (id, accept) in [
+        (2, "application/json"),
+        (3, "application/json, text/event-stream"),
+    ] {
+        let gone = c
+            .sibling(accept)
+            .post_request(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+                "params":{"name":"sleep","arguments":{"ms":1500}}}))
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await;
+        let gone = match gone {
+            Ok(resp) => resp.bytes().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        assert!(gone.is_err(), "call {id} should have been given up on");
+        assert!(
+            support::eventually(STEP, || tool_records(&audit).len() as i64 >= id).await,
+            "a record for call {id}: {:?}",
+            tool_records(&audit)
+        );
+    }
+    proxy.stop().await;
+    let got: Vec<(String, String, Value)> = tool_records(&audit)
+        .iter()
+        .map(|r| {
+            (
+                r["tool"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["delivered"].clone(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, Value)> = [
+        ("echo", "ok", json!(true)),
+        ("sleep", "ok", json!(false)),
+        ("sleep", "ok", json!(false)),
+    ]
+    .iter()
+    .map(|(t, o, d)| (t.to_string(), o.to_string(), d.clone()))
+    .collect();
+    assert_eq!(got, want);
+}
+
 #[tokio::test]
 async fn a_multi_round_trip_call_is_audited_once_per_request() {
     let dir = temp_dir("mrtr-audit");

@@ -77,6 +77,15 @@ pub type Sink = Arc<dyn ReplySink>;
 pub trait AnswerWatch: Send + Sync {
     /// The answer goes back to the client now.
     fn answered(self: Box<Self>, message: &Message);
+    /// [`AnswerWatch::answered`], saying whether a client was there to
+    /// take it (`taken`; for a long answer, its start): `false` when the
+    /// client had gone (its connection closed, its stream dropped), so the
+    /// answer reaches nobody unless a resumption takes it from the
+    /// stream's replay buffer later.
+    fn handed_over(self: Box<Self>, message: &Message, taken: bool) {
+        let _ = taken;
+        self.answered(message);
+    }
 }
 
 #[cfg(test)]
