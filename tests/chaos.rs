@@ -1286,6 +1286,8 @@ impl SessionClient {
     ) -> Option<Outcome> {
         let ctx = self.ctx.clone();
         let label = format!("{} batch {what} id {id}", self.name);
+        let (http, session, version) = (self.http.clone(), self.session.clone(), self.version);
+        let ping = json!(format!("b{}", self.next_id));
         let read = async {
             let resp = req
                 .send()
@@ -1301,17 +1303,73 @@ impl SessionClient {
                 .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream"));
             let mut answers = Vec::new();
             if sse {
+                // As `read_answer`: a stream with event ids that ends or
+                // breaks before both answers came (its consumer was cut
+                // off as too slow, a long answer broke off) is resumed,
+                // and must bring them or an error for each.
                 let mut ev = Events::new(resp);
-                while let Some((_, data)) = ev
-                    .next()
-                    .await
-                    .map_err(|e| format!("SSE stream broke: {e}"))?
-                {
-                    if let Ok(v) = serde_json::from_str::<Value>(&data)
-                        && v.get("method").is_none()
-                    {
-                        answers.push(v);
+                let mut last: Option<String> = None;
+                let mut resumes = 0;
+                loop {
+                    let mut brought = false;
+                    loop {
+                        match ev.next().await {
+                            Ok(Some((eid, data))) => {
+                                brought = true;
+                                if eid.is_some() {
+                                    last = eid;
+                                }
+                                if let Ok(v) = serde_json::from_str::<Value>(&data)
+                                    && v.get("method").is_none()
+                                {
+                                    answers.push(v);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) if last.is_some() && session.is_some() => {
+                                ctx.report.count("SSE stream broke, resumed");
+                                break;
+                            }
+                            Err(e) => return Err(format!("SSE stream broke: {e}")),
+                        }
                     }
+                    let has = |want: &Value| answers.iter().any(|a| a.get("id") == Some(want));
+                    let (Some(l), Some(s)) = (last.clone(), session.as_deref()) else {
+                        break;
+                    };
+                    if (has(id) && has(&ping)) || (resumes > 0 && !brought) {
+                        break;
+                    }
+                    resumes += 1;
+                    if resumes > 20 {
+                        return Err("resumed 20 times without the answers".into());
+                    }
+                    ctx.report.count("batch stream resumed");
+                    let r = http
+                        .get(ctx.mcp())
+                        .header("accept", "text/event-stream")
+                        .header("mcp-session-id", s)
+                        .header("mcp-protocol-version", version)
+                        .header("last-event-id", &l)
+                        .send()
+                        .await
+                        .map_err(|e| format!("resume: {e}"))?;
+                    if r.status() != 200 {
+                        // The session or its stream is gone: the client
+                        // learns it.
+                        ctx.report.count(&format!("resume {}", r.status().as_u16()));
+                        let missing: Vec<Value> = [id, &ping]
+                            .into_iter()
+                            .filter(|w| !has(w))
+                            .cloned()
+                            .collect();
+                        for want in missing {
+                            answers.push(json!({"id": want, "error": {"code": 0,
+                                "message": format!("resume {}", r.status())}}));
+                        }
+                        break;
+                    }
+                    ev = Events::new(r);
                 }
             } else {
                 let body = resp
@@ -1353,7 +1411,6 @@ impl SessionClient {
             }
             Ok(Ok((_, answers))) => {
                 let has = |want: &Value| answers.iter().any(|a| a.get("id") == Some(want));
-                let ping = json!(format!("b{}", self.next_id));
                 // A call its client cancelled is owed no answer.
                 let cancelled = self.cancelled.load(Ordering::Relaxed);
                 if !(has(id) || cancelled) || !has(&ping) {
