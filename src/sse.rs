@@ -702,8 +702,10 @@ impl OutletInner {
 /// A response event going on in pieces (see [`Outlet::open_response`]).
 struct OpenEvent {
     seq: u64,
-    /// The id of the request it answers, for the error if it breaks off.
+    /// The id of the request it answers, and the code of the error it
+    /// gets if this breaks off.
     client_id: Box<[u8]>,
+    code: i64,
     /// Every piece so far, encoded: the whole event if the response that
     /// got its start is gone, and for the replay buffer.
     pieces: Vec<Bytes>,
@@ -1195,7 +1197,8 @@ impl Outlet {
         !inner.finished && inner.open.is_none() && inner.live.is_some()
     }
 
-    /// Opens the event of a long response (to request `client_id`): its
+    /// Opens the event of a long response (to request `client_id`; if it
+    /// breaks off, the request's error has `code`): its
     /// first bytes go to the live consumer now, the rest as
     /// [`Outlet::response_piece`]s, and [`Outlet::close_response`] ends it.
     /// Until then anything else sent here waits. If the consumer that got
@@ -1203,7 +1206,7 @@ impl Outlet {
     /// for replay or delivered whole to the next consumer like any event.
     /// `false` (nothing opened) when the stream finished or has an open
     /// response already.
-    pub fn open_response(&self, head: &[Bytes], client_id: &[u8]) -> bool {
+    pub fn open_response(&self, head: &[Bytes], client_id: &[u8], code: i64) -> bool {
         let mut inner = self.lock();
         if inner.finished || inner.open.is_some() {
             debug!(
@@ -1224,7 +1227,7 @@ impl Outlet {
         let first = event_start(self.event_id(seq).as_deref(), self.event_name(), 0).freeze();
         let mut pieces = Vec::with_capacity(head.len() + 1);
         pieces.push(first.clone());
-        let (tx, tail) = crate::tail::channel(client_id);
+        let (tx, tail) = crate::tail::channel(client_id, code);
         for part in head {
             let piece = data_line(part.clone());
             tx.send(piece.clone());
@@ -1242,6 +1245,7 @@ impl Outlet {
         inner.open = Some(OpenEvent {
             seq,
             client_id: client_id.into(),
+            code,
             bytes: pieces.iter().map(Bytes::len).sum(),
             pieces,
             tail: delivered.then_some(tx),
@@ -1345,12 +1349,7 @@ impl Outlet {
                     tx.fail(why);
                     inner.set_live(None);
                 }
-                let error = crate::jsonrpc::error_response(
-                    Some(&open.client_id),
-                    crate::jsonrpc::code::SERVER_ERROR,
-                    &why.to_string(),
-                    None,
-                );
+                let error = crate::tail::error(&open.client_id, open.code, why);
                 self.push_locked(&mut inner, Text::Flat(&error), Sent::Answer(None));
             }
         }
@@ -1757,8 +1756,8 @@ impl crate::upstream::ReplySink for Outlet {
     fn takes_pieces(&self) -> bool {
         Outlet::takes_pieces(self)
     }
-    fn open_response(&self, head: crate::jsonrpc::Message, client_id: &[u8]) -> bool {
-        Outlet::open_response(self, &head.into_parts(), client_id)
+    fn open_response(&self, head: crate::jsonrpc::Message, client_id: &[u8], code: i64) -> bool {
+        Outlet::open_response(self, &head.into_parts(), client_id, code)
     }
     fn response_piece(&self, piece: Bytes) {
         Outlet::response_piece(self, piece);
@@ -1805,6 +1804,7 @@ pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jsonrpc::code::SERVER_ERROR;
 
     #[test]
     fn event_ids_are_decimal_and_parse_back() {
@@ -1942,9 +1942,13 @@ mod tests {
     #[tokio::test]
     async fn an_open_response_goes_in_pieces_and_what_comes_meanwhile_follows_it() {
         let (o, mut rx) = Outlet::new(4, true, None, 8, 8);
-        o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a\r")], b"1");
+        o.open_response(
+            &[Bytes::from_static(b"{\"id\":1,\"result\":\"a\r")],
+            b"1",
+            SERVER_ERROR,
+        );
         assert!(!o.takes_pieces(), "one open response at a time");
-        assert!(!o.open_response(&[Bytes::from_static(b"{")], b"2"));
+        assert!(!o.open_response(&[Bytes::from_static(b"{")], b"2", SERVER_ERROR));
         o.send(b"{\"method\":\"n\"}");
         assert!(o.response_piece(Bytes::from_static(b"b\nb")));
         o.close_response(Ok(Bytes::from_static(b"\"}")));
@@ -1972,7 +1976,11 @@ mod tests {
     #[tokio::test]
     async fn an_open_response_whose_consumer_changes_reaches_the_next_one_whole() {
         let (o, rx) = Outlet::new(5, true, None, 8, 8);
-        o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a")], b"1");
+        o.open_response(
+            &[Bytes::from_static(b"{\"id\":1,\"result\":\"a")],
+            b"1",
+            SERVER_ERROR,
+        );
         drop(rx);
         assert!(o.response_piece(Bytes::from_static(b"b")));
         let mut next = o.reattach();
@@ -1989,6 +1997,7 @@ mod tests {
         o.open_response(
             &[Bytes::from_static(b"{\"id\":\"c\",\"result\":\"a")],
             b"\"c\"",
+            SERVER_ERROR,
         );
         o.close_response(Err(crate::tail::TailError::TimedOut));
         // The consumer that got the start sees its stream fail.
@@ -2015,6 +2024,7 @@ mod tests {
         o.open_response(
             &[Bytes::from_static(b"{\"id\":\"c\",\"result\":\"a")],
             b"\"c\"",
+            SERVER_ERROR,
         );
         o.response_piece(Bytes::from_static(b"bb"));
         o.close_response(Err(crate::tail::TailError::Cut));
@@ -2057,7 +2067,11 @@ mod tests {
     #[tokio::test]
     async fn a_stream_or_body_broken_off_waits_once_before_it_fails() {
         let (o, rx) = Outlet::new(8, false, Some(1), 8, 0);
-        o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a")], b"1");
+        o.open_response(
+            &[Bytes::from_static(b"{\"id\":1,\"result\":\"a")],
+            b"1",
+            SERVER_ERROR,
+        );
         o.close_response(Err(crate::tail::TailError::Cut));
         fails_after_a_wait(stream_body(
             rx,
@@ -2065,7 +2079,7 @@ mod tests {
             CancellationToken::new(),
             (),
         ));
-        let (tx, tail) = crate::tail::channel(b"1");
+        let (tx, tail) = crate::tail::channel(b"1", SERVER_ERROR);
         tx.send(Bytes::from_static(b"a"));
         tx.fail(crate::tail::TailError::Cut);
         fails_after_a_wait(streamed(vec![Bytes::from_static(b"{")], tail));

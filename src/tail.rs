@@ -29,7 +29,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::jsonrpc::{self, Message, code};
+use crate::jsonrpc::{self, Message};
 
 /// A line that passes this length without ending is offered for
 /// cut-through. Shorter answers are read whole and fully checked; longer
@@ -56,9 +56,11 @@ pub struct Tail {
     /// may be set already: the answer's end came after them).
     early: VecDeque<Bytes>,
     failed: Option<TailError>,
-    /// The client's id of the request answered: the error made for it
-    /// when the tail fails before anything of the answer went out.
+    /// The client's id of the request answered and the code of the
+    /// error made for it when the tail fails before anything of the
+    /// answer went out.
     client_id: Box<[u8]>,
+    code: i64,
 }
 
 /// Why a tail ended before its answer did.
@@ -74,8 +76,11 @@ pub enum TailError {
 }
 
 /// A new tail and its sender, for an answer to the client's request
-/// `client_id`.
-pub fn channel(client_id: &[u8]) -> (TailSender, Tail) {
+/// `client_id`, whose error, if the answer breaks off before any of it
+/// went out, has `code`: the code the request's client gets for the
+/// proxy's own failures (-32000 in the session era, -32603 for
+/// 2026-07-28, see `crate::upstream::proxy_failure_code`).
+pub fn channel(client_id: &[u8], code: i64) -> (TailSender, Tail) {
     let (tx, rx) = mpsc::unbounded_channel();
     let tail = Tail {
         rx,
@@ -83,6 +88,7 @@ pub fn channel(client_id: &[u8]) -> (TailSender, Tail) {
         early: VecDeque::new(),
         failed: None,
         client_id: client_id.into(),
+        code,
     };
     (TailSender { tx }, tail)
 }
@@ -153,15 +159,17 @@ impl Tail {
 
     /// The JSON-RPC error its request gets instead of an answer that
     /// failed with `why` before any of it went out: the error a request
-    /// gets whose child died before it answered.
+    /// gets whose child died before it answered, in the code its client
+    /// takes (see [`channel`]).
     pub fn error_for(&self, why: TailError) -> Bytes {
-        jsonrpc::error_response(
-            Some(&self.client_id),
-            code::SERVER_ERROR,
-            &why.to_string(),
-            None,
-        )
+        error(&self.client_id, self.code, why)
     }
+}
+
+/// The error response to request `client_id` whose long answer broke off
+/// with `why`, in `code` (see [`channel`]).
+pub fn error(client_id: &[u8], code: i64, why: TailError) -> Bytes {
+    jsonrpc::error_response(Some(client_id), code, &why.to_string(), None)
 }
 
 /// What a client that takes one JSON body gets: the answer whole, or a
@@ -210,10 +218,11 @@ impl From<Bytes> for Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jsonrpc::code;
 
     #[tokio::test]
     async fn chunks_arrive_in_order_then_the_end() {
-        let (tx, mut tail) = channel(b"1");
+        let (tx, mut tail) = channel(b"1", code::SERVER_ERROR);
         assert!(tx.send(Bytes::from_static(b"ab")));
         tx.finish(Bytes::from_static(b"c"));
         assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
@@ -224,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_dropped_before_the_end_fails_the_tail() {
-        let (tx, mut tail) = channel(b"1");
+        let (tx, mut tail) = channel(b"1", code::SERVER_ERROR);
         tx.send(Bytes::from_static(b"ab"));
         drop(tx);
         assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
@@ -233,7 +242,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_tail_says_why() {
-        let (tx, mut tail) = channel(b"1");
+        let (tx, mut tail) = channel(b"1", code::SERVER_ERROR);
         tx.fail(TailError::TimedOut);
         assert_eq!(tail.next().await.unwrap_err(), TailError::TimedOut);
     }
@@ -244,20 +253,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_tail_failed_before_its_head_went_out_becomes_its_error() {
-        let (tx, tail) = channel(br#""c-1""#);
-        tx.send(Bytes::from_static(b"ab"));
-        tx.fail(TailError::Cut);
-        let Answer::Whole(m) = Answer::Streamed(head(), tail).settled() else {
-            panic!("a whole answer");
-        };
-        let v: serde_json::Value = serde_json::from_slice(&m.into_bytes()).unwrap();
-        assert_eq!(v["id"], "c-1");
-        assert_eq!(v["error"]["code"], code::SERVER_ERROR);
+        // In the code its client takes for the proxy's own failures.
+        for code in [code::SERVER_ERROR, code::INTERNAL_ERROR] {
+            let (tx, tail) = channel(br#""c-1""#, code);
+            tx.send(Bytes::from_static(b"ab"));
+            tx.fail(TailError::Cut);
+            let Answer::Whole(m) = Answer::Streamed(head(), tail).settled() else {
+                panic!("a whole answer");
+            };
+            let v: serde_json::Value = serde_json::from_slice(&m.into_bytes()).unwrap();
+            assert_eq!(v["id"], "c-1");
+            assert_eq!(v["error"]["code"], code);
+        }
     }
 
     #[tokio::test]
     async fn a_tail_still_arriving_or_ended_is_settled_as_it_is() {
-        let (tx, tail) = channel(b"1");
+        let (tx, tail) = channel(b"1", code::SERVER_ERROR);
         tx.send(Bytes::from_static(b"ab"));
         let Answer::Streamed(_, mut tail) = Answer::Streamed(head(), tail).settled() else {
             panic!("still streamed");
@@ -266,7 +278,7 @@ mod tests {
         assert_eq!(tail.next().await.unwrap().unwrap(), "ab");
         assert_eq!(tail.next().await.unwrap().unwrap(), "c");
         assert!(tail.next().await.unwrap().is_none());
-        let (tx, tail) = channel(b"1");
+        let (tx, tail) = channel(b"1", code::SERVER_ERROR);
         tx.send(Bytes::from_static(b"ab"));
         tx.finish(Bytes::from_static(b"c"));
         let Answer::Streamed(_, mut tail) = Answer::Streamed(head(), tail).settled() else {
@@ -279,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_sender_learns_that_nobody_reads() {
-        let (tx, tail) = channel(b"1");
+        let (tx, tail) = channel(b"1", code::SERVER_ERROR);
         drop(tail);
         assert!(!tx.send(Bytes::from_static(b"x")));
     }

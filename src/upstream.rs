@@ -344,17 +344,20 @@ impl Reply {
     }
 
     /// Answers with a long answer's head; where its pieces go is returned.
+    /// If the answer breaks off, its error is in the code a 2026-07-28
+    /// (`modern`) or session-era client takes (see [`Reply::fail`]).
     /// Only for a reply that [`Reply::takes_pieces`]; any other gets an
     /// error, and `None`.
-    fn respond_in_pieces(self, head: Message, client_id: &[u8]) -> Option<cut::To> {
+    fn respond_in_pieces(self, head: Message, client_id: &[u8], modern: bool) -> Option<cut::To> {
+        let code = proxy_failure_code(modern);
         match self {
             Reply::Json(tx) => {
-                let (pieces, tail) = crate::tail::channel(client_id);
+                let (pieces, tail) = crate::tail::channel(client_id, code);
                 let _ = tx.send(Answer::Streamed(head, tail));
                 Some(cut::To::Body(pieces))
             }
             Reply::Stream(sink) => {
-                if sink.open_response(head, client_id) {
+                if sink.open_response(head, client_id, code) {
                     return Some(cut::To::Stream(sink));
                 }
                 // Checked just before (`takes_pieces`), so only a stream
@@ -369,7 +372,7 @@ impl Reply {
             }
             Reply::Watched(reply, watch) => {
                 watch.handed_over(&head, reply.has_taker());
-                reply.respond_in_pieces(head, client_id)
+                reply.respond_in_pieces(head, client_id, modern)
             }
             other => {
                 debug_assert!(false, "respond_in_pieces on a reply that takes none");

@@ -316,3 +316,76 @@ async fn a_tool_never_listed_still_has_its_param_headers_checked() {
     );
     proxy.stop().await;
 }
+
+/// A child (`sh`) whose `tools/call` answers are 300 KB long and end in a
+/// byte JSON cannot have. Each is written in one write (`dd` of a file
+/// made at the start, into the proxy's 1 MiB pipe): the proxy begins
+/// passing it on (past 128 KiB) and finds it broken in the same go, before
+/// the response's head can have gone out. Every other answer is short.
+const BREAKS_OFF: &str = r#"f=$(mktemp); trap 'rm -f "$f"' EXIT; head -c 300000 /dev/zero | tr '\0' a > "$f"; printf 'x\001y"}]}}\n' >> "$f"
+while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -z "$id" ] && continue; case "$l" in
+  *'"server/discover"'*) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}\n' "$id";;
+  *'"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"b","version":"1"}}}\n' "$id";;
+  *'"tools/call"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"' "$id"; dd if="$f" bs=1M status=none;;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+esac; done"#;
+
+/// Regression: a long answer that broke off before its response's head
+/// went out was answered with its request's error in -32000, which
+/// 2026-07-28 says new implementations should not use (the proxy's own
+/// failures are -32603 for that revision's clients): the tail that
+/// carries such an answer, to a JSON body or an SSE stream, built its
+/// error without knowing its client's era. Whether the head went out
+/// first is a race, which the answer written in one go makes the error
+/// win nearly always: each case is asked until its tail's error came
+/// twice (a body that broke off after its head, and a line read whole
+/// and refused, are the other correct outcomes).
+#[tokio::test]
+async fn a_long_answer_broken_off_before_its_head_is_a_2026_error() {
+    let proxy = Proxy::start_child(&[], "sh", &["-c", BREAKS_OFF]).await;
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{
+        "name":"big","arguments":{},"_meta":meta(json!({}))}});
+    for accept in ["application/json", "text/event-stream"] {
+        let mut whole = 0;
+        for _ in 0..30 {
+            let mut resp = support::modern_post(&proxy, &call, accept).await;
+            assert_eq!(resp.status(), 200, "{accept}");
+            let mut body = Vec::new();
+            let ended = tokio::time::timeout(STEP, async {
+                loop {
+                    match resp.chunk().await {
+                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                        Ok(None) => return true,
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .await
+            .expect("the body ends in time");
+            if !ended {
+                continue;
+            }
+            let text = String::from_utf8(body).unwrap();
+            let data = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or(&text);
+            let answer: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(answer["id"], 7, "{accept}: {answer}");
+            assert_eq!(answer["error"]["code"], -32603, "{accept}: {answer}");
+            // The line may also have been read whole first (then it is
+            // refused as garbled): only a tail's error counts here.
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            if !message.contains("cut off before its end") {
+                continue;
+            }
+            whole += 1;
+            if whole == 2 {
+                break;
+            }
+        }
+        assert_eq!(whole, 2, "{accept}: the tail's error twice in 30 tries");
+    }
+    proxy.stop().await;
+}

@@ -51,9 +51,11 @@ pub trait ReplySink: Send + Sync {
     /// The head of a long response (to request `client_id`, which this
     /// stream carries), to be followed by [`ReplySink::response_piece`]s and one
     /// [`ReplySink::close_response`]; nothing else goes out in between.
+    /// If it breaks off, the request's error has `code` (its client's
+    /// code for the proxy's own failures, `super::proxy_failure_code`).
     /// `false` when it could not open (the stream ended, or one is open).
-    fn open_response(&self, head: Message, client_id: &[u8]) -> bool {
-        let _ = (head, client_id);
+    fn open_response(&self, head: Message, client_id: &[u8], code: i64) -> bool {
+        let _ = (head, client_id, code);
         false
     }
     /// The next piece of the open response.

@@ -814,7 +814,8 @@ impl Worker {
         let head = jsonrpc::Message::answer_head(&head, &at, &p.client_id, p.fill.fields());
         debug!(id, "passing a long answer on as it arrives");
         let id_at_end = at.id.is_none();
-        self.cut = p.reply.respond_in_pieces(head, &p.client_id).map(|to| {
+        let to = p.reply.respond_in_pieces(head, &p.client_id, p.modern);
+        self.cut = to.map(|to| {
             let cut = Cut::new(to, p.deadline, check);
             if id_at_end {
                 cut.with_id_at_end(id, &p.client_id)
