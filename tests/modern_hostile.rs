@@ -389,3 +389,73 @@ async fn a_long_answer_broken_off_before_its_head_is_a_2026_error() {
     }
     proxy.stop().await;
 }
+
+/// Regression: during the shutdown's drain a new request is refused (503)
+/// before its revision was looked at, so a 2026-07-28 request got the
+/// session era's refusal: -32000, which that revision says new
+/// implementations should not use, and no id. It gets -32603 and its id
+/// now (a GET with that revision's header: -32603); session-era refusals
+/// are as they were.
+#[tokio::test]
+async fn a_request_refused_while_draining_is_refused_in_its_revision() {
+    let proxy = Proxy::start(&["--shutdown-grace", "10s"]).await;
+    // A call in flight keeps the drain going.
+    let mut c = support::Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let c = c.sibling("application/json");
+    let slow = tokio::spawn(async move { c.call(json!(1), "sleep", json!({"ms": 1500})).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.token.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = json!({"jsonrpc":"2.0","id":"late","method":"tools/call","params":{
+        "name":"echo","arguments":{"message":"x"},"_meta":meta(json!({}))}});
+    let r = post(&proxy, None, &call, &[]).await;
+    assert_eq!(r.status(), 503);
+    let v = json_of(r).await;
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (json!("late"), json!(-32603)),
+        "{v}"
+    );
+    // Without the header too: its `_meta` names the revision.
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("accept", "application/json, text/event-stream")
+        .json(&call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v = json_of(r).await;
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    assert_eq!(v["id"], "late", "{v}");
+    let r = reqwest::Client::new()
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(json_of(r).await["error"]["code"], -32603);
+    // A session-era request is refused as before.
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+            "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v = json_of(r).await;
+    assert_eq!(v["error"]["code"], -32000, "{v}");
+    assert!(v.get("id").is_none(), "{v}");
+    let answer = tokio::time::timeout(STEP, slow).await.unwrap().unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "slept 1500");
+    tokio::time::timeout(STEP, proxy.task)
+        .await
+        .expect("the proxy stops in time")
+        .unwrap()
+        .ok();
+}

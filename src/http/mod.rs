@@ -612,6 +612,20 @@ impl App {
             && (!has_session || frames.iter().any(|f| f.kind() == jsonrpc::Kind::Request))
     }
 
+    /// `e` refusing a request of the 2026-07-28 revision (`is_modern`), whose
+    /// message is `single` if it holds one: that revision's refusal (the
+    /// request's id, -32603 where the proxy failed), unless this proxy
+    /// serves the session era only (`--upstream-protocol legacy`), whose
+    /// refusals tell a dual-era client to fall back. Anything else is
+    /// refused as it is.
+    fn refusal_in(&self, e: ProxyError, is_modern: bool, single: Option<&Frame>) -> ProxyError {
+        if is_modern && self.config.upstream_protocol != version::UpstreamProtocol::Legacy {
+            e.modern().answering(single.and_then(modern::refusal_id))
+        } else {
+            e
+        }
+    }
+
     /// Routes one request; never fails (errors are responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
@@ -741,7 +755,11 @@ impl App {
             && req.uri().path() == c.path
             && req.headers().contains_key(names::LAST_EVENT_ID);
         if self.is_shutting_down() && !posts_messages && !resumes {
-            return Err(ProxyError::ShuttingDown);
+            let is_modern = protocol_version_header(req.headers())
+                .ok()
+                .flatten()
+                .is_some_and(version::is_modern);
+            return Err(self.refusal_in(ProxyError::ShuttingDown, is_modern, None));
         }
         let path = req.uri().path();
         if path == c.path {
@@ -812,11 +830,28 @@ impl App {
         let (frames, batch) = parse_body(bytes, self.config.max_batch)?;
         let frames = trace::carry(&parts.headers, frames);
         let has_session = parts.headers.contains_key(names::MCP_SESSION_ID);
+        let single = (!batch).then(|| &frames[0]);
+        // A `_meta` that names 2026-07-28 makes the request that
+        // revision's whatever the header says (a session-era header on it
+        // is then that revision's header mismatch, -32020).
+        let modern_body = single.is_some_and(|f| {
+            !has_session
+                && match version.as_deref() {
+                    None => modern::body_is_modern(f),
+                    Some(v) => modern::meta_version(f)
+                        .is_some_and(|b| !version::is_session(v) || version::is_modern(&b)),
+                }
+        });
         if self.refuses_while_draining(&frames, has_session && self.config.mode != Mode::Stateless)
         {
-            return Err(ProxyError::ShuttingDown);
+            // In the request's revision: a 2026-07-28 one gets its id and
+            // -32603, as its other refusals do (`modern::serve`).
+            return Err(self.refusal_in(
+                ProxyError::ShuttingDown,
+                modern_header || modern_body,
+                single,
+            ));
         }
-        let single = (!batch).then(|| &frames[0]);
         if let Some(e) = bad_version {
             // A message that speaks 2026-07-28 makes it that revision's
             // header validation failure (-32020): a dual-era client reads
@@ -833,17 +868,6 @@ impl App {
                 e
             });
         }
-        // A `_meta` that names 2026-07-28 makes the request that
-        // revision's whatever the header says (a session-era header on it
-        // is then that revision's header mismatch, -32020).
-        let modern_body = single.is_some_and(|f| {
-            !has_session
-                && match version.as_deref() {
-                    None => modern::body_is_modern(f),
-                    Some(v) => modern::meta_version(f)
-                        .is_some_and(|b| !version::is_session(v) || version::is_modern(&b)),
-                }
-        });
         if modern_header || modern_body {
             // Invariant: not a batch (refused above, or `single` was set).
             let frame = frames.into_iter().next().expect("one frame");
