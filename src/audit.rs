@@ -372,8 +372,10 @@ pub enum Outcome {
     InputRequired,
     /// A JSON-RPC error, with its code.
     Error(i64),
-    /// The proxy's `--request-timeout` ended it.
-    Timeout,
+    /// The proxy's `--request-timeout` ended it, with the code of the
+    /// error its client got (-32000 in the session era, -32603 for
+    /// 2026-07-28: see `crate::upstream::proxy_failure_code`).
+    Timeout(i64),
     /// No answer went back: the client cancelled, went away, or its
     /// session ended first.
     Cancelled,
@@ -390,7 +392,7 @@ impl Outcome {
             Outcome::ToolError => "tool_error",
             Outcome::InputRequired => "input_required",
             Outcome::Error(_) => "error",
-            Outcome::Timeout => "timeout",
+            Outcome::Timeout(_) => "timeout",
             Outcome::Cancelled => "cancelled",
             Outcome::Unchecked => "unchecked",
         }
@@ -399,8 +401,7 @@ impl Outcome {
     /// The `code` field: the JSON-RPC error code, if any.
     pub fn code(self) -> Option<i64> {
         match self {
-            Outcome::Error(c) => Some(c),
-            Outcome::Timeout => Some(crate::jsonrpc::code::SERVER_ERROR),
+            Outcome::Error(c) | Outcome::Timeout(c) => Some(c),
             _ => None,
         }
     }
@@ -457,7 +458,7 @@ impl Outcome {
                         .as_deref()
                         .is_some_and(|m| m.starts_with(crate::upstream::TIMEOUT_MESSAGE));
                 if timed_out {
-                    Outcome::Timeout
+                    Outcome::Timeout(code)
                 } else {
                     Outcome::Error(code)
                 }
@@ -613,12 +614,12 @@ mod tests {
             ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"request timed out after 2000 ms"}}"#,
-                Outcome::Timeout,
+                Outcome::Timeout(-32000),
             ),
             // A 2026-07-28 client's timeout is -32603 with the same message.
             (
                 r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"request timed out after 2000 ms"}}"#,
-                Outcome::Timeout,
+                Outcome::Timeout(-32603),
             ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"the MCP server process exited"}}"#,
@@ -667,6 +668,12 @@ mod tests {
         for (answer, want) in cases {
             assert_eq!(Outcome::of_answer(answer.as_bytes()), want, "{answer}");
         }
+        // The record says the code the client got.
+        let timed_out = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"request timed out after 2000 ms"}}"#;
+        assert_eq!(
+            Outcome::of_answer(timed_out.as_bytes()).code(),
+            Some(-32603)
+        );
     }
 
     /// An audit log of its own in a fresh temporary directory: the

@@ -808,3 +808,56 @@ async fn a_child_that_cannot_start_is_an_internal_error_in_the_revision() {
     assert_eq!(v["error"]["code"], -32000, "{v}");
     proxy.stop().await;
 }
+
+/// The audit log says what the client got: a 2026-07-28 call ended by
+/// `--request-timeout` gets -32603 (see above), and its `tools.call`
+/// record said `"code":-32000` (the session era's code for every
+/// timeout), a code no client was sent. A session-era timeout keeps
+/// -32000 in both.
+#[tokio::test]
+async fn a_timed_out_call_is_audited_with_the_code_its_client_got() {
+    let audit = std::env::temp_dir().join(format!(
+        "mcp-modern-{}-timeout-audit.log",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&audit);
+    let proxy = Proxy::start(&[
+        "--request-timeout",
+        "500ms",
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ])
+    .await;
+    let (_, v) = modern_tool(&proxy, 1, "sleep", json!({"ms": 5000})).await;
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    let mut session = support::Client::new(&proxy.mcp());
+    session.initialize("2025-11-25", json!({})).await;
+    let old = session.call(json!(2), "sleep", json!({"ms": 5000})).await;
+    assert_eq!(old["error"]["code"], -32000, "{old}");
+    let records = || -> Vec<Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+            .filter(|v| v["event"] == "tools.call")
+            .collect()
+    };
+    assert!(
+        support::eventually(STEP, || records().len() >= 2).await,
+        "two tools.call records: {:?}",
+        records()
+    );
+    proxy.stop().await;
+    let got: Vec<(Value, Value)> = records()
+        .iter()
+        .map(|r| (r["outcome"].clone(), r["code"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!("timeout"), json!(-32603)),
+            (json!("timeout"), json!(-32000))
+        ]
+    );
+    let _ = std::fs::remove_file(&audit);
+}
