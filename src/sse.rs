@@ -379,7 +379,10 @@ impl LiveRx {
     /// A long answer held as it began whose rest failed already is held
     /// as its request's error instead: the response's head has not gone,
     /// so its client gets a whole stream rather than one that breaks off
-    /// (see `crate::tail::Answer::settled`).
+    /// (see `crate::tail::Answer::settled`). That is the error's event
+    /// as the outlet made it ([`Outlet::close_response`]), under the id
+    /// it keeps it for replay under: a resumption after it does not get
+    /// it again.
     pub async fn hold_first(&mut self, keep_alive: Duration, cancel: &CancellationToken) {
         let deadline = tokio::time::sleep(HEAD_HOLD.min(keep_alive));
         tokio::pin!(deadline);
@@ -402,7 +405,13 @@ impl LiveRx {
                 && let Some(why) = tail.failed_by_now()
             {
                 debug!(error = %why, "a long answer broke off before its stream's head went out; sending its error instead");
-                *item = Item::Event(event(None, None, &tail.error_for(why)));
+                let error = match tail.instead() {
+                    Some(ev) => ev.clone(),
+                    // No error was made for it (the stream had ended, or
+                    // its outlet went): nothing can replay one either.
+                    None => event(None, None, &tail.error_for(why)),
+                };
+                *item = Item::Event(error);
             }
         }
     }
@@ -1068,21 +1077,28 @@ impl Outlet {
         self.push_locked(&mut inner, json, sent);
     }
 
-    fn push_locked(&self, inner: &mut OutletInner, json: Text<'_>, sent: Sent<'_>) {
+    /// Sends a message: the event made of it (`None`: dropped, or held
+    /// behind an event going on in pieces).
+    fn push_locked(
+        &self,
+        inner: &mut OutletInner,
+        json: Text<'_>,
+        sent: Sent<'_>,
+    ) -> Option<Bytes> {
         let is_response = matches!(sent, Sent::Answer(_));
         if inner.finished {
             debug!(
                 stream = self.stream_id,
                 "message for a finished stream dropped"
             );
-            return;
+            return None;
         }
         if is_response && self.cut_if_answers_overflow(inner, json.len()) {
-            return;
+            return None;
         }
         if inner.open.is_some() {
             self.hold(inner, json, is_response);
-            return;
+            return None;
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -1100,10 +1116,11 @@ impl Outlet {
             }
             self.keep(inner, seq, ev.clone(), is_response);
         }
-        let delivered = self.deliver(inner, Item::Event(ev), is_response);
+        let delivered = self.deliver(inner, Item::Event(ev.clone()), is_response);
         if is_response {
             self.answered(inner, delivered);
         }
+        Some(ev)
     }
 
     /// Holds a message sent while an event goes on in pieces: it follows
@@ -1285,7 +1302,9 @@ impl Outlet {
 
     /// Ends the open response: with `last`, the event is complete; with an
     /// error, its consumer's stream fails and the request gets an error
-    /// response instead (kept for replay like any).
+    /// response instead (kept for replay like any), which that consumer
+    /// sends in the answer's place, under the same id, if it has not
+    /// begun to send the answer ([`LiveRx::hold_first`]).
     pub fn close_response(&self, last: Result<Bytes, crate::tail::TailError>) {
         let mut inner = self.lock();
         let Some(mut open) = inner.open.take() else {
@@ -1344,13 +1363,18 @@ impl Outlet {
                 self.answered(&mut inner, delivered);
             }
             Err(why) => {
-                if let Some(tx) = live_tail {
+                if live_tail.is_some() {
                     // Its stream is broken now; the error goes to the next.
-                    tx.fail(why);
                     inner.set_live(None);
                 }
                 let error = crate::tail::error(&open.client_id, open.code, why);
-                self.push_locked(&mut inner, Text::Flat(&error), Sent::Answer(None));
+                let ev = self.push_locked(&mut inner, Text::Flat(&error), Sent::Answer(None));
+                if let Some(tx) = live_tail {
+                    match ev {
+                        Some(ev) => tx.fail_instead(why, ev),
+                        None => tx.fail(why),
+                    }
+                }
             }
         }
         inner.held_bytes = 0;
@@ -2033,13 +2057,21 @@ mod tests {
         let body = stream_body(rx, Duration::from_secs(15), CancellationToken::new(), ());
         let whole = body.collect().await.expect("a whole stream").to_bytes();
         let text = std::str::from_utf8(&whole).unwrap();
-        assert!(text.starts_with("id: 7-0\ndata: \n\n"), "{text}");
-        assert!(
-            text.ends_with("\"id\":\"c\",\"error\":{\"code\":-32000,\"message\":\"the MCP server's answer was cut off before its end\"}}\n\n"),
-            "{text}"
+        let error = "{\"jsonrpc\":\"2.0\",\"id\":\"c\",\"error\":{\"code\":-32000,\"message\":\"the MCP server's answer was cut off before its end\"}}";
+        // Under the id it is kept for replay under (the answer's own,
+        // 7-1, was never whole): every event a client is given has one.
+        assert_eq!(
+            text,
+            format!("id: 7-0\ndata: \n\nid: 7-2\ndata: {error}\n\n")
         );
-        // Kept for a resumption too.
-        assert!(o.resume(0).is_some());
+        // A resumption after it does not get it again.
+        let mut after = o.resume(2).expect("a known event");
+        assert!(after.recv().await.is_none());
+        // One from before it gets it, once, under the same id.
+        let mut before = o.resume(0).expect("a known event");
+        let again = before.recv().await.expect("the error again");
+        assert_eq!(again, format!("id: 7-2\ndata: {error}\n\n"));
+        assert!(before.recv().await.is_none());
     }
 
     /// A body whose long answer broke off: its data so far, then once

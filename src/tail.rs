@@ -39,7 +39,9 @@ pub const CUT_THROUGH_BYTES: usize = 128 * 1024;
 enum Piece {
     Data(Bytes),
     End,
-    Fail(TailError),
+    /// The failure, and what its reader gives in the answer's place if it
+    /// has not begun to pass the answer on (see [`TailSender::fail_instead`]).
+    Fail(TailError, Option<Bytes>),
 }
 
 /// The multiplexer's end of a tail. Dropped before [`TailSender::finish`],
@@ -56,6 +58,8 @@ pub struct Tail {
     /// may be set already: the answer's end came after them).
     early: VecDeque<Bytes>,
     failed: Option<TailError>,
+    /// What the sender gave to go in the answer's place when it failed.
+    instead: Option<Bytes>,
     /// The client's id of the request answered and the code of the
     /// error made for it when the tail fails before anything of the
     /// answer went out.
@@ -87,6 +91,7 @@ pub fn channel(client_id: &[u8], code: i64) -> (TailSender, Tail) {
         done: false,
         early: VecDeque::new(),
         failed: None,
+        instead: None,
         client_id: client_id.into(),
         code,
     };
@@ -106,7 +111,15 @@ impl TailSender {
 
     /// The answer will not end: the tail fails with `why`.
     pub fn fail(self, why: TailError) {
-        let _ = self.tx.send(Piece::Fail(why));
+        let _ = self.tx.send(Piece::Fail(why, None));
+    }
+
+    /// As [`TailSender::fail`], with what a reader that has not begun to
+    /// pass the answer on gives in its place ([`Tail::instead`]): the
+    /// request's error as its stream carries it (an SSE event, under the
+    /// id it is kept for replay under).
+    pub fn fail_instead(self, why: TailError, instead: Bytes) {
+        let _ = self.tx.send(Piece::Fail(why, Some(instead)));
     }
 }
 
@@ -128,7 +141,10 @@ impl Tail {
                 self.done = true;
                 Ok(None)
             }
-            Some(Piece::Fail(why)) => Err(why),
+            Some(Piece::Fail(why, instead)) => {
+                self.instead = instead;
+                Err(why)
+            }
             None => Err(TailError::Cut),
         }
     }
@@ -148,13 +164,22 @@ impl Tail {
                     self.done = true;
                     return None;
                 }
-                Ok(Piece::Fail(why)) => break Some(*self.failed.insert(why)),
+                Ok(Piece::Fail(why, instead)) => {
+                    self.instead = instead;
+                    break Some(*self.failed.insert(why));
+                }
                 Err(mpsc::error::TryRecvError::Empty) => return None,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     break Some(*self.failed.insert(TailError::Cut));
                 }
             }
         }
+    }
+
+    /// What its sender gave to go in the answer's place, if it failed with
+    /// that ([`TailSender::fail_instead`]).
+    pub fn instead(&self) -> Option<&Bytes> {
+        self.instead.as_ref()
     }
 
     /// The JSON-RPC error its request gets instead of an answer that

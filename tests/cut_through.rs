@@ -904,3 +904,63 @@ async fn a_garbled_request_of_the_childs_does_not_fail_a_call_of_the_same_number
     }
     proxy.stop().await;
 }
+
+/// A child (`sh`) whose `tools/call` answers are 300 KB long and end in a
+/// byte JSON cannot have, each written in one write (`dd` of a file made
+/// at the start, into the proxy's 1 MiB pipe): the proxy begins passing it
+/// on and finds it broken in the same go, before the response's head can
+/// have gone out. Every other answer is short.
+const BREAKS_OFF_AT_ONCE: &str = r#"f=$(mktemp); trap 'rm -f "$f"' EXIT; head -c 300000 /dev/zero | tr '\0' a > "$f"; printf 'x\001y"}]}}\n' >> "$f"
+while read l; do id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9]*\).*/\1/p'); [ -z "$id" ] && continue; case "$l" in
+  *'"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"b","version":"1"}}}\n' "$id";;
+  *'"tools/call"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"' "$id"; dd if="$f" bs=1M status=none;;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+esac; done"#;
+
+/// Regression: a long answer that broke off before its SSE stream's head
+/// went out is sent as its request's error (see above), but that event
+/// had no id, while the proxy kept the same error for replay under an id
+/// of its own: a client resuming after the last event it got (the error)
+/// from a stream that then dropped was given the error again, under
+/// another id. The error's event carries the id it is kept under now, so
+/// a resumption after it gets nothing more. Asked until that error came
+/// twice (a line read whole and refused is the other outcome).
+#[tokio::test]
+async fn an_error_sent_in_place_of_a_broken_sse_answer_has_the_id_it_is_replayed_under() {
+    let proxy = Proxy::start_child(&[], "sh", &["-c", BREAKS_OFF_AT_ONCE]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let mut checked = 0;
+    for n in 0..30 {
+        let Got::Whole(status, body) = got(send(&c, &tool_call(json!(n), "big")).await).await
+        else {
+            continue;
+        };
+        assert_eq!(status, 200);
+        let events = parse_events(&body);
+        let last = events.last().expect("an answer's event");
+        let answer: Value = serde_json::from_str(&last.data).unwrap();
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        if !message.contains("cut off before its end") {
+            continue;
+        }
+        assert_eq!(answer["id"], n, "{answer}");
+        let id = last
+            .id
+            .clone()
+            .unwrap_or_else(|| panic!("the error's event has no id: {body}"));
+        let resumed = c.resume(&id).await;
+        assert_eq!(resumed.status(), 200);
+        let again = read_messages(resumed).await;
+        assert!(again.is_empty(), "given again after {id}: {again:?}");
+        checked += 1;
+        if checked == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        checked, 2,
+        "the error in place of the answer twice in 30 tries"
+    );
+    proxy.stop().await;
+}
