@@ -2,7 +2,10 @@
 //!
 //! Handlers return `Result<Response, ProxyError>`; [`ProxyError::into_response`]
 //! picks the status (spec `basic/transports`, transport.md §2.11 and §2.13)
-//! and writes a JSON-RPC error body without an id. Session-era errors never
+//! and writes a JSON-RPC error body without an id. Where a request's
+//! revision is known, a [`Refusal`] carries the error with what it
+//! answers (the request's id, whether it speaks 2026-07-28), and
+//! [`Refusal::into_response`] writes it so. Session-era errors never
 //! use the 2026-07-28 codes (-32020…-32022), so that dual-era clients read
 //! them as "legacy server" and fall back (transport.md §2.13). Error
 //! responses never carry a session id.
@@ -124,26 +127,44 @@ pub enum ProxyError {
     /// an SQL error) is logged where it happened and never reaches a client.
     #[error("{0}")]
     StoreUnavailable(String),
-    /// `error`, refusing a 2026-07-28 request whose id could be read: its
-    /// error response carries that id (spec `basic/index`, "Error
+}
+
+/// An error refusing a request, with what it answers: what becomes the
+/// HTTP response where the request's revision is known (the front-ends'
+/// entry, `App::route`). A bare [`ProxyError`] is one for a request of
+/// unknown revision and id.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Why.
+    pub error: ProxyError,
+    /// The refused request's id, raw JSON: a 2026-07-28 request whose id
+    /// could be read is answered with it (spec `basic/index`, "Error
     /// Responses": the same id as the request, unless it could not be
-    /// read). Everything else (status, code, headers) is `error`'s.
-    #[error("{error}")]
-    Answering {
-        /// The request's id, raw JSON.
-        id: Box<[u8]>,
-        /// Why it was refused.
-        error: Box<ProxyError>,
-    },
-    /// The error within, refusing a 2026-07-28 request: the same status,
-    /// message and data, but where the proxy itself failed (the MCP
-    /// server could not be started, died, did not answer; the proxy is
-    /// stopping; the store failed) the code is -32603, not -32000: that
-    /// revision says new implementations should not use -32000…-32019
-    /// (spec 2026-07-28 `basic/index`, "Error Codes"). Session-era
-    /// refusals keep -32000.
-    #[error(transparent)]
-    Modern(Box<ProxyError>),
+    /// read). Nothing else (status, code, headers) depends on it.
+    id: Option<Box<[u8]>>,
+    /// It refuses a 2026-07-28 request: the same status, message and
+    /// data, but where the proxy itself failed (the MCP server could not
+    /// be started, died, did not answer; the proxy is stopping; the store
+    /// failed) the code is -32603, not -32000: that revision says new
+    /// implementations should not use -32000…-32019 (spec 2026-07-28
+    /// `basic/index`, "Error Codes"). Session-era refusals keep -32000.
+    modern: bool,
+}
+
+impl From<ProxyError> for Refusal {
+    fn from(error: ProxyError) -> Refusal {
+        Refusal {
+            error,
+            id: None,
+            modern: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
 }
 
 impl From<TooManySessions> for ProxyError {
@@ -155,53 +176,94 @@ impl From<TooManySessions> for ProxyError {
     }
 }
 
+impl Refusal {
+    /// This refusal as that of the request with id `id` (raw JSON);
+    /// `None` (a notification, or an id that could not be read), or an
+    /// id it has already, leaves it as it is.
+    pub fn answering(mut self, id: Option<&[u8]>) -> Refusal {
+        if self.id.is_none() {
+            self.id = id.map(Into::into);
+        }
+        self
+    }
+
+    /// This refusal as a 2026-07-28 request's (see [`Refusal`]).
+    pub fn modern(mut self) -> Refusal {
+        self.modern = true;
+        self
+    }
+
+    /// The bound that refused the request, if one did (see
+    /// [`ProxyError::limit`]).
+    pub fn limit(&self) -> Option<Limit> {
+        self.error.limit()
+    }
+
+    /// The HTTP response for this refusal.
+    pub fn into_response(self) -> Response<Body> {
+        let Refusal { error, id, modern } = self;
+        let body = jsonrpc::error_response(
+            id.as_deref(),
+            error.rpc_code(modern),
+            &error.to_string(),
+            error.data(),
+        );
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = error.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match &error {
+            ProxyError::MethodNotAllowed(allow) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ProxyError::Auth(r) => {
+                if let AuthError::RateLimited(retry) = r.error {
+                    h.insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(retry.as_secs().max(1)),
+                    );
+                } else if matches!(r.error, AuthError::Unavailable) {
+                    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                }
+                // Every 401 and 403 says how to authenticate (RFC 6750, RFC 9728 §5.1).
+                if matches!(
+                    r.error,
+                    AuthError::Missing | AuthError::Invalid(_) | AuthError::InsufficientScope
+                ) && let Ok(v) = HeaderValue::from_str(&r.challenge)
+                {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ProxyError::TooManySessionsForPrincipal(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ProxyError::TooManySessions(_) | ProxyError::ShuttingDown => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
 impl ProxyError {
-    /// This error as the refusal of the request with id `id` (raw JSON);
-    /// `None` (a notification, or an id that could not be read) leaves it
-    /// as it is.
-    pub fn answering(self, id: Option<&[u8]>) -> ProxyError {
-        match (self, id) {
-            (e @ ProxyError::Answering { .. }, _) | (e, None) => e,
-            (e, Some(id)) => ProxyError::Answering {
-                id: id.into(),
-                error: Box::new(e),
-            },
-        }
+    /// This error as the refusal of the request with id `id` (see
+    /// [`Refusal::answering`]).
+    pub fn answering(self, id: Option<&[u8]>) -> Refusal {
+        Refusal::from(self).answering(id)
     }
 
-    /// This error as a 2026-07-28 request's refusal (see
-    /// [`ProxyError::Modern`]).
-    pub fn modern(self) -> ProxyError {
-        match self {
-            ProxyError::Answering { id, error } => ProxyError::Answering {
-                id,
-                error: Box::new(error.modern()),
-            },
-            e @ ProxyError::Modern(_) => e,
-            e => ProxyError::Modern(Box::new(e)),
-        }
-    }
-
-    /// Whether this refuses a 2026-07-28 request.
-    fn is_modern(&self) -> bool {
-        match self {
-            ProxyError::Answering { error, .. } => error.is_modern(),
-            ProxyError::Modern(_) => true,
-            _ => false,
-        }
-    }
-
-    /// The error itself, without the request it answers or its revision.
-    pub fn inner(&self) -> &ProxyError {
-        match self {
-            ProxyError::Answering { error, .. } | ProxyError::Modern(error) => error.inner(),
-            e => e,
-        }
+    /// This error as a 2026-07-28 request's refusal (see [`Refusal`]).
+    pub fn modern(self) -> Refusal {
+        Refusal::from(self).modern()
     }
 
     fn status(&self) -> StatusCode {
         use ProxyError::*;
-        match self.inner() {
+        match self {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BadMessage(_)
@@ -234,8 +296,6 @@ impl ProxyError {
             ) => StatusCode::GATEWAY_TIMEOUT,
             Upstream(UpstreamError::Overloaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Upstream(_) => StatusCode::BAD_GATEWAY,
-            // Unwrapped by `inner`.
-            Answering { error, .. } | Modern(error) => error.status(),
         }
     }
 
@@ -243,7 +303,7 @@ impl ProxyError {
     /// `limit_refusals` metric).
     pub fn limit(&self) -> Option<Limit> {
         use ProxyError::*;
-        Some(match self.inner() {
+        Some(match self {
             BodyTooLarge { .. } => Limit::BodyBytes,
             BodyReadTimeout(_) => Limit::BodyReadTimeout,
             TooManySessions(_) => Limit::Sessions,
@@ -254,24 +314,26 @@ impl ProxyError {
         })
     }
 
-    fn rpc_code(&self) -> i64 {
+    /// The JSON-RPC code of this error refusing a 2026-07-28 (`modern`)
+    /// or session-era request.
+    fn rpc_code(&self, modern: bool) -> i64 {
         use ProxyError::*;
-        match self.inner() {
+        match self {
             BadMessage(e) => e.code(),
             HeaderMismatch(_) => code::HEADER_MISMATCH,
             UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
             MethodNotFound(_) => code::METHOD_NOT_FOUND,
             InvalidParams(_) => code::INVALID_PARAMS,
             SessionNotFound => -32001,
-            Upstream(UpstreamError::DuplicateId(_)) if self.is_modern() => code::INVALID_REQUEST,
+            Upstream(UpstreamError::DuplicateId(_)) if modern => code::INVALID_REQUEST,
             Upstream(_) | TooManySessions(_) | ShuttingDown | StoreUnavailable(_)
-            | MissingCredential(_) => crate::upstream::proxy_failure_code(self.is_modern()),
+            | MissingCredential(_) => crate::upstream::proxy_failure_code(modern),
             _ => code::INVALID_REQUEST,
         }
     }
 
     fn data(&self) -> Option<Value> {
-        match self.inner() {
+        match self {
             ProxyError::UnsupportedVersion {
                 requested,
                 supported,
@@ -280,57 +342,10 @@ impl ProxyError {
         }
     }
 
-    /// The HTTP response for this error.
+    /// The HTTP response for this error, refusing a request of unknown
+    /// revision and id.
     pub fn into_response(self) -> Response<Body> {
-        let status = self.status();
-        let (id, error) = match self {
-            ProxyError::Answering { id, error } => (Some(id), *error),
-            e => (None, e),
-        };
-        let body = jsonrpc::error_response(
-            id.as_deref(),
-            error.rpc_code(),
-            &error.to_string(),
-            error.data(),
-        );
-        let mut resp = Response::new(full(body));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        match error.inner() {
-            ProxyError::MethodNotAllowed(allow) => {
-                h.insert(header::ALLOW, HeaderValue::from_static(allow));
-            }
-            ProxyError::Auth(r) => {
-                if let AuthError::RateLimited(retry) = r.error {
-                    h.insert(
-                        header::RETRY_AFTER,
-                        HeaderValue::from(retry.as_secs().max(1)),
-                    );
-                } else if matches!(r.error, AuthError::Unavailable) {
-                    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                }
-                // Every 401 and 403 says how to authenticate (RFC 6750, RFC 9728 §5.1).
-                if matches!(
-                    r.error,
-                    AuthError::Missing | AuthError::Invalid(_) | AuthError::InsufficientScope
-                ) && let Ok(v) = HeaderValue::from_str(&r.challenge)
-                {
-                    h.insert(header::WWW_AUTHENTICATE, v);
-                }
-            }
-            ProxyError::TooManySessionsForPrincipal(_) => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            ProxyError::TooManySessions(_) | ProxyError::ShuttingDown => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            _ => {}
-        }
-        resp
+        Refusal::from(self).into_response()
     }
 }
 

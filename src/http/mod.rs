@@ -42,7 +42,7 @@ use tracing::{debug, info, warn};
 use crate::audit::Audit;
 use crate::auth::{Access, AuthMethod, Authenticator, Principal, access};
 use crate::config::{Config, Mode};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Refusal};
 use crate::jsonrpc::{self, Frame};
 use crate::metrics::{AuthFailure, Era, HttpMethod, Metrics};
 use crate::session::{
@@ -618,11 +618,11 @@ impl App {
     /// serves the session era only (`--upstream-protocol legacy`), whose
     /// refusals tell a dual-era client to fall back. Anything else is
     /// refused as it is.
-    fn refusal_in(&self, e: ProxyError, is_modern: bool, single: Option<&Frame>) -> ProxyError {
+    fn refusal_in(&self, e: ProxyError, is_modern: bool, single: Option<&Frame>) -> Refusal {
         if is_modern && self.config.upstream_protocol != version::UpstreamProtocol::Legacy {
             e.modern().answering(single.and_then(modern::refusal_id))
         } else {
-            e
+            e.into()
         }
     }
 
@@ -641,7 +641,7 @@ impl App {
             Ok(r) => r,
             Err(e) => {
                 debug!(error = %e, "request refused");
-                match e.inner() {
+                match &e.error {
                     ProxyError::Auth(_) => self.metrics.auth_failure(AuthFailure::Key),
                     ProxyError::ForbiddenOrigin(_) => {
                         self.metrics.auth_failure(AuthFailure::Origin)
@@ -715,7 +715,7 @@ impl App {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         origin: Option<String>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Body>, Refusal> {
         // Host first, for every path: health probes too (DNS rebinding),
         // though they may name an address (kubelet names the pod's).
         let authority = req.uri().authority().map(|a| a.as_str());
@@ -733,8 +733,8 @@ impl App {
             (&Method::GET, p) if self.auth.metadata().is_some_and(|m| m.serves(p)) => {
                 return Ok(self.resource_metadata());
             }
-            (&Method::GET, "/metrics") => return Box::pin(self.metrics_endpoint(&req)).await,
-            _ if !is_mcp => return Err(ProxyError::NotFound(path.to_string())),
+            (&Method::GET, "/metrics") => return Ok(Box::pin(self.metrics_endpoint(&req)).await?),
+            _ if !is_mcp => return Err(ProxyError::NotFound(path.to_string()).into()),
             _ => {}
         }
         // Origin before the preflight: a browser's preflight must be refused for a bad origin too.
@@ -744,7 +744,11 @@ impl App {
             return Ok(preflight(origin.as_deref(), req.headers()));
         }
         let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
-        let principal = self.auth.authenticate(req.headers(), peer).await?;
+        let principal = self
+            .auth
+            .authenticate(req.headers(), peer)
+            .await
+            .map_err(ProxyError::from)?;
         req.extensions_mut().insert(principal);
         // A POST of messages is decided by what it holds (see
         // `refuses_while_draining`), and a resumption of a stream is a
@@ -765,9 +769,9 @@ impl App {
         if path == c.path {
             self.mcp(req).await
         } else if path == c.sse_path {
-            legacy::handle_sse(self, req).await
+            Ok(legacy::handle_sse(self, req).await?)
         } else {
-            legacy::handle_message(self, req).await
+            Ok(legacy::handle_message(self, req).await?)
         }
     }
 
@@ -799,23 +803,23 @@ impl App {
     ///   -32022;
     /// - everything else is session-era ([`streamable`]), where an unknown
     ///   version is a plain 400 that never uses the 2026-07-28 codes.
-    async fn mcp(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    async fn mcp(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
         // A bad header waits for the body when there is one: it decides
         // which revision's error the request gets.
         let (version, bad_version) = match protocol_version_header(req.headers()) {
             Ok(v) => (v.map(str::to_owned), None),
             Err(e) if req.method() == Method::POST => (None, Some(e)),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let modern_header = version.as_deref().is_some_and(version::is_modern);
         if req.method() != Method::POST {
             if modern_header {
-                return modern::not_post(&self);
+                return Ok(modern::not_post(&self)?);
             }
             return match *req.method() {
-                Method::GET => streamable::get(self, req).await,
-                Method::DELETE => streamable::delete(self, req).await,
-                _ => Err(ProxyError::MethodNotAllowed("GET, POST, DELETE, OPTIONS")),
+                Method::GET => Ok(streamable::get(self, req).await?),
+                Method::DELETE => Ok(streamable::delete(self, req).await?),
+                _ => Err(ProxyError::MethodNotAllowed("GET, POST, DELETE, OPTIONS").into()),
             };
         }
         let (parts, body) = req.into_parts();
@@ -825,7 +829,8 @@ impl App {
         if modern_header && batch {
             return Err(ProxyError::InvalidRequest(
                 "JSON-RPC batches are not part of protocol 2026-07-28".into(),
-            ));
+            )
+            .into());
         }
         let (frames, batch) = parse_body(bytes, self.config.max_batch)?;
         let frames = trace::carry(&parts.headers, frames);
@@ -865,7 +870,7 @@ impl App {
                 ProxyError::HeaderMismatch(e.to_string())
                     .answering(single.and_then(modern::refusal_id))
             } else {
-                e
+                e.into()
             });
         }
         if modern_header || modern_body {
@@ -881,9 +886,10 @@ impl App {
             return Err(ProxyError::BadProtocolVersion(format!(
                 "unsupported MCP-Protocol-Version {v:?}; supported: {}",
                 version::SESSION_VERSIONS.join(", ")
-            )));
+            ))
+            .into());
         }
-        streamable::post(self, &parts, frames, batch).await
+        Ok(streamable::post(self, &parts, frames, batch).await?)
     }
 
     /// Per-session mode: when the session's child exits, the session ends

@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 use super::response::{accepted, json_answer, json_ok, sse_response};
 use super::tool_headers::{ToolHeaders, decode_header};
 use super::{Answer, App, negotiate};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Refusal};
 use crate::jsonrpc::{self, Frame, Kind, code};
 use crate::session::InFlightSlots;
 use crate::sse::{Body, Outlet, stream_body};
@@ -230,11 +230,7 @@ pub fn refusal_id(frame: &Frame) -> Option<&[u8]> {
 /// Serves one validated-or-not 2026-07-28 message. A request it refuses
 /// is answered by its id, as every error response of this revision is
 /// (`basic/index`, "Error Responses").
-pub async fn serve(
-    app: Arc<App>,
-    parts: &Parts,
-    frame: Frame,
-) -> Result<Response<Body>, ProxyError> {
+pub async fn serve(app: Arc<App>, parts: &Parts, frame: Frame) -> Result<Response<Body>, Refusal> {
     refuse_if_legacy_only(&app)?;
     let id: Option<Box<[u8]>> = refusal_id(&frame).map(Into::into);
     Box::pin(serve_message(app, parts, frame))
