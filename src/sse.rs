@@ -2140,7 +2140,11 @@ mod tests {
         };
         let first = note('a', 14);
         assert_eq!(first.len(), 40);
-        o.open_response(&[Bytes::from_static(b"{\"id\":1,\"result\":\"a")], b"1");
+        o.open_response(
+            &[Bytes::from_static(b"{\"id\":1,\"result\":\"a")],
+            b"1",
+            SERVER_ERROR,
+        );
         // What waits is kept for replay once the answer ends: read from
         // there, so that the live queue's own policy plays no part.
         drop(rx);
