@@ -55,6 +55,13 @@ pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 64;
 /// stdout before the process exits without them (a client that closed
 /// stdin and reads stdout no more would keep it waiting for ever).
 pub const DEFAULT_STDOUT_GRACE: Duration = Duration::from_secs(5);
+/// Past a write call's deadline, the time it may still take to end
+/// (turning Coda's last answer into a result): the default
+/// `--shutdown-wait-secs` is the call deadline plus this, so every write
+/// sent to Coda before the stop runs to its end.
+pub const WRITE_END_MARGIN: Duration = Duration::from_secs(5);
+/// Largest `--shutdown-wait-secs`: the longest call deadline and its margin.
+pub const MAX_SHUTDOWN_WAIT_SECS: u64 = MAX_CALL_TIMEOUT_SECS + WRITE_END_MARGIN.as_secs();
 /// Pages in a row without items, each with a new `nextPageToken`, after
 /// which a list stops (a Coda handing out tokens for ever would keep a
 /// call reading, on the shared read budget, until its deadline).
@@ -165,6 +172,12 @@ pub struct CodaArgs {
     /// default 5)
     #[argh(option)]
     pub stdout_grace_secs: Option<u64>,
+    /// seconds coda-mcp waits, once stdin ends or on a first SIGTERM, for
+    /// the write calls that sent a write to Coda before exiting without
+    /// them, 0 to 3605 (env CODA_SHUTDOWN_WAIT_SECS; default: the call
+    /// timeout plus 5, so every write sent finishes)
+    #[argh(option)]
+    pub shutdown_wait_secs: Option<u64>,
     /// pages in a row with no items but a new nextPageToken after which a
     /// list stops, saying so (env CODA_MAX_EMPTY_PAGES; default 100)
     #[argh(option)]
@@ -321,6 +334,9 @@ pub struct CodaConfig {
     pub max_pending_requests: usize,
     /// How long answers queued when stdin ends may take to be written.
     pub stdout_grace: Duration,
+    /// How long the stop waits for the write calls that sent a write to
+    /// Coda ([`crate::shutdown`]).
+    pub shutdown_wait: Duration,
     /// Pages in a row with no items after which a list stops.
     pub max_empty_pages: usize,
     /// Most JSON values an answer from Coda may hold to be parsed.
@@ -489,6 +505,36 @@ impl CodaConfig {
                 None => DEFAULT_STDOUT_GRACE,
             },
         };
+        let call_deadline = args
+            .call_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_CALL_DEADLINE);
+        let shutdown_wait_secs = match args.shutdown_wait_secs {
+            Some(n) => Some(n),
+            None => env("CODA_SHUTDOWN_WAIT_SECS")
+                .map(|v| {
+                    v.trim().parse().map_err(|_| ConfigError::InvalidValue {
+                        name: "CODA_SHUTDOWN_WAIT_SECS",
+                        value: v.clone(),
+                        reason: "must be a number of seconds".into(),
+                    })
+                })
+                .transpose()?,
+        };
+        let shutdown_wait = match shutdown_wait_secs {
+            Some(n) if n > MAX_SHUTDOWN_WAIT_SECS => {
+                return Err(ConfigError::InvalidValue {
+                    name: "--shutdown-wait-secs",
+                    value: n.to_string(),
+                    reason: format!(
+                        "must be between 0 and {MAX_SHUTDOWN_WAIT_SECS} (the longest call timeout and {} s to end)",
+                        WRITE_END_MARGIN.as_secs()
+                    ),
+                });
+            }
+            Some(n) => Duration::from_secs(n),
+            None => call_deadline.saturating_add(WRITE_END_MARGIN),
+        };
         let max_empty_pages = match args.max_empty_pages {
             Some(n) => n,
             None => env("CODA_MAX_EMPTY_PAGES")
@@ -572,10 +618,7 @@ impl CodaConfig {
             read_only,
             toolsets,
             check_token: !args.skip_token_check,
-            call_deadline: args
-                .call_timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_CALL_DEADLINE),
+            call_deadline,
             retry_base: args
                 .retry_base_ms
                 .map(Duration::from_millis)
@@ -601,6 +644,7 @@ impl CodaConfig {
             max_line_bytes,
             max_pending_requests,
             stdout_grace,
+            shutdown_wait,
             max_empty_pages,
             max_answer_values,
             max_read_bytes,
@@ -906,6 +950,55 @@ mod tests {
                 err,
                 ConfigError::InvalidValue {
                     name: "CODA_MAX_PENDING_REQUESTS",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn shutdown_wait_comes_from_the_flag_then_the_env_else_the_call_timeout() {
+        let token = env_of(&[("CODA_API_TOKEN", "t")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &token).unwrap();
+        assert_eq!(cfg.shutdown_wait, DEFAULT_CALL_DEADLINE + WRITE_END_MARGIN);
+        let short = CodaArgs {
+            call_timeout_secs: Some(3),
+            ..Default::default()
+        };
+        let cfg = CodaConfig::from_args(&short, &token).unwrap();
+        assert_eq!(cfg.shutdown_wait, Duration::from_secs(8));
+        let env = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_SHUTDOWN_WAIT_SECS", " 0 ")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &env).unwrap();
+        assert_eq!(cfg.shutdown_wait, Duration::ZERO);
+        let flag = CodaArgs {
+            shutdown_wait_secs: Some(7),
+            ..Default::default()
+        };
+        let cfg = CodaConfig::from_args(&flag, &env).unwrap();
+        assert_eq!(cfg.shutdown_wait, Duration::from_secs(7));
+        let long = CodaArgs {
+            shutdown_wait_secs: Some(MAX_SHUTDOWN_WAIT_SECS + 1),
+            ..Default::default()
+        };
+        let err = CodaConfig::from_args(&long, &token).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "--shutdown-wait-secs",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let bad = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_SHUTDOWN_WAIT_SECS", "soon")]);
+        let err = CodaConfig::from_args(&CodaArgs::default(), bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "CODA_SHUTDOWN_WAIT_SECS",
                     ..
                 }
             ),

@@ -110,9 +110,10 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     // written: a client that closed stdin and reads stdout no more would
     // otherwise keep this process waiting on a full pipe for ever.
     let stdout_grace = cfg.stdout_grace;
-    // Every request of a write call ends by its deadline: the longest the
-    // writes still running at the stop may take.
-    let writes_bound = cfg.call_deadline + coda_mcp::shutdown::WRITE_END_MARGIN;
+    // How long the writes still running at the stop may take
+    // (`--shutdown-wait-secs`; by default their deadline and a margin, as
+    // every request of a write call ends by its deadline).
+    let writes_bound = cfg.shutdown_wait;
     let server = CodaServer::new(cfg)?;
     let shutdown = server.shutdown();
     // The first SIGTERM/SIGINT stops (writes sent finish), a second exits.
@@ -202,7 +203,7 @@ async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
         tracing::warn!(
             writes = writes_left,
             bound = ?writes_bound,
-            "exit with write calls still running past their deadline: they may be applied or not"
+            "exit with write calls still running at the end of --shutdown-wait-secs: they may be applied or not"
         );
     }
     served?;

@@ -7,7 +7,10 @@
 //! leaves a doc with a multi-request write applied half way and nobody
 //! knowing where it stopped. Every write call holds a token of
 //! [`Shutdown`]'s tracker from its start; the binary waits for them after
-//! rmcp returns, bounded by the call deadline. Reads, and write calls that
+//! rmcp returns, for at most `--shutdown-wait-secs` (by default the call
+//! deadline and [`crate::config::WRITE_END_MARGIN`], so every write sent
+//! ends; a shorter wait suits a supervisor that kills sooner, and a
+//! warning then says how many writes were cut). Reads, and write calls that
 //! sent nothing yet, are not waited for: they are stopped (nothing of
 //! them reached Coda).
 //!
@@ -32,11 +35,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
-
-/// Past its call's deadline, the time a write call may still take to
-/// end (turning Coda's last answer into a result) before the process
-/// exits without it.
-pub const WRITE_END_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long the calls that are not waited for may take to see the stop
 /// and log it: they end at once, so this bites only on a stuck runtime.

@@ -47,6 +47,9 @@ async fn out_of_range_timeouts_and_intervals_exit_64_with_one_line() {
         ["--retry-base-ms", "0"],
         // Below one largest export (its gzip body and its text).
         ["--max-read-bytes", "1048576"],
+        // Past the longest call timeout and its margin.
+        ["--shutdown-wait-secs", "3606"],
+        ["--shutdown-wait-secs", "soon"],
     ] {
         let out = tokio::process::Command::new(harness::bin())
             .args(args)

@@ -270,3 +270,54 @@ async fn a_write_finishing_at_the_stop_does_not_wait_for_coda_to_apply_it() {
     assert!(log.contains("finish a write call at shutdown"), "{log}");
     assert_eq!(fake.arrived_at("POST", "/rows"), 1);
 }
+
+/// `--shutdown-wait-secs` bounds the wait for a write that was sent: with
+/// Coda holding the insert's answer for a minute and a 40 s call timeout,
+/// the default wait (45 s) would keep the process that long after a
+/// SIGTERM; with `--shutdown-wait-secs 1` it exits after about a second,
+/// warning that the write was cut and may be applied or not.
+#[tokio::test]
+async fn the_shutdown_wait_flag_bounds_the_wait_for_a_sent_write() {
+    let fake = FakeCoda::start().await;
+    fake.delay_next("POST", "/rows", Duration::from_secs(60), 1);
+    let mut raw = harness::spawn_traced(command(
+        &fake,
+        &[
+            "--skip-token-check",
+            "--no-rate-limit",
+            "--call-timeout-secs",
+            "40",
+            "--shutdown-wait-secs",
+            "1",
+        ],
+    ));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "shutdown-test", "version": "0"}}});
+    send(&mut raw, &init).await;
+    tokio::time::timeout(Duration::from_secs(30), raw.out.next_line())
+        .await
+        .expect("no answer to initialize")
+        .unwrap()
+        .expect("stdout closed");
+    send(
+        &mut raw,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    send(&mut raw, &insert_three(2)).await;
+    until("the first chunk reaches Coda", || {
+        fake.arrived_at("POST", "/rows") >= 1
+    })
+    .await;
+    signal(&raw, "-TERM");
+    let (status, took, log) = exit(raw, Duration::from_secs(60)).await;
+    assert!(status.success(), "{status}: {log}");
+    // A generous bound, far below the default wait of 45 s.
+    assert!(took < Duration::from_secs(20), "{took:?}: {log}");
+    assert!(
+        log.contains("exit with write calls still running at the end of --shutdown-wait-secs"),
+        "{log}"
+    );
+    assert_eq!(fake.arrived_at("POST", "/rows"), 1);
+}
