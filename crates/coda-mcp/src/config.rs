@@ -84,6 +84,13 @@ pub const DEFAULT_MAX_READ_BYTES: usize = 256 * 1024 * 1024;
 pub const MIN_MAX_READ_BYTES: usize = 2 * MAX_RESPONSE_BYTES;
 const _: () = assert!(DEFAULT_MAX_READ_BYTES >= MIN_MAX_READ_BYTES);
 
+/// Bytes of log lines waiting for stderr at most (`--log-queue-bytes`,
+/// see [`crate::log`]): past it a line is dropped and counted. 8 MiB is
+/// tens of thousands of lines, seconds of the busiest debug log.
+pub const DEFAULT_LOG_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Smallest `--log-queue-bytes`: room for a few long lines.
+pub const MIN_LOG_QUEUE_BYTES: usize = 64 * 1024;
+
 /// Exit code for bad usage or configuration (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
 /// Exit code for a runtime failure (including a token rejected by `/whoami`).
@@ -192,6 +199,11 @@ pub struct CodaArgs {
     /// CODA_MAX_READ_BYTES; default 268435456, at least 67108864)
     #[argh(option)]
     pub max_read_bytes: Option<usize>,
+    /// most bytes of log lines waiting for stderr; past it a line is
+    /// dropped and counted, so a stderr nobody reads never blocks coda-mcp
+    /// (env CODA_LOG_QUEUE_BYTES; default 8388608, at least 65536)
+    #[argh(option)]
+    pub log_queue_bytes: Option<usize>,
 }
 
 /// A named group of tools that can be switched on with `--toolsets`.
@@ -343,6 +355,8 @@ pub struct CodaConfig {
     pub max_answer_values: usize,
     /// Most bytes of Coda's answers held at once ([`crate::budget`]).
     pub max_read_bytes: usize,
+    /// Most bytes of log lines waiting for stderr ([`crate::log`]).
+    pub log_queue_bytes: usize,
 }
 
 impl CodaConfig {
@@ -578,6 +592,14 @@ impl CodaConfig {
                 "an export's gzip body and its inflated text, up to 32 MiB each, must fit at once",
             ),
         )?;
+        let log_queue_bytes = bytes_setting(args.log_queue_bytes, &env, "CODA_LOG_QUEUE_BYTES")?
+            .unwrap_or(DEFAULT_LOG_QUEUE_BYTES);
+        at_least(
+            "--log-queue-bytes",
+            log_queue_bytes,
+            MIN_LOG_QUEUE_BYTES,
+            None,
+        )?;
         at_least(
             "--max-pending-requests",
             max_pending_requests,
@@ -648,6 +670,7 @@ impl CodaConfig {
             max_empty_pages,
             max_answer_values,
             max_read_bytes,
+            log_queue_bytes,
         })
     }
 
@@ -955,6 +978,23 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn log_queue_bytes_comes_from_the_flag_then_the_env() {
+        let token = env_of(&[("CODA_API_TOKEN", "t")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &token).unwrap();
+        assert_eq!(cfg.log_queue_bytes, DEFAULT_LOG_QUEUE_BYTES);
+        let env = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_LOG_QUEUE_BYTES", "100000")]);
+        let cfg = CodaConfig::from_args(&CodaArgs::default(), &env).unwrap();
+        assert_eq!(cfg.log_queue_bytes, 100_000);
+        let small = CodaArgs {
+            log_queue_bytes: Some(MIN_LOG_QUEUE_BYTES - 1),
+            ..Default::default()
+        };
+        assert!(CodaConfig::from_args(&small, &env).is_err());
+        let bad = env_of(&[("CODA_API_TOKEN", "t"), ("CODA_LOG_QUEUE_BYTES", "8MiB")]);
+        assert!(CodaConfig::from_args(&CodaArgs::default(), bad).is_err());
     }
 
     #[test]

@@ -66,6 +66,12 @@
 //!   `CODA_MAX_READ_BYTES`) read through a
 //!   lookup function, validated, no I/O; the [`config::Toolset`]s that
 //!   `--toolsets` names.
+//! - [`log`]: the stderr log. Lines go through a queue bounded in bytes
+//!   (`--log-queue-bytes`) to a thread of their own, so a stderr nobody
+//!   reads (a full pipe) or a broken one never blocks a call, the signal
+//!   task or the exit: a line that finds no room is dropped and counted,
+//!   the count is logged once writing works again and at exit, and the
+//!   exit gives the queue a bounded time to drain.
 //! - [`number`]: decimal numbers compared by the value they spell, not
 //!   by the `f64` they round to (`verify`, the stdio front).
 //! - [`ids`]: a doc id from an id or a Coda browser/API URL, for `--docs`,
@@ -103,6 +109,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ids;
+pub mod log;
 pub mod number;
 pub mod ratelimit;
 pub mod resources;

@@ -16,17 +16,18 @@ use argh::FromArgs;
 use coda_mcp::config::{EXIT_RUNTIME, EXIT_USAGE};
 use coda_mcp::{CodaArgs, CodaConfig, CodaServer};
 use rmcp::ServiceExt;
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
+/// `error: …` and its `caused by:` lines, through the log's queue once it
+/// is running (a full or broken stderr neither blocks nor panics; see
+/// [`coda_mcp::log`]).
 fn print_error(err: &dyn Error) {
-    eprintln!("error: {err}");
+    let mut text = format!("error: {err}");
     let mut source = err.source();
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        text.push_str(&format!("\n  caused by: {cause}"));
         source = cause.source();
     }
+    coda_mcp::log::raw(&text);
 }
 
 fn main() -> ExitCode {
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
-                    eprintln!("error: {}", output.trim_end());
+                    coda_mcp::log::raw(&format!("error: {}", output.trim_end()));
                     ExitCode::from(EXIT_USAGE as u8)
                 }
             };
@@ -68,14 +69,9 @@ fn main() -> ExitCode {
             tracing_subscriber::filter::Targets::new()
                 .with_default(tracing_subscriber::filter::LevelFilter::INFO)
         });
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .with_filter(filter),
-        )
-        .init();
+    // Through a bounded queue and a thread of its own: a stderr nobody
+    // reads must not block a call, the signal task or the exit.
+    coda_mcp::log::init(filter, cfg.log_queue_bytes);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -84,6 +80,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             print_error(&e);
+            coda_mcp::log::finish(coda_mcp::log::FLUSH_AT_EXIT);
             return ExitCode::from(EXIT_RUNTIME as u8);
         }
     };
@@ -91,13 +88,17 @@ fn main() -> ExitCode {
     // Not waited for: a write to a stdout nobody reads runs on a blocking
     // thread that never returns, and dropping the runtime would wait for it.
     runtime.shutdown_background();
-    match served {
+    let code = match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             print_error(e.as_ref());
             ExitCode::from(EXIT_RUNTIME as u8)
         }
-    }
+    };
+    // The log's last lines, for a bounded time: a stderr nobody reads
+    // does not keep the process.
+    coda_mcp::log::finish(coda_mcp::log::FLUSH_AT_EXIT);
+    code
 }
 
 async fn serve(cfg: CodaConfig) -> Result<(), Box<dyn Error + Send + Sync>> {

@@ -26,7 +26,7 @@
 //!   warning says how many writes were cut: they may be applied or not).
 //!
 //! This module imports nothing of the crate but [`crate::stdio`]'s
-//! `stdin_ended`.
+//! `stdin_ended` and [`crate::log`]'s `finish`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +35,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
+
+/// How long the log may take to reach stderr when a second signal exits.
+const SECOND_SIGNAL_FLUSH: Duration = Duration::from_millis(500);
 
 /// How long the calls that are not waited for may take to see the stop
 /// and log it: they end at once, so this bites only on a stuck runtime.
@@ -158,6 +161,9 @@ pub fn on_signal(shutdown: Shutdown, code: i32) -> std::io::Result<()> {
             writes = shutdown.writes_running(),
             "exit at once on a second signal: the writes still running are cut and may be applied or not"
         );
+        // The log's last lines, briefly: a stderr nobody reads must not
+        // hold up an exit asked to be at once.
+        crate::log::finish(SECOND_SIGNAL_FLUSH);
         std::process::exit(code);
     });
     Ok(())
