@@ -61,13 +61,26 @@
 //! object's result is cut to `--max-result-bytes`, and for a list's pages
 //! until its result is built.
 //!
+//! # Answers a tool keeps
+//!
+//! A whole list a tool gathers page by page (a composite's items, handed
+//! to the code that summarises them; a page's plain text, which a content
+//! write with `verify` keeps across the write) comes as [`Kept`]: the
+//! items with the room of their pages, held until the tool drops them
+//! (or what it made of them, [`Kept::remade`]). While a call keeps room
+//! so, it is a holder: its next first reservations take free room or
+//! fail, never wait ([`crate::call::keeps_room`]), as the rule above
+//! wants. Pages gathered for a list's result hold theirs until it is
+//! built, under the same rule.
+//!
 //! # What it does not count
 //!
-//! A parsed answer once a tool holds it past that (items a composite
-//! gathered, handed to the code that summarises them; a row or page read
-//! in the middle of a write), each still bounded by the room it got when
-//! it was parsed; the chunk reqwest hands over between two appends; the
-//! old buffer for the moment a growth moves it.
+//! The columns cached for the checks of row writes (kept across calls,
+//! up to 256 tables); a single answer a tool keeps while it sends a
+//! request or two more (a row read before it is written, a page read before it is
+//! duplicated), each bounded by the room it got when it was parsed; the
+//! chunk reqwest hands over between two appends; the old buffer for the
+//! moment a growth moves it.
 
 use std::fmt;
 use std::ops::Deref;
@@ -197,6 +210,11 @@ impl ReadBudget {
         };
         match self.sem.clone().try_acquire_many_owned(n32) {
             Ok(p) => return Ok(Reservation(Some(p))),
+            // A call that keeps room from earlier answers is a holder:
+            // it must not wait (see the module documentation).
+            Err(TryAcquireError::NoPermits) if crate::call::keeps_room() => {
+                return Err(self.refuse(bytes, 0, None));
+            }
             Err(TryAcquireError::NoPermits) => {}
             Err(TryAcquireError::Closed) => return Err(self.refuse(bytes, 0, None)),
         }
@@ -425,6 +443,95 @@ impl Held<Vec<u8>> {
     }
 }
 
+/// Parsed answers a tool keeps past the request that read them (the
+/// items of a whole list, gathered page by page, that a composite then
+/// summarises), with the room each page's parse held: counted in
+/// `--max-read-bytes` for as long as they are kept. It derefs to the
+/// value; [`Kept::into_parts`] hands both out.
+///
+/// While one holds room, the tool call keeping it is a holder: its
+/// next reads take room free now or fail, never wait
+/// ([`crate::call::keeps_room`]), as for any holder.
+#[derive(Debug)]
+pub struct Kept<T> {
+    value: T,
+    rooms: Vec<Reservation>,
+    /// Marks the call as holding room while `rooms` holds any (read by
+    /// its `Drop` alone).
+    _keeping: Option<crate::call::Keeping>,
+}
+
+impl<T> Kept<T> {
+    /// `value`, holding `rooms` for as long as it is kept.
+    pub fn new(value: T, rooms: Vec<Reservation>) -> Self {
+        let keeping = rooms
+            .iter()
+            .any(|r| r.units() > 0)
+            .then(crate::call::keeping);
+        Self {
+            value,
+            rooms,
+            _keeping: keeping,
+        }
+    }
+
+    /// The bytes of the budget it holds.
+    pub fn reserved_bytes(&self) -> usize {
+        self.rooms.iter().map(Reservation::bytes).sum()
+    }
+
+    /// The value and its room: keep the room while the value (or what is
+    /// made of it) is kept.
+    pub fn into_parts(self) -> (T, Vec<Reservation>) {
+        (self.value, self.rooms)
+    }
+
+    /// `made` (something made of the value, which then goes), holding at
+    /// most `bytes` of the value's room, what `made` takes, for as long
+    /// as it is kept (across later requests of the call too).
+    pub fn remade_kept<U>(self, made: U, bytes: usize) -> Kept<U> {
+        let held = self.remade(made, bytes);
+        Kept::new(held.value, vec![held.reservation])
+    }
+
+    /// [`Kept::remade`] for a value used at once (no request of the call
+    /// follows while it is kept).
+    pub fn remade<U>(self, made: U, bytes: usize) -> Held<U> {
+        let mut room = Reservation::default();
+        for r in self.rooms {
+            match (&mut room.0, r.0) {
+                (Some(held), Some(p)) => held.merge(p),
+                (slot @ None, p) => *slot = p,
+                (Some(_), None) => {}
+            }
+        }
+        let keep = units_for(bytes);
+        if let Some(held) = room.0.as_mut()
+            && held.num_permits() > keep
+        {
+            drop(held.split(held.num_permits() - keep));
+        }
+        Held {
+            value: made,
+            reservation: room,
+        }
+    }
+}
+
+impl<T> Deref for Kept<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Kept<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +557,39 @@ mod tests {
             body.extend(budget, &piece, usize::MAX)?;
         }
         Ok(body)
+    }
+
+    /// A call that keeps room past its requests (a [`crate::call::Keeping`]
+    /// alive) is a holder: its first reservations fail at once when no
+    /// room is free, where a call holding nothing waits until `until`.
+    #[tokio::test]
+    async fn a_call_that_keeps_room_never_waits_for_more() {
+        let b = ReadBudget::new(1024 * KIB);
+        let _all = b.reserve(1024 * KIB, soon(0)).await.unwrap();
+        let ctx = crate::call::CallContext {
+            progress: None,
+            steps: Default::default(),
+            full_text: false,
+            max_result_bytes: 100_000,
+            deadline: soon(60_000),
+            write: false,
+            write_sent: Default::default(),
+            finishing: Default::default(),
+            kept: Default::default(),
+        };
+        crate::call::scope(ctx, async {
+            let e = b.reserve(KIB, soon(300)).await.unwrap_err();
+            assert!(e.waited.is_some(), "{e:?}");
+            let keeping = crate::call::keeping();
+            assert!(crate::call::keeps_room());
+            let started = Instant::now();
+            let e = b.reserve(KIB, soon(30_000)).await.unwrap_err();
+            assert_eq!(e.waited, None, "{e:?}");
+            assert!(started.elapsed() < Duration::from_secs(10));
+            drop(keeping);
+            assert!(!crate::call::keeps_room());
+        })
+        .await;
     }
 
     #[tokio::test]

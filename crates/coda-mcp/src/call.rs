@@ -10,7 +10,7 @@
 //! yet, so a write tool that fails before it did says nothing was applied.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rmcp::RoleServer;
@@ -46,6 +46,43 @@ pub struct CallContext {
     /// no longer waits for Coda to apply them (a poll changes nothing in
     /// Coda, and its answer finds nobody).
     pub finishing: CancellationToken,
+    /// Parsed answers this call keeps past the request that read them,
+    /// with their room in `--max-read-bytes` ([`Keeping`]): while there
+    /// are any, the call holds room, so its next reads must not wait for
+    /// room (see [`crate::budget`]).
+    pub kept: AtomicUsize,
+}
+
+/// Held while the tool call being run keeps room in `--max-read-bytes`
+/// past the request that took it ([`keeps_room`]). Outside a call it
+/// counts nothing.
+#[derive(Debug)]
+pub struct Keeping {
+    counted: bool,
+}
+
+/// A [`Keeping`] for the tool call being run.
+pub fn keeping() -> Keeping {
+    let counted = CALL
+        .try_with(|c| c.kept.fetch_add(1, Ordering::Relaxed))
+        .is_ok();
+    Keeping { counted }
+}
+
+impl Drop for Keeping {
+    fn drop(&mut self) {
+        if self.counted {
+            let _ = CALL.try_with(|c| c.kept.fetch_sub(1, Ordering::Relaxed));
+        }
+    }
+}
+
+/// Whether the tool call being run keeps room past its requests (a
+/// [`Keeping`] is alive): its reads then take room free now or fail,
+/// never wait for it (`false` outside a call).
+pub fn keeps_room() -> bool {
+    CALL.try_with(|c| c.kept.load(Ordering::Relaxed) > 0)
+        .unwrap_or(false)
 }
 
 tokio::task_local! {

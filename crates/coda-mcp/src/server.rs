@@ -365,6 +365,7 @@ impl ServerHandler for CodaServer {
             write: self.is_write(&name),
             write_sent: Arc::new(AtomicBool::new(false)),
             finishing: tokio_util::sync::CancellationToken::new(),
+            kept: Default::default(),
         };
         let finishing = ctx.finishing.clone();
         let cancelled = context.ct.clone();

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::budget::Reservation;
+use super::budget::{Kept, Reservation};
 use super::call;
 use super::client::{ApiRequest, CodaClient, CodaError};
 use super::config::CodaConfig;
@@ -577,6 +577,9 @@ struct Gathered {
     items: Vec<Value>,
     /// The room in `--max-read-bytes` of the pages the items came from.
     rooms: Vec<Reservation>,
+    /// Marks the call as holding room while `rooms` holds any, so that
+    /// the next page's read does not wait for room ([`crate::budget`]).
+    keeping: Option<crate::call::Keeping>,
     origins: Vec<Resume>,
     next: Option<Resume>,
     capped: bool,
@@ -762,7 +765,7 @@ impl Coda {
         }
         let req = ApiRequest::get(&["docs", d, "tables", t, "columns"]).query("limit", 100);
         let (cols, _) = self.list_all(req, COMPOSITE_CAP, deadline).await?;
-        let cols = Arc::new(cols);
+        let cols = Arc::new(cols.into_parts().0);
         let mut cache = self.columns.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= COLUMN_CACHE_TABLES {
             cache.retain(|_, (at, _)| at.elapsed() < COLUMN_CACHE_TTL);
@@ -1112,13 +1115,14 @@ impl Coda {
         Ok(out)
     }
 
-    /// Every item of a list, up to `cap` (for composites).
+    /// Every item of a list, up to `cap` (for composites), holding the
+    /// room their pages' parse took in `--max-read-bytes` while kept.
     pub async fn list_all(
         &self,
         req: ApiRequest,
         cap: usize,
         deadline: Instant,
-    ) -> ToolResult<(Vec<Value>, bool)> {
+    ) -> ToolResult<(Kept<Vec<Value>>, bool)> {
         let start = Resume {
             coda_token: None,
             limit: None,
@@ -1134,7 +1138,9 @@ impl Coda {
                 reason: why,
             }));
         }
-        Ok((g.items, g.capped))
+        // The items go to a caller that keeps them (a composite's
+        // summary, a page's text): so does the room of their pages.
+        Ok((Kept::new(g.items, g.rooms), g.capped))
     }
 
     /// Fetch pages starting at `start`. `cap == 0` means just one page.
@@ -1154,6 +1160,7 @@ impl Coda {
         let mut g = Gathered {
             items: Vec::new(),
             rooms: Vec::new(),
+            keeping: None,
             origins: Vec::new(),
             next: None,
             capped: false,
@@ -1252,6 +1259,9 @@ impl Coda {
             } else {
                 empty = 0;
                 // Its items are kept: so is their room.
+                if room.bytes() > 0 && g.keeping.is_none() {
+                    g.keeping = Some(crate::call::keeping());
+                }
                 g.rooms.push(room);
             }
             for (i, it) in page_items.into_iter().enumerate().skip(at.skip) {

@@ -24,7 +24,7 @@ use super::{
     COMPOSITE_CAP, Coda, ListOutput, MutationOutput, Object, PageArgs, ReplacePreview, Reply,
     input, output, required, run,
 };
-use crate::budget::Held;
+use crate::budget::{Held, Kept};
 use crate::client::{ApiRequest, CodaError};
 use crate::ids::doc_id;
 use crate::ratelimit::RequestClass;
@@ -524,7 +524,7 @@ impl Coda {
         p: &str,
         cap: usize,
         deadline: Instant,
-    ) -> ToolResult<Vec<Value>> {
+    ) -> ToolResult<Kept<Vec<Value>>> {
         let req = ApiRequest::get(&["docs", d, "pages", p, "content"])
             .query("contentFormat", "plainText")
             .query("limit", cap.clamp(1, 500));
@@ -642,10 +642,14 @@ impl Coda {
         deadline: Instant,
     ) -> ToolResult<Held<String>> {
         match format {
-            // Rendered from parsed elements: no body of Coda's is kept.
-            ReadFormat::PlainText => Ok(Held::unreserved(render_plain(
-                &self.plain_items(d, p, COMPOSITE_CAP, deadline).await?,
-            ))),
+            // Rendered from parsed elements, which go: the text keeps
+            // their room, as much as it takes.
+            ReadFormat::PlainText => {
+                let items = self.plain_items(d, p, COMPOSITE_CAP, deadline).await?;
+                let text = render_plain(&items);
+                let bytes = text.capacity();
+                Ok(items.remade(text, bytes))
+            }
             ReadFormat::Markdown => {
                 self.export_page(d, p, ContentFormat::Markdown, deadline)
                     .await
@@ -699,7 +703,12 @@ impl Coda {
                         })
                         .cloned()
                         .collect();
-                    (Some(Ok(render_plain(&items))), render_plain(&element))
+                    let removed = render_plain(&element);
+                    let text = render_plain(&items);
+                    // Kept across the write and the re-read: counted in
+                    // --max-read-bytes, as much as the texts take.
+                    let bytes = text.capacity() + removed.capacity();
+                    (Some(Ok(items.remade_kept(text, bytes))), removed)
                 }
                 Err(e) => (Some(Err(e)), String::new()),
             }
@@ -731,7 +740,7 @@ impl Coda {
                         };
                         let found = content_mismatches(
                             &content_lines(&p.content, html),
-                            before.as_deref(),
+                            before.as_ref().map(|b| b.as_str()),
                             &removed,
                             &render_plain(&items),
                             mode == "replace" && p.element_id.is_none(),
