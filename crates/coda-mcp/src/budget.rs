@@ -75,9 +75,10 @@
 //!
 //! # What it does not count
 //!
-//! The columns cached for the checks of row writes (kept across calls,
-//! up to 256 tables); a single answer a tool keeps while it sends a
-//! request or two more (a row read before it is written, a page read before it is
+//! The columns cached for the checks of row writes (kept across calls:
+//! counted in `--column-cache-bytes` instead, by the room their parse
+//! took); a single answer a tool keeps while it sends a request or two
+//! more (a row read before it is written, a page read before it is
 //! duplicated), each bounded by the room it got when it was parsed; the
 //! chunk reqwest hands over between two appends; the old buffer for the
 //! moment a growth moves it.

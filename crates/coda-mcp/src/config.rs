@@ -84,6 +84,13 @@ pub const DEFAULT_MAX_READ_BYTES: usize = 256 * 1024 * 1024;
 pub const MIN_MAX_READ_BYTES: usize = 2 * MAX_RESPONSE_BYTES;
 const _: () = assert!(DEFAULT_MAX_READ_BYTES >= MIN_MAX_READ_BYTES);
 
+/// Bytes the column cache may hold (`--column-cache-bytes`: the parse of
+/// the columns of the tables written to lately, kept 60 s for the checks
+/// of row writes). A table's columns take tens of KiB parsed (100 columns
+/// with their formats), a select list of 5000 options a few MiB, so 64 MiB
+/// holds dozens of ordinary tables or a few with the largest lists.
+pub const DEFAULT_COLUMN_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Bytes of log lines waiting for stderr at most (`--log-queue-bytes`,
 /// see [`crate::log`]): past it a line is dropped and counted. 8 MiB is
 /// tens of thousands of lines, seconds of the busiest debug log.
@@ -199,6 +206,12 @@ pub struct CodaArgs {
     /// CODA_MAX_READ_BYTES; default 268435456, at least 67108864)
     #[argh(option)]
     pub max_read_bytes: Option<usize>,
+    /// most bytes of parsed columns cached (60 s) to check row writes;
+    /// a table's columns larger than that are not cached, and are read
+    /// again by each write (env CODA_COLUMN_CACHE_BYTES; default 67108864;
+    /// 0 caches none)
+    #[argh(option)]
+    pub column_cache_bytes: Option<usize>,
     /// most bytes of log lines waiting for stderr; past it a line is
     /// dropped and counted, so a stderr nobody reads never blocks coda-mcp
     /// (env CODA_LOG_QUEUE_BYTES; default 8388608, at least 65536)
@@ -357,6 +370,8 @@ pub struct CodaConfig {
     pub max_read_bytes: usize,
     /// Most bytes of log lines waiting for stderr ([`crate::log`]).
     pub log_queue_bytes: usize,
+    /// Most bytes of parsed columns the column cache holds.
+    pub column_cache_bytes: usize,
 }
 
 impl CodaConfig {
@@ -592,6 +607,9 @@ impl CodaConfig {
                 "an export's gzip body and its inflated text, up to 32 MiB each, must fit at once",
             ),
         )?;
+        let column_cache_bytes =
+            bytes_setting(args.column_cache_bytes, &env, "CODA_COLUMN_CACHE_BYTES")?
+                .unwrap_or(DEFAULT_COLUMN_CACHE_BYTES);
         let log_queue_bytes = bytes_setting(args.log_queue_bytes, &env, "CODA_LOG_QUEUE_BYTES")?
             .unwrap_or(DEFAULT_LOG_QUEUE_BYTES);
         at_least(
@@ -671,6 +689,7 @@ impl CodaConfig {
             max_answer_values,
             max_read_bytes,
             log_queue_bytes,
+            column_cache_bytes,
         })
     }
 

@@ -56,3 +56,31 @@ async fn a_composites_gathered_items_hold_their_room_until_it_is_done() {
     assert_eq!(v["readBudget"]["heldBytes"], 0, "{v}");
     h.close().await;
 }
+
+/// Regression: the columns cached for the checks of row writes (60 s, up
+/// to 256 tables) were bounded in tables, not bytes: a table whose select
+/// lists carry 5000 options each takes megabytes parsed, so 256 of them
+/// could hold gigabytes, outside `--max-read-bytes` and any other bound.
+/// Now the cache holds at most `--column-cache-bytes` of columns (by the
+/// room their parse took); a table's columns larger than that are not
+/// cached, and each write reads them again.
+#[tokio::test]
+async fn the_column_cache_is_bounded_in_bytes() {
+    // A table with a select column, of 5000 options: ~100 KB of text.
+    let update = json!({"docId": "doc2", "tableIdOrName": "grid-projects",
+        "rowIdOrName": "i-p1", "values": {"Budget": 1}});
+    for (cache, reads) in [("65536", 2), ("67108864", 1)] {
+        let h = start(&["--column-cache-bytes", cache]).await;
+        h.fake.add_projects_table();
+        h.fake.add_select_options(5000);
+        for _ in 0..2 {
+            h.ok("coda_update_row", update.clone()).await;
+        }
+        assert_eq!(
+            h.fake.arrived_at("GET", "/columns"),
+            reads,
+            "--column-cache-bytes {cache}"
+        );
+        h.close().await;
+    }
+}

@@ -48,8 +48,76 @@ pub const COLUMN_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Tables whose columns are cached at most (oldest dropped first).
 pub const COLUMN_CACHE_TABLES: usize = 256;
 
-/// Cached columns of one table, keyed by (doc id, table id or name).
-type ColumnCache = std::collections::HashMap<(String, String), (Instant, Arc<Vec<Value>>)>;
+/// Cached columns of tables, keyed by (doc id, table id or name): when
+/// each was read, the columns, and the bytes their parse takes (the room
+/// their pages held in `--max-read-bytes` when read), bounded in all by
+/// `--column-cache-bytes`.
+#[derive(Debug, Default)]
+struct ColumnCache {
+    tables: std::collections::HashMap<(String, String), CachedColumns>,
+    bytes: usize,
+}
+
+/// One table's columns in the cache: when they were read, the columns,
+/// and the bytes their parse takes.
+type CachedColumns = (Instant, Arc<Vec<Value>>, usize);
+
+impl ColumnCache {
+    fn get(&self, key: &(String, String)) -> Option<Arc<Vec<Value>>> {
+        self.tables
+            .get(key)
+            .filter(|(at, _, _)| at.elapsed() < COLUMN_CACHE_TTL)
+            .map(|(_, cols, _)| cols.clone())
+    }
+
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some((_, _, b)) = self.tables.remove(key) {
+            self.bytes -= b;
+        }
+    }
+
+    /// Keep `cols` (`bytes` parsed) within `max_bytes` and
+    /// [`COLUMN_CACHE_TABLES`] in all: the stale go first, then the
+    /// oldest. Columns larger than the whole bound are not kept.
+    fn insert(
+        &mut self,
+        key: (String, String),
+        cols: Arc<Vec<Value>>,
+        bytes: usize,
+        max_bytes: usize,
+    ) -> bool {
+        self.remove(&key);
+        if bytes > max_bytes {
+            return false;
+        }
+        let full = |c: &Self| c.tables.len() >= COLUMN_CACHE_TABLES || c.bytes + bytes > max_bytes;
+        if full(self) {
+            let stale: Vec<_> = self
+                .tables
+                .iter()
+                .filter(|(_, (at, _, _))| at.elapsed() >= COLUMN_CACHE_TTL)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                self.remove(&k);
+            }
+        }
+        while full(self) {
+            let Some(oldest) = self
+                .tables
+                .iter()
+                .min_by_key(|(_, (at, _, _))| *at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        self.bytes += bytes;
+        self.tables.insert(key, (Instant::now(), cols, bytes));
+        true
+    }
+}
 
 /// Shared state of every tool call: the client, the configuration and the
 /// column cache used to check writes before they are sent. It is also what
@@ -60,7 +128,8 @@ pub struct Coda {
     pub client: CodaClient,
     pub cfg: CodaConfig,
     /// Short-lived (TTL [`COLUMN_CACHE_TTL`]) and bounded
-    /// ([`COLUMN_CACHE_TABLES`]); a std mutex held only to read or insert.
+    /// ([`COLUMN_CACHE_TABLES`], `--column-cache-bytes`); a std mutex
+    /// held only to read or insert.
     columns: std::sync::Mutex<ColumnCache>,
 }
 
@@ -742,7 +811,7 @@ impl Coda {
         Coda {
             client,
             cfg,
-            columns: std::sync::Mutex::new(ColumnCache::new()),
+            columns: std::sync::Mutex::new(ColumnCache::default()),
         }
     }
 
@@ -754,31 +823,33 @@ impl Coda {
         deadline: Instant,
     ) -> ToolResult<Arc<Vec<Value>>> {
         let key = (d.to_owned(), t.to_owned());
-        if let Some((at, cols)) = self
+        if let Some(cols) = self
             .columns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            && at.elapsed() < COLUMN_CACHE_TTL
         {
-            return Ok(cols.clone());
+            return Ok(cols);
         }
         let req = ApiRequest::get(&["docs", d, "tables", t, "columns"]).query("limit", 100);
         let (cols, _) = self.list_all(req, COMPOSITE_CAP, deadline).await?;
+        // Kept past this call, so not in --max-read-bytes (room other
+        // calls' reads would wait for) but in the cache's own bound.
+        let bytes = cols.reserved_bytes();
         let cols = Arc::new(cols.into_parts().0);
-        let mut cache = self.columns.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= COLUMN_CACHE_TABLES {
-            cache.retain(|_, (at, _)| at.elapsed() < COLUMN_CACHE_TTL);
-            if cache.len() >= COLUMN_CACHE_TABLES
-                && let Some(oldest) = cache
-                    .iter()
-                    .min_by_key(|(_, (at, _))| *at)
-                    .map(|(k, _)| k.clone())
-            {
-                cache.remove(&oldest);
-            }
+        let max = self.cfg.column_cache_bytes;
+        let kept = self
+            .columns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, cols.clone(), bytes, max);
+        if !kept {
+            tracing::info!(
+                bytes,
+                max_bytes = max,
+                "do not cache a table's columns: their parse is larger than --column-cache-bytes, so each write to it reads them again"
+            );
         }
-        cache.insert(key, (Instant::now(), cols.clone()));
         Ok(cols)
     }
 
