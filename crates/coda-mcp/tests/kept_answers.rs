@@ -84,3 +84,48 @@ async fn the_column_cache_is_bounded_in_bytes() {
         h.close().await;
     }
 }
+
+/// Regression: a bulk update by row kept Coda's whole answer to each of
+/// its (up to 500) updates until its result was built, however large:
+/// 20 answers of 20 KB made a 400 KB result, which the result budget then
+/// cut by dropping whole rows from `results`, so 16 of the 20 updates,
+/// all accepted, were not reported at all. Coda's answers are now kept
+/// only while they fit the result budget; past it a row carries its
+/// `requestId` without Coda's answer, and a `note` says so.
+#[tokio::test]
+async fn a_bulk_update_keeps_codas_answers_only_within_the_result_budget() {
+    const UPDATES: usize = 20;
+    let h = start(&[]).await;
+    let answer = json!({"requestId": "r-big", "id": "i-1", "pad": "x".repeat(20_000)});
+    h.fake.answer_next(
+        "PUT",
+        "/rows/i-1",
+        UPDATES,
+        fake_coda::Hostile {
+            status: 202,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: serde_json::to_vec(&answer).unwrap(),
+            ..Default::default()
+        },
+    );
+    let updates: Vec<_> = (0..UPDATES)
+        .map(|i| json!({"rowIdOrName": "i-1", "values": {"Points": i}}))
+        .collect();
+    let v = h
+        .ok(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": updates}),
+        )
+        .await;
+    assert_eq!(v["successful"], UPDATES, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), UPDATES, "every update reported: {v}");
+    assert!(results.iter().all(|r| r["requestId"] == "r-big"), "{v}");
+    let with_data = results.iter().filter(|r| r.get("data").is_some()).count();
+    assert!(with_data > 0 && with_data < UPDATES, "{with_data}");
+    assert!(
+        v["note"].as_str().unwrap().contains("--max-result-bytes"),
+        "{v}"
+    );
+    h.close().await;
+}

@@ -1388,6 +1388,10 @@ impl Coda {
             // the call answers in time and says which rows were not sent.
             let dl = c.deadline();
             let mut slowest = MIN_ROW_TIME;
+            // Bytes of Coda's answers kept in `results`, and the answers
+            // left out past the result budget.
+            let mut data_bytes = 0usize;
+            let mut data_left_out = 0usize;
             for (u, cells) in p.updates.iter().zip(cells) {
                 let left = dl.saturating_duration_since(std::time::Instant::now());
                 if left < slowest {
@@ -1426,13 +1430,26 @@ impl Coda {
                     .query_opt("disableParsing", p.disable_parsing.then_some(true))
                     .body(json!({"row": {"cells": cells}}));
                 results.push(match c.call(req, dl).await {
-                    Ok(v) => RowResult {
-                        row_id: u.row_id_or_name.clone(),
-                        success: true,
-                        request_id: v.get("requestId").and_then(Value::as_str).map(str::to_owned),
-                        data: v.as_object().cloned(),
-                        error: None,
-                    },
+                    Ok(v) => {
+                        // Coda's answers are kept until the result is
+                        // built, up to 500 of them: only while they fit
+                        // the result budget (Coda's is `{requestId, id}`;
+                        // past it, the request id alone says enough).
+                        let len = super::json_len(&v);
+                        let keep = data_bytes + len <= c.cfg.max_result_bytes;
+                        if keep {
+                            data_bytes += len;
+                        } else {
+                            data_left_out += 1;
+                        }
+                        RowResult {
+                            row_id: u.row_id_or_name.clone(),
+                            success: true,
+                            request_id: v.get("requestId").and_then(Value::as_str).map(str::to_owned),
+                            data: if keep { v.as_object().cloned() } else { None },
+                            error: None,
+                        }
+                    }
                     Err(e) => RowResult {
                         row_id: u.row_id_or_name.clone(),
                         success: false,
@@ -1461,7 +1478,17 @@ impl Coda {
             } else {
                 None
             };
-            let note = queued_note(&ids, mutation.as_ref());
+            let mut note = queued_note(&ids, mutation.as_ref());
+            if data_left_out > 0 {
+                let left = format!(
+                    "Coda's answers to {data_left_out} accepted updates were larger than the result budget ({} bytes, --max-result-bytes) together with the others, so their results carry the requestId without Coda's answer (data)",
+                    c.cfg.max_result_bytes
+                );
+                note = Some(match note {
+                    Some(n) => format!("{n}. {left}"),
+                    None => left,
+                });
+            }
             Reply::json(BulkUpdateOutput {
                 total_updates: total,
                 successful,
