@@ -308,8 +308,10 @@ enum Item {
     Prime(Bytes),
     /// An event still arriving (a long answer passed on as the child
     /// writes it): its first bytes, then the rest from the tail, and the
-    /// bytes of the rest sent but not yet taken.
-    Open(Bytes, Tail, Arc<AtomicUsize>),
+    /// bytes of the rest sent but not yet taken. The tail is boxed: it
+    /// is rare (answers past the cut-through threshold), and every item
+    /// moved through the queue is the size of the largest.
+    Open(Bytes, Box<Tail>, Arc<AtomicUsize>),
 }
 
 impl Item {
@@ -1253,7 +1255,11 @@ impl Outlet {
         // Counted before the consumer can see them (it takes them only
         // once the item is queued), so that its count never goes below zero.
         let unread = Arc::new(AtomicUsize::new(pieces[1..].iter().map(Bytes::len).sum()));
-        let delivered = self.deliver(&mut inner, Item::Open(first, tail, unread.clone()), true);
+        let delivered = self.deliver(
+            &mut inner,
+            Item::Open(first, Box::new(tail), unread.clone()),
+            true,
+        );
         if delivered {
             // Events the consumer is done with (it dropped them) go.
             inner.unread.retain(|e| Arc::strong_count(e) > 1);
