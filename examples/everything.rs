@@ -804,12 +804,31 @@ impl Server {
                     Err(e) => ok(&ToolResult::error(e)),
                 }
             }
-            "roots" => match self.ask_client("roots/list", json!({})).await {
-                Ok(result) => ok(&ToolResult::text(
-                    result.get("roots").unwrap_or(&Value::Null).to_string(),
-                )),
-                Err(e) => ok(&ToolResult::error(e)),
-            },
+            "roots" => {
+                // `times` rounds, one after the other; after each answer,
+                // `log` (if given) as an info log message.
+                let times = args
+                    .get("times")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
+                    .max(1);
+                let log = args.get("log").cloned();
+                let mut roots = Value::Null;
+                for _ in 0..times {
+                    match self.ask_client("roots/list", json!({})).await {
+                        Ok(result) => roots = result.get("roots").cloned().unwrap_or(Value::Null),
+                        Err(e) => return ok(&ToolResult::error(e)),
+                    }
+                    if let Some(message) = &log {
+                        self.notify(
+                            "notifications/message",
+                            json!({ "level": "info", "logger": "everything", "data": message }),
+                        )
+                        .await;
+                    }
+                }
+                ok(&ToolResult::text(roots.to_string()))
+            }
             "elicit" => {
                 let message = args
                     .get("message")
@@ -991,7 +1010,10 @@ fn tool_catalogue() -> Vec<Value> {
         tool(
             "roots",
             "Asks the client for its roots (roots/list) and returns them as JSON",
-            json!({}),
+            json!({
+                "times": integer("Rounds of roots/list, one after the other (default 1); the last answer is returned"),
+                "log": string("Logged at info after each answer"),
+            }),
             &[],
         ),
         tool(

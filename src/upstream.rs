@@ -744,6 +744,14 @@ impl Upstream {
             && mrtr::may_ask(Some(method))
             && frame.params_has("requestState")
         {
+            // The retry is a request of its own (spec 2026-07-28
+            // `basic/index`, per-request fields): once it resumes the
+            // call, what the child asks next is checked against its
+            // capabilities, and its log level decides which log messages
+            // it gets, never the first request's.
+            port.note_modern_log_level(&frame);
+            port.note_modern_capabilities(&frame);
+            port.note_call(&frame);
             return self
                 .command(Command::Resume {
                     port: port.clone(),

@@ -570,6 +570,108 @@ async fn a_retry_without_the_answer_is_asked_again() {
     proxy.stop().await;
 }
 
+/// A `roots` call (`args`) with `extra` params beside them and `_meta`
+/// declaring `capabilities` (and `log_level`, if given).
+fn roots_call(
+    id: u64,
+    args: Value,
+    capabilities: Value,
+    log_level: Option<&str>,
+    extra: Value,
+) -> Value {
+    let mut meta = meta_with(capabilities);
+    if let Some(l) = log_level {
+        meta["io.modelcontextprotocol/logLevel"] = json!(l);
+    }
+    let mut params = json!({"name":"roots","arguments":args,"_meta":meta});
+    params
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params})
+}
+
+/// `basic/index`, "Per-request protocol fields": a server "MUST NOT rely
+/// on capabilities the client has not declared" in the request's own
+/// `clientCapabilities`; `basic/patterns/mrtr`: the retry is a new
+/// request, with its own `_meta`. A retry that brought the
+/// `requestState` but not the answer, and no longer declares `roots`,
+/// was asked for `roots/list` again (the first request's capability):
+/// the child's request is refused instead, and the call goes on to its
+/// answer.
+#[tokio::test]
+async fn a_retry_is_asked_again_only_for_what_it_declares() {
+    let proxy = Proxy::start(&[]).await;
+    let first = roots_call(1, json!({}), json!({"roots": {}}), None, json!({}));
+    let first = json_of(post(&proxy, &first, "application/json").await).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let state = first["result"]["requestState"].clone();
+    let retry = roots_call(
+        2,
+        json!({}),
+        json!({}),
+        None,
+        json!({"requestState": state}),
+    );
+    let v = json_of(post(&proxy, &retry, "application/json").await).await;
+    assert_eq!(v["id"], 2, "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    let text = v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("did not declare"), "{v}");
+    proxy.stop().await;
+}
+
+/// The same clause, the other way: a retry that declares `roots` and asks
+/// for log messages (`_meta` logLevel) is the request in flight once it
+/// resumed the call, so the child's next `roots/list` is asked of it and
+/// its log messages reach it. The proxy kept the first request's
+/// `_meta` for neither: the retry's port had no capabilities recorded (the
+/// second `roots/list` was refused, the call failed) and no log level (the
+/// child's log message was dropped).
+#[tokio::test]
+async fn a_resumed_call_follows_the_retrys_capabilities_and_log_level() {
+    let proxy = Proxy::start(&[]).await;
+    let args = json!({"times": 2, "log": "answered"});
+    let caps = json!({"roots": {}});
+    let first = roots_call(1, args.clone(), caps.clone(), None, json!({}));
+    let first = json_of(post(&proxy, &first, "application/json").await).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let answer = |state: &Value, uri: &str| json!({"requestState": state, "inputResponses": {"input": {"roots": [{"uri": uri}]}}});
+    let retry = roots_call(
+        2,
+        args.clone(),
+        caps.clone(),
+        Some("info"),
+        answer(&first["result"]["requestState"], "file:///one"),
+    );
+    let messages =
+        sse_messages(post(&proxy, &retry, "application/json, text/event-stream").await).await;
+    assert_eq!(logs(&messages), 1, "the retry asked for info: {messages:?}");
+    let second = messages.last().expect("an answer");
+    assert_eq!(second["id"], 2, "{messages:?}");
+    assert_eq!(
+        second["result"]["resultType"], "input_required",
+        "{messages:?}"
+    );
+    let retry = roots_call(
+        3,
+        args,
+        caps,
+        None,
+        answer(&second["result"]["requestState"], "file:///two"),
+    );
+    let done = json_of(post(&proxy, &retry, "application/json").await).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(
+        done["result"]["content"][0]["text"], r#"[{"uri":"file:///two"}]"#,
+        "{done}"
+    );
+    proxy.stop().await;
+}
+
 /// `server/discover` for a 2025-era child: the capabilities are
 /// 2026-07-28's. 2025-11-25's experimental `tasks` capability (task
 /// augmented requests, `tasks/list`, `tasks/result`) is not part of this

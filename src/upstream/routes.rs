@@ -139,6 +139,10 @@ pub(super) struct Parked {
     /// The `input_required` result the client got (asked again of a
     /// retry that did not bring the answer).
     pub(super) asked: Vec<u8>,
+    /// The child's request's method and raw params: a retry is asked
+    /// again only if it declares what they need.
+    pub(super) method: Box<str>,
+    pub(super) params: Option<Box<[u8]>>,
 }
 
 /// What repeating a call after `input_required` needs.
@@ -1120,6 +1124,8 @@ mod tests {
             owner: None,
             call_key: None,
             asked: Vec::new(),
+            method: "roots/list".into(),
+            params: None,
         };
         r.park("a".into(), parked(1, now + s(1)));
         r.park("b".into(), parked(2, now + s(2)));

@@ -1544,6 +1544,8 @@ impl Worker {
                 owner: port.principal(),
                 call_key: port.call(),
                 asked: asked.clone(),
+                method: method.into(),
+                params: frame.params().map(Into::into),
             },
         );
         reply.respond(&jsonrpc::envelope(&client_id, "result", &asked));
@@ -1574,6 +1576,7 @@ impl Worker {
                 ours
             })
         });
+        let mut undeclared = None;
         if answer.is_none()
             && let Some(parked) = token.as_ref().and_then(|t| self.routes.parked.get(t))
             && parked.early.is_none()
@@ -1581,9 +1584,15 @@ impl Worker {
             // The state came back without the answer: the child still
             // needs it, so the client is asked again, under the same
             // state (spec `basic/patterns/mrtr`, "Error Handling": a new
-            // input_required rather than an error).
-            reply.respond(&jsonrpc::envelope(&client_id, "result", &parked.asked));
-            return;
+            // input_required rather than an error), if this retry
+            // declares what it needs (`basic/index`: each request's own
+            // capabilities); else the child is refused, as it would
+            // have been had the first request declared as little.
+            if port.supports(&parked.method, parked.params.as_deref()) {
+                reply.respond(&jsonrpc::envelope(&client_id, "result", &parked.asked));
+                return;
+            }
+            undeclared = Some(no_capability(&parked.method));
         }
         let parked = token.and_then(|t| self.routes.unpark(&t));
         let Some(parked) = parked else {
@@ -1595,11 +1604,20 @@ impl Worker {
             ));
             return;
         };
-        let to_child = match &answer {
-            Some(result) => {
+        let to_child = match (&answer, undeclared) {
+            (Some(result), _) => {
                 jsonrpc::envelope(&parked.server_request, "result", result.get().as_bytes())
             }
-            None => jsonrpc::error_response(
+            (None, Some(why)) => {
+                self.metrics.server_request_refused(Refusal::NoCapability);
+                jsonrpc::error_response(
+                    Some(&parked.server_request),
+                    code::METHOD_NOT_FOUND,
+                    &why,
+                    None,
+                )
+            }
+            (None, None) => jsonrpc::error_response(
                 Some(&parked.server_request),
                 code::INTERNAL_ERROR,
                 "the client retried without the requested input",
