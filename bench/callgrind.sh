@@ -13,7 +13,10 @@
 #   bench/callgrind.sh --proxy other/mcp-proxy
 #
 # Needs valgrind and python3. Knobs: SMALL (50), LARGE (550), SESSIONS (2),
-# CONNS (2); ACCEPT=sse asks for answers on SSE streams, as the SDKs do. Takes about 3 minutes after the build.
+# CONNS (2); ACCEPT=sse asks for answers on SSE streams, as the SDKs do;
+# ERA=modern makes the calls 2026-07-28 ones (the floor is left out:
+# it speaks only 2025-11-25); RUNS picks runs ("floor per-session
+# shared", all three by default). Takes about 3 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -70,10 +73,12 @@ count() {
     sed -n 's/^summary: //p' "$out"
 }
 
-echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $proxy, answers on ${ACCEPT:-json}"
+: "${RUNS:=floor per-session shared}"
+[[ ${ERA:-} == modern ]] && RUNS="${RUNS//floor/}"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $proxy, answers on ${ACCEPT:-json}, ${ERA:-session-era} calls"
 calls=$(( (LARGE - SMALL) * SESSIONS * CONNS ))
-for run in "floor -" "proxy per-session" "proxy shared"; do
-    read -r kind mode <<<"$run"
+for run in $RUNS; do
+    if [[ $run == floor ]]; then kind=floor mode=-; else kind=proxy mode=$run; fi
     small=$(count "$kind" "$mode" "$SMALL")
     large=$(count "$kind" "$mode" "$LARGE")
     label=$([[ $kind == floor ]] && echo "HTTP floor" || echo "proxy $mode")

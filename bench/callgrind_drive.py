@@ -1,7 +1,10 @@
 """Load for bench/callgrind.sh: SESSIONS sessions x CONNS keep-alive
 connections, each making CALLS sequential `tools/call echo` requests
 (2025-11-25), every answer checked. Answers come as JSON, or on an SSE
-stream when ACCEPT=sse is set (the `Accept` the SDKs send).
+stream when ACCEPT=sse is set (the `Accept` the SDKs send). With
+ERA=modern the calls are 2026-07-28 ones (no session: SESSIONS only
+multiplies the connections; the version and capabilities in `_meta`, the
+`Mcp-Method` and `Mcp-Name` headers).
 
     python3 bench/callgrind_drive.py PORT CALLS SESSIONS CONNS
 """
@@ -20,6 +23,13 @@ HEADERS = {
 SSE = os.environ.get("ACCEPT") == "sse"
 if SSE:
     HEADERS["Accept"] = "application/json, text/event-stream"
+MODERN = os.environ.get("ERA") == "modern"
+if MODERN:
+    HEADERS.update({
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "echo",
+    })
 next_id = [1000]
 lock = threading.Lock()
 failures = []
@@ -41,6 +51,8 @@ def post(conn, body, session=None):
 
 
 def open_session():
+    if MODERN:
+        return None
     c = http.client.HTTPConnection("127.0.0.1", PORT)
     r, _ = post(c, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
@@ -57,8 +69,14 @@ def calls(session):
             with lock:
                 next_id[0] += 1
                 i = next_id[0]
-            r, data = post(c, {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
-                "name": "echo", "arguments": {"message": "hello"}}}, session)
+            params = {"name": "echo", "arguments": {"message": "hello"}}
+            if MODERN:
+                params["_meta"] = {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                }
+            r, data = post(c, {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                               "params": params}, session)
             if r.status != 200 or json.loads(data).get("id") != i:
                 raise RuntimeError(f"call {i}: HTTP {r.status}: {data[:200]!r}")
     except Exception as e:  # reported after the join

@@ -1251,6 +1251,12 @@ mod misbehave {
                     .pointer("/arguments/end_id")
                     .cloned()
                     .unwrap_or_else(|| id.clone());
+                // Raw JSON for a `_meta` member after the content, as written.
+                let meta = params
+                    .pointer("/arguments/meta")
+                    .and_then(Value::as_str)
+                    .map(|m| format!(",\"_meta\":{m}"))
+                    .unwrap_or_default();
                 let mut head = if id_last {
                     r#"{"result":{"content":[{"type":"text","text":""#.to_string()
                 } else {
@@ -1269,11 +1275,11 @@ mod misbehave {
                         let mut rest = vec![b'b'; bytes - bytes / 2];
                         if id_last {
                             rest.extend_from_slice(
-                                format!("\"}}]}},\"jsonrpc\":\"2.0\",\"id\":{end_id}}}\n")
+                                format!("\"}}]{meta}}},\"jsonrpc\":\"2.0\",\"id\":{end_id}}}\n")
                                     .as_bytes(),
                             );
                         } else {
-                            rest.extend_from_slice(b"\"}]}}\n");
+                            rest.extend_from_slice(format!("\"}}]{meta}}}}}\n").as_bytes());
                         }
                         server.send(Out::Line(rest)).await;
                     }

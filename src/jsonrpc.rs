@@ -429,6 +429,17 @@ impl Frame {
     /// `result` (as in [`Frame::with_result_fields`]). Nothing of the rest
     /// is copied: an 8 MiB result goes out as the line it arrived in.
     pub fn answer(&self, client_id: &[u8], fields: Option<&[u8]>) -> Message {
+        self.answer_with(client_id, fields, None)
+    }
+
+    /// [`Frame::answer`], and `insert` (raw bytes) put in at its offset
+    /// in [`Frame::bytes`] (after `fields`, when both go at one place).
+    pub fn answer_with(
+        &self,
+        client_id: &[u8],
+        fields: Option<&[u8]>,
+        insert: Option<(usize, Bytes)>,
+    ) -> Message {
         // Invariant: only called on responses, which have an id.
         let id = self.id.clone().expect("answer on a frame with an id");
         let mut edits: Vec<(Range<usize>, Bytes)> = vec![(id, Bytes::copy_from_slice(client_id))];
@@ -437,7 +448,15 @@ impl Frame {
         {
             edits.push(edit);
         }
+        if let Some((at, with)) = insert {
+            edits.push((at..at, with));
+        }
         Message::edited(&self.bytes, edits)
+    }
+
+    /// Where `result` is in [`Frame::bytes`], if the message has one.
+    pub fn result_range(&self) -> Option<Range<usize>> {
+        self.result.clone()
     }
 
     /// The same message with `fields` (raw `"key":value` pairs, comma
@@ -1050,19 +1069,24 @@ impl Message {
     /// A long answer's head as it goes back (see [`result_head`]): the id
     /// replaced by `client_id` and, if given, `fields` added at the front
     /// of its object result, as [`Frame::answer`] does for a whole one
-    /// (give fields only when [`ResultHead::has_object_result`]).
+    /// (give fields only when [`ResultHead::has_object_result`]), and
+    /// `insert` (raw bytes) put in at its offset in `head`.
     pub fn answer_head(
         head: &Bytes,
         at: &ResultHead,
         client_id: &[u8],
         fields: Option<&[u8]>,
+        insert: Option<(usize, Bytes)>,
     ) -> Message {
-        let mut edits = Vec::with_capacity(2);
+        let mut edits = Vec::with_capacity(3);
         if let Some(id) = &at.id {
             edits.push((id.clone(), Bytes::copy_from_slice(client_id)));
         }
         if let Some(edit) = fields.and_then(|f| fields_at_front(head, at.result, f)) {
             edits.push(edit);
+        }
+        if let Some((at, with)) = insert {
+            edits.push((at..at, with));
         }
         Message::edited(head, edits)
     }
@@ -2528,7 +2552,7 @@ mod tests {
         let whole = Frame::parse(Bytes::from_static(line.as_bytes()), false).unwrap();
         let whole = whole.answer(br#""c-1""#, Some(fields)).into_bytes();
         for fields in [None, Some(fields)] {
-            let mut got = Message::answer_head(&head, &at, br#""c-1""#, fields)
+            let mut got = Message::answer_head(&head, &at, br#""c-1""#, fields, None)
                 .into_bytes()
                 .to_vec();
             got.extend_from_slice(&line.as_bytes()[60..]);

@@ -76,6 +76,7 @@ mod mrtr;
 mod port;
 mod routes;
 mod sink;
+mod stamp;
 mod supervisor;
 mod tasks;
 mod worker;
@@ -88,6 +89,7 @@ pub use port::{LOG_LEVEL_KEY, Port, PortKeys, PortKind, STATELESS_LABEL};
 pub(crate) use routes::rewrite_progress_token;
 use routes::{Fill, Pending, Retry, TaskAnswer};
 pub use sink::{AnswerWatch, ReplySink, Sink};
+pub use stamp::{SERVER_INFO_KEY, Stamp};
 pub use tasks::DEFAULT_MAX_TASKS;
 use worker::{COMMAND_QUEUE, Command, Worker};
 
@@ -493,6 +495,10 @@ pub struct Upstream {
     init_failure: Mutex<Option<HandshakeFailure>>,
     /// What the child turned out to speak (`Auto` until known).
     era: Mutex<UpstreamProtocol>,
+    /// A 2025-era child's identity for 2026-07-28 results, from its
+    /// handshake (`None` inside: it named none, or it is a 2026-07-28
+    /// child, which names itself).
+    stamp: std::sync::OnceLock<Option<Arc<Stamp>>>,
     initialized_sent: AtomicBool,
     cancel: CancellationToken,
     /// The exit that ended this upstream, for `--exit-on-child-exit`.
@@ -531,6 +537,7 @@ impl Upstream {
             init_attempts: AtomicU64::new(0),
             init_failure: Mutex::new(None),
             era: Mutex::new(protocol),
+            stamp: std::sync::OnceLock::new(),
             initialized_sent: AtomicBool::new(false),
             cancel: cancel.clone(),
             final_exit: watch::Sender::new(None),
@@ -895,6 +902,10 @@ impl Upstream {
         } else {
             Fill::None
         };
+        let stamp = match fill {
+            Fill::None => None,
+            _ => self.stamp.get().cloned().flatten(),
+        };
         let tasks = match frame.method() {
             _ if !self.opts.shared => TaskAnswer::None,
             Some("tasks/list") => TaskAnswer::List,
@@ -930,6 +941,7 @@ impl Upstream {
             port: port.key,
             modern: port.kind == PortKind::Modern,
             fill,
+            stamp,
             tasks,
             retry,
             parkable,
@@ -1010,6 +1022,7 @@ impl Upstream {
             port: 0,
             modern: false,
             fill: Fill::None,
+            stamp: None,
             tasks: TaskAnswer::None,
             retry: None,
             parkable: false,

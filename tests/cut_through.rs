@@ -196,8 +196,66 @@ async fn a_2026_07_28_client_gets_a_long_answer_as_it_arrives_with_its_result_ty
         assert_eq!(answer["id"], 7);
         assert_eq!(answer["result"]["resultType"], "complete");
         assert_eq!(text_of(&answer).len(), 1 << 20);
+        // The server's identity (`basic/index`, per-response fields), in a
+        // `_meta` of its own at the result's end.
+        assert_eq!(
+            answer["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "everything",
+            "id last {id_last}"
+        );
         proxy.stop().await;
     }
+}
+
+/// Spec 2026-07-28 `basic/index`, "Per-response protocol fields": servers
+/// SHOULD include `io.modelcontextprotocol/serverInfo` in every result's
+/// `_meta`. A long answer that has a `_meta` of its own, after its
+/// content, gets it there, once, as it passes: not a second `_meta` key,
+/// not a second copy of a key the child wrote (in any spelling), nothing
+/// re-read (`1e400` stays as written), nothing added to a `_meta` that is
+/// not an object. Only `server/discover` carried it.
+#[tokio::test]
+async fn a_long_answer_gets_the_servers_identity_in_its_own_meta_as_it_passes() {
+    let proxy = Proxy::start(&[]).await;
+    let info = r#""io.modelcontextprotocol/serverInfo":{"name":"everything","version":"#;
+    let cases = [
+        (
+            r#"{"k":1,"n":1e400}"#,
+            r#"{"k":1,"n":1e400,"io.modelcontextprotocol/serverInfo":{"name":"everything","version":"#,
+        ),
+        (
+            r#"{"io.modelcontextprotocol\/serverInfo":{"name":"child","version":"9"}}"#,
+            r#"{"io.modelcontextprotocol\/serverInfo":{"name":"child","version":"9"}}"#,
+        ),
+        (r#"5"#, r#""_meta":5}"#),
+    ];
+    for (n, (meta, want)) in cases.into_iter().enumerate() {
+        let mut body = slow_answer(json!(n), 1 << 20, 800, "end");
+        body["params"]["arguments"]["meta"] = json!(meta);
+        body["params"]["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let started = Instant::now();
+        let resp = modern_post(&proxy, &body, "application/json").await;
+        let (first, body) = read_body(resp, started).await;
+        assert!(
+            first.is_some_and(|f| f < Duration::from_millis(700)),
+            "{meta}: {first:?}"
+        );
+        let text = String::from_utf8(body.unwrap()).unwrap();
+        let tail = &text[text.len() - 200..];
+        assert!(tail.contains(want), "{meta}: {tail}");
+        assert_eq!(text.matches("_meta").count(), 1, "{meta}: {tail}");
+        let infos = text.matches("serverInfo").count();
+        assert_eq!(infos, usize::from(n < 2), "{meta}: {tail}");
+        assert_eq!(text.contains(info), n == 0, "{meta}: {tail}");
+        assert!(
+            text.starts_with(r#"{"jsonrpc":"2.0","id":"#),
+            "{}",
+            &text[..80]
+        );
+    }
+    proxy.stop().await;
 }
 
 #[tokio::test]

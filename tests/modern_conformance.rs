@@ -315,6 +315,57 @@ async fn methods_the_revision_removed_are_not_found() {
     proxy.stop().await;
 }
 
+/// The `_meta` key of the server's identity in a result.
+const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
+/// `basic/index`, "Per-response protocol fields": "Servers SHOULD include
+/// the following `io.modelcontextprotocol/*` field in every result's
+/// `_meta` ... `io.modelcontextprotocol/serverInfo`" (an `Implementation`,
+/// name and version; schema `ResultMetaObject`). Over a 2025-era child
+/// only `server/discover` carried it; every other result, the child's
+/// or the proxy's own (`input_required`), had none. The child's own
+/// `_meta` members stay beside it.
+#[tokio::test]
+async fn every_result_carries_the_servers_identity() {
+    let proxy = Proxy::start(&[]).await;
+    let identity = |v: &Value| v["result"]["_meta"][SERVER_INFO].clone();
+    let echo = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"echo","arguments":{"message":"hi"},"_meta":meta()}});
+    let v = json_of(post(&proxy, &echo, "application/json").await).await;
+    assert_eq!(identity(&v)["name"], "everything", "{v}");
+    assert!(identity(&v)["version"].is_string(), "{v}");
+    // On a stream (its progress token makes it one).
+    let mut streamed = echo.clone();
+    streamed["params"]["_meta"]["progressToken"] = json!("p");
+    let messages =
+        sse_messages(post(&proxy, &streamed, "application/json, text/event-stream").await).await;
+    let last = messages.last().expect("an answer");
+    assert_eq!(identity(last)["name"], "everything", "{messages:?}");
+    // A cacheable one.
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":meta()}});
+    let v = json_of(post(&proxy, &list, "application/json").await).await;
+    assert_eq!(
+        identity(&v)["name"],
+        "everything",
+        "{}",
+        &v.to_string()[..200]
+    );
+    assert_eq!(v["result"]["cacheScope"], "private");
+    // The proxy's own input_required.
+    let roots = roots_call(3, json!({}), json!({"roots": {}}), None, json!({}));
+    let v = json_of(post(&proxy, &roots, "application/json").await).await;
+    assert_eq!(v["result"]["resultType"], "input_required", "{v}");
+    assert_eq!(identity(&v)["name"], "everything", "{v}");
+    // A result with a _meta of the child's: both.
+    let line = r#"{"jsonrpc":"2.0","id":$ID,"result":{"content":[],"_meta":{"k":1}}}"#;
+    let call = json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{
+        "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
+    let v = json_of(post(&proxy, &call, "application/json").await).await;
+    assert_eq!(v["result"]["_meta"]["k"], 1, "{v}");
+    assert_eq!(identity(&v)["name"], "everything", "{v}");
+    proxy.stop().await;
+}
+
 fn meta_with(capabilities: Value) -> Value {
     let mut m = meta();
     m["io.modelcontextprotocol/clientCapabilities"] = capabilities;
@@ -455,6 +506,10 @@ async fn a_listen_stream_ended_by_the_proxy_gets_its_closing_response() {
     assert_eq!(last["result"]["resultType"], "complete", "{last}");
     assert_eq!(
         last["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "sub-1",
+        "{last}"
+    );
+    assert_eq!(
+        last["result"]["_meta"][SERVER_INFO]["name"], "everything",
         "{last}"
     );
     assert!(stream.next().await.is_none(), "the stream ends after it");

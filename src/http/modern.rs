@@ -39,8 +39,8 @@ use crate::session::InFlightSlots;
 use crate::sse::{Body, Outlet, stream_body};
 use crate::tail;
 use crate::upstream::{
-    DEFAULT_HANDSHAKE_TIMEOUT, LOG_LEVEL_KEY, Port, PortKind, Reply, Upstream, UpstreamError,
-    UpstreamProtocol, log_rank,
+    DEFAULT_HANDSHAKE_TIMEOUT, LOG_LEVEL_KEY, Port, PortKind, Reply, Stamp, Upstream,
+    UpstreamError, UpstreamProtocol, log_rank,
 };
 use crate::version::{self, LATEST_SESSION_VERSION, MODERN_VERSIONS};
 
@@ -452,7 +452,7 @@ async fn subscribe(
     let gone = CancellationToken::new();
     let (draining, closing, watch_end, watch_gone, watch_outlet) = (
         app.streams_cancel.clone(),
-        closing_response(&id),
+        closing_response(&id, upstream.stamp().as_deref()),
         end.clone(),
         gone.clone(),
         outlet.clone(),
@@ -476,9 +476,14 @@ async fn subscribe(
 
 /// The response that ends a `subscriptions/listen` the server closes: a
 /// complete result with the subscription id (the listen request's id) in
-/// `_meta`.
-fn closing_response(id: &[u8]) -> Bytes {
+/// `_meta`, and the server's identity when the proxy speaks for a
+/// 2025-era child that named itself (a 2026-07-28 child's is its own).
+fn closing_response(id: &[u8], stamp: Option<&Stamp>) -> Bytes {
     let mut result = br#"{"resultType":"complete","_meta":{"#.to_vec();
+    if let Some(stamp) = stamp {
+        result.extend_from_slice(stamp.member());
+        result.push(b',');
+    }
     // Invariant: a string serializes.
     serde_json::to_writer(&mut result, crate::upstream::SUBSCRIPTION_ID_KEY)
         .expect("a string serializes");
@@ -629,7 +634,7 @@ fn discover_result(init: &[u8]) -> Value {
         result["instructions"] = instructions.clone();
     }
     if let Some(info) = init.get("serverInfo") {
-        result["_meta"] = json!({ "io.modelcontextprotocol/serverInfo": info });
+        result["_meta"] = json!({ crate::upstream::SERVER_INFO_KEY: info });
     }
     result
 }

@@ -102,7 +102,68 @@ pub(crate) struct Check {
     carry: Vec<u8>,
     /// Bytes that were not UTF-8 were replaced.
     pub(super) repaired: bool,
+    /// Where the server's identity goes in, when this check looks for it
+    /// ([`Check::stamping`]).
+    stamp: Option<Box<StampScan>>,
 }
+
+/// Where `io.modelcontextprotocol/serverInfo` goes into an answer's
+/// `result` (see `super::stamp`): into the first object `_meta` member of
+/// the result, before its closing brace, unless it has the key already;
+/// or, when the result has no `_meta` member at all, as a new one before
+/// the result's closing brace. Found as the bytes pass, from the keys of
+/// the result's and that `_meta`'s own members (decoded, as a parser reads
+/// them), so nothing is held back and nothing is added twice: at most one
+/// insertion per answer.
+#[derive(Default)]
+struct StampScan {
+    /// The top-level key just read is `result`.
+    result_next: bool,
+    /// The second open container is the result object.
+    in_result: bool,
+    /// The result's key just read is `_meta`.
+    meta_next: bool,
+    /// The third open container is the result's `_meta` object.
+    in_meta: bool,
+    /// The result has a `_meta` member (an object or not).
+    seen_meta: bool,
+    /// The `_meta` being read has a member.
+    meta_members: bool,
+    /// The `_meta` being read has the key already.
+    meta_has: bool,
+    /// Nothing more to look for.
+    done: bool,
+    /// Set by the closing brace the member goes before.
+    fresh: Option<SpliceKind>,
+    /// Where it goes, in the bytes scanned last.
+    splice: Option<Splice>,
+}
+
+/// Where the member goes: before the byte at `at` (a closing brace) of the
+/// bytes the check passed last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Splice {
+    pub(crate) at: usize,
+    pub(crate) kind: SpliceKind,
+}
+
+/// What goes in at a [`Splice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpliceKind {
+    /// The member, into the result's `_meta` (with a comma before it
+    /// unless that object is `empty`).
+    IntoMeta { empty: bool },
+    /// A `_meta` member holding it, at the end of the result (which has
+    /// members: the 2026-07-28 fields go at its front).
+    EndOfResult,
+}
+
+/// The key [`StampScan`] looks for in a result's `_meta`.
+const SERVER_INFO_KEY: &[u8] = b"io.modelcontextprotocol/serverInfo";
+
+/// The longest the keys [`StampScan`] compares can be written: every
+/// character of [`SERVER_INFO_KEY`] as a six-byte `\u` escape.
+const STAMP_KEY_BYTES: usize = 34 * 6;
 
 impl Check {
     pub(crate) fn new() -> Check {
@@ -115,7 +176,24 @@ impl Check {
             high: false,
             carry: Vec::new(),
             repaired: false,
+            stamp: None,
         }
+    }
+
+    /// A check that also finds where the server's identity goes into the
+    /// answer's result ([`StampScan`]); [`Check::take_splice`] tells.
+    pub(crate) fn stamping() -> Check {
+        Check {
+            stamp: Some(Box::default()),
+            ..Check::new()
+        }
+    }
+
+    /// Where the member goes, once the bytes that show it were passed
+    /// (by [`Check::head`], [`Check::piece`] or [`Check::end`]): an offset
+    /// into the bytes that call returned (the head's first bytes).
+    pub(crate) fn take_splice(&mut self) -> Option<Splice> {
+        self.stamp.as_mut()?.splice.take()
     }
 
     /// Checks the head of an answer, before any of it went: how many of
@@ -201,7 +279,7 @@ impl Check {
                 }
                 // The bulk of a long answer: skip to what ends or escapes.
                 let run = plain_run(&bytes[i..]);
-                if key && self.top_key() {
+                if key && self.keeps_key() {
                     self.note_key(&bytes[i..i + run]);
                 }
                 i += run;
@@ -215,8 +293,8 @@ impl Check {
                         };
                     }
                     b'\\' => {
-                        if key && self.top_key() {
-                            // An escaped top-level key: decoded when it ends.
+                        if key && self.keeps_key() {
+                            // An escaped key: decoded when it ends.
                             self.note_key(b"\\");
                         }
                         self.state = State::Escape { key };
@@ -235,6 +313,11 @@ impl Check {
                 }
             }
             self.step(bytes[i])?;
+            if let Some(stamp) = &mut self.stamp
+                && let Some(kind) = stamp.fresh.take()
+            {
+                stamp.splice = Some(Splice { at: i, kind });
+            }
             i += 1;
         }
         Ok(())
@@ -245,31 +328,78 @@ impl Check {
         self.stack.len() == 1
     }
 
+    /// Whether the key being read is kept: a top-level one, or one the
+    /// stamp compares (a member of the result, or of its `_meta`).
+    fn keeps_key(&self) -> bool {
+        self.top_key() || self.stamp_key_depth()
+    }
+
+    /// Whether a key being read is one [`StampScan`] compares.
+    fn stamp_key_depth(&self) -> bool {
+        self.stamp.as_ref().is_some_and(|s| {
+            !s.done
+                && match self.stack.len() {
+                    2 => s.in_result,
+                    3 => s.in_meta,
+                    _ => false,
+                }
+        })
+    }
+
     fn note_key(&mut self, part: &[u8]) {
-        let room = (KEY_BYTES + 1).saturating_sub(self.key.len());
+        let most = if self.top_key() {
+            KEY_BYTES
+        } else {
+            STAMP_KEY_BYTES
+        };
+        let room = (most + 1).saturating_sub(self.key.len());
         self.key.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    /// The key just read, decoded as any parser reads it (`"\u005fmeta"`
+    /// is `_meta`), if it is at most `most` bytes as written.
+    fn decoded_key(&self, most: usize) -> Option<Cow<'_, [u8]>> {
+        if self.key.len() > most {
+            return None;
+        }
+        if !self.key.contains(&b'\\') {
+            return Some(Cow::Borrowed(&self.key[..]));
+        }
+        let mut quoted = Vec::with_capacity(self.key.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(&self.key);
+        quoted.push(b'"');
+        let decoded = serde_json::from_slice::<String>(&quoted).ok()?;
+        Some(Cow::Owned(decoded.into_bytes()))
+    }
+
+    /// A key of the result or of its `_meta` was read (see [`StampScan`]).
+    fn stamp_key_read(&mut self) {
+        let depth = self.stack.len();
+        let want: &[u8] = if depth == 2 {
+            b"_meta"
+        } else {
+            SERVER_INFO_KEY
+        };
+        let hit = self.decoded_key(STAMP_KEY_BYTES).as_deref() == Some(want);
+        let Some(stamp) = self.stamp.as_mut() else {
+            return;
+        };
+        if depth == 2 {
+            stamp.meta_next = hit;
+        } else {
+            stamp.meta_members = true;
+            stamp.meta_has |= hit;
+        }
     }
 
     /// Which member of the envelope the top-level key just read names,
     /// decoded as any parser reads it (`"\u0069d"` is `id`).
     fn envelope_member(&self) -> Option<u8> {
-        if self.key.len() > KEY_BYTES {
-            return None;
-        }
-        let decoded;
-        let key = if self.key.contains(&b'\\') {
-            let mut quoted = Vec::with_capacity(self.key.len() + 2);
-            quoted.push(b'"');
-            quoted.extend_from_slice(&self.key);
-            quoted.push(b'"');
-            // Invariant: a key whose surrogates do not pair failed the
-            // answer when it ended (`surrogate`).
-            decoded = serde_json::from_slice::<String>(&quoted).ok()?;
-            decoded.as_bytes()
-        } else {
-            &self.key[..]
-        };
-        ENVELOPE.iter().position(|m| *m == key).map(|i| 1 << i)
+        // A key whose surrogates do not pair failed the answer when it
+        // ended (`surrogate`).
+        let key = self.decoded_key(KEY_BYTES)?;
+        ENVELOPE.iter().position(|m| *m == &key[..]).map(|i| 1 << i)
     }
 
     /// A `\u` escape of a top-level key ended: surrogates must pair, as
@@ -291,7 +421,7 @@ impl Check {
         self.state = match self.state {
             State::Str { .. } => unreachable!("strings are scanned by runs"),
             State::Escape { key } => {
-                if key && self.top_key() {
+                if key && self.keeps_key() {
                     self.note_key(&[b]);
                 }
                 match b {
@@ -309,7 +439,7 @@ impl Check {
                     return Err(Broken::NotJson);
                 };
                 self.unit = self.unit << 4 | digit as u16;
-                if key && self.top_key() {
+                if key && self.keeps_key() {
                     self.note_key(&[b]);
                 }
                 if left == 1 {
@@ -355,6 +485,8 @@ impl Check {
                 if self.top_key() {
                     self.key.clear();
                     self.high = false;
+                } else if self.stamp_key_depth() {
+                    self.key.clear();
                 }
                 State::Str { key: true }
             }
@@ -362,6 +494,8 @@ impl Check {
             State::Colon if b == b':' => {
                 if self.top_key() {
                     self.key_read()?;
+                } else if self.stamp_key_depth() {
+                    self.stamp_key_read();
                 }
                 State::Value
             }
@@ -381,7 +515,11 @@ impl Check {
     /// are `Frame::parse`'s for a whole line: no member of the envelope
     /// twice, and a `result` with neither `error` nor `method`.
     fn key_read(&mut self) -> Result<(), Broken> {
-        let Some(member) = self.envelope_member() else {
+        let member = self.envelope_member();
+        if let Some(stamp) = &mut self.stamp {
+            stamp.result_next = member == Some(ENVELOPE_RESULT);
+        }
+        let Some(member) = member else {
             return Ok(());
         };
         if self.seen & member != 0 {
@@ -395,6 +533,22 @@ impl Check {
     }
 
     fn value_start(&mut self, b: u8) -> Result<State, Broken> {
+        if let Some(stamp) = &mut self.stamp
+            && !stamp.done
+        {
+            match self.stack.len() {
+                1 if std::mem::take(&mut stamp.result_next) => stamp.in_result = b == b'{',
+                2 if stamp.in_result && std::mem::take(&mut stamp.meta_next) => {
+                    stamp.seen_meta = true;
+                    if b == b'{' {
+                        stamp.in_meta = true;
+                        stamp.meta_members = false;
+                        stamp.meta_has = false;
+                    }
+                }
+                _ => {}
+            }
+        }
         Ok(match b {
             b'{' | b'[' => {
                 self.stack.push(b == b'{');
@@ -434,8 +588,28 @@ impl Check {
 
     /// A container closes.
     fn close(&mut self, object: bool) -> Result<State, Broken> {
+        let depth = self.stack.len();
         if self.stack.pop() != Some(object) {
             return Err(Broken::NotJson);
+        }
+        if let Some(stamp) = &mut self.stamp
+            && !stamp.done
+        {
+            if depth == 3 && stamp.in_meta {
+                stamp.in_meta = false;
+                stamp.done = true;
+                if !stamp.meta_has {
+                    stamp.fresh = Some(SpliceKind::IntoMeta {
+                        empty: !stamp.meta_members,
+                    });
+                }
+            } else if depth == 2 && stamp.in_result {
+                stamp.in_result = false;
+                stamp.done = true;
+                if !stamp.seen_meta {
+                    stamp.fresh = Some(SpliceKind::EndOfResult);
+                }
+            }
         }
         self.value_done()
     }

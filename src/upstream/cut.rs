@@ -12,6 +12,7 @@
 //! another request's answer under its own id.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
@@ -20,6 +21,7 @@ use tracing::warn;
 use super::check::{Broken, Check};
 use super::routes::parse_proxy_id;
 use super::sink::Sink;
+use super::stamp::Stamp;
 use crate::jsonrpc;
 use crate::tail::{TailError, TailSender};
 
@@ -45,6 +47,9 @@ pub(super) struct Cut {
     id_at_end: Option<IdAtEnd>,
     /// What the client got so far is valid: UTF-8, and JSON up to here.
     check: Check,
+    /// The server's identity, put into the result where `check` finds
+    /// its place (it was made [`Check::stamping`]).
+    stamp: Option<Arc<Stamp>>,
 }
 
 /// The id an answer must end with, and the bytes held back until it does.
@@ -87,13 +92,34 @@ impl IdAtEnd {
 }
 
 impl Cut {
-    /// `check` has seen the head that went.
-    pub(super) fn new(to: To, deadline: Option<Instant>, check: Check) -> Cut {
+    /// `check` has seen the head that went; `stamp` goes where it finds
+    /// the place in the rest.
+    pub(super) fn new(
+        to: To,
+        deadline: Option<Instant>,
+        check: Check,
+        stamp: Option<Arc<Stamp>>,
+    ) -> Cut {
         Cut {
             to: Some(to),
             deadline,
             id_at_end: None,
             check,
+            stamp,
+        }
+    }
+
+    /// `piece`, checked, as the pieces that go on: itself, or split where
+    /// the server's identity goes in (once per answer).
+    fn spliced(&mut self, piece: Bytes) -> [Option<Bytes>; 3] {
+        let insert = self
+            .check
+            .take_splice()
+            .zip(self.stamp.as_deref())
+            .map(|(splice, stamp)| stamp.insertion(splice));
+        match insert {
+            None => [Some(piece), None, None],
+            Some((at, with)) => [Some(piece.slice(..at)), Some(with), Some(piece.slice(at..))],
         }
     }
 
@@ -118,6 +144,16 @@ impl Cut {
             Ok(piece) => piece,
             Err(broken) => return self.broke(broken),
         };
+        for piece in self.spliced(piece).into_iter().flatten() {
+            self.pass(piece);
+        }
+    }
+
+    /// Sends `piece` on, or holds it while the id at the end is not seen.
+    fn pass(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
         match &mut self.id_at_end {
             None => self.send(piece),
             Some(end) => {
@@ -146,6 +182,18 @@ impl Cut {
         let last = match self.check.end(last) {
             Ok(last) => last,
             Err(broken) => return self.broke(broken),
+        };
+        // What goes before the identity (when its place is in the last
+        // piece) goes now, the rest as the last piece.
+        let [front, with, rest] = self.spliced(last);
+        let last = match (with, rest) {
+            (Some(with), Some(rest)) => {
+                for piece in [front, Some(with)].into_iter().flatten() {
+                    self.pass(piece);
+                }
+                rest
+            }
+            _ => front.unwrap_or_default(),
         };
         if self.check.repaired {
             warn!("a long answer had bytes that are not UTF-8; passed them on as U+FFFD");

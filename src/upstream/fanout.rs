@@ -447,6 +447,7 @@ mod tests {
             port: 1,
             modern: false,
             fill: Fill::None,
+            stamp: None,
             tasks: TaskAnswer::None,
             client_id: br#""listen-1""#.to_vec().into(),
             token: None,

@@ -256,6 +256,10 @@ impl Upstream {
             self.init_attempts.fetch_add(1, Ordering::SeqCst);
             match outcome {
                 Ok(cache) => {
+                    if self.era() != UpstreamProtocol::Modern {
+                        let stamp = super::Stamp::of_initialize(&cache.result).map(Arc::new);
+                        let _ = self.stamp.set(stamp);
+                    }
                     *init = Some(cache);
                     // A handshake that works ends a crash loop.
                     self.health.send_if_modified(|h| {
@@ -390,6 +394,12 @@ impl Upstream {
     /// DiscoverResult), if the handshake happened.
     pub async fn cached_initialize(&self) -> Option<Bytes> {
         self.init.lock().await.as_ref().map(|c| c.result.clone())
+    }
+
+    /// A 2025-era child's identity for the `_meta` of 2026-07-28 results
+    /// (see [`super::stamp`]), once its handshake is done.
+    pub fn stamp(&self) -> Option<Arc<super::Stamp>> {
+        self.stamp.get().cloned().flatten()
     }
 
     pub(super) async fn send_initialized(&self) {

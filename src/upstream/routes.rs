@@ -96,6 +96,9 @@ pub(super) struct Pending {
     /// as -32603, not -32000 (see `UpstreamError::code`).
     pub(super) modern: bool,
     pub(super) fill: Fill,
+    /// The child's identity, for the `_meta` of a 2026-07-28 client's
+    /// result (set with a fill, when the child named itself).
+    pub(super) stamp: Option<Arc<super::stamp::Stamp>>,
     pub(super) tasks: TaskAnswer,
     pub(super) client_id: Box<[u8]>,
     /// The client's own progress token, restored on progress notifications.
@@ -838,6 +841,7 @@ mod tests {
             port,
             modern: false,
             fill: Fill::None,
+            stamp: None,
             tasks: TaskAnswer::None,
             client_id: client_id.into(),
             token: None,

@@ -50,6 +50,7 @@ use super::routes::{
     Crowded, Parked, Pending, Routes, ServerRequest, Target, TaskAnswer, Unasked,
     cancelled_notification, client_key, parse_proxy_id, related_call, related_target,
 };
+use super::stamp;
 use super::{
     DEFAULT_WRITE_TIMEOUT, Port, PortKind, Reply, STATELESS_LABEL, Upstream, UpstreamError,
     UpstreamOptions, mrtr, tasks,
@@ -800,23 +801,38 @@ impl Worker {
         if !takes {
             return;
         }
+        let stamping = self
+            .routes
+            .pending
+            .get(&id)
+            .is_some_and(|p| p.stamp.is_some());
         // The head goes only if it is valid so far (else the line is read
         // whole, and repaired or rebuilt like any short one); the rest is
-        // checked as it passes (`cut`).
-        let mut check = Check::new();
+        // checked as it passes (`cut`), and the server's identity goes
+        // into its result where the check finds the place (`stamp`).
+        let mut check = if stamping {
+            Check::stamping()
+        } else {
+            Check::new()
+        };
         let Some(now) = check.head(reader.partial()) else {
             return;
         };
         let Some(p) = self.routes.take(id) else {
             return;
         };
+        let insert = check
+            .take_splice()
+            .zip(p.stamp.as_deref())
+            .map(|(splice, stamp)| stamp.insertion(splice));
         let head = reader.stream_line().slice(..now);
-        let head = jsonrpc::Message::answer_head(&head, &at, &p.client_id, p.fill.fields());
+        let head = jsonrpc::Message::answer_head(&head, &at, &p.client_id, p.fill.fields(), insert);
         debug!(id, "passing a long answer on as it arrives");
         let id_at_end = at.id.is_none();
+        let stamp = p.stamp.clone();
         let to = p.reply.respond_in_pieces(head, &p.client_id, p.modern);
         self.cut = to.map(|to| {
-            let cut = Cut::new(to, p.deadline, check);
+            let cut = Cut::new(to, p.deadline, check, stamp);
             if id_at_end {
                 cut.with_id_at_end(id, &p.client_id)
             } else {
@@ -1218,12 +1234,16 @@ impl Worker {
             && let Some(port) = self.routes.ports.get(&p.port)
             && let Some(answer) = mrtr::url_elicitation(&frame, port)
         {
+            let value = match (&p.stamp, answer.0) {
+                (Some(stamp), "result") => stamp.into_result(&answer.1),
+                _ => answer.1,
+            };
             p.reply
-                .respond(&jsonrpc::envelope(&p.client_id, answer.0, &answer.1));
+                .respond(&jsonrpc::envelope(&p.client_id, answer.0, &value));
             return;
         }
         let frame = p.fill.error(frame);
-        let answer = frame.answer(&p.client_id, p.fill.fields());
+        let answer = stamp::answer(&frame, &p.client_id, p.fill, p.stamp.as_deref());
         match p.tasks {
             TaskAnswer::None => p.reply.respond_answer(answer, &p.client_id),
             TaskAnswer::Create => {
@@ -1528,6 +1548,10 @@ impl Worker {
                 .and_then(|p| serde_json::from_slice::<Box<RawValue>>(p).ok()),
         };
         let asked = input_required_result(&request, &token);
+        let asked = match &p.stamp {
+            Some(stamp) => stamp.into_result(&asked),
+            None => asked,
+        };
         let reply = std::mem::replace(&mut p.reply, Reply::Detached);
         let client_id = p.client_id.clone();
         let owner = std::mem::replace(&mut p.port, 0);

@@ -1,0 +1,354 @@
+//! The server's identity in every result a 2026-07-28 client gets from a
+//! 2025-era child. Spec 2026-07-28 `basic/index`, "Per-response protocol
+//! fields": servers SHOULD include `io.modelcontextprotocol/serverInfo` (an
+//! `Implementation`: `name` and `version`, optionally more) in every
+//! result's `_meta`, unless configured not to, so that a client knows who
+//! answered without any prior connection state (schema `ResultMetaObject`;
+//! `server/discover` too, where the proxy has always put it). A 2025-era
+//! child names itself once, in its InitializeResult's `serverInfo`; the
+//! proxy adds that value, as the child wrote it, to the child's results,
+//! and to the results it makes itself (`input_required`, the closing
+//! response of `subscriptions/listen`).
+//!
+//! Nothing of the child's result is parsed or rewritten: the member goes
+//! in where the result's own `_meta` ends, or in a `_meta` of its own
+//! when the result has none ([`super::check::StampScan`]); a `_meta` that
+//! has the key already, or is not an object, is left as it is. A short
+//! answer without `_meta` or an escape in its result (nearly every one)
+//! gets it with the `resultType` at its front, in the same insertion.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::check::{Check, Splice, SpliceKind};
+use super::routes::Fill;
+use crate::jsonrpc::{self, Frame, Message};
+
+/// The `_meta` key of the server's identity in a result.
+pub const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
+
+/// The pieces that put one child's identity into results, made once per
+/// child from its InitializeResult.
+#[derive(Debug)]
+pub struct Stamp {
+    /// `"io.modelcontextprotocol/serverInfo":<serverInfo>`.
+    member: Bytes,
+    /// [`Fill::Complete`]'s fields with a `_meta` holding `member`.
+    complete: Bytes,
+    /// [`Fill::Cacheable`]'s fields with a `_meta` holding `member`.
+    cacheable: Bytes,
+}
+
+impl Stamp {
+    /// From a 2025 InitializeResult (raw JSON): its `serverInfo`, as
+    /// written, when it is an object; `None` otherwise (nothing to say).
+    pub fn of_initialize(result: &[u8]) -> Option<Stamp> {
+        let at = jsonrpc::locate(result, &["serverInfo"])?;
+        let info = &result[at];
+        if info.first() != Some(&b'{') {
+            return None;
+        }
+        let mut member = BytesMut::with_capacity(SERVER_INFO_KEY.len() + info.len() + 3);
+        member.put_u8(b'"');
+        member.put_slice(SERVER_INFO_KEY.as_bytes());
+        member.put_slice(b"\":");
+        member.put_slice(info);
+        let member = member.freeze();
+        let with_meta = |fields: &[u8]| {
+            let mut out = BytesMut::with_capacity(fields.len() + member.len() + 11);
+            out.put_slice(fields);
+            out.put_slice(b",\"_meta\":{");
+            out.put_slice(&member);
+            out.put_u8(b'}');
+            out.freeze()
+        };
+        Some(Stamp {
+            complete: with_meta(Fill::Complete.fields().unwrap_or_default()),
+            cacheable: with_meta(Fill::Cacheable.fields().unwrap_or_default()),
+            member,
+        })
+    }
+
+    /// The member alone (`"io.modelcontextprotocol/serverInfo":{…}`).
+    pub fn member(&self) -> &Bytes {
+        &self.member
+    }
+
+    /// `fill`'s fields with a `_meta` that holds the member.
+    fn fields(&self, fill: Fill) -> Option<&[u8]> {
+        match fill {
+            Fill::None => None,
+            Fill::Complete => Some(&self.complete),
+            Fill::Cacheable => Some(&self.cacheable),
+        }
+    }
+
+    /// What goes in at `splice` ([`Check::take_splice`]), and where.
+    pub(super) fn insertion(&self, splice: Splice) -> (usize, Bytes) {
+        let bytes = match splice.kind {
+            SpliceKind::IntoMeta { empty: true } => self.member.clone(),
+            SpliceKind::IntoMeta { empty: false } => {
+                let mut out = BytesMut::with_capacity(self.member.len() + 1);
+                out.put_u8(b',');
+                out.put_slice(&self.member);
+                out.freeze()
+            }
+            SpliceKind::EndOfResult => {
+                let mut out = BytesMut::with_capacity(self.member.len() + 11);
+                out.put_slice(b",\"_meta\":{");
+                out.put_slice(&self.member);
+                out.put_u8(b'}');
+                out.freeze()
+            }
+        };
+        (splice.at, bytes)
+    }
+
+    /// `result`, an object the proxy made that has no `_meta`, with one
+    /// holding the member, at its front.
+    pub fn into_result(&self, result: &[u8]) -> Vec<u8> {
+        let Some(rest) = result.strip_prefix(b"{") else {
+            return result.to_vec();
+        };
+        let mut out = Vec::with_capacity(result.len() + self.member.len() + 12);
+        out.extend_from_slice(b"{\"_meta\":{");
+        out.extend_from_slice(&self.member);
+        out.push(b'}');
+        if rest.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'}') {
+            out.push(b',');
+        }
+        out.extend_from_slice(rest);
+        out
+    }
+}
+
+/// The child's whole answer `frame` as its 2026-07-28 client gets it:
+/// re-addressed to `client_id`, with `fill`'s fields and, when the child
+/// named itself, its identity in the result's `_meta`.
+pub(super) fn answer(
+    frame: &Frame,
+    client_id: &[u8],
+    fill: Fill,
+    stamp: Option<&Stamp>,
+) -> Message {
+    let Some(stamp) = stamp else {
+        return frame.answer(client_id, fill.fields());
+    };
+    let Some(result) = frame.result_range() else {
+        return frame.answer(client_id, fill.fields());
+    };
+    let bytes = &frame.bytes()[result];
+    if bytes.first() != Some(&b'{') {
+        return frame.answer(client_id, fill.fields());
+    }
+    // No `_meta` anywhere in it, in any spelling (`\u005fmeta`): it goes
+    // with the fields, in one insertion.
+    if !jsonrpc::contains(bytes, b"_meta") && memchr::memchr(b'\\', bytes).is_none() {
+        return frame.answer(client_id, stamp.fields(fill));
+    }
+    // Rarely: where the result's own `_meta` ends, found as a long
+    // answer's is. A frame is valid JSON, so the check passes it.
+    let mut check = Check::stamping();
+    let splice = check
+        .end(frame.bytes().clone())
+        .ok()
+        .and_then(|_| check.take_splice());
+    frame.answer_with(client_id, fill.fields(), splice.map(|s| stamp.insertion(s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn stamp() -> Stamp {
+        Stamp::of_initialize(
+            br#"{"protocolVersion":"2025-11-25","serverInfo":{"name":"s","version":"1"}}"#,
+        )
+        .expect("a serverInfo")
+    }
+
+    fn answered(line: &str, fill: Fill) -> String {
+        let frame = Frame::parse(Bytes::copy_from_slice(line.as_bytes()), false).unwrap();
+        let out = answer(&frame, br#""c""#, fill, Some(&stamp())).into_bytes();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    /// Every result has the identity once, the child's `_meta` members
+    /// stay, and the text is JSON every parser reads alike: no key twice
+    /// in any object (checked on the raw text, as serde_json keeps the last).
+    #[test]
+    fn the_identity_goes_into_every_result_shape_once() {
+        let info = r#"{"name":"s","version":"1"}"#;
+        let cases: &[(&str, &str)] = &[
+            // No _meta: one of its own.
+            (
+                r#"{"content":[]}"#,
+                r#"{"resultType":"complete","_meta":{"io.modelcontextprotocol/serverInfo":INFO},"content":[]}"#,
+            ),
+            (
+                r#"{}"#,
+                r#"{"resultType":"complete","_meta":{"io.modelcontextprotocol/serverInfo":INFO}}"#,
+            ),
+            // _meta last, first, empty.
+            (
+                r#"{"content":[],"_meta":{"a":1}}"#,
+                r#"{"resultType":"complete","content":[],"_meta":{"a":1,"io.modelcontextprotocol/serverInfo":INFO}}"#,
+            ),
+            (
+                r#"{"_meta":{"a":1},"content":[]}"#,
+                r#"{"resultType":"complete","_meta":{"a":1,"io.modelcontextprotocol/serverInfo":INFO},"content":[]}"#,
+            ),
+            (
+                r#"{"_meta":{ },"x":1}"#,
+                r#"{"resultType":"complete","_meta":{ "io.modelcontextprotocol/serverInfo":INFO},"x":1}"#,
+            ),
+            // Escaped key: still the result's _meta.
+            (
+                r#"{"\u005fmeta":{"a":1}}"#,
+                r#"{"resultType":"complete","\u005fmeta":{"a":1,"io.modelcontextprotocol/serverInfo":INFO}}"#,
+            ),
+            // The child's own identity, in any spelling: kept, not doubled.
+            (
+                r#"{"_meta":{"io.modelcontextprotocol\/serverInfo":{"name":"c","version":"2"}}}"#,
+                r#"{"resultType":"complete","_meta":{"io.modelcontextprotocol\/serverInfo":{"name":"c","version":"2"}}}"#,
+            ),
+            // _meta not an object: left alone, no second _meta.
+            (
+                r#"{"_meta":null,"x":1}"#,
+                r#"{"resultType":"complete","_meta":null,"x":1}"#,
+            ),
+            (
+                r#"{"_meta":[{"a":1}]}"#,
+                r#"{"resultType":"complete","_meta":[{"a":1}]}"#,
+            ),
+            // _meta nested in content, or in a string: not the result's.
+            (
+                r#"{"content":[{"_meta":{"b":2},"text":"\"_meta\":{}"}]}"#,
+                r#"{"resultType":"complete","content":[{"_meta":{"b":2},"text":"\"_meta\":{}"}],"_meta":{"io.modelcontextprotocol/serverInfo":INFO}}"#,
+            ),
+            // A number no double holds passes as written.
+            (
+                r#"{"_meta":{"n":1e400},"v":-0.0000000000000000000001}"#,
+                r#"{"resultType":"complete","_meta":{"n":1e400,"io.modelcontextprotocol/serverInfo":INFO},"v":-0.0000000000000000000001}"#,
+            ),
+        ];
+        for (result, want) in cases {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
+            let want = format!(
+                r#"{{"jsonrpc":"2.0","id":"c","result":{}}}"#,
+                want.replace("INFO", info)
+            );
+            assert_eq!(answered(&line, Fill::Complete), want, "{result}");
+        }
+        // A result that is not an object, and an error: as before.
+        let line = r#"{"jsonrpc":"2.0","id":7,"result":[1]}"#;
+        assert_eq!(
+            answered(line, Fill::Complete),
+            r#"{"jsonrpc":"2.0","id":"c","result":[1]}"#
+        );
+        let line = r#"{"jsonrpc":"2.0","id":7,"error":{"code":-1,"message":"_meta"}}"#;
+        assert_eq!(
+            answered(line, Fill::Complete),
+            r#"{"jsonrpc":"2.0","id":"c","error":{"code":-1,"message":"_meta"}}"#
+        );
+        // Cacheable results keep their hints.
+        let got: Value = serde_json::from_str(&answered(
+            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[]}}"#,
+            Fill::Cacheable,
+        ))
+        .unwrap();
+        assert_eq!(got["result"]["cacheScope"], "private");
+        assert_eq!(got["result"]["_meta"][SERVER_INFO_KEY]["name"], "s");
+    }
+
+    /// `line` as cut-through passes it, cut once at `at`: the head, then
+    /// the rest as the line's end, the identity put in where the check
+    /// says (as `cut` does).
+    fn passed(line: &[u8], at: usize, stamp: &Stamp) -> Option<Vec<u8>> {
+        let mut check = Check::stamping();
+        let mut out = Vec::new();
+        let put = |bytes: &[u8], check: &mut Check, out: &mut Vec<u8>| {
+            let mut bytes = bytes.to_vec();
+            if let Some(splice) = check.take_splice() {
+                let (at, with) = stamp.insertion(splice);
+                bytes.splice(at..at, with.iter().copied());
+            }
+            out.extend_from_slice(&bytes);
+        };
+        let now = check.head(&line[..at])?;
+        put(&line[..now], &mut check, &mut out);
+        let rest = Bytes::copy_from_slice(&line[now..]);
+        let last = check.end(rest).ok()?;
+        put(&last, &mut check, &mut out);
+        Some(out)
+    }
+
+    /// A long answer gets the identity at the same place however its
+    /// bytes are cut, hostile shapes included, and once.
+    #[test]
+    fn a_long_answer_gets_the_identity_once_wherever_it_is_cut() {
+        let s = stamp();
+        let info = r#""io.modelcontextprotocol/serverInfo":{"name":"s","version":"1"}"#;
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"content":[{"text":"_meta"}]}"#,
+                r#"{"content":[{"text":"_meta"}],"_meta":{INFO}}"#,
+            ),
+            (
+                r#"{"a":1,"_meta":{"x":[1,{"_meta":{}}]},"b":2}"#,
+                r#"{"a":1,"_meta":{"x":[1,{"_meta":{}}],INFO},"b":2}"#,
+            ),
+            (r#"{"_meta":{}}"#, r#"{"_meta":{INFO}}"#),
+            (
+                r#"{"_meta":{"io.modelcontextprotocol/serverInfo":1}}"#,
+                r#"{"_meta":{"io.modelcontextprotocol/serverInfo":1}}"#,
+            ),
+            (
+                r#"{"_meta":"no","_meta":{"a":1e400}}"#,
+                r#"{"_meta":"no","_meta":{"a":1e400,INFO}}"#,
+            ),
+            (
+                r#"{"_meta":{},"_meta":{}}"#,
+                r#"{"_meta":{INFO},"_meta":{}}"#,
+            ),
+            (
+                r#"{"x":{"_meta":{}}}"#,
+                r#"{"x":{"_meta":{}},"_meta":{INFO}}"#,
+            ),
+        ];
+        for (result, want) in cases {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
+            let want = format!(
+                r#"{{"jsonrpc":"2.0","id":7,"result":{}}}"#,
+                want.replace("INFO", info)
+            );
+            for at in 1..=line.len() {
+                let got = passed(line.as_bytes(), at, &s).expect("valid");
+                assert_eq!(
+                    String::from_utf8(got).unwrap(),
+                    want,
+                    "{result} cut at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_child_without_an_object_server_info_is_not_stamped() {
+        assert!(Stamp::of_initialize(br#"{"serverInfo":"x"}"#).is_none());
+        assert!(Stamp::of_initialize(br#"{"capabilities":{}}"#).is_none());
+    }
+
+    #[test]
+    fn results_the_proxy_makes_get_a_meta_at_their_front() {
+        let s = stamp();
+        assert_eq!(
+            String::from_utf8(s.into_result(br#"{"resultType":"input_required"}"#)).unwrap(),
+            r#"{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"1"}},"resultType":"input_required"}"#
+        );
+        assert_eq!(
+            String::from_utf8(s.into_result(b"{}")).unwrap(),
+            r#"{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"1"}}}"#
+        );
+    }
+}
