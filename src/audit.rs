@@ -438,7 +438,7 @@ impl Outcome {
         // parsed as JSON-RPC already; a text that is not an object still
         // gets the parse and its error.)
         let may_say = |word: &[u8]| crate::jsonrpc::contains(message, word);
-        if !(may_say(b"\"error\"") || may_say(b"isError") || may_say(b"resultType"))
+        if !(may_say(b"\"error\"") || may_say(b"isError") || may_say(b"input_required"))
             && memchr::memchr(b'\\', message).is_none()
             && message.starts_with(b"{")
         {

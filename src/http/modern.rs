@@ -390,6 +390,11 @@ fn error_status(bytes: &[u8]) -> Option<http::StatusCode> {
 }
 
 fn error_code(bytes: &[u8]) -> Option<i64> {
+    // A result (every answer but a few) names no `error` member, in any
+    // spelling: not parsed.
+    if !jsonrpc::contains(bytes, b"\"error\"") && memchr::memchr(b'\\', bytes).is_none() {
+        return None;
+    }
     #[derive(serde::Deserialize)]
     struct Answer {
         error: Option<Code>,
