@@ -26,6 +26,28 @@ use crate::jsonrpc::{self, Frame, Message};
 /// The `_meta` key of the server's identity in a result.
 pub const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
 
+/// The largest `serverInfo` added to results as the child wrote it.
+const MAX_SERVER_INFO_BYTES: usize = 4096;
+
+/// `{"name":…,"version":…}` of a `serverInfo` object, when both are
+/// strings of a size that fits [`MAX_SERVER_INFO_BYTES`].
+fn name_and_version(info: &[u8]) -> Option<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Brief<'a> {
+        #[serde(borrow)]
+        name: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        version: std::borrow::Cow<'a, str>,
+    }
+    let brief: Brief<'_> = serde_json::from_slice(info).ok()?;
+    let out = serde_json::to_vec(&serde_json::json!({
+        "name": brief.name,
+        "version": brief.version,
+    }))
+    .ok()?;
+    (out.len() <= MAX_SERVER_INFO_BYTES).then_some(out)
+}
+
 /// The pieces that put one child's identity into results, made once per
 /// child from its InitializeResult.
 #[derive(Debug)]
@@ -47,6 +69,20 @@ impl Stamp {
         if info.first() != Some(&b'{') {
             return None;
         }
+        // Every result carries it: a child's `serverInfo` past the cap
+        // (icons as data URIs, a long description) goes as its name and
+        // version only, so that it cannot grow every result by as much.
+        let brief;
+        let info = if info.len() > MAX_SERVER_INFO_BYTES {
+            brief = name_and_version(info)?;
+            tracing::warn!(
+                bytes = info.len(),
+                "the child's serverInfo is over {MAX_SERVER_INFO_BYTES} bytes; results carry only its name and version"
+            );
+            &brief[..]
+        } else {
+            info
+        };
         let mut member = BytesMut::with_capacity(SERVER_INFO_KEY.len() + info.len() + 3);
         member.put_u8(b'"');
         member.put_slice(SERVER_INFO_KEY.as_bytes());
@@ -336,6 +372,18 @@ mod tests {
     #[test]
     fn a_child_without_an_object_server_info_is_not_stamped() {
         assert!(Stamp::of_initialize(br#"{"serverInfo":"x"}"#).is_none());
+        // Past the cap: its name and version only; without them, nothing.
+        let icon = "A".repeat(super::MAX_SERVER_INFO_BYTES);
+        let big = format!(
+            r#"{{"serverInfo":{{"name":"n\u00e9","version":"1","icons":[{{"src":"data:image/png;base64,{icon}"}}]}}}}"#
+        );
+        let stamp = Stamp::of_initialize(big.as_bytes()).expect("a stamp");
+        assert_eq!(
+            std::str::from_utf8(stamp.member()).unwrap(),
+            "\"io.modelcontextprotocol/serverInfo\":{\"name\":\"n\u{e9}\",\"version\":\"1\"}"
+        );
+        let nameless = format!(r#"{{"serverInfo":{{"version":"1","d":"{icon}"}}}}"#);
+        assert!(Stamp::of_initialize(nameless.as_bytes()).is_none());
         assert!(Stamp::of_initialize(br#"{"capabilities":{}}"#).is_none());
     }
 
