@@ -386,25 +386,20 @@ impl Frame {
     }
 
     /// `params._meta[key]`. The params are searched for `key` first, so
-    /// the many messages without it cost a byte scan, and only `_meta` is
-    /// built into a tree, never the arguments beside it. Params with an
-    /// escape anywhere are always parsed: the key may be spelled with one
-    /// (`io.modelcontextprotocol\/protocolVersion`), and the child reads
-    /// it decoded.
+    /// the many messages without it cost a byte scan; then the member is
+    /// found where it lies ([`locate_checked`]: the last copy of a
+    /// repeated key wins, as everywhere else) and only its value is built
+    /// into a tree, never the rest of `_meta` or the arguments beside it.
+    /// Params with an escape anywhere are always looked at: the key may be
+    /// spelled with one (`io.modelcontextprotocol\/protocolVersion`), and
+    /// the child reads it decoded.
     pub fn meta(&self, key: &str) -> Option<serde_json::Value> {
-        #[derive(Deserialize)]
-        struct Params {
-            #[serde(rename = "_meta")]
-            meta: Option<serde_json::Map<String, serde_json::Value>>,
-        }
         let params = self.params()?;
-        if memchr::memmem::find(params, key.as_bytes()).is_none() {
+        if !contains(params, key.as_bytes()) {
             memchr::memchr(b'\\', params)?;
         }
-        serde_json::from_slice::<Params>(params)
-            .ok()?
-            .meta?
-            .remove(key)
+        let at = locate_checked(params, &["_meta", key])?;
+        serde_json::from_slice(&params[at]).ok()
     }
 
     /// `params` parsed into a tree; small control messages only.
@@ -2997,5 +2992,33 @@ mod tests {
             }
             assert_eq!(r.next_line().await.unwrap().unwrap().as_ref(), b"ok");
         }
+    }
+
+    /// `Frame::meta` reads one member of `params._meta` where it lies:
+    /// what the rest of `_meta` holds (a number no parser can hold) does
+    /// not hide it, the last copy of a repeated key wins (as `locate`'s
+    /// does everywhere), and a key spelled with an escape is found.
+    #[test]
+    fn a_meta_member_is_read_where_it_lies() {
+        // Parsed as a child's message: a client's with 1e400 is refused.
+        let frame =
+            |text: &'static str| Frame::parse(Bytes::from_static(text.as_bytes()), false).unwrap();
+        let f = frame(
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"big":1e400,"k":{"a":[1]}},"x":"k"}}"#,
+        );
+        assert_eq!(f.meta("k"), Some(serde_json::json!({"a":[1]})));
+        assert_eq!(f.meta("big"), None, "not a number serde can hold");
+        assert_eq!(f.meta("x"), None, "a member of params, not of _meta");
+        let f = frame(
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1},"_meta":{"k":2}}}"#,
+        );
+        assert_eq!(f.meta("k"), Some(serde_json::json!(2)));
+        let f = frame(
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"a\/b":"v","k":null}}}"#,
+        );
+        assert_eq!(f.meta("a/b"), Some(serde_json::json!("v")));
+        assert_eq!(f.meta("k"), Some(serde_json::Value::Null));
+        let f = frame(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":5}}"#);
+        assert_eq!(f.meta("k"), None);
     }
 }
