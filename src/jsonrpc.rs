@@ -394,12 +394,18 @@ impl Frame {
     /// spelled with one (`io.modelcontextprotocol\/protocolVersion`), and
     /// the child reads it decoded.
     pub fn meta(&self, key: &str) -> Option<serde_json::Value> {
+        serde_json::from_slice(self.meta_raw(key)?).ok()
+    }
+
+    /// The raw JSON of `params._meta[key]`, found as [`Frame::meta`]
+    /// finds it, built into nothing.
+    pub fn meta_raw(&self, key: &str) -> Option<&[u8]> {
         let params = self.params()?;
         if !contains(params, key.as_bytes()) {
             memchr::memchr(b'\\', params)?;
         }
         let at = locate_checked(params, &["_meta", key])?;
-        serde_json::from_slice(&params[at]).ok()
+        Some(&params[at])
     }
 
     /// `params` parsed into a tree; small control messages only.
@@ -3020,5 +3026,11 @@ mod tests {
         assert_eq!(f.meta("k"), Some(serde_json::Value::Null));
         let f = frame(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":5}}"#);
         assert_eq!(f.meta("k"), None);
+        // Its raw text starts at the value, whatever space is before it.
+        let f = frame(
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{ \"_meta\" :\n { \"k\" :\t {\"a\":1} , \"e\\u0078\": \n[1] } }}",
+        );
+        assert_eq!(f.meta_raw("k"), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(f.meta_raw("ex"), Some(&b"[1]"[..]));
     }
 }

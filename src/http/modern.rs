@@ -143,8 +143,9 @@ fn validate(
                 "params._meta[{META_VERSION:?}] (a string) is required in protocol 2026-07-28"
             )));
         }
-        let capabilities = frame.meta(META_CAPABILITIES);
-        if !capabilities.as_ref().is_some_and(Value::is_object) {
+        // The message is JSON already: an object is one that starts so.
+        let capabilities = frame.meta_raw(META_CAPABILITIES);
+        if capabilities.and_then(<[u8]>::first) != Some(&b'{') {
             return Err(ProxyError::InvalidParams(format!(
                 "params._meta[{META_CAPABILITIES:?}] (an object) is required in protocol 2026-07-28"
             )));
@@ -286,7 +287,8 @@ async fn serve_message(
     // Plain JSON when it is acceptable and nothing can arrive before the
     // answer (no progress, no log messages asked for): cheaper, and an
     // unknown method can then get its 404.
-    let wants_stream = listen || has_progress_token(&frame) || frame.meta(LOG_LEVEL_KEY).is_some();
+    let wants_stream =
+        listen || has_progress_token(&frame) || frame.meta_raw(LOG_LEVEL_KEY).is_some();
     let answer = if !wants_stream && super::accepts(&parts.headers).1 {
         Answer::Json
     } else {
