@@ -32,7 +32,10 @@
 //!   backoff), `upstream::fanout` (list-changed,
 //!   resource updates, log levels), `upstream::tasks` (which session owns
 //!   which task in shared mode), `upstream::mrtr` (multi round-trip
-//!   requests translated between eras), `upstream::cut` (a long answer
+//!   requests translated between eras), `upstream::fill` (the members
+//!   and error codes a 2026-07-28 client needs in a 2025-era child's
+//!   answer), `upstream::stamp` (the child's `serverInfo` in each such
+//!   result's `_meta`), `upstream::cut` (a long answer
 //!   being passed on as the child writes it, and its deadline),
 //!   `upstream::check` (the streaming UTF-8 and JSON check of its
 //!   bytes) and `upstream::sink` (the

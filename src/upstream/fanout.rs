@@ -436,7 +436,8 @@ mod tests {
 
     #[test]
     fn a_listen_requests_notification_gets_the_clients_id_and_is_otherwise_untouched() {
-        use super::super::routes::{Fill, Pending, TaskAnswer};
+        use super::super::fill::Fill;
+        use super::super::routes::{Pending, TaskAnswer};
         use super::super::sink::testing::Recorder;
         use super::super::{Reply, Sink};
         let mut r = Routes::new(4);

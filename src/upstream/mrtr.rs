@@ -275,7 +275,7 @@ pub fn input_required_result(request: &InputRequest, token: &str) -> Vec<u8> {
 /// URL mode gets -32021 instead (`basic/index`: a request that needs a
 /// capability the client did not declare). `None` for any other error,
 /// or one whose elicitations are not a non-empty list of objects (it is
-/// then passed on as the child's error, see [`super::routes::Fill`]).
+/// then passed on as the child's error, see [`super::fill::Fill`]).
 /// Returns the envelope member (`result` or `error`) and its value.
 pub fn url_elicitation(answer: &Frame, port: &Port) -> Option<(&'static str, Vec<u8>)> {
     #[derive(Deserialize)]

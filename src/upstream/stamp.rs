@@ -20,7 +20,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::check::{Check, Splice, SpliceKind};
-use super::routes::Fill;
+use super::fill::Fill;
 use crate::jsonrpc::{self, Frame, Message};
 
 /// The `_meta` key of the server's identity in a result.
