@@ -701,6 +701,13 @@ fn backlog(inner: &OutletInner) -> usize {
 }
 
 impl OutletInner {
+    /// Counts one more notification dropped; whether to say so (the 1st,
+    /// 2nd, 4th, 8th …, so that a flood of drops is a few lines).
+    fn count_dropped(&mut self) -> bool {
+        self.dropped += 1;
+        self.dropped.is_power_of_two()
+    }
+
     fn set_live(&mut self, live: Option<mpsc::Sender<Item>>) {
         // What the last consumer had not taken is no longer waiting for
         // the next one.
@@ -1166,8 +1173,7 @@ impl Outlet {
             self.cut(inner);
             return;
         }
-        inner.dropped += 1;
-        if inner.dropped == 1 || inner.dropped.is_power_of_two() {
+        if inner.count_dropped() {
             warn!(
                 stream = self.stream_id,
                 dropped = inner.dropped,
@@ -1565,8 +1571,7 @@ impl Outlet {
                 );
                 self.cut(inner);
             } else {
-                inner.dropped += 1;
-                if inner.dropped == 1 || inner.dropped.is_power_of_two() {
+                if inner.count_dropped() {
                     warn!(
                         stream = self.stream_id,
                         dropped = inner.dropped,
