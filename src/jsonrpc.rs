@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -116,6 +117,87 @@ pub struct Frame {
     id: Option<Range<usize>>,
     params: Option<Range<usize>>,
     result: Option<Range<usize>>,
+    /// Where the members of `params` lie, found on the first lookup.
+    /// (Boxed: a frame moves through many futures, and most are never
+    /// laid out.)
+    layout: OnceLock<Option<Box<Layout>>>,
+}
+
+/// Where the top-level members of a message's `params` lie, and those of
+/// its `_meta` (the last copy, when it is an object), in the order
+/// written. Found with one walk over `params` when `_meta` is first looked
+/// in, so that the many lookups of a 2026-07-28 request (its version,
+/// capabilities and log level, the tool's name, a progress token, ...) do
+/// not each walk it again; a message looked up once or twice outside
+/// `_meta` is walked for each lookup, which costs less than laying it
+/// out. Only for params without a backslash: there a key is its bytes.
+/// With one, a key may be spelled with an escape, and lookups parse
+/// ([`locate_checked`]).
+#[derive(Debug, Clone)]
+struct Layout(Vec<Slot>);
+
+/// A member in a [`Layout`]: the ranges of its key (between the quotes)
+/// and of its value, relative to the start of `params`.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    in_meta: bool,
+    key: [u32; 2],
+    value: [u32; 2],
+}
+
+impl Layout {
+    /// The layout of `params`, a valid JSON text without a backslash;
+    /// `None` when it is not an object, or is 4 GiB or more.
+    fn of(params: &[u8]) -> Option<Layout> {
+        u32::try_from(params.len()).ok()?;
+        // In range: every offset is inside `params`, under 4 GiB.
+        let slot = |in_meta, base: usize, key: Range<usize>, value: Range<usize>| Slot {
+            in_meta,
+            key: [(base + key.start) as u32, (base + key.end) as u32],
+            value: [(base + value.start) as u32, (base + value.end) as u32],
+        };
+        let mut slots = Vec::with_capacity(12);
+        for_each_plain_member(params, |key, value| slots.push(slot(false, 0, key, value)))?;
+        let mut layout = Layout(slots);
+        if let Some(meta) = layout.last_named(params, false, b"_meta") {
+            // Not an object: it has no members to find.
+            let _ = for_each_plain_member(&params[meta.clone()], |key, value| {
+                layout.0.push(slot(true, meta.start, key, value))
+            });
+        }
+        Some(layout)
+    }
+
+    /// The value of the last member named `key` at the level asked for,
+    /// in `text` (the text the ranges are into).
+    fn last_named(&self, text: &[u8], in_meta: bool, key: &[u8]) -> Option<Range<usize>> {
+        self.0
+            .iter()
+            .rev()
+            .find(|s| {
+                s.in_meta == in_meta && text.get(s.key[0] as usize..s.key[1] as usize) == Some(key)
+            })
+            .map(|s| s.value[0] as usize..s.value[1] as usize)
+    }
+
+    /// [`locate_checked`] in `params`, the text this layout was found in.
+    fn locate(&self, params: &[u8], path: &[&str]) -> Option<Range<usize>> {
+        let Some((first, rest)) = path.split_first() else {
+            return Some(0..params.len());
+        };
+        let (mut range, rest) = match rest.split_first() {
+            Some((second, rest)) if *first == "_meta" => {
+                // Present only when `_meta` is an object that has it.
+                (self.last_named(params, true, second.as_bytes())?, rest)
+            }
+            _ => (self.last_named(params, false, first.as_bytes())?, rest),
+        };
+        for key in rest {
+            let inner = member_of_plain(&params[range.clone()], key.as_bytes())?;
+            range = range.start + inner.start..range.start + inner.end;
+        }
+        Some(range)
+    }
 }
 
 fn range_of(base: &[u8], part: &RawValue) -> Range<usize> {
@@ -349,6 +431,7 @@ impl Frame {
             params,
             result,
             bytes,
+            layout: OnceLock::new(),
         })
     }
 
@@ -400,12 +483,22 @@ impl Frame {
     /// The raw JSON of `params._meta[key]`, found as [`Frame::meta`]
     /// finds it, built into nothing.
     pub fn meta_raw(&self, key: &str) -> Option<&[u8]> {
-        let params = self.params()?;
-        if !contains(params, key.as_bytes()) {
-            memchr::memchr(b'\\', params)?;
-        }
-        let at = locate_checked(params, &["_meta", key])?;
-        Some(&params[at])
+        let at = self.locate_in_params(&["_meta", key])?;
+        Some(&self.bytes[at])
+    }
+
+    /// The [`Layout`] of `params`, found now if it was not yet; `None`
+    /// when there is none (see [`Layout`]).
+    fn layout(&self) -> Option<&Layout> {
+        self.layout
+            .get_or_init(|| {
+                let params = self.params()?;
+                if memchr::memchr(b'\\', params).is_some() {
+                    return None;
+                }
+                Layout::of(params).map(Box::new)
+            })
+            .as_deref()
     }
 
     /// `params` parsed into a tree; small control messages only.
@@ -556,7 +649,29 @@ impl Frame {
     /// level gives `None`.
     pub fn locate_in_params(&self, path: &[&str]) -> Option<Range<usize>> {
         let params = self.params.clone()?;
-        let inner = locate_checked(&self.bytes[params.clone()], path)?;
+        let text = &self.bytes[params.clone()];
+        let layout = match self.layout.get() {
+            Some(laid_out) => laid_out.as_deref(),
+            None if path.first() == Some(&"_meta") => {
+                // A key of plain characters appears in the text as it is,
+                // or escaped: with neither in sight it is not there, and a
+                // message looked up only for what it lacks (most have no
+                // progress token) is not laid out.
+                if path
+                    .iter()
+                    .any(|key| !key.is_empty() && !contains(text, key.as_bytes()))
+                    && memchr::memchr(b'\\', text).is_none()
+                {
+                    return None;
+                }
+                self.layout()
+            }
+            None => None,
+        };
+        let inner = match layout {
+            Some(layout) => layout.locate(text, path)?,
+            None => locate_checked(text, path)?,
+        };
         Some(params.start + inner.start..params.start + inner.end)
     }
 
@@ -591,13 +706,25 @@ impl Frame {
                 r
             }
         };
+        let params = self.params.clone().map(shift);
+        // An edit beside params moves them whole: where their members lie
+        // in them is unchanged.
+        let layout = match (&self.params, &params) {
+            (Some(old), Some(new))
+                if old.len() == new.len() && (range.end <= old.start || range.start >= old.end) =>
+            {
+                self.layout.clone()
+            }
+            _ => OnceLock::new(),
+        };
         Frame {
             bytes: out.freeze(),
             kind: self.kind,
             method: self.method.clone(),
             id: self.id.clone().map(shift),
-            params: self.params.clone().map(shift),
+            params,
             result: self.result.clone().map(shift),
+            layout,
         }
     }
 
@@ -773,16 +900,31 @@ fn locate_checked(json: &[u8], path: &[&str]) -> Option<Range<usize>> {
 /// copy of a repeated key wins. Never reads past `json`; on a text that
 /// breaks the precondition it gives some answer or `None`, never a panic.
 fn member_of_plain(json: &[u8], key: &[u8]) -> Option<Range<usize>> {
+    let mut found = None;
+    for_each_plain_member(json, |name, value| {
+        if &json[name] == key {
+            found = Some(value);
+        }
+    })?;
+    found
+}
+
+/// Calls `each` with the range of every member's key (between its
+/// quotes) and value in `json`, in the order written; the preconditions
+/// of [`member_of_plain`]. `None` when `json` is not an object.
+fn for_each_plain_member(
+    json: &[u8],
+    mut each: impl FnMut(Range<usize>, Range<usize>),
+) -> Option<()> {
     let mut at = skip_space(json, 0);
     if json.get(at) != Some(&b'{') {
         return None;
     }
     at += 1;
-    let mut found = None;
     loop {
         at = skip_space(json, at);
         match json.get(at)? {
-            b'}' => return found,
+            b'}' => return Some(()),
             b',' => {
                 at += 1;
                 continue;
@@ -798,9 +940,7 @@ fn member_of_plain(json: &[u8], key: &[u8]) -> Option<Range<usize>> {
         at = skip_space(json, at + 1);
         let value = at..value_end(json, at)?;
         at = value.end;
-        if &json[name] == key {
-            found = Some(value);
-        }
+        each(name, value);
     }
 }
 
@@ -1986,7 +2126,7 @@ mod tests {
             }
             fn string(&mut self, out: &mut String) {
                 let words = [
-                    "name", "a", "", "{", "}", "[", "]", ":", ",", "é", "name\"", "x y",
+                    "name", "a", "", "{", "}", "[", "]", ":", ",", "é", "name\"", "x y", "_meta",
                 ];
                 out.push('"');
                 let w = words[self.next(words.len() as u64) as usize];
@@ -2042,7 +2182,7 @@ mod tests {
             }
         }
         let mut g = Gen(7);
-        let (mut checked, mut escaped) = (0, 0);
+        let (mut checked, mut escaped, mut laid_out) = (0, 0, 0);
         for _ in 0..20_000 {
             let mut text = String::new();
             if g.next(10) == 0 {
@@ -2052,13 +2192,34 @@ mod tests {
             }
             assert!(serde_json::from_str::<IgnoredAny>(&text).is_ok(), "{text}");
             escaped += usize::from(text.contains('\\'));
-            for path in [&["name"][..], &["a"], &["", "name"], &["a", "name"], &["é"]] {
+            // What a frame's params are looked up with once it has their
+            // layout (a text without a backslash only).
+            let layout = (!text.contains('\\'))
+                .then(|| Layout::of(text.as_bytes()))
+                .flatten();
+            for path in [
+                &["name"][..],
+                &["a"],
+                &["", "name"],
+                &["a", "name"],
+                &["é"],
+                &["_meta"],
+                &["_meta", "name"],
+                &["_meta", "_meta"],
+                &["_meta", "a", "name"],
+                &[],
+            ] {
+                let parsed = locate_parsing(text.as_bytes(), path);
                 let walked = locate_checked(text.as_bytes(), path);
-                assert_eq!(
-                    walked,
-                    locate_parsing(text.as_bytes(), path),
-                    "{path:?} in {text}"
-                );
+                assert_eq!(walked, parsed, "{path:?} in {text}");
+                if let Some(layout) = &layout {
+                    assert_eq!(
+                        layout.locate(text.as_bytes(), path),
+                        parsed,
+                        "{path:?} in {text} (layout)"
+                    );
+                    laid_out += usize::from(parsed.is_some() && path.first() == Some(&"_meta"));
+                }
                 checked += usize::from(walked.is_some());
             }
         }
@@ -2067,6 +2228,56 @@ mod tests {
             "the generator made members to find ({checked})"
         );
         assert!(escaped > 100, "and texts with escapes ({escaped})");
+        assert!(laid_out > 1_000, "and `_meta` members ({laid_out})");
+    }
+
+    /// A frame's lookups agree with the parse whether its params are laid
+    /// out or not: many members at either level, `_meta` repeated or
+    /// not an object, an escape anywhere, and a frame made from another by
+    /// an edit beside its params or inside them.
+    #[test]
+    fn a_frames_lookups_agree_with_the_parse_however_its_params_are_laid_out() {
+        let many = |n: usize, prefix: &str| {
+            (0..n)
+                .map(|i| format!(r#""{prefix}{i}":{i}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let cases = [
+            r#"{"name":"a","_meta":{"k":1,"p":2}}"#.to_string(),
+            format!(r#"{{{},"name":"b","_meta":{{"k":1}}}}"#, many(20, "m")),
+            format!(r#"{{"name":"c","_meta":{{{},"k":3}}}}"#, many(15, "x")),
+            r#"{"_meta":{"k":1},"name":"d","_meta":{"k":4}}"#.to_string(),
+            r#"{"_meta":{"k":1},"name":"e","_meta":[{"k":5}]}"#.to_string(),
+            r#"{"_meta":"k","name":"f"}"#.to_string(),
+            r#"{"n\u0061me":"g","_meta":{"\u006b":7}}"#.to_string(),
+            r#"{"name":"h","_meta":{"k":{"deep":{"k":8}}}}"#.to_string(),
+        ];
+        for params in &cases {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{params}}}"#);
+            let frame = Frame::parse(Bytes::from(line), true).unwrap();
+            // Laid out (or not) by the first lookup; then the rest.
+            let edited = frame.with_id(b"\"a longer id\"");
+            let moved = frame.with_replaced(0..0, b" ");
+            let inside = frame.with_meta_member(br#""added":0"#);
+            for path in [
+                &["name"][..],
+                &["_meta"],
+                &["_meta", "k"],
+                &["_meta", "x3"],
+                &["_meta", "k", "deep", "k"],
+                &["m7"],
+                &["added"],
+                &["_meta", "added"],
+            ] {
+                for f in [&frame, &edited, &moved, &inside] {
+                    let text = f.params().unwrap();
+                    let want = locate_parsing(text, path);
+                    let got = f.locate_in_params(path).map(|r| &f.bytes()[r]);
+                    assert_eq!(got, want.map(|r| &text[r]), "{path:?} in {text:?}");
+                }
+            }
+        }
     }
 
     #[test]
