@@ -311,9 +311,17 @@ fn portable(
             "\"id\" holds a lone surrogate escape, which not every MCP server can read",
         ));
     }
-    // Looked for only now: most messages have no lone surrogate.
+    let mut fixed = b.to_vec();
+    for &at in &lone {
+        fixed[at..at + 6].copy_from_slice(b"\\ufffd");
+    }
+    // Looked for only now (most messages have no lone surrogate), and in
+    // the repaired text: a lone surrogate in a key (`"\ud800":0` beside
+    // the token) makes the text as it came one no parse decodes, so the
+    // token was not found there and went on repaired. The repair keeps
+    // every offset (six bytes for six).
     let token = request_params.and_then(|p| {
-        locate_checked(&b[p.clone()], &["_meta", "progressToken"])
+        locate_checked(&fixed[p.clone()], &["_meta", "progressToken"])
             .map(|t| p.start + t.start..p.start + t.end)
     });
     if let Some(token) = token
@@ -322,10 +330,6 @@ fn portable(
         return Err(FrameError::NotJsonRpc(
             "\"_meta.progressToken\" holds a lone surrogate escape, which the proxy cannot give back as written",
         ));
-    }
-    let mut fixed = b.to_vec();
-    for at in lone {
-        fixed[at..at + 6].copy_from_slice(b"\\ufffd");
     }
     Ok(Bytes::from(fixed))
 }
@@ -2003,6 +2007,21 @@ mod tests {
             true,
         );
         assert!(matches!(got, Err(FrameError::NotJsonRpc(_))), "{got:?}");
+        // However the params spell it: a lone surrogate in a key beside
+        // the token (which no parse of the text as it came can decode),
+        // before it or after it, in `_meta` or in `params`.
+        for params in [
+            r#"{"_meta":{"\ud800":0,"progressToken":"t\udc00"}}"#,
+            r#"{"_meta":{"progressToken":"t\udc00","\ud800":0}}"#,
+            r#"{"\ud800":0,"_meta":{"progressToken":"\udc00"}}"#,
+            r#"{"_meta":{"progressToken":"\udc00"},"a":{"\ud800":0}}"#,
+        ] {
+            let got = Frame::parse(Bytes::from(msg(params)), true);
+            assert!(
+                matches!(got, Err(FrameError::NotJsonRpc(_))),
+                "{params}: {got:?}"
+            );
+        }
         let f = Frame::parse(
             Bytes::from_static(
                 br#"{"jsonrpc":"2.0","method":"n","params":{"_meta":{"progressToken":"\ud800"}}}"#,
