@@ -1047,13 +1047,19 @@ impl<'de> serde::de::Visitor<'de> for Member<'_> {
     }
 }
 
-/// Whether an object's key is `.0`, without keeping the key.
+/// Whether an object's key is `.0`, without keeping the key. Read as
+/// bytes: a key with a lone surrogate escape (`"\ud800"`, which a child
+/// written in JavaScript or Python writes for a string cut inside an
+/// emoji, and reads back) is one no `str` can hold, and read as a string
+/// it failed the whole lookup, hiding every other member of the object;
+/// as bytes it is decoded all the same (its lone surrogate as WTF-8) and
+/// is simply not the key looked for.
 struct KeyIs<'k>(&'k str);
 
 impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
     type Value = bool;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_str(self)
+        d.deserialize_bytes(self)
     }
 }
 
@@ -1064,6 +1070,9 @@ impl<'de> serde::de::Visitor<'de> for KeyIs<'_> {
     }
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
         Ok(key == self.0)
+    }
+    fn visit_bytes<E: serde::de::Error>(self, key: &[u8]) -> Result<bool, E> {
+        Ok(key == self.0.as_bytes())
     }
 }
 
@@ -3262,5 +3271,45 @@ mod tests {
         );
         assert_eq!(f.meta_raw("k"), Some(&b"{\"a\":1}"[..]));
         assert_eq!(f.meta_raw("ex"), Some(&b"[1]"[..]));
+    }
+
+    /// Regression (review): a key with a lone surrogate escape in a
+    /// child's message (what JavaScript's and Python's JSON writers give
+    /// a string cut inside an emoji) failed the parse that finds a member
+    /// when the text has an escape, so every other member of that object
+    /// read as absent: the `_meta` related-task of a shared child's
+    /// message beside it was not seen, and the message went to whichever
+    /// session had the one call in flight rather than the task's owner.
+    #[test]
+    fn a_lone_surrogate_in_a_key_hides_no_other_member() {
+        const TASK: &str = "io.modelcontextprotocol/related-task";
+        for params in [
+            r#"{"\ud800":1,"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"T"}}}"#,
+            r#"{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"T"}},"\udc00":1}"#,
+            r#"{"_meta":{"\ud800x":1,"io.modelcontextprotocol/related-task":{"taskId":"T"},"\udfff":2}}"#,
+            r#"{"\u005fmeta":{"\ud83d":0,"io.modelcontextprotocol\/related-task":{"taskId":"T"}}}"#,
+        ] {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{params}}}"#
+            );
+            let f = Frame::parse(Bytes::from(line), false).unwrap();
+            assert_eq!(
+                f.meta(TASK),
+                Some(serde_json::json!({"taskId":"T"})),
+                "{params}"
+            );
+        }
+        // Nor a progress token, found where it lies.
+        let line = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"\ud800":1,"progressToken":7}}"#;
+        let f = Frame::parse(Bytes::from_static(line.as_bytes()), false).unwrap();
+        let at = f.locate_in_params(&["progressToken"]).expect("found");
+        assert_eq!(&f.bytes()[at], b"7");
+        // Such a key is no other key, and a pair is its character.
+        let json = br#"{"\ud83d":1,"\ud83d\ude00":2}"#;
+        assert_eq!(locate(json, &["\u{fffd}"]), None);
+        assert_eq!(
+            locate(json, &["\u{1f600}"]).map(|r| &json[r]),
+            Some(&b"2"[..])
+        );
     }
 }
