@@ -408,35 +408,12 @@ impl Outcome {
 
     /// Reads an answer (a JSON-RPC response) for its outcome.
     pub fn of_answer(message: &[u8]) -> Outcome {
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            error: Option<ErrorPart>,
-            result: Option<ResultPart>,
-        }
-        #[derive(serde::Deserialize)]
-        struct ErrorPart {
-            code: Option<i64>,
-            message: Option<String>,
-        }
-        /// A result the outcome can be read from, or any other (not an
-        /// object, or members of other types): that is an ordinary result,
-        /// as the prefilter below takes it.
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum ResultPart {
-            Fields {
-                #[serde(rename = "isError")]
-                is_error: Option<bool>,
-                #[serde(rename = "resultType")]
-                result_type: Option<String>,
-            },
-            Other(serde::de::IgnoredAny),
-        }
-        // What the parse below looks for cannot be there without one of
-        // these words in the text, or an escape that could spell one: the
-        // common plain result skips the parse. (Answers reach this point
-        // parsed as JSON-RPC already; a text that is not an object still
-        // gets the parse and its error.)
+        use crate::jsonrpc::{code::INTERNAL_ERROR, locate};
+        // What is read below cannot be there without one of these words
+        // in the text, or an escape that could spell one: the common
+        // plain result skips the rest. (Answers reach this point parsed
+        // as JSON-RPC already; a text that is not an object still gets
+        // the check below and its error.)
         let may_say = |word: &[u8]| crate::jsonrpc::contains(message, word);
         if !(may_say(b"\"error\"") || may_say(b"isError") || may_say(b"input_required"))
             && memchr::memchr(b'\\', message).is_none()
@@ -444,41 +421,46 @@ impl Outcome {
         {
             return Outcome::Ok;
         }
-        let Ok(a) = serde_json::from_slice::<Answer>(message) else {
-            return Outcome::Error(crate::jsonrpc::code::INTERNAL_ERROR);
+        // Each member is read where it lies (the last copy of a repeated
+        // one, as elsewhere), never the whole answer into a tree: what
+        // lies beside them (`1e400`, nesting past serde_json's limit in
+        // `structuredContent` or `data`) is the client's to read, and does
+        // not make a call that succeeded look failed.
+        fn member<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
+            locate(json, &[key]).map(|r| &json[r])
+        }
+        fn read<T: serde::de::DeserializeOwned>(json: &[u8], key: &str) -> Option<T> {
+            serde_json::from_slice(member(json, key)?).ok()
+        }
+        if let Some(error) = member(message, "error").filter(|e| *e != b"null") {
+            let code = read::<i64>(error, "code").unwrap_or(INTERNAL_ERROR);
+            let text = read::<String>(error, "message");
+            // The multiplexer's own timeout error (upstream `expire`):
+            // -32000 for a session-era client, -32603 for a 2026-07-28 one.
+            let timed_out = (code == crate::upstream::proxy_failure_code(false)
+                || code == crate::upstream::proxy_failure_code(true))
+                && text.is_some_and(|m| m.starts_with(crate::upstream::TIMEOUT_MESSAGE));
+            return if timed_out {
+                Outcome::Timeout(code)
+            } else {
+                Outcome::Error(code)
+            };
+        }
+        let Some(result) = member(message, "result") else {
+            // Neither member: an answer of nothing, or not JSON at all.
+            return match serde_json::from_slice::<serde::de::IgnoredAny>(message) {
+                Ok(_) => Outcome::Ok,
+                Err(_) => Outcome::Error(INTERNAL_ERROR),
+            };
         };
-        match (a.error, a.result) {
-            (Some(e), _) => {
-                let code = e.code.unwrap_or(crate::jsonrpc::code::INTERNAL_ERROR);
-                // The multiplexer's own timeout error (upstream `expire`):
-                // -32000 for a session-era client, -32603 for a 2026-07-28 one.
-                let timed_out = (code == crate::upstream::proxy_failure_code(false)
-                    || code == crate::upstream::proxy_failure_code(true))
-                    && e.message
-                        .as_deref()
-                        .is_some_and(|m| m.starts_with(crate::upstream::TIMEOUT_MESSAGE));
-                if timed_out {
-                    Outcome::Timeout(code)
-                } else {
-                    Outcome::Error(code)
-                }
-            }
-            (
-                None,
-                Some(ResultPart::Fields {
-                    is_error,
-                    result_type,
-                }),
-            ) => {
-                if result_type.as_deref() == Some("input_required") {
-                    Outcome::InputRequired
-                } else if is_error == Some(true) {
-                    Outcome::ToolError
-                } else {
-                    Outcome::Ok
-                }
-            }
-            _ => Outcome::Ok,
+        let result_type = read::<String>(result, "resultType");
+        let is_error = read::<bool>(result, "isError");
+        if result_type.as_deref() == Some("input_required") {
+            Outcome::InputRequired
+        } else if is_error == Some(true) {
+            Outcome::ToolError
+        } else {
+            Outcome::Ok
         }
     }
 }
@@ -668,6 +650,35 @@ mod tests {
         for (answer, want) in cases {
             assert_eq!(Outcome::of_answer(answer.as_bytes()), want, "{answer}");
         }
+        // Regression (review): what a result holds beside the members read
+        // (a number no double holds, nesting past serde_json's 128 levels)
+        // made the answer unreadable, and a call that succeeded was
+        // recorded as an error, -32603, the code of no answer its client got.
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for (result, want) in [
+            (
+                r#"{"content":[],"isError":false,"structuredContent":{"n":1e400}}"#.to_string(),
+                Outcome::Ok,
+            ),
+            (
+                format!(r#"{{"content":[],"isError":true,"structuredContent":{deep}}}"#),
+                Outcome::ToolError,
+            ),
+            (
+                r#"{"resultType":"input_required","requestState":"x","n":1e400}"#.to_string(),
+                Outcome::InputRequired,
+            ),
+        ] {
+            let answer = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+            assert_eq!(Outcome::of_answer(answer.as_bytes()), want, "{result}");
+        }
+        let answer = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32602,"message":"m","data":{deep}}}}}"#
+        );
+        assert_eq!(
+            Outcome::of_answer(answer.as_bytes()),
+            Outcome::Error(-32602)
+        );
         // The record says the code the client got.
         let timed_out = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"request timed out after 2000 ms"}}"#;
         assert_eq!(
