@@ -91,6 +91,11 @@ struct Args {
     /// leave requests that arrive before initialize unanswered
     #[argh(switch)]
     silent_before_initialize: bool,
+    /// ask the client for sampling, roots or elicitation only when its
+    /// initialize declared the capability, as SDK servers do (else the
+    /// tool fails with "the client did not declare ...")
+    #[argh(switch)]
+    check_capabilities: bool,
 }
 
 /// Any JSON-RPC message; which fields are present says what it is.
@@ -224,6 +229,7 @@ struct Server {
     state: Mutex<State>,
     fail_initialize: bool,
     silent_before_initialize: bool,
+    check_capabilities: bool,
     next_client_request: AtomicU64,
     /// `tools/list` result, built once.
     tools: Box<RawValue>,
@@ -270,6 +276,7 @@ async fn run(args: Args) {
         state: Mutex::new(State::default()),
         fail_initialize: args.fail_initialize,
         silent_before_initialize: args.silent_before_initialize,
+        check_capabilities: args.check_capabilities,
         next_client_request: AtomicU64::new(1),
         tools: serde_json::value::to_raw_value(&json!({ "tools": tool_catalogue() }))
             .expect("JSON value serializes"),
@@ -877,6 +884,18 @@ impl Server {
     /// Sends a server→client request with a fresh string id and waits for
     /// the answer; an error response becomes `Err` with its message.
     async fn ask_client(&self, method: &'static str, params: Value) -> Result<Value, String> {
+        if self.check_capabilities {
+            let capability = method.split('/').next().unwrap_or(method);
+            let declared = self
+                .state()
+                .initialize_params
+                .as_ref()
+                .and_then(|p| p.pointer(&format!("/capabilities/{capability}")))
+                .is_some();
+            if !declared {
+                return Err(format!("the client did not declare {capability}"));
+            }
+        }
         let n = self.next_client_request.fetch_add(1, Ordering::Relaxed);
         let id = Value::String(format!("s-{n}"));
         let key = id_key(&id);

@@ -85,7 +85,7 @@ mod worker;
 use fanout::LOG_LEVELS;
 pub use fanout::{ListenFilter, SUBSCRIPTION_ID_KEY, log_rank};
 use fill::Fill;
-pub use handshake::{DEFAULT_HANDSHAKE_TIMEOUT, EraHints};
+pub use handshake::{DEFAULT_HANDSHAKE_TIMEOUT, EraHints, proxy_initialize_params};
 use handshake::{HandshakeFailure, InitCache, inject_modern_meta};
 pub use port::{LOG_LEVEL_KEY, Port, PortKeys, PortKind, STATELESS_LABEL};
 pub(crate) use routes::rewrite_progress_token;

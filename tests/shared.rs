@@ -311,11 +311,67 @@ async fn later_sessions_get_the_cached_initialize_result() {
     let ia = a.initialize("2025-11-25", json!({})).await;
     let ib = b.initialize("2025-11-25", json!({})).await;
     assert_eq!(ia, ib);
-    // The child was initialized by the first session, with its parameters.
+    // The child was initialized once, in the first session's version, as
+    // the proxy (its one client), not as that session's client.
     let info: Value =
         serde_json::from_str(&text_of(&b.call(json!(1), "client_info", json!({})).await)).unwrap();
     assert_eq!(info["protocolVersion"], "2025-11-25", "{info}");
-    assert_eq!(info["clientInfo"]["name"], "test", "{info}");
+    assert_eq!(info["clientInfo"]["name"], "mcp-proxy", "{info}");
+    proxy.stop().await;
+}
+
+/// Calls `sample` in session `c` and answers the sampling request it gets
+/// on the call's stream, if one comes; returns the call's answer.
+async fn sample_in(c: &Client, id: i64) -> Value {
+    let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"sample","arguments":{"prompt":"p"}}});
+    let mut post = SseStream::new(c.post(&call).await);
+    let first = post.next_json().await;
+    if first["method"] != "sampling/createMessage" {
+        return first;
+    }
+    let answer = json!({"jsonrpc":"2.0","id":first["id"],"result":{"role":"assistant","content":{"type":"text","text":"sampled"},"model":"m"}});
+    assert_eq!(c.post(&answer).await.status(), 202);
+    post.next_json().await
+}
+
+#[tokio::test]
+async fn a_shared_child_is_told_what_the_proxy_relays_and_asks_each_session_only_what_it_declared()
+{
+    // A server that asks only for what its client declared, as SDK servers do.
+    let proxy = Proxy::start_child(
+        &["--shared"],
+        &support::example("everything"),
+        &["--check-capabilities"],
+    )
+    .await;
+    let mut first = Client::new(&proxy.mcp());
+    first.initialize("2025-11-25", json!({})).await;
+    let mut second = Client::new(&proxy.mcp());
+    second
+        .initialize("2025-11-25", json!({"sampling": {}}))
+        .await;
+    let info: Value = serde_json::from_str(&text_of(
+        &second.call(json!(1), "client_info", json!({})).await,
+    ))
+    .unwrap();
+    assert_eq!(info["clientInfo"]["name"], "mcp-proxy", "{info}");
+    assert_eq!(
+        info["capabilities"],
+        json!({"roots": {"listChanged": true}, "sampling": {"tools": {}}, "elicitation": {"form": {}, "url": {}}}),
+        "what the proxy can relay, not what the first session declared"
+    );
+    // The session that declared sampling gets the child's request.
+    let r = sample_in(&second, 2).await;
+    assert_eq!(text_of(&r), "sampled", "{r}");
+    // The one that did not is not asked: the child is refused at once.
+    let r = tokio::time::timeout(STEP, sample_in(&first, 2))
+        .await
+        .expect("refused at once, not after the child's wait");
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(
+        text_of(&r).contains("did not declare the capability for sampling/createMessage"),
+        "{r}"
+    );
     proxy.stop().await;
 }
 

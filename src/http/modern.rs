@@ -662,15 +662,7 @@ async fn ensure_initialized(app: &App, upstream: &Arc<Upstream>) -> Result<(), P
     if upstream.cached_initialize().await.is_some() {
         return Ok(());
     }
-    let params = json!({
-        "protocolVersion": LATEST_SESSION_VERSION,
-        "capabilities": {
-            "roots": {},
-            "sampling": { "tools": {} },
-            "elicitation": { "form": {}, "url": {} },
-        },
-        "clientInfo": { "name": "mcp-proxy", "version": env!("CARGO_PKG_VERSION") },
-    });
+    let params = crate::upstream::proxy_initialize_params(LATEST_SESSION_VERSION, false);
     let port = app.new_port("proxy".into(), PortKind::Modern);
     let (tx, rx) = oneshot::channel();
     let frame = Frame::from_value(

@@ -158,6 +158,34 @@ pub(super) fn initialize_from_discover(discover: &[u8], requested: Option<&str>)
     r
 }
 
+/// The `initialize` params of a child the proxy is the one client of (a
+/// shared child, `--shared` and `--stateless`, or the child of 2026-07-28
+/// clients): what the proxy can relay, whichever client comes first, and
+/// the proxy's own identity. Roots, sampling with tool use, elicitation
+/// in form and URL mode; roots with `listChanged` when `sessions` may
+/// send `notifications/roots/list_changed` (session-era clients: it is
+/// passed on; a 2026-07-28 client sends no notification). Each of the
+/// child's requests is then checked against what the client it goes to
+/// declared, and refused at once when that client did not (see
+/// `Port::supports`). `version` is the revision the first client asked
+/// for.
+pub fn proxy_initialize_params(version: &str, sessions: bool) -> Value {
+    let roots = if sessions {
+        serde_json::json!({ "listChanged": true })
+    } else {
+        serde_json::json!({})
+    };
+    serde_json::json!({
+        "protocolVersion": version,
+        "capabilities": {
+            "roots": roots,
+            "sampling": { "tools": {} },
+            "elicitation": { "form": {}, "url": {} },
+        },
+        "clientInfo": { "name": "mcp-proxy", "version": env!("CARGO_PKG_VERSION") },
+    })
+}
+
 /// `params` holding only the `_meta` a 2026-07-28 request needs.
 pub(super) fn modern_meta_params(capabilities: &Value, client_info: &Value) -> Vec<u8> {
     let mut meta = serde_json::json!({
@@ -247,7 +275,23 @@ impl Upstream {
                 reply.respond(&failure.response(client_id));
                 return Err(failure.error());
             }
-            let params = Bytes::copy_from_slice(frame.params().unwrap_or(b"{}"));
+            let params = if self.opts.shared {
+                // Not the first client's capabilities and identity: they
+                // would be every later session's, which may declare more
+                // (the child would never ask it) or less. The shared child
+                // of per-session mode serves 2026-07-28 clients only.
+                let version = frame
+                    .params_value()
+                    .and_then(|p| p.get("protocolVersion")?.as_str().map(String::from))
+                    .unwrap_or_else(|| LATEST_SESSION_VERSION.to_string());
+                let sessions = !self.opts.discover_first;
+                Bytes::from(
+                    serde_json::to_vec(&proxy_initialize_params(&version, sessions))
+                        .expect("Value serializes"),
+                )
+            } else {
+                Bytes::copy_from_slice(frame.params().unwrap_or(b"{}"))
+            };
             let outcome =
                 match tokio::time::timeout_at(deadline, self.handshake(&params, deadline)).await {
                     Ok(outcome) => outcome,
