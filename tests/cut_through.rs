@@ -270,6 +270,68 @@ async fn a_long_answer_gets_the_servers_identity_in_its_own_meta_as_it_passes() 
     proxy.stop().await;
 }
 
+/// A long answer whose result has `_meta` twice: the proxy put the
+/// server's identity into the first copy as it passed, and the client's
+/// parser (serde_json here, `JSON.parse`, Python's json) kept the second,
+/// without it. Now the answer fails as it passes (the body breaks off at
+/// the second `_meta`) for a 2026-07-28 client, as a short one is refused;
+/// a session-era client, for which nothing is added, gets it as written.
+#[tokio::test]
+async fn a_long_answer_with_meta_twice_in_its_result_fails_where_the_identity_would_be_lost() {
+    let proxy = Proxy::start(&[]).await;
+    let twice = r#"{"a":1},"_meta":{"b":2}"#;
+    let mut body = slow_answer(json!(1), 1 << 20, 300, "end");
+    body["params"]["arguments"]["meta"] = json!(twice);
+    body["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let started = Instant::now();
+    let resp = modern_post(&proxy, &body, "application/json").await;
+    assert_eq!(resp.status(), 200);
+    let (first, got) = tokio::time::timeout(Duration::from_secs(10), read_body(resp, started))
+        .await
+        .expect("the body ends within 10 s");
+    assert!(first.is_some(), "its head went on as it arrived");
+    let got = match got {
+        Ok(whole) => {
+            let v: Value = serde_json::from_slice(&whole).unwrap();
+            panic!(
+                "passed whole: the client reads _meta {}",
+                v["result"]["_meta"]
+            );
+        }
+        Err(part) => part,
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        !text.contains(r#""b":2"#),
+        "nothing past the second _meta went"
+    );
+    // The next call is answered as usual.
+    let echo = modern_post(
+        &proxy,
+        &json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+            "name":"echo","arguments":{"message":"after"},"_meta":body["params"]["_meta"]}}),
+        "application/json",
+    )
+    .await;
+    let echo: Value = echo.json().await.unwrap();
+    assert_eq!(text_of(&echo), "after", "{echo}");
+    // A session-era client gets the answer as the child wrote it.
+    let c = json_session(&proxy).await;
+    let mut plain = slow_answer(json!(3), 1 << 20, 300, "end");
+    plain["params"]["arguments"]["meta"] = json!(twice);
+    let (_, got) = read_body(c.post(&plain).await, Instant::now()).await;
+    let text = String::from_utf8(got.expect("whole")).unwrap();
+    assert!(
+        text.ends_with(r#""}],"_meta":{"a":1},"_meta":{"b":2}}}"#),
+        "{}",
+        &text[text.len() - 80..]
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn an_sse_answer_goes_on_as_it_arrives_as_one_event_with_no_keep_alive_inside() {
     let proxy = Proxy::start(&["--keep-alive", "200ms"]).await;

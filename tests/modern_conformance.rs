@@ -366,6 +366,48 @@ async fn every_result_carries_the_servers_identity() {
     proxy.stop().await;
 }
 
+/// A child's result with `_meta` twice: the identity went into the first
+/// copy, and the client's parser (serde_json here, as `JSON.parse` and
+/// Python's json) keeps the last, so the client saw the child's `_meta`
+/// without it. Such an answer is refused now, as one that repeats a
+/// member of its envelope is: -32603, the call's error.
+#[tokio::test]
+async fn a_result_with_meta_twice_is_refused_rather_than_stamped_in_the_copy_clients_drop() {
+    let proxy = Proxy::start(&[]).await;
+    for (n, result) in [
+        r#"{"content":[],"_meta":{"k":1},"_meta":{"k":2}}"#,
+        r#"{"_meta":{"k":1},"content":[],"\u005fmeta":{"k":2}}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":$ID,"result":{result}}}"#);
+        let call = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{
+            "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
+        let v = json_of(post(&proxy, &call, "application/json").await).await;
+        assert_eq!(v["id"], n, "{v}");
+        assert_eq!(v["error"]["code"], -32603, "{result}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("_meta twice"),
+            "{v}"
+        );
+    }
+    // One `_meta` (and one nested in the content) is stamped as before.
+    let line = r#"{"jsonrpc":"2.0","id":$ID,"result":{"content":[{"type":"text","text":"t","_meta":{}}],"_meta":{"k":1}}}"#;
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{
+        "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
+    let v = json_of(post(&proxy, &call, "application/json").await).await;
+    assert_eq!(v["result"]["_meta"]["k"], 1, "{v}");
+    assert_eq!(
+        v["result"]["_meta"][SERVER_INFO]["name"], "everything",
+        "{v}"
+    );
+    proxy.stop().await;
+}
+
 fn meta_with(capabilities: Value) -> Value {
     let mut m = meta();
     m["io.modelcontextprotocol/clientCapabilities"] = capabilities;

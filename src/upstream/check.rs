@@ -37,6 +37,11 @@ pub(crate) enum Broken {
     /// A member beside `result` says `error` or `method`, or a member of
     /// the envelope comes twice (`result`, `id`, ...).
     BothMembers,
+    /// The result has a second `_meta` member, when the check looks for
+    /// where the server's identity goes ([`Check::stamping`]): the one
+    /// copy it went into is not the one every client keeps (serde_json,
+    /// `JSON.parse` and Python keep the last, others the first).
+    RepeatedMeta,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,13 +113,16 @@ pub(crate) struct Check {
 }
 
 /// Where `io.modelcontextprotocol/serverInfo` goes into an answer's
-/// `result` (see `super::stamp`): into the first object `_meta` member of
-/// the result, before its closing brace, unless it has the key already;
-/// or, when the result has no `_meta` member at all, as a new one before
-/// the result's closing brace. Found as the bytes pass, from the keys of
-/// the result's and that `_meta`'s own members (decoded, as a parser reads
-/// them), so nothing is held back and nothing is added twice: at most one
-/// insertion per answer.
+/// `result` (see `super::stamp`): into the result's `_meta` member, when
+/// it is an object, before its closing brace, unless it has the key
+/// already; or, when the result has no `_meta` member at all, as a new
+/// one before the result's closing brace. A result with a second `_meta`
+/// member (decoded keys: `"\u005fmeta"` too) fails the answer
+/// ([`Broken::RepeatedMeta`]): parsers differ on which copy they keep, and
+/// the one that went on with the identity cannot be taken back. Found as
+/// the bytes pass, from the keys of the result's and that `_meta`'s own
+/// members (decoded, as a parser reads them), so nothing is held back and
+/// nothing is added twice: at most one insertion per answer.
 #[derive(Default)]
 struct StampScan {
     /// The top-level key just read is `result`.
@@ -131,7 +139,7 @@ struct StampScan {
     meta_members: bool,
     /// The `_meta` being read has the key already.
     meta_has: bool,
-    /// Nothing more to look for.
+    /// The result ended: nothing more to look for.
     done: bool,
     /// Set by the closing brace the member goes before.
     fresh: Option<SpliceKind>,
@@ -539,6 +547,9 @@ impl Check {
             match self.stack.len() {
                 1 if std::mem::take(&mut stamp.result_next) => stamp.in_result = b == b'{',
                 2 if stamp.in_result && std::mem::take(&mut stamp.meta_next) => {
+                    if stamp.seen_meta {
+                        return Err(Broken::RepeatedMeta);
+                    }
                     stamp.seen_meta = true;
                     if b == b'{' {
                         stamp.in_meta = true;
@@ -596,8 +607,9 @@ impl Check {
             && !stamp.done
         {
             if depth == 3 && stamp.in_meta {
+                // The result's other members are still read: a second
+                // `_meta` among them fails the answer.
                 stamp.in_meta = false;
-                stamp.done = true;
                 if !stamp.meta_has {
                     stamp.fresh = Some(SpliceKind::IntoMeta {
                         empty: !stamp.meta_members,

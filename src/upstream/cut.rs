@@ -236,6 +236,11 @@ impl Cut {
                     "a long answer being passed on carries an error or a method beside its result, or an envelope member twice; failing it"
                 )
             }
+            Broken::RepeatedMeta => {
+                warn!(
+                    "a long answer being passed on has _meta twice in its result, so the server's identity may not be where its client reads it; failing it"
+                )
+            }
         }
         self.fail_with(TailError::Cut);
     }

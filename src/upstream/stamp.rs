@@ -19,7 +19,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::check::{Check, Splice, SpliceKind};
+use super::UpstreamError;
+use super::check::{Broken, Check, Splice, SpliceKind};
 use super::fill::Fill;
 use crate::jsonrpc::{self, Frame, Message};
 
@@ -159,36 +160,44 @@ impl Stamp {
 
 /// The child's whole answer `frame` as its 2026-07-28 client gets it:
 /// re-addressed to `client_id`, with `fill`'s fields and, when the child
-/// named itself, its identity in the result's `_meta`.
+/// named itself, its identity in the result's `_meta`. A result with
+/// `_meta` twice is refused, as a long one fails ([`Broken::RepeatedMeta`]):
+/// the client would keep one copy, and which one depends on its parser.
 pub(super) fn answer(
     frame: &Frame,
     client_id: &[u8],
     fill: Fill,
     stamp: Option<&Stamp>,
-) -> Message {
+) -> Result<Message, UpstreamError> {
     let Some(stamp) = stamp else {
-        return frame.answer(client_id, fill.fields());
+        return Ok(frame.answer(client_id, fill.fields()));
     };
     let Some(result) = frame.result_range() else {
-        return frame.answer(client_id, fill.fields());
+        return Ok(frame.answer(client_id, fill.fields()));
     };
     let bytes = &frame.bytes()[result];
     if bytes.first() != Some(&b'{') {
-        return frame.answer(client_id, fill.fields());
+        return Ok(frame.answer(client_id, fill.fields()));
     }
     // No `_meta` anywhere in it, in any spelling (`\u005fmeta`): it goes
     // with the fields, in one insertion.
     if !jsonrpc::contains(bytes, b"_meta") && memchr::memchr(b'\\', bytes).is_none() {
-        return frame.answer(client_id, stamp.fields(fill));
+        return Ok(frame.answer(client_id, stamp.fields(fill)));
     }
     // Rarely: where the result's own `_meta` ends, found as a long
-    // answer's is. A frame is valid JSON, so the check passes it.
+    // answer's is. A frame is valid JSON, so the check passes it unless
+    // its result repeats `_meta`.
     let mut check = Check::stamping();
-    let splice = check
-        .end(frame.bytes().clone())
-        .ok()
-        .and_then(|_| check.take_splice());
-    frame.answer_with(client_id, fill.fields(), splice.map(|s| stamp.insertion(s)))
+    let splice = match check.end(frame.bytes().clone()) {
+        Ok(_) => check.take_splice(),
+        Err(Broken::RepeatedMeta) => {
+            return Err(UpstreamError::Garbled(
+                "its result has _meta twice, and clients differ on which copy they keep".into(),
+            ));
+        }
+        Err(_) => None,
+    };
+    Ok(frame.answer_with(client_id, fill.fields(), splice.map(|s| stamp.insertion(s))))
 }
 
 #[cfg(test)]
@@ -205,7 +214,9 @@ mod tests {
 
     fn answered(line: &str, fill: Fill) -> String {
         let frame = Frame::parse(Bytes::copy_from_slice(line.as_bytes()), false).unwrap();
-        let out = answer(&frame, br#""c""#, fill, Some(&stamp())).into_bytes();
+        let out = answer(&frame, br#""c""#, fill, Some(&stamp()))
+            .expect("not refused")
+            .into_bytes();
         String::from_utf8(out.to_vec()).unwrap()
     }
 
@@ -340,14 +351,6 @@ mod tests {
                 r#"{"_meta":{"io.modelcontextprotocol/serverInfo":1}}"#,
             ),
             (
-                r#"{"_meta":"no","_meta":{"a":1e400}}"#,
-                r#"{"_meta":"no","_meta":{"a":1e400,INFO}}"#,
-            ),
-            (
-                r#"{"_meta":{},"_meta":{}}"#,
-                r#"{"_meta":{INFO},"_meta":{}}"#,
-            ),
-            (
                 r#"{"x":{"_meta":{}}}"#,
                 r#"{"x":{"_meta":{}},"_meta":{INFO}}"#,
             ),
@@ -367,6 +370,59 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A result with `_meta` twice, in any spelling and whatever the
+    /// copies hold, is refused, short or long, however it is cut: serde_json,
+    /// `JSON.parse` and Python keep the last copy, which the identity did
+    /// not go into.
+    #[test]
+    fn a_result_with_meta_twice_is_refused_short_or_long() {
+        let s = stamp();
+        for result in [
+            r#"{"_meta":{},"_meta":{}}"#,
+            r#"{"_meta":{"a":1},"content":[{"_meta":{}}],"_meta":{"b":2}}"#,
+            r#"{"_meta":"no","_meta":{"a":1e400}}"#,
+            r#"{"_meta":{"a":1},"_meta":{"b":2}}"#,
+            r#"{"_meta":{"io.modelcontextprotocol/serverInfo":1},"x":1,"_meta":{}}"#,
+            r#"{"_meta":null,"_meta":null}"#,
+        ] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
+            let frame = Frame::parse(Bytes::copy_from_slice(line.as_bytes()), false).unwrap();
+            let refused = answer(&frame, br#""c""#, Fill::Complete, Some(&s));
+            assert!(
+                matches!(refused, Err(UpstreamError::Garbled(_))),
+                "{result} short"
+            );
+            for at in 1..=line.len() {
+                assert!(
+                    passed(line.as_bytes(), at, &s).is_none(),
+                    "{result} cut at {at}"
+                );
+            }
+            let mut check = Check::stamping();
+            assert_eq!(
+                check.end(Bytes::from(line.clone())).err(),
+                Some(Broken::RepeatedMeta),
+                "{result}"
+            );
+        }
+        // A `_meta` of a nested object, or in a string, is not the result's.
+        let line = r#"{"jsonrpc":"2.0","id":7,"result":{"_meta":{},"c":[{"_meta":{}},"\"_meta\":{}"],"d":{"_meta":1}}}"#;
+        let want = r#"{"jsonrpc":"2.0","id":7,"result":{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"1"}},"c":[{"_meta":{}},"\"_meta\":{}"],"d":{"_meta":1}}}"#;
+        for at in 1..=line.len() {
+            let got = passed(line.as_bytes(), at, &s).expect("valid");
+            assert_eq!(String::from_utf8(got).unwrap(), want, "cut at {at}");
+        }
+        // Without stamping (a session-era client), nothing is looked for.
+        let mut check = Check::new();
+        assert!(
+            check
+                .end(Bytes::from_static(
+                    br#"{"jsonrpc":"2.0","id":7,"result":{"_meta":{},"_meta":{}}}"#
+                ))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -1243,7 +1243,14 @@ impl Worker {
             return;
         }
         let frame = p.fill.error(frame);
-        let answer = stamp::answer(&frame, &p.client_id, p.fill, p.stamp.as_deref());
+        let answer = match stamp::answer(&frame, &p.client_id, p.fill, p.stamp.as_deref()) {
+            Ok(answer) => answer,
+            Err(e) => {
+                warn!(error = %e, "refusing the MCP server's answer to a 2026-07-28 client");
+                p.fail(&e);
+                return;
+            }
+        };
         match p.tasks {
             TaskAnswer::None => p.reply.respond_answer(answer, &p.client_id),
             TaskAnswer::Create => {
