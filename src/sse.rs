@@ -65,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::jsonrpc::Message;
-use crate::tail::{Tail, TailSender};
+use crate::tail::{Instead, Tail, TailSender};
 
 /// Why a response body broke off: the client then sees the connection
 /// fail rather than a body that ends early but still parses.
@@ -402,20 +402,28 @@ impl LiveRx {
                 _ = cancel.cancelled() => return,
             }
         }
-        for item in &mut self.held {
-            if let Item::Open(_, tail, _) = item
-                && let Some(why) = tail.failed_by_now()
-            {
-                debug!(error = %why, "a long answer broke off before its stream's head went out; sending its error instead");
-                let error = match tail.instead() {
-                    Some(ev) => ev.clone(),
-                    // No error was made for it (the stream had ended, or
-                    // its outlet went): nothing can replay one either.
-                    None => event(None, None, &tail.error_for(why)),
-                };
-                *item = Item::Event(error);
-            }
-        }
+        let held = std::mem::take(&mut self.held);
+        self.held = held
+            .into_iter()
+            .filter_map(|mut item| {
+                if let Item::Open(_, tail, _) = &mut item
+                    && let Some(why) = tail.failed_by_now()
+                {
+                    debug!(error = %why, "a long answer broke off before its stream's head went out; sending what goes in its place");
+                    return match tail.instead() {
+                        Instead::Event(ev) => Some(Item::Event(ev.clone())),
+                        // A resumption took the stream over: the answer,
+                        // or its error, goes there under its id, and
+                        // this stream ends before it.
+                        Instead::Nothing => None,
+                        // No error was made for it (the stream had
+                        // ended): nothing can replay one either.
+                        Instead::Error => Some(Item::Event(event(None, None, &tail.error_for(why)))),
+                    };
+                }
+                Some(item)
+            })
+            .collect();
     }
 
     fn holds_a_message(&self) -> bool {
@@ -706,6 +714,21 @@ impl OutletInner {
     fn count_dropped(&mut self) -> bool {
         self.dropped += 1;
         self.dropped.is_power_of_two()
+    }
+
+    /// The live consumer taking a long answer in pieces is let go of
+    /// while the stream goes on, to be resumed: it gives nothing in the
+    /// answer's place if its response has not begun (see
+    /// [`LiveRx::hold_first`]), as the consumer that resumes gets the
+    /// answer, or its error, whole and under its event id. Sending an
+    /// error without an id there would answer the request twice.
+    fn hand_over_open(&mut self) {
+        if let Some(open) = self.open.as_mut()
+            && open.generation == self.generation
+            && let Some(tx) = open.tail.take()
+        {
+            tx.fail_elsewhere(crate::tail::TailError::Cut);
+        }
     }
 
     fn set_live(&mut self, live: Option<mpsc::Sender<Item>>) {
@@ -1524,10 +1547,13 @@ impl Outlet {
     /// stream, never a shorter one), and its cut notice tells its session.
     fn cut(&self, inner: &mut OutletInner) {
         self.count_cut();
-        inner.set_live(None);
         if self.with_ids {
+            // Its client resumes, and gets the answer there.
+            inner.hand_over_open();
+            inner.set_live(None);
             return;
         }
+        inner.set_live(None);
         inner.finished = true;
         inner.was_cut = true;
         if let Some(tx) = inner.open.take().and_then(|open| open.tail) {
@@ -1651,6 +1677,7 @@ impl Outlet {
             return None;
         }
         self.unlinger(&mut inner);
+        inner.hand_over_open();
         let kept_after = inner.buffer.iter().filter(|k| k.seq > after).count() as u64;
         let lost = inner.next_seq - after - 1 - kept_after;
         let mut missed: Vec<Bytes> = inner
@@ -2083,6 +2110,50 @@ mod tests {
         let again = before.recv().await.expect("the error again");
         assert_eq!(again, format!("id: 7-2\ndata: {error}\n\n"));
         assert!(before.recv().await.is_none());
+    }
+
+    /// A stream resumed by another consumer while the first still held a
+    /// long answer's start (its response head not gone): the first gives
+    /// nothing in the answer's place and ends after the priming event, from
+    /// which its client resumes; the one that resumed gets the answer, or
+    /// its error, once, under its id. Before, the first sent the request's
+    /// error without an id, and the request was answered twice (an error
+    /// there, the answer here).
+    #[tokio::test]
+    async fn a_consumer_taken_over_mid_answer_gives_nothing_in_its_place() {
+        let error = "{\"jsonrpc\":\"2.0\",\"id\":\"c\",\"error\":{\"code\":-32000,\"message\":\"the MCP server's answer was cut off before its end\"}}";
+        for broken in [false, true] {
+            let (o, mut rx) = Outlet::new(7, true, Some(1), 8, 8);
+            o.prime();
+            o.open_response(
+                &[Bytes::from_static(b"{\"id\":\"c\",\"result\":\"a")],
+                b"\"c\"",
+                SERVER_ERROR,
+            );
+            let mut resumed = o.resume(0).expect("a known event");
+            o.response_piece(Bytes::from_static(b"bb"));
+            o.close_response(if broken {
+                Err(crate::tail::TailError::Cut)
+            } else {
+                Ok(Bytes::from_static(b"\"}"))
+            });
+            rx.hold_first(Duration::from_secs(15), &CancellationToken::new())
+                .await;
+            let body = stream_body(rx, Duration::from_secs(15), CancellationToken::new(), ());
+            let whole = body.collect().await.expect("a whole stream").to_bytes();
+            assert_eq!(
+                std::str::from_utf8(&whole).unwrap(),
+                "id: 7-0\ndata: \n\n",
+                "broken: {broken}"
+            );
+            let got = resumed.recv().await.expect("the answer or its error");
+            let want = if broken {
+                format!("id: 7-2\ndata: {error}\n\n")
+            } else {
+                "id: 7-1\ndata: {\"id\":\"c\",\"result\":\"abb\"}\n\n".to_string()
+            };
+            assert_eq!(std::str::from_utf8(&got).unwrap(), want);
+        }
     }
 
     /// A body whose long answer broke off: its data so far, then once

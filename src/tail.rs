@@ -41,7 +41,24 @@ enum Piece {
     End,
     /// The failure, and what its reader gives in the answer's place if it
     /// has not begun to pass the answer on (see [`TailSender::fail_instead`]).
-    Fail(TailError, Option<Bytes>),
+    Fail(TailError, Instead),
+}
+
+/// What the reader of a tail that failed gives in the answer's place, if
+/// it has not begun to pass the answer on ([`Tail::instead`]).
+#[derive(Debug, Clone, Default)]
+pub enum Instead {
+    /// Its request's error ([`Tail::error_for`]): a JSON body's, or an
+    /// SSE stream's whose sender said nothing else (the stream ended,
+    /// and nothing can replay an error either).
+    #[default]
+    Error,
+    /// This, as its stream carries it: the request's error as an SSE
+    /// event, under the id it is kept for replay under.
+    Event(Bytes),
+    /// Nothing: another consumer took its stream over (a resumption),
+    /// and gets the answer or its error, under its event id.
+    Nothing,
 }
 
 /// The multiplexer's end of a tail. Dropped before [`TailSender::finish`],
@@ -59,7 +76,7 @@ pub struct Tail {
     early: VecDeque<Bytes>,
     failed: Option<TailError>,
     /// What the sender gave to go in the answer's place when it failed.
-    instead: Option<Bytes>,
+    instead: Instead,
     /// The client's id of the request answered and the code of the
     /// error made for it when the tail fails before anything of the
     /// answer went out.
@@ -91,7 +108,7 @@ pub fn channel(client_id: &[u8], code: i64) -> (TailSender, Tail) {
         done: false,
         early: VecDeque::new(),
         failed: None,
-        instead: None,
+        instead: Instead::Error,
         client_id: client_id.into(),
         code,
     };
@@ -111,7 +128,7 @@ impl TailSender {
 
     /// The answer will not end: the tail fails with `why`.
     pub fn fail(self, why: TailError) {
-        let _ = self.tx.send(Piece::Fail(why, None));
+        let _ = self.tx.send(Piece::Fail(why, Instead::Error));
     }
 
     /// As [`TailSender::fail`], with what a reader that has not begun to
@@ -119,7 +136,13 @@ impl TailSender {
     /// request's error as its stream carries it (an SSE event, under the
     /// id it is kept for replay under).
     pub fn fail_instead(self, why: TailError, instead: Bytes) {
-        let _ = self.tx.send(Piece::Fail(why, Some(instead)));
+        let _ = self.tx.send(Piece::Fail(why, Instead::Event(instead)));
+    }
+
+    /// As [`TailSender::fail`], for a reader whose stream another reader
+    /// took over: it gives nothing in the answer's place.
+    pub fn fail_elsewhere(self, why: TailError) {
+        let _ = self.tx.send(Piece::Fail(why, Instead::Nothing));
     }
 }
 
@@ -176,10 +199,11 @@ impl Tail {
         }
     }
 
-    /// What its sender gave to go in the answer's place, if it failed with
-    /// that ([`TailSender::fail_instead`]).
-    pub fn instead(&self) -> Option<&Bytes> {
-        self.instead.as_ref()
+    /// What goes in the answer's place, once it failed: what its sender
+    /// said ([`TailSender::fail_instead`], [`TailSender::fail_elsewhere`]),
+    /// else its request's error.
+    pub fn instead(&self) -> &Instead {
+        &self.instead
     }
 
     /// The JSON-RPC error its request gets instead of an answer that
