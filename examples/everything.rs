@@ -7,7 +7,8 @@
 //! {ping,cancellation,progress}`, `server/{tools,resources,prompts}`,
 //! `server/utilities/logging`, `client/{sampling,roots,elicitation}` of the
 //! revisions above, and `basic/utilities/tasks` of 2025-11-25 (task-augmented
-//! `echo`, which completes at once).
+//! `echo`, which completes at once, and `task_job`, which runs only as a
+//! task, for `ms` milliseconds, and ends as its `outcome` says).
 //!
 //! Requests are served in arrival order; the ones that wait on something
 //! (timers, the client, a blocked stderr) get a task of their own, so a slow
@@ -218,10 +219,36 @@ struct State {
     value: String,
     /// Held so that they are reaped if they exit; never waited on otherwise.
     grandchildren: Vec<std::process::Child>,
-    /// Tasks in creation order: the `Task` object and the final result.
-    tasks: Vec<(Value, Value)>,
+    /// Tasks in creation order.
+    tasks: Vec<TaskEntry>,
     /// Methods of the requests that came before `initialize`.
     early_requests: Vec<String>,
+}
+
+/// A task: its `Task` object as created, when its work is done, and what
+/// `tasks/result` then gives (a result, or a JSON-RPC error).
+struct TaskEntry {
+    task: Value,
+    done_at: std::time::Instant,
+    outcome: Result<Value, Value>,
+}
+
+impl TaskEntry {
+    /// The `Task` now: `working` until its work is done, then `completed`
+    /// (`failed` for an error or a tool result with `isError`, as
+    /// 2025-11-25 says), unless it was cancelled first.
+    fn current(&mut self) -> &Value {
+        let working = self.task["status"] == "working";
+        if working && std::time::Instant::now() >= self.done_at {
+            let failed = match &self.outcome {
+                Ok(result) => result.get("isError") == Some(&Value::Bool(true)),
+                Err(_) => true,
+            };
+            self.task["status"] = json!(if failed { "failed" } else { "completed" });
+            self.task["lastUpdatedAt"] = json!(now_rfc3339());
+        }
+        &self.task
+    }
 }
 
 struct Server {
@@ -421,7 +448,12 @@ impl Server {
             }
             "tools/call" => return self.call_tool(id, params).await,
             "tasks/list" => {
-                let tasks: Vec<Value> = self.state().tasks.iter().map(|t| t.0.clone()).collect();
+                let tasks: Vec<Value> = self
+                    .state()
+                    .tasks
+                    .iter_mut()
+                    .map(|t| t.current().clone())
+                    .collect();
                 ok(&json!({ "tasks": tasks }))
             }
             "tasks/get" | "tasks/result" | "tasks/cancel" => self.task_request(&method, &params),
@@ -508,31 +540,36 @@ impl Server {
         ok(&result)
     }
 
-    /// A task-augmented `tools/call`: only `echo` supports it; the task
-    /// completes at once, is announced with `notifications/tasks/status`
-    /// after the `CreateTaskResult`, and its result waits for `tasks/result`.
+    /// A task-augmented `tools/call`: `echo` completes at once; `task_job`
+    /// works for `ms` milliseconds and ends as its `outcome` says (`ok`,
+    /// `tool_error` or `rpc_error`). The task is announced with
+    /// `notifications/tasks/status` after the `CreateTaskResult`, and its
+    /// result waits for `tasks/result`.
     async fn create_task(&self, id: Value, params: Value) {
         let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-        let message = params.pointer("/arguments/message").and_then(Value::as_str);
-        let task = match (name, message) {
-            ("echo", Some(message)) => {
-                let mut state = self.state();
-                let task = json!({
-                    "taskId": format!("task-{}-{}", std::process::id(), state.tasks.len() + 1),
-                    "status": "completed",
-                    "createdAt": now_rfc3339(),
-                    "lastUpdatedAt": now_rfc3339(),
-                    "ttl": params.pointer("/task/ttl").cloned().unwrap_or(Value::Null),
-                });
-                let result =
-                    serde_json::to_value(ToolResult::text(message)).expect("JSON value serializes");
-                state.tasks.push((task.clone(), result));
-                task
-            }
+        let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+        let (ms, outcome) = match (name, args.get("message").and_then(Value::as_str)) {
+            ("echo", Some(message)) => (
+                0,
+                Ok(serde_json::to_value(ToolResult::text(message)).expect("JSON value serializes")),
+            ),
             ("echo", None) => {
                 return self
                     .reply(&id, rpc_error(-32602, "missing string argument: message"))
                     .await;
+            }
+            ("task_job", _) => {
+                let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+                let outcome = match args.get("outcome").and_then(Value::as_str) {
+                    Some("tool_error") => Ok(serde_json::to_value(ToolResult::error(
+                        "the job failed".to_string(),
+                    ))
+                    .expect("JSON value serializes")),
+                    Some("rpc_error") => Err(json!({ "code": -32603, "message": "the job broke" })),
+                    _ => Ok(serde_json::to_value(ToolResult::text("the job is done"))
+                        .expect("JSON value serializes")),
+                };
+                (ms, outcome)
             }
             _ => {
                 return self
@@ -543,6 +580,24 @@ impl Server {
                     .await;
             }
         };
+        let task = {
+            let mut state = self.state();
+            let mut entry = TaskEntry {
+                task: json!({
+                    "taskId": format!("task-{}-{}", std::process::id(), state.tasks.len() + 1),
+                    "status": "working",
+                    "createdAt": now_rfc3339(),
+                    "lastUpdatedAt": now_rfc3339(),
+                    "ttl": params.pointer("/task/ttl").cloned().unwrap_or(Value::Null),
+                    "pollInterval": 50,
+                }),
+                done_at: std::time::Instant::now() + Duration::from_millis(ms),
+                outcome,
+            };
+            let task = entry.current().clone();
+            state.tasks.push(entry);
+            task
+        };
         self.reply(&id, ok(&json!({ "task": task }))).await;
         self.notify("notifications/tasks/status", task).await;
     }
@@ -550,21 +605,41 @@ impl Server {
     fn task_request(&self, method: &str, params: &Value) -> Outcome {
         let task_id = params.get("taskId").and_then(Value::as_str).unwrap_or("");
         let mut state = self.state();
-        let Some((task, result)) = state.tasks.iter_mut().find(|t| t.0["taskId"] == task_id) else {
+        let Some(entry) = state.tasks.iter_mut().find(|t| t.task["taskId"] == task_id) else {
             return rpc_error(-32602, format!("task not found: {task_id}"));
         };
-        match method {
-            "tasks/get" => ok(task),
-            "tasks/result" => {
-                let mut result = result.clone();
-                result["_meta"] =
-                    json!({ "io.modelcontextprotocol/related-task": { "taskId": task_id } });
-                ok(&result)
+        let task = entry.current().clone();
+        match (method, task["status"].as_str().unwrap_or("")) {
+            ("tasks/get", _) => ok(&task),
+            ("tasks/result", "working") => {
+                rpc_error(-32603, format!("task {task_id} is still working"))
             }
-            _ => rpc_error(
-                -32602,
-                format!("task {task_id} is already {}", task["status"]),
-            ),
+            ("tasks/result", "cancelled") => {
+                rpc_error(-32603, format!("task {task_id} was cancelled"))
+            }
+            ("tasks/result", _) => {
+                let related =
+                    json!({ "io.modelcontextprotocol/related-task": { "taskId": task_id } });
+                match &entry.outcome {
+                    Ok(result) => {
+                        let mut result = result.clone();
+                        result["_meta"] = related;
+                        ok(&result)
+                    }
+                    Err(error) => Outcome::Error(RpcError {
+                        code: error["code"].as_i64().unwrap_or(-32603),
+                        message: error["message"].as_str().unwrap_or("").to_string(),
+                        data: None,
+                    }),
+                }
+            }
+            ("tasks/cancel", "working") => {
+                entry.task["status"] = json!("cancelled");
+                entry.task["statusMessage"] = json!("cancelled at the client's request");
+                entry.task["lastUpdatedAt"] = json!(now_rfc3339());
+                ok(&entry.task)
+            }
+            (_, status) => rpc_error(-32602, format!("task {task_id} is already {status:?}")),
         }
     }
 
@@ -575,6 +650,8 @@ impl Server {
         let name = params.get("name").and_then(Value::as_str).unwrap_or("");
         let args = params.get("arguments").unwrap_or(&Value::Null);
         let outcome = match name {
+            // 2025-11-25: a tool that requires a task, called without one.
+            "task_job" => rpc_error(-32601, "tool task_job runs only as a task"),
             "echo" => match args.get("message").and_then(Value::as_str) {
                 Some(message) => ok(&ToolResult::text(message)),
                 None => ok(&ToolResult::error("missing string argument: message")),
@@ -1001,8 +1078,19 @@ fn tool_catalogue() -> Vec<Value> {
         }),
         &["region"],
     );
+    let mut task_job = tool(
+        "task_job",
+        "Runs only as a task: works for ms milliseconds, then ends as outcome says",
+        json!({
+            "ms": integer("How long the job works"),
+            "outcome": { "type": "string", "enum": ["ok", "tool_error", "rpc_error"] }
+        }),
+        &[],
+    );
+    task_job["execution"] = json!({ "taskSupport": "required" });
     vec![
         echo,
+        task_job,
         locate,
         add,
         tool(

@@ -75,6 +75,16 @@ pub enum ProxyError {
     /// 2026-07-28: unknown method (404 with -32601).
     #[error("method not found: {0}")]
     MethodNotFound(String),
+    /// A 2026-07-28 request needs a capability its client did not
+    /// declare: 400 with -32021 and the capabilities it needs in
+    /// `data.requiredCapabilities` (spec 2026-07-28 `basic/index`).
+    #[error("{message}")]
+    MissingClientCapability {
+        /// What is missing, and for what.
+        message: String,
+        /// The capabilities object the request needs.
+        required: Value,
+    },
     /// A present `Origin` that is not allowed (DNS rebinding defence).
     #[error("origin {0:?} is not allowed; add it with --allow-origin")]
     ForbiddenOrigin(String),
@@ -271,7 +281,9 @@ impl ProxyError {
             | InvalidParams(_)
             | MissingSession
             | BadProtocolVersion(_) => StatusCode::BAD_REQUEST,
-            HeaderMismatch(_) | UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
+            HeaderMismatch(_) | UnsupportedVersion { .. } | MissingClientCapability { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             SessionNotFound | NotFound(_) | MethodNotFound(_) => StatusCode::NOT_FOUND,
@@ -323,6 +335,7 @@ impl ProxyError {
             HeaderMismatch(_) => code::HEADER_MISMATCH,
             UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
             MethodNotFound(_) => code::METHOD_NOT_FOUND,
+            MissingClientCapability { .. } => code::MISSING_REQUIRED_CLIENT_CAPABILITY,
             InvalidParams(_) => code::INVALID_PARAMS,
             SessionNotFound => -32001,
             Upstream(UpstreamError::DuplicateId(_)) if modern => code::INVALID_REQUEST,
@@ -338,6 +351,9 @@ impl ProxyError {
                 requested,
                 supported,
             } => Some(serde_json::json!({ "supported": supported, "requested": requested })),
+            ProxyError::MissingClientCapability { required, .. } => {
+                Some(serde_json::json!({ "requiredCapabilities": required }))
+            }
             _ => None,
         }
     }
@@ -378,6 +394,14 @@ mod tests {
             (ProxyError::BadProtocolVersion("x".into()), 400, -32600),
             (ProxyError::HeaderMismatch("x".into()), 400, -32020),
             (ProxyError::MethodNotFound("x".into()), 404, -32601),
+            (
+                ProxyError::MissingClientCapability {
+                    message: "x".into(),
+                    required: serde_json::json!({}),
+                },
+                400,
+                -32021,
+            ),
             (ProxyError::ForbiddenOrigin("x".into()), 403, -32600),
             (ProxyError::TooManySessions(3), 503, -32000),
             (ProxyError::InvalidParams("x".into()), 400, -32602),

@@ -20,6 +20,7 @@
 pub mod legacy;
 pub mod listener;
 pub mod modern;
+pub mod modern_tasks;
 pub mod response;
 pub mod streamable;
 pub mod tool_headers;

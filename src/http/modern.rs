@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::modern_tasks;
 use super::response::{accepted, json_answer, json_ok, sse_response};
 use super::tool_headers::{ToolHeaders, decode_header};
 use super::{Answer, App, negotiate};
@@ -181,6 +182,8 @@ fn validate(
     let name_key = match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
+        // The Tasks extension: `Mcp-Name` is the task's id.
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
         _ => None,
     };
     if let Some(key) = name_key {
@@ -282,6 +285,37 @@ async fn serve_message(
         };
         return Ok(json_ok(jsonrpc::result_response(&id, &result)));
     }
+    // The Tasks extension over a 2025-11-25 child's tasks (a 2026-07-28
+    // child serves it itself).
+    let mut as_task = false;
+    let frame = if upstream.era() == UpstreamProtocol::Modern {
+        frame
+    } else {
+        match frame.method() {
+            Some("tasks/get" | "tasks/update" | "tasks/cancel") => {
+                return Box::pin(modern_tasks::serve(
+                    &app, &upstream, &principal, frame, slots,
+                ))
+                .await;
+            }
+            Some("tools/call") => {
+                let support = app.tool_headers.task_support(&frame);
+                // The child's capabilities are read only for a call that
+                // may go as a task.
+                if modern_tasks::may_go_as_task(&frame, support) {
+                    let child_tasks = child_capabilities(&upstream)
+                        .await
+                        .is_some_and(|c| modern_tasks::child_runs_tool_tasks(&c));
+                    as_task = modern_tasks::call_as_task(&frame, support, child_tasks)?;
+                }
+                modern_tasks::with_task(frame, as_task)?
+            }
+            _ => frame,
+        }
+    };
+    if as_task {
+        return Box::pin(call_as_task(&app, &upstream, &principal, frame, slots)).await;
+    }
     let listen = frame.method() == Some("subscriptions/listen");
     let answer = negotiate(&parts.headers)?;
     // Plain JSON when it is acceptable and nothing can arrive before the
@@ -355,18 +389,65 @@ async fn serve_message(
     )))
 }
 
+/// The `capabilities` of a 2025-era child's InitializeResult.
+async fn child_capabilities(upstream: &Arc<Upstream>) -> Option<Value> {
+    let init = upstream.cached_initialize().await?;
+    let mut init: Value = serde_json::from_slice(&init).ok()?;
+    Some(init.get_mut("capabilities")?.take())
+}
+
+/// A `tools/call` sent to a 2025-11-25 child as a task: its
+/// `CreateTaskResult` comes back as the 2026-07-28 `resultType: "task"`
+/// result, in JSON (nothing of a task travels on the call's own
+/// response); any other answer (the child's error, an `input_required`
+/// asking for input before the task exists) passes as it is.
+async fn call_as_task(
+    app: &Arc<App>,
+    upstream: &Arc<Upstream>,
+    principal: &crate::auth::Principal,
+    frame: Frame,
+    slots: Option<InFlightSlots>,
+) -> Result<Response<Body>, ProxyError> {
+    let id: Box<[u8]> = frame.id().unwrap_or_default().into();
+    let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
+    port.set_principal(super::owner_key(principal).as_deref());
+    upstream.attach(port.clone());
+    let mut guard = CancelUnlessAnswered::new(app, upstream, &port, &id, None, slots);
+    let (tx, rx) = oneshot::channel();
+    let reply = app.reply_for(principal, &frame, Reply::Once(tx));
+    let _ = upstream.request(&port, frame, reply).await;
+    let answer: Bytes = tokio::select! {
+        r = rx => r.map_or_else(|_| jsonrpc::error_response(Some(&id), code::INTERNAL_ERROR, "the MCP server did not answer", None), |m| m.into_bytes()),
+        _ = app.answers_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::INTERNAL_ERROR, "the proxy is shutting down", None),
+    };
+    guard.answered = true;
+    let answer = modern_tasks::create_result(&id, &answer).unwrap_or(answer);
+    let status = (answer.len() <= ERROR_PEEK_BYTES)
+        .then(|| error_status(&answer))
+        .flatten();
+    let mut r = json_ok(answer);
+    if let Some(status) = status {
+        *r.status_mut() = status;
+    }
+    Ok(r)
+}
+
 /// Requests of the session era that 2026-07-28 removed (changelog: the
 /// handshake, `ping`, `logging/setLevel`, and `resources/subscribe` and
-/// `resources/unsubscribe`, replaced by `subscriptions/listen`): a
-/// 2026-07-28 client gets 404 with -32601 for them, as for any method the
-/// server does not have (`basic/transports/streamable-http`), never the
-/// session-era child's answer.
-const REMOVED_METHODS: [&str; 5] = [
+/// `resources/unsubscribe`, replaced by `subscriptions/listen`; and
+/// 2025-11-25's `tasks/list` and blocking `tasks/result`, which the Tasks
+/// extension does not have): a 2026-07-28 client gets 404 with -32601 for
+/// them, as for any method the server does not have
+/// (`basic/transports/streamable-http`), never the session-era child's
+/// answer.
+const REMOVED_METHODS: [&str; 7] = [
     "initialize",
     "ping",
     "logging/setLevel",
     "resources/subscribe",
     "resources/unsubscribe",
+    "tasks/list",
+    "tasks/result",
 ];
 
 fn has_progress_token(frame: &Frame) -> bool {
@@ -381,7 +462,7 @@ const ERROR_PEEK_BYTES: usize = 64 * 1024;
 /// The HTTP status 2026-07-28 gives an answer that is this error
 /// (`basic/transports/streamable-http`: 404 for an unknown method;
 /// `basic/index`: 400 for a capability the client did not declare).
-fn error_status(bytes: &[u8]) -> Option<http::StatusCode> {
+pub(super) fn error_status(bytes: &[u8]) -> Option<http::StatusCode> {
     match error_code(bytes)? {
         code::METHOD_NOT_FOUND => Some(http::StatusCode::NOT_FOUND),
         code::MISSING_REQUIRED_CLIENT_CAPABILITY => Some(http::StatusCode::BAD_REQUEST),
@@ -623,17 +704,26 @@ fn note_listen_cap() {
 }
 
 /// Builds the `server/discover` result from a 2025 InitializeResult. Its
-/// capabilities are the child's, less 2025-11-25's experimental `tasks`:
-/// 2026-07-28 moved tasks to the `io.modelcontextprotocol/tasks`
-/// extension, another protocol, which the proxy does not translate.
+/// capabilities are the child's, less 2025-11-25's `tasks`: 2026-07-28
+/// moved tasks to the `io.modelcontextprotocol/tasks` extension, which
+/// the proxy declares in their stead when the child runs tool calls as
+/// tasks, the one kind of task the extension has (see
+/// [`modern_tasks`]), and only then.
 fn discover_result(init: &[u8]) -> Value {
     let init: Value = serde_json::from_slice(init).unwrap_or_default();
     let mut capabilities = init
         .get("capabilities")
         .cloned()
         .unwrap_or_else(|| json!({}));
+    let tool_tasks = modern_tasks::child_runs_tool_tasks(&capabilities);
     if let Some(caps) = capabilities.as_object_mut() {
         caps.remove("tasks");
+        if tool_tasks {
+            let extensions = caps.entry("extensions").or_insert_with(|| json!({}));
+            if let Some(extensions) = extensions.as_object_mut() {
+                extensions.insert(modern_tasks::EXTENSION.into(), json!({}));
+            }
+        }
     }
     let mut result = json!({
         "resultType": "complete",
@@ -757,14 +847,14 @@ async fn learn_tool_headers(app: &App, upstream: &Arc<Upstream>) {
 /// that went away before its answer has cancelled the request: in this
 /// revision closing the connection is the cancellation signal. Its slot
 /// under `--max-in-flight` goes back with it.
-struct CancelUnlessAnswered {
+pub(super) struct CancelUnlessAnswered {
     upstream: Arc<Upstream>,
     port: Arc<Port>,
     id: Box<[u8]>,
     /// SSE mode: the stream finishes when the response has been queued.
     outlet: Option<Arc<Outlet>>,
     /// JSON mode: set once the answer is in hand.
-    answered: bool,
+    pub(super) answered: bool,
     /// Where the detach runs (shutdown waits for it).
     tasks: TaskTracker,
     /// The principal's slot for this request.
@@ -772,7 +862,7 @@ struct CancelUnlessAnswered {
 }
 
 impl CancelUnlessAnswered {
-    fn new(
+    pub(super) fn new(
         app: &App,
         upstream: &Arc<Upstream>,
         port: &Arc<Port>,

@@ -48,10 +48,45 @@ struct ParamHeader {
     path: Vec<String>,
 }
 
-/// The annotations learned per tool name (empty: listed, with none).
+/// How a tool may be called as a 2025-11-25 task (its
+/// `execution.taskSupport`; absent is `Forbidden`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskSupport {
+    /// Never as a task.
+    #[default]
+    Forbidden,
+    /// Either way.
+    Optional,
+    /// Only as a task.
+    Required,
+}
+
+impl TaskSupport {
+    fn of(tool: &Value) -> TaskSupport {
+        match tool
+            .pointer("/execution/taskSupport")
+            .and_then(Value::as_str)
+        {
+            Some("optional") => TaskSupport::Optional,
+            Some("required") => TaskSupport::Required,
+            _ => TaskSupport::Forbidden,
+        }
+    }
+}
+
+/// What a listing showed of one tool: its annotated arguments (empty:
+/// none) and its task support (read by [`super::modern_tasks`]).
+#[derive(Debug, Clone, Default)]
+struct Tool {
+    headers: Vec<ParamHeader>,
+    task_support: TaskSupport,
+}
+
+/// The annotations learned per tool name (empty: listed, with none), and
+/// each tool's task support.
 #[derive(Default)]
 pub struct ToolHeaders {
-    tools: Mutex<HashMap<String, Vec<ParamHeader>>>,
+    tools: Mutex<HashMap<String, Tool>>,
     /// When the proxy last listed the child's tools itself; held while it
     /// does, so calls arriving meanwhile wait for that listing.
     self_listed: tokio::sync::Mutex<Option<std::time::Instant>>,
@@ -98,7 +133,14 @@ impl ToolHeaders {
                 _ => Vec::new(),
             };
             if known.len() < MAX_TOOLS || known.contains_key(name) {
-                known.insert(name.to_string(), found);
+                let task_support = TaskSupport::of(tool);
+                known.insert(
+                    name.to_string(),
+                    Tool {
+                        headers: found,
+                        task_support,
+                    },
+                );
             } else if !found.is_empty() && !self.full_noted.swap(true, Ordering::Relaxed) {
                 warn!(
                     tools = MAX_TOOLS,
@@ -123,6 +165,13 @@ impl ToolHeaders {
             return true;
         };
         crate::lock(&self.tools).contains_key(&name)
+    }
+
+    /// The task support a listing showed for the tool `call` names;
+    /// `None` for a tool no listing has shown.
+    pub fn task_support(&self, call: &Frame) -> Option<TaskSupport> {
+        let name = call_name(call)?;
+        crate::lock(&self.tools).get(&name).map(|t| t.task_support)
     }
 
     /// The turn to list the child's tools (held while listing), unless the
@@ -150,7 +199,7 @@ impl ToolHeaders {
         let expected = {
             let known = crate::lock(&self.tools);
             match known.get(&name) {
-                Some(h) => h.clone(),
+                Some(t) => t.headers.clone(),
                 None => return Ok(()),
             }
         };
@@ -501,7 +550,7 @@ mod tests {
             let known = t.tools.lock().unwrap();
             let mut names: Vec<String> = known
                 .iter()
-                .filter(|(_, h)| !h.is_empty())
+                .filter(|(_, t)| !t.headers.is_empty())
                 .map(|(n, _)| n.clone())
                 .collect();
             names.sort();

@@ -1,0 +1,515 @@
+//! The 2026-07-28 Tasks extension (`io.modelcontextprotocol/tasks`,
+//! SEP-2663) served from a 2025-11-25 child's tasks
+//! (`basic/utilities/tasks`).
+//!
+//! What is translated:
+//! - `server/discover` declares the extension when the child declared
+//!   task-augmented `tools/call` (`tasks.requests.tools.call`), and only
+//!   then (see [`super::modern`]).
+//! - A `tools/call` whose client declared the extension in its
+//!   per-request capabilities goes to the child task-augmented (`"task":
+//!   {}`) when the tool's `execution.taskSupport`, as a `tools/list` of the
+//!   child's showed it, is `required` or `optional` (a client that
+//!   declared it can poll; its call then outlives neither one HTTP
+//!   response nor `--request-timeout`); the child's `CreateTaskResult`
+//!   becomes a `resultType: "task"` result. A client that did not declare
+//!   it never gets a task: a `task` member it sent itself is taken out,
+//!   and a tool that requires a task is refused with 400 and -32021 naming
+//!   the extension, without reaching the child.
+//! - `tasks/get` is the child's `tasks/get`; for a task the child calls
+//!   `completed` or `failed` the proxy also asks `tasks/result` and puts
+//!   the result (`completed`, a tool error with `isError` included) or the
+//!   JSON-RPC error (`failed`) in the Task. `input_required` is shown as
+//!   `working`: the proxy relays none of a task's own requests (the child
+//!   gets an error for them at once), so no input is ever outstanding.
+//! - `tasks/cancel` is the child's `tasks/cancel`, answered with an empty
+//!   result; the child's error (an unknown or a finished task) passes on.
+//! - `tasks/update` is refused with -32602: no input request is ever
+//!   outstanding (see above), so there is nothing to answer.
+//!
+//! Which caller sees which task is the multiplexer's (`upstream::tasks`):
+//! a task is its creating principal's.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
+
+use super::App;
+use super::modern::{CancelUnlessAnswered, error_status};
+use super::response::json_ok;
+use super::tool_headers::TaskSupport;
+use crate::auth::Principal;
+use crate::error::ProxyError;
+use crate::jsonrpc::{self, Frame, code};
+use crate::session::InFlightSlots;
+use crate::sse::Body;
+use crate::upstream::{DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream};
+
+/// The extension's identifier.
+pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
+/// `_meta` key of the client's capabilities.
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// Whether a 2025-11-25 child's capabilities let it run `tools/call` as a task.
+pub fn child_runs_tool_tasks(capabilities: &Value) -> bool {
+    capabilities
+        .pointer("/tasks/requests/tools/call")
+        .is_some_and(Value::is_object)
+}
+
+/// Whether a 2026-07-28 request declares the extension in its
+/// capabilities. Capabilities that do not name it (nor escape a
+/// character) are not parsed: most calls never declare it.
+pub fn client_declares(frame: &Frame) -> bool {
+    let Some(raw) = frame.meta_raw(META_CAPABILITIES) else {
+        return false;
+    };
+    if memchr::memmem::find(raw, EXTENSION.as_bytes()).is_none()
+        && memchr::memchr(b'\\', raw).is_none()
+    {
+        return false;
+    }
+    serde_json::from_slice::<Value>(raw)
+        .ok()
+        .and_then(|c| c.get("extensions")?.get(EXTENSION).map(Value::is_object))
+        == Some(true)
+}
+
+/// Whether a `tools/call` of a tool with `support` may go as a task at
+/// all, before the child's capabilities are read: a tool no listing
+/// showed, one that forbids it, or an optional one called by a client
+/// that did not declare the extension never does.
+pub fn may_go_as_task(frame: &Frame, support: Option<TaskSupport>) -> bool {
+    match support.unwrap_or_default() {
+        TaskSupport::Forbidden => false,
+        TaskSupport::Optional => client_declares(frame),
+        TaskSupport::Required => true,
+    }
+}
+
+/// The capabilities a request refused for want of the extension needs.
+fn required() -> Value {
+    json!({ "extensions": { EXTENSION: {} } })
+}
+
+fn missing(message: String) -> ProxyError {
+    ProxyError::MissingClientCapability {
+        message,
+        required: required(),
+    }
+}
+
+/// Whether a 2026-07-28 `tools/call` goes to a 2025-11-25 child as a
+/// task: `support` is the tool's (`None`: no listing showed it, which is
+/// taken as forbidden), `child_tasks` whether the child runs tool calls as
+/// tasks at all. A tool that requires a task, called by a client that did
+/// not declare the extension, is refused.
+pub fn call_as_task(
+    frame: &Frame,
+    support: Option<TaskSupport>,
+    child_tasks: bool,
+) -> Result<bool, ProxyError> {
+    if !child_tasks {
+        return Ok(false);
+    }
+    match support.unwrap_or_default() {
+        TaskSupport::Forbidden => Ok(false),
+        TaskSupport::Optional => Ok(client_declares(frame)),
+        TaskSupport::Required if client_declares(frame) => Ok(true),
+        TaskSupport::Required => Err(missing(format!(
+            "this tool runs only as a task: declare the {EXTENSION} extension in {META_CAPABILITIES}"
+        ))),
+    }
+}
+
+/// The call as the child gets it: without a `task` member of the
+/// client's (2026-07-28 has none; a client that did not declare the
+/// extension must not get a task through one), with `"task": {}` when it
+/// goes as a task. Nothing else of it is read or rewritten: arguments no
+/// tree can hold (`1e400`, nesting past the parser's depth) pass as they
+/// are, except when a `task` member of the client's must be taken out.
+pub fn with_task(frame: Frame, as_task: bool) -> Result<Frame, ProxyError> {
+    let theirs = frame.locate_in_params(&["task"]);
+    match (as_task, theirs) {
+        (false, None) => Ok(frame),
+        // The client's value is replaced by the proxy's.
+        (true, Some(at)) => Ok(frame.with_replaced(at, b"{}")),
+        (true, None) => {
+            let params = frame.params().unwrap_or(b"{}");
+            let body = params.trim_ascii();
+            let Some(inner) = body.strip_prefix(b"{") else {
+                return Err(ProxyError::InvalidParams(
+                    "tools/call params must be an object".into(),
+                ));
+            };
+            let mut out = Vec::with_capacity(params.len() + 12);
+            out.extend_from_slice(br#"{"task":{}"#);
+            if !inner.trim_ascii_start().starts_with(b"}") {
+                out.push(b',');
+            }
+            out.extend_from_slice(inner);
+            Ok(frame.with_params(&out))
+        }
+        (false, Some(_)) => {
+            let raw = frame.params().unwrap_or(b"{}");
+            let mut params = serde_json::from_slice::<IndexedMembers>(raw)
+                .map_err(|e| ProxyError::InvalidParams(format!("tools/call params: {e}")))?
+                .0;
+            params.retain(|(k, _)| k != "task");
+            let mut out = Vec::with_capacity(raw.len());
+            out.push(b'{');
+            for (n, (k, v)) in params.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, k).expect("a string serializes");
+                out.push(b':');
+                out.extend_from_slice(v.get().as_bytes());
+            }
+            out.push(b'}');
+            Ok(frame.with_params(&out))
+        }
+    }
+}
+
+/// An object's members in their order, each value as written.
+struct IndexedMembers(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for IndexedMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = IndexedMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<IndexedMembers, A::Error> {
+                let mut members = Vec::new();
+                while let Some(kv) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.push(kv);
+                }
+                Ok(IndexedMembers(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A 2025-11-25 `Task`'s members as a 2026-07-28 Task has them: `ttl`
+/// is `ttlMs` (required, `null` for unlimited), `pollInterval`
+/// `pollIntervalMs`; `input_required` is `working` (see the module's
+/// notes). Members of neither revision's Task are left out.
+fn task_members(task: &Map<String, Value>, out: &mut Map<String, Value>) {
+    for key in [
+        "taskId",
+        "status",
+        "statusMessage",
+        "createdAt",
+        "lastUpdatedAt",
+    ] {
+        if let Some(v) = task.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    if out.get("status").and_then(Value::as_str) == Some("input_required") {
+        out.insert("status".into(), json!("working"));
+    }
+    out.insert(
+        "ttlMs".into(),
+        task.get("ttl").cloned().unwrap_or(Value::Null),
+    );
+    if let Some(poll) = task.get("pollInterval") {
+        out.insert("pollIntervalMs".into(), poll.clone());
+    }
+}
+
+/// The child's answer as a parsed object: `Ok(result)`, or `Err` with the
+/// answer as it is (an error, or not a result object), to pass on.
+fn result_of(answer: &Bytes) -> Result<Map<String, Value>, ()> {
+    let v: Value = serde_json::from_slice(answer).map_err(|_| ())?;
+    match v {
+        Value::Object(mut o) => match o.remove("result") {
+            Some(Value::Object(r)) => Ok(r),
+            _ => Err(()),
+        },
+        _ => Err(()),
+    }
+}
+
+/// A `CreateTaskResult` of 2025-11-25 (`{"task": {...}}`) as the
+/// 2026-07-28 `resultType: "task"` result; `None` for any other answer
+/// (a plain result, `input_required`, an error), which passes as it is.
+pub fn create_result(id: &[u8], answer: &Bytes) -> Option<Bytes> {
+    let mut result = result_of(answer).ok()?;
+    let Some(Value::Object(task)) = result.remove("task") else {
+        return None;
+    };
+    let mut out = Map::new();
+    out.insert("resultType".into(), json!("task"));
+    task_members(&task, &mut out);
+    if let Some(meta) = result.remove("_meta") {
+        out.insert("_meta".into(), meta);
+    }
+    Some(jsonrpc::result_response(id, &Value::Object(out)))
+}
+
+/// Serves `tasks/get`, `tasks/cancel` and `tasks/update` of a 2026-07-28
+/// client for a 2025-11-25 child.
+pub async fn serve(
+    app: &Arc<App>,
+    upstream: &Arc<Upstream>,
+    principal: &Principal,
+    frame: Frame,
+    slots: Option<InFlightSlots>,
+) -> Result<Response<Body>, ProxyError> {
+    let method = frame.method().unwrap_or_default().to_string();
+    if !client_declares(&frame) {
+        return Err(missing(format!(
+            "{method} is part of the {EXTENSION} extension: declare it in {META_CAPABILITIES}"
+        )));
+    }
+    let Some(task_id) = frame.params().and_then(task_id) else {
+        return Err(ProxyError::InvalidParams(format!(
+            "{method} needs params.taskId, a string"
+        )));
+    };
+    if method == "tasks/update" {
+        // Refused whatever the task: the answer says nothing of whether
+        // it exists, or whose it is.
+        return Err(ProxyError::InvalidParams(format!(
+            "no input request is outstanding for task {task_id}: the proxy relays no requests of a 2025-11-25 server's task, so tasks/update has nothing to answer"
+        )));
+    }
+    let id: Box<[u8]> = frame.id().unwrap_or_default().into();
+    let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
+    port.set_principal(super::owner_key(principal).as_deref());
+    upstream.attach(port.clone());
+    let mut guard = CancelUnlessAnswered::new(app, upstream, &port, &id, None, slots);
+    let answer = ask(app, upstream, &port, frame).await?;
+    let out = match result_of(&answer) {
+        Err(()) => answer,
+        Ok(task) if method == "tasks/cancel" => {
+            // 2026-07-28 acknowledges with an empty result.
+            let mut out = Map::new();
+            out.insert("resultType".into(), json!("complete"));
+            if let Some(meta) = task.get("_meta") {
+                out.insert("_meta".into(), meta.clone());
+            }
+            jsonrpc::result_response(&id, &Value::Object(out))
+        }
+        Ok(task) => {
+            let mut out = Map::new();
+            out.insert("resultType".into(), json!("complete"));
+            task_members(&task, &mut out);
+            let status = task.get("status").and_then(Value::as_str);
+            if matches!(status, Some("completed" | "failed")) {
+                let result = Frame::from_value(&json!({
+                    "jsonrpc": "2.0", "id": 0, "method": "tasks/result",
+                    "params": { "taskId": task_id },
+                }));
+                // The child's own id is the client's: the answer comes
+                // back under it.
+                let result = result.with_id(&id);
+                let answer = ask(app, upstream, &port, result).await?;
+                settle(&mut out, &answer);
+            }
+            if let Some(meta) = task.get("_meta") {
+                out.insert("_meta".into(), meta.clone());
+            }
+            jsonrpc::result_response(&id, &Value::Object(out))
+        }
+    };
+    guard.answered = true;
+    let status = error_status(&out);
+    let mut r = json_ok(out);
+    if let Some(status) = status {
+        *r.status_mut() = status;
+    }
+    Ok(r)
+}
+
+/// A finished task's outcome, from the child's `tasks/result` answer: its
+/// result makes it `completed` (a tool result with `isError` too), its
+/// JSON-RPC error `failed`, as 2026-07-28 defines them.
+fn settle(out: &mut Map<String, Value>, answer: &Bytes) {
+    let v: Value = serde_json::from_slice(answer).unwrap_or_default();
+    if let Some(result) = v.get("result") {
+        out.insert("status".into(), json!("completed"));
+        out.insert("result".into(), result.clone());
+    } else {
+        let error = v
+            .get("error")
+            .cloned()
+            .unwrap_or_else(|| json!({"code": code::INTERNAL_ERROR, "message": "the MCP server gave no result for this task"}));
+        out.insert("status".into(), json!("failed"));
+        if !out.contains_key("statusMessage")
+            && let Some(m) = error.get("message")
+        {
+            out.insert("statusMessage".into(), m.clone());
+        }
+        out.insert("error".into(), error);
+    }
+}
+
+/// `taskId` of a request's params, a string.
+fn task_id(params: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct P {
+        #[serde(rename = "taskId")]
+        task_id: String,
+    }
+    serde_json::from_slice::<P>(params).ok().map(|p| p.task_id)
+}
+
+/// Sends `frame` to the child on `port` and waits for its answer, within
+/// `--request-timeout` (60 s when none is set): a task request the child
+/// leaves unanswered fails rather than hangs.
+async fn ask(
+    app: &App,
+    upstream: &Arc<Upstream>,
+    port: &Arc<Port>,
+    frame: Frame,
+) -> Result<Bytes, ProxyError> {
+    let budget = app
+        .config
+        .request_timeout
+        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    let (tx, rx) = oneshot::channel();
+    upstream.request(port, frame, Reply::Once(tx)).await?;
+    tokio::select! {
+        r = tokio::time::timeout(budget, rx) => match r {
+            Ok(Ok(m)) => Ok(m.into_bytes()),
+            Ok(Err(_)) => Err(crate::upstream::UpstreamError::ChildExited("the MCP server did not answer".into()).into()),
+            Err(_) => Err(crate::upstream::UpstreamError::TimedOut(budget).into()),
+        },
+        _ = app.answers_cancel.cancelled() => Err(ProxyError::ShuttingDown),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(params: &str) -> Frame {
+        Frame::parse(
+            Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#
+            )),
+            false,
+        )
+        .unwrap()
+    }
+
+    const DECLARES: &str = r#""_meta":{"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}"#;
+
+    #[test]
+    fn a_call_is_a_task_only_when_tool_child_and_client_all_allow_it() {
+        let with = call(&format!(r#"{{"name":"t",{DECLARES}}}"#));
+        let without = call(r#"{"name":"t","_meta":{}}"#);
+        use TaskSupport::*;
+        assert!(call_as_task(&with, Some(Required), true).unwrap());
+        assert!(call_as_task(&with, Some(Optional), true).unwrap());
+        assert!(!call_as_task(&with, Some(Forbidden), true).unwrap());
+        assert!(!call_as_task(&with, None, true).unwrap());
+        assert!(!call_as_task(&with, Some(Required), false).unwrap());
+        assert!(!call_as_task(&without, Some(Optional), true).unwrap());
+        assert!(matches!(
+            call_as_task(&without, Some(Required), true),
+            Err(ProxyError::MissingClientCapability { .. })
+        ));
+        // The child's capabilities are read only where they can matter.
+        assert!(may_go_as_task(&with, Some(Optional)));
+        assert!(!may_go_as_task(&without, Some(Optional)));
+        assert!(may_go_as_task(&without, Some(Required)));
+        assert!(!may_go_as_task(&with, Some(Forbidden)) && !may_go_as_task(&with, None));
+    }
+
+    #[test]
+    fn the_extension_is_found_however_its_name_is_written() {
+        let escaped = call(
+            r#"{"name":"t","_meta":{"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol\/tasks":{}}}}}"#,
+        );
+        assert!(client_declares(&escaped));
+        let not_an_object = call(
+            r#"{"name":"t","_meta":{"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":true}}}}"#,
+        );
+        assert!(!client_declares(&not_an_object));
+        let elsewhere = call(
+            r#"{"name":"t","_meta":{"io.modelcontextprotocol/clientCapabilities":{"io.modelcontextprotocol/tasks":{}}}}"#,
+        );
+        assert!(!client_declares(&elsewhere));
+    }
+
+    #[test]
+    fn the_clients_task_member_goes_and_the_proxys_comes() {
+        let sent = call(r#"{"name":"t","task":{"ttl":5},"arguments":{"x":1e400}}"#);
+        let plain = with_task(sent.clone(), false).unwrap();
+        assert_eq!(
+            plain.params().unwrap(),
+            br#"{"name":"t","arguments":{"x":1e400}}"#
+        );
+        let task = with_task(sent, true).unwrap();
+        assert_eq!(
+            task.params().unwrap(),
+            br#"{"name":"t","task":{},"arguments":{"x":1e400}}"#
+        );
+        // Added at the front, nothing else read: nesting no tree holds passes.
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let nested = call(&format!(r#"{{"name":"t","arguments":{{"x":{deep}}}}}"#));
+        let task = with_task(nested, true).unwrap();
+        assert_eq!(
+            task.params().unwrap(),
+            format!(r#"{{"task":{{}},"name":"t","arguments":{{"x":{deep}}}}}"#).as_bytes()
+        );
+        let empty = with_task(call("{ }"), true).unwrap();
+        assert_eq!(empty.params().unwrap(), br#"{"task":{} }"#);
+        let untouched = call(r#"{"name":"t"}"#);
+        assert_eq!(
+            with_task(untouched.clone(), false).unwrap().bytes(),
+            untouched.bytes()
+        );
+    }
+
+    #[test]
+    fn a_created_task_is_a_task_result() {
+        let answer = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","task":{"taskId":"a","status":"working","createdAt":"c","lastUpdatedAt":"u","ttl":60000,"pollInterval":50,"odd":1},"_meta":{"k":1}}}"#,
+        );
+        let out: Value = serde_json::from_slice(&create_result(b"7", &answer).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            json!({"jsonrpc":"2.0","id":7,"result":{"resultType":"task","taskId":"a","status":"working","createdAt":"c","lastUpdatedAt":"u","ttlMs":60000,"pollIntervalMs":50,"_meta":{"k":1}}})
+        );
+        let plain = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[]}}"#,
+        );
+        assert_eq!(create_result(b"1", &plain), None);
+    }
+
+    #[test]
+    fn a_finished_tasks_outcome_is_its_result_or_its_error() {
+        let mut out = Map::new();
+        settle(
+            &mut out,
+            &Bytes::from_static(br#"{"id":1,"result":{"content":[],"isError":true}}"#),
+        );
+        assert_eq!(out["status"], "completed");
+        assert_eq!(out["result"]["isError"], true);
+        let mut out = Map::new();
+        settle(
+            &mut out,
+            &Bytes::from_static(br#"{"id":1,"error":{"code":-32603,"message":"broke"}}"#),
+        );
+        assert_eq!(out["status"], "failed");
+        assert_eq!(out["error"]["message"], "broke");
+        assert_eq!(out["statusMessage"], "broke");
+    }
+}

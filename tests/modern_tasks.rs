@@ -1,0 +1,301 @@
+//! The 2026-07-28 Tasks extension (`io.modelcontextprotocol/tasks`) over
+//! a 2025-11-25 child's tasks (the `everything` example: `echo` may run
+//! as a task, `task_job` runs only as one), through the proxy on a real
+//! socket.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Proxy, STEP};
+
+const MODERN: &str = "2026-07-28";
+const EXTENSION: &str = "io.modelcontextprotocol/tasks";
+const KEY_A: &str = "alice-key-0123456789";
+const KEY_B: &str = "bob-key-9876543210xx";
+
+fn meta(declares: bool) -> Value {
+    let capabilities = if declares {
+        json!({ "extensions": { EXTENSION: {} } })
+    } else {
+        json!({})
+    };
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    })
+}
+
+/// POSTs a 2026-07-28 request with the headers its body implies (`Mcp-Name`
+/// is the tool's name, or the task's id); returns the status and the body.
+async fn post(proxy: &Proxy, key: Option<&str>, body: &Value) -> (u16, Value) {
+    let method = body["method"].as_str().unwrap_or_default();
+    let mut req = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", method);
+    if let Some(name) = body["params"]["name"]
+        .as_str()
+        .or(body["params"]["taskId"].as_str())
+    {
+        req = req.header("mcp-name", name);
+    }
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    let r = tokio::time::timeout(STEP, req.body(body.to_string()).send())
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = tokio::time::timeout(STEP, r.text()).await.unwrap().unwrap();
+    let text = text.trim();
+    let v = match text.lines().rev().find_map(|l| l.strip_prefix("data:")) {
+        Some(data) => serde_json::from_str(data.trim()).unwrap(),
+        None => serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    };
+    (status, v)
+}
+
+fn call(id: u64, tool: &str, args: Value, declares: bool) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":tool,"arguments":args,"_meta":meta(declares)}})
+}
+
+fn task_request(id: u64, method: &str, task: &str, declares: bool) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":method,"params":{
+        "taskId":task,"_meta":meta(declares)}})
+}
+
+/// Polls `tasks/get` until the task is no longer `working`.
+async fn poll(proxy: &Proxy, key: Option<&str>, task: &str) -> Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (status, v) = post(proxy, key, &task_request(9, "tasks/get", task, true)).await;
+        assert_eq!(status, 200, "{v}");
+        let result = v["result"].clone();
+        assert_eq!(result["resultType"], "complete", "{v}");
+        assert_eq!(result["taskId"], task, "{v}");
+        if result["status"] != "working" {
+            return result;
+        }
+        assert!(Instant::now() < deadline, "the task is still working: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn discover_declares_the_extension_of_a_child_that_runs_tool_calls_as_tasks() {
+    let proxy = Proxy::start(&[]).await;
+    let discover =
+        json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":meta(false)}});
+    let (status, v) = post(&proxy, None, &discover).await;
+    assert_eq!(status, 200);
+    let caps = &v["result"]["capabilities"];
+    assert_eq!(caps["extensions"][EXTENSION], json!({}), "{v}");
+    assert!(
+        caps.get("tasks").is_none(),
+        "2025-11-25's member is gone: {v}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_is_created_polled_and_its_result_or_error_carried_in_the_task() {
+    let proxy = Proxy::start(&[]).await;
+    // Required: a task handle, in the extension's shape.
+    let (status, v) = post(
+        &proxy,
+        None,
+        &call(1, "task_job", json!({"ms": 200, "outcome": "ok"}), true),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let created = &v["result"];
+    assert_eq!(created["resultType"], "task", "{v}");
+    assert_eq!(created["status"], "working", "{v}");
+    assert!(created.get("task").is_none(), "{v}");
+    assert!(created["ttlMs"].is_null(), "no ttl asked, none given: {v}");
+    assert_eq!(created["pollIntervalMs"], 50, "{v}");
+    assert!(created["createdAt"].is_string() && created["lastUpdatedAt"].is_string());
+    let task = created["taskId"].as_str().unwrap().to_string();
+    let done = poll(&proxy, None, &task).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["content"][0]["text"], "the job is done");
+
+    // A tool error is `completed` (2025-11-25 called it `failed`).
+    let (_, v) = post(
+        &proxy,
+        None,
+        &call(2, "task_job", json!({"outcome": "tool_error"}), true),
+    )
+    .await;
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    let done = poll(&proxy, None, &task).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["isError"], true, "{done}");
+
+    // A JSON-RPC error is `failed`, with the error.
+    let (_, v) = post(
+        &proxy,
+        None,
+        &call(3, "task_job", json!({"outcome": "rpc_error"}), true),
+    )
+    .await;
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    let done = poll(&proxy, None, &task).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["message"], "the job broke", "{done}");
+    assert!(done.get("result").is_none(), "{done}");
+
+    // Optional: a task too, for a client that declared the extension.
+    let (_, v) = post(
+        &proxy,
+        None,
+        &call(4, "echo", json!({"message": "hi"}), true),
+    )
+    .await;
+    assert_eq!(v["result"]["resultType"], "task", "{v}");
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    assert_eq!(
+        poll(&proxy, None, &task).await["result"]["content"][0]["text"],
+        "hi"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_did_not_declare_the_extension_never_gets_a_task() {
+    let proxy = Proxy::start(&[]).await;
+    // Optional: an ordinary call.
+    let (status, v) = post(
+        &proxy,
+        None,
+        &call(1, "echo", json!({"message": "hi"}), false),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert_eq!(v["result"]["content"][0]["text"], "hi", "{v}");
+    // A 2025-11-25 `task` member of its own is not passed on.
+    let mut sneaky = call(2, "echo", json!({"message": "hi"}), false);
+    sneaky["params"]["task"] = json!({"ttl": 1000});
+    let (_, v) = post(&proxy, None, &sneaky).await;
+    assert_eq!(v["result"]["content"][0]["text"], "hi", "{v}");
+    assert!(v["result"].get("task").is_none(), "{v}");
+    // Required: refused, naming the extension.
+    let (status, v) = post(&proxy, None, &call(3, "task_job", json!({}), false)).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["id"], 3);
+    assert_eq!(v["error"]["code"], -32021, "{v}");
+    assert_eq!(
+        v["error"]["data"]["requiredCapabilities"]["extensions"][EXTENSION],
+        json!({}),
+        "{v}"
+    );
+    // The extension's methods too.
+    for method in ["tasks/get", "tasks/cancel", "tasks/update"] {
+        let (status, v) = post(&proxy, None, &task_request(4, method, "any", false)).await;
+        assert_eq!(status, 400, "{method}: {v}");
+        assert_eq!(v["error"]["code"], -32021, "{method}: {v}");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_update_and_the_methods_the_extension_does_not_have() {
+    let proxy = Proxy::start(&[]).await;
+    let (_, v) = post(
+        &proxy,
+        None,
+        &call(1, "task_job", json!({"ms": 60000}), true),
+    )
+    .await;
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    // 2026-07-28 acknowledges a cancellation with an empty result.
+    let (status, v) = post(&proxy, None, &task_request(2, "tasks/cancel", &task, true)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert!(v["result"].get("status").is_none(), "{v}");
+    assert_eq!(poll(&proxy, None, &task).await["status"], "cancelled");
+    // The child's refusal of a finished task's cancellation passes on.
+    let (status, v) = post(&proxy, None, &task_request(3, "tasks/cancel", &task, true)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    // No input is ever outstanding: tasks/update is refused, clearly.
+    let mut update = task_request(4, "tasks/update", &task, true);
+    update["params"]["inputResponses"] = json!({"k": {"action": "accept"}});
+    let (status, v) = post(&proxy, None, &update).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tasks/update"),
+        "{v}"
+    );
+    // An unknown task: -32602, the extension's code for it.
+    let (_, v) = post(&proxy, None, &task_request(5, "tasks/get", "nope", true)).await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    // 2025-11-25's tasks/result and tasks/list are not the extension's.
+    for method in ["tasks/result", "tasks/list"] {
+        let (status, v) = post(&proxy, None, &task_request(6, method, &task, true)).await;
+        assert_eq!(status, 404, "{method}: {v}");
+        assert_eq!(v["error"]["code"], -32601, "{method}: {v}");
+    }
+    // Mcp-Name must be the task's id.
+    let body = task_request(7, "tasks/get", &task, true);
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tasks/get")
+        .header("mcp-name", "another-task")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32020, "{v}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_is_its_creators_on_a_shared_child() {
+    let d = std::env::temp_dir().join(format!("mcp-tasks27-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let keys = d.join("keys");
+    std::fs::write(&keys, format!("alice: {KEY_A}\nbob: {KEY_B}\n")).unwrap();
+    let proxy = Proxy::start(&["--shared", "--api-key-file", keys.to_str().unwrap()]).await;
+    let (_, v) = post(
+        &proxy,
+        Some(KEY_A),
+        &call(1, "task_job", json!({"ms": 60000}), true),
+    )
+    .await;
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    for method in ["tasks/get", "tasks/cancel"] {
+        let (_, v) = post(&proxy, Some(KEY_B), &task_request(2, method, &task, true)).await;
+        assert_eq!(v["error"]["code"], -32602, "{method}: {v}");
+        assert_eq!(
+            v["error"]["message"],
+            format!("task not found: {task}"),
+            "{method}: {v}"
+        );
+    }
+    let (_, v) = post(
+        &proxy,
+        Some(KEY_A),
+        &task_request(3, "tasks/get", &task, true),
+    )
+    .await;
+    assert_eq!(v["result"]["status"], "working", "{v}");
+    proxy.stop().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
