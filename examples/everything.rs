@@ -542,10 +542,13 @@ impl Server {
 
     /// A task-augmented `tools/call`: `echo` completes at once; `task_job`
     /// works for `ms` milliseconds and ends as its `outcome` says (`ok`,
-    /// `tool_error` or `rpc_error`). The task is announced with
-    /// `notifications/tasks/status` after the `CreateTaskResult`, and its
-    /// result waits for `tasks/result`.
-    async fn create_task(&self, id: Value, params: Value) {
+    /// `tool_error` or `rpc_error`); with `elicit: true` it asks the client
+    /// for input (`elicitation/create`, tied to the task by its `_meta`
+    /// related-task) right after the `CreateTaskResult`, and its result is
+    /// then what the client answered, or why no answer came. The task is
+    /// announced with `notifications/tasks/status` after the
+    /// `CreateTaskResult`, and its result waits for `tasks/result`.
+    async fn create_task(self: &Arc<Self>, id: Value, params: Value) {
         let name = params.get("name").and_then(Value::as_str).unwrap_or("");
         let args = params.get("arguments").cloned().unwrap_or(Value::Null);
         let (ms, outcome) = match (name, args.get("message").and_then(Value::as_str)) {
@@ -599,7 +602,32 @@ impl Server {
             task
         };
         self.reply(&id, ok(&json!({ "task": task }))).await;
+        let elicit = args.get("elicit") == Some(&Value::Bool(true));
+        let task_id = task["taskId"].as_str().unwrap_or_default().to_string();
         self.notify("notifications/tasks/status", task).await;
+        if elicit {
+            let server = self.clone();
+            tokio::spawn(async move {
+                let request = json!({
+                    "message": "Which job?",
+                    "requestedSchema": {
+                        "type": "object",
+                        "properties": { "answer": { "type": "string" } },
+                    },
+                    "_meta": { "io.modelcontextprotocol/related-task": { "taskId": task_id } },
+                });
+                let answer = match server.ask_client("elicitation/create", request).await {
+                    Ok(result) => format!("answered: {result}"),
+                    Err(e) => format!("refused: {e}"),
+                };
+                let mut state = server.state();
+                if let Some(entry) = state.tasks.iter_mut().find(|t| t.task["taskId"] == task_id) {
+                    entry.outcome = Ok(serde_json::to_value(ToolResult::text(answer))
+                        .expect("JSON value serializes"));
+                    entry.done_at = std::time::Instant::now();
+                }
+            });
+        }
     }
 
     fn task_request(&self, method: &str, params: &Value) -> Outcome {

@@ -299,3 +299,64 @@ async fn a_task_is_its_creators_on_a_shared_child() {
     proxy.stop().await;
     let _ = std::fs::remove_dir_all(&d);
 }
+
+fn key_file(tag: &str) -> (std::path::PathBuf, String) {
+    let d = std::env::temp_dir().join(format!("mcp-tasks27-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let keys = d.join("keys");
+    std::fs::write(&keys, format!("alice: {KEY_A}\nbob: {KEY_B}\n")).unwrap();
+    (d, keys.to_string_lossy().into_owned())
+}
+
+/// Regression: a request a 2025-11-25 child sent for a task (`_meta`
+/// related-task) whose creator has no session (a 2026-07-28 or stateless
+/// client) went to whichever call was the only one in flight: on a shared
+/// child, another principal's. Bob's `sleep` was answered with
+/// `input_required` carrying Alice's task's elicitation, and Alice's task
+/// waited for Bob's answer.
+#[tokio::test]
+async fn a_tasks_own_request_never_reaches_a_bystanders_call() {
+    let (d, keys) = key_file("bystander");
+    let proxy = Proxy::start(&["--shared", "--api-key-file", &keys]).await;
+    let bob = {
+        let url = proxy.mcp();
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+            "name":"sleep","arguments":{"ms":1500},"_meta":{
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}}});
+        tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json")
+                .header("mcp-protocol-version", MODERN)
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "sleep")
+                .header("x-api-key", KEY_B)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        })
+    };
+    // Bob's call is in flight at the child before Alice's task asks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, v) = post(
+        &proxy,
+        Some(KEY_A),
+        &call(1, "task_job", json!({"ms": 60000, "elicit": true}), true),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    let bob = tokio::time::timeout(STEP, bob).await.unwrap().unwrap();
+    assert_eq!(bob["result"]["content"][0]["text"], "slept 1500", "{bob}");
+    // The child was refused at once, so the task went on to its end.
+    let done = poll(&proxy, Some(KEY_A), &task).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let text = done["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("refused:"), "{done}");
+    proxy.stop().await;
+    let _ = std::fs::remove_dir_all(&d);
+}

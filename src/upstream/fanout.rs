@@ -283,6 +283,12 @@ pub(super) fn route_notification(
                 }
                 return;
             }
+            if shared && tasks::related_task(&frame).is_some() {
+                // A task no live session created: the call in flight is
+                // someone else's.
+                debug!(method, "message of a task no session owns dropped");
+                return;
+            }
             match related_target(r) {
                 Target::Request(p) => {
                     let port = r.ports.get(&p.port);
@@ -472,6 +478,59 @@ mod tests {
             &format!(r#""{SUBSCRIPTION_ID_KEY}":"listen-1""#),
         );
         assert_eq!(String::from_utf8_lossy(&sent[0]), want);
+    }
+
+    /// Regression: a log message tied to a task no live session created
+    /// (a 2026-07-28 or stateless client's: `_meta` related-task) went to
+    /// the stream of the one call in flight, whoever's it was.
+    #[test]
+    fn a_message_of_a_task_no_session_owns_reaches_no_bystander() {
+        use super::super::fill::Fill;
+        use super::super::routes::{Pending, TaskAnswer};
+        use super::super::sink::testing::Recorder;
+        use super::super::tasks::Caller;
+        use super::super::{Reply, Sink};
+        let mut r = Routes::new(4);
+        r.ports.insert(1, port(1, Some("debug")));
+        r.tasks.record(
+            "t-1",
+            Caller {
+                port: 2,
+                session: false,
+                principal: Some("api-key:alice"),
+            },
+        );
+        let sink = Arc::new(Recorder::default());
+        let stream: Sink = sink.clone();
+        let pending = Pending {
+            port: 1,
+            modern: false,
+            fill: Fill::None,
+            stamp: None,
+            tasks: TaskAnswer::None,
+            client_id: b"1".to_vec().into(),
+            token: None,
+            retry: None,
+            parkable: false,
+            deadline: None,
+            reply: Reply::Stream(stream),
+        };
+        assert!(r.admit(7, pending, None).is_ok());
+        let line = |meta: &str| {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","method":"{MESSAGE}","params":{{"level":"error","data":"x"{meta}}}}}"#
+            );
+            Frame::parse(bytes::Bytes::from(line), false).unwrap()
+        };
+        let related = r#","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t-1"}}"#;
+        route_notification(&mut r, true, usize::MAX, line(related));
+        assert!(
+            sink.sent.lock().unwrap().is_empty(),
+            "alice's task's message"
+        );
+        // A message of no task still goes to the call in flight.
+        route_notification(&mut r, true, usize::MAX, line(""));
+        assert_eq!(sink.sent.lock().unwrap().len(), 1);
     }
 
     /// Regression: the `uri` of a resource update was read by building

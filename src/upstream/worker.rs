@@ -1363,6 +1363,15 @@ impl Worker {
         let (port, outlet) = match self.task_owner(frame) {
             // Part of a task: its creator answers, on its GET stream.
             Some(port) => (Some(port.clone()), None),
+            // Part of a task no live session created (a 2026-07-28 or
+            // stateless client's, an ended session's, a forgotten one):
+            // nobody can take it, and the call in flight is someone else's.
+            None if self.opts.shared && tasks::related_task(frame).is_some() => {
+                return Some((
+                    Refusal::NoClient,
+                    "this request belongs to a task whose creator has no session to take it; the proxy relays no task's requests to clients without one".to_string(),
+                ));
+            }
             None => match related_target(r) {
                 Target::Request(p) => (r.ports.get(&p.port).cloned(), p.reply.stream().cloned()),
                 Target::Port(port) => (Some(port.clone()), None),
