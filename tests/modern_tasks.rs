@@ -360,3 +360,37 @@ async fn a_tasks_own_request_never_reaches_a_bystanders_call() {
     proxy.stop().await;
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A task lives in its principal's child: one nobody polls for
+/// `--session-idle-timeout` goes with that child when it is stopped, and
+/// a later poll gets "task not found", never a hang or another child's task.
+#[tokio::test]
+async fn a_task_nobody_polls_goes_with_its_idle_child() {
+    let proxy = Proxy::start(&["--session-idle-timeout", "1s"]).await;
+    let (_, v) = post(
+        &proxy,
+        None,
+        &call(1, "task_job", json!({"ms": 60000}), true),
+    )
+    .await;
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + STEP;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (_, v) = post(&proxy, None, &task_request(2, "tasks/get", &task, true)).await;
+        if v["error"]["code"] == -32602 {
+            assert_eq!(
+                v["error"]["message"],
+                format!("task not found: {task}"),
+                "{v}"
+            );
+            break;
+        }
+        assert_eq!(v["result"]["status"], "working", "{v}");
+        assert!(
+            Instant::now() < deadline,
+            "the idle child was never stopped: {v}"
+        );
+    }
+    proxy.stop().await;
+}
