@@ -394,3 +394,47 @@ async fn a_task_nobody_polls_goes_with_its_idle_child() {
     }
     proxy.stop().await;
 }
+
+/// The extension: a client that asks `subscriptions/listen` for task
+/// status notifications without declaring it MUST get -32021; one that
+/// declared it is acknowledged without `taskIds` (none are sent).
+#[tokio::test]
+async fn a_listen_for_task_notifications_needs_the_extension() {
+    let proxy = Proxy::start(&[]).await;
+    let listen = |declares: bool| {
+        json!({"jsonrpc":"2.0","id":5,"method":"subscriptions/listen","params":{
+            "notifications":{"taskIds":["t-1"],"toolsListChanged":true},"_meta":meta(declares)}})
+    };
+    let (status, v) = post(&proxy, None, &listen(false)).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["id"], 5);
+    assert_eq!(v["error"]["code"], -32021, "{v}");
+    // Declared: the stream opens with an acknowledgment that leaves taskIds out.
+    let r = reqwest::Client::new()
+        .post(proxy.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "subscriptions/listen")
+        .body(listen(true).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = support::SseStream::new(r);
+    let ack = stream.next_json().await;
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["toolsListChanged"], true,
+        "{ack}"
+    );
+    assert!(
+        ack["params"]["notifications"].get("taskIds").is_none(),
+        "{ack}"
+    );
+    drop(stream);
+    proxy.stop().await;
+}

@@ -310,6 +310,10 @@ async fn serve_message(
                 }
                 modern_tasks::with_task(frame, as_task)?
             }
+            Some("subscriptions/listen") => {
+                modern_tasks::check_listen(&frame)?;
+                frame
+            }
             _ => frame,
         }
     };

@@ -104,6 +104,24 @@ fn missing(message: String) -> ProxyError {
     }
 }
 
+/// A `subscriptions/listen` that asks for task status notifications
+/// (`notifications.taskIds`) must come from a client that declared the
+/// extension (-32021 otherwise). One that did gets an acknowledgment
+/// without `taskIds`: the proxy sends no `notifications/tasks` (a client
+/// polls).
+pub fn check_listen(frame: &Frame) -> Result<(), ProxyError> {
+    if frame
+        .locate_in_params(&["notifications", "taskIds"])
+        .is_some()
+        && !client_declares(frame)
+    {
+        return Err(missing(format!(
+            "task status notifications are part of the {EXTENSION} extension: declare it in {META_CAPABILITIES}"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a 2026-07-28 `tools/call` goes to a 2025-11-25 child as a
 /// task: `support` is the tool's (`None`: no listing showed it, which is
 /// taken as forbidden), `child_tasks` whether the child runs tool calls as
