@@ -122,8 +122,9 @@ pub fn dropped() -> u64 {
 }
 
 /// Queues `text` as lines of their own, not through tracing (the binary's
-/// `error: …` lines at exit). Before [`init`], written to stderr directly,
-/// a failure ignored.
+/// `error: …` lines at exit). Before [`init`] (a usage error), written to
+/// stderr by a thread of its own, waited for at most [`EARLY_WRITE`]
+/// ([`write_bounded`]), a failure ignored.
 pub fn raw(text: &str) {
     let mut line = text.as_bytes().to_vec();
     if !line.ends_with(b"\n") {
@@ -134,9 +135,52 @@ pub fn raw(text: &str) {
             q.send(line);
         }
         None => {
-            let _ = std::io::stderr().write_all(&line);
+            write_bounded(Stream::Stderr, line, EARLY_WRITE);
         }
     }
+}
+
+/// `text` and a newline on stdout (`--help`, `--version`), waited for at
+/// most [`EARLY_WRITE`], a failure ignored: `println!` panics on a
+/// broken pipe (`coda-mcp --help | true`) and blocks on a full one.
+pub fn stdout(text: &str) {
+    let mut line = text.as_bytes().to_vec();
+    if !line.ends_with(b"\n") {
+        line.push(b'\n');
+    }
+    write_bounded(Stream::Stdout, line, EARLY_WRITE);
+}
+
+/// How long a line written before [`init`] (a usage error, `--help`) may
+/// take to reach its pipe: the process exits after it either way.
+pub const EARLY_WRITE: Duration = Duration::from_secs(2);
+
+/// Where [`write_bounded`] writes.
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Writes `bytes` from a thread of its own and waits at most `within`
+/// for it; `true` when they were written. A pipe nobody reads blocks
+/// that thread, not the caller, and the process exits without it; a
+/// broken one is an error, ignored. Without a thread, nothing is written.
+fn write_bounded(to: Stream, bytes: Vec<u8>, within: Duration) -> bool {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("coda-mcp-early".into())
+        .spawn(move || {
+            let written = match to {
+                Stream::Stdout => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&bytes).and_then(|()| out.flush())
+                }
+                Stream::Stderr => std::io::stderr().lock().write_all(&bytes),
+            };
+            let _ = done_tx.send(written.is_ok());
+        });
+    spawned.is_ok() && done_rx.recv_timeout(within).unwrap_or(false)
 }
 
 /// Waits up to `within` for the queued lines to be written (or dropped);

@@ -31,7 +31,21 @@ fn print_error(err: &dyn Error) {
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
+    // `std::env::args` panics on an argument that is not UTF-8: a usage
+    // error like any other, one line and 64.
+    let mut argv: Vec<String> = Vec::new();
+    for (i, arg) in std::env::args_os().enumerate() {
+        match arg.into_string() {
+            Ok(a) => argv.push(a),
+            Err(bad) => {
+                coda_mcp::log::raw(&format!(
+                    "error: argument {i} is not valid UTF-8: {:?}",
+                    bad.to_string_lossy()
+                ));
+                return ExitCode::from(EXIT_USAGE as u8);
+            }
+        }
+    }
     let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
     let cmd = strs.first().copied().unwrap_or("coda-mcp");
     let args = match CodaArgs::from_args(&[cmd], strs.get(1..).unwrap_or(&[])) {
@@ -40,7 +54,7 @@ fn main() -> ExitCode {
             return match status {
                 // --help
                 Ok(()) => {
-                    println!("{output}");
+                    coda_mcp::log::stdout(&output);
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
@@ -51,7 +65,7 @@ fn main() -> ExitCode {
         }
     };
     if args.version {
-        println!("coda-mcp {}", env!("CARGO_PKG_VERSION"));
+        coda_mcp::log::stdout(&format!("coda-mcp {}", env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;
     }
     let cfg = match CodaConfig::from_args(&args, |k| std::env::var(k).ok()) {
