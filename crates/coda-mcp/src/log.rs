@@ -12,7 +12,10 @@
 //! - a write that fails (stderr closed, a broken pipe) drops its lines,
 //!   counted, and is not retried: a broken stderr is otherwise ignored;
 //! - the first write that succeeds after drops is followed by a warning
-//!   with the count so far, and so is the exit ([`finish`]);
+//!   with the count so far, and so is the exit ([`finish`]); that
+//!   warning is written whatever `CODA_MCP_LOG` filters out (`error`,
+//!   or `rmcp=trace`, which hides every line of coda_mcp), since the
+//!   lines it counts were shown by that filter;
 //! - at exit, the queue gets at most a bounded time to reach stderr
 //!   ([`finish`]): a stderr nobody reads does not keep the process.
 //!
@@ -216,11 +219,25 @@ fn report_drops() {
     };
     let total = q.counts.dropped.load(Ordering::Relaxed);
     if q.counts.reported.fetch_max(total, Ordering::Relaxed) < total {
-        tracing::warn!(
-            dropped = total,
-            "drop log lines: stderr was full (not read) or failed; `dropped` counts them since the start (--log-queue-bytes)"
-        );
+        q.send(drops_line(total));
     }
+}
+
+/// The warning with the count of dropped lines, as tracing writes a
+/// line, but queued past `CODA_MCP_LOG`'s filter: lines can be lost at
+/// any level and from any target (`rmcp=trace` floods, while a warning
+/// of `coda_mcp::log` would be filtered out; `error` hides every
+/// warning), and the report of the loss must be seen whenever what was
+/// lost would have been.
+fn drops_line(total: u64) -> Vec<u8> {
+    use tracing_subscriber::fmt::time::FormatTime;
+    let mut line = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime
+        .format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut line));
+    line.push_str(&format!(
+        "  WARN coda_mcp::log: drop log lines: stderr was full (not read) or failed; `dropped` counts them since the start (--log-queue-bytes) dropped={total}\n"
+    ));
+    line.into_bytes()
 }
 
 /// tracing's writer: each event is one `write` of a whole line, queued

@@ -59,10 +59,15 @@ async fn answer(s: &mut Silent, id: u64) -> Value {
 /// coda-mcp logging at trace level to a stderr nobody reads, initialized
 /// and then asked [`CALLS`] calls, each answered.
 async fn filled(fake: &FakeCoda) -> Silent {
+    filled_with(fake, "trace").await
+}
+
+/// [`filled`], logging what `filter` (`CODA_MCP_LOG`) shows.
+async fn filled_with(fake: &FakeCoda, filter: &str) -> Silent {
     let mut cmd = harness::command(fake, &["--skip-token-check", "--no-rate-limit"]);
     // The smallest queue, so that lines are dropped soon (set in the
     // environment: a build without the setting runs, and hangs).
-    cmd.env("CODA_MCP_LOG", "trace")
+    cmd.env("CODA_MCP_LOG", filter)
         .env("CODA_LOG_QUEUE_BYTES", "65536")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -133,8 +138,22 @@ async fn a_stderr_nobody_reads_blocks_neither_calls_nor_a_sigterm() {
 
 #[tokio::test]
 async fn lines_dropped_on_a_full_stderr_are_counted_once_it_is_read() {
+    dropped_lines_are_counted("trace").await;
+}
+
+/// Regression: the count of dropped lines was a warning of the target
+/// `coda_mcp::log`, so a filter that hid it lost lines without a word:
+/// `rmcp=trace` (rmcp's trace lines alone, megabytes for a few hundred
+/// calls) dropped them and never said so, and `error` hides every
+/// warning. It is now written whatever the filter.
+#[tokio::test]
+async fn lines_dropped_are_counted_whatever_the_log_filter_shows() {
+    dropped_lines_are_counted("rmcp=trace").await;
+}
+
+async fn dropped_lines_are_counted(filter: &str) {
     let fake = FakeCoda::start().await;
-    let s = filled(&fake).await;
+    let s = filled_with(&fake, filter).await;
     let Silent {
         mut child,
         stdin,
@@ -161,5 +180,7 @@ async fn lines_dropped_on_a_full_stderr_are_counted_once_it_is_read() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{note}"));
     assert!(dropped > 0, "{note}");
-    assert!(log.contains("stdin closed, exiting"), "{log}");
+    if filter == "trace" {
+        assert!(log.contains("stdin closed, exiting"), "{log}");
+    }
 }
