@@ -394,6 +394,9 @@ pub enum ConfigError {
     InvalidBaseUrl { url: String, reason: String },
     #[error("unknown toolset {0:?} (known: {known})", known = Toolset::names().join(", "))]
     UnknownToolset(String),
+    /// Its value is not printed: it may be the token.
+    #[error("the environment variable {0} is not valid UTF-8")]
+    NotUnicode(String),
     #[error("invalid value {value:?} for {name}: {reason}")]
     InvalidValue {
         name: &'static str,
@@ -451,6 +454,30 @@ fn truthy(v: &str) -> bool {
 }
 
 impl CodaConfig {
+    /// [`CodaConfig::from_args`] with the process's environment, read as
+    /// `var_os` reads it through `env`: a variable that is set but not
+    /// UTF-8 is refused ([`ConfigError::NotUnicode`]) rather than taken
+    /// as unset, which would have silently dropped a `CODA_DOCS`
+    /// allow-list, a `CODA_READ_ONLY=1`, a bound, or used `CODA_API_KEY`
+    /// instead of `CODA_API_TOKEN`.
+    pub fn from_args_os(
+        args: &CodaArgs,
+        env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
+        let bad = std::cell::RefCell::new(None::<String>);
+        let cfg = Self::from_args(args, |k| match env(k)?.into_string() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                bad.borrow_mut().get_or_insert_with(|| k.to_owned());
+                None
+            }
+        });
+        match bad.into_inner() {
+            Some(name) => Err(ConfigError::NotUnicode(name)),
+            None => cfg,
+        }
+    }
+
     /// Merge flags with the environment (read through `env`) and validate.
     pub fn from_args(
         args: &CodaArgs,
@@ -744,6 +771,27 @@ fn on_this_machine(url: &reqwest::Url) -> bool {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_variable_that_is_not_utf8_is_refused_not_taken_as_unset() {
+        use std::os::unix::ffi::OsStringExt;
+        for name in ["CODA_DOCS", "CODA_READ_ONLY", "CODA_API_TOKEN"] {
+            let env = |k: &str| match k {
+                _ if k == name => Some(std::ffi::OsString::from_vec(b"x\xff".to_vec())),
+                "CODA_API_TOKEN" | "CODA_API_KEY" => Some("tok".into()),
+                _ => None,
+            };
+            let err = CodaConfig::from_args_os(&CodaArgs::default(), env).unwrap_err();
+            assert_eq!(err, ConfigError::NotUnicode(name.into()));
+            // Not the value: it may be the token.
+            assert!(!err.to_string().contains('\u{fffd}'), "{err}");
+        }
+        let ok = CodaConfig::from_args_os(&CodaArgs::default(), |k| {
+            (k == "CODA_API_TOKEN").then(|| "tok".into())
+        })
+        .unwrap();
+        assert_eq!(ok.token.expose(), "tok");
+    }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         coda_mcp::log::stdout(&format!("coda-mcp {}", env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;
     }
-    let cfg = match CodaConfig::from_args(&args, |k| std::env::var(k).ok()) {
+    let cfg = match CodaConfig::from_args_os(&args, |k| std::env::var_os(k)) {
         Ok(cfg) => cfg,
         Err(e) => {
             print_error(&e);

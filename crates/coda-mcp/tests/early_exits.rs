@@ -134,3 +134,18 @@ fn help_and_version_exit_0_when_stdout_is_broken_or_full() {
         assert_eq!(status.code(), Some(0), "{arg}");
     }
 }
+
+/// Regression: a variable set but not UTF-8 was taken as unset
+/// (`std::env::var(..).ok()`): `CODA_DOCS` so dropped the allow-list and
+/// served every doc, `CODA_READ_ONLY` listed the write tools.
+#[test]
+fn a_variable_that_is_not_utf8_is_a_usage_error_of_one_line() {
+    let out = base(&os(&["--skip-token-check"]))
+        .env("CODA_DOCS", OsString::from_vec(b"\xff".to_vec()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("CODA_DOCS") && err.contains("UTF-8"), "{err}");
+}
