@@ -480,9 +480,24 @@ impl ServerHandler for CodaServer {
         // between them, as a tool call does. rmcp sends no answer to a
         // cancelled request, and the stdio front gives its place back, so
         // one left running was work nobody waits for, and unbounded.
+        // Run as a read-only call: its deadline, and above all the rule
+        // that a reader keeping room never waits for more (its tables
+        // and pages are kept while their columns are read; outside a
+        // call, such a column read waited for room only it held).
+        let ctx = CallContext {
+            progress: None,
+            steps: AtomicU64::new(0),
+            full_text: false,
+            max_result_bytes: self.coda.cfg.max_result_bytes,
+            deadline: self.coda.cfg.deadline_from(std::time::Instant::now()),
+            write: false,
+            write_sent: Arc::new(AtomicBool::new(false)),
+            finishing: tokio_util::sync::CancellationToken::new(),
+            kept: Default::default(),
+        };
         let read = unless_panicked(
             "resources/read",
-            crate::resources::read(&self.coda, &request.uri),
+            call::scope(ctx, crate::resources::read(&self.coda, &request.uri)),
         );
         tokio::select! {
             r = read => r.map(Into::into),

@@ -112,3 +112,49 @@ async fn a_small_doc_gives_its_whole_schema_with_no_note() {
     assert!(v["note"].as_str().unwrap().contains("2048 bytes"), "{v}");
     h.close().await;
 }
+
+/// Regression: the schema resource is read outside a tool call, so the
+/// rule that a reader holding room never waits for more (crate::budget)
+/// did not hold for it: its tables and pages, kept while their columns
+/// are read, hold room, and a table's columns whose answer did not fit in
+/// what was left waited for room that only the read itself held, until
+/// the request's timeout (30 s). Reproduced: tables listed in an answer
+/// whose parse holds ~30 MiB of the smallest --max-read-bytes (64 MiB),
+/// then columns answered with 4 MB (36 MiB reserved with their parse):
+/// the read took 30 s. Now the read is run as a call, so such a column
+/// read finds no room at once and the table says so (`columnsError`).
+#[tokio::test]
+async fn a_schema_read_holding_room_never_waits_for_more() {
+    use fake_coda::Hostile;
+    let h = start(&["--max-read-bytes", "67108864"]).await;
+    // Built as text: a 30 MiB string through json! is slow in a debug build.
+    let tables = format!(
+        r#"{{"items":[{{"id":"grid-big","type":"table","tableType":"table","href":"x","name":"{}"}}]}}"#,
+        "n".repeat(30 * 1024 * 1024)
+    );
+    let ok = |body: Vec<u8>| Hostile {
+        status: 200,
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body,
+        endless: false,
+    };
+    h.fake
+        .answer_next("GET", "/docs/doc1/tables", 1, ok(tables.into_bytes()));
+    let cols: Vec<Value> = (0..50_000)
+        .map(|i| serde_json::json!({"id": format!("c-{i}"), "type": "column", "name": format!("C{i}"), "href": "x", "format": {"type": "text"}}))
+        .collect();
+    let cols = serde_json::json!({"items": cols}).to_string();
+    assert!(cols.len() > 4_000_000, "{}", cols.len());
+    h.fake
+        .answer_next("GET", "/columns", 1, ok(cols.into_bytes()));
+    let started = std::time::Instant::now();
+    let body = schema_body(&h).await;
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the schema read took {took:?}: a column read waited for room the read held"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tablesTotal"], 1, "{}", &body[..body.len().min(500)]);
+    h.close().await;
+}
