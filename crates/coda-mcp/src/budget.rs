@@ -78,10 +78,11 @@
 //! The columns cached for the checks of row writes (kept across calls:
 //! counted in `--column-cache-bytes` instead, by the room their parse
 //! took); a single answer a tool keeps while it sends a request or two
-//! more (a row read before it is written, a page read before it is
-//! duplicated), each bounded by the room it got when it was parsed; the
-//! chunk reqwest hands over between two appends; the old buffer for the
-//! moment a growth moves it.
+//! more (a row read before it is written), bounded by the room it got
+//! when it was parsed (a page copied by `coda_duplicate_page` keeps only
+//! its ids, icon and subtitle across its export, counted when over
+//! 64 KiB); the chunk reqwest hands over between two appends; the old
+//! buffer for the moment a growth moves it.
 
 use std::fmt;
 use std::ops::Deref;

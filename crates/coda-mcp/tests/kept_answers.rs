@@ -129,3 +129,55 @@ async fn a_bulk_update_keeps_codas_answers_only_within_the_result_budget() {
     );
     h.close().await;
 }
+
+/// Regression: `coda_duplicate_page` kept Coda's whole answer about the
+/// page it copies across the page's export (its polls and its download),
+/// outside `--max-read-bytes`: its room went back when the answer was
+/// returned. A page answered with a 20 MB subtitle held 20 MB (more
+/// parsed) while `coda_rate_limit_status` showed 0 bytes held. Now only
+/// what the copy takes of it (ids, icon, subtitle) is kept, counted when
+/// it is more than a little.
+#[tokio::test]
+async fn a_page_kept_across_its_export_holds_its_room() {
+    use fake_coda::Hostile;
+    let h = start(&["--max-result-bytes", "1000000"]).await;
+    let page = format!(
+        r#"{{"id":"canvas-overview","type":"page","name":"Overview","href":"x","browserLink":"x","contentType":"canvas","isHidden":false,"isEffectivelyHidden":false,"children":[],"subtitle":"{}"}}"#,
+        "s".repeat(20_000_000)
+    );
+    // The first GET of the page checks its id; the second is the copy's.
+    h.fake.answer_after(
+        "GET",
+        "/pages/canvas-overview",
+        1,
+        Hostile {
+            status: 200,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: page.into_bytes(),
+            endless: false,
+        },
+    );
+    // The export's status is held back: the page is kept meanwhile.
+    h.fake.delay("GET", "/export/", Duration::from_secs(3));
+    let copy = h.call(
+        "coda_duplicate_page",
+        json!({"docId": "doc1", "pageIdOrName": "canvas-overview", "newName": "Copy"}),
+    );
+    let probe = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while h.fake.arrived_at("GET", "/export/") == 0 {
+            assert!(Instant::now() < deadline, "the export was never polled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let v = h.ok("coda_rate_limit_status", json!({})).await;
+        v["readBudget"]["heldBytes"].as_u64().unwrap()
+    };
+    let (_r, held) = tokio::join!(copy, probe);
+    assert!(
+        held >= 20_000_000,
+        "the page kept across its export held {held} bytes of --max-read-bytes"
+    );
+    let v = h.ok("coda_rate_limit_status", json!({})).await;
+    assert_eq!(v["readBudget"]["heldBytes"], 0, "{v}");
+    h.close().await;
+}

@@ -1213,21 +1213,33 @@ impl Coda {
             required("pageIdOrName", &p.page_id_or_name)?;
             required("newName", &p.new_name)?;
             let dl = c.deadline();
-            let src = c.call(ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name]), dl).await?;
-            let source_id = src.get("id").and_then(Value::as_str).unwrap_or(&p.page_id_or_name).to_owned();
+            let (src, room) = c.call_held(ApiRequest::get(&["docs", &d, "pages", &p.page_id_or_name]), dl).await?;
+            // Only what the copy takes of the page is kept across the
+            // export, not Coda's whole answer; it is counted in
+            // --max-read-bytes while kept when it is more than a little.
+            let text = |at: &str| src.pointer(at).and_then(Value::as_str).map(str::to_owned);
+            let source = CopiedFrom {
+                id: text("/id").unwrap_or_else(|| p.page_id_or_name.clone()),
+                parent: text("/parent/id"),
+                subtitle: text("/subtitle"),
+                icon: text("/icon/name"),
+            };
+            drop(src);
+            let source = source.kept(room);
+            let source_id = source.id.clone();
             let html = c.export_page(&d, &source_id, ContentFormat::Html, dl).await?;
-            let parent = src.pointer("/parent/id").and_then(Value::as_str).map(str::to_owned);
             let mut body = json!({"name": p.new_name, "pageContent": canvas_content(Some(&html), Some(ContentFormat::Html))});
             // The export's room goes back before the write is sent: a call
             // holding it would wait for room to read the write's answer.
             drop(html);
+            let CopiedFrom { parent, subtitle, icon, .. } = source.into_parts().0;
             if let Some(par) = &parent {
                 body["parentPageId"] = json!(par);
             }
-            if let Some(s) = src.get("subtitle").and_then(Value::as_str) {
+            if let Some(s) = subtitle {
                 body["subtitle"] = json!(s);
             }
-            if let Some(i) = src.pointer("/icon/name").and_then(Value::as_str) {
+            if let Some(i) = icon {
                 body["iconName"] = json!(i);
             }
             let req = ApiRequest::new(Method::POST, &["docs", &d, "pages"])
@@ -1378,6 +1390,43 @@ impl Coda {
             })
         })
         .await
+    }
+}
+
+/// What `coda_duplicate_page` takes of the page it copies, kept while the
+/// page is exported.
+struct CopiedFrom {
+    id: String,
+    parent: Option<String>,
+    subtitle: Option<String>,
+    icon: Option<String>,
+}
+
+/// Bytes of kept text below which [`CopiedFrom`] holds no room of
+/// `--max-read-bytes`: holding any makes the call's later reads refuse
+/// rather than wait for room (`crate::budget`), and a page's ids, icon and
+/// subtitle are a few dozen bytes; only a Coda answering megabytes in
+/// them (a 30 MB subtitle) makes it worth counting.
+const COPIED_UNCOUNTED_BYTES: usize = 64 * 1024;
+
+impl CopiedFrom {
+    /// Kept with as much of `room` (the page answer's) as its text takes,
+    /// when that is more than [`COPIED_UNCOUNTED_BYTES`].
+    fn kept(self, room: crate::budget::Reservation) -> Kept<CopiedFrom> {
+        let bytes = [
+            Some(&self.id),
+            self.parent.as_ref(),
+            self.subtitle.as_ref(),
+            self.icon.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
+        if bytes <= COPIED_UNCOUNTED_BYTES {
+            return Kept::new(self, Vec::new());
+        }
+        Kept::new((), vec![room]).remade_kept(self, bytes)
     }
 }
 
