@@ -82,3 +82,35 @@ async fn a_read_whose_answer_is_cut_is_read_again() {
     assert_eq!(h.fake.calls("GET", "/docs/doc1").len(), 2);
     h.close().await;
 }
+
+/// Regression: in `coda_bulk_update_rows` by row, an update Coda accepted
+/// (2xx) whose answer could not be read (cut, and the repeats of the
+/// replayable PUT answered 503) was a row with `success: false`, counted
+/// in `failed`: the row was updated, and the result said it failed (its
+/// error text said "accepted", its flag and the counts said the
+/// opposite). It is now `success: true`, counted in `successful`, its
+/// `error` saying why there is no requestId and not to resend it.
+#[tokio::test]
+async fn a_bulk_update_accepted_with_an_unreadable_answer_is_not_reported_failed() {
+    let h = start(&[]).await;
+    h.fake
+        .break_next_answer_after_applying("PUT", "/rows/i-1", Broken::CutBody);
+    h.fake.fail_next("PUT", "/rows/i-1", 503, 10, None);
+    let v = h
+        .ok(
+            "coda_bulk_update_rows",
+            json!({"docId": "doc1", "tableIdOrName": "grid-tasks", "updates": [
+                {"rowIdOrName": "i-1", "values": {"Status": "Cut"}},
+                {"rowIdOrName": "i-2", "values": {"Points": 4}}]}),
+        )
+        .await;
+    // Coda applied it.
+    assert_eq!(h.fake.row_values("i-1").unwrap()["c-status"], "Cut");
+    let row = &v["results"][0];
+    let e = row["error"].as_str().unwrap_or_default();
+    assert!(e.contains("accepted") && e.contains("do not resend"), "{v}");
+    assert_eq!(row["success"], true, "{v}");
+    assert_eq!(v["successful"], 2, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    h.close().await;
+}

@@ -21,7 +21,7 @@ use super::{
     input, output, queued_note, required, row_query_in, run,
 };
 use crate::call;
-use crate::client::ApiRequest;
+use crate::client::{ApiRequest, CodaError};
 
 /// Least time left in the call for a bulk update to start another row.
 const MIN_ROW_TIME: std::time::Duration = std::time::Duration::from_secs(1);
@@ -315,6 +315,8 @@ pub struct RowsWriteOutput {
 pub struct RowResult {
     /// The rowIdOrName of the update.
     pub row_id: String,
+    /// Coda accepted the update (2xx), also when its answer was lost
+    /// (then `error` says so, and there is no requestId).
     pub success: bool,
     /// Coda's answer ({requestId, id}) when it accepted the update.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1450,6 +1452,16 @@ impl Coda {
                             error: None,
                         }
                     }
+                    // Coda accepted it (2xx) and its answer is lost: the
+                    // row is updated, so it is not a failure; the error
+                    // says why there is no requestId, and not to resend.
+                    Err(e @ ToolError::Coda(CodaError::Accepted { .. })) => RowResult {
+                        row_id: u.row_id_or_name.clone(),
+                        success: true,
+                        request_id: None,
+                        data: None,
+                        error: Some(e.to_string()),
+                    },
                     Err(e) => RowResult {
                         row_id: u.row_id_or_name.clone(),
                         success: false,
