@@ -308,6 +308,13 @@ impl Toolset {
 pub const MAX_CALL_TIMEOUT_SECS: u64 = 3600;
 /// Smallest `--poll-interval-ms`: polls of Coda are never back to back.
 pub const MIN_POLL_INTERVAL_MS: u64 = 10;
+/// Largest `--poll-interval-ms`: a minute. Polls grow to 8 s apart, and a
+/// first wait past the call's deadline never polls at all (an export gave
+/// up at once, a `wait` slept until the deadline).
+pub const MAX_POLL_INTERVAL_MS: u64 = 60_000;
+/// Largest `--max-pending-requests`: far above what any client runs at
+/// once (tokio's semaphore, which counts them, panics past 2^61).
+pub const MAX_MAX_PENDING_REQUESTS: usize = 65_536;
 /// Smallest `--retry-base-ms`: retries of a 429 or 5xx are never back to
 /// back (the backoff is a multiple of it, and `Retry-After: 0` never
 /// shortens it).
@@ -660,6 +667,13 @@ impl CodaConfig {
                 reason: format!("must be between 1 and {MAX_CALL_TIMEOUT_SECS}"),
             });
         }
+        if max_pending_requests > MAX_MAX_PENDING_REQUESTS {
+            return Err(ConfigError::InvalidValue {
+                name: "--max-pending-requests",
+                value: max_pending_requests.to_string(),
+                reason: format!("must be at most {MAX_MAX_PENDING_REQUESTS}"),
+            });
+        }
         if let Some(n) = args.poll_interval_ms {
             at_least(
                 "--poll-interval-ms",
@@ -667,6 +681,15 @@ impl CodaConfig {
                 MIN_POLL_INTERVAL_MS,
                 Some("0 would poll Coda in a tight loop"),
             )?;
+            if n > MAX_POLL_INTERVAL_MS {
+                return Err(ConfigError::InvalidValue {
+                    name: "--poll-interval-ms",
+                    value: n.to_string(),
+                    reason: format!(
+                        "must be at most {MAX_POLL_INTERVAL_MS} (polls grow to 8 s apart; a first wait past the call deadline never polls)"
+                    ),
+                });
+            }
         }
         if let Some(n) = args.retry_base_ms {
             at_least(

@@ -50,6 +50,11 @@ async fn out_of_range_timeouts_and_intervals_exit_64_with_one_line() {
         // Past the longest call timeout and its margin.
         ["--shutdown-wait-secs", "3606"],
         ["--shutdown-wait-secs", "soon"],
+        // Regression: tokio's semaphore panicked at start (exit 101).
+        ["--max-pending-requests", "18446744073709551615"],
+        // Regression: accepted; an export then gave up at once ("did not
+        // finish within the call deadline") and a `wait` slept until it.
+        ["--poll-interval-ms", "18446744073709551615"],
     ] {
         let out = tokio::process::Command::new(harness::bin())
             .args(args)
