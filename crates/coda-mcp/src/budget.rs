@@ -77,7 +77,8 @@
 //!
 //! The columns cached for the checks of row writes (kept across calls:
 //! counted in `--column-cache-bytes` instead, by the room their parse
-//! took); a single answer a tool keeps while it sends a request or two
+//! took; columns too large for it hold their room while a call keeps
+//! them, as a [`Kept`]); a single answer a tool keeps while it sends a request or two
 //! more (a row read before it is written), bounded by the room it got
 //! when it was parsed (a page copied by `coda_duplicate_page` keeps only
 //! its ids, icon and subtitle across its export, counted when over

@@ -181,3 +181,41 @@ async fn a_page_kept_across_its_export_holds_its_room() {
     assert_eq!(v["readBudget"]["heldBytes"], 0, "{v}");
     h.close().await;
 }
+
+/// Regression: columns too large for `--column-cache-bytes` are not
+/// cached, and their room in `--max-read-bytes` went back as they were
+/// read, while the write that read them kept them across all its
+/// requests (a bulk update's up to 500 PUTs): held, counted nowhere. A
+/// table whose select column has 5000 options, --column-cache-bytes
+/// 65536: during the bulk update's PUT `coda_rate_limit_status` showed 0
+/// bytes held. They now keep their room while the call keeps them.
+#[tokio::test]
+async fn columns_too_large_to_cache_hold_their_room_while_a_write_keeps_them() {
+    let h = start(&["--column-cache-bytes", "65536"]).await;
+    h.fake.add_projects_table();
+    h.fake.add_select_options(5000);
+    h.fake.delay("PUT", "/rows/i-p1", Duration::from_secs(3));
+    let update = h.call(
+        "coda_bulk_update_rows",
+        json!({"docId": "doc2", "tableIdOrName": "grid-projects",
+            "updates": [{"rowIdOrName": "i-p1", "values": {"Budget": 1}}]}),
+    );
+    let probe = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while h.fake.arrived_at("PUT", "/rows/i-p1") == 0 {
+            assert!(Instant::now() < deadline, "the update was never sent");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let v = h.ok("coda_rate_limit_status", json!({})).await;
+        v["readBudget"]["heldBytes"].as_u64().unwrap()
+    };
+    let (r, held) = tokio::join!(update, probe);
+    assert!(r.is_error != Some(true), "{}", harness::text(&r));
+    assert!(
+        held > 65536,
+        "the columns kept across the write held {held} bytes of --max-read-bytes"
+    );
+    let v = h.ok("coda_rate_limit_status", json!({})).await;
+    assert_eq!(v["readBudget"]["heldBytes"], 0, "{v}");
+    h.close().await;
+}

@@ -816,12 +816,16 @@ impl Coda {
     }
 
     /// Every column of table `t` in doc `d`, from the cache when fresh.
+    /// Columns the cache cannot hold (larger than `--column-cache-bytes`)
+    /// keep the room their parse took in `--max-read-bytes` for as long
+    /// as the caller keeps them (a write keeps them across its requests);
+    /// cached ones are counted in the cache's bound instead.
     pub async fn columns(
         &self,
         d: &str,
         t: &str,
         deadline: Instant,
-    ) -> ToolResult<Arc<Vec<Value>>> {
+    ) -> ToolResult<Kept<Arc<Vec<Value>>>> {
         let key = (d.to_owned(), t.to_owned());
         if let Some(cols) = self
             .columns
@@ -829,14 +833,15 @@ impl Coda {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return Ok(cols);
+            return Ok(Kept::new(cols, Vec::new()));
         }
         let req = ApiRequest::get(&["docs", d, "tables", t, "columns"]).query("limit", 100);
         let (cols, _) = self.list_all(req, COMPOSITE_CAP, deadline).await?;
         // Kept past this call, so not in --max-read-bytes (room other
         // calls' reads would wait for) but in the cache's own bound.
         let bytes = cols.reserved_bytes();
-        let cols = Arc::new(cols.into_parts().0);
+        let (cols, rooms) = cols.into_parts();
+        let cols = Arc::new(cols);
         let max = self.cfg.column_cache_bytes;
         let kept = self
             .columns
@@ -849,8 +854,10 @@ impl Coda {
                 max_bytes = max,
                 "do not cache a table's columns: their parse is larger than --column-cache-bytes, so each write to it reads them again"
             );
+            // Outside every other bound: counted while the call keeps them.
+            return Ok(Kept::new(cols, rooms));
         }
-        Ok(cols)
+        Ok(Kept::new(cols, Vec::new()))
     }
 
     /// The id of the table or view `raw` names in doc `d`: `raw` itself

@@ -729,11 +729,10 @@ impl Coda {
     /// (the filter then falls back to guessing ids by their `c-` prefix).
     async fn filter_query(&self, d: &str, t: &str, f: &RowFilter) -> ToolResult<String> {
         required("filter.column", &f.column)?;
-        let cols: std::sync::Arc<Vec<Value>> = self
-            .columns(d, t, self.deadline())
-            .await
-            .unwrap_or_default();
-        row_query_in(&cols, &f.column, &f.value)
+        match self.columns(d, t, self.deadline()).await {
+            Ok(cols) => row_query_in(&cols, &f.column, &f.value),
+            Err(_) => row_query_in(&[], &f.column, &f.value),
+        }
     }
 
     /// The id of the row a call names: `raw` itself when it is a row id,
