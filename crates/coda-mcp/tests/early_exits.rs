@@ -51,16 +51,28 @@ fn exits(mut child: Child, what: &str) -> ExitStatus {
     }
 }
 
-/// A pipe whose 64 KiB are full and that nobody reads: its writing end.
+/// A pipe that is full and that nobody reads: both ends (the reading end
+/// held open). `dd` writes into it without blocking until the kernel
+/// refuses more (EAGAIN), whatever the pipe's capacity.
 fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
     let (r, w) = std::io::pipe().unwrap();
-    // Exactly the pipe's default capacity, so `head` itself returns.
-    let filled = Command::new("head")
-        .args(["-c", "65536", "/dev/zero"])
+    let out = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "of=/dev/stdout",
+            "bs=4096",
+            "count=65536",
+            "oflag=nonblock",
+        ])
         .stdout(w.try_clone().unwrap())
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .unwrap();
-    assert!(filled.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("temporarily unavailable"),
+        "not filled: {said}"
+    );
     (r, w)
 }
 
