@@ -30,6 +30,22 @@ fn print_error(err: &dyn Error) {
     coda_mcp::log::raw(&text);
 }
 
+/// `text` with its control characters, line separators and bidi
+/// overrides escaped (`\n`, `\u{202e}`): argh's errors quote the
+/// argument as given, and `--docs $'a\nerror: …'` must not print a line
+/// of its own.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            _ if c.is_control() => c.escape_debug().to_string(),
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                c.escape_unicode().to_string()
+            }
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     // `std::env::args` panics on an argument that is not UTF-8: a usage
     // error like any other, one line and 64.
@@ -58,7 +74,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
-                    coda_mcp::log::raw(&format!("error: {}", output.trim_end()));
+                    coda_mcp::log::raw(&format!("error: {}", one_line(output.trim_end())));
                     ExitCode::from(EXIT_USAGE as u8)
                 }
             };

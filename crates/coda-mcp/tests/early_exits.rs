@@ -161,3 +161,21 @@ fn a_variable_that_is_not_utf8_is_a_usage_error_of_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("CODA_DOCS") && err.contains("UTF-8"), "{err}");
 }
+
+/// Regression: argh's error quotes the argument as given, so a value
+/// holding a newline printed two lines, the second one of the caller's
+/// making (`--call-timeout-secs $'1\nerror: forged'`). Control characters
+/// are now escaped, and the error is one line.
+#[test]
+fn a_usage_error_quoting_a_line_break_is_still_one_line() {
+    for args in [
+        vec!["--call-timeout-secs", "1\nerror: forged"],
+        vec!["x\ny\u{202e}z"],
+    ] {
+        let out = base(&os(&args)).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("\\n") && !err.contains('\u{202e}'), "{err}");
+    }
+}
