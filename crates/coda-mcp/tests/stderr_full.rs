@@ -164,10 +164,15 @@ async fn dropped_lines_are_counted(filter: &str) {
     // that found no room.
     let reader = tokio::spawn(read_all(stderr));
     drop(stdin);
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("still running 30 s after stdin closed")
         .unwrap();
+    // It ended as at any stdin's end. (Its last line, "stdin closed,
+    // exiting", is not asked for: at trace level the lines logged as
+    // stdin ends can fill the queue again while the reader catches up,
+    // and a line that finds it full is dropped, by design.)
+    assert!(status.success(), "{status}");
     let log = reader.await.unwrap();
     let note = log
         .lines()
@@ -180,7 +185,4 @@ async fn dropped_lines_are_counted(filter: &str) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{note}"));
     assert!(dropped > 0, "{note}");
-    if filter == "trace" {
-        assert!(log.contains("stdin closed, exiting"), "{log}");
-    }
 }
