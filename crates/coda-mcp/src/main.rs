@@ -91,17 +91,28 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
-    // CODA_MCP_LOG: a level or `info,coda_mcp=debug`; unset or unparsable means info.
-    let filter = std::env::var("CODA_MCP_LOG")
-        .ok()
-        .and_then(|f| f.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| {
-            tracing_subscriber::filter::Targets::new()
-                .with_default(tracing_subscriber::filter::LevelFilter::INFO)
-        });
+    // CODA_MCP_LOG: a level or `info,coda_mcp=debug`; unset or unparsable
+    // means info, the latter with a warning once logging is up (a typo
+    // must not silently log at another level than asked).
+    let asked = std::env::var_os("CODA_MCP_LOG");
+    let parsed = asked
+        .as_ref()
+        .and_then(|f| f.to_str())
+        .and_then(|f| f.parse::<tracing_subscriber::filter::Targets>().ok());
+    let unparsable = asked.is_some() && parsed.is_none();
+    let filter = parsed.unwrap_or_else(|| {
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     // Through a bounded queue and a thread of its own: a stderr nobody
     // reads must not block a call, the signal task or the exit.
     coda_mcp::log::init(filter, cfg.log_queue_bytes);
+    if let Some(asked) = asked.filter(|_| unparsable) {
+        tracing::warn!(
+            CODA_MCP_LOG = ?asked,
+            "ignore CODA_MCP_LOG: not a level or a filter such as `info,coda_mcp=debug`; logging at info"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

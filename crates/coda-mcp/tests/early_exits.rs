@@ -179,3 +179,29 @@ fn a_usage_error_quoting_a_line_break_is_still_one_line() {
         assert!(err.contains("\\n") && !err.contains('\u{202e}'), "{err}");
     }
 }
+
+/// Regression: a `CODA_MCP_LOG` that does not parse (`coda_mcp=loud`) was
+/// taken as `info` without a word, so a typo logged at another level
+/// than asked. It still is (as documented), with a warning saying so.
+#[test]
+fn an_unparsable_log_filter_is_warned_about() {
+    for bad in [
+        OsString::from("coda_mcp=loud"),
+        OsString::from_vec(b"debug\xff".to_vec()),
+    ] {
+        let out = base(&os(&[
+            "--skip-token-check",
+            "--api-base-url",
+            "http://127.0.0.1:1/apis/v1",
+        ]))
+        .env("CODA_MCP_LOG", &bad)
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.lines()
+                .any(|l| l.contains("WARN") && l.contains("ignore CODA_MCP_LOG")),
+            "{bad:?}: {err}"
+        );
+    }
+}
