@@ -15,6 +15,7 @@
 //! learned table, bounded in tools and headers. Does not own: the other
 //! header rules (see [`super::modern`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -164,14 +165,16 @@ impl ToolHeaders {
         let Some(name) = call_name(call) else {
             return true;
         };
-        crate::lock(&self.tools).contains_key(&name)
+        crate::lock(&self.tools).contains_key(name.as_ref())
     }
 
     /// The task support a listing showed for the tool `call` names;
     /// `None` for a tool no listing has shown.
     pub fn task_support(&self, call: &Frame) -> Option<TaskSupport> {
         let name = call_name(call)?;
-        crate::lock(&self.tools).get(&name).map(|t| t.task_support)
+        crate::lock(&self.tools)
+            .get(name.as_ref())
+            .map(|t| t.task_support)
     }
 
     /// The turn to list the child's tools (held while listing), unless the
@@ -198,7 +201,7 @@ impl ToolHeaders {
         };
         let expected = {
             let known = crate::lock(&self.tools);
-            match known.get(&name) {
+            match known.get(name.as_ref()) {
                 Some(t) => t.headers.clone(),
                 None => return Ok(()),
             }
@@ -256,10 +259,16 @@ impl ToolHeaders {
     }
 }
 
-/// The tool a `tools/call` names, read alone from the bytes.
-fn call_name(call: &Frame) -> Option<String> {
-    call.locate_in_params(&["name"])
-        .and_then(|at| serde_json::from_slice::<String>(&call.bytes()[at]).ok())
+/// The tool a `tools/call` names, read alone from the bytes: a string
+/// without escapes is its bytes (a frame is UTF-8), borrowed.
+fn call_name(call: &Frame) -> Option<Cow<'_, str>> {
+    let raw = &call.bytes()[call.locate_in_params(&["name"])?];
+    match raw {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+            std::str::from_utf8(inner).ok().map(Cow::Borrowed)
+        }
+        _ => serde_json::from_slice::<String>(raw).ok().map(Cow::Owned),
+    }
 }
 
 /// Decodes an `=?base64?…?=` header value (`Mcp-Name`, `Mcp-Param-*`);
