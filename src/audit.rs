@@ -408,7 +408,7 @@ impl Outcome {
 
     /// Reads an answer (a JSON-RPC response) for its outcome.
     pub fn of_answer(message: &[u8]) -> Outcome {
-        use crate::jsonrpc::{code::INTERNAL_ERROR, locate};
+        use crate::jsonrpc::{code::INTERNAL_ERROR, locate_checked};
         // What is read below cannot be there without one of these words
         // in the text, or an escape that could spell one: the common
         // plain result skips the rest. (Answers reach this point parsed
@@ -426,8 +426,10 @@ impl Outcome {
         // lies beside them (`1e400`, nesting past serde_json's limit in
         // `structuredContent` or `data`) is the client's to read, and does
         // not make a call that succeeded look failed.
+        // The answer went through the proxy's parse already, so a text
+        // without a backslash is walked rather than parsed for each.
         fn member<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
-            locate(json, &[key]).map(|r| &json[r])
+            locate_checked(json, &[key]).map(|r| &json[r])
         }
         fn read<T: serde::de::DeserializeOwned>(json: &[u8], key: &str) -> Option<T> {
             serde_json::from_slice(member(json, key)?).ok()
