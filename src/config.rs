@@ -51,6 +51,9 @@ pub const DEFAULT_WRITER_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes of messages waiting for a child's stdin (a child that reads
 /// slowly or not at all) before further messages to it fail at once.
 pub const DEFAULT_MAX_CHILD_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of a 2025-era child's `serverInfo` put into every 2026-07-28
+/// result as written; a larger one goes as its name and version.
+pub const DEFAULT_MAX_SERVER_INFO_BYTES: usize = 4096;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// Bytes kept per stream for replay: a session keeps up to
@@ -278,6 +281,9 @@ pub struct Args {
     /// bytes of messages waiting for a child that does not read its stdin fast enough; past it messages to that child fail at once (default 16M)
     #[argh(option)]
     pub max_child_queue_bytes: Option<String>,
+    /// bytes of a 2025-era child's serverInfo that every 2026-07-28 result carries as written; a larger one goes as its name and version only, or is left out when those do not fit either (default 4K)
+    #[argh(option)]
+    pub max_server_info_bytes: Option<String>,
     /// events kept per stream for Last-Event-ID replay; 0 disables resumption (default 256)
     #[argh(option)]
     pub replay_events: Option<String>,
@@ -447,6 +453,8 @@ pub struct Config {
     pub max_queue_bytes: usize,
     /// Bytes waiting for one child's stdin.
     pub max_child_queue_bytes: usize,
+    /// A child's `serverInfo` in 2026-07-28 results, in bytes.
+    pub max_server_info_bytes: usize,
     /// Per-stream replay buffer.
     pub replay_events: usize,
     /// Per-stream replay buffer, in bytes.
@@ -1305,6 +1313,13 @@ impl Config {
                 "max-child-queue-bytes",
                 &args.max_child_queue_bytes,
                 DEFAULT_MAX_CHILD_QUEUE_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
+            max_server_info_bytes: r.parsed(
+                "max-server-info-bytes",
+                &args.max_server_info_bytes,
+                DEFAULT_MAX_SERVER_INFO_BYTES,
                 parse_bytes,
                 "a byte count",
             )?,

@@ -460,6 +460,9 @@ pub struct UpstreamOptions {
     /// Bytes waiting for the child's stdin before further messages to it
     /// fail at once (`--max-child-queue-bytes`).
     pub max_child_queue_bytes: usize,
+    /// A 2025-era child's `serverInfo` put into 2026-07-28 results as
+    /// written up to this many bytes (`--max-server-info-bytes`).
+    pub max_server_info_bytes: usize,
     /// The child's requests waiting for a client's answer, in all
     /// (`--max-server-requests`).
     pub max_server_requests: usize,

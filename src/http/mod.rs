@@ -367,6 +367,7 @@ impl App {
             era_hints: self.era_hints.clone(),
             input_wait: self.config.session_idle_timeout,
             max_child_queue_bytes: self.config.max_child_queue_bytes,
+            max_server_info_bytes: self.config.max_server_info_bytes,
             max_server_requests: self.config.max_server_requests,
             max_server_requests_per_session: self.config.max_server_requests_per_session,
             max_broadcast_bytes: self.config.max_queue_bytes,

@@ -301,7 +301,11 @@ impl Upstream {
             match outcome {
                 Ok(cache) => {
                     if self.era() != UpstreamProtocol::Modern {
-                        let stamp = super::Stamp::of_initialize(&cache.result).map(Arc::new);
+                        let stamp = super::Stamp::of_initialize(
+                            &cache.result,
+                            self.opts.max_server_info_bytes,
+                        )
+                        .map(Arc::new);
                         let _ = self.stamp.set(stamp);
                     }
                     *init = Some(cache);

@@ -27,12 +27,9 @@ use crate::jsonrpc::{self, Frame, Message};
 /// The `_meta` key of the server's identity in a result.
 pub const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
 
-/// The largest `serverInfo` added to results as the child wrote it.
-const MAX_SERVER_INFO_BYTES: usize = 4096;
-
 /// `{"name":…,"version":…}` of a `serverInfo` object, when both are
-/// strings of a size that fits [`MAX_SERVER_INFO_BYTES`].
-fn name_and_version(info: &[u8]) -> Option<Vec<u8>> {
+/// strings of a size that fits in `max` bytes.
+fn name_and_version(info: &[u8], max: usize) -> Option<Vec<u8>> {
     #[derive(serde::Deserialize)]
     struct Brief<'a> {
         #[serde(borrow)]
@@ -46,7 +43,7 @@ fn name_and_version(info: &[u8]) -> Option<Vec<u8>> {
         "version": brief.version,
     }))
     .ok()?;
-    (out.len() <= MAX_SERVER_INFO_BYTES).then_some(out)
+    (out.len() <= max).then_some(out)
 }
 
 /// The pieces that put one child's identity into results, made once per
@@ -63,8 +60,10 @@ pub struct Stamp {
 
 impl Stamp {
     /// From a 2025 InitializeResult (raw JSON): its `serverInfo`, as
-    /// written, when it is an object; `None` otherwise (nothing to say).
-    pub fn of_initialize(result: &[u8]) -> Option<Stamp> {
+    /// written, when it is an object of at most `max` bytes
+    /// (`--max-server-info-bytes`), else its name and version; `None`
+    /// when there is none, or those do not fit either (nothing to say).
+    pub fn of_initialize(result: &[u8], max: usize) -> Option<Stamp> {
         let at = jsonrpc::locate(result, &["serverInfo"])?;
         let info = &result[at];
         if info.first() != Some(&b'{') {
@@ -74,12 +73,21 @@ impl Stamp {
         // (icons as data URIs, a long description) goes as its name and
         // version only, so that it cannot grow every result by as much.
         let brief;
-        let info = if info.len() > MAX_SERVER_INFO_BYTES {
-            brief = name_and_version(info)?;
+        let info = if info.len() > max {
+            let Some(short) = name_and_version(info, max) else {
+                tracing::warn!(
+                    bytes = info.len(),
+                    limit = max,
+                    "leaves the child's serverInfo out of 2026-07-28 results: it is over --max-server-info-bytes, and its name and version are not strings that fit"
+                );
+                return None;
+            };
             tracing::warn!(
                 bytes = info.len(),
-                "the child's serverInfo is over {MAX_SERVER_INFO_BYTES} bytes; results carry only its name and version"
+                limit = max,
+                "shortens the child's serverInfo in 2026-07-28 results to its name and version: it is over --max-server-info-bytes"
             );
+            brief = short;
             &brief[..]
         } else {
             info
@@ -205,9 +213,12 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    const MAX: usize = crate::config::DEFAULT_MAX_SERVER_INFO_BYTES;
+
     fn stamp() -> Stamp {
         Stamp::of_initialize(
             br#"{"protocolVersion":"2025-11-25","serverInfo":{"name":"s","version":"1"}}"#,
+            MAX,
         )
         .expect("a serverInfo")
     }
@@ -427,20 +438,35 @@ mod tests {
 
     #[test]
     fn a_child_without_an_object_server_info_is_not_stamped() {
-        assert!(Stamp::of_initialize(br#"{"serverInfo":"x"}"#).is_none());
+        assert!(Stamp::of_initialize(br#"{"serverInfo":"x"}"#, MAX).is_none());
         // Past the cap: its name and version only; without them, nothing.
-        let icon = "A".repeat(super::MAX_SERVER_INFO_BYTES);
+        let icon = "A".repeat(MAX);
         let big = format!(
             r#"{{"serverInfo":{{"name":"n\u00e9","version":"1","icons":[{{"src":"data:image/png;base64,{icon}"}}]}}}}"#
         );
-        let stamp = Stamp::of_initialize(big.as_bytes()).expect("a stamp");
+        let stamp = Stamp::of_initialize(big.as_bytes(), MAX).expect("a stamp");
         assert_eq!(
             std::str::from_utf8(stamp.member()).unwrap(),
             "\"io.modelcontextprotocol/serverInfo\":{\"name\":\"n\u{e9}\",\"version\":\"1\"}"
         );
         let nameless = format!(r#"{{"serverInfo":{{"version":"1","d":"{icon}"}}}}"#);
-        assert!(Stamp::of_initialize(nameless.as_bytes()).is_none());
-        assert!(Stamp::of_initialize(br#"{"capabilities":{}}"#).is_none());
+        assert!(Stamp::of_initialize(nameless.as_bytes(), MAX).is_none());
+        assert!(Stamp::of_initialize(br#"{"capabilities":{}}"#, MAX).is_none());
+        // The cap is the flag's: a small one shortens a small serverInfo,
+        // and one too small for the name and version leaves it out.
+        let info = br#"{"serverInfo":{"name":"s","version":"1","title":"A server"}}"#;
+        let whole = Stamp::of_initialize(info, 64).expect("a stamp");
+        assert!(
+            std::str::from_utf8(whole.member())
+                .unwrap()
+                .contains("title")
+        );
+        let short = Stamp::of_initialize(info, 40).expect("a stamp");
+        assert_eq!(
+            std::str::from_utf8(short.member()).unwrap(),
+            "\"io.modelcontextprotocol/serverInfo\":{\"name\":\"s\",\"version\":\"1\"}"
+        );
+        assert!(Stamp::of_initialize(info, 10).is_none());
     }
 
     #[test]
