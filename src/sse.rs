@@ -1191,7 +1191,7 @@ impl Outlet {
             warn!(
                 stream = self.stream_id,
                 held_bytes = note_bytes,
-                "sse stream that cannot resume has notifications at {cap} waiting behind a long answer; cutting it off rather than dropping one"
+                "cut off an sse stream that cannot resume: notifications at {cap} wait behind a long answer, and none is dropped silently"
             );
             self.cut(inner);
             return;
