@@ -487,18 +487,12 @@ fn error_code(bytes: &[u8]) -> Option<i64> {
     if ERROR_KEY.find(bytes).is_none() && memchr::memchr(b'\\', bytes).is_none() {
         return None;
     }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        error: Option<Code>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Code {
-        code: i64,
-    }
-    serde_json::from_slice::<Answer>(bytes)
-        .ok()?
-        .error
-        .map(|e| e.code)
+    // The member where it lies, the last copy of a repeated one as a
+    // client's parser takes it (a derive took the first, so an answer
+    // with `error` twice, the second an unknown method, was not a 404),
+    // and nothing else of the answer read.
+    let error = jsonrpc::locate_checked(bytes, &["error", "code"])?;
+    serde_json::from_slice(&bytes[error]).ok()
 }
 
 /// `subscriptions/listen`: a stream that carries the child's list-changed
@@ -907,6 +901,37 @@ impl Drop for CancelUnlessAnswered {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status follows the error a client's parser reads: the last
+    /// copy of a repeated member, whatever lies beside it.
+    #[test]
+    fn an_answers_status_follows_its_last_error() {
+        let status = |s: &str| error_status(s.as_bytes());
+        assert_eq!(
+            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"m"}}"#),
+            Some(http::StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1},"error":{"code":-32601}}"#),
+            Some(http::StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601},"error":{"code":1}}"#),
+            None
+        );
+        assert_eq!(
+            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32021,"data":[1e400]}}"#),
+            Some(http::StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(r#"{"jsonrpc":"2.0","id":1,"result":{"error":{"code":-32601}}}"#),
+            None
+        );
+        assert_eq!(
+            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1e400}}"#),
+            None
+        );
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
