@@ -831,6 +831,20 @@ pub fn result_response(id: &[u8], result: &serde_json::Value) -> Bytes {
     )
 }
 
+/// The `id` of a message the proxy refused as it read it, raw, when it
+/// can still be read: the text is one JSON object (whatever else the
+/// proxy refused in it) whose last `id` is a string any parser decodes
+/// or a number a double holds. A lone surrogate, `1e400`, an object or
+/// null give `None`, as does a text nested past serde_json's limit.
+pub fn readable_id(text: &[u8]) -> Option<&[u8]> {
+    serde_json::from_slice::<IgnoredAny>(text).ok()?;
+    let raw = &text[locate_checked(text, &["id"])?];
+    match serde_json::from_slice::<serde_json::Value>(raw).ok()? {
+        serde_json::Value::String(_) | serde_json::Value::Number(_) => Some(raw),
+        _ => None,
+    }
+}
+
 /// `{"jsonrpc":"2.0","id":<id>,"<field>":<raw>}` from raw parts, without
 /// re-parsing any of them: the one builder of responses the proxy makes.
 pub fn envelope(id: &[u8], field: &str, raw: &[u8]) -> Bytes {

@@ -459,3 +459,54 @@ async fn a_request_refused_while_draining_is_refused_in_its_revision() {
         .unwrap()
         .ok();
 }
+
+/// A 2026-07-28 request the proxy refuses as it reads it is answered by
+/// its id when that can be read (`basic/index`, "Error Responses"): a
+/// lone surrogate in its progress token, a number no double holds in its
+/// arguments, a `jsonrpc` other than "2.0". An id that is itself the
+/// fault, or cannot be read, leaves the error without one.
+#[tokio::test]
+async fn a_request_refused_as_it_is_read_keeps_its_readable_id() {
+    let proxy = Proxy::start(&[]).await;
+    let meta = meta(json!({})).to_string();
+    let raw = |id: &str, jsonrpc: &str, extra: &str| {
+        format!(
+            r#"{{"jsonrpc":"{jsonrpc}","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"x"{extra}}},"_meta":{meta}}}}}"#
+        )
+    };
+    let token =
+        raw(r#""t1""#, "2.0", "").replace(r#""_meta":{"#, r#""_meta":{"progressToken":"\ud800","#);
+    let cases = [
+        (token, 400, -32600, Some(json!("t1"))),
+        (
+            raw("7", "2.0", r#","n":1e400"#),
+            400,
+            -32700,
+            Some(json!(7)),
+        ),
+        (raw("3", "1.0", ""), 400, -32600, Some(json!(3))),
+        (raw(r#""\ud800""#, "2.0", ""), 400, -32600, None),
+        (raw("null", "2.0", ""), 400, -32600, None),
+    ];
+    for (body, status, code, id) in cases {
+        let r = tokio::time::timeout(
+            STEP,
+            reqwest::Client::new()
+                .post(proxy.mcp())
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", MODERN)
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "echo")
+                .body(body.clone())
+                .send(),
+        )
+        .await
+        .expect("an answer in time")
+        .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let v = json_of(r).await;
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+        assert_eq!(v.get("id").cloned(), id, "{body}: {v}");
+    }
+}

@@ -834,7 +834,19 @@ impl App {
             )
             .into());
         }
-        let (frames, batch) = parse_body(bytes, self.config.max_batch)?;
+        let (frames, batch) = match parse_body(bytes.clone(), self.config.max_batch) {
+            Ok(parsed) => parsed,
+            // A 2026-07-28 request refused as it is read (a lone surrogate
+            // in its progress token, `1e400` in its arguments, `jsonrpc`
+            // not "2.0") is still answered by its id when that can be
+            // read (`basic/index`, "Error Responses").
+            Err(e) if modern_header => {
+                return Err(self
+                    .refusal_in(e, true, None)
+                    .answering(jsonrpc::readable_id(&bytes)));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let frames = trace::carry(&parts.headers, frames);
         let has_session = parts.headers.contains_key(names::MCP_SESSION_ID);
         let single = (!batch).then(|| &frames[0]);
