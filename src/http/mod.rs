@@ -7,7 +7,9 @@
 //! the health endpoints and the RFC 9728 metadata document. Each protocol era has its own module:
 //! - [`streamable`]: Streamable HTTP with sessions (2025-03-26 … 2025-11-25);
 //! - [`legacy`]: HTTP+SSE (2024-11-05);
-//! - [`modern`]: stateless Streamable HTTP (2026-07-28).
+//! - [`modern`]: stateless Streamable HTTP (2026-07-28), with the Tasks
+//!   extension served from a 2025-11-25 child's tasks in [`modern_tasks`],
+//!   and what both need of a call's answer in [`modern_answer`].
 //!
 //! The era of a request on the MCP endpoint is decided here, once
 //! ([`App::mcp`]), from the `MCP-Protocol-Version` header and, for a POST
@@ -20,6 +22,7 @@
 pub mod legacy;
 pub mod listener;
 pub mod modern;
+pub mod modern_answer;
 pub mod modern_tasks;
 pub mod response;
 pub mod streamable;

@@ -27,9 +27,9 @@ use http::{HeaderMap, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::modern_answer::{CancelUnlessAnswered, error_status};
 use super::modern_tasks;
 use super::response::{accepted, json_answer, json_ok, sse_response};
 use super::tool_headers::{ToolHeaders, decode_header};
@@ -463,38 +463,6 @@ fn has_progress_token(frame: &Frame) -> bool {
 /// Answers up to this size are checked for an unknown-method error (404).
 const ERROR_PEEK_BYTES: usize = 64 * 1024;
 
-/// The HTTP status 2026-07-28 gives an answer that is this error
-/// (`basic/transports/streamable-http`: 404 for an unknown method;
-/// `basic/index`: 400 for a capability the client did not declare).
-pub(super) fn error_status(bytes: &[u8]) -> Option<http::StatusCode> {
-    match error_code(bytes)? {
-        code::METHOD_NOT_FOUND => Some(http::StatusCode::NOT_FOUND),
-        code::MISSING_REQUIRED_CLIENT_CAPABILITY => Some(http::StatusCode::BAD_REQUEST),
-        _ => None,
-    }
-}
-
-/// The `"error"` key, searched for in every answer a 2026-07-28 client
-/// gets: made once (a searcher's set-up costs more than its search of
-/// an answer of a few hundred bytes, where [`jsonrpc::contains`] stops at
-/// every `e`).
-static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
-
-fn error_code(bytes: &[u8]) -> Option<i64> {
-    // A result (every answer but a few) names no `error` member, in any
-    // spelling: not parsed.
-    if ERROR_KEY.find(bytes).is_none() && memchr::memchr(b'\\', bytes).is_none() {
-        return None;
-    }
-    // The member where it lies, the last copy of a repeated one as a
-    // client's parser takes it (a derive took the first, so an answer
-    // with `error` twice, the second an unknown method, was not a 404),
-    // and nothing else of the answer read.
-    let error = jsonrpc::locate_checked(bytes, &["error", "code"])?;
-    serde_json::from_slice(&bytes[error]).ok()
-}
-
 /// `subscriptions/listen`: a stream that carries the child's list-changed
 /// (and, for subscribed URIs, resource-updated) notifications until the
 /// client closes it.
@@ -841,97 +809,9 @@ async fn learn_tool_headers(app: &App, upstream: &Arc<Upstream>) {
     }
 }
 
-/// Dropped with the response (sent, or abandoned by the client). A client
-/// that went away before its answer has cancelled the request: in this
-/// revision closing the connection is the cancellation signal. Its slot
-/// under `--max-in-flight` goes back with it.
-pub(super) struct CancelUnlessAnswered {
-    upstream: Arc<Upstream>,
-    port: Arc<Port>,
-    id: Box<[u8]>,
-    /// SSE mode: the stream finishes when the response has been queued.
-    outlet: Option<Arc<Outlet>>,
-    /// JSON mode: set once the answer is in hand.
-    pub(super) answered: bool,
-    /// Where the detach runs (shutdown waits for it).
-    tasks: TaskTracker,
-    /// The principal's slot for this request.
-    _slots: Option<InFlightSlots>,
-}
-
-impl CancelUnlessAnswered {
-    pub(super) fn new(
-        app: &App,
-        upstream: &Arc<Upstream>,
-        port: &Arc<Port>,
-        id: &[u8],
-        outlet: Option<Arc<Outlet>>,
-        slots: Option<InFlightSlots>,
-    ) -> Self {
-        CancelUnlessAnswered {
-            upstream: upstream.clone(),
-            port: port.clone(),
-            id: id.into(),
-            outlet,
-            answered: false,
-            tasks: app.tasks.clone(),
-            _slots: slots,
-        }
-    }
-}
-
-impl Drop for CancelUnlessAnswered {
-    fn drop(&mut self) {
-        // A stream cut off for a slow client finished without its answer.
-        let answered = self.answered
-            || self
-                .outlet
-                .as_ref()
-                .is_some_and(|o| o.is_finished() && !o.was_cut());
-        if !answered {
-            self.upstream
-                .cancel_request(&self.port, &self.id, "the client closed the connection");
-        }
-        let (upstream, port) = (self.upstream.clone(), self.port.clone());
-        self.tasks
-            .spawn(async move { upstream.detach(&port).await });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The status follows the error a client's parser reads: the last
-    /// copy of a repeated member, whatever lies beside it.
-    #[test]
-    fn an_answers_status_follows_its_last_error() {
-        let status = |s: &str| error_status(s.as_bytes());
-        assert_eq!(
-            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"m"}}"#),
-            Some(http::StatusCode::NOT_FOUND)
-        );
-        assert_eq!(
-            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1},"error":{"code":-32601}}"#),
-            Some(http::StatusCode::NOT_FOUND)
-        );
-        assert_eq!(
-            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601},"error":{"code":1}}"#),
-            None
-        );
-        assert_eq!(
-            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32021,"data":[1e400]}}"#),
-            Some(http::StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(
-            status(r#"{"jsonrpc":"2.0","id":1,"result":{"error":{"code":-32601}}}"#),
-            None
-        );
-        assert_eq!(
-            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1e400}}"#),
-            None
-        );
-    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -39,7 +39,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
 use super::App;
-use super::modern::{CancelUnlessAnswered, error_status};
+use super::modern_answer::{CancelUnlessAnswered, error_status};
 use super::response::json_ok;
 use super::tool_headers::TaskSupport;
 use crate::auth::Principal;
