@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Proxy, STEP, SseStream, example};
+use support::{Proxy, STEP, SseStream, example, json_of};
 
 const MODERN: &str = "2026-07-28";
 const KEY_A: &str = "alice-key-0123456789";
@@ -28,39 +28,7 @@ async fn post(
     body: &Value,
     extra: &[(&str, &str)],
 ) -> reqwest::Response {
-    let method = body["method"].as_str().unwrap_or_default();
-    let mut req = reqwest::Client::new()
-        .post(proxy.mcp())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", MODERN)
-        .header("mcp-method", method);
-    if let Some(name) = body["params"]["name"]
-        .as_str()
-        .or(body["params"]["uri"].as_str())
-    {
-        req = req.header("mcp-name", name);
-    }
-    if let Some(key) = key {
-        req = req.header("x-api-key", key);
-    }
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    tokio::time::timeout(STEP, req.body(body.to_string()).send())
-        .await
-        .expect("an answer in time")
-        .unwrap()
-}
-
-async fn json_of(r: reqwest::Response) -> Value {
-    let text = tokio::time::timeout(STEP, r.text()).await.unwrap().unwrap();
-    let text = text.trim();
-    // An SSE answer: the last data line is the response.
-    if let Some(data) = text.lines().rev().find_map(|l| l.strip_prefix("data:")) {
-        return serde_json::from_str(data.trim()).unwrap();
-    }
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    support::modern_post_as(proxy, key, body, extra).await
 }
 
 fn key_file(name: &str) -> String {

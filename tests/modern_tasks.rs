@@ -30,34 +30,9 @@ fn meta(declares: bool) -> Value {
 /// POSTs a 2026-07-28 request with the headers its body implies (`Mcp-Name`
 /// is the tool's name, or the task's id); returns the status and the body.
 async fn post(proxy: &Proxy, key: Option<&str>, body: &Value) -> (u16, Value) {
-    let method = body["method"].as_str().unwrap_or_default();
-    let mut req = reqwest::Client::new()
-        .post(proxy.mcp())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", MODERN)
-        .header("mcp-method", method);
-    if let Some(name) = body["params"]["name"]
-        .as_str()
-        .or(body["params"]["taskId"].as_str())
-    {
-        req = req.header("mcp-name", name);
-    }
-    if let Some(key) = key {
-        req = req.header("x-api-key", key);
-    }
-    let r = tokio::time::timeout(STEP, req.body(body.to_string()).send())
-        .await
-        .expect("an answer in time")
-        .unwrap();
+    let r = support::modern_post_as(proxy, key, body, &[]).await;
     let status = r.status().as_u16();
-    let text = tokio::time::timeout(STEP, r.text()).await.unwrap().unwrap();
-    let text = text.trim();
-    let v = match text.lines().rev().find_map(|l| l.strip_prefix("data:")) {
-        Some(data) => serde_json::from_str(data.trim()).unwrap(),
-        None => serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}")),
-    };
-    (status, v)
+    (status, support::json_of(r).await)
 }
 
 fn call(id: u64, tool: &str, args: Value, declares: bool) -> Value {

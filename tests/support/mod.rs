@@ -384,7 +384,38 @@ pub async fn ping_batch(c: &Client, n: usize) -> Vec<Value> {
     r.json().await.unwrap()
 }
 
+/// POSTs a 2026-07-28 request with the headers its body implies
+/// (`Mcp-Method`; `Mcp-Name` from its tool's name, resource URI or task
+/// id) and `Accept: accept`, answered within [`STEP`].
 pub async fn modern_post(proxy: &Proxy, body: &Value, accept: &str) -> reqwest::Response {
+    modern_request(proxy, None, body, &[], accept).await
+}
+
+/// [`modern_post`] as the SDKs send it (JSON or SSE), with API key `key`
+/// if any, then `extra` headers (appended, so a name may occur twice).
+pub async fn modern_post_as(
+    proxy: &Proxy,
+    key: Option<&str>,
+    body: &Value,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    modern_request(
+        proxy,
+        key,
+        body,
+        extra,
+        "application/json, text/event-stream",
+    )
+    .await
+}
+
+async fn modern_request(
+    proxy: &Proxy,
+    key: Option<&str>,
+    body: &Value,
+    extra: &[(&str, &str)],
+    accept: &str,
+) -> reqwest::Response {
     let method = body["method"].as_str().unwrap_or_default();
     let mut req = reqwest::Client::new()
         .post(proxy.mcp())
@@ -392,16 +423,35 @@ pub async fn modern_post(proxy: &Proxy, body: &Value, accept: &str) -> reqwest::
         .header("accept", accept)
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", method);
-    if let Some(name) = body["params"]["name"]
+    let params = &body["params"];
+    if let Some(name) = params["name"]
         .as_str()
-        .or(body["params"]["uri"].as_str())
+        .or(params["uri"].as_str())
+        .or(params["taskId"].as_str())
     {
         req = req.header("mcp-name", name);
     }
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
     tokio::time::timeout(STEP, req.json(body).send())
         .await
+        .expect("an answer in time")
         .unwrap()
-        .unwrap()
+}
+
+/// The JSON-RPC message of a response: its JSON body, or the last data
+/// line of its SSE stream.
+pub async fn json_of(r: reqwest::Response) -> Value {
+    let text = tokio::time::timeout(STEP, r.text()).await.unwrap().unwrap();
+    let text = text.trim();
+    if let Some(data) = text.lines().rev().find_map(|l| l.strip_prefix("data:")) {
+        return serde_json::from_str(data.trim()).unwrap();
+    }
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 /// POSTs `body` to `/mcp` on `s` (HTTP/1.1, `headers` added, each ending
