@@ -44,7 +44,7 @@ use super::response::json_ok;
 use super::tool_headers::TaskSupport;
 use crate::auth::Principal;
 use crate::error::ProxyError;
-use crate::jsonrpc::{self, Frame, code};
+use crate::jsonrpc::{self, Frame};
 use crate::session::InFlightSlots;
 use crate::sse::Body;
 use crate::upstream::{DEFAULT_HANDSHAKE_TIMEOUT, Port, PortKind, Reply, Upstream};
@@ -328,6 +328,7 @@ pub async fn serve(
             out.insert("resultType".into(), json!("complete"));
             task_members(&task, &mut out);
             let status = task.get("status").and_then(Value::as_str);
+            let mut outcome = None;
             if matches!(status, Some("completed" | "failed")) {
                 let result = Frame::from_value(&json!({
                     "jsonrpc": "2.0", "id": 0, "method": "tasks/result",
@@ -337,12 +338,18 @@ pub async fn serve(
                 // back under it.
                 let result = result.with_id(&id);
                 let answer = ask(app, upstream, &port, result).await?;
-                settle(&mut out, &answer);
+                outcome = Some(answer);
             }
             if let Some(meta) = task.get("_meta") {
                 out.insert("_meta".into(), meta.clone());
             }
-            jsonrpc::result_response(&id, &Value::Object(out))
+            match &outcome {
+                Some(answer) => {
+                    let (name, raw) = settle(&mut out, answer);
+                    jsonrpc::envelope(&id, "result", &with_member(&out, name, raw))
+                }
+                None => jsonrpc::result_response(&id, &Value::Object(out)),
+            }
         }
     };
     guard.answered = true;
@@ -356,25 +363,52 @@ pub async fn serve(
 
 /// A finished task's outcome, from the child's `tasks/result` answer: its
 /// result makes it `completed` (a tool result with `isError` too), its
-/// JSON-RPC error `failed`, as 2026-07-28 defines them.
-fn settle(out: &mut Map<String, Value>, answer: &Bytes) {
-    let v: Value = serde_json::from_slice(answer).unwrap_or_default();
-    if let Some(result) = v.get("result") {
+/// JSON-RPC error `failed`, as 2026-07-28 defines them. Sets `status` (and
+/// `statusMessage` from the error's message when the child gave none) in
+/// `out`, and gives the member to add to it, raw, as the child wrote it:
+/// a tool's result is never built into a tree, so what no tree holds in
+/// it (`1e400`, nesting past serde_json's limit) cannot turn a task that
+/// completed into one that failed, and a long result is not copied twice.
+fn settle<'a>(out: &mut Map<String, Value>, answer: &'a [u8]) -> (&'static str, &'a [u8]) {
+    if let Some(at) = jsonrpc::locate_checked(answer, &["result"]) {
         out.insert("status".into(), json!("completed"));
-        out.insert("result".into(), result.clone());
-    } else {
-        let error = v
-            .get("error")
-            .cloned()
-            .unwrap_or_else(|| json!({"code": code::INTERNAL_ERROR, "message": "the MCP server gave no result for this task"}));
-        out.insert("status".into(), json!("failed"));
-        if !out.contains_key("statusMessage")
-            && let Some(m) = error.get("message")
-        {
-            out.insert("statusMessage".into(), m.clone());
-        }
-        out.insert("error".into(), error);
+        return ("result", &answer[at]);
     }
+    out.insert("status".into(), json!("failed"));
+    let error = jsonrpc::locate_checked(answer, &["error"])
+        .map(|at| &answer[at])
+        .filter(|raw| raw.starts_with(b"{"));
+    let Some(error) = error else {
+        // -32603: `jsonrpc::code::INTERNAL_ERROR`.
+        return (
+            "error",
+            br#"{"code":-32603,"message":"the MCP server gave no result for this task"}"#,
+        );
+    };
+    if !out.contains_key("statusMessage")
+        && let Some(at) = jsonrpc::locate_checked(error, &["message"])
+        && let Ok(m) = serde_json::from_slice::<String>(&error[at])
+    {
+        out.insert("statusMessage".into(), json!(m));
+    }
+    ("error", error)
+}
+
+/// The JSON object `out` with member `name` added last, its value `raw`
+/// (JSON, not parsed again).
+fn with_member(out: &Map<String, Value>, name: &str, raw: &[u8]) -> Vec<u8> {
+    // Invariant: a Map of Values serializes.
+    let mut object = serde_json::to_vec(out).expect("a Map serializes");
+    object.pop(); // its closing brace
+    if !out.is_empty() {
+        object.push(b',');
+    }
+    object.push(b'"');
+    object.extend_from_slice(name.as_bytes());
+    object.extend_from_slice(b"\":");
+    object.extend_from_slice(raw);
+    object.push(b'}');
+    object
 }
 
 /// `taskId` of a request's params, a string.
@@ -514,20 +548,41 @@ mod tests {
 
     #[test]
     fn a_finished_tasks_outcome_is_its_result_or_its_error() {
-        let mut out = Map::new();
-        settle(
-            &mut out,
-            &Bytes::from_static(br#"{"id":1,"result":{"content":[],"isError":true}}"#),
-        );
-        assert_eq!(out["status"], "completed");
-        assert_eq!(out["result"]["isError"], true);
-        let mut out = Map::new();
-        settle(
-            &mut out,
-            &Bytes::from_static(br#"{"id":1,"error":{"code":-32603,"message":"broke"}}"#),
-        );
-        assert_eq!(out["status"], "failed");
-        assert_eq!(out["error"]["message"], "broke");
-        assert_eq!(out["statusMessage"], "broke");
+        let task = |answer: &[u8]| {
+            let mut out = Map::new();
+            out.insert("resultType".into(), json!("complete"));
+            let (name, raw) = settle(&mut out, answer);
+            String::from_utf8(with_member(&out, name, raw)).unwrap()
+        };
+        let done = task(br#"{"id":1,"result":{"content":[],"isError":true}}"#);
+        let v: Value = serde_json::from_str(&done).unwrap();
+        assert_eq!(v["status"], "completed", "{done}");
+        assert_eq!(v["result"]["isError"], true, "{done}");
+        let broke = task(br#"{"id":1,"error":{"code":-32603,"message":"broke"}}"#);
+        let v: Value = serde_json::from_str(&broke).unwrap();
+        assert_eq!(v["status"], "failed", "{broke}");
+        assert_eq!(v["error"]["message"], "broke", "{broke}");
+        assert_eq!(v["statusMessage"], "broke", "{broke}");
+        // Regression (review): the answer was built into a tree, and one
+        // no tree holds made a task that completed a failed one, with
+        // "no result". Its result now goes as the child wrote it.
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for result in [
+            r#"{"content":[],"structuredContent":{"n":1e400}}"#.to_string(),
+            format!(r#"{{"content":[],"structuredContent":{deep}}}"#),
+        ] {
+            let answer = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+            let out = task(answer.as_bytes());
+            assert!(
+                out.starts_with(r#"{"resultType":"complete","status":"completed","result":"#),
+                "{out}"
+            );
+            assert!(out.ends_with(&format!("{result}}}")), "{out}");
+        }
+        let none = task(br#"{"jsonrpc":"2.0","id":1}"#);
+        assert!(none.contains(r#""status":"failed""#), "{none}");
+        assert!(none.contains("gave no result"), "{none}");
+        let v: Value = serde_json::from_str(&none).unwrap();
+        assert_eq!(v["error"]["code"], crate::jsonrpc::code::INTERNAL_ERROR);
     }
 }
