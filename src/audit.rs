@@ -415,8 +415,9 @@ impl Outcome {
         // as JSON-RPC already; a text that is not an object still gets
         // the check below and its error.)
         let may_say = |word: &[u8]| crate::jsonrpc::contains(message, word);
-        if !(may_say(b"\"error\"") || may_say(b"isError") || may_say(b"input_required"))
-            && memchr::memchr(b'\\', message).is_none()
+        if !(crate::jsonrpc::may_have_error(message)
+            || may_say(b"isError")
+            || may_say(b"input_required"))
             && message.starts_with(b"{")
         {
             return Outcome::Ok;

@@ -894,6 +894,17 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
         .any(|at| hay[at..].starts_with(needle))
 }
 
+/// Whether `text` (a JSON-RPC message) may have an `error` member: the
+/// key in sight, or a backslash that could spell it. The answers the
+/// proxy checks for one (its status, its audit outcome) are mostly
+/// results of a few hundred bytes, where no byte of `"error"` is rare:
+/// the searcher is made once.
+pub fn may_have_error(text: &[u8]) -> bool {
+    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+    KEY.find(text).is_some() || memchr::memchr(b'\\', text).is_some()
+}
+
 /// How common each byte is in JSON messages, roughly (higher: more): the
 /// quote, structure and lowercase letters by their frequency in English,
 /// then digits, uppercase letters and punctuation. Only the order

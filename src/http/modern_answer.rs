@@ -24,17 +24,10 @@ pub fn error_status(bytes: &[u8]) -> Option<http::StatusCode> {
     }
 }
 
-/// The `"error"` key, searched for in every answer a 2026-07-28 client
-/// gets: made once (a searcher's set-up costs more than its search of
-/// an answer of a few hundred bytes, where [`jsonrpc::contains`] stops at
-/// every `e`).
-static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
-
 fn error_code(bytes: &[u8]) -> Option<i64> {
     // A result (every answer but a few) names no `error` member, in any
     // spelling: not parsed.
-    if ERROR_KEY.find(bytes).is_none() && memchr::memchr(b'\\', bytes).is_none() {
+    if !jsonrpc::may_have_error(bytes) {
         return None;
     }
     // The member where it lies, the last copy of a repeated one as a
