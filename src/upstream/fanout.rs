@@ -440,29 +440,32 @@ mod tests {
         assert_eq!(recompute_level(&mut r), log_rank("error"));
     }
 
-    #[test]
-    fn a_listen_requests_notification_gets_the_clients_id_and_is_otherwise_untouched() {
-        use super::super::fill::Fill;
-        use super::super::routes::{Pending, TaskAnswer};
-        use super::super::sink::testing::Recorder;
-        use super::super::{Reply, Sink};
-        let mut r = Routes::new(4);
-        r.ports.insert(1, port(1, None));
-        let sink = Arc::new(Recorder::default());
-        let stream: Sink = sink.clone();
-        let pending = Pending {
+    /// A plain session-era request of port 1, answered on `stream`.
+    fn streamed(client_id: &[u8], stream: super::super::Sink) -> super::super::routes::Pending {
+        super::super::routes::Pending {
             port: 1,
             modern: false,
-            fill: Fill::None,
+            fill: super::super::fill::Fill::None,
             stamp: None,
-            tasks: TaskAnswer::None,
-            client_id: br#""listen-1""#.to_vec().into(),
+            tasks: super::super::routes::TaskAnswer::None,
+            client_id: client_id.into(),
             token: None,
             retry: None,
             parkable: false,
             deadline: None,
-            reply: Reply::Stream(stream),
-        };
+            reply: super::super::Reply::Stream(stream),
+        }
+    }
+
+    #[test]
+    fn a_listen_requests_notification_gets_the_clients_id_and_is_otherwise_untouched() {
+        use super::super::Sink;
+        use super::super::sink::testing::Recorder;
+        let mut r = Routes::new(4);
+        r.ports.insert(1, port(1, None));
+        let sink = Arc::new(Recorder::default());
+        let stream: Sink = sink.clone();
+        let pending = streamed(br#""listen-1""#, stream);
         assert!(r.admit(7, pending, None).is_ok());
         // A number no parser can hold and deep nesting pass as they are.
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
@@ -485,11 +488,9 @@ mod tests {
     /// the stream of the one call in flight, whoever's it was.
     #[test]
     fn a_message_of_a_task_no_session_owns_reaches_no_bystander() {
-        use super::super::fill::Fill;
-        use super::super::routes::{Pending, TaskAnswer};
+        use super::super::Sink;
         use super::super::sink::testing::Recorder;
         use super::super::tasks::Caller;
-        use super::super::{Reply, Sink};
         let mut r = Routes::new(4);
         r.ports.insert(1, port(1, Some("debug")));
         r.tasks.record(
@@ -502,19 +503,7 @@ mod tests {
         );
         let sink = Arc::new(Recorder::default());
         let stream: Sink = sink.clone();
-        let pending = Pending {
-            port: 1,
-            modern: false,
-            fill: Fill::None,
-            stamp: None,
-            tasks: TaskAnswer::None,
-            client_id: b"1".to_vec().into(),
-            token: None,
-            retry: None,
-            parkable: false,
-            deadline: None,
-            reply: Reply::Stream(stream),
-        };
+        let pending = streamed(b"1", stream);
         assert!(r.admit(7, pending, None).is_ok());
         let line = |meta: &str| {
             let line = format!(
