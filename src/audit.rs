@@ -436,18 +436,10 @@ impl Outcome {
             serde_json::from_slice(member(json, key)?).ok()
         }
         if let Some(error) = member(message, "error").filter(|e| *e != b"null") {
-            let code = read::<i64>(error, "code").unwrap_or(INTERNAL_ERROR);
-            let text = read::<String>(error, "message");
-            // The multiplexer's own timeout error (upstream `expire`):
-            // -32000 for a session-era client, -32603 for a 2026-07-28 one.
-            let timed_out = (code == crate::upstream::proxy_failure_code(false)
-                || code == crate::upstream::proxy_failure_code(true))
-                && text.is_some_and(|m| m.starts_with(crate::upstream::TIMEOUT_MESSAGE));
-            return if timed_out {
-                Outcome::Timeout(code)
-            } else {
-                Outcome::Error(code)
-            };
+            // Whatever its text says: the proxy's own timeout is not read
+            // from an answer (a child can write any), it is told apart
+            // (`AnswerWatch::failed`).
+            return Outcome::Error(read::<i64>(error, "code").unwrap_or(INTERNAL_ERROR));
         }
         let Some(result) = member(message, "result") else {
             // Neither member: an answer of nothing, or not JSON at all.
@@ -572,6 +564,15 @@ impl AnswerWatch for ToolCall {
     fn handed_over(self: Box<Self>, message: &Message, taken: bool) {
         ToolCall::handed_over(*self, message, taken);
     }
+
+    fn failed(mut self: Box<Self>, _: &Message, taken: bool, code: i64, timed_out: bool) {
+        let outcome = if timed_out {
+            Outcome::Timeout(code)
+        } else {
+            Outcome::Error(code)
+        };
+        self.record(outcome, taken);
+    }
 }
 
 #[cfg(test)]
@@ -597,14 +598,15 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown tool: x"}}"#,
                 Outcome::Error(-32602),
             ),
+            // The text of the proxy's own timeout, written by a child: its
+            // error (only the proxy's deadline makes a timeout).
             (
                 r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"request timed out after 2000 ms"}}"#,
-                Outcome::Timeout(-32000),
+                Outcome::Error(-32000),
             ),
-            // A 2026-07-28 client's timeout is -32603 with the same message.
             (
                 r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"request timed out after 2000 ms"}}"#,
-                Outcome::Timeout(-32603),
+                Outcome::Error(-32603),
             ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"the MCP server process exited"}}"#,

@@ -110,8 +110,9 @@ const INTERNAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// fails the request after this instead of holding its handler forever.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How the error for a request ended by `--request-timeout` begins (the
-/// audit log tells a timeout from other errors by it).
+/// How the error for a request ended by `--request-timeout` begins (for
+/// its client to read; the audit log is told of a timeout apart, see
+/// [`AnswerWatch::failed`]).
 pub const TIMEOUT_MESSAGE: &str = "request timed out after";
 
 /// The child's server-to-client requests waiting for a client's answer,
@@ -309,12 +310,28 @@ impl Reply {
             Reply::Call(tx) => {
                 let _ = tx.send(Err(e.clone()));
             }
-            other => other.respond(&jsonrpc::error_response(
-                Some(client_id),
-                e.code(modern),
-                &e.to_string(),
-                None,
-            )),
+            other => {
+                let code = e.code(modern);
+                let message = jsonrpc::error_response(Some(client_id), code, &e.to_string(), None);
+                other.fail_with(
+                    message.into(),
+                    code,
+                    matches!(e, UpstreamError::TimedOut(_)),
+                );
+            }
+        }
+    }
+
+    /// Answers with the proxy's own error `message` (see [`Reply::fail`]),
+    /// telling each watcher it is the proxy's, and whether the proxy timed
+    /// the request out.
+    fn fail_with(self, message: Message, code: i64, timed_out: bool) {
+        match self {
+            Reply::Watched(reply, watch) => {
+                watch.failed(&message, reply.has_taker(), code, timed_out);
+                reply.fail_with(message, code, timed_out);
+            }
+            other => other.respond_message(message),
         }
     }
 

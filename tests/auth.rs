@@ -1506,6 +1506,52 @@ async fn every_tools_call_is_audited_once_with_its_outcome_and_never_its_argumen
     }
 }
 
+/// Regression: a child could have its own error audited as the proxy's
+/// timeout: an error with the proxy's timeout code (-32000 for the session
+/// era, -32603 for 2026-07-28) and a message starting "request timed out
+/// after" was read as one by its text. Only the proxy's own deadline makes
+/// an outcome "timeout" now; the child's error is an "error" with its code.
+#[tokio::test]
+async fn a_child_error_that_reads_like_the_proxys_timeout_is_audited_as_an_error() {
+    let dir = temp_dir("fake-timeout-audit");
+    let audit = dir.join("audit.log");
+    let _ = std::fs::remove_file(&audit);
+    let proxy = Proxy::start(&["--audit-log", audit.to_str().unwrap()]).await;
+    let mut c = Client::new(&proxy.mcp());
+    c.initialize("2025-11-25", json!({})).await;
+    let fake = |code: i64| {
+        json!({ "lines": [format!(
+            r#"{{"jsonrpc":"2.0","id":$ID,"error":{{"code":{code},"message":"request timed out after 5 ms"}}}}"#
+        )] })
+    };
+    let r = c.call(json!(1), "misbehave_emit", fake(-32000)).await;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    let r = modern(&proxy, &[], modern_call(2, "misbehave_emit", fake(-32603))).await;
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    assert!(
+        support::eventually(STEP, || tool_records(&audit).len() >= 2).await,
+        "two tools.call records: {:?}",
+        tool_records(&audit)
+    );
+    proxy.stop().await;
+    let got: Vec<(String, Value)> = tool_records(&audit)
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap().to_string(),
+                r["code"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("error".to_string(), json!(-32000)),
+            ("error".to_string(), json!(-32603))
+        ]
+    );
+}
+
 /// Regression (review): a call whose client had gone when the child's
 /// answer came (its JSON request's connection closed, its SSE stream
 /// dropped: neither cancels a 2025-era call) was recorded `ok` like one

@@ -88,6 +88,15 @@ pub trait AnswerWatch: Send + Sync {
         let _ = taken;
         self.answered(message);
     }
+    /// The proxy answers with an error of its own instead of the
+    /// child's (`message`, with `code`): the child died, did not read its
+    /// input, or `--request-timeout` passed (`timed_out`). Said apart from
+    /// [`AnswerWatch::handed_over`] because a child can write any error
+    /// text: only this call says the proxy timed the request out.
+    fn failed(self: Box<Self>, message: &Message, taken: bool, code: i64, timed_out: bool) {
+        let _ = (code, timed_out);
+        self.handed_over(message, taken);
+    }
 }
 
 #[cfg(test)]
