@@ -466,6 +466,13 @@ pub struct UpstreamOptions {
     /// With `auto`: try `server/discover` before `initialize` (for a child
     /// that serves 2026-07-28 clients), rather than after.
     pub discover_first: bool,
+    /// The child's clients are sessions (`--shared`), which pass on their
+    /// `notifications/roots/list_changed` and can be asked the
+    /// `roots/list` that follows: the proxy's own `initialize` declares
+    /// roots with `listChanged` only then. A `--stateless` POST's
+    /// notification reaches the child too, but a request that follows it
+    /// relates to no call and has nobody to go to.
+    pub sessions: bool,
     /// How long `auto` waits for the answer to its `server/discover` probe.
     pub probe_timeout: Duration,
     /// What earlier children of the same command refused.

@@ -773,3 +773,39 @@ async fn ready_returns_once_a_crash_looping_shared_child_stays_up() {
     c.initialize("2025-11-25", json!({})).await;
     proxy.stop().await;
 }
+
+/// Regression: a `--stateless` child was initialized with what a session
+/// can be asked (roots with `listChanged`, sampling, elicitation), but a
+/// stateless POST has no session and no stream to carry a request of the
+/// child's: every such request was refused, to a child told it could ask.
+/// It is now told what the mode carries: sampling, elicitation and roots
+/// for the 2026-07-28 clients it also serves (asked with `input_required`),
+/// and no `listChanged`, since a `roots/list` that follows a stateless
+/// client's change notification relates to no request and reaches nobody.
+#[tokio::test]
+async fn a_stateless_child_is_told_only_what_stateless_mode_can_carry() {
+    let proxy = Proxy::start_child(
+        &["--stateless"],
+        &support::example("everything"),
+        &["--check-capabilities"],
+    )
+    .await;
+    let c = Client::new(&proxy.mcp());
+    let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"sampling":{}},"clientInfo":{"name":"t","version":"1"}}})).await;
+    assert_eq!(r.status(), 200);
+    let info: Value =
+        serde_json::from_str(&text_of(&c.call(json!(1), "client_info", json!({})).await)).unwrap();
+    assert_eq!(info["clientInfo"]["name"], "mcp-proxy", "{info}");
+    assert_eq!(
+        info["capabilities"],
+        json!({"roots": {}, "sampling": {"tools": {}}, "elicitation": {"form": {}, "url": {}}}),
+        "{info}"
+    );
+    // What is declared is carried: a 2026-07-28 client's call is asked.
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sample","arguments":{"prompt":"p"},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}}});
+    let r = support::json_of(support::modern_post(&proxy, &call, "application/json").await).await;
+    assert_eq!(r["result"]["resultType"], "input_required", "{r}");
+    proxy.stop().await;
+}

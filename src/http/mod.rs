@@ -366,6 +366,7 @@ impl App {
             max_tasks: self.config.max_tasks,
             // In per-session mode the shared child exists for 2026-07-28 clients.
             discover_first: shared && self.config.mode == Mode::PerSession,
+            sessions: self.config.mode == Mode::Shared,
             probe_timeout: self.config.probe_timeout,
             era_hints: self.era_hints.clone(),
             input_wait: self.config.session_idle_timeout,

@@ -162,9 +162,13 @@ pub(super) fn initialize_from_discover(discover: &[u8], requested: Option<&str>)
 /// shared child, `--shared` and `--stateless`, or the child of 2026-07-28
 /// clients): what the proxy can relay, whichever client comes first, and
 /// the proxy's own identity. Roots, sampling with tool use, elicitation
-/// in form and URL mode; roots with `listChanged` when `sessions` may
-/// send `notifications/roots/list_changed` (session-era clients: it is
-/// passed on; a 2026-07-28 client sends no notification). Each of the
+/// in form and URL mode (a session is asked on its stream, a 2026-07-28
+/// client with `input_required`, also in `--stateless` mode, whose
+/// session-era POSTs alone could carry none); roots with `listChanged`
+/// only when `sessions` (`--shared`) pass on their
+/// `notifications/roots/list_changed` and can be asked the `roots/list`
+/// that follows (a 2026-07-28 client sends no notification, and a
+/// `--stateless` POST's has no session behind it). Each of the
 /// child's requests is then checked against what the client it goes to
 /// declared, and refused at once when that client did not (see
 /// `Port::supports`). `version` is the revision the first client asked
@@ -284,9 +288,8 @@ impl Upstream {
                     .params_value()
                     .and_then(|p| p.get("protocolVersion")?.as_str().map(String::from))
                     .unwrap_or_else(|| LATEST_SESSION_VERSION.to_string());
-                let sessions = !self.opts.discover_first;
                 Bytes::from(
-                    serde_json::to_vec(&proxy_initialize_params(&version, sessions))
+                    serde_json::to_vec(&proxy_initialize_params(&version, self.opts.sessions))
                         .expect("Value serializes"),
                 )
             } else {
