@@ -223,6 +223,9 @@ struct State {
     tasks: Vec<TaskEntry>,
     /// Methods of the requests that came before `initialize`.
     early_requests: Vec<String>,
+    /// What each `roots/list` asked on `notifications/roots/list_changed`
+    /// got: the roots, or `{"error": …}`.
+    roots_after_change: Vec<Value>,
 }
 
 /// A task: its `Task` object as created, when its work is done, and what
@@ -400,7 +403,7 @@ impl Server {
         }
     }
 
-    fn on_notification(&self, method: &str, params: &Value) {
+    fn on_notification(self: &Arc<Self>, method: &str, params: &Value) {
         match method {
             "notifications/cancelled" => {
                 let request_id = params.get("requestId").cloned().unwrap_or(Value::Null);
@@ -414,7 +417,19 @@ impl Server {
                     .cancellations
                     .push(json!({ "requestId": request_id, "matched": matched }));
             }
-            "notifications/initialized" | "notifications/roots/list_changed" => {}
+            "notifications/roots/list_changed" => {
+                // As SDK servers do: ask for the new list at once, outside
+                // any request; `roots {"after_change": true}` tells what came.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let got = match me.ask_client("roots/list", json!({})).await {
+                        Ok(result) => result.get("roots").cloned().unwrap_or(Value::Null),
+                        Err(e) => json!({ "error": e }),
+                    };
+                    me.state().roots_after_change.push(got);
+                });
+            }
+            "notifications/initialized" => {}
             other => eprintln!("everything: ignoring notification {other}"),
         }
     }
@@ -916,6 +931,10 @@ impl Server {
                     Err(e) => ok(&ToolResult::error(e)),
                 }
             }
+            "roots" if args.get("after_change") == Some(&Value::Bool(true)) => {
+                let seen = Value::Array(self.state().roots_after_change.clone());
+                ok(&ToolResult::text(seen.to_string()))
+            }
             "roots" => {
                 // `times` rounds, one after the other; after each answer,
                 // `log` (if given) as an info log message.
@@ -1066,6 +1085,7 @@ fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> 
 fn tool_catalogue() -> Vec<Value> {
     let string = |d: &str| json!({ "type": "string", "description": d });
     let integer = |d: &str| json!({ "type": "integer", "minimum": 0, "description": d });
+    let boolean = |d: &str| json!({ "type": "boolean", "description": d });
     let mut add = tool(
         "add",
         "Adds two numbers",
@@ -1148,6 +1168,7 @@ fn tool_catalogue() -> Vec<Value> {
             json!({
                 "times": integer("Rounds of roots/list, one after the other (default 1); the last answer is returned"),
                 "log": string("Logged at info after each answer"),
+                "after_change": boolean("Ask nothing: return what each roots/list sent on notifications/roots/list_changed got"),
             }),
             &[],
         ),

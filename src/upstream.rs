@@ -1149,6 +1149,14 @@ impl Upstream {
                 })
                 .await
             }
+            "notifications/roots/list_changed" => {
+                self.child()?;
+                self.command(Command::RootsChanged {
+                    port: port.key,
+                    line: frame.to_line(),
+                })
+                .await
+            }
             _ => self.write(&frame).await,
         }
     }

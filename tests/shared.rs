@@ -809,3 +809,61 @@ async fn a_stateless_child_is_told_only_what_stateless_mode_can_carry() {
     assert_eq!(r["result"]["resultType"], "input_required", "{r}");
     proxy.stop().await;
 }
+
+/// Regression: a shared child that asks `roots/list` on a session's
+/// `notifications/roots/list_changed` (as SDK servers do) asks it outside
+/// any request; with several sessions attached none was "the" session, and
+/// the child was refused. The request now goes to the session whose change
+/// notification the proxy passed on last (once per notification); the
+/// others are not asked, and their roots are never mixed into its answer.
+#[tokio::test]
+async fn a_shared_childs_roots_list_after_a_change_goes_to_the_session_that_announced_it() {
+    let proxy = Proxy::start(&["--shared"]).await;
+    let roots = json!({"roots": {"listChanged": true}});
+    let clients = sessions(&proxy, 3, roots).await;
+    let (changed, idle) = (&clients[1], &clients[2]);
+    let get = changed
+        .http
+        .get(proxy.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", changed.session.as_deref().unwrap())
+        .header("mcp-protocol-version", &changed.version)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+    let mut stream = SseStream::new(get);
+    let r = changed
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"}))
+        .await;
+    assert_eq!(r.status(), 202);
+    // Asked on its stream (before, the child was refused at once, and
+    // nothing came). No call is in flight meanwhile: one would be the
+    // request the child's asks for roots for.
+    let asked = tokio::time::timeout(STEP, async {
+        loop {
+            let m = stream.next_json().await;
+            if m["method"] == "roots/list" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the session that announced the change is asked for its roots");
+    let answer =
+        json!({"jsonrpc":"2.0","id":asked["id"],"result":{"roots":[{"uri":"file:///changed"}]}});
+    assert_eq!(changed.post(&answer).await.status(), 202);
+    let mut seen = Value::Null;
+    for _ in 0..250 {
+        let r = idle
+            .call(json!("seen"), "roots", json!({"after_change": true}))
+            .await;
+        seen = serde_json::from_str(&text_of(&r)).unwrap();
+        if seen.as_array().is_some_and(|s| !s.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, json!([[{"uri": "file:///changed"}]]));
+    proxy.stop().await;
+}

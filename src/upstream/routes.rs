@@ -195,6 +195,10 @@ pub(super) struct Routes {
     pub(super) parked: HashMap<String, Parked>,
     /// Their deadlines, soonest first.
     pub(super) parked_timers: BTreeSet<(Instant, String)>,
+    /// The session whose `notifications/roots/list_changed` went to the
+    /// child last, until a `roots/list` of the child's that relates to no
+    /// request is sent to it (see `Worker::take_request`).
+    pub(super) roots_changed: Option<u64>,
     /// When a request the child had seen last left the table without its
     /// answer (cancelled, timed out, its client gone): the child may
     /// still answer it, so for a while an answer is not guessed to be

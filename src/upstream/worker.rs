@@ -113,6 +113,9 @@ pub(super) enum Command {
     },
     /// A message that needs no entry (a client's notification).
     Write(Bytes),
+    /// A session's `notifications/roots/list_changed`: remember the
+    /// session (a `roots/list` that follows goes to it), then write it.
+    RootsChanged { port: u64, line: Bytes },
     /// A client's `notifications/cancelled`; `at` is its `requestId`.
     Cancel {
         port: u64,
@@ -498,6 +501,10 @@ impl Worker {
                 }
             },
             Command::Write(line) => self.write(line, None),
+            Command::RootsChanged { port, line } => {
+                self.routes.roots_changed = Some(port);
+                self.write(line, None);
+            }
             Command::Cancel { port, frame, at } => self.cancel_from_client(port, *frame, at),
             Command::CancelRequest {
                 port,
@@ -1375,9 +1382,25 @@ impl Worker {
             None => match related_target(r) {
                 Target::Request(p) => (r.ports.get(&p.port).cloned(), p.reply.stream().cloned()),
                 Target::Port(port) => (Some(port.clone()), None),
+                // No call in flight, so this follows none: a child asks
+                // for roots on its own when a session announced a change.
+                // That session is asked, once per announcement. Not the
+                // union of every session's roots: each is a boundary one
+                // client drew, mixing them would let the child work in one
+                // session's roots for another, and one slow session would
+                // hold the answer of all. With calls in flight it may be
+                // part of any of them: refused, as before.
+                Target::None if method == "roots/list" && r.client_pending == 0 => {
+                    let announced = self.routes.roots_changed.take();
+                    (
+                        announced.and_then(|key| self.routes.ports.get(&key).cloned()),
+                        None,
+                    )
+                }
                 Target::None => (None, None),
             },
         };
+        let r = &self.routes;
         let Some(port) = port else {
             return Some((
                 Refusal::NoClient,
