@@ -71,21 +71,31 @@ impl Stamp {
         }
         // Every result carries it: a child's `serverInfo` past the cap
         // (icons as data URIs, a long description) goes as its name and
-        // version only, so that it cannot grow every result by as much.
+        // version only, so that it cannot grow every result by as much;
+        // so does one serde_json (Rust clients) cannot read, with a number
+        // past a double (`1e400`), a lone surrogate or nesting past its
+        // limit, which would make every result unreadable to them.
+        let why = if info.len() > max {
+            Some("it is over --max-server-info-bytes")
+        } else if serde_json::from_slice::<serde_json::Value>(info).is_err() {
+            Some("not every client's parser can read it")
+        } else {
+            None
+        };
         let brief;
-        let info = if info.len() > max {
+        let info = if let Some(why) = why {
             let Some(short) = name_and_version(info, max) else {
                 tracing::warn!(
                     bytes = info.len(),
                     limit = max,
-                    "leaves the child's serverInfo out of 2026-07-28 results: it is over --max-server-info-bytes, and its name and version are not strings that fit"
+                    "leaves the child's serverInfo out of 2026-07-28 results: {why}, and its name and version are not strings that fit"
                 );
                 return None;
             };
             tracing::warn!(
                 bytes = info.len(),
                 limit = max,
-                "shortens the child's serverInfo in 2026-07-28 results to its name and version: it is over --max-server-info-bytes"
+                "shortens the child's serverInfo in 2026-07-28 results to its name and version: {why}"
             );
             brief = short;
             &brief[..]
@@ -467,6 +477,48 @@ mod tests {
             "\"io.modelcontextprotocol/serverInfo\":{\"name\":\"s\",\"version\":\"1\"}"
         );
         assert!(Stamp::of_initialize(info, 10).is_none());
+    }
+
+    /// Regression (review): a `serverInfo` that serde_json (rmcp, and
+    /// every Rust client) cannot read, with a number past a double
+    /// (`1e400`), a lone surrogate or nesting past its limit, went into
+    /// every result as written, so that results the child wrote cleanly
+    /// (and those the proxy makes) became unreadable to such clients. It
+    /// now goes as its name and version when those read, else not at all.
+    #[test]
+    fn a_server_info_no_parser_of_every_client_reads_is_not_copied_into_results() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for (info, want) in [
+            (
+                r#"{"name":"s","version":"1","x":1e400}"#.to_string(),
+                Some(r#"{"name":"s","version":"1"}"#),
+            ),
+            (
+                format!(r#"{{"name":"s","version":"1","x":{deep}}}"#),
+                Some(r#"{"name":"s","version":"1"}"#),
+            ),
+            (
+                r#"{"name":"s","version":"1","title":"\ud800"}"#.to_string(),
+                Some(r#"{"name":"s","version":"1"}"#),
+            ),
+            (r#"{"name":"s\udc00","version":"1"}"#.to_string(), None),
+        ] {
+            let init = format!(r#"{{"protocolVersion":"2025-11-25","serverInfo":{info}}}"#);
+            let stamp = Stamp::of_initialize(init.as_bytes(), MAX);
+            let member = stamp
+                .as_ref()
+                .map(|s| std::str::from_utf8(s.member()).unwrap().to_string());
+            let want = want.map(|w| format!(r#""{SERVER_INFO_KEY}":{w}"#));
+            assert_eq!(member, want, "{info}");
+            if let Some(stamp) = stamp {
+                let result = stamp.into_result(b"{}");
+                assert!(
+                    serde_json::from_slice::<Value>(&result).is_ok(),
+                    "{}",
+                    String::from_utf8_lossy(&result)
+                );
+            }
+        }
     }
 
     #[test]
