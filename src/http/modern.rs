@@ -675,12 +675,30 @@ fn note_listen_cap() {
 /// the proxy declares in their stead when the child runs tool calls as
 /// tasks, the one kind of task the extension has (see
 /// [`modern_tasks`]), and only then.
+///
+/// Each member is read on its own, and each capability: the child's
+/// messages are not made portable, and one member serde_json cannot read
+/// (`1e400`, a lone surrogate, nesting past its limit) would otherwise
+/// fail the whole result and cost the client every capability. What
+/// cannot be read is left out.
 fn discover_result(init: &[u8]) -> Value {
-    let init: Value = serde_json::from_slice(init).unwrap_or_default();
-    let mut capabilities = init
-        .get("capabilities")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+    let member = |key: &str| -> Option<Value> {
+        let at = jsonrpc::locate(init, &[key])?;
+        serde_json::from_slice(&init[at]).ok()
+    };
+    let mut capabilities = jsonrpc::locate(init, &["capabilities"])
+        .and_then(|at| {
+            serde_json::from_slice::<
+                std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>,
+            >(&init[at])
+            .ok()
+        })
+        .map(|each| {
+            each.into_iter()
+                .filter_map(|(k, v)| Some((k, serde_json::from_str::<Value>(v.get()).ok()?)))
+                .collect::<serde_json::Map<_, _>>()
+        })
+        .map_or_else(|| json!({}), Value::Object);
     let tool_tasks = modern_tasks::child_runs_tool_tasks(&capabilities);
     if let Some(caps) = capabilities.as_object_mut() {
         caps.remove("tasks");
@@ -698,10 +716,10 @@ fn discover_result(init: &[u8]) -> Value {
         "ttlMs": 0,
         "cacheScope": "private",
     });
-    if let Some(instructions) = init.get("instructions") {
-        result["instructions"] = instructions.clone();
+    if let Some(instructions) = member("instructions") {
+        result["instructions"] = instructions;
     }
-    if let Some(info) = init.get("serverInfo") {
+    if let Some(info) = member("serverInfo") {
         result["_meta"] = json!({ crate::upstream::SERVER_INFO_KEY: info });
     }
     result
@@ -953,5 +971,33 @@ mod tests {
             "x"
         );
         assert_eq!(d["instructions"], "hi");
+    }
+
+    /// Regression (review): one member serde_json cannot read anywhere in
+    /// the child's InitializeResult (`1e400`, a lone surrogate, nesting
+    /// past its limit) failed the parse of the whole result, and the
+    /// discover answer lost the child's capabilities (so a 2026-07-28
+    /// client saw no tools), instructions and identity. Each is read on
+    /// its own now, and an unreadable capability drops only itself.
+    #[test]
+    fn one_unreadable_member_of_initialize_costs_discover_only_itself() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for odd in ["1e400", r#""\udc00""#, deep.as_str()] {
+            let init = format!(
+                r#"{{"protocolVersion":"2025-11-25","capabilities":{{"tools":{{"listChanged":true}},"experimental":{{"x":{odd}}}}},"serverInfo":{{"name":"x","version":"1"}},"instructions":"hi","extra":{odd}}}"#
+            );
+            let d = discover_result(init.as_bytes());
+            assert_eq!(
+                d["capabilities"],
+                json!({"tools": {"listChanged": true}}),
+                "{odd}"
+            );
+            assert_eq!(d["instructions"], "hi", "{odd}");
+            assert_eq!(
+                d["_meta"]["io.modelcontextprotocol/serverInfo"],
+                json!({"name": "x", "version": "1"}),
+                "{odd}"
+            );
+        }
     }
 }
