@@ -845,6 +845,29 @@ pub fn readable_id(text: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// The member at `path` of a child's JSON text (not made portable, as a
+/// client's message is), when serde_json reads it: a number past a double
+/// (`1e400`), a lone surrogate or nesting past its limit anywhere else in
+/// the text does not cost it, as a parse of the whole would.
+pub fn readable_member(json: &[u8], path: &[&str]) -> Option<serde_json::Value> {
+    serde_json::from_slice(&json[locate(json, path)?]).ok()
+}
+
+/// [`readable_member`] for an object, member by member: those serde_json
+/// cannot read are left out, and only they.
+pub fn readable_members(
+    json: &[u8],
+    path: &[&str],
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let raw: std::collections::BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(&json[locate(json, path)?]).ok()?;
+    Some(
+        raw.into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_str(v.get()).ok()?)))
+            .collect(),
+    )
+}
+
 /// `{"jsonrpc":"2.0","id":<id>,"<field>":<raw>}` from raw parts, without
 /// re-parsing any of them: the one builder of responses the proxy makes.
 pub fn envelope(id: &[u8], field: &str, raw: &[u8]) -> Bytes {

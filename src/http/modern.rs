@@ -682,23 +682,8 @@ fn note_listen_cap() {
 /// fail the whole result and cost the client every capability. What
 /// cannot be read is left out.
 fn discover_result(init: &[u8]) -> Value {
-    let member = |key: &str| -> Option<Value> {
-        let at = jsonrpc::locate(init, &[key])?;
-        serde_json::from_slice(&init[at]).ok()
-    };
-    let mut capabilities = jsonrpc::locate(init, &["capabilities"])
-        .and_then(|at| {
-            serde_json::from_slice::<
-                std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>,
-            >(&init[at])
-            .ok()
-        })
-        .map(|each| {
-            each.into_iter()
-                .filter_map(|(k, v)| Some((k, serde_json::from_str::<Value>(v.get()).ok()?)))
-                .collect::<serde_json::Map<_, _>>()
-        })
-        .map_or_else(|| json!({}), Value::Object);
+    let mut capabilities =
+        Value::Object(jsonrpc::readable_members(init, &["capabilities"]).unwrap_or_default());
     let tool_tasks = modern_tasks::child_runs_tool_tasks(&capabilities);
     if let Some(caps) = capabilities.as_object_mut() {
         caps.remove("tasks");
@@ -716,10 +701,10 @@ fn discover_result(init: &[u8]) -> Value {
         "ttlMs": 0,
         "cacheScope": "private",
     });
-    if let Some(instructions) = member("instructions") {
+    if let Some(instructions) = jsonrpc::readable_member(init, &["instructions"]) {
         result["instructions"] = instructions;
     }
-    if let Some(info) = member("serverInfo") {
+    if let Some(info) = jsonrpc::readable_member(init, &["serverInfo"]) {
         result["_meta"] = json!({ crate::upstream::SERVER_INFO_KEY: info });
     }
     result

@@ -137,23 +137,22 @@ pub(super) fn answer_in_version(result: &Bytes, requested: Option<&str>) -> Byte
 
 /// An InitializeResult for a session-era client of a modern child, built
 /// from the child's DiscoverResult: the client's version if it is a session
-/// revision, else the newest session revision.
+/// revision, else the newest session revision. Each member is read on
+/// its own, and each capability (see [`jsonrpc::readable_members`]).
 pub(super) fn initialize_from_discover(discover: &[u8], requested: Option<&str>) -> Value {
-    let d: Value = serde_json::from_slice(discover).unwrap_or_default();
     let version = requested
         .filter(|v| SESSION_VERSIONS.contains(v))
         .unwrap_or(LATEST_SESSION_VERSION);
-    let server_info = d
-        .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
-        .cloned()
+    let server_info = jsonrpc::readable_member(discover, &["_meta", super::SERVER_INFO_KEY])
         .unwrap_or_else(|| serde_json::json!({ "name": "mcp-server", "version": "unknown" }));
+    let capabilities = jsonrpc::readable_members(discover, &["capabilities"]).unwrap_or_default();
     let mut r = serde_json::json!({
         "protocolVersion": version,
-        "capabilities": d.get("capabilities").cloned().unwrap_or_else(|| serde_json::json!({})),
+        "capabilities": capabilities,
         "serverInfo": server_info,
     });
-    if let Some(i) = d.get("instructions") {
-        r["instructions"] = i.clone();
+    if let Some(i) = jsonrpc::readable_member(discover, &["instructions"]) {
+        r["instructions"] = i;
     }
     r
 }
@@ -520,6 +519,25 @@ mod tests {
         let r = initialize_from_discover(b"not json", Some(MODERN_VERSION));
         assert_eq!(r["protocolVersion"], LATEST_SESSION_VERSION);
         assert_eq!(r["serverInfo"]["name"], "mcp-server");
+    }
+
+    /// Regression (review): one member serde_json cannot read anywhere
+    /// in a 2026-07-28 child's DiscoverResult (`1e400`, a lone surrogate,
+    /// nesting past its limit) failed the parse of the whole, and its
+    /// session-era clients were told no capabilities, no instructions and
+    /// a made-up identity. Each is read on its own now.
+    #[test]
+    fn one_unreadable_member_of_discover_costs_initialize_only_itself() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for odd in ["1e400", r#""\udc00""#, deep.as_str()] {
+            let d = format!(
+                r#"{{"capabilities":{{"tools":{{}},"experimental":{{"x":{odd}}}}},"instructions":"hi","extra":{odd},"_meta":{{"io.modelcontextprotocol/serverInfo":{{"name":"s","version":"1"}}}}}}"#
+            );
+            let r = initialize_from_discover(d.as_bytes(), Some("2025-06-18"));
+            assert_eq!(r["capabilities"], serde_json::json!({"tools": {}}), "{odd}");
+            assert_eq!(r["serverInfo"]["name"], "s", "{odd}");
+            assert_eq!(r["instructions"], "hi", "{odd}");
+        }
     }
 
     #[test]
