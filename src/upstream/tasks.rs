@@ -22,7 +22,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use serde::Deserialize;
-use serde_json::Value;
 use tracing::warn;
 
 use crate::jsonrpc::Frame;
@@ -193,18 +192,42 @@ pub fn related_task(frame: &Frame) -> Option<String> {
     related.get("taskId")?.as_str().map(String::from)
 }
 
-/// A `tasks/list` answer with only the tasks `keep` accepts; `None` when it
-/// is not a list result (an error passes unchanged).
+/// A `tasks/list` answer with only the tasks `keep` accepts (an error
+/// passes unchanged); `None` when it cannot be read as a list, so that
+/// nothing of it may go. Each task is read on its own, as written: one
+/// that serde_json cannot build into a tree (`1e400`, a lone surrogate,
+/// nesting past its limit) costs neither the filter nor the other tasks,
+/// and a task whose id cannot be read is not kept.
 pub fn filter_list(answer: &[u8], keep: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(answer).ok()?;
-    let tasks = v.pointer_mut("/result/tasks")?.as_array_mut()?;
-    tasks.retain(|t| t.get("taskId").and_then(Value::as_str).is_some_and(&keep));
-    Some(serde_json::to_vec(&v).expect("Value serializes"))
+    use serde_json::value::RawValue;
+    type Members = std::collections::BTreeMap<String, Box<RawValue>>;
+    // A repeated key keeps its last copy, as the tree did.
+    let mut envelope: Members = serde_json::from_slice(answer).ok()?;
+    let Some(result) = envelope.get("result") else {
+        return Some(answer.to_vec());
+    };
+    let mut result: Members = serde_json::from_str(result.get()).ok()?;
+    let tasks: Vec<Box<RawValue>> = serde_json::from_str(result.get("tasks")?.get()).ok()?;
+    let kept: Vec<Box<RawValue>> = tasks
+        .into_iter()
+        .filter(|t| {
+            crate::jsonrpc::readable_member(t.get().as_bytes(), &["taskId"])
+                .is_some_and(|id| id.as_str().is_some_and(&keep))
+        })
+        .collect();
+    // Invariant: raw values, lists and maps of them serialize.
+    fn raw(v: &impl serde::Serialize) -> Box<RawValue> {
+        serde_json::value::to_raw_value(v).expect("raw values serialize")
+    }
+    result.insert("tasks".into(), raw(&kept));
+    envelope.insert("result".into(), raw(&result));
+    Some(serde_json::to_vec(&envelope).expect("raw values serialize"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn session(port: u64, principal: Option<&str>) -> Caller<'_> {
         Caller {
@@ -323,8 +346,46 @@ mod tests {
             filter_list(
                 br#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"m"}}"#,
                 |_| true
-            ),
-            None
+            )
+            .as_deref(),
+            Some(&br#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"m"}}"#[..])
         );
+    }
+
+    /// Regression (review): a list answer serde_json could not build into
+    /// a tree (`1e400`, a lone surrogate or nesting past its limit in any
+    /// task) was not filtered, and went to the caller whole: every
+    /// session's tasks, in shared mode, to any session that listed them.
+    /// Each task is now read on its own; a caller gets only what it may
+    /// see, or, when the list cannot be read at all, nothing of it.
+    #[test]
+    fn a_list_no_tree_can_hold_is_filtered_all_the_same_or_withheld() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for odd in ["1e400", r#""\udc00""#, deep.as_str()] {
+            for (mine, theirs) in [("{}", odd), (odd, "{}")] {
+                let answer = format!(
+                    r#"{{"jsonrpc":"2.0","id":"x","result":{{"tasks":[{{"taskId":"theirs","x":{theirs}}},{{"taskId":"mine","x":{mine}}}],"nextCursor":"c"}}}}"#
+                );
+                let kept = filter_list(answer.as_bytes(), |id| id == "mine");
+                let kept = String::from_utf8(kept.expect("a list")).unwrap();
+                assert!(!kept.contains("theirs"), "{kept}");
+                assert!(kept.contains(r#""taskId":"mine""#), "{kept}");
+                assert!(kept.contains(r#""nextCursor":"c""#), "{kept}");
+            }
+        }
+        // Whatever the list cannot say is withheld: a list that is no
+        // array, a task id no string holds.
+        for result in [
+            r#"{"tasks":{"taskId":"theirs"}}"#,
+            r#"{"tasks":[{"taskId":"\ud800theirs"}]}"#,
+        ] {
+            let answer = format!(r#"{{"jsonrpc":"2.0","id":"x","result":{result}}}"#);
+            let kept = filter_list(answer.as_bytes(), |_| true);
+            assert!(
+                kept.as_deref()
+                    .is_none_or(|k| !String::from_utf8_lossy(k).contains("theirs")),
+                "{result}"
+            );
+        }
     }
 }

@@ -1280,8 +1280,13 @@ impl Worker {
                     session,
                     principal: principal.as_deref(),
                 };
-                let filtered = tasks::filter_list(&bytes, |t| self.routes.tasks.may_see(t, caller));
-                p.reply.respond(filtered.as_deref().unwrap_or(&bytes));
+                match tasks::filter_list(&bytes, |t| self.routes.tasks.may_see(t, caller)) {
+                    Some(filtered) => p.reply.respond(&filtered),
+                    // Unfiltered it could show other sessions' tasks.
+                    None => p.fail(&UpstreamError::Garbled(
+                        "its tasks/list answer could not be read as a list, so it could not be filtered".into(),
+                    )),
+                }
             }
         }
     }
