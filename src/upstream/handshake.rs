@@ -123,13 +123,19 @@ pub(super) fn answer_in_version(result: &Bytes, requested: Option<&str>) -> Byte
     let Some(requested) = requested.filter(|v| SESSION_VERSIONS.contains(v)) else {
         return result.clone();
     };
-    let Ok(mut v) = serde_json::from_slice::<Value>(result) else {
+    // Replaced where it lies, the rest as the child wrote it: a member
+    // no tree can hold (`1e400`) must not keep the version unchanged.
+    let Some(at) = jsonrpc::locate(result, &["protocolVersion"]) else {
         return result.clone();
     };
-    match v.get("protocolVersion").and_then(Value::as_str) {
-        Some(negotiated) if negotiated != requested && version::at_least(negotiated, requested) => {
-            v["protocolVersion"] = requested.into();
-            Bytes::from(serde_json::to_vec(&v).expect("Value serializes"))
+    match serde_json::from_slice::<String>(&result[at.clone()]) {
+        Ok(negotiated) if negotiated != requested && version::at_least(&negotiated, requested) => {
+            let mut out = Vec::with_capacity(result.len());
+            out.extend_from_slice(&result[..at.start]);
+            // Invariant: a str serializes.
+            serde_json::to_writer(&mut out, requested).expect("a str serializes");
+            out.extend_from_slice(&result[at.end..]);
+            Bytes::from(out)
         }
         _ => result.clone(),
     }
@@ -506,6 +512,28 @@ mod tests {
         assert_eq!(answer_in_version(&result, Some("2025-11-25")), result);
         assert_eq!(answer_in_version(&result, Some("1999-01-01")), result);
         assert_eq!(answer_in_version(&result, None), result);
+    }
+
+    /// Regression (review): a cached InitializeResult that serde_json
+    /// could not build into a tree (`1e400`, a lone surrogate, nesting
+    /// past its limit, anywhere in it) was answered in the child's
+    /// version, not the older one a later session asked for, which that
+    /// client may refuse. The version is now replaced where it lies, and
+    /// the rest goes as the child wrote it.
+    #[test]
+    fn a_cached_result_no_tree_can_hold_is_answered_in_the_older_version_all_the_same() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for odd in ["1e400", r#""\udc00""#, deep.as_str()] {
+            let written = format!(
+                r#"{{"protocolVersion":"2025-06-18","capabilities":{{"experimental":{{"x":{odd}}}}},"serverInfo":{{"name":"s","version":"1"}}}}"#
+            );
+            let older = answer_in_version(&Bytes::from(written.clone()), Some("2025-03-26"));
+            assert_eq!(
+                String::from_utf8_lossy(&older),
+                written.replace("2025-06-18", "2025-03-26"),
+                "{odd}"
+            );
+        }
     }
 
     #[test]
