@@ -345,10 +345,72 @@ mod tests {
         };
         let now = check.head(&line[..at])?;
         put(&line[..now], &mut check, &mut out);
-        let rest = Bytes::copy_from_slice(&line[now..]);
+        let rest = Bytes::copy_from_slice(&line[at..]);
         let last = check.end(rest).ok()?;
         put(&last, &mut check, &mut out);
         Some(out)
+    }
+
+    /// `line` as cut-through passes it in three pieces (cut at `a` and
+    /// `b`), the identity put in where the check says.
+    fn passed_in_three(line: &[u8], a: usize, b: usize, stamp: &Stamp) -> Option<Vec<u8>> {
+        let mut check = Check::stamping();
+        let mut out = Vec::new();
+        let put = |bytes: &[u8], check: &mut Check, out: &mut Vec<u8>| {
+            let mut bytes = bytes.to_vec();
+            if let Some(splice) = check.take_splice() {
+                let (at, with) = stamp.insertion(splice);
+                bytes.splice(at..at, with.iter().copied());
+            }
+            out.extend_from_slice(&bytes);
+        };
+        let now = check.head(&line[..a])?;
+        put(&line[..now], &mut check, &mut out);
+        // What the head kept back (a cut character) the check holds; the
+        // line reader goes on from where the head ended.
+        let middle = check.piece(Bytes::copy_from_slice(&line[a..b])).ok()?;
+        put(&middle, &mut check, &mut out);
+        let last = check.end(Bytes::copy_from_slice(&line[b..])).ok()?;
+        put(&last, &mut check, &mut out);
+        Some(out)
+    }
+
+    /// Keys spelled with escapes, split anywhere across three reads (a
+    /// `\u` escape, a multi-byte character and a key cut in two places),
+    /// give the whole line's answer: the identity once, where the short
+    /// path puts it.
+    #[test]
+    fn keys_split_across_reads_stamp_as_the_whole_line_does() {
+        let s = stamp();
+        for result in [
+            r#"{"\u005fmeta":{"a":"\u00e9"},"b":"é"}"#,
+            r#"{"é":1,"_m\u0065ta":{}}"#,
+            r#"{"_meta":{"io.modelcontextprotocol\/serverInfo":{"x":1}}}"#,
+            r#"{"_meta":{"io.modelcontextprotocol\/serverInfO":{}},"c":"\ud83d\ude00"}"#,
+            r#"{"\ud83d\ude00":{"_meta":{}},"_meta":{"k":[{}]}}"#,
+        ] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
+            let frame = Frame::parse(Bytes::from(line.clone()), false).unwrap();
+            let whole = answer(&frame, b"7", Fill::None, Some(&s))
+                .expect("not refused")
+                .into_bytes();
+            let got: Value = serde_json::from_slice(&whole).unwrap();
+            assert!(
+                got["result"]["_meta"][SERVER_INFO_KEY].is_object(),
+                "{result}"
+            );
+            let line = line.as_bytes();
+            for a in 1..line.len() {
+                for b in a..=line.len() {
+                    let got = passed_in_three(line, a, b, &s).expect("valid");
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(&whole),
+                        "{result} cut at {a} and {b}"
+                    );
+                }
+            }
+        }
     }
 
     /// A long answer gets the identity at the same place however its
