@@ -108,14 +108,28 @@ impl ToolHeaders {
             ));
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(&answer.clone().into_bytes()) else {
+        // Each tool read on its own: one no tree can hold (`1e400`, a lone
+        // surrogate, nesting past serde_json's limit) must not leave the
+        // others unread, their calls unchecked. Such a tool is known by
+        // its name, with nothing to check, like a definition clients must
+        // reject.
+        let bytes = answer.clone().into_bytes();
+        let Some(at) = crate::jsonrpc::locate(&bytes, &["result", "tools"]) else {
             return;
         };
-        let Some(tools) = v.pointer("/result/tools").and_then(Value::as_array) else {
+        let Ok(tools) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&bytes[at])
+        else {
             return;
         };
+        let tools = tools.into_iter().filter_map(|raw| {
+            serde_json::from_str::<Value>(raw.get()).ok().or_else(|| {
+                let name = crate::jsonrpc::readable_member(raw.get().as_bytes(), &["name"])?;
+                Some(serde_json::json!({ "name": name }))
+            })
+        });
         let mut known = crate::lock(&self.tools);
         for tool in tools {
+            let tool = &tool;
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 continue;
             };
@@ -518,6 +532,30 @@ mod tests {
         .unwrap();
         let h = headers(&[("mcp-param-region", "r"), ("mcp-param-shard", "1e400")]);
         assert!(t.check(&h, &call).is_err());
+    }
+
+    /// Regression (review): a tools/list answer was built into one tree,
+    /// so one tool no tree can hold (`1e400` or a lone surrogate in its
+    /// schema, nesting past serde_json's limit in its `_meta`) left the
+    /// whole list unread: no tool was known, and every call passed its
+    /// Mcp-Param headers unchecked. Each tool is now read on its own.
+    #[test]
+    fn one_tool_no_tree_can_hold_leaves_the_others_checked() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for odd in ["1e400", r#""\udc00""#, deep.as_str()] {
+            let answer = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"odd","inputSchema":{{"type":"object","maximum":{odd}}}}},{}]}}}}"#,
+                locate()
+            );
+            let t = ToolHeaders::default();
+            t.learn(&bytes::Bytes::from(answer).into());
+            let call = tools_call(json!({"name":"locate","arguments":{"region":"us-west1"}}));
+            let wrong = headers(&[("mcp-param-region", "eu-west1")]);
+            assert!(t.check(&wrong, &call).is_err(), "{odd:.20}");
+            assert!(t.check(&HeaderMap::new(), &call).is_err(), "{odd:.20}");
+            let ok = headers(&[("mcp-param-region", "us-west1")]);
+            assert!(t.check(&ok, &call).is_ok(), "{odd:.20}");
+        }
     }
 
     #[test]
