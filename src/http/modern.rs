@@ -278,12 +278,8 @@ async fn serve_message(
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     if frame.method() == Some("server/discover") {
         let cached = upstream.cached_initialize().await.unwrap_or_default();
-        let result: Value = match upstream.era() {
-            // The child's own DiscoverResult, as it gave it.
-            UpstreamProtocol::Modern => serde_json::from_slice(&cached).unwrap_or_default(),
-            _ => discover_result(&cached),
-        };
-        return Ok(json_ok(jsonrpc::result_response(&id, &result)));
+        let modern = upstream.era() == UpstreamProtocol::Modern;
+        return Ok(json_ok(discover_answer(&id, &cached, modern)));
     }
     // The Tasks extension over a 2025-11-25 child's tasks (a 2026-07-28
     // child serves it itself).
@@ -393,11 +389,35 @@ async fn serve_message(
     )))
 }
 
+/// The answer to `server/discover` (request `id`) from the child's cached
+/// handshake result: a 2026-07-28 (`modern`) child's own DiscoverResult,
+/// as it gave it; else one built from its InitializeResult.
+/// Read for nothing: a member serde_json cannot build into a tree
+/// (`1e400`) is the client's to read, and must not cost the rest.
+fn discover_answer(id: &[u8], cached: &[u8], modern: bool) -> Bytes {
+    match (modern, cached.is_empty()) {
+        // A frame's result: JSON.
+        (true, false) => jsonrpc::envelope(id, "result", cached),
+        (true, true) => jsonrpc::result_response(id, &Value::Null),
+        (false, _) => jsonrpc::result_response(id, &discover_result(cached)),
+    }
+}
+
+/// The `nextCursor` of a list answer, if it names another page (read
+/// where it lies, as [`capabilities_of`] reads).
+fn next_cursor(answer: &[u8]) -> Option<Value> {
+    jsonrpc::readable_member(answer, &["result", "nextCursor"]).filter(|c| !c.is_null())
+}
+
 /// The `capabilities` of a 2025-era child's InitializeResult.
 async fn child_capabilities(upstream: &Arc<Upstream>) -> Option<Value> {
-    let init = upstream.cached_initialize().await?;
-    let mut init: Value = serde_json::from_slice(&init).ok()?;
-    Some(init.get_mut("capabilities")?.take())
+    capabilities_of(&upstream.cached_initialize().await?)
+}
+
+/// The `capabilities` of an InitializeResult, each read on its own
+/// ([`jsonrpc::readable_members`]).
+fn capabilities_of(init: &[u8]) -> Option<Value> {
+    jsonrpc::readable_members(init, &["capabilities"]).map(Value::Object)
 }
 
 /// A `tools/call` sent to a 2025-11-25 child as a task: its
@@ -568,12 +588,7 @@ async fn listen_for_legacy_child(
         .params_value()
         .and_then(|p| p.get("notifications").cloned())
         .unwrap_or_default();
-    let caps: Value = upstream
-        .cached_initialize()
-        .await
-        .and_then(|r| serde_json::from_slice::<Value>(&r).ok())
-        .and_then(|r| r.get("capabilities").cloned())
-        .unwrap_or_default();
+    let caps: Value = child_capabilities(upstream).await.unwrap_or_default();
     let flag = |key: &str, cap: &str| {
         asked.get(key).and_then(Value::as_bool) == Some(true)
             && caps.pointer(cap).and_then(Value::as_bool) == Some(true)
@@ -781,10 +796,9 @@ async fn learn_tool_headers(app: &App, upstream: &Arc<Upstream>) {
                 .map_err(|e| e.to_string())?;
             let answer = rx.await.map_err(|_| "no answer".to_string())?;
             app.tool_headers.learn(&answer);
-            let v: Value = serde_json::from_slice(&answer.into_bytes()).unwrap_or_default();
-            match v.pointer("/result/nextCursor") {
-                Some(c) if !c.is_null() => cursor = Some(c.clone()),
-                _ => return Ok(()),
+            match next_cursor(&answer.into_bytes()) {
+                Some(c) => cursor = Some(c),
+                None => return Ok(()),
             }
         }
         Err(format!(
@@ -956,6 +970,46 @@ mod tests {
             "x"
         );
         assert_eq!(d["instructions"], "hi");
+    }
+
+    /// Regression (review): the child's answers that go into
+    /// `server/discover`, the Tasks extension's and `subscriptions/listen`'s
+    /// capability checks and the proxy's own tools listing were each built
+    /// whole into a tree, and one member no tree can hold elsewhere in them
+    /// gave a 2026-07-28 child's discover answer `"result":null`, no
+    /// capabilities, and a listing that stopped after its first page (the
+    /// tools of the others passed their Mcp-Param headers unchecked).
+    #[test]
+    fn the_childs_answers_are_read_where_their_members_lie() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for odd in ["1e400", r#""\udc00""#, deep.as_str()] {
+            let discover = format!(
+                r#"{{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{{"tools":{{}}}},"x":{odd}}}"#
+            );
+            let answer = discover_answer(b"1", discover.as_bytes(), true);
+            assert_eq!(
+                String::from_utf8_lossy(&answer),
+                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{discover}}}"#),
+                "{odd}"
+            );
+            let init = format!(
+                r#"{{"protocolVersion":"2025-11-25","capabilities":{{"tasks":{{"list":{{}}}},"experimental":{{"x":{odd}}}}}}}"#
+            );
+            assert_eq!(
+                capabilities_of(init.as_bytes()).map(|c| c["tasks"].clone()),
+                Some(json!({"list": {}})),
+                "{odd}"
+            );
+            let page = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"t","x":{odd}}}],"nextCursor":"p2"}}}}"#
+            );
+            assert_eq!(next_cursor(page.as_bytes()), Some(json!("p2")), "{odd}");
+        }
+        assert_eq!(
+            next_cursor(br#"{"result":{"tools":[],"nextCursor":null}}"#),
+            None
+        );
+        assert_eq!(next_cursor(br#"{"result":{"tools":[]}}"#), None);
     }
 
     /// Regression (review): one member serde_json cannot read anywhere in
