@@ -439,7 +439,8 @@ impl Outcome {
             // Whatever its text says: the proxy's own timeout is not read
             // from an answer (a child can write any), it is told apart
             // (`AnswerWatch::failed`).
-            return Outcome::Error(read::<i64>(error, "code").unwrap_or(INTERNAL_ERROR));
+            let code = member(error, "code").and_then(crate::jsonrpc::integer_code);
+            return Outcome::Error(code.unwrap_or(INTERNAL_ERROR));
         }
         let Some(result) = member(message, "result") else {
             // Neither member: an answer of nothing, or not JSON at all.
@@ -581,7 +582,18 @@ mod tests {
 
     #[test]
     fn outcomes_are_read_from_the_answer() {
-        let cases: [(&str, Outcome); 16] = [
+        let cases: [(&str, Outcome); 18] = [
+            // Regression (review): a code written with a fraction or an
+            // exponent is the integer every JavaScript client reads; it
+            // was recorded as -32603, a code no client got.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602.0,"message":"m"}}"#,
+                Outcome::Error(-32602),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-3.2601e4,"message":"m"}}"#,
+                Outcome::Error(-32601),
+            ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#,
                 Outcome::Ok,

@@ -845,6 +845,19 @@ pub fn readable_id(text: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// An error's `code` (raw JSON) as the integer a client reads: written
+/// plainly, or with a fraction or an exponent that leave an integer
+/// (`-32601.0`, `-3.2601e4`: a JavaScript client has no other reading, and
+/// the TypeScript SDK's integer check takes them). `None` for anything
+/// else, or past 2^53, where a double no longer holds each integer.
+pub fn integer_code(raw: &[u8]) -> Option<i64> {
+    if let Ok(code) = serde_json::from_slice::<i64>(raw) {
+        return Some(code);
+    }
+    let code = serde_json::from_slice::<f64>(raw).ok()?;
+    (code.fract() == 0.0 && code.abs() <= 9_007_199_254_740_992.0).then_some(code as i64)
+}
+
 /// The member at `path` of a child's JSON text (not made portable, as a
 /// client's message is), when serde_json reads it: a number past a double
 /// (`1e400`), a lone surrogate or nesting past its limit anywhere else in

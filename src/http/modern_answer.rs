@@ -35,7 +35,7 @@ fn error_code(bytes: &[u8]) -> Option<i64> {
     // with `error` twice, the second an unknown method, was not a 404),
     // and nothing else of the answer read.
     let error = jsonrpc::locate_checked(bytes, &["error", "code"])?;
-    serde_json::from_slice(&bytes[error]).ok()
+    jsonrpc::integer_code(&bytes[error])
 }
 
 /// Dropped with the response (sent, or abandoned by the client). A client
@@ -126,6 +126,16 @@ mod tests {
         );
         assert_eq!(
             status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1e400}}"#),
+            None
+        );
+        // A code with a fraction or an exponent is the integer a client
+        // reads (a JavaScript client has no other): -32601.0 is a 404.
+        assert_eq!(
+            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601.0}}"#),
+            Some(http::StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            status(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601.5}}"#),
             None
         );
     }

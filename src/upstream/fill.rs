@@ -58,7 +58,7 @@ impl Fill {
         let Some(at) = jsonrpc::locate(answer.bytes(), &["error", "code"]) else {
             return answer;
         };
-        let code = serde_json::from_slice::<i64>(&answer.bytes()[at.clone()]).ok();
+        let code = jsonrpc::integer_code(&answer.bytes()[at.clone()]);
         match code.and_then(|c| self.error_code(c)) {
             Some(to) => answer.with_replaced(at, to.to_string().as_bytes()),
             None => answer,
@@ -97,6 +97,15 @@ mod tests {
         assert_eq!(
             code(&Fill::Cacheable.error(error("-32019")))["code"],
             -32019
+        );
+        // Written with a fraction or an exponent, the same code (the
+        // integer a JavaScript client reads): it was passed on unchanged,
+        // -32002 where 2026-07-28 has -32602.
+        let modern = Fill::Complete.error(error("-3.2002e4"));
+        assert_eq!(code(&modern)["code"], -32602);
+        assert_eq!(
+            code(&Fill::Complete.error(error("-32042.0")))["code"],
+            -32603
         );
         // A session-era client's answer is the child's.
         assert_eq!(code(&Fill::None.error(error("-32002")))["code"], -32002);
