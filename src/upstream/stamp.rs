@@ -333,22 +333,7 @@ mod tests {
     /// the rest as the line's end, the identity put in where the check
     /// says (as `cut` does).
     fn passed(line: &[u8], at: usize, stamp: &Stamp) -> Option<Vec<u8>> {
-        let mut check = Check::stamping();
-        let mut out = Vec::new();
-        let put = |bytes: &[u8], check: &mut Check, out: &mut Vec<u8>| {
-            let mut bytes = bytes.to_vec();
-            if let Some(splice) = check.take_splice() {
-                let (at, with) = stamp.insertion(splice);
-                bytes.splice(at..at, with.iter().copied());
-            }
-            out.extend_from_slice(&bytes);
-        };
-        let now = check.head(&line[..at])?;
-        put(&line[..now], &mut check, &mut out);
-        let rest = Bytes::copy_from_slice(&line[at..]);
-        let last = check.end(rest).ok()?;
-        put(&last, &mut check, &mut out);
-        Some(out)
+        passed_in_three(line, at, at, stamp)
     }
 
     /// `line` as cut-through passes it in three pieces (cut at `a` and
