@@ -46,6 +46,7 @@ use super::budget::{
     EXPECTED_PARSE_PER_BYTE, FIRST_STEP, Held, OverBudget, ReadBudget, Reservation,
 };
 use super::config::{ApiToken, CodaConfig};
+use super::json::{AnswerError, parse_answer};
 use super::ratelimit::{RateLimiter, RequestClass};
 
 /// Retries after a 5xx (a 429 is retried until the deadline instead): a
@@ -1618,11 +1619,23 @@ fn decode_success(
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
-        serde_json::from_slice(bytes).map_err(|e| CodaError::InvalidResponse {
+        parse_answer(bytes).map_err(|e| CodaError::InvalidResponse {
             status: status.as_u16(),
-            reason: match content_type {
-                Some(ct) => format!("body is not JSON ({ct}): {e}"),
-                None => format!("body is not JSON: {e}"),
+            reason: match e {
+                AnswerError::Syntax(e) => match content_type {
+                    Some(ct) => format!("body is not JSON ({ct}): {e}"),
+                    None => format!("body is not JSON: {e}"),
+                },
+                repeated @ AnswerError::Repeated { .. } => {
+                    tracing::warn!(
+                        status = status.as_u16(),
+                        error = %repeated,
+                        "Coda's answer repeats a member; not used"
+                    );
+                    format!(
+                        "{repeated}; it is not Coda's kind of answer and nothing was taken from it"
+                    )
+                }
             },
         })?
     };
@@ -1721,7 +1734,9 @@ pub fn model_text(s: &str, max: usize) -> String {
 /// token to the model.
 fn decode_error(status: StatusCode, bytes: &[u8], secret: &str) -> CodaError {
     let reason = status.canonical_reason().unwrap_or("Error").to_owned();
-    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    // An error body that repeats a member is not read: its message would
+    // be one of two (the text, shown when short, holds both).
+    let parsed: Option<Value> = parse_answer(bytes).ok();
     let redact = |s: &str| redact_text(s, secret);
     let field = |k: &str, max: usize| {
         parsed

@@ -54,6 +54,10 @@
 //!   every method and of 5xx/transport errors for replay-safe methods, with
 //!   `Retry-After` or exponential backoff with jitter, all under the tool
 //!   call's deadline. Export downloads go to another host without the token.
+//! - [`json`]: Coda's answers parsed, refusing an object that holds a
+//!   member twice (serde_json keeps the last copy silently): an ambiguous
+//!   answer is a protocol error, and a write answered so has an unknown
+//!   outcome.
 //! - [`budget`]: the bytes of Coda's answers held at once, across all calls
 //!   (`--max-read-bytes`): every body holds room while it is kept, and a
 //!   body that finds none fails with an error saying to retry; only a
@@ -109,6 +113,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ids;
+pub mod json;
 pub mod log;
 pub mod number;
 pub mod ratelimit;

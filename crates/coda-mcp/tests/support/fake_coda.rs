@@ -116,6 +116,9 @@ pub enum Broken {
     CutBody,
     /// The body is this text, not JSON (a proxy's page).
     NotJson(String),
+    /// The answer as it is, but with its first member named `name` (at
+    /// whatever depth) given twice: `value` first, then the real one.
+    Repeated { name: String, value: Value },
 }
 
 #[derive(Debug, Clone)]
@@ -1254,16 +1257,25 @@ async fn handle(
                     let mut resp = Response::builder()
                         .status(applied.status)
                         .header("content-type", "application/json");
-                    let sent =
-                        match broken {
-                            Broken::CutBody => {
-                                resp = resp.header("content-length", payload.len()).extension(
-                                    CutHere(Bytes::copy_from_slice(&payload[..payload.len() / 2])),
-                                );
-                                payload
-                            }
-                            Broken::NotJson(t) => t.into_bytes(),
-                        };
+                    let sent = match broken {
+                        Broken::CutBody => {
+                            resp = resp
+                                .header("content-length", payload.len())
+                                .extension(CutHere(Bytes::copy_from_slice(
+                                    &payload[..payload.len() / 2],
+                                )));
+                            payload
+                        }
+                        Broken::NotJson(t) => t.into_bytes(),
+                        Broken::Repeated { name, value } => {
+                            let text = String::from_utf8(payload).unwrap();
+                            let member = format!("{}:", Value::String(name));
+                            let at = text.find(&member).unwrap_or_else(|| {
+                                panic!("no member {member} in the answer {text}")
+                            });
+                            format!("{}{member}{value},{}", &text[..at], &text[at..]).into_bytes()
+                        }
+                    };
                     return Ok(resp.body(Full::new(Bytes::from(sent))).unwrap());
                 }
                 if f.after_apply {
