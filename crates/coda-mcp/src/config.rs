@@ -37,6 +37,10 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(1500);
 pub const DEFAULT_NOT_FOUND_GRACE: Duration = Duration::from_secs(30);
 /// Target size of one row-insert request body; Coda rejects bodies over 2 MB.
 pub const DEFAULT_ROW_CHUNK_BYTES: usize = 1_000_000;
+/// Largest `--row-chunk-bytes`: Coda refuses a request body over 2 MB
+/// whole (none of its rows applied), so a larger chunk could only fail.
+/// 2 MB read as 2,000,000 bytes, the smaller of its two readings.
+pub const MAX_ROW_CHUNK_BYTES: usize = 2_000_000;
 /// Timeout for one HTTP request to Coda.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest stdin line (one JSON-RPC message, its newline included) that is
@@ -167,7 +171,7 @@ pub struct CodaArgs {
     /// first poll delay for exports and mutations in milliseconds (default 1500)
     #[argh(option)]
     pub poll_interval_ms: Option<u64>,
-    /// target bytes per row-insert request (default 1000000)
+    /// target bytes per row-insert request, 1024 to 2000000 (default 1000000)
     #[argh(option)]
     pub row_chunk_bytes: Option<usize>,
     /// disable the client-side rate-limit buckets (testing only)
@@ -701,6 +705,15 @@ impl CodaConfig {
         }
         if let Some(n) = args.row_chunk_bytes {
             at_least("--row-chunk-bytes", n, 1024, None)?;
+            if n > MAX_ROW_CHUNK_BYTES {
+                return Err(ConfigError::InvalidValue {
+                    name: "--row-chunk-bytes",
+                    value: n.to_string(),
+                    reason: format!(
+                        "must be at most {MAX_ROW_CHUNK_BYTES} (Coda refuses a request body over 2 MB, and applies none of its rows)"
+                    ),
+                });
+            }
         }
         Ok(Self {
             token: ApiToken::new(token),

@@ -1,7 +1,8 @@
 //! Regression: a single `coda_get_mutation_status` check said
 //! `completed: false, pending: false` for a write Coda had not finished;
 //! `--call-timeout-secs` too large for `Instant` panicked at the first
-//! call; `--poll-interval-ms 0` polled Coda in a tight loop.
+//! call; `--poll-interval-ms 0` polled Coda in a tight loop;
+//! `--row-chunk-bytes` past Coda's 2 MB request limit was accepted.
 
 #[path = "support/fake_coda.rs"]
 mod fake_coda;
@@ -55,6 +56,10 @@ async fn out_of_range_timeouts_and_intervals_exit_64_with_one_line() {
         // Regression: accepted; an export then gave up at once ("did not
         // finish within the call deadline") and a `wait` slept until it.
         ["--poll-interval-ms", "18446744073709551615"],
+        // Regression: accepted, so every chunk of a big insert went out
+        // larger than Coda's 2 MB request limit and was refused whole.
+        ["--row-chunk-bytes", "2000001"],
+        ["--row-chunk-bytes", "18446744073709551615"],
     ] {
         let out = tokio::process::Command::new(harness::bin())
             .args(args)
