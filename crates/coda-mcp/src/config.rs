@@ -405,6 +405,12 @@ pub enum ConfigError {
     InvalidBaseUrl { url: String, reason: String },
     #[error("unknown toolset {0:?} (known: {known})", known = Toolset::names().join(", "))]
     UnknownToolset(String),
+    /// The token holds a character that is not visible ASCII (which an
+    /// HTTP header may not carry, or no Coda token holds). Not printed.
+    #[error(
+        "the API token in {name} holds a control, space or non-ASCII character (character {at}): Coda's tokens are letters, digits and dashes; check how it was copied (nothing was sent)"
+    )]
+    BadToken { name: &'static str, at: usize },
     /// Its value is not printed: it may be the token.
     #[error("the environment variable {0} is not valid UTF-8")]
     NotUnicode(String),
@@ -494,12 +500,22 @@ impl CodaConfig {
         args: &CodaArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let token = ["CODA_API_TOKEN", "CODA_API_KEY", "API_KEY"]
-            .iter()
-            .filter_map(|k| env(k))
-            .map(|t| t.trim().to_owned())
-            .find(|t| !t.is_empty())
+        let (token_from, token) = ["CODA_API_TOKEN", "CODA_API_KEY", "API_KEY"]
+            .into_iter()
+            .filter_map(|k| Some((k, env(k)?.trim().to_owned())))
+            .find(|(_, t)| !t.is_empty())
             .ok_or(ConfigError::MissingToken)?;
+        // It goes into the Authorization header, which cannot carry a
+        // control character: one inside (a newline joining two lines of a
+        // file) failed every request before it was sent, and a write's
+        // error said it may have been applied. Coda's tokens are visible
+        // ASCII, so anything else is a pasting mistake.
+        if let Some(at) = token.chars().position(|c| !c.is_ascii_graphic()) {
+            return Err(ConfigError::BadToken {
+                name: token_from,
+                at: at + 1,
+            });
+        }
 
         let base = args
             .api_base_url

@@ -79,3 +79,35 @@ async fn out_of_range_timeouts_and_intervals_exit_64_with_one_line() {
         assert!(err.contains(args[0]), "{args:?}: {err}");
     }
 }
+
+/// Regression: a token holding a character an HTTP header cannot carry (a
+/// newline from a two-line file, a DEL) was taken: the start-up check
+/// said Coda "could not be reached", the server served anyway, and every
+/// request failed before it was sent, a write's error saying it "may have
+/// been applied". Now it is a one-line usage error that does not quote it.
+#[tokio::test]
+async fn a_token_that_cannot_go_in_a_header_is_a_usage_error_that_does_not_quote_it() {
+    for token in [
+        "secret-one\nsecret-two",
+        "secret\u{7f}three",
+        "secret\u{1}four",
+        "secr\u{e9}tfive",
+    ] {
+        let out = tokio::process::Command::new(harness::bin())
+            .args([
+                "--skip-token-check",
+                "--api-base-url",
+                "http://127.0.0.1:1/apis/v1",
+            ])
+            .env("CODA_API_TOKEN", token)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{token:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{token:?}: {err}");
+        assert!(err.contains("CODA_API_TOKEN"), "{token:?}: {err}");
+        assert!(!err.contains("secr"), "{token:?}: {err}");
+    }
+}
