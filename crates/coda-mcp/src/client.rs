@@ -1035,7 +1035,12 @@ impl CodaClient {
                         bytes = Held::default();
                     }
                     if status.is_success() {
-                        return match decode_success(status, &bytes, content_type.as_deref()) {
+                        return match decode_success(
+                            status,
+                            &bytes,
+                            content_type.as_deref(),
+                            self.token.expose(),
+                        ) {
                             Ok(mut r) => {
                                 // The text goes; its parse keeps the room.
                                 r.room = std::mem::take(&mut bytes).into_room();
@@ -1559,7 +1564,7 @@ const TOKEN_REDACTED: &str = "[API token]";
 /// a content type) with `secret` replaced, for an error: a server that
 /// echoes the request's headers may put the token anywhere, the host name
 /// included. ASCII case is ignored: a URL parser lowercases a host.
-fn redact_text(s: &str, secret: &str) -> String {
+pub(crate) fn redact_text(s: &str, secret: &str) -> String {
     let (lower, needle) = (s.to_ascii_lowercase(), secret.to_ascii_lowercase());
     if needle.is_empty() || !lower.contains(&needle) {
         return s.to_owned();
@@ -1610,16 +1615,18 @@ fn redact_json(v: &mut Value, secret: &str) -> bool {
 }
 
 /// A 2xx answer's JSON body (`{}` when empty); `content_type` names what
-/// came instead when it is not JSON.
+/// came instead when it is not JSON. `secret` (the API token) is replaced
+/// in the path of a member it repeats.
 fn decode_success(
     status: StatusCode,
     bytes: &[u8],
     content_type: Option<&str>,
+    secret: &str,
 ) -> Result<ApiResponse, CodaError> {
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
-        parse_answer(bytes).map_err(|e| CodaError::InvalidResponse {
+        parse_answer(bytes, secret).map_err(|e| CodaError::InvalidResponse {
             status: status.as_u16(),
             reason: match e {
                 AnswerError::Syntax(e) => match content_type {
@@ -1736,7 +1743,7 @@ fn decode_error(status: StatusCode, bytes: &[u8], secret: &str) -> CodaError {
     let reason = status.canonical_reason().unwrap_or("Error").to_owned();
     // An error body that repeats a member is not read: its message would
     // be one of two (the text, shown when short, holds both).
-    let parsed: Option<Value> = parse_answer(bytes).ok();
+    let parsed: Option<Value> = parse_answer(bytes, secret).ok();
     let redact = |s: &str| redact_text(s, secret);
     let field = |k: &str, max: usize| {
         parsed

@@ -34,14 +34,19 @@ pub enum AnswerError {
 
 /// Parse `bytes` as one JSON value, refusing an object with a member given
 /// twice at any depth (names compared as they decode: `"a"` and `"\u0061"`
-/// are one name).
-pub fn parse_answer(bytes: &[u8]) -> Result<Value, AnswerError> {
-    let found = RefCell::new(None);
+/// are one name). `secret` (the API token) is replaced in the path of a
+/// repeated member, before its name is cut: a server that echoes the
+/// request's headers may put it in a name.
+pub fn parse_answer(bytes: &[u8], secret: &str) -> Result<Value, AnswerError> {
+    let state = State {
+        found: RefCell::new(None),
+        secret,
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = Strict(&found)
+    let parsed = Strict(&state)
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v));
-    match (parsed, found.into_inner()) {
+    match (parsed, state.found.into_inner()) {
         (Ok(v), _) => Ok(v),
         (Err(_), Some(mut segments)) => {
             segments.reverse();
@@ -57,9 +62,12 @@ pub fn parse_answer(bytes: &[u8]) -> Result<Value, AnswerError> {
 /// ends `…` (a name has no length limit).
 const PATH_NAME_CHARS: usize = 40;
 
-/// A path segment for the member `name`: `.name` for letters, digits and
-/// `_`, `["name"]` (a JSON string, `\u{202e}` escaped) for any other.
-fn member_segment(name: &str) -> String {
+/// A path segment for the member `name`, `secret` replaced: `.name` for
+/// letters, digits and `_`, `["name"]` (a JSON string, `\u{202e}`
+/// escaped) for any other.
+fn member_segment(name: &str, secret: &str) -> String {
+    let name = crate::client::redact_text(name, secret);
+    let name = name.as_str();
     let mut cut: String = name.chars().take(PATH_NAME_CHARS).collect();
     if cut.len() < name.len() {
         cut.push('…');
@@ -76,17 +84,25 @@ fn member_segment(name: &str) -> String {
     }
 }
 
-/// The seed and visitor of one value. `.0` is `Some(segments)` once a
-/// repeated member was found: its path, innermost segment first, which
-/// each enclosing container completes as the error passes through it
-/// (a syntax error leaves it `None`, and no path is built).
+/// What one parse shares.
+struct State<'a> {
+    /// `Some(segments)` once a repeated member was found: its path,
+    /// innermost segment first, which each enclosing container completes
+    /// as the error passes through it (a syntax error leaves it `None`,
+    /// and no path is built).
+    found: RefCell<Option<Vec<String>>>,
+    /// The API token, replaced in a path.
+    secret: &'a str,
+}
+
+/// The seed and visitor of one value.
 #[derive(Clone, Copy)]
-struct Strict<'a>(&'a RefCell<Option<Vec<String>>>);
+struct Strict<'a>(&'a State<'a>);
 
 impl Strict<'_> {
     /// Add `segment` to the path of a repeated member found inside.
     fn enclose(self, segment: impl FnOnce() -> String) {
-        if let Some(path) = self.0.borrow_mut().as_mut() {
+        if let Some(path) = self.0.found.borrow_mut().as_mut() {
             path.push(segment());
         }
     }
@@ -164,7 +180,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
         while let Some(name) = map.next_key::<String>()? {
             match members.entry(name) {
                 serde_json::map::Entry::Occupied(o) => {
-                    *self.0.borrow_mut() = Some(vec![member_segment(o.key())]);
+                    *self.0.found.borrow_mut() = Some(vec![member_segment(o.key(), self.0.secret)]);
                     return Err(de::Error::custom("a member is repeated"));
                 }
                 serde_json::map::Entry::Vacant(slot) => match map.next_value_seed(self) {
@@ -172,7 +188,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
                         slot.insert(v);
                     }
                     Err(e) => {
-                        self.enclose(|| member_segment(slot.key()));
+                        self.enclose(|| member_segment(slot.key(), self.0.secret));
                         return Err(e);
                     }
                 },
@@ -187,7 +203,7 @@ mod tests {
     use super::*;
 
     fn repeated(text: &str) -> String {
-        match parse_answer(text.as_bytes()) {
+        match parse_answer(text.as_bytes(), "tok-123") {
             Err(AnswerError::Repeated { path }) => path,
             other => panic!("{text}: {other:?}"),
         }
@@ -215,6 +231,12 @@ mod tests {
             repeated("{\"a\\n\u{202e}b\":1,\"a\\n\u{202e}b\":2}"),
             r#"["a\n\u{202e}b"]"#
         );
+        // The token is replaced before a long name is cut.
+        let long = format!("Authorization: Bearer TOK-123 {}", "x".repeat(50));
+        assert_eq!(
+            repeated(&format!(r#"{{"items":[{{"{long}":1,"{long}":2}}]}}"#)),
+            r#".items[0]["Authorization: Bearer [API token] xxxxxx…"]"#
+        );
     }
 
     #[test]
@@ -226,7 +248,7 @@ mod tests {
             "\"x\"",
             "18446744073709551615",
         ] {
-            let ours = parse_answer(text.as_bytes()).unwrap();
+            let ours = parse_answer(text.as_bytes(), "tok-123").unwrap();
             let theirs: Value = serde_json::from_str(text).unwrap();
             assert_eq!(ours, theirs, "{text}");
         }
@@ -236,7 +258,10 @@ mod tests {
     fn text_that_is_not_json_is_a_syntax_error_without_a_path() {
         for text in ["{\"a\":1e400}", "{\"a\":1,}", "[1] 2", &"[".repeat(200)] {
             assert!(
-                matches!(parse_answer(text.as_bytes()), Err(AnswerError::Syntax(_))),
+                matches!(
+                    parse_answer(text.as_bytes(), "tok-123"),
+                    Err(AnswerError::Syntax(_))
+                ),
                 "{text}"
             );
         }

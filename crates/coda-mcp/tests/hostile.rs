@@ -371,6 +371,10 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
         ),
     );
     fake.break_next_answer_after_applying("PUT", "/rows/i-1", fake_coda::Broken::CutBody);
+    // A member repeated is refused naming it, and its name echoes the
+    // header (it reached the error and the warning whole).
+    let twice = format!(r#"{{"id":"doc3","{echo}":1,"{echo}":2}}"#);
+    fake.answer_next("GET", "/docs/doc3", 1, json_bytes(200, twice));
     let mut raw = harness::spawn_traced(harness::command(
         &fake,
         &[
@@ -397,6 +401,7 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
             "coda_get_document",
             json!({"docId": "https://coda.io/d/_ddoc1?token=x#y"}),
         ),
+        ("coda_get_document", json!({"docId": "doc3"})),
     ];
     let mut msgs = vec![
         json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -437,19 +442,29 @@ async fn the_token_reaches_no_log_line_error_or_stdout() {
     }
     let log = raw.finish().await;
     assert!(log.contains("coda"), "the log was captured: {log}");
-    // The redirect, the 429s, the 503s and the refused insert (the cut
-    // answer of a replayable update is read again).
+    // The redirect, the 429s, the 503s, the refused insert (the cut
+    // answer of a replayable update is read again) and the repeat.
     assert_eq!(
         answers
             .iter()
             .filter(|a| a.contains("\"isError\":true"))
             .count(),
-        4,
+        5,
         "{answers:#?}"
     );
     assert!(
         answers.iter().any(|a| a.contains("[API token]")),
         "{answers:#?}"
+    );
+    // Not even the start of it: a long name is cut after the token is
+    // replaced, never before.
+    let repeat = answers
+        .iter()
+        .find(|a| a.contains("repeats the member"))
+        .expect("the repeat is refused");
+    assert!(
+        repeat.contains("Bearer [API t") && !repeat.contains(&fake_coda::TOKEN[..6]),
+        "{repeat}"
     );
     for a in &answers {
         assert!(
