@@ -1210,7 +1210,8 @@ impl CodaClient {
         let body = maybe_gunzip(bytes, MAX_RESPONSE_BYTES, &self.read_budget)?;
         let head = body.trim_start();
         if head.starts_with("<?xml") || head.starts_with("<Error>") {
-            let code = between(head, "<Code>", "</Code>").unwrap_or("unknown");
+            // The code is the host's text: cut and escaped like Coda's.
+            let code = model_text(between(head, "<Code>", "</Code>").unwrap_or("unknown"), 100);
             return Err(CodaError::Download(format!(
                 "link returned an error document (HTTP {}, code {code}); it may have expired",
                 status.as_u16()

@@ -566,13 +566,15 @@ impl Coda {
             .and_then(Value::as_str)
             .ok_or_else(|| ToolError::ExportFailed("Coda returned no export id".into()))?
             .to_owned();
+        // Coda's text, named in errors: cut and escaped like its names.
+        let shown = crate::client::model_text(&id, 100);
         let started = Instant::now();
         let mut interval = self.cfg.poll_interval;
         let mut fresh_links = 0;
         loop {
             if Instant::now() + interval >= deadline {
                 return Err(ToolError::ExportFailed(format!(
-                    "export {id} did not finish within the call deadline ({:?})",
+                    "export {shown} did not finish within the call deadline ({:?})",
                     self.cfg.call_deadline
                 )));
             }
@@ -590,18 +592,18 @@ impl Coda {
                 Err(e)
                     if e.status() == Some(404) && started.elapsed() < self.cfg.not_found_grace =>
                 {
-                    tracing::debug!(export = %id, "export status not replicated yet");
+                    tracing::debug!(export = %shown, "export status not replicated yet");
                     continue;
                 }
                 Err(CodaError::DeadlineExceeded(..) | CodaError::LocalRateLimit { .. }) => {
                     return Err(ToolError::ExportFailed(format!(
-                        "export {id} did not finish within the call deadline ({:?})",
+                        "export {shown} did not finish within the call deadline ({:?})",
                         self.cfg.call_deadline
                     )));
                 }
                 Err(e) if e.status() == Some(410) => {
                     return Err(ToolError::ExportFailed(format!(
-                        "export {id} expired (410); try again"
+                        "export {shown} expired (410); try again"
                     )));
                 }
                 Err(e) => return Err(e.into()),
@@ -615,7 +617,7 @@ impl Coda {
             }
             if status == "failed" {
                 return Err(ToolError::ExportFailed(format!(
-                    "Coda reported export {id} as failed"
+                    "Coda reported export {shown} as failed"
                 )));
             }
             let Some(link) = st.get("downloadLink").and_then(Value::as_str) else {
@@ -625,7 +627,7 @@ impl Coda {
                 Ok(body) => return Ok(body),
                 Err(CodaError::Download(why)) if fresh_links < 2 => {
                     // Links expire after minutes; the status endpoint hands out a new one.
-                    tracing::info!(export = %id, %why, "download link failed, asking for a fresh one");
+                    tracing::info!(export = %shown, %why, "download link failed, asking for a fresh one");
                     fresh_links += 1;
                     interval = self.cfg.poll_interval;
                 }

@@ -189,6 +189,8 @@ pub struct ExportPlan {
     pub dead_host: bool,
     /// Download links that answer with an S3-style XML error first.
     pub dead_links: usize,
+    /// The `<Code>` of those errors, instead of `AccessDenied`.
+    pub dead_link_code: Option<String>,
     /// Serve the download gzip-compressed without Content-Encoding.
     pub gzip: bool,
     /// Hand out this download link instead of the fake's own.
@@ -1413,7 +1415,10 @@ fn download(s: &mut State, blob: &str) -> Reply {
             status: 200,
             body: Value::Null,
             headers: vec![("content-type".into(), "application/xml".into())],
-            raw: Some(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>".to_vec()),
+            raw: Some(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>Request has expired</Message></Error>",
+                plan.dead_link_code.as_deref().unwrap_or("AccessDenied")
+            ).into_bytes()),
         };
     }
     let (doc, page, format) = (exp.doc.clone(), exp.page.clone(), exp.format.clone());
