@@ -1544,8 +1544,14 @@ fn with_retry_after(err: CodaError, asked: Duration) -> CodaError {
             status_message,
             mut message,
         } => {
+            // A wait read as its cap (10^20 s) is not one Coda asked for.
+            let at_least = if asked >= MAX_RETRY_AFTER {
+                "at least "
+            } else {
+                ""
+            };
             message.push_str(&format!(
-                " (Coda asked to wait {} s before sending it again, which passes this call's deadline: send it after that wait)",
+                " (Coda asked to wait {at_least}{} s before sending it again, which passes this call's deadline: send it after that wait)",
                 asked.as_secs_f64().ceil() as u64
             ));
             CodaError::Api {

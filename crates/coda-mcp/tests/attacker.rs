@@ -364,6 +364,12 @@ async fn a_429_that_asks_to_wait_past_the_deadline_says_how_long() {
             .len(),
         1
     );
+    // Regression: a wait of 10^20 s (read as its cap, a day) was reported
+    // as "Coda asked to wait 86400 s", a wait it never asked for.
+    h.fake
+        .fail_next("GET", "/docs/doc1", 429, 1, Some("100000000000000000000"));
+    let e = h.fails("coda_get_document", json!({"docId": "doc1"})).await;
+    assert!(e.contains("at least 86400 s"), "{e}");
     h.close().await;
 }
 
