@@ -20,6 +20,8 @@
 //! - an object rmcp's message type cannot read (params that are not an
 //!   object, an id that is null or fractional, both `result` and `error`):
 //!   -32600, with its id when usable (never a response's: that id is ours);
+//! - a request nested deeper than serde_json's 128 levels: -32600 with its
+//!   id ([`too_deep`]; a notification so deep gets no answer);
 //! - a notification rmcp cannot read: no answer (§4.1 forbids one), a line
 //!   on stderr;
 //! - a line over `--max-line-bytes`: skipped up to its newline without
@@ -222,6 +224,9 @@ pub fn classify(line: &[u8]) -> Verdict {
     let value: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(e) => {
+            if let Some(v) = too_deep(line, &e) {
+                return v;
+            }
             return Verdict::Reject(Rejection::new(
                 PARSE_ERROR,
                 format!("Parse error: {e}"),
@@ -291,6 +296,40 @@ pub fn classify(line: &[u8]) -> Verdict {
         None => format!("Invalid Request: {e}"),
     };
     Verdict::Reject(Rejection::new(INVALID_REQUEST, message, id))
+}
+
+/// The verdict on a line that is JSON but nested past serde_json's 128
+/// levels (`e` says so), when its envelope can be read: a request is
+/// answered -32600 with its id (a `null` id would leave the client, or a
+/// proxy routing answers by id, waiting for its answer for ever), a
+/// notification is ignored. The envelope is read with every other member
+/// skipped, which serde_json does without recursing, at any depth; `None`
+/// (a parse error) for anything else: an id itself too deep, a cut line,
+/// a response.
+fn too_deep(line: &[u8], e: &serde_json::Error) -> Option<Verdict> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        id: Option<Value>,
+        #[serde(default)]
+        method: Option<String>,
+    }
+    if !e.to_string().starts_with("recursion limit exceeded") {
+        return None;
+    }
+    let envelope: Envelope = serde_json::from_slice(line).ok()?;
+    envelope.method.as_ref()?;
+    let Some(id) = envelope.id else {
+        return Some(Verdict::Ignore(
+            "a notification nested deeper than 128 levels (JSON-RPC 2.0 §4.1: never answered)",
+        ));
+    };
+    let id = echoable_id(&id)?;
+    Some(Verdict::Reject(Rejection::new(
+        INVALID_REQUEST,
+        "Invalid Request: nested deeper than 128 levels, which this server does not read: nothing was done",
+        Some(id),
+    )))
 }
 
 /// A number serde_json would not hold as written (see [`inexact_number`]).
@@ -867,6 +906,40 @@ mod tests {
         }
         let bytes = b"{\"jsonrpc\":\"2.0\",\"id\":\"\xff\",\"method\":\"ping\"}\n";
         assert!(matches!(classify(bytes), Verdict::Reject(r) if r.code == PARSE_ERROR));
+    }
+
+    /// Regression: a request nested past serde_json's 128 levels (valid
+    /// JSON) was answered -32700 with `"id": null`, so the client (or the
+    /// proxy routing answers by id) waited for its id's answer for ever.
+    #[test]
+    fn a_request_nested_too_deep_is_answered_with_its_id() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"x","arguments":{{"a":{deep}}}}},"id":"r-7"}}"#
+        );
+        let r = rejected(&line);
+        assert_eq!(
+            (r.code, &r.id),
+            (INVALID_REQUEST, &Some(RequestId::String("r-7".into()))),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains("nested deeper than"), "{}", r.message);
+        // A notification as deep gets no answer; one whose id is itself
+        // too deep, or that is cut, is still a parse error.
+        let note =
+            format!(r#"{{"jsonrpc":"2.0","method":"notifications/x","params":{{"a":{deep}}}}}"#);
+        assert!(matches!(classify(note.as_bytes()), Verdict::Ignore(_)));
+        for line in [
+            format!(r#"{{"jsonrpc":"2.0","method":"ping","id":{deep}}}"#),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"ping","id":1,"params":{{"a":{}}}"#,
+                "[".repeat(200)
+            ),
+        ] {
+            let r = rejected(&line);
+            assert_eq!((r.code, &r.id), (PARSE_ERROR, &None), "{}", r.message);
+        }
     }
 
     #[test]
