@@ -12,7 +12,7 @@
 //! that message (rmcp does not parse it again), the others are classified
 //! ([`classify`]) as JSON-RPC 2.0 (§4, §5, §5.1) says:
 //!
-//! - not JSON (`1e400`, `NaN`, a cut line, invalid UTF-8): -32700 with
+//! - not JSON (`NaN`, a cut line, invalid UTF-8): -32700 with
 //!   `"id": null`, since the id cannot be read;
 //! - JSON but not a message (a batch array, which MCP 2025-06-18 removed, a
 //!   number, an object without `"jsonrpc": "2.0"`): -32600, with the
@@ -20,8 +20,9 @@
 //! - an object rmcp's message type cannot read (params that are not an
 //!   object, an id that is null or fractional, both `result` and `error`):
 //!   -32600, with its id when usable (never a response's: that id is ours);
-//! - a request nested deeper than serde_json's 128 levels: -32600 with its
-//!   id ([`too_deep`]; a notification so deep gets no answer);
+//! - a request nested deeper than serde_json's 128 levels, or with a number
+//!   past an `f64`'s range (`1e400`): -32600 or -32602 with its id
+//!   ([`past_parser_limits`]; such a notification gets no answer);
 //! - a notification rmcp cannot read: no answer (§4.1 forbids one), a line
 //!   on stderr;
 //! - a line over `--max-line-bytes`: skipped up to its newline without
@@ -224,7 +225,7 @@ pub fn classify(line: &[u8]) -> Verdict {
     let value: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(e) => {
-            if let Some(v) = too_deep(line, &e) {
+            if let Some(v) = past_parser_limits(line, &e) {
                 return v;
             }
             return Verdict::Reject(Rejection::new(
@@ -298,15 +299,18 @@ pub fn classify(line: &[u8]) -> Verdict {
     Verdict::Reject(Rejection::new(INVALID_REQUEST, message, id))
 }
 
-/// The verdict on a line that is JSON but nested past serde_json's 128
-/// levels (`e` says so), when its envelope can be read: a request is
-/// answered -32600 with its id (a `null` id would leave the client, or a
-/// proxy routing answers by id, waiting for its answer for ever), a
-/// notification is ignored. The envelope is read with every other member
-/// skipped, which serde_json does without recursing, at any depth; `None`
-/// (a parse error) for anything else: an id itself too deep, a cut line,
-/// a response.
-fn too_deep(line: &[u8], e: &serde_json::Error) -> Option<Verdict> {
+/// The verdict on a line that is JSON but past what serde_json reads
+/// (`e` says which): nested deeper than 128 levels, or holding a number
+/// past an `f64`'s range (`1e400`), when its envelope can be read. A
+/// request is answered with its id (a `null` id would leave the client,
+/// or a proxy routing answers by id, waiting for its answer for ever):
+/// -32600 for the nesting, -32602 for the number (as for a number that
+/// would be rounded, [`inexact_number`]); a notification is ignored. The
+/// envelope is read with every other member skipped, which serde_json does
+/// without recursing and without reading numbers' values; `None` (a parse
+/// error) for anything else: an id itself unreadable, a cut line, a
+/// response.
+fn past_parser_limits(line: &[u8], e: &serde_json::Error) -> Option<Verdict> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         #[serde(default)]
@@ -314,20 +318,31 @@ fn too_deep(line: &[u8], e: &serde_json::Error) -> Option<Verdict> {
         #[serde(default)]
         method: Option<String>,
     }
-    if !e.to_string().starts_with("recursion limit exceeded") {
+    let why = e.to_string();
+    let (code, what, ignored) = if why.starts_with("recursion limit exceeded") {
+        (
+            INVALID_REQUEST,
+            "Invalid Request: nested deeper than 128 levels, which this server does not read",
+            "a notification nested deeper than 128 levels (JSON-RPC 2.0 §4.1: never answered)",
+        )
+    } else if why.starts_with("number out of range") {
+        (
+            INVALID_PARAMS,
+            "Invalid params: a number past the range of a 64-bit float (such as 1e400), which would not arrive as written",
+            "a notification with a number past the range of a 64-bit float (JSON-RPC 2.0 §4.1: never answered)",
+        )
+    } else {
         return None;
-    }
+    };
     let envelope: Envelope = serde_json::from_slice(line).ok()?;
     envelope.method.as_ref()?;
     let Some(id) = envelope.id else {
-        return Some(Verdict::Ignore(
-            "a notification nested deeper than 128 levels (JSON-RPC 2.0 §4.1: never answered)",
-        ));
+        return Some(Verdict::Ignore(ignored));
     };
     let id = echoable_id(&id)?;
     Some(Verdict::Reject(Rejection::new(
-        INVALID_REQUEST,
-        "Invalid Request: nested deeper than 128 levels, which this server does not read: nothing was done",
+        code,
+        format!("{what} ({why}): nothing was done"),
         Some(id),
     )))
 }
@@ -890,7 +905,6 @@ mod tests {
     #[test]
     fn lines_that_are_not_json_are_parse_errors_with_a_null_id() {
         for line in [
-            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{"n":1e400}}}"#,
             r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{"n":NaN}}}"#,
             r#"{"jsonrpc":"2.0","id":3,"method":"ping","params":{"n":-Infinity}}"#,
             "hello",
@@ -908,11 +922,12 @@ mod tests {
         assert!(matches!(classify(bytes), Verdict::Reject(r) if r.code == PARSE_ERROR));
     }
 
-    /// Regression: a request nested past serde_json's 128 levels (valid
-    /// JSON) was answered -32700 with `"id": null`, so the client (or the
-    /// proxy routing answers by id) waited for its id's answer for ever.
+    /// Regression: a request nested past serde_json's 128 levels, or with
+    /// `1e400` in it (valid JSON both), was answered -32700 with `"id":
+    /// null`, so the client (or the proxy routing answers by id) waited
+    /// for its id's answer for ever.
     #[test]
-    fn a_request_nested_too_deep_is_answered_with_its_id() {
+    fn a_request_too_deep_or_past_f64_is_answered_with_its_id() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let line = format!(
             r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"x","arguments":{{"a":{deep}}}}},"id":"r-7"}}"#
@@ -925,6 +940,18 @@ mod tests {
             r.message
         );
         assert!(r.message.contains("nested deeper than"), "{}", r.message);
+        // So is a number past an f64's range, which serde_json refuses
+        // (`1e400`): -32602 with the id, as for a number it would round.
+        let r = rejected(
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{"n":1e400}}}"#,
+        );
+        assert_eq!(
+            (r.code, &r.id),
+            (INVALID_PARAMS, &Some(RequestId::Number(3))),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains("out of range"), "{}", r.message);
         // A notification as deep gets no answer; one whose id is itself
         // too deep, or that is cut, is still a parse error.
         let note =
