@@ -434,8 +434,20 @@ impl ServerHandler for CodaServer {
                         "stop a tool call at shutdown: it did not finish in time and sent no write to Coda"
                     );
                     "stopped at shutdown"
+                } else if write && sent.load(Ordering::Relaxed) {
+                    // Its answer, which says so, goes to nobody: the log
+                    // is where an operator learns it.
+                    tracing::warn!(
+                        tool = %name,
+                        "tool call cancelled by the client after it sent a write to Coda: what was sent may be applied or not"
+                    );
+                    "cancelled by the client"
                 } else {
-                    tracing::info!(tool = %name, "tool call cancelled by the client");
+                    tracing::info!(
+                        tool = %name,
+                        write,
+                        "tool call cancelled by the client: it sent no write to Coda"
+                    );
                     "cancelled by the client"
                 };
                 let tail = if write && !sent.load(Ordering::Relaxed) {

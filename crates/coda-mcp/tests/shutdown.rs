@@ -321,3 +321,67 @@ async fn the_shutdown_wait_flag_bounds_the_wait_for_a_sent_write() {
     );
     assert_eq!(fake.arrived_at("POST", "/rows"), 1);
 }
+
+/// Regression: a write call the client cancelled after its first chunk
+/// was sent was logged only as "tool call cancelled by the client" (its
+/// answer, which says a write may still be applied, is never sent), so
+/// the log did not say that Coda may apply what was sent. It now warns
+/// so; a cancelled call that sent nothing says that.
+#[tokio::test]
+async fn a_write_cancelled_after_it_was_sent_is_logged_as_maybe_applied() {
+    let fake = FakeCoda::start().await;
+    fake.delay_next("POST", "/rows", Duration::from_secs(60), 1);
+    let mut raw = started(&fake).await;
+    send(&mut raw, &insert_three(7)).await;
+    until("the first chunk reaches Coda", || {
+        fake.arrived_at("POST", "/rows") >= 1
+    })
+    .await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 7}});
+    send(&mut raw, &cancel).await;
+    // A write that never got to send anything: its columns are held.
+    fake.add_tables(1);
+    fake.delay_next("GET", "/grid-extra-0/columns", Duration::from_secs(60), 1);
+    let other = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {
+        "name": "coda_create_rows",
+        "arguments": {"docId": "doc1", "tableIdOrName": "grid-extra-0", "rows": [{"Name": "x"}]}}});
+    send(&mut raw, &other).await;
+    until("the second call reads columns", || {
+        fake.arrived_at("GET", "/grid-extra-0/columns") >= 1
+    })
+    .await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 8}});
+    send(&mut raw, &cancel).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "ping"});
+    send(&mut raw, &ping).await;
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), raw.out.next_line())
+            .await
+            .expect("no answer to ping")
+            .unwrap()
+            .expect("stdout closed");
+        if line.contains("\"id\":9") {
+            break;
+        }
+    }
+    let log = raw.finish().await;
+    let cancelled: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("coda_mcp::server") && l.contains("cancelled by the client"))
+        .collect();
+    assert_eq!(cancelled.len(), 2, "{log}");
+    assert!(
+        cancelled
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("may be applied")),
+        "{log}"
+    );
+    assert!(
+        cancelled
+            .iter()
+            .any(|l| l.contains("INFO") && l.contains("sent no write")),
+        "{log}"
+    );
+}
