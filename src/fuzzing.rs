@@ -55,7 +55,9 @@ pub fn check_answer(
     let failure = |b: Broken| match b {
         Broken::NotJson => CheckFailure::NotJson,
         // A repeated `_meta` fails only a check that stamps; this one does not.
-        Broken::BothMembers | Broken::RepeatedMeta => CheckFailure::BothMembers,
+        Broken::BothMembers | Broken::RepeatedMeta | Broken::RepeatedFill => {
+            CheckFailure::BothMembers
+        }
     };
     for piece in pieces {
         match check.piece(Bytes::copy_from_slice(piece)) {

@@ -270,6 +270,40 @@ async fn a_long_answer_gets_the_servers_identity_in_its_own_meta_as_it_passes() 
     proxy.stop().await;
 }
 
+/// A long answer whose result has a member the proxy puts at its front
+/// for a 2026-07-28 client (`resultType`): it went on with the key twice.
+/// Now it fails as it passes, where the child's copy begins, as a short
+/// one is refused.
+#[tokio::test]
+async fn a_long_answer_with_a_member_the_proxy_adds_fails_where_the_second_copy_begins() {
+    let proxy = Proxy::start(&[]).await;
+    let mut body = slow_answer(json!(1), 1 << 20, 300, "end");
+    body["params"]["arguments"]["meta"] = json!(r#"{"a":1},"resultType":"input_required""#);
+    body["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let started = Instant::now();
+    let resp = modern_post(&proxy, &body, "application/json").await;
+    assert_eq!(resp.status(), 200);
+    let (first, got) = tokio::time::timeout(Duration::from_secs(10), read_body(resp, started))
+        .await
+        .expect("the body ends within 10 s");
+    assert!(first.is_some(), "its head went on as it arrived");
+    let part = match got {
+        Ok(whole) => panic!(
+            "passed whole: {}",
+            String::from_utf8_lossy(&whole[whole.len().saturating_sub(120)..])
+        ),
+        Err(part) => part,
+    };
+    assert!(
+        !String::from_utf8_lossy(&part).contains("input_required"),
+        "nothing past the second copy went"
+    );
+    proxy.stop().await;
+}
+
 /// A long answer whose result has `_meta` twice: the proxy put the
 /// server's identity into the first copy as it passed, and the client's
 /// parser (serde_json here, `JSON.parse`, Python's json) kept the second,

@@ -366,6 +366,47 @@ async fn every_result_carries_the_servers_identity() {
     proxy.stop().await;
 }
 
+/// A 2025-era child's result with a member the proxy adds for a
+/// 2026-07-28 client (`resultType`) went on with the key twice
+/// (`{"resultType":"complete",…,"resultType":"input_required"}`): a client
+/// that keeps the last copy read the child's, a Rust client's typed parse
+/// refused the answer. Such an answer is refused now, as one with `_meta`
+/// twice is: -32603, the call's error. Nested deeper, the key is the
+/// child's own business.
+#[tokio::test]
+async fn a_result_with_a_member_the_proxy_adds_is_refused_rather_than_sent_with_the_key_twice() {
+    let proxy = Proxy::start(&[]).await;
+    for (n, result) in [
+        r#"{"content":[],"resultType":"input_required"}"#,
+        r#"{"\u0072esultType":"complete","content":[]}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":$ID,"result":{result}}}"#);
+        let call = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{
+            "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
+        let v = json_of(post(&proxy, &call, "application/json").await).await;
+        assert_eq!(v["id"], n, "{v}");
+        assert_eq!(v["error"]["code"], -32603, "{result}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("resultType"),
+            "{v}"
+        );
+    }
+    let line = r#"{"jsonrpc":"2.0","id":$ID,"result":{"content":[{"type":"text","text":"t","resultType":"x"}],"ttlMs":5}}"#;
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{
+        "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
+    let v = json_of(post(&proxy, &call, "application/json").await).await;
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert_eq!(v["result"]["content"][0]["resultType"], "x", "{v}");
+    assert_eq!(v["result"]["ttlMs"], 5, "{v}");
+    proxy.stop().await;
+}
+
 /// A child's result with `_meta` twice: the identity went into the first
 /// copy, and the client's parser (serde_json here, as `JSON.parse` and
 /// Python's json) keeps the last, so the client saw the child's `_meta`

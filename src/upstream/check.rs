@@ -42,6 +42,11 @@ pub(crate) enum Broken {
     /// copy it went into is not the one every client keeps (serde_json,
     /// `JSON.parse` and Python keep the last, others the first).
     RepeatedMeta,
+    /// The result has a member the proxy puts at its front for a
+    /// 2026-07-28 client (`resultType`, the caching hints), when the
+    /// check looks for them ([`Check::for_result`]): with both, the
+    /// result would hold the key twice.
+    RepeatedFill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +130,12 @@ pub(crate) struct Check {
 /// nothing is added twice: at most one insertion per answer.
 #[derive(Default)]
 struct StampScan {
+    /// Where the identity goes is looked for (the child named itself):
+    /// a second `_meta` fails the answer.
+    identity: bool,
+    /// The keys the proxy puts at the result's front
+    /// (`super::fill::Fill::keys`): one of them in the result fails it.
+    fill_keys: &'static [&'static [u8]],
     /// The top-level key just read is `result`.
     result_next: bool,
     /// The second open container is the result object.
@@ -190,9 +201,22 @@ impl Check {
 
     /// A check that also finds where the server's identity goes into the
     /// answer's result ([`StampScan`]); [`Check::take_splice`] tells.
+    #[cfg(test)]
     pub(crate) fn stamping() -> Check {
+        Check::for_result(true, &[])
+    }
+
+    /// A check that reads the members of the answer's result: where the
+    /// server's identity goes, when `identity` ([`Check::stamping`]), and
+    /// whether the result has one of `fill_keys`, the members the proxy
+    /// puts at its front ([`Broken::RepeatedFill`]).
+    pub(crate) fn for_result(identity: bool, fill_keys: &'static [&'static [u8]]) -> Check {
         Check {
-            stamp: Some(Box::default()),
+            stamp: Some(Box::new(StampScan {
+                identity,
+                fill_keys,
+                ..StampScan::default()
+            })),
             ..Check::new()
         }
     }
@@ -382,16 +406,25 @@ impl Check {
     }
 
     /// A key of the result or of its `_meta` was read (see [`StampScan`]).
-    fn stamp_key_read(&mut self) {
+    fn stamp_key_read(&mut self) -> Result<(), Broken> {
         let depth = self.stack.len();
         let want: &[u8] = if depth == 2 {
             b"_meta"
         } else {
             SERVER_INFO_KEY
         };
-        let hit = self.decoded_key(STAMP_KEY_BYTES).as_deref() == Some(want);
+        let key = self.decoded_key(STAMP_KEY_BYTES);
+        let hit = key.as_deref() == Some(want);
+        let filled = depth == 2
+            && self
+                .stamp
+                .as_ref()
+                .is_some_and(|s| key.as_deref().is_some_and(|k| s.fill_keys.contains(&k)));
+        if filled {
+            return Err(Broken::RepeatedFill);
+        }
         let Some(stamp) = self.stamp.as_mut() else {
-            return;
+            return Ok(());
         };
         if depth == 2 {
             stamp.meta_next = hit;
@@ -399,6 +432,7 @@ impl Check {
             stamp.meta_members = true;
             stamp.meta_has |= hit;
         }
+        Ok(())
     }
 
     /// Which member of the envelope the top-level key just read names,
@@ -503,7 +537,7 @@ impl Check {
                 if self.top_key() {
                     self.key_read()?;
                 } else if self.stamp_key_depth() {
-                    self.stamp_key_read();
+                    self.stamp_key_read()?;
                 }
                 State::Value
             }
@@ -547,7 +581,7 @@ impl Check {
             match self.stack.len() {
                 1 if std::mem::take(&mut stamp.result_next) => stamp.in_result = b == b'{',
                 2 if stamp.in_result && std::mem::take(&mut stamp.meta_next) => {
-                    if stamp.seen_meta {
+                    if stamp.seen_meta && stamp.identity {
                         return Err(Broken::RepeatedMeta);
                     }
                     stamp.seen_meta = true;

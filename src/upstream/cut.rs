@@ -241,6 +241,11 @@ impl Cut {
                     "a long answer being passed on has _meta twice in its result, so the server's identity may not be where its client reads it; failing it"
                 )
             }
+            Broken::RepeatedFill => {
+                warn!(
+                    "a long answer being passed on has a member in its result that the proxy adds for a 2026-07-28 client (resultType, ttlMs or cacheScope), which would go on twice; failing it"
+                )
+            }
         }
         self.fail_with(TailError::Cut);
     }

@@ -29,6 +29,17 @@ impl Fill {
 }
 
 impl Fill {
+    /// The keys of [`Fill::fields`]: a result that has one of its own is
+    /// refused (`super::check::Broken::RepeatedFill`), since it would go
+    /// on with the key twice.
+    pub(super) fn keys(&self) -> &'static [&'static [u8]] {
+        match self {
+            Fill::None => &[],
+            Fill::Complete => &[b"resultType"],
+            Fill::Cacheable => &[b"resultType", b"ttlMs", b"cacheScope"],
+        }
+    }
+
     /// The code a 2026-07-28 client gets for the 2025-era child's error
     /// `code`, where the revision forbids passing it on (spec 2026-07-28
     /// `basic/index`, "Error Codes"): -32002, resource not found until

@@ -178,34 +178,43 @@ impl Stamp {
 
 /// The child's whole answer `frame` as its 2026-07-28 client gets it:
 /// re-addressed to `client_id`, with `fill`'s fields and, when the child
-/// named itself, its identity in the result's `_meta`. A result with
-/// `_meta` twice is refused, as a long one fails ([`Broken::RepeatedMeta`]):
-/// the client would keep one copy, and which one depends on its parser.
+/// named itself, its identity in the result's `_meta`. A result that
+/// would hold a key twice is refused, as a long one fails: `_meta` twice
+/// ([`Broken::RepeatedMeta`]), or a member `fill` puts at its front
+/// ([`Broken::RepeatedFill`]); the client would keep one copy, which one
+/// depends on its parser, and a Rust client's typed parse refuses both.
 pub(super) fn answer(
     frame: &Frame,
     client_id: &[u8],
     fill: Fill,
     stamp: Option<&Stamp>,
 ) -> Result<Message, UpstreamError> {
-    let Some(stamp) = stamp else {
-        return Ok(frame.answer(client_id, fill.fields()));
-    };
+    let plain = || Ok(frame.answer(client_id, fill.fields()));
+    if stamp.is_none() && fill.keys().is_empty() {
+        return plain();
+    }
     let Some(result) = frame.result_range() else {
-        return Ok(frame.answer(client_id, fill.fields()));
+        return plain();
     };
     let bytes = &frame.bytes()[result];
     if bytes.first() != Some(&b'{') {
-        return Ok(frame.answer(client_id, fill.fields()));
+        return plain();
     }
-    // No `_meta` anywhere in it, in any spelling (`\u005fmeta`): it goes
-    // with the fields, in one insertion.
-    if !jsonrpc::contains(bytes, b"_meta") && memchr::memchr(b'\\', bytes).is_none() {
-        return Ok(frame.answer(client_id, stamp.fields(fill)));
+    let fields = match stamp {
+        Some(stamp) => stamp.fields(fill),
+        None => fill.fields(),
+    };
+    // None of the keys anywhere in it, in any spelling (`\u005fmeta`):
+    // it goes with the fields, in one insertion.
+    let escaped = memchr::memchr(b'\\', bytes).is_some();
+    let meta = stamp.is_some() && jsonrpc::contains(bytes, b"_meta");
+    if !escaped && !meta && !fill.keys().iter().any(|k| jsonrpc::contains(bytes, k)) {
+        return Ok(frame.answer(client_id, fields));
     }
-    // Rarely: where the result's own `_meta` ends, found as a long
-    // answer's is. A frame is valid JSON, so the check passes it unless
-    // its result repeats `_meta`.
-    let mut check = Check::stamping();
+    // Rarely: the result's members read as a long answer's are. A frame
+    // is valid JSON, so the check passes it unless its result repeats
+    // `_meta` or has a member of the fill.
+    let mut check = Check::for_result(stamp.is_some(), fill.keys());
     let splice = match check.end(frame.bytes().clone()) {
         Ok(_) => check.take_splice(),
         Err(Broken::RepeatedMeta) => {
@@ -213,9 +222,19 @@ pub(super) fn answer(
                 "its result has _meta twice, and clients differ on which copy they keep".into(),
             ));
         }
+        Err(Broken::RepeatedFill) => {
+            return Err(UpstreamError::Garbled(
+                "its result has a member the proxy adds for a 2026-07-28 client (resultType, ttlMs or cacheScope), which would go on twice".into(),
+            ));
+        }
         Err(_) => None,
     };
-    Ok(frame.answer_with(client_id, fill.fields(), splice.map(|s| stamp.insertion(s))))
+    match stamp {
+        Some(stamp) => {
+            Ok(frame.answer_with(client_id, fill.fields(), splice.map(|s| stamp.insertion(s))))
+        }
+        None => plain(),
+    }
 }
 
 #[cfg(test)]
@@ -491,6 +510,43 @@ mod tests {
                 ))
                 .is_ok()
         );
+    }
+
+    /// A result with a member the fill puts at its front, in any spelling,
+    /// is refused with or without an identity to stamp; one nested deeper,
+    /// or one the fill does not add, goes on.
+    #[test]
+    fn a_result_with_a_member_the_fill_adds_is_refused() {
+        let frame = |result: &str| {
+            Frame::parse(
+                Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#)),
+                false,
+            )
+            .unwrap()
+        };
+        let stamp = stamp();
+        for with in [None, Some(&stamp)] {
+            for (result, fill, refused) in [
+                (r#"{"resultType":"task"}"#, Fill::Complete, true),
+                (r#"{"a":1,"\u0072esultType":"x"}"#, Fill::Complete, true),
+                (r#"{"ttlMs":1}"#, Fill::Cacheable, true),
+                (r#"{"cacheScope":"public","a":[]}"#, Fill::Cacheable, true),
+                (r#"{"ttlMs":1}"#, Fill::Complete, false),
+                (
+                    r#"{"a":{"resultType":1},"b":"resultType"}"#,
+                    Fill::Complete,
+                    false,
+                ),
+                (r#"{"resultType":"complete"}"#, Fill::None, false),
+            ] {
+                let r = answer(&frame(result), b"3", fill, with);
+                assert_eq!(r.is_err(), refused, "{result} {fill:?} {}", with.is_some());
+                if let Ok(m) = r {
+                    let v: Value = serde_json::from_slice(&m.into_bytes()).unwrap();
+                    assert_eq!(v["id"], 3, "{v}");
+                }
+            }
+        }
     }
 
     #[test]

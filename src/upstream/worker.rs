@@ -808,17 +808,18 @@ impl Worker {
         if !takes {
             return;
         }
-        let stamping = self
+        let (stamping, fill_keys) = self
             .routes
             .pending
             .get(&id)
-            .is_some_and(|p| p.stamp.is_some());
+            .map_or((false, &[][..]), |p| (p.stamp.is_some(), p.fill.keys()));
         // The head goes only if it is valid so far (else the line is read
         // whole, and repaired or rebuilt like any short one); the rest is
-        // checked as it passes (`cut`), and the server's identity goes
-        // into its result where the check finds the place (`stamp`).
-        let mut check = if stamping {
-            Check::stamping()
+        // checked as it passes (`cut`), the server's identity goes into
+        // its result where the check finds the place (`stamp`), and a
+        // result with a member the fill adds fails (`Broken::RepeatedFill`).
+        let mut check = if stamping || !fill_keys.is_empty() {
+            Check::for_result(stamping, fill_keys)
         } else {
             Check::new()
         };
