@@ -54,6 +54,9 @@ pub const DEFAULT_MAX_CHILD_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes of a 2025-era child's `serverInfo` put into every 2026-07-28
 /// result as written; a larger one goes as its name and version.
 pub const DEFAULT_MAX_SERVER_INFO_BYTES: usize = 4096;
+/// Bytes of a child's requests held for tasks of 2026-07-28 clients (the
+/// Tasks extension's input requests), in all; a task holds a quarter.
+pub const DEFAULT_MAX_TASK_INPUT_BYTES: usize = 4 * 1024 * 1024;
 /// Events kept per stream for `Last-Event-ID` replay.
 pub const DEFAULT_REPLAY_EVENTS: usize = 256;
 /// Bytes kept per stream for replay: a session keeps up to
@@ -314,6 +317,9 @@ pub struct Args {
     /// the same per session, so one client that never answers cannot take the others' room (default --max-server-requests / 4 with --shared, else --max-server-requests)
     #[argh(option)]
     pub max_server_requests_per_session: Option<String>,
+    /// bytes of a child's requests held for 2026-07-28 clients' tasks until a tasks/update answers them; one task may hold a quarter; more are refused with an error to the child (default 4M)
+    #[argh(option)]
+    pub max_task_input_bytes: Option<String>,
     /// messages in one JSON-RPC batch; a larger batch gets 400 (default 1024)
     #[argh(option)]
     pub max_batch: Option<String>,
@@ -478,6 +484,8 @@ pub struct Config {
     pub max_server_requests: usize,
     /// The same, per session.
     pub max_server_requests_per_session: usize,
+    /// Bytes of a child's requests held for 2026-07-28 clients' tasks.
+    pub max_task_input_bytes: usize,
     /// Messages per JSON-RPC batch.
     pub max_batch: usize,
     /// Requests in flight per session, or per principal without one.
@@ -1379,6 +1387,13 @@ impl Config {
             )?,
             max_server_requests,
             max_server_requests_per_session,
+            max_task_input_bytes: r.parsed(
+                "max-task-input-bytes",
+                &args.max_task_input_bytes,
+                DEFAULT_MAX_TASK_INPUT_BYTES,
+                parse_bytes,
+                "a byte count",
+            )?,
             max_batch,
             max_in_flight,
             mode,

@@ -26,7 +26,9 @@
 //!   forever (transport.md §2.9). `ping` is answered here.
 //! - in shared mode, anything tied to a task (`notifications/tasks/status`,
 //!   `_meta` related-task) goes to the session that created the task, and
-//!   tasks stay private to it (module `tasks`).
+//!   tasks stay private to it (module `tasks`); a 2026-07-28 client's
+//!   task's requests are held for its `tasks/get` and `tasks/update`
+//!   ([`Upstream::task_inputs`]).
 //! - across eras, a server-to-client request and an `input_required` result
 //!   are translated into each other (module `mrtr`): a 2026-07-28 child's
 //!   questions reach a session-era client as requests, a 2025-era child's
@@ -93,7 +95,7 @@ use routes::{Pending, Retry, TaskAnswer};
 pub use sink::{AnswerWatch, ReplySink, Sink};
 pub use stamp::{SERVER_INFO_KEY, Stamp};
 pub use tasks::DEFAULT_MAX_TASKS;
-use worker::{COMMAND_QUEUE, Command, Worker};
+use worker::{COMMAND_QUEUE, Command, TaskInputOp, Worker};
 
 /// For `crate::fuzzing` only.
 #[cfg(fuzzing)]
@@ -490,6 +492,9 @@ pub struct UpstreamOptions {
     /// The child's requests waiting for a client's answer, in all
     /// (`--max-server-requests`).
     pub max_server_requests: usize,
+    /// Bytes of the child's requests held for tasks of clients without a
+    /// session, in all (`--max-task-input-bytes`; a task holds a quarter).
+    pub max_task_input_bytes: usize,
     /// The same, per session (`--max-server-requests-per-session`): one
     /// client that never answers cannot take the room of the others.
     pub max_server_requests_per_session: usize,
@@ -638,6 +643,54 @@ impl Upstream {
             .await
             .ok()?
             .ok()
+    }
+
+    /// `task`'s requests the child holds for its client (a client without
+    /// a session), as an `inputRequests` object; `None` when it has none,
+    /// or `port`'s caller may not see the task.
+    pub async fn task_inputs(&self, port: &Port, task: &str) -> Option<Vec<u8>> {
+        let (port_key, session, principal) = (port.key, port.has_identity(), port.principal());
+        self.ask(|done| Command::TaskInput {
+            task: task.into(),
+            port: port_key,
+            session,
+            principal,
+            op: TaskInputOp::List(done),
+        })
+        .await
+        .flatten()
+    }
+
+    /// Gives the child the client's answers to `task`'s held requests
+    /// (`inputResponses` members); keys not outstanding are ignored.
+    /// `false` when `port`'s caller may not see the task.
+    pub async fn answer_task_inputs(
+        &self,
+        port: &Port,
+        task: &str,
+        responses: Vec<(String, Box<serde_json::value::RawValue>)>,
+    ) -> bool {
+        let (port_key, session, principal) = (port.key, port.has_identity(), port.principal());
+        self.ask(|done| Command::TaskInput {
+            task: task.into(),
+            port: port_key,
+            session,
+            principal,
+            op: TaskInputOp::Answer(responses, done),
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// `task` ended: the child's requests held for it get an error (`why`).
+    pub fn end_task_inputs(&self, port: &Port, task: &str, why: &str) {
+        self.tidy(Command::TaskInput {
+            task: task.into(),
+            port: port.key,
+            session: port.has_identity(),
+            principal: port.principal(),
+            op: TaskInputOp::End(why.into()),
+        });
     }
 
     /// Fails every request in flight with `why` (the shutdown's grace ran

@@ -62,6 +62,40 @@ async fn poll(proxy: &Proxy, key: Option<&str>, task: &str) -> Value {
     }
 }
 
+/// Polls `tasks/get` until the task's status is `want` (or it ended
+/// otherwise, which fails the test).
+async fn poll_until(proxy: &Proxy, key: Option<&str>, task: &str, want: &str) -> Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (status, v) = post(proxy, key, &task_request(9, "tasks/get", task, true)).await;
+        assert_eq!(status, 200, "{v}");
+        let result = v["result"].clone();
+        if result["status"] == want {
+            return result;
+        }
+        assert!(
+            result["status"] == "working" || result["status"] == "input_required",
+            "the task ended as {want:?} never came: {v}"
+        );
+        assert!(Instant::now() < deadline, "never {want}: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn update(id: u64, task: &str, responses: Value) -> Value {
+    let mut v = task_request(id, "tasks/update", task, true);
+    v["params"]["inputResponses"] = responses;
+    v
+}
+
+/// The only input request of an `input_required` task: its key and itself.
+fn only_input(task: &Value) -> (String, Value) {
+    let requests = task["inputRequests"].as_object().expect("inputRequests");
+    assert_eq!(requests.len(), 1, "{task}");
+    let (k, v) = requests.iter().next().unwrap();
+    (k.clone(), v.clone())
+}
+
 #[tokio::test]
 async fn discover_declares_the_extension_of_a_child_that_runs_tool_calls_as_tasks() {
     let proxy = Proxy::start(&[]).await;
@@ -200,19 +234,24 @@ async fn cancel_update_and_the_methods_the_extension_does_not_have() {
     let (status, v) = post(&proxy, None, &task_request(3, "tasks/cancel", &task, true)).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["error"]["code"], -32602, "{v}");
-    // No input is ever outstanding: tasks/update is refused, clearly.
-    let mut update = task_request(4, "tasks/update", &task, true);
-    update["params"]["inputResponses"] = json!({"k": {"action": "accept"}});
-    let (status, v) = post(&proxy, None, &update).await;
-    assert_eq!(status, 400, "{v}");
+    // Responses for keys not outstanding are ignored, as the extension says.
+    let (status, v) = post(
+        &proxy,
+        None,
+        &update(4, &task, json!({"k": {"action": "accept"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"], json!({"resultType": "complete"}), "{v}");
+    // An update of an unknown task, or without responses, is refused.
+    let (_, v) = post(&proxy, None, &update(4, "nope", json!({}))).await;
     assert_eq!(v["error"]["code"], -32602, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tasks/update"),
-        "{v}"
-    );
+    assert_eq!(v["error"]["message"], "task not found: nope", "{v}");
+    for responses in [json!(null), json!([]), json!({"k": "accept"})] {
+        let (status, v) = post(&proxy, None, &update(4, &task, responses.clone())).await;
+        assert_eq!(status, 400, "{responses}: {v}");
+        assert_eq!(v["error"]["code"], -32602, "{responses}: {v}");
+    }
     // An unknown task: -32602, the extension's code for it.
     let (_, v) = post(&proxy, None, &task_request(5, "tasks/get", "nope", true)).await;
     assert_eq!(v["error"]["code"], -32602, "{v}");
@@ -288,7 +327,8 @@ fn key_file(tag: &str) -> (std::path::PathBuf, String) {
 /// client) went to whichever call was the only one in flight: on a shared
 /// child, another principal's. Bob's `sleep` was answered with
 /// `input_required` carrying Alice's task's elicitation, and Alice's task
-/// waited for Bob's answer.
+/// waited for Bob's answer. Now it waits for Alice: her `tasks/get` shows
+/// it, her `tasks/update` answers it; Bob can neither see nor answer it.
 #[tokio::test]
 async fn a_tasks_own_request_never_reaches_a_bystanders_call() {
     let (d, keys) = key_file("bystander");
@@ -325,15 +365,114 @@ async fn a_tasks_own_request_never_reaches_a_bystanders_call() {
     .await;
     assert_eq!(status, 200, "{v}");
     let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    let asked = poll_until(&proxy, Some(KEY_A), &task, "input_required").await;
+    let (key, _) = only_input(&asked);
     let bob = tokio::time::timeout(STEP, bob).await.unwrap().unwrap();
     assert_eq!(bob["result"]["content"][0]["text"], "slept 1500", "{bob}");
-    // The child was refused at once, so the task went on to its end.
-    let done = poll(&proxy, Some(KEY_A), &task).await;
-    assert_eq!(done["status"], "completed", "{done}");
+    // Bob learns nothing of it, and cannot answer it.
+    for method in ["tasks/get", "tasks/update"] {
+        let mut r = task_request(2, method, &task, true);
+        r["params"]["inputResponses"] =
+            json!({ key.as_str(): {"action": "accept", "content": {"answer": "bob's"}} });
+        let (_, v) = post(&proxy, Some(KEY_B), &r).await;
+        assert_eq!(v["error"]["code"], -32602, "{method}: {v}");
+        assert_eq!(
+            v["error"]["message"],
+            format!("task not found: {task}"),
+            "{v}"
+        );
+    }
+    let still = poll_until(&proxy, Some(KEY_A), &task, "input_required").await;
+    assert_eq!(only_input(&still).0, key, "{still}");
+    let answer = json!({ key.as_str(): {"action": "accept", "content": {"answer": "alice's"}} });
+    let (status, v) = post(&proxy, Some(KEY_A), &update(3, &task, answer)).await;
+    assert_eq!(status, 200, "{v}");
+    let done = poll_until(&proxy, Some(KEY_A), &task, "completed").await;
     let text = done["result"]["content"][0]["text"].as_str().unwrap();
-    assert!(text.starts_with("refused:"), "{done}");
+    assert!(
+        text.starts_with("answered:") && text.contains("alice's"),
+        "{done}"
+    );
+    assert!(!text.contains("bob's"), "{done}");
     proxy.stop().await;
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The extension: a task's own request of the 2025-11-25 child (its
+/// `elicitation/create` tied to the task) makes the task `input_required`
+/// with the request in `inputRequests` until `tasks/update` answers it;
+/// the answer reaches the child as the response to its request.
+#[tokio::test]
+async fn a_tasks_input_request_is_polled_and_answered_with_tasks_update() {
+    let proxy = Proxy::start(&[]).await;
+    let (_, v) = post(
+        &proxy,
+        None,
+        &call(1, "task_job", json!({"ms": 60000, "elicit": true}), true),
+    )
+    .await;
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    let asked = poll_until(&proxy, None, &task, "input_required").await;
+    assert_eq!(asked["resultType"], "complete", "{asked}");
+    let (key, request) = only_input(&asked);
+    assert_eq!(request["method"], "elicitation/create", "{asked}");
+    assert_eq!(request["params"]["message"], "Which job?", "{asked}");
+    assert!(asked.get("result").is_none(), "{asked}");
+    // Asked again, the same request under the same key.
+    let again = poll_until(&proxy, None, &task, "input_required").await;
+    assert_eq!(again["inputRequests"], asked["inputRequests"]);
+    let answer =
+        json!({ key.as_str(): {"action": "accept", "content": {"answer": "the blue one"}} });
+    let (status, v) = post(&proxy, None, &update(2, &task, answer.clone())).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"], json!({"resultType": "complete"}), "{v}");
+    let done = poll_until(&proxy, None, &task, "completed").await;
+    let text = done["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("answered:"), "{done}");
+    assert!(text.contains("the blue one"), "{done}");
+    assert!(done.get("inputRequests").is_none(), "{done}");
+    // Answered once: the same answer again is ignored, not an error.
+    let (status, v) = post(&proxy, None, &update(3, &task, answer)).await;
+    assert_eq!(
+        (status, &v["result"]["resultType"]),
+        (200, &json!("complete")),
+        "{v}"
+    );
+    proxy.stop().await;
+}
+
+/// The held requests are bounded (`--max-server-requests`): past it the
+/// child is refused at once; a cancelled task's requests leave the table
+/// (the child is refused them), so they do not keep another task's out.
+/// One nobody answers is refused after `--request-timeout`.
+#[tokio::test]
+async fn a_tasks_held_requests_are_bounded_released_and_timed_out() {
+    let proxy = Proxy::start(&["--max-server-requests", "1", "--request-timeout", "2s"]).await;
+    let job = |id| call(id, "task_job", json!({"ms": 60000, "elicit": true}), true);
+    let (_, v) = post(&proxy, None, &job(1)).await;
+    let a = v["result"]["taskId"].as_str().unwrap().to_string();
+    poll_until(&proxy, None, &a, "input_required").await;
+    let (_, v) = post(&proxy, None, &job(2)).await;
+    let b = v["result"]["taskId"].as_str().unwrap().to_string();
+    let refused = poll_until(&proxy, None, &b, "completed").await;
+    let text = refused["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("refused:") && text.contains("--max-server-requests"),
+        "{refused}"
+    );
+    let (_, v) = post(&proxy, None, &task_request(3, "tasks/cancel", &a, true)).await;
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    let (_, v) = post(&proxy, None, &job(4)).await;
+    let c = v["result"]["taskId"].as_str().unwrap().to_string();
+    poll_until(&proxy, None, &c, "input_required").await;
+    // Nobody answers: the child is refused once --request-timeout passed.
+    let expired = poll_until(&proxy, None, &c, "completed").await;
+    let text = expired["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("refused:") && text.contains("did not answer"),
+        "{expired}"
+    );
+    proxy.stop().await;
 }
 
 /// A task lives in its principal's child: one nobody polls for

@@ -373,6 +373,7 @@ impl App {
             max_child_queue_bytes: self.config.max_child_queue_bytes,
             max_server_info_bytes: self.config.max_server_info_bytes,
             max_server_requests: self.config.max_server_requests,
+            max_task_input_bytes: self.config.max_task_input_bytes,
             max_server_requests_per_session: self.config.max_server_requests_per_session,
             max_broadcast_bytes: self.config.max_queue_bytes,
         }

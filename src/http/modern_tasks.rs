@@ -19,13 +19,28 @@
 //! - `tasks/get` is the child's `tasks/get`; for a task the child calls
 //!   `completed` or `failed` the proxy also asks `tasks/result` and puts
 //!   the result (`completed`, a tool error with `isError` included) or the
-//!   JSON-RPC error (`failed`) in the Task. `input_required` is shown as
-//!   `working`: the proxy relays none of a task's own requests (the child
-//!   gets an error for them at once), so no input is ever outstanding.
+//!   JSON-RPC error (`failed`) in the Task. A task's own requests of the
+//!   child (`_meta` related-task: an elicitation, a sampling request) are
+//!   held by the multiplexer for the task's client (`upstream::tasks`,
+//!   [`Upstream::task_inputs`]): while any is held the task is
+//!   `input_required` with them in `inputRequests`, each under a key never
+//!   used again; `input_required` of the child's with none held is
+//!   `working` (nothing to answer). A finished task's held requests are
+//!   refused at the child.
+//! - `tasks/update` gives each `inputResponses` member to the child as the
+//!   result of its request under that key; keys not outstanding are
+//!   ignored, as the extension says. It is answered by the proxy (the
+//!   child has no such method), with an empty result, or "task not found"
+//!   (-32602) for a task that is not the caller's.
 //! - `tasks/cancel` is the child's `tasks/cancel`, answered with an empty
-//!   result; the child's error (an unknown or a finished task) passes on.
-//! - `tasks/update` is refused with -32602: no input request is ever
-//!   outstanding (see above), so there is nothing to answer.
+//!   result, and the task's held requests are refused at the child; the
+//!   child's error (an unknown or a finished task) passes on.
+//!
+//! Held requests are bounded by `--max-server-requests` (in all),
+//! `--max-server-requests-per-session` (per task) and
+//! `--max-task-input-bytes` (in all; a task a quarter), wait at most
+//! `--request-timeout` (else `--session-idle-timeout`), and go with
+//! their child.
 //!
 //! Which caller sees which task is the multiplexer's (`upstream::tasks`):
 //! a task is its creating principal's.
@@ -299,29 +314,33 @@ pub async fn serve(
             "{method} needs params.taskId, a string"
         )));
     };
-    if method == "tasks/update" {
-        // Refused whatever the task: the answer says nothing of whether
-        // it exists, or whose it is.
-        return Err(ProxyError::InvalidParams(format!(
-            "no input request is outstanding for task {task_id}: the proxy relays no requests of a 2025-11-25 server's task, so tasks/update has nothing to answer"
-        )));
-    }
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
     port.set_principal(super::owner_key(principal).as_deref());
+    if method == "tasks/update" {
+        let responses = input_responses(&frame)?;
+        // The proxy holds the task's requests: the child is not asked.
+        if !upstream
+            .answer_task_inputs(&port, &task_id, responses)
+            .await
+        {
+            return Err(ProxyError::InvalidParams(format!(
+                "task not found: {task_id}"
+            )));
+        }
+        return Ok(json_ok(jsonrpc::result_response(
+            &id,
+            &json!({ "resultType": "complete" }),
+        )));
+    }
     upstream.attach(port.clone());
     let mut guard = CancelUnlessAnswered::new(app, upstream, &port, &id, None, slots);
-    let answer = ask(app, upstream, &port, frame).await?;
+    let answer = ask(app, upstream, &port, frame.clone()).await?;
     let out = match result_of(&answer) {
         Err(()) => answer,
         Ok(task) if method == "tasks/cancel" => {
-            // 2026-07-28 acknowledges with an empty result.
-            let mut out = Map::new();
-            out.insert("resultType".into(), json!("complete"));
-            if let Some(meta) = task.get("_meta") {
-                out.insert("_meta".into(), meta.clone());
-            }
-            jsonrpc::result_response(&id, &Value::Object(out))
+            upstream.end_task_inputs(&port, &task_id, "the task was cancelled");
+            acknowledgment(&id, task.get("_meta"))
         }
         Ok(task) => {
             let mut out = Map::new();
@@ -329,6 +348,12 @@ pub async fn serve(
             task_members(&task, &mut out);
             let status = task.get("status").and_then(Value::as_str);
             let mut outcome = None;
+            let mut inputs = None;
+            if matches!(status, Some("completed" | "failed" | "cancelled")) {
+                upstream.end_task_inputs(&port, &task_id, "the task has ended");
+            } else {
+                inputs = upstream.task_inputs(&port, &task_id).await;
+            }
             if matches!(status, Some("completed" | "failed")) {
                 let result = Frame::from_value(&json!({
                     "jsonrpc": "2.0", "id": 0, "method": "tasks/result",
@@ -343,12 +368,20 @@ pub async fn serve(
             if let Some(meta) = task.get("_meta") {
                 out.insert("_meta".into(), meta.clone());
             }
-            match &outcome {
-                Some(answer) => {
+            match (&outcome, &inputs) {
+                (Some(answer), _) => {
                     let (name, raw) = settle(&mut out, answer);
                     jsonrpc::envelope(&id, "result", &with_member(&out, name, raw))
                 }
-                None => jsonrpc::result_response(&id, &Value::Object(out)),
+                (None, Some(requests)) => {
+                    // Outstanding requests make the task `input_required`,
+                    // whatever the child calls it (2025-11-25 only says it
+                    // should): the extension's status for them.
+                    out.insert("status".into(), json!("input_required"));
+                    let result = with_member(&out, "inputRequests", requests);
+                    jsonrpc::envelope(&id, "result", &result)
+                }
+                (None, None) => jsonrpc::result_response(&id, &Value::Object(out)),
             }
         }
     };
@@ -359,6 +392,39 @@ pub async fn serve(
         *r.status_mut() = status;
     }
     Ok(r)
+}
+
+/// The extension's acknowledgment of `tasks/cancel`: an empty result
+/// (with the child's `_meta`, if any).
+fn acknowledgment(id: &[u8], meta: Option<&Value>) -> Bytes {
+    let mut out = Map::new();
+    out.insert("resultType".into(), json!("complete"));
+    if let Some(meta) = meta {
+        out.insert("_meta".into(), meta.clone());
+    }
+    jsonrpc::result_response(id, &Value::Object(out))
+}
+
+/// `params.inputResponses` of a `tasks/update`: an object whose members
+/// are each the result for the input request under that key (an object),
+/// as written.
+fn input_responses(frame: &Frame) -> Result<Vec<(String, Box<RawValue>)>, ProxyError> {
+    let bad = || {
+        ProxyError::InvalidParams(
+            "tasks/update needs params.inputResponses, an object of results by input request key"
+                .into(),
+        )
+    };
+    let at = frame
+        .locate_in_params(&["inputResponses"])
+        .ok_or_else(bad)?;
+    let members = serde_json::from_slice::<IndexedMembers>(&frame.bytes()[at])
+        .map_err(|_| bad())?
+        .0;
+    if members.iter().any(|(_, v)| !v.get().starts_with('{')) {
+        return Err(bad());
+    }
+    Ok(members)
 }
 
 /// A finished task's outcome, from the child's `tasks/result` answer: its

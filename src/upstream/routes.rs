@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::fill::Fill;
-use super::tasks::TaskOwners;
+use super::tasks::{TaskInputs, TaskOwners};
 use super::{Port, PortKind, Reply, STATELESS_LABEL, Sink, UpstreamError};
 use crate::jsonrpc::{self, Frame};
 
@@ -191,6 +191,9 @@ pub(super) struct Routes {
     pub(super) child_log_level: Option<usize>,
     /// Which session created which task (shared mode).
     pub(super) tasks: TaskOwners,
+    /// The child's requests tied to a sessionless client's task, waiting
+    /// for that client's `tasks/update`.
+    pub(super) task_inputs: TaskInputs,
     /// Calls waiting for a 2026-07-28 client's retry, by `requestState`.
     pub(super) parked: HashMap<String, Parked>,
     /// Their deadlines, soonest first.
@@ -552,6 +555,7 @@ impl Routes {
             port.in_flight.store(0, Ordering::Relaxed);
         }
         self.tasks.clear();
+        self.task_inputs.clear();
         self.parked.clear();
         self.parked_timers.clear();
         // The streams that carried the child's requests stay open: they

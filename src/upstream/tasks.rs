@@ -18,10 +18,17 @@
 //!
 //! The table is bounded: past `--max-tasks` the oldest entry is forgotten
 //! (its task is then visible to no one), with a warning.
+//!
+//! [`TaskInputs`] holds the child's requests tied to a task that a client
+//! without a session created (a 2026-07-28 client's: it answers them with
+//! the Tasks extension's `tasks/update`, see `http::modern_tasks`), until
+//! they are answered, time out, or their task ends.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::jsonrpc::Frame;
@@ -45,6 +52,9 @@ struct Owner {
     port: u64,
     /// The creator's authenticated principal (`None`: anonymous).
     principal: Option<std::sync::Arc<str>>,
+    /// Created by a 2026-07-28 client: the task's requests wait for its
+    /// `tasks/update` ([`TaskInputs`]).
+    modern: bool,
 }
 
 /// Who is asking about a task.
@@ -92,6 +102,7 @@ impl TaskOwners {
                 SESSIONLESS
             },
             principal: caller.principal.map(std::sync::Arc::from),
+            modern: false,
         };
         if self.owner.insert(task_id.into(), owner).is_none() {
             self.order.push_back(task_id.into());
@@ -136,6 +147,19 @@ impl TaskOwners {
             .filter(|p| *p != ENDED && *p != SESSIONLESS)
     }
 
+    /// Notes that `task_id`, just recorded, is a 2026-07-28 client's.
+    pub fn mark_modern(&mut self, task_id: &str) {
+        if let Some(o) = self.owner.get_mut(task_id) {
+            o.modern = true;
+        }
+    }
+
+    /// Whether `task_id` was created by a 2026-07-28 client (and is still
+    /// remembered): its requests wait for that client's `tasks/update`.
+    pub fn takes_input(&self, task_id: &str) -> bool {
+        self.owner.get(task_id).is_some_and(|o| o.modern)
+    }
+
     /// A session ended: its tasks stay its principal's (or no one's), never everyone's.
     pub fn release(&mut self, port: u64) {
         for o in self.owner.values_mut() {
@@ -154,6 +178,168 @@ impl TaskOwners {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.owner.len()
+    }
+}
+
+/// One request of the child's, tied to a task, waiting for the task's
+/// client to answer it with `tasks/update`.
+#[derive(Debug)]
+pub struct HeldInput {
+    /// The task it belongs to.
+    pub task: Box<str>,
+    /// Its `inputRequests` key: unique over the child's life, so over the
+    /// task's (the extension forbids reusing one).
+    pub key: String,
+    /// The child's id, as written (its answer goes back under it).
+    pub raw_id: Box<[u8]>,
+    /// The `inputRequests` entry (`{"method":…,"params":…}`), as JSON.
+    pub entry: Box<[u8]>,
+    /// When it is given up on.
+    pub deadline: Instant,
+}
+
+/// Why a request could not be held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HoldRefused {
+    /// Its task holds as many requests, or as many bytes, as one may.
+    Task,
+    /// The child's held requests are at the count or the byte bound.
+    Child,
+}
+
+/// Bounds of [`TaskInputs`].
+#[derive(Debug, Clone, Copy)]
+pub struct InputLimits {
+    /// Requests held in all (`--max-server-requests`).
+    pub count: usize,
+    /// Requests held for one task (`--max-server-requests-per-session`).
+    pub per_task: usize,
+    /// Bytes of their entries in all (`--max-task-input-bytes`); a task
+    /// may hold a quarter of them.
+    pub bytes: usize,
+}
+
+/// The child's task requests waiting for a sessionless client, by the
+/// child's canonical id ([`crate::jsonrpc::id_key`]).
+#[derive(Default)]
+pub struct TaskInputs {
+    held: HashMap<Box<[u8]>, HeldInput>,
+    /// Deadlines, soonest first.
+    timers: BTreeSet<(Instant, Box<[u8]>)>,
+    bytes: usize,
+    next: u64,
+}
+
+impl TaskInputs {
+    /// Holds the child's request (`id` canonical, `raw_id` as written) for
+    /// `task` until `deadline`; returns its key.
+    pub fn hold(
+        &mut self,
+        task: &str,
+        id: Box<[u8]>,
+        raw_id: &[u8],
+        entry: Box<[u8]>,
+        deadline: Instant,
+        limits: InputLimits,
+    ) -> Result<String, HoldRefused> {
+        if self.held.len() >= limits.count || self.bytes + entry.len() > limits.bytes {
+            return Err(HoldRefused::Child);
+        }
+        let (n, bytes) = self
+            .of_task(task)
+            .fold((0, 0), |(n, b), h| (n + 1, b + h.entry.len()));
+        if n >= limits.per_task || bytes + entry.len() > (limits.bytes / 4).max(1) {
+            return Err(HoldRefused::Task);
+        }
+        self.next += 1;
+        let key = format!("r{}", self.next);
+        self.bytes += entry.len();
+        self.timers.insert((deadline, id.clone()));
+        self.held.insert(
+            id,
+            HeldInput {
+                task: task.into(),
+                key: key.clone(),
+                raw_id: raw_id.into(),
+                entry,
+                deadline,
+            },
+        );
+        Ok(key)
+    }
+
+    /// Whether the child's request `id` (canonical) is held.
+    pub fn contains(&self, id: &[u8]) -> bool {
+        self.held.contains_key(id)
+    }
+
+    /// `task`'s held requests, oldest first.
+    pub fn of_task<'a>(&'a self, task: &'a str) -> impl Iterator<Item = &'a HeldInput> + 'a {
+        let mut mine: Vec<&HeldInput> = self.held.values().filter(|h| &*h.task == task).collect();
+        mine.sort_by_key(|h| h.deadline);
+        mine.into_iter()
+    }
+
+    /// Takes `task`'s request under `key`.
+    pub fn take_key(&mut self, task: &str, key: &str) -> Option<HeldInput> {
+        let id = self
+            .held
+            .iter()
+            .find(|(_, h)| &*h.task == task && h.key == key)
+            .map(|(id, _)| id.clone())?;
+        self.take(&id)
+    }
+
+    /// Takes the request the child sent under `id` (canonical).
+    pub fn take(&mut self, id: &[u8]) -> Option<HeldInput> {
+        let h = self.held.remove(id)?;
+        self.timers.remove(&(h.deadline, id.into()));
+        self.bytes -= h.entry.len();
+        Some(h)
+    }
+
+    /// Takes every request of `task`.
+    pub fn take_task(&mut self, task: &str) -> Vec<HeldInput> {
+        let ids: Vec<Box<[u8]>> = self
+            .held
+            .iter()
+            .filter(|(_, h)| &*h.task == task)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.take(id)).collect()
+    }
+
+    /// Takes the requests whose deadline is at or before `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<HeldInput> {
+        let mut out = Vec::new();
+        while let Some((at, _)) = self.timers.first()
+            && *at <= now
+        {
+            if let Some((_, id)) = self.timers.pop_first()
+                && let Some(h) = self.held.remove(&id)
+            {
+                self.bytes -= h.entry.len();
+                out.push(h);
+            }
+        }
+        out
+    }
+
+    /// The soonest deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Forgets everything (the child that sent them is gone).
+    pub fn clear(&mut self) {
+        self.held.clear();
+        self.timers.clear();
+        self.bytes = 0;
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.held.len()
     }
 }
 
@@ -308,6 +494,52 @@ mod tests {
         assert_eq!((t.owner("b"), t.owner("c")), (Some(2), None));
         t.clear();
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn held_requests_are_bounded_per_task_and_in_all_and_leave_no_trace() {
+        let now = Instant::now();
+        let s = std::time::Duration::from_secs;
+        let limits = InputLimits {
+            count: 3,
+            per_task: 2,
+            bytes: 400,
+        };
+        let mut t = TaskInputs::default();
+        let entry = |n: usize| vec![b'x'; n].into_boxed_slice();
+        let hold = |t: &mut TaskInputs, task: &str, id: &str, n: usize, at| {
+            t.hold(
+                task,
+                id.as_bytes().into(),
+                id.as_bytes(),
+                entry(n),
+                at,
+                limits,
+            )
+        };
+        let a1 = hold(&mut t, "a", "1", 10, now + s(2)).unwrap();
+        let a2 = hold(&mut t, "a", "2", 10, now + s(1)).unwrap();
+        assert_ne!(a1, a2, "keys are never reused");
+        assert_eq!(hold(&mut t, "a", "3", 10, now), Err(HoldRefused::Task));
+        assert_eq!(
+            hold(&mut t, "b", "4", 101, now),
+            Err(HoldRefused::Task),
+            "a task holds a quarter of the bytes"
+        );
+        hold(&mut t, "b", "5", 100, now + s(3)).unwrap();
+        assert_eq!(hold(&mut t, "c", "6", 1, now), Err(HoldRefused::Child));
+        let keys: Vec<&str> = t.of_task("a").map(|h| h.key.as_str()).collect();
+        assert_eq!(keys, [a2.as_str(), a1.as_str()], "oldest deadline first");
+        assert_eq!(
+            t.take_key("b", &a1).map(|h| h.key),
+            None,
+            "another task's key"
+        );
+        assert_eq!(t.take_key("a", &a1).unwrap().raw_id.as_ref(), b"1");
+        assert_eq!(t.due(now + s(1)).len(), 1);
+        assert_eq!(t.take_task("b").len(), 1);
+        assert_eq!((t.len(), t.bytes, t.next_deadline()), (0, 0, None));
+        assert!(t.timers.is_empty());
     }
 
     #[test]

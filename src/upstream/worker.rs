@@ -89,6 +89,22 @@ const COMMAND_BATCH: usize = 32;
 /// The child's stdout, line by line.
 pub(super) type Reader = LineReader<crate::child::Stdout>;
 
+/// What a [`Command::TaskInput`] asks.
+pub enum TaskInputOp {
+    /// The task's held requests, as an `inputRequests` object (`None`:
+    /// none, or the task is not the caller's).
+    List(oneshot::Sender<Option<Vec<u8>>>),
+    /// Answers (`inputResponses` members, each the result for the child's
+    /// request under that key); `true` when the task is the caller's.
+    Answer(
+        Vec<(String, Box<serde_json::value::RawValue>)>,
+        oneshot::Sender<bool>,
+    ),
+    /// The task ended (its child says so, or it was cancelled): its held
+    /// requests are refused, with this reason.
+    End(String),
+}
+
 /// What the handles, drop guards and the supervisor ask of the worker.
 pub(super) enum Command {
     /// A session attached.
@@ -140,6 +156,15 @@ pub(super) enum Command {
         session: bool,
         principal: Option<Arc<str>>,
         done: oneshot::Sender<bool>,
+    },
+    /// The child's requests held for a task a sessionless client created
+    /// (the Tasks extension's input), for a caller that may see the task.
+    TaskInput {
+        task: String,
+        port: u64,
+        session: bool,
+        principal: Option<Arc<str>>,
+        op: TaskInputOp,
     },
     /// Counts a session in or out of a URI's subscribers; answers whether
     /// the child must hear of it.
@@ -430,6 +455,7 @@ impl Worker {
             self.routes.timers.first().map(|(at, _)| *at),
             self.routes.parked_timers.first().map(|(at, _)| *at),
             self.routes.server_timers.first().map(|(at, _)| *at),
+            self.routes.task_inputs.next_deadline(),
             self.outbox
                 .queue
                 .iter()
@@ -532,6 +558,21 @@ impl Worker {
                     principal: principal.as_deref(),
                 };
                 let _ = done.send(self.routes.tasks.may_see(&task, caller));
+            }
+            Command::TaskInput {
+                task,
+                port,
+                session,
+                principal,
+                op,
+            } => {
+                let caller = tasks::Caller {
+                    port,
+                    session,
+                    principal: principal.as_deref(),
+                };
+                let visible = self.routes.tasks.may_see(&task, caller);
+                self.task_input(&task, visible, op);
             }
             Command::Subscription {
                 uri,
@@ -1006,6 +1047,14 @@ impl Worker {
         for token in self.routes.due_parked(now) {
             self.expire_parked(&token);
         }
+        for held in self.routes.task_inputs.due(now) {
+            let why = format!(
+                "the client did not answer this request of task {} within {} ms",
+                held.task,
+                wait.as_millis()
+            );
+            self.refuse_held(held, Refusal::Expired, &why);
+        }
         let wait = self.write_timeout();
         // (request, whether the child has any of its line)
         let mut failed = Vec::new();
@@ -1270,6 +1319,11 @@ impl Worker {
                         principal: principal.as_deref(),
                     };
                     self.routes.tasks.record(&task, caller);
+                    if self.routes.ports.get(&p.port).map(|port| port.kind)
+                        == Some(PortKind::Modern)
+                    {
+                        self.routes.tasks.mark_modern(&task);
+                    }
                 }
                 p.reply.respond_answer(answer, &p.client_id);
             }
@@ -1355,6 +1409,7 @@ impl Worker {
     fn in_use(&self, key: &[u8]) -> bool {
         let r = &self.routes;
         r.server_requests.contains_key(key)
+            || r.task_inputs.contains(key)
             || r.parked.values().any(|p| {
                 jsonrpc::id_key(&p.server_request)
                     .as_deref()
@@ -1380,9 +1435,16 @@ impl Worker {
             // stateless client's, an ended session's, a forgotten one):
             // nobody can take it, and the call in flight is someone else's.
             None if self.opts.shared && tasks::related_task(frame).is_some() => {
+                // A 2026-07-28 client's task: held for its `tasks/get` and
+                // `tasks/update`.
+                if let Some(task) = tasks::related_task(frame)
+                    && self.routes.tasks.takes_input(&task)
+                {
+                    return self.hold_for_task(&task, frame, method, id, key);
+                }
                 return Some((
                     Refusal::NoClient,
-                    "this request belongs to a task whose creator has no session to take it; the proxy relays no task's requests to clients without one".to_string(),
+                    "this request belongs to a task whose creator has no session to take it and is no client's without one".to_string(),
                 ));
             }
             None => match related_target(r) {
@@ -1547,6 +1609,130 @@ impl Worker {
             }))
             .expect("Value serializes");
             o.send(&cancel);
+        }
+    }
+
+    /// Holds the child's request `id` (canonical `key`) for `task`, whose
+    /// client has no session: it is shown in the task's `tasks/get` as an
+    /// input request and answered by `tasks/update`, within the bounds of
+    /// `--max-server-requests` (in all), `--max-server-requests-per-session`
+    /// (per task) and `--max-task-input-bytes`, until
+    /// [`Worker::server_request_wait`] passes.
+    fn hold_for_task(
+        &mut self,
+        task: &str,
+        frame: &Frame,
+        method: &str,
+        id: &[u8],
+        key: Box<[u8]>,
+    ) -> Option<(Refusal, String)> {
+        let mut entry = br#"{"method":"#.to_vec();
+        // Invariant: a str serializes.
+        serde_json::to_writer(&mut entry, method).expect("a str serializes");
+        if let Some(params) = frame.params() {
+            entry.extend_from_slice(br#","params":"#);
+            entry.extend_from_slice(params);
+        }
+        entry.push(b'}');
+        let limits = tasks::InputLimits {
+            count: self.opts.max_server_requests,
+            per_task: self.opts.max_server_requests_per_session,
+            bytes: self.opts.max_task_input_bytes,
+        };
+        let deadline = Instant::now() + self.server_request_wait();
+        let held = self
+            .routes
+            .task_inputs
+            .hold(task, key, id, entry.into(), deadline, limits);
+        match held {
+            Ok(input) => {
+                debug!(
+                    method,
+                    input, "request of a task held for its client's tasks/get"
+                );
+                None
+            }
+            Err(refused) => {
+                let (reason, bound) = match refused {
+                    tasks::HoldRefused::Task => (
+                        Refusal::SessionLimit,
+                        "--max-server-requests-per-session per task, a quarter of --max-task-input-bytes",
+                    ),
+                    tasks::HoldRefused::Child => (
+                        Refusal::ChildLimit,
+                        "--max-server-requests, --max-task-input-bytes",
+                    ),
+                };
+                if let Some(not_logged) = self.refusals.admit() {
+                    warn!(
+                        held = self.routes.task_inputs.len(),
+                        not_logged,
+                        "too many of the MCP server's task requests wait for their client ({bound}); refusing another"
+                    );
+                }
+                Some((
+                    reason,
+                    format!(
+                        "too many requests of tasks are waiting for their client already ({bound})"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The child's held request is given up on: it gets an error.
+    fn refuse_held(&mut self, held: tasks::HeldInput, reason: Refusal, why: &str) {
+        self.metrics.server_request_refused(reason);
+        debug!("a request of a task ended unanswered: {why}");
+        self.write_control(&jsonrpc::error_response(
+            Some(&held.raw_id),
+            code::INTERNAL_ERROR,
+            why,
+            None,
+        ));
+    }
+
+    /// Serves [`Command::TaskInput`]: `visible` says whether its caller
+    /// may see `task` (an invisible task is as one without requests).
+    fn task_input(&mut self, task: &str, visible: bool, op: TaskInputOp) {
+        match op {
+            TaskInputOp::List(done) => {
+                let mut out = Vec::new();
+                if visible {
+                    for held in self.routes.task_inputs.of_task(task) {
+                        out.push(if out.is_empty() { b'{' } else { b',' });
+                        // Invariant: a String serializes.
+                        serde_json::to_writer(&mut out, &held.key).expect("a str serializes");
+                        out.push(b':');
+                        out.extend_from_slice(&held.entry);
+                    }
+                }
+                if !out.is_empty() {
+                    out.push(b'}');
+                }
+                let _ = done.send((!out.is_empty()).then_some(out));
+            }
+            TaskInputOp::Answer(responses, done) => {
+                if visible {
+                    for (key, result) in responses {
+                        // Keys not outstanding are ignored (the extension:
+                        // never issued, answered already, or given up on).
+                        if let Some(held) = self.routes.task_inputs.take_key(task, &key) {
+                            let answer =
+                                jsonrpc::envelope(&held.raw_id, "result", result.get().as_bytes());
+                            self.write_control(&answer);
+                        }
+                    }
+                }
+                let _ = done.send(visible);
+            }
+            TaskInputOp::End(why) => {
+                if visible {
+                    for held in self.routes.task_inputs.take_task(task) {
+                        self.refuse_held(held, Refusal::SessionEnded, &why);
+                    }
+                }
+            }
         }
     }
 
