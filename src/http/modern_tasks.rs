@@ -33,8 +33,11 @@
 //!   child has no such method), with an empty result, or "task not found"
 //!   (-32602) for a task that is not the caller's.
 //! - `tasks/cancel` is the child's `tasks/cancel`, answered with an empty
-//!   result, and the task's held requests are refused at the child; the
-//!   child's error (an unknown or a finished task) passes on.
+//!   result, and the task's held requests are refused at the child. The
+//!   child's -32602 for a task that has finished is acknowledged too (the
+//!   extension's cancellation is cooperative and may come late): the
+//!   child's `tasks/get` tells it from an unknown task, whose -32602
+//!   passes on.
 //!
 //! Held requests are bounded by `--max-server-requests` (in all),
 //! `--max-server-requests-per-session` (per task) and
@@ -337,6 +340,24 @@ pub async fn serve(
     let mut guard = CancelUnlessAnswered::new(app, upstream, &port, &id, None, slots);
     let answer = ask(app, upstream, &port, frame.clone()).await?;
     let out = match result_of(&answer) {
+        Err(()) if method == "tasks/cancel" && is_invalid_params(&answer) => {
+            // 2025-11-25 refuses to cancel a finished task (-32602, as for
+            // an unknown one); the extension acknowledges it, as a
+            // cancellation that came too late. Which one it is, the
+            // child's tasks/get tells.
+            let get = Frame::from_value(&json!({
+                "jsonrpc": "2.0", "id": 0, "method": "tasks/get",
+                "params": { "taskId": task_id },
+            }))
+            .with_id(&id);
+            match result_of(&ask(app, upstream, &port, get).await?) {
+                Ok(_) => {
+                    upstream.end_task_inputs(&port, &task_id, "the task has ended");
+                    acknowledgment(&id, None)
+                }
+                Err(()) => answer,
+            }
+        }
         Err(()) => answer,
         Ok(task) if method == "tasks/cancel" => {
             upstream.end_task_inputs(&port, &task_id, "the task was cancelled");
@@ -403,6 +424,13 @@ fn acknowledgment(id: &[u8], meta: Option<&Value>) -> Bytes {
         out.insert("_meta".into(), meta.clone());
     }
     jsonrpc::result_response(id, &Value::Object(out))
+}
+
+/// Whether the child's answer is a -32602 error.
+fn is_invalid_params(answer: &[u8]) -> bool {
+    jsonrpc::locate_checked(answer, &["error", "code"])
+        .and_then(|at| serde_json::from_slice::<i64>(&answer[at]).ok())
+        == Some(jsonrpc::code::INVALID_PARAMS)
 }
 
 /// `params.inputResponses` of a `tasks/update`: an object whose members
