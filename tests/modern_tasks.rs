@@ -112,6 +112,31 @@ async fn discover_declares_the_extension_of_a_child_that_runs_tool_calls_as_task
     proxy.stop().await;
 }
 
+/// 2026-07-28's Tool has no `execution`: whether a call becomes a task is
+/// the server's choice. A listing leaves 2025-11-25's `taskSupport` out,
+/// and the proxy still knows it (a required task still goes as one).
+#[tokio::test]
+async fn tools_list_leaves_out_2025s_execution() {
+    let proxy = Proxy::start(&[]).await;
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":meta(true)}});
+    let (status, v) = post(&proxy, None, &list).await;
+    assert_eq!(status, 200, "{v}");
+    let tools = v["result"]["tools"].as_array().expect("tools");
+    let job = tools
+        .iter()
+        .find(|t| t["name"] == "task_job")
+        .expect("task_job");
+    assert!(job.get("execution").is_none(), "{job}");
+    assert!(job["inputSchema"].is_object(), "{job}");
+    assert!(tools.iter().all(|t| t.get("execution").is_none()), "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    let (_, v) = post(&proxy, None, &call(2, "task_job", json!({}), true)).await;
+    assert_eq!(v["result"]["resultType"], "task", "{v}");
+    let (status, v) = post(&proxy, None, &call(3, "task_job", json!({}), false)).await;
+    assert_eq!((status, &v["error"]["code"]), (400, &json!(-32021)), "{v}");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn a_task_is_created_polled_and_its_result_or_error_carried_in_the_task() {
     let proxy = Proxy::start(&[]).await;

@@ -310,11 +310,27 @@ async fn serve_message(
                 modern_tasks::check_listen(&frame)?;
                 frame
             }
+            Some("tools/list")
+                if child_capabilities(&upstream)
+                    .await
+                    .is_some_and(|c| modern_tasks::child_runs_tool_tasks(&c)) =>
+            {
+                // Its tools' 2025-11-25 `execution` is taken out.
+                let translate = modern_tasks::without_execution;
+                return Box::pin(translated(
+                    &app, &upstream, &principal, frame, slots, translate,
+                ))
+                .await;
+            }
             _ => frame,
         }
     };
     if as_task {
-        return Box::pin(call_as_task(&app, &upstream, &principal, frame, slots)).await;
+        let translate = modern_tasks::create_result;
+        return Box::pin(translated(
+            &app, &upstream, &principal, frame, slots, translate,
+        ))
+        .await;
     }
     let listen = frame.method() == Some("subscriptions/listen");
     let answer = negotiate(&parts.headers)?;
@@ -420,17 +436,21 @@ fn capabilities_of(init: &[u8]) -> Option<Value> {
     jsonrpc::readable_members(init, &["capabilities"]).map(Value::Object)
 }
 
-/// A `tools/call` sent to a 2025-11-25 child as a task: its
-/// `CreateTaskResult` comes back as the 2026-07-28 `resultType: "task"`
-/// result, in JSON (nothing of a task travels on the call's own
-/// response); any other answer (the child's error, an `input_required`
-/// asking for input before the task exists) passes as it is.
-async fn call_as_task(
+/// A request whose answer the Tasks extension's translation rewrites,
+/// answered whole, in JSON: a `tools/call` sent to a 2025-11-25 child as
+/// a task (its `CreateTaskResult` becomes the 2026-07-28 `resultType:
+/// "task"` result; nothing of a task travels on the call's own response),
+/// or a `tools/list` of a child that runs tasks (its tools lose 2025-11-25's
+/// `execution`). An answer `translate` leaves alone (`None`: the child's
+/// error, an `input_required` asking for input before the task exists)
+/// passes as it is.
+async fn translated(
     app: &Arc<App>,
     upstream: &Arc<Upstream>,
     principal: &crate::auth::Principal,
     frame: Frame,
     slots: Option<InFlightSlots>,
+    translate: fn(&[u8], &Bytes) -> Option<Bytes>,
 ) -> Result<Response<Body>, ProxyError> {
     let id: Box<[u8]> = frame.id().unwrap_or_default().into();
     let port = app.new_port(crate::upstream::STATELESS_LABEL.into(), PortKind::Modern);
@@ -445,7 +465,7 @@ async fn call_as_task(
         _ = app.answers_cancel.cancelled() => jsonrpc::error_response(Some(&id), code::INTERNAL_ERROR, "the proxy is shutting down", None),
     };
     guard.answered = true;
-    let answer = modern_tasks::create_result(&id, &answer).unwrap_or(answer);
+    let answer = translate(&id, &answer).unwrap_or(answer);
     let status = (answer.len() <= ERROR_PEEK_BYTES)
         .then(|| error_status(&answer))
         .flatten();

@@ -16,6 +16,11 @@
 //!   it never gets a task: a `task` member it sent itself is taken out,
 //!   and a tool that requires a task is refused with 400 and -32021 naming
 //!   the extension, without reaching the child.
+//! - A `tools/list` of such a child is answered whole, in JSON (no log
+//!   messages or progress on the way), its tools without 2025-11-25's
+//!   `execution` (`taskSupport`): 2026-07-28's Tool has no such member,
+//!   as a task is the server's choice per call. The proxy still learns
+//!   each tool's support from the child's answer.
 //! - `tasks/get` is the child's `tasks/get`; for a task the child calls
 //!   `completed` or `failed` the proxy also asks `tasks/result` and puts
 //!   the result (`completed`, a tool error with `isError` included) or the
@@ -295,6 +300,52 @@ pub fn create_result(id: &[u8], answer: &Bytes) -> Option<Bytes> {
         out.insert("_meta".into(), meta);
     }
     Some(jsonrpc::result_response(id, &Value::Object(out)))
+}
+
+/// A 2025-11-25 `tools/list` answer as a 2026-07-28 client gets it: its
+/// tools without `execution` (`taskSupport`), which that revision's Tool
+/// does not have (a task is the server's choice, made per call; a tool
+/// that needs one refuses a client without the extension with -32021).
+/// Everything else stays as the child wrote it, tools without the member
+/// byte for byte. `None` when nothing is taken out (or the answer is not
+/// a list result), so the answer passes as it is.
+pub fn without_execution(_id: &[u8], answer: &Bytes) -> Option<Bytes> {
+    memchr::memmem::find(answer, b"execution")?;
+    let at = jsonrpc::locate_checked(answer, &["result", "tools"])?;
+    let tools: Vec<Box<RawValue>> = serde_json::from_slice(&answer[at.clone()]).ok()?;
+    let mut out = Vec::with_capacity(answer.len());
+    out.extend_from_slice(&answer[..at.start]);
+    out.push(b'[');
+    let mut changed = false;
+    for (n, tool) in tools.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let raw = tool.get().as_bytes();
+        let members = (memchr::memmem::find(raw, b"execution").is_some())
+            .then(|| serde_json::from_slice::<IndexedMembers>(raw).ok())
+            .flatten()
+            .filter(|m| m.0.iter().any(|(k, _)| k == "execution"));
+        let Some(members) = members else {
+            out.extend_from_slice(raw);
+            continue;
+        };
+        changed = true;
+        out.push(b'{');
+        let kept = members.0.iter().filter(|(k, _)| k != "execution");
+        for (i, (k, v)) in kept.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, k).expect("a string serializes");
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    out.extend_from_slice(&answer[at.end..]);
+    changed.then(|| Bytes::from(out))
 }
 
 /// Serves `tasks/get`, `tasks/cancel` and `tasks/update` of a 2026-07-28
@@ -622,6 +673,26 @@ mod tests {
             with_task(untouched.clone(), false).unwrap().bytes(),
             untouched.bytes()
         );
+    }
+
+    #[test]
+    fn a_listings_tools_lose_execution_and_nothing_else() {
+        let answer = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","tools":[{"name":"a","execution":{"taskSupport":"required"},"inputSchema":{"type":"object","x":1e400}},{"name":"b","description":"no execution here"},{"execution":{},"name":"c"}],"nextCursor":"n"}}"#,
+        );
+        let out = without_execution(b"1", &answer).unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","tools":[{"name":"a","inputSchema":{"type":"object","x":1e400}},{"name":"b","description":"no execution here"},{"name":"c"}],"nextCursor":"n"}}"#
+        );
+        let plain = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"execution"}]}}"#,
+        );
+        assert_eq!(without_execution(b"1", &plain), None);
+        let error = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"execution"}}"#,
+        );
+        assert_eq!(without_execution(b"1", &error), None);
     }
 
     #[test]
