@@ -557,7 +557,8 @@ impl Server {
 
     /// A task-augmented `tools/call`: `echo` completes at once; `task_job`
     /// works for `ms` milliseconds and ends as its `outcome` says (`ok`,
-    /// `tool_error` or `rpc_error`); with `elicit: true` it asks the client
+    /// `tool_error` or `rpc_error`), with a `ttl` of its argument's when
+    /// the requestor gave none; with `elicit: true` it asks the client
     /// for input (`elicitation/create`, tied to the task by its `_meta`
     /// related-task) right after the `CreateTaskResult`, and its result is
     /// then what the client answered, or why no answer came. The task is
@@ -606,7 +607,9 @@ impl Server {
                     "status": "working",
                     "createdAt": now_rfc3339(),
                     "lastUpdatedAt": now_rfc3339(),
-                    "ttl": params.pointer("/task/ttl").cloned().unwrap_or(Value::Null),
+                    // The requestor's, else the `ttl` argument's (a
+                    // receiver picks its own; a test can make it pick one).
+                    "ttl": params.pointer("/task/ttl").or_else(|| args.get("ttl")).cloned().unwrap_or(Value::Null),
                     "pollInterval": 50,
                 }),
                 done_at: std::time::Instant::now() + Duration::from_millis(ms),

@@ -541,6 +541,47 @@ async fn a_task_nobody_polls_goes_with_its_idle_child() {
     proxy.stop().await;
 }
 
+/// A 2026-07-28 client has no session to keep its child alive between
+/// polls: a live task does, for its ttl (the child's own), so a client
+/// that polls less often than `--session-idle-timeout` still finds its
+/// task. Past the ttl the child goes as any idle one does.
+#[tokio::test]
+async fn a_task_keeps_its_child_alive_for_its_ttl() {
+    let proxy = Proxy::start(&["--session-idle-timeout", "1s"]).await;
+    let (_, v) = post(
+        &proxy,
+        None,
+        &call(1, "task_job", json!({"ms": 60000, "ttl": 4000}), true),
+    )
+    .await;
+    assert_eq!(v["result"]["ttlMs"], 4000, "{v}");
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    // No event to await: the child must still be there after twice the
+    // idle timeout without a poll.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (_, v) = post(&proxy, None, &task_request(2, "tasks/get", &task, true)).await;
+    assert_eq!(v["result"]["status"], "working", "{v}");
+    let deadline = Instant::now() + STEP;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (_, v) = post(&proxy, None, &task_request(3, "tasks/get", &task, true)).await;
+        if v["error"]["code"] == -32602 {
+            assert_eq!(
+                v["error"]["message"],
+                format!("task not found: {task}"),
+                "{v}"
+            );
+            break;
+        }
+        assert_eq!(v["result"]["status"], "working", "{v}");
+        assert!(
+            Instant::now() < deadline,
+            "the child outlived its task's ttl: {v}"
+        );
+    }
+    proxy.stop().await;
+}
+
 /// The extension: a client that asks `subscriptions/listen` for task
 /// status notifications without declaring it MUST get -32021; one that
 /// declared it is acknowledged without `taskIds` (none are sent).

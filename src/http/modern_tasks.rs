@@ -51,7 +51,9 @@
 //! their child.
 //!
 //! Which caller sees which task is the multiplexer's (`upstream::tasks`):
-//! a task is its creating principal's.
+//! a task is its creating principal's. A task within its ttl (the
+//! child's; none without one) or with a request held keeps its child from
+//! counting as idle, as a session would: its client has none.
 
 use std::sync::Arc;
 

@@ -55,6 +55,8 @@ struct Owner {
     /// Created by a 2026-07-28 client: the task's requests wait for its
     /// `tasks/update` ([`TaskInputs`]).
     modern: bool,
+    /// Until when the task keeps its child busy ([`TaskOwners::hold`]).
+    hold: Option<Instant>,
 }
 
 /// Who is asking about a task.
@@ -74,6 +76,9 @@ pub struct TaskOwners {
     order: VecDeque<Box<str>>,
     cap: usize,
     forgotten: u64,
+    /// 2026-07-28 clients' tasks that keep their child from counting as
+    /// idle, until their ttl ends (soonest first); see [`TaskOwners::hold`].
+    holds: BTreeSet<(Instant, Box<str>)>,
 }
 
 impl Default for TaskOwners {
@@ -90,6 +95,7 @@ impl TaskOwners {
             order: VecDeque::new(),
             cap: cap.max(1),
             forgotten: 0,
+            holds: BTreeSet::new(),
         }
     }
 
@@ -103,6 +109,7 @@ impl TaskOwners {
             },
             principal: caller.principal.map(std::sync::Arc::from),
             modern: false,
+            hold: None,
         };
         if self.owner.insert(task_id.into(), owner).is_none() {
             self.order.push_back(task_id.into());
@@ -111,7 +118,10 @@ impl TaskOwners {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            if self.owner.remove(&oldest).is_some() {
+            if let Some(o) = self.owner.remove(&oldest) {
+                if let Some(at) = o.hold {
+                    self.holds.remove(&(at, oldest));
+                }
                 self.forgotten += 1;
                 if self.forgotten.is_power_of_two() {
                     warn!(
@@ -154,6 +164,47 @@ impl TaskOwners {
         }
     }
 
+    /// Keeps `task_id`'s child from counting as idle until `until` (its
+    /// ttl's end) or until the task is seen to end ([`TaskOwners::unhold`]):
+    /// a 2026-07-28 client has no session to keep the child alive between
+    /// its polls, and a child stopped as idle takes its tasks with it.
+    pub fn hold(&mut self, task_id: &str, until: Instant) {
+        let Some(o) = self.owner.get_mut(task_id) else {
+            return;
+        };
+        if let Some(at) = o.hold.replace(until) {
+            self.holds.remove(&(at, task_id.into()));
+        }
+        self.holds.insert((until, task_id.into()));
+    }
+
+    /// `task_id` ended: it no longer keeps its child busy.
+    pub fn unhold(&mut self, task_id: &str) {
+        if let Some(at) = self.owner.get_mut(task_id).and_then(|o| o.hold.take()) {
+            self.holds.remove(&(at, task_id.into()));
+        }
+    }
+
+    /// How many tasks keep the child busy at `now` (those whose ttl ended
+    /// are let go of).
+    pub fn holding(&mut self, now: Instant) -> usize {
+        while let Some((at, _)) = self.holds.first()
+            && *at <= now
+        {
+            if let Some((_, task)) = self.holds.pop_first()
+                && let Some(o) = self.owner.get_mut(&task)
+            {
+                o.hold = None;
+            }
+        }
+        self.holds.len()
+    }
+
+    /// When the next hold ends.
+    pub fn next_hold_end(&self) -> Option<Instant> {
+        self.holds.first().map(|(at, _)| *at)
+    }
+
     /// Whether `task_id` was created by a 2026-07-28 client (and is still
     /// remembered): its requests wait for that client's `tasks/update`.
     pub fn takes_input(&self, task_id: &str) -> bool {
@@ -173,6 +224,7 @@ impl TaskOwners {
     pub fn clear(&mut self) {
         self.owner.clear();
         self.order.clear();
+        self.holds.clear();
     }
 
     #[cfg(test)]
@@ -364,6 +416,28 @@ pub fn created_task(answer: &[u8]) -> Option<String> {
         .map(|a| a.result.task.task_id)
 }
 
+/// The `ttl` (milliseconds) a `CreateTaskResult` answer gives its task:
+/// `result.task.ttl`; `None` when it is `null` (unlimited) or absent.
+pub fn created_ttl(answer: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Answer {
+        result: Created,
+    }
+    #[derive(Deserialize)]
+    struct Created {
+        task: Ttl,
+    }
+    #[derive(Deserialize)]
+    struct Ttl {
+        ttl: Option<u64>,
+    }
+    serde_json::from_slice::<Answer>(answer)
+        .ok()?
+        .result
+        .task
+        .ttl
+}
+
 /// The `taskId` parameter of `tasks/get`, `tasks/result`, `tasks/cancel`
 /// and `notifications/tasks/status`.
 pub fn task_param(params: &[u8]) -> Option<String> {
@@ -540,6 +614,31 @@ mod tests {
         assert_eq!(t.take_task("b").len(), 1);
         assert_eq!((t.len(), t.bytes, t.next_deadline()), (0, 0, None));
         assert!(t.timers.is_empty());
+    }
+
+    #[test]
+    fn a_task_holds_its_child_until_its_ttl_or_its_end() {
+        let now = Instant::now();
+        let s = std::time::Duration::from_secs;
+        let mut t = TaskOwners::new(2);
+        t.record("a", sessionless(None));
+        t.record("b", sessionless(None));
+        t.hold("a", now + s(2));
+        t.hold("b", now + s(1));
+        t.hold("unknown", now + s(9));
+        assert_eq!(t.holding(now), 2);
+        assert_eq!(t.next_hold_end(), Some(now + s(1)));
+        assert_eq!(t.holding(now + s(1)), 1, "b's ttl ended");
+        t.unhold("a");
+        assert_eq!((t.holding(now), t.next_hold_end()), (0, None));
+        t.hold("a", now + s(5));
+        t.record("c", sessionless(None));
+        t.record("d", sessionless(None));
+        assert_eq!(t.holding(now), 0, "a forgotten task holds nothing");
+        let answer = br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t","ttl":60000}}}"#;
+        assert_eq!(created_ttl(answer), Some(60000));
+        let unlimited = br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t","ttl":null}}}"#;
+        assert_eq!(created_ttl(unlimited), None);
     }
 
     #[test]

@@ -432,8 +432,15 @@ impl Worker {
             {
                 self.wrote(wrote);
             }
+            // A task's held requests, and a 2026-07-28 client's task within
+            // its ttl, keep the child from counting as idle.
+            let tasks = self.routes.task_inputs.len()
+                + match self.routes.tasks.next_hold_end() {
+                    Some(_) => self.routes.tasks.holding(Instant::now()),
+                    None => 0,
+                };
             self.busy.store(
-                self.routes.ports.len() + self.routes.pending.len(),
+                self.routes.ports.len() + self.routes.pending.len() + tasks,
                 Ordering::Relaxed,
             );
         }
@@ -456,6 +463,7 @@ impl Worker {
             self.routes.parked_timers.first().map(|(at, _)| *at),
             self.routes.server_timers.first().map(|(at, _)| *at),
             self.routes.task_inputs.next_deadline(),
+            self.routes.tasks.next_hold_end(),
             self.outbox
                 .queue
                 .iter()
@@ -1323,6 +1331,14 @@ impl Worker {
                         == Some(PortKind::Modern)
                     {
                         self.routes.tasks.mark_modern(&task);
+                        // Its client has no session to keep the child
+                        // alive: the task does, for its ttl.
+                        // (A ttl past what a clock holds is unlimited: none.)
+                        if let Some(until) = tasks::created_ttl(frame.bytes())
+                            .and_then(|ttl| Instant::now().checked_add(Duration::from_millis(ttl)))
+                        {
+                            self.routes.tasks.hold(&task, until);
+                        }
                     }
                 }
                 p.reply.respond_answer(answer, &p.client_id);
@@ -1728,6 +1744,7 @@ impl Worker {
             }
             TaskInputOp::End(why) => {
                 if visible {
+                    self.routes.tasks.unhold(task);
                     for held in self.routes.task_inputs.take_task(task) {
                         self.refuse_held(held, Refusal::SessionEnded, &why);
                     }
