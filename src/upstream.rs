@@ -645,10 +645,13 @@ impl Upstream {
             .ok()
     }
 
-    /// `task`'s requests the child holds for its client (a client without
-    /// a session), as an `inputRequests` object; `None` when it has none,
-    /// or `port`'s caller may not see the task.
-    pub async fn task_inputs(&self, port: &Port, task: &str) -> Option<Vec<u8>> {
+    /// `task`'s requests the child holds for its client (a 2026-07-28
+    /// client's), as an `inputRequests` object; `None` when it has none,
+    /// or `port`'s caller may not see the task. A request the capabilities
+    /// of `frame` (the client's `tasks/get`) do not declare is refused at
+    /// the child instead, as the retry of a call that asks for input is.
+    pub async fn task_inputs(&self, port: &Port, frame: &Frame, task: &str) -> Option<Vec<u8>> {
+        port.note_modern_capabilities(frame);
         let (port_key, session, principal) = (port.key, port.has_identity(), port.principal());
         self.ask(|done| Command::TaskInput {
             task: task.into(),

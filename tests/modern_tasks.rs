@@ -17,7 +17,7 @@ const KEY_B: &str = "bob-key-9876543210xx";
 
 fn meta(declares: bool) -> Value {
     let capabilities = if declares {
-        json!({ "extensions": { EXTENSION: {} } })
+        json!({ "extensions": { EXTENSION: {} }, "elicitation": {} })
     } else {
         json!({})
     };
@@ -469,6 +469,35 @@ async fn a_tasks_input_request_is_polled_and_answered_with_tasks_update() {
         (status, &v["result"]["resultType"]),
         (200, &json!("complete")),
         "{v}"
+    );
+    proxy.stop().await;
+}
+
+/// A task's request is asked only of a poll that declares what it needs
+/// (each request's own capabilities): one that declares the extension but
+/// not elicitation gets the task without it, and the child is refused.
+#[tokio::test]
+async fn a_tasks_input_request_needs_the_polls_capability() {
+    let proxy = Proxy::start(&[]).await;
+    let (_, v) = post(
+        &proxy,
+        None,
+        &call(1, "task_job", json!({"ms": 60000, "elicit": true}), true),
+    )
+    .await;
+    let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    poll_until(&proxy, None, &task, "input_required").await;
+    let mut bare = task_request(2, "tasks/get", &task, true);
+    bare["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({ "extensions": { EXTENSION: {} } });
+    let (_, v) = post(&proxy, None, &bare).await;
+    assert!(v["result"].get("inputRequests").is_none(), "{v}");
+    assert_ne!(v["result"]["status"], "input_required", "{v}");
+    let done = poll_until(&proxy, None, &task, "completed").await;
+    let text = done["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("refused:") && text.contains("did not declare"),
+        "{done}"
     );
     proxy.stop().await;
 }

@@ -29,7 +29,8 @@
 //!   held by the multiplexer for the task's client (`upstream::tasks`,
 //!   [`Upstream::task_inputs`]): while any is held the task is
 //!   `input_required` with them in `inputRequests`, each under a key never
-//!   used again; `input_required` of the child's with none held is
+//!   used again, if the `tasks/get` declares what it needs (else the
+//!   child is refused it); `input_required` of the child's with none held is
 //!   `working` (nothing to answer). A finished task's held requests are
 //!   refused at the child.
 //! - `tasks/update` gives each `inputResponses` member to the child as the
@@ -426,7 +427,7 @@ pub async fn serve(
             if matches!(status, Some("completed" | "failed" | "cancelled")) {
                 upstream.end_task_inputs(&port, &task_id, "the task has ended");
             } else {
-                inputs = upstream.task_inputs(&port, &task_id).await;
+                inputs = upstream.task_inputs(&port, &frame, &task_id).await;
             }
             if matches!(status, Some("completed" | "failed")) {
                 let result = Frame::from_value(&json!({

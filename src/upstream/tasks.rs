@@ -242,12 +242,24 @@ pub struct HeldInput {
     /// Its `inputRequests` key: unique over the child's life, so over the
     /// task's (the extension forbids reusing one).
     pub key: String,
+    /// The child's id, canonical (the table's key).
+    pub id: Box<[u8]>,
+    /// Its method.
+    pub method: Box<str>,
     /// The child's id, as written (its answer goes back under it).
     pub raw_id: Box<[u8]>,
     /// The `inputRequests` entry (`{"method":…,"params":…}`), as JSON.
     pub entry: Box<[u8]>,
     /// When it is given up on.
     pub deadline: Instant,
+}
+
+impl HeldInput {
+    /// Its params, as written, if it has any.
+    pub fn params(&self) -> Option<&[u8]> {
+        let at = crate::jsonrpc::locate_checked(&self.entry, &["params"])?;
+        Some(&self.entry[at])
+    }
 }
 
 /// Why a request could not be held.
@@ -283,13 +295,16 @@ pub struct TaskInputs {
 }
 
 impl TaskInputs {
-    /// Holds the child's request (`id` canonical, `raw_id` as written) for
-    /// `task` until `deadline`; returns its key.
+    /// Holds the child's request (`id` canonical, `raw_id` as written,
+    /// `entry` its `{"method":…,"params":…}`) for `task` until `deadline`;
+    /// returns its key.
+    #[allow(clippy::too_many_arguments)]
     pub fn hold(
         &mut self,
         task: &str,
         id: Box<[u8]>,
         raw_id: &[u8],
+        method: &str,
         entry: Box<[u8]>,
         deadline: Instant,
         limits: InputLimits,
@@ -308,10 +323,12 @@ impl TaskInputs {
         self.bytes += entry.len();
         self.timers.insert((deadline, id.clone()));
         self.held.insert(
-            id,
+            id.clone(),
             HeldInput {
                 task: task.into(),
                 key: key.clone(),
+                id,
+                method: method.into(),
                 raw_id: raw_id.into(),
                 entry,
                 deadline,
@@ -586,6 +603,7 @@ mod tests {
                 task,
                 id.as_bytes().into(),
                 id.as_bytes(),
+                "m",
                 entry(n),
                 at,
                 limits,

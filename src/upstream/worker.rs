@@ -580,7 +580,7 @@ impl Worker {
                     principal: principal.as_deref(),
                 };
                 let visible = self.routes.tasks.may_see(&task, caller);
-                self.task_input(&task, visible, op);
+                self.task_input(&task, port, visible, op);
             }
             Command::Subscription {
                 uri,
@@ -1656,10 +1656,10 @@ impl Worker {
             bytes: self.opts.max_task_input_bytes,
         };
         let deadline = Instant::now() + self.server_request_wait();
-        let held = self
-            .routes
-            .task_inputs
-            .hold(task, key, id, entry.into(), deadline, limits);
+        let held =
+            self.routes
+                .task_inputs
+                .hold(task, key, id, method, entry.into(), deadline, limits);
         match held {
             Ok(input) => {
                 debug!(
@@ -1710,11 +1710,32 @@ impl Worker {
 
     /// Serves [`Command::TaskInput`]: `visible` says whether its caller
     /// may see `task` (an invisible task is as one without requests).
-    fn task_input(&mut self, task: &str, visible: bool, op: TaskInputOp) {
+    fn task_input(&mut self, task: &str, port: u64, visible: bool, op: TaskInputOp) {
         match op {
             TaskInputOp::List(done) => {
                 let mut out = Vec::new();
-                if visible {
+                let port = self.routes.ports.get(&port).cloned();
+                if visible && let Some(port) = port {
+                    // Asked only of a client that declared what they need
+                    // (`basic/index`: each request's own capabilities).
+                    let undeclared: Vec<Box<[u8]>> = self
+                        .routes
+                        .task_inputs
+                        .of_task(task)
+                        .filter(|h| !port.supports(&h.method, h.params()))
+                        .map(|h| h.id.clone())
+                        .collect();
+                    for id in undeclared {
+                        if let Some(held) = self.routes.task_inputs.take(&id) {
+                            self.metrics.server_request_refused(Refusal::NoCapability);
+                            self.write_control(&jsonrpc::error_response(
+                                Some(&held.raw_id),
+                                code::METHOD_NOT_FOUND,
+                                &no_capability(&held.method),
+                                None,
+                            ));
+                        }
+                    }
                     for held in self.routes.task_inputs.of_task(task) {
                         out.push(if out.is_empty() { b'{' } else { b',' });
                         // Invariant: a String serializes.
