@@ -228,6 +228,9 @@ pub(super) fn route_notification(
             let Some(key) = jsonrpc::id_key(&frame.bytes()[at]) else {
                 return;
             };
+            // One held for a task's client is withdrawn from its
+            // `inputRequests` (its id is the child's to use again).
+            routes.task_inputs.take(&key);
             let target = routes.take_server_request(&key);
             if let Some(ServerRequest {
                 outlet: Some(o), ..
@@ -520,6 +523,41 @@ mod tests {
         // A message of no task still goes to the call in flight.
         route_notification(&mut r, true, usize::MAX, line(""));
         assert_eq!(sink.sent.lock().unwrap().len(), 1);
+    }
+
+    /// A request the child held for a task's client and then withdrew
+    /// (`notifications/cancelled`) stayed in the task's `inputRequests`
+    /// until it timed out, and its id stayed taken.
+    #[test]
+    fn a_held_request_the_child_withdraws_leaves_the_task() {
+        let mut r = Routes::new(4);
+        let limits = super::super::tasks::InputLimits {
+            count: 4,
+            per_task: 4,
+            bytes: 1 << 20,
+        };
+        let at = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let entry: Box<[u8]> = br#"{"method":"elicitation/create"}"#.as_slice().into();
+        let held = r.task_inputs.hold(
+            "t-1",
+            b"\"s-1\"".as_slice().into(),
+            b"\"s-1\"",
+            "elicitation/create",
+            entry,
+            at,
+            limits,
+        );
+        assert!(held.is_ok());
+        let cancel = Frame::parse(
+            bytes::Bytes::from_static(
+                br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"s-1"}}"#,
+            ),
+            false,
+        )
+        .unwrap();
+        route_notification(&mut r, true, usize::MAX, cancel);
+        assert_eq!(r.task_inputs.len(), 0);
+        assert_eq!(r.task_inputs.next_deadline(), None);
     }
 
     /// Regression: the `uri` of a resource update was read by building
