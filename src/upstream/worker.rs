@@ -157,8 +157,8 @@ pub(super) enum Command {
         principal: Option<Arc<str>>,
         done: oneshot::Sender<bool>,
     },
-    /// The child's requests held for a task a sessionless client created
-    /// (the Tasks extension's input), for a caller that may see the task.
+    /// The child's requests held for a 2026-07-28 client's task (the Tasks
+    /// extension's input), for a caller that may see the task.
     TaskInput {
         task: String,
         port: u64,
@@ -1628,8 +1628,8 @@ impl Worker {
         }
     }
 
-    /// Holds the child's request `id` (canonical `key`) for `task`, whose
-    /// client has no session: it is shown in the task's `tasks/get` as an
+    /// Holds the child's request `id` (canonical `key`) for `task`, a
+    /// 2026-07-28 client's: it is shown in the task's `tasks/get` as an
     /// input request and answered by `tasks/update`, within the bounds of
     /// `--max-server-requests` (in all), `--max-server-requests-per-session`
     /// (per task) and `--max-task-input-bytes`, until
