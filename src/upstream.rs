@@ -652,16 +652,7 @@ impl Upstream {
     /// the child instead, as the retry of a call that asks for input is.
     pub async fn task_inputs(&self, port: &Port, frame: &Frame, task: &str) -> Option<Vec<u8>> {
         port.note_modern_capabilities(frame);
-        let (port_key, session, principal) = (port.key, port.has_identity(), port.principal());
-        self.ask(|done| Command::TaskInput {
-            task: task.into(),
-            port: port_key,
-            session,
-            principal,
-            op: TaskInputOp::List(done),
-        })
-        .await
-        .flatten()
+        self.task_input(port, task, TaskInputOp::List).await
     }
 
     /// Gives the child the client's answers to `task`'s held requests
@@ -673,16 +664,8 @@ impl Upstream {
         task: &str,
         responses: Vec<(String, Box<serde_json::value::RawValue>)>,
     ) -> bool {
-        let (port_key, session, principal) = (port.key, port.has_identity(), port.principal());
-        self.ask(|done| Command::TaskInput {
-            task: task.into(),
-            port: port_key,
-            session,
-            principal,
-            op: TaskInputOp::Answer(responses, done),
-        })
-        .await
-        .unwrap_or(false)
+        let op = TaskInputOp::Answer(responses);
+        self.task_input(port, task, op).await.is_some()
     }
 
     /// `task` ended: the child's requests held for it get an error (`why`).
@@ -693,7 +676,24 @@ impl Upstream {
             session: port.has_identity(),
             principal: port.principal(),
             op: TaskInputOp::End(why.into()),
+            done: None,
         });
+    }
+
+    /// One [`Command::TaskInput`] and its answer (one call site: the
+    /// image holds one copy of the wait).
+    async fn task_input(&self, port: &Port, task: &str, op: TaskInputOp) -> Option<Vec<u8>> {
+        let (port_key, session, principal) = (port.key, port.has_identity(), port.principal());
+        self.ask(|done| Command::TaskInput {
+            task: task.into(),
+            port: port_key,
+            session,
+            principal,
+            op,
+            done: Some(done),
+        })
+        .await
+        .flatten()
     }
 
     /// Fails every request in flight with `why` (the shutdown's grace ran

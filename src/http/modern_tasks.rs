@@ -315,7 +315,8 @@ pub fn create_result(id: &[u8], answer: &Bytes) -> Option<Bytes> {
 pub fn without_execution(_id: &[u8], answer: &Bytes) -> Option<Bytes> {
     memchr::memmem::find(answer, b"execution")?;
     let at = jsonrpc::locate_checked(answer, &["result", "tools"])?;
-    let tools: Vec<Box<RawValue>> = serde_json::from_slice(&answer[at.clone()]).ok()?;
+    // (The type the batch splitter reads too: one instance of the parser.)
+    let tools: Vec<&RawValue> = serde_json::from_slice(&answer[at.clone()]).ok()?;
     let mut out = Vec::with_capacity(answer.len());
     out.extend_from_slice(&answer[..at.start]);
     out.push(b'[');
@@ -385,9 +386,10 @@ pub async fn serve(
                 "task not found: {task_id}"
             )));
         }
-        return Ok(json_ok(jsonrpc::result_response(
+        return Ok(json_ok(jsonrpc::envelope(
             &id,
-            &json!({ "resultType": "complete" }),
+            "result",
+            br#"{"resultType":"complete"}"#,
         )));
     }
     upstream.attach(port.clone());
@@ -399,11 +401,7 @@ pub async fn serve(
             // an unknown one); the extension acknowledges it, as a
             // cancellation that came too late. Which one it is, the
             // child's tasks/get tells.
-            let get = Frame::from_value(&json!({
-                "jsonrpc": "2.0", "id": 0, "method": "tasks/get",
-                "params": { "taskId": task_id },
-            }))
-            .with_id(&id);
+            let get = child_request(&id, "tasks/get", &task_id);
             match result_of(&ask(app, upstream, &port, get).await?) {
                 Ok(_) => {
                     upstream.end_task_inputs(&port, &task_id, "the task has ended");
@@ -430,13 +428,7 @@ pub async fn serve(
                 inputs = upstream.task_inputs(&port, &frame, &task_id).await;
             }
             if matches!(status, Some("completed" | "failed")) {
-                let result = Frame::from_value(&json!({
-                    "jsonrpc": "2.0", "id": 0, "method": "tasks/result",
-                    "params": { "taskId": task_id },
-                }));
-                // The child's own id is the client's: the answer comes
-                // back under it.
-                let result = result.with_id(&id);
+                let result = child_request(&id, "tasks/result", &task_id);
                 let answer = ask(app, upstream, &port, result).await?;
                 outcome = Some(answer);
             }
@@ -467,6 +459,16 @@ pub async fn serve(
         *r.status_mut() = status;
     }
     Ok(r)
+}
+
+/// The proxy's own `method` request about `task` to the child, under the
+/// client's `id`: the answer comes back under it.
+fn child_request(id: &[u8], method: &str, task: &str) -> Frame {
+    Frame::from_value(&json!({
+        "jsonrpc": "2.0", "id": 0, "method": method,
+        "params": { "taskId": task },
+    }))
+    .with_id(id)
 }
 
 /// The extension's acknowledgment of `tasks/cancel`: an empty result

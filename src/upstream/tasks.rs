@@ -78,7 +78,7 @@ pub struct TaskOwners {
     forgotten: u64,
     /// 2026-07-28 clients' tasks that keep their child from counting as
     /// idle, until their ttl ends (soonest first); see [`TaskOwners::hold`].
-    holds: BTreeSet<(Instant, Box<str>)>,
+    holds: BTreeSet<(Instant, String)>,
 }
 
 impl Default for TaskOwners {
@@ -120,7 +120,7 @@ impl TaskOwners {
             };
             if let Some(o) = self.owner.remove(&oldest) {
                 if let Some(at) = o.hold {
-                    self.holds.remove(&(at, oldest));
+                    self.holds.remove(&(at, oldest.to_string()));
                 }
                 self.forgotten += 1;
                 if self.forgotten.is_power_of_two() {
@@ -173,15 +173,15 @@ impl TaskOwners {
             return;
         };
         if let Some(at) = o.hold.replace(until) {
-            self.holds.remove(&(at, task_id.into()));
+            self.holds.remove(&(at, task_id.to_string()));
         }
-        self.holds.insert((until, task_id.into()));
+        self.holds.insert((until, task_id.to_string()));
     }
 
     /// `task_id` ended: it no longer keeps its child busy.
     pub fn unhold(&mut self, task_id: &str) {
         if let Some(at) = self.owner.get_mut(task_id).and_then(|o| o.hold.take()) {
-            self.holds.remove(&(at, task_id.into()));
+            self.holds.remove(&(at, task_id.to_string()));
         }
     }
 
@@ -192,7 +192,7 @@ impl TaskOwners {
             && *at <= now
         {
             if let Some((_, task)) = self.holds.pop_first()
-                && let Some(o) = self.owner.get_mut(&task)
+                && let Some(o) = self.owner.get_mut(task.as_str())
             {
                 o.hold = None;
             }
@@ -283,21 +283,21 @@ pub struct InputLimits {
     pub bytes: usize,
 }
 
-/// The child's task requests waiting for a sessionless client, by the
-/// child's canonical id ([`crate::jsonrpc::id_key`]).
+/// The child's task requests waiting for a 2026-07-28 client, oldest
+/// first. Every one waits the same time, so that is also deadline order;
+/// a list, since `--max-server-requests` keeps it short and it is most
+/// often empty.
 #[derive(Default)]
 pub struct TaskInputs {
-    held: HashMap<Box<[u8]>, HeldInput>,
-    /// Deadlines, soonest first.
-    timers: BTreeSet<(Instant, Box<[u8]>)>,
+    held: Vec<HeldInput>,
     bytes: usize,
     next: u64,
 }
 
 impl TaskInputs {
     /// Holds the child's request (`id` canonical, `raw_id` as written,
-    /// `entry` its `{"method":…,"params":…}`) for `task` until `deadline`;
-    /// returns its key.
+    /// `entry` its `{"method":…,"params":…}`) for `task` until `deadline`,
+    /// which is no earlier than any held before; returns its key.
     #[allow(clippy::too_many_arguments)]
     pub fn hold(
         &mut self,
@@ -321,88 +321,75 @@ impl TaskInputs {
         self.next += 1;
         let key = format!("r{}", self.next);
         self.bytes += entry.len();
-        self.timers.insert((deadline, id.clone()));
-        self.held.insert(
-            id.clone(),
-            HeldInput {
-                task: task.into(),
-                key: key.clone(),
-                id,
-                method: method.into(),
-                raw_id: raw_id.into(),
-                entry,
-                deadline,
-            },
-        );
+        self.held.push(HeldInput {
+            task: task.into(),
+            key: key.clone(),
+            id,
+            method: method.into(),
+            raw_id: raw_id.into(),
+            entry,
+            deadline,
+        });
         Ok(key)
     }
 
     /// Whether the child's request `id` (canonical) is held.
     pub fn contains(&self, id: &[u8]) -> bool {
-        self.held.contains_key(id)
+        self.held.iter().any(|h| *h.id == *id)
     }
 
     /// `task`'s held requests, oldest first.
     pub fn of_task<'a>(&'a self, task: &'a str) -> impl Iterator<Item = &'a HeldInput> + 'a {
-        let mut mine: Vec<&HeldInput> = self.held.values().filter(|h| &*h.task == task).collect();
-        mine.sort_by_key(|h| h.deadline);
-        mine.into_iter()
+        self.held.iter().filter(move |h| &*h.task == task)
+    }
+
+    fn take_at(&mut self, at: usize) -> HeldInput {
+        let h = self.held.remove(at);
+        self.bytes -= h.entry.len();
+        h
     }
 
     /// Takes `task`'s request under `key`.
     pub fn take_key(&mut self, task: &str, key: &str) -> Option<HeldInput> {
-        let id = self
+        let at = self
             .held
             .iter()
-            .find(|(_, h)| &*h.task == task && h.key == key)
-            .map(|(id, _)| id.clone())?;
-        self.take(&id)
+            .position(|h| &*h.task == task && h.key == key)?;
+        Some(self.take_at(at))
     }
 
     /// Takes the request the child sent under `id` (canonical).
     pub fn take(&mut self, id: &[u8]) -> Option<HeldInput> {
-        let h = self.held.remove(id)?;
-        self.timers.remove(&(h.deadline, id.into()));
-        self.bytes -= h.entry.len();
-        Some(h)
+        let at = self.held.iter().position(|h| *h.id == *id)?;
+        Some(self.take_at(at))
     }
 
     /// Takes every request of `task`.
     pub fn take_task(&mut self, task: &str) -> Vec<HeldInput> {
-        let ids: Vec<Box<[u8]>> = self
-            .held
-            .iter()
-            .filter(|(_, h)| &*h.task == task)
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.iter().filter_map(|id| self.take(id)).collect()
+        let mut out = Vec::new();
+        while let Some(at) = self.held.iter().position(|h| &*h.task == task) {
+            out.push(self.take_at(at));
+        }
+        out
     }
 
     /// Takes the requests whose deadline is at or before `now`.
     pub fn due(&mut self, now: Instant) -> Vec<HeldInput> {
         let mut out = Vec::new();
-        while let Some((at, _)) = self.timers.first()
-            && *at <= now
-        {
-            if let Some((_, id)) = self.timers.pop_first()
-                && let Some(h) = self.held.remove(&id)
-            {
-                self.bytes -= h.entry.len();
-                out.push(h);
-            }
+        while self.held.first().is_some_and(|h| h.deadline <= now) {
+            out.push(self.take_at(0));
         }
         out
     }
 
     /// The soonest deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.first().map(|(at, _)| *at)
+        self.held.first().map(|h| h.deadline)
     }
 
     /// Forgets everything (the child that sent them is gone).
     pub fn clear(&mut self) {
         self.held.clear();
-        self.timers.clear();
         self.bytes = 0;
     }
 
@@ -410,6 +397,15 @@ impl TaskInputs {
     pub fn len(&self) -> usize {
         self.held.len()
     }
+}
+
+/// The `ttl` (milliseconds) a `CreateTaskResult` answer gives its task:
+/// `result.task.ttl`; `None` when it is `null` (unlimited), absent or not
+/// a count.
+pub fn created_ttl(answer: &[u8]) -> Option<u64> {
+    let at = crate::jsonrpc::locate_checked(answer, &["result", "task", "ttl"])?;
+    let ttl = serde_json::from_slice::<i64>(&answer[at]).ok()?;
+    u64::try_from(ttl).ok()
 }
 
 #[derive(Deserialize)]
@@ -431,28 +427,6 @@ pub fn created_task(answer: &[u8]) -> Option<String> {
     serde_json::from_slice::<Answer>(answer)
         .ok()
         .map(|a| a.result.task.task_id)
-}
-
-/// The `ttl` (milliseconds) a `CreateTaskResult` answer gives its task:
-/// `result.task.ttl`; `None` when it is `null` (unlimited) or absent.
-pub fn created_ttl(answer: &[u8]) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Answer {
-        result: Created,
-    }
-    #[derive(Deserialize)]
-    struct Created {
-        task: Ttl,
-    }
-    #[derive(Deserialize)]
-    struct Ttl {
-        ttl: Option<u64>,
-    }
-    serde_json::from_slice::<Answer>(answer)
-        .ok()?
-        .result
-        .task
-        .ttl
 }
 
 /// The `taskId` parameter of `tasks/get`, `tasks/result`, `tasks/cancel`
@@ -609,8 +583,8 @@ mod tests {
                 limits,
             )
         };
-        let a1 = hold(&mut t, "a", "1", 10, now + s(2)).unwrap();
-        let a2 = hold(&mut t, "a", "2", 10, now + s(1)).unwrap();
+        let a1 = hold(&mut t, "a", "1", 10, now + s(1)).unwrap();
+        let a2 = hold(&mut t, "a", "2", 10, now + s(2)).unwrap();
         assert_ne!(a1, a2, "keys are never reused");
         assert_eq!(hold(&mut t, "a", "3", 10, now), Err(HoldRefused::Task));
         assert_eq!(
@@ -620,18 +594,19 @@ mod tests {
         );
         hold(&mut t, "b", "5", 100, now + s(3)).unwrap();
         assert_eq!(hold(&mut t, "c", "6", 1, now), Err(HoldRefused::Child));
+        assert!(t.contains(b"5") && !t.contains(b"6"));
         let keys: Vec<&str> = t.of_task("a").map(|h| h.key.as_str()).collect();
-        assert_eq!(keys, [a2.as_str(), a1.as_str()], "oldest deadline first");
+        assert_eq!(keys, [a1.as_str(), a2.as_str()], "oldest first");
+        assert_eq!(t.next_deadline(), Some(now + s(1)));
         assert_eq!(
             t.take_key("b", &a1).map(|h| h.key),
             None,
             "another task's key"
         );
-        assert_eq!(t.take_key("a", &a1).unwrap().raw_id.as_ref(), b"1");
+        assert_eq!(t.take_key("a", &a2).unwrap().raw_id.as_ref(), b"2");
         assert_eq!(t.due(now + s(1)).len(), 1);
         assert_eq!(t.take_task("b").len(), 1);
         assert_eq!((t.len(), t.bytes, t.next_deadline()), (0, 0, None));
-        assert!(t.timers.is_empty());
     }
 
     #[test]

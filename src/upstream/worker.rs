@@ -93,13 +93,11 @@ pub(super) type Reader = LineReader<crate::child::Stdout>;
 pub enum TaskInputOp {
     /// The task's held requests, as an `inputRequests` object (`None`:
     /// none, or the task is not the caller's).
-    List(oneshot::Sender<Option<Vec<u8>>>),
+    List,
     /// Answers (`inputResponses` members, each the result for the child's
-    /// request under that key); `true` when the task is the caller's.
-    Answer(
-        Vec<(String, Box<serde_json::value::RawValue>)>,
-        oneshot::Sender<bool>,
-    ),
+    /// request under that key); answered with an empty list when the task
+    /// is the caller's, `None` otherwise.
+    Answer(Vec<(String, Box<serde_json::value::RawValue>)>),
     /// The task ended (its child says so, or it was cancelled): its held
     /// requests are refused, with this reason.
     End(String),
@@ -165,6 +163,7 @@ pub(super) enum Command {
         session: bool,
         principal: Option<Arc<str>>,
         op: TaskInputOp,
+        done: Option<oneshot::Sender<Option<Vec<u8>>>>,
     },
     /// Counts a session in or out of a URI's subscribers; answers whether
     /// the child must hear of it.
@@ -573,6 +572,7 @@ impl Worker {
                 session,
                 principal,
                 op,
+                done,
             } => {
                 let caller = tasks::Caller {
                     port,
@@ -580,7 +580,10 @@ impl Worker {
                     principal: principal.as_deref(),
                 };
                 let visible = self.routes.tasks.may_see(&task, caller);
-                self.task_input(&task, port, visible, op);
+                let out = self.task_input(&task, port, visible, op);
+                if let Some(done) = done {
+                    let _ = done.send(out);
+                }
             }
             Command::Subscription {
                 uri,
@@ -1661,13 +1664,7 @@ impl Worker {
                 .task_inputs
                 .hold(task, key, id, method, entry.into(), deadline, limits);
         match held {
-            Ok(input) => {
-                debug!(
-                    method,
-                    input, "request of a task held for its client's tasks/get"
-                );
-                None
-            }
+            Ok(_) => None,
             Err(refused) => {
                 let (reason, bound) = match refused {
                     tasks::HoldRefused::Task => (
@@ -1699,7 +1696,6 @@ impl Worker {
     /// The child's held request is given up on: it gets an error.
     fn refuse_held(&mut self, held: tasks::HeldInput, reason: Refusal, why: &str) {
         self.metrics.server_request_refused(reason);
-        debug!("a request of a task ended unanswered: {why}");
         self.write_control(&jsonrpc::error_response(
             Some(&held.raw_id),
             code::INTERNAL_ERROR,
@@ -1710,9 +1706,15 @@ impl Worker {
 
     /// Serves [`Command::TaskInput`]: `visible` says whether its caller
     /// may see `task` (an invisible task is as one without requests).
-    fn task_input(&mut self, task: &str, port: u64, visible: bool, op: TaskInputOp) {
+    fn task_input(
+        &mut self,
+        task: &str,
+        port: u64,
+        visible: bool,
+        op: TaskInputOp,
+    ) -> Option<Vec<u8>> {
         match op {
-            TaskInputOp::List(done) => {
+            TaskInputOp::List => {
                 let mut out = Vec::new();
                 let port = self.routes.ports.get(&port).cloned();
                 if visible && let Some(port) = port {
@@ -1744,12 +1746,13 @@ impl Worker {
                         out.extend_from_slice(&held.entry);
                     }
                 }
-                if !out.is_empty() {
-                    out.push(b'}');
+                if out.is_empty() {
+                    return None;
                 }
-                let _ = done.send((!out.is_empty()).then_some(out));
+                out.push(b'}');
+                Some(out)
             }
-            TaskInputOp::Answer(responses, done) => {
+            TaskInputOp::Answer(responses) => {
                 if visible {
                     for (key, result) in responses {
                         // Keys not outstanding are ignored (the extension:
@@ -1761,7 +1764,7 @@ impl Worker {
                         }
                     }
                 }
-                let _ = done.send(visible);
+                visible.then(Vec::new)
             }
             TaskInputOp::End(why) => {
                 if visible {
@@ -1770,6 +1773,7 @@ impl Worker {
                         self.refuse_held(held, Refusal::SessionEnded, &why);
                     }
                 }
+                None
             }
         }
     }
