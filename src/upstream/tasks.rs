@@ -27,7 +27,6 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde::Deserialize;
-use serde_json::Value;
 use tokio::time::Instant;
 use tracing::warn;
 
