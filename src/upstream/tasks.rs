@@ -407,6 +407,18 @@ pub fn created_ttl(answer: &[u8]) -> Option<u64> {
     u64::try_from(ttl).ok()
 }
 
+/// The longest a task keeps its child from counting as idle
+/// ([`TaskOwners::hold`]), whatever ttl the child gave it: a client that
+/// creates tasks and never polls them again must not keep a child for
+/// the years a ttl can say.
+pub const MAX_TASK_HOLD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// How long a task whose child gave it `ttl_ms` keeps its child:
+/// at most [`MAX_TASK_HOLD`].
+pub fn hold_for(ttl_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(ttl_ms).min(MAX_TASK_HOLD)
+}
+
 #[derive(Deserialize)]
 struct TaskRef {
     #[serde(rename = "taskId")]
@@ -477,6 +489,13 @@ pub fn filter_list(answer: &[u8], keep: impl Fn(&str) -> bool) -> Option<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_holds_its_child_for_its_ttl_but_never_past_a_day() {
+        assert_eq!(hold_for(5_000), std::time::Duration::from_secs(5));
+        assert_eq!(hold_for(u64::MAX), MAX_TASK_HOLD);
+        assert_eq!(hold_for(25 * 3600 * 1000), MAX_TASK_HOLD);
+    }
     use serde_json::Value;
 
     fn session(port: u64, principal: Option<&str>) -> Caller<'_> {

@@ -1336,9 +1336,9 @@ impl Worker {
                         self.routes.tasks.mark_modern(&task);
                         // Its client has no session to keep the child
                         // alive: the task does, for its ttl.
-                        // (A ttl past what a clock holds is unlimited: none.)
+                        // (At most a day: `tasks::MAX_TASK_HOLD`.)
                         if let Some(until) = tasks::created_ttl(frame.bytes())
-                            .and_then(|ttl| Instant::now().checked_add(Duration::from_millis(ttl)))
+                            .and_then(|ttl| Instant::now().checked_add(tasks::hold_for(ttl)))
                         {
                             self.routes.tasks.hold(&task, until);
                         }
