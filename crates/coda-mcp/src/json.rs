@@ -66,7 +66,7 @@ const PATH_NAME_CHARS: usize = 40;
 /// letters, digits and `_`, `["name"]` (a JSON string, `\u{202e}`
 /// escaped) for any other.
 fn member_segment(name: &str, secret: &str) -> String {
-    let name = crate::client::redact_text(name, secret);
+    let name = crate::text::redact_text(name, secret);
     let name = name.as_str();
     let mut cut: String = name.chars().take(PATH_NAME_CHARS).collect();
     if cut.len() < name.len() {
@@ -79,7 +79,7 @@ fn member_segment(name: &str, secret: &str) -> String {
         // overrides are escaped too, as everywhere Coda's text is shown.
         format!(
             "[{}]",
-            crate::client::escape_controls(&Value::String(cut).to_string())
+            crate::text::escape_controls(&Value::String(cut).to_string())
         )
     }
 }

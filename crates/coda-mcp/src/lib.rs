@@ -58,6 +58,9 @@
 //!   member twice (serde_json keeps the last copy silently): an ambiguous
 //!   answer is a protocol error, and a write answered so has an unknown
 //!   outcome.
+//! - [`text`]: Coda's text as it may reach a model or a log: the API
+//!   token replaced wherever an answer echoes it, line breaks and bidi
+//!   overrides escaped, cut to a length.
 //! - [`budget`]: the bytes of Coda's answers held at once, across all calls
 //!   (`--max-read-bytes`): every body holds room while it is kept, and a
 //!   body that finds none fails with an error saying to retry; only a
@@ -122,6 +125,7 @@ pub mod schema;
 pub mod server;
 pub mod shutdown;
 pub mod stdio;
+pub mod text;
 pub mod tools;
 
 pub use config::{CodaArgs, CodaConfig, ConfigError};

@@ -321,14 +321,14 @@ const MESSAGE_KEYS: [&str; 3] = ["error", "note", "warning"];
 pub const MESSAGE_CAP: usize = 500;
 
 /// At most `max` characters of `s`, control and bidi characters escaped
-/// ([`crate::client::escape_controls`]): a summary stays one line that
+/// ([`crate::text::escape_controls`]): a summary stays one line that
 /// reads as stored, whatever a name or message from Coda holds.
 fn cap(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
-        return crate::client::escape_controls(s).into_owned();
+        return crate::text::escape_controls(s).into_owned();
     }
     let cut: String = s.chars().take(max).collect();
-    let mut out = crate::client::escape_controls(&cut).into_owned();
+    let mut out = crate::text::escape_controls(&cut).into_owned();
     out.push('…');
     out
 }
