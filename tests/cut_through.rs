@@ -270,6 +270,27 @@ async fn a_long_answer_gets_the_servers_identity_in_its_own_meta_as_it_passes() 
     proxy.stop().await;
 }
 
+/// A 2026-07-28 call of `slow_answer` whose result ends with the child's
+/// `_meta` member written as `meta` (raw JSON after `"_meta":`): the
+/// bytes the client got, whole (`Ok`) or cut off (`Err`), after checking
+/// that the head went on as it arrived and the body ended within 10 s.
+async fn long_modern_answer_ending(proxy: &Proxy, meta: &str) -> (Value, Result<Vec<u8>, Vec<u8>>) {
+    let mut body = slow_answer(json!(1), 1 << 20, 300, "end");
+    body["params"]["arguments"]["meta"] = json!(meta);
+    body["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let started = Instant::now();
+    let resp = modern_post(proxy, &body, "application/json").await;
+    assert_eq!(resp.status(), 200);
+    let (first, got) = tokio::time::timeout(Duration::from_secs(10), read_body(resp, started))
+        .await
+        .expect("the body ends within 10 s");
+    assert!(first.is_some(), "its head went on as it arrived");
+    (body, got)
+}
+
 /// A long answer whose result has a member the proxy puts at its front
 /// for a 2026-07-28 client (`resultType`): it went on with the key twice.
 /// Now it fails as it passes, where the child's copy begins, as a short
@@ -277,19 +298,8 @@ async fn a_long_answer_gets_the_servers_identity_in_its_own_meta_as_it_passes() 
 #[tokio::test]
 async fn a_long_answer_with_a_member_the_proxy_adds_fails_where_the_second_copy_begins() {
     let proxy = Proxy::start(&[]).await;
-    let mut body = slow_answer(json!(1), 1 << 20, 300, "end");
-    body["params"]["arguments"]["meta"] = json!(r#"{"a":1},"resultType":"input_required""#);
-    body["params"]["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let started = Instant::now();
-    let resp = modern_post(&proxy, &body, "application/json").await;
-    assert_eq!(resp.status(), 200);
-    let (first, got) = tokio::time::timeout(Duration::from_secs(10), read_body(resp, started))
-        .await
-        .expect("the body ends within 10 s");
-    assert!(first.is_some(), "its head went on as it arrived");
+    let (_, got) =
+        long_modern_answer_ending(&proxy, r#"{"a":1},"resultType":"input_required""#).await;
     let part = match got {
         Ok(whole) => panic!(
             "passed whole: {}",
@@ -314,19 +324,7 @@ async fn a_long_answer_with_a_member_the_proxy_adds_fails_where_the_second_copy_
 async fn a_long_answer_with_meta_twice_in_its_result_fails_where_the_identity_would_be_lost() {
     let proxy = Proxy::start(&[]).await;
     let twice = r#"{"a":1},"_meta":{"b":2}"#;
-    let mut body = slow_answer(json!(1), 1 << 20, 300, "end");
-    body["params"]["arguments"]["meta"] = json!(twice);
-    body["params"]["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let started = Instant::now();
-    let resp = modern_post(&proxy, &body, "application/json").await;
-    assert_eq!(resp.status(), 200);
-    let (first, got) = tokio::time::timeout(Duration::from_secs(10), read_body(resp, started))
-        .await
-        .expect("the body ends within 10 s");
-    assert!(first.is_some(), "its head went on as it arrived");
+    let (body, got) = long_modern_answer_ending(&proxy, twice).await;
     let got = match got {
         Ok(whole) => {
             let v: Value = serde_json::from_slice(&whole).unwrap();

@@ -366,6 +366,24 @@ async fn every_result_carries_the_servers_identity() {
     proxy.stop().await;
 }
 
+/// The answer a 2026-07-28 client gets to a call whose child answers
+/// with `result` (the `misbehave_emit` tool writes it under the call's id).
+async fn answered_with(proxy: &Proxy, id: usize, result: &str) -> Value {
+    let line = format!(r#"{{"jsonrpc":"2.0","id":$ID,"result":{result}}}"#);
+    let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
+    json_of(post(proxy, &call, "application/json").await).await
+}
+
+/// Asserts that `v`, the answer to call `id`, is the proxy's -32603
+/// refusal, its message saying `why`.
+fn assert_refused(v: &Value, id: usize, why: &str) {
+    assert_eq!(v["id"], id, "{v}");
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(why), "{v}");
+}
+
 /// A 2025-era child's result with a member the proxy adds for a
 /// 2026-07-28 client (`resultType`) went on with the key twice
 /// (`{"resultType":"complete",…,"resultType":"input_required"}`): a client
@@ -383,24 +401,14 @@ async fn a_result_with_a_member_the_proxy_adds_is_refused_rather_than_sent_with_
     .into_iter()
     .enumerate()
     {
-        let line = format!(r#"{{"jsonrpc":"2.0","id":$ID,"result":{result}}}"#);
-        let call = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{
-            "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
-        let v = json_of(post(&proxy, &call, "application/json").await).await;
-        assert_eq!(v["id"], n, "{v}");
-        assert_eq!(v["error"]["code"], -32603, "{result}: {v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("resultType"),
-            "{v}"
-        );
+        assert_refused(&answered_with(&proxy, n, result).await, n, "resultType");
     }
-    let line = r#"{"jsonrpc":"2.0","id":$ID,"result":{"content":[{"type":"text","text":"t","resultType":"x"}],"ttlMs":5}}"#;
-    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{
-        "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
-    let v = json_of(post(&proxy, &call, "application/json").await).await;
+    let v = answered_with(
+        &proxy,
+        9,
+        r#"{"content":[{"type":"text","text":"t","resultType":"x"}],"ttlMs":5}"#,
+    )
+    .await;
     assert_eq!(v["result"]["resultType"], "complete", "{v}");
     assert_eq!(v["result"]["content"][0]["resultType"], "x", "{v}");
     assert_eq!(v["result"]["ttlMs"], 5, "{v}");
@@ -422,25 +430,15 @@ async fn a_result_with_meta_twice_is_refused_rather_than_stamped_in_the_copy_cli
     .into_iter()
     .enumerate()
     {
-        let line = format!(r#"{{"jsonrpc":"2.0","id":$ID,"result":{result}}}"#);
-        let call = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{
-            "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
-        let v = json_of(post(&proxy, &call, "application/json").await).await;
-        assert_eq!(v["id"], n, "{v}");
-        assert_eq!(v["error"]["code"], -32603, "{result}: {v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("_meta twice"),
-            "{v}"
-        );
+        assert_refused(&answered_with(&proxy, n, result).await, n, "_meta twice");
     }
     // One `_meta` (and one nested in the content) is stamped as before.
-    let line = r#"{"jsonrpc":"2.0","id":$ID,"result":{"content":[{"type":"text","text":"t","_meta":{}}],"_meta":{"k":1}}}"#;
-    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{
-        "name":"misbehave_emit","arguments":{"lines":[line]},"_meta":meta()}});
-    let v = json_of(post(&proxy, &call, "application/json").await).await;
+    let v = answered_with(
+        &proxy,
+        9,
+        r#"{"content":[{"type":"text","text":"t","_meta":{}}],"_meta":{"k":1}}"#,
+    )
+    .await;
     assert_eq!(v["result"]["_meta"]["k"], 1, "{v}");
     assert_eq!(
         v["result"]["_meta"][SERVER_INFO]["name"], "everything",
