@@ -365,9 +365,6 @@ pub struct Args {
     /// threads that serve HTTP and route messages; 0 is one per CPU (default 1: one thread, the least CPU and latency per call)
     #[argh(option)]
     pub worker_threads: Option<String>,
-    /// how long the one runtime thread waits for its next event awake before it sleeps, while waits are that short; 0 never (default 0; see the README's Performance)
-    #[argh(option)]
-    pub idle_spin: Option<String>,
     /// stderr lines per second logged for each child, in bursts of up to four times that; the rest are counted (default 50)
     #[argh(option)]
     pub child_log_rate: Option<String>,
@@ -512,9 +509,6 @@ pub struct Config {
     pub max_connections: usize,
     /// Runtime threads: 1 is a current-thread runtime, 0 one per CPU.
     pub worker_threads: usize,
-    /// How long a current-thread runtime spins before it parks
-    /// ([`crate::spin`]); zero never.
-    pub idle_spin: Duration,
     /// Session id prefix naming this replica.
     pub replica_id: Option<String>,
     /// Log format.
@@ -552,8 +546,8 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
-/// Parses `50us`, `500ms`, `15s`, `30m`, `2h`, or a bare number of
-/// seconds, up to [`MAX_DURATION`].
+/// Parses `500ms`, `15s`, `30m`, `2h`, or a bare number of seconds, up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -562,7 +556,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     };
     let n: f64 = num.parse().ok()?;
     let secs = match unit {
-        "us" | "µs" => n / 1_000_000.0,
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
@@ -1481,18 +1474,6 @@ impl Config {
                 }
                 n => n,
             },
-            idle_spin: match r.parsed(
-                "idle-spin",
-                &args.idle_spin,
-                crate::spin::DEFAULT_IDLE_SPIN,
-                parse_duration,
-                "a duration such as 50us or 0.2ms",
-            )? {
-                d if d > crate::spin::MAX_IDLE_SPIN => {
-                    return err("--idle-spin must be at most 1ms");
-                }
-                d => d,
-            },
             replica_id,
             log_format,
             log_level: r
@@ -1545,19 +1526,6 @@ mod tests {
         assert_eq!(c.child.max_line_bytes, 64 << 20);
         assert_eq!(c.session_idle_timeout, Duration::from_secs(1800));
         assert!(c.request_timeout.is_none());
-    }
-
-    #[test]
-    fn idle_spin_is_off_unless_asked_for_and_at_most_a_millisecond() {
-        assert_eq!(parse(&["--", "s"], &[]).unwrap().idle_spin, Duration::ZERO);
-        let c = parse(&["--idle-spin", "50us", "--", "s"], &[]).unwrap();
-        assert_eq!(c.idle_spin, Duration::from_micros(50));
-        let c = parse(&["--", "s"], &[("MCP_PROXY_IDLE_SPIN", "0.2ms")]).unwrap();
-        assert_eq!(c.idle_spin, Duration::from_micros(200));
-        for bad in ["2ms", "50ns", "-1us", "1e400us"] {
-            let e = parse(&["--idle-spin", bad, "--", "s"], &[]).unwrap_err();
-            assert!(e.0.contains("--idle-spin"), "{bad}: {}", e.0);
-        }
     }
 
     #[test]

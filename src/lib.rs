@@ -89,8 +89,6 @@
 //!   session-id hashes and rate limits for logs.
 //! - [`writer`]: a thread that writes lines for the log and the audit file,
 //!   fed by a bounded queue that never makes its caller wait.
-//! - [`spin`]: `--idle-spin`, the runtime thread kept awake for a short
-//!   wait before it sleeps, where waking a sleeping CPU is dear.
 
 pub mod audit;
 pub mod auth;
@@ -112,7 +110,6 @@ pub mod proxy;
 pub mod servers;
 pub mod session;
 pub mod shutdown;
-pub mod spin;
 pub mod sse;
 pub mod store;
 pub mod tail;

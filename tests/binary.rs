@@ -301,54 +301,6 @@ fn worker_threads_sets_the_runtime_threads() {
     assert!(err.contains("--worker-threads"), "{err}");
 }
 
-/// `--idle-spin`: the runtime's epoll instance is found (no warning), a
-/// run of calls is answered while the thread spins, and the spins see
-/// their events: the count logged at exit says so. Off by default.
-#[tokio::test]
-async fn idle_spin_sees_the_events_of_a_run_of_calls() {
-    if available_cpus() < 2 {
-        return; // the spin is off with one CPU, by design
-    }
-    let mut p = start(
-        &["--idle-spin", "1ms", "--log-level", "debug"],
-        &[&support::example("everything")],
-    );
-    let mut c = Client::new(&format!("{}/mcp", p.base));
-    c.initialize("2025-11-25", json!({})).await;
-    for i in 0..50 {
-        let r = c
-            .call(json!(i), "echo", json!({"message": i.to_string()}))
-            .await;
-        assert_eq!(text_of(&r), i.to_string(), "{r}");
-    }
-    assert_eq!(p.terminate().0, 0);
-    let logs = p.logs();
-    assert!(!logs.contains("warning: --idle-spin"), "{logs}");
-    let counts = logs
-        .lines()
-        .find_map(|l| l.split("idle spin: ").nth(1))
-        .unwrap_or_else(|| panic!("no idle spin count in the log:\n{logs}"));
-    let words: Vec<u64> = counts
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let (hits, spins) = (words[0], words[1]);
-    // Each call waits twice (the child's answer, the next request), both
-    // well within 1 ms; a loaded machine may let a few run out.
-    assert!(spins >= 50, "{counts}");
-    assert!(hits * 2 >= spins, "{counts}");
-
-    let mut p = start(
-        &["--log-level", "debug"],
-        &[&support::example("everything")],
-    );
-    let mut c = Client::new(&format!("{}/mcp", p.base));
-    c.initialize("2025-11-25", json!({})).await;
-    c.call(json!(1), "echo", json!({"message": "x"})).await;
-    assert_eq!(p.terminate().0, 0);
-    assert!(!p.logs().contains("idle spin"), "off by default");
-}
-
 /// Audit records skip tracing's formatter: with `--log-format json` each is
 /// one flat object (its fields beside `timestamp`, `level`, `target`), not
 /// a JSON string inside `message`; plain lines carry the object as is.

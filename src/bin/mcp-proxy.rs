@@ -65,22 +65,12 @@ fn print_stdout(text: &str) {
 }
 
 /// The runtime (`--worker-threads`): 1 runs everything on this thread, 0
-/// is a pool of one worker per CPU, more is a pool of that many. One
-/// thread spins up to `spin` before it sleeps (`--idle-spin`).
-fn runtime(threads: usize, spin: std::time::Duration) -> std::io::Result<tokio::runtime::Runtime> {
+/// is a pool of one worker per CPU, more is a pool of that many.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads == 1 {
-        let mut builder = tokio::runtime::Builder::new_current_thread();
-        builder.enable_all();
-        let spin = mcp_sidecar::spin::IdleSpin::install(&mut builder, spin);
-        let runtime = builder.build()?;
-        if let Some(spin) = spin
-            && !spin.attach(&runtime)
-        {
-            say(
-                "warning: --idle-spin: the runtime's epoll instance was not found in /proc; no spin",
-            );
-        }
-        return Ok(runtime);
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if threads > 0 {
@@ -285,7 +275,7 @@ fn main() {
     if let Err(e) = start_logging(&config) {
         fail(EX_USAGE, &e);
     }
-    let runtime = match runtime(config.worker_threads, config.idle_spin) {
+    let runtime = match runtime(config.worker_threads) {
         Ok(r) => r,
         Err(e) => fail(1, &format!("cannot start the runtime: {e}")),
     };
@@ -370,7 +360,7 @@ mod named {
             super::say(&format!("error: {e}"));
             return super::EX_USAGE;
         }
-        let runtime = match super::runtime(config.base.worker_threads, config.base.idle_spin) {
+        let runtime = match super::runtime(config.base.worker_threads) {
             Ok(r) => r,
             Err(e) => {
                 super::say(&format!("error: cannot start the runtime: {e}"));
