@@ -549,25 +549,29 @@ async fn a_task_nobody_polls_goes_with_its_idle_child() {
     )
     .await;
     let task = v["result"]["taskId"].as_str().unwrap().to_string();
+    polled_until_gone(&proxy, 2, &task, "the idle child was never stopped").await;
+    proxy.stop().await;
+}
+
+/// Polls `task` (`tasks/get` under `id`) every 1.5 s while it is
+/// working, until its child is gone and the task with it ("task not
+/// found"); fails with `never` past [`STEP`].
+async fn polled_until_gone(proxy: &Proxy, id: u64, task: &str, never: &str) {
     let deadline = Instant::now() + STEP;
     loop {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (_, v) = post(&proxy, None, &task_request(2, "tasks/get", &task, true)).await;
+        let (_, v) = post(proxy, None, &task_request(id, "tasks/get", task, true)).await;
         if v["error"]["code"] == -32602 {
             assert_eq!(
                 v["error"]["message"],
                 format!("task not found: {task}"),
                 "{v}"
             );
-            break;
+            return;
         }
         assert_eq!(v["result"]["status"], "working", "{v}");
-        assert!(
-            Instant::now() < deadline,
-            "the idle child was never stopped: {v}"
-        );
+        assert!(Instant::now() < deadline, "{never}: {v}");
     }
-    proxy.stop().await;
 }
 
 /// A 2026-07-28 client has no session to keep its child alive between
@@ -590,24 +594,7 @@ async fn a_task_keeps_its_child_alive_for_its_ttl() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let (_, v) = post(&proxy, None, &task_request(2, "tasks/get", &task, true)).await;
     assert_eq!(v["result"]["status"], "working", "{v}");
-    let deadline = Instant::now() + STEP;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (_, v) = post(&proxy, None, &task_request(3, "tasks/get", &task, true)).await;
-        if v["error"]["code"] == -32602 {
-            assert_eq!(
-                v["error"]["message"],
-                format!("task not found: {task}"),
-                "{v}"
-            );
-            break;
-        }
-        assert_eq!(v["result"]["status"], "working", "{v}");
-        assert!(
-            Instant::now() < deadline,
-            "the child outlived its task's ttl: {v}"
-        );
-    }
+    polled_until_gone(&proxy, 3, &task, "the child outlived its task's ttl").await;
     proxy.stop().await;
 }
 

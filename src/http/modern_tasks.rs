@@ -201,21 +201,10 @@ pub fn with_task(frame: Frame, as_task: bool) -> Result<Frame, ProxyError> {
         }
         (false, Some(_)) => {
             let raw = frame.params().unwrap_or(b"{}");
-            let mut params = serde_json::from_slice::<IndexedMembers>(raw)
-                .map_err(|e| ProxyError::InvalidParams(format!("tools/call params: {e}")))?
-                .0;
-            params.retain(|(k, _)| k != "task");
+            let params = serde_json::from_slice::<IndexedMembers>(raw)
+                .map_err(|e| ProxyError::InvalidParams(format!("tools/call params: {e}")))?;
             let mut out = Vec::with_capacity(raw.len());
-            out.push(b'{');
-            for (n, (k, v)) in params.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut out, k).expect("a string serializes");
-                out.push(b':');
-                out.extend_from_slice(v.get().as_bytes());
-            }
-            out.push(b'}');
+            params.write_without("task", &mut out);
             Ok(frame.with_params(&out))
         }
     }
@@ -223,6 +212,25 @@ pub fn with_task(frame: Frame, as_task: bool) -> Result<Frame, ProxyError> {
 
 /// An object's members in their order, each value as written.
 struct IndexedMembers(Vec<(String, Box<RawValue>)>);
+
+impl IndexedMembers {
+    /// Writes the object again, in its order, without the member `key`
+    /// (every copy), each value as it was written.
+    fn write_without(&self, key: &str, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let kept = self.0.iter().filter(|(k, _)| k != key);
+        for (i, (k, v)) in kept.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Invariant: a str serializes.
+            serde_json::to_writer(&mut *out, k).expect("a string serializes");
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for IndexedMembers {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -335,17 +343,7 @@ pub fn without_execution(_id: &[u8], answer: &Bytes) -> Option<Bytes> {
             continue;
         };
         changed = true;
-        out.push(b'{');
-        let kept = members.0.iter().filter(|(k, _)| k != "execution");
-        for (i, (k, v)) in kept.enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, k).expect("a string serializes");
-            out.push(b':');
-            out.extend_from_slice(v.get().as_bytes());
-        }
-        out.push(b'}');
+        members.write_without("execution", &mut out);
     }
     out.push(b']');
     out.extend_from_slice(&answer[at.end..]);
